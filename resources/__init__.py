@@ -1,0 +1,1 @@
+"""Files shipped with vitexplorer: the sample image and its credits."""

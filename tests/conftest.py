@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny models of both kinds, so the suite runs in seconds on two CPU cores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
+
+from vitexplorer.core.vit import SmallViT, SmallViTConfig  # noqa: E402
+
+TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
+
+
+@pytest.fixture
+def tiny_small_vit() -> SmallViT:
+    torch.manual_seed(0)
+    return SmallViT(TINY).eval()
+
+
+@pytest.fixture
+def tiny_torchvision_vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+        num_classes=10,
+    )
+    # torchvision zero-initialises the head; random values make the logit checks meaningful
+    torch.nn.init.normal_(model.heads.head.weight, std=0.5)
+    return model.eval()

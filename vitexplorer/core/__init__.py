@@ -1,0 +1,1 @@
+"""The headless core: models, attention capture, image decoding. Never imports Qt."""

@@ -1,0 +1,146 @@
+"""One forward pass that returns the logits and every layer's and head's attention.
+
+torchvision's ``EncoderBlock`` calls ``nn.MultiheadAttention`` with ``need_weights=False`` and our
+own :class:`~vitexplorer.core.vit.SelfAttention` uses fused ``scaled_dot_product_attention``, so
+the attention probabilities never exist in a plain forward. For the analysed pass only, each
+attention module's ``forward`` is replaced by an explicit computation built from the module's own
+weights (one qkv projection, scaled softmax kept as the map, weights @ v, output projection), and
+the original is restored afterwards. This costs about the same as the plain forward, unlike
+recomputing q and k in a hook or asking the module for averaged weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitexplorer.core.vit import SelfAttention
+
+
+
+class AttentionSink:
+    """Collects each layer's attention straight into one preallocated array.
+
+    Writing the softmax into its final place avoids stacking the layers afterwards, which on the
+    CPU cost as much as all the extra work of the explicit attention together.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.num_layers = num_layers
+        self.maps: torch.Tensor | None = None  # (layers, batch, heads, tokens, tokens)
+        self.filled = 0
+
+    def softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        """Softmax of ``scores`` over the last axis, written into the next layer's slot."""
+        if self.maps is None or self.maps.shape[1:] != scores.shape:
+            self.maps = scores.new_empty((self.num_layers, *scores.shape))
+            self.filled = 0
+        if self.filled >= self.num_layers:
+            raise RuntimeError("more attention layers ran than the model has")
+        out = self.maps[self.filled]
+        torch.softmax(scores, dim=-1, out=out)
+        self.filled += 1
+        return out
+
+    def result(self) -> torch.Tensor:
+        """All layers' maps as (batch, layers, heads, tokens, tokens)."""
+        if self.maps is None or self.filled != self.num_layers:
+            raise RuntimeError(f"captured {self.filled} of {self.num_layers} attention layers")
+        return self.maps.transpose(0, 1)
+
+
+def explicit_attention(
+    x: torch.Tensor,
+    qkv_weight: torch.Tensor,
+    qkv_bias: torch.Tensor | None,
+    out_weight: torch.Tensor,
+    out_bias: torch.Tensor | None,
+    num_heads: int,
+    sink: AttentionSink,
+) -> torch.Tensor:
+    """Self-attention of ``x`` (batch, tokens, width); the (batch, heads, T, T) map goes to ``sink``."""
+    b, n, c = x.shape
+    head_dim = c // num_heads
+    qkv = F.linear(x, qkv_weight, qkv_bias).reshape(b, n, 3, num_heads, head_dim)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    scores = (q * (1.0 / math.sqrt(head_dim))) @ k.transpose(-2, -1)
+    weights = sink.softmax(scores)
+    out = (weights @ v).transpose(1, 2).reshape(b, n, c)
+    return F.linear(out, out_weight, out_bias)
+
+
+def _capturing_mha_forward(module: nn.MultiheadAttention, sink: AttentionSink) -> Callable:
+    def forward(query, key, value, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        if not (query is key is value):
+            raise RuntimeError("attention capture supports self-attention only")
+        x = query if module.batch_first else query.transpose(0, 1)
+        out = explicit_attention(
+            x,
+            module.in_proj_weight,
+            module.in_proj_bias,
+            module.out_proj.weight,
+            module.out_proj.bias,
+            module.num_heads,
+            sink,
+        )
+        return (out if module.batch_first else out.transpose(0, 1)), None
+
+    return forward
+
+
+def _capturing_self_attention_forward(module: SelfAttention, sink: AttentionSink) -> Callable:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return explicit_attention(
+            x,
+            module.qkv.weight,
+            module.qkv.bias,
+            module.proj.weight,
+            module.proj.bias,
+            module.num_heads,
+            sink,
+        )
+
+    return forward
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's self-attention modules, first layer first."""
+    found = [m for m in model.modules() if isinstance(m, (nn.MultiheadAttention, SelfAttention))]
+    for module in found:
+        if isinstance(module, nn.MultiheadAttention) and not module._qkv_same_embed_dim:
+            raise ValueError("attention capture needs a packed qkv projection")
+    return found
+
+
+@contextmanager
+def capturing_attention(model: nn.Module) -> Iterator[AttentionSink]:
+    """Within the block, a forward of ``model`` writes each layer's attention into the sink."""
+    modules = attention_modules(model)
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has no attention layers that can be captured")
+    sink = AttentionSink(len(modules))
+    for module in modules:
+        if isinstance(module, nn.MultiheadAttention):
+            module.forward = _capturing_mha_forward(module, sink)
+        else:
+            module.forward = _capturing_self_attention_forward(module, sink)
+    try:
+        yield sink
+    finally:
+        for module in modules:
+            del module.forward  # the instance attribute; the class's forward shows through again
+
+
+@torch.inference_mode()
+def forward_with_attention(
+    model: nn.Module, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (batch, classes) and attention (batch, layers, heads, tokens, tokens)."""
+    with capturing_attention(model) as sink:
+        logits = model(images)
+    return logits, sink.result()

@@ -1,0 +1,382 @@
+"""What a model is to vitexplorer: one description (:class:`ModelSpec`) for the rest of the app,
+and the ways to obtain a model: torchvision's ViT family with its ImageNet weights (downloaded
+into the torch hub cache with progress), a local weights file, random weights, or the project's
+own small ViT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import get_model, get_model_weights
+
+from vitexplorer.core.checkpoint import WeightsFileError, check_fits, read_weights, save_weights
+from vitexplorer.core.vit import SmallViT, SmallViTConfig
+
+TORCHVISION_VITS: dict[str, str] = {
+    "vit_b_16": "ViT-B/16",
+    "vit_b_32": "ViT-B/32",
+    "vit_l_16": "ViT-L/16",
+    "vit_l_32": "ViT-L/32",
+    "vit_h_14": "ViT-H/14",
+}
+SMALL_VIT = "small_vit"
+MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_FORMAT = 1
+
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
+CancelCheck = Callable[[], bool]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The default weights are not cached and could not be downloaded."""
+
+
+class DownloadCancelled(RuntimeError):
+    """The user cancelled a weights download."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the app needs to know about a model besides its parameters."""
+
+    name: str  # architecture: a torchvision builder name or "small_vit"
+    display_name: str
+    weights: str  # where the parameters came from, for people
+    image_size: int
+    resize_size: int
+    patch_size: int
+    num_layers: int
+    num_heads: int
+    class_names: tuple[str, ...]
+    num_prefix_tokens: int = 1
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    config: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch rows and columns."""
+        side = self.image_size // self.patch_size
+        return side, side
+
+    @property
+    def num_patches(self) -> int:
+        rows, cols = self.grid
+        return rows * cols
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.num_patches
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-ready facts that ``vitexplorer analyze`` writes beside each map."""
+        return {
+            "model": self.name,
+            "display_name": self.display_name,
+            "weights": self.weights,
+            "input_size": [self.image_size, self.image_size],
+            "patch_size": self.patch_size,
+            "grid": list(self.grid),
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "num_tokens": self.num_tokens,
+        }
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: the module (eval mode, on ``device``) and its spec."""
+
+    module: nn.Module
+    spec: ModelSpec
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class WeightsDownload:
+    """torchvision's default weights for one architecture and where the hub cache keeps them."""
+
+    model_name: str
+    url: str
+    path: Path
+    size_mb: float
+    description: str
+
+    @property
+    def cached(self) -> bool:
+        return self.path.is_file()
+
+
+def default_weights_download(name: str) -> WeightsDownload:
+    """Describe the default ImageNet weights of a torchvision ViT (no network access)."""
+    weights = get_model_weights(name).DEFAULT
+    filename = os.path.basename(urllib.request.urlparse(weights.url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+    description = f"{TORCHVISION_VITS[name]} ImageNet-1k weights ({weights.name}"
+    description += f", top-1 {acc:.1f}%)" if acc else ")"
+    return WeightsDownload(name, weights.url, path, float(weights.meta["_file_size"]), description)
+
+
+def download_weights(
+    download: WeightsDownload,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Fetch ``download`` into the torch hub cache, checking torchvision's hash prefix.
+
+    The file appears at its final path only when complete and verified.
+    """
+    dst = download.path
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(download.url, timeout=timeout) as r:
+            total = int(r.headers.get("Content-Length") or 0) or int(download.size_mb * 1e6)
+            done = 0
+            while chunk := r.read(1 << 20):
+                if cancelled is not None and cancelled():
+                    raise DownloadCancelled("download cancelled")
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        match = torch.hub.HASH_REGEX.search(dst.name)
+        if match and not digest.hexdigest().startswith(match.group(1)):
+            raise WeightsUnavailableError(
+                f"the downloaded {dst.name} is corrupt (its checksum does not match); try again"
+            )
+        os.replace(tmp, dst)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise WeightsUnavailableError(
+            f"could not download the {download.description}, {download.size_mb:.0f} MB, from "
+            f"{download.url}: {reason}. Without a network you can pick a local weights file "
+            f"(.pth or .safetensors; in the app Model > Open weights file, on the command line "
+            f"--weights PATH) or copy the file to {dst}; random weights (--weights none) and the "
+            f"small ViT need no download."
+        ) from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dst
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was asked for but no CUDA GPU is available; use --device cpu")
+    if choice == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("MPS was asked for but is not available on this machine")
+    return torch.device(choice)
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on, best first."""
+    devices = []
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return [*devices, "cpu"]
+
+
+def is_weights_path(name: str) -> bool:
+    return name.endswith((".safetensors", ".pth", ".pt", ".bin"))
+
+
+def load_model(
+    name: str,
+    weights: str = "default",
+    device: str | torch.device = "auto",
+    *,
+    small_config: SmallViTConfig | None = None,
+    allow_download: bool = True,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+) -> LoadedModel:
+    """Build a model and its spec.
+
+    ``name`` is a torchvision ViT name, ``small_vit``, or the path of a vitexplorer checkpoint.
+    ``weights`` is ``default`` (ImageNet weights for torchvision models, random for the small ViT),
+    ``none`` (random), or the path of a state-dict file (.pth or .safetensors).
+    """
+    if is_weights_path(name):
+        module, spec = _from_checkpoint(Path(name))
+    elif name in TORCHVISION_VITS:
+        module, spec = _torchvision_model(name, weights, allow_download, progress, cancelled)
+    elif name == SMALL_VIT:
+        module, spec = _small_vit(weights, small_config)
+    else:
+        choices = ", ".join(MODEL_NAMES)
+        raise ValueError(f"unknown model {name!r}; choose one of {choices} or a checkpoint path")
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    return LoadedModel(module.eval().to(target), spec, target)
+
+
+def _torchvision_model(
+    name: str,
+    weights: str,
+    allow_download: bool,
+    progress: ProgressCallback | None,
+    cancelled: CancelCheck | None,
+) -> tuple[nn.Module, ModelSpec]:
+    default = get_model_weights(name).DEFAULT
+    if weights == "default":
+        download = default_weights_download(name)
+        if not download.cached:
+            if not allow_download:
+                raise WeightsUnavailableError(f"the {download.description} are not downloaded")
+            download_weights(download, progress, cancelled)
+        state, _ = read_weights(download.path)
+        label = download.description
+    elif weights == "none":
+        state, label = None, "random initialisation"
+    else:
+        state, _ = read_weights(weights)
+        label = f"file {Path(weights).name}"
+    image_size, num_classes = default.meta["min_size"][0], 1000
+    if state is not None and "encoder.pos_embedding" in state and "heads.head.weight" in state:
+        patch = int(name.rsplit("_", 1)[1])
+        side = int(round((state["encoder.pos_embedding"].shape[1] - 1) ** 0.5))
+        image_size, num_classes = side * patch, state["heads.head.weight"].shape[0]
+    elif state is None:
+        image_size = 224  # the builder's default; random weights need no 518 px ViT-H
+    module = get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
+    if state is not None:
+        check_fits(module, state, TORCHVISION_VITS[name])
+        module.load_state_dict(state)
+    preset = default.transforms()
+    crop = preset.crop_size[0]
+    spec = ModelSpec(
+        name=name,
+        display_name=TORCHVISION_VITS[name],
+        weights=label,
+        image_size=image_size,
+        resize_size=preset.resize_size[0] if crop == image_size else image_size,
+        patch_size=module.patch_size,
+        num_layers=len(module.encoder.layers),
+        num_heads=module.encoder.layers[0].num_heads,
+        class_names=_class_names(num_classes, default.meta["categories"]),
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
+        interpolation=preset.interpolation.value,
+        config={"image_size": image_size, "num_classes": num_classes},
+    )
+    return module, spec
+
+
+def _class_names(num_classes: int, imagenet: list[str], given: list[str] | None = None) -> tuple:
+    if given and len(given) == num_classes:
+        return tuple(given)
+    if num_classes == len(imagenet):
+        return tuple(imagenet)
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def small_vit_spec(config: SmallViTConfig, weights: str, class_names=None) -> ModelSpec:
+    return ModelSpec(
+        name=SMALL_VIT,
+        display_name=f"Small ViT ({config.depth}x{config.width}, /{config.patch_size})",
+        weights=weights,
+        image_size=config.image_size,
+        resize_size=config.image_size,
+        patch_size=config.patch_size,
+        num_layers=config.depth,
+        num_heads=config.heads,
+        class_names=_class_names(config.num_classes, [], class_names),
+        config=config.to_dict(),
+    )
+
+
+def _small_vit(weights: str, config: SmallViTConfig | None) -> tuple[nn.Module, ModelSpec]:
+    if weights not in ("default", "none"):
+        module, spec = _from_checkpoint(Path(weights))
+        if spec.name != SMALL_VIT:
+            raise WeightsFileError(f"{Path(weights).name} holds a {spec.name}, not a small ViT")
+        return module, spec
+    config = config or SmallViTConfig()
+    return SmallViT(config), small_vit_spec(config, "random initialisation")
+
+
+def _from_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
+    state, meta = read_weights(path)
+    if not meta or "architecture" not in meta:
+        raise WeightsFileError(
+            f"{path.name} has no vitexplorer metadata, so its architecture is unknown: choose the "
+            f"architecture (--model NAME) and pass the file as its weights (--weights {path})"
+        )
+    arch = meta["architecture"]
+    if arch == SMALL_VIT:
+        config = SmallViTConfig(**meta["config"])
+        module: nn.Module = SmallViT(config)
+        spec = small_vit_spec(config, f"file {path.name}", meta.get("class_names"))
+    elif arch in TORCHVISION_VITS:
+        module = get_model(arch, weights=None, **meta["config"])
+        default = get_model_weights(arch).DEFAULT
+        spec = ModelSpec(
+            name=arch,
+            display_name=TORCHVISION_VITS[arch],
+            weights=f"file {path.name}",
+            image_size=meta["config"]["image_size"],
+            resize_size=meta.get("resize_size", meta["config"]["image_size"]),
+            patch_size=module.patch_size,
+            num_layers=len(module.encoder.layers),
+            num_heads=module.encoder.layers[0].num_heads,
+            class_names=_class_names(
+                meta["config"]["num_classes"], default.meta["categories"], meta.get("class_names")
+            ),
+            interpolation=meta.get("interpolation", "bilinear"),
+            config=dict(meta["config"]),
+        )
+    else:
+        raise WeightsFileError(f"{path.name} holds an unknown architecture {arch!r}")
+    if "mean" in meta and "std" in meta:
+        spec = replace(spec, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    check_fits(module, state, spec.display_name)
+    module.load_state_dict(state)
+    return module, spec
+
+
+def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] | None = None):
+    """Save a model as safetensors with the metadata that :func:`load_model` reads back."""
+    spec = model.spec
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": spec.name,
+        "config": spec.config,
+        "class_names": list(spec.class_names),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "resize_size": spec.resize_size,
+        "interpolation": spec.interpolation,
+        **(extra or {}),
+    }
+    save_weights(path, model.module.state_dict(), meta)

@@ -1,0 +1,67 @@
+"""A patch heat map blended over the image the model saw, as plain numpy (no Qt).
+
+Used by ``vitexplorer analyze`` to write its PNGs; the views draw the same picture with pyqtgraph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normalise(heat: np.ndarray) -> np.ndarray:
+    """``heat`` scaled to [0, 1] by its own min and max; a constant map becomes all zeros.
+
+    Values that are not finite (NaN, inf) count as the minimum.
+    """
+    values = np.asarray(heat, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(values.shape, dtype=np.float64)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float64)
+    scaled = (np.where(finite, values, low) - low) / (high - low)
+    return np.clip(scaled, 0.0, 1.0)
+
+
+def upsample_blocks(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of a (rows, cols) map to (height, width), one block per cell.
+
+    Pixel row ``y`` shows grid row ``y * rows // height``, so sizes need not divide evenly.
+    """
+    rows, cols = grid.shape
+    row_index = np.arange(height) * rows // height
+    col_index = np.arange(width) * cols // width
+    return grid[row_index[:, None], col_index[None, :]]
+
+
+def render_overlay(
+    display: np.ndarray, heat: np.ndarray, lut: np.ndarray, alpha: float = 0.55
+) -> np.ndarray:
+    """Blend ``heat`` (rows, cols), coloured by ``lut``, over ``display`` (H, W, 3) uint8.
+
+    The map is normalised to [0, 1] by its own range and value ``v`` takes the colour
+    ``lut[round(v * (len(lut) - 1))]``. Each pixel is ``(1 - a) * image + a * colour`` with
+    ``a = alpha``, times ``lut[..., 3] / 255`` when the table has an alpha column. Returns a new
+    (H, W, 3) uint8 array.
+    """
+    display = np.asarray(display)
+    heat = np.asarray(heat)
+    lut = np.asarray(lut)
+    if display.ndim != 3 or display.shape[2] != 3 or display.dtype != np.uint8:
+        raise ValueError(f"display must be (H, W, 3) uint8, not {display.shape} {display.dtype}")
+    if heat.ndim != 2 or 0 in heat.shape:
+        raise ValueError(f"heat must be a non-empty (rows, cols) map, not shape {heat.shape}")
+    if lut.ndim != 2 or lut.shape[1] not in (3, 4) or len(lut) < 2:
+        raise ValueError(f"lut must be (N, 3) or (N, 4) with N >= 2, not shape {lut.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+    height, width = display.shape[:2]
+    levels = upsample_blocks(normalise(heat), height, width)
+    index = np.rint(levels * (len(lut) - 1)).astype(np.intp)
+    colours = lut[index].astype(np.float32)
+    weight = np.full((height, width, 1), alpha, dtype=np.float32)
+    if lut.shape[1] == 4:
+        weight = weight * colours[..., 3:] / 255.0
+    blended = display.astype(np.float32) * (1.0 - weight) + colours[..., :3] * weight
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
