@@ -25,7 +25,12 @@ def tiny_small_vit() -> SmallViT:
 def tiny_torchvision_vit() -> VisionTransformer:
     torch.manual_seed(0)
     model = VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
         num_classes=10,
     )
     # torchvision zero-initialises the head; random values make the logit checks meaningful

@@ -28,8 +28,11 @@ def test_token_and_patch_round_trip_on_a_non_square_grid() -> None:
     assert token_for_patch(1, 2, grid, 1) == 6
     assert token_for_patch(1, 0, grid, 2) == 5  # two prefix tokens (CLS + distillation)
     assert patch_for_token(0, grid, 1) is None
-    assert all(patch_for_token(token_for_patch(r, c, grid, 1), grid, 1) == (r, c)
-               for r in range(2) for c in range(3))
+    assert all(
+        patch_for_token(token_for_patch(r, c, grid, 1), grid, 1) == (r, c)
+        for r in range(2)
+        for c in range(3)
+    )
     with pytest.raises(IndexError):
         token_for_patch(2, 0, grid, 1)
 

@@ -22,7 +22,6 @@ from torch import nn
 from vitexplorer.core.vit import SelfAttention
 
 
-
 class AttentionSink:
     """Collects each layer's attention straight into one preallocated array.
 
@@ -63,7 +62,7 @@ def explicit_attention(
     num_heads: int,
     sink: AttentionSink,
 ) -> torch.Tensor:
-    """Self-attention of ``x`` (batch, tokens, width); the (batch, heads, T, T) map goes to ``sink``."""
+    """Self-attention of ``x`` (batch, tokens, width); its (batch, heads, T, T) map goes to sink."""
     b, n, c = x.shape
     head_dim = c // num_heads
     qkv = F.linear(x, qkv_weight, qkv_bias).reshape(b, n, 3, num_heads, head_dim)

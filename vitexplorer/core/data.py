@@ -29,11 +29,11 @@ class ImageLoadError(ValueError):
 
 def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode ``source`` (a path or encoded bytes) to an upright 8-bit RGB image."""
-    name = "clipboard image" if isinstance(source, bytes) else Path(source).name
-    if isinstance(source, bytes):
-        data = source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, data = "clipboard image", bytes(source)
     else:
         path = Path(source)
+        name = path.name
         if not path.exists():
             raise ImageLoadError(f"{name}: file not found")
         if path.is_dir():
@@ -46,7 +46,9 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise ImageLoadError(f"{name}: the file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns from 89 MP on; max_pixels is the limit here, checked before decoding.
+            # Pillow's own DecompressionBombError (twice its warning level) still applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
@@ -59,8 +61,10 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{name}: not an image format that can be read") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{name}: too many pixels to decode safely ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(
+            f"{name}: too many pixels to decode safely; scale it down first ({exc})"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageLoadError(f"{name}: the file is truncated or corrupt ({exc})") from exc
     if width == 0 or height == 0:
@@ -72,19 +76,36 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
     return to_rgb8(image)
 
 
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
 def to_rgb8(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: high bit depths rescaled, transparency over white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         if image.mode == "F":
-            low, high = float(np.nanmin(values)), float(np.nanmax(values))
-            values = (values - low) / (high - low or 1.0) * 255.0
-        elif values.max(initial=0) > 255:
-            values = values / 65535.0 * 255.0
+            # floats in 0..1 are intensities; any other range is stretched to fill 0..255
+            if 0.0 <= low and high <= 1.0 or low == high:
+                values = values * 255.0
+            else:
+                values = (values - low) / (high - low) * 255.0
+            values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+        elif low < 0 or high > 65535:
+            values = (values - low) / (high - low) * 255.0
+        elif image.mode != "I" or high > 255:
+            # I;16 is always 16-bit, however dark; for plain I a maximum over 255 is the only clue
+            values = values / 257.0
         return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8)).convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode == "La":
+        image = image.convert("LA")  # Pillow converts premultiplied La only to LA
+    has_alpha = image.mode in _ALPHA_MODES
+    if "transparency" in image.info and image.mode in ("1", "L", "P", "RGB"):
+        has_alpha = True  # a transparent palette index or colour key (PNG tRNS, GIF)
+    if image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA":
+        has_alpha = True
+    if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -226,61 +226,64 @@ def load_model(
 
     ``name`` is a torchvision ViT name, ``small_vit``, or the path of a vitexplorer checkpoint.
     ``weights`` is ``default`` (ImageNet weights for torchvision models, random for the small ViT),
-    ``none`` (random), or the path of a state-dict file (.pth or .safetensors).
+    ``none`` (random), or the path of a weights file: a plain state dict (.pth or .safetensors)
+    for the architecture ``name``, or a vitexplorer checkpoint, whose metadata then decides.
     """
     if is_weights_path(name):
-        module, spec = _from_checkpoint(Path(name))
-    elif name in TORCHVISION_VITS:
-        module, spec = _torchvision_model(name, weights, allow_download, progress, cancelled)
-    elif name == SMALL_VIT:
-        module, spec = _small_vit(weights, small_config)
-    else:
+        module, spec = _from_file(Path(name), None)
+    elif name not in MODEL_NAMES:
         choices = ", ".join(MODEL_NAMES)
         raise ValueError(f"unknown model {name!r}; choose one of {choices} or a checkpoint path")
-    target = device if isinstance(device, torch.device) else resolve_device(device)
-    return LoadedModel(module.eval().to(target), spec, target)
-
-
-def _torchvision_model(
-    name: str,
-    weights: str,
-    allow_download: bool,
-    progress: ProgressCallback | None,
-    cancelled: CancelCheck | None,
-) -> tuple[nn.Module, ModelSpec]:
-    default = get_model_weights(name).DEFAULT
-    if weights == "default":
+    elif weights not in ("default", "none"):
+        module, spec = _from_file(Path(weights), name)
+    elif name == SMALL_VIT:
+        config = small_config or SmallViTConfig()
+        module, spec = SmallViT(config), small_vit_spec(config, "random initialisation")
+    elif weights == "none":
+        module = get_model(name, weights=None)  # 224 px: random weights need no 518 px ViT-H
+        spec = _torchvision_spec(name, module, "random initialisation")
+    else:
         download = default_weights_download(name)
         if not download.cached:
             if not allow_download:
                 raise WeightsUnavailableError(f"the {download.description} are not downloaded")
             download_weights(download, progress, cancelled)
         state, _ = read_weights(download.path)
-        label = download.description
-    elif weights == "none":
-        state, label = None, "random initialisation"
-    else:
-        state, _ = read_weights(weights)
-        label = f"file {Path(weights).name}"
-    image_size, num_classes = default.meta["min_size"][0], 1000
-    if state is not None and "encoder.pos_embedding" in state and "heads.head.weight" in state:
+        module, spec = _torchvision_from_state(name, state, download.description)
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    return LoadedModel(module.eval().to(target), spec, target)
+
+
+def _torchvision_from_state(
+    name: str, state: dict[str, torch.Tensor], label: str
+) -> tuple[nn.Module, ModelSpec]:
+    """A torchvision ViT shaped by its state dict: input size and class count are read off it."""
+    image_size, num_classes = get_model_weights(name).DEFAULT.meta["min_size"][0], 1000
+    if "encoder.pos_embedding" in state and "heads.head.weight" in state:
         patch = int(name.rsplit("_", 1)[1])
         side = int(round((state["encoder.pos_embedding"].shape[1] - 1) ** 0.5))
         image_size, num_classes = side * patch, state["heads.head.weight"].shape[0]
-    elif state is None:
-        image_size = 224  # the builder's default; random weights need no 518 px ViT-H
     module = get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
-    if state is not None:
-        check_fits(module, state, TORCHVISION_VITS[name])
-        module.load_state_dict(state)
+    check_fits(module, state, TORCHVISION_VITS[name])
+    module.load_state_dict(state)
+    return module, _torchvision_spec(name, module, label)
+
+
+def _torchvision_spec(
+    name: str, module: nn.Module, label: str, meta: dict[str, Any] | None = None
+) -> ModelSpec:
+    """The spec of a torchvision ViT; preprocessing follows its default weights' transforms."""
+    default = get_model_weights(name).DEFAULT
     preset = default.transforms()
-    crop = preset.crop_size[0]
+    image_size = module.image_size
+    num_classes = module.heads.head.out_features
+    meta = meta or {}
     spec = ModelSpec(
         name=name,
         display_name=TORCHVISION_VITS[name],
         weights=label,
         image_size=image_size,
-        resize_size=preset.resize_size[0] if crop == image_size else image_size,
+        resize_size=preset.resize_size[0] if preset.crop_size[0] == image_size else image_size,
         patch_size=module.patch_size,
         num_layers=len(module.encoder.layers),
         num_heads=module.encoder.layers[0].num_heads,
@@ -290,18 +293,31 @@ def _torchvision_model(
         interpolation=preset.interpolation.value,
         config={"image_size": image_size, "num_classes": num_classes},
     )
-    return module, spec
+    return _apply_metadata(spec, meta)
 
 
-def _class_names(num_classes: int, imagenet: list[str], given: list[str] | None = None) -> tuple:
-    if given and len(given) == num_classes:
-        return tuple(given)
+def _apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
+    """Class names and preprocessing recorded in a checkpoint override the defaults."""
+    changes: dict[str, Any] = {}
+    names = meta.get("class_names")
+    if names and len(names) == spec.num_classes:
+        changes["class_names"] = tuple(names)
+    for key in ("mean", "std"):
+        if key in meta:
+            changes[key] = tuple(meta[key])
+    for key in ("resize_size", "interpolation"):
+        if key in meta:
+            changes[key] = meta[key]
+    return replace(spec, **changes) if changes else spec
+
+
+def _class_names(num_classes: int, imagenet: list[str]) -> tuple[str, ...]:
     if num_classes == len(imagenet):
         return tuple(imagenet)
     return tuple(f"class {i}" for i in range(num_classes))
 
 
-def small_vit_spec(config: SmallViTConfig, weights: str, class_names=None) -> ModelSpec:
+def small_vit_spec(config: SmallViTConfig, weights: str) -> ModelSpec:
     return ModelSpec(
         name=SMALL_VIT,
         display_name=f"Small ViT ({config.depth}x{config.width}, /{config.patch_size})",
@@ -311,58 +327,40 @@ def small_vit_spec(config: SmallViTConfig, weights: str, class_names=None) -> Mo
         patch_size=config.patch_size,
         num_layers=config.depth,
         num_heads=config.heads,
-        class_names=_class_names(config.num_classes, [], class_names),
+        class_names=_class_names(config.num_classes, []),
         config=config.to_dict(),
     )
 
 
-def _small_vit(weights: str, config: SmallViTConfig | None) -> tuple[nn.Module, ModelSpec]:
-    if weights not in ("default", "none"):
-        module, spec = _from_checkpoint(Path(weights))
-        if spec.name != SMALL_VIT:
-            raise WeightsFileError(f"{Path(weights).name} holds a {spec.name}, not a small ViT")
-        return module, spec
-    config = config or SmallViTConfig()
-    return SmallViT(config), small_vit_spec(config, "random initialisation")
-
-
-def _from_checkpoint(path: Path) -> tuple[nn.Module, ModelSpec]:
+def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSpec]:
+    """A vitexplorer checkpoint (its metadata decides), else ``architecture``'s state dict."""
     state, meta = read_weights(path)
-    if not meta or "architecture" not in meta:
+    label = f"file {path.name}"
+    if meta and "architecture" in meta:
+        arch = meta["architecture"]
+        if arch == SMALL_VIT:
+            config = SmallViTConfig(**meta["config"])
+            module: nn.Module = SmallViT(config)
+            spec = _apply_metadata(small_vit_spec(config, label), meta)
+        elif arch in TORCHVISION_VITS:
+            module = get_model(arch, weights=None, **meta["config"])
+            spec = _torchvision_spec(arch, module, label, meta)
+        else:
+            raise WeightsFileError(f"{path.name} holds an unknown architecture {arch!r}")
+        check_fits(module, state, spec.display_name)
+        module.load_state_dict(state)
+        return module, spec
+    if architecture in TORCHVISION_VITS:
+        return _torchvision_from_state(architecture, state, label)
+    if architecture == SMALL_VIT:
         raise WeightsFileError(
-            f"{path.name} has no vitexplorer metadata, so its architecture is unknown: choose the "
-            f"architecture (--model NAME) and pass the file as its weights (--weights {path})"
+            f"{path.name} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
+            f"(.safetensors with metadata), which records its depth, width and heads"
         )
-    arch = meta["architecture"]
-    if arch == SMALL_VIT:
-        config = SmallViTConfig(**meta["config"])
-        module: nn.Module = SmallViT(config)
-        spec = small_vit_spec(config, f"file {path.name}", meta.get("class_names"))
-    elif arch in TORCHVISION_VITS:
-        module = get_model(arch, weights=None, **meta["config"])
-        default = get_model_weights(arch).DEFAULT
-        spec = ModelSpec(
-            name=arch,
-            display_name=TORCHVISION_VITS[arch],
-            weights=f"file {path.name}",
-            image_size=meta["config"]["image_size"],
-            resize_size=meta.get("resize_size", meta["config"]["image_size"]),
-            patch_size=module.patch_size,
-            num_layers=len(module.encoder.layers),
-            num_heads=module.encoder.layers[0].num_heads,
-            class_names=_class_names(
-                meta["config"]["num_classes"], default.meta["categories"], meta.get("class_names")
-            ),
-            interpolation=meta.get("interpolation", "bilinear"),
-            config=dict(meta["config"]),
-        )
-    else:
-        raise WeightsFileError(f"{path.name} holds an unknown architecture {arch!r}")
-    if "mean" in meta and "std" in meta:
-        spec = replace(spec, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-    check_fits(module, state, spec.display_name)
-    module.load_state_dict(state)
-    return module, spec
+    raise WeightsFileError(
+        f"{path.name} has no vitexplorer metadata, so its architecture is unknown: choose the "
+        f"architecture (--model NAME) and pass the file as its weights (--weights {path})"
+    )
 
 
 def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] | None = None):

@@ -88,7 +88,9 @@ class SmallViT(nn.Module):
         self.config = config or SmallViTConfig()
         cfg = self.config
         gh, gw = cfg.grid
-        self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.patch_embed = nn.Conv2d(
+            3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + gh * gw, cfg.width))
         self.blocks = nn.ModuleList(
