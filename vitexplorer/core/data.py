@@ -82,21 +82,20 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 def to_rgb8(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: high bit depths rescaled, transparency over white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        if image.mode == "F":
-            # floats in 0..1 are intensities; any other range is stretched to fill 0..255
-            if 0.0 <= low and high <= 1.0 or low == high:
-                values = values * 255.0
-            else:
-                values = (values - low) / (high - low) * 255.0
-            values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
-        elif low < 0 or high > 65535:
-            values = (values - low) / (high - low) * 255.0
+        values = np.asarray(image, dtype=np.float32)  # exact up to 2**24; half of float64's RAM
+        finite = np.isfinite(values) if image.mode == "F" else True
+        low = float(values.min(where=finite, initial=np.inf))
+        high = float(values.max(where=finite, initial=-np.inf))
+        if low > high:  # no finite value at all
+            low = high = 0.0
+        if image.mode == "F" and (low == high or (low >= 0.0 and high <= 1.0)):
+            values = values * 255.0  # floats in 0..1 are intensities, kept as they are
+        elif image.mode == "F" or low < 0 or high > 65535:
+            values = (values - low) / ((high - low) or 1.0) * 255.0
         elif image.mode != "I" or high > 255:
             # I;16 is always 16-bit, however dark; for plain I a maximum over 255 is the only clue
             values = values / 257.0
+        values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
         return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8)).convert("RGB")
     if image.mode == "La":
         image = image.convert("LA")  # Pillow converts premultiplied La only to LA

@@ -1,0 +1,340 @@
+"""The ``vitexplorer`` command line, run in-process: ``analyze`` outputs, errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import types  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision.models import get_model_weights  # noqa: E402
+
+from vitexplorer import __version__, cli  # noqa: E402
+from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic  # noqa: E402
+from vitexplorer.core import models  # noqa: E402
+from vitexplorer.core.data import display_crop, preprocess  # noqa: E402
+from vitexplorer.core.explain import attention_map  # noqa: E402
+from vitexplorer.core.models import WeightsDownload, load_model, save_checkpoint  # noqa: E402
+from vitexplorer.core.overlay import render_overlay  # noqa: E402
+from vitexplorer.core.vit import SmallViTConfig  # noqa: E402
+
+TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny small-ViT checkpoint (4x4 patches, 2 layers, 2 heads) with a non-trivial head."""
+    torch.manual_seed(0)
+    model = load_model("small_vit", "none", "cpu", small_config=TINY)
+    torch.nn.init.normal_(model.module.head.weight, std=0.5)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vit_b_32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random ViT-B/32 weights named as torchvision names its downloads (hash prefix included)."""
+    torch.manual_seed(0)
+    module = load_model("vit_b_32", "none", "cpu").module
+    torch.nn.init.normal_(module.heads.head.weight, std=0.05)  # torchvision zeroes the head
+    folder = tmp_path_factory.mktemp("remote")
+    raw = folder / "raw.pth"
+    torch.save(module.state_dict(), raw)
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
+    return raw.rename(folder / f"vit_b_32-{digest}.pth")
+
+
+def _image(path: Path, size: tuple[int, int], seed: int) -> Path:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _analyze(*args: str | Path) -> int:
+    return main(["analyze", *map(str, args), "--device", "cpu"])
+
+
+def test_model_names_match_the_core():
+    assert cli.MODEL_NAMES == models.MODEL_NAMES
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from vitexplorer.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    codes = main(['--help']), main(['--version']), main(['analyze', '-h'])\n"
+        "print(codes, 'torch' in sys.modules, 'PySide6' in sys.modules, out.getvalue())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("(0, 0, 0) False False")
+    assert "analyze" in result.stdout and "--weights" in result.stdout
+
+
+def test_python_dash_m_runs_the_same_main():
+    result = subprocess.run(
+        [sys.executable, "-m", "vitexplorer", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"vitexplorer {__version__}"
+
+
+def test_analyze_writes_attention_predictions_and_overlay(checkpoint, tmp_path, capsys):
+    image_path = _image(tmp_path / "in" / "photo.png", (50, 40), seed=1)
+    out = tmp_path / "out" / "nested"
+    assert _analyze(image_path, "--model", checkpoint, "--out", out) == 0
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo.attention.npy",
+        "photo.cls.png",
+        "photo.json",
+    ]
+    attention = np.load(out / "photo.attention.npy")
+    assert attention.dtype == np.float32 and attention.shape == (2, 2, 17, 17)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+
+    facts = json.loads((out / "photo.json").read_text())
+    assert facts["grid"] == [4, 4] and facts["num_prefix_tokens"] == 1
+    assert facts["model"] == "small_vit" and facts["weights"] == "file tiny.safetensors"
+    assert facts["num_layers"] == 2 and facts["num_heads"] == 2 and facts["num_tokens"] == 17
+    assert facts["image"] == str(image_path)
+    assert facts["forward_seconds"] > 0
+    predictions = facts["predictions"]
+    assert len(predictions) == 5
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    # the same numbers from the model's own forward pass, computed without the analysis code
+    model = load_model(str(checkpoint), device="cpu")
+    with Image.open(image_path) as opened:
+        rgb = opened.convert("RGB")
+    with torch.no_grad():
+        logits = model.module(preprocess(rgb, model.spec).unsqueeze(0))[0]
+    expected = torch.softmax(logits.double(), -1)
+    top = torch.topk(expected, 5)
+    assert [p["index"] for p in predictions] == top.indices.tolist()
+    assert [p["name"] for p in predictions] == [f"class {i}" for i in top.indices.tolist()]
+    np.testing.assert_allclose(probabilities, top.values.numpy(), rtol=1e-5, atol=1e-6)
+
+    with Image.open(out / "photo.cls.png") as png:
+        assert png.mode == "RGB"
+        overlay = np.asarray(png)
+    display = display_crop(rgb, model.spec)
+    assert display.shape == (40, 40, 3)  # the 40x40 centre crop of a 50x40 image, kept at 40 px
+    assert overlay.shape == display.shape
+    assert not np.array_equal(overlay, display)
+    # the picture is the written attention's last-layer CLS map (mean over heads) over the crop
+    cls_map = attention_map(attention, 1, None, 0, (4, 4), 1)
+    np.testing.assert_allclose(cls_map, attention[1, :, 0, 1:].mean(0).reshape(4, 4), atol=1e-7)
+    assert np.array_equal(overlay, render_overlay(display, cls_map, cli._colour_table()))
+
+    captured = capsys.readouterr()
+    top1 = predictions[0]
+    assert _lines(captured.out) == [f"photo: {top1['name']} {top1['probability']:.1%}"]
+    assert captured.err == ""
+
+
+def test_same_stems_do_not_overwrite_each_other(checkpoint, tmp_path, capsys):
+    first = _image(tmp_path / "a" / "x.png", (32, 32), seed=2)
+    second = _image(tmp_path / "b" / "x.png", (32, 32), seed=3)
+    out = tmp_path / "out"
+    assert _analyze(first, second, "--model", checkpoint, "--out", out) == 0
+    assert json.loads((out / "x.json").read_text())["image"] == str(first)
+    assert json.loads((out / "x-2.json").read_text())["image"] == str(second)
+    for stem in ("x", "x-2"):
+        assert (out / f"{stem}.attention.npy").is_file() and (out / f"{stem}.cls.png").is_file()
+    assert not np.array_equal(np.load(out / "x.attention.npy"), np.load(out / "x-2.attention.npy"))
+    assert [line.split(":")[0] for line in _lines(capsys.readouterr().out)] == ["x", "x-2"]
+
+
+def test_unique_stems_keep_real_names_and_ignore_case():
+    paths = ["a/x.png", "b/x.png", "x-2.png", "c/X.jpg", "y.tar.gz"]
+    assert unique_stems(paths) == ["x", "x-3", "x-2", "X-4", "y.tar"]
+
+
+def test_a_bad_input_fails_alone(checkpoint, tmp_path, capsys):
+    good = _image(tmp_path / "good.png", (40, 40), seed=4)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    out = tmp_path / "out"
+    assert _analyze(bad, good, "--model", checkpoint, "--out", out) == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "good.attention.npy",
+        "good.cls.png",
+        "good.json",
+    ]
+    captured = capsys.readouterr()
+    errors = _lines(captured.err)
+    assert len(errors) == 1
+    assert errors[0].startswith("vitexplorer: broken.png: ")
+    assert "Traceback" not in captured.err
+    assert [line.split(":")[0] for line in _lines(captured.out)] == ["good"]
+
+
+def test_unknown_model_exits_2_with_the_choices(tmp_path, capsys):
+    image = _image(tmp_path / "i.png", (32, 32), seed=5)
+    assert _analyze(image, "--model", "vit_z_99", "--out", tmp_path / "out") == 2
+    errors = _lines(capsys.readouterr().err)
+    assert len(errors) == 1
+    assert errors[0].startswith("vitexplorer: unknown model 'vit_z_99'")
+    assert "vit_b_16" in errors[0] and "small_vit" in errors[0]
+
+
+def test_missing_checkpoint_and_bad_weights_exit_2(tmp_path, capsys):
+    image = _image(tmp_path / "i.png", (32, 32), seed=6)
+    missing = tmp_path / "nope.safetensors"
+    assert _analyze(image, "--model", missing, "--out", tmp_path / "o") == 2
+    assert _lines(capsys.readouterr().err) == [f"vitexplorer: weights file not found: {missing}"]
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a pickle")
+    assert _analyze(image, "--model", "vit_b_32", "--weights", junk, "--out", tmp_path / "o") == 2
+    errors = _lines(capsys.readouterr().err)
+    assert len(errors) == 1 and errors[0].startswith("vitexplorer: junk.pth is not a PyTorch")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_exits_2(checkpoint, tmp_path, capsys):
+    image = _image(tmp_path / "i.png", (32, 32), seed=7)
+    args = ["analyze", str(image), "--model", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert main([*args, "--device", "cuda"]) == 2
+    captured = capsys.readouterr()
+    assert _lines(captured.err) == [
+        "vitexplorer: CUDA was asked for but no CUDA GPU is available; use --device cpu"
+    ]
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["analyze", "x.png", "--out", str(tmp_path)]) == 2  # no --model
+    assert "--model" in capsys.readouterr().err
+    assert main(["analyze", "x.png", "--model", "small_vit", "--out", "o", "--device", "gpu"]) == 2
+    assert "'gpu' is not auto, cpu, cuda" in capsys.readouterr().err
+    assert main(["analyse", "x.png"]) == 2  # a mistyped command does not open the app
+    assert "'analyse' is neither a command" in capsys.readouterr().err
+
+
+def test_default_weights_are_downloaded_with_progress(vit_b_32_file, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "hub" / "checkpoints" / vit_b_32_file.name
+    size_mb = vit_b_32_file.stat().st_size / 1e6
+    download = WeightsDownload("vit_b_32", vit_b_32_file.as_uri(), cache, size_mb, "test weights")
+    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    image = _image(tmp_path / "cat.jpg", (300, 200), seed=8)
+    out = tmp_path / "out"
+    assert _analyze(image, "--model", "vit_b_32", "--out", out) == 0
+
+    captured = capsys.readouterr()
+    err = captured.err.split("\n")  # the bar redraws itself with \r, within one line
+    assert len(err) == 3 and err[2] == ""
+    assert err[0] == f"Downloading the test weights, {size_mb:.0f} MB, to {cache}"
+    assert err[1].startswith("\r[") and err[1].endswith(f"/ {size_mb:.1f} MB 100%")
+    assert err[1].count("\r") >= 2
+    assert cache.read_bytes() == vit_b_32_file.read_bytes()
+    assert not [p for p in cache.parent.iterdir() if p != cache]  # no partial file left
+    facts = json.loads((out / "cat.json").read_text())
+    assert facts["weights"] == "test weights" and facts["grid"] == [7, 7]
+    imagenet = get_model_weights("vit_b_32").DEFAULT.meta["categories"]
+    assert [p["name"] for p in facts["predictions"]] == [
+        imagenet[p["index"]] for p in facts["predictions"]
+    ]
+    assert np.load(out / "cat.attention.npy").shape == (12, 12, 50, 50)
+    assert _lines(captured.out)[0].startswith("cat: ")
+
+    # the second run finds the weights in the cache: no download line, no progress
+    assert _analyze(image, "--model", "vit_b_32", "--out", out) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///nonexistent/vit_b_32-d86f8d99.pth", "http://127.0.0.1:9/x.pth"]
+)
+def test_unreachable_weights_exit_2_and_name_the_local_file_option(
+    url, tmp_path, monkeypatch, capsys
+):
+    cache = tmp_path / "hub" / "checkpoints" / "vit_b_32-d86f8d99.pth"
+    download = WeightsDownload("vit_b_32", url, cache, 336.6, "ViT-B/32 test weights")
+    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    image = _image(tmp_path / "i.png", (32, 32), seed=9)
+    assert _analyze(image, "--model", "vit_b_32", "--out", tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    errors = _lines(captured.err)
+    assert errors[0] == f"Downloading the ViT-B/32 test weights, 337 MB, to {cache}"
+    assert len(errors) == 2
+    assert errors[1].startswith("vitexplorer: could not download the ViT-B/32 test weights")
+    assert "--weights PATH" in errors[1] and "--weights none" in errors[1]
+    assert list(cache.parent.iterdir()) == []
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_interrupt_exits_130_without_traceback(checkpoint, tmp_path, monkeypatch, capsys):
+    def interrupted(model, image):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vitexplorer.core.analysis.analyze_image", interrupted)
+    image = _image(tmp_path / "i.png", (32, 32), seed=10)
+    assert _analyze(image, "--model", checkpoint, "--out", tmp_path / "out") == 130
+    assert _lines(capsys.readouterr().err) == ["vitexplorer: interrupted"]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_write_atomic_leaves_no_half_file(tmp_path):
+    target = tmp_path / "x.npy"
+
+    def half_then_interrupt(handle):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, half_then_interrupt)
+    assert list(tmp_path.iterdir()) == []
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, half_then_interrupt)
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"old"
+    write_atomic(target, lambda handle: handle.write(b"new"), 0o640)
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o640
+
+
+def test_progress_bar_draws_one_line_in_place():
+    stream = io.StringIO()
+    bar = ProgressBar(stream, width=10)
+    for done in (0, 1_000_000, 1_000_001, 4_000_000):
+        bar(done, 4_000_000)
+    bar.close()
+    lines = stream.getvalue().split("\r")[1:]
+    assert lines[0] == "[----------]     0.0 / 4.0 MB   0%"
+    assert lines[-1] == "[##########]     4.0 / 4.0 MB 100%\n"
+    assert len(lines) <= 3  # redraws only when the percentage changes, at most every 0.1 s
+
+
+def test_without_a_command_the_app_opens_with_the_images(monkeypatch):
+    opened: list[list[str]] = []
+    fake = types.ModuleType("vitexplorer.gui.app")
+    fake.run_gui = lambda images: opened.append(images) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vitexplorer.gui.app", fake)
+    assert main([]) == 7
+    assert main(["a.png", "dir/b.jpg"]) == 7
+    assert opened == [[], ["a.png", "dir/b.jpg"]]
+
+
+def test_an_output_folder_that_is_a_file_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    assert _analyze(tmp_path / "i.png", "--model", "small_vit", "--out", blocker) == 2
+    errors = _lines(capsys.readouterr().err)
+    assert len(errors) == 1 and errors[0].startswith("vitexplorer: cannot create the output folder")

@@ -1,0 +1,1 @@
+"""The Qt front end: thin widgets and workers over vitexplorer.core."""

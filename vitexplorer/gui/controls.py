@@ -1,0 +1,168 @@
+"""Toolbars: which model on which device, and which layer, head and token to look at."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolBar,
+)
+
+from vitexplorer.gui.workers import ModelRequest
+
+# kept here, not imported from core.models, so that the window shows before torch loads
+MODEL_CHOICES = [
+    ("vit_b_16", "ViT-B/16"),
+    ("vit_b_32", "ViT-B/32"),
+    ("vit_l_16", "ViT-L/16"),
+    ("vit_l_32", "ViT-L/32"),
+    ("vit_h_14", "ViT-H/14"),
+    ("small_vit", "Small ViT"),
+]
+WEIGHT_CHOICES = [("default", "ImageNet weights"), ("none", "Random weights")]
+
+
+class ModelBar(QToolBar):
+    """Model, weights and device pickers; emits a request when the user changes any of them."""
+
+    model_requested = Signal(object)  # ModelRequest
+    open_file_requested = Signal()
+
+    def __init__(self) -> None:
+        super().__init__("Model")
+        self.setObjectName("model_toolbar")
+        self.model_box = QComboBox()
+        for name, label in MODEL_CHOICES:
+            self.model_box.addItem(label, name)
+        self.model_box.setToolTip("Architecture")
+        self.weights_box = QComboBox()
+        for value, label in WEIGHT_CHOICES:
+            self.weights_box.addItem(label, value)
+        self.weights_box.setToolTip("Where the parameters come from")
+        self.device_box = QComboBox()
+        self.device_box.addItem("auto", "auto")
+        self.device_box.addItem("cpu", "cpu")
+        self.device_box.setToolTip("Where inference runs")
+        self.file_button = QPushButton("Weights file…")
+        self.file_button.setToolTip("Open a .pth or .safetensors weights file or a checkpoint")
+        self.addWidget(QLabel(" Model "))
+        self.addWidget(self.model_box)
+        self.addWidget(self.weights_box)
+        self.addWidget(self.file_button)
+        self.addWidget(QLabel("  Device "))
+        self.addWidget(self.device_box)
+        self.model_box.activated.connect(self._changed)
+        self.weights_box.activated.connect(self._changed)
+        self.device_box.activated.connect(self._changed)
+        self.file_button.clicked.connect(self.open_file_requested)
+
+    def current_request(self) -> ModelRequest:
+        return ModelRequest(
+            self.model_box.currentData(),
+            self.weights_box.currentData(),
+            self.device_box.currentData(),
+        )
+
+    def _changed(self, _index: int = 0) -> None:
+        request = self.current_request()
+        if request.name == "small_vit" and request.weights == "default":
+            request = ModelRequest(request.name, "none", request.device)
+        self.model_requested.emit(request)
+
+    def show_request(self, request: ModelRequest, architecture: str) -> None:
+        """Reflect the loaded model without emitting anything."""
+        for box in (self.model_box, self.weights_box, self.device_box):
+            box.blockSignals(True)
+        self.model_box.setCurrentIndex(max(0, self.model_box.findData(architecture)))
+        index = self.weights_box.findData(request.weights)
+        if index < 0:  # a file: show its name as the weights
+            label = request.weights.rsplit("/", 1)[-1]
+            if request.weights in ("default", "none"):
+                label = request.name.rsplit("/", 1)[-1]
+            self.weights_box.addItem(f"file: {label}", request.weights)
+            index = self.weights_box.count() - 1
+        self.weights_box.setCurrentIndex(index)
+        self.device_box.setCurrentIndex(max(0, self.device_box.findData(request.device)))
+        for box in (self.model_box, self.weights_box, self.device_box):
+            box.blockSignals(False)
+
+    def set_devices(self, devices: list[str]) -> None:
+        current = self.device_box.currentData()
+        self.device_box.blockSignals(True)
+        self.device_box.clear()
+        for device in ["auto", *devices]:
+            self.device_box.addItem(device, device)
+        self.device_box.setCurrentIndex(max(0, self.device_box.findData(current)))
+        self.device_box.blockSignals(False)
+
+
+class ViewBar(QToolBar):
+    """Layer, head, token and overlay settings."""
+
+    layer_changed = Signal(int)  # 0-based
+    head_changed = Signal(object)  # int or None for the mean
+    cls_requested = Signal()
+    opacity_changed = Signal(float)
+    grid_toggled = Signal(bool)
+
+    def __init__(self) -> None:
+        super().__init__("View")
+        self.setObjectName("view_toolbar")
+        self.layer_spin = QSpinBox()
+        self.layer_spin.setRange(1, 1)
+        self.layer_spin.setPrefix("Layer ")
+        self.layer_spin.setToolTip("Encoder layer ( [ and ] step through layers )")
+        self.head_box = QComboBox()
+        self.head_box.setToolTip("One head, or the mean over the layer's heads")
+        self.set_num_heads(1)
+        self.cls_button = QPushButton("CLS token")
+        self.cls_button.setToolTip("Show where the CLS token attends")
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setFixedWidth(110)
+        self.opacity.setToolTip("Overlay opacity")
+        self.grid_box = QCheckBox("Grid")
+        self.grid_box.setChecked(True)
+        self.grid_box.setToolTip("Draw the patch grid")
+        self.addWidget(self.layer_spin)
+        self.addWidget(self.head_box)
+        self.addWidget(self.cls_button)
+        self.addWidget(QLabel("  Opacity "))
+        self.addWidget(self.opacity)
+        self.addWidget(self.grid_box)
+        self.layer_spin.valueChanged.connect(lambda v: self.layer_changed.emit(v - 1))
+        self.head_box.currentIndexChanged.connect(
+            lambda _i: self.head_changed.emit(self.head_box.currentData())
+        )
+        self.cls_button.clicked.connect(self.cls_requested)
+        self.opacity.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100))
+        self.grid_box.toggled.connect(self.grid_toggled)
+
+    def set_num_layers(self, layers: int) -> None:
+        self.layer_spin.setRange(1, layers)
+        self.layer_spin.setSuffix(f" / {layers}")
+
+    def set_num_heads(self, heads: int) -> None:
+        if self.head_box.count() == heads + 1:
+            return
+        self.head_box.blockSignals(True)
+        self.head_box.clear()
+        self.head_box.addItem("Mean of heads", None)
+        for head in range(heads):
+            self.head_box.addItem(f"Head {head + 1}", head)
+        self.head_box.blockSignals(False)
+
+    def show_selection(self, layer: int, head: int | None) -> None:
+        """Reflect the explorer's state without emitting anything."""
+        self.layer_spin.blockSignals(True)
+        self.layer_spin.setValue(layer + 1)
+        self.layer_spin.blockSignals(False)
+        self.head_box.blockSignals(True)
+        self.head_box.setCurrentIndex(0 if head is None else head + 1)
+        self.head_box.blockSignals(False)

@@ -1,0 +1,39 @@
+"""The first-launch choice: download the default weights, or one of the alternatives."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from vitexplorer.gui.workers import DownloadOffer, ModelRequest
+
+
+def offer_download(parent: QWidget, offer: DownloadOffer) -> ModelRequest | str | None:
+    """Ask before downloading. Returns the request to load, ``"file"`` or None (cancelled)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Question)
+    box.setWindowTitle("Download model weights?")
+    box.setText(f"The {offer.description} are not on this computer yet.")
+    box.setInformativeText(
+        f"Download {offer.size_mb:.0f} MB from {offer.url}?\n\n"
+        f"They are kept in {offer.path} and used from there next time.\n\n"
+        "Without a network: open a weights file you already have, explore the same "
+        "architecture with random weights, or use the small ViT."
+    )
+    download = box.addButton(f"Download {offer.size_mb:.0f} MB", QMessageBox.AcceptRole)
+    local = box.addButton("Open weights file…", QMessageBox.ActionRole)
+    random = box.addButton("Random weights", QMessageBox.ActionRole)
+    small = box.addButton("Small ViT", QMessageBox.ActionRole)
+    box.addButton(QMessageBox.Cancel)
+    box.setDefaultButton(download)
+    box.exec()
+    clicked = box.clickedButton()
+    request = offer.request
+    if clicked is download:
+        return ModelRequest(request.name, request.weights, request.device, allow_download=True)
+    if clicked is local:
+        return "file"
+    if clicked is random:
+        return ModelRequest(request.name, "none", request.device)
+    if clicked is small:
+        return ModelRequest("small_vit", "none", request.device)
+    return None

@@ -1,0 +1,555 @@
+"""The main window: assembly and wiring of the views, the controls and the model worker.
+
+Every interaction after an image's forward pass (click a patch, change layer or head) slices the
+stored :class:`~vitexplorer.core.analysis.ImageAnalysis` with ``core.explain``; no torch here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QProgressDialog,
+)
+
+from vitexplorer.core.explain import (
+    attention_map,
+    attention_matrix,
+    head_maps,
+    patch_for_token,
+    token_for_patch,
+)
+from vitexplorer.gui.controls import ModelBar, ViewBar
+from vitexplorer.gui.dialogs import offer_download
+from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
+from vitexplorer.gui.views.image_view import ImageView
+from vitexplorer.gui.views.matrix_view import AttentionMatrixView
+from vitexplorer.gui.views.panels import PredictionsPanel, ThumbnailStrip
+from vitexplorer.gui.workers import (
+    AnalysisDone,
+    DownloadOffer,
+    ModelInfo,
+    ModelRequest,
+    WorkerThread,
+)
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.ppm)"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+DEFAULT_MODEL = ModelRequest("vit_b_16", "default", "auto")
+MAX_RECENT = 10
+
+
+def sample_image_path() -> str:
+    return str(files("vitexplorer.resources") / "sample.png")
+
+
+@dataclass
+class ImageEntry:
+    key: str
+    name: str
+    source: str | bytes  # a path, or encoded bytes from the clipboard
+    analysis: object | None = None  # ImageAnalysis for the current model
+
+
+class MainWindow(QMainWindow):
+    analysis_shown = Signal(str)  # key of the image now on screen
+    image_failed = Signal(str, str)  # key, message
+    model_changed = Signal(object)  # ModelInfo
+
+    def __init__(
+        self, settings: QSettings | None = None, model_request: ModelRequest | None = None
+    ) -> None:
+        super().__init__()
+        self.settings = settings or QSettings()
+        self.setWindowTitle("vitexplorer")
+        self.setAcceptDrops(True)
+        self.resize(1400, 900)
+        self.entries: dict[str, ImageEntry] = {}
+        self.current_key: str | None = None
+        self.layer, self.head, self.token = 0, None, 0
+        self.model: ModelInfo | None = None
+        self._keys = itertools.count(1)
+        self._worker_thread: WorkerThread | None = None
+        self._progress: QProgressDialog | None = None
+        self.message_box: QMessageBox | None = None
+        self._initial_request = model_request or self._saved_request()
+        self._build()
+        self._restore_layout()
+
+    # --- construction ----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.image_view = ImageView()
+        self.setCentralWidget(self.image_view)
+        self.predictions = PredictionsPanel()
+        self.head_grid = HeadGridView()
+        self.matrix_view = AttentionMatrixView()
+        self.thumbnails = ThumbnailStrip()
+        right = [
+            self._dock("Predictions", self.predictions, Qt.RightDockWidgetArea),
+            self._dock("Heads", self.head_grid, Qt.RightDockWidgetArea),
+            self._dock("Attention matrix", self.matrix_view, Qt.RightDockWidgetArea),
+        ]
+        self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)
+        self.resizeDocks(right, [170, 340, 340], Qt.Vertical)
+        self.resizeDocks(right[:1], [560], Qt.Horizontal)
+        self.model_bar = ModelBar()
+        self.view_bar = ViewBar()
+        self.addToolBar(self.model_bar)
+        self.addToolBar(self.view_bar)
+        self._build_menus()
+        self._build_status_bar()
+
+        self.image_view.patch_clicked.connect(self.select_patch)
+        self.image_view.patch_hovered.connect(self._hover_patch)
+        self.image_view.arrow_pressed.connect(self.move_patch)
+        self.matrix_view.token_clicked.connect(self.select_token)
+        self.matrix_view.cell_hovered.connect(self._hover_cell)
+        self.head_grid.head_clicked.connect(lambda h: self.select_head(None if h == MEAN else h))
+        self.thumbnails.image_selected.connect(self.select_image)
+        self.model_bar.model_requested.connect(self.request_model)
+        self.model_bar.open_file_requested.connect(self.open_weights_file)
+        self.view_bar.layer_changed.connect(self.select_layer)
+        self.view_bar.head_changed.connect(self.select_head)
+        self.view_bar.cls_requested.connect(lambda: self.select_token(0))
+        self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
+        self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
+        QShortcut(QKeySequence("]"), self, lambda: self.step_layer(1))
+        QShortcut(QKeySequence("["), self, lambda: self.step_layer(-1))
+
+    def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:  # noqa: ANN001
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.lower().replace(" ", "_"))
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&Open images…", self.open_images, QKeySequence.Open)
+        self._action(file_menu, "Open &sample image", self.open_sample)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self._action(file_menu, "&Paste image", self.paste, QKeySequence.Paste)
+        file_menu.addSeparator()
+        self._action(file_menu, "Open &weights or checkpoint…", self.open_weights_file)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
+        view_menu = self.menuBar().addMenu("&View")
+        self._action(view_menu, "Next layer\t]", lambda: self.step_layer(1))
+        self._action(view_menu, "Previous layer\t[", lambda: self.step_layer(-1))
+        self._action(view_menu, "Select CLS token", lambda: self.select_token(0))
+        view_menu.addSeparator()
+        for dock in self.findChildren(QDockWidget):
+            view_menu.addAction(dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&How to use", self._show_help)
+        self._update_recent_menu()
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:  # noqa: ANN001
+        action = menu.addAction(text)
+        action.triggered.connect(slot)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        return action
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.hover_label = QLabel("")
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(90)
+        self.busy.setVisible(False)
+        self.model_label = QLabel("no model")
+        self.device_label = QLabel("")
+        self.time_label = QLabel("")
+        for widget in (self.hover_label, self.busy, self.model_label, self.device_label):
+            bar.addPermanentWidget(widget)
+        bar.addPermanentWidget(self.time_label)
+
+    # --- start-up and shut-down -----------------------------------------------------------
+    def start(self, images: list[str] | None = None) -> None:
+        """Start the worker (torch loads there, after the window is shown) and the model."""
+        self._worker_thread = WorkerThread()
+        worker = self._worker_thread.worker
+        worker.model_loading.connect(self._model_loading)
+        worker.model_ready.connect(self._model_ready)
+        worker.model_failed.connect(self._model_failed)
+        worker.download_offered.connect(self._download_offered)
+        worker.download_progress.connect(self._download_progress)
+        worker.analysis_started.connect(self._analysis_started)
+        worker.analysis_ready.connect(self._analysis_ready)
+        worker.analysis_failed.connect(self._analysis_failed)
+        worker.idle.connect(lambda: self.busy.setVisible(False))
+        self.request_model(self._initial_request)
+        if images:
+            self.add_images(images)
+
+    @property
+    def worker(self):  # noqa: ANN201
+        return self._worker_thread.worker if self._worker_thread else None
+
+    def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("window_state", self.saveState())
+        if self.model is not None:
+            request = self.model.request
+            self.settings.setValue("model/name", request.name)
+            self.settings.setValue("model/weights", request.weights)
+            self.settings.setValue("model/device", request.device)
+        self.settings.sync()
+        if self._worker_thread is not None:
+            self._worker_thread.stop()
+            self._worker_thread = None
+        super().closeEvent(event)
+
+    def _saved_request(self) -> ModelRequest:
+        name = self.settings.value("model/name", DEFAULT_MODEL.name)
+        weights = self.settings.value("model/weights", DEFAULT_MODEL.weights)
+        device = self.settings.value("model/device", DEFAULT_MODEL.device)
+        return ModelRequest(str(name), str(weights), str(device))
+
+    def _restore_layout(self) -> None:
+        geometry = self.settings.value("geometry")
+        state = self.settings.value("window_state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    # --- models -----------------------------------------------------------------------------
+    def request_model(self, request: ModelRequest) -> None:
+        if self.worker is None:
+            self._initial_request = request
+            return
+        self.busy.setVisible(True)
+        self.worker.request_model(request)
+
+    def open_weights_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open weights or checkpoint", "", "Weights (*.safetensors *.pth *.pt *.bin)"
+        )
+        if path:
+            current = self.model_bar.current_request()
+            name = current.name if current.name != "small_vit" else path
+            self.request_model(ModelRequest(name, path, current.device))
+
+    def _model_loading(self, name: str) -> None:
+        self.statusBar().showMessage(f"Loading {name}…")
+        self.model_label.setText(f"loading {name}…")
+
+    def _model_ready(self, info: ModelInfo) -> None:
+        self._close_progress()
+        self.model = info
+        spec = info.spec
+        self.model_bar.set_devices(list(info.devices))
+        self.model_bar.show_request(info.request, spec.name)
+        self.view_bar.set_num_layers(spec.num_layers)
+        self.view_bar.set_num_heads(spec.num_heads)
+        self.layer = min(self.layer, spec.num_layers - 1)
+        self.head = None if self.head is None or self.head >= spec.num_heads else self.head
+        self.token = 0
+        self.view_bar.show_selection(self.layer, self.head)
+        self.model_label.setText(f"{spec.display_name} · {spec.weights}")
+        self.device_label.setText(info.device)
+        self.statusBar().showMessage(f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000)
+        for entry in self.entries.values():
+            entry.analysis = None
+        if self.current_key is not None:
+            self.image_view.show_placeholder(f"Analysing {self.entries[self.current_key].name}…")
+            self.worker.request_analysis(self.current_key, self.entries[self.current_key].source)
+        for key, entry in self.entries.items():
+            if key != self.current_key:
+                self.worker.request_analysis(key, entry.source)
+        self.model_changed.emit(info)
+
+    def _model_failed(self, message: str) -> None:
+        self._close_progress()
+        self.busy.setVisible(False)
+        if self.model is None:
+            self.model_label.setText("no model")
+        self.statusBar().showMessage(f"Could not load the model: {message}", 15000)
+        self._show_message("Could not load the model", message)
+
+    def _download_offered(self, offer: DownloadOffer) -> None:
+        self.busy.setVisible(False)
+        choice = offer_download(self, offer)
+        if choice is None:
+            self.statusBar().showMessage("No model loaded: choose one in the toolbar", 10000)
+        elif choice == "file":
+            self.open_weights_file()
+        else:
+            if choice.allow_download:
+                self._show_progress(offer)
+            self.request_model(choice)
+
+    def _show_progress(self, offer: DownloadOffer) -> None:
+        self._progress = QProgressDialog(
+            f"Downloading {offer.description}…", "Cancel", 0, 1000, self
+        )
+        self._progress.setWindowTitle("Downloading weights")
+        self._progress.setMinimumDuration(0)
+        self._progress.canceled.connect(self.worker.cancel_download)
+        self._progress.setValue(0)
+
+    def _download_progress(self, done: int, total: int) -> None:
+        if self._progress is not None and total > 0:
+            self._progress.setValue(int(1000 * min(done, total) / total))
+            self._progress.setLabelText(f"Downloading… {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+    def _close_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.reset()
+            self._progress.deleteLater()
+            self._progress = None
+
+    # --- images -----------------------------------------------------------------------------
+    def add_images(self, paths: list[str]) -> None:
+        expanded: list[str] = []
+        for path in paths:
+            p = Path(path)
+            if p.is_dir():
+                expanded += sorted(
+                    str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+                )
+            else:
+                expanded.append(str(p))
+        for i, path in enumerate(expanded):
+            self._add_entry(Path(path).name, path, select=i == 0)
+            self._remember_recent(path)
+
+    def add_image_bytes(self, data: bytes, name: str) -> None:
+        self._add_entry(name, data, select=True)
+
+    def _add_entry(self, name: str, source: str | bytes, select: bool) -> str:
+        key = f"image-{next(self._keys)}"
+        self.entries[key] = ImageEntry(key, name, source)
+        self.thumbnails.add_entry(key, name)
+        if self.worker is not None:
+            self.worker.request_analysis(key, source, first=select)
+            self.busy.setVisible(True)
+        if select:
+            self.thumbnails.select(key)
+        return key
+
+    def select_image(self, key: str) -> None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return
+        self.current_key = key
+        self.thumbnails.select(key)
+        if entry.analysis is not None:
+            self._show_analysis()
+        else:
+            self.image_view.show_placeholder(f"Analysing {entry.name}…")
+            if self.worker is not None:
+                self.worker.request_analysis(key, entry.source, first=True)
+
+    def _analysis_started(self, key: str) -> None:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.busy.setVisible(True)
+            self.statusBar().showMessage(f"Analysing {entry.name}…")
+
+    def _analysis_ready(self, done: AnalysisDone) -> None:
+        entry = self.entries.get(done.key)
+        if entry is None or self.model is None or done.generation != self.model.generation:
+            return  # a stale result: the image was removed or the model changed since
+        entry.analysis = done.analysis
+        self.thumbnails.set_thumbnail(done.key, done.thumbnail)
+        self.statusBar().clearMessage()
+        if done.key == self.current_key:
+            self._show_analysis()
+
+    def _analysis_failed(self, key: str, message: str) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            return
+        self.thumbnails.remove(key)
+        self.statusBar().showMessage(f"Could not open {message}", 20000)
+        if key == self.current_key:
+            self.current_key = None
+            remaining = self.thumbnails.keys()
+            if remaining:
+                self.select_image(remaining[-1])
+            else:
+                self.image_view.show_placeholder("Drop an image here")
+        self.image_failed.emit(key, message)
+
+    def open_images(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open images", "", IMAGE_FILTER)
+        if paths:
+            self.add_images(paths)
+
+    def open_sample(self) -> None:
+        self.add_images([sample_image_path()])
+
+    def paste(self) -> None:
+        mime = QApplication.clipboard().mimeData()
+        if mime.hasImage():
+            self.add_image_from(mime, "pasted")
+        elif mime.hasUrls():
+            self.add_images([u.toLocalFile() for u in mime.urls() if u.isLocalFile()])
+        else:
+            self.statusBar().showMessage("The clipboard holds no image", 5000)
+
+    def _remember_recent(self, path: str) -> None:
+        if path == sample_image_path():
+            return
+        recent = [p for p in self._recent() if p != path]
+        self.settings.setValue("recent_images", [path, *recent][:MAX_RECENT])
+        self._update_recent_menu()
+
+    def _recent(self) -> list[str]:
+        value = self.settings.value("recent_images", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _update_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self._recent():
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.add_images([p]))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        mime = event.mimeData()
+        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+        if paths:
+            self.add_images(paths)
+            event.acceptProposedAction()
+        elif mime.hasImage():
+            self.add_image_from(mime, "dropped")
+            event.acceptProposedAction()
+
+    def add_image_from(self, mime, how: str) -> None:  # noqa: ANN001
+        """An image carried in MIME data (clipboard, drag from a browser), encoded as PNG."""
+        buffer = QBuffer()
+        buffer.open(QIODevice.WriteOnly)
+        mime.imageData().save(buffer, "PNG")
+        self.add_image_bytes(bytes(buffer.data()), f"{how} image {next(self._keys)}")
+
+    # --- selection ---------------------------------------------------------------------------
+    @property
+    def analysis(self):  # noqa: ANN201
+        entry = self.entries.get(self.current_key) if self.current_key else None
+        return entry.analysis if entry else None
+
+    def select_patch(self, row: int, col: int) -> None:
+        if self.analysis is not None:
+            spec = self.analysis.spec
+            self.select_token(token_for_patch(row, col, spec.grid, spec.num_prefix_tokens))
+
+    def select_token(self, token: int) -> None:
+        if self.analysis is None or not 0 <= token < self.analysis.spec.num_tokens:
+            return
+        self.token = token
+        self._refresh(matrix=False)
+
+    def select_layer(self, layer: int) -> None:
+        if self.analysis is None:
+            self.layer = layer
+            return
+        self.layer = max(0, min(layer, self.analysis.spec.num_layers - 1))
+        self._refresh()
+
+    def select_head(self, head: int | None) -> None:
+        self.head = head
+        if self.analysis is not None:
+            self._refresh()
+
+    def step_layer(self, step: int) -> None:
+        self.select_layer(self.layer + step)
+
+    def move_patch(self, d_row: int, d_col: int) -> None:
+        if self.analysis is None:
+            return
+        spec = self.analysis.spec
+        rows, cols = spec.grid
+        patch = patch_for_token(self.token, spec.grid, spec.num_prefix_tokens)
+        if patch is None:
+            row, col = rows // 2, cols // 2
+        else:
+            row = min(max(patch[0] + d_row, 0), rows - 1)
+            col = min(max(patch[1] + d_col, 0), cols - 1)
+        self.select_patch(row, col)
+
+    def _show_analysis(self) -> None:
+        analysis = self.analysis
+        self.image_view.set_image(analysis.display, analysis.spec.grid)
+        self.predictions.set_predictions(analysis.predictions)
+        self.time_label.setText(f"forward {analysis.seconds * 1e3:.0f} ms")
+        self._refresh()
+        self.image_view.setFocus()
+        self.analysis_shown.emit(self.current_key)
+
+    def _refresh(self, matrix: bool = True) -> None:
+        """Redraw every view from the stored analysis: numpy slicing, no torch."""
+        analysis = self.analysis
+        spec = analysis.spec
+        grid, prefix = spec.grid, spec.num_prefix_tokens
+        self.view_bar.show_selection(self.layer, self.head)
+        heat = attention_map(analysis.attention, self.layer, self.head, self.token, grid, prefix)
+        self.image_view.set_heat(heat)
+        patch = patch_for_token(self.token, grid, prefix)
+        self.image_view.set_selected_patch(patch)
+        heads = head_maps(analysis.attention, self.layer, self.token, grid, prefix)
+        self.head_grid.set_maps(heads, self.head)
+        if matrix:
+            self.matrix_view.set_matrix(attention_matrix(analysis.attention, self.layer, self.head))
+        self.matrix_view.set_selected_token(self.token)
+        where = "CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
+        head = "mean of heads" if self.head is None else f"head {self.head + 1}"
+        name = self.entries[self.current_key].name
+        self.image_view.title.setText(
+            f"{name} — where the {where} (token {self.token}) attends · "
+            f"layer {self.layer + 1}, {head}"
+        )
+
+    # --- hover and messages ------------------------------------------------------------------
+    def _hover_patch(self, row: int, col: int) -> None:
+        values = self.image_view.heat_values
+        if row < 0 or self.analysis is None or values.size == 0:
+            self.hover_label.setText("")
+            return
+        token = token_for_patch(row, col, self.analysis.spec.grid, 1)
+        self.hover_label.setText(
+            f"patch row {row}, col {col} (token {token}) · attention {values[row, col]:.4f}"
+        )
+
+    def _hover_cell(self, query: int, key: int) -> None:
+        matrix = self.matrix_view.matrix
+        if query < 0 or matrix.size == 0:
+            self.hover_label.setText("")
+            return
+        self.hover_label.setText(f"query {query} → key {key} · attention {matrix[query, key]:.4f}")
+
+    def _show_message(self, title: str, text: str) -> None:
+        if self.message_box is not None:
+            self.message_box.close()
+        self.message_box = QMessageBox(QMessageBox.Warning, title, text, QMessageBox.Ok, self)
+        self.message_box.open()  # window-modal, never blocks the event loop
+
+    def _show_help(self) -> None:
+        QMessageBox.information(
+            self,
+            "How to use vitexplorer",
+            "Drop images onto the window (or File > Open, or paste).\n"
+            "Click a patch to see where it attends; arrow keys move the patch, "
+            "[ and ] change layer.\nClick a head tile to select that head, or a row of the "
+            "attention matrix to select that token.\nCLS token shows the classifier's view.",
+        )

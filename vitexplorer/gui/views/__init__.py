@@ -1,0 +1,1 @@
+"""pyqtgraph views of one image's analysis."""

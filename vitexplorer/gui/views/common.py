@@ -1,0 +1,35 @@
+"""Small pieces the views share: the colour map and level choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QPen
+
+HEAT_COLORMAP = "inferno"
+SELECTION_COLOR = (0, 229, 255)
+
+
+def colormap() -> pg.ColorMap:
+    return pg.colormap.get(HEAT_COLORMAP)
+
+
+def heat_levels(values: np.ndarray) -> tuple[float, float]:
+    """Colour levels spanning the map's own range, so structure shows even in flat maps; the
+    colour bar shows the true values. A constant map gets a small range around its value."""
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if high > low else (low, low + max(abs(low), 1.0) * 1e-3)
+
+
+def selection_pen(width: float = 2.0) -> QPen:
+    pen = pg.mkPen(SELECTION_COLOR, width=width)
+    pen.setCosmetic(True)
+    return pen
+
+
+def new_heat_item() -> pg.ImageItem:
+    item = pg.ImageItem(axisOrder="row-major")
+    item.setColorMap(colormap())
+    return item

@@ -1,0 +1,82 @@
+"""Every head of the selected layer as a small map for the selected token; click to choose."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+
+from vitexplorer.gui.views.common import SELECTION_COLOR, heat_levels, new_heat_item
+
+MEAN = -1  # the tile that shows the mean over heads
+
+
+class HeadGridView(pg.GraphicsLayoutWidget):
+    head_clicked = Signal(int)  # a head index, or MEAN
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tiles: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.LabelItem]] = []
+        self.maps = np.zeros((0, 0, 0), np.float32)
+        self.selected = MEAN
+        self.scene().sigMouseClicked.connect(self._clicked)
+
+    def _build(self, num_heads: int, grid: tuple[int, int]) -> None:
+        self.clear()
+        self.tiles = []
+        heads = [*range(num_heads), MEAN]
+        columns = max(1, math.ceil(math.sqrt(len(heads))))
+        for i, head in enumerate(heads):
+            row, col = divmod(i, columns)
+            label = self.addLabel(
+                "mean" if head == MEAN else f"head {head + 1}", row=2 * row, col=col, size="8pt"
+            )
+            box = self.addViewBox(
+                row=2 * row + 1,
+                col=col,
+                lockAspect=True,
+                invertY=True,
+                enableMouse=False,
+                enableMenu=False,
+            )
+            image = new_heat_item()
+            box.addItem(image)
+            box.setRange(QRectF(0, 0, grid[1], grid[0]), padding=0.02)
+            self.tiles.append((head, box, image, label))
+
+    def set_maps(self, maps: np.ndarray, selected: int | None) -> None:
+        """``maps`` is (heads, rows, columns); ``selected`` a head or None for the mean."""
+        if maps.shape != self.maps.shape:
+            self._build(maps.shape[0], maps.shape[1:])
+        self.maps = maps
+        rect = QRectF(0, 0, maps.shape[2], maps.shape[1])
+        for head, _box, image, _label in self.tiles:
+            values = maps.mean(axis=0) if head == MEAN else maps[head]
+            image.setImage(values, levels=heat_levels(values))
+            image.setRect(rect)
+        self.set_selected(selected)
+
+    def set_selected(self, selected: int | None) -> None:
+        self.selected = MEAN if selected is None else selected
+        for head, box, _image, label in self.tiles:
+            chosen = head == self.selected
+            box.setBorder(pg.mkPen(SELECTION_COLOR, width=3) if chosen else None)
+            label.setAttr("color", "#00e5ff" if chosen else "#c8c8c8")
+            label.setText(label.text)
+
+    def tile_values(self, head: int) -> np.ndarray:
+        """What the tile of ``head`` (or MEAN) currently shows."""
+        for tile_head, _box, image, _label in self.tiles:
+            if tile_head == head:
+                return image.image
+        raise KeyError(head)
+
+    def _clicked(self, event) -> None:  # noqa: ANN001
+        if event.button() != Qt.LeftButton:
+            return
+        for head, box, _image, _label in self.tiles:
+            if box.sceneBoundingRect().contains(event.scenePos()):
+                self.head_clicked.emit(head)
+                return

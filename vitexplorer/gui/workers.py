@@ -1,0 +1,216 @@
+"""The model worker: owns the model and runs every torch call off the GUI thread.
+
+Requests arrive from the GUI thread as plain data and are kept in a small queue guarded by a lock:
+at most one pending model load (a newer one supersedes it) and an ordered set of pending images
+(a model change drops them all, since their results would be stale). The worker drains the queue
+in its own thread and answers with signals carrying numpy arrays and frozen dataclasses only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model to load: see ``vitexplorer.core.models.load_model``."""
+
+    name: str
+    weights: str = "default"
+    device: str = "auto"
+    allow_download: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the GUI knows of the loaded model."""
+
+    request: ModelRequest
+    spec: object  # vitexplorer.core.models.ModelSpec (kept untyped: no torch import here)
+    device: str
+    generation: int
+    seconds: float
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DownloadOffer:
+    """Default weights that are not cached yet: what, how big, from where, to where."""
+
+    request: ModelRequest
+    description: str
+    size_mb: float
+    url: str
+    path: str
+
+
+@dataclass(frozen=True)
+class AnalysisDone:
+    key: str
+    generation: int
+    analysis: object  # vitexplorer.core.analysis.ImageAnalysis
+    thumbnail: np.ndarray  # (h, w, 3) uint8
+
+
+class ModelWorker(QObject):
+    """Lives in its own QThread; see the module docstring for the queueing rules."""
+
+    model_loading = Signal(str)
+    model_ready = Signal(object)  # ModelInfo
+    model_failed = Signal(str)
+    download_offered = Signal(object)  # DownloadOffer
+    download_progress = Signal(int, int)  # bytes done, bytes total
+    analysis_started = Signal(str)  # key
+    analysis_ready = Signal(object)  # AnalysisDone
+    analysis_failed = Signal(str, str)  # key, message
+    idle = Signal()
+    _wake = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending_model: ModelRequest | None = None
+        self._pending_images: OrderedDict[str, str | bytes] = OrderedDict()
+        self._cancel_download = threading.Event()
+        self._model = None  # vitexplorer.core.models.LoadedModel, touched only in this thread
+        self._generation = 0
+        self._wake.connect(self._drain)
+
+    # --- called from the GUI thread -------------------------------------------------------
+    def request_model(self, request: ModelRequest) -> None:
+        with self._lock:
+            self._pending_model = request
+            self._pending_images.clear()
+        self._cancel_download.clear()
+        self._wake.emit()
+
+    def request_analysis(self, key: str, source: str | bytes, first: bool = False) -> None:
+        with self._lock:
+            self._pending_images[key] = source
+            if first:
+                self._pending_images.move_to_end(key, last=False)
+        self._wake.emit()
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._pending_images.pop(key, None)
+
+    def cancel_download(self) -> None:
+        self._cancel_download.set()
+
+    # --- the worker thread ----------------------------------------------------------------
+    @Slot()
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                request, self._pending_model = self._pending_model, None
+                job = None
+                if request is None and self._model is not None and self._pending_images:
+                    job = self._pending_images.popitem(last=False)
+            if request is not None:
+                self._load(request)
+            elif job is not None:
+                self._analyse(*job)
+            else:
+                break
+        self.idle.emit()
+
+    def _load(self, request: ModelRequest) -> None:
+        from vitexplorer.core import models
+
+        try:
+            if request.weights == "default" and request.name in models.TORCHVISION_VITS:
+                download = models.default_weights_download(request.name)
+                if not download.cached and not request.allow_download:
+                    offer = DownloadOffer(
+                        request,
+                        download.description,
+                        download.size_mb,
+                        download.url,
+                        str(download.path),
+                    )
+                    self.download_offered.emit(offer)
+                    return
+            self.model_loading.emit(request.name)
+            start = time.perf_counter()
+            self._model = None  # free the old model's memory before building the new one
+            loaded = models.load_model(
+                request.name,
+                request.weights,
+                request.device,
+                allow_download=request.allow_download,
+                progress=self.download_progress.emit,
+                cancelled=self._cancel_download.is_set,
+            )
+        except Exception as exc:  # every failure becomes a message; the thread lives on
+            self.model_failed.emit(_message(exc))
+            return
+        self._model = loaded
+        self._generation += 1
+        info = ModelInfo(
+            request,
+            loaded.spec,
+            str(loaded.device),
+            self._generation,
+            time.perf_counter() - start,
+            tuple(models.available_devices()),
+        )
+        self.model_ready.emit(info)
+
+    def _analyse(self, key: str, source: str | bytes) -> None:
+        from vitexplorer.core.analysis import analyze_image
+        from vitexplorer.core.data import load_image
+
+        self.analysis_started.emit(key)
+        try:
+            image = load_image(source)
+            analysis = analyze_image(self._model, image)
+        except Exception as exc:
+            self.analysis_failed.emit(key, _message(exc))
+            return
+        self.analysis_ready.emit(
+            AnalysisDone(key, self._generation, analysis, _thumbnail(analysis.display))
+        )
+
+
+def _thumbnail(display: np.ndarray, side: int = 72) -> np.ndarray:
+    step = max(1, display.shape[0] // side)
+    return np.ascontiguousarray(display[::step, ::step])
+
+
+def _message(exc: BaseException) -> str:
+    """A one-line message for people; out-of-memory gets advice."""
+    text = str(exc) or type(exc).__name__
+    if "out of memory" in text.lower():
+        return (
+            "the GPU ran out of memory: choose the CPU in the device box or a smaller model "
+            f"({text.splitlines()[0]})"
+        )
+    if type(exc).__name__ == "DownloadCancelled":
+        return "download cancelled"
+    return text.splitlines()[0] if len(text) > 500 else text
+
+
+class WorkerThread:
+    """A :class:`ModelWorker` in its own QThread, stopped cleanly on :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.thread = QThread()
+        self.thread.setObjectName("vitexplorer-model")
+        self.worker = ModelWorker()
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 30000) -> bool:
+        self.worker.cancel_download()
+        with self.worker._lock:
+            self.worker._pending_images.clear()
+            self.worker._pending_model = None
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
