@@ -211,3 +211,26 @@ def test_analyze_image_matches_plain_forward() -> None:
     assert result.predictions[0].index == int(logits.argmax())
     assert result.attention.shape == (2, 2, 17, 17)
     assert result.display.shape[2] == 3 and result.display.dtype == np.uint8
+
+
+def test_checkpoint_with_broken_metadata_is_a_clear_error(tmp_path: Path) -> None:
+    from vitexplorer.core.checkpoint import save_weights
+
+    path = tmp_path / "broken.safetensors"
+    save_weights(path, {"w": torch.zeros(2)}, {"architecture": "small_vit"})  # no config
+    with pytest.raises(WeightsFileError, match="invalid vitexplorer metadata"):
+        load_model(str(path), device="cpu")
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:7"])
+def test_bad_device_is_a_value_error(device: str) -> None:
+    with pytest.raises(ValueError, match="device|CUDA|cuda"):
+        models.resolve_device(device)
+
+
+def test_unwritable_cache_is_a_clear_error(vit_b_32_state, tmp_path: Path) -> None:
+    source, _ = vit_b_32_state
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(WeightsUnavailableError, match="cannot write to the weights cache"):
+        download_weights(_download_for(source, blocker / "checkpoints"))

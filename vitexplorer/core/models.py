@@ -7,6 +7,7 @@ own small ViT.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -148,39 +149,59 @@ def download_weights(
     The file appears at its final path only when complete and verified.
     """
     dst = download.path
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
+    except OSError as exc:
+        message = f"cannot write to the weights cache {dst.parent}: {exc}"
+        raise WeightsUnavailableError(message) from exc
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(download.url, timeout=timeout) as r:
-            total = int(r.headers.get("Content-Length") or 0) or int(download.size_mb * 1e6)
-            done = 0
-            while chunk := r.read(1 << 20):
-                if cancelled is not None and cancelled():
-                    raise DownloadCancelled("download cancelled")
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(download.url, timeout=timeout)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _network_error(download, exc) from exc
+            with response:
+                total = int(response.headers.get("Content-Length") or 0)
+                total = total or int(download.size_mb * 1e6)
+                done = 0
+                while True:
+                    try:
+                        chunk = response.read(1 << 20)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _network_error(download, exc) from exc
+                    if not chunk:
+                        break
+                    if cancelled is not None and cancelled():
+                        raise DownloadCancelled("download cancelled")
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
         match = torch.hub.HASH_REGEX.search(dst.name)
         if match and not digest.hexdigest().startswith(match.group(1)):
             raise WeightsUnavailableError(
                 f"the downloaded {dst.name} is corrupt (its checksum does not match); try again"
             )
         os.replace(tmp, dst)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise WeightsUnavailableError(
-            f"could not download the {download.description}, {download.size_mb:.0f} MB, from "
-            f"{download.url}: {reason}. Without a network you can pick a local weights file "
-            f"(.pth or .safetensors; in the app Model > Open weights file, on the command line "
-            f"--weights PATH) or copy the file to {dst}; random weights (--weights none) and the "
-            f"small ViT need no download."
-        ) from exc
+    except OSError as exc:  # the network's errors were turned into messages above: this is disk
+        raise WeightsUnavailableError(f"could not save the weights to {dst}: {exc}") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dst
+
+
+def _network_error(download: WeightsDownload, exc: BaseException) -> WeightsUnavailableError:
+    reason = getattr(exc, "reason", None) or exc
+    return WeightsUnavailableError(
+        f"could not download the {download.description}, {download.size_mb:.0f} MB, from "
+        f"{download.url}: {reason}. Without a network you can pick a local weights file "
+        f"(.pth or .safetensors; in the app the Weights file… button, on the command line "
+        f"--weights PATH) or copy the file to {download.path}; random weights (--weights none) "
+        f"and the small ViT need no download."
+    )
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -191,11 +212,19 @@ def resolve_device(choice: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA was asked for but no CUDA GPU is available; use --device cpu")
-    if choice == "mps" and not torch.backends.mps.is_available():
+    try:
+        device = torch.device(choice)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {choice!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("CUDA was asked for but no CUDA GPU is available; use --device cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ValueError(f"there is no {choice}: this machine has {count} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("MPS was asked for but is not available on this machine")
-    return torch.device(choice)
+    return device
 
 
 def available_devices() -> list[str]:
@@ -337,16 +366,12 @@ def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSp
     state, meta = read_weights(path)
     label = f"file {path.name}"
     if meta and "architecture" in meta:
-        arch = meta["architecture"]
-        if arch == SMALL_VIT:
-            config = SmallViTConfig(**meta["config"])
-            module: nn.Module = SmallViT(config)
-            spec = _apply_metadata(small_vit_spec(config, label), meta)
-        elif arch in TORCHVISION_VITS:
-            module = get_model(arch, weights=None, **meta["config"])
-            spec = _torchvision_spec(arch, module, label, meta)
-        else:
-            raise WeightsFileError(f"{path.name} holds an unknown architecture {arch!r}")
+        try:
+            module, spec = _from_metadata(meta, label)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsFileError(
+                f"{path.name} has invalid vitexplorer metadata ({exc!r})"
+            ) from exc
         check_fits(module, state, spec.display_name)
         module.load_state_dict(state)
         return module, spec
@@ -361,6 +386,18 @@ def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSp
         f"{path.name} has no vitexplorer metadata, so its architecture is unknown: choose the "
         f"architecture (--model NAME) and pass the file as its weights (--weights {path})"
     )
+
+
+def _from_metadata(meta: dict[str, Any], label: str) -> tuple[nn.Module, ModelSpec]:
+    """An untrained model shaped by a checkpoint's metadata."""
+    arch = meta["architecture"]
+    if arch == SMALL_VIT:
+        config = SmallViTConfig(**meta["config"])
+        return SmallViT(config), _apply_metadata(small_vit_spec(config, label), meta)
+    if arch in TORCHVISION_VITS:
+        module = get_model(arch, weights=None, **meta["config"])
+        return module, _torchvision_spec(arch, module, label, meta)
+    raise ValueError(f"unknown architecture {arch!r}")
 
 
 def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] | None = None):
