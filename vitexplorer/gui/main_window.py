@@ -52,7 +52,11 @@ MAX_RECENT = 10
 
 
 def sample_image_path() -> str:
-    return str(files("vitexplorer.resources") / "sample.png")
+    """The bundled sample photo: packaged as vitexplorer.resources, or the source tree's."""
+    try:
+        return str(files("vitexplorer.resources") / "sample.png")
+    except ModuleNotFoundError:  # running from a checkout that shadows a regular install
+        return str(Path(__file__).resolve().parents[2] / "resources" / "sample.png")
 
 
 @dataclass
@@ -81,6 +85,7 @@ class MainWindow(QMainWindow):
         self.layer, self.head, self.token = 0, None, 0
         self.model: ModelInfo | None = None
         self._keys = itertools.count(1)
+        self._requested: set[str] = set()  # images queued with the worker for this model
         self._worker_thread: WorkerThread | None = None
         self._progress: QProgressDialog | None = None
         self.message_box: QMessageBox | None = None
@@ -102,7 +107,7 @@ class MainWindow(QMainWindow):
             self._dock("Attention matrix", self.matrix_view, Qt.RightDockWidgetArea),
         ]
         self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)
-        self.resizeDocks(right, [170, 340, 340], Qt.Vertical)
+        self.resizeDocks(right, [150, 380, 320], Qt.Vertical)
         self.resizeDocks(right[:1], [560], Qt.Horizontal)
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
@@ -264,14 +269,14 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{spec.display_name} · {spec.weights}")
         self.device_label.setText(info.device)
         self.statusBar().showMessage(f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000)
+        self._requested.clear()  # the worker dropped its queue when the model changed
         for entry in self.entries.values():
             entry.analysis = None
         if self.current_key is not None:
             self.image_view.show_placeholder(f"Analysing {self.entries[self.current_key].name}…")
-            self.worker.request_analysis(self.current_key, self.entries[self.current_key].source)
-        for key, entry in self.entries.items():
-            if key != self.current_key:
-                self.worker.request_analysis(key, entry.source)
+            self._request_analysis(self.current_key, first=True)
+        for key in self.entries:
+            self._request_analysis(key)
         self.model_changed.emit(info)
 
     def _model_failed(self, message: str) -> None:
@@ -336,9 +341,7 @@ class MainWindow(QMainWindow):
         key = f"image-{next(self._keys)}"
         self.entries[key] = ImageEntry(key, name, source)
         self.thumbnails.add_entry(key, name)
-        if self.worker is not None:
-            self.worker.request_analysis(key, source, first=select)
-            self.busy.setVisible(True)
+        self._request_analysis(key, first=select)
         if select:
             self.thumbnails.select(key)
         return key
@@ -353,8 +356,19 @@ class MainWindow(QMainWindow):
             self._show_analysis()
         else:
             self.image_view.show_placeholder(f"Analysing {entry.name}…")
-            if self.worker is not None:
-                self.worker.request_analysis(key, entry.source, first=True)
+            self._request_analysis(key, first=True)
+
+    def _request_analysis(self, key: str, first: bool = False) -> None:
+        """Queue an image once per model; ``first`` puts it at the head of the queue."""
+        if self.worker is None:
+            return
+        if key in self._requested:  # queued or running already: at most move it forward
+            if first:
+                self.worker.prioritise(key)
+            return
+        self._requested.add(key)
+        self.busy.setVisible(True)
+        self.worker.request_analysis(key, self.entries[key].source, first=first)
 
     def _analysis_started(self, key: str) -> None:
         entry = self.entries.get(key)
@@ -366,6 +380,7 @@ class MainWindow(QMainWindow):
         entry = self.entries.get(done.key)
         if entry is None or self.model is None or done.generation != self.model.generation:
             return  # a stale result: the image was removed or the model changed since
+        self._requested.discard(done.key)
         entry.analysis = done.analysis
         self.thumbnails.set_thumbnail(done.key, done.thumbnail)
         self.statusBar().clearMessage()
@@ -373,6 +388,7 @@ class MainWindow(QMainWindow):
             self._show_analysis()
 
     def _analysis_failed(self, key: str, message: str) -> None:
+        self._requested.discard(key)
         entry = self.entries.pop(key, None)
         if entry is None:
             return

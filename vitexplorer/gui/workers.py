@@ -97,9 +97,11 @@ class ModelWorker(QObject):
                 self._pending_images.move_to_end(key, last=False)
         self._wake.emit()
 
-    def forget(self, key: str) -> None:
+    def prioritise(self, key: str) -> None:
+        """Move a queued image to the front; nothing if it is running or done."""
         with self._lock:
-            self._pending_images.pop(key, None)
+            if key in self._pending_images:
+                self._pending_images.move_to_end(key, last=False)
 
     def cancel_download(self) -> None:
         self._cancel_download.set()

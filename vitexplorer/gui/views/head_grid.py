@@ -18,7 +18,9 @@ class HeadGridView(pg.GraphicsLayoutWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tiles: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.LabelItem]] = []
+        self.ci.layout.setSpacing(3)
+        self.setToolTip("Every head of this layer for the selected token; click one to select it")
+        self.tiles: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.TextItem]] = []
         self.maps = np.zeros((0, 0, 0), np.float32)
         self.selected = MEAN
         self.scene().sigMouseClicked.connect(self._clicked)
@@ -30,11 +32,8 @@ class HeadGridView(pg.GraphicsLayoutWidget):
         columns = max(1, math.ceil(math.sqrt(len(heads))))
         for i, head in enumerate(heads):
             row, col = divmod(i, columns)
-            label = self.addLabel(
-                "mean" if head == MEAN else f"head {head + 1}", row=2 * row, col=col, size="8pt"
-            )
             box = self.addViewBox(
-                row=2 * row + 1,
+                row=row,
                 col=col,
                 lockAspect=True,
                 invertY=True,
@@ -43,6 +42,11 @@ class HeadGridView(pg.GraphicsLayoutWidget):
             )
             image = new_heat_item()
             box.addItem(image)
+            text = "mean" if head == MEAN else str(head + 1)
+            label = pg.TextItem(text, anchor=(0, 0), fill=(0, 0, 0, 160))
+            label.setPos(0, 0)
+            label.setZValue(2)
+            box.addItem(label)
             box.setRange(QRectF(0, 0, grid[1], grid[0]), padding=0.02)
             self.tiles.append((head, box, image, label))
 
@@ -63,8 +67,7 @@ class HeadGridView(pg.GraphicsLayoutWidget):
         for head, box, _image, label in self.tiles:
             chosen = head == self.selected
             box.setBorder(pg.mkPen(SELECTION_COLOR, width=3) if chosen else None)
-            label.setAttr("color", "#00e5ff" if chosen else "#c8c8c8")
-            label.setText(label.text)
+            label.setColor(SELECTION_COLOR if chosen else (235, 235, 235))
 
     def tile_values(self, head: int) -> np.ndarray:
         """What the tile of ``head`` (or MEAN) currently shows."""

@@ -46,6 +46,8 @@ class ImageView(pg.GraphicsLayoutWidget):
             rounding=1e-6,
             colorMapMenu=False,
         )
+        self.colorbar.axis.setStyle(hideOverlappingLabels=False)
+        self.colorbar.axis.setWidth(52)
         self.addItem(self.colorbar, row=1, col=1)
         self.grid: tuple[int, int] = (0, 0)
         self.heat_values = np.zeros((0, 0), np.float32)

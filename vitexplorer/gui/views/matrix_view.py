@@ -23,7 +23,6 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.plot = self.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.invertY(True)
-        self.plot.setAspectLocked(True)
         self.plot.setLabel("left", "query token")
         self.plot.setLabel("bottom", "key token")
         self.image = new_heat_item()
@@ -40,6 +39,8 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
             rounding=1e-6,
             colorMapMenu=False,
         )
+        self.colorbar.axis.setStyle(hideOverlappingLabels=False)
+        self.colorbar.axis.setWidth(52)
         self.addItem(self.colorbar, row=0, col=1)
         self.matrix = np.zeros((0, 0), np.float32)
         self.scene().sigMouseClicked.connect(self._clicked)

@@ -1,0 +1,65 @@
+"""The real main window, offscreen, with a tiny checkpoint so each test takes a moment."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from vitexplorer.core.models import load_model, save_checkpoint  # noqa: E402
+from vitexplorer.core.vit import SmallViTConfig  # noqa: E402
+from vitexplorer.gui.app import configure_pyqtgraph  # noqa: E402
+from vitexplorer.gui.main_window import MainWindow  # noqa: E402
+from vitexplorer.gui.workers import ModelRequest  # noqa: E402
+
+# a 6x6 patch grid, three layers, three heads: small, but not square-symmetric in anything
+GUI_CONFIG = SmallViTConfig(image_size=48, patch_size=8, width=48, depth=3, heads=3, num_classes=7)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_checkpoint(path, model, {"class_names": [f"kind {i}" for i in range(7)]})
+    return path
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    """A smooth colourful 80x60 picture (landscape, so the centre crop matters)."""
+    y, x = np.mgrid[0:60, 0:80]
+    rgb = np.stack([x * 3, y * 4, (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def make_window(qtbot, settings_path: Path, request: ModelRequest) -> MainWindow:  # noqa: ANN001
+    configure_pyqtgraph()
+    settings = QSettings(str(settings_path), QSettings.IniFormat)
+    window = MainWindow(settings, request)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(checkpoint)))
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.start()
+    thread = window._worker_thread.thread
+    yield window
+    window.close()
+    assert thread.isFinished(), "the model worker thread outlived the window"

@@ -1,0 +1,232 @@
+"""Drive the real main window as a person does: drop, click, press keys, read the views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import QApplication
+
+from tests.gui.conftest import make_window
+from vitexplorer.core.data import load_image, preprocess
+from vitexplorer.core.models import load_model
+from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.workers import ModelRequest
+
+
+def drop(window: MainWindow, *paths: Path) -> None:
+    """A real drag-enter and drop of file URLs onto the window."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(window.width() / 2, window.height() / 2)
+    enter = QDragEnterEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(window, event)
+
+
+def drop_and_wait(qtbot, window: MainWindow, path: Path) -> None:  # noqa: ANN001
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        drop(window, path)
+
+
+def click_patch(qtbot, window: MainWindow, row: int, col: int) -> None:  # noqa: ANN001
+    view = window.image_view
+    scene = view.view.mapViewToScene(QPointF(col + 0.5, row + 0.5))
+    pos = view.mapFromScene(scene)
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=QPoint(pos.x(), pos.y()))
+
+
+def expected_row(window: MainWindow, layer: int, head: int | None, token: int) -> np.ndarray:
+    """Straight from the stored attention array, by index, independently of core.explain."""
+    attention = window.analysis.attention
+    rows = attention[layer, :, token, 1:]
+    row = rows.mean(axis=0) if head is None else rows[head]
+    return row.reshape(6, 6)
+
+
+def test_drop_shows_predictions_of_the_model(qtbot, window: MainWindow, photo, checkpoint):
+    started: list[str] = []
+    window.worker.analysis_started.connect(started.append)
+    drop_and_wait(qtbot, window, photo)
+    qtbot.wait(200)
+    assert started == [window.current_key], "one dropped image, one forward pass"
+    model = load_model(str(checkpoint), device="cpu")
+    with torch.inference_mode():
+        logits = model.module(preprocess(load_image(photo), model.spec).unsqueeze(0))[0]
+    probs = logits.softmax(-1).numpy()
+    order = np.argsort(-probs)[:5]
+    shown = window.predictions.values
+    assert [name for name, _ in shown] == [f"kind {i}" for i in order]
+    np.testing.assert_allclose([p for _, p in shown], probs[order], atol=1e-5)
+    assert window.predictions.bars[0].text() == f"{probs[order[0]] * 100:.1f}%"
+    assert window.thumbnails.keys() == [window.current_key]
+    assert "tiny.safetensors" in window.model_label.text()
+    assert window.device_label.text() == "cpu"
+    assert window.time_label.text().startswith("forward ")
+
+
+def test_default_is_the_cls_token_of_the_first_layer(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    assert (window.token, window.layer, window.head) == (0, 0, None)
+    np.testing.assert_allclose(window.image_view.heat_values, expected_row(window, 0, None, 0))
+    assert not window.image_view.selection.isVisible()
+
+
+def test_click_patch_then_change_layer_and_head(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    started: list[str] = []
+    window.worker.analysis_started.connect(started.append)
+
+    click_patch(qtbot, window, 2, 4)
+    assert window.token == 1 + 2 * 6 + 4
+    heat = window.image_view.heat.image
+    np.testing.assert_allclose(heat, expected_row(window, 0, None, 17), rtol=1e-6)
+    assert window.image_view.selection.rect().topLeft() == QPointF(4, 2)
+    assert window.matrix_view.row_marker.rect().top() == 17
+
+    window.view_bar.layer_spin.setValue(3)  # the spin box counts from 1
+    window.view_bar.head_box.setCurrentIndex(2)  # "Head 2"
+    assert (window.layer, window.head) == (2, 1)
+    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 2, 1, 17))
+    np.testing.assert_array_equal(window.matrix_view.matrix, window.analysis.attention[2, 1])
+    np.testing.assert_allclose(window.head_grid.tile_values(0), expected_row(window, 2, 0, 17))
+    assert "layer 3, head 2" in window.image_view.title.text
+
+    QApplication.processEvents()
+    assert started == [], "a click or a layer change must not run the model again"
+
+
+def test_head_tile_and_matrix_row_clicks_select(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    _, box, _, _ = window.head_grid.tiles[2]
+    centre = window.head_grid.mapFromScene(box.sceneBoundingRect().center())
+    qtbot.mouseClick(window.head_grid.viewport(), Qt.LeftButton, pos=centre)
+    assert window.head == 2
+    assert window.view_bar.head_box.currentText() == "Head 3"
+
+    matrix = window.matrix_view
+    scene = matrix.plot.vb.mapViewToScene(QPointF(3.5, 30.5))
+    qtbot.mouseClick(matrix.viewport(), Qt.LeftButton, pos=matrix.mapFromScene(scene))
+    assert window.token == 30
+    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 0, 2, 30))
+
+
+def test_keys_move_the_patch_and_change_layer(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    click_patch(qtbot, window, 0, 0)
+    qtbot.keyClick(window.image_view, Qt.Key_Right)
+    qtbot.keyClick(window.image_view, Qt.Key_Down)
+    qtbot.keyClick(window.image_view, Qt.Key_Down)
+    assert window.token == 1 + 2 * 6 + 1
+    qtbot.keyClick(window.image_view, Qt.Key_Left)
+    qtbot.keyClick(window.image_view, Qt.Key_Left)  # stops at the edge
+    assert window.token == 1 + 2 * 6
+    qtbot.keyClick(window.image_view, Qt.Key_BracketRight)
+    qtbot.keyClick(window.image_view, Qt.Key_BracketRight)
+    qtbot.keyClick(window.image_view, Qt.Key_BracketRight)  # only three layers
+    assert window.layer == 2 and window.view_bar.layer_spin.value() == 3
+    qtbot.keyClick(window.image_view, Qt.Key_BracketLeft)
+    assert window.layer == 1
+    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 1, None, 13))
+    window.view_bar.cls_button.click()
+    assert window.token == 0
+
+
+def test_hover_reports_patch_and_value(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    view = window.image_view
+    scene = view.view.mapViewToScene(QPointF(5.5, 1.5))
+    view.scene().sigMouseMoved.emit(scene)
+    value = expected_row(window, 0, None, 0)[1, 5]
+    assert window.hover_label.text() == (
+        f"patch row 1, col 5 (token {1 + 6 + 5}) · attention {value:.4f}"
+    )
+
+
+def test_corrupt_file_is_refused_and_the_app_goes_on(qtbot, window: MainWindow, photo, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with qtbot.waitSignal(window.image_failed, timeout=30000) as blocker:
+        drop(window, broken)
+    assert blocker.args[1].startswith("broken.jpg: ")
+    message = window.statusBar().currentMessage()
+    assert "broken.jpg" in message and "truncated or corrupt" in message
+    assert window.thumbnails.keys() == []
+    drop_and_wait(qtbot, window, photo)
+    assert len(window.predictions.values) == 5
+
+
+def test_many_images_switch_from_the_strip(qtbot, window: MainWindow, photo, tmp_path):
+    other = tmp_path / "other.png"
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.full((50, 50, 3), 200, np.uint8)).save(other)
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        drop(window, photo, other)
+    keys = window.thumbnails.keys()
+    assert len(keys) == 2 and window.current_key == keys[0]
+    qtbot.waitUntil(lambda: all(e.analysis is not None for e in window.entries.values()))
+    first = window.analysis
+    with qtbot.waitSignal(window.analysis_shown, timeout=1000):
+        window.thumbnails.setCurrentRow(1)
+    assert window.current_key == keys[1] and window.analysis is not first
+    assert not np.array_equal(window.analysis.attention, first.attention)
+
+
+def test_paste_from_clipboard(qtbot, window: MainWindow):
+    image = QImage(64, 40, QImage.Format_RGB32)
+    image.fill(Qt.darkCyan)
+    QApplication.clipboard().setImage(image)
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.paste()
+    assert window.analysis.display.shape[2] == 3
+    assert window.entries[window.current_key].name.startswith("pasted image")
+
+
+def test_model_change_reanalyses_and_drops_stale_results(qtbot, window, photo, checkpoint):
+    drop_and_wait(qtbot, window, photo)
+    before = window.model.generation
+    with qtbot.waitSignal(window.analysis_shown, timeout=60000):
+        window.request_model(ModelRequest(str(checkpoint), "default", "cpu"))
+    assert window.model.generation == before + 1
+    assert window.analysis is not None and len(window.predictions.values) == 5
+
+
+def test_wrong_weights_file_names_the_mismatch(qtbot, window: MainWindow, tmp_path: Path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv_proj.weight": torch.zeros(3)}, bad)
+    with qtbot.waitSignal(window.worker.model_failed, timeout=60000):
+        window.request_model(ModelRequest("vit_b_32", str(bad), "cpu"))
+    text = window.message_box.text() + window.message_box.informativeText()
+    assert "do not fit ViT-B/32" in text and "conv_proj.weight" in text
+    assert window.model is not None, "the previous model stays usable"
+
+
+def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monkeypatch):
+    from vitexplorer.core import models
+    from vitexplorer.gui import main_window
+
+    download = models.WeightsDownload(
+        "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
+    )
+    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    offers = []
+
+    def choose_random(_parent, offer):  # noqa: ANN001, ANN202
+        offers.append(offer)
+        return ModelRequest(offer.request.name, "none", offer.request.device)
+
+    monkeypatch.setattr(main_window, "offer_download", choose_random)
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
+    with qtbot.waitSignal(window.model_changed, timeout=60000):
+        window.start()
+    assert offers[0].size_mb == pytest.approx(336.6) and "127.0.0.1" in offers[0].url
+    assert window.model.spec.weights == "random initialisation"
+    assert window.model_bar.weights_box.currentData() == "none"
+    window.close()
+    assert not download.cached
