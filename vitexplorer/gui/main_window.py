@@ -354,6 +354,9 @@ class MainWindow(QMainWindow):
         self.thumbnails.select(key)
         if entry.analysis is not None:
             self._show_analysis()
+        elif self.model is None:
+            self.image_view.show_placeholder(f"{entry.name} waits for a model: pick one above")
+            self._request_analysis(key, first=True)
         else:
             self.image_view.show_placeholder(f"Analysing {entry.name}…")
             self._request_analysis(key, first=True)

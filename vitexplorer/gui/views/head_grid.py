@@ -23,13 +23,15 @@ class HeadGridView(pg.GraphicsLayoutWidget):
         self.tiles: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.TextItem]] = []
         self.maps = np.zeros((0, 0, 0), np.float32)
         self.selected = MEAN
+        self._built_columns = 0
         self.scene().sigMouseClicked.connect(self._clicked)
 
     def _build(self, num_heads: int, grid: tuple[int, int]) -> None:
         self.clear()
         self.tiles = []
         heads = [*range(num_heads), MEAN]
-        columns = max(1, math.ceil(math.sqrt(len(heads))))
+        columns = self._columns(len(heads))
+        self._built_columns = columns
         for i, head in enumerate(heads):
             row, col = divmod(i, columns)
             box = self.addViewBox(
@@ -50,9 +52,22 @@ class HeadGridView(pg.GraphicsLayoutWidget):
             box.setRange(QRectF(0, 0, grid[1], grid[0]), padding=0.02)
             self.tiles.append((head, box, image, label))
 
+    def _columns(self, tiles: int) -> int:
+        """Columns that make square tiles as large as the widget's shape allows."""
+        aspect = max(self.width(), 1) / max(self.height(), 1)
+        return max(1, min(tiles, round(math.sqrt(tiles * aspect))))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        tiles = getattr(self, "tiles", None)  # None while the base class is being set up
+        if tiles and self._columns(len(tiles)) != self._built_columns:
+            maps = self.maps
+            self._build(maps.shape[0], maps.shape[1:])
+            self.set_maps(maps, None if self.selected == MEAN else self.selected)
+
     def set_maps(self, maps: np.ndarray, selected: int | None) -> None:
         """``maps`` is (heads, rows, columns); ``selected`` a head or None for the mean."""
-        if maps.shape != self.maps.shape:
+        if maps.shape != self.maps.shape or not self.tiles:
             self._build(maps.shape[0], maps.shape[1:])
         self.maps = maps
         rect = QRectF(0, 0, maps.shape[2], maps.shape[1])

@@ -31,7 +31,9 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.photo = pg.ImageItem(axisOrder="row-major")
         self.heat = new_heat_item()
         self.heat.setZValue(1)
-        self.grid_lines = pg.PlotCurveItem(pen=pg.mkPen(255, 255, 255, 70), connect="pairs")
+        self.grid_lines = pg.PlotCurveItem(
+            pen=pg.mkPen(255, 255, 255, 70), connect="pairs", antialias=False, skipFiniteCheck=True
+        )
         self.grid_lines.setZValue(2)
         self.selection = QGraphicsRectItem()
         self.selection.setPen(selection_pen(2.5))

@@ -1,0 +1,81 @@
+"""GUI responsiveness: time to a visible window, and the redraw after a click on a patch.
+
+Runs the real main window offscreen with torchvision ViT-B/16 (random weights) on a photo, then
+selects patches and layers the way clicks and key presses do, and times each redraw (numpy
+slicing of the stored attention plus pyqtgraph updates, with pending paint events processed).
+
+    python benchmarks/gui_latency.py [IMAGE] [--model vit_b_16] [--clicks 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+START = time.perf_counter()
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", nargs="?", default=None)
+    parser.add_argument("--model", default="vit_b_16")
+    parser.add_argument("--clicks", type=int, default=200)
+    args = parser.parse_args()
+
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication(sys.argv[:1])
+    from vitexplorer.gui.app import configure_pyqtgraph
+    from vitexplorer.gui.main_window import MainWindow, sample_image_path
+    from vitexplorer.gui.workers import ModelRequest
+
+    configure_pyqtgraph()
+    settings = QSettings(os.path.join(tempfile.mkdtemp(), "s.ini"), QSettings.IniFormat)
+    window = MainWindow(settings, ModelRequest(args.model, "none", "cpu"))
+    window.resize(1400, 900)
+    window.show()
+    app.processEvents()
+    shown = time.perf_counter() - START
+    torch_loaded_before_window = "torch" in sys.modules
+
+    done: list[str] = []
+    window.analysis_shown.connect(done.append)
+    window.start([args.image or sample_image_path()])
+    while not done:
+        app.processEvents()
+        time.sleep(0.005)
+    ready = time.perf_counter() - START
+
+    rows, cols = window.analysis.spec.grid
+    times = []
+    for i in range(args.clicks):
+        start = time.perf_counter()
+        if i % 10 == 9:
+            window.step_layer(1 if (i // 10) % 2 == 0 else -1)
+        else:
+            window.select_patch((i * 7) % rows, (i * 5) % cols)
+        window.image_view.repaint()
+        app.processEvents()
+        times.append(time.perf_counter() - start)
+    window.close()
+    ms = sorted(t * 1e3 for t in times)
+    print(f"model {args.model} (random weights), {rows}x{cols} patches, CPU")
+    print(
+        f"window shown after start   {shown:6.2f} s (torch imported by then: "
+        f"{torch_loaded_before_window})"
+    )
+    print(f"first analysis on screen   {ready:6.2f} s")
+    print(
+        f"redraw per click/layer     median {statistics.median(ms):.1f} ms, "
+        f"95th percentile {ms[int(0.95 * len(ms))]:.1f} ms, max {ms[-1]:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
