@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
@@ -36,3 +39,20 @@ def tiny_torchvision_vit() -> VisionTransformer:
     # torchvision zero-initialises the head; random values make the logit checks meaningful
     torch.nn.init.normal_(model.heads.head.weight, std=0.5)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def vit_b_32_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A random ViT-B/32 state dict saved as torchvision names its downloads (name-sha256.pth)."""
+    from vitexplorer.core.models import load_model
+
+    torch.manual_seed(0)
+    state = load_model("vit_b_32", "none", "cpu").module.state_dict()
+    torch.nn.init.normal_(state["heads.head.weight"], std=0.02)
+    folder = tmp_path_factory.mktemp("weights")
+    raw = folder / "raw.pth"
+    torch.save(state, raw)
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
+    path = folder / f"vit_b_32-{digest}.pth"
+    raw.rename(path)
+    return path, state

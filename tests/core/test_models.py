@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -24,20 +23,6 @@ from vitexplorer.core.models import (
     load_model,
     save_checkpoint,
 )
-
-
-@pytest.fixture(scope="module")
-def vit_b_32_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A random ViT-B/32 state dict saved as torchvision names its downloads."""
-    torch.manual_seed(0)
-    state = load_model("vit_b_32", "none", "cpu").module.state_dict()
-    folder = tmp_path_factory.mktemp("weights")
-    raw = folder / "raw.pth"
-    torch.save(state, raw)
-    digest = hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
-    path = folder / f"vit_b_32-{digest}.pth"
-    raw.rename(path)
-    return path, state
 
 
 def test_torchvision_spec_comes_from_the_weights_metadata() -> None:
@@ -104,6 +89,7 @@ class _Payload:
         return (Path("/tmp/vitexplorer-pwned").touch, ())
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"w": _Payload()}))

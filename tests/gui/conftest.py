@@ -44,7 +44,7 @@ def photo(tmp_path: Path) -> Path:
     return path
 
 
-def make_window(qtbot, settings_path: Path, request: ModelRequest) -> MainWindow:  # noqa: ANN001
+def make_window(qtbot, settings_path: Path, request: ModelRequest | None) -> MainWindow:  # noqa: ANN001
     configure_pyqtgraph()
     settings = QSettings(str(settings_path), QSettings.IniFormat)
     window = MainWindow(settings, request)

@@ -200,7 +200,7 @@ def test_model_change_reanalyses_and_drops_stale_results(qtbot, window, photo, c
 def test_wrong_weights_file_names_the_mismatch(qtbot, window: MainWindow, tmp_path: Path):
     bad = tmp_path / "bad.pth"
     torch.save({"conv_proj.weight": torch.zeros(3)}, bad)
-    with qtbot.waitSignal(window.worker.model_failed, timeout=60000):
+    with qtbot.waitSignal(window.model_failed, timeout=60000):
         window.request_model(ModelRequest("vit_b_32", str(bad), "cpu"))
     text = window.message_box.text() + window.message_box.informativeText()
     assert "do not fit ViT-B/32" in text and "conv_proj.weight" in text
@@ -230,3 +230,84 @@ def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monk
     assert window.model_bar.weights_box.currentData() == "none"
     window.close()
     assert not download.cached
+
+
+def test_failed_load_keeps_the_previous_model_working(qtbot, window, photo, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with qtbot.waitSignal(window.model_failed, timeout=60000):
+        window.request_model(ModelRequest("vit_b_32", str(bad), "cpu"))
+    assert "not a valid safetensors file" in window.message_box.text()
+    drop_and_wait(qtbot, window, photo)
+    assert window.model.spec.name == "small_vit" and len(window.predictions.values) == 5
+
+
+def test_download_with_progress_then_explore(qtbot, tmp_path, monkeypatch, vit_b_32_state, photo):
+    from vitexplorer.core import models
+    from vitexplorer.gui import main_window
+
+    source, state = vit_b_32_state
+    download = models.WeightsDownload(
+        "vit_b_32", source.as_uri(), tmp_path / "hub" / source.name, 336.6, "test weights"
+    )
+    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(
+        main_window,
+        "offer_download",
+        lambda _parent, offer: ModelRequest("vit_b_32", "default", "cpu", allow_download=True),
+    )
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
+    progress: list[tuple[int, int]] = []
+    window.start()
+    window.worker.download_progress.connect(lambda d, t: progress.append((d, t)))
+    with qtbot.waitSignal(window.analysis_shown, timeout=120000):
+        window.add_images([str(photo)])
+    size = source.stat().st_size
+    assert progress[-1] == (size, size) and download.cached
+    assert window._progress is None, "the progress dialog closes when the model is ready"
+    assert window.model.spec.weights == "test weights"
+    assert window.analysis.attention.shape == (12, 12, 50, 50)
+    window.close()
+
+
+def test_settings_remember_model_and_recent_images(qtbot, tmp_path, checkpoint, photo):
+    settings = tmp_path / "remember.ini"
+    first = make_window(qtbot, settings, ModelRequest(str(checkpoint), "default", "cpu"))
+    with qtbot.waitSignal(first.model_changed, timeout=30000):
+        first.start()
+    with qtbot.waitSignal(first.analysis_shown, timeout=30000):
+        drop(first, photo)
+    first.close()
+    second = make_window(qtbot, settings, None)
+    assert second._initial_request == ModelRequest(str(checkpoint), "default", "cpu")
+    assert [a.text() for a in second.recent_menu.actions()] == [str(photo)]
+    second.close()
+
+
+def test_memory_budget_evicts_old_analyses(qtbot, window: MainWindow, photo, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"grey{i}.png")
+        Image.fromarray(np.full((50, 60, 3), 60 * i, np.uint8)).save(paths[-1])
+    drop_and_wait(qtbot, window, photo)
+    window.memory_budget = int(window.analysis.attention.nbytes * 2.5)
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        drop(window, *paths)
+    qtbot.waitUntil(lambda: not window._requested, timeout=30000)
+    held = [e for e in window.entries.values() if e.analysis is not None]
+    assert len(held) == 2 and window.analysis is not None
+    evicted = next(k for k, e in window.entries.items() if e.analysis is None)
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.thumbnails.select(evicted)
+    assert window.current_key == evicted and window.analysis is not None
+
+
+def test_importing_the_gui_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, vitexplorer.gui.main_window; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -141,7 +141,7 @@ class ModelWorker(QObject):
                     return
             self.model_loading.emit(request.name)
             start = time.perf_counter()
-            self._model = None  # free the old model's memory before building the new one
+            # the old model stays until the new one is built: a failed load loses nothing
             loaded = models.load_model(
                 request.name,
                 request.weights,
