@@ -33,3 +33,18 @@ def new_heat_item() -> pg.ImageItem:
     item = pg.ImageItem(axisOrder="row-major")
     item.setColorMap(colormap())
     return item
+
+
+def new_colorbar(width: int) -> pg.ColorBarItem:
+    """A read-only colour bar whose levels the view sets; labels never hidden in narrow columns."""
+    bar = pg.ColorBarItem(
+        values=(0, 1),
+        colorMap=colormap(),
+        interactive=False,
+        width=width,
+        rounding=1e-6,
+        colorMapMenu=False,
+    )
+    bar.axis.setStyle(hideOverlappingLabels=False)
+    bar.axis.setWidth(52)
+    return bar

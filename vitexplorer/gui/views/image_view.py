@@ -10,7 +10,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QGraphicsRectItem
 
-from vitexplorer.gui.views.common import colormap, heat_levels, new_heat_item, selection_pen
+from vitexplorer.gui.views.common import heat_levels, new_colorbar, new_heat_item, selection_pen
 
 ARROWS = {Qt.Key_Up: (-1, 0), Qt.Key_Down: (1, 0), Qt.Key_Left: (0, -1), Qt.Key_Right: (0, 1)}
 
@@ -40,16 +40,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.selection.setZValue(3)
         for item in (self.photo, self.heat, self.grid_lines, self.selection):
             self.view.addItem(item)
-        self.colorbar = pg.ColorBarItem(
-            values=(0, 1),
-            colorMap=colormap(),
-            interactive=False,
-            width=14,
-            rounding=1e-6,
-            colorMapMenu=False,
-        )
-        self.colorbar.axis.setStyle(hideOverlappingLabels=False)
-        self.colorbar.axis.setWidth(52)
+        self.colorbar = new_colorbar(width=14)
         self.addItem(self.colorbar, row=1, col=1)
         self.grid: tuple[int, int] = (0, 0)
         self.heat_values = np.zeros((0, 0), np.float32)

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsRectItem
 
-from vitexplorer.gui.views.common import colormap, heat_levels, new_heat_item, selection_pen
+from vitexplorer.gui.views.common import heat_levels, new_colorbar, new_heat_item, selection_pen
 
 
 class AttentionMatrixView(pg.GraphicsLayoutWidget):
@@ -31,16 +31,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.row_marker.setPen(selection_pen(1.5))
         self.row_marker.setZValue(2)
         self.plot.addItem(self.row_marker)
-        self.colorbar = pg.ColorBarItem(
-            values=(0, 1),
-            colorMap=colormap(),
-            interactive=False,
-            width=12,
-            rounding=1e-6,
-            colorMapMenu=False,
-        )
-        self.colorbar.axis.setStyle(hideOverlappingLabels=False)
-        self.colorbar.axis.setWidth(52)
+        self.colorbar = new_colorbar(width=12)
         self.addItem(self.colorbar, row=0, col=1)
         self.matrix = np.zeros((0, 0), np.float32)
         self.scene().sigMouseClicked.connect(self._clicked)
