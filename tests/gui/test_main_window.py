@@ -55,7 +55,7 @@ def test_drop_shows_predictions_of_the_model(qtbot, window: MainWindow, photo, c
     window.worker.analysis_started.connect(started.append)
     drop_and_wait(qtbot, window, photo)
     qtbot.wait(200)
-    assert started == [window.current_key], "one dropped image, one forward pass"
+    assert started == [window.session.current_key], "one dropped image, one forward pass"
     model = load_model(str(checkpoint), device="cpu")
     with torch.inference_mode():
         logits = model.module(preprocess(load_image(photo), model.spec).unsqueeze(0))[0]
@@ -65,7 +65,7 @@ def test_drop_shows_predictions_of_the_model(qtbot, window: MainWindow, photo, c
     assert [name for name, _ in shown] == [f"kind {i}" for i in order]
     np.testing.assert_allclose([p for _, p in shown], probs[order], atol=1e-5)
     assert window.predictions.bars[0].text() == f"{probs[order[0]] * 100:.1f}%"
-    assert window.thumbnails.keys() == [window.current_key]
+    assert window.thumbnails.keys() == [window.session.current_key]
     assert "tiny.safetensors" in window.model_label.text()
     assert window.device_label.text() == "cpu"
     assert window.time_label.text().startswith("forward ")
@@ -73,7 +73,7 @@ def test_drop_shows_predictions_of_the_model(qtbot, window: MainWindow, photo, c
 
 def test_default_is_the_cls_token_of_the_first_layer(qtbot, window: MainWindow, photo):
     drop_and_wait(qtbot, window, photo)
-    assert (window.token, window.layer, window.head) == (0, 0, None)
+    assert (window.selection.token, window.selection.layer, window.selection.head) == (0, 0, None)
     np.testing.assert_allclose(window.image_view.heat_values, expected_row(window, 0, None, 0))
     assert not window.image_view.selection.isVisible()
 
@@ -84,7 +84,7 @@ def test_click_patch_then_change_layer_and_head(qtbot, window: MainWindow, photo
     window.worker.analysis_started.connect(started.append)
 
     click_patch(qtbot, window, 2, 4)
-    assert window.token == 1 + 2 * 6 + 4
+    assert window.selection.token == 1 + 2 * 6 + 4
     heat = window.image_view.heat.image
     np.testing.assert_allclose(heat, expected_row(window, 0, None, 17), rtol=1e-6)
     assert window.image_view.selection.rect().topLeft() == QPointF(4, 2)
@@ -92,7 +92,7 @@ def test_click_patch_then_change_layer_and_head(qtbot, window: MainWindow, photo
 
     window.view_bar.layer_spin.setValue(3)  # the spin box counts from 1
     window.view_bar.head_box.setCurrentIndex(2)  # "Head 2"
-    assert (window.layer, window.head) == (2, 1)
+    assert (window.selection.layer, window.selection.head) == (2, 1)
     np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 2, 1, 17))
     np.testing.assert_array_equal(window.matrix_view.matrix, window.analysis.attention[2, 1])
     np.testing.assert_allclose(window.head_grid.tile_values(0), expected_row(window, 2, 0, 17))
@@ -107,13 +107,13 @@ def test_head_tile_and_matrix_row_clicks_select(qtbot, window: MainWindow, photo
     _, box, _, _ = window.head_grid.tiles[2]
     centre = window.head_grid.mapFromScene(box.sceneBoundingRect().center())
     qtbot.mouseClick(window.head_grid.viewport(), Qt.LeftButton, pos=centre)
-    assert window.head == 2
+    assert window.selection.head == 2
     assert window.view_bar.head_box.currentText() == "Head 3"
 
     matrix = window.matrix_view
     scene = matrix.plot.vb.mapViewToScene(QPointF(3.5, 30.5))
     qtbot.mouseClick(matrix.viewport(), Qt.LeftButton, pos=matrix.mapFromScene(scene))
-    assert window.token == 30
+    assert window.selection.token == 30
     np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 0, 2, 30))
 
 
@@ -123,19 +123,19 @@ def test_keys_move_the_patch_and_change_layer(qtbot, window: MainWindow, photo):
     qtbot.keyClick(window.image_view, Qt.Key_Right)
     qtbot.keyClick(window.image_view, Qt.Key_Down)
     qtbot.keyClick(window.image_view, Qt.Key_Down)
-    assert window.token == 1 + 2 * 6 + 1
+    assert window.selection.token == 1 + 2 * 6 + 1
     qtbot.keyClick(window.image_view, Qt.Key_Left)
     qtbot.keyClick(window.image_view, Qt.Key_Left)  # stops at the edge
-    assert window.token == 1 + 2 * 6
+    assert window.selection.token == 1 + 2 * 6
     qtbot.keyClick(window.image_view, Qt.Key_BracketRight)
     qtbot.keyClick(window.image_view, Qt.Key_BracketRight)
     qtbot.keyClick(window.image_view, Qt.Key_BracketRight)  # only three layers
-    assert window.layer == 2 and window.view_bar.layer_spin.value() == 3
+    assert window.selection.layer == 2 and window.view_bar.layer_spin.value() == 3
     qtbot.keyClick(window.image_view, Qt.Key_BracketLeft)
-    assert window.layer == 1
+    assert window.selection.layer == 1
     np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 1, None, 13))
     window.view_bar.cls_button.click()
-    assert window.token == 0
+    assert window.selection.token == 0
 
 
 def test_hover_reports_patch_and_value(qtbot, window: MainWindow, photo):
@@ -169,12 +169,12 @@ def test_many_images_switch_from_the_strip(qtbot, window: MainWindow, photo, tmp
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
         drop(window, photo, other)
     keys = window.thumbnails.keys()
-    assert len(keys) == 2 and window.current_key == keys[0]
-    qtbot.waitUntil(lambda: all(e.analysis is not None for e in window.entries.values()))
+    assert len(keys) == 2 and window.session.current_key == keys[0]
+    qtbot.waitUntil(lambda: all(e.analysis is not None for e in window.session.entries.values()))
     first = window.analysis
     with qtbot.waitSignal(window.analysis_shown, timeout=1000):
         window.thumbnails.setCurrentRow(1)
-    assert window.current_key == keys[1] and window.analysis is not first
+    assert window.session.current_key == keys[1] and window.analysis is not first
     assert not np.array_equal(window.analysis.attention, first.attention)
 
 
@@ -185,7 +185,7 @@ def test_paste_from_clipboard(qtbot, window: MainWindow):
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
         window.paste()
     assert window.analysis.display.shape[2] == 3
-    assert window.entries[window.current_key].name.startswith("pasted image")
+    assert window.session.entries[window.session.current_key].name.startswith("pasted image")
 
 
 def test_model_change_reanalyses_and_drops_stale_results(qtbot, window, photo, checkpoint):
@@ -292,16 +292,16 @@ def test_memory_budget_evicts_old_analyses(qtbot, window: MainWindow, photo, tmp
         paths.append(tmp_path / f"grey{i}.png")
         Image.fromarray(np.full((50, 60, 3), 60 * i, np.uint8)).save(paths[-1])
     drop_and_wait(qtbot, window, photo)
-    window.memory_budget = int(window.analysis.attention.nbytes * 2.5)
+    window.session.memory_budget = int(window.analysis.attention.nbytes * 2.5)
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
         drop(window, *paths)
     qtbot.waitUntil(lambda: not window._requested, timeout=30000)
-    held = [e for e in window.entries.values() if e.analysis is not None]
+    held = [e for e in window.session.entries.values() if e.analysis is not None]
     assert len(held) == 2 and window.analysis is not None
-    evicted = next(k for k, e in window.entries.items() if e.analysis is None)
+    evicted = next(k for k, e in window.session.entries.items() if e.analysis is None)
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
         window.thumbnails.select(evicted)
-    assert window.current_key == evicted and window.analysis is not None
+    assert window.session.current_key == evicted and window.analysis is not None
 
 
 def test_importing_the_gui_does_not_import_torch():

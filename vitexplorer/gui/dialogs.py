@@ -1,8 +1,11 @@
-"""The first-launch choice: download the default weights, or one of the alternatives."""
+"""First launch: offer to download the default weights, or one of the alternatives, and show the
+download's progress."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QMessageBox, QWidget
+from collections.abc import Callable
+
+from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
 
 from vitexplorer.gui.workers import DownloadOffer, ModelRequest
 
@@ -37,3 +40,25 @@ def offer_download(parent: QWidget, offer: DownloadOffer) -> ModelRequest | str 
     if clicked is small:
         return ModelRequest("small_vit", "none", request.device)
     return None
+
+
+class DownloadProgress:
+    """A progress dialog for one download; Cancel calls ``cancel`` (the worker's flag)."""
+
+    def __init__(self, parent: QWidget, offer: DownloadOffer, cancel: Callable[[], None]) -> None:
+        self.dialog = QProgressDialog(
+            f"Downloading {offer.description}…", "Cancel", 0, 1000, parent
+        )
+        self.dialog.setWindowTitle("Downloading weights")
+        self.dialog.setMinimumDuration(0)
+        self.dialog.canceled.connect(cancel)
+        self.dialog.setValue(0)
+
+    def update(self, done: int, total: int) -> None:
+        if total > 0:
+            self.dialog.setValue(int(1000 * min(done, total) / total))
+            self.dialog.setLabelText(f"Downloading… {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+    def close(self) -> None:
+        self.dialog.reset()
+        self.dialog.deleteLater()

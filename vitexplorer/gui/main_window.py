@@ -6,8 +6,6 @@ stored :class:`~vitexplorer.core.analysis.ImageAnalysis` with ``core.explain``; 
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
@@ -21,18 +19,12 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QProgressDialog,
 )
 
-from vitexplorer.core.explain import (
-    attention_map,
-    attention_matrix,
-    head_maps,
-    patch_for_token,
-    token_for_patch,
-)
+from vitexplorer.core.explain import attention_map, attention_matrix, head_maps, token_for_patch
+from vitexplorer.core.session import ImageSession, Selection, expand_paths
 from vitexplorer.gui.controls import ModelBar, ViewBar
-from vitexplorer.gui.dialogs import offer_download
+from vitexplorer.gui.dialogs import DownloadProgress, offer_download
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.matrix_view import AttentionMatrixView
@@ -46,10 +38,8 @@ from vitexplorer.gui.workers import (
 )
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.ppm)"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 DEFAULT_MODEL = ModelRequest("vit_b_16", "default", "auto")
 MAX_RECENT = 10
-MEMORY_BUDGET = 2 * 1024**3  # bytes of stored attention maps across all open images
 
 
 def sample_image_path() -> str:
@@ -58,14 +48,6 @@ def sample_image_path() -> str:
         return str(files("vitexplorer.resources") / "sample.png")
     except ModuleNotFoundError:  # running from a checkout that shadows a regular install
         return str(Path(__file__).resolve().parents[2] / "resources" / "sample.png")
-
-
-@dataclass
-class ImageEntry:
-    key: str
-    name: str
-    source: str | bytes  # a path, or encoded bytes from the clipboard
-    analysis: object | None = None  # ImageAnalysis for the current model
 
 
 class MainWindow(QMainWindow):
@@ -82,16 +64,12 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("vitexplorer")
         self.setAcceptDrops(True)
         self.resize(1400, 900)
-        self.entries: dict[str, ImageEntry] = {}
-        self.current_key: str | None = None
-        self.layer, self.head, self.token = 0, None, 0
+        self.session = ImageSession()
+        self.selection = Selection()
         self.model: ModelInfo | None = None
-        self._keys = itertools.count(1)
         self._requested: set[str] = set()  # images queued with the worker for this model
-        self._recent_keys: list[str] = []  # images holding an analysis, least recent first
-        self.memory_budget = MEMORY_BUDGET
         self._worker_thread: WorkerThread | None = None
-        self._progress: QProgressDialog | None = None
+        self._progress: DownloadProgress | None = None
         self.message_box: QMessageBox | None = None
         self._initial_request = model_request or self._saved_request()
         self._build()
@@ -266,20 +244,18 @@ class MainWindow(QMainWindow):
         self.model_bar.show_request(info.request, spec.name)
         self.view_bar.set_num_layers(spec.num_layers)
         self.view_bar.set_num_heads(spec.num_heads)
-        self.layer = min(self.layer, spec.num_layers - 1)
-        self.head = None if self.head is None or self.head >= spec.num_heads else self.head
-        self.token = 0
-        self.view_bar.show_selection(self.layer, self.head)
+        self.selection.fit(spec)
+        self.view_bar.show_selection(self.selection.layer, self.selection.head)
         self.model_label.setText(f"{spec.display_name} · {spec.weights}")
         self.device_label.setText(info.device)
         self.statusBar().showMessage(f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000)
         self._requested.clear()  # the worker dropped its queue when the model changed
-        for entry in self.entries.values():
-            entry.analysis = None
-        if self.current_key is not None:
-            self.image_view.show_placeholder(f"Analysing {self.entries[self.current_key].name}…")
-            self._request_analysis(self.current_key, first=True)
-        for key in self.entries:
+        self.session.forget_analyses()
+        current = self.session.current
+        if current is not None:
+            self.image_view.show_placeholder(f"Analysing {current.name}…")
+            self._request_analysis(current.key, first=True)
+        for key in self.session.entries:
             self._request_analysis(key)
         self.model_changed.emit(info)
 
@@ -301,41 +277,21 @@ class MainWindow(QMainWindow):
             self.open_weights_file()
         else:
             if choice.allow_download:
-                self._show_progress(offer)
+                self._progress = DownloadProgress(self, offer, self.worker.cancel_download)
             self.request_model(choice)
 
-    def _show_progress(self, offer: DownloadOffer) -> None:
-        self._progress = QProgressDialog(
-            f"Downloading {offer.description}…", "Cancel", 0, 1000, self
-        )
-        self._progress.setWindowTitle("Downloading weights")
-        self._progress.setMinimumDuration(0)
-        self._progress.canceled.connect(self.worker.cancel_download)
-        self._progress.setValue(0)
-
     def _download_progress(self, done: int, total: int) -> None:
-        if self._progress is not None and total > 0:
-            self._progress.setValue(int(1000 * min(done, total) / total))
-            self._progress.setLabelText(f"Downloading… {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        if self._progress is not None:
+            self._progress.update(done, total)
 
     def _close_progress(self) -> None:
         if self._progress is not None:
-            self._progress.reset()
-            self._progress.deleteLater()
+            self._progress.close()
             self._progress = None
 
     # --- images -----------------------------------------------------------------------------
     def add_images(self, paths: list[str]) -> None:
-        expanded: list[str] = []
-        for path in paths:
-            p = Path(path)
-            if p.is_dir():
-                expanded += sorted(
-                    str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
-                )
-            else:
-                expanded.append(str(p))
-        for i, path in enumerate(expanded):
+        for i, path in enumerate(expand_paths(paths)):
             self._add_entry(Path(path).name, path, select=i == 0)
             self._remember_recent(path)
 
@@ -343,8 +299,7 @@ class MainWindow(QMainWindow):
         self._add_entry(name, data, select=True)
 
     def _add_entry(self, name: str, source: str | bytes, select: bool) -> str:
-        key = f"image-{next(self._keys)}"
-        self.entries[key] = ImageEntry(key, name, source)
+        key = self.session.add(name, source)
         self.thumbnails.add_entry(key, name)
         self._request_analysis(key, first=select)
         if select:
@@ -352,10 +307,10 @@ class MainWindow(QMainWindow):
         return key
 
     def select_image(self, key: str) -> None:
-        entry = self.entries.get(key)
+        entry = self.session.entries.get(key)
         if entry is None:
             return
-        self.current_key = key
+        self.session.current_key = key
         self.thumbnails.select(key)
         if entry.analysis is not None:
             self._show_analysis()
@@ -376,51 +331,33 @@ class MainWindow(QMainWindow):
             return
         self._requested.add(key)
         self.busy.setVisible(True)
-        self.worker.request_analysis(key, self.entries[key].source, first=first)
+        self.worker.request_analysis(key, self.session.entries[key].source, first=first)
 
     def _analysis_started(self, key: str) -> None:
-        entry = self.entries.get(key)
+        entry = self.session.entries.get(key)
         if entry is not None:
             self.busy.setVisible(True)
             self.statusBar().showMessage(f"Analysing {entry.name}…")
 
     def _analysis_ready(self, done: AnalysisDone) -> None:
-        entry = self.entries.get(done.key)
+        entry = self.session.entries.get(done.key)
         if entry is None or self.model is None or done.generation != self.model.generation:
             return  # a stale result: the image was removed or the model changed since
         self._requested.discard(done.key)
-        entry.analysis = done.analysis
-        self._recent_keys = [k for k in self._recent_keys if k != done.key] + [done.key]
-        self._evict_analyses()
+        self.session.store(done.key, done.analysis)
         self.thumbnails.set_thumbnail(done.key, done.thumbnail)
         self.statusBar().clearMessage()
-        if done.key == self.current_key:
+        if done.key == self.session.current_key:
             self._show_analysis()
-
-    def _evict_analyses(self) -> None:
-        """Keep the stored attention under the memory budget, oldest first, never the one shown.
-
-        ViT-H/14 at 518 px holds 3.8 GB of attention per image; an evicted image is analysed
-        again when it is shown."""
-        held = [k for k in self._recent_keys if self.entries.get(k) and self.entries[k].analysis]
-        total = sum(self.entries[k].analysis.attention.nbytes for k in held)
-        for key in held:
-            if total <= self.memory_budget:
-                break
-            if key != self.current_key:
-                total -= self.entries[key].analysis.attention.nbytes
-                self.entries[key].analysis = None
-        self._recent_keys = [k for k in held if self.entries[k].analysis is not None]
 
     def _analysis_failed(self, key: str, message: str) -> None:
         self._requested.discard(key)
-        entry = self.entries.pop(key, None)
-        if entry is None:
+        was_current = key == self.session.current_key
+        if self.session.remove(key) is None:
             return
         self.thumbnails.remove(key)
         self.statusBar().showMessage(f"Could not open {message}", 20000)
-        if key == self.current_key:
-            self.current_key = None
+        if was_current:
             remaining = self.thumbnails.keys()
             if remaining:
                 self.select_image(remaining[-1])
@@ -482,13 +419,12 @@ class MainWindow(QMainWindow):
         buffer = QBuffer()
         buffer.open(QIODevice.WriteOnly)
         mime.imageData().save(buffer, "PNG")
-        self.add_image_bytes(bytes(buffer.data()), f"{how} image {next(self._keys)}")
+        self.add_image_bytes(bytes(buffer.data()), f"{how} image {self.session.next_number()}")
 
     # --- selection ---------------------------------------------------------------------------
     @property
     def analysis(self):  # noqa: ANN201
-        entry = self.entries.get(self.current_key) if self.current_key else None
-        return entry.analysis if entry else None
+        return self.session.analysis
 
     def select_patch(self, row: int, col: int) -> None:
         if self.analysis is not None:
@@ -498,69 +434,57 @@ class MainWindow(QMainWindow):
     def select_token(self, token: int) -> None:
         if self.analysis is None or not 0 <= token < self.analysis.spec.num_tokens:
             return
-        self.token = token
+        self.selection.token = token
         self._refresh(matrix=False)
 
     def select_layer(self, layer: int) -> None:
         if self.analysis is None:
-            self.layer = layer
             return
-        self.layer = max(0, min(layer, self.analysis.spec.num_layers - 1))
+        self.selection.layer = max(0, min(layer, self.analysis.spec.num_layers - 1))
         self._refresh()
 
     def select_head(self, head: int | None) -> None:
-        self.head = head
+        self.selection.head = head
         if self.analysis is not None:
             self._refresh()
 
     def step_layer(self, step: int) -> None:
-        self.select_layer(self.layer + step)
+        self.select_layer(self.selection.layer + step)
 
     def move_patch(self, d_row: int, d_col: int) -> None:
-        if self.analysis is None:
-            return
-        spec = self.analysis.spec
-        rows, cols = spec.grid
-        patch = patch_for_token(self.token, spec.grid, spec.num_prefix_tokens)
-        if patch is None:
-            row, col = rows // 2, cols // 2
-        else:
-            row = min(max(patch[0] + d_row, 0), rows - 1)
-            col = min(max(patch[1] + d_col, 0), cols - 1)
-        self.select_patch(row, col)
+        if self.analysis is not None:
+            self.select_token(self.selection.moved(d_row, d_col, self.analysis.spec))
 
     def _show_analysis(self) -> None:
         analysis = self.analysis
-        self._recent_keys = [k for k in self._recent_keys if k != self.current_key]
-        self._recent_keys.append(self.current_key)
+        self.session.touch(self.session.current_key)
         self.image_view.set_image(analysis.display, analysis.spec.grid)
         self.predictions.set_predictions(analysis.predictions)
         self.time_label.setText(f"forward {analysis.seconds * 1e3:.0f} ms")
         self._refresh()
         self.image_view.setFocus()
-        self.analysis_shown.emit(self.current_key)
+        self.analysis_shown.emit(self.session.current_key)
 
     def _refresh(self, matrix: bool = True) -> None:
         """Redraw every view from the stored analysis: numpy slicing, no torch."""
-        analysis = self.analysis
+        analysis, sel = self.analysis, self.selection
         spec = analysis.spec
         grid, prefix = spec.grid, spec.num_prefix_tokens
-        self.view_bar.show_selection(self.layer, self.head)
-        heat = attention_map(analysis.attention, self.layer, self.head, self.token, grid, prefix)
+        self.view_bar.show_selection(sel.layer, sel.head)
+        heat = attention_map(analysis.attention, sel.layer, sel.head, sel.token, grid, prefix)
         self.image_view.set_heat(heat)
-        patch = patch_for_token(self.token, grid, prefix)
+        patch = sel.patch(spec)
         self.image_view.set_selected_patch(patch)
-        heads = head_maps(analysis.attention, self.layer, self.token, grid, prefix)
-        self.head_grid.set_maps(heads, self.head)
+        heads = head_maps(analysis.attention, sel.layer, sel.token, grid, prefix)
+        self.head_grid.set_maps(heads, sel.head)
         if matrix:
-            self.matrix_view.set_matrix(attention_matrix(analysis.attention, self.layer, self.head))
-        self.matrix_view.set_selected_token(self.token)
+            self.matrix_view.set_matrix(attention_matrix(analysis.attention, sel.layer, sel.head))
+        self.matrix_view.set_selected_token(sel.token)
         where = "CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
-        head = "mean of heads" if self.head is None else f"head {self.head + 1}"
-        name = self.entries[self.current_key].name
+        head = "mean of heads" if sel.head is None else f"head {sel.head + 1}"
         self.image_view.title.setText(
-            f"{name} — where the {where} (token {self.token}) attends · "
-            f"layer {self.layer + 1}, {head}"
+            f"{self.session.current.name} — where the {where} (token {sel.token}) attends · "
+            f"layer {sel.layer + 1}, {head}"
         )
 
     # --- hover and messages ------------------------------------------------------------------
@@ -569,7 +493,8 @@ class MainWindow(QMainWindow):
         if row < 0 or self.analysis is None or values.size == 0:
             self.hover_label.setText("")
             return
-        token = token_for_patch(row, col, self.analysis.spec.grid, 1)
+        spec = self.analysis.spec
+        token = token_for_patch(row, col, spec.grid, spec.num_prefix_tokens)
         self.hover_label.setText(
             f"patch row {row}, col {col} (token {token}) · attention {values[row, col]:.4f}"
         )
