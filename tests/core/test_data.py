@@ -513,3 +513,27 @@ def test_crop_box_is_the_centred_square_the_model_sees(
         assert (left, right) == pytest.approx(((width - side) / 2, (width + side) / 2))
     else:
         assert (top, bottom) == pytest.approx(((height - side) / 2, (height + side) / 2))
+
+
+def test_long_thin_image_is_cut_to_its_centre_before_resizing(monkeypatch) -> None:
+    """A 60000x2 strip would be resized to billions of pixels; only its centre is needed."""
+    import vitexplorer.core.data as data
+
+    spec = load_model("vit_b_16", weights="none", device="cpu").spec
+    resized_inputs: list[tuple[int, int]] = []
+    real_resize = data.TF.resize
+
+    def recording_resize(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        resized_inputs.append(image.size)
+        return real_resize(image, *args, **kwargs)
+
+    monkeypatch.setattr(data.TF, "resize", recording_resize)
+    strip = Image.new("RGB", (60000, 2), (10, 200, 30))
+    tensor = data.preprocess(strip, spec)
+    assert resized_inputs == [(8, 2)]  # the central 4:1 part, not the whole strip
+    assert tensor.shape == (3, 224, 224)
+    green = (torch.tensor([10, 200, 30]) / 255.0 - torch.tensor(spec.mean)) / torch.tensor(spec.std)
+    assert torch.allclose(tensor[:, 100, 100], green, atol=1e-5)
+    assert data.display_crop(strip, spec).shape == (224, 224, 3)
+    left, top, right, bottom = data.crop_box(60000, 2, spec)
+    assert abs((left + right) / 2 - 30000) < 1 and bottom - top == pytest.approx(1.75)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from tests.gui.conftest import make_window
 from vitexplorer.core.data import load_image, preprocess
@@ -311,3 +311,126 @@ def test_importing_the_gui_does_not_import_torch():
     code = "import sys, vitexplorer.gui.main_window; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _SlowResponse:
+    """Stands in for a slow HTTP response: 1 MB chunks, 20 ms apart, 300 MB in all."""
+
+    headers = {"Content-Length": str(300 * 2**20)}
+
+    def __init__(self) -> None:
+        self.chunks = 0
+
+    def read(self, size: int) -> bytes:
+        import time
+
+        time.sleep(0.02)
+        self.chunks += 1
+        return b"\0" * size if self.chunks <= 300 else b""
+
+    def __enter__(self):  # noqa: ANN204
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        pass
+
+
+def test_cancel_stops_the_download_at_once(qtbot, tmp_path, monkeypatch):
+    from vitexplorer.core import models
+    from vitexplorer.gui import main_window
+
+    response = _SlowResponse()
+    download = models.WeightsDownload(
+        "vit_b_32", "https://example.invalid/vit_b_32-d86f8d99.pth", tmp_path / "w.pth", 300, "W"
+    )
+    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(models.urllib.request, "urlopen", lambda url, timeout: response)
+    monkeypatch.setattr(
+        main_window,
+        "offer_download",
+        lambda _parent, offer: ModelRequest("vit_b_32", "default", "cpu", allow_download=True),
+    )
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
+    window.start()
+    qtbot.waitUntil(lambda: window._progress is not None and response.chunks >= 3, timeout=30000)
+    with qtbot.waitSignal(window.model_failed, timeout=10000) as failed:
+        qtbot.mouseClick(window._progress.dialog.findChild(QPushButton), Qt.LeftButton)
+    assert failed.args == ["download cancelled"]
+    assert response.chunks < 60, "the download went on after Cancel"
+    assert not download.path.exists() and list(tmp_path.glob("*.partial")) == []
+    assert window.message_box is None, "cancelling is not an error"
+    assert "cancelled" in window.statusBar().currentMessage()
+    window.close()
+
+
+def test_images_given_at_start_are_analysed_once_and_busy_clears(qtbot, tmp_path, checkpoint):
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(np.full((40, 40, 3), 70 * i, np.uint8)).save(paths[-1])
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest(str(checkpoint)))
+    window.start([str(p) for p in paths])
+    started: list[str] = []
+    window.worker.analysis_started.connect(started.append)
+    qtbot.waitUntil(lambda: all(e.analysis for e in window.session.entries.values()), timeout=30000)
+    qtbot.waitUntil(lambda: not window.busy.isVisible(), timeout=10000)
+    assert sorted(started) == sorted(window.session.entries), "each image analysed once"
+    assert window.activity_label.text() == ""
+    window.close()
+
+
+def test_refused_files_stay_listed_until_dismissed(qtbot, window: MainWindow, photo, tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        drop(window, empty, photo, text)
+    qtbot.waitUntil(lambda: len(window.notice.messages) == 2, timeout=30000)
+    drop_and_wait(qtbot, window, photo)  # later successes do not wipe the notice
+    assert window.notice.isVisible()
+    assert "empty.jpg: the file is empty" in window.notice.label.text()
+    assert "notes.png: not an image" in window.notice.label.text()
+    window.notice.dismiss()
+    assert not window.notice.isVisible()
+    assert [a.text() for a in window.recent_menu.actions()] == [str(photo)]
+
+
+def test_queued_images_survive_a_failed_model_load(qtbot, window: MainWindow, tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"q{i}.png")
+        Image.fromarray(np.full((40, 40, 3), 50 * i, np.uint8)).save(paths[-1])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    drop(window, *paths)
+    window.request_model(ModelRequest("vit_b_32", str(bad), "cpu"))
+    qtbot.waitUntil(lambda: all(e.analysis for e in window.session.entries.values()), timeout=30000)
+    assert len(window.session.entries) == 4
+    assert window.model_bar.current_request().weights not in (str(bad),)
+
+
+def test_arrow_keys_reach_the_patch_after_using_the_side_views(qtbot, window, photo):
+    drop_and_wait(qtbot, window, photo)
+    click_patch(qtbot, window, 3, 3)
+    _, box, _, _ = window.head_grid.tiles[1]
+    centre = window.head_grid.mapFromScene(box.sceneBoundingRect().center())
+    qtbot.mouseClick(window.head_grid.viewport(), Qt.LeftButton, pos=centre)
+    window.view_bar.head_box.setCurrentIndex(0)
+    assert window.model_bar.model_box.focusPolicy() == Qt.NoFocus
+    qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Right)
+    assert window.selection.token == 1 + 3 * 6 + 4
+
+
+def test_choosing_an_architecture_after_a_file_starts_from_default_weights(qtbot, window):
+    bar = window.model_bar
+    index = bar.model_box.findData("small_vit")
+    bar.model_box.setCurrentIndex(index)
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        bar.model_box.activated.emit(index)
+    assert window.model.spec.weights == "random initialisation"
+    assert window.model.spec.num_layers == 6  # the default small ViT, not the tiny checkpoint

@@ -116,11 +116,28 @@ def preprocess(image: Image.Image, spec: ModelSpec) -> torch.Tensor:
 
     The same steps, in the same order, as the ``transforms()`` of torchvision's weights.
     """
+    image = _central_part(image)
     interpolation = InterpolationMode(spec.interpolation)
     resized = TF.resize(image, [spec.resize_size], interpolation=interpolation, antialias=True)
     cropped = TF.center_crop(resized, [spec.image_size])
     tensor = TF.convert_image_dtype(TF.pil_to_tensor(cropped), torch.float32)
     return TF.normalize(tensor, list(spec.mean), list(spec.std))
+
+
+def _central_part(image: Image.Image, max_ratio: int = 4) -> Image.Image:
+    """Cut a very long, thin image down to its central part, at most ``max_ratio`` to 1.
+
+    The centre crop reaches only the middle of the long side, but resizing the short side first
+    would blow the whole image up: a 60000x2 strip becomes billions of pixels. Ordinary photos
+    and panoramas up to 4:1 pass untouched, so they match torchvision's transforms exactly."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    keep = short * max_ratio
+    if long <= keep:
+        return image
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
+    return image.crop(box)
 
 
 def crop_box(width: int, height: int, spec: ModelSpec) -> tuple[float, float, float, float]:

@@ -277,7 +277,13 @@ def load_model(
             if not allow_download:
                 raise WeightsUnavailableError(f"the {download.description} are not downloaded")
             download_weights(download, progress, cancelled)
-        state, _ = read_weights(download.path)
+        try:
+            state, _ = read_weights(download.path)
+        except WeightsFileError as exc:
+            raise WeightsFileError(
+                f"the cached {download.description} at {download.path} are damaged ({exc}); "
+                f"delete that file and load the model again to download a fresh copy"
+            ) from exc
         module, spec = _torchvision_from_state(name, state, download.description)
     target = device if isinstance(device, torch.device) else resolve_device(device)
     return LoadedModel(module.eval().to(target), spec, target)

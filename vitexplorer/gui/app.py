@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pyqtgraph as pg
@@ -15,8 +16,24 @@ def configure_pyqtgraph() -> None:
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 
+def no_display_message() -> str | None:
+    """Why no window can open here (Linux without X or Wayland), or None."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "vitexplorer: no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset). "
+        "For work without a window use 'vitexplorer analyze IMAGE... --model NAME --out DIR'."
+    )
+
+
 def run_gui(images: list[str]) -> int:
     """Open the main window with ``images`` (or the sample image); returns the exit code."""
+    message = no_display_message()
+    if message:
+        print(message, file=sys.stderr)
+        return 1
     from vitexplorer.gui.main_window import MainWindow, sample_image_path
 
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -56,7 +56,9 @@ class ModelBar(QToolBar):
         self.addWidget(self.file_button)
         self.addWidget(QLabel("  Device "))
         self.addWidget(self.device_box)
-        self.model_box.activated.connect(self._changed)
+        for box in (self.model_box, self.weights_box, self.device_box):
+            box.setFocusPolicy(Qt.NoFocus)  # arrow keys belong to the patch selection
+        self.model_box.activated.connect(self._architecture_changed)
         self.weights_box.activated.connect(self._changed)
         self.device_box.activated.connect(self._changed)
         self.file_button.clicked.connect(self.open_file_requested)
@@ -67,6 +69,12 @@ class ModelBar(QToolBar):
             self.weights_box.currentData(),
             self.device_box.currentData(),
         )
+
+    def _architecture_changed(self, _index: int = 0) -> None:
+        """A new architecture starts from its default weights, not the last file."""
+        if self.weights_box.currentData() not in ("default", "none"):
+            self.weights_box.setCurrentIndex(self.weights_box.findData("default"))
+        self._changed()
 
     def _changed(self, _index: int = 0) -> None:
         request = self.current_request()
@@ -119,17 +127,21 @@ class ViewBar(QToolBar):
         self.layer_spin.setToolTip("Encoder layer ( [ and ] step through layers )")
         self.head_box = QComboBox()
         self.head_box.setToolTip("One head, or the mean over the layer's heads")
+        self.head_box.setFocusPolicy(Qt.NoFocus)
         self.set_num_heads(1)
         self.cls_button = QPushButton("CLS token")
         self.cls_button.setToolTip("Show where the CLS token attends")
+        self.cls_button.setFocusPolicy(Qt.NoFocus)
         self.opacity = QSlider(Qt.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
         self.opacity.setFixedWidth(110)
         self.opacity.setToolTip("Overlay opacity")
+        self.opacity.setFocusPolicy(Qt.NoFocus)
         self.grid_box = QCheckBox("Grid")
         self.grid_box.setChecked(True)
         self.grid_box.setToolTip("Draw the patch grid")
+        self.grid_box.setFocusPolicy(Qt.NoFocus)
         self.addWidget(self.layer_spin)
         self.addWidget(self.head_box)
         self.addWidget(self.cls_button)

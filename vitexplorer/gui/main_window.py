@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QVBoxLayout,
+    QWidget,
 )
 
 from vitexplorer.core.explain import attention_map, attention_matrix, head_maps, token_for_patch
@@ -28,7 +30,7 @@ from vitexplorer.gui.dialogs import DownloadProgress, offer_download
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.matrix_view import AttentionMatrixView
-from vitexplorer.gui.views.panels import PredictionsPanel, ThumbnailStrip
+from vitexplorer.gui.views.panels import NoticeBar, PredictionsPanel, ThumbnailStrip
 from vitexplorer.gui.workers import (
     AnalysisDone,
     DownloadOffer,
@@ -65,6 +67,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1400, 900)
         self.session = ImageSession()
+        self._loading = False  # a model load is under way
         self.selection = Selection()
         self.model: ModelInfo | None = None
         self._requested: set[str] = set()  # images queued with the worker for this model
@@ -78,7 +81,14 @@ class MainWindow(QMainWindow):
     # --- construction ----------------------------------------------------------------------
     def _build(self) -> None:
         self.image_view = ImageView()
-        self.setCentralWidget(self.image_view)
+        self.notice = NoticeBar()
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.notice)
+        layout.addWidget(self.image_view, 1)
+        self.setCentralWidget(central)
         self.predictions = PredictionsPanel()
         self.head_grid = HeadGridView()
         self.matrix_view = AttentionMatrixView()
@@ -158,12 +168,20 @@ class MainWindow(QMainWindow):
         self.busy.setRange(0, 0)
         self.busy.setMaximumWidth(90)
         self.busy.setVisible(False)
+        self.activity_label = QLabel("")
         self.model_label = QLabel("no model")
         self.device_label = QLabel("")
         self.time_label = QLabel("")
-        for widget in (self.hover_label, self.busy, self.model_label, self.device_label):
+        for widget in (
+            self.hover_label,
+            self.activity_label,
+            self.busy,
+            self.model_label,
+            self.device_label,
+            self.time_label,
+        ):
+            widget.setContentsMargins(6, 0, 6, 0)
             bar.addPermanentWidget(widget)
-        bar.addPermanentWidget(self.time_label)
 
     # --- start-up and shut-down -----------------------------------------------------------
     def start(self, images: list[str] | None = None) -> None:
@@ -178,7 +196,7 @@ class MainWindow(QMainWindow):
         worker.analysis_started.connect(self._analysis_started)
         worker.analysis_ready.connect(self._analysis_ready)
         worker.analysis_failed.connect(self._analysis_failed)
-        worker.idle.connect(lambda: self.busy.setVisible(False))
+        worker.idle.connect(self._worker_idle)  # a bound slot: lambdas run in the emitting thread
         self.request_model(self._initial_request)
         if images:
             self.add_images(images)
@@ -220,8 +238,13 @@ class MainWindow(QMainWindow):
         if self.worker is None:
             self._initial_request = request
             return
+        self._loading = True
         self.busy.setVisible(True)
         self.worker.request_model(request)
+
+    def _worker_idle(self) -> None:
+        self.busy.setVisible(False)
+        self.activity_label.setText("")
 
     def open_weights_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -233,11 +256,11 @@ class MainWindow(QMainWindow):
             self.request_model(ModelRequest(name, path, current.device))
 
     def _model_loading(self, name: str) -> None:
-        self.statusBar().showMessage(f"Loading {name}…")
-        self.model_label.setText(f"loading {name}…")
+        self.activity_label.setText(f"loading {Path(name).name}…")
 
     def _model_ready(self, info: ModelInfo) -> None:
         self._close_progress()
+        self._loading = False
         self.model = info
         spec = info.spec
         self.model_bar.set_devices(list(info.devices))
@@ -248,8 +271,16 @@ class MainWindow(QMainWindow):
         self.view_bar.show_selection(self.selection.layer, self.selection.head)
         self.model_label.setText(f"{spec.display_name} · {spec.weights}")
         self.device_label.setText(info.device)
+        self.hover_label.setText("")
+        random = spec.weights == "random initialisation"
+        self.predictions.set_hint(
+            "Random weights: the predictions mean nothing; the attention shows the structure "
+            "of an untrained model."
+            if random
+            else ""
+        )
         self.statusBar().showMessage(f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000)
-        self._requested.clear()  # the worker dropped its queue when the model changed
+        # images still queued with the worker will be analysed by this model; the others again
         self.session.forget_analyses()
         current = self.session.current
         if current is not None:
@@ -261,23 +292,42 @@ class MainWindow(QMainWindow):
 
     def _model_failed(self, message: str) -> None:
         self._close_progress()
-        self.busy.setVisible(False)
-        if self.model is None:
-            self.model_label.setText("no model")
-        self.statusBar().showMessage(f"Could not load the model: {message}", 15000)
-        self._show_message("Could not load the model", message)
+        self._loading = False
+        self.activity_label.setText("")
+        if self.model is not None:  # the previous model is still the one in use
+            self.model_bar.show_request(self.model.request, self.model.spec.name)
+        if message == "download cancelled":
+            self.statusBar().showMessage("Download cancelled: choose a model in the toolbar")
+        else:
+            self.statusBar().showMessage(f"Could not load the model: {message}", 15000)
+            self._show_message("Could not load the model", message)
+        self._show_waiting()
         self.model_failed.emit(message)
 
+    def _show_waiting(self) -> None:
+        """The placeholder of an image that has no analysis yet says what it waits for."""
+        current = self.session.current
+        if current is None or current.analysis is not None:
+            return
+        if self.model is None and not self._loading:
+            self.image_view.show_placeholder(f"{current.name}: choose a model in the toolbar")
+        elif self.model is None:
+            self.image_view.show_placeholder(f"{current.name}: waiting for the model to load…")
+        else:
+            self.image_view.show_placeholder(f"Analysing {current.name}…")
+
     def _download_offered(self, offer: DownloadOffer) -> None:
-        self.busy.setVisible(False)
+        self._loading = False
+        self.activity_label.setText("")
         choice = offer_download(self, offer)
         if choice is None:
-            self.statusBar().showMessage("No model loaded: choose one in the toolbar", 10000)
+            self.statusBar().showMessage("No model loaded: choose one in the toolbar")
+            self._show_waiting()
         elif choice == "file":
             self.open_weights_file()
         else:
             if choice.allow_download:
-                self._progress = DownloadProgress(self, offer, self.worker.cancel_download)
+                self._progress = DownloadProgress(self, offer, self.worker.cancel_event.set)
             self.request_model(choice)
 
     def _download_progress(self, done: int, total: int) -> None:
@@ -293,7 +343,6 @@ class MainWindow(QMainWindow):
     def add_images(self, paths: list[str]) -> None:
         for i, path in enumerate(expand_paths(paths)):
             self._add_entry(Path(path).name, path, select=i == 0)
-            self._remember_recent(path)
 
     def add_image_bytes(self, data: bytes, name: str) -> None:
         self._add_entry(name, data, select=True)
@@ -314,11 +363,8 @@ class MainWindow(QMainWindow):
         self.thumbnails.select(key)
         if entry.analysis is not None:
             self._show_analysis()
-        elif self.model is None:
-            self.image_view.show_placeholder(f"{entry.name} waits for a model: pick one above")
-            self._request_analysis(key, first=True)
         else:
-            self.image_view.show_placeholder(f"Analysing {entry.name}…")
+            self._show_waiting()
             self._request_analysis(key, first=True)
 
     def _request_analysis(self, key: str, first: bool = False) -> None:
@@ -337,16 +383,20 @@ class MainWindow(QMainWindow):
         entry = self.session.entries.get(key)
         if entry is not None:
             self.busy.setVisible(True)
-            self.statusBar().showMessage(f"Analysing {entry.name}…")
+            self.activity_label.setText(f"analysing {entry.name}…")
 
     def _analysis_ready(self, done: AnalysisDone) -> None:
-        entry = self.session.entries.get(done.key)
-        if entry is None or self.model is None or done.generation != self.model.generation:
-            return  # a stale result: the image was removed or the model changed since
         self._requested.discard(done.key)
+        entry = self.session.entries.get(done.key)
+        if entry is None:
+            return  # removed since
+        if self.model is None or done.generation != self.model.generation:
+            self._request_analysis(done.key)  # made by a model that has been replaced since
+            return
         self.session.store(done.key, done.analysis)
         self.thumbnails.set_thumbnail(done.key, done.thumbnail)
-        self.statusBar().clearMessage()
+        if isinstance(entry.source, str):
+            self._remember_recent(entry.source)
         if done.key == self.session.current_key:
             self._show_analysis()
 
@@ -357,6 +407,7 @@ class MainWindow(QMainWindow):
             return
         self.thumbnails.remove(key)
         self.statusBar().showMessage(f"Could not open {message}", 20000)
+        self.notice.add(f"Could not open {message}")
         if was_current:
             remaining = self.thumbnails.keys()
             if remaining:

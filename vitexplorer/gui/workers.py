@@ -1,9 +1,11 @@
 """The model worker: owns the model and runs every torch call off the GUI thread.
 
-Requests arrive from the GUI thread as plain data and are kept in a small queue guarded by a lock:
-at most one pending model load (a newer one supersedes it) and an ordered set of pending images
-(a model change drops them all, since their results would be stale). The worker drains the queue
-in its own thread and answers with signals carrying numpy arrays and frozen dataclasses only.
+Requests arrive from the GUI thread as plain method calls (not signals: the worker's own thread
+may be busy with a forward pass) and are kept in a small queue guarded by a lock: at most one
+pending model load (a newer one supersedes it) and an ordered set of pending images, analysed
+with whichever model is loaded when their turn comes. A model load goes first. Every result is
+tagged with the generation of the model that made it, so the GUI can drop stale ones. The worker
+answers with signals carrying numpy arrays and frozen dataclasses only.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ class ModelWorker(QObject):
         self._lock = threading.Lock()
         self._pending_model: ModelRequest | None = None
         self._pending_images: OrderedDict[str, str | bytes] = OrderedDict()
-        self._cancel_download = threading.Event()
+        # set from the GUI thread directly (a queued slot would wait for the download to end)
+        self.cancel_event = threading.Event()
         self._model = None  # vitexplorer.core.models.LoadedModel, touched only in this thread
         self._generation = 0
         self._wake.connect(self._drain)
@@ -86,8 +89,7 @@ class ModelWorker(QObject):
     def request_model(self, request: ModelRequest) -> None:
         with self._lock:
             self._pending_model = request
-            self._pending_images.clear()
-        self._cancel_download.clear()
+        self.cancel_event.clear()
         self._wake.emit()
 
     def request_analysis(self, key: str, source: str | bytes, first: bool = False) -> None:
@@ -102,9 +104,6 @@ class ModelWorker(QObject):
         with self._lock:
             if key in self._pending_images:
                 self._pending_images.move_to_end(key, last=False)
-
-    def cancel_download(self) -> None:
-        self._cancel_download.set()
 
     # --- the worker thread ----------------------------------------------------------------
     @Slot()
@@ -148,7 +147,7 @@ class ModelWorker(QObject):
                 request.device,
                 allow_download=request.allow_download,
                 progress=self.download_progress.emit,
-                cancelled=self._cancel_download.is_set,
+                cancelled=self.cancel_event.is_set,
             )
         except Exception as exc:  # every failure becomes a message; the thread lives on
             self.model_failed.emit(_message(exc))
@@ -210,7 +209,7 @@ class WorkerThread:
         self.thread.start()
 
     def stop(self, timeout_ms: int = 30000) -> bool:
-        self.worker.cancel_download()
+        self.worker.cancel_event.set()
         with self.worker._lock:
             self.worker._pending_images.clear()
             self.worker._pending_model = None

@@ -19,7 +19,11 @@ class HeadGridView(pg.GraphicsLayoutWidget):
     def __init__(self) -> None:
         super().__init__()
         self.ci.layout.setSpacing(3)
-        self.setToolTip("Every head of this layer for the selected token; click one to select it")
+        self.setFocusPolicy(Qt.NoFocus)
+        self.setToolTip(
+            "Every head of this layer for the selected token, each on its own colour scale; "
+            "click one to select it"
+        )
         self.tiles: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.TextItem]] = []
         self.maps = np.zeros((0, 0, 0), np.float32)
         self.selected = MEAN
@@ -82,6 +86,7 @@ class HeadGridView(pg.GraphicsLayoutWidget):
         for head, box, _image, label in self.tiles:
             chosen = head == self.selected
             box.setBorder(pg.mkPen(SELECTION_COLOR, width=3) if chosen else None)
+            box.update()
             label.setColor(SELECTION_COLOR if chosen else (235, 235, 235))
 
     def tile_values(self, head: int) -> np.ndarray:

@@ -25,6 +25,9 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.plot.invertY(True)
         self.plot.setLabel("left", "query token")
         self.plot.setLabel("bottom", "key token")
+        self.setFocusPolicy(Qt.NoFocus)
+        self.plot.hideAxis("left")  # shown with the first matrix
+        self.plot.hideAxis("bottom")
         self.image = new_heat_item()
         self.plot.addItem(self.image)
         self.row_marker = QGraphicsRectItem()
@@ -45,6 +48,8 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.image.setImage(matrix, levels=levels)
         self.colorbar.setLevels(levels)
         if resized:
+            self.plot.showAxis("left")
+            self.plot.showAxis("bottom")
             self.image.setRect(QRectF(0, 0, n, n))
             self.plot.setRange(QRectF(0, 0, n, n), padding=0.02)
 

@@ -6,13 +6,16 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
+    QFrame,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QListView,
     QListWidget,
     QListWidgetItem,
     QProgressBar,
     QStyle,
+    QToolButton,
     QWidget,
 )
 
@@ -38,9 +41,17 @@ class PredictionsPanel(QWidget):
             layout.addWidget(bar, i, 1)
             self.names.append(name)
             self.bars.append(bar)
-        layout.setRowStretch(rows, 1)
+        self.hint = QLabel("")
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("color: #9a6700;")
+        layout.addWidget(self.hint, rows, 0, 1, 2)
+        layout.setRowStretch(rows + 1, 1)
         self.values: list[tuple[str, float]] = []
         self.set_predictions([])
+
+    def set_hint(self, text: str) -> None:
+        self.hint.setText(text)
+        self.hint.setVisible(bool(text))
 
     def set_predictions(self, predictions: list) -> None:  # list[Prediction]
         self.values = [(p.name, p.probability) for p in predictions]
@@ -116,3 +127,43 @@ class ThumbnailStrip(QListWidget):
     def _changed(self, current: QListWidgetItem | None, _previous) -> None:  # noqa: ANN001
         if current is not None:
             self.image_selected.emit(current.data(Qt.UserRole))
+
+
+class NoticeBar(QFrame):
+    """Messages that must not vanish (files that could not be opened), until dismissed."""
+
+    def __init__(self, max_lines: int = 6) -> None:
+        super().__init__()
+        self.setObjectName("notice")
+        self.setStyleSheet(
+            "#notice { background: #fff4ce; border-bottom: 1px solid #e0c060; }"
+            "#notice QLabel { color: #3a2d00; }"
+        )
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 4, 4, 4)
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        close = QToolButton()
+        close.setText("✕")
+        close.setToolTip("Dismiss")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.dismiss)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close, 0, Qt.AlignTop)
+        self.messages: list[str] = []
+        self.max_lines = max_lines
+        self.setVisible(False)
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+        shown = self.messages[-self.max_lines :]
+        hidden = len(self.messages) - len(shown)
+        lines = ([f"… and {hidden} earlier"] if hidden else []) + shown
+        self.label.setText("\n".join(lines))
+        self.setVisible(True)
+
+    def dismiss(self) -> None:
+        self.messages = []
+        self.label.setText("")
+        self.setVisible(False)
