@@ -4,7 +4,7 @@ torchvision ViT-B/16 with random weights (the cost does not depend on the weight
 the CPU by default. Runs alternate between the two so that both see the same machine state;
 the figure is the ratio of medians, measured in one process.
 
-    python benchmarks/capture_overhead.py [--model vit_b_16] [--runs 20] [--device cpu]
+    python benchmarks/capture_overhead.py [--model vit_b_16] [--runs 30] [--device cpu]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from vitexplorer.core.models import load_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_b_16")
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 

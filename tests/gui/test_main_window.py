@@ -23,7 +23,7 @@ def drop(window: MainWindow, *paths: Path) -> None:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     pos = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     QApplication.sendEvent(window, enter)
     assert enter.isAccepted()
     event = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
@@ -434,3 +434,19 @@ def test_choosing_an_architecture_after_a_file_starts_from_default_weights(qtbot
         bar.model_box.activated.emit(index)
     assert window.model.spec.weights == "random initialisation"
     assert window.model.spec.num_layers == 6  # the default small ViT, not the tiny checkpoint
+
+
+def test_redraws_do_not_lose_references_to_none_or_true(qtbot, window: MainWindow, photo):
+    """PySide6 6.12.0 dropped a reference to None and True in calls made on every redraw, and
+    the app aborted after some thousand clicks; this catches such a binding again."""
+    import sys
+
+    drop_and_wait(qtbot, window, photo)
+    before_none, before_true = sys.getrefcount(None), sys.getrefcount(True)
+    for i in range(300):
+        window.select_patch(i % 6, (i * 5) % 6)
+        if i % 10 == 0:
+            window.step_layer(1 if i % 20 else -1)
+    QApplication.processEvents()
+    assert sys.getrefcount(None) > before_none - 30
+    assert sys.getrefcount(True) > before_true - 30

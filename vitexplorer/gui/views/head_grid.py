@@ -71,7 +71,8 @@ class HeadGridView(pg.GraphicsLayoutWidget):
 
     def set_maps(self, maps: np.ndarray, selected: int | None) -> None:
         """``maps`` is (heads, rows, columns); ``selected`` a head or None for the mean."""
-        if maps.shape != self.maps.shape or not self.tiles:
+        rebuilt = maps.shape != self.maps.shape or not self.tiles
+        if rebuilt:
             self._build(maps.shape[0], maps.shape[1:])
         self.maps = maps
         rect = QRectF(0, 0, maps.shape[2], maps.shape[1])
@@ -79,15 +80,17 @@ class HeadGridView(pg.GraphicsLayoutWidget):
             values = maps.mean(axis=0) if head == MEAN else maps[head]
             image.setImage(values, levels=heat_levels(values))
             image.setRect(rect)
-        self.set_selected(selected)
+        self.set_selected(selected, force=rebuilt)
 
-    def set_selected(self, selected: int | None) -> None:
-        self.selected = MEAN if selected is None else selected
+    def set_selected(self, selected: int | None, force: bool = False) -> None:
+        """Outline the selected tile; only the tiles whose state changes are touched."""
+        previous, self.selected = self.selected, MEAN if selected is None else selected
         for head, box, _image, label in self.tiles:
             chosen = head == self.selected
-            box.setBorder(pg.mkPen(SELECTION_COLOR, width=3) if chosen else None)
-            box.update()
-            label.setColor(SELECTION_COLOR if chosen else (235, 235, 235))
+            if force or chosen or head == previous:
+                box.setBorder(pg.mkPen(SELECTION_COLOR, width=3) if chosen else None)
+                box.update()
+                label.setColor(SELECTION_COLOR if chosen else (235, 235, 235))
 
     def tile_values(self, head: int) -> np.ndarray:
         """What the tile of ``head`` (or MEAN) currently shows."""
