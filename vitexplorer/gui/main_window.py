@@ -99,7 +99,7 @@ class MainWindow(QMainWindow):
             self._dock("Attention matrix", self.matrix_view, Qt.RightDockWidgetArea),
         ]
         self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)
-        self.resizeDocks(right, [150, 380, 320], Qt.Vertical)
+        self.resizeDocks(right, [175, 360, 320], Qt.Vertical)
         self.resizeDocks(right[:1], [560], Qt.Horizontal)
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
@@ -274,10 +274,7 @@ class MainWindow(QMainWindow):
         self.hover_label.setText("")
         random = spec.weights == "random initialisation"
         self.predictions.set_hint(
-            "Random weights: the predictions mean nothing; the attention shows the structure "
-            "of an untrained model."
-            if random
-            else ""
+            "Random weights: these predictions mean nothing." if random else ""
         )
         self.statusBar().showMessage(f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000)
         # images still queued with the worker will be analysed by this model; the others again
