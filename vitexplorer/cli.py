@@ -169,7 +169,7 @@ def _analyze(options: argparse.Namespace) -> int:
         ) from exc
     model = _load_model(options)
 
-    from vitexplorer.core.analysis import analyze_image
+    from vitexplorer.core.analysis import analyze_image, failure_message
     from vitexplorer.core.data import ImageLoadError, load_image
 
     lut = _colour_table()
@@ -182,7 +182,12 @@ def _analyze(options: argparse.Namespace) -> int:
             _error(str(exc))
             failures += 1
             continue
-        analysis = analyze_image(model, image)
+        try:
+            analysis = analyze_image(model, image)
+        except (RuntimeError, ValueError) as exc:  # e.g. the GPU ran out of memory
+            _error(f"{Path(source).name}: {failure_message(exc)}")
+            failures += 1
+            continue
         try:
             write_outputs(out_dir, stem, source, analysis, lut, mode)
         except OSError as exc:

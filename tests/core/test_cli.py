@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
@@ -43,17 +42,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def vit_b_32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random ViT-B/32 weights named as torchvision names its downloads (hash prefix included)."""
-    torch.manual_seed(0)
-    module = load_model("vit_b_32", "none", "cpu").module
-    torch.nn.init.normal_(module.heads.head.weight, std=0.05)  # torchvision zeroes the head
-    folder = tmp_path_factory.mktemp("remote")
-    raw = folder / "raw.pth"
-    torch.save(module.state_dict(), raw)
-    digest = hashlib.sha256(raw.read_bytes()).hexdigest()[:8]
-    return raw.rename(folder / f"vit_b_32-{digest}.pth")
+@pytest.fixture
+def vit_b_32_file(vit_b_32_state) -> Path:  # noqa: ANN001
+    """Random ViT-B/32 weights named as torchvision names its downloads (tests/conftest.py)."""
+    return vit_b_32_state[0]
 
 
 def _image(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -338,3 +330,33 @@ def test_an_output_folder_that_is_a_file_exits_2(tmp_path, capsys):
     assert _analyze(tmp_path / "i.png", "--model", "small_vit", "--out", blocker) == 2
     errors = _lines(capsys.readouterr().err)
     assert len(errors) == 1 and errors[0].startswith("vitexplorer: cannot create the output folder")
+
+
+def test_out_of_memory_on_one_image_is_one_line_and_the_rest_go_on(
+    checkpoint, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import vitexplorer.core.analysis as analysis
+
+    real = analysis.analyze_image
+    calls = []
+
+    def sometimes_oom(model, image):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 3.80 GiB\nmore details")
+        return real(model, image)
+
+    monkeypatch.setattr(analysis, "analyze_image", sometimes_oom)
+    images = []
+    for name in ("a.png", "b.png"):
+        images.append(tmp_path / name)
+        Image.new("RGB", (40, 40), (90, 20, 200)).save(images[-1])
+    out = tmp_path / "out"
+    code = main(["analyze", *map(str, images), "--model", str(checkpoint), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [
+        "vitexplorer: a.png: the GPU ran out of memory: use the CPU or a smaller model "
+        "(CUDA out of memory. Tried to allocate 3.80 GiB)"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["b.attention.npy", "b.cls.png", "b.json"]

@@ -34,6 +34,15 @@ class ImageAnalysis:
     display: np.ndarray  # (H, W, 3) uint8: the crop the model saw
 
 
+def failure_message(exc: BaseException) -> str:
+    """One line for people; running out of GPU memory gets advice."""
+    text = str(exc) or type(exc).__name__
+    first = text.splitlines()[0]
+    if "out of memory" in text.lower():
+        return f"the GPU ran out of memory: use the CPU or a smaller model ({first})"
+    return first if len(text) > 500 else " ".join(text.split())
+
+
 def top_predictions(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 5):
     """The ``k`` most probable classes, most probable first (ties broken by class index)."""
     order = np.lexsort((np.arange(len(probabilities)), -probabilities))[:k]

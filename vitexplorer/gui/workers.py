@@ -186,16 +186,11 @@ def _thumbnail(display: np.ndarray, side: int = 72) -> np.ndarray:
 
 
 def _message(exc: BaseException) -> str:
-    """A one-line message for people; out-of-memory gets advice."""
-    text = str(exc) or type(exc).__name__
-    if "out of memory" in text.lower():
-        return (
-            "the GPU ran out of memory: choose the CPU in the device box or a smaller model "
-            f"({text.splitlines()[0]})"
-        )
+    from vitexplorer.core.analysis import failure_message
+
     if type(exc).__name__ == "DownloadCancelled":
         return "download cancelled"
-    return text.splitlines()[0] if len(text) > 500 else text
+    return failure_message(exc)
 
 
 class WorkerThread:
