@@ -20,7 +20,6 @@ from torchvision.transforms import InterpolationMode
 from vitexplorer.core.models import ModelSpec
 
 MAX_PIXELS = 100_000_000  # 100 megapixels: bigger than any camera, smaller than a bomb
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
 class ImageLoadError(ValueError):

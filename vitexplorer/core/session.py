@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the GUI imports this module before torch is loaded
     from vitexplorer.core.analysis import ImageAnalysis
     from vitexplorer.core.models import ModelSpec
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 MEMORY_BUDGET = 2 * 1024**3  # bytes of stored attention maps across all open images
 
 

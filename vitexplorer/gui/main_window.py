@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.explain import attention_map, attention_matrix, head_maps, token_for_patch
-from vitexplorer.core.session import ImageSession, Selection, expand_paths
+from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
 from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import DownloadProgress, offer_download
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
@@ -39,7 +39,7 @@ from vitexplorer.gui.workers import (
     WorkerThread,
 )
 
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.ppm)"
+IMAGE_FILTER = "Images ({})".format(" ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES))
 DEFAULT_MODEL = ModelRequest("vit_b_16", "default", "auto")
 MAX_RECENT = 10
 

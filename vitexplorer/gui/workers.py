@@ -99,6 +99,11 @@ class ModelWorker(QObject):
                 self._pending_images.move_to_end(key, last=False)
         self._wake.emit()
 
+    def clear_queue(self) -> None:
+        with self._lock:
+            self._pending_images.clear()
+            self._pending_model = None
+
     def prioritise(self, key: str) -> None:
         """Move a queued image to the front; nothing if it is running or done."""
         with self._lock:
@@ -205,8 +210,6 @@ class WorkerThread:
 
     def stop(self, timeout_ms: int = 30000) -> bool:
         self.worker.cancel_event.set()
-        with self.worker._lock:
-            self.worker._pending_images.clear()
-            self.worker._pending_model = None
+        self.worker.clear_queue()
         self.thread.quit()
         return self.thread.wait(timeout_ms)
