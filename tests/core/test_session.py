@@ -90,3 +90,8 @@ def test_fit_keeps_what_still_makes_sense() -> None:
     selection.head = 5
     selection.fit(SPEC)
     assert selection.head is None
+
+
+def test_expand_paths_makes_relative_paths_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert expand_paths(["photo.jpg"]) == [str(tmp_path / "photo.jpg")]

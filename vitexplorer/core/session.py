@@ -31,10 +31,10 @@ class ImageEntry:
 
 
 def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; a folder becomes its image files, sorted by name."""
+    """Absolute paths of the files given; a folder becomes its image files, sorted by name."""
     expanded: list[str] = []
     for path in paths:
-        p = Path(path)
+        p = Path(path).absolute()
         if p.is_dir():
             expanded += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         else:
