@@ -450,3 +450,16 @@ def test_redraws_do_not_lose_references_to_none_or_true(qtbot, window: MainWindo
     QApplication.processEvents()
     assert sys.getrefcount(None) > before_none - 30
     assert sys.getrefcount(True) > before_true - 30
+
+
+def test_toolbar_names_the_checkpoint_file_once(qtbot, window: MainWindow, checkpoint):
+    """The fixture loaded a checkpoint as the model: the weights box names that file."""
+    box = window.model_bar.weights_box
+    assert box.currentText() == "file: tiny.safetensors"
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.request_model(ModelRequest(str(checkpoint), "default", "cpu"))
+    assert [box.itemText(i) for i in range(box.count())] == [
+        "ImageNet weights",
+        "Random weights",
+        "file: tiny.safetensors",
+    ]

@@ -87,12 +87,15 @@ class ModelBar(QToolBar):
         for box in (self.model_box, self.weights_box, self.device_box):
             box.blockSignals(True)
         self.model_box.setCurrentIndex(max(0, self.model_box.findData(architecture)))
-        index = self.weights_box.findData(request.weights)
-        if index < 0:  # a file: show its name as the weights
-            label = request.weights.rsplit("/", 1)[-1]
-            if request.weights in ("default", "none"):
-                label = request.name.rsplit("/", 1)[-1]
-            self.weights_box.addItem(f"file: {label}", request.weights)
+        while self.weights_box.count() > len(WEIGHT_CHOICES):  # the last file's entry
+            self.weights_box.removeItem(self.weights_box.count() - 1)
+        architectures = [name for name, _ in MODEL_CHOICES]
+        weights_file = request.weights if request.weights not in ("default", "none") else None
+        weights_file = weights_file or (None if request.name in architectures else request.name)
+        if weights_file is None:
+            index = self.weights_box.findData(request.weights)
+        else:  # a weights file or a checkpoint: show its name
+            self.weights_box.addItem(f"file: {weights_file.rsplit('/', 1)[-1]}", weights_file)
             index = self.weights_box.count() - 1
         self.weights_box.setCurrentIndex(index)
         self.device_box.setCurrentIndex(max(0, self.device_box.findData(request.device)))

@@ -10,7 +10,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -122,8 +122,6 @@ class MainWindow(QMainWindow):
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
         self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
-        QShortcut(QKeySequence("]"), self, lambda: self.step_layer(1))
-        QShortcut(QKeySequence("["), self, lambda: self.step_layer(-1))
 
     def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:  # noqa: ANN001
         dock = QDockWidget(title, self)
@@ -144,8 +142,8 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
         view_menu = self.menuBar().addMenu("&View")
-        self._action(view_menu, "Next layer\t]", lambda: self.step_layer(1))
-        self._action(view_menu, "Previous layer\t[", lambda: self.step_layer(-1))
+        self._action(view_menu, "Next layer", lambda: self.step_layer(1), QKeySequence("]"))
+        self._action(view_menu, "Previous layer", lambda: self.step_layer(-1), QKeySequence("["))
         self._action(view_menu, "Select CLS token", lambda: self.select_token(0))
         view_menu.addSeparator()
         for dock in self.findChildren(QDockWidget):
