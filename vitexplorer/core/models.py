@@ -6,13 +6,8 @@ own small ViT.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
-import tempfile
-import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +17,13 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from vitexplorer.core.checkpoint import WeightsFileError, check_fits, read_weights, save_weights
+from vitexplorer.core.download import (
+    CancelCheck,
+    DownloadCancelled,  # noqa: F401  (re-exported: callers catch models.DownloadCancelled)
+    DownloadError,
+    ProgressCallback,
+    download_file,
+)
 from vitexplorer.core.vit import SmallViT, SmallViTConfig
 
 TORCHVISION_VITS: dict[str, str] = {
@@ -37,16 +39,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = 1
 
-ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
-CancelCheck = Callable[[], bool]
-
 
 class WeightsUnavailableError(RuntimeError):
     """The default weights are not cached and could not be downloaded."""
-
-
-class DownloadCancelled(RuntimeError):
-    """The user cancelled a weights download."""
 
 
 @dataclass(frozen=True)
@@ -148,60 +143,29 @@ def download_weights(
 
     The file appears at its final path only when complete and verified.
     """
-    dst = download.path
+    match = torch.hub.HASH_REGEX.search(download.path.name)
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
-    except OSError as exc:
-        message = f"cannot write to the weights cache {dst.parent}: {exc}"
-        raise WeightsUnavailableError(message) from exc
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(download.url, timeout=timeout)
-            except (OSError, http.client.HTTPException) as exc:
-                raise _network_error(download, exc) from exc
-            with response:
-                total = int(response.headers.get("Content-Length") or 0)
-                total = total or int(download.size_mb * 1e6)
-                done = 0
-                while True:
-                    try:
-                        chunk = response.read(1 << 20)
-                    except (OSError, http.client.HTTPException) as exc:
-                        raise _network_error(download, exc) from exc
-                    if not chunk:
-                        break
-                    if cancelled is not None and cancelled():
-                        raise DownloadCancelled("download cancelled")
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-        match = torch.hub.HASH_REGEX.search(dst.name)
-        if match and not digest.hexdigest().startswith(match.group(1)):
-            raise WeightsUnavailableError(
-                f"the downloaded {dst.name} is corrupt (its checksum does not match); try again"
-            )
-        os.replace(tmp, dst)
-    except OSError as exc:  # the network's errors were turned into messages above: this is disk
-        raise WeightsUnavailableError(f"could not save the weights to {dst}: {exc}") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dst
-
-
-def _network_error(download: WeightsDownload, exc: BaseException) -> WeightsUnavailableError:
-    reason = getattr(exc, "reason", None) or exc
-    return WeightsUnavailableError(
-        f"could not download the {download.description}, {download.size_mb:.0f} MB, from "
-        f"{download.url}: {reason}. Without a network you can pick a local weights file "
-        f"(.pth or .safetensors; in the app the Weights file… button, on the command line "
-        f"--weights PATH) or copy the file to {download.path}; random weights (--weights none) "
-        f"and the small ViT need no download."
-    )
+        return download_file(
+            download.url,
+            download.path,
+            size_hint=int(download.size_mb * 1e6),
+            checksum=("sha256", match.group(1)) if match else None,
+            progress=progress,
+            cancelled=cancelled,
+            timeout=timeout,
+        )
+    except DownloadError as exc:
+        if exc.kind == "disk":
+            raise WeightsUnavailableError(f"cannot write to the weights cache: {exc}") from exc
+        if exc.kind == "checksum":
+            raise WeightsUnavailableError(str(exc)) from exc
+        raise WeightsUnavailableError(
+            f"could not download the {download.description}, {download.size_mb:.0f} MB, from "
+            f"{download.url}: {exc}. Without a network you can pick a local weights file "
+            f"(.pth or .safetensors; in the app the Weights file… button, on the command line "
+            f"--weights PATH) or copy the file to {download.path}; random weights (--weights none) "
+            f"and the small ViT need no download."
+        ) from exc
 
 
 def resolve_device(choice: str = "auto") -> torch.device:

@@ -1,0 +1,174 @@
+"""A ViT cut in two for fine-tuning: the frozen part and the trainable part.
+
+Every model vitexplorer loads is a pre-norm ViT: an embedding (patches, prefix token, positions),
+encoder blocks, a final LayerNorm, the prefix token's features and a linear head. The freeze
+policy decides where the cut falls:
+
+- ``head``: everything up to the features is frozen; only the new head trains;
+- ``last:K``: the last K blocks, the final norm and the head train;
+- ``none``: nothing is frozen.
+
+``trainable(frozen(x))`` equals the whole model's forward, so the frozen part's output can be
+computed once and cached when nothing random happens before the cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+from torchvision.models import VisionTransformer
+
+from vitexplorer.core.models import LoadedModel, ModelSpec
+from vitexplorer.core.vit import SmallViT
+
+
+class FreezePolicyError(ValueError):
+    """A freeze policy that is not ``head``, ``last:K`` or ``none``, or K out of range."""
+
+
+def parse_freeze(policy: str, num_layers: int) -> int:
+    """The number of encoder blocks that train: 0 for ``head``, all for ``none``."""
+    policy = policy.strip().lower()
+    if policy == "head":
+        return 0
+    if policy == "none":
+        return num_layers
+    if policy.startswith("last:"):
+        try:
+            k = int(policy[5:])
+        except ValueError:
+            k = -1
+        if 1 <= k <= num_layers:
+            return k
+        raise FreezePolicyError(
+            f"freeze policy {policy!r}: K must be a whole number from 1 to {num_layers}, the "
+            f"model's number of blocks"
+        )
+    raise FreezePolicyError(f"unknown freeze policy {policy!r}; use head, last:K or none")
+
+
+class SplitViT(nn.Module):
+    """The frozen part and the trainable part of a ViT, cut after ``len(blocks) - train_blocks``
+    blocks (or, for head-only training, after the features)."""
+
+    def __init__(self, module: nn.Module, train_blocks: int) -> None:
+        super().__init__()
+        self.module = module
+        self.train_blocks = train_blocks
+        if isinstance(module, VisionTransformer):
+            self.blocks = list(module.encoder.layers)
+            self.norm = module.encoder.ln
+        elif isinstance(module, SmallViT):
+            self.blocks = list(module.blocks)
+            self.norm = module.norm
+        else:
+            raise TypeError(f"cannot fine-tune a {type(module).__name__}")
+        self.cut = len(self.blocks) - train_blocks
+        self.head_only = train_blocks == 0
+        self.nothing_frozen = train_blocks == len(self.blocks)
+
+    @property
+    def head(self) -> nn.Linear:
+        m = self.module
+        return m.heads.head if isinstance(m, VisionTransformer) else m.head
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        if self.nothing_frozen:
+            return list(self.module.parameters())
+        params = list(self.head.parameters())
+        if not self.head_only:
+            for block in self.blocks[self.cut :]:
+                params += list(block.parameters())
+            params += list(self.norm.parameters())
+        return params
+
+    def freeze(self) -> None:
+        """requires_grad only on the trainable parameters; frozen modules in eval mode."""
+        trainable = {id(p) for p in self.trainable_parameters()}
+        for p in self.module.parameters():
+            p.requires_grad_(id(p) in trainable)
+
+    def set_training(self, on: bool) -> None:
+        self.module.eval()
+        if on:
+            self.head.train()
+            if not self.head_only:
+                for block in self.blocks[self.cut :]:
+                    block.train()
+                self.norm.train()
+            if self.nothing_frozen:
+                self.module.train()
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        if isinstance(m, VisionTransformer):
+            x = m._process_input(images)
+            x = torch.cat([m.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+            return m.encoder.dropout(x + m.encoder.pos_embedding)
+        x = m.patch_embed(images).flatten(2).transpose(1, 2)
+        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + m.pos_embed
+
+    def _features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final norm, the prefix token, and anything before the head (torchvision's
+        optional pre-logits layer)."""
+        x = self.norm(tokens)[:, 0]
+        m = self.module
+        if isinstance(m, VisionTransformer) and hasattr(m.heads, "pre_logits"):
+            x = m.heads.act(m.heads.pre_logits(x))
+        return x
+
+    def frozen(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen part's output: features (head only), tokens (last K), or the images."""
+        if self.nothing_frozen:
+            return images
+        x = self._embed(images)
+        for block in self.blocks[: self.cut]:
+            x = block(x)
+        return self._features(x) if self.head_only else x
+
+    def trainable(self, frozen_output: torch.Tensor) -> torch.Tensor:
+        if self.nothing_frozen:
+            return self.module(frozen_output)
+        x = frozen_output
+        if not self.head_only:
+            for block in self.blocks[self.cut :]:
+                x = block(x)
+            x = self._features(x)
+        return self.head(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trainable(self.frozen(images))
+
+
+def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -> LoadedModel:
+    """``base`` with a zero-initialised head for ``class_names`` (zero makes the start exact
+    and seed-independent: every class begins equally likely), and a spec to match.
+
+    Images are resized straight to the model's input size, as in training, so the explorer's
+    preprocessing of a square image is the training preprocessing.
+    """
+    module = base.module
+    num_classes = len(class_names)
+    old = module.heads.head if isinstance(module, VisionTransformer) else module.head
+    head = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    if isinstance(module, VisionTransformer):
+        module.heads.head = head
+        module.num_classes = num_classes
+    else:
+        module.head = head
+        module.config = replace(module.config, num_classes=num_classes)
+    spec: ModelSpec = base.spec
+    config = dict(spec.config, num_classes=num_classes)
+    spec = replace(
+        spec,
+        weights=label,
+        class_names=tuple(class_names),
+        resize_size=spec.image_size,
+        config=config,
+    )
+    return LoadedModel(module, spec, base.device)

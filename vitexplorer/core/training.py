@@ -1,0 +1,559 @@
+"""The fine-tune engine: a generator of progress events, with no Qt.
+
+``finetune(base, dataset, config)`` loads a class-balanced subset, gives the model a new head for
+the dataset's classes, trains what the freeze policy leaves trainable, and ends with a
+:class:`Finished` event holding the fine-tuned model, its test metrics and sample predictions.
+The GUI's worker iterates it in a thread and turns events into signals; the command line prints
+them; tests iterate it directly.
+
+When every trainable parameter comes after the frozen part and nothing random happens to the
+images, the frozen part's output is computed once and the epochs train on it: head-only
+fine-tuning for E epochs then costs about one forward pass over the subset, not E.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitexplorer.core.datasets import (
+    DatasetCancelled,
+    DatasetSplits,
+    ImageTensor,
+    iter_load_subsets,
+    to_model_input,
+)
+from vitexplorer.core.finetune_model import SplitViT, parse_freeze, with_new_head
+from vitexplorer.core.models import LoadedModel
+
+CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, train uncached
+EVAL_BATCH = 128
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a problem (NaN loss, GPU memory); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that decides a fine-tune run; saved in the checkpoint's metadata."""
+
+    per_class: int = 100
+    test_per_class: int = 50
+    val_fraction: float = 0.1
+    freeze: str = "head"  # head, last:K or none
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    batch_size: int = 64
+    epochs: int = 5
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: bool = False  # random horizontal flips
+    mixed_precision: bool = True  # on a GPU: bfloat16 where supported, else float16
+    seed: int = 0
+
+    def check(self, num_layers: int) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        parse_freeze(self.freeze, num_layers)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimiser {self.optimizer!r}; use adamw or sgd")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or constant")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError("the learning rate must be a positive number")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch size and epochs must be at least 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("the validation fraction must be at least 0 and below 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("label smoothing must be at least 0 and below 1")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ValueError("weight decay and warm-up cannot be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Events. ``fraction`` is the share of the whole run done, for progress bars and time left.
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Work outside the training steps: ``loading`` images, caching ``features``, ``testing``."""
+
+    name: str
+    done: int
+    total: int
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Started:
+    class_names: tuple[str, ...]
+    num_train: int
+    num_val: int
+    num_test: int
+    trainable_params: int
+    total_params: int
+    cached: bool
+    steps_per_epoch: int
+    epochs: int
+    device: str
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int  # 1-based, over the whole run
+    epoch: int  # 1-based
+    loss: float
+    lr: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class Epoch:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float | None  # None without a validation split
+    val_acc: float | None
+    seconds: float
+    fraction: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "fraction"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True)
+class TestSample:
+    """One test image for the results gallery."""
+
+    source: str  # a path, or "test #i" for CIFAR-10
+    image: np.ndarray  # (h, w, 3) uint8, as stored for training
+    true: int
+    predicted: int
+    confidence: float
+
+
+@dataclass
+class FinetuneResult:
+    model: LoadedModel  # eval mode; valid even when cancelled
+    config: FinetuneConfig
+    dataset: str
+    base: str  # the base model's name and weights, for people and the checkpoint
+    cancelled: bool
+    steps: int  # optimiser steps taken; 0 when cancelled before training began
+    trainable_params: int
+    cached: bool
+    seconds: float
+    history: list[Epoch] = field(default_factory=list)
+    test_acc: float | None = None
+    confusion: np.ndarray | None = None  # (C, C) int64: rows true class, columns predicted
+    per_class_acc: np.ndarray | None = None
+    samples: list[TestSample] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else None
+        return {
+            "test_acc": self.test_acc,
+            "per_class_acc": None if self.per_class_acc is None else self.per_class_acc.tolist(),
+            "val_acc": last.val_acc if last else None,
+            "train_acc": last.train_acc if last else None,
+            "epochs_completed": len(self.history),
+            "steps": self.steps,
+            "cancelled": self.cancelled,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """What the checkpoint records about this run (beside the model's own description)."""
+        return {
+            "finetune": {
+                "base": self.base,
+                "dataset": self.dataset,
+                "freeze_policy": self.config.freeze,
+                "trainable_params": self.trainable_params,
+                "settings": self.config.to_dict(),
+                "history": [e.to_dict() for e in self.history],
+                "metrics": self.metrics(),
+            }
+        }
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: FinetuneResult
+
+
+Event = Stage | Started | Step | Epoch | Notice | Finished
+CancelCheck = Callable[[], bool]
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+def finetune(
+    base: LoadedModel,
+    dataset: DatasetSplits,
+    config: FinetuneConfig,
+    cancelled: CancelCheck | None = None,
+    gallery_size: int = 40,
+) -> Generator[Event, None, None]:
+    """Fine-tune ``base`` (which it takes over and changes) on a subset of ``dataset``."""
+    run = _Run(base, dataset, config, cancelled or (lambda: False))
+    try:
+        yield from run.events(gallery_size)
+    except torch.OutOfMemoryError as exc:
+        run.release()
+        raise TrainingError(
+            f"the {base.device.type.upper()} ran out of memory at batch size "
+            f"{config.batch_size}: lower the batch size, freeze more blocks, or use the CPU. "
+            f"Nothing was saved and the explorer keeps its model."
+        ) from exc
+
+
+class _Run:
+    def __init__(
+        self, base: LoadedModel, dataset: DatasetSplits, config: FinetuneConfig, cancelled
+    ) -> None:
+        config.check(base.spec.num_layers)
+        self.config = config
+        self.dataset = dataset
+        self.cancelled = cancelled
+        self.base_label = f"{base.spec.display_name}, {base.spec.weights}"
+        self.model = with_new_head(base, dataset.class_names, f"fine-tuned on {dataset.name}")
+        self.spec = self.model.spec
+        self.device = base.device
+        self.split = SplitViT(self.model.module, parse_freeze(config.freeze, base.spec.num_layers))
+        self.split.freeze()
+        self.cost_done = 0.0
+        self.cost_total = 1.0
+        self.tensors: list[torch.Tensor] = []
+        if self.device.type == "cuda" and config.mixed_precision:
+            bf16 = torch.cuda.is_bf16_supported()
+            self.amp_dtype: torch.dtype | None = torch.bfloat16 if bf16 else torch.float16
+        else:
+            self.amp_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def release(self) -> None:
+        self.tensors.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _fraction(self, cost: float = 0.0) -> float:
+        self.cost_done += cost
+        return min(1.0, self.cost_done / self.cost_total)
+
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=bool(self.amp_dtype)
+        )
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        batch = images.to(self.device, non_blocking=True)
+        return to_model_input(batch, spec.image_size, spec.mean, spec.std, spec.interpolation)
+
+    def events(self, gallery_size: int) -> Generator[Event, None, None]:
+        started = time.perf_counter()
+        config, dataset = self.config, self.dataset
+        load_cost = 0.02 if dataset.train.arrays is not None else 0.2  # per image, in forwards
+        n_load = (config.per_class + config.test_per_class) * dataset.num_classes
+        self.cost_total = n_load * load_cost + 1.0
+        loading = iter_load_subsets(
+            dataset,
+            per_class=config.per_class,
+            test_per_class=config.test_per_class,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            image_size=self.spec.image_size,
+            interpolation=self.spec.interpolation,
+            cancelled=self.cancelled,
+        )
+        try:
+            while True:
+                try:
+                    done, total = next(loading)
+                except StopIteration as stop:
+                    subsets = stop.value
+                    break
+                fraction = done * load_cost / self.cost_total
+                yield Stage("loading", done, total, fraction)
+        except DatasetCancelled:
+            yield Finished(self._result(started, cancelled=True, steps=0))
+            return
+        self.cost_done = n_load * load_cost
+        if subsets.skipped:
+            shown = "; ".join(subsets.skipped[:3])
+            more = f" and {len(subsets.skipped) - 3} more" if len(subsets.skipped) > 3 else ""
+            yield Notice(f"{len(subsets.skipped)} unreadable image(s) skipped: {shown}{more}")
+        train, val, test = subsets.train, subsets.val, subsets.test
+
+        cached = not self.split.nothing_frozen and not config.augment
+        if cached and self._cache_bytes(len(train) + len(val)) > CACHE_BUDGET:
+            cached = False
+            yield Notice("the frozen part's outputs would not fit in memory; training uncached")
+        steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        share = self.split.train_blocks / max(1, len(self.split.blocks))
+        n_cache = len(train) + len(val) if cached else 0
+        per_epoch = (
+            len(train) * 3 * share + 0.01 * len(train) + len(val) * share
+            if cached
+            else len(train) * (1 + 2 * share) + len(val)
+        )
+        self.cost_total = self.cost_done + n_cache + config.epochs * per_epoch + len(test)
+        trainable = sum(p.numel() for p in self.split.trainable_parameters())
+        total = sum(p.numel() for p in self.model.module.parameters())
+        self.trainable_params, self.cached = trainable, cached
+        yield Started(
+            self.spec.class_names, len(train), len(val), len(test), trainable, total, cached,
+            steps_per_epoch, config.epochs, str(self.device), self._fraction(),
+        )  # fmt: skip
+
+        try:
+            if cached:
+                train_x = yield from self._frozen_outputs(train, "features", len(train) + len(val))
+                val_x = yield from self._frozen_outputs(val, "features", len(train) + len(val),
+                                                        offset=len(train))  # fmt: skip
+                self.tensors += [train_x, val_x]
+            else:
+                train_x = val_x = None
+        except _Cancelled:
+            yield Finished(self._result(started, cancelled=True, steps=0))
+            return
+
+        history: list[Epoch] = []
+        steps, stopped = 0, False
+        try:
+            steps = yield from self._train(train, val, train_x, val_x, history, per_epoch)
+        except _Cancelled as stop:
+            stopped, steps = True, stop.args[0]
+        self.split.set_training(False)
+        result = self._result(started, cancelled=stopped, steps=steps, history=history)
+        if not stopped:
+            try:
+                yield from self._test(test, result, gallery_size)
+            except _Cancelled:
+                result.cancelled = True
+        self.release()
+        result.seconds = time.perf_counter() - started
+        yield Finished(result)
+
+    def _cache_bytes(self, n: int) -> int:
+        width = self.split.head.in_features
+        tokens = 1 if self.split.head_only else self.spec.num_tokens
+        return n * tokens * width * 4
+
+    def _result(self, started: float, **kwargs) -> FinetuneResult:
+        self.model.module.eval()
+        return FinetuneResult(
+            model=self.model,
+            config=self.config,
+            dataset=self.dataset.name,
+            base=self.base_label,
+            trainable_params=getattr(self, "trainable_params", 0),
+            cached=getattr(self, "cached", False),
+            seconds=time.perf_counter() - started,
+            **kwargs,
+        )
+
+    def _frozen_outputs(
+        self, data: ImageTensor, stage: str, total: int, offset: int = 0
+    ) -> Generator[Event, None, torch.Tensor]:
+        """The frozen part's output for every image, in batches, kept on the device."""
+        self.split.set_training(False)
+        outputs = []
+        for start in range(0, len(data), EVAL_BATCH):
+            if self.cancelled():
+                raise _Cancelled(0)
+            images = data.images[start : start + EVAL_BATCH]
+            with torch.no_grad(), self._autocast():
+                outputs.append(self.split.frozen(self._inputs(images)).float())
+            yield Stage(stage, offset + start + len(images), total, self._fraction(len(images)))
+        if not outputs:
+            return torch.empty(0, device=self.device)
+        return torch.cat(outputs)
+
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        config = self.config
+        params = self.split.trainable_parameters()
+        if config.optimizer == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
+        else:
+            optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor())
+
+    def _lr_factor(self) -> Callable[[int], float]:
+        config = self.config
+        steps_per_epoch = self._steps_per_epoch
+        total = config.epochs * steps_per_epoch
+        warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if config.schedule == "constant" or total <= warmup:
+                return 1.0
+            progress = (step - warmup) / (total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return factor
+
+    def _train(
+        self,
+        train: ImageTensor,
+        val: ImageTensor,
+        train_x: torch.Tensor | None,
+        val_x: torch.Tensor | None,
+        history: list[Epoch],
+        epoch_cost: float,
+    ) -> Generator[Event, None, int]:
+        config = self.config
+        self._steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        optimizer, scheduler = self._optimizer()
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        generator = torch.Generator().manual_seed(config.seed)
+        labels = train.labels.to(self.device)
+        step_cost = epoch_cost * 0.95 / self._steps_per_epoch  # the rest is validation
+        step = 0
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            order = torch.randperm(len(train), generator=generator)
+            loss_sum, correct = 0.0, 0
+            self.split.set_training(True)
+            for start in range(0, len(train), config.batch_size):
+                if self.cancelled():
+                    raise _Cancelled(step)
+                index = order[start : start + config.batch_size]
+                target = labels[index.to(self.device)]
+                flips = (
+                    torch.rand(len(index), generator=generator) < 0.5 if config.augment else None
+                )
+                with self._autocast():
+                    if train_x is not None:
+                        logits = self.split.trainable(train_x[index.to(self.device)])
+                    else:
+                        x = self._inputs(train.images[index])
+                        if flips is not None:
+                            x = torch.where(flips.to(self.device)[:, None, None, None],
+                                            x.flip(-1), x)  # fmt: skip
+                        with torch.no_grad():
+                            frozen = self.split.frozen(x)
+                        logits = self.split.trainable(frozen)
+                    loss = criterion(logits.float(), target)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {float(loss)} at step {step + 1} (epoch {epoch}); the "
+                        f"learning rate {config.lr:g} is probably too high: try a tenth of it. "
+                        f"Nothing was saved and the explorer keeps its model."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step += 1
+                loss_sum += loss.item() * len(index)
+                correct += int((logits.argmax(1) == target).sum())
+                yield Step(step, epoch, loss.item(), lr, self._fraction(step_cost))
+            self.split.set_training(False)
+            if len(val):
+                val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
+            else:
+                val_loss = val_acc = None
+            self._fraction(epoch_cost * 0.05)
+            record = Epoch(
+                epoch, loss_sum / len(train), correct / len(train), val_loss, val_acc,
+                time.perf_counter() - epoch_start, self._fraction(),
+            )  # fmt: skip
+            history.append(record)
+            yield record
+        return step
+
+    def _evaluate(
+        self, data: ImageTensor, frozen: torch.Tensor | None, stage: str | None
+    ) -> Generator[Event, None, tuple[float, float, torch.Tensor]]:
+        """Mean loss, accuracy and softmax probabilities (N, C) on the CPU."""
+        criterion = nn.CrossEntropyLoss(reduction="sum")
+        probabilities = []
+        loss_sum = 0.0
+        labels = data.labels.to(self.device)
+        for start in range(0, len(data), EVAL_BATCH):
+            if self.cancelled():
+                raise _Cancelled(0)
+            end = min(len(data), start + EVAL_BATCH)
+            with torch.no_grad(), self._autocast():
+                if frozen is not None:
+                    logits = self.split.trainable(frozen[start:end])
+                else:
+                    logits = self.split(self._inputs(data.images[start:end]))
+                logits = logits.float()
+            loss_sum += float(criterion(logits, labels[start:end]))
+            probabilities.append(logits.softmax(1).cpu())
+            if stage is not None:
+                yield Stage(stage, end, len(data), self._fraction(end - start))
+        probs = torch.cat(probabilities)
+        accuracy = float((probs.argmax(1) == data.labels).float().mean())
+        return loss_sum / len(data), accuracy, probs
+
+    def _test(
+        self, test: ImageTensor, result: FinetuneResult, gallery_size: int
+    ) -> Generator[Event, None, None]:
+        _, accuracy, probs = yield from self._evaluate(test, None, "testing")
+        predicted = probs.argmax(1).numpy()
+        true = test.labels.numpy()
+        n = self.dataset.num_classes
+        confusion = np.bincount(true * n + predicted, minlength=n * n).reshape(n, n)
+        per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+        result.test_acc = accuracy
+        result.confusion = confusion
+        result.per_class_acc = per_class
+        result.samples = [
+            TestSample(
+                test.sources[i],
+                test.images[i].permute(1, 2, 0).numpy().copy(),
+                int(true[i]),
+                int(predicted[i]),
+                float(probs[i, predicted[i]]),
+            )
+            for i in _gallery_order(true, n, gallery_size)
+        ]
+
+
+def _gallery_order(labels: np.ndarray, num_classes: int, size: int) -> list[int]:
+    """Test images taken from each class in turn, so every class shows up."""
+    per_class = [np.flatnonzero(labels == c).tolist() for c in range(num_classes)]
+    order: list[int] = []
+    depth = 0
+    while len(order) < size and any(depth < len(members) for members in per_class):
+        order += [members[depth] for members in per_class if depth < len(members)]
+        depth += 1
+    return order[:size]
