@@ -56,3 +56,30 @@ def vit_b_32_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     path = folder / f"vit_b_32-{digest}.pth"
     raw.rename(path)
     return path, state
+
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220), "grey": (128,) * 3}
+
+
+def write_colour_dataset(
+    root: Path, per_class: int, classes: tuple[str, ...] = ("red", "green", "blue"), size: int = 16
+) -> Path:
+    """A folder of class subfolders, each class one noisy colour: an easy, real dataset."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.normal(0, 30, (size, size, 3))
+            pixels = np.clip(np.array(COLOURS[name]) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def colour_dataset(tmp_path: Path) -> Path:
+    """Three classes of 20 noisy 16x16 colour images, no train/test split."""
+    return write_colour_dataset(tmp_path / "colours", 20)

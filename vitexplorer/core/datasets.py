@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tarfile
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,13 +425,12 @@ def _decode_plan(
     threads = 1 if images.arrays is not None else DECODE_THREADS
     with ThreadPoolExecutor(threads) as pool:
         for label, order in enumerate(plan.candidates):
-            kept = 0
-            for batch in _chunks(order.tolist(), 64):
-                if kept == plan.wanted:
-                    break
+            kept, position, order = 0, 0, order.tolist()
+            while kept < plan.wanted and position < len(order):
                 if cancelled is not None and cancelled():
                     raise DatasetCancelled("cancelled while loading images")
-                batch = batch[: plan.wanted - kept]
+                batch = order[position : position + min(64, plan.wanted - kept)]
+                position += len(batch)
                 for index, result in zip(batch, pool.map(decode, batch), strict=True):
                     source = images.source(index, plan.split)
                     if isinstance(result, str):
@@ -453,13 +452,6 @@ def _decode_plan(
 
 class DatasetCancelled(RuntimeError):
     """Loading was cancelled."""
-
-
-def _chunks(items: list[int], n: int) -> Iterator[list[int]]:
-    start = 0
-    while start < len(items):
-        yield items[start : start + n]
-        start += n
 
 
 def _stack(
