@@ -282,9 +282,7 @@ class _Run:
     def events(self, gallery_size: int) -> Generator[Event, None, None]:
         started = time.perf_counter()
         config, dataset = self.config, self.dataset
-        load_cost = 0.02 if dataset.train.arrays is not None else 0.2  # per image, in forwards
-        n_load = (config.per_class + config.test_per_class) * dataset.num_classes
-        self.cost_total = n_load * load_cost + 1.0
+        cached, per_epoch = yield from self._plan_costs()
         loading = iter_load_subsets(
             dataset,
             per_class=config.per_class,
@@ -302,31 +300,17 @@ class _Run:
                 except StopIteration as stop:
                     subsets = stop.value
                     break
-                fraction = done * load_cost / self.cost_total
-                yield Stage("loading", done, total, fraction)
+                self.cost_done = self.load_cost * done
+                yield Stage("loading", done, total, self._fraction())
         except DatasetCancelled:
             yield Finished(self._result(started, cancelled=True, steps=0))
             return
-        self.cost_done = n_load * load_cost
         if subsets.skipped:
             shown = "; ".join(subsets.skipped[:3])
             more = f" and {len(subsets.skipped) - 3} more" if len(subsets.skipped) > 3 else ""
             yield Notice(f"{len(subsets.skipped)} unreadable image(s) skipped: {shown}{more}")
         train, val, test = subsets.train, subsets.val, subsets.test
-
-        cached = not self.split.nothing_frozen and not config.augment
-        if cached and self._cache_bytes(len(train) + len(val)) > CACHE_BUDGET:
-            cached = False
-            yield Notice("the frozen part's outputs would not fit in memory; training uncached")
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
-        share = self.split.train_blocks / max(1, len(self.split.blocks))
-        n_cache = len(train) + len(val) if cached else 0
-        per_epoch = (
-            len(train) * 3 * share + 0.01 * len(train) + len(val) * share
-            if cached
-            else len(train) * (1 + 2 * share) + len(val)
-        )
-        self.cost_total = self.cost_done + n_cache + config.epochs * per_epoch + len(test)
         trainable = sum(p.numel() for p in self.split.trainable_parameters())
         total = sum(p.numel() for p in self.model.module.parameters())
         self.trainable_params, self.cached = trainable, cached
@@ -363,6 +347,29 @@ class _Run:
         self.release()
         result.seconds = time.perf_counter() - started
         yield Finished(result)
+
+    def _plan_costs(self) -> Generator[Event, None, tuple[bool, float]]:
+        """Whether to cache the frozen part's outputs, and the run's cost in image forwards
+        (for ``fraction``), from the subset sizes the settings ask for."""
+        config, classes = self.config, self.dataset.num_classes
+        n_val = math.ceil(config.per_class * config.val_fraction) if config.val_fraction else 0
+        n_val = classes * min(n_val, config.per_class - 1)
+        n_train = classes * config.per_class - n_val
+        n_test = classes * config.test_per_class
+        cached = not self.split.nothing_frozen and not config.augment
+        if cached and self._cache_bytes(n_train + n_val) > CACHE_BUDGET:
+            cached = False
+            yield Notice("the frozen part's outputs would not fit in memory; training uncached")
+        share = self.split.train_blocks / max(1, len(self.split.blocks))
+        if cached:
+            per_epoch = n_train * (3 * share + 0.01) + n_val * share
+        else:
+            per_epoch = n_train * (1 + 2 * share) + n_val
+        self.load_cost = 0.02 if self.dataset.train.arrays is not None else 0.2  # per image
+        n_load = classes * (config.per_class + config.test_per_class)
+        n_cache = n_train + n_val if cached else 0
+        self.cost_total = n_load * self.load_cost + n_cache + config.epochs * per_epoch + n_test
+        return cached, per_epoch
 
     def _cache_bytes(self, n: int) -> int:
         width = self.split.head.in_features
@@ -470,7 +477,7 @@ class _Run:
                     loss = criterion(logits.float(), target)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"the loss became {float(loss)} at step {step + 1} (epoch {epoch}); the "
+                        f"the loss became {loss.item()} at step {step + 1} (epoch {epoch}); the "
                         f"learning rate {config.lr:g} is probably too high: try a tenth of it. "
                         f"Nothing was saved and the explorer keeps its model."
                     )
