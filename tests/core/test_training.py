@@ -228,3 +228,12 @@ def test_gallery_shows_every_class_and_marks_predictions(colours: Path) -> None:
         assert sample.image.shape == (32, 32, 3) and sample.image.dtype == np.uint8
         assert 0 <= sample.confidence <= 1
     assert result.confusion.sum() == 15 and result.confusion.shape == (3, 3)
+
+
+def test_gpu_out_of_memory_is_a_clear_error(colours: Path, monkeypatch) -> None:  # noqa: ANN001
+    def no_memory(self, x):  # noqa: ANN001, ANN202
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SplitViT, "trainable", no_memory)
+    with pytest.raises(TrainingError, match="out of memory at batch size 8: lower the batch"):
+        _run(_small_vit(), colours)
