@@ -124,13 +124,26 @@ def download_cifar10(
         raise DatasetError(f"could not download CIFAR-10: {exc}") from exc
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(root, filter="data")
+            _extract(tar, root)
     except (OSError, tarfile.TarError) as exc:
         archive.unlink(missing_ok=True)
         raise DatasetError(
             f"the CIFAR-10 archive could not be unpacked ({exc}); try again"
         ) from exc
     return root
+
+
+def _extract(tar: tarfile.TarFile, root: Path) -> None:
+    """Unpack without letting a member escape ``root`` (tarfile's "data" filter where the
+    Python release has it)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(root, filter="data")
+        return
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or root.resolve() not in target.parents:
+            raise tarfile.TarError(f"unsafe member {member.name!r}")
+    tar.extractall(root)
 
 
 def open_dataset(
