@@ -72,12 +72,14 @@ def test_help_and_version_do_not_import_torch():
         "import sys, contextlib, io\n"
         "from vitexplorer.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-        "    codes = main(['--help']), main(['--version']), main(['analyze', '-h'])\n"
+        "    codes = main(['--help']), main(['--version']), main(['analyze', '-h']), "
+        "main(['finetune', '-h'])\n"
         "print(codes, 'torch' in sys.modules, 'PySide6' in sys.modules, out.getvalue())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("(0, 0, 0) False False")
+    assert result.stdout.startswith("(0, 0, 0, 0) False False")
+    assert "vitexplorer finetune --model NAME --data cifar10|DIR" in result.stdout
     assert "analyze" in result.stdout and "--weights" in result.stdout
 
 
@@ -218,6 +220,15 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "'gpu' is not auto, cpu, cuda" in capsys.readouterr().err
     assert main(["analyse", "x.png"]) == 2  # a mistyped command does not open the app
     assert "'analyse' is neither a command" in capsys.readouterr().err
+    assert main(["finetun"]) == 2
+    assert "neither a command (analyze, finetune)" in capsys.readouterr().err
+    finetune = ["finetune", "--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
+    assert main([*finetune, "--per-class", "0"]) == 2
+    assert "'0' is not a whole number of at least 1" in capsys.readouterr().err
+    assert main([*finetune, "--optimizer", "adam"]) == 2
+    assert "invalid choice: 'adam'" in capsys.readouterr().err
+    assert main(finetune[:-2]) == 2  # no --out
+    assert "--out" in capsys.readouterr().err
 
 
 def test_default_weights_are_downloaded_with_progress(vit_b_32_file, tmp_path, monkeypatch, capsys):
