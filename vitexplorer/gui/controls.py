@@ -44,6 +44,7 @@ class ModelBar(QToolBar):
         for value, label in WEIGHT_CHOICES:
             self.weights_box.addItem(label, value)
         self.weights_box.setToolTip("Where the parameters come from")
+        self.weights_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
         self.device_box = QComboBox()
         self.device_box.addItem("auto", "auto")
         self.device_box.addItem("cpu", "cpu")
@@ -101,6 +102,15 @@ class ModelBar(QToolBar):
         self.device_box.setCurrentIndex(max(0, self.device_box.findData(request.device)))
         for box in (self.model_box, self.weights_box, self.device_box):
             box.blockSignals(False)
+
+    def show_finetuned(self, base: ModelRequest, architecture: str) -> None:
+        """A model fine-tuned in this session: its architecture, and in the weights box an entry
+        that says so (choosing another entry, or another device, loads from a file again)."""
+        self.show_request(base, architecture)
+        self.weights_box.blockSignals(True)
+        self.weights_box.addItem("fine-tuned, not saved", self.weights_box.currentData())
+        self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
+        self.weights_box.blockSignals(False)
 
     def set_devices(self, devices: list[str]) -> None:
         current = self.device_box.currentData()

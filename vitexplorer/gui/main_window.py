@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -27,6 +28,7 @@ from vitexplorer.core.explain import attention_map, attention_matrix, head_maps,
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
 from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import DownloadProgress, offer_download
+from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.matrix_view import AttentionMatrixView
@@ -87,7 +89,11 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.notice)
-        layout.addWidget(self.image_view, 1)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.image_view, "Explorer")
+        self.finetune = FinetuneTab(self, self.tabs)
+        layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.predictions = PredictionsPanel()
         self.head_grid = HeadGridView()
@@ -138,10 +144,17 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._action(file_menu, "&Paste image", self.paste, QKeySequence.Paste)
         file_menu.addSeparator()
-        self._action(file_menu, "Open &weights or checkpoint…", self.open_weights_file)
+        self._action(file_menu, "Open &model (weights or checkpoint)…", self.open_weights_file)
+        self.save_model_action = self._action(
+            file_menu, "&Save model…", self.finetune.save_model, QKeySequence.Save
+        )
+        self.save_model_action.setEnabled(False)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
         view_menu = self.menuBar().addMenu("&View")
+        self._action(view_menu, "&Explorer", self.finetune.show_explorer, QKeySequence("Ctrl+1"))
+        self._action(view_menu, "&Fine-tune", self.finetune.show_panel, QKeySequence("Ctrl+2"))
+        view_menu.addSeparator()
         self._action(view_menu, "Next layer", lambda: self.step_layer(1), QKeySequence("]"))
         self._action(view_menu, "Previous layer", lambda: self.step_layer(-1), QKeySequence("["))
         self._action(view_menu, "Select CLS token", lambda: self.select_token(0))
@@ -204,6 +217,7 @@ class MainWindow(QMainWindow):
         return self._worker_thread.worker if self._worker_thread else None
 
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+        self.finetune.before_close()  # cancels a run and waits for it; the layout comes back
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         if self.model is not None:
@@ -274,7 +288,12 @@ class MainWindow(QMainWindow):
         self.predictions.set_hint(
             "Random weights: these predictions mean nothing." if random else ""
         )
-        self.statusBar().showMessage(f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000)
+        if info.fine_tuned:
+            self.statusBar().showMessage(f"The explorer now uses the model {spec.weights}", 8000)
+        else:
+            self.statusBar().showMessage(
+                f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000
+            )
         # images still queued with the worker will be analysed by this model; the others again
         self.session.forget_analyses()
         current = self.session.current
@@ -283,6 +302,7 @@ class MainWindow(QMainWindow):
             self._request_analysis(current.key, first=True)
         for key in self.session.entries:
             self._request_analysis(key)
+        self.finetune.model_ready(info)
         self.model_changed.emit(info)
 
     def _model_failed(self, message: str) -> None:
@@ -348,6 +368,7 @@ class MainWindow(QMainWindow):
         self._request_analysis(key, first=select)
         if select:
             self.thumbnails.select(key)
+            self.finetune.show_explorer()
         return key
 
     def select_image(self, key: str) -> None:

@@ -2,8 +2,9 @@
 
 Requests arrive from the GUI thread as plain method calls (not signals: the worker's own thread
 may be busy with a forward pass) and are kept in a small queue guarded by a lock: at most one
-pending model load (a newer one supersedes it) and an ordered set of pending images, analysed
-with whichever model is loaded when their turn comes. A model load goes first. Every result is
+pending model change (a load, or a fine-tuned model to adopt; a newer one supersedes it) and an
+ordered set of pending images, analysed with whichever model is loaded when their turn comes. A
+model change goes first. Every result is
 tagged with the generation of the model that made it, so the GUI can drop stale ones. The worker
 answers with signals carrying numpy arrays and frozen dataclasses only.
 """
@@ -30,15 +31,34 @@ class ModelRequest:
 
 
 @dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts for the fine-tune panel, read off the model with core's own split.
+
+    ``trained[k]`` is the number of parameters that train besides the head when the last ``k``
+    blocks train (``k = 0``: head only; ``k = len - 1``: nothing frozen, so everything but the
+    head). A new head for C classes adds ``(head_inputs + 1) * C``.
+    """
+
+    total: int
+    head_inputs: int
+    trained: tuple[int, ...]
+
+    def trainable(self, blocks: int, num_classes: int) -> int:
+        return self.trained[blocks] + (self.head_inputs + 1) * num_classes
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the GUI knows of the loaded model."""
 
-    request: ModelRequest
+    request: ModelRequest  # for a fine-tuned model, the request of the model it started from
     spec: object  # vitexplorer.core.models.ModelSpec (kept untyped: no torch import here)
     device: str
     generation: int
     seconds: float
     devices: tuple[str, ...]
+    params: ParamCounts | None = None  # None: an architecture the fine-tune engine cannot split
+    fine_tuned: bool = False  # trained in this session and not loaded from a file
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,14 @@ class DownloadOffer:
     size_mb: float
     url: str
     path: str
+
+
+@dataclass(frozen=True)
+class _Adoption:
+    """A model trained in another thread, handed over whole: from now on this worker owns it."""
+
+    loaded: object  # vitexplorer.core.models.LoadedModel
+    request: ModelRequest
 
 
 @dataclass(frozen=True)
@@ -77,7 +105,7 @@ class ModelWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._pending_model: ModelRequest | None = None
+        self._pending_model: ModelRequest | _Adoption | None = None
         self._pending_images: OrderedDict[str, str | bytes] = OrderedDict()
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
@@ -90,6 +118,13 @@ class ModelWorker(QObject):
         with self._lock:
             self._pending_model = request
         self.cancel_event.clear()
+        self._wake.emit()
+
+    def use_model(self, loaded: object, request: ModelRequest) -> None:
+        """Adopt a fine-tuned ``LoadedModel``; nobody else may touch it afterwards. ``request``
+        names the model it started from (what a new fine-tune starts from, what settings keep)."""
+        with self._lock:
+            self._pending_model = _Adoption(loaded, request)
         self._wake.emit()
 
     def request_analysis(self, key: str, source: str | bytes, first: bool = False) -> None:
@@ -119,7 +154,9 @@ class ModelWorker(QObject):
                 job = None
                 if request is None and self._model is not None and self._pending_images:
                     job = self._pending_images.popitem(last=False)
-            if request is not None:
+            if isinstance(request, _Adoption):
+                self._adopt(request)
+            elif request is not None:
                 self._load(request)
             elif job is not None:
                 self._analyse(*job)
@@ -157,6 +194,14 @@ class ModelWorker(QObject):
         except Exception as exc:  # every failure becomes a message; the thread lives on
             self.model_failed.emit(_message(exc))
             return
+        self._use(loaded, request, time.perf_counter() - start, fine_tuned=False)
+
+    def _adopt(self, adoption: _Adoption) -> None:
+        self._use(adoption.loaded, adoption.request, 0.0, fine_tuned=True)
+
+    def _use(self, loaded, request: ModelRequest, seconds: float, fine_tuned: bool) -> None:  # noqa: ANN001
+        from vitexplorer.core import models
+
         self._model = loaded
         self._generation += 1
         info = ModelInfo(
@@ -164,8 +209,10 @@ class ModelWorker(QObject):
             loaded.spec,
             str(loaded.device),
             self._generation,
-            time.perf_counter() - start,
+            seconds,
             tuple(models.available_devices()),
+            _param_counts(loaded.module),
+            fine_tuned,
         )
         self.model_ready.emit(info)
 
@@ -183,6 +230,20 @@ class ModelWorker(QObject):
         self.analysis_ready.emit(
             AnalysisDone(key, self._generation, analysis, _thumbnail(analysis.display))
         )
+
+
+def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001
+    from vitexplorer.core.finetune_model import SplitViT
+
+    try:
+        blocks = len(SplitViT(module, 0).blocks)
+        splits = [SplitViT(module, k) for k in range(blocks + 1)]
+    except TypeError:  # not a ViT the fine-tune engine knows
+        return None
+    head = sum(p.numel() for p in splits[0].head.parameters())
+    trained = tuple(sum(p.numel() for p in split.trainable_parameters()) - head for split in splits)
+    total = sum(p.numel() for p in module.parameters())
+    return ParamCounts(total, splits[0].head.in_features, trained)
 
 
 def _thumbnail(display: np.ndarray, side: int = 72) -> np.ndarray:

@@ -1,0 +1,284 @@
+"""Fine-tuning in the real main window, driven as a person does: fill the panel, press Start,
+watch the curves, read the results, open a test image, save and reopen the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+
+from tests.gui.test_main_window import drop_and_wait
+from vitexplorer.core.analysis import analyze_image
+from vitexplorer.core.data import load_image
+from vitexplorer.core.models import load_model
+from vitexplorer.gui.finetune_panel import FinetunePanel
+from vitexplorer.gui.main_window import MainWindow
+
+COLOURS = {"blue": (40, 40, 220), "green": (40, 200, 40), "red": (220, 40, 40)}
+
+
+def colour_folder(root: Path, per_class: int = 16, size: int = 16, seed: int = 0) -> Path:
+    """Three classes of noisy solid colours: easy to learn, distinguishable at a glance."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.normal(0, 25, (size, size, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}{i:02d}.png")
+    return root
+
+
+def fill(
+    panel: FinetunePanel,
+    qtbot,  # noqa: ANN001
+    folder: Path,
+    *,
+    per_class: int = 10,
+    test_per_class: int = 4,
+    epochs: int = 3,
+    batch_size: int = 8,
+    freeze: str = "head",
+    lr: float = 0.01,
+) -> None:
+    """Type the settings into the panel's widgets."""
+    form = panel.form
+    form.source_box.setCurrentIndex(form.source_box.findData("folder"))
+    form.folder_edit.clear()
+    qtbot.keyClicks(form.folder_edit, str(folder))
+    qtbot.keyClick(form.folder_edit, Qt.Key_Return)
+    form.per_class.setValue(per_class)
+    form.freeze_box.setCurrentIndex(form.freeze_box.findData(freeze))
+    form.epochs.setValue(epochs)
+    form.lr.setValue(lr)
+    qtbot.mouseClick(form.more_button, Qt.LeftButton)
+    form.test_per_class.setValue(test_per_class)
+    form.batch_size.setValue(batch_size)
+
+
+def panel_of(window: MainWindow) -> FinetunePanel:
+    window.tabs.setCurrentIndex(1)
+    return window.finetune.panel
+
+
+def test_finetune_shows_curves_results_and_the_explorer_uses_it(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    data = colour_folder(tmp_path / "colours")
+    (data / "green" / "broken.png").write_bytes(b"not a png at all")
+    panel = panel_of(window)
+    assert not window.head_grid.isVisible(), "the explorer's docks step aside"
+    fill(panel, qtbot, data, per_class=10, test_per_class=4, epochs=3, batch_size=8)
+    before = panel.form.params_label.text()
+    assert "Trainable parameters: <b>147</b> of 96,147" in before  # 48 features x 3 + 3
+
+    finished: list = []
+    panel.finished.connect(finished.append)
+    with qtbot.waitSignal(window.model_changed, timeout=60000, check_params_cb=_fine_tuned):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+        assert panel.busy and not panel.start_button.isEnabled()
+    result = finished[0]
+
+    # 10 training images per class, one in ten validates: 27 train, batches of 8 -> 4 steps
+    assert not result.cancelled and result.steps == 3 * 4
+    assert panel.curves.step_count() == result.steps
+    assert panel.curves.epoch_count() == 3 == len(result.history)
+    assert len(panel.curves.val_acc_curve.xData) == 3
+    np.testing.assert_array_equal(panel.curves.raw_curve.xData, np.arange(1, 13))
+    assert panel.confusion.matrix.sum() == 3 * 4 == result.confusion.sum()
+    assert panel.confusion.class_names == ("blue", "green", "red")
+    assert panel.gallery.count() == 12
+    assert f"{100 * result.test_acc:.1f}%" in panel.result_label.text()
+    assert panel.form.params_label.text().startswith("Trainable parameters: <b>147</b>")
+    assert "broken.png" in window.notice.label.text(), "the unreadable image is reported"
+    assert window.model.fine_tuned and window.model.spec.class_names == ("blue", "green", "red")
+    assert window.model_bar.weights_box.currentText() == "fine-tuned, not saved"
+
+    # the explorer predicts with the dataset's classes
+    red = tmp_path / "red.png"
+    Image.fromarray(np.full((40, 40, 3), COLOURS["red"], np.uint8)).save(red)
+    drop_and_wait(qtbot, window, red)
+    assert window.tabs.currentIndex() == 0 and window.head_grid.isVisible()
+    assert {name for name, _ in window.predictions.values} == {"blue", "green", "red"}
+    shown_logits = window.analysis.logits.copy()
+
+    # File > Save model, then load it back: same classes, same logits
+    saved = tmp_path / "out" / "colours.safetensors"
+    saved.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(saved), ""))
+    assert window.save_model_action.isEnabled()
+    with qtbot.waitSignal(panel.saved, timeout=30000):
+        window.save_model_action.trigger()
+    assert [p.name for p in saved.parent.iterdir()] == ["colours.safetensors"]
+    loaded = load_model(str(saved), device="cpu")
+    assert loaded.spec.class_names == ("blue", "green", "red")
+    logits = analyze_image(loaded, load_image(red)).logits
+    np.testing.assert_allclose(logits, shown_logits, rtol=1e-5, atol=1e-5)
+    assert not window.model.fine_tuned and window.model.request.name == str(saved)
+
+    # File > Open model reads it back into the explorer
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(saved), ""))
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        _menu_action(window, "Open &model").trigger()
+    assert window.model.spec.class_names == ("blue", "green", "red")
+    np.testing.assert_allclose(window.analysis.logits, shown_logits, rtol=1e-5, atol=1e-5)
+
+    # a test image clicked in the gallery opens in the explorer
+    panel_of(window)
+    item = panel.gallery.item(2)
+    sample = result.samples[2]
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        rect = panel.gallery.visualItemRect(item)
+        qtbot.mouseClick(panel.gallery.viewport(), Qt.LeftButton, pos=rect.center())
+    assert window.session.current.source == sample.source
+    assert window.tabs.currentIndex() == 0
+
+
+def _fine_tuned(info) -> bool:  # noqa: ANN001
+    return info.fine_tuned
+
+
+def _menu_action(window: MainWindow, prefix: str):  # noqa: ANN202
+    for menu in window.menuBar().actions():
+        for action in menu.menu().actions():
+            if action.text().startswith(prefix):
+                return action
+    raise AssertionError(f"no menu entry {prefix}")
+
+
+def test_cancel_mid_run_keeps_the_app_working(qtbot, window: MainWindow, tmp_path, photo):
+    data = colour_folder(tmp_path / "colours", per_class=12)
+    panel = panel_of(window)
+    fill(panel, qtbot, data, per_class=8, epochs=500, batch_size=1)
+    finished: list = []
+    panel.finished.connect(finished.append)
+    qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel.curves.raw.n >= 3, timeout=30000)
+    with qtbot.waitSignal(panel.finished, timeout=30000):
+        qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+    result = finished[0]
+    assert result.cancelled and 0 < result.steps < 500 * 22
+    assert not panel.busy and panel.start_button.isEnabled()
+    assert "Cancelled after" in panel.status.text()
+    # the partly trained model is the explorer's now, and it works
+    qtbot.waitUntil(lambda: window.model.fine_tuned, timeout=30000)
+    drop_and_wait(qtbot, window, photo)
+    assert {name for name, _ in window.predictions.values} == {"blue", "green", "red"}
+    thread = panel.thread
+    window.close()
+    assert thread.isFinished(), "the fine-tune thread outlived the window"
+
+
+def test_closing_during_training_cancels_and_waits(qtbot, window: MainWindow, tmp_path):
+    data = colour_folder(tmp_path / "colours", per_class=12)
+    panel = panel_of(window)
+    fill(panel, qtbot, data, per_class=8, epochs=500, batch_size=1, freeze="none")
+    generation = window.model.generation
+    qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: panel.curves.raw.n >= 2, timeout=30000)
+    thread = panel.thread
+    window.close()
+    assert thread.isFinished(), "closing waits for the training thread"
+    qtbot.wait(100)  # anything the thread sent on its way out must not be taken up
+    assert window.model.generation == generation and not window.model.fine_tuned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["colours", "settings.ini"]
+
+
+def test_bad_datasets_get_clear_messages_and_the_app_goes_on(
+    qtbot, window: MainWindow, tmp_path, photo
+):
+    panel = panel_of(window)
+    one_class = tmp_path / "one"
+    (one_class / "cats").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(one_class / "cats" / "a.png")
+    empty_class = colour_folder(tmp_path / "empty_class", per_class=4)
+    (empty_class / "yellow").mkdir()
+    cases = [
+        (tmp_path / "missing", 4, "dataset folder not found"),
+        (one_class, 4, "needs one subfolder per class"),
+        (empty_class, 2, "no images in the class folder(s) yellow"),
+        (colour_folder(tmp_path / "few", per_class=6), 20, "not enough training images"),
+    ]
+    for folder, per_class, expected in cases:
+        fill(panel, qtbot, folder, per_class=per_class, test_per_class=2)
+        with qtbot.waitSignal(panel.failed, timeout=30000) as failed:
+            qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+        assert expected in failed.args[0]
+        assert expected in window.message_box.text()
+        assert expected in window.notice.label.text()
+        assert not panel.busy and panel.start_button.isEnabled()
+        assert not window.model.fine_tuned
+    drop_and_wait(qtbot, window, photo)
+    assert window.model.spec.class_names[0] == "kind 0" and len(window.predictions.values) == 5
+
+
+def test_a_training_error_is_shown_and_nothing_is_adopted(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    from vitexplorer.core import training
+
+    def diverging(base, dataset, config, cancelled=None, gallery_size=40):  # noqa: ANN001, ANN202
+        raise training.TrainingError(
+            "the loss became nan at step 3 (epoch 1); the learning rate 10 is probably too "
+            "high: try a tenth of it. Nothing was saved and the explorer keeps its model."
+        )
+        yield  # a generator, as the engine is
+
+    monkeypatch.setattr(training, "finetune", diverging)
+    panel = panel_of(window)
+    fill(panel, qtbot, colour_folder(tmp_path / "colours", per_class=6), per_class=4)
+    generation = window.model.generation
+    with qtbot.waitSignal(panel.failed, timeout=30000):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    assert "the loss became nan" in window.message_box.text()
+    assert "try a tenth" in panel.status.text()
+    qtbot.wait(50)
+    assert window.model.generation == generation
+    assert not window.save_model_action.isEnabled()
+
+
+def test_cifar10_download_without_network_says_what_to_do(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    import urllib.error
+
+    from vitexplorer.core import download
+
+    def offline(url, timeout):  # noqa: ANN001, ANN202
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
+    panel = panel_of(window)
+    form = panel.form
+    form.data_root = tmp_path / "datasets"
+    form.source_box.setCurrentIndex(form.source_box.findData("cifar10"))
+    assert form.download_button.isVisible()
+    assert "not on this computer" in form.dataset_label.text()
+    with qtbot.waitSignal(panel.failed, timeout=30000) as failed:
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    assert "CIFAR-10 is not in" in failed.args[0]
+    with qtbot.waitSignal(panel.failed, timeout=30000) as failed:
+        qtbot.mouseClick(form.download_button, Qt.LeftButton)
+    assert "could not download CIFAR-10" in failed.args[0]
+    assert "Without a network" in failed.args[0]
+    assert window.message_box.windowTitle() == "Could not download CIFAR-10"
+    leftovers = list((tmp_path / "datasets").glob("*")) if (tmp_path / "datasets").exists() else []
+    assert leftovers == [], "no partial download is left behind"
+
+
+def test_parameter_count_follows_the_freeze_policy(qtbot, window: MainWindow, tmp_path, checkpoint):
+    module = load_model(str(checkpoint), device="cpu").module
+    blocks = [sum(p.numel() for p in block.parameters()) for block in module.blocks]
+    norm = sum(p.numel() for p in module.norm.parameters())
+    new_head = 48 * 3 + 3
+    total = sum(p.numel() for p in module.parameters()) - (48 * 7 + 7) + new_head
+    panel = panel_of(window)
+    fill(panel, qtbot, colour_folder(tmp_path / "c", per_class=2), freeze="last")
+    panel.form.blocks.setValue(2)
+    expected = blocks[-1] + blocks[-2] + norm + new_head
+    assert f"<b>{expected:,}</b> of {total:,}" in panel.form.params_label.text()
+    panel.form.freeze_box.setCurrentIndex(panel.form.freeze_box.findData("none"))
+    assert f"<b>{total:,}</b> of {total:,} (100%)" in panel.form.params_label.text()

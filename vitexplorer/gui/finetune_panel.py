@@ -1,0 +1,495 @@
+"""The fine-tune panel: settings, Start and Cancel, progress with time left, live curves, and the
+results (test accuracy, confusion matrix, a gallery of test predictions).
+
+The panel runs jobs on a :class:`FinetuneThread` and tells the window what happened through
+signals: a trained model to adopt, a test image to open in the explorer, a problem to show.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vitexplorer.gui.finetune_settings import CIFAR10, FinetuneSettings
+from vitexplorer.gui.finetune_worker import (
+    DownloadJob,
+    FinetuneThread,
+    SaveJob,
+    StepBatch,
+    TrainJob,
+)
+from vitexplorer.gui.views.training_views import ConfusionView, SampleGallery, TrainingCurves
+from vitexplorer.gui.workers import ModelInfo, ModelRequest
+
+STAGE_TEXT = {
+    "opening": "Reading the dataset…",
+    "model": "Preparing the base model…",
+    "loading": "Loading images",
+    "features": "Computing the frozen part's outputs",
+    "testing": "Testing",
+    "downloading": "Downloading CIFAR-10…",
+}
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def describe(request: ModelRequest) -> str:
+    """A model request in words: a file's name, or an architecture and its weights."""
+    if request.weights not in ("default", "none"):
+        return f"{request.name} with the weights in {Path(request.weights).name}"
+    if request.name.endswith((".safetensors", ".pth", ".pt", ".bin")):
+        return Path(request.name).name
+    weights = "random weights" if request.weights == "none" else "its default weights"
+    return f"{request.name} with {weights}"
+
+
+def count(n: int) -> str:
+    """7,690 or 85.8 M."""
+    return f"{n / 1e6:.1f} M" if n >= 1_000_000 else f"{n:,}"
+
+
+class FinetunePanel(QWidget):
+    model_trained = Signal(object)  # FinetuneResult that learnt something: the explorer adopts it
+    sample_opened = Signal(object)  # core.training.TestSample to show in the explorer
+    problem = Signal(str, str)  # title, message: a job failed, nothing was adopted or saved
+    notice = Signal(str)  # worth keeping on screen, not a failure (skipped images)
+    finished = Signal(object)  # FinetuneResult, once the views show it
+    failed = Signal(str)  # message, once it is shown
+    saved = Signal(str)  # path
+    busy_changed = Signal(bool)
+
+    def __init__(self, settings: QSettings) -> None:
+        super().__init__()
+        self.form = FinetuneSettings(settings)
+        self.model_info: ModelInfo | None = None
+        self.job_base: ModelRequest | None = None  # what the last run started from
+        self.result = None  # the last FinetuneResult that learnt something
+        self.busy = False  # a job runs on the fine-tune thread
+        self._job = ""  # "train", "download" or "save"
+        self._closing = False
+        self._started_at = 0.0
+        self._epochs = 0
+        self._steps_total = 0
+        self._thread: FinetuneThread | None = None
+        self._build()
+        self.form.changed.connect(self._update_params)
+        self.form.download_requested.connect(self.download)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.gallery.sample_clicked.connect(self._sample_clicked)
+        self._set_busy(False)
+
+    # --- construction ---------------------------------------------------------------------
+    def _build(self) -> None:
+        self.base_label = QLabel("Load a model in the explorer first.")
+        self.base_label.setWordWrap(True)
+        self.start_button = QPushButton("Start")
+        self.start_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setFormat("")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setMinimumHeight(48)
+        self.status.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+
+        left = QWidget()
+        column = QVBoxLayout(left)
+        heading = QLabel("<b>Fine-tune the explorer's model</b>")
+        column.addWidget(heading)
+        column.addWidget(self.base_label)
+        column.addWidget(_line())
+        column.addWidget(self.form)
+        column.addWidget(_line())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        column.addLayout(buttons)
+        column.addWidget(self.progress)
+        column.addWidget(self.status)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(330)
+        scroll.setMaximumWidth(420)
+
+        self.curves = TrainingCurves()
+        self.confusion = ConfusionView()
+        self.gallery = SampleGallery()
+        self.result_label = QLabel("Results appear here when training ends.")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextFormat(Qt.RichText)
+        gallery_box = QWidget()
+        gallery_layout = QVBoxLayout(gallery_box)
+        gallery_layout.setContentsMargins(0, 0, 0, 0)
+        caption = QLabel(
+            "Test images: true class, then the prediction when it is wrong (framed in red). "
+            "Click one to explore it."
+        )
+        caption.setWordWrap(True)
+        gallery_layout.addWidget(caption)
+        gallery_layout.addWidget(self.gallery, 1)
+        results = QSplitter(Qt.Horizontal)
+        results.addWidget(self.confusion)
+        results.addWidget(gallery_box)
+        results.setSizes([450, 550])
+        bottom = QWidget()
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(4, 4, 4, 0)
+        bottom_layout.addWidget(self.result_label)
+        bottom_layout.addWidget(results, 1)
+        right = QSplitter(Qt.Vertical)
+        right.addWidget(self.curves)
+        right.addWidget(bottom)
+        right.setSizes([330, 470])
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(scroll)
+        layout.addWidget(right, 1)
+
+    def _ensure_thread(self) -> FinetuneThread:
+        if self._thread is None:
+            self._thread = FinetuneThread()
+            worker = self._thread.worker
+            # bound slots of this GUI-thread object: queued, run here, never in the worker
+            worker.stage.connect(self._stage)
+            worker.started.connect(self._started)
+            worker.steps.connect(self._steps)
+            worker.epoch.connect(self._epoch)
+            worker.notice.connect(self._notice)
+            worker.download_progress.connect(self._download_progress)
+            worker.downloaded.connect(self._downloaded)
+            worker.finished.connect(self._finished)
+            worker.failed.connect(self._failed)
+            worker.stopped.connect(self._stopped)
+            worker.saved.connect(self._saved)
+            worker.save_failed.connect(self._save_failed)
+        return self._thread
+
+    @property
+    def worker(self):  # noqa: ANN201
+        return self._thread.worker if self._thread else None
+
+    @property
+    def thread(self):  # noqa: ANN201
+        return self._thread.thread if self._thread else None
+
+    # --- the explorer's model -------------------------------------------------------------
+    def set_model(self, info: ModelInfo) -> None:
+        """The model a run starts from: the explorer's, or for a fine-tuned one, its base."""
+        self.model_info = info
+        spec = info.spec
+        self.form.set_num_layers(spec.num_layers)
+        if info.fine_tuned:
+            text = (
+                f"Starts from {describe(info.request)}, as the explorer's fine-tuned model did. "
+                f"To build on the fine-tuned model, save it and open it."
+            )
+        else:
+            text = f"Starts from the explorer's model: {spec.display_name}, {spec.weights}."
+        self.base_label.setText(text)
+        self._update_params()
+        self._set_busy(self.busy)
+
+    def _update_params(self) -> None:
+        info = self.model_info
+        if info is None or info.params is None:
+            self.form.set_params_text("")
+            return
+        classes = self.form.num_classes()
+        if classes is None:
+            self.form.set_params_text("Trainable parameters: known once the dataset is chosen")
+            return
+        params = info.params
+        trainable = params.trainable(min(self.form.trained_blocks(), len(params.trained) - 1),
+                                     classes)  # fmt: skip
+        total = params.trainable(len(params.trained) - 1, classes)
+        self._show_params(trainable, total, exact=False)
+
+    def _show_params(self, trainable: int, total: int, exact: bool) -> None:
+        share = 100 * trainable / max(total, 1)
+        share_text = f"{share:.0f}" if share >= 10 else f"{share:.2g}"
+        text = f"Trainable parameters: <b>{count(trainable)}</b> of {count(total)} ({share_text}%)"
+        self.form.set_params_text(text if exact else text + " for this dataset")
+
+    # --- jobs -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.busy:
+            return
+        if self.model_info is None:
+            self._refuse("Load a model in the explorer first; fine-tuning starts from it.")
+            return
+        source = self.form.source()
+        if not source:
+            self._refuse("Choose a dataset folder (one subfolder of images per class).")
+            return
+        config = self.form.config()
+        self.form.remember()
+        root = str(self.form.data_root) if source == CIFAR10 else None
+        self.job_base = self.model_info.request
+        job = TrainJob(source, self.job_base, config, root)
+        self._epochs = config["epochs"]
+        self._steps_total = 0
+        self.curves.reset(config["epochs"], 1)
+        self.confusion.clear_matrix()
+        self.gallery.clear()
+        self.result_label.setText("Training…")
+        self._begin("train", "Starting…")
+        self._ensure_thread().worker.submit(job)
+
+    def download(self) -> None:
+        if self.busy:
+            return
+        self._begin("download", "Connecting…")
+        self._ensure_thread().worker.submit(DownloadJob(str(self.form.data_root)))
+
+    def save(self, path: str) -> bool:
+        """Write the last fine-tuned model to ``path`` in the background; False if there is none
+        or a job runs."""
+        if self.result is None or self.busy:
+            return False
+        self._begin("save", f"Saving {path}…")
+        self.progress.setRange(0, 0)
+        job = SaveJob(path, self.result.model, self.result.metadata())
+        self._ensure_thread().worker.submit(job)
+        return True
+
+    def cancel(self) -> None:
+        """Set the worker's flag directly: a queued call would wait for the job to end."""
+        if self.busy and self.worker is not None and self._job != "save":
+            self.worker.cancel_event.set()
+            self.status.setText("Cancelling…")
+
+    def shutdown(self) -> None:
+        """The window closes: cancel, wait for the thread, and forget what it still sends."""
+        self._closing = True
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    def _begin(self, job: str, status: str) -> None:
+        self._job = job
+        self._started_at = time.monotonic()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.status.setText(status)
+        self._set_busy(True)
+
+    def _end(self, status: str) -> None:
+        self.progress.setRange(0, 1000)
+        self._set_busy(False)
+        self._job = ""
+        self.status.setText(status)
+
+    def _set_busy(self, busy: bool) -> None:
+        changed = busy != self.busy
+        self.busy = busy
+        self.start_button.setEnabled(not busy and self.model_info is not None)
+        self.cancel_button.setEnabled(busy and self._job != "save")
+        self.form.setEnabled(not busy)
+        if changed:
+            self.busy_changed.emit(busy)
+
+    def _refuse(self, message: str) -> None:
+        self.status.setText(message)
+        self.problem.emit("Cannot start fine-tuning", message)
+
+    # --- progress -------------------------------------------------------------------------
+    def _show_fraction(self, fraction: float) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        self.progress.setValue(round(1000 * fraction))
+        elapsed = time.monotonic() - self._started_at
+        if fraction > 0.01 and elapsed > 1.0:
+            left = elapsed * (1 - fraction) / fraction
+            self.progress.setFormat(f"{100 * fraction:.0f}%  ·  about {duration(left)} left")
+        else:
+            self.progress.setFormat(f"{100 * fraction:.0f}%")
+
+    @Slot(str, int, int, float)
+    def _stage(self, name: str, done: int, total: int, fraction: float) -> None:
+        if self._closing:
+            return
+        text = STAGE_TEXT.get(name, name)
+        self.status.setText(f"{text} {done} / {total}" if total else text)
+        if name != "downloading":
+            self._show_fraction(fraction)
+
+    @Slot(object)
+    def _started(self, event) -> None:  # noqa: ANN001  (core.training.Started)
+        if self._closing:
+            return
+        self._steps_total = event.steps_per_epoch * event.epochs
+        self.curves.reset(event.epochs, self._steps_total)
+        self._show_params(event.trainable_params, event.total_params, exact=True)
+        how = (
+            "; the frozen part runs once, then epochs train on its outputs" if event.cached else ""
+        )
+        self.status.setText(
+            f"Training on {event.num_train} images ({event.num_val} validate, {event.num_test} "
+            f"test), {len(event.class_names)} classes, on {event.device}{how}."
+        )
+        self._show_fraction(event.fraction)
+
+    @Slot(object)
+    def _steps(self, batch: StepBatch) -> None:
+        if self._closing:
+            return
+        self.curves.add_steps(batch.steps, batch.losses)
+        step = int(batch.steps[-1])
+        self.status.setText(
+            f"Epoch {batch.epoch} of {self._epochs} · step {step} of {self._steps_total} · "
+            f"loss {batch.losses[-1]:.3f} · learning rate {batch.lr:.2g}"
+        )
+        self._show_fraction(batch.fraction)
+
+    @Slot(object)
+    def _epoch(self, event) -> None:  # noqa: ANN001  (core.training.Epoch)
+        if self._closing:
+            return
+        self.curves.add_epoch(event)
+        self._show_fraction(event.fraction)
+
+    @Slot(str)
+    def _notice(self, message: str) -> None:
+        if not self._closing:
+            self.notice.emit(message)
+
+    @Slot(int, int)
+    def _download_progress(self, done: int, total: int) -> None:
+        if self._closing or total <= 0:
+            return
+        self.status.setText(f"Downloading CIFAR-10… {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        self._show_fraction(done / total)
+
+    @Slot(str)
+    def _downloaded(self, root: str) -> None:
+        if self._closing:
+            return
+        self.form.refresh_dataset_status()
+        self._end(f"CIFAR-10 is ready in {root}.")
+
+    # --- endings --------------------------------------------------------------------------
+    @Slot(object)
+    def _finished(self, result) -> None:  # noqa: ANN001  (core.training.FinetuneResult)
+        if self._closing:
+            return
+        self.curves.redraw()
+        if result.steps == 0:
+            self._end("Cancelled before training began; the explorer keeps its model.")
+            self.result_label.setText("Cancelled: nothing was trained.")
+            self.finished.emit(result)
+            return
+        self.result = result
+        self.progress.setValue(1000)
+        self.progress.setFormat("done" if not result.cancelled else "cancelled")
+        self._show_results(result)
+        took = duration(result.seconds)
+        if result.cancelled:
+            self._end(
+                f"Cancelled after {result.steps} steps ({took}). The explorer now uses the partly "
+                f"trained model; File > Save model keeps it."
+            )
+        else:
+            self._end(
+                f"Done in {took}. The explorer now uses the fine-tuned model; "
+                f"File > Save model keeps it."
+            )
+        self.model_trained.emit(result)
+        self.finished.emit(result)
+
+    def _show_results(self, result) -> None:  # noqa: ANN001
+        names = result.model.spec.class_names
+        if result.test_acc is None:
+            self.result_label.setText(
+                f"Cancelled after {len(result.history)} complete epoch(s) and {result.steps} "
+                f"steps: not tested."
+            )
+            return
+        n = int(result.confusion.sum())
+        right = int(result.confusion.trace())
+        per_class = result.per_class_acc
+        best, worst = int(per_class.argmax()), int(per_class.argmin())
+        self.result_label.setText(
+            f"<span style='font-size: 13pt'>Test accuracy <b>{100 * result.test_acc:.1f}%</b>"
+            f"</span> &nbsp; {right} of {n} test images right, {len(names)} classes · best "
+            f"{names[best]} {100 * per_class[best]:.0f}%, worst {names[worst]} "
+            f"{100 * per_class[worst]:.0f}%"
+        )
+        self.confusion.set_matrix(result.confusion, names)
+        self.gallery.set_samples(result.samples, names)
+
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        if self._closing:
+            return
+        job = self._job
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        title = "Could not download CIFAR-10" if job == "download" else "Fine-tuning failed"
+        self._end(f"{title}: {message}")
+        if job != "download":
+            self.result_label.setText("Nothing was trained; the explorer keeps its model.")
+        self.problem.emit(title, message)
+        self.failed.emit(message)
+
+    @Slot(str)
+    def _stopped(self, message: str) -> None:
+        if self._closing:
+            return
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self._end(f"{message[:1].upper()}{message[1:]}; nothing changed.")
+
+    @Slot(str)
+    def _saved(self, path: str) -> None:
+        if self._closing:
+            return
+        self._end(f"Saved {path}")
+        self.saved.emit(path)
+
+    @Slot(str)
+    def _save_failed(self, message: str) -> None:
+        if self._closing:
+            return
+        self._end(f"Could not save the model: {message}")
+        self.problem.emit("Could not save the model", message)
+
+    def _sample_clicked(self, index: int) -> None:
+        if self.result is not None and 0 <= index < len(self.result.samples):
+            self.sample_opened.emit(self.result.samples[index])
+
+
+def _line() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.HLine)
+    line.setFrameShadow(QFrame.Sunken)
+    return line

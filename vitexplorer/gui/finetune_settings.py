@@ -1,0 +1,400 @@
+"""The fine-tune settings form: dataset, images per class, freeze policy, optimiser, epochs, and
+the less common settings folded away under "More settings".
+
+It only collects values (the fields of ``core.training.FinetuneConfig``) and remembers them in
+QSettings; the engine checks them and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vitexplorer.core.download import user_cache_dir
+
+CIFAR10 = "cifar10"
+FOLDER = "folder"
+# core.datasets keeps CIFAR-10 here (default_data_root, CIFAR10.base_folder); repeated because
+# that module imports torch, and the window is built before torch loads
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_CLASSES = 10
+FREEZE_CHOICES = [
+    ("head", "Head only"),
+    ("last", "Last blocks and head"),
+    ("none", "Nothing (train everything)"),
+]
+
+
+def default_data_root() -> Path:
+    return user_cache_dir() / "datasets"
+
+
+class SciSpinBox(QDoubleSpinBox):
+    """A positive number shown as 0.001 or 3e-05; the arrows multiply or divide by 2."""
+
+    def __init__(self, value: float, minimum: float = 0.0, maximum: float = 10.0) -> None:
+        super().__init__()
+        self.setDecimals(12)
+        self.setRange(minimum, maximum)
+        self.setValue(value)
+        self.setKeyboardTracking(False)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802
+        return f"{value:g}"
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802
+        try:
+            return float(text)
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):  # noqa: ANN201
+        from PySide6.QtGui import QValidator
+
+        stripped = text.strip()
+        if not stripped or stripped.endswith(("e", "e-", "E", "E-", ".", "-")):
+            return QValidator.Intermediate, text, pos
+        try:
+            float(stripped)
+        except ValueError:
+            return QValidator.Invalid, text, pos
+        return QValidator.Acceptable, text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802
+        value = self.value() or self.minimum() or 1e-4
+        self.setValue(value * 2.0**steps)
+
+
+def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setSuffix(suffix)
+    box.setKeyboardTracking(False)
+    return box
+
+
+def _double(low: float, high: float, value: float, step: float, decimals: int = 2):  # noqa: ANN202
+    box = QDoubleSpinBox()
+    box.setRange(low, high)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setKeyboardTracking(False)
+    return box
+
+
+class FinetuneSettings(QWidget):
+    """Every setting of a run; ``changed`` when one that changes the parameter count moves."""
+
+    changed = Signal()
+    download_requested = Signal()
+
+    def __init__(self, settings: QSettings) -> None:
+        super().__init__()
+        self.store = settings
+        self.data_root = default_data_root()
+        self.num_layers = 1
+        self._wanted_blocks = 1  # remembered before the model's depth is known
+
+        # dataset
+        self.source_box = QComboBox()
+        self.source_box.addItem("CIFAR-10", CIFAR10)
+        self.source_box.addItem("Folder of class subfolders", FOLDER)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("a folder with one subfolder of images per class")
+        self.folder_button = QPushButton("Choose…")
+        self.download_button = QPushButton("Download CIFAR-10 (170 MB)")
+        self.dataset_label = QLabel("")
+        self.dataset_label.setWordWrap(True)
+        self.dataset_label.setStyleSheet("color: #555;")
+        # what to train
+        self.per_class = _spin(1, 100000, 100)
+        self.per_class.setToolTip("Training images per class (a tenth of them validate)")
+        self.freeze_box = QComboBox()
+        for value, label in FREEZE_CHOICES:
+            self.freeze_box.addItem(label, value)
+        self.freeze_box.setToolTip("Which parameters train; the rest keep the base model's values")
+        self.blocks = _spin(1, 1, 1, " block")
+        self.optimizer_box = QComboBox()
+        self.optimizer_box.addItem("AdamW", "adamw")
+        self.optimizer_box.addItem("SGD with momentum", "sgd")
+        self.lr = SciSpinBox(1e-3, 1e-7, 10.0)
+        self.lr.setToolTip("Learning rate (type 3e-4 or use the arrows to halve and double it)")
+        self.epochs = _spin(1, 1000, 5)
+        self.params_label = QLabel("")
+        self.params_label.setWordWrap(True)
+        # more settings
+        self.test_per_class = _spin(1, 100000, 50)
+        self.val_percent = _spin(0, 90, 10, " %")
+        self.batch_size = _spin(1, 4096, 64)
+        self.weight_decay = SciSpinBox(1e-4, 0.0, 10.0)
+        self.momentum = _double(0.0, 0.999, 0.9, 0.05, 3)
+        self.schedule_box = QComboBox()
+        self.schedule_box.addItem("Cosine decay", "cosine")
+        self.schedule_box.addItem("Constant", "constant")
+        self.warmup = _double(0.0, 100.0, 0.0, 0.5, 1)
+        self.smoothing = _double(0.0, 0.9, 0.0, 0.05)
+        self.augment = QCheckBox("Random horizontal flips")
+        self.mixed_precision = QCheckBox("Mixed precision on a GPU")
+        self.mixed_precision.setChecked(True)
+        self.seed = _spin(0, 2**31 - 1, 0)
+
+        self._build()
+        self._restore()
+        self.source_box.currentIndexChanged.connect(self._source_changed)
+        self.folder_button.clicked.connect(self.choose_folder)
+        self.folder_edit.editingFinished.connect(self._source_changed)
+        self.download_button.clicked.connect(self.download_requested)
+        self.freeze_box.currentIndexChanged.connect(self._freeze_changed)
+        self.optimizer_box.currentIndexChanged.connect(self._optimizer_changed)
+        self.blocks.valueChanged.connect(self._blocks_changed)
+        self._source_changed()
+        self._freeze_changed()
+        self._optimizer_changed()
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.addRow("Dataset", self.source_box)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(self.folder_button)
+        self.folder_widget = QWidget()
+        self.folder_widget.setLayout(folder_row)
+        folder_row.setContentsMargins(0, 0, 0, 0)
+        form.addRow("", self.folder_widget)
+        form.addRow("", self.download_button)
+        form.addRow("", self.dataset_label)
+        form.addRow("Images per class", self.per_class)
+        freeze_row = QHBoxLayout()
+        freeze_row.setContentsMargins(0, 0, 0, 0)
+        freeze_row.addWidget(self.freeze_box, 1)
+        freeze_row.addWidget(self.blocks)
+        form.addRow("Train", freeze_row)
+        form.addRow("Optimiser", self.optimizer_box)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Epochs", self.epochs)
+        layout.addLayout(form)
+        layout.addWidget(self.params_label)
+
+        self.more_button = QToolButton()
+        self.more_button.setText("More settings")
+        self.more_button.setCheckable(True)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.more_button.setArrowType(Qt.RightArrow)
+        self.more_button.setAutoRaise(True)
+        self.more = QWidget()
+        more = QFormLayout(self.more)
+        more.setContentsMargins(12, 0, 0, 0)
+        more.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        more.addRow("Test images per class", self.test_per_class)
+        more.addRow("Validation share", self.val_percent)
+        more.addRow("Batch size", self.batch_size)
+        more.addRow("Weight decay", self.weight_decay)
+        more.addRow("Momentum (SGD)", self.momentum)
+        more.addRow("Schedule", self.schedule_box)
+        more.addRow("Warm-up epochs", self.warmup)
+        more.addRow("Label smoothing", self.smoothing)
+        more.addRow("", self.augment)
+        more.addRow("", self.mixed_precision)
+        more.addRow("Seed", self.seed)
+        self.more.setVisible(False)
+        self.more_button.toggled.connect(self._toggle_more)
+        layout.addWidget(self.more_button)
+        layout.addWidget(self.more)
+
+    def _toggle_more(self, shown: bool) -> None:
+        self.more.setVisible(shown)
+        self.more_button.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+
+    # --- values ---------------------------------------------------------------------------
+    def source(self) -> str:
+        """``cifar10`` or the folder's path."""
+        if self.source_box.currentData() == CIFAR10:
+            return CIFAR10
+        return self.folder_edit.text().strip()
+
+    def freeze(self) -> str:
+        value = self.freeze_box.currentData()
+        return f"last:{self.blocks.value()}" if value == "last" else value
+
+    def trained_blocks(self) -> int:
+        value = self.freeze_box.currentData()
+        return {"head": 0, "none": self.num_layers}.get(value, self.blocks.value())
+
+    def config(self) -> dict:
+        """The fields of core.training.FinetuneConfig."""
+        return {
+            "per_class": self.per_class.value(),
+            "test_per_class": self.test_per_class.value(),
+            "val_fraction": self.val_percent.value() / 100,
+            "freeze": self.freeze(),
+            "optimizer": self.optimizer_box.currentData(),
+            "lr": self.lr.value(),
+            "weight_decay": self.weight_decay.value(),
+            "momentum": self.momentum.value(),
+            "batch_size": self.batch_size.value(),
+            "epochs": self.epochs.value(),
+            "schedule": self.schedule_box.currentData(),
+            "warmup_epochs": self.warmup.value(),
+            "label_smoothing": self.smoothing.value(),
+            "augment": self.augment.isChecked(),
+            "mixed_precision": self.mixed_precision.isChecked(),
+            "seed": self.seed.value(),
+        }
+
+    def num_classes(self) -> int | None:
+        """Classes of the chosen dataset, if a quick look can tell (for the parameter count)."""
+        if self.source_box.currentData() == CIFAR10:
+            return CIFAR10_CLASSES
+        path = Path(self.source())
+        try:
+            folders = [p.name for p in path.iterdir() if p.is_dir() and p.name[:1] != "."]
+            if {"train", "test"} <= set(folders):
+                folders = [p.name for p in (path / "train").iterdir() if p.is_dir()]
+        except OSError:
+            return None
+        return len(folders) if len(folders) >= 2 else None
+
+    def cifar10_present(self) -> bool:
+        return (self.data_root / CIFAR10_FOLDER).is_dir()
+
+    def set_num_layers(self, layers: int) -> None:
+        self.num_layers = max(1, layers)
+        wanted = self._wanted_blocks
+        self.blocks.blockSignals(True)
+        self.blocks.setRange(1, self.num_layers)
+        self.blocks.setValue(min(wanted, self.num_layers))
+        self.blocks.blockSignals(False)
+        self.blocks.setSuffix(" block" if self.blocks.value() == 1 else " blocks")
+        self.blocks.setToolTip(f"How many of the model's {self.num_layers} blocks train")
+
+    def set_params_text(self, text: str) -> None:
+        self.params_label.setText(text)
+
+    # --- reactions ------------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        start = self.folder_edit.text() or str(Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Dataset folder (one subfolder per class)",
+                                                start)  # fmt: skip
+        if path:
+            self.folder_edit.setText(path)
+            self.source_box.setCurrentIndex(self.source_box.findData(FOLDER))
+            self._source_changed()
+
+    def refresh_dataset_status(self) -> None:
+        self._source_changed()
+
+    def _source_changed(self, _index: int = 0) -> None:
+        cifar = self.source_box.currentData() == CIFAR10
+        self.folder_widget.setVisible(not cifar)
+        present = cifar and self.cifar10_present()
+        self.download_button.setVisible(cifar and not present)
+        if cifar:
+            self.dataset_label.setText(
+                f"CIFAR-10 is in {self.data_root}" if present
+                else f"CIFAR-10 is not on this computer yet; it will be kept in {self.data_root}"
+            )  # fmt: skip
+        else:
+            n = self.num_classes() if self.source() else None
+            self.dataset_label.setText(
+                "Class subfolders of images, optionally inside train/ and test/"
+                if n is None
+                else f"{n} class folders"
+            )
+        self.changed.emit()
+
+    def _freeze_changed(self, _index: int = 0) -> None:
+        self.blocks.setEnabled(self.freeze_box.currentData() == "last")
+        self.changed.emit()
+
+    def _blocks_changed(self, value: int) -> None:
+        self._wanted_blocks = value
+        self.blocks.setSuffix(" block" if value == 1 else " blocks")
+        self.changed.emit()
+
+    def _optimizer_changed(self, _index: int = 0) -> None:
+        self.momentum.setEnabled(self.optimizer_box.currentData() == "sgd")
+
+    # --- memory ---------------------------------------------------------------------------
+    def _fields(self) -> dict:
+        return {
+            "source": self.source_box,
+            "folder": self.folder_edit,
+            "per_class": self.per_class,
+            "freeze": self.freeze_box,
+            "blocks": self.blocks,
+            "optimizer": self.optimizer_box,
+            "lr": self.lr,
+            "epochs": self.epochs,
+            "test_per_class": self.test_per_class,
+            "val_percent": self.val_percent,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "schedule": self.schedule_box,
+            "warmup": self.warmup,
+            "smoothing": self.smoothing,
+            "augment": self.augment,
+            "mixed_precision": self.mixed_precision,
+            "seed": self.seed,
+        }
+
+    def remember(self) -> None:
+        for key, widget in self._fields().items():
+            if isinstance(widget, QComboBox):
+                value = widget.currentData()
+            elif isinstance(widget, QLineEdit):
+                value = widget.text()
+            elif isinstance(widget, QCheckBox):
+                value = int(widget.isChecked())
+            else:
+                value = widget.value()
+            self.store.setValue(f"finetune/{key}", value)
+
+    def _restore(self) -> None:
+        for key, widget in self._fields().items():
+            value = self.store.value(f"finetune/{key}")
+            if value is None:
+                continue
+            try:
+                if isinstance(widget, QComboBox):
+                    widget.setCurrentIndex(max(0, widget.findData(value)))
+                elif isinstance(widget, QLineEdit):
+                    widget.setText(str(value))
+                elif isinstance(widget, QCheckBox):
+                    widget.setChecked(bool(int(value)))
+                elif widget is self.blocks:
+                    self._wanted_blocks = int(value)
+                elif isinstance(widget, QSpinBox):
+                    widget.setValue(int(value))
+                else:
+                    widget.setValue(float(value))
+            except (TypeError, ValueError):
+                continue
+
+
+def short_path(path: str) -> str:
+    """A path with the home folder written as ~, for labels."""
+    home = str(Path.home())
+    return "~" + path[len(home) :] if path.startswith(home + os.sep) else path

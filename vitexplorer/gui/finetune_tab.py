@@ -1,0 +1,154 @@
+"""The fine-tune tab's wiring into the main window.
+
+The explorer and the fine-tune panel are two tabs of the central area; the explorer's docks and
+view toolbar step aside while the fine-tune tab is shown. A run that learnt something hands its
+model to the explorer's worker (which owns it from then on), so the explorer predicts with the
+dataset's class names; a test image clicked in the gallery opens in the explorer; File > Save
+model writes the fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+from PySide6.QtCore import QBuffer, QIODevice, QObject
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QTabWidget
+
+from vitexplorer.gui.finetune_panel import FinetunePanel
+from vitexplorer.gui.workers import ModelInfo, ModelRequest
+
+EXPLORER, FINETUNE = 0, 1
+MODEL_FILTER = "vitexplorer model (*.safetensors)"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 array encoded as PNG, with Qt alone (no torch, no PIL import)."""
+    array = np.ascontiguousarray(image)
+    h, w, _ = array.shape
+    qimage = QImage(array.data, w, h, 3 * w, QImage.Format_RGB888)
+    buffer = QBuffer()
+    buffer.open(QIODevice.WriteOnly)
+    qimage.save(buffer, "PNG")
+    return bytes(buffer.data())
+
+
+class FinetuneTab(QObject):
+    """Owns the panel and connects it to ``window`` (a MainWindow)."""
+
+    def __init__(self, window, tabs: QTabWidget) -> None:  # noqa: ANN001
+        super().__init__(window)
+        self.window = window
+        self.tabs = tabs
+        self.panel = FinetunePanel(window.settings)
+        self.adopted = None  # the FinetuneResult whose model the explorer uses, until saved
+        self._stepped_aside: list[QDockWidget] = []
+        tabs.addTab(self.panel, "Fine-tune")
+        tabs.currentChanged.connect(self._tab_changed)
+        self.panel.model_trained.connect(self._adopt)
+        self.panel.sample_opened.connect(self._open_sample)
+        self.panel.problem.connect(self._problem)
+        self.panel.notice.connect(self._notice)
+        self.panel.saved.connect(self._saved)
+        self.panel.busy_changed.connect(self.update_actions)
+
+    # --- tabs -----------------------------------------------------------------------------
+    def show_explorer(self) -> None:
+        self.tabs.setCurrentIndex(EXPLORER)
+
+    def show_panel(self) -> None:
+        self.tabs.setCurrentIndex(FINETUNE)
+
+    def _tab_changed(self, index: int) -> None:
+        window = self.window
+        if index == FINETUNE:
+            docks = [d for d in window.findChildren(QDockWidget) if not d.isFloating()]
+            self._stepped_aside = [d for d in docks if d.isVisible()]
+            for dock in self._stepped_aside:
+                dock.hide()
+            window.view_bar.hide()
+        else:
+            self._restore_docks()
+
+    def _restore_docks(self) -> None:
+        for dock in self._stepped_aside:
+            dock.show()
+        self._stepped_aside = []
+        self.window.view_bar.show()
+
+    def before_close(self) -> None:
+        """Put the explorer's layout back (it is what the window remembers), then cancel any
+        job and wait for the fine-tune thread."""
+        self._restore_docks()
+        self.panel.shutdown()
+
+    # --- the explorer's model -------------------------------------------------------------
+    def model_ready(self, info: ModelInfo) -> None:
+        self.adopted = self.panel.result if info.fine_tuned else None
+        self.panel.set_model(info)
+        if info.fine_tuned:
+            self.window.model_bar.show_finetuned(info.request, info.spec.name)
+        self.update_actions()
+
+    def _adopt(self, result) -> None:  # noqa: ANN001  (core.training.FinetuneResult)
+        worker = self.window.worker
+        if worker is not None:
+            worker.use_model(result.model, self.panel.job_base)
+
+    def update_actions(self, _busy: bool = False) -> None:
+        action = getattr(self.window, "save_model_action", None)
+        if action is not None:
+            action.setEnabled(self.panel.result is not None and not self.panel.busy)
+
+    # --- saving ---------------------------------------------------------------------------
+    def save_model(self) -> None:
+        """File > Save model: the last fine-tuned model, as safetensors plus metadata."""
+        result = self.panel.result
+        if result is None or self.panel.busy:
+            return
+        name = f"{result.model.spec.name}-{_slug(result.dataset)}.safetensors"
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save model", name, MODEL_FILTER)
+        if not path:
+            return
+        if not path.endswith(".safetensors"):
+            path += ".safetensors"
+        self.panel.save(path)
+
+    def _saved(self, path: str) -> None:
+        """The saved file now stands for the explorer's model: settings remember it and the
+        next run starts from it."""
+        window = self.window
+        window.statusBar().showMessage(f"Saved the fine-tuned model to {path}", 10000)
+        model = window.model
+        if model is None or not model.fine_tuned or self.adopted is not self.panel.result:
+            return
+        request = ModelRequest(path, "default", model.request.device)
+        window.model = replace(model, request=request, fine_tuned=False)
+        window.model_bar.show_request(request, model.spec.name)
+        self.adopted = None
+        self.panel.set_model(window.model)
+
+    # --- gallery and messages ---------------------------------------------------------------
+    def _open_sample(self, sample) -> None:  # noqa: ANN001  (core.training.TestSample)
+        window = self.window
+        if os.path.isfile(sample.source):
+            window.add_images([sample.source])
+        else:  # CIFAR-10's own batches hold no files: the image itself
+            names = self.panel.result.model.spec.class_names
+            label = f"{self.panel.result.dataset} {sample.source} ({names[sample.true]})"
+            window.add_image_bytes(png_bytes(sample.image), label)
+        self.show_explorer()
+
+    def _problem(self, title: str, message: str) -> None:
+        self.window.notice.add(f"{title}: {message}")
+        self.window.statusBar().showMessage(f"{title}: {message}", 15000)
+        self.window._show_message(title, message)
+
+    def _notice(self, message: str) -> None:
+        self.window.notice.add(message)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "dataset"

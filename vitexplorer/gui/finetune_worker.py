@@ -1,0 +1,256 @@
+"""The fine-tune worker: opens the dataset, loads its own base model and runs ``core.training``'s
+generator in a thread of its own, turning events into signals.
+
+The explorer's model worker keeps its model; this one builds a fresh copy of the same base from
+the explorer's :class:`ModelRequest` (``finetune`` replaces the head and trains the copy, which
+the explorer adopts only at the end). Training steps arrive many times a second: they are sent to
+the GUI in batches at most every :data:`EMIT_INTERVAL` seconds, so the GUI thread is never
+flooded. Cancel is a ``threading.Event`` that the GUI sets directly (a queued call would wait for
+the job to end); the engine checks it before every batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from vitexplorer.gui.workers import ModelRequest
+
+EMIT_INTERVAL = 0.05  # seconds between batches of steps (and stage updates) sent to the GUI
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Fine-tune ``base`` on ``source`` (``"cifar10"`` or a folder) with ``settings``, the
+    fields of ``core.training.FinetuneConfig``."""
+
+    source: str
+    base: ModelRequest
+    settings: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None  # where CIFAR-10 is kept; None: core's default
+
+
+@dataclass(frozen=True)
+class DownloadJob:
+    """Fetch CIFAR-10 into ``data_root`` (None: core's default) without training."""
+
+    data_root: str | None = None
+
+
+@dataclass(frozen=True)
+class SaveJob:
+    """Write ``loaded`` (a fine-tuned LoadedModel) and ``extra`` metadata to ``path``."""
+
+    path: str
+    loaded: object
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """Training steps since the last batch: 1-based step numbers and their losses."""
+
+    steps: np.ndarray  # int64
+    losses: np.ndarray  # float64
+    epoch: int
+    lr: float
+    fraction: float
+
+
+class FinetuneWorker(QObject):
+    """Lives in its own QThread and runs one job at a time; see the module docstring."""
+
+    stage = Signal(str, int, int, float)  # name, done, total, fraction of the whole run
+    started = Signal(object)  # core.training.Started
+    steps = Signal(object)  # StepBatch
+    epoch = Signal(object)  # core.training.Epoch
+    notice = Signal(str)
+    download_progress = Signal(int, int)  # bytes done, bytes total
+    downloaded = Signal(str)  # where the dataset now is
+    finished = Signal(object)  # core.training.FinetuneResult (cancelled or not)
+    failed = Signal(str)  # a message for people; nothing was learnt or saved
+    stopped = Signal(str)  # cancelled before there was anything to show
+    saved = Signal(str)  # path
+    save_failed = Signal(str)
+    _wake = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending: TrainJob | DownloadJob | SaveJob | None = None
+        self.cancel_event = threading.Event()  # set from the GUI thread directly
+        self._last_emit = 0.0
+        self._wake.connect(self._drain)
+
+    # --- called from the GUI thread -------------------------------------------------------
+    def submit(self, job: TrainJob | DownloadJob | SaveJob) -> None:
+        with self._lock:
+            self._pending = job
+        self.cancel_event.clear()
+        self._wake.emit()
+
+    def clear_queue(self) -> None:
+        with self._lock:
+            self._pending = None
+
+    # --- the worker thread ----------------------------------------------------------------
+    @Slot()
+    def _drain(self) -> None:
+        with self._lock:
+            job, self._pending = self._pending, None
+        if isinstance(job, TrainJob):
+            self._guarded(self._train, job)
+        elif isinstance(job, DownloadJob):
+            self._guarded(self._download, job)
+        elif isinstance(job, SaveJob):
+            self._save(job)
+
+    def _guarded(self, run, job) -> None:  # noqa: ANN001
+        from vitexplorer.core.download import DownloadCancelled
+
+        try:
+            run(job)
+        except DownloadCancelled:
+            self.stopped.emit("download cancelled")
+        except Exception as exc:  # every failure becomes a message; the thread lives on
+            self.failed.emit(failure_message(exc))
+
+    def _download(self, job: DownloadJob) -> None:
+        from vitexplorer.core.datasets import open_dataset
+
+        self.stage.emit("downloading", 0, 0, 0.0)
+        dataset = open_dataset(
+            "cifar10",
+            root=job.data_root,
+            download=True,
+            progress=self._download_progress,
+            cancelled=self.cancel_event.is_set,
+        )
+        self.downloaded.emit(dataset.root)
+
+    def _download_progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_emit >= EMIT_INTERVAL or done >= total:
+            self._last_emit = now
+            self.download_progress.emit(done, total)
+
+    def _train(self, job: TrainJob) -> None:
+        from vitexplorer.core import models
+        from vitexplorer.core.datasets import open_dataset
+        from vitexplorer.core.training import (
+            Epoch,
+            FinetuneConfig,
+            Finished,
+            Notice,
+            Stage,
+            Started,
+            Step,
+            finetune,
+        )
+
+        cancelled = self.cancel_event.is_set
+        config = FinetuneConfig(**job.settings)
+        self.stage.emit("opening", 0, 0, 0.0)
+        dataset = open_dataset(job.source, root=job.data_root)
+        if cancelled():
+            self.stopped.emit("cancelled")
+            return
+        self.stage.emit("model", 0, 0, 0.0)
+        base = _load_base(models, job.base)
+        if cancelled():
+            self.stopped.emit("cancelled")
+            return
+        pending: list = []  # Step events not sent yet
+        self._last_emit = 0.0
+        for event in finetune(base, dataset, config, cancelled=cancelled):
+            now = time.monotonic()
+            if isinstance(event, Step):
+                pending.append(event)
+                if now - self._last_emit >= EMIT_INTERVAL:
+                    self._send_steps(pending)
+                continue
+            if pending:  # keep the order: steps before the epoch that ends them
+                self._send_steps(pending)
+            if isinstance(event, Stage):
+                if now - self._last_emit >= EMIT_INTERVAL or event.done == event.total:
+                    self._last_emit = now
+                    self.stage.emit(event.name, event.done, event.total, event.fraction)
+            elif isinstance(event, Started):
+                self.started.emit(event)
+            elif isinstance(event, Epoch):
+                self.epoch.emit(event)
+            elif isinstance(event, Notice):
+                self.notice.emit(event.message)
+            elif isinstance(event, Finished):
+                self.finished.emit(event.result)
+
+    def _send_steps(self, pending: list) -> None:
+        last = pending[-1]
+        batch = StepBatch(
+            np.array([s.step for s in pending], dtype=np.int64),
+            np.array([s.loss for s in pending], dtype=np.float64),
+            last.epoch,
+            last.lr,
+            last.fraction,
+        )
+        pending.clear()
+        self._last_emit = time.monotonic()
+        self.steps.emit(batch)
+
+    def _save(self, job: SaveJob) -> None:
+        """The module is only read here (its parameters; the explorer's worker may run it at the
+        same time, which reads them too); the file appears whole or not at all."""
+        from vitexplorer.core.models import save_checkpoint
+
+        try:
+            save_checkpoint(job.path, job.loaded, job.extra)
+        except Exception as exc:
+            self.save_failed.emit(failure_message(exc))
+            return
+        self.saved.emit(job.path)
+
+
+def _load_base(models, request: ModelRequest):  # noqa: ANN001, ANN202
+    """The explorer's base model, built afresh; weights must be on this computer already."""
+    try:
+        return models.load_model(
+            request.name, request.weights, request.device, allow_download=False
+        )
+    except models.WeightsUnavailableError as exc:
+        raise models.WeightsUnavailableError(
+            f"{exc}: load the model in the explorer first (it offers the download), then "
+            f"fine-tune it"
+        ) from exc
+
+
+def failure_message(exc: BaseException) -> str:
+    """One message for people. The engine's own errors already say what to do, GPU memory
+    included; anything else goes through the app's general rule."""
+    from vitexplorer.core.analysis import failure_message as message
+
+    if type(exc).__name__ in ("TrainingError", "DatasetError", "FreezePolicyError"):
+        return " ".join(str(exc).split())
+    return message(exc)
+
+
+class FinetuneThread:
+    """A :class:`FinetuneWorker` in its own QThread, stopped cleanly on :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.thread = QThread()
+        self.thread.setObjectName("vitexplorer-finetune")
+        self.worker = FinetuneWorker()
+        self.worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 60000) -> bool:
+        """Cancel the running job, drop queued ones, and wait for the thread to end."""
+        self.worker.clear_queue()
+        self.worker.cancel_event.set()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)

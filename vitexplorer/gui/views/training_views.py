@@ -1,0 +1,339 @@
+"""Views of a fine-tune run: live training curves, the test confusion matrix, and a gallery of
+test images with their predictions.
+
+The curves grow while training runs. Data are appended to preallocated arrays (grown by
+doubling) and drawn on a short timer, so a burst of steps costs one redraw, not one per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
+
+from vitexplorer.gui.views.panels import rgb_pixmap
+
+REDRAW_MS = 40
+TRAIN_COLOR = (31, 119, 180)
+VAL_COLOR = (255, 127, 14)
+RAW_COLOR = (31, 119, 180, 90)
+MISTAKE_COLOR = QColor(200, 30, 30)
+CORRECT_COLOR = QColor(30, 130, 60)
+
+
+class GrowingSeries:
+    """x and y values in arrays that double when full; ``x``/``y`` are views of the filled part."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._x = np.zeros(capacity, np.float64)
+        self._y = np.zeros(capacity, np.float64)
+        self.n = 0
+
+    def extend(self, x: np.ndarray, y: np.ndarray) -> None:
+        end = self.n + len(x)
+        if end > len(self._x):
+            size = max(end, 2 * len(self._x))
+            self._x = np.resize(self._x, size)
+            self._y = np.resize(self._y, size)
+        self._x[self.n : end] = x
+        self._y[self.n : end] = y
+        self.n = end
+
+    def clear(self) -> None:
+        self.n = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.n]
+
+
+def _plot(layout: pg.GraphicsLayoutWidget, col: int, title: str, x: str, y: str) -> pg.PlotItem:
+    plot = layout.addPlot(row=0, col=col, title=title)
+    plot.setLabel("bottom", x)
+    plot.setLabel("left", y)
+    plot.showGrid(x=True, y=True, alpha=0.2)
+    for side in ("left", "bottom"):
+        plot.getAxis(side).enableAutoSIPrefix(False)
+    plot.setMenuEnabled(False)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.hideButtons()
+    plot.addLegend(offset=(-8, 8), labelTextSize="9pt")
+    return plot
+
+
+class TrainingCurves(pg.GraphicsLayoutWidget):
+    """Training loss per step (raw and smoothed), and loss and accuracy per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setBackground("w")
+        self.step_plot = _plot(self, 0, "Training loss per step", "step", "loss")
+        self.loss_plot = _plot(self, 1, "Loss per epoch", "epoch", "loss")
+        self.acc_plot = _plot(self, 2, "Accuracy per epoch", "epoch", "accuracy (%)")
+        for plot in (self.loss_plot, self.acc_plot):
+            plot.getAxis("bottom").setTickSpacing(major=1, minor=1)
+        self.acc_plot.setYRange(0, 100, padding=0.02)
+
+        def curve(plot: pg.PlotItem, name: str, color, width: float = 2, symbol=None):  # noqa: ANN001, ANN202
+            pen = pg.mkPen(color, width=width)
+            return plot.plot(
+                name=name,
+                pen=pen,
+                symbol=symbol,
+                symbolSize=6,
+                symbolBrush=color,
+                symbolPen=None,
+                skipFiniteCheck=True,
+            )
+
+        self.raw_curve = curve(self.step_plot, "loss", RAW_COLOR, 1)
+        self.smooth_curve = curve(self.step_plot, "smoothed", TRAIN_COLOR, 2)
+        self.train_loss_curve = curve(self.loss_plot, "training", TRAIN_COLOR, symbol="o")
+        self.val_loss_curve = curve(self.loss_plot, "validation", VAL_COLOR, symbol="s")
+        self.train_acc_curve = curve(self.acc_plot, "training", TRAIN_COLOR, symbol="o")
+        self.val_acc_curve = curve(self.acc_plot, "validation", VAL_COLOR, symbol="s")
+        self.raw = GrowingSeries()
+        self.smooth = GrowingSeries()
+        self.epochs = {name: GrowingSeries(16) for name in ("tl", "vl", "ta", "va")}
+        self._beta = 0.9
+        self._ema = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self.redraw)
+        self.reset()
+
+    def reset(self, epochs: int = 1, total_steps: int = 1) -> None:
+        """Empty curves on axes that already span the whole run, so the curves grow into them."""
+        for series in (self.raw, self.smooth, *self.epochs.values()):
+            series.clear()
+        self._ema = 0.0
+        # stronger smoothing for longer runs: the average spans about a tenth of the run
+        self._beta = float(np.clip(1 - 10 / max(total_steps, 1), 0.6, 0.98))
+        self.step_plot.setXRange(0, max(total_steps, 1), padding=0.02)
+        for plot in (self.loss_plot, self.acc_plot):
+            plot.setXRange(0.5, max(epochs, 1) + 0.5, padding=0)
+        self.redraw()
+
+    def add_steps(self, steps: np.ndarray, losses: np.ndarray) -> None:
+        smoothed = np.empty(len(losses))
+        ema, beta, start = self._ema, self._beta, self.raw.n
+        for i, loss in enumerate(losses):  # debiased exponential moving average
+            ema = beta * ema + (1 - beta) * loss
+            smoothed[i] = ema / (1 - beta ** (start + i + 1))
+        self._ema = ema
+        self.raw.extend(steps, losses)
+        self.smooth.extend(steps, smoothed)
+        self._schedule()
+
+    def add_epoch(self, epoch) -> None:  # noqa: ANN001  (core.training.Epoch)
+        x = np.array([epoch.epoch], float)
+        self.epochs["tl"].extend(x, np.array([epoch.train_loss]))
+        self.epochs["ta"].extend(x, np.array([100 * epoch.train_acc]))
+        if epoch.val_loss is not None:
+            self.epochs["vl"].extend(x, np.array([epoch.val_loss]))
+            self.epochs["va"].extend(x, np.array([100 * epoch.val_acc]))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def redraw(self) -> None:
+        self._timer.stop()
+        pairs = (
+            (self.raw_curve, self.raw),
+            (self.smooth_curve, self.smooth),
+            (self.train_loss_curve, self.epochs["tl"]),
+            (self.val_loss_curve, self.epochs["vl"]),
+            (self.train_acc_curve, self.epochs["ta"]),
+            (self.val_acc_curve, self.epochs["va"]),
+        )
+        for curve, series in pairs:
+            curve.setData(series.x, series.y, skipFiniteCheck=True)
+
+    def step_count(self) -> int:
+        """Points drawn on the per-step curve (after the pending redraw)."""
+        return 0 if self.raw_curve.xData is None else len(self.raw_curve.xData)
+
+    def epoch_count(self) -> int:
+        return 0 if self.train_loss_curve.xData is None else len(self.train_loss_curve.xData)
+
+
+class ClassNameAxis(pg.AxisItem):
+    """A bottom axis whose tick labels are class names drawn at 45 degrees, so long names fit
+    under narrow columns. The labels end under their column and run down to the left."""
+
+    def __init__(self) -> None:
+        super().__init__("bottom")
+        self.names: list[tuple[float, str]] = []
+        self._extra_left = 0.0
+
+    def set_names(self, names: list[str]) -> None:
+        self.names = [(i + 0.5, name) for i, name in enumerate(names)]
+        self.setTicks([self.names])
+        metrics = pg.QtGui.QFontMetricsF(self.font())
+        widest = max((metrics.horizontalAdvance(n) for n in names), default=0.0)
+        self._extra_left = widest * 0.71
+        self.setHeight(int(widest * 0.71 + metrics.height() + 12))
+        self.prepareGeometryChange()
+        self.picture = None
+        self.update()
+
+    def boundingRect(self) -> QRectF:  # noqa: N802  (room for the first labels' tails)
+        return super().boundingRect().adjusted(-self._extra_left, 0, 0, 0)
+
+    def drawPicture(self, p: QPainter, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: ANN001, N802, N803
+        super().drawPicture(p, axisSpec, tickSpecs, [])
+        metrics = p.fontMetrics()
+        p.setPen(self.textPen())
+        p.setClipping(False)
+        offset = max(0, self.style["tickLength"]) + 4
+        view = self.linkedView()
+        if view is None:
+            return
+        for value, name in self.names:
+            x = self.mapFromScene(view.mapViewToScene(pg.Point(value, 0))).x()
+            p.save()
+            p.translate(x, offset + metrics.ascent() * 0.5)
+            p.rotate(-45)
+            width = metrics.horizontalAdvance(name)
+            p.drawText(QRectF(-width - 2, -metrics.height() / 2, width, metrics.height()),
+                       int(Qt.AlignRight | Qt.AlignVCenter), name)  # fmt: skip
+            p.restore()
+
+
+def _blues() -> pg.ColorMap:
+    return pg.ColorMap([0.0, 1.0], [(247, 251, 255), (8, 48, 107)])
+
+
+class ConfusionView(pg.GraphicsLayoutWidget):
+    """Test images counted by true class (rows) and predicted class (columns); the colour is
+    the share of the row, so classes with fewer test images compare fairly."""
+
+    MAX_LABELLED = 20  # counts are written in the cells up to this many classes
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setBackground("w")
+        self.axis = ClassNameAxis()
+        self.plot = self.addPlot(row=0, col=0, axisItems={"bottom": self.axis})
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.invertY(True)
+        self.plot.setAspectLocked(True)
+        self.plot.setLabel("left", "true class")
+        self.plot.setLabel("bottom", "predicted class")
+        self.plot.setTitle("Confusion matrix (test images)")
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setColorMap(_blues())
+        self.plot.addItem(self.image)
+        self.matrix = np.zeros((0, 0), np.int64)
+        self.class_names: tuple[str, ...] = ()
+        self._texts: list[pg.TextItem] = []
+        self.scene().sigMouseMoved.connect(self._moved)
+
+    def clear_matrix(self) -> None:
+        self.set_matrix(np.zeros((0, 0), np.int64), ())
+
+    def set_matrix(self, matrix: np.ndarray, class_names: tuple[str, ...]) -> None:
+        self.matrix = np.asarray(matrix)
+        self.class_names = tuple(class_names)
+        for text in self._texts:
+            self.plot.removeItem(text)
+        self._texts = []
+        n = len(self.class_names)
+        if n == 0:
+            self.image.clear()
+            self.axis.set_names([])
+            self.plot.getAxis("left").setTicks([[]])
+            return
+        rows = np.maximum(self.matrix.sum(1, keepdims=True), 1)
+        share = (self.matrix / rows).astype(np.float32)
+        self.image.setImage(share, levels=(0.0, 1.0))
+        self.image.setRect(QRectF(0, 0, n, n))
+        self.axis.set_names(list(self.class_names))
+        self.plot.getAxis("left").setTicks(
+            [[(i + 0.5, name) for i, name in enumerate(class_names)]]
+        )
+        if n <= self.MAX_LABELLED:
+            for (i, j), count in np.ndenumerate(self.matrix):
+                color = "w" if share[i, j] > 0.5 else (40, 40, 40)
+                text = pg.TextItem(str(count), color=color, anchor=(0.5, 0.5))
+                text.setPos(j + 0.5, i + 0.5)
+                self.plot.addItem(text)
+                self._texts.append(text)
+        self.plot.setRange(QRectF(0, 0, n, n), padding=0.01)
+
+    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+        n = len(self.class_names)
+        point = self.plot.vb.mapSceneToView(scene_pos)
+        i, j = int(np.floor(point.y())), int(np.floor(point.x()))
+        if not (0 <= i < n and 0 <= j < n):
+            self.setToolTip("")
+            return
+        count, total = int(self.matrix[i, j]), int(self.matrix[i].sum())
+        share = f" ({100 * count / total:.0f}% of {total})" if total else ""
+        self.setToolTip(
+            f"true {self.class_names[i]}, predicted {self.class_names[j]}: {count} image(s){share}"
+        )
+
+
+class SampleGallery(QListWidget):
+    """Test images with their true and predicted labels; mistakes framed and written in red."""
+
+    sample_clicked = Signal(int)  # index into the samples given to set_samples
+
+    ICON = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setViewMode(QListView.IconMode)
+        self.setResizeMode(QListView.Adjust)
+        self.setMovement(QListView.Static)
+        self.setWrapping(True)
+        self.setIconSize(QSize(self.ICON, self.ICON))
+        self.setGridSize(QSize(112, 112))
+        self.setSpacing(2)
+        self.setWordWrap(True)
+        self.setUniformItemSizes(True)
+        self.itemClicked.connect(lambda item: self.sample_clicked.emit(item.data(Qt.UserRole)))
+
+    def set_samples(self, samples: list, class_names: tuple[str, ...]) -> None:  # [TestSample]
+        self.clear()
+        for index, sample in enumerate(samples):
+            true, predicted = class_names[sample.true], class_names[sample.predicted]
+            wrong = sample.true != sample.predicted
+            text = f"{true}\n→ {predicted}" if wrong else f"{true} ✓"
+            item = QListWidgetItem(QIcon(self._framed(sample.image, wrong)), text)
+            item.setData(Qt.UserRole, index)
+            item.setForeground(MISTAKE_COLOR if wrong else CORRECT_COLOR)
+            verdict = "wrong" if wrong else "right"
+            item.setToolTip(
+                f"{sample.source}\ntrue: {true}\npredicted: {predicted} "
+                f"({100 * sample.confidence:.0f}% sure, {verdict})\nclick to open in the explorer"
+            )
+            self.addItem(item)
+
+    def _framed(self, image: np.ndarray, wrong: bool) -> QPixmap:
+        pixmap = rgb_pixmap(image).scaled(
+            self.ICON, self.ICON, Qt.KeepAspectRatio, Qt.SmoothTransformation
+        )
+        if wrong:
+            painter = QPainter(pixmap)
+            pen = QPen(MISTAKE_COLOR)
+            pen.setWidth(4)
+            painter.setPen(pen)
+            painter.drawRect(pixmap.rect().adjusted(2, 2, -2, -2))
+            painter.end()
+        return pixmap
+
+    def mistakes(self) -> int:
+        return sum(1 for i in range(self.count()) if "→" in self.item(i).text())
