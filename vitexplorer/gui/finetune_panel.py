@@ -143,6 +143,7 @@ class FinetunePanel(QWidget):
         self.curves = TrainingCurves()
         self.confusion = ConfusionView()
         self.gallery = SampleGallery()
+        self.confusion.clear_matrix()
         self.result_label = QLabel("Results appear here when training ends.")
         self.result_label.setWordWrap(True)
         self.result_label.setTextFormat(Qt.RichText)
