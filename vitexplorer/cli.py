@@ -592,7 +592,7 @@ def _finetune(options: argparse.Namespace) -> int:
     Everything cheap is checked before anything heavy (downloads, decoding, training), and the
     checkpoint is written only after the last test batch, atomically.
     """
-    out = _checked_checkpoint_path(options.out)
+    out = _checked_checkpoint_path(options.out.expanduser())
     from dataclasses import replace
 
     from vitexplorer.core import training
@@ -684,7 +684,7 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
 
     from vitexplorer.core import datasets
 
-    root = root or datasets.default_data_root()
+    root = root.expanduser() if root else datasets.default_data_root()
     bar: ProgressBar | None = None
     if source == datasets.CIFAR10_NAME and not datasets.has_cifar10(root):
         if (root / CIFAR10.filename).is_file():
