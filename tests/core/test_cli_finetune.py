@@ -201,7 +201,7 @@ def _unwritable_out(tmp_path: Path) -> Path:
     [
         ("missing data", "dataset folder not found"),
         ("empty class", "no images in the class folder(s) purple"),
-        ("too few images", "not enough training images for 30 per class"),
+        ("too few images", "not enough images for 30 training and 2 test images per class"),
         ("wrong suffix", "a checkpoint's name must end in .safetensors"),
         ("missing out folder", "the folder"),
         ("out is a folder", "is a folder; give the checkpoint's file name"),

@@ -130,8 +130,12 @@ def test_bad_folders_are_clear_errors(tmp_path: Path, setup, message: str) -> No
 def test_asking_for_more_images_than_a_class_has_says_how_many_there_are(tmp_path: Path) -> None:
     write_colour_dataset(tmp_path / "d", 10)
     splits = open_dataset(tmp_path / "d")
-    with pytest.raises(DatasetError, match=r"blue has 7.*at most 7"):
-        plan_subsets(splits, per_class=8, test_per_class=3, seed=0)  # 10 - 3 test = 7 to train
+    with pytest.raises(DatasetError, match=r"8 training and 3 test images.*blue has 10"):
+        plan_subsets(splits, per_class=8, test_per_class=3, seed=0)  # the test comes out first
+    write_colour_dataset(tmp_path / "split" / "train", 10)
+    write_colour_dataset(tmp_path / "split" / "test", 2)
+    with pytest.raises(DatasetError, match=r"test images .*blue has 2.*at most 2 test images"):
+        plan_subsets(open_dataset(tmp_path / "split"), per_class=8, test_per_class=3, seed=0)
 
 
 def test_too_many_unreadable_images_is_a_clear_error(tmp_path: Path) -> None:

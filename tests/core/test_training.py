@@ -26,7 +26,10 @@ from vitexplorer.core.training import (
     finetune,
 )
 
-QUICK = FinetuneConfig(per_class=12, test_per_class=5, epochs=3, batch_size=8, lr=1e-2)
+# float32 throughout, so that the exact comparisons below hold on any CPU
+QUICK = FinetuneConfig(
+    per_class=12, test_per_class=5, epochs=3, batch_size=8, lr=1e-2, mixed_precision=False
+)
 
 
 def _small_vit(seed: int = 0) -> LoadedModel:
@@ -237,3 +240,15 @@ def test_gpu_out_of_memory_is_a_clear_error(colours: Path, monkeypatch) -> None:
     monkeypatch.setattr(SplitViT, "trainable", no_memory)
     with pytest.raises(TrainingError, match="out of memory at batch size 8: lower the batch"):
         _run(_small_vit(), colours)
+
+
+def test_mixed_precision_on_the_cpu_where_it_is_fast(colours: Path) -> None:
+    expected = training.autocast_dtype(torch.device("cpu"), True)
+    assert training.autocast_dtype(torch.device("cpu"), False) is None
+    config = FinetuneConfig(**{**QUICK.to_dict(), "mixed_precision": True, "epochs": 6})
+    events = _run(_small_vit(), colours, config)
+    started = _of(events, Started)[0]
+    assert started.precision == ("bfloat16" if expected == torch.bfloat16 else "float32")
+    epochs = _of(events, Epoch)
+    assert epochs[-1].train_loss < 0.5 * epochs[0].train_loss
+    assert _result(events).model.module.head.weight.dtype == torch.float32

@@ -280,26 +280,33 @@ def plan_subsets(
     if splits.test is not None:
         test_orders = [_class_order(splits.test.labels, c, seed) for c in range(len(names))]
     else:
+        wanted = per_class + test_per_class
+        short = [(names[c], len(o)) for c, o in enumerate(train_orders) if len(o) < wanted]
+        if short:
+            listed = ", ".join(f"{name} has {n}" for name, n in short[:5])
+            raise DatasetError(
+                f"not enough images for {per_class} training and {test_per_class} test images "
+                f"per class ({listed}): without train/ and test/ subfolders the test images come "
+                f"out of the same class folders; ask for fewer images, or add some"
+            )
         test_orders = [order[::-1][:test_per_class] for order in train_orders]
-        train_orders = [order[: max(0, len(order) - test_per_class)] for order in train_orders]
-    _check_counts(names, train_orders, per_class, "training", "images per class")
-    _check_counts(names, test_orders, test_per_class, "test", "test images per class")
+        train_orders = [order[: len(order) - test_per_class] for order in train_orders]
+    _check_counts(names, train_orders, per_class, "training")
+    _check_counts(names, test_orders, test_per_class, "test")
     return (
         SubsetPlan("train", train_orders, per_class, strict=True),
         SubsetPlan("test", test_orders, test_per_class, strict=False),
     )
 
 
-def _check_counts(
-    names: tuple[str, ...], orders: list[np.ndarray], wanted: int, what: str, setting: str
-) -> None:
+def _check_counts(names: tuple[str, ...], orders: list[np.ndarray], wanted: int, what: str) -> None:
     short = [(names[c], len(order)) for c, order in enumerate(orders) if len(order) < wanted]
     if short:
         fewest = min(n for _, n in short)
         listed = ", ".join(f"{name} has {n}" for name, n in short[:5])
         raise DatasetError(
             f"not enough {what} images for {wanted} per class ({listed}); "
-            f"set {setting} to at most {fewest}, or add images"
+            f"ask for at most {fewest} {what} images per class, or add images"
         )
 
 
@@ -494,9 +501,12 @@ def to_model_input(
     std: tuple[float, ...],
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """uint8 (B, 3, h, w), on any device, to the model's normalised float input (B, 3, S, S)."""
-    x = TF.convert_image_dtype(images, torch.float32)
+    """uint8 (B, 3, h, w), on any device, to the model's normalised float input (B, 3, S, S).
+
+    Normalising first is exact (interpolation weights sum to one, so they commute with a
+    per-channel affine map) and touches the small image's pixels, not the resized one's."""
+    x = TF.normalize(TF.convert_image_dtype(images, torch.float32), list(mean), list(std))
     if x.shape[-1] != size or x.shape[-2] != size:
         mode = InterpolationMode(interpolation)
         x = TF.resize(x, [size, size], interpolation=mode, antialias=True)
-    return TF.normalize(x, list(mean), list(std))
+    return x

@@ -113,6 +113,7 @@ class Started:
     epochs: int
     device: str
     fraction: float
+    precision: str = "float32"  # of the forward passes; weights and the loss stay float32
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,26 @@ class _Cancelled(Exception):
     pass
 
 
+def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype | None:
+    """The autocast type for ``device``, or None for plain float32.
+
+    On CUDA: bfloat16 where the GPU supports it, else float16 (with a gradient scaler). On a CPU
+    only where it has AMX tiles, which run bfloat16 matrix products natively: there the ViT-B/32
+    forward measured 3 to 4 times faster. Elsewhere bfloat16 is emulated and slower.
+    """
+    if not mixed_precision:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: may go away
+        try:
+            return torch.bfloat16 if has_amx is not None and has_amx() else None
+        except RuntimeError:
+            return None
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The engine
 
@@ -253,11 +274,7 @@ class _Run:
         self.cost_done = 0.0
         self.cost_total = 1.0
         self.tensors: list[torch.Tensor] = []
-        if self.device.type == "cuda" and config.mixed_precision:
-            bf16 = torch.cuda.is_bf16_supported()
-            self.amp_dtype: torch.dtype | None = torch.bfloat16 if bf16 else torch.float16
-        else:
-            self.amp_dtype = None
+        self.amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def release(self) -> None:
@@ -317,6 +334,7 @@ class _Run:
         yield Started(
             self.spec.class_names, len(train), len(val), len(test), trainable, total, cached,
             steps_per_epoch, config.epochs, str(self.device), self._fraction(),
+            str(self.amp_dtype or torch.float32).removeprefix("torch."),
         )  # fmt: skip
 
         try:
