@@ -25,6 +25,7 @@ MODEL_CHOICES = [
     ("small_vit", "Small ViT"),
 ]
 WEIGHT_CHOICES = [("default", "ImageNet weights"), ("none", "Random weights")]
+FINETUNED = "fine-tuned"  # the weights entry of a model trained in this session, not in a file
 
 
 class ModelBar(QToolBar):
@@ -32,6 +33,7 @@ class ModelBar(QToolBar):
 
     model_requested = Signal(object)  # ModelRequest
     open_file_requested = Signal()
+    refused = Signal(str)  # a change that cannot be made, and why
 
     def __init__(self) -> None:
         super().__init__("Model")
@@ -79,6 +81,15 @@ class ModelBar(QToolBar):
 
     def _changed(self, _index: int = 0) -> None:
         request = self.current_request()
+        if request.weights == FINETUNED:  # nothing to load it from: put back what is shown
+            base, architecture, device = self._finetuned
+            self.show_finetuned(base, architecture)
+            if request.device != device:
+                self.refused.emit(
+                    "The fine-tuned model exists only in memory: save it (File > Save model), "
+                    "then open the file to use it on another device"
+                )
+            return
         if request.name == "small_vit" and request.weights == "default":
             request = ModelRequest(request.name, "none", request.device)
         self.model_requested.emit(request)
@@ -105,10 +116,12 @@ class ModelBar(QToolBar):
 
     def show_finetuned(self, base: ModelRequest, architecture: str) -> None:
         """A model fine-tuned in this session: its architecture, and in the weights box an entry
-        that says so (choosing another entry, or another device, loads from a file again)."""
+        that says so. Another architecture or weights entry loads that; the same entry on
+        another device is refused (there is no file to load it from)."""
         self.show_request(base, architecture)
+        self._finetuned = (base, architecture, base.device)
         self.weights_box.blockSignals(True)
-        self.weights_box.addItem("fine-tuned, not saved", self.weights_box.currentData())
+        self.weights_box.addItem("fine-tuned, not saved", FINETUNED)
         self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
         self.weights_box.blockSignals(False)
 

@@ -92,6 +92,7 @@ class FinetunePanel(QWidget):
         self._started_at = 0.0
         self._epochs = 0
         self._steps_total = 0
+        self._last_step = 0  # the last training step the worker reported in this run
         self._thread: FinetuneThread | None = None
         self._build()
         self.form.changed.connect(self._update_params)
@@ -259,6 +260,7 @@ class FinetunePanel(QWidget):
         job = TrainJob(source, self.job_base, config, root)
         self._epochs = config["epochs"]
         self._steps_total = 0
+        self._last_step = 0
         self.curves.reset(config["epochs"], 1)
         self.confusion.clear_matrix()
         self.gallery.clear()
@@ -365,7 +367,7 @@ class FinetunePanel(QWidget):
         if self._closing:
             return
         self.curves.add_steps(batch.steps, batch.losses)
-        step = int(batch.steps[-1])
+        step = self._last_step = int(batch.steps[-1])
         self.status.setText(
             f"Epoch {batch.epoch} of {self._epochs} · step {step} of {self._steps_total} · "
             f"loss {batch.losses[-1]:.3f} · learning rate {batch.lr:.2g}"
@@ -404,7 +406,10 @@ class FinetunePanel(QWidget):
         if self._closing:
             return
         self.curves.redraw()
-        if result.steps == 0:
+        # the engine reports 0 steps when cancelled during a validation pass, although epochs
+        # were trained (core.training._evaluate raises _Cancelled(0)); the steps seen here count
+        steps = max(result.steps, self._last_step)
+        if steps == 0 and not result.history:
             self._end("Cancelled before training began; the explorer keeps its model.")
             self.result_label.setText("Cancelled: nothing was trained.")
             self.finished.emit(result)
@@ -412,11 +417,11 @@ class FinetunePanel(QWidget):
         self.result = result
         self.progress.setValue(1000)
         self.progress.setFormat("done" if not result.cancelled else "cancelled")
-        self._show_results(result)
+        self._show_results(result, steps)
         took = duration(result.seconds)
         if result.cancelled:
             self._end(
-                f"Cancelled after {result.steps} steps ({took}). The explorer now uses the partly "
+                f"Cancelled after {steps} steps ({took}). The explorer now uses the partly "
                 f"trained model; File > Save model keeps it."
             )
         else:
@@ -427,11 +432,11 @@ class FinetunePanel(QWidget):
         self.model_trained.emit(result)
         self.finished.emit(result)
 
-    def _show_results(self, result) -> None:  # noqa: ANN001
+    def _show_results(self, result, steps: int) -> None:  # noqa: ANN001
         names = result.model.spec.class_names
         if result.test_acc is None:
             self.result_label.setText(
-                f"Cancelled after {len(result.history)} complete epoch(s) and {result.steps} "
+                f"Cancelled after {len(result.history)} complete epoch(s) and {steps} "
                 f"steps: not tested."
             )
             return

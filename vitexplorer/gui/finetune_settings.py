@@ -267,14 +267,19 @@ class FinetuneSettings(QWidget):
         """Classes of the chosen dataset, if a quick look can tell (for the parameter count)."""
         if self.source_box.currentData() == CIFAR10:
             return CIFAR10_CLASSES
-        path = Path(self.source())
+        path = self.source()
         try:
-            folders = [p.name for p in path.iterdir() if p.is_dir() and p.name[:1] != "."]
+            folders = _subfolders(path)
             if {"train", "test"} <= set(folders):
-                folders = [p.name for p in (path / "train").iterdir() if p.is_dir()]
+                folders = _subfolders(os.path.join(path, "train"))
         except OSError:
             return None
         return len(folders) if len(folders) >= 2 else None
+
+    def set_data_root(self, root: str | Path) -> None:
+        """Where CIFAR-10 is kept and downloaded to."""
+        self.data_root = Path(root)
+        self._source_changed()
 
     def cifar10_present(self) -> bool:
         return (self.data_root / CIFAR10_FOLDER).is_dir()
@@ -394,7 +399,7 @@ class FinetuneSettings(QWidget):
                 continue
 
 
-def short_path(path: str) -> str:
-    """A path with the home folder written as ~, for labels."""
-    home = str(Path.home())
-    return "~" + path[len(home) :] if path.startswith(home + os.sep) else path
+def _subfolders(path: str) -> list[str]:
+    """Names of the visible folders in ``path`` (scandir: no stat per plain file)."""
+    with os.scandir(path) as entries:
+        return [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]

@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.image_selected.connect(self.select_image)
         self.model_bar.model_requested.connect(self.request_model)
         self.model_bar.open_file_requested.connect(self.open_weights_file)
+        self.model_bar.refused.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.view_bar.layer_changed.connect(self.select_layer)
         self.view_bar.head_changed.connect(self.select_head)
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
