@@ -252,3 +252,16 @@ def test_mixed_precision_on_the_cpu_where_it_is_fast(colours: Path) -> None:
     epochs = _of(events, Epoch)
     assert epochs[-1].train_loss < 0.5 * epochs[0].train_loss
     assert _result(events).model.module.head.weight.dtype == torch.float32
+
+
+def test_cancel_during_validation_keeps_the_steps_taken(colours: Path) -> None:
+    steps_per_epoch = math.ceil(30 / QUICK.batch_size)
+    cancel = [False]
+    events = []
+    config = FinetuneConfig(**{**QUICK.to_dict(), "freeze": "none"})  # validation runs the model
+    for event in finetune(_small_vit(), open_dataset(colours), config, lambda: cancel[0]):
+        events.append(event)
+        # after the epoch's last step the next check is the validation pass's first batch
+        cancel[0] = isinstance(event, Step) and event.step == steps_per_epoch
+    result = _result(events)
+    assert result.cancelled and result.steps == steps_per_epoch and not result.history

@@ -511,7 +511,10 @@ class _Run:
                 yield Step(step, epoch, loss.item(), lr, self._fraction(step_cost))
             self.split.set_training(False)
             if len(val):
-                val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
+                try:
+                    val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
+                except _Cancelled:
+                    raise _Cancelled(step) from None  # what was learnt so far is kept
             else:
                 val_loss = val_acc = None
             self._fraction(epoch_cost * 0.05)
