@@ -87,6 +87,8 @@ class TrainingCurves(pg.GraphicsLayoutWidget):
         for plot in (self.loss_plot, self.acc_plot):
             plot.getAxis("bottom").setTickSpacing(major=1, minor=1)
         self.acc_plot.setYRange(0, 100, padding=0.02)
+        # tens of thousands of steps on a few hundred pixels: draw each pixel column's extremes
+        self.step_plot.setDownsampling(auto=True, mode="peak")
 
         def curve(plot: pg.PlotItem, name: str, color, width: float = 2, symbol=None):  # noqa: ANN001, ANN202
             pen = pg.mkPen(color, width=width)
