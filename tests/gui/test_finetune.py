@@ -349,3 +349,25 @@ def test_cifar10_run_and_its_test_images_open_in_the_explorer(
     assert window.model_bar.weights_box.currentText() == "fine-tuned, not saved"
     qtbot.wait(50)
     assert window.model.fine_tuned
+
+
+def test_base_weights_missing_says_to_load_them_in_the_explorer(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    from dataclasses import replace
+
+    from vitexplorer.core import models
+    from vitexplorer.gui.workers import ModelRequest
+
+    missing = models.WeightsDownload(
+        "vit_b_32", "http://127.0.0.1:9/w.pth", tmp_path / "w.pth", 336.6, "ViT-B/32 weights"
+    )
+    monkeypatch.setattr(models, "default_weights_download", lambda name: missing)
+    panel = panel_of(window)
+    panel.set_model(replace(window.model, request=ModelRequest("vit_b_32", "default", "cpu")))
+    fill(panel, qtbot, colour_folder(tmp_path / "colours", per_class=4), per_class=2)
+    with qtbot.waitSignal(panel.failed, timeout=30000) as failed:
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    assert "ViT-B/32 weights are not downloaded" in failed.args[0]
+    assert "load the model in the explorer first" in failed.args[0]
+    assert not missing.path.exists()
