@@ -88,10 +88,10 @@ def test_finetune_shows_curves_results_and_the_explorer_uses_it(
     assert panel.curves.epoch_count() == 3 == len(result.history)
     assert len(panel.curves.val_acc_curve.xData) == 3
     np.testing.assert_array_equal(panel.curves.raw_curve.xData, np.arange(1, 13))
-    assert panel.confusion.matrix.sum() == 3 * 4 == result.confusion.sum()
-    assert panel.confusion.class_names == ("blue", "green", "red")
-    assert panel.gallery.count() == 12
-    assert f"{100 * result.test_acc:.1f}%" in panel.result_label.text()
+    assert panel.results.confusion.matrix.sum() == 3 * 4 == result.confusion.sum()
+    assert panel.results.confusion.class_names == ("blue", "green", "red")
+    assert panel.results.gallery.count() == 12
+    assert f"{100 * result.test_acc:.1f}%" in panel.results.summary.text()
     assert panel.form.params_label.text().startswith("Trainable parameters: <b>147</b>")
     assert "broken.png" in window.notice.label.text(), "the unreadable image is reported"
     assert window.model.fine_tuned and window.model.spec.class_names == ("blue", "green", "red")
@@ -128,11 +128,11 @@ def test_finetune_shows_curves_results_and_the_explorer_uses_it(
 
     # a test image clicked in the gallery opens in the explorer
     panel_of(window)
-    item = panel.gallery.item(2)
+    item = panel.results.gallery.item(2)
     sample = result.samples[2]
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
-        rect = panel.gallery.visualItemRect(item)
-        qtbot.mouseClick(panel.gallery.viewport(), Qt.LeftButton, pos=rect.center())
+        rect = panel.results.gallery.visualItemRect(item)
+        qtbot.mouseClick(panel.results.gallery.viewport(), Qt.LeftButton, pos=rect.center())
     assert window.session.current.source == sample.source
     assert window.tabs.currentIndex() == 0
 
@@ -330,11 +330,11 @@ def test_cifar10_run_and_its_test_images_open_in_the_explorer(
     with qtbot.waitSignal(window.model_changed, timeout=60000, check_params_cb=_fine_tuned):
         qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     assert window.model.spec.class_names[:2] == ("airplane", "automobile")
-    assert panel.confusion.matrix.sum() == 20
+    assert panel.results.confusion.matrix.sum() == 20
     sample = panel.result.samples[3]
     assert sample.source.startswith("test #")
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
-        panel.gallery.itemClicked.emit(panel.gallery.item(3))
+        panel.results.gallery.itemClicked.emit(panel.results.gallery.item(3))
     entry = window.session.current
     truth = window.model.spec.class_names[sample.true]
     assert entry.name == f"CIFAR-10 {sample.source} ({truth})"

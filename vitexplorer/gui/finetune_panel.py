@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vitexplorer.gui.finetune_results import FinetuneResults
 from vitexplorer.gui.finetune_settings import CIFAR10, FinetuneSettings
 from vitexplorer.gui.finetune_worker import (
     DownloadJob,
@@ -31,7 +32,7 @@ from vitexplorer.gui.finetune_worker import (
     StepBatch,
     TrainJob,
 )
-from vitexplorer.gui.views.training_views import ConfusionView, SampleGallery, TrainingCurves
+from vitexplorer.gui.views.training_views import TrainingCurves
 from vitexplorer.gui.workers import ModelInfo, ModelRequest
 
 STAGE_TEXT = {
@@ -99,7 +100,7 @@ class FinetunePanel(QWidget):
         self.form.download_requested.connect(self.download)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
-        self.gallery.sample_clicked.connect(self._sample_clicked)
+        self.results.sample_clicked.connect(self._sample_clicked)
         self._set_busy(False)
 
     # --- construction ---------------------------------------------------------------------
@@ -142,34 +143,10 @@ class FinetunePanel(QWidget):
         scroll.setMaximumWidth(420)
 
         self.curves = TrainingCurves()
-        self.confusion = ConfusionView()
-        self.gallery = SampleGallery()
-        self.confusion.clear_matrix()
-        self.result_label = QLabel("Results appear here when training ends.")
-        self.result_label.setWordWrap(True)
-        self.result_label.setTextFormat(Qt.RichText)
-        gallery_box = QWidget()
-        gallery_layout = QVBoxLayout(gallery_box)
-        gallery_layout.setContentsMargins(0, 0, 0, 0)
-        caption = QLabel(
-            "Test images: true class, then the prediction when it is wrong (framed in red). "
-            "Click one to explore it."
-        )
-        caption.setWordWrap(True)
-        gallery_layout.addWidget(caption)
-        gallery_layout.addWidget(self.gallery, 1)
-        results = QSplitter(Qt.Horizontal)
-        results.addWidget(self.confusion)
-        results.addWidget(gallery_box)
-        results.setSizes([450, 550])
-        bottom = QWidget()
-        bottom_layout = QVBoxLayout(bottom)
-        bottom_layout.setContentsMargins(4, 4, 4, 0)
-        bottom_layout.addWidget(self.result_label)
-        bottom_layout.addWidget(results, 1)
+        self.results = FinetuneResults()
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.curves)
-        right.addWidget(bottom)
+        right.addWidget(self.results)
         right.setSizes([330, 470])
 
         layout = QHBoxLayout(self)
@@ -262,9 +239,7 @@ class FinetunePanel(QWidget):
         self._steps_total = 0
         self._last_step = 0
         self.curves.reset(config["epochs"], 1)
-        self.confusion.clear_matrix()
-        self.gallery.clear()
-        self.result_label.setText("Training…")
+        self.results.clear("Training…")
         self._begin("train", "Starting…")
         self._ensure_thread().worker.submit(job)
 
@@ -411,13 +386,13 @@ class FinetunePanel(QWidget):
         steps = max(result.steps, self._last_step)
         if steps == 0 and not result.history:
             self._end("Cancelled before training began; the explorer keeps its model.")
-            self.result_label.setText("Cancelled: nothing was trained.")
+            self.results.say("Cancelled: nothing was trained.")
             self.finished.emit(result)
             return
         self.result = result
         self.progress.setValue(1000)
         self.progress.setFormat("done" if not result.cancelled else "cancelled")
-        self._show_results(result, steps)
+        self.results.show_result(result, steps)
         took = duration(result.seconds)
         if result.cancelled:
             self._end(
@@ -432,27 +407,6 @@ class FinetunePanel(QWidget):
         self.model_trained.emit(result)
         self.finished.emit(result)
 
-    def _show_results(self, result, steps: int) -> None:  # noqa: ANN001
-        names = result.model.spec.class_names
-        if result.test_acc is None:
-            self.result_label.setText(
-                f"Cancelled after {len(result.history)} complete epoch(s) and {steps} "
-                f"steps: not tested."
-            )
-            return
-        n = int(result.confusion.sum())
-        right = int(result.confusion.trace())
-        per_class = result.per_class_acc
-        best, worst = int(per_class.argmax()), int(per_class.argmin())
-        self.result_label.setText(
-            f"<span style='font-size: 13pt'>Test accuracy <b>{100 * result.test_acc:.1f}%</b>"
-            f"</span> &nbsp; {right} of {n} test images right, {len(names)} classes · best "
-            f"{names[best]} {100 * per_class[best]:.0f}%, worst {names[worst]} "
-            f"{100 * per_class[worst]:.0f}%"
-        )
-        self.confusion.set_matrix(result.confusion, names)
-        self.gallery.set_samples(result.samples, names)
-
     @Slot(str)
     def _failed(self, message: str) -> None:
         if self._closing:
@@ -463,7 +417,7 @@ class FinetunePanel(QWidget):
         title = "Could not download CIFAR-10" if job == "download" else "Fine-tuning failed"
         self._end(f"{title}: {message}")
         if job != "download":
-            self.result_label.setText("Nothing was trained; the explorer keeps its model.")
+            self.results.say("Nothing was trained; the explorer keeps its model.")
         self.problem.emit(title, message)
         self.failed.emit(message)
 

@@ -1,0 +1,71 @@
+"""The results of a fine-tune run: test accuracy in a line, the confusion matrix, and a gallery
+of test images whose clicks open them in the explorer."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
+
+from vitexplorer.gui.views.training_views import ConfusionView, SampleGallery
+
+
+class FinetuneResults(QWidget):
+    sample_clicked = Signal(int)  # index into the shown result's samples
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.RichText)
+        self.confusion = ConfusionView()
+        self.gallery = SampleGallery()
+        gallery_box = QWidget()
+        gallery_layout = QVBoxLayout(gallery_box)
+        gallery_layout.setContentsMargins(0, 0, 0, 0)
+        caption = QLabel(
+            "Test images: true class, then the prediction when it is wrong (framed in red). "
+            "Click one to explore it."
+        )
+        caption.setWordWrap(True)
+        gallery_layout.addWidget(caption)
+        gallery_layout.addWidget(self.gallery, 1)
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(self.confusion)
+        split.addWidget(gallery_box)
+        split.setSizes([450, 550])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 0)
+        layout.addWidget(self.summary)
+        layout.addWidget(split, 1)
+        self.gallery.sample_clicked.connect(self.sample_clicked)
+        self.clear("Results appear here when training ends.")
+
+    def clear(self, text: str) -> None:
+        self.confusion.clear_matrix()
+        self.gallery.clear()
+        self.summary.setText(text)
+
+    def say(self, text: str) -> None:
+        self.summary.setText(text)
+
+    def show_result(self, result, steps: int) -> None:  # noqa: ANN001  (FinetuneResult)
+        """``steps``: training steps taken (the engine's own count can be 0 after a cancel)."""
+        names = result.model.spec.class_names
+        if result.test_acc is None:
+            self.summary.setText(
+                f"Cancelled after {len(result.history)} complete epoch(s) and {steps} "
+                f"steps: not tested."
+            )
+            return
+        n = int(result.confusion.sum())
+        right = int(result.confusion.trace())
+        per_class = result.per_class_acc
+        best, worst = int(per_class.argmax()), int(per_class.argmin())
+        self.summary.setText(
+            f"<span style='font-size: 13pt'>Test accuracy <b>{100 * result.test_acc:.1f}%</b>"
+            f"</span> &nbsp; {right} of {n} test images right, {len(names)} classes · best "
+            f"{names[best]} {100 * per_class[best]:.0f}%, worst {names[worst]} "
+            f"{100 * per_class[worst]:.0f}%"
+        )
+        self.confusion.set_matrix(result.confusion, names)
+        self.gallery.set_samples(result.samples, names)
