@@ -93,7 +93,6 @@ class FinetunePanel(QWidget):
         self._started_at = 0.0
         self._epochs = 0
         self._steps_total = 0
-        self._last_step = 0  # the last training step the worker reported in this run
         self._thread: FinetuneThread | None = None
         self._build()
         self.form.changed.connect(self._update_params)
@@ -237,7 +236,6 @@ class FinetunePanel(QWidget):
         job = TrainJob(source, self.job_base, config, root)
         self._epochs = config["epochs"]
         self._steps_total = 0
-        self._last_step = 0
         self.curves.reset(config["epochs"], 1)
         self.results.clear("Training…")
         self._begin("train", "Starting…")
@@ -342,7 +340,7 @@ class FinetunePanel(QWidget):
         if self._closing:
             return
         self.curves.add_steps(batch.steps, batch.losses)
-        step = self._last_step = int(batch.steps[-1])
+        step = int(batch.steps[-1])
         self.status.setText(
             f"Epoch {batch.epoch} of {self._epochs} · step {step} of {self._steps_total} · "
             f"loss {batch.losses[-1]:.3f} · learning rate {batch.lr:.2g}"
@@ -381,10 +379,8 @@ class FinetunePanel(QWidget):
         if self._closing:
             return
         self.curves.redraw()
-        # the engine reports 0 steps when cancelled during a validation pass, although epochs
-        # were trained (core.training._evaluate raises _Cancelled(0)); the steps seen here count
-        steps = max(result.steps, self._last_step)
-        if steps == 0 and not result.history:
+        steps = result.steps
+        if steps == 0:  # cancelled before training began: nothing to adopt
             self._end("Cancelled before training began; the explorer keeps its model.")
             self.results.say("Cancelled: nothing was trained.")
             self.finished.emit(result)

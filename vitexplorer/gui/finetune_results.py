@@ -49,7 +49,6 @@ class FinetuneResults(QWidget):
         self.summary.setText(text)
 
     def show_result(self, result, steps: int) -> None:  # noqa: ANN001  (FinetuneResult)
-        """``steps``: training steps taken (the engine's own count can be 0 after a cancel)."""
         names = result.model.spec.class_names
         if result.test_acc is None:
             self.summary.setText(
