@@ -235,3 +235,9 @@ def test_corrupt_download_is_refused(tmp_path: Path, monkeypatch) -> None:  # no
     with pytest.raises(DatasetError, match="checksum"):
         datasets.download_cifar10(root)
     assert list(root.iterdir()) == []
+
+
+def test_the_torch_free_cifar_folder_name_is_torchvisions() -> None:
+    from vitexplorer.core.download import CIFAR10_FOLDER
+
+    assert CIFAR10.base_folder == CIFAR10_FOLDER

@@ -20,6 +20,7 @@ from vitexplorer.core.training import (
     FinetuneConfig,
     Finished,
     Notice,
+    Stage,
     Started,
     Step,
     TrainingError,
@@ -265,3 +266,23 @@ def test_cancel_during_validation_keeps_the_steps_taken(colours: Path) -> None:
         cancel[0] = isinstance(event, Step) and event.step == steps_per_epoch
     result = _result(events)
     assert result.cancelled and result.steps == steps_per_epoch and not result.history
+
+
+def test_cancel_stops_inside_a_long_forward_pass(colours: Path) -> None:
+    """The frozen pass is cut short between blocks: on a CPU one ViT-B batch takes seconds,
+    too long to wait for a Cancel."""
+    state = {"armed": False, "checks": 0}
+
+    def cancelled() -> bool:
+        if not state["armed"]:
+            return False
+        state["checks"] += 1  # 1: before the first batch, 2: before block 1, 3: before block 2
+        return state["checks"] == 3
+
+    events = []
+    for event in finetune(_small_vit(), open_dataset(colours), QUICK, cancelled):
+        events.append(event)
+        state["armed"] = state["armed"] or isinstance(event, Started)
+    result = _result(events)
+    assert result.cancelled and result.steps == 0 and state["checks"] == 3
+    assert not [e for e in _of(events, Stage) if e.name == "features"]  # no batch finished

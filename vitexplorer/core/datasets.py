@@ -29,8 +29,8 @@ from vitexplorer.core.download import (
     CancelCheck,
     DownloadError,
     ProgressCallback,
+    default_data_root,
     download_file,
-    user_cache_dir,
 )
 from vitexplorer.core.session import IMAGE_SUFFIXES
 
@@ -82,10 +82,6 @@ class DatasetSplits:
 
 # ---------------------------------------------------------------------------------------------
 # Opening datasets
-
-
-def default_data_root() -> Path:
-    return user_cache_dir() / "datasets"
 
 
 def has_cifar10(root: str | Path) -> bool:

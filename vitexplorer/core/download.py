@@ -99,3 +99,11 @@ def user_cache_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "vitexplorer"
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder, named without torch
+
+
+def default_data_root() -> Path:
+    """Where datasets are downloaded unless the user picks another folder."""
+    return user_cache_dir() / "datasets"

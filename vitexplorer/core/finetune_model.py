@@ -14,6 +14,7 @@ computed once and cached when nothing random happens before the cut.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -68,6 +69,9 @@ class SplitViT(nn.Module):
         self.cut = len(self.blocks) - train_blocks
         self.head_only = train_blocks == 0
         self.nothing_frozen = train_blocks == len(self.blocks)
+        # called between blocks: the engine raises there when the user cancels, so a long
+        # forward pass (a ViT-B batch on a CPU takes seconds) stops within one block
+        self.between_blocks: Callable[[], None] = lambda: None
 
     @property
     def head(self) -> nn.Linear:
@@ -120,23 +124,23 @@ class SplitViT(nn.Module):
             x = m.heads.act(m.heads.pre_logits(x))
         return x
 
+    def _run_blocks(self, x: torch.Tensor, blocks: list[nn.Module]) -> torch.Tensor:
+        for block in blocks:
+            self.between_blocks()
+            x = block(x)
+        return x
+
     def frozen(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen part's output: features (head only), tokens (last K), or the images."""
         if self.nothing_frozen:
             return images
-        x = self._embed(images)
-        for block in self.blocks[: self.cut]:
-            x = block(x)
+        x = self._run_blocks(self._embed(images), self.blocks[: self.cut])
         return self._features(x) if self.head_only else x
 
     def trainable(self, frozen_output: torch.Tensor) -> torch.Tensor:
-        if self.nothing_frozen:
-            return self.module(frozen_output)
-        x = frozen_output
+        x = self._embed(frozen_output) if self.nothing_frozen else frozen_output
         if not self.head_only:
-            for block in self.blocks[self.cut :]:
-                x = block(x)
-            x = self._features(x)
+            x = self._features(self._run_blocks(x, self.blocks[self.cut :]))
         return self.head(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

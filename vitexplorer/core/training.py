@@ -252,8 +252,7 @@ def finetune(
         run.release()
         raise TrainingError(
             f"the {base.device.type.upper()} ran out of memory at batch size "
-            f"{config.batch_size}: lower the batch size, freeze more blocks, or use the CPU. "
-            f"Nothing was saved and the explorer keeps its model."
+            f"{config.batch_size}: lower the batch size, freeze more blocks, or use the CPU"
         ) from exc
 
 
@@ -271,11 +270,17 @@ class _Run:
         self.device = base.device
         self.split = SplitViT(self.model.module, parse_freeze(config.freeze, base.spec.num_layers))
         self.split.freeze()
+        self.split.between_blocks = self._check_cancel
+        self.steps = 0  # optimiser steps taken
         self.cost_done = 0.0
         self.cost_total = 1.0
         self.tensors: list[torch.Tensor] = []
         self.amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _check_cancel(self) -> None:
+        if self.cancelled():
+            raise _Cancelled
 
     def release(self) -> None:
         self.tensors.clear()
@@ -350,13 +355,13 @@ class _Run:
             return
 
         history: list[Epoch] = []
-        steps, stopped = 0, False
+        stopped = False
         try:
-            steps = yield from self._train(train, val, train_x, val_x, history, per_epoch)
-        except _Cancelled as stop:
-            stopped, steps = True, stop.args[0]
+            yield from self._train(train, val, train_x, val_x, history, per_epoch)
+        except _Cancelled:
+            stopped = True
         self.split.set_training(False)
-        result = self._result(started, cancelled=stopped, steps=steps, history=history)
+        result = self._result(started, cancelled=stopped, steps=self.steps, history=history)
         if not stopped:
             try:
                 yield from self._test(test, result, gallery_size)
@@ -415,7 +420,7 @@ class _Run:
         outputs = []
         for start in range(0, len(data), EVAL_BATCH):
             if self.cancelled():
-                raise _Cancelled(0)
+                raise _Cancelled
             images = data.images[start : start + EVAL_BATCH]
             with torch.no_grad(), self._autocast():
                 outputs.append(self.split.frozen(self._inputs(images)).float())
@@ -475,7 +480,7 @@ class _Run:
             self.split.set_training(True)
             for start in range(0, len(train), config.batch_size):
                 if self.cancelled():
-                    raise _Cancelled(step)
+                    raise _Cancelled
                 index = order[start : start + config.batch_size]
                 target = labels[index.to(self.device)]
                 flips = (
@@ -496,8 +501,7 @@ class _Run:
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss.item()} at step {step + 1} (epoch {epoch}); the "
-                        f"learning rate {config.lr:g} is probably too high: try a tenth of it. "
-                        f"Nothing was saved and the explorer keeps its model."
+                        f"learning rate {config.lr:g} is probably too high: try a tenth of it"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -506,15 +510,13 @@ class _Run:
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
                 step += 1
+                self.steps = step
                 loss_sum += loss.item() * len(index)
                 correct += int((logits.argmax(1) == target).sum())
                 yield Step(step, epoch, loss.item(), lr, self._fraction(step_cost))
             self.split.set_training(False)
             if len(val):
-                try:
-                    val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
-                except _Cancelled:
-                    raise _Cancelled(step) from None  # what was learnt so far is kept
+                val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
             else:
                 val_loss = val_acc = None
             self._fraction(epoch_cost * 0.05)
@@ -536,7 +538,7 @@ class _Run:
         labels = data.labels.to(self.device)
         for start in range(0, len(data), EVAL_BATCH):
             if self.cancelled():
-                raise _Cancelled(0)
+                raise _Cancelled
             end = min(len(data), start + EVAL_BATCH)
             with torch.no_grad(), self._autocast():
                 if frozen is not None:

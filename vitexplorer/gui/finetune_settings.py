@@ -27,23 +27,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.download import user_cache_dir
+from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 
 CIFAR10 = "cifar10"
 FOLDER = "folder"
-# core.datasets keeps CIFAR-10 here (default_data_root, CIFAR10.base_folder); repeated because
-# that module imports torch, and the window is built before torch loads
-CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES = 10
 FREEZE_CHOICES = [
     ("head", "Head only"),
     ("last", "Last blocks and head"),
     ("none", "Nothing (train everything)"),
 ]
-
-
-def default_data_root() -> Path:
-    return user_cache_dir() / "datasets"
 
 
 class SciSpinBox(QDoubleSpinBox):
@@ -153,7 +146,7 @@ class FinetuneSettings(QWidget):
         self.warmup = _double(0.0, 100.0, 0.0, 0.5, 1)
         self.smoothing = _double(0.0, 0.9, 0.0, 0.05)
         self.augment = QCheckBox("Random horizontal flips")
-        self.mixed_precision = QCheckBox("Mixed precision on a GPU")
+        self.mixed_precision = QCheckBox("Mixed precision (a GPU, or a CPU with AMX)")
         self.mixed_precision.setChecked(True)
         self.seed = _spin(0, 2**31 - 1, 0)
 
