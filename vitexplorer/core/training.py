@@ -34,7 +34,11 @@ from vitexplorer.core.finetune_model import SplitViT, parse_freeze, with_new_hea
 from vitexplorer.core.models import LoadedModel
 
 CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, train uncached
-EVAL_BATCH = 128
+# Batch sizes of the passes without gradients. On the CPU 32 was the fastest for ViT-B/32 here
+# (28 images/s against 23 at 128 in float32; 113 against 77 in bfloat16): bigger batches spill
+# out of the caches. A GPU wants big ones.
+EVAL_BATCH = {"cpu": 32}
+EVAL_BATCH_DEFAULT = 256
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 
@@ -271,6 +275,7 @@ class _Run:
         self.split = SplitViT(self.model.module, parse_freeze(config.freeze, base.spec.num_layers))
         self.split.freeze()
         self.split.between_blocks = self._check_cancel
+        self.eval_batch = EVAL_BATCH.get(self.device.type, EVAL_BATCH_DEFAULT)
         self.steps = 0  # optimiser steps taken
         self.cost_done = 0.0
         self.cost_total = 1.0
@@ -418,10 +423,10 @@ class _Run:
         """The frozen part's output for every image, in batches, kept on the device."""
         self.split.set_training(False)
         outputs = []
-        for start in range(0, len(data), EVAL_BATCH):
+        for start in range(0, len(data), self.eval_batch):
             if self.cancelled():
                 raise _Cancelled
-            images = data.images[start : start + EVAL_BATCH]
+            images = data.images[start : start + self.eval_batch]
             with torch.no_grad(), self._autocast():
                 outputs.append(self.split.frozen(self._inputs(images)).float())
             yield Stage(stage, offset + start + len(images), total, self._fraction(len(images)))
@@ -536,10 +541,10 @@ class _Run:
         probabilities = []
         loss_sum = 0.0
         labels = data.labels.to(self.device)
-        for start in range(0, len(data), EVAL_BATCH):
+        for start in range(0, len(data), self.eval_batch):
             if self.cancelled():
                 raise _Cancelled
-            end = min(len(data), start + EVAL_BATCH)
+            end = min(len(data), start + self.eval_batch)
             with torch.no_grad(), self._autocast():
                 if frozen is not None:
                     logits = self.split.trainable(frozen[start:end])

@@ -1,8 +1,9 @@
 """The fine-tune panel: settings, Start and Cancel, progress with time left, live curves, and the
 results (test accuracy, confusion matrix, a gallery of test predictions).
 
-The panel runs jobs on a :class:`FinetuneThread` and tells the window what happened through
-signals: a trained model to adopt, a test image to open in the explorer, a problem to show.
+The panel runs jobs on a :class:`FinetuneWorker` in its own thread and tells the window what
+happened through signals: a trained model to adopt, a test image to open in the explorer, a
+problem to show.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from vitexplorer.gui.finetune_results import FinetuneResults
 from vitexplorer.gui.finetune_settings import CIFAR10, FinetuneSettings
 from vitexplorer.gui.finetune_worker import (
     DownloadJob,
-    FinetuneThread,
+    FinetuneWorker,
     SaveJob,
     StepBatch,
     TrainJob,
 )
 from vitexplorer.gui.views.training_views import TrainingCurves
-from vitexplorer.gui.workers import ModelInfo, ModelRequest
+from vitexplorer.gui.workers import ModelInfo, ModelRequest, WorkerThread
 
 STAGE_TEXT = {
     "opening": "Reading the dataset…",
@@ -93,7 +94,7 @@ class FinetunePanel(QWidget):
         self._started_at = 0.0
         self._epochs = 0
         self._steps_total = 0
-        self._thread: FinetuneThread | None = None
+        self._thread: WorkerThread | None = None
         self._build()
         self.form.changed.connect(self._update_params)
         self.form.download_requested.connect(self.download)
@@ -153,9 +154,9 @@ class FinetunePanel(QWidget):
         layout.addWidget(scroll)
         layout.addWidget(right, 1)
 
-    def _ensure_thread(self) -> FinetuneThread:
+    def _ensure_thread(self) -> WorkerThread:
         if self._thread is None:
-            self._thread = FinetuneThread()
+            self._thread = WorkerThread(FinetuneWorker(), "vitexplorer-finetune")
             worker = self._thread.worker
             # bound slots of this GUI-thread object: queued, run here, never in the worker
             worker.stage.connect(self._stage)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
 from vitexplorer.gui.workers import ModelRequest
 
@@ -244,21 +244,3 @@ def failure_message(exc: BaseException) -> str:
     if type(exc).__name__ in ("TrainingError", "DatasetError", "FreezePolicyError"):
         return " ".join(str(exc).split())
     return message(exc)
-
-
-class FinetuneThread:
-    """A :class:`FinetuneWorker` in its own QThread, stopped cleanly on :meth:`stop`."""
-
-    def __init__(self) -> None:
-        self.thread = QThread()
-        self.thread.setObjectName("vitexplorer-finetune")
-        self.worker = FinetuneWorker()
-        self.worker.moveToThread(self.thread)
-        self.thread.start()
-
-    def stop(self, timeout_ms: int = 60000) -> bool:
-        """Cancel the running job, drop queued ones, and wait for the thread to end."""
-        self.worker.clear_queue()
-        self.worker.cancel_event.set()
-        self.thread.quit()
-        return self.thread.wait(timeout_ms)

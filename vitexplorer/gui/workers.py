@@ -260,17 +260,19 @@ def _message(exc: BaseException) -> str:
 
 
 class WorkerThread:
-    """A :class:`ModelWorker` in its own QThread, stopped cleanly on :meth:`stop`."""
+    """A worker (the :class:`ModelWorker` unless another is given) in its own QThread, stopped
+    cleanly on :meth:`stop`. A worker has a ``cancel_event`` and a ``clear_queue()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: QObject | None = None, name: str = "vitexplorer-model") -> None:
         self.thread = QThread()
-        self.thread.setObjectName("vitexplorer-model")
-        self.worker = ModelWorker()
+        self.thread.setObjectName(name)
+        self.worker = worker if worker is not None else ModelWorker()
         self.worker.moveToThread(self.thread)
         self.thread.start()
 
     def stop(self, timeout_ms: int = 30000) -> bool:
-        self.worker.cancel_event.set()
+        """Cancel the running job, drop queued ones, and wait for the thread to end."""
         self.worker.clear_queue()
+        self.worker.cancel_event.set()
         self.thread.quit()
         return self.thread.wait(timeout_ms)
