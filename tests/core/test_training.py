@@ -13,7 +13,12 @@ from torchvision.models import get_model
 from tests.conftest import TINY, write_colour_dataset
 from vitexplorer.core import training
 from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.finetune_model import FreezePolicyError, SplitViT, parse_freeze
+from vitexplorer.core.finetune_model import (
+    FreezePolicyError,
+    SplitViT,
+    parse_freeze,
+    trainable_counts,
+)
 from vitexplorer.core.models import LoadedModel, _torchvision_spec, load_model, save_checkpoint
 from vitexplorer.core.training import (
     Epoch,
@@ -81,6 +86,18 @@ def test_freeze_policies() -> None:
         FinetuneConfig(optimizer="adam").check(12)
     with pytest.raises(ValueError, match="learning rate"):
         FinetuneConfig(lr=float("nan")).check(12)
+
+
+@pytest.mark.parametrize("freeze", ["head", "last:1", "none"])
+def test_parameter_counts_before_training_match_the_engine(colours: Path, freeze: str) -> None:
+    base = _small_vit()
+    total, width, trained = trainable_counts(base.module)
+    assert total == sum(p.numel() for p in base.module.parameters()) and width == 32
+    blocks = parse_freeze(freeze, TINY.depth)
+    config = FinetuneConfig(**{**QUICK.to_dict(), "freeze": freeze, "epochs": 1})
+    started = _of(_run(base, colours, config), Started)[0]
+    assert started.trainable_params == trained[blocks] + (width + 1) * 3  # three classes
+    assert trained[0] == 0 and trained[0] < trained[1] < trained[2]
 
 
 def test_head_only_training_changes_only_the_head(colours: Path) -> None:
@@ -253,6 +270,14 @@ def test_mixed_precision_on_the_cpu_where_it_is_fast(colours: Path) -> None:
     epochs = _of(events, Epoch)
     assert epochs[-1].train_loss < 0.5 * epochs[0].train_loss
     assert _result(events).model.module.head.weight.dtype == torch.float32
+    full = _run(_small_vit(), colours, FinetuneConfig(**{**config.to_dict(),
+                                                       "mixed_precision": False}))  # fmt: skip
+    losses = ([s.loss for s in _of(events, Step)], [s.loss for s in _of(full, Step)])
+    if expected == torch.bfloat16:  # the forwards really ran in bfloat16: close, not equal
+        assert losses[0] != losses[1]
+        np.testing.assert_allclose(losses[0], losses[1], rtol=0.05)
+    else:
+        assert losses[0] == losses[1]
 
 
 def test_cancel_during_validation_keeps_the_steps_taken(colours: Path) -> None:

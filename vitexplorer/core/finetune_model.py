@@ -147,6 +147,19 @@ class SplitViT(nn.Module):
         return self.trainable(self.frozen(images))
 
 
+def trainable_counts(module: nn.Module) -> tuple[int, int, tuple[int, ...]]:
+    """For the settings panel, before any training: the model's parameter count, the width
+    of the head's input, and for k = 0 .. number of blocks the parameters that train besides
+    the head when the last k blocks train (the last entry: nothing frozen). A new head for C
+    classes adds (width + 1) * C. Raises TypeError for a model the engine cannot split."""
+    splits = [SplitViT(module, 0)]
+    splits += [SplitViT(module, k) for k in range(1, len(splits[0].blocks) + 1)]
+    head = sum(p.numel() for p in splits[0].head.parameters())
+    trained = tuple(sum(p.numel() for p in s.trainable_parameters()) - head for s in splits)
+    total = sum(p.numel() for p in module.parameters())
+    return total, splits[0].head.in_features, trained
+
+
 def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -> LoadedModel:
     """``base`` with a zero-initialised head for ``class_names`` (zero makes the start exact
     and seed-independent: every class begins equally likely), and a spec to match.

@@ -277,6 +277,8 @@ class _Run:
         self.split.between_blocks = self._check_cancel
         self.eval_batch = EVAL_BATCH.get(self.device.type, EVAL_BATCH_DEFAULT)
         self.steps = 0  # optimiser steps taken
+        self.trainable_params = 0  # known once the subsets are loaded (reported by Started)
+        self.cached = False
         self.cost_done = 0.0
         self.cost_total = 1.0
         self.tensors: list[torch.Tensor] = []
@@ -411,8 +413,8 @@ class _Run:
             config=self.config,
             dataset=self.dataset.name,
             base=self.base_label,
-            trainable_params=getattr(self, "trainable_params", 0),
-            cached=getattr(self, "cached", False),
+            trainable_params=self.trainable_params,
+            cached=self.cached,
             seconds=time.perf_counter() - started,
             **kwargs,
         )
@@ -469,7 +471,7 @@ class _Run:
         val_x: torch.Tensor | None,
         history: list[Epoch],
         epoch_cost: float,
-    ) -> Generator[Event, None, int]:
+    ) -> Generator[Event, None, None]:
         config = self.config
         self._steps_per_epoch = math.ceil(len(train) / config.batch_size)
         optimizer, scheduler = self._optimizer()
@@ -477,7 +479,6 @@ class _Run:
         generator = torch.Generator().manual_seed(config.seed)
         labels = train.labels.to(self.device)
         step_cost = epoch_cost * 0.95 / self._steps_per_epoch  # the rest is validation
-        step = 0
         for epoch in range(1, config.epochs + 1):
             epoch_start = time.perf_counter()
             order = torch.randperm(len(train), generator=generator)
@@ -505,8 +506,9 @@ class _Run:
                     loss = criterion(logits.float(), target)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"the loss became {loss.item()} at step {step + 1} (epoch {epoch}); the "
-                        f"learning rate {config.lr:g} is probably too high: try a tenth of it"
+                        f"the loss became {loss.item()} at step {self.steps + 1} (epoch "
+                        f"{epoch}); the learning rate {config.lr:g} is probably too high: try a "
+                        f"tenth of it"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -514,11 +516,10 @@ class _Run:
                 self.scaler.update()
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
-                step += 1
-                self.steps = step
+                self.steps += 1
                 loss_sum += loss.item() * len(index)
                 correct += int((logits.argmax(1) == target).sum())
-                yield Step(step, epoch, loss.item(), lr, self._fraction(step_cost))
+                yield Step(self.steps, epoch, loss.item(), lr, self._fraction(step_cost))
             self.split.set_training(False)
             if len(val):
                 val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
@@ -531,7 +532,6 @@ class _Run:
             )  # fmt: skip
             history.append(record)
             yield record
-        return step
 
     def _evaluate(
         self, data: ImageTensor, frozen: torch.Tensor | None, stage: str | None

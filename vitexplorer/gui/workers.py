@@ -233,17 +233,12 @@ class ModelWorker(QObject):
 
 
 def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001
-    from vitexplorer.core.finetune_model import SplitViT
+    from vitexplorer.core.finetune_model import trainable_counts
 
     try:
-        blocks = len(SplitViT(module, 0).blocks)
-        splits = [SplitViT(module, k) for k in range(blocks + 1)]
+        return ParamCounts(*trainable_counts(module))
     except TypeError:  # not a ViT the fine-tune engine knows
         return None
-    head = sum(p.numel() for p in splits[0].head.parameters())
-    trained = tuple(sum(p.numel() for p in split.trainable_parameters()) - head for split in splits)
-    total = sum(p.numel() for p in module.parameters())
-    return ParamCounts(total, splits[0].head.in_features, trained)
 
 
 def _thumbnail(display: np.ndarray, side: int = 72) -> np.ndarray:
