@@ -18,12 +18,14 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6.QtCore import QEventLoop, QObject, Slot  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
@@ -45,6 +47,37 @@ def synthetic_folder(root: Path, classes: int = 10, per_class: int = 300) -> Pat
     return root
 
 
+class TimedApplication(QApplication):
+    """Times every event the GUI thread handles while ``busy`` is a list; the time the GUI
+    thread spends in events within a gap is the part of the gap that the app itself causes
+    (the rest is the machine, or the GUI thread waiting for Python's GIL)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(argv)
+        self.busy: list[tuple[float, float]] | None = None
+        self.slow: list[tuple[float, float, str]] = []  # events over 1 ms: (start, end, what)
+        self._depth = 0
+        self._gui = threading.get_ident()
+
+    def notify(self, receiver, event) -> bool:  # noqa: ANN001
+        if self.busy is None or self._depth or threading.get_ident() != self._gui:
+            return super().notify(receiver, event)
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            return super().notify(receiver, event)
+        finally:
+            self._depth -= 1
+            end = time.perf_counter()
+            self.busy.append((start, end))
+            if end - start > 1e-3:
+                what = f"{type(receiver).__name__}{receiver.objectName() and ' ' + receiver.objectName()} {event.type().name}"
+                views = receiver.views() if hasattr(receiver, "views") else []
+                if views:  # a graphics scene: name the view that shows it
+                    what += f" ({type(views[0]).__name__})"
+                self.slow.append((start, end, what))
+
+
 class Probe(QObject):
     """Timer ticks, and the events that end each phase, recorded on the GUI thread."""
 
@@ -55,6 +88,7 @@ class Probe(QObject):
         self.threshold = threshold_ms / 1e3
         self.long: list[tuple[float, float, str]] = []  # (seconds in, gap ms, status)
         self.ticks: list[float] = []
+        self.busy: list[tuple[float, float]] = []  # (start, end) of each event the GUI handled
         self.results: list = []
         self.failures: list[str] = []
         self.batches = 0
@@ -65,9 +99,21 @@ class Probe(QObject):
     def tick(self) -> None:
         now = time.perf_counter()
         if self.ticks and now - self.ticks[-1] > self.threshold and self.status is not None:
-            where = now - self.ticks[0]
-            self.long.append((where, 1e3 * (now - self.ticks[-1]), self.status.text()))
+            self.long.append((now, 1e3 * (now - self.ticks[-1]), self.status.text()))
         self.ticks.append(now)
+
+    def work(self) -> list[tuple[float, float, float]]:
+        """(start, end, GUI work in ms) of each gap between ticks."""
+        gaps, i, busy = [], 0, self.busy
+        for start, end in zip(self.ticks, self.ticks[1:], strict=False):
+            while i < len(busy) and busy[i][1] <= start:
+                i += 1
+            j, worked = i, 0.0
+            while j < len(busy) and busy[j][0] < end:
+                worked += max(0.0, min(busy[j][1], end) - max(busy[j][0], start))
+                j += 1
+            gaps.append((start, end, 1e3 * worked))
+        return gaps
 
     @Slot(object)
     def step_batch(self, _batch) -> None:  # noqa: ANN001
@@ -108,13 +154,19 @@ def main() -> None:
     parser.add_argument("--freeze", default="last:2", help="head, last:K or none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
+        "--baseline",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="first time the timer for S seconds with nothing running (the machine's own jitter)",
+    )
+    parser.add_argument(
         "--show-gaps", type=float, default=0.0, metavar="MS", help="list the gaps over MS ms"
     )
     args = parser.parse_args()
 
     import torch
     from PySide6.QtCore import QSettings, QTimer
-    from PySide6.QtWidgets import QApplication
 
     from vitexplorer.core.models import load_model, save_checkpoint
     from vitexplorer.core.vit import SmallViTConfig
@@ -122,7 +174,7 @@ def main() -> None:
     from vitexplorer.gui.main_window import MainWindow, sample_image_path
     from vitexplorer.gui.workers import ModelRequest
 
-    app = QApplication(sys.argv[:1])
+    app = TimedApplication(sys.argv[:1])
     configure_pyqtgraph()
     tmp = Path(tempfile.mkdtemp(prefix="vitexplorer-bench-"))
     if args.model == "small_vit":
@@ -173,10 +225,22 @@ def main() -> None:
     for _ in range(20):
         app.processEvents()
 
-    probe = Probe(panel.status if args.show_gaps else None, args.show_gaps or 50.0)
+    # The machine's own timer jitter first: the same timer in the same window, nothing running.
+    baseline = Probe()
     timer = QTimer()
     timer.setInterval(10)
+    timer.timeout.connect(baseline.tick)
+    app.busy = baseline.busy
+    if args.baseline > 0:
+        QTimer.singleShot(round(1e3 * args.baseline), baseline.loop.quit)
+        timer.start()
+        baseline.loop.exec()
+        timer.stop()
+    timer.timeout.disconnect(baseline.tick)
+
+    probe = Probe(panel.status if args.show_gaps else None, args.show_gaps or 50.0)
     timer.timeout.connect(probe.tick)
+    app.busy = probe.busy
     panel.finished.connect(probe.finished)
     panel.failed.connect(probe.failed)
     window.model_changed.connect(probe.model_changed)
@@ -189,17 +253,13 @@ def main() -> None:
     probe.loop.exec()  # the application's own event loop until the re-analysis is on screen
     ended = time.perf_counter()
     timer.stop()
-    ticks, results, failures = probe.ticks, probe.results, probe.failures
-    trained = probe.trained_at
-    steps_received = probe.batches
-    if failures:
-        print(f"fine-tune failed: {failures[0]}")
+    app.busy = None
+    if probe.failures:
+        print(f"fine-tune failed: {probe.failures[0]}")
         window.close()
         return
 
-    result = results[0]
-    gaps = [1e3 * (b - a) for a, b in zip(ticks, ticks[1:], strict=False)]
-    training = [g for g, t in zip(gaps, ticks[1:], strict=False) if t <= trained]
+    result = probe.results[0]
     print(f"model      {described}, CPU, torch threads {torch.get_num_threads()}")
     print(f"data       {data_text}")
     print(
@@ -208,18 +268,38 @@ def main() -> None:
         f"{100 * (result.test_acc or 0):.1f}%, cached={result.cached}"
     )
     print(
-        f"time       training {trained - started:.1f} s (engine {result.seconds:.1f} s), then "
-        f"adoption and re-analysis {ended - trained:.2f} s"
+        f"time       training {probe.trained_at - started:.1f} s (engine {result.seconds:.1f} s), "
+        f"then adoption and re-analysis {ended - probe.trained_at:.2f} s"
     )
-    print(f"step batches received by the GUI: {steps_received} for {result.steps} steps")
-    for label, values in (("whole run", gaps), ("training only", training)):
+    print(f"step batches received by the GUI: {probe.batches} for {result.steps} steps")
+    print("gaps between ticks of the 10 ms timer; 'GUI work' is the time the GUI thread spent in")
+    print("events within one gap (the part of the gap the app itself causes), at most over gaps")
+    if len(baseline.ticks) > 1:
+        report(f"idle {args.baseline:.0f} s", baseline)
+    report("whole run", probe)
+    report("training only", probe, until=probe.trained_at)
+    work = {end: worked for _start, end, worked in probe.work()}
+    for when, gap, status in probe.long:
         print(
-            f"{label:14s} ticks {len(values) + 1:6d}   max gap {max(values):6.1f} ms   "
-            f"p99 {percentile(values, 0.99):5.1f} ms   median {percentile(values, 0.5):5.1f} ms"
+            f"  gap {gap:6.1f} ms at {when - probe.ticks[0]:6.2f} s, GUI work in it "
+            f"{work.get(when, 0.0):4.1f} ms: {status}"
         )
-    for where, gap, status in probe.long:
-        print(f"  gap {gap:6.1f} ms at {where:6.2f} s: {status}")
+        for start, end, what in app.slow:
+            if when - gap / 1e3 <= start < when:
+                print(f"      {1e3 * (end - start):5.1f} ms  {what}")
     window.close()
+
+
+def report(label: str, probe: Probe, until: float = float("inf")) -> None:
+    gaps = [(end, 1e3 * (end - start), worked) for start, end, worked in probe.work()]
+    gaps = [g for g in gaps if g[0] <= until]
+    lengths = [g[1] for g in gaps]
+    print(
+        f"{label:14s} {gaps[-1][0] - probe.ticks[0]:5.1f} s   max gap {max(lengths):6.1f} ms   "
+        f"p99 {percentile(lengths, 0.99):5.1f} ms   median {percentile(lengths, 0.5):5.1f} ms   "
+        f"gaps over 30 ms {sum(g > 30 for g in lengths):3d}   "
+        f"most GUI work in a gap {max(g[2] for g in gaps):5.1f} ms"
+    )
 
 
 if __name__ == "__main__":

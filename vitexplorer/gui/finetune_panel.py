@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -91,6 +91,10 @@ class FinetunePanel(QWidget):
         self.busy = False  # a job runs on the fine-tune thread
         self._job = ""  # "train", "download" or "save"
         self._closing = False
+        self._results_timer = QTimer(self)
+        self._results_timer.setSingleShot(True)
+        self._results_timer.setInterval(0)
+        self._results_timer.timeout.connect(self._show_results)
         self._started_at = 0.0
         self._epochs = 0
         self._steps_total = 0
@@ -389,7 +393,6 @@ class FinetunePanel(QWidget):
         self.result = result
         self.progress.setValue(1000)
         self.progress.setFormat("done" if not result.cancelled else "cancelled")
-        self.results.show_result(result, steps)
         took = duration(result.seconds)
         if result.cancelled:
             self._end(
@@ -402,6 +405,18 @@ class FinetunePanel(QWidget):
                 f"File > Save model keeps it."
             )
         self.model_trained.emit(result)
+        # The confusion matrix and the gallery on a later turn of the event loop: drawn in the
+        # same turn as the curves and the explorer's new analysis, they held the GUI thread for
+        # 40 ms at once. (A QTimer, not QTimer.singleShot(0, ...), which Qt 6 turns into a
+        # queued call that runs in the same turn.)
+        self._results_timer.start()
+
+    @Slot()
+    def _show_results(self) -> None:
+        result = self.result
+        if self._closing or result is None:
+            return
+        self.results.show_result(result, result.steps)
         self.finished.emit(result)
 
     @Slot(str)
