@@ -71,7 +71,8 @@ class TimedApplication(QApplication):
             end = time.perf_counter()
             self.busy.append((start, end))
             if end - start > 1e-3:
-                what = f"{type(receiver).__name__}{receiver.objectName() and ' ' + receiver.objectName()} {event.type().name}"
+                name = f"{type(receiver).__name__} {receiver.objectName()}".strip()
+                what = f"{name} {event.type().name}"
                 views = receiver.views() if hasattr(receiver, "views") else []
                 if views:  # a graphics scene: name the view that shows it
                     what += f" ({type(views[0]).__name__})"

@@ -15,6 +15,7 @@ from tests.gui.conftest import make_window
 from vitexplorer.core.data import load_image, preprocess
 from vitexplorer.core.models import load_model
 from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import ModelRequest
 
 
@@ -463,3 +464,40 @@ def test_toolbar_names_the_checkpoint_file_once(qtbot, window: MainWindow, check
         "Random weights",
         "file: tiny.safetensors",
     ]
+
+
+def test_patch_grid_lines_fall_on_the_patch_borders(qtbot):
+    """The grid is painted as one-pixel filled rectangles (fast in Qt's raster engine): on a
+    black image they must show exactly at the borders between patches, and nowhere inside."""
+    view = ImageView()
+    qtbot.addWidget(view)
+    view.resize(520, 440)
+    view.show()
+    qtbot.waitExposed(view)
+    rows, cols = 4, 6  # a rectangular grid
+    view.set_image(np.zeros((64, 96, 3), np.uint8), (rows, cols))
+    view.set_opacity(0.0)  # no heat map over the photo
+    qtbot.wait(50)
+    image = view.grab().toImage()
+
+    def pixel(x: float, y: float) -> QPoint:
+        return view.mapFromScene(view.view.mapViewToScene(QPointF(x, y)))
+
+    def brightest(x: float, y: float, vertical: bool) -> int:
+        """The brightest pixel within 2 pixels across a border at (x, y) in patch units."""
+        at = pixel(x, y)
+        near = [(at.x() + d, at.y()) if vertical else (at.x(), at.y() + d) for d in range(-2, 3)]
+        return max(image.pixelColor(px, py).red() for px, py in near)
+
+    for col in range(1, cols):  # inner vertical borders, sampled halfway down a patch
+        assert 40 < brightest(col, 1.5, vertical=True) < 120  # white at 70/255 over black
+    for row in range(1, rows):
+        assert 40 < brightest(2.5, row, vertical=False) < 120
+    for row in range(rows):  # patch centres stay black
+        for col in range(cols):
+            centre = pixel(col + 0.5, row + 0.5)
+            assert image.pixelColor(centre.x(), centre.y()).red() < 5
+    view.grid_lines.setVisible(False)
+    qtbot.wait(50)
+    image = view.grab().toImage()
+    assert brightest(1, 1.5, vertical=True) < 5

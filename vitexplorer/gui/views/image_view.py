@@ -6,13 +6,52 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent, QPainter
 from PySide6.QtWidgets import QGraphicsRectItem
 
 from vitexplorer.gui.views.common import heat_levels, new_colorbar, new_heat_item, selection_pen
 
 ARROWS = {Qt.Key_Up: (-1, 0), Qt.Key_Down: (1, 0), Qt.Key_Left: (0, -1), Qt.Key_Right: (0, 1)}
+
+
+class PatchGrid(pg.GraphicsObject):
+    """Faint lines between the patches, one screen pixel wide whatever the zoom. Each is filled
+    as a one-pixel rectangle: Qt's raster engine blends a filled rectangle fast but draws a
+    translucent line about 35 times slower, which made a third of every redraw after a click."""
+
+    COLOR = QColor(255, 255, 255, 70)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grid = (0, 0)  # rows, columns
+
+    def set_grid(self, rows: int, cols: int) -> None:
+        self.prepareGeometryChange()
+        self.grid = (rows, cols)
+        self.update()
+
+    def boundingRect(self) -> QRectF:  # noqa: N802
+        rows, cols = self.grid
+        return QRectF(0, 0, cols, rows)
+
+    def paint(self, painter: QPainter, *_args) -> None:
+        rows, cols = self.grid
+        if rows == 0 or cols == 0:
+            return
+        to_screen = painter.transform()  # patch units to device pixels, axis-aligned
+        corners = [to_screen.map(QPointF(x, y)) for x, y in ((0, 0), (cols, rows))]
+        left, right = sorted(round(p.x()) for p in corners)
+        top, bottom = sorted(round(p.y()) for p in corners)
+        painter.save()
+        painter.resetTransform()
+        for col in range(cols + 1):
+            x = math.floor(to_screen.map(QPointF(col, 0)).x())
+            painter.fillRect(QRect(min(x, right - 1), top, 1, bottom - top), self.COLOR)
+        for row in range(rows + 1):
+            y = math.floor(to_screen.map(QPointF(0, row)).y())
+            painter.fillRect(QRect(left, min(y, bottom - 1), right - left, 1), self.COLOR)
+        painter.restore()
 
 
 class ImageView(pg.GraphicsLayoutWidget):
@@ -31,9 +70,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.photo = pg.ImageItem(axisOrder="row-major")
         self.heat = new_heat_item()
         self.heat.setZValue(1)
-        self.grid_lines = pg.PlotCurveItem(
-            pen=pg.mkPen(255, 255, 255, 70), connect="pairs", antialias=False, skipFiniteCheck=True
-        )
+        self.grid_lines = PatchGrid()
         self.grid_lines.setZValue(2)
         self.selection = QGraphicsRectItem()
         self.selection.setPen(selection_pen(2.5))
@@ -56,11 +93,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.photo.setRect(rect)
         if grid != self.grid:
             self.grid = grid
-            xs = np.repeat(np.arange(cols + 1, dtype=float), 2)
-            ys = np.tile([0.0, rows], cols + 1)
-            hx = np.tile([0.0, cols], rows + 1)
-            hy = np.repeat(np.arange(rows + 1, dtype=float), 2)
-            self.grid_lines.setData(np.concatenate([xs, hx]), np.concatenate([ys, hy]))
+            self.grid_lines.set_grid(rows, cols)
             self.view.setRange(rect, padding=0.02)
 
     def set_heat(self, values: np.ndarray) -> None:
