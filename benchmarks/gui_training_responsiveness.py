@@ -8,8 +8,14 @@ tab shown, so the live curves are drawn as they grow, on ../shared/data/cifar10 
 small ViT with random weights (saved as a checkpoint first), or ``--model vit_b_32`` with random
 weights. Target: the longest gap at most 50 ms.
 
+Two figures put a long gap in context. First the same timer runs for ``--baseline`` seconds in
+the same window with nothing else going on: the machine's own stalls (on a shared virtual
+machine they reach 50 to 70 ms with no work at all). Then every event the GUI thread handles is
+timed, and each gap is reported with the GUI thread's work inside it: the part the app causes.
+
     python benchmarks/gui_training_responsiveness.py [--per-class 200] [--epochs 4]
-        [--freeze last:2] [--model small_vit|vit_b_32] [--data DIR]
+        [--freeze last:2] [--model small_vit|vit_b_32] [--data DIR] [--baseline 20]
+        [--show-gaps MS]   # list the gaps over MS ms with the GUI events inside them
 """
 
 from __future__ import annotations
