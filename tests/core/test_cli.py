@@ -136,7 +136,7 @@ def test_analyze_writes_attention_predictions_and_overlay(checkpoint, tmp_path, 
     # the picture is the written attention's last-layer CLS map (mean over heads) over the crop
     cls_map = attention_map(attention, 1, None, 0, (4, 4), 1)
     np.testing.assert_allclose(cls_map, attention[1, :, 0, 1:].mean(0).reshape(4, 4), atol=1e-7)
-    assert np.array_equal(overlay, render_overlay(display, cls_map, cli._colour_table()))
+    assert np.array_equal(overlay, render_overlay(display, cls_map, cli.colour_table()))
 
     captured = capsys.readouterr()
     top1 = predictions[0]

@@ -91,10 +91,10 @@ def _lines(text: str) -> list[str]:
 def test_defaults_are_the_engines():
     assert FINETUNE_DEFAULTS == training.FinetuneConfig().to_dict()
     required = ["--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
-    options = vars(cli._finetune_parser().parse_args(required))
+    options = vars(cli.finetune_parser().parse_args(required))
     assert {key: options[key] for key in FINETUNE_DEFAULTS} == FINETUNE_DEFAULTS
     flags = ["--augment", "--no-mixed-precision", "--freeze", "last:1", "--lr", "0.5"]
-    options = vars(cli._finetune_parser().parse_args([*required, *flags]))
+    options = vars(cli.finetune_parser().parse_args([*required, *flags]))
     assert (options["augment"], options["mixed_precision"]) == (True, False)
     assert (options["freeze"], options["lr"]) == ("last:1", 0.5)
 
@@ -362,7 +362,7 @@ def _stage(name: str, done: int, total: int) -> training.Stage:
 
 def test_progress_on_a_terminal_is_one_line_redrawn(monkeypatch):
     clock = iter(float(t) for t in range(100))
-    monkeypatch.setattr("vitexplorer.cli.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("vitexplorer.cli.finetune.time.monotonic", lambda: next(clock))
     out, err = io.StringIO(), _Terminal()
     report = FinetuneReport(out, err)
     for done in (64, 128, 200):
@@ -380,7 +380,7 @@ def test_progress_on_a_terminal_is_one_line_redrawn(monkeypatch):
 
 def test_progress_in_a_log_is_a_line_per_stage_and_per_interval(monkeypatch):
     clock = iter([0.0, 1.0, 2.0, 40.0, 41.0, 42.0])
-    monkeypatch.setattr("vitexplorer.cli.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("vitexplorer.cli.finetune.time.monotonic", lambda: next(clock))
     err = io.StringIO()
     report = FinetuneReport(io.StringIO(), err, interval=30.0)
     for done in (10, 20, 30, 40):

@@ -1,0 +1,229 @@
+"""What the commands share: one-line errors, argument types, loading the model with a download
+bar, atomic writes, the colour table of the PNG overlays, Ctrl-C as a cancel."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vitexplorer.core.models import LoadedModel
+
+PROG = "vitexplorer"
+# The same names as vitexplorer.core.models.MODEL_NAMES (a test keeps them equal); repeated here
+# so that the help texts need not import torch.
+MODEL_NAMES = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14", "small_vit")
+
+
+class Failed(Exception):
+    """A problem already worth one line on stderr; carries the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error(message: str) -> None:
+    """One line on stderr, however many lines the underlying message had."""
+    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def device_choice(value: str) -> str:
+    if value in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not auto, cpu, cuda, cuda:N or mps")
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def load_model_for(options: argparse.Namespace) -> LoadedModel:
+    """The model, loaded once, or a :class:`Failed` with status 2 that says why not."""
+    from vitexplorer.core import models
+    from vitexplorer.core.checkpoint import WeightsFileError
+
+    name, weights = options.model, options.weights
+    if models.is_weights_path(name) and weights != "default":
+        error(f"note: --weights {weights} is ignored, {Path(name).name} carries its own weights")
+    bar: ProgressBar | None = None
+    if name in models.TORCHVISION_VITS and weights == "default":
+        download = models.default_weights_download(name)
+        if not download.cached:
+            print(
+                f"Downloading the {download.description}, {download.size_mb:.0f} MB, "
+                f"to {download.path}",
+                file=sys.stderr,
+                flush=True,
+            )
+            bar = ProgressBar(sys.stderr)
+    try:
+        return models.load_model(name, weights, options.device, progress=bar)
+    except (models.WeightsUnavailableError, models.DownloadCancelled) as exc:
+        raise Failed(str(exc), 2) from exc
+    except (WeightsFileError, ValueError) as exc:  # unknown model, bad file, device not present
+        raise Failed(str(exc), 2) from exc
+    except OSError as exc:  # e.g. the torch hub cache is not writable
+        raise Failed(f"cannot load the model: {exc}", 2) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class ProgressBar:
+    """A one-line download progress bar, redrawn in place with ``\\r``."""
+
+    def __init__(self, stream: IO[str], width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.shown: tuple[int, float] | None = None  # (percent, time) last drawn
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = min(done / total, 1.0) if total > 0 else 0.0
+        percent = int(fraction * 100)
+        now = time.monotonic()
+        if self.shown is not None and (
+            percent == self.shown[0] or (now - self.shown[1] < 0.1 and percent < 100)
+        ):
+            return
+        self.shown = (percent, now)
+        filled = int(fraction * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {done / 1e6:7.1f} / {total / 1e6:.1f} MB {percent:3d}%")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the line, if anything was drawn."""
+        if self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = None
+
+
+def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """One output name per input: its file stem, with ``-2``, ``-3``... for repeated stems.
+
+    The first input with a stem keeps it; later ones get the lowest free suffix that no input's
+    own stem uses. Compared case-insensitively, for case-insensitive file systems.
+    """
+    natural = [Path(p).stem or "image" for p in paths]
+    taken = {stem.casefold() for stem in natural}
+    seen: set[str] = set()
+    stems = []
+    for stem in natural:
+        if stem.casefold() not in seen:
+            seen.add(stem.casefold())
+            stems.append(stem)
+            continue
+        n = 2
+        while f"{stem}-{n}".casefold() in taken:
+            n += 1
+        taken.add(f"{stem}-{n}".casefold())
+        stems.append(f"{stem}-{n}")
+    return stems
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], mode: int = 0o644) -> None:
+    """Write ``path`` through a temporary file beside it, so it is never seen half written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_mode() -> int:
+    """The permissions a newly created file gets under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# pyqtgraph's inferno at 0, 32, ..., 224 and 255, for machines where Qt cannot be imported
+_INFERNO_ANCHORS = (
+    (0, 0, 4), (33, 12, 74), (87, 16, 110), (138, 34, 106), (188, 55, 84),
+    (228, 90, 49), (249, 142, 9), (249, 203, 53), (252, 255, 164),
+)  # fmt: skip
+
+
+def colour_table() -> np.ndarray:
+    """pyqtgraph's inferno as a (256, 3) uint8 table (a close approximation without Qt)."""
+    import numpy as np
+
+    try:
+        import pyqtgraph as pg
+    except ImportError:  # e.g. a server without the system libraries that Qt needs
+        positions = [*range(0, 256, 32), 255]
+        anchors = np.array(_INFERNO_ANCHORS, dtype=np.float64)
+        steps = np.arange(256)
+        channels = [np.interp(steps, positions, anchors[:, c]) for c in range(3)]
+        return np.rint(np.stack(channels, axis=1)).astype(np.uint8)
+    return pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=False)
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class CtrlCCancels:
+    """While entered, the first Ctrl-C asks the engine to stop after the current batch (so it
+    ends cleanly and nothing is saved); a second one stops at once. Callable: the cancel check.
+    """
+
+    def __init__(self, report: Any) -> None:  # anything with a note(text) method
+        self.report = report
+        self.requested = False
+        self.previous: Any = None
+        self.installed = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def __enter__(self) -> CtrlCCancels:
+        import signal
+        import threading
+
+        # only over Python's own handler: a parent that ignores SIGINT, or an embedding program
+        # with its own handler, keeps its way
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._interrupted)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        import signal
+
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous)
+            self.installed = False
+
+    def _interrupted(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.report.note("stopping after the current batch; Ctrl-C again to stop at once")

@@ -1,0 +1,451 @@
+"""``vitexplorer finetune``: a new head (and optionally the last blocks) trained on a dataset,
+saved as a checkpoint; JSON lines on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from vitexplorer.cli.common import (
+    MODEL_NAMES,
+    PROG,
+    CtrlCCancels,
+    Failed,
+    ProgressBar,
+    device_choice,
+    is_terminal,
+    load_model_for,
+    positive_int,
+)
+
+# FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "per_class": 100,
+    "test_per_class": 50,
+    "val_fraction": 0.1,
+    "freeze": "head",
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "batch_size": 64,
+    "epochs": 5,
+    "schedule": "cosine",
+    "warmup_epochs": 0.0,
+    "label_smoothing": 0.0,
+    "augment": False,
+    "mixed_precision": True,
+    "seed": 0,
+}
+
+
+def finetune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} finetune",
+        description="Fine-tune a ViT on a class-balanced subset of a dataset: a new head for the "
+        "dataset's classes, and whatever the freeze policy leaves trainable. Prints one JSON line "
+        "per epoch to stdout (epoch, train_loss, train_acc, val_loss, val_acc, seconds), then one "
+        "with the test results (test_acc, per_class_acc, class_names, confusion, steps, seconds, "
+        "checkpoint, cancelled), and writes the model as a checkpoint that 'analyze' and the app "
+        "open. Progress goes to stderr. Exit status: 0 saved, 2 a problem with the model, data, "
+        "settings or training (nothing saved), 130 interrupted (nothing saved).",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help=f"the model to start from: one of {', '.join(MODEL_NAMES)}, or a vitexplorer "
+        f"checkpoint (.safetensors), e.g. one fine-tuned before",
+    )
+    parser.add_argument(
+        "--weights",
+        default="default",
+        metavar="default|none|PATH",
+        help="as for 'analyze': ImageNet weights for torchvision ViTs, random ones, or a local "
+        "weights file; not used with a checkpoint --model (default: default)",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="cifar10|DIR",
+        help="'cifar10' (downloaded, 170 MB, into --data-root when missing) or a folder holding "
+        "one subfolder of images per class, optionally inside train/ and test/ (without them the "
+        "test images are set aside from each class); write ./cifar10 for a folder of that name",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where CIFAR-10 is kept (default: 'datasets' in vitexplorer's cache folder, "
+        "~/.cache/vitexplorer/datasets on Linux)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="MODEL.safetensors",
+        help="the checkpoint to write (its folder must exist); written only when training ends",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=device_choice,
+        metavar="auto|cpu|cuda|mps",
+        help="where the model trains; auto picks CUDA, then MPS, then the CPU (default: auto)",
+    )
+    d = FINETUNE_DEFAULTS
+    data = parser.add_argument_group("the subsets")
+    data.add_argument(
+        "--per-class",
+        type=positive_int,
+        default=d["per_class"],
+        metavar="N",
+        help="training images per class, validation images included (default: %(default)s)",
+    )
+    data.add_argument(
+        "--test-per-class",
+        type=positive_int,
+        default=d["test_per_class"],
+        metavar="M",
+        help="test images per class (default: %(default)s)",
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d["val_fraction"],
+        metavar="F",
+        help="share of each class's training images held out for validation (default: %(default)s)",
+    )
+    data.add_argument(
+        "--augment",
+        action="store_true",
+        help="random horizontal flips (the frozen part then runs every epoch, not once)",
+    )
+    train = parser.add_argument_group("training")
+    train.add_argument(
+        "--freeze",
+        default=d["freeze"],
+        metavar="head|last:K|none",
+        help="train the new head only, the last K blocks too, or everything (default: %(default)s)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=d["epochs"],
+        metavar="E",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=d["lr"],
+        metavar="X",
+        help="peak learning rate (default: %(default)s)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d["batch_size"],
+        metavar="B",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=("adamw", "sgd"),
+        default=d["optimizer"],
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--momentum",
+        type=float,
+        default=d["momentum"],
+        metavar="X",
+        help="for SGD (default: %(default)s)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d["weight_decay"],
+        metavar="X",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default=d["schedule"],
+        help="the learning rate after any warm-up (default: %(default)s)",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d["warmup_epochs"],
+        metavar="E",
+        help="linear warm-up, in epochs, fractions allowed (default: %(default)s)",
+    )
+    train.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d["label_smoothing"],
+        metavar="X",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--no-mixed-precision",
+        dest="mixed_precision",
+        action="store_false",
+        help="train in float32 throughout; by default the forward passes run in bfloat16 (or "
+        "float16) on a GPU, and in bfloat16 on a CPU with AMX, where it is several times faster",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=d["seed"],
+        metavar="S",
+        help="decides the images chosen, their order and any random weights (default: %(default)s)",
+    )
+    return parser
+
+
+def run_finetune(options: argparse.Namespace) -> int:
+    """``vitexplorer finetune``: JSON lines on stdout, the checkpoint at ``--out``; 0, 2 or 130.
+
+    Everything cheap is checked before anything heavy (downloads, decoding, training), and the
+    checkpoint is written only after the last test batch, atomically.
+    """
+    out = _checked_checkpoint_path(options.out.expanduser())
+    from dataclasses import replace
+
+    from vitexplorer.core import training
+    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.datasets import DatasetError
+    from vitexplorer.core.models import save_checkpoint
+
+    config = training.FinetuneConfig(**{key: getattr(options, key) for key in FINETUNE_DEFAULTS})
+    try:
+        replace(config, freeze="head").check(1)  # the freeze policy needs the model: see below
+    except ValueError as exc:
+        raise Failed(str(exc), 2) from exc
+    _check_model_source(options.model, options.weights)
+    dataset = _open_dataset(options.data, options.data_root, config)
+
+    import torch
+
+    torch.manual_seed(config.seed)  # random weights (--weights none) follow --seed too
+    model = load_model_for(options)
+    try:
+        config.check(model.spec.num_layers)
+    except ValueError as exc:
+        raise Failed(str(exc), 2) from exc
+
+    report = FinetuneReport(sys.stdout, sys.stderr)
+    result = None
+    with CtrlCCancels(report) as cancel:
+        try:
+            for event in training.finetune(model, dataset, config, cancelled=cancel):
+                report.show(event)
+                if isinstance(event, training.Finished):
+                    result = event.result
+        except (training.TrainingError, DatasetError, ValueError) as exc:
+            report.clear()
+            raise Failed(str(exc), 2) from exc
+        except RuntimeError as exc:  # anything else torch raises: one line, not a traceback
+            report.clear()
+            raise Failed(f"training failed: {failure_message(exc)}", 2) from exc
+    if result is None:  # the engine always ends with Finished; never save without it
+        raise Failed("training ended without a result; nothing was saved", 2)
+    if result.cancelled:
+        report.result(result, None)
+        raise Failed("interrupted; nothing was saved", 130)
+    try:
+        save_checkpoint(out, result.model, result.metadata())
+    except OSError as exc:
+        raise Failed(f"cannot write {out}: {exc.strerror or exc}", 2) from exc
+    report.result(result, out)
+    return 0
+
+
+def _checked_checkpoint_path(out: Path) -> Path:
+    """``--out`` as it will be written, or a :class:`Failed` saying why it cannot be."""
+    if out.suffix != ".safetensors":
+        raise Failed(f"--out {out}: a checkpoint's name must end in .safetensors", 2)
+    if out.is_dir():
+        raise Failed(f"--out {out} is a folder; give the checkpoint's file name", 2)
+    folder = out.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise Failed(f"--out {out}: the folder {folder} {what}; create it first", 2)
+    try:  # the one sure test of writability, for any user (root too) and file system
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise Failed(f"--out {out}: cannot write to {folder}: {exc.strerror or exc}", 2) from exc
+    return out
+
+
+def _check_model_source(name: str, weights: str) -> None:
+    """Fail now, not after a dataset download, on a model or weights file that is not there."""
+    from vitexplorer.core import models
+
+    if models.is_weights_path(name):
+        if not Path(name).is_file():
+            raise Failed(f"weights file not found: {name}", 2)
+    elif name not in models.MODEL_NAMES:
+        choices = ", ".join(models.MODEL_NAMES)
+        raise Failed(f"unknown model {name!r}; choose one of {choices} or a checkpoint path", 2)
+    elif weights not in ("default", "none") and not Path(weights).is_file():
+        raise Failed(f"weights file not found: {weights}", 2)
+
+
+def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
+    """The dataset (CIFAR-10 downloaded with progress when missing), checked to hold enough
+    images of every class for the subsets ``config`` asks for."""
+    from torchvision.datasets import CIFAR10
+
+    from vitexplorer.core import datasets
+
+    root = root.expanduser() if root else datasets.default_data_root()
+    bar: ProgressBar | None = None
+    if source == datasets.CIFAR10_NAME and not datasets.has_cifar10(root):
+        if (root / CIFAR10.filename).is_file():
+            print(f"Unpacking CIFAR-10 in {root}", file=sys.stderr, flush=True)
+        else:
+            size_mb = datasets.cifar10_download_size() / 1e6
+            print(f"Downloading CIFAR-10, {size_mb:.0f} MB, to {root}", file=sys.stderr, flush=True)
+            bar = ProgressBar(sys.stderr)
+    try:
+        dataset = datasets.open_dataset(source, root=root, download=True, progress=bar)
+        datasets.plan_subsets(dataset, config.per_class, config.test_per_class, config.seed)
+    except datasets.DatasetError as exc:
+        raise Failed(str(exc), 2) from exc
+    except OSError as exc:  # e.g. a folder that cannot be listed
+        raise Failed(f"cannot read the dataset {source}: {exc.strerror or exc}", 2) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    return dataset
+
+
+STAGE_LABELS = {
+    "loading": "loading images",
+    "features": "computing the frozen part's outputs",
+    "testing": "testing",
+}
+
+
+class FinetuneReport:
+    """The fine-tune events for two readers: JSON lines on ``out`` for programs, progress for
+    people on ``err``. On a terminal, progress is one line redrawn in place; otherwise (a log
+    file, a pipe) a line when a stage ends and at most one every ``interval`` seconds within it.
+    """
+
+    def __init__(self, out: IO[str], err: IO[str], interval: float = 30.0) -> None:
+        self.out, self.err, self.interval = out, err, interval
+        self.tty = is_terminal(err)
+        self.drawn = 0  # length of the in-place line on the terminal, 0 when none
+        self.drawn_at = 0.0
+        self.since = time.monotonic()  # when the current stage began
+        self.stage: str | None = None
+        self.steps = 0  # steps per epoch, epochs
+        self.epochs = 0
+
+    def show(self, event: Any) -> None:
+        from vitexplorer.core import training
+
+        if isinstance(event, training.Stage):
+            self._stage(event)
+        elif isinstance(event, training.Step):
+            if self.tty:
+                step = (event.step - 1) % max(1, self.steps) + 1
+                self._draw(
+                    f"epoch {event.epoch}/{self.epochs}: step {step}/{self.steps}, "
+                    f"loss {event.loss:.4f}"
+                )
+        elif isinstance(event, training.Epoch):
+            self.clear()
+            self._json(event.to_dict())
+            self.since = time.monotonic()
+        elif isinstance(event, training.Started):
+            self.steps, self.epochs = event.steps_per_epoch, event.epochs
+            cached = "; the frozen part runs once" if event.cached else ""
+            self.note(
+                f"training on {event.num_train} images ({event.num_val} for validation, "
+                f"{event.num_test} for testing) of {len(event.class_names)} classes on "
+                f"{event.device}: {event.trainable_params:,} of {event.total_params:,} parameters "
+                f"trainable, {event.epochs} epoch(s) of {event.steps_per_epoch} step(s){cached}"
+            )
+            self.since = time.monotonic()
+        elif isinstance(event, training.Notice):
+            self.note(f"note: {event.message}")
+        elif isinstance(event, training.Finished):
+            self.clear()
+
+    def result(self, result: Any, checkpoint: Path | None) -> None:
+        """The last JSON line: test metrics and where the model went."""
+        confusion = result.confusion
+        self._json(
+            {
+                **result.metrics(),
+                "class_names": list(result.model.spec.class_names),
+                "confusion": None if confusion is None else confusion.tolist(),
+                "checkpoint": None if checkpoint is None else os.path.abspath(checkpoint),
+            }
+        )
+
+    def note(self, message: str) -> None:
+        """One permanent line on ``err``."""
+        self.clear()
+        print(message, file=self.err, flush=True)
+
+    def clear(self) -> None:
+        """Remove the in-place line, if one is drawn."""
+        if self.drawn:
+            self.err.write("\r" + " " * self.drawn + "\r")
+            self.err.flush()
+            self.drawn = 0
+
+    def _stage(self, event: Any) -> None:
+        now = time.monotonic()
+        if event.name != self.stage:
+            self.stage, self.drawn_at = event.name, now
+        label = STAGE_LABELS.get(event.name, event.name)
+        if event.done >= event.total:
+            self.note(f"{label}: {event.total} images, {now - self.since:.1f} s")
+            self.since, self.stage = now, None
+        elif self.tty:
+            self._draw(f"{label}: {event.done}/{event.total}")
+        elif now - self.drawn_at >= self.interval:
+            self.note(f"{label}: {event.done}/{event.total}")
+            self.drawn_at = now
+
+    def _draw(self, text: str) -> None:
+        now = time.monotonic()
+        if self.drawn and now - self.drawn_at < 0.1:
+            return
+        self.err.write("\r" + text.ljust(self.drawn))
+        self.err.flush()
+        self.drawn, self.drawn_at = max(len(text), 1), now
+
+    def _json(self, record: dict[str, Any]) -> None:
+
+        print(json.dumps(_finite(record), allow_nan=False), file=self.out, flush=True)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: strict JSON for any reader."""
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
