@@ -105,6 +105,7 @@ class LoadedModel:
     module: nn.Module
     spec: ModelSpec
     device: torch.device
+    weights_file: Path | None = None  # where the parameters were read from; None when random
 
 
 @dataclass(frozen=True)
@@ -222,13 +223,16 @@ def load_model(
     ``none`` (random), or the path of a weights file: a plain state dict (.pth or .safetensors)
     for the architecture ``name``, or a vitexplorer checkpoint, whose metadata then decides.
     """
+    weights_file: Path | None = None
     if is_weights_path(name):
-        module, spec = _from_file(Path(name), None)
+        weights_file = Path(name)
+        module, spec = _from_file(weights_file, None)
     elif name not in MODEL_NAMES:
         choices = ", ".join(MODEL_NAMES)
         raise ValueError(f"unknown model {name!r}; choose one of {choices} or a checkpoint path")
     elif weights not in ("default", "none"):
-        module, spec = _from_file(Path(weights), name)
+        weights_file = Path(weights)
+        module, spec = _from_file(weights_file, name)
     elif name == SMALL_VIT:
         config = small_config or SmallViTConfig()
         module, spec = SmallViT(config), small_vit_spec(config, "random initialisation")
@@ -249,8 +253,11 @@ def load_model(
                 f"delete that file and load the model again to download a fresh copy"
             ) from exc
         module, spec = _torchvision_from_state(name, state, download.description)
+        weights_file = download.path
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    return LoadedModel(module.eval().to(target), spec, target)
+    if weights_file is not None:
+        weights_file = weights_file.expanduser().resolve()
+    return LoadedModel(module.eval().to(target), spec, target, weights_file)
 
 
 def _torchvision_from_state(

@@ -1,0 +1,108 @@
+"""What a figure was made from, so that it can be made again: the method card.
+
+A card names the model (architecture, where its weights came from and the SHA-256 of the
+weights file), the preprocessing (resize, crop, normalisation), the method and its parameters,
+the image and the software versions. ``vitexplorer analyze`` writes one per method beside the
+maps, and the app's export writes one beside each exported view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from pathlib import Path
+from typing import Any
+
+from vitexplorer import __version__
+from vitexplorer.core.models import LoadedModel
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> hex digest
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file, remembered while the file keeps its size and modification time
+    (hashing ViT-H's 2.5 GB of weights takes seconds; it is done once per session)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def weights_facts(model: LoadedModel) -> dict[str, Any]:
+    """Where the parameters came from: the file and its hash, or why there is none."""
+    facts: dict[str, Any] = {"label": model.spec.weights}
+    path = model.weights_file
+    if path is None:
+        facts["file"] = None
+        facts["sha256"] = None
+        facts["note"] = (
+            "no weights file: random initialisation, or a model fine-tuned in the app and not "
+            "saved yet"
+        )
+        return facts
+    facts["file"] = str(path)
+    try:
+        facts["sha256"] = file_sha256(path)
+    except OSError as exc:  # moved or deleted since it was loaded
+        facts["sha256"] = None
+        facts["note"] = f"the weights file could not be read again: {exc.strerror or exc}"
+    return facts
+
+
+def preprocessing_facts(model: LoadedModel) -> dict[str, Any]:
+    spec = model.spec
+    return {
+        "resize": spec.resize_size,
+        "center_crop": spec.image_size,
+        "interpolation": spec.interpolation,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+    }
+
+
+def method_card(
+    model: LoadedModel,
+    method: str,
+    parameters: dict[str, Any],
+    image: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready record of one map: enough to compute it again and get the same numbers."""
+    import numpy
+    import torch
+
+    spec = model.spec
+    card: dict[str, Any] = {
+        "method": method,
+        "parameters": dict(parameters),
+        "model": {
+            "architecture": spec.name,
+            "display_name": spec.display_name,
+            "weights": weights_facts(model),
+            "input_size": [spec.image_size, spec.image_size],
+            "patch_size": spec.patch_size,
+            "grid": list(spec.grid),
+            "num_prefix_tokens": spec.num_prefix_tokens,
+            "num_layers": spec.num_layers,
+            "num_heads": spec.num_heads,
+            "num_classes": len(spec.class_names),
+        },
+        "preprocessing": preprocessing_facts(model),
+        "image": None if image is None else str(image),
+        "device": str(model.device),
+        "software": {
+            "vitexplorer": __version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    if extra:
+        card.update(extra)
+    return card
