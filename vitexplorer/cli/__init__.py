@@ -31,6 +31,7 @@ from vitexplorer.cli.finetune import (
     finetune_parser,
     run_finetune,
 )
+from vitexplorer.cli.stats import run_stats, stats_parser
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -46,7 +47,7 @@ __all__ = [
     "write_outputs",
 ]
 
-COMMANDS = ("analyze", "finetune")
+COMMANDS = ("analyze", "finetune", "stats")
 _GUI_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
 
 
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_analyze(analyze_parser().parse_args(args[1:]))
         if args and args[0] == "finetune":
             return run_finetune(finetune_parser().parse_args(args[1:]))
+        if args and args[0] == "stats":
+            return run_stats(stats_parser().parse_args(args[1:]))
         options = _gui_parser().parse_args(args)
         return _run_gui(options.images)
     except SystemExit as exc:  # argparse after --help, --version or a usage error

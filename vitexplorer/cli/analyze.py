@@ -33,7 +33,12 @@ def analyze_parser() -> argparse.ArgumentParser:
         description="Run a ViT on each image and write, per image, into DIR: <stem>.attention.npy "
         "(float32, layers x heads x tokens x tokens), <stem>.json (model facts and the top-5 "
         "predictions) and <stem>.cls.png (the last layer's CLS attention, mean over heads, over "
-        "the crop the model saw).",
+        "the crop the model saw). Each --method adds <stem>.<method>.npy (the CLS token's map "
+        "over the patch grid, float32, grid rows x grid columns), <stem>.<method>.png (that map "
+        "over the crop) and <stem>.<method>.json (a method card: model, weights file hash, "
+        "preprocessing, method and parameters, so the map can be made again). With --method "
+        "attention, <stem>.attention.npy is that map and the whole capture is written as "
+        "<stem>.attention_all.npy.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
     parser.add_argument(
@@ -60,7 +65,116 @@ def analyze_parser() -> argparse.ArgumentParser:
         metavar="auto|cpu|cuda|mps",
         help="where the model runs; auto picks CUDA, then MPS, then the CPU (default: auto)",
     )
+    add_method_options(parser)
     return parser
+
+
+def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True) -> None:
+    """--method and the options of the explanation methods (shared with the checks)."""
+    from vitexplorer.cli.common import METHODS  # names only: no torch
+
+    methods = parser.add_argument_group("explanation methods")
+    if repeatable:
+        methods.add_argument(
+            "--method",
+            action="append",
+            choices=METHODS,
+            default=[],
+            help="write this method's map too; repeat for several. attention: the CLS token's "
+            "attention in --layer and --head; rollout: attention rollout (Abnar and Zuidema "
+            "2020); relevance: class-specific relevance (Chefer et al. 2021) for --target-class",
+        )
+    else:
+        methods.add_argument(
+            "--method",
+            choices=METHODS,
+            default="rollout",
+            help="the method whose maps are tested (default: rollout)",
+        )
+    methods.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        metavar="L",
+        help="attention: the layer, from 0; -1 is the last (default: -1)",
+    )
+    methods.add_argument(
+        "--head",
+        type=int,
+        default=None,
+        metavar="H",
+        help="attention: the head, from 0 (default: the mean of the heads)",
+    )
+    methods.add_argument(
+        "--head-fusion",
+        choices=("mean", "max", "min"),
+        default="mean",
+        help="rollout: how each layer's heads are combined (default: mean)",
+    )
+    methods.add_argument(
+        "--discard-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="rollout: the share of each row's weakest patch attention set to zero, from 0 to "
+        "below 1; the CLS column is never discarded (default: 0)",
+    )
+    methods.add_argument(
+        "--start-layer",
+        type=int,
+        default=0,
+        metavar="L",
+        help="rollout: the first layer multiplied in, from 0 (default: 0)",
+    )
+    methods.add_argument(
+        "--target-class",
+        default=None,
+        metavar="K",
+        help="relevance: the class to explain, an index or a class name (default: the "
+        "predicted class)",
+    )
+
+
+def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -> Any:
+    """The parsed method options as a checked ``MethodOptions`` for this model, or Failed."""
+    from vitexplorer.core.methods import MethodOptions
+
+    target = options.target_class
+    if target is not None:
+        target = class_index(target, spec.class_names)
+    try:
+        chosen = MethodOptions(
+            layer=options.layer,
+            head=options.head,
+            head_fusion=options.head_fusion,
+            discard_ratio=options.discard_ratio,
+            start_layer=options.start_layer,
+            target_class=target,
+        )
+        for method in methods:
+            chosen.check(method, spec)
+    except ValueError as exc:
+        raise Failed(str(exc), 2) from exc
+    return chosen
+
+
+def class_index(text: str, class_names: tuple[str, ...]) -> int:
+    """A class given as an index or as a name (case does not matter)."""
+    if text.strip().lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(class_names):
+            raise Failed(
+                f"--target-class {index} is outside 0..{len(class_names) - 1} for this model", 2
+            )
+        return index
+    folded = [name.casefold() for name in class_names]
+    if text.strip().casefold() in folded:
+        return folded.index(text.strip().casefold())
+    raise Failed(
+        f"--target-class {text!r} is not one of the model's {len(class_names)} class names; "
+        f"give its index instead",
+        2,
+    )
 
 
 def run_analyze(options: argparse.Namespace) -> int:
@@ -73,6 +187,8 @@ def run_analyze(options: argparse.Namespace) -> int:
             f"cannot create the output folder {out_dir}: {exc.strerror or exc}", 2
         ) from exc
     model = load_model_for(options)
+    methods = list(dict.fromkeys(options.method))  # each once, in the order given
+    chosen = method_options(options, model.spec, methods)
 
     from vitexplorer.core.analysis import analyze_image, failure_message
     from vitexplorer.core.data import ImageLoadError, load_image
@@ -94,7 +210,15 @@ def run_analyze(options: argparse.Namespace) -> int:
             failures += 1
             continue
         try:
-            write_outputs(out_dir, stem, source, analysis, lut, mode)
+            maps = explain_methods(model, image, source, analysis, methods, chosen)
+        except (RuntimeError, ValueError) as exc:
+            error(f"{Path(source).name}: {failure_message(exc)}")
+            failures += 1
+            continue
+        try:
+            write_outputs(out_dir, stem, source, analysis, lut, mode, full_name(stem, methods))
+            for method, (heat, card) in maps.items():
+                write_method_outputs(out_dir, stem, analysis, method, heat, card, lut, mode)
         except OSError as exc:
             error(f"{Path(source).name}: cannot write to {out_dir}: {exc.strerror or exc}")
             failures += 1
@@ -111,8 +235,10 @@ def write_outputs(
     analysis: ImageAnalysis,
     lut: np.ndarray,
     mode: int = 0o644,
+    attention_name: str | None = None,
 ) -> list[Path]:
-    """Write ``<stem>.attention.npy``, ``<stem>.json`` and ``<stem>.cls.png``; returns them."""
+    """Write ``<stem>.attention.npy`` (or ``attention_name``), ``<stem>.json`` and
+    ``<stem>.cls.png``; returns them."""
     import json
 
     import numpy as np
@@ -142,14 +268,91 @@ def write_outputs(
     picture = Image.fromarray(render_overlay(analysis.display, cls_map, lut))
     attention = np.ascontiguousarray(analysis.attention, dtype=np.float32)
     paths = [
-        out_dir / f"{stem}.attention.npy",
+        out_dir / (attention_name or f"{stem}.attention.npy"),
         out_dir / f"{stem}.json",
         out_dir / f"{stem}.cls.png",
     ]
+    facts["attention_file"] = paths[0].name
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, attention, allow_pickle=False),
         lambda f: f.write((json.dumps(facts, indent=2) + "\n").encode("utf-8")),
         lambda f: picture.save(f, format="PNG"),
+    ]
+    for path, write in zip(paths, writers, strict=True):
+        write_atomic(path, write, mode)
+    return paths
+
+
+def full_name(stem: str, methods: list[str]) -> str:
+    """The file of the whole capture: ``<stem>.attention.npy``, unless ``--method attention``
+    claims that name for its map over the patch grid; then ``<stem>.attention_all.npy``."""
+    return f"{stem}.attention_all.npy" if "attention" in methods else f"{stem}.attention.npy"
+
+
+def explain_methods(
+    model: Any,
+    image: Any,
+    source: str | os.PathLike[str],
+    analysis: ImageAnalysis,
+    methods: list[str],
+    options: Any,
+) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+    """Each method's CLS map for one image, with its method card."""
+    from vitexplorer.core.data import preprocess
+    from vitexplorer.core.methods import explanation_map
+    from vitexplorer.core.provenance import method_card
+
+    results = {}
+    spec = analysis.spec
+    for method in methods:
+        batch = None
+        extra: dict[str, Any] = {}
+        if method == "relevance":
+            batch = preprocess(image, spec).unsqueeze(0).to(model.device)
+            target = options.target_class
+            if target is None:
+                target = analysis.predictions[0].index
+            extra["target"] = {
+                "index": target,
+                "name": spec.class_names[target],
+                "probability": float(analysis.probabilities[target]),
+                "predicted": target == analysis.predictions[0].index,
+            }
+        heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
+        card = method_card(model, method, options.as_dict(method), source, extra)
+        results[method] = (heat, card)
+    return results
+
+
+def write_method_outputs(
+    out_dir: Path,
+    stem: str,
+    analysis: ImageAnalysis,
+    method: str,
+    heat: np.ndarray,
+    card: dict[str, Any],
+    lut: np.ndarray,
+    mode: int = 0o644,
+) -> list[Path]:
+    """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` (the method card); returns them."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from vitexplorer.core.overlay import render_overlay
+
+    heat = np.ascontiguousarray(heat, dtype=np.float32)
+    picture = Image.fromarray(render_overlay(analysis.display, heat, lut))
+    paths = [out_dir / f"{stem}.{method}.{ext}" for ext in ("npy", "png", "json")]
+    card = {
+        **card,
+        "map": {"file": paths[0].name, "shape": list(heat.shape), "dtype": "float32"},
+    }
+    writers: list[Callable[[IO[bytes]], Any]] = [
+        lambda f: np.save(f, heat, allow_pickle=False),
+        lambda f: picture.save(f, format="PNG"),
+        lambda f: f.write((json.dumps(card, indent=2) + "\n").encode("utf-8")),
     ]
     for path, write in zip(paths, writers, strict=True):
         write_atomic(path, write, mode)

@@ -22,6 +22,8 @@ PROG = "vitexplorer"
 # The same names as vitexplorer.core.models.MODEL_NAMES (a test keeps them equal); repeated here
 # so that the help texts need not import torch.
 MODEL_NAMES = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14", "small_vit")
+# vitexplorer.core.methods.METHODS, repeated for the same reason (a test keeps them equal)
+METHODS = ("attention", "rollout", "relevance")
 
 
 class Failed(Exception):
@@ -227,3 +229,49 @@ class CtrlCCancels:
             raise KeyboardInterrupt
         self.requested = True
         self.report.note("stopping after the current batch; Ctrl-C again to stop at once")
+
+
+def expand_images(inputs: Sequence[str]) -> list[Path]:
+    """Image files from files and folders (a folder: every image file under it, sorted)."""
+    from PIL import Image
+
+    suffixes = {ext.lower() for ext in Image.registered_extensions()}
+    found: list[Path] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            inside = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+            )
+            if not inside:
+                raise Failed(f"{path} holds no image files", 2)
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise Failed(f"{path}: no such file or folder", 2)
+    return found
+
+
+class CountProgress:
+    """``label done/total`` on stderr: redrawn in place on a terminal, else every tenth."""
+
+    def __init__(self, label: str, total: int, stream: IO[str] | None = None) -> None:
+        self.label, self.total = label, total
+        self.stream = stream or sys.stderr
+        self.live = is_terminal(self.stream)
+        self.shown = -1
+
+    def __call__(self, done: int) -> None:
+        step = done * 10 // max(self.total, 1)
+        if self.live:
+            self.stream.write(f"\r{self.label} {done}/{self.total}")
+        elif step != self.shown or done == self.total:
+            self.stream.write(f"{self.label} {done}/{self.total}\n")
+        self.shown = step
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live and self.shown >= 0:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,192 @@
+"""``analyze --method`` and ``stats``: the maps written equal the core's, with method cards."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from tests.core.test_cli import TINY, _image  # noqa: E402
+from vitexplorer.cli import main  # noqa: E402
+from vitexplorer.cli.common import METHODS as CLI_METHODS  # noqa: E402
+from vitexplorer.core.analysis import analyze_image  # noqa: E402
+from vitexplorer.core.data import load_image, preprocess  # noqa: E402
+from vitexplorer.core.explain import (  # noqa: E402
+    average_statistics,
+    head_statistics,
+    rollout_map,
+)
+from vitexplorer.core.methods import METHODS  # noqa: E402
+from vitexplorer.core.models import load_model, save_checkpoint  # noqa: E402
+from vitexplorer.core.relevance import relevance_map  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    model = load_model("small_vit", "none", "cpu", small_config=TINY)
+    torch.nn.init.normal_(model.module.head.weight, std=0.5)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_checkpoint(path, model)
+    return path
+
+
+def test_method_names_match_the_core():
+    assert CLI_METHODS == METHODS
+
+
+def test_analyze_writes_each_methods_map_png_and_card(checkpoint, tmp_path, capsys):
+    photo = _image(tmp_path / "in" / "photo.png", (50, 40), seed=3)
+    out = tmp_path / "out"
+    status = main(
+        [
+            "analyze", str(photo), "--model", str(checkpoint), "--out", str(out),
+            "--method", "attention", "--method", "rollout", "--method", "relevance",
+            "--head-fusion", "max", "--discard-ratio", "0.5", "--start-layer", "1",
+        ]
+    )  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    model = load_model(str(checkpoint), device="cpu")
+    grid = model.spec.grid
+    # --method attention claims <stem>.attention.npy for its map: the whole capture moves
+    attention = np.load(out / "photo.attention_all.npy")
+    assert attention.shape == (2, 2, 17, 17)
+    facts = json.loads((out / "photo.json").read_text())
+    assert facts["attention_file"] == "photo.attention_all.npy"
+
+    rollout = np.load(out / "photo.rollout.npy")
+    assert rollout.dtype == np.float32 and rollout.shape == grid
+    expected = rollout_map(attention, 0, grid, 1, "max", 0.5, 1)
+    np.testing.assert_allclose(rollout, expected, rtol=1e-6)
+
+    cls_map = np.load(out / "photo.attention.npy")  # layer -1, mean of heads, CLS row
+    assert cls_map.dtype == np.float32 and cls_map.shape == grid
+    np.testing.assert_allclose(
+        cls_map, attention[-1, :, 0, 1:].mean(axis=0).reshape(grid), rtol=1e-5
+    )
+
+    image = load_image(photo)
+    batch = preprocess(image, model.spec).unsqueeze(0)
+    relevance = relevance_map(model, batch)
+    np.testing.assert_allclose(np.load(out / "photo.relevance.npy"), relevance.map, rtol=1e-4)
+
+    for method in METHODS:
+        card = json.loads((out / f"photo.{method}.json").read_text())
+        assert card["method"] == method
+        assert (
+            card["model"]["weights"]["sha256"]
+            == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+        )
+        assert card["image"] == str(photo)
+        with Image.open(out / f"photo.{method}.png") as png:
+            assert png.size == Image.open(out / "photo.cls.png").size  # the crop the model saw
+    rollout_card = json.loads((out / "photo.rollout.json").read_text())
+    assert rollout_card["parameters"] == {
+        "token": 0, "head_fusion": "max", "discard_ratio": 0.5, "start_layer": 1,
+    }  # fmt: skip
+    relevance_card = json.loads((out / "photo.relevance.json").read_text())
+    assert relevance_card["target"]["index"] == relevance.target
+    assert relevance_card["target"]["predicted"] is True
+
+
+def test_without_the_attention_method_the_capture_keeps_its_name(checkpoint, tmp_path, capsys):
+    photo = _image(tmp_path / "photo.png", (32, 32), seed=4)
+    out = tmp_path / "out"
+    assert main(["analyze", str(photo), "--model", str(checkpoint), "--out", str(out),
+                 "--method", "rollout"]) == 0  # fmt: skip
+    assert np.load(out / "photo.attention.npy").shape == (2, 2, 17, 17)
+    assert not (out / "photo.attention_all.npy").exists()
+
+
+def test_target_class_by_name_or_index_and_bad_options_exit_2(checkpoint, tmp_path, capsys):
+    photo = _image(tmp_path / "photo.png", (32, 32), seed=5)
+    model = load_model(str(checkpoint), device="cpu")
+    name = model.spec.class_names[7]
+    out = tmp_path / "named"
+    assert main(["analyze", str(photo), "--model", str(checkpoint), "--out", str(out),
+                 "--method", "relevance", "--target-class", name.upper()]) == 0  # fmt: skip
+    card = json.loads((out / "photo.relevance.json").read_text())
+    assert card["target"]["index"] == 7 and card["parameters"] == {"target_class": 7}
+    batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
+    np.testing.assert_allclose(
+        np.load(out / "photo.relevance.npy"), relevance_map(model, batch, 7).map, rtol=1e-4
+    )
+    capsys.readouterr()
+
+    bad = {
+        ("--discard-ratio", "1.5"): "discard ratio",
+        ("--start-layer", "2"): "start layer",
+        ("--layer", "5"): "layer 5",
+        ("--target-class", "10"): "outside 0..9",
+        ("--target-class", "no such class"): "not one of the model's 10 class names",
+    }
+    for (flag, value), words in bad.items():
+        out = tmp_path / f"bad{flag}{value}".replace(" ", "_")
+        method = "attention" if flag == "--layer" else "rollout"
+        if flag == "--target-class":
+            method = "relevance"
+        status = main(["analyze", str(photo), "--model", str(checkpoint), "--out", str(out),
+                       "--method", method, flag, value])  # fmt: skip
+        err = capsys.readouterr().err
+        assert status == 2, (flag, value, err)
+        assert words in err and len(err.strip().splitlines()) == 1
+        assert not list(out.glob("*.npy"))  # nothing half done
+
+
+def test_stats_writes_the_averaged_table_and_the_plot(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "images"
+    paths = [_image(folder / sub / f"{i}.png", (40, 36), seed=i) for i, sub in
+             enumerate(["a", "a", "b"])]  # fmt: skip
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "stats"
+    status = main(["stats", str(folder), "--model", str(checkpoint), "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+
+    model = load_model(str(checkpoint), device="cpu")
+    spec = model.spec
+    per_image = [
+        head_statistics(analyze_image(model, load_image(p)).attention, spec.grid, 1, 8)
+        for p in sorted(paths)
+    ]
+    expected = average_statistics(per_image)
+    lines = (out / "head_stats.csv").read_text().splitlines()
+    assert lines[0] == "layer,head,mean_distance_px,entropy_nats,prefix_share,images"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for layer, head, distance, entropy, share, images in rows:
+        layer, head = int(layer), int(head)
+        assert float(distance) == pytest.approx(expected.distance[layer, head], abs=1e-3)
+        assert float(entropy) == pytest.approx(expected.entropy[layer, head], abs=1e-4)
+        assert float(share) == pytest.approx(expected.prefix_share[layer, head], abs=1e-4)
+        assert images == "3"
+    with Image.open(out / "distance_vs_depth.png") as png:
+        assert png.width == 900
+        assert len(np.unique(np.asarray(png.convert("L")))) > 10  # axes, labels and points
+    card = json.loads((out / "head_stats.json").read_text())
+    assert card["images"] == [str(p) for p in sorted(paths)]
+
+
+def test_stats_skips_bad_images_and_refuses_empty_folders(checkpoint, tmp_path, capsys):
+    good = _image(tmp_path / "good.png", (32, 32), seed=1)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["stats", str(good), str(bad), "--model", str(checkpoint), "--out", str(out)]) == 1
+    assert "bad.png" in capsys.readouterr().err
+    assert (out / "head_stats.csv").read_text().splitlines()[1].endswith(",1")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["stats", str(empty), "--model", str(checkpoint), "--out", str(out)]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+    assert main(["stats", str(bad), "--model", str(checkpoint), "--out", str(tmp_path / "x")]) == 2
+    assert "none of the images" in capsys.readouterr().err

@@ -1,0 +1,212 @@
+"""Class-specific relevance: a hand-worked example, the row shortcut, and a clean capture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vitexplorer.core.capture import _capturing_self_attention_forward, attention_modules
+from vitexplorer.core.models import LoadedModel, ModelSpec
+from vitexplorer.core.relevance import (
+    capture_with_gradients,
+    relevance_from,
+    relevance_map,
+    relevance_row,
+)
+
+KINDS = ["tiny_small_vit", "tiny_torchvision_vit"]
+
+
+def tiny_loaded(module: nn.Module) -> LoadedModel:
+    """The conftest's tiny models (32 px, 8 px patches, 2 layers, 2 heads, 10 classes)."""
+    spec = ModelSpec(
+        name="small_vit",
+        display_name="tiny",
+        weights="random",
+        image_size=32,
+        resize_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        class_names=tuple(f"class {i}" for i in range(10)),
+    )
+    return LoadedModel(module, spec, torch.device("cpu"))
+
+
+@pytest.fixture(params=KINDS)
+def model(request: pytest.FixtureRequest) -> LoadedModel:
+    return tiny_loaded(request.getfixturevalue(request.param))
+
+
+def _image(seed: int = 1) -> torch.Tensor:
+    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+# Two layers, two heads, three tokens (CLS, patch 1, patch 2). Worked by hand:
+#
+# layer 0: grad*A, head 0 = [[1,-1,0],[0,1,0],[-.5,0,1]] -> relu [[1,0,0],[0,1,0],[0,0,1]]
+#          grad*A, head 1 = [[1,0,0],[0,1,-1],[0,0,-1]]  -> relu [[1,0,0],[0,1,0],[0,0,0]]
+#          mean: Ā0 = [[1,0,0],[0,1,0],[0,0,.5]];  R = I + Ā0 @ I = diag(2, 2, 1.5)
+# layer 1: grad*A, head 0 = [[1,1,-1],[1,0,0],[0,1,1]]   -> relu [[1,1,0],[1,0,0],[0,1,1]]
+#          grad*A, head 1 = [[0,1,1],[0,0,0],[-3,0,0]]   -> relu [[0,1,1],[0,0,0],[0,0,0]]
+#          mean: Ā1 = [[.5,1,.5],[.5,0,0],[0,.5,.5]]
+#          Ā1 @ R = [[1,2,.75],[1,0,0],[0,1,.75]]
+#          R = diag(2,2,1.5) + Ā1 @ R = [[3,2,.75],[1,2,0],[0,1,2.25]]
+# The CLS token's map over the two patches: [2, .75].
+HAND_ATTENTION = np.array(
+    [
+        [
+            [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.5, 0.0, 0.5]],
+            [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]],
+        ],
+        [
+            [[0.5, 0.25, 0.25], [1.0, 0.0, 0.0], [0.0, 0.5, 0.5]],
+            [[0.0, 0.5, 0.5], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]],
+        ],
+    ]
+)
+HAND_GRADIENTS = np.array(
+    [
+        [
+            [[2.0, -2.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 2.0]],
+            [[1.0, 0.0, 0.0], [4.0, 2.0, -2.0], [0.0, 0.0, -1.0]],
+        ],
+        [
+            [[2.0, 4.0, -4.0], [1.0, 0.0, 0.0], [0.0, 2.0, 2.0]],
+            [[0.0, 2.0, 2.0], [0.0, 0.0, 0.0], [-3.0, 0.0, 0.0]],
+        ],
+    ]
+)
+HAND_RELEVANCE = np.array([[3.0, 2.0, 0.75], [1.0, 2.0, 0.0], [0.0, 1.0, 2.25]])
+
+
+def test_relevance_from_hand_worked_example() -> None:
+    np.testing.assert_allclose(relevance_from(HAND_ATTENTION, HAND_GRADIENTS), HAND_RELEVANCE)
+
+
+def test_relevance_row_equals_the_full_matrix_row() -> None:
+    for token in range(3):
+        row = relevance_row(HAND_ATTENTION, HAND_GRADIENTS, token)
+        np.testing.assert_allclose(row, HAND_RELEVANCE[token])
+    rng = np.random.default_rng(0)
+    attention, gradients = rng.random((4, 3, 9, 9)), rng.normal(size=(4, 3, 9, 9))
+    full = relevance_from(attention, gradients)
+    for token in (0, 5):
+        np.testing.assert_allclose(relevance_row(attention, gradients, token), full[token])
+
+
+def test_relevance_from_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="layers, heads, tokens, tokens"):
+        relevance_from(HAND_ATTENTION, HAND_GRADIENTS[:1])
+
+
+def test_capture_keeps_logits_and_leaves_the_model_as_it_was(model: LoadedModel) -> None:
+    module = model.module
+    frozen = next(module.parameters())
+    frozen.requires_grad_(False)  # a partly frozen model keeps its flags
+    flags = [p.requires_grad for p in module.parameters()]
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    image = _image()
+    with torch.inference_mode():
+        plain = module(image)[0]
+    module.train()  # restored afterwards, though the pass itself runs in eval mode
+    logits, attention, gradients = capture_with_gradients(model, image)
+    assert module.training
+    module.eval()
+    assert np.abs(logits - plain.numpy()).max() <= 1e-5
+    assert attention.shape == gradients.shape == (2, 2, 17, 17)
+    assert np.abs(attention.sum(-1) - 1).max() <= 1e-5
+    assert all("forward" not in vars(m) for m in attention_modules(module))
+    assert [p.requires_grad for p in module.parameters()] == flags
+    assert all(p.grad is None for p in module.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
+
+
+def test_gradients_follow_the_layers(model: LoadedModel) -> None:
+    """Only the CLS token's output of the last layer reaches the head, so the last layer's
+    gradient is zero outside the CLS row; the first layer's reaches every row."""
+    _, _, gradients = capture_with_gradients(model, _image(), target=3)
+    assert np.all(gradients[-1][:, 1:, :] == 0)
+    assert np.abs(gradients[-1][:, 0, :]).min() > 0
+    assert (np.abs(gradients[0]).max(axis=(0, 2)) > 0).all()
+
+
+class _NudgedMaps:
+    """A sink that adds ``eps * direction`` to one layer's attention."""
+
+    def __init__(self, layer: int, direction: torch.Tensor, eps: float) -> None:
+        self.layer, self.direction, self.eps, self.count = layer, direction, eps, 0
+
+    def softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(scores, dim=-1)
+        if self.count == self.layer:
+            weights = weights + self.eps * self.direction
+        self.count += 1
+        return weights
+
+
+@torch.no_grad()
+def _nudged_logit(module: nn.Module, image, layer, direction, eps, target) -> float:
+    sink = _NudgedMaps(layer, direction, eps)
+    modules = attention_modules(module)
+    for m in modules:
+        m.forward = _capturing_self_attention_forward(m, sink)
+    try:
+        return module(image)[0, target].item()
+    finally:
+        for m in modules:
+            del m.forward
+
+
+def test_gradients_match_finite_differences(tiny_small_vit: nn.Module) -> None:
+    """d logit / d A_l along a random direction, by central differences in float64."""
+    module = tiny_small_vit.double()
+    model = tiny_loaded(module)
+    image = _image().double()
+    target = 7
+    _, _, gradients = capture_with_gradients(model, image, target)
+    direction = torch.randn(1, 2, 17, 17, generator=torch.Generator().manual_seed(2)).double()
+    eps = 1e-4
+    for layer in range(2):
+        up = _nudged_logit(module, image, layer, direction, eps, target)
+        down = _nudged_logit(module, image, layer, direction, -eps, target)
+        numeric = (up - down) / (2 * eps)
+        analytic = float((gradients[layer] * direction[0].numpy()).sum())
+        assert numeric == pytest.approx(analytic, rel=1e-3, abs=1e-7)
+
+
+def test_relevance_map_depends_on_the_class(model: LoadedModel) -> None:
+    image = _image()
+    predicted = relevance_map(model, image)
+    assert predicted.map.shape == (4, 4) and predicted.map.dtype == np.float32
+    assert predicted.target == int(np.argmax(predicted.logits))
+    other = relevance_map(model, image, target=(predicted.target + 1) % 10)
+    assert other.target == (predicted.target + 1) % 10
+    np.testing.assert_array_equal(other.logits, predicted.logits)
+    assert np.abs(predicted.map - other.map).max() > 1e-3 * np.abs(predicted.map).max()
+    assert (predicted.map >= 0).all()  # relu(grad * A) >= 0 and R starts at I
+
+
+def test_relevance_map_matches_the_full_matrix(model: LoadedModel) -> None:
+    image = _image()
+    _, attention, gradients = capture_with_gradients(model, image, target=2)
+    expected = relevance_from(attention, gradients)[0, 1:].reshape(4, 4)
+    np.testing.assert_allclose(relevance_map(model, image, 2).map, expected, rtol=1e-5)
+
+
+def test_works_inside_inference_mode(model: LoadedModel) -> None:
+    with torch.inference_mode():
+        image = _image()
+        result = relevance_map(model, image, target=0)
+    assert np.isfinite(result.map).all() and result.map.max() > 0
+
+
+def test_bad_inputs_are_refused(model: LoadedModel) -> None:
+    with pytest.raises(ValueError, match="outside 0..9"):
+        relevance_map(model, _image(), target=10)
+    with pytest.raises(ValueError, match="one image"):
+        relevance_map(model, torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="whole number"):
+        relevance_map(model, _image(), target=1.5)  # type: ignore[arg-type]

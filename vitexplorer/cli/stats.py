@@ -1,0 +1,173 @@
+"""``vitexplorer stats``: per-head mean attention distance, entropy and prefix share over images,
+as a CSV and the distance-against-depth plot of the ViT paper (Fig. 7, right)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from vitexplorer.cli.common import (
+    MODEL_NAMES,
+    PROG,
+    CountProgress,
+    Failed,
+    device_choice,
+    error,
+    expand_images,
+    file_mode,
+    load_model_for,
+    write_atomic,
+)
+
+CSV_NAME = "head_stats.csv"
+PLOT_NAME = "distance_vs_depth.png"
+CARD_NAME = "head_stats.json"
+
+
+def stats_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} stats",
+        description="Run a ViT on images and write into DIR, averaged over the images: "
+        f"{CSV_NAME} (one row per layer and head: mean attention distance in pixels, attention "
+        f"entropy in nats, share of attention on the CLS/prefix tokens), {PLOT_NAME} (mean "
+        f"attention distance against depth, one point per head, like Fig. 7 of the ViT paper) "
+        f"and {CARD_NAME} (the model, its weights file hash, preprocessing and the images).",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose image files (in subfolders too) are all used",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help=f"one of {', '.join(MODEL_NAMES)}, or a vitexplorer checkpoint (.safetensors)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="default",
+        metavar="default|none|PATH",
+        help="as for 'analyze' (default: default)",
+    )
+    parser.add_argument("--device", default="auto", type=device_choice, metavar="auto|cpu|cuda|mps")
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)"
+    )
+    return parser
+
+
+def run_stats(options: argparse.Namespace) -> int:
+    """0 when every image was used, 1 when some could not be read, 2 when none could."""
+    images = expand_images(options.inputs)
+    out_dir: Path = options.out.expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Failed(
+            f"cannot create the output folder {out_dir}: {exc.strerror or exc}", 2
+        ) from exc
+    model = load_model_for(options)
+
+    from vitexplorer.core.analysis import analyze_image, failure_message
+    from vitexplorer.core.data import ImageLoadError, load_image
+    from vitexplorer.core.explain import average_statistics, head_statistics
+
+    spec = model.spec
+    per_image, used, failures = [], [], 0
+    progress = CountProgress("stats: images", len(images))
+    try:
+        for done, path in enumerate(images, start=1):
+            try:
+                analysis = analyze_image(model, load_image(path))
+            except ImageLoadError as exc:
+                error(str(exc))
+                failures += 1
+            except (RuntimeError, ValueError) as exc:  # e.g. the GPU ran out of memory
+                error(f"{path.name}: {failure_message(exc)}")
+                failures += 1
+            else:
+                per_image.append(
+                    head_statistics(
+                        analysis.attention, spec.grid, spec.num_prefix_tokens, spec.patch_size
+                    )
+                )
+                used.append(path)
+            progress(done)
+    finally:
+        progress.close()
+    if not per_image:
+        raise Failed("none of the images could be analysed", 2)
+    mean = average_statistics(per_image)
+    mode = file_mode()
+    try:
+        write_atomic(out_dir / CSV_NAME, lambda f: f.write(csv_text(mean, len(used))), mode)
+        card = stats_card(model, used, failures)
+        write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
+        plot_written = write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode)
+    except OSError as exc:
+        raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
+    outputs = [CSV_NAME, CARD_NAME] + ([PLOT_NAME] if plot_written else [])
+    print(f"{len(used)} image(s) -> {', '.join(str(out_dir / name) for name in outputs)}")
+    return 1 if failures else 0
+
+
+def csv_text(statistics: Any, images: int) -> bytes:
+    """One row per layer and head (both from 0), the figures averaged over ``images``."""
+    lines = ["layer,head,mean_distance_px,entropy_nats,prefix_share,images"]
+    layers, heads = statistics.distance.shape
+    for layer in range(layers):
+        for head in range(heads):
+            lines.append(
+                f"{layer},{head},{statistics.distance[layer, head]:.4f},"
+                f"{statistics.entropy[layer, head]:.5f},"
+                f"{statistics.prefix_share[layer, head]:.5f},{images}"
+            )
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def stats_card(model: Any, images: list[Path], failures: int) -> bytes:
+    import json
+
+    from vitexplorer.core.provenance import method_card
+
+    card = method_card(
+        model,
+        "head statistics",
+        {"distance": "mean attention distance (ViT paper, Fig. 7), patch-to-patch weights"},
+        extra={
+            "images": [str(p) for p in images],
+            "images_skipped": failures,
+            "outputs": {"table": CSV_NAME, "plot": PLOT_NAME},
+        },
+    )
+    return (json.dumps(card, indent=2) + "\n").encode("utf-8")
+
+
+def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) -> bool:
+    """The distance-against-depth PNG, drawn with pyqtgraph offscreen; False without Qt."""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        from PySide6.QtWidgets import QApplication
+
+        from vitexplorer.gui.app import configure_pyqtgraph
+        from vitexplorer.gui.views.head_stats_view import export_distance_plot
+    except ImportError as exc:  # a server without Qt's system libraries
+        error(f"note: {PLOT_NAME} not drawn, Qt cannot be imported here ({exc})")
+        return False
+    app = QApplication.instance() or QApplication([PROG])
+    configure_pyqtgraph()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    title = f"{model.spec.display_name}: mean attention distance, {images} image(s)"
+    try:
+        export_distance_plot(str(tmp), distance, title)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    del app
+    return True
