@@ -190,3 +190,75 @@ def test_stats_skips_bad_images_and_refuses_empty_folders(checkpoint, tmp_path, 
     assert "holds no image files" in capsys.readouterr().err
     assert main(["stats", str(bad), "--model", str(checkpoint), "--out", str(tmp_path / "x")]) == 2
     assert "none of the images" in capsys.readouterr().err
+
+
+def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, capsys):
+    from vitexplorer.core.checks import sanity_check
+    from vitexplorer.core.methods import MethodOptions, method_explainer
+
+    photo = _image(tmp_path / "photo.png", (32, 32), seed=6)
+    out = tmp_path / "sanity"
+    status = main(["sanity", str(photo), "--model", str(checkpoint), "--out", str(out),
+                   "--method", "relevance", "--seed", "3"])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    model = load_model(str(checkpoint), device="cpu")
+    batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
+    explain = method_explainer("relevance", MethodOptions())
+    expected = list(sanity_check(model, batch, explain, seed=3))
+
+    lines = (out / "photo.sanity.csv").read_text().splitlines()
+    assert lines[0] == "step,randomised,spearman"
+    assert [line.split(",")[0] for line in lines[1:]] == [s.name for s in expected]
+    assert lines[-1].startswith('embedding,"head + block 2 + block 1 + embedding",')
+    for line, step in zip(lines[1:], expected, strict=True):
+        assert float(line.rsplit(",", 1)[1]) == pytest.approx(step.correlation, abs=1e-6)
+    maps = np.load(out / "photo.sanity.npy")
+    np.testing.assert_allclose(maps, np.stack([s.map for s in expected]), rtol=1e-5)
+    card = json.loads((out / "photo.sanity.json").read_text())
+    assert card["method"] == "relevance" and card["seed"] == 3
+    assert [s["step"] for s in card["steps"]] == [s.name for s in expected]
+
+
+def test_faithfulness_over_a_folder_writes_curves_and_means(checkpoint, tmp_path, capsys):
+    from vitexplorer.core.checks import faithfulness
+    from vitexplorer.core.methods import MethodOptions, method_explainer
+
+    folder = tmp_path / "images"
+    paths = [_image(folder / f"{i}.png", (32, 32), seed=10 + i) for i in range(3)]
+    (folder / "broken.png").write_bytes(b"no image here")
+    out = tmp_path / "faith"
+    status = main(["faithfulness", str(folder), "--model", str(checkpoint), "--out", str(out),
+                   "--method", "rollout", "--head-fusion", "min", "--steps", "5"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 1  # one image skipped, and said so
+    assert "broken.png" in captured.err and "skipped" in captured.err
+
+    model = load_model(str(checkpoint), device="cpu")
+    explain = method_explainer("rollout", MethodOptions(head_fusion="min"))
+    *_, expected = faithfulness(model, sorted(paths), explain, steps=5)
+    lines = (out / "faithfulness.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:5] == ["image", "target", "target_name", "positive_auc", "negative_auc"]
+    assert header[5:11] == [f"positive_{p}" for p in (0, 20, 40, 60, 80, 100)]
+    assert len(lines) == 1 + 3
+    for line, item in zip(lines[1:], expected.images, strict=True):
+        cells = line.split(",")
+        assert cells[0] == item.source and int(cells[1]) == item.target
+        assert float(cells[3]) == pytest.approx(item.positive_auc, abs=1e-6)
+        assert float(cells[4]) == pytest.approx(item.negative_auc, abs=1e-6)
+        np.testing.assert_allclose([float(c) for c in cells[5:11]], item.positive, atol=1e-6)
+    card = json.loads((out / "faithfulness.json").read_text())
+    assert card["positive_auc"] == pytest.approx(expected.positive_auc)
+    assert card["fractions"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert card["parameters"]["head_fusion"] == "min"
+    assert f"{expected.positive_auc:.4f}" in captured.out
+
+
+def test_faithfulness_refuses_a_target_class(checkpoint, tmp_path, capsys):
+    photo = _image(tmp_path / "photo.png", (32, 32), seed=2)
+    out = tmp_path / "o"
+    status = main(["faithfulness", str(photo), "--model", str(checkpoint), "--out", str(out),
+                   "--method", "relevance", "--target-class", "3"])  # fmt: skip
+    assert status == 2
+    assert "predicts" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

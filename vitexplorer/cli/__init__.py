@@ -15,6 +15,12 @@ from pathlib import Path
 
 from vitexplorer import __version__
 from vitexplorer.cli.analyze import analyze_parser, run_analyze, write_outputs
+from vitexplorer.cli.checks import (
+    faithfulness_parser,
+    run_faithfulness,
+    run_sanity,
+    sanity_parser,
+)
 from vitexplorer.cli.common import (
     MODEL_NAMES,
     PROG,
@@ -47,20 +53,24 @@ __all__ = [
     "write_outputs",
 ]
 
-COMMANDS = ("analyze", "finetune", "stats")
+COMMANDS = ("analyze", "finetune", "stats", "sanity", "faithfulness")
 _GUI_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
+_COMMANDS = {
+    "analyze": (analyze_parser, run_analyze),
+    "finetune": (finetune_parser, run_finetune),
+    "stats": (stats_parser, run_stats),
+    "sanity": (sanity_parser, run_sanity),
+    "faithfulness": (faithfulness_parser, run_faithfulness),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args and args[0] == "analyze":
-            return run_analyze(analyze_parser().parse_args(args[1:]))
-        if args and args[0] == "finetune":
-            return run_finetune(finetune_parser().parse_args(args[1:]))
-        if args and args[0] == "stats":
-            return run_stats(stats_parser().parse_args(args[1:]))
+        if args and args[0] in _COMMANDS:
+            parser, run = _COMMANDS[args[0]]
+            return run(parser().parse_args(args[1:]))
         options = _gui_parser().parse_args(args)
         return _run_gui(options.images)
     except SystemExit as exc:  # argparse after --help, --version or a usage error
@@ -78,15 +88,23 @@ def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         usage=f"{PROG} [-h] [--version] [IMAGE ...]\n"
-        f"       {PROG} analyze IMAGE ... --model NAME --out DIR [options]\n"
+        f"       {PROG} analyze IMAGE ... --model NAME --out DIR [--method M ...] [options]\n"
+        f"       {PROG} stats IMAGE_OR_FOLDER ... --model NAME --out DIR [options]\n"
+        f"       {PROG} sanity IMAGE ... --model NAME --method M --out DIR [options]\n"
+        f"       {PROG} faithfulness IMAGE_OR_FOLDER ... --model NAME --method M --out DIR\n"
         f"       {PROG} finetune --model NAME --data cifar10|DIR --out MODEL.safetensors "
         f"[options]",
         description="See inside Vision Transformers: predictions and every layer's and head's\n"
         "attention, patch by patch. Without a command, opens the app with the given images.",
-        epilog=f"commands:\n  analyze     write attention maps and predictions for images "
-        f"without opening a window\n              (see '{PROG} analyze -h')\n"
-        f"  finetune    train a new head (and optionally the last blocks) on a dataset and save "
-        f"the model\n              (see '{PROG} finetune -h')",
+        epilog="commands (each has its own -h):\n"
+        "  analyze       attention maps, predictions and explanation maps (attention, rollout,\n"
+        "                relevance) for images, without opening a window\n"
+        "  stats         per-head mean attention distance, entropy and prefix share over images,\n"
+        "                with the distance-against-depth plot of the ViT paper\n"
+        "  sanity        does a method's map change when the model's weights are randomised?\n"
+        "  faithfulness  does removing the patches a method calls relevant change the prediction?\n"
+        "  finetune      train a new head (and optionally the last blocks) on a dataset and save\n"
+        "                the model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="images to open in the app")
