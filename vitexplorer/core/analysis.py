@@ -11,6 +11,7 @@ from PIL import Image
 
 from vitexplorer.core.capture import forward_with_attention
 from vitexplorer.core.data import display_crop, preprocess
+from vitexplorer.core.explain import HeadStatistics, head_statistics
 from vitexplorer.core.models import LoadedModel, ModelSpec
 
 
@@ -32,6 +33,7 @@ class ImageAnalysis:
     predictions: list[Prediction]  # the top five, most probable first
     seconds: float  # the forward pass with capture, on the model's device
     display: np.ndarray  # (H, W, 3) uint8: the crop the model saw
+    statistics: HeadStatistics | None = None  # per-head distance, entropy and prefix share
 
 
 def failure_message(exc: BaseException) -> str:
@@ -59,12 +61,15 @@ def analyze_image(model: LoadedModel, image: Image.Image) -> ImageAnalysis:
     seconds = time.perf_counter() - start
     logits = logits[0].float()
     probabilities = logits.softmax(-1).cpu().numpy()
+    maps = attention[0].float().cpu().numpy()
+    spec = model.spec
     return ImageAnalysis(
         spec=model.spec,
         logits=logits.cpu().numpy(),
         probabilities=probabilities,
-        attention=attention[0].float().cpu().numpy(),
+        attention=maps,
         predictions=top_predictions(probabilities, model.spec.class_names),
         seconds=seconds,
         display=display_crop(image, model.spec),
+        statistics=head_statistics(maps, spec.grid, spec.num_prefix_tokens, spec.patch_size),
     )

@@ -1,4 +1,5 @@
-"""Toolbars: which model on which device, and which layer, head and token to look at."""
+"""Toolbars: which model on which device, which layer, head and token to look at, and which
+explanation method draws the overlay."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
+from vitexplorer.core.explorer_maps import METHOD_LABELS, MethodChoice
 from vitexplorer.gui.workers import ModelRequest
 
 # kept here, not imported from core.models, so that the window shows before torch loads
@@ -204,3 +206,105 @@ class ViewBar(QToolBar):
         self.head_box.blockSignals(True)
         self.head_box.setCurrentIndex(0 if head is None else head + 1)
         self.head_box.blockSignals(False)
+
+
+class MethodBar(QToolBar):
+    """Which explanation the overlay shows: raw attention of the chosen layer and head, rollout
+    with its options, or class relevance for a class from the top predictions."""
+
+    choice_changed = Signal(object)  # MethodChoice
+    compare_toggled = Signal(bool)
+
+    def __init__(self, compare: bool = True, title: str = "Method") -> None:
+        super().__init__(title)
+        self.setObjectName("method_toolbar" if compare else "compare_method_toolbar")
+        self.method_box = QComboBox()
+        for method, label in METHOD_LABELS.items():
+            self.method_box.addItem(label, method)
+        self.method_box.setToolTip(
+            "Attention: the selected layer and head. Rollout: attention carried through the "
+            "layers (Abnar and Zuidema 2020). Relevance: what speaks for a class (Chefer et al. "
+            "2021), for the CLS token"
+        )
+        self.fusion_box = QComboBox()
+        for fusion in ("mean", "max", "min"):
+            self.fusion_box.addItem(f"{fusion} of heads", fusion)
+        self.fusion_box.setToolTip("Rollout: how each layer's heads are combined")
+        self.discard_spin = QSpinBox()
+        self.discard_spin.setRange(0, 95)
+        self.discard_spin.setSingleStep(5)
+        self.discard_spin.setSuffix("% discarded")
+        self.discard_spin.setToolTip(
+            "Rollout: the share of each row's weakest patch attention set to zero before the "
+            "layers are multiplied (never the CLS column)"
+        )
+        self.start_spin = QSpinBox()
+        self.start_spin.setRange(1, 1)
+        self.start_spin.setPrefix("from layer ")
+        self.start_spin.setToolTip("Rollout: the first layer multiplied in")
+        self.target_box = QComboBox()
+        self.target_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.target_box.setToolTip("Relevance: the class to explain, from the top predictions")
+        self.set_predictions([])
+        for widget in (self.method_box, self.fusion_box, self.target_box):
+            widget.setFocusPolicy(Qt.NoFocus)
+        self.addWidget(QLabel(" Show "))
+        self.addWidget(self.method_box)
+        self._rollout = [
+            self.addWidget(self.fusion_box),
+            self.addWidget(self.discard_spin),
+            self.addWidget(self.start_spin),
+        ]
+        self._relevance = [self.addWidget(self.target_box)]
+        self.compare_box: QCheckBox | None = None
+        if compare:
+            self.compare_box = QCheckBox("Compare")
+            self.compare_box.setToolTip("Show a second method, or another class, side by side")
+            self.compare_box.setFocusPolicy(Qt.NoFocus)
+            self.addSeparator()
+            self.addWidget(self.compare_box)
+            self.compare_box.toggled.connect(self.compare_toggled)
+        for box in (self.method_box, self.fusion_box, self.target_box):
+            box.currentIndexChanged.connect(self._changed)
+        for spin in (self.discard_spin, self.start_spin):
+            spin.valueChanged.connect(self._changed)
+        self._show_options()
+
+    def choice(self) -> MethodChoice:
+        return MethodChoice(
+            method=self.method_box.currentData(),
+            head_fusion=self.fusion_box.currentData(),
+            discard_ratio=self.discard_spin.value() / 100,
+            start_layer=self.start_spin.value() - 1,
+            target=self.target_box.currentData(),
+        )
+
+    def set_method(self, method: str) -> None:
+        self.method_box.setCurrentIndex(self.method_box.findData(method))
+
+    def set_num_layers(self, layers: int) -> None:
+        self.start_spin.setRange(1, max(layers, 1))
+        self.start_spin.setSuffix(f" / {layers}")
+
+    def set_predictions(self, predictions: list) -> None:  # list[Prediction]
+        """The classes relevance can explain; the choice survives when the class is listed."""
+        current = self.target_box.currentData() if self.target_box.count() else None
+        self.target_box.blockSignals(True)
+        self.target_box.clear()
+        self.target_box.addItem("the predicted class", None)
+        for p in predictions:
+            self.target_box.addItem(f"{p.name} ({100 * p.probability:.1f}%)", p.index)
+        index = self.target_box.findData(current) if current is not None else 0
+        self.target_box.setCurrentIndex(max(index, 0))
+        self.target_box.blockSignals(False)
+
+    def _changed(self, _value: object = None) -> None:
+        self._show_options()
+        self.choice_changed.emit(self.choice())
+
+    def _show_options(self) -> None:
+        method = self.method_box.currentData()
+        for action in self._rollout:
+            action.setVisible(method == "rollout")
+        for action in self._relevance:
+            action.setVisible(method == "relevance")

@@ -19,14 +19,16 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from vitexplorer.core.explain import attention_map, attention_matrix, head_maps, token_for_patch
+from vitexplorer.core.explain import attention_matrix, head_maps, token_for_patch
+from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
-from vitexplorer.gui.controls import ModelBar, ViewBar
+from vitexplorer.gui.controls import MethodBar, ModelBar, ViewBar
 from vitexplorer.gui.dialogs import DownloadProgress, offer_download
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
@@ -38,6 +40,7 @@ from vitexplorer.gui.workers import (
     DownloadOffer,
     ModelInfo,
     ModelRequest,
+    RelevanceDone,
     WorkerThread,
 )
 
@@ -71,6 +74,8 @@ class MainWindow(QMainWindow):
         self.session = ImageSession()
         self._loading = False  # a model load is under way
         self.selection = Selection()
+        self.maps = MapCache()  # rollout layers and relevance maps of the open images
+        self._relevance_asked: set[tuple[str, int]] = set()  # (image key, class) in the worker
         self.model: ModelInfo | None = None
         self._requested: set[str] = set()  # images queued with the worker for this model
         self._worker_thread: WorkerThread | None = None
@@ -91,7 +96,20 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.notice)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.tabs.addTab(self.image_view, "Explorer")
+        self.compare_bar = MethodBar(compare=False, title="Compare with")
+        self.compare_bar.set_method("rollout")
+        self.compare_view = ImageView()
+        self.compare_panel = QWidget()
+        compare_layout = QVBoxLayout(self.compare_panel)
+        compare_layout.setContentsMargins(0, 0, 0, 0)
+        compare_layout.setSpacing(0)
+        compare_layout.addWidget(self.compare_bar)
+        compare_layout.addWidget(self.compare_view, 1)
+        self.compare_panel.setVisible(False)
+        self.explorer = QSplitter(Qt.Horizontal)
+        self.explorer.addWidget(self.image_view)
+        self.explorer.addWidget(self.compare_panel)
+        self.tabs.addTab(self.explorer, "Explorer")
         self.finetune = FinetuneTab(self, self.tabs)
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
@@ -109,8 +127,11 @@ class MainWindow(QMainWindow):
         self.resizeDocks(right[:1], [560], Qt.Horizontal)
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
+        self.method_bar = MethodBar()
         self.addToolBar(self.model_bar)
         self.addToolBar(self.view_bar)
+        self.addToolBarBreak()
+        self.addToolBar(self.method_bar)
         self._build_menus()
         self._build_status_bar()
 
@@ -128,7 +149,15 @@ class MainWindow(QMainWindow):
         self.view_bar.head_changed.connect(self.select_head)
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
         self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
+        self.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
+        self.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
+        self.method_bar.choice_changed.connect(self._method_changed)
+        self.method_bar.compare_toggled.connect(self.show_compare)
+        self.compare_bar.choice_changed.connect(self._method_changed)
+        self.compare_view.patch_clicked.connect(self.select_patch)
+        self.compare_view.patch_hovered.connect(self._hover_compare)
+        self.compare_view.arrow_pressed.connect(self.move_patch)
 
     def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:  # noqa: ANN001
         dock = QDockWidget(title, self)
@@ -208,6 +237,8 @@ class MainWindow(QMainWindow):
         worker.analysis_started.connect(self._analysis_started)
         worker.analysis_ready.connect(self._analysis_ready)
         worker.analysis_failed.connect(self._analysis_failed)
+        worker.relevance_ready.connect(self._relevance_ready)
+        worker.relevance_failed.connect(self._relevance_failed)
         worker.idle.connect(self._worker_idle)  # a bound slot: lambdas run in the emitting thread
         self.request_model(self._initial_request)
         if images:
@@ -280,6 +311,11 @@ class MainWindow(QMainWindow):
         self.model_bar.show_request(info.request, spec.name)
         self.view_bar.set_num_layers(spec.num_layers)
         self.view_bar.set_num_heads(spec.num_heads)
+        for bar in (self.method_bar, self.compare_bar):
+            bar.set_num_layers(spec.num_layers)
+            bar.set_predictions([])  # class indices of the old model mean nothing now
+        self.maps.forget()
+        self._relevance_asked.clear()
         self.selection.fit(spec)
         self.view_bar.show_selection(self.selection.layer, self.selection.head)
         self.model_label.setText(f"{spec.display_name} · {spec.weights}")
@@ -411,6 +447,7 @@ class MainWindow(QMainWindow):
             self._request_analysis(done.key)  # made by a model that has been replaced since
             return
         self.session.store(done.key, done.analysis)
+        self.maps.forget(done.key)
         self.thumbnails.set_thumbnail(done.key, done.thumbnail)
         if isinstance(entry.source, str):
             self._remember_recent(entry.source)
@@ -528,44 +565,108 @@ class MainWindow(QMainWindow):
         self.session.touch(self.session.current_key)
         self.image_view.set_image(analysis.display, analysis.spec.grid)
         self.predictions.set_predictions(analysis.predictions)
+        for bar in (self.method_bar, self.compare_bar):
+            bar.blockSignals(True)
+            bar.set_predictions(analysis.predictions)
+            bar.blockSignals(False)
+        self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.time_label.setText(f"forward {analysis.seconds * 1e3:.0f} ms")
         self._refresh()
         self.image_view.setFocus()
         self.analysis_shown.emit(self.session.current_key)
 
     def _refresh(self, matrix: bool = True) -> None:
-        """Redraw every view from the stored analysis: numpy slicing, no torch."""
+        """Redraw every view from the stored analysis: numpy slicing, no torch (relevance maps
+        come from the worker and are kept in ``self.maps``)."""
         analysis, sel = self.analysis, self.selection
         spec = analysis.spec
         grid, prefix = spec.grid, spec.num_prefix_tokens
         self.view_bar.show_selection(sel.layer, sel.head)
-        heat = attention_map(analysis.attention, sel.layer, sel.head, sel.token, grid, prefix)
-        self.image_view.set_heat(heat)
         patch = sel.patch(spec)
-        self.image_view.set_selected_patch(patch)
+        self._draw_method(self.image_view, self.method_bar.choice(), patch)
+        if self.compare_panel.isVisible():
+            self._draw_method(self.compare_view, self.compare_bar.choice(), patch)
         heads = head_maps(analysis.attention, sel.layer, sel.token, grid, prefix)
         self.head_grid.set_maps(heads, sel.head)
         if matrix:
             self.matrix_view.set_matrix(attention_matrix(analysis.attention, sel.layer, sel.head))
         self.matrix_view.set_selected_token(sel.token)
-        where = "CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
-        head = "mean of heads" if sel.head is None else f"head {sel.head + 1}"
-        self.image_view.title.setText(
-            f"{self.session.current.name} — where the {where} (token {sel.token}) attends · "
-            f"layer {sel.layer + 1}, {head}"
-        )
+
+    def _draw_method(self, view: ImageView, choice: MethodChoice, patch) -> None:  # noqa: ANN001
+        """One view's overlay and title for ``choice``; relevance not computed yet is asked of
+        the worker and drawn when it arrives."""
+        analysis, sel, key = self.analysis, self.selection, self.session.current_key
+        heat = method_map(key, analysis, sel, choice, self.maps)
+        name = self.session.current.name
+        what = choice.describe(sel, analysis)
+        if heat is None:
+            self._ask_relevance(key, choice.target_for(analysis))
+            view.clear_heat()
+            view.set_selected_patch(None)
+            view.title.setText(f"{name} — {what}: computing…")
+            return
+        view.set_heat(heat)
+        if choice.method == "relevance":
+            view.set_selected_patch(None)
+            view.title.setText(f"{name} — {what}")
+            return
+        view.set_selected_patch(patch)
+        where = "the CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
+        view.title.setText(f"{name} — {what} · {where} (token {sel.token})")
+
+    def _method_changed(self, _choice: MethodChoice) -> None:
+        if self.analysis is not None:
+            self._refresh(matrix=False)
+
+    def show_compare(self, shown: bool) -> None:
+        """The second view, side by side, with its own method or class."""
+        self.compare_panel.setVisible(shown)
+        if shown:
+            self.explorer.setSizes([1, 1])
+            if self.analysis is not None:
+                self.compare_view.set_image(self.analysis.display, self.analysis.spec.grid)
+                self._refresh(matrix=False)
+
+    def _ask_relevance(self, key: str, target: int) -> None:
+        if self.worker is None or (key, target) in self._relevance_asked:
+            return
+        self._relevance_asked.add((key, target))
+        self.busy.setVisible(True)
+        self.activity_label.setText("computing relevance…")
+        self.worker.request_relevance(key, self.session.entries[key].source, target)
+
+    def _relevance_ready(self, done: RelevanceDone) -> None:
+        self._relevance_asked.discard((done.key, done.target))
+        if self.model is None or done.generation != self.model.generation:
+            return  # a map of a replaced model
+        if done.key not in self.session.entries:
+            return
+        self.maps.set_relevance(done.key, done.target, done.heat)
+        if done.key == self.session.current_key and self.analysis is not None:
+            self._refresh(matrix=False)
+
+    def _relevance_failed(self, key: str, target: int, message: str) -> None:
+        self._relevance_asked.discard((key, target))
+        self.statusBar().showMessage(f"Could not compute the relevance: {message}", 15000)
+        if key == self.session.current_key:
+            self._show_message("Could not compute the relevance", message)
 
     # --- hover and messages ------------------------------------------------------------------
-    def _hover_patch(self, row: int, col: int) -> None:
-        values = self.image_view.heat_values
+    def _hover_compare(self, row: int, col: int) -> None:
+        self._hover_patch(row, col, self.compare_view, self.compare_bar)
+
+    def _hover_patch(self, row: int, col: int, view=None, bar=None) -> None:  # noqa: ANN001
+        view, bar = view or self.image_view, bar or self.method_bar
+        values = view.heat_values
         if row < 0 or self.analysis is None or values.size == 0:
             self.hover_label.setText("")
             return
         spec = self.analysis.spec
         token = token_for_patch(row, col, spec.grid, spec.num_prefix_tokens)
-        self.hover_label.setText(
-            f"patch row {row}, col {col} (token {token}) · attention {values[row, col]:.4f}"
-        )
+        method = bar.choice().method
+        value = values[row, col]
+        shown = f"{value:.4g}" if method == "relevance" else f"{value:.4f}"  # relevance is tiny
+        self.hover_label.setText(f"patch row {row}, col {col} (token {token}) · {method} {shown}")
 
     def _hover_cell(self, query: int, key: int) -> None:
         matrix = self.matrix_view.matrix

@@ -59,6 +59,7 @@ class ModelInfo:
     devices: tuple[str, ...]
     params: ParamCounts | None = None  # None: an architecture the fine-tune engine cannot split
     fine_tuned: bool = False  # trained in this session and not loaded from a file
+    weights_file: str | None = None  # where the parameters were read from (method cards)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,36 @@ class _Adoption:
 
 
 @dataclass(frozen=True)
+class RelevanceDone:
+    key: str
+    generation: int
+    target: int
+    heat: np.ndarray  # (rows, cols) float32
+
+
+@dataclass(frozen=True)
+class FolderStatsDone:
+    folder: str
+    generation: int
+    statistics: object | None  # vitexplorer.core.explain.HeadStatistics; None if no image worked
+    images: int
+    skipped: tuple[str, ...]
+    cancelled: bool
+
+
+@dataclass
+class _FolderJob:
+    folder: str
+    paths: list[str]
+    done: int = 0
+    statistics: list = None  # HeadStatistics of the images done
+    skipped: list = None
+
+    def __post_init__(self) -> None:
+        self.statistics, self.skipped = [], []
+
+
+@dataclass(frozen=True)
 class AnalysisDone:
     key: str
     generation: int
@@ -99,6 +130,10 @@ class ModelWorker(QObject):
     analysis_started = Signal(str)  # key
     analysis_ready = Signal(object)  # AnalysisDone
     analysis_failed = Signal(str, str)  # key, message
+    relevance_ready = Signal(object)  # RelevanceDone
+    relevance_failed = Signal(str, int, str)  # key, target, message
+    folder_progress = Signal(int, int)  # images done, images in all
+    folder_done = Signal(object)  # FolderStatsDone
     idle = Signal()
     _wake = Signal()
 
@@ -107,6 +142,9 @@ class ModelWorker(QObject):
         self._lock = threading.Lock()
         self._pending_model: ModelRequest | _Adoption | None = None
         self._pending_images: OrderedDict[str, str | bytes] = OrderedDict()
+        self._pending_relevance: OrderedDict[tuple[str, int], str | bytes] = OrderedDict()
+        self._folder: _FolderJob | None = None
+        self._folder_cancel = False
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
         self._model = None  # vitexplorer.core.models.LoadedModel, touched only in this thread
@@ -134,10 +172,32 @@ class ModelWorker(QObject):
                 self._pending_images.move_to_end(key, last=False)
         self._wake.emit()
 
+    def request_relevance(self, key: str, source: str | bytes, target: int) -> None:
+        """Class relevance of an image for ``target``; asked for while a person waits for it,
+        so it goes before queued images."""
+        with self._lock:
+            self._pending_relevance[(key, target)] = source
+        self._wake.emit()
+
+    def request_folder_statistics(self, folder: str, paths: list[str]) -> None:
+        """Per-head statistics averaged over ``paths``; one image per turn, so that the
+        explorer's own requests are never stuck behind a long folder."""
+        with self._lock:
+            self._folder = _FolderJob(folder, list(paths))
+            self._folder_cancel = False
+        self._wake.emit()
+
+    def cancel_folder(self) -> None:
+        with self._lock:
+            self._folder_cancel = True
+        self._wake.emit()
+
     def clear_queue(self) -> None:
         with self._lock:
             self._pending_images.clear()
+            self._pending_relevance.clear()
             self._pending_model = None
+            self._folder_cancel = True
 
     def prioritise(self, key: str) -> None:
         """Move a queued image to the front; nothing if it is running or done."""
@@ -151,15 +211,26 @@ class ModelWorker(QObject):
         while True:
             with self._lock:
                 request, self._pending_model = self._pending_model, None
-                job = None
-                if request is None and self._model is not None and self._pending_images:
+                job = relevance = folder = None
+                ready = request is None and self._model is not None
+                if ready and self._pending_relevance:
+                    relevance = self._pending_relevance.popitem(last=False)
+                elif ready and self._pending_images:
                     job = self._pending_images.popitem(last=False)
+                elif ready and self._folder is not None:
+                    folder = self._folder
+                    if self._folder_cancel:
+                        self._folder = None
             if isinstance(request, _Adoption):
                 self._adopt(request)
             elif request is not None:
                 self._load(request)
+            elif relevance is not None:
+                self._relevance(*relevance[0], relevance[1])
             elif job is not None:
                 self._analyse(*job)
+            elif folder is not None:
+                self._folder_step(folder)
             else:
                 break
         self.idle.emit()
@@ -204,6 +275,10 @@ class ModelWorker(QObject):
 
         self._model = loaded
         self._generation += 1
+        with self._lock:  # statistics of two models must not be averaged together
+            folder, self._folder = self._folder, None
+        if folder is not None:
+            self._finish_folder(folder, cancelled=True)
         info = ModelInfo(
             request,
             loaded.spec,
@@ -213,6 +288,7 @@ class ModelWorker(QObject):
             tuple(models.available_devices()),
             _param_counts(loaded.module),
             fine_tuned,
+            None if loaded.weights_file is None else str(loaded.weights_file),
         )
         self.model_ready.emit(info)
 
@@ -229,6 +305,56 @@ class ModelWorker(QObject):
             return
         self.analysis_ready.emit(
             AnalysisDone(key, self._generation, analysis, _thumbnail(analysis.display))
+        )
+
+
+    def _relevance(self, key: str, target: int, source: str | bytes) -> None:
+        from vitexplorer.core.data import load_image, preprocess
+        from vitexplorer.core.relevance import relevance_map
+
+        try:
+            image = load_image(source)
+            batch = preprocess(image, self._model.spec).unsqueeze(0).to(self._model.device)
+            result = relevance_map(self._model, batch, target)
+        except Exception as exc:
+            self.relevance_failed.emit(key, target, _message(exc))
+            return
+        self.relevance_ready.emit(RelevanceDone(key, self._generation, target, result.map))
+
+    def _folder_step(self, job: _FolderJob) -> None:
+        """Analyse the folder's next image; the last one (or a cancel) sends the result."""
+        from vitexplorer.core.analysis import analyze_image
+        from vitexplorer.core.data import load_image
+
+        with self._lock:
+            cancelled = self._folder_cancel
+        if cancelled or job.done >= len(job.paths):
+            with self._lock:
+                if self._folder is job:
+                    self._folder = None
+            self._finish_folder(job, cancelled)
+            return
+        path = job.paths[job.done]
+        try:
+            job.statistics.append(analyze_image(self._model, load_image(path)).statistics)
+        except Exception as exc:  # an unreadable image is skipped and named
+            job.skipped.append(f"{path}: {_message(exc)}")
+        job.done += 1
+        self.folder_progress.emit(job.done, len(job.paths))
+
+    def _finish_folder(self, job: _FolderJob, cancelled: bool) -> None:
+        from vitexplorer.core.explain import average_statistics
+
+        mean = average_statistics(job.statistics) if job.statistics else None
+        self.folder_done.emit(
+            FolderStatsDone(
+                job.folder,
+                self._generation,
+                mean,
+                len(job.statistics),
+                tuple(job.skipped),
+                cancelled,
+            )
         )
 
 

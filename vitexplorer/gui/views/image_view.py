@@ -104,6 +104,11 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.heat.setRect(QRectF(0, 0, self.grid[1], self.grid[0]))
         self.colorbar.setLevels(levels)
 
+    def clear_heat(self) -> None:
+        """No overlay (a map still being computed): the photo alone."""
+        self.heat.clear()
+        self.heat_values = np.zeros((0, 0), np.float32)
+
     def set_selected_patch(self, patch: tuple[int, int] | None) -> None:
         """Outline the selected patch; ``None`` (a prefix token such as CLS) hides the outline."""
         self.selection.setVisible(patch is not None)

@@ -1,0 +1,112 @@
+"""The explorer's method bar: rollout and relevance on the same overlay, and side by side."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtWidgets import QApplication
+
+from tests.gui.test_main_window import click_patch, drop_and_wait
+from vitexplorer.core.data import load_image, preprocess
+from vitexplorer.core.explain import rollout_map
+from vitexplorer.core.models import load_model
+from vitexplorer.core.relevance import relevance_map
+from vitexplorer.gui.main_window import MainWindow
+
+
+def choose(box, data) -> None:  # noqa: ANN001
+    """Pick a combo box entry by its data, as a person picks it from the list."""
+    index = box.findData(data)
+    assert index >= 0, data
+    box.setCurrentIndex(index)
+
+
+def test_switching_to_rollout_redraws_the_overlay_with_its_map(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    started: list[str] = []
+    window.worker.analysis_started.connect(started.append)
+    attention = window.analysis.attention
+    choose(window.method_bar.method_box, "rollout")
+    np.testing.assert_allclose(
+        window.image_view.heat_values, rollout_map(attention, 0, (6, 6), 1), rtol=1e-6
+    )
+    assert "rollout" in window.image_view.title.text
+    QApplication.processEvents()
+    bar = window.method_bar
+    assert bar.fusion_box.isVisible() and not bar.target_box.isVisible()
+
+    click_patch(qtbot, window, 3, 1)  # a click follows the clicked token's rollout row
+    token = 1 + 3 * 6 + 1
+    np.testing.assert_allclose(
+        window.image_view.heat_values, rollout_map(attention, token, (6, 6), 1), rtol=1e-6
+    )
+    choose(window.method_bar.fusion_box, "max")
+    window.method_bar.discard_spin.setValue(50)
+    window.method_bar.start_spin.setValue(2)  # from layer 2: start_layer 1
+    expected = rollout_map(attention, token, (6, 6), 1, "max", 0.5, 1)
+    np.testing.assert_allclose(window.image_view.heat_values, expected, rtol=1e-6)
+    assert "max of heads, 50% discarded, from layer 2" in window.image_view.title.text
+
+    choose(window.method_bar.method_box, "attention")  # and back to the raw attention
+    np.testing.assert_allclose(
+        window.image_view.heat_values, attention[0, :, token, 1:].mean(0).reshape(6, 6)
+    )
+    QApplication.processEvents()
+    assert started == [], "rollout is computed from the stored maps, not a new forward pass"
+
+
+def test_relevance_comes_from_the_worker_for_the_chosen_class(
+    qtbot, window: MainWindow, photo, checkpoint
+):
+    drop_and_wait(qtbot, window, photo)
+    model = load_model(str(checkpoint), device="cpu")
+    batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
+    predicted = window.analysis.predictions[0].index
+    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+        choose(window.method_bar.method_box, "relevance")
+        assert "computing" in window.image_view.title.text
+        assert window.image_view.heat_values.size == 0  # no stale overlay meanwhile
+    qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
+    mine = relevance_map(model, batch, predicted).map
+    np.testing.assert_allclose(window.image_view.heat_values, mine, rtol=1e-4, atol=1e-7)
+    assert "(predicted)" in window.image_view.title.text
+
+    other = window.analysis.predictions[2].index  # the third most probable class
+    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+        choose(window.method_bar.target_box, other)
+    qtbot.waitUntil(lambda: "computing" not in window.image_view.title.text, timeout=5000)
+    theirs = relevance_map(model, batch, other).map
+    np.testing.assert_allclose(window.image_view.heat_values, theirs, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(mine, theirs)
+    assert repr(f"kind {other}") in window.image_view.title.text
+
+    asked: list = []
+    window.worker.relevance_ready.connect(asked.append)
+    choose(window.method_bar.target_box, None)  # back to the predicted class: kept, not redone
+    np.testing.assert_allclose(window.image_view.heat_values, mine, rtol=1e-4, atol=1e-7)
+    QApplication.processEvents()
+    assert asked == []
+
+
+def test_compare_shows_a_second_method_side_by_side(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    attention = window.analysis.attention
+    assert not window.compare_panel.isVisible()
+    window.method_bar.compare_box.setChecked(True)
+    assert window.compare_panel.isVisible()
+    # left: attention (layer 1, mean of heads); right: rollout by default
+    np.testing.assert_allclose(
+        window.image_view.heat_values, attention[0, :, 0, 1:].mean(0).reshape(6, 6)
+    )
+    np.testing.assert_allclose(
+        window.compare_view.heat_values, rollout_map(attention, 0, (6, 6), 1), rtol=1e-6
+    )
+    choose(window.compare_bar.fusion_box, "min")
+    click_patch(qtbot, window, 0, 5)  # a click on the left moves both views
+    np.testing.assert_allclose(
+        window.compare_view.heat_values,
+        rollout_map(attention, 6, (6, 6), 1, "min"),
+        rtol=1e-6,
+    )
+    assert window.compare_view.selection.isVisible()
+    window.method_bar.compare_box.setChecked(False)
+    assert not window.compare_panel.isVisible()
