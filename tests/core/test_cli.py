@@ -221,7 +221,9 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["analyse", "x.png"]) == 2  # a mistyped command does not open the app
     assert "'analyse' is neither a command" in capsys.readouterr().err
     assert main(["finetun"]) == 2
-    assert "neither a command (analyze, finetune)" in capsys.readouterr().err
+    assert "neither a command (analyze, finetune, stats, sanity, faithfulness)" in (
+        capsys.readouterr().err
+    )
     finetune = ["finetune", "--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
     assert main([*finetune, "--per-class", "0"]) == 2
     assert "'0' is not a whole number of at least 1" in capsys.readouterr().err

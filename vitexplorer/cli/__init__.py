@@ -53,7 +53,6 @@ __all__ = [
     "write_outputs",
 ]
 
-COMMANDS = ("analyze", "finetune", "stats", "sanity", "faithfulness")
 _GUI_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
 _COMMANDS = {
     "analyze": (analyze_parser, run_analyze),
@@ -62,6 +61,7 @@ _COMMANDS = {
     "sanity": (sanity_parser, run_sanity),
     "faithfulness": (faithfulness_parser, run_faithfulness),
 }
+COMMANDS = tuple(_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

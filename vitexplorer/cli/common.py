@@ -7,11 +7,12 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from vitexplorer.core.files import file_mode, write_atomic  # noqa: F401  (for the commands)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,26 +139,6 @@ def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
         taken.add(f"{stem}-{n}".casefold())
         stems.append(f"{stem}-{n}")
     return stems
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], mode: int = 0o644) -> None:
-    """Write ``path`` through a temporary file beside it, so it is never seen half written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def file_mode() -> int:
-    """The permissions a newly created file gets under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 # pyqtgraph's inferno at 0, 32, ..., 224 and 255, for machines where Qt cannot be imported
