@@ -110,3 +110,56 @@ def test_compare_shows_a_second_method_side_by_side(qtbot, window: MainWindow, p
     assert window.compare_view.selection.isVisible()
     window.method_bar.compare_box.setChecked(False)
     assert not window.compare_panel.isVisible()
+
+
+def test_export_writes_picture_map_and_method_card(
+    qtbot, window: MainWindow, photo, checkpoint, tmp_path, monkeypatch
+):
+    import hashlib
+    import json
+
+    from PIL import Image
+    from PySide6.QtWidgets import QFileDialog
+
+    drop_and_wait(qtbot, window, photo)
+    choose(window.method_bar.method_box, "rollout")
+    window.method_bar.compare_box.setChecked(True)
+    choose(window.compare_bar.method_box, "attention")
+    click_patch(qtbot, window, 1, 2)
+    target = tmp_path / "figures" / "photo.rollout.png"
+    target.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    window.export_action.trigger()
+
+    folder = target.parent
+    card = json.loads((folder / "photo.rollout.json").read_text())
+    # pyqtgraph 0.14 cannot write SVG with Qt 6.10+ (its issue #3485): then the card says why
+    svg = card["files"]["vector"] is not None
+    names = sorted(p.name for p in folder.iterdir())
+    extensions = ("png", "svg", "npy", "json") if svg else ("png", "npy", "json")
+    assert names == sorted(
+        f"photo.rollout{extra}.{ext}" for extra in ("", ".compare") for ext in extensions
+    )
+    if svg:
+        assert "<svg" in (folder / "photo.rollout.svg").read_text()[:500]
+    else:
+        assert "could not write an SVG" in card["files"]["vector_note"]
+    np.testing.assert_array_equal(
+        np.load(folder / "photo.rollout.npy"), window.image_view.heat_values
+    )
+    np.testing.assert_array_equal(
+        np.load(folder / "photo.rollout.compare.npy"), window.compare_view.heat_values
+    )
+    with Image.open(folder / "photo.rollout.png") as png:
+        assert png.width > 100 and png.height > 100
+    assert card["method"] == "rollout"
+    assert card["parameters"] == {
+        "token": 1 + 1 * 6 + 2, "head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 0,
+    }  # fmt: skip
+    assert card["model"]["weights"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert card["image"] == str(photo)
+    assert card["preprocessing"]["center_crop"] == 48
+    compare = json.loads((folder / "photo.rollout.compare.json").read_text())
+    assert compare["method"] == "attention"
+    assert compare["parameters"] == {"layer": 0, "head": None, "token": 9}
+    assert f"Exported {len(names)} files" in window.statusBar().currentMessage()

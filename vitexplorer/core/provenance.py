@@ -73,7 +73,10 @@ def method_card(
     image: str | Path | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready record of one map: enough to compute it again and get the same numbers."""
+    """A JSON-ready record of one map: enough to compute it again and get the same numbers.
+
+    ``model`` is a ``LoadedModel``, or anything with its ``spec``, ``weights_file`` and
+    ``device`` (the app describes the model its worker holds this way)."""
     import numpy
     import torch
 

@@ -174,6 +174,11 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._action(file_menu, "&Paste image", self.paste, QKeySequence.Paste)
         file_menu.addSeparator()
+        self.export_action = self._action(
+            file_menu, "&Export view…", self.export_view, QKeySequence("Ctrl+E")
+        )
+        self.export_action.setEnabled(False)
+        file_menu.addSeparator()
         self._action(file_menu, "Open &model (weights or checkpoint)…", self.open_weights_file)
         self.save_model_action = self._action(
             file_menu, "&Save model…", self.finetune.save_model, QKeySequence.Save
@@ -573,6 +578,7 @@ class MainWindow(QMainWindow):
         self.time_label.setText(f"forward {analysis.seconds * 1e3:.0f} ms")
         self._refresh()
         self.image_view.setFocus()
+        self.export_action.setEnabled(True)
         self.analysis_shown.emit(self.session.current_key)
 
     def _refresh(self, matrix: bool = True) -> None:
@@ -650,6 +656,78 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Could not compute the relevance: {message}", 15000)
         if key == self.session.current_key:
             self._show_message("Could not compute the relevance", message)
+
+    # --- export -----------------------------------------------------------------------------
+    def export_view(self) -> None:
+        """File > Export view: the overlay (and the compare view) as PNG and SVG, the maps as
+        .npy and a method card each, named after the image and the method."""
+        if self.analysis is None:
+            return
+        stem = Path(self.session.current.name).stem or "image"
+        method = self.method_bar.choice().method
+        folder = self.settings.value("export/folder", str(Path.home()))
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Export view (PNG, SVG, the map as .npy and a JSON method card)",
+            str(Path(str(folder)) / f"{stem}.{method}.png"),
+            "PNG image (*.png)",
+        )
+        if not path:
+            return
+        base = Path(path)
+        if base.suffix.lower() == ".png":
+            base = base.with_suffix("")
+        try:
+            written = self.export_to(base)
+        except OSError as exc:
+            self._show_message("Could not export the view", f"{base}: {exc.strerror or exc}")
+            return
+        self.settings.setValue("export/folder", str(base.parent))
+        self.statusBar().showMessage(
+            f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
+        )
+
+    def export_to(self, base: Path) -> list[Path]:
+        """Write the views as ``base``.png/.svg/.npy/.json (the compare view as
+        ``base``.compare.*); returns the files written."""
+        from types import SimpleNamespace
+
+        from vitexplorer.core.provenance import method_card
+        from vitexplorer.gui.export import export_view
+
+        analysis, sel, entry = self.analysis, self.selection, self.session.current
+        info = self.model
+        facts = SimpleNamespace(
+            spec=analysis.spec,
+            weights_file=None if info.weights_file is None else Path(info.weights_file),
+            device=info.device,
+        )
+        views = [(base, self.image_view, self.method_bar)]
+        if self.compare_panel.isVisible():
+            views.append(
+                (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)
+            )
+        written: list[Path] = []
+        for target, view, bar in views:
+            if view.heat_values.size == 0:
+                continue  # a relevance map still being computed
+            choice = bar.choice()
+            card = method_card(
+                facts,
+                choice.method,
+                choice.parameters(sel, analysis),
+                entry.source if isinstance(entry.source, str) else entry.name,
+                {
+                    "title": view.title.text,
+                    "prediction": {
+                        "index": analysis.predictions[0].index,
+                        "name": analysis.predictions[0].name,
+                        "probability": analysis.predictions[0].probability,
+                    },
+                },
+            )
+            written += export_view(target, view.scene(), view.heat_values, card)
+        return written
 
     # --- hover and messages ------------------------------------------------------------------
     def _hover_compare(self, row: int, col: int) -> None:

@@ -145,6 +145,7 @@ class ModelWorker(QObject):
         self._pending_relevance: OrderedDict[tuple[str, int], str | bytes] = OrderedDict()
         self._folder: _FolderJob | None = None
         self._folder_cancel = False
+        self._hash_pending = False  # the weights file's hash, for method cards, when idle
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
         self._model = None  # vitexplorer.core.models.LoadedModel, touched only in this thread
@@ -231,6 +232,8 @@ class ModelWorker(QObject):
                 self._analyse(*job)
             elif folder is not None:
                 self._folder_step(folder)
+            elif self._hash_pending:
+                self._hash_weights()
             else:
                 break
         self.idle.emit()
@@ -275,6 +278,7 @@ class ModelWorker(QObject):
 
         self._model = loaded
         self._generation += 1
+        self._hash_pending = loaded.weights_file is not None
         with self._lock:  # statistics of two models must not be averaged together
             folder, self._folder = self._folder, None
         if folder is not None:
@@ -306,7 +310,6 @@ class ModelWorker(QObject):
         self.analysis_ready.emit(
             AnalysisDone(key, self._generation, analysis, _thumbnail(analysis.display))
         )
-
 
     def _relevance(self, key: str, target: int, source: str | bytes) -> None:
         from vitexplorer.core.data import load_image, preprocess
@@ -341,6 +344,17 @@ class ModelWorker(QObject):
             job.skipped.append(f"{path}: {_message(exc)}")
         job.done += 1
         self.folder_progress.emit(job.done, len(job.paths))
+
+    def _hash_weights(self) -> None:
+        """Hash the weights file once, when nothing else waits: an export's method card then
+        finds it ready instead of reading hundreds of megabytes on the GUI thread."""
+        from vitexplorer.core.provenance import file_sha256
+
+        self._hash_pending = False
+        try:
+            file_sha256(self._model.weights_file)
+        except OSError:
+            pass  # the card will say the file could not be read
 
     def _finish_folder(self, job: _FolderJob, cancelled: bool) -> None:
         from vitexplorer.core.explain import average_statistics
