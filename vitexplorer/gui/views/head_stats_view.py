@@ -1,13 +1,23 @@
-"""Mean attention distance of every head against depth, like Fig. 7 (right) of the ViT paper
-(Dosovitskiy et al., 2021): one point per head; click one to open that layer and head."""
+"""Per-head statistics: mean attention distance against depth, like Fig. 7 (right) of the ViT
+paper (Dosovitskiy et al., 2021), one point per head, and (layers x heads) heatmaps of the other
+statistics. Click a point or a cell to open that layer and head."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtWidgets import QApplication, QGraphicsRectItem
 
-from vitexplorer.gui.views.common import SELECTION_COLOR
+from vitexplorer.gui.views.common import (
+    SELECTION_COLOR,
+    heat_levels,
+    new_colorbar,
+    new_heat_item,
+    selection_pen,
+)
 
 POINT_COLOR = (31, 119, 180)
 POINT_COLOR_DARK = (120, 180, 255)
@@ -71,7 +81,7 @@ class DistancePlot(pg.PlotWidget):
             y=self.distance.ravel(),
             data=list(zip(layers.ravel().tolist(), heads.ravel().tolist(), strict=True)),
         )
-        self.plotItem.setTitle(title, color=self.text_color)
+        self.plotItem.setTitle(title, color=self.text_color, size="10pt")
         if shape[0]:
             self.setXRange(0.5, shape[0] + 0.5, padding=0)
             self.setYRange(0, max(float(self.distance.max()), 1.0) * 1.05, padding=0)
@@ -102,21 +112,130 @@ class DistancePlot(pg.PlotWidget):
             self.head_clicked.emit(int(layer), int(head))
 
 
+TEXT_COLOR = "#c8c8c8"
+TITLE_SIZE = "10pt"  # every title of the analytics views
+
+
+def cell_ticks(
+    count: int, size: float = 1.0, gap: float = 0.0, most: int = 12
+) -> list[tuple[float, str]]:
+    """Ticks at the centres of ``count`` cells of ``size`` with ``gap`` between them, labelled
+    from 1; every k-th cell when there are more than ``most``."""
+    step = max(1, math.ceil(count / most))
+    return [(i * (size + gap) + size / 2, str(i + 1)) for i in range(0, count, step)]
+
+
+class HeadHeatmap(pg.GraphicsLayoutWidget):
+    """One statistic of every head as a heatmap: layer (from 1) across, like the distance plot's
+    depth, and head (from 1) down. Hover a cell to read it; click one to open that head.
+
+    ``values`` holds the (layers, heads) array as given; the image shows it times ``scale`` (100
+    for a share in per cent), on the map's own range, which the colour bar labels.
+    """
+
+    head_clicked = Signal(int, int)  # layer, head, both from 0
+    head_hovered = Signal(int, int)  # layer, head; (-1, -1) off the map
+
+    HINT = "hover a cell to read it, click to open that head"
+
+    def __init__(self, title: str, unit: str, scale: float = 1.0, decimals: int = 2) -> None:
+        super().__init__()
+        self.unit, self.scale, self.decimals = unit, scale, decimals
+        self.setFocusPolicy(Qt.NoFocus)
+        self.ci.layout.setContentsMargins(4, 4, 4, 4)
+        self.title = self.addLabel(
+            title, row=0, col=0, colspan=2, color=TEXT_COLOR, size=TITLE_SIZE
+        )
+        self.plot = self.addPlot(row=1, col=0)
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.invertY(True)
+        self.plot.setLabel("bottom", "layer", color=TEXT_COLOR)
+        self.plot.setLabel("left", "head", color=TEXT_COLOR)
+        self.image = new_heat_item()
+        self.plot.addItem(self.image)
+        self.ring = QGraphicsRectItem()
+        self.ring.setPen(selection_pen(2.5))
+        self.ring.setZValue(2)
+        self.ring.setVisible(False)
+        self.plot.addItem(self.ring)
+        self.colorbar = new_colorbar(width=12)
+        self.addItem(self.colorbar, row=1, col=1)
+        self.readout = self.addLabel(self.HINT, row=2, col=0, colspan=2, color=TEXT_COLOR)
+        self.values = np.zeros((0, 0))
+        self.scene().sigMouseClicked.connect(self._clicked)
+        self.scene().sigMouseMoved.connect(self._moved)
+
+    def set_values(self, values: np.ndarray) -> None:
+        """Show a (layers, heads) statistic."""
+        self.values = np.asarray(values, dtype=np.float64)
+        layers, heads = self.values.shape
+        shown = np.ascontiguousarray(self.values.T * self.scale, dtype=np.float32)
+        levels = heat_levels(shown)
+        self.image.setImage(shown, levels=levels)
+        rect = QRectF(0, 0, layers, heads)
+        self.image.setRect(rect)
+        self.colorbar.setLevels(levels)
+        self.plot.setRange(rect, padding=0)
+        self.plot.getAxis("bottom").setTicks([cell_ticks(layers, most=7)])  # labels side by side
+        self.plot.getAxis("left").setTicks([cell_ticks(heads)])
+        self.readout.setText(self.HINT)
+
+    def set_selected(self, layer: int | None, head: int | None) -> None:
+        """Outline one head's cell; ``None`` outlines none."""
+        layers, heads = self.values.shape
+        shown = layer is not None and head is not None and 0 <= layer < layers and 0 <= head < heads
+        self.ring.setVisible(shown)
+        if shown:
+            self.ring.setRect(QRectF(layer, head, 1, 1))
+
+    def describe(self, layer: int, head: int) -> str:
+        value = self.values[layer, head] * self.scale
+        return f"layer {layer + 1}, head {head + 1}: {value:.{self.decimals}f} {self.unit}"
+
+    def cell_at(self, scene_pos) -> tuple[int, int] | None:  # noqa: ANN001
+        """(layer, head) under a scene position, or None."""
+        point = self.plot.vb.mapSceneToView(scene_pos)
+        layer, head = math.floor(point.x()), math.floor(point.y())
+        layers, heads = self.values.shape
+        if 0 <= layer < layers and 0 <= head < heads:
+            return layer, head
+        return None
+
+    def _clicked(self, event) -> None:  # noqa: ANN001
+        if event.button() != Qt.LeftButton:
+            return
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            self.head_clicked.emit(*cell)
+
+    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+        cell = self.cell_at(scene_pos)
+        self.readout.setText(self.HINT if cell is None else self.describe(*cell))
+        self.head_hovered.emit(*(cell or (-1, -1)))
+
+
 def export_distance_plot(
     path: str, distance: np.ndarray, title: str, width: int = 900, height: int = 560
 ) -> None:
-    """Write the plot as a PNG (white background) without showing a window."""
-    from pyqtgraph.exporters import ImageExporter
+    """Write the plot as a PNG (white background) without showing a window.
 
-    from PySide6.QtWidgets import QApplication
+    A path ending in ``.svg`` writes an SVG instead, with pyqtgraph's SVG exporter.
+    """
+    from pyqtgraph.exporters import ImageExporter, SVGExporter
 
     plot = DistancePlot(background="w")
+    plot.setAttribute(Qt.WA_DontShowOnScreen)  # laid out as if shown, never on the screen
     plot.resize(width, height)
     plot.set_statistics(distance, title=title)
     plot.show()  # lays the title, axes and labels out; offscreen on a server
     QApplication.processEvents()
-    exporter = ImageExporter(plot.scene())
-    exporter.parameters()["width"] = width
-    exporter.export(str(path))
+    if str(path).lower().endswith(".svg"):
+        SVGExporter(plot.plotItem).export(str(path))
+    else:
+        exporter = ImageExporter(plot.scene())
+        exporter.parameters()["width"] = width
+        exporter.export(str(path))
     plot.close()
     plot.deleteLater()
