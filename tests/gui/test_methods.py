@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
 from tests.gui.test_main_window import click_patch, drop_and_wait
@@ -163,3 +164,70 @@ def test_export_writes_picture_map_and_method_card(
     assert compare["method"] == "attention"
     assert compare["parameters"] == {"layer": 0, "head": None, "token": 9}
     assert f"Exported {len(names)} files" in window.statusBar().currentMessage()
+
+
+def test_analytics_tab_follows_the_image_and_a_point_opens_its_head(
+    qtbot, window: MainWindow, photo, tmp_path, monkeypatch
+):
+    from PIL import Image
+    from PySide6.QtWidgets import QDockWidget, QFileDialog
+
+    from tests.gui.test_analytics import click_scene
+    from vitexplorer.core.analysis import analyze_image
+    from vitexplorer.core.explain import average_statistics, head_statistics
+
+    drop_and_wait(qtbot, window, photo)
+    tab = window.analytics
+    stats = window.analysis.statistics
+    np.testing.assert_array_equal(
+        stats.distance, head_statistics(window.analysis.attention, (6, 6), 1, 8).distance
+    )
+    window.tabs.setCurrentWidget(tab)
+    assert not any(d.isVisible() for d in window.findChildren(QDockWidget))  # stepped aside
+    assert not window.method_bar.isVisible()
+    np.testing.assert_array_equal(tab.distance_plot.distance, stats.distance)
+    np.testing.assert_array_equal(tab.entropy_map.values, stats.entropy)
+    assert tab.similarity_area.showing_view  # the model's position embeddings, from the worker
+
+    choose(window.method_bar.method_box, "rollout")
+    plot = tab.distance_plot
+    qtbot.wait(50)  # the tab's first layout
+    scene = plot.plotItem.vb.mapViewToScene(QPointF(3.0, float(stats.distance[2, 1])))
+    click_scene(qtbot, plot, scene)  # layer 3 (from 1): one of its heads, whichever is on top
+    layer, head = window.selection.layer, window.selection.head
+    assert window.tabs.currentIndex() == 0  # back in the explorer
+    assert layer == 2 and head is not None  # the heads of a random model overlap
+    assert window.method_bar.choice().method == "attention"
+    np.testing.assert_allclose(
+        window.image_view.heat_values,
+        window.analysis.attention[2, head, 0, 1:].reshape(6, 6),
+    )
+    assert any(d.isVisible() for d in window.findChildren(QDockWidget))  # and back
+    assert tab.selected == (2, head)
+
+    folder = tmp_path / "folder" / "inner"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        pixels = np.random.default_rng(i).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "folder")
+    )
+    window.tabs.setCurrentWidget(tab)
+    with qtbot.waitSignal(window.worker.folder_done, timeout=30000) as blocker:
+        qtbot.mouseClick(tab.folder_request_button, Qt.LeftButton)
+    done = blocker.args[0]
+    assert (done.images, len(done.skipped), done.cancelled) == (3, 1, False)
+    from vitexplorer.core.models import load_model
+
+    model = load_model(window.model.request.name, device="cpu")
+    expected = average_statistics(
+        [
+            analyze_image(model, Image.open(folder / f"{i}.png").convert("RGB")).statistics
+            for i in range(3)
+        ]
+    )
+    qtbot.waitUntil(lambda: tab.source == "folder", timeout=5000)
+    np.testing.assert_allclose(tab.distance_plot.distance, expected.distance, rtol=1e-5)
+    np.testing.assert_allclose(tab.prefix_map.values, expected.prefix_share, rtol=1e-5)

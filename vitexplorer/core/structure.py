@@ -97,3 +97,17 @@ def filter_components(weight: np.ndarray, count: int = 28) -> np.ndarray:
     peak = np.abs(images).max(axis=(1, 2, 3), keepdims=True)
     scaled = 0.5 + images / (2 * np.maximum(peak, np.finfo(np.float64).tiny))
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
+def model_structure(
+    module: nn.Module, grid: tuple[int, int], num_prefix: int, count: int = 28
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the model's own structure looks like (the ViT paper's Fig. 7): the position
+    similarity (rows, cols, rows, cols), the patch filters' first principal components as RGB
+    images (count, p, p, 3) and their shares of the variance (count,). ValueError for an
+    architecture whose parameters cannot be read."""
+    similarity = position_similarity(position_embeddings(module), grid, num_prefix)
+    filters = patch_filters(module)
+    count = min(count, filters.shape[0], int(np.prod(filters.shape[1:])))
+    _, shares = principal_filter_directions(filters, count)
+    return similarity, filter_components(filters, count), shares

@@ -78,19 +78,9 @@ def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]: 
     similarity (rows, cols, rows, cols), the filters' first principal components as RGB images
     (count, p, p, 3) and their shares of the variance (count,). No Qt: a worker may call it.
     Raises ValueError for an architecture whose parameters core cannot read."""
-    from vitexplorer.core.structure import (
-        filter_components,
-        patch_filters,
-        position_embeddings,
-        position_similarity,
-        principal_filter_directions,
-    )
+    from vitexplorer.core.structure import model_structure as structure
 
-    similarity = position_similarity(position_embeddings(module), spec.grid, spec.num_prefix_tokens)
-    filters = patch_filters(module)
-    count = min(FILTER_COMPONENTS, filters.shape[0], int(np.prod(filters.shape[1:])))
-    _, shares = principal_filter_directions(filters, count)
-    return similarity, filter_components(filters, count), shares
+    return structure(module, spec.grid, spec.num_prefix_tokens, FILTER_COMPONENTS)
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:

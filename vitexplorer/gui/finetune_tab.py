@@ -62,13 +62,17 @@ class FinetuneTab(QObject):
         self.tabs.setCurrentIndex(FINETUNE)
 
     def _tab_changed(self, index: int) -> None:
+        """Every tab but the explorer fills the central area: the explorer's docks and bars
+        step aside (once, however many tabs are visited) and come back with the explorer."""
         window = self.window
-        if index == FINETUNE:
-            docks = [d for d in window.findChildren(QDockWidget) if not d.isFloating()]
-            self._stepped_aside = [d for d in docks if d.isVisible()]
-            for dock in self._stepped_aside:
-                dock.hide()
+        if index != EXPLORER:
+            if not self._stepped_aside:
+                docks = [d for d in window.findChildren(QDockWidget) if not d.isFloating()]
+                self._stepped_aside = [d for d in docks if d.isVisible()]
+                for dock in self._stepped_aside:
+                    dock.hide()
             window.view_bar.hide()
+            window.method_bar.hide()
         else:
             self._restore_docks()
 
@@ -77,6 +81,7 @@ class FinetuneTab(QObject):
             dock.show()
         self._stepped_aside = []
         self.window.view_bar.show()
+        self.window.method_bar.show()
 
     def before_close(self) -> None:
         """Put the explorer's layout back (it is what the window remembers), then cancel any

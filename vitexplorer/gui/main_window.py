@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from vitexplorer.core.explain import attention_matrix, head_maps, token_for_patch
 from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
+from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar, ModelBar, ViewBar
 from vitexplorer.gui.dialogs import DownloadProgress, offer_download
 from vitexplorer.gui.finetune_tab import FinetuneTab
@@ -38,6 +39,7 @@ from vitexplorer.gui.views.panels import NoticeBar, PredictionsPanel, ThumbnailS
 from vitexplorer.gui.workers import (
     AnalysisDone,
     DownloadOffer,
+    FolderStatsDone,
     ModelInfo,
     ModelRequest,
     RelevanceDone,
@@ -111,6 +113,8 @@ class MainWindow(QMainWindow):
         self.explorer.addWidget(self.compare_panel)
         self.tabs.addTab(self.explorer, "Explorer")
         self.finetune = FinetuneTab(self, self.tabs)
+        self.analytics = AnalyticsTab()
+        self.tabs.addTab(self.analytics, "Model analytics")
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.predictions = PredictionsPanel()
@@ -158,6 +162,8 @@ class MainWindow(QMainWindow):
         self.compare_view.patch_clicked.connect(self.select_patch)
         self.compare_view.patch_hovered.connect(self._hover_compare)
         self.compare_view.arrow_pressed.connect(self.move_patch)
+        self.analytics.head_selected.connect(self.open_head)
+        self.analytics.folder_requested.connect(self.average_folder)
 
     def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:  # noqa: ANN001
         dock = QDockWidget(title, self)
@@ -189,6 +195,12 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         self._action(view_menu, "&Explorer", self.finetune.show_explorer, QKeySequence("Ctrl+1"))
         self._action(view_menu, "&Fine-tune", self.finetune.show_panel, QKeySequence("Ctrl+2"))
+        self._action(
+            view_menu,
+            "Model &analytics",
+            lambda: self.tabs.setCurrentWidget(self.analytics),
+            QKeySequence("Ctrl+3"),
+        )
         view_menu.addSeparator()
         self._action(view_menu, "Next layer", lambda: self.step_layer(1), QKeySequence("]"))
         self._action(view_menu, "Previous layer", lambda: self.step_layer(-1), QKeySequence("["))
@@ -244,6 +256,9 @@ class MainWindow(QMainWindow):
         worker.analysis_failed.connect(self._analysis_failed)
         worker.relevance_ready.connect(self._relevance_ready)
         worker.relevance_failed.connect(self._relevance_failed)
+        worker.folder_progress.connect(self.analytics.set_folder_progress)
+        worker.folder_done.connect(self._folder_done)
+        self.analytics.folder_cancelled.connect(worker.cancel_folder)
         worker.idle.connect(self._worker_idle)  # a bound slot: lambdas run in the emitting thread
         self.request_model(self._initial_request)
         if images:
@@ -321,6 +336,13 @@ class MainWindow(QMainWindow):
             bar.set_predictions([])  # class indices of the old model mean nothing now
         self.maps.forget()
         self._relevance_asked.clear()
+        self.analytics.clear_statistics()
+        if info.structure is not None:
+            self.analytics.set_structure(*info.structure)
+        else:
+            self.analytics.show_structure_message(
+                f"{spec.display_name}: its position embeddings and patch filters cannot be read"
+            )
         self.selection.fit(spec)
         self.view_bar.show_selection(self.selection.layer, self.selection.head)
         self.model_label.setText(f"{spec.display_name} · {spec.weights}")
@@ -579,6 +601,7 @@ class MainWindow(QMainWindow):
         self._refresh()
         self.image_view.setFocus()
         self.export_action.setEnabled(True)
+        self.analytics.set_image_statistics(analysis.statistics, self.session.current.name)
         self.analysis_shown.emit(self.session.current_key)
 
     def _refresh(self, matrix: bool = True) -> None:
@@ -597,6 +620,7 @@ class MainWindow(QMainWindow):
         if matrix:
             self.matrix_view.set_matrix(attention_matrix(analysis.attention, sel.layer, sel.head))
         self.matrix_view.set_selected_token(sel.token)
+        self.analytics.set_selected(sel.layer, sel.head)
 
     def _draw_method(self, view: ImageView, choice: MethodChoice, patch) -> None:  # noqa: ANN001
         """One view's overlay and title for ``choice``; relevance not computed yet is asked of
@@ -656,6 +680,40 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Could not compute the relevance: {message}", 15000)
         if key == self.session.current_key:
             self._show_message("Could not compute the relevance", message)
+
+    # --- model analytics ----------------------------------------------------------------------
+    def open_head(self, layer: int, head: int) -> None:
+        """A head picked in the analytics tab: its raw attention in the explorer."""
+        self.method_bar.set_method("attention")
+        self.selection.head = head
+        self.finetune.show_explorer()
+        self.select_layer(layer)
+
+    def average_folder(self, folder: str) -> None:
+        """Head statistics averaged over a folder's images (subfolders too), in the worker."""
+        paths = sorted(
+            str(p)
+            for p in Path(folder).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if self.worker is None or self.model is None:
+            self.analytics.stop_folder_progress("Load a model first.")
+        elif not paths:
+            self.analytics.stop_folder_progress(f"No images in {folder}.")
+        else:
+            self.analytics.set_folder_progress(0, len(paths))
+            self.worker.request_folder_statistics(folder, paths)
+
+    def _folder_done(self, done: FolderStatsDone) -> None:
+        skipped = f", {len(done.skipped)} unreadable skipped" if done.skipped else ""
+        if done.statistics is None or (self.model and done.generation != self.model.generation):
+            why = "cancelled" if done.cancelled else "no image could be analysed"
+            self.analytics.stop_folder_progress(f"Folder average {why}{skipped}.")
+            return
+        self.analytics.set_folder_statistics(done.statistics, done.folder, done.images)
+        if done.cancelled or done.skipped:
+            state = f"cancelled after {done.images} images" if done.cancelled else "done"
+            self.analytics.stop_folder_progress(f"Folder average {state}{skipped}.")
 
     # --- export -----------------------------------------------------------------------------
     def export_view(self) -> None:

@@ -60,6 +60,9 @@ class ModelInfo:
     params: ParamCounts | None = None  # None: an architecture the fine-tune engine cannot split
     fine_tuned: bool = False  # trained in this session and not loaded from a file
     weights_file: str | None = None  # where the parameters were read from (method cards)
+    # position similarity, filter components and their variance shares (core.structure), or
+    # None for an architecture whose parameters core cannot read
+    structure: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -276,13 +279,13 @@ class ModelWorker(QObject):
     def _use(self, loaded, request: ModelRequest, seconds: float, fine_tuned: bool) -> None:  # noqa: ANN001
         from vitexplorer.core import models
 
+        with self._lock:  # statistics of two models must not be averaged together
+            folder, self._folder = self._folder, None
+        if folder is not None:  # sent with the old model's generation, before the new model
+            self._finish_folder(folder, cancelled=True)
         self._model = loaded
         self._generation += 1
         self._hash_pending = loaded.weights_file is not None
-        with self._lock:  # statistics of two models must not be averaged together
-            folder, self._folder = self._folder, None
-        if folder is not None:
-            self._finish_folder(folder, cancelled=True)
         info = ModelInfo(
             request,
             loaded.spec,
@@ -293,6 +296,7 @@ class ModelWorker(QObject):
             _param_counts(loaded.module),
             fine_tuned,
             None if loaded.weights_file is None else str(loaded.weights_file),
+            _structure(loaded),
         )
         self.model_ready.emit(info)
 
@@ -370,6 +374,17 @@ class ModelWorker(QObject):
                 cancelled,
             )
         )
+
+
+def _structure(loaded) -> tuple | None:  # noqa: ANN001
+    """The model's own structure for the analytics tab, read here, where the module lives."""
+    from vitexplorer.core.structure import model_structure
+
+    spec = loaded.spec
+    try:
+        return model_structure(loaded.module, spec.grid, spec.num_prefix_tokens)
+    except ValueError:
+        return None
 
 
 def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001
