@@ -627,22 +627,23 @@ class MainWindow(QMainWindow):
         the worker and drawn when it arrives."""
         analysis, sel, key = self.analysis, self.selection, self.session.current_key
         heat = method_map(key, analysis, sel, choice, self.maps)
-        name = self.session.current.name
+        # side by side, each title names only its method: the image is the same
+        name = "" if self.compare_panel.isVisible() else f"{self.session.current.name} — "
         what = choice.describe(sel, analysis)
         if heat is None:
             self._ask_relevance(key, choice.target_for(analysis))
             view.clear_heat()
             view.set_selected_patch(None)
-            view.title.setText(f"{name} — {what}: computing…")
+            view.title.setText(f"{name}{what}: computing…")
             return
         view.set_heat(heat)
         if choice.method == "relevance":
             view.set_selected_patch(None)
-            view.title.setText(f"{name} — {what}")
+            view.title.setText(f"{name}{what}")
             return
         view.set_selected_patch(patch)
         where = "the CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
-        view.title.setText(f"{name} — {what} · {where} (token {sel.token})")
+        view.title.setText(f"{name}{what} · {where} (token {sel.token})")
 
     def _method_changed(self, _choice: MethodChoice) -> None:
         if self.analysis is not None:
@@ -653,9 +654,10 @@ class MainWindow(QMainWindow):
         self.compare_panel.setVisible(shown)
         if shown:
             self.explorer.setSizes([1, 1])
-            if self.analysis is not None:
+        if self.analysis is not None:
+            if shown:
                 self.compare_view.set_image(self.analysis.display, self.analysis.spec.grid)
-                self._refresh(matrix=False)
+            self._refresh(matrix=False)
 
     def _ask_relevance(self, key: str, target: int) -> None:
         if self.worker is None or (key, target) in self._relevance_asked:
