@@ -149,7 +149,7 @@ class FinetuneTab(QObject):
     def _problem(self, title: str, message: str) -> None:
         self.window.notice.add(f"{title}: {message}")
         self.window.statusBar().showMessage(f"{title}: {message}", 15000)
-        self.window._show_message(title, message)
+        self.window.show_message(title, message)
 
     def _notice(self, message: str) -> None:
         self.window.notice.add(message)

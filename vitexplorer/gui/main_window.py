@@ -19,18 +19,16 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from vitexplorer.core.explain import attention_matrix, head_maps, token_for_patch
-from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
-from vitexplorer.gui.analytics_tab import AnalyticsTab
-from vitexplorer.gui.controls import MethodBar, ModelBar, ViewBar
+from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import DownloadProgress, offer_download
+from vitexplorer.gui.explanations import Explanations
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
@@ -39,10 +37,8 @@ from vitexplorer.gui.views.panels import NoticeBar, PredictionsPanel, ThumbnailS
 from vitexplorer.gui.workers import (
     AnalysisDone,
     DownloadOffer,
-    FolderStatsDone,
     ModelInfo,
     ModelRequest,
-    RelevanceDone,
     WorkerThread,
 )
 
@@ -76,8 +72,6 @@ class MainWindow(QMainWindow):
         self.session = ImageSession()
         self._loading = False  # a model load is under way
         self.selection = Selection()
-        self.maps = MapCache()  # rollout layers and relevance maps of the open images
-        self._relevance_asked: set[tuple[str, int]] = set()  # (image key, class) in the worker
         self.model: ModelInfo | None = None
         self._requested: set[str] = set()  # images queued with the worker for this model
         self._worker_thread: WorkerThread | None = None
@@ -98,22 +92,11 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.notice)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.compare_bar = MethodBar(compare=False, title="Compare with")
-        self.compare_bar.set_method("rollout")
-        self.compare_view = ImageView()
-        self.compare_panel = QWidget()
-        compare_layout = QVBoxLayout(self.compare_panel)
-        compare_layout.setContentsMargins(0, 0, 0, 0)
-        compare_layout.setSpacing(0)
-        compare_layout.addWidget(self.compare_bar)
-        compare_layout.addWidget(self.compare_view, 1)
-        self.compare_panel.setVisible(False)
-        self.explorer = QSplitter(Qt.Horizontal)
-        self.explorer.addWidget(self.image_view)
-        self.explorer.addWidget(self.compare_panel)
-        self.tabs.addTab(self.explorer, "Explorer")
+        self.explanations = Explanations(self)  # methods, compare view, analytics, export
+        for name in ("method_bar", "compare_bar", "compare_view", "compare_panel", "analytics"):
+            setattr(self, name, getattr(self.explanations, name))
+        self.tabs.addTab(self.explanations.explorer, "Explorer")
         self.finetune = FinetuneTab(self, self.tabs)
-        self.analytics = AnalyticsTab()
         self.tabs.addTab(self.analytics, "Model analytics")
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
@@ -131,7 +114,6 @@ class MainWindow(QMainWindow):
         self.resizeDocks(right[:1], [560], Qt.Horizontal)
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
-        self.method_bar = MethodBar()
         self.addToolBar(self.model_bar)
         self.addToolBar(self.view_bar)
         self.addToolBarBreak()
@@ -140,7 +122,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
 
         self.image_view.patch_clicked.connect(self.select_patch)
-        self.image_view.patch_hovered.connect(self._hover_patch)
+        self.image_view.patch_hovered.connect(self.hover_patch)
         self.image_view.arrow_pressed.connect(self.move_patch)
         self.matrix_view.token_clicked.connect(self.select_token)
         self.matrix_view.cell_hovered.connect(self._hover_cell)
@@ -153,17 +135,8 @@ class MainWindow(QMainWindow):
         self.view_bar.head_changed.connect(self.select_head)
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
         self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
-        self.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
-        self.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
-        self.method_bar.choice_changed.connect(self._method_changed)
-        self.method_bar.compare_toggled.connect(self.show_compare)
-        self.compare_bar.choice_changed.connect(self._method_changed)
-        self.compare_view.patch_clicked.connect(self.select_patch)
-        self.compare_view.patch_hovered.connect(self._hover_compare)
-        self.compare_view.arrow_pressed.connect(self.move_patch)
-        self.analytics.head_selected.connect(self.open_head)
-        self.analytics.folder_requested.connect(self.average_folder)
+        self.explanations.connect_views()
 
     def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:  # noqa: ANN001
         dock = QDockWidget(title, self)
@@ -181,7 +154,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Paste image", self.paste, QKeySequence.Paste)
         file_menu.addSeparator()
         self.export_action = self._action(
-            file_menu, "&Export view…", self.export_view, QKeySequence("Ctrl+E")
+            file_menu, "&Export view…", self.explanations.export_view, QKeySequence("Ctrl+E")
         )
         self.export_action.setEnabled(False)
         file_menu.addSeparator()
@@ -254,11 +227,7 @@ class MainWindow(QMainWindow):
         worker.analysis_started.connect(self._analysis_started)
         worker.analysis_ready.connect(self._analysis_ready)
         worker.analysis_failed.connect(self._analysis_failed)
-        worker.relevance_ready.connect(self._relevance_ready)
-        worker.relevance_failed.connect(self._relevance_failed)
-        worker.folder_progress.connect(self.analytics.set_folder_progress)
-        worker.folder_done.connect(self._folder_done)
-        self.analytics.folder_cancelled.connect(worker.cancel_folder)
+        self.explanations.connect_worker(worker)
         worker.idle.connect(self._worker_idle)  # a bound slot: lambdas run in the emitting thread
         self.request_model(self._initial_request)
         if images:
@@ -331,18 +300,7 @@ class MainWindow(QMainWindow):
         self.model_bar.show_request(info.request, spec.name)
         self.view_bar.set_num_layers(spec.num_layers)
         self.view_bar.set_num_heads(spec.num_heads)
-        for bar in (self.method_bar, self.compare_bar):
-            bar.set_num_layers(spec.num_layers)
-            bar.set_predictions([])  # class indices of the old model mean nothing now
-        self.maps.forget()
-        self._relevance_asked.clear()
-        self.analytics.clear_statistics()
-        if info.structure is not None:
-            self.analytics.set_structure(*info.structure)
-        else:
-            self.analytics.show_structure_message(
-                f"{spec.display_name}: its position embeddings and patch filters cannot be read"
-            )
+        self.explanations.model_ready(info)
         self.selection.fit(spec)
         self.view_bar.show_selection(self.selection.layer, self.selection.head)
         self.model_label.setText(f"{spec.display_name} · {spec.weights}")
@@ -379,7 +337,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Download cancelled: choose a model in the toolbar")
         else:
             self.statusBar().showMessage(f"Could not load the model: {message}", 15000)
-            self._show_message("Could not load the model", message)
+            self.show_message("Could not load the model", message)
         self._show_waiting()
         self.model_failed.emit(message)
 
@@ -474,7 +432,7 @@ class MainWindow(QMainWindow):
             self._request_analysis(done.key)  # made by a model that has been replaced since
             return
         self.session.store(done.key, done.analysis)
-        self.maps.forget(done.key)
+        self.explanations.maps.forget(done.key)
         self.thumbnails.set_thumbnail(done.key, done.thumbnail)
         if isinstance(entry.source, str):
             self._remember_recent(entry.source)
@@ -592,16 +550,11 @@ class MainWindow(QMainWindow):
         self.session.touch(self.session.current_key)
         self.image_view.set_image(analysis.display, analysis.spec.grid)
         self.predictions.set_predictions(analysis.predictions)
-        for bar in (self.method_bar, self.compare_bar):
-            bar.blockSignals(True)
-            bar.set_predictions(analysis.predictions)
-            bar.blockSignals(False)
-        self.compare_view.set_image(analysis.display, analysis.spec.grid)
+        self.explanations.show_analysis(analysis)
         self.time_label.setText(f"forward {analysis.seconds * 1e3:.0f} ms")
         self._refresh()
         self.image_view.setFocus()
         self.export_action.setEnabled(True)
-        self.analytics.set_image_statistics(analysis.statistics, self.session.current.name)
         self.analysis_shown.emit(self.session.current_key)
 
     def _refresh(self, matrix: bool = True) -> None:
@@ -612,188 +565,15 @@ class MainWindow(QMainWindow):
         grid, prefix = spec.grid, spec.num_prefix_tokens
         self.view_bar.show_selection(sel.layer, sel.head)
         patch = sel.patch(spec)
-        self._draw_method(self.image_view, self.method_bar.choice(), patch)
-        if self.compare_panel.isVisible():
-            self._draw_method(self.compare_view, self.compare_bar.choice(), patch)
+        self.explanations.draw(patch)
         heads = head_maps(analysis.attention, sel.layer, sel.token, grid, prefix)
         self.head_grid.set_maps(heads, sel.head)
         if matrix:
             self.matrix_view.set_matrix(attention_matrix(analysis.attention, sel.layer, sel.head))
         self.matrix_view.set_selected_token(sel.token)
-        self.analytics.set_selected(sel.layer, sel.head)
-
-    def _draw_method(self, view: ImageView, choice: MethodChoice, patch) -> None:  # noqa: ANN001
-        """One view's overlay and title for ``choice``; relevance not computed yet is asked of
-        the worker and drawn when it arrives."""
-        analysis, sel, key = self.analysis, self.selection, self.session.current_key
-        heat = method_map(key, analysis, sel, choice, self.maps)
-        # side by side, each title names only its method: the image is the same
-        name = "" if self.compare_panel.isVisible() else f"{self.session.current.name} — "
-        what = choice.describe(sel, analysis)
-        if heat is None:
-            self._ask_relevance(key, choice.target_for(analysis))
-            view.clear_heat()
-            view.set_selected_patch(None)
-            view.title.setText(f"{name}{what}: computing…")
-            return
-        view.set_heat(heat)
-        if choice.method == "relevance":
-            view.set_selected_patch(None)
-            view.title.setText(f"{name}{what}")
-            return
-        view.set_selected_patch(patch)
-        where = "the CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
-        view.title.setText(f"{name}{what} · {where} (token {sel.token})")
-
-    def _method_changed(self, _choice: MethodChoice) -> None:
-        if self.analysis is not None:
-            self._refresh(matrix=False)
-
-    def show_compare(self, shown: bool) -> None:
-        """The second view, side by side, with its own method or class."""
-        self.compare_panel.setVisible(shown)
-        if shown:
-            self.explorer.setSizes([1, 1])
-        if self.analysis is not None:
-            if shown:
-                self.compare_view.set_image(self.analysis.display, self.analysis.spec.grid)
-            self._refresh(matrix=False)
-
-    def _ask_relevance(self, key: str, target: int) -> None:
-        if self.worker is None or (key, target) in self._relevance_asked:
-            return
-        self._relevance_asked.add((key, target))
-        self.busy.setVisible(True)
-        self.activity_label.setText("computing relevance…")
-        self.worker.request_relevance(key, self.session.entries[key].source, target)
-
-    def _relevance_ready(self, done: RelevanceDone) -> None:
-        self._relevance_asked.discard((done.key, done.target))
-        if self.model is None or done.generation != self.model.generation:
-            return  # a map of a replaced model
-        if done.key not in self.session.entries:
-            return
-        self.maps.set_relevance(done.key, done.target, done.heat)
-        if done.key == self.session.current_key and self.analysis is not None:
-            self._refresh(matrix=False)
-
-    def _relevance_failed(self, key: str, target: int, message: str) -> None:
-        self._relevance_asked.discard((key, target))
-        self.statusBar().showMessage(f"Could not compute the relevance: {message}", 15000)
-        if key == self.session.current_key:
-            self._show_message("Could not compute the relevance", message)
-
-    # --- model analytics ----------------------------------------------------------------------
-    def open_head(self, layer: int, head: int) -> None:
-        """A head picked in the analytics tab: its raw attention in the explorer."""
-        self.method_bar.set_method("attention")
-        self.selection.head = head
-        self.finetune.show_explorer()
-        self.select_layer(layer)
-
-    def average_folder(self, folder: str) -> None:
-        """Head statistics averaged over a folder's images (subfolders too), in the worker."""
-        paths = sorted(
-            str(p)
-            for p in Path(folder).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if self.worker is None or self.model is None:
-            self.analytics.stop_folder_progress("Load a model first.")
-        elif not paths:
-            self.analytics.stop_folder_progress(f"No images in {folder}.")
-        else:
-            self.analytics.set_folder_progress(0, len(paths))
-            self.worker.request_folder_statistics(folder, paths)
-
-    def _folder_done(self, done: FolderStatsDone) -> None:
-        skipped = f", {len(done.skipped)} unreadable skipped" if done.skipped else ""
-        if done.statistics is None or (self.model and done.generation != self.model.generation):
-            why = "cancelled" if done.cancelled else "no image could be analysed"
-            self.analytics.stop_folder_progress(f"Folder average {why}{skipped}.")
-            return
-        self.analytics.set_folder_statistics(done.statistics, done.folder, done.images)
-        if done.cancelled or done.skipped:
-            state = f"cancelled after {done.images} images" if done.cancelled else "done"
-            self.analytics.stop_folder_progress(f"Folder average {state}{skipped}.")
-
-    # --- export -----------------------------------------------------------------------------
-    def export_view(self) -> None:
-        """File > Export view: the overlay (and the compare view) as PNG and SVG, the maps as
-        .npy and a method card each, named after the image and the method."""
-        if self.analysis is None:
-            return
-        stem = Path(self.session.current.name).stem or "image"
-        method = self.method_bar.choice().method
-        folder = self.settings.value("export/folder", str(Path.home()))
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Export view (PNG, SVG, the map as .npy and a JSON method card)",
-            str(Path(str(folder)) / f"{stem}.{method}.png"),
-            "PNG image (*.png)",
-        )
-        if not path:
-            return
-        base = Path(path)
-        if base.suffix.lower() == ".png":
-            base = base.with_suffix("")
-        try:
-            written = self.export_to(base)
-        except OSError as exc:
-            self._show_message("Could not export the view", f"{base}: {exc.strerror or exc}")
-            return
-        self.settings.setValue("export/folder", str(base.parent))
-        self.statusBar().showMessage(
-            f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
-        )
-
-    def export_to(self, base: Path) -> list[Path]:
-        """Write the views as ``base``.png/.svg/.npy/.json (the compare view as
-        ``base``.compare.*); returns the files written."""
-        from types import SimpleNamespace
-
-        from vitexplorer.core.provenance import method_card
-        from vitexplorer.gui.export import export_view
-
-        analysis, sel, entry = self.analysis, self.selection, self.session.current
-        info = self.model
-        facts = SimpleNamespace(
-            spec=analysis.spec,
-            weights_file=None if info.weights_file is None else Path(info.weights_file),
-            device=info.device,
-        )
-        views = [(base, self.image_view, self.method_bar)]
-        if self.compare_panel.isVisible():
-            views.append(
-                (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)
-            )
-        written: list[Path] = []
-        for target, view, bar in views:
-            if view.heat_values.size == 0:
-                continue  # a relevance map still being computed
-            choice = bar.choice()
-            card = method_card(
-                facts,
-                choice.method,
-                choice.parameters(sel, analysis),
-                entry.source if isinstance(entry.source, str) else entry.name,
-                {
-                    "title": view.title.text,
-                    "prediction": {
-                        "index": analysis.predictions[0].index,
-                        "name": analysis.predictions[0].name,
-                        "probability": analysis.predictions[0].probability,
-                    },
-                },
-            )
-            written += export_view(target, view.scene(), view.heat_values, card)
-        return written
 
     # --- hover and messages ------------------------------------------------------------------
-    def _hover_compare(self, row: int, col: int) -> None:
-        self._hover_patch(row, col, self.compare_view, self.compare_bar)
-
-    def _hover_patch(self, row: int, col: int, view=None, bar=None) -> None:  # noqa: ANN001
+    def hover_patch(self, row: int, col: int, view=None, bar=None) -> None:  # noqa: ANN001
         view, bar = view or self.image_view, bar or self.method_bar
         values = view.heat_values
         if row < 0 or self.analysis is None or values.size == 0:
@@ -813,7 +593,7 @@ class MainWindow(QMainWindow):
             return
         self.hover_label.setText(f"query {query} → key {key} · attention {matrix[query, key]:.4f}")
 
-    def _show_message(self, title: str, text: str) -> None:
+    def show_message(self, title: str, text: str) -> None:
         if self.message_box is not None:
             self.message_box.close()
         self.message_box = QMessageBox(QMessageBox.Warning, title, text, QMessageBox.Ok, self)

@@ -1,0 +1,276 @@
+"""The explorer's explanations: the method bar and the side-by-side compare view, relevance
+maps asked of the worker, the model analytics tab, and File > Export view. Wiring only: the
+maps come from :mod:`vitexplorer.core.explorer_maps`, the statistics from core.explain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
+
+from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.session import IMAGE_SUFFIXES
+from vitexplorer.gui.analytics_tab import AnalyticsTab
+from vitexplorer.gui.controls import MethodBar
+from vitexplorer.gui.views.image_view import ImageView
+from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone
+
+
+class Explanations(QObject):
+    """Builds the method bars, the compare panel and the analytics tab for ``window`` (a
+    MainWindow, which keeps them as attributes) and answers their signals."""
+
+    def __init__(self, window) -> None:  # noqa: ANN001
+        super().__init__(window)
+        self.window = window
+        self.maps = MapCache()  # rollout layers and relevance maps of the open images
+        self.relevance_asked: set[tuple[str, int]] = set()  # (image key, class) in the worker
+        self.method_bar = MethodBar()
+        self.compare_bar = MethodBar(compare=False, title="Compare with")
+        self.compare_bar.set_method("rollout")
+        self.compare_view = ImageView()
+        self.compare_panel = QWidget()
+        layout = QVBoxLayout(self.compare_panel)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.compare_bar)
+        layout.addWidget(self.compare_view, 1)
+        self.compare_panel.setVisible(False)
+        self.explorer = QSplitter(Qt.Horizontal)
+        self.explorer.addWidget(window.image_view)
+        self.explorer.addWidget(self.compare_panel)
+        self.analytics = AnalyticsTab()
+
+    def connect_views(self) -> None:
+        window = self.window
+        window.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
+        window.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
+        self.method_bar.choice_changed.connect(self._method_changed)
+        self.method_bar.compare_toggled.connect(self.show_compare)
+        self.compare_bar.choice_changed.connect(self._method_changed)
+        self.compare_view.patch_clicked.connect(window.select_patch)
+        self.compare_view.patch_hovered.connect(self._hover_compare)
+        self.compare_view.arrow_pressed.connect(window.move_patch)
+        self.analytics.head_selected.connect(self.open_head)
+        self.analytics.folder_requested.connect(self.average_folder)
+
+    def connect_worker(self, worker) -> None:  # noqa: ANN001
+        worker.relevance_ready.connect(self._relevance_ready)
+        worker.relevance_failed.connect(self._relevance_failed)
+        worker.folder_progress.connect(self.analytics.set_folder_progress)
+        worker.folder_done.connect(self._folder_done)
+        self.analytics.folder_cancelled.connect(worker.cancel_folder)
+
+    def model_ready(self, info: ModelInfo) -> None:
+        spec = info.spec
+        for bar in (self.method_bar, self.compare_bar):
+            bar.set_num_layers(spec.num_layers)
+            bar.set_predictions([])  # class indices of the old model mean nothing now
+        self.maps.forget()
+        self.relevance_asked.clear()
+        self.analytics.clear_statistics()
+        if info.structure is not None:
+            self.analytics.set_structure(*info.structure)
+        else:
+            self.analytics.show_structure_message(
+                f"{spec.display_name}: its position embeddings and patch filters cannot be read"
+            )
+
+    def show_analysis(self, analysis) -> None:  # noqa: ANN001  (ImageAnalysis)
+        for bar in (self.method_bar, self.compare_bar):
+            bar.blockSignals(True)
+            bar.set_predictions(analysis.predictions)
+            bar.blockSignals(False)
+        self.compare_view.set_image(analysis.display, analysis.spec.grid)
+        self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
+
+    def draw(self, patch) -> None:  # noqa: ANN001
+        """The overlays of the main view and, when shown, the compare view."""
+        self._draw(self.window.image_view, self.method_bar.choice(), patch)
+        if self.compare_panel.isVisible():
+            self._draw(self.compare_view, self.compare_bar.choice(), patch)
+        sel = self.window.selection
+        self.analytics.set_selected(sel.layer, sel.head)
+
+    def _method_changed(self, _choice: MethodChoice) -> None:
+        if self.window.analysis is not None:
+            self.window._refresh(matrix=False)
+
+    def _hover_compare(self, row: int, col: int) -> None:
+        self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
+
+    def _draw(self, view: ImageView, choice: MethodChoice, patch) -> None:  # noqa: ANN001
+        """One view's overlay and title for ``choice``; relevance not computed yet is asked of
+        the worker and drawn when it arrives."""
+        analysis, sel, key = (
+            self.window.analysis,
+            self.window.selection,
+            self.window.session.current_key,
+        )
+        heat = method_map(key, analysis, sel, choice, self.maps)
+        # side by side, each title names only its method: the image is the same
+        name = "" if self.compare_panel.isVisible() else f"{self.window.session.current.name} — "
+        what = choice.describe(sel, analysis)
+        if heat is None:
+            self._ask_relevance(key, choice.target_for(analysis))
+            view.clear_heat()
+            view.set_selected_patch(None)
+            view.title.setText(f"{name}{what}: computing…")
+            return
+        view.set_heat(heat)
+        if choice.method == "relevance":
+            view.set_selected_patch(None)
+            view.title.setText(f"{name}{what}")
+            return
+        view.set_selected_patch(patch)
+        where = "the CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
+        view.title.setText(f"{name}{what} · {where} (token {sel.token})")
+
+    def show_compare(self, shown: bool) -> None:
+        """The second view, side by side, with its own method or class."""
+        self.compare_panel.setVisible(shown)
+        if shown:
+            self.explorer.setSizes([1, 1])
+        if self.window.analysis is not None:
+            if shown:
+                self.compare_view.set_image(
+                    self.window.analysis.display, self.window.analysis.spec.grid
+                )
+            self.window._refresh(matrix=False)
+
+    def _ask_relevance(self, key: str, target: int) -> None:
+        if self.window.worker is None or (key, target) in self.relevance_asked:
+            return
+        self.relevance_asked.add((key, target))
+        self.window.busy.setVisible(True)
+        self.window.activity_label.setText("computing relevance…")
+        self.window.worker.request_relevance(key, self.window.session.entries[key].source, target)
+
+    def _relevance_ready(self, done: RelevanceDone) -> None:
+        self.relevance_asked.discard((done.key, done.target))
+        if self.window.model is None or done.generation != self.window.model.generation:
+            return  # a map of a replaced model
+        if done.key not in self.window.session.entries:
+            return
+        self.maps.set_relevance(done.key, done.target, done.heat)
+        if done.key == self.window.session.current_key and self.window.analysis is not None:
+            self.window._refresh(matrix=False)
+
+    def _relevance_failed(self, key: str, target: int, message: str) -> None:
+        self.relevance_asked.discard((key, target))
+        self.window.statusBar().showMessage(f"Could not compute the relevance: {message}", 15000)
+        if key == self.window.session.current_key:
+            self.window.show_message("Could not compute the relevance", message)
+
+    # --- model analytics ----------------------------------------------------------------------
+    def open_head(self, layer: int, head: int) -> None:
+        """A head picked in the analytics tab: its raw attention in the explorer."""
+        self.method_bar.set_method("attention")
+        self.window.selection.head = head
+        self.window.finetune.show_explorer()
+        self.window.select_layer(layer)
+
+    def average_folder(self, folder: str) -> None:
+        """Head statistics averaged over a folder's images (subfolders too), in the worker."""
+        paths = sorted(
+            str(p)
+            for p in Path(folder).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if self.window.worker is None or self.window.model is None:
+            self.analytics.stop_folder_progress("Load a model first.")
+        elif not paths:
+            self.analytics.stop_folder_progress(f"No images in {folder}.")
+        else:
+            self.analytics.set_folder_progress(0, len(paths))
+            self.window.worker.request_folder_statistics(folder, paths)
+
+    def _folder_done(self, done: FolderStatsDone) -> None:
+        skipped = f", {len(done.skipped)} unreadable skipped" if done.skipped else ""
+        if done.statistics is None or (
+            self.window.model and done.generation != self.window.model.generation
+        ):
+            why = "cancelled" if done.cancelled else "no image could be analysed"
+            self.analytics.stop_folder_progress(f"Folder average {why}{skipped}.")
+            return
+        self.analytics.set_folder_statistics(done.statistics, done.folder, done.images)
+        if done.cancelled or done.skipped:
+            state = f"cancelled after {done.images} images" if done.cancelled else "done"
+            self.analytics.stop_folder_progress(f"Folder average {state}{skipped}.")
+
+    # --- export -----------------------------------------------------------------------------
+    def export_view(self) -> None:
+        """File > Export view: the overlay (and the compare view) as PNG and SVG, the maps as
+        .npy and a method card each, named after the image and the method."""
+        if self.window.analysis is None:
+            return
+        stem = Path(self.window.session.current.name).stem or "image"
+        method = self.method_bar.choice().method
+        folder = self.window.settings.value("export/folder", str(Path.home()))
+        path, _ = QFileDialog.getSaveFileName(
+            self.window,
+            "Export view (PNG, SVG, the map as .npy and a JSON method card)",
+            str(Path(str(folder)) / f"{stem}.{method}.png"),
+            "PNG image (*.png)",
+        )
+        if not path:
+            return
+        base = Path(path)
+        if base.suffix.lower() == ".png":
+            base = base.with_suffix("")
+        try:
+            written = self.export_to(base)
+        except OSError as exc:
+            self.window.show_message("Could not export the view", f"{base}: {exc.strerror or exc}")
+            return
+        self.window.settings.setValue("export/folder", str(base.parent))
+        self.window.statusBar().showMessage(
+            f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
+        )
+
+    def export_to(self, base: Path) -> list[Path]:
+        """Write the views as ``base``.png/.svg/.npy/.json (the compare view as
+        ``base``.compare.*); returns the files written."""
+        from types import SimpleNamespace
+
+        from vitexplorer.core.provenance import method_card
+        from vitexplorer.gui.export import export_view
+
+        analysis, sel, entry = (
+            self.window.analysis,
+            self.window.selection,
+            self.window.session.current,
+        )
+        info = self.window.model
+        facts = SimpleNamespace(
+            spec=analysis.spec,
+            weights_file=None if info.weights_file is None else Path(info.weights_file),
+            device=info.device,
+        )
+        views = [(base, self.window.image_view, self.method_bar)]
+        if self.compare_panel.isVisible():
+            views.append(
+                (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)
+            )
+        written: list[Path] = []
+        for target, view, bar in views:
+            if view.heat_values.size == 0:
+                continue  # a relevance map still being computed
+            choice = bar.choice()
+            card = method_card(
+                facts,
+                choice.method,
+                choice.parameters(sel, analysis),
+                entry.source if isinstance(entry.source, str) else entry.name,
+                {
+                    "title": view.title.text,
+                    "prediction": {
+                        "index": analysis.predictions[0].index,
+                        "name": analysis.predictions[0].name,
+                        "probability": analysis.predictions[0].probability,
+                    },
+                },
+            )
+            written += export_view(target, view.scene(), view.heat_values, card)
+        return written
