@@ -606,5 +606,10 @@ class MainWindow(QMainWindow):
             "Drop images onto the window (or File > Open, or paste).\n"
             "Click a patch to see where it attends; arrow keys move the patch, "
             "[ and ] change layer.\nClick a head tile to select that head, or a row of the "
-            "attention matrix to select that token.\nCLS token shows the classifier's view.",
+            "attention matrix to select that token.\nCLS token shows the classifier's view.\n\n"
+            "Show: raw attention, rollout (attention carried through the layers) or class "
+            "relevance (what speaks for a class). Compare puts a second method or class beside "
+            "the first. File > Export view writes the picture, the map and a method card.\n"
+            "Model analytics (Ctrl+3): per-head statistics, position embeddings and patch filters; "
+            "click a head to open it here.",
         )
