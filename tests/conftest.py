@@ -18,6 +18,24 @@ from vitexplorer.core.vit import SmallViT, SmallViTConfig  # noqa: E402
 TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
 
 
+def tiny_spec():  # noqa: ANN201  (a ModelSpec; core.models imports torchvision, kept lazy)
+    """The spec of both tiny models below: 32 px, 8 px patches (4x4), 2 layers, 2 heads, and
+    10 classes named ``class 0`` .. ``class 9``."""
+    from vitexplorer.core.models import ModelSpec
+
+    return ModelSpec(
+        name="small_vit",
+        display_name="tiny",
+        weights="random",
+        image_size=32,
+        resize_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        class_names=tuple(f"class {i}" for i in range(10)),
+    )
+
+
 @pytest.fixture
 def tiny_small_vit() -> SmallViT:
     torch.manual_seed(0)

@@ -24,22 +24,8 @@ from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic  # noq
 from vitexplorer.core import models  # noqa: E402
 from vitexplorer.core.data import display_crop, preprocess  # noqa: E402
 from vitexplorer.core.explain import attention_map  # noqa: E402
-from vitexplorer.core.models import WeightsDownload, load_model, save_checkpoint  # noqa: E402
+from vitexplorer.core.models import WeightsDownload, load_model  # noqa: E402
 from vitexplorer.core.overlay import render_overlay  # noqa: E402
-from vitexplorer.core.vit import SmallViTConfig  # noqa: E402
-
-TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny small-ViT checkpoint (4x4 patches, 2 layers, 2 heads) with a non-trivial head."""
-    torch.manual_seed(0)
-    model = load_model("small_vit", "none", "cpu", small_config=TINY)
-    torch.nn.init.normal_(model.module.head.weight, std=0.5)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, model)
-    return path
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import hashlib  # noqa: E402
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tests.core.test_cli import TINY, _image  # noqa: E402
+from tests.core.test_cli import _image  # noqa: E402
 from vitexplorer.cli import main  # noqa: E402
 from vitexplorer.cli.common import METHODS as CLI_METHODS  # noqa: E402
 from vitexplorer.core.analysis import analyze_image  # noqa: E402
@@ -26,18 +24,8 @@ from vitexplorer.core.explain import (  # noqa: E402
     rollout_map,
 )
 from vitexplorer.core.methods import METHODS  # noqa: E402
-from vitexplorer.core.models import load_model, save_checkpoint  # noqa: E402
+from vitexplorer.core.models import load_model  # noqa: E402
 from vitexplorer.core.relevance import relevance_map  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    model = load_model("small_vit", "none", "cpu", small_config=TINY)
-    torch.nn.init.normal_(model.module.head.weight, std=0.5)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(path, model)
-    return path
 
 
 def test_method_names_match_the_core():

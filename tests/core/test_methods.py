@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import tiny_spec
 from vitexplorer.core.analysis import ImageAnalysis
 from vitexplorer.core.capture import forward_with_attention
 from vitexplorer.core.explain import rollout_map
@@ -22,17 +23,7 @@ from vitexplorer.core.methods import (
 from vitexplorer.core.models import LoadedModel, ModelSpec
 from vitexplorer.core.relevance import relevance_map
 
-SPEC = ModelSpec(
-    name="small_vit",
-    display_name="tiny",
-    weights="random",
-    image_size=32,
-    resize_size=32,
-    patch_size=8,
-    num_layers=2,
-    num_heads=2,
-    class_names=tuple(f"class {i}" for i in range(10)),
-)
+SPEC = tiny_spec()
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import tiny_spec
 from vitexplorer.core.capture import _capturing_self_attention_forward, attention_modules
-from vitexplorer.core.models import LoadedModel, ModelSpec
+from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.relevance import (
     capture_with_gradients,
     relevance_from,
@@ -21,17 +22,7 @@ KINDS = ["tiny_small_vit", "tiny_torchvision_vit"]
 
 def tiny_loaded(module: nn.Module) -> LoadedModel:
     """The conftest's tiny models (32 px, 8 px patches, 2 layers, 2 heads, 10 classes)."""
-    spec = ModelSpec(
-        name="small_vit",
-        display_name="tiny",
-        weights="random",
-        image_size=32,
-        resize_size=32,
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        class_names=tuple(f"class {i}" for i in range(10)),
-    )
+    spec = tiny_spec()
     return LoadedModel(module, spec, torch.device("cpu"))
 
 

@@ -14,9 +14,9 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication, QFileDialog
 
+from tests.conftest import tiny_spec
 from vitexplorer.core.capture import forward_with_attention
 from vitexplorer.core.explain import HeadStatistics, head_statistics
-from vitexplorer.core.models import ModelSpec
 from vitexplorer.core.structure import (
     filter_components,
     patch_filters,
@@ -28,17 +28,7 @@ from vitexplorer.gui.analytics_tab import FOLDER, IMAGE, AnalyticsTab
 from vitexplorer.gui.app import configure_pyqtgraph
 from vitexplorer.gui.views.structure_views import GAP
 
-SPEC = ModelSpec(
-    name="tiny",
-    display_name="tiny ViT",
-    weights="random",
-    image_size=32,
-    resize_size=32,
-    patch_size=8,
-    num_layers=2,
-    num_heads=2,
-    class_names=tuple(f"class {i}" for i in range(10)),
-)
+SPEC = tiny_spec()
 IMAGE_STATS = HeadStatistics(
     distance=np.array([[3.0, 7.5], [11.25, 2.0], [14.0, 9.5]]),
     entropy=np.array([[0.5, 1.25], [2.0, 0.75], [1.5, 2.5]]),

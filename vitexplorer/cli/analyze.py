@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from vitexplorer.cli.common import (
-    MODEL_NAMES,
     PROG,
     Failed,
+    add_model_arguments,
     colour_table,
-    device_choice,
     error,
     file_mode,
     load_model_for,
+    output_folder,
     unique_stems,
     write_atomic,
 )
@@ -41,30 +41,7 @@ def analyze_parser() -> argparse.ArgumentParser:
         "<stem>.attention_all.npy.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME",
-        help=f"one of {', '.join(MODEL_NAMES)}, or a vitexplorer checkpoint (.safetensors)",
-    )
-    parser.add_argument(
-        "--weights",
-        default="default",
-        metavar="default|none|PATH",
-        help="'default': ImageNet weights for torchvision ViTs (downloaded once into the torch "
-        "hub cache), random for small_vit; 'none': random weights; or a local weights file "
-        "(.pth or .safetensors). Not used with a checkpoint --model. (default: default)",
-    )
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)"
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        type=device_choice,
-        metavar="auto|cpu|cuda|mps",
-        help="where the model runs; auto picks CUDA, then MPS, then the CPU (default: auto)",
-    )
+    add_model_arguments(parser)
     add_method_options(parser)
     return parser
 
@@ -179,13 +156,7 @@ def class_index(text: str, class_names: tuple[str, ...]) -> int:
 
 def run_analyze(options: argparse.Namespace) -> int:
     """``vitexplorer analyze``: 0 when every image was written, 1 when some failed."""
-    out_dir: Path = options.out
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise Failed(
-            f"cannot create the output folder {out_dir}: {exc.strerror or exc}", 2
-        ) from exc
+    out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
     chosen = method_options(options, model.spec, methods)

@@ -12,20 +12,21 @@ import argparse
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from vitexplorer.cli.analyze import add_method_options, method_options
 from vitexplorer.cli.common import (
-    MODEL_NAMES,
     PROG,
     CountProgress,
     CtrlCCancels,
     Failed,
-    device_choice,
+    add_model_arguments,
     error,
     expand_images,
     file_mode,
     load_model_for,
+    output_folder,
     positive_int,
     unique_stems,
     write_atomic,
@@ -34,19 +35,7 @@ from vitexplorer.cli.common import (
 
 def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help=inputs_help)
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME",
-        help=f"one of {', '.join(MODEL_NAMES)}, or a vitexplorer checkpoint (.safetensors)",
-    )
-    parser.add_argument(
-        "--weights", default="default", metavar="default|none|PATH", help="as for 'analyze'"
-    )
-    parser.add_argument("--device", default="auto", type=device_choice, metavar="auto|cpu|cuda|mps")
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)"
-    )
+    add_model_arguments(parser)
     add_method_options(parser, repeatable=False)
 
 
@@ -93,12 +82,7 @@ def faithfulness_parser() -> argparse.ArgumentParser:
 
 def _prepare(options: argparse.Namespace) -> tuple[list[Path], Path, Any, Any]:
     images = expand_images(options.inputs)
-    out_dir: Path = options.out.expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        message = f"cannot create the output folder {out_dir}: {exc.strerror or exc}"
-        raise Failed(message, 2) from exc
+    out_dir = output_folder(options.out)
     model = load_model_for(options)
     chosen = method_options(options, model.spec, [options.method])
     return images, out_dir, model, chosen
@@ -169,13 +153,6 @@ def run_sanity(options: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-class _Notes:
-    """Where Ctrl-C's 'stopping after the current image' note goes."""
-
-    def note(self, text: str) -> None:
-        error(text.replace("batch", "image"))
-
-
 def run_faithfulness(options: argparse.Namespace) -> int:
     """0 when every image was tested, 1 when some were skipped, 130 when stopped by Ctrl-C."""
     if options.target_class is not None:
@@ -192,7 +169,7 @@ def run_faithfulness(options: argparse.Namespace) -> int:
 
     explain = method_explainer(options.method, chosen)
     progress = CountProgress("faithfulness: images", len(images))
-    cancel = CtrlCCancels(_Notes())
+    cancel = CtrlCCancels(SimpleNamespace(note=error), unit="image")
     result = None
     try:
         with cancel:

@@ -171,12 +171,13 @@ def is_terminal(stream: IO[str]) -> bool:
 
 
 class CtrlCCancels:
-    """While entered, the first Ctrl-C asks the engine to stop after the current batch (so it
-    ends cleanly and nothing is saved); a second one stops at once. Callable: the cancel check.
+    """While entered, the first Ctrl-C asks the engine to stop after the current batch (or
+    ``unit``), so it ends cleanly; a second one stops at once. Callable: the cancel check.
     """
 
-    def __init__(self, report: Any) -> None:  # anything with a note(text) method
-        self.report = report
+    def __init__(self, report: Any, unit: str = "batch") -> None:
+        self.report = report  # anything with a note(text) method
+        self.unit = unit  # what the engine finishes before it stops
         self.requested = False
         self.previous: Any = None
         self.installed = False
@@ -209,7 +210,7 @@ class CtrlCCancels:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.report.note("stopping after the current batch; Ctrl-C again to stop at once")
+        self.report.note(f"stopping after the current {self.unit}; Ctrl-C again to stop at once")
 
 
 def expand_images(inputs: Sequence[str]) -> list[Path]:
@@ -256,3 +257,41 @@ class CountProgress:
         if self.live and self.shown >= 0:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --weights, --device and --out DIR, as every command that reads images has them."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME",
+        help=f"one of {', '.join(MODEL_NAMES)}, or a vitexplorer checkpoint (.safetensors)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="default",
+        metavar="default|none|PATH",
+        help="'default': ImageNet weights for torchvision ViTs (downloaded once into the torch "
+        "hub cache), random for small_vit; 'none': random weights; or a local weights file "
+        "(.pth or .safetensors). Not used with a checkpoint --model. (default: default)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=device_choice,
+        metavar="auto|cpu|cuda|mps",
+        help="where the model runs; auto picks CUDA, then MPS, then the CPU (default: auto)",
+    )
+
+
+def output_folder(path: Path) -> Path:
+    """``path`` created if missing, or Failed (status 2) saying why it cannot be."""
+    path = path.expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Failed(f"cannot create the output folder {path}: {exc.strerror or exc}", 2) from exc
+    return path

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from vitexplorer.cli.common import (
-    MODEL_NAMES,
     PROG,
     CountProgress,
     Failed,
-    device_choice,
+    add_model_arguments,
     error,
     expand_images,
     file_mode,
     load_model_for,
+    output_folder,
     write_atomic,
 )
 
@@ -41,40 +41,19 @@ def stats_parser() -> argparse.ArgumentParser:
         metavar="IMAGE_OR_FOLDER",
         help="image files, or folders whose image files (in subfolders too) are all used",
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME",
-        help=f"one of {', '.join(MODEL_NAMES)}, or a vitexplorer checkpoint (.safetensors)",
-    )
-    parser.add_argument(
-        "--weights",
-        default="default",
-        metavar="default|none|PATH",
-        help="as for 'analyze' (default: default)",
-    )
-    parser.add_argument("--device", default="auto", type=device_choice, metavar="auto|cpu|cuda|mps")
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)"
-    )
+    add_model_arguments(parser)
     return parser
 
 
 def run_stats(options: argparse.Namespace) -> int:
     """0 when every image was used, 1 when some could not be read, 2 when none could."""
     images = expand_images(options.inputs)
-    out_dir: Path = options.out.expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise Failed(
-            f"cannot create the output folder {out_dir}: {exc.strerror or exc}", 2
-        ) from exc
+    out_dir = output_folder(options.out)
     model = load_model_for(options)
 
     from vitexplorer.core.analysis import analyze_image, failure_message
     from vitexplorer.core.data import ImageLoadError, load_image
-    from vitexplorer.core.explain import average_statistics, head_statistics
+    from vitexplorer.core.explain import average_statistics, head_statistics, statistics_csv
 
     spec = model.spec
     per_image, used, failures = [], [], 0
@@ -104,7 +83,8 @@ def run_stats(options: argparse.Namespace) -> int:
     mean = average_statistics(per_image)
     mode = file_mode()
     try:
-        write_atomic(out_dir / CSV_NAME, lambda f: f.write(csv_text(mean, len(used))), mode)
+        table = statistics_csv(mean, len(used)).encode("utf-8")
+        write_atomic(out_dir / CSV_NAME, lambda f: f.write(table), mode)
         card = stats_card(model, used, failures)
         write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
         plot_written = write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode)
@@ -113,20 +93,6 @@ def run_stats(options: argparse.Namespace) -> int:
     outputs = [CSV_NAME, CARD_NAME] + ([PLOT_NAME] if plot_written else [])
     print(f"{len(used)} image(s) -> {', '.join(str(out_dir / name) for name in outputs)}")
     return 1 if failures else 0
-
-
-def csv_text(statistics: Any, images: int) -> bytes:
-    """One row per layer and head (both from 0), the figures averaged over ``images``."""
-    lines = ["layer,head,mean_distance_px,entropy_nats,prefix_share,images"]
-    layers, heads = statistics.distance.shape
-    for layer in range(layers):
-        for head in range(heads):
-            lines.append(
-                f"{layer},{head},{statistics.distance[layer, head]:.4f},"
-                f"{statistics.entropy[layer, head]:.5f},"
-                f"{statistics.prefix_share[layer, head]:.5f},{images}"
-            )
-    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def stats_card(model: Any, images: list[Path], failures: int) -> bytes:
@@ -159,7 +125,7 @@ def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) ->
     except ImportError as exc:  # a server without Qt's system libraries
         error(f"note: {PLOT_NAME} not drawn, Qt cannot be imported here ({exc})")
         return False
-    app = QApplication.instance() or QApplication([PROG])
+    app = QApplication.instance() or QApplication([PROG])  # held while the plot is drawn
     configure_pyqtgraph()
     tmp = path.with_name(f".{path.name}.tmp.png")
     title = f"{model.spec.display_name}: mean attention distance, {images} image(s)"
@@ -169,5 +135,4 @@ def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) ->
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    del app
-    return True
+    return app is not None

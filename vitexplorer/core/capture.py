@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -117,12 +118,15 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def capturing_attention(model: nn.Module) -> Iterator[AttentionSink]:
-    """Within the block, a forward of ``model`` writes each layer's attention into the sink."""
+def capturing_attention(model: nn.Module, sink: Any = None) -> Iterator[Any]:
+    """Within the block, a forward of ``model`` hands each layer's attention scores to the
+    sink's ``softmax`` (by default an :class:`AttentionSink`, which writes them into one
+    preallocated array; relevance passes one that keeps them in the autograd graph)."""
     modules = attention_modules(model)
     if not modules:
         raise ValueError(f"{type(model).__name__} has no attention layers that can be captured")
-    sink = AttentionSink(len(modules))
+    if sink is None:
+        sink = AttentionSink(len(modules))
     for module in modules:
         if isinstance(module, nn.MultiheadAttention):
             module.forward = _capturing_mha_forward(module, sink)

@@ -292,3 +292,17 @@ def average_statistics(statistics: list[HeadStatistics]) -> HeadStatistics:
         entropy=np.mean([s.entropy for s in statistics], axis=0),
         prefix_share=np.mean([s.prefix_share for s in statistics], axis=0),
     )
+
+
+def statistics_csv(statistics: HeadStatistics, images: int) -> str:
+    """One CSV row per layer and head (both from 0), the figures averaged over ``images``."""
+    lines = ["layer,head,mean_distance_px,entropy_nats,prefix_share,images"]
+    layers, heads = statistics.distance.shape
+    for layer in range(layers):
+        for head in range(heads):
+            lines.append(
+                f"{layer},{head},{statistics.distance[layer, head]:.4f},"
+                f"{statistics.entropy[layer, head]:.5f},"
+                f"{statistics.prefix_share[layer, head]:.5f},{images}"
+            )
+    return "\n".join(lines) + "\n"

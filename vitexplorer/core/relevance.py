@@ -15,19 +15,12 @@ no parameter's ``.grad`` is touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from vitexplorer.core.capture import (
-    _capturing_mha_forward,
-    _capturing_self_attention_forward,
-    attention_modules,
-)
+from vitexplorer.core.capture import capturing_attention
 from vitexplorer.core.models import LoadedModel
 
 
@@ -41,25 +34,6 @@ class _KeptMaps:
         weights = torch.softmax(scores, dim=-1)
         self.maps.append(weights)
         return weights
-
-
-@contextmanager
-def _keeping_attention(model: nn.Module) -> Iterator[_KeptMaps]:
-    """Within the block, a forward of ``model`` keeps every layer's attention in the graph."""
-    modules = attention_modules(model)
-    if not modules:
-        raise ValueError(f"{type(model).__name__} has no attention layers that can be captured")
-    sink = _KeptMaps()
-    for module in modules:
-        if isinstance(module, nn.MultiheadAttention):
-            module.forward = _capturing_mha_forward(module, sink)
-        else:
-            module.forward = _capturing_self_attention_forward(module, sink)
-    try:
-        yield sink
-    finally:
-        for module in modules:
-            del module.forward  # the instance attribute; the class's forward shows through again
 
 
 def check_target(target: int, num_classes: int) -> int:
@@ -88,8 +62,9 @@ def capture_with_gradients(
     module = model.module
     was_training = module.training
     module.eval()
+    kept = _KeptMaps()
     try:
-        with torch.inference_mode(False), torch.enable_grad(), _keeping_attention(module) as kept:
+        with torch.inference_mode(False), torch.enable_grad(), capturing_attention(module, kept):
             # an input that requires grad keeps the maps in the graph even when every parameter
             # is frozen; clone() outside inference mode also accepts an inference-mode tensor
             images = batch.detach().to(model.device).clone().requires_grad_(True)

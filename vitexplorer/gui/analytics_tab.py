@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain import HeadStatistics
+from vitexplorer.core.explain import HeadStatistics, statistics_csv
 from vitexplorer.gui.views.head_stats_view import DistancePlot, HeadHeatmap, export_distance_plot
 from vitexplorer.gui.views.structure_views import FilterGridView, PositionSimilarityView
 
@@ -377,8 +377,6 @@ class AnalyticsTab(QWidget):
         ``vitexplorer stats``), the position-similarity mosaic and the filters' components as
         PNG; parts not shown yet are skipped.
         """
-        from vitexplorer.cli.stats import csv_text
-
         folder = Path(folder)
         written: list[Path] = []
         stats = self.statistics
@@ -397,10 +395,10 @@ class AnalyticsTab(QWidget):
                         lambda tmp: export_distance_plot(str(tmp), stats.distance, title),
                     )
                 )
-            except ValueError:  # pyqtgraph 0.14.0 cannot parse Qt 6's closed paths (#3495)
+            except ValueError:  # pyqtgraph 0.14.0 cannot parse Qt 6's closed paths (#3485)
                 pass
             images = self.folder_images if self.source == FOLDER else 1
-            text = csv_text(stats, images)
+            text = statistics_csv(stats, images).encode()
             written.append(_write_atomically(folder / CSV_NAME, lambda tmp: tmp.write_bytes(text)))
         if self.similarity is not None:
             written.append(_write_atomically(folder / SIMILARITY_NAME, self._export_similarity))

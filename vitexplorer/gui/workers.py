@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -107,11 +107,8 @@ class _FolderJob:
     folder: str
     paths: list[str]
     done: int = 0
-    statistics: list = None  # HeadStatistics of the images done
-    skipped: list = None
-
-    def __post_init__(self) -> None:
-        self.statistics, self.skipped = [], []
+    statistics: list = field(default_factory=list)  # HeadStatistics of the images done
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
