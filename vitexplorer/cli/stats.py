@@ -20,6 +20,7 @@ from vitexplorer.cli.common import (
     output_folder,
     write_atomic,
 )
+from vitexplorer.core.files import atomic_path
 
 CSV_NAME = "head_stats.csv"
 PLOT_NAME = "distance_vs_depth.png"
@@ -127,12 +128,7 @@ def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) ->
         return False
     app = QApplication.instance() or QApplication([PROG])  # held while the plot is drawn
     configure_pyqtgraph()
-    tmp = path.with_name(f".{path.name}.tmp.png")
     title = f"{model.spec.display_name}: mean attention distance, {images} image(s)"
-    try:
+    with atomic_path(path, mode) as tmp:
         export_distance_plot(str(tmp), distance, title)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return app is not None

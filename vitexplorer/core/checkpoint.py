@@ -6,15 +6,16 @@ can never execute code.
 
 from __future__ import annotations
 
+import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from vitexplorer.core.files import atomic_path, explain_write_error
 
 METADATA_KEY = "vitexplorer"
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -66,17 +67,21 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 def save_weights(
     path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]
 ) -> None:
-    """Write ``state_dict`` and ``metadata`` to ``path`` atomically (temp file, then replace)."""
+    """Write ``state_dict`` and ``metadata`` to ``path`` atomically (a temporary file beside it,
+    flushed to the disk, then renamed over it; see :func:`vitexplorer.core.files.atomic_path`).
+
+    Raises OSError with the system's reason (a full disk included) when it cannot be written.
+    """
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(metadata)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, durable=True) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+        except SafetensorError as exc:  # safetensors reports I/O failures in its own words
+            failure = explain_write_error(OSError(str(exc)), path.parent)
+            if failure.errno is None:
+                failure = OSError(errno.EIO, f"cannot write {path.name}: {exc}")
+            raise failure from exc
 
 
 def check_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:

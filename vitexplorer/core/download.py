@@ -10,10 +10,12 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
+
+from vitexplorer.core.files import atomic_path
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes total)
 CancelCheck = Callable[[], bool]
@@ -45,44 +47,51 @@ def download_file(
     """Fetch ``url`` to ``dst``. ``checksum`` is (hash name, expected hex digest or its prefix)."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
-    except OSError as exc:
-        raise DownloadError(f"{dst.parent}: {exc.strerror or exc}", "disk") from exc
+        with atomic_path(dst, durable=True) as tmp, open(tmp, "wb") as out:
+            _fetch(url, out, size_hint, checksum, progress, cancelled, timeout, dst.name)
+    except OSError as exc:  # network errors became DownloadErrors in _fetch: this is the disk
+        raise DownloadError(f"{dst}: {exc.strerror or exc}", "disk") from exc
+    return dst
+
+
+def _fetch(
+    url: str,
+    out: IO[bytes],
+    size_hint: int,
+    checksum: tuple[str, str] | None,
+    progress: ProgressCallback | None,
+    cancelled: CancelCheck | None,
+    timeout: float,
+    name: str,
+) -> None:
+    """Stream ``url`` into ``out``, checking ``checksum`` at the end."""
     digest = hashlib.new(checksum[0] if checksum else "sha256")
     try:
-        with os.fdopen(fd, "wb") as out:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _network_error(exc) from exc
+    with response:
+        total = int(response.headers.get("Content-Length") or 0) or size_hint
+        done = 0
+        while True:
             try:
-                response = urllib.request.urlopen(url, timeout=timeout)
+                chunk = response.read(1 << 20)
             except (OSError, http.client.HTTPException) as exc:
                 raise _network_error(exc) from exc
-            with response:
-                total = int(response.headers.get("Content-Length") or 0) or size_hint
-                done = 0
-                while True:
-                    try:
-                        chunk = response.read(1 << 20)
-                    except (OSError, http.client.HTTPException) as exc:
-                        raise _network_error(exc) from exc
-                    if not chunk:
-                        break
-                    if cancelled is not None and cancelled():
-                        raise DownloadCancelled("download cancelled")
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-        if checksum and not digest.hexdigest().startswith(checksum[1]):
-            raise DownloadError(
-                f"the downloaded {dst.name} is corrupt (its checksum does not match); try again",
-                "checksum",
-            )
-        os.replace(tmp, dst)
-    except OSError as exc:  # network errors became DownloadErrors above: this is the disk
-        raise DownloadError(f"{dst}: {exc.strerror or exc}", "disk") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dst
+            if not chunk:
+                break
+            if cancelled is not None and cancelled():
+                raise DownloadCancelled("download cancelled")
+            out.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    if checksum and not digest.hexdigest().startswith(checksum[1]):
+        raise DownloadError(
+            f"the downloaded {name} is corrupt (its checksum does not match); try again",
+            "checksum",
+        )
 
 
 def _network_error(exc: BaseException) -> DownloadError:

@@ -1,29 +1,167 @@
-"""Files written so that they are never seen half written, with the usual permissions."""
+"""Files written so that they are never seen half written, with the usual permissions.
+
+Every file vitexplorer writes (analysis outputs, exports, checkpoints, downloads) goes through
+:func:`atomic_path`: the data goes to a hidden temporary file beside the target, which is renamed
+over the target only once complete. A process killed in the middle (kill -9, a power cut) leaves
+the target as it was, plus a temporary file named ``.vitexplorer-<pid>-<random>.tmp...``; the next
+write into that folder removes such leftovers once the process that made them is gone. The
+temporary name has a fixed length, so any name the file system accepts can be written.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+TEMP_PREFIX = ".vitexplorer-"
+_TEMP_PATTERN = re.compile(r"^\.vitexplorer-(\d+)-[A-Za-z0-9_]+\.tmp")
+STALE_AFTER = 24 * 3600.0  # a leftover older than this goes even if its process id lives again
+ROOM_MARGIN = 16 * 1024 * 1024  # bytes left free beyond a file's size before it is written
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], mode: int = 0o644) -> None:
-    """Write ``path`` through a temporary file beside it, so it is never seen half written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+@contextmanager
+def atomic_path(path: Path, mode: int | None = None, durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
+    without an exception, removed when it does not.
+
+    The temporary name keeps ``path``'s suffix, so writers that pick a format by it still can.
+    ``mode`` defaults to what a new file gets under the umask (as ``open`` would give).
+    ``durable`` flushes the data to the disk before the rename (for checkpoints and downloads),
+    so a power cut cannot leave an empty file under the final name.
+    """
+    path = Path(path)
+    folder = path.parent
+    remove_stale_temporaries(folder)
+    suffix = path.suffix if 0 < len(path.suffix) <= 16 else ""
+    prefix = f"{TEMP_PREFIX}{os.getpid()}-"
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the usual permissions
+        yield tmp
+        if durable:
+            _fsync(tmp)
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        explained = explain_write_error(exc, folder)
+        if explained is not exc:
+            raise explained from exc
         raise
+
+
+def write_atomic(
+    path: Path, write: Callable[[IO[bytes]], Any], mode: int | None = None, durable: bool = False
+) -> None:
+    """Write ``path`` through ``write(handle)`` on a temporary file beside it (see
+    :func:`atomic_path`), so it is never seen half written."""
+    with atomic_path(Path(path), mode, durable) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+
+
+def explain_write_error(exc: BaseException, folder: Path) -> BaseException:
+    """``exc`` itself, or an ``OSError(ENOSPC)`` naming ``folder`` when a writer that does not
+    report the system's reason (numpy's "N requested and M written") failed on a full disk."""
+    if not isinstance(exc, OSError) or exc.errno is not None:
+        return exc
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return exc
+    if free >= ROOM_MARGIN:
+        return exc
+    return OSError(errno.ENOSPC, f"no space left on the disk of {folder} ({_size(free)} free)")
+
+
+def free_space_problem(folder: Path, needed_bytes: int) -> str | None:
+    """None when ``folder``'s disk has room for ``needed_bytes`` (and a margin), else a line
+    saying how much is free and how much is needed."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        return f"cannot tell the free space in {folder}: {exc.strerror or exc}"
+    if free >= needed_bytes + ROOM_MARGIN:
+        return None
+    return (
+        f"not enough free space in {folder}: {_size(needed_bytes)} needed, {_size(free)} free; "
+        f"free some space or choose another folder"
+    )
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files that writes into ``folder`` left behind when their process was
+    killed (their process has ended, or they are older than a day); returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP_PATTERN.match(entry.name)
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if _process_alive(int(match.group(1))) and age < STALE_AFTER:
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
 
 
 def file_mode() -> int:
     """The permissions a newly created file gets under the current umask."""
-    umask = os.umask(0)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows (changing it, even
+    for a moment, races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or a pid this system cannot name: leave it
+    return True
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"

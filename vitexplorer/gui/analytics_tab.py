@@ -10,7 +10,6 @@ imported only when a model's parameters are read (:meth:`AnalyticsTab.set_model`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.explain import HeadStatistics, statistics_csv
+from vitexplorer.core.files import atomic_path
 from vitexplorer.gui.views.head_stats_view import DistancePlot, HeadHeatmap, export_distance_plot
 from vitexplorer.gui.views.structure_views import FilterGridView, PositionSimilarityView
 
@@ -86,12 +86,8 @@ def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]: 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path`` (same suffix, so exporters pick the
     format), then rename it over ``path``: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,0 +1,162 @@
+"""The one atomic-write helper: any legal name, the umask's permissions, leftovers of killed
+writes removed by the next write, a full disk named as such."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vitexplorer.core import files
+from vitexplorer.core.checkpoint import save_weights
+
+
+def test_a_name_of_the_longest_legal_length_can_be_written(tmp_path: Path) -> None:
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    target = tmp_path / ("n" * (limit - len(".safetensors")) + ".safetensors")
+    save_weights(target, {"w": torch.ones(3)}, {"k": 1})
+    assert torch.equal(load_file(str(target))["w"], torch.ones(3))
+    long_npy = tmp_path / ("a" * 230 + ".npy")  # the 234-character name of the report
+    files.write_atomic(long_npy, lambda f: f.write(b"data"))
+    assert long_npy.read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, long_npy.name])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_every_writer_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        files.write_atomic(tmp_path / "a.json", lambda f: f.write(b"{}"))
+        save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, {})
+        with files.atomic_path(tmp_path / "p.png") as tmp:
+            tmp.write_bytes(b"png")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"")
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("a.json", "m.safetensors", "p.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_the_temporary_file_keeps_the_suffix_for_exporters(tmp_path: Path) -> None:
+    with files.atomic_path(tmp_path / "plot.png") as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        assert tmp.name.startswith(files.TEMP_PREFIX)
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "plot.png").read_bytes() == b"x"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_bytes(b"old")
+
+    def fail(handle):  # noqa: ANN001
+        handle.write(b"half")
+        raise RuntimeError("writer broke")
+
+    with pytest.raises(RuntimeError, match="writer broke"):
+        files.write_atomic(target, fail)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_numpys_byte_count_on_a_full_disk_becomes_no_space(tmp_path: Path, monkeypatch) -> None:
+    class Usage:
+        free = 4096
+
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: Usage)
+
+    def numpy_like(handle):  # noqa: ANN001
+        raise OSError("10000 requested and 4096 written")
+
+    with pytest.raises(OSError) as caught:
+        files.write_atomic(tmp_path / "x.npy", numpy_like)
+    assert caught.value.errno == errno.ENOSPC
+    assert "no space left" in str(caught.value) and str(tmp_path) in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_safetensors_failure_on_a_full_disk_is_an_os_error(tmp_path: Path, monkeypatch) -> None:
+    from safetensors import SafetensorError
+
+    from vitexplorer.core import checkpoint
+
+    class Usage:
+        free = 0
+
+    def full(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28 })")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: Usage)
+    with pytest.raises(OSError) as caught:
+        save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(1)}, {})
+    assert caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_free_space_problem_names_needed_and_free(tmp_path: Path, monkeypatch) -> None:
+    assert files.free_space_problem(tmp_path, 1000) is None
+
+    class Usage:
+        free = 50_000_000
+
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: Usage)
+    message = files.free_space_problem(tmp_path, 340_000_000)
+    assert message is not None
+    assert "340.0 MB needed" in message and "50.0 MB free" in message and str(tmp_path) in message
+
+
+_SLOW_SAVE = """
+import sys, time
+from pathlib import Path
+from vitexplorer.core.files import atomic_path
+target = Path(sys.argv[1])
+with atomic_path(target) as tmp:
+    with open(tmp, "wb") as handle:
+        handle.write(b"partial")
+        handle.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_leftovers_of_a_killed_write_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    target = tmp_path / "model.safetensors"
+    save_weights(target, {"w": torch.ones(4)}, {"v": 1})
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_SAVE, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "writing"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(files.TEMP_PREFIX)]
+    assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"partial"
+    assert torch.equal(load_file(str(target))["w"], torch.ones(4))  # never half written
+
+    # a live writer's temporary file is left alone
+    live = tmp_path / f"{files.TEMP_PREFIX}{os.getpid()}-abcdef.tmp.npy"
+    live.write_bytes(b"in use")
+    save_weights(target, {"w": torch.full((4,), 2.0)}, {"v": 2})
+    assert not leftovers[0].exists()
+    assert live.exists()
+    assert torch.equal(load_file(str(target))["w"], torch.full((4,), 2.0))
+
+    # ... unless it is a day old
+    old = time.time() - files.STALE_AFTER - 10
+    os.utime(live, (old, old))
+    assert files.remove_stale_temporaries(tmp_path) == [live]
