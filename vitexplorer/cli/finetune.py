@@ -217,11 +217,15 @@ def finetune_parser() -> argparse.ArgumentParser:
 def run_finetune(options: argparse.Namespace) -> int:
     """``vitexplorer finetune``: JSON lines on stdout, the checkpoint at ``--out``; 0, 2 or 130.
 
-    Everything cheap is checked before anything heavy (downloads, decoding, training), and the
-    checkpoint is written only after the last test batch, atomically.
+    Everything cheap is checked before anything heavy (downloads, decoding, training): every
+    setting, the output folder, then, once the model is loaded, that the folder has room for the
+    checkpoint. The checkpoint is written only after the last test batch, atomically, and only
+    when every weight is a finite number.
     """
     out = _checked_checkpoint_path(options.out.expanduser())
     from dataclasses import replace
+
+    from safetensors import SafetensorError
 
     from vitexplorer.core import training
     from vitexplorer.core.analysis import failure_message
@@ -244,6 +248,7 @@ def run_finetune(options: argparse.Namespace) -> int:
         config.check(model.spec.num_layers)
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
+    _check_room(out, training.finetuned_checkpoint_bytes(model, dataset.class_names))
 
     report = FinetuneReport(sys.stdout, sys.stderr)
     result = None
@@ -265,11 +270,31 @@ def run_finetune(options: argparse.Namespace) -> int:
         report.result(result, None)
         raise Failed("interrupted; nothing was saved", 130)
     try:
+        training.check_savable(result.model)  # the engine checks too: never write NaN weights
+    except training.TrainingError as exc:
+        raise Failed(str(exc), 2) from exc
+    try:
         save_checkpoint(out, result.model, result.metadata())
-    except OSError as exc:
-        raise Failed(f"cannot write {out}: {exc.strerror or exc}", 2) from exc
+    except (OSError, SafetensorError) as exc:
+        report.result(result, None)  # the test results are not lost with the model
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise Failed(
+            f"cannot write {out}: {reason}; the trained model was not saved (its test results "
+            f"are on stdout): mend that or choose another --out, and run again",
+            2,
+        ) from exc
     report.result(result, out)
     return 0
+
+
+def _check_room(out: Path, needed: int) -> None:
+    """A :class:`Failed` unless ``out``'s folder has room for a checkpoint of ``needed`` bytes:
+    found out now, not after the training."""
+    from vitexplorer.core.files import free_space_problem
+
+    problem = free_space_problem(out.parent, needed)
+    if problem is not None:
+        raise Failed(f"--out {out}: {problem}", 2)
 
 
 def _checked_checkpoint_path(out: Path) -> Path:

@@ -14,8 +14,9 @@ fine-tuning for E epochs then costs about one forward pass over the subset, not 
 from __future__ import annotations
 
 import math
+import numbers
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,10 +42,60 @@ EVAL_BATCH = {"cpu": 32}
 EVAL_BATCH_DEFAULT = 256
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+# The bounds FinetuneConfig.check enforces; the settings panel's widgets stay inside them.
+MAX_PER_CLASS = 100_000  # images per class, training and test
+MAX_BATCH_SIZE = 65_536
+MAX_EPOCHS = 10_000
+MAX_LR = 10.0  # far above any useful peak (fine-tuning takes 1e-5 to 1e-2; SGD on a head, ~1)
+MAX_WEIGHT_DECAY = 10.0
+SEED_LIMIT = 2**32  # seeds from 0 to 2**32 - 1: numpy's legacy range, which every tool accepts
+LOSS_LIMIT = 1e4  # a mean cross-entropy past this is divergence (chance is ln C, 6.9 for 1000)
 
 
 class TrainingError(RuntimeError):
     """Training stopped on a problem (NaN loss, GPU memory); the message says what to do."""
+
+
+def _shown(value: object) -> str:
+    """A setting's value as people write it: 1e+09, nan, -1, 'text'."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+
+
+def _whole(value: object, what: str, low: int, high: int) -> None:
+    """``value`` must be a whole number (not a bool) from ``low`` to ``high``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not (low <= value <= high)
+    ):
+        raise ValueError(
+            f"{what} must be a whole number from {low:,} to {high:,}, not {_shown(value)}"
+        )
+
+
+def _real(
+    value: object,
+    what: str,
+    low: float,
+    high: float,
+    *,
+    allowed: str,
+    low_open: bool = False,
+    high_open: bool = False,
+    advice: str = "",
+) -> None:
+    """``value`` must be a finite real number within the bounds (open or closed)."""
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (low < value if low_open else low <= value)
+        and (value < high if high_open else value <= high)
+    )
+    if not ok:
+        raise ValueError(f"{what} must be {allowed}, not {_shown(value)}{advice}")
 
 
 @dataclass(frozen=True)
@@ -69,22 +120,46 @@ class FinetuneConfig:
     seed: int = 0
 
     def check(self, num_layers: int) -> None:
-        """Raise ValueError naming the first setting that cannot work."""
+        """Raise ValueError naming the first setting that cannot work, its value and the range
+        allowed. Everything is checked, types included: the command line's ``float`` accepts
+        ``nan`` and ``inf``, and a NaN passes every comparison that is not written for it."""
+        for name in ("freeze", "optimizer", "schedule"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(f"the {name} setting must be text, not {_shown(value)}")
         parse_freeze(self.freeze, num_layers)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimiser {self.optimizer!r}; use adamw or sgd")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or constant")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("the learning rate must be a positive number")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch size and epochs must be at least 1")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError("the validation fraction must be at least 0 and below 1")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError("label smoothing must be at least 0 and below 1")
-        if self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("weight decay and warm-up cannot be negative")
+        for name in ("augment", "mixed_precision"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"the {name} setting must be true or false, not {_shown(value)}")
+        _whole(self.per_class, "training images per class (per_class)", 1, MAX_PER_CLASS)
+        _whole(self.test_per_class, "test images per class (test_per_class)", 1, MAX_PER_CLASS)
+        _whole(self.batch_size, "the batch size", 1, MAX_BATCH_SIZE)
+        _whole(self.epochs, "the number of epochs", 1, MAX_EPOCHS)
+        _whole(self.seed, "the seed", 0, SEED_LIMIT - 1)
+        _real(self.lr, "the learning rate", 0, MAX_LR, low_open=True,
+              allowed=f"a positive number no greater than {MAX_LR:g}",
+              advice="; fine-tuning usually takes 1e-5 to 1e-2")  # fmt: skip
+        _real(self.weight_decay, "the weight decay", 0, MAX_WEIGHT_DECAY,
+              allowed=f"a number from 0 to {MAX_WEIGHT_DECAY:g}")  # fmt: skip
+        _real(self.momentum, "the momentum", 0, 1, high_open=True,
+              allowed="a number at least 0 and below 1")  # fmt: skip
+        _real(self.label_smoothing, "label smoothing", 0, 1, high_open=True,
+              allowed="a number at least 0 and below 1")  # fmt: skip
+        _real(self.val_fraction, "the validation fraction (val_fraction)", 0, 1, high_open=True,
+              allowed="a number at least 0 and below 1")  # fmt: skip
+        _real(self.warmup_epochs, "the warm-up (warmup_epochs)", 0, self.epochs,
+              allowed=f"a number of epochs from 0 to {self.epochs}, the run's length")  # fmt: skip
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(
+                f"the learning rate times the weight decay must be below 1, not "
+                f"{self.lr:g} x {self.weight_decay:g} = {self.lr * self.weight_decay:g}: each "
+                f"step would shrink every weight by that share of itself"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,6 +313,65 @@ def autocast_dtype(device: torch.device, mixed_precision: bool) -> torch.dtype |
 
 
 # ---------------------------------------------------------------------------------------------
+# Sound weights: what the engine hands back and what is saved holds no NaN or infinity
+
+
+def nonfinite_values(tensors: Iterable[torch.Tensor]) -> tuple[int, int]:
+    """How many values of ``tensors`` are NaN or infinite, and how many values there are in all.
+
+    The counts add up on each tensor's device and are read once per device at the end, so a
+    GPU model costs one synchronisation, not one per tensor."""
+    counts: dict[torch.device, torch.Tensor] = {}
+    total = 0
+    with torch.no_grad():
+        for tensor in tensors:
+            total += tensor.numel()
+            if tensor.is_floating_point() or tensor.is_complex():
+                bad = (~torch.isfinite(tensor)).sum()
+                device = tensor.device
+                counts[device] = counts[device] + bad if device in counts else bad
+    return sum(int(count) for count in counts.values()), total
+
+
+def check_savable(model: LoadedModel) -> None:
+    """Raise :class:`TrainingError` when any value of ``model``'s state is NaN or infinite: such
+    a model is never written. Call it before saving; the engine's own checks make it a formality
+    for the models it returns."""
+    bad, total = nonfinite_values(model.module.state_dict().values())
+    if bad:
+        raise TrainingError(
+            f"the model's weights hold {bad:,} NaN or infinite values (of {total:,}), so it was "
+            f"not saved: train it again with a lower learning rate"
+        )
+
+
+def checkpoint_bytes(tensors: Iterable[tuple[str, torch.Tensor]], metadata_bytes: int) -> int:
+    """The size of a safetensors file holding the named ``tensors`` and ``metadata_bytes`` of
+    metadata: the data, plus a header entry of at most about 100 bytes and the name for each
+    tensor (dtype, shape, offsets), plus the metadata."""
+    size = metadata_bytes + 1024
+    for name, tensor in tensors:
+        size += tensor.numel() * tensor.element_size() + 128 + len(name.encode())
+    return size
+
+
+def finetuned_checkpoint_bytes(base: LoadedModel, class_names: Sequence[str]) -> int:
+    """The size of the checkpoint of ``base`` fine-tuned for ``class_names``, known before any
+    training: the base's state without its head, a float32 head for the classes, and an
+    allowance for the metadata (settings, a line per epoch, per-class accuracies) that a short
+    run stays within; ``files.free_space_problem`` adds its own margin of megabytes."""
+    old_head = SplitViT(base.module, 0).head
+    old_ids = {id(p) for p in old_head.parameters()}
+    named = [(k, t) for k, t in base.module.state_dict(keep_vars=True).items()
+             if id(t) not in old_ids]  # fmt: skip
+    width = old_head.in_features
+    item = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+    head = (width + 1) * len(class_names) * item + 2 * 128
+    names = sum(len(n.encode()) + 64 for n in class_names)
+    return checkpoint_bytes(named, 64 * 1024 + 2 * names) + head
+
+
+# ---------------------------------------------------------------------------------------------
 # The engine
 
 
@@ -265,6 +399,12 @@ class _Run:
         self, base: LoadedModel, dataset: DatasetSplits, config: FinetuneConfig, cancelled
     ) -> None:
         config.check(base.spec.num_layers)
+        bad, total = nonfinite_values(base.module.state_dict().values())
+        if bad:
+            raise TrainingError(
+                f"the base model's weights hold {bad:,} NaN or infinite values (of {total:,}): "
+                f"no training can start from them; load a model whose weights are sound"
+            )
         self.config = config
         self.dataset = dataset
         self.cancelled = cancelled
@@ -277,6 +417,7 @@ class _Run:
         self.split.between_blocks = self._check_cancel
         self.eval_batch = EVAL_BATCH.get(self.device.type, EVAL_BATCH_DEFAULT)
         self.steps = 0  # optimiser steps taken
+        self.epoch = 0  # the epoch training is in (1-based), 0 before training
         self.trainable_params = 0  # known once the subsets are loaded (reported by Started)
         self.cached = False
         self.cost_done = 0.0
@@ -367,6 +508,7 @@ class _Run:
             yield from self._train(train, val, train_x, val_x, history, per_epoch)
         except _Cancelled:
             stopped = True
+            self._check_weights()  # the partly trained model is handed back too
         self.split.set_training(False)
         result = self._result(started, cancelled=stopped, steps=self.steps, history=history)
         if not stopped:
@@ -480,6 +622,7 @@ class _Run:
         labels = train.labels.to(self.device)
         step_cost = epoch_cost * 0.95 / self._steps_per_epoch  # the rest is validation
         for epoch in range(1, config.epochs + 1):
+            self.epoch = epoch
             epoch_start = time.perf_counter()
             order = torch.randperm(len(train), generator=generator)
             loss_sum, correct = 0.0, 0
@@ -504,11 +647,12 @@ class _Run:
                             frozen = self.split.frozen(x)
                         logits = self.split.trainable(frozen)
                     loss = criterion(logits.float(), target)
-                if not torch.isfinite(loss):
+                loss_value = loss.item()
+                if not math.isfinite(loss_value) or loss_value > LOSS_LIMIT:
                     raise TrainingError(
-                        f"the loss became {loss.item()} at step {self.steps + 1} (epoch "
-                        f"{epoch}); the learning rate {config.lr:g} is probably too high: try a "
-                        f"tenth of it"
+                        f"the loss became {loss_value:g} at step {self.steps + 1} (epoch "
+                        f"{epoch}): training diverged; the learning rate {config.lr:g} is "
+                        f"probably too high: try a tenth of it"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -517,10 +661,11 @@ class _Run:
                 lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
                 self.steps += 1
-                loss_sum += loss.item() * len(index)
+                loss_sum += loss_value * len(index)
                 correct += int((logits.argmax(1) == target).sum())
-                yield Step(self.steps, epoch, loss.item(), lr, self._fraction(step_cost))
+                yield Step(self.steps, epoch, loss_value, lr, self._fraction(step_cost))
             self.split.set_training(False)
+            self._check_weights()
             if len(val):
                 val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
             else:
@@ -532,6 +677,21 @@ class _Run:
             )  # fmt: skip
             history.append(record)
             yield record
+
+    def _check_weights(self) -> None:
+        """Raise :class:`TrainingError` when a trainable value became NaN or infinite (the
+        frozen ones cannot change, and were sound at the start)."""
+        bad, total = nonfinite_values(self.split.trainable_parameters())
+        if not bad:
+            return
+        config = self.config
+        change = f"lower the learning rate (now {config.lr:g}), to a tenth say"
+        if config.optimizer == "sgd" and config.momentum:
+            change += f", or the momentum (now {config.momentum:g})"
+        raise TrainingError(
+            f"the weights diverged ({bad:,} of {total:,} trainable values are NaN or infinite) "
+            f"in epoch {self.epoch}: {change}; nothing was saved"
+        )
 
     def _evaluate(
         self, data: ImageTensor, frozen: torch.Tensor | None, stage: str | None

@@ -44,6 +44,9 @@ STAGE_TEXT = {
     "testing": "Testing",
     "downloading": "Downloading CIFAR-10…",
 }
+KEPT_IN_MEMORY = (
+    "The fine-tuned model is still in memory: File > Save model can save it somewhere else."
+)
 
 
 def duration(seconds: float) -> str:
@@ -450,8 +453,10 @@ class FinetunePanel(QWidget):
 
     @Slot(str)
     def _save_failed(self, message: str) -> None:
+        """Nothing is lost: ``result`` keeps the model, and File > Save model can try again."""
         if self._closing:
             return
+        message = f"{message.rstrip('.')}. {KEPT_IN_MEMORY}"
         self._end(f"Could not save the model: {message}")
         self.problem.emit("Could not save the model", message)
 

@@ -2,11 +2,14 @@
 the less common settings folded away under "More settings".
 
 It only collects values (the fields of ``core.training.FinetuneConfig``) and remembers them in
-QSettings; the engine checks them and says what is wrong.
+QSettings; the engine checks them and says what is wrong. Each widget's range lies inside what
+``FinetuneConfig.check`` accepts (a test sets every widget to its ends and checks), and no
+widget takes NaN or infinity: Qt would quietly clamp a NaN to the maximum.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -40,7 +43,8 @@ FREEZE_CHOICES = [
 
 
 class SciSpinBox(QDoubleSpinBox):
-    """A positive number shown as 0.001 or 3e-05; the arrows multiply or divide by 2."""
+    """A positive number shown as 0.001 or 3e-05; the arrows multiply or divide by 2. Only
+    finite numbers within the range can be entered."""
 
     def __init__(self, value: float, minimum: float = 0.0, maximum: float = 10.0) -> None:
         super().__init__()
@@ -54,9 +58,10 @@ class SciSpinBox(QDoubleSpinBox):
 
     def valueFromText(self, text: str) -> float:  # noqa: N802
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             return self.value()
+        return value if math.isfinite(value) else self.value()
 
     def validate(self, text: str, pos: int):  # noqa: ANN201
         from PySide6.QtGui import QValidator
@@ -65,9 +70,13 @@ class SciSpinBox(QDoubleSpinBox):
         if not stripped or stripped.endswith(("e", "e-", "E", "E-", ".", "-")):
             return QValidator.Intermediate, text, pos
         try:
-            float(stripped)
+            value = float(stripped)
         except ValueError:
             return QValidator.Invalid, text, pos
+        if not math.isfinite(value):  # nan, inf, 1e400
+            return QValidator.Invalid, text, pos
+        if not self.minimum() <= value <= self.maximum():  # more typing may mend it (1e-5)
+            return QValidator.Intermediate, text, pos
         return QValidator.Acceptable, text, pos
 
     def stepBy(self, steps: int) -> None:  # noqa: N802
@@ -151,7 +160,9 @@ class FinetuneSettings(QWidget):
         self.seed = _spin(0, 2**31 - 1, 0)
 
         self._build()
+        self.epochs.valueChanged.connect(self._epochs_changed)
         self._restore()
+        self._epochs_changed(self.epochs.value())
         self.source_box.currentIndexChanged.connect(self._source_changed)
         self.folder_button.clicked.connect(self.choose_folder)
         self.folder_edit.editingFinished.connect(self._source_changed)
@@ -331,6 +342,10 @@ class FinetuneSettings(QWidget):
         self.blocks.setSuffix(" block" if value == 1 else " blocks")
         self.changed.emit()
 
+    def _epochs_changed(self, epochs: int) -> None:
+        """The warm-up cannot be longer than the run (the engine refuses it)."""
+        self.warmup.setMaximum(float(epochs))
+
     def _optimizer_changed(self, _index: int = 0) -> None:
         self.momentum.setEnabled(self.optimizer_box.currentData() == "sgd")
 
@@ -386,7 +401,7 @@ class FinetuneSettings(QWidget):
                     self._wanted_blocks = int(value)
                 elif isinstance(widget, QSpinBox):
                     widget.setValue(int(value))
-                else:
+                elif math.isfinite(float(value)):  # Qt would turn a NaN into the maximum
                     widget.setValue(float(value))
             except (TypeError, ValueError):
                 continue

@@ -12,9 +12,11 @@ the job to end); the engine checks it before every batch.
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -163,6 +165,7 @@ class FinetuneWorker(QObject):
 
         cancelled = self.cancel_event.is_set
         config = FinetuneConfig(**job.settings)
+        replace(config, freeze="head").check(1)  # all but the freeze policy, before any reading
         self.stage.emit("opening", 0, 0, 0.0)
         dataset = open_dataset(job.source, root=job.data_root)
         if cancelled():
@@ -212,15 +215,37 @@ class FinetuneWorker(QObject):
 
     def _save(self, job: SaveJob) -> None:
         """The module is only read here (its parameters; the explorer's worker may run it at the
-        same time, which reads them too); the file appears whole or not at all."""
-        from vitexplorer.core.models import save_checkpoint
-
+        same time, which reads them too); the file appears whole or not at all. Before writing:
+        every weight must be finite, and the folder must have room for the file. A failure is
+        a message; the model stays where it was, for another try elsewhere."""
         try:
-            save_checkpoint(job.path, job.loaded, job.extra)
+            problem = _save_problem(job)
+            if problem is None:
+                from vitexplorer.core.models import save_checkpoint
+
+                save_checkpoint(job.path, job.loaded, job.extra)
+        except OSError as exc:
+            problem = f"cannot write {job.path}: {exc.strerror or failure_message(exc)}"
         except Exception as exc:
-            self.save_failed.emit(failure_message(exc))
+            problem = failure_message(exc)
+        if problem is not None:
+            self.save_failed.emit(problem)
             return
         self.saved.emit(job.path)
+
+
+def _save_problem(job: SaveJob) -> str | None:
+    """Why ``job`` cannot be written, found out before writing; None when nothing is known."""
+    from vitexplorer.core.files import free_space_problem
+    from vitexplorer.core.training import check_savable, checkpoint_bytes
+
+    folder = Path(job.path).parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist"
+    check_savable(job.loaded)  # TrainingError: NaN or infinite weights are never written
+    state = job.loaded.module.state_dict()
+    metadata = len(json.dumps(job.extra, default=str)) + 4096  # and the model's description
+    return free_space_problem(folder, checkpoint_bytes(state.items(), metadata))
 
 
 def _load_base(models, request: ModelRequest):  # noqa: ANN001, ANN202
