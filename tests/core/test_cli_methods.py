@@ -191,7 +191,8 @@ def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, caps
     assert status == 0, capsys.readouterr().err
     model = load_model(str(checkpoint), device="cpu")
     batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
-    explain = method_explainer("relevance", MethodOptions())
+    predicted = int(model.module(batch).argmax())  # held at every step, not re-predicted
+    explain = method_explainer("relevance", MethodOptions(target_class=predicted))
     expected = list(sanity_check(model, batch, explain, seed=3))
 
     lines = (out / "photo.sanity.csv").read_text().splitlines()
@@ -204,6 +205,9 @@ def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, caps
     np.testing.assert_allclose(maps, np.stack([s.map for s in expected]), rtol=1e-5)
     card = json.loads((out / "photo.sanity.json").read_text())
     assert card["method"] == "relevance" and card["seed"] == 3
+    assert card["target_class"]["index"] == predicted == card["parameters"]["target_class"]
+    assert card["target_class"]["from"] == "the original model's prediction"
+    assert card["warnings"] == []
     assert [s["step"] for s in card["steps"]] == [s.name for s in expected]
 
 

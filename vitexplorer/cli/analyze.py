@@ -186,6 +186,8 @@ def run_analyze(options: argparse.Namespace) -> int:
             error(f"{Path(source).name}: {failure_message(exc)}")
             failures += 1
             continue
+        for warning in image_warnings(analysis, maps):
+            error(f"warning: {Path(source).name}: {warning}")
         try:
             write_outputs(out_dir, stem, source, analysis, lut, mode, full_name(stem, methods))
             for method, (heat, card) in maps.items():
@@ -194,9 +196,44 @@ def run_analyze(options: argparse.Namespace) -> int:
             error(f"{Path(source).name}: cannot write to {out_dir}: {exc.strerror or exc}")
             failures += 1
             continue
-        top = analysis.predictions[0]
-        print(f"{stem}: {top.name} {top.probability:.1%}", flush=True)
+        print(f"{stem}: {top_line(analysis)}", flush=True)
     return 1 if failures else 0
+
+
+def output_warnings(analysis: ImageAnalysis) -> list[str]:
+    """What makes this image's predictions mean nothing (a constant or non-finite output)."""
+    import numpy as np
+
+    from vitexplorer.core.analysis import constant_output
+
+    reason = constant_output(analysis.logits)
+    if reason is None:
+        return []
+    if not np.isfinite(analysis.probabilities).all():
+        reason += "; they are written as null"
+    return [reason]
+
+
+def image_warnings(
+    analysis: ImageAnalysis, maps: dict[str, tuple[np.ndarray, dict[str, Any]]]
+) -> list[str]:
+    """Every warning of one image, for stderr: its output's, then each method card's own."""
+    warnings = output_warnings(analysis)
+    for _, card in maps.values():
+        warnings += [w for w in card.get("warnings", []) if w not in warnings]
+    return warnings
+
+
+def top_line(analysis: ImageAnalysis) -> str:
+    """The top prediction for people: its name and probability, or why there is none."""
+    import math
+
+    top = analysis.predictions[0]
+    if not math.isfinite(top.probability):
+        return f"{top.name}, probability undefined"
+    if output_warnings(analysis):
+        return f"{top.name} {top.probability:.1%} (every class the same: no prediction)"
+    return f"{top.name} {top.probability:.1%}"
 
 
 def write_outputs(
@@ -209,14 +246,15 @@ def write_outputs(
     attention_name: str | None = None,
 ) -> list[Path]:
     """Write ``<stem>.attention.npy`` (or ``attention_name``), ``<stem>.json`` and
-    ``<stem>.cls.png``; returns them."""
-    import json
-
+    ``<stem>.cls.png``; returns them. The JSON is strict: a probability that is not finite is
+    null, and ``warnings`` says why (a model whose output is the same for every class, or not
+    finite, gets one)."""
     import numpy as np
     from PIL import Image
 
     from vitexplorer.core.explain import attention_map
     from vitexplorer.core.overlay import render_overlay
+    from vitexplorer.core.provenance import strict_json
 
     spec = analysis.spec
     facts = {
@@ -227,6 +265,7 @@ def write_outputs(
             for p in analysis.predictions
         ],
         "forward_seconds": analysis.seconds,
+        "warnings": output_warnings(analysis),
     }
     cls_map = attention_map(
         analysis.attention,
@@ -244,9 +283,10 @@ def write_outputs(
         out_dir / f"{stem}.cls.png",
     ]
     facts["attention_file"] = paths[0].name
+    text = strict_json(facts)[0]
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, attention, allow_pickle=False),
-        lambda f: f.write((json.dumps(facts, indent=2) + "\n").encode("utf-8")),
+        lambda f: f.write(text),
         lambda f: picture.save(f, format="PNG"),
     ]
     for path, write in zip(paths, writers, strict=True):
@@ -268,7 +308,10 @@ def explain_methods(
     methods: list[str],
     options: Any,
 ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
-    """Each method's CLS map for one image, with its method card."""
+    """Each method's CLS map for one image, with its method card. A card's ``warnings`` say
+    what makes the map mean nothing: the model's output (the same for every class, or not
+    finite) and a map that ranks no patch above another (zero or one value everywhere)."""
+    from vitexplorer.core.analysis import flat_map
     from vitexplorer.core.data import preprocess
     from vitexplorer.core.methods import explanation_map
     from vitexplorer.core.provenance import method_card
@@ -290,6 +333,8 @@ def explain_methods(
                 "predicted": target == analysis.predictions[0].index,
             }
         heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
+        flat = flat_map(heat, f"the {method} map")
+        extra["warnings"] = output_warnings(analysis) + ([flat] if flat else [])
         card = method_card(model, method, options.as_dict(method), source, extra)
         results[method] = (heat, card)
     return results
@@ -305,13 +350,13 @@ def write_method_outputs(
     lut: np.ndarray,
     mode: int = 0o644,
 ) -> list[Path]:
-    """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` (the method card); returns them."""
-    import json
-
+    """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` (the method card, strict JSON:
+    what is not finite is null); returns them."""
     import numpy as np
     from PIL import Image
 
     from vitexplorer.core.overlay import render_overlay
+    from vitexplorer.core.provenance import strict_json
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     picture = Image.fromarray(render_overlay(analysis.display, heat, lut))
@@ -320,10 +365,11 @@ def write_method_outputs(
         **card,
         "map": {"file": paths[0].name, "shape": list(heat.shape), "dtype": "float32"},
     }
+    text = strict_json(card)[0]
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, heat, allow_pickle=False),
         lambda f: picture.save(f, format="PNG"),
-        lambda f: f.write((json.dumps(card, indent=2) + "\n").encode("utf-8")),
+        lambda f: f.write(text),
     ]
     for path, write in zip(paths, writers, strict=True):
         write_atomic(path, write, mode)

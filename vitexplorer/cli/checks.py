@@ -3,14 +3,21 @@
 ``sanity`` is the cascading randomisation of Adebayo et al. (2018): the model's parameters are
 re-initialised from the top down and the map is compared with the original after each step.
 ``faithfulness`` is the perturbation test of Chefer et al. (2021): the most (or least) relevant
-patches are removed in steps and the predicted class's probability is followed.
+part of the image is removed in steps, by one of two protocols: whole patches set to the mean
+colour with the predicted class's probability followed (``mean-patch``), or the paper's own,
+pixels of the upsampled map set to black with the top-1 accuracy against labels followed
+(``chefer2021``).
+
+Numbers that would mislead are not written as numbers: a correlation or an area that is
+undefined (a map that ranks no patch above another, a model whose output is the same for every
+class) is null in the JSON and empty in the CSV, with a warning on stderr and in the card.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -48,7 +55,10 @@ def sanity_parser() -> argparse.ArgumentParser:
         "the method's CLS map with the original by Spearman rank correlation. A map that stays "
         "the same when the weights it claims to explain are destroyed explains nothing. Writes, "
         "per image, <stem>.sanity.csv (step, spearman), <stem>.sanity.npy (the map after each "
-        "step, steps x rows x columns) and <stem>.sanity.json (a method card with the steps).",
+        "step, steps x rows x columns) and <stem>.sanity.json (a method card with the steps). "
+        "Relevance explains one class at every step: --target-class, else the class the "
+        "original model predicts. A correlation that is undefined (a map that is zero or one "
+        "value everywhere) is left empty in the CSV and null in the card, with a warning.",
     )
     _common_arguments(parser, "image files, or folders of them")
     parser.add_argument(
@@ -61,51 +71,99 @@ def faithfulness_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} faithfulness",
         description="The perturbation test of Chefer et al. (2021) for one explanation method, "
-        "over images: remove the most relevant patches (positive test) or the least relevant "
-        "(negative test) in steps, each time setting their pixels to the dataset's mean colour, "
-        "and follow the probability of the class predicted for the untouched image. A faithful "
-        "map gives a small area under the positive curve and a large one under the negative "
-        "curve. Writes faithfulness.csv (one row per image: AUCs and both curves) and "
-        "faithfulness.json (a method card with the means). Ctrl-C stops after the current "
-        "image and still writes the images done.",
+        "over images: remove the most relevant part of each image (positive test) or the least "
+        "relevant (negative test) in steps and follow what the model still gets right. A "
+        "faithful map gives a small area under the positive curve and a large one under the "
+        "negative curve. --protocol mean-patch (the default): whole patches set to the "
+        "dataset's mean colour, 0%% to 100%%, following the probability of the class predicted "
+        "for the untouched image. --protocol chefer2021 (the paper's, whose tables it matches): "
+        "pixels of the map upsampled to the input set to black, 0%% to 90%%, following the "
+        "top-1 accuracy against each image's label; it needs folders of class subfolders named "
+        "after the model's classes or their indices. Writes faithfulness.csv (one row per "
+        "image: AUCs and both curves) and faithfulness.json (a method card with the protocol "
+        "and the means). Ctrl-C stops after the current image and still writes the images done.",
     )
-    _common_arguments(parser, "image files, or folders whose image files (in subfolders too)")
+    _common_arguments(
+        parser,
+        "image files, or folders whose image files (in subfolders too) are used; with "
+        "--protocol chefer2021, folders of class subfolders",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("mean-patch", "chefer2021"),
+        default="mean-patch",
+        help="mean-patch: patches to the mean colour, the predicted class's probability "
+        "(default); chefer2021: pixels to black, top-1 accuracy against the folder labels, as "
+        "Chefer et al. (2021) measure it",
+    )
     parser.add_argument(
         "--steps",
         type=positive_int,
         default=10,
         metavar="N",
-        help="removal steps from 0%% to 100%% of the patches (default: 10, steps of 10%%)",
+        help="removal steps (default: 10, steps of 10%%: 0%% to 100%% of the patches with "
+        "mean-patch, 0%% to 90%% of the pixels with chefer2021, as the paper)",
     )
     return parser
 
 
-def _prepare(options: argparse.Namespace) -> tuple[list[Path], Path, Any, Any]:
-    images = expand_images(options.inputs)
+LABELS_NEEDED = (
+    "--protocol chefer2021 measures top-1 accuracy against each image's label, so it needs "
+    "folders of class subfolders named after the model's classes or their indices"
+)
+
+
+def _prepare(
+    options: argparse.Namespace, labelled: bool = False
+) -> tuple[list[Path], list[int] | None, Path, Any, Any]:
+    """The images (with their labels when ``labelled``), the output folder, the model and the
+    checked method options."""
+    if labelled:
+        for text in options.inputs:
+            if not Path(text).expanduser().is_dir():
+                raise Failed(f"{LABELS_NEEDED}; {text} is not a folder", 2)
+    images = [] if labelled else expand_images(options.inputs)
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     chosen = method_options(options, model.spec, [options.method])
-    return images, out_dir, model, chosen
+    labels = None
+    if labelled:
+        from vitexplorer.core.checks import labelled_images
+
+        try:
+            pairs = labelled_images(options.inputs, model.spec.class_names)
+        except ValueError as exc:
+            raise Failed(f"{LABELS_NEEDED}; {exc}", 2) from exc
+        images, labels = [p for p, _ in pairs], [label for _, label in pairs]
+    return images, labels, out_dir, model, chosen
+
+
+def _warn(source: str | Path, message: str) -> None:
+    error(f"warning: {Path(source).name}: {message}")
 
 
 def run_sanity(options: argparse.Namespace) -> int:
     """0 when every image was checked, 1 when some failed."""
-    images, out_dir, model, chosen = _prepare(options)
+    images, _, out_dir, model, chosen = _prepare(options)
 
     import numpy as np
 
-    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.analysis import constant_output, failure_message
     from vitexplorer.core.checks import sanity_check
     from vitexplorer.core.data import ImageLoadError, load_image, preprocess
-    from vitexplorer.core.methods import method_explainer
+    from vitexplorer.core.methods import hold_target, image_logits, method_explainer
     from vitexplorer.core.provenance import method_card
 
-    explain = method_explainer(options.method, chosen)
     mode = file_mode()
     failures = 0
     for path, stem in zip(images, unique_stems(images), strict=True):
         try:
             batch = preprocess(load_image(path), model.spec).unsqueeze(0).to(model.device)
+            logits = image_logits(model, batch)
+            # relevance explains the same class at every step, or a change of class would be
+            # mixed into the change of weights
+            held = hold_target(options.method, chosen, logits)
+            explain = method_explainer(options.method, held)
             steps = list(sanity_check(model, batch, explain, seed=options.seed))
         except ImageLoadError as exc:
             error(str(exc))
@@ -115,23 +173,28 @@ def run_sanity(options: argparse.Namespace) -> int:
             error(f"{path.name}: {failure_message(exc)}")
             failures += 1
             continue
+        warnings = _sanity_warnings(steps, constant_output(logits))
+        for warning in warnings:
+            _warn(path, warning)
         rows = ["step,randomised,spearman"]
         randomised: list[str] = []
         for step in steps:
             if step.name != "original":
                 randomised.append(step.name)
-            rows.append(f'{step.name},"{" + ".join(randomised)}",{step.correlation:.6f}')
+            rows.append(f'{step.name},"{" + ".join(randomised)}",{_cell(step.correlation)}')
         maps = np.stack([step.map for step in steps]).astype(np.float32)
         card = method_card(
             model,
             options.method,
-            chosen.as_dict(options.method),
+            held.as_dict(options.method),
             path,
             {
                 "check": "sanity (cascading randomisation, Adebayo et al. 2018)",
                 "seed": options.seed,
-                "steps": [{"step": s.name, "spearman": _finite(s.correlation)} for s in steps],
+                "target_class": _held_class(options.method, chosen, held, model),
+                "steps": [_step_facts(s) for s in steps],
                 "maps": {"file": f"{stem}.sanity.npy", "shape": list(maps.shape)},
+                "warnings": warnings,
             },
         )
         try:
@@ -148,20 +211,70 @@ def run_sanity(options: argparse.Namespace) -> int:
             write_atomic(out_dir / f"{stem}.sanity.json", lambda f, c=card: f.write(_json(c)), mode)
         except OSError as exc:
             raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
-        summary = ", ".join(f"{s.name} {s.correlation:+.2f}" for s in steps[1:])
+        summary = ", ".join(
+            f"{s.name} {s.correlation:+.2f}"
+            if math.isfinite(s.correlation)
+            else f"{s.name} undefined"
+            for s in steps[1:]
+        )
+        if steps[0].note:
+            summary = "undefined at every step, the original map ranks no patch above another"
         print(f"{stem}: Spearman with the original map after randomising: {summary}", flush=True)
     return 1 if failures else 0
 
 
+def _sanity_warnings(steps: list[Any], output: str | None) -> list[str]:
+    """One line each: a constant output, a flat original map, flat maps after some steps."""
+    warnings = [f"the original model's output: {output}"] if output else []
+    if steps[0].note:
+        warnings.append(
+            f"{steps[0].note}, so every Spearman correlation is undefined (null in the card, "
+            f"empty in the CSV)"
+        )
+        return warnings
+    flat = [s.name for s in steps[1:] if s.note]
+    if flat:
+        warnings.append(
+            f"the map ranks no patch above another after randomising {', '.join(flat)}: "
+            f"those correlations are undefined (null in the card, empty in the CSV)"
+        )
+    return warnings
+
+
+def _step_facts(step: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {"step": step.name, "spearman": _finite(step.correlation)}
+    if step.note:
+        facts["note"] = step.note
+    return facts
+
+
+def _held_class(method: str, chosen: Any, held: Any, model: Any) -> dict[str, Any] | None:
+    """The class relevance explained at every step, and where it came from; None for the
+    class-agnostic methods."""
+    if method != "relevance":
+        return None
+    index = held.target_class
+    return {
+        "index": index,
+        "name": model.spec.class_names[index],
+        "from": "--target-class"
+        if chosen.target_class is not None
+        else "the original model's prediction",
+        "held": "the same class is explained at every step",
+    }
+
+
 def run_faithfulness(options: argparse.Namespace) -> int:
-    """0 when every image was tested, 1 when some were skipped, 130 when stopped by Ctrl-C."""
+    """0 when every image was tested, 1 when some were skipped or none gave a meaningful curve,
+    130 when stopped by Ctrl-C."""
     if options.target_class is not None:
         raise Failed(
-            "--target-class does not apply: the perturbation test follows the class the model "
+            "--target-class does not apply: the perturbation test explains the class the model "
             "predicts for each untouched image",
             2,
         )
-    images, out_dir, model, chosen = _prepare(options)
+    protocol = options.protocol
+    images, labels, out_dir, model, chosen = _prepare(options, labelled=protocol == "chefer2021")
 
     from vitexplorer.core.analysis import failure_message
     from vitexplorer.core.checks import FaithfulnessProgress, faithfulness
@@ -174,7 +287,13 @@ def run_faithfulness(options: argparse.Namespace) -> int:
     try:
         with cancel:
             for event in faithfulness(
-                model, images, explain, options.steps, lambda: cancel.requested
+                model,
+                images,
+                explain,
+                options.steps,
+                lambda: cancel.requested,
+                protocol=protocol,
+                labels=labels,
             ):
                 if isinstance(event, FaithfulnessProgress):
                     if event.done:
@@ -190,45 +309,109 @@ def run_faithfulness(options: argparse.Namespace) -> int:
         error(f"skipped {source}: {reason}")
     if not result.images:
         raise Failed("no image could be tested", 1 if not result.cancelled else 130)
-    _write_faithfulness(out_dir, model, options, chosen, result)
+    warnings = _faithfulness_warnings(result)
+    for warning in warnings:
+        error(f"warning: {warning}")
+    _write_faithfulness(out_dir, model, options, chosen, result, warnings)
+    if result.counted:
+        areas = (
+            f"area under the positive curve {result.positive_auc:.4f} (lower is better), "
+            f"under the negative curve {result.negative_auc:.4f} (higher is better)"
+        )
+    else:
+        areas = "no image gave a meaningful curve, the areas are undefined (null)"
+    counted = len(result.counted)
+    shown = f"{counted} of {len(result.images)}" if counted < len(result.images) else f"{counted}"
     print(
-        f"{len(result.images)} image(s), {options.method}: area under the positive curve "
-        f"{result.positive_auc:.4f} (lower is better), under the negative curve "
-        f"{result.negative_auc:.4f} (higher is better) -> {out_dir / 'faithfulness.csv'}",
+        f"{shown} image(s), {options.method}, protocol {protocol}: {areas} "
+        f"-> {out_dir / 'faithfulness.csv'}",
         flush=True,
     )
     if result.cancelled:
         return 130
-    return 1 if result.skipped else 0
+    return 1 if result.skipped or not result.counted else 0
+
+
+def _faithfulness_warnings(result: Any) -> list[str]:
+    """One line per reason images were left out of the means, naming them (a few at most)."""
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for source, note in result.excluded:
+        by_reason[note].append(Path(source).name)
+    warnings = []
+    for note, names in by_reason.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        warnings.append(
+            f"{len(names)} image(s) left out of the means, their curves mean nothing ({shown}): "
+            f"{note}"
+        )
+    if result.images and not result.counted:
+        warnings.append("no image is left: the areas under the curves are undefined (null)")
+    return warnings
 
 
 def _write_faithfulness(
-    out_dir: Path, model: Any, options: argparse.Namespace, chosen: Any, result: Any
+    out_dir: Path,
+    model: Any,
+    options: argparse.Namespace,
+    chosen: Any,
+    result: Any,
+    warnings: list[str],
 ) -> None:
-    from vitexplorer.core.provenance import method_card
+    from vitexplorer.core.checks import PROTOCOL_FACTS
+    from vitexplorer.core.provenance import method_card, strict_json
 
+    protocol = result.protocol
+    labelled = protocol == "chefer2021"
     fractions = [float(f) for f in result.fractions]
-    header = ["image", "target", "target_name", "positive_auc", "negative_auc"]
+    header = (
+        ["image", "label", "label_name", "predicted"]
+        if labelled
+        else ["image", "target", "target_name"]
+    )
+    header += ["positive_auc", "negative_auc"]
     header += [f"positive_{round(100 * f)}" for f in fractions]
     header += [f"negative_{round(100 * f)}" for f in fractions]
+    header += ["protocol", "note"]
     names = model.spec.class_names
+    value = (lambda v: str(int(v))) if labelled else (lambda v: f"{v:.6f}")
     rows = [",".join(header)]
     for item in result.images:
         cells = [_csv(item.source), str(item.target), _csv(names[item.target])]
-        cells += [f"{item.positive_auc:.6f}", f"{item.negative_auc:.6f}"]
-        cells += [f"{p:.6f}" for p in item.positive] + [f"{n:.6f}" for n in item.negative]
+        cells += [str(item.predicted)] if labelled else []
+        cells += [_cell(item.positive_auc), _cell(item.negative_auc)]
+        cells += [value(p) for p in item.positive] + [value(n) for n in item.negative]
+        cells += [protocol, _csv(item.note or "")]
         rows.append(",".join(cells))
+    facts: dict[str, Any] = {
+        "check": "faithfulness (perturbation test, Chefer et al. 2021)",
+        "protocol": protocol,
+        **PROTOCOL_FACTS[protocol],
+        "fractions": fractions,
+        "images": len(result.images),
+        "images_counted": len(result.counted),
+        "positive_auc": _finite(result.positive_auc),
+        "negative_auc": _finite(result.negative_auc),
+        "positive_curve": [_finite(float(v)) for v in result.positive_curve],
+        "negative_curve": [_finite(float(v)) for v in result.negative_curve],
+    }
+    if labelled:
+        facts["accuracy_untouched"] = facts["positive_curve"][0]
+        facts["comparing_with_the_paper"] = (
+            "the areas have the fraction removed (0 to 0.9) on x and the accuracy (0 to 1) on "
+            "y; the paper's tables print them in percent (x 100). The images are preprocessed "
+            "as the model's own (resize, centre crop); the paper resized ImageNet's validation "
+            "images to 224 x 224"
+        )
+    if options.method == "relevance":
+        facts["explained_class"] = "the class predicted for each untouched image"
     card = method_card(
         model,
         options.method,
         chosen.as_dict(options.method),
         extra={
-            "check": "faithfulness (perturbation test, Chefer et al. 2021)",
-            "removed_to": "the dataset mean colour (0 after normalisation)",
-            "fractions": fractions,
-            "images": len(result.images),
-            "positive_auc": _finite(result.positive_auc),
-            "negative_auc": _finite(result.negative_auc),
+            **facts,
+            "warnings": warnings,
+            "excluded": [{"image": s, "reason": r} for s, r in result.excluded],
             "skipped": [{"image": s, "reason": r} for s, r in result.skipped],
             "cancelled": result.cancelled,
             "table": "faithfulness.csv",
@@ -241,7 +424,7 @@ def _write_faithfulness(
             lambda f: f.write(("\n".join(rows) + "\n").encode("utf-8")),
             mode,
         )
-        write_atomic(out_dir / "faithfulness.json", lambda f: f.write(_json(card)), mode)
+        write_atomic(out_dir / "faithfulness.json", lambda f: f.write(strict_json(card)[0]), mode)
     except OSError as exc:
         raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
 
@@ -257,5 +440,12 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _cell(value: float) -> str:
+    """A number for the CSV; empty when it is undefined (NaN)."""
+    return f"{value:.6f}" if math.isfinite(value) else ""
+
+
 def _json(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
+    from vitexplorer.core.provenance import strict_json
+
+    return strict_json(data)[0]

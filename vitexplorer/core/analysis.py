@@ -45,6 +45,52 @@ def failure_message(exc: BaseException) -> str:
     return first if len(text) > 500 else " ".join(text.split())
 
 
+# Relative tolerance under which logits, or a map's values, count as all equal. float32 keeps
+# about seven digits, so values that differ by less than a millionth of their size are noise.
+FLAT_RTOL = 1e-6
+
+
+def constant_output(logits: np.ndarray, rtol: float = FLAT_RTOL) -> str | None:
+    """Why the model's output says nothing about the classes, or None when it does.
+
+    Logits that are not finite make every probability undefined; logits that are all equal give
+    every class the same probability, so no prediction and no class-specific explanation means
+    anything. torchvision builds its models with a head of zeros, so with random weights
+    (``--weights none``) every logit is exactly 0."""
+    values = np.asarray(logits, dtype=np.float64).ravel()
+    if values.size == 0:
+        return "the model gave no output"
+    bad = int(np.count_nonzero(~np.isfinite(values)))
+    if bad:
+        return (
+            f"{bad} of the model's {values.size} logits are not finite (NaN or infinity), so "
+            f"its probabilities are undefined"
+        )
+    if values.size > 1 and np.ptp(values) <= rtol * max(1.0, float(np.abs(values).max())):
+        return (
+            f"every logit is {values[0]:.4g}: the output does not depend on the class (each "
+            f"gets {1 / values.size:.2%}), so the prediction and any class-specific map mean "
+            f"nothing; a head of zeros does this, as torchvision builds it for random weights"
+        )
+    return None
+
+
+def flat_map(values: np.ndarray, what: str = "the map", rtol: float = FLAT_RTOL) -> str | None:
+    """Why ``values`` rank no patch above another (zero everywhere, one value everywhere, or
+    not finite), or None when they do. ``what`` names the map in the reason."""
+    heat = np.asarray(values, dtype=np.float64)
+    if heat.size == 0:
+        return f"{what} is empty"
+    bad = int(np.count_nonzero(~np.isfinite(heat)))
+    if bad:
+        return f"{what} holds {bad} value(s) that are not finite (NaN or infinity)"
+    if not heat.any():
+        return f"{what} is zero everywhere: it ranks no patch above another"
+    if np.ptp(heat) <= rtol * float(np.abs(heat).max()):
+        return f"{what} is {heat.flat[0]:.4g} everywhere: it ranks no patch above another"
+    return None
+
+
 def top_predictions(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 5):
     """The ``k`` most probable classes, most probable first (ties broken by class index)."""
     order = np.lexsort((np.arange(len(probabilities)), -probabilities))[:k]

@@ -5,12 +5,18 @@
   far the map moves from the original one (Spearman rank correlation). A map that does not change
   when the weights it claims to explain are destroyed is not explaining the model.
 - The perturbation test of Chefer et al. (2021): remove the most relevant (positive test) or the
-  least relevant (negative test) patches in steps of 10% and follow the predicted class's
-  probability. A faithful map makes the positive curve fall fast (small area) and the negative
-  curve fall slowly (large area).
+  least relevant (negative test) part of the image in steps of 10% and follow what the model
+  still gets right. A faithful map makes the positive curve fall fast (small area) and the
+  negative curve fall slowly (large area). Two protocols (:data:`PROTOCOLS`): ``mean-patch``
+  removes whole patches, sets them to the mean colour and follows the predicted class's
+  probability, image by image; ``chefer2021`` is the paper's own: pixels of the map upsampled to
+  the input are set to black and the top-1 accuracy against each image's label is followed, as
+  its published tables are.
 
 Both take an explainer, ``(model, batch) -> (rows, cols) map`` (see
-:func:`~vitexplorer.core.methods.method_explainer`), so they check any method alike.
+:func:`~vitexplorer.core.methods.method_explainer`), so they check any method alike. A map that
+ranks no patch above another, or a model whose output is the same for every class, has nothing
+to check: the steps and images concerned carry a note instead of a number that means nothing.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision.models import VisionTransformer
 
+from vitexplorer.core.analysis import constant_output, flat_map
 from vitexplorer.core.data import ImageLoadError, load_image, preprocess
 from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.vit import SmallViT
@@ -77,8 +85,9 @@ class SanityStep:
     """The map after randomising ``name`` and everything above it, against the original."""
 
     name: str  # "original", "head", "block L" .. "block 1" (1-based, as the explorer), "embedding"
-    correlation: float  # Spearman with the original map; 1.0 for the original itself
+    correlation: float  # Spearman with the original map; 1.0 for the original itself; NaN: see note
     map: np.ndarray  # (rows, cols) float32
+    note: str | None = None  # why the correlation is undefined (a map that ranks nothing)
 
 
 Part = nn.Module | nn.Parameter
@@ -150,11 +159,21 @@ def sanity_check(
     again. Re-initialisation uses each module's own ``reset_parameters`` and normal(0, 0.02) for
     bare parameters, seeded from ``seed``. ``cancelled`` is checked between steps; a cancelled
     check simply ends early.
+
+    A class-specific explainer should explain one fixed class (see
+    :func:`~vitexplorer.core.methods.hold_target`), or each randomised model's own prediction is
+    explained and a change of class is mixed into the change of weights. When the original map
+    ranks no patch above another (zero or one value everywhere) every correlation is undefined:
+    the steps carry NaN and a note saying why; so does a step whose own map is flat.
     """
     stop = cancelled or (lambda: False)
     steps = randomisation_steps(model.module)  # refuses an unknown architecture before any work
     original = np.asarray(explain(model, batch), dtype=np.float32)
-    yield SanityStep("original", 1.0, original)
+    original_flat = flat_map(original, "the original map")
+    if original_flat:
+        yield SanityStep("original", float("nan"), original, original_flat)
+    else:
+        yield SanityStep("original", 1.0, original)
     randomised = LoadedModel(copy.deepcopy(model.module), model.spec, model.device)
     parts = dict(randomisation_steps(randomised.module))
     seeds = np.random.SeedSequence(seed).generate_state(len(steps), dtype=np.uint32)
@@ -163,7 +182,9 @@ def sanity_check(
             return
         _reinitialise(parts[name], int(step_seed))
         current = np.asarray(explain(randomised, batch), dtype=np.float32)
-        yield SanityStep(name, spearman(original, current), current)
+        note = original_flat or flat_map(current, f"the map after randomising {name}")
+        correlation = float("nan") if note else spearman(original, current)
+        yield SanityStep(name, correlation, current, note)
 
 
 # --- Faithfulness: the perturbation test ------------------------------------------------------
@@ -217,9 +238,14 @@ def area_under(fractions: np.ndarray, values: np.ndarray) -> float:
 
 
 @torch.inference_mode()
-def _class_probabilities(model: LoadedModel, images: torch.Tensor) -> np.ndarray:
+def _forward(model: LoadedModel, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and class probabilities of a batch, (images, classes) float32 each."""
     logits = model.module(images.to(model.device)).float()
-    return logits.softmax(-1).cpu().numpy()
+    return logits.cpu().numpy(), logits.softmax(-1).cpu().numpy()
+
+
+def _class_probabilities(model: LoadedModel, images: torch.Tensor) -> np.ndarray:
+    return _forward(model, images)[1]
 
 
 def perturbation_curve(
@@ -238,14 +264,154 @@ def perturbation_curve(
     return fractions, _class_probabilities(model, copies)[:, target]
 
 
+# --- The protocol of Chefer et al. (2021): black pixels, top-1 accuracy against the label ------
+
+PROTOCOLS: tuple[str, ...] = ("mean-patch", "chefer2021")
+PROTOCOL_FACTS: dict[str, dict[str, str]] = {
+    "mean-patch": {
+        "removes": "whole patches, in the order of the map over the patch grid",
+        "removed_to": "the dataset's mean colour (0 after normalisation)",
+        "measures": "the probability of the class predicted for the untouched image, per image",
+        "range": "0% to 100% of the patches",
+    },
+    "chefer2021": {
+        "removes": "pixels, in the order of the map upsampled bilinearly to the input size",
+        "removed_to": "black (0 before normalisation, (0 - mean) / std after it)",
+        "measures": "top-1 accuracy against each image's label (the folder it is in)",
+        "range": "0% up to, not including, 100% of the pixels (0% to 90% in their ten steps)",
+    },
+}
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def chefer_fractions(steps: int = 10) -> np.ndarray:
+    """0, 1/steps, ..., (steps - 1)/steps: 0% to 90% in steps of 10% for ten steps, the
+    fractions of pixels Chefer et al. (2021) remove (never all of them)."""
+    if steps < 2:
+        raise ValueError(f"the chefer2021 protocol needs at least two steps, not {steps}")
+    return perturbation_fractions(steps)[:-1]
+
+
+def black_input(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(3,) float32: a black pixel (0 in every channel before normalisation) as the model sees
+    it after normalisation, ``(0 - mean) / std``; not 0, which is the mean colour."""
+    return -torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
+
+
+def upsampled_map(relevance: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width) float64: the map over the patch grid upsampled bilinearly (half-pixel
+    centres, ``align_corners=False``), as Chefer et al. upsample theirs before removing pixels."""
+    heat = torch.as_tensor(np.asarray(relevance, dtype=np.float64))[None, None]
+    up = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
+
+
+def pixel_removal_counts(num_pixels: int, steps: int = 10) -> np.ndarray:
+    """How many pixels each step of :func:`chefer_fractions` removes: ``k / steps`` of them,
+    rounded down as the paper's ``int(base_size * step)``."""
+    return (np.arange(steps) * num_pixels) // steps
+
+
+def pixel_removed_copies(
+    batch: torch.Tensor,
+    relevance: np.ndarray,
+    positive: bool,
+    black: torch.Tensor,
+    steps: int = 10,
+) -> torch.Tensor:
+    """(steps, 3, H, W): copy k of the normalised (1, 3, H, W) ``batch`` with the
+    ``pixel_removal_counts[k]`` most relevant (``positive``) or least relevant pixels of the
+    upsampled map set to ``black`` (3,), the normalised black of :func:`black_input`. Ties go
+    to the lower pixel index (row-major)."""
+    if batch.ndim != 4 or batch.shape[0] != 1:
+        raise ValueError(f"one image at a time, a (1, 3, H, W) batch; got {tuple(batch.shape)}")
+    height, width = batch.shape[-2:]
+    scores = upsampled_map(relevance, height, width).ravel()
+    order = np.argsort(-scores if positive else scores, kind="stable")
+    rank = np.empty(scores.size, dtype=np.int64)
+    rank[order] = np.arange(scores.size)  # 0 = removed first
+    counts = pixel_removal_counts(scores.size, steps)
+    removed = torch.from_numpy(rank[None, :] < counts[:, None]).reshape(-1, 1, height, width)
+    fill = black.to(device=batch.device, dtype=batch.dtype)[None, :, None, None]
+    return torch.where(removed.to(batch.device), fill, batch.expand(steps, -1, -1, -1))
+
+
+def class_of_folder(name: str, class_names: Sequence[str]) -> int | None:
+    """The class a folder named ``name`` holds: one of ``class_names`` (case does not matter),
+    or an index into them; None when it is neither."""
+    folded = name.strip().casefold()
+    for index, class_name in enumerate(class_names):
+        if class_name.casefold() == folded:
+            return index
+    if folded.isdigit() and int(folded) < len(class_names):
+        return int(folded)
+    return None
+
+
+def labelled_images(
+    folders: Sequence[str | Path], class_names: Sequence[str]
+) -> list[tuple[Path, int]]:
+    """(image, label) for every image file under the class subfolders of ``folders``, each
+    subfolder named after one of ``class_names`` or its index. ValueError, saying what is
+    wrong, for anything else: a file given, no subfolders, a subfolder that names no class,
+    images outside the subfolders (their label is unknown), or no image at all."""
+    from vitexplorer.core.session import IMAGE_SUFFIXES
+
+    def images_in(entries: list[Path]) -> list[Path]:
+        return [
+            p
+            for p in entries
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        ]
+
+    n = len(class_names)
+    found: list[tuple[Path, int]] = []
+    for folder in (Path(f).expanduser() for f in folders):
+        if not folder.is_dir():
+            raise ValueError(f"{folder} is not a folder")
+        entries = sorted(folder.iterdir())
+        loose = images_in(entries)
+        if loose:
+            raise ValueError(
+                f"{folder} holds {len(loose)} image(s) outside class subfolders "
+                f"({loose[0].name}), whose label is unknown"
+            )
+        subfolders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+        if not subfolders:
+            raise ValueError(f"{folder} has no class subfolders")
+        for sub in subfolders:
+            label = class_of_folder(sub.name, class_names)
+            if label is None:
+                raise ValueError(
+                    f"the subfolder {sub.name!r} of {folder} is neither one of the model's {n} "
+                    f"class names nor an index from 0 to {n - 1}"
+                )
+            found += [(path, label) for path in images_in(sorted(sub.rglob("*")))]
+    if not found:
+        raise ValueError(
+            f"no image files in the class subfolders of {', '.join(map(str, folders))}"
+        )
+    return found
+
+
+# --- Faithfulness over images -----------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ImageFaithfulness:
     source: str  # the path, or "image i" for an image given in memory
-    target: int  # the predicted class, whose probability the curves follow
-    positive: np.ndarray  # (steps + 1,) probabilities, most relevant patches removed first
-    negative: np.ndarray  # (steps + 1,) probabilities, least relevant patches removed first
-    positive_auc: float  # lower is better
+    target: int  # the class followed: predicted (mean-patch) or the label (chefer2021)
+    positive: np.ndarray  # the curve with the most relevant part removed first
+    negative: np.ndarray  # the curve with the least relevant part removed first
+    positive_auc: float  # lower is better; NaN when ``note`` says why there is none
     negative_auc: float  # higher is better
+    predicted: int | None = None  # the class predicted for the untouched image
+    note: str | None = None  # why this image's curves mean nothing (a constant output, a flat map)
 
 
 @dataclass(frozen=True)
@@ -256,45 +422,107 @@ class FaithfulnessProgress:
 
 @dataclass
 class FaithfulnessResult:
+    """The curves of every image tested. Images with a ``note`` (a model whose output is the
+    same for every class, a map that ranks nothing) are kept but left out of the means.
+
+    With ``chefer2021`` each curve is 1 or 0 (right or wrong) per step, so the mean curve is
+    the top-1 accuracy and the mean of the areas is the area under it (the trapezoid rule is
+    linear): the number the paper's tables give, there in percent."""
+
     fractions: np.ndarray
     images: list[ImageFaithfulness] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     cancelled: bool = False
+    protocol: str = "mean-patch"
+
+    @property
+    def counted(self) -> list[ImageFaithfulness]:
+        """The images the means are taken over: those without a note."""
+        return [i for i in self.images if i.note is None]
+
+    @property
+    def excluded(self) -> list[tuple[str, str]]:
+        """(source, note) of the images left out of the means."""
+        return [(i.source, i.note) for i in self.images if i.note is not None]
+
+    def _mean(self, values: list) -> np.ndarray | float:
+        return np.mean(values, axis=0) if values else float("nan")
 
     @property
     def positive_auc(self) -> float:
-        """The mean over the images; NaN when there are none."""
-        aucs = [i.positive_auc for i in self.images]
-        return float(np.mean(aucs)) if aucs else float("nan")
+        """The mean over the counted images; NaN when there are none."""
+        return float(self._mean([i.positive_auc for i in self.counted]))
 
     @property
     def negative_auc(self) -> float:
-        aucs = [i.negative_auc for i in self.images]
-        return float(np.mean(aucs)) if aucs else float("nan")
+        return float(self._mean([i.negative_auc for i in self.counted]))
+
+    @property
+    def positive_curve(self) -> np.ndarray:
+        """The mean curve over the counted images (all NaN when there are none)."""
+        curves = [i.positive for i in self.counted]
+        return np.mean(curves, axis=0) if curves else np.full(self.fractions.shape, np.nan)
+
+    @property
+    def negative_curve(self) -> np.ndarray:
+        curves = [i.negative for i in self.counted]
+        return np.mean(curves, axis=0) if curves else np.full(self.fractions.shape, np.nan)
 
 
 def image_faithfulness(
-    model: LoadedModel, batch: torch.Tensor, explain: Explainer, source: str, steps: int = 10
+    model: LoadedModel,
+    batch: torch.Tensor,
+    explain: Explainer,
+    source: str,
+    steps: int = 10,
+    protocol: str = "mean-patch",
+    label: int | None = None,
 ) -> ImageFaithfulness:
-    """Both perturbation curves of one preprocessed image, in one forward pass of 2 (steps + 1)
-    copies; the target is the class the model predicts for the untouched image."""
+    """Both perturbation curves of one preprocessed image, in one forward pass of all the
+    perturbed copies (the first copy of each curve is the untouched image).
+
+    ``mean-patch``: the probability of the class predicted for the untouched image, whole
+    patches set to the mean colour, ``steps + 1`` points from 0% to 100%. ``chefer2021``: 1 when
+    the top-1 class equals ``label``, else 0, pixels set to black, ``steps`` points from 0% to
+    90%. When the untouched image's logits are all equal (or not finite) or the map ranks no
+    patch above another, the areas are NaN and ``note`` says why."""
+    check_protocol(protocol)
+    if protocol == "chefer2021" and label is None:
+        raise ValueError("the chefer2021 protocol measures accuracy: it needs the image's label")
     relevance = np.asarray(explain(model, batch))
     if relevance.shape != model.spec.grid:
         raise ValueError(f"the map is {relevance.shape}, not the model's grid {model.spec.grid}")
-    copies = torch.cat(
-        [perturbed_copies(batch, relevance, positive, steps) for positive in (True, False)]
-    )
-    probabilities = _class_probabilities(model, copies)
-    target = int(np.argmax(probabilities[0]))
-    positive, negative = probabilities[: steps + 1, target], probabilities[steps + 1 :, target]
-    fractions = perturbation_fractions(steps)
+    if protocol == "mean-patch":
+        fractions = perturbation_fractions(steps)
+        copies = [perturbed_copies(batch, relevance, positive, steps) for positive in (True, False)]
+    else:
+        fractions = chefer_fractions(steps)
+        black = black_input(model.spec.mean, model.spec.std)
+        copies = [
+            pixel_removed_copies(batch, relevance, positive, black, steps)
+            for positive in (True, False)
+        ]
+    logits, probabilities = _forward(model, torch.cat(copies))
+    points = len(fractions)
+    predicted = int(np.argmax(probabilities[0]))
+    if protocol == "mean-patch":
+        target = predicted
+        values = probabilities[:, target].astype(np.float64)
+    else:
+        target = int(label)
+        values = (np.argmax(logits, axis=1) == target).astype(np.float64)
+    positive, negative = values[:points], values[points:]
+    note = constant_output(logits[0]) or flat_map(relevance)
+    nan = float("nan")
     return ImageFaithfulness(
         source=source,
         target=target,
         positive=positive,
         negative=negative,
-        positive_auc=area_under(fractions, positive),
-        negative_auc=area_under(fractions, negative),
+        positive_auc=nan if note else area_under(fractions, positive),
+        negative_auc=nan if note else area_under(fractions, negative),
+        predicted=predicted,
+        note=note,
     )
 
 
@@ -304,16 +532,25 @@ def faithfulness(
     explain: Explainer,
     steps: int = 10,
     cancelled: CancelCheck | None = None,
+    protocol: str = "mean-patch",
+    labels: Sequence[int] | None = None,
 ) -> Iterator[FaithfulnessProgress | FaithfulnessResult]:
-    """The perturbation test over ``images`` (PIL images or paths).
+    """The perturbation test over ``images`` (PIL images or paths), by ``protocol``
+    (``chefer2021`` needs ``labels``, one per image).
 
     Yields :class:`FaithfulnessProgress` before the first image and after each one, then one
     :class:`FaithfulnessResult` with each image's curves and AUCs and their means. Images that
     cannot be read are skipped and listed with the reason. ``cancelled`` is checked between
     images; a cancelled run still ends with the result of the images done.
     """
+    check_protocol(protocol)
+    if protocol == "chefer2021" and (labels is None or len(labels) != len(images)):
+        raise ValueError("the chefer2021 protocol needs one label per image")
+    fractions = (
+        perturbation_fractions(steps) if protocol == "mean-patch" else chefer_fractions(steps)
+    )
     stop = cancelled or (lambda: False)
-    result = FaithfulnessResult(fractions=perturbation_fractions(steps))
+    result = FaithfulnessResult(fractions=fractions, protocol=protocol)
     total = len(images)
     yield FaithfulnessProgress(0, total)
     for index, item in enumerate(images):
@@ -331,6 +568,9 @@ def faithfulness(
                 yield FaithfulnessProgress(index + 1, total)
                 continue
         batch = preprocess(image, model.spec).unsqueeze(0).to(model.device)
-        result.images.append(image_faithfulness(model, batch, explain, source, steps))
+        label = None if labels is None else labels[index]
+        result.images.append(
+            image_faithfulness(model, batch, explain, source, steps, protocol, label)
+        )
         yield FaithfulnessProgress(index + 1, total)
     yield result

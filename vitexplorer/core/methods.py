@@ -10,7 +10,7 @@ class-specific relevance of Chefer et al. (2021) for the CLS token. Every method
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -174,6 +174,25 @@ def method_explainer(method: str, options: MethodOptions) -> Explainer:
         return explanation_map(method, options, model=model, batch=batch)
 
     return explain
+
+
+@torch.inference_mode()
+def image_logits(model: LoadedModel, batch: torch.Tensor) -> np.ndarray:
+    """The plain forward's logits for one (1, 3, H, W) image, (classes,) float32."""
+    return model.module(batch.to(model.device))[0].float().cpu().numpy()
+
+
+def hold_target(method: str, options: MethodOptions, logits: np.ndarray) -> MethodOptions:
+    """``options`` with the class relevance explains fixed: the given ``target_class``, else
+    the class ``logits`` predict (the first maximum, as ``torch.argmax`` picks it).
+
+    An explainer built from the result explains that class for every model it is handed, so a
+    check that explains changed copies of the model (the sanity check's randomised ones) does
+    not mix a change of class into the change of weights. Other methods are class-agnostic:
+    their options come back as they are."""
+    if check_method(method) != "relevance" or options.target_class is not None:
+        return options
+    return replace(options, target_class=int(np.argmax(np.asarray(logits))))
 
 
 def model_explainer(

@@ -9,6 +9,8 @@ maps, and the app's export writes one beside each exported view.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,31 @@ def method_card(
     if extra:
         card.update(extra)
     return card
+
+
+def json_ready(data: Any, where: str = "") -> tuple[Any, list[str]]:
+    """``data`` with every non-finite float (NaN, infinity) replaced by None, and numpy scalars
+    and arrays made plain, so that strict JSON can hold it; with the places replaced
+    (``predictions[0].probability``), for a warning."""
+    replaced: list[str] = []
+
+    def clean(value: Any, at: str) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v, f"{at}.{k}" if at else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{at}[{i}]") for i, v in enumerate(value)]
+        if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+            return clean(value.tolist(), at)  # a numpy scalar or array
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(at)
+            return None
+        return value
+
+    return clean(data, where), replaced
+
+
+def strict_json(data: dict[str, Any]) -> tuple[bytes, list[str]]:
+    """``data`` as indented JSON that every parser accepts (non-finite numbers become null),
+    and the places that were not finite."""
+    clean, replaced = json_ready(data)
+    return (json.dumps(clean, indent=2, allow_nan=False) + "\n").encode("utf-8"), replaced

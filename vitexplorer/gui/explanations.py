@@ -26,6 +26,7 @@ class Explanations(QObject):
         self.window = window
         self.maps = MapCache()  # rollout layers and relevance maps of the open images
         self.relevance_asked: set[tuple[str, int]] = set()  # (image key, class) in the worker
+        self.noticed: set[tuple[str, str]] = set()  # (image key, what) already in the notice bar
         self.method_bar = MethodBar()
         self.compare_bar = MethodBar(compare=False, title="Compare with")
         self.compare_bar.set_method("rollout")
@@ -69,6 +70,7 @@ class Explanations(QObject):
             bar.set_predictions([])  # class indices of the old model mean nothing now
         self.maps.forget()
         self.relevance_asked.clear()
+        self.noticed.clear()
         self.analytics.clear_statistics()
         if info.structure is not None:
             self.analytics.set_structure(*info.structure)
@@ -84,6 +86,18 @@ class Explanations(QObject):
             bar.blockSignals(False)
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
+        from vitexplorer.core.analysis import constant_output  # torch is loaded by now
+
+        reason = constant_output(analysis.logits)
+        if reason:
+            self._notice("output", f"{self.window.session.current.name}: {reason}.")
+
+    def _notice(self, what: str, message: str) -> None:
+        """``message`` in the window's notice bar, once per image and ``what``."""
+        key = (self.window.session.current_key, what)
+        if key not in self.noticed:
+            self.noticed.add(key)
+            self.window.notice.add(message)
 
     def draw(self, patch) -> None:  # noqa: ANN001
         """The overlays of the main view and, when shown, the compare view."""
@@ -119,13 +133,19 @@ class Explanations(QObject):
             view.title.setText(f"{name}{what}: computing…")
             return
         view.set_heat(heat)
+        from vitexplorer.core.analysis import flat_map
+
+        flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
+        if flat:
+            self._notice(what, f"{self.window.session.current.name}, {what}: {flat}.")
+        said = f" · {flat.split(':')[0]}" if flat else ""
         if choice.method == "relevance":
             view.set_selected_patch(None)
-            view.title.setText(f"{name}{what}")
+            view.title.setText(f"{name}{what}{said}")
             return
         view.set_selected_patch(patch)
         where = "the CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
-        view.title.setText(f"{name}{what} · {where} (token {sel.token})")
+        view.title.setText(f"{name}{what} · {where} (token {sel.token}){said}")
 
     def show_compare(self, shown: bool) -> None:
         """The second view, side by side, with its own method or class."""
@@ -234,7 +254,8 @@ class Explanations(QObject):
         ``base``.compare.*); returns the files written."""
         from types import SimpleNamespace
 
-        from vitexplorer.core.provenance import method_card
+        from vitexplorer.core.analysis import constant_output, flat_map
+        from vitexplorer.core.provenance import json_ready, method_card
         from vitexplorer.gui.export import export_view
 
         analysis, sel, entry = (
@@ -258,6 +279,7 @@ class Explanations(QObject):
             if view.heat_values.size == 0:
                 continue  # a relevance map still being computed
             choice = bar.choice()
+            warnings = [constant_output(analysis.logits), flat_map(view.heat_values)]
             card = method_card(
                 facts,
                 choice.method,
@@ -270,7 +292,9 @@ class Explanations(QObject):
                         "name": analysis.predictions[0].name,
                         "probability": analysis.predictions[0].probability,
                     },
+                    "warnings": [w for w in warnings if w],
                 },
             )
+            card = json_ready(card)[0]  # a probability that is not finite is null: valid JSON
             written += export_view(target, view.scene(), view.heat_values, card)
         return written

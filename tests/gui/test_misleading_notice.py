@@ -1,0 +1,79 @@
+"""A model whose output is the same for every class, and a relevance map of zeros, are said so in
+the window's notice bar and the view's title, not drawn as if they meant something."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.gui.conftest import GUI_CONFIG, make_window
+from tests.gui.test_main_window import drop_and_wait
+from tests.gui.test_methods import choose
+from vitexplorer.core.models import load_model, save_checkpoint
+from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.workers import ModelRequest
+
+
+@pytest.fixture(scope="module")
+def zero_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GUI's tiny model with a head of zeros, as torchvision builds random weights."""
+    torch.manual_seed(0)
+    model = load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
+    with torch.no_grad():
+        model.module.head.weight.zero_()
+        model.module.head.bias.zero_()
+    path = tmp_path_factory.mktemp("zero") / "zero-head.safetensors"
+    save_checkpoint(path, model, {"class_names": [f"kind {i}" for i in range(7)]})
+    return path
+
+
+@pytest.fixture
+def zero_window(qtbot, tmp_path: Path, zero_head: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(zero_head)))
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.start()
+    thread = window._worker_thread.thread
+    yield window
+    window.close()
+    assert thread.isFinished(), "the model worker thread outlived the window"
+
+
+def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, photo) -> None:  # noqa: ANN001
+    window = zero_window
+    drop_and_wait(qtbot, window, photo)
+    assert window.analysis.predictions[0].probability == pytest.approx(1 / 7)
+    assert window.notice.isVisible()
+    assert window.notice.messages == [
+        "photo.png: every logit is 0: the output does not depend on the class (each gets "
+        "14.29%), so the prediction and any class-specific map mean nothing; a head of zeros "
+        "does this, as torchvision builds it for random weights."
+    ]
+    assert "zero everywhere" not in window.image_view.title.text  # attention still ranks
+
+    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+        choose(window.method_bar.method_box, "relevance")
+    qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
+    assert not window.image_view.heat_values.any()  # the gradient of a zero head is zero
+    assert window.image_view.title.text.endswith("· the map is zero everywhere")
+    assert len(window.notice.messages) == 2
+    assert window.notice.messages[1].startswith("photo.png, relevance for 'kind 0' (predicted)")
+    assert window.notice.messages[1].endswith("the map is zero everywhere: it ranks no patch above "
+                                              "another.")  # fmt: skip
+
+    choose(window.method_bar.method_box, "rollout")  # and back: said once, not on every redraw
+    choose(window.method_bar.method_box, "relevance")
+    assert len(window.notice.messages) == 2
+    assert np.isfinite(window.image_view.heat_values).all()
+
+
+def test_a_working_model_gets_no_notice(qtbot, window, photo) -> None:  # noqa: ANN001
+    drop_and_wait(qtbot, window, photo)
+    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+        choose(window.method_bar.method_box, "relevance")
+    qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
+    assert window.notice.messages == []
+    assert "everywhere" not in window.image_view.title.text
