@@ -28,7 +28,7 @@ def main() -> None:
     folder = Path(args.folder) if args.folder else root.parent / "shared" / "data" / "images"
     images = sorted(str(p) for p in folder.glob("*") if p.suffix.lower() in SUFFIXES)
     if not images:
-        images = [str(root / "resources" / "sample.png")]
+        images = [str(root / "vitexplorer" / "resources" / "sample.png")]
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable,
