@@ -67,6 +67,7 @@ COMMANDS = tuple(_COMMANDS)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _printable_streams()
     try:
         if args and args[0] in _COMMANDS:
             parser, run = _COMMANDS[args[0]]
@@ -82,6 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("\n")
         error("interrupted")
         return 130
+
+
+def _printable_streams() -> None:
+    """File names that are not valid in the locale's encoding (bytes that are not UTF-8, kept by
+    Python as surrogates) are printed as escapes instead of stopping the command."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change now: leave it
+                pass
 
 
 def _gui_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,10 @@ turns everything else (EXIF-rotated, 16-bit, CMYK, palette, with alpha) into pla
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -20,6 +23,12 @@ from torchvision.transforms import InterpolationMode
 from vitexplorer.core.models import ModelSpec
 
 MAX_PIXELS = 100_000_000  # 100 megapixels: bigger than any camera, smaller than a bomb
+MAX_FILE_BYTES = 500_000_000  # bytes; an image file larger than this is refused unread
+# The raster formats decoded, and no others: Pillow would hand EPS and PostScript (whatever the
+# file's name) to Ghostscript, an external program; nothing external ever runs here. MPO is the
+# JPEG that phones write. The suffixes shown in file dialogs and searched in folders are
+# vitexplorer.core.session.IMAGE_SUFFIXES, which name these formats.
+RASTER_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 class ImageLoadError(ValueError):
@@ -30,17 +39,10 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
     """Decode ``source`` (a path or encoded bytes) to an upright 8-bit RGB image."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, data = "clipboard image", bytes(source)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageLoadError(f"{name}: {_megabytes(len(data))} is more than the limit")
     else:
-        path = Path(source)
-        name = path.name
-        if not path.exists():
-            raise ImageLoadError(f"{name}: file not found")
-        if path.is_dir():
-            raise ImageLoadError(f"{name}: is a folder, not an image")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+        name, data = _display_name(source), read_image_file(source)
     if not data:
         raise ImageLoadError(f"{name}: the file is empty")
     try:
@@ -48,7 +50,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
             # Pillow warns from 89 MP on; max_pixels is the limit here, checked before decoding.
             # Pillow's own DecompressionBombError (twice its warning level) still applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=_raster_formats())
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageLoadError(
@@ -59,20 +61,117 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
     except ImageLoadError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{name}: not an image format that can be read") from exc
+        raise ImageLoadError(
+            f"{name}: not an image format that vitexplorer reads "
+            f"({', '.join(f for f in RASTER_FORMATS if f != 'MPO')})"
+        ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(
             f"{name}: too many pixels to decode safely; scale it down first ({exc})"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{name}: the file is truncated or corrupt ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageLoadError(f"{name}: not enough memory to decode it") from exc
+    except Exception as exc:  # Pillow raises many kinds on damaged files: all mean the same
+        raise ImageLoadError(f"{name}: the file is truncated or corrupt ({_reason(exc)})") from exc
     if width == 0 or height == 0:
         raise ImageLoadError(f"{name}: the image has no pixels")
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block should not cost the user the picture
         pass
-    return to_rgb8(image)
+    try:
+        return to_rgb8(image)
+    except MemoryError as exc:
+        raise ImageLoadError(f"{name}: not enough memory to decode it") from exc
+    except Exception as exc:
+        raise ImageLoadError(
+            f"{name}: its colour mode {image.mode} cannot be shown ({_reason(exc)})"
+        ) from exc
+
+
+def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path``, or an :class:`ImageLoadError` that says what it is
+    instead (missing, a folder, a pipe, a device, a looping link, too large, unreadable).
+
+    The file is opened without blocking and checked on its open descriptor before a byte is read,
+    so a FIFO cannot stall the caller and ``/dev/zero`` cannot fill the memory."""
+    name = _display_name(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as exc:
+        if os.path.islink(path):
+            raise ImageLoadError(f"{name}: a symbolic link to a file that does not exist") from exc
+        raise ImageLoadError(f"{name}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageLoadError(f"{name}: is a folder, not an image file") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            message = f"{name}: a symbolic link that loops (it never reaches a file)"
+            raise ImageLoadError(message) from exc
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ImageLoadError(f"{name}: the name is longer than the system allows") from exc
+        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    try:
+        info = os.fstat(fd)
+        kind = _not_a_file(info.st_mode)
+        if kind:
+            raise ImageLoadError(f"{name}: is {kind}, not an image file")
+        if info.st_size > limit:
+            raise ImageLoadError(
+                f"{name}: {_megabytes(info.st_size)} is more than the {_megabytes(limit)} limit "
+                f"for an image file"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = -1
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > limit:  # the file grew while it was read
+        raise ImageLoadError(f"{name}: more than the {_megabytes(limit)} limit for an image file")
+    return data
+
+
+def _not_a_file(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _display_name(path: str | Path) -> str:
+    """The file's name as it can be printed anywhere: bytes that are not UTF-8 as escapes."""
+    name = Path(path).name or str(path)
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _megabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.0f} MB" if nbytes >= 1e6 else f"{nbytes:,} bytes"
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in a few words, on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _raster_formats() -> list[str]:
+    Image.init()
+    return [f for f in RASTER_FORMATS if f in Image.OPEN]
 
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")

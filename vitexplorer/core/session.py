@@ -8,6 +8,7 @@ here.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,16 +31,74 @@ class ImageEntry:
     analysis: ImageAnalysis | None = None  # for the current model
 
 
+def is_image_name(name: str) -> bool:
+    """A name the app treats as an image file: a known suffix, not hidden (nor a temporary file
+    that a write in progress left)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (and its subfolders when ``recursive``), sorted.
+
+    One ``os.scandir`` per folder; links to folders are not followed (a link loop cannot trap it),
+    and folders that cannot be listed are skipped. Only regular files (or links to them) count.
+    """
+    found: list[Path] = []
+    pending = [os.fspath(folder)]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    try:
+                        if recursive and entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif is_image_name(entry.name) and entry.is_file():
+                            found.append(Path(entry.path))
+                    except OSError:
+                        continue
+        except OSError:
+            if current == os.fspath(folder):
+                raise
+    return sorted(found)
+
+
 def expand_paths(paths: list[str]) -> list[str]:
-    """Absolute paths of the files given; a folder becomes its image files, sorted by name."""
+    """Absolute paths of the files given; a folder becomes its image files, sorted by name.
+
+    A name that a file dialog or a drop turned into text with replacement characters (bytes
+    that are not UTF-8) is matched back to the file it names. Anything else that is not a folder
+    is kept as given, for the image reader to accept or to refuse with its reason."""
     expanded: list[str] = []
     for path in paths:
-        p = Path(path).absolute()
+        p = Path(recover_name(path)).absolute()
         if p.is_dir():
-            expanded += sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                expanded += [str(f) for f in image_files(p)]
+            except OSError:
+                expanded.append(str(p))  # the reader says why it cannot be read
         else:
             expanded.append(str(p))
     return expanded
+
+
+def recover_name(path: str) -> str:
+    """``path``, or the one file in its folder whose name it shows with U+FFFD replacement
+    characters where the real name has bytes that are not UTF-8 (Qt decodes such names so)."""
+    if "\ufffd" not in path or os.path.lexists(path):
+        return path
+    folder, name = os.path.split(path)
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return path
+    wanted = name.encode("utf-8", "surrogatepass")
+    matches = [
+        n
+        for n in names
+        if os.fsencode(n).decode("utf-8", "replace").encode("utf-8", "surrogatepass") == wanted
+    ]
+    return os.path.join(folder, matches[0]) if len(matches) == 1 else path
 
 
 class ImageSession:

@@ -44,4 +44,23 @@ def run_gui(images: list[str]) -> int:
     window = MainWindow()
     window.show()
     QTimer.singleShot(0, lambda: window.start(images or [sample_image_path()]))
-    return app.exec()
+    status = app.exec()
+    _exit_if_threads_are_stuck(status)
+    return status
+
+
+def _exit_if_threads_are_stuck(status: int) -> None:
+    """End the process now if a worker did not stop when the window closed: letting Python tear
+    down a running QThread aborts the process (and its settings were already saved)."""
+    from vitexplorer.gui.workers import threads_still_running
+
+    stuck = threads_still_running()
+    if not stuck:
+        return
+    print(
+        f"vitexplorer: {', '.join(stuck)} did not stop within 5 s of closing; exiting without it",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

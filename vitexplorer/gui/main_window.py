@@ -6,10 +6,12 @@ stored :class:`~vitexplorer.core.analysis.ImageAnalysis` with ``core.explain``; 
 
 from __future__ import annotations
 
+import os
+import urllib.parse
 from importlib.resources import files
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, Signal
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -48,11 +50,18 @@ MAX_RECENT = 10
 
 
 def sample_image_path() -> str:
-    """The bundled sample photo: packaged as vitexplorer.resources, or the source tree's."""
-    try:
-        return str(files("vitexplorer.resources") / "sample.png")
-    except ModuleNotFoundError:  # running from a checkout that shadows a regular install
-        return str(Path(__file__).resolve().parents[2] / "resources" / "sample.png")
+    """The bundled sample photo (the package vitexplorer.resources)."""
+    return str(files("vitexplorer.resources") / "sample.png")
+
+
+def local_path(url: QUrl) -> str:
+    """The file a ``file:`` URL names, exactly: a name whose bytes are not UTF-8 comes back as
+    Python spells it (surrogate escapes), where ``toLocalFile`` would put U+FFFD in their place
+    and name no file."""
+    if os.name == "nt" or url.host():
+        return url.toLocalFile()
+    raw = urllib.parse.unquote_to_bytes(url.path(QUrl.ComponentFormattingOption.FullyEncoded))
+    return os.fsdecode(raw)
 
 
 class MainWindow(QMainWindow):
@@ -468,7 +477,7 @@ class MainWindow(QMainWindow):
         if mime.hasImage():
             self.add_image_from(mime, "pasted")
         elif mime.hasUrls():
-            self.add_images([u.toLocalFile() for u in mime.urls() if u.isLocalFile()])
+            self.add_images([local_path(u) for u in mime.urls() if u.isLocalFile()])
         else:
             self.statusBar().showMessage("The clipboard holds no image", 5000)
 
@@ -496,7 +505,7 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         mime = event.mimeData()
-        paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+        paths = [local_path(u) for u in mime.urls() if u.isLocalFile()]
         if paths:
             self.add_images(paths)
             event.acceptProposedAction()

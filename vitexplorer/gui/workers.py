@@ -406,6 +406,17 @@ def _message(exc: BaseException) -> str:
     return failure_message(exc)
 
 
+# Threads that did not stop when asked (a job stuck in a call that cannot be interrupted): kept
+# referenced here so that Qt never destroys a running QThread (which aborts the process); the app
+# ends the process without waiting for them (see vitexplorer.gui.app.run_gui).
+_STILL_RUNNING: list[WorkerThread] = []
+
+
+def threads_still_running() -> list[str]:
+    """The names of the worker threads that were asked to stop and have not."""
+    return [t.thread.objectName() for t in _STILL_RUNNING if t.thread.isRunning()]
+
+
 class WorkerThread:
     """A worker (the :class:`ModelWorker` unless another is given) in its own QThread, stopped
     cleanly on :meth:`stop`. A worker has a ``cancel_event`` and a ``clear_queue()``."""
@@ -417,9 +428,17 @@ class WorkerThread:
         self.worker.moveToThread(self.thread)
         self.thread.start()
 
-    def stop(self, timeout_ms: int = 30000) -> bool:
-        """Cancel the running job, drop queued ones, and wait for the thread to end."""
+    def stop(self, timeout_ms: int = 5000) -> bool:
+        """Cancel the running job, drop queued ones, and wait for the thread to end.
+
+        A job cancels within one encoder block or one batch; one that is stuck regardless (a
+        call that cannot be interrupted) is left running, held so that it is never destroyed
+        while it runs, and False is returned: closing the window never waits long nor crashes.
+        """
         self.worker.clear_queue()
         self.worker.cancel_event.set()
         self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        if self.thread.wait(timeout_ms):
+            return True
+        _STILL_RUNNING.append(self)
+        return False
