@@ -48,8 +48,10 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
     try:
         with warnings.catch_warnings():
             # Pillow warns from 89 MP on; max_pixels is the limit here, checked before decoding.
-            # Pillow's own DecompressionBombError (twice its warning level) still applies.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's own DecompressionBombError (twice its warning level) still applies. Its
+            # other warnings (corrupt EXIF, truncated metadata) would be lines on the user's
+            # terminal about a file that either decodes or is refused with its reason.
+            warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data), formats=_raster_formats())
             width, height = image.size
             if width * height > max_pixels:
@@ -67,7 +69,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(
-            f"{name}: too many pixels to decode safely; scale it down first ({exc})"
+            f"{name}: too many pixels to decode safely (over the {max_pixels / 1e6:.0f} "
+            f"megapixel limit); scale it down first"
         ) from exc
     except MemoryError as exc:
         raise ImageLoadError(f"{name}: not enough memory to decode it") from exc
@@ -76,7 +79,9 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
     if width == 0 or height == 0:
         raise ImageLoadError(f"{name}: the image has no pixels")
     try:
-        image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block should not cost the user the picture
         pass
     try:
@@ -154,9 +159,13 @@ def _not_a_file(mode: int) -> str | None:
 
 
 def _display_name(path: str | Path) -> str:
-    """The file's name as it can be printed anywhere: bytes that are not UTF-8 as escapes."""
+    """The file's name as it can be printed on one line anywhere: bytes that are not UTF-8 and
+    characters that do not print (a newline) as escapes."""
     name = Path(path).name or str(path)
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _megabytes(nbytes: int) -> str:

@@ -387,7 +387,11 @@ class MainWindow(QMainWindow):
 
     # --- images -----------------------------------------------------------------------------
     def add_images(self, paths: list[str]) -> None:
-        for i, path in enumerate(expand_paths(paths)):
+        expanded = expand_paths(paths)
+        for path in paths:
+            if os.path.isdir(path) and not expand_paths([path]):
+                self.notice.add(f"Could not open {Path(path).name}: the folder holds no images")
+        for i, path in enumerate(expanded):
             self._add_entry(Path(path).name, path, select=i == 0)
 
     def add_image_bytes(self, data: bytes, name: str) -> None:

@@ -1,0 +1,228 @@
+"""Hostile and unusual image inputs, made on the spot in a folder: what a careless download, a
+malicious sender or an odd camera hands the app. Each case says what a user must get:
+``refused`` (one clear line naming the file and the reason), ``shown`` (decoded and analysed), or
+``either`` (a truncated file that may still hold a whole image: shown, or refused in one line,
+never a crash).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MARKER = "code-ran.marker"  # a hostile input that manages to run code creates this file
+
+
+@dataclass(frozen=True)
+class HostileImage:
+    case: str  # an id for reports
+    path: Path
+    expect: str  # "refused", "shown" or "either"
+    words: str = ""  # what a refusal must say (lower case), when expect is "refused"
+
+
+def photo(seed: int = 0, size: tuple[int, int] = (96, 64)) -> Image.Image:
+    """A small picture with structure in it (so a wrong orientation shows)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
+    rgb = np.stack([x * 255 // size[0], y * 255 // size[1], (x * y) % 256], axis=-1)
+    rgb = (rgb + rng.integers(0, 20, rgb.shape)).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(rgb)
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _eps(body: str) -> bytes:
+    return ("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n" + body + "\nshowpage\n").encode()
+
+
+def eps_payloads(folder: Path) -> dict[str, bytes]:
+    """PostScript that Pillow would hand to Ghostscript: a loop, an error, a print to stdout,
+    and one that writes the marker file (code execution, if it ever ran)."""
+    marker = (folder / MARKER).as_posix()
+    return {
+        "eps-loop": _eps("{ } loop"),
+        "eps-error": _eps("undefinedcommand"),
+        "eps-print": _eps("(hello from ghostscript) print flush"),
+        "eps-write": _eps(f"({marker}) (w) file dup (ran) writestring closefile"),
+    }
+
+
+def truncated_cases(folder: Path, offsets_per_format: int = 6) -> list[HostileImage]:
+    """The same picture in each readable format, cut at several offsets."""
+    picture = photo(1)
+    formats = {
+        "png": ("PNG", {}),
+        "jpg": ("JPEG", {"quality": 90}),
+        "gif": ("GIF", {}),
+        "webp": ("WEBP", {"quality": 80}),
+        "tif": ("TIFF", {}),
+        "bmp": ("BMP", {}),
+        "ppm": ("PPM", {}),
+    }
+    cases = []
+    rng = random.Random(9)
+    for suffix, (fmt, options) in formats.items():
+        data = encoded(picture, fmt, **options)
+        offsets = sorted({1, 8, 30, len(data) // 2, len(data) - 1, rng.randrange(2, len(data))})
+        for offset in offsets[:offsets_per_format]:
+            path = folder / f"cut-{suffix}-{offset}.{suffix}"
+            path.write_bytes(data[:offset])
+            cases.append(HostileImage(f"truncated {suffix} at {offset}", path, "either"))
+    return cases
+
+
+def odd_mode_cases(folder: Path) -> list[HostileImage]:
+    """Modes and depths that must be shown as ordinary RGB."""
+    base = photo(2)
+    grey = base.convert("L")
+    makers: dict[str, Callable[[], tuple[Image.Image, str]]] = {
+        "mode-1.png": lambda: (base.convert("1"), "PNG"),
+        "mode-L.png": lambda: (grey, "PNG"),
+        "mode-LA.png": lambda: (base.convert("LA"), "PNG"),
+        "mode-P.png": lambda: (base.convert("P"), "PNG"),
+        "mode-P-transparent.png": lambda: (base.convert("P"), "PNG"),
+        "mode-RGBA.png": lambda: (base.convert("RGBA"), "PNG"),
+        "mode-I16.png": lambda: (Image.fromarray(np.asarray(grey, np.uint16) * 257), "PNG"),
+        "mode-I.tif": lambda: (Image.fromarray(np.asarray(grey, np.int32) * 1000), "TIFF"),
+        "mode-F.tif": lambda: (Image.fromarray(np.asarray(grey, np.float32) / 255), "TIFF"),
+        "mode-F-nan.tif": lambda: (
+            Image.fromarray(np.where(np.asarray(grey) > 100, np.nan, 1.0).astype(np.float32)),
+            "TIFF",
+        ),
+        "mode-CMYK.jpg": lambda: (base.convert("CMYK"), "JPEG"),
+        "mode-CMYK.tif": lambda: (base.convert("CMYK"), "TIFF"),
+        "mode-YCbCr.tif": lambda: (base.convert("YCbCr"), "TIFF"),
+        "mode-LAB.tif": lambda: (base.convert("LAB"), "TIFF"),
+        "one-pixel.png": lambda: (Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
+        "strip-1x4000.png": lambda: (Image.new("RGB", (4000, 1), (0, 90, 0)), "PNG"),
+        "animated.gif": lambda: (base, "GIF"),
+    }
+    cases = []
+    for name, make in makers.items():
+        image, fmt = make()
+        path = folder / name
+        options: dict[str, object] = {}
+        if name == "animated.gif":
+            options = {"save_all": True, "append_images": [photo(3)]}
+        elif name == "mode-P-transparent.png":
+            options = {"transparency": 0}
+        image.save(path, format=fmt, **options)
+        cases.append(HostileImage(name, path, "shown"))
+    return cases
+
+
+def upright_picture() -> Image.Image:
+    return photo(4)
+
+
+def exif_orientation_cases(folder: Path) -> list[HostileImage]:
+    """The same upright picture stored in each of the 8 EXIF orientations (stored pixels
+    transformed the opposite way, the tag saying how to undo it)."""
+    # what Pillow's exif_transpose applies for each tag; the picture is stored with its inverse
+    applied = {
+        1: None,
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
+    inverse = {
+        Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
+        Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
+    }
+    upright = upright_picture()
+    cases = []
+    for orientation, transpose in applied.items():
+        stored = (
+            upright if transpose is None else upright.transpose(inverse.get(transpose, transpose))
+        )
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = folder / f"exif-{orientation}.png"
+        stored.save(path, format="PNG", exif=exif.tobytes())
+        cases.append(HostileImage(f"exif orientation {orientation}", path, "shown"))
+    return cases
+
+
+def special_file_cases(folder: Path) -> list[HostileImage]:
+    """Things that are not regular files, or not images, or too big to read."""
+    cases = []
+    for case, data in eps_payloads(folder).items():
+        path = folder / f"{case}.png"  # PostScript whatever the name says
+        path.write_bytes(data)
+        cases.append(HostileImage(case, path, "refused", "not an image format"))
+    fifo = folder / "fifo.png"
+    os.mkfifo(fifo)
+    cases.append(HostileImage("fifo", fifo, "refused", "pipe"))
+    cases.append(HostileImage("/dev/zero", Path("/dev/zero"), "refused", "device"))
+    (folder / "folder.png").mkdir()
+    cases.append(HostileImage("folder named .png", folder / "folder.png", "refused", "folder"))
+    os.symlink("loop-b.png", folder / "loop-a.png")
+    os.symlink("loop-a.png", folder / "loop-b.png")
+    cases.append(HostileImage("symlink loop", folder / "loop-a.png", "refused", "loops"))
+    os.symlink("nowhere.png", folder / "dangling.png")
+    cases.append(HostileImage("dangling symlink", folder / "dangling.png", "refused", "not exist"))
+    huge = folder / "huge.png"
+    with open(huge, "wb") as handle:  # sparse: 600 MB on paper, nothing on the disk
+        handle.truncate(600_000_000)
+    cases.append(HostileImage("600 MB file", huge, "refused", "600 mb is more than"))
+    bomb = folder / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # 400 MP in a few kB
+    cases.append(HostileImage("decompression bomb", bomb, "refused", "megapixel"))
+    (folder / "empty.png").write_bytes(b"")
+    cases.append(HostileImage("empty file", folder / "empty.png", "refused", "empty"))
+    (folder / "noise.jpg").write_bytes(random.Random(5).randbytes(5000))
+    cases.append(HostileImage("random bytes", folder / "noise.jpg", "refused", "not an image"))
+    (folder / "notes.png").write_text("not a picture\n" * 20)
+    cases.append(HostileImage("text file", folder / "notes.png", "refused", "not an image"))
+    header = bytearray(encoded(photo(5), "PNG"))
+    header[16:24] = (60000).to_bytes(4, "big") + (60000).to_bytes(4, "big")  # lying IHDR
+    (folder / "liar.png").write_bytes(bytes(header))
+    cases.append(HostileImage("PNG header lying about its size", folder / "liar.png", "refused"))
+    return cases
+
+
+def name_cases(folder: Path) -> list[HostileImage]:
+    """Valid images under names that tripped writers and readers."""
+    limit = os.pathconf(folder, "PC_NAME_MAX")
+    cases = []
+    for case, name in (
+        ("longest legal name", "l" * (limit - 4) + ".png"),
+        ("234-character name", "m" * 230 + ".png"),
+        ("spaces and quotes", 'it\'s a "photo" (1).png'),
+        ("newline in name", "two\nlines.png"),
+        ("leading dash", "-rf.png"),
+    ):
+        path = folder / name
+        photo(6).save(path, format="PNG")
+        cases.append(HostileImage(case, path, "shown"))
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9-\xff.png")  # not UTF-8
+    photo(7).save(raw.decode("utf-8", "surrogateescape"), format="PNG")
+    cases.append(HostileImage("non-UTF-8 name", Path(os.fsdecode(raw)), "shown"))
+    return cases
+
+
+def all_image_cases(folder: Path) -> list[HostileImage]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        *special_file_cases(folder),
+        *truncated_cases(folder),
+        *odd_mode_cases(folder),
+        *exif_orientation_cases(folder),
+        *name_cases(folder),
+    ]
