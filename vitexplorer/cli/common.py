@@ -83,6 +83,10 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:  # e.g. the torch hub cache is not writable
         raise Failed(f"cannot load the model: {exc}", 2) from exc
+    except (RuntimeError, MemoryError) as exc:  # e.g. no memory left on the GPU for it
+        from vitexplorer.core.analysis import failure_message
+
+        raise Failed(f"cannot load the model: {failure_message(exc)}", 2) from exc
     finally:
         if bar is not None:
             bar.close()

@@ -317,17 +317,14 @@ def _checked_checkpoint_path(out: Path) -> Path:
 
 
 def _check_model_source(name: str, weights: str) -> None:
-    """Fail now, not after a dataset download, on a model or weights file that is not there."""
+    """Fail now, not after a dataset download, on a model or weights file that would not load:
+    an unknown name, a path that is not a file, a checkpoint whose metadata is unsound."""
     from vitexplorer.core import models
 
-    if models.is_weights_path(name):
-        if not Path(name).is_file():
-            raise Failed(f"weights file not found: {name}", 2)
-    elif name not in models.MODEL_NAMES:
-        choices = ", ".join(models.MODEL_NAMES)
-        raise Failed(f"unknown model {name!r}; choose one of {choices} or a checkpoint path", 2)
-    elif weights not in ("default", "none") and not Path(weights).is_file():
-        raise Failed(f"weights file not found: {weights}", 2)
+    try:
+        models.check_model_source(name, weights)
+    except ValueError as exc:  # a WeightsFileError is one
+        raise Failed(str(exc), 2) from exc
 
 
 def _open_dataset(source: str, root: Path | None, config: Any) -> Any:

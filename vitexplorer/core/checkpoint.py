@@ -2,12 +2,23 @@
 
 Legacy ``.pth`` files are read with ``torch.load(weights_only=True)`` so that an untrusted pickle
 can never execute code.
+
+Everything about a weights file is untrusted: what the path is (a folder, a device, a named pipe),
+the safetensors header (lengths and offsets), the pickle, and the metadata. Every problem is a
+:class:`WeightsFileError` of one short line that names the file; never PyTorch's advice on
+``torch.load``.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import math
+import os
+import pickle
+import stat
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,52 +27,283 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vitexplorer.core.files import atomic_path, explain_write_error
+from vitexplorer.core.vit import show_value
 
 METADATA_KEY = "vitexplorer"
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+_MAX_HEADER = 100_000_000  # the most safetensors itself accepts
+_DTYPE_BITS = {  # safetensors' dtypes: the bits of one element
+    **dict.fromkeys(("F4",), 4),
+    **dict.fromkeys(("F6_E2M3", "F6_E3M2"), 6),
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("F8_E4M3FNUZ", "F8_E5M2FNUZ"), 8),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("I64", "U64", "F64", "C64"), 64),
+}
+ACCEPTED_FORMATS = (
+    "vitexplorer reads safetensors files and PyTorch state dicts of tensors (.pth/.pt/.bin)"
+)
 
 
 class WeightsFileError(ValueError):
     """A weights file that cannot be read or does not fit the chosen model."""
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """The state dict in ``path`` and vitexplorer's metadata if the file carries it."""
+def check_weights_path(path: str | Path) -> Path:
+    """``path`` if it names a regular file; else a :class:`WeightsFileError` that says what it
+    names instead. Only ``stat``: a named pipe would block whoever opens it."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsFileError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+    _regular_file(path)
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The state dict in ``path`` and vitexplorer's metadata if the file carries it.
+
+    The metadata is a JSON object, otherwise unchecked: see ``models.check_checkpoint_metadata``.
+    """
+    path = Path(path)
+    size = _regular_file(path).st_size
+    name = file_label(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and unpickler errors all mean the same to a user
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+        if path.suffix == ".safetensors" or _looks_like_safetensors(head, size):
+            return _read_safetensors(path, name, size)
+    except OSError as exc:
+        raise WeightsFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    return _read_torch(path, name, head), None
+
+
+def read_safetensors_header(
+    path: str | Path,
+) -> tuple[dict[str, tuple[int, ...]], dict[str, Any] | None]:
+    """The tensor shapes and vitexplorer metadata of a safetensors file, without its tensors."""
+    path = Path(path)
+    size = _regular_file(path).st_size
+    name = file_label(path)
+    try:
+        header = _safetensors_header(path, name, size)
+    except OSError as exc:
+        raise WeightsFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    return shapes, _metadata(header, name)
+
+
+def is_safetensors_file(path: str | Path) -> bool:
+    """Whether ``path`` (a regular file) is, or claims to be, a safetensors file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # never open a named pipe
+            return False
+        with open(path, "rb") as handle:
+            return _looks_like_safetensors(handle.read(16), os.fstat(handle.fileno()).st_size)
+    except (OSError, ValueError):
+        return False
+
+
+def file_label(path: Path) -> str:
+    """The file's name for a one-line message (escaped when it holds a newline or the like)."""
+    return path.name if path.name.isprintable() else ascii(path.name)
+
+
+def _regular_file(path: Path) -> os.stat_result:
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise WeightsFileError(f"weights file not found: {path}") from None
+    except PermissionError:
+        raise WeightsFileError(f"cannot read {path}: permission denied") from None
+    except (OSError, ValueError) as exc:  # a loop of links, a name with a NUL character
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise WeightsFileError(f"cannot read {path}: {reason}") from None
+    mode = info.st_mode
+    if stat.S_ISREG(mode) and info.st_size == 0:
+        raise WeightsFileError(f"{path} is empty, not a weights file")
+    if stat.S_ISREG(mode):
+        return info
+    if stat.S_ISDIR(mode):
+        what = "a folder"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    elif stat.S_ISFIFO(mode):
+        what = "a named pipe"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    else:
+        what = "not a regular file"
+    raise WeightsFileError(f"{path} is {what}, not a weights file")
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file under another suffix: an 8-byte length that fits, then ``{``."""
+    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size
+
+
+def _reason(exc: BaseException, limit: int = 120) -> str:
+    """The first line of a library's message, short, and without advice on torch.load."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if not first or "weights_only" in text:
+        return type(exc).__name__
+    first = first.removeprefix("Error while deserializing header: ")
+    return first if len(first) <= limit else first[: limit - 1] + "\u2026"
+
+
+def _read_torch(path: Path, name: str, head: bytes) -> dict[str, torch.Tensor]:
+    is_zip = head.startswith(b"PK")
+    is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 5"
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if is_zip or is_pickle:  # a pickle that holds more than tensors: never run, never loaded
+            raise WeightsFileError(
+                f"{name} contains Python code or objects that cannot be loaded safely, so they "
+                f"are not loaded; {ACCEPTED_FORMATS}"
+            ) from exc
         raise WeightsFileError(
-            f"{path.name} is not a PyTorch weights file that can be loaded safely ({exc})"
+            f"{name} is not a PyTorch weights file: it is neither a zip archive nor a pickle; "
+            f"{ACCEPTED_FORMATS}"
         ) from exc
+    except EOFError as exc:
+        raise WeightsFileError(f"{name} is not a PyTorch weights file: it is truncated") from exc
+    except OSError as exc:
+        if exc.errno not in (None, errno.EINVAL):  # EINVAL: the zip reader, on a truncated file
+            raise WeightsFileError(f"cannot read {name}: {exc.strerror or _reason(exc)}") from exc
+        raise _damaged(name, exc, is_zip) from exc
+    except Exception as exc:  # zip, record and rebuild errors: a damaged file, to a user
+        raise _damaged(name, exc, is_zip) from exc
     if isinstance(obj, dict):
         for key in _NESTED_STATE_KEYS:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsFileError(f"{path.name} does not hold a state dict of tensors")
-    return obj, None
+    if not (
+        isinstance(obj, dict)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise WeightsFileError(f"{name} does not hold a state dict of tensors; {ACCEPTED_FORMATS}")
+    return obj
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+def _damaged(name: str, exc: BaseException, is_zip: bool) -> WeightsFileError:
+    if is_zip or "zip archive" in str(exc):
+        return WeightsFileError(
+            f"{name} is not a PyTorch weights file that can be read: it is damaged or truncated"
+        )
+    return WeightsFileError(
+        f"{name} is not a PyTorch weights file that can be read ({_reason(exc, 80)})"
+    )
+
+
+def _read_safetensors(
+    path: Path, name: str, size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    header = _safetensors_header(path, name, size)
+    metadata = _metadata(header, name)  # before the tensors: the cheaper failure first
     try:
         state = load_file(str(path), device="cpu")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            raw = (handle.metadata() or {}).get(METADATA_KEY)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsFileError(f"{path.name} is not a valid safetensors file ({exc})") from exc
-    try:
-        metadata = json.loads(raw) if raw else None
-    except json.JSONDecodeError as exc:
-        raise WeightsFileError(f"{path.name} has unreadable vitexplorer metadata ({exc})") from exc
+    except (SafetensorError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
+        raise WeightsFileError(f"{name} is not a valid safetensors file: {_reason(exc)}") from exc
     return state, metadata
+
+
+def _safetensors_header(path: Path, name: str, size: int) -> dict[str, Any]:
+    """The checked JSON header: its length within the file, every tensor's data inside it."""
+    bad = f"{name} is not a valid safetensors file"
+    if size < 8:
+        raise WeightsFileError(f"{bad}: it is only {size} bytes long")
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > size - 8:
+            raise WeightsFileError(
+                f"{bad}: its header claims {length:,} bytes but only {size - 8:,} follow "
+                f"(a truncated file, or not safetensors)"
+            )
+        if length > _MAX_HEADER:
+            raise WeightsFileError(f"{bad}: its header claims {length:,} bytes, too many")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        raise WeightsFileError(f"{bad}: its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise WeightsFileError(f"{bad}: its header is not a JSON object")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise WeightsFileError(f"{bad}: its __metadata__ is not an object of texts")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (_whole_numbers(offsets) and len(offsets) == 2 and _whole_numbers(shape)):
+            raise WeightsFileError(f"{bad}: the entry of tensor {_key(key)} is malformed")
+        bits = _DTYPE_BITS.get(entry.get("dtype"))
+        if bits is not None and math.prod(shape) * bits != (offsets[1] - offsets[0]) * 8:
+            raise WeightsFileError(
+                f"{bad}: the shape of tensor {_key(key)} does not match the size of its data"
+            )
+        end = max(end, offsets[1])
+    data = size - 8 - length
+    if end > data:
+        raise WeightsFileError(
+            f"{name} is truncated: its tensors need {end:,} bytes of data but it holds {data:,}"
+        )
+    return header
+
+
+def _whole_numbers(values: object) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
+    )
+
+
+def _metadata(header: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """vitexplorer's metadata in a checked safetensors header: a JSON object, or None."""
+    raw = header.get("__metadata__", {}).get(METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise WeightsFileError(
+            f"{name} has unreadable vitexplorer metadata: it is not valid JSON"
+        ) from None
+    if not isinstance(meta, dict):
+        raise WeightsFileError(
+            f"{name} has invalid vitexplorer metadata: it is {show_value(meta)}, not a JSON object"
+        )
+    return meta
+
+
+def state_numel(state: Mapping[str, torch.Tensor | Sequence[int]]) -> int:
+    """How many numbers the tensors (or shapes) in ``state`` hold."""
+    total = 0
+    for shape in shapes_of(state).values():
+        count = 1
+        for dim in shape:
+            count *= dim
+        total += count
+    return total
+
+
+def shapes_of(state: Mapping[str, torch.Tensor | Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    return {
+        k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) for k, v in state.items()
+    }
+
+
+def _key(key: str, limit: int = 60) -> str:
+    """A state-dict key for a message: printable and short."""
+    text = key if key.isprintable() else ascii(key)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def save_weights(
@@ -84,15 +326,21 @@ def save_weights(
             raise failure from exc
 
 
-def check_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    """Raise a :class:`WeightsFileError` naming every mismatch between model and weights."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
+def check_fits(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor | Sequence[int]], what: str
+) -> None:
+    """Raise a :class:`WeightsFileError` naming every mismatch between model and weights.
+
+    ``state_dict`` holds tensors or only their shapes (from a safetensors header); ``model`` may
+    live on the meta device, which makes this a check before anything is allocated."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    given = shapes_of(state_dict)
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
     shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)}, model {tuple(v.shape)}"
+        f"{_key(k)}: file {given[k]}, model {v}"
         for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+        if k in given and given[k] != v
     ]
     if not (missing or unexpected or shapes):
         return
@@ -100,7 +348,8 @@ def check_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what
     if shapes:
         parts.append(f"{len(shapes)} shape mismatch(es), e.g. " + "; ".join(shapes[:3]))
     if missing:
-        parts.append(f"{len(missing)} missing key(s), e.g. " + ", ".join(missing[:3]))
+        parts.append(f"{len(missing)} missing key(s), e.g. " + ", ".join(map(_key, missing[:3])))
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s), e.g. " + ", ".join(unexpected[:3]))
+        examples = ", ".join(map(_key, unexpected[:3]))
+        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {examples}")
     raise WeightsFileError(f"the weights do not fit {what}: " + "; ".join(parts))

@@ -6,8 +6,10 @@ own small ViT.
 
 from __future__ import annotations
 
+import math
 import os
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,20 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
+from torchvision.transforms import InterpolationMode
 
-from vitexplorer.core.checkpoint import WeightsFileError, check_fits, read_weights, save_weights
+from vitexplorer.core.checkpoint import (
+    WeightsFileError,
+    check_fits,
+    check_weights_path,
+    file_label,
+    is_safetensors_file,
+    read_safetensors_header,
+    read_weights,
+    save_weights,
+    shapes_of,
+    state_numel,
+)
 from vitexplorer.core.download import (
     CancelCheck,
     DownloadCancelled,  # noqa: F401  (re-exported: callers catch models.DownloadCancelled)
@@ -24,7 +38,15 @@ from vitexplorer.core.download import (
     ProgressCallback,
     download_file,
 )
-from vitexplorer.core.vit import SmallViT, SmallViTConfig
+from vitexplorer.core.vit import (
+    MAX_CLASSES,
+    MAX_IMAGE_SIZE,
+    SmallViT,
+    SmallViTConfig,
+    check_grid,
+    check_whole,
+    show_value,
+)
 
 TORCHVISION_VITS: dict[str, str] = {
     "vit_b_16": "ViT-B/16",
@@ -38,6 +60,11 @@ MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = 1
+INTERPOLATIONS: tuple[str, ...] = tuple(mode.value for mode in InterpolationMode)
+_TORCHVISION_CONFIG = ("image_size", "num_classes")  # what a torchvision checkpoint may set
+_MAX_CLASS_NAME = 1000  # characters
+_MAX_CHANNEL_VALUE = 1000.0  # a checkpoint's mean and std, per channel
+_MIN_STD = 1e-6
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -206,6 +233,29 @@ def is_weights_path(name: str) -> bool:
     return name.endswith((".safetensors", ".pth", ".pt", ".bin"))
 
 
+def check_model_source(name: str, weights: str = "default") -> None:
+    """Refuse now what :func:`load_model` would refuse later and can be found out cheaply.
+
+    An unknown model name (ValueError); a weights path that is not a regular file; a checkpoint
+    whose metadata is unsound or does not match the shapes of its tensors, read from the
+    safetensors header (WeightsFileError). No tensor is read and no model allocated; a .pth file
+    is only checked to be a file.
+    """
+    if is_weights_path(name):
+        path, architecture = Path(name), None
+    elif name not in MODEL_NAMES:
+        choices = ", ".join(MODEL_NAMES)
+        raise ValueError(f"unknown model {name!r}; choose one of {choices} or a checkpoint path")
+    elif weights in ("default", "none"):
+        return
+    else:
+        path, architecture = Path(weights), name
+    check_weights_path(path)
+    if is_safetensors_file(path):
+        shapes, meta = read_safetensors_header(path)
+        _check_plan(_plan(path, architecture, shapes, meta), shapes, file_label(path))
+
+
 def load_model(
     name: str,
     weights: str = "default",
@@ -252,7 +302,7 @@ def load_model(
                 f"the cached {download.description} at {download.path} are damaged ({exc}); "
                 f"delete that file and load the model again to download a fresh copy"
             ) from exc
-        module, spec = _torchvision_from_state(name, state, download.description)
+        module, spec = _torchvision_from_state(name, state, download.description, download.path)
         weights_file = download.path
     target = device if isinstance(device, torch.device) else resolve_device(device)
     if weights_file is not None:
@@ -261,18 +311,48 @@ def load_model(
 
 
 def _torchvision_from_state(
-    name: str, state: dict[str, torch.Tensor], label: str
+    name: str, state: dict[str, torch.Tensor], label: str, path: Path
 ) -> tuple[nn.Module, ModelSpec]:
     """A torchvision ViT shaped by its state dict: input size and class count are read off it."""
+    source = file_label(path)
+    return _build(_torchvision_plan(name, shapes_of(state), label, source), state, source)
+
+
+def _torchvision_plan(
+    name: str, shapes: Mapping[str, tuple[int, ...]], label: str, source: str
+) -> _Plan:
+    """How to build torchvision's ``name`` for these tensors: the input size is read off the
+    position embedding, the class count off the head, both checked before anything is built."""
     image_size, num_classes = get_model_weights(name).DEFAULT.meta["min_size"][0], 1000
-    if "encoder.pos_embedding" in state and "heads.head.weight" in state:
-        patch = int(name.rsplit("_", 1)[1])
-        side = int(round((state["encoder.pos_embedding"].shape[1] - 1) ** 0.5))
-        image_size, num_classes = side * patch, state["heads.head.weight"].shape[0]
-    module = get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
-    check_fits(module, state, TORCHVISION_VITS[name])
-    module.load_state_dict(state)
-    return module, _torchvision_spec(name, module, label)
+    pos, head = shapes.get("encoder.pos_embedding"), shapes.get("heads.head.weight")
+    if pos is not None and head is not None and len(pos) == 3 and len(head) == 2:
+        patch = _torchvision_patch(name)
+        positions = pos[1] - 1  # the class token, then one per patch
+        side = math.isqrt(max(positions, 0))
+        if positions < 1 or side * side != positions:
+            raise WeightsFileError(
+                f"{source}: its encoder.pos_embedding has {pos[1]} positions, not one plus a "
+                f"square grid of patches"
+            )
+        image_size, num_classes = side * patch, head[0]
+        try:
+            check_whole(
+                "the image size its encoder.pos_embedding implies", image_size, 1, MAX_IMAGE_SIZE
+            )
+            check_grid(image_size, patch)
+            check_whole("the class count of its heads.head.weight", num_classes, 1, MAX_CLASSES)
+        except ValueError as exc:
+            raise WeightsFileError(f"{source}: {exc}") from None
+
+    def build() -> nn.Module:
+        return get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
+
+    return _Plan(
+        build,
+        TORCHVISION_VITS[name],
+        lambda module: _torchvision_spec(name, module, label),
+        from_metadata=False,
+    )
 
 
 def _torchvision_spec(
@@ -306,7 +386,7 @@ def _apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
     """Class names and preprocessing recorded in a checkpoint override the defaults."""
     changes: dict[str, Any] = {}
     names = meta.get("class_names")
-    if names and len(names) == spec.num_classes:
+    if names and len(names) == spec.num_classes:  # checked: see check_checkpoint_metadata
         changes["class_names"] = tuple(names)
     for key in ("mean", "std"):
         if key in meta:
@@ -338,43 +418,208 @@ def small_vit_spec(config: SmallViTConfig, weights: str) -> ModelSpec:
     )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How to build the model that a weights file describes, checked against it first."""
+
+    build: Callable[[], nn.Module]  # a model with random weights (on the meta device: a skeleton)
+    what: str  # the model, for messages
+    spec: Callable[[nn.Module], ModelSpec]
+    from_metadata: bool  # the file claims a shape: its parameter count is checked as well
+
+
 def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSpec]:
     """A vitexplorer checkpoint (its metadata decides), else ``architecture``'s state dict."""
     state, meta = read_weights(path)
-    label = f"file {path.name}"
-    if meta and "architecture" in meta:
+    try:
+        return _build(_plan(path, architecture, shapes_of(state), meta), state, file_label(path))
+    except WeightsFileError:
+        raise
+    except (
+        ArithmeticError,
+        AssertionError,
+        LookupError,
+        MemoryError,
+        RuntimeError,
+        TypeError,
+    ) as exc:
+        # every check above should have caught it; one line all the same, never a traceback
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise WeightsFileError(
+            f"{file_label(path)} could not be loaded ({type(exc).__name__}: {reason})"
+        ) from exc
+
+
+def _plan(
+    path: Path,
+    architecture: str | None,
+    shapes: Mapping[str, tuple[int, ...]],
+    meta: dict[str, Any] | None,
+) -> _Plan:
+    """What to build for the file at ``path``, its tensors' ``shapes`` and metadata ``meta``."""
+    source, label = file_label(path), f"file {path.name}"
+    if meta is not None:
         try:
-            module, spec = _from_metadata(meta, label)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WeightsFileError(
-                f"{path.name} has invalid vitexplorer metadata ({exc!r})"
-            ) from exc
-        check_fits(module, state, spec.display_name)
-        module.load_state_dict(state)
-        return module, spec
+            meta = check_checkpoint_metadata(meta)
+        except ValueError as exc:
+            raise WeightsFileError(f"{source} has invalid vitexplorer metadata: {exc}") from None
+        return _metadata_plan(meta, label)
     if architecture in TORCHVISION_VITS:
-        return _torchvision_from_state(architecture, state, label)
+        return _torchvision_plan(architecture, shapes, label, source)
     if architecture == SMALL_VIT:
         raise WeightsFileError(
-            f"{path.name} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
+            f"{source} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
             f"(.safetensors with metadata), which records its depth, width and heads"
         )
     raise WeightsFileError(
-        f"{path.name} has no vitexplorer metadata, so its architecture is unknown: choose the "
+        f"{source} has no vitexplorer metadata, so its architecture is unknown: choose the "
         f"architecture (--model NAME) and pass the file as its weights (--weights {path})"
     )
 
 
-def _from_metadata(meta: dict[str, Any], label: str) -> tuple[nn.Module, ModelSpec]:
-    """An untrained model shaped by a checkpoint's metadata."""
+def _metadata_plan(meta: dict[str, Any], label: str) -> _Plan:
+    """An untrained model shaped by a checkpoint's checked metadata."""
     arch = meta["architecture"]
     if arch == SMALL_VIT:
         config = SmallViTConfig(**meta["config"])
-        return SmallViT(config), _apply_metadata(small_vit_spec(config, label), meta)
-    if arch in TORCHVISION_VITS:
-        module = get_model(arch, weights=None, **meta["config"])
-        return module, _torchvision_spec(arch, module, label, meta)
-    raise ValueError(f"unknown architecture {arch!r}")
+        spec = _apply_metadata(small_vit_spec(config, label), meta)
+        return _Plan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)
+    kwargs = {key: meta["config"][key] for key in _TORCHVISION_CONFIG if key in meta["config"]}
+    return _Plan(
+        lambda: get_model(arch, weights=None, **kwargs),
+        TORCHVISION_VITS[arch],
+        lambda module: _torchvision_spec(arch, module, label, meta),
+        True,
+    )
+
+
+def _check_plan(plan: _Plan, shapes: Mapping[str, Any], source: str) -> None:
+    """Build ``plan`` on the meta device (no memory) and hold it against the file's tensors."""
+    with torch.device("meta"):
+        skeleton = plan.build()
+    if plan.from_metadata:
+        implied, held = state_numel(skeleton.state_dict()), state_numel(shapes)
+        if implied != held:
+            raise WeightsFileError(
+                f"{source}: its metadata describes a {plan.what} of {implied:,} parameters but "
+                f"the file holds {held:,}; the metadata does not match the weights"
+            )
+    try:
+        check_fits(skeleton, shapes, plan.what)
+    except WeightsFileError as exc:
+        raise WeightsFileError(f"{source}: {exc}") from None
+
+
+def _build(plan: _Plan, state: dict[str, torch.Tensor], source: str) -> tuple[nn.Module, ModelSpec]:
+    """The model of ``plan`` with the weights of ``state``, allocated only once they fit."""
+    _check_plan(plan, state, source)
+    module = plan.build()
+    module.load_state_dict(state)
+    return module, plan.spec(module)
+
+
+def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
+    """``meta``, a checkpoint's JSON metadata, if every field that :func:`load_model` reads is
+    sound; else a ValueError of one line. Nothing is built. Keys it does not read (the record
+    of a fine-tune run, for one) pass unchecked."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"it is {show_value(meta)}, not a JSON object")
+    if "format" in meta:
+        version = check_whole("format", meta["format"], 1, 1_000_000)
+        if version > CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"it is format {version}, newer than this vitexplorer reads "
+                f"({CHECKPOINT_FORMAT}); update vitexplorer"
+            )
+    if "architecture" not in meta:
+        raise ValueError("it names no architecture")
+    arch = meta["architecture"]
+    if not isinstance(arch, str) or arch not in MODEL_NAMES:
+        raise ValueError(
+            f"architecture {_quoted(arch)} is unknown; expected one of {', '.join(MODEL_NAMES)}"
+        )
+    if "config" not in meta:
+        raise ValueError("it has no config")
+    config = meta["config"]
+    if not isinstance(config, dict):
+        raise ValueError(f"config is {show_value(config)}, not a JSON object")
+    try:
+        image_size, num_classes = _check_config(arch, config)
+    except ValueError as exc:
+        raise ValueError(f"config: {exc}") from None
+    if "class_names" in meta:
+        names = meta["class_names"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("class_names must be a list of texts")
+        if len(names) != num_classes:
+            raise ValueError(f"class_names has {len(names)} names for {num_classes} classes")
+        if any(len(n) > _MAX_CLASS_NAME for n in names):
+            raise ValueError(f"class_names has a name over {_MAX_CLASS_NAME} characters long")
+    for key in ("mean", "std"):
+        if key in meta:
+            _check_channels(key, meta[key], positive=key == "std")
+    if "resize_size" in meta:
+        check_whole("resize_size", meta["resize_size"], image_size, 2 * image_size)
+    if "interpolation" in meta and (
+        not isinstance(meta["interpolation"], str) or meta["interpolation"] not in INTERPOLATIONS
+    ):
+        raise ValueError(
+            f"interpolation {_quoted(meta['interpolation'])} is not one of "
+            f"{', '.join(INTERPOLATIONS)}"
+        )
+    return meta
+
+
+def _check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
+    """The image size and class count of a checked ``config`` of ``arch``."""
+    allowed = SmallViTConfig.field_names() if arch == SMALL_VIT else _TORCHVISION_CONFIG
+    unknown = [key for key in config if key not in allowed]
+    if unknown:
+        raise ValueError(
+            f"unknown setting {_quoted(unknown[0])}; a {arch} config has {', '.join(allowed)}"
+        )
+    if arch == SMALL_VIT:
+        small = SmallViTConfig(**config)  # checks every field
+        return small.image_size, small.num_classes
+    patch = _torchvision_patch(arch)
+    image_size = check_whole("image_size", config.get("image_size", 224), patch, MAX_IMAGE_SIZE)
+    if image_size % patch:
+        raise ValueError(
+            f"image_size {image_size} is not a multiple of {TORCHVISION_VITS[arch]}'s "
+            f"{patch} px patches"
+        )
+    check_grid(image_size, patch)
+    return image_size, check_whole("num_classes", config.get("num_classes", 1000), 1, MAX_CLASSES)
+
+
+def _check_channels(key: str, value: object, positive: bool) -> None:
+    """``mean`` or ``std``: three numbers, one per colour channel, of a sane size (images are
+    scaled to 0..1 before they are normalised); ``std`` above 0."""
+    if not (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(-_MAX_CHANNEL_VALUE <= v <= _MAX_CHANNEL_VALUE for v in value)  # NaN fails too
+    ):
+        raise ValueError(
+            f"{key} must be a list of three numbers from -{_MAX_CHANNEL_VALUE:g} to "
+            f"{_MAX_CHANNEL_VALUE:g}, one per colour channel"
+        )
+    if positive and not all(v >= _MIN_STD for v in value):
+        raise ValueError(f"{key} must be at least {_MIN_STD:g} for every channel")
+
+
+def _quoted(value: object) -> str:
+    """A name from a file for a message: quoted and short when it is a text."""
+    if not isinstance(value, str):
+        return show_value(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "\u2026"
+
+
+def _torchvision_patch(name: str) -> int:
+    """The patch size in a torchvision ViT's name: ``vit_b_16`` has 16 px patches."""
+    return int(name.rsplit("_", 1)[1])
 
 
 def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] | None = None):

@@ -9,11 +9,58 @@ wanted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Bounds on what any ViT may claim to be. Checkpoint metadata is untrusted: without bounds a tiny
+# file could ask for a model of billions of parameters (the parameter count is also checked
+# against the tensors in the file, but only after a cheap skeleton is built within these bounds).
+MAX_IMAGE_SIZE = 4096  # pixels per side
+MAX_PATCHES = 65536  # a 256x256 grid
+MAX_WIDTH = 8192
+MAX_DEPTH = 256
+MAX_HEADS = 256
+MAX_MLP_RATIO = 16.0
+MAX_CLASSES = 100_000
+
+
+def show_value(value: object, limit: int = 40) -> str:
+    """``value`` for a one-line message, in JSON's words (null, true, a list), cut short."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, int) and value.bit_length() > 128:
+        return "a number of over 38 digits"
+    text = repr(value) if isinstance(value, (str, int, float)) else type(value).__name__
+    if isinstance(value, str):
+        text = f"the text {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def check_whole(name: str, value: object, low: int, high: int) -> int:
+    """``value`` if it is an ``int`` (not a bool) from ``low`` to ``high``; else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, not {show_value(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, not {show_value(value)}")
+    return value
+
+
+def check_grid(image_size: int, patch_size: int) -> None:
+    """Refuse more patches than :data:`MAX_PATCHES` (every token attends to every other)."""
+    patches = (image_size // patch_size) ** 2
+    if patches > MAX_PATCHES:
+        raise ValueError(
+            f"{image_size} px images in {patch_size} px patches make {patches} patches; "
+            f"at most {MAX_PATCHES} are accepted"
+        )
 
 
 @dataclass(frozen=True)
@@ -29,12 +76,35 @@ class SmallViTConfig:
     mlp_ratio: float = 4.0
 
     def __post_init__(self) -> None:
+        """Refuse, with one line, any setting that would fail or allocate without bound later.
+
+        A checkpoint's metadata arrives here unchecked, so every field is checked for its type
+        (a whole number is an ``int``, never a bool, float or string) and its range."""
+        check_whole("image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        check_whole("patch_size", self.patch_size, 1, self.image_size)
+        check_whole("width", self.width, 1, MAX_WIDTH)
+        check_whole("depth", self.depth, 1, MAX_DEPTH)
+        check_whole("heads", self.heads, 1, min(MAX_HEADS, self.width))
+        check_whole("num_classes", self.num_classes, 1, MAX_CLASSES)
+        ratio = self.mlp_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+            raise ValueError(f"mlp_ratio must be a number, not {show_value(ratio)}")
+        if not (math.isfinite(ratio) and 0 < ratio <= MAX_MLP_RATIO) or int(self.width * ratio) < 1:
+            raise ValueError(
+                f"mlp_ratio must be above 0 and at most {MAX_MLP_RATIO:g} (and leave the MLP at "
+                f"least one unit wide), not {show_value(ratio)}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image size {self.image_size} is not a multiple of patch size {self.patch_size}"
             )
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
+        check_grid(self.image_size, self.patch_size)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
 
     @property
     def grid(self) -> tuple[int, int]:
