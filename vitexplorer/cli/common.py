@@ -128,7 +128,7 @@ def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     The first input with a stem keeps it; later ones get the lowest free suffix that no input's
     own stem uses. Compared case-insensitively, for case-insensitive file systems.
     """
-    natural = [Path(p).stem or "image" for p in paths]
+    natural = [_fitting_stem(Path(p).stem) or "image" for p in paths]
     taken = {stem.casefold() for stem in natural}
     seen: set[str] = set()
     stems = []
@@ -143,6 +143,20 @@ def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
         taken.add(f"{stem}-{n}".casefold())
         stems.append(f"{stem}-{n}")
     return stems
+
+
+# the longest name an output adds to a stem (".attention_all.npy", ".relevance.json", a "-12"
+# for a repeated stem) must still fit in a file name (255 bytes on common file systems)
+STEM_BYTES = 255 - 32
+
+
+def _fitting_stem(stem: str) -> str:
+    """``stem`` cut to :data:`STEM_BYTES` bytes (as the file system counts them), so that every
+    output name made from it can be created (bytes that are not UTF-8 kept as they are)."""
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) <= STEM_BYTES:
+        return stem
+    return raw[:STEM_BYTES].decode("utf-8", "surrogateescape")
 
 
 # pyqtgraph's inferno at 0, 32, ..., 224 and 255, for machines where Qt cannot be imported
@@ -218,21 +232,24 @@ class CtrlCCancels:
 
 
 def expand_images(inputs: Sequence[str]) -> list[Path]:
-    """Image files from files and folders (a folder: every image file under it, sorted)."""
-    from PIL import Image
+    """Image files from files and folders (a folder: every image file under it, sorted).
 
-    suffixes = {ext.lower() for ext in Image.registered_extensions()}
+    A path that exists but is no folder is kept as given, whatever it is (a pipe, a device, a
+    looping link): the image reader refuses it with its reason, and the other inputs go on."""
+    from vitexplorer.core.session import image_files
+
     found: list[Path] = []
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_dir():
-            inside = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-            )
+            try:
+                inside = image_files(path, recursive=True)
+            except OSError as exc:
+                raise Failed(f"cannot list the folder {path}: {exc.strerror or exc}", 2) from exc
             if not inside:
                 raise Failed(f"{path} holds no image files", 2)
             found.extend(inside)
-        elif path.is_file():
+        elif os.path.lexists(path):
             found.append(path)
         else:
             raise Failed(f"{path}: no such file or folder", 2)

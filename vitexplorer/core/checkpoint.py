@@ -316,7 +316,9 @@ def save_weights(
     """
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    with atomic_path(path, durable=True) as tmp:
+    # safetensors writes through a temporary file of its own beside the one it is given: in a
+    # folder of our own, so that a save killed midway leaves nothing unrecognisable behind
+    with atomic_path(path, durable=True, own_folder=True) as tmp:
         try:
             save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
         except SafetensorError as exc:  # safetensors reports I/O failures in its own words

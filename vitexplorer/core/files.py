@@ -3,9 +3,10 @@
 Every file vitexplorer writes (analysis outputs, exports, checkpoints, downloads) goes through
 :func:`atomic_path`: the data goes to a hidden temporary file beside the target, which is renamed
 over the target only once complete. A process killed in the middle (kill -9, a power cut) leaves
-the target as it was, plus a temporary file named ``.vitexplorer-<pid>-<random>.tmp...``; the next
-write into that folder removes such leftovers once the process that made them is gone. The
-temporary name has a fixed length, so any name the file system accepts can be written.
+the target as it was, plus a temporary file (or folder) named
+``.vitexplorer-<pid>-<random>.tmp...``; the next write into that folder removes such leftovers
+once the process that made them is gone. The temporary name has a fixed length, so any name the
+file system accepts can be written.
 """
 
 from __future__ import annotations
@@ -28,23 +29,33 @@ ROOM_MARGIN = 16 * 1024 * 1024  # bytes left free beyond a file's size before it
 
 
 @contextmanager
-def atomic_path(path: Path, mode: int | None = None, durable: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: Path, mode: int | None = None, durable: bool = False, own_folder: bool = False
+) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
     without an exception, removed when it does not.
 
     The temporary name keeps ``path``'s suffix, so writers that pick a format by it still can.
     ``mode`` defaults to what a new file gets under the umask (as ``open`` would give).
     ``durable`` flushes the data to the disk before the rename (for checkpoints and downloads),
-    so a power cut cannot leave an empty file under the final name.
+    so a power cut cannot leave an empty file under the final name. ``own_folder`` puts the
+    temporary file in a hidden folder of its own, for writers that make temporary files of their
+    own beside the file they are given (safetensors does): whatever a killed write leaves is
+    then inside that folder, and removed with it.
     """
     path = Path(path)
     folder = path.parent
     remove_stale_temporaries(folder)
     suffix = path.suffix if 0 < len(path.suffix) <= 16 else ""
     prefix = f"{TEMP_PREFIX}{os.getpid()}-"
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    tmp = Path(name)
+    scratch: Path | None = None
+    if own_folder:
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=folder))
+        tmp = scratch / f"staged{suffix}"
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
     try:
         yield tmp
         if durable:
@@ -57,6 +68,9 @@ def atomic_path(path: Path, mode: int | None = None, durable: bool = False) -> I
         if explained is not exc:
             raise explained from exc
         raise
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_atomic(
@@ -111,12 +125,16 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         if match is None:
             continue
         try:
-            if not entry.is_file(follow_symlinks=False):
+            is_folder = entry.is_dir(follow_symlinks=False)
+            if not (is_folder or entry.is_file(follow_symlinks=False)):
                 continue
             age = now - entry.stat(follow_symlinks=False).st_mtime
             if _process_alive(int(match.group(1))) and age < STALE_AFTER:
                 continue
-            os.unlink(entry.path)
+            if is_folder:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
             removed.append(Path(entry.path))
         except OSError:
             continue
