@@ -1,0 +1,110 @@
+"""Every lying or hostile checkpoint (tests/core/test_checkpoint_hostile.py) through the command
+line and through the real window, and every hostile training setting
+(tests/core/test_training_hostile.py) through the command line: one clear line, exit 2, no file
+written, no code run; the window keeps the model it had."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.core.test_checkpoint_hostile import HOSTILE_CHECKPOINTS, MARKER, WEIGHTS_FOR
+from tests.core.test_training_hostile import HOSTILE_TRAINING_SETTINGS
+from tests.fuzz.conftest import record
+from tests.gui.conftest import make_window
+from vitexplorer.cli import main
+from vitexplorer.gui.workers import ModelRequest
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int | None, list[str], bool]:  # noqa: ANN001
+    """(exit status, error lines, crashed): a crash is any exception out of main()."""
+    try:
+        status = main(args)
+    except BaseException:  # noqa: BLE001  (what the suite looks for)
+        traceback.print_exc()
+        return None, [], True
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "note:" not in line]
+    return status, lines, "Traceback" in err
+
+
+def test_every_hostile_checkpoint_through_analyze(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    image = tmp_path / "image.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
+    problems = []
+    for n, (case, make) in enumerate(HOSTILE_CHECKPOINTS):
+        folder = tmp_path / f"case{n}"
+        folder.mkdir()
+        path = make(folder)
+        name, weights = (
+            (WEIGHTS_FOR[case], str(path)) if case in WEIGHTS_FOR else (str(path), "default")
+        )
+        out = folder / "out"
+        status, lines, crashed = _run_cli(
+            ["analyze", str(image), "--model", name, "--weights", weights, "--out", str(out)],
+            capsys,
+        )
+        code = bool(list(folder.rglob(MARKER)))
+        record("checkpoints: vitexplorer analyze", case, crash=crashed, code=code)
+        if crashed or code or status != 2 or len(lines) != 1 or len(lines[0]) > 300:
+            problems.append(f"{case}: status {status}, {lines}")
+        if out.exists() and any(out.iterdir()):
+            problems.append(f"{case}: wrote {sorted(p.name for p in out.iterdir())}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_hostile_setting_through_finetune(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    problems = []
+    for case, fragment in HOSTILE_TRAINING_SETTINGS:
+        out = tmp_path / f"{case}.safetensors"
+        args = ["finetune", "--model", "small_vit", "--data", str(tmp_path / "no-data")]
+        status, lines, crashed = _run_cli([*args, "--out", str(out), *fragment], capsys)
+        record("settings: vitexplorer finetune", case, crash=crashed, lost=False)
+        if crashed or status != 2 or len(lines) != 1 or out.exists():
+            problems.append(f"{case}: status {status}, {lines}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(tiny_checkpoint)))
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.start()
+    thread = window._worker_thread.thread
+    yield window
+    window.close()
+    assert thread.isFinished(), "the model worker thread outlived the window"
+
+
+def test_every_hostile_checkpoint_opened_in_the_window(
+    qtbot,
+    window,
+    tmp_path: Path,
+    tiny_checkpoint: Path,  # noqa: ANN001
+) -> None:
+    before = window.model.spec
+    problems = []
+    for n, (case, make) in enumerate(HOSTILE_CHECKPOINTS):
+        folder = tmp_path / f"case{n}"
+        folder.mkdir()
+        path = make(folder)
+        if case in WEIGHTS_FOR:
+            request = ModelRequest(WEIGHTS_FOR[case], str(path), "cpu")
+        else:
+            request = ModelRequest(str(path))
+        with qtbot.waitSignal(window.model_failed, timeout=60000) as failed:
+            window.request_model(request)
+        message = failed.args[0]
+        code = bool(list(folder.rglob(MARKER)))
+        record("checkpoints: the window", case, crash="Traceback" in message, code=code)
+        if "\n" in message or len(message) > 300 or "Traceback" in message or code:
+            problems.append(f"{case}: {message!r}")
+        if window.message_box is not None:
+            window.message_box.close()
+    assert not problems, "\n".join(problems)
+    assert window.model.spec == before  # the model in use stayed the one that worked
+    assert window.model.request.name == str(tiny_checkpoint)
