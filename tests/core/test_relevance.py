@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny_spec
-from vitexplorer.core.capture import _capturing_self_attention_forward, attention_modules
+from vitexplorer.core.capture import attention_modules, capturing_attention
 from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.relevance import (
     capture_with_gradients,
@@ -141,14 +141,8 @@ class _NudgedMaps:
 @torch.no_grad()
 def _nudged_logit(module: nn.Module, image, layer, direction, eps, target) -> float:
     sink = _NudgedMaps(layer, direction, eps)
-    modules = attention_modules(module)
-    for m in modules:
-        m.forward = _capturing_self_attention_forward(m, sink)
-    try:
+    with capturing_attention(module, sink):
         return module(image)[0, target].item()
-    finally:
-        for m in modules:
-            del m.forward
 
 
 def test_gradients_match_finite_differences(tiny_small_vit: nn.Module) -> None:

@@ -109,7 +109,7 @@ def test_structure_of_torchvision_vit_b_32() -> None:
 
 
 def test_other_modules_are_refused() -> None:
-    with pytest.raises(ValueError, match="VisionTransformer and vitexplorer's SmallViT"):
+    with pytest.raises(ValueError, match="Linear is not a ViT that vitexplorer knows"):
         position_embeddings(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="Sequential"):
         patch_filters(torch.nn.Sequential())

@@ -5,22 +5,21 @@ own :class:`~vitexplorer.core.vit.SelfAttention` uses fused ``scaled_dot_product
 the attention probabilities never exist in a plain forward. For the analysed pass only, each
 attention module's ``forward`` is replaced by an explicit computation built from the module's own
 weights (one qkv projection, scaled softmax kept as the map, weights @ v, output projection), and
-the original is restored afterwards. This costs about the same as the plain forward, unlike
+the original is restored afterwards. Each family's adapter (``core/families``) knows its attention
+modules and builds their explicit forward. This costs about the same as the plain forward, unlike
 recomputing q and k in a hook or asking the module for averaged weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from vitexplorer.core.vit import SelfAttention
 
 
 class AttentionSink:
@@ -74,47 +73,11 @@ def explicit_attention(
     return F.linear(out, out_weight, out_bias)
 
 
-def _capturing_mha_forward(module: nn.MultiheadAttention, sink: AttentionSink) -> Callable:
-    def forward(query, key, value, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        if not (query is key is value):
-            raise RuntimeError("attention capture supports self-attention only")
-        x = query if module.batch_first else query.transpose(0, 1)
-        out = explicit_attention(
-            x,
-            module.in_proj_weight,
-            module.in_proj_bias,
-            module.out_proj.weight,
-            module.out_proj.bias,
-            module.num_heads,
-            sink,
-        )
-        return (out if module.batch_first else out.transpose(0, 1)), None
-
-    return forward
-
-
-def _capturing_self_attention_forward(module: SelfAttention, sink: AttentionSink) -> Callable:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return explicit_attention(
-            x,
-            module.qkv.weight,
-            module.qkv.bias,
-            module.proj.weight,
-            module.proj.bias,
-            module.num_heads,
-            sink,
-        )
-
-    return forward
-
-
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The model's self-attention modules, first layer first."""
-    found = [m for m in model.modules() if isinstance(m, (nn.MultiheadAttention, SelfAttention))]
-    for module in found:
-        if isinstance(module, nn.MultiheadAttention) and not module._qkv_same_embed_dim:
-            raise ValueError("attention capture needs a packed qkv projection")
-    return found
+    """The model's self-attention modules, first layer first (its family's adapter knows them)."""
+    from vitexplorer.core.families import adapter_for
+
+    return adapter_for(model).attention_modules()
 
 
 @contextmanager
@@ -122,16 +85,20 @@ def capturing_attention(model: nn.Module, sink: Any = None) -> Iterator[Any]:
     """Within the block, a forward of ``model`` hands each layer's attention scores to the
     sink's ``softmax`` (by default an :class:`AttentionSink`, which writes them into one
     preallocated array; relevance passes one that keeps them in the autograd graph)."""
-    modules = attention_modules(model)
+    from vitexplorer.core.families import UnsupportedModel, adapter_for
+
+    try:
+        adapter = adapter_for(model)
+    except UnsupportedModel as exc:
+        name = type(model).__name__
+        raise ValueError(f"{name} has no attention layers that can be captured: {exc}") from exc
+    modules = adapter.attention_modules()
     if not modules:
         raise ValueError(f"{type(model).__name__} has no attention layers that can be captured")
     if sink is None:
         sink = AttentionSink(len(modules))
     for module in modules:
-        if isinstance(module, nn.MultiheadAttention):
-            module.forward = _capturing_mha_forward(module, sink)
-        else:
-            module.forward = _capturing_self_attention_forward(module, sink)
+        module.forward = adapter.capturing_forward(module, sink)
     try:
         yield sink
     finally:

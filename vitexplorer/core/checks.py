@@ -31,12 +31,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from vitexplorer.core.analysis import constant_output, flat_map
 from vitexplorer.core.data import ImageLoadError, load_image, preprocess
+from vitexplorer.core.families import Part, UnsupportedModel, ViTAdapter, adapter_for
 from vitexplorer.core.models import LoadedModel
-from vitexplorer.core.vit import SmallViT
 
 Explainer = Callable[[LoadedModel, torch.Tensor], np.ndarray]
 CancelCheck = Callable[[], bool]
@@ -90,46 +89,26 @@ class SanityStep:
     note: str | None = None  # why the correlation is undefined (a map that ranks nothing)
 
 
-Part = nn.Module | nn.Parameter
-
-
 def randomisation_steps(module: nn.Module) -> list[tuple[str, list[Part]]]:
     """The parts of a ViT in the order the sanity check re-initialises them, top first: the head
-    with the final LayerNorm, each encoder block from the last, then the embedding (patch
-    projection, CLS token, position embeddings). Together they hold every parameter once."""
-    if isinstance(module, SmallViT):
-        head: list[Part] = [module.norm, module.head]
-        blocks = list(module.blocks)
-        embedding: list[Part] = [module.patch_embed, module.cls_token, module.pos_embed]
-    elif isinstance(module, VisionTransformer):
-        head = [module.encoder.ln, module.heads]
-        blocks = list(module.encoder.layers)
-        embedding = [module.conv_proj, module.class_token, module.encoder.pos_embedding]
-    else:
-        raise ValueError(f"the sanity check does not know the parts of a {type(module).__name__}")
+    with the final norm, each encoder block from the last, then the embedding (patch
+    projection, prefix tokens, position embeddings). Together they hold every parameter once."""
+    head, blocks, embedding = _adapter(module).randomisation_groups()
     steps = [("head", head)]
     steps += [(f"block {i + 1}", [blocks[i]]) for i in range(len(blocks) - 1, -1, -1)]
     return [*steps, ("embedding", embedding)]
 
 
-def _reset_module(module: nn.Module) -> None:
-    """Every submodule's own ``reset_parameters`` (``_reset_parameters`` for multi-head
-    attention); parameters that no module resets are drawn from normal(0, INIT_STD)."""
-    covered: set[int] = set()
-    for sub in module.modules():
-        reset = getattr(sub, "reset_parameters", None)
-        if reset is None and isinstance(sub, nn.MultiheadAttention):
-            reset = sub._reset_parameters
-        if callable(reset):
-            reset()
-            covered.update(id(p) for p in sub.parameters(recurse=False))
-    for p in module.parameters():
-        if id(p) not in covered:
-            nn.init.normal_(p, 0.0, INIT_STD)
+def _adapter(module: nn.Module) -> ViTAdapter:
+    try:
+        return adapter_for(module)
+    except UnsupportedModel as exc:
+        name = type(module).__name__
+        raise ValueError(f"the sanity check does not know the parts of a {name}: {exc}") from exc
 
 
 @torch.no_grad()
-def _reinitialise(parts: list[Part], seed: int) -> None:
+def _reinitialise(adapter: ViTAdapter, parts: list[Part], seed: int) -> None:
     """Re-initialise ``parts`` in place, reproducibly: the new values are drawn on the CPU from
     the default generator seeded with ``seed`` inside a fork, so the caller's random state and
     the model's device do not matter."""
@@ -140,7 +119,7 @@ def _reinitialise(parts: list[Part], seed: int) -> None:
                 part.copy_(torch.empty(part.shape).normal_(0.0, INIT_STD))
             else:
                 fresh = copy.deepcopy(part).to("cpu")
-                _reset_module(fresh)
+                adapter.reinitialise(fresh, INIT_STD)
                 part.load_state_dict(fresh.state_dict())
 
 
@@ -175,12 +154,13 @@ def sanity_check(
     else:
         yield SanityStep("original", 1.0, original)
     randomised = LoadedModel(copy.deepcopy(model.module), model.spec, model.device)
+    adapter = _adapter(randomised.module)
     parts = dict(randomisation_steps(randomised.module))
     seeds = np.random.SeedSequence(seed).generate_state(len(steps), dtype=np.uint32)
     for (name, _), step_seed in zip(steps, seeds, strict=True):
         if stop():
             return
-        _reinitialise(parts[name], int(step_seed))
+        _reinitialise(adapter, parts[name], int(step_seed))
         current = np.asarray(explain(randomised, batch), dtype=np.float32)
         note = original_flat or flat_map(current, f"the map after randomising {name}")
         correlation = float("nan") if note else spearman(original, current)

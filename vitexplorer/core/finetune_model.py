@@ -19,10 +19,8 @@ from dataclasses import replace
 
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from vitexplorer.core.models import LoadedModel, ModelSpec
-from vitexplorer.core.vit import SmallViT
 
 
 class FreezePolicyError(ValueError):
@@ -55,17 +53,19 @@ class SplitViT(nn.Module):
     blocks (or, for head-only training, after the features)."""
 
     def __init__(self, module: nn.Module, train_blocks: int) -> None:
+        from vitexplorer.core.families import UnsupportedModel, adapter_for
+
         super().__init__()
         self.module = module
         self.train_blocks = train_blocks
-        if isinstance(module, VisionTransformer):
-            self.blocks = list(module.encoder.layers)
-            self.norm = module.encoder.ln
-        elif isinstance(module, SmallViT):
-            self.blocks = list(module.blocks)
-            self.norm = module.norm
-        else:
-            raise TypeError(f"cannot fine-tune a {type(module).__name__}")
+        try:
+            self.adapter = adapter_for(module)
+        except UnsupportedModel as exc:
+            raise TypeError(f"cannot fine-tune it: {exc}") from exc
+        if self.adapter.get_classifier() is None:
+            raise TypeError(f"cannot fine-tune a {type(module).__name__}: it has no classifier")
+        self.blocks = self.adapter.blocks()
+        self.norm = self.adapter.final_norm()
         self.cut = len(self.blocks) - train_blocks
         self.head_only = train_blocks == 0
         self.nothing_frozen = train_blocks == len(self.blocks)
@@ -75,8 +75,9 @@ class SplitViT(nn.Module):
 
     @property
     def head(self) -> nn.Linear:
-        m = self.module
-        return m.heads.head if isinstance(m, VisionTransformer) else m.head
+        head = self.adapter.get_classifier()
+        assert head is not None  # checked at construction
+        return head
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         if self.nothing_frozen:
@@ -106,23 +107,12 @@ class SplitViT(nn.Module):
                 self.module.train()
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        m = self.module
-        if isinstance(m, VisionTransformer):
-            x = m._process_input(images)
-            x = torch.cat([m.class_token.expand(x.shape[0], -1, -1), x], dim=1)
-            return m.encoder.dropout(x + m.encoder.pos_embedding)
-        x = m.patch_embed(images).flatten(2).transpose(1, 2)
-        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + m.pos_embed
+        return self.adapter.embed(images)
 
     def _features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final norm, the prefix token, and anything before the head (torchvision's
-        optional pre-logits layer)."""
-        x = self.norm(tokens)[:, 0]
-        m = self.module
-        if isinstance(m, VisionTransformer) and hasattr(m.heads, "pre_logits"):
-            x = m.heads.act(m.heads.pre_logits(x))
-        return x
+        """Final norm, then what the classifier reads (the prefix token's features, and any
+        layer before the head)."""
+        return self.adapter.pool(self.norm(tokens))
 
     def _run_blocks(self, x: torch.Tensor, blocks: list[nn.Module]) -> torch.Tensor:
         for block in blocks:
@@ -167,18 +157,11 @@ def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -
     Images are resized straight to the model's input size, as in training, so the explorer's
     preprocessing of a square image is the training preprocessing.
     """
+    from vitexplorer.core.families import adapter_for
+
     module = base.module
     num_classes = len(class_names)
-    old = module.heads.head if isinstance(module, VisionTransformer) else module.head
-    head = nn.Linear(old.in_features, num_classes).to(old.weight.device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    if isinstance(module, VisionTransformer):
-        module.heads.head = head
-        module.num_classes = num_classes
-    else:
-        module.head = head
-        module.config = replace(module.config, num_classes=num_classes)
+    adapter_for(module).reset_classifier(num_classes)
     spec: ModelSpec = base.spec
     config = dict(spec.config, num_classes=num_classes)
     spec = replace(

@@ -2,8 +2,7 @@
 
 The ViT paper (Dosovitskiy et al. 2021, Fig. 7, left and centre) shows the principal components
 of the patch-embedding filters and the cosine similarity between position embeddings. Both are
-read straight off the parameters of a torchvision ``VisionTransformer`` or the project's
-:class:`~vitexplorer.core.vit.SmallViT`.
+read straight off the model's parameters, which its family's adapter finds.
 """
 
 from __future__ import annotations
@@ -11,25 +10,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import VisionTransformer
-
-from vitexplorer.core.vit import SmallViT
 
 
 def _parameter(module: nn.Module, what: str) -> torch.Tensor:
-    if isinstance(module, VisionTransformer):
-        return module.encoder.pos_embedding if what == "positions" else module.conv_proj.weight
-    if isinstance(module, SmallViT):
-        return module.pos_embed if what == "positions" else module.patch_embed.weight
-    raise ValueError(
-        f"cannot read {what} from a {type(module).__name__}: only torchvision's "
-        f"VisionTransformer and vitexplorer's SmallViT are supported"
-    )
+    from vitexplorer.core.families import UnsupportedModel, adapter_for
+
+    try:
+        adapter = adapter_for(module)
+    except UnsupportedModel as exc:
+        raise ValueError(f"cannot read {what} from it: {exc}") from exc
+    found = adapter.position_embeddings() if what == "positions" else adapter.patch_filters()
+    if found is None:
+        raise ValueError(f"a {type(module).__name__} has no learned {what}")
+    return found
 
 
 def position_embeddings(module: nn.Module) -> np.ndarray:
     """The learned position embeddings as (tokens, dim) float32, prefix tokens first."""
-    return _parameter(module, "positions").detach()[0].cpu().float().numpy()
+    return _parameter(module, "positions").detach().cpu().float().numpy()
 
 
 def position_similarity(
