@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from vitexplorer.core.files import file_mode, write_atomic  # noqa: F401  (for the commands)
+from vitexplorer.core.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,10 +21,7 @@ if TYPE_CHECKING:
     from vitexplorer.core.models import LoadedModel
 
 PROG = "vitexplorer"
-# The same names as vitexplorer.core.models.MODEL_NAMES (a test keeps them equal); repeated here
-# so that the help texts need not import torch.
-MODEL_NAMES = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14", "small_vit")
-# vitexplorer.core.methods.METHODS, repeated for the same reason (a test keeps them equal)
+# vitexplorer.core.methods.METHODS, repeated so the help needs no torch (a test keeps them equal)
 METHODS = ("attention", "rollout", "relevance")
 
 
@@ -286,7 +284,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         required=True,
         metavar="NAME",
-        help=f"one of {', '.join(MODEL_NAMES)}, or a vitexplorer checkpoint (.safetensors)",
+        help=f"{model_choices_help()} (.safetensors)",
     )
     parser.add_argument(
         "--weights",

@@ -6,11 +6,13 @@ own small ViT.
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import math
 import os
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,16 @@ from vitexplorer.core.download import (
     ProgressCallback,
     download_file,
 )
+from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODEL_NAMES,
+    SMALL_VIT,
+    TORCHVISION_VITS,
+    LibraryFamily,
+    ModelSpec,
+    library_family,
+)
 from vitexplorer.core.vit import (
     MAX_CLASSES,
     MAX_IMAGE_SIZE,
@@ -48,17 +60,6 @@ from vitexplorer.core.vit import (
     show_value,
 )
 
-TORCHVISION_VITS: dict[str, str] = {
-    "vit_b_16": "ViT-B/16",
-    "vit_b_32": "ViT-B/32",
-    "vit_l_16": "ViT-L/16",
-    "vit_l_32": "ViT-L/32",
-    "vit_h_14": "ViT-H/14",
-}
-SMALL_VIT = "small_vit"
-MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = 1
 INTERPOLATIONS: tuple[str, ...] = tuple(mode.value for mode in InterpolationMode)
 _TORCHVISION_CONFIG = ("image_size", "num_classes")  # what a torchvision checkpoint may set
@@ -69,60 +70,6 @@ _MIN_STD = 1e-6
 
 class WeightsUnavailableError(RuntimeError):
     """The default weights are not cached and could not be downloaded."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything the app needs to know about a model besides its parameters."""
-
-    name: str  # architecture: a torchvision builder name or "small_vit"
-    display_name: str
-    weights: str  # where the parameters came from, for people
-    image_size: int
-    resize_size: int
-    patch_size: int
-    num_layers: int
-    num_heads: int
-    class_names: tuple[str, ...]
-    num_prefix_tokens: int = 1
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-    config: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """Patch rows and columns."""
-        side = self.image_size // self.patch_size
-        return side, side
-
-    @property
-    def num_patches(self) -> int:
-        rows, cols = self.grid
-        return rows * cols
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_prefix_tokens + self.num_patches
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def describe(self) -> dict[str, Any]:
-        """The JSON-ready facts that ``vitexplorer analyze`` writes beside each map."""
-        return {
-            "model": self.name,
-            "display_name": self.display_name,
-            "weights": self.weights,
-            "input_size": [self.image_size, self.image_size],
-            "patch_size": self.patch_size,
-            "grid": list(self.grid),
-            "num_prefix_tokens": self.num_prefix_tokens,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "num_tokens": self.num_tokens,
-        }
 
 
 @dataclass
@@ -241,11 +188,14 @@ def check_model_source(name: str, weights: str = "default") -> None:
     safetensors header (WeightsFileError). No tensor is read and no model allocated; a .pth file
     is only checked to be a file.
     """
+    family = library_family(name)
     if is_weights_path(name):
         path, architecture = Path(name), None
+    elif family is not None:
+        family_module(family).check_source(name, weights)
+        return
     elif name not in MODEL_NAMES:
-        choices = ", ".join(MODEL_NAMES)
-        raise ValueError(f"unknown model {name!r}; choose one of {choices} or a checkpoint path")
+        raise ValueError(unknown_model_message(name))
     elif weights in ("default", "none"):
         return
     else:
@@ -274,12 +224,20 @@ def load_model(
     for the architecture ``name``, or a vitexplorer checkpoint, whose metadata then decides.
     """
     weights_file: Path | None = None
+    family = library_family(name)
     if is_weights_path(name):
         weights_file = Path(name)
         module, spec = _from_file(weights_file, None)
+    elif family is not None:
+        module, spec, weights_file = family_module(family).load(
+            name,
+            weights,
+            allow_download=allow_download,
+            progress=progress,
+            cancelled=cancelled,
+        )
     elif name not in MODEL_NAMES:
-        choices = ", ".join(MODEL_NAMES)
-        raise ValueError(f"unknown model {name!r}; choose one of {choices} or a checkpoint path")
+        raise ValueError(unknown_model_message(name))
     elif weights not in ("default", "none"):
         weights_file = Path(weights)
         module, spec = _from_file(weights_file, name)
@@ -320,7 +278,7 @@ def _torchvision_from_state(
 
 def _torchvision_plan(
     name: str, shapes: Mapping[str, tuple[int, ...]], label: str, source: str
-) -> _Plan:
+) -> BuildPlan:
     """How to build torchvision's ``name`` for these tensors: the input size is read off the
     position embedding, the class count off the head, both checked before anything is built."""
     image_size, num_classes = get_model_weights(name).DEFAULT.meta["min_size"][0], 1000
@@ -347,7 +305,7 @@ def _torchvision_plan(
     def build() -> nn.Module:
         return get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
 
-    return _Plan(
+    return BuildPlan(
         build,
         TORCHVISION_VITS[name],
         lambda module: _torchvision_spec(name, module, label),
@@ -419,13 +377,46 @@ def small_vit_spec(config: SmallViTConfig, weights: str) -> ModelSpec:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class BuildPlan:
     """How to build the model that a weights file describes, checked against it first."""
 
     build: Callable[[], nn.Module]  # a model with random weights (on the meta device: a skeleton)
     what: str  # the model, for messages
     spec: Callable[[nn.Module], ModelSpec]
     from_metadata: bool  # the file claims a shape: its parameter count is checked as well
+
+
+def family_module(family: LibraryFamily) -> Any:
+    """The file of a family that another library builds; a ValueError of one line naming the
+    extra to install when that library is missing.
+
+    A family's file offers ``load(name, weights, *, allow_download, progress, cancelled)`` ->
+    (module, spec, weights file or None), ``check_source(name, weights)`` (cheap refusals
+    before any heavy work), ``check_config(arch, config)`` -> (image size, classes) and
+    ``checkpoint_plan(arch, meta, label)`` -> :class:`BuildPlan` for vitexplorer checkpoints of
+    its models, and ``ADAPTER``, its :class:`~vitexplorer.core.families.base.ViTAdapter`."""
+    if not family.installed:
+        raise ValueError(family.missing_message())
+    return importlib.import_module(family.module)
+
+
+def unknown_model_message(name: str) -> str:
+    """An unknown built-in name, with the closest names."""
+    close = difflib.get_close_matches(name, MODEL_NAMES, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return (
+        f"unknown model {name!r}; {hint}choose one of {', '.join(MODEL_NAMES)}, a timm: or hf: "
+        f"model, or a checkpoint path"
+    )
+
+
+def build_from_file(
+    path: Path, plan: Callable[[Mapping[str, tuple[int, ...]]], BuildPlan]
+) -> tuple[nn.Module, ModelSpec]:
+    """The model that ``plan(shapes)`` describes, with the weights in ``path``, allocated only
+    once they fit (for a family's plain state dicts)."""
+    state, _ = read_weights(path)
+    return _build(plan(shapes_of(state)), state, file_label(path))
 
 
 def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSpec]:
@@ -455,7 +446,7 @@ def _plan(
     architecture: str | None,
     shapes: Mapping[str, tuple[int, ...]],
     meta: dict[str, Any] | None,
-) -> _Plan:
+) -> BuildPlan:
     """What to build for the file at ``path``, its tensors' ``shapes`` and metadata ``meta``."""
     source, label = file_label(path), f"file {path.name}"
     if meta is not None:
@@ -477,15 +468,18 @@ def _plan(
     )
 
 
-def _metadata_plan(meta: dict[str, Any], label: str) -> _Plan:
+def _metadata_plan(meta: dict[str, Any], label: str) -> BuildPlan:
     """An untrained model shaped by a checkpoint's checked metadata."""
     arch = meta["architecture"]
+    family = library_family(arch)
+    if family is not None:
+        return family_module(family).checkpoint_plan(arch, meta, label)
     if arch == SMALL_VIT:
         config = SmallViTConfig(**meta["config"])
         spec = _apply_metadata(small_vit_spec(config, label), meta)
-        return _Plan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)
+        return BuildPlan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)
     kwargs = {key: meta["config"][key] for key in _TORCHVISION_CONFIG if key in meta["config"]}
-    return _Plan(
+    return BuildPlan(
         lambda: get_model(arch, weights=None, **kwargs),
         TORCHVISION_VITS[arch],
         lambda module: _torchvision_spec(arch, module, label, meta),
@@ -493,7 +487,7 @@ def _metadata_plan(meta: dict[str, Any], label: str) -> _Plan:
     )
 
 
-def _check_plan(plan: _Plan, shapes: Mapping[str, Any], source: str) -> None:
+def _check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
     """Build ``plan`` on the meta device (no memory) and hold it against the file's tensors."""
     with torch.device("meta"):
         skeleton = plan.build()
@@ -510,7 +504,9 @@ def _check_plan(plan: _Plan, shapes: Mapping[str, Any], source: str) -> None:
         raise WeightsFileError(f"{source}: {exc}") from None
 
 
-def _build(plan: _Plan, state: dict[str, torch.Tensor], source: str) -> tuple[nn.Module, ModelSpec]:
+def _build(
+    plan: BuildPlan, state: dict[str, torch.Tensor], source: str
+) -> tuple[nn.Module, ModelSpec]:
     """The model of ``plan`` with the weights of ``state``, allocated only once they fit."""
     _check_plan(plan, state, source)
     module = plan.build()
@@ -534,9 +530,10 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
     if "architecture" not in meta:
         raise ValueError("it names no architecture")
     arch = meta["architecture"]
-    if not isinstance(arch, str) or arch not in MODEL_NAMES:
+    if not isinstance(arch, str) or (arch not in MODEL_NAMES and library_family(arch) is None):
         raise ValueError(
-            f"architecture {_quoted(arch)} is unknown; expected one of {', '.join(MODEL_NAMES)}"
+            f"architecture {_quoted(arch)} is unknown; expected one of {', '.join(MODEL_NAMES)} "
+            f"or a timm: or hf: model"
         )
     if "config" not in meta:
         raise ValueError("it has no config")
@@ -572,6 +569,9 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
 
 def _check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
     """The image size and class count of a checked ``config`` of ``arch``."""
+    family = library_family(arch)
+    if family is not None:
+        return family_module(family).check_config(arch, config)
     allowed = SmallViTConfig.field_names() if arch == SMALL_VIT else _TORCHVISION_CONFIG
     unknown = [key for key in config if key not in allowed]
     if unknown:
