@@ -40,6 +40,7 @@ from vitexplorer.core.download import (
     ProgressCallback,
     download_file,
 )
+from vitexplorer.core.families.layouts import recognise_layout
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -455,16 +456,25 @@ def _plan(
         except ValueError as exc:
             raise WeightsFileError(f"{source} has invalid vitexplorer metadata: {exc}") from None
         return _metadata_plan(meta, label)
+    layout = recognise_layout(shapes)
+    looks = f"; {layout.describe()}" if layout is not None else ""
     if architecture in TORCHVISION_VITS:
+        if layout is not None and layout.family != "torchvision":
+            raise WeightsFileError(f"{source} is not in torchvision's layout{looks}")
         return _torchvision_plan(architecture, shapes, label, source)
     if architecture == SMALL_VIT:
+        if layout is not None and layout.family != "vitexplorer small":
+            raise WeightsFileError(f"{source} is not a small ViT checkpoint{looks}")
         raise WeightsFileError(
             f"{source} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
-            f"(.safetensors with metadata), which records its depth, width and heads"
+            f"(.safetensors with metadata), which records its depth, width and heads{looks}"
         )
+    if layout is not None:
+        raise WeightsFileError(f"{source} has no vitexplorer metadata{looks}")
     raise WeightsFileError(
-        f"{source} has no vitexplorer metadata, so its architecture is unknown: choose the "
-        f"architecture (--model NAME) and pass the file as its weights (--weights {path})"
+        f"{source} has no vitexplorer metadata and matches no layout vitexplorer knows (timm, "
+        f"torchvision, Hugging Face): choose the architecture (--model NAME) and pass the file "
+        f"as its weights (--weights {path})"
     )
 
 
