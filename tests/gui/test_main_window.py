@@ -460,7 +460,7 @@ def test_toolbar_names_the_checkpoint_file_once(qtbot, window: MainWindow, check
     with qtbot.waitSignal(window.model_changed, timeout=30000):
         window.request_model(ModelRequest(str(checkpoint), "default", "cpu"))
     assert [box.itemText(i) for i in range(box.count())] == [
-        "ImageNet weights",
+        "Pretrained weights",
         "Random weights",
         "file: tiny.safetensors",
     ]

@@ -15,19 +15,22 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.explorer_maps import METHOD_LABELS, MethodChoice
+from vitexplorer.core.spec import LIBRARY_FAMILIES, SMALL_VIT, TORCHVISION_VITS, library_family
 from vitexplorer.gui.workers import ModelRequest
 
-# kept here, not imported from core.models, so that the window shows before torch loads
-MODEL_CHOICES = [
-    ("vit_b_16", "ViT-B/16"),
-    ("vit_b_32", "ViT-B/32"),
-    ("vit_l_16", "ViT-L/16"),
-    ("vit_l_32", "ViT-L/32"),
-    ("vit_h_14", "ViT-H/14"),
-    ("small_vit", "Small ViT"),
-]
-WEIGHT_CHOICES = [("default", "ImageNet weights"), ("none", "Random weights")]
+# from core.spec, which imports no torch: the window shows before torch loads
+MODEL_CHOICES = [*TORCHVISION_VITS.items(), (SMALL_VIT, "Small ViT")]
+WEIGHT_CHOICES = [("default", "Pretrained weights"), ("none", "Random weights")]
 FINETUNED = "fine-tuned"  # the weights entry of a model trained in this session, not in a file
+FAMILY_ITEM = "family:"  # the model box's entries that ask for a timm or Hugging Face model
+FAMILY_LABELS = {"timm": "timm model…", "hf": "Hugging Face model…"}
+
+
+def family_label(name: str) -> str:
+    """How the model box shows a timm: or hf: model."""
+    prefix, _, rest = name.partition(":")
+    shown = rest.rstrip("/").rsplit("/", 1)[-1] if prefix == "hf" else rest
+    return f"{prefix}: {shown}"
 
 
 class ModelBar(QToolBar):
@@ -35,6 +38,7 @@ class ModelBar(QToolBar):
 
     model_requested = Signal(object)  # ModelRequest
     open_file_requested = Signal()
+    family_requested = Signal(str)  # "timm" or "hf": the user wants to name a model of it
     refused = Signal(str)  # a change that cannot be made, and why
 
     def __init__(self) -> None:
@@ -43,6 +47,11 @@ class ModelBar(QToolBar):
         self.model_box = QComboBox()
         for name, label in MODEL_CHOICES:
             self.model_box.addItem(label, name)
+        self.model_box.insertSeparator(self.model_box.count())
+        for prefix, family in LIBRARY_FAMILIES.items():  # only the families installed here
+            if family.installed:
+                self.model_box.addItem(FAMILY_LABELS[prefix], FAMILY_ITEM + prefix)
+        self._shown_index = 0
         self.model_box.setToolTip("Architecture")
         self.weights_box = QComboBox()
         for value, label in WEIGHT_CHOICES:
@@ -77,6 +86,11 @@ class ModelBar(QToolBar):
 
     def _architecture_changed(self, _index: int = 0) -> None:
         """A new architecture starts from its default weights, not the last file."""
+        data = self.model_box.currentData() or ""
+        if data.startswith(FAMILY_ITEM):  # ask for the name; the box shows the loaded model
+            self.model_box.setCurrentIndex(self._shown_index)
+            self.family_requested.emit(data[len(FAMILY_ITEM) :])
+            return
         if self.weights_box.currentData() not in ("default", "none"):
             self.weights_box.setCurrentIndex(self.weights_box.findData("default"))
         self._changed()
@@ -100,12 +114,18 @@ class ModelBar(QToolBar):
         """Reflect the loaded model without emitting anything."""
         for box in (self.model_box, self.weights_box, self.device_box):
             box.blockSignals(True)
+        if library_family(architecture) is not None and self.model_box.findData(architecture) < 0:
+            # a timm or Hugging Face model: listed above the entries that ask for another
+            first_family = self._first_family_index()
+            self.model_box.insertItem(first_family, family_label(architecture), architecture)
         self.model_box.setCurrentIndex(max(0, self.model_box.findData(architecture)))
+        self._shown_index = self.model_box.currentIndex()
         while self.weights_box.count() > len(WEIGHT_CHOICES):  # the last file's entry
             self.weights_box.removeItem(self.weights_box.count() - 1)
         architectures = [name for name, _ in MODEL_CHOICES]
         weights_file = request.weights if request.weights not in ("default", "none") else None
-        weights_file = weights_file or (None if request.name in architectures else request.name)
+        named = request.name in architectures or library_family(request.name) is not None
+        weights_file = weights_file or (None if named else request.name)
         if weights_file is None:
             index = self.weights_box.findData(request.weights)
         else:  # a weights file or a checkpoint: show its name
@@ -115,6 +135,12 @@ class ModelBar(QToolBar):
         self.device_box.setCurrentIndex(max(0, self.device_box.findData(request.device)))
         for box in (self.model_box, self.weights_box, self.device_box):
             box.blockSignals(False)
+
+    def _first_family_index(self) -> int:
+        for index in range(self.model_box.count()):
+            if (self.model_box.itemData(index) or "").startswith(FAMILY_ITEM):
+                return index
+        return self.model_box.count()
 
     def show_finetuned(self, base: ModelRequest, architecture: str) -> None:
         """A model fine-tuned in this session: its architecture, and in the weights box an entry

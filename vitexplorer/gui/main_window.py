@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -139,6 +140,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.image_selected.connect(self.select_image)
         self.model_bar.model_requested.connect(self.request_model)
         self.model_bar.open_file_requested.connect(self.open_weights_file)
+        self.model_bar.family_requested.connect(self.ask_family_model)
         self.model_bar.refused.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.view_bar.layer_changed.connect(self.select_layer)
         self.view_bar.head_changed.connect(self.select_head)
@@ -296,6 +298,28 @@ class MainWindow(QMainWindow):
             current = self.model_bar.current_request()
             name = current.name if current.name != "small_vit" else path
             self.request_model(ModelRequest(name, path, current.device))
+
+    def ask_family_model(self, prefix: str) -> None:
+        """The model box's "timm model…" or "Hugging Face model…": ask which, then load it."""
+        if prefix == "hf":
+            folder = QFileDialog.getExistingDirectory(
+                self, "Open a Hugging Face model: the folder that save_pretrained wrote"
+            )
+            name = f"hf:{folder}" if folder else ""
+        else:
+            text, ok = QInputDialog.getText(
+                self,
+                "timm model",
+                "A timm model name (timm.list_models() lists them), e.g. vit_tiny_patch16_224:",
+                text=str(self.settings.value("model/last_timm", "vit_tiny_patch16_224")),
+            )
+            name = f"timm:{text.strip()}" if ok and text.strip() else ""
+            if name:
+                self.settings.setValue("model/last_timm", text.strip())
+        if name:
+            current = self.model_bar.current_request()
+            weights = current.weights if current.weights in ("default", "none") else "default"
+            self.request_model(ModelRequest(name, weights, current.device))
 
     def _model_loading(self, name: str) -> None:
         self.activity_label.setText(f"loading {Path(name).name}…")
