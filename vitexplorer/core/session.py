@@ -177,11 +177,12 @@ class Selection:
     token: int = 0  # 0 is CLS
 
     def fit(self, spec: ModelSpec) -> None:
-        """Keep what still makes sense for ``spec``; the token goes back to CLS."""
+        """Keep what still makes sense for ``spec``; the token goes back to CLS (the centre
+        patch for a model without prefix tokens)."""
         self.layer = min(self.layer, spec.num_layers - 1)
         if self.head is not None and self.head >= spec.num_heads:
             self.head = None
-        self.token = 0
+        self.token = spec.default_token()
 
     def patch(self, spec: ModelSpec) -> tuple[int, int] | None:
         return patch_for_token(self.token, spec.grid, spec.num_prefix_tokens)

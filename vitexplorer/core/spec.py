@@ -107,6 +107,36 @@ class ModelSpec:
         """The kind of each prefix token, in order."""
         return self.prefix_kinds or ("cls",) * self.num_prefix_tokens
 
+    def prefix_names(self) -> tuple[str, ...]:
+        """A name for each prefix token, for menus: "CLS", "distillation", "register 1", ..."""
+        names, registers = [], 0
+        for kind in self.prefix_labels:
+            if kind == "reg":
+                registers += 1
+                names.append(f"register {registers}")
+            else:
+                names.append({"cls": "CLS", "dist": "distillation"}.get(kind, kind))
+        return tuple(names)
+
+    def token_label(self, token: int) -> str:
+        """Which token ``token`` is, in words: "the CLS token", "register 2", "patch row 3, col
+        5" (rows and columns from 0, as the explorer counts them)."""
+        prefix = self.num_prefix_tokens
+        if 0 <= token < prefix:
+            name = self.prefix_names()[token]
+            return name if name.startswith("register") else f"the {name} token"
+        rows, cols = self.grid
+        row, col = divmod(token - prefix, cols)
+        return f"patch row {row}, col {col}"
+
+    def default_token(self) -> int:
+        """The token the explorer starts on: the first prefix token, or without any the centre
+        patch."""
+        if self.num_prefix_tokens:
+            return 0
+        rows, cols = self.grid
+        return (rows // 2) * cols + cols // 2
+
     @property
     def num_patches(self) -> int:
         rows, cols = self.grid

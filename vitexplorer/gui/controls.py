@@ -169,6 +169,7 @@ class ViewBar(QToolBar):
     layer_changed = Signal(int)  # 0-based
     head_changed = Signal(object)  # int or None for the mean
     cls_requested = Signal()
+    token_requested = Signal(int)  # a prefix token chosen from the list (distillation, register)
     opacity_changed = Signal(float)
     grid_toggled = Signal(bool)
 
@@ -186,6 +187,9 @@ class ViewBar(QToolBar):
         self.cls_button = QPushButton("CLS token")
         self.cls_button.setToolTip("Show where the CLS token attends")
         self.cls_button.setFocusPolicy(Qt.NoFocus)
+        self.prefix_box = QComboBox()  # shown for models with more than one prefix token
+        self.prefix_box.setToolTip("A prefix token: class, distillation or register token")
+        self.prefix_box.setFocusPolicy(Qt.NoFocus)
         self.opacity = QSlider(Qt.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
@@ -198,7 +202,9 @@ class ViewBar(QToolBar):
         self.grid_box.setFocusPolicy(Qt.NoFocus)
         self.addWidget(self.layer_spin)
         self.addWidget(self.head_box)
-        self.addWidget(self.cls_button)
+        self._cls_action = self.addWidget(self.cls_button)
+        self._prefix_action = self.addWidget(self.prefix_box)
+        self._prefix_action.setVisible(False)
         self.addWidget(QLabel("  Opacity "))
         self.addWidget(self.opacity)
         self.addWidget(self.grid_box)
@@ -207,12 +213,32 @@ class ViewBar(QToolBar):
             lambda _i: self.head_changed.emit(self.head_box.currentData())
         )
         self.cls_button.clicked.connect(self.cls_requested)
+        self.prefix_box.activated.connect(lambda i: self.token_requested.emit(i))
         self.opacity.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100))
         self.grid_box.toggled.connect(self.grid_toggled)
 
     def set_num_layers(self, layers: int) -> None:
         self.layer_spin.setRange(1, layers)
         self.layer_spin.setSuffix(f" / {layers}")
+
+    def set_prefix_tokens(self, names: tuple[str, ...]) -> None:
+        """The model's prefix tokens: one (the CLS button), several (a list), or none."""
+        self.prefix_box.blockSignals(True)
+        self.prefix_box.clear()
+        for name in names:
+            self.prefix_box.addItem(f"{name} token" if name in ("CLS", "distillation") else name)
+        self.prefix_box.blockSignals(False)
+        self._cls_action.setVisible(len(names) == 1)
+        self._prefix_action.setVisible(len(names) > 1)
+        if names:
+            self.cls_button.setText(f"{names[0]} token")
+
+    def show_token(self, token: int) -> None:
+        """Reflect the selected token in the prefix list (patches leave it as it was)."""
+        if 0 <= token < self.prefix_box.count():
+            self.prefix_box.blockSignals(True)
+            self.prefix_box.setCurrentIndex(token)
+            self.prefix_box.blockSignals(False)
 
     def set_num_heads(self, heads: int) -> None:
         if self.head_box.count() == heads + 1:

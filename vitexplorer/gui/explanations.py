@@ -144,7 +144,7 @@ class Explanations(QObject):
             view.title.setText(f"{name}{what}{said}")
             return
         view.set_selected_patch(patch)
-        where = "the CLS token" if patch is None else f"patch row {patch[0]}, col {patch[1]}"
+        where = analysis.spec.token_label(sel.token)
         view.title.setText(f"{name}{what} · {where} (token {sel.token}){said}")
 
     def show_compare(self, shown: bool) -> None:

@@ -145,6 +145,7 @@ class MainWindow(QMainWindow):
         self.view_bar.layer_changed.connect(self.select_layer)
         self.view_bar.head_changed.connect(self.select_head)
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
+        self.view_bar.token_requested.connect(self.select_token)
         self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
         self.explanations.connect_views()
@@ -333,6 +334,7 @@ class MainWindow(QMainWindow):
         self.model_bar.show_request(info.request, spec.name)
         self.view_bar.set_num_layers(spec.num_layers)
         self.view_bar.set_num_heads(spec.num_heads)
+        self.view_bar.set_prefix_tokens(spec.prefix_names())
         self.explanations.model_ready(info)
         self.selection.fit(spec)
         self.view_bar.show_selection(self.selection.layer, self.selection.head)
@@ -562,6 +564,7 @@ class MainWindow(QMainWindow):
         if self.analysis is None or not 0 <= token < self.analysis.spec.num_tokens:
             return
         self.selection.token = token
+        self.view_bar.show_token(token)
         self._refresh(matrix=False)
 
     def select_layer(self, layer: int) -> None:
