@@ -195,3 +195,13 @@ def test_bad_inputs_are_refused(model: LoadedModel) -> None:
         relevance_map(model, torch.zeros(2, 3, 32, 32))
     with pytest.raises(ValueError, match="whole number"):
         relevance_map(model, _image(), target=1.5)  # type: ignore[arg-type]
+
+
+def test_without_a_class_token_the_row_is_the_mean_of_the_rows() -> None:
+    rng = np.random.default_rng(4)
+    attention = rng.random((3, 2, 5, 5))
+    attention /= attention.sum(-1, keepdims=True)
+    gradients = rng.normal(size=attention.shape)
+    full = relevance_from(attention, gradients)
+    assert np.allclose(relevance_row(attention, gradients, token=None), full.mean(axis=0))
+    assert np.allclose(relevance_row(attention, gradients, token=2), full[2])

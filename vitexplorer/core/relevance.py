@@ -4,7 +4,8 @@ For a chosen class, every layer's attention ``A_l`` is weighted by the gradient 
 logit with respect to it, negative contributions are dropped and the heads averaged:
 ``Ā_l = mean_heads(relu(grad_l * A_l))``. Starting from ``R = I`` (each token is relevant to
 itself), each layer from the first to the last adds what it mixes in: ``R = R + Ā_l @ R``. The
-map is the CLS row over the patches, ``R[0, prefix:]``.
+map is the CLS row over the patches, ``R[0, prefix:]`` (for a model without prefix tokens, which
+pools its tokens, the mean of the rows).
 
 The gradients need the softmax outputs as tensors in the autograd graph. :mod:`capture` writes
 them into a preallocated buffer under ``inference_mode``, which autograd cannot follow, so this
@@ -107,15 +108,23 @@ def relevance_from(attention: np.ndarray, gradients: np.ndarray) -> np.ndarray:
     return relevance
 
 
-def relevance_row(attention: np.ndarray, gradients: np.ndarray, token: int = 0) -> np.ndarray:
-    """Row ``token`` of :func:`relevance_from`, (tokens,) float64, in O(layers·tokens²).
+def relevance_row(
+    attention: np.ndarray, gradients: np.ndarray, token: int | None = 0
+) -> np.ndarray:
+    """Row ``token`` of :func:`relevance_from`, (tokens,) float64, in O(layers·tokens²); with
+    ``token=None`` the mean of all rows (for a model that pools its tokens instead of reading a
+    class token, the classifier reads every token alike).
 
     R = (I + Ā_L) ... (I + Ā_1), so its row is ``e_token`` carried through the factors from the
     last layer down: ``v = v + v @ Ā_l``.
     """
     layers = _weighted_layers(attention, gradients)
-    row = np.zeros(attention.shape[-1])
-    row[token] = 1.0
+    n = attention.shape[-1]
+    row = np.zeros(n)
+    if token is None:
+        row[:] = 1.0 / n
+    else:
+        row[token] = 1.0
     for weighted in layers[::-1]:
         row = row + row @ weighted
     return row
@@ -131,7 +140,8 @@ class Relevance:
 
 
 def relevance_map(model: LoadedModel, batch: torch.Tensor, target: int | None = None) -> Relevance:
-    """The CLS token's relevance over the patches for class ``target`` (default: predicted)."""
+    """The CLS token's relevance over the patches for class ``target`` (default: predicted);
+    the mean token's for a model that has no class token."""
     logits, attention, gradients = capture_with_gradients(model, batch, target)
     if target is None:
         target = int(np.argmax(logits))  # the first maximum, as torch.argmax picks it
@@ -140,6 +150,7 @@ def relevance_map(model: LoadedModel, batch: torch.Tensor, target: int | None = 
         raise ValueError(
             f"the model ran {attention.shape[-1]} tokens but its spec expects {spec.num_tokens}"
         )
-    row = relevance_row(attention, gradients, token=0)
+    # the class token's row; a model without one pools its tokens: the mean of the rows
+    row = relevance_row(attention, gradients, token=0 if spec.num_prefix_tokens else None)
     grid = np.ascontiguousarray(row[spec.num_prefix_tokens :].reshape(spec.grid), dtype=np.float32)
     return Relevance(map=grid, target=target, logits=logits)
