@@ -169,3 +169,15 @@ def test_method_card_options() -> None:
     }
     assert options.as_dict("relevance") == {"target_class": 4}
     assert options.as_dict()["layer"] == -1 and len(options.as_dict()) == 7
+
+
+def test_relevance_needs_a_classifier() -> None:
+    from dataclasses import replace
+
+    from vitexplorer.core.methods import MethodOptions
+
+    encoder = replace(tiny_spec(), has_classifier=False, class_names=())
+    with pytest.raises(ValueError, match="has no classifier, so there is no class score"):
+        MethodOptions().check("relevance", encoder)
+    MethodOptions().check("rollout", encoder)  # the rest works
+    MethodOptions().check("attention", encoder)

@@ -206,6 +206,8 @@ def output_warnings(analysis: ImageAnalysis) -> list[str]:
 
     from vitexplorer.core.analysis import constant_output
 
+    if not analysis.spec.has_classifier:
+        return []  # an image encoder: no predictions to judge
     reason = constant_output(analysis.logits)
     if reason is None:
         return []

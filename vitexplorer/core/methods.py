@@ -99,6 +99,11 @@ class MethodOptions:
         if method == "rollout" and self.start_layer >= layers:
             raise ValueError(f"start layer {self.start_layer} must be from 0 to {layers - 1}")
         if method == "relevance":
+            if not spec.has_classifier:
+                raise ValueError(
+                    f"{spec.display_name} has no classifier, so there is no class score for "
+                    f"relevance to explain; attention and rollout work"
+                )
             if self.token != 0:
                 raise ValueError(
                     f"relevance explains the CLS token (token 0) only, not token {self.token}"

@@ -354,6 +354,14 @@ class MethodBar(QToolBar):
         self._show_options()
         self.choice_changed.emit(self.choice())
 
+    def set_relevance_available(self, available: bool) -> None:
+        """Class relevance needs a class score: offered only for a model with a classifier."""
+        item = self.method_box.model().item(self.method_box.findData("relevance"))
+        item.setEnabled(available)
+        item.setToolTip("" if available else "This model has no classifier: no class to explain")
+        if not available and self.method_box.currentData() == "relevance":
+            self.set_method("attention")
+
     def _show_options(self) -> None:
         method = self.method_box.currentData()
         for action in self._rollout:

@@ -68,6 +68,7 @@ class Explanations(QObject):
         for bar in (self.method_bar, self.compare_bar):
             bar.set_num_layers(spec.num_layers)
             bar.set_predictions([])  # class indices of the old model mean nothing now
+            bar.set_relevance_available(spec.has_classifier)
         self.maps.forget()
         self.relevance_asked.clear()
         self.noticed.clear()
@@ -88,7 +89,7 @@ class Explanations(QObject):
         self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
         from vitexplorer.core.analysis import constant_output  # torch is loaded by now
 
-        reason = constant_output(analysis.logits)
+        reason = constant_output(analysis.logits) if analysis.spec.has_classifier else None
         if reason:
             self._notice("output", f"{self.window.session.current.name}: {reason}.")
 
@@ -279,7 +280,8 @@ class Explanations(QObject):
             if view.heat_values.size == 0:
                 continue  # a relevance map still being computed
             choice = bar.choice()
-            warnings = [constant_output(analysis.logits), flat_map(view.heat_values)]
+            output = constant_output(analysis.logits) if analysis.spec.has_classifier else None
+            warnings = [output, flat_map(view.heat_values)]
             card = method_card(
                 facts,
                 choice.method,

@@ -342,9 +342,15 @@ class MainWindow(QMainWindow):
         self.device_label.setText(info.device)
         self.hover_label.setText("")
         random = spec.weights == "random initialisation"
-        self.predictions.set_hint(
-            "Random weights: these predictions mean nothing." if random else ""
-        )
+        if not spec.has_classifier:
+            hint = (
+                "This model has no classifier (an image encoder, such as DINO or CLIP's image "
+                "tower): no predictions and no class relevance; attention, rollout and the "
+                "head statistics work."
+            )
+        else:
+            hint = "Random weights: these predictions mean nothing." if random else ""
+        self.predictions.set_hint(hint)
         if info.fine_tuned:
             self.statusBar().showMessage(f"The explorer now uses the model {spec.weights}", 8000)
         else:
