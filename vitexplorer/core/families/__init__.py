@@ -20,6 +20,7 @@ __all__ = ["Part", "UnsupportedModel", "ViTAdapter", "adapter_for"]
 FAMILY_MODULES: tuple[tuple[str, str | None], ...] = (
     ("vitexplorer.core.families.small_vit", None),
     ("vitexplorer.core.families.torchvision", "torchvision"),
+    ("vitexplorer.core.families.timm", "timm"),
 )
 
 

@@ -1,0 +1,608 @@
+"""timm's ``VisionTransformer`` (``vit_*``, ``deit_*`` with the distilled ones, DINO, DINOv2 with
+registers, CLIP and SigLIP towers), named ``timm:NAME`` or ``timm:NAME.TAG``.
+
+timm internals this file relies on, all present throughout timm 1.0.x: the model's
+``patch_embed``, ``_pos_embed`` (private, but the one place that knows the prefix tokens,
+registers, ``no_embed_class`` and dynamic sizes), ``patch_drop``, ``norm_pre``, ``blocks``,
+``norm``, ``fc_norm``, ``attn_pool``, ``head``/``head_dist``, ``forward_head``; and the attributes
+of timm's ``Attention`` (``qkv``, ``q_norm``, ``k_norm``, ``scale``, ``attn_drop``, ``proj``,
+``proj_drop``, and where present ``norm`` and ``gate``). Its fused path is left on: the analysed
+pass swaps in an explicit forward built from those attributes.
+
+Weights: ``none`` (random), ``default`` (timm's pretrained tag through timm's own caches and
+download places: :mod:`vitexplorer.core.families.timm_weights`), or a file in timm's key layout.
+No code from a hub is ever loaded, and no name outside timm's registry is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import (  # Attention: here in every 1.0.x
+    Attention,
+    Block,
+    ResPostBlock,
+    VisionTransformer,
+)
+from torch import nn
+
+from vitexplorer.core import models
+from vitexplorer.core.checkpoint import (
+    WeightsFileError,
+    check_weights_path,
+    file_label,
+    is_safetensors_file,
+    read_safetensors_header,
+)
+from vitexplorer.core.download import CancelCheck, ProgressCallback
+from vitexplorer.core.families import timm_weights
+from vitexplorer.core.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.spec import ModelSpec
+from vitexplorer.core.vit import MAX_CLASSES, MAX_IMAGE_SIZE, check_grid, check_whole
+
+PREFIX = "timm:"
+RANDOM = "random initialisation"
+HEAD_KINDS = ("classifier", "projection", "none")  # what the model's head is
+# timm's random init (a truncated normal per parameter) is skipped where every parameter is
+# then loaded from a file (strictly): it costs more than the load itself
+_LOADED = "skip"
+_HEAD_MARK = "_vitexplorer_head"  # set on a module whose head kind is known, not guessed
+# a checkpoint's config; "projection": a CLIP tower's projection width, its num_classes 0
+_CONFIG_KEYS = ("model_name", "num_classes", "img_size", "projection")
+
+
+# --- the adapter -----------------------------------------------------------------------------
+
+
+class _DistilledClassifier(nn.Linear):
+    """A distilled DeiT's two heads as one linear map of [class token, distillation token]:
+    ``(head(cls) + head_dist(dist)) / 2``, which is what timm's ``forward_head`` computes.
+    Its parameters are the two heads' own, so training it trains them."""
+
+    def __init__(self, head: nn.Linear, head_dist: nn.Linear) -> None:
+        nn.Module.__init__(self)
+        self.head, self.head_dist = head, head_dist
+        self.in_features = head.in_features + head_dist.in_features
+        self.out_features = head.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        return torch.cat([self.head.weight, self.head_dist.weight], dim=1) / 2
+
+    @property
+    def bias(self) -> torch.Tensor:  # type: ignore[override]
+        return (self.head.bias + self.head_dist.bias) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.head.in_features
+        return (self.head(x[..., :width]) + self.head_dist(x[..., width:])) / 2
+
+
+class _FinalStage(nn.Module):
+    """The final norm, owning the norms and attention pool that act after pooling, so that
+    fine-tuning the last blocks trains them too; its forward is the final norm alone."""
+
+    def __init__(self, norm: nn.Module, after: list[nn.Module]) -> None:
+        super().__init__()
+        self.norm = norm
+        self.after = nn.ModuleList(after)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class TimmAdapter(ViTAdapter):
+    family = "timm"
+    module: VisionTransformer
+
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        return isinstance(module, VisionTransformer)
+
+    @property
+    def distilled(self) -> bool:
+        return isinstance(self.module, VisionTransformerDistilled)
+
+    @property
+    def prefix_kinds(self) -> tuple[str, ...]:
+        m = self.module
+        if self.distilled:
+            kinds: tuple[str, ...] = ("cls", "dist")
+        else:
+            kinds = ("cls",) if m.cls_token is not None else ()
+            kinds += ("reg",) * (0 if m.reg_token is None else m.reg_token.shape[1])
+        if len(kinds) != m.num_prefix_tokens:
+            raise UnsupportedModel(
+                f"a {type(m).__name__} with {m.num_prefix_tokens} prefix tokens of unknown kinds"
+            )
+        return kinds
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.module.blocks)
+
+    def final_norm(self) -> nn.Module:
+        m = self.module
+        after = [part for part in (m.fc_norm, m.attn_pool) if part is not None]
+        if not any(True for part in after for _ in part.parameters()):
+            return m.norm
+        return _FinalStage(m.norm, after)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        if self.distilled and isinstance(self.get_classifier(), _DistilledClassifier):
+            return m.head_drop(torch.cat([tokens[:, 0], tokens[:, 1]], dim=-1))
+        return m.forward_head(tokens, pre_logits=True)
+
+    # --- the classifier --------------------------------------------------------------------
+    @property
+    def head_kind(self) -> str:
+        """What the head is: "classifier", "projection" (a CLIP tower's) or "none"."""
+        return head_kind(self.module)
+
+    def get_classifier(self) -> nn.Linear | None:
+        m = self.module
+        if self.head_kind != "classifier":
+            return None
+        if self.distilled:
+            return _DistilledClassifier(m.head, m.head_dist)
+        return m.head
+
+    def set_classifier(self, head: nn.Linear) -> None:
+        m = self.module
+        if self.distilled:
+            if not isinstance(head, _DistilledClassifier):
+                if head.in_features != 2 * m.embed_dim:
+                    raise ValueError(
+                        f"a distilled DeiT's classifier reads both prefix tokens: "
+                        f"{2 * m.embed_dim} features, not {head.in_features}"
+                    )
+                head = _split_distilled(head, m.embed_dim)
+            m.head, m.head_dist = head.head, head.head_dist
+        else:
+            m.head = head
+        m.num_classes = head.out_features
+        setattr(m, _HEAD_MARK, "classifier")
+
+    def reset_classifier(self, num_classes: int) -> nn.Linear:
+        """timm's own ``reset_classifier``, zero-initialised; it also gives a model without a
+        classifier (DINO, a CLIP tower) one."""
+        m = self.module
+        m.reset_classifier(num_classes)
+        for head in (m.head, getattr(m, "head_dist", None)):
+            if isinstance(head, nn.Linear):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+        setattr(m, _HEAD_MARK, "classifier")
+        found = self.get_classifier()
+        assert found is not None
+        return found
+
+    # --- attention capture -----------------------------------------------------------------
+    def attention_modules(self) -> list[nn.Module]:
+        found = []
+        for i, block in enumerate(self.module.blocks):
+            attention = getattr(block, "attn", None)
+            if not isinstance(block, (Block, ResPostBlock)) or not _plain_attention(attention):
+                what = type(attention).__name__ if attention is not None else type(block).__name__
+                raise UnsupportedModel(
+                    f"block {i + 1} of this {type(self.module).__name__} uses {what}, not timm's "
+                    f"plain Attention; its attention maps cannot be captured yet"
+                )
+            found.append(attention)
+        return found
+
+    def capturing_forward(self, attention: nn.Module, sink: Any) -> Callable[..., Any]:
+        """timm's ``Attention.forward`` on its eager path, the softmax taken by ``sink``."""
+        assert _plain_attention(attention)
+        a: Any = attention
+        heads, head_dim = a.num_heads, a.head_dim
+        norm = getattr(a, "norm", None) or nn.Identity()
+        gate_layer = getattr(a, "gate", None)
+
+        def forward(
+            x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+        ) -> torch.Tensor:
+            b, n, _ = x.shape
+            gate = gate_layer(x).sigmoid() if gate_layer is not None else None
+            qkv = a.qkv(x).reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            q, k = a.q_norm(q), a.k_norm(k)
+            scores = (q * a.scale) @ k.transpose(-2, -1)
+            bias = _mask_bias(n, scores, attn_mask, is_causal)
+            if bias is not None:
+                scores = scores + bias
+            weights = a.attn_drop(sink.softmax(scores))
+            out = norm((weights @ v).transpose(1, 2).reshape(b, n, heads * head_dim))
+            if gate is not None:
+                out = out * gate
+            return a.proj_drop(a.proj(out))
+
+        return forward
+
+    # --- parameters ------------------------------------------------------------------------
+    def position_embeddings(self) -> torch.Tensor | None:
+        """Prefix tokens first; only the patches' for models that keep the prefix tokens out
+        of the position embedding (``no_embed_class``: DeiT III, DINOv2 with registers)."""
+        pos = self.module.pos_embed
+        return None if pos is None else pos[0]
+
+    def patch_filters(self) -> torch.Tensor:
+        proj = getattr(self.module.patch_embed, "proj", None)
+        patch = (patch_size(self.module),) * 2
+        if not isinstance(proj, nn.Conv2d) or tuple(proj.kernel_size) != patch:
+            raise UnsupportedModel(
+                "its patch embedding is not one convolution over the image's patches (a hybrid "
+                "CNN stem?), so it has no patch filters to show"
+            )
+        return proj.weight
+
+    def randomisation_groups(self) -> tuple[list[Part], list[nn.Module], list[Part]]:
+        m = self.module
+        head = [m.norm, m.fc_norm, m.attn_pool, m.head, getattr(m, "head_dist", None)]
+        embedding = [m.patch_embed, m.cls_token, getattr(m, "dist_token", None), m.reg_token]
+        embedding += [m.pos_embed, m.norm_pre]
+        return _present(head), self.blocks(), _present(embedding)
+
+
+def _present(parts: list[Any]) -> list[Part]:
+    """The parts that exist and hold parameters."""
+    return [
+        p
+        for p in parts
+        if isinstance(p, nn.Parameter)
+        or (isinstance(p, nn.Module) and any(True for _ in p.parameters()))
+    ]
+
+
+def _split_distilled(head: nn.Linear, width: int) -> _DistilledClassifier:
+    """A linear map of [cls, dist] as a distilled DeiT's two heads (each twice its half)."""
+    parts = []
+    for half in (head.weight[:, :width], head.weight[:, width:]):
+        linear = nn.Linear(width, head.out_features).to(head.weight.device)
+        with torch.no_grad():
+            linear.weight.copy_(2 * half)
+            linear.bias.copy_(head.bias if head.bias is not None else 0.0)
+        parts.append(linear)
+    return _DistilledClassifier(*parts)
+
+
+def _plain_attention(module: object) -> bool:
+    """timm's ``Attention`` (or a subclass keeping its forward): one token-by-token softmax."""
+    return isinstance(module, Attention) and type(module).forward is Attention.forward
+
+
+def _mask_bias(
+    n: int, scores: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+) -> torch.Tensor | None:
+    """The additive bias of ``scaled_dot_product_attention``'s ``attn_mask``/``is_causal``."""
+    if is_causal:
+        return scores.new_full((n, n), float("-inf")).triu_(1)
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(~mask, float("-inf"))
+
+
+def head_kind(module: nn.Module) -> str:
+    """What ``module``'s head is. A CLIP tower's head is its image-text projection (as many
+    outputs as the embedding, no ImageNet label set), unless vitexplorer gave it a classifier."""
+    heads = [module.head, getattr(module, "head_dist", module.head)]
+    if not all(isinstance(h, nn.Linear) for h in heads):
+        return "none"
+    marked = getattr(module, _HEAD_MARK, None)
+    if marked in HEAD_KINDS:
+        return marked
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    projection = (
+        "clip" in str(cfg.get("architecture", ""))
+        and module.num_classes == cfg.get("num_classes")
+        and timm.data.infer_imagenet_subset({"num_classes": module.num_classes}) is None
+    )
+    return "projection" if projection else "classifier"
+
+
+ADAPTER = TimmAdapter
+
+
+# --- names and the model's description ---------------------------------------------------
+
+
+def model_name(name: str) -> str:
+    """The timm name in ``timm:NAME`` (``NAME`` may carry a pretrained tag), checked."""
+    bare = name[len(PREFIX) :] if name.lower().startswith(PREFIX) else name
+    if bare.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        raise ValueError(
+            f"timm:{bare} would fetch a model's configuration from outside timm; vitexplorer "
+            f"opens timm's own models: timm:NAME, with --weights FILE for your weights"
+        )
+    arch, tag = timm.models.split_model_name_tag(bare)
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join('timm:' + c for c in close)}?" if close else ""
+        raise ValueError(f"timm has no model {arch!r}{hint}")
+    if tag and not timm.list_pretrained(bare):
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(arch + ".*")]
+        known = f"; its tags are {', '.join(tags[:8])}" if tags else "; it has no pretrained tags"
+        raise ValueError(f"timm's {arch} has no pretrained tag {tag!r}{known}")
+    return bare
+
+
+def _skeleton(name: str, **kwargs: Any) -> nn.Module:
+    """The model on the meta device (no memory, no weights), checked to be one we support."""
+    with torch.device("meta"):
+        module = timm.create_model(name, pretrained=False, **kwargs)
+    check_supported(module, name)
+    return module
+
+
+def check_supported(module: nn.Module, name: str) -> None:
+    """UnsupportedModel, one line, for a timm model whose attention we cannot capture."""
+    if not isinstance(module, VisionTransformer):
+        kinds = {type(m).__name__.lower() for m in module.modules()}
+        if any(w in k for k in kinds for w in ("window", "stage", "merging", "swin")):
+            why = "windowed or hierarchical attention is not supported yet"
+        elif any("attention" in k or "attn" in k for k in kinds):
+            why = "only timm's VisionTransformer models (vit_*, deit_*, ...) are supported yet"
+        else:
+            why = "it is not a Vision Transformer"
+        raise UnsupportedModel(f"timm:{name} ({type(module).__name__}): {why}")
+    adapter = TimmAdapter(module)
+    adapter.attention_modules()
+    adapter.prefix_kinds  # noqa: B018  (raises for prefix tokens of unknown kinds)
+    patch_size(module)
+
+
+def patch_size(module: nn.Module) -> int:
+    """The side of the image patch each token stands for (a hybrid's stem included)."""
+    embed = module.patch_embed
+    (height, width), (rows, cols) = embed.img_size, embed.grid_size
+    ratio = embed.feat_ratio(as_scalar=False) if hasattr(embed, "feat_ratio") else None
+    ratio = tuple(ratio) if ratio is not None else tuple(embed.patch_size)
+    if ratio[0] != ratio[1] or (rows * ratio[0], cols * ratio[1]) != (height, width):
+        raise UnsupportedModel(
+            f"its {height}x{width} px input is not a whole grid of square patches "
+            f"({rows}x{cols} tokens of {ratio[0]}x{ratio[1]} px)"
+        )
+    return ratio[0]
+
+
+def spec_for(module: nn.Module, name: str, weights: str) -> ModelSpec:
+    """The spec of a timm ViT: preprocessing from its ``pretrained_cfg``, as timm resolves it."""
+    check_supported(module, name)
+    adapter = TimmAdapter(module)
+    rows, cols = module.patch_embed.grid_size
+    patch = patch_size(module)
+    height, width = rows * patch, cols * patch
+    image_size = min(height, width)
+    data = timm.data.resolve_data_config(model=module)
+    crop_pct = data.get("crop_pct") or 1.0
+    resize = image_size if data.get("crop_mode") == "squash" else math.floor(image_size / crop_pct)
+    interpolation = data.get("interpolation")
+    kind = adapter.head_kind
+    classes = module.num_classes if kind == "classifier" else 0
+    projection = {"projection": module.num_classes} if kind == "projection" else {}
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    arch, tag = cfg.get("architecture") or name.split(".")[0], cfg.get("tag")
+    return ModelSpec(
+        name=PREFIX + name,
+        display_name=name,
+        weights=weights,
+        image_size=image_size,
+        resize_size=min(max(resize, image_size), 2 * image_size),
+        patch_size=patch,
+        num_layers=len(module.blocks),
+        num_heads=module.blocks[0].attn.num_heads,
+        class_names=class_names(classes, cfg),
+        num_prefix_tokens=adapter.num_prefix_tokens,
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+        interpolation=interpolation if interpolation in models.INTERPOLATIONS else "bicubic",
+        config={
+            "model_name": f"{arch}.{tag}" if tag else arch,
+            "num_classes": classes,
+            "img_size": height if height == width else [height, width],
+            **projection,
+        },
+        family="timm",
+        prefix_kinds=adapter.prefix_kinds,
+        grid_shape=None if rows == cols else (rows, cols),
+        has_classifier=kind == "classifier",
+    )
+
+
+def class_names(num_classes: int, cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """The pretrained config's labels; ImageNet's for its 1000 classes (torchvision's names, as
+    for torchvision's ViTs) and for its larger label sets (timm's WordNet lemmas)."""
+    for key in ("label_descriptions", "label_names"):
+        names = cfg.get(key)
+        if names and len(names) == num_classes:
+            return tuple(str(n) for n in names)
+    if num_classes == 1000:
+        from torchvision.models import ViT_B_16_Weights
+
+        return tuple(ViT_B_16_Weights.DEFAULT.meta["categories"])
+    subset = timm.data.infer_imagenet_subset({"num_classes": num_classes})
+    if subset is not None:
+        return tuple(timm.data.ImageNetInfo(subset).label_descriptions())
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def check_source(name: str, weights: str) -> None:
+    """What :func:`load` would refuse that can be found out cheaply: an unknown name, a model
+    we cannot capture, a weights file that is missing or (safetensors) does not fit."""
+    arch = model_name(name)
+    _skeleton(arch)
+    if weights == "none":
+        return
+    if weights == "default":
+        timm_weights.pretrained_source(arch)
+        return
+    path = check_weights_path(Path(weights))
+    if is_safetensors_file(path):
+        shapes, meta = read_safetensors_header(path)
+        source = file_label(path)
+        if meta is not None:
+            plan = models._plan(path, None, shapes, meta)
+        else:
+            plan = _file_plan(arch, shapes, f"file {path.name}", source)
+        models._check_plan(plan, shapes, source)
+
+
+def load(
+    name: str,
+    weights: str,
+    *,
+    allow_download: bool = True,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+) -> tuple[nn.Module, ModelSpec, Path | None]:
+    """The model ``timm:NAME`` with ``weights``: "none", "default" or a weights file."""
+    arch = model_name(name)
+    _skeleton(arch)  # refuses what we cannot capture before anything is allocated
+    if weights == "none":
+        module = timm.create_model(arch, pretrained=False)
+        return module, spec_for(module, arch, RANDOM), None
+    if weights == "default":
+        module, tagged, path = timm_weights.fetch(arch, allow_download, progress, cancelled)
+        return module, spec_for(module, tagged, f"timm {tagged}"), path
+    path = check_weights_path(Path(weights))
+    if is_safetensors_file(path) and read_safetensors_header(path)[1] is not None:
+        module, spec = models._from_file(path, None)  # a vitexplorer checkpoint: its metadata
+        return module, spec, path
+    label = f"file {path.name}"
+    try:
+        module, spec = models.build_from_file(
+            path, lambda shapes: _file_plan(arch, shapes, label, file_label(path))
+        )
+    except (WeightsFileError, UnsupportedModel):
+        raise
+    except (ArithmeticError, AssertionError, LookupError, RuntimeError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise WeightsFileError(
+            f"{file_label(path)} could not be loaded ({type(exc).__name__}: {reason})"
+        ) from exc
+    return module, spec, path
+
+
+def _file_plan(
+    arch: str, shapes: Mapping[str, tuple[int, ...]], label: str, source: str
+) -> models.BuildPlan:
+    """How to build timm's ``arch`` for a state dict in timm's layout: the class count is read
+    off ``head.weight`` (none without one) and a square input size off ``pos_embed``."""
+    default = _skeleton(arch)
+    kwargs: dict[str, Any] = {}
+    head = shapes.get("head.weight")
+    if head is not None and len(head) == 2:
+        kwargs["num_classes"] = head[0]
+    elif "head.weight" not in shapes and "head.bias" not in shapes:
+        kwargs["num_classes"] = 0
+    pos = shapes.get("pos_embed")
+    if pos is not None and len(pos) == 3 and default.pos_embed is not None:
+        patch = patch_size(default)
+        prefix = 0 if default.no_embed_class else default.num_prefix_tokens
+        side = math.isqrt(max(pos[1] - prefix, 0))
+        if side > 0 and side * side == pos[1] - prefix:
+            kwargs["img_size"] = side * patch
+    try:
+        if "img_size" in kwargs:
+            check_whole(
+                "the image size its pos_embed implies", kwargs["img_size"], 1, MAX_IMAGE_SIZE
+            )
+            check_grid(kwargs["img_size"], patch_size(default))
+        if "num_classes" in kwargs:
+            check_whole("the class count of its head.weight", kwargs["num_classes"], 0, MAX_CLASSES)
+    except ValueError as exc:
+        raise WeightsFileError(f"{source}: {exc}") from None
+    return models.BuildPlan(
+        lambda: timm.create_model(arch, pretrained=False, weight_init=_LOADED, **kwargs),
+        f"timm's {arch}",
+        lambda module: spec_for(module, arch, label),
+        from_metadata=False,
+    )
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
+    """The image size and class count of a checkpoint's ``config`` for ``arch`` (timm:NAME)."""
+    unknown = [key for key in config if key not in _CONFIG_KEYS]
+    if unknown:
+        raise ValueError(
+            f"unknown setting {models._quoted(unknown[0])}; a timm config has "
+            f"{', '.join(_CONFIG_KEYS)}"
+        )
+    name = config.get("model_name", model_name(arch))
+    if not isinstance(name, str):
+        raise ValueError(f"model_name must be a text, not {models.show_value(name)}")
+    name = model_name(name)
+    if (
+        timm.models.split_model_name_tag(name)[0]
+        != timm.models.split_model_name_tag(model_name(arch))[0]
+    ):
+        raise ValueError(f"model_name {models._quoted(name)} is not the architecture {arch}")
+    kwargs, kind = _build_kwargs(config)
+    module = _skeleton(name, **kwargs)
+    rows, cols = module.patch_embed.grid_size
+    patch = patch_size(module)
+    check_grid(max(rows, cols) * patch, patch)
+    return min(rows, cols) * patch, module.num_classes if kind == "classifier" else 0
+
+
+def _build_kwargs(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``create_model`` keywords from a checkpoint's config (the class count and the input
+    size, nothing else) and the head's kind when the config says it."""
+    kwargs: dict[str, Any] = {}
+    kind = None
+    if "num_classes" in config:
+        kwargs["num_classes"] = check_whole("num_classes", config["num_classes"], 0, MAX_CLASSES)
+        kind = "classifier" if kwargs["num_classes"] else "none"
+    if "projection" in config and not kwargs.get("num_classes"):
+        kwargs["num_classes"] = check_whole("projection", config["projection"], 1, MAX_CLASSES)
+        kind = "projection"
+    if "img_size" in config:
+        size = config["img_size"]
+        sides = size if isinstance(size, list) and len(size) == 2 else [size]
+        for side in sides:
+            check_whole("img_size", side, 1, MAX_IMAGE_SIZE)
+        kwargs["img_size"] = tuple(sides) if len(sides) == 2 else sides[0]
+    return kwargs, kind
+
+
+def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.BuildPlan:
+    """An untrained ``arch`` shaped by a vitexplorer checkpoint's checked metadata."""
+    config = meta["config"]
+    name = model_name(config.get("model_name", arch))
+    kwargs, kind = _build_kwargs(config)
+
+    def build() -> nn.Module:
+        module = timm.create_model(name, pretrained=False, weight_init=_LOADED, **kwargs)
+        if kind is not None:
+            setattr(module, _HEAD_MARK, kind)
+        return module
+
+    def spec(module: nn.Module) -> ModelSpec:
+        found = spec_for(module, name, label)
+        return models._apply_metadata(replace(found, name=arch), meta)
+
+    return models.BuildPlan(build, f"timm's {name}", spec, True)
+
+
+def default_weights_download(name: str) -> models.WeightsDownload:
+    """What the app can offer to download for ``timm:NAME``'s default weights (no network;
+    the size is not known offline: 0)."""
+    return timm_weights.describe(model_name(name))

@@ -1,0 +1,181 @@
+"""timm's pretrained weights, from timm's own cache and download places: a Hugging Face hub
+repository (``pretrained_cfg.hf_hub_id``, the hub client's cache) or a plain URL (the torch hub
+cache). Offline, a cached file is used without any network call; the download itself reports
+progress and honours cancel as torchvision's does. No code from a hub repository is ever run:
+only weight files are fetched, and timm reads them with ``weights_only`` or safetensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import timm
+import torch
+from torch import nn
+
+from vitexplorer.core import models
+from vitexplorer.core.checkpoint import WeightsFileError
+from vitexplorer.core.download import CancelCheck, DownloadCancelled, ProgressCallback
+
+# the safetensors file timm looks for first in a hub repository, by the file its config names
+_SAFE_ALTERNATIVES = {
+    "pytorch_model.bin": "model.safetensors",
+    "open_clip_pytorch_model.bin": "open_clip_model.safetensors",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where timm fetches a pretrained tag's weights, and where its caches keep them."""
+
+    name: str  # arch.tag
+    repo: str | None  # a Hugging Face hub repository ...
+    revision: str | None
+    filenames: tuple[str, ...]  # ... and the files timm tries there, in order
+    url: str | None  # a plain URL (the torch hub cache)
+
+    @property
+    def description(self) -> str:
+        return f"timm's {self.name} weights"
+
+    def cached(self) -> Path | None:
+        """The cached file, looked up without the network; None when not downloaded."""
+        if self.repo is not None:
+            from huggingface_hub import try_to_load_from_cache
+
+            for filename in self.filenames:
+                found = try_to_load_from_cache(self.repo, filename, revision=self.revision)
+                if isinstance(found, str):
+                    return Path(found)
+        if self.url is not None and self.torch_hub_path().is_file():
+            return self.torch_hub_path()
+        return None
+
+    def torch_hub_path(self) -> Path:
+        assert self.url is not None
+        return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(self.url).path).name
+
+    def download(self, progress: ProgressCallback | None, cancelled: CancelCheck | None) -> Path:
+        if self.repo is None:
+            assert self.url is not None
+            plan = models.WeightsDownload(
+                self.name, self.url, self.torch_hub_path(), 0.0, self.description
+            )
+            return models.download_weights(plan, progress, cancelled)
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        bar = _progress_bar(progress, cancelled)
+        for filename in self.filenames:
+            try:
+                found = hf_hub_download(self.repo, filename, revision=self.revision, tqdm_class=bar)
+            except EntryNotFoundError:
+                continue
+            return Path(str(found))
+        raise WeightsFileError(f"{self.repo} holds none of {', '.join(self.filenames)}")
+
+
+def pretrained_source(arch: str) -> Source:
+    """Where the weights of ``arch`` (``NAME.TAG``, or timm's default tag) come from, read off
+    timm's pretrained config as timm resolves it: the hub first, then the URL."""
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise models.WeightsUnavailableError(
+            f"timm has no pretrained weights for {arch}; use --weights none or a weights file"
+        )
+    name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
+    repo, revision, files = None, None, ()
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        first = cfg.hf_hub_filename or "pytorch_model.bin"
+        safe = _SAFE_ALTERNATIVES.get(first)
+        if safe is None and first.endswith(".bin"):
+            safe = first[: -len(".bin")] + ".safetensors"
+        files = tuple(f for f in (safe, first) if f)
+    return Source(name, repo, revision or None, files, cfg.url or None)
+
+
+def describe(arch: str) -> models.WeightsDownload:
+    """The download that timm would make for ``arch``'s weights (its size is unknown offline)."""
+    source = pretrained_source(arch)
+    cached = source.cached()
+    if source.repo is not None:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        revision = source.revision or "main"
+        url = f"https://huggingface.co/{source.repo}/resolve/{revision}/{source.filenames[0]}"
+        folder = Path(HF_HUB_CACHE) / ("models--" + source.repo.replace("/", "--"))
+        path = cached or folder  # a folder until downloaded: WeightsDownload.cached is False
+    else:
+        assert source.url is not None
+        url, path = source.url, cached or source.torch_hub_path()
+    return models.WeightsDownload(source.name, url, path, 0.0, source.description)
+
+
+def fetch(
+    arch: str,
+    allow_download: bool,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+) -> tuple[nn.Module, str, Path]:
+    """timm's ``arch`` with its pretrained weights: (module, ``NAME.TAG``, the weights file).
+
+    The file comes from timm's cache, or is downloaded when ``allow_download``; timm then
+    builds the model from that file (its own key conversions and filters apply)."""
+    source = pretrained_source(arch)
+    path = source.cached()
+    if path is None:
+        if not allow_download:
+            raise models.WeightsUnavailableError(
+                f"{source.description} are not downloaded (not in timm's cache)"
+            )
+        try:
+            path = source.download(progress, cancelled)
+        except (DownloadCancelled, models.WeightsUnavailableError):
+            raise
+        except Exception as exc:  # the hub client's many errors: one line, never a traceback
+            raise models.WeightsUnavailableError(
+                f"could not download {source.description} ({_reason(exc)}). Without a network, "
+                f"use --weights FILE with a file in timm's layout, or --weights none"
+            ) from exc
+    # a local file takes precedence over every remote source in timm's resolution
+    overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
+    try:
+        module = timm.create_model(source.name, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as exc:  # a damaged or foreign cached file
+        raise WeightsFileError(
+            f"the cached {source.description} at {path} could not be loaded ({_reason(exc)}); "
+            f"delete that file and load the model again to download a fresh copy"
+        ) from exc
+    return module, source.name, path
+
+
+def _reason(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _progress_bar(progress: ProgressCallback | None, cancelled: CancelCheck | None) -> type:
+    """A silent tqdm class for the hub client that reports bytes and honours cancel."""
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._total = int(kwargs.get("total") or 0)
+            self._done = int(kwargs.get("initial") or 0)
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if cancelled is not None and cancelled():
+                raise DownloadCancelled("download cancelled")
+            self._done += int(n or 0)
+            if progress is not None:
+                progress(self._done, self._total)
+            return super().update(n)
+
+    return Bar
