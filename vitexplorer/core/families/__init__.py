@@ -21,6 +21,7 @@ FAMILY_MODULES: tuple[tuple[str, str | None], ...] = (
     ("vitexplorer.core.families.small_vit", None),
     ("vitexplorer.core.families.torchvision", "torchvision"),
     ("vitexplorer.core.families.timm", "timm"),
+    ("vitexplorer.core.families.hf", "transformers"),
 )
 
 
