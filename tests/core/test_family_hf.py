@@ -520,3 +520,28 @@ def test_cli_analyze_end_to_end(folders: dict[str, Path], tmp_path: Path) -> Non
     assert facts["predictions"][0]["name"] in ("cat", "dog", "eel")
     assert np.load(out / "photo.attention.npy").shape == (2, 2, 18, 18)
     assert (out / "photo.cls.png").is_file()
+
+
+def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """DINOv2 with registers has no classifier: analyze writes its maps and says so; relevance
+    is refused in one line, rollout works."""
+    from vitexplorer.cli import main
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), np.uint8)).save(image)
+    out = tmp_path / "out"
+    args = ["analyze", str(image), "--model", f"hf:{folders['dinov2_reg']}", "--device", "cpu"]
+    assert main([*args, "--out", str(out), "--method", "rollout"]) == 0
+    printed = capsys.readouterr()
+    assert (
+        printed.out.strip()
+        == "photo: no classifier (an image encoder): the attention maps are written"
+    )
+    assert printed.err == ""
+    facts = json.loads((out / "photo.json").read_text())
+    assert facts["predictions"] == [] and facts["prefix_tokens"] == ["cls", "reg", "reg"]
+    rollout = np.load(out / "photo.rollout.npy")
+    assert rollout.shape == tuple(facts["grid"]) and np.isfinite(rollout).all()
+    assert main([*args, "--out", str(tmp_path / "out2"), "--method", "relevance"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no classifier, so there is no class score" in err[0]

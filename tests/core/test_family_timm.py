@@ -350,3 +350,28 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
     assert family.default_weights_download("timm:test_vit").cached
     with torch.no_grad():
         assert torch.equal(again.module(images), pretrained(images))
+
+
+def test_the_structure_of_a_model_whose_prefix_tokens_have_no_position_embedding() -> None:
+    """timm keeps registers (and, with no_embed_class, the class token) out of pos_embed: the
+    analytics' structure reads the patches' embeddings alone."""
+    import timm
+
+    from vitexplorer.core.families import adapter_for
+    from vitexplorer.core.structure import model_structure
+
+    module = timm.create_model(
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        depth=1,
+        num_heads=2,
+        embed_dim=32,
+        reg_tokens=2,
+        no_embed_class=True,
+    ).eval()
+    adapter = adapter_for(module)
+    assert adapter.num_prefix_tokens == 3 and len(adapter.position_embeddings()) == 16
+    similarity, components, shares = model_structure(module, (4, 4), 3, count=4)
+    assert similarity.shape == (4, 4, 4, 4)
+    assert np.allclose([similarity[r, c, r, c] for r in range(4) for c in range(4)], 1.0)

@@ -230,6 +230,8 @@ def top_line(analysis: ImageAnalysis) -> str:
     """The top prediction for people: its name and probability, or why there is none."""
     import math
 
+    if not analysis.spec.has_classifier or not analysis.predictions:
+        return "no classifier (an image encoder): the attention maps are written"
     top = analysis.predictions[0]
     if not math.isfinite(top.probability):
         return f"{top.name}, probability undefined"

@@ -114,7 +114,8 @@ def analyze_image(model: LoadedModel, image: Image.Image) -> ImageAnalysis:
         logits=logits.cpu().numpy(),
         probabilities=probabilities,
         attention=maps,
-        predictions=top_predictions(probabilities, model.spec.class_names),
+        # an image encoder's output is no class score: no predictions
+        predictions=top_predictions(probabilities, spec.class_names) if spec.has_classifier else [],
         seconds=seconds,
         display=display_crop(image, model.spec),
         statistics=head_statistics(maps, spec.grid, spec.num_prefix_tokens, spec.patch_size),

@@ -52,7 +52,7 @@ class SplitViT(nn.Module):
     """The frozen part and the trainable part of a ViT, cut after ``len(blocks) - train_blocks``
     blocks (or, for head-only training, after the features)."""
 
-    def __init__(self, module: nn.Module, train_blocks: int) -> None:
+    def __init__(self, module: nn.Module, train_blocks: int, headless: bool = False) -> None:
         from vitexplorer.core.families import UnsupportedModel, adapter_for
 
         super().__init__()
@@ -62,7 +62,7 @@ class SplitViT(nn.Module):
             self.adapter = adapter_for(module)
         except UnsupportedModel as exc:
             raise TypeError(f"cannot fine-tune it: {exc}") from exc
-        if self.adapter.get_classifier() is None:
+        if self.adapter.get_classifier() is None and not headless:
             raise TypeError(f"cannot fine-tune a {type(module).__name__}: it has no classifier")
         self.blocks = self.adapter.blocks()
         self.norm = self.adapter.final_norm()
@@ -82,7 +82,8 @@ class SplitViT(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         if self.nothing_frozen:
             return list(self.module.parameters())
-        params = list(self.head.parameters())
+        head = self.adapter.get_classifier()  # None only for a headless split, when counting
+        params = [] if head is None else list(head.parameters())
         if not self.head_only:
             for block in self.blocks[self.cut :]:
                 params += list(block.parameters())
@@ -142,12 +143,14 @@ def trainable_counts(module: nn.Module) -> tuple[int, int, tuple[int, ...]]:
     of the head's input, and for k = 0 .. number of blocks the parameters that train besides
     the head when the last k blocks train (the last entry: nothing frozen). A new head for C
     classes adds (width + 1) * C. Raises TypeError for a model the engine cannot split."""
-    splits = [SplitViT(module, 0)]
-    splits += [SplitViT(module, k) for k in range(1, len(splits[0].blocks) + 1)]
-    head = sum(p.numel() for p in splits[0].head.parameters())
+    splits = [SplitViT(module, 0, headless=True)]
+    splits += [SplitViT(module, k, headless=True) for k in range(1, len(splits[0].blocks) + 1)]
+    adapter = splits[0].adapter
+    old_head = adapter.get_classifier()  # None for an image encoder: fine-tuning adds one
+    head = 0 if old_head is None else sum(p.numel() for p in old_head.parameters())
     trained = tuple(sum(p.numel() for p in s.trainable_parameters()) - head for s in splits)
     total = sum(p.numel() for p in module.parameters())
-    return total, splits[0].head.in_features, trained
+    return total, adapter.feature_width(), trained
 
 
 def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -> LoadedModel:
@@ -168,6 +171,7 @@ def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -
         spec,
         weights=label,
         class_names=tuple(class_names),
+        has_classifier=True,
         resize_size=spec.image_size,
         config=config,
     )

@@ -104,7 +104,10 @@ def model_structure(
     similarity (rows, cols, rows, cols), the patch filters' first principal components as RGB
     images (count, p, p, 3) and their shares of the variance (count,). ValueError for an
     architecture whose parameters cannot be read."""
-    similarity = position_similarity(position_embeddings(module), grid, num_prefix)
+    positions = position_embeddings(module)
+    if len(positions) == grid[0] * grid[1]:
+        num_prefix = 0  # the prefix tokens get no position embedding (DINOv2's registers, DeiT III)
+    similarity = position_similarity(positions, grid, num_prefix)
     filters = patch_filters(module)
     count = min(count, filters.shape[0], int(np.prod(filters.shape[1:])))
     _, shares = principal_filter_directions(filters, count)

@@ -360,11 +360,12 @@ def finetuned_checkpoint_bytes(base: LoadedModel, class_names: Sequence[str]) ->
     training: the base's state without its head, a float32 head for the classes, and an
     allowance for the metadata (settings, a line per epoch, per-class accuracies) that a short
     run stays within; ``files.free_space_problem`` adds its own margin of megabytes."""
-    old_head = SplitViT(base.module, 0).head
-    old_ids = {id(p) for p in old_head.parameters()}
+    adapter = SplitViT(base.module, 0, headless=True).adapter
+    old_head = adapter.get_classifier()  # None for an image encoder: fine-tuning adds one
+    old_ids = set() if old_head is None else {id(p) for p in old_head.parameters()}
     named = [(k, t) for k, t in base.module.state_dict(keep_vars=True).items()
              if id(t) not in old_ids]  # fmt: skip
-    width = old_head.in_features
+    width = adapter.feature_width()
     item = torch.empty((), dtype=torch.get_default_dtype()).element_size()
     head = (width + 1) * len(class_names) * item + 2 * 128
     names = sum(len(n.encode()) + 64 for n in class_names)

@@ -16,13 +16,15 @@ def offer_download(parent: QWidget, offer: DownloadOffer) -> ModelRequest | str 
     box.setIcon(QMessageBox.Question)
     box.setWindowTitle("Download model weights?")
     box.setText(f"The {offer.description} are not on this computer yet.")
+    size = f"{offer.size_mb:.0f} MB" if offer.size_mb > 0 else "them (size not known yet)"
     box.setInformativeText(
-        f"Download {offer.size_mb:.0f} MB from {offer.url}?\n\n"
+        f"Download {size} from {offer.url}?\n\n"
         f"They are kept in {offer.path} and used from there next time.\n\n"
         "Without a network: open a weights file you already have, explore the same "
         "architecture with random weights, or use the small ViT."
     )
-    download = box.addButton(f"Download {offer.size_mb:.0f} MB", QMessageBox.AcceptRole)
+    label = f"Download {offer.size_mb:.0f} MB" if offer.size_mb > 0 else "Download"
+    download = box.addButton(label, QMessageBox.AcceptRole)
     local = box.addButton("Open weights file…", QMessageBox.ActionRole)
     random = box.addButton("Random weights", QMessageBox.ActionRole)
     small = box.addButton("Small ViT", QMessageBox.ActionRole)

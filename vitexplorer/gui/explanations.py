@@ -293,7 +293,9 @@ class Explanations(QObject):
                         "index": analysis.predictions[0].index,
                         "name": analysis.predictions[0].name,
                         "probability": analysis.predictions[0].probability,
-                    },
+                    }
+                    if analysis.predictions
+                    else None,  # an image encoder has no classifier
                     "warnings": [w for w in warnings if w],
                 },
             )

@@ -242,8 +242,8 @@ class ModelWorker(QObject):
         from vitexplorer.core import models
 
         try:
-            if request.weights == "default" and request.name in models.TORCHVISION_VITS:
-                download = models.default_weights_download(request.name)
+            download = _default_download(request)
+            if download is not None:
                 if not download.cached and not request.allow_download:
                     offer = DownloadOffer(
                         request,
@@ -382,6 +382,22 @@ def _structure(loaded) -> tuple | None:  # noqa: ANN001
         return model_structure(loaded.module, spec.grid, spec.num_prefix_tokens)
     except ValueError:
         return None
+
+
+def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDownload | None)
+    """The default weights that ``request`` needs from the network, described without network
+    access: torchvision's ImageNet weights, or a timm model's pretrained tag; None otherwise."""
+    from vitexplorer.core import models
+    from vitexplorer.core.spec import library_family
+
+    if request.weights != "default":
+        return None
+    if request.name in models.TORCHVISION_VITS:
+        return models.default_weights_download(request.name)
+    family = library_family(request.name)
+    if family is not None and family.prefix == "timm":
+        return models.family_module(family).default_weights_download(request.name)
+    return None
 
 
 def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001

@@ -76,6 +76,21 @@ class ViTAdapter(ABC):
     def set_classifier(self, head: nn.Linear) -> None:
         """Put ``head`` in the classifier's place (and keep the module's bookkeeping true)."""
 
+    def feature_width(self) -> int:
+        """The width of the features :meth:`pool` gives (what a new classifier reads)."""
+        head = self.get_classifier()
+        if head is not None:
+            return head.in_features
+        width = getattr(self.module, "num_features", None) or getattr(
+            self.module, "feature_width", None
+        )
+        if isinstance(width, int):
+            return width
+        shape = getattr(self.final_norm(), "normalized_shape", None)
+        if shape:
+            return int(shape[0])
+        raise UnsupportedModel(f"the feature width of a {type(self.module).__name__} is unknown")
+
     def reset_classifier(self, num_classes: int) -> nn.Linear:
         """A zero-initialised classifier for ``num_classes`` in place of the old one; returned.
 
