@@ -15,7 +15,7 @@ from PIL import Image
 from tests.core.test_checkpoint_hostile import HOSTILE_CHECKPOINTS, MARKER, WEIGHTS_FOR
 from tests.core.test_training_hostile import HOSTILE_TRAINING_SETTINGS
 from tests.fuzz.conftest import record
-from tests.gui.conftest import make_window
+from tests.gui.conftest import running_window
 from vitexplorer.cli import main
 from vitexplorer.gui.workers import ModelRequest
 
@@ -71,13 +71,7 @@ def test_every_hostile_setting_through_finetune(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture
 def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
-    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(tiny_checkpoint)))
-    with qtbot.waitSignal(window.model_changed, timeout=30000):
-        window.start()
-    thread = window._worker_thread.thread
-    yield window
-    window.close()
-    assert thread.isFinished(), "the model worker thread outlived the window"
+    yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
 def test_every_hostile_checkpoint_opened_in_the_window(

@@ -15,9 +15,8 @@ from PySide6.QtWidgets import QApplication
 
 from tests.fuzz.conftest import record
 from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases
-from tests.gui.conftest import make_window
+from tests.gui.conftest import running_window
 from vitexplorer.core.data import _display_name
-from vitexplorer.gui.workers import ModelRequest
 
 
 def uri_list(paths: list[Path]) -> bytes:
@@ -41,13 +40,7 @@ def drop_uris(window, paths: list[Path]) -> None:  # noqa: ANN001
 
 @pytest.fixture
 def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
-    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(tiny_checkpoint)))
-    with qtbot.waitSignal(window.model_changed, timeout=30000):
-        window.start()
-    thread = window._worker_thread.thread
-    yield window
-    window.close()
-    assert thread.isFinished(), "the model worker thread outlived the window"
+    yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
 def test_every_hostile_image_dropped_at_once(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001

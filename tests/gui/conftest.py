@@ -54,12 +54,18 @@ def make_window(qtbot, settings_path: Path, request: ModelRequest | None) -> Mai
     return window
 
 
-@pytest.fixture
-def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:  # noqa: ANN001
-    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(checkpoint)))
+def running_window(qtbot, settings_path: Path, model: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+    """The window with ``model`` loaded, for a fixture to yield from; on closing, the model
+    worker's thread must have ended."""
+    window = make_window(qtbot, settings_path, ModelRequest(str(model)))
     with qtbot.waitSignal(window.model_changed, timeout=30000):
         window.start()
     thread = window._worker_thread.thread
     yield window
     window.close()
     assert thread.isFinished(), "the model worker thread outlived the window"
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+    yield from running_window(qtbot, tmp_path / "settings.ini", checkpoint)

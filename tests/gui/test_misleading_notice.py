@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.gui.conftest import GUI_CONFIG, make_window
+from tests.gui.conftest import GUI_CONFIG, running_window
 from tests.gui.test_main_window import drop_and_wait
 from tests.gui.test_methods import choose
 from vitexplorer.core.models import load_model, save_checkpoint
 from vitexplorer.gui.main_window import MainWindow
-from vitexplorer.gui.workers import ModelRequest
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +32,7 @@ def zero_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def zero_window(qtbot, tmp_path: Path, zero_head: Path) -> Iterator[MainWindow]:  # noqa: ANN001
-    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(str(zero_head)))
-    with qtbot.waitSignal(window.model_changed, timeout=30000):
-        window.start()
-    thread = window._worker_thread.thread
-    yield window
-    window.close()
-    assert thread.isFinished(), "the model worker thread outlived the window"
+    yield from running_window(qtbot, tmp_path / "settings.ini", zero_head)
 
 
 def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, photo) -> None:  # noqa: ANN001
