@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
 from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.data import display_crop, preprocess
+from vitexplorer.core.data import aspect_grid, display_crop, preprocess
 from vitexplorer.core.explain import HeadStatistics, head_statistics
 from vitexplorer.core.models import LoadedModel, ModelSpec
 
@@ -97,26 +97,33 @@ def top_predictions(probabilities: np.ndarray, class_names: tuple[str, ...], k: 
     return [Prediction(int(i), class_names[i], float(probabilities[i])) for i in order]
 
 
-def analyze_image(model: LoadedModel, image: Image.Image) -> ImageAnalysis:
-    """Run one captured forward pass of ``model`` on ``image``."""
-    batch = preprocess(image, model.spec).unsqueeze(0).to(model.device)
+def analyze_image(
+    model: LoadedModel, image: Image.Image, keep_aspect: bool = False
+) -> ImageAnalysis:
+    """Run one captured forward pass of ``model`` on ``image``: the centre crop the model's
+    preprocessing makes, or with ``keep_aspect`` the whole image at its own aspect ratio (the
+    analysis's spec then has that rectangular grid)."""
+    spec = model.spec
+    if keep_aspect:  # the same grid preprocess makes (ratios past 4:1 are cut to 4:1 there)
+        spec = replace(spec, grid_shape=aspect_grid(image.width, image.height, spec))
+    batch = preprocess(image, model.spec, keep_aspect).unsqueeze(0).to(model.device)
     start = time.perf_counter()
-    logits, attention = forward_with_attention(model.module, batch)
+    any_size = keep_aspect and spec.grid != model.spec.grid
+    logits, attention = forward_with_attention(model.module, batch, any_size)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     seconds = time.perf_counter() - start
     logits = logits[0].float()
     probabilities = logits.softmax(-1).cpu().numpy()
     maps = attention[0].float().cpu().numpy()
-    spec = model.spec
     return ImageAnalysis(
-        spec=model.spec,
+        spec=spec,
         logits=logits.cpu().numpy(),
         probabilities=probabilities,
         attention=maps,
         # an image encoder's output is no class score: no predictions
         predictions=top_predictions(probabilities, spec.class_names) if spec.has_classifier else [],
         seconds=seconds,
-        display=display_crop(image, model.spec),
+        display=display_crop(image, model.spec, keep_aspect=keep_aspect),
         statistics=head_statistics(maps, spec.grid, spec.num_prefix_tokens, spec.patch_size),
     )

@@ -108,9 +108,23 @@ def capturing_attention(model: nn.Module, sink: Any = None) -> Iterator[Any]:
 
 @torch.inference_mode()
 def forward_with_attention(
-    model: nn.Module, images: torch.Tensor
+    model: nn.Module, images: torch.Tensor, any_size: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (batch, classes) and attention (batch, layers, heads, tokens, tokens)."""
+    """Logits (batch, classes) and attention (batch, layers, heads, tokens, tokens).
+
+    ``any_size`` runs the model part by part through its family's adapter, so an input of
+    another size than the model's (a rectangle at the image's own aspect ratio) works: the
+    position embeddings are resized to its grid."""
     with capturing_attention(model) as sink:
-        logits = model(images)
+        logits = model_forward(model, images, any_size)
     return logits, sink.result()
+
+
+def model_forward(model: nn.Module, images: torch.Tensor, any_size: bool = False) -> torch.Tensor:
+    """``model(images)``, or with ``any_size`` the same computed by the family's adapter at any
+    input size."""
+    if not any_size:
+        return model(images)
+    from vitexplorer.core.families import adapter_for
+
+    return adapter_for(model).forward_parts(images)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import stat
 import warnings
@@ -218,12 +219,32 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def preprocess(image: Image.Image, spec: ModelSpec) -> torch.Tensor:
+def aspect_grid(width: int, height: int, spec: ModelSpec, max_ratio: int = 4) -> tuple[int, int]:
+    """The patch grid (rows, cols) for an image of ``width`` x ``height`` analysed at its own
+    aspect ratio: about as many patches as the model's own input has, in the image's
+    proportions (up to ``max_ratio`` to 1, as :func:`_central_part` cuts longer strips)."""
+    ratio = min(max(width / height, 1 / max_ratio), max_ratio)
+    patches = spec.num_patches if spec.grid_shape is None else spec.grid[0] * spec.grid[1]
+    rows = max(1, round(math.sqrt(patches / ratio)))
+    cols = max(1, round(math.sqrt(patches * ratio)))
+    return rows, cols
+
+
+def preprocess(image: Image.Image, spec: ModelSpec, keep_aspect: bool = False) -> torch.Tensor:
     """The model's input (3, S, S): resize the short side, centre-crop, scale, normalise.
 
-    The same steps, in the same order, as the ``transforms()`` of torchvision's weights.
+    The same steps, in the same order, as the ``transforms()`` of torchvision's weights. With
+    ``keep_aspect`` the whole image is resized to the patch grid of :func:`aspect_grid` (no
+    crop): (3, rows * patch, cols * patch).
     """
     image = _central_part(image)
+    if keep_aspect:
+        rows, cols = aspect_grid(image.width, image.height, spec)
+        size = [rows * spec.patch_size, cols * spec.patch_size]
+        interpolation = InterpolationMode(spec.interpolation)
+        resized = TF.resize(image, size, interpolation=interpolation, antialias=True)
+        tensor = TF.convert_image_dtype(TF.pil_to_tensor(resized), torch.float32)
+        return TF.normalize(tensor, list(spec.mean), list(spec.std))
     interpolation = InterpolationMode(spec.interpolation)
     resized = TF.resize(image, [spec.resize_size], interpolation=interpolation, antialias=True)
     cropped = TF.center_crop(resized, [spec.image_size])
@@ -259,8 +280,18 @@ def crop_box(width: int, height: int, spec: ModelSpec) -> tuple[float, float, fl
     return left * sx, top * sy, (left + size) * sx, (top + size) * sy
 
 
-def display_crop(image: Image.Image, spec: ModelSpec, max_side: int = 768) -> np.ndarray:
-    """What the model saw, at display resolution: (H, W, 3) uint8, row-major."""
+def display_crop(
+    image: Image.Image, spec: ModelSpec, max_side: int = 768, keep_aspect: bool = False
+) -> np.ndarray:
+    """What the model saw, at display resolution: (H, W, 3) uint8, row-major. With
+    ``keep_aspect``, the whole image (its central 4:1 part at most) in the proportions of its
+    patch grid."""
+    if keep_aspect:
+        part = _central_part(image)
+        rows, cols = aspect_grid(part.width, part.height, spec)
+        scale = max(spec.patch_size, max_side // max(rows, cols))
+        region = part.resize((cols * scale, rows * scale), Image.Resampling.BICUBIC)
+        return np.ascontiguousarray(np.asarray(region, dtype=np.uint8))
     box = crop_box(image.width, image.height, spec)
     side = int(round(max(box[2] - box[0], box[3] - box[1])))
     side = max(spec.image_size, min(side, max_side))

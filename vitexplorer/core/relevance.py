@@ -16,12 +16,12 @@ no parameter's ``.grad`` is touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from vitexplorer.core.capture import capturing_attention
+from vitexplorer.core.capture import capturing_attention, model_forward
 from vitexplorer.core.models import LoadedModel
 
 
@@ -47,7 +47,7 @@ def check_target(target: int, num_classes: int) -> int:
 
 
 def capture_with_gradients(
-    model: LoadedModel, batch: torch.Tensor, target: int | None = None
+    model: LoadedModel, batch: torch.Tensor, target: int | None = None, any_size: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One forward and backward pass for one image.
 
@@ -69,7 +69,7 @@ def capture_with_gradients(
             # an input that requires grad keeps the maps in the graph even when every parameter
             # is frozen; clone() outside inference mode also accepts an inference-mode tensor
             images = batch.detach().to(model.device).clone().requires_grad_(True)
-            logits = module(images)[0]
+            logits = model_forward(module, images, any_size)[0]
             if target is None:
                 target = int(logits.argmax())
             target = check_target(target, logits.shape[0])
@@ -139,13 +139,20 @@ class Relevance:
     logits: np.ndarray  # (classes,) float32, equal to the plain forward's
 
 
-def relevance_map(model: LoadedModel, batch: torch.Tensor, target: int | None = None) -> Relevance:
+def relevance_map(
+    model: LoadedModel,
+    batch: torch.Tensor,
+    target: int | None = None,
+    grid: tuple[int, int] | None = None,
+) -> Relevance:
     """The CLS token's relevance over the patches for class ``target`` (default: predicted);
-    the mean token's for a model that has no class token."""
-    logits, attention, gradients = capture_with_gradients(model, batch, target)
+    the mean token's for a model that has no class token. ``grid`` is the patch grid of an
+    input at its own aspect ratio (see :func:`vitexplorer.core.data.preprocess`)."""
+    spec = model.spec if grid is None else replace(model.spec, grid_shape=grid)
+    any_size = grid is not None and grid != model.spec.grid
+    logits, attention, gradients = capture_with_gradients(model, batch, target, any_size)
     if target is None:
         target = int(np.argmax(logits))  # the first maximum, as torch.argmax picks it
-    spec = model.spec
     if attention.shape[-1] != spec.num_tokens:
         raise ValueError(
             f"the model ran {attention.shape[-1]} tokens but its spec expects {spec.num_tokens}"

@@ -11,11 +11,13 @@ Every model here is a pre-norm ViT: ``embed`` (patches, prefix tokens, positions
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Part = nn.Module | nn.Parameter
@@ -66,6 +68,17 @@ class ViTAdapter(ABC):
     @abstractmethod
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """The features the classifier reads, from the final norm's output."""
+
+    def forward_parts(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's output computed part by part: what its own forward computes, but at any
+        input size :meth:`embed` accepts (a rectangular grid included). Without a classifier,
+        a (batch, 0) tensor: an image encoder's output is no class score."""
+        x = self.embed(images)
+        for block in self.blocks():
+            x = block(x)
+        features = self.pool(self.final_norm()(x))
+        head = self.get_classifier()
+        return features.new_zeros((features.shape[0], 0)) if head is None else head(features)
 
     # --- the classifier ----------------------------------------------------------------------
     @abstractmethod
@@ -133,6 +146,25 @@ class ViTAdapter(ABC):
     def randomisation_groups(self) -> tuple[list[Part], list[nn.Module], list[Part]]:
         """(the head with the final norm, the blocks first first, the embedding): together
         every parameter once, in the parts the sanity check re-initialises."""
+
+
+def resample_positions(
+    positions: torch.Tensor, grid: tuple[int, int], num_prefix: int
+) -> torch.Tensor:
+    """Learned position embeddings (1, prefix + side*side, width) for another patch grid
+    (rows, cols): the square patch part resized bicubically (with antialiasing, as timm's
+    ``resample_abs_pos_embed`` does), the prefix tokens' embeddings kept as they are."""
+    prefix, patches = positions[:, :num_prefix], positions[:, num_prefix:]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        raise UnsupportedModel("its position embeddings are not a square grid to resample")
+    if (side, side) == tuple(grid):
+        return positions
+    width = patches.shape[-1]
+    square = patches.reshape(1, side, side, width).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(square, size=grid, mode="bicubic", antialias=True, align_corners=False)
+    resized = resized.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], width).to(positions.dtype)
+    return torch.cat([prefix, resized], dim=1)
 
 
 def reset_module_parameters(

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitexplorer.core.families.base import Part, ViTAdapter
+from vitexplorer.core.families.base import Part, ViTAdapter, resample_positions
 from vitexplorer.core.vit import SelfAttention, SmallViT
 
 
@@ -23,9 +23,11 @@ class SmallViTAdapter(ViTAdapter):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.module
-        x = m.patch_embed(images).flatten(2).transpose(1, 2)
+        x = m.patch_embed(images)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
         x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + m.pos_embed
+        return x + resample_positions(m.pos_embed, grid, 1)  # any grid, a rectangle too
 
     def blocks(self) -> list[nn.Module]:
         return list(self.module.blocks)

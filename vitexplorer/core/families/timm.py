@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from timm.layers import Format
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import (  # Attention: here in every 1.0.x
     Attention,
@@ -127,7 +129,12 @@ class TimmAdapter(ViTAdapter):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.module
-        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
+        ph, pw = m.patch_embed.patch_size
+        grid = (images.shape[-2] // ph, images.shape[-1] // pw)
+        if m.dynamic_img_size or tuple(m.patch_embed.grid_size) == grid:
+            return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
+        with _any_input_size(m):  # another size (a rectangle): timm's own resampling
+            return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
 
     def blocks(self) -> list[nn.Module]:
         return list(self.module.blocks)
@@ -254,6 +261,33 @@ class TimmAdapter(ViTAdapter):
         embedding = [m.patch_embed, m.cls_token, getattr(m, "dist_token", None), m.reg_token]
         embedding += [m.pos_embed, m.norm_pre]
         return _present(head), self.blocks(), _present(embedding)
+
+
+@contextmanager
+def _any_input_size(module: nn.Module) -> Iterator[None]:
+    """For one call, the model as timm builds it with ``dynamic_img_size=True``: the patch
+    embedding accepts any multiple of the patch size and ``_pos_embed`` resamples the position
+    embeddings to the input's grid (timm's ``resample_abs_pos_embed``)."""
+    patch_embed = module.patch_embed
+    saved = (
+        module.dynamic_img_size,
+        patch_embed.strict_img_size,
+        patch_embed.flatten,
+        patch_embed.output_fmt,
+    )
+    module.dynamic_img_size = True
+    patch_embed.strict_img_size = False
+    patch_embed.flatten = False
+    patch_embed.output_fmt = Format.NHWC
+    try:
+        yield
+    finally:
+        (
+            module.dynamic_img_size,
+            patch_embed.strict_img_size,
+            patch_embed.flatten,
+            patch_embed.output_fmt,
+        ) = saved
 
 
 def _present(parts: list[Any]) -> list[Part]:

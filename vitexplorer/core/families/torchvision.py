@@ -9,7 +9,12 @@ import torch
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from vitexplorer.core.families.base import Part, ViTAdapter, reset_module_parameters
+from vitexplorer.core.families.base import (
+    Part,
+    ViTAdapter,
+    resample_positions,
+    reset_module_parameters,
+)
 
 
 class TorchvisionAdapter(ViTAdapter):
@@ -22,9 +27,13 @@ class TorchvisionAdapter(ViTAdapter):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         m = self.module
-        x = m.conv_proj(images).flatten(2).transpose(1, 2)  # (batch, patches, width), row-major
+        x = m.conv_proj(images)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)  # (batch, patches, width), row-major
         x = torch.cat([m.class_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return m.encoder.dropout(x + m.encoder.pos_embedding)
+        # another input size (a rectangle): the position embeddings resized to its grid
+        positions = resample_positions(m.encoder.pos_embedding, grid, 1)
+        return m.encoder.dropout(x + positions)
 
     def blocks(self) -> list[nn.Module]:
         return list(self.module.encoder.layers)
