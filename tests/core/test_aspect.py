@@ -119,3 +119,30 @@ def test_analysis_at_the_image_aspect_ratio() -> None:
     assert model.spec.grid == (4, 4)  # the model's own spec is untouched
     square = analyze_image(model, image)
     assert square.spec.grid == (4, 4) and square.attention.shape[-1] == 17
+
+
+def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:  # noqa: ANN001
+    import json
+
+    from vitexplorer.cli import main
+    from vitexplorer.core.models import save_checkpoint
+
+    torch.manual_seed(2)
+    model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(checkpoint, model)
+    image = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 120, 3), np.uint8)).save(image)
+    out = tmp_path / "out"
+    args = ["analyze", str(image), "--model", str(checkpoint), "--out", str(out)]
+    assert main([*args, "--aspect", "keep", "--method", "rollout", "--method", "relevance"]) == 0
+    facts = json.loads((out / "wide.json").read_text())
+    grid = aspect_grid(120, 40, model.spec)
+    assert facts["grid"] == list(grid) == [2, 7]
+    assert np.load(out / "wide.attention.npy").shape[-1] == 1 + 14
+    for method in ("rollout", "relevance"):
+        assert np.load(out / f"wide.{method}.npy").shape == grid
+        card = json.loads((out / f"wide.{method}.json").read_text())
+        assert card["input"] == {"aspect": "keep", "grid": [2, 7]}
+    assert main([*args, "--aspect", "crop"]) == 0
+    assert json.loads((out / "wide.json").read_text())["grid"] == [4, 4]

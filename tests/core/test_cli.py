@@ -273,7 +273,7 @@ def test_unreachable_weights_exit_2_and_name_the_local_file_option(
 
 
 def test_interrupt_exits_130_without_traceback(checkpoint, tmp_path, monkeypatch, capsys):
-    def interrupted(model, image):
+    def interrupted(model, image, *options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("vitexplorer.core.analysis.analyze_image", interrupted)
@@ -339,11 +339,11 @@ def test_out_of_memory_on_one_image_is_one_line_and_the_rest_go_on(
     real = analysis.analyze_image
     calls = []
 
-    def sometimes_oom(model, image):  # noqa: ANN001, ANN202
+    def sometimes_oom(model, image, *options):  # noqa: ANN001, ANN002, ANN202
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("CUDA out of memory. Tried to allocate 3.80 GiB\nmore details")
-        return real(model, image)
+        return real(model, image, *options)
 
     monkeypatch.setattr(analysis, "analyze_image", sometimes_oom)
     images = []

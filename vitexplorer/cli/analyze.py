@@ -42,6 +42,14 @@ def analyze_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
     add_model_arguments(parser)
+    parser.add_argument(
+        "--aspect",
+        choices=("crop", "keep"),
+        default="crop",
+        help="crop: the model's own preprocessing (resize, centre crop); keep: the whole image at "
+        "its own aspect ratio, resized to a patch grid of about as many patches in its "
+        "proportions (the position embeddings are resized to that grid) (default: crop)",
+    )
     add_method_options(parser)
     return parser
 
@@ -175,13 +183,14 @@ def run_analyze(options: argparse.Namespace) -> int:
             failures += 1
             continue
         try:
-            analysis = analyze_image(model, image)
+            analysis = analyze_image(model, image, options.aspect == "keep")
         except (RuntimeError, ValueError) as exc:  # e.g. the GPU ran out of memory
             error(f"{Path(source).name}: {failure_message(exc)}")
             failures += 1
             continue
         try:
-            maps = explain_methods(model, image, source, analysis, methods, chosen)
+            keep = options.aspect == "keep"
+            maps = explain_methods(model, image, source, analysis, methods, chosen, keep)
         except (RuntimeError, ValueError) as exc:
             error(f"{Path(source).name}: {failure_message(exc)}")
             failures += 1
@@ -311,6 +320,7 @@ def explain_methods(
     analysis: ImageAnalysis,
     methods: list[str],
     options: Any,
+    keep_aspect: bool = False,
 ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Each method's CLS map for one image, with its method card. A card's ``warnings`` say
     what makes the map mean nothing: the model's output (the same for every class, or not
@@ -325,8 +335,10 @@ def explain_methods(
     for method in methods:
         batch = None
         extra: dict[str, Any] = {}
+        if keep_aspect:  # how the input was made, so the map can be made again
+            extra["input"] = {"aspect": "keep", "grid": list(spec.grid)}
         if method == "relevance":
-            batch = preprocess(image, spec).unsqueeze(0).to(model.device)
+            batch = preprocess(image, model.spec, keep_aspect).unsqueeze(0).to(model.device)
             target = options.target_class
             if target is None:
                 target = analysis.predictions[0].index

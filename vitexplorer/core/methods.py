@@ -150,7 +150,9 @@ def explanation_map(
         spec = model.spec
         options.check(method, spec)
         if method == "relevance":
-            return relevance_map(model, batch, options.target_class).map
+            # an image analysed at its own aspect ratio: the batch has the analysis's grid
+            grid = None if analysis is None else analysis.spec.grid
+            return relevance_map(model, batch, options.target_class, grid).map
         _, captured = forward_with_attention(model.module, batch.to(model.device))
         attention = captured[0].float().cpu().numpy()
     grid, prefix = spec.grid, spec.num_prefix_tokens

@@ -172,6 +172,7 @@ class ViewBar(QToolBar):
     token_requested = Signal(int)  # a prefix token chosen from the list (distillation, register)
     opacity_changed = Signal(float)
     grid_toggled = Signal(bool)
+    aspect_toggled = Signal(bool)  # True: whole images at their own aspect ratio
 
     def __init__(self) -> None:
         super().__init__("View")
@@ -200,6 +201,12 @@ class ViewBar(QToolBar):
         self.grid_box.setChecked(True)
         self.grid_box.setToolTip("Draw the patch grid")
         self.grid_box.setFocusPolicy(Qt.NoFocus)
+        self.aspect_box = QCheckBox("Whole image")
+        self.aspect_box.setToolTip(
+            "Analyse the whole image at its own aspect ratio (a rectangular patch grid, the "
+            "position embeddings resized to it) instead of the model's square centre crop"
+        )
+        self.aspect_box.setFocusPolicy(Qt.NoFocus)
         self.addWidget(self.layer_spin)
         self.addWidget(self.head_box)
         self._cls_action = self.addWidget(self.cls_button)
@@ -208,6 +215,7 @@ class ViewBar(QToolBar):
         self.addWidget(QLabel("  Opacity "))
         self.addWidget(self.opacity)
         self.addWidget(self.grid_box)
+        self.addWidget(self.aspect_box)
         self.layer_spin.valueChanged.connect(lambda v: self.layer_changed.emit(v - 1))
         self.head_box.currentIndexChanged.connect(
             lambda _i: self.head_changed.emit(self.head_box.currentData())
@@ -216,6 +224,7 @@ class ViewBar(QToolBar):
         self.prefix_box.activated.connect(lambda i: self.token_requested.emit(i))
         self.opacity.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100))
         self.grid_box.toggled.connect(self.grid_toggled)
+        self.aspect_box.toggled.connect(self.aspect_toggled)
 
     def set_num_layers(self, layers: int) -> None:
         self.layer_spin.setRange(1, layers)

@@ -174,6 +174,8 @@ class Explanations(QObject):
             return  # a map of a replaced model
         if done.key not in self.window.session.entries:
             return
+        if done.keep_aspect != self.window.keep_aspect:
+            return  # made from the image the other way (crop or whole); asked again on draw
         self.maps.set_relevance(done.key, done.target, done.heat)
         if done.key == self.window.session.current_key and self.window.analysis is not None:
             self.window._refresh(matrix=False)

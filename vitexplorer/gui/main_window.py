@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self.selection = Selection()
         self.model: ModelInfo | None = None
         self._requested: set[str] = set()  # images queued with the worker for this model
+        self.keep_aspect = False  # whole images at their aspect ratio instead of the centre crop
         self._worker_thread: WorkerThread | None = None
         self._progress: DownloadProgress | None = None
         self.message_box: QMessageBox | None = None
@@ -146,6 +147,7 @@ class MainWindow(QMainWindow):
         self.view_bar.head_changed.connect(self.select_head)
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
         self.view_bar.token_requested.connect(self.select_token)
+        self.view_bar.aspect_toggled.connect(self.set_keep_aspect)
         self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
         self.explanations.connect_views()
@@ -231,6 +233,7 @@ class MainWindow(QMainWindow):
         """Start the worker (torch loads there, after the window is shown) and the model."""
         self._worker_thread = WorkerThread()
         worker = self._worker_thread.worker
+        worker.keep_aspect = self.keep_aspect
         worker.model_loading.connect(self._model_loading)
         worker.model_ready.connect(self._model_ready)
         worker.model_failed.connect(self._model_failed)
@@ -468,13 +471,31 @@ class MainWindow(QMainWindow):
             self.busy.setVisible(True)
             self.activity_label.setText(f"analysing {entry.name}…")
 
+    def set_keep_aspect(self, keep: bool) -> None:
+        """Whole images at their own aspect ratio (a rectangular grid), or the model's centre
+        crop: every image is analysed again the new way, the current one first."""
+        if keep == self.keep_aspect:
+            return
+        self.keep_aspect = keep
+        if self.worker is not None:
+            self.worker.keep_aspect = keep
+        self.explanations.maps.forget()
+        self.session.forget_analyses()
+        current = self.session.current
+        if current is not None:
+            self.image_view.show_placeholder(f"Analysing {current.name}…")
+            self._request_analysis(current.key, first=True)
+        for key in self.session.entries:
+            self._request_analysis(key)
+
     def _analysis_ready(self, done: AnalysisDone) -> None:
         self._requested.discard(done.key)
         entry = self.session.entries.get(done.key)
         if entry is None:
             return  # removed since
-        if self.model is None or done.generation != self.model.generation:
-            self._request_analysis(done.key)  # made by a model that has been replaced since
+        stale_model = self.model is None or done.generation != self.model.generation
+        if stale_model or done.keep_aspect != self.keep_aspect:
+            self._request_analysis(done.key)  # made by a replaced model, or the other way
             return
         self.session.store(done.key, done.analysis)
         self.explanations.maps.forget(done.key)

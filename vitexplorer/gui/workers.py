@@ -90,6 +90,7 @@ class RelevanceDone:
     generation: int
     target: int
     heat: np.ndarray  # (rows, cols) float32
+    keep_aspect: bool = False  # made from the whole image at its aspect ratio
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class AnalysisDone:
     generation: int
     analysis: object  # vitexplorer.core.analysis.ImageAnalysis
     thumbnail: np.ndarray  # (h, w, 3) uint8
+    keep_aspect: bool = False  # the whole image at its aspect ratio, not the centre crop
 
 
 class ModelWorker(QObject):
@@ -148,6 +150,9 @@ class ModelWorker(QObject):
         self._hash_pending = False  # the weights file's hash, for method cards, when idle
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
+        # analyse whole images at their own aspect ratio instead of the model's centre crop;
+        # set from the GUI thread (a plain bool: read once per image here)
+        self.keep_aspect = False
         self._model = None  # vitexplorer.core.models.LoadedModel, touched only in this thread
         self._generation = 0
         self._wake.connect(self._drain)
@@ -302,28 +307,31 @@ class ModelWorker(QObject):
         from vitexplorer.core.data import load_image
 
         self.analysis_started.emit(key)
+        keep = self.keep_aspect
         try:
             image = load_image(source)
-            analysis = analyze_image(self._model, image)
+            analysis = analyze_image(self._model, image, keep)
         except Exception as exc:
             self.analysis_failed.emit(key, _message(exc))
             return
-        self.analysis_ready.emit(
-            AnalysisDone(key, self._generation, analysis, _thumbnail(analysis.display))
-        )
+        thumbnail = _thumbnail(analysis.display)
+        self.analysis_ready.emit(AnalysisDone(key, self._generation, analysis, thumbnail, keep))
 
     def _relevance(self, key: str, target: int, source: str | bytes) -> None:
-        from vitexplorer.core.data import load_image, preprocess
+        from vitexplorer.core.data import aspect_grid, load_image, preprocess
         from vitexplorer.core.relevance import relevance_map
 
         try:
             image = load_image(source)
-            batch = preprocess(image, self._model.spec).unsqueeze(0).to(self._model.device)
-            result = relevance_map(self._model, batch, target)
+            spec, keep = self._model.spec, self.keep_aspect
+            batch = preprocess(image, spec, keep).unsqueeze(0).to(self._model.device)
+            grid = aspect_grid(image.width, image.height, spec) if keep else None
+            result = relevance_map(self._model, batch, target, grid)
         except Exception as exc:
             self.relevance_failed.emit(key, target, _message(exc))
             return
-        self.relevance_ready.emit(RelevanceDone(key, self._generation, target, result.map))
+        done = RelevanceDone(key, self._generation, target, result.map, keep)
+        self.relevance_ready.emit(done)
 
     def _folder_step(self, job: _FolderJob) -> None:
         """Analyse the folder's next image; the last one (or a cancel) sends the result."""

@@ -1,0 +1,43 @@
+"""The whole image at its own aspect ratio in the real window: a rectangular grid everywhere
+(views, clicks, relevance), and back to the centre crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tests.gui.test_main_window import click_patch, drop_and_wait
+from tests.gui.test_methods import choose
+from vitexplorer.core.data import aspect_grid
+from vitexplorer.gui.main_window import MainWindow
+
+
+def test_whole_image_gives_a_rectangular_grid(qtbot, window: MainWindow, photo: Path) -> None:  # noqa: ANN001
+    drop_and_wait(qtbot, window, photo)  # 80x60: a 4:3 landscape
+    assert window.analysis.spec.grid == (6, 6)
+    expected = aspect_grid(80, 60, window.model.spec)
+    assert expected == (5, 7)
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.view_bar.aspect_box.setChecked(True)
+    analysis = window.analysis
+    assert analysis.spec.grid == expected and window.image_view.grid == expected
+    assert analysis.attention.shape[-1] == 1 + 5 * 7
+    assert np.allclose(analysis.attention.sum(-1), 1.0, atol=1e-4)
+    rows, cols, _ = analysis.display.shape
+    assert rows * 7 == cols * 5  # the picture in the grid's proportions, not the square crop
+    assert window.model.spec.grid == (6, 6)  # the model itself is unchanged
+
+    click_patch(qtbot, window, 4, 6)  # the bottom-right patch exists only in the rectangle
+    assert window.selection.patch(analysis.spec) == (4, 6)
+    assert window.image_view.heat_values.shape == (5, 7)
+
+    bar = window.explanations.method_bar
+    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000) as ready:
+        choose(bar.method_box, "relevance")
+    assert ready.args[0].heat.shape == (5, 7) and ready.args[0].keep_aspect
+    qtbot.waitUntil(lambda: window.image_view.heat_values.shape == (5, 7), timeout=10000)
+
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.view_bar.aspect_box.setChecked(False)
+    assert window.analysis.spec.grid == (6, 6) and window.image_view.grid == (6, 6)
