@@ -212,10 +212,10 @@ class ViewBar(QToolBar):
         self._cls_action = self.addWidget(self.cls_button)
         self._prefix_action = self.addWidget(self.prefix_box)
         self._prefix_action.setVisible(False)
+        self.addWidget(self.aspect_box)  # before the opacity: seen in a narrow window too
         self.addWidget(QLabel("  Opacity "))
         self.addWidget(self.opacity)
         self.addWidget(self.grid_box)
-        self.addWidget(self.aspect_box)
         self.layer_spin.valueChanged.connect(lambda v: self.layer_changed.emit(v - 1))
         self.head_box.currentIndexChanged.connect(
             lambda _i: self.head_changed.emit(self.head_box.currentData())

@@ -145,8 +145,11 @@ class Explanations(QObject):
             view.title.setText(f"{name}{what}{said}")
             return
         view.set_selected_patch(patch)
-        where = analysis.spec.token_label(sel.token)
-        view.title.setText(f"{name}{what} · {where} (token {sel.token}){said}")
+        where = f"{analysis.spec.token_label(sel.token)} (token {sel.token})"
+        if self.window.keep_aspect:
+            rows, cols = analysis.spec.grid
+            where += f" · whole image, {rows}x{cols} patches"
+        view.title.setText(f"{name}{what} · {where}{said}")
 
     def show_compare(self, shown: bool) -> None:
         """The second view, side by side, with its own method or class."""
