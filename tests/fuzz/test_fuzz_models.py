@@ -102,3 +102,47 @@ def test_every_hostile_checkpoint_opened_in_the_window(
     assert not problems, "\n".join(problems)
     assert window.model.spec == before  # the model in use stayed the one that worked
     assert window.model.request.name == str(tiny_checkpoint)
+
+
+def _hostile_names(root: Path) -> list[tuple[str, str]]:
+    """(case, --model) pairs: family names and folders that cannot work, made under ``root``."""
+    (root / "bad-json").mkdir()
+    (root / "bad-json" / "config.json").write_text("{not json")
+    (root / "huge").mkdir()
+    (root / "huge" / "config.json").write_text(
+        '{"model_type": "vit", "architectures": ["ViTForImageClassification"], '
+        '"hidden_size": 1000000000, "num_hidden_layers": 1000, "num_attention_heads": 1, '
+        '"image_size": 224, "patch_size": 16}'
+    )
+    (root / "swin").mkdir()
+    (root / "swin" / "config.json").write_text(
+        '{"model_type": "swin", "architectures": ["SwinForImageClassification"]}'
+    )
+    (root / "empty").mkdir()
+    return [
+        ("timm: no name", "timm:"),
+        ("timm: unknown name", "timm:nope_model"),
+        ("timm: unknown tag", "timm:vit_tiny_patch16_224.bad_tag"),
+        ("timm: windowed attention", "timm:swin_tiny_patch4_window7_224"),
+        ("hf: no name", "hf:"),
+        ("hf: missing folder", f"hf:{root / 'nothere'}"),
+        ("hf: config not JSON", f"hf:{root / 'bad-json'}"),
+        ("hf: config of absurd size", f"hf:{root / 'huge'}"),
+        ("hf: windowed attention", f"hf:{root / 'swin'}"),
+        ("hf: folder without config", f"hf:{root / 'empty'}"),
+        ("unknown built-in", "vit_b_61"),
+    ]
+
+
+def test_every_hostile_model_name_through_analyze(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    image = tmp_path / "image.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
+    problems = []
+    for case, name in _hostile_names(tmp_path):
+        out = tmp_path / "out"
+        args = ["analyze", str(image), "--model", name, "--weights", "none", "--out", str(out)]
+        status, lines, crashed = _run_cli([*args, "--device", "cpu"], capsys)
+        record("model names: vitexplorer analyze", case, crash=crashed)
+        if crashed or status != 2 or len(lines) != 1 or len(lines[0]) > 300:
+            problems.append(f"{case}: status {status}, {lines}")
+    assert not problems, "\n".join(problems)

@@ -79,17 +79,22 @@ def parse_source(name: str) -> Source:
 
 @contextmanager
 def _quiet(show_progress: bool = False) -> Iterator[None]:
-    """transformers' load reports and progress bars off while it runs (errors still raise)."""
+    """transformers' load reports and progress bars, and the hub client's retry warnings, off
+    while it runs (errors still raise)."""
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    hub_verbosity = hub_logging.get_verbosity()  # the hub client's retry warnings, offline
     logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
     if not show_progress:
         logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(verbosity)
+        hub_logging.set_verbosity(hub_verbosity)
         if bars:
             logging.enable_progress_bar()
 
