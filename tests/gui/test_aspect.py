@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtWidgets import QFileDialog
 
 from tests.gui.test_main_window import click_patch, drop_and_wait
 from tests.gui.test_methods import choose
@@ -13,7 +15,9 @@ from vitexplorer.core.data import aspect_grid
 from vitexplorer.gui.main_window import MainWindow
 
 
-def test_whole_image_gives_a_rectangular_grid(qtbot, window: MainWindow, photo: Path) -> None:  # noqa: ANN001
+def test_whole_image_gives_a_rectangular_grid(
+    qtbot, window: MainWindow, photo: Path, tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
     drop_and_wait(qtbot, window, photo)  # 80x60: a 4:3 landscape
     assert window.analysis.spec.grid == (6, 6)
     expected = aspect_grid(80, 60, window.model.spec)
@@ -37,6 +41,14 @@ def test_whole_image_gives_a_rectangular_grid(qtbot, window: MainWindow, photo: 
         choose(bar.method_box, "relevance")
     assert ready.args[0].heat.shape == (5, 7) and ready.args[0].keep_aspect
     qtbot.waitUntil(lambda: window.image_view.heat_values.shape == (5, 7), timeout=10000)
+
+    # the export records how the input was made, and its map has the rectangular grid
+    target = tmp_path / "photo.relevance.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    window.export_action.trigger()
+    card = json.loads((tmp_path / "photo.relevance.json").read_text())
+    assert card["input"] == {"aspect": "keep", "grid": [5, 7]}
+    assert np.load(tmp_path / "photo.relevance.npy").shape == (5, 7)
 
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
         window.view_bar.aspect_box.setChecked(False)

@@ -302,6 +302,11 @@ class Explanations(QObject):
                     if analysis.predictions
                     else None,  # an image encoder has no classifier
                     "warnings": [w for w in warnings if w],
+                    # how the input was made: the model's crop, or the whole image on a grid
+                    "input": {
+                        "aspect": "keep" if self.window.keep_aspect else "crop",
+                        "grid": list(analysis.spec.grid),
+                    },
                 },
             )
             card = json_ready(card)[0]  # a probability that is not finite is null: valid JSON
