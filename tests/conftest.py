@@ -101,3 +101,19 @@ def write_colour_dataset(
 def colour_dataset(tmp_path: Path) -> Path:
     """Three classes of 20 noisy 16x16 colour images, no train/test split."""
     return write_colour_dataset(tmp_path / "colours", 20)
+
+
+def tiny_hf_config(kind: str = "ViTConfig", **changes):  # noqa: ANN003, ANN201
+    """A tiny transformers config of ``kind`` (32 px, 8 px patches, width 32, two layers, two
+    heads), for tests of the Hugging Face family; ``changes`` override any field."""
+    import transformers
+
+    fields = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    return getattr(transformers, kind)(**{**fields, **changes})

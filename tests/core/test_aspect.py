@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY, tiny_spec
+from tests.conftest import TINY, tiny_hf_config, tiny_spec
 from vitexplorer.core.analysis import analyze_image
 from vitexplorer.core.capture import forward_with_attention
 from vitexplorer.core.data import aspect_grid, display_crop, preprocess
@@ -49,15 +49,7 @@ def _tiny_models() -> dict[str, torch.nn.Module]:
 
     tv = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
     torch.nn.init.normal_(tv.heads.head.weight, std=0.5)
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=10,
-    )
+    config = tiny_hf_config(num_labels=10)
     from vitexplorer.core.families.hf_model import HFClassifier
 
     hf = HFClassifier(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models.vision_transformer import VisionTransformer
 
-from tests.conftest import TINY
+from tests.conftest import TINY, tiny_hf_config
 from vitexplorer.cli import main
 from vitexplorer.core.checkpoint import WeightsFileError
 from vitexplorer.core.families.layouts import recognise_layout
@@ -47,15 +47,7 @@ def test_torchvision_small_vit_and_hugging_face_layouts() -> None:
     small = recognise_layout(_shapes(SmallViT(TINY)))
     assert small.family == "vitexplorer small" and (small.width, small.depth) == (32, 2)
     transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
+    config = tiny_hf_config(num_hidden_layers=3, num_labels=5)
     hf = recognise_layout(_shapes(transformers.ViTForImageClassification(config)))
     assert hf.family == "Hugging Face" and (hf.width, hf.depth, hf.num_classes) == (32, 3, 5)
     assert "hf:FOLDER" in hf.describe()

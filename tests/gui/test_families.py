@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QFileDialog, QInputDialog
 
+from tests.conftest import tiny_hf_config
 from vitexplorer.gui.controls import FAMILY_ITEM
 from vitexplorer.gui.main_window import MainWindow
 
@@ -62,15 +63,7 @@ def test_a_timm_model_with_a_distillation_token(
 def test_a_hugging_face_image_encoder(
     qtbot, window: MainWindow, photo: Path, tmp_path: Path, monkeypatch
 ):  # noqa: ANN001
-    config = transformers.Dinov2WithRegistersConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_register_tokens=2,
-    )
+    config = tiny_hf_config("Dinov2WithRegistersConfig", num_register_tokens=2)
     folder = tmp_path / "dino"
     transformers.Dinov2WithRegistersModel(config).save_pretrained(folder)
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))

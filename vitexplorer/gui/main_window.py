@@ -361,13 +361,7 @@ class MainWindow(QMainWindow):
                 f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000
             )
         # images still queued with the worker will be analysed by this model; the others again
-        self.session.forget_analyses()
-        current = self.session.current
-        if current is not None:
-            self.image_view.show_placeholder(f"Analysing {current.name}…")
-            self._request_analysis(current.key, first=True)
-        for key in self.session.entries:
-            self._request_analysis(key)
+        self._analyse_again()
         self.finetune.model_ready(info)
         self.model_changed.emit(info)
 
@@ -480,6 +474,11 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.keep_aspect = keep
         self.explanations.maps.forget()
+        self._analyse_again()
+
+    def _analyse_again(self) -> None:
+        """Every open image analysed again (the model or the input changed), the current one
+        first; images still queued are analysed the new way when their turn comes."""
         self.session.forget_analyses()
         current = self.session.current
         if current is not None:
