@@ -160,10 +160,10 @@ def test_sanity_holds_the_relevance_class_of_the_original_model(
     own: list[int] = []
     real = core_methods.relevance_map
 
-    def spy(m, b, target=None):  # noqa: ANN001, ANN202
+    def spy(m, b, target=None, grid=None):  # noqa: ANN001, ANN202
         with torch.no_grad():
             own.append(int(m.module(b).argmax()))
-        result = real(m, b, target)
+        result = real(m, b, target, grid)
         explained.append(result.target)
         return result
 
