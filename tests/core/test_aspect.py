@@ -138,3 +138,31 @@ def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:  # n
         assert card["input"] == {"aspect": "keep", "grid": [2, 7]}
     assert main([*args, "--aspect", "crop"]) == 0
     assert json.loads((out / "wide.json").read_text())["grid"] == [4, 4]
+
+
+def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys) -> None:  # noqa: ANN001
+    import json
+
+    from vitexplorer.cli import main
+    from vitexplorer.core.explain import average_statistics
+    from vitexplorer.core.models import save_checkpoint
+
+    torch.manual_seed(4)
+    model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(checkpoint, model)
+    rng = np.random.default_rng(5)
+    images = []
+    for name, shape in (("wide.png", (40, 120, 3)), ("tall.png", (90, 30, 3))):
+        images.append(tmp_path / name)
+        Image.fromarray(rng.integers(0, 255, shape, np.uint8)).save(images[-1])
+    out = tmp_path / "out"
+    args = ["stats", *map(str, images), "--model", str(checkpoint), "--out", str(out)]
+    assert main([*args, "--aspect", "keep"]) == 0
+    card = json.loads((out / "head_stats.json").read_text())
+    assert card["input"] == {"aspect": "keep"}
+    expected = average_statistics(
+        [analyze_image(model, Image.open(p).convert("RGB"), True).statistics for p in images]
+    )
+    first = (out / "head_stats.csv").read_text().splitlines()[1].split(",")
+    assert float(first[2]) == pytest.approx(float(expected.distance[0, 0]), abs=1e-4)

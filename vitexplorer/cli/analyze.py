@@ -11,6 +11,7 @@ from typing import IO, TYPE_CHECKING, Any
 from vitexplorer.cli.common import (
     PROG,
     Failed,
+    add_aspect_argument,
     add_model_arguments,
     colour_table,
     error,
@@ -42,14 +43,7 @@ def analyze_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
     add_model_arguments(parser)
-    parser.add_argument(
-        "--aspect",
-        choices=("crop", "keep"),
-        default="crop",
-        help="crop: the model's own preprocessing (resize, centre crop); keep: the whole image at "
-        "its own aspect ratio, resized to a patch grid of about as many patches in its "
-        "proportions (the position embeddings are resized to that grid) (default: crop)",
-    )
+    add_aspect_argument(parser)
     add_method_options(parser)
     return parser
 

@@ -306,6 +306,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_aspect_argument(parser: argparse.ArgumentParser) -> None:
+    """--aspect crop|keep, for the commands that analyse images."""
+    parser.add_argument(
+        "--aspect",
+        choices=("crop", "keep"),
+        default="crop",
+        help="crop: the model's own preprocessing (resize, centre crop); keep: the whole image at "
+        "its own aspect ratio, resized to a patch grid of about as many patches in its "
+        "proportions (the position embeddings are resized to that grid) (default: crop)",
+    )
+
+
 def output_folder(path: Path) -> Path:
     """``path`` created if missing, or Failed (status 2) saying why it cannot be."""
     path = path.expanduser()

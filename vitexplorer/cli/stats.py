@@ -12,6 +12,7 @@ from vitexplorer.cli.common import (
     PROG,
     CountProgress,
     Failed,
+    add_aspect_argument,
     add_model_arguments,
     error,
     expand_images,
@@ -43,6 +44,7 @@ def stats_parser() -> argparse.ArgumentParser:
         help="image files, or folders whose image files (in subfolders too) are all used",
     )
     add_model_arguments(parser)
+    add_aspect_argument(parser)
     return parser
 
 
@@ -54,15 +56,15 @@ def run_stats(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.analysis import analyze_image, failure_message
     from vitexplorer.core.data import ImageLoadError, load_image
-    from vitexplorer.core.explain import average_statistics, head_statistics, statistics_csv
+    from vitexplorer.core.explain import average_statistics, statistics_csv
 
-    spec = model.spec
+    keep = options.aspect == "keep"
     per_image, used, failures = [], [], 0
     progress = CountProgress("stats: images", len(images))
     try:
         for done, path in enumerate(images, start=1):
             try:
-                analysis = analyze_image(model, load_image(path))
+                analysis = analyze_image(model, load_image(path), keep)
             except ImageLoadError as exc:
                 error(str(exc))
                 failures += 1
@@ -70,11 +72,7 @@ def run_stats(options: argparse.Namespace) -> int:
                 error(f"{path.name}: {failure_message(exc)}")
                 failures += 1
             else:
-                per_image.append(
-                    head_statistics(
-                        analysis.attention, spec.grid, spec.num_prefix_tokens, spec.patch_size
-                    )
-                )
+                per_image.append(analysis.statistics)  # on the grid the image was analysed at
                 used.append(path)
             progress(done)
     finally:
@@ -86,7 +84,7 @@ def run_stats(options: argparse.Namespace) -> int:
     try:
         table = statistics_csv(mean, len(used)).encode("utf-8")
         write_atomic(out_dir / CSV_NAME, lambda f: f.write(table), mode)
-        card = stats_card(model, used, failures)
+        card = stats_card(model, used, failures, options.aspect)
         write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
         plot_written = write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode)
     except OSError as exc:
@@ -96,7 +94,7 @@ def run_stats(options: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def stats_card(model: Any, images: list[Path], failures: int) -> bytes:
+def stats_card(model: Any, images: list[Path], failures: int, aspect: str = "crop") -> bytes:
     import json
 
     from vitexplorer.core.provenance import method_card
@@ -108,6 +106,7 @@ def stats_card(model: Any, images: list[Path], failures: int) -> bytes:
         extra={
             "images": [str(p) for p in images],
             "images_skipped": failures,
+            "input": {"aspect": aspect},  # the model's crop, or each whole image on its grid
             "outputs": {"table": CSV_NAME, "plot": PLOT_NAME},
         },
     )
