@@ -20,3 +20,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     save_checkpoint(path, model)
     return path
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny small-ViT checkpoint with ten anonymous classes and its own random head: the
+    model fine-tuning starts from."""
+    torch.manual_seed(0)
+    model = load_model("small_vit", "none", "cpu", small_config=TINY)
+    path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
+    save_checkpoint(path, model)
+    return path

@@ -23,7 +23,7 @@ from vitexplorer.cli import FINETUNE_DEFAULTS, FinetuneReport, main
 from vitexplorer.core import training
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.datasets import load_subsets, open_dataset, to_model_input
-from vitexplorer.core.models import load_model, save_checkpoint
+from vitexplorer.core.models import load_model
 from vitexplorer.core.vit import SmallViTConfig
 
 TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
@@ -32,16 +32,6 @@ CLASSES = ["blue", "green", "red"]  # sorted folder names
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
 # a small run: 8 training images per class (one held out for validation), 4 test images per class
 SMALL = ["--per-class", "8", "--test-per-class", "4", "--batch-size", "8", "--lr", "0.01"]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny small-ViT checkpoint with ten anonymous classes."""
-    torch.manual_seed(0)
-    model = load_model("small_vit", "none", "cpu", small_config=TINY)
-    path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
-    save_checkpoint(path, model)
-    return path
 
 
 def _write_colours(root: Path, per_class: int = 12, size: int = 16) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, write_colour_dataset
+from tests.conftest import write_colour_dataset
 from vitexplorer.cli import FINETUNE_DEFAULTS, finetune_parser, main
 from vitexplorer.core import training
 from vitexplorer.core.checkpoint import read_weights
@@ -162,15 +162,6 @@ def test_the_command_line_refuses_them_before_reading_anything(
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_colour_dataset(tmp_path_factory.mktemp("data") / "colours", 16, size=16)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = load_model("small_vit", "none", "cpu", small_config=TINY)
-    path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
-    save_checkpoint(path, model)
-    return path
 
 
 # 12 images per class, 2 of them validate: 30 training images, one step per epoch; 4 test
