@@ -11,6 +11,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from collections import defaultdict  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
+from tests.gui.conftest import collect_closed_windows  # noqa: E402, F401  (autouse here too)
+
 PROBLEMS = ("crashes", "hangs", "files lost", "code executed")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -52,6 +53,16 @@ def make_window(qtbot, settings_path: Path, request: ModelRequest | None) -> Mai
     window.resize(1200, 800)
     window.show()
     return window
+
+
+@pytest.fixture(autouse=True)
+def collect_closed_windows() -> Iterator[None]:
+    """After each test, collect its closed windows on the GUI thread. Left to Python's cyclic
+    garbage collector, a window (its Qt objects, its stopped worker thread) may be destroyed
+    by whichever thread happens to allocate next, such as the next test's model worker, and
+    Qt aborts when Qt objects are destroyed from a thread that does not own them."""
+    yield
+    gc.collect()
 
 
 def running_window(qtbot, settings_path: Path, model: Path) -> Iterator[MainWindow]:  # noqa: ANN001
