@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny_spec
-from vitexplorer.core.capture import attention_modules, capturing_attention
+from vitexplorer.core.capture import Sink, attention_modules, capturing_attention
 from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.relevance import (
     capture_with_gradients,
@@ -124,7 +124,7 @@ def test_gradients_follow_the_layers(model: LoadedModel) -> None:
     assert (np.abs(gradients[0]).max(axis=(0, 2)) > 0).all()
 
 
-class _NudgedMaps:
+class _NudgedMaps(Sink):
     """A sink that adds ``eps * direction`` to one layer's attention."""
 
     def __init__(self, layer: int, direction: torch.Tensor, eps: float) -> None:

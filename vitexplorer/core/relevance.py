@@ -21,11 +21,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from vitexplorer.core.capture import capturing_attention, model_forward
+from vitexplorer.core.capture import Sink, capturing_attention, model_forward
 from vitexplorer.core.models import LoadedModel
 
 
-class _KeptMaps:
+class _KeptMaps(Sink):
     """An attention sink for autograd: each layer's softmax output stays its own graph tensor."""
 
     def __init__(self) -> None:

@@ -263,13 +263,12 @@ class HFAdapter(ViTAdapter):
             q = attention.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
             k = attention.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
             v = attention.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-            scores = torch.matmul(q, k.transpose(2, 3)) * scaling
-            if attention_mask is not None:
-                if attention_mask.dtype == torch.bool:  # sdpa's masks: True attends
-                    scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-                else:  # eager's masks are added
-                    scores = scores + attention_mask
-            weights = sink.softmax(scores)
+            bias = attention_mask
+            if bias is not None and bias.dtype == torch.bool:  # sdpa's masks: True attends
+                bias = torch.zeros_like(bias, dtype=q.dtype).masked_fill_(
+                    ~bias, torch.finfo(q.dtype).min
+                )
+            weights = sink.weights(q, k, scaling, scale_scores=True, bias=bias)
             if attention.training and dropout:
                 weights = nn.functional.dropout(weights, p=dropout, training=True)
             out = torch.matmul(weights, v).transpose(1, 2).reshape(*input_shape, -1)

@@ -226,11 +226,8 @@ class TimmAdapter(ViTAdapter):
             qkv = a.qkv(x).reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
             q, k, v = qkv.unbind(0)
             q, k = a.q_norm(q), a.k_norm(k)
-            scores = (q * a.scale) @ k.transpose(-2, -1)
-            bias = _mask_bias(n, scores, attn_mask, is_causal)
-            if bias is not None:
-                scores = scores + bias
-            weights = a.attn_drop(sink.softmax(scores))
+            bias = _mask_bias(n, q, attn_mask, is_causal)
+            weights = a.attn_drop(sink.weights(q, k, a.scale, bias=bias))
             out = norm((weights @ v).transpose(1, 2).reshape(b, n, heads * head_dim))
             if gate is not None:
                 out = out * gate
@@ -318,14 +315,15 @@ def _plain_attention(module: object) -> bool:
 
 
 def _mask_bias(
-    n: int, scores: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+    n: int, like: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
 ) -> torch.Tensor | None:
-    """The additive bias of ``scaled_dot_product_attention``'s ``attn_mask``/``is_causal``."""
+    """The additive bias of ``scaled_dot_product_attention``'s ``attn_mask``/``is_causal``,
+    of ``like``'s dtype and device."""
     if is_causal:
-        return scores.new_full((n, n), float("-inf")).triu_(1)
+        return like.new_full((n, n), float("-inf")).triu_(1)
     if mask is None or mask.dtype != torch.bool:
         return mask
-    return torch.zeros_like(mask, dtype=scores.dtype).masked_fill_(~mask, float("-inf"))
+    return torch.zeros_like(mask, dtype=like.dtype).masked_fill_(~mask, float("-inf"))
 
 
 def head_kind(module: nn.Module) -> str:
