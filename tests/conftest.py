@@ -117,3 +117,7 @@ def tiny_hf_config(kind: str = "ViTConfig", **changes):  # noqa: ANN003, ANN201
         patch_size=8,
     )
     return getattr(transformers, kind)(**{**fields, **changes})
+
+
+# where load_model finds what torchvision's default weights are (tests replace it)
+TV_DOWNLOAD = "vitexplorer.core.families.torchvision.default_weights_download"

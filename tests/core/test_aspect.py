@@ -14,7 +14,8 @@ from vitexplorer.core.capture import forward_with_attention
 from vitexplorer.core.data import aspect_grid, display_crop, preprocess
 from vitexplorer.core.families import adapter_for
 from vitexplorer.core.families.base import resample_positions
-from vitexplorer.core.models import LoadedModel, small_vit_spec
+from vitexplorer.core.families.small_vit import spec_for as small_vit_spec
+from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.vit import SmallViT
 
 timm = pytest.importorskip("timm")

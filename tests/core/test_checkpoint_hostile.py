@@ -30,6 +30,7 @@ from vitexplorer.cli import main
 from vitexplorer.core import models
 from vitexplorer.core.checkpoint import METADATA_KEY, WeightsFileError, read_weights
 from vitexplorer.core.models import check_checkpoint_metadata, load_model, save_checkpoint
+from vitexplorer.core.vit import SmallViT
 
 MARKER = "pwned"  # the file a pickle's code would create in the case's folder
 
@@ -528,13 +529,13 @@ def test_no_model_is_built_from_lying_metadata(tmp_path: Path, monkeypatch) -> N
     """The parameter count is compared on a skeleton (the meta device): nothing real is built."""
     path = _config(width=4096, depth=64, heads=64)(tmp_path)
     built: list[object] = []
-    real_init = models.SmallViT.__init__
+    real_init = SmallViT.__init__
 
     def init(self, config=None) -> None:  # noqa: ANN001
         real_init(self, config)
         built.append(self.cls_token.device)
 
-    monkeypatch.setattr(models.SmallViT, "__init__", init)
+    monkeypatch.setattr(SmallViT, "__init__", init)
     with pytest.raises(WeightsFileError, match="parameters but the file holds"):
         load_model(str(path), device="cpu")
     assert built == [torch.device("meta")]

@@ -25,8 +25,9 @@ from vitexplorer.core.checks import (
     sanity_check,
     spearman,
 )
+from vitexplorer.core.families.small_vit import spec_for as small_vit_spec
 from vitexplorer.core.methods import MethodOptions, method_explainer
-from vitexplorer.core.models import LoadedModel, small_vit_spec
+from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.vit import SmallViT, SmallViTConfig
 
 # 32 px images in 4 px patches: an 8x8 grid, so rank correlations rest on 64 values

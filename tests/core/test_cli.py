@@ -19,6 +19,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.models import get_model_weights  # noqa: E402
 
+from tests.conftest import TV_DOWNLOAD
 from vitexplorer import __version__, cli  # noqa: E402
 from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic  # noqa: E402
 from vitexplorer.core import models  # noqa: E402
@@ -223,7 +224,7 @@ def test_default_weights_are_downloaded_with_progress(vit_b_32_file, tmp_path, m
     cache = tmp_path / "hub" / "checkpoints" / vit_b_32_file.name
     size_mb = vit_b_32_file.stat().st_size / 1e6
     download = WeightsDownload("vit_b_32", vit_b_32_file.as_uri(), cache, size_mb, "test weights")
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     image = _image(tmp_path / "cat.jpg", (300, 200), seed=8)
     out = tmp_path / "out"
     assert _analyze(image, "--model", "vit_b_32", "--out", out) == 0
@@ -258,7 +259,7 @@ def test_unreachable_weights_exit_2_and_name_the_local_file_option(
 ):
     cache = tmp_path / "hub" / "checkpoints" / "vit_b_32-d86f8d99.pth"
     download = WeightsDownload("vit_b_32", url, cache, 336.6, "ViT-B/32 test weights")
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     image = _image(tmp_path / "i.png", (32, 32), seed=9)
     assert _analyze(image, "--model", "vit_b_32", "--out", tmp_path / "out") == 2
     captured = capsys.readouterr()

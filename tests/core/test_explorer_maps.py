@@ -116,7 +116,8 @@ def test_analysis_carries_the_head_statistics_of_its_attention(tiny_small_vit):
     from tests.conftest import TINY
     from vitexplorer.core.analysis import analyze_image
     from vitexplorer.core.explain import head_statistics
-    from vitexplorer.core.models import LoadedModel, small_vit_spec
+    from vitexplorer.core.families.small_vit import spec_for as small_vit_spec
+    from vitexplorer.core.models import LoadedModel
 
     model = LoadedModel(tiny_small_vit, small_vit_spec(TINY, "test"), torch.device("cpu"))
     pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)

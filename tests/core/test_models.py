@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from torchvision.models import get_model_weights
 
-from tests.conftest import TINY
+from tests.conftest import TINY, TV_DOWNLOAD
 from vitexplorer.core import models
 from vitexplorer.core.analysis import analyze_image, top_predictions
 from vitexplorer.core.checkpoint import WeightsFileError
@@ -132,7 +132,7 @@ def _download_for(path: Path, cache: Path) -> WeightsDownload:
 def test_default_weights_download_into_cache(vit_b_32_state, tmp_path: Path, monkeypatch) -> None:
     source, state = vit_b_32_state
     download = _download_for(source, tmp_path / "hub" / "checkpoints")
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     seen: list[tuple[int, int]] = []
     model = load_model("vit_b_32", "default", "cpu", progress=lambda d, t: seen.append((d, t)))
     assert download.cached and seen[-1][0] == seen[-1][1] == source.stat().st_size
@@ -147,7 +147,7 @@ def test_no_network_points_to_the_alternatives(tmp_path: Path, monkeypatch) -> N
     download = WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "w"
     )
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     with pytest.raises(WeightsUnavailableError, match="local weights file.*--weights none"):
         load_model("vit_b_32", "default", "cpu")
     assert list(tmp_path.iterdir()) == []

@@ -13,13 +13,14 @@ from torchvision.models import get_model
 from tests.conftest import TINY, write_colour_dataset
 from vitexplorer.core import training
 from vitexplorer.core.datasets import open_dataset
+from vitexplorer.core.families.torchvision import spec_for as torchvision_spec
 from vitexplorer.core.finetune_model import (
     FreezePolicyError,
     SplitViT,
     parse_freeze,
     trainable_counts,
 )
-from vitexplorer.core.models import LoadedModel, _torchvision_spec, load_model, save_checkpoint
+from vitexplorer.core.models import LoadedModel, load_model, save_checkpoint
 from vitexplorer.core.training import (
     Epoch,
     FinetuneConfig,
@@ -220,7 +221,7 @@ def test_checkpoint_round_trip_gives_the_same_logits(colours: Path, tmp_path: Pa
 def test_torchvision_vit_fine_tunes_and_reloads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = get_model("vit_b_32", weights=None, image_size=64)
-    base = LoadedModel(module.eval(), _torchvision_spec("vit_b_32", module, "random"), "cpu")
+    base = LoadedModel(module.eval(), torchvision_spec("vit_b_32", module, "random"), "cpu")
     base.device = torch.device("cpu")
     data = write_colour_dataset(tmp_path / "d", 6, size=16)
     config = FinetuneConfig(per_class=4, test_per_class=2, epochs=1, batch_size=4)

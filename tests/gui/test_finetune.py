@@ -11,6 +11,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
+from tests.conftest import TV_DOWNLOAD
 from tests.gui.test_main_window import drop_and_wait
 from vitexplorer.core.analysis import analyze_image
 from vitexplorer.core.data import load_image
@@ -362,7 +363,7 @@ def test_base_weights_missing_says_to_load_them_in_the_explorer(
     missing = models.WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/w.pth", tmp_path / "w.pth", 336.6, "ViT-B/32 weights"
     )
-    monkeypatch.setattr(models, "default_weights_download", lambda name: missing)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: missing)
     panel = panel_of(window)
     panel.set_model(replace(window.model, request=ModelRequest("vit_b_32", "default", "cpu")))
     fill(panel, qtbot, colour_folder(tmp_path / "colours", per_class=4), per_class=2)

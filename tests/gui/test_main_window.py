@@ -11,6 +11,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QApplication, QPushButton
 
+from tests.conftest import TV_DOWNLOAD
 from tests.gui.conftest import make_window
 from vitexplorer.core.data import load_image, preprocess
 from vitexplorer.core.models import load_model
@@ -215,7 +216,7 @@ def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monk
     download = models.WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     offers = []
 
     def choose_random(_parent, offer):  # noqa: ANN001, ANN202
@@ -251,7 +252,7 @@ def test_download_with_progress_then_explore(qtbot, tmp_path, monkeypatch, vit_b
     download = models.WeightsDownload(
         "vit_b_32", source.as_uri(), tmp_path / "hub" / source.name, 336.6, "test weights"
     )
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     monkeypatch.setattr(
         main_window,
         "offer_download",
@@ -344,8 +345,8 @@ def test_cancel_stops_the_download_at_once(qtbot, tmp_path, monkeypatch):
     download = models.WeightsDownload(
         "vit_b_32", "https://example.invalid/vit_b_32-d86f8d99.pth", tmp_path / "w.pth", 300, "W"
     )
-    monkeypatch.setattr(models, "default_weights_download", lambda name: download)
-    monkeypatch.setattr(models.urllib.request, "urlopen", lambda url, timeout: response)
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: response)
     monkeypatch.setattr(
         main_window,
         "offer_download",

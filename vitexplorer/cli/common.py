@@ -63,16 +63,15 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
     if models.is_weights_path(name) and weights != "default":
         error(f"note: --weights {weights} is ignored, {Path(name).name} carries its own weights")
     bar: ProgressBar | None = None
-    if name in models.TORCHVISION_VITS and weights == "default":
-        download = models.default_weights_download(name)
-        if not download.cached:
-            print(
-                f"Downloading the {download.description}, {download.size_mb:.0f} MB, "
-                f"to {download.path}",
-                file=sys.stderr,
-                flush=True,
-            )
-            bar = ProgressBar(sys.stderr)
+    download = models.default_download(name, weights)
+    if download is not None and not download.cached:
+        size = f", {download.size_mb:.0f} MB," if download.size_mb > 0 else ""
+        print(
+            f"Downloading the {download.description}{size} to {download.path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        bar = ProgressBar(sys.stderr)
     try:
         return models.load_model(name, weights, options.device, progress=bar)
     except (models.WeightsUnavailableError, models.DownloadCancelled) as exc:

@@ -1,16 +1,15 @@
 """What a model is to vitexplorer: one description (:class:`ModelSpec`) for the rest of the app,
-and the ways to obtain a model: torchvision's ViT family with its ImageNet weights (downloaded
-into the torch hub cache with progress), a local weights file, random weights, or the project's
-own small ViT.
+and the ways to obtain one. Each family's file in :mod:`vitexplorer.core.families` knows how its
+models are built and where their weights come from (:func:`family_module_for`); this module
+dispatches to it and holds what the families share: vitexplorer checkpoints (safetensors with
+metadata that records the architecture), building a model only once a file's tensors are known
+to fit it, weight downloads into a cache with progress, and the device.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import math
-import os
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import get_model, get_model_weights
 from torchvision.transforms import InterpolationMode
 
 from vitexplorer.core.checkpoint import (
@@ -51,22 +49,22 @@ from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpe
     ModelSpec,
     library_family,
 )
-from vitexplorer.core.vit import (
-    MAX_CLASSES,
-    MAX_IMAGE_SIZE,
-    SmallViT,
-    SmallViTConfig,
-    check_grid,
-    check_whole,
-    show_value,
-)
+from vitexplorer.core.vit import SmallViTConfig, check_whole, show_value
 
 CHECKPOINT_FORMAT = 1
 INTERPOLATIONS: tuple[str, ...] = tuple(mode.value for mode in InterpolationMode)
-_TORCHVISION_CONFIG = ("image_size", "num_classes")  # what a torchvision checkpoint may set
+RANDOM = "random initialisation"  # the weights label of a model with random weights
 _MAX_CLASS_NAME = 1000  # characters
 _MAX_CHANNEL_VALUE = 1000.0  # a checkpoint's mean and std, per channel
 _MIN_STD = 1e-6
+# the files of the families that come with vitexplorer (timm's and HF's: spec.LIBRARY_FAMILIES)
+_BUILT_IN_FAMILIES = {
+    **dict.fromkeys(TORCHVISION_VITS, "vitexplorer.core.families.torchvision"),
+    SMALL_VIT: "vitexplorer.core.families.small_vit",
+}
+
+# A plain state dict's plan, from its tensors' shapes and its path (see load_weights_file)
+PlainPlan = Callable[[Mapping[str, tuple[int, ...]], Path], "BuildPlan"]
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -98,24 +96,14 @@ class WeightsDownload:
         return self.path.is_file()
 
 
-def default_weights_download(name: str) -> WeightsDownload:
-    """Describe the default ImageNet weights of a torchvision ViT (no network access)."""
-    weights = get_model_weights(name).DEFAULT
-    filename = os.path.basename(urllib.request.urlparse(weights.url).path)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
-    description = f"{TORCHVISION_VITS[name]} ImageNet-1k weights ({weights.name}"
-    description += f", top-1 {acc:.1f}%)" if acc else ")"
-    return WeightsDownload(name, weights.url, path, float(weights.meta["_file_size"]), description)
-
-
 def download_weights(
     download: WeightsDownload,
     progress: ProgressCallback | None = None,
     cancelled: CancelCheck | None = None,
     timeout: float = 30.0,
 ) -> Path:
-    """Fetch ``download`` into the torch hub cache, checking torchvision's hash prefix.
+    """Fetch ``download`` into its cache, checking the hash prefix of its file name where it
+    has one (torchvision's and timm's ``-<sha256 prefix>`` names).
 
     The file appears at its final path only when complete and verified.
     """
@@ -181,6 +169,48 @@ def is_weights_path(name: str) -> bool:
     return name.endswith((".safetensors", ".pth", ".pt", ".bin"))
 
 
+def family_module_for(name: str) -> Any:
+    """The file of ``name``'s family (see :mod:`vitexplorer.core.families`): a ValueError of
+    one line for an unknown name, or naming the extra to install when the family's library is
+    missing.
+
+    A family's file offers ``load(name, weights, *, allow_download, progress, cancelled)`` ->
+    (module, spec, weights file or None); ``check_source(name, weights)`` (cheap refusals
+    before any heavy work); ``check_config(arch, config)`` -> (image size, classes) and
+    ``checkpoint_plan(arch, meta, label)`` -> :class:`BuildPlan` for vitexplorer checkpoints
+    of its models; where it has downloadable default weights, ``default_weights_download(name)``
+    -> :class:`WeightsDownload`; and ``ADAPTER``, its
+    :class:`~vitexplorer.core.families.base.ViTAdapter`."""
+    family = library_family(name)
+    if family is not None:
+        return family_module(family)
+    if name not in _BUILT_IN_FAMILIES:
+        raise ValueError(unknown_model_message(name))
+    return importlib.import_module(_BUILT_IN_FAMILIES[name])
+
+
+def family_module(family: LibraryFamily) -> Any:
+    """The file of a family that another library builds, or a ValueError of one line naming the
+    extra to install when that library is missing."""
+    if not family.installed:
+        raise ValueError(family.missing_message())
+    return importlib.import_module(family.module)
+
+
+def default_download(name: str, weights: str = "default") -> WeightsDownload | None:
+    """The default weights that loading ``name`` with ``weights`` would fetch from the network,
+    described without network access; None when it needs none (random weights, a file, a
+    family without downloads, or a name that is not a model)."""
+    if weights != "default" or is_weights_path(name):
+        return None
+    try:
+        family = family_module_for(name)
+    except ValueError:
+        return None
+    describe = getattr(family, "default_weights_download", None)
+    return describe(name) if describe is not None else None
+
+
 def check_model_source(name: str, weights: str = "default") -> None:
     """Refuse now what :func:`load_model` would refuse later and can be found out cheaply.
 
@@ -189,22 +219,10 @@ def check_model_source(name: str, weights: str = "default") -> None:
     safetensors header (WeightsFileError). No tensor is read and no model allocated; a .pth file
     is only checked to be a file.
     """
-    family = library_family(name)
     if is_weights_path(name):
-        path, architecture = Path(name), None
-    elif family is not None:
-        family_module(family).check_source(name, weights)
-        return
-    elif name not in MODEL_NAMES:
-        raise ValueError(unknown_model_message(name))
-    elif weights in ("default", "none"):
-        return
+        check_weights_file(Path(name), None)
     else:
-        path, architecture = Path(weights), name
-    check_weights_path(path)
-    if is_safetensors_file(path):
-        shapes, meta = read_safetensors_header(path)
-        _check_plan(_plan(path, architecture, shapes, meta), shapes, file_label(path))
+        family_module_for(name).check_source(name, weights)
 
 
 def load_model(
@@ -219,129 +237,34 @@ def load_model(
 ) -> LoadedModel:
     """Build a model and its spec.
 
-    ``name`` is a torchvision ViT name, ``small_vit``, or the path of a vitexplorer checkpoint.
-    ``weights`` is ``default`` (ImageNet weights for torchvision models, random for the small ViT),
-    ``none`` (random), or the path of a weights file: a plain state dict (.pth or .safetensors)
-    for the architecture ``name``, or a vitexplorer checkpoint, whose metadata then decides.
+    ``name`` is a torchvision ViT name, ``small_vit``, a ``timm:`` or ``hf:`` model, or the path
+    of a vitexplorer checkpoint. ``weights`` is ``default`` (the family's pretrained weights:
+    ImageNet for torchvision, downloaded when missing; random for the small ViT), ``none``
+    (random), or the path of a weights file: a plain state dict in the family's layout, or a
+    vitexplorer checkpoint, whose metadata then decides. ``small_config`` shapes a random
+    small ViT.
     """
-    weights_file: Path | None = None
-    family = library_family(name)
+    weights_file: Path | None
     if is_weights_path(name):
         weights_file = Path(name)
-        module, spec = _from_file(weights_file, None)
-    elif family is not None:
-        module, spec, weights_file = family_module(family).load(
+        module, spec = load_weights_file(weights_file, None)
+    else:
+        options = {"config": small_config} if name == SMALL_VIT and small_config else {}
+        module, spec, weights_file = family_module_for(name).load(
             name,
             weights,
             allow_download=allow_download,
             progress=progress,
             cancelled=cancelled,
+            **options,
         )
-    elif name not in MODEL_NAMES:
-        raise ValueError(unknown_model_message(name))
-    elif weights not in ("default", "none"):
-        weights_file = Path(weights)
-        module, spec = _from_file(weights_file, name)
-    elif name == SMALL_VIT:
-        config = small_config or SmallViTConfig()
-        module, spec = SmallViT(config), small_vit_spec(config, "random initialisation")
-    elif weights == "none":
-        module = get_model(name, weights=None)  # 224 px: random weights need no 518 px ViT-H
-        spec = _torchvision_spec(name, module, "random initialisation")
-    else:
-        download = default_weights_download(name)
-        if not download.cached:
-            if not allow_download:
-                raise WeightsUnavailableError(f"the {download.description} are not downloaded")
-            download_weights(download, progress, cancelled)
-        try:
-            state, _ = read_weights(download.path)
-        except WeightsFileError as exc:
-            raise WeightsFileError(
-                f"the cached {download.description} at {download.path} are damaged ({exc}); "
-                f"delete that file and load the model again to download a fresh copy"
-            ) from exc
-        module, spec = _torchvision_from_state(name, state, download.description, download.path)
-        weights_file = download.path
     target = device if isinstance(device, torch.device) else resolve_device(device)
     if weights_file is not None:
         weights_file = weights_file.expanduser().resolve()
     return LoadedModel(module.eval().to(target), spec, target, weights_file)
 
 
-def _torchvision_from_state(
-    name: str, state: dict[str, torch.Tensor], label: str, path: Path
-) -> tuple[nn.Module, ModelSpec]:
-    """A torchvision ViT shaped by its state dict: input size and class count are read off it."""
-    source = file_label(path)
-    return _build(_torchvision_plan(name, shapes_of(state), label, source), state, source)
-
-
-def _torchvision_plan(
-    name: str, shapes: Mapping[str, tuple[int, ...]], label: str, source: str
-) -> BuildPlan:
-    """How to build torchvision's ``name`` for these tensors: the input size is read off the
-    position embedding, the class count off the head, both checked before anything is built."""
-    image_size, num_classes = get_model_weights(name).DEFAULT.meta["min_size"][0], 1000
-    pos, head = shapes.get("encoder.pos_embedding"), shapes.get("heads.head.weight")
-    if pos is not None and head is not None and len(pos) == 3 and len(head) == 2:
-        patch = _torchvision_patch(name)
-        positions = pos[1] - 1  # the class token, then one per patch
-        side = math.isqrt(max(positions, 0))
-        if positions < 1 or side * side != positions:
-            raise WeightsFileError(
-                f"{source}: its encoder.pos_embedding has {pos[1]} positions, not one plus a "
-                f"square grid of patches"
-            )
-        image_size, num_classes = side * patch, head[0]
-        try:
-            check_whole(
-                "the image size its encoder.pos_embedding implies", image_size, 1, MAX_IMAGE_SIZE
-            )
-            check_grid(image_size, patch)
-            check_whole("the class count of its heads.head.weight", num_classes, 1, MAX_CLASSES)
-        except ValueError as exc:
-            raise WeightsFileError(f"{source}: {exc}") from None
-
-    def build() -> nn.Module:
-        return get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
-
-    return BuildPlan(
-        build,
-        TORCHVISION_VITS[name],
-        lambda module: _torchvision_spec(name, module, label),
-        from_metadata=False,
-    )
-
-
-def _torchvision_spec(
-    name: str, module: nn.Module, label: str, meta: dict[str, Any] | None = None
-) -> ModelSpec:
-    """The spec of a torchvision ViT; preprocessing follows its default weights' transforms."""
-    default = get_model_weights(name).DEFAULT
-    preset = default.transforms()
-    image_size = module.image_size
-    num_classes = module.heads.head.out_features
-    meta = meta or {}
-    spec = ModelSpec(
-        name=name,
-        display_name=TORCHVISION_VITS[name],
-        weights=label,
-        image_size=image_size,
-        resize_size=preset.resize_size[0] if preset.crop_size[0] == image_size else image_size,
-        patch_size=module.patch_size,
-        num_layers=len(module.encoder.layers),
-        num_heads=module.encoder.layers[0].num_heads,
-        class_names=_class_names(num_classes, default.meta["categories"]),
-        mean=tuple(preset.mean),
-        std=tuple(preset.std),
-        interpolation=preset.interpolation.value,
-        config={"image_size": image_size, "num_classes": num_classes},
-    )
-    return _apply_metadata(spec, meta)
-
-
-def _apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
+def apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
     """Class names and preprocessing recorded in a checkpoint override the defaults."""
     changes: dict[str, Any] = {}
     names = meta.get("class_names")
@@ -356,25 +279,11 @@ def _apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
     return replace(spec, **changes) if changes else spec
 
 
-def _class_names(num_classes: int, imagenet: list[str]) -> tuple[str, ...]:
+def class_names_for(num_classes: int, imagenet: list[str]) -> tuple[str, ...]:
+    """``imagenet``'s names for a head of as many classes, else ``class 0``, ``class 1``..."""
     if num_classes == len(imagenet):
         return tuple(imagenet)
     return tuple(f"class {i}" for i in range(num_classes))
-
-
-def small_vit_spec(config: SmallViTConfig, weights: str) -> ModelSpec:
-    return ModelSpec(
-        name=SMALL_VIT,
-        display_name=f"Small ViT ({config.depth}x{config.width}, /{config.patch_size})",
-        weights=weights,
-        image_size=config.image_size,
-        resize_size=config.image_size,
-        patch_size=config.patch_size,
-        num_layers=config.depth,
-        num_heads=config.heads,
-        class_names=_class_names(config.num_classes, []),
-        config=config.to_dict(),
-    )
 
 
 @dataclass(frozen=True)
@@ -387,20 +296,6 @@ class BuildPlan:
     from_metadata: bool  # the file claims a shape: its parameter count is checked as well
 
 
-def family_module(family: LibraryFamily) -> Any:
-    """The file of a family that another library builds; a ValueError of one line naming the
-    extra to install when that library is missing.
-
-    A family's file offers ``load(name, weights, *, allow_download, progress, cancelled)`` ->
-    (module, spec, weights file or None), ``check_source(name, weights)`` (cheap refusals
-    before any heavy work), ``check_config(arch, config)`` -> (image size, classes) and
-    ``checkpoint_plan(arch, meta, label)`` -> :class:`BuildPlan` for vitexplorer checkpoints of
-    its models, and ``ADAPTER``, its :class:`~vitexplorer.core.families.base.ViTAdapter`."""
-    if not family.installed:
-        raise ValueError(family.missing_message())
-    return importlib.import_module(family.module)
-
-
 def unknown_model_message(name: str) -> str:
     """An unknown built-in name, with the closest names."""
     close = difflib.get_close_matches(name, MODEL_NAMES, n=3, cutoff=0.5)
@@ -411,20 +306,14 @@ def unknown_model_message(name: str) -> str:
     )
 
 
-def build_from_file(
-    path: Path, plan: Callable[[Mapping[str, tuple[int, ...]]], BuildPlan]
-) -> tuple[nn.Module, ModelSpec]:
-    """The model that ``plan(shapes)`` describes, with the weights in ``path``, allocated only
-    once they fit (for a family's plain state dicts)."""
-    state, _ = read_weights(path)
-    return _build(plan(shapes_of(state)), state, file_label(path))
-
-
-def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSpec]:
-    """A vitexplorer checkpoint (its metadata decides), else ``architecture``'s state dict."""
+def load_weights_file(path: Path, plain_plan: PlainPlan | None) -> tuple[nn.Module, ModelSpec]:
+    """The model in the weights file ``path``: a vitexplorer checkpoint (its metadata decides
+    what is built), else the plain state dict that ``plain_plan(shapes, path)`` describes (None:
+    a plain state dict is refused, saying which layout it looks like). The model is allocated
+    only once the file's tensors are known to fit it; whatever fails is one line."""
     state, meta = read_weights(path)
     try:
-        return _build(_plan(path, architecture, shapes_of(state), meta), state, file_label(path))
+        return build(_file_plan(path, shapes_of(state), meta, plain_plan), state, file_label(path))
     except WeightsFileError:
         raise
     except (
@@ -442,35 +331,35 @@ def _from_file(path: Path, architecture: str | None) -> tuple[nn.Module, ModelSp
         ) from exc
 
 
-def _plan(
+def check_weights_file(path: Path, plain_plan: PlainPlan | None) -> None:
+    """What :func:`load_weights_file` would refuse that its header tells: the path is not a
+    regular file, or (safetensors) its metadata is unsound or its tensors do not fit."""
+    check_weights_path(path)
+    if is_safetensors_file(path):
+        shapes, meta = read_safetensors_header(path)
+        check_plan(_file_plan(path, shapes, meta, plain_plan), shapes, file_label(path))
+
+
+def _file_plan(
     path: Path,
-    architecture: str | None,
     shapes: Mapping[str, tuple[int, ...]],
     meta: dict[str, Any] | None,
+    plain_plan: PlainPlan | None,
 ) -> BuildPlan:
     """What to build for the file at ``path``, its tensors' ``shapes`` and metadata ``meta``."""
-    source, label = file_label(path), f"file {path.name}"
+    source = file_label(path)
     if meta is not None:
         try:
             meta = check_checkpoint_metadata(meta)
         except ValueError as exc:
             raise WeightsFileError(f"{source} has invalid vitexplorer metadata: {exc}") from None
-        return _metadata_plan(meta, label)
+        arch = meta["architecture"]
+        return family_module_for(arch).checkpoint_plan(arch, meta, f"file {path.name}")
+    if plain_plan is not None:
+        return plain_plan(shapes, path)
     layout = recognise_layout(shapes)
-    looks = f"; {layout.describe()}" if layout is not None else ""
-    if architecture in TORCHVISION_VITS:
-        if layout is not None and layout.family != "torchvision":
-            raise WeightsFileError(f"{source} is not in torchvision's layout{looks}")
-        return _torchvision_plan(architecture, shapes, label, source)
-    if architecture == SMALL_VIT:
-        if layout is not None and layout.family != "vitexplorer small":
-            raise WeightsFileError(f"{source} is not a small ViT checkpoint{looks}")
-        raise WeightsFileError(
-            f"{source} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
-            f"(.safetensors with metadata), which records its depth, width and heads{looks}"
-        )
     if layout is not None:
-        raise WeightsFileError(f"{source} has no vitexplorer metadata{looks}")
+        raise WeightsFileError(f"{source} has no vitexplorer metadata; {layout.describe()}")
     raise WeightsFileError(
         f"{source} has no vitexplorer metadata and matches no layout vitexplorer knows (timm, "
         f"torchvision, Hugging Face): choose the architecture (--model NAME) and pass the file "
@@ -478,26 +367,7 @@ def _plan(
     )
 
 
-def _metadata_plan(meta: dict[str, Any], label: str) -> BuildPlan:
-    """An untrained model shaped by a checkpoint's checked metadata."""
-    arch = meta["architecture"]
-    family = library_family(arch)
-    if family is not None:
-        return family_module(family).checkpoint_plan(arch, meta, label)
-    if arch == SMALL_VIT:
-        config = SmallViTConfig(**meta["config"])
-        spec = _apply_metadata(small_vit_spec(config, label), meta)
-        return BuildPlan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)
-    kwargs = {key: meta["config"][key] for key in _TORCHVISION_CONFIG if key in meta["config"]}
-    return BuildPlan(
-        lambda: get_model(arch, weights=None, **kwargs),
-        TORCHVISION_VITS[arch],
-        lambda module: _torchvision_spec(arch, module, label, meta),
-        True,
-    )
-
-
-def _check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
+def check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
     """Build ``plan`` on the meta device (no memory) and hold it against the file's tensors."""
     with torch.device("meta"):
         skeleton = plan.build()
@@ -514,11 +384,11 @@ def _check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None
         raise WeightsFileError(f"{source}: {exc}") from None
 
 
-def _build(
+def build(
     plan: BuildPlan, state: dict[str, torch.Tensor], source: str
 ) -> tuple[nn.Module, ModelSpec]:
     """The model of ``plan`` with the weights of ``state``, allocated only once they fit."""
-    _check_plan(plan, state, source)
+    check_plan(plan, state, source)
     module = plan.build()
     module.load_state_dict(state)
     return module, plan.spec(module)
@@ -542,7 +412,7 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
     arch = meta["architecture"]
     if not isinstance(arch, str) or (arch not in MODEL_NAMES and library_family(arch) is None):
         raise ValueError(
-            f"architecture {_quoted(arch)} is unknown; expected one of {', '.join(MODEL_NAMES)} "
+            f"architecture {quoted(arch)} is unknown; expected one of {', '.join(MODEL_NAMES)} "
             f"or a timm: or hf: model"
         )
     if "config" not in meta:
@@ -571,7 +441,7 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
         not isinstance(meta["interpolation"], str) or meta["interpolation"] not in INTERPOLATIONS
     ):
         raise ValueError(
-            f"interpolation {_quoted(meta['interpolation'])} is not one of "
+            f"interpolation {quoted(meta['interpolation'])} is not one of "
             f"{', '.join(INTERPOLATIONS)}"
         )
     return meta
@@ -579,27 +449,16 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
 
 def _check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
     """The image size and class count of a checked ``config`` of ``arch``."""
-    family = library_family(arch)
-    if family is not None:
-        return family_module(family).check_config(arch, config)
-    allowed = SmallViTConfig.field_names() if arch == SMALL_VIT else _TORCHVISION_CONFIG
+    return family_module_for(arch).check_config(arch, config)
+
+
+def check_config_keys(arch: str, config: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """A ValueError naming the first setting of ``config`` that ``arch`` does not have."""
     unknown = [key for key in config if key not in allowed]
     if unknown:
         raise ValueError(
-            f"unknown setting {_quoted(unknown[0])}; a {arch} config has {', '.join(allowed)}"
+            f"unknown setting {quoted(unknown[0])}; a {arch} config has {', '.join(allowed)}"
         )
-    if arch == SMALL_VIT:
-        small = SmallViTConfig(**config)  # checks every field
-        return small.image_size, small.num_classes
-    patch = _torchvision_patch(arch)
-    image_size = check_whole("image_size", config.get("image_size", 224), patch, MAX_IMAGE_SIZE)
-    if image_size % patch:
-        raise ValueError(
-            f"image_size {image_size} is not a multiple of {TORCHVISION_VITS[arch]}'s "
-            f"{patch} px patches"
-        )
-    check_grid(image_size, patch)
-    return image_size, check_whole("num_classes", config.get("num_classes", 1000), 1, MAX_CLASSES)
 
 
 def _check_channels(key: str, value: object, positive: bool) -> None:
@@ -619,17 +478,12 @@ def _check_channels(key: str, value: object, positive: bool) -> None:
         raise ValueError(f"{key} must be at least {_MIN_STD:g} for every channel")
 
 
-def _quoted(value: object) -> str:
+def quoted(value: object) -> str:
     """A name from a file for a message: quoted and short when it is a text."""
     if not isinstance(value, str):
         return show_value(value)
     text = repr(value)
     return text if len(text) <= 40 else text[:39] + "\u2026"
-
-
-def _torchvision_patch(name: str) -> int:
-    """The patch size in a torchvision ViT's name: ``vit_b_16`` has 16 px patches."""
-    return int(name.rsplit("_", 1)[1])
 
 
 def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] | None = None):

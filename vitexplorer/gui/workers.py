@@ -394,18 +394,10 @@ def _structure(loaded) -> tuple | None:  # noqa: ANN001
 
 def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDownload | None)
     """The default weights that ``request`` needs from the network, described without network
-    access: torchvision's ImageNet weights, or a timm model's pretrained tag; None otherwise."""
+    access (torchvision's ImageNet weights, a timm model's pretrained tag); None otherwise."""
     from vitexplorer.core import models
-    from vitexplorer.core.spec import library_family
 
-    if request.weights != "default":
-        return None
-    if request.name in models.TORCHVISION_VITS:
-        return models.default_weights_download(request.name)
-    family = library_family(request.name)
-    if family is not None and family.prefix == "timm":
-        return models.family_module(family).default_weights_download(request.name)
-    return None
+    return models.default_download(request.name, request.weights)
 
 
 def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001

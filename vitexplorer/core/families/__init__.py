@@ -1,5 +1,11 @@
 """Model families: one file each, behind :class:`~vitexplorer.core.families.base.ViTAdapter`.
 
+A family's file holds its adapter (``ADAPTER``) and how its models are loaded (``load``,
+``check_source``, ``check_config``, ``checkpoint_plan``, optionally
+``default_weights_download``: see :func:`vitexplorer.core.models.family_module_for`). Adding a
+family is one new file here, its entry in :data:`FAMILY_MODULES` and, for a family that another
+library builds, its name prefix in :data:`vitexplorer.core.spec.LIBRARY_FAMILIES`.
+
 :func:`adapter_for` finds the family of a built module. A family whose library is not imported
 cannot have built the module, so its file is imported only when its library already is (asking
 about a torchvision model never imports timm).

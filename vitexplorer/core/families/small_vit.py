@@ -1,16 +1,23 @@
-"""vitexplorer's own :class:`~vitexplorer.core.vit.SmallViT`."""
+"""vitexplorer's own :class:`~vitexplorer.core.vit.SmallViT`: its adapter, and how it is loaded
+(random with a chosen shape, or a vitexplorer checkpoint)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from vitexplorer.core import models
+from vitexplorer.core.checkpoint import WeightsFileError, file_label
+from vitexplorer.core.download import CancelCheck, ProgressCallback
 from vitexplorer.core.families.base import Part, ViTAdapter, resample_positions
-from vitexplorer.core.vit import SelfAttention, SmallViT
+from vitexplorer.core.families.layouts import recognise_layout
+from vitexplorer.core.spec import SMALL_VIT, ModelSpec
+from vitexplorer.core.vit import SelfAttention, SmallViT, SmallViTConfig
 
 
 class SmallViTAdapter(ViTAdapter):
@@ -78,3 +85,75 @@ class SmallViTAdapter(ViTAdapter):
 
 
 ADAPTER = SmallViTAdapter
+
+
+# --- loading: the family-module interface of models.family_module_for ------------------------
+# Weights: "default" and "none" are random (its trained weights are checkpoints, which record
+# its shape); a file must be a vitexplorer checkpoint.
+
+
+def check_source(name: str, weights: str) -> None:
+    """What :func:`load` would refuse that can be found out cheaply."""
+    if weights not in ("default", "none"):
+        models.check_weights_file(Path(weights), file_plan)
+
+
+def load(
+    name: str,
+    weights: str,
+    *,
+    config: SmallViTConfig | None = None,
+    allow_download: bool = True,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+) -> tuple[nn.Module, ModelSpec, Path | None]:
+    """The small ViT: random with ``config`` (the default shape without one), or ``weights``,
+    a vitexplorer checkpoint."""
+    if weights in ("default", "none"):
+        config = config or SmallViTConfig()
+        return SmallViT(config), spec_for(config, models.RANDOM), None
+    path = Path(weights)
+    return (*models.load_weights_file(path, file_plan), path)
+
+
+def file_plan(shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
+    """A plain state dict cannot be a small ViT's weights: it does not record the shape."""
+    source = file_label(path)
+    layout = recognise_layout(shapes)
+    looks = f"; {layout.describe()}" if layout is not None else ""
+    if layout is not None and layout.family != "vitexplorer small":
+        raise WeightsFileError(f"{source} is not a small ViT checkpoint{looks}")
+    raise WeightsFileError(
+        f"{source} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
+        f"(.safetensors with metadata), which records its depth, width and heads{looks}"
+    )
+
+
+def spec_for(config: SmallViTConfig, weights: str) -> ModelSpec:
+    """The spec of a small ViT of shape ``config``."""
+    return ModelSpec(
+        name=SMALL_VIT,
+        display_name=f"Small ViT ({config.depth}x{config.width}, /{config.patch_size})",
+        weights=weights,
+        image_size=config.image_size,
+        resize_size=config.image_size,
+        patch_size=config.patch_size,
+        num_layers=config.depth,
+        num_heads=config.heads,
+        class_names=models.class_names_for(config.num_classes, []),
+        config=config.to_dict(),
+    )
+
+
+def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
+    """The image size and class count of a checkpoint's ``config``; every field is checked."""
+    models.check_config_keys(arch, config, SmallViTConfig.field_names())
+    small = SmallViTConfig(**config)
+    return small.image_size, small.num_classes
+
+
+def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.BuildPlan:
+    """An untrained small ViT shaped by a vitexplorer checkpoint's checked metadata."""
+    config = SmallViTConfig(**meta["config"])
+    spec = models.apply_metadata(spec_for(config, label), meta)
+    return models.BuildPlan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)

@@ -39,10 +39,7 @@ from torch import nn
 from vitexplorer.core import models
 from vitexplorer.core.checkpoint import (
     WeightsFileError,
-    check_weights_path,
     file_label,
-    is_safetensors_file,
-    read_safetensors_header,
 )
 from vitexplorer.core.download import CancelCheck, ProgressCallback
 from vitexplorer.core.families import timm_weights
@@ -51,7 +48,6 @@ from vitexplorer.core.spec import ModelSpec
 from vitexplorer.core.vit import MAX_CLASSES, MAX_IMAGE_SIZE, check_grid, check_whole
 
 PREFIX = "timm:"
-RANDOM = "random initialisation"
 HEAD_KINDS = ("classifier", "projection", "none")  # what the model's head is
 # timm's random init (a truncated normal per parameter) is skipped where every parameter is
 # then loaded from a file (strictly): it costs more than the load itself
@@ -483,15 +479,7 @@ def check_source(name: str, weights: str) -> None:
     if weights == "default":
         timm_weights.pretrained_source(arch)
         return
-    path = check_weights_path(Path(weights))
-    if is_safetensors_file(path):
-        shapes, meta = read_safetensors_header(path)
-        source = file_label(path)
-        if meta is not None:
-            plan = models._plan(path, None, shapes, meta)
-        else:
-            plan = _file_plan(arch, shapes, f"file {path.name}", source)
-        models._check_plan(plan, shapes, source)
+    models.check_weights_file(Path(weights), lambda shapes, path: _file_plan(arch, shapes, path))
 
 
 def load(
@@ -507,34 +495,20 @@ def load(
     _skeleton(arch)  # refuses what we cannot capture before anything is allocated
     if weights == "none":
         module = timm.create_model(arch, pretrained=False)
-        return module, spec_for(module, arch, RANDOM), None
+        return module, spec_for(module, arch, models.RANDOM), None
     if weights == "default":
         module, tagged, path = timm_weights.fetch(arch, allow_download, progress, cancelled)
         return module, spec_for(module, tagged, f"timm {tagged}"), path
-    path = check_weights_path(Path(weights))
-    if is_safetensors_file(path) and read_safetensors_header(path)[1] is not None:
-        module, spec = models._from_file(path, None)  # a vitexplorer checkpoint: its metadata
-        return module, spec, path
-    label = f"file {path.name}"
-    try:
-        module, spec = models.build_from_file(
-            path, lambda shapes: _file_plan(arch, shapes, label, file_label(path))
-        )
-    except (WeightsFileError, UnsupportedModel):
-        raise
-    except (ArithmeticError, AssertionError, LookupError, RuntimeError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-        raise WeightsFileError(
-            f"{file_label(path)} could not be loaded ({type(exc).__name__}: {reason})"
-        ) from exc
-    return module, spec, path
+    path = Path(weights)
+    plan = lambda shapes, path: _file_plan(arch, shapes, path)  # noqa: E731
+    return (*models.load_weights_file(path, plan), path)
 
 
-def _file_plan(
-    arch: str, shapes: Mapping[str, tuple[int, ...]], label: str, source: str
-) -> models.BuildPlan:
-    """How to build timm's ``arch`` for a state dict in timm's layout: the class count is read
-    off ``head.weight`` (none without one) and a square input size off ``pos_embed``."""
+def _file_plan(arch: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
+    """How to build timm's ``arch`` for the state dict in ``path``, in timm's layout: the class
+    count is read off ``head.weight`` (none without one) and a square input size off
+    ``pos_embed``."""
+    label, source = f"file {path.name}", file_label(path)
     default = _skeleton(arch)
     kwargs: dict[str, Any] = {}
     head = shapes.get("head.weight")
@@ -572,12 +546,7 @@ def _file_plan(
 
 def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
     """The image size and class count of a checkpoint's ``config`` for ``arch`` (timm:NAME)."""
-    unknown = [key for key in config if key not in _CONFIG_KEYS]
-    if unknown:
-        raise ValueError(
-            f"unknown setting {models._quoted(unknown[0])}; a timm config has "
-            f"{', '.join(_CONFIG_KEYS)}"
-        )
+    models.check_config_keys(arch, config, _CONFIG_KEYS)
     name = config.get("model_name", model_name(arch))
     if not isinstance(name, str):
         raise ValueError(f"model_name must be a text, not {models.show_value(name)}")
@@ -586,7 +555,7 @@ def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
         timm.models.split_model_name_tag(name)[0]
         != timm.models.split_model_name_tag(model_name(arch))[0]
     ):
-        raise ValueError(f"model_name {models._quoted(name)} is not the architecture {arch}")
+        raise ValueError(f"model_name {models.quoted(name)} is not the architecture {arch}")
     kwargs, kind = _build_kwargs(config)
     module = _skeleton(name, **kwargs)
     rows, cols = module.patch_embed.grid_size
@@ -629,7 +598,7 @@ def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.Build
 
     def spec(module: nn.Module) -> ModelSpec:
         found = spec_for(module, name, label)
-        return models._apply_metadata(replace(found, name=arch), meta)
+        return models.apply_metadata(replace(found, name=arch), meta)
 
     return models.BuildPlan(build, f"timm's {name}", spec, True)
 
