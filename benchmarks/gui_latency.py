@@ -1,10 +1,15 @@
-"""GUI responsiveness: time to a visible window, and the redraw after a click on a patch.
+"""GUI responsiveness: time to a visible window, the redraw after a click on a patch, and the
+time from choosing a model to its first analysis on screen.
 
 Runs the real main window offscreen with torchvision ViT-B/16 (random weights) on a photo, then
 selects patches and layers the way clicks and key presses do, and times each redraw (numpy
 slicing of the stored attention plus pyqtgraph updates, with pending paint events processed).
+Then it switches the window to each model of ``--switch`` in turn, as the model box does, and
+times the model's arrival (the status bar's "Loaded") and its first analysis of the photo on
+screen (random weights; the analytics tab is not opened, so its structure is not read).
 
     python benchmarks/gui_latency.py [IMAGE] [--model vit_b_16] [--clicks 200]
+                                     [--switch small_vit vit_b_32 vit_b_16 ...]
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ def main() -> None:
     parser.add_argument("image", nargs="?", default=None)
     parser.add_argument("--model", default="vit_b_16")
     parser.add_argument("--clicks", type=int, default=200)
+    parser.add_argument(
+        "--switch", nargs="*", default=["small_vit", "vit_b_32", "vit_b_16", "vit_l_16"]
+    )
     args = parser.parse_args()
 
     from PySide6.QtCore import QSettings
@@ -69,6 +77,19 @@ def main() -> None:
         window.image_view.repaint()
         app.processEvents()
         times.append(time.perf_counter() - start)
+
+    switches = []  # (model, seconds to model ready, seconds to its first analysis on screen)
+    ready_at: list[float] = []
+    window.model_changed.connect(lambda *_: ready_at.append(time.perf_counter()))
+    for name in args.switch:
+        done.clear()
+        ready_at.clear()
+        start = time.perf_counter()
+        window.request_model(ModelRequest(name, "none", "cpu"))
+        while not done or not ready_at:
+            app.processEvents()
+            time.sleep(0.002)
+        switches.append((name, ready_at[0] - start, time.perf_counter() - start))
     window.close()
     ms = sorted(t * 1e3 for t in times)
     print(f"model {args.model} (random weights), {rows}x{cols} patches, CPU")
@@ -85,6 +106,11 @@ def main() -> None:
         "  of which vitexplorer's own work, without painting: median "
         f"{statistics.median(own) * 1e3:.1f} ms"
     )
+    for name, model_ready, first in switches:
+        print(
+            f"switch to {name:<12} model ready {model_ready:6.2f} s, first analysis on "
+            f"screen {first:6.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -187,7 +187,8 @@ def test_analytics_tab_follows_the_image_and_a_point_opens_its_head(
     assert not window.method_bar.isVisible()
     np.testing.assert_array_equal(tab.distance_plot.distance, stats.distance)
     np.testing.assert_array_equal(tab.entropy_map.values, stats.entropy)
-    assert tab.similarity_area.showing_view  # the model's position embeddings, from the worker
+    # the model's position embeddings, read by the worker now that the tab needs them
+    qtbot.waitUntil(lambda: tab.similarity_area.showing_view, timeout=10000)
 
     choose(window.method_bar.method_box, "rollout")
     plot = tab.distance_plot
@@ -231,3 +232,47 @@ def test_analytics_tab_follows_the_image_and_a_point_opens_its_head(
     qtbot.waitUntil(lambda: tab.source == "folder", timeout=5000)
     np.testing.assert_allclose(tab.distance_plot.distance, expected.distance, rtol=1e-5)
     np.testing.assert_allclose(tab.prefix_map.values, expected.prefix_share, rtol=1e-5)
+
+
+def test_the_model_structure_is_read_once_when_the_analytics_tab_first_needs_it(
+    qtbot, tmp_path, checkpoint, monkeypatch
+):
+    """A model load never waits for the analytics' SVD: the explorer is ready as soon as the
+    weights are, and the structure is computed once, in the worker, when the tab is opened."""
+    from tests.gui.conftest import make_window
+    from vitexplorer.core import structure
+    from vitexplorer.gui.workers import ModelRequest
+
+    calls = {"structure": 0, "svd": 0}
+    real_structure, real_svd = structure.model_structure, structure.principal_filter_directions
+
+    def counted_structure(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["structure"] += 1
+        return real_structure(*args, **kwargs)
+
+    def counted_svd(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["svd"] += 1
+        return real_svd(*args, **kwargs)
+
+    monkeypatch.setattr(structure, "model_structure", counted_structure)
+    monkeypatch.setattr(structure, "principal_filter_directions", counted_svd)
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest(str(checkpoint)))
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.start()
+    tab = window.analytics
+    assert calls == {"structure": 0, "svd": 0}
+    assert not tab.similarity_area.showing_view
+    with qtbot.waitSignal(window.worker.structure_ready, timeout=30000):
+        window.tabs.setCurrentWidget(tab)
+    qtbot.waitUntil(lambda: tab.similarity_area.showing_view, timeout=5000)
+    assert calls == {"structure": 1, "svd": 1}  # one SVD serves the components and the shares
+    expected = real_structure(
+        load_model(str(checkpoint), device="cpu").module, window.model.spec.grid, 1
+    )
+    np.testing.assert_allclose(tab.similarity, expected[0], rtol=1e-6)
+    np.testing.assert_allclose(tab.components, expected[1], rtol=1e-6)
+    window.tabs.setCurrentIndex(0)
+    window.tabs.setCurrentWidget(tab)  # a round trip reads nothing again
+    qtbot.wait(200)
+    assert calls["structure"] == 1
+    window.close()

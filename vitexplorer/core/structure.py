@@ -83,14 +83,17 @@ def principal_filter_directions(
     return directions.reshape(count, *weight.shape[1:]), share
 
 
-def filter_components(weight: np.ndarray, count: int = 28) -> np.ndarray:
+def filter_components(
+    weight: np.ndarray, count: int = 28, directions: np.ndarray | None = None
+) -> np.ndarray:
     """The filters' first ``count`` principal components as RGB images: (count, p, p, 3) float32.
 
     Each component (see :func:`principal_filter_directions`) is scaled on its own so that 0 maps
     to mid grey and its largest magnitude to 0 or 1: ``0.5 + v / (2 max|v|)``. Signs are
     arbitrary, so a symmetric scale shows positive and negative weights alike.
     """
-    directions, _ = principal_filter_directions(weight, count)
+    if directions is None:  # else the caller's principal_filter_directions(weight, count)
+        directions, _ = principal_filter_directions(weight, count)
     images = directions.transpose(0, 2, 3, 1)
     peak = np.abs(images).max(axis=(1, 2, 3), keepdims=True)
     scaled = 0.5 + images / (2 * np.maximum(peak, np.finfo(np.float64).tiny))
@@ -110,5 +113,5 @@ def model_structure(
     similarity = position_similarity(positions, grid, num_prefix)
     filters = patch_filters(module)
     count = min(count, filters.shape[0], int(np.prod(filters.shape[1:])))
-    _, shares = principal_filter_directions(filters, count)
-    return similarity, filter_components(filters, count), shares
+    directions, shares = principal_filter_directions(filters, count)  # one SVD for both
+    return similarity, filter_components(filters, count, directions), shares

@@ -97,6 +97,7 @@ class AnalyticsTab(QWidget):
     head_selected = Signal(int, int)  # layer, head (both from 0): a point or a cell was clicked
     folder_requested = Signal(str)  # a folder whose images' statistics should be averaged
     folder_cancelled = Signal()
+    shown = Signal()  # the tab became visible: the model's structure may be wanted now
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -210,6 +211,10 @@ class AnalyticsTab(QWidget):
         layout.setSpacing(0)
         layout.addLayout(bar)
         layout.addWidget(rows, 1)
+
+    def showEvent(self, event) -> None:  # noqa: ANN001, N802  (Qt's name)
+        super().showEvent(event)
+        self.shown.emit()
 
     # --- the model's structure -------------------------------------------------------------
     def set_model(self, spec, module) -> None:  # noqa: ANN001  (ModelSpec, torch module)

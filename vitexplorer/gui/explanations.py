@@ -14,7 +14,7 @@ from vitexplorer.core.session import IMAGE_SUFFIXES
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
 from vitexplorer.gui.views.image_view import ImageView
-from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone
+from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone, StructureDone
 
 
 class Explanations(QObject):
@@ -42,6 +42,9 @@ class Explanations(QObject):
         self.explorer.addWidget(window.image_view)
         self.explorer.addWidget(self.compare_panel)
         self.analytics = AnalyticsTab()
+        self.worker = None  # the model worker, once connected
+        self.generation: int | None = None  # the model the views show
+        self.structure_asked: int | None = None  # the model whose structure was asked for
 
     def connect_views(self) -> None:
         window = self.window
@@ -62,6 +65,9 @@ class Explanations(QObject):
         worker.folder_progress.connect(self.analytics.set_folder_progress)
         worker.folder_done.connect(self._folder_done)
         self.analytics.folder_cancelled.connect(worker.cancel_folder)
+        worker.structure_ready.connect(self._structure_ready)
+        self.analytics.shown.connect(self._ask_structure)
+        self.worker = worker
 
     def model_ready(self, info: ModelInfo) -> None:
         spec = info.spec
@@ -73,11 +79,35 @@ class Explanations(QObject):
         self.relevance_asked.clear()
         self.noticed.clear()
         self.analytics.clear_statistics()
-        if info.structure is not None:
-            self.analytics.set_structure(*info.structure)
+        # the model's structure is read when the analytics tab first needs it, not before the
+        # explorer may use the model
+        self.generation = info.generation
+        self.analytics.show_structure_message(
+            f"Reading {spec.display_name}'s position embeddings and patch filters\u2026"
+        )
+        self._ask_structure()
+
+    def _ask_structure(self) -> None:
+        """Ask the worker for the current model's structure, once, if the tab is on screen."""
+        if (
+            self.worker is None
+            or self.generation is None
+            or self.structure_asked == self.generation
+            or not self.analytics.isVisible()
+        ):
+            return
+        self.structure_asked = self.generation
+        self.worker.request_structure()
+
+    def _structure_ready(self, done: StructureDone) -> None:
+        if done.generation != self.generation:
+            return  # an older model's: the tab asks again for the current one
+        if done.structure is not None:
+            self.analytics.set_structure(*done.structure)
         else:
+            name = getattr(self.window.model.spec, "display_name", "The model")
             self.analytics.show_structure_message(
-                f"{spec.display_name}: its position embeddings and patch filters cannot be read"
+                f"{name}: its position embeddings and patch filters cannot be read ({done.reason})"
             )
 
     def show_analysis(self, analysis) -> None:  # noqa: ANN001  (ImageAnalysis)

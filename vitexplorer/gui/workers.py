@@ -60,9 +60,17 @@ class ModelInfo:
     params: ParamCounts | None = None  # None: an architecture the fine-tune engine cannot split
     fine_tuned: bool = False  # trained in this session and not loaded from a file
     weights_file: str | None = None  # where the parameters were read from (method cards)
-    # position similarity, filter components and their variance shares (core.structure), or
-    # None for an architecture whose parameters core cannot read
-    structure: tuple | None = None
+
+
+@dataclass(frozen=True)
+class StructureDone:
+    """The model's own structure for the analytics tab (core.structure), asked for when the tab
+    first needs it: position similarity, filter components and their variance shares, or None
+    with the reason for an architecture whose parameters cannot be read."""
+
+    generation: int
+    structure: tuple | None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,7 @@ class ModelWorker(QObject):
     relevance_failed = Signal(str, int, str)  # key, target, message
     folder_progress = Signal(int, int)  # images done, images in all
     folder_done = Signal(object)  # FolderStatsDone
+    structure_ready = Signal(object)  # StructureDone
     idle = Signal()
     _wake = Signal()
 
@@ -148,6 +157,7 @@ class ModelWorker(QObject):
         self._folder: _FolderJob | None = None
         self._folder_cancel = False
         self._hash_pending = False  # the weights file's hash, for method cards, when idle
+        self._structure_pending = False  # the analytics tab waits for the model's structure
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
         # analyse whole images at their own aspect ratio instead of the model's centre crop;
@@ -193,6 +203,13 @@ class ModelWorker(QObject):
             self._folder_cancel = False
         self._wake.emit()
 
+    def request_structure(self) -> None:
+        """The current model's structure (StructureDone), before queued images: a person has
+        the analytics tab open and waits for it. Asked for again by a new model."""
+        with self._lock:
+            self._structure_pending = True
+        self._wake.emit()
+
     def cancel_folder(self) -> None:
         with self._lock:
             self._folder_cancel = True
@@ -219,7 +236,10 @@ class ModelWorker(QObject):
                 request, self._pending_model = self._pending_model, None
                 job = relevance = folder = None
                 ready = request is None and self._model is not None
-                if ready and self._pending_relevance:
+                structure = ready and self._structure_pending
+                if structure:
+                    self._structure_pending = False
+                elif ready and self._pending_relevance:
                     relevance = self._pending_relevance.popitem(last=False)
                 elif ready and self._pending_images:
                     job = self._pending_images.popitem(last=False)
@@ -231,6 +251,8 @@ class ModelWorker(QObject):
                 self._adopt(request)
             elif request is not None:
                 self._load(request)
+            elif structure:
+                self._structure()
             elif relevance is not None:
                 self._relevance(*relevance[0], relevance[1])
             elif job is not None:
@@ -298,7 +320,6 @@ class ModelWorker(QObject):
             _param_counts(loaded.module),
             fine_tuned,
             None if loaded.weights_file is None else str(loaded.weights_file),
-            _structure(loaded),
         )
         self.model_ready.emit(info)
 
@@ -354,6 +375,19 @@ class ModelWorker(QObject):
         job.done += 1
         self.folder_progress.emit(job.done, len(job.paths))
 
+    def _structure(self) -> None:
+        """The model's own structure, read here where the module lives (two SVDs of the patch
+        filters' matrix and a cosine similarity: under a second for ViT-B/16)."""
+        from vitexplorer.core.structure import model_structure
+
+        spec = self._model.spec
+        try:
+            found = model_structure(self._model.module, spec.grid, spec.num_prefix_tokens)
+        except Exception as exc:  # an architecture whose parameters cannot be read
+            self.structure_ready.emit(StructureDone(self._generation, None, _message(exc)))
+            return
+        self.structure_ready.emit(StructureDone(self._generation, found))
+
     def _hash_weights(self) -> None:
         """Hash the weights file once, when nothing else waits: an export's method card then
         finds it ready instead of reading hundreds of megabytes on the GUI thread."""
@@ -379,17 +413,6 @@ class ModelWorker(QObject):
                 cancelled,
             )
         )
-
-
-def _structure(loaded) -> tuple | None:  # noqa: ANN001
-    """The model's own structure for the analytics tab, read here, where the module lives."""
-    from vitexplorer.core.structure import model_structure
-
-    spec = loaded.spec
-    try:
-        return model_structure(loaded.module, spec.grid, spec.num_prefix_tokens)
-    except ValueError:
-        return None
 
 
 def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDownload | None)
