@@ -98,6 +98,9 @@ def test_finetune_shows_curves_results_and_the_explorer_uses_it(
     assert panel.form.params_label.text().startswith("Trainable parameters: <b>147</b>")
     assert "broken.png" in window.notice.label.text(), "the unreadable image is reported"
     assert window.model.fine_tuned and window.model.spec.class_names == ("blue", "green", "red")
+    # the panel and the status bar say that the explorer uses it in the same turn
+    assert "The explorer now uses the fine-tuned model" in panel.status.text()
+    assert window.statusBar().currentMessage().startswith("The explorer now uses the model")
     assert window.model_bar.weights_box.currentText() == "fine-tuned, not saved"
 
     # the explorer predicts with the dataset's classes

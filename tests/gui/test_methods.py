@@ -276,3 +276,71 @@ def test_the_model_structure_is_read_once_when_the_analytics_tab_first_needs_it(
     qtbot.wait(200)
     assert calls["structure"] == 1
     window.close()
+
+
+def _second_checkpoint(folder) -> object:  # noqa: ANN001
+    """A small ViT on another grid than the window's (4x4 patches, 17 tokens)."""
+    import torch
+
+    from vitexplorer.core.models import save_checkpoint
+    from vitexplorer.core.vit import SmallViTConfig
+
+    torch.manual_seed(1)
+    config = SmallViTConfig(image_size=32, patch_size=8, width=24, depth=2, heads=2, num_classes=5)
+    path = folder / "second.safetensors"
+    save_checkpoint(path, load_model("small_vit", "none", "cpu", small_config=config))
+    return path
+
+
+def test_the_compare_view_follows_a_model_switch(qtbot, window: MainWindow, photo, tmp_path):
+    """Compare on, a patch clicked, another model with another grid: both views follow the
+    new model at once (token, grid, map, title), nothing of the old model's is left."""
+    from vitexplorer.gui.workers import ModelRequest
+
+    drop_and_wait(qtbot, window, photo)
+    window.method_bar.compare_box.setChecked(True)
+    choose(window.compare_bar.method_box, "rollout")
+    click_patch(qtbot, window, 5, 5)
+    compare = window.compare_view
+    assert window.selection.token == 36 and "(token 36)" in compare.title.text
+    assert compare.heat_values.shape == (6, 6)
+    second = _second_checkpoint(tmp_path)
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.request_model(ModelRequest(str(second), "default", "cpu"))
+    # the new model is in use (its analysis on its way, or here): neither view shows the old
+    for view in (window.image_view, compare):
+        assert view.heat_values.shape in ((0, 0), (4, 4)), "the old model's map is still drawn"
+        assert "token 36" not in view.title.text
+    qtbot.waitUntil(lambda: window.analysis is not None, timeout=30000)
+    qtbot.waitUntil(lambda: compare.heat_values.shape == (4, 4), timeout=5000)
+    token = window.selection.token
+    assert token == 0
+    label = window.analysis.spec.token_label(token)
+    for view in (window.image_view, compare):
+        assert view.grid == (4, 4)
+        assert f"{label} (token 0)" in view.title.text, view.title.text
+    rollout = rollout_map(window.analysis.attention, 0, (4, 4), 1)
+    np.testing.assert_allclose(compare.heat_values, rollout, rtol=1e-5)
+
+
+def test_the_compare_view_follows_a_model_adopted_behind_another_tab(
+    qtbot, window: MainWindow, photo, tmp_path
+):
+    """A fine-tuned model takes over while the fine-tune tab is on screen: back in the explorer,
+    the compare view shows the new model's map on its grid, not the old one spilling over."""
+    from vitexplorer.gui.workers import ModelRequest
+
+    drop_and_wait(qtbot, window, photo)
+    window.method_bar.compare_box.setChecked(True)
+    choose(window.compare_bar.method_box, "rollout")
+    assert window.compare_view.heat_values.shape == (6, 6)
+    window.tabs.setCurrentIndex(1)  # the fine-tune tab
+    adopted = load_model(str(_second_checkpoint(tmp_path)), device="cpu")
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.worker.use_model(adopted, ModelRequest("small_vit", "none", "cpu"))
+    window.tabs.setCurrentIndex(0)
+    compare = window.compare_view
+    assert compare.grid == (4, 4) and compare.heat_values.shape == (4, 4)
+    rollout = rollout_map(window.analysis.attention, 0, (4, 4), 1)
+    np.testing.assert_allclose(compare.heat_values, rollout, rtol=1e-5)
+    window.grab()  # painted as a person would see it

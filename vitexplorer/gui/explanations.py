@@ -133,7 +133,7 @@ class Explanations(QObject):
     def draw(self, patch) -> None:  # noqa: ANN001
         """The overlays of the main view and, when shown, the compare view."""
         self._draw(self.window.image_view, self.method_bar.choice(), patch)
-        if self.compare_panel.isVisible():
+        if self.comparing:
             self._draw(self.compare_view, self.compare_bar.choice(), patch)
         sel = self.window.selection
         self.analytics.set_selected(sel.layer, sel.head)
@@ -155,7 +155,7 @@ class Explanations(QObject):
         )
         heat = method_map(key, analysis, sel, choice, self.maps)
         # side by side, each title names only its method: the image is the same
-        name = "" if self.compare_panel.isVisible() else f"{self.window.session.current.name} — "
+        name = "" if self.comparing else f"{self.window.session.current.name} — "
         what = choice.describe(sel, analysis)
         if heat is None:
             self._ask_relevance(key, choice.target_for(analysis))
@@ -192,6 +192,16 @@ class Explanations(QObject):
                     self.window.analysis.display, self.window.analysis.spec.grid
                 )
             self.window._refresh(matrix=False)
+
+    @property
+    def comparing(self) -> bool:
+        """Compare is on, whether or not the explorer's tab is the one on screen (the views
+        are kept current behind another tab, so nothing stale shows when it comes back)."""
+        return not self.compare_panel.isHidden()
+
+    def show_placeholder(self) -> None:
+        """The explorer waits for an analysis: the compare view shows nothing old."""
+        self.compare_view.show_placeholder("")
 
     def _ask_relevance(self, key: str, target: int) -> None:
         if self.window.worker is None or (key, target) in self.relevance_asked:
@@ -306,7 +316,7 @@ class Explanations(QObject):
             device=info.device,
         )
         views = [(base, self.window.image_view, self.method_bar)]
-        if self.compare_panel.isVisible():
+        if self.comparing:
             views.append(
                 (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)
             )

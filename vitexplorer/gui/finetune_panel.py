@@ -94,6 +94,7 @@ class FinetunePanel(QWidget):
         self.busy = False  # a job runs on the fine-tune thread
         self._job = ""  # "train", "download" or "save"
         self._closing = False
+        self._adopted_text = ""  # the status to show once the explorer has adopted the model
         self._results_timer = QTimer(self)
         self._results_timer.setSingleShot(True)
         self._results_timer.setInterval(0)
@@ -397,22 +398,28 @@ class FinetunePanel(QWidget):
         self.progress.setValue(1000)
         self.progress.setFormat("done" if not result.cancelled else "cancelled")
         took = duration(result.seconds)
-        if result.cancelled:
-            self._end(
-                f"Cancelled after {steps} steps ({took}). The explorer now uses the partly "
-                f"trained model; File > Save model keeps it."
-            )
-        else:
-            self._end(
-                f"Done in {took}. The explorer now uses the fine-tuned model; "
-                f"File > Save model keeps it."
-            )
+        ended = (
+            f"Cancelled after {steps} steps ({took})." if result.cancelled else f"Done in {took}."
+        )
+        which = "partly trained" if result.cancelled else "fine-tuned"
+        # said once the explorer really uses it (adopted(), with the window's status bar)
+        self._adopted_text = (
+            f"{ended} The explorer now uses the {which} model; File > Save model keeps it."
+        )
+        self._end(f"{ended} Handing the {which} model to the explorer\u2026")
         self.model_trained.emit(result)
         # The confusion matrix and the gallery on a later turn of the event loop: drawn in the
         # same turn as the curves and the explorer's new analysis, they held the GUI thread for
         # 40 ms at once. (A QTimer, not QTimer.singleShot(0, ...), which Qt 6 turns into a
         # queued call that runs in the same turn.)
         self._results_timer.start()
+
+    def adopted(self) -> None:
+        """The explorer now uses the model this panel trained: said here and in the window's
+        status bar in the same turn."""
+        if self._adopted_text and not self.busy:
+            self.status.setText(self._adopted_text)
+        self._adopted_text = ""
 
     @Slot()
     def _show_results(self) -> None:

@@ -95,6 +95,7 @@ class FinetuneTab(QObject):
         self.panel.set_model(info)
         if info.fine_tuned:
             self.window.model_bar.show_finetuned(info.request, info.spec.name)
+            self.panel.adopted()  # the panel and the status bar say so together
         self.update_actions()
 
     def _adopt(self, result) -> None:  # noqa: ANN001  (core.training.FinetuneResult)

@@ -385,11 +385,17 @@ class MainWindow(QMainWindow):
         if current is None or current.analysis is not None:
             return
         if self.model is None and not self._loading:
-            self.image_view.show_placeholder(f"{current.name}: choose a model in the toolbar")
+            self._placeholder(f"{current.name}: choose a model in the toolbar")
         elif self.model is None:
-            self.image_view.show_placeholder(f"{current.name}: waiting for the model to load…")
+            self._placeholder(f"{current.name}: waiting for the model to load…")
         else:
-            self.image_view.show_placeholder(f"Analysing {current.name}…")
+            self._placeholder(f"Analysing {current.name}…")
+
+    def _placeholder(self, message: str) -> None:
+        """No analysis to show: the message in the explorer, and the compare view emptied too
+        (nothing of an old image or model stays on screen)."""
+        self.image_view.show_placeholder(message)
+        self.explanations.show_placeholder()
 
     def _download_offered(self, offer: DownloadOffer) -> None:
         self._loading = False
@@ -482,7 +488,7 @@ class MainWindow(QMainWindow):
         self.session.forget_analyses()
         current = self.session.current
         if current is not None:
-            self.image_view.show_placeholder(f"Analysing {current.name}…")
+            self._placeholder(f"Analysing {current.name}…")
             self._request_analysis(current.key, first=True)
         for key in self.session.entries:
             self._request_analysis(key)
@@ -517,7 +523,7 @@ class MainWindow(QMainWindow):
             if remaining:
                 self.select_image(remaining[-1])
             else:
-                self.image_view.show_placeholder("Drop an image here")
+                self._placeholder("Drop an image here")
         self.image_failed.emit(key, message)
 
     def open_images(self) -> None:
