@@ -122,6 +122,6 @@ def test_analyze_refuses_each_bad_image_in_a_line_and_writes_the_good_ones(
 
 def _names(line: str, path: Path) -> bool:
     """Whether an error line is about ``path`` (its name, as the CLI escapes it)."""
-    from vitexplorer.core.data import _display_name
+    from vitexplorer.core.images import _display_name
 
     return line.startswith(f"vitexplorer: {_display_name(path)}:")

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication
 from tests.fuzz.conftest import record
 from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases
 from tests.gui.conftest import running_window
-from vitexplorer.core.data import _display_name
+from vitexplorer.core.images import _display_name
 
 
 def uri_list(paths: list[Path]) -> bytes:

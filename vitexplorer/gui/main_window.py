@@ -33,6 +33,7 @@ from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import DownloadProgress, offer_download
 from vitexplorer.gui.explanations import Explanations
 from vitexplorer.gui.finetune_tab import FinetuneTab
+from vitexplorer.gui.previews import PreviewLoader
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.matrix_view import AttentionMatrixView
@@ -95,6 +96,9 @@ class MainWindow(QMainWindow):
     # --- construction ----------------------------------------------------------------------
     def _build(self) -> None:
         self.image_view = ImageView()
+        self.previews = PreviewLoader(self)  # images shown before a model has analysed them
+        self.previews.decoded.connect(self._preview_decoded)
+        self.previews.failed.connect(self._analysis_failed)  # reported as an analysis would be
         self.notice = NoticeBar()
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -262,6 +266,7 @@ class MainWindow(QMainWindow):
             self.settings.setValue("model/weights", request.weights)
             self.settings.setValue("model/device", request.device)
         self.settings.sync()
+        self.previews.stop()
         if self._worker_thread is not None:
             self._worker_thread.stop()
             self._worker_thread = None
@@ -392,10 +397,24 @@ class MainWindow(QMainWindow):
             self._placeholder(f"Analysing {current.name}…")
 
     def _placeholder(self, message: str) -> None:
-        """No analysis to show: the message in the explorer, and the compare view emptied too
-        (nothing of an old image or model stays on screen)."""
-        self.image_view.show_placeholder(message)
+        """No analysis to show: the current image as decoded (when it is) with the message as
+        its title, and the compare view emptied (nothing of an old image or model stays)."""
+        key = self.session.current_key
+        preview = self.previews.preview(key) if key is not None else None
+        if preview is not None:
+            self.image_view.show_preview(preview, message)
+        else:
+            self.image_view.show_placeholder(message)
         self.explanations.show_placeholder()
+
+    def _preview_decoded(self, key: str, _preview, thumbnail) -> None:  # noqa: ANN001
+        """An image is decoded: its thumbnail, and itself if it is on screen without analysis."""
+        entry = self.session.entries.get(key)
+        if entry is None or entry.analysis is not None:
+            return  # removed, or analysed already (the analysis has its own thumbnail)
+        self.thumbnails.set_thumbnail(key, thumbnail)
+        if key == self.session.current_key:
+            self._show_waiting()
 
     def _download_offered(self, offer: DownloadOffer) -> None:
         self._loading = False
@@ -435,6 +454,7 @@ class MainWindow(QMainWindow):
     def _add_entry(self, name: str, source: str | bytes, select: bool) -> str:
         key = self.session.add(name, source)
         self.thumbnails.add_entry(key, name)
+        self.previews.request(key, source)
         self._request_analysis(key, first=select)
         if select:
             self.thumbnails.select(key)
@@ -515,6 +535,7 @@ class MainWindow(QMainWindow):
         was_current = key == self.session.current_key
         if self.session.remove(key) is None:
             return
+        self.previews.forget(key)
         self.thumbnails.remove(key)
         self.statusBar().showMessage(f"Could not open {message}", 20000)
         self.notice.add(f"Could not open {message}")

@@ -121,6 +121,22 @@ class ImageView(pg.GraphicsLayoutWidget):
     def set_grid_visible(self, visible: bool) -> None:
         self.grid_lines.setVisible(visible)
 
+    def show_preview(self, display: np.ndarray, message: str) -> None:
+        """The image alone, before any model has analysed it: no grid, no map, ``message`` as
+        the title. (Its coordinates are pixels, not patches: the next :meth:`set_image` sets
+        the patch grid and the range again.)"""
+        height, width = display.shape[:2]
+        rect = QRectF(0, 0, width, height)
+        self.photo.setImage(display, levels=(0, 255))
+        self.photo.setRect(rect)
+        self.heat.clear()
+        self.heat_values = np.zeros((0, 0), np.float32)
+        self.selection.setVisible(False)
+        self.grid = (0, 0)
+        self.grid_lines.set_grid(0, 0)
+        self.view.setRange(rect, padding=0.02)
+        self.title.setText(message)
+
     def show_placeholder(self, message: str) -> None:
         self.photo.clear()
         self.heat.clear()
