@@ -28,6 +28,7 @@ from vitexplorer.cli.common import (
     CountProgress,
     CtrlCCancels,
     Failed,
+    add_aspect_argument,
     add_model_arguments,
     error,
     expand_images,
@@ -43,6 +44,7 @@ from vitexplorer.cli.common import (
 def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help=inputs_help)
     add_model_arguments(parser)
+    add_aspect_argument(parser)
     add_method_options(parser, repeatable=False)
 
 
@@ -55,7 +57,9 @@ def sanity_parser() -> argparse.ArgumentParser:
         "the method's CLS map with the original by Spearman rank correlation. A map that stays "
         "the same when the weights it claims to explain are destroyed explains nothing. Writes, "
         "per image, <stem>.sanity.csv (step, spearman), <stem>.sanity.npy (the map after each "
-        "step, steps x rows x columns) and <stem>.sanity.json (a method card with the steps). "
+        "step, steps x rows x columns: the image's own grid with --aspect keep) and "
+        "<stem>.sanity.json (a method card with the steps; with --aspect keep, the input's "
+        "grid and size too). "
         "Relevance explains one class at every step: --target-class, else the class the "
         "original model predicts. A correlation that is undefined (a map that is zero or one "
         "value everywhere) is left empty in the CSV and null in the card, with a warning.",
@@ -79,9 +83,12 @@ def faithfulness_parser() -> argparse.ArgumentParser:
         "for the untouched image. --protocol chefer2021 (the paper's, whose tables it matches): "
         "pixels of the map upsampled to the input set to black, 0%% to 90%%, following the "
         "top-1 accuracy against each image's label; it needs folders of class subfolders named "
-        "after the model's classes or their indices. Writes faithfulness.csv (one row per "
-        "image: AUCs and both curves) and faithfulness.json (a method card with the protocol "
-        "and the means). Ctrl-C stops after the current image and still writes the images done.",
+        "after the model's classes or their indices. With --aspect keep each image is tested "
+        "whole, on its own rectangular patch grid. Writes faithfulness.csv (one row per "
+        "image: AUCs and both curves, and each image's grid with --aspect keep) and "
+        "faithfulness.json (a method card with the protocol and the means; with --aspect keep, "
+        "each image's grid and input size too). Ctrl-C stops after the current image and "
+        "still writes the images done.",
     )
     _common_arguments(
         parser,
@@ -150,20 +157,23 @@ def run_sanity(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.analysis import constant_output, failure_message
     from vitexplorer.core.checks import sanity_check
-    from vitexplorer.core.data import ImageLoadError, load_image, preprocess
+    from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
     from vitexplorer.core.methods import hold_target, image_logits, method_explainer
     from vitexplorer.core.provenance import method_card
 
+    keep = options.aspect == "keep"
     mode = file_mode()
     failures = 0
     for path, stem in zip(images, unique_stems(images), strict=True):
         try:
-            batch = preprocess(load_image(path), model.spec).unsqueeze(0).to(model.device)
-            logits = image_logits(model, batch)
+            batch = preprocess(load_image(path), model.spec, keep).unsqueeze(0).to(model.device)
+            # the whole image at its own aspect ratio: its own grid, the any-size forward
+            grid = input_grid(model.spec, *batch.shape[-2:]) if keep else model.spec.grid
+            logits = image_logits(model, batch, grid != model.spec.grid)
             # relevance explains the same class at every step, or a change of class would be
             # mixed into the change of weights
             held = hold_target(options.method, chosen, logits)
-            explain = method_explainer(options.method, held)
+            explain = method_explainer(options.method, held, keep)
             steps = list(sanity_check(model, batch, explain, seed=options.seed))
         except ImageLoadError as exc:
             error(str(exc))
@@ -183,20 +193,17 @@ def run_sanity(options: argparse.Namespace) -> int:
                 randomised.append(step.name)
             rows.append(f'{step.name},"{" + ".join(randomised)}",{_cell(step.correlation)}')
         maps = np.stack([step.map for step in steps]).astype(np.float32)
-        card = method_card(
-            model,
-            options.method,
-            held.as_dict(options.method),
-            path,
-            {
-                "check": "sanity (cascading randomisation, Adebayo et al. 2018)",
-                "seed": options.seed,
-                "target_class": _held_class(options.method, chosen, held, model),
-                "steps": [_step_facts(s) for s in steps],
-                "maps": {"file": f"{stem}.sanity.npy", "shape": list(maps.shape)},
-                "warnings": warnings,
-            },
-        )
+        facts: dict[str, Any] = {
+            "check": "sanity (cascading randomisation, Adebayo et al. 2018)",
+            "seed": options.seed,
+            "target_class": _held_class(options.method, chosen, held, model),
+            "steps": [_step_facts(s) for s in steps],
+        }
+        if keep:  # how the input was made, so the maps can be made again (as analyze's cards)
+            facts["input"] = _input_facts(grid, batch.shape[-2:])
+        facts["maps"] = {"file": f"{stem}.sanity.npy", "shape": list(maps.shape)}
+        facts["warnings"] = warnings
+        card = method_card(model, options.method, held.as_dict(options.method), path, facts)
         try:
             write_atomic(
                 out_dir / f"{stem}.sanity.csv",
@@ -219,7 +226,8 @@ def run_sanity(options: argparse.Namespace) -> int:
         )
         if steps[0].note:
             summary = "undefined at every step, the original map ranks no patch above another"
-        print(f"{stem}: Spearman with the original map after randomising: {summary}", flush=True)
+        shown = f"{stem} (whole image, {grid[0]}x{grid[1]} patches)" if keep else stem
+        print(f"{shown}: Spearman with the original map after randomising: {summary}", flush=True)
     return 1 if failures else 0
 
 
@@ -239,6 +247,15 @@ def _sanity_warnings(steps: list[Any], output: str | None) -> list[str]:
             f"those correlations are undefined (null in the card, empty in the CSV)"
         )
     return warnings
+
+
+def _input_facts(grid: tuple[int, int], size: Any) -> dict[str, Any]:
+    """How an image at its own aspect ratio was made: the card's ``input``, as analyze's."""
+    return {
+        "aspect": "keep",
+        "grid": [int(grid[0]), int(grid[1])],
+        "input_size": [int(size[0]), int(size[1])],
+    }
 
 
 def _step_facts(step: Any) -> dict[str, Any]:
@@ -280,7 +297,8 @@ def run_faithfulness(options: argparse.Namespace) -> int:
     from vitexplorer.core.checks import FaithfulnessProgress, faithfulness
     from vitexplorer.core.methods import method_explainer
 
-    explain = method_explainer(options.method, chosen)
+    keep = options.aspect == "keep"
+    explain = method_explainer(options.method, chosen, keep)
     progress = CountProgress("faithfulness: images", len(images))
     cancel = CtrlCCancels(SimpleNamespace(note=error), unit="image")
     result = None
@@ -294,6 +312,7 @@ def run_faithfulness(options: argparse.Namespace) -> int:
                 lambda: cancel.requested,
                 protocol=protocol,
                 labels=labels,
+                keep_aspect=keep,
             ):
                 if isinstance(event, FaithfulnessProgress):
                     if event.done:
@@ -322,8 +341,9 @@ def run_faithfulness(options: argparse.Namespace) -> int:
         areas = "no image gave a meaningful curve, the areas are undefined (null)"
     counted = len(result.counted)
     shown = f"{counted} of {len(result.images)}" if counted < len(result.images) else f"{counted}"
+    whole = ", whole images on their own grids" if keep else ""
     print(
-        f"{shown} image(s), {options.method}, protocol {protocol}: {areas} "
+        f"{shown} image(s), {options.method}, protocol {protocol}{whole}: {areas} "
         f"-> {out_dir / 'faithfulness.csv'}",
         flush=True,
     )
@@ -372,6 +392,9 @@ def _write_faithfulness(
     header += [f"positive_{round(100 * f)}" for f in fractions]
     header += [f"negative_{round(100 * f)}" for f in fractions]
     header += ["protocol", "note"]
+    keep = result.keep_aspect
+    if keep:  # each image's own grid, so a row can be made again
+        header += ["grid_rows", "grid_cols"]
     names = model.spec.class_names
     value = (lambda v: str(int(v))) if labelled else (lambda v: f"{v:.6f}")
     rows = [",".join(header)]
@@ -381,6 +404,8 @@ def _write_faithfulness(
         cells += [_cell(item.positive_auc), _cell(item.negative_auc)]
         cells += [value(p) for p in item.positive] + [value(n) for n in item.negative]
         cells += [protocol, _csv(item.note or "")]
+        if keep:
+            cells += [str(item.grid[0]), str(item.grid[1])]
         rows.append(",".join(cells))
     facts: dict[str, Any] = {
         "check": "faithfulness (perturbation test, Chefer et al. 2021)",
@@ -394,13 +419,26 @@ def _write_faithfulness(
         "positive_curve": [_finite(float(v)) for v in result.positive_curve],
         "negative_curve": [_finite(float(v)) for v in result.negative_curve],
     }
+    if keep:  # how each input was made, so its curves can be made again (as analyze's cards)
+        facts["input"] = {
+            "aspect": "keep",
+            "images": [
+                {"image": item.source, "grid": list(item.grid), "input_size": list(item.input_size)}
+                for item in result.images
+            ],
+        }
     if labelled:
         facts["accuracy_untouched"] = facts["positive_curve"][0]
+        preprocessed = (
+            "Each image is taken whole at its own aspect ratio (--aspect keep), on a patch grid "
+            "of about the model's patch count"
+            if keep
+            else "The images are preprocessed as the model's own (resize, centre crop)"
+        )
         facts["comparing_with_the_paper"] = (
             "the areas have the fraction removed (0 to 0.9) on x and the accuracy (0 to 1) on "
-            "y; the paper's tables print them in percent (x 100). The images are preprocessed "
-            "as the model's own (resize, centre crop); the paper resized ImageNet's validation "
-            "images to 224 x 224"
+            f"y; the paper's tables print them in percent (x 100). {preprocessed}; the paper "
+            "resized ImageNet's validation images to 224 x 224"
         )
     if options.method == "relevance":
         facts["explained_class"] = "the class predicted for each untouched image"

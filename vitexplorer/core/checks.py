@@ -17,6 +17,10 @@ Both take an explainer, ``(model, batch) -> (rows, cols) map`` (see
 :func:`~vitexplorer.core.methods.method_explainer`), so they check any method alike. A map that
 ranks no patch above another, or a model whose output is the same for every class, has nothing
 to check: the steps and images concerned carry a note instead of a number that means nothing.
+
+Either check also works on an image at its own aspect ratio (``keep_aspect``): the batch is then
+a rectangle, the maps have its grid (rows != cols), patches and pixels are removed on that grid
+and every forward is the family's any-size one (position embeddings resized to the grid).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from vitexplorer.core.analysis import constant_output, flat_map
-from vitexplorer.core.data import ImageLoadError, load_image, preprocess
+from vitexplorer.core.analysis import constant_output, failure_message, flat_map
+from vitexplorer.core.capture import model_forward
+from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
 from vitexplorer.core.families import Part, UnsupportedModel, ViTAdapter, adapter_for
 from vitexplorer.core.models import LoadedModel
 
@@ -218,14 +223,27 @@ def area_under(fractions: np.ndarray, values: np.ndarray) -> float:
 
 
 @torch.inference_mode()
-def _forward(model: LoadedModel, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and class probabilities of a batch, (images, classes) float32 each."""
-    logits = model.module(images.to(model.device)).float()
+def _forward(
+    model: LoadedModel, images: torch.Tensor, any_size: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and class probabilities of a batch, (images, classes) float32 each; with
+    ``any_size`` through the family's any-size forward (images at their own aspect ratio)."""
+    logits = model_forward(model.module, images.to(model.device), any_size).float()
     return logits.cpu().numpy(), logits.softmax(-1).cpu().numpy()
 
 
-def _class_probabilities(model: LoadedModel, images: torch.Tensor) -> np.ndarray:
-    return _forward(model, images)[1]
+def _class_probabilities(
+    model: LoadedModel, images: torch.Tensor, any_size: bool = False
+) -> np.ndarray:
+    return _forward(model, images, any_size)[1]
+
+
+def batch_grid(model: LoadedModel, batch: torch.Tensor, keep_aspect: bool) -> tuple[int, int]:
+    """The patch grid of a preprocessed batch: the model's own, or with ``keep_aspect`` the grid
+    its size splits into (see :func:`~vitexplorer.core.data.input_grid`)."""
+    if not keep_aspect:
+        return model.spec.grid
+    return input_grid(model.spec, *batch.shape[-2:])
 
 
 def perturbation_curve(
@@ -235,13 +253,17 @@ def perturbation_curve(
     target: int,
     positive: bool,
     steps: int = 10,
+    keep_aspect: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fractions, probabilities of ``target``) as patches are removed in order of
     ``relevance`` (rows, cols): most relevant first when ``positive``, least relevant otherwise.
-    All the perturbed copies go through the model in one forward pass."""
+    All the perturbed copies go through the model in one forward pass; with ``keep_aspect``
+    (``batch`` an image at its own aspect ratio) the any-size one when its grid is not the
+    model's."""
     fractions = perturbation_fractions(steps)
     copies = perturbed_copies(batch, relevance, positive, steps)
-    return fractions, _class_probabilities(model, copies)[:, target]
+    any_size = batch_grid(model, batch, keep_aspect) != model.spec.grid
+    return fractions, _class_probabilities(model, copies, any_size)[:, target]
 
 
 # --- The protocol of Chefer et al. (2021): black pixels, top-1 accuracy against the label ------
@@ -392,6 +414,8 @@ class ImageFaithfulness:
     negative_auc: float  # higher is better
     predicted: int | None = None  # the class predicted for the untouched image
     note: str | None = None  # why this image's curves mean nothing (a constant output, a flat map)
+    grid: tuple[int, int] | None = None  # the patch grid it was perturbed on (rows, cols)
+    input_size: tuple[int, int] | None = None  # the preprocessed input (height, width) in pixels
 
 
 @dataclass(frozen=True)
@@ -414,6 +438,7 @@ class FaithfulnessResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     cancelled: bool = False
     protocol: str = "mean-patch"
+    keep_aspect: bool = False  # each image whole at its own aspect ratio, on its own grid
 
     @property
     def counted(self) -> list[ImageFaithfulness]:
@@ -457,9 +482,13 @@ def image_faithfulness(
     steps: int = 10,
     protocol: str = "mean-patch",
     label: int | None = None,
+    keep_aspect: bool = False,
 ) -> ImageFaithfulness:
     """Both perturbation curves of one preprocessed image, in one forward pass of all the
-    perturbed copies (the first copy of each curve is the untouched image).
+    perturbed copies (the first copy of each curve is the untouched image). With
+    ``keep_aspect`` the image was preprocessed at its own aspect ratio: the map, the patches
+    removed and the upsampled pixel map have the grid and size of ``batch``, and the copies
+    run through the any-size forward when that grid is not the model's.
 
     ``mean-patch``: the probability of the class predicted for the untouched image, whole
     patches set to the mean colour, ``steps + 1`` points from 0% to 100%. ``chefer2021``: 1 when
@@ -470,8 +499,11 @@ def image_faithfulness(
     if protocol == "chefer2021" and label is None:
         raise ValueError("the chefer2021 protocol measures accuracy: it needs the image's label")
     relevance = np.asarray(explain(model, batch))
-    if relevance.shape != model.spec.grid:
-        raise ValueError(f"the map is {relevance.shape}, not the model's grid {model.spec.grid}")
+    grid = batch_grid(model, batch, keep_aspect)
+    if relevance.shape != grid:
+        whose = "the input's" if keep_aspect else "the model's"
+        raise ValueError(f"the map is {relevance.shape}, not {whose} grid {grid}")
+    any_size = grid != model.spec.grid
     if protocol == "mean-patch":
         fractions = perturbation_fractions(steps)
         copies = [perturbed_copies(batch, relevance, positive, steps) for positive in (True, False)]
@@ -482,7 +514,7 @@ def image_faithfulness(
             pixel_removed_copies(batch, relevance, positive, black, steps)
             for positive in (True, False)
         ]
-    logits, probabilities = _forward(model, torch.cat(copies))
+    logits, probabilities = _forward(model, torch.cat(copies), any_size)
     points = len(fractions)
     predicted = int(np.argmax(probabilities[0]))
     if protocol == "mean-patch":
@@ -503,6 +535,8 @@ def image_faithfulness(
         negative_auc=nan if note else area_under(fractions, negative),
         predicted=predicted,
         note=note,
+        grid=(int(grid[0]), int(grid[1])),
+        input_size=(int(batch.shape[-2]), int(batch.shape[-1])),
     )
 
 
@@ -514,6 +548,7 @@ def faithfulness(
     cancelled: CancelCheck | None = None,
     protocol: str = "mean-patch",
     labels: Sequence[int] | None = None,
+    keep_aspect: bool = False,
 ) -> Iterator[FaithfulnessProgress | FaithfulnessResult]:
     """The perturbation test over ``images`` (PIL images or paths), by ``protocol``
     (``chefer2021`` needs ``labels``, one per image).
@@ -522,6 +557,11 @@ def faithfulness(
     :class:`FaithfulnessResult` with each image's curves and AUCs and their means. Images that
     cannot be read are skipped and listed with the reason. ``cancelled`` is checked between
     images; a cancelled run still ends with the result of the images done.
+
+    With ``keep_aspect`` each image is tested whole at its own aspect ratio, on its own grid
+    (the explainer must make maps of that grid: ``method_explainer(..., keep_aspect=True)``);
+    an image the model cannot take at its size is skipped with the reason, one line, as
+    ``analyze`` reports it, instead of ending the run.
     """
     check_protocol(protocol)
     if protocol == "chefer2021" and (labels is None or len(labels) != len(images)):
@@ -530,7 +570,7 @@ def faithfulness(
         perturbation_fractions(steps) if protocol == "mean-patch" else chefer_fractions(steps)
     )
     stop = cancelled or (lambda: False)
-    result = FaithfulnessResult(fractions=fractions, protocol=protocol)
+    result = FaithfulnessResult(fractions=fractions, protocol=protocol, keep_aspect=keep_aspect)
     total = len(images)
     yield FaithfulnessProgress(0, total)
     for index, item in enumerate(images):
@@ -547,10 +587,18 @@ def faithfulness(
                 result.skipped.append((source, str(exc)))
                 yield FaithfulnessProgress(index + 1, total)
                 continue
-        batch = preprocess(image, model.spec).unsqueeze(0).to(model.device)
+        batch = preprocess(image, model.spec, keep_aspect).unsqueeze(0).to(model.device)
         label = None if labels is None else labels[index]
-        result.images.append(
-            image_faithfulness(model, batch, explain, source, steps, protocol, label)
-        )
+        try:
+            tested = image_faithfulness(
+                model, batch, explain, source, steps, protocol, label, keep_aspect
+            )
+        except (RuntimeError, ValueError) as exc:
+            if not keep_aspect:
+                raise  # the model's own input failing fails every image: the run ends
+            name = Path(source).name if isinstance(item, (str, Path)) else source
+            result.skipped.append((source, f"{name}: {failure_message(exc)}"))
+        else:
+            result.images.append(tested)
         yield FaithfulnessProgress(index + 1, total)
     yield result

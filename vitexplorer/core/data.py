@@ -34,6 +34,21 @@ def aspect_grid(width: int, height: int, spec: ModelSpec, max_ratio: int = 4) ->
     return rows, cols
 
 
+def input_grid(spec: ModelSpec, height: int, width: int) -> tuple[int, int]:
+    """The patch grid (rows, cols) of a preprocessed input of ``height`` x ``width`` pixels:
+    the model's own grid for its own input, else the grid the size splits into (an image
+    preprocessed with ``keep_aspect``). ValueError when the size does not split into patches."""
+    rows, cols = spec.grid
+    patch = spec.patch_size
+    if (height, width) in ((spec.image_size, spec.image_size), (rows * patch, cols * patch)):
+        return spec.grid
+    if height % patch or width % patch or height < patch or width < patch:
+        raise ValueError(
+            f"a {height}x{width} input does not split into the model's {patch}-pixel patches"
+        )
+    return height // patch, width // patch
+
+
 def preprocess(image: Image.Image, spec: ModelSpec, keep_aspect: bool = False) -> torch.Tensor:
     """The model's input (3, S, S): resize the short side, centre-crop, scale, normalise.
 

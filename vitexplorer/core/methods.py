@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from vitexplorer.core.analysis import ImageAnalysis
-from vitexplorer.core.capture import forward_with_attention
+from vitexplorer.core.capture import forward_with_attention, model_forward
+from vitexplorer.core.data import input_grid
 from vitexplorer.core.explain import HEAD_FUSIONS, attention_map, rollout_map
 from vitexplorer.core.models import LoadedModel, ModelSpec
 from vitexplorer.core.relevance import relevance_map
@@ -128,12 +129,15 @@ def explanation_map(
     analysis: ImageAnalysis | None = None,
     model: LoadedModel | None = None,
     batch: torch.Tensor | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """The map of ``method`` over the patch grid, (rows, cols) float32.
 
     ``attention`` and ``rollout`` read a stored ``analysis`` when given (no torch call), else
     run one captured forward of ``model`` on ``batch``. ``relevance`` needs ``model`` and
-    ``batch`` (a (1, 3, H, W) preprocessed image): it takes a backward pass.
+    ``batch`` (a (1, 3, H, W) preprocessed image): it takes a backward pass. ``grid`` is the
+    patch grid of a batch made at the image's own aspect ratio (default: the analysis's grid,
+    else the model's); another grid than the model's runs the any-size forward.
     """
     check_method(method)
     if analysis is not None and method != "relevance":
@@ -148,12 +152,18 @@ def explanation_map(
                 f"one image is explained at a time, a (1, 3, H, W) batch, not {tuple(batch.shape)}"
             )
         spec = model.spec
+        if grid is None and analysis is not None:
+            # an image analysed at its own aspect ratio: the batch has the analysis's grid
+            grid = analysis.spec.grid
+        if grid is not None:
+            grid = (int(grid[0]), int(grid[1]))
+        any_size = grid is not None and grid != spec.grid
+        if any_size:
+            spec = replace(spec, grid_shape=grid)
         options.check(method, spec)
         if method == "relevance":
-            # an image analysed at its own aspect ratio: the batch has the analysis's grid
-            grid = None if analysis is None else analysis.spec.grid
             return relevance_map(model, batch, options.target_class, grid).map
-        _, captured = forward_with_attention(model.module, batch.to(model.device))
+        _, captured = forward_with_attention(model.module, batch.to(model.device), any_size)
         attention = captured[0].float().cpu().numpy()
     grid, prefix = spec.grid, spec.num_prefix_tokens
     if method == "attention":
@@ -169,24 +179,29 @@ def explanation_map(
     )
 
 
-def method_explainer(method: str, options: MethodOptions) -> Explainer:
+def method_explainer(method: str, options: MethodOptions, keep_aspect: bool = False) -> Explainer:
     """A function ``(model, batch) -> map`` for ``method``, checked once here.
 
     The checks in :mod:`checks` take this rather than a map bound to one model, because the
-    sanity check explains randomised copies of the model with the same method.
+    sanity check explains randomised copies of the model with the same method. With
+    ``keep_aspect`` each batch is an image preprocessed at its own aspect ratio: the map has
+    the grid the batch's size splits into, computed with the any-size forward.
     """
     check_method(method)
 
     def explain(model: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-        return explanation_map(method, options, model=model, batch=batch)
+        grid = input_grid(model.spec, *batch.shape[-2:]) if keep_aspect else None
+        return explanation_map(method, options, model=model, batch=batch, grid=grid)
 
     return explain
 
 
 @torch.inference_mode()
-def image_logits(model: LoadedModel, batch: torch.Tensor) -> np.ndarray:
-    """The plain forward's logits for one (1, 3, H, W) image, (classes,) float32."""
-    return model.module(batch.to(model.device))[0].float().cpu().numpy()
+def image_logits(model: LoadedModel, batch: torch.Tensor, any_size: bool = False) -> np.ndarray:
+    """The plain forward's logits for one (1, 3, H, W) image, (classes,) float32; with
+    ``any_size`` the family's any-size forward (an image at its own aspect ratio)."""
+    images = batch.to(model.device)
+    return model_forward(model.module, images, any_size)[0].float().cpu().numpy()
 
 
 def hold_target(method: str, options: MethodOptions, logits: np.ndarray) -> MethodOptions:
