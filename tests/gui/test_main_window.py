@@ -234,6 +234,61 @@ def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monk
     assert not download.cached
 
 
+def test_a_declined_download_shows_the_image_says_so_and_keeps_the_choices(
+    qtbot, tmp_path, monkeypatch, photo
+):
+    """Cancel on the first launch's offer: the photo is on screen, the window and the toolbar
+    say plainly that no model is loaded, the choices are one click away, and the next launch
+    does not ask again."""
+    from PySide6.QtWidgets import QPushButton
+
+    from vitexplorer.core import models
+    from vitexplorer.gui import main_window
+
+    download = models.WeightsDownload(
+        "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
+    )
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
+    asked = []
+    monkeypatch.setattr(main_window, "offer_download", lambda _p, offer: asked.append(offer))
+    settings = tmp_path / "s.ini"
+    request = ModelRequest("vit_b_32", "default", "cpu")
+    for launch in (1, 2):
+        window = make_window(qtbot, settings, request)
+        window.start([str(photo)])
+        bar = window.no_model_bar
+        qtbot.waitUntil(bar.isVisible, timeout=30000)
+        assert len(asked) == 1, "the offer is asked at the first launch only"
+        assert "No model is loaded" in bar.label.text()
+        labels = [b.text() for b in bar.findChildren(QPushButton)]
+        assert labels == [
+            "Download 337 MB",
+            "Open weights file\u2026",
+            "Random weights",
+            "Small ViT",
+        ]
+        # the toolbar tells the truth: the architecture asked for, its weights not downloaded
+        assert window.model_bar.model_box.currentData() == "vit_b_32"
+        assert window.model_bar.weights_box.currentText() == "not downloaded"
+        assert window.model is None and window.model_label.text() == "no model"
+        # the photo is on screen before any model, with its real thumbnail
+        view = window.image_view
+        qtbot.waitUntil(lambda v=view: v.photo.image is not None, timeout=10000)
+        shown = window.image_view.photo.image
+        assert shown.shape[:2] == (60, 80) and shown[10, 20].tolist() == [60, 40, 60]
+        assert "no model is loaded" in window.image_view.title.text
+        item = window.thumbnails.item_for(window.session.current_key)
+        assert not item.icon().isNull()
+        if launch == 1:
+            window.close()
+    # one click: the small ViT loads and analyses the photo
+    small = next(b for b in bar.findChildren(QPushButton) if b.text() == "Small ViT")
+    with qtbot.waitSignal(window.analysis_shown, timeout=60000):
+        qtbot.mouseClick(small, Qt.LeftButton)
+    assert window.model.spec.name == "small_vit" and not bar.isVisible()
+    window.close()
+
+
 def test_failed_load_keeps_the_previous_model_working(qtbot, window, photo, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not safetensors")

@@ -22,6 +22,7 @@ from vitexplorer.gui.workers import ModelRequest
 MODEL_CHOICES = [*TORCHVISION_VITS.items(), (SMALL_VIT, "Small ViT")]
 WEIGHT_CHOICES = [("default", "Pretrained weights"), ("none", "Random weights")]
 FINETUNED = "fine-tuned"  # the weights entry of a model trained in this session, not in a file
+MISSING = "missing"  # the weights entry of pretrained weights that were not downloaded
 FAMILY_ITEM = "family:"  # the model box's entries that ask for a timm or Hugging Face model
 FAMILY_LABELS = {"timm": "timm model…", "hf": "Hugging Face model…"}
 
@@ -106,6 +107,8 @@ class ModelBar(QToolBar):
                     "then open the file to use it on another device"
                 )
             return
+        if request.weights == MISSING:  # chosen again: offer the download again
+            request = ModelRequest(request.name, "default", request.device)
         if request.name == "small_vit" and request.weights == "default":
             request = ModelRequest(request.name, "none", request.device)
         self.model_requested.emit(request)
@@ -150,6 +153,15 @@ class ModelBar(QToolBar):
         self._finetuned = (base, architecture, base.device)
         self.weights_box.blockSignals(True)
         self.weights_box.addItem("fine-tuned, not saved", FINETUNED)
+        self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
+        self.weights_box.blockSignals(False)
+
+    def show_missing(self, request: ModelRequest) -> None:
+        """No model is loaded: ``request``'s pretrained weights were not downloaded. The
+        toolbar says so instead of naming weights that are not there."""
+        self.show_request(request, request.name)
+        self.weights_box.blockSignals(True)
+        self.weights_box.addItem("not downloaded", MISSING)
         self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
         self.weights_box.blockSignals(False)
 

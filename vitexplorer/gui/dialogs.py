@@ -1,16 +1,74 @@
 """First launch: offer to download the default weights, or one of the alternatives, and show the
-download's progress."""
+download's progress. Declined, the same choices stay one click away in :class:`NoModelBar`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtWidgets import QMessageBox, QProgressDialog, QWidget
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressDialog,
+    QPushButton,
+    QWidget,
+)
 
 from vitexplorer.gui.workers import DownloadOffer, ModelRequest
 
+Choice = ModelRequest | str  # a request to load, or "file": ask for a weights file
 
-def offer_download(parent: QWidget, offer: DownloadOffer) -> ModelRequest | str | None:
+
+def offer_choices(offer: DownloadOffer) -> list[tuple[str, Choice]]:
+    """What a person can do about weights that are not downloaded: the download first."""
+    request = offer.request
+    label = f"Download {offer.size_mb:.0f} MB" if offer.size_mb > 0 else "Download"
+    return [
+        (label, ModelRequest(request.name, request.weights, request.device, allow_download=True)),
+        ("Open weights file\u2026", "file"),
+        ("Random weights", ModelRequest(request.name, "none", request.device)),
+        ("Small ViT", ModelRequest("small_vit", "none", request.device)),
+    ]
+
+
+class NoModelBar(QFrame):
+    """Above the explorer while no model is loaded because a download was declined: says so,
+    with the download offer's choices one click away."""
+
+    chosen = Signal(object)  # Choice
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("no_model_bar")
+        self.setFrameShape(QFrame.StyledPanel)
+        self.setStyleSheet("#no_model_bar { background: #fff4d6; }")
+        self.row = QHBoxLayout(self)
+        self.row.setContentsMargins(8, 4, 8, 4)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.row.addWidget(self.label, 1)
+        self.buttons: list[QPushButton] = []
+        self.setVisible(False)
+
+    def show_offer(self, offer: DownloadOffer) -> None:
+        for button in self.buttons:
+            self.row.removeWidget(button)
+            button.deleteLater()
+        self.buttons = []
+        self.label.setText(
+            f"<b>No model is loaded.</b> The {offer.description} are not downloaded."
+        )
+        for text, choice in offer_choices(offer):
+            button = QPushButton(text)
+            button.clicked.connect(lambda _=False, c=choice: self.chosen.emit(c))
+            self.row.addWidget(button)
+            self.buttons.append(button)
+        self.setVisible(True)
+
+
+def offer_download(parent: QWidget, offer: DownloadOffer) -> Choice | None:
     """Ask before downloading. Returns the request to load, ``"file"`` or None (cancelled)."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Question)
@@ -23,24 +81,18 @@ def offer_download(parent: QWidget, offer: DownloadOffer) -> ModelRequest | str 
         "Without a network: open a weights file you already have, explore the same "
         "architecture with random weights, or use the small ViT."
     )
-    label = f"Download {offer.size_mb:.0f} MB" if offer.size_mb > 0 else "Download"
-    download = box.addButton(label, QMessageBox.AcceptRole)
-    local = box.addButton("Open weights file…", QMessageBox.ActionRole)
-    random = box.addButton("Random weights", QMessageBox.ActionRole)
-    small = box.addButton("Small ViT", QMessageBox.ActionRole)
+    choices = offer_choices(offer)
+    buttons = [
+        box.addButton(text, QMessageBox.AcceptRole if i == 0 else QMessageBox.ActionRole)
+        for i, (text, _) in enumerate(choices)
+    ]
     box.addButton(QMessageBox.Cancel)
-    box.setDefaultButton(download)
+    box.setDefaultButton(buttons[0])
     box.exec()
     clicked = box.clickedButton()
-    request = offer.request
-    if clicked is download:
-        return ModelRequest(request.name, request.weights, request.device, allow_download=True)
-    if clicked is local:
-        return "file"
-    if clicked is random:
-        return ModelRequest(request.name, "none", request.device)
-    if clicked is small:
-        return ModelRequest("small_vit", "none", request.device)
+    for button, (_, choice) in zip(buttons, choices, strict=True):
+        if clicked is button:
+            return choice
     return None
 
 

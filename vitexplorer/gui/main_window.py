@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from vitexplorer.core.explain import attention_matrix, head_maps, token_for_patch
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
 from vitexplorer.gui.controls import ModelBar, ViewBar
-from vitexplorer.gui.dialogs import DownloadProgress, offer_download
+from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar, offer_download
 from vitexplorer.gui.explanations import Explanations
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.previews import PreviewLoader
@@ -89,6 +89,7 @@ class MainWindow(QMainWindow):
         self._worker_thread: WorkerThread | None = None
         self._progress: DownloadProgress | None = None
         self.message_box: QMessageBox | None = None
+        self._offer: DownloadOffer | None = None  # the last download offered
         self._initial_request = model_request or self._saved_request()
         self._build()
         self._restore_layout()
@@ -105,6 +106,9 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.notice)
+        self.no_model_bar = NoModelBar()  # a declined download: the choices stay at hand
+        self.no_model_bar.chosen.connect(self._choose_model)
+        layout.addWidget(self.no_model_bar)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.explanations = Explanations(self)  # methods, compare view, analytics, export
@@ -336,6 +340,7 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: ModelInfo) -> None:
         self._close_progress()
         self._loading = False
+        self.no_model_bar.setVisible(False)
         self.model = info
         spec = info.spec
         self.model_bar.set_devices(list(info.devices))
@@ -390,7 +395,7 @@ class MainWindow(QMainWindow):
         if current is None or current.analysis is not None:
             return
         if self.model is None and not self._loading:
-            self._placeholder(f"{current.name}: choose a model in the toolbar")
+            self._placeholder(f"{current.name}: no model is loaded; choose one above")
         elif self.model is None:
             self._placeholder(f"{current.name}: waiting for the model to load…")
         else:
@@ -417,18 +422,42 @@ class MainWindow(QMainWindow):
             self._show_waiting()
 
     def _download_offered(self, offer: DownloadOffer) -> None:
+        """Weights to download: asked once; declined, the window says that no model is loaded
+        and keeps the choices one click away, and the question is not asked again at the next
+        launch (the download stays one click away)."""
         self._loading = False
         self.activity_label.setText("")
-        choice = offer_download(self, offer)
+        self._offer = offer
+        declined = self.settings.value("model/declined_download", "") == offer.path
+        choice = None if declined else offer_download(self, offer)
         if choice is None:
-            self.statusBar().showMessage("No model loaded: choose one in the toolbar")
+            self.settings.setValue("model/declined_download", offer.path)
+            self.no_model_bar.show_offer(offer)
+            if self.model is None:
+                self.model_bar.show_missing(offer.request)
+            else:  # the model in use stays
+                self.model_bar.show_request(self.model.request, self.model.spec.name)
+            self.statusBar().showMessage(
+                "No model loaded: download the weights or choose another model above"
+                if self.model is None
+                else f"{self.model.spec.display_name} stays: the weights were not downloaded"
+            )
             self._show_waiting()
-        elif choice == "file":
-            self.open_weights_file()
         else:
-            if choice.allow_download:
+            self._choose_model(choice)
+
+    def _choose_model(self, choice: Choice) -> None:
+        """One of the download offer's choices (from its dialog or the no-model bar)."""
+        if choice == "file":
+            self.open_weights_file()
+            return
+        assert isinstance(choice, ModelRequest)
+        if choice.allow_download:
+            self.settings.remove("model/declined_download")
+            offer = self._offer
+            if offer is not None and offer.request.name == choice.name:
                 self._progress = DownloadProgress(self, offer, self.worker.cancel_event.set)
-            self.request_model(choice)
+        self.request_model(choice)
 
     def _download_progress(self, done: int, total: int) -> None:
         if self._progress is not None:
