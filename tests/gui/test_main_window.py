@@ -557,3 +557,26 @@ def test_patch_grid_lines_fall_on_the_patch_borders(qtbot):
     qtbot.wait(50)
     image = view.grab().toImage()
     assert brightest(1, 1.5, vertical=True) < 5
+
+
+def test_help_is_a_real_help_with_the_windows_own_shortcuts(qtbot, window: MainWindow):
+    from PySide6.QtGui import QAction, QKeySequence
+
+    help_action = next(a for a in window.findChildren(QAction) if a.text() == "&How to use")
+    help_action.trigger()
+    shown = window.help_window
+    assert shown.isVisible() and not shown.isModal(), "the app stays usable beside the help"
+    text = shown.browser.toPlainText()
+    for heading in ("The views", "Keys", "Methods", "Where files go"):
+        assert heading in text
+    keyed = [a for a in window.findChildren(QAction) if not a.shortcut().isEmpty()]
+    assert len(keyed) >= 8
+    for action in keyed:  # every shortcut the window has, with what it does
+        key = action.shortcut().toString(QKeySequence.NativeText)
+        name = action.text().replace("&", "").rstrip("…")
+        assert f"{key} {name}" in " ".join(text.split()), (key, name)
+    assert "Abnar and Zuidema" in text and "Chefer, Gur and Wolf" in text
+    assert window.settings.fileName() in text
+    help_action.trigger()  # asked again: the same window, raised
+    assert window.help_window is shown
+    shown.close()

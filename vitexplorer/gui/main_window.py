@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self._progress: DownloadProgress | None = None
         self.message_box: QMessageBox | None = None
         self._offer: DownloadOffer | None = None  # the last download offered
+        self.help_window = None  # Help > How to use, made when first asked for
         self._initial_request = model_request or self._saved_request()
         self._build()
         self._restore_layout()
@@ -204,7 +205,7 @@ class MainWindow(QMainWindow):
         for dock in self.findChildren(QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&How to use", self._show_help)
+        self._action(help_menu, "&How to use", self._show_help, QKeySequence.HelpContents)
         self._update_recent_menu()
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:  # noqa: ANN001
@@ -722,16 +723,10 @@ class MainWindow(QMainWindow):
         self.message_box.open()  # window-modal, never blocks the event loop
 
     def _show_help(self) -> None:
-        QMessageBox.information(
-            self,
-            "How to use vitexplorer",
-            "Drop images onto the window (or File > Open, or paste).\n"
-            "Click a patch to see where it attends; arrow keys move the patch, "
-            "[ and ] change layer.\nClick a head tile to select that head, or a row of the "
-            "attention matrix to select that token.\nCLS token shows the classifier's view.\n\n"
-            "Show: raw attention, rollout (attention carried through the layers) or class "
-            "relevance (what speaks for a class). Compare puts a second method or class beside "
-            "the first. File > Export view writes the picture, the map and a method card.\n"
-            "Model analytics (Ctrl+3): per-head statistics, position embeddings and patch filters; "
-            "click a head to open it here.",
-        )
+        """Help > How to use: the help window, beside the main one."""
+        from vitexplorer.gui.help import HelpWindow
+
+        if self.help_window is None:
+            self.help_window = HelpWindow(self, self.settings)
+        self.help_window.show()
+        self.help_window.raise_()
