@@ -344,3 +344,23 @@ def test_the_compare_view_follows_a_model_adopted_behind_another_tab(
     rollout = rollout_map(window.analysis.attention, 0, (4, 4), 1)
     np.testing.assert_allclose(compare.heat_values, rollout, rtol=1e-5)
     window.grab()  # painted as a person would see it
+
+
+def test_same_scale_puts_both_compare_views_on_one_colour_scale(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    window.method_bar.compare_box.setChecked(True)
+    choose(window.compare_bar.method_box, "rollout")
+    left, right = window.image_view, window.compare_view
+    own = [tuple(view.colorbar.levels()) for view in (left, right)]
+    for view, levels in zip((left, right), own, strict=True):  # each on its own range
+        values = view.heat_values
+        np.testing.assert_allclose(levels, (values.min(), values.max()), rtol=1e-5)
+    assert own[0] != own[1]
+    window.compare_bar.same_scale_box.setChecked(True)
+    low = min(left.heat_values.min(), right.heat_values.min())
+    high = max(left.heat_values.max(), right.heat_values.max())
+    for view in (left, right):
+        np.testing.assert_allclose(view.colorbar.levels(), (low, high), rtol=1e-5)
+        np.testing.assert_allclose(view.heat.levels, (low, high), rtol=1e-5)
+    window.compare_bar.same_scale_box.setChecked(False)
+    assert [tuple(view.colorbar.levels()) for view in (left, right)] == own

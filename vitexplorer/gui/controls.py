@@ -287,6 +287,7 @@ class MethodBar(QToolBar):
 
     choice_changed = Signal(object)  # MethodChoice
     compare_toggled = Signal(bool)
+    same_scale_toggled = Signal(bool)  # the compare bar's: both views on one colour scale
 
     def __init__(self, compare: bool = True, title: str = "Method") -> None:
         super().__init__(title)
@@ -337,6 +338,19 @@ class MethodBar(QToolBar):
             self.addSeparator()
             self.addWidget(self.compare_box)
             self.compare_box.toggled.connect(self.compare_toggled)
+        self.same_scale_box: QCheckBox | None = None
+        if not compare:  # the compare view's own bar
+            self.same_scale_box = QCheckBox("Same scale")
+            self.same_scale_box.setToolTip(
+                "Both views on one colour scale, from the lower of the two maps' minima to the "
+                "higher of their maxima: colours then compare across the views (each map on its "
+                "own range shows more of its structure, but the same colour means different "
+                "values)"
+            )
+            self.same_scale_box.setFocusPolicy(Qt.NoFocus)
+            self.addSeparator()
+            self.addWidget(self.same_scale_box)
+            self.same_scale_box.toggled.connect(self.same_scale_toggled)
         for box in (self.method_box, self.fusion_box, self.target_box):
             box.currentIndexChanged.connect(self._changed)
         for spin in (self.discard_spin, self.start_spin):

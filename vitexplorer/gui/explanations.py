@@ -13,6 +13,7 @@ from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.session import IMAGE_SUFFIXES
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
+from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone, StructureDone
 
@@ -53,6 +54,7 @@ class Explanations(QObject):
         self.method_bar.choice_changed.connect(self._method_changed)
         self.method_bar.compare_toggled.connect(self.show_compare)
         self.compare_bar.choice_changed.connect(self._method_changed)
+        self.compare_bar.same_scale_toggled.connect(self._method_changed)
         self.compare_view.patch_clicked.connect(window.select_patch)
         self.compare_view.patch_hovered.connect(self._hover_compare)
         self.compare_view.arrow_pressed.connect(window.move_patch)
@@ -131,12 +133,25 @@ class Explanations(QObject):
             self.window.notice.add(message)
 
     def draw(self, patch) -> None:  # noqa: ANN001
-        """The overlays of the main view and, when shown, the compare view."""
-        self._draw(self.window.image_view, self.method_bar.choice(), patch)
+        """The overlays of the main view and, when shown, the compare view; with "Same scale",
+        both on one colour scale spanning both maps."""
+        views = [(self.window.image_view, self.method_bar.choice())]
         if self.comparing:
-            self._draw(self.compare_view, self.compare_bar.choice(), patch)
+            views.append((self.compare_view, self.compare_bar.choice()))
+        heats = [self._heat(choice) for _, choice in views]
+        levels = None
+        shown = [heat for heat in heats if heat is not None and heat.size]
+        if len(shown) == 2 and self.same_scale:
+            levels = shared_levels(shown)
+        for (view, choice), heat in zip(views, heats, strict=True):
+            self._draw(view, choice, patch, heat, levels)
         sel = self.window.selection
         self.analytics.set_selected(sel.layer, sel.head)
+
+    @property
+    def same_scale(self) -> bool:
+        box = self.compare_bar.same_scale_box
+        return box is not None and box.isChecked()
 
     def _method_changed(self, _choice: MethodChoice) -> None:
         if self.window.analysis is not None:
@@ -145,15 +160,22 @@ class Explanations(QObject):
     def _hover_compare(self, row: int, col: int) -> None:
         self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
 
-    def _draw(self, view: ImageView, choice: MethodChoice, patch) -> None:  # noqa: ANN001
-        """One view's overlay and title for ``choice``; relevance not computed yet is asked of
-        the worker and drawn when it arrives."""
+    def _heat(self, choice: MethodChoice):  # noqa: ANN202  (np.ndarray | None)
+        """The current image's map for ``choice``; None while relevance is being computed."""
+        window = self.window
+        return method_map(
+            window.session.current_key, window.analysis, window.selection, choice, self.maps
+        )
+
+    def _draw(self, view: ImageView, choice: MethodChoice, patch, heat, levels) -> None:  # noqa: ANN001
+        """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance
+        not computed yet, asked of the worker and drawn when it arrives), on ``levels`` or,
+        without, the map's own range."""
         analysis, sel, key = (
             self.window.analysis,
             self.window.selection,
             self.window.session.current_key,
         )
-        heat = method_map(key, analysis, sel, choice, self.maps)
         # side by side, each title names only its method: the image is the same
         name = "" if self.comparing else f"{self.window.session.current.name} — "
         what = choice.describe(sel, analysis)
@@ -163,7 +185,7 @@ class Explanations(QObject):
             view.set_selected_patch(None)
             view.title.setText(f"{name}{what}: computing…")
             return
-        view.set_heat(heat)
+        view.set_heat(heat, levels)
         from vitexplorer.core.analysis import flat_map
 
         flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did

@@ -23,6 +23,12 @@ def heat_levels(values: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + max(abs(low), 1.0) * 1e-3)
 
 
+def shared_levels(maps: list[np.ndarray]) -> tuple[float, float]:
+    """One colour scale for several maps: from the lowest minimum to the highest maximum."""
+    levels = [heat_levels(values) for values in maps]
+    return min(low for low, _ in levels), max(high for _, high in levels)
+
+
 def selection_pen(width: float = 2.0) -> QPen:
     pen = pg.mkPen(SELECTION_COLOR, width=width)
     pen.setCosmetic(True)

@@ -96,10 +96,10 @@ class ImageView(pg.GraphicsLayoutWidget):
             self.grid_lines.set_grid(rows, cols)
             self.view.setRange(rect, padding=0.02)
 
-    def set_heat(self, values: np.ndarray) -> None:
-        """The selected token's attention over the patches, (rows, columns)."""
+    def set_heat(self, values: np.ndarray, levels: tuple[float, float] | None = None) -> None:
+        """A map over the patches, (rows, columns), on ``levels`` (default: its own range)."""
         self.heat_values = values
-        levels = heat_levels(values)
+        levels = levels or heat_levels(values)
         self.heat.setImage(values, levels=levels)
         self.heat.setRect(QRectF(0, 0, self.grid[1], self.grid[0]))
         self.colorbar.setLevels(levels)
