@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vitexplorer.core.explain import HEAD_FUSIONS, attention_map, rollout_layers, rollout_row
+from vitexplorer.core.explain import (
+    HEAD_FUSIONS,
+    attention_map,
+    rollout_layers,
+    rollout_matrix,
+    rollout_row,
+)
 
 if TYPE_CHECKING:
     from vitexplorer.core.analysis import ImageAnalysis
@@ -82,6 +88,7 @@ class MapCache:
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._layers: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._matrices: OrderedDict[tuple, np.ndarray] = OrderedDict()  # whole rollouts
         self._relevance: dict[tuple[str, int], np.ndarray] = {}
 
     def rollout(
@@ -89,24 +96,45 @@ class MapCache:
     ) -> np.ndarray:
         """The rollout map of ``token``; the layer matrices are computed once per option."""
         spec = analysis.spec
-        start = min(choice.start_layer, spec.num_layers - 1)
-        cache_key = (key, id(analysis), choice.head_fusion, choice.discard_ratio, start)
+        row = rollout_row(self._rollout_layers(key, analysis, choice), token)
+        return np.ascontiguousarray(row[spec.num_prefix_tokens :].reshape(spec.grid))
+
+    def rollout_matrix(self, key: str, analysis: ImageAnalysis, choice: MethodChoice) -> np.ndarray:
+        """The whole (tokens, tokens) rollout for ``choice``: row i is token i's rollout map
+        (prefix tokens included). Computed once per option, like the layer matrices."""
+        cache_key = (*self._cache_key(key, analysis, choice), "matrix")
+        matrix = self._matrices.get(cache_key)
+        if matrix is None:
+            matrix = rollout_matrix(self._rollout_layers(key, analysis, choice))
+            self._matrices[cache_key] = matrix
+            while len(self._matrices) > self.keep:
+                self._matrices.popitem(last=False)
+        else:
+            self._matrices.move_to_end(cache_key)
+        return matrix
+
+    @staticmethod
+    def _cache_key(key: str, analysis: ImageAnalysis, choice: MethodChoice) -> tuple:
+        start = min(choice.start_layer, analysis.spec.num_layers - 1)
+        return (key, id(analysis), choice.head_fusion, choice.discard_ratio, start)
+
+    def _rollout_layers(self, key: str, analysis: ImageAnalysis, choice: MethodChoice):  # noqa: ANN202
+        cache_key = self._cache_key(key, analysis, choice)
         layers = self._layers.get(cache_key)
         if layers is None:
             layers = rollout_layers(
                 analysis.attention,
                 choice.head_fusion,
                 choice.discard_ratio,
-                start,
-                spec.num_prefix_tokens,
+                cache_key[-1],
+                analysis.spec.num_prefix_tokens,
             )
             self._layers[cache_key] = layers
             while len(self._layers) > self.keep:
                 self._layers.popitem(last=False)
         else:
             self._layers.move_to_end(cache_key)
-        row = rollout_row(layers, token)
-        return np.ascontiguousarray(row[spec.num_prefix_tokens :].reshape(spec.grid))
+        return layers
 
     def set_relevance(self, key: str, target: int, heat: np.ndarray) -> None:
         self._relevance[(key, target)] = np.asarray(heat, dtype=np.float32)
@@ -118,10 +146,13 @@ class MapCache:
         """Drop what was computed for one image, or for all (the model changed)."""
         if key is None:
             self._layers.clear()
+            self._matrices.clear()
             self._relevance.clear()
             return
         for cache_key in [k for k in self._layers if k[0] == key]:
             del self._layers[cache_key]
+        for cache_key in [k for k in self._matrices if k[0] == key]:
+            del self._matrices[cache_key]
         for cache_key in [k for k in self._relevance if k[0] == key]:
             del self._relevance[cache_key]
 

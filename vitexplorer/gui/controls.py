@@ -175,8 +175,24 @@ class ModelBar(QToolBar):
         self.device_box.blockSignals(False)
 
 
+LAYER_TIP = "Encoder layer ( [ and ] step through layers )"
+HEAD_TIP = "One head, or the mean over the layer's heads"
+# why the layer and head do not apply, by method: shown as the disabled controls' tooltips
+NOT_APPLIED = {
+    "rollout": (
+        "Rollout multiplies every layer from its 'from layer' on and fuses the heads its own way "
+        "(the Show bar's options): no single layer or head applies. Show Attention to pick one."
+    ),
+    "relevance": (
+        "Relevance combines every layer and head, weighted by their gradients for the class: no "
+        "single layer or head applies. Show Attention to pick one."
+    ),
+}
+
+
 class ViewBar(QToolBar):
-    """Layer, head, token and overlay settings."""
+    """Layer, head and token; the overlay's settings sit in a second toolbar, ``overlay_bar``
+    (the window puts it beside the method bar, so that each row fits a 1024 px window)."""
 
     layer_changed = Signal(int)  # 0-based
     head_changed = Signal(object)  # int or None for the mean
@@ -192,9 +208,9 @@ class ViewBar(QToolBar):
         self.layer_spin = QSpinBox()
         self.layer_spin.setRange(1, 1)
         self.layer_spin.setPrefix("Layer ")
-        self.layer_spin.setToolTip("Encoder layer ( [ and ] step through layers )")
+        self.layer_spin.setToolTip(LAYER_TIP)
         self.head_box = QComboBox()
-        self.head_box.setToolTip("One head, or the mean over the layer's heads")
+        self.head_box.setToolTip(HEAD_TIP)
         self.head_box.setFocusPolicy(Qt.NoFocus)
         self.set_num_heads(1)
         self.cls_button = QPushButton("CLS token")
@@ -224,10 +240,12 @@ class ViewBar(QToolBar):
         self._cls_action = self.addWidget(self.cls_button)
         self._prefix_action = self.addWidget(self.prefix_box)
         self._prefix_action.setVisible(False)
-        self.addWidget(self.aspect_box)  # before the opacity: seen in a narrow window too
-        self.addWidget(QLabel("  Opacity "))
-        self.addWidget(self.opacity)
-        self.addWidget(self.grid_box)
+        self.overlay_bar = QToolBar("Overlay")
+        self.overlay_bar.setObjectName("overlay_toolbar")
+        self.overlay_bar.addWidget(self.aspect_box)
+        self.overlay_bar.addWidget(QLabel("  Opacity "))
+        self.overlay_bar.addWidget(self.opacity)
+        self.overlay_bar.addWidget(self.grid_box)
         self.layer_spin.valueChanged.connect(lambda v: self.layer_changed.emit(v - 1))
         self.head_box.currentIndexChanged.connect(
             lambda _i: self.head_changed.emit(self.head_box.currentData())
@@ -270,6 +288,18 @@ class ViewBar(QToolBar):
         for head in range(heads):
             self.head_box.addItem(f"Head {head + 1}", head)
         self.head_box.blockSignals(False)
+
+    def set_applies(self, method: str) -> None:
+        """The layer and head are enabled while a shown image follows them (raw attention); for
+        rollout or relevance they are disabled, their tooltips saying why."""
+        reason = NOT_APPLIED.get(method)
+        for widget, tip in ((self.layer_spin, LAYER_TIP), (self.head_box, HEAD_TIP)):
+            widget.setEnabled(reason is None)
+            widget.setToolTip(tip if reason is None else reason)
+
+    def applies(self) -> bool:
+        """Whether the layer and head choose what the image shows."""
+        return self.layer_spin.isEnabled()
 
     def show_selection(self, layer: int, head: int | None) -> None:
         """Reflect the explorer's state without emitting anything."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
+from vitexplorer.core.explain import attention_matrix
 from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.session import IMAGE_SUFFIXES
 from vitexplorer.gui.analytics_tab import AnalyticsTab
@@ -46,6 +47,8 @@ class Explanations(QObject):
         self.worker = None  # the model worker, once connected
         self.generation: int | None = None  # the model the views show
         self.structure_asked: int | None = None  # the model whose structure was asked for
+        self.matrix_method = "attention"  # what the matrix panel shows: attention or rollout
+        self._matrix_shown: tuple | None = None  # its settings, for the image on screen
 
     def connect_views(self) -> None:
         window = self.window
@@ -60,6 +63,7 @@ class Explanations(QObject):
         self.compare_view.arrow_pressed.connect(window.move_patch)
         self.analytics.head_selected.connect(self.open_head)
         self.analytics.folder_requested.connect(self.average_folder)
+        self.update_controls()
 
     def connect_worker(self, worker) -> None:  # noqa: ANN001
         worker.relevance_ready.connect(self._relevance_ready)
@@ -113,6 +117,7 @@ class Explanations(QObject):
             )
 
     def show_analysis(self, analysis) -> None:  # noqa: ANN001  (ImageAnalysis)
+        self._matrix_shown = None  # another image, or the same analysed anew
         for bar in (self.method_bar, self.compare_bar):
             bar.blockSignals(True)
             bar.set_predictions(analysis.predictions)
@@ -154,8 +159,46 @@ class Explanations(QObject):
         return box is not None and box.isChecked()
 
     def _method_changed(self, _choice: MethodChoice) -> None:
+        self.update_controls()
         if self.window.analysis is not None:
-            self.window._refresh(matrix=False)
+            self.window._refresh()
+
+    def update_controls(self) -> None:
+        """The layer and head apply while a shown image draws raw attention; under rollout or
+        relevance alone they are disabled, saying why."""
+        methods = [self.method_bar.choice().method]
+        if self.comparing:
+            methods.append(self.compare_bar.choice().method)
+        self.window.view_bar.set_applies("attention" if "attention" in methods else methods[0])
+
+    def draw_panels(self) -> None:
+        """The Heads and Attention matrix panels and their captions. The heads always show raw
+        attention; the matrix follows the method where it has one (rollout: every token's row),
+        and is set again only when what it shows changed."""
+        window = self.window
+        analysis, sel, key = window.analysis, window.selection, window.session.current_key
+        choice = self.method_bar.choice()
+        method = choice.method
+        heads = "mean of heads" if sel.head is None else f"head {sel.head + 1}"
+        token = analysis.spec.token_label(sel.token)
+        raw = "Raw attention" if method == "attention" else f"Raw attention, not {method}"
+        window.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
+        if method == "rollout":
+            shown = ("rollout", choice.head_fusion, choice.discard_ratio, choice.start_layer)
+            what = choice.describe(sel, analysis)  # "rollout · mean of heads, …"
+            caption = f"{what[:1].upper()}{what[1:]} · row: the query token"
+        else:
+            shown = ("attention", sel.layer, sel.head)
+            caption = f"{raw} · layer {sel.layer + 1}, {heads}"
+        window.matrix_panel.set_caption(caption)
+        if shown != self._matrix_shown:
+            if method == "rollout":
+                matrix = self.maps.rollout_matrix(key, analysis, choice)
+            else:
+                matrix = attention_matrix(analysis.attention, sel.layer, sel.head)
+            window.matrix_view.set_matrix(matrix)
+            self._matrix_shown = shown
+        self.matrix_method = shown[0]
 
     def _hover_compare(self, row: int, col: int) -> None:
         self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
@@ -208,12 +251,13 @@ class Explanations(QObject):
         self.compare_panel.setVisible(shown)
         if shown:
             self.explorer.setSizes([1, 1])
+        self.update_controls()
         if self.window.analysis is not None:
             if shown:
                 self.compare_view.set_image(
                     self.window.analysis.display, self.window.analysis.spec.grid
                 )
-            self.window._refresh(matrix=False)
+            self.window._refresh()
 
     @property
     def comparing(self) -> bool:
@@ -243,7 +287,7 @@ class Explanations(QObject):
             return  # made from the image the other way (crop or whole); asked again on draw
         self.maps.set_relevance(done.key, done.target, done.heat)
         if done.key == self.window.session.current_key and self.window.analysis is not None:
-            self.window._refresh(matrix=False)
+            self.window._refresh()
 
     def _relevance_failed(self, key: str, target: int, message: str) -> None:
         self.relevance_asked.discard((key, target))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QSettings, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -142,13 +142,13 @@ class FinetunePanel(QWidget):
         column.addWidget(self.progress)
         column.addWidget(self.status)
         column.addStretch(1)
-        scroll = QScrollArea()
+        scroll = ColumnScroll()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(330)
-        scroll.setMaximumWidth(420)
+        scroll.setMaximumWidth(440)
+        self.scroll = scroll
 
         self.curves = TrainingCurves()
         self.results = FinetuneResults()
@@ -159,8 +159,8 @@ class FinetunePanel(QWidget):
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(scroll)
-        layout.addWidget(right, 1)
+        layout.addWidget(scroll, 1)  # one part in three, at least its minimum, at most 440 px
+        layout.addWidget(right, 2)
 
     def _ensure_thread(self) -> WorkerThread:
         if self._thread is None:
@@ -470,6 +470,30 @@ class FinetunePanel(QWidget):
     def _sample_clicked(self, index: int) -> None:
         if self.result is not None and 0 <= index < len(self.result.samples):
             self.sample_opened.emit(self.result.samples[index])
+
+
+class ColumnScroll(QScrollArea):
+    """A scroll area for a column that scrolls only vertically: never narrower than the column's
+    minimum width plus the scroll bar, so nothing in it is cut off at the right edge (a plain
+    QScrollArea's minimum ignores its widget, and the window squeezed the form under it)."""
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = super().minimumSizeHint()
+        widget = self.widget()
+        if widget is None:
+            return hint
+        width = widget.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        return QSize(max(hint.width(), width + 2 * self.frameWidth()), hint.height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        """The minimum width: the rest goes to the curves, whose three plots need about 650 px
+        side by side (narrower, pyqtgraph draws them past the view's edge)."""
+        return QSize(self.minimumSizeHint().width(), super().sizeHint().height())
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: ANN001, N802
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()  # the column's minimum changed (More settings, a long text)
+        return super().eventFilter(watched, event)
 
 
 def _line() -> QFrame:

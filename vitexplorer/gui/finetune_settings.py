@@ -35,10 +35,16 @@ from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 CIFAR10 = "cifar10"
 FOLDER = "folder"
 CIFAR10_CLASSES = 10
+# Each choice is named by what it trains. The values are what QSettings keeps (and what older
+# versions kept, under other names): "none" freezes nothing, so everything trains.
 FREEZE_CHOICES = [
-    ("head", "Head only"),
-    ("last", "Last blocks and head"),
-    ("none", "Nothing (train everything)"),
+    ("head", "Head only", "Only a new classification head trains; the model stays as it is"),
+    (
+        "last",
+        "Head + last blocks",
+        "A new head and the model's last blocks train (how many: the box beside)",
+    ),
+    ("none", "Everything", "Every parameter trains: embeddings, all blocks and a new head"),
 ]
 
 
@@ -131,9 +137,10 @@ class FinetuneSettings(QWidget):
         self.per_class = _spin(1, 100000, 100)
         self.per_class.setToolTip("Training images per class (a tenth of them validate)")
         self.freeze_box = QComboBox()
-        for value, label in FREEZE_CHOICES:
+        for value, label, tip in FREEZE_CHOICES:
             self.freeze_box.addItem(label, value)
-        self.freeze_box.setToolTip("Which parameters train; the rest keep the base model's values")
+            self.freeze_box.setItemData(self.freeze_box.count() - 1, tip, Qt.ToolTipRole)
+        self.freeze_box.setToolTip("What trains; the rest keeps the base model's values")
         self.blocks = _spin(1, 1, 1, " block")
         self.optimizer_box = QComboBox()
         self.optimizer_box.addItem("AdamW", "adamw")
@@ -155,8 +162,12 @@ class FinetuneSettings(QWidget):
         self.warmup = _double(0.0, 100.0, 0.0, 0.5, 1)
         self.smoothing = _double(0.0, 0.9, 0.0, 0.05)
         self.augment = QCheckBox("Random horizontal flips")
-        self.mixed_precision = QCheckBox("Mixed precision (a GPU, or a CPU with AMX)")
+        self.mixed_precision = QCheckBox("Mixed precision")
         self.mixed_precision.setChecked(True)
+        self.precision_note = QLabel("On a GPU, or a CPU with AMX; elsewhere full precision")
+        self.precision_note.setWordWrap(True)  # a narrow column wraps it, never clips it
+        self.precision_note.setStyleSheet("color: #555;")
+        self.mixed_precision.setToolTip(self.precision_note.text())
         self.seed = _spin(0, 2**31 - 1, 0)
 
         self._build()
@@ -221,6 +232,7 @@ class FinetuneSettings(QWidget):
         more.addRow("Label smoothing", self.smoothing)
         more.addRow("", self.augment)
         more.addRow("", self.mixed_precision)
+        more.addRow("", self.precision_note)
         more.addRow("Seed", self.seed)
         self.more.setVisible(False)
         self.more_button.toggled.connect(self._toggle_more)
@@ -320,9 +332,10 @@ class FinetuneSettings(QWidget):
         present = cifar and self.cifar10_present()
         self.download_button.setVisible(cifar and not present)
         if cifar:
+            root = breakable(str(self.data_root))
             self.dataset_label.setText(
-                f"CIFAR-10 is in {self.data_root}" if present
-                else f"CIFAR-10 is not on this computer yet; it will be kept in {self.data_root}"
+                f"CIFAR-10 is in {root}" if present
+                else f"CIFAR-10 is not on this computer yet; it will be kept in {root}"
             )  # fmt: skip
         else:
             n = self.num_classes() if self.source() else None
@@ -334,7 +347,7 @@ class FinetuneSettings(QWidget):
         self.changed.emit()
 
     def _freeze_changed(self, _index: int = 0) -> None:
-        self.blocks.setEnabled(self.freeze_box.currentData() == "last")
+        self.blocks.setVisible(self.freeze_box.currentData() == "last")
         self.changed.emit()
 
     def _blocks_changed(self, value: int) -> None:
@@ -391,6 +404,9 @@ class FinetuneSettings(QWidget):
             if value is None:
                 continue
             try:
+                if widget is self.freeze_box and str(value).startswith("last:"):
+                    self._wanted_blocks = int(str(value)[5:])  # the engine's form, last:N
+                    value = "last"
                 if isinstance(widget, QComboBox):
                     widget.setCurrentIndex(max(0, widget.findData(value)))
                 elif isinstance(widget, QLineEdit):
@@ -405,6 +421,12 @@ class FinetuneSettings(QWidget):
                     widget.setValue(float(value))
             except (TypeError, ValueError):
                 continue
+
+
+def breakable(path: str) -> str:
+    """``path`` with a zero-width space after each separator, so that a word-wrapped label can
+    break a long path instead of cutting it off."""
+    return path.replace("/", "/\u200b").replace("\\", "\\\u200b")
 
 
 def _subfolders(path: str) -> list[str]:

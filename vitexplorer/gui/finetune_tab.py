@@ -1,10 +1,10 @@
 """The fine-tune tab's wiring into the main window.
 
 The explorer and the fine-tune panel are two tabs of the central area; the explorer's docks and
-view toolbar step aside while the fine-tune tab is shown. A run that learnt something hands its
-model to the explorer's worker (which owns it from then on), so the explorer predicts with the
-dataset's class names; a test image clicked in the gallery opens in the explorer; File > Save
-model writes the fine-tuned model.
+toolbars step aside while another tab is shown, and come back exactly as they were. A run that
+learnt something hands its model to the explorer's worker (which owns it from then on), so the
+explorer predicts with the dataset's class names; a test image clicked in the gallery opens in
+the explorer; File > Save model writes the fine-tuned model.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import os
 from dataclasses import replace
 
 import numpy as np
-from PySide6.QtCore import QBuffer, QIODevice, QObject
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QTabWidget
+from PySide6.QtWidgets import QFileDialog, QTabWidget
 
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.workers import ModelInfo, ModelRequest
@@ -44,7 +44,7 @@ class FinetuneTab(QObject):
         self.tabs = tabs
         self.panel = FinetunePanel(window.settings)
         self.adopted = None  # the FinetuneResult whose model the explorer uses, until saved
-        self._stepped_aside: list[QDockWidget] = []
+        self._explorer_state: QByteArray | None = None  # the layout while another tab shows
         tabs.addTab(self.panel, "Fine-tune")
         tabs.currentChanged.connect(self._tab_changed)
         self.panel.model_trained.connect(self._adopt)
@@ -62,26 +62,43 @@ class FinetuneTab(QObject):
         self.tabs.setCurrentIndex(FINETUNE)
 
     def _tab_changed(self, index: int) -> None:
-        """Every tab but the explorer fills the central area: the explorer's docks and bars
-        step aside (once, however many tabs are visited) and come back with the explorer."""
-        window = self.window
+        """Every tab but the explorer fills the central area: the explorer's docks (but floating
+        ones) and its bars step aside (once, however many tabs are visited) and come back with
+        the explorer. The window's state is kept when they go and restored when they come back:
+        shown again one by one, Qt gave the docks other sizes than they had."""
         if index != EXPLORER:
-            if not self._stepped_aside:
-                docks = [d for d in window.findChildren(QDockWidget) if not d.isFloating()]
-                self._stepped_aside = [d for d in docks if d.isVisible()]
-                for dock in self._stepped_aside:
-                    dock.hide()
-            window.view_bar.hide()
-            window.method_bar.hide()
+            self._step_aside()
         else:
             self._restore_docks()
 
+    def _step_aside(self) -> None:
+        window = self.window
+        if self._explorer_state is not None:
+            return
+        self._explorer_state = window.layout_state()
+        for dock in window.docks:
+            if not dock.isFloating():
+                dock.hide()
+            # a dock shown now would cover this tab, and go again when the explorer comes back
+            dock.toggleViewAction().setEnabled(False)
+        for bar in window.explorer_bars:
+            bar.hide()
+
     def _restore_docks(self) -> None:
-        for dock in self._stepped_aside:
-            dock.show()
-        self._stepped_aside = []
-        self.window.view_bar.show()
-        self.window.method_bar.show()
+        window = self.window
+        state, self._explorer_state = self._explorer_state, None
+        if state is None:
+            return
+        window.set_layout_state(state)
+        for dock in window.docks:
+            dock.toggleViewAction().setEnabled(True)
+
+    def reset_layout(self, state: QByteArray) -> None:
+        """View > Reset layout: ``state`` now, or when the explorer comes back."""
+        if self._explorer_state is not None:
+            self._explorer_state = state
+        else:
+            self.window.set_layout_state(state)
 
     def before_close(self) -> None:
         """Put the explorer's layout back (it is what the window remembers), then cancel any

@@ -11,8 +11,20 @@ import urllib.parse
 from importlib.resources import files
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, QUrl, Signal
-from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import (
+    QBuffer,
+    QByteArray,
+    QDataStream,
+    QIODevice,
+    QPoint,
+    QRect,
+    QSettings,
+    QSize,
+    Qt,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -27,7 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain import attention_matrix, head_maps, token_for_patch
+from vitexplorer import __version__
+from vitexplorer.core.explain import head_maps, token_for_patch
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
 from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar, offer_download
@@ -37,7 +50,7 @@ from vitexplorer.gui.previews import PreviewLoader
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.matrix_view import AttentionMatrixView
-from vitexplorer.gui.views.panels import NoticeBar, PredictionsPanel, ThumbnailStrip
+from vitexplorer.gui.views.panels import Captioned, NoticeBar, PredictionsPanel, ThumbnailStrip
 from vitexplorer.gui.workers import (
     AnalysisDone,
     DownloadOffer,
@@ -49,6 +62,12 @@ from vitexplorer.gui.workers import (
 IMAGE_FILTER = "Images ({})".format(" ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES))
 DEFAULT_MODEL = ModelRequest("vit_b_16", "default", "auto")
 MAX_RECENT = 10
+DEFAULT_SIZE = QSize(1400, 900)
+# The saved dock and toolbar layout is used only by the version of the app that saved it (and
+# this layout's number, raised when the docks or toolbars change): another's is ignored.
+LAYOUT_VERSION = 2
+LAYOUT_KEY = f"{__version__}/{LAYOUT_VERSION}"
+GEOMETRY_MAGIC = 0x1D9D0CB  # QWidget.saveGeometry's first four bytes
 
 
 def sample_image_path() -> str:
@@ -79,7 +98,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.setWindowTitle("vitexplorer")
         self.setAcceptDrops(True)
-        self.resize(1400, 900)
+        self._default_geometry()
         self.session = ImageSession()
         self._loading = False  # a model load is under way
         self.selection = Selection()
@@ -123,21 +142,27 @@ class MainWindow(QMainWindow):
         self.predictions = PredictionsPanel()
         self.head_grid = HeadGridView()
         self.matrix_view = AttentionMatrixView()
+        # each says what it shows: raw attention, or the method's matrix where it has one
+        self.heads_panel = Captioned(self.head_grid)
+        self.matrix_panel = Captioned(self.matrix_view)
         self.thumbnails = ThumbnailStrip()
         right = [
             self._dock("Predictions", self.predictions, Qt.RightDockWidgetArea),
-            self._dock("Heads", self.head_grid, Qt.RightDockWidgetArea),
-            self._dock("Attention matrix", self.matrix_view, Qt.RightDockWidgetArea),
+            self._dock("Heads", self.heads_panel, Qt.RightDockWidgetArea),
+            self._dock("Attention matrix", self.matrix_panel, Qt.RightDockWidgetArea),
         ]
-        self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)
+        self.docks = [*right, self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)]
         self.resizeDocks(right, [175, 360, 320], Qt.Vertical)
         self.resizeDocks(right[:1], [560], Qt.Horizontal)
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
+        # two rows that each fit a 1024 px window: model, layer and head; method and overlay
         self.addToolBar(self.model_bar)
         self.addToolBar(self.view_bar)
         self.addToolBarBreak()
         self.addToolBar(self.method_bar)
+        self.addToolBar(self.view_bar.overlay_bar)
+        self.explorer_bars = [self.view_bar, self.method_bar, self.view_bar.overlay_bar]
         self._build_menus()
         self._build_status_bar()
 
@@ -146,7 +171,7 @@ class MainWindow(QMainWindow):
         self.image_view.arrow_pressed.connect(self.move_patch)
         self.matrix_view.token_clicked.connect(self.select_token)
         self.matrix_view.cell_hovered.connect(self._hover_cell)
-        self.head_grid.head_clicked.connect(lambda h: self.select_head(None if h == MEAN else h))
+        self.head_grid.head_clicked.connect(self._head_tile_clicked)
         self.thumbnails.image_selected.connect(self.select_image)
         self.model_bar.model_requested.connect(self.request_model)
         self.model_bar.open_file_requested.connect(self.open_weights_file)
@@ -165,7 +190,12 @@ class MainWindow(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(title.lower().replace(" ", "_"))
         dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        # closable: without it Qt disables the dock's toggle in the View menu
+        dock.setFeatures(
+            QDockWidget.DockWidgetClosable
+            | QDockWidget.DockWidgetMovable
+            | QDockWidget.DockWidgetFloatable
+        )
         self.addDockWidget(area, dock)
         return dock
 
@@ -202,8 +232,9 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "Previous layer", lambda: self.step_layer(-1), QKeySequence("["))
         self._action(view_menu, "Select CLS token", lambda: self.select_token(0))
         view_menu.addSeparator()
-        for dock in self.findChildren(QDockWidget):
+        for dock in self.docks:
             view_menu.addAction(dock.toggleViewAction())
+        self.reset_layout_action = self._action(view_menu, "&Reset layout", self.reset_layout)
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&How to use", self._show_help, QKeySequence.HelpContents)
         self._update_recent_menu()
@@ -264,7 +295,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802
         self.finetune.before_close()  # cancels a run and waits for it; the layout comes back
         self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("window_state", self.saveState())
+        self.settings.setValue("window_state", self.layout_state())
+        self.settings.setValue("layout_version", LAYOUT_KEY)
         if self.model is not None:
             request = self.model.request
             self.settings.setValue("model/name", request.name)
@@ -283,13 +315,40 @@ class MainWindow(QMainWindow):
         device = self.settings.value("model/device", DEFAULT_MODEL.device)
         return ModelRequest(str(name), str(weights), str(device))
 
+    # --- layout ---------------------------------------------------------------------------
+    def _default_geometry(self) -> None:
+        """1400 x 900, or less on a smaller screen, centred on it."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            self.resize(DEFAULT_SIZE)
+            return
+        available = screen.availableGeometry()
+        size = DEFAULT_SIZE.boundedTo(available.size() * 0.95)
+        self.resize(size)
+        self.move(available.center() - QPoint(size.width() // 2, size.height() // 2))
+
     def _restore_layout(self) -> None:
+        """The saved geometry and dock layout, where they can be used: a geometry off every
+        screen or larger than its screen, a layout saved by another version of the app, or
+        bytes that are neither, leave the default in place."""
+        self.default_state = self.layout_state()  # what View > Reset layout restores
         geometry = self.settings.value("geometry")
+        if usable_geometry(geometry) and not self.restoreGeometry(geometry):
+            self._default_geometry()
         state = self.settings.value("window_state")
-        if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        if isinstance(state, QByteArray) and self.settings.value("layout_version") == LAYOUT_KEY:
+            self.set_layout_state(state)  # bytes Qt cannot read change nothing
+
+    def layout_state(self) -> QByteArray:
+        """The docks' and toolbars' places, sizes and visibility."""
+        return self.saveState(LAYOUT_VERSION)
+
+    def set_layout_state(self, state: QByteArray) -> bool:
+        return self.restoreState(state, LAYOUT_VERSION)
+
+    def reset_layout(self) -> None:
+        """View > Reset layout: the docks and toolbars where and as large as they start."""
+        self.finetune.reset_layout(self.default_state)
 
     # --- models -----------------------------------------------------------------------------
     def request_model(self, request: ModelRequest) -> None:
@@ -648,7 +707,7 @@ class MainWindow(QMainWindow):
             return
         self.selection.token = token
         self.view_bar.show_token(token)
-        self._refresh(matrix=False)
+        self._refresh()
 
     def select_layer(self, layer: int) -> None:
         if self.analysis is None:
@@ -662,7 +721,18 @@ class MainWindow(QMainWindow):
             self._refresh()
 
     def step_layer(self, step: int) -> None:
+        if not self.view_bar.applies():  # [ and ] do what the disabled layer box would
+            self.statusBar().showMessage(self.view_bar.layer_spin.toolTip(), 8000)
+            return
         self.select_layer(self.selection.layer + step)
+
+    def _head_tile_clicked(self, head: int) -> None:
+        """A head tile selects that head; under rollout or relevance, whose image no single head
+        makes, the image switches to that head's raw attention."""
+        if not self.view_bar.applies():
+            self.method_bar.set_method("attention")
+            self.statusBar().showMessage("Showing the clicked head's raw attention", 5000)
+        self.select_head(None if head == MEAN else head)
 
     def move_patch(self, d_row: int, d_col: int) -> None:
         if self.analysis is not None:
@@ -680,7 +750,7 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(True)
         self.analysis_shown.emit(self.session.current_key)
 
-    def _refresh(self, matrix: bool = True) -> None:
+    def _refresh(self) -> None:
         """Redraw every view from the stored analysis: numpy slicing, no torch (relevance maps
         come from the worker and are kept in ``self.maps``)."""
         analysis, sel = self.analysis, self.selection
@@ -691,8 +761,7 @@ class MainWindow(QMainWindow):
         self.explanations.draw(patch)
         heads = head_maps(analysis.attention, sel.layer, sel.token, grid, prefix)
         self.head_grid.set_maps(heads, sel.head)
-        if matrix:
-            self.matrix_view.set_matrix(attention_matrix(analysis.attention, sel.layer, sel.head))
+        self.explanations.draw_panels()  # the matrix only when what it shows changed
         self.matrix_view.set_selected_token(sel.token)
 
     # --- hover and messages ------------------------------------------------------------------
@@ -714,7 +783,8 @@ class MainWindow(QMainWindow):
         if query < 0 or matrix.size == 0:
             self.hover_label.setText("")
             return
-        self.hover_label.setText(f"query {query} → key {key} · attention {matrix[query, key]:.4f}")
+        what = self.explanations.matrix_method
+        self.hover_label.setText(f"query {query} → key {key} · {what} {matrix[query, key]:.4f}")
 
     def show_message(self, title: str, text: str) -> None:
         if self.message_box is not None:
@@ -730,3 +800,30 @@ class MainWindow(QMainWindow):
             self.help_window = HelpWindow(self, self.settings)
         self.help_window.show()
         self.help_window.raise_()
+
+
+def usable_geometry(data: object) -> bool:
+    """Whether ``data`` is a saved window geometry (QWidget.saveGeometry) whose window fits on a
+    screen attached now: no larger than its available area and inside it (a frame's width of
+    slack). Read with QDataStream from the documented layout: magic, version, frame and normal
+    geometry."""
+    if not isinstance(data, QByteArray) or data.size() < 40:
+        return False
+    stream = QDataStream(data)
+    stream.setVersion(QDataStream.Qt_4_0)
+    magic, major = stream.readUInt32(), stream.readUInt16()
+    stream.readUInt16()  # minor version
+    frame = [stream.readInt32() for _ in range(4)]  # left, top, right, bottom
+    normal = [stream.readInt32() for _ in range(4)]
+    if stream.status() != QDataStream.Ok or magic != GEOMETRY_MAGIC or not 1 <= major <= 3:
+        return False
+    left, top, right, bottom = normal if normal[2] > normal[0] else frame
+    rect = QRect(QPoint(left, top), QPoint(right, bottom))
+    if rect.width() < 200 or rect.height() < 150:
+        return False
+    for screen in QGuiApplication.screens():
+        available = screen.availableGeometry()
+        fits = rect.width() <= available.width() and rect.height() <= available.height()
+        if fits and available.adjusted(-48, -48, 48, 48).contains(rect):
+            return True
+    return False

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QStyle,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -167,3 +168,27 @@ class NoticeBar(QFrame):
         self.messages = []
         self.label.setText("")
         self.setVisible(False)
+
+
+class Captioned(QWidget):
+    """A view with a line above it that says what it shows (which method, layer and head): seen
+    at a glance, not only in a tooltip."""
+
+    def __init__(self, view: QWidget) -> None:
+        super().__init__()
+        self.view = view
+        self.caption = QLabel("")
+        self.caption.setWordWrap(True)  # a narrow dock wraps the line, never widens
+        self.caption.setTextFormat(Qt.PlainText)
+        self.caption.setContentsMargins(6, 2, 6, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.caption)
+        layout.addWidget(view, 1)
+
+    def set_caption(self, text: str) -> None:
+        self.caption.setText(text)
+
+    def text(self) -> str:
+        return self.caption.text()

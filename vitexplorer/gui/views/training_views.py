@@ -327,7 +327,8 @@ class ConfusionView(pg.GraphicsLayoutWidget):
             self.labels.set_counts(np.zeros((0, 0), np.int64), np.zeros((0, 0), bool))
             self.axis.set_names([])
             self.plot.getAxis("left").setTicks([[]])
-            self.plot.setTitle("Confusion matrix (test images): after training")
+            # two lines: one is wider than the view in a 1024 px window
+            self.plot.setTitle("Confusion matrix (test images):<br>after training")
             return
         self.plot.setTitle("Confusion matrix (test images)")
         rows = np.maximum(self.matrix.sum(1, keepdims=True), 1)

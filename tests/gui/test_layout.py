@@ -1,0 +1,330 @@
+"""The window's layout holds: tabs, View > Reset layout, the View menu's dock toggles, saved
+layouts that cannot be used, a fine-tune form that nothing clips, and the explorer's controls
+and panels saying which method they follow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QByteArray, QRect, QSettings, QSize, Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QLabel,
+    QWidget,
+)
+
+from tests.gui.test_finetune import colour_folder
+from tests.gui.test_main_window import drop_and_wait
+from tests.gui.test_methods import choose
+from vitexplorer.core.explain import rollout_layers, rollout_matrix
+from vitexplorer.gui.app import configure_pyqtgraph
+from vitexplorer.gui.finetune_settings import FinetuneSettings
+from vitexplorer.gui.main_window import LAYOUT_KEY, MainWindow, usable_geometry
+from vitexplorer.gui.workers import ModelRequest
+
+
+def settle(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+    """Let Qt lay the window out (layouts are applied on the event loop)."""
+    for _ in range(3):
+        QApplication.processEvents()
+    qtbot.wait(20)
+
+
+def dock_sizes(window: MainWindow) -> dict[str, tuple[int, int]]:
+    return {dock.objectName(): dock.size().toTuple() for dock in window.docks}
+
+
+def new_window(qtbot, settings: Path, size: QSize | None = None) -> MainWindow:  # noqa: ANN001
+    """A window without a model (the layout alone), resized to ``size`` or, with None, at the
+    geometry it chose itself (the default, or the saved one; never below its minimum size,
+    which is wider than the offscreen platform's 800 x 800 screen)."""
+    configure_pyqtgraph()
+    window = MainWindow(QSettings(str(settings), QSettings.IniFormat), ModelRequest("none"))
+    qtbot.addWidget(window)
+    if size is not None:
+        window.resize(size)
+    window.show()
+    settle(qtbot, window)
+    return window
+
+
+def test_a_tab_round_trip_keeps_every_dock_size(qtbot, window: MainWindow, photo):
+    drop_and_wait(qtbot, window, photo)
+    settle(qtbot, window)
+    before = dock_sizes(window)
+    assert all(w > 100 and h > 100 for w, h in before.values()), before
+    for index in (1, 2, 1, 0):  # fine-tune, analytics, fine-tune, explorer
+        window.tabs.setCurrentIndex(index)
+        settle(qtbot, window)
+        if index:
+            assert not any(dock.isVisible() for dock in window.docks)
+            assert not any(dock.toggleViewAction().isEnabled() for dock in window.docks)
+    assert dock_sizes(window) == before
+    assert all(dock.isVisible() for dock in window.docks)
+    assert all(dock.toggleViewAction().isEnabled() for dock in window.docks)
+    assert all(bar.isVisible() for bar in window.explorer_bars)
+
+
+def test_the_layout_saved_after_a_round_trip_comes_back(qtbot, tmp_path):
+    settings = tmp_path / "s.ini"
+    first = new_window(qtbot, settings)
+    first.resizeDocks([first.docks[1]], [300], Qt.Vertical)  # a layout of the user's own
+    settle(qtbot, first)
+    expected = dock_sizes(first)
+    first.tabs.setCurrentIndex(1)
+    settle(qtbot, first)
+    first.close()  # closed on the fine-tune tab: the explorer's layout is what is saved
+    second = new_window(qtbot, settings)
+    assert second.size() == first.size()
+    assert dock_sizes(second) == expected
+    second.close()
+
+
+def test_reset_layout_restores_the_default_after_a_user_resize(qtbot, tmp_path):
+    window = new_window(qtbot, tmp_path / "s.ini", QSize(1200, 800))
+    default = dock_sizes(window)
+    predictions, heads, matrix, images = window.docks
+    window.resizeDocks([heads], [120], Qt.Vertical)
+    window.resizeDocks([heads], [300], Qt.Horizontal)
+    matrix.toggleViewAction().trigger()  # closed from the View menu
+    images.setFloating(True)
+    settle(qtbot, window)
+    assert dock_sizes(window) != default
+    window.reset_layout_action.trigger()
+    settle(qtbot, window)
+    assert dock_sizes(window) == default
+    assert all(dock.isVisible() and not dock.isFloating() for dock in window.docks)
+
+    window.resizeDocks([heads], [120], Qt.Vertical)  # reset while another tab shows
+    window.tabs.setCurrentIndex(1)
+    window.reset_layout_action.trigger()
+    assert not heads.isVisible(), "the docks stay aside until the explorer comes back"
+    window.tabs.setCurrentIndex(0)
+    settle(qtbot, window)
+    assert dock_sizes(window) == default
+
+
+def test_view_menu_toggles_hide_and_show_the_docks(qtbot, tmp_path):
+    window = new_window(qtbot, tmp_path / "s.ini")
+    view_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
+    toggles = [dock.toggleViewAction() for dock in window.docks]
+    assert all(action in view_menu.actions() for action in toggles)
+    for dock, action in zip(window.docks, toggles, strict=True):
+        assert action.isEnabled() and action.isChecked()
+        action.trigger()
+        assert not dock.isVisible() and not action.isChecked()
+        action.trigger()
+        assert dock.isVisible() and action.isChecked()
+
+
+def _write(settings_path: Path, **values: object) -> None:
+    settings = QSettings(str(settings_path), QSettings.IniFormat)
+    for key, value in values.items():
+        settings.setValue(key, value)
+    settings.sync()
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        {"geometry": QByteArray(b"\x01\xd9\xd0\xcbgarbage"), "window_state": QByteArray(b"junk")},
+        {"geometry": QByteArray(bytes(range(256)) * 3), "window_state": QByteArray(b"\0" * 90)},
+        {"geometry": "not bytes", "window_state": 42},
+    ],
+    ids=["garbage with geometry's magic", "random bytes", "wrong types"],
+)
+def test_a_garbage_saved_layout_is_ignored(qtbot, tmp_path, saved):
+    default = new_window(qtbot, tmp_path / "default.ini")
+    expected = (default.geometry(), dock_sizes(default))
+    _write(tmp_path / "s.ini", layout_version=LAYOUT_KEY, **saved)
+    window = new_window(qtbot, tmp_path / "s.ini")
+    assert (window.geometry(), dock_sizes(window)) == expected
+
+
+def test_a_layout_saved_by_another_version_is_ignored(qtbot, tmp_path):
+    settings = tmp_path / "s.ini"
+    first = new_window(qtbot, settings)
+    default = dock_sizes(first)
+    first.resizeDocks([first.docks[1]], [260], Qt.Vertical)
+    settle(qtbot, first)
+    changed = dock_sizes(first)
+    assert changed != default
+    first.close()
+    same = new_window(qtbot, settings)
+    assert dock_sizes(same) == changed  # this version's layout comes back
+    same.close()
+    _write(settings, layout_version="0.0.1/1")
+    other = new_window(qtbot, settings)
+    assert dock_sizes(other) == default
+
+
+def _saved_geometry(qtbot, rect: QRect) -> QByteArray:  # noqa: ANN001
+    probe = QWidget()
+    qtbot.addWidget(probe)
+    probe.setGeometry(rect)
+    return probe.saveGeometry()
+
+
+def test_an_impossible_geometry_is_ignored(qtbot, tmp_path):
+    screen = QGuiApplication.primaryScreen().availableGeometry()
+    default = new_window(qtbot, tmp_path / "default.ini")
+    fitting = QRect(screen.left() + 30, screen.top() + 40, 640, 480)
+    impossible = {
+        "off-screen": QRect(screen.right() + 2000, screen.bottom() + 2000, 640, 480),
+        "above and left": QRect(-5000, -3000, 640, 480),
+        "larger than the screen": QRect(0, 0, screen.width() * 3, screen.height() * 3),
+        "tiny": QRect(10, 10, 20, 10),
+    }
+    for name, rect in impossible.items():
+        data = _saved_geometry(qtbot, rect)
+        assert not usable_geometry(data), name
+        _write(tmp_path / f"{name}.ini", geometry=data)
+        window = new_window(qtbot, tmp_path / f"{name}.ini")
+        assert window.geometry() == default.geometry(), name
+    data = _saved_geometry(qtbot, fitting)
+    assert usable_geometry(data)
+    _write(tmp_path / "fits.ini", geometry=data)
+    window = new_window(qtbot, tmp_path / "fits.ini")  # no smaller than its minimum size
+    assert window.geometry().topLeft() == fitting.topLeft() != default.geometry().topLeft()
+
+
+# --- the fine-tune form -----------------------------------------------------------------------
+CHECKED = (QLabel, QAbstractButton, QAbstractSpinBox, QComboBox)
+
+
+def clipped(window: MainWindow) -> list[str]:
+    """Every visible label, button, spin box or combo box of the fine-tune column that is
+    narrower than it needs or cut off by the column's edge or the window's."""
+    panel = window.finetune.panel
+    viewport = panel.scroll.viewport()
+    problems = []
+    for widget in panel.scroll.widget().findChildren(QWidget):
+        if not isinstance(widget, CHECKED) or not widget.isVisible():
+            continue
+        text = widget.currentText() if isinstance(widget, QComboBox) else widget.text()
+        name = f"{type(widget).__name__} {text!r}"
+        need = widget.minimumSizeHint().width()
+        if isinstance(widget, QComboBox):
+            need = widget.sizeHint().width()  # the longest entry, not elided
+        if widget.width() < need:
+            problems.append(f"{name}: {widget.width()} px wide, needs {need}")
+        left = widget.mapTo(viewport, widget.rect().topLeft()).x()
+        if left < 0 or left + widget.width() > viewport.width():
+            problems.append(f"{name}: cut by the column's edge")
+        right = widget.mapTo(window, widget.rect().topRight()).x()
+        if right >= window.width():
+            problems.append(f"{name}: cut by the window's edge")
+    return problems
+
+
+@pytest.mark.parametrize("size", [QSize(1024, 700), QSize(1280, 800)], ids=str)
+def test_nothing_in_the_finetune_form_is_clipped(qtbot, window: MainWindow, tmp_path, size):
+    window.resize(size)
+    window.tabs.setCurrentIndex(1)
+    form = window.finetune.panel.form
+    qtbot.mouseClick(form.more_button, Qt.LeftButton)
+    for source, freeze in (("cifar10", "head"), ("folder", "last"), ("folder", "none")):
+        choose(form.source_box, source)
+        if source == "folder":
+            form.folder_edit.setText(str(colour_folder(tmp_path / "c", per_class=1)))
+        choose(form.freeze_box, freeze)
+        settle(qtbot, window)
+        assert window.size() == size
+        assert form.mixed_precision.isVisible() and form.seed.isVisible()
+        assert form.folder_button.isVisible() == (source == "folder")
+        assert form.blocks.isVisible() == (freeze == "last")
+        assert clipped(window) == [], (source, freeze)
+    curves = window.finetune.panel.curves  # the three plots side by side, none cut off
+    assert curves.mapTo(window, curves.rect().topRight()).x() < window.width()
+    assert curves.width() >= curves.ci.effectiveSizeHint(Qt.MinimumSize).width()
+
+
+def test_train_choices_name_what_trains_and_old_settings_map_to_them(qtbot, tmp_path):
+    def form_with(value: object) -> FinetuneSettings:
+        path = tmp_path / f"{abs(hash(str(value)))}.ini"
+        if value is not None:
+            _write(path, **{"finetune/freeze": value})
+        form = FinetuneSettings(QSettings(str(path), QSettings.IniFormat))
+        qtbot.addWidget(form)
+        form.set_num_layers(12)
+        return form
+
+    form = form_with(None)
+    box = form.freeze_box
+    texts = [box.itemText(i) for i in range(box.count())]
+    assert texts == ["Head only", "Head + last blocks", "Everything"]
+    assert [box.itemData(i) for i in range(box.count())] == ["head", "last", "none"]
+    assert not any("nothing" in text.lower() for text in texts)
+    # values saved by older versions, whose labels were "Last blocks and head" and
+    # "Nothing (train everything)", and the engine's own last:N
+    for saved, text, freeze in [
+        ("head", "Head only", "head"),
+        ("last", "Head + last blocks", "last:1"),
+        ("none", "Everything", "none"),
+        ("last:3", "Head + last blocks", "last:3"),
+        ("last:many", "Head only", "head"),
+        ("something else", "Head only", "head"),
+    ]:
+        form = form_with(saved)
+        assert (form.freeze_box.currentText(), form.freeze()) == (text, freeze), saved
+    form = form_with("none")
+    assert form.trained_blocks() == 12
+
+
+# --- methods: which controls apply, what the panels show --------------------------------------
+def test_rollout_and_relevance_disable_layer_and_head_and_the_panels_say_so(
+    qtbot, window: MainWindow, photo
+):
+    drop_and_wait(qtbot, window, photo)
+    bar, methods = window.view_bar, window.method_bar
+    heads, matrix = window.heads_panel, window.matrix_panel
+    attention = window.analysis.attention
+    assert bar.layer_spin.isEnabled() and bar.head_box.isEnabled()
+    assert heads.caption.isVisible() and matrix.caption.isVisible()
+    assert heads.text() == "Raw attention · layer 1 · the CLS token"
+    assert matrix.text() == "Raw attention · layer 1, mean of heads"
+
+    choose(methods.method_box, "rollout")
+    assert not bar.layer_spin.isEnabled() and not bar.head_box.isEnabled()
+    assert "Rollout multiplies every layer" in bar.layer_spin.toolTip()
+    assert "Rollout" in bar.head_box.toolTip()
+    assert heads.text() == "Raw attention, not rollout · layer 1 · the CLS token"
+    assert matrix.text().startswith("Rollout · mean of heads")
+    expected = rollout_matrix(rollout_layers(attention, "mean", 0.0, 0, 1))
+    np.testing.assert_allclose(window.matrix_view.matrix, expected, rtol=1e-5)
+    choose(methods.fusion_box, "max")
+    methods.start_spin.setValue(2)
+    expected = rollout_matrix(rollout_layers(attention, "max", 0.0, 1, 1))
+    np.testing.assert_allclose(window.matrix_view.matrix, expected, rtol=1e-5)
+    assert matrix.text().startswith("Rollout · max of heads, from layer 2")
+    qtbot.keyClick(window.image_view, Qt.Key_BracketRight)  # [ and ] follow the disabled box
+    assert window.selection.layer == 0
+    assert "Rollout" in window.statusBar().currentMessage()
+
+    choose(methods.method_box, "relevance")
+    assert not bar.layer_spin.isEnabled() and not bar.head_box.isEnabled()
+    assert "Relevance combines every layer" in bar.layer_spin.toolTip()
+    assert heads.text() == "Raw attention, not relevance · layer 1 · the CLS token"
+    assert matrix.text() == "Raw attention, not relevance · layer 1, mean of heads"
+    np.testing.assert_allclose(window.matrix_view.matrix, attention[0].mean(0), rtol=1e-6)
+
+    methods.compare_box.setChecked(True)  # raw attention beside: layer and head apply again
+    choose(window.compare_bar.method_box, "attention")
+    assert bar.layer_spin.isEnabled() and bar.head_box.isEnabled()
+    choose(window.compare_bar.method_box, "rollout")
+    assert not bar.layer_spin.isEnabled()
+    methods.compare_box.setChecked(False)
+
+    _, box, _, _ = window.head_grid.tiles[1]  # a head tile shows that head's raw attention
+    centre = window.head_grid.mapFromScene(box.sceneBoundingRect().center())
+    qtbot.mouseClick(window.head_grid.viewport(), Qt.LeftButton, pos=centre)
+    assert methods.choice().method == "attention" and window.selection.head == 1
+    assert bar.layer_spin.isEnabled() and bar.head_box.currentText() == "Head 2"
+    assert matrix.text() == "Raw attention · layer 1, head 2"
+    np.testing.assert_array_equal(window.matrix_view.matrix, attention[0, 1])
