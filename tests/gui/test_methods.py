@@ -154,15 +154,16 @@ def test_export_writes_picture_map_and_method_card(
     with Image.open(folder / "photo.rollout.png") as png:
         assert png.width > 100 and png.height > 100
     assert card["method"] == "rollout"
-    assert card["parameters"] == {
-        "token": 1 + 1 * 6 + 2, "head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 0,
+    assert card["parameters"] == {  # tokens and layers from 1
+        "token": 1 + 1 * 6 + 2 + 1, "head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 1,
     }  # fmt: skip
     assert card["model"]["weights"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert card["image"] == str(photo)
     assert card["preprocessing"]["center_crop"] == 48
     compare = json.loads((folder / "photo.rollout.compare.json").read_text())
     assert compare["method"] == "attention"
-    assert compare["parameters"] == {"layer": 0, "head": None, "token": 9}
+    assert compare["parameters"] == {"layer": 1, "head": None, "token": 10}
+    assert compare["map"]["axes"] == ["axis 0: patch rows 1..6", "axis 1: patch columns 1..6"]
     assert f"Exported {len(names)} files" in window.statusBar().currentMessage()
 
 

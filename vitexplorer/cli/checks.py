@@ -152,6 +152,7 @@ def run_sanity(options: argparse.Namespace) -> int:
     from vitexplorer.core.checks import sanity_check
     from vitexplorer.core.data import ImageLoadError, load_image, preprocess
     from vitexplorer.core.methods import hold_target, image_logits, method_explainer
+    from vitexplorer.core.numbering import map_axes
     from vitexplorer.core.provenance import method_card
 
     mode = file_mode()
@@ -193,7 +194,13 @@ def run_sanity(options: argparse.Namespace) -> int:
                 "seed": options.seed,
                 "target_class": _held_class(options.method, chosen, held, model),
                 "steps": [_step_facts(s) for s in steps],
-                "maps": {"file": f"{stem}.sanity.npy", "shape": list(maps.shape)},
+                "maps": {
+                    "file": f"{stem}.sanity.npy",
+                    "shape": list(maps.shape),
+                    "axes": map_axes(
+                        *maps.shape[1:], leading=f"steps: {', '.join(s.name for s in steps)}"
+                    ),
+                },
                 "warnings": warnings,
             },
         )
