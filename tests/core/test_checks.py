@@ -259,7 +259,7 @@ def test_faithfulness_of_a_planted_detector(tmp_path: Path) -> None:
     ]
     result = events[-1]
     assert isinstance(result, FaithfulnessResult) and not result.cancelled
-    assert [i.source for i in result.images] == ["image 0"]
+    assert [i.source for i in result.images] == ["image 1"]  # counted from 1
     assert result.skipped[0][0] == str(broken) and "not an image" in result.skipped[0][1]
     (one,) = result.images
     assert one.target == 0 and one.positive.shape == one.negative.shape == (11,)

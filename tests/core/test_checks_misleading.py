@@ -287,7 +287,7 @@ def test_a_flat_map_is_left_out_of_the_means() -> None:
     assert np.isnan(flat.positive_auc) and np.isnan(flat.negative_auc)
     assert flat.positive.shape == (5,) and np.isfinite(flat.positive).all()
     assert first.note is None and third.note is None
-    assert result.excluded == [("image 1", flat.note)]
+    assert result.excluded == [("image 2", flat.note)]  # the second, counted from 1
     assert result.positive_auc == pytest.approx((first.positive_auc + third.positive_auc) / 2)
     np.testing.assert_allclose(result.negative_curve, (first.negative + third.negative) / 2)
 

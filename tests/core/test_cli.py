@@ -25,6 +25,7 @@ from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic  # noq
 from vitexplorer.core import models  # noqa: E402
 from vitexplorer.core.data import display_crop, preprocess  # noqa: E402
 from vitexplorer.core.explain import attention_map  # noqa: E402
+from vitexplorer.core.figure import enlarge  # noqa: E402
 from vitexplorer.core.models import WeightsDownload, load_model  # noqa: E402
 from vitexplorer.core.overlay import render_overlay  # noqa: E402
 
@@ -115,15 +116,24 @@ def test_analyze_writes_attention_predictions_and_overlay(checkpoint, tmp_path, 
 
     with Image.open(out / "photo.cls.png") as png:
         assert png.mode == "RGB"
-        overlay = np.asarray(png)
+        figure = np.asarray(png)
     display = display_crop(rgb, model.spec)
-    assert display.shape == (40, 40, 3)  # the 40x40 centre crop of a 50x40 image, kept at 40 px
-    assert overlay.shape == display.shape
-    assert not np.array_equal(overlay, display)
-    # the picture is the written attention's last-layer CLS map (mean over heads) over the crop
+    assert display.shape == (40, 40, 3)  # the 40x40 centre crop of a 50x40 image
+    picture = facts["picture"]
+    assert picture["file"] == "photo.cls.png" and picture["size"] == [png.width, png.height]
+    assert picture["title"] == "attention · layer 2 of 2, mean of heads · the CLS token"
+    area = picture["map_area"]
+    assert picture["scale"] == 12 and area["width"] == area["height"] == 480  # 40 px x 12
+    overlay = figure[
+        area["top"] : area["top"] + area["height"], area["left"] : area["left"] + area["width"]
+    ]
+    # the map area is the written attention's last-layer CLS map (mean over heads) over the
+    # crop, enlarged
     cls_map = attention_map(attention, 1, None, 0, (4, 4), 1)
     np.testing.assert_allclose(cls_map, attention[1, :, 0, 1:].mean(0).reshape(4, 4), atol=1e-7)
-    assert np.array_equal(overlay, render_overlay(display, cls_map, cli.colour_table()))
+    expected = render_overlay(enlarge(display, 12), cls_map, cli.colour_table())
+    assert np.array_equal(overlay, expected)
+    assert facts["attention_axes"][0] == "axis 0: layers 1..2"
 
     captured = capsys.readouterr()
     top1 = predictions[0]

@@ -39,7 +39,7 @@ def test_analyze_writes_each_methods_map_png_and_card(checkpoint, tmp_path, caps
         [
             "analyze", str(photo), "--model", str(checkpoint), "--out", str(out),
             "--method", "attention", "--method", "rollout", "--method", "relevance",
-            "--head-fusion", "max", "--discard-ratio", "0.5", "--start-layer", "1",
+            "--head-fusion", "max", "--discard-ratio", "0.5", "--start-layer", "2",
         ]
     )  # fmt: skip
     assert status == 0, capsys.readouterr().err
@@ -53,7 +53,7 @@ def test_analyze_writes_each_methods_map_png_and_card(checkpoint, tmp_path, caps
 
     rollout = np.load(out / "photo.rollout.npy")
     assert rollout.dtype == np.float32 and rollout.shape == grid
-    expected = rollout_map(attention, 0, grid, 1, "max", 0.5, 1)
+    expected = rollout_map(attention, 0, grid, 1, "max", 0.5, 1)  # --start-layer 2: index 1
     np.testing.assert_allclose(rollout, expected, rtol=1e-6)
 
     cls_map = np.load(out / "photo.attention.npy")  # layer -1, mean of heads, CLS row
@@ -75,11 +75,16 @@ def test_analyze_writes_each_methods_map_png_and_card(checkpoint, tmp_path, caps
             == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
         )
         assert card["image"] == str(photo)
+        # each figure shows the crop the model saw (40 px) at the same size: 12 x 40 = 480 px
+        area = card["picture"]["map_area"]
+        assert (area["width"], area["height"], card["picture"]["scale"]) == (480, 480, 12)
+        assert area == facts["picture"]["map_area"]  # as the CLS figure's
         with Image.open(out / f"photo.{method}.png") as png:
-            assert png.size == Image.open(out / "photo.cls.png").size  # the crop the model saw
+            assert list(png.size) == card["picture"]["size"]
     rollout_card = json.loads((out / "photo.rollout.json").read_text())
+    # from 1: the first token (CLS) and the second layer
     assert rollout_card["parameters"] == {
-        "token": 0, "head_fusion": "max", "discard_ratio": 0.5, "start_layer": 1,
+        "token": 1, "head_fusion": "max", "discard_ratio": 0.5, "start_layer": 2,
     }  # fmt: skip
     relevance_card = json.loads((out / "photo.relevance.json").read_text())
     assert relevance_card["target"]["index"] == relevance.target
@@ -112,8 +117,9 @@ def test_target_class_by_name_or_index_and_bad_options_exit_2(checkpoint, tmp_pa
 
     bad = {
         ("--discard-ratio", "1.5"): "discard ratio",
-        ("--start-layer", "2"): "start layer",
-        ("--layer", "5"): "layer 5",
+        ("--start-layer", "3"): "--start-layer 3: layers are numbered from 1; this model has "
+        "layers 1 to 2",
+        ("--layer", "5"): "--layer 5: layers are numbered from 1; this model has layers 1 to 2",
         ("--target-class", "10"): "outside 0..9",
         ("--target-class", "no such class"): "not one of the model's 10 class names",
     }
@@ -149,9 +155,10 @@ def test_stats_writes_the_averaged_table_and_the_plot(checkpoint, tmp_path, caps
     lines = (out / "head_stats.csv").read_text().splitlines()
     assert lines[0] == "layer,head,mean_distance_px,entropy_nats,prefix_share,images"
     rows = [line.split(",") for line in lines[1:]]
-    assert [(int(r[0]), int(r[1])) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    # layers and heads numbered from 1, as the plot and the app number them
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     for layer, head, distance, entropy, share, images in rows:
-        layer, head = int(layer), int(head)
+        layer, head = int(layer) - 1, int(head) - 1  # the arrays' indices
         assert float(distance) == pytest.approx(expected.distance[layer, head], abs=1e-3)
         assert float(entropy) == pytest.approx(expected.entropy[layer, head], abs=1e-4)
         assert float(share) == pytest.approx(expected.prefix_share[layer, head], abs=1e-4)

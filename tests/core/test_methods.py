@@ -128,11 +128,20 @@ def test_bad_options_are_refused(kwargs: dict, message: str) -> None:
     ("method", "options", "message"),
     [
         ("saliency", MethodOptions(), "unknown method 'saliency'; use one of attention, rollout"),
-        ("attention", MethodOptions(layer=2), "layer 2 does not exist: the model has 2"),
+        # the options hold indices (layer=2 is the third layer); messages count from 1
+        (
+            "attention",
+            MethodOptions(layer=2),
+            "layer 3 does not exist: the model has layers 1 to 2",
+        ),
         ("attention", MethodOptions(layer=-3), "layer -3 does not exist"),
-        ("attention", MethodOptions(head=2), "head 2 does not exist"),
-        ("rollout", MethodOptions(token=7), "token 7 does not exist: the model has 7"),
-        ("rollout", MethodOptions(start_layer=2), "start layer 2 must be from 0 to 1"),
+        ("attention", MethodOptions(head=2), "head 3 does not exist: the model has heads 1 to 2"),
+        ("rollout", MethodOptions(token=7), "token 8 does not exist: the model has tokens 1 to 7"),
+        (
+            "rollout",
+            MethodOptions(start_layer=2),
+            "start layer 3 does not exist: the model has layers 1 to 2",
+        ),
         ("relevance", MethodOptions(), "needs a model and a batch"),
     ],
 )
@@ -145,7 +154,7 @@ def test_options_that_do_not_fit_the_model(
 
 def test_relevance_options_are_checked(model: LoadedModel) -> None:
     image = _image()
-    with pytest.raises(ValueError, match="CLS token \\(token 0\\) only, not token 3"):
+    with pytest.raises(ValueError, match="CLS token \\(token 1\\) only, not token 4"):
         explanation_map("relevance", MethodOptions(token=3), model=model, batch=image)
     with pytest.raises(ValueError, match="target class 10 is outside 0..9"):
         explanation_map("relevance", MethodOptions(target_class=10), model=model, batch=image)
@@ -155,8 +164,8 @@ def test_relevance_options_are_checked(model: LoadedModel) -> None:
         explanation_map("attention", MethodOptions())
     with pytest.raises(ValueError, match="unknown method"):
         method_explainer("gradcam", MethodOptions())
-    with pytest.raises(ValueError, match="head 5 does not exist"):
-        model_explainer(model, "attention", MethodOptions(head=5))
+    with pytest.raises(ValueError, match="head 6 does not exist: the model has heads 1 to 2"):
+        model_explainer(model, "attention", MethodOptions(head=5))  # index 5: head 6
 
 
 def test_method_card_options() -> None:

@@ -26,8 +26,9 @@ def test_prefix_tokens_are_named_and_labelled() -> None:
     assert spec.token_label(0) == "the CLS token"
     assert spec.token_label(1) == "the distillation token"
     assert spec.token_label(3) == "register 2"
-    assert spec.token_label(6) == "patch row 0, col 0"
-    assert spec.token_label(6 + 4 + 3) == "patch row 1, col 3"  # a 4x4 grid, row-major
+    # rows and columns counted from 1, as everywhere people read them
+    assert spec.token_label(6) == "patch row 1, col 1"
+    assert spec.token_label(6 + 4 + 3) == "patch row 2, col 4"  # a 4x4 grid, row-major
     assert spec.num_tokens == 6 + 16
     assert spec.describe()["prefix_tokens"] == ["cls", "dist", "reg", "reg", "reg", "reg"]
     # without kinds said, every prefix token is a class token (the models before families)
@@ -38,7 +39,7 @@ def test_a_model_without_prefix_tokens_starts_on_the_centre_patch() -> None:
     spec = replace(tiny_spec(), num_prefix_tokens=0, grid_shape=(3, 5))
     assert spec.grid == (3, 5) and spec.num_tokens == 15
     assert spec.default_token() == 1 * 5 + 2
-    assert spec.token_label(spec.default_token()) == "patch row 1, col 2"
+    assert spec.token_label(spec.default_token()) == "patch row 2, col 3"  # the middle of 3x5
     selection = Selection(layer=0, head=None, token=9)
     selection.fit(spec)
     assert selection.token == 7

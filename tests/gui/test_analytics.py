@@ -203,11 +203,11 @@ def test_export_writes_the_statistics_and_the_figures(
     assert {p.name for p in tmp_path.iterdir()} == names, "no temporary file is left behind"
     with open(tmp_path / "head_stats.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(int(r["layer"]), int(r["head"])) for r in rows] == [
-        (layer, head) for layer in range(3) for head in range(2)
+    assert [(int(r["layer"]), int(r["head"])) for r in rows] == [  # from 1, as the plot
+        (layer, head) for layer in (1, 2, 3) for head in (1, 2)
     ]
     for row in rows:
-        layer, head = int(row["layer"]), int(row["head"])
+        layer, head = int(row["layer"]) - 1, int(row["head"]) - 1  # the arrays' indices
         assert float(row["mean_distance_px"]) == pytest.approx(IMAGE_STATS.distance[layer, head])
         assert float(row["entropy_nats"]) == pytest.approx(IMAGE_STATS.entropy[layer, head])
         assert float(row["prefix_share"]) == pytest.approx(IMAGE_STATS.prefix_share[layer, head])

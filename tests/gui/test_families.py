@@ -54,10 +54,10 @@ def test_a_timm_model_with_a_distillation_token(
     bar.prefix_box.setCurrentIndex(1)
     bar.prefix_box.activated.emit(1)
     assert window.selection.token == 1
-    assert "the distillation token (token 1)" in window.image_view.title.text
+    assert "the distillation token (token 2)" in window.image_view.title.text  # from 1
     window.select_token(2 + 14 * 3 + 5)  # a patch: the grid keeps the prefix tokens out
     assert window.selection.patch(spec) == (3, 5)
-    assert "patch row 3, col 5" in window.image_view.title.text
+    assert "patch row 4, col 6" in window.image_view.title.text  # rows and columns from 1
 
 
 def test_a_hugging_face_image_encoder(

@@ -90,7 +90,7 @@ def test_click_patch_then_change_layer_and_head(qtbot, window: MainWindow, photo
     heat = window.image_view.heat.image
     np.testing.assert_allclose(heat, expected_row(window, 0, None, 17), rtol=1e-6)
     assert window.image_view.selection.rect().topLeft() == QPointF(4, 2)
-    assert window.matrix_view.row_marker.rect().top() == 17
+    assert window.matrix_view.row_marker.rect().top() == 17.5  # token 18's cell: 17.5 to 18.5
 
     window.view_bar.layer_spin.setValue(3)  # the spin box counts from 1
     window.view_bar.head_box.setCurrentIndex(2)  # "Head 2"
@@ -113,7 +113,7 @@ def test_head_tile_and_matrix_row_clicks_select(qtbot, window: MainWindow, photo
     assert window.view_bar.head_box.currentText() == "Head 3"
 
     matrix = window.matrix_view
-    scene = matrix.plot.vb.mapViewToScene(QPointF(3.5, 30.5))
+    scene = matrix.plot.vb.mapViewToScene(QPointF(4, 31))  # token 31 (from 1): index 30
     qtbot.mouseClick(matrix.viewport(), Qt.LeftButton, pos=matrix.mapFromScene(scene))
     assert window.selection.token == 30
     np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 0, 2, 30))
@@ -146,8 +146,8 @@ def test_hover_reports_patch_and_value(qtbot, window: MainWindow, photo):
     scene = view.view.mapViewToScene(QPointF(5.5, 1.5))
     view.scene().sigMouseMoved.emit(scene)
     value = expected_row(window, 0, None, 0)[1, 5]
-    assert window.hover_label.text() == (
-        f"patch row 1, col 5 (token {1 + 6 + 5}) · attention {value:.4f}"
+    assert window.hover_label.text() == (  # rows, columns and tokens from 1
+        f"patch row 2, col 6 (token {1 + 6 + 5 + 1}) · attention {value:.4f}"
     )
 
 

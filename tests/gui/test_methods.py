@@ -154,15 +154,16 @@ def test_export_writes_picture_map_and_method_card(
     with Image.open(folder / "photo.rollout.png") as png:
         assert png.width > 100 and png.height > 100
     assert card["method"] == "rollout"
-    assert card["parameters"] == {
-        "token": 1 + 1 * 6 + 2, "head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 0,
+    assert card["parameters"] == {  # tokens and layers from 1
+        "token": 1 + 1 * 6 + 2 + 1, "head_fusion": "mean", "discard_ratio": 0.0, "start_layer": 1,
     }  # fmt: skip
     assert card["model"]["weights"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert card["image"] == str(photo)
     assert card["preprocessing"]["center_crop"] == 48
     compare = json.loads((folder / "photo.rollout.compare.json").read_text())
     assert compare["method"] == "attention"
-    assert compare["parameters"] == {"layer": 0, "head": None, "token": 9}
+    assert compare["parameters"] == {"layer": 1, "head": None, "token": 10}
+    assert compare["map"]["axes"] == ["axis 0: patch rows 1..6", "axis 1: patch columns 1..6"]
     assert f"Exported {len(names)} files" in window.statusBar().currentMessage()
 
 
@@ -302,7 +303,7 @@ def test_the_compare_view_follows_a_model_switch(qtbot, window: MainWindow, phot
     choose(window.compare_bar.method_box, "rollout")
     click_patch(qtbot, window, 5, 5)
     compare = window.compare_view
-    assert window.selection.token == 36 and "(token 36)" in compare.title.text
+    assert window.selection.token == 36 and "(token 37)" in compare.title.text
     assert compare.heat_values.shape == (6, 6)
     second = _second_checkpoint(tmp_path)
     with qtbot.waitSignal(window.model_changed, timeout=30000):
@@ -310,7 +311,7 @@ def test_the_compare_view_follows_a_model_switch(qtbot, window: MainWindow, phot
     # the new model is in use (its analysis on its way, or here): neither view shows the old
     for view in (window.image_view, compare):
         assert view.heat_values.shape in ((0, 0), (4, 4)), "the old model's map is still drawn"
-        assert "token 36" not in view.title.text
+        assert "token 37" not in view.title.text
     qtbot.waitUntil(lambda: window.analysis is not None, timeout=30000)
     qtbot.waitUntil(lambda: compare.heat_values.shape == (4, 4), timeout=5000)
     token = window.selection.token
@@ -318,7 +319,7 @@ def test_the_compare_view_follows_a_model_switch(qtbot, window: MainWindow, phot
     label = window.analysis.spec.token_label(token)
     for view in (window.image_view, compare):
         assert view.grid == (4, 4)
-        assert f"{label} (token 0)" in view.title.text, view.title.text
+        assert f"{label} (token 1)" in view.title.text, view.title.text
     rollout = rollout_map(window.analysis.attention, 0, (4, 4), 1)
     np.testing.assert_allclose(compare.heat_values, rollout, rtol=1e-5)
 

@@ -32,14 +32,18 @@ def analyze_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} analyze",
         description="Run a ViT on each image and write, per image, into DIR: <stem>.attention.npy "
-        "(float32, layers x heads x tokens x tokens), <stem>.json (model facts and the top-5 "
-        "predictions) and <stem>.cls.png (the last layer's CLS attention, mean over heads, over "
-        "the crop the model saw). Each --method adds <stem>.<method>.npy (the CLS token's map "
-        "over the patch grid, float32, grid rows x grid columns), <stem>.<method>.png (that map "
-        "over the crop) and <stem>.<method>.json (a method card: model, weights file hash, "
-        "preprocessing, method and parameters, so the map can be made again). With --method "
-        "attention, <stem>.attention.npy is that map and the whole capture is written as "
-        "<stem>.attention_all.npy.",
+        "(float32, layers x heads x tokens x tokens), <stem>.json (model facts, what the array's "
+        "axes hold and the top-5 predictions) and <stem>.cls.png (the last layer's CLS "
+        "attention, mean over heads, over the crop the model saw). Each --method adds "
+        "<stem>.<method>.npy (the CLS token's map over the patch grid, float32, grid rows x grid "
+        "columns), <stem>.<method>.png (that map over the crop) and <stem>.<method>.json (a "
+        "method card: model, weights file hash, preprocessing, method and parameters, so the map "
+        "can be made again). With --method attention, <stem>.attention.npy is that map and the "
+        "whole capture is written as <stem>.attention_all.npy. The PNGs are figures at least "
+        "448 px across (each patch a sharp block), titled with the method, layer, head and "
+        "token, with a labelled colour bar. Layers, heads, tokens, patch rows and columns are "
+        "numbered from 1, in the options and in every file; the .npy arrays keep numpy's "
+        "0-based axes (index 0 of the layer axis is layer 1).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
     add_model_arguments(parser)
@@ -75,14 +79,15 @@ def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True)
         type=int,
         default=-1,
         metavar="L",
-        help="attention: the layer, from 0; -1 is the last (default: -1)",
+        help="attention: the layer, from 1 (the first) to the number of layers; -1 is the "
+        "last, -2 the one before (default: -1)",
     )
     methods.add_argument(
         "--head",
         type=int,
         default=None,
         metavar="H",
-        help="attention: the head, from 0 (default: the mean of the heads)",
+        help="attention: the head, from 1 (default: the mean of the heads)",
     )
     methods.add_argument(
         "--head-fusion",
@@ -101,9 +106,9 @@ def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True)
     methods.add_argument(
         "--start-layer",
         type=int,
-        default=0,
+        default=1,
         metavar="L",
-        help="rollout: the first layer multiplied in, from 0 (default: 0)",
+        help="rollout: the first layer multiplied in, from 1 (default: 1, every layer)",
     )
     methods.add_argument(
         "--target-class",
@@ -115,19 +120,33 @@ def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True)
 
 
 def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -> Any:
-    """The parsed method options as a checked ``MethodOptions`` for this model, or Failed."""
+    """The parsed method options as a checked ``MethodOptions`` for this model, or Failed.
+
+    People give layers and heads from 1 (a negative layer counts from the last); the options
+    come back as the code holds them, 0-based, the layer resolved to its place (so a card
+    names layer 12, not -1). A number outside the model is refused in one line that states
+    the convention and the range."""
     from vitexplorer.core.methods import MethodOptions
+    from vitexplorer.core.numbering import index_of
 
     target = options.target_class
     if target is not None:
         target = class_index(target, spec.class_names)
     try:
+        layers, heads = spec.num_layers, spec.num_heads
+        layer = index_of(options.layer, "--layer", layers, "layer", from_end=True)
+        head = options.head
+        if head is not None:
+            head = index_of(
+                head, "--head", heads, "head", hint="leave --head out for the mean of the heads"
+            )
+        start = index_of(options.start_layer, "--start-layer", layers, "layer")
         chosen = MethodOptions(
-            layer=options.layer,
-            head=options.head,
+            layer=layer,
+            head=head,
             head_fusion=options.head_fusion,
             discard_ratio=options.discard_ratio,
-            start_layer=options.start_layer,
+            start_layer=start,
             target_class=target,
         )
         for method in methods:
@@ -255,12 +274,14 @@ def write_outputs(
     """Write ``<stem>.attention.npy`` (or ``attention_name``), ``<stem>.json`` and
     ``<stem>.cls.png``; returns them. The JSON is strict: a probability that is not finite is
     null, and ``warnings`` says why (a model whose output is the same for every class, or not
-    finite, gets one)."""
+    finite, gets one). It says what the array's axes hold (layers, heads and tokens from 1 at
+    index 0) and where the map lies in the PNG, a figure of at least 448 px with a title and
+    a colour bar."""
     import numpy as np
-    from PIL import Image
 
     from vitexplorer.core.explain import attention_map
-    from vitexplorer.core.overlay import render_overlay
+    from vitexplorer.core.figure import map_title, render_figure
+    from vitexplorer.core.numbering import NUMBERING, attention_axes
     from vitexplorer.core.provenance import strict_json
 
     spec = analysis.spec
@@ -273,16 +294,19 @@ def write_outputs(
         ],
         "forward_seconds": analysis.seconds,
         "warnings": output_warnings(analysis),
+        "numbering": NUMBERING,
     }
+    cls_options = {"layer": spec.num_layers - 1, "head": None, "token": 0}
     cls_map = attention_map(
         analysis.attention,
-        layer=spec.num_layers - 1,
+        layer=cls_options["layer"],
         head=None,
         token=0,
         grid=spec.grid,
         num_prefix=spec.num_prefix_tokens,
     )
-    picture = Image.fromarray(render_overlay(analysis.display, cls_map, lut))
+    title = map_title("attention", cls_options, spec)
+    figure = render_figure(analysis.display, cls_map, lut, title, subtitle(spec, source))
     attention = np.ascontiguousarray(analysis.attention, dtype=np.float32)
     paths = [
         out_dir / (attention_name or f"{stem}.attention.npy"),
@@ -290,15 +314,24 @@ def write_outputs(
         out_dir / f"{stem}.cls.png",
     ]
     facts["attention_file"] = paths[0].name
+    facts["attention_axes"] = attention_axes(
+        spec.num_layers, spec.num_heads, spec.num_tokens, spec.num_prefix_tokens
+    )
+    facts["picture"] = {"title": title, **figure.facts(paths[2].name)}
     text = strict_json(facts)[0]
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, attention, allow_pickle=False),
         lambda f: f.write(text),
-        lambda f: picture.save(f, format="PNG"),
+        lambda f: figure.image.save(f, format="PNG"),
     ]
     for path, write in zip(paths, writers, strict=True):
         write_atomic(path, write, mode)
     return paths
+
+
+def subtitle(spec: Any, source: str | os.PathLike[str]) -> str:
+    """The line under a PNG's title: the model and the image."""
+    return f"{spec.display_name} · {Path(source).name}"
 
 
 def full_name(stem: str, methods: list[str]) -> str:
@@ -318,9 +351,11 @@ def explain_methods(
 ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Each method's CLS map for one image, with its method card. A card's ``warnings`` say
     what makes the map mean nothing: the model's output (the same for every class, or not
-    finite) and a map that ranks no patch above another (zero or one value everywhere)."""
+    finite) and a map that ranks no patch above another (zero or one value everywhere); its
+    ``title`` is the PNG's (method, layer, head and token, from 1)."""
     from vitexplorer.core.analysis import flat_map
     from vitexplorer.core.data import preprocess
+    from vitexplorer.core.figure import map_title
     from vitexplorer.core.methods import explanation_map
     from vitexplorer.core.provenance import method_card
 
@@ -345,7 +380,9 @@ def explain_methods(
         heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
         flat = flat_map(heat, f"the {method} map")
         extra["warnings"] = output_warnings(analysis) + ([flat] if flat else [])
-        card = method_card(model, method, options.as_dict(method), source, extra)
+        parameters = options.as_dict(method)
+        extra["title"] = map_title(method, parameters, spec, extra.get("target"))
+        card = method_card(model, method, parameters, source, extra)
         results[method] = (heat, card)
     return results
 
@@ -360,25 +397,35 @@ def write_method_outputs(
     lut: np.ndarray,
     mode: int = 0o644,
 ) -> list[Path]:
-    """Write ``<stem>.<method>.npy``, ``.png`` and ``.json`` (the method card, strict JSON:
-    what is not finite is null); returns them."""
+    """Write ``<stem>.<method>.npy`` (the map as computed), ``.png`` (a figure: the map over
+    the crop, at least 448 px, with the card's ``title`` and a colour bar) and ``.json`` (the
+    method card, strict JSON: what is not finite is null); returns them."""
     import numpy as np
-    from PIL import Image
 
-    from vitexplorer.core.overlay import render_overlay
+    from vitexplorer.core.figure import render_figure
+    from vitexplorer.core.numbering import map_axes
     from vitexplorer.core.provenance import strict_json
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
-    picture = Image.fromarray(render_overlay(analysis.display, heat, lut))
+    title = card.get("title") or method
+    figure = render_figure(
+        analysis.display, heat, lut, title, subtitle(analysis.spec, card["image"])
+    )
     paths = [out_dir / f"{stem}.{method}.{ext}" for ext in ("npy", "png", "json")]
     card = {
         **card,
-        "map": {"file": paths[0].name, "shape": list(heat.shape), "dtype": "float32"},
+        "map": {
+            "file": paths[0].name,
+            "shape": list(heat.shape),
+            "dtype": "float32",
+            "axes": map_axes(*heat.shape),
+        },
+        "picture": figure.facts(paths[1].name),
     }
     text = strict_json(card)[0]
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, heat, allow_pickle=False),
-        lambda f: picture.save(f, format="PNG"),
+        lambda f: figure.image.save(f, format="PNG"),
         lambda f: f.write(text),
     ]
     for path, write in zip(paths, writers, strict=True):

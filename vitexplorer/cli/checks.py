@@ -159,6 +159,7 @@ def run_sanity(options: argparse.Namespace) -> int:
     from vitexplorer.core.checks import sanity_check
     from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
     from vitexplorer.core.methods import hold_target, image_logits, method_explainer
+    from vitexplorer.core.numbering import map_axes
     from vitexplorer.core.provenance import method_card
 
     keep = options.aspect == "keep"
@@ -201,7 +202,11 @@ def run_sanity(options: argparse.Namespace) -> int:
         }
         if keep:  # how the input was made, so the maps can be made again (as analyze's cards)
             facts["input"] = _input_facts(grid, batch.shape[-2:])
-        facts["maps"] = {"file": f"{stem}.sanity.npy", "shape": list(maps.shape)}
+        facts["maps"] = {
+            "file": f"{stem}.sanity.npy",
+            "shape": list(maps.shape),
+            "axes": map_axes(*maps.shape[1:], leading=f"steps: {', '.join(s.name for s in steps)}"),
+        }
         facts["warnings"] = warnings
         card = method_card(model, options.method, held.as_dict(options.method), path, facts)
         try:

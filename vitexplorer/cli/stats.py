@@ -32,8 +32,9 @@ def stats_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} stats",
         description="Run a ViT on images and write into DIR, averaged over the images: "
-        f"{CSV_NAME} (one row per layer and head: mean attention distance in pixels, attention "
-        f"entropy in nats, share of attention on the CLS/prefix tokens), {PLOT_NAME} (mean "
+        f"{CSV_NAME} (one row per layer and head, both numbered from 1: mean attention "
+        f"distance in pixels, attention entropy in nats, share of attention on the CLS/prefix "
+        f"tokens), {PLOT_NAME} (mean "
         f"attention distance against depth, one point per head, like Fig. 7 of the ViT paper) "
         f"and {CARD_NAME} (the model, its weights file hash, preprocessing and the images).",
     )
@@ -108,6 +109,8 @@ def stats_card(model: Any, images: list[Path], failures: int, aspect: str = "cro
             "images_skipped": failures,
             "input": {"aspect": aspect},  # the model's crop, or each whole image on its grid
             "outputs": {"table": CSV_NAME, "plot": PLOT_NAME},
+            "table_rows": f"one per layer (1..{model.spec.num_layers}) and head "
+            f"(1..{model.spec.num_heads}), both numbered from 1 as in the plot",
         },
     )
     return (json.dumps(card, indent=2) + "\n").encode("utf-8")

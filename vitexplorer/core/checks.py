@@ -578,7 +578,7 @@ def faithfulness(
             result.cancelled = True
             break
         if isinstance(item, Image.Image):
-            source, image = f"image {index}", item
+            source, image = f"image {index + 1}", item  # counted from 1, as people count
         else:
             source = str(item)
             try:

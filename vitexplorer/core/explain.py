@@ -295,13 +295,15 @@ def average_statistics(statistics: list[HeadStatistics]) -> HeadStatistics:
 
 
 def statistics_csv(statistics: HeadStatistics, images: int) -> str:
-    """One CSV row per layer and head (both from 0), the figures averaged over ``images``."""
+    """One CSV row per layer and head, both numbered from 1 as everywhere people read them
+    (the row of ``statistics.distance[0, 0]`` is layer 1, head 1), the figures averaged over
+    ``images``."""
     lines = ["layer,head,mean_distance_px,entropy_nats,prefix_share,images"]
     layers, heads = statistics.distance.shape
     for layer in range(layers):
         for head in range(heads):
             lines.append(
-                f"{layer},{head},{statistics.distance[layer, head]:.4f},"
+                f"{layer + 1},{head + 1},{statistics.distance[layer, head]:.4f},"
                 f"{statistics.entropy[layer, head]:.5f},"
                 f"{statistics.prefix_share[layer, head]:.5f},{images}"
             )

@@ -52,7 +52,8 @@ class MethodChoice:
         return analysis.predictions[0].index if self.target is None else self.target
 
     def parameters(self, selection: Selection, analysis: ImageAnalysis) -> dict[str, Any]:
-        """The settings that made the map, for a method card (the same names as the CLI's)."""
+        """The settings that made the map, for a method card (the same names as the CLI's),
+        0-based as the code holds them: the card writes them from 1."""
         if self.method == "attention":
             return {"layer": selection.layer, "head": selection.head, "token": selection.token}
         if self.method == "rollout":

@@ -21,6 +21,7 @@ from vitexplorer.core.capture import forward_with_attention, model_forward
 from vitexplorer.core.data import input_grid
 from vitexplorer.core.explain import HEAD_FUSIONS, attention_map, rollout_map
 from vitexplorer.core.models import LoadedModel, ModelSpec
+from vitexplorer.core.numbering import shown
 from vitexplorer.core.relevance import relevance_map
 
 METHODS: tuple[str, ...] = ("attention", "rollout", "relevance")
@@ -55,8 +56,12 @@ def _whole(name: str, value: Any, minimum: int | None = None, optional: bool = F
 class MethodOptions:
     """The settings of every method; each method reads its own (see ``METHOD_OPTIONS``).
 
-    ``layer`` counts from 0 and -1 is the last; ``head=None`` averages the heads; ``token`` is
-    the query token (0 is CLS); ``target_class=None`` explains the predicted class.
+    Held as the code indexes the arrays, 0-based: ``layer`` 0 is the first layer and -1 the
+    last; ``head=None`` averages the heads; ``token`` is the query token (0 is the first
+    prefix token, CLS); ``target_class=None`` explains the predicted class. People give and
+    read layers, heads and tokens from 1: the command line converts what is typed
+    (:func:`vitexplorer.core.numbering.index_of`) and :func:`~vitexplorer.core.provenance.
+    method_card` writes them 1-based; the messages below count from 1 too.
     """
 
     layer: int = -1
@@ -90,15 +95,22 @@ class MethodOptions:
         if method == "attention":
             if not -layers <= self.layer < layers:
                 raise ValueError(
-                    f"layer {self.layer} does not exist: the model has {layers} "
-                    f"(0..{layers - 1}, or -1 for the last)"
+                    f"layer {shown(self.layer)} does not exist: the model has layers 1 to "
+                    f"{layers} (-1 is the last)"
                 )
             if self.head is not None and self.head >= heads:
-                raise ValueError(f"head {self.head} does not exist: the model has {heads}")
+                raise ValueError(
+                    f"head {shown(self.head)} does not exist: the model has heads 1 to {heads}"
+                )
         if method in ("attention", "rollout") and self.token >= tokens:
-            raise ValueError(f"token {self.token} does not exist: the model has {tokens}")
+            raise ValueError(
+                f"token {shown(self.token)} does not exist: the model has tokens 1 to {tokens}"
+            )
         if method == "rollout" and self.start_layer >= layers:
-            raise ValueError(f"start layer {self.start_layer} must be from 0 to {layers - 1}")
+            raise ValueError(
+                f"start layer {shown(self.start_layer)} does not exist: the model has layers "
+                f"1 to {layers}"
+            )
         if method == "relevance":
             if not spec.has_classifier:
                 raise ValueError(
@@ -107,7 +119,8 @@ class MethodOptions:
                 )
             if self.token != 0:
                 raise ValueError(
-                    f"relevance explains the CLS token (token 0) only, not token {self.token}"
+                    f"relevance explains the CLS token (token 1) only, not token "
+                    f"{shown(self.token)}"
                 )
             if self.target_class is not None and self.target_class >= spec.num_classes:
                 raise ValueError(
@@ -115,7 +128,8 @@ class MethodOptions:
                 )
 
     def as_dict(self, method: str | None = None) -> dict[str, Any]:
-        """JSON-ready options for a method card; with ``method``, only those it reads."""
+        """JSON-ready options for a method card; with ``method``, only those it reads. As the
+        code holds them (0-based): ``method_card`` writes layers, heads and tokens from 1."""
         options = asdict(self)
         if method is None:
             return options

@@ -17,6 +17,7 @@ from typing import Any
 
 from vitexplorer import __version__
 from vitexplorer.core.models import LoadedModel
+from vitexplorer.core.numbering import NUMBERING, card_parameters
 
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> hex digest
 
@@ -78,14 +79,18 @@ def method_card(
     """A JSON-ready record of one map: enough to compute it again and get the same numbers.
 
     ``model`` is a ``LoadedModel``, or anything with its ``spec``, ``weights_file`` and
-    ``device`` (the app describes the model its worker holds this way)."""
+    ``device`` (the app describes the model its worker holds this way). ``parameters`` are
+    given as the code holds them, 0-based; the card writes the layer, head, token and start
+    layer from 1, as people count them (:mod:`vitexplorer.core.numbering`), and says so in
+    its ``numbering`` entry."""
     import numpy
     import torch
 
     spec = model.spec
     card: dict[str, Any] = {
         "method": method,
-        "parameters": dict(parameters),
+        "numbering": NUMBERING,
+        "parameters": card_parameters(parameters),
         "model": {
             "architecture": spec.name,
             "display_name": spec.display_name,

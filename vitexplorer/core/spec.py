@@ -119,15 +119,18 @@ class ModelSpec:
         return tuple(names)
 
     def token_label(self, token: int) -> str:
-        """Which token ``token`` is, in words: "the CLS token", "register 2", "patch row 3, col
-        5" (rows and columns from 0, as the explorer counts them)."""
+        """Which token ``token`` (0-based, as the arrays index it) is, in words: "the CLS
+        token", "register 2", "patch row 3, col 5" (rows and columns from 1, as people count
+        them everywhere)."""
+        from vitexplorer.core.numbering import patch_label
+
         prefix = self.num_prefix_tokens
         if 0 <= token < prefix:
             name = self.prefix_names()[token]
             return name if name.startswith("register") else f"the {name} token"
         rows, cols = self.grid
         row, col = divmod(token - prefix, cols)
-        return f"patch row {row}, col {col}"
+        return patch_label(row, col)
 
     def default_token(self) -> int:
         """The token the explorer starts on: the first prefix token, or without any the centre

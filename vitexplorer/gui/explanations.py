@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
 from vitexplorer.core.explain import attention_matrix
 from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.numbering import shown
 from vitexplorer.core.session import IMAGE_SUFFIXES
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
@@ -240,7 +241,7 @@ class Explanations(QObject):
             view.title.setText(f"{name}{what}{said}")
             return
         view.set_selected_patch(patch)
-        where = f"{analysis.spec.token_label(sel.token)} (token {sel.token})"
+        where = f"{analysis.spec.token_label(sel.token)} (token {shown(sel.token)})"
         if self.window.keep_aspect:
             rows, cols = analysis.spec.grid
             where += f" · whole image, {rows}x{cols} patches"

@@ -12,6 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 
 from vitexplorer.core.files import file_mode, write_atomic
+from vitexplorer.core.numbering import map_axes
 
 
 def png_bytes(scene: pg.GraphicsScene, width: int | None = None) -> bytes:
@@ -41,14 +42,16 @@ def export_view(
     base: Path, scene: pg.GraphicsScene, heat: np.ndarray, card: dict[str, Any]
 ) -> list[Path]:
     """Write ``base`` + ``.png``, ``.svg``, ``.npy`` (float32, grid rows x columns) and
-    ``.json``; returns the paths. An SVG that pyqtgraph cannot make is left out, not fatal."""
+    ``.json`` (``card``, with the files and what the map's axes hold: patch rows and columns
+    from 1 at index 0); returns the paths. An SVG that pyqtgraph cannot make is left out, not
+    fatal."""
     mode = file_mode()
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     paths = {ext: base.with_name(f"{base.name}.{ext}") for ext in ("png", "svg", "npy", "json")}
     card = {
         **card,
         "files": {"picture": paths["png"].name, "map": paths["npy"].name},
-        "map": {"shape": list(heat.shape), "dtype": "float32"},
+        "map": {"shape": list(heat.shape), "dtype": "float32", "axes": map_axes(*heat.shape)},
     }
     written = []
     picture = png_bytes(scene)

@@ -41,6 +41,8 @@ from PySide6.QtWidgets import (
 
 from vitexplorer import __version__
 from vitexplorer.core.explain import head_maps, token_for_patch
+from vitexplorer.core.numbering import patch_label
+from vitexplorer.core.numbering import shown as number
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
 from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar, offer_download
@@ -776,15 +778,21 @@ class MainWindow(QMainWindow):
         method = bar.choice().method
         value = values[row, col]
         shown = f"{value:.4g}" if method == "relevance" else f"{value:.4f}"  # relevance is tiny
-        self.hover_label.setText(f"patch row {row}, col {col} (token {token}) · {method} {shown}")
+        self.hover_label.setText(
+            f"{patch_label(row, col)} (token {number(token)}) · {method} {shown}"
+        )
 
     def _hover_cell(self, query: int, key: int) -> None:
         matrix = self.matrix_view.matrix
-        if query < 0 or matrix.size == 0:
+        if query < 0 or matrix.size == 0 or self.analysis is None:
             self.hover_label.setText("")
             return
         what = self.explanations.matrix_method
-        self.hover_label.setText(f"query {query} → key {key} · {what} {matrix[query, key]:.4f}")
+        label = self.analysis.spec.token_label
+        self.hover_label.setText(
+            f"query token {number(query)} ({label(query)}) → key token {number(key)} "
+            f"({label(key)}) · {what} {matrix[query, key]:.4f}"
+        )
 
     def show_message(self, title: str, text: str) -> None:
         if self.message_box is not None:

@@ -9,22 +9,36 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsRectItem
 
+from vitexplorer.core.scales import nice_step
 from vitexplorer.gui.views.common import heat_levels, new_colorbar, new_heat_item, selection_pen
 
 
-class AttentionMatrixView(pg.GraphicsLayoutWidget):
-    """Row i is where query token i attends; token 0 (CLS) is at the top left."""
+def token_ticks(count: int) -> list[tuple[float, str]]:
+    """Axis ticks for ``count`` tokens numbered from 1: token 1, then every multiple of a round
+    step (1, 10, 20, 30 for 37 tokens; 1, 50, 100, 150 for 197), each at its cell's centre."""
+    if count < 1:
+        return []
+    step = max(1, int(nice_step(float(count), 5)))
+    numbers = [1, *(k for k in range(step, count + 1, step) if k > 1)]
+    return [(float(k), str(k)) for k in numbers]
 
-    token_clicked = Signal(int)  # the query token (row) under the click
-    cell_hovered = Signal(int, int)  # query, key; (-1, -1) off the matrix
+
+class AttentionMatrixView(pg.GraphicsLayoutWidget):
+    """Row i is where query token i attends; the first token (CLS) is at the top left.
+
+    The axes count tokens from 1, as people do: token number k (index k - 1) is the cell
+    centred on k, spanning k - 0.5 to k + 0.5. The signals carry 0-based token indices."""
+
+    token_clicked = Signal(int)  # the query token (row) under the click, 0-based
+    cell_hovered = Signal(int, int)  # query, key, 0-based; (-1, -1) off the matrix
 
     def __init__(self) -> None:
         super().__init__()
         self.plot = self.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.invertY(True)
-        self.plot.setLabel("left", "query token")
-        self.plot.setLabel("bottom", "key token")
+        self.plot.setLabel("left", "query token (from 1)")
+        self.plot.setLabel("bottom", "key token (from 1)")
         self.setFocusPolicy(Qt.NoFocus)
         self.plot.hideAxis("left")  # shown with the first matrix
         self.plot.hideAxis("bottom")
@@ -50,15 +64,19 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         if resized:
             self.plot.showAxis("left")
             self.plot.showAxis("bottom")
-            self.image.setRect(QRectF(0, 0, n, n))
-            self.plot.setRange(QRectF(0, 0, n, n), padding=0.02)
+            self.image.setRect(QRectF(0.5, 0.5, n, n))
+            self.plot.setRange(QRectF(0.5, 0.5, n, n), padding=0.02)
+            ticks = [token_ticks(n)]
+            self.plot.getAxis("left").setTicks(ticks)
+            self.plot.getAxis("bottom").setTicks(ticks)
 
     def set_selected_token(self, token: int) -> None:
-        self.row_marker.setRect(QRectF(0, token, self.matrix.shape[0], 1))
+        """Mark the row of ``token`` (0-based)."""
+        self.row_marker.setRect(QRectF(0.5, token + 0.5, self.matrix.shape[0], 1))
 
     def _cell(self, scene_pos) -> tuple[int, int] | None:  # noqa: ANN001
         point = self.plot.vb.mapSceneToView(scene_pos)
-        query, key = math.floor(point.y()), math.floor(point.x())
+        query, key = math.floor(point.y() - 0.5), math.floor(point.x() - 0.5)
         n = self.matrix.shape[0]
         return (query, key) if 0 <= query < n and 0 <= key < n else None
 

@@ -1,0 +1,262 @@
+"""A map over the image the model saw as a figure people can read, with PIL alone (no Qt, no
+display): the picture enlarged to at least :data:`MIN_SIDE` pixels on its longer side (the
+photo smoothly, the patch map nearest-neighbour so that each patch stays a crisp block), a title
+naming the method, layer, head and token (from 1), and a colour bar whose tick labels come from
+:func:`vitexplorer.core.scales.tick_labels`.
+
+``vitexplorer analyze`` writes its PNGs with :func:`render_figure`; the raw maps go to ``.npy``
+files unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vitexplorer.core.numbering import shown
+from vitexplorer.core.overlay import render_overlay
+from vitexplorer.core.scales import tick_labels
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    from vitexplorer.core.spec import ModelSpec
+
+MIN_SIDE = 448  # the map's longer side, in pixels, at the least
+MARGIN = 16
+BAR_GAP = 14  # between the map and the colour bar
+BAR_WIDTH = 20
+TICK_LENGTH = 5
+TITLE_SIZE = 18
+SUBTITLE_SIZE = 13
+LABEL_SIZE = 13
+BACKGROUND = (255, 255, 255)
+INK = (34, 34, 34)
+GREY = (110, 110, 110)
+TICKS = 5  # about this many labels on the colour bar
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A rendered figure and where its map lies in it."""
+
+    image: PILImage.Image  # RGB
+    map_box: tuple[int, int, int, int]  # left, top, width, height of the map, in pixels
+    scale: int  # each pixel of the crop is scale x scale pixels in the figure
+    levels: tuple[float, float] | None  # the colour bar's low and high; None without values
+
+    def facts(self, file: str) -> dict[str, Any]:
+        """What a card says about the picture."""
+        left, top, width, height = self.map_box
+        return {
+            "file": file,
+            "size": [self.image.width, self.image.height],
+            "map_area": {"left": left, "top": top, "width": width, "height": height},
+            "scale": self.scale,
+            "map_upsampling": "nearest (each patch one block)",
+            "photo_upsampling": "bicubic" if self.scale > 1 else "none",
+            "colour_scale": None if self.levels is None else list(self.levels),
+        }
+
+
+def scale_for(height: int, width: int, min_side: int = MIN_SIDE) -> int:
+    """The whole factor that brings the longer side to at least ``min_side`` (1 when it is
+    already that long): a whole factor keeps every patch the same number of pixels."""
+    return max(1, math.ceil(min_side / max(height, width, 1)))
+
+
+def enlarge(display: np.ndarray, scale: int) -> np.ndarray:
+    """The (H, W, 3) uint8 photo ``scale`` times larger, smoothly (bicubic)."""
+    from PIL import Image
+
+    if scale == 1:
+        return np.asarray(display)
+    height, width = display.shape[:2]
+    picture = Image.fromarray(np.asarray(display)).resize(
+        (width * scale, height * scale), Image.Resampling.BICUBIC
+    )
+    return np.asarray(picture)
+
+
+@lru_cache(maxsize=8)
+def font(size: int) -> Any:
+    """Pillow's bundled font at ``size`` pixels: nothing to install, no display needed. Pillow
+    before 10.1 (or built without FreeType) has only a small bitmap font; that one is used."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: load_default takes no size
+        return ImageFont.load_default()
+
+
+def printable(text: str) -> str:
+    """``text`` with what cannot be drawn replaced: bytes of a file name that were not UTF-8
+    (kept by Python as lone surrogates) and line breaks."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return " ".join(text.split())
+
+
+def _width(draw: Any, text: str, face: Any) -> int:
+    left, _, right, _ = draw.textbbox((0, 0), text, font=face)
+    return int(math.ceil(right - left))
+
+
+def _height(draw: Any, face: Any) -> int:
+    _, top, _, bottom = draw.textbbox((0, 0), "Hgjy(", font=face)
+    return int(math.ceil(bottom - top))
+
+
+def wrap(draw: Any, text: str, face: Any, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width``; a word wider than that
+    alone is cut with an ellipsis."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and _width(draw, candidate, face) <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return [fit(draw, line, face, width) for line in lines] or [""]
+
+
+def fit(draw: Any, text: str, face: Any, width: int) -> str:
+    """``text``, cut with an ellipsis if it is wider than ``width``."""
+    if _width(draw, text, face) <= width:
+        return text
+    while text and _width(draw, text + "…", face) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def colour_bar(lut: np.ndarray, height: int, width: int, flat: bool) -> np.ndarray:
+    """A vertical (height, width, 3) uint8 bar of ``lut``, its high end at the top; ``flat``
+    (a map of one value) fills it with the colour that value gets."""
+    table = np.asarray(lut)[:, :3]
+    if flat:
+        column = np.repeat(table[:1], height, axis=0)
+    else:
+        fraction = 1.0 - (np.arange(height) + 0.5) / height
+        column = table[np.rint(fraction * (len(table) - 1)).astype(np.intp)]
+    return np.ascontiguousarray(np.repeat(column[:, None, :], width, axis=1), dtype=np.uint8)
+
+
+def render_figure(
+    display: np.ndarray,
+    heat: np.ndarray,
+    lut: np.ndarray,
+    title: str,
+    subtitle: str = "",
+    min_side: int = MIN_SIDE,
+) -> Figure:
+    """``heat`` (rows, cols) over ``display`` (H, W, 3) uint8 as a readable figure.
+
+    The photo is enlarged smoothly by a whole factor (:func:`scale_for`) and the map, coloured
+    by ``lut`` on its own range as :func:`~vitexplorer.core.overlay.render_overlay` colours it,
+    is blended over it nearest-neighbour, so each patch is one flat block. Beside it a colour
+    bar from the map's lowest to its highest finite value, with tick labels that tell the
+    values apart; above it ``title`` and a smaller ``subtitle``.
+    """
+    from PIL import Image, ImageDraw
+
+    display = np.asarray(display)
+    heat = np.asarray(heat)
+    height, width = display.shape[:2]
+    scale = scale_for(height, width, min_side)
+    picture = render_overlay(enlarge(display, scale), heat, lut)
+    map_h, map_w = picture.shape[:2]
+
+    finite = heat[np.isfinite(heat)]
+    levels = (float(finite.min()), float(finite.max())) if finite.size else None
+    ticks = tick_labels(*levels, count=TICKS) if levels else []
+    flat = levels is None or levels[1] <= levels[0]
+
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_font, title_font, subtitle_font = font(LABEL_SIZE), font(TITLE_SIZE), font(SUBTITLE_SIZE)
+    labels = [text for _, text in ticks] or ["no finite values"]
+    label_w = max(_width(scratch, text, label_font) for text in labels)
+    total_w = MARGIN + map_w + BAR_GAP + BAR_WIDTH + TICK_LENGTH + 4 + label_w + MARGIN
+    text_w = total_w - 2 * MARGIN
+    title_lines = wrap(scratch, printable(title), title_font, text_w)
+    subtitle_line = fit(scratch, printable(subtitle), subtitle_font, text_w) if subtitle else ""
+    title_h, subtitle_h = _height(scratch, title_font), _height(scratch, subtitle_font)
+    top = MARGIN + len(title_lines) * (title_h + 6)
+    if subtitle_line:
+        top += subtitle_h + 6
+    top += 8
+    total_h = top + map_h + MARGIN
+
+    figure = Image.new("RGB", (total_w, total_h), BACKGROUND)
+    figure.paste(Image.fromarray(picture), (MARGIN, top))
+    draw = ImageDraw.Draw(figure)
+    y = MARGIN
+    for line in title_lines:
+        draw.text((MARGIN, y), line, font=title_font, fill=INK)
+        y += title_h + 6
+    if subtitle_line:
+        draw.text((MARGIN, y), subtitle_line, font=subtitle_font, fill=GREY)
+
+    bar_left = MARGIN + map_w + BAR_GAP
+    if levels is not None:
+        bar = colour_bar(lut, map_h, BAR_WIDTH, flat)
+        figure.paste(Image.fromarray(bar), (bar_left, top))
+    draw.rectangle((bar_left - 1, top - 1, bar_left + BAR_WIDTH, top + map_h), outline=INK, width=1)
+    label_h = _height(scratch, label_font)
+    tick_left = bar_left + BAR_WIDTH
+    if not ticks:
+        ticks_at: list[tuple[float, str]] = [(top + map_h / 2, labels[0])]
+    elif flat:
+        ticks_at = [(top + map_h / 2, ticks[0][1])]
+    else:
+        low, high = levels  # type: ignore[misc]
+        ticks_at = [(top + map_h - (v - low) / (high - low) * map_h, t) for v, t in ticks]
+    for at, text in ticks_at:
+        at = min(max(at, top), top + map_h - 1)
+        draw.line((tick_left, at, tick_left + TICK_LENGTH, at), fill=INK, width=1)
+        box = draw.textbbox((0, 0), text, font=label_font)
+        draw.text(
+            (tick_left + TICK_LENGTH + 4 - box[0], at - label_h / 2 - box[1]),
+            text,
+            font=label_font,
+            fill=INK,
+        )
+    return Figure(figure, (MARGIN, top, map_w, map_h), scale, levels)
+
+
+def map_title(
+    method: str,
+    parameters: dict[str, Any],
+    spec: ModelSpec,
+    target: dict[str, Any] | None = None,
+) -> str:
+    """The title of one map, numbers from 1: the method, the layer and head (or how the
+    layers were combined) and the token; ``parameters`` as the code holds them (0-based, the
+    names of ``MethodOptions``), ``target`` the class relevance explains (a card's ``target``)."""
+    token = spec.token_label(int(parameters.get("token", 0)))
+    layers = spec.num_layers
+    if method == "attention":
+        layer = int(parameters.get("layer", -1)) % layers
+        head = parameters.get("head")
+        heads = "mean of heads" if head is None else f"head {shown(head)} of {spec.num_heads}"
+        return f"attention · layer {shown(layer)} of {layers}, {heads} · {token}"
+    if method == "rollout":
+        words = [f"{parameters.get('head_fusion', 'mean')} of heads"]
+        ratio = float(parameters.get("discard_ratio", 0.0))
+        if ratio:
+            words.append(f"{100 * ratio:.0f}% discarded")
+        start = int(parameters.get("start_layer", 0))
+        start = start % layers
+        words.append(
+            f"layers {shown(start)} to {layers}" if start < layers - 1 else f"layer {layers} only"
+        )
+        return f"rollout · {', '.join(words)} · {token}"
+    if method == "relevance":
+        if target is None:
+            return f"relevance · {token}"
+        predicted = " (predicted)" if target.get("predicted") else ""
+        return f"relevance for {target['name']!r}{predicted} · {token}"
+    return f"{method} · {token}"
