@@ -365,3 +365,24 @@ def test_same_scale_puts_both_compare_views_on_one_colour_scale(qtbot, window: M
         np.testing.assert_allclose(view.heat.levels, (low, high), rtol=1e-5)
     window.compare_bar.same_scale_box.setChecked(False)
     assert [tuple(view.colorbar.levels()) for view in (left, right)] == own
+
+
+def test_colour_bar_labels_fit_a_map_of_values_near_002(qtbot, window: MainWindow, photo):
+    """The reported flaw: a map of values near 0.02 had ticks that all read 0.0. The labels
+    come from core.scales and tell the values apart, in the view (and so in its export)."""
+    drop_and_wait(qtbot, window, photo)
+    view = window.image_view
+    values = np.linspace(0.0195, 0.0232, 36, dtype=np.float32).reshape(6, 6)
+    view.set_heat(values)
+    ticks = view.colorbar.axis._tickLevels[0]  # what pyqtgraph draws beside the bar
+    labels = [label for _, label in ticks]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    for value, label in ticks:
+        assert 0.0195 <= value <= 0.0232 and abs(float(label) - value) < 1e-9, (value, label)
+    assert "0.0" not in labels
+    tiny = values * 1e-4  # relevance-sized values: scientific notation, still distinct
+    view.set_heat(tiny)
+    labels = [label for _, label in view.colorbar.axis._tickLevels[0]]
+    assert len(set(labels)) == len(labels) >= 2 and all("e-" in text for text in labels), labels
+    view.clear_heat()
+    assert not view.colorbar.isVisible(), "no map, no scale"

@@ -6,6 +6,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QPen
 
+from vitexplorer.core.scales import tick_labels
+
 HEAT_COLORMAP = "inferno"
 SELECTION_COLOR = (0, 229, 255)
 
@@ -53,4 +55,15 @@ def new_colorbar(width: int) -> pg.ColorBarItem:
     )
     bar.axis.setStyle(hideOverlappingLabels=False)
     bar.axis.setWidth(52)
+    set_colorbar_levels(bar, (0.0, 1.0))
     return bar
+
+
+def set_colorbar_levels(bar: pg.ColorBarItem, levels: tuple[float, float], count: int = 5) -> None:
+    """The bar's range and its tick labels, chosen by :func:`vitexplorer.core.scales.tick_labels`
+    (the labels of ``vitexplorer analyze``'s figures too): as many digits as the values need, so
+    a map of values near 0.02 reads 0.019, 0.020, 0.021, never 0.0, 0.0, 0.0. An exported view
+    is a picture of the same scene, with the same labels."""
+    low, high = float(levels[0]), float(levels[1])
+    bar.setLevels((low, high))
+    bar.axis.setTicks([tick_labels(low, high, count), []])

@@ -17,6 +17,7 @@ from vitexplorer.gui.views.common import (
     new_colorbar,
     new_heat_item,
     selection_pen,
+    set_colorbar_levels,
 )
 
 POINT_COLOR = (31, 119, 180)
@@ -176,7 +177,7 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
         self.image.setImage(shown, levels=levels)
         rect = QRectF(0, 0, layers, heads)
         self.image.setRect(rect)
-        self.colorbar.setLevels(levels)
+        set_colorbar_levels(self.colorbar, levels)
         self.plot.setRange(rect, padding=0)
         self.plot.getAxis("bottom").setTicks([cell_ticks(layers, most=7)])  # labels side by side
         self.plot.getAxis("left").setTicks([cell_ticks(heads)])

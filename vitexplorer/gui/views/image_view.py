@@ -10,7 +10,13 @@ from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent, QPainter
 from PySide6.QtWidgets import QGraphicsRectItem
 
-from vitexplorer.gui.views.common import heat_levels, new_colorbar, new_heat_item, selection_pen
+from vitexplorer.gui.views.common import (
+    heat_levels,
+    new_colorbar,
+    new_heat_item,
+    selection_pen,
+    set_colorbar_levels,
+)
 
 ARROWS = {Qt.Key_Up: (-1, 0), Qt.Key_Down: (1, 0), Qt.Key_Left: (0, -1), Qt.Key_Right: (0, 1)}
 
@@ -82,6 +88,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.grid: tuple[int, int] = (0, 0)
         self.heat_values = np.zeros((0, 0), np.float32)
         self.set_opacity(0.6)
+        self.colorbar.setVisible(False)  # until there is a map
         self.scene().sigMouseClicked.connect(self._clicked)
         self.scene().sigMouseMoved.connect(self._moved)
 
@@ -102,12 +109,14 @@ class ImageView(pg.GraphicsLayoutWidget):
         levels = levels or heat_levels(values)
         self.heat.setImage(values, levels=levels)
         self.heat.setRect(QRectF(0, 0, self.grid[1], self.grid[0]))
-        self.colorbar.setLevels(levels)
+        set_colorbar_levels(self.colorbar, levels)
+        self.colorbar.setVisible(True)
 
     def clear_heat(self) -> None:
         """No overlay (a map still being computed): the photo alone."""
         self.heat.clear()
         self.heat_values = np.zeros((0, 0), np.float32)
+        self.colorbar.setVisible(False)  # no map, no scale
 
     def set_selected_patch(self, patch: tuple[int, int] | None) -> None:
         """Outline the selected patch; ``None`` (a prefix token such as CLS) hides the outline."""
@@ -131,6 +140,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.photo.setRect(rect)
         self.heat.clear()
         self.heat_values = np.zeros((0, 0), np.float32)
+        self.colorbar.setVisible(False)  # no map, no scale
         self.selection.setVisible(False)
         self.grid = (0, 0)
         self.grid_lines.set_grid(0, 0)
@@ -141,6 +151,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.photo.clear()
         self.heat.clear()
         self.heat_values = np.zeros((0, 0), np.float32)
+        self.colorbar.setVisible(False)  # no map, no scale
         self.selection.setVisible(False)
         self.title.setText(message)
 

@@ -10,7 +10,13 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsRectItem
 
 from vitexplorer.core.scales import nice_step
-from vitexplorer.gui.views.common import heat_levels, new_colorbar, new_heat_item, selection_pen
+from vitexplorer.gui.views.common import (
+    heat_levels,
+    new_colorbar,
+    new_heat_item,
+    selection_pen,
+    set_colorbar_levels,
+)
 
 
 def token_ticks(count: int) -> list[tuple[float, str]]:
@@ -60,7 +66,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.matrix = matrix
         levels = heat_levels(matrix)
         self.image.setImage(matrix, levels=levels)
-        self.colorbar.setLevels(levels)
+        set_colorbar_levels(self.colorbar, levels)
         if resized:
             self.plot.showAxis("left")
             self.plot.showAxis("bottom")
