@@ -357,13 +357,13 @@ def test_same_scale_puts_both_compare_views_on_one_colour_scale(qtbot, window: M
         values = view.heat_values
         np.testing.assert_allclose(levels, (values.min(), values.max()), rtol=1e-5)
     assert own[0] != own[1]
-    window.compare_bar.same_scale_box.setChecked(True)
+    window.method_bar.same_scale_box.setChecked(True)
     low = min(left.heat_values.min(), right.heat_values.min())
     high = max(left.heat_values.max(), right.heat_values.max())
     for view in (left, right):
         np.testing.assert_allclose(view.colorbar.levels(), (low, high), rtol=1e-5)
         np.testing.assert_allclose(view.heat.levels, (low, high), rtol=1e-5)
-    window.compare_bar.same_scale_box.setChecked(False)
+    window.method_bar.same_scale_box.setChecked(False)
     assert [tuple(view.colorbar.levels()) for view in (left, right)] == own
 
 

@@ -317,7 +317,7 @@ class MethodBar(QToolBar):
 
     choice_changed = Signal(object)  # MethodChoice
     compare_toggled = Signal(bool)
-    same_scale_toggled = Signal(bool)  # the compare bar's: both views on one colour scale
+    same_scale_toggled = Signal(bool)  # beside Compare: both views on one colour scale
 
     def __init__(self, compare: bool = True, title: str = "Method") -> None:
         super().__init__(title)
@@ -369,7 +369,7 @@ class MethodBar(QToolBar):
             self.addWidget(self.compare_box)
             self.compare_box.toggled.connect(self.compare_toggled)
         self.same_scale_box: QCheckBox | None = None
-        if not compare:  # the compare view's own bar
+        if compare:  # beside Compare, where it stays in sight (the compare bar is narrow)
             self.same_scale_box = QCheckBox("Same scale")
             self.same_scale_box.setToolTip(
                 "Both views on one colour scale, from the lower of the two maps' minima to the "
@@ -378,9 +378,10 @@ class MethodBar(QToolBar):
                 "values)"
             )
             self.same_scale_box.setFocusPolicy(Qt.NoFocus)
-            self.addSeparator()
+            self.same_scale_box.setEnabled(False)
             self.addWidget(self.same_scale_box)
             self.same_scale_box.toggled.connect(self.same_scale_toggled)
+            self.compare_box.toggled.connect(self.same_scale_box.setEnabled)
         for box in (self.method_box, self.fusion_box, self.target_box):
             box.currentIndexChanged.connect(self._changed)
         for spin in (self.discard_spin, self.start_spin):

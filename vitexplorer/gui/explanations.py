@@ -58,7 +58,7 @@ class Explanations(QObject):
         self.method_bar.choice_changed.connect(self._method_changed)
         self.method_bar.compare_toggled.connect(self.show_compare)
         self.compare_bar.choice_changed.connect(self._method_changed)
-        self.compare_bar.same_scale_toggled.connect(self._method_changed)
+        self.method_bar.same_scale_toggled.connect(self._method_changed)
         self.compare_view.patch_clicked.connect(window.select_patch)
         self.compare_view.patch_hovered.connect(self._hover_compare)
         self.compare_view.arrow_pressed.connect(window.move_patch)
@@ -156,7 +156,7 @@ class Explanations(QObject):
 
     @property
     def same_scale(self) -> bool:
-        box = self.compare_bar.same_scale_box
+        box = self.method_bar.same_scale_box
         return box is not None and box.isChecked()
 
     def _method_changed(self, _choice: MethodChoice) -> None:

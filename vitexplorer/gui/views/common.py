@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QPen
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPen, QTextOption
 
 from vitexplorer.core.scales import tick_labels
 
@@ -67,3 +68,31 @@ def set_colorbar_levels(bar: pg.ColorBarItem, levels: tuple[float, float], count
     low, high = float(levels[0]), float(levels[1])
     bar.setLevels((low, high))
     bar.axis.setTicks([tick_labels(low, high, count), []])
+
+
+class WrappingTitle(pg.LabelItem):
+    """A view's title that wraps to the width the layout gives it, centred, instead of asking
+    for the width of its whole text: a long title used to widen a narrow view's layout and push
+    its colour bar's labels out of sight."""
+
+    def __init__(self, text: str = " ", **options) -> None:  # noqa: ANN003
+        super().__init__(text, **options)
+        self.item.document().setDefaultTextOption(QTextOption(Qt.AlignHCenter))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802  (Qt's name)
+        width = max(self.size().width(), 40.0)
+        if abs(self.item.textWidth() - width) > 0.5:
+            self.item.setTextWidth(width)
+        super().resizeEvent(event)
+
+    def updateMin(self) -> None:  # noqa: N802  (pyqtgraph's name)
+        height = self.itemRect().height()
+        self.setMinimumWidth(0)
+        self.setMinimumHeight(height)
+        self._sizeHint = {
+            Qt.SizeHint.MinimumSize: (0, height),
+            Qt.SizeHint.PreferredSize: (0, height),
+            Qt.SizeHint.MaximumSize: (-1, -1),
+            Qt.SizeHint.MinimumDescent: (0, 0),
+        }
+        self.updateGeometry()

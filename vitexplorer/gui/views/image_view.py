@@ -11,6 +11,7 @@ from PySide6.QtGui import QColor, QKeyEvent, QPainter
 from PySide6.QtWidgets import QGraphicsRectItem
 
 from vitexplorer.gui.views.common import (
+    WrappingTitle,
     heat_levels,
     new_colorbar,
     new_heat_item,
@@ -71,7 +72,8 @@ class ImageView(pg.GraphicsLayoutWidget):
         super().__init__()
         self.setFocusPolicy(Qt.StrongFocus)
         self.setAcceptDrops(False)  # drops go to the main window
-        self.title = self.addLabel("Drop an image here", row=0, col=0, colspan=2)
+        self.title = WrappingTitle("Drop an image here")
+        self.addItem(self.title, row=0, col=0, colspan=2)
         self.view = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
         self.photo = pg.ImageItem(axisOrder="row-major")
         self.heat = new_heat_item()
