@@ -70,3 +70,19 @@ def test_a_working_model_gets_no_notice(qtbot, window, photo) -> None:  # noqa: 
     qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
     assert window.notice.messages == []
     assert "everywhere" not in window.image_view.title.text
+
+
+def test_what_a_replaced_model_said_is_withdrawn(qtbot, zero_window, photo, checkpoint) -> None:  # noqa: ANN001
+    """The notices about a model's output hold for that model only: another model takes over
+    (a fine-tuned one, or one chosen in the toolbar) and they go; a file that could not be
+    opened stays reported."""
+    from vitexplorer.gui.workers import ModelRequest
+
+    window = zero_window
+    drop_and_wait(qtbot, window, photo)
+    window.notice.add("Could not open broken.png: the file is truncated or corrupt")
+    assert len(window.notice.messages) == 2
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.request_model(ModelRequest(str(checkpoint), "default", "cpu"))
+    assert window.notice.messages == ["Could not open broken.png: the file is truncated or corrupt"]
+    assert window.notice.isVisible()

@@ -85,6 +85,7 @@ class Explanations(QObject):
         self.maps.forget()
         self.relevance_asked.clear()
         self.noticed.clear()
+        self.window.notice.withdraw("model")  # what the old model's output said
         self.analytics.clear_statistics()
         # the model's structure is read when the analytics tab first needs it, not before the
         # explorer may use the model
@@ -136,7 +137,7 @@ class Explanations(QObject):
         key = (self.window.session.current_key, what)
         if key not in self.noticed:
             self.noticed.add(key)
-            self.window.notice.add(message)
+            self.window.notice.add(message, tag="model")  # it holds for this model only
 
     def draw(self, patch) -> None:  # noqa: ANN001
         """The overlays of the main view and, when shown, the compare view; with "Same scale",

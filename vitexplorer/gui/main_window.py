@@ -458,6 +458,7 @@ class MainWindow(QMainWindow):
             return
         if self.model is None and not self._loading:
             self._placeholder(f"{current.name}: no model is loaded; choose one above")
+            self.predictions.set_hint("No predictions: no model is loaded.")
         elif self.model is None:
             self._placeholder(f"{current.name}: waiting for the model to load…")
         else:

@@ -56,6 +56,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.plot.addItem(self.row_marker)
         self.colorbar = new_colorbar(width=12)
         self.addItem(self.colorbar, row=0, col=1)
+        self.colorbar.setVisible(False)  # shown with the first matrix: no matrix, no scale
         self.matrix = np.zeros((0, 0), np.float32)
         self.scene().sigMouseClicked.connect(self._clicked)
         self.scene().sigMouseMoved.connect(self._moved)
@@ -67,6 +68,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         levels = heat_levels(matrix)
         self.image.setImage(matrix, levels=levels)
         set_colorbar_levels(self.colorbar, levels)
+        self.colorbar.setVisible(True)
         if resized:
             self.plot.showAxis("left")
             self.plot.showAxis("bottom")

@@ -153,19 +153,34 @@ class NoticeBar(QFrame):
         layout.addWidget(self.label, 1)
         layout.addWidget(close, 0, Qt.AlignTop)
         self.messages: list[str] = []
+        self.tags: list[str | None] = []  # what each message is about, to withdraw it later
         self.max_lines = max_lines
         self.setVisible(False)
 
-    def add(self, message: str) -> None:
+    def add(self, message: str, tag: str | None = None) -> None:
+        """Show ``message``; one with a ``tag`` can be withdrawn with :meth:`withdraw`."""
         self.messages.append(message)
+        self.tags.append(tag)
+        self._show()
+
+    def withdraw(self, tag: str) -> None:
+        """Remove the messages added with ``tag`` (they no longer hold, such as what a
+        replaced model's output said)."""
+        kept = [(m, t) for m, t in zip(self.messages, self.tags, strict=True) if t != tag]
+        self.messages = [m for m, _ in kept]
+        self.tags = [t for _, t in kept]
+        self._show()
+
+    def _show(self) -> None:
         shown = self.messages[-self.max_lines :]
         hidden = len(self.messages) - len(shown)
         lines = ([f"… and {hidden} earlier"] if hidden else []) + shown
         self.label.setText("\n".join(lines))
-        self.setVisible(True)
+        self.setVisible(bool(self.messages))
 
     def dismiss(self) -> None:
         self.messages = []
+        self.tags = []
         self.label.setText("")
         self.setVisible(False)
 
