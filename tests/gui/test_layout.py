@@ -328,3 +328,14 @@ def test_rollout_and_relevance_disable_layer_and_head_and_the_panels_say_so(
     assert bar.layer_spin.isEnabled() and bar.head_box.currentText() == "Head 2"
     assert matrix.text() == "Raw attention · layer 1, head 2"
     np.testing.assert_array_equal(window.matrix_view.matrix, attention[0, 1])
+
+
+def test_a_long_weights_file_name_keeps_the_model_toolbar_within_1024_px(qtbot, window: MainWindow):
+    """The weights box elides a long file name instead of widening the toolbar past the
+    window (the list still shows the whole name)."""
+    name = "/data/runs/" + "a-very-long-experiment-name-" * 5 + "epoch-300.safetensors"
+    window.model_bar.show_request(ModelRequest("vit_b_32", name, "cpu"), "vit_b_32")
+    box = window.model_bar.weights_box
+    assert box.currentText().endswith("epoch-300.safetensors")  # the entry holds it whole
+    assert window.model_bar.sizeHint().width() <= 1024
+    assert box.sizeHint().width() < 300

@@ -58,7 +58,9 @@ class ModelBar(QToolBar):
         for value, label in WEIGHT_CHOICES:
             self.weights_box.addItem(label, value)
         self.weights_box.setToolTip("Where the parameters come from")
-        self.weights_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        # a long file name is elided in the box (the list shows it whole): the toolbar fits 1024 px
+        self.weights_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.weights_box.setMinimumContentsLength(18)
         self.device_box = QComboBox()
         self.device_box.addItem("auto", "auto")
         self.device_box.addItem("cpu", "cpu")
