@@ -143,6 +143,37 @@ def test_finetune_shows_curves_results_and_the_explorer_uses_it(
     assert window.tabs.currentIndex() == 0
 
 
+def ragged_csv(path: Path) -> Path:
+    path.write_text("label,pixel0,pixel1,pixel2,pixel3\n1,0,0,0,0\n0,0,0\n")
+    return path
+
+
+def test_finetune_from_a_pixel_csv_chosen_with_its_button(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    rng = np.random.default_rng(2)
+    rows = ["label," + ",".join(f"pixel{i}" for i in range(64))]
+    for i in range(24):  # dark 0s and bright 1s, 8x8
+        low, high = (0, 60) if i % 2 == 0 else (190, 256)
+        rows.append(",".join([str(i % 2), *map(str, rng.integers(low, high, 64))]))
+    data = tmp_path / "digits.csv"
+    data.write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(data), ""))
+    panel = panel_of(window)
+    form = panel.form
+    form.source_box.setCurrentIndex(form.source_box.findData("cifar10"))
+    qtbot.mouseClick(form.csv_button, Qt.LeftButton)
+    assert form.source() == str(data) and form.source_box.currentData() == "folder"
+    assert "pixel CSV" in form.dataset_label.text()
+    form.per_class.setValue(6)
+    form.epochs.setValue(1)
+    form.test_per_class.setValue(3)
+    with qtbot.waitSignal(window.model_changed, timeout=60000, check_params_cb=_fine_tuned):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    assert window.model.spec.class_names == ("0", "1")
+    assert panel.results.confusion.matrix.sum() == 6
+
+
 def _fine_tuned(info) -> bool:  # noqa: ANN001
     return info.fine_tuned
 
@@ -208,6 +239,7 @@ def test_bad_datasets_get_clear_messages_and_the_app_goes_on(
         (one_class, 4, "needs one subfolder per class"),
         (empty_class, 2, "no images in the class folder(s) yellow"),
         (colour_folder(tmp_path / "few", per_class=6), 20, "not enough"),
+        (ragged_csv(tmp_path / "ragged.csv"), 4, "ragged.csv: row 3 (counting the header as row"),
     ]
     for folder, per_class, expected in cases:
         fill(panel, qtbot, folder, per_class=per_class, test_per_class=2)

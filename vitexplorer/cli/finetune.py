@@ -74,10 +74,12 @@ def finetune_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data",
         required=True,
-        metavar="cifar10|DIR",
-        help="'cifar10' (downloaded, 170 MB, into --data-root when missing) or a folder holding "
+        metavar="cifar10|DIR|FILE.csv",
+        help="'cifar10' (downloaded, 170 MB, into --data-root when missing), a folder holding "
         "one subfolder of images per class, optionally inside train/ and test/ (without them the "
-        "test images are set aside from each class); write ./cifar10 for a folder of that name",
+        "test images are set aside from each class), or a pixel CSV of square grayscale images "
+        "(header label,pixel0,pixel1,..., one image per row, MNIST-style; its test images are "
+        "set aside too); write ./cifar10 for a folder of that name",
     )
     parser.add_argument(
         "--data-root",

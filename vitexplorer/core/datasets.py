@@ -1,5 +1,5 @@
-"""Labelled image datasets for fine-tuning: CIFAR-10 through torchvision, or any folder of class
-subfolders, and the class-balanced subsets drawn from them.
+"""Labelled image datasets for fine-tuning: CIFAR-10 through torchvision, any folder of class
+subfolders, or a pixel CSV (MNIST-style digits), and the class-balanced subsets drawn from them.
 
 A subset is chosen with a fixed seed (each class shuffled by its own stream of that seed, so the
 same seed gives the same images), decoded once in a few threads, and kept as one uint8 tensor:
@@ -32,6 +32,7 @@ from vitexplorer.core.download import (
     default_data_root,
     download_file,
 )
+from vitexplorer.core.pixel_csv import PixelCSVError, is_pixel_csv, read_labelled_csv
 from vitexplorer.core.session import IMAGE_SUFFIXES
 
 CIFAR10_NAME = "cifar10"
@@ -151,7 +152,9 @@ def open_dataset(
     cancelled: CancelCheck | None = None,
 ) -> DatasetSplits:
     """``cifar10`` (kept under ``root``, downloaded if asked), a folder holding CIFAR-10's
-    python batches, or a folder of class subfolders, optionally split into train/ and test/."""
+    python batches, a folder of class subfolders, optionally split into train/ and test/, or a
+    labelled pixel CSV (``label,pixel0,...``, see :mod:`vitexplorer.core.pixel_csv`), whose test
+    images are set aside as for a folder without test/."""
     if str(source) == CIFAR10_NAME:
         root = Path(root or default_data_root())
         if not has_cifar10(root):
@@ -162,15 +165,29 @@ def open_dataset(
             download_cifar10(root, progress, cancelled)
         return _open_cifar10(root)
     path = Path(source).expanduser()
+    if is_pixel_csv(path):
+        return _open_csv(path)
     if not path.exists():
         raise DatasetError(f"dataset folder not found: {path}")
     if not path.is_dir():
-        raise DatasetError(f"{path} is a file; choose a folder that holds one folder per class")
+        raise DatasetError(
+            f"{path} is a file; choose a folder that holds one folder per class, or a pixel CSV "
+            f"file (.csv, label,pixel0,pixel1,...)"
+        )
     if path.name == CIFAR10.base_folder:
         return _open_cifar10(path.parent)
     if has_cifar10(path):
         return _open_cifar10(path)
     return _open_folder(path)
+
+
+def _open_csv(path: Path) -> DatasetSplits:
+    try:
+        images, labels, names = read_labelled_csv(path)
+    except PixelCSVError as exc:
+        raise DatasetError(str(exc)) from exc
+    train = LabelledImages(labels, arrays=images)
+    return DatasetSplits(path.stem, str(path), names, train, None)
 
 
 def _open_cifar10(root: Path) -> DatasetSplits:

@@ -13,6 +13,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -91,7 +92,29 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
 
 def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of the regular file ``path``, or an :class:`ImageLoadError` that says what it is
-    instead (missing, a folder, a pipe, a device, a looping link, too large, unreadable).
+    instead (missing, a folder, a pipe, a device, a looping link, too large, unreadable); see
+    :func:`open_regular_file`."""
+    name = _display_name(path)
+    with open_regular_file(path, limit) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    if len(data) > limit:  # the file grew while it was read
+        raise ImageLoadError(f"{name}: more than the {_megabytes(limit)} limit for an image file")
+    return data
+
+
+def open_regular_file(
+    path: str | Path,
+    limit: int,
+    what: str = "an image file",
+    error: type[Exception] = ImageLoadError,
+) -> BinaryIO:
+    """``path`` opened for reading in binary, once it is known to be a regular file of at most
+    ``limit`` bytes; otherwise an ``error`` whose one line names the file and says what it is
+    instead of ``what`` (missing, a folder, a pipe, a device, a looping link, too large,
+    unreadable).
 
     The file is opened without blocking and checked on its open descriptor before a byte is read,
     so a FIFO cannot stall the caller and ``/dev/zero`` cannot fill the memory."""
@@ -102,40 +125,35 @@ def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
         if os.path.islink(path):
-            raise ImageLoadError(f"{name}: a symbolic link to a file that does not exist") from exc
-        raise ImageLoadError(f"{name}: file not found") from exc
+            raise error(f"{name}: a symbolic link to a file that does not exist") from exc
+        raise error(f"{name}: file not found") from exc
     except IsADirectoryError as exc:
-        raise ImageLoadError(f"{name}: is a folder, not an image file") from exc
+        raise error(f"{name}: is a folder, not {what}") from exc
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            message = f"{name}: a symbolic link that loops (it never reaches a file)"
-            raise ImageLoadError(message) from exc
+            raise error(f"{name}: a symbolic link that loops (it never reaches a file)") from exc
         if exc.errno == errno.ENAMETOOLONG:
-            raise ImageLoadError(f"{name}: the name is longer than the system allows") from exc
-        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+            raise error(f"{name}: the name is longer than the system allows") from exc
+        raise error(f"{name}: cannot be read ({exc.strerror or exc})") from exc
     try:
         info = os.fstat(fd)
         kind = _not_a_file(info.st_mode)
         if kind:
-            raise ImageLoadError(f"{name}: is {kind}, not an image file")
+            raise error(f"{name}: is {kind}, not {what}")
         if info.st_size > limit:
-            raise ImageLoadError(
+            raise error(
                 f"{name}: {_megabytes(info.st_size)} is more than the {_megabytes(limit)} limit "
-                f"for an image file"
+                f"for {what}"
             )
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=True) as handle:
-            fd = -1
-            data = handle.read(limit + 1)
+        return os.fdopen(fd, "rb", closefd=True)
     except OSError as exc:
-        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    if len(data) > limit:  # the file grew while it was read
-        raise ImageLoadError(f"{name}: more than the {_megabytes(limit)} limit for an image file")
-    return data
+        os.close(fd)
+        raise error(f"{name}: cannot be read ({exc.strerror or exc})") from exc
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _not_a_file(mode: int) -> str | None:

@@ -236,7 +236,9 @@ class FinetunePanel(QWidget):
             return
         source = self.form.source()
         if not source:
-            self._refuse("Choose a dataset folder (one subfolder of images per class).")
+            self._refuse(
+                "Choose a dataset folder (one subfolder of images per class) or a pixel CSV file."
+            )
             return
         config = self.form.config()
         self.form.remember()

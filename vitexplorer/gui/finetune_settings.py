@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
+from vitexplorer.core.pixel_csv import is_pixel_csv
 
 CIFAR10 = "cifar10"
 FOLDER = "folder"
@@ -127,8 +128,13 @@ class FinetuneSettings(QWidget):
         self.source_box.addItem("CIFAR-10", CIFAR10)
         self.source_box.addItem("Folder of class subfolders", FOLDER)
         self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("a folder with one subfolder of images per class")
+        self.folder_edit.setPlaceholderText("a folder of class subfolders, or a pixel CSV file")
         self.folder_button = QPushButton("Choose…")
+        self.csv_button = QPushButton("CSV…")
+        self.csv_button.setToolTip(
+            "A pixel CSV file: header label,pixel0,pixel1,..., then one square grayscale image "
+            "per row (MNIST-style digits)"
+        )
         self.download_button = QPushButton("Download CIFAR-10 (170 MB)")
         self.dataset_label = QLabel("")
         self.dataset_label.setWordWrap(True)
@@ -176,6 +182,7 @@ class FinetuneSettings(QWidget):
         self._epochs_changed(self.epochs.value())
         self.source_box.currentIndexChanged.connect(self._source_changed)
         self.folder_button.clicked.connect(self.choose_folder)
+        self.csv_button.clicked.connect(self.choose_csv)
         self.folder_edit.editingFinished.connect(self._source_changed)
         self.download_button.clicked.connect(self.download_requested)
         self.freeze_box.currentIndexChanged.connect(self._freeze_changed)
@@ -194,6 +201,7 @@ class FinetuneSettings(QWidget):
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit, 1)
         folder_row.addWidget(self.folder_button)
+        folder_row.addWidget(self.csv_button)
         self.folder_widget = QWidget()
         self.folder_widget.setLayout(folder_row)
         folder_row.setContentsMargins(0, 0, 0, 0)
@@ -245,7 +253,7 @@ class FinetuneSettings(QWidget):
 
     # --- values ---------------------------------------------------------------------------
     def source(self) -> str:
-        """``cifar10`` or the folder's path."""
+        """``cifar10``, or the folder's or pixel CSV's path."""
         if self.source_box.currentData() == CIFAR10:
             return CIFAR10
         return self.folder_edit.text().strip()
@@ -284,6 +292,8 @@ class FinetuneSettings(QWidget):
         if self.source_box.currentData() == CIFAR10:
             return CIFAR10_CLASSES
         path = self.source()
+        if is_pixel_csv(path):
+            return None  # known once the file is read
         try:
             folders = _subfolders(path)
             if {"train", "test"} <= set(folders):
@@ -323,6 +333,15 @@ class FinetuneSettings(QWidget):
             self.source_box.setCurrentIndex(self.source_box.findData(FOLDER))
             self._source_changed()
 
+    def choose_csv(self) -> None:
+        start = os.path.dirname(self.folder_edit.text()) or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Pixel CSV (label,pixel0,pixel1,...)", start,
+                                              "CSV files (*.csv);;All files (*)")  # fmt: skip
+        if path:
+            self.folder_edit.setText(path)
+            self.source_box.setCurrentIndex(self.source_box.findData(FOLDER))
+            self._source_changed()
+
     def refresh_dataset_status(self) -> None:
         self._source_changed()
 
@@ -339,11 +358,13 @@ class FinetuneSettings(QWidget):
             )  # fmt: skip
         else:
             n = self.num_classes() if self.source() else None
-            self.dataset_label.setText(
-                "Class subfolders of images, optionally inside train/ and test/"
-                if n is None
-                else f"{n} class folders"
-            )
+            if is_pixel_csv(self.source()):
+                text = "A pixel CSV, one image per row; the test images are set aside from it"
+            elif n is None:
+                text = "Class subfolders of images, optionally inside train/ and test/, or a CSV"
+            else:
+                text = f"{n} class folders"
+            self.dataset_label.setText(text)
         self.changed.emit()
 
     def _freeze_changed(self, _index: int = 0) -> None:
