@@ -12,7 +12,7 @@ digits), pixels from 0 to 255, ids any. Blank lines are skipped.
 Bad files are refused with one line that names the file and, for a bad row, the row's number in
 the file, counting the header as row 1 (a text editor's line number). The file is checked to be a
 regular file of at most :data:`MAX_CSV_BYTES` before it is read, then read in blocks and parsed by
-numpy (42,000 MNIST rows take about a second and a half).
+numpy (42,000 MNIST rows take one to two seconds).
 """
 
 from __future__ import annotations
