@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 from dataclasses import replace
@@ -67,7 +68,8 @@ def trained(colours: Path, tmp_path_factory: pytest.TempPathFactory):
     try:
         err, std = io.StringIO(), io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
-            status = _train(colours, out, *SMALL, *QUICK, "--lr", "3e-3")
+            predictions = ["--predictions", str(out.parent / "p.csv")]
+            status = _train(colours, out, *SMALL, *QUICK, "--lr", "3e-3", *predictions)
     finally:
         mp.undo()
     return status, out, std.getvalue(), err.getvalue(), shapes
@@ -93,6 +95,26 @@ def test_training_saves_a_checkpoint_that_loads_back(trained) -> None:
     records = [json.loads(line) for line in stdout.splitlines()]
     assert [r.get("epoch") for r in records[:2]] == [1, 2] and "test_acc" in records[-1]
     assert f"best epoch {meta['metrics']['best_epoch']} of 2, validation accuracy" in stderr
+
+
+def test_predictions_csv_has_a_row_per_test_image(trained) -> None:
+    status, out, stdout, _, _ = trained
+    rows = list(csv.reader((out.parent / "p.csv").open(encoding="utf-8", newline="")))
+    assert rows[0] == ["source", "true", "predicted", "probability"] and len(rows) == 9
+    sources = sorted(Path(r[0]).relative_to(out.parent.parent) for r in rows[1:])
+    assert len(set(sources)) == 8 and all(r[1] == Path(r[0]).parent.name for r in rows[1:])
+    assert all(r[2] in ("blue", "red") and 0.5 <= float(r[3]) <= 1.0 for r in rows[1:])
+    final = json.loads(stdout.splitlines()[-1])
+    correct = sum(r[1] == r[2] for r in rows[1:]) / 8
+    assert correct == pytest.approx(final["test_acc"])
+
+
+def test_curves_png_beside_the_checkpoint(trained) -> None:
+    _, out, _, stderr, _ = trained
+    curves = out.parent / "m.curves.png"
+    assert f"curves: {curves}" in stderr
+    with Image.open(curves) as image:
+        assert image.format == "PNG" and image.size == (880, 300)
 
 
 def test_printed_parameter_count_is_the_models(trained) -> None:

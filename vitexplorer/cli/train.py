@@ -8,6 +8,7 @@ trainable and :class:`~vitexplorer.core.training.TrainConfig`'s from-scratch set
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -88,6 +89,14 @@ def train_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="MODEL.safetensors",
         help="the checkpoint to write (its folder must exist)",
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="FILE.csv",
+        help="also write one CSV row per test image: its file (or 'test #i' for CIFAR-10), its "
+        "class, the class predicted and that prediction's probability",
     )
     parser.add_argument(
         "--device",
@@ -384,6 +393,7 @@ def run_train(options: argparse.Namespace) -> int:
     The architecture and settings are checked, and the memory training needs estimated, before
     anything is loaded or allocated."""
     out = _checked_checkpoint_path(options.out.expanduser())
+    predictions = _checked_predictions_path(options.predictions)
     shape = architecture(options)
     config = train_config(options)
     try:
@@ -449,11 +459,67 @@ def run_train(options: argparse.Namespace) -> int:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:
         raise Failed(f"cannot write {out}: {exc.strerror or exc}; nothing was saved", 2) from exc
+    curves = curves_path(out)
+    try:
+        from vitexplorer.core.curves import save_curves
+
+        if result.history:
+            save_curves(curves, result.history, result.best_epoch)
+            report.note(f"curves: {curves}")
+        if predictions is not None and result.test_predicted is not None:
+            write_predictions(predictions, result)
+            report.note(f"predictions: {predictions} ({len(result.test_sources)} test images)")
+    except OSError as exc:
+        report.result(result, out)
+        raise Failed(f"the model was saved to {out}, but {exc}", 2) from exc
     report.result(result, out)
     if result.cancelled:
         report.note(f"interrupted; the best epoch so far was saved to {out}")
         return 130
     return 0
+
+
+def curves_path(out: Path) -> Path:
+    """Where the curves of the checkpoint ``out`` go: ``NAME.curves.png`` beside it."""
+    return out.with_name(out.name.removesuffix(".safetensors") + ".curves.png")
+
+
+def _checked_predictions_path(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    if path.is_dir():
+        raise Failed(f"--predictions {path} is a folder; give the CSV file's name", 2)
+    if not path.parent.is_dir():
+        raise Failed(f"--predictions {path}: the folder {path.parent} does not exist", 2)
+    return path
+
+
+def write_predictions(path: Path, result: Any) -> None:
+    """One CSV row per test image: source, true class, predicted class, its probability."""
+    import csv
+
+    from vitexplorer.core.files import write_atomic
+
+    names = result.model.spec.class_names
+    rows = zip(
+        result.test_sources,
+        result.test_true.tolist(),
+        result.test_predicted.tolist(),
+        result.test_confidence.tolist(),
+        strict=True,
+    )
+
+    def write(handle: Any) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+        table = csv.writer(text)
+        table.writerow(["source", "true", "predicted", "probability"])
+        for source, true, predicted, probability in rows:
+            table.writerow([source, names[true], names[predicted], f"{probability:.6f}"])
+        text.flush()
+        text.detach()
+
+    write_atomic(path, write)
 
 
 def _best_line(result: Any) -> str:

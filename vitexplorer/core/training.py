@@ -320,6 +320,11 @@ class FinetuneResult:
     best_epoch: int | None = None  # the epoch whose weights these are, when the best is kept
     best_val_acc: float | None = None
     diverged: str | None = None  # why training stopped early, when the best so far was kept
+    # every test image: where it came from, its class, the class predicted and its probability
+    test_sources: list[str] = field(default_factory=list)
+    test_true: np.ndarray | None = None
+    test_predicted: np.ndarray | None = None
+    test_confidence: np.ndarray | None = None
 
     def metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
@@ -837,6 +842,9 @@ class _Run:
         confusion = np.bincount(true * n + predicted, minlength=n * n).reshape(n, n)
         per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
         result.test_acc = accuracy
+        result.test_sources = list(test.sources)
+        result.test_true, result.test_predicted = true, predicted
+        result.test_confidence = probs.max(1).values.numpy()
         result.confusion = confusion
         result.per_class_acc = per_class
         result.samples = [
