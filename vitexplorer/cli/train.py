@@ -403,9 +403,7 @@ def run_train(options: argparse.Namespace) -> int:
     try:
         check_memory(shape, config.batch_size, options.device)
     except (RuntimeError, ValueError) as exc:  # a device that is not there
-        if isinstance(exc, Failed):
-            raise
-        raise Failed(f"--device {options.device}: {exc}", 2) from exc
+        raise Failed(str(exc), 2) from exc
     dataset = _open_dataset(options.data, options.data_root, config)
     shape = architecture(options, dataset.num_classes)
 
