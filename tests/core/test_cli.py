@@ -218,7 +218,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["analyse", "x.png"]) == 2  # a mistyped command does not open the app
     assert "'analyse' is neither a command" in capsys.readouterr().err
     assert main(["finetun"]) == 2
-    assert "neither a command (analyze, finetune, stats, sanity, faithfulness)" in (
+    assert "neither a command (analyze, finetune, stats, sanity, faithfulness, train)" in (
         capsys.readouterr().err
     )
     finetune = ["finetune", "--model", "small_vit", "--data", "d", "--out", "m.safetensors"]

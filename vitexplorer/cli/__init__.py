@@ -1,5 +1,6 @@
 """The ``vitexplorer`` command: the app, ``analyze`` to write attention maps without a window, or
-``finetune`` to give a ViT a new head for a dataset and save it as a checkpoint.
+``finetune`` to give a ViT a new head for a dataset and save it as a checkpoint, or ``train`` to
+train the small ViT from scratch.
 
 Nothing heavy is imported at module level (no torch, no Qt), so ``vitexplorer --help`` is instant;
 the commands import what they need when they run.
@@ -38,6 +39,7 @@ from vitexplorer.cli.finetune import (
     run_finetune,
 )
 from vitexplorer.cli.stats import run_stats, stats_parser
+from vitexplorer.cli.train import run_train, train_parser
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -60,6 +62,7 @@ _COMMANDS = {
     "stats": (stats_parser, run_stats),
     "sanity": (sanity_parser, run_sanity),
     "faithfulness": (faithfulness_parser, run_faithfulness),
+    "train": (train_parser, run_train),
 }
 COMMANDS = tuple(_COMMANDS)
 
@@ -105,7 +108,8 @@ def _gui_parser() -> argparse.ArgumentParser:
         f"       {PROG} sanity IMAGE ... --model NAME --method M --out DIR [options]\n"
         f"       {PROG} faithfulness IMAGE_OR_FOLDER ... --model NAME --method M --out DIR\n"
         f"       {PROG} finetune --model NAME --data cifar10|DIR --out MODEL.safetensors "
-        f"[options]",
+        f"[options]\n"
+        f"       {PROG} train --data cifar10|DIR --out MODEL.safetensors [options]",
         description="See inside Vision Transformers: predictions and every layer's and head's\n"
         "attention, patch by patch. Without a command, opens the app with the given images.",
         epilog="commands (each has its own -h):\n"
@@ -116,7 +120,9 @@ def _gui_parser() -> argparse.ArgumentParser:
         "  sanity        does a method's map change when the model's weights are randomised?\n"
         "  faithfulness  does removing the patches a method calls relevant change the prediction?\n"
         "  finetune      train a new head (and optionally the last blocks) on a dataset and save\n"
-        "                the model",
+        "                the model\n"
+        "  train         train vitexplorer's small ViT from scratch at the images' size (32 px\n"
+        "                for CIFAR-10) and save it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="images to open in the app")

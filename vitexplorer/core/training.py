@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vitexplorer.core.augment import augment_batch
 from vitexplorer.core.datasets import (
     DatasetCancelled,
     DatasetSplits,
@@ -164,6 +165,72 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def augmentation(self) -> str:
+        """The augmentation policy (see :mod:`vitexplorer.core.augment`): flips or none."""
+        return "flip" if self.augment else "none"
+
+    @property
+    def gradient_clip(self) -> float:
+        """The largest gradient norm allowed; 0 for no clipping."""
+        return 0.0
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether the best epoch's weights (by validation accuracy) are the ones handed back."""
+        return False
+
+
+MAX_CLIP_GRAD = 1e6
+
+
+@dataclass(frozen=True)
+class TrainConfig(FinetuneConfig):
+    """A run that trains every weight of a model from scratch: :class:`FinetuneConfig` with
+    from-scratch defaults (everything trained, AdamW with warm-up and cosine decay, label
+    smoothing, crop-and-flip augmentation), gradient clipping and the best epoch kept."""
+
+    per_class: int = 5000
+    test_per_class: int = 1000
+    freeze: str = "none"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    epochs: int = 50
+    warmup_epochs: float = 5.0
+    label_smoothing: float = 0.1
+    augment_policy: str = "crop-flip"  # one of augment.AUGMENTATIONS
+    clip_grad: float = 1.0  # the largest gradient norm; 0 for none
+    keep_best: bool = True
+
+    def check(self, num_layers: int) -> None:
+        from vitexplorer.core.augment import AUGMENTATIONS
+
+        super().check(num_layers)
+        if not isinstance(self.augment_policy, str) or self.augment_policy not in AUGMENTATIONS:
+            raise ValueError(
+                f"unknown augmentation {_shown(self.augment_policy)}; use "
+                f"{', '.join(AUGMENTATIONS)}"
+            )
+        _real(self.clip_grad, "the gradient clipping norm (clip_grad)", 0, MAX_CLIP_GRAD,
+              allowed=f"a number from 0 (no clipping) to {MAX_CLIP_GRAD:g}")  # fmt: skip
+        if not isinstance(self.keep_best, bool):
+            raise ValueError(
+                f"the keep_best setting must be true or false, not {_shown(self.keep_best)}"
+            )
+
+    @property
+    def augmentation(self) -> str:
+        return self.augment_policy
+
+    @property
+    def gradient_clip(self) -> float:
+        return float(self.clip_grad)
+
+    @property
+    def keeps_best(self) -> bool:
+        return self.keep_best
+
 
 # ---------------------------------------------------------------------------------------------
 # Events. ``fraction`` is the share of the whole run done, for progress bars and time left.
@@ -250,10 +317,23 @@ class FinetuneResult:
     confusion: np.ndarray | None = None  # (C, C) int64: rows true class, columns predicted
     per_class_acc: np.ndarray | None = None
     samples: list[TestSample] = field(default_factory=list)
+    best_epoch: int | None = None  # the epoch whose weights these are, when the best is kept
+    best_val_acc: float | None = None
+    diverged: str | None = None  # why training stopped early, when the best so far was kept
+    # every test image: where it came from, its class, the class predicted and its probability
+    test_sources: list[str] = field(default_factory=list)
+    test_true: np.ndarray | None = None
+    test_predicted: np.ndarray | None = None
+    test_confidence: np.ndarray | None = None
 
     def metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
+        best = {} if self.best_epoch is None else {
+            "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
+            "diverged": self.diverged,
+        }  # fmt: skip
         return {
+            **best,
             "test_acc": self.test_acc,
             "per_class_acc": None if self.per_class_acc is None else self.per_class_acc.tolist(),
             "val_acc": last.val_acc if last else None,
@@ -424,6 +504,9 @@ class _Run:
         self.cost_done = 0.0
         self.cost_total = 1.0
         self.tensors: list[torch.Tensor] = []
+        self.best: dict[str, torch.Tensor] | None = None  # the best epoch's state, on the CPU
+        self.best_epoch: int | None = None
+        self.best_val_acc = -1.0
         self.amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -505,13 +588,28 @@ class _Run:
 
         history: list[Epoch] = []
         stopped = False
+        diverged = None
         try:
             yield from self._train(train, val, train_x, val_x, history, per_epoch)
         except _Cancelled:
             stopped = True
-            self._check_weights()  # the partly trained model is handed back too
+            if self.best is None:
+                self._check_weights()  # the partly trained model is handed back too
+        except TrainingError as exc:
+            if self.best is None:
+                raise
+            diverged = str(exc).removesuffix("; nothing was saved")
+            yield Notice(
+                f"training stopped: {diverged}; the weights of epoch {self.best_epoch} (the best, "
+                f"validation accuracy {self.best_val_acc:.1%}) are kept"
+            )
+        if self.best is not None:
+            self.model.module.load_state_dict(self.best)
         self.split.set_training(False)
         result = self._result(started, cancelled=stopped, steps=self.steps, history=history)
+        if self.best is not None:
+            result.best_epoch, result.best_val_acc = self.best_epoch, self.best_val_acc
+            result.diverged = diverged
         if not stopped:
             try:
                 yield from self._test(test, result, gallery_size)
@@ -529,7 +627,7 @@ class _Run:
         n_val = classes * min(n_val, config.per_class - 1)
         n_train = classes * config.per_class - n_val
         n_test = classes * config.test_per_class
-        cached = not self.split.nothing_frozen and not config.augment
+        cached = not self.split.nothing_frozen and config.augmentation == "none"
         if cached and self._cache_bytes(n_train + n_val) > CACHE_BUDGET:
             cached = False
             yield Notice("the frozen part's outputs would not fit in memory; training uncached")
@@ -621,6 +719,8 @@ class _Run:
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         generator = torch.Generator().manual_seed(config.seed)
         labels = train.labels.to(self.device)
+        policy, clip = config.augmentation, config.gradient_clip
+        params = self.split.trainable_parameters() if clip else []
         step_cost = epoch_cost * 0.95 / self._steps_per_epoch  # the rest is validation
         for epoch in range(1, config.epochs + 1):
             self.epoch = epoch
@@ -634,13 +734,16 @@ class _Run:
                 index = order[start : start + config.batch_size]
                 target = labels[index.to(self.device)]
                 flips = (
-                    torch.rand(len(index), generator=generator) < 0.5 if config.augment else None
+                    torch.rand(len(index), generator=generator) < 0.5 if policy == "flip" else None
                 )
                 with self._autocast():
                     if train_x is not None:
                         logits = self.split.trainable(train_x[index.to(self.device)])
                     else:
-                        x = self._inputs(train.images[index])
+                        images = train.images[index]
+                        if policy not in ("none", "flip"):
+                            images = augment_batch(images, policy, generator)
+                        x = self._inputs(images)
                         if flips is not None:
                             x = torch.where(flips.to(self.device)[:, None, None, None],
                                             x.flip(-1), x)  # fmt: skip
@@ -657,6 +760,9 @@ class _Run:
                     )
                 optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
+                if clip:
+                    self.scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(params, clip)
                 self.scaler.step(optimizer)
                 self.scaler.update()
                 lr = optimizer.param_groups[0]["lr"]
@@ -677,6 +783,12 @@ class _Run:
                 time.perf_counter() - epoch_start, self._fraction(),
             )  # fmt: skip
             history.append(record)
+            if config.keeps_best and (val_acc is None or val_acc > self.best_val_acc):
+                # without a validation split the last epoch is the one kept
+                self.best_val_acc = -1.0 if val_acc is None else val_acc
+                self.best_epoch = epoch
+                state = self.model.module.state_dict()
+                self.best = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
             yield record
 
     def _check_weights(self) -> None:
@@ -730,6 +842,9 @@ class _Run:
         confusion = np.bincount(true * n + predicted, minlength=n * n).reshape(n, n)
         per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
         result.test_acc = accuracy
+        result.test_sources = list(test.sources)
+        result.test_true, result.test_predicted = true, predicted
+        result.test_confidence = probs.max(1).values.numpy()
         result.confusion = confusion
         result.per_class_acc = per_class
         result.samples = [

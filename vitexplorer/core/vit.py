@@ -5,6 +5,13 @@ token and position embeddings, encoder blocks of multi-head self-attention and a
 residuals, a final LayerNorm and a linear head on the CLS token. Attention runs through
 ``scaled_dot_product_attention``; ``core.capture`` swaps in an explicit computation when maps are
 wanted.
+
+For training from scratch it has dropout (after the attention's output projection, after the MLP's
+activation and after its second layer) and stochastic depth (DropPath, Huang et al. 2016): each
+block's residual branches are dropped for a whole sample with a probability that rises linearly
+with depth, from 0 at the first block to ``drop_path`` at the last, as timm does. Both are
+identity in eval mode, and both default to 0, so a checkpoint whose metadata predates them loads
+as before (they add no weights).
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ class SmallViTConfig:
     heads: int = 3
     num_classes: int = 10
     mlp_ratio: float = 4.0
+    dropout: float = 0.0  # training only; no weights, so absent from older checkpoints' metadata
+    drop_path: float = 0.0  # stochastic depth at the last block (linear from 0 at the first)
 
     def __post_init__(self) -> None:
         """Refuse, with one line, any setting that would fail or allocate without bound later.
@@ -94,6 +103,12 @@ class SmallViTConfig:
                 f"mlp_ratio must be above 0 and at most {MAX_MLP_RATIO:g} (and leave the MLP at "
                 f"least one unit wide), not {show_value(ratio)}"
             )
+        for name in ("dropout", "drop_path"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+                raise ValueError(f"{name} must be a number, not {show_value(rate)}")
+            if not (math.isfinite(rate) and 0 <= rate < 1):
+                raise ValueError(f"{name} must be at least 0 and below 1, not {show_value(rate)}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image size {self.image_size} is not a multiple of patch size {self.patch_size}"
@@ -115,37 +130,77 @@ class SmallViTConfig:
         return asdict(self)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection."""
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: each sample's ``x`` (a residual branch) zeroed with probability
+    ``rate``, the kept ones scaled by ``1 / (1 - rate)``; ``x`` itself when not training."""
+    if not training or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
 
-    def __init__(self, width: int, heads: int) -> None:
+
+class DropPath(nn.Module):
+    """:func:`drop_path` as a module (no weights)."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = float(rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.rate, self.training)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:g}"
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection, dropout after the projection."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
+        self.proj_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)), each branch through
+    stochastic depth. The MLP keeps its layers at indices 0 and 2 (the checkpoints' names);
+    dropout follows the activation (inside index 1) and the second layer (index 3)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float,
+        dropout: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
-        self.attn = SelfAttention(width, heads)
+        self.attn = SelfAttention(width, heads, dropout)
         self.norm2 = nn.LayerNorm(width, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        activation: nn.Module = nn.GELU()
+        if dropout:
+            activation = nn.Sequential(nn.GELU(), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), activation, nn.Linear(hidden, width), nn.Dropout(dropout)
+        )
+        self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class SmallViT(nn.Module):
@@ -163,8 +218,9 @@ class SmallViT(nn.Module):
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + gh * gw, cfg.width))
+        rates = [cfg.drop_path * i / max(1, cfg.depth - 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(
-            EncoderBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)
+            EncoderBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, rate) for rate in rates
         )
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self.head = nn.Linear(cfg.width, cfg.num_classes)

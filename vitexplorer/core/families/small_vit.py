@@ -61,7 +61,7 @@ class SmallViTAdapter(ViTAdapter):
         assert isinstance(attention, SelfAttention)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            return explicit_attention(
+            out = explicit_attention(
                 x,
                 attention.qkv.weight,
                 attention.qkv.bias,
@@ -70,6 +70,9 @@ class SmallViTAdapter(ViTAdapter):
                 attention.num_heads,
                 sink,
             )
+            # identity in eval mode, where analysis runs; dropout as in training otherwise
+            drop = getattr(attention, "proj_drop", None)
+            return out if drop is None else drop(out)
 
         return forward
 

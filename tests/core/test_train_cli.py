@@ -1,0 +1,306 @@
+"""``vitexplorer train``: the small ViT from scratch on tiny data the tests make."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import TINY
+from vitexplorer.cli import main
+from vitexplorer.cli import train as train_cli
+from vitexplorer.core import training
+from vitexplorer.core.augment import augment_batch
+from vitexplorer.core.checkpoint import read_weights
+from vitexplorer.core.datasets import open_dataset
+from vitexplorer.core.families.small_vit import SmallViTAdapter
+from vitexplorer.core.models import load_model
+from vitexplorer.core.vit import SmallViT
+
+SMALL = ["--width", "16", "--depth", "2", "--heads", "2", "--patch-size", "8"]
+QUICK = ["--per-class", "8", "--test-per-class", "4", "--batch-size", "8", "--epochs", "2"]
+
+
+def _write_colours(root: Path) -> Path:
+    """train/ and test/ with two classes of noisy 32 px colours."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 4)):
+        for name, colour in (("blue", (20, 40, 220)), ("red", (220, 30, 20))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(colour, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_colours(tmp_path_factory.mktemp("colours"))
+
+
+def _train(data: Path, out: Path, *options: str) -> int:
+    return main(["train", "--data", str(data), "--out", str(out), "--device", "cpu", *options])
+
+
+@pytest.fixture(scope="module")
+def trained(colours: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One run, its output and the input shapes the model saw."""
+    out = tmp_path_factory.mktemp("trained") / "m.safetensors"
+    shapes: list[tuple[int, ...]] = []
+    original = SmallViTAdapter.embed  # where training and evaluation feed the patch embedding
+
+    def recording(self, images):
+        shapes.append(tuple(images.shape))
+        return original(self, images)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(SmallViTAdapter, "embed", recording)
+    try:
+        err, std = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+            predictions = ["--predictions", str(out.parent / "p.csv")]
+            status = _train(colours, out, *SMALL, *QUICK, "--lr", "3e-3", *predictions)
+    finally:
+        mp.undo()
+    return status, out, std.getvalue(), err.getvalue(), shapes
+
+
+def test_training_saves_a_checkpoint_that_loads_back(trained) -> None:
+    status, out, stdout, stderr, _ = trained
+    assert status == 0, stderr
+    model = load_model(str(out), device="cpu")
+    config = model.module.config
+    assert (config.image_size, config.patch_size, config.width, config.depth, config.heads) == (
+        32, 8, 16, 2, 2,
+    )  # fmt: skip
+    assert config.mlp_ratio == 2.0 and config.drop_path == 0.1 and config.num_classes == 2
+    assert model.spec.class_names == ("blue", "red")
+    meta = read_weights(out)[1]["train"]
+    assert meta["architecture"] == config.to_dict()
+    settings = meta["settings"]
+    assert settings["lr"] == 3e-3 and settings["augment_policy"] == "crop-flip"
+    assert settings["clip_grad"] == 1.0 and settings["label_smoothing"] == 0.1
+    assert settings["freeze"] == "none" and settings["epochs"] == 2
+    assert len(meta["history"]) == 2 and meta["metrics"]["best_epoch"] in (1, 2)
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert [r.get("epoch") for r in records[:2]] == [1, 2] and "test_acc" in records[-1]
+    assert f"best epoch {meta['metrics']['best_epoch']} of 2, validation accuracy" in stderr
+
+
+def test_predictions_csv_has_a_row_per_test_image(trained) -> None:
+    status, out, stdout, _, _ = trained
+    rows = list(csv.reader((out.parent / "p.csv").open(encoding="utf-8", newline="")))
+    assert rows[0] == ["source", "true", "predicted", "probability"] and len(rows) == 9
+    sources = sorted(Path(r[0]).relative_to(out.parent.parent) for r in rows[1:])
+    assert len(set(sources)) == 8 and all(r[1] == Path(r[0]).parent.name for r in rows[1:])
+    assert all(r[2] in ("blue", "red") and 0.5 <= float(r[3]) <= 1.0 for r in rows[1:])
+    final = json.loads(stdout.splitlines()[-1])
+    correct = sum(r[1] == r[2] for r in rows[1:]) / 8
+    assert correct == pytest.approx(final["test_acc"])
+
+
+def test_curves_png_beside_the_checkpoint(trained) -> None:
+    _, out, _, stderr, _ = trained
+    curves = out.parent / "m.curves.png"
+    assert f"curves: {curves}" in stderr
+    with Image.open(curves) as image:
+        assert image.format == "PNG" and image.size == (880, 300)
+
+
+def test_printed_parameter_count_is_the_models(trained) -> None:
+    status, out, _, stderr, _ = trained
+    model = load_model(str(out), device="cpu")
+    count = sum(p.numel() for p in model.module.parameters())
+    first = stderr.splitlines()[0]
+    assert first.startswith(f"{count:,} trainable parameters: 2 blocks of width 16")
+    assert train_cli.parameter_count(model.module.config) == count
+
+
+@pytest.mark.parametrize("shape", [TINY, replace(TINY, mlp_ratio=2.0, width=48, heads=3)])
+def test_parameter_count_without_building(shape) -> None:
+    assert train_cli.parameter_count(shape) == sum(p.numel() for p in SmallViT(shape).parameters())
+
+
+def test_32_px_images_reach_the_model_unscaled(trained) -> None:
+    _, _, _, _, shapes = trained
+    assert shapes and all(s[1:] == (3, 32, 32) for s in shapes)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--image-size", "30"], "--image-size 30 is not a multiple of --patch-size 4"),
+        (["--width", "100"], "--width 100 is not divisible by --heads 3"),
+        (["--width", "0"], "--width must be at least 1, not 0"),
+        (["--patch-size", "-4"], "--patch-size must be at least 1, not -4"),
+        (["--depth", "0"], "--depth must be at least 1, not 0"),
+        (["--heads", "0"], "--heads must be at least 1, not 0"),
+        (["--image-size", "0"], "--image-size must be at least 1, not 0"),
+        (["--dropout", "1.5"], "dropout must be at least 0 and below 1, not 1.5"),
+    ],
+)
+def test_impossible_architectures_are_refused_in_one_line(
+    tmp_path: Path, capsys, monkeypatch, options: list[str], message: str
+) -> None:
+    monkeypatch.setattr(train_cli, "_open_dataset", _no_dataset)
+    assert _train(tmp_path / "nowhere", tmp_path / "m.safetensors", *options) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"vitexplorer: {message}\n" and captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def _no_dataset(*args, **kwargs):
+    raise AssertionError("the dataset must not be opened")
+
+
+def test_a_model_too_big_for_memory_is_refused_with_the_estimate(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(train_cli, "_open_dataset", _no_dataset)
+    monkeypatch.setattr(train_cli, "available_bytes", lambda device: 2 * 10**9)
+    options = ["--width", "768", "--heads", "12", "--depth", "12", "--batch-size", "512"]
+    assert _train(tmp_path / "nowhere", tmp_path / "m.safetensors", *options) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    shape = train_cli.architecture(
+        argparse.Namespace(**{**train_cli.ARCH_DEFAULTS, "width": 768, "heads": 12, "depth": 12})
+    )
+    acts, weights = train_cli.training_bytes(shape, 512)
+    assert err == (
+        f"vitexplorer: this ViT (12 blocks of width 768, 64 patches) needs about "
+        f"{(acts + weights) / 1e9:.1f} GB to train at batch size 512 ({acts / 1e9:.1f} GB of "
+        f"activations, {weights / 1e9:.1f} GB of parameters and optimiser state), more than the "
+        f"2.0 GB free: lower --batch-size, --width or --depth, or raise --patch-size\n"
+    )
+
+
+def test_defaults_match_train_config() -> None:
+    settings = training.TrainConfig().to_dict()
+    assert {k: settings[k] for k in train_cli.TRAIN_DEFAULTS} == train_cli.TRAIN_DEFAULTS
+    options = train_cli.train_parser().parse_args(["--data", "d", "--out", "m.safetensors"])
+    given = {k: getattr(options, k) for k in train_cli.TRAIN_DEFAULTS}
+    assert given == {**train_cli.TRAIN_DEFAULTS, "warmup_epochs": None}  # None: from --epochs
+    assert train_cli.train_config(options).warmup_epochs == 5.0
+    few = train_cli.train_parser().parse_args(["--data", "d", "--out", "m.st", "--epochs", "3"])
+    assert train_cli.train_config(few).warmup_epochs == pytest.approx(0.3)
+
+
+# --- the engine: the best epoch kept, divergence, cancelling ---------------------------------
+
+
+def _engine_run(colours: Path, monkeypatch, events_hook, **settings):
+    torch.manual_seed(0)
+    base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=2))
+    config = training.TrainConfig(
+        per_class=8, test_per_class=4, batch_size=4, epochs=4, warmup_epochs=0.0,
+        mixed_precision=False, **settings,
+    )  # fmt: skip
+    dataset = open_dataset(str(colours))
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    result = None
+    for event in training.finetune(base, dataset, config):
+        if isinstance(event, training.Epoch):
+            states[event.epoch] = {k: v.clone() for k, v in base.module.state_dict().items()}
+            events_hook(event, base.module)
+        if isinstance(event, training.Finished):
+            result = event.result
+    return result, states
+
+
+def test_the_best_epochs_weights_are_the_ones_kept(colours: Path, monkeypatch) -> None:
+    accuracies = iter([0.5, 0.9, 0.6, 0.7])
+    original = training._Run._evaluate
+
+    def scripted(self, data, frozen, stage):
+        loss, acc, probs = yield from original(self, data, frozen, stage)
+        return loss, (next(accuracies) if stage is None else acc), probs
+
+    monkeypatch.setattr(training._Run, "_evaluate", scripted)
+    result, states = _engine_run(colours, monkeypatch, lambda e, m: None)
+    assert result.best_epoch == 2 and result.best_val_acc == 0.9 and len(result.history) == 4
+    final = result.model.module.state_dict()
+    assert all(torch.equal(final[k], states[2][k]) for k in final)
+    assert not all(torch.equal(final[k], states[4][k]) for k in final)
+    assert result.test_acc is not None  # tested with the best weights
+
+
+def test_divergence_keeps_the_best_so_far(colours: Path, monkeypatch) -> None:
+    def poison(event, module):
+        if event.epoch == 2:  # after epoch 2, a weight goes bad: epoch 3 diverges
+            with torch.no_grad():
+                module.head.weight.fill_(float("nan"))
+
+    result, states = _engine_run(colours, monkeypatch, poison)
+    assert result.diverged is not None and "try a tenth of it" in result.diverged
+    assert result.best_epoch in (1, 2) and len(result.history) == 2
+    final = result.model.module.state_dict()
+    assert all(torch.equal(final[k], states[result.best_epoch][k]) for k in final)
+    training.check_savable(result.model)
+
+
+def test_cancel_keeps_the_best_so_far(colours: Path) -> None:
+    torch.manual_seed(0)
+    base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=2))
+    config = training.TrainConfig(per_class=8, test_per_class=4, batch_size=4, epochs=4,
+                                  warmup_epochs=0.0, mixed_precision=False)  # fmt: skip
+    stop = {"now": False}
+    result = None
+    state = None
+    for event in training.finetune(base, open_dataset(str(colours)), config, lambda: stop["now"]):
+        if isinstance(event, training.Epoch) and event.epoch == 1:
+            state = {k: v.clone() for k, v in base.module.state_dict().items()}
+        if isinstance(event, training.Step) and event.epoch == 2:
+            stop["now"] = True
+        if isinstance(event, training.Finished):
+            result = event.result
+    assert result.cancelled and result.best_epoch == 1
+    final = result.model.module.state_dict()
+    assert all(torch.equal(final[k], state[k]) for k in final)
+
+
+def test_finetune_defaults_keep_no_best_and_no_clipping() -> None:
+    config = training.FinetuneConfig()
+    assert not config.keeps_best and config.gradient_clip == 0 and config.augmentation == "none"
+    assert replace(config, augment=True).augmentation == "flip"
+
+
+# --- augmentation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["none", "flip", "crop-flip", "trivialaugment", "randaugment"])
+def test_augmentation_keeps_shape_and_dtype(policy: str) -> None:
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    out = augment_batch(images, policy, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("policy", ["crop-flip", "trivialaugment"])
+def test_augmentation_is_reproducible_with_a_seed(policy: str) -> None:
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    first = augment_batch(images, policy, torch.Generator().manual_seed(5))
+    again = augment_batch(images, policy, torch.Generator().manual_seed(5))
+    other = augment_batch(images, policy, torch.Generator().manual_seed(6))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_crop_moves_the_image_within_the_padding() -> None:
+    image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    image[..., 10, 10] = 255
+    for seed in range(20):
+        out = augment_batch(image, "crop-flip", torch.Generator().manual_seed(seed))
+        where = (out[0, 0] == 255).nonzero()
+        if len(where):  # the dot can leave the frame only by more than 4 px: it cannot here
+            row, col = where[0].tolist()
+            assert abs(row - 10) <= 4 and (abs(col - 10) <= 4 or abs(col - 21) <= 4)
+        else:
+            pytest.fail("the dot left the image")

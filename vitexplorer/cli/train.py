@@ -1,0 +1,553 @@
+"""``vitexplorer train``: the project's small ViT trained from scratch on a dataset, at the
+images' own size (32 px for CIFAR-10), saved as a checkpoint; JSON lines on stdout.
+
+It runs the fine-tune engine (:func:`vitexplorer.core.training.finetune`) with every weight
+trainable and :class:`~vitexplorer.core.training.TrainConfig`'s from-scratch settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from vitexplorer.cli.common import PROG, CtrlCCancels, Failed, device_choice, positive_int
+from vitexplorer.cli.finetune import (
+    FinetuneReport,
+    _check_room,
+    _checked_checkpoint_path,
+    _open_dataset,
+)
+
+# TrainConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "per_class": 5000,
+    "test_per_class": 1000,
+    "val_fraction": 0.1,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "batch_size": 128,
+    "epochs": 50,
+    "schedule": "cosine",
+    "warmup_epochs": 5.0,
+    "label_smoothing": 0.1,
+    "mixed_precision": True,
+    "seed": 0,
+    "augment_policy": "crop-flip",
+    "clip_grad": 1.0,
+}
+ARCH_DEFAULTS: dict[str, Any] = {
+    "image_size": 32,
+    "patch_size": 4,
+    "width": 192,
+    "depth": 6,
+    "heads": 3,
+    "mlp_ratio": 2.0,
+    "dropout": 0.0,
+    "drop_path": 0.1,
+}
+ARCH_OPTIONS = ("image_size", "patch_size", "width", "depth", "heads")
+AUGMENTATIONS = ("none", "flip", "crop-flip", "trivialaugment", "randaugment")
+BYTES_PER_FLOAT = 4
+# per parameter while training with AdamW: the weight, its gradient, two moments, the best copy
+BYTES_PER_PARAM = 5 * BYTES_PER_FLOAT
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} train",
+        description="Train vitexplorer's small ViT from scratch on a dataset, at the images' own "
+        "size (32 px for CIFAR-10: no upscaling), and save it as a checkpoint that 'analyze' and "
+        "the app open. Prints the number of trainable parameters, then one JSON line per epoch "
+        "(epoch, train_loss, train_acc, val_loss, val_acc, seconds) and one with the test results "
+        "of the best epoch's weights (by validation accuracy), which are the ones saved. Ctrl-C "
+        "stops after the current batch and saves the best epoch so far; a diverging run (NaN "
+        "loss or weights) stops and keeps it too. Exit status: 0 saved, 2 a problem with the "
+        "architecture, data, settings or training (nothing saved), 130 interrupted.",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="cifar10|DIR",
+        help="'cifar10' (downloaded, 170 MB, into --data-root when missing) or a folder holding "
+        "one subfolder of images per class, optionally inside train/ and test/",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where CIFAR-10 is kept (as for 'finetune')",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="MODEL.safetensors",
+        help="the checkpoint to write (its folder must exist)",
+    )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="FILE.csv",
+        help="also write one CSV row per test image: its file (or 'test #i' for CIFAR-10), its "
+        "class, the class predicted and that prediction's probability",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=device_choice,
+        metavar="auto|cpu|cuda|mps",
+        help="(default: auto)",
+    )
+    a = ARCH_DEFAULTS
+    arch = parser.add_argument_group(
+        "the architecture",
+        "The defaults follow the compact ViTs for 32 px images (ViT-Lite, Hassani et al. 2021, "
+        "'Escaping the Big Data Paradigm with Compact Transformers'): 4 px patches, so a CIFAR "
+        "image is an 8x8 grid of 64 tokens instead of 4 (at /16), and an MLP twice the width "
+        "rather than four times, which halves the MLP's parameters (1.8M in all instead of "
+        "2.7M) for a dataset of 50,000 images, where the larger MLP overfits without gaining "
+        "accuracy; plus a little stochastic depth.",
+    )
+    arch.add_argument(
+        "--image-size",
+        type=int,
+        default=a["image_size"],
+        metavar="PX",
+        help="input size; images are resized to it (default: %(default)s)",
+    )
+    arch.add_argument(
+        "--patch-size",
+        type=int,
+        default=a["patch_size"],
+        metavar="PX",
+        help="(default: %(default)s)",
+    )
+    arch.add_argument(
+        "--width",
+        type=int,
+        default=a["width"],
+        metavar="D",
+        help="token width (default: %(default)s)",
+    )
+    arch.add_argument(
+        "--depth",
+        type=int,
+        default=a["depth"],
+        metavar="L",
+        help="encoder blocks (default: %(default)s)",
+    )
+    arch.add_argument(
+        "--heads",
+        type=int,
+        default=a["heads"],
+        metavar="H",
+        help="attention heads; must divide the width (default: %(default)s)",
+    )
+    arch.add_argument(
+        "--mlp-ratio",
+        type=float,
+        choices=(2.0, 4.0),
+        default=a["mlp_ratio"],
+        help="MLP width over token width (default: %(default)s)",
+    )
+    arch.add_argument(
+        "--dropout",
+        type=float,
+        default=a["dropout"],
+        metavar="P",
+        help="after the attention projection and in the MLP (default: %(default)s)",
+    )
+    arch.add_argument(
+        "--drop-path",
+        type=float,
+        default=a["drop_path"],
+        metavar="P",
+        help="stochastic depth at the last block, rising linearly from 0 at the "
+        "first (default: %(default)s)",
+    )
+    d = TRAIN_DEFAULTS
+    data = parser.add_argument_group("the subsets")
+    data.add_argument(
+        "--per-class",
+        type=positive_int,
+        default=d["per_class"],
+        metavar="N",
+        help="training images per class, validation included (default: "
+        "%(default)s, all of CIFAR-10's)",
+    )
+    data.add_argument(
+        "--test-per-class",
+        type=positive_int,
+        default=d["test_per_class"],
+        metavar="M",
+        help="test images per class (default: %(default)s)",
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d["val_fraction"],
+        metavar="F",
+        help="share of each class's training images held out for validation, "
+        "which picks the best epoch (default: %(default)s)",
+    )
+    data.add_argument(
+        "--augment",
+        dest="augment_policy",
+        choices=AUGMENTATIONS,
+        default=d["augment_policy"],
+        help="random changes to each training batch: flips; random 32 px crops "
+        "of the image padded by 4 px, and flips; those followed by "
+        "TrivialAugmentWide or RandAugment (default: %(default)s)",
+    )
+    train = parser.add_argument_group("training (AdamW)")
+    train.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=d["epochs"],
+        metavar="E",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=d["lr"],
+        metavar="X",
+        help="peak learning rate (default: %(default)s)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d["batch_size"],
+        metavar="B",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d["weight_decay"],
+        metavar="X",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default=d["schedule"],
+        help="after the warm-up (default: %(default)s)",
+    )
+    train.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        metavar="E",
+        help="linear warm-up in epochs (default: a tenth of the epochs, at most "
+        f"{d['warmup_epochs']:g})",
+    )
+    train.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d["label_smoothing"],
+        metavar="X",
+        help="(default: %(default)s)",
+    )
+    train.add_argument(
+        "--clip-grad",
+        type=float,
+        default=d["clip_grad"],
+        metavar="NORM",
+        help="largest gradient norm, 0 for no clipping (default: %(default)s)",
+    )
+    train.add_argument(
+        "--no-mixed-precision",
+        dest="mixed_precision",
+        action="store_false",
+        help="float32 throughout (as for 'finetune')",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=d["seed"],
+        metavar="S",
+        help="decides the weights, images, order and augmentation (default: %(default)s)",
+    )
+    return parser
+
+
+def parameter_count(config: Any) -> int:
+    """The number of parameters of a :class:`~vitexplorer.core.vit.SmallViT` of ``config``,
+    counted without building it."""
+    d, c = config.width, config.num_classes
+    h = int(d * config.mlp_ratio)
+    tokens = (config.image_size // config.patch_size) ** 2 + 1
+    embed = 3 * config.patch_size**2 * d + d + d + tokens * d
+    block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
+    return embed + config.depth * block + 2 * d + d * c + c
+
+
+def training_bytes(config: Any, batch_size: int) -> tuple[int, int]:
+    """About how many bytes training ``config`` at ``batch_size`` holds at its peak: the
+    activations kept for the backward pass, and the parameters with their gradients, AdamW's two
+    moments and the best epoch's copy."""
+    d = config.width
+    h = int(d * config.mlp_ratio)
+    n = (config.image_size // config.patch_size) ** 2 + 1
+    # per block and image: norms, qkv, attention output, projection, residuals, the MLP's two
+    # hidden activations and its output; then the scores and probabilities of every head
+    per_block = n * (10 * d + 2 * h) + 2 * config.heads * n * n
+    activations = BYTES_PER_FLOAT * batch_size * (config.depth * per_block + 3 * n * d)
+    return activations, BYTES_PER_PARAM * parameter_count(config)
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory free for training on ``device`` (auto, cpu, cuda[:N], mps), or None if unknown."""
+    import torch
+
+    from vitexplorer.core.models import resolve_device
+
+    where = resolve_device(device)
+    if where.type == "cuda":
+        return int(torch.cuda.mem_get_info(where)[0])
+    if where.type != "cpu":
+        return None
+    try:
+        import psutil  # type: ignore[import-not-found]
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def architecture(options: argparse.Namespace, num_classes: int = 10) -> Any:
+    """The :class:`SmallViTConfig` the options ask for, or a one-line :class:`Failed` (2)."""
+    from vitexplorer.core.vit import SmallViTConfig
+
+    for name in ARCH_OPTIONS:
+        value = getattr(options, name)
+        if value < 1:
+            raise Failed(f"--{name.replace('_', '-')} must be at least 1, not {value}", 2)
+    if options.image_size % options.patch_size:
+        raise Failed(
+            f"--image-size {options.image_size} is not a multiple of --patch-size "
+            f"{options.patch_size}",
+            2,
+        )
+    if options.width % options.heads:
+        raise Failed(f"--width {options.width} is not divisible by --heads {options.heads}", 2)
+    try:
+        return SmallViTConfig(
+            num_classes=num_classes,
+            **{name: getattr(options, name) for name in ARCH_DEFAULTS},
+        )
+    except ValueError as exc:
+        raise Failed(str(exc), 2) from exc
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
+
+
+def check_memory(config: Any, batch_size: int, device: str) -> None:
+    """A one-line :class:`Failed` (2) when training would not fit in the device's free memory."""
+    activations, weights = training_bytes(config, batch_size)
+    free = available_bytes(device)
+    if free is not None and activations + weights > free:
+        raise Failed(
+            f"this ViT ({config.depth} blocks of width {config.width}, "
+            f"{(config.image_size // config.patch_size) ** 2} patches) needs about "
+            f"{_gb(activations + weights)} to train at batch size {batch_size} ({_gb(activations)} "
+            f"of activations, {_gb(weights)} of parameters and optimiser state), more than the "
+            f"{_gb(free)} free: lower --batch-size, --width or --depth, or raise --patch-size",
+            2,
+        )
+
+
+def train_config(options: argparse.Namespace) -> Any:
+    from vitexplorer.core.training import TrainConfig
+
+    settings = {key: getattr(options, key) for key in TRAIN_DEFAULTS}
+    if options.warmup_epochs is None:
+        settings["warmup_epochs"] = min(TRAIN_DEFAULTS["warmup_epochs"], options.epochs / 10)
+    return TrainConfig(**settings)
+
+
+def run_train(options: argparse.Namespace) -> int:
+    """``vitexplorer train``: the checkpoint at ``--out``; 0, 2 or 130.
+
+    The architecture and settings are checked, and the memory training needs estimated, before
+    anything is loaded or allocated."""
+    out = _checked_checkpoint_path(options.out.expanduser())
+    predictions = _checked_predictions_path(options.predictions)
+    shape = architecture(options)
+    config = train_config(options)
+    try:
+        config.check(shape.depth)
+    except ValueError as exc:
+        raise Failed(str(exc), 2) from exc
+    try:
+        check_memory(shape, config.batch_size, options.device)
+    except (RuntimeError, ValueError) as exc:  # a device that is not there
+        raise Failed(str(exc), 2) from exc
+    dataset = _open_dataset(options.data, options.data_root, config)
+    shape = architecture(options, dataset.num_classes)
+
+    import torch
+
+    from vitexplorer.core import models, training
+    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.datasets import DatasetError
+    from vitexplorer.core.spec import SMALL_VIT
+
+    torch.manual_seed(config.seed)
+    try:
+        model = models.load_model(SMALL_VIT, "none", options.device, small_config=shape)
+    except (ValueError, RuntimeError) as exc:
+        raise Failed(f"cannot build the model: {failure_message(exc)}", 2) from exc
+    count = sum(p.numel() for p in model.module.parameters())
+    print(
+        f"{count:,} trainable parameters: {shape.depth} blocks of width {shape.width}, "
+        f"{shape.heads} heads, MLP x{shape.mlp_ratio:g}, {shape.image_size} px images in "
+        f"{shape.patch_size} px patches",
+        file=sys.stderr,
+        flush=True,
+    )
+    _check_room(out, 4 * count + 256 * 1024)
+
+    report = FinetuneReport(sys.stdout, sys.stderr)
+    result = None
+    with CtrlCCancels(report) as cancel:
+        try:
+            for event in training.finetune(model, dataset, config, cancelled=cancel):
+                report.show(event)
+                if isinstance(event, training.Finished):
+                    result = event.result
+        except (training.TrainingError, DatasetError, ValueError) as exc:
+            report.clear()
+            raise Failed(str(exc), 2) from exc
+        except RuntimeError as exc:
+            report.clear()
+            raise Failed(f"training failed: {failure_message(exc)}", 2) from exc
+    if result is None:
+        raise Failed("training ended without a result; nothing was saved", 2)
+    if result.cancelled and result.best_epoch is None:
+        report.result(result, None)
+        raise Failed("interrupted before the first epoch ended; nothing was saved", 130)
+    if result.best_epoch is not None:
+        report.note(_best_line(result))
+    try:
+        training.check_savable(result.model)
+        models.save_checkpoint(out, result.model, _metadata(result, shape, dataset.name))
+    except training.TrainingError as exc:
+        raise Failed(str(exc), 2) from exc
+    except OSError as exc:
+        raise Failed(f"cannot write {out}: {exc.strerror or exc}; nothing was saved", 2) from exc
+    curves = curves_path(out)
+    try:
+        from vitexplorer.core.curves import save_curves
+
+        if result.history:
+            save_curves(curves, result.history, result.best_epoch)
+            report.note(f"curves: {curves}")
+        if predictions is not None and result.test_predicted is not None:
+            write_predictions(predictions, result)
+            report.note(f"predictions: {predictions} ({len(result.test_sources)} test images)")
+    except OSError as exc:
+        report.result(result, out)
+        raise Failed(f"the model was saved to {out}, but {exc}", 2) from exc
+    report.result(result, out)
+    if result.cancelled:
+        report.note(f"interrupted; the best epoch so far was saved to {out}")
+        return 130
+    return 0
+
+
+def curves_path(out: Path) -> Path:
+    """Where the curves of the checkpoint ``out`` go: ``NAME.curves.png`` beside it."""
+    return out.with_name(out.name.removesuffix(".safetensors") + ".curves.png")
+
+
+def _checked_predictions_path(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = path.expanduser()
+    if path.is_dir():
+        raise Failed(f"--predictions {path} is a folder; give the CSV file's name", 2)
+    if not path.parent.is_dir():
+        raise Failed(f"--predictions {path}: the folder {path.parent} does not exist", 2)
+    return path
+
+
+def write_predictions(path: Path, result: Any) -> None:
+    """One CSV row per test image: source, true class, predicted class, its probability."""
+    import csv
+
+    from vitexplorer.core.files import write_atomic
+
+    names = result.model.spec.class_names
+    rows = zip(
+        result.test_sources,
+        result.test_true.tolist(),
+        result.test_predicted.tolist(),
+        result.test_confidence.tolist(),
+        strict=True,
+    )
+
+    def write(handle: Any) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+        table = csv.writer(text)
+        table.writerow(["source", "true", "predicted", "probability"])
+        for source, true, predicted, probability in rows:
+            table.writerow([source, names[true], names[predicted], f"{probability:.6f}"])
+        text.flush()
+        text.detach()
+
+    write_atomic(path, write)
+
+
+def _best_line(result: Any) -> str:
+    done = len(result.history)
+    of = f"{done}" if result.cancelled or result.diverged else f"{result.config.epochs}"
+    line = f"best epoch {result.best_epoch} of {of}"
+    if result.best_val_acc is not None and result.best_val_acc >= 0:
+        line += f", validation accuracy {result.best_val_acc:.1%}"
+    else:
+        line += " (no validation split: the last epoch)"
+    if result.test_acc is not None:
+        line += f"; its test accuracy {result.test_acc:.1%}"
+    return line
+
+
+def _metadata(result: Any, shape: Any, dataset: str) -> dict[str, Any]:
+    metrics = result.metrics()
+    if metrics.get("best_val_acc") is not None and metrics["best_val_acc"] < 0:
+        metrics["best_val_acc"] = None
+    return {
+        "train": {
+            "dataset": dataset,
+            "architecture": shape.to_dict(),
+            "trainable_params": result.trainable_params,
+            "settings": result.config.to_dict(),
+            "history": [e.to_dict() for e in result.history],
+            "metrics": {k: v for k, v in metrics.items() if not _nan(v)},
+        }
+    }
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
