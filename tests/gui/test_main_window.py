@@ -12,7 +12,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QApplication, QPushButton
 
 from tests.conftest import TV_DOWNLOAD
-from tests.gui.conftest import make_window
+from tests.gui.conftest import GUI_CONFIG, make_window
 from vitexplorer.core.data import load_image, preprocess
 from vitexplorer.core.models import load_model
 from vitexplorer.gui.main_window import MainWindow
@@ -580,3 +580,35 @@ def test_help_is_a_real_help_with_the_windows_own_shortcuts(qtbot, window: MainW
     help_action.trigger()  # asked again: the same window, raised
     assert window.help_window is shown
     shown.close()
+
+
+def test_a_declined_download_opens_the_demo_model_with_imagenet_one_click_away(
+    qtbot, tmp_path, monkeypatch, photo
+):
+    from PySide6.QtWidgets import QPushButton
+
+    from vitexplorer.core import models, spec
+    from vitexplorer.gui import main_window
+
+    demo = tmp_path / spec.DEMO_FILE
+    torch.manual_seed(0)
+    trained = models.load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
+    models.save_checkpoint(demo, trained, {"class_names": [f"kind {i}" for i in range(7)]})
+    monkeypatch.setattr(spec, "demo_path", lambda: demo)
+    download = models.WeightsDownload(
+        "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
+    )
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
+    monkeypatch.setattr(main_window, "offer_download", lambda _p, offer: None)  # Cancel
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
+    with qtbot.waitSignal(window.analysis_shown, timeout=60000):
+        window.start([str(photo)])
+    assert window.model.request.name == "demo"
+    assert window.model.spec.display_name == "Demo ViT (CIFAR-10)"
+    assert window.model_bar.model_box.currentText() == "Demo ViT (CIFAR-10)"
+    bar = window.no_model_bar
+    assert bar.isVisible() and "The demo model" in bar.label.text()
+    labels = [b.text() for b in bar.findChildren(QPushButton)]
+    assert labels == ["Download 337 MB", "Open weights file\u2026"]
+    assert [name for name, _ in window.predictions.values][0].startswith("kind ")
+    window.close()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
+from vitexplorer.core import spec as specs
 from vitexplorer.core.checkpoint import (
     WeightsFileError,
     check_fits,
@@ -40,6 +41,8 @@ from vitexplorer.core.download import (
 )
 from vitexplorer.core.families.layouts import recognise_layout
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
+    DEMO,
+    DEMO_LABEL,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MODEL_NAMES,
@@ -189,6 +192,19 @@ def family_module_for(name: str) -> Any:
     return importlib.import_module(_BUILT_IN_FAMILIES[name])
 
 
+def demo_checkpoint() -> Path:
+    """The demo model's checkpoint (a small ViT trained on CIFAR-10, shipped in
+    vitexplorer/resources with its model card), or a ValueError of one line when this
+    installation lacks it."""
+    path = specs.demo_path()
+    if not path.is_file():
+        raise ValueError(
+            f"the demo model is not in this installation ({path} is missing); reinstall "
+            f"vitexplorer, or choose another model"
+        )
+    return path
+
+
 def family_module(family: LibraryFamily) -> Any:
     """The file of a family that another library builds, or a ValueError of one line naming the
     extra to install when that library is missing."""
@@ -219,7 +235,9 @@ def check_model_source(name: str, weights: str = "default") -> None:
     safetensors header (WeightsFileError). No tensor is read and no model allocated; a .pth file
     is only checked to be a file.
     """
-    if is_weights_path(name):
+    if name == DEMO:
+        demo_checkpoint()
+    elif is_weights_path(name):
         check_weights_file(Path(name), None)
     else:
         family_module_for(name).check_source(name, weights)
@@ -245,7 +263,11 @@ def load_model(
     small ViT.
     """
     weights_file: Path | None
-    if is_weights_path(name):
+    if name == DEMO:
+        weights_file = demo_checkpoint()
+        module, spec = load_weights_file(weights_file, None)
+        spec = replace(spec, display_name=DEMO_LABEL, weights="trained on CIFAR-10")
+    elif is_weights_path(name):
         weights_file = Path(name)
         module, spec = load_weights_file(weights_file, None)
     else:

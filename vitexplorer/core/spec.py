@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 TORCHVISION_VITS: dict[str, str] = {
@@ -21,6 +22,9 @@ TORCHVISION_VITS: dict[str, str] = {
 }
 SMALL_VIT = "small_vit"
 MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
+DEMO = "demo"  # the small ViT in the box, trained on CIFAR-10: vitexplorer/resources
+DEMO_FILE = "demo-vit.safetensors"
+DEMO_LABEL = "Demo ViT (CIFAR-10)"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
@@ -68,7 +72,17 @@ def library_family(name: str) -> LibraryFamily | None:
 def model_choices_help() -> str:
     """The model names a user can give, for help texts."""
     families = ", ".join(f.example for f in LIBRARY_FAMILIES.values())
-    return f"one of {', '.join(MODEL_NAMES)}; {families}; or a vitexplorer checkpoint"
+    return (
+        f"one of {', '.join(MODEL_NAMES)}; {DEMO} (the small ViT in the box, trained on "
+        f"CIFAR-10, offline); {families}; or a vitexplorer checkpoint"
+    )
+
+
+def demo_path() -> Path:
+    """Where the demo model is packaged (it may be missing from a source checkout)."""
+    from importlib.resources import files
+
+    return Path(str(files("vitexplorer.resources") / DEMO_FILE))
 
 
 @dataclass(frozen=True)

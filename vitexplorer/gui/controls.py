@@ -14,12 +14,28 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
+from vitexplorer.core import spec as specs
 from vitexplorer.core.explorer_maps import METHOD_LABELS, MethodChoice
-from vitexplorer.core.spec import LIBRARY_FAMILIES, SMALL_VIT, TORCHVISION_VITS, library_family
+from vitexplorer.core.spec import (
+    DEMO,
+    DEMO_LABEL,
+    LIBRARY_FAMILIES,
+    SMALL_VIT,
+    TORCHVISION_VITS,
+    library_family,
+)
 from vitexplorer.gui.workers import ModelRequest
 
 # from core.spec, which imports no torch: the window shows before torch loads
 MODEL_CHOICES = [*TORCHVISION_VITS.items(), (SMALL_VIT, "Small ViT")]
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """The model box's built-in entries: the demo model first where this installation has it."""
+    demo = [(DEMO, DEMO_LABEL)] if specs.demo_path().is_file() else []
+    return [*demo, *MODEL_CHOICES]
+
+
 WEIGHT_CHOICES = [("default", "Pretrained weights"), ("none", "Random weights")]
 FINETUNED = "fine-tuned"  # the weights entry of a model trained in this session, not in a file
 MISSING = "missing"  # the weights entry of pretrained weights that were not downloaded
@@ -46,7 +62,7 @@ class ModelBar(QToolBar):
         super().__init__("Model")
         self.setObjectName("model_toolbar")
         self.model_box = QComboBox()
-        for name, label in MODEL_CHOICES:
+        for name, label in model_choices():
             self.model_box.addItem(label, name)
         self.model_box.insertSeparator(self.model_box.count())
         for prefix, family in LIBRARY_FAMILIES.items():  # only the families installed here
@@ -127,7 +143,7 @@ class ModelBar(QToolBar):
         self._shown_index = self.model_box.currentIndex()
         while self.weights_box.count() > len(WEIGHT_CHOICES):  # the last file's entry
             self.weights_box.removeItem(self.weights_box.count() - 1)
-        architectures = [name for name, _ in MODEL_CHOICES]
+        architectures = [name for name, _ in model_choices()]
         weights_file = request.weights if request.weights not in ("default", "none") else None
         named = request.name in architectures or library_family(request.name) is not None
         weights_file = weights_file or (None if named else request.name)

@@ -52,15 +52,26 @@ class NoModelBar(QFrame):
         self.buttons: list[QPushButton] = []
         self.setVisible(False)
 
-    def show_offer(self, offer: DownloadOffer) -> None:
+    def show_offer(self, offer: DownloadOffer, demo: bool = False) -> None:
+        """The offer's choices; with ``demo``, the demo model is in use meanwhile."""
         for button in self.buttons:
             self.row.removeWidget(button)
             button.deleteLater()
         self.buttons = []
-        self.label.setText(
-            f"<b>No model is loaded.</b> The {offer.description} are not downloaded."
-        )
-        for text, choice in offer_choices(offer):
+        if demo:
+            self.label.setText(
+                "<b>The demo model</b>: a small ViT trained on CIFAR-10 (10 classes, 32 px "
+                f"input). The {offer.description} are one click away:"
+            )
+        else:
+            self.label.setText(
+                f"<b>No model is loaded.</b> The {offer.description} are not downloaded."
+            )
+        choices = offer_choices(offer)
+        if demo:  # random weights and the untrained small ViT help nobody beside the demo
+            choices = [(text, c) for text, c in choices if text != "Random weights"]
+            choices = [(text, c) for text, c in choices if text != "Small ViT"]
+        for text, choice in choices:
             button = QPushButton(text)
             button.clicked.connect(lambda _=False, c=choice: self.chosen.emit(c))
             self.row.addWidget(button)

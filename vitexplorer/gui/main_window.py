@@ -40,10 +40,12 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer import __version__
+from vitexplorer.core import spec as specs
 from vitexplorer.core.explain import head_maps, token_for_patch
 from vitexplorer.core.numbering import patch_label
 from vitexplorer.core.numbering import shown as number
 from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
+from vitexplorer.core.spec import DEMO
 from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar, offer_download
 from vitexplorer.gui.explanations import Explanations
@@ -112,6 +114,7 @@ class MainWindow(QMainWindow):
         self.message_box: QMessageBox | None = None
         self._offer: DownloadOffer | None = None  # the last download offered
         self.help_window = None  # Help > How to use, made when first asked for
+        self._showing_demo_offer = False  # the demo model opened instead of a declined download
         self._initial_request = model_request or self._saved_request()
         self._build()
         self._restore_layout()
@@ -402,11 +405,15 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: ModelInfo) -> None:
         self._close_progress()
         self._loading = False
-        self.no_model_bar.setVisible(False)
+        # the bar stays beside the demo model it opened (the download one click away)
+        self.no_model_bar.setVisible(self._showing_demo_offer and info.request.name == DEMO)
+        self._showing_demo_offer = self.no_model_bar.isVisible()
         self.model = info
         spec = info.spec
         self.model_bar.set_devices(list(info.devices))
-        self.model_bar.show_request(info.request, spec.name)
+        # the demo is a small ViT, but the box names it as the entry it was chosen by
+        shown = DEMO if info.request.name == DEMO else spec.name
+        self.model_bar.show_request(info.request, shown)
         self.view_bar.set_num_layers(spec.num_layers)
         self.view_bar.set_num_heads(spec.num_heads)
         self.view_bar.set_prefix_tokens(spec.prefix_names())
@@ -495,7 +502,15 @@ class MainWindow(QMainWindow):
         choice = None if declined else offer_download(self, offer)
         if choice is None:
             self.settings.setValue("model/declined_download", offer.path)
-            self.no_model_bar.show_offer(offer)
+            demo = self.model is None and specs.demo_path().is_file()
+            self.no_model_bar.show_offer(offer, demo=demo)
+            if demo:  # the model in the box, trained on CIFAR-10, works offline
+                self._showing_demo_offer = True
+                self.request_model(ModelRequest(DEMO, "default", offer.request.device))
+                self.statusBar().showMessage(
+                    "Opening the demo model; ImageNet models are one click away above"
+                )
+                return
             if self.model is None:
                 self.model_bar.show_missing(offer.request)
             else:  # the model in use stays
