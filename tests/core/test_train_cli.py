@@ -304,3 +304,55 @@ def test_crop_moves_the_image_within_the_padding() -> None:
             assert abs(row - 10) <= 4 and (abs(col - 10) <= 4 or abs(col - 21) <= 4)
         else:
             pytest.fail("the dot left the image")
+
+
+def _pixel_csv(path: Path, images: np.ndarray, header_id: str | None) -> None:
+    """An unlabelled pixel CSV of gray (N, 32, 32) images, with or without an id column."""
+    side = images.shape[1]
+    columns = ([header_id] if header_id else []) + [f"pixel{i}" for i in range(side * side)]
+    lines = [",".join(columns)]
+    for n, image in enumerate(images):
+        pixels = [str(v) for v in image.reshape(-1).tolist()]
+        lines.append(",".join(([str(1000 + n)] if header_id else []) + pixels))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("header_id", ["ImageId", None])
+def test_an_unlabelled_test_csv_gets_a_submission_of_its_ids_and_classes(
+    colours: Path, tmp_path: Path, header_id: str | None
+) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 32, 32), dtype=np.uint8)
+    test = tmp_path / "test.csv"
+    _pixel_csv(test, images, header_id)
+    out, predictions = tmp_path / "m.safetensors", tmp_path / "submission.csv"
+    status = _train(
+        colours, out, *SMALL, *QUICK, "--test-csv", str(test), "--predictions", str(predictions)
+    )
+    assert status == 0
+    rows = list(csv.reader(predictions.open(encoding="utf-8", newline="")))
+    assert rows[0] == [header_id or "ImageId", "Label"]
+    ids = [1000 + n for n in range(5)] if header_id else [1, 2, 3, 4, 5]
+    assert [int(r[0]) for r in rows[1:]] == ids
+    # the saved model's own classes for the same pixels, gray in all three channels
+    model = load_model(str(out), device="cpu")
+    spec = model.spec
+    x = torch.from_numpy(np.repeat(images[:, None], 3, axis=1))
+    from vitexplorer.core.datasets import to_model_input
+
+    with torch.no_grad():
+        logits = model.module(to_model_input(x, 32, spec.mean, spec.std, spec.interpolation))
+    assert [r[1] for r in rows[1:]] == [spec.class_names[i] for i in logits.argmax(1).tolist()]
+
+
+def test_a_test_csv_is_checked_before_training(colours: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    ragged = tmp_path / "test.csv"
+    ragged.write_text("pixel0,pixel1,pixel2,pixel3\n1,2,3,4\n5,6,7\n")
+    out = tmp_path / "m.safetensors"
+    args = ["--test-csv", str(ragged), "--predictions", str(tmp_path / "p.csv")]
+    assert _train(colours, out, *SMALL, *QUICK, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "test.csv" in err[0] and "row 3" in err[0], err
+    assert not out.exists()
+    assert _train(colours, out, *SMALL, *QUICK, "--test-csv", str(ragged)) == 2
+    assert "--test-csv needs --predictions" in capsys.readouterr().err

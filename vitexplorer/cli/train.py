@@ -99,6 +99,16 @@ def train_parser() -> argparse.ArgumentParser:
         "class, the class predicted and that prediction's probability",
     )
     parser.add_argument(
+        "--test-csv",
+        type=Path,
+        default=None,
+        metavar="FILE.csv",
+        help="an unlabelled pixel CSV (pixel0,...,pixelN, with or without an id or ImageId "
+        "column) to predict with the saved model: --predictions then holds one row per image, "
+        "its id (the file's own, else its row number from 1) and the predicted class, as a "
+        "submission needs",
+    )
+    parser.add_argument(
         "--device",
         default="auto",
         type=device_choice,
@@ -394,6 +404,7 @@ def run_train(options: argparse.Namespace) -> int:
     anything is loaded or allocated."""
     out = _checked_checkpoint_path(options.out.expanduser())
     predictions = _checked_predictions_path(options.predictions)
+    unlabelled = _read_test_csv(options.test_csv, predictions)  # refused now, not after training
     shape = architecture(options)
     config = train_config(options)
     try:
@@ -464,7 +475,10 @@ def run_train(options: argparse.Namespace) -> int:
         if result.history:
             save_curves(curves, result.history, result.best_epoch)
             report.note(f"curves: {curves}")
-        if predictions is not None and result.test_predicted is not None:
+        if predictions is not None and unlabelled is not None:
+            count = write_csv_predictions(predictions, result.model, unlabelled)
+            report.note(f"predictions: {predictions} ({count} images of {options.test_csv})")
+        elif predictions is not None and result.test_predicted is not None:
             write_predictions(predictions, result)
             report.note(f"predictions: {predictions} ({len(result.test_sources)} test images)")
     except OSError as exc:
@@ -518,6 +532,55 @@ def write_predictions(path: Path, result: Any) -> None:
         text.detach()
 
     write_atomic(path, write)
+
+
+def _read_test_csv(path: Path | None, predictions: Path | None) -> Any:
+    """The unlabelled pixel CSV to predict (a ``PixelCSV``), read and checked before training;
+    None without one."""
+    if path is None:
+        return None
+    if predictions is None:
+        raise Failed("--test-csv needs --predictions FILE.csv, where the predictions go", 2)
+    from vitexplorer.core.pixel_csv import PixelCSVError, read_pixel_csv
+
+    try:
+        return read_pixel_csv(path.expanduser(), labelled=False)
+    except PixelCSVError as exc:
+        raise Failed(str(exc), 2) from exc
+
+
+def write_csv_predictions(path: Path, model: Any, test: Any, batch_size: int = 256) -> int:
+    """The model's class for each image of the unlabelled pixel CSV ``test``: a CSV of its id
+    (under the file's own id column name, else ``ImageId``) and the predicted class's name
+    (``Label``), in the file's order. Returns the number of rows."""
+    import csv
+
+    import torch
+
+    from vitexplorer.core.datasets import to_model_input
+    from vitexplorer.core.files import write_atomic
+
+    spec = model.spec
+    model.module.eval()
+    predicted: list[int] = []
+    with torch.inference_mode():
+        for start in range(0, len(test.images), batch_size):
+            chunk = torch.from_numpy(test.images[start : start + batch_size]).permute(0, 3, 1, 2)
+            x = to_model_input(chunk, spec.image_size, spec.mean, spec.std, spec.interpolation)
+            predicted += model.module(x.to(model.device)).argmax(1).tolist()
+    names = spec.class_names
+
+    def write(handle: Any) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        table = csv.writer(text)
+        table.writerow([test.id_column or "ImageId", "Label"])
+        for ident, label in zip(test.ids.tolist(), predicted, strict=True):
+            table.writerow([ident, names[label]])
+        text.flush()
+        text.detach()
+
+    write_atomic(path, write)
+    return len(predicted)
 
 
 def _best_line(result: Any) -> str:
