@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from PIL import Image
 from tests.conftest import TINY
 from vitexplorer.cli import main
 from vitexplorer.cli import train as train_cli
-from vitexplorer.core import training
-from vitexplorer.core.augment import augment_batch
+from vitexplorer.core import architecture, training
+from vitexplorer.core.augment import AUGMENTATIONS, augment_batch, random_rotate
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.datasets import open_dataset
 from vitexplorer.core.families.small_vit import SmallViTAdapter
@@ -123,12 +124,13 @@ def test_printed_parameter_count_is_the_models(trained) -> None:
     count = sum(p.numel() for p in model.module.parameters())
     first = stderr.splitlines()[0]
     assert first.startswith(f"{count:,} trainable parameters: 2 blocks of width 16")
-    assert train_cli.parameter_count(model.module.config) == count
+    assert architecture.parameter_count(model.module.config) == count
 
 
 @pytest.mark.parametrize("shape", [TINY, replace(TINY, mlp_ratio=2.0, width=48, heads=3)])
 def test_parameter_count_without_building(shape) -> None:
-    assert train_cli.parameter_count(shape) == sum(p.numel() for p in SmallViT(shape).parameters())
+    built = SmallViT(shape)
+    assert architecture.parameter_count(shape) == sum(p.numel() for p in built.parameters())
 
 
 def test_32_px_images_reach_the_model_unscaled(trained) -> None:
@@ -175,7 +177,7 @@ def test_a_model_too_big_for_memory_is_refused_with_the_estimate(
     shape = train_cli.architecture(
         argparse.Namespace(**{**train_cli.ARCH_DEFAULTS, "width": 768, "heads": 12, "depth": 12})
     )
-    acts, weights = train_cli.training_bytes(shape, 512)
+    acts, weights = architecture.training_bytes(shape, 512)
     assert err == (
         f"vitexplorer: this ViT (12 blocks of width 768, 64 patches) needs about "
         f"{(acts + weights) / 1e9:.1f} GB to train at batch size 512 ({acts / 1e9:.1f} GB of "
@@ -277,14 +279,14 @@ def test_finetune_defaults_keep_no_best_and_no_clipping() -> None:
 # --- augmentation ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["none", "flip", "crop-flip", "trivialaugment", "randaugment"])
+@pytest.mark.parametrize("policy", AUGMENTATIONS)
 def test_augmentation_keeps_shape_and_dtype(policy: str) -> None:
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     out = augment_batch(images, policy, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.dtype == torch.uint8
 
 
-@pytest.mark.parametrize("policy", ["crop-flip", "trivialaugment"])
+@pytest.mark.parametrize("policy", ["crop-flip", "crop-flip-rotate", "trivialaugment"])
 def test_augmentation_is_reproducible_with_a_seed(policy: str) -> None:
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     first = augment_batch(images, policy, torch.Generator().manual_seed(5))
@@ -304,6 +306,27 @@ def test_crop_moves_the_image_within_the_padding() -> None:
             assert abs(row - 10) <= 4 and (abs(col - 10) <= 4 or abs(col - 21) <= 4)
         else:
             pytest.fail("the dot left the image")
+
+
+def test_the_command_line_offers_every_augmentation() -> None:
+    assert train_cli.AUGMENTATIONS == AUGMENTATIONS
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_rotation_turns_the_image_about_its_centre(seed: int) -> None:
+    """A bar through the centre comes out at the angle drawn, and a zero angle is the identity."""
+    image = torch.zeros(1, 3, 33, 33, dtype=torch.uint8)
+    image[..., 16, 4:29] = 255  # a horizontal bar through the centre
+    generator = torch.Generator().manual_seed(seed)
+    drawn = (torch.rand(1, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * 15.0
+    assert abs(float(drawn)) > 2  # the seeds draw angles worth measuring
+    out = random_rotate(image, 15.0, generator)
+    assert out.dtype == torch.uint8 and out[0, 0, 16, 16] > 200  # the centre stays
+    rows, cols = torch.nonzero(out[0, 0] > 127, as_tuple=True)
+    slope = np.polyfit(cols.numpy() - 16, rows.numpy() - 16, 1)[0]
+    # each output pixel p shows the input at R(a) p: the bar's row 0 becomes y = -tan(a) x
+    assert math.degrees(math.atan(-slope)) == pytest.approx(float(drawn), abs=1.5)
+    assert torch.equal(random_rotate(image, 0.0, generator), image)
 
 
 def _pixel_csv(path: Path, images: np.ndarray, header_id: str | None) -> None:

@@ -80,7 +80,7 @@ def test_finetune_shows_curves_results_and_the_explorer_uses_it(
 
     finished: list = []
     panel.finished.connect(finished.append)
-    with qtbot.waitSignal(window.model_changed, timeout=60000, check_params_cb=_fine_tuned):
+    with adopted_and_shown(qtbot, window, panel):
         qtbot.mouseClick(panel.start_button, Qt.LeftButton)
         assert panel.busy and not panel.start_button.isEnabled()
     result = finished[0]
@@ -168,7 +168,7 @@ def test_finetune_from_a_pixel_csv_chosen_with_its_button(
     form.per_class.setValue(6)
     form.epochs.setValue(1)
     form.test_per_class.setValue(3)
-    with qtbot.waitSignal(window.model_changed, timeout=60000, check_params_cb=_fine_tuned):
+    with adopted_and_shown(qtbot, window, panel):
         qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     assert window.model.spec.class_names == ("0", "1")
     assert panel.results.confusion.matrix.sum() == 6
@@ -176,6 +176,16 @@ def test_finetune_from_a_pixel_csv_chosen_with_its_button(
 
 def _fine_tuned(info) -> bool:  # noqa: ANN001
     return info.fine_tuned
+
+
+def adopted_and_shown(qtbot, window: MainWindow, panel):  # noqa: ANN001, ANN201
+    """Waits until the explorer uses the trained model and the panel shows its results: two
+    threads' doings, in either order."""
+    return qtbot.waitSignals(
+        [window.model_changed, panel.finished],
+        timeout=60000,
+        check_params_cbs=[_fine_tuned, None],
+    )
 
 
 def _menu_action(window: MainWindow, prefix: str):  # noqa: ANN202
@@ -363,7 +373,7 @@ def test_cifar10_run_and_its_test_images_open_in_the_explorer(
     form.per_class.setValue(10)
     form.epochs.setValue(1)
     form.test_per_class.setValue(2)
-    with qtbot.waitSignal(window.model_changed, timeout=60000, check_params_cb=_fine_tuned):
+    with adopted_and_shown(qtbot, window, panel):
         qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     assert window.model.spec.class_names[:2] == ("airplane", "automobile")
     assert panel.results.confusion.matrix.sum() == 20

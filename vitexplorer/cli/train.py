@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from vitexplorer.cli.finetune import (
     _checked_checkpoint_path,
     _open_dataset,
 )
+from vitexplorer.core.architecture import ARCH_DEFAULTS, available_bytes, memory_problem
 
 # TrainConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -40,21 +39,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "augment_policy": "crop-flip",
     "clip_grad": 1.0,
 }
-ARCH_DEFAULTS: dict[str, Any] = {
-    "image_size": 32,
-    "patch_size": 4,
-    "width": 192,
-    "depth": 6,
-    "heads": 3,
-    "mlp_ratio": 2.0,
-    "dropout": 0.0,
-    "drop_path": 0.1,
-}
 ARCH_OPTIONS = ("image_size", "patch_size", "width", "depth", "heads")
-AUGMENTATIONS = ("none", "flip", "crop-flip", "trivialaugment", "randaugment")
-BYTES_PER_FLOAT = 4
-# per parameter while training with AdamW: the weight, its gradient, two moments, the best copy
-BYTES_PER_PARAM = 5 * BYTES_PER_FLOAT
+AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-rotate", "trivialaugment", "randaugment")
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -212,9 +198,9 @@ def train_parser() -> argparse.ArgumentParser:
         dest="augment_policy",
         choices=AUGMENTATIONS,
         default=d["augment_policy"],
-        help="random changes to each training batch: flips; random 32 px crops "
-        "of the image padded by 4 px, and flips; those followed by "
-        "TrivialAugmentWide or RandAugment (default: %(default)s)",
+        help="random changes to each training batch: flips; random crops of the image padded "
+        "by 4 px, and flips; those followed by a turn of up to 15 degrees either way, or by "
+        "torchvision's TrivialAugmentWide or RandAugment (default: %(default)s)",
     )
     train = parser.add_argument_group("training (AdamW)")
     train.add_argument(
@@ -289,61 +275,6 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parameter_count(config: Any) -> int:
-    """The number of parameters of a :class:`~vitexplorer.core.vit.SmallViT` of ``config``,
-    counted without building it."""
-    d, c = config.width, config.num_classes
-    h = int(d * config.mlp_ratio)
-    tokens = (config.image_size // config.patch_size) ** 2 + 1
-    embed = 3 * config.patch_size**2 * d + d + d + tokens * d
-    block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
-    return embed + config.depth * block + 2 * d + d * c + c
-
-
-def training_bytes(config: Any, batch_size: int) -> tuple[int, int]:
-    """About how many bytes training ``config`` at ``batch_size`` holds at its peak: the
-    activations kept for the backward pass, and the parameters with their gradients, AdamW's two
-    moments and the best epoch's copy."""
-    d = config.width
-    h = int(d * config.mlp_ratio)
-    n = (config.image_size // config.patch_size) ** 2 + 1
-    # per block and image: norms, qkv, attention output, projection, residuals, the MLP's two
-    # hidden activations and its output; then the scores and probabilities of every head
-    per_block = n * (10 * d + 2 * h) + 2 * config.heads * n * n
-    activations = BYTES_PER_FLOAT * batch_size * (config.depth * per_block + 3 * n * d)
-    return activations, BYTES_PER_PARAM * parameter_count(config)
-
-
-def available_bytes(device: str) -> int | None:
-    """Memory free for training on ``device`` (auto, cpu, cuda[:N], mps), or None if unknown."""
-    import torch
-
-    from vitexplorer.core.models import resolve_device
-
-    where = resolve_device(device)
-    if where.type == "cuda":
-        return int(torch.cuda.mem_get_info(where)[0])
-    if where.type != "cpu":
-        return None
-    try:
-        import psutil  # type: ignore[import-not-found]
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def architecture(options: argparse.Namespace, num_classes: int = 10) -> Any:
     """The :class:`SmallViTConfig` the options ask for, or a one-line :class:`Failed` (2)."""
     from vitexplorer.core.vit import SmallViTConfig
@@ -369,23 +300,12 @@ def architecture(options: argparse.Namespace, num_classes: int = 10) -> Any:
         raise Failed(str(exc), 2) from exc
 
 
-def _gb(size: float) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
-
-
 def check_memory(config: Any, batch_size: int, device: str) -> None:
     """A one-line :class:`Failed` (2) when training would not fit in the device's free memory."""
-    activations, weights = training_bytes(config, batch_size)
-    free = available_bytes(device)
-    if free is not None and activations + weights > free:
-        raise Failed(
-            f"this ViT ({config.depth} blocks of width {config.width}, "
-            f"{(config.image_size // config.patch_size) ** 2} patches) needs about "
-            f"{_gb(activations + weights)} to train at batch size {batch_size} ({_gb(activations)} "
-            f"of activations, {_gb(weights)} of parameters and optimiser state), more than the "
-            f"{_gb(free)} free: lower --batch-size, --width or --depth, or raise --patch-size",
-            2,
-        )
+    advice = "lower --batch-size, --width or --depth, or raise --patch-size"
+    problem = memory_problem(config, batch_size, available_bytes(device), advice)
+    if problem is not None:
+        raise Failed(problem, 2)
 
 
 def train_config(options: argparse.Namespace) -> Any:
@@ -463,7 +383,7 @@ def run_train(options: argparse.Namespace) -> int:
         report.note(_best_line(result))
     try:
         training.check_savable(result.model)
-        models.save_checkpoint(out, result.model, _metadata(result, shape, dataset.name))
+        models.save_checkpoint(out, result.model, result.metadata())
     except training.TrainingError as exc:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:
@@ -594,23 +514,3 @@ def _best_line(result: Any) -> str:
     if result.test_acc is not None:
         line += f"; its test accuracy {result.test_acc:.1%}"
     return line
-
-
-def _metadata(result: Any, shape: Any, dataset: str) -> dict[str, Any]:
-    metrics = result.metrics()
-    if metrics.get("best_val_acc") is not None and metrics["best_val_acc"] < 0:
-        metrics["best_val_acc"] = None
-    return {
-        "train": {
-            "dataset": dataset,
-            "architecture": shape.to_dict(),
-            "trainable_params": result.trainable_params,
-            "settings": result.config.to_dict(),
-            "history": [e.to_dict() for e in result.history],
-            "metrics": {k: v for k, v in metrics.items() if not _nan(v)},
-        }
-    }
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)

@@ -3,6 +3,9 @@
 - ``flip``: horizontal flips, each image with probability 1/2;
 - ``crop-flip``: the CIFAR recipe (He et al. 2016): each image padded by 4 px of zeros on every
   side and cut back to its size at a random place, then flipped as above;
+- ``crop-flip-rotate``: crop-flip, then each image turned by a random angle of at most
+  :data:`MAX_ROTATION` degrees either way about its centre (bilinear, the corners it uncovers
+  black), the small rotations of the tutorials' ``RandomRotation(15)``;
 - ``trivialaugment`` / ``randaugment``: crop-flip, then torchvision's TrivialAugmentWide (Müller
   and Hutter 2021) or RandAugment (Cubuk et al. 2020, 2 operations of magnitude 9), drawn for
   each image, as in the DeiT and CCT recipes for training ViTs on small data.
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("none", "flip", "crop-flip", "trivialaugment", "randaugment")
+AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-rotate", "trivialaugment", "randaugment")
 CROP_PADDING = 4
+MAX_ROTATION = 15.0  # degrees
 
 
 def augment_batch(images: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:
@@ -29,6 +33,8 @@ def augment_batch(images: torch.Tensor, policy: str, generator: torch.Generator)
     if policy == "flip":
         return random_flip(images, generator)
     out = random_flip(random_crop(images, CROP_PADDING, generator), generator)
+    if policy == "crop-flip-rotate":
+        out = random_rotate(out, MAX_ROTATION, generator)
     if policy in ("trivialaugment", "randaugment"):
         out = _torchvision_policy(out, policy, generator)
     return out
@@ -52,6 +58,24 @@ def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) 
             for i, (t, x) in enumerate(zip(tops, lefts, strict=True))
         ]
     )
+
+
+def random_rotate(images: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image turned about its centre by an angle drawn uniformly from -``degrees`` to
+    ``degrees``, the whole batch in one resampling (``affine_grid`` and ``grid_sample``)."""
+    b, _, h, w = images.shape
+    angles = (torch.rand(b, generator=generator) * 2 - 1) * degrees * torch.pi / 180
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    aspect = h / w  # normalised coordinates: keep a non-square image's angles true
+    theta = torch.stack(
+        [torch.stack([cos, -sin * aspect, torch.zeros(b)], 1),
+         torch.stack([sin / aspect, cos, torch.zeros(b)], 1)], 1,
+    ).to(images.device)  # fmt: skip
+    grid = torch.nn.functional.affine_grid(theta, [b, 3, h, w], align_corners=False)
+    turned = torch.nn.functional.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return turned.round_().clamp_(0, 255).to(images.dtype)
 
 
 def _torchvision_policy(

@@ -180,6 +180,11 @@ class FinetuneConfig:
         """Whether the best epoch's weights (by validation accuracy) are the ones handed back."""
         return False
 
+    @property
+    def from_scratch(self) -> bool:
+        """Whether the model trained from random weights (its checkpoint says 'trained')."""
+        return False
+
 
 MAX_CLIP_GRAD = 1e6
 
@@ -230,6 +235,10 @@ class TrainConfig(FinetuneConfig):
     @property
     def keeps_best(self) -> bool:
         return self.keep_best
+
+    @property
+    def from_scratch(self) -> bool:
+        return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,18 +354,35 @@ class FinetuneResult:
         }
 
     def metadata(self) -> dict[str, Any]:
-        """What the checkpoint records about this run (beside the model's own description)."""
+        """What the checkpoint records about this run (beside the model's own description):
+        under "train" for a model trained from scratch (with its architecture), else under
+        "finetune" (with its base model and freeze policy). No NaN goes into the JSON."""
+        record: dict[str, Any] = {
+            "dataset": self.dataset,
+            "trainable_params": self.trainable_params,
+            "settings": self.config.to_dict(),
+            "history": [e.to_dict() for e in self.history],
+        }
+        metrics = self.metrics()
+        if metrics.get("best_val_acc") is not None and metrics["best_val_acc"] < 0:
+            metrics["best_val_acc"] = None  # no validation split: the last epoch was kept
+        metrics = {k: v for k, v in metrics.items() if not _nan(v)}
+        if self.config.from_scratch:
+            shape = getattr(self.model.module, "config", None)
+            architecture = shape.to_dict() if hasattr(shape, "to_dict") else None
+            return {"train": {"architecture": architecture, **record, "metrics": metrics}}
         return {
             "finetune": {
                 "base": self.base,
-                "dataset": self.dataset,
                 "freeze_policy": self.config.freeze,
-                "trainable_params": self.trainable_params,
-                "settings": self.config.to_dict(),
-                "history": [e.to_dict() for e in self.history],
-                "metrics": self.metrics(),
+                **record,
+                "metrics": metrics,
             }
         }
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -490,7 +516,8 @@ class _Run:
         self.dataset = dataset
         self.cancelled = cancelled
         self.base_label = f"{base.spec.display_name}, {base.spec.weights}"
-        self.model = with_new_head(base, dataset.class_names, f"fine-tuned on {dataset.name}")
+        verb = "trained from scratch" if config.from_scratch else "fine-tuned"
+        self.model = with_new_head(base, dataset.class_names, f"{verb} on {dataset.name}")
         self.spec = self.model.spec
         self.device = base.device
         self.split = SplitViT(self.model.module, parse_freeze(config.freeze, base.spec.num_layers))

@@ -163,14 +163,16 @@ class ModelBar(QToolBar):
                 return index
         return self.model_box.count()
 
-    def show_finetuned(self, base: ModelRequest, architecture: str) -> None:
+    def show_finetuned(
+        self, base: ModelRequest, architecture: str, label: str = "fine-tuned, not saved"
+    ) -> None:
         """A model fine-tuned in this session: its architecture, and in the weights box an entry
         that says so. Another architecture or weights entry loads that; the same entry on
         another device is refused (there is no file to load it from)."""
         self.show_request(base, architecture)
         self._finetuned = (base, architecture, base.device)
         self.weights_box.blockSignals(True)
-        self.weights_box.addItem("fine-tuned, not saved", FINETUNED)
+        self.weights_box.addItem(label, FINETUNED)
         self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
         self.weights_box.blockSignals(False)
 

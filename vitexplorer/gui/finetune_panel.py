@@ -24,12 +24,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vitexplorer.core.spec import SMALL_VIT
+from vitexplorer.gui.architecture_form import ERROR_STYLE
 from vitexplorer.gui.finetune_results import FinetuneResults
-from vitexplorer.gui.finetune_settings import CIFAR10, FinetuneSettings
+from vitexplorer.gui.finetune_settings import CIFAR10, CIFAR10_CLASSES, FinetuneSettings
 from vitexplorer.gui.finetune_worker import (
     DownloadJob,
     FinetuneWorker,
     SaveJob,
+    ScratchJob,
     StepBatch,
     TrainJob,
 )
@@ -38,7 +41,7 @@ from vitexplorer.gui.workers import ModelInfo, ModelRequest, WorkerThread
 
 STAGE_TEXT = {
     "opening": "Reading the dataset…",
-    "model": "Preparing the base model…",
+    "model": "Preparing the model…",
     "loading": "Loading images",
     "features": "Computing the frozen part's outputs",
     "testing": "Testing",
@@ -104,7 +107,7 @@ class FinetunePanel(QWidget):
         self._steps_total = 0
         self._thread: WorkerThread | None = None
         self._build()
-        self.form.changed.connect(self._update_params)
+        self.form.changed.connect(self._form_changed)
         self.form.download_requested.connect(self.download)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
@@ -129,7 +132,7 @@ class FinetunePanel(QWidget):
 
         left = QWidget()
         column = QVBoxLayout(left)
-        heading = QLabel("<b>Fine-tune the explorer's model</b>")
+        heading = QLabel("<b>Train a model</b>")
         column.addWidget(heading)
         column.addWidget(self.base_label)
         column.addWidget(_line())
@@ -193,20 +196,45 @@ class FinetunePanel(QWidget):
     def set_model(self, info: ModelInfo) -> None:
         """The model a run starts from: the explorer's, or for a fine-tuned one, its base."""
         self.model_info = info
-        spec = info.spec
-        self.form.set_num_layers(spec.num_layers)
-        if info.fine_tuned:
+        self.form.set_num_layers(info.spec.num_layers)
+        self._describe_start()
+        self._update_params()
+        self._set_busy(self.busy)
+
+    def _describe_start(self) -> None:
+        info = self.model_info
+        if self.form.from_scratch():
+            text = (
+                "Builds a new small ViT with random weights, of the shape set below, and trains "
+                "every weight; the best epoch (by validation accuracy) is kept, and the explorer "
+                "then uses it."
+            )
+        elif info is None:
+            text = "Load a model in the explorer first."
+        elif info.fine_tuned and self.result is not None and self.result.config.from_scratch:
+            text = (
+                "The explorer's model was trained here from scratch. To fine-tune it, save it "
+                "(File > Save model) and open it."
+            )
+        elif info.fine_tuned:
             text = (
                 f"Starts from {describe(info.request)}, as the explorer's fine-tuned model did. "
                 f"To build on the fine-tuned model, save it and open it."
             )
         else:
+            spec = info.spec
             text = f"Starts from the explorer's model: {spec.display_name}, {spec.weights}."
         self.base_label.setText(text)
+
+    def _form_changed(self) -> None:
+        self._describe_start()
         self._update_params()
         self._set_busy(self.busy)
 
     def _update_params(self) -> None:
+        if self.form.from_scratch():
+            self._scratch_params()
+            return
         info = self.model_info
         if info is None or info.params is None:
             self.form.set_params_text("")
@@ -221,6 +249,41 @@ class FinetunePanel(QWidget):
         total = params.trainable(len(params.trained) - 1, classes)
         self._show_params(trainable, total, exact=False)
 
+    def _scratch_params(self) -> None:
+        """The new model's size, and the memory training it needs (checked against the free
+        memory when the explorer's device is the CPU; a GPU's is checked at Start)."""
+        from vitexplorer.core.architecture import (
+            free_ram,
+            memory_problem,
+            parameter_count,
+            size_text,
+            training_bytes,
+        )
+
+        arch = self.form.architecture
+        if arch.problem() is not None:
+            self.form.set_params_text("")
+            return
+        classes = self.form.num_classes()
+        shape = arch.shape(classes or CIFAR10_CLASSES)
+        batch = self.form.batch_size.value()
+        need = sum(training_bytes(shape, batch))
+        text = f"Trainable parameters: <b>{count(parameter_count(shape))}</b>, every one"
+        text += "" if classes else f" (for {CIFAR10_CLASSES} classes)"
+        text += f"; about {size_text(need)} of memory to train at batch size {batch}."
+        advice = "lower the batch size (More settings), the width or the depth"
+        problem = memory_problem(shape, batch, free_ram(), advice)
+        on_cpu = self.model_info is not None and self.model_info.device.startswith("cpu")
+        if on_cpu and problem is not None:
+            text += f"<br><span style='{ERROR_STYLE}'>{problem[:1].upper()}{problem[1:]}.</span>"
+        self.form.set_params_text(text)
+
+    def _device(self) -> str:
+        """Where a run from scratch trains: the device the explorer's model was asked on (auto
+        without a model)."""
+        info = self.model_info
+        return info.request.device if info is not None else "auto"
+
     def _show_params(self, trainable: int, total: int, exact: bool) -> None:
         share = 100 * trainable / max(total, 1)
         share_text = f"{share:.0f}" if share >= 10 else f"{share:.2g}"
@@ -230,6 +293,9 @@ class FinetunePanel(QWidget):
     # --- jobs -----------------------------------------------------------------------------
     def start(self) -> None:
         if self.busy:
+            return
+        if self.form.from_scratch():
+            self._start_scratch()
             return
         if self.model_info is None:
             self._refuse("Load a model in the explorer first; fine-tuning starts from it.")
@@ -245,6 +311,30 @@ class FinetunePanel(QWidget):
         root = str(self.form.data_root) if source == CIFAR10 else None
         self.job_base = self.model_info.request
         job = TrainJob(source, self.job_base, config, root)
+        self._epochs = config["epochs"]
+        self._steps_total = 0
+        self.curves.reset(config["epochs"], 1)
+        self.results.clear("Training…")
+        self._begin("train", "Starting…")
+        self._ensure_thread().worker.submit(job)
+
+    def _start_scratch(self) -> None:
+        problem = self.form.architecture.problem()
+        if problem is not None:
+            self._refuse(f"{problem[1][:1].upper()}{problem[1][1:]}.")
+            return
+        source = self.form.source()
+        if not source:
+            self._refuse(
+                "Choose a dataset: CIFAR-10, a folder (one subfolder of images per class) or a "
+                "pixel CSV file."
+            )
+            return
+        config = self.form.config()
+        self.form.remember()
+        root = str(self.form.data_root) if source == CIFAR10 else None
+        self.job_base = ModelRequest(SMALL_VIT, "none", self._device())
+        job = ScratchJob(source, self.form.architecture.values(), config, root, self._device())
         self._epochs = config["epochs"]
         self._steps_total = 0
         self.curves.reset(config["epochs"], 1)
@@ -300,7 +390,10 @@ class FinetunePanel(QWidget):
     def _set_busy(self, busy: bool) -> None:
         changed = busy != self.busy
         self.busy = busy
-        self.start_button.setEnabled(not busy and self.model_info is not None)
+        ready = self.form.from_scratch() or self.model_info is not None
+        if self.form.from_scratch() and self.form.architecture.problem() is not None:
+            ready = False  # the form says why, beside the field
+        self.start_button.setEnabled(not busy and ready)
         self.cancel_button.setEnabled(busy and self._job != "save")
         self.form.setEnabled(not busy)
         if changed:
@@ -308,7 +401,8 @@ class FinetunePanel(QWidget):
 
     def _refuse(self, message: str) -> None:
         self.status.setText(message)
-        self.problem.emit("Cannot start fine-tuning", message)
+        what = "training" if self.form.from_scratch() else "fine-tuning"
+        self.problem.emit(f"Cannot start {what}", message)
 
     # --- progress -------------------------------------------------------------------------
     def _show_fraction(self, fraction: float) -> None:
@@ -403,7 +497,16 @@ class FinetunePanel(QWidget):
         ended = (
             f"Cancelled after {steps} steps ({took})." if result.cancelled else f"Done in {took}."
         )
-        which = "partly trained" if result.cancelled else "fine-tuned"
+        if result.best_epoch is not None:
+            of = len(result.history) if result.cancelled or result.diverged else self._epochs
+            val = (
+                f", validation accuracy {result.best_val_acc:.1%}"
+                if result.best_val_acc is not None and result.best_val_acc >= 0
+                else ""
+            )
+            ended += f" Kept the best epoch, {result.best_epoch} of {of}{val}."
+        scratch = result.config.from_scratch
+        which = "partly trained" if result.cancelled else "trained" if scratch else "fine-tuned"
         # said once the explorer really uses it (adopted(), with the window's status bar)
         self._adopted_text = (
             f"{ended} The explorer now uses the {which} model; File > Save model keeps it."
@@ -438,7 +541,8 @@ class FinetunePanel(QWidget):
         job = self._job
         self.progress.setValue(0)
         self.progress.setFormat("")
-        title = "Could not download CIFAR-10" if job == "download" else "Fine-tuning failed"
+        what = "Training" if self.form.from_scratch() else "Fine-tuning"
+        title = "Could not download CIFAR-10" if job == "download" else f"{what} failed"
         self._end(f"{title}: {message}")
         if job != "download":
             self.results.say("Nothing was trained; the explorer keeps its model.")

@@ -1,8 +1,10 @@
-"""The fine-tune settings form: dataset, images per class, freeze policy, optimiser, epochs, and
-the less common settings folded away under "More settings".
+"""The training settings form: what to train (the explorer's model, fine-tuned, or a small ViT
+from scratch, with its architecture), dataset, images per class, freeze policy or augmentation,
+optimiser, epochs, and the less common settings folded away under "More settings".
 
-It only collects values (the fields of ``core.training.FinetuneConfig``) and remembers them in
-QSettings; the engine checks them and says what is wrong. Each widget's range lies inside what
+It only collects values (the fields of ``core.training.FinetuneConfig``, or of ``TrainConfig``
+and the architecture from scratch) and remembers them in QSettings, each mode's apart; the
+engine checks them and says what is wrong. Each widget's range lies inside what
 ``FinetuneConfig.check`` accepts (a test sets every widget to its ends and checks), and no
 widget takes NaN or infinity: Qt would quietly clamp a NaN to the maximum.
 """
@@ -32,10 +34,42 @@ from PySide6.QtWidgets import (
 
 from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 from vitexplorer.core.pixel_csv import is_pixel_csv
+from vitexplorer.gui.architecture_form import ArchitectureForm
 
 CIFAR10 = "cifar10"
 FOLDER = "folder"
 CIFAR10_CLASSES = 10
+FINETUNE, SCRATCH = "finetune", "scratch"  # the two modes, and their QSettings groups
+MODES = [
+    (FINETUNE, "Fine-tune the explorer's model",
+     "Start from the model the explorer shows: a new head, and as much of the rest as you say"),
+    (SCRATCH, "A new small ViT, from scratch",
+     "Random weights, the architecture set below, every weight trained: the path of learning "
+     "how ViTs work"),
+]  # fmt: skip
+AUGMENTATION_CHOICES = [
+    ("none", "None"),
+    ("flip", "Horizontal flips"),
+    ("crop-flip", "Crops and flips"),
+    ("crop-flip-rotate", "Crops, flips, small turns"),
+    ("trivialaugment", "Crops, flips, TrivialAugment"),
+    ("randaugment", "Crops, flips, RandAugment"),
+]
+# Each mode's starting values (TrainConfig's from scratch, FinetuneConfig's otherwise)
+DEFAULTS = {
+    FINETUNE: {
+        "per_class": 100, "test_per_class": 50, "val_percent": 10, "lr": 1e-3, "epochs": 5,
+        "batch_size": 64, "weight_decay": 1e-4, "warmup": 0.0, "smoothing": 0.0,
+        "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
+        "mixed_precision": 1,
+    },
+    SCRATCH: {
+        "per_class": 5000, "test_per_class": 1000, "val_percent": 10, "lr": 1e-3, "epochs": 50,
+        "batch_size": 128, "weight_decay": 0.05, "warmup": 5.0, "smoothing": 0.1,
+        "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
+        "mixed_precision": 1, "augment_policy": "crop-flip", "clip_grad": 1.0,
+    },
+}  # fmt: skip
 # Each choice is named by what it trains. The values are what QSettings keeps (and what older
 # versions kept, under other names): "none" freezes nothing, so everything trains.
 FREEZE_CHOICES = [
@@ -122,7 +156,23 @@ class FinetuneSettings(QWidget):
         self.data_root = default_data_root()
         self.num_layers = 1
         self._wanted_blocks = 1  # remembered before the model's depth is known
+        self.mode = FINETUNE
 
+        # what to train
+        self.mode_box = QComboBox()
+        for value, label, tip in MODES:
+            self.mode_box.addItem(label, value)
+            self.mode_box.setItemData(self.mode_box.count() - 1, tip, Qt.ToolTipRole)
+        self.architecture = ArchitectureForm()
+        self.augment_box = QComboBox()
+        for value, label in AUGMENTATION_CHOICES:
+            self.augment_box.addItem(label, value)
+        self.augment_box.setToolTip(
+            "Random changes to each training image: crops of the image padded by 4 px, "
+            "left-right flips, turns of up to 15 degrees, torchvision's policies"
+        )
+        self.clip_grad = _double(0.0, 1000.0, 1.0, 0.5, 2)
+        self.clip_grad.setToolTip("The largest gradient norm a step may take; 0 for no clipping")
         # dataset
         self.source_box = QComboBox()
         self.source_box.addItem("CIFAR-10", CIFAR10)
@@ -178,7 +228,14 @@ class FinetuneSettings(QWidget):
 
         self._build()
         self.epochs.valueChanged.connect(self._epochs_changed)
+        self._restore_dataset()
+        stored = self.store.value("train/mode")
+        self.mode = SCRATCH if stored == SCRATCH else FINETUNE
+        self.mode_box.setCurrentIndex(self.mode_box.findData(self.mode))
         self._restore()
+        self._show_mode()
+        self.mode_box.currentIndexChanged.connect(self._mode_changed)
+        self.architecture.changed.connect(self.changed)
         self._epochs_changed(self.epochs.value())
         self.source_box.currentIndexChanged.connect(self._source_changed)
         self.folder_button.clicked.connect(self.choose_folder)
@@ -195,8 +252,14 @@ class FinetuneSettings(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        top = QFormLayout()
+        top.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        top.addRow("Train", self.mode_box)
+        layout.addLayout(top)
+        layout.addWidget(self.architecture)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.main_form = form
         form.addRow("Dataset", self.source_box)
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit, 1)
@@ -213,7 +276,10 @@ class FinetuneSettings(QWidget):
         freeze_row.setContentsMargins(0, 0, 0, 0)
         freeze_row.addWidget(self.freeze_box, 1)
         freeze_row.addWidget(self.blocks)
-        form.addRow("Train", freeze_row)
+        self.freeze_widget = QWidget()
+        self.freeze_widget.setLayout(freeze_row)
+        form.addRow("Fine-tune", self.freeze_widget)
+        form.addRow("Augmentation", self.augment_box)
         form.addRow("Optimiser", self.optimizer_box)
         form.addRow("Learning rate", self.lr)
         form.addRow("Epochs", self.epochs)
@@ -238,6 +304,8 @@ class FinetuneSettings(QWidget):
         more.addRow("Schedule", self.schedule_box)
         more.addRow("Warm-up epochs", self.warmup)
         more.addRow("Label smoothing", self.smoothing)
+        more.addRow("Clip gradients at", self.clip_grad)
+        self.more_form = more
         more.addRow("", self.augment)
         more.addRow("", self.mixed_precision)
         more.addRow("", self.precision_note)
@@ -266,9 +334,12 @@ class FinetuneSettings(QWidget):
         value = self.freeze_box.currentData()
         return {"head": 0, "none": self.num_layers}.get(value, self.blocks.value())
 
+    def from_scratch(self) -> bool:
+        return self.mode == SCRATCH
+
     def config(self) -> dict:
-        """The fields of core.training.FinetuneConfig."""
-        return {
+        """The fields of core.training.FinetuneConfig, or from scratch of TrainConfig."""
+        common = {
             "per_class": self.per_class.value(),
             "test_per_class": self.test_per_class.value(),
             "val_fraction": self.val_percent.value() / 100,
@@ -285,6 +356,15 @@ class FinetuneSettings(QWidget):
             "augment": self.augment.isChecked(),
             "mixed_precision": self.mixed_precision.isChecked(),
             "seed": self.seed.value(),
+        }
+        if not self.from_scratch():
+            return common
+        del common["freeze"]  # everything trains
+        common["augment"] = False
+        return {
+            **common,
+            "augment_policy": self.augment_box.currentData(),
+            "clip_grad": self.clip_grad.value(),
         }
 
     def num_classes(self) -> int | None:
@@ -383,14 +463,37 @@ class FinetuneSettings(QWidget):
     def _optimizer_changed(self, _index: int = 0) -> None:
         self.momentum.setEnabled(self.optimizer_box.currentData() == "sgd")
 
+    def _mode_changed(self, _index: int = 0) -> None:
+        """Each mode keeps its own values: those of the mode left are remembered, those of the
+        mode chosen come back (its defaults the first time)."""
+        mode = self.mode_box.currentData()
+        if mode == self.mode:
+            return
+        self.remember()
+        self.mode = mode
+        self._restore()
+        self._show_mode()
+        self.changed.emit()
+
+    def _show_mode(self) -> None:
+        scratch = self.from_scratch()
+        self.architecture.setVisible(scratch)
+        self.main_form.setRowVisible(self.freeze_widget, not scratch)
+        self.main_form.setRowVisible(self.augment_box, scratch)
+        self.more_form.setRowVisible(self.augment, not scratch)
+        self.more_form.setRowVisible(self.clip_grad, scratch)
+        self.per_class.setToolTip(
+            "Training images per class (a tenth of them validate); more than a folder holds "
+            "takes them all"
+            if scratch
+            else "Training images per class (a tenth of them validate)"
+        )
+
     # --- memory ---------------------------------------------------------------------------
     def _fields(self) -> dict:
-        return {
-            "source": self.source_box,
-            "folder": self.folder_edit,
+        """The widgets each mode keeps apart, by their QSettings keys."""
+        fields = {
             "per_class": self.per_class,
-            "freeze": self.freeze_box,
-            "blocks": self.blocks,
             "optimizer": self.optimizer_box,
             "lr": self.lr,
             "epochs": self.epochs,
@@ -402,46 +505,72 @@ class FinetuneSettings(QWidget):
             "schedule": self.schedule_box,
             "warmup": self.warmup,
             "smoothing": self.smoothing,
-            "augment": self.augment,
             "mixed_precision": self.mixed_precision,
             "seed": self.seed,
         }
+        if self.from_scratch():
+            return {**fields, "augment_policy": self.augment_box, "clip_grad": self.clip_grad}
+        return {**fields, "freeze": self.freeze_box, "blocks": self.blocks,
+                "augment": self.augment}  # fmt: skip
+
+    def _dataset_fields(self) -> dict:
+        """The dataset, shared by both modes (kept where older versions kept it)."""
+        return {"source": self.source_box, "folder": self.folder_edit}
 
     def remember(self) -> None:
-        for key, widget in self._fields().items():
-            if isinstance(widget, QComboBox):
-                value = widget.currentData()
-            elif isinstance(widget, QLineEdit):
-                value = widget.text()
-            elif isinstance(widget, QCheckBox):
-                value = int(widget.isChecked())
-            else:
-                value = widget.value()
-            self.store.setValue(f"finetune/{key}", value)
+        self.store.setValue("train/mode", self.mode)
+        for group, fields in (("finetune", self._dataset_fields()), (self.mode, self._fields())):
+            for key, widget in fields.items():
+                self.store.setValue(f"{group}/{key}", _value(widget))
+        if self.from_scratch():
+            self.architecture.remember(self.store, SCRATCH)
+
+    def _restore_dataset(self) -> None:
+        for key, widget in self._dataset_fields().items():
+            value = self.store.value(f"finetune/{key}")
+            if value is not None:
+                self._set(widget, value)
 
     def _restore(self) -> None:
+        """This mode's remembered values, or its defaults where there are none."""
+        defaults = DEFAULTS[self.mode]
         for key, widget in self._fields().items():
-            value = self.store.value(f"finetune/{key}")
-            if value is None:
-                continue
-            try:
-                if widget is self.freeze_box and str(value).startswith("last:"):
-                    self._wanted_blocks = int(str(value)[5:])  # the engine's form, last:N
-                    value = "last"
-                if isinstance(widget, QComboBox):
-                    widget.setCurrentIndex(max(0, widget.findData(value)))
-                elif isinstance(widget, QLineEdit):
-                    widget.setText(str(value))
-                elif isinstance(widget, QCheckBox):
-                    widget.setChecked(bool(int(value)))
-                elif widget is self.blocks:
-                    self._wanted_blocks = int(value)
-                elif isinstance(widget, QSpinBox):
-                    widget.setValue(int(value))
-                elif math.isfinite(float(value)):  # Qt would turn a NaN into the maximum
-                    widget.setValue(float(value))
-            except (TypeError, ValueError):
-                continue
+            value = self.store.value(f"{self.mode}/{key}", defaults.get(key))
+            if value is not None:
+                self._set(widget, value)
+        if self.from_scratch():
+            self.architecture.restore(self.store, SCRATCH)
+
+    def _set(self, widget: QWidget, value: object) -> None:
+        try:
+            if widget is self.freeze_box and str(value).startswith("last:"):
+                self._wanted_blocks = int(str(value)[5:])  # the engine's form, last:N
+                value = "last"
+            if isinstance(widget, QComboBox):
+                widget.setCurrentIndex(max(0, widget.findData(value)))
+            elif isinstance(widget, QLineEdit):
+                widget.setText(str(value))
+            elif isinstance(widget, QCheckBox):
+                widget.setChecked(bool(int(value)))
+            elif widget is self.blocks:
+                self._wanted_blocks = int(value)
+                self.set_num_layers(self.num_layers)
+            elif isinstance(widget, QSpinBox):
+                widget.setValue(int(value))
+            elif math.isfinite(float(value)):  # Qt would turn a NaN into the maximum
+                widget.setValue(float(value))
+        except (TypeError, ValueError):
+            pass
+
+
+def _value(widget: QWidget) -> object:
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    if isinstance(widget, QLineEdit):
+        return widget.text()
+    if isinstance(widget, QCheckBox):
+        return int(widget.isChecked())
+    return widget.value()
 
 
 def breakable(path: str) -> str:

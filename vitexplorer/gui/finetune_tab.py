@@ -45,7 +45,7 @@ class FinetuneTab(QObject):
         self.panel = FinetunePanel(window.settings)
         self.adopted = None  # the FinetuneResult whose model the explorer uses, until saved
         self._explorer_state: QByteArray | None = None  # the layout while another tab shows
-        tabs.addTab(self.panel, "Fine-tune")
+        tabs.addTab(self.panel, "Train")
         tabs.currentChanged.connect(self._tab_changed)
         self.panel.model_trained.connect(self._adopt)
         self.panel.sample_opened.connect(self._open_sample)
@@ -111,7 +111,10 @@ class FinetuneTab(QObject):
         self.adopted = self.panel.result if info.fine_tuned else None
         self.panel.set_model(info)
         if info.fine_tuned:
-            self.window.model_bar.show_finetuned(info.request, info.spec.name)
+            result = self.panel.result
+            scratch = result is not None and result.config.from_scratch
+            label = "trained here, not saved" if scratch else "fine-tuned, not saved"
+            self.window.model_bar.show_finetuned(info.request, info.spec.name, label)
             self.panel.adopted()  # the panel and the status bar say so together
         self.update_actions()
 
@@ -143,7 +146,7 @@ class FinetuneTab(QObject):
         """The saved file now stands for the explorer's model: settings remember it and the
         next run starts from it."""
         window = self.window
-        window.statusBar().showMessage(f"Saved the fine-tuned model to {path}", 10000)
+        window.statusBar().showMessage(f"Saved the trained model to {path}", 10000)
         model = window.model
         if model is None or not model.fine_tuned or self.adopted is not self.panel.result:
             return

@@ -39,6 +39,19 @@ class TrainJob:
 
 
 @dataclass(frozen=True)
+class ScratchJob:
+    """Build a small ViT of ``architecture`` (the fields of ``core.architecture.ARCH_DEFAULTS``)
+    with random weights on ``device`` and train it on ``source`` with ``settings``, the fields
+    of ``core.training.TrainConfig``."""
+
+    source: str
+    architecture: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
 class DownloadJob:
     """Fetch CIFAR-10 into ``data_root`` (None: core's default) without training."""
 
@@ -85,13 +98,13 @@ class FinetuneWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._pending: TrainJob | DownloadJob | SaveJob | None = None
+        self._pending: TrainJob | ScratchJob | DownloadJob | SaveJob | None = None
         self.cancel_event = threading.Event()  # set from the GUI thread directly
         self._last_emit = 0.0
         self._wake.connect(self._drain)
 
     # --- called from the GUI thread -------------------------------------------------------
-    def submit(self, job: TrainJob | DownloadJob | SaveJob) -> None:
+    def submit(self, job: TrainJob | ScratchJob | DownloadJob | SaveJob) -> None:
         with self._lock:
             self._pending = job
         self.cancel_event.clear()
@@ -108,6 +121,8 @@ class FinetuneWorker(QObject):
             job, self._pending = self._pending, None
         if isinstance(job, TrainJob):
             self._guarded(self._train, job)
+        elif isinstance(job, ScratchJob):
+            self._guarded(self._scratch, job)
         elif isinstance(job, DownloadJob):
             self._guarded(self._download, job)
         elif isinstance(job, SaveJob):
@@ -152,16 +167,7 @@ class FinetuneWorker(QObject):
     def _train(self, job: TrainJob) -> None:
         from vitexplorer.core import models
         from vitexplorer.core.datasets import open_dataset
-        from vitexplorer.core.training import (
-            Epoch,
-            FinetuneConfig,
-            Finished,
-            Notice,
-            Stage,
-            Started,
-            Step,
-            finetune,
-        )
+        from vitexplorer.core.training import FinetuneConfig, finetune
 
         cancelled = self.cancel_event.is_set
         config = FinetuneConfig(**job.settings)
@@ -176,9 +182,54 @@ class FinetuneWorker(QObject):
         if cancelled():
             self.stopped.emit("cancelled")
             return
+        self._relay(finetune(base, dataset, config, cancelled=cancelled))
+
+    def _scratch(self, job: ScratchJob) -> None:
+        """As ``vitexplorer train``: the architecture and settings checked, then the memory
+        training needs against the device's free memory, before anything is read or built."""
+        import torch
+
+        from vitexplorer.core import models
+        from vitexplorer.core.architecture import (
+            architecture_problem,
+            available_bytes,
+            memory_problem,
+        )
+        from vitexplorer.core.datasets import open_dataset
+        from vitexplorer.core.spec import SMALL_VIT
+        from vitexplorer.core.training import TrainConfig, TrainingError, finetune
+        from vitexplorer.core.vit import SmallViTConfig
+
+        cancelled = self.cancel_event.is_set
+        found = architecture_problem(job.architecture)
+        if found is not None:
+            raise TrainingError(found[1])
+        config = TrainConfig(**job.settings)
+        config.check(job.architecture["depth"])
+        advice = "lower the batch size (More settings), the width or the depth"
+        free = available_bytes(job.device)
+        shape = SmallViTConfig(**job.architecture)
+        problem = memory_problem(shape, config.batch_size, free, advice)
+        if problem is not None:
+            raise TrainingError(problem)
+        self.stage.emit("opening", 0, 0, 0.0)
+        dataset = open_dataset(job.source, root=job.data_root)
+        if cancelled():
+            self.stopped.emit("cancelled")
+            return
+        self.stage.emit("model", 0, 0, 0.0)
+        shape = SmallViTConfig(num_classes=dataset.num_classes, **job.architecture)
+        torch.manual_seed(config.seed)  # the same weights as 'vitexplorer train --seed'
+        model = models.load_model(SMALL_VIT, "none", job.device, small_config=shape)
+        self._relay(finetune(model, dataset, config, cancelled=cancelled))
+
+    def _relay(self, events) -> None:  # noqa: ANN001  (the engine's generator)
+        """The engine's events as signals, steps in batches."""
+        from vitexplorer.core.training import Epoch, Finished, Notice, Stage, Started, Step
+
         pending: list = []  # Step events not sent yet
         self._last_emit = 0.0
-        for event in finetune(base, dataset, config, cancelled=cancelled):
+        for event in events:
             now = time.monotonic()
             if isinstance(event, Step):
                 pending.append(event)

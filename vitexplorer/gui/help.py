@@ -45,9 +45,10 @@ VIEWS = (
         "same token.",
     ),
     (
-        "Fine-tune",
-        "Trains the explorer's model on CIFAR-10 or a folder of class folders, with live "
-        "curves; the explorer then uses the trained model.",
+        "Train",
+        "Fine-tunes the explorer's model, or trains a new small ViT from scratch with the "
+        "architecture you set, on CIFAR-10, a folder of class folders or a pixel CSV, with "
+        "live curves; the explorer then uses the trained model.",
     ),
     (
         "Model analytics",

@@ -225,7 +225,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Quit", self.close, QKeySequence.Quit)
         view_menu = self.menuBar().addMenu("&View")
         self._action(view_menu, "&Explorer", self.finetune.show_explorer, QKeySequence("Ctrl+1"))
-        self._action(view_menu, "&Fine-tune", self.finetune.show_panel, QKeySequence("Ctrl+2"))
+        self._action(view_menu, "&Train", self.finetune.show_panel, QKeySequence("Ctrl+2"))
         self._action(
             view_menu,
             "Model &analytics",
