@@ -325,3 +325,33 @@ def output_folder(path: Path) -> Path:
     except OSError as exc:
         raise Failed(f"cannot create the output folder {path}: {exc.strerror or exc}", 2) from exc
     return path
+
+
+# The options 'finetune' and 'train' share: (group, flag, type, metavar or choices). Each
+# command gives its defaults and, where it says more than the default, its own help.
+SHARED_TRAINING_OPTIONS: tuple[tuple[str, str, Any, Any], ...] = (
+    ("subsets", "--per-class", positive_int, "N"),
+    ("subsets", "--test-per-class", positive_int, "M"),
+    ("subsets", "--val-fraction", float, "F"),
+    ("training", "--epochs", positive_int, "E"),
+    ("training", "--lr", float, "X"),
+    ("training", "--batch-size", positive_int, "B"),
+    ("training", "--weight-decay", float, "X"),
+    ("training", "--schedule", None, ("cosine", "constant")),
+    ("training", "--label-smoothing", float, "X"),
+)
+
+
+def add_training_arguments(
+    groups: dict[str, Any], defaults: dict[str, Any], helps: dict[str, str]
+) -> None:
+    """Add :data:`SHARED_TRAINING_OPTIONS` to ``groups`` (argument groups by name) with
+    ``defaults`` (by destination) and ``helps`` (by destination; '(default: ...)' otherwise)."""
+    for group, flag, kind, shape in SHARED_TRAINING_OPTIONS:
+        key = flag[2:].replace("-", "_")
+        help_text = helps.get(key, "") + " (default: %(default)s)"
+        if kind is None:
+            extra: dict[str, Any] = {"choices": shape}
+        else:
+            extra = {"type": kind, "metavar": shape}
+        groups[group].add_argument(flag, default=defaults[key], help=help_text.strip(), **extra)

@@ -19,10 +19,10 @@ from vitexplorer.cli.common import (
     CtrlCCancels,
     Failed,
     ProgressBar,
+    add_training_arguments,
     device_choice,
     is_terminal,
     load_model_for,
-    positive_int,
 )
 
 # FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
@@ -105,59 +105,25 @@ def finetune_parser() -> argparse.ArgumentParser:
     )
     d = FINETUNE_DEFAULTS
     data = parser.add_argument_group("the subsets")
-    data.add_argument(
-        "--per-class",
-        type=positive_int,
-        default=d["per_class"],
-        metavar="N",
-        help="training images per class, validation images included (default: %(default)s)",
-    )
-    data.add_argument(
-        "--test-per-class",
-        type=positive_int,
-        default=d["test_per_class"],
-        metavar="M",
-        help="test images per class (default: %(default)s)",
-    )
-    data.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d["val_fraction"],
-        metavar="F",
-        help="share of each class's training images held out for validation (default: %(default)s)",
-    )
-    data.add_argument(
-        "--augment",
-        action="store_true",
-        help="random horizontal flips (the frozen part then runs every epoch, not once)",
-    )
     train = parser.add_argument_group("training")
+    helps = {
+        "per_class": "training images per class, validation images included",
+        "test_per_class": "test images per class",
+        "val_fraction": "share of each class's training images held out for validation",
+        "lr": "peak learning rate",
+        "schedule": "the learning rate after any warm-up",
+    }
     train.add_argument(
         "--freeze",
         default=d["freeze"],
         metavar="head|last:K|none",
         help="train the new head only, the last K blocks too, or everything (default: %(default)s)",
     )
-    train.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=d["epochs"],
-        metavar="E",
-        help="(default: %(default)s)",
-    )
-    train.add_argument(
-        "--lr",
-        type=float,
-        default=d["lr"],
-        metavar="X",
-        help="peak learning rate (default: %(default)s)",
-    )
-    train.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=d["batch_size"],
-        metavar="B",
-        help="(default: %(default)s)",
+    add_training_arguments({"subsets": data, "training": train}, d, helps)
+    data.add_argument(
+        "--augment",
+        action="store_true",
+        help="random horizontal flips (the frozen part then runs every epoch, not once)",
     )
     train.add_argument(
         "--optimizer",
@@ -173,31 +139,11 @@ def finetune_parser() -> argparse.ArgumentParser:
         help="for SGD (default: %(default)s)",
     )
     train.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d["weight_decay"],
-        metavar="X",
-        help="(default: %(default)s)",
-    )
-    train.add_argument(
-        "--schedule",
-        choices=("cosine", "constant"),
-        default=d["schedule"],
-        help="the learning rate after any warm-up (default: %(default)s)",
-    )
-    train.add_argument(
         "--warmup-epochs",
         type=float,
         default=d["warmup_epochs"],
         metavar="E",
         help="linear warm-up, in epochs, fractions allowed (default: %(default)s)",
-    )
-    train.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=d["label_smoothing"],
-        metavar="X",
-        help="(default: %(default)s)",
     )
     train.add_argument(
         "--no-mixed-precision",
@@ -230,8 +176,6 @@ def run_finetune(options: argparse.Namespace) -> int:
     from safetensors import SafetensorError
 
     from vitexplorer.core import training
-    from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.datasets import DatasetError
     from vitexplorer.core.models import save_checkpoint
 
     config = training.FinetuneConfig(**{key: getattr(options, key) for key in FINETUNE_DEFAULTS})
@@ -252,22 +196,7 @@ def run_finetune(options: argparse.Namespace) -> int:
         raise Failed(str(exc), 2) from exc
     _check_room(out, training.finetuned_checkpoint_bytes(model, dataset.class_names))
 
-    report = FinetuneReport(sys.stdout, sys.stderr)
-    result = None
-    with CtrlCCancels(report) as cancel:
-        try:
-            for event in training.finetune(model, dataset, config, cancelled=cancel):
-                report.show(event)
-                if isinstance(event, training.Finished):
-                    result = event.result
-        except (training.TrainingError, DatasetError, ValueError) as exc:
-            report.clear()
-            raise Failed(str(exc), 2) from exc
-        except RuntimeError as exc:  # anything else torch raises: one line, not a traceback
-            report.clear()
-            raise Failed(f"training failed: {failure_message(exc)}", 2) from exc
-    if result is None:  # the engine always ends with Finished; never save without it
-        raise Failed("training ended without a result; nothing was saved", 2)
+    report, result = run_engine(model, dataset, config)
     if result.cancelled:
         report.result(result, None)
         raise Failed("interrupted; nothing was saved", 130)
@@ -287,6 +216,32 @@ def run_finetune(options: argparse.Namespace) -> int:
         ) from exc
     report.result(result, out)
     return 0
+
+
+def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:
+    """Run the training engine on ``model``, its events reported on stdout and stderr; Ctrl-C
+    cancels. The report and the engine's FinetuneResult, or a one-line :class:`Failed` (2)."""
+    from vitexplorer.core import training
+    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.datasets import DatasetError
+
+    report = FinetuneReport(sys.stdout, sys.stderr)
+    result = None
+    with CtrlCCancels(report) as cancel:
+        try:
+            for event in training.finetune(model, dataset, config, cancelled=cancel):
+                report.show(event)
+                if isinstance(event, training.Finished):
+                    result = event.result
+        except (training.TrainingError, DatasetError, ValueError) as exc:
+            report.clear()
+            raise Failed(str(exc), 2) from exc
+        except RuntimeError as exc:  # anything else torch raises: one line, not a traceback
+            report.clear()
+            raise Failed(f"training failed: {failure_message(exc)}", 2) from exc
+    if result is None:  # the engine always ends with Finished; never save without it
+        raise Failed("training ended without a result; nothing was saved", 2)
+    return report, result
 
 
 def _check_room(out: Path, needed: int) -> None:

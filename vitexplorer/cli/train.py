@@ -13,12 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vitexplorer.cli.common import PROG, CtrlCCancels, Failed, device_choice, positive_int
+from vitexplorer.cli.common import (
+    PROG,
+    Failed,
+    add_training_arguments,
+    device_choice,
+)
 from vitexplorer.cli.finetune import (
-    FinetuneReport,
     _check_room,
     _checked_checkpoint_path,
     _open_dataset,
+    run_engine,
 )
 from vitexplorer.core.architecture import ARCH_DEFAULTS, available_bytes, memory_problem
 
@@ -40,6 +45,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "clip_grad": 1.0,
 }
 ARCH_OPTIONS = ("image_size", "patch_size", "width", "depth", "heads")
+ARCH_ARGUMENTS = (
+    ("--image-size", int, "PX", "input size; images are resized to it"),
+    ("--patch-size", int, "PX", "the side of each square patch; must divide the image size"),
+    ("--width", int, "D", "token width"),
+    ("--depth", int, "L", "encoder blocks"),
+    ("--heads", int, "H", "attention heads; must divide the width"),
+    ("--mlp-ratio", float, "R", "MLP width over token width"),
+    ("--dropout", float, "P", "after the attention projection and in the MLP"),
+    ("--drop-path", float, "P", "stochastic depth at the last block, rising linearly from 0 at "
+     "the first"),
+)  # fmt: skip
 AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-rotate", "trivialaugment", "randaugment")
 
 
@@ -111,88 +127,26 @@ def train_parser() -> argparse.ArgumentParser:
         "2.7M) for a dataset of 50,000 images, where the larger MLP overfits without gaining "
         "accuracy; plus a little stochastic depth.",
     )
-    arch.add_argument(
-        "--image-size",
-        type=int,
-        default=a["image_size"],
-        metavar="PX",
-        help="input size; images are resized to it (default: %(default)s)",
-    )
-    arch.add_argument(
-        "--patch-size",
-        type=int,
-        default=a["patch_size"],
-        metavar="PX",
-        help="(default: %(default)s)",
-    )
-    arch.add_argument(
-        "--width",
-        type=int,
-        default=a["width"],
-        metavar="D",
-        help="token width (default: %(default)s)",
-    )
-    arch.add_argument(
-        "--depth",
-        type=int,
-        default=a["depth"],
-        metavar="L",
-        help="encoder blocks (default: %(default)s)",
-    )
-    arch.add_argument(
-        "--heads",
-        type=int,
-        default=a["heads"],
-        metavar="H",
-        help="attention heads; must divide the width (default: %(default)s)",
-    )
-    arch.add_argument(
-        "--mlp-ratio",
-        type=float,
-        choices=(2.0, 4.0),
-        default=a["mlp_ratio"],
-        help="MLP width over token width (default: %(default)s)",
-    )
-    arch.add_argument(
-        "--dropout",
-        type=float,
-        default=a["dropout"],
-        metavar="P",
-        help="after the attention projection and in the MLP (default: %(default)s)",
-    )
-    arch.add_argument(
-        "--drop-path",
-        type=float,
-        default=a["drop_path"],
-        metavar="P",
-        help="stochastic depth at the last block, rising linearly from 0 at the "
-        "first (default: %(default)s)",
-    )
+    for flag, kind, metavar, help_text in ARCH_ARGUMENTS:
+        arch.add_argument(
+            flag,
+            type=kind,
+            default=a[flag[2:].replace("-", "_")],
+            metavar=metavar,
+            help=f"{help_text} (default: %(default)s)",
+        )
     d = TRAIN_DEFAULTS
     data = parser.add_argument_group("the subsets")
-    data.add_argument(
-        "--per-class",
-        type=positive_int,
-        default=d["per_class"],
-        metavar="N",
-        help="training images per class, validation included (default: "
-        "%(default)s, all of CIFAR-10's)",
-    )
-    data.add_argument(
-        "--test-per-class",
-        type=positive_int,
-        default=d["test_per_class"],
-        metavar="M",
-        help="test images per class (default: %(default)s)",
-    )
-    data.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d["val_fraction"],
-        metavar="F",
-        help="share of each class's training images held out for validation, "
-        "which picks the best epoch (default: %(default)s)",
-    )
+    train = parser.add_argument_group("training (AdamW)")
+    helps = {
+        "per_class": "training images per class, validation included; 5000 is all of CIFAR-10's",
+        "test_per_class": "test images per class",
+        "val_fraction": "share of each class's training images held out for validation, "
+        "which picks the best epoch",
+        "lr": "peak learning rate",
+        "schedule": "after the warm-up",
+    }
+    add_training_arguments({"subsets": data, "training": train}, d, helps)
     data.add_argument(
         "--augment",
         dest="augment_policy",
@@ -202,41 +156,6 @@ def train_parser() -> argparse.ArgumentParser:
         "by 4 px, and flips; those followed by a turn of up to 15 degrees either way, or by "
         "torchvision's TrivialAugmentWide or RandAugment (default: %(default)s)",
     )
-    train = parser.add_argument_group("training (AdamW)")
-    train.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=d["epochs"],
-        metavar="E",
-        help="(default: %(default)s)",
-    )
-    train.add_argument(
-        "--lr",
-        type=float,
-        default=d["lr"],
-        metavar="X",
-        help="peak learning rate (default: %(default)s)",
-    )
-    train.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=d["batch_size"],
-        metavar="B",
-        help="(default: %(default)s)",
-    )
-    train.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d["weight_decay"],
-        metavar="X",
-        help="(default: %(default)s)",
-    )
-    train.add_argument(
-        "--schedule",
-        choices=("cosine", "constant"),
-        default=d["schedule"],
-        help="after the warm-up (default: %(default)s)",
-    )
     train.add_argument(
         "--warmup-epochs",
         type=float,
@@ -244,13 +163,6 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="E",
         help="linear warm-up in epochs (default: a tenth of the epochs, at most "
         f"{d['warmup_epochs']:g})",
-    )
-    train.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=d["label_smoothing"],
-        metavar="X",
-        help="(default: %(default)s)",
     )
     train.add_argument(
         "--clip-grad",
@@ -342,7 +254,6 @@ def run_train(options: argparse.Namespace) -> int:
 
     from vitexplorer.core import models, training
     from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.datasets import DatasetError
     from vitexplorer.core.spec import SMALL_VIT
 
     torch.manual_seed(config.seed)
@@ -360,22 +271,7 @@ def run_train(options: argparse.Namespace) -> int:
     )
     _check_room(out, 4 * count + 256 * 1024)
 
-    report = FinetuneReport(sys.stdout, sys.stderr)
-    result = None
-    with CtrlCCancels(report) as cancel:
-        try:
-            for event in training.finetune(model, dataset, config, cancelled=cancel):
-                report.show(event)
-                if isinstance(event, training.Finished):
-                    result = event.result
-        except (training.TrainingError, DatasetError, ValueError) as exc:
-            report.clear()
-            raise Failed(str(exc), 2) from exc
-        except RuntimeError as exc:
-            report.clear()
-            raise Failed(f"training failed: {failure_message(exc)}", 2) from exc
-    if result is None:
-        raise Failed("training ended without a result; nothing was saved", 2)
+    report, result = run_engine(model, dataset, config)
     if result.cancelled and result.best_epoch is None:
         report.result(result, None)
         raise Failed("interrupted before the first epoch ended; nothing was saved", 130)

@@ -310,13 +310,7 @@ class FinetunePanel(QWidget):
         self.form.remember()
         root = str(self.form.data_root) if source == CIFAR10 else None
         self.job_base = self.model_info.request
-        job = TrainJob(source, self.job_base, config, root)
-        self._epochs = config["epochs"]
-        self._steps_total = 0
-        self.curves.reset(config["epochs"], 1)
-        self.results.clear("Training…")
-        self._begin("train", "Starting…")
-        self._ensure_thread().worker.submit(job)
+        self._submit_training(TrainJob(source, self.job_base, config, root))
 
     def _start_scratch(self) -> None:
         problem = self.form.architecture.problem()
@@ -334,10 +328,13 @@ class FinetunePanel(QWidget):
         self.form.remember()
         root = str(self.form.data_root) if source == CIFAR10 else None
         self.job_base = ModelRequest(SMALL_VIT, "none", self._device())
-        job = ScratchJob(source, self.form.architecture.values(), config, root, self._device())
-        self._epochs = config["epochs"]
+        arch = self.form.architecture.values()
+        self._submit_training(ScratchJob(source, arch, config, root, self._device()))
+
+    def _submit_training(self, job: TrainJob | ScratchJob) -> None:
+        self._epochs = job.settings["epochs"]
         self._steps_total = 0
-        self.curves.reset(config["epochs"], 1)
+        self.curves.reset(self._epochs, 1)
         self.results.clear("Training…")
         self._begin("train", "Starting…")
         self._ensure_thread().worker.submit(job)

@@ -166,18 +166,14 @@ class FinetuneWorker(QObject):
 
     def _train(self, job: TrainJob) -> None:
         from vitexplorer.core import models
-        from vitexplorer.core.datasets import open_dataset
         from vitexplorer.core.training import FinetuneConfig, finetune
 
         cancelled = self.cancel_event.is_set
         config = FinetuneConfig(**job.settings)
         replace(config, freeze="head").check(1)  # all but the freeze policy, before any reading
-        self.stage.emit("opening", 0, 0, 0.0)
-        dataset = open_dataset(job.source, root=job.data_root)
-        if cancelled():
-            self.stopped.emit("cancelled")
+        dataset = self._open_dataset(job)
+        if dataset is None:
             return
-        self.stage.emit("model", 0, 0, 0.0)
         base = _load_base(models, job.base)
         if cancelled():
             self.stopped.emit("cancelled")
@@ -195,7 +191,6 @@ class FinetuneWorker(QObject):
             available_bytes,
             memory_problem,
         )
-        from vitexplorer.core.datasets import open_dataset
         from vitexplorer.core.spec import SMALL_VIT
         from vitexplorer.core.training import TrainConfig, TrainingError, finetune
         from vitexplorer.core.vit import SmallViTConfig
@@ -212,16 +207,25 @@ class FinetuneWorker(QObject):
         problem = memory_problem(shape, config.batch_size, free, advice)
         if problem is not None:
             raise TrainingError(problem)
-        self.stage.emit("opening", 0, 0, 0.0)
-        dataset = open_dataset(job.source, root=job.data_root)
-        if cancelled():
-            self.stopped.emit("cancelled")
+        dataset = self._open_dataset(job)
+        if dataset is None:
             return
-        self.stage.emit("model", 0, 0, 0.0)
         shape = SmallViTConfig(num_classes=dataset.num_classes, **job.architecture)
         torch.manual_seed(config.seed)  # the same weights as 'vitexplorer train --seed'
         model = models.load_model(SMALL_VIT, "none", job.device, small_config=shape)
         self._relay(finetune(model, dataset, config, cancelled=cancelled))
+
+    def _open_dataset(self, job: TrainJob | ScratchJob):  # noqa: ANN202
+        """The job's dataset, then the 'model' stage; None (said) when cancelled meanwhile."""
+        from vitexplorer.core.datasets import open_dataset
+
+        self.stage.emit("opening", 0, 0, 0.0)
+        dataset = open_dataset(job.source, root=job.data_root)
+        if self.cancel_event.is_set():
+            self.stopped.emit("cancelled")
+            return None
+        self.stage.emit("model", 0, 0, 0.0)
+        return dataset
 
     def _relay(self, events) -> None:  # noqa: ANN001  (the engine's generator)
         """The engine's events as signals, steps in batches."""
