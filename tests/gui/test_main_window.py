@@ -237,13 +237,16 @@ def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monk
 def test_a_declined_download_shows_the_image_says_so_and_keeps_the_choices(
     qtbot, tmp_path, monkeypatch, photo
 ):
-    """Cancel on the first launch's offer: the photo is on screen, the window and the toolbar
-    say plainly that no model is loaded, the choices are one click away, and the next launch
-    does not ask again."""
+    """Cancel on the first launch's offer, in an installation without the demo model: the
+    photo is on screen, the window and the toolbar say plainly that no model is loaded, the
+    choices are one click away, and the next launch does not ask again. (With the demo model,
+    the window opens on it: see the test of the demo below.)"""
     from PySide6.QtWidgets import QPushButton
 
-    from vitexplorer.core import models
+    from vitexplorer.core import models, spec
     from vitexplorer.gui import main_window
+
+    monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
 
     download = models.WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
