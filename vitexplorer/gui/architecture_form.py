@@ -2,7 +2,7 @@
 heads, MLP ratio, dropout and stochastic depth, with the defaults for 32 px images.
 
 A setting that cannot work (an image size that is not a multiple of the patch size, a width that
-the heads do not divide) is said in red right under its field, which is marked; ``problem()``
+the heads do not divide) is said in red right under its field, whose label turns red; ``problem()``
 gives the same sentence to the panel, which will not start. Torch-free: the rules and the
 parameter count come from :mod:`vitexplorer.core.architecture`.
 """
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QWi
 from vitexplorer.core.architecture import ARCH_DEFAULTS, architecture_problem
 
 ERROR_STYLE = "color: #b00020;"
-FIELD_ERROR_STYLE = "QAbstractSpinBox { border: 1px solid #b00020; }"
+FIELD_ERROR_STYLE = "color: #b00020; font-weight: bold;"  # the field's label, when it is wrong
 # label, range, suffix, tooltip
 WHOLE = {
     "image_size": ("Image size", (4, 1024), " px",
@@ -116,7 +116,7 @@ class ArchitectureForm(QWidget):
             error = self.errors[name]
             error.setText(_sentence(found[1]) if wrong else "")
             self.form.setRowVisible(error, wrong)
-            box.setStyleSheet(FIELD_ERROR_STYLE if wrong else "")
+            self.form.labelForField(box).setStyleSheet(FIELD_ERROR_STYLE if wrong else "")
         self.changed.emit()
 
     # --- memory ---------------------------------------------------------------------------
