@@ -69,7 +69,10 @@ def _panel(draw, x0, title, epochs, train, val, best_epoch) -> None:
     if best_epoch is not None and epochs:
         x, _ = at(best_epoch, low)
         draw.line([x, oy, x, oy + height], fill=BEST_COLOUR, width=1)
-        draw.text((x + 3, oy + height - 16), "best", fill=BEST_COLOUR, font=small)
+        room = x0 + PANEL[0] - x  # to the panel's edge: at the last epoch the word goes left
+        wide = draw.textlength("best", font=small) + 6
+        where = x + 3 if room >= wide else x - wide
+        draw.text((where, oy + height - 16), "best", fill=BEST_COLOUR, font=small)
     for series, colour, name, row in ((train, TRAIN_COLOUR, "train", 0),
                                       (val, VAL_COLOUR, "validation", 1)):  # fmt: skip
         points = [at(e, v) for e, v in zip(epochs, series, strict=True) if v is not None]
