@@ -141,14 +141,17 @@ def test_32_px_images_reach_the_model_unscaled(trained) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--image-size", "30"], "--image-size 30 is not a multiple of --patch-size 4"),
-        (["--width", "100"], "--width 100 is not divisible by --heads 3"),
-        (["--width", "0"], "--width must be at least 1, not 0"),
-        (["--patch-size", "-4"], "--patch-size must be at least 1, not -4"),
-        (["--depth", "0"], "--depth must be at least 1, not 0"),
-        (["--heads", "0"], "--heads must be at least 1, not 0"),
-        (["--image-size", "0"], "--image-size must be at least 1, not 0"),
-        (["--dropout", "1.5"], "dropout must be at least 0 and below 1, not 1.5"),
+        (
+            ["--image-size", "30"],
+            "--patch-size: the image size 30 is not a multiple of the patch size 4: try 3 or 5",
+        ),
+        (["--width", "100"], "--heads: the width 100 is not divisible by 3 heads: try 2 or 4"),
+        (["--width", "0"], "--width: the width must be at least 1, not 0"),
+        (["--patch-size", "-4"], "--patch-size: the patch size must be at least 1, not -4"),
+        (["--depth", "0"], "--depth: the depth must be at least 1, not 0"),
+        (["--heads", "0"], "--heads: the heads must be at least 1, not 0"),
+        (["--image-size", "0"], "--image-size: the image size must be at least 1, not 0"),
+        (["--dropout", "1.5"], "--dropout: the dropout must be at least 0 and below 1"),
     ],
 )
 def test_impossible_architectures_are_refused_in_one_line(
@@ -308,8 +311,11 @@ def test_crop_moves_the_image_within_the_padding() -> None:
             pytest.fail("the dot left the image")
 
 
-def test_the_command_line_offers_every_augmentation() -> None:
+def test_the_command_line_and_the_app_offer_every_augmentation() -> None:
+    from vitexplorer.gui.finetune_settings import AUGMENTATION_CHOICES
+
     assert train_cli.AUGMENTATIONS == AUGMENTATIONS
+    assert tuple(value for value, _ in AUGMENTATION_CHOICES) == AUGMENTATIONS
 
 
 @pytest.mark.parametrize("seed", [1, 3, 5])

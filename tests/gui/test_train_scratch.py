@@ -3,6 +3,7 @@ with their messages, the parameter count, a run that the explorer adopts, and sa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from vitexplorer.core import architecture
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.models import load_model
+from vitexplorer.core.training import TrainConfig
 from vitexplorer.gui.finetune_settings import SCRATCH
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest
@@ -92,6 +94,9 @@ def test_each_mode_keeps_its_own_settings(qtbot, window: MainWindow, tmp_path: P
     form.per_class.setValue(300)
     form.augment_box.setCurrentIndex(form.augment_box.findData("crop-flip-rotate"))
     form.architecture.fields["depth"].setValue(4)
+    # the app's defaults from scratch are TrainConfig's (the engine's and the command line's)
+    chosen = replace(TrainConfig(), augment_policy="crop-flip-rotate", per_class=300)
+    assert TrainConfig(**form.config()) == chosen
     form.mode_box.setCurrentIndex(form.mode_box.findData("finetune"))
     assert form.per_class.value() == 12 and not form.architecture.isVisible()
     form.mode_box.setCurrentIndex(form.mode_box.findData(SCRATCH))
@@ -134,9 +139,10 @@ def test_train_from_scratch_the_explorer_adopts_and_saves_it(
     assert spec.class_names == ("blue", "green", "red") and spec.image_size == 16
     assert spec.grid == (4, 4) and spec.num_layers == 2
     assert window.model_bar.weights_box.currentText() == "trained here, not saved"
-    assert "trained here from scratch" in panel.base_label.text().lower() or (
-        form.from_scratch() and "random weights" in panel.base_label.text()
-    )
+    assert "random weights" in panel.base_label.text()  # the next run from scratch
+    form.mode_box.setCurrentIndex(form.mode_box.findData("finetune"))
+    assert "was trained here from scratch" in panel.base_label.text()  # not "starts from"
+    form.mode_box.setCurrentIndex(form.mode_box.findData(SCRATCH))
     # every weight trained: the parameter count is the architecture's
     shape = SimpleNamespace(**{**architecture.ARCH_DEFAULTS, **SMALL}, num_classes=3)
     assert result.trainable_params == architecture.parameter_count(shape)

@@ -25,7 +25,12 @@ from vitexplorer.cli.finetune import (
     _open_dataset,
     run_engine,
 )
-from vitexplorer.core.architecture import ARCH_DEFAULTS, available_bytes, memory_problem
+from vitexplorer.core.architecture import (
+    ARCH_DEFAULTS,
+    architecture_problem,
+    available_bytes,
+    memory_problem,
+)
 
 # TrainConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -44,7 +49,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "augment_policy": "crop-flip",
     "clip_grad": 1.0,
 }
-ARCH_OPTIONS = ("image_size", "patch_size", "width", "depth", "heads")
 ARCH_ARGUMENTS = (
     ("--image-size", int, "PX", "input size; images are resized to it"),
     ("--patch-size", int, "PX", "the side of each square patch; must divide the image size"),
@@ -188,26 +192,18 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def architecture(options: argparse.Namespace, num_classes: int = 10) -> Any:
-    """The :class:`SmallViTConfig` the options ask for, or a one-line :class:`Failed` (2)."""
+    """The :class:`SmallViTConfig` the options ask for, or a one-line :class:`Failed` (2) naming
+    the option to mend (the rules are :func:`~vitexplorer.core.architecture.architecture_problem`'s,
+    as in the app)."""
     from vitexplorer.core.vit import SmallViTConfig
 
-    for name in ARCH_OPTIONS:
-        value = getattr(options, name)
-        if value < 1:
-            raise Failed(f"--{name.replace('_', '-')} must be at least 1, not {value}", 2)
-    if options.image_size % options.patch_size:
-        raise Failed(
-            f"--image-size {options.image_size} is not a multiple of --patch-size "
-            f"{options.patch_size}",
-            2,
-        )
-    if options.width % options.heads:
-        raise Failed(f"--width {options.width} is not divisible by --heads {options.heads}", 2)
+    shape = {name: getattr(options, name) for name in ARCH_DEFAULTS}
+    found = architecture_problem(shape)
+    if found is not None:
+        field, message = found
+        raise Failed(f"--{field.replace('_', '-')}: {message}", 2)
     try:
-        return SmallViTConfig(
-            num_classes=num_classes,
-            **{name: getattr(options, name) for name in ARCH_DEFAULTS},
-        )
+        return SmallViTConfig(num_classes=num_classes, **shape)
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
 

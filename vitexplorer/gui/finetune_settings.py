@@ -482,12 +482,6 @@ class FinetuneSettings(QWidget):
         self.main_form.setRowVisible(self.augment_box, scratch)
         self.more_form.setRowVisible(self.augment, not scratch)
         self.more_form.setRowVisible(self.clip_grad, scratch)
-        self.per_class.setToolTip(
-            "Training images per class (a tenth of them validate); more than a folder holds "
-            "takes them all"
-            if scratch
-            else "Training images per class (a tenth of them validate)"
-        )
 
     # --- memory ---------------------------------------------------------------------------
     def _fields(self) -> dict:
