@@ -13,7 +13,7 @@ process's maximum resident set) is its own; the figure is training images per se
 epochs (loading the images before the first epoch not included, reported apart), the test
 accuracy after the last epoch, and the peak memory.
 
-    python benchmarks/train_from_scratch.py DATA_FOLDER [--epochs 1] [--per-class 4500]
+    python benchmarks/train_from_scratch.py DATA_FOLDER [--epochs 1] [--per-class 4500] [--seed 0]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def run_engine(args: argparse.Namespace) -> dict:
             sys.executable, "-m", "vitexplorer", "train", "--data", args.data,
             "--out", os.path.join(tmp, "m.safetensors"), "--epochs", str(args.epochs),
             "--per-class", str(args.per_class + args.per_class // 9),
-            "--test-per-class", str(args.test_per_class), "--seed", "0",
+            "--test-per-class", str(args.test_per_class), "--seed", str(args.seed),
         ]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -65,7 +65,7 @@ def plain_loop(args: argparse.Namespace) -> dict:
     from vitexplorer.core.training import autocast_dtype
     from vitexplorer.core.vit import SmallViT, SmallViTConfig
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     train_tf = transforms.Compose(
         [
@@ -135,7 +135,7 @@ def measured(name: str, args: argparse.Namespace) -> dict:
     """Run one contender in a child process; its result and its peak resident memory."""
     command = [sys.executable, __file__, args.data, "--child", name]
     command += ["--epochs", str(args.epochs), "--per-class", str(args.per_class)]
-    command += ["--test-per-class", str(args.test_per_class)]
+    command += ["--test-per-class", str(args.test_per_class), "--seed", str(args.seed)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--per-class", type=int, default=4500, help="training images per class")
     parser.add_argument("--test-per-class", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="both contenders' seed")
     parser.add_argument("--child", choices=["engine", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "engine":

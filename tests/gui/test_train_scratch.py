@@ -113,6 +113,26 @@ def test_each_mode_keeps_its_own_settings(qtbot, window: MainWindow, tmp_path: P
     again.close()
 
 
+def test_a_shorter_run_gets_a_shorter_warm_up_unless_the_user_chose_one(
+    qtbot, window: MainWindow
+) -> None:
+    """A 5-epoch run with the recipe's 5 warm-up epochs would end at the peak learning rate: the
+    warm-up follows the length (a tenth, at most 5 epochs, as 'vitexplorer train' does) until the
+    user sets it."""
+    form = scratch_mode(panel_of(window), qtbot)
+    assert form.warmup.value() == 5.0 and form.epochs.value() == 50
+    form.epochs.setValue(5)
+    assert form.warmup.value() == 0.5 and TrainConfig(**form.config()).warmup_epochs == 0.5
+    form.epochs.setValue(200)
+    assert form.warmup.value() == 5.0
+    form.warmup.setValue(2.0)  # the user's own: kept
+    form.epochs.setValue(30)
+    assert form.warmup.value() == 2.0
+    form.mode_box.setCurrentIndex(form.mode_box.findData("finetune"))
+    form.epochs.setValue(3)  # fine-tuning has no warm-up by default, and none is added
+    assert form.warmup.value() == 0.0
+
+
 def test_train_from_scratch_the_explorer_adopts_and_saves_it(
     qtbot, window: MainWindow, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ from vitexplorer.core.architecture import (
     ARCH_DEFAULTS,
     architecture_problem,
     available_bytes,
+    default_warmup,
     memory_problem,
 )
 
@@ -221,7 +222,7 @@ def train_config(options: argparse.Namespace) -> Any:
 
     settings = {key: getattr(options, key) for key in TRAIN_DEFAULTS}
     if options.warmup_epochs is None:
-        settings["warmup_epochs"] = min(TRAIN_DEFAULTS["warmup_epochs"], options.epochs / 10)
+        settings["warmup_epochs"] = default_warmup(options.epochs)
     return TrainConfig(**settings)
 
 

@@ -24,6 +24,16 @@ ARCH_DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
     "drop_path": 0.1,
 }
+LONGEST_WARMUP = 5.0  # epochs: the from-scratch recipe's warm-up, in a long enough run
+
+
+def default_warmup(epochs: int) -> float:
+    """The from-scratch warm-up for a run of ``epochs``: a tenth of the run, at most
+    LONGEST_WARMUP epochs, so that a short run still decays to its end (one of 5 epochs that was
+    all warm-up would end at the peak learning rate)."""
+    return min(LONGEST_WARMUP, epochs / 10)
+
+
 WHOLE_FIELDS = ("image_size", "patch_size", "width", "depth", "heads")
 FIELD_NAMES = {
     "image_size": "image size",

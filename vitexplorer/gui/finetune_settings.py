@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vitexplorer.core.architecture import default_warmup
 from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 from vitexplorer.core.pixel_csv import is_pixel_csv
 from vitexplorer.gui.architecture_form import ArchitectureForm
@@ -227,6 +228,7 @@ class FinetuneSettings(QWidget):
         self.seed = _spin(0, 2**31 - 1, 0)
 
         self._build()
+        self._epochs_seen = self.epochs.value()
         self.epochs.valueChanged.connect(self._epochs_changed)
         self._restore_dataset()
         stored = self.store.value("train/mode")
@@ -457,8 +459,14 @@ class FinetuneSettings(QWidget):
         self.changed.emit()
 
     def _epochs_changed(self, epochs: int) -> None:
-        """The warm-up cannot be longer than the run (the engine refuses it)."""
+        """The warm-up cannot be longer than the run (the engine refuses it). From scratch, a
+        warm-up the user left at the recipe's value for the old length follows the new one (a
+        tenth of the run, at most 5 epochs), as ``vitexplorer train`` does."""
+        previous, self._epochs_seen = self._epochs_seen, epochs
         self.warmup.setMaximum(float(epochs))
+        followed = round(default_warmup(previous), self.warmup.decimals())
+        if self.from_scratch() and math.isclose(self.warmup.value(), followed):
+            self.warmup.setValue(round(default_warmup(epochs), self.warmup.decimals()))
 
     def _optimizer_changed(self, _index: int = 0) -> None:
         self.momentum.setEnabled(self.optimizer_box.currentData() == "sgd")
