@@ -20,6 +20,7 @@ from torchvision.datasets import CIFAR10
 
 from vitexplorer import cli
 from vitexplorer.cli import FINETUNE_DEFAULTS, FinetuneReport, main
+from vitexplorer.cli.common import probe_settings
 from vitexplorer.core import training
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.datasets import load_subsets, open_dataset, to_model_input
@@ -81,7 +82,8 @@ def _lines(text: str) -> list[str]:
 def test_defaults_are_the_engines():
     assert FINETUNE_DEFAULTS == training.FinetuneConfig().to_dict()
     required = ["--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
-    options = vars(cli.finetune_parser().parse_args(required))
+    parsed = cli.finetune_parser().parse_args(required)
+    options = {**vars(parsed), **probe_settings(parsed)}  # the engine's probe settings
     assert {key: options[key] for key in FINETUNE_DEFAULTS} == FINETUNE_DEFAULTS
     flags = ["--augment", "--no-mixed-precision", "--freeze", "last:1", "--lr", "0.5"]
     options = vars(cli.finetune_parser().parse_args([*required, *flags]))

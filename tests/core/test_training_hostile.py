@@ -329,7 +329,7 @@ def test_a_save_that_fails_says_why_and_keeps_the_results(
 
     from vitexplorer.core import models
 
-    def full(path, model, extra=None):  # noqa: ANN001, ANN202
+    def full(path, model, extra=None, timelapse=None):  # noqa: ANN001, ANN202
         if failure == "enospc":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         raise SafetensorError("Error while serializing: IoError(...)")

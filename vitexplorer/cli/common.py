@@ -355,3 +355,29 @@ def add_training_arguments(
         else:
             extra = {"type": kind, "metavar": shape}
         groups[group].add_argument(flag, default=defaults[key], help=help_text.strip(), **extra)
+
+
+def add_probe_arguments(group: Any, default_probes: int) -> None:
+    """The time-lapse's options: how many test images it follows, or the user's images."""
+    group.add_argument(
+        "--probes",
+        type=int,
+        default=default_probes,
+        metavar="N",
+        help="test images (class-balanced) whose attention is captured before the first step "
+        "and after every epoch, saved in the checkpoint as a time-lapse; 0 for none (default: "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--probe-image",
+        dest="probe_files",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="follow this image instead of test images (repeat for more)",
+    )
+
+
+def probe_settings(options: argparse.Namespace) -> dict[str, Any]:
+    """The engine's probe settings from :func:`add_probe_arguments`' options."""
+    return {"probes": options.probes, "probe_files": tuple(options.probe_files)}

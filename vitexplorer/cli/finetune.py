@@ -19,10 +19,12 @@ from vitexplorer.cli.common import (
     CtrlCCancels,
     Failed,
     ProgressBar,
+    add_probe_arguments,
     add_training_arguments,
     device_choice,
     is_terminal,
     load_model_for,
+    probe_settings,
 )
 
 # FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
@@ -43,6 +45,8 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "augment": False,
     "mixed_precision": True,
     "seed": 0,
+    "probes": 10,
+    "probe_files": (),
 }
 
 
@@ -159,6 +163,7 @@ def finetune_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="decides the images chosen, their order and any random weights (default: %(default)s)",
     )
+    add_probe_arguments(parser.add_argument_group("time-lapse"), d["probes"])
     return parser
 
 
@@ -177,8 +182,10 @@ def run_finetune(options: argparse.Namespace) -> int:
 
     from vitexplorer.core import training
     from vitexplorer.core.models import save_checkpoint
+    from vitexplorer.core.timelapse import timelapse_bytes
 
-    config = training.FinetuneConfig(**{key: getattr(options, key) for key in FINETUNE_DEFAULTS})
+    settings = {key: getattr(options, key) for key in FINETUNE_DEFAULTS}
+    config = training.FinetuneConfig(**{**settings, **probe_settings(options)})
     try:
         replace(config, freeze="head").check(1)  # the freeze policy needs the model: see below
     except ValueError as exc:
@@ -194,7 +201,11 @@ def run_finetune(options: argparse.Namespace) -> int:
         config.check(model.spec.num_layers)
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
-    _check_room(out, training.finetuned_checkpoint_bytes(model, dataset.class_names))
+    _check_room(
+        out,
+        training.finetuned_checkpoint_bytes(model, dataset.class_names)
+        + timelapse_bytes(model.spec, config),
+    )
 
     report, result = run_engine(model, dataset, config)
     if result.cancelled:
@@ -205,7 +216,7 @@ def run_finetune(options: argparse.Namespace) -> int:
     except training.TrainingError as exc:
         raise Failed(str(exc), 2) from exc
     try:
-        save_checkpoint(out, result.model, result.metadata())
+        save_checkpoint(out, result.model, result.metadata(), result.timelapse)
     except (OSError, SafetensorError) as exc:
         report.result(result, None)  # the test results are not lost with the model
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -216,6 +227,13 @@ def run_finetune(options: argparse.Namespace) -> int:
         ) from exc
     report.result(result, out)
     return 0
+
+
+def _timelapse_summary(timelapse: Any) -> dict[str, Any] | None:
+    """The final JSON line's word on the time-lapse saved in the checkpoint."""
+    if timelapse is None:
+        return None
+    return {"epochs": timelapse.epochs, "probes": timelapse.sources}
 
 
 def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:
@@ -376,6 +394,7 @@ class FinetuneReport:
                 "class_names": list(result.model.spec.class_names),
                 "confusion": None if confusion is None else confusion.tolist(),
                 "checkpoint": None if checkpoint is None else os.path.abspath(checkpoint),
+                "timelapse": _timelapse_summary(result.timelapse),
             }
         )
 

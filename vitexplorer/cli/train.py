@@ -16,10 +16,13 @@ from typing import Any
 from vitexplorer.cli.common import (
     PROG,
     Failed,
+    add_probe_arguments,
     add_training_arguments,
     device_choice,
+    probe_settings,
 )
 from vitexplorer.cli.finetune import (
+    FINETUNE_DEFAULTS,
     _check_room,
     _checked_checkpoint_path,
     _open_dataset,
@@ -189,6 +192,7 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="decides the weights, images, order and augmentation (default: %(default)s)",
     )
+    add_probe_arguments(parser.add_argument_group("time-lapse"), FINETUNE_DEFAULTS["probes"])
     return parser
 
 
@@ -221,6 +225,7 @@ def train_config(options: argparse.Namespace) -> Any:
     from vitexplorer.core.training import TrainConfig
 
     settings = {key: getattr(options, key) for key in TRAIN_DEFAULTS}
+    settings.update(probe_settings(options))
     if options.warmup_epochs is None:
         settings["warmup_epochs"] = default_warmup(options.epochs)
     return TrainConfig(**settings)
@@ -252,6 +257,7 @@ def run_train(options: argparse.Namespace) -> int:
     from vitexplorer.core import models, training
     from vitexplorer.core.analysis import failure_message
     from vitexplorer.core.spec import SMALL_VIT
+    from vitexplorer.core.timelapse import timelapse_bytes
 
     torch.manual_seed(config.seed)
     try:
@@ -266,7 +272,7 @@ def run_train(options: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    _check_room(out, 4 * count + 256 * 1024)
+    _check_room(out, 4 * count + 256 * 1024 + timelapse_bytes(model.spec, config))
 
     report, result = run_engine(model, dataset, config)
     if result.cancelled and result.best_epoch is None:
@@ -276,7 +282,7 @@ def run_train(options: argparse.Namespace) -> int:
         report.note(_best_line(result))
     try:
         training.check_savable(result.model)
-        models.save_checkpoint(out, result.model, result.metadata())
+        models.save_checkpoint(out, result.model, result.metadata(), result.timelapse)
     except training.TrainingError as exc:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:

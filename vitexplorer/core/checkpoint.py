@@ -30,6 +30,8 @@ from vitexplorer.core.files import atomic_path, explain_write_error
 from vitexplorer.core.vit import show_value
 
 METADATA_KEY = "vitexplorer"
+# tensors that travel beside the weights when the metadata has the key (core.timelapse's)
+TIMELAPSE_KEY, TIMELAPSE_PREFIX = "timelapse", "timelapse."
 _NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 _MAX_HEADER = 100_000_000  # the most safetensors itself accepts
 _DTYPE_BITS = {  # safetensors' dtypes: the bits of one element
@@ -77,9 +79,10 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 def read_safetensors_header(
-    path: str | Path,
+    path: str | Path, weights: bool = True
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Any] | None]:
-    """The tensor shapes and vitexplorer metadata of a safetensors file, without its tensors."""
+    """The tensor shapes and vitexplorer metadata of a safetensors file, without its tensors;
+    with ``weights``, only the model's (no time-lapse)."""
     path = Path(path)
     size = _regular_file(path).st_size
     name = file_label(path)
@@ -88,7 +91,8 @@ def read_safetensors_header(
     except OSError as exc:
         raise WeightsFileError(f"cannot read {name}: {exc.strerror or exc}") from exc
     shapes = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-    return shapes, _metadata(header, name)
+    metadata = _metadata(header, name)
+    return (weights_only(shapes, metadata) if weights else shapes), metadata
 
 
 def is_safetensors_file(path: str | Path) -> bool:
@@ -210,7 +214,14 @@ def _read_safetensors(
         state = load_file(str(path), device="cpu")
     except (SafetensorError, ValueError, TypeError, RuntimeError, MemoryError) as exc:
         raise WeightsFileError(f"{name} is not a valid safetensors file: {_reason(exc)}") from exc
-    return state, metadata
+    return weights_only(state, metadata), metadata
+
+
+def weights_only(tensors: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """``tensors`` (or shapes) without those of a time-lapse the metadata says the file holds."""
+    if metadata is None or TIMELAPSE_KEY not in metadata:
+        return tensors
+    return {k: v for k, v in tensors.items() if not k.startswith(TIMELAPSE_PREFIX)}
 
 
 def _safetensors_header(path: Path, name: str, size: int) -> dict[str, Any]:
@@ -243,7 +254,7 @@ def _safetensors_header(path: Path, name: str, size: int) -> dict[str, Any]:
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         shape = entry.get("shape") if isinstance(entry, dict) else None
-        if not (_whole_numbers(offsets) and len(offsets) == 2 and _whole_numbers(shape)):
+        if not (whole_numbers(offsets) and len(offsets) == 2 and whole_numbers(shape)):
             raise WeightsFileError(f"{bad}: the entry of tensor {_key(key)} is malformed")
         bits = _DTYPE_BITS.get(entry.get("dtype"))
         if bits is not None and math.prod(shape) * bits != (offsets[1] - offsets[0]) * 8:
@@ -259,7 +270,7 @@ def _safetensors_header(path: Path, name: str, size: int) -> dict[str, Any]:
     return header
 
 
-def _whole_numbers(values: object) -> bool:
+def whole_numbers(values: object) -> bool:
     return isinstance(values, list) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
     )

@@ -354,7 +354,7 @@ class LoadedSubsets:
     skipped: list[str] = field(default_factory=list)  # "source: reason" of unreadable images
 
 
-def _fit(image: np.ndarray, size: int, interpolation: str) -> np.ndarray:
+def fit_image(image: np.ndarray, size: int, interpolation: str) -> np.ndarray:
     """Keep a square image no bigger than the model's input as it is (it is resized on the
     device, in batches); anything else is resized here, short side first, then centre-cropped."""
     height, width = image.shape[:2]
@@ -404,8 +404,8 @@ def iter_load_subsets(
     test = yield from counted(_decode_plan(splits.test or splits.train, test_plan, *args))
     shapes = {a.shape[:2] for a in pool[0] + test[0]}
     size = next(iter(shapes))[0] if len(shapes) == 1 else image_size  # mixed: all to the input
-    train_all = _stack(*pool, size, interpolation)
-    test_set = _stack(*test, size, interpolation)
+    train_all = stack_images(*pool, size, interpolation)
+    test_set = stack_images(*test, size, interpolation)
     val_index, train_index = _split_validation(train_all.labels.numpy(), val_fraction)
     return LoadedSubsets(train_all.take(train_index), train_all.take(val_index), test_set, skipped)
 
@@ -448,7 +448,7 @@ def _decode_plan(
 
     def decode(index: int) -> np.ndarray | str:
         try:
-            return _fit(images.image(index), size, interpolation)
+            return fit_image(images.image(index), size, interpolation)
         except ImageLoadError as exc:
             return str(exc)
 
@@ -487,7 +487,7 @@ class DatasetCancelled(RuntimeError):
     """Loading was cancelled."""
 
 
-def _stack(
+def stack_images(
     arrays: list[np.ndarray], labels: list[int], sources: list[str], size: int, interpolation: str
 ) -> ImageTensor:
     batch = [a if a.shape[:2] == (size, size) else _upscale(a, size, interpolation) for a in arrays]

@@ -7,6 +7,7 @@ first) followed by the patches row-major over a (rows, cols) grid, which need no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,14 +160,14 @@ def _zero_lowest(rows: np.ndarray, count: int) -> None:
     rows[below | (equal & (np.cumsum(equal, axis=1) <= wanted))] = 0.0
 
 
-def rollout_row(layers: np.ndarray, token: int) -> np.ndarray:
+def rollout_row(layers: np.ndarray | Sequence[np.ndarray], token: int) -> np.ndarray:
     """Row ``token`` of the rollout Â_{L-1} ··· Â_start, as (N,) float32, in O(K·N²).
 
     ``layers`` is :func:`rollout_layers`'s output. The row of a product is the token's unit row
     vector times the product, so it is propagated from the top layer down:
     ``v = e_token; v = v @ Â_{L-1}; v = v @ Â_{L-2}; ...; v = v @ Â_start``.
     """
-    n = layers.shape[-1]
+    n = layers[-1].shape[-1]  # an array (layers, N, N), or a list of (N, N) arrays
     if not 0 <= token < n:
         raise IndexError(f"token {token} is outside the {n} tokens")
     v = layers[-1][token].copy()

@@ -21,6 +21,7 @@ from torchvision.transforms import InterpolationMode
 
 from vitexplorer.core import spec as specs
 from vitexplorer.core.checkpoint import (
+    TIMELAPSE_KEY,
     WeightsFileError,
     check_fits,
     check_weights_path,
@@ -508,8 +509,14 @@ def quoted(value: object) -> str:
     return text if len(text) <= 40 else text[:39] + "\u2026"
 
 
-def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] | None = None):
-    """Save a model as safetensors with the metadata that :func:`load_model` reads back."""
+def save_checkpoint(
+    path: str | Path,
+    model: LoadedModel,
+    extra: dict[str, Any] | None = None,
+    timelapse: Any = None,
+):
+    """Save a model as safetensors with the metadata that :func:`load_model` reads back, and a
+    :class:`~vitexplorer.core.timelapse.TimeLapse` of its training beside its weights."""
     spec = model.spec
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -522,4 +529,8 @@ def save_checkpoint(path: str | Path, model: LoadedModel, extra: dict[str, Any] 
         "interpolation": spec.interpolation,
         **(extra or {}),
     }
-    save_weights(path, model.module.state_dict(), meta)
+    tensors = dict(model.module.state_dict())
+    if timelapse is not None and timelapse.frames:
+        meta[TIMELAPSE_KEY] = timelapse.metadata()
+        tensors.update(timelapse.tensors())
+    save_weights(path, tensors, meta)

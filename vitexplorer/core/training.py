@@ -17,7 +17,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,16 @@ from vitexplorer.core.datasets import (
 )
 from vitexplorer.core.finetune_model import SplitViT, parse_freeze, with_new_head
 from vitexplorer.core.models import LoadedModel
+from vitexplorer.core.timelapse import (
+    DEFAULT_PROBES,
+    MAX_PROBES,
+    Frame,
+    ProbeRecorder,
+    TimeLapse,
+    class_balanced_order,
+    default_probes,
+    probe_files,
+)
 
 CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, train uncached
 # Batch sizes of the passes without gradients. On the CPU 32 was the fastest for ViT-B/32 here
@@ -119,6 +129,8 @@ class FinetuneConfig:
     augment: bool = False  # random horizontal flips
     mixed_precision: bool = True  # on a GPU: bfloat16 where supported, else float16
     seed: int = 0
+    probes: int = DEFAULT_PROBES  # test images the time-lapse follows (0: no time-lapse)
+    probe_files: tuple[str, ...] = ()  # the user's probe images, instead of test images
 
     def check(self, num_layers: int) -> None:
         """Raise ValueError naming the first setting that cannot work, its value and the range
@@ -142,6 +154,15 @@ class FinetuneConfig:
         _whole(self.batch_size, "the batch size", 1, MAX_BATCH_SIZE)
         _whole(self.epochs, "the number of epochs", 1, MAX_EPOCHS)
         _whole(self.seed, "the seed", 0, SEED_LIMIT - 1)
+        _whole(self.probes, "the number of probe images (probes)", 0, MAX_PROBES)
+        if not isinstance(self.probe_files, (tuple, list)) or not all(
+            isinstance(p, str) for p in self.probe_files
+        ):
+            raise ValueError(f"probe_files must be a list of paths, not {_shown(self.probe_files)}")
+        if len(self.probe_files) > MAX_PROBES:
+            raise ValueError(
+                f"{len(self.probe_files)} probe images are too many: at most {MAX_PROBES}"
+            )
         _real(self.lr, "the learning rate", 0, MAX_LR, low_open=True,
               allowed=f"a positive number no greater than {MAX_LR:g}",
               advice="; fine-tuning usually takes 1e-5 to 1e-2")  # fmt: skip
@@ -300,6 +321,15 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A time-lapse frame, captured before the first step (epoch 0) or after an epoch;
+    ``timelapse`` holds every frame so far (a copy of the list: the run goes on appending)."""
+
+    frame: Frame
+    timelapse: TimeLapse
+
+
+@dataclass(frozen=True)
 class TestSample:
     """One test image for the results gallery."""
 
@@ -334,6 +364,7 @@ class FinetuneResult:
     test_true: np.ndarray | None = None
     test_predicted: np.ndarray | None = None
     test_confidence: np.ndarray | None = None
+    timelapse: TimeLapse | None = None  # the probes' attention through training
 
     def metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
@@ -390,7 +421,7 @@ class Finished:
     result: FinetuneResult
 
 
-Event = Stage | Started | Step | Epoch | Notice | Finished
+Event = Stage | Started | Step | Epoch | Notice | Snapshot | Finished
 CancelCheck = Callable[[], bool]
 
 
@@ -534,6 +565,7 @@ class _Run:
         self.best: dict[str, torch.Tensor] | None = None  # the best epoch's state, on the CPU
         self.best_epoch: int | None = None
         self.best_val_acc = -1.0
+        self.recorder: ProbeRecorder | None = None
         self.amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -616,7 +648,9 @@ class _Run:
         history: list[Epoch] = []
         stopped = False
         diverged = None
+        self.recorder = yield from self._recorder(test, val)
         try:
+            yield from self._snapshot(0)
             yield from self._train(train, val, train_x, val_x, history, per_epoch)
         except _Cancelled:
             stopped = True
@@ -637,6 +671,9 @@ class _Run:
         if self.best is not None:
             result.best_epoch, result.best_val_acc = self.best_epoch, self.best_val_acc
             result.diverged = diverged
+        if self.recorder is not None and self.recorder.timelapse.frames:
+            result.timelapse = self.recorder.timelapse
+            result.timelapse.best_epoch = result.best_epoch
         if not stopped:
             try:
                 yield from self._test(test, result, gallery_size)
@@ -668,6 +705,39 @@ class _Run:
         n_cache = n_train + n_val if cached else 0
         self.cost_total = n_load * self.load_cost + n_cache + config.epochs * per_epoch + n_test
         return cached, per_epoch
+
+    def _recorder(
+        self, test: ImageTensor, val: ImageTensor
+    ) -> Generator[Event, None, ProbeRecorder | None]:
+        """The time-lapse's recorder: the user's probe images, else a class-balanced handful
+        of test images (validation images when there are no test images)."""
+        config, spec = self.config, self.spec
+        probes = None
+        if config.probe_files:
+            probes, problems = probe_files(config.probe_files, spec.image_size, spec.interpolation)
+            for problem in problems:
+                yield Notice(problem)
+            if probes is None:
+                yield Notice("no probe image could be read: the time-lapse follows test images")
+        if probes is None and config.probes:
+            pool = test if len(test) else val
+            if not len(pool):
+                yield Notice("no test or validation images to follow: no time-lapse")
+                return None
+            n = self.dataset.num_classes
+            probes = default_probes(pool.images, pool.labels, pool.sources, n, config.probes)
+        if probes is None:
+            return None
+        return ProbeRecorder(self.split, spec, probes, self._inputs)
+
+    def _snapshot(self, epoch: int) -> Generator[Event, None, None]:
+        """Capture the time-lapse's frame of ``epoch`` (with the model in eval mode)."""
+        if self.recorder is None:
+            return
+        self.split.set_training(False)
+        frame = self.recorder.capture(epoch)
+        timelapse = self.recorder.timelapse
+        yield Snapshot(frame, replace(timelapse, frames=list(timelapse.frames)))
 
     def _cache_bytes(self, n: int) -> int:
         width = self.split.head.in_features
@@ -817,6 +887,7 @@ class _Run:
                 state = self.model.module.state_dict()
                 self.best = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
             yield record
+            yield from self._snapshot(epoch)
 
     def _check_weights(self) -> None:
         """Raise :class:`TrainingError` when a trainable value became NaN or infinite (the
@@ -882,16 +953,5 @@ class _Run:
                 int(predicted[i]),
                 float(probs[i, predicted[i]]),
             )
-            for i in _gallery_order(true, n, gallery_size)
+            for i in class_balanced_order(true, n, gallery_size)
         ]
-
-
-def _gallery_order(labels: np.ndarray, num_classes: int, size: int) -> list[int]:
-    """Test images taken from each class in turn, so every class shows up."""
-    per_class = [np.flatnonzero(labels == c).tolist() for c in range(num_classes)]
-    order: list[int] = []
-    depth = 0
-    while len(order) < size and any(depth < len(members) for members in per_class):
-        order += [members[depth] for members in per_class if depth < len(members)]
-        depth += 1
-    return order[:size]
