@@ -39,6 +39,7 @@ from vitexplorer.cli.finetune import (
     run_finetune,
 )
 from vitexplorer.cli.stats import run_stats, stats_parser
+from vitexplorer.cli.timelapse import run_timelapse, timelapse_parser
 from vitexplorer.cli.train import run_train, train_parser
 
 __all__ = [
@@ -63,6 +64,7 @@ _COMMANDS = {
     "sanity": (sanity_parser, run_sanity),
     "faithfulness": (faithfulness_parser, run_faithfulness),
     "train": (train_parser, run_train),
+    "timelapse": (timelapse_parser, run_timelapse),
 }
 COMMANDS = tuple(_COMMANDS)
 
@@ -86,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("\n")
         error("interrupted")
         return 130
+    except BrokenPipeError:  # the reader of stdout went away ('| head'): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit is quiet
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
 
 
 def _printable_streams() -> None:

@@ -32,7 +32,13 @@ from vitexplorer.core.capture import AttentionSink, capturing_attention
 from vitexplorer.core.checkpoint import TIMELAPSE_KEY as META_KEY
 from vitexplorer.core.checkpoint import TIMELAPSE_PREFIX as PREFIX
 from vitexplorer.core.checkpoint import whole_numbers
-from vitexplorer.core.explain import head_statistics, rollout_layers, rollout_row
+from vitexplorer.core.explain import (
+    HeadStatistics,
+    head_statistics,
+    rollout_layers,
+    rollout_row,
+    statistics_csv,
+)
 
 DEFAULT_PROBES = 10  # a class-balanced handful of test images
 MAX_PROBES = 64
@@ -120,6 +126,37 @@ def timelapse_bytes(spec: Any, config: Any) -> int:
     per_probe = spec.num_layers * spec.num_heads * (patches + 3) + patches + 4
     image = 3 * spec.image_size**2
     return probes * ((config.epochs + 1) * per_probe * 2 + image) + 64 * 1024
+
+
+def probe_maps(
+    timelapse: TimeLapse, probe: int, kind: str, layer: int | None = None, head: int | None = None
+) -> np.ndarray:
+    """One probe's map at every frame, (F, rows, cols) float32: ``kind`` "rollout" (the CLS
+    rollout), or "attention" (the CLS row in ``layer``, of ``head`` or, with None, the mean of
+    the heads); ``layer`` and ``head`` 0-based, a negative layer counting from the last."""
+    rows, cols = timelapse.grid
+    if kind == "rollout":
+        maps = timelapse.stacked("rollout")[:, probe]
+    elif kind == "attention":
+        cls = timelapse.stacked("cls_attention")[:, probe, -1 if layer is None else layer]
+        maps = cls.mean(axis=1) if head is None else cls[:, head]
+    else:
+        raise ValueError(f"unknown time-lapse map {kind!r}; use rollout or attention")
+    return np.ascontiguousarray(maps.reshape(-1, rows, cols), dtype=np.float32)
+
+
+def heads_csv(timelapse: TimeLapse) -> str:
+    """Every head's mean attention distance (pixels), entropy (nats) and prefix share at every
+    captured epoch, averaged over the probes: the columns of
+    :func:`~vitexplorer.core.explain.statistics_csv` (whose ``images`` are the probes) after the
+    epoch; layers and heads numbered from 1."""
+    lines: list[str] = []
+    for frame in timelapse.frames:
+        means = [getattr(frame, n).mean(axis=0) for n in ("distance", "entropy", "prefix_share")]
+        table = statistics_csv(HeadStatistics(*means), len(timelapse.sources)).splitlines()
+        lines += [] if lines else [f"epoch,{table[0]}"]
+        lines += [f"{frame.epoch},{row}" for row in table[1:]]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,12 +344,17 @@ class ProbeRecorder:
 def read_timelapse(path: str | Path) -> TimeLapse | None:
     """The time-lapse saved in the checkpoint at ``path``, or None when it holds none. A
     time-lapse that does not hold together is a :class:`TimeLapseError` (the model in the same
-    file loads all the same)."""
+    file loads all the same); a path that is no readable checkpoint, a ``WeightsFileError``."""
     from safetensors import SafetensorError, safe_open
 
-    from vitexplorer.core.checkpoint import file_label, is_safetensors_file, read_safetensors_header
+    from vitexplorer.core.checkpoint import (
+        check_weights_path,
+        file_label,
+        is_safetensors_file,
+        read_safetensors_header,
+    )
 
-    path = Path(path)
+    path = check_weights_path(path)  # a folder, a pipe or nothing: WeightsFileError, one line
     if not is_safetensors_file(path):
         return None  # a .pth state dict carries no time-lapse
     shapes, meta = read_safetensors_header(path, weights=False)

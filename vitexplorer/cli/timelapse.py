@@ -1,0 +1,279 @@
+"""``vitexplorer timelapse CHECKPOINT --out DIR``: the time-lapse a training run saved in its
+checkpoint, written out per probe image: an animated GIF, a PNG per epoch, and the maps as
+``.npy`` with a method card; plus the per-head statistics of every epoch as CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from vitexplorer.cli.common import PROG, Failed, colour_table, output_folder, unique_stems
+
+FORMATS = ("gif", "png", "npy")
+MAPS = ("rollout", "attention")
+GIF_MS = 700  # each epoch's frame, in milliseconds
+
+
+def timelapse_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} timelapse",
+        description="Write out the time-lapse that 'train' or 'finetune' (or the app) saved in a "
+        "checkpoint: for each probe image, the map of every captured epoch (0 is before the "
+        "first step) as an animated GIF, a PNG per epoch, and a .npy of shape (epochs, rows, "
+        "columns) with a .json method card; and timelapse-heads.csv, every head's mean attention "
+        "distance, entropy and prefix share at every epoch, averaged over the probes. Exit "
+        "status: 0 written, 2 a problem with the checkpoint or the options.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint saved with a time-lapse")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--map",
+        choices=MAPS,
+        default="rollout",
+        help="rollout: the CLS token's rollout (heads averaged, nothing discarded); attention: "
+        "the CLS token's attention in --layer and --head (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        metavar="L",
+        help="attention: the layer, from 1; -1 is the last (default: -1)",
+    )
+    parser.add_argument(
+        "--head",
+        type=int,
+        default=None,
+        metavar="H",
+        help="attention: the head, from 1 (default: the mean of the heads)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        help="what to write; repeat for more (default: all three)",
+    )
+    return parser
+
+
+def run_timelapse(options: argparse.Namespace) -> int:
+    from vitexplorer.core.checkpoint import WeightsFileError
+    from vitexplorer.core.numbering import index_of
+    from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
+
+    path = options.checkpoint.expanduser()
+    try:
+        timelapse = read_timelapse(path)
+    except (TimeLapseError, WeightsFileError) as exc:
+        raise Failed(str(exc), 2) from exc
+    except OSError as exc:
+        raise Failed(f"cannot read {path}: {exc.strerror or exc}", 2) from exc
+    if timelapse is None:
+        raise Failed(
+            f"{path.name} holds no time-lapse: it was saved without probes (--probes 0) or by an "
+            f"older vitexplorer; train again to record one",
+            2,
+        )
+    layers, heads = timelapse.frames[0].distance.shape[1:]
+    layer = head = None
+    if options.map == "attention":
+        try:
+            layer = index_of(options.layer, "--layer", layers, "layer", from_end=True)
+            if options.head is not None:
+                head = index_of(options.head, "--head", heads, "head")
+        except ValueError as exc:
+            raise Failed(str(exc), 2) from exc
+    out = output_folder(options.out)
+    model = _load(path)
+    formats = tuple(dict.fromkeys(options.formats or FORMATS))
+    written = write_timelapse(out, timelapse, model, options.map, layer, head, formats, path)
+    for item in written:
+        print(item)
+    return 0
+
+
+def _load(path: Path) -> Any:
+    """The checkpoint's model (its class names, preprocessing and provenance for the cards)."""
+    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.models import load_model
+
+    try:
+        return load_model(str(path), device="cpu")
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise Failed(f"cannot load the model in {path.name}: {failure_message(exc)}", 2) from exc
+
+
+def write_timelapse(
+    out: Path,
+    timelapse: Any,
+    model: Any,
+    kind: str,
+    layer: int | None,
+    head: int | None,
+    formats: tuple[str, ...],
+    checkpoint: Path,
+) -> list[Path]:
+    """Write the chosen formats for every probe and the per-head CSV; the paths written."""
+    from vitexplorer.core.files import write_atomic
+    from vitexplorer.core.timelapse import heads_csv, probe_maps
+
+    lut = colour_table()
+    written: list[Path] = []
+    stems = [f"probe-{i + 1:02d}-{s}" for i, s in enumerate(unique_stems(timelapse.sources))]
+    for probe, stem in enumerate(stems):
+        maps = probe_maps(timelapse, probe, kind, layer, head)
+        figures = [
+            _figure(timelapse, model, probe, frame, maps[i], (kind, layer, head), lut)
+            for i, frame in enumerate(timelapse.frames)
+        ]
+        if "gif" in formats:
+            written.append(_write_gif(out / f"{stem}.{kind}.gif", figures))
+        if "png" in formats:
+            folder = output_folder(out / f"{stem}.{kind}")
+            for frame, figure in zip(timelapse.frames, figures, strict=True):
+                path = folder / f"epoch-{frame.epoch:03d}.png"
+                write_atomic(path, lambda f, image=figure: image.save(f, format="PNG"))
+            written.append(folder)
+        if "npy" in formats:
+            written += _write_npy(out, stem, maps, timelapse, model, probe, kind, layer, head,
+                                  checkpoint)  # fmt: skip
+    csv_path = out / "timelapse-heads.csv"
+    text = heads_csv(timelapse).encode()
+    write_atomic(csv_path, lambda f: f.write(text))
+    written.append(csv_path)
+    return written
+
+
+def _title(timelapse: Any, model: Any, probe: int, frame: Any) -> str:
+    names = model.spec.class_names
+    last = timelapse.frames[-1].epoch
+    words = f"epoch {frame.epoch} of {last}"
+    if frame.epoch == 0:
+        words += " (before training)"
+    if timelapse.best_epoch == frame.epoch:
+        words += " (kept)"
+    predicted = names[int(frame.predicted[probe])]
+    words += f": {predicted} {frame.probability[probe]:.0%}"
+    label = int(timelapse.labels[probe])
+    if label >= 0:
+        words += f" (true: {names[label]})"
+    return words
+
+
+def _method_words(kind: str, layer: int | None, head: int | None, model: Any) -> str:
+    from vitexplorer.core.figure import map_title
+    from vitexplorer.core.timelapse import ROLLOUT_METHOD
+
+    if kind == "rollout":
+        return ROLLOUT_METHOD
+    return map_title("attention", {"layer": layer, "head": head, "token": 0}, model.spec)
+
+
+def _figure(
+    timelapse: Any, model: Any, probe: int, frame: Any, heat: Any, method: tuple, lut: Any
+) -> Any:
+    """One frame's figure: the map over the probe, the epoch and prediction as its title."""
+    from vitexplorer.core.figure import render_figure
+
+    title = _title(timelapse, model, probe, frame)
+    subtitle = f"{_method_words(*method, model)} · {timelapse.sources[probe]}"
+    return render_figure(timelapse.images[probe], heat, lut, title, subtitle).image
+
+
+def _write_gif(path: Path, figures: list[Any]) -> Path:
+    """The figures as one looping GIF, each padded to the largest (the colour bar's labels make
+    their widths differ)."""
+    from PIL import Image
+
+    from vitexplorer.core.figure import BACKGROUND
+    from vitexplorer.core.files import write_atomic
+
+    width = max(f.width for f in figures)
+    height = max(f.height for f in figures)
+    frames = []
+    for figure in figures:
+        canvas = Image.new("RGB", (width, height), BACKGROUND)
+        canvas.paste(figure, (0, 0))
+        frames.append(canvas)
+    write_atomic(
+        path,
+        lambda f: frames[0].save(
+            f, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0
+        ),
+    )
+    return path
+
+
+def _write_npy(
+    out: Path,
+    stem: str,
+    maps: Any,
+    timelapse: Any,
+    model: Any,
+    probe: int,
+    kind: str,
+    layer: int | None,
+    head: int | None,
+    checkpoint: Path,
+) -> list[Path]:
+    import numpy as np
+
+    from vitexplorer.core.files import write_atomic
+    from vitexplorer.core.numbering import map_axes
+    from vitexplorer.core.provenance import method_card, strict_json
+
+    npy, card_path = out / f"{stem}.{kind}.npy", out / f"{stem}.{kind}.json"
+    names = model.spec.class_names
+    parameters = {"token": 0}
+    if kind == "rollout":
+        parameters.update(head_fusion="mean", discard_ratio=0.0, start_layer=0)
+    else:
+        parameters.update(layer=layer, head=head)
+    label = int(timelapse.labels[probe])
+    card = method_card(
+        model,
+        kind,
+        parameters,
+        image=timelapse.sources[probe],
+        extra={
+            "title": _method_words(kind, layer, head, model),
+            "timelapse": {
+                "checkpoint": str(checkpoint),
+                "epochs": timelapse.epochs,
+                "best_epoch": timelapse.best_epoch,
+                "true_class": names[label] if label >= 0 else None,
+                "predicted": [names[int(f.predicted[probe])] for f in timelapse.frames],
+                "probability": [round(float(f.probability[probe]), 4) for f in timelapse.frames],
+                "captured": "during training, before the first step (epoch 0) and after every "
+                "epoch, with that epoch's weights, in float32; stored in the checkpoint as "
+                "float16, which is what this map holds (as float32)",
+                "note": "the model in the checkpoint holds the weights of "
+                + (
+                    f"epoch {timelapse.best_epoch}"
+                    if timelapse.best_epoch is not None
+                    else "the last epoch"
+                ),
+            },
+            "map": {
+                "file": npy.name,
+                "shape": list(maps.shape),
+                "dtype": "float32",
+                "axes": map_axes(*maps.shape[1:], leading="epoch"),
+            },
+            "command": f"{PROG} timelapse {checkpoint} --out DIR --map {kind}"
+            + ("" if kind == "rollout" else f" --layer {layer + 1}")
+            + ("" if head is None else f" --head {head + 1}"),
+        },
+    )
+    text = strict_json(card)[0]
+    array = np.ascontiguousarray(maps, dtype=np.float32)
+    write_atomic(npy, lambda f: np.save(f, array, allow_pickle=False))
+    write_atomic(card_path, lambda f: f.write(text))
+    return [npy, card_path]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_timelapse(timelapse_parser().parse_args()))
