@@ -1,0 +1,92 @@
+"""What the time-lapse costs a training run: the same run with and without probes, same seed, in
+one process, interleaved (without, with, without, with...), so that a noisy machine slows both
+alike.
+
+    python benchmarks/timelapse_overhead.py [--data ../shared/data/cifar10] [--repeats 2]
+
+Two runs on CIFAR-10 (a folder of class subfolders with train/ and test/ inside):
+
+- from scratch: the demo's architecture (32 px, 4 px patches, width 192, 6 blocks, 3 heads),
+  200 images per class, 3 epochs, batch 128; every block trains, so each frame runs the whole
+  model on the probes;
+- fine-tune, head only: torchvision's ViT-B/32 (random weights: none can be downloaded here) at
+  224 px, 50 images per class, 3 epochs; its frozen part's outputs are cached, which makes an
+  epoch cost almost nothing, the case where a frame's cost would show most. The probes' frozen
+  part runs once, for the first frame.
+
+The time is that of the run from its Started event (the images loaded) to its Finished event:
+training, validation, the frames and the test pass. The figure is the ratio of the medians, with
+10 probes (the default) against none; the goal is at most 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from vitexplorer.core.datasets import open_dataset
+from vitexplorer.core.models import load_model
+from vitexplorer.core.training import FinetuneConfig, Snapshot, Started, TrainConfig, finetune
+from vitexplorer.core.vit import SmallViTConfig
+
+DEMO_SHAPE = SmallViTConfig(
+    image_size=32, patch_size=4, width=192, depth=6, heads=3, mlp_ratio=2.0, num_classes=10,
+    drop_path=0.1,
+)  # fmt: skip
+
+
+def scratch(probes: int) -> tuple[object, object]:
+    torch.manual_seed(0)
+    model = load_model("small_vit", "none", "cpu", small_config=DEMO_SHAPE)
+    config = TrainConfig(per_class=200, test_per_class=50, epochs=3, warmup_epochs=0.3,
+                         mixed_precision=False, probes=probes)  # fmt: skip
+    return model, config
+
+
+def head_only(probes: int) -> tuple[object, object]:
+    torch.manual_seed(0)
+    model = load_model("vit_b_32", "none", "cpu")
+    config = FinetuneConfig(per_class=50, test_per_class=20, epochs=3, freeze="head",
+                            mixed_precision=False, probes=probes)  # fmt: skip
+    return model, config
+
+
+def timed(build, probes: int, data: Path) -> tuple[float, int]:  # noqa: ANN001
+    """Seconds from Started to Finished, and the frames captured."""
+    model, config = build(probes)
+    dataset = open_dataset(data)
+    started = None
+    frames = 0
+    for event in finetune(model, dataset, config):
+        if isinstance(event, Started):
+            started = time.perf_counter()
+        elif isinstance(event, Snapshot):
+            frames += 1
+    assert started is not None
+    return time.perf_counter() - started, frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/cifar10"))
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    for name, build in (("from scratch", scratch), ("fine-tune, head only", head_only)):
+        times: dict[int, list[float]] = {0: [], 10: []}
+        for _ in range(args.repeats):
+            for probes in (0, 10):
+                seconds, frames = timed(build, probes, args.data)
+                times[probes].append(seconds)
+                print(f"  {name}: {probes:2d} probes, {frames} frames: {seconds:.2f} s", flush=True)
+        without, with_ = statistics.median(times[0]), statistics.median(times[10])
+        print(f"{name}: {without:.2f} s without probes, {with_:.2f} s with 10: "
+              f"{with_ / without:.3f}x", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
