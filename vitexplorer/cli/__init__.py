@@ -1,6 +1,6 @@
-"""The ``vitexplorer`` command: the app, ``analyze`` to write attention maps without a window, or
-``finetune`` to give a ViT a new head for a dataset and save it as a checkpoint, or ``train`` to
-train the small ViT from scratch.
+"""The ``vitexplorer`` command: the app, ``analyze`` to write attention maps without a window,
+``compare`` to put two models side by side, ``finetune`` to give a ViT a new head for a dataset
+and save it as a checkpoint, or ``train`` to train the small ViT from scratch.
 
 Nothing heavy is imported at module level (no torch, no Qt), so ``vitexplorer --help`` is instant;
 the commands import what they need when they run.
@@ -32,6 +32,7 @@ from vitexplorer.cli.common import (
     unique_stems,
     write_atomic,
 )
+from vitexplorer.cli.compare import compare_parser, run_compare
 from vitexplorer.cli.finetune import (
     FINETUNE_DEFAULTS,
     FinetuneReport,
@@ -63,6 +64,7 @@ _COMMANDS = {
     "sanity": (sanity_parser, run_sanity),
     "faithfulness": (faithfulness_parser, run_faithfulness),
     "train": (train_parser, run_train),
+    "compare": (compare_parser, run_compare),
 }
 COMMANDS = tuple(_COMMANDS)
 
@@ -104,6 +106,8 @@ def _gui_parser() -> argparse.ArgumentParser:
         prog=PROG,
         usage=f"{PROG} [-h] [--version] [IMAGE ...]\n"
         f"       {PROG} analyze IMAGE ... --model NAME --out DIR [--method M ...] [options]\n"
+        f"       {PROG} compare IMAGE ... --model A --model B --out DIR [--method M ...] "
+        f"[options]\n"
         f"       {PROG} stats IMAGE_OR_FOLDER ... --model NAME --out DIR [options]\n"
         f"       {PROG} sanity IMAGE ... --model NAME --method M --out DIR [options]\n"
         f"       {PROG} faithfulness IMAGE_OR_FOLDER ... --model NAME --method M --out DIR\n"
@@ -115,6 +119,8 @@ def _gui_parser() -> argparse.ArgumentParser:
         epilog="commands (each has its own -h):\n"
         "  analyze       attention maps, predictions and explanation maps (attention, rollout,\n"
         "                relevance) for images, without opening a window\n"
+        "  compare       two models side by side (before and after fine-tuning, say): both\n"
+        "                maps, their difference and how each head changed\n"
         "  stats         per-head mean attention distance, entropy and prefix share over images,\n"
         "                with the distance-against-depth plot of the ViT paper\n"
         "  sanity        does a method's map change when the model's weights are randomised?\n"
