@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from vitexplorer.core.models import load_model, save_checkpoint
+from vitexplorer.core.models import LoadedModel, load_model, save_checkpoint
+from vitexplorer.core.vit import SmallViTConfig
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,17 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("base") / "tiny.safetensors"
     save_checkpoint(path, model)
     return path
+
+
+def distinct_small_vit(seed: int, patch: int = 8, depth: int = 2) -> LoadedModel:
+    """A tiny small ViT (32 px, width 32, two heads) whose attention is far from uniform (its
+    qkv weights drawn with std 0.5), so two seeds give heads and maps that differ clearly."""
+    config = SmallViTConfig(
+        image_size=32, patch_size=patch, width=32, depth=depth, heads=2, num_classes=10
+    )
+    torch.manual_seed(seed)
+    model = load_model("small_vit", "none", "cpu", small_config=config)
+    torch.nn.init.normal_(model.module.head.weight, std=0.5)  # classes that differ
+    for block in model.module.blocks:
+        torch.nn.init.normal_(block.attn.qkv.weight, std=0.5)
+    return model

@@ -61,12 +61,12 @@ def test_help_and_version_do_not_import_torch():
         "from vitexplorer.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    codes = main(['--help']), main(['--version']), main(['analyze', '-h']), "
-        "main(['finetune', '-h'])\n"
+        "main(['finetune', '-h']), main(['compare', '-h']), main(['timelapse', '-h'])\n"
         "print(codes, 'torch' in sys.modules, 'PySide6' in sys.modules, out.getvalue())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("(0, 0, 0, 0) False False")
+    assert result.stdout.startswith("(0, 0, 0, 0, 0, 0) False False")
     assert "vitexplorer finetune --model NAME --data cifar10|DIR" in result.stdout
     assert "analyze" in result.stdout and "--weights" in result.stdout
 
@@ -218,9 +218,8 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["analyse", "x.png"]) == 2  # a mistyped command does not open the app
     assert "'analyse' is neither a command" in capsys.readouterr().err
     assert main(["finetun"]) == 2
-    assert "neither a command (analyze, finetune, stats, sanity, faithfulness, train)" in (
-        capsys.readouterr().err
-    )
+    commands = "analyze, finetune, stats, sanity, faithfulness, train, compare, timelapse"
+    assert f"neither a command ({commands})" in capsys.readouterr().err
     finetune = ["finetune", "--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
     assert main([*finetune, "--per-class", "0"]) == 2
     assert "'0' is not a whole number of at least 1" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""The ``vitexplorer`` command: the app, ``analyze`` to write attention maps without a window, or
-``finetune`` to give a ViT a new head for a dataset and save it as a checkpoint, or ``train`` to
-train the small ViT from scratch.
+"""The ``vitexplorer`` command: the app, ``analyze`` to write attention maps without a window,
+``compare`` to put two models side by side, ``finetune`` to give a ViT a new head for a dataset
+and save it as a checkpoint, ``train`` to train the small ViT from scratch, or ``timelapse`` to
+write out the attention a run recorded through training.
 
 Nothing heavy is imported at module level (no torch, no Qt), so ``vitexplorer --help`` is instant;
 the commands import what they need when they run.
@@ -32,6 +33,7 @@ from vitexplorer.cli.common import (
     unique_stems,
     write_atomic,
 )
+from vitexplorer.cli.compare import compare_parser, run_compare
 from vitexplorer.cli.finetune import (
     FINETUNE_DEFAULTS,
     FinetuneReport,
@@ -64,6 +66,7 @@ _COMMANDS = {
     "sanity": (sanity_parser, run_sanity),
     "faithfulness": (faithfulness_parser, run_faithfulness),
     "train": (train_parser, run_train),
+    "compare": (compare_parser, run_compare),
     "timelapse": (timelapse_parser, run_timelapse),
 }
 COMMANDS = tuple(_COMMANDS)
@@ -110,17 +113,22 @@ def _gui_parser() -> argparse.ArgumentParser:
         prog=PROG,
         usage=f"{PROG} [-h] [--version] [IMAGE ...]\n"
         f"       {PROG} analyze IMAGE ... --model NAME --out DIR [--method M ...] [options]\n"
+        f"       {PROG} compare IMAGE ... --model A --model B --out DIR [--method M ...] "
+        f"[options]\n"
         f"       {PROG} stats IMAGE_OR_FOLDER ... --model NAME --out DIR [options]\n"
         f"       {PROG} sanity IMAGE ... --model NAME --method M --out DIR [options]\n"
         f"       {PROG} faithfulness IMAGE_OR_FOLDER ... --model NAME --method M --out DIR\n"
         f"       {PROG} finetune --model NAME --data cifar10|DIR --out MODEL.safetensors "
         f"[options]\n"
-        f"       {PROG} train --data cifar10|DIR --out MODEL.safetensors [options]",
+        f"       {PROG} train --data cifar10|DIR --out MODEL.safetensors [options]\n"
+        f"       {PROG} timelapse MODEL.safetensors --out DIR [options]",
         description="See inside Vision Transformers: predictions and every layer's and head's\n"
         "attention, patch by patch. Without a command, opens the app with the given images.",
         epilog="commands (each has its own -h):\n"
         "  analyze       attention maps, predictions and explanation maps (attention, rollout,\n"
         "                relevance) for images, without opening a window\n"
+        "  compare       two models side by side (before and after fine-tuning, say): both\n"
+        "                maps, their difference and how each head changed\n"
         "  stats         per-head mean attention distance, entropy and prefix share over images,\n"
         "                with the distance-against-depth plot of the ViT paper\n"
         "  sanity        does a method's map change when the model's weights are randomised?\n"
@@ -128,7 +136,9 @@ def _gui_parser() -> argparse.ArgumentParser:
         "  finetune      train a new head (and optionally the last blocks) on a dataset and save\n"
         "                the model\n"
         "  train         train vitexplorer's small ViT from scratch at the images' size (32 px\n"
-        "                for CIFAR-10) and save it",
+        "                for CIFAR-10) and save it\n"
+        "  timelapse     the probe images' attention at every epoch of the run that saved a\n"
+        "                checkpoint: GIFs, PNGs, .npy maps and the heads' statistics",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="images to open in the app")

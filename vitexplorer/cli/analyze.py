@@ -52,8 +52,12 @@ def analyze_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True) -> None:
-    """--method and the options of the explanation methods (shared with the checks)."""
+def add_method_options(
+    parser: argparse.ArgumentParser, repeatable: bool = True, method_help: str | None = None
+) -> Any:
+    """--method and the options of the explanation methods (shared with the checks and
+    ``compare``); ``method_help`` replaces a repeatable --method's help. Returns the group,
+    for a command's own method options."""
     from vitexplorer.cli.common import METHODS  # names only: no torch
 
     methods = parser.add_argument_group("explanation methods")
@@ -63,7 +67,8 @@ def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True)
             action="append",
             choices=METHODS,
             default=[],
-            help="write this method's map too; repeat for several. attention: the CLS token's "
+            help=method_help
+            or "write this method's map too; repeat for several. attention: the CLS token's "
             "attention in --layer and --head; rollout: attention rollout (Abnar and Zuidema "
             "2020); relevance: class-specific relevance (Chefer et al. 2021) for --target-class",
         )
@@ -117,6 +122,7 @@ def add_method_options(parser: argparse.ArgumentParser, repeatable: bool = True)
         help="relevance: the class to explain, an index or a class name (default: the "
         "predicted class)",
     )
+    return methods
 
 
 def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -> Any:
@@ -396,10 +402,17 @@ def write_method_outputs(
     card: dict[str, Any],
     lut: np.ndarray,
     mode: int = 0o644,
+    *,
+    name: str | None = None,
+    levels: tuple[float, float] | None = None,
+    axes: list[str] | None = None,
 ) -> list[Path]:
     """Write ``<stem>.<method>.npy`` (the map as computed), ``.png`` (a figure: the map over
     the crop, at least 448 px, with the card's ``title`` and a colour bar) and ``.json`` (the
-    method card, strict JSON: what is not finite is null); returns them."""
+    method card, strict JSON: what is not finite is null); returns them. ``name`` replaces
+    ``<method>`` in the file names, ``levels`` the map's own colour scale, ``axes`` what the
+    map's axes hold (default: patch rows and columns), and a card's ``subtitle`` the line
+    under the title (default: the model and the image)."""
     import numpy as np
 
     from vitexplorer.core.figure import render_figure
@@ -408,17 +421,16 @@ def write_method_outputs(
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     title = card.get("title") or method
-    figure = render_figure(
-        analysis.display, heat, lut, title, subtitle(analysis.spec, card["image"])
-    )
-    paths = [out_dir / f"{stem}.{method}.{ext}" for ext in ("npy", "png", "json")]
+    under = card.get("subtitle") or subtitle(analysis.spec, card["image"])
+    figure = render_figure(analysis.display, heat, lut, title, under, levels=levels)
+    paths = [out_dir / f"{stem}.{name or method}.{ext}" for ext in ("npy", "png", "json")]
     card = {
         **card,
         "map": {
             "file": paths[0].name,
             "shape": list(heat.shape),
             "dtype": "float32",
-            "axes": map_axes(*heat.shape),
+            "axes": axes or map_axes(*heat.shape),
         },
         "picture": figure.facts(paths[1].name),
     }

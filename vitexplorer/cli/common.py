@@ -156,26 +156,36 @@ def _fitting_stem(stem: str) -> str:
     return raw[:STEM_BYTES].decode("utf-8", "surrogateescape")
 
 
-# pyqtgraph's inferno at 0, 32, ..., 224 and 255, for machines where Qt cannot be imported
-_INFERNO_ANCHORS = (
-    (0, 0, 4), (33, 12, 74), (87, 16, 110), (138, 34, 106), (188, 55, 84),
-    (228, 90, 49), (249, 142, 9), (249, 203, 53), (252, 255, 164),
-)  # fmt: skip
+# pyqtgraph's tables at 0, 32, ..., 224 and 255, for machines where Qt cannot be imported:
+# inferno (the maps) and CET-D1 (diverging blue-white-red: differences, as the app draws
+# signed similarities)
+_FALLBACK_ANCHORS = {
+    "inferno": (
+        (0, 0, 4), (33, 12, 74), (87, 16, 110), (138, 34, 106), (188, 55, 84),
+        (228, 90, 49), (249, 142, 9), (249, 203, 53), (252, 255, 164),
+    ),
+    "CET-D1": (
+        (33, 81, 219), (112, 117, 226), (160, 156, 232), (202, 197, 237), (238, 231, 233),
+        (240, 189, 176), (231, 139, 117), (214, 86, 61), (192, 2, 6),
+    ),
+}  # fmt: skip
+DIVERGING = "CET-D1"
 
 
-def colour_table() -> np.ndarray:
-    """pyqtgraph's inferno as a (256, 3) uint8 table (a close approximation without Qt)."""
+def colour_table(name: str = "inferno") -> np.ndarray:
+    """pyqtgraph's colour map ``name`` (inferno, or :data:`DIVERGING` for differences) as a
+    (256, 3) uint8 table (a close approximation without Qt)."""
     import numpy as np
 
     try:
         import pyqtgraph as pg
     except ImportError:  # e.g. a server without the system libraries that Qt needs
         positions = [*range(0, 256, 32), 255]
-        anchors = np.array(_INFERNO_ANCHORS, dtype=np.float64)
+        anchors = np.array(_FALLBACK_ANCHORS[name], dtype=np.float64)
         steps = np.arange(256)
         channels = [np.interp(steps, positions, anchors[:, c]) for c in range(3)]
         return np.rint(np.stack(channels, axis=1)).astype(np.uint8)
-    return pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=False)
+    return pg.colormap.get(name).getLookupTable(nPts=256, alpha=False)
 
 
 def is_terminal(stream: IO[str]) -> bool:
@@ -277,22 +287,44 @@ class CountProgress:
             self.stream.flush()
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --weights, --device and --out DIR, as every command that reads images has them."""
-    parser.add_argument(
-        "--model",
-        required=True,
-        metavar="NAME",
-        help=f"{model_choices_help()} (.safetensors)",
-    )
-    parser.add_argument(
-        "--weights",
-        default="default",
-        metavar="default|none|PATH",
-        help="'default': ImageNet weights for torchvision ViTs (downloaded once into the torch "
+def add_model_arguments(parser: argparse.ArgumentParser, pair: bool = False) -> None:
+    """--model, --weights, --device and --out DIR, as every command that reads images has them.
+    With ``pair`` (``compare``) --model is given twice, model A then model B, and --weights
+    once (for both) or twice (A's, then B's): both come back as lists."""
+    weights_help = (
+        "'default': ImageNet weights for torchvision ViTs (downloaded once into the torch "
         "hub cache), random for small_vit; 'none': random weights; or a local weights file "
-        "(.pth or .safetensors). Not used with a checkpoint --model. (default: default)",
+        "(.pth or .safetensors). Not used with a checkpoint --model."
     )
+    if pair:
+        parser.add_argument(
+            "--model",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help=f"given twice: model A (before), then model B (after); each "
+            f"{model_choices_help()} (.safetensors)",
+        )
+        parser.add_argument(
+            "--weights",
+            action="append",
+            default=[],
+            metavar="default|none|PATH",
+            help=f"{weights_help} Once: for both models; twice: A's, then B's. (default: default)",
+        )
+    else:
+        parser.add_argument(
+            "--model",
+            required=True,
+            metavar="NAME",
+            help=f"{model_choices_help()} (.safetensors)",
+        )
+        parser.add_argument(
+            "--weights",
+            default="default",
+            metavar="default|none|PATH",
+            help=f"{weights_help} (default: default)",
+        )
     parser.add_argument(
         "--out", required=True, type=Path, metavar="DIR", help="output folder (created if missing)"
     )

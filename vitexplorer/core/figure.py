@@ -133,12 +133,16 @@ def fit(draw: Any, text: str, face: Any, width: int) -> str:
     return text + "…"
 
 
-def colour_bar(lut: np.ndarray, height: int, width: int, flat: bool) -> np.ndarray:
+def colour_bar(
+    lut: np.ndarray, height: int, width: int, flat: bool, flat_at: float = 0.0
+) -> np.ndarray:
     """A vertical (height, width, 3) uint8 bar of ``lut``, its high end at the top; ``flat``
-    (a map of one value) fills it with the colour that value gets."""
+    (a map of one value) fills it with the colour that value gets, the table's entry at
+    ``flat_at`` (0 its first, 0.5 its middle)."""
     table = np.asarray(lut)[:, :3]
     if flat:
-        column = np.repeat(table[:1], height, axis=0)
+        at = int(np.rint(flat_at * (len(table) - 1)))
+        column = np.repeat(table[at : at + 1], height, axis=0)
     else:
         fraction = 1.0 - (np.arange(height) + 0.5) / height
         column = table[np.rint(fraction * (len(table) - 1)).astype(np.intp)]
@@ -152,6 +156,7 @@ def render_figure(
     title: str,
     subtitle: str = "",
     min_side: int = MIN_SIDE,
+    levels: tuple[float, float] | None = None,
 ) -> Figure:
     """``heat`` (rows, cols) over ``display`` (H, W, 3) uint8 as a readable figure.
 
@@ -159,7 +164,9 @@ def render_figure(
     by ``lut`` on its own range as :func:`~vitexplorer.core.overlay.render_overlay` colours it,
     is blended over it nearest-neighbour, so each patch is one flat block. Beside it a colour
     bar from the map's lowest to its highest finite value, with tick labels that tell the
-    values apart; above it ``title`` and a smaller ``subtitle``.
+    values apart; above it ``title`` and a smaller ``subtitle``. ``levels`` (low, high) sets
+    the scale instead of the map's own range (two maps on one scale, a difference symmetric
+    around zero); a scale of no width is drawn in the table's middle colour.
     """
     from PIL import Image, ImageDraw
 
@@ -167,11 +174,15 @@ def render_figure(
     heat = np.asarray(heat)
     height, width = display.shape[:2]
     scale = scale_for(height, width, min_side)
-    picture = render_overlay(enlarge(display, scale), heat, lut)
+    picture = render_overlay(enlarge(display, scale), heat, lut, levels=levels)
     map_h, map_w = picture.shape[:2]
 
-    finite = heat[np.isfinite(heat)]
-    levels = (float(finite.min()), float(finite.max())) if finite.size else None
+    flat_at = 0.0 if levels is None else 0.5  # where a scale of no width takes its colour
+    if levels is None:
+        finite = heat[np.isfinite(heat)]
+        levels = (float(finite.min()), float(finite.max())) if finite.size else None
+    else:
+        levels = (float(levels[0]), float(levels[1]))
     ticks = tick_labels(*levels, count=TICKS) if levels else []
     flat = levels is None or levels[1] <= levels[0]
 
@@ -202,7 +213,7 @@ def render_figure(
 
     bar_left = MARGIN + map_w + BAR_GAP
     if levels is not None:
-        bar = colour_bar(lut, map_h, BAR_WIDTH, flat)
+        bar = colour_bar(lut, map_h, BAR_WIDTH, flat, flat_at)
         figure.paste(Image.fromarray(bar), (bar_left, top))
     draw.rectangle((bar_left - 1, top - 1, bar_left + BAR_WIDTH, top + map_h), outline=INK, width=1)
     label_h = _height(scratch, label_font)

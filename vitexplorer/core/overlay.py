@@ -8,18 +8,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def normalise(heat: np.ndarray) -> np.ndarray:
+def normalise(heat: np.ndarray, levels: tuple[float, float] | None = None) -> np.ndarray:
     """``heat`` scaled to [0, 1] by its own min and max; a constant map becomes all zeros.
 
-    Values that are not finite (NaN, inf) count as the minimum.
+    Values that are not finite (NaN, inf) count as the minimum. With ``levels`` (low, high) the
+    scale is that one instead (two maps on one scale, a difference symmetric around zero), values
+    outside it clipped; a scale of no width (low == high) puts every value at its middle, 0.5,
+    so a difference of zero takes a diverging table's neutral colour.
     """
     values = np.asarray(heat, dtype=np.float64)
     finite = np.isfinite(values)
-    if not finite.any():
+    if levels is not None:
+        low, high = float(levels[0]), float(levels[1])
+        if high <= low:
+            return np.full(values.shape, 0.5)
+    elif not finite.any():
         return np.zeros(values.shape, dtype=np.float64)
-    low, high = float(values[finite].min()), float(values[finite].max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.float64)
+    else:
+        low, high = float(values[finite].min()), float(values[finite].max())
+        if high <= low:
+            return np.zeros(values.shape, dtype=np.float64)
     scaled = (np.where(finite, values, low) - low) / (high - low)
     return np.clip(scaled, 0.0, 1.0)
 
@@ -36,11 +44,16 @@ def upsample_blocks(grid: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def render_overlay(
-    display: np.ndarray, heat: np.ndarray, lut: np.ndarray, alpha: float = 0.55
+    display: np.ndarray,
+    heat: np.ndarray,
+    lut: np.ndarray,
+    alpha: float = 0.55,
+    levels: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Blend ``heat`` (rows, cols), coloured by ``lut``, over ``display`` (H, W, 3) uint8.
 
-    The map is normalised to [0, 1] by its own range and value ``v`` takes the colour
+    The map is normalised to [0, 1] by its own range (or by ``levels``, see :func:`normalise`)
+    and value ``v`` takes the colour
     ``lut[round(v * (len(lut) - 1))]``. Each pixel is ``(1 - a) * image + a * colour`` with
     ``a = alpha``, times ``lut[..., 3] / 255`` when the table has an alpha column. Returns a new
     (H, W, 3) uint8 array.
@@ -57,8 +70,8 @@ def render_overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
     height, width = display.shape[:2]
-    levels = upsample_blocks(normalise(heat), height, width)
-    index = np.rint(levels * (len(lut) - 1)).astype(np.intp)
+    scaled = upsample_blocks(normalise(heat, levels), height, width)
+    index = np.rint(scaled * (len(lut) - 1)).astype(np.intp)
     colours = lut[index].astype(np.float32)
     weight = np.full((height, width, 1), alpha, dtype=np.float32)
     if lut.shape[1] == 4:
