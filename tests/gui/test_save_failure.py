@@ -58,7 +58,7 @@ def test_a_failed_save_keeps_the_model_and_a_second_save_works(
     with monkeypatch.context() as patch:
         if failure == "full disk":  # the writer fails as safetensors does on a full disk
 
-            def full(path, model, extra=None):  # noqa: ANN001, ANN202
+            def full(path, model, extra=None, timelapse=None):  # noqa: ANN001, ANN202
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
             patch.setattr(models, "save_checkpoint", full)
@@ -140,7 +140,7 @@ def test_every_setting_at_its_ends_passes_the_engines_check(qtbot, tmp_path: Pat
     form = _form(qtbot, tmp_path)
     form.optimizer_box.setCurrentIndex(form.optimizer_box.findData("sgd"))
     boxes = _number_boxes(form)
-    assert len(boxes) == 11
+    assert len(boxes) == 12
     for box in boxes:
         box.setValue(getattr(box, end)())
     config = FinetuneConfig(**form.config())

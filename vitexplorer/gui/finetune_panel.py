@@ -1,5 +1,6 @@
 """The fine-tune panel: settings, Start and Cancel, progress with time left, live curves, and the
-results (test accuracy, confusion matrix, a gallery of test predictions).
+results (test accuracy, confusion matrix, a gallery of test predictions, and the time-lapse of
+the probe images, which fills during the run and follows the explorer's model afterwards).
 
 The panel runs jobs on a :class:`FinetuneWorker` in its own thread and tells the window what
 happened through signals: a trained model to adopt, a test image to open in the explorer, a
@@ -47,6 +48,15 @@ STAGE_TEXT = {
     "testing": "Testing",
     "downloading": "Downloading CIFAR-10…",
 }
+RUN_UNDER_WAY = "Time-lapse of the run under way"
+NO_TIMELAPSE_RUN = (
+    "This run keeps no time-lapse: Time-lapse probes is off in the settings (set it above 0 to "
+    "follow a few test images through training)."
+)
+WAITING_FOR_FRAME = (
+    "Training: the time-lapse's first frame, the probe images before the first step, comes once "
+    "the images are read."
+)
 KEPT_IN_MEMORY = (
     "The fine-tuned model is still in memory: File > Save model can save it somewhere else."
 )
@@ -103,6 +113,8 @@ class FinetunePanel(QWidget):
         self._results_timer.setInterval(0)
         self._results_timer.timeout.connect(self._show_results)
         self._started_at = 0.0
+        self._class_names: tuple[str, ...] = ()  # the run's, from its Started event
+        self._run_timelapse = False  # the time-lapse shown is the run the curves show
         self._epochs = 0
         self._steps_total = 0
         self._thread: WorkerThread | None = None
@@ -112,6 +124,9 @@ class FinetunePanel(QWidget):
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.results.sample_clicked.connect(self._sample_clicked)
+        self.timelapse.epoch_shown.connect(self._epoch_shown)
+        self._user_chose_page = False
+        self.results.pages.tabBarClicked.connect(self._page_clicked)
         self._set_busy(False)
 
     # --- construction ---------------------------------------------------------------------
@@ -174,6 +189,7 @@ class FinetunePanel(QWidget):
             worker.started.connect(self._started)
             worker.steps.connect(self._steps)
             worker.epoch.connect(self._epoch)
+            worker.snapshot.connect(self._snapshot)
             worker.notice.connect(self._notice)
             worker.download_progress.connect(self._download_progress)
             worker.downloaded.connect(self._downloaded)
@@ -183,6 +199,10 @@ class FinetunePanel(QWidget):
             worker.saved.connect(self._saved)
             worker.save_failed.connect(self._save_failed)
         return self._thread
+
+    @property
+    def timelapse(self):  # noqa: ANN201  (TimeLapseView)
+        return self.results.timelapse
 
     @property
     def worker(self):  # noqa: ANN201
@@ -200,6 +220,33 @@ class FinetunePanel(QWidget):
         self._describe_start()
         self._update_params()
         self._set_busy(self.busy)
+
+    def show_model_timelapse(self, info: ModelInfo) -> None:
+        """The explorer loaded a model (not one trained here): the time-lapse view shows the one
+        saved with it, or says why there is none. A run under way keeps its own."""
+        if self.busy and self._job == "train":
+            return
+        self._run_timelapse = False
+        saved = info.saved_timelapse
+        if saved is None:
+            self.timelapse.show_message(
+                f"The explorer's model, {info.spec.display_name}, was not trained in "
+                f"vitexplorer: it has no time-lapse. Train a model here (Time-lapse probes above "
+                f"0) to watch its attention change epoch by epoch, or open a checkpoint saved "
+                f"with one."
+            )
+        elif saved.problem:
+            self.timelapse.show_message(
+                f"{saved.problem[:1].upper()}{saved.problem[1:]}. The model itself opened normally."
+            )
+        elif saved.timelapse is None:
+            self.timelapse.show_message(
+                f"{saved.file} holds no time-lapse: it was saved without probes, or by an older "
+                f"vitexplorer."
+            )
+        else:
+            origin = f"Time-lapse saved with {saved.file}"
+            self.timelapse.show_timelapse(saved.timelapse, info.spec.class_names, origin)
 
     def _describe_start(self) -> None:
         info = self.model_info
@@ -336,6 +383,15 @@ class FinetunePanel(QWidget):
         self._steps_total = 0
         self.curves.reset(self._epochs, 1)
         self.results.clear("Training…")
+        self._class_names = ()
+        self._run_timelapse = True
+        self._user_chose_page = False
+        settings = job.settings
+        if settings.get("probe_files") or settings.get("probes"):
+            self.timelapse.show_message(WAITING_FOR_FRAME)
+            self.results.pages.setCurrentWidget(self.timelapse)
+        else:
+            self.timelapse.show_message(NO_TIMELAPSE_RUN)
         self._begin("train", "Starting…")
         self._ensure_thread().worker.submit(job)
 
@@ -352,7 +408,8 @@ class FinetunePanel(QWidget):
             return False
         self._begin("save", f"Saving {path}…")
         self.progress.setRange(0, 0)
-        job = SaveJob(path, self.result.model, self.result.metadata())
+        result = self.result
+        job = SaveJob(path, result.model, result.metadata(), result.timelapse)
         self._ensure_thread().worker.submit(job)
         return True
 
@@ -426,6 +483,7 @@ class FinetunePanel(QWidget):
         if self._closing:
             return
         self._steps_total = event.steps_per_epoch * event.epochs
+        self._class_names = tuple(event.class_names)
         self.curves.reset(event.epochs, self._steps_total)
         self._show_params(event.trainable_params, event.total_params, exact=True)
         how = (
@@ -456,6 +514,21 @@ class FinetunePanel(QWidget):
         self.curves.add_epoch(event)
         self._show_fraction(event.fraction)
 
+    @Slot(object)
+    def _snapshot(self, event) -> None:  # noqa: ANN001  (core.training.Snapshot)
+        if self._closing:
+            return
+        self.timelapse.show_timelapse(
+            event.timelapse, self._class_names, RUN_UNDER_WAY, planned=self._epochs
+        )
+
+    def _epoch_shown(self, epoch: int) -> None:
+        """The time-lapse's epoch marked on the curves, when they are of the same run."""
+        self.curves.mark_epoch(epoch if self._run_timelapse and epoch > 0 else None)
+
+    def _page_clicked(self, _index: int) -> None:
+        self._user_chose_page = True
+
     @Slot(str)
     def _notice(self, message: str) -> None:
         if not self._closing:
@@ -485,9 +558,15 @@ class FinetunePanel(QWidget):
         if steps == 0:  # cancelled before training began: nothing to adopt
             self._end("Cancelled before training began; the explorer keeps its model.")
             self.results.say("Cancelled: nothing was trained.")
+            self._run_ended("Time-lapse of the run cancelled before training")
             self.finished.emit(result)
             return
         self.result = result
+        if result.timelapse is not None:
+            which = "cancelled run" if result.cancelled else "run just trained"
+            origin = f"Time-lapse of the {which} (not saved)"
+            names = result.model.spec.class_names
+            self.timelapse.show_timelapse(result.timelapse, names, origin)
         self.progress.setValue(1000)
         self.progress.setFormat("done" if not result.cancelled else "cancelled")
         took = duration(result.seconds)
@@ -529,6 +608,8 @@ class FinetunePanel(QWidget):
         if self._closing or result is None:
             return
         self.results.show_result(result, result.steps)
+        if not self._user_chose_page and result.test_acc is not None:
+            self.results.pages.setCurrentIndex(0)  # the test results, unless the user chose
         self.finished.emit(result)
 
     @Slot(str)
@@ -543,6 +624,7 @@ class FinetunePanel(QWidget):
         self._end(f"{title}: {message}")
         if job != "download":
             self.results.say("Nothing was trained; the explorer keeps its model.")
+            self._run_ended("Time-lapse of the run that failed (nothing was kept)")
         self.problem.emit(title, message)
         self.failed.emit(message)
 
@@ -552,6 +634,8 @@ class FinetunePanel(QWidget):
             return
         self.progress.setValue(0)
         self.progress.setFormat("")
+        if self._job == "train":
+            self._run_ended("Time-lapse of the cancelled run")
         self._end(f"{message[:1].upper()}{message[1:]}; nothing changed.")
 
     @Slot(str)
@@ -559,6 +643,8 @@ class FinetunePanel(QWidget):
         if self._closing:
             return
         self._end(f"Saved {path}")
+        if self.result is not None and self.timelapse.timelapse is self.result.timelapse:
+            self.timelapse.relabel(f"Time-lapse saved with {Path(path).name}")
         self.saved.emit(path)
 
     @Slot(str)
@@ -569,6 +655,14 @@ class FinetunePanel(QWidget):
         message = f"{message.rstrip('.')}. {KEPT_IN_MEMORY}"
         self._end(f"Could not save the model: {message}")
         self.problem.emit("Could not save the model", message)
+
+    def _run_ended(self, origin: str) -> None:
+        """A run ended without a result: its frames so far stay, said to come from ``origin``;
+        without any, the view says there are none."""
+        if self.timelapse.timelapse is not None:
+            self.timelapse.relabel(origin)
+        elif self.timelapse.message() == WAITING_FOR_FRAME:
+            self.timelapse.show_message("The run ended before its first frame: no time-lapse.")
 
     def _sample_clicked(self, index: int) -> None:
         if self.result is not None and 0 <= index < len(self.result.samples):

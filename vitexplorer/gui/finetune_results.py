@@ -1,11 +1,13 @@
-"""The results of a fine-tune run: test accuracy in a line, the confusion matrix, and a gallery
-of test images whose clicks open them in the explorer."""
+"""The results of a fine-tune run: test accuracy in a line, then two pages: the confusion matrix
+beside a gallery of test images whose clicks open them in the explorer, and the run's time-lapse
+(:mod:`vitexplorer.gui.timelapse_view`)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
+from vitexplorer.gui.timelapse_view import TimeLapseView
 from vitexplorer.gui.views.training_views import ConfusionView, SampleGallery
 
 
@@ -33,10 +35,15 @@ class FinetuneResults(QWidget):
         split.addWidget(self.confusion)
         split.addWidget(gallery_box)
         split.setSizes([450, 550])
+        self.timelapse = TimeLapseView()
+        self.pages = QTabWidget()
+        self.pages.setDocumentMode(True)
+        self.pages.addTab(split, "Confusion matrix and test images")
+        self.pages.addTab(self.timelapse, "Time-lapse")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 0)
         layout.addWidget(self.summary)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.pages, 1)
         self.gallery.sample_clicked.connect(self.sample_clicked)
         self.clear("Results appear here when training ends.")
 

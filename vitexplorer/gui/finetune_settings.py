@@ -1,6 +1,7 @@
 """The training settings form: what to train (the explorer's model, fine-tuned, or a small ViT
 from scratch, with its architecture), dataset, images per class, freeze policy or augmentation,
-optimiser, epochs, and the less common settings folded away under "More settings".
+optimiser, epochs, the time-lapse's probe images, and the less common settings folded away under
+"More settings".
 
 It only collects values (the fields of ``core.training.FinetuneConfig``, or of ``TrainConfig``
 and the architecture from scratch) and remembers them in QSettings, each mode's apart; the
@@ -40,6 +41,10 @@ from vitexplorer.gui.architecture_form import ArchitectureForm
 CIFAR10 = "cifar10"
 FOLDER = "folder"
 CIFAR10_CLASSES = 10
+# core.timelapse's DEFAULT_PROBES and MAX_PROBES (a test holds them equal; importing it here
+# would import torch before the window shows)
+DEFAULT_PROBES, MAX_PROBES = 10, 64
+PROBE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 FINETUNE, SCRATCH = "finetune", "scratch"  # the two modes, and their QSettings groups
 MODES = [
     (FINETUNE, "Fine-tune the explorer's model",
@@ -62,13 +67,14 @@ DEFAULTS = {
         "per_class": 100, "test_per_class": 50, "val_percent": 10, "lr": 1e-3, "epochs": 5,
         "batch_size": 64, "weight_decay": 1e-4, "warmup": 0.0, "smoothing": 0.0,
         "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
-        "mixed_precision": 1,
+        "mixed_precision": 1, "probes": DEFAULT_PROBES,
     },
     SCRATCH: {
         "per_class": 5000, "test_per_class": 1000, "val_percent": 10, "lr": 1e-3, "epochs": 50,
         "batch_size": 128, "weight_decay": 0.05, "warmup": 5.0, "smoothing": 0.1,
         "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
         "mixed_precision": 1, "augment_policy": "crop-flip", "clip_grad": 1.0,
+        "probes": DEFAULT_PROBES,
     },
 }  # fmt: skip
 # Each choice is named by what it trains. The values are what QSettings keeps (and what older
@@ -205,6 +211,23 @@ class FinetuneSettings(QWidget):
         self.lr = SciSpinBox(1e-3, 1e-7, 10.0)
         self.lr.setToolTip("Learning rate (type 3e-4 or use the arrows to halve and double it)")
         self.epochs = _spin(1, 1000, 5)
+        self.probes = _spin(0, MAX_PROBES, DEFAULT_PROBES)
+        self.probes.setSpecialValueText("off")
+        self.probes.setToolTip(
+            "The time-lapse follows this many test images (a class-balanced handful): what the "
+            "model does with them before the first step and after every epoch, saved with the "
+            "model. 0 turns it off."
+        )
+        self.probe_files: tuple[str, ...] = ()  # the user's probe images, instead of test images
+        self.probe_button = QPushButton("Choose images…")
+        self.probe_button.setToolTip("Follow images of your own instead of test images")
+        self.probe_clear = QToolButton()
+        self.probe_clear.setText("✕")
+        self.probe_clear.setToolTip("Follow test images again, not the images chosen")
+        self.probe_clear.setAutoRaise(True)
+        self.probe_label = QLabel("")
+        self.probe_label.setWordWrap(True)
+        self.probe_label.setStyleSheet("color: #555;")
         self.params_label = QLabel("")
         self.params_label.setWordWrap(True)
         # more settings
@@ -247,6 +270,8 @@ class FinetuneSettings(QWidget):
         self.freeze_box.currentIndexChanged.connect(self._freeze_changed)
         self.optimizer_box.currentIndexChanged.connect(self._optimizer_changed)
         self.blocks.valueChanged.connect(self._blocks_changed)
+        self.probe_button.clicked.connect(self.choose_probe_files)
+        self.probe_clear.clicked.connect(lambda: self.set_probe_files(()))
         self._source_changed()
         self._freeze_changed()
         self._optimizer_changed()
@@ -285,6 +310,15 @@ class FinetuneSettings(QWidget):
         form.addRow("Optimiser", self.optimizer_box)
         form.addRow("Learning rate", self.lr)
         form.addRow("Epochs", self.epochs)
+        probe_row = QHBoxLayout()
+        probe_row.setContentsMargins(0, 0, 0, 0)
+        probe_row.addWidget(self.probes, 1)
+        probe_row.addWidget(self.probe_button)
+        probe_row.addWidget(self.probe_clear)
+        self.probe_widget = QWidget()
+        self.probe_widget.setLayout(probe_row)
+        form.addRow("Time-lapse probes", self.probe_widget)
+        form.addRow("", self.probe_label)
         layout.addLayout(form)
         layout.addWidget(self.params_label)
 
@@ -358,6 +392,8 @@ class FinetuneSettings(QWidget):
             "augment": self.augment.isChecked(),
             "mixed_precision": self.mixed_precision.isChecked(),
             "seed": self.seed.value(),
+            "probes": self.probes.value(),
+            "probe_files": self.probe_files,
         }
         if not self.from_scratch():
             return common
@@ -423,6 +459,25 @@ class FinetuneSettings(QWidget):
             self.folder_edit.setText(path)
             self.source_box.setCurrentIndex(self.source_box.findData(FOLDER))
             self._source_changed()
+
+    def choose_probe_files(self) -> None:
+        start = os.path.dirname(self.probe_files[0]) if self.probe_files else str(Path.home())
+        paths, _ = QFileDialog.getOpenFileNames(self, "Probe images for the time-lapse", start,
+                                                PROBE_FILTER)  # fmt: skip
+        if paths:
+            self.set_probe_files(paths[:MAX_PROBES])
+
+    def set_probe_files(self, paths) -> None:  # noqa: ANN001  (a sequence of paths)
+        """Follow ``paths`` in the time-lapse instead of test images (none: test images)."""
+        self.probe_files = tuple(str(p) for p in paths)
+        chosen = bool(self.probe_files)
+        self.probes.setEnabled(not chosen)
+        self.probe_clear.setVisible(chosen)
+        self.probe_label.setVisible(chosen)
+        names = ", ".join(Path(p).name for p in self.probe_files[:3])
+        more = f" and {len(self.probe_files) - 3} more" if len(self.probe_files) > 3 else ""
+        self.probe_label.setText(f"The time-lapse follows your images: {names}{more}")
+        self.probe_label.setToolTip("\n".join(self.probe_files))
 
     def refresh_dataset_status(self) -> None:
         self._source_changed()
@@ -509,6 +564,7 @@ class FinetuneSettings(QWidget):
             "smoothing": self.smoothing,
             "mixed_precision": self.mixed_precision,
             "seed": self.seed,
+            "probes": self.probes,
         }
         if self.from_scratch():
             return {**fields, "augment_policy": self.augment_box, "clip_grad": self.clip_grad}
@@ -524,6 +580,7 @@ class FinetuneSettings(QWidget):
         for group, fields in (("finetune", self._dataset_fields()), (self.mode, self._fields())):
             for key, widget in fields.items():
                 self.store.setValue(f"{group}/{key}", _value(widget))
+        self.store.setValue(f"{self.mode}/probe_files", list(self.probe_files))
         if self.from_scratch():
             self.architecture.remember(self.store, SCRATCH)
 
@@ -540,6 +597,9 @@ class FinetuneSettings(QWidget):
             value = self.store.value(f"{self.mode}/{key}", defaults.get(key))
             if value is not None:
                 self._set(widget, value)
+        files = self.store.value(f"{self.mode}/probe_files")
+        files = [files] if isinstance(files, str) else files if isinstance(files, list) else []
+        self.set_probe_files(files[:MAX_PROBES])
         if self.from_scratch():
             self.architecture.restore(self.store, SCRATCH)
 

@@ -116,6 +116,8 @@ class FinetuneTab(QObject):
             label = "trained here, not saved" if scratch else "fine-tuned, not saved"
             self.window.model_bar.show_finetuned(info.request, info.spec.name, label)
             self.panel.adopted()  # the panel and the status bar say so together
+        else:  # the time-lapse follows the explorer's model: the one saved with it, or none
+            self.panel.show_model_timelapse(info)
         self.update_actions()
 
     def _adopt(self, result) -> None:  # noqa: ANN001  (core.training.FinetuneResult)

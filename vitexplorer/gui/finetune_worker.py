@@ -60,11 +60,13 @@ class DownloadJob:
 
 @dataclass(frozen=True)
 class SaveJob:
-    """Write ``loaded`` (a fine-tuned LoadedModel) and ``extra`` metadata to ``path``."""
+    """Write ``loaded`` (a fine-tuned LoadedModel) and ``extra`` metadata to ``path``, with the
+    run's ``timelapse`` (a core.timelapse.TimeLapse, or None) beside the weights."""
 
     path: str
     loaded: object
     extra: dict[str, Any]
+    timelapse: object = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class FinetuneWorker(QObject):
     started = Signal(object)  # core.training.Started
     steps = Signal(object)  # StepBatch
     epoch = Signal(object)  # core.training.Epoch
+    snapshot = Signal(object)  # core.training.Snapshot: a time-lapse frame, and all so far
     notice = Signal(str)
     download_progress = Signal(int, int)  # bytes done, bytes total
     downloaded = Signal(str)  # where the dataset now is
@@ -229,7 +232,15 @@ class FinetuneWorker(QObject):
 
     def _relay(self, events) -> None:  # noqa: ANN001  (the engine's generator)
         """The engine's events as signals, steps in batches."""
-        from vitexplorer.core.training import Epoch, Finished, Notice, Stage, Started, Step
+        from vitexplorer.core.training import (
+            Epoch,
+            Finished,
+            Notice,
+            Snapshot,
+            Stage,
+            Started,
+            Step,
+        )
 
         pending: list = []  # Step events not sent yet
         self._last_emit = 0.0
@@ -250,6 +261,8 @@ class FinetuneWorker(QObject):
                 self.started.emit(event)
             elif isinstance(event, Epoch):
                 self.epoch.emit(event)
+            elif isinstance(event, Snapshot):
+                self.snapshot.emit(event)
             elif isinstance(event, Notice):
                 self.notice.emit(event.message)
             elif isinstance(event, Finished):
@@ -278,7 +291,7 @@ class FinetuneWorker(QObject):
             if problem is None:
                 from vitexplorer.core.models import save_checkpoint
 
-                save_checkpoint(job.path, job.loaded, job.extra)
+                save_checkpoint(job.path, job.loaded, job.extra, job.timelapse)
         except OSError as exc:
             problem = f"cannot write {job.path}: {exc.strerror or failure_message(exc)}"
         except Exception as exc:
@@ -298,9 +311,12 @@ def _save_problem(job: SaveJob) -> str | None:
     if not folder.is_dir():
         return f"the folder {folder} does not exist"
     check_savable(job.loaded)  # TrainingError: NaN or infinite weights are never written
-    state = job.loaded.module.state_dict()
+    tensors = list(job.loaded.module.state_dict().items())
     metadata = len(json.dumps(job.extra, default=str)) + 4096  # and the model's description
-    return free_space_problem(folder, checkpoint_bytes(state.items(), metadata))
+    if job.timelapse is not None and job.timelapse.frames:
+        tensors += job.timelapse.tensors().items()
+        metadata += len(json.dumps(job.timelapse.metadata(), default=str))
+    return free_space_problem(folder, checkpoint_bytes(tensors, metadata))
 
 
 def _load_base(models, request: ModelRequest):  # noqa: ANN001, ANN202

@@ -48,7 +48,9 @@ VIEWS = (
         "Train",
         "Fine-tunes the explorer's model, or trains a new small ViT from scratch with the "
         "architecture you set, on CIFAR-10, a folder of class folders or a pixel CSV, with "
-        "live curves; the explorer then uses the trained model.",
+        "live curves; the explorer then uses the trained model. Its Time-lapse page shows a "
+        "few probe images' attention and prediction before training and after every epoch, "
+        "with each head's attention distance; Save keeps it in the checkpoint.",
     ),
     (
         "Model analytics",

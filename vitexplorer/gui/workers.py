@@ -48,6 +48,17 @@ class ParamCounts:
 
 
 @dataclass(frozen=True)
+class SavedTimeLapse:
+    """The time-lapse of a vitexplorer checkpoint's training, read by the worker when it loads
+    the checkpoint: ``timelapse`` is None when the file holds none, or ``problem`` says why the
+    one it holds cannot be shown (the model loads all the same)."""
+
+    file: str  # the checkpoint's name, for people
+    timelapse: object | None  # vitexplorer.core.timelapse.TimeLapse
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What the GUI knows of the loaded model."""
 
@@ -60,6 +71,8 @@ class ModelInfo:
     params: ParamCounts | None = None  # None: an architecture the fine-tune engine cannot split
     fine_tuned: bool = False  # trained in this session and not loaded from a file
     weights_file: str | None = None  # where the parameters were read from (method cards)
+    # the training time-lapse of a model loaded from a vitexplorer checkpoint; None otherwise
+    saved_timelapse: SavedTimeLapse | None = None
 
 
 @dataclass(frozen=True)
@@ -295,12 +308,20 @@ class ModelWorker(QObject):
         except Exception as exc:  # every failure becomes a message; the thread lives on
             self.model_failed.emit(_message(exc))
             return
-        self._use(loaded, request, time.perf_counter() - start, fine_tuned=False)
+        saved = _saved_timelapse(loaded.weights_file)
+        self._use(loaded, request, time.perf_counter() - start, fine_tuned=False, saved=saved)
 
     def _adopt(self, adoption: _Adoption) -> None:
         self._use(adoption.loaded, adoption.request, 0.0, fine_tuned=True)
 
-    def _use(self, loaded, request: ModelRequest, seconds: float, fine_tuned: bool) -> None:  # noqa: ANN001
+    def _use(
+        self,
+        loaded,  # noqa: ANN001
+        request: ModelRequest,
+        seconds: float,
+        fine_tuned: bool,
+        saved: SavedTimeLapse | None = None,
+    ) -> None:
         from vitexplorer.core import models
 
         with self._lock:  # statistics of two models must not be averaged together
@@ -320,6 +341,7 @@ class ModelWorker(QObject):
             _param_counts(loaded.module),
             fine_tuned,
             None if loaded.weights_file is None else str(loaded.weights_file),
+            saved,
         )
         self.model_ready.emit(info)
 
@@ -421,6 +443,28 @@ def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDo
     from vitexplorer.core import models
 
     return models.default_download(request.name, request.weights)
+
+
+def _saved_timelapse(path) -> SavedTimeLapse | None:  # noqa: ANN001  (Path | None)
+    """The time-lapse in the weights file at ``path`` when it is a vitexplorer checkpoint (a
+    safetensors file with vitexplorer's metadata); None for any other model."""
+    from pathlib import Path
+
+    from vitexplorer.core.checkpoint import file_label, is_safetensors_file, read_safetensors_header
+    from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
+
+    if path is None:
+        return None
+    name = file_label(Path(path))
+    try:
+        if not is_safetensors_file(path) or read_safetensors_header(path, weights=False)[1] is None:
+            return None
+        return SavedTimeLapse(name, read_timelapse(path))
+    except TimeLapseError as exc:
+        return SavedTimeLapse(name, None, str(exc))
+    except Exception as exc:  # the file changed since the model was read from it, say
+        problem = f"the time-lapse in {name} cannot be read: {_message(exc)}"
+        return SavedTimeLapse(name, None, problem)
 
 
 def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001

@@ -22,6 +22,7 @@ VAL_COLOR = (255, 127, 14)
 # an opaque one, and a translucent grid made one repaint of the three plots cost 20 to 30 ms.
 RAW_COLOR = (150, 190, 220)  # TRAIN_COLOR, faded towards white
 GRID_COLOR = (228, 228, 228)
+MARK_COLOR = (130, 130, 130)  # the time-lapse's epoch on the per-epoch curves
 MISTAKE_COLOR = QColor(200, 30, 30)
 CORRECT_COLOR = QColor(30, 130, 60)
 
@@ -114,6 +115,13 @@ class TrainingCurves(pg.GraphicsLayoutWidget):
         self.val_loss_curve = curve(self.loss_plot, "validation", VAL_COLOR, symbol="s")
         self.train_acc_curve = curve(self.acc_plot, "training", TRAIN_COLOR, symbol="o")
         self.val_acc_curve = curve(self.acc_plot, "validation", VAL_COLOR, symbol="s")
+        self.epoch_marks = []
+        for plot in (self.loss_plot, self.acc_plot):
+            pen = pg.mkPen(MARK_COLOR, width=2)  # a dashed line one pixel wide was not drawn
+            mark = pg.InfiniteLine(angle=90, movable=False, pen=pen)
+            mark.setVisible(False)
+            plot.addItem(mark, ignoreBounds=True)
+            self.epoch_marks.append(mark)
         self.raw = GrowingSeries()
         self.smooth = GrowingSeries()
         self.epochs = {name: GrowingSeries(16) for name in ("tl", "vl", "ta", "va")}
@@ -138,7 +146,19 @@ class TrainingCurves(pg.GraphicsLayoutWidget):
             plot.setYRange(0, 1, padding=0)
         for plot in (self.loss_plot, self.acc_plot):
             plot.setXRange(0.5, max(epochs, 1) + 0.5, padding=0)
+        self.mark_epoch(None)
         self.redraw()
+
+    def mark_epoch(self, epoch: int | None) -> None:
+        """A grey line at ``epoch`` on the per-epoch curves (the time-lapse's); None: none."""
+        for mark in self.epoch_marks:
+            mark.setVisible(epoch is not None)
+            if epoch is not None:
+                mark.setValue(epoch)
+
+    def marked_epoch(self) -> int | None:
+        mark = self.epoch_marks[0]
+        return round(mark.value()) if mark.isVisible() else None
 
     def add_steps(self, steps: np.ndarray, losses: np.ndarray) -> None:
         smoothed = np.empty(len(losses))

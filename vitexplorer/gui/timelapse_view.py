@@ -1,0 +1,512 @@
+"""The time-lapse of a training run in the Train tab: a few probe images' attention, one frame
+before the first step and one after every epoch (``core.timelapse``).
+
+A strip of the probes (click one), a slider over the epochs captured so far with a play button,
+the chosen probe's map at that epoch over the image (the rollout of the CLS token, or one
+layer's CLS attention, a head or the mean of heads) with what the model predicted then, and
+every head's mean attention distance or entropy against depth at that epoch (the ViT paper's
+Fig. 7), over the probes or the chosen one. Every number was computed by the engine; drawing a
+frame only slices arrays.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QScrollArea,
+    QSlider,
+    QSpinBox,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vitexplorer.gui.analytics_tab import EmptyState
+from vitexplorer.gui.views.head_stats_view import DistancePlot
+from vitexplorer.gui.views.image_view import ImageView
+from vitexplorer.gui.views.panels import ThumbnailStrip
+
+ROLLOUT, CLS = "rollout", "cls"
+MAPS = [
+    (ROLLOUT, "Rollout (CLS)", "The CLS token's row of the attention rollout over all layers "
+     "(heads averaged, nothing discarded): where the prediction draws from"),
+    (CLS, "CLS attention", "The CLS token's attention over the patches in one layer: a head's, "
+     "or the mean of the layer's heads"),
+]  # fmt: skip
+STATISTICS = {  # name, the y axis's label, a value, the choice's text
+    "distance": ("Mean attention distance", "distance (pixels)", "{:.1f} px", "Distance"),
+    "entropy": ("Attention entropy", "entropy (nats)", "{:.2f} nats", "Entropy"),
+}
+MEAN_OF_PROBES, CHOSEN_PROBE = "mean", "probe"
+MEAN_OF_HEADS = -1
+PLAY_MS = 600  # one epoch on screen while playing
+THUMBNAIL = 40  # px
+STRIP_COLUMNS = 2
+RIGHT, WRONG = "#1e823c", "#c81e1e"  # the gallery's colours for right and wrong
+TEXT = "#282828"
+EMPTY_TEXT = (
+    "The time-lapse of a training run shows here: what the model does with a few probe images "
+    "before the first step and after every epoch. Set Time-lapse probes (left) above 0 and press "
+    "Start, or open a checkpoint saved with a time-lapse (File > Open model)."
+)
+
+
+class HeadStatsPlot(DistancePlot):
+    """The analytics tab's distance-against-depth plot, for either statistic, on a white ground
+    and a y range fixed for the whole time-lapse (so that epochs compare)."""
+
+    def __init__(self) -> None:
+        super().__init__(background="w")
+        self.statistic = "distance"
+        self.plotItem.setLabel("bottom", "layer", color=self.text_color)
+
+    def show_values(self, values: np.ndarray, statistic: str, title: str, top: float) -> None:
+        """Per-head (layers, heads) values of ``statistic`` on a y axis from 0 to ``top``."""
+        self.statistic = statistic
+        self.set_statistics(values, title=title)
+        self.plotItem.setLabel("left", STATISTICS[statistic][1], color=self.text_color)
+        self.setYRange(0, max(top, 1e-6) * 1.05, padding=0)
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points drawn: layer (from 1) and value."""
+        x, y = self.points.getData()
+        return np.asarray(x), np.asarray(y)
+
+    def _tip(self, x: float, y: float, data: tuple[int, int]) -> str:
+        layer, head = data
+        name, _, unit, _ = STATISTICS[self.statistic]
+        value = unit.format(y)
+        return f"layer {layer + 1}, head {head + 1}\n{name.lower()} {value}\nclick: map its CLS row"
+
+
+class TimeLapseView(QWidget):
+    """See the module docstring. :meth:`show_timelapse` shows one (and keeps the place while a
+    run's grows), :meth:`show_message` says why there is none."""
+
+    epoch_shown = Signal(int)  # the epoch on screen; -1 when no time-lapse is shown
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timelapse = None  # core.timelapse.TimeLapse
+        self.class_names: tuple[str, ...] = ()
+        self.origin = ""
+        self.planned: int | None = None  # the epochs a run under way will have
+        self.index = 0  # the frame shown
+        self.probe = 0
+        self._tops: dict[str, float] = {}  # each statistic's highest value in the time-lapse
+        self.timer = QTimer(self)
+        self.timer.setInterval(PLAY_MS)
+        self.timer.timeout.connect(self._advance)
+        self._build()
+        self.show_message(EMPTY_TEXT)
+
+    # --- construction ---------------------------------------------------------------------
+    def _build(self) -> None:
+        self._make_widgets()
+        self._lay_out()
+        self.strip.currentItemChanged.connect(self._probe_clicked)
+        self.slider.valueChanged.connect(self._slid)
+        self.play_button.clicked.connect(self.toggle_play)
+        self.map_box.currentIndexChanged.connect(self._map_changed)
+        for box in (self.head_box, self.stat_box, self.scope_box):
+            box.currentIndexChanged.connect(self._redraw)
+        self.layer_spin.valueChanged.connect(self._redraw)
+        self.stats_plot.head_clicked.connect(self.show_head)
+        self.image_view.arrow_pressed.connect(self._arrow)
+        self._map_changed()
+
+    def _make_widgets(self) -> None:
+        self.header = QLabel("")
+        self.header.setWordWrap(True)
+        self.header.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.strip = ThumbnailStrip()  # a column of the probes, two abreast, beside the views
+        self.strip.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
+        self.strip.setWrapping(True)
+        self.strip.setResizeMode(QListView.Adjust)
+        self.strip.setSpacing(1)
+        self.strip.setMinimumHeight(0)  # the strip's fixed height undone: QWIDGETSIZE_MAX
+        self.strip.setMaximumHeight(16777215)
+        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.strip.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
+        scroll = self.strip.verticalScrollBar().sizeHint().width()
+        cell = THUMBNAIL + 8
+        self.strip.setFixedWidth(STRIP_COLUMNS * (cell + 2) + scroll + 2 * self.strip.frameWidth())
+        self.strip.setToolTip("The probe images: click one to follow it")
+        self.strip.setStyleSheet(  # the chosen probe framed, plainly
+            "QListView::item { border: 2px solid transparent; }"
+            "QListView::item:selected { border: 2px solid #0a64c8; background: #bcd8f5; }"
+        )
+        self.play_button = QToolButton()
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setPageStep(1)
+        self.slider.setTickPosition(QSlider.TicksBelow)
+        self.slider.setToolTip("The epoch shown: 0 is before the first step")
+        self.epoch_label = QLabel("")
+        self.epoch_label.setMinimumWidth(110)
+        self.map_box = QComboBox()
+        for value, label, tip in MAPS:
+            self.map_box.addItem(label, value)
+            self.map_box.setItemData(self.map_box.count() - 1, tip, Qt.ToolTipRole)
+        self.map_box.setToolTip("What the image shows")
+        self.layer_spin = QSpinBox()
+        self.layer_spin.setPrefix("layer ")
+        self.layer_spin.setRange(1, 1)
+        self.layer_spin.setToolTip("The layer whose CLS attention is shown")
+        self.head_box = QComboBox()
+        self.head_box.setToolTip("One head's CLS attention, or the mean of the layer's heads")
+        self.stat_box = QComboBox()
+        for value, (name, _, _, label) in STATISTICS.items():
+            self.stat_box.addItem(label, value)
+            self.stat_box.setItemData(self.stat_box.count() - 1, name, Qt.ToolTipRole)
+        self.stat_box.setToolTip("Each head's mean attention distance or entropy, by layer")
+        self.scope_box = QComboBox()
+        self.scope_box.addItem("all probes", MEAN_OF_PROBES)
+        self.scope_box.addItem("this probe", CHOSEN_PROBE)
+        self.scope_box.setToolTip("Averaged over the probe images, or of the chosen one")
+        self.image_view = ImageView()
+        self.image_view.setBackground("w")
+        self.image_view.setMinimumSize(160, 160)
+        self.stats_plot = HeadStatsPlot()
+        self.stats_plot.setMinimumSize(180, 160)
+        self.stop()  # the play button as it starts
+
+    def _lay_out(self) -> None:
+        epochs = QHBoxLayout()
+        epochs.addWidget(self.play_button)
+        epochs.addWidget(self.slider, 1)
+        epochs.addWidget(self.epoch_label)
+        map_row = QHBoxLayout()
+        map_row.addWidget(self.map_box)
+        map_row.addWidget(self.layer_spin)
+        map_row.addWidget(self.head_box)
+        map_row.addStretch(1)
+        stat_row = QHBoxLayout()
+        stat_row.addWidget(self.stat_box)
+        stat_row.addWidget(self.scope_box)
+        stat_row.addStretch(1)
+        left, right = QVBoxLayout(), QVBoxLayout()
+        left.addLayout(map_row)
+        left.addWidget(self.image_view, 1)
+        right.addLayout(stat_row)
+        right.addWidget(self.stats_plot, 1)
+        views = QHBoxLayout()
+        views.addWidget(self.strip)
+        views.addLayout(left, 1)
+        views.addLayout(right, 1)
+        content = QWidget()
+        column = QVBoxLayout(content)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addLayout(epochs)
+        column.addLayout(views, 1)
+        # scrolled rather than squeezed below its minimum: the page's minimum would otherwise be
+        # the whole tab widget's, and the explorer's window could not be narrowed to 1024 px.
+        # (The header wraps, so it stays outside: a scroll area gives a widget whose height
+        # depends on its width its preferred height, never less.)
+        scroll = QScrollArea()
+        scroll.setWidget(content)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        page = QWidget()
+        page_layout = QVBoxLayout(page)
+        page_layout.setContentsMargins(0, 0, 0, 0)
+        page_layout.setSpacing(2)
+        page_layout.addWidget(self.header)
+        page_layout.addWidget(scroll, 1)
+        self.area = EmptyState(page, EMPTY_TEXT)
+        self.area.label.setStyleSheet(f"color: {TEXT}; padding: 16px;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.area)
+
+    # --- what is shown --------------------------------------------------------------------
+    def show_message(self, text: str) -> None:
+        """No time-lapse: ``text`` says why."""
+        self.stop()
+        self.timelapse = None
+        self.origin = ""
+        self.area.show_message(text)
+        self.epoch_shown.emit(-1)
+
+    def message(self) -> str | None:
+        """The message shown instead of a time-lapse, or None while one is shown."""
+        return None if self.area.showing_view else self.area.label.text()
+
+    def show_timelapse(
+        self,
+        timelapse,  # noqa: ANN001
+        class_names,  # noqa: ANN001
+        origin: str,
+        planned: int | None = None,
+    ) -> None:
+        """Show ``timelapse`` (a core.timelapse.TimeLapse with at least one frame), its classes
+        named by ``class_names``, said to come from ``origin``; ``planned``: the epochs of a run
+        still under way. The same run's time-lapse grown by a frame keeps the probe and the
+        epoch, or follows the newest frame when it was shown."""
+        if not timelapse.frames:
+            return
+        old = self.timelapse
+        grown = old is not None and timelapse.images is old.images
+        following = not grown or self.index >= len(old.frames) - 1
+        self.timelapse = timelapse
+        self.class_names = tuple(class_names)
+        self.origin = origin
+        self.planned = planned
+        last = len(timelapse.frames) - 1
+        if not grown:
+            self._new_probes()
+            self.index = self._start_index()
+        elif following:
+            self.index = last
+        self._tops = {}
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, last)
+        self.slider.setValue(self.index)
+        self.slider.blockSignals(False)
+        self._say_origin()
+        self.area.show_view()
+        self._redraw()
+
+    def relabel(self, origin: str) -> None:
+        """The same time-lapse, now said to come from ``origin`` (a run saved to a file)."""
+        if self.timelapse is not None:
+            self.origin = origin
+            self.planned = None
+            self._say_origin()
+            self._redraw()
+
+    def _start_index(self) -> int:
+        """A checkpoint opens at the epoch whose weights it holds (else the last)."""
+        epochs = self.timelapse.epochs
+        best = self.timelapse.best_epoch
+        return epochs.index(best) if best in epochs else len(epochs) - 1
+
+    def _say_origin(self) -> None:
+        timelapse = self.timelapse
+        epochs = timelapse.frames[-1].epoch
+        probes = len(timelapse.sources)
+        if self.planned is not None:
+            text = f"{self.origin} ({self.planned} epoch{_s(self.planned)}): {epochs} so far"
+        else:
+            text = f"{self.origin}: {epochs} epoch{_s(epochs)}"
+        text += f", {probes} probe{_s(probes)}"
+        best = timelapse.best_epoch
+        if best is not None and best != epochs:
+            text += f"; the model kept holds epoch {best}'s weights"
+        self.header.setText(text)
+
+    def _new_probes(self) -> None:
+        """A new time-lapse: its probes in the strip, its layers and heads in the choices."""
+        timelapse = self.timelapse
+        self.strip.blockSignals(True)
+        self.strip.clear()
+        for i, image in enumerate(timelapse.images):
+            key = str(i)
+            self.strip.add_entry(key, "")
+            item = self.strip.item_for(key)
+            item.setSizeHint(QSize(THUMBNAIL + 8, THUMBNAIL + 8))
+            item.setToolTip(f"probe {i + 1}: {timelapse.sources[i]}{self._true_text(i)}")
+            self.strip.set_thumbnail(key, _enlarged(image, THUMBNAIL))
+        self.probe = 0
+        self.strip.setCurrentRow(0)
+        self.strip.blockSignals(False)
+        layers, heads = timelapse.frames[0].distance.shape[1:]
+        head = self.head_box.currentData()
+        for widget in (self.layer_spin, self.head_box):
+            widget.blockSignals(True)
+        self.layer_spin.setRange(1, layers)
+        self.layer_spin.setValue(layers)
+        self.head_box.clear()
+        self.head_box.addItem("mean", MEAN_OF_HEADS)
+        for h in range(heads):
+            self.head_box.addItem(f"head {h + 1}", h)
+        self.head_box.setCurrentIndex(max(0, self.head_box.findData(head)))
+        for widget in (self.layer_spin, self.head_box):
+            widget.blockSignals(False)
+
+    # --- choices --------------------------------------------------------------------------
+    @property
+    def frame(self):  # noqa: ANN201  (core.timelapse.Frame)
+        return None if self.timelapse is None else self.timelapse.frames[self.index]
+
+    def map_kind(self) -> str:
+        return self.map_box.currentData()
+
+    def set_map(self, kind: str, layer: int | None = None, head: int | None = None) -> None:
+        """Choose the map: ROLLOUT or CLS, with CLS a layer (from 0) and a head (from 0, or
+        MEAN_OF_HEADS)."""
+        self.map_box.setCurrentIndex(self.map_box.findData(kind))
+        if layer is not None:
+            self.layer_spin.setValue(layer + 1)
+        if head is not None:
+            self.head_box.setCurrentIndex(max(0, self.head_box.findData(head)))
+
+    def show_head(self, layer: int, head: int) -> None:
+        """A point of the statistics plot clicked: that head's CLS attention."""
+        self.set_map(CLS, layer, head)
+
+    def set_epoch_index(self, index: int) -> None:
+        self.slider.setValue(index)
+
+    def set_probe(self, probe: int) -> None:
+        self.strip.setCurrentRow(probe)
+
+    def _probe_clicked(self, current, _previous=None) -> None:  # noqa: ANN001
+        if current is not None and self.timelapse is not None:
+            self.probe = int(current.data(Qt.UserRole))
+            self._redraw()
+
+    def _slid(self, index: int) -> None:
+        if self.timelapse is not None:
+            self.index = index
+            self._redraw()
+
+    def _map_changed(self, _index: int = 0) -> None:
+        cls = self.map_kind() == CLS
+        self.layer_spin.setEnabled(cls)
+        self.head_box.setEnabled(cls)
+        self._redraw()
+
+    def _arrow(self, d_row: int, d_col: int) -> None:
+        """Left and right step through the epochs, up and down through the probes."""
+        if self.timelapse is None:
+            return
+        if d_col:
+            self.slider.setValue(self.index + d_col)
+        else:
+            self.strip.setCurrentRow(min(max(self.probe + d_row, 0), self.strip.count() - 1))
+
+    # --- playing --------------------------------------------------------------------------
+    def toggle_play(self) -> None:
+        if self.timer.isActive():
+            self.stop()
+            return
+        if self.timelapse is None:
+            return
+        if self.index >= self.slider.maximum():
+            self.slider.setValue(0)  # played to the end before: from the start again
+        self.timer.start()
+        self.play_button.setIcon(self.style().standardIcon(QStyle.SP_MediaPause))
+        self.play_button.setToolTip("Pause")
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self.play_button.setIcon(self.style().standardIcon(QStyle.SP_MediaPlay))
+        self.play_button.setToolTip("Play the epochs one after another (stops at the last)")
+
+    def playing(self) -> bool:
+        return self.timer.isActive()
+
+    def _advance(self) -> None:
+        if self.timelapse is None or self.index >= self.slider.maximum():
+            self.stop()
+            return
+        self.slider.setValue(self.index + 1)
+        if self.index >= self.slider.maximum():
+            self.stop()
+
+    # --- drawing --------------------------------------------------------------------------
+    def shown_map(self) -> np.ndarray:
+        """The chosen probe's chosen map at the shown epoch, (rows, columns)."""
+        frame, p = self.frame, self.probe
+        if self.map_kind() == ROLLOUT:
+            values = frame.rollout[p]
+        else:
+            layer, head = self.layer_spin.value() - 1, self.head_box.currentData()
+            maps = frame.cls_attention[p, layer]
+            values = maps.mean(0) if head in (None, MEAN_OF_HEADS) else maps[head]
+        return values.reshape(self.timelapse.grid)
+
+    def _map_title(self) -> str:
+        if self.map_kind() == ROLLOUT:
+            return "rollout of the CLS token"
+        head = self.head_box.currentData()
+        which = "mean of heads" if head in (None, MEAN_OF_HEADS) else f"head {head + 1}"
+        return f"CLS attention, layer {self.layer_spin.value()}, {which}"
+
+    def _true_text(self, probe: int) -> str:
+        label = int(self.timelapse.labels[probe])
+        return f" (true class: {self._name(label)})" if label >= 0 else ""
+
+    def _name(self, index: int) -> str:
+        names = self.class_names
+        return names[index] if 0 <= index < len(names) else f"class {index}"
+
+    def prediction_text(self) -> str:
+        """What the model predicted for the chosen probe at the shown epoch, in words."""
+        frame, p = self.frame, self.probe
+        predicted, label = int(frame.predicted[p]), int(self.timelapse.labels[p])
+        text = f"predicts {self._name(predicted)} ({100 * frame.probability[p]:.0f}%)"
+        if label < 0:
+            return text + "; true class unknown"
+        verdict = "right" if label == predicted else "wrong"
+        return f"{text}, true class {self._name(label)}: {verdict}"
+
+    def _redraw(self, _value: object = None) -> None:
+        timelapse = self.timelapse
+        if timelapse is None:
+            return
+        frame, p = self.frame, self.probe
+        self.image_view.set_image(timelapse.images[p], timelapse.grid)
+        self.image_view.set_heat(self.shown_map())
+        label, predicted = int(timelapse.labels[p]), int(frame.predicted[p])
+        colour = TEXT if label < 0 else RIGHT if label == predicted else WRONG
+        self.image_view.title.setText(
+            f"<span style='color: {TEXT}'>Probe {p + 1}, epoch {frame.epoch}:</span> "
+            f"<span style='color: {colour}'>{html.escape(self.prediction_text())}</span>",
+            size="9pt",
+        )
+        self.image_view.setToolTip(f"{timelapse.sources[p]}\n{self._map_title()}")
+        self._draw_statistics()
+        last = timelapse.frames[-1].epoch if self.planned is None else self.planned
+        kept = " (kept)" if frame.epoch == timelapse.best_epoch else ""
+        when = "before training" if frame.epoch == 0 else f"{frame.epoch} of {last}{kept}"
+        self.epoch_label.setText(f"epoch {when}")
+        self.epoch_shown.emit(frame.epoch)
+
+    def statistics_scope(self) -> str:
+        return self.scope_box.currentData()
+
+    def shown_statistics(self) -> np.ndarray:
+        """The per-head (layers, heads) values drawn: the chosen statistic at the shown epoch,
+        averaged over the probes or of the chosen one."""
+        values = getattr(self.frame, self.stat_box.currentData())
+        return values.mean(0) if self.statistics_scope() == MEAN_OF_PROBES else values[self.probe]
+
+    def _draw_statistics(self) -> None:
+        statistic = self.stat_box.currentData()
+        if statistic not in self._tops:
+            self._tops[statistic] = float(self.timelapse.stacked(statistic).max())
+        probes = len(self.timelapse.sources)
+        scope = (
+            f"mean of {probes} probe{_s(probes)}"
+            if self.statistics_scope() == MEAN_OF_PROBES
+            else f"probe {self.probe + 1}"
+        )
+        name = STATISTICS[statistic][0]
+        title = f"{name} per head<br>epoch {self.frame.epoch}, {scope}"
+        self.stats_plot.show_values(
+            self.shown_statistics(), statistic, title, self._tops[statistic]
+        )
+        head = self.head_box.currentData()
+        cls_head = self.map_kind() == CLS and head not in (None, MEAN_OF_HEADS)
+        self.stats_plot.set_selected(self.layer_spin.value() - 1 if cls_head else None, head)
+
+
+def _enlarged(image: np.ndarray, side: int) -> np.ndarray:
+    """A small image repeated pixel by pixel to at least ``side`` (an icon never enlarges)."""
+    factor = max(1, -(-side // max(image.shape[:2])))
+    return np.ascontiguousarray(image.repeat(factor, 0).repeat(factor, 1))
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
