@@ -383,7 +383,10 @@ class MethodBar(QToolBar):
         self.compare_box: QCheckBox | None = None
         if compare:
             self.compare_box = QCheckBox("Compare")
-            self.compare_box.setToolTip("Show a second method, or another class, side by side")
+            self.compare_box.setToolTip(
+                "Show a second view side by side: another method or class of this model, or "
+                "another model (such as the model before fine-tuning) on the same image"
+            )
             self.compare_box.setFocusPolicy(Qt.NoFocus)
             self.addSeparator()
             self.addWidget(self.compare_box)
@@ -399,7 +402,7 @@ class MethodBar(QToolBar):
             )
             self.same_scale_box.setFocusPolicy(Qt.NoFocus)
             self.same_scale_box.setEnabled(False)
-            self.addWidget(self.same_scale_box)
+            self._same_scale_action = self.addWidget(self.same_scale_box)
             self.same_scale_box.toggled.connect(self.same_scale_toggled)
             self.compare_box.toggled.connect(self.same_scale_box.setEnabled)
         for box in (self.method_box, self.fusion_box, self.target_box):
@@ -407,6 +410,12 @@ class MethodBar(QToolBar):
         for spin in (self.discard_spin, self.start_spin):
             spin.valueChanged.connect(self._changed)
         self._show_options()
+
+    def show_same_scale(self, shown: bool) -> None:
+        """Show or hide "Same scale" (compared with another model, the compare panel has its
+        own scale setting)."""
+        if self.same_scale_box is not None:
+            self._same_scale_action.setVisible(shown)
 
     def choice(self) -> MethodChoice:
         return MethodChoice(

@@ -1,10 +1,14 @@
-"""The explorer's explanations: the method bar and the side-by-side compare view, relevance
-maps asked of the worker, the model analytics tab, and File > Export view. Wiring only: the
-maps come from :mod:`vitexplorer.core.explorer_maps`, the statistics from core.explain."""
+"""The explorer's explanations: the method bar and the side-by-side compare view (another
+method, or another model: :mod:`vitexplorer.gui.model_compare_view`), relevance maps asked of
+the worker, the model analytics tab, and File > Export view. Wiring only: the maps come from
+:mod:`vitexplorer.core.explorer_maps`, the statistics from core.explain."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
@@ -12,12 +16,65 @@ from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 from vitexplorer.core.explain import attention_matrix
 from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.numbering import shown
-from vitexplorer.core.session import IMAGE_SUFFIXES
+from vitexplorer.core.session import IMAGE_SUFFIXES, Selection
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
+from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone, StructureDone
+
+
+@dataclass(frozen=True)
+class ViewSource:
+    """What one view draws from: an analysis and its selection (the explorer's, or model B's
+    in a model comparison), how its title begins, and where a missing relevance map is asked
+    for and a map that ranks nothing is said."""
+
+    analysis: Any  # ImageAnalysis
+    selection: Selection
+    title: str  # the title's first words: "", "photo.png — ", "B · demo — "
+    keep_aspect: bool
+    ask_relevance: Callable[[int], None]  # the class whose map is still to be computed
+    notice: Callable[[str, str], None]  # (what the map is, why it ranks nothing)
+
+
+def draw_view(
+    view: ImageView,
+    choice: MethodChoice,
+    patch,  # noqa: ANN001
+    heat,  # noqa: ANN001
+    levels,  # noqa: ANN001
+    source: ViewSource,
+) -> None:
+    """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance not
+    computed yet, asked for and drawn when it arrives), on ``levels`` or, without, the map's
+    own range."""
+    from vitexplorer.core.analysis import flat_map
+
+    analysis, sel = source.analysis, source.selection
+    what = choice.describe(sel, analysis)
+    if heat is None:
+        source.ask_relevance(choice.target_for(analysis))
+        view.clear_heat()
+        view.set_selected_patch(None)
+        view.title.setText(f"{source.title}{what}: computing…")
+        return
+    view.set_heat(heat, levels)
+    flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
+    if flat:
+        source.notice(what, flat)
+    said = f" · {flat.split(':')[0]}" if flat else ""
+    if choice.method == "relevance":
+        view.set_selected_patch(None)
+        view.title.setText(f"{source.title}{what}{said}")
+        return
+    view.set_selected_patch(patch)
+    where = f"{analysis.spec.token_label(sel.token)} (token {shown(sel.token)})"
+    if source.keep_aspect:
+        rows, cols = analysis.spec.grid
+        where += f" · whole image, {rows}x{cols} patches"
+    view.title.setText(f"{source.title}{what} · {where}{said}")
 
 
 class Explanations(QObject):
@@ -34,12 +91,15 @@ class Explanations(QObject):
         self.compare_bar = MethodBar(compare=False, title="Compare with")
         self.compare_bar.set_method("rollout")
         self.compare_view = ImageView()
+        self.models = ModelCompare(window, self)  # Compare with: another model
         self.compare_panel = QWidget()
         layout = QVBoxLayout(self.compare_panel)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
+        layout.addWidget(self.models.mode_row)
         layout.addWidget(self.compare_bar)
         layout.addWidget(self.compare_view, 1)
+        layout.addWidget(self.models.panel, 1)
         self.compare_panel.setVisible(False)
         self.explorer = QSplitter(Qt.Horizontal)
         self.explorer.addWidget(window.image_view)
@@ -59,6 +119,8 @@ class Explanations(QObject):
         self.method_bar.compare_toggled.connect(self.show_compare)
         self.compare_bar.choice_changed.connect(self._method_changed)
         self.method_bar.same_scale_toggled.connect(self._method_changed)
+        self.models.mode_changed.connect(self._compare_mode_changed)
+        self.models.connect_views()
         self.compare_view.patch_clicked.connect(window.select_patch)
         self.compare_view.patch_hovered.connect(self._hover_compare)
         self.compare_view.arrow_pressed.connect(window.move_patch)
@@ -90,6 +152,7 @@ class Explanations(QObject):
         # the model's structure is read when the analytics tab first needs it, not before the
         # explorer may use the model
         self.generation = info.generation
+        self.models.explorer_model_changed(info)
         self.analytics.show_structure_message(
             f"Reading {spec.display_name}'s position embeddings and patch filters\u2026"
         )
@@ -125,6 +188,7 @@ class Explanations(QObject):
             bar.set_predictions(analysis.predictions)
             bar.blockSignals(False)
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
+        self.models.show_analysis(analysis)
         self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
         from vitexplorer.core.analysis import constant_output  # torch is loaded by now
 
@@ -141,9 +205,15 @@ class Explanations(QObject):
 
     def draw(self, patch) -> None:  # noqa: ANN001
         """The overlays of the main view and, when shown, the compare view; with "Same scale",
-        both on one colour scale spanning both maps."""
+        both on one colour scale spanning both maps. Compared with another model, that model's
+        views draw them (:class:`~vitexplorer.gui.model_compare_view.ModelCompare`)."""
+        sel = self.window.selection
+        self.analytics.set_selected(sel.layer, sel.head)
+        if self.comparing and self.models.active:
+            self.models.draw(patch)
+            return
         views = [(self.window.image_view, self.method_bar.choice())]
-        if self.comparing:
+        if self.comparing_methods:
             views.append((self.compare_view, self.compare_bar.choice()))
         heats = [self._heat(choice) for _, choice in views]
         levels = None
@@ -152,8 +222,6 @@ class Explanations(QObject):
             levels = shared_levels(shown)
         for (view, choice), heat in zip(views, heats, strict=True):
             self._draw(view, choice, patch, heat, levels)
-        sel = self.window.selection
-        self.analytics.set_selected(sel.layer, sel.head)
 
     @property
     def same_scale(self) -> bool:
@@ -169,7 +237,7 @@ class Explanations(QObject):
         """The layer and head apply while a shown image draws raw attention; under rollout or
         relevance alone they are disabled, saying why."""
         methods = [self.method_bar.choice().method]
-        if self.comparing:
+        if self.comparing_methods:
             methods.append(self.compare_bar.choice().method)
         self.window.view_bar.set_applies("attention" if "attention" in methods else methods[0])
 
@@ -213,49 +281,46 @@ class Explanations(QObject):
         )
 
     def _draw(self, view: ImageView, choice: MethodChoice, patch, heat, levels) -> None:  # noqa: ANN001
-        """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance
-        not computed yet, asked of the worker and drawn when it arrives), on ``levels`` or,
-        without, the map's own range."""
-        analysis, sel, key = (
-            self.window.analysis,
-            self.window.selection,
-            self.window.session.current_key,
-        )
-        # side by side, each title names only its method: the image is the same
-        name = "" if self.comparing else f"{self.window.session.current.name} — "
-        what = choice.describe(sel, analysis)
-        if heat is None:
-            self._ask_relevance(key, choice.target_for(analysis))
-            view.clear_heat()
-            view.set_selected_patch(None)
-            view.title.setText(f"{name}{what}: computing…")
-            return
-        view.set_heat(heat, levels)
-        from vitexplorer.core.analysis import flat_map
+        """One view of the explorer's model: see :func:`draw_view`."""
+        draw_view(view, choice, patch, heat, levels, self.explorer_source())
 
-        flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
-        if flat:
-            self._notice(what, f"{self.window.session.current.name}, {what}: {flat}.")
-        said = f" · {flat.split(':')[0]}" if flat else ""
-        if choice.method == "relevance":
-            view.set_selected_patch(None)
-            view.title.setText(f"{name}{what}{said}")
-            return
-        view.set_selected_patch(patch)
-        where = f"{analysis.spec.token_label(sel.token)} (token {shown(sel.token)})"
-        if self.window.keep_aspect:
-            rows, cols = analysis.spec.grid
-            where += f" · whole image, {rows}x{cols} patches"
-        view.title.setText(f"{name}{what} · {where}{said}")
+    def explorer_source(self, title: str | None = None) -> ViewSource:
+        """The explorer's analysis and selection, for :func:`draw_view`; side by side, each
+        title names only its method (the image is the same), else the image too."""
+        window = self.window
+        name = window.session.current.name
+        if title is None:
+            title = "" if self.comparing else f"{name} — "
+        key = window.session.current_key
+        return ViewSource(
+            window.analysis,
+            window.selection,
+            title,
+            window.keep_aspect,
+            lambda target: self._ask_relevance(key, target),
+            lambda what, flat: self._notice(what, f"{name}, {what}: {flat}."),
+        )
 
     def show_compare(self, shown: bool) -> None:
-        """The second view, side by side, with its own method or class."""
+        """The second view, side by side, with its own method or class, or another model."""
         self.compare_panel.setVisible(shown)
-        if shown:
-            self.explorer.setSizes([1, 1])
+        self._compare_mode_changed()
+
+    def _compare_mode_changed(self) -> None:
+        """Compare with another method (the compare bar and view) or another model (its
+        panel); the method bar's "Same scale" is the method comparison's (a model comparison
+        has its own, on by default)."""
+        models = self.models.active
+        self.compare_bar.setVisible(not models)
+        self.compare_view.setVisible(not models)
+        self.models.panel.setVisible(models)
+        self.method_bar.show_same_scale(not (models and self.comparing))
+        if self.comparing:  # the two views side by side, as wide as each other
+            half = max(self.explorer.width() // 2, 1)
+            self.explorer.setSizes([half, half])
         self.update_controls()
         if self.window.analysis is not None:
-            if shown:
+            if self.comparing_methods:
                 self.compare_view.set_image(
                     self.window.analysis.display, self.window.analysis.spec.grid
                 )
@@ -267,9 +332,19 @@ class Explanations(QObject):
         are kept current behind another tab, so nothing stale shows when it comes back)."""
         return not self.compare_panel.isHidden()
 
+    @property
+    def comparing_methods(self) -> bool:
+        """Compare is on with another method (or class) of the explorer's model."""
+        return self.comparing and not self.models.active
+
     def show_placeholder(self) -> None:
-        """The explorer waits for an analysis: the compare view shows nothing old."""
+        """The explorer waits for an analysis: the compare views show nothing old."""
         self.compare_view.show_placeholder("")
+        self.models.show_placeholder()
+
+    def before_close(self) -> None:
+        """The window closes: the compared model's worker stops."""
+        self.models.stop()
 
     def _ask_relevance(self, key: str, target: int) -> None:
         if self.window.worker is None or (key, target) in self.relevance_asked:
@@ -384,7 +459,7 @@ class Explanations(QObject):
             device=info.device,
         )
         views = [(base, self.window.image_view, self.method_bar)]
-        if self.comparing:
+        if self.comparing_methods:
             views.append(
                 (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)
             )

@@ -309,6 +309,7 @@ class MainWindow(QMainWindow):
             self.settings.setValue("model/device", request.device)
         self.settings.sync()
         self.previews.stop()
+        self.explanations.before_close()  # the compared model's worker, if any
         if self._worker_thread is not None:
             self._worker_thread.stop()
             self._worker_thread = None

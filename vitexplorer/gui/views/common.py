@@ -10,11 +10,12 @@ from PySide6.QtGui import QPen, QTextOption
 from vitexplorer.core.scales import tick_labels
 
 HEAT_COLORMAP = "inferno"
+DIFFERENCE_COLORMAP = "CET-D1"  # diverging, white at zero: one map minus another
 SELECTION_COLOR = (0, 229, 255)
 
 
-def colormap() -> pg.ColorMap:
-    return pg.colormap.get(HEAT_COLORMAP)
+def colormap(name: str = HEAT_COLORMAP) -> pg.ColorMap:
+    return pg.colormap.get(name)
 
 
 def heat_levels(values: np.ndarray) -> tuple[float, float]:
@@ -38,17 +39,17 @@ def selection_pen(width: float = 2.0) -> QPen:
     return pen
 
 
-def new_heat_item() -> pg.ImageItem:
+def new_heat_item(name: str = HEAT_COLORMAP) -> pg.ImageItem:
     item = pg.ImageItem(axisOrder="row-major")
-    item.setColorMap(colormap())
+    item.setColorMap(colormap(name))
     return item
 
 
-def new_colorbar(width: int) -> pg.ColorBarItem:
+def new_colorbar(width: int, name: str = HEAT_COLORMAP) -> pg.ColorBarItem:
     """A read-only colour bar whose levels the view sets; labels never hidden in narrow columns."""
     bar = pg.ColorBarItem(
         values=(0, 1),
-        colorMap=colormap(),
+        colorMap=colormap(name),
         interactive=False,
         width=width,
         rounding=1e-6,

@@ -11,6 +11,7 @@ from PySide6.QtGui import QColor, QKeyEvent, QPainter
 from PySide6.QtWidgets import QGraphicsRectItem
 
 from vitexplorer.gui.views.common import (
+    HEAT_COLORMAP,
     WrappingTitle,
     heat_levels,
     new_colorbar,
@@ -68,7 +69,7 @@ class ImageView(pg.GraphicsLayoutWidget):
     patch_hovered = Signal(int, int)  # row, column; (-1, -1) when off the image
     arrow_pressed = Signal(int, int)  # row step, column step
 
-    def __init__(self) -> None:
+    def __init__(self, colormap: str = HEAT_COLORMAP) -> None:
         super().__init__()
         self.setFocusPolicy(Qt.StrongFocus)
         self.setAcceptDrops(False)  # drops go to the main window
@@ -76,7 +77,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.addItem(self.title, row=0, col=0, colspan=2)
         self.view = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
         self.photo = pg.ImageItem(axisOrder="row-major")
-        self.heat = new_heat_item()
+        self.heat = new_heat_item(colormap)
         self.heat.setZValue(1)
         self.grid_lines = PatchGrid()
         self.grid_lines.setZValue(2)
@@ -85,7 +86,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.selection.setZValue(3)
         for item in (self.photo, self.heat, self.grid_lines, self.selection):
             self.view.addItem(item)
-        self.colorbar = new_colorbar(width=14)
+        self.colorbar = new_colorbar(width=14, name=colormap)
         self.addItem(self.colorbar, row=1, col=1)
         self.grid: tuple[int, int] = (0, 0)
         self.heat_values = np.zeros((0, 0), np.float32)
