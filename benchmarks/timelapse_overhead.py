@@ -3,6 +3,7 @@ one process, interleaved (without, with, without, with...), so that a noisy mach
 alike.
 
     python benchmarks/timelapse_overhead.py [--data ../shared/data/cifar10] [--repeats 2]
+                                            [--runs scratch,head]
 
 Two runs on CIFAR-10 (a folder of class subfolders with train/ and test/ inside):
 
@@ -93,9 +94,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/cifar10"))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--runs", default="scratch,head", help="which: scratch, head or both")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    for name, build in (("from scratch", scratch), ("fine-tune, head only", head_only)):
+    runs = {"scratch": ("from scratch", scratch), "head": ("fine-tune, head only", head_only)}
+    for name, build in (runs[r] for r in args.runs.split(",")):
         times: dict[int, list[float]] = {0: [], 10: []}
         shares = []
         for _ in range(args.repeats):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,32 @@ def test_cancel_stops_inside_a_long_forward_pass(colours: Path) -> None:
     result = _result(events)
     assert result.cancelled and result.steps == 0 and state["checks"] == 3
     assert not [e for e in _of(events, Stage) if e.name == "features"]  # no batch finished
+
+
+@pytest.mark.parametrize("head_init", ["normal", "zero"])
+def test_from_scratch_keeps_the_models_own_head_unless_asked_for_zeros(
+    colours: Path, head_init: str
+) -> None:
+    """A run from scratch starts from the model's own random head (a zero head passes no
+    gradient to the blocks at first); 'zero' gives the fine-tune start: every class equally
+    likely, seen in the time-lapse's frame before the first step."""
+    # the model built for the data's 3 classes, as 'vitexplorer train' and the app build it
+    torch.manual_seed(0)
+    base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=3))
+    before = base.module.head.weight.detach().clone()
+    assert before.abs().max() > 0
+    config = training.TrainConfig(
+        per_class=12, test_per_class=4, epochs=1, batch_size=8, warmup_epochs=0.0,
+        mixed_precision=False, probes=3, head_init=head_init,
+    )  # fmt: skip
+    for event in finetune(base, open_dataset(colours), config):
+        if isinstance(event, training.Snapshot):
+            start = event.frame
+            break
+    if head_init == "zero":
+        np.testing.assert_array_equal(start.probability, np.full(3, 1 / 3, np.float32))
+    else:
+        assert not np.allclose(start.probability, 1 / 3)
+        torch.testing.assert_close(base.module.head.weight, before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown head initialisation"):
+        training.TrainConfig(head_init="xavier").check(2)

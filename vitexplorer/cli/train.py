@@ -52,6 +52,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "augment_policy": "crop-flip",
     "clip_grad": 1.0,
+    "head_init": "normal",
 }
 ARCH_ARGUMENTS = (
     ("--image-size", int, "PX", "input size; images are resized to it"),
@@ -178,6 +179,14 @@ def train_parser() -> argparse.ArgumentParser:
         default=d["clip_grad"],
         metavar="NORM",
         help="largest gradient norm, 0 for no clipping (default: %(default)s)",
+    )
+    train.add_argument(
+        "--head-init",
+        choices=("normal", "zero"),
+        default=d["head_init"],
+        help="the classifier's start: the model's own small random weights (truncated normal, "
+        "std 0.02, as timm's ViTs), or zeros, which pass no gradient to the blocks until the "
+        "head has grown (how the demo model was trained) (default: %(default)s)",
     )
     train.add_argument(
         "--no-mixed-precision",

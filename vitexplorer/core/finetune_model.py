@@ -153,9 +153,14 @@ def trainable_counts(module: nn.Module) -> tuple[int, int, tuple[int, ...]]:
     return total, adapter.feature_width(), trained
 
 
-def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -> LoadedModel:
+def with_new_head(
+    base: LoadedModel, class_names: tuple[str, ...], label: str, keep_head: bool = False
+) -> LoadedModel:
     """``base`` with a zero-initialised head for ``class_names`` (zero makes the start exact
-    and seed-independent: every class begins equally likely), and a spec to match.
+    and seed-independent: every class begins equally likely), and a spec to match. With
+    ``keep_head``, a head that already has one output per class is kept as it is: a model built
+    for training from scratch keeps its own random head (a zero head passes no gradient to the
+    blocks until it has grown, which costs a run from scratch its first steps).
 
     Images are resized straight to the model's input size, as in training, so the explorer's
     preprocessing of a square image is the training preprocessing.
@@ -164,7 +169,10 @@ def with_new_head(base: LoadedModel, class_names: tuple[str, ...], label: str) -
 
     module = base.module
     num_classes = len(class_names)
-    adapter_for(module).reset_classifier(num_classes)
+    adapter = adapter_for(module)
+    head = adapter.get_classifier()
+    if not (keep_head and head is not None and head.out_features == num_classes):
+        adapter.reset_classifier(num_classes)
     spec: ModelSpec = base.spec
     config = dict(spec.config, num_classes=num_classes)
     spec = replace(

@@ -43,7 +43,7 @@ from vitexplorer.core.explain import (
 DEFAULT_PROBES = 10  # a class-balanced handful of test images
 MAX_PROBES = 64
 VERSION = 1
-CHUNK = 4  # probes per forward pass: ViT-B's maps for 4 probes take 90 MB
+MAPS_BUDGET = 256 * 2**20  # bytes of attention maps one forward pass of probes may hold
 ROLLOUT_METHOD = "rollout of the CLS token: heads averaged, nothing discarded, from layer 1"
 
 
@@ -268,6 +268,7 @@ class ProbeRecorder:
     ) -> None:
         self.split = split
         self.grid, self.prefix, self.patch = spec.grid, spec.num_prefix_tokens, spec.patch_size
+        self.heads = spec.num_heads
         self.probes = probes
         self.to_input = to_input
         self.timelapse = TimeLapse(
@@ -297,8 +298,11 @@ class ProbeRecorder:
     def _run_frozen_part(self) -> None:
         self._cut_outputs = []
         cut = self.split.cut
-        for start in range(0, len(self.probes), CHUNK):
-            x = self.to_input(self.probes.images[start : start + CHUNK])
+        tokens = self.grid[0] * self.grid[1] + self.prefix
+        per_probe = len(self.split.blocks) * self.heads * tokens**2 * 4
+        chunk = max(1, MAPS_BUDGET // per_probe)  # ViT-B/16: 11 probes at once, B/32: all
+        for start in range(0, len(self.probes), chunk):
+            x = self.to_input(self.probes.images[start : start + chunk])
             out, parts = self._captured(lambda x=x: self.split.frozen(x), cut)
             self._cut_outputs.append(out)
             self._frozen += parts if parts is not None else [None] * len(x)

@@ -208,6 +208,7 @@ class FinetuneConfig:
 
 
 MAX_CLIP_GRAD = 1e6
+HEAD_INITS = ("normal", "zero")
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,9 @@ class TrainConfig(FinetuneConfig):
     augment_policy: str = "crop-flip"  # one of augment.AUGMENTATIONS
     clip_grad: float = 1.0  # the largest gradient norm; 0 for none
     keep_best: bool = True
+    # "normal": the head keeps the model's own random start (truncated normal, std 0.02, as
+    # timm's ViTs); "zero": a head of zeros, as for fine-tuning (and as the demo was trained)
+    head_init: str = "normal"
 
     def check(self, num_layers: int) -> None:
         from vitexplorer.core.augment import AUGMENTATIONS
@@ -240,6 +244,11 @@ class TrainConfig(FinetuneConfig):
             )
         _real(self.clip_grad, "the gradient clipping norm (clip_grad)", 0, MAX_CLIP_GRAD,
               allowed=f"a number from 0 (no clipping) to {MAX_CLIP_GRAD:g}")  # fmt: skip
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(
+                f"unknown head initialisation {_shown(self.head_init)}; use "
+                f"{' or '.join(HEAD_INITS)}"
+            )
         if not isinstance(self.keep_best, bool):
             raise ValueError(
                 f"the keep_best setting must be true or false, not {_shown(self.keep_best)}"
@@ -548,7 +557,10 @@ class _Run:
         self.cancelled = cancelled
         self.base_label = f"{base.spec.display_name}, {base.spec.weights}"
         verb = "trained from scratch" if config.from_scratch else "fine-tuned"
-        self.model = with_new_head(base, dataset.class_names, f"{verb} on {dataset.name}")
+        keep_head = getattr(config, "head_init", "zero") == "normal"
+        self.model = with_new_head(
+            base, dataset.class_names, f"{verb} on {dataset.name}", keep_head=keep_head
+        )
         self.spec = self.model.spec
         self.device = base.device
         self.split = SplitViT(self.model.module, parse_freeze(config.freeze, base.spec.num_layers))
