@@ -156,36 +156,16 @@ def _fitting_stem(stem: str) -> str:
     return raw[:STEM_BYTES].decode("utf-8", "surrogateescape")
 
 
-# pyqtgraph's tables at 0, 32, ..., 224 and 255, for machines where Qt cannot be imported:
-# inferno (the maps) and CET-D1 (diverging blue-white-red: differences, as the app draws
-# signed similarities)
-_FALLBACK_ANCHORS = {
-    "inferno": (
-        (0, 0, 4), (33, 12, 74), (87, 16, 110), (138, 34, 106), (188, 55, 84),
-        (228, 90, 49), (249, 142, 9), (249, 203, 53), (252, 255, 164),
-    ),
-    "CET-D1": (
-        (33, 81, 219), (112, 117, 226), (160, 156, 232), (202, 197, 237), (238, 231, 233),
-        (240, 189, 176), (231, 139, 117), (214, 86, 61), (192, 2, 6),
-    ),
-}  # fmt: skip
-DIVERGING = "CET-D1"
+DIVERGING = "CET-D1"  # the table for differences (core.colour_tables.DIVERGING)
 
 
 def colour_table(name: str = "inferno") -> np.ndarray:
     """pyqtgraph's colour map ``name`` (inferno, or :data:`DIVERGING` for differences) as a
-    (256, 3) uint8 table (a close approximation without Qt)."""
-    import numpy as np
+    (256, 3) uint8 table: exact constants (:mod:`vitexplorer.core.colour_tables`), so the
+    command line never imports Qt."""
+    from vitexplorer.core.colour_tables import colour_table as table
 
-    try:
-        import pyqtgraph as pg
-    except ImportError:  # e.g. a server without the system libraries that Qt needs
-        positions = [*range(0, 256, 32), 255]
-        anchors = np.array(_FALLBACK_ANCHORS[name], dtype=np.float64)
-        steps = np.arange(256)
-        channels = [np.interp(steps, positions, anchors[:, c]) for c in range(3)]
-        return np.rint(np.stack(channels, axis=1)).astype(np.uint8)
-    return pg.colormap.get(name).getLookupTable(nPts=256, alpha=False)
+    return table(name)
 
 
 def is_terminal(stream: IO[str]) -> bool:
