@@ -286,7 +286,7 @@ def write_outputs(
     import numpy as np
 
     from vitexplorer.core.explain import attention_map
-    from vitexplorer.core.figure import map_title, render_figure
+    from vitexplorer.core.figure import map_title, render_figure, save_png
     from vitexplorer.core.numbering import NUMBERING, attention_axes
     from vitexplorer.core.provenance import strict_json
 
@@ -328,7 +328,7 @@ def write_outputs(
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, attention, allow_pickle=False),
         lambda f: f.write(text),
-        lambda f: figure.image.save(f, format="PNG"),
+        lambda f: save_png(figure.image, f),
     ]
     for path, write in zip(paths, writers, strict=True):
         write_atomic(path, write, mode)
@@ -415,7 +415,7 @@ def write_method_outputs(
     under the title (default: the model and the image)."""
     import numpy as np
 
-    from vitexplorer.core.figure import render_figure
+    from vitexplorer.core.figure import render_figure, save_png
     from vitexplorer.core.numbering import map_axes
     from vitexplorer.core.provenance import strict_json
 
@@ -437,7 +437,7 @@ def write_method_outputs(
     text = strict_json(card)[0]
     writers: list[Callable[[IO[bytes]], Any]] = [
         lambda f: np.save(f, heat, allow_pickle=False),
-        lambda f: figure.image.save(f, format="PNG"),
+        lambda f: save_png(figure.image, f),
         lambda f: f.write(text),
     ]
     for path, write in zip(paths, writers, strict=True):

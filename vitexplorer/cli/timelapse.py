@@ -117,6 +117,7 @@ def write_timelapse(
     checkpoint: Path,
 ) -> list[Path]:
     """Write the chosen formats for every probe and the per-head CSV; the paths written."""
+    from vitexplorer.core.figure import save_png
     from vitexplorer.core.files import write_atomic
     from vitexplorer.core.timelapse import heads_csv, probe_maps
 
@@ -135,7 +136,7 @@ def write_timelapse(
             folder = output_folder(out / f"{stem}.{kind}")
             for frame, figure in zip(timelapse.frames, figures, strict=True):
                 path = folder / f"epoch-{frame.epoch:03d}.png"
-                write_atomic(path, lambda f, image=figure: image.save(f, format="PNG"))
+                write_atomic(path, lambda f, image=figure: save_png(image, f))
             written.append(folder)
         if "npy" in formats:
             written += _write_npy(out, stem, maps, timelapse, model, probe, kind, layer, head,

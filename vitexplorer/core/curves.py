@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vitexplorer.core.figure import font
+from vitexplorer.core.figure import font, save_png
 
 PANEL = (440, 300)  # width, height of each of the two panels
 MARGIN = (56, 34, 16, 40)  # left, top, right, bottom
@@ -33,7 +33,7 @@ def draw_curves(history: Sequence[Any], best_epoch: int | None = None) -> Any:
 
 
 def save_curves(path: str | Path, history: Sequence[Any], best_epoch: int | None = None) -> None:
-    draw_curves(history, best_epoch).save(path, format="PNG")
+    save_png(draw_curves(history, best_epoch), path)
 
 
 def _panel(draw, x0, title, epochs, train, val, best_epoch) -> None:
