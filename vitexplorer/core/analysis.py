@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -33,7 +33,19 @@ class ImageAnalysis:
     predictions: list[Prediction]  # the top five, most probable first
     seconds: float  # the forward pass with capture, on the model's device
     display: np.ndarray  # (H, W, 3) uint8: the crop the model saw
-    statistics: HeadStatistics | None = None  # per-head distance, entropy and prefix share
+    _statistics: HeadStatistics | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def statistics(self) -> HeadStatistics:
+        """Per-head mean attention distance, entropy and prefix share, computed on first use
+        (24 ms for a ViT-B/16 image: ``analyze`` never writes them, the analytics tab, ``stats``
+        and ``compare`` do) and kept."""
+        if self._statistics is None:
+            spec = self.spec
+            self._statistics = head_statistics(
+                self.attention, spec.grid, spec.num_prefix_tokens, spec.patch_size
+            )
+        return self._statistics
 
 
 def failure_message(exc: BaseException) -> str:
@@ -125,5 +137,4 @@ def analyze_image(
         predictions=top_predictions(probabilities, spec.class_names) if spec.has_classifier else [],
         seconds=seconds,
         display=display_crop(image, model.spec, keep_aspect=keep_aspect),
-        statistics=head_statistics(maps, spec.grid, spec.num_prefix_tokens, spec.patch_size),
     )

@@ -983,8 +983,6 @@ class ModelCompare(QObject):
         if made_from == table.shown:
             return
         try:
-            if a.analysis.statistics is None or b.analysis.statistics is None:
-                raise ValueError("a model's head statistics are missing")
             changes = head_changes(a.analysis.statistics, b.analysis.statistics, table.sort_by)
         except ValueError as exc:
             table.show_message(f"No head table: {exc}")

@@ -354,6 +354,7 @@ class ModelWorker(QObject):
         try:
             image = load_image(source)
             analysis = analyze_image(self._model, image, keep)
+            analysis.statistics  # noqa: B018  (computed here, in the worker, for the analytics tab)
         except Exception as exc:
             self.analysis_failed.emit(key, _message(exc))
             return
