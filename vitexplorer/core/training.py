@@ -206,6 +206,11 @@ class FinetuneConfig:
         """Whether the model trained from random weights (its checkpoint says 'trained')."""
         return False
 
+    @property
+    def keeps_own_head(self) -> bool:
+        """Whether the model's own classifier starts training (else a head of zeros)."""
+        return False
+
 
 MAX_CLIP_GRAD = 1e6
 HEAD_INITS = ("normal", "zero")
@@ -269,6 +274,10 @@ class TrainConfig(FinetuneConfig):
     @property
     def from_scratch(self) -> bool:
         return True
+
+    @property
+    def keeps_own_head(self) -> bool:
+        return self.head_init == "normal"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,9 +566,8 @@ class _Run:
         self.cancelled = cancelled
         self.base_label = f"{base.spec.display_name}, {base.spec.weights}"
         verb = "trained from scratch" if config.from_scratch else "fine-tuned"
-        keep_head = getattr(config, "head_init", "zero") == "normal"
         self.model = with_new_head(
-            base, dataset.class_names, f"{verb} on {dataset.name}", keep_head=keep_head
+            base, dataset.class_names, f"{verb} on {dataset.name}", config.keeps_own_head
         )
         self.spec = self.model.spec
         self.device = base.device
