@@ -91,3 +91,31 @@ def test_normalise_handles_constant_and_non_finite_maps():
 def test_bad_arguments_are_refused(display, heat, lut, alpha):
     with pytest.raises(ValueError):
         render_overlay(display, heat, lut, alpha)
+
+
+def _per_pixel_blend(display, heat, lut, alpha=0.55, levels=None):  # noqa: ANN001, ANN201
+    """The blend as it was first written (issue 14 made it per patch): every pixel gets its
+    own copy of its patch's colour and weight, then the same float32 arithmetic."""
+    height, width = display.shape[:2]
+    scaled = upsample_blocks(normalise(heat, levels), height, width)
+    index = np.rint(scaled * (len(lut) - 1)).astype(np.intp)
+    colours = lut[index].astype(np.float32)
+    weight = np.full((height, width, 1), alpha, dtype=np.float32)
+    if lut.shape[1] == 4:
+        weight = weight * colours[..., 3:] / 255.0
+    blended = display.astype(np.float32) * (1.0 - weight) + colours[..., :3] * weight
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(448, 448), (748, 748), (300, 517), (7, 5)])
+@pytest.mark.parametrize("alpha_column", [False, True])
+@pytest.mark.parametrize("levels", [None, (0.2, 0.6), (0.3, 0.3)])
+def test_the_blend_per_patch_gives_the_same_pixels_as_per_pixel(size, alpha_column, levels):
+    rng = np.random.default_rng(sum(size))
+    display = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    heat = rng.random((14, 14)).astype(np.float32)
+    heat[3, 4] = np.nan  # counts as the minimum
+    lut = rng.integers(0, 256, (256, 4 if alpha_column else 3), dtype=np.uint8)
+    for alpha in (0.55, 0.3, 1.0):
+        expected = _per_pixel_blend(display, heat, lut, alpha, levels)
+        np.testing.assert_array_equal(render_overlay(display, heat, lut, alpha, levels), expected)

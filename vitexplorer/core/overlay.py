@@ -37,10 +37,13 @@ def upsample_blocks(grid: np.ndarray, height: int, width: int) -> np.ndarray:
 
     Pixel row ``y`` shows grid row ``y * rows // height``, so sizes need not divide evenly.
     """
-    rows, cols = grid.shape
-    row_index = np.arange(height) * rows // height
-    col_index = np.arange(width) * cols // width
+    row_index, col_index = block_indices(*grid.shape, height, width)
     return grid[row_index[:, None], col_index[None, :]]
+
+
+def block_indices(rows: int, cols: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The grid row of each pixel row and the grid column of each pixel column."""
+    return np.arange(height) * rows // height, np.arange(width) * cols // width
 
 
 def render_overlay(
@@ -70,11 +73,20 @@ def render_overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
     height, width = display.shape[:2]
-    scaled = upsample_blocks(normalise(heat, levels), height, width)
-    index = np.rint(scaled * (len(lut) - 1)).astype(np.intp)
+    rows, cols = heat.shape
+    # colour and weight per patch, then one multiply and one add per pixel (the same float32
+    # operations, in the same order, as blending every pixel's own copy: the same pixels)
+    index = np.rint(normalise(heat, levels) * (len(lut) - 1)).astype(np.intp)
     colours = lut[index].astype(np.float32)
-    weight = np.full((height, width, 1), alpha, dtype=np.float32)
+    weight = np.full((rows, cols, 1), alpha, dtype=np.float32)
     if lut.shape[1] == 4:
         weight = weight * colours[..., 3:] / 255.0
-    blended = display.astype(np.float32) * (1.0 - weight) + colours[..., :3] * weight
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    keep = 1.0 - weight
+    paint = colours[..., :3] * weight
+    row_index, col_index = block_indices(rows, cols, height, width)  # as upsample_blocks
+    blended = display.astype(np.float32)
+    blended *= keep[row_index][:, col_index] if lut.shape[1] == 4 else keep.flat[0]
+    blended += paint[row_index][:, col_index]
+    np.rint(blended, out=blended)
+    np.clip(blended, 0, 255, out=blended)
+    return blended.astype(np.uint8)
