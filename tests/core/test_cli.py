@@ -286,7 +286,7 @@ def test_interrupt_exits_130_without_traceback(checkpoint, tmp_path, monkeypatch
     def interrupted(model, image, *options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vitexplorer.core.analysis.analyze_image", interrupted)
+    monkeypatch.setattr("vitexplorer.core.analysis.analyze_images", interrupted)
     image = _image(tmp_path / "i.png", (32, 32), seed=10)
     assert _analyze(image, "--model", checkpoint, "--out", tmp_path / "out") == 130
     assert _lines(capsys.readouterr().err) == ["vitexplorer: interrupted"]
@@ -346,16 +346,17 @@ def test_out_of_memory_on_one_image_is_one_line_and_the_rest_go_on(
 ) -> None:
     import vitexplorer.core.analysis as analysis
 
-    real = analysis.analyze_image
+    real = analysis.analyze_images
     calls = []
 
-    def sometimes_oom(model, image, *options):  # noqa: ANN001, ANN002, ANN202
-        calls.append(1)
-        if len(calls) == 1:
+    def sometimes_oom(model, images, *options):  # noqa: ANN001, ANN002, ANN202
+        # the batch of both does not fit, nor the first alone; the second alone does
+        calls.append(len(images))
+        if len(images) > 1 or len(calls) == 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 3.80 GiB\nmore details")
-        return real(model, image, *options)
+        return real(model, images, *options)
 
-    monkeypatch.setattr(analysis, "analyze_image", sometimes_oom)
+    monkeypatch.setattr(analysis, "analyze_images", sometimes_oom)
     images = []
     for name in ("a.png", "b.png"):
         images.append(tmp_path / name)
@@ -363,9 +364,75 @@ def test_out_of_memory_on_one_image_is_one_line_and_the_rest_go_on(
     out = tmp_path / "out"
     code = main(["analyze", *map(str, images), "--model", str(checkpoint), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1
+    assert code == 1 and calls == [2, 1, 1]
     assert err == [
         "vitexplorer: a.png: the GPU ran out of memory: use the CPU or a smaller model "
         "(CUDA out of memory. Tried to allocate 3.80 GiB)"
     ]
     assert sorted(p.name for p in out.iterdir()) == ["b.attention.npy", "b.cls.png", "b.json"]
+
+
+def test_images_share_batches_and_every_line_keeps_the_order_of_the_images(
+    checkpoint, tmp_path: Path, monkeypatch
+) -> None:
+    import contextlib
+
+    import vitexplorer.core.analysis as analysis
+
+    real = analysis.analyze_images
+    batches = []
+
+    def counted(model, images, *options):  # noqa: ANN001, ANN002, ANN202
+        batches.append(len(images))
+        return real(model, images, *options)
+
+    monkeypatch.setattr(analysis, "analyze_images", counted)
+    names = ["a.png", "b.txt", "c.png", "d.png", "e.png", "f.png"]
+    for i, name in enumerate(names):
+        if name.endswith(".png"):
+            _image(tmp_path / name, (40, 40), seed=i)
+        else:
+            (tmp_path / name).write_text("not an image")
+    both = io.StringIO()  # stdout and stderr as a person sees them, one after the other
+    arguments = [tmp_path / n for n in names] + ["--model", checkpoint, "--batch-size", "3"]
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        code = _analyze(*arguments, "--out", tmp_path / "out")
+    assert code == 1
+    lines = _lines(both.getvalue())
+    assert [line.split(":")[0].removeprefix("vitexplorer") for line in lines] == [
+        "a", "", "c", "d", "e", "f"
+    ]  # fmt: skip
+    assert "b.txt" in lines[1]
+    # a alone (the unreadable b ends its batch), then c, d, e together, then f
+    assert batches == [1, 3, 1]
+    for stem in "acdef":
+        facts = json.loads((tmp_path / "out" / f"{stem}.json").read_text())
+        assert facts["forward_batch"] == (3 if stem in "cde" else 1)
+
+
+def test_batch_size_follows_the_memory_of_the_maps():
+    from vitexplorer.core.analysis import batch_size_for
+
+    assert batch_size_for(_spec("vit_b_32")) == 8  # 1.4 MB of maps an image
+    assert batch_size_for(_spec("vit_b_16")) == 8  # 22 MB
+    assert batch_size_for(_spec("vit_l_16")) == 4  # 60 MB
+    assert batch_size_for(_spec("vit_h_14", 518)) == 1  # 3.8 GB: one at a time
+    # an image kept at its own aspect ratio: its own grid counts
+    assert batch_size_for(_spec("vit_b_16"), (7, 28)) == 8
+    assert batch_size_for(_spec("vit_l_16"), (40, 40)) == 1
+
+
+def _spec(name: str, size: int = 224):  # noqa: ANN202
+    """The spec torchvision's ``name`` has, without building it."""
+    from dataclasses import replace
+
+    from tests.conftest import tiny_spec
+
+    layers, heads, patch = {
+        "vit_b_32": (12, 12, 32), "vit_b_16": (12, 12, 16), "vit_l_16": (24, 16, 16),
+        "vit_h_14": (32, 16, 14),
+    }[name]  # fmt: skip
+    return replace(
+        tiny_spec(), name=name, image_size=size, resize_size=size, patch_size=patch,
+        num_layers=layers, num_heads=heads,
+    )  # fmt: skip
