@@ -25,6 +25,7 @@ from vitexplorer.core.explain import (  # noqa: E402
 )
 from vitexplorer.core.methods import METHODS  # noqa: E402
 from vitexplorer.core.models import load_model  # noqa: E402
+from vitexplorer.core.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot  # noqa: E402
 from vitexplorer.core.relevance import relevance_map  # noqa: E402
 
 
@@ -136,6 +137,9 @@ def test_target_class_by_name_or_index_and_bad_options_exit_2(checkpoint, tmp_pa
         assert not list(out.glob("*.npy"))  # nothing half done
 
 
+PLOT = "distance_vs_depth.png"
+
+
 def test_stats_writes_the_averaged_table_and_the_plot(checkpoint, tmp_path, capsys):
     folder = tmp_path / "images"
     paths = [_image(folder / sub / f"{i}.png", (40, 36), seed=i) for i, sub in
@@ -143,7 +147,8 @@ def test_stats_writes_the_averaged_table_and_the_plot(checkpoint, tmp_path, caps
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "stats"
     status = main(["stats", str(folder), "--model", str(checkpoint), "--out", str(out)])
-    assert status == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
 
     model = load_model(str(checkpoint), device="cpu")
     spec = model.spec
@@ -163,11 +168,26 @@ def test_stats_writes_the_averaged_table_and_the_plot(checkpoint, tmp_path, caps
         assert float(entropy) == pytest.approx(expected.entropy[layer, head], abs=1e-4)
         assert float(share) == pytest.approx(expected.prefix_share[layer, head], abs=1e-4)
         assert images == "3"
-    with Image.open(out / "distance_vs_depth.png") as png:
-        assert png.width == 900
-        assert len(np.unique(np.asarray(png.convert("L")))) > 10  # axes, labels and points
+    # the plot, drawn without Qt: each head a dot, each layer's mean of heads on the line
+    title = f"{spec.display_name}: mean attention distance, 3 image(s)"
+    drawn = draw_distance_plot(expected.distance, title)  # where things lie in it
+    with Image.open(out / PLOT) as png:
+        assert png.format == "PNG" and png.size == (900, 560)
+        pixels = np.asarray(png.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # axes, labels and points
+    assert np.all(pixels == POINT_COLOUR, axis=-1).sum() >= 4 * 20  # 4 heads' dots
+    means = expected.distance.mean(axis=1)
+    x, y = drawn.x_of(1.5), (drawn.y_of(means[0]) + drawn.y_of(means[1])) / 2
+    near = pixels[round(y) - 2 : round(y) + 3, round(x)]  # halfway from layer 1 to layer 2
+    assert np.all(near == MEAN_COLOUR, axis=-1).any()
+    # the title names the model and the images, in dark ink above the data
+    assert pixels[: drawn.plot_box[1] - 24].min() < 100
     card = json.loads((out / "head_stats.json").read_text())
     assert card["images"] == [str(p) for p in sorted(paths)]
+    assert card["outputs"] == {"table": "head_stats.csv", "plot": PLOT}
+    written = [out / name for name in ("head_stats.csv", "head_stats.json", PLOT)]
+    assert captured.out.strip() == f"3 image(s) -> {', '.join(map(str, written))}"
+    assert sorted(out.iterdir()) == sorted(written)  # and no temporary file left
 
 
 def test_stats_skips_bad_images_and_refuses_empty_folders(checkpoint, tmp_path, capsys):

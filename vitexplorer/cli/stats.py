@@ -1,10 +1,10 @@
 """``vitexplorer stats``: per-head mean attention distance, entropy and prefix share over images,
-as a CSV and the distance-against-depth plot of the ViT paper (Fig. 7, right)."""
+as a CSV and the distance-against-depth plot of the ViT paper (Fig. 7, right), drawn with Pillow
+(:mod:`vitexplorer.core.plots`): like every command, it never imports Qt."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from vitexplorer.cli.common import (
     output_folder,
     write_atomic,
 )
-from vitexplorer.core.files import atomic_path
 
 CSV_NAME = "head_stats.csv"
 PLOT_NAME = "distance_vs_depth.png"
@@ -35,7 +34,8 @@ def stats_parser() -> argparse.ArgumentParser:
         f"{CSV_NAME} (one row per layer and head, both numbered from 1: mean attention "
         f"distance in pixels, attention entropy in nats, share of attention on the CLS/prefix "
         f"tokens), {PLOT_NAME} (mean "
-        f"attention distance against depth, one point per head, like Fig. 7 of the ViT paper) "
+        f"attention distance against depth, one point per head and a line through each layer's "
+        f"mean of heads, like Fig. 7 of the ViT paper) "
         f"and {CARD_NAME} (the model, its weights file hash, preprocessing and the images).",
     )
     parser.add_argument(
@@ -87,10 +87,10 @@ def run_stats(options: argparse.Namespace) -> int:
         write_atomic(out_dir / CSV_NAME, lambda f: f.write(table), mode)
         card = stats_card(model, used, failures, options.aspect)
         write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
-        plot_written = write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode)
+        write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode)
     except OSError as exc:
         raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
-    outputs = [CSV_NAME, CARD_NAME] + ([PLOT_NAME] if plot_written else [])
+    outputs = [CSV_NAME, CARD_NAME, PLOT_NAME]
     print(f"{len(used)} image(s) -> {', '.join(str(out_dir / name) for name in outputs)}")
     return 1 if failures else 0
 
@@ -116,21 +116,9 @@ def stats_card(model: Any, images: list[Path], failures: int, aspect: str = "cro
     return (json.dumps(card, indent=2) + "\n").encode("utf-8")
 
 
-def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) -> bool:
-    """The distance-against-depth PNG, drawn with pyqtgraph offscreen; False without Qt."""
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    try:
-        from PySide6.QtWidgets import QApplication
+def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) -> None:
+    """The distance-against-depth PNG, drawn with Pillow (no Qt: :mod:`vitexplorer.core.plots`)."""
+    from vitexplorer.core.plots import save_distance_plot
 
-        from vitexplorer.gui.app import configure_pyqtgraph
-        from vitexplorer.gui.views.head_stats_view import export_distance_plot
-    except ImportError as exc:  # a server without Qt's system libraries
-        error(f"note: {PLOT_NAME} not drawn, Qt cannot be imported here ({exc})")
-        return False
-    app = QApplication.instance() or QApplication([PROG])  # held while the plot is drawn
-    configure_pyqtgraph()
     title = f"{model.spec.display_name}: mean attention distance, {images} image(s)"
-    with atomic_path(path, mode) as tmp:
-        export_distance_plot(str(tmp), distance, title)
-    return app is not None
+    write_atomic(path, lambda f: save_distance_plot(f, distance, title), mode)
