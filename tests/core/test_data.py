@@ -537,3 +537,30 @@ def test_long_thin_image_is_cut_to_its_centre_before_resizing(monkeypatch) -> No
     assert data.display_crop(strip, spec).shape == (224, 224, 3)
     left, top, right, bottom = data.crop_box(60000, 2, spec)
     assert abs((left + right) / 2 - 30000) < 1 and bottom - top == pytest.approx(1.75)
+
+
+def test_every_format_opens_with_only_its_own_plugins_imported(tmp_path):
+    """load_image imports the plugins of the formats it reads, not all of Pillow's (issue 14):
+    each still opens in a fresh interpreter, and a plugin of no such format stays unloaded."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    for fmt in ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM"):
+        Image.fromarray(pixels).save(tmp_path / f"x.{fmt.lower()}", format=fmt)
+    code = (
+        "import sys, pathlib\n"
+        "from vitexplorer.core.images import load_image\n"
+        f"for path in sorted(pathlib.Path({str(tmp_path)!r}).iterdir()):\n"
+        "    image = load_image(path)\n"
+        "    print(path.suffix, image.size, image.mode)\n"
+        "print('ico' if 'PIL.IcoImagePlugin' in sys.modules else 'no ico')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 8 and all(line.endswith("(7, 9) RGB") for line in lines[:7])
+    assert lines[-1] == "no ico"
