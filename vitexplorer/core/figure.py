@@ -11,6 +11,8 @@ files unchanged.
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -66,11 +68,54 @@ class Figure:
 # zlib level for the PNGs vitexplorer writes: level 1 writes a 542x532 map figure 4.9x faster
 # than Pillow's default (6), for a file 18% larger (13 ms against 65 ms here), the same pixels
 PNG_COMPRESSION = 1
+_PNG_COLOUR_TYPES = {"L": 0, "RGB": 2, "RGBA": 6}  # 8 bits a channel
 
 
-def save_png(image: Any, handle: Any) -> None:
-    """Write the PIL ``image`` to ``handle`` as PNG at :data:`PNG_COMPRESSION`."""
-    image.save(handle, format="PNG", compress_level=PNG_COMPRESSION)
+def save_png(image: Any, target: Any) -> None:
+    """Write the PIL ``image`` to ``target`` (a binary handle or a path) as PNG, its IDAT
+    stream at zlib level :data:`PNG_COMPRESSION`.
+
+    8-bit L, RGB and RGBA images are written here, every row with PNG's "up" filter (its
+    difference from the row above): Pillow has no setting for the filter and tries all five on
+    every row to keep the best, which costs as much as the compression itself at level 1
+    (figures of photographs, 866x832 and 670x644 px: 12.7 and 12.0 ms here against 21.8 and
+    22.6 ms with Pillow, files 7% and 4% larger; the same pixels).
+    Other modes go through Pillow at the same level."""
+    colour_type = _PNG_COLOUR_TYPES.get(image.mode)
+    if colour_type is None:
+        image.save(target, format="PNG", compress_level=PNG_COMPRESSION)
+        return
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, -1)
+    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # "up"; the first row's prior row counts as zeros
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG wants
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    data = b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), PNG_COMPRESSION)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+    if hasattr(target, "write"):
+        target.write(data)
+    else:
+        with open(target, "wb") as handle:
+            handle.write(data)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk: its length, its type, its data and their CRC-32."""
+    return (
+        struct.pack(">I", len(body))
+        + kind
+        + body
+        + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
+    )
 
 
 def scale_for(height: int, width: int, min_side: int = MIN_SIDE) -> int:
