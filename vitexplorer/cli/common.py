@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from vitexplorer.core.files import file_mode, write_atomic  # noqa: F401  (for the commands)
+from vitexplorer.core.folders import image_files
 from vitexplorer.core.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
 
 if TYPE_CHECKING:
@@ -223,8 +224,6 @@ def expand_images(inputs: Sequence[str]) -> list[Path]:
 
     A path that exists but is no folder is kept as given, whatever it is (a pipe, a device, a
     looping link): the image reader refuses it with its reason, and the other inputs go on."""
-    from vitexplorer.core.session import image_files
-
     found: list[Path] = []
     for text in inputs:
         path = Path(text).expanduser()

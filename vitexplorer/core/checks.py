@@ -40,6 +40,7 @@ from vitexplorer.core.analysis import constant_output, failure_message, flat_map
 from vitexplorer.core.capture import model_forward
 from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
 from vitexplorer.core.families import Part, UnsupportedModel, ViTAdapter, adapter_for
+from vitexplorer.core.folders import image_files, subfolders
 from vitexplorer.core.models import LoadedModel
 
 Explainer = Callable[[LoadedModel, torch.Tensor], np.ndarray]
@@ -361,39 +362,35 @@ def labelled_images(
     """(image, label) for every image file under the class subfolders of ``folders``, each
     subfolder named after one of ``class_names`` or its index. ValueError, saying what is
     wrong, for anything else: a file given, no subfolders, a subfolder that names no class,
-    images outside the subfolders (their label is unknown), or no image at all."""
-    from vitexplorer.core.session import IMAGE_SUFFIXES
-
-    def images_in(entries: list[Path]) -> list[Path]:
-        return [
-            p
-            for p in entries
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        ]
-
+    images outside the subfolders (their label is unknown), a folder that cannot be listed, or
+    no image at all. Which files are images: :mod:`vitexplorer.core.folders`."""
     n = len(class_names)
     found: list[tuple[Path, int]] = []
     for folder in (Path(f).expanduser() for f in folders):
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a folder")
-        entries = sorted(folder.iterdir())
-        loose = images_in(entries)
+        try:
+            loose, classes = image_files(folder), subfolders(folder)
+        except OSError as exc:
+            raise ValueError(f"cannot list the folder {folder}: {exc.strerror or exc}") from exc
         if loose:
             raise ValueError(
                 f"{folder} holds {len(loose)} image(s) outside class subfolders "
                 f"({loose[0].name}), whose label is unknown"
             )
-        subfolders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-        if not subfolders:
+        if not classes:
             raise ValueError(f"{folder} has no class subfolders")
-        for sub in subfolders:
+        for sub in classes:
             label = class_of_folder(sub.name, class_names)
             if label is None:
                 raise ValueError(
                     f"the subfolder {sub.name!r} of {folder} is neither one of the model's {n} "
                     f"class names nor an index from 0 to {n - 1}"
                 )
-            found += [(path, label) for path in images_in(sorted(sub.rglob("*")))]
+            try:
+                found += [(path, label) for path in image_files(sub, recursive=True)]
+            except OSError as exc:
+                raise ValueError(f"cannot list the folder {sub}: {exc.strerror or exc}") from exc
     if not found:
         raise ValueError(
             f"no image files in the class subfolders of {', '.join(map(str, folders))}"

@@ -32,8 +32,8 @@ from vitexplorer.core.download import (
     default_data_root,
     download_file,
 )
+from vitexplorer.core.folders import IMAGE_SUFFIXES, image_paths, subfolders
 from vitexplorer.core.pixel_csv import PixelCSVError, is_pixel_csv, read_labelled_csv
-from vitexplorer.core.session import IMAGE_SUFFIXES
 
 CIFAR10_NAME = "cifar10"
 SPLIT_NAMES = ("train", "test")
@@ -206,21 +206,15 @@ def _open_cifar10(root: Path) -> DatasetSplits:
     return DatasetSplits("CIFAR-10", str(root), tuple(train.classes), split(train), split(test))
 
 
-def _class_folders(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _scan(path: Path, class_names: list[str]) -> LabelledImages:
     paths: list[str] = []
     labels: list[int] = []
     empty = []
     for label, name in enumerate(class_names):
-        folder = path / name
-        files = sorted(
-            str(f)
-            for f in (folder.rglob("*") if folder.is_dir() else [])
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not f.name.startswith(".")
-        )
+        try:  # sorted as text, not as paths: the order decides which images a seed picks
+            files = sorted(image_paths(path / name, recursive=True))
+        except OSError:  # gone or unreadable: no images, said below
+            files = []
         if not files:
             empty.append(name)
         paths += files
@@ -234,11 +228,11 @@ def _scan(path: Path, class_names: list[str]) -> LabelledImages:
 
 
 def _open_folder(path: Path) -> DatasetSplits:
-    folders = _class_folders(path)
+    folders = subfolders(path)
     names = [f.name for f in folders]
     if {"train", "test"} <= set(names):
-        train_classes = [f.name for f in _class_folders(path / "train")]
-        test_classes = [f.name for f in _class_folders(path / "test")]
+        train_classes = [f.name for f in subfolders(path / "train")]
+        test_classes = [f.name for f in subfolders(path / "test")]
         if train_classes != test_classes:
             raise DatasetError(
                 f"{path}: train/ and test/ hold different class folders "

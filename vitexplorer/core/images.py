@@ -25,7 +25,7 @@ MAX_FILE_BYTES = 500_000_000  # bytes; an image file larger than this is refused
 # The raster formats decoded, and no others: Pillow would hand EPS and PostScript (whatever the
 # file's name) to Ghostscript, an external program; nothing external ever runs here. MPO is the
 # JPEG that phones write. The suffixes shown in file dialogs and searched in folders are
-# vitexplorer.core.session.IMAGE_SUFFIXES, which name these formats.
+# vitexplorer.core.folders.IMAGE_SUFFIXES, which name these formats.
 RASTER_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 

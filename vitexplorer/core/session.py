@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitexplorer.core.explain import patch_for_token, token_for_patch
+from vitexplorer.core.folders import image_files
 
 if TYPE_CHECKING:  # the GUI imports this module before torch is loaded
     from vitexplorer.core.analysis import ImageAnalysis
     from vitexplorer.core.models import ModelSpec
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 MEMORY_BUDGET = 2 * 1024**3  # bytes of stored attention maps across all open images
 
 
@@ -29,38 +29,6 @@ class ImageEntry:
     name: str
     source: str | bytes  # a path, or encoded bytes (clipboard, drag from a browser)
     analysis: ImageAnalysis | None = None  # for the current model
-
-
-def is_image_name(name: str) -> bool:
-    """A name the app treats as an image file: a known suffix, not hidden (nor a temporary file
-    that a write in progress left)."""
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-
-
-def image_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
-    """The image files in ``folder`` (and its subfolders when ``recursive``), sorted.
-
-    One ``os.scandir`` per folder; links to folders are not followed (a link loop cannot trap it),
-    and folders that cannot be listed are skipped. Only regular files (or links to them) count.
-    """
-    found: list[Path] = []
-    pending = [os.fspath(folder)]
-    while pending:
-        current = pending.pop()
-        try:
-            with os.scandir(current) as entries:
-                for entry in entries:
-                    try:
-                        if recursive and entry.is_dir(follow_symlinks=False):
-                            pending.append(entry.path)
-                        elif is_image_name(entry.name) and entry.is_file():
-                            found.append(Path(entry.path))
-                    except OSError:
-                        continue
-        except OSError:
-            if current == os.fspath(folder):
-                raise
-    return sorted(found)
 
 
 def expand_paths(paths: list[str]) -> list[str]:

@@ -15,14 +15,24 @@ from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
 from vitexplorer.core.explain import attention_matrix
 from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.folders import image_paths
 from vitexplorer.core.numbering import shown
-from vitexplorer.core.session import IMAGE_SUFFIXES, Selection
+from vitexplorer.core.session import Selection
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
 from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone, StructureDone
+
+
+def folder_images(folder: str) -> list[str]:
+    """The images that the analytics tab's folder average reads: every image file under
+    ``folder`` (subfolders too); none when it cannot be listed."""
+    try:
+        return image_paths(folder, recursive=True)
+    except OSError:
+        return []
 
 
 @dataclass(frozen=True)
@@ -382,11 +392,7 @@ class Explanations(QObject):
 
     def average_folder(self, folder: str) -> None:
         """Head statistics averaged over a folder's images (subfolders too), in the worker."""
-        paths = sorted(
-            str(p)
-            for p in Path(folder).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        paths = folder_images(folder)
         if self.window.worker is None or self.window.model is None:
             self.analytics.stop_folder_progress("Load a model first.")
         elif not paths:

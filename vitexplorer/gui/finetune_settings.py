@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from vitexplorer.core.architecture import default_warmup
 from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
+from vitexplorer.core.folders import subfolders
 from vitexplorer.core.pixel_csv import is_pixel_csv
 from vitexplorer.gui.architecture_form import ArchitectureForm
 
@@ -642,6 +643,5 @@ def breakable(path: str) -> str:
 
 
 def _subfolders(path: str) -> list[str]:
-    """Names of the visible folders in ``path`` (scandir: no stat per plain file)."""
-    with os.scandir(path) as entries:
-        return [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    """Names of the class folders in ``path``, as the dataset reader lists them."""
+    return [p.name for p in subfolders(path)]

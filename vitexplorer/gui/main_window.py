@@ -42,9 +42,10 @@ from PySide6.QtWidgets import (
 from vitexplorer import __version__
 from vitexplorer.core import spec as specs
 from vitexplorer.core.explain import head_maps, token_for_patch
+from vitexplorer.core.folders import IMAGE_SUFFIXES
 from vitexplorer.core.numbering import patch_label
 from vitexplorer.core.numbering import shown as number
-from vitexplorer.core.session import IMAGE_SUFFIXES, ImageSession, Selection, expand_paths
+from vitexplorer.core.session import ImageSession, Selection, expand_paths
 from vitexplorer.core.spec import DEMO
 from vitexplorer.gui.controls import ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar, offer_download

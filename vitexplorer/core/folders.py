@@ -1,0 +1,113 @@
+"""Which files in a folder are images: the one scanner for the whole app (the GUI's open, drop
+and folder average, the command line's folder inputs, class-folder datasets, the sanity checks'
+labelled folders). Standard library only: the GUI imports it before torch.
+
+The rules, the same for every caller:
+
+* An image file has one of :data:`IMAGE_SUFFIXES` (any case), a name that does not start with
+  ``.`` (hidden files, and the temporary files that an interrupted atomic write leaves, which are
+  named ``.vitexplorer-<pid>-...``: :data:`vitexplorer.core.files.TEMP_PREFIX`), and is a
+  regular file or a link to one (a dangling link, a FIFO or a folder named ``x.png`` is not).
+* Walking down, hidden folders are skipped and links to folders are not followed, so a link loop
+  cannot trap the walk and no folder is walked twice. A folder the caller names is opened even
+  when it is a link: the folder given, and the class folders of a class-folder layout
+  (:func:`subfolders`, one level down, where a link cannot loop).
+* A subfolder that cannot be listed is skipped; the folder given raises its OSError.
+* The order is a file manager's: by name in each folder, a folder's images before those of the
+  next name (``cat/x.png`` before ``cat 2/x.png``), the order of sorted ``Path`` objects.
+
+One ``os.scandir`` per folder and no ``stat`` per plain file (``DirEntry`` knows its type): a
+dataset of 60,000 files is listed 13 times faster than through ``Path.rglob`` and ``is_file``
+(``benchmarks/folder_scan.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def is_image_name(name: str) -> bool:
+    """A name the app treats as an image file's: a known suffix, not hidden (nor a temporary
+    file that a write in progress left: those start with ``.vitexplorer-``)."""
+    return not name.startswith(".") and (
+        name.endswith(IMAGE_SUFFIXES) or name.lower().endswith(IMAGE_SUFFIXES)
+    )  # most names end in lower case already: lowered only when they do not match
+
+
+def image_paths(folder: str | os.PathLike[str], recursive: bool = False) -> list[str]:
+    """The image files in ``folder`` (and its subfolders when ``recursive``) as strings, in the
+    order of sorted paths. OSError when ``folder`` itself cannot be listed."""
+    files, folders = _entries(os.fspath(folder), recursive)
+    if not folders:
+        return files
+    found: list[str] = []
+    stack = [_merged(files, folders)]
+    while stack:
+        for path, is_folder in stack[-1]:
+            if not is_folder:
+                found.append(path)
+                continue
+            try:
+                files, folders = _entries(path, recursive)
+            except OSError:
+                continue
+            if folders:
+                stack.append(_merged(files, folders))
+                break
+            found += files  # the usual case, a folder without subfolders: no loop per file
+        else:
+            stack.pop()
+    return found
+
+
+def image_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """:func:`image_paths` as ``Path`` objects."""
+    return [Path(p) for p in image_paths(folder, recursive)]
+
+
+def subfolders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The visible folders directly in ``folder``, links to folders included (a class folder may
+    be a link to the images elsewhere), sorted by name. OSError when ``folder`` cannot be
+    listed."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if not entry.name.startswith(".") and entry.is_dir():
+                    found.append(entry.path)
+            except OSError:
+                continue
+    return [Path(p) for p in sorted(found)]
+
+
+def _entries(folder: str, recursive: bool) -> tuple[list[str], list[str]]:
+    """The image files in ``folder`` by name, and (when ``recursive``) its visible subfolders
+    that are no links."""
+    files: list[str] = []
+    folders: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            try:
+                if name.startswith("."):
+                    continue
+                if is_image_name(name) and entry.is_file():  # a link to a file counts
+                    files.append(entry.path)
+                elif recursive and entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+            except OSError:
+                continue
+    files.sort()  # every path here is folder + separator + name: sorting them sorts the names
+    return files, folders
+
+
+def _merged(files: list[str], folders: list[str]) -> Iterator[tuple[str, bool]]:
+    """(path, is a folder to walk) for sorted ``files`` and ``folders``, by name."""
+    if not folders:
+        return zip(files, itertools.repeat(False))
+    return iter(sorted([(f, False) for f in files] + [(f, True) for f in folders]))
