@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SUFFIXES = {".png", ".jpg", ".jpeg"}
+from vitexplorer.core.folders import image_paths
 
 MINIMAL = r"""
 import sys
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
     folder = Path(args.folder) if args.folder else root.parent / "shared" / "data" / "images"
-    photos = sorted(str(p) for p in folder.glob("*") if p.suffix.lower() in SUFFIXES)
+    photos = image_paths(folder) if folder.is_dir() else []
     photos = photos or [str(root / "vitexplorer" / "resources" / "sample.png")]
     for model in args.models.split(","):
         for count in (int(c) for c in args.counts.split(",")):
