@@ -97,6 +97,22 @@ def write_colour_dataset(
     return root
 
 
+def write_colour_splits(root: Path) -> Path:
+    """train/ and test/ with two classes of noisy 32 px colours (8 and 4 images a class)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 4)):
+        for name, colour in (("blue", (20, 40, 220)), ("red", (220, 30, 20))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(colour, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return root
+
+
 @pytest.fixture
 def colour_dataset(tmp_path: Path) -> Path:
     """Three classes of 20 noisy 16x16 colour images, no train/test split."""

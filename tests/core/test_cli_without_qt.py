@@ -13,10 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from tests.conftest import write_colour_splits
 from vitexplorer.cli import COMMANDS
 
 SAMPLE = Path(__file__).parents[2] / "vitexplorer" / "resources" / "sample.png"
@@ -41,21 +40,8 @@ for argv in json.loads(sys.argv[1]):
 """
 
 
-def _colours(root: Path) -> Path:
-    """train/ and test/ with two classes of noisy 32 px colours."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("test", 4)):
-        for name, colour in (("blue", (20, 40, 220)), ("red", (220, 30, 20))):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = np.clip(rng.normal(colour, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return root
-
-
 def _commands(root: Path) -> list[list[str]]:
-    data = _colours(root / "colours")
+    data = write_colour_splits(root / "colours")
     model = str(root / "scratch.safetensors")
     photo, cpu, quick = str(SAMPLE), ["--device", "cpu"], ["--no-mixed-precision", "--epochs", "1"]
     return [

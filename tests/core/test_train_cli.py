@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.conftest import TINY, write_colour_splits
 from vitexplorer.cli import main
 from vitexplorer.cli import train as train_cli
 from vitexplorer.core import architecture, training
@@ -31,22 +31,9 @@ SMALL = ["--width", "16", "--depth", "2", "--heads", "2", "--patch-size", "8"]
 QUICK = ["--per-class", "8", "--test-per-class", "4", "--batch-size", "8", "--epochs", "2"]
 
 
-def _write_colours(root: Path) -> Path:
-    """train/ and test/ with two classes of noisy 32 px colours."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8), ("test", 4)):
-        for name, colour in (("blue", (20, 40, 220)), ("red", (220, 30, 20))):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = np.clip(rng.normal(colour, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write_colours(tmp_path_factory.mktemp("colours"))
+    return write_colour_splits(tmp_path_factory.mktemp("colours"))
 
 
 def _train(data: Path, out: Path, *options: str) -> int:

@@ -156,12 +156,14 @@ def printable(text: str) -> str:
     return " ".join(text.split())
 
 
-def _width(draw: Any, text: str, face: Any) -> int:
+def text_width(draw: Any, text: str, face: Any) -> int:
+    """How many pixels wide ``text`` is drawn in ``face``."""
     left, _, right, _ = draw.textbbox((0, 0), text, font=face)
     return int(math.ceil(right - left))
 
 
-def _height(draw: Any, face: Any) -> int:
+def text_height(draw: Any, face: Any) -> int:
+    """The height of a line in ``face``, ascenders to descenders."""
     _, top, _, bottom = draw.textbbox((0, 0), "Hgjy(", font=face)
     return int(math.ceil(bottom - top))
 
@@ -172,7 +174,7 @@ def wrap(draw: Any, text: str, face: Any, width: int) -> list[str]:
     lines: list[str] = []
     for word in text.split(" "):
         candidate = f"{lines[-1]} {word}" if lines else word
-        if lines and _width(draw, candidate, face) <= width:
+        if lines and text_width(draw, candidate, face) <= width:
             lines[-1] = candidate
         else:
             lines.append(word)
@@ -181,9 +183,9 @@ def wrap(draw: Any, text: str, face: Any, width: int) -> list[str]:
 
 def fit(draw: Any, text: str, face: Any, width: int) -> str:
     """``text``, cut with an ellipsis if it is wider than ``width``."""
-    if _width(draw, text, face) <= width:
+    if text_width(draw, text, face) <= width:
         return text
-    while text and _width(draw, text + "…", face) > width:
+    while text and text_width(draw, text + "…", face) > width:
         text = text[:-1]
     return text + "…"
 
@@ -244,12 +246,12 @@ def render_figure(
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_font, title_font, subtitle_font = font(LABEL_SIZE), font(TITLE_SIZE), font(SUBTITLE_SIZE)
     labels = [text for _, text in ticks] or ["no finite values"]
-    label_w = max(_width(scratch, text, label_font) for text in labels)
+    label_w = max(text_width(scratch, text, label_font) for text in labels)
     total_w = MARGIN + map_w + BAR_GAP + BAR_WIDTH + TICK_LENGTH + 4 + label_w + MARGIN
     text_w = total_w - 2 * MARGIN
     title_lines = wrap(scratch, printable(title), title_font, text_w)
     subtitle_line = fit(scratch, printable(subtitle), subtitle_font, text_w) if subtitle else ""
-    title_h, subtitle_h = _height(scratch, title_font), _height(scratch, subtitle_font)
+    title_h, subtitle_h = text_height(scratch, title_font), text_height(scratch, subtitle_font)
     top = MARGIN + len(title_lines) * (title_h + 6)
     if subtitle_line:
         top += subtitle_h + 6
@@ -271,7 +273,7 @@ def render_figure(
         bar = colour_bar(lut, map_h, BAR_WIDTH, flat, flat_at)
         figure.paste(Image.fromarray(bar), (bar_left, top))
     draw.rectangle((bar_left - 1, top - 1, bar_left + BAR_WIDTH, top + map_h), outline=INK, width=1)
-    label_h = _height(scratch, label_font)
+    label_h = text_height(scratch, label_font)
     tick_left = bar_left + BAR_WIDTH
     if not ticks:
         ticks_at: list[tuple[float, str]] = [(top + map_h / 2, labels[0])]

@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vitexplorer.core.figure import BACKGROUND, GREY, INK, fit, font, printable, wrap
+from vitexplorer.core.figure import (
+    BACKGROUND,
+    GREY,
+    INK,
+    fit,
+    font,
+    printable,
+    text_height,
+    text_width,
+    wrap,
+)
 from vitexplorer.core.scales import tick_labels
 
 if TYPE_CHECKING:
@@ -102,7 +112,7 @@ def draw_distance_plot(
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     title_font, label_font, tick_font = font(TITLE_SIZE), font(LABEL_SIZE), font(TICK_SIZE)
-    title_h, label_h, tick_h = (_height(draw, f) for f in (title_font, label_font, tick_font))
+    title_h, label_h, tick_h = (text_height(draw, f) for f in (title_font, label_font, tick_font))
 
     # the header: the title (wrapped), then the legend on a row of its own, right-aligned
     title_lines = wrap(draw, printable(title), title_font, width - 2 * MARGIN)
@@ -118,10 +128,10 @@ def draw_distance_plot(
 
     # the data area: room on the left for the rotated axis title and the tick labels, below
     # for the layer numbers and the axis title
-    tick_w = max((_width(draw, text, tick_font) for _, text in y_ticks), default=0)
+    tick_w = max((text_width(draw, text, tick_font) for _, text in y_ticks), default=0)
     left = MARGIN + label_h + 2 * GAP + tick_w + TICK_LENGTH
     top = legend_y + label_h + 12
-    right = width - MARGIN - max(_width(draw, str(layers), tick_font) // 2, 4)
+    right = width - MARGIN - max(text_width(draw, str(layers), tick_font) // 2, 4)
     bottom = height - MARGIN - label_h - GAP - tick_h - GAP - TICK_LENGTH
     plot = DistancePlot(image, (left, top, right, bottom), layers, y_high)
 
@@ -173,16 +183,6 @@ def save_distance_plot(handle: Any, distance: np.ndarray, title: str) -> None:
     save_png(draw_distance_plot(distance, title).image, handle)
 
 
-def _width(draw: Any, text: str, face: Any) -> int:
-    left, _, right, _ = draw.textbbox((0, 0), text, font=face)
-    return int(math.ceil(right - left))
-
-
-def _height(draw: Any, face: Any) -> int:
-    _, top, _, bottom = draw.textbbox((0, 0), "Hgjy(", font=face)
-    return int(math.ceil(bottom - top))
-
-
 def _dot(draw: Any, x: float, y: float, colour: tuple[int, int, int] = POINT_COLOUR) -> None:
     r = POINT_RADIUS
     draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
@@ -203,13 +203,13 @@ def _legend(draw: Any, right: float, top: float, face: Any, label_h: int) -> Non
     """The two entries side by side, ending at ``right``: a dot for the heads, a line with a
     marker for the layers' means."""
     middle = top + label_h / 2
-    mean_w = _width(draw, MEAN_LABEL, face)
+    mean_w = text_width(draw, MEAN_LABEL, face)
     x = right - mean_w
     draw.text((x, middle), MEAN_LABEL, font=face, fill=INK, anchor="lm")
     x -= 8 + 24
     draw.line((x, middle, x + 24, middle), fill=MEAN_COLOUR, width=MEAN_WIDTH)
     draw.ellipse((x + 9.5, middle - 2.5, x + 14.5, middle + 2.5), fill=MEAN_COLOUR)
-    x -= 24 + _width(draw, POINTS_LABEL, face)
+    x -= 24 + text_width(draw, POINTS_LABEL, face)
     draw.text((x, middle), POINTS_LABEL, font=face, fill=INK, anchor="lm")
     _dot(draw, x - 6 - POINT_RADIUS, middle)
 
