@@ -41,6 +41,7 @@ from vitexplorer.core.download import (
     download_file,
 )
 from vitexplorer.core.families.layouts import recognise_layout
+from vitexplorer.core.skeleton import compute_buffers, has_meta, owned, skeleton
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
     DEMO,
     DEMO_LABEL,
@@ -410,29 +411,31 @@ def check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
 def build(
     plan: BuildPlan, state: dict[str, torch.Tensor], source: str
 ) -> tuple[nn.Module, ModelSpec]:
-    """The model of ``plan`` with the weights of ``state``, allocated only once they fit.
-
-    The model is built on the meta device and takes the file's tensors as its own
-    (``assign=True``, each in the dtype the model declares), so no random initialisation is
-    computed only to be overwritten (issue 14: 0.56 s for a ViT-B/16). A model whose
-    ``__init__`` computes a buffer the file does not hold (left on the meta device) is built
-    the ordinary way instead."""
+    """The model of ``plan`` with the weights of ``state``, allocated only once they fit, and
+    never initialised (see :func:`with_weights`)."""
     check_plan(plan, state, source)
-    with torch.device("meta"):
-        module = plan.build()
-    wanted = module.state_dict()
-    # each tensor in memory of its own, in the model's dtype: a file's tensors can sit at any
-    # offset of one buffer, and unaligned memory sends the CPU's kernels down other paths
-    # (logits that differ in the last bit from those of the same weights copied in)
-    owned = {
-        k: v.to(wanted[k].dtype if v.is_floating_point() else v.dtype, copy=True)
-        for k, v in state.items()
-    }
-    module.load_state_dict(owned, assign=True)
-    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
-        module = plan.build()
-        module.load_state_dict(state)
+    module = with_weights(plan.build, state)
     return module, plan.spec(module)
+
+
+def with_weights(make: Callable[[], nn.Module], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``make()``'s model holding the tensors of ``state``, which are known to fit it.
+
+    The model is built on the meta device and takes the tensors as its own (``assign=True``,
+    each copied once into memory of its own, in the dtype the model declares), so no random
+    initialisation is computed only to be overwritten (issue 14: 0.56 s for a ViT-B/16); the
+    buffers its ``__init__`` computes, which ``state`` does not hold, are computed as it does
+    (:func:`~vitexplorer.core.skeleton.compute_buffers`). A model still left with a tensor on
+    the meta device is built the ordinary way instead."""
+    with skeleton():
+        module = make()
+    wanted = module.state_dict()
+    module.load_state_dict({k: owned(v, wanted[k]) for k, v in state.items()}, assign=True)
+    compute_buffers(module, make)
+    if has_meta(module):
+        module = make()
+        module.load_state_dict(state)
+    return module
 
 
 def check_checkpoint_metadata(meta: object) -> dict[str, Any]:

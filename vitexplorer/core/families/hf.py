@@ -291,9 +291,11 @@ def _from_state_dict(
     cls: type, config: Any, extra: dict[str, Any], path: Path, source: str
 ) -> nn.Module:
     """The model with a plain state dict in HF's key layout for ``config``: checked against
-    the model on the meta device first; a file in an older transformers layout (``encoder.layer``,
-    ``attention.attention.query``) goes through transformers' own key conversion, and loads
-    only if every parameter is then accounted for."""
+    the model on the meta device first, then built without initialisation and given the file's
+    tensors (``models.with_weights``); a file in an older transformers layout (``encoder.layer``,
+    ``attention.attention.query``) goes through transformers' own key conversion (its
+    ``from_pretrained``, which builds on the meta device itself), and loads only if every
+    parameter is then accounted for."""
     from vitexplorer.core.checkpoint import WeightsFileError, check_fits, file_label, read_weights
 
     state, meta = read_weights(path)
@@ -320,9 +322,9 @@ def _from_state_dict(
         if any(info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")):
             raise misfit from None
         return model
-    model = cls(config, **extra)
-    model.load_state_dict(state)
-    return model
+    from vitexplorer.core.models import with_weights
+
+    return with_weights(lambda: cls(config, **extra), state)
 
 
 def _spec_config(architecture: str, config: Any, image_size: int) -> dict[str, Any]:

@@ -152,11 +152,12 @@ class HFClassifier(nn.Module):
 
 
 def _fused_heads(cls_head: nn.Module, dist_head: nn.Module) -> nn.Linear | None:
-    """One linear map equal to ``(cls_head(a) + dist_head(b)) / 2`` of ``cat(a, b)``."""
+    """One linear map equal to ``(cls_head(a) + dist_head(b)) / 2`` of ``cat(a, b)`` (its
+    weights are written whole: none is initialised first)."""
     if not (isinstance(cls_head, nn.Linear) and isinstance(dist_head, nn.Linear)):
         return None
     width, classes = cls_head.in_features, cls_head.out_features
-    head = nn.Linear(2 * width, classes, device=cls_head.weight.device)
+    head = nn.utils.skip_init(nn.Linear, 2 * width, classes, device=cls_head.weight.device)
     with torch.no_grad():
         head.weight.copy_(torch.cat([cls_head.weight, dist_head.weight], dim=1) / 2)
         head.bias.copy_((cls_head.bias + dist_head.bias) / 2)

@@ -49,9 +49,7 @@ from vitexplorer.core.vit import MAX_CLASSES, MAX_IMAGE_SIZE, check_grid, check_
 
 PREFIX = "timm:"
 HEAD_KINDS = ("classifier", "projection", "none")  # what the model's head is
-# timm's random init (a truncated normal per parameter) is skipped where every parameter is
-# then loaded from a file (strictly): it costs more than the load itself
-_LOADED = "skip"
+_LOADED = timm_weights.LOADED  # timm's own initialisation skipped: every parameter is loaded
 _HEAD_MARK = "_vitexplorer_head"  # set on a module whose head kind is known, not guessed
 # a checkpoint's config; "projection": a CLIP tower's projection width, its num_classes 0
 _CONFIG_KEYS = ("model_name", "num_classes", "img_size", "projection")
