@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -137,16 +137,22 @@ def enlarge(display: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(picture)
 
 
-@lru_cache(maxsize=8)
+_fonts = threading.local()  # each thread its own: a FreeType face serves one thread at a time
+
+
 def font(size: int) -> Any:
     """Pillow's bundled font at ``size`` pixels: nothing to install, no display needed. Pillow
-    before 10.1 (or built without FreeType) has only a small bitmap font; that one is used."""
+    before 10.1 (or built without FreeType) has only a small bitmap font; that one is used.
+    Kept per thread, as ``analyze`` draws its figures in several."""
     from PIL import ImageFont
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: load_default takes no size
-        return ImageFont.load_default()
+    cache = _fonts.__dict__.setdefault("by_size", {})
+    if size not in cache:
+        try:
+            cache[size] = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1: load_default takes no size
+            cache[size] = ImageFont.load_default()
+    return cache[size]
 
 
 def printable(text: str) -> str:
