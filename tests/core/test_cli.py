@@ -436,3 +436,36 @@ def _spec(name: str, size: int = 224):  # noqa: ANN202
         tiny_spec(), name=name, image_size=size, resize_size=size, patch_size=patch,
         num_layers=layers, num_heads=heads,
     )  # fmt: skip
+
+
+def test_a_file_that_cannot_be_written_is_one_line_in_its_place_and_the_rest_are_written(
+    checkpoint, tmp_path: Path, monkeypatch
+) -> None:
+    """The files of a batch are written by several threads; a failure comes back to its own
+    image's place among the lines."""
+    import contextlib
+
+    import vitexplorer.cli.analyze as analyze_cli
+
+    real = analyze_cli.write_outputs
+
+    def full_for_b(out_dir, stem, *rest):  # noqa: ANN001, ANN002, ANN202
+        if stem == "b":
+            raise OSError(28, "No space left on device")
+        return real(out_dir, stem, *rest)
+
+    monkeypatch.setattr(analyze_cli, "write_outputs", full_for_b)
+    for i, name in enumerate("abc"):
+        _image(tmp_path / f"{name}.png", (40, 40), seed=i)
+    both = io.StringIO()
+    with contextlib.redirect_stdout(both), contextlib.redirect_stderr(both):
+        code = _analyze(*(tmp_path / f"{n}.png" for n in "abc"), "--model", checkpoint,
+                        "--out", tmp_path / "out")  # fmt: skip
+    assert code == 1
+    lines = _lines(both.getvalue())
+    assert len(lines) == 3 and lines[0].startswith("a: ") and lines[2].startswith("c: ")
+    assert lines[1] == (
+        f"vitexplorer: b.png: cannot write to {tmp_path / 'out'}: No space left on device"
+    )
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [f"{s}.{x}" for s in "ac" for x in ("attention.npy", "cls.png", "json")]
