@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.core.test_train_cli import QUICK, SMALL, _write_colours
+from tests.conftest import write_colour_splits
+from tests.core.test_train_cli import QUICK, SMALL
 from vitexplorer.cli import main
 from vitexplorer.core.timelapse import probe_maps, read_timelapse
 
@@ -30,7 +31,7 @@ def _quiet(argv: list[str]) -> tuple[int, str, str]:
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A 2-epoch run from scratch that follows 3 test images."""
     root = tmp_path_factory.mktemp("tl-cli")
-    data = _write_colours(root / "colours")
+    data = write_colour_splits(root / "colours")
     out = root / "m.safetensors"
     status, stdout, stderr = _quiet(
         ["train", "--data", str(data), "--out", str(out), "--device", "cpu", *SMALL, *QUICK,
