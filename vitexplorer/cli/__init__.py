@@ -10,19 +10,14 @@ the commands import what they need when they run.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vitexplorer import __version__
-from vitexplorer.cli.analyze import analyze_parser, run_analyze, write_outputs
-from vitexplorer.cli.checks import (
-    faithfulness_parser,
-    run_faithfulness,
-    run_sanity,
-    sanity_parser,
-)
 from vitexplorer.cli.common import (
     MODEL_NAMES,
     PROG,
@@ -33,16 +28,6 @@ from vitexplorer.cli.common import (
     unique_stems,
     write_atomic,
 )
-from vitexplorer.cli.compare import compare_parser, run_compare
-from vitexplorer.cli.finetune import (
-    FINETUNE_DEFAULTS,
-    FinetuneReport,
-    finetune_parser,
-    run_finetune,
-)
-from vitexplorer.cli.stats import run_stats, stats_parser
-from vitexplorer.cli.timelapse import run_timelapse, timelapse_parser
-from vitexplorer.cli.train import run_train, train_parser
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -59,17 +44,39 @@ __all__ = [
 ]
 
 _GUI_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
+# each command: its module (imported only when the command runs) and its parser and runner
 _COMMANDS = {
-    "analyze": (analyze_parser, run_analyze),
-    "finetune": (finetune_parser, run_finetune),
-    "stats": (stats_parser, run_stats),
-    "sanity": (sanity_parser, run_sanity),
-    "faithfulness": (faithfulness_parser, run_faithfulness),
-    "train": (train_parser, run_train),
-    "compare": (compare_parser, run_compare),
-    "timelapse": (timelapse_parser, run_timelapse),
+    "analyze": ("analyze", "analyze_parser", "run_analyze"),
+    "finetune": ("finetune", "finetune_parser", "run_finetune"),
+    "stats": ("stats", "stats_parser", "run_stats"),
+    "sanity": ("checks", "sanity_parser", "run_sanity"),
+    "faithfulness": ("checks", "faithfulness_parser", "run_faithfulness"),
+    "train": ("train", "train_parser", "run_train"),
+    "compare": ("compare", "compare_parser", "run_compare"),
+    "timelapse": ("timelapse", "timelapse_parser", "run_timelapse"),
 }
 COMMANDS = tuple(_COMMANDS)
+# names this package re-exports from a command's module, imported on first use (PEP 562)
+_LATER = {
+    "analyze_parser": "analyze",
+    "write_outputs": "analyze",
+    "FINETUNE_DEFAULTS": "finetune",
+    "FinetuneReport": "finetune",
+    "finetune_parser": "finetune",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LATER:
+        return getattr(importlib.import_module(f"{__name__}.{_LATER[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _command(name: str) -> tuple[Any, Any]:
+    """The parser factory and the runner of command ``name``, its module imported now."""
+    module, parser, run = _COMMANDS[name]
+    found = importlib.import_module(f"{__name__}.{module}")
+    return getattr(found, parser), getattr(found, run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _printable_streams()
     try:
         if args and args[0] in _COMMANDS:
-            parser, run = _COMMANDS[args[0]]
+            parser, run = _command(args[0])
             return run(parser().parse_args(args[1:]))
         options = _gui_parser().parse_args(args)
         return _run_gui(options.images)
