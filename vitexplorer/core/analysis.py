@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitexplorer.core.capture import forward_with_attention
+from vitexplorer.core.capture import forward_with_attention, images_per_pass
 from vitexplorer.core.data import aspect_grid, display_crop, preprocess
 from vitexplorer.core.explain import HeadStatistics, head_statistics
 from vitexplorer.core.models import LoadedModel, ModelSpec
@@ -119,21 +119,18 @@ def analyze_image(
     return analyze_images(model, [image], keep_aspect)[0]
 
 
-# Bytes of float32 attention maps one batch of ``analyze_images`` may hold, and the most images
-# a batch takes: ViT-B/32 and B/16 run 8 at a time, L/16 4, H/14 one.
-BATCH_MAPS_BUDGET = 256 * 2**20
-MAX_BATCH = 8
+MAX_BATCH = 8  # the most images analyze_images takes at once: ViT-B/32 and B/16 8, L/16 4
 
 
 def batch_size_for(spec: ModelSpec, grid: tuple[int, int] | None = None) -> int:
     """How many images :func:`analyze_images` runs at once for ``spec`` (on ``grid``, when the
-    images keep their aspect): as many as :data:`BATCH_MAPS_BUDGET` of maps allow, at most
-    :data:`MAX_BATCH`, at least one. On the CPU a batch of 8 takes 0.58 times the time of
-    eight single passes for ViT-B/32, 0.9 for B/16 and L/16."""
+    images keep their aspect): as many as 256 MB of maps allow
+    (:func:`~vitexplorer.core.capture.images_per_pass`), at most :data:`MAX_BATCH`. On the CPU
+    a batch of 8 takes 0.58 times the time of eight single passes for ViT-B/32, 0.9 for B/16
+    and L/16."""
     rows, cols = grid or spec.grid
     tokens = rows * cols + spec.num_prefix_tokens
-    per_image = spec.num_layers * spec.num_heads * tokens * tokens * 4
-    return max(1, min(MAX_BATCH, BATCH_MAPS_BUDGET // max(per_image, 1)))
+    return images_per_pass(spec.num_layers, spec.num_heads, tokens, MAX_BATCH)
 
 
 def input_key(image: Image.Image, spec: ModelSpec, keep_aspect: bool = False) -> tuple[int, int]:

@@ -21,6 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAPS_BUDGET = 256 * 2**20  # bytes of float32 maps one captured forward pass of a batch may hold
+
+
+def images_per_pass(layers: int, heads: int, tokens: int, most: int | None = None) -> int:
+    """How many images one captured forward pass takes so that their float32 attention maps
+    (``layers`` x ``heads`` x ``tokens`` squared each) stay within :data:`MAPS_BUDGET`: at least
+    one, at most ``most``."""
+    fit = max(1, MAPS_BUDGET // max(layers * heads * tokens * tokens * 4, 1))
+    return fit if most is None else min(most, fit)
+
 
 class Sink:
     """Where an explicit attention forward sends its queries and keys: :meth:`weights` returns

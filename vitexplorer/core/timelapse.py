@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitexplorer.core.capture import AttentionSink, capturing_attention
+from vitexplorer.core.capture import AttentionSink, capturing_attention, images_per_pass
 from vitexplorer.core.checkpoint import TIMELAPSE_KEY as META_KEY
 from vitexplorer.core.checkpoint import TIMELAPSE_PREFIX as PREFIX
 from vitexplorer.core.checkpoint import whole_numbers
@@ -44,7 +44,6 @@ from vitexplorer.core.explain import (
 DEFAULT_PROBES = 10  # a class-balanced handful of test images
 MAX_PROBES = 64
 VERSION = 1
-MAPS_BUDGET = 256 * 2**20  # bytes of attention maps one forward pass of probes may hold
 ROLLOUT_METHOD = "rollout of the CLS token: heads averaged, nothing discarded, from layer 1"
 
 
@@ -300,8 +299,8 @@ class ProbeRecorder:
         self._cut_outputs = []
         cut = self.split.cut
         tokens = self.grid[0] * self.grid[1] + self.prefix
-        per_probe = len(self.split.blocks) * self.heads * tokens**2 * 4
-        chunk = max(1, MAPS_BUDGET // per_probe)  # ViT-B/16: 11 probes at once, B/32: all
+        # ViT-B/16: 11 probes at once, B/32: all
+        chunk = images_per_pass(len(self.split.blocks), self.heads, tokens)
         for start in range(0, len(self.probes), chunk):
             x = self.to_input(self.probes.images[start : start + chunk])
             out, parts = self._captured(lambda x=x: self.split.frozen(x), cut)
