@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # this checkout's vitexplorer, installed or not
     sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
-NO_CUDA = "skipped: no CUDA"
+TRAINING_SIZES = {True: (8, 4), False: (400, 50)}  # quick or not: images a class, train and test
 
 
 @dataclass
@@ -317,17 +317,21 @@ def training_images(per_class: int, test_per_class: int, quick: bool) -> tuple[o
     return DatasetSplits("random", "", names, LabelledImages(labels, arrays=data), None), "random"
 
 
-def run_engine(base: object, dataset: object, config: object) -> tuple[object, float, float]:
-    """The engine to its end: (result, its whole run's seconds, the epoch's seconds)."""
+def run_engine(base: object, s: Setting, config: object) -> tuple[object, float, float, int]:
+    """The engine to its end: (result, its whole run's seconds, the epoch's seconds, the peak of
+    CUDA memory allocated from the start of the run, 0 on the CPU)."""
     from vitexplorer.core.training import Epoch, Finished, finetune
 
+    if s.cuda:
+        torch.cuda.reset_peak_memory_stats(s.device)
     result, epoch_seconds = None, 0.0
-    for event in finetune(base, dataset, config):
+    for event in finetune(base, s.dataset, config):
         if isinstance(event, Epoch):
             epoch_seconds += event.seconds
         elif isinstance(event, Finished):
             result = event.result
-    return result, result.seconds, epoch_seconds
+    peak = torch.cuda.max_memory_allocated(s.device) if s.cuda else 0
+    return result, result.seconds, epoch_seconds, peak
 
 
 def model_input(images: torch.Tensor, spec: object, device: torch.device) -> torch.Tensor:
@@ -389,140 +393,168 @@ def plain_loop(model: nn.Module, trainable: list[nn.Parameter], data: object, sp
     return time.perf_counter() - start, right / max(1, len(data.test))
 
 
-def training_rows(table: Table, device: torch.device, quick: bool) -> None:
-    from vitexplorer.core.architecture import (
-        ARCH_DEFAULTS,
-        default_warmup,
-        size_text,
-        training_bytes,
-    )
-    from vitexplorer.core.datasets import load_subsets
+@dataclass
+class Setting:
+    """What the training rows share: the device, the images, the models' sizes."""
+
+    device: torch.device
+    quick: bool
+    dataset: object
+    source: str  # where the images came from, in words
+    per_class: int
+    test_per_class: int
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def shape(self) -> object:
+        """The from-scratch architecture: the demo's (the Train tab's defaults), or a tiny one."""
+        from vitexplorer.core.architecture import ARCH_DEFAULTS
+        from vitexplorer.core.vit import SmallViTConfig
+
+        if self.quick:
+            return SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2)
+        return SmallViTConfig(num_classes=10, **ARCH_DEFAULTS)
+
+    def same_images(self, config: object, size: int) -> object:
+        """The subsets the engine picks for ``config``, for the plain loop."""
+        from vitexplorer.core.datasets import load_subsets
+
+        return load_subsets(self.dataset, per_class=config.per_class, seed=config.seed,
+                            test_per_class=config.test_per_class,
+                            val_fraction=config.val_fraction, image_size=size)  # fmt: skip
+
+
+def finetune_row(s: Setting, model: str) -> tuple[str, dict[str, float]]:
+    """One head-only epoch of ``model`` (random weights): the engine against a plain loop."""
     from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import FinetuneConfig, TrainConfig
-    from vitexplorer.core.vit import SmallViTConfig
+    from vitexplorer.core.training import FinetuneConfig
 
-    per_class, test_per_class = (8, 4) if quick else (400, 50)
-    dataset, source = training_images(per_class, test_per_class, quick)
-    cuda = device.type == "cuda"
-
-    def same_images(config: object, size: int) -> object:
-        return load_subsets(dataset, per_class=config.per_class, val_fraction=config.val_fraction,
-                            test_per_class=config.test_per_class, seed=config.seed,
-                            image_size=size)  # fmt: skip
-
-    def finetune_row() -> tuple[str, dict[str, float]]:
-        torch.manual_seed(0)
-        if quick:
-            tiny = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2)
-            base = load_model("small_vit", "none", device, small_config=tiny)
-        else:
-            base = load_model("vit_b_16", "none", device)
-        plain = copy.deepcopy(base.module)
-        config = FinetuneConfig(per_class=per_class, test_per_class=test_per_class, epochs=1,
-                                freeze="head", probes=0)  # fmt: skip
-        result, whole, epoch = run_engine(base, dataset, config)
-        for p in plain.parameters():
-            p.requires_grad_(False)
-        owner = plain.heads if hasattr(plain, "heads") else plain
-        head = nn.Linear(owner.head.in_features, 10, device=device)
-        nn.init.zeros_(head.weight), nn.init.zeros_(head.bias)
-        owner.head = head
-        data = same_images(config, base.spec.image_size)
-        seconds, acc = plain_loop(plain, list(head.parameters()), data, base.spec, device,
-                                  lr=config.lr, weight_decay=config.weight_decay,
-                                  batch=config.batch_size)  # fmt: skip
-        cached = "frozen part cached" if result.cached else "uncached"
-        text = (f"{base.spec.display_name}, head only, {source}: engine {whole:.2f} s (its epoch "
-                f"{epoch:.2f} s, {cached}) against the plain loop {seconds:.2f} s: "
-                f"engine / plain {whole / seconds:.2f}; test accuracy {result.test_acc:.1%} against "
-                f"{acc:.1%}")  # fmt: skip
-        return text, {"engine_s": whole, "plain_s": seconds, "engine_acc": result.test_acc,
-                      "plain_acc": acc}  # fmt: skip
-
-    shape = SmallViTConfig(num_classes=10, **ARCH_DEFAULTS)
-    if quick:
-        shape = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2)
-
-    def scratch_engine(config: TrainConfig) -> tuple[object, float, float, int]:
-        release()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        torch.manual_seed(0)
-        base = load_model("small_vit", "none", device, small_config=shape)
-        result, whole, epoch = run_engine(base, dataset, config)
-        peak = torch.cuda.max_memory_allocated(device) if cuda else 0
-        return result, whole, epoch, peak
-
-    def scratch_row() -> tuple[str, dict[str, float]]:
-        config = TrainConfig(per_class=per_class, test_per_class=test_per_class, epochs=1,
-                             probes=0, warmup_epochs=default_warmup(1))  # fmt: skip
-        result, whole, epoch, _ = scratch_engine(config)
-        torch.manual_seed(0)
-        loaded = load_model("small_vit", "none", device, small_config=shape)
-        plain, data = loaded.module, same_images(config, 32)
-        steps = math.ceil(len(data.train) / config.batch_size)
-        seconds, acc = plain_loop(plain, list(plain.parameters()), data, loaded.spec, device,
-                                  lr=config.lr, weight_decay=config.weight_decay,
-                                  batch=config.batch_size, smoothing=config.label_smoothing,
-                                  clip=config.clip_grad, crop_flip=True,
-                                  warmup=round(config.warmup_epochs * steps))  # fmt: skip
-        text = (f"small ViT {shape.depth}x{shape.width}, crop-flip, {source}: engine {whole:.2f} s "
-                f"(its epoch {epoch:.2f} s) against the plain loop {seconds:.2f} s: "
-                f"engine / plain {whole / seconds:.2f}; test accuracy {result.test_acc:.1%} against "
-                f"{acc:.1%}")  # fmt: skip
-        return text, {"engine_s": whole, "plain_s": seconds}
-
-    def memory_row(batch: int, mixed: bool) -> tuple[str, dict[str, float]]:
-        config = TrainConfig(per_class=max(per_class, batch // 9 + 2), epochs=1, probes=0,
-                             test_per_class=test_per_class, batch_size=batch,
-                             mixed_precision=mixed, warmup_epochs=0.1)  # fmt: skip
-        activations, weights = training_bytes(shape, batch)
-        _, _, _, peak = scratch_engine(config)
-        estimate = activations + weights
-        text = (f"estimate {size_text(estimate)} ({size_text(activations)} activations) against "
-                f"max_memory_allocated {size_text(peak)}: measured / estimate "
-                f"{peak / estimate:.2f}")  # fmt: skip
-        return text, {"estimate": estimate, "measured": peak}
-
-    table.run("fine-tune", "1 epoch: engine against a plain loop", finetune_row)
-    table.run("scratch", "1 epoch: engine against a plain loop", scratch_row)
-    for batch in (128, 1024):
-        for mixed in (False, True):
-            what = f"train estimate, batch {batch}, {'bfloat16' if mixed else 'float32'}"
-            if cuda:
-                table.run("memory", what, lambda b=batch, m=mixed: memory_row(b, m))
-            else:
-                table.skip("memory", what, "no CUDA")
+    torch.manual_seed(0)
+    tiny = s.shape() if model == "small_vit" else None
+    base = load_model(model, "none", s.device, small_config=tiny)
+    plain = copy.deepcopy(base.module)  # before the engine takes ``base`` over
+    config = FinetuneConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
+                            freeze="head", probes=0)  # fmt: skip
+    result, whole, epoch, _ = run_engine(base, s, config)
+    for p in plain.parameters():
+        p.requires_grad_(False)
+    owner = plain.heads if hasattr(plain, "heads") else plain  # torchvision's, or the small ViT's
+    owner.head = nn.Linear(owner.head.in_features, s.dataset.num_classes, device=s.device)
+    nn.init.zeros_(owner.head.weight)  # as the engine's new head
+    nn.init.zeros_(owner.head.bias)
+    data = s.same_images(config, base.spec.image_size)
+    seconds, acc = plain_loop(plain, list(owner.head.parameters()), data, base.spec, s.device,
+                              lr=config.lr, weight_decay=config.weight_decay,
+                              batch=config.batch_size)  # fmt: skip
+    cached = "frozen part cached" if result.cached else "uncached"
+    text = (
+        f"{base.spec.display_name}, head only, {s.source}: engine {whole:.2f} s (its epoch "
+        f"{epoch:.2f} s, {cached}) against the plain loop {seconds:.2f} s: engine / plain "
+        f"{whole / seconds:.2f}; test accuracy {result.test_acc:.1%} against {acc:.1%}"
+    )
+    return text, {"engine_s": whole, "plain_s": seconds, "ratio": whole / seconds}
 
 
-def oom_row(device: torch.device, quick: bool) -> tuple[str, dict[str, float]]:
+def scratch_row(s: Setting) -> tuple[str, dict[str, float]]:
+    """One epoch from scratch with the Train tab's recipe: the engine against a plain loop."""
+    from vitexplorer.core.architecture import default_warmup
+    from vitexplorer.core.models import load_model
+    from vitexplorer.core.training import TrainConfig
+
+    config = TrainConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
+                         probes=0, warmup_epochs=default_warmup(1))  # fmt: skip
+    shape = s.shape()
+    torch.manual_seed(0)
+    base = load_model("small_vit", "none", s.device, small_config=shape)
+    result, whole, epoch, _ = run_engine(base, s, config)
+    torch.manual_seed(0)  # the same first weights
+    loaded = load_model("small_vit", "none", s.device, small_config=shape)
+    plain, data = loaded.module, s.same_images(config, shape.image_size)
+    steps = math.ceil(len(data.train) / config.batch_size)
+    seconds, acc = plain_loop(plain, list(plain.parameters()), data, loaded.spec, s.device,
+                              lr=config.lr, weight_decay=config.weight_decay,
+                              batch=config.batch_size, smoothing=config.label_smoothing,
+                              clip=config.clip_grad, crop_flip=True,
+                              warmup=round(config.warmup_epochs * steps))  # fmt: skip
+    text = (
+        f"small ViT {shape.depth}x{shape.width}, crop-flip, {s.source}: engine {whole:.2f} s "
+        f"(its epoch {epoch:.2f} s) against the plain loop {seconds:.2f} s: engine / plain "
+        f"{whole / seconds:.2f}; test accuracy {result.test_acc:.1%} against {acc:.1%}"
+    )
+    return text, {"engine_s": whole, "plain_s": seconds, "ratio": whole / seconds}
+
+
+def memory_row(s: Setting, batch: int, mixed: bool) -> tuple[str, dict[str, float]]:
+    """The estimate the Train tab and ``train`` check against the peak of a real run (its first
+    steps: the training set holds a few batches)."""
+    from vitexplorer.core.architecture import default_warmup, size_text, training_bytes
+    from vitexplorer.core.models import load_model
+    from vitexplorer.core.training import TrainConfig
+
+    shape = s.shape()
+    config = TrainConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
+                         probes=0, batch_size=batch, mixed_precision=mixed,
+                         warmup_epochs=default_warmup(1))  # fmt: skip
+    activations, weights = training_bytes(shape, batch)
+    torch.manual_seed(0)
+    _, _, _, peak = run_engine(load_model("small_vit", "none", s.device, small_config=shape), s,
+                               config)  # fmt: skip
+    estimate = activations + weights
+    text = (f"estimate {size_text(estimate)} ({size_text(activations)} of activations) against "
+            f"max_memory_allocated {size_text(peak)}: measured / estimate "
+            f"{peak / estimate:.2f}")  # fmt: skip
+    return text, {"estimate": estimate, "measured": peak}
+
+
+def oom_row(device: torch.device, model: str = "vit_b_16") -> tuple[str, dict[str, float]]:
     """A batch no GPU holds, through the engine; the line the command line prints for it."""
     from vitexplorer.cli.common import PROG
     from vitexplorer.core.datasets import DatasetSplits, LabelledImages
     from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import FinetuneConfig, TrainingError, finetune
+    from vitexplorer.core.training import FinetuneConfig, Started, TrainingError, finetune
 
-    n = 450
+    n = 1000  # a class: 9,000 training images of 224 px in one batch
     data = np.random.default_rng(0).integers(0, 256, (10 * n, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), n)
     dataset = DatasetSplits("random", "", tuple(f"class {i}" for i in range(10)),
                             LabelledImages(labels, arrays=data), None)  # fmt: skip
     release()
-    base = load_model("small_vit" if quick else "vit_b_16", "none", device)
+    base = load_model(model, "none", device)
     config = FinetuneConfig(per_class=n - 50, test_per_class=50, freeze="none", epochs=1,
                             batch_size=65536, probes=0)  # fmt: skip
-    message = None
+    message, images = None, 0
     try:
-        for _ in finetune(base, dataset, config):
-            pass
+        for event in finetune(base, dataset, config):
+            if isinstance(event, Started):
+                images = min(event.num_train, config.batch_size)
     except TrainingError as exc:
         message = f"{PROG}: {' '.join(str(exc).split())}"
     del base
     release()
-    left = torch.cuda.memory_allocated(device) / 2**20
+    left = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     if message is None:
         raise RuntimeError("no out-of-memory error: the batch fitted")
-    return f"{message!r} (then {left:.0f} MiB still allocated)", {"left_mib": left}
+    text = (f"{message!r} (the batch held {images:,} images; afterwards {left:.0f} MiB still "
+            f"allocated)")  # fmt: skip
+    return text, {"left_mib": left, "batch_images": images}
+
+
+def training_rows(table: Table, device: torch.device, quick: bool) -> None:
+    per_class, test_per_class = TRAINING_SIZES[quick]
+    dataset, source = training_images(per_class, test_per_class, quick)
+    s = Setting(device, quick, dataset, source, per_class, test_per_class)
+    model = "small_vit" if quick else "vit_b_16"
+    table.run("fine-tune", "1 epoch: engine against a plain loop", lambda: finetune_row(s, model))
+    table.run("scratch", "1 epoch: engine against a plain loop", lambda: scratch_row(s))
+    for batch in (128, 1024):
+        for mixed in (False, True):
+            what = f"train estimate, batch {batch}, {'bfloat16' if mixed else 'float32'}"
+            if s.cuda:
+                table.run("memory", what, lambda b=batch, m=mixed: memory_row(s, b, m))
+            else:
+                table.skip("memory", what, no_cuda(device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,6 +602,11 @@ def maps_row(name: str, weights: str, device: torch.device) -> tuple[str, dict[s
 # ---------------------------------------------------------------------------------------------
 
 
+def no_cuda(device: torch.device) -> str:
+    """Why the CUDA rows are skipped."""
+    return "no CUDA" if not torch.cuda.is_available() else f"CUDA not used (--device {device})"
+
+
 def describe(device: torch.device) -> list[str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -578,7 +615,8 @@ def describe(device: torch.device) -> list[str]:
         tf32 = (f"TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, "
                 f"cuDNN {torch.backends.cudnn.allow_tf32}")  # fmt: skip
     else:
-        where, tf32 = f"CPU ({platform.processor() or platform.machine()}), no CUDA", ""
+        cpu = platform.processor() or platform.machine()
+        where, tf32 = f"{device.type.upper()} ({cpu}), {no_cuda(device)}", ""
     lines = [f"device: {where}; {os.cpu_count()} CPU cores",
              f"torch {torch.__version__}, Python {platform.python_version()}"]  # fmt: skip
     return lines + ([tf32] if tf32 else [])
@@ -604,9 +642,9 @@ def run(options: argparse.Namespace, out: Callable[[str], None] = print) -> Tabl
                   lambda: analyze_row("vit_b_16", "none", device, count))  # fmt: skip
     training_rows(table, device, options.quick)
     if cuda:
-        table.run("oom", "impossible batch through the engine", lambda: oom_row(device, False))
+        table.run("oom", "impossible batch through the engine", lambda: oom_row(device))
     else:
-        table.skip("oom", "impossible batch through the engine", "no CUDA")
+        table.skip("oom", "impossible batch through the engine", no_cuda(device))
     other = device if cuda else torch.device("cpu")
     models = [("demo", "default")] + ([] if options.quick else [("vit_b_16", "none")])
     for name, weights in models:
