@@ -276,14 +276,16 @@ def memory_row(s: Setting, batch: int, mixed: bool) -> tuple[str, dict[str, floa
     return text, {"estimate": estimate, "measured": measured}
 
 
-def oom_row(device: torch.device, model: str = "vit_b_16") -> tuple[str, dict[str, float]]:
-    """A batch no GPU holds, through the engine; the line the command line prints for it."""
+def oom_row(
+    device: torch.device, model: str = "vit_b_16", n: int = 1000
+) -> tuple[str, dict[str, float]]:
+    """A batch no GPU holds (``n`` random images a class, all the training images in one batch
+    of 224 px ones), through the engine; the line the command line prints for it."""
     from vitexplorer.cli.common import PROG
     from vitexplorer.core.datasets import DatasetSplits, LabelledImages
     from vitexplorer.core.models import load_model
     from vitexplorer.core.training import FinetuneConfig, Started, TrainingError, finetune
 
-    n = 1000  # a class: 9,000 training images of 224 px in one batch
     data = np.random.default_rng(0).integers(0, 256, (10 * n, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), n)
     dataset = DatasetSplits("random", "", tuple(f"class {i}" for i in range(10)),

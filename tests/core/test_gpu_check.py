@@ -105,3 +105,20 @@ def test_an_unknown_device_is_one_line(gpu_check: ModuleType, capsys) -> None:
     assert gpu_check.main(["--device", "tpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gpu_check: unknown device 'tpu'") and "\n" not in err
+
+
+def test_the_out_of_memory_row_reports_the_users_line(
+    gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a GPU, the engine's first batch raises the error CUDA would; the row shows the
+    line the command line prints for it, and how many images that batch really held."""
+    from vitexplorer.core import training
+
+    def out_of_memory(*args: object, **kwargs: object) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(training, "to_model_input", out_of_memory)
+    text, values = gpu_check.oom_row(torch.device("cpu"), "small_vit", n=60)
+    line = text[1 : text.index("' (")]  # the engine's own words may change; their form may not
+    assert line.startswith("vitexplorer: ") and "out of memory" in line and "\n" not in line
+    assert values["batch_images"] == 10 * 9 and "(the batch held 90 images;" in text
