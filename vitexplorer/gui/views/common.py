@@ -88,16 +88,17 @@ def set_colorbar_levels(
     for end, beyond, arrow in ((low, clipped[0], "▼"), (high, clipped[1], "▲")):
         if beyond:  # the map has values past this end, drawn in its colour
             marks.setdefault(end, []).insert(0, f"clipped {arrow}")
-    if marks:
-        near = 0.08 * (high - low)  # about a label's height on a bar of a map's height
-        ticks = [t for t in ticks if all(abs(t[0] - at) > near for at in marks)]
-        for at, words in marks.items():
-            # words at an end moved inside by half their height: a label that reaches past the
-            # axis is not drawn at all (their arrows say which end they speak of)
-            inset = END_INSET * (high - low) * sum(w.count("\n") + 1 for w in words)
-            at = at + inset if at == low and high > low else at - inset if at == high else at
-            ticks.append((at, "\n".join(words)))
-    bar.axis.setTicks([ticks, []])
+    labelled: list[tuple[float, str]] = []
+    for at, words in marks.items():
+        lines = sum(w.count("\n") + 1 for w in words)
+        # words at an end moved inside by half their height: a label that reaches past the
+        # axis is not drawn at all (their arrows say which end they speak of)
+        inset = END_INSET * (high - low) * lines
+        at = at + inset if at == low and high > low else at - inset if at == high else at
+        near = (high - low) * (0.05 + 2 * END_INSET * lines)  # the ticks its words would cover
+        ticks = [t for t in ticks if abs(t[0] - at) > near]
+        labelled.append((at, "\n".join(words)))
+    bar.axis.setTicks([ticks + labelled, []])
 
 
 def uniform_tick(

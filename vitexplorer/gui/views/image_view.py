@@ -22,6 +22,7 @@ from vitexplorer.gui.views.common import (
     set_colorbar_levels,
 )
 
+BAR_AXIS_WIDTH = 66  # px beside the colour bar for its labels
 ARROWS = {Qt.Key_Up: (-1, 0), Qt.Key_Down: (1, 0), Qt.Key_Left: (0, -1), Qt.Key_Right: (0, 1)}
 
 
@@ -89,6 +90,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         for item in (self.photo, self.heat, self.grid_lines, self.selection):
             self.view.addItem(item)
         self.colorbar = new_colorbar(width=14, name=colormap)
+        self.colorbar.axis.setWidth(BAR_AXIS_WIDTH)  # room for "clipped ▲" and "uniform"
         self.addItem(self.colorbar, row=1, col=1)
         self.uniform_line = new_uniform_line(self.colorbar)
         self.uniform: tuple[float, str] | None = None  # the uniform level marked, and its words
