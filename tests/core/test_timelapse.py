@@ -68,6 +68,7 @@ def fresh_capture(module: torch.nn.Module, spec, images: np.ndarray) -> dict[str
     return {
         "predicted": probs.argmax(-1).numpy(),
         "probability": probs.max(-1).values.numpy(),
+        "runner_up": probs.sort(-1, descending=True).values[:, 1].numpy(),  # to tell a tie
         "cls_attention": maps[:, :, :, 0, prefix:],
         "rollout": np.stack(
             [rollout_map(m.astype(np.float32), 0, grid, prefix).ravel() for m in maps]
@@ -80,7 +81,7 @@ def fresh_capture(module: torch.nn.Module, spec, images: np.ndarray) -> dict[str
 
 def _assert_frame_is(frame, fresh: dict[str, np.ndarray], atol: float = 2e-5) -> None:  # noqa: ANN001
     np.testing.assert_array_equal(frame.predicted, fresh["predicted"])
-    for name in FRAME_ARRAYS:
+    for name in (*FRAME_ARRAYS, "runner_up"):
         if name != "predicted":
             np.testing.assert_allclose(getattr(frame, name), fresh[name], atol=atol, err_msg=name)
 
@@ -133,7 +134,7 @@ def test_the_time_lapse_survives_a_save_and_reload(colours: Path, tmp_path: Path
     np.testing.assert_array_equal(back.labels, result.timelapse.labels)
     for saved, kept in zip(back.frames, result.timelapse.frames, strict=True):
         np.testing.assert_array_equal(saved.predicted, kept.predicted)
-        for name in FRAME_ARRAYS:  # compact: float16
+        for name in (*FRAME_ARRAYS, "runner_up"):  # compact: float16
             expected = getattr(kept, name).astype(np.float16).astype(np.float32)
             np.testing.assert_array_equal(getattr(saved, name), expected)
     # the model in the same file loads as ever, the time-lapse kept out of its weights

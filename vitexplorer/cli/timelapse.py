@@ -13,6 +13,7 @@ from vitexplorer.cli.common import PROG, Failed, colour_table, output_folder, un
 
 FORMATS = ("gif", "png", "npy")
 MAPS = ("rollout", "attention")
+SCALES = ("epochs", "frame")
 GIF_MS = 700  # each epoch's frame, in milliseconds
 
 
@@ -48,6 +49,15 @@ def timelapse_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="H",
         help="attention: the head, from 1 (default: the mean of the heads)",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="epochs",
+        help="epochs: one colour scale for a probe's every frame, from its lowest to its highest "
+        "value over the epochs, so that colours compare between frames; frame: each frame on "
+        "its own range, which shows more structure in each but makes a near-uniform map look "
+        "as structured as a trained one (default: %(default)s)",
     )
     parser.add_argument(
         "--format",
@@ -89,7 +99,9 @@ def run_timelapse(options: argparse.Namespace) -> int:
     out = output_folder(options.out)
     model = _load(path)
     formats = tuple(dict.fromkeys(options.formats or FORMATS))
-    written = write_timelapse(out, timelapse, model, options.map, layer, head, formats, path)
+    written = write_timelapse(
+        out, timelapse, model, options.map, layer, head, formats, path, options.scale
+    )
     for item in written:
         print(item)
     return 0
@@ -115,19 +127,30 @@ def write_timelapse(
     head: int | None,
     formats: tuple[str, ...],
     checkpoint: Path,
+    scale: str = "epochs",
 ) -> list[Path]:
-    """Write the chosen formats for every probe and the per-head CSV; the paths written."""
+    """Write the chosen formats for every probe and the per-head CSV; the paths written.
+    ``scale`` "epochs" draws a probe's frames on one colour scale (their range over the
+    epochs), "frame" each on its own; either way the bar marks the uniform level 1/N."""
     from vitexplorer.core.figure import save_png
     from vitexplorer.core.files import write_atomic
-    from vitexplorer.core.timelapse import heads_csv, probe_maps
+    from vitexplorer.core.scales import uniform_label, uniform_level
+    from vitexplorer.core.timelapse import epoch_levels, heads_csv, probe_maps, row_tokens
 
+    if scale not in SCALES:
+        raise ValueError(f"unknown colour scale {scale!r}; use {' or '.join(SCALES)}")
     lut = colour_table()
+    tokens = row_tokens(timelapse)
+    uniform = (uniform_level(tokens), uniform_label(tokens))
     written: list[Path] = []
     stems = [f"probe-{i + 1:02d}-{s}" for i, s in enumerate(unique_stems(timelapse.sources))]
     for probe, stem in enumerate(stems):
         maps = probe_maps(timelapse, probe, kind, layer, head)
+        levels = epoch_levels(maps) if scale == "epochs" else None
         figures = [
-            _figure(timelapse, model, probe, frame, maps[i], (kind, layer, head), lut)
+            _figure(
+                timelapse, model, probe, frame, maps[i], (kind, layer, head), lut, levels, uniform
+            )  # fmt: skip
             for i, frame in enumerate(timelapse.frames)
         ]
         if "gif" in formats:
@@ -140,7 +163,7 @@ def write_timelapse(
             written.append(folder)
         if "npy" in formats:
             written += _write_npy(out, stem, maps, timelapse, model, probe, kind, layer, head,
-                                  checkpoint)  # fmt: skip
+                                  checkpoint, scale)  # fmt: skip
     csv_path = out / "timelapse-heads.csv"
     text = heads_csv(timelapse).encode()
     write_atomic(csv_path, lambda f: f.write(text))
@@ -157,8 +180,11 @@ def _title(timelapse: Any, model: Any, probe: int, frame: Any) -> str:
     if timelapse.best_epoch == frame.epoch:
         words += " (kept)"
     predicted = names[int(frame.predicted[probe])]
-    words += f": {predicted} {frame.probability[probe]:.0%}"
     label = int(timelapse.labels[probe])
+    if frame.tied(probe, timelapse.num_classes):  # a tie is no prediction, never right
+        words += f": undecided, a tie at {frame.probability[probe]:.0%}"
+    else:
+        words += f": {predicted} {frame.probability[probe]:.0%}"
     if label >= 0:
         words += f" (true: {names[label]})"
     return words
@@ -174,14 +200,24 @@ def _method_words(kind: str, layer: int | None, head: int | None, model: Any) ->
 
 
 def _figure(
-    timelapse: Any, model: Any, probe: int, frame: Any, heat: Any, method: tuple, lut: Any
+    timelapse: Any,
+    model: Any,
+    probe: int,
+    frame: Any,
+    heat: Any,
+    method: tuple,
+    lut: Any,
+    levels: tuple[float, float] | None = None,
+    uniform: tuple[float, str] | None = None,
 ) -> Any:
-    """One frame's figure: the map over the probe, the epoch and prediction as its title."""
+    """One frame's figure: the map over the probe on ``levels`` (None: its own range), the
+    uniform level marked on the bar, the epoch and prediction as its title."""
     from vitexplorer.core.figure import render_figure
 
     title = _title(timelapse, model, probe, frame)
     subtitle = f"{_method_words(*method, model)} · {timelapse.sources[probe]}"
-    return render_figure(timelapse.images[probe], heat, lut, title, subtitle).image
+    image = timelapse.images[probe]
+    return render_figure(image, heat, lut, title, subtitle, levels=levels, uniform=uniform).image
 
 
 def _write_gif(path: Path, figures: list[Any]) -> Path:
@@ -219,6 +255,7 @@ def _write_npy(
     layer: int | None,
     head: int | None,
     checkpoint: Path,
+    scale: str = "epochs",
 ) -> list[Path]:
     import numpy as np
 
@@ -248,6 +285,8 @@ def _write_npy(
                 "true_class": names[label] if label >= 0 else None,
                 "predicted": [names[int(f.predicted[probe])] for f in timelapse.frames],
                 "probability": [round(float(f.probability[probe]), 4) for f in timelapse.frames],
+                # a tie (within TIE_TOLERANCE) is no prediction: never right nor wrong
+                "tie": [f.tied(probe, timelapse.num_classes) for f in timelapse.frames],
                 "captured": "during training, before the first step (epoch 0) and after every "
                 "epoch, with that epoch's weights, in float32; stored in the checkpoint as "
                 "float16, which is what this map holds (as float32)",
@@ -266,7 +305,8 @@ def _write_npy(
             },
             "command": f"{PROG} timelapse {checkpoint} --out DIR --map {kind}"
             + ("" if kind == "rollout" else f" --layer {layer + 1}")
-            + ("" if head is None else f" --head {head + 1}"),
+            + ("" if head is None else f" --head {head + 1}")
+            + ("" if scale == "epochs" else f" --scale {scale}"),
         },
     )
     text = strict_json(card)[0]

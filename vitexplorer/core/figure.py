@@ -39,6 +39,7 @@ LABEL_SIZE = 13
 BACKGROUND = (255, 255, 255)
 INK = (34, 34, 34)
 GREY = (110, 110, 110)
+UNIFORM_INK = (0, 120, 200)  # the uniform level's mark and words: apart from the ticks' ink
 TICKS = 5  # about this many labels on the colour bar
 
 
@@ -50,6 +51,7 @@ class Figure:
     map_box: tuple[int, int, int, int]  # left, top, width, height of the map, in pixels
     scale: int  # each pixel of the crop is scale x scale pixels in the figure
     levels: tuple[float, float] | None  # the colour bar's low and high; None without values
+    uniform: float | None = None  # the uniform level marked on the bar, if any
 
     def facts(self, file: str) -> dict[str, Any]:
         """What a card says about the picture."""
@@ -62,6 +64,7 @@ class Figure:
             "map_upsampling": "nearest (each patch one block)",
             "photo_upsampling": "bicubic" if self.scale > 1 else "none",
             "colour_scale": None if self.levels is None else list(self.levels),
+            **({} if self.uniform is None else {"uniform_level": self.uniform}),
         }
 
 
@@ -220,6 +223,7 @@ def render_figure(
     subtitle: str = "",
     min_side: int = MIN_SIDE,
     levels: tuple[float, float] | None = None,
+    uniform: tuple[float, str] | None = None,
 ) -> Figure:
     """``heat`` (rows, cols) over ``display`` (H, W, 3) uint8 as a readable figure.
 
@@ -229,7 +233,10 @@ def render_figure(
     bar from the map's lowest to its highest finite value, with tick labels that tell the
     values apart; above it ``title`` and a smaller ``subtitle``. ``levels`` (low, high) sets
     the scale instead of the map's own range (two maps on one scale, a difference symmetric
-    around zero); a scale of no width is drawn in the table's middle colour.
+    around zero); a scale of no width is drawn in the table's middle colour. ``uniform``
+    (value, words), for a map whose rows are distributions, marks that value on the bar with a
+    line and its words ("uniform 1/65"); a value off the scale is said at the end it lies beyond
+    ("uniform 1/65 (below)").
     """
     from PIL import Image, ImageDraw
 
@@ -252,6 +259,9 @@ def render_figure(
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_font, title_font, subtitle_font = font(LABEL_SIZE), font(TITLE_SIZE), font(SUBTITLE_SIZE)
     labels = [text for _, text in ticks] or ["no finite values"]
+    mark = _uniform_mark(uniform, levels, flat)
+    if mark is not None:
+        labels.append(mark[1])
     label_w = max(text_width(scratch, text, label_font) for text in labels)
     total_w = MARGIN + map_w + BAR_GAP + BAR_WIDTH + TICK_LENGTH + 4 + label_w + MARGIN
     text_w = total_w - 2 * MARGIN
@@ -288,17 +298,40 @@ def render_figure(
     else:
         low, high = levels  # type: ignore[misc]
         ticks_at = [(top + map_h - (v - low) / (high - low) * map_h, t) for v, t in ticks]
-    for at, text in ticks_at:
+    marks = [(at, text, INK) for at, text in ticks_at]
+    if mark is not None:  # the uniform level: a line across the bar, its words beside it
+        mark_at = min(max(top + map_h - mark[0] * map_h, top), top + map_h - 1)
+        draw.line((bar_left, mark_at, tick_left + TICK_LENGTH, mark_at), fill=UNIFORM_INK, width=2)
+        marks = [m for m in marks if abs(m[0] - mark_at) > label_h]  # its words hide none
+        marks.append((mark_at, mark[1], UNIFORM_INK))
+    for at, text, ink in marks:
         at = min(max(at, top), top + map_h - 1)
-        draw.line((tick_left, at, tick_left + TICK_LENGTH, at), fill=INK, width=1)
+        draw.line((tick_left, at, tick_left + TICK_LENGTH, at), fill=ink, width=1)
         box = draw.textbbox((0, 0), text, font=label_font)
         draw.text(
             (tick_left + TICK_LENGTH + 4 - box[0], at - label_h / 2 - box[1]),
             text,
             font=label_font,
-            fill=INK,
+            fill=ink,
         )
-    return Figure(figure, (MARGIN, top, map_w, map_h), scale, levels)
+    value = None if uniform is None else float(uniform[0])
+    return Figure(figure, (MARGIN, top, map_w, map_h), scale, levels, value)
+
+
+def _uniform_mark(
+    uniform: tuple[float, str] | None, levels: tuple[float, float] | None, flat: bool
+) -> tuple[float, str] | None:
+    """Where on the bar (0 its bottom, 1 its top) the uniform level goes, and its words: off the
+    scale, at the end it lies beyond, saying so."""
+    if uniform is None or levels is None:
+        return None
+    value, words = float(uniform[0]), uniform[1]
+    low, high = levels
+    if value < low:
+        return 0.0, f"{words} (below)"
+    if value > high:
+        return 1.0, f"{words} (above)"
+    return (0.5 if flat else (value - low) / (high - low)), words
 
 
 def map_title(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 NICE_STEPS = (1.0, 2.0, 5.0, 10.0)
 """A tick step is one of these times a power of ten."""
 
@@ -16,6 +18,42 @@ SCIENTIFIC_BELOW = 1e-3
 SCIENTIFIC_FROM = 1e5
 """Labels switch to scientific notation when the largest magnitude on the scale is below
 ``SCIENTIFIC_BELOW`` or at least ``SCIENTIFIC_FROM`` (``2.4e-5``, not ``0.000024``)."""
+
+
+DISTRIBUTIONS = ("attention", "rollout")
+"""The maps whose every row is a probability distribution over the tokens (a softmax row, a mean
+of them, or a product of row-stochastic matrices), so a uniform level exists. Relevance is not."""
+
+
+def uniform_level(tokens: int) -> float:
+    """What every token gets from a row spread evenly over ``tokens`` tokens: ``1 / tokens``."""
+    if tokens < 1:
+        raise ValueError(f"a row over {tokens} tokens has no uniform level")
+    return 1.0 / tokens
+
+
+def uniform_label(tokens: int) -> str:
+    """The words beside the uniform level on a colour bar: ``uniform 1/65``."""
+    return f"uniform 1/{tokens}"
+
+
+def uniform_mark(method: str, tokens: int) -> tuple[float, str] | None:
+    """The uniform level and its words for a colour bar of ``method``'s map over rows of
+    ``tokens`` tokens; None for a map that is no distribution (relevance, a difference)."""
+    if method not in DISTRIBUTIONS:
+        return None
+    return uniform_level(tokens), uniform_label(tokens)
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """The lowest and highest finite value of ``values`` (any shape), as floats; ``(0.0, 0.0)``
+    when none is finite. One colour scale for many maps (every frame of a time-lapse, every
+    layer) is this range over all of them."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 0.0
+    return float(finite.min()), float(finite.max())
 
 
 def nice_step(span: float, count: int) -> float:

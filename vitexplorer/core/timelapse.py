@@ -40,6 +40,8 @@ from vitexplorer.core.explain import (
     rollout_row,
     statistics_csv,
 )
+from vitexplorer.core.scales import finite_range
+from vitexplorer.core.verdict import is_tie, verdict
 
 DEFAULT_PROBES = 10  # a class-balanced handful of test images
 MAX_PROBES = 64
@@ -63,9 +65,32 @@ class Frame:
     distance: np.ndarray  # (P, L, H) mean attention distance, pixels
     entropy: np.ndarray  # (P, L, H) nats
     prefix_share: np.ndarray  # (P, L, H)
+    # (P,) float32: the second-highest class probability, to tell a tie (None: a time-lapse
+    # saved before it was recorded)
+    runner_up: np.ndarray | None = None
+
+    def verdict(self, probe: int, true: int, num_classes: int) -> str:
+        """``probe``'s prediction against its ``true`` class: right, wrong, tie or unknown
+        (:func:`vitexplorer.core.verdict.verdict`; a tie is never right)."""
+        return verdict(
+            true,
+            int(self.predicted[probe]),
+            float(self.probability[probe]),
+            self._second(probe),
+            num_classes,
+        )
+
+    def tied(self, probe: int, num_classes: int) -> bool:
+        """Whether ``probe``'s top probability is a tie (:func:`~vitexplorer.core.verdict.is_tie`):
+        the model picked no class."""
+        return is_tie(float(self.probability[probe]), self._second(probe), num_classes)
+
+    def _second(self, probe: int) -> float | None:
+        return None if self.runner_up is None else float(self.runner_up[probe])
 
 
-FRAME_ARRAYS = tuple(f.name for f in fields(Frame) if f.name != "epoch")
+OPTIONAL_ARRAYS = ("runner_up",)  # absent from time-lapses saved by older versions
+FRAME_ARRAYS = tuple(f.name for f in fields(Frame) if f.name not in ("epoch", *OPTIONAL_ARRAYS))
 _INTEGER_ARRAYS = ("predicted",)
 
 
@@ -100,6 +125,9 @@ class TimeLapse:
         for name in FRAME_ARRAYS:
             dtype = np.int32 if name in _INTEGER_ARRAYS else np.float16
             out[PREFIX + name] = torch.from_numpy(self.stacked(name).astype(dtype))
+        for name in OPTIONAL_ARRAYS:
+            if all(getattr(frame, name) is not None for frame in self.frames):
+                out[PREFIX + name] = torch.from_numpy(self.stacked(name).astype(np.float16))
         return out
 
     def metadata(self) -> dict[str, Any]:
@@ -123,7 +151,7 @@ def timelapse_bytes(spec: Any, config: Any) -> int:
         return 0
     rows, cols = spec.grid
     patches = rows * cols
-    per_probe = spec.num_layers * spec.num_heads * (patches + 3) + patches + 4
+    per_probe = spec.num_layers * spec.num_heads * (patches + 3) + patches + 5
     image = 3 * spec.image_size**2
     return probes * ((config.epochs + 1) * per_probe * 2 + image) + 64 * 1024
 
@@ -135,14 +163,28 @@ def probe_maps(
     rollout), or "attention" (the CLS row in ``layer``, of ``head`` or, with None, the mean of
     the heads); ``layer`` and ``head`` 0-based, a negative layer counting from the last."""
     rows, cols = timelapse.grid
+    frames = timelapse.frames
     if kind == "rollout":
-        maps = timelapse.stacked("rollout")[:, probe]
+        maps = np.stack([frame.rollout[probe] for frame in frames])
     elif kind == "attention":
-        cls = timelapse.stacked("cls_attention")[:, probe, -1 if layer is None else layer]
+        at = -1 if layer is None else layer  # one probe's layer at each frame, not all of them
+        cls = np.stack([frame.cls_attention[probe, at] for frame in frames])
         maps = cls.mean(axis=1) if head is None else cls[:, head]
     else:
         raise ValueError(f"unknown time-lapse map {kind!r}; use rollout or attention")
     return np.ascontiguousarray(maps.reshape(-1, rows, cols), dtype=np.float32)
+
+
+def row_tokens(timelapse: TimeLapse) -> int:
+    """How many tokens the CLS row (and the rollout's) is a distribution over: the prefix tokens
+    and the patches. Uniform attention gives each ``1 / row_tokens``."""
+    return timelapse.num_prefix + timelapse.grid[0] * timelapse.grid[1]
+
+
+def epoch_levels(maps: np.ndarray) -> tuple[float, float]:
+    """One colour scale for a probe's maps at every epoch, (F, rows, cols): their lowest and
+    highest finite values, so that a colour means the same value in every frame."""
+    return finite_range(maps)
 
 
 def heads_csv(timelapse: TimeLapse) -> str:
@@ -326,6 +368,7 @@ class ProbeRecorder:
             trainable += parts if parts is not None else [None] * len(out)
         probabilities = torch.cat(logits).softmax(-1)
         best = probabilities.max(-1)
+        top = probabilities.topk(min(2, probabilities.shape[-1]), dim=-1).values
         both = [(f, t) for f, t in zip(self._frozen, trainable, strict=True)]
         frame = Frame(
             epoch=epoch,
@@ -336,6 +379,7 @@ class ProbeRecorder:
             distance=np.stack([_joined(p, "distance") for p in both]),
             entropy=np.stack([_joined(p, "entropy") for p in both]),
             prefix_share=np.stack([_joined(p, "prefix_share") for p in both]),
+            runner_up=top[:, -1].numpy().astype(np.float32),
         )
         self.timelapse.frames.append(frame)
         return frame
@@ -415,12 +459,13 @@ def timelapse_from(tensors: dict[str, torch.Tensor], meta: object) -> TimeLapse:
         "entropy": (frames, probes, *layers_heads),
         "prefix_share": (frames, probes, *layers_heads),
     }
+    expected.update({k: (frames, probes) for k in OPTIONAL_ARRAYS if k in arrays})
     for key, shape in expected.items():
         if arrays[key].shape != shape or len(layers_heads) != 2:
             raise ValueError(f"its {key} has the shape {arrays[key].shape}, not {shape}")
     if arrays["images"].dtype != np.uint8 or arrays["images"].ndim != 4:
         raise ValueError("its probe images are not (probes, height, width, 3) bytes")
-    for key in FRAME_ARRAYS:
+    for key in (*FRAME_ARRAYS, *(k for k in OPTIONAL_ARRAYS if k in arrays)):
         if not np.isfinite(arrays[key].astype(np.float64)).all():
             raise ValueError(f"its {key} holds values that are not finite")
     if not (0 <= arrays["predicted"]).all() or not (arrays["predicted"] < classes).all():
@@ -438,6 +483,7 @@ def timelapse_from(tensors: dict[str, torch.Tensor], meta: object) -> TimeLapse:
     )
     for i, epoch in enumerate(epochs):
         values = {k: arrays[k][i].astype(np.float32) for k in FRAME_ARRAYS}
+        values.update({k: arrays[k][i].astype(np.float32) for k in OPTIONAL_ARRAYS if k in arrays})
         values["predicted"] = arrays["predicted"][i].astype(np.int64)
         timelapse.frames.append(Frame(epoch=int(epoch), **values))
     return timelapse

@@ -221,6 +221,7 @@ class ViewBar(QToolBar):
     opacity_changed = Signal(float)
     grid_toggled = Signal(bool)
     aspect_toggled = Signal(bool)  # True: whole images at their own aspect ratio
+    scale_locked = Signal(bool)  # True: keep the present colour levels for every map
 
     def __init__(self) -> None:
         super().__init__("View")
@@ -255,6 +256,13 @@ class ViewBar(QToolBar):
             "position embeddings resized to it) instead of the model's square centre crop"
         )
         self.aspect_box.setFocusPolicy(Qt.NoFocus)
+        self.lock_box = QCheckBox("Lock scale")
+        self.lock_box.setToolTip(
+            "Keep the present colour scale for every layer, head and image shown after, so that "
+            "colours compare (values beyond it take the end colours); off: each map on its own "
+            "range. The colour bar always shows the scale in use"
+        )
+        self.lock_box.setFocusPolicy(Qt.NoFocus)
         self.addWidget(self.layer_spin)
         self.addWidget(self.head_box)
         self._cls_action = self.addWidget(self.cls_button)
@@ -266,6 +274,7 @@ class ViewBar(QToolBar):
         self.overlay_bar.addWidget(QLabel("  Opacity "))
         self.overlay_bar.addWidget(self.opacity)
         self.overlay_bar.addWidget(self.grid_box)
+        self.overlay_bar.addWidget(self.lock_box)
         self.layer_spin.valueChanged.connect(lambda v: self.layer_changed.emit(v - 1))
         self.head_box.currentIndexChanged.connect(
             lambda _i: self.head_changed.emit(self.head_box.currentData())
@@ -275,6 +284,7 @@ class ViewBar(QToolBar):
         self.opacity.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100))
         self.grid_box.toggled.connect(self.grid_toggled)
         self.aspect_box.toggled.connect(self.aspect_toggled)
+        self.lock_box.toggled.connect(self.scale_locked)
 
     def set_num_layers(self, layers: int) -> None:
         self.layer_spin.setRange(1, layers)

@@ -17,6 +17,7 @@ from vitexplorer.core.explain import attention_matrix
 from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
 from vitexplorer.core.folders import image_paths
 from vitexplorer.core.numbering import shown
+from vitexplorer.core.scales import uniform_mark
 from vitexplorer.core.session import Selection
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
@@ -70,7 +71,7 @@ def draw_view(
         view.set_selected_patch(None)
         view.title.setText(f"{source.title}{what}: computing…")
         return
-    view.set_heat(heat, levels)
+    view.set_heat(heat, levels, uniform_mark(choice.method, analysis.spec.num_tokens))
     flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
     if flat:
         source.notice(what, flat)
@@ -125,6 +126,8 @@ class Explanations(QObject):
         window = self.window
         window.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
         window.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
+        for view in (window.image_view, self.compare_view):
+            window.view_bar.scale_locked.connect(view.lock_scale)
         self.method_bar.choice_changed.connect(self._method_changed)
         self.method_bar.compare_toggled.connect(self.show_compare)
         self.compare_bar.choice_changed.connect(self._method_changed)

@@ -30,6 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vitexplorer.core.scales import uniform_label, uniform_level
+from vitexplorer.core.timelapse import epoch_levels, probe_maps, row_tokens
+from vitexplorer.core.verdict import RIGHT as RIGHT_VERDICT
+from vitexplorer.core.verdict import TIE, UNKNOWN
 from vitexplorer.gui.analytics_tab import EmptyState
 from vitexplorer.gui.views.head_stats_view import DistancePlot
 from vitexplorer.gui.views.image_view import ImageView
@@ -47,6 +51,15 @@ STATISTICS = {  # name, the y axis's label, a value, the choice's text
     "entropy": ("Attention entropy", "entropy (nats)", "{:.2f} nats", "Entropy"),
 }
 MEAN_OF_PROBES, CHOSEN_PROBE = "mean", "probe"
+ACROSS_EPOCHS, PER_FRAME = "epochs", "frame"
+SCALES = [
+    (ACROSS_EPOCHS, "scale: all epochs", "Every epoch's map on one colour scale, from "
+     "its lowest to its highest value over the epochs: a colour means the same value in every "
+     "frame, so frames compare"),
+    (PER_FRAME, "scale: each epoch", "Each epoch's map on its own range: more of its "
+     "structure shows, but colours do not compare between frames, and a near-uniform map looks "
+     "as structured as a trained one"),
+]  # fmt: skip
 MEAN_OF_HEADS = -1
 PLAY_MS = 600  # one epoch on screen while playing
 THUMBNAIL = 40  # px
@@ -103,6 +116,7 @@ class TimeLapseView(QWidget):
         self.index = 0  # the frame shown
         self.probe = 0
         self._tops: dict[str, float] = {}  # each statistic's highest value in the time-lapse
+        self._levels: dict[tuple, tuple[float, float]] = {}  # a map's scale over the epochs
         self.timer = QTimer(self)
         self.timer.setInterval(PLAY_MS)
         self.timer.timeout.connect(self._advance)
@@ -117,7 +131,7 @@ class TimeLapseView(QWidget):
         self.slider.valueChanged.connect(self._slid)
         self.play_button.clicked.connect(self.toggle_play)
         self.map_box.currentIndexChanged.connect(self._map_changed)
-        for box in (self.head_box, self.stat_box, self.scope_box):
+        for box in (self.head_box, self.stat_box, self.scope_box, self.scale_box):
             box.currentIndexChanged.connect(self._redraw)
         self.layer_spin.valueChanged.connect(self._redraw)
         self.stats_plot.head_clicked.connect(self.show_head)
@@ -163,6 +177,11 @@ class TimeLapseView(QWidget):
         self.layer_spin.setToolTip("The layer whose CLS attention is shown")
         self.head_box = QComboBox()
         self.head_box.setToolTip("One head's CLS attention, or the mean of the layer's heads")
+        self.scale_box = QComboBox()
+        for value, label, tip in SCALES:
+            self.scale_box.addItem(label, value)
+            self.scale_box.setItemData(self.scale_box.count() - 1, tip, Qt.ToolTipRole)
+        self.scale_box.setToolTip("The colour scale: one for all epochs, or each epoch its own")
         self.stat_box = QComboBox()
         for value, (name, _, _, label) in STATISTICS.items():
             self.stat_box.addItem(label, value)
@@ -184,6 +203,7 @@ class TimeLapseView(QWidget):
         epochs.addWidget(self.play_button)
         epochs.addWidget(self.slider, 1)
         epochs.addWidget(self.epoch_label)
+        epochs.addWidget(self.scale_box)
         map_row = QHBoxLayout()
         map_row.addWidget(self.map_box)
         map_row.addWidget(self.layer_spin)
@@ -268,6 +288,7 @@ class TimeLapseView(QWidget):
         elif following:
             self.index = last
         self._tops = {}
+        self._levels = {}
         self.slider.blockSignals(True)
         self.slider.setRange(0, last)
         self.slider.setValue(self.index)
@@ -426,6 +447,33 @@ class TimeLapseView(QWidget):
             values = maps.mean(0) if head in (None, MEAN_OF_HEADS) else maps[head]
         return values.reshape(self.timelapse.grid)
 
+    def shown_levels(self) -> tuple[float, float] | None:
+        """The colour scale of the shown map: with one scale for all epochs, the chosen probe's
+        chosen map's lowest and highest value over every frame captured; None, each frame on
+        its own range."""
+        if self.scale_box.currentData() == PER_FRAME:
+            return None
+        if self.map_kind() == ROLLOUT:
+            key = (self.probe, ROLLOUT, None, None)
+        else:
+            head = self.head_box.currentData()
+            key = (
+                self.probe,
+                CLS,
+                self.layer_spin.value() - 1,
+                None if head == MEAN_OF_HEADS else head,
+            )
+        if key not in self._levels:
+            kind = "rollout" if key[1] == ROLLOUT else "attention"
+            self._levels[key] = epoch_levels(probe_maps(self.timelapse, key[0], kind, *key[2:]))
+        low, high = self._levels[key]
+        return (low, high) if high > low else None  # a constant map: the view's own small range
+
+    def uniform(self) -> tuple[float, str]:
+        """The uniform level of the CLS row (and the rollout's): 1/N, N its tokens."""
+        tokens = row_tokens(self.timelapse)
+        return uniform_level(tokens), uniform_label(tokens)
+
     def _map_title(self) -> str:
         if self.map_kind() == ROLLOUT:
             return "rollout of the CLS token"
@@ -441,15 +489,26 @@ class TimeLapseView(QWidget):
         names = self.class_names
         return names[index] if 0 <= index < len(names) else f"class {index}"
 
+    def verdict(self) -> str:
+        """The chosen probe's prediction at the shown epoch: right, wrong, tie (never right)
+        or unknown (:func:`vitexplorer.core.verdict.verdict`)."""
+        label = int(self.timelapse.labels[self.probe])
+        return self.frame.verdict(self.probe, label, self.timelapse.num_classes)
+
     def prediction_text(self) -> str:
-        """What the model predicted for the chosen probe at the shown epoch, in words."""
+        """What the model predicted for the chosen probe at the shown epoch, in words; a tie
+        of the top classes is said as one, never as a class."""
         frame, p = self.frame, self.probe
         predicted, label = int(frame.predicted[p]), int(self.timelapse.labels[p])
-        text = f"predicts {self._name(predicted)} ({100 * frame.probability[p]:.0f}%)"
+        percent = f"{100 * frame.probability[p]:.0f}%"
+        if frame.tied(p, self.timelapse.num_classes):
+            text = f"undecided: the top classes tie at {percent}"
+        else:
+            text = f"predicts {self._name(predicted)} ({percent})"
         if label < 0:
             return text + "; true class unknown"
-        verdict = "right" if label == predicted else "wrong"
-        return f"{text}, true class {self._name(label)}: {verdict}"
+        verdict = self.verdict()
+        return f"{text}, true class {self._name(label)}: {'a tie' if verdict == TIE else verdict}"
 
     def _redraw(self, _value: object = None) -> None:
         timelapse = self.timelapse
@@ -457,9 +516,9 @@ class TimeLapseView(QWidget):
             return
         frame, p = self.frame, self.probe
         self.image_view.set_image(timelapse.images[p], timelapse.grid)
-        self.image_view.set_heat(self.shown_map())
-        label, predicted = int(timelapse.labels[p]), int(frame.predicted[p])
-        colour = TEXT if label < 0 else RIGHT if label == predicted else WRONG
+        self.image_view.set_heat(self.shown_map(), self.shown_levels(), self.uniform())
+        verdict = self.verdict()
+        colour = TEXT if verdict in (TIE, UNKNOWN) else RIGHT if verdict == RIGHT_VERDICT else WRONG
         self.image_view.title.setText(
             f"<span style='color: {TEXT}'>Probe {p + 1}, epoch {frame.epoch}:</span> "
             f"<span style='color: {colour}'>{html.escape(self.prediction_text())}</span>",

@@ -12,6 +12,9 @@ from vitexplorer.core.scales import tick_labels
 HEAT_COLORMAP = "inferno"
 DIFFERENCE_COLORMAP = "CET-D1"  # diverging, white at zero: one map minus another
 SELECTION_COLOR = (0, 229, 255)
+UNIFORM_COLOR = (0, 200, 255)  # the uniform level's line across a colour bar
+END_INSET = 0.025  # a line of words at an end of a colour bar: this share of it inside
+BAR_STEPS = 256  # a vertical colour bar's own y coordinates run from 0 to this (pyqtgraph's)
 
 
 def colormap(name: str = HEAT_COLORMAP) -> pg.ColorMap:
@@ -61,14 +64,74 @@ def new_colorbar(width: int, name: str = HEAT_COLORMAP) -> pg.ColorBarItem:
     return bar
 
 
-def set_colorbar_levels(bar: pg.ColorBarItem, levels: tuple[float, float], count: int = 5) -> None:
+def set_colorbar_levels(
+    bar: pg.ColorBarItem,
+    levels: tuple[float, float],
+    count: int = 5,
+    uniform: tuple[float, str] | None = None,
+    clipped: tuple[bool, bool] = (False, False),
+) -> None:
     """The bar's range and its tick labels, chosen by :func:`vitexplorer.core.scales.tick_labels`
     (the labels of ``vitexplorer analyze``'s figures too): as many digits as the values need, so
     a map of values near 0.02 reads 0.019, 0.020, 0.021, never 0.0, 0.0, 0.0. An exported view
-    is a picture of the same scene, with the same labels."""
+    is a picture of the same scene, with the same labels. ``uniform`` (value, words) adds a
+    labelled tick at that value (see :func:`uniform_tick`), the ticks it would hide left out;
+    ``clipped`` (below, above) says "clipped" at an end the map has values beyond (a locked
+    scale), so its end colour is not read as the end value."""
     low, high = float(levels[0]), float(levels[1])
     bar.setLevels((low, high))
-    bar.axis.setTicks([tick_labels(low, high, count), []])
+    ticks = tick_labels(low, high, count)
+    marks: dict[float, list[str]] = {}  # words at a value, one line each
+    mark = uniform_tick(levels, uniform)
+    if mark is not None:
+        marks.setdefault(mark[0], []).append(mark[1])
+    for end, beyond, arrow in ((low, clipped[0], "▼"), (high, clipped[1], "▲")):
+        if beyond:  # the map has values past this end, drawn in its colour
+            marks.setdefault(end, []).insert(0, f"clipped {arrow}")
+    labelled: list[tuple[float, str]] = []
+    for at, words in marks.items():
+        lines = sum(w.count("\n") + 1 for w in words)
+        # words at an end moved inside by half their height: a label that reaches past the
+        # axis is not drawn at all (their arrows say which end they speak of)
+        inset = END_INSET * (high - low) * lines
+        at = at + inset if at == low and high > low else at - inset if at == high else at
+        near = (high - low) * (0.05 + 2 * END_INSET * lines)  # the ticks its words would cover
+        ticks = [t for t in ticks if abs(t[0] - at) > near]
+        labelled.append((at, "\n".join(words)))
+    bar.axis.setTicks([ticks + labelled, []])
+
+
+def uniform_tick(
+    levels: tuple[float, float], uniform: tuple[float, str] | None
+) -> tuple[float, str] | None:
+    """The tick that marks the uniform level on a bar over ``levels``: at its value, or, off the
+    scale, at the end it lies beyond with an arrow saying so (▼ below, ▲ above). Its words are
+    broken after the first (``uniform`` over ``1/65``): a label wider than the bar's axis is
+    not drawn at all."""
+    if uniform is None:
+        return None
+    value, words = float(uniform[0]), uniform[1].replace(" ", "\n", 1)
+    if value < levels[0]:
+        return float(levels[0]), f"{words} ▼"
+    if value > levels[1]:
+        return float(levels[1]), f"{words} ▲"
+    return value, words
+
+
+def bar_position(levels: tuple[float, float], value: float) -> float:
+    """Where ``value`` lies in a vertical colour bar's own coordinates (0 at ``levels``' low, 256
+    at its high), for an item drawn over the bar."""
+    low, high = float(levels[0]), float(levels[1])
+    return BAR_STEPS * (value - low) / (high - low) if high > low else BAR_STEPS / 2
+
+
+def new_uniform_line(bar: pg.ColorBarItem) -> pg.InfiniteLine:
+    """A horizontal line across ``bar`` for the uniform level, hidden until placed."""
+    line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(UNIFORM_COLOR, width=2))
+    line.setZValue(10)
+    line.setVisible(False)
+    bar.addItem(line)
+    return line
 
 
 class WrappingTitle(pg.LabelItem):

@@ -13,13 +13,16 @@ from PySide6.QtWidgets import QGraphicsRectItem
 from vitexplorer.gui.views.common import (
     HEAT_COLORMAP,
     WrappingTitle,
+    bar_position,
     heat_levels,
     new_colorbar,
     new_heat_item,
+    new_uniform_line,
     selection_pen,
     set_colorbar_levels,
 )
 
+BAR_AXIS_WIDTH = 66  # px beside the colour bar for its labels
 ARROWS = {Qt.Key_Up: (-1, 0), Qt.Key_Down: (1, 0), Qt.Key_Left: (0, -1), Qt.Key_Right: (0, 1)}
 
 
@@ -87,7 +90,14 @@ class ImageView(pg.GraphicsLayoutWidget):
         for item in (self.photo, self.heat, self.grid_lines, self.selection):
             self.view.addItem(item)
         self.colorbar = new_colorbar(width=14, name=colormap)
+        self.colorbar.axis.setWidth(BAR_AXIS_WIDTH)  # room for "clipped ▲" and "uniform"
         self.addItem(self.colorbar, row=1, col=1)
+        self.uniform_line = new_uniform_line(self.colorbar)
+        self.uniform: tuple[float, str] | None = None  # the uniform level marked, and its words
+        self.levels: tuple[float, float] | None = None  # the levels the map is drawn on
+        self.locked_levels: tuple[float, float] | None = None  # "Lock scale": kept for every map
+        self._lock_next = False  # locked with no map shown: the next map's levels are kept
+        self._asked_levels: tuple[float, float] | None = None  # what the last map asked for
         self.grid: tuple[int, int] = (0, 0)
         self.heat_values = np.zeros((0, 0), np.float32)
         self.set_opacity(0.6)
@@ -106,19 +116,56 @@ class ImageView(pg.GraphicsLayoutWidget):
             self.grid_lines.set_grid(rows, cols)
             self.view.setRange(rect, padding=0.02)
 
-    def set_heat(self, values: np.ndarray, levels: tuple[float, float] | None = None) -> None:
-        """A map over the patches, (rows, columns), on ``levels`` (default: its own range)."""
+    def set_heat(
+        self,
+        values: np.ndarray,
+        levels: tuple[float, float] | None = None,
+        uniform: tuple[float, str] | None = None,
+    ) -> None:
+        """A map over the patches, (rows, columns), on ``levels`` (default: its own range), or
+        on the locked levels while the scale is locked (:meth:`lock_scale`). ``uniform``
+        (value, words), for a map whose rows are distributions, is marked on the colour bar;
+        the bar always shows the levels the map is drawn on."""
         self.heat_values = values
-        levels = levels or heat_levels(values)
-        self.heat.setImage(values, levels=levels)
+        self.uniform = uniform
+        self._asked_levels = levels or heat_levels(values)
+        if self._lock_next:
+            self.locked_levels, self._lock_next = self._asked_levels, False
+        self._draw_heat()
+
+    def _draw_heat(self) -> None:
+        levels = self.locked_levels or self._asked_levels
+        self.levels = levels
+        self.heat.setImage(self.heat_values, levels=levels)
         self.heat.setRect(QRectF(0, 0, self.grid[1], self.grid[0]))
-        set_colorbar_levels(self.colorbar, levels)
+        finite = self.heat_values[np.isfinite(self.heat_values)]
+        clipped = (
+            (bool(finite.min() < levels[0]), bool(finite.max() > levels[1]))
+            if finite.size
+            else (False, False)
+        )
+        set_colorbar_levels(self.colorbar, levels, uniform=self.uniform, clipped=clipped)
+        inside = self.uniform is not None and levels[0] <= self.uniform[0] <= levels[1]
+        if inside:
+            self.uniform_line.setValue(bar_position(levels, self.uniform[0]))
+        self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)
+
+    def lock_scale(self, locked: bool) -> None:
+        """Keep the present colour levels for every map drawn after (other layers, heads,
+        images), so that colours compare; values beyond them take the end colours. Unlocked,
+        each map is drawn on the levels it asks for again. Locked before any map, the first map's
+        levels are kept."""
+        self.locked_levels = self.levels if locked and self.heat_values.size else None
+        self._lock_next = locked and not self.heat_values.size
+        if self.heat_values.size and self._asked_levels is not None:
+            self._draw_heat()
 
     def clear_heat(self) -> None:
         """No overlay (a map still being computed): the photo alone."""
         self.heat.clear()
         self.heat_values = np.zeros((0, 0), np.float32)
+        self.levels = None
         self.colorbar.setVisible(False)  # no map, no scale
 
     def set_selected_patch(self, patch: tuple[int, int] | None) -> None:
