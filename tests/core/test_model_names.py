@@ -1,0 +1,70 @@
+"""Names that tell models apart (core.provenance.model_name) and what B − A means
+(core.model_compare.relation): "after minus before" only for a model and its own base."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from vitexplorer.core.model_compare import (
+    AFTER_MINUS_BEFORE,
+    BEFORE_MINUS_AFTER,
+    DIFFERENCE,
+    difference_words,
+    relation,
+)
+from vitexplorer.core.provenance import model_name, training_words
+
+DEMO = SimpleNamespace(
+    display_name="Demo ViT (CIFAR-10)", weights="trained on CIFAR-10", class_names=("c",) * 10
+)
+
+
+def _record(per_class: int = 50, epochs: int = 1, done: int = 1, freeze: str = "last:2") -> dict:
+    return {
+        "finetune": {
+            "base": "Demo ViT (CIFAR-10), trained on CIFAR-10",
+            "dataset": "CIFAR-10",
+            "settings": {"per_class": per_class, "epochs": epochs, "freeze": freeze},
+            "metrics": {"epochs_completed": done},
+        }
+    }
+
+
+def test_a_fine_tune_is_named_by_its_base_and_what_it_was_trained_on() -> None:
+    tuned = SimpleNamespace(**{**DEMO.__dict__, "weights": "fine-tuned on CIFAR-10"})
+    assert model_name(DEMO) == "Demo ViT (CIFAR-10)"
+    assert model_name(tuned, _record()) == (
+        "Demo ViT (CIFAR-10), fine-tuned on CIFAR-10 (500 images, 1 epoch, last 2 blocks)"
+    )
+    assert model_name(tuned) == "Demo ViT (CIFAR-10), fine-tuned on CIFAR-10"
+    assert model_name(tuned) != model_name(DEMO)
+    stopped = training_words(_record(per_class=20, epochs=5, done=2, freeze="head"), 10)
+    assert stopped == "fine-tuned on CIFAR-10 (200 images, 2 of 5 epochs, head only)"
+    assert training_words(_record(freeze="last:1"), 10).endswith("last block)")
+    assert training_words(_record(freeze="none"), 10).endswith("all blocks)")
+    settings = {"per_class": 4, "epochs": 3}
+    scratch = {"train": {"dataset": "colours", "settings": settings, "history": [{}] * 3}}
+    assert training_words(scratch, 3) == "trained from scratch on colours (12 images, 3 epochs)"
+    assert training_words({}, 3) == "" and training_words(None) == ""
+
+
+def test_a_checkpoint_is_named_by_its_file_and_its_training() -> None:
+    spec = SimpleNamespace(
+        display_name="Small ViT (2x32, /8)", weights="file t.safetensors", class_names=("a", "b")
+    )
+    assert model_name(spec) == "t.safetensors"
+    assert model_name(spec, _record(per_class=3)) == (
+        "t.safetensors: Small ViT (2x32, /8), fine-tuned on CIFAR-10 (6 images, 1 epoch, last "
+        "2 blocks)"
+    )
+
+
+def test_after_minus_before_only_for_a_model_and_its_own_base() -> None:
+    other = SimpleNamespace(display_name="ViT-B/16", weights="ImageNet")
+    tuned = SimpleNamespace(display_name="Demo ViT (CIFAR-10)", weights="file t.safetensors")
+    assert relation(DEMO, None, tuned, _record()) == AFTER_MINUS_BEFORE
+    assert relation(tuned, _record(), DEMO, None) == BEFORE_MINUS_AFTER
+    assert relation(other, None, tuned, _record()) == ""  # not its base
+    assert relation(DEMO, None, other, None) == ""
+    assert difference_words("") == DIFFERENCE and "before" not in DIFFERENCE
+    assert "after minus before" in difference_words(AFTER_MINUS_BEFORE)
