@@ -443,8 +443,6 @@ class Side:
 
     @property
     def patch(self) -> tuple[int, int] | None:
-        if self.choice.method == "relevance":
-            return None
         spec = self.analysis.spec
         return patch_for_token(self.selection.token, spec.grid, spec.num_prefix_tokens)
 
@@ -771,7 +769,7 @@ class ModelCompare(QObject):
         self.relevance_asked.discard((done.key, done.target))
         if done.keep_aspect != self.window.keep_aspect:
             return
-        self.maps.set_relevance(done.key, done.target, done.heat)
+        self.maps.set_relevance(done.key, done.target, done.matrix)
         if done.key == self.window.session.current_key:
             self._redraw()
 
@@ -976,12 +974,10 @@ class ModelCompare(QObject):
             panel.set_note("")
             return
         check = comparability(a.analysis.spec, b.analysis.spec, window.keep_aspect)
-        token_note = ""
         other, explorer = (a, b) if self.other_is_a else (b, a)
-        if other.choice.method != "relevance":
-            _, token_note = counterpart_token(
-                window.selection.token, window.analysis.spec, other.analysis.spec
-            )
+        _, token_note = counterpart_token(
+            window.selection.token, window.analysis.spec, other.analysis.spec
+        )
         notes = [check.message, token_note]
         if other.choice.method == "relevance" and other.choice.target != explorer.choice.target:
             notes.append("the two models have other classes: each explains its own prediction")
