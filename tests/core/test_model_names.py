@@ -33,6 +33,9 @@ def _record(per_class: int = 50, epochs: int = 1, done: int = 1, freeze: str = "
 def test_a_fine_tune_is_named_by_its_base_and_what_it_was_trained_on() -> None:
     tuned = SimpleNamespace(**{**DEMO.__dict__, "weights": "fine-tuned on CIFAR-10"})
     assert model_name(DEMO) == "Demo ViT (CIFAR-10)"
+    # the demo's own checkpoint records its training from scratch; its name already says it
+    demo_record = {"train": {"dataset": "cifar10", "settings": {"per_class": 5000}}}
+    assert model_name(DEMO, demo_record) == "Demo ViT (CIFAR-10)"
     assert model_name(tuned, _record()) == (
         "Demo ViT (CIFAR-10), fine-tuned on CIFAR-10 (500 images, 1 epoch, last 2 blocks)"
     )

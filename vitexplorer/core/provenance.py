@@ -209,14 +209,14 @@ def model_name(spec: Any, metadata: dict[str, Any] | None = None) -> str:
     CIFAR-10 (500 images, 1 epoch, last 2 blocks)", "tuned.safetensors: Small ViT (3x48, /8),
     fine-tuned on CIFAR-10 (…)"."""
     display, weights = str(spec.display_name), str(spec.weights)
+    if weights == DEMO_WEIGHTS and display.endswith("(CIFAR-10)"):
+        return display  # the demo: its name says what it was trained on
     trained = training_words(metadata, len(getattr(spec, "class_names", ()) or ()) or None)
     if weights.startswith("file "):
         file = weights.removeprefix("file ")
         return f"{file}: {display}, {trained}" if trained else file
     if trained:
         return f"{display}, {trained}"
-    if weights == DEMO_WEIGHTS and display.endswith("(CIFAR-10)"):
-        return display  # the demo: its name says what it was trained on
     return f"{display}, {weights}"
 
 
