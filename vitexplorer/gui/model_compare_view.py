@@ -370,7 +370,8 @@ class ModelComparePanel(QWidget):
         )
         self.swap_button = QPushButton("Swap A, B")
         self.swap_button.setToolTip(
-            "Which model is A (before) and which B (after): the difference is B minus A"
+            "Turn A and B round: the difference is B minus A. They stay as they are when the "
+            "explorer's model changes (a new fine-tune, another model)"
         )
         self.note = QLabel("")
         self.note.setWordWrap(True)
