@@ -71,3 +71,34 @@ def test_after_minus_before_only_for_a_model_and_its_own_base() -> None:
     assert relation(DEMO, None, other, None) == ""
     assert difference_words("") == DIFFERENCE and "before" not in DIFFERENCE
     assert "after minus before" in difference_words(AFTER_MINUS_BEFORE)
+
+
+def test_the_engines_own_record_names_the_fine_tune_and_its_base(tmp_path) -> None:  # noqa: ANN001
+    """A real run of the fine-tune engine: what it records is what the names and the relation
+    read (not a record written by hand that could drift from the engine's)."""
+    import torch
+
+    from tests.conftest import TINY, write_colour_dataset
+    from vitexplorer.core.datasets import open_dataset
+    from vitexplorer.core.models import load_model
+    from vitexplorer.core.training import FinetuneConfig, Finished, finetune
+
+    torch.manual_seed(0)
+    base = load_model("small_vit", "none", "cpu", small_config=TINY)
+    base_spec = base.spec
+    data = write_colour_dataset(tmp_path / "colours", 6, size=32)
+    config = FinetuneConfig(
+        per_class=4, test_per_class=2, epochs=1, batch_size=8, freeze="last:1", probes=0
+    )
+    events = list(finetune(base, open_dataset(data), config))
+    assert isinstance(events[-1], Finished)
+    result = events[-1].result
+    metadata = result.metadata()
+    classes = len(result.model.spec.class_names)
+    name = model_name(result.model.spec, metadata)
+    assert name == (
+        f"{base_spec.display_name}, fine-tuned on {result.dataset} ({4 * classes} images, "
+        f"1 epoch, last block)"
+    )
+    assert model_name(base_spec) != name
+    assert relation(base_spec, None, result.model.spec, metadata) == AFTER_MINUS_BEFORE
