@@ -538,6 +538,7 @@ def test_a_fine_tune_is_named_by_what_it_was_trained_on_and_sides_stay_between_r
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(saved), ""))
     with qtbot.waitSignal(window.finetune.panel.saved, timeout=30000):
         window.save_model_action.trigger()
+    assert models.explorer_label() == named  # saved, it is still named by its training
     second = fine_tune(2)  # another run, from the saved model: tiny stays A, the new one is B
     assert second != named
     qtbot.waitUntil(lambda: named not in window.image_view.title.text, timeout=30000)

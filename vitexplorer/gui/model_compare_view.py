@@ -108,8 +108,8 @@ def info_label(info: ModelInfo | None, window: Any = None) -> str:
         model = getattr(result, "model", None)
         if model is not None and getattr(model, "spec", None) is info.spec:
             metadata = result.metadata()
-    else:
-        metadata = weights_metadata(info.weights_file)
+    else:  # a model saved in this session keeps no weights_file: its request names the file
+        metadata = weights_metadata(info.weights_file or info.request.name)
     return model_label(info.spec, metadata)
 
 
