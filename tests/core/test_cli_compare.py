@@ -251,7 +251,7 @@ def test_a_fine_tune_and_its_base_are_after_minus_before(checkpoints, tmp_path, 
         "settings": {"per_class": 50, "epochs": 1, "freeze": "last:2"},
         "metrics": {"epochs_completed": 1},
     }
-    tuned = tmp_path / "tuned.safetensors"
+    tuned = checkpoints["before"].parent / "tuned.safetensors"  # beside its base
     save_checkpoint(tuned, distinct_small_vit(5, 8), {"finetune": record})
     image = _images()[0]
     out = tmp_path / "tuned-out"
@@ -287,3 +287,10 @@ def test_a_fine_tune_and_its_base_are_after_minus_before(checkpoints, tmp_path, 
     card = json.loads((unrelated / f"{image.stem}.attention.B-A.json").read_text())
     assert card["title"].startswith("B - A · ")
     assert card["comparison"]["difference"] == model_compare.DIFFERENCE
+    # nor is a file that only shares its base's name: the base is the file beside the checkpoint
+    elsewhere = tmp_path / "before.safetensors"
+    save_checkpoint(elsewhere, distinct_small_vit(6, 8))
+    namesake = tmp_path / "namesake-out"
+    assert _compare(image, "--model", elsewhere, "--model", tuned, "--out", namesake) == 0
+    card = json.loads((namesake / f"{image.stem}.attention.B-A.json").read_text())
+    assert card["title"].startswith("B - A · ")

@@ -280,7 +280,8 @@ def pair_names(models: list[LoadedModel]) -> tuple[list[str], str]:
     metadata = [weights_metadata(model.weights_file) for model in models]
     labels = [model_name(m.spec, meta) for m, meta in zip(models, metadata, strict=True)]
     spec_a, spec_b = models[0].spec, models[1].spec
-    return labels, relation(spec_a, metadata[0], spec_b, metadata[1])
+    files = (models[0].weights_file, models[1].weights_file)
+    return labels, relation(spec_a, metadata[0], spec_b, metadata[1], files)
 
 
 def write_comparison(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,21 +58,42 @@ def base_label(spec: ModelSpec) -> str:
     return f"{spec.display_name}, {spec.weights}"
 
 
-def fine_tuned_from(metadata: dict | None, base: ModelSpec) -> bool:
-    """Whether a checkpoint's metadata records ``base`` as the model it was fine-tuned from."""
+def fine_tuned_from(
+    metadata: dict | None,
+    base: ModelSpec,
+    checkpoint: str | Path | None = None,
+    base_file: str | Path | None = None,
+) -> bool:
+    """Whether a checkpoint's metadata records ``base`` as the model it was fine-tuned from.
+
+    A base read from a file is named only by the file's name, so when both files are known
+    the base must be that file beside the ``checkpoint`` (where the app looks for it too): a
+    file of the same name elsewhere may hold other weights."""
     record = metadata.get("finetune") if isinstance(metadata, dict) else None
-    return isinstance(record, dict) and record.get("base") == base_label(base)
+    if not isinstance(record, dict) or record.get("base") != base_label(base):
+        return False
+    weights = str(base.weights)
+    if weights.startswith("file ") and checkpoint is not None and base_file is not None:
+        beside = Path(checkpoint).parent / weights.removeprefix("file ")
+        return beside.resolve() == Path(base_file).resolve()
+    return True
 
 
 def relation(
-    spec_a: ModelSpec, metadata_a: dict | None, spec_b: ModelSpec, metadata_b: dict | None
+    spec_a: ModelSpec,
+    metadata_a: dict | None,
+    spec_b: ModelSpec,
+    metadata_b: dict | None,
+    files: tuple[str | Path | None, str | Path | None] = (None, None),
 ) -> str:
     """What B − A means: :data:`AFTER_MINUS_BEFORE` when B's checkpoint names A as its base,
     :data:`BEFORE_MINUS_AFTER` when A's names B, "" for two models neither of which is the
-    other's base (then B − A is said neutrally)."""
-    if fine_tuned_from(metadata_b, spec_a):
+    other's base (then B − A is said neutrally). ``files`` are A's and B's weights files,
+    when known (see :func:`fine_tuned_from`)."""
+    file_a, file_b = files
+    if fine_tuned_from(metadata_b, spec_a, file_b, file_a):
         return AFTER_MINUS_BEFORE
-    if fine_tuned_from(metadata_a, spec_b):
+    if fine_tuned_from(metadata_a, spec_b, file_a, file_b):
         return BEFORE_MINUS_AFTER
     return ""
 
