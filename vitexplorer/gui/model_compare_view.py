@@ -487,7 +487,7 @@ class ModelCompare(QObject):
         # known: B − A is said neutrally)
         self.before = ""
         self.other_first = False  # the compared model is A: decided when it loads, then kept
-        self._labels: dict[tuple, str] = {}  # (which, generation) -> model_label
+        self._labels: dict[tuple, str] = {}  # (which model, its generation, ...) -> its name
         self.other_base: tuple[ModelRequest | None, str] = (None, "")
         self.swapped = False
         self.base: tuple[ModelRequest | None, str] = (None, "no model is loaded")
