@@ -73,11 +73,13 @@ def test_two_checkpoints_end_to_end(checkpoints, tmp_path, capsys) -> None:
             assert a.shape == b.shape == (4, 4) and a.dtype == np.float32
             assert np.array_equal(difference, b - a) and difference.any()
             card = json.loads((out / f"{stem}.{method}.B-A.json").read_text())
+            # two unrelated checkpoints: B - A, said neutrally (no "before" and "after")
             assert card["comparison"]["difference"] == model_compare.DIFFERENCE
             assert card["comparison"]["compared"] == "patch for patch, over the patch grid"
             assert card["A"]["model"]["weights"]["label"] == "file before.safetensors"
             assert card["B"]["model"]["weights"]["label"] == "file after.safetensors"
-            assert card["title"].startswith("B - A (after minus before) · ")
+            assert card["title"].startswith("B - A · ") and "before" not in card["title"]
+            assert card["subtitle"].startswith("A: before.safetensors · B: after.safetensors")
             largest = float(np.abs(difference).max())
             assert card["picture"]["colour_scale"] == pytest.approx([-largest, largest])
             card_a = json.loads((out / f"{stem}.{method}.A.json").read_text())
@@ -114,7 +116,10 @@ def test_two_checkpoints_end_to_end(checkpoints, tmp_path, capsys) -> None:
 
     captured = capsys.readouterr()
     lines = _lines(captured.out)
-    assert len(lines) == 3 and lines[0].startswith(f"{stems[0]}: A ") and "; B " in lines[0]
+    assert lines[0] == (
+        "model A: before.safetensors; model B: after.safetensors; difference: B - A"
+    )
+    assert len(lines) == 4 and lines[1].startswith(f"{stems[0]}: A ") and "; B " in lines[1]
     assert lines[-1] == f"2 image(s) -> {out / 'head_changes.csv'}, {out / 'head_changes.json'}"
     assert captured.err == ""
 
@@ -176,8 +181,8 @@ def test_bad_input_is_one_line_and_exit_2(checkpoints, tmp_path, capsys) -> None
     model = checkpoints["before"]
     out = tmp_path / "bad"
     assert _one_line_exit_2(capsys, image, "--model", model, "--out", out) == (
-        "vitexplorer: give --model exactly twice, model A (before) then model B (after); it "
-        "was given 1 time(s)"
+        "vitexplorer: give --model exactly twice, model A then model B (the base first, to "
+        "compare a fine-tune with it); it was given 1 time(s)"
     )
     three = ["--model", model] * 3
     assert "it was given 3 time(s)" in _one_line_exit_2(capsys, image, *three, "--out", out)
@@ -232,3 +237,60 @@ def test_colour_tables_without_qt_stay_close_to_pyqtgraphs(name: str, monkeypatc
     if name == DIVERGING:  # blue below zero, near white at zero, red above
         assert without[0].argmax() == 2 and without[255].argmax() == 0
         assert without[128].min() >= 225
+
+
+def test_a_fine_tune_and_its_base_are_after_minus_before(checkpoints, tmp_path, capsys) -> None:
+    """B's checkpoint names A as its base: the difference is "after minus before", and B's
+    name says what it was fine-tuned on; the other way round it is "before minus after"."""
+    from vitexplorer.core.models import load_model
+
+    base = load_model(str(checkpoints["before"]), device="cpu").spec
+    record = {
+        "base": f"{base.display_name}, file before.safetensors",
+        "dataset": "CIFAR-10",
+        "settings": {"per_class": 50, "epochs": 1, "freeze": "last:2"},
+        "metrics": {"epochs_completed": 1},
+    }
+    tuned = checkpoints["before"].parent / "tuned.safetensors"  # beside its base
+    save_checkpoint(tuned, distinct_small_vit(5, 8), {"finetune": record})
+    image = _images()[0]
+    out = tmp_path / "tuned-out"
+    assert _compare(image, "--model", checkpoints["before"], "--model", tuned, "--out", out) == 0
+    classes = len(base.class_names)
+    named = (
+        f"tuned.safetensors: {base.display_name}, fine-tuned on CIFAR-10 ({50 * classes} "
+        f"images, 1 epoch, last 2 blocks)"
+    )
+    first = _lines(capsys.readouterr().out)[0]
+    assert first == (
+        f"model A: before.safetensors; model B: {named}; difference: B - A (after minus before)"
+    )
+    card = json.loads((out / f"{image.stem}.attention.B-A.json").read_text())
+    assert card["title"].startswith("B - A (after minus before) · ")
+    assert card["comparison"]["difference"] == model_compare.difference_words(
+        model_compare.AFTER_MINUS_BEFORE
+    )
+    assert "B was fine-tuned from A" in card["comparison"]["difference"]
+    table = json.loads((out / "head_changes.json").read_text())
+    assert table["difference"].endswith("(after minus before)")
+
+    swapped = tmp_path / "swapped-out"
+    assert (
+        _compare(image, "--model", tuned, "--model", checkpoints["before"], "--out", swapped) == 0
+    )
+    card = json.loads((swapped / f"{image.stem}.attention.B-A.json").read_text())
+    assert card["title"].startswith("B - A (before minus after) · ")
+    # a checkpoint that names another base is not "after" anything here
+    unrelated = tmp_path / "unrelated-out"
+    pair = ["--model", checkpoints["after"], "--model", tuned]
+    assert _compare(image, *pair, "--out", unrelated) == 0
+    card = json.loads((unrelated / f"{image.stem}.attention.B-A.json").read_text())
+    assert card["title"].startswith("B - A · ")
+    assert card["comparison"]["difference"] == model_compare.DIFFERENCE
+    # nor is a file that only shares its base's name: the base is the file beside the checkpoint
+    elsewhere = tmp_path / "before.safetensors"
+    save_checkpoint(elsewhere, distinct_small_vit(6, 8))
+    namesake = tmp_path / "namesake-out"
+    assert _compare(image, "--model", elsewhere, "--model", tuned, "--out", namesake) == 0
+    card = json.loads((namesake / f"{image.stem}.attention.B-A.json").read_text())
+    assert card["title"].startswith("B - A · ")

@@ -40,9 +40,13 @@ def test_each_method_gives_its_map_over_the_rectangular_grid():
     )
     relevance = MethodChoice("relevance")
     assert method_map("a", analysis, selection, relevance, cache) is None  # not computed yet
-    heat = np.arange(6, dtype=np.float32).reshape(2, 3)
-    cache.set_relevance("a", 1, heat)  # class 1 is the predicted one
-    np.testing.assert_array_equal(method_map("a", analysis, selection, relevance, cache), heat)
+    matrix = np.arange(49, dtype=np.float32).reshape(7, 7)  # R: row i is token i's relevance
+    cache.set_relevance("a", 1, matrix)  # class 1 is the predicted one
+    # relevance follows the selected token, as rollout does: token 4's row over the patches
+    shown = method_map("a", analysis, selection, relevance, cache)
+    np.testing.assert_array_equal(shown, matrix[4, 1:].reshape(2, 3))
+    cls = method_map("a", analysis, Selection(2, 1, 0), relevance, cache)
+    np.testing.assert_array_equal(cls, matrix[0, 1:].reshape(2, 3))
     assert method_map("a", analysis, selection, MethodChoice("relevance", target=0), cache) is None
 
 
@@ -76,12 +80,14 @@ def test_rollout_layers_are_computed_once_per_image_and_option(monkeypatch):
 
 def test_forget_drops_one_images_relevance_or_all():
     cache = MapCache()
-    cache.set_relevance("a", 0, np.ones((2, 3)))
-    cache.set_relevance("b", 0, np.ones((2, 3)))
+    analysis = FakeAnalysis(0)
+    cache.set_relevance("a", 0, np.ones((7, 7)))
+    cache.set_relevance("b", 0, np.ones((7, 7)))
     cache.forget("a")
-    assert cache.relevance("a", 0) is None and cache.relevance("b", 0) is not None
+    assert cache.relevance("a", 0, 0, analysis) is None
+    assert cache.relevance("b", 0, 0, analysis) is not None
     cache.forget()
-    assert cache.relevance("b", 0) is None
+    assert cache.relevance("b", 0, 0, analysis) is None
 
 
 def test_choice_describes_itself_and_its_parameters():
@@ -96,12 +102,10 @@ def test_choice_describes_itself_and_its_parameters():
         "token": 3, "head_fusion": "max", "discard_ratio": 0.25, "start_layer": 2,
     }  # fmt: skip
     relevance = MethodChoice("relevance")
-    assert relevance.describe(selection, analysis) == "relevance for 'dog' (predicted), CLS token"
-    assert relevance.parameters(selection, analysis) == {"target_class": 1, "token": 0}
-    assert (
-        MethodChoice("relevance", target=2)
-        .describe(selection, analysis)
-        .startswith("relevance for 'owl', ")
+    assert relevance.describe(selection, analysis) == "relevance for 'dog' (predicted)"
+    assert relevance.parameters(selection, analysis) == {"target_class": 1, "token": 3}
+    assert MethodChoice("relevance", target=2).describe(selection, analysis) == (
+        "relevance for 'owl'"
     )
     with pytest.raises(ValueError, match="method"):
         MethodChoice("saliency")

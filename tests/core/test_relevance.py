@@ -15,6 +15,7 @@ from vitexplorer.core.relevance import (
     relevance_from,
     relevance_map,
     relevance_row,
+    token_relevance,
 )
 
 KINDS = ["tiny_small_vit", "tiny_torchvision_vit"]
@@ -205,3 +206,58 @@ def test_without_a_class_token_the_row_is_the_mean_of_the_rows() -> None:
     full = relevance_from(attention, gradients)
     assert np.allclose(relevance_row(attention, gradients, token=None), full.mean(axis=0))
     assert np.allclose(relevance_row(attention, gradients, token=2), full[2])
+
+
+def _oracle_relevance(vit: nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
+    """Chefer's full R for a torchvision ViT, rebuilt here from its weights: an explicit forward
+    (patch embedding, class token, position embedding, each block's pre-norm attention written
+    out from ``in_proj_weight``, MLP, final norm, head) whose softmax outputs keep their
+    gradients, then R = I and R += mean_heads(relu(grad * A)) @ R per layer."""
+    n, heads = vit.hidden_dim, vit.encoder.layers[0].num_heads
+    x = vit.conv_proj(image).flatten(2).transpose(1, 2)
+    x = torch.cat([vit.class_token.expand(1, -1, -1), x], dim=1) + vit.encoder.pos_embedding
+    maps = []
+    for block in vit.encoder.layers:
+        attn = block.self_attention
+        y = block.ln_1(x)
+        q, k, v = torch.nn.functional.linear(y, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+        split = [t.reshape(1, -1, heads, n // heads).transpose(1, 2) for t in (q, k, v)]
+        weights = torch.softmax(split[0] @ split[1].transpose(-1, -2) / (n // heads) ** 0.5, -1)
+        weights.retain_grad()
+        maps.append(weights)
+        mixed = (weights @ split[2]).transpose(1, 2).reshape(1, -1, n)
+        x = x + attn.out_proj(mixed)
+        x = x + block.mlp(block.ln_2(x))
+    logits = vit.heads(vit.encoder.ln(x)[:, 0])
+    logits[0, target].backward()
+    relevance = torch.eye(x.shape[1], dtype=torch.float64)
+    for weights in maps:
+        weighted = (weights.grad * weights).clamp(min=0).mean(dim=1)[0].double()
+        relevance = relevance + weighted @ relevance
+    return relevance.detach()
+
+
+def test_every_tokens_relevance_is_its_row_of_r(tiny_torchvision_vit: nn.Module) -> None:
+    """The explorer shows relevance for the clicked token: row i of R. Checked against R
+    rebuilt independently from the model's weights, for the CLS token and three patches."""
+    image = _image(3)
+    result = relevance_map(tiny_loaded(tiny_torchvision_vit), image, target=4, matrix=True)
+    expected = _oracle_relevance(tiny_torchvision_vit, image, 4).numpy()
+    assert result.matrix.shape == (17, 17) and result.matrix.dtype == np.float32
+    np.testing.assert_allclose(result.matrix, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.map, expected[0, 1:].reshape(4, 4), rtol=1e-4, atol=1e-6)
+    for token in (0, 1, 6, 16):
+        row = result.token_map(token, (4, 4), 1)
+        np.testing.assert_allclose(row, expected[token, 1:].reshape(4, 4), rtol=1e-4, atol=1e-6)
+    # the patches' rows differ from the CLS token's: following the token changes the map
+    assert np.abs(result.token_map(6, (4, 4), 1) - result.map).max() > 1e-3
+    assert relevance_map(tiny_loaded(tiny_torchvision_vit), image, 4).matrix is None
+
+
+def test_a_tokens_relevance_is_read_from_the_hand_worked_r() -> None:
+    np.testing.assert_allclose(token_relevance(HAND_RELEVANCE, 2, (1, 2), 1), [[1.0, 2.25]])
+    np.testing.assert_allclose(token_relevance(HAND_RELEVANCE, 1, (1, 2), 1), [[2.0, 0.0]])
+    with pytest.raises(ValueError, match="does not fit"):
+        token_relevance(HAND_RELEVANCE, 0, (2, 2), 1)
+    with pytest.raises(ValueError, match="token 4 does not exist"):
+        token_relevance(HAND_RELEVANCE, 3, (1, 2), 1)

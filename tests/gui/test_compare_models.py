@@ -350,8 +350,11 @@ def test_the_model_before_fine_tuning_is_found_beside_the_checkpoint(
         assert seen == [("Waiting for the explorer's analysis…", 0, 0, 0)]
         drawn(qtbot, window)
         assert not item.isEnabled()  # the base model itself was fine-tuned from nothing known
-        assert window.image_view.title.text.startswith("A · base.safetensors")
-        assert models.panel.view.title.text.startswith("B · base.safetensors")
+        # the compared model keeps its side (A) when the explorer's model changes; neither is
+        # now the other's base, so no "before" or "after" is said
+        assert window.image_view.title.text.startswith("B · base.safetensors")
+        assert models.panel.view.title.text.startswith("A · base.safetensors")
+        assert "before" not in models.panel.difference.title.text
         assert np.all(models.panel.difference.heat.image == 0)
 
         models.panel.close_button.click()  # closing B empties its views
@@ -484,3 +487,64 @@ def test_cancel_stops_a_load_and_nothing_it_sends_later_is_shown(
     assert models.panel.view.heat_values.size == 0
     click_patch(qtbot, window, 0, 0)  # the explorer's model is untouched
     assert window.image_view.heat_values.shape == (6, 6)
+
+
+def test_a_fine_tune_is_named_by_what_it_was_trained_on_and_sides_stay_between_runs(
+    qtbot, window: MainWindow, photo: Path, tmp_path: Path, monkeypatch
+):
+    """Fine-tune in the Train tab, compare with the model before: the two names differ and the
+    fine-tune's says what it was trained on. Save it and fine-tune that again: the compared
+    model stays A (sides never turn round between runs), and since it is not the new model's
+    own base, B − A is said without "before" and "after"."""
+    from tests.gui.test_finetune import adopted_and_shown, colour_folder, fill, panel_of
+
+    data = colour_folder(tmp_path / "colours", per_class=8)
+    drop_and_wait(qtbot, window, photo)
+    runs: list = []
+
+    def fine_tune(epochs: int) -> str:
+        panel = panel_of(window)
+        fill(panel, qtbot, data, per_class=5, test_per_class=2, epochs=epochs, batch_size=8)
+        panel.finished.connect(runs.append)
+        with adopted_and_shown(qtbot, window, panel):
+            qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+        panel.finished.disconnect(runs.append)
+        window.finetune.show_explorer()
+        result = runs[-1]
+        assert not result.cancelled and len(result.history) == epochs
+        plural = "" if epochs == 1 else "s"
+        return (
+            f"{window.model.spec.display_name}, fine-tuned on {result.dataset} (15 images, "
+            f"{epochs} epoch{plural}, head only)"
+        )
+
+    named = fine_tune(1)
+    models = models_of(window)
+    window.method_bar.compare_box.setChecked(True)
+    choose(models.mode_box, MODEL)
+    with qtbot.waitSignal(models.model_ready, timeout=30000):
+        pick(models.panel.model_box, BEFORE)
+    qtbot.waitUntil(lambda: window.analysis is not None, timeout=30000)
+    drawn(qtbot, window)
+    panel = models.panel
+    assert panel.view.title.text.startswith("A (before) · tiny.safetensors — ")
+    assert window.image_view.title.text.startswith(f"B (after) · {named} — ")
+    assert models.other_label() != models.explorer_label()
+    assert f"B − A (after minus before): {named} minus tiny.safetensors" in (
+        panel.difference.title.text
+    )
+
+    saved = tmp_path / "first.safetensors"  # File > Save model: the next run starts from it
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(saved), ""))
+    with qtbot.waitSignal(window.finetune.panel.saved, timeout=30000):
+        window.save_model_action.trigger()
+    assert models.explorer_label() == named  # saved, it is still named by its training
+    second = fine_tune(2)  # another run, from the saved model: tiny stays A, the new one is B
+    assert second != named
+    qtbot.waitUntil(lambda: named not in window.image_view.title.text, timeout=30000)
+    drawn(qtbot, window)
+    assert panel.view.title.text.startswith("A · tiny.safetensors — ")
+    assert window.image_view.title.text.startswith(f"B · {second} — ")
+    assert panel.difference.title.text.startswith(f"B − A: {second} minus tiny.safetensors")
+    a, b = panel.view.heat_values, window.image_view.heat_values
+    np.testing.assert_allclose(panel.difference.heat.image, b - a, atol=1e-7)

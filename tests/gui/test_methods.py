@@ -386,3 +386,37 @@ def test_colour_bar_labels_fit_a_map_of_values_near_002(qtbot, window: MainWindo
     assert len(set(labels)) == len(labels) >= 2 and all("e-" in text for text in labels), labels
     view.clear_heat()
     assert not view.colorbar.isVisible(), "no map, no scale"
+
+
+def test_relevance_beside_rollout_shows_the_same_clicked_token(
+    qtbot, window: MainWindow, photo, checkpoint
+):
+    """Compare: relevance on the left, rollout on the right. A click on a patch moves both to
+    that patch's token: relevance becomes that token's row of R (checked against R computed
+    here) and both titles name the token."""
+    drop_and_wait(qtbot, window, photo)
+    model = load_model(str(checkpoint), device="cpu")
+    batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
+    predicted = window.analysis.predictions[0].index
+    window.method_bar.compare_box.setChecked(True)
+    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+        choose(window.method_bar.method_box, "relevance")
+    qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
+    expected = relevance_map(model, batch, predicted, matrix=True)
+    np.testing.assert_allclose(window.image_view.heat_values, expected.map, rtol=1e-4, atol=1e-7)
+    for view in (window.image_view, window.compare_view):
+        assert view.title.text.endswith("the CLS token (token 1)"), view.title.text
+
+    click_patch(qtbot, window, 2, 4)  # patch row 3, col 5: token 1 + 2 * 6 + 4 + 1
+    token = 1 + 2 * 6 + 4
+    row = expected.token_map(token, (6, 6), 1)
+    np.testing.assert_allclose(window.image_view.heat_values, row, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(row, expected.map, rtol=1e-3)  # another token, another map
+    attention = window.analysis.attention
+    np.testing.assert_allclose(
+        window.compare_view.heat_values, rollout_map(attention, token, (6, 6), 1), rtol=1e-6
+    )
+    where = f"patch row 3, col 5 (token {token + 1})"
+    for view in (window.image_view, window.compare_view):
+        assert where in view.title.text, view.title.text
+    assert window.image_view.selection.isVisible()  # the clicked patch is marked in both

@@ -281,7 +281,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, pair: bool = False) -> 
             action="append",
             default=[],
             metavar="NAME",
-            help=f"given twice: model A (before), then model B (after); each "
+            help=f"given twice: model A (the base, to compare a fine-tune with it), then model "
+            f"B; each "
             f"{model_choices_help()} (.safetensors)",
         )
         parser.add_argument(

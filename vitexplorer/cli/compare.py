@@ -1,6 +1,6 @@
 """``vitexplorer compare``: two models side by side on the same images, with the same method,
-layer, head and token: model A (before) and model B (after), the difference B minus A, and how
-every head's statistics changed."""
+layer, head and token: model A and model B, the difference B minus A ("after minus before" only
+when B was fine-tuned from A), and how every head's statistics changed."""
 
 from __future__ import annotations
 
@@ -52,14 +52,16 @@ HEAD_STATISTICS = ("distance", "entropy", "prefix_share")
 def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} compare",
-        description="Run two models on the same images, model A (before: the parent, the "
-        "checkpoint before fine-tuning) and model B (after), with the same method, layer, head "
-        "and token, and write into DIR, per image and method: <stem>.<method>.A.npy and "
+        description="Run two models on the same images, model A (the first --model: the base, "
+        "when comparing a fine-tune with the model it started from) and model B (the second), "
+        "with the same method, layer, head and token, and write into DIR, per image and method: "
+        "<stem>.<method>.A.npy and "
         "<stem>.<method>.B.npy (each model's map, float32, over the patch grid; when the two "
         "grids differ, both resampled bilinearly to the pixel size of model A's crop), "
-        f"<stem>.<method>.{DIFFERENCE_NAME}.npy (B minus A, 'after minus before': positive "
-        "where B's map is higher), each with a .png (A and B on one colour scale, the "
-        "difference on a diverging one symmetric around zero) and a .json method card; and, "
+        f"<stem>.<method>.{DIFFERENCE_NAME}.npy (B minus A: positive where B's map is higher; "
+        "'after minus before' when B's checkpoint names A as its base), each with a .png (A "
+        "and B on one colour scale, the difference on a diverging one symmetric around zero) and a "
+        ".json method card; and, "
         f"averaged over the images, {CSV_NAME} (one row per layer and head, from 1: mean "
         "attention distance, entropy and prefix share in A, in B and the change B - A, the "
         f"heads that changed most first; see --sort-by) with {CARD_NAME}. Layers, heads and "
@@ -118,12 +120,16 @@ def run_compare(options: argparse.Namespace) -> int:
     methods = list(dict.fromkeys(options.method)) or ["attention"]
     chosen = pair_method_options(options, models, methods)
     run = CompareRun(models, methods, chosen, out_dir, options.aspect == "keep")
+    what = f"B - A ({run.relation})" if run.relation else "B - A"
+    print(f"model A: {run.labels[0]}; model B: {run.labels[1]}; difference: {what}", flush=True)
     used = [
         path for path, stem in zip(images, unique_stems(images), strict=True) if run(path, stem)
     ]
     if not used:
         raise Failed("none of the images could be compared", 2)
-    written = write_head_table(out_dir, models, run.statistics, used, options, run.mode)
+    written = write_head_table(
+        out_dir, models, run.statistics, used, options, run.mode, run.relation
+    )
     names_written = ", ".join(str(out_dir / name) for name in written) or "no head table"
     print(f"{len(used)} image(s) -> {names_written}")
     return 1 if len(used) < len(images) else 0
@@ -146,6 +152,7 @@ class CompareRun:
         self.luts = (colour_table(), colour_table(DIVERGING))
         self.statistics: tuple[list[Any], list[Any]] = ([], [])
         self.notes: set[str] = set()
+        self.labels, self.relation = pair_names(models)
 
     def __call__(self, source: Path, stem: str) -> bool:
         """Compare and write one image; False, after one line on stderr, when it failed."""
@@ -163,7 +170,7 @@ class CompareRun:
         try:
             for method in self.methods:
                 args = (self.out_dir, stem, source, pair, method, self.luts, self.mode, self.keep)
-                self.note(write_comparison(*args).notes)
+                self.note(write_comparison(*args, self.labels, self.relation).notes)
         except OSError as exc:
             error(f"{source.name}: cannot write to {self.out_dir}: {exc.strerror or exc}")
             return False
@@ -188,7 +195,8 @@ def model_pair(options: argparse.Namespace) -> tuple[list[str], list[str]]:
     names, weights = options.model, options.weights or ["default"]
     if len(names) != 2:
         raise Failed(
-            f"give --model exactly twice, model A (before) then model B (after); it was given "
+            f"give --model exactly twice, model A then model B (the base first, to compare a "
+            f"fine-tune with it); it was given "
             f"{len(names)} time(s)",
             2,
         )
@@ -261,10 +269,19 @@ def compare_image(
     return ImagePair(analyses, maps, note)  # type: ignore[arg-type]
 
 
-def model_label(spec: Any) -> str:
-    """A model for people: its name and where its weights came from (two checkpoints of one
-    architecture differ only there)."""
-    return f"{spec.display_name} ({spec.weights})"
+def pair_names(models: list[LoadedModel]) -> tuple[list[str], str]:
+    """Model A's and model B's names for people (:func:`~vitexplorer.core.provenance.
+    model_name`: the file, and how it was trained when its checkpoint says), and what B − A
+    means (:func:`~vitexplorer.core.model_compare.relation`: "after minus before" only when
+    B was fine-tuned from A)."""
+    from vitexplorer.core.model_compare import relation
+    from vitexplorer.core.provenance import model_name, weights_metadata
+
+    metadata = [weights_metadata(model.weights_file) for model in models]
+    labels = [model_name(m.spec, meta) for m, meta in zip(models, metadata, strict=True)]
+    spec_a, spec_b = models[0].spec, models[1].spec
+    files = (models[0].weights_file, models[1].weights_file)
+    return labels, relation(spec_a, metadata[0], spec_b, metadata[1], files)
 
 
 def write_comparison(
@@ -276,16 +293,18 @@ def write_comparison(
     luts: tuple[np.ndarray, np.ndarray],
     mode: int,
     keep: bool,
+    labels: list[str],
+    relation: str = "",
 ) -> MapComparison:
     """Write model A's and model B's map of ``method`` (one colour scale) and the difference
     B - A (a diverging scale symmetric around zero), each as .npy, .png and .json; returns the
-    comparison."""
+    comparison. ``labels`` name A and B; ``relation`` says what B - A means ("" for B - A
+    said neutrally)."""
     from vitexplorer.core.model_compare import compare_analyses
 
     heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
     result = compare_analyses(*pair.analyses, *heats, keep, (pair.token_note,))
-    labels = [model_label(analysis.spec) for analysis in pair.analyses]
-    facts = comparison_facts(result, stem, method)
+    facts = comparison_facts(result, stem, method, relation)
     axes = None
     if result.resampled_to is not None:
         height, width = result.resampled_to
@@ -298,7 +317,7 @@ def write_comparison(
         side: (analysis, heat, {**card, "title": f"model {side} · {card['title']}"}, label)
         for side, analysis, heat, card, label in sides
     }
-    difference = difference_card(source, cards, labels, facts)
+    difference = difference_card(source, cards, labels, facts, relation)
     written[DIFFERENCE_NAME] = (pair.analyses[0], result.difference, difference, "")
     scales = {side: (luts[0], result.levels) for side in SIDES}
     scales[DIFFERENCE_NAME] = (luts[1], result.difference_levels)
@@ -313,9 +332,11 @@ def write_comparison(
     return result
 
 
-def comparison_facts(result: MapComparison, stem: str, method: str) -> dict[str, Any]:
+def comparison_facts(
+    result: MapComparison, stem: str, method: str, relation: str = ""
+) -> dict[str, Any]:
     """What a card says about the comparison its map belongs to."""
-    from vitexplorer.core.model_compare import DIFFERENCE
+    from vitexplorer.core.model_compare import difference_words
 
     if result.resampled_to is None:
         compared = "patch for patch, over the patch grid"
@@ -326,7 +347,7 @@ def comparison_facts(result: MapComparison, stem: str, method: str) -> dict[str,
         )
     names = (*SIDES, DIFFERENCE_NAME)
     return {
-        "difference": DIFFERENCE,
+        "difference": difference_words(relation),
         "files": {name: f"{stem}.{method}.{name}.npy" for name in names},
         "compared": compared,
         "notes": list(result.notes),
@@ -342,7 +363,11 @@ def comparison_facts(result: MapComparison, stem: str, method: str) -> dict[str,
 
 
 def difference_card(
-    source: Path, cards: tuple[dict[str, Any], ...], labels: list[str], facts: dict[str, Any]
+    source: Path,
+    cards: tuple[dict[str, Any], ...],
+    labels: list[str],
+    facts: dict[str, Any],
+    relation: str = "",
 ) -> dict[str, Any]:
     """The card of the difference map: both models' own cards and the comparison."""
     card_a, card_b = cards
@@ -351,7 +376,7 @@ def difference_card(
         "method": card_a["method"],
         "numbering": card_a["numbering"],
         "image": str(source),
-        "title": f"B - A (after minus before) · {card_a['title']}",
+        "title": f"B - A{f' ({relation})' if relation else ''} · {card_a['title']}",
         "subtitle": f"A: {labels[0]} · B: {labels[1]} · {source.name}",
         "comparison": facts,
         "warnings": warnings,
@@ -367,6 +392,7 @@ def write_head_table(
     used: list[Path],
     options: argparse.Namespace,
     mode: int,
+    relation: str = "",
 ) -> list[str]:
     """:data:`CSV_NAME` and :data:`CARD_NAME`, averaged over the images compared; their names,
     or none, with a note, when the two models' heads cannot be paired."""
@@ -385,7 +411,7 @@ def write_head_table(
     if units:
         error(f"note: {CSV_NAME}: {units}")
     table = head_changes_csv(changes, len(used)).encode("utf-8")
-    card = head_table_card(models, used, options, units)
+    card = head_table_card(models, used, options, units, relation)
     try:
         write_atomic(out_dir / CSV_NAME, lambda f: f.write(table), mode)
         write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
@@ -395,7 +421,11 @@ def write_head_table(
 
 
 def head_table_card(
-    models: list[LoadedModel], images: list[Path], options: argparse.Namespace, note: str = ""
+    models: list[LoadedModel],
+    images: list[Path],
+    options: argparse.Namespace,
+    note: str = "",
+    relation: str = "",
 ) -> bytes:
     from vitexplorer.core.provenance import method_card, strict_json
 
@@ -403,7 +433,8 @@ def head_table_card(
     parameters = {"distance": "mean attention distance (ViT paper, Fig. 7), patch-to-patch weights"}
     card: dict[str, Any] = {
         "method": "head changes",
-        "difference": "each statistic of model B minus model A's (A = before, B = after)",
+        "difference": "each statistic of model B minus model A's"
+        + (f" ({relation})" if relation else ""),
         "order": f"the heads whose {options.sort_by} changed most (absolute change B - A) "
         f"first; equal changes in layer, then head order",
         "table": CSV_NAME,

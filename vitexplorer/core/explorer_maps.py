@@ -2,8 +2,9 @@
 
 Attention is sliced from the stored analysis; rollout propagates one row vector through layer
 matrices cached per image and option (so a click costs about a millisecond even on ViT-L/16 at
-384 px); relevance needs a backward pass, which the model worker runs: its maps are kept here by
-image and class once they arrive.
+384 px); relevance needs a backward pass, which the model worker runs: its whole relevance
+matrix R is kept here by image and class once it arrives, and the map of the selected token is
+its row, so relevance follows the clicked token as attention and rollout do.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vitexplorer.core.explain import (
     rollout_matrix,
     rollout_row,
 )
+from vitexplorer.core.relevance import token_relevance
 
 if TYPE_CHECKING:
     from vitexplorer.core.analysis import ImageAnalysis
@@ -63,7 +65,7 @@ class MethodChoice:
                 "discard_ratio": self.discard_ratio,
                 "start_layer": self.start_layer,
             }
-        return {"target_class": self.target_for(analysis), "token": 0}
+        return {"target_class": self.target_for(analysis), "token": selection.token}
 
     def describe(self, selection: Selection, analysis: ImageAnalysis) -> str:
         """A few words for the view's title."""
@@ -80,7 +82,7 @@ class MethodChoice:
             return f"rollout · {', '.join(words)}"
         target = self.target_for(analysis)
         predicted = " (predicted)" if target == analysis.predictions[0].index else ""
-        return f"relevance for {spec.class_names[target]!r}{predicted}, CLS token"
+        return f"relevance for {spec.class_names[target]!r}{predicted}"
 
 
 class MapCache:
@@ -90,7 +92,7 @@ class MapCache:
         self.keep = keep
         self._layers: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._matrices: OrderedDict[tuple, np.ndarray] = OrderedDict()  # whole rollouts
-        self._relevance: dict[tuple[str, int], np.ndarray] = {}
+        self._relevance: dict[tuple[str, int], np.ndarray] = {}  # R, (tokens, tokens)
 
     def rollout(
         self, key: str, analysis: ImageAnalysis, choice: MethodChoice, token: int
@@ -137,11 +139,20 @@ class MapCache:
             self._layers.move_to_end(cache_key)
         return layers
 
-    def set_relevance(self, key: str, target: int, heat: np.ndarray) -> None:
-        self._relevance[(key, target)] = np.asarray(heat, dtype=np.float32)
+    def set_relevance(self, key: str, target: int, matrix: np.ndarray) -> None:
+        """Image ``key``'s relevance matrix R for class ``target`` (core.relevance): row i is
+        token i's relevance."""
+        self._relevance[(key, target)] = np.asarray(matrix, dtype=np.float32)
 
-    def relevance(self, key: str, target: int) -> np.ndarray | None:
-        return self._relevance.get((key, target))
+    def relevance(
+        self, key: str, target: int, token: int, analysis: ImageAnalysis
+    ) -> np.ndarray | None:
+        """Token ``token``'s relevance map for class ``target``; None until R arrives."""
+        matrix = self._relevance.get((key, target))
+        if matrix is None:
+            return None
+        spec = analysis.spec
+        return token_relevance(matrix, token, spec.grid, spec.num_prefix_tokens)
 
     def forget(self, key: str | None = None) -> None:
         """Drop what was computed for one image, or for all (the model changed)."""
@@ -165,7 +176,8 @@ def method_map(
     choice: MethodChoice,
     cache: MapCache,
 ) -> np.ndarray | None:
-    """What the overlay shows for ``choice``; None while a relevance map is being computed."""
+    """What the overlay shows for ``choice``, for the selected token whatever the method;
+    None while a relevance matrix is being computed."""
     spec = analysis.spec
     if choice.method == "attention":
         return attention_map(
@@ -178,4 +190,4 @@ def method_map(
         )
     if choice.method == "rollout":
         return cache.rollout(key, analysis, choice, selection.token)
-    return cache.relevance(key, choice.target_for(analysis))
+    return cache.relevance(key, choice.target_for(analysis), selection.token, analysis)

@@ -1,11 +1,11 @@
 """Two models side by side on the same image: the same method, layer, head and token.
 
-Model A is the one *before* (the parent, the checkpoint before fine-tuning) and model B the one
-*after*; every difference here is **B minus A**, "after minus before": positive where B's map
-(or statistic) is higher than A's. Both maps are computed by the project's own machinery
-(:func:`vitexplorer.core.methods.explanation_map`, the statistics of
-:func:`vitexplorer.core.explain.head_statistics`); this module only pairs, resamples and
-subtracts them.
+Every difference here is **B minus A**: positive where model B's map (or statistic) is higher
+than model A's. It is "after minus before" only when B was fine-tuned from A (its checkpoint
+names A as its base, :func:`relation`); for two unrelated models it is just B − A. Both maps
+are computed by the project's own machinery (:func:`vitexplorer.core.methods.explanation_map`,
+the statistics of :func:`vitexplorer.core.explain.head_statistics`); this module only pairs,
+resamples and subtracts them.
 
 Two models' maps compare token for token when they have the same patch grid and the same number
 of prefix tokens (:func:`comparability`). Otherwise the comparison still runs on what can be
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,8 +44,68 @@ if TYPE_CHECKING:
     from vitexplorer.core.models import LoadedModel
     from vitexplorer.core.spec import ModelSpec
 
-DIFFERENCE = "B minus A: model B's map minus model A's (A = before, B = after)"
-"""What every difference holds, in one line for cards and titles."""
+DIFFERENCE = "B minus A: model B's map minus model A's"
+"""What every difference holds, in one line for cards and titles (see :func:`difference_words`)."""
+
+AFTER_MINUS_BEFORE = "after minus before"  # B was fine-tuned from A
+BEFORE_MINUS_AFTER = "before minus after"  # A was fine-tuned from B
+
+# --- which model came first ------------------------------------------------------------------
+
+
+def base_label(spec: ModelSpec) -> str:
+    """How a fine-tune names the model it started from (its checkpoint's ``finetune.base``)."""
+    return f"{spec.display_name}, {spec.weights}"
+
+
+def fine_tuned_from(
+    metadata: dict | None,
+    base: ModelSpec,
+    checkpoint: str | Path | None = None,
+    base_file: str | Path | None = None,
+) -> bool:
+    """Whether a checkpoint's metadata records ``base`` as the model it was fine-tuned from.
+
+    A base read from a file is named only by the file's name, so when both files are known
+    the base must be that file beside the ``checkpoint`` (where the app looks for it too): a
+    file of the same name elsewhere may hold other weights."""
+    record = metadata.get("finetune") if isinstance(metadata, dict) else None
+    if not isinstance(record, dict) or record.get("base") != base_label(base):
+        return False
+    weights = str(base.weights)
+    if weights.startswith("file ") and checkpoint is not None and base_file is not None:
+        beside = Path(checkpoint).parent / weights.removeprefix("file ")
+        return beside.resolve() == Path(base_file).resolve()
+    return True
+
+
+def relation(
+    spec_a: ModelSpec,
+    metadata_a: dict | None,
+    spec_b: ModelSpec,
+    metadata_b: dict | None,
+    files: tuple[str | Path | None, str | Path | None] = (None, None),
+) -> str:
+    """What B − A means: :data:`AFTER_MINUS_BEFORE` when B's checkpoint names A as its base,
+    :data:`BEFORE_MINUS_AFTER` when A's names B, "" for two models neither of which is the
+    other's base (then B − A is said neutrally). ``files`` are A's and B's weights files,
+    when known (see :func:`fine_tuned_from`)."""
+    file_a, file_b = files
+    if fine_tuned_from(metadata_b, spec_a, file_b, file_a):
+        return AFTER_MINUS_BEFORE
+    if fine_tuned_from(metadata_a, spec_b, file_a, file_b):
+        return BEFORE_MINUS_AFTER
+    return ""
+
+
+def difference_words(relation_words: str = "") -> str:
+    """:data:`DIFFERENCE`, with which model came first when one is the other's base."""
+    if relation_words == AFTER_MINUS_BEFORE:
+        return f"{DIFFERENCE}, after minus before: B was fine-tuned from A"
+    if relation_words == BEFORE_MINUS_AFTER:
+        return f"{DIFFERENCE}, before minus after: A was fine-tuned from B"
+    return DIFFERENCE
+
 
 # --- can the two be compared token for token? ------------------------------------------------
 

@@ -144,3 +144,94 @@ def strict_json(data: dict[str, Any]) -> tuple[bytes, list[str]]:
     and the places that were not finite."""
     clean, replaced = json_ready(data)
     return (json.dumps(clean, indent=2, allow_nan=False) + "\n").encode("utf-8"), replaced
+
+
+# --- names that tell models apart ----------------------------------------------------------------
+
+DEMO_WEIGHTS = "trained on CIFAR-10"  # the demo's own weights label, said by its name already
+
+
+def _freeze_words(policy: Any) -> str:
+    """A freeze policy (``head``, ``last:K``, ``none``) as what trained, for people."""
+    policy = str(policy).strip().lower()
+    if policy == "head":
+        return "head only"
+    if policy == "none":
+        return "all blocks"
+    if policy.startswith("last:") and policy[5:].isdigit():
+        k = int(policy[5:])
+        return "last block" if k == 1 else f"last {k} blocks"
+    return f"freeze {policy}"
+
+
+def training_words(metadata: dict[str, Any] | None, num_classes: int | None = None) -> str:
+    """How a model was trained, from its checkpoint metadata (the ``finetune`` or ``train``
+    record that :meth:`~vitexplorer.core.training.FinetuneResult.metadata` writes):
+    "fine-tuned on CIFAR-10 (500 images, 1 epoch, last 2 blocks)"; "" when it records none.
+
+    The images are those drawn for training (validation included): the per-class setting
+    times ``num_classes``; the epochs those completed ("1 of 5 epochs" for a stopped run)."""
+    if not isinstance(metadata, dict):
+        return ""
+    scratch = isinstance(metadata.get("train"), dict)
+    record = metadata.get("train") if scratch else metadata.get("finetune")
+    if not isinstance(record, dict):
+        return ""
+    verb = "trained from scratch" if scratch else "fine-tuned"
+    dataset = record.get("dataset")
+    words = f"{verb} on {dataset}" if isinstance(dataset, str) and dataset else verb
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    details = []
+    per_class = settings.get("per_class")
+    if isinstance(per_class, int) and not isinstance(per_class, bool):
+        if num_classes:
+            details.append(f"{per_class * num_classes} images")
+        else:
+            details.append(f"{per_class} images per class")
+    planned = settings.get("epochs")
+    done = metrics.get("epochs_completed")
+    if not isinstance(done, int):
+        history = record.get("history")
+        done = len(history) if isinstance(history, list) else None
+    if isinstance(done, int):
+        of = f" of {planned}" if isinstance(planned, int) and planned != done else ""
+        details.append(f"{done}{of} epoch{'' if done == 1 and not of else 's'}")
+    if not scratch and "freeze" in settings:
+        details.append(_freeze_words(settings["freeze"]))
+    return f"{words} ({', '.join(details)})" if details else words
+
+
+def model_name(spec: Any, metadata: dict[str, Any] | None = None) -> str:
+    """A model for titles and labels, telling two models apart: the weights file it was read
+    from, else its name and where its weights came from; and how it was trained when its
+    metadata records it. E.g. "Demo ViT (CIFAR-10)", "Demo ViT (CIFAR-10), fine-tuned on
+    CIFAR-10 (500 images, 1 epoch, last 2 blocks)", "tuned.safetensors: Small ViT (3x48, /8),
+    fine-tuned on CIFAR-10 (…)"."""
+    display, weights = str(spec.display_name), str(spec.weights)
+    if weights == DEMO_WEIGHTS and display.endswith("(CIFAR-10)"):
+        return display  # the demo: its name says what it was trained on
+    trained = training_words(metadata, len(getattr(spec, "class_names", ()) or ()) or None)
+    if weights.startswith("file "):
+        file = weights.removeprefix("file ")
+        return f"{file}: {display}, {trained}" if trained else file
+    if trained:
+        return f"{display}, {trained}"
+    return f"{display}, {weights}"
+
+
+def weights_metadata(path: str | Path | None) -> dict[str, Any] | None:
+    """The vitexplorer metadata of a safetensors weights file (its header only, no tensors),
+    or None: no file, not safetensors, or unreadable."""
+    if path is None:
+        return None
+    from vitexplorer.core.checkpoint import WeightsFileError, is_safetensors_file
+    from vitexplorer.core.checkpoint import read_safetensors_header as read_header
+
+    try:
+        if not is_safetensors_file(path):
+            return None
+        meta = read_header(path)[1]
+    except (WeightsFileError, OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None

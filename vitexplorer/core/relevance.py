@@ -5,7 +5,9 @@ logit with respect to it, negative contributions are dropped and the heads avera
 ``Ā_l = mean_heads(relu(grad_l * A_l))``. Starting from ``R = I`` (each token is relevant to
 itself), each layer from the first to the last adds what it mixes in: ``R = R + Ā_l @ R``. The
 map is the CLS row over the patches, ``R[0, prefix:]`` (for a model without prefix tokens, which
-pools its tokens, the mean of the rows).
+pools its tokens, the mean of the rows). Chefer's generic rule builds the whole matrix R, and its
+row ``i`` is token ``i``'s relevance over the input tokens for the same class: the explorer keeps
+R (:attr:`Relevance.matrix`) so that relevance follows the clicked token, as rollout does.
 
 The gradients need the softmax outputs as tensors in the autograd graph. :mod:`capture` writes
 them into a preallocated buffer under ``inference_mode``, which autograd cannot follow, so this
@@ -134,9 +136,31 @@ def relevance_row(
 class Relevance:
     """One image's relevance map for one class."""
 
-    map: np.ndarray  # (rows, cols) float32 over the patch grid
+    map: np.ndarray  # (rows, cols) float32 over the patch grid: the CLS token's (or mean) row
     target: int  # the class explained
     logits: np.ndarray  # (classes,) float32, equal to the plain forward's
+    matrix: np.ndarray | None = None  # (tokens, tokens) float32: R, row i token i's relevance
+
+    def token_map(self, token: int, grid: tuple[int, int], num_prefix: int) -> np.ndarray:
+        """Token ``token``'s relevance over the patches: row ``token`` of R on ``grid``."""
+        return token_relevance(self.matrix, token, grid, num_prefix)
+
+
+def token_relevance(
+    matrix: np.ndarray, token: int, grid: tuple[int, int], num_prefix: int
+) -> np.ndarray:
+    """Row ``token`` of a relevance matrix R over the patches, (rows, cols) float32."""
+    if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError("no relevance matrix: compute it with relevance_map")
+    rows, cols = grid
+    if matrix.shape[0] != num_prefix + rows * cols:
+        raise ValueError(
+            f"a relevance matrix of {matrix.shape[0]} tokens does not fit a {rows}x{cols} grid "
+            f"with {num_prefix} prefix tokens"
+        )
+    if not 0 <= token < matrix.shape[0]:
+        raise ValueError(f"token {token + 1} does not exist: there are 1 to {matrix.shape[0]}")
+    return np.ascontiguousarray(matrix[token, num_prefix:].reshape(grid), dtype=np.float32)
 
 
 def relevance_map(
@@ -144,10 +168,13 @@ def relevance_map(
     batch: torch.Tensor,
     target: int | None = None,
     grid: tuple[int, int] | None = None,
+    matrix: bool = False,
 ) -> Relevance:
     """The CLS token's relevance over the patches for class ``target`` (default: predicted);
     the mean token's for a model that has no class token. ``grid`` is the patch grid of an
-    input at its own aspect ratio (see :func:`vitexplorer.core.data.preprocess`)."""
+    input at its own aspect ratio (see :func:`vitexplorer.core.data.preprocess`). With
+    ``matrix``, the whole R too (O(layers·tokens³) instead of one row's O(layers·tokens²)), so
+    that any token's relevance can be read from it (:meth:`Relevance.token_map`)."""
     spec = model.spec if grid is None else replace(model.spec, grid_shape=grid)
     any_size = grid is not None and grid != model.spec.grid
     logits, attention, gradients = capture_with_gradients(model, batch, target, any_size)
@@ -158,6 +185,12 @@ def relevance_map(
             f"the model ran {attention.shape[-1]} tokens but its spec expects {spec.num_tokens}"
         )
     # the class token's row; a model without one pools its tokens: the mean of the rows
-    row = relevance_row(attention, gradients, token=0 if spec.num_prefix_tokens else None)
+    token = 0 if spec.num_prefix_tokens else None
+    if matrix:
+        full = relevance_from(attention, gradients)
+        row = full[0] if token == 0 else full.mean(axis=0)
+    else:
+        full, row = None, relevance_row(attention, gradients, token)
     grid = np.ascontiguousarray(row[spec.num_prefix_tokens :].reshape(spec.grid), dtype=np.float32)
-    return Relevance(map=grid, target=target, logits=logits)
+    kept = None if full is None else full.astype(np.float32)
+    return Relevance(map=grid, target=target, logits=logits, matrix=kept)

@@ -60,7 +60,7 @@ def draw_view(
 ) -> None:
     """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance not
     computed yet, asked for and drawn when it arrives), on ``levels`` or, without, the map's
-    own range."""
+    own range. Every method's map is the selected token's, and the title names it."""
     from vitexplorer.core.analysis import flat_map
 
     analysis, sel = source.analysis, source.selection
@@ -76,10 +76,6 @@ def draw_view(
     if flat:
         source.notice(what, flat)
     said = f" · {flat.split(':')[0]}" if flat else ""
-    if choice.method == "relevance":
-        view.set_selected_patch(None)
-        view.title.setText(f"{source.title}{what}{said}")
-        return
     view.set_selected_patch(patch)
     where = f"{analysis.spec.token_label(sel.token)} (token {shown(sel.token)})"
     if source.keep_aspect:
@@ -375,7 +371,7 @@ class Explanations(QObject):
             return
         if done.keep_aspect != self.window.keep_aspect:
             return  # made from the image the other way (crop or whole); asked again on draw
-        self.maps.set_relevance(done.key, done.target, done.heat)
+        self.maps.set_relevance(done.key, done.target, done.matrix)
         if done.key == self.window.session.current_key and self.window.analysis is not None:
             self.window._refresh()
 

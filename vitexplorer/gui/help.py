@@ -45,7 +45,8 @@ VIEWS = (
         "same token. <i>Compare with: another model</i> puts a second model beside the "
         "explorer's instead (the model before fine-tuning, a built-in model or a checkpoint) "
         "on the same image, token, method, layer and head: both on one colour scale, the "
-        "difference B minus A (after minus before) on a diverging scale, and the heads whose "
+        "difference B minus A (after minus before when one is the other's base) on a "
+        "diverging scale, and the heads whose "
         "attention distance, entropy or prefix share changed most. Click either view to "
         "select the same place in both.",
     ),

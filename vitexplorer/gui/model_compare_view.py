@@ -1,10 +1,12 @@
 """Compare with another model: a second model beside the explorer's, on the same image, token,
 method, layer and head (issue 13).
 
-The two are models A and B of :mod:`vitexplorer.core.model_compare`: A the one before (the
-model before fine-tuning), B the one after, and every difference is B minus A. When the other
-model is the explorer's model before fine-tuning, it is A and the explorer's model B; any other
-model is B beside the explorer's A. Swap turns them round.
+The two are models A and B of :mod:`vitexplorer.core.model_compare`, and every difference is
+B minus A. Which is which is decided once, when the other model loads, and kept until another
+is chosen (a new fine-tune of the explorer's model does not turn them round): when the other
+model is the explorer's model before fine-tuning it is A and the explorer's model B; any other
+model is B beside the explorer's A (the first chosen). Only Swap turns them round. "Before" and
+"after" are said only while one of the two is the other's base; otherwise B − A is neutral.
 
 The other model lives in a worker of its own (a :class:`~vitexplorer.gui.workers.ModelWorker`
 in its own thread): it is loaded there, with progress and Cancel, and analyses the explorer's
@@ -84,15 +86,31 @@ STATISTIC_WORDS = {
 # --- which model, in words and as a request (no Qt) -----------------------------------------
 
 
-def model_label(spec: Any) -> str:
+def model_label(spec: Any, metadata: dict | None = None) -> str:
     """A model for titles: the file it was read from, else its name and where its weights came
-    from (two checkpoints of one architecture differ only there)."""
-    weights = str(spec.weights)
-    if weights.startswith("file "):
-        return weights.removeprefix("file ")
-    if spec.display_name == DEMO_LABEL:
-        return DEMO_LABEL
-    return f"{spec.display_name}, {weights}"
+    from, and how it was trained when known (:func:`~vitexplorer.core.provenance.model_name`)."""
+    from vitexplorer.core.provenance import model_name
+
+    return model_name(spec, metadata)
+
+
+def info_label(info: ModelInfo | None, window: Any = None) -> str:
+    """:func:`model_label` of a loaded model, with how it was trained: a model fine-tuned in
+    this session from the run the Train tab holds (``window.finetune.adopted``), a checkpoint
+    from its file's metadata."""
+    if info is None:
+        return ""
+    from vitexplorer.core.provenance import weights_metadata
+
+    metadata = None
+    if info.fine_tuned:
+        result = getattr(getattr(window, "finetune", None), "adopted", None)
+        model = getattr(result, "model", None)
+        if model is not None and getattr(model, "spec", None) is info.spec:
+            metadata = result.metadata()
+    else:  # a model saved in this session keeps no weights_file: its request names the file
+        metadata = weights_metadata(info.weights_file or info.request.name)
+    return model_label(info.spec, metadata)
 
 
 def request_label(request: ModelRequest) -> str:
@@ -352,7 +370,8 @@ class ModelComparePanel(QWidget):
         )
         self.swap_button = QPushButton("Swap A, B")
         self.swap_button.setToolTip(
-            "Which model is A (before) and which B (after): the difference is B minus A"
+            "Turn A and B round: the difference is B minus A. They stay as they are when the "
+            "explorer's model changes (a new fine-tune, another model)"
         )
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -425,8 +444,6 @@ class Side:
 
     @property
     def patch(self) -> tuple[int, int] | None:
-        if self.choice.method == "relevance":
-            return None
         spec = self.analysis.spec
         return patch_for_token(self.selection.token, spec.grid, spec.num_prefix_tokens)
 
@@ -467,8 +484,10 @@ class ModelCompare(QObject):
         self.loading: ModelRequest | None = None  # a load under way
         # which came first: OTHER (the compared model is the one the explorer's was fine-tuned
         # from), EXPLORER (the compared model was fine-tuned from the explorer's), or "" (none
-        # known: the explorer's is A)
+        # known: B − A is said neutrally)
         self.before = ""
+        self.other_first = False  # the compared model is A: decided when it loads, then kept
+        self._labels: dict[tuple, str] = {}  # (which model, its generation, ...) -> its name
         self.other_base: tuple[ModelRequest | None, str] = (None, "")
         self.swapped = False
         self.base: tuple[ModelRequest | None, str] = (None, "no model is loaded")
@@ -611,7 +630,7 @@ class ModelCompare(QObject):
             self._retired.append(thread)
         self._prune()
         self.info = self.loading = None
-        self.before, self.swapped = "", False
+        self.before, self.swapped, self.other_first = "", False, False
         self._forget()
 
     def _prune(self) -> None:
@@ -666,6 +685,7 @@ class ModelCompare(QObject):
         self.info, self.loading = info, None
         self.other_base = base_request(info)
         self.before = self._which_before()
+        self.other_first = self.before == OTHER  # kept while this model stays
         self.swapped = False
         self._forget()
         self._show_loaded()
@@ -676,7 +696,7 @@ class ModelCompare(QObject):
         """The model box's first entry names the compared model (or asks for one), and the
         state line says what it is."""
         box = self.panel.model_box
-        box.setItemText(0, "Choose a model…" if self.info is None else model_label(self.info.spec))
+        box.setItemText(0, "Choose a model…" if self.info is None else self.other_label())
         if self.info is None or self.loading is not None:
             return
         box.setCurrentIndex(0)
@@ -686,7 +706,7 @@ class ModelCompare(QObject):
             EXPLORER: "Fine-tuned from the explorer's model",
         }.get(self.before, "Loaded")
         self.panel.show_state(f"{what} · {info.device}, {info.seconds:.1f} s")
-        self.panel.status.setToolTip(f"{model_label(info.spec)}: {self.panel.status.full_text}")
+        self.panel.status.setToolTip(f"{self.other_label()}: {self.panel.status.full_text}")
 
     def _model_failed(self, message: str) -> None:
         if not self._mine():
@@ -694,7 +714,7 @@ class ModelCompare(QObject):
         what = request_label(self.loading) if self.loading is not None else "the model"
         self.loading = None
         self.panel.model_box.setCurrentIndex(0)  # the model that stays, or none
-        stays = f"; {model_label(self.info.spec)} stays" if self.info is not None else ""
+        stays = f"; {self.other_label()} stays" if self.info is not None else ""
         if message == "download cancelled":
             self.panel.show_state(f"Download of {what} cancelled{stays}.")
         else:
@@ -750,7 +770,7 @@ class ModelCompare(QObject):
         self.relevance_asked.discard((done.key, done.target))
         if done.keep_aspect != self.window.keep_aspect:
             return
-        self.maps.set_relevance(done.key, done.target, done.heat)
+        self.maps.set_relevance(done.key, done.target, done.matrix)
         if done.key == self.window.session.current_key:
             self._redraw()
 
@@ -813,8 +833,27 @@ class ModelCompare(QObject):
 
     @property
     def other_is_a(self) -> bool:
-        """The compared model is A (before) and the explorer's B (after)."""
-        return (self.before == OTHER) != self.swapped
+        """The compared model is A and the explorer's B: decided when the compared model
+        loaded (A when it is the explorer's base), turned round only by Swap."""
+        return self.other_first != self.swapped
+
+    def other_label(self) -> str:
+        """The compared model's name for people (:func:`info_label`), worked out once."""
+        return self._label("other", self.info)
+
+    def explorer_label(self) -> str:
+        """The explorer's model's name for people (:func:`info_label`), worked out once."""
+        return self._label("explorer", self.window.model)
+
+    def _label(self, which: str, info: ModelInfo | None) -> str:
+        if info is None:
+            return ""
+        run = getattr(getattr(self.window, "finetune", None), "adopted", None)
+        key = (which, info.generation, info.weights_file, id(run) if info.fine_tuned else 0)
+        if key not in self._labels:
+            self._labels = {k: v for k, v in self._labels.items() if k[0] != which}
+            self._labels[key] = info_label(info, self.window)
+        return self._labels[key]
 
     def _which_before(self) -> str:
         """Whether one of the two models was fine-tuned from the other (see ``before``)."""
@@ -838,7 +877,7 @@ class ModelCompare(QObject):
         explorer_role, other_role = ("B", "A") if self.other_is_a else ("A", "B")
         explorer = Side(
             explorer_role,
-            model_label(window.model.spec) if window.model else "",
+            self.explorer_label(),
             window.analysis,
             window.selection,
             choice,
@@ -865,9 +904,11 @@ class ModelCompare(QObject):
         self._draw_difference(a, b, "")
 
     def _role_words(self, role: str) -> str:
+        """ "A", or "A (before)" / "A (after)" while one model is the other's base."""
         if not self.before:
             return role
-        before = (role == "A") != self.swapped
+        other = (role == "A") == self.other_is_a  # the compared model has this role
+        before = other == (self.before == OTHER)
         return f"{role} ({'before' if before else 'after'})"
 
     def _other_side(self, choice: MethodChoice, role: str) -> Side | str:
@@ -876,7 +917,7 @@ class ModelCompare(QObject):
         if self.info is None:
             return "Loading…" if self.loading else "No model to compare with: choose one above"
         key = window.session.current_key
-        label = model_label(self.info.spec)
+        label = self.other_label()
         if key in self.failed:
             return f"{label} could not analyse this image: {self.failed[key]}"
         analysis = self._analysis(key)
@@ -934,12 +975,10 @@ class ModelCompare(QObject):
             panel.set_note("")
             return
         check = comparability(a.analysis.spec, b.analysis.spec, window.keep_aspect)
-        token_note = ""
         other, explorer = (a, b) if self.other_is_a else (b, a)
-        if other.choice.method != "relevance":
-            _, token_note = counterpart_token(
-                window.selection.token, window.analysis.spec, other.analysis.spec
-            )
+        _, token_note = counterpart_token(
+            window.selection.token, window.analysis.spec, other.analysis.spec
+        )
         notes = [check.message, token_note]
         if other.choice.method == "relevance" and other.choice.target != explorer.choice.target:
             notes.append("the two models have other classes: each explains its own prediction")
@@ -973,9 +1012,11 @@ class ModelCompare(QObject):
         view.title.setText(f"B − A{self._relation()}: {names} · {what}{resampled} · {how}")
 
     def _relation(self) -> str:
+        """What B − A means, in parentheses, while one model is the other's base; else ""."""
         if not self.before:
             return ""
-        return " (before minus after)" if self.swapped else " (after minus before)"
+        a_before = self.other_is_a == (self.before == OTHER)
+        return " (after minus before)" if a_before else " (before minus after)"
 
     def _draw_heads(self, a: Side, b: Side) -> None:
         table = self.panel.heads

@@ -112,6 +112,7 @@ class RelevanceDone:
     target: int
     heat: np.ndarray  # (rows, cols) float32
     keep_aspect: bool = False  # made from the whole image at its aspect ratio
+    matrix: np.ndarray | None = None  # (tokens, tokens) float32: every token's relevance
 
 
 @dataclass(frozen=True)
@@ -370,11 +371,11 @@ class ModelWorker(QObject):
             spec, keep = self._model.spec, self.keep_aspect
             batch = preprocess(image, spec, keep).unsqueeze(0).to(self._model.device)
             grid = aspect_grid(image.width, image.height, spec) if keep else None
-            result = relevance_map(self._model, batch, target, grid)
+            result = relevance_map(self._model, batch, target, grid, matrix=True)
         except Exception as exc:
             self.relevance_failed.emit(key, target, _message(exc))
             return
-        done = RelevanceDone(key, self._generation, target, result.map, keep)
+        done = RelevanceDone(key, self._generation, target, result.map, keep, result.matrix)
         self.relevance_ready.emit(done)
 
     def _folder_step(self, job: _FolderJob) -> None:
