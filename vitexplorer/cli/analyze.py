@@ -16,6 +16,7 @@ from vitexplorer.cli.common import (
     add_model_arguments,
     colour_table,
     error,
+    expand_images,
     file_mode,
     load_model_for,
     output_folder,
@@ -47,7 +48,12 @@ def analyze_parser() -> argparse.ArgumentParser:
         "numbered from 1, in the options and in every file; the .npy arrays keep numpy's "
         "0-based axes (index 0 of the layer axis is layer 1).",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose image files (in subfolders too) are all analysed",
+    )
     add_model_arguments(parser)
     add_aspect_argument(parser)
     parser.add_argument(
@@ -63,33 +69,23 @@ def analyze_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_method_options(
-    parser: argparse.ArgumentParser, repeatable: bool = True, method_help: str | None = None
-) -> Any:
-    """--method and the options of the explanation methods (shared with the checks and
-    ``compare``); ``method_help`` replaces a repeatable --method's help. Returns the group,
-    for a command's own method options."""
+def add_method_options(parser: argparse.ArgumentParser, method_help: str | None = None) -> Any:
+    """--method (repeatable) and the options of the explanation methods (shared with the checks
+    and ``compare``); ``method_help`` replaces --method's help. Returns the group, for a
+    command's own method options."""
     from vitexplorer.cli.common import METHODS  # names only: no torch
 
     methods = parser.add_argument_group("explanation methods")
-    if repeatable:
-        methods.add_argument(
-            "--method",
-            action="append",
-            choices=METHODS,
-            default=[],
-            help=method_help
-            or "write this method's map too; repeat for several. attention: the CLS token's "
-            "attention in --layer and --head; rollout: attention rollout (Abnar and Zuidema "
-            "2020); relevance: class-specific relevance (Chefer et al. 2021) for --target-class",
-        )
-    else:
-        methods.add_argument(
-            "--method",
-            choices=METHODS,
-            default="rollout",
-            help="the method whose maps are tested (default: rollout)",
-        )
+    methods.add_argument(
+        "--method",
+        action="append",
+        choices=METHODS,
+        default=[],
+        help=method_help
+        or "write this method's map too; repeat for several. attention: the CLS token's "
+        "attention in --layer and --head; rollout: attention rollout (Abnar and Zuidema "
+        "2020); relevance: class-specific relevance (Chefer et al. 2021) for --target-class",
+    )
     methods.add_argument(
         "--layer",
         type=int,
@@ -198,6 +194,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     Images go through the model in batches (:func:`~vitexplorer.core.analysis.batch_size_for`,
     or ``--batch-size``) of neighbours that share a patch grid; an image that cannot be read
     ends the batch before it, so every line still comes in the order of the images."""
+    sources = image_sources(options.images)
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
@@ -211,7 +208,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     batch: list[tuple[str, str, Any]] = []  # (source, stem, image) waiting for the model
     limit, key = 1, None
     try:
-        for source, stem in zip(options.images, unique_stems(options.images), strict=True):
+        for source, stem in zip(sources, unique_stems(sources), strict=True):
             try:
                 image = load_image(source)
             except ImageLoadError as exc:
@@ -232,6 +229,19 @@ def run_analyze(options: argparse.Namespace) -> int:
     finally:
         run.writers.shutdown(cancel_futures=True)  # files half way are never seen (atomic)
     return 1 if run.failures else 0
+
+
+def image_sources(inputs: list[str]) -> list[str]:
+    """The images to analyse: each folder's image files (:func:`expand_images`, the scanner
+    that ``stats`` and the app use), the other inputs as given, so that a file that cannot be
+    read is reported and the others go on."""
+    sources: list[str] = []
+    for text in inputs:
+        if Path(text).expanduser().is_dir():
+            sources += [str(path) for path in expand_images([text])]
+        else:
+            sources.append(text)
+    return sources
 
 
 class BatchRun:

@@ -25,6 +25,8 @@ MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
 DEMO = "demo"  # the small ViT in the box, trained on CIFAR-10: vitexplorer/resources
 DEMO_FILE = "demo-vit.safetensors"
 DEMO_LABEL = "Demo ViT (CIFAR-10)"
+# the demo's architecture with random weights: a name that claims no training
+DEMO_RANDOM_LABEL = "Demo ViT architecture, untrained"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
