@@ -516,7 +516,7 @@ def test_cli_analyze_end_to_end(folders: dict[str, Path], tmp_path: Path) -> Non
         main(["analyze", str(image), "--model", model, "--out", str(out), "--device", "cpu"]) == 0
     )
     facts = json.loads((out / "photo.json").read_text())
-    assert facts["prefix_tokens"] == ["cls", "dist"] and facts["grid"] == [4, 4]
+    assert facts["prefix_tokens"] == ["CLS", "distillation"] and facts["grid"] == [4, 4]
     assert facts["predictions"][0]["name"] in ("cat", "dog", "eel")
     assert np.load(out / "photo.attention.npy").shape == (2, 2, 18, 18)
     assert (out / "photo.cls.png").is_file()
