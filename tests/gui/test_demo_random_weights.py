@@ -64,3 +64,37 @@ def test_random_weights_on_the_demo_model_are_random_and_say_so(
     np.testing.assert_allclose(again, trained_logits, rtol=0, atol=1e-5)
     assert window.predictions.hint.text() == ""
     window.close()
+
+
+def test_random_weights_beside_a_checkpoint_keep_its_shape_and_classes(
+    qtbot, window, checkpoint, photo
+):
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        window.add_images([str(photo)])
+    trained = window.model.spec
+    trained_logits = np.array(window.session.current.analysis.logits, copy=True)
+    box = window.model_bar.weights_box
+    assert box.currentText() == f"file: {checkpoint.name}"
+
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        box.setCurrentIndex(box.findData("none"))
+        box.activated.emit(box.currentIndex())
+    loaded = window.model
+    assert (loaded.request.name, loaded.request.weights) == (str(checkpoint), "none")
+    assert loaded.spec.weights == RANDOM and loaded.weights_file is None
+    # the checkpoint's architecture: its grid, depth, heads and classes, not the default shape
+    for field in ("grid", "num_layers", "num_heads", "class_names"):
+        assert getattr(loaded.spec, field) == getattr(trained, field)
+    logits = window.session.current.analysis.logits
+    assert np.abs(logits - trained_logits).max() > 1e-3
+    assert box.currentText() == "Random weights"
+    assert window.model_label.text().endswith(f"· {RANDOM}")
+    assert window.predictions.hint.text() == "Random weights: these predictions mean nothing."
+
+    # the checkpoint's own weights are one choice away, as they were
+    with qtbot.waitSignal(window.analysis_shown, timeout=30000):
+        box.setCurrentIndex(box.findData(str(checkpoint)))
+        box.activated.emit(box.currentIndex())
+    assert window.model.spec.weights == f"file {checkpoint.name}"
+    again = window.session.current.analysis.logits
+    np.testing.assert_allclose(again, trained_logits, rtol=0, atol=1e-5)
