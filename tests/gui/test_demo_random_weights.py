@@ -11,6 +11,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tests.conftest import TV_DOWNLOAD  # noqa: E402
 from tests.gui.conftest import GUI_CONFIG, make_window  # noqa: E402
 from vitexplorer.core.models import RANDOM  # noqa: E402
 from vitexplorer.gui.workers import ModelRequest  # noqa: E402
@@ -98,3 +99,33 @@ def test_random_weights_beside_a_checkpoint_keep_its_shape_and_classes(
     assert window.model.spec.weights == f"file {checkpoint.name}"
     again = window.session.current.analysis.logits
     np.testing.assert_allclose(again, trained_logits, rtol=0, atol=1e-5)
+
+
+def test_the_demo_offer_bar_leaves_with_the_trained_weights(qtbot, tmp_path, monkeypatch, photo):
+    """The bar above the image calls the demo "a small ViT trained on CIFAR-10": it is not
+    shown beside the demo's random weights."""
+    from vitexplorer.core import models, spec
+    from vitexplorer.gui import main_window
+
+    demo = tmp_path / spec.DEMO_FILE
+    torch.manual_seed(0)
+    trained = models.load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
+    models.save_checkpoint(demo, trained, {"class_names": [f"kind {i}" for i in range(7)]})
+    monkeypatch.setattr(spec, "demo_path", lambda: demo)
+    download = models.WeightsDownload(
+        "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
+    )
+    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
+    monkeypatch.setattr(main_window, "offer_download", lambda _p, offer: None)  # Cancel
+    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
+    with qtbot.waitSignal(window.analysis_shown, timeout=60000):
+        window.start([str(photo)])
+    assert window.model.request.name == "demo" and window.no_model_bar.isVisible()
+    assert "trained on CIFAR-10" in window.no_model_bar.label.text()
+    box = window.model_bar.weights_box
+    with qtbot.waitSignal(window.analysis_shown, timeout=60000):
+        box.setCurrentIndex(box.findData("none"))
+        box.activated.emit(box.currentIndex())
+    assert window.model.spec.weights == RANDOM
+    assert not window.no_model_bar.isVisible()
+    window.close()
