@@ -23,7 +23,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from vitexplorer.cli.analyze import add_method_options, method_options
 from vitexplorer.cli.common import (
     PROG,
     CountProgress,
@@ -39,6 +38,7 @@ from vitexplorer.cli.common import (
     positive_int,
     write_atomic,
 )
+from vitexplorer.cli.methods import add_method_options, method_options
 
 
 def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str, method_help: str) -> None:
