@@ -516,7 +516,7 @@ def test_cli_analyze_end_to_end(folders: dict[str, Path], tmp_path: Path) -> Non
         main(["analyze", str(image), "--model", model, "--out", str(out), "--device", "cpu"]) == 0
     )
     facts = json.loads((out / "photo.json").read_text())
-    assert facts["prefix_tokens"] == ["cls", "dist"] and facts["grid"] == [4, 4]
+    assert facts["prefix_tokens"] == ["CLS", "distillation"] and facts["grid"] == [4, 4]
     assert facts["predictions"][0]["name"] in ("cat", "dog", "eel")
     assert np.load(out / "photo.attention.npy").shape == (2, 2, 18, 18)
     assert (out / "photo.cls.png").is_file()
@@ -539,7 +539,8 @@ def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Pat
     )
     assert printed.err == ""
     facts = json.loads((out / "photo.json").read_text())
-    assert facts["predictions"] == [] and facts["prefix_tokens"] == ["cls", "reg", "reg"]
+    assert facts["predictions"] == []
+    assert facts["prefix_tokens"] == ["CLS", "register 1", "register 2"]
     rollout = np.load(out / "photo.rollout.npy")
     assert rollout.shape == tuple(facts["grid"]) and np.isfinite(rollout).all()
     assert main([*args, "--out", str(tmp_path / "out2"), "--method", "relevance"]) == 2

@@ -259,7 +259,7 @@ def test_analyze_on_the_command_line(test_vit_32, tmp_path: Path) -> None:
     np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
     facts = json.loads((out / "photo.json").read_text())
     assert facts["model"] == "timm:test_vit" and facts["grid"] == [2, 2]
-    assert facts["prefix_tokens"] == ["cls"] and len(facts["predictions"]) == 5
+    assert facts["prefix_tokens"] == ["CLS"] and len(facts["predictions"]) == 5
 
 
 def test_a_fine_tuned_checkpoint_loads_back(test_vit_32, tmp_path: Path) -> None:

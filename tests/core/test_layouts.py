@@ -36,7 +36,7 @@ def test_timm_layouts() -> None:
     )
     assert registers.prefix == ("cls", "reg", "reg", "reg", "reg")
     assert registers.image_size == 56 and registers.num_classes is None
-    assert "no classifier, cls + 4 registers" in registers.describe()
+    assert "no classifier, CLS + 4 registers" in registers.describe()
 
 
 def test_torchvision_small_vit_and_hugging_face_layouts() -> None:

@@ -30,7 +30,15 @@ def test_prefix_tokens_are_named_and_labelled() -> None:
     assert spec.token_label(6) == "patch row 1, col 1"
     assert spec.token_label(6 + 4 + 3) == "patch row 2, col 4"  # a 4x4 grid, row-major
     assert spec.num_tokens == 6 + 16
-    assert spec.describe()["prefix_tokens"] == ["cls", "dist", "reg", "reg", "reg", "reg"]
+    # the JSON names them as the README and the app do
+    assert spec.describe()["prefix_tokens"] == [
+        "CLS",
+        "distillation",
+        "register 1",
+        "register 2",
+        "register 3",
+        "register 4",
+    ]
     # without kinds said, every prefix token is a class token (the models before families)
     assert tiny_spec().prefix_labels == ("cls",)
 

@@ -49,7 +49,7 @@ _COMMANDS = {
     "analyze": ("analyze", "analyze_parser", "run_analyze"),
     "finetune": ("finetune", "finetune_parser", "run_finetune"),
     "stats": ("stats", "stats_parser", "run_stats"),
-    "sanity": ("checks", "sanity_parser", "run_sanity"),
+    "sanity": ("sanity", "sanity_parser", "run_sanity"),
     "faithfulness": ("checks", "faithfulness_parser", "run_faithfulness"),
     "train": ("train", "train_parser", "run_train"),
     "compare": ("compare", "compare_parser", "run_compare"),
@@ -119,11 +119,12 @@ def _gui_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         usage=f"{PROG} [-h] [--version] [IMAGE ...]\n"
-        f"       {PROG} analyze IMAGE ... --model NAME --out DIR [--method M ...] [options]\n"
-        f"       {PROG} compare IMAGE ... --model A --model B --out DIR [--method M ...] "
+        f"       {PROG} analyze IMAGE_OR_FOLDER ... --model NAME --out DIR [--method M ...] "
+        f"[options]\n"
+        f"       {PROG} compare IMAGE_OR_FOLDER ... --model A --model B --out DIR [--method M ...] "
         f"[options]\n"
         f"       {PROG} stats IMAGE_OR_FOLDER ... --model NAME --out DIR [options]\n"
-        f"       {PROG} sanity IMAGE ... --model NAME --method M --out DIR [options]\n"
+        f"       {PROG} sanity IMAGE_OR_FOLDER ... --model NAME --method M --out DIR [options]\n"
         f"       {PROG} faithfulness IMAGE_OR_FOLDER ... --model NAME --method M --out DIR\n"
         f"       {PROG} finetune --model NAME --data cifar10|DIR --out MODEL.safetensors "
         f"[options]\n"

@@ -11,17 +11,21 @@ from typing import IO, TYPE_CHECKING, Any
 
 from vitexplorer.cli.common import (
     PROG,
-    Failed,
     add_aspect_argument,
     add_model_arguments,
     colour_table,
     error,
+    expand_images,
     file_mode,
     load_model_for,
     output_folder,
     positive_int,
     unique_stems,
     write_atomic,
+)
+from vitexplorer.cli.methods import (  # noqa: F401  (compare imports them from here)
+    add_method_options,
+    method_options,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +51,12 @@ def analyze_parser() -> argparse.ArgumentParser:
         "numbered from 1, in the options and in every file; the .npy arrays keep numpy's "
         "0-based axes (index 0 of the layer axis is layer 1).",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to analyse")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose image files (in subfolders too) are all analysed",
+    )
     add_model_arguments(parser)
     add_aspect_argument(parser)
     parser.add_argument(
@@ -63,141 +72,13 @@ def analyze_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_method_options(
-    parser: argparse.ArgumentParser, repeatable: bool = True, method_help: str | None = None
-) -> Any:
-    """--method and the options of the explanation methods (shared with the checks and
-    ``compare``); ``method_help`` replaces a repeatable --method's help. Returns the group,
-    for a command's own method options."""
-    from vitexplorer.cli.common import METHODS  # names only: no torch
-
-    methods = parser.add_argument_group("explanation methods")
-    if repeatable:
-        methods.add_argument(
-            "--method",
-            action="append",
-            choices=METHODS,
-            default=[],
-            help=method_help
-            or "write this method's map too; repeat for several. attention: the CLS token's "
-            "attention in --layer and --head; rollout: attention rollout (Abnar and Zuidema "
-            "2020); relevance: class-specific relevance (Chefer et al. 2021) for --target-class",
-        )
-    else:
-        methods.add_argument(
-            "--method",
-            choices=METHODS,
-            default="rollout",
-            help="the method whose maps are tested (default: rollout)",
-        )
-    methods.add_argument(
-        "--layer",
-        type=int,
-        default=-1,
-        metavar="L",
-        help="attention: the layer, from 1 (the first) to the number of layers; -1 is the "
-        "last, -2 the one before (default: -1)",
-    )
-    methods.add_argument(
-        "--head",
-        type=int,
-        default=None,
-        metavar="H",
-        help="attention: the head, from 1 (default: the mean of the heads)",
-    )
-    methods.add_argument(
-        "--head-fusion",
-        choices=("mean", "max", "min"),
-        default="mean",
-        help="rollout: how each layer's heads are combined (default: mean)",
-    )
-    methods.add_argument(
-        "--discard-ratio",
-        type=float,
-        default=0.0,
-        metavar="R",
-        help="rollout: the share of each row's weakest patch attention set to zero, from 0 to "
-        "below 1; the CLS column is never discarded (default: 0)",
-    )
-    methods.add_argument(
-        "--start-layer",
-        type=int,
-        default=1,
-        metavar="L",
-        help="rollout: the first layer multiplied in, from 1 (default: 1, every layer)",
-    )
-    methods.add_argument(
-        "--target-class",
-        default=None,
-        metavar="K",
-        help="relevance: the class to explain, an index or a class name (default: the "
-        "predicted class)",
-    )
-    return methods
-
-
-def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -> Any:
-    """The parsed method options as a checked ``MethodOptions`` for this model, or Failed.
-
-    People give layers and heads from 1 (a negative layer counts from the last); the options
-    come back as the code holds them, 0-based, the layer resolved to its place (so a card
-    names layer 12, not -1). A number outside the model is refused in one line that states
-    the convention and the range."""
-    from vitexplorer.core.methods import MethodOptions
-    from vitexplorer.core.numbering import index_of
-
-    target = options.target_class
-    if target is not None:
-        target = class_index(target, spec.class_names)
-    try:
-        layers, heads = spec.num_layers, spec.num_heads
-        layer = index_of(options.layer, "--layer", layers, "layer", from_end=True)
-        head = options.head
-        if head is not None:
-            head = index_of(
-                head, "--head", heads, "head", hint="leave --head out for the mean of the heads"
-            )
-        start = index_of(options.start_layer, "--start-layer", layers, "layer")
-        chosen = MethodOptions(
-            layer=layer,
-            head=head,
-            head_fusion=options.head_fusion,
-            discard_ratio=options.discard_ratio,
-            start_layer=start,
-            target_class=target,
-        )
-        for method in methods:
-            chosen.check(method, spec)
-    except ValueError as exc:
-        raise Failed(str(exc), 2) from exc
-    return chosen
-
-
-def class_index(text: str, class_names: tuple[str, ...]) -> int:
-    """A class given as an index or as a name (case does not matter)."""
-    if text.strip().lstrip("-").isdigit():
-        index = int(text)
-        if not 0 <= index < len(class_names):
-            raise Failed(
-                f"--target-class {index} is outside 0..{len(class_names) - 1} for this model", 2
-            )
-        return index
-    folded = [name.casefold() for name in class_names]
-    if text.strip().casefold() in folded:
-        return folded.index(text.strip().casefold())
-    raise Failed(
-        f"--target-class {text!r} is not one of the model's {len(class_names)} class names; "
-        f"give its index instead",
-        2,
-    )
-
-
 def run_analyze(options: argparse.Namespace) -> int:
     """``vitexplorer analyze``: 0 when every image was written, 1 when some failed.
 
     Images go through the model in batches (:func:`~vitexplorer.core.analysis.batch_size_for`,
     or ``--batch-size``) of neighbours that share a patch grid; an image that cannot be read
     ends the batch before it, so every line still comes in the order of the images."""
+    sources = image_sources(options.images)
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
@@ -211,7 +92,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     batch: list[tuple[str, str, Any]] = []  # (source, stem, image) waiting for the model
     limit, key = 1, None
     try:
-        for source, stem in zip(options.images, unique_stems(options.images), strict=True):
+        for source, stem in zip(sources, unique_stems(sources), strict=True):
             try:
                 image = load_image(source)
             except ImageLoadError as exc:
@@ -232,6 +113,19 @@ def run_analyze(options: argparse.Namespace) -> int:
     finally:
         run.writers.shutdown(cancel_futures=True)  # files half way are never seen (atomic)
     return 1 if run.failures else 0
+
+
+def image_sources(inputs: list[str]) -> list[str]:
+    """The images to analyse: each folder's image files (:func:`expand_images`, the scanner
+    that ``stats`` and the app use), the other inputs as given, so that a file that cannot be
+    read is reported and the others go on."""
+    sources: list[str] = []
+    for text in inputs:
+        if Path(text).expanduser().is_dir():
+            sources += [str(path) for path in expand_images([text])]
+        else:
+            sources.append(text)
+    return sources
 
 
 class BatchRun:

@@ -1,4 +1,5 @@
-"""``vitexplorer sanity`` and ``vitexplorer faithfulness``: checks of the explanation methods.
+"""``vitexplorer faithfulness``, and what it shares with ``vitexplorer sanity``
+(:mod:`vitexplorer.cli.sanity`): checks of the explanation methods.
 
 ``sanity`` is the cascading randomisation of Adebayo et al. (2018): the model's parameters are
 re-initialised from the top down and the map is compared with the original after each step.
@@ -22,7 +23,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from vitexplorer.cli.analyze import add_method_options, method_options
 from vitexplorer.cli.common import (
     PROG,
     CountProgress,
@@ -36,39 +36,16 @@ from vitexplorer.cli.common import (
     load_model_for,
     output_folder,
     positive_int,
-    unique_stems,
     write_atomic,
 )
+from vitexplorer.cli.methods import add_method_options, method_options
 
 
-def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str) -> None:
+def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str, method_help: str) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help=inputs_help)
     add_model_arguments(parser)
     add_aspect_argument(parser)
-    add_method_options(parser, repeatable=False)
-
-
-def sanity_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"{PROG} sanity",
-        description="The sanity check of Adebayo et al. (2018) for one explanation method: "
-        "re-initialise the model's parameters from the top down (the head, then the last "
-        "encoder block, ... down to the patch embedding; on a copy) and after each step compare "
-        "the method's CLS map with the original by Spearman rank correlation. A map that stays "
-        "the same when the weights it claims to explain are destroyed explains nothing. Writes, "
-        "per image, <stem>.sanity.csv (step, spearman), <stem>.sanity.npy (the map after each "
-        "step, steps x rows x columns: the image's own grid with --aspect keep) and "
-        "<stem>.sanity.json (a method card with the steps; with --aspect keep, the input's "
-        "grid and size too). "
-        "Relevance explains one class at every step: --target-class, else the class the "
-        "original model predicts. A correlation that is undefined (a map that is zero or one "
-        "value everywhere) is left empty in the CSV and null in the card, with a warning.",
-    )
-    _common_arguments(parser, "image files, or folders of them")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the re-initialisation (default: 0)"
-    )
-    return parser
+    add_method_options(parser, method_help=method_help)
 
 
 def faithfulness_parser() -> argparse.ArgumentParser:
@@ -94,6 +71,7 @@ def faithfulness_parser() -> argparse.ArgumentParser:
         parser,
         "image files, or folders whose image files (in subfolders too) are used; with "
         "--protocol chefer2021, folders of class subfolders",
+        "the method whose maps are tested, one per run (default: rollout)",
     )
     parser.add_argument(
         "--protocol",
@@ -124,7 +102,7 @@ def _prepare(
     options: argparse.Namespace, labelled: bool = False
 ) -> tuple[list[Path], list[int] | None, Path, Any, Any]:
     """The images (with their labels when ``labelled``), the output folder, the model and the
-    checked method options."""
+    checked method options for ``options.methods``."""
     if labelled:
         for text in options.inputs:
             if not Path(text).expanduser().is_dir():
@@ -132,7 +110,7 @@ def _prepare(
     images = [] if labelled else expand_images(options.inputs)
     out_dir = output_folder(options.out)
     model = load_model_for(options)
-    chosen = method_options(options, model.spec, [options.method])
+    chosen = method_options(options, model.spec, options.methods)
     labels = None
     if labelled:
         from vitexplorer.core.checks import labelled_images
@@ -145,145 +123,13 @@ def _prepare(
     return images, labels, out_dir, model, chosen
 
 
+def _methods(options: argparse.Namespace) -> list[str]:
+    """The methods --method names, each once in the order given; rollout without any."""
+    return list(dict.fromkeys(options.method)) or ["rollout"]
+
+
 def _warn(source: str | Path, message: str) -> None:
     error(f"warning: {Path(source).name}: {message}")
-
-
-def run_sanity(options: argparse.Namespace) -> int:
-    """0 when every image was checked, 1 when some failed."""
-    images, _, out_dir, model, chosen = _prepare(options)
-
-    import numpy as np
-
-    from vitexplorer.core.analysis import constant_output, failure_message
-    from vitexplorer.core.checks import sanity_check
-    from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
-    from vitexplorer.core.methods import hold_target, image_logits, method_explainer
-    from vitexplorer.core.numbering import map_axes
-    from vitexplorer.core.provenance import method_card
-
-    keep = options.aspect == "keep"
-    mode = file_mode()
-    failures = 0
-    for path, stem in zip(images, unique_stems(images), strict=True):
-        try:
-            batch = preprocess(load_image(path), model.spec, keep).unsqueeze(0).to(model.device)
-            # the whole image at its own aspect ratio: its own grid, the any-size forward
-            grid = input_grid(model.spec, *batch.shape[-2:]) if keep else model.spec.grid
-            logits = image_logits(model, batch, grid != model.spec.grid)
-            # relevance explains the same class at every step, or a change of class would be
-            # mixed into the change of weights
-            held = hold_target(options.method, chosen, logits)
-            explain = method_explainer(options.method, held, keep)
-            steps = list(sanity_check(model, batch, explain, seed=options.seed))
-        except ImageLoadError as exc:
-            error(str(exc))
-            failures += 1
-            continue
-        except (RuntimeError, ValueError) as exc:
-            error(f"{path.name}: {failure_message(exc)}")
-            failures += 1
-            continue
-        warnings = _sanity_warnings(steps, constant_output(logits))
-        for warning in warnings:
-            _warn(path, warning)
-        rows = ["step,randomised,spearman"]
-        randomised: list[str] = []
-        for step in steps:
-            if step.name != "original":
-                randomised.append(step.name)
-            rows.append(f'{step.name},"{" + ".join(randomised)}",{_cell(step.correlation)}')
-        maps = np.stack([step.map for step in steps]).astype(np.float32)
-        facts: dict[str, Any] = {
-            "check": "sanity (cascading randomisation, Adebayo et al. 2018)",
-            "seed": options.seed,
-            "target_class": _held_class(options.method, chosen, held, model),
-            "steps": [_step_facts(s) for s in steps],
-        }
-        if keep:  # how the input was made, so the maps can be made again (as analyze's cards)
-            facts["input"] = _input_facts(grid, batch.shape[-2:])
-        facts["maps"] = {
-            "file": f"{stem}.sanity.npy",
-            "shape": list(maps.shape),
-            "axes": map_axes(*maps.shape[1:], leading=f"steps: {', '.join(s.name for s in steps)}"),
-        }
-        facts["warnings"] = warnings
-        card = method_card(model, options.method, held.as_dict(options.method), path, facts)
-        try:
-            write_atomic(
-                out_dir / f"{stem}.sanity.csv",
-                lambda f, rows=rows: f.write(("\n".join(rows) + "\n").encode("utf-8")),
-                mode,
-            )
-            write_atomic(
-                out_dir / f"{stem}.sanity.npy",
-                lambda f, maps=maps: np.save(f, maps, allow_pickle=False),
-                mode,
-            )
-            write_atomic(out_dir / f"{stem}.sanity.json", lambda f, c=card: f.write(_json(c)), mode)
-        except OSError as exc:
-            raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
-        summary = ", ".join(
-            f"{s.name} {s.correlation:+.2f}"
-            if math.isfinite(s.correlation)
-            else f"{s.name} undefined"
-            for s in steps[1:]
-        )
-        if steps[0].note:
-            summary = "undefined at every step, the original map ranks no patch above another"
-        shown = f"{stem} (whole image, {grid[0]}x{grid[1]} patches)" if keep else stem
-        print(f"{shown}: Spearman with the original map after randomising: {summary}", flush=True)
-    return 1 if failures else 0
-
-
-def _sanity_warnings(steps: list[Any], output: str | None) -> list[str]:
-    """One line each: a constant output, a flat original map, flat maps after some steps."""
-    warnings = [f"the original model's output: {output}"] if output else []
-    if steps[0].note:
-        warnings.append(
-            f"{steps[0].note}, so every Spearman correlation is undefined (null in the card, "
-            f"empty in the CSV)"
-        )
-        return warnings
-    flat = [s.name for s in steps[1:] if s.note]
-    if flat:
-        warnings.append(
-            f"the map ranks no patch above another after randomising {', '.join(flat)}: "
-            f"those correlations are undefined (null in the card, empty in the CSV)"
-        )
-    return warnings
-
-
-def _input_facts(grid: tuple[int, int], size: Any) -> dict[str, Any]:
-    """How an image at its own aspect ratio was made: the card's ``input``, as analyze's."""
-    return {
-        "aspect": "keep",
-        "grid": [int(grid[0]), int(grid[1])],
-        "input_size": [int(size[0]), int(size[1])],
-    }
-
-
-def _step_facts(step: Any) -> dict[str, Any]:
-    facts: dict[str, Any] = {"step": step.name, "spearman": _finite(step.correlation)}
-    if step.note:
-        facts["note"] = step.note
-    return facts
-
-
-def _held_class(method: str, chosen: Any, held: Any, model: Any) -> dict[str, Any] | None:
-    """The class relevance explained at every step, and where it came from; None for the
-    class-agnostic methods."""
-    if method != "relevance":
-        return None
-    index = held.target_class
-    return {
-        "index": index,
-        "name": model.spec.class_names[index],
-        "from": "--target-class"
-        if chosen.target_class is not None
-        else "the original model's prediction",
-        "held": "the same class is explained at every step",
-    }
 
 
 def run_faithfulness(options: argparse.Namespace) -> int:
@@ -295,6 +141,15 @@ def run_faithfulness(options: argparse.Namespace) -> int:
             "predicts for each untouched image",
             2,
         )
+    options.methods = _methods(options)
+    if len(options.methods) > 1:
+        raise Failed(
+            f"faithfulness tests one method per run and --method was given "
+            f"{len(options.methods)} times ({', '.join(options.methods)}); run it once per "
+            f"method, with a --out of its own",
+            2,
+        )
+    options.method = options.methods[0]
     protocol = options.protocol
     images, labels, out_dir, model, chosen = _prepare(options, labelled=protocol == "chefer2021")
 

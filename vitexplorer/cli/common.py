@@ -61,8 +61,6 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
     from vitexplorer.core.checkpoint import WeightsFileError
 
     name, weights = options.model, options.weights
-    if models.is_weights_path(name) and weights != "default":
-        error(f"note: --weights {weights} is ignored, {Path(name).name} carries its own weights")
     bar: ProgressBar | None = None
     download = models.default_download(name, weights)
     if download is not None and not download.cached:
@@ -272,8 +270,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, pair: bool = False) -> 
     once (for both) or twice (A's, then B's): both come back as lists."""
     weights_help = (
         "'default': ImageNet weights for torchvision ViTs (downloaded once into the torch "
-        "hub cache), random for small_vit; 'none': random weights; or a local weights file "
-        "(.pth or .safetensors). Not used with a checkpoint --model."
+        "hub cache), the trained ones for demo and a checkpoint --model, random for "
+        "small_vit; 'none': random weights, for every model (demo and a checkpoint: the same "
+        "architecture, untrained); or a local weights file (.pth or .safetensors)."
     )
     if pair:
         parser.add_argument(

@@ -45,6 +45,7 @@ from vitexplorer.core.skeleton import compute_buffers, has_meta, owned, skeleton
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
     DEMO,
     DEMO_LABEL,
+    DEMO_RANDOM_LABEL,
     IMAGENET_MEAN,
     IMAGENET_STD,
     MODEL_NAMES,
@@ -239,7 +240,10 @@ def check_model_source(name: str, weights: str = "default") -> None:
     """
     if name == DEMO:
         demo_checkpoint()
+        if weights not in ("default", "none"):
+            family_module_for(SMALL_VIT).check_source(SMALL_VIT, weights)
     elif is_weights_path(name):
+        check_own_weights(name, weights)
         check_weights_file(Path(name), None)
     else:
         family_module_for(name).check_source(name, weights)
@@ -257,22 +261,30 @@ def load_model(
 ) -> LoadedModel:
     """Build a model and its spec.
 
-    ``name`` is a torchvision ViT name, ``small_vit``, a ``timm:`` or ``hf:`` model, or the path
-    of a vitexplorer checkpoint. ``weights`` is ``default`` (the family's pretrained weights:
-    ImageNet for torchvision, downloaded when missing; random for the small ViT), ``none``
-    (random), or the path of a weights file: a plain state dict in the family's layout, or a
-    vitexplorer checkpoint, whose metadata then decides. ``small_config`` shapes a random
-    small ViT.
+    ``name`` is a torchvision ViT name, ``small_vit``, ``demo``, a ``timm:`` or ``hf:`` model,
+    or the path of a vitexplorer checkpoint. ``weights`` is ``default`` (the family's pretrained
+    weights: ImageNet for torchvision, downloaded when missing; the demo's and a checkpoint's
+    own; random for the small ViT), ``none`` (random, for every model: the demo's and a
+    checkpoint's architecture untrained), or the path of a weights file: a plain state dict in
+    the family's layout, or a vitexplorer checkpoint, whose metadata then decides (for the
+    demo, as for the small ViT). ``small_config`` shapes a random small ViT.
     """
     weights_file: Path | None
-    if name == DEMO:
+    if name == DEMO and weights == "none":  # the demo's architecture, random weights
+        module, spec = random_like(demo_checkpoint())
+        spec, weights_file = replace(spec, display_name=DEMO_RANDOM_LABEL), None
+    elif name == DEMO and weights == "default":
         weights_file = demo_checkpoint()
         module, spec = load_weights_file(weights_file, None)
         spec = replace(spec, display_name=DEMO_LABEL, weights="trained on CIFAR-10")
     elif is_weights_path(name):
-        weights_file = Path(name)
-        module, spec = load_weights_file(weights_file, None)
+        check_own_weights(name, weights)
+        weights_file = None if weights == "none" else Path(name)
+        module, spec = (
+            random_like(Path(name)) if weights == "none" else load_weights_file(Path(name), None)
+        )
     else:
+        name = SMALL_VIT if name == DEMO else name  # a file for the demo: a small ViT's
         options = {"config": small_config} if name == SMALL_VIT and small_config else {}
         module, spec, weights_file = family_module_for(name).load(
             name,
@@ -286,6 +298,34 @@ def load_model(
     if weights_file is not None:
         weights_file = weights_file.expanduser().resolve()
     return LoadedModel(module.eval().to(target), spec, target, weights_file)
+
+
+def check_own_weights(name: str, weights: str) -> None:
+    """A checkpoint carries its own weights: ``weights`` may be ``default`` (those), ``none``
+    (its architecture with random weights) or the checkpoint itself; another file is refused
+    in one line rather than ignored."""
+    if weights in ("default", "none") or Path(weights).expanduser() == Path(name).expanduser():
+        return
+    raise ValueError(
+        f"{Path(name).name} is a checkpoint and carries its own weights, so the weights file "
+        f"{Path(weights).name} cannot replace them: open that file as the model instead, or ask "
+        f"for random weights ('none') to get the checkpoint's architecture untrained"
+    )
+
+
+def random_like(path: Path) -> tuple[nn.Module, ModelSpec]:
+    """The model that the checkpoint ``path`` describes, with random weights: its metadata
+    decides the architecture, its tensors (read from the header where it is safetensors) are
+    checked to fit it, and none is loaded."""
+    if is_safetensors_file(path):
+        shapes, meta = read_safetensors_header(path)
+    else:
+        state, meta = read_weights(path)
+        shapes = shapes_of(state)
+    plan = _file_plan(path, shapes, meta, None)
+    check_plan(plan, shapes, file_label(path))
+    module = plan.build()
+    return module, replace(plan.spec(module), weights=RANDOM)
 
 
 def apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
@@ -322,10 +362,11 @@ class BuildPlan:
 
 def unknown_model_message(name: str) -> str:
     """An unknown built-in name, with the closest names."""
-    close = difflib.get_close_matches(name, MODEL_NAMES, n=3, cutoff=0.5)
+    names = (DEMO, *MODEL_NAMES)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return (
-        f"unknown model {name!r}; {hint}choose one of {', '.join(MODEL_NAMES)}, a timm: or hf: "
+        f"unknown model {name!r}; {hint}choose one of {', '.join(names)}, a timm: or hf: "
         f"model, or a checkpoint path"
     )
 

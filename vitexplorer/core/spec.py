@@ -25,9 +25,13 @@ MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
 DEMO = "demo"  # the small ViT in the box, trained on CIFAR-10: vitexplorer/resources
 DEMO_FILE = "demo-vit.safetensors"
 DEMO_LABEL = "Demo ViT (CIFAR-10)"
+# the demo's architecture with random weights: a name that claims no training
+DEMO_RANDOM_LABEL = "Demo ViT architecture, untrained"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
+# how people read the kinds, in the JSON, messages and the app alike (registers are numbered)
+PREFIX_NAMES = {"cls": "CLS", "dist": "distillation", "reg": "register"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ class ModelSpec:
                 registers += 1
                 names.append(f"register {registers}")
             else:
-                names.append({"cls": "CLS", "dist": "distillation"}.get(kind, kind))
+                names.append(PREFIX_NAMES.get(kind, kind))
         return tuple(names)
 
     def token_label(self, token: int) -> str:
@@ -178,7 +182,7 @@ class ModelSpec:
             "patch_size": self.patch_size,
             "grid": [rows, cols],
             "num_prefix_tokens": self.num_prefix_tokens,
-            "prefix_tokens": list(self.prefix_labels),
+            "prefix_tokens": list(self.prefix_names()),
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,
             "num_tokens": self.num_tokens,

@@ -3,6 +3,8 @@ explanation method draws the overlay."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -50,6 +52,19 @@ def family_label(name: str) -> str:
     return f"{prefix}: {shown}"
 
 
+def is_checkpoint(path: str | None) -> bool:
+    """Whether ``path`` is a vitexplorer checkpoint (safetensors whose metadata records the
+    architecture), read from its header only."""
+    if not path or not path.endswith(".safetensors"):
+        return False
+    from vitexplorer.core.checkpoint import WeightsFileError, read_safetensors_header
+
+    try:
+        return read_safetensors_header(Path(path))[1] is not None
+    except (WeightsFileError, OSError, ValueError):
+        return False
+
+
 class ModelBar(QToolBar):
     """Model, weights and device pickers; emits a request when the user changes any of them."""
 
@@ -69,6 +84,7 @@ class ModelBar(QToolBar):
             if family.installed:
                 self.model_box.addItem(FAMILY_LABELS[prefix], FAMILY_ITEM + prefix)
         self._shown_index = 0
+        self._checkpoint: str | None = None  # the checkpoint shown: "Random weights" is its shape
         self.model_box.setToolTip("Architecture")
         self.weights_box = QComboBox()
         for value, label in WEIGHT_CHOICES:
@@ -112,9 +128,9 @@ class ModelBar(QToolBar):
             return
         if self.weights_box.currentData() not in ("default", "none"):
             self.weights_box.setCurrentIndex(self.weights_box.findData("default"))
-        self._changed()
+        self._changed(shaped_by_checkpoint=False)
 
-    def _changed(self, _index: int = 0) -> None:
+    def _changed(self, _index: int = 0, shaped_by_checkpoint: bool = True) -> None:
         request = self.current_request()
         if request.weights == FINETUNED:  # nothing to load it from: put back what is shown
             base, architecture, device = self._finetuned
@@ -129,6 +145,10 @@ class ModelBar(QToolBar):
             request = ModelRequest(request.name, "default", request.device)
         if request.name == "small_vit" and request.weights == "default":
             request = ModelRequest(request.name, "none", request.device)
+        # "Random weights" beside a checkpoint: its architecture (shape, classes) untrained
+        shaped_by_checkpoint &= self.model_box.currentIndex() == self._shown_index
+        if request.weights == "none" and shaped_by_checkpoint and self._checkpoint is not None:
+            request = ModelRequest(self._checkpoint, "none", request.device)
         self.model_requested.emit(request)
 
     def show_request(self, request: ModelRequest, architecture: str) -> None:
@@ -147,11 +167,14 @@ class ModelBar(QToolBar):
         weights_file = request.weights if request.weights not in ("default", "none") else None
         named = request.name in architectures or library_family(request.name) is not None
         weights_file = weights_file or (None if named else request.name)
+        self._checkpoint = weights_file if is_checkpoint(weights_file) else None
         if weights_file is None:
             index = self.weights_box.findData(request.weights)
-        else:  # a weights file or a checkpoint: show its name
+        else:  # a weights file or a checkpoint: show its name (random weights: shaped by it)
             self.weights_box.addItem(f"file: {weights_file.rsplit('/', 1)[-1]}", weights_file)
             index = self.weights_box.count() - 1
+            if request.weights == "none":
+                index = self.weights_box.findData("none")
         self.weights_box.setCurrentIndex(index)
         self.device_box.setCurrentIndex(max(0, self.device_box.findData(request.device)))
         for box in (self.model_box, self.weights_box, self.device_box):

@@ -407,8 +407,10 @@ class MainWindow(QMainWindow):
     def _model_ready(self, info: ModelInfo) -> None:
         self._close_progress()
         self._loading = False
-        # the bar stays beside the demo model it opened (the download one click away)
-        self.no_model_bar.setVisible(self._showing_demo_offer and info.request.name == DEMO)
+        # the bar stays beside the demo model it opened (the download one click away), not
+        # beside its random weights, which it would call trained
+        demo = info.request.name == DEMO and info.request.weights == "default"
+        self.no_model_bar.setVisible(self._showing_demo_offer and demo)
         self._showing_demo_offer = self.no_model_bar.isVisible()
         self.model = info
         spec = info.spec

@@ -115,8 +115,8 @@ def info_label(info: ModelInfo | None, window: Any = None) -> str:
 
 def request_label(request: ModelRequest) -> str:
     """What a request loads, in a few words, before it is loaded."""
-    if request.name == DEMO:
-        return DEMO_LABEL
+    if request.name == DEMO and request.weights in ("default", "none"):
+        return DEMO_LABEL if request.weights == "default" else f"{DEMO_LABEL}, random weights"
     if request.weights not in ("default", "none"):
         return Path(request.weights).name
     if request.name in TORCHVISION_VITS:

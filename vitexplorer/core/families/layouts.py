@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vitexplorer.core.spec import PREFIX_NAMES
+
 _SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge"}
 _TORCHVISION_SIZES = {768: "b", 1024: "l", 1280: "h"}
 
@@ -33,7 +35,7 @@ class Layout:
         size = f", {self.image_size} px" if self.image_size else ""
         head = f", {self.num_classes} classes" if self.num_classes else ", no classifier"
         registers = self.prefix.count("reg")
-        named = [kind for kind in self.prefix if kind != "reg"]
+        named = [PREFIX_NAMES[kind] for kind in self.prefix if kind != "reg"]
         named += [f"{registers} register{'s' if registers > 1 else ''}"] if registers else []
         prefix = " + ".join(named) or "no prefix token"
         return (
