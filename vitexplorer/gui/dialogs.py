@@ -6,14 +6,20 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QListWidget,
     QProgressDialog,
     QPushButton,
     QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -98,6 +104,83 @@ class NoModelBar(QFrame):
         """A download that failed: one line saying so, beside the same choices."""
         self.label.setText(message)
         self.setVisible(True)
+
+
+class FamilyPicker(QDialog):
+    """The model box's "timm model\u2026" or "Hugging Face model\u2026": a list of the names
+    of that family vitexplorer can load, filtered as one types (every word must appear); for
+    Hugging Face also a folder that ``save_pretrained`` wrote. Emits ``chosen`` with the model's
+    full name (``timm:NAME``, ``hf:NAME`` or ``hf:FOLDER``)."""
+
+    chosen = Signal(str)
+
+    def __init__(self, parent: QWidget, prefix: str, names: list[str], where: str) -> None:
+        super().__init__(parent)
+        self.prefix = prefix
+        hf = prefix == "hf"
+        self.setWindowTitle("Hugging Face model" if hf else "timm model")
+        layout = QVBoxLayout(self)
+        self.note = QLabel(where)
+        self.note.setWordWrap(True)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Type to filter, e.g. deit small" if not hf else "Filter")
+        self.filter.setClearButtonEnabled(True)
+        self.list = QListWidget()
+        self.list.addItems(names)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.folder_button: QPushButton | None = None
+        if hf:
+            self.folder_button = self.buttons.addButton("Folder\u2026", QDialogButtonBox.ActionRole)
+            self.folder_button.setToolTip("A folder that save_pretrained wrote")
+            self.folder_button.clicked.connect(self._ask_folder)
+        for widget in (self.note, self.filter, self.list, self.buttons):
+            layout.addWidget(widget)
+        self.filter.textChanged.connect(self._filter)
+        self.list.itemDoubleClicked.connect(lambda _item: self.accept())
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.resize(460, 520)
+        self._filter("")
+
+    def names(self, visible_only: bool = False) -> list[str]:
+        """The names listed (with ``visible_only``, those the filter leaves)."""
+        items = [self.list.item(i) for i in range(self.list.count())]
+        return [i.text() for i in items if not (visible_only and i.isHidden())]
+
+    def select(self, name: str) -> None:
+        """Select ``name`` when it is listed (the last one chosen, say)."""
+        found = self.list.findItems(name, Qt.MatchExactly)
+        if found:
+            self.list.setCurrentItem(found[0])
+
+    def _filter(self, text: str) -> None:
+        words = text.lower().split()
+        first = None
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            hidden = not all(word in item.text().lower() for word in words)
+            item.setHidden(hidden)
+            if first is None and not hidden:
+                first = item
+        current = self.list.currentItem()
+        if current is None or current.isHidden():
+            self.list.setCurrentItem(first)
+        self.buttons.button(QDialogButtonBox.Ok).setEnabled(first is not None)
+
+    def accept(self) -> None:
+        item = self.list.currentItem()
+        if item is None or item.isHidden():
+            return
+        super().accept()
+        self.chosen.emit(f"{self.prefix}:{item.text()}")
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a Hugging Face model: the folder that save_pretrained wrote"
+        )
+        if folder:
+            super().accept()
+            self.chosen.emit(f"hf:{folder}")
 
 
 class DownloadProgress:

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -48,7 +47,7 @@ from vitexplorer.core.numbering import shown as number
 from vitexplorer.core.session import ImageSession, Selection, expand_paths
 from vitexplorer.core.spec import DEMO, DEMO_LABEL
 from vitexplorer.gui.controls import NO_MODEL, ModelBar, ViewBar
-from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar
+from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar
 from vitexplorer.gui.explanations import Explanations
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.previews import PreviewLoader
@@ -131,6 +130,7 @@ class MainWindow(QMainWindow):
         self.message_box: QMessageBox | None = None
         self._offer: DownloadOffer | None = None  # the last download offered
         self.help_window = None  # Help > How to use, made when first asked for
+        self.family_picker: FamilyPicker | None = None  # the timm or Hugging Face list
         self._showing_demo_offer = False  # the demo model opened while weights are missing
         self._hover_again = None  # redraws the hover readout for the map now shown
         self._initial_request = model_request or self._saved_request()
@@ -401,26 +401,37 @@ class MainWindow(QMainWindow):
             self.request_model(ModelRequest(name, path, current.device))
 
     def ask_family_model(self, prefix: str) -> None:
-        """The model box's "timm model…" or "Hugging Face model…": ask which, then load it."""
+        """The model box's "timm model…" or "Hugging Face model…": a searchable list of the
+        models of that family that vitexplorer can load (timm's registry, or the Hugging Face
+        cache and a folder); the one chosen loads."""
+        from vitexplorer.core import model_names
+
         if prefix == "hf":
-            folder = QFileDialog.getExistingDirectory(
-                self, "Open a Hugging Face model: the folder that save_pretrained wrote"
+            names = model_names.cached_hf_names()
+            where = (
+                f"{len(names)} ViT{'s' * (len(names) != 1)} in the Hugging Face cache on this "
+                "computer; or a folder "
+                "that save_pretrained wrote (Folder…)"
+                if names
+                else "No ViT is in the Hugging Face cache on this computer: open a folder that "
+                "save_pretrained wrote (Folder…)"
             )
-            name = f"hf:{folder}" if folder else ""
         else:
-            text, ok = QInputDialog.getText(
-                self,
-                "timm model",
-                "A timm model name (timm.list_models() lists them), e.g. vit_tiny_patch16_224:",
-                text=str(self.settings.value("model/last_timm", "vit_tiny_patch16_224")),
-            )
-            name = f"timm:{text.strip()}" if ok and text.strip() else ""
-            if name:
-                self.settings.setValue("model/last_timm", text.strip())
-        if name:
-            current = self.model_bar.current_request()
-            weights = current.weights if current.weights in ("default", "none") else "default"
-            self.request_model(ModelRequest(name, weights, current.device))
+            names = model_names.timm_vit_names()
+            where = f"{len(names)} ViT and DeiT models in timm's registry (timm.list_models)"
+        if self.family_picker is not None:
+            self.family_picker.close()
+        self.family_picker = FamilyPicker(self, prefix, names, where)
+        self.family_picker.select(str(self.settings.value(f"model/last_{prefix}", "")))
+        self.family_picker.chosen.connect(self._family_chosen)
+        self.family_picker.open()  # window-modal, never blocks the event loop
+
+    def _family_chosen(self, name: str) -> None:
+        prefix, _, rest = name.partition(":")
+        self.settings.setValue(f"model/last_{prefix}", rest)
+        current = self.model_bar.current_request()
+        weights = current.weights if current.weights in ("default", "none") else "default"
+        self.request_model(ModelRequest(name, weights, current.device))
 
     def _model_loading(self, name: str) -> None:
         self.activity_label.setText(f"loading {Path(name).name}…")
