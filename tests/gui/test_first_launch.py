@@ -63,7 +63,7 @@ def _reads_the_demo(window: MainWindow) -> None:
 
 
 @needs_demo
-def test_the_first_launch_opens_the_demo_with_the_download_in_a_bar(qtbot, first_launch):  # noqa: ANN001
+def test_the_first_launch_opens_the_demo_with_the_download_in_a_bar(qtbot, first_launch, offline):  # noqa: ANN001
     window = first_launch
     assert no_dialog_open(window), "nothing modal asks on the first launch"
     _reads_the_demo(window)
@@ -71,7 +71,8 @@ def test_the_first_launch_opens_the_demo_with_the_download_in_a_bar(qtbot, first
     assert bar.isVisible()
     assert f"In use: {specs.DEMO_LABEL}" in bar.label.text()
     assert "ViT-B/16 ImageNet-1k weights" in bar.label.text()
-    assert "download.pytorch.org" in bar.label.text()
+    assert "download.pytorch.org" in bar.buttons[0].toolTip()
+    assert str(offline) in bar.buttons[0].toolTip()  # where the file will be kept
     assert [b.text() for b in bar.buttons] == ["Download 330 MB", "Open weights file\u2026"]
     # the greeting photo is one the demo gets right, seen from the last layer
     assert window.predictions.values[0][0] == "ship"
@@ -105,6 +106,7 @@ def test_download_pressed_offline_says_so_in_one_line_and_the_demo_stays(qtbot, 
     message = failed.args[0]
     assert "\n" not in message and len(message) < 300
     assert message.startswith("Could not download the ViT-B/16 ImageNet-1k weights")
+    assert "download.pytorch.org cannot be reached (" in message
     assert "Temporary failure in name resolution" in message
     assert message.endswith(f"{specs.DEMO_LABEL} stays in use.")
     assert window.message_box is None and no_dialog_open(window)

@@ -242,7 +242,9 @@ def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monk
     qtbot.waitUntil(window.no_model_bar.isVisible, timeout=30000)
     assert no_dialog_open(window)
     text = window.no_model_bar.label.text()
-    assert "No model is loaded" in text and "337 MB" in text and "127.0.0.1:9" in text
+    assert "No model is loaded" in text and "Not downloaded: the W" in text
+    assert bar_button(window, "Download").text() == "Download 337 MB"
+    assert "127.0.0.1:9" in bar_button(window, "Download").toolTip()
     with qtbot.waitSignal(window.model_changed, timeout=60000):
         qtbot.mouseClick(bar_button(window, "Random weights"), Qt.LeftButton)
     assert window.model.spec.weights == "random initialisation"

@@ -42,11 +42,10 @@ def offer_choices(offer: DownloadOffer) -> list[tuple[str, Choice]]:
 
 def offer_text(offer: DownloadOffer, in_use: str | None) -> str:
     """What the bar says: the weights that are missing and the model used meanwhile."""
-    size = f"{offer.size_mb:.0f} MB, " if offer.size_mb > 0 else ""
-    missing = f"The {offer.description} ({size}from {host(offer.url)}) are not downloaded"
+    missing = f"Not downloaded: the {offer.description}"
     if in_use is None:
         return f"<b>No model is loaded.</b> {missing}."
-    return f"<b>In use: {in_use}.</b> {missing}:"
+    return f"<b>In use: {in_use}.</b> {missing}."
 
 
 def host(url: str) -> str:
@@ -94,6 +93,8 @@ class NoModelBar(QFrame):
             choices = choices[:2]
         for text, choice in choices:
             button = QPushButton(text)
+            if isinstance(choice, ModelRequest) and choice.allow_download:
+                button.setToolTip(f"From {host(offer.url)} into {offer.path}")
             button.clicked.connect(lambda _=False, c=choice: self.chosen.emit(c))
             self.row.insertWidget(self.row.count() - 1, button)
             self.buttons.append(button)

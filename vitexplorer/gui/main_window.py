@@ -47,7 +47,7 @@ from vitexplorer.core.numbering import shown as number
 from vitexplorer.core.session import ImageSession, Selection, expand_paths
 from vitexplorer.core.spec import DEMO, DEMO_LABEL
 from vitexplorer.gui.controls import NO_MODEL, ModelBar, ViewBar
-from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar
+from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar, host
 from vitexplorer.gui.explanations import Explanations
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.previews import PreviewLoader
@@ -603,7 +603,10 @@ class MainWindow(QMainWindow):
             if self.model is None
             else (f"{self.model.spec.display_name} stays in use")
         )
-        message = f"Could not download the {what}: {failed.reason}. {stays}."
+        server = host(offer.url) if offer is not None else "its server"
+        message = (
+            f"Could not download the {what}: {server} cannot be reached ({failed.reason}). {stays}."
+        )
         bar = self.no_model_bar
         shown = bar.isVisible() and bar.offer == offer
         if offer is not None and offer.request.name == failed.request.name and not shown:
