@@ -408,12 +408,9 @@ class MainWindow(QMainWindow):
 
         if prefix == "hf":
             names = model_names.cached_hf_names()
+            found = f"{len(names)} ViT{'s' * (len(names) != 1)}" if names else "No ViT"
             where = (
-                f"{len(names)} ViT{'s' * (len(names) != 1)} in the Hugging Face cache on this "
-                "computer; or a folder "
-                "that save_pretrained wrote (Folder…)"
-                if names
-                else "No ViT is in the Hugging Face cache on this computer: open a folder that "
+                f"{found} in the Hugging Face cache on this computer; or a folder that "
                 "save_pretrained wrote (Folder…)"
             )
         else:
@@ -598,11 +595,8 @@ class MainWindow(QMainWindow):
         self.activity_label.setText("")
         offer = self._offer
         what = offer.description if offer is not None else f"weights of {failed.request.name}"
-        stays = (
-            "No model is loaded"
-            if self.model is None
-            else (f"{self.model.spec.display_name} stays in use")
-        )
+        in_use = None if self.model is None else self.model.spec.display_name
+        stays = "No model is loaded" if in_use is None else f"{in_use} stays in use"
         server = host(offer.url) if offer is not None else "its server"
         message = (
             f"Could not download the {what}: {server} cannot be reached ({failed.reason}). {stays}."
@@ -610,7 +604,7 @@ class MainWindow(QMainWindow):
         bar = self.no_model_bar
         shown = bar.isVisible() and bar.offer == offer
         if offer is not None and offer.request.name == failed.request.name and not shown:
-            bar.show_offer(offer, None if self.model is None else self.model.spec.display_name)
+            bar.show_offer(offer, in_use)
             self._showing_demo_offer = self.model is not None and self.model.request.name == DEMO
         self.no_model_bar.show_failure(message)
         self._show_model_in_use()
