@@ -252,7 +252,7 @@ def test_clicking_a_patch_in_b_selects_the_same_place_in_a(
     click_view(qtbot, panel.view, 2, 0)  # B's bottom-left patch of 3x3
     expected, _ = counterpart_token(token_for_patch(2, 0, (3, 3), 1), spec_b, spec_a)
     assert window.selection.token == expected == token_for_patch(4, 0, (6, 6), 1)
-    assert window.view_bar.layer_spin.value() == 1
+    assert window.view_bar.layer_spin.value() == 3  # unchanged: the last, where it opens
     rect = window.image_view.selection.rect()
     assert (rect.y(), rect.x()) == (4, 0)
     # B's view shows B's patch under the centre of A's new query: its own bottom-left one

@@ -287,14 +287,14 @@ def test_rollout_and_relevance_disable_layer_and_head_and_the_panels_say_so(
     attention = window.analysis.attention
     assert bar.layer_spin.isEnabled() and bar.head_box.isEnabled()
     assert heads.caption.isVisible() and matrix.caption.isVisible()
-    assert heads.text() == "Raw attention · layer 1 · the CLS token"
-    assert matrix.text() == "Raw attention · layer 1, mean of heads"
+    assert heads.text() == "Raw attention · layer 3 · the CLS token"
+    assert matrix.text() == "Raw attention · layer 3, mean of heads"
 
     choose(methods.method_box, "rollout")
     assert not bar.layer_spin.isEnabled() and not bar.head_box.isEnabled()
     assert "Rollout multiplies every layer" in bar.layer_spin.toolTip()
     assert "Rollout" in bar.head_box.toolTip()
-    assert heads.text() == "Raw attention, not rollout · layer 1 · the CLS token"
+    assert heads.text() == "Raw attention, not rollout · layer 3 · the CLS token"
     assert matrix.text().startswith("Rollout · mean of heads")
     expected = rollout_matrix(rollout_layers(attention, "mean", 0.0, 0, 1))
     np.testing.assert_allclose(window.matrix_view.matrix, expected, rtol=1e-5)
@@ -303,16 +303,16 @@ def test_rollout_and_relevance_disable_layer_and_head_and_the_panels_say_so(
     expected = rollout_matrix(rollout_layers(attention, "max", 0.0, 1, 1))
     np.testing.assert_allclose(window.matrix_view.matrix, expected, rtol=1e-5)
     assert matrix.text().startswith("Rollout · max of heads, from layer 2")
-    qtbot.keyClick(window.image_view, Qt.Key_BracketRight)  # [ and ] follow the disabled box
-    assert window.selection.layer == 0
+    qtbot.keyClick(window.image_view, Qt.Key_BracketLeft)  # [ and ] follow the disabled box
+    assert window.selection.layer == 2  # the last, where the window opens
     assert "Rollout" in window.statusBar().currentMessage()
 
     choose(methods.method_box, "relevance")
     assert not bar.layer_spin.isEnabled() and not bar.head_box.isEnabled()
     assert "Relevance combines every layer" in bar.layer_spin.toolTip()
-    assert heads.text() == "Raw attention, not relevance · layer 1 · the CLS token"
-    assert matrix.text() == "Raw attention, not relevance · layer 1, mean of heads"
-    np.testing.assert_allclose(window.matrix_view.matrix, attention[0].mean(0), rtol=1e-6)
+    assert heads.text() == "Raw attention, not relevance · layer 3 · the CLS token"
+    assert matrix.text() == "Raw attention, not relevance · layer 3, mean of heads"
+    np.testing.assert_allclose(window.matrix_view.matrix, attention[2].mean(0), rtol=1e-6)
 
     methods.compare_box.setChecked(True)  # raw attention beside: layer and head apply again
     choose(window.compare_bar.method_box, "attention")
@@ -326,8 +326,8 @@ def test_rollout_and_relevance_disable_layer_and_head_and_the_panels_say_so(
     qtbot.mouseClick(window.head_grid.viewport(), Qt.LeftButton, pos=centre)
     assert methods.choice().method == "attention" and window.selection.head == 1
     assert bar.layer_spin.isEnabled() and bar.head_box.currentText() == "Head 2"
-    assert matrix.text() == "Raw attention · layer 1, head 2"
-    np.testing.assert_array_equal(window.matrix_view.matrix, attention[0, 1])
+    assert matrix.text() == "Raw attention · layer 3, head 2"
+    np.testing.assert_array_equal(window.matrix_view.matrix, attention[2, 1])
 
 
 def test_a_long_weights_file_name_keeps_the_model_toolbar_within_1024_px(qtbot, window: MainWindow):

@@ -12,7 +12,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QApplication, QPushButton
 
 from tests.conftest import TV_DOWNLOAD
-from tests.gui.conftest import GUI_CONFIG, make_window
+from tests.gui.conftest import make_window
 from vitexplorer.core.data import load_image, preprocess
 from vitexplorer.core.models import load_model
 from vitexplorer.gui.main_window import MainWindow
@@ -73,10 +73,12 @@ def test_drop_shows_predictions_of_the_model(qtbot, window: MainWindow, photo, c
     assert window.time_label.text().startswith("forward ")
 
 
-def test_default_is_the_cls_token_of_the_first_layer(qtbot, window: MainWindow, photo):
+def test_default_is_the_cls_token_of_the_last_layer(qtbot, window: MainWindow, photo):
+    """As the command line's figures: the CLS token's attention in the last layer."""
     drop_and_wait(qtbot, window, photo)
-    assert (window.selection.token, window.selection.layer, window.selection.head) == (0, 0, None)
-    np.testing.assert_allclose(window.image_view.heat_values, expected_row(window, 0, None, 0))
+    assert (window.selection.token, window.selection.layer, window.selection.head) == (0, 2, None)
+    assert window.view_bar.layer_spin.value() == 3
+    np.testing.assert_allclose(window.image_view.heat_values, expected_row(window, 2, None, 0))
     assert not window.image_view.selection.isVisible()
 
 
@@ -88,17 +90,17 @@ def test_click_patch_then_change_layer_and_head(qtbot, window: MainWindow, photo
     click_patch(qtbot, window, 2, 4)
     assert window.selection.token == 1 + 2 * 6 + 4
     heat = window.image_view.heat.image
-    np.testing.assert_allclose(heat, expected_row(window, 0, None, 17), rtol=1e-6)
+    np.testing.assert_allclose(heat, expected_row(window, 2, None, 17), rtol=1e-6)
     assert window.image_view.selection.rect().topLeft() == QPointF(4, 2)
     assert window.matrix_view.row_marker.rect().top() == 17.5  # token 18's cell: 17.5 to 18.5
 
-    window.view_bar.layer_spin.setValue(3)  # the spin box counts from 1
+    window.view_bar.layer_spin.setValue(2)  # the spin box counts from 1
     window.view_bar.head_box.setCurrentIndex(2)  # "Head 2"
-    assert (window.selection.layer, window.selection.head) == (2, 1)
-    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 2, 1, 17))
-    np.testing.assert_array_equal(window.matrix_view.matrix, window.analysis.attention[2, 1])
-    np.testing.assert_allclose(window.head_grid.tile_values(0), expected_row(window, 2, 0, 17))
-    assert "layer 3, head 2" in window.image_view.title.text
+    assert (window.selection.layer, window.selection.head) == (1, 1)
+    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 1, 1, 17))
+    np.testing.assert_array_equal(window.matrix_view.matrix, window.analysis.attention[1, 1])
+    np.testing.assert_allclose(window.head_grid.tile_values(0), expected_row(window, 1, 0, 17))
+    assert "layer 2, head 2" in window.image_view.title.text
 
     QApplication.processEvents()
     assert started == [], "a click or a layer change must not run the model again"
@@ -116,12 +118,15 @@ def test_head_tile_and_matrix_row_clicks_select(qtbot, window: MainWindow, photo
     scene = matrix.plot.vb.mapViewToScene(QPointF(4, 31))  # token 31 (from 1): index 30
     qtbot.mouseClick(matrix.viewport(), Qt.LeftButton, pos=matrix.mapFromScene(scene))
     assert window.selection.token == 30
-    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 0, 2, 30))
+    np.testing.assert_allclose(window.image_view.heat.image, expected_row(window, 2, 2, 30))
 
 
 def test_keys_move_the_patch_and_change_layer(qtbot, window: MainWindow, photo):
     drop_and_wait(qtbot, window, photo)
     click_patch(qtbot, window, 0, 0)
+    for _ in range(3):
+        qtbot.keyClick(window.image_view, Qt.Key_BracketLeft)  # from the last layer
+    assert window.selection.layer == 0 and window.view_bar.layer_spin.value() == 1
     qtbot.keyClick(window.image_view, Qt.Key_Right)
     qtbot.keyClick(window.image_view, Qt.Key_Down)
     qtbot.keyClick(window.image_view, Qt.Key_Down)
@@ -145,7 +150,7 @@ def test_hover_reports_patch_and_value(qtbot, window: MainWindow, photo):
     view = window.image_view
     scene = view.view.mapViewToScene(QPointF(5.5, 1.5))
     view.scene().sigMouseMoved.emit(scene)
-    value = expected_row(window, 0, None, 0)[1, 5]
+    value = expected_row(window, 2, None, 0)[1, 5]
     assert window.hover_label.text() == (  # rows, columns and tokens from 1
         f"patch row 2, col 6 (token {1 + 6 + 5 + 1}) · attention {value:.4f}"
     )
@@ -209,42 +214,53 @@ def test_wrong_weights_file_names_the_mismatch(qtbot, window: MainWindow, tmp_pa
     assert window.model is not None, "the previous model stays usable"
 
 
-def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monkeypatch):
-    from vitexplorer.core import models
-    from vitexplorer.gui import main_window
+def bar_button(window: MainWindow, start: str) -> QPushButton:
+    """The no-model bar's button whose text starts with ``start``."""
+    return next(b for b in window.no_model_bar.buttons if b.text().startswith(start))
 
+
+def no_dialog_open(window: MainWindow) -> bool:
+    """Nothing modal, and no dialog of the window on screen."""
+    from PySide6.QtWidgets import QDialog
+
+    shown = [d for d in window.findChildren(QDialog) if d.isVisible()]
+    return QApplication.activeModalWidget() is None and not shown
+
+
+def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monkeypatch):
+    """Without the demo model: no question pops up; the bar above the image offers the
+    download and its alternatives, and one click on Random weights loads them."""
+    from vitexplorer.core import models, spec
+
+    monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
     download = models.WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
-    offers = []
-
-    def choose_random(_parent, offer):  # noqa: ANN001, ANN202
-        offers.append(offer)
-        return ModelRequest(offer.request.name, "none", offer.request.device)
-
-    monkeypatch.setattr(main_window, "offer_download", choose_random)
     window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
+    window.start()
+    qtbot.waitUntil(window.no_model_bar.isVisible, timeout=30000)
+    assert no_dialog_open(window)
+    text = window.no_model_bar.label.text()
+    assert "No model is loaded" in text and "Not downloaded: the W" in text
+    assert bar_button(window, "Download").text() == "Download 337 MB"
+    assert "127.0.0.1:9" in bar_button(window, "Download").toolTip()
     with qtbot.waitSignal(window.model_changed, timeout=60000):
-        window.start()
-    assert offers[0].size_mb == pytest.approx(336.6) and "127.0.0.1" in offers[0].url
+        qtbot.mouseClick(bar_button(window, "Random weights"), Qt.LeftButton)
     assert window.model.spec.weights == "random initialisation"
     assert window.model_bar.weights_box.currentData() == "none"
+    assert not window.no_model_bar.isVisible()
     window.close()
     assert not download.cached
 
 
-def test_a_declined_download_shows_the_image_says_so_and_keeps_the_choices(
+def test_without_the_demo_the_window_says_no_model_and_keeps_the_choices(
     qtbot, tmp_path, monkeypatch, photo
 ):
-    """Cancel on the first launch's offer, in an installation without the demo model: the
-    photo is on screen, the window and the toolbar say plainly that no model is loaded, the
-    choices are one click away, and the next launch does not ask again. (With the demo model,
-    the window opens on it: see the test of the demo below.)"""
-    from PySide6.QtWidgets import QPushButton
-
+    """An installation without the demo model and without the weights: the photo is on screen,
+    the window and the toolbar say plainly that no model is loaded, the choices are one click
+    away, at this launch and the next, and nothing modal ever asks."""
     from vitexplorer.core import models, spec
-    from vitexplorer.gui import main_window
 
     monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
 
@@ -252,8 +268,6 @@ def test_a_declined_download_shows_the_image_says_so_and_keeps_the_choices(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
-    asked = []
-    monkeypatch.setattr(main_window, "offer_download", lambda _p, offer: asked.append(offer))
     settings = tmp_path / "s.ini"
     request = ModelRequest("vit_b_32", "default", "cpu")
     for launch in (1, 2):
@@ -261,19 +275,21 @@ def test_a_declined_download_shows_the_image_says_so_and_keeps_the_choices(
         window.start([str(photo)])
         bar = window.no_model_bar
         qtbot.waitUntil(bar.isVisible, timeout=30000)
-        assert len(asked) == 1, "the offer is asked at the first launch only"
+        assert no_dialog_open(window)
         assert "No model is loaded" in bar.label.text()
-        labels = [b.text() for b in bar.findChildren(QPushButton)]
+        labels = [b.text() for b in bar.buttons]
         assert labels == [
             "Download 337 MB",
             "Open weights file\u2026",
             "Random weights",
             "Small ViT",
         ]
+        assert not bar.close_button.isVisible(), "no model: the choices cannot be hidden"
         # the toolbar tells the truth: the architecture asked for, its weights not downloaded
         assert window.model_bar.model_box.currentData() == "vit_b_32"
         assert window.model_bar.weights_box.currentText() == "not downloaded"
         assert window.model is None and window.model_label.text() == "no model"
+        assert window.windowTitle() == "vitexplorer \u2014 no model"
         # the photo is on screen before any model, with its real thumbnail
         view = window.image_view
         qtbot.waitUntil(lambda v=view: v.photo.image is not None, timeout=10000)
@@ -285,10 +301,11 @@ def test_a_declined_download_shows_the_image_says_so_and_keeps_the_choices(
         if launch == 1:
             window.close()
     # one click: the small ViT loads and analyses the photo
-    small = next(b for b in bar.findChildren(QPushButton) if b.text() == "Small ViT")
     with qtbot.waitSignal(window.analysis_shown, timeout=60000):
-        qtbot.mouseClick(small, Qt.LeftButton)
+        qtbot.mouseClick(bar_button(window, "Small ViT"), Qt.LeftButton)
     assert window.model.spec.name == "small_vit" and not bar.isVisible()
+    assert window.windowTitle().startswith("vitexplorer \u2014 ")
+    assert window.model_label.text() in window.windowTitle()
     window.close()
 
 
@@ -303,25 +320,21 @@ def test_failed_load_keeps_the_previous_model_working(qtbot, window, photo, tmp_
 
 
 def test_download_with_progress_then_explore(qtbot, tmp_path, monkeypatch, vit_b_32_state, photo):
-    from vitexplorer.core import models
-    from vitexplorer.gui import main_window
+    from vitexplorer.core import models, spec
 
     source, state = vit_b_32_state
     download = models.WeightsDownload(
         "vit_b_32", source.as_uri(), tmp_path / "hub" / source.name, 336.6, "test weights"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
-    monkeypatch.setattr(
-        main_window,
-        "offer_download",
-        lambda _parent, offer: ModelRequest("vit_b_32", "default", "cpu", allow_download=True),
-    )
+    monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
     window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
     progress: list[tuple[int, int]] = []
-    window.start()
+    window.start([str(photo)])
     window.worker.download_progress.connect(lambda d, t: progress.append((d, t)))
+    qtbot.waitUntil(window.no_model_bar.isVisible, timeout=30000)
     with qtbot.waitSignal(window.analysis_shown, timeout=120000):
-        window.add_images([str(photo)])
+        qtbot.mouseClick(bar_button(window, "Download"), Qt.LeftButton)
     size = source.stat().st_size
     assert progress[-1] == (size, size) and download.cached
     assert window._progress is None, "the progress dialog closes when the model is ready"
@@ -396,8 +409,7 @@ class _SlowResponse:
 
 
 def test_cancel_stops_the_download_at_once(qtbot, tmp_path, monkeypatch):
-    from vitexplorer.core import models
-    from vitexplorer.gui import main_window
+    from vitexplorer.core import models, spec
 
     response = _SlowResponse()
     download = models.WeightsDownload(
@@ -405,13 +417,11 @@ def test_cancel_stops_the_download_at_once(qtbot, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
     monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: response)
-    monkeypatch.setattr(
-        main_window,
-        "offer_download",
-        lambda _parent, offer: ModelRequest("vit_b_32", "default", "cpu", allow_download=True),
-    )
+    monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
     window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
     window.start()
+    qtbot.waitUntil(window.no_model_bar.isVisible, timeout=30000)
+    qtbot.mouseClick(bar_button(window, "Download"), Qt.LeftButton)
     qtbot.waitUntil(lambda: window._progress is not None and response.chunks >= 3, timeout=30000)
     with qtbot.waitSignal(window.model_failed, timeout=10000) as failed:
         qtbot.mouseClick(window._progress.dialog.findChild(QPushButton), Qt.LeftButton)
@@ -583,35 +593,3 @@ def test_help_is_a_real_help_with_the_windows_own_shortcuts(qtbot, window: MainW
     help_action.trigger()  # asked again: the same window, raised
     assert window.help_window is shown
     shown.close()
-
-
-def test_a_declined_download_opens_the_demo_model_with_imagenet_one_click_away(
-    qtbot, tmp_path, monkeypatch, photo
-):
-    from PySide6.QtWidgets import QPushButton
-
-    from vitexplorer.core import models, spec
-    from vitexplorer.gui import main_window
-
-    demo = tmp_path / spec.DEMO_FILE
-    torch.manual_seed(0)
-    trained = models.load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
-    models.save_checkpoint(demo, trained, {"class_names": [f"kind {i}" for i in range(7)]})
-    monkeypatch.setattr(spec, "demo_path", lambda: demo)
-    download = models.WeightsDownload(
-        "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
-    )
-    monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
-    monkeypatch.setattr(main_window, "offer_download", lambda _p, offer: None)  # Cancel
-    window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
-    with qtbot.waitSignal(window.analysis_shown, timeout=60000):
-        window.start([str(photo)])
-    assert window.model.request.name == "demo"
-    assert window.model.spec.display_name == "Demo ViT (CIFAR-10)"
-    assert window.model_bar.model_box.currentText() == "Demo ViT (CIFAR-10)"
-    bar = window.no_model_bar
-    assert bar.isVisible() and "The demo model" in bar.label.text()
-    labels = [b.text() for b in bar.findChildren(QPushButton)]
-    assert labels == ["Download 337 MB", "Open weights file\u2026"]
-    assert [name for name, _ in window.predictions.values][0].startswith("kind ")
-    window.close()

@@ -48,8 +48,8 @@ def test_switching_to_rollout_redraws_the_overlay_with_its_map(qtbot, window: Ma
     assert "max of heads, 50% discarded, from layer 2" in window.image_view.title.text
 
     choose(window.method_bar.method_box, "attention")  # and back to the raw attention
-    np.testing.assert_allclose(
-        window.image_view.heat_values, attention[0, :, token, 1:].mean(0).reshape(6, 6)
+    np.testing.assert_allclose(  # of the last layer, where the window opens
+        window.image_view.heat_values, attention[2, :, token, 1:].mean(0).reshape(6, 6)
     )
     QApplication.processEvents()
     assert started == [], "rollout is computed from the stored maps, not a new forward pass"
@@ -94,9 +94,9 @@ def test_compare_shows_a_second_method_side_by_side(qtbot, window: MainWindow, p
     assert not window.compare_panel.isVisible()
     window.method_bar.compare_box.setChecked(True)
     assert window.compare_panel.isVisible()
-    # left: attention (layer 1, mean of heads); right: rollout by default
+    # left: attention (layer 3, the last, mean of heads); right: rollout by default
     np.testing.assert_allclose(
-        window.image_view.heat_values, attention[0, :, 0, 1:].mean(0).reshape(6, 6)
+        window.image_view.heat_values, attention[2, :, 0, 1:].mean(0).reshape(6, 6)
     )
     np.testing.assert_allclose(
         window.compare_view.heat_values, rollout_map(attention, 0, (6, 6), 1), rtol=1e-6
@@ -162,7 +162,7 @@ def test_export_writes_picture_map_and_method_card(
     assert card["preprocessing"]["center_crop"] == 48
     compare = json.loads((folder / "photo.rollout.compare.json").read_text())
     assert compare["method"] == "attention"
-    assert compare["parameters"] == {"layer": 1, "head": None, "token": 10}
+    assert compare["parameters"] == {"layer": 3, "head": None, "token": 10}
     assert compare["map"]["axes"] == ["axis 0: patch rows 1..6", "axis 1: patch columns 1..6"]
     assert f"Exported {len(names)} files" in window.statusBar().currentMessage()
 

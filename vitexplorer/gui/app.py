@@ -29,12 +29,13 @@ def no_display_message() -> str | None:
 
 
 def run_gui(images: list[str]) -> int:
-    """Open the main window with ``images`` (or the sample image); returns the exit code."""
+    """Open the main window with ``images`` (or a photo the demo model gets right); returns
+    the exit code."""
     message = no_display_message()
     if message:
         print(message, file=sys.stderr)
         return 1
-    from vitexplorer.gui.main_window import MainWindow, sample_image_path
+    from vitexplorer.gui.main_window import MainWindow, greeting_image_path
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("vitexplorer")
@@ -43,7 +44,7 @@ def run_gui(images: list[str]) -> int:
     configure_pyqtgraph()
     window = MainWindow()
     window.show()
-    QTimer.singleShot(0, lambda: window.start(images or [sample_image_path()]))
+    QTimer.singleShot(0, lambda: window.start(images or [greeting_image_path()]))
     status = app.exec()
     _exit_if_threads_are_stuck(status)
     return status

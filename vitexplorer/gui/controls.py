@@ -41,6 +41,7 @@ def model_choices() -> list[tuple[str, str]]:
 WEIGHT_CHOICES = [("default", "Pretrained weights"), ("none", "Random weights")]
 FINETUNED = "fine-tuned"  # the weights entry of a model trained in this session, not in a file
 MISSING = "missing"  # the weights entry of pretrained weights that were not downloaded
+NO_MODEL = ""  # the data of both boxes' "no model" entries, there while no model is loaded
 FAMILY_ITEM = "family:"  # the model box's entries that ask for a timm or Hugging Face model
 FAMILY_LABELS = {"timm": "timm model…", "hf": "Hugging Face model…"}
 
@@ -85,6 +86,7 @@ class ModelBar(QToolBar):
                 self.model_box.addItem(FAMILY_LABELS[prefix], FAMILY_ITEM + prefix)
         self._shown_index = 0
         self._checkpoint: str | None = None  # the checkpoint shown: "Random weights" is its shape
+        self.finetuned_label = "fine-tuned, not saved"  # the weights entry of a trained model
         self.model_box.setToolTip("Architecture")
         self.weights_box = QComboBox()
         for value, label in WEIGHT_CHOICES:
@@ -132,6 +134,8 @@ class ModelBar(QToolBar):
 
     def _changed(self, _index: int = 0, shaped_by_checkpoint: bool = True) -> None:
         request = self.current_request()
+        if NO_MODEL in (request.name, request.weights):  # "no model" is nothing to load
+            return
         if request.weights == FINETUNED:  # nothing to load it from: put back what is shown
             base, architecture, device = self._finetuned
             self.show_finetuned(base, architecture)
@@ -155,6 +159,8 @@ class ModelBar(QToolBar):
         """Reflect the loaded model without emitting anything."""
         for box in (self.model_box, self.weights_box, self.device_box):
             box.blockSignals(True)
+        if self.model_box.findData(NO_MODEL) >= 0:  # a model again: "no model" goes
+            self.model_box.removeItem(self.model_box.findData(NO_MODEL))
         if library_family(architecture) is not None and self.model_box.findData(architecture) < 0:
             # a timm or Hugging Face model: listed above the entries that ask for another
             first_family = self._first_family_index()
@@ -194,6 +200,7 @@ class ModelBar(QToolBar):
         another device is refused (there is no file to load it from)."""
         self.show_request(base, architecture)
         self._finetuned = (base, architecture, base.device)
+        self.finetuned_label = label
         self.weights_box.blockSignals(True)
         self.weights_box.addItem(label, FINETUNED)
         self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
@@ -207,6 +214,22 @@ class ModelBar(QToolBar):
         self.weights_box.addItem("not downloaded", MISSING)
         self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
         self.weights_box.blockSignals(False)
+
+    def show_none(self) -> None:
+        """No model is loaded (a load failed before any worked): both boxes say so, instead
+        of naming a model that is not there."""
+        for box in (self.model_box, self.weights_box):
+            box.blockSignals(True)
+        if self.model_box.findData(NO_MODEL) < 0:
+            self.model_box.insertItem(0, "no model", NO_MODEL)
+        self.model_box.setCurrentIndex(0)
+        self._shown_index = 0
+        while self.weights_box.count() > len(WEIGHT_CHOICES):
+            self.weights_box.removeItem(self.weights_box.count() - 1)
+        self.weights_box.addItem("no weights", NO_MODEL)
+        self.weights_box.setCurrentIndex(self.weights_box.count() - 1)
+        for box in (self.model_box, self.weights_box):
+            box.blockSignals(False)
 
     def set_devices(self, devices: list[str]) -> None:
         current = self.device_box.currentData()

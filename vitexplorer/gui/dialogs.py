@@ -1,18 +1,25 @@
-"""First launch: offer to download the default weights, or one of the alternatives, and show the
-download's progress. Declined, the same choices stay one click away in :class:`NoModelBar`."""
+"""Weights that are not downloaded: the download and its alternatives in a bar above the image
+(:class:`NoModelBar`, never a modal question), and the download's progress."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
+    QLineEdit,
+    QListWidget,
     QProgressDialog,
     QPushButton,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -33,9 +40,23 @@ def offer_choices(offer: DownloadOffer) -> list[tuple[str, Choice]]:
     ]
 
 
+def offer_text(offer: DownloadOffer, in_use: str | None) -> str:
+    """What the bar says: the weights that are missing and the model used meanwhile."""
+    missing = f"Not downloaded: the {offer.description}"
+    if in_use is None:
+        return f"<b>No model is loaded.</b> {missing}."
+    return f"<b>In use: {in_use}.</b> {missing}."
+
+
+def host(url: str) -> str:
+    """The server a URL names, for people (``download.pytorch.org``)."""
+    return urllib.parse.urlparse(url).netloc or url
+
+
 class NoModelBar(QFrame):
-    """Above the explorer while no model is loaded because a download was declined: says so,
-    with the download offer's choices one click away."""
+    """Above the image while weights are not downloaded: which model is in use meanwhile (or
+    that none is), with the download and its alternatives one click away. Non-modal: the window
+    stays usable beside it; with a model in use it can be hidden."""
 
     chosen = Signal(object)  # Choice
 
@@ -50,61 +71,117 @@ class NoModelBar(QFrame):
         self.label.setWordWrap(True)
         self.row.addWidget(self.label, 1)
         self.buttons: list[QPushButton] = []
+        self.close_button = QToolButton()
+        self.close_button.setText("\u2715")
+        self.close_button.setToolTip("Hide (the model box offers the download again)")
+        self.close_button.setAutoRaise(True)
+        self.close_button.clicked.connect(lambda: self.setVisible(False))
+        self.row.addWidget(self.close_button)
+        self.offer: DownloadOffer | None = None
         self.setVisible(False)
 
-    def show_offer(self, offer: DownloadOffer, demo: bool = False) -> None:
-        """The offer's choices; with ``demo``, the demo model is in use meanwhile."""
+    def show_offer(self, offer: DownloadOffer, in_use: str | None = None) -> None:
+        """The offer's choices; ``in_use`` names the model used meanwhile (None: no model)."""
+        self.offer = offer
         for button in self.buttons:
             self.row.removeWidget(button)
             button.deleteLater()
         self.buttons = []
-        if demo:
-            self.label.setText(
-                "<b>The demo model</b>: a small ViT trained on CIFAR-10 (10 classes, 32 px "
-                f"input). The {offer.description} are one click away:"
-            )
-        else:
-            self.label.setText(
-                f"<b>No model is loaded.</b> The {offer.description} are not downloaded."
-            )
+        self.label.setText(offer_text(offer, in_use))
         choices = offer_choices(offer)
-        if demo:  # random weights and the untrained small ViT help nobody beside the demo
-            choices = [(text, c) for text, c in choices if text != "Random weights"]
-            choices = [(text, c) for text, c in choices if text != "Small ViT"]
+        if in_use is not None:  # random weights and the untrained small ViT help nobody then
+            choices = choices[:2]
         for text, choice in choices:
             button = QPushButton(text)
+            if isinstance(choice, ModelRequest) and choice.allow_download:
+                button.setToolTip(f"From {host(offer.url)} into {offer.path}")
             button.clicked.connect(lambda _=False, c=choice: self.chosen.emit(c))
-            self.row.addWidget(button)
+            self.row.insertWidget(self.row.count() - 1, button)
             self.buttons.append(button)
+        self.close_button.setVisible(in_use is not None)
+        self.setVisible(True)
+
+    def show_failure(self, message: str) -> None:
+        """A download that failed: one line saying so, beside the same choices."""
+        self.label.setText(message)
         self.setVisible(True)
 
 
-def offer_download(parent: QWidget, offer: DownloadOffer) -> Choice | None:
-    """Ask before downloading. Returns the request to load, ``"file"`` or None (cancelled)."""
-    box = QMessageBox(parent)
-    box.setIcon(QMessageBox.Question)
-    box.setWindowTitle("Download model weights?")
-    box.setText(f"The {offer.description} are not on this computer yet.")
-    size = f"{offer.size_mb:.0f} MB" if offer.size_mb > 0 else "them (size not known yet)"
-    box.setInformativeText(
-        f"Download {size} from {offer.url}?\n\n"
-        f"They are kept in {offer.path} and used from there next time.\n\n"
-        "Without a network: open a weights file you already have, explore the same "
-        "architecture with random weights, or use the small ViT."
-    )
-    choices = offer_choices(offer)
-    buttons = [
-        box.addButton(text, QMessageBox.AcceptRole if i == 0 else QMessageBox.ActionRole)
-        for i, (text, _) in enumerate(choices)
-    ]
-    box.addButton(QMessageBox.Cancel)
-    box.setDefaultButton(buttons[0])
-    box.exec()
-    clicked = box.clickedButton()
-    for button, (_, choice) in zip(buttons, choices, strict=True):
-        if clicked is button:
-            return choice
-    return None
+class FamilyPicker(QDialog):
+    """The model box's "timm model\u2026" or "Hugging Face model\u2026": a list of the names
+    of that family vitexplorer can load, filtered as one types (every word must appear); for
+    Hugging Face also a folder that ``save_pretrained`` wrote. Emits ``chosen`` with the model's
+    full name (``timm:NAME``, ``hf:NAME`` or ``hf:FOLDER``)."""
+
+    chosen = Signal(str)
+
+    def __init__(self, parent: QWidget, prefix: str, names: list[str], where: str) -> None:
+        super().__init__(parent)
+        self.prefix = prefix
+        hf = prefix == "hf"
+        self.setWindowTitle("Hugging Face model" if hf else "timm model")
+        layout = QVBoxLayout(self)
+        self.note = QLabel(where)
+        self.note.setWordWrap(True)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Type to filter, e.g. deit small" if not hf else "Filter")
+        self.filter.setClearButtonEnabled(True)
+        self.list = QListWidget()
+        self.list.addItems(names)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.folder_button: QPushButton | None = None
+        if hf:
+            self.folder_button = self.buttons.addButton("Folder\u2026", QDialogButtonBox.ActionRole)
+            self.folder_button.setToolTip("A folder that save_pretrained wrote")
+            self.folder_button.clicked.connect(self._ask_folder)
+        for widget in (self.note, self.filter, self.list, self.buttons):
+            layout.addWidget(widget)
+        self.filter.textChanged.connect(self._filter)
+        self.list.itemDoubleClicked.connect(lambda _item: self.accept())
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.resize(460, 520)
+        self._filter("")
+
+    def names(self, visible_only: bool = False) -> list[str]:
+        """The names listed (with ``visible_only``, those the filter leaves)."""
+        items = [self.list.item(i) for i in range(self.list.count())]
+        return [i.text() for i in items if not (visible_only and i.isHidden())]
+
+    def select(self, name: str) -> None:
+        """Select ``name`` when it is listed (the last one chosen, say)."""
+        found = self.list.findItems(name, Qt.MatchExactly)
+        if found:
+            self.list.setCurrentItem(found[0])
+
+    def _filter(self, text: str) -> None:
+        words = text.lower().split()
+        first = None
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            hidden = not all(word in item.text().lower() for word in words)
+            item.setHidden(hidden)
+            if first is None and not hidden:
+                first = item
+        current = self.list.currentItem()
+        if current is None or current.isHidden():
+            self.list.setCurrentItem(first)
+        self.buttons.button(QDialogButtonBox.Ok).setEnabled(first is not None)
+
+    def accept(self) -> None:
+        item = self.list.currentItem()
+        if item is None or item.isHidden():
+            return
+        super().accept()
+        self.chosen.emit(f"{self.prefix}:{item.text()}")
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a Hugging Face model: the folder that save_pretrained wrote"
+        )
+        if folder:
+            super().accept()
+            self.chosen.emit(f"hf:{folder}")
 
 
 class DownloadProgress:

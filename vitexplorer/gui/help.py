@@ -23,6 +23,13 @@ VIEW_KEYS = (
 
 VIEWS = (
     (
+        "Model box",
+        "The model in use, its weights and device (the window's title and status bar name it "
+        "too). <i>timm model…</i> and <i>Hugging Face model…</i> open a list to filter as you "
+        "type. Weights that are not downloaded are offered in a bar above the image, while "
+        "the model in use (or the demo model) stays.",
+    ),
+    (
         "Image",
         "The image as the model sees it (the centre crop, or the whole image with "
         "<i>Whole image</i>), the patch grid and the selected method's map over it. Its "

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -46,9 +45,9 @@ from vitexplorer.core.folders import IMAGE_SUFFIXES
 from vitexplorer.core.numbering import patch_label
 from vitexplorer.core.numbering import shown as number
 from vitexplorer.core.session import ImageSession, Selection, expand_paths
-from vitexplorer.core.spec import DEMO
-from vitexplorer.gui.controls import ModelBar, ViewBar
-from vitexplorer.gui.dialogs import Choice, DownloadProgress, NoModelBar, offer_download
+from vitexplorer.core.spec import DEMO, DEMO_LABEL
+from vitexplorer.gui.controls import NO_MODEL, ModelBar, ViewBar
+from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar, host
 from vitexplorer.gui.explanations import Explanations
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.previews import PreviewLoader
@@ -58,6 +57,7 @@ from vitexplorer.gui.views.matrix_view import AttentionMatrixView
 from vitexplorer.gui.views.panels import Captioned, NoticeBar, PredictionsPanel, ThumbnailStrip
 from vitexplorer.gui.workers import (
     AnalysisDone,
+    DownloadFailed,
     DownloadOffer,
     ModelInfo,
     ModelRequest,
@@ -75,9 +75,24 @@ LAYOUT_KEY = f"{__version__}/{LAYOUT_VERSION}"
 GEOMETRY_MAGIC = 0x1D9D0CB  # QWidget.saveGeometry's first four bytes
 
 
-def sample_image_path() -> str:
-    """The bundled sample photo (the package vitexplorer.resources)."""
-    return str(files("vitexplorer.resources") / "sample.png")
+# photos in vitexplorer.resources that the demo model classifies right (CIFAR-10 classes); the
+# first is the one the app opens on
+SAMPLES = {
+    "container-ship.jpg": "Container ship",
+    "sports-car.jpg": "Sports car",
+    "robin.jpg": "Robin (a bird)",
+    "border-collie.jpg": "Border collie (a dog)",
+}
+
+
+def sample_image_path(name: str = "sample.png") -> str:
+    """A bundled photo (the package vitexplorer.resources); by default the cat of the tests."""
+    return str(files("vitexplorer.resources") / name)
+
+
+def greeting_image_path() -> str:
+    """The photo the app opens on: one the demo model gets right."""
+    return sample_image_path(next(iter(SAMPLES)))
 
 
 def local_path(url: QUrl) -> str:
@@ -115,10 +130,13 @@ class MainWindow(QMainWindow):
         self.message_box: QMessageBox | None = None
         self._offer: DownloadOffer | None = None  # the last download offered
         self.help_window = None  # Help > How to use, made when first asked for
-        self._showing_demo_offer = False  # the demo model opened instead of a declined download
+        self.family_picker: FamilyPicker | None = None  # the timm or Hugging Face list
+        self._showing_demo_offer = False  # the demo model opened while weights are missing
+        self._hover_again = None  # redraws the hover readout for the map now shown
         self._initial_request = model_request or self._saved_request()
         self._build()
         self._restore_layout()
+        self._show_model_in_use()
 
     # --- construction ----------------------------------------------------------------------
     def _build(self) -> None:
@@ -208,7 +226,9 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
         self._action(file_menu, "&Open images…", self.open_images, QKeySequence.Open)
-        self._action(file_menu, "Open &sample image", self.open_sample)
+        samples = file_menu.addMenu("Open &sample image")
+        for name, label in SAMPLES.items():
+            self._action(samples, label, lambda _=False, n=name: self.open_sample(n))
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._action(file_menu, "&Paste image", self.paste, QKeySequence.Paste)
         file_menu.addSeparator()
@@ -284,6 +304,7 @@ class MainWindow(QMainWindow):
         worker.model_ready.connect(self._model_ready)
         worker.model_failed.connect(self._model_failed)
         worker.download_offered.connect(self._download_offered)
+        worker.download_failed.connect(self._download_failed)
         worker.download_progress.connect(self._download_progress)
         worker.analysis_started.connect(self._analysis_started)
         worker.analysis_ready.connect(self._analysis_ready)
@@ -376,30 +397,38 @@ class MainWindow(QMainWindow):
         )
         if path:
             current = self.model_bar.current_request()
-            name = current.name if current.name != "small_vit" else path
+            name = current.name if current.name not in ("small_vit", NO_MODEL) else path
             self.request_model(ModelRequest(name, path, current.device))
 
     def ask_family_model(self, prefix: str) -> None:
-        """The model box's "timm model…" or "Hugging Face model…": ask which, then load it."""
+        """The model box's "timm model…" or "Hugging Face model…": a searchable list of the
+        models of that family that vitexplorer can load (timm's registry, or the Hugging Face
+        cache and a folder); the one chosen loads."""
+        from vitexplorer.core import model_names
+
         if prefix == "hf":
-            folder = QFileDialog.getExistingDirectory(
-                self, "Open a Hugging Face model: the folder that save_pretrained wrote"
+            names = model_names.cached_hf_names()
+            found = f"{len(names)} ViT{'s' * (len(names) != 1)}" if names else "No ViT"
+            where = (
+                f"{found} in the Hugging Face cache on this computer; or a folder that "
+                "save_pretrained wrote (Folder…)"
             )
-            name = f"hf:{folder}" if folder else ""
         else:
-            text, ok = QInputDialog.getText(
-                self,
-                "timm model",
-                "A timm model name (timm.list_models() lists them), e.g. vit_tiny_patch16_224:",
-                text=str(self.settings.value("model/last_timm", "vit_tiny_patch16_224")),
-            )
-            name = f"timm:{text.strip()}" if ok and text.strip() else ""
-            if name:
-                self.settings.setValue("model/last_timm", text.strip())
-        if name:
-            current = self.model_bar.current_request()
-            weights = current.weights if current.weights in ("default", "none") else "default"
-            self.request_model(ModelRequest(name, weights, current.device))
+            names = model_names.timm_vit_names()
+            where = f"{len(names)} ViT and DeiT models in timm's registry (timm.list_models)"
+        if self.family_picker is not None:
+            self.family_picker.close()
+        self.family_picker = FamilyPicker(self, prefix, names, where)
+        self.family_picker.select(str(self.settings.value(f"model/last_{prefix}", "")))
+        self.family_picker.chosen.connect(self._family_chosen)
+        self.family_picker.open()  # window-modal, never blocks the event loop
+
+    def _family_chosen(self, name: str) -> None:
+        prefix, _, rest = name.partition(":")
+        self.settings.setValue(f"model/last_{prefix}", rest)
+        current = self.model_bar.current_request()
+        weights = current.weights if current.weights in ("default", "none") else "default"
+        self.request_model(ModelRequest(name, weights, current.device))
 
     def _model_loading(self, name: str) -> None:
         self.activity_label.setText(f"loading {Path(name).name}…")
@@ -412,20 +441,20 @@ class MainWindow(QMainWindow):
         demo = info.request.name == DEMO and info.request.weights == "default"
         self.no_model_bar.setVisible(self._showing_demo_offer and demo)
         self._showing_demo_offer = self.no_model_bar.isVisible()
-        self.model = info
+        previous, self.model = self.model, info
         spec = info.spec
         self.model_bar.set_devices(list(info.devices))
-        # the demo is a small ViT, but the box names it as the entry it was chosen by
-        shown = DEMO if info.request.name == DEMO else spec.name
-        self.model_bar.show_request(info.request, shown)
+        self._show_model_in_use()
         self.view_bar.set_num_layers(spec.num_layers)
         self.view_bar.set_num_heads(spec.num_heads)
         self.view_bar.set_prefix_tokens(spec.prefix_names())
         self.explanations.model_ready(info)
         self.selection.fit(spec)
+        if previous is None or previous.spec.num_layers != spec.num_layers:
+            self.selection.layer = spec.num_layers - 1  # the last layer, as the command line
         self.view_bar.show_selection(self.selection.layer, self.selection.head)
-        self.model_label.setText(f"{spec.display_name} · {spec.weights}")
         self.device_label.setText(info.device)
+        self._say_what_the_demo_sees(info)
         self.hover_label.setText("")
         random = spec.weights == "random initialisation"
         if not spec.has_classifier:
@@ -452,8 +481,7 @@ class MainWindow(QMainWindow):
         self._close_progress()
         self._loading = False
         self.activity_label.setText("")
-        if self.model is not None:  # the previous model is still the one in use
-            self.model_bar.show_request(self.model.request, self.model.spec.name)
+        self._show_model_in_use()  # the previous model, still the one in use, or none
         if message == "download cancelled":
             self.statusBar().showMessage("Download cancelled: choose a model in the toolbar")
         else:
@@ -478,6 +506,8 @@ class MainWindow(QMainWindow):
     def _placeholder(self, message: str) -> None:
         """No analysis to show: the current image as decoded (when it is) with the message as
         its title, and the compare view emptied (nothing of an old image or model stays)."""
+        self.hover_label.setText("")  # no map: nothing to read at the pointer
+        self._hover_again = None
         key = self.session.current_key
         preview = self.previews.preview(key) if key is not None else None
         if preview is not None:
@@ -495,50 +525,104 @@ class MainWindow(QMainWindow):
         if key == self.session.current_key:
             self._show_waiting()
 
+    def _show_model_in_use(self) -> None:
+        """The model box, the status bar and the title name the model in use, or say that none
+        is: after a load, and after any failed one."""
+        info = self.model
+        if info is None:
+            offer = self._offer if self.no_model_bar.isVisible() else None
+            if offer is not None:  # the architecture asked for, its weights "not downloaded"
+                self.model_bar.show_missing(offer.request)
+            else:
+                self.model_bar.show_none()
+            self.model_label.setText("no model")
+            self.setWindowTitle("vitexplorer \u2014 no model")
+            return
+        spec = info.spec
+        if info.fine_tuned:
+            self.model_bar.show_finetuned(info.request, spec.name, self.model_bar.finetuned_label)
+        else:  # the demo is a small ViT, but the box names it as the entry it was chosen by
+            self.model_bar.show_request(
+                info.request, DEMO if info.request.name == DEMO else spec.name
+            )
+        self.model_label.setText(f"{spec.display_name} \u00b7 {spec.weights}")
+        self.setWindowTitle(f"vitexplorer \u2014 {spec.display_name} \u00b7 {spec.weights}")
+
+    def _say_what_the_demo_sees(self, info: ModelInfo) -> None:
+        """The first time the demo model is used, one line says that it sees 32x32 pixels."""
+        self.notice.withdraw("demo")
+        if info.request.name != DEMO or self.settings.value("notice/demo_input", False, bool):
+            return
+        spec = info.spec
+        rows, cols = spec.grid
+        self.notice.add(
+            f"{DEMO_LABEL} sees every image as CIFAR-10 does, shrunk to {spec.image_size}x"
+            f"{spec.image_size} pixels ({rows}x{cols} patches of {spec.patch_size} px), and knows "
+            f"its {spec.num_classes} classes only.",
+            tag="demo",
+        )
+        self.settings.setValue("notice/demo_input", True)
+
     def _download_offered(self, offer: DownloadOffer) -> None:
-        """Weights to download: asked once; declined, the window says that no model is loaded
-        and keeps the choices one click away, and the question is not asked again at the next
-        launch (the download stays one click away)."""
+        """Weights that are not downloaded: never a modal question. The bar above the image
+        offers the download and its alternatives; the model in use stays, and with none yet
+        the demo model opens where this installation has it."""
         self._loading = False
         self.activity_label.setText("")
         self._offer = offer
-        declined = self.settings.value("model/declined_download", "") == offer.path
-        choice = None if declined else offer_download(self, offer)
-        if choice is None:
-            self.settings.setValue("model/declined_download", offer.path)
-            demo = self.model is None and specs.demo_path().is_file()
-            self.no_model_bar.show_offer(offer, demo=demo)
-            if demo:  # the model in the box, trained on CIFAR-10, works offline
-                self._showing_demo_offer = True
-                self.request_model(ModelRequest(DEMO, "default", offer.request.device))
-                self.statusBar().showMessage(
-                    "Opening the demo model; ImageNet models are one click away above"
-                )
-                return
-            if self.model is None:
-                self.model_bar.show_missing(offer.request)
-            else:  # the model in use stays
-                self.model_bar.show_request(self.model.request, self.model.spec.name)
+        if self.model is None and specs.demo_path().is_file():
+            self._showing_demo_offer = True
+            self.no_model_bar.show_offer(offer, DEMO_LABEL)
+            self.request_model(ModelRequest(DEMO, "default", offer.request.device))
             self.statusBar().showMessage(
-                "No model loaded: download the weights or choose another model above"
-                if self.model is None
-                else f"{self.model.spec.display_name} stays: the weights were not downloaded"
+                "Opening the demo model: the ImageNet weights are not downloaded", 10000
             )
-            self._show_waiting()
-        else:
-            self._choose_model(choice)
+            return
+        in_use = None if self.model is None else self.model.spec.display_name
+        self.no_model_bar.show_offer(offer, in_use)
+        self._show_model_in_use()
+        self.statusBar().showMessage(
+            "No model loaded: download the weights or choose another model above"
+            if self.model is None
+            else f"{in_use} stays: the weights were not downloaded",
+            10000,
+        )
+        self._show_waiting()
+
+    def _download_failed(self, failed: DownloadFailed) -> None:
+        """A download that could not reach its server: one line, above the same choices; the
+        model in use stays (the box, the title and the status bar say which, or that none)."""
+        self._close_progress()
+        self._loading = False
+        self.activity_label.setText("")
+        offer = self._offer
+        what = offer.description if offer is not None else f"weights of {failed.request.name}"
+        in_use = None if self.model is None else self.model.spec.display_name
+        stays = "No model is loaded" if in_use is None else f"{in_use} stays in use"
+        server = host(offer.url) if offer is not None else "its server"
+        message = (
+            f"Could not download the {what}: {server} cannot be reached ({failed.reason}). {stays}."
+        )
+        bar = self.no_model_bar
+        shown = bar.isVisible() and bar.offer == offer
+        if offer is not None and offer.request.name == failed.request.name and not shown:
+            bar.show_offer(offer, in_use)
+            self._showing_demo_offer = self.model is not None and self.model.request.name == DEMO
+        self.no_model_bar.show_failure(message)
+        self._show_model_in_use()
+        self.statusBar().showMessage(message, 30000)
+        self._show_waiting()
+        self.model_failed.emit(message)
 
     def _choose_model(self, choice: Choice) -> None:
-        """One of the download offer's choices (from its dialog or the no-model bar)."""
+        """One of the download offer's choices, from the bar above the image."""
         if choice == "file":
             self.open_weights_file()
             return
         assert isinstance(choice, ModelRequest)
-        if choice.allow_download:
-            self.settings.remove("model/declined_download")
-            offer = self._offer
-            if offer is not None and offer.request.name == choice.name:
-                self._progress = DownloadProgress(self, offer, self.worker.cancel_event.set)
+        offer = self._offer
+        if choice.allow_download and offer is not None and offer.request.name == choice.name:
+            self._progress = DownloadProgress(self, offer, self.worker.cancel_event.set)
         self.request_model(choice)
 
     def _download_progress(self, done: int, total: int) -> None:
@@ -663,8 +747,9 @@ class MainWindow(QMainWindow):
         if paths:
             self.add_images(paths)
 
-    def open_sample(self) -> None:
-        self.add_images([sample_image_path()])
+    def open_sample(self, name: str | None = None) -> None:
+        """File > Open sample image: one of the bundled photos (the greeting's by default)."""
+        self.add_images([sample_image_path(name) if name else greeting_image_path()])
 
     def paste(self) -> None:
         mime = QApplication.clipboard().mimeData()
@@ -676,8 +761,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("The clipboard holds no image", 5000)
 
     def _remember_recent(self, path: str) -> None:
-        if path == sample_image_path():
-            return
+        if Path(path).parent == Path(sample_image_path()).parent:
+            return  # a bundled photo: File > Open sample image has it
         recent = [p for p in self._recent() if p != path]
         self.settings.setValue("recent_images", [path, *recent][:MAX_RECENT])
         self._update_recent_menu()
@@ -785,14 +870,18 @@ class MainWindow(QMainWindow):
         self.head_grid.set_maps(heads, sel.head)
         self.explanations.draw_panels()  # the matrix only when what it shows changed
         self.matrix_view.set_selected_token(sel.token)
+        if self._hover_again is not None:  # the readout reads the map now shown
+            self._hover_again()
 
     # --- hover and messages ------------------------------------------------------------------
     def hover_patch(self, row: int, col: int, view=None, bar=None) -> None:  # noqa: ANN001
         view, bar = view or self.image_view, bar or self.method_bar
         values = view.heat_values
+        self._hover_again = None
         if row < 0 or self.analysis is None or values.size == 0:
             self.hover_label.setText("")
             return
+        self._hover_again = lambda: self.hover_patch(row, col, view, bar)
         spec = self.analysis.spec
         token = token_for_patch(row, col, spec.grid, spec.num_prefix_tokens)
         method = bar.choice().method
@@ -804,9 +893,11 @@ class MainWindow(QMainWindow):
 
     def _hover_cell(self, query: int, key: int) -> None:
         matrix = self.matrix_view.matrix
+        self._hover_again = None
         if query < 0 or matrix.size == 0 or self.analysis is None:
             self.hover_label.setText("")
             return
+        self._hover_again = lambda: self._hover_cell(query, key)
         what = self.explanations.matrix_method
         label = self.analysis.spec.token_label
         self.hover_label.setText(

@@ -98,6 +98,15 @@ class DownloadOffer:
 
 
 @dataclass(frozen=True)
+class DownloadFailed:
+    """A download asked for that could not reach its server: ``reason`` is the network's own
+    words (``[Errno 101] Network is unreachable``); the model in use stays."""
+
+    request: ModelRequest
+    reason: str
+
+
+@dataclass(frozen=True)
 class _Adoption:
     """A model trained in another thread, handed over whole: from now on this worker owns it."""
 
@@ -150,6 +159,7 @@ class ModelWorker(QObject):
     model_ready = Signal(object)  # ModelInfo
     model_failed = Signal(str)
     download_offered = Signal(object)  # DownloadOffer
+    download_failed = Signal(object)  # DownloadFailed: no network, instead of model_failed
     download_progress = Signal(int, int)  # bytes done, bytes total
     analysis_started = Signal(str)  # key
     analysis_ready = Signal(object)  # AnalysisDone
@@ -307,7 +317,11 @@ class ModelWorker(QObject):
                 cancelled=self.cancel_event.is_set,
             )
         except Exception as exc:  # every failure becomes a message; the thread lives on
-            self.model_failed.emit(_message(exc))
+            unreachable = _network_reason(exc) if request.allow_download else None
+            if unreachable is not None:
+                self.download_failed.emit(DownloadFailed(request, unreachable))
+            else:
+                self.model_failed.emit(_message(exc))
             return
         saved = _saved_timelapse(loaded.weights_file)
         self._use(loaded, request, time.perf_counter() - start, fine_tuned=False, saved=saved)
@@ -481,6 +495,19 @@ def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001
 def _thumbnail(display: np.ndarray, side: int = 72) -> np.ndarray:
     step = max(1, display.shape[0] // side)
     return np.ascontiguousarray(display[::step, ::step])
+
+
+def _network_reason(exc: BaseException) -> str | None:
+    """The network's reason when ``exc`` comes from a download that could not reach its server
+    (core.download's DownloadError of kind "network"); None for any other failure."""
+    from vitexplorer.core.download import DownloadError
+
+    cause = exc
+    while cause is not None:
+        if isinstance(cause, DownloadError):
+            return str(cause) if cause.kind == "network" else None
+        cause = cause.__cause__
+    return None
 
 
 def _message(exc: BaseException) -> str:

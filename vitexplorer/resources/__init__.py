@@ -1,1 +1,1 @@
-"""Files shipped with vitexplorer: the sample image and its credits."""
+"""Files shipped with vitexplorer: the sample photos, the demo model, and their credits."""
