@@ -191,7 +191,8 @@ def _assert_fits_in_1024_by_700(qtbot, window: MainWindow) -> None:  # noqa: ANN
     assert window.size() == QSize(1024, 700)
     bottom = window.statusBar().mapTo(window, window.statusBar().rect().topLeft()).y()
     parts = ("header", "slider", "epoch_label", "play_button", "strip", "map_box", "layer_spin",
-             "head_box", "scale_box", "stat_box", "scope_box", "image_view", "stats_plot")  # fmt: skip
+             "head_box", "scale_box", "stat_box", "scope_box", "image_view",
+             "stats_plot")  # fmt: skip
     for name in parts:
         widget = getattr(view, name)
         assert widget.isVisible(), name
