@@ -216,6 +216,9 @@ class MainWindow(QMainWindow):
             file_menu, "&Export view…", self.explanations.export_view, QKeySequence("Ctrl+E")
         )
         self.export_action.setEnabled(False)
+        from vitexplorer.gui.export import scale_menu
+
+        self.export_scale_menu = scale_menu(file_menu, self.settings)
         file_menu.addSeparator()
         self._action(file_menu, "Open &model (weights or checkpoint)…", self.open_weights_file)
         self.save_model_action = self._action(
