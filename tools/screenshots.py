@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 SIZES = ((1024, 700), (1280, 800), (1920, 1080))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vitexplorer
 
 
 def parse_size(text: str) -> tuple[int, int]:

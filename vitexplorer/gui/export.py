@@ -20,7 +20,6 @@ from PySide6.QtWidgets import QApplication
 from vitexplorer.core.files import file_mode, write_atomic
 from vitexplorer.core.numbering import map_axes
 
-
 SCALES = (2, 3, 4)  # an exported picture is this many times the view's size on screen
 DEFAULT_SCALE = 2
 
@@ -148,7 +147,6 @@ def titled(label: pg.LabelItem, title: str, subtitle: str) -> Iterator[None]:
         yield
     finally:
         label.setText(before)
-
 
 
 def saved_scale(settings: Any) -> int:

@@ -43,6 +43,11 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.plot = self.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.invertY(True)
+        self.plot.setAspectLocked(True)  # square cells: query and key tokens alike
+        self.setToolTip(
+            "Row: where that query token attends. Scroll to zoom, drag to pan, "
+            "double-click for the whole matrix; click a row to select its token"
+        )
         self.plot.setLabel("left", "query token (from 1)")
         self.plot.setLabel("bottom", "key token (from 1)")
         self.setFocusPolicy(Qt.NoFocus)
@@ -88,7 +93,16 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         n = self.matrix.shape[0]
         return (query, key) if 0 <= query < n and 0 <= key < n else None
 
+    def show_whole(self) -> None:
+        """Zoom out to the whole matrix."""
+        n = self.matrix.shape[0]
+        if n:
+            self.plot.setRange(QRectF(0.5, 0.5, n, n), padding=0.02)
+
     def _clicked(self, event) -> None:  # noqa: ANN001
+        if event.double() and event.button() == Qt.LeftButton:
+            self.show_whole()
+            return
         cell = self._cell(event.scenePos()) if event.button() == Qt.LeftButton else None
         if cell is not None:
             self.token_clicked.emit(cell[0])
