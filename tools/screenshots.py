@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
                 path = args.out / f"{width}x{height}-{name}-{dock.objectName()}.png"
                 window.grab().save(str(path))
                 written.append(path)
+                if dock.widget() is window.overview:  # its second view: every open image
+                    window.overview.set_mode("images")
+                    wait(600)
+                    path = args.out / f"{width}x{height}-{name}-overview-images.png"
+                    window.grab().save(str(path))
+                    written.append(path)
+                    window.overview.set_mode("layers_heads")
             if tabbed:
                 tabbed[0].raise_()
         window.tabs.setCurrentIndex(0)

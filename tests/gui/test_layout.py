@@ -378,3 +378,30 @@ def test_the_attention_matrix_is_a_readable_square(qtbot, window: MainWindow, ph
     assert view.plot.vb.viewRange()[0][1] - view.plot.vb.viewRange()[0][0] < rows / 1.5
     view.show_whole()
     np.testing.assert_allclose(view.plot.vb.viewRange(), before, atol=0.5)
+
+
+# --- the model analytics tab --------------------------------------------------------------------
+@pytest.mark.parametrize("width", [700, 404, 300])
+def test_every_filter_component_and_its_label_fits_the_view(qtbot, width):
+    """Seven columns ran off a 1024 px window's right edge: the grid takes as many columns as
+    its width holds, all 28 tiles within it, whatever width it had before."""
+    from vitexplorer.gui.views.structure_views import FilterGridView
+
+    configure_pyqtgraph()
+    view = FilterGridView()
+    qtbot.addWidget(view)
+    view.resize(900, 320)
+    view.show()
+    rng = np.random.default_rng(0)
+    images, shares = rng.random((28, 8, 8, 3)), np.linspace(0.07, 0.01, 28)
+    view.set_components(images, shares)
+    view.resize(width, 320)
+    QApplication.processEvents()
+    view.set_components(images, shares)  # a new model's, at the new width
+    QApplication.processEvents()
+    assert view.ci.geometry().width() <= width
+    for index, (box, _item, label) in enumerate(view.tiles):
+        for item in (box, label):
+            assert item.sceneBoundingRect().right() <= width + 0.5, (index, width)
+        np.testing.assert_allclose(view.tile_image(index), images[index].astype(np.float32))
+    assert label.text == "28: 1.0%"

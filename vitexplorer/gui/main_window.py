@@ -150,7 +150,9 @@ class MainWindow(QMainWindow):
         self.matrix_view = AttentionMatrixView()
         # each says what it shows: raw attention, or the method's matrix where it has one
         self.heads_panel = Captioned(self.head_grid)
-        self.matrix_panel = Captioned(self.matrix_view)
+        from vitexplorer.gui.views.matrix_view import SquareHolder
+
+        self.matrix_panel = Captioned(SquareHolder(self.matrix_view))
         self.thumbnails = ThumbnailStrip()
         from vitexplorer.gui.overview import Overview
 
