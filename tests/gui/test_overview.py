@@ -103,3 +103,27 @@ def test_the_overview_exports_as_one_figure(
     assert "every layer × head" in svg and "photo.png" in svg
     assert overview.view.title.text == on_screen
     assert "Exported 4 files" in window.statusBar().currentMessage()
+
+
+def test_relevance_over_every_image_names_each_image_class(
+    qtbot, window: MainWindow, photo, tmp_path
+):
+    other = tmp_path / "other.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (48, 48, 3), np.uint8)).save(other)
+    drop_and_wait(qtbot, window, other)
+    drop_and_wait(qtbot, window, photo)  # the current image; other.png's map is asked by the grid
+    choose(window.method_bar.method_box, "relevance")
+    overview = show_overview(window, IMAGES)
+    qtbot.waitUntil(
+        lambda: all(t.heat is not None for row in overview.view.tiles for t in row), timeout=30000
+    )
+    maps = window.explanations.maps
+    captions = []
+    for index, (key, entry) in enumerate(window.session.entries.items()):
+        predicted = entry.analysis.predictions[0]
+        expected = maps.relevance(key, predicted.index)
+        assert expected is not None and expected.shape == (6, 6)
+        np.testing.assert_array_equal(overview.view.values()[0, index], expected)
+        captions.append(f"{entry.name} · {predicted.name}")
+    assert [t.caption for row in overview.view.tiles for t in row] == captions
+    assert "Relevance for each image's predicted class" in overview.view.title.text

@@ -54,6 +54,7 @@ class Overview(QWidget):
         self.heading = ""  # what the grid shows, without the scale
         self.subtitle = ""  # the model and the image(s)
         self._shown: tuple | None = None
+        self._asked: set[tuple] = set()  # (model, image, class): relevance asked by the grid
         self.on_screen = False  # the dock is shown and its tab in front
         self._pending = QTimer(self)  # relevance maps of other images on their way
         self._pending.setInterval(400)
@@ -132,9 +133,19 @@ class Overview(QWidget):
             if token >= spec.num_tokens:  # another grid (whole images): its first token
                 token, note = 0, f", {spec.token_label(0)}"
             selection = Selection(sel.layer, sel.head, token)
+            if choice.method == "relevance":  # each image's own class unless one is chosen
+                target = choice.target_for(analysis)
+                note = f" · {spec.class_names[target]}"
             heat = method_map(key, analysis, selection, choice, window.explanations.maps)
-            if heat is None:  # a relevance map not computed yet: the worker is asked
-                window.explanations._ask_relevance(key, choice.target_for(analysis))
+            if heat is None:  # a relevance map not computed yet: the worker is asked, once
+                asked = (key, choice.target_for(analysis))
+                explanations = window.explanations
+                once = (window.model.generation, *asked)  # a failed map is not asked again
+                if once in self._asked and asked not in explanations.relevance_asked:
+                    tiles.append(Tile(None, f"{entry.name}: no relevance map", analysis.display))
+                    continue
+                self._asked.add(once)
+                explanations._ask_relevance(*asked)
                 pending = True
                 tiles.append(Tile(None, f"{entry.name}: computing…", analysis.display))
                 continue
@@ -142,6 +153,8 @@ class Overview(QWidget):
         columns = max(1, round(len(tiles) ** 0.5 + 0.49))
         rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
         what = choice.describe(sel, current)
+        if choice.method == "relevance" and choice.target is None:
+            what = "relevance for each image's predicted class (named on it), CLS token"
         if choice.method != "relevance":
             what += f" · {current.spec.token_label(sel.token)} (token {shown(sel.token)})"
         self.heading = f"{what[:1].upper()}{what[1:]} · every open image"
