@@ -405,3 +405,18 @@ def test_every_filter_component_and_its_label_fits_the_view(qtbot, width):
             assert item.sceneBoundingRect().right() <= width + 0.5, (index, width)
         np.testing.assert_allclose(view.tile_image(index), images[index].astype(np.float32))
     assert label.text == "28: 1.0%"
+
+
+def test_the_heads_panel_says_each_tile_has_its_own_scale(qtbot, window: MainWindow, photo):
+    from vitexplorer.gui.views.head_grid import MEAN, SCALE_NOTE
+
+    drop_and_wait(qtbot, window, photo)
+    settle(qtbot, window)
+    grid = window.head_grid
+    assert grid.scale_note.text == SCALE_NOTE and grid.scale_note.isVisible()
+    assert grid.sceneRect().contains(grid.scale_note.sceneBoundingRect())
+    attention = window.analysis.attention
+    for head, _box, image, _label in grid.tiles:  # each tile's levels: its own lowest, highest
+        rows = attention[0, :, 0, 1:]
+        values = rows.mean(axis=0) if head == MEAN else rows[head]
+        np.testing.assert_allclose(image.levels, (values.min(), values.max()), rtol=1e-6)
