@@ -15,7 +15,6 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF, QSize
 from PySide6.QtGui import QPainter
-from PySide6.QtWidgets import QApplication
 
 from vitexplorer.core.files import file_mode, write_atomic
 from vitexplorer.core.numbering import map_axes
@@ -142,11 +141,23 @@ def titled(label: pg.LabelItem, title: str, subtitle: str) -> Iterator[None]:
     then what it read before."""
     before = label.text
     label.setText(f"{html.escape(title)}<br><small>{html.escape(subtitle)}</small>")
-    QApplication.processEvents()  # the layout makes room for the second line
+    _lay_out(label)  # room for the second line now, not when the event loop next runs
     try:
         yield
     finally:
         label.setText(before)
+        _lay_out(label)
+
+
+def _lay_out(item: Any) -> None:
+    """Apply the layouts around ``item`` at once, innermost first."""
+    parent = item.parentLayoutItem()
+    while parent is not None:
+        layout = getattr(parent, "layout", None)
+        layout = layout() if callable(layout) else layout
+        if layout is not None:
+            layout.activate()
+        parent = parent.parentLayoutItem()
 
 
 def saved_scale(settings: Any) -> int:
