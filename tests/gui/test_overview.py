@@ -50,10 +50,16 @@ def test_every_layer_and_head_for_the_selected_token(qtbot, window: MainWindow, 
         *(f"head {h}" for h in range(1, heads + 1)),
         *(f"layer {layer}" for layer in range(1, layers + 1)),
     ]
-    window.select_token(0)  # the grid follows the selection
+    boxes = list(overview.view.boxes)
+    window.select_token(0)  # the grid follows the selection, its tiles drawn again in place
     np.testing.assert_allclose(
         overview.view.values()[2, 1], attention[2, 1, 0, 1:].reshape(6, 6), rtol=1e-6
     )
+    heat = overview.view._items[2 * heads + 1][1]  # layer 3, head 2: what the tile draws
+    np.testing.assert_allclose(heat.image, attention[2, 1, 0, 1:].reshape(6, 6), rtol=1e-6)
+    low, high = attention[:, :, 0, 1:].min(), attention[:, :, 0, 1:].max()
+    np.testing.assert_allclose(heat.levels, (low, high), rtol=1e-6)
+    assert all(a is b for a, b in zip(boxes, overview.view.boxes, strict=True))
 
 
 def test_one_method_over_every_open_image(qtbot, window: MainWindow, photo, tmp_path):

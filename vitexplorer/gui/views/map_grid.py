@@ -54,6 +54,8 @@ class MapGridView(pg.GraphicsLayoutWidget):
         self.tiles: list[list[Tile]] = []
         self.levels: tuple[float, float] | None = None
         self.boxes: list[pg.ViewBox] = []
+        self._items: list[tuple[pg.ImageItem | None, pg.ImageItem | None]] = []  # photo, map
+        self._signature: tuple | None = None  # the layout the tiles were built for
 
     def set_tiles(
         self,
@@ -62,21 +64,44 @@ class MapGridView(pg.GraphicsLayoutWidget):
         row_labels: list[str] | None = None,
         column_labels: list[str] | None = None,
     ) -> None:
-        """Show ``tiles`` (a list of rows) on one scale spanning every map they hold."""
-        self.cells.clear()
-        self.boxes = []
+        """Show ``tiles`` (a list of rows) on one scale spanning every map they hold. Tiles
+        laid out as before (same labels, shapes and captions: another token, layer or head)
+        have their pictures replaced in place; building 144 tiles anew took 0.6 s."""
         self.tiles = tiles
         maps = [t.heat for row in tiles for t in row if t.heat is not None and t.heat.size]
         self.levels = shared_levels(maps) if maps else None
-        top = 1 if column_labels else 0
-        left = 1 if row_labels else 0
-        for col, text in enumerate(column_labels or []):
-            self.cells.addLabel(text, row=0, col=col + left, size="8pt")
-        for r, row in enumerate(tiles):
-            if row_labels:
-                self.cells.addLabel(row_labels[r], row=r + top, col=0, size="8pt")
-            for c, tile in enumerate(row):
-                self.boxes.append(self._add_tile(tile, r + top, c + left))
+        signature = (
+            tuple(row_labels or ()),
+            tuple(column_labels or ()),
+            tuple(
+                tuple(
+                    (None if t.heat is None else t.heat.shape, t.photo is not None, t.caption)
+                    for t in row
+                )
+                for row in tiles
+            ),
+        )
+        flat = [tile for row in tiles for tile in row]
+        if signature == self._signature:
+            for tile, (photo, heat) in zip(flat, self._items, strict=True):
+                if photo is not None and photo.image is not tile.photo:
+                    photo.setImage(tile.photo, levels=(0, 255))
+                if heat is not None:
+                    values = np.ascontiguousarray(tile.heat, dtype=np.float32)
+                    heat.setImage(values, levels=self.levels)
+        else:
+            self._signature = signature
+            self.cells.clear()
+            self.boxes, self._items = [], []
+            top = 1 if column_labels else 0
+            left = 1 if row_labels else 0
+            for col, text in enumerate(column_labels or []):
+                self.cells.addLabel(text, row=0, col=col + left, size="8pt")
+            for r, row in enumerate(tiles):
+                if row_labels:
+                    self.cells.addLabel(row_labels[r], row=r + top, col=0, size="8pt")
+                for c, tile in enumerate(row):
+                    self._add_tile(tile, r + top, c + left)
         if self.levels is None:
             self.colorbar.setVisible(False)
             self.title.setText(title)
@@ -85,13 +110,14 @@ class MapGridView(pg.GraphicsLayoutWidget):
         self.colorbar.setVisible(True)
         self.title.setText(f"{title}<br><small>{scale_words(self.levels, len(maps))}</small>")
 
-    def _add_tile(self, tile: Tile, row: int, col: int) -> pg.ViewBox:
+    def _add_tile(self, tile: Tile, row: int, col: int) -> None:
         box = self.cells.addViewBox(
             row=row, col=col, lockAspect=True, invertY=True, enableMouse=False, enableMenu=False
         )
         heat = tile.heat
         shape = heat.shape if heat is not None and heat.size else (1, 1)
         rect = QRectF(0, 0, shape[1], shape[0])
+        photo = item = None
         if tile.photo is not None:
             photo = pg.ImageItem(axisOrder="row-major")
             photo.setImage(tile.photo, levels=(0, 255))
@@ -109,7 +135,8 @@ class MapGridView(pg.GraphicsLayoutWidget):
             label.setZValue(2)
             box.addItem(label)
         box.setRange(rect, padding=0.02)
-        return box
+        self.boxes.append(box)
+        self._items.append((photo, item))
 
     def values(self) -> np.ndarray:
         """Every tile's map as one float32 array (rows, columns, map rows, map columns), maps
