@@ -415,6 +415,11 @@ def test_the_heads_panel_says_each_tile_has_its_own_scale(qtbot, window: MainWin
     grid = window.head_grid
     assert grid.scale_note.text == SCALE_NOTE and grid.scale_note.isVisible()
     assert grid.sceneRect().contains(grid.scale_note.sceneBoundingRect())
+    for size in (QSize(1024, 700), QSize(1280, 800)):  # every tile whole in the dock
+        window.resize(size)
+        settle(qtbot, window)
+        for _head, box, _image, _label in grid.tiles:
+            assert grid.sceneRect().contains(box.sceneBoundingRect()), size
     attention = window.analysis.attention
     for head, _box, image, _label in grid.tiles:  # each tile's levels: its own lowest, highest
         rows = attention[0, :, 0, 1:]

@@ -8,7 +8,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 
-from vitexplorer.gui.views.common import SELECTION_COLOR, heat_levels, new_heat_item
+from vitexplorer.gui.views.common import (
+    SELECTION_COLOR,
+    WrappingTitle,
+    heat_levels,
+    new_heat_item,
+)
 
 MEAN = -1  # the tile that shows the mean over heads
 SCALE_NOTE = "each tile on its own colour scale, its lowest to its highest value"
@@ -58,7 +63,9 @@ class HeadGridView(pg.GraphicsLayoutWidget):
             self.tiles.append((head, box, image, label))
         rows = (len(heads) + columns - 1) // columns
         # said on screen, not only in the tooltip: the same colour is another value in each tile
-        self.scale_note = self.addLabel(SCALE_NOTE, row=rows, col=0, colspan=columns, size="8pt")
+        # wraps to the width it gets: at its whole length it widened a narrow dock's tiles
+        self.scale_note = WrappingTitle(SCALE_NOTE, size="8pt")
+        self.addItem(self.scale_note, row=rows, col=0, colspan=columns)
 
     def _columns(self, tiles: int) -> int:
         """Columns that make square tiles as large as the widget's shape allows."""
