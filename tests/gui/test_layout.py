@@ -36,8 +36,14 @@ def settle(qtbot, window: MainWindow) -> None:  # noqa: ANN001
     qtbot.wait(20)
 
 
-def dock_sizes(window: MainWindow) -> dict[str, tuple[int, int]]:
-    return {dock.objectName(): dock.size().toTuple() for dock in window.docks}
+def dock_sizes(window: MainWindow) -> dict[str, tuple[int, int] | None]:
+    """Each dock's size; None for one behind another's tab (Qt keeps no size for it)."""
+    return {d.objectName(): None if behind_a_tab(d) else d.size().toTuple() for d in window.docks}
+
+
+def behind_a_tab(dock) -> bool:  # noqa: ANN001
+    """Tabbed with others and not in front (Qt calls it visible, but none of it shows)."""
+    return dock.isVisible() and dock.visibleRegion().isEmpty()
 
 
 def new_window(qtbot, settings: Path, size: QSize | None = None) -> MainWindow:  # noqa: ANN001
@@ -58,7 +64,11 @@ def test_a_tab_round_trip_keeps_every_dock_size(qtbot, window: MainWindow, photo
     drop_and_wait(qtbot, window, photo)
     settle(qtbot, window)
     before = dock_sizes(window)
-    assert all(w > 100 and h > 100 for w, h in before.values()), before
+    assert all(w > 100 and h > 100 for w, h in filter(None, before.values())), before
+    assert [name for name, size in before.items() if size is None] == [
+        "attention_matrix",
+        "overview",
+    ]  # behind the Heads tab
     for index in (1, 2, 1, 0):  # fine-tune, analytics, fine-tune, explorer
         window.tabs.setCurrentIndex(index)
         settle(qtbot, window)
@@ -66,7 +76,7 @@ def test_a_tab_round_trip_keeps_every_dock_size(qtbot, window: MainWindow, photo
             assert not any(dock.isVisible() for dock in window.docks)
             assert not any(dock.toggleViewAction().isEnabled() for dock in window.docks)
     assert dock_sizes(window) == before
-    assert all(dock.isVisible() for dock in window.docks)
+    assert dock_sizes(window) == before  # the tab in front too
     assert all(dock.toggleViewAction().isEnabled() for dock in window.docks)
     assert all(bar.isVisible() for bar in window.explorer_bars)
 
@@ -89,7 +99,7 @@ def test_the_layout_saved_after_a_round_trip_comes_back(qtbot, tmp_path):
 def test_reset_layout_restores_the_default_after_a_user_resize(qtbot, tmp_path):
     window = new_window(qtbot, tmp_path / "s.ini", QSize(1200, 800))
     default = dock_sizes(window)
-    predictions, heads, matrix, images = window.docks
+    predictions, heads, matrix, overview, images = window.docks
     window.resizeDocks([heads], [120], Qt.Vertical)
     window.resizeDocks([heads], [300], Qt.Horizontal)
     matrix.toggleViewAction().trigger()  # closed from the View menu
@@ -99,7 +109,8 @@ def test_reset_layout_restores_the_default_after_a_user_resize(qtbot, tmp_path):
     window.reset_layout_action.trigger()
     settle(qtbot, window)
     assert dock_sizes(window) == default
-    assert all(dock.isVisible() and not dock.isFloating() for dock in window.docks)
+    assert all(not dock.isFloating() for dock in window.docks)
+    assert [behind_a_tab(d) for d in window.docks] == [False, False, True, True, False]
 
     window.resizeDocks([heads], [120], Qt.Vertical)  # reset while another tab shows
     window.tabs.setCurrentIndex(1)
@@ -339,3 +350,78 @@ def test_a_long_weights_file_name_keeps_the_model_toolbar_within_1024_px(qtbot, 
     assert box.currentText().endswith("epoch-300.safetensors")  # the entry holds it whole
     assert window.model_bar.sizeHint().width() <= 1024
     assert box.sizeHint().width() < 300
+
+
+# --- the attention matrix at common sizes -----------------------------------------------------
+@pytest.mark.parametrize("size", [QSize(1024, 700), QSize(1280, 800)], ids=str)
+def test_the_attention_matrix_is_a_readable_square(qtbot, window: MainWindow, photo, size):
+    """Its own tab beside Heads and Overview: square cells, at least 200 px a side at 1024 x 700
+    (it was a 160 x 35 px strip), both axis titles whole."""
+    window.resize(size)
+    drop_and_wait(qtbot, window, photo)
+    dock = next(d for d in window.docks if d.objectName() == "attention_matrix")
+    dock.raise_()
+    settle(qtbot, window)
+    view = window.matrix_view
+    assert not behind_a_tab(dock)
+    drawn = view.image.sceneBoundingRect() & view.plot.vb.sceneBoundingRect()
+    assert abs(drawn.width() - drawn.height()) <= 1.5, drawn
+    assert drawn.width() >= (200 if size.width() == 1024 else 240), drawn
+    scene = view.sceneRect()
+    for side in ("left", "bottom"):
+        label = view.plot.getAxis(side).label
+        assert scene.contains(label.sceneBoundingRect()), side
+        assert label.toPlainText().strip().endswith("(from 1)")
+    rows = window.analysis.spec.num_tokens
+    before = view.plot.vb.viewRange()
+    view.plot.vb.scaleBy((0.5, 0.5))  # zoom in (as the mouse wheel does), then see it all again
+    assert view.plot.vb.viewRange()[0][1] - view.plot.vb.viewRange()[0][0] < rows / 1.5
+    view.show_whole()
+    np.testing.assert_allclose(view.plot.vb.viewRange(), before, atol=0.5)
+
+
+# --- the model analytics tab --------------------------------------------------------------------
+@pytest.mark.parametrize("width", [700, 404, 300])
+def test_every_filter_component_and_its_label_fits_the_view(qtbot, width):
+    """Seven columns ran off a 1024 px window's right edge: the grid takes as many columns as
+    its width holds, all 28 tiles within it, whatever width it had before."""
+    from vitexplorer.gui.views.structure_views import FilterGridView
+
+    configure_pyqtgraph()
+    view = FilterGridView()
+    qtbot.addWidget(view)
+    view.resize(900, 320)
+    view.show()
+    rng = np.random.default_rng(0)
+    images, shares = rng.random((28, 8, 8, 3)), np.linspace(0.07, 0.01, 28)
+    view.set_components(images, shares)
+    view.resize(width, 320)
+    QApplication.processEvents()
+    view.set_components(images, shares)  # a new model's, at the new width
+    QApplication.processEvents()
+    assert view.ci.geometry().width() <= width
+    for index, (box, _item, label) in enumerate(view.tiles):
+        for item in (box, label):
+            assert item.sceneBoundingRect().right() <= width + 0.5, (index, width)
+        np.testing.assert_allclose(view.tile_image(index), images[index].astype(np.float32))
+    assert label.text == "28: 1.0%"
+
+
+def test_the_heads_panel_says_each_tile_has_its_own_scale(qtbot, window: MainWindow, photo):
+    from vitexplorer.gui.views.head_grid import MEAN, SCALE_NOTE
+
+    drop_and_wait(qtbot, window, photo)
+    settle(qtbot, window)
+    grid = window.head_grid
+    assert grid.scale_note.text == SCALE_NOTE and grid.scale_note.isVisible()
+    assert grid.sceneRect().contains(grid.scale_note.sceneBoundingRect())
+    for size in (QSize(1024, 700), QSize(1280, 800)):  # every tile whole in the dock
+        window.resize(size)
+        settle(qtbot, window)
+        for _head, box, _image, _label in grid.tiles:
+            assert grid.sceneRect().contains(box.sceneBoundingRect()), size
+    attention = window.analysis.attention
+    for head, _box, image, _label in grid.tiles:  # each tile's levels: its own lowest, highest
+        rows = attention[0, :, 0, 1:]
+        values = rows.mean(axis=0) if head == MEAN else rows[head]
+        np.testing.assert_allclose(image.levels, (values.min(), values.max()), rtol=1e-6)

@@ -51,7 +51,7 @@ def test_one_layer_number_in_title_export_card_and_head_stats(
     window.export_action.trigger()
     card = json.loads((target.parent / "photo.attention.json").read_text())
     assert card["parameters"] == {"layer": 2, "head": 3, "token": 2}
-    assert "layer 2, head 3" in card["title"]
+    assert "layer 2 of 3, head 3 of 3" in card["title"]  # as the command line titles it
     assert "count from 1" in card["numbering"]
     assert card["map"]["axes"] == ["axis 0: patch rows 1..6", "axis 1: patch columns 1..6"]
     np.testing.assert_array_equal(

@@ -430,11 +430,14 @@ class Explanations(QObject):
         )
         if not path:
             return
+        from vitexplorer.gui.export import saved_scale
+
+        scale = saved_scale(self.window.settings)
         base = Path(path)
         if base.suffix.lower() == ".png":
             base = base.with_suffix("")
         try:
-            written = self.export_to(base)
+            written = self.export_to(base, scale)
         except OSError as exc:
             self.window.show_message("Could not export the view", f"{base}: {exc.strerror or exc}")
             return
@@ -443,14 +446,15 @@ class Explanations(QObject):
             f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
         )
 
-    def export_to(self, base: Path) -> list[Path]:
+    def export_to(self, base: Path, scale: float = 2) -> list[Path]:
         """Write the views as ``base``.png/.svg/.npy/.json (the compare view as
-        ``base``.compare.*); returns the files written."""
+        ``base``.compare.*), each picture ``scale`` times its size on screen and titled as the
+        command line's figures; returns the files written."""
         from types import SimpleNamespace
 
         from vitexplorer.core.analysis import constant_output, flat_map
         from vitexplorer.core.provenance import json_ready, method_card
-        from vitexplorer.gui.export import export_view
+        from vitexplorer.gui.export import export_view, figure_titles, titled
 
         analysis, sel, entry = (
             self.window.analysis,
@@ -473,15 +477,18 @@ class Explanations(QObject):
             if view.heat_values.size == 0:
                 continue  # a relevance map still being computed
             choice = bar.choice()
+            parameters = choice.parameters(sel, analysis)
+            title, subtitle = figure_titles(choice.method, parameters, analysis, entry.name)
             output = constant_output(analysis.logits) if analysis.spec.has_classifier else None
             warnings = [output, flat_map(view.heat_values)]
             card = method_card(
                 facts,
                 choice.method,
-                choice.parameters(sel, analysis),
+                parameters,
                 entry.source if isinstance(entry.source, str) else entry.name,
                 {
-                    "title": view.title.text,
+                    "title": title,
+                    "subtitle": subtitle,
                     "prediction": {
                         "index": analysis.predictions[0].index,
                         "name": analysis.predictions[0].name,
@@ -498,5 +505,6 @@ class Explanations(QObject):
                 },
             )
             card = json_ready(card)[0]  # a probability that is not finite is null: valid JSON
-            written += export_view(target, view.scene(), view.heat_values, card)
+            with titled(view.title, title, subtitle):
+                written += export_view(target, view.scene(), view.heat_values, card, scale)
         return written

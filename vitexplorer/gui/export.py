@@ -3,25 +3,35 @@ from which the figure can be made again. Every file is written atomically."""
 
 from __future__ import annotations
 
+import html
 import json
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF, QSize
+from PySide6.QtGui import QPainter
 
 from vitexplorer.core.files import file_mode, write_atomic
 from vitexplorer.core.numbering import map_axes
 
+SCALES = (2, 3, 4)  # an exported picture is this many times the view's size on screen
+DEFAULT_SCALE = 2
 
-def png_bytes(scene: pg.GraphicsScene, width: int | None = None) -> bytes:
-    """The whole scene (title, image, overlay, colour bar) as PNG, through pyqtgraph's exporter."""
+
+def png_bytes(scene: pg.GraphicsScene, scale: float = DEFAULT_SCALE) -> bytes:
+    """The whole scene (title, image, overlay, colour bar) as PNG, drawn again ``scale`` times
+    the size it has on screen (text and lines redrawn, not enlarged pixels), through
+    pyqtgraph's exporter."""
     from pyqtgraph.exporters import ImageExporter
 
     exporter = ImageExporter(scene)
-    if width is not None:
-        exporter.parameters()["width"] = width
+    width = exporter.parameters()["width"]  # the view's width on screen
+    exporter.parameters()["width"] = max(1, round(width * scale))
     image = exporter.export(toBytes=True)
     data = QByteArray()
     buffer = QBuffer(data)
@@ -31,45 +41,146 @@ def png_bytes(scene: pg.GraphicsScene, width: int | None = None) -> bytes:
     return bytes(data.data())
 
 
-def svg_bytes(scene: pg.GraphicsScene) -> bytes:
+def svg_bytes(scene: pg.GraphicsScene, title: str = "") -> tuple[bytes | None, str]:
+    """The scene as SVG and who wrote it, or None and a one-line reason in plain words.
+
+    pyqtgraph's exporter cleans its SVG up, but with Qt 6.10 or later it cannot read the paths
+    Qt writes (pyqtgraph issue #3485); Qt's own SVG generator then draws the same scene (text,
+    axes and curves as vectors, maps as embedded pictures)."""
     from pyqtgraph.exporters import SVGExporter
 
-    data = SVGExporter(scene).export(toBytes=True)
-    return bytes(data) if not isinstance(data, str) else data.encode("utf-8")
+    try:
+        data = SVGExporter(scene).export(toBytes=True)
+        return (bytes(data) if not isinstance(data, str) else data.encode("utf-8")), "pyqtgraph"
+    except Exception:  # noqa: BLE001  (pyqtgraph #3485; Qt's generator below)
+        pass
+    try:
+        from PySide6.QtSvg import QSvgGenerator
+    except ImportError:
+        return None, "no SVG: this PySide6 has no QtSvg module, and pyqtgraph cannot write one"
+    rect = scene.getViewWidget().viewRect()  # what the view shows
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.WriteOnly)
+    generator = QSvgGenerator()
+    generator.setOutputDevice(buffer)
+    generator.setSize(QSize(round(rect.width()), round(rect.height())))
+    generator.setViewBox(QRectF(0, 0, rect.width(), rect.height()))
+    generator.setTitle(title)
+    painter = QPainter()
+    if not painter.begin(generator):
+        return None, "no SVG: neither pyqtgraph nor Qt could draw this view as SVG"
+    scene.render(painter, QRectF(0, 0, rect.width(), rect.height()), rect)
+    painter.end()
+    return bytes(data.data()), "Qt"
 
 
 def export_view(
-    base: Path, scene: pg.GraphicsScene, heat: np.ndarray, card: dict[str, Any]
+    base: Path,
+    scene: pg.GraphicsScene,
+    heat: np.ndarray,
+    card: dict[str, Any],
+    scale: float = DEFAULT_SCALE,
 ) -> list[Path]:
-    """Write ``base`` + ``.png``, ``.svg``, ``.npy`` (float32, grid rows x columns) and
-    ``.json`` (``card``, with the files and what the map's axes hold: patch rows and columns
-    from 1 at index 0); returns the paths. An SVG that pyqtgraph cannot make is left out, not
-    fatal."""
+    """Write ``base`` + ``.png`` (``scale`` times the view's size), ``.svg``, ``.npy`` (float32,
+    as ``heat``) and ``.json`` (``card``, with the files and what the map's axes hold: patch
+    rows and columns from 1 at index 0, unless the card says); returns the paths. Where no SVG
+    can be made the card says why in one plain line, and the rest is written."""
     mode = file_mode()
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     paths = {ext: base.with_name(f"{base.name}.{ext}") for ext in ("png", "svg", "npy", "json")}
+    axes = card.pop("axes", None) or map_axes(*heat.shape)
     card = {
         **card,
         "files": {"picture": paths["png"].name, "map": paths["npy"].name},
-        "map": {"shape": list(heat.shape), "dtype": "float32", "axes": map_axes(*heat.shape)},
+        "map": {"shape": list(heat.shape), "dtype": "float32", "axes": axes},
     }
     written = []
-    picture = png_bytes(scene)
+    picture = png_bytes(scene, scale)
     write_atomic(paths["png"], lambda f: f.write(picture), mode)
     written.append(paths["png"])
-    try:
-        vector = svg_bytes(scene)
-    except Exception as exc:  # noqa: BLE001  (the PNG stands; say why there is no SVG)
-        # pyqtgraph 0.14's SVG exporter cannot parse the paths that Qt 6.10+ writes
-        # (pyqtgraph issue #3485): every scene fails there
-        vector = None
-        card["files"]["vector"] = None
-        card["files"]["vector_note"] = f"pyqtgraph could not write an SVG here: {exc}"
+    card["files"]["picture_size"] = list(struct.unpack(">II", picture[16:24]))  # PNG's IHDR
+    card["files"]["picture_scale"] = scale
+    vector, writer = svg_bytes(scene, str(card.get("title", "")))
     if vector is not None:
         write_atomic(paths["svg"], lambda f: f.write(vector), mode)
         written.append(paths["svg"])
         card["files"]["vector"] = paths["svg"].name
+        card["files"]["vector_writer"] = writer
+    else:
+        card["files"]["vector"] = None
+        card["files"]["vector_note"] = writer
     write_atomic(paths["npy"], lambda f: np.save(f, heat, allow_pickle=False), mode)
     text = (json.dumps(card, indent=2) + "\n").encode("utf-8")
     write_atomic(paths["json"], lambda f: f.write(text), mode)
     return [*written, paths["npy"], paths["json"]]
+
+
+def figure_titles(
+    method: str, parameters: dict[str, Any], analysis: Any, image: str
+) -> tuple[str, str]:
+    """The title and the line under it, as ``vitexplorer analyze`` titles its figures: the
+    method, layer, head and token (from 1; the class for relevance), then the model and the
+    image."""
+    from vitexplorer.core.figure import map_title
+
+    spec = analysis.spec
+    target = None
+    if method == "relevance" and spec.class_names:
+        index = int(parameters.get("target_class", analysis.predictions[0].index))
+        target = {
+            "name": spec.class_names[index],
+            "predicted": index == analysis.predictions[0].index,
+        }
+    return map_title(method, parameters, spec, target), f"{spec.display_name} · {image}"
+
+
+@contextmanager
+def titled(label: pg.LabelItem, title: str, subtitle: str) -> Iterator[None]:
+    """``label`` (a view's title) reads ``title`` over ``subtitle`` while a figure is made,
+    then what it read before."""
+    before = label.text
+    label.setText(f"{html.escape(title)}<br><small>{html.escape(subtitle)}</small>")
+    _lay_out(label)  # room for the second line now, not when the event loop next runs
+    try:
+        yield
+    finally:
+        label.setText(before)
+        _lay_out(label)
+
+
+def _lay_out(item: Any) -> None:
+    """Apply the layouts around ``item`` at once, innermost first."""
+    parent = item.parentLayoutItem()
+    while parent is not None:
+        layout = getattr(parent, "layout", None)
+        layout = layout() if callable(layout) else layout
+        if layout is not None:
+            layout.activate()
+        parent = parent.parentLayoutItem()
+
+
+def saved_scale(settings: Any) -> int:
+    """The resolution chosen in File > Export resolution: times the view's size on screen."""
+    try:
+        scale = int(settings.value("export/scale", DEFAULT_SCALE))
+    except (TypeError, ValueError):
+        return DEFAULT_SCALE
+    return scale if scale in SCALES else DEFAULT_SCALE
+
+
+def scale_menu(menu: Any, settings: Any) -> Any:
+    """File > Export resolution: one checkable entry per scale, the choice remembered."""
+    from PySide6.QtGui import QActionGroup
+
+    submenu = menu.addMenu("Export &resolution")
+    group = QActionGroup(submenu)
+    current = saved_scale(settings)
+    for scale in SCALES:
+        action = submenu.addAction(f"{scale}x the size on screen")
+        action.setCheckable(True)
+        action.setChecked(scale == current)
+        action.setData(scale)
+        group.addAction(action)
+        action.triggered.connect(lambda _=False, s=scale: settings.setValue("export/scale", s))
+    return submenu

@@ -70,7 +70,7 @@ MAX_RECENT = 10
 DEFAULT_SIZE = QSize(1400, 900)
 # The saved dock and toolbar layout is used only by the version of the app that saved it (and
 # this layout's number, raised when the docks or toolbars change): another's is ignored.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 LAYOUT_KEY = f"{__version__}/{LAYOUT_VERSION}"
 GEOMETRY_MAGIC = 0x1D9D0CB  # QWidget.saveGeometry's first four bytes
 
@@ -168,16 +168,30 @@ class MainWindow(QMainWindow):
         self.matrix_view = AttentionMatrixView()
         # each says what it shows: raw attention, or the method's matrix where it has one
         self.heads_panel = Captioned(self.head_grid)
-        self.matrix_panel = Captioned(self.matrix_view)
+        from vitexplorer.gui.views.matrix_view import SquareHolder
+
+        self.matrix_panel = Captioned(SquareHolder(self.matrix_view))
         self.thumbnails = ThumbnailStrip()
+        from vitexplorer.gui.overview import Overview
+
+        self.overview = Overview(self)  # every layer x head, or every image, at once
         right = [
             self._dock("Predictions", self.predictions, Qt.RightDockWidgetArea),
             self._dock("Heads", self.heads_panel, Qt.RightDockWidgetArea),
             self._dock("Attention matrix", self.matrix_panel, Qt.RightDockWidgetArea),
+            self._dock("Overview", self.overview, Qt.RightDockWidgetArea),
         ]
+        # heads, matrix and overview share one place as tabs, each as tall as the column allows
+        # (stacked, the matrix was a 160 x 35 px strip in a 1024 x 700 window)
+        self.tabifyDockWidget(right[1], right[2])
+        self.tabifyDockWidget(right[2], right[3])
+        right[3].visibilityChanged.connect(self.overview.set_on_screen)
+        right[1].raise_()
+        # the right-hand column runs down to the status bar, the image strip under the image
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         self.docks = [*right, self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)]
-        self.resizeDocks(right, [175, 360, 320], Qt.Vertical)
-        self.resizeDocks(right[:1], [560], Qt.Horizontal)
+        self.resizeDocks(right[:2], [168, 520], Qt.Vertical)
+        self.resizeDocks(right[:1], [440], Qt.Horizontal)
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
         # two rows that each fit a 1024 px window: model, layer and head; method and overlay
@@ -236,6 +250,9 @@ class MainWindow(QMainWindow):
             file_menu, "&Export view…", self.explanations.export_view, QKeySequence("Ctrl+E")
         )
         self.export_action.setEnabled(False)
+        from vitexplorer.gui.export import scale_menu
+
+        self.export_scale_menu = scale_menu(file_menu, self.settings)
         file_menu.addSeparator()
         self._action(file_menu, "Open &model (weights or checkpoint)…", self.open_weights_file)
         self.save_model_action = self._action(
@@ -870,6 +887,7 @@ class MainWindow(QMainWindow):
         self.head_grid.set_maps(heads, sel.head)
         self.explanations.draw_panels()  # the matrix only when what it shows changed
         self.matrix_view.set_selected_token(sel.token)
+        self.overview.refresh()  # only while on screen, and when what it shows changed
         if self._hover_again is not None:  # the readout reads the map now shown
             self._hover_again()
 

@@ -8,9 +8,15 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 
-from vitexplorer.gui.views.common import SELECTION_COLOR, heat_levels, new_heat_item
+from vitexplorer.gui.views.common import (
+    SELECTION_COLOR,
+    WrappingTitle,
+    heat_levels,
+    new_heat_item,
+)
 
 MEAN = -1  # the tile that shows the mean over heads
+SCALE_NOTE = "each tile on its own colour scale, its lowest to its highest value"
 
 
 class HeadGridView(pg.GraphicsLayoutWidget):
@@ -55,6 +61,11 @@ class HeadGridView(pg.GraphicsLayoutWidget):
             box.addItem(label)
             box.setRange(QRectF(0, 0, grid[1], grid[0]), padding=0.02)
             self.tiles.append((head, box, image, label))
+        rows = (len(heads) + columns - 1) // columns
+        # said on screen, not only in the tooltip: the same colour is another value in each tile
+        # wraps to the width it gets: at its whole length it widened a narrow dock's tiles
+        self.scale_note = WrappingTitle(SCALE_NOTE, size="8pt")
+        self.addItem(self.scale_note, row=rows, col=0, colspan=columns)
 
     def _columns(self, tiles: int) -> int:
         """Columns that make square tiles as large as the widget's shape allows."""

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtWidgets import QGraphicsRectItem
+from PySide6.QtCore import QRect, QRectF, Qt, QTimer, Signal
+from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
 from vitexplorer.core.scales import nice_step
 from vitexplorer.gui.views.common import (
@@ -43,6 +43,11 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.plot = self.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.invertY(True)
+        self.plot.setAspectLocked(True)  # square cells: query and key tokens alike
+        self.setToolTip(
+            "Row: where that query token attends. Scroll to zoom, drag to pan, "
+            "double-click for the whole matrix; click a row to select its token"
+        )
         self.plot.setLabel("left", "query token (from 1)")
         self.plot.setLabel("bottom", "key token (from 1)")
         self.setFocusPolicy(Qt.NoFocus)
@@ -88,10 +93,53 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         n = self.matrix.shape[0]
         return (query, key) if 0 <= query < n and 0 <= key < n else None
 
+    def show_whole(self) -> None:
+        """Zoom out to the whole matrix."""
+        n = self.matrix.shape[0]
+        if n:
+            self.plot.setRange(QRectF(0.5, 0.5, n, n), padding=0.02)
+
     def _clicked(self, event) -> None:  # noqa: ANN001
+        if event.double() and event.button() == Qt.LeftButton:
+            self.show_whole()
+            return
         cell = self._cell(event.scenePos()) if event.button() == Qt.LeftButton else None
         if cell is not None:
             self.token_clicked.emit(cell[0])
 
     def _moved(self, scene_pos) -> None:  # noqa: ANN001
         self.cell_hovered.emit(*(self._cell(scene_pos) or (-1, -1)))
+
+
+class SquareHolder(QWidget):
+    """Holds the matrix view at the size that makes its plot square: in a tall or wide
+    dock the axes end at the matrix instead of running on past it (centred across, at the top)."""
+
+    def __init__(self, view: AttentionMatrixView) -> None:
+        super().__init__()
+        self.view = view
+        view.setParent(self)
+        self.setMinimumSize(160, 160)
+        self.setToolTip(view.toolTip())
+        # axes shown with the first matrix change the margins: placed again once laid out
+        view.plot.vb.sigResized.connect(lambda _box: QTimer.singleShot(0, self.place))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        self.place()
+
+    def place(self) -> None:
+        """The view as large as fits with a square plot: its margins (axes, colour bar) are
+        what it is larger than its plot."""
+        box = self.view.plot.vb.size()
+        width, height = self.width(), self.height()
+        if box.width() <= 0 or box.height() <= 0 or not self.view.plot.getAxis("left").isVisible():
+            self.view.setGeometry(0, 0, width, height)
+            return
+        extra_w = self.view.width() - box.width()
+        extra_h = self.view.height() - box.height()
+        side = max(40, min(width - extra_w, height - extra_h))
+        w, h = min(width, round(side + extra_w)), min(height, round(side + extra_h))
+        target = QRect((width - w) // 2, 0, w, h)  # under its caption
+        if target != self.view.geometry():
+            self.view.setGeometry(target)

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsRectItem
 
-from vitexplorer.gui.views.common import selection_pen
+from vitexplorer.gui.views.common import WrappingTitle, selection_pen
 from vitexplorer.gui.views.head_stats_view import TEXT_COLOR, TITLE_SIZE, cell_ticks
 
 SIMILARITY_COLORMAP = "CET-D1"  # diverging: cosine similarity is signed, 0 is neutral grey
@@ -188,7 +188,8 @@ class FilterGridView(pg.GraphicsLayoutWidget):
     """The first principal components of the patch-embedding filters as RGB images, each titled
     with its share of the filters' variance. Each is scaled on its own, mid grey for 0."""
 
-    COLUMNS = 7
+    COLUMNS = 7  # at most
+    TILE_WIDTH = 64  # pixels a column needs for its label ("28: 1.4%")
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,13 +199,15 @@ class FilterGridView(pg.GraphicsLayoutWidget):
         self.images = np.zeros((0, 0, 0, 3), np.float32)
         self.shares = np.zeros(0)
         self.tiles: list[tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]] = []
+        self._built_columns = 0
 
     def set_components(self, images: np.ndarray, shares: np.ndarray) -> None:
         """``images`` (count, p, p, 3) in 0..1, ``shares`` (count,) of the variance."""
         self.images = np.asarray(images, dtype=np.float32)
         self.shares = np.asarray(shares, dtype=np.float64)
-        if len(self.tiles) != len(self.images):
+        if len(self.tiles) != len(self.images) or self._built_columns != self.columns():
             self._build(len(self.images))
+            self.ci.setGeometry(self.range)  # a wider grid before had stretched the layout
         self.title.setText(
             f"Patch-embedding filters: first {len(self.images)} principal components<br>"
             f"<span style='font-size: 8pt'>each titled with its share of the filters' variance "
@@ -217,14 +220,26 @@ class FilterGridView(pg.GraphicsLayoutWidget):
             box.setRange(QRectF(0, 0, size[1], size[0]), padding=0.0)
             label.setText(f"{i + 1}: {100 * self.shares[i]:.1f}%")
 
+    def columns(self) -> int:
+        """As many columns as the width holds labels for, up to :attr:`COLUMNS`: seven of them
+        ran off the right edge of a 1024 px window."""
+        return max(2, min(self.COLUMNS, (self.width() - 8) // self.TILE_WIDTH))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        if getattr(self, "tiles", None) and self._built_columns != self.columns():
+            self.set_components(self.images, self.shares)
+
     def _build(self, count: int) -> None:
         self.clear()
         self.tiles = []
-        self.title = self.addLabel(
-            "", row=0, col=0, colspan=self.COLUMNS, color=TEXT_COLOR, size=TITLE_SIZE
-        )
+        columns = self._built_columns = self.columns()
+        # wraps to the width it gets: at its whole length it pushed the last column off a
+        # 1024 px window
+        self.title = WrappingTitle(" ", color=TEXT_COLOR, size=TITLE_SIZE)
+        self.addItem(self.title, row=0, col=0, colspan=columns)
         for i in range(count):
-            row, col = divmod(i, self.COLUMNS)
+            row, col = divmod(i, columns)
             label = self.addLabel("", row=1 + 2 * row, col=col, color=TEXT_COLOR, size="8pt")
             box = self.addViewBox(
                 row=2 + 2 * row,

@@ -71,7 +71,9 @@ def _plot(layout: pg.GraphicsLayoutWidget, col: int, title: str, x: str, y: str)
     for side in ("left", "bottom"):
         axis = plot.getAxis(side)
         axis.enableAutoSIPrefix(False)
-        axis.setStyle(tickAlpha=255)  # the grid lines are the ticks drawn across the plot
+        # the grid lines are the ticks drawn across the plot: major and minor, not the finest
+        # level, which hatched an empty plot with a line every few pixels
+        axis.setStyle(tickAlpha=255, maxTickLevel=1)
         axis.setTickPen(pg.mkPen(GRID_COLOR))
     plot.setMenuEnabled(False)
     plot.setMouseEnabled(x=False, y=False)
