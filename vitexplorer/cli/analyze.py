@@ -330,8 +330,10 @@ def write_outputs(
 
 
 def subtitle(spec: Any, source: str | os.PathLike[str]) -> str:
-    """The line under a PNG's title: the model and the image."""
-    return f"{spec.display_name} · {Path(source).name}"
+    """The line under a PNG's title: the model (and its random weights, when they are) and the
+    image."""
+    model = f"{spec.display_name}, random weights" if random_weights(spec) else spec.display_name
+    return f"{model} · {Path(source).name}"
 
 
 def full_name(stem: str, methods: list[str]) -> str:
