@@ -231,7 +231,12 @@ def image_warnings(
 
 
 def top_line(analysis: ImageAnalysis) -> str:
-    """The top prediction for people: its name and probability, or why there is none."""
+    """The top prediction for people: its name and probability, or why there is none; a model
+    with random weights says so (:func:`random_weights`), as its files do."""
+    return _top_words(analysis) + (" (random weights)" if random_weights(analysis.spec) else "")
+
+
+def _top_words(analysis: ImageAnalysis) -> str:
     import math
 
     if not analysis.spec.has_classifier or not analysis.predictions:
@@ -242,6 +247,14 @@ def top_line(analysis: ImageAnalysis) -> str:
     if output_warnings(analysis):
         return f"{top.name} {top.probability:.1%} (every class the same: no prediction)"
     return f"{top.name} {top.probability:.1%}"
+
+
+def random_weights(spec: Any) -> bool:
+    """Whether the model's weights are a random initialisation (``--weights none``, the small
+    ViT's default): its spec's weights label, which every family sets to the same words."""
+    from vitexplorer.core.models import RANDOM
+
+    return spec.weights == RANDOM
 
 
 def write_outputs(
@@ -265,6 +278,7 @@ def write_outputs(
     from vitexplorer.core.figure import map_title, render_figure, save_png
     from vitexplorer.core.numbering import NUMBERING, attention_axes
     from vitexplorer.core.provenance import strict_json
+    from vitexplorer.core.scales import uniform_mark
 
     spec = analysis.spec
     facts = {
@@ -289,7 +303,10 @@ def write_outputs(
         num_prefix=spec.num_prefix_tokens,
     )
     title = map_title("attention", cls_options, spec)
-    figure = render_figure(analysis.display, cls_map, lut, title, subtitle(spec, source))
+    uniform = uniform_mark("attention", spec.num_tokens)  # the row is over every token
+    figure = render_figure(
+        analysis.display, cls_map, lut, title, subtitle(spec, source), uniform=uniform
+    )
     attention = np.ascontiguousarray(analysis.attention, dtype=np.float32)
     paths = [
         out_dir / (attention_name or f"{stem}.attention.npy"),
@@ -313,8 +330,10 @@ def write_outputs(
 
 
 def subtitle(spec: Any, source: str | os.PathLike[str]) -> str:
-    """The line under a PNG's title: the model and the image."""
-    return f"{spec.display_name} · {Path(source).name}"
+    """The line under a PNG's title: the model (and its random weights, when they are) and the
+    image."""
+    model = f"{spec.display_name}, random weights" if random_weights(spec) else spec.display_name
+    return f"{model} · {Path(source).name}"
 
 
 def full_name(stem: str, methods: list[str]) -> str:
@@ -383,23 +402,29 @@ def write_method_outputs(
     name: str | None = None,
     levels: tuple[float, float] | None = None,
     axes: list[str] | None = None,
+    uniform: bool = True,
 ) -> list[Path]:
     """Write ``<stem>.<method>.npy`` (the map as computed), ``.png`` (a figure: the map over
     the crop, at least 448 px, with the card's ``title`` and a colour bar) and ``.json`` (the
     method card, strict JSON: what is not finite is null); returns them. ``name`` replaces
     ``<method>`` in the file names, ``levels`` the map's own colour scale, ``axes`` what the
     map's axes hold (default: patch rows and columns), and a card's ``subtitle`` the line
-    under the title (default: the model and the image)."""
+    under the title (default: the model and the image). The colour bar of a map whose rows
+    are distributions (attention, rollout) marks the uniform level 1/N, N the tokens of
+    ``analysis``, and the card's ``picture`` records it as ``uniform_level``; ``uniform``
+    False leaves it off (a map that is no such row: a difference of two)."""
     import numpy as np
 
     from vitexplorer.core.figure import render_figure, save_png
     from vitexplorer.core.numbering import map_axes
     from vitexplorer.core.provenance import strict_json
+    from vitexplorer.core.scales import uniform_mark
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     title = card.get("title") or method
     under = card.get("subtitle") or subtitle(analysis.spec, card["image"])
-    figure = render_figure(analysis.display, heat, lut, title, under, levels=levels)
+    mark = uniform_mark(method, analysis.spec.num_tokens) if uniform else None
+    figure = render_figure(analysis.display, heat, lut, title, under, levels=levels, uniform=mark)
     paths = [out_dir / f"{stem}.{name or method}.{ext}" for ext in ("npy", "png", "json")]
     card = {
         **card,

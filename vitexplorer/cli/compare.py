@@ -328,6 +328,7 @@ def write_comparison(
         write_method_outputs(
             out_dir, stem, analysis, method, heat, card, lut, mode,
             name=f"{method}.{name}", levels=levels, axes=axes,
+            uniform=name != DIFFERENCE_NAME,  # a difference is no distribution: no 1/N
         )  # fmt: skip
     return result
 
