@@ -59,6 +59,7 @@ from vitexplorer.core.vit import SmallViTConfig, check_whole, show_value
 CHECKPOINT_FORMAT = 1
 INTERPOLATIONS: tuple[str, ...] = tuple(mode.value for mode in InterpolationMode)
 RANDOM = "random initialisation"  # the weights label of a model with random weights
+CROP_MODES = ("center", "squash", "border")  # ModelSpec.crop_mode
 _MAX_CLASS_NAME = 1000  # characters
 _MAX_CHANNEL_VALUE = 1000.0  # a checkpoint's mean and std, per channel
 _MIN_STD = 1e-6
@@ -297,7 +298,7 @@ def apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
     for key in ("mean", "std"):
         if key in meta:
             changes[key] = tuple(meta[key])
-    for key in ("resize_size", "interpolation"):
+    for key in ("resize_size", "interpolation", "crop_mode"):
         if key in meta:
             changes[key] = meta[key]
     return replace(spec, **changes) if changes else spec
@@ -481,6 +482,10 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
             _check_channels(key, meta[key], positive=key == "std")
     if "resize_size" in meta:
         check_whole("resize_size", meta["resize_size"], image_size, 2 * image_size)
+    if meta.get("crop_mode", "center") not in CROP_MODES:
+        raise ValueError(
+            f"crop_mode {quoted(meta['crop_mode'])} is not one of {', '.join(CROP_MODES)}"
+        )
     if "interpolation" in meta and (
         not isinstance(meta["interpolation"], str) or meta["interpolation"] not in INTERPOLATIONS
     ):
@@ -548,6 +553,7 @@ def save_checkpoint(
         "std": list(spec.std),
         "resize_size": spec.resize_size,
         "interpolation": spec.interpolation,
+        "crop_mode": spec.crop_mode,
         **(extra or {}),
     }
     tensors = dict(model.module.state_dict())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitexplorer.core.families.base import UnsupportedModel
+from vitexplorer.core.families.base import RANDOM_NOTE, UnsupportedModel
 from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: an entry point)
     DEFAULT_PREP,
     EXTRA,
@@ -41,6 +41,7 @@ from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's ad
 from vitexplorer.core.spec import ModelSpec
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+RANDOM = "random initialisation"  # models.RANDOM: the weights label of random weights
 
 
 # --- where a model comes from ------------------------------------------------------------------
@@ -233,6 +234,8 @@ def make_spec(
         mean=prep.mean,
         std=prep.std,
         interpolation=prep.interpolation,
+        crop_mode=prep.crop_mode,
+        notes=prep.notes + ((RANDOM_NOTE,) if label == RANDOM else ()),
         config={
             "class": module.architecture,
             "image_size": prep.image_size,
@@ -274,7 +277,7 @@ def load(
     extra = EXTRA.get(architecture, {})
     weights_file: Path | None = None
     if weights == "none":
-        model, label = cls(config, **extra), "random initialisation"
+        model, label = cls(config, **extra), RANDOM
     elif weights == "default":
         model, weights_file = _from_pretrained(cls, source, config, extra, allow_download)
         label = f"Hugging Face weights ({source.short})"
@@ -417,6 +420,7 @@ def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> Any:
         tuple(meta.get("mean", defaults[0])),  # type: ignore[arg-type]
         tuple(meta.get("std", defaults[1])),  # type: ignore[arg-type]
         meta.get("interpolation", defaults[2]),
+        meta.get("crop_mode", "center"),
     )
     names = tuple(meta.get("class_names") or (f"class {i}" for i in range(num_classes)))
 
