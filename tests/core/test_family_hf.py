@@ -410,9 +410,16 @@ def test_preprocessing_from_the_image_processor_config() -> None:
     assert (clip.image_size, clip.resize_size, clip.interpolation) == (224, 256, "bicubic")
     assert clip.mean[0] == pytest.approx(0.48145466)  # CLIP's own, as its processor defaults
     # no rescaling: HF normalises 0..255 pixels, so mean and std scale by 1/255 for 0..1 ones
-    raw = hf.preprocessing("vit", 32, {"do_rescale": False, "image_mean": 127.5, "image_std": 51})
+    raw = hf.preprocessing(
+        "vit", 32, {"do_rescale": False, "image_mean": 127.5, "image_std": 51, "size": 32}
+    )
     assert raw.mean == pytest.approx((0.5, 0.5, 0.5)) and raw.std == pytest.approx((0.2,) * 3)
+    # ViTImageProcessor reads a bare size as height and width: the whole image, squashed
     assert (raw.image_size, raw.resize_size, raw.interpolation) == (32, 32, "bilinear")
+    assert raw.crop_mode == "squash" and clip.crop_mode == "center"
+    # keys the file leaves out take its processor class's defaults (DeiT's 256 then 224)
+    deit = hf.preprocessing("deit", 32, {"image_processor_type": "DeiTImageProcessor"})
+    assert (deit.image_size, deit.resize_size, deit.crop_mode) == (224, 256, "squash")
     plain = hf.preprocessing("deit", 32, {"do_normalize": False})
     assert (plain.mean, plain.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for bad, message in [
