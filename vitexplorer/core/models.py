@@ -40,7 +40,11 @@ from vitexplorer.core.download import (
     ProgressCallback,
     download_file,
 )
-from vitexplorer.core.families.layouts import recognise_layout
+from vitexplorer.core.families.layouts import (
+    misfit_message,
+    recognise_layout,
+    unknown_layout_message,
+)
 from vitexplorer.core.skeleton import compute_buffers, has_meta, owned, skeleton
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
     DEMO,
@@ -385,11 +389,7 @@ def _file_plan(
     layout = recognise_layout(shapes)
     if layout is not None:
         raise WeightsFileError(f"{source} has no vitexplorer metadata; {layout.describe()}")
-    raise WeightsFileError(
-        f"{source} has no vitexplorer metadata and matches no layout vitexplorer knows (timm, "
-        f"torchvision, Hugging Face): choose the architecture (--model NAME) and pass the file "
-        f"as its weights (--weights {path})"
-    )
+    raise WeightsFileError(unknown_layout_message(source))
 
 
 def check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
@@ -406,7 +406,7 @@ def check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
     try:
         check_fits(skeleton, shapes, plan.what)
     except WeightsFileError as exc:
-        raise WeightsFileError(f"{source}: {exc}") from None
+        raise WeightsFileError(misfit_message(source, str(exc), shapes_of(shapes))) from None
 
 
 def build(

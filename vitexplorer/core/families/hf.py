@@ -299,7 +299,14 @@ def _from_state_dict(
     ``attention.attention.query``) goes through transformers' own key conversion (its
     ``from_pretrained``, which builds on the meta device itself), and loads only if every
     parameter is then accounted for."""
-    from vitexplorer.core.checkpoint import WeightsFileError, check_fits, file_label, read_weights
+    from vitexplorer.core.checkpoint import (
+        WeightsFileError,
+        check_fits,
+        file_label,
+        read_weights,
+        shapes_of,
+    )
+    from vitexplorer.core.families.layouts import misfit_message
 
     state, meta = read_weights(path)
     if meta is not None:
@@ -314,7 +321,7 @@ def _from_state_dict(
     try:
         check_fits(skeleton, state, f"a {cls.__name__} of this config")
     except WeightsFileError as exc:
-        misfit = WeightsFileError(f"{file_label(path)}: {exc}")
+        misfit = WeightsFileError(misfit_message(file_label(path), str(exc), shapes_of(state)))
         with _quiet():
             try:
                 model, info = cls.from_pretrained(
