@@ -235,3 +235,41 @@ def test_timm_random_weights_carry_a_warning() -> None:
     spec = timm_family.spec_for(module, "vit_tiny_patch16_224", models.RANDOM)
     assert spec.notes and spec.notes[0].startswith("random weights (--weights none)")
     assert timm_family.spec_for(module, "vit_tiny_patch16_224", "a file").notes == ()
+
+
+def test_comparing_a_squashing_model_with_a_cropping_one_says_they_see_different_parts() -> None:
+    import dataclasses
+
+    from vitexplorer.core.model_compare import comparability
+
+    center = timm_family.spec_for(_timm_model(TIMM_CFGS["center_1.0"]), "vit_tiny", "random")
+    squash = dataclasses.replace(center, crop_mode="squash")
+    assert comparability(center, dataclasses.replace(center)).message == ""
+    message = comparability(center, squash).message
+    assert "crop the image differently" in message
+    assert "A its central 32 of 32 px, B the whole image squashed to 32 px square" in message
+    assert comparability(center, squash, keep_aspect=True).message == ""  # no crop at all then
+
+
+def test_cli_warns_once_per_note(tmp_path: Path) -> None:
+    """`--weights none` and a folder without preprocessor_config.json: one line each."""
+    import subprocess
+    import sys
+
+    _model("vit").save_pretrained(tmp_path / "m")
+    image = tmp_path / "a.png"
+    _noise(40, 30, 1).save(image)
+    result = subprocess.run(
+        [sys.executable, "-m", "vitexplorer", "analyze", "--model", f"hf:{tmp_path / 'm'}",
+         "--weights", "none", "--out", str(tmp_path / "out"), str(image)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("vitexplorer: warning: no preprocessor_config.json: ")
+    assert "resize to 32x32, no crop, bilinear, mean (0.5, 0.5, 0.5)" in warnings[0]
+    assert warnings[1] == (
+        "vitexplorer: warning: random weights (--weights none): the predictions and any "
+        "class-specific map mean nothing"
+    )
