@@ -273,3 +273,15 @@ def test_cli_warns_once_per_note(tmp_path: Path) -> None:
         "vitexplorer: warning: random weights (--weights none): the predictions and any "
         "class-specific map mean nothing"
     )
+
+
+def test_method_card_says_when_the_image_is_squashed(tmp_path: Path) -> None:
+    from vitexplorer.core.provenance import preprocessing_facts
+
+    for name, mode in [("vit", "squash"), ("clip", None)]:
+        folder = tmp_path / name
+        _model(PROCESSORS[name][0]).save_pretrained(folder)
+        PROCESSORS[name][1]().save_pretrained(folder)
+        facts = preprocessing_facts(models.load_model(f"hf:{folder}", "default", "cpu"))
+        assert facts.get("crop_mode") == mode
+        assert (facts["resize"], facts["center_crop"]) == ((32, 32) if mode else (35, 32))
