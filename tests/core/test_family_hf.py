@@ -420,12 +420,20 @@ def test_preprocessing_from_the_image_processor_config() -> None:
     # keys the file leaves out take its processor class's defaults (DeiT's 256 then 224)
     deit = hf.preprocessing("deit", 32, {"image_processor_type": "DeiTImageProcessor"})
     assert (deit.image_size, deit.resize_size, deit.crop_mode) == (224, 256, "squash")
+    # a processor class this transformers lacks: read as the family's, and said so
+    old = hf.preprocessing("vit", 32, {"image_processor_type": "ViTFeatureExtractor", "size": 32})
+    assert (old.image_size, old.crop_mode) == (32, "squash")
+    assert old.notes == (
+        "its image processor 'ViTFeatureExtractor' is not one this transformers has; "
+        "vitexplorer reads its settings as a ViTImageProcessor's",
+    )
     plain = hf.preprocessing("deit", 32, {"do_normalize": False})
     assert (plain.mean, plain.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for bad, message in [
         ({"image_mean": [0.5, 0.5]}, "image_mean is not one number per RGB channel"),
         ({"image_std": [0.5, 0.0, 0.5]}, "image_std is not above 0"),
         ({"size": {"height": 32, "width": 48}}, "size is 32x48; only square inputs"),
+        ({"size": 32, "resample": "sharpest"}, "resample 'sharpest' is not a PIL filter"),
     ]:
         with pytest.raises(UnsupportedModel, match=message):
             hf.preprocessing("vit", 32, bad)

@@ -71,3 +71,16 @@ def test_a_known_layout_under_the_wrong_name_keeps_its_own_message(tmp_path: Pat
     with pytest.raises(WeightsFileError) as err:
         models.load_model("timm:vit_tiny_patch16_224", str(path), "cpu")
     assert "do not fit" in str(err.value) and "no --model NAME" not in str(err.value)
+
+
+def test_under_a_hugging_face_folder(cifar_vit: Path, tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        patch_size=8, intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    with pytest.raises(WeightsFileError) as err:
+        models.load_model(f"hf:{tmp_path / 'vit'}", str(cifar_vit), "cpu")
+    assert str(err.value).startswith("cifar_vit.safetensors: the weights do not fit")
+    _says_what_loads(str(err.value))

@@ -236,23 +236,27 @@ def _channels(value: Any, what: str) -> tuple[float, float, float]:
     return float(value[0]), float(value[1]), float(value[2])
 
 
-def image_processor(model_type: str, settings: dict[str, Any]) -> Any:
+def image_processor(model_type: str, settings: dict[str, Any]) -> tuple[Any, str | None]:
     """The image processor transformers builds from ``preprocessor_config.json`` (as a dict):
-    its class's defaults for what the file leaves out, its class's reading of a bare size."""
+    its class's defaults for what the file leaves out, its class's reading of a bare size. A
+    class transformers lacks is read as the family's usual one, said in the note returned."""
     import transformers
     from transformers.utils import logging as hf_logging
 
-    name = str(settings.get("image_processor_type") or DEFAULT_PROCESSOR[model_type])
+    default = DEFAULT_PROCESSOR[model_type]
+    name = str(settings.get("image_processor_type") or default)
     cls = getattr(transformers, name.removesuffix("Fast"), None)
+    note = None
     if not (isinstance(cls, type) and issubclass(cls, transformers.BaseImageProcessor)):
-        raise UnsupportedModel(
-            f"its image processor {_shown(name)} is not one transformers has; its "
-            f"preprocessor_config.json cannot be followed"
+        note = (
+            f"its image processor {_shown(name)} is not one this transformers has; vitexplorer "
+            f"reads its settings as a {default}'s"
         )
+        cls = getattr(transformers, default)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return cls.from_dict(settings)
+        return cls.from_dict(settings), note
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModel(f"its image processor's settings are unusable: {text}") from None
@@ -264,8 +268,8 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
     """Resize, crop, normalisation and interpolation as the model's image processor does them,
     from ``preprocessor_config.json`` (as a dict; empty when the model has none: the family's
     processor's defaults at the config's size, said in a note)."""
-    proc = image_processor(model_type, processor)
-    notes: list[str] = []
+    proc, note = image_processor(model_type, processor)
+    notes = [note] if note else []
     if not processor:  # the family's usual steps at the config's size
         _at_size(proc, config_size)
         proc.image_mean, proc.image_std, resample = DEFAULT_PREP[model_type]
@@ -283,8 +287,7 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
     std = tuple(s / scale for s in std)
     if not all(s > 0 for s in std):
         raise UnsupportedModel("its image processor's image_std is not above 0 for every channel")
-    resample = proc.resample
-    interpolation = _RESAMPLE.get(int(resample), "bilinear") if resample is not None else "bilinear"
+    interpolation = _interpolation(proc.resample)
     crop = _square(proc.crop_size, "crop size") if proc.do_center_crop else None
     size, mode = proc.size, "center"
     if not proc.do_resize:
@@ -325,6 +328,18 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
         used = f"the usual steps for a {model_type} model ({type(proc).__name__}'s)"
         notes.insert(0, "no preprocessor_config.json: " + describe(prep, used))
     return replace(prep, notes=tuple(notes))
+
+
+def _interpolation(resample: Any) -> str:
+    """PIL's resampling filter (a number, as processors keep it) as torchvision names it; None
+    is bilinear, as transformers' torchvision backend takes it."""
+    if resample is None:
+        return "bilinear"
+    if isinstance(resample, str) and resample.lower() in _RESAMPLE.values():
+        return resample.lower()
+    if isinstance(resample, int) and int(resample) in _RESAMPLE:
+        return _RESAMPLE[int(resample)]
+    raise UnsupportedModel(f"its image processor's resample {_shown(resample)} is not a PIL filter")
 
 
 def _at_size(proc: Any, side: int) -> None:
