@@ -10,7 +10,6 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as F2
 
 from vitexplorer.core.images import (  # noqa: F401  (re-exported: data.load_image and friends)
     MAX_FILE_BYTES,
@@ -91,6 +90,8 @@ def _hf_input(
     """A Hugging Face image processor's steps (its torchvision backend): the uint8 image resized
     as a tensor by torchvision's v2 functions, as transformers does, the crop's offset rounded
     down, rescaling folded into the normalisation."""
+    from torchvision.transforms.v2 import functional as F2  # transformers' own, on first use
+
     pixels = TF.pil_to_tensor(image)
     size = [spec.resize_size] * (2 if spec.crop_mode == "squash" else 1)
     pixels = F2.resize(pixels, size, interpolation=interpolation, antialias=True)
