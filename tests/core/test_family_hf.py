@@ -560,3 +560,23 @@ def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Pat
     assert main([*args, "--out", str(tmp_path / "out2"), "--method", "relevance"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no classifier, so there is no class score" in err[0]
+
+
+def test_a_hub_name_offline_says_no_network_at_once(monkeypatch) -> None:  # noqa: ANN001
+    """Not cached and the hub unreachable: one connection attempt, not the hub client's half
+    minute of retries, and a message that says there is no network."""
+    import socket
+
+    lookups: list[str] = []
+
+    def no_dns(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        lookups.append(host)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(models.WeightsUnavailableError) as err:
+        models.load_model("hf:vitexplorer-tests/not-cached-vit", "default", "cpu")
+    message = str(err.value)
+    assert message.startswith("no network: the Hugging Face hub cannot be reached for hf:")
+    assert "name resolution" in message and "\n" not in message
+    assert 1 <= len(lookups) <= 2 and set(lookups) == {"huggingface.co"}

@@ -38,6 +38,7 @@ from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's ad
     HFAdapter,
     HFClassifier,
 )
+from vitexplorer.core.families.hub import probe
 from vitexplorer.core.spec import ModelSpec
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -131,6 +132,12 @@ def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, A
                 ) from exc
             config, downloaded = None, True
     if config is None:
+        why = probe(source.text, "config.json")  # offline: said at once, not after retries
+        if why is not None:
+            raise WeightsUnavailableError(
+                f"no network: the Hugging Face hub cannot be reached for hf:{source.text} "
+                f"({why}), and it is not in the local cache; give a save_pretrained folder"
+            )
         with _quiet(show_progress=True):
             try:
                 config = AutoConfig.from_pretrained(where, trust_remote_code=False)

@@ -7,7 +7,6 @@ only weight files are fetched, and timm reads them with ``weights_only`` or safe
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 from vitexplorer.core import models
 from vitexplorer.core.checkpoint import WeightsFileError
 from vitexplorer.core.download import CancelCheck, DownloadCancelled, ProgressCallback
+from vitexplorer.core.families.hub import probe, unreachable
 from vitexplorer.core.skeleton import compute_buffers, has_meta, skeleton
 
 # timm's ``weight_init`` where every parameter is then loaded from a file (strictly): its
@@ -72,23 +72,21 @@ class Source:
             )
             return models.download_weights(plan, progress, cancelled)
         import huggingface_hub
-        from huggingface_hub import constants
         from huggingface_hub.errors import RemoteEntryNotFoundError
 
-        if constants.HF_HUB_OFFLINE:
-            raise models.WeightsUnavailableError(self._no_network("HF_HUB_OFFLINE is set"))
         bar = _progress_bar(progress, cancelled)
         for filename in self.filenames:
-            url = huggingface_hub.hf_hub_url(self.repo, filename, revision=self.revision)
-            try:  # one request without the client's retries: offline, say so at once
-                huggingface_hub.get_hf_file_metadata(url, retry_on_errors=False)
+            why = probe(self.repo, filename, self.revision)  # offline: said at once
+            if why is not None:
+                raise models.WeightsUnavailableError(self._no_network(why))
+            try:
                 found = huggingface_hub.hf_hub_download(
                     self.repo, filename, revision=self.revision, tqdm_class=bar
                 )
             except RemoteEntryNotFoundError:  # the hub answered: the repository lacks the file
                 continue
             except Exception as exc:
-                cause = _unreachable(exc)
+                cause = unreachable(exc)  # the connection lost since the probe
                 if cause is not None:
                     raise models.WeightsUnavailableError(self._no_network(cause)) from exc
                 raise
@@ -202,39 +200,6 @@ def _without_init(name: str, overlay: dict[str, Any]) -> nn.Module | None:
     except Exception:  # noqa: BLE001  (the ordinary way tells what is wrong, as it always did)
         return None
     return None if has_meta(module) else module
-
-
-def _unreachable(exc: BaseException) -> str | None:
-    """Why the hub could not be reached at all, when ``exc`` (or what caused it) says so: a
-    connection refused, a name not resolved, a timeout on connecting, offline mode."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    kinds = _connect_errors()
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, kinds):
-            return str(seen).strip() or type(seen).__name__
-        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-            return "the hub client found no connection"
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _connect_errors() -> tuple[type[BaseException], ...]:
-    """The errors of not connecting: the socket's, and those of the HTTP client the hub client
-    uses (httpx2 in huggingface_hub 2, httpx in 1)."""
-    import importlib
-
-    kinds: list[type[BaseException]] = [ConnectionError, socket.gaierror, socket.timeout]
-    for name in ("httpx2", "httpx"):
-        try:
-            client = importlib.import_module(name)
-        except ImportError:
-            continue
-        kinds += [
-            getattr(client, k) for k in ("ConnectError", "ConnectTimeout") if hasattr(client, k)
-        ]
-    return tuple(kinds)
 
 
 def _reason(exc: BaseException, limit: int = 160) -> str:
