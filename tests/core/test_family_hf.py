@@ -420,6 +420,12 @@ def test_preprocessing_from_the_image_processor_config() -> None:
     # keys the file leaves out take its processor class's defaults (DeiT's 256 then 224)
     deit = hf.preprocessing("deit", 32, {"image_processor_type": "DeiTImageProcessor"})
     assert (deit.image_size, deit.resize_size, deit.crop_mode) == (224, 256, "squash")
+    padded = hf.preprocessing("vit", 32, {"size": 30, "do_center_crop": True, "crop_size": 32})
+    assert (padded.image_size, padded.resize_size) == (32, 32)
+    assert padded.notes == (
+        "its image processor pads the 30 px image with black to crop 32 px; vitexplorer "
+        "resizes to 32 px instead",
+    )
     # a processor class this transformers lacks: read as the family's, and said so
     old = hf.preprocessing("vit", 32, {"image_processor_type": "ViTFeatureExtractor", "size": 32})
     assert (old.image_size, old.crop_mode) == (32, "squash")

@@ -316,6 +316,11 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
             f"keep, shows it all)"
         )
     image_size = crop or resize
+    if crop is not None and crop > resize:
+        notes.append(
+            f"its image processor pads the {resize} px image with black to crop {crop} px; "
+            f"vitexplorer resizes to {crop} px instead"
+        )
     prep = Preprocessing(
         image_size,
         max(resize, image_size),
