@@ -410,15 +410,36 @@ def test_preprocessing_from_the_image_processor_config() -> None:
     assert (clip.image_size, clip.resize_size, clip.interpolation) == (224, 256, "bicubic")
     assert clip.mean[0] == pytest.approx(0.48145466)  # CLIP's own, as its processor defaults
     # no rescaling: HF normalises 0..255 pixels, so mean and std scale by 1/255 for 0..1 ones
-    raw = hf.preprocessing("vit", 32, {"do_rescale": False, "image_mean": 127.5, "image_std": 51})
+    raw = hf.preprocessing(
+        "vit", 32, {"do_rescale": False, "image_mean": 127.5, "image_std": 51, "size": 32}
+    )
     assert raw.mean == pytest.approx((0.5, 0.5, 0.5)) and raw.std == pytest.approx((0.2,) * 3)
+    # ViTImageProcessor reads a bare size as height and width: the whole image, squashed
     assert (raw.image_size, raw.resize_size, raw.interpolation) == (32, 32, "bilinear")
+    assert raw.crop_mode == "squash" and clip.crop_mode == "center"
+    # keys the file leaves out take its processor class's defaults (DeiT's 256 then 224)
+    deit = hf.preprocessing("deit", 32, {"image_processor_type": "DeiTImageProcessor"})
+    assert (deit.image_size, deit.resize_size, deit.crop_mode) == (224, 256, "squash")
+    padded = hf.preprocessing("vit", 32, {"size": 30, "do_center_crop": True, "crop_size": 32})
+    assert (padded.image_size, padded.resize_size) == (32, 32)
+    assert padded.notes == (
+        "its image processor pads the 30 px image with black to crop 32 px; vitexplorer "
+        "resizes to 32 px instead",
+    )
+    # a processor class this transformers lacks: read as the family's, and said so
+    old = hf.preprocessing("vit", 32, {"image_processor_type": "ViTFeatureExtractor", "size": 32})
+    assert (old.image_size, old.crop_mode) == (32, "squash")
+    assert old.notes == (
+        "its image processor 'ViTFeatureExtractor' is not one this transformers has; "
+        "vitexplorer reads its settings as a ViTImageProcessor's",
+    )
     plain = hf.preprocessing("deit", 32, {"do_normalize": False})
     assert (plain.mean, plain.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for bad, message in [
         ({"image_mean": [0.5, 0.5]}, "image_mean is not one number per RGB channel"),
         ({"image_std": [0.5, 0.0, 0.5]}, "image_std is not above 0"),
         ({"size": {"height": 32, "width": 48}}, "size is 32x48; only square inputs"),
+        ({"size": 32, "resample": "sharpest"}, "resample 'sharpest' is not a PIL filter"),
     ]:
         with pytest.raises(UnsupportedModel, match=message):
             hf.preprocessing("vit", 32, bad)
@@ -546,3 +567,23 @@ def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Pat
     assert main([*args, "--out", str(tmp_path / "out2"), "--method", "relevance"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no classifier, so there is no class score" in err[0]
+
+
+def test_a_hub_name_offline_says_no_network_at_once(monkeypatch) -> None:  # noqa: ANN001
+    """Not cached and the hub unreachable: one connection attempt, not the hub client's half
+    minute of retries, and a message that says there is no network."""
+    import socket
+
+    lookups: list[str] = []
+
+    def no_dns(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        lookups.append(host)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(models.WeightsUnavailableError) as err:
+        models.load_model("hf:vitexplorer-tests/not-cached-vit", "default", "cpu")
+    message = str(err.value)
+    assert message.startswith("no network: the Hugging Face hub cannot be reached for hf:")
+    assert "name resolution" in message and "\n" not in message
+    assert 1 <= len(lookups) <= 2 and set(lookups) == {"huggingface.co"}

@@ -314,6 +314,7 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", offline)
     with pytest.raises(models.WeightsUnavailableError) as err:
         models.load_model("timm:test_vit", "default", "cpu")
     assert "\n" not in str(err.value) and "name resolution" in str(err.value)
@@ -332,6 +333,7 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
         return str(cached)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: None)
     loaded = models.load_model(
         "timm:test_vit", "default", "cpu", progress=lambda *a: seen.append(a)
     )
@@ -350,6 +352,34 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
     assert family.default_weights_download("timm:test_vit").cached
     with torch.no_grad():
         assert torch.equal(again.module(images), pretrained(images))
+
+
+def test_default_weights_offline_say_no_network_at_once(monkeypatch) -> None:
+    """The hub unreachable (no name resolution): one connection attempt, not the hub client's
+    minute of retries, and a message that says there is no network."""
+    import socket
+
+    from huggingface_hub import constants
+
+    lookups: list[str] = []
+
+    def no_dns(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        lookups.append(host)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(models.WeightsUnavailableError) as err:
+        models.load_model("timm:test_vit", "default", "cpu")
+    message = str(err.value)
+    assert message.startswith("no network: the Hugging Face hub cannot be reached")
+    assert "name resolution" in message and "--weights none" in message and "\n" not in message
+    assert 1 <= len(lookups) <= 2 and set(lookups) == {"huggingface.co"}
+
+    lookups.clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(models.WeightsUnavailableError, match="no network: .*HF_HUB_OFFLINE"):
+        models.load_model("timm:test_vit", "default", "cpu")
+    assert lookups == []
 
 
 def test_the_structure_of_a_model_whose_prefix_tokens_have_no_position_embedding() -> None:

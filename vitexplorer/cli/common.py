@@ -72,7 +72,7 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
         )
         bar = ProgressBar(sys.stderr)
     try:
-        return models.load_model(name, weights, options.device, progress=bar)
+        model = models.load_model(name, weights, options.device, progress=bar)
     except (models.WeightsUnavailableError, models.DownloadCancelled) as exc:
         raise Failed(str(exc), 2) from exc
     except (WeightsFileError, ValueError) as exc:  # unknown model, bad file, device not present
@@ -86,6 +86,9 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
     finally:
         if bar is not None:
             bar.close()
+    for note in model.spec.notes:  # random weights, a model's missing preprocessing config
+        error(f"warning: {note}")
+    return model
 
 
 class ProgressBar:

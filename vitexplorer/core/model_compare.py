@@ -156,13 +156,32 @@ def comparability(spec_a: ModelSpec, spec_b: ModelSpec, keep_aspect: bool = Fals
 
 def _crop_difference(spec_a: ModelSpec, spec_b: ModelSpec) -> str:
     """Why the two centre crops cover different parts of an image, or ""."""
-    if spec_a.image_size * spec_b.resize_size == spec_b.image_size * spec_a.resize_size:
+    if spec_a.crop_mode == spec_b.crop_mode and (
+        spec_a.image_size * spec_b.resize_size == spec_b.image_size * spec_a.resize_size
+    ):
         return ""
+    if spec_a.crop_mode == spec_b.crop_mode == "center":
+        return (
+            f"the two models crop the image differently (A its central {spec_a.image_size} of "
+            f"{spec_a.resize_size} px, B {spec_b.image_size} of {spec_b.resize_size}), so their "
+            f"maps cover different parts of it"
+        )
     return (
-        f"the two models crop the image differently (A its central {spec_a.image_size} of "
-        f"{spec_a.resize_size} px, B {spec_b.image_size} of {spec_b.resize_size}), so their "
-        f"maps cover different parts of it"
+        f"the two models crop the image differently (A {_crop(spec_a)}, B {_crop(spec_b)}), so "
+        f"their maps cover different parts of it"
     )
+
+
+def _crop(spec: ModelSpec) -> str:
+    """How a model's input is cut from the image, in a few words."""
+    side, resize = spec.image_size, spec.resize_size
+    whole = {
+        "squash": f"the whole image squashed to {resize} px square",
+        "border": f"the whole image fitted into {resize} px, padded",
+    }.get(spec.crop_mode)
+    if whole is None:
+        return f"its central {side} of {resize} px"
+    return whole if side == resize else f"{whole}, its central {side} px"
 
 
 def counterpart_token(token: int, spec_a: ModelSpec, spec_b: ModelSpec) -> tuple[int, str]:

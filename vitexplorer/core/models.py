@@ -40,7 +40,11 @@ from vitexplorer.core.download import (
     ProgressCallback,
     download_file,
 )
-from vitexplorer.core.families.layouts import recognise_layout
+from vitexplorer.core.families.layouts import (
+    misfit_message,
+    recognise_layout,
+    unknown_layout_message,
+)
 from vitexplorer.core.skeleton import compute_buffers, has_meta, owned, skeleton
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
     DEMO,
@@ -60,6 +64,7 @@ from vitexplorer.core.vit import SmallViTConfig, check_whole, show_value
 CHECKPOINT_FORMAT = 1
 INTERPOLATIONS: tuple[str, ...] = tuple(mode.value for mode in InterpolationMode)
 RANDOM = "random initialisation"  # the weights label of a model with random weights
+CROP_MODES = ("center", "squash", "border")  # ModelSpec.crop_mode
 _MAX_CLASS_NAME = 1000  # characters
 _MAX_CHANNEL_VALUE = 1000.0  # a checkpoint's mean and std, per channel
 _MIN_STD = 1e-6
@@ -337,7 +342,7 @@ def apply_metadata(spec: ModelSpec, meta: dict[str, Any]) -> ModelSpec:
     for key in ("mean", "std"):
         if key in meta:
             changes[key] = tuple(meta[key])
-    for key in ("resize_size", "interpolation"):
+    for key in ("resize_size", "interpolation", "crop_mode"):
         if key in meta:
             changes[key] = meta[key]
     return replace(spec, **changes) if changes else spec
@@ -425,11 +430,7 @@ def _file_plan(
     layout = recognise_layout(shapes)
     if layout is not None:
         raise WeightsFileError(f"{source} has no vitexplorer metadata; {layout.describe()}")
-    raise WeightsFileError(
-        f"{source} has no vitexplorer metadata and matches no layout vitexplorer knows (timm, "
-        f"torchvision, Hugging Face): choose the architecture (--model NAME) and pass the file "
-        f"as its weights (--weights {path})"
-    )
+    raise WeightsFileError(unknown_layout_message(source))
 
 
 def check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
@@ -446,7 +447,7 @@ def check_plan(plan: BuildPlan, shapes: Mapping[str, Any], source: str) -> None:
     try:
         check_fits(skeleton, shapes, plan.what)
     except WeightsFileError as exc:
-        raise WeightsFileError(f"{source}: {exc}") from None
+        raise WeightsFileError(misfit_message(source, str(exc), shapes_of(shapes))) from None
 
 
 def build(
@@ -522,6 +523,10 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
             _check_channels(key, meta[key], positive=key == "std")
     if "resize_size" in meta:
         check_whole("resize_size", meta["resize_size"], image_size, 2 * image_size)
+    if meta.get("crop_mode", "center") not in CROP_MODES:
+        raise ValueError(
+            f"crop_mode {quoted(meta['crop_mode'])} is not one of {', '.join(CROP_MODES)}"
+        )
     if "interpolation" in meta and (
         not isinstance(meta["interpolation"], str) or meta["interpolation"] not in INTERPOLATIONS
     ):
@@ -589,6 +594,7 @@ def save_checkpoint(
         "std": list(spec.std),
         "resize_size": spec.resize_size,
         "interpolation": spec.interpolation,
+        "crop_mode": spec.crop_mode,
         **(extra or {}),
     }
     tensors = dict(model.module.state_dict())

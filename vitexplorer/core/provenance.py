@@ -60,13 +60,16 @@ def weights_facts(model: LoadedModel) -> dict[str, Any]:
 
 def preprocessing_facts(model: LoadedModel) -> dict[str, Any]:
     spec = model.spec
-    return {
+    facts: dict[str, Any] = {
         "resize": spec.resize_size,
         "center_crop": spec.image_size,
         "interpolation": spec.interpolation,
         "mean": list(spec.mean),
         "std": list(spec.std),
     }
+    if spec.crop_mode != "center":  # "resize" is then both sides (squash) or the long one
+        facts["crop_mode"] = spec.crop_mode
+    return facts
 
 
 def method_card(

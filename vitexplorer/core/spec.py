@@ -111,6 +111,10 @@ class ModelSpec:
     prefix_kinds: tuple[str, ...] = ()  # one of PREFIX_KINDS per prefix token; () means all CLS
     grid_shape: tuple[int, int] | None = None  # patch rows and columns when not square
     has_classifier: bool = True  # False for image towers without a head (DINO, CLIP)
+    # timm's names: "center" resizes the short side to resize_size, "squash" the whole image to
+    # resize_size square, "border" the long side (padding the rest); then the centre image_size
+    crop_mode: str = "center"
+    notes: tuple[str, ...] = field(default=(), compare=False)  # one-line warnings for people
 
     @property
     def grid(self) -> tuple[int, int]:

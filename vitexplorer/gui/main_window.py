@@ -486,8 +486,10 @@ class MainWindow(QMainWindow):
         if info.fine_tuned:
             self.statusBar().showMessage(f"The explorer now uses the model {spec.weights}", 8000)
         else:
+            notes = "".join(f" \u00b7 {note}" for note in spec.notes)  # defaults, random weights
             self.statusBar().showMessage(
-                f"Loaded {spec.display_name} in {info.seconds:.1f} s", 5000
+                f"Loaded {spec.display_name} in {info.seconds:.1f} s{notes}",
+                20000 if notes else 5000,
             )
         # images still queued with the worker will be analysed by this model; the others again
         self._analyse_again()

@@ -22,6 +22,10 @@ from torch import nn
 
 Part = nn.Module | nn.Parameter
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
+# the note a model with random weights carries (torchvision's warn through their zero heads)
+RANDOM_NOTE = (
+    "random weights (--weights none): the predictions and any class-specific map mean nothing"
+)
 
 
 class UnsupportedModel(ValueError):

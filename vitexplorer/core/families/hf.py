@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitexplorer.core.families.base import UnsupportedModel
+from vitexplorer.core.families.base import RANDOM_NOTE, UnsupportedModel
 from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: an entry point)
     DEFAULT_PREP,
     EXTRA,
@@ -38,9 +38,11 @@ from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's ad
     HFAdapter,
     HFClassifier,
 )
+from vitexplorer.core.families.hub import probe
 from vitexplorer.core.spec import ModelSpec
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+RANDOM = "random initialisation"  # models.RANDOM: the weights label of random weights
 
 
 # --- where a model comes from ------------------------------------------------------------------
@@ -130,6 +132,12 @@ def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, A
                 ) from exc
             config, downloaded = None, True
     if config is None:
+        why = probe(source.text, "config.json")  # offline: said at once, not after retries
+        if why is not None:
+            raise WeightsUnavailableError(
+                f"no network: the Hugging Face hub cannot be reached for hf:{source.text} "
+                f"({why}), and it is not in the local cache; give a save_pretrained folder"
+            )
         with _quiet(show_progress=True):
             try:
                 config = AutoConfig.from_pretrained(where, trust_remote_code=False)
@@ -233,6 +241,8 @@ def make_spec(
         mean=prep.mean,
         std=prep.std,
         interpolation=prep.interpolation,
+        crop_mode=prep.crop_mode,
+        notes=prep.notes + ((RANDOM_NOTE,) if label == RANDOM else ()),
         config={
             "class": module.architecture,
             "image_size": prep.image_size,
@@ -274,7 +284,7 @@ def load(
     extra = EXTRA.get(architecture, {})
     weights_file: Path | None = None
     if weights == "none":
-        model, label = cls(config, **extra), "random initialisation"
+        model, label = cls(config, **extra), RANDOM
     elif weights == "default":
         model, weights_file = _from_pretrained(cls, source, config, extra, allow_download)
         label = f"Hugging Face weights ({source.short})"
@@ -296,7 +306,14 @@ def _from_state_dict(
     ``attention.attention.query``) goes through transformers' own key conversion (its
     ``from_pretrained``, which builds on the meta device itself), and loads only if every
     parameter is then accounted for."""
-    from vitexplorer.core.checkpoint import WeightsFileError, check_fits, file_label, read_weights
+    from vitexplorer.core.checkpoint import (
+        WeightsFileError,
+        check_fits,
+        file_label,
+        read_weights,
+        shapes_of,
+    )
+    from vitexplorer.core.families.layouts import misfit_message
 
     state, meta = read_weights(path)
     if meta is not None:
@@ -311,7 +328,7 @@ def _from_state_dict(
     try:
         check_fits(skeleton, state, f"a {cls.__name__} of this config")
     except WeightsFileError as exc:
-        misfit = WeightsFileError(f"{file_label(path)}: {exc}")
+        misfit = WeightsFileError(misfit_message(file_label(path), str(exc), shapes_of(state)))
         with _quiet():
             try:
                 model, info = cls.from_pretrained(
@@ -417,6 +434,7 @@ def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> Any:
         tuple(meta.get("mean", defaults[0])),  # type: ignore[arg-type]
         tuple(meta.get("std", defaults[1])),  # type: ignore[arg-type]
         meta.get("interpolation", defaults[2]),
+        meta.get("crop_mode", "center"),
     )
     names = tuple(meta.get("class_names") or (f"class {i}" for i in range(num_classes)))
 

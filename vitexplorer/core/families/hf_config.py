@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -197,23 +197,29 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    crop_mode: str = "center"  # "squash": resize to resize_size square, as size {height, width}
+    notes: tuple[str, ...] = ()  # one-line warnings: defaults used, steps not followed
 
 
-def _side(value: Any, what: str) -> int | None:
-    """One side from an image processor's size: an int, or a dict of height and width (equal),
-    or of shortest_edge."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if not isinstance(value, dict):
-        return None
-    if "shortest_edge" in value:
-        return _side(value["shortest_edge"], what)
-    height, width = value.get("height"), value.get("width")
-    if height != width:
+# the image processor each family's checkpoints come with (its defaults stand in for a missing
+# preprocessor_config.json)
+DEFAULT_PROCESSOR = {
+    "vit": "ViTImageProcessor",
+    "deit": "DeiTImageProcessor",
+    "dinov2": "BitImageProcessor",
+    "dinov2_with_registers": "BitImageProcessor",
+    "clip_vision_model": "CLIPImageProcessor",
+}
+
+
+def _square(size: Any, what: str) -> int:
+    """The side of a square (height, width) size; UnsupportedModel for any other."""
+    height, width = size.height, size.width
+    if not (isinstance(height, int) and height == width and height > 0):
         raise UnsupportedModel(
             f"its image processor's {what} is {height}x{width}; only square inputs are supported"
         )
-    return _side(height, what)
+    return height
 
 
 def _channels(value: Any, what: str) -> tuple[float, float, float]:
@@ -230,17 +236,50 @@ def _channels(value: Any, what: str) -> tuple[float, float, float]:
     return float(value[0]), float(value[1]), float(value[2])
 
 
+def image_processor(model_type: str, settings: dict[str, Any]) -> tuple[Any, str | None]:
+    """The image processor transformers builds from ``preprocessor_config.json`` (as a dict):
+    its class's defaults for what the file leaves out, its class's reading of a bare size. A
+    class transformers lacks is read as the family's usual one, said in the note returned."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    default = DEFAULT_PROCESSOR[model_type]
+    name = str(settings.get("image_processor_type") or default)
+    cls = getattr(transformers, name.removesuffix("Fast"), None)
+    note = None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.BaseImageProcessor)):
+        note = (
+            f"its image processor {_shown(name)} is not one this transformers has; vitexplorer "
+            f"reads its settings as a {default}'s"
+        )
+        cls = getattr(transformers, default)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_dict(settings), note
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModel(f"its image processor's settings are unusable: {text}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) -> Preprocessing:
-    """Resize, crop, normalisation and interpolation from ``preprocessor_config.json`` (as a
-    dict; empty when the model has none: the family's defaults at the config's size)."""
-    mean, std, interpolation = DEFAULT_PREP[model_type]
-    if processor.get("do_normalize", True):
-        mean = _channels(processor.get("image_mean", mean), "image_mean")
-        std = _channels(processor.get("image_std", std), "image_std")
-    else:
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    # vitexplorer scales pixels to 0..1; HF multiplies 0..255 by rescale_factor (or not at all)
-    factor = processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1
+    """Resize, crop, normalisation and interpolation as the model's image processor does them,
+    from ``preprocessor_config.json`` (as a dict; empty when the model has none: the family's
+    processor's defaults at the config's size, said in a note)."""
+    proc, note = image_processor(model_type, processor)
+    notes = [note] if note else []
+    if not processor:  # the family's usual steps at the config's size
+        _at_size(proc, config_size)
+        proc.image_mean, proc.image_std, resample = DEFAULT_PREP[model_type]
+        proc.resample = {v: k for k, v in _RESAMPLE.items()}[resample]
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if proc.do_normalize:
+        mean = _channels(proc.image_mean, "image_mean")
+        std = _channels(proc.image_std, "image_std")
+    # vitexplorer's spec is for pixels scaled to 0..1; HF multiplies 0..255 by rescale_factor
+    factor = proc.rescale_factor if proc.do_rescale else 1
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise UnsupportedModel(f"its image processor's rescale_factor {_shown(factor)} is unusable")
     scale = 255.0 * factor
@@ -248,15 +287,92 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
     std = tuple(s / scale for s in std)
     if not all(s > 0 for s in std):
         raise UnsupportedModel("its image processor's image_std is not above 0 for every channel")
-    resample = processor.get("resample")
-    if isinstance(resample, int) and resample in _RESAMPLE:
-        interpolation = _RESAMPLE[resample]
-    elif isinstance(resample, str) and resample.lower() in _RESAMPLE.values():
-        interpolation = resample.lower()
-    resize = _side(processor.get("size"), "size") if processor.get("do_resize", True) else None
-    crop = None
-    if processor.get("do_center_crop", "crop_size" in processor):
-        crop = _side(processor.get("crop_size"), "crop size")
-    image_size = crop or resize or config_size
-    resize_size = max(resize or image_size, image_size)
-    return Preprocessing(image_size, resize_size, mean, std, interpolation)  # type: ignore[arg-type]
+    interpolation = _interpolation(proc.resample)
+    crop = _square(proc.crop_size, "crop size") if proc.do_center_crop else None
+    size, mode = proc.size, "center"
+    if not proc.do_resize:
+        resize = crop or config_size
+        notes.append(
+            f"its image processor does not resize images; vitexplorer resizes the short side to "
+            f"{resize} px"
+        )
+    elif size.shortest_edge and not (size.longest_edge or size.height or size.width):
+        resize = size.shortest_edge
+        crop_pct = getattr(proc, "crop_pct", None)
+        if type(proc).__name__ == "ConvNextImageProcessor" and crop_pct:
+            if resize < 384:  # ConvNext's: the short side to shortest_edge / crop_pct, cropped
+                resize, crop = int(resize / crop_pct), resize
+            else:
+                mode, crop = "squash", None
+    elif size.height or size.width:
+        resize, mode = _square(size, "size"), "squash"
+    else:
+        raise UnsupportedModel(f"its image processor's size {dict(size)} is not supported")
+    if crop is None and mode == "center":
+        crop = resize
+        notes.append(
+            f"its image processor resizes the short side to {resize} px and keeps the whole "
+            f"image; vitexplorer crops its central {resize} px square (Whole image, --aspect "
+            f"keep, shows it all)"
+        )
+    image_size = crop or resize
+    if crop is not None and crop > resize:
+        notes.append(
+            f"its image processor pads the {resize} px image with black to crop {crop} px; "
+            f"vitexplorer resizes to {crop} px instead"
+        )
+    prep = Preprocessing(
+        image_size,
+        max(resize, image_size),
+        mean,
+        std,
+        interpolation,
+        mode,  # type: ignore[arg-type]
+    )
+    if not processor:
+        used = f"the usual steps for a {model_type} model ({type(proc).__name__}'s)"
+        notes.insert(0, "no preprocessor_config.json: " + describe(prep, used))
+    return replace(prep, notes=tuple(notes))
+
+
+def _interpolation(resample: Any) -> str:
+    """PIL's resampling filter (a number, as processors keep it) as torchvision names it; None
+    is bilinear, as transformers' torchvision backend takes it."""
+    if resample is None:
+        return "bilinear"
+    if isinstance(resample, str) and resample.lower() in _RESAMPLE.values():
+        return resample.lower()
+    if isinstance(resample, int) and int(resample) in _RESAMPLE:
+        return _RESAMPLE[int(resample)]
+    raise UnsupportedModel(f"its image processor's resample {_shown(resample)} is not a PIL filter")
+
+
+def _at_size(proc: Any, side: int) -> None:
+    """A default image processor made to give the config's input side (its crop scaled)."""
+    from transformers.image_processing_utils import SizeDict
+
+    crop = proc.crop_size.height if proc.do_center_crop and proc.crop_size else None
+    size = proc.size
+    old = size.shortest_edge or size.height
+    new = int(old * side / crop) if crop else side
+    if size.shortest_edge:
+        proc.size = SizeDict(shortest_edge=new)
+    else:
+        proc.size = SizeDict(height=new, width=new)
+    if crop:
+        proc.crop_size = SizeDict(height=side, width=side)
+
+
+def describe(prep: Preprocessing, used: str) -> str:
+    """The steps of ``prep`` in a few words, for a note."""
+    side, resize = prep.image_size, prep.resize_size
+    if prep.crop_mode == "squash":
+        steps = f"resize to {resize}x{resize}, " + (f"crop {side}" if resize != side else "no crop")
+    else:
+        steps = f"resize the short side to {resize}, crop {side}"
+    mean = ", ".join(f"{m:.4g}" for m in prep.mean)
+    std = ", ".join(f"{s:.4g}" for s in prep.std)
+    return (
+        f"vitexplorer uses {used} at the config's {side} px: {steps}, "
+        f"{prep.interpolation}, mean ({mean}), std ({std})"
+    )

@@ -193,3 +193,37 @@ def _small_vit(shapes: Mapping[str, tuple[int, ...]]) -> Layout | None:
         "without vitexplorer's metadata its number of heads is unknown: save it from "
         "vitexplorer (File > Save model, or 'vitexplorer finetune') to open it",
     )
+
+
+def unknown_layout_message(source: str) -> str:
+    """What to say about a state dict whose keys match none of the layouts above (opened alone):
+    no model name will load it, which layouts can, and that a module of one's own cannot."""
+    return f"{source} has no vitexplorer metadata and {NO_LAYOUT}. {loadable_layouts()}"
+
+
+def misfit_message(source: str, misfit: str, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """A file that does not fit the model named for it; when its keys match no layout at all,
+    also that no other name would do, and what would."""
+    if recognise_layout(shapes) is not None:
+        return f"{source}: {misfit}"
+    return (
+        f"{source}: {misfit}. Its keys {NO_LAYOUT.removeprefix('its keys ')}. {loadable_layouts()}"
+    )
+
+
+NO_LAYOUT = "its keys match no layout vitexplorer can load, so no --model NAME will load it"
+
+
+def loadable_layouts() -> str:
+    """The state dicts vitexplorer loads, and what it does not."""
+    from vitexplorer.core.spec import TORCHVISION_VITS
+
+    names = "/".join(TORCHVISION_VITS)
+    return (
+        f"vitexplorer loads the state dicts of torchvision's ViTs (--model {names}), timm's "
+        f"VisionTransformer models (--model timm:NAME), Hugging Face ViT, DeiT, DINOv2 and CLIP "
+        f"vision models (a save_pretrained folder, --model hf:FOLDER) and its own small ViT "
+        f"(--model small_vit, or a checkpoint it saved); a file with other key names needs "
+        f"converting to one of those first. A module of your own is not supported: there is no "
+        f"API to plug one in (a new family is an adapter file in vitexplorer/core/families)"
+    )

@@ -43,7 +43,7 @@ from vitexplorer.core.checkpoint import (
 )
 from vitexplorer.core.download import CancelCheck, ProgressCallback
 from vitexplorer.core.families import timm_weights
-from vitexplorer.core.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.families.base import RANDOM_NOTE, Part, UnsupportedModel, ViTAdapter
 from vitexplorer.core.spec import ModelSpec
 from vitexplorer.core.vit import MAX_CLASSES, MAX_IMAGE_SIZE, check_grid, check_whole
 
@@ -412,8 +412,11 @@ def spec_for(module: nn.Module, name: str, weights: str) -> ModelSpec:
     height, width = rows * patch, cols * patch
     image_size = min(height, width)
     data = timm.data.resolve_data_config(model=module)
-    crop_pct = data.get("crop_pct") or 1.0
-    resize = image_size if data.get("crop_mode") == "squash" else math.floor(image_size / crop_pct)
+    crop_pct = data.get("crop_pct") or timm.data.DEFAULT_CROP_PCT  # as create_transform does
+    resize = math.floor(image_size / crop_pct)
+    crop_mode = data.get("crop_mode") or "center"
+    if crop_mode not in ("center", "squash", "border"):
+        raise UnsupportedModel(f"timm:{name}: its crop_mode {crop_mode!r} is not one timm has")
     interpolation = data.get("interpolation")
     kind = adapter.head_kind
     classes = module.num_classes if kind == "classifier" else 0
@@ -434,6 +437,8 @@ def spec_for(module: nn.Module, name: str, weights: str) -> ModelSpec:
         mean=tuple(float(v) for v in data["mean"]),
         std=tuple(float(v) for v in data["std"]),
         interpolation=interpolation if interpolation in models.INTERPOLATIONS else "bicubic",
+        crop_mode=crop_mode,
+        notes=(RANDOM_NOTE,) if weights == models.RANDOM else (),
         config={
             "model_name": f"{arch}.{tag}" if tag else arch,
             "num_classes": classes,

@@ -19,6 +19,7 @@ from torch import nn
 from vitexplorer.core import models
 from vitexplorer.core.checkpoint import WeightsFileError
 from vitexplorer.core.download import CancelCheck, DownloadCancelled, ProgressCallback
+from vitexplorer.core.families.hub import probe, unreachable
 from vitexplorer.core.skeleton import compute_buffers, has_meta, skeleton
 
 # timm's ``weight_init`` where every parameter is then loaded from a file (strictly): its
@@ -70,17 +71,34 @@ class Source:
                 self.name, self.url, self.torch_hub_path(), 0.0, self.description
             )
             return models.download_weights(plan, progress, cancelled)
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        import huggingface_hub
+        from huggingface_hub.errors import RemoteEntryNotFoundError
 
         bar = _progress_bar(progress, cancelled)
         for filename in self.filenames:
+            why = probe(self.repo, filename, self.revision)  # offline: said at once
+            if why is not None:
+                raise models.WeightsUnavailableError(self._no_network(why))
             try:
-                found = hf_hub_download(self.repo, filename, revision=self.revision, tqdm_class=bar)
-            except EntryNotFoundError:
+                found = huggingface_hub.hf_hub_download(
+                    self.repo, filename, revision=self.revision, tqdm_class=bar
+                )
+            except RemoteEntryNotFoundError:  # the hub answered: the repository lacks the file
                 continue
+            except Exception as exc:
+                cause = unreachable(exc)  # the connection lost since the probe
+                if cause is not None:
+                    raise models.WeightsUnavailableError(self._no_network(cause)) from exc
+                raise
             return Path(str(found))
         raise WeightsFileError(f"{self.repo} holds none of {', '.join(self.filenames)}")
+
+    def _no_network(self, why: str) -> str:
+        return (
+            f"no network: the Hugging Face hub cannot be reached for {self.description} "
+            f"({why}). Without a network, use --weights FILE with a file in timm's layout, or "
+            f"--weights none"
+        )
 
 
 def pretrained_source(arch: str) -> Source:
