@@ -128,6 +128,11 @@ def test_analyze_of_a_folder_without_images_says_so(checkpoint, tmp_path, capsys
     empty.mkdir()
     assert _cpu("analyze", empty, "--model", checkpoint, "--out", tmp_path / "o") == 2
     assert _lines(capsys.readouterr().err) == [f"vitexplorer: {empty} holds no image files"]
+    # beside an image, an empty folder is one line among the results and the image is written
+    photo = _image(tmp_path / "photo.png", (32, 32), seed=7)
+    assert _cpu("analyze", empty, photo, "--model", checkpoint, "--out", tmp_path / "m") == 1
+    assert _lines(capsys.readouterr().err) == ["vitexplorer: empty: the folder holds no images"]
+    assert (tmp_path / "m" / "photo.json").is_file()
 
 
 # --- sanity runs each method --------------------------------------------------------------------

@@ -78,7 +78,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     Images go through the model in batches (:func:`~vitexplorer.core.analysis.batch_size_for`,
     or ``--batch-size``) of neighbours that share a patch grid; an image that cannot be read
     ends the batch before it, so every line still comes in the order of the images."""
-    sources = image_sources(options.images)
+    sources, empty = image_sources(options.images)
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
@@ -89,6 +89,11 @@ def run_analyze(options: argparse.Namespace) -> int:
 
     keep = options.aspect == "keep"
     run = BatchRun(model, out_dir, methods, chosen, keep)
+    from vitexplorer.core.images import _display_name
+
+    for folder in empty:  # one line each, and the other inputs go on
+        error(f"{_display_name(Path(folder))}: the folder holds no images")
+        run.failures += 1
     batch: list[tuple[str, str, Any]] = []  # (source, stem, image) waiting for the model
     limit, key = 1, None
     try:
@@ -115,17 +120,25 @@ def run_analyze(options: argparse.Namespace) -> int:
     return 1 if run.failures else 0
 
 
-def image_sources(inputs: list[str]) -> list[str]:
-    """The images to analyse: each folder's image files (:func:`expand_images`, the scanner
-    that ``stats`` and the app use), the other inputs as given, so that a file that cannot be
-    read is reported and the others go on."""
+def image_sources(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """The images to analyse and the folders that hold none: each folder's image files
+    (:func:`expand_images`, the scanner that ``stats`` and the app use), the other inputs as
+    given, so that a file that cannot be read is reported and the others go on. A folder
+    without images is one line among the others' results; refused outright only when nothing
+    else was given."""
     sources: list[str] = []
+    empty: list[str] = []
     for text in inputs:
-        if Path(text).expanduser().is_dir():
-            sources += [str(path) for path in expand_images([text])]
-        else:
+        path = Path(text).expanduser()
+        if not path.is_dir():
             sources.append(text)
-    return sources
+        elif found := expand_images([text], allow_empty=True):
+            sources += [str(image) for image in found]
+        else:
+            empty.append(text)
+    if empty and not sources:
+        expand_images(empty[:1])  # the one-line refusal of an input with nothing to analyse
+    return sources, empty
 
 
 class BatchRun:

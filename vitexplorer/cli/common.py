@@ -220,8 +220,9 @@ class CtrlCCancels:
         self.report.note(f"stopping after the current {self.unit}; Ctrl-C again to stop at once")
 
 
-def expand_images(inputs: Sequence[str]) -> list[Path]:
-    """Image files from files and folders (a folder: every image file under it, sorted).
+def expand_images(inputs: Sequence[str], allow_empty: bool = False) -> list[Path]:
+    """Image files from files and folders (a folder: every image file under it, sorted; one
+    without any is refused in a line unless ``allow_empty``).
 
     A path that exists but is no folder is kept as given, whatever it is (a pipe, a device, a
     looping link): the image reader refuses it with its reason, and the other inputs go on."""
@@ -233,7 +234,7 @@ def expand_images(inputs: Sequence[str]) -> list[Path]:
                 inside = image_files(path, recursive=True)
             except OSError as exc:
                 raise Failed(f"cannot list the folder {path}: {exc.strerror or exc}", 2) from exc
-            if not inside:
+            if not inside and not allow_empty:
                 raise Failed(f"{path} holds no image files", 2)
             found.extend(inside)
         elif os.path.lexists(path):
