@@ -15,7 +15,7 @@ from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from vitexplorer.core import architecture
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.models import load_model
-from vitexplorer.core.training import TrainConfig
+from vitexplorer.core.training import TrainConfig, lr_schedule
 from vitexplorer.gui.finetune_settings import SCRATCH
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest
@@ -131,6 +131,26 @@ def test_a_shorter_run_gets_a_shorter_warm_up_unless_the_user_chose_one(
     form.mode_box.setCurrentIndex(form.mode_box.findData("finetune"))
     form.epochs.setValue(3)  # fine-tuning has no warm-up by default, and none is added
     assert form.warmup.value() == 0.0
+
+
+def test_short_runs_keep_a_warm_up_of_a_tenth_and_their_schedule_decays(
+    qtbot, window: MainWindow
+) -> None:
+    """Lowering the epochs below 5 used to clamp the warm-up to the whole run first (the
+    learning rate never decayed): each length gets what 'vitexplorer train' gives it."""
+    form = scratch_mode(panel_of(window), qtbot)
+    assert form.epochs.value() == 50 and form.warmup.value() == 5.0
+    steps_per_epoch = 10
+    for epochs in (3, 2, 1, 10):
+        form.epochs.setValue(epochs)
+        config = TrainConfig(**form.config())
+        assert config.warmup_epochs == pytest.approx(architecture.default_warmup(epochs))
+        assert config.warmup_epochs < epochs
+        factor = lr_schedule(config, steps_per_epoch)
+        last = epochs * steps_per_epoch - 1
+        warm = round(config.warmup_epochs * steps_per_epoch)
+        assert factor(warm) == pytest.approx(1.0, abs=0.03)  # the peak, once warmed up
+        assert factor(last) < 0.05  # decayed to almost nothing by the end
 
 
 def test_train_from_scratch_the_explorer_adopts_and_saves_it(

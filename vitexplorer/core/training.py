@@ -547,6 +547,23 @@ def finetuned_checkpoint_bytes(base: LoadedModel, class_names: Sequence[str]) ->
     return checkpoint_bytes(named, 64 * 1024 + 2 * names) + head
 
 
+def lr_schedule(config: FinetuneConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate's factor at each step (0-based) of a run: a linear warm-up of
+    ``config.warmup_epochs``, then constant or a cosine decay to 0 at the run's last step."""
+    total = config.epochs * steps_per_epoch
+    warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant" or total <= warmup:
+            return 1.0
+        progress = (step - warmup) / (total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 # ---------------------------------------------------------------------------------------------
 # The engine
 
@@ -842,20 +859,7 @@ class _Run:
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor())
 
     def _lr_factor(self) -> Callable[[int], float]:
-        config = self.config
-        steps_per_epoch = self._steps_per_epoch
-        total = config.epochs * steps_per_epoch
-        warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if config.schedule == "constant" or total <= warmup:
-                return 1.0
-            progress = (step - warmup) / (total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return factor
+        return lr_schedule(self.config, self._steps_per_epoch)
 
     def _train(
         self,

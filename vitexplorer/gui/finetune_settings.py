@@ -519,9 +519,13 @@ class FinetuneSettings(QWidget):
         warm-up the user left at the recipe's value for the old length follows the new one (a
         tenth of the run, at most 5 epochs), as ``vitexplorer train`` does."""
         previous, self._epochs_seen = self._epochs_seen, epochs
-        self.warmup.setMaximum(float(epochs))
+        # whether the warm-up follows is read before the new maximum clamps it: clamped first,
+        # 5 warm-up epochs became 3 of a 3-epoch run, no longer the recipe's, and stayed the
+        # whole run
         followed = round(default_warmup(previous), self.warmup.decimals())
-        if self.from_scratch() and math.isclose(self.warmup.value(), followed):
+        follows = self.from_scratch() and math.isclose(self.warmup.value(), followed)
+        self.warmup.setMaximum(float(epochs))
+        if follows:
             self.warmup.setValue(round(default_warmup(epochs), self.warmup.decimals()))
 
     def _optimizer_changed(self, _index: int = 0) -> None:
