@@ -17,6 +17,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QFileDialog, QTabWidget
 
+from vitexplorer.gui.app import install_wheel_guard
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.workers import ModelInfo, ModelRequest
 
@@ -40,6 +41,7 @@ class FinetuneTab(QObject):
 
     def __init__(self, window, tabs: QTabWidget) -> None:  # noqa: ANN001
         super().__init__(window)
+        install_wheel_guard()  # once per application: settings take the wheel only when focused
         self.window = window
         self.tabs = tabs
         self.panel = FinetunePanel(window.settings)
