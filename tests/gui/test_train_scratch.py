@@ -66,10 +66,10 @@ def test_from_scratch_shows_the_architecture_and_counts_its_parameters(
     ],
 )
 def test_an_impossible_architecture_is_said_beside_its_field_and_cannot_start(
-    qtbot, window: MainWindow, field: str, value: int, wrong: str, message: str
+    qtbot, window: MainWindow, field: str, value: int, wrong: str, message: str, tmp_path: Path
 ) -> None:
     panel = panel_of(window)
-    form = scratch_mode(panel, qtbot)
+    form = scratch_mode(panel, qtbot, colour_folder(tmp_path / "colours", per_class=2))
     arch = form.architecture
     arch.fields[field].setValue(value)
     error = arch.errors[wrong]
@@ -181,7 +181,11 @@ def test_train_from_scratch_the_explorer_adopts_and_saves_it(
     assert window.model_bar.weights_box.currentText() == "trained here, not saved"
     assert "random weights" in panel.base_label.text()  # the next run from scratch
     form.mode_box.setCurrentIndex(form.mode_box.findData("finetune"))
-    assert "was trained here from scratch" in panel.base_label.text()  # not "starts from"
+    # fine-tuning starts from the model the explorer uses: this one, as its label says
+    assert panel.base_label.text() == (
+        f"Starts from the explorer's model: {spec.display_name}, {spec.weights} (trained here, "
+        f"not saved)."
+    )
     form.mode_box.setCurrentIndex(form.mode_box.findData(SCRATCH))
     # every weight trained: the parameter count is the architecture's
     shape = SimpleNamespace(**{**architecture.ARCH_DEFAULTS, **SMALL}, num_classes=3)

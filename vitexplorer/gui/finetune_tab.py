@@ -23,6 +23,7 @@ from vitexplorer.gui.workers import ModelInfo, ModelRequest
 
 EXPLORER, FINETUNE = 0, 1
 MODEL_FILTER = "vitexplorer model (*.safetensors)"
+TRAIN_PROBLEM = "train-problem"  # the notice bar's tag for the Train tab's failures
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -55,6 +56,7 @@ class FinetuneTab(QObject):
         self.panel.notice.connect(self._notice)
         self.panel.saved.connect(self._saved)
         self.panel.busy_changed.connect(self.update_actions)
+        self.panel.run_starting.connect(self._run_starting)
 
     # --- tabs -----------------------------------------------------------------------------
     def show_explorer(self) -> None:
@@ -172,9 +174,16 @@ class FinetuneTab(QObject):
         self.show_explorer()
 
     def _problem(self, title: str, message: str) -> None:
-        self.window.notice.add(f"{title}: {message}")
+        self.window.notice.add(f"{title}: {message}", tag=TRAIN_PROBLEM)
         self.window.statusBar().showMessage(f"{title}: {message}", 15000)
         self.window.show_message(title, message)
+
+    def _run_starting(self) -> None:
+        """A new run: what the Train tab's earlier failures said no longer holds."""
+        self.window.notice.withdraw(TRAIN_PROBLEM)
+        bar = self.window.statusBar()
+        if bar.currentMessage().startswith(("Fine-tuning failed", "Training failed", "Cannot")):
+            bar.clearMessage()
 
     def _notice(self, message: str) -> None:
         self.window.notice.add(message)

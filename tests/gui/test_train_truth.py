@@ -1,0 +1,150 @@
+"""The Train tab says only what is true: which model a run starts from, which head, whether the
+dataset is there, and no earlier failure once a new run starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import Qt
+
+from tests.gui.test_finetune import (
+    adopted_and_shown,
+    colour_folder,
+    fake_cifar10,
+    fill,
+    panel_of,
+)
+from tests.gui.test_train_scratch import SMALL, scratch_mode
+from vitexplorer.gui.finetune_settings import FINETUNE
+from vitexplorer.gui.main_window import MainWindow
+
+KINDS = tuple(f"kind {i}" for i in range(7))  # the GUI checkpoint's classes, in its order
+
+
+def kind_folder(root: Path, names=KINDS, per_class: int = 4) -> Path:  # noqa: ANN001
+    """A folder of the GUI model's own classes (solid grey levels)."""
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for j in range(per_class):
+            level = 30 * i + 5 * j
+            Image.fromarray(np.full((16, 16, 3), level, np.uint8)).save(root / name / f"{j}.png")
+    return root
+
+
+def test_the_head_row_says_which_head_the_run_starts_from(qtbot, window: MainWindow, tmp_path):
+    panel = panel_of(window)
+    form = panel.form
+    fill(panel, qtbot, colour_folder(tmp_path / "colours", per_class=6), per_class=4, epochs=1)
+    assert form.head_box.currentData() == "keep" and form.head_box.isVisible()
+    text = form.head_label.text()
+    assert "a new head" in text and "they are not the model's" in text and "kind 0" in text
+
+    own = kind_folder(tmp_path / "kinds")
+    fill(panel, qtbot, own, per_class=3, test_per_class=1, epochs=1)
+    assert "the model's own head, kept: its 7 classes" in form.head_label.text()
+    form.head_box.setCurrentIndex(form.head_box.findData("new"))
+    assert "a new head" in form.head_label.text() and "as asked" in form.head_label.text()
+    form.head_box.setCurrentIndex(form.head_box.findData("keep"))
+
+    head = window.model.spec  # the explorer's model, before the run
+    finished: list = []
+    panel.finished.connect(finished.append)
+    with adopted_and_shown(qtbot, window, panel):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    result = finished[0]
+    assert result.head_kept and result.metadata()["finetune"]["head"] == "kept"
+    assert result.model.spec.class_names == head.class_names
+
+    scratch_mode(panel, qtbot)
+    assert not form.head_box.isVisible() and not form.head_label.isVisible()
+    assert "head" not in form.config()
+
+
+def test_start_labels_name_the_model_the_run_starts_from(qtbot, window: MainWindow, tmp_path):
+    """Each mode's label names what Start really starts from; after a run the explorer uses the
+    trained model, and the next fine-tune starts from that model, not from the one before."""
+    panel = panel_of(window)
+    form = panel.form
+    assert form.mode_box.currentData() == FINETUNE
+    spec = window.model.spec
+    assert panel.base_label.text() == (
+        f"Starts from the explorer's model: {spec.display_name}, {spec.weights}."
+    )
+    data = colour_folder(tmp_path / "colours", per_class=6)
+    scratch_mode(panel, qtbot, data)
+    assert panel.base_label.text().startswith("Builds a new small ViT with random weights")
+    assert spec.display_name not in panel.base_label.text()
+    form.architecture.set_values(SMALL)
+    form.per_class.setValue(4)
+    form.epochs.setValue(1)
+    qtbot.mouseClick(form.more_button, Qt.LeftButton)
+    form.test_per_class.setValue(2)
+    form.batch_size.setValue(8)
+    with adopted_and_shown(qtbot, window, panel):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    trained = window.model.spec
+    assert window.model.fine_tuned and trained.class_names == ("blue", "green", "red")
+
+    # fine-tuning now starts from the model just trained (the explorer's), and says so
+    form.mode_box.setCurrentIndex(form.mode_box.findData(FINETUNE))
+    assert panel.base_label.text() == (
+        f"Starts from the explorer's model: {trained.display_name}, {trained.weights} "
+        f"(trained here, not saved)."
+    )
+    assert panel.start_button.isEnabled()
+    assert "the model's own head, kept: its 3 classes" in form.head_label.text()
+    fill(panel, qtbot, data, per_class=4, test_per_class=2, epochs=1)
+    first = panel.result
+    finished: list = []
+    panel.finished.connect(finished.append)
+    with adopted_and_shown(qtbot, window, panel):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    second = finished[0]
+    assert second.base == f"{trained.display_name}, {trained.weights}"
+    assert second.head_kept
+    assert first.model.module is not second.model.module  # it trained a copy
+
+
+def test_missing_cifar10_holds_start_until_it_is_there(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    panel = panel_of(window)
+    form = panel.form
+    form.set_data_root(tmp_path / "datasets")
+    form.source_box.setCurrentIndex(form.source_box.findData("cifar10"))
+    assert form.download_button.isVisible() and not panel.start_button.isEnabled()
+    assert "not on this computer yet" in form.dataset_label.text()
+    fake_cifar10(tmp_path / "datasets")
+    form.refresh_dataset_status()  # what the download's end does
+    assert panel.start_button.isEnabled() and not form.download_button.isVisible()
+    assert panel.start_button.toolTip() == ""
+    # a folder that goes missing holds Start again; one that exists frees it
+    form.source_box.setCurrentIndex(form.source_box.findData("folder"))
+    form.folder_edit.setText(str(tmp_path / "nowhere"))
+    form.refresh_dataset_status()
+    assert not panel.start_button.isEnabled()
+    form.folder_edit.setText(str(colour_folder(tmp_path / "colours", per_class=4)))
+    form.refresh_dataset_status()
+    assert panel.start_button.isEnabled()
+
+
+def test_a_failure_is_withdrawn_when_the_next_run_starts(qtbot, window: MainWindow, tmp_path):
+    panel = panel_of(window)
+    empty_class = colour_folder(tmp_path / "empty_class", per_class=4)
+    (empty_class / "yellow").mkdir()
+    fill(panel, qtbot, empty_class, per_class=2, test_per_class=1, epochs=1)
+    with qtbot.waitSignal(panel.failed, timeout=30000):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    assert "Fine-tuning failed" in window.notice.label.text() and window.notice.isVisible()
+    window.message_box.close()
+
+    good = colour_folder(tmp_path / "good", per_class=6)
+    fill(panel, qtbot, good, per_class=4, test_per_class=2, epochs=1)
+    with adopted_and_shown(qtbot, window, panel):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+        assert "Fine-tuning failed" not in window.notice.label.text()
+    assert "failed" not in window.notice.label.text()
+    assert "failed" not in window.statusBar().currentMessage()
+    assert "failed" not in panel.status.text()
