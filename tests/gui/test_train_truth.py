@@ -148,3 +148,25 @@ def test_a_failure_is_withdrawn_when_the_next_run_starts(qtbot, window: MainWind
     assert "failed" not in window.notice.label.text()
     assert "failed" not in window.statusBar().currentMessage()
     assert "failed" not in panel.status.text()
+
+
+def test_a_long_dataset_path_is_elided_in_the_middle_at_1024x700(qtbot, window: MainWindow):
+    panel = panel_of(window)
+    form = panel.form
+    window.resize(1024, 700)
+    form.source_box.setCurrentIndex(form.source_box.findData("folder"))
+    path = "/home/someone/datasets/" + "very-long-folder-name/" * 6 + "flowers-photos"
+    form.folder_edit.setText(path)
+    qtbot.waitUntil(lambda: form.folder_edit.isVisible(), timeout=5000)
+    qtbot.wait(50)
+    edit = form.folder_edit
+    assert edit.width() >= edit.MINIMUM_WIDTH
+    shown = edit.shown_text()
+    assert "…" in shown and shown != path
+    head, tail = shown.split("…")
+    assert path.startswith(head) and path.endswith(tail) and len(tail) > 4
+    assert edit.toolTip() == path and form.source() == path
+    window.activateWindow()
+    edit.setFocus()
+    qtbot.waitUntil(edit.hasFocus, timeout=5000)
+    assert edit.shown_text() == path  # editing: the whole path

@@ -38,6 +38,7 @@ from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 from vitexplorer.core.folders import subfolders
 from vitexplorer.core.pixel_csv import is_pixel_csv
 from vitexplorer.gui.architecture_form import ERROR_STYLE, ArchitectureForm
+from vitexplorer.gui.path_edit import PathEdit
 
 CIFAR10 = "cifar10"
 FOLDER = "folder"
@@ -196,7 +197,7 @@ class FinetuneSettings(QWidget):
         self.source_box = QComboBox()
         self.source_box.addItem("CIFAR-10", CIFAR10)
         self.source_box.addItem("Folder of class subfolders", FOLDER)
-        self.folder_edit = QLineEdit()
+        self.folder_edit = PathEdit()
         self.folder_edit.setPlaceholderText("a folder of class subfolders, or a pixel CSV file")
         self.folder_button = QPushButton("Choose…")
         self.csv_button = QPushButton("CSV…")
@@ -309,13 +310,17 @@ class FinetuneSettings(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self.main_form = form
         form.addRow("Dataset", self.source_box)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(self.folder_button)
-        folder_row.addWidget(self.csv_button)
+        # the path on a line of its own: beside the buttons, a narrow column left it 25 px
+        folder_rows = QVBoxLayout()
+        folder_rows.addWidget(self.folder_edit)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.folder_button)
+        buttons.addWidget(self.csv_button)
+        folder_rows.addLayout(buttons)
         self.folder_widget = QWidget()
-        self.folder_widget.setLayout(folder_row)
-        folder_row.setContentsMargins(0, 0, 0, 0)
+        self.folder_widget.setLayout(folder_rows)
+        folder_rows.setContentsMargins(0, 0, 0, 0)
         form.addRow("", self.folder_widget)
         form.addRow("", self.download_button)
         form.addRow("", self.dataset_label)
