@@ -170,3 +170,30 @@ def test_a_long_dataset_path_is_elided_in_the_middle_at_1024x700(qtbot, window: 
     edit.setFocus()
     qtbot.waitUntil(edit.hasFocus, timeout=5000)
     assert edit.shown_text() == path  # editing: the whole path
+
+
+def test_the_time_estimate_is_measured_beside_the_memory(qtbot, window: MainWindow, tmp_path):
+    """A few steps of the configured model are measured in the background; the run's time is
+    that step times the run's steps, said as an estimate, and follows the epochs at once."""
+    from vitexplorer.core.estimate import subset_sizes
+
+    panel = panel_of(window)
+    form = scratch_mode(panel, qtbot, colour_folder(tmp_path / "colours", per_class=2))
+    form.architecture.set_values(SMALL)
+    form.batch_size.setValue(8)
+    form.per_class.setValue(40)
+    form.epochs.setValue(4)
+    qtbot.waitUntil(lambda: "Time: about" in form.params_label.text(), timeout=60000)
+    measured = panel.estimator.current
+    assert measured.batch_size == 8 and measured.seconds > 0 and measured.num_classes == 3
+    assert dict(measured.architecture)["width"] == SMALL["width"]
+    text = form.params_label.text()
+    assert "of memory to train at batch size 8" in text and "an estimate" in text
+    sizes = subset_sizes(3, 40, form.test_per_class.value(), form.val_percent.value() / 100)
+    assert f"{4 * -(-sizes.train // 8):,} steps of batch 8" in text
+    form.epochs.setValue(8)  # arithmetic only: no new measurement
+    assert f"{8 * -(-sizes.train // 8):,} steps of batch 8" in form.params_label.text()
+    assert panel.estimator.current is measured
+    form.batch_size.setValue(16)  # another step: measured again
+    assert "measuring" in form.params_label.text()
+    qtbot.waitUntil(lambda: "steps of batch 16" in form.params_label.text(), timeout=60000)

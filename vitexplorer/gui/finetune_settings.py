@@ -165,7 +165,8 @@ def _double(low: float, high: float, value: float, step: float, decimals: int = 
 
 
 class FinetuneSettings(QWidget):
-    """Every setting of a run; ``changed`` when one that changes the parameter count moves."""
+    """Every setting of a run; ``changed`` when one that changes the parameter count, the
+    memory or the time a run takes moves."""
 
     changed = Signal()
     download_requested = Signal()
@@ -282,6 +283,10 @@ class FinetuneSettings(QWidget):
         self._show_mode()
         self.mode_box.currentIndexChanged.connect(self._mode_changed)
         self.architecture.changed.connect(self.changed)
+        # the memory and time estimates follow these too
+        for box in (self.per_class, self.test_per_class, self.val_percent, self.epochs,
+                    self.batch_size):  # fmt: skip
+            box.valueChanged.connect(self.changed)
         self._epochs_changed(self.epochs.value())
         self.source_box.currentIndexChanged.connect(self._source_changed)
         self.folder_button.clicked.connect(self.choose_folder)
