@@ -137,3 +137,20 @@ def test_the_command_line_refuses_an_unknown_head_choice(tmp_path: Path, capsys)
     assert code == 2
     assert not (tmp_path / "x.safetensors").exists()
     assert "invalid choice: 'old'" in capsys.readouterr().err
+
+
+def test_the_time_lapses_first_frame_shows_what_the_kept_head_predicts():
+    """Before training the probes are predicted by the model's own head, not all "airplane,
+    10 %" as with a zero head."""
+    frames = {}
+    for head in ("keep", "new"):
+        config = training.FinetuneConfig(**{**SMALL, "probes": 10}, head=head)
+        base = load_model("demo", "default", "cpu")
+        for event in training.finetune(base, open_dataset(SAMPLE), config):
+            if isinstance(event, training.Snapshot) and event.frame.epoch == 0:
+                frames[head] = event.frame
+    kept, new = frames["keep"], frames["new"]
+    assert len(set(kept.predicted.tolist())) >= 5  # ten probes of ten classes
+    assert kept.probability.mean() > 0.5
+    assert set(new.predicted.tolist()) == {0}
+    assert new.probability == pytest.approx(0.1, abs=1e-4)

@@ -48,7 +48,8 @@ def choose_head(
         )
     if model == dataset_classes:
         return HeadChoice(
-            True, f"the model's own head, kept: its {n} classes are the dataset's, in its order"
+            True,
+            f"the model's own head, kept: its {n} classes are the dataset's, in the same order",
         )
     if sorted(model) == sorted(dataset_classes):
         return HeadChoice(

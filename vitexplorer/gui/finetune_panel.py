@@ -363,7 +363,8 @@ class FinetunePanel(QWidget):
         return (
             f"Time: about <b>{duration(total)}</b> on {measured.ran_on} — an estimate: "
             f"{steps:,} steps of batch {batch} at {measured.seconds:.2g} s each (the median of "
-            f"{measured.steps} measured here), plus validation and testing."
+            f"{measured.steps} measured here), plus validation and testing; reading the images "
+            f"is not counted."
         )
 
     def _estimated(self, _measurement: Measurement) -> None:
