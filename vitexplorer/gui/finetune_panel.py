@@ -447,6 +447,7 @@ class FinetunePanel(QWidget):
 
     def _submit_training(self, job: TrainJob | ScratchJob) -> None:
         self.run_starting.emit()  # earlier runs' failures no longer hold
+        self.estimator.cancel()  # the run needs the processor more than the estimate does
         self._epochs = job.settings["epochs"]
         self._steps_total = 0
         self.curves.reset(self._epochs, 1)

@@ -142,6 +142,15 @@ class TimeEstimator(QObject):
         if request == self.asked:
             self.failed.emit(message)
 
+    def cancel(self) -> None:
+        """Drop what is waiting and stop a measurement under way (a run is starting, and
+        would share the processor with it); the next request measures again."""
+        self._timer.stop()
+        self._pending = None
+        self.asked = None
+        if self._thread is not None:
+            self._thread.worker.clear_queue()
+
     def stop(self) -> None:
         self._timer.stop()
         if self._thread is not None:
