@@ -3,12 +3,15 @@ dataset is there, and no earlier failure once a new run starts."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 
+from tests.gui.conftest import make_window
 from tests.gui.test_finetune import (
     adopted_and_shown,
     colour_folder,
@@ -17,9 +20,12 @@ from tests.gui.test_finetune import (
     panel_of,
 )
 from tests.gui.test_train_scratch import SMALL, scratch_mode
+from vitexplorer.core.spec import DEMO, DEMO_LABEL, demo_path
 from vitexplorer.gui.finetune_settings import FINETUNE
 from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.workers import ModelRequest
 
+SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 KINDS = tuple(f"kind {i}" for i in range(7))  # the GUI checkpoint's classes, in its order
 
 
@@ -197,3 +203,24 @@ def test_the_time_estimate_is_measured_beside_the_memory(qtbot, window: MainWind
     form.batch_size.setValue(16)  # another step: measured again
     assert "measuring" in form.params_label.text()
     qtbot.waitUntil(lambda: "steps of batch 16" in form.params_label.text(), timeout=60000)
+
+
+@pytest.mark.skipif(not demo_path().is_file(), reason="the demo model is not here")
+def test_fine_tuning_the_demo_on_its_own_classes_keeps_its_head(qtbot, tmp_path):
+    """The demo fine-tuned on CIFAR-10 images starts from its own classifier: its first loss is
+    far below chance (ln 10), and the toolbar names the demo, fine-tuned."""
+    window = make_window(qtbot, tmp_path / "settings.ini", ModelRequest(DEMO, "default", "cpu"))
+    with qtbot.waitSignal(window.model_changed, timeout=30000):
+        window.start()
+    panel = panel_of(window)
+    form = panel.form
+    fill(panel, qtbot, SAMPLE, per_class=2, test_per_class=1, epochs=1, batch_size=20)
+    form.val_percent.setValue(0)
+    assert "the model's own head, kept: its 10 classes" in form.head_label.text()
+    with adopted_and_shown(qtbot, window, panel):
+        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    result = panel.result
+    assert result.head_kept and result.history[0].train_loss < 0.5 * math.log(10)
+    assert window.model_bar.model_box.currentText() == DEMO_LABEL
+    assert window.model_bar.weights_box.currentText() == "fine-tuned, not saved"
+    window.close()

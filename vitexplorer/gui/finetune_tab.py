@@ -17,6 +17,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QFileDialog, QTabWidget
 
+from vitexplorer.core.spec import DEMO
 from vitexplorer.gui.app import install_wheel_guard
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.workers import ModelInfo, ModelRequest
@@ -118,7 +119,9 @@ class FinetuneTab(QObject):
             result = self.panel.result
             scratch = result is not None and result.config.from_scratch
             label = "trained here, not saved" if scratch else "fine-tuned, not saved"
-            self.window.model_bar.show_finetuned(info.request, info.spec.name, label)
+            # the box names the entry the run started from: the demo, not "Small ViT"
+            shown = DEMO if info.request.name == DEMO else info.spec.name
+            self.window.model_bar.show_finetuned(info.request, shown, label)
             self.panel.adopted()  # the panel and the status bar say so together
         else:  # the time-lapse follows the explorer's model: the one saved with it, or none
             self.panel.show_model_timelapse(info)
