@@ -224,3 +224,21 @@ def test_fine_tuning_the_demo_on_its_own_classes_keeps_its_head(qtbot, tmp_path)
     assert window.model_bar.model_box.currentText() == DEMO_LABEL
     assert window.model_bar.weights_box.currentText() == "fine-tuned, not saved"
     window.close()
+
+
+def test_a_measurement_that_fails_says_why_instead_of_a_time(
+    qtbot, window: MainWindow, tmp_path, monkeypatch
+):
+    from vitexplorer.core import estimate
+
+    def out_of_memory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("not enough memory for batch 8")
+
+    monkeypatch.setattr(estimate, "measure_step", out_of_memory)
+    panel = panel_of(window)
+    form = scratch_mode(panel, qtbot, colour_folder(tmp_path / "colours", per_class=2))
+    form.architecture.set_values(SMALL)
+    form.batch_size.setValue(8)
+    qtbot.waitUntil(lambda: "no estimate" in form.params_label.text(), timeout=60000)
+    assert "Time: no estimate (not enough memory for batch 8)." in form.params_label.text()
+    assert "Time: about" not in form.params_label.text()

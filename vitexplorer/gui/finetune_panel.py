@@ -37,7 +37,7 @@ from vitexplorer.gui.finetune_worker import (
     StepBatch,
     TrainJob,
 )
-from vitexplorer.gui.train_estimate import Measurement, TimeEstimator
+from vitexplorer.gui.train_estimate import TimeEstimator
 from vitexplorer.gui.views.training_views import TrainingCurves
 from vitexplorer.gui.workers import ModelInfo, ModelRequest, WorkerThread
 
@@ -111,9 +111,7 @@ class FinetunePanel(QWidget):
         self._steps_total = 0
         self._thread: WorkerThread | None = None
         self.estimator = TimeEstimator(self)
-        self._estimate_problem = ""  # why the last measurement failed, for the current settings
-        self.estimator.measured.connect(self._estimated)
-        self.estimator.failed.connect(self._estimate_failed)
+        self.estimator.updated.connect(self._update_params)
         self._build()
         self.form.changed.connect(self._form_changed)
         self.form.download_requested.connect(self.download)
@@ -336,43 +334,10 @@ class FinetunePanel(QWidget):
         on_cpu = self.model_info is not None and self.model_info.device.startswith("cpu")
         if on_cpu and problem is not None:
             text += f"<br><span style='{ERROR_STYLE}'>{problem[:1].upper()}{problem[1:]}.</span>"
-        text += "<br>" + self._time_text(classes or CIFAR10_CLASSES)
+        measure = self.isVisible() and not self.busy  # only while the tab is seen, and idle
+        text += "<br>" + self.estimator.line(self.form, classes or CIFAR10_CLASSES,
+                                             self._device(), measure)  # fmt: skip
         self.form.set_params_text(text)
-
-    def _time_text(self, classes: int) -> str:
-        """The run's time, estimated from a few measured steps (measured in the background,
-        again when the model, the batch size or the device changes)."""
-        from vitexplorer.core.estimate import run_seconds, subset_sizes
-
-        form = self.form
-        batch = form.batch_size.value()
-        arch = tuple(sorted(form.architecture.values().items()))
-        request = Measurement(arch, classes, batch, self._device())
-        if self.isVisible() and not self.busy and self.estimator.request(request):
-            self._estimate_problem = ""
-        if not self.estimator.is_current(request):
-            if self._estimate_problem:
-                return f"Time: no estimate ({self._estimate_problem})."
-            return "Time: measuring a few training steps for an estimate…"
-        measured = self.estimator.current
-        sizes = subset_sizes(classes, form.per_class.value(), form.test_per_class.value(),
-                             form.val_percent.value() / 100)  # fmt: skip
-        epochs = form.epochs.value()
-        total = run_seconds(measured.seconds, batch, sizes, epochs)
-        steps = epochs * -(-sizes.train // batch)
-        return (
-            f"Time: about <b>{duration(total)}</b> on {measured.ran_on} — an estimate: "
-            f"{steps:,} steps of batch {batch} at {measured.seconds:.2g} s each (the median of "
-            f"{measured.steps} measured here), plus validation and testing; reading the images "
-            f"is not counted."
-        )
-
-    def _estimated(self, _measurement: Measurement) -> None:
-        self._update_params()
-
-    def _estimate_failed(self, message: str) -> None:
-        self._estimate_problem = message
-        self._update_params()
 
     def showEvent(self, event) -> None:  # noqa: ANN001, N802
         super().showEvent(event)

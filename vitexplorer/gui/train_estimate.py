@@ -89,11 +89,10 @@ class EstimateWorker(QObject):
 
 
 class TimeEstimator(QObject):
-    """Debounces requests and runs them on an :class:`EstimateWorker`; ``measured`` carries
-    the latest result that matches what was last asked."""
+    """Debounces requests and runs them on an :class:`EstimateWorker`; ``updated`` when a
+    measurement of what was last asked ends (or fails, ``problem`` then says why)."""
 
-    measured = Signal(object)  # Measurement
-    failed = Signal(str)
+    updated = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -101,6 +100,7 @@ class TimeEstimator(QObject):
         self._pending: Measurement | None = None
         self.current: Measurement | None = None  # the last measured, for what it was of
         self.asked: Measurement | None = None  # the last asked
+        self.problem = ""  # why the measurement of what was last asked failed
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -112,6 +112,7 @@ class TimeEstimator(QObject):
         if request == self.asked:
             return False
         self.asked = request
+        self.problem = ""
         self._pending = request
         self._timer.start()
         return True
@@ -135,12 +136,42 @@ class TimeEstimator(QObject):
         if self.asked is None or _asked(result, self.asked) != result:
             return  # of settings since changed
         self.current = result
-        self.measured.emit(result)
+        self.updated.emit()
 
     @Slot(object, str)
     def _failed(self, request: Measurement, message: str) -> None:
         if request == self.asked:
-            self.failed.emit(message)
+            self.problem = message
+            self.updated.emit()
+
+    def line(self, form, classes: int, device: str, measure: bool) -> str:  # noqa: ANN001
+        """The settings panel's line on the run's time for ``form``'s settings (a
+        FinetuneSettings), measuring again first when ``measure`` and the model, batch size or
+        device changed."""
+        from vitexplorer.core.estimate import run_seconds, subset_sizes
+        from vitexplorer.gui.finetune_panel import duration
+
+        batch = form.batch_size.value()
+        arch = tuple(sorted(form.architecture.values().items()))
+        request = Measurement(arch, classes, batch, device)
+        if measure:
+            self.request(request)
+        if not self.is_current(request):
+            if self.problem and request == self.asked:
+                return f"Time: no estimate ({self.problem})."
+            return "Time: measuring a few training steps for an estimate…"
+        measured = self.current
+        sizes = subset_sizes(classes, form.per_class.value(), form.test_per_class.value(),
+                             form.val_percent.value() / 100)  # fmt: skip
+        epochs = form.epochs.value()
+        total = run_seconds(measured.seconds, batch, sizes, epochs)
+        steps = epochs * -(-sizes.train // batch)
+        return (
+            f"Time: about <b>{duration(total)}</b> on {measured.ran_on} — an estimate: "
+            f"{steps:,} steps of batch {batch} at {measured.seconds:.2g} s each (the median of "
+            f"{measured.steps} measured here), plus validation and testing; reading the images "
+            f"is not counted."
+        )
 
     def cancel(self) -> None:
         """Drop what is waiting and stop a measurement under way (a run is starting, and
