@@ -244,8 +244,12 @@ def test_bad_datasets_get_clear_messages_and_the_app_goes_on(
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(one_class / "cats" / "a.png")
     empty_class = colour_folder(tmp_path / "empty_class", per_class=4)
     (empty_class / "yellow").mkdir()
+    # a folder that is not there: said beside the field, and Start waits for a real one
+    fill(panel, qtbot, tmp_path / "missing", per_class=4, test_per_class=2)
+    assert not panel.start_button.isEnabled()
+    assert "missing does not exist" in panel.form.dataset_label.text()
+    assert "does not exist" in panel.start_button.toolTip()
     cases = [
-        (tmp_path / "missing", 4, "dataset folder not found"),
         (one_class, 4, "needs one subfolder per class"),
         (empty_class, 2, "no images in the class folder(s) yellow"),
         (colour_folder(tmp_path / "few", per_class=6), 20, "not enough"),
@@ -306,9 +310,8 @@ def test_cifar10_download_without_network_says_what_to_do(
     form.source_box.setCurrentIndex(form.source_box.findData("cifar10"))
     assert form.download_button.isVisible()
     assert "not on this computer" in form.dataset_label.text()
-    with qtbot.waitSignal(panel.failed, timeout=30000) as failed:
-        qtbot.mouseClick(panel.start_button, Qt.LeftButton)
-    assert "CIFAR-10 is not in" in failed.args[0]
+    assert not panel.start_button.isEnabled(), "Start waits for the download"
+    assert "download it" in panel.start_button.toolTip()
     with qtbot.waitSignal(panel.failed, timeout=30000) as failed:
         qtbot.mouseClick(form.download_button, Qt.LeftButton)
     assert "could not download CIFAR-10" in failed.args[0]

@@ -15,7 +15,7 @@ from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from vitexplorer.core import architecture
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.models import load_model
-from vitexplorer.core.training import TrainConfig
+from vitexplorer.core.training import TrainConfig, lr_schedule
 from vitexplorer.gui.finetune_settings import SCRATCH
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest
@@ -66,10 +66,10 @@ def test_from_scratch_shows_the_architecture_and_counts_its_parameters(
     ],
 )
 def test_an_impossible_architecture_is_said_beside_its_field_and_cannot_start(
-    qtbot, window: MainWindow, field: str, value: int, wrong: str, message: str
+    qtbot, window: MainWindow, field: str, value: int, wrong: str, message: str, tmp_path: Path
 ) -> None:
     panel = panel_of(window)
-    form = scratch_mode(panel, qtbot)
+    form = scratch_mode(panel, qtbot, colour_folder(tmp_path / "colours", per_class=2))
     arch = form.architecture
     arch.fields[field].setValue(value)
     error = arch.errors[wrong]
@@ -133,6 +133,26 @@ def test_a_shorter_run_gets_a_shorter_warm_up_unless_the_user_chose_one(
     assert form.warmup.value() == 0.0
 
 
+def test_short_runs_keep_a_warm_up_of_a_tenth_and_their_schedule_decays(
+    qtbot, window: MainWindow
+) -> None:
+    """Lowering the epochs below 5 used to clamp the warm-up to the whole run first (the
+    learning rate never decayed): each length gets what 'vitexplorer train' gives it."""
+    form = scratch_mode(panel_of(window), qtbot)
+    assert form.epochs.value() == 50 and form.warmup.value() == 5.0
+    steps_per_epoch = 10
+    for epochs in (3, 2, 1, 10):
+        form.epochs.setValue(epochs)
+        config = TrainConfig(**form.config())
+        assert config.warmup_epochs == pytest.approx(architecture.default_warmup(epochs))
+        assert config.warmup_epochs < epochs
+        factor = lr_schedule(config, steps_per_epoch)
+        last = epochs * steps_per_epoch - 1
+        warm = round(config.warmup_epochs * steps_per_epoch)
+        assert factor(warm) == pytest.approx(1.0, abs=0.03)  # the peak, once warmed up
+        assert factor(last) < 0.05  # decayed to almost nothing by the end
+
+
 def test_train_from_scratch_the_explorer_adopts_and_saves_it(
     qtbot, window: MainWindow, tmp_path: Path
 ) -> None:
@@ -161,7 +181,11 @@ def test_train_from_scratch_the_explorer_adopts_and_saves_it(
     assert window.model_bar.weights_box.currentText() == "trained here, not saved"
     assert "random weights" in panel.base_label.text()  # the next run from scratch
     form.mode_box.setCurrentIndex(form.mode_box.findData("finetune"))
-    assert "was trained here from scratch" in panel.base_label.text()  # not "starts from"
+    # fine-tuning starts from the model the explorer uses: this one, as its label says
+    assert panel.base_label.text() == (
+        f"Starts from the explorer's model: {spec.display_name}, {spec.weights} (trained here, "
+        f"not saved)."
+    )
     form.mode_box.setCurrentIndex(form.mode_box.findData(SCRATCH))
     # every weight trained: the parameter count is the architecture's
     shape = SimpleNamespace(**{**architecture.ARCH_DEFAULTS, **SMALL}, num_classes=3)

@@ -1,5 +1,6 @@
-"""``vitexplorer finetune``: a new head (and optionally the last blocks) trained on a dataset,
-saved as a checkpoint; JSON lines on stdout."""
+"""``vitexplorer finetune``: a head (the model's own when its classes are the dataset's, else a
+new one; optionally the last blocks too) trained on a dataset, saved as a checkpoint; JSON lines
+on stdout."""
 
 from __future__ import annotations
 
@@ -47,14 +48,16 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "probes": 10,
     "probe_files": (),
+    "head": "keep",
 }
 
 
 def finetune_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} finetune",
-        description="Fine-tune a ViT on a class-balanced subset of a dataset: a new head for the "
-        "dataset's classes, and whatever the freeze policy leaves trainable. Prints one JSON line "
+        description="Fine-tune a ViT on a class-balanced subset of a dataset: a head for the "
+        "dataset's classes (the model's own when its classes are the dataset's, see --head), and "
+        "whatever the freeze policy leaves trainable. Prints one JSON line "
         "per epoch to stdout (epoch, train_loss, train_acc, val_loss, val_acc, seconds), then one "
         "with the test results (test_acc, per_class_acc, class_names, confusion, steps, seconds, "
         "checkpoint, cancelled), and writes the model as a checkpoint that 'analyze' and the app "
@@ -121,7 +124,15 @@ def finetune_parser() -> argparse.ArgumentParser:
         "--freeze",
         default=d["freeze"],
         metavar="head|last:K|none",
-        help="train the new head only, the last K blocks too, or everything (default: %(default)s)",
+        help="train the head only, the last K blocks too, or everything (default: %(default)s)",
+    )
+    train.add_argument(
+        "--head",
+        choices=("keep", "new"),
+        default=d["head"],
+        help="keep: start from the model's own classifier when the dataset's classes are the "
+        "model's (same names, same order), else a new one; new: always a new, zero-initialised "
+        "head (default: %(default)s)",
     )
     add_training_arguments({"subsets": data, "training": train}, d, helps)
     data.add_argument(
@@ -234,6 +245,11 @@ def _timelapse_summary(timelapse: Any) -> dict[str, Any] | None:
     if timelapse is None:
         return None
     return {"epochs": timelapse.epochs, "probes": timelapse.sources}
+
+
+def _head(result: Any) -> str:
+    """The final JSON line's word on the classifier a fine-tune started from."""
+    return "kept" if result.head_kept else "new"
 
 
 def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:
@@ -379,6 +395,8 @@ class FinetuneReport:
                 f"{event.device}: {event.trainable_params:,} of {event.total_params:,} parameters "
                 f"trainable, {event.epochs} epoch(s) of {event.steps_per_epoch} step(s){cached}"
             )
+            if event.head:
+                self.note(f"head: {event.head}")
             self.since = time.monotonic()
         elif isinstance(event, training.Notice):
             self.note(f"note: {event.message}")
@@ -395,6 +413,7 @@ class FinetuneReport:
                 "confusion": None if confusion is None else confusion.tolist(),
                 "checkpoint": None if checkpoint is None else os.path.abspath(checkpoint),
                 "timelapse": _timelapse_summary(result.timelapse),
+                **({} if result.config.from_scratch else {"head": _head(result)}),
             }
         )
 

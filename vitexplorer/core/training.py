@@ -1,8 +1,9 @@
 """The fine-tune engine: a generator of progress events, with no Qt.
 
-``finetune(base, dataset, config)`` loads a class-balanced subset, gives the model a new head for
-the dataset's classes, trains what the freeze policy leaves trainable, and ends with a
-:class:`Finished` event holding the fine-tuned model, its test metrics and sample predictions.
+``finetune(base, dataset, config)`` loads a class-balanced subset, gives the model a head for
+the dataset's classes (its own when they are its classes), trains what the freeze policy leaves
+trainable, and ends with a :class:`Finished` event holding the fine-tuned model, its test
+metrics and sample predictions.
 The GUI's worker iterates it in a thread and turns events into signals; the command line prints
 them; tests iterate it directly.
 
@@ -33,6 +34,7 @@ from vitexplorer.core.datasets import (
     to_model_input,
 )
 from vitexplorer.core.finetune_model import SplitViT, parse_freeze, with_new_head
+from vitexplorer.core.heads import HEAD_CHOICES, HeadChoice, choose_head
 from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.timelapse import (
     DEFAULT_PROBES,
@@ -52,6 +54,7 @@ CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, trai
 EVAL_BATCH = {"cpu": 32}
 EVAL_BATCH_DEFAULT = 256
 OPTIMIZERS = ("adamw", "sgd")
+HEADS = HEAD_CHOICES  # fine-tuning: the model's own classifier when it fits, or a new one
 SCHEDULES = ("cosine", "constant")
 # The bounds FinetuneConfig.check enforces; the settings panel's widgets stay inside them.
 MAX_PER_CLASS = 100_000  # images per class, training and test
@@ -131,12 +134,15 @@ class FinetuneConfig:
     seed: int = 0
     probes: int = DEFAULT_PROBES  # test images the time-lapse follows (0: no time-lapse)
     probe_files: tuple[str, ...] = ()  # the user's probe images, instead of test images
+    # "keep": the model's own classifier when its classes are the dataset's (same names, same
+    # order), else a new one; "new": always a new, zero-initialised head
+    head: str = "keep"
 
     def check(self, num_layers: int) -> None:
         """Raise ValueError naming the first setting that cannot work, its value and the range
         allowed. Everything is checked, types included: the command line's ``float`` accepts
         ``nan`` and ``inf``, and a NaN passes every comparison that is not written for it."""
-        for name in ("freeze", "optimizer", "schedule"):
+        for name in ("freeze", "optimizer", "schedule", "head"):
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise ValueError(f"the {name} setting must be text, not {_shown(value)}")
@@ -145,6 +151,8 @@ class FinetuneConfig:
             raise ValueError(f"unknown optimiser {self.optimizer!r}; use adamw or sgd")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or constant")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head choice {self.head!r}; use keep or new")
         for name in ("augment", "mixed_precision"):
             value = getattr(self, name)
             if not isinstance(value, bool):
@@ -259,6 +267,13 @@ class TrainConfig(FinetuneConfig):
                 f"the keep_best setting must be true or false, not {_shown(self.keep_best)}"
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """Without ``head``: a model from scratch has no head of its own to keep (its start is
+        ``head_init``)."""
+        record = super().to_dict()
+        del record["head"]
+        return record
+
     @property
     def augmentation(self) -> str:
         return self.augment_policy
@@ -308,6 +323,7 @@ class Started:
     device: str
     fraction: float
     precision: str = "float32"  # of the forward passes; weights and the loss stay float32
+    head: str = ""  # what the classifier starts from, in words (see finetune_model.HeadChoice)
 
 
 @dataclass(frozen=True)
@@ -383,6 +399,8 @@ class FinetuneResult:
     test_predicted: np.ndarray | None = None
     test_confidence: np.ndarray | None = None
     timelapse: TimeLapse | None = None  # the probes' attention through training
+    head_kept: bool = False  # fine-tuning started from the base model's own classifier
+    head_reason: str = ""  # why that head, in words
 
     def metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
@@ -424,6 +442,8 @@ class FinetuneResult:
             "finetune": {
                 "base": self.base,
                 "freeze_policy": self.config.freeze,
+                "head": "kept" if self.head_kept else "new",
+                "head_reason": self.head_reason,
                 **record,
                 "metrics": metrics,
             }
@@ -527,6 +547,23 @@ def finetuned_checkpoint_bytes(base: LoadedModel, class_names: Sequence[str]) ->
     return checkpoint_bytes(named, 64 * 1024 + 2 * names) + head
 
 
+def lr_schedule(config: FinetuneConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate's factor at each step (0-based) of a run: a linear warm-up of
+    ``config.warmup_epochs``, then constant or a cosine decay to 0 at the run's last step."""
+    total = config.epochs * steps_per_epoch
+    warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant" or total <= warmup:
+            return 1.0
+        progress = (step - warmup) / (total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 # ---------------------------------------------------------------------------------------------
 # The engine
 
@@ -566,9 +603,9 @@ class _Run:
         self.cancelled = cancelled
         self.base_label = f"{base.spec.display_name}, {base.spec.weights}"
         verb = "trained from scratch" if config.from_scratch else "fine-tuned"
-        self.model = with_new_head(
-            base, dataset.class_names, f"{verb} on {dataset.name}", config.keeps_own_head
-        )
+        self.head = self._head_choice(base)
+        keep = config.keeps_own_head if config.from_scratch else self.head.keep
+        self.model = with_new_head(base, dataset.class_names, f"{verb} on {dataset.name}", keep)
         self.spec = self.model.spec
         self.device = base.device
         self.split = SplitViT(self.model.module, parse_freeze(config.freeze, base.spec.num_layers))
@@ -588,6 +625,20 @@ class _Run:
         self.recorder: ProbeRecorder | None = None
         self.amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _head_choice(self, base: LoadedModel) -> HeadChoice:
+        """Fine-tuning keeps the base model's classifier when its classes are the dataset's."""
+        if self.config.from_scratch:
+            return HeadChoice(False, "")
+        from vitexplorer.core.families import UnsupportedModel, adapter_for
+
+        try:
+            classifier = adapter_for(base.module).get_classifier()
+        except UnsupportedModel:
+            classifier = None
+        outputs = 0 if classifier is None else classifier.out_features
+        names = base.spec.class_names if base.spec.has_classifier else ()
+        return choose_head(self.config.head, names, self.dataset.class_names, outputs)
 
     def _check_cancel(self) -> None:
         if self.cancelled():
@@ -650,7 +701,7 @@ class _Run:
         yield Started(
             self.spec.class_names, len(train), len(val), len(test), trainable, total, cached,
             steps_per_epoch, config.epochs, str(self.device), self._fraction(),
-            str(self.amp_dtype or torch.float32).removeprefix("torch."),
+            str(self.amp_dtype or torch.float32).removeprefix("torch."), self.head.reason,
         )  # fmt: skip
 
         try:
@@ -774,6 +825,8 @@ class _Run:
             trainable_params=self.trainable_params,
             cached=self.cached,
             seconds=time.perf_counter() - started,
+            head_kept=self.head.keep,
+            head_reason=self.head.reason,
             **kwargs,
         )
 
@@ -806,20 +859,7 @@ class _Run:
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor())
 
     def _lr_factor(self) -> Callable[[int], float]:
-        config = self.config
-        steps_per_epoch = self._steps_per_epoch
-        total = config.epochs * steps_per_epoch
-        warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if config.schedule == "constant" or total <= warmup:
-                return 1.0
-            progress = (step - warmup) / (total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return factor
+        return lr_schedule(self.config, self._steps_per_epoch)
 
     def _train(
         self,

@@ -6,14 +6,73 @@ import os
 import sys
 
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer
+from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QWidget,
+)
 
 from vitexplorer import __version__
 
 
 def configure_pyqtgraph() -> None:
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+
+class WheelGuard(QObject):
+    """The mouse wheel edits a spin box or a combo box only when it has the keyboard focus
+    (clicked or tabbed into); otherwise the wheel goes on to what holds it, so a panel scrolls
+    under the pointer instead of changing the settings it passes over. Installed once on the
+    application, it covers every such widget, those added later included."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        kind = event.type()
+        if kind == QEvent.Polish and _guarded(watched):
+            _no_wheel_focus(watched)
+        elif kind == QEvent.Wheel and _guarded(watched) and not watched.hasFocus():
+            area = _scroll_area_of(watched)
+            if area is not None:  # Qt does not pass a sent wheel event on to parents
+                QCoreApplication.sendEvent(area.viewport(), event)
+            return True
+        return False
+
+
+def _scroll_area_of(widget: QWidget) -> QAbstractScrollArea | None:
+    """The nearest scroll area holding ``widget``, if any."""
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QAbstractScrollArea):
+        parent = parent.parentWidget()
+    return parent
+
+
+def _guarded(watched: QObject) -> bool:
+    return isinstance(watched, (QAbstractSpinBox, QComboBox))
+
+
+def _no_wheel_focus(widget: QWidget) -> None:
+    """A wheel would give these widgets the focus (Qt.WheelFocus), and then take the wheel."""
+    if widget.focusPolicy() == Qt.WheelFocus:
+        widget.setFocusPolicy(Qt.StrongFocus)
+
+
+def install_wheel_guard(app: QCoreApplication | None = None) -> WheelGuard | None:
+    """Install the :class:`WheelGuard` on ``app`` (the running application) once; widgets that
+    exist already are given a focus policy the wheel does not change."""
+    app = app or QApplication.instance()
+    if app is None:
+        return None
+    guard = getattr(app, "_vitexplorer_wheel_guard", None)
+    if guard is None:
+        guard = WheelGuard(app)
+        app.installEventFilter(guard)
+        app._vitexplorer_wheel_guard = guard
+        for widget in QApplication.allWidgets():
+            if _guarded(widget):
+                _no_wheel_focus(widget)
+    return guard
 
 
 def no_display_message() -> str | None:
@@ -42,6 +101,7 @@ def run_gui(images: list[str]) -> int:
     app.setApplicationName("vitexplorer")
     app.setApplicationVersion(__version__)
     configure_pyqtgraph()
+    install_wheel_guard(app)
     window = MainWindow()
     window.show()
     QTimer.singleShot(0, lambda: window.start(images or [greeting_image_path()]))

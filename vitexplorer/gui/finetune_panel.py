@@ -37,6 +37,7 @@ from vitexplorer.gui.finetune_worker import (
     StepBatch,
     TrainJob,
 )
+from vitexplorer.gui.train_estimate import TimeEstimator
 from vitexplorer.gui.views.training_views import TrainingCurves
 from vitexplorer.gui.workers import ModelInfo, ModelRequest, WorkerThread
 
@@ -73,16 +74,6 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def describe(request: ModelRequest) -> str:
-    """A model request in words: a file's name, or an architecture and its weights."""
-    if request.weights not in ("default", "none"):
-        return f"{request.name} with the weights in {Path(request.weights).name}"
-    if request.name.endswith((".safetensors", ".pth", ".pt", ".bin")):
-        return Path(request.name).name
-    weights = "random weights" if request.weights == "none" else "its default weights"
-    return f"{request.name} with {weights}"
-
-
 def count(n: int) -> str:
     """7,690 or 85.8 M."""
     return f"{n / 1e6:.1f} M" if n >= 1_000_000 else f"{n:,}"
@@ -97,6 +88,7 @@ class FinetunePanel(QWidget):
     failed = Signal(str)  # message, once it is shown
     saved = Signal(str)  # path
     busy_changed = Signal(bool)
+    run_starting = Signal()  # a run is submitted: what earlier runs said no longer holds
 
     def __init__(self, settings: QSettings) -> None:
         super().__init__()
@@ -118,6 +110,8 @@ class FinetunePanel(QWidget):
         self._epochs = 0
         self._steps_total = 0
         self._thread: WorkerThread | None = None
+        self.estimator = TimeEstimator(self)
+        self.estimator.updated.connect(self._update_params)
         self._build()
         self.form.changed.connect(self._form_changed)
         self.form.download_requested.connect(self.download)
@@ -248,8 +242,24 @@ class FinetunePanel(QWidget):
             origin = f"Time-lapse saved with {saved.file}"
             self.timelapse.show_timelapse(saved.timelapse, info.spec.class_names, origin)
 
+    def _head_text(self) -> str:
+        """Which head a fine-tune would start from, for the model and dataset chosen."""
+        from vitexplorer.core.heads import choose_head
+
+        info = self.model_info
+        names = self.form.class_names()
+        if info is None or self.form.from_scratch():
+            return ""
+        if names is None:
+            return "Which head: known once the dataset is chosen."
+        spec = info.spec
+        model_names = spec.class_names if spec.has_classifier else ()
+        choice = choose_head(self.form.head_box.currentData(), model_names, names)
+        return f"Head: {choice.reason}."
+
     def _describe_start(self) -> None:
         info = self.model_info
+        self.form.set_head_text(self._head_text())
         if self.form.from_scratch():
             text = (
                 "Builds a new small ViT with random weights, of the shape set below, and trains "
@@ -258,20 +268,21 @@ class FinetunePanel(QWidget):
             )
         elif info is None:
             text = "Load a model in the explorer first."
-        elif info.fine_tuned and self.result is not None and self.result.config.from_scratch:
-            text = (
-                "The explorer's model was trained here from scratch. To fine-tune it, save it "
-                "(File > Save model) and open it."
-            )
-        elif info.fine_tuned:
-            text = (
-                f"Starts from {describe(info.request)}, as the explorer's fine-tuned model did. "
-                f"To build on the fine-tuned model, save it and open it."
-            )
-        else:
+        else:  # the model the explorer uses, as it is (one trained here too, saved or not)
             spec = info.spec
-            text = f"Starts from the explorer's model: {spec.display_name}, {spec.weights}."
+            unsaved = " (trained here, not saved)" if self._in_memory_base() is not None else ""
+            text = (
+                f"Starts from the explorer's model: {spec.display_name}, {spec.weights}{unsaved}."
+            )
         self.base_label.setText(text)
+
+    def _in_memory_base(self):  # noqa: ANN202  (a LoadedModel or None)
+        """The explorer's model when it was trained here and not saved: a run starts from it
+        (from a copy), not from the model it was trained from."""
+        info, result = self.model_info, self.result
+        if info is not None and info.fine_tuned and result is not None:
+            return result.model
+        return None
 
     def _form_changed(self) -> None:
         self._describe_start()
@@ -323,7 +334,14 @@ class FinetunePanel(QWidget):
         on_cpu = self.model_info is not None and self.model_info.device.startswith("cpu")
         if on_cpu and problem is not None:
             text += f"<br><span style='{ERROR_STYLE}'>{problem[:1].upper()}{problem[1:]}.</span>"
+        measure = self.isVisible() and not self.busy  # only while the tab is seen, and idle
+        text += "<br>" + self.estimator.line(self.form, classes or CIFAR10_CLASSES,
+                                             self._device(), measure)  # fmt: skip
         self.form.set_params_text(text)
+
+    def showEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().showEvent(event)
+        self._update_params()  # the estimate is measured only while the tab is seen
 
     def _device(self) -> str:
         """Where a run from scratch trains: the device the explorer's model was asked on (auto
@@ -353,11 +371,14 @@ class FinetunePanel(QWidget):
                 "Choose a dataset folder (one subfolder of images per class) or a pixel CSV file."
             )
             return
+        if self._dataset_missing():
+            return
         config = self.form.config()
         self.form.remember()
         root = str(self.form.data_root) if source == CIFAR10 else None
         self.job_base = self.model_info.request
-        self._submit_training(TrainJob(source, self.job_base, config, root))
+        job = TrainJob(source, self.job_base, config, root, model=self._in_memory_base())
+        self._submit_training(job)
 
     def _start_scratch(self) -> None:
         problem = self.form.architecture.problem()
@@ -371,6 +392,8 @@ class FinetunePanel(QWidget):
                 "pixel CSV file."
             )
             return
+        if self._dataset_missing():
+            return
         config = self.form.config()
         self.form.remember()
         root = str(self.form.data_root) if source == CIFAR10 else None
@@ -378,7 +401,18 @@ class FinetunePanel(QWidget):
         arch = self.form.architecture.values()
         self._submit_training(ScratchJob(source, arch, config, root, self._device()))
 
+    def _dataset_missing(self) -> bool:
+        """Refuse (and say why) when the chosen dataset is not there; the field may have
+        changed since Start was last enabled."""
+        problem = self.form.dataset_problem()
+        if problem is not None:
+            self.form.refresh_dataset_status()
+            self._refuse(f"{problem[:1].upper()}{problem[1:]}.")
+        return problem is not None
+
     def _submit_training(self, job: TrainJob | ScratchJob) -> None:
+        self.run_starting.emit()  # earlier runs' failures no longer hold
+        self.estimator.cancel()  # the run needs the processor more than the estimate does
         self._epochs = job.settings["epochs"]
         self._steps_total = 0
         self.curves.reset(self._epochs, 1)
@@ -422,6 +456,7 @@ class FinetunePanel(QWidget):
     def shutdown(self) -> None:
         """The window closes: cancel, wait for the thread, and forget what it still sends."""
         self._closing = True
+        self.estimator.stop()
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
@@ -447,7 +482,11 @@ class FinetunePanel(QWidget):
         ready = self.form.from_scratch() or self.model_info is not None
         if self.form.from_scratch() and self.form.architecture.problem() is not None:
             ready = False  # the form says why, beside the field
+        missing = self.form.dataset_problem()  # said beside the dataset, with the download
+        if missing is not None:
+            ready = False
         self.start_button.setEnabled(not busy and ready)
+        self.start_button.setToolTip(f"{missing[:1].upper()}{missing[1:]}" if missing else "")
         self.cancel_button.setEnabled(busy and self._job != "save")
         self.form.setEnabled(not busy)
         if changed:

@@ -37,11 +37,23 @@ from vitexplorer.core.architecture import default_warmup
 from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 from vitexplorer.core.folders import subfolders
 from vitexplorer.core.pixel_csv import is_pixel_csv
-from vitexplorer.gui.architecture_form import ArchitectureForm
+from vitexplorer.gui.architecture_form import ERROR_STYLE, ArchitectureForm
+from vitexplorer.gui.path_edit import PathEdit
 
 CIFAR10 = "cifar10"
 FOLDER = "folder"
 CIFAR10_CLASSES = 10
+# torchvision's CIFAR10.classes, in its order (the demo model's classes)
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")  # fmt: skip
+HEAD_CHOICES = [
+    ("keep", "The model's own, when it fits",
+     "Keep the model's classifier when the dataset's classes are the model's (same names, same "
+     "order); otherwise a new head"),
+    ("new", "A new head",
+     "A new classifier for the dataset's classes, every weight zero: every class starts equally "
+     "likely"),
+]  # fmt: skip
 # core.timelapse's DEFAULT_PROBES and MAX_PROBES (a test holds them equal; importing it here
 # would import torch before the window shows)
 DEFAULT_PROBES, MAX_PROBES = 10, 64
@@ -68,7 +80,7 @@ DEFAULTS = {
         "per_class": 100, "test_per_class": 50, "val_percent": 10, "lr": 1e-3, "epochs": 5,
         "batch_size": 64, "weight_decay": 1e-4, "warmup": 0.0, "smoothing": 0.0,
         "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
-        "mixed_precision": 1, "probes": DEFAULT_PROBES,
+        "mixed_precision": 1, "probes": DEFAULT_PROBES, "head": "keep",
     },
     SCRATCH: {
         "per_class": 5000, "test_per_class": 1000, "val_percent": 10, "lr": 1e-3, "epochs": 50,
@@ -153,7 +165,8 @@ def _double(low: float, high: float, value: float, step: float, decimals: int = 
 
 
 class FinetuneSettings(QWidget):
-    """Every setting of a run; ``changed`` when one that changes the parameter count moves."""
+    """Every setting of a run; ``changed`` when one that changes the parameter count, the
+    memory or the time a run takes moves."""
 
     changed = Signal()
     download_requested = Signal()
@@ -185,7 +198,7 @@ class FinetuneSettings(QWidget):
         self.source_box = QComboBox()
         self.source_box.addItem("CIFAR-10", CIFAR10)
         self.source_box.addItem("Folder of class subfolders", FOLDER)
-        self.folder_edit = QLineEdit()
+        self.folder_edit = PathEdit()
         self.folder_edit.setPlaceholderText("a folder of class subfolders, or a pixel CSV file")
         self.folder_button = QPushButton("Choose…")
         self.csv_button = QPushButton("CSV…")
@@ -206,6 +219,14 @@ class FinetuneSettings(QWidget):
             self.freeze_box.setItemData(self.freeze_box.count() - 1, tip, Qt.ToolTipRole)
         self.freeze_box.setToolTip("What trains; the rest keeps the base model's values")
         self.blocks = _spin(1, 1, 1, " block")
+        self.head_box = QComboBox()
+        for value, label, tip in HEAD_CHOICES:
+            self.head_box.addItem(label, value)
+            self.head_box.setItemData(self.head_box.count() - 1, tip, Qt.ToolTipRole)
+        self.head_box.setToolTip("Which classifier the run starts from")
+        self.head_label = QLabel("")  # what the run will start from, said by the panel
+        self.head_label.setWordWrap(True)
+        self.head_label.setStyleSheet("color: #555;")
         self.optimizer_box = QComboBox()
         self.optimizer_box.addItem("AdamW", "adamw")
         self.optimizer_box.addItem("SGD with momentum", "sgd")
@@ -262,6 +283,10 @@ class FinetuneSettings(QWidget):
         self._show_mode()
         self.mode_box.currentIndexChanged.connect(self._mode_changed)
         self.architecture.changed.connect(self.changed)
+        # the memory and time estimates follow these too
+        for box in (self.per_class, self.test_per_class, self.val_percent, self.epochs,
+                    self.batch_size):  # fmt: skip
+            box.valueChanged.connect(self.changed)
         self._epochs_changed(self.epochs.value())
         self.source_box.currentIndexChanged.connect(self._source_changed)
         self.folder_button.clicked.connect(self.choose_folder)
@@ -269,6 +294,7 @@ class FinetuneSettings(QWidget):
         self.folder_edit.editingFinished.connect(self._source_changed)
         self.download_button.clicked.connect(self.download_requested)
         self.freeze_box.currentIndexChanged.connect(self._freeze_changed)
+        self.head_box.currentIndexChanged.connect(self.changed)
         self.optimizer_box.currentIndexChanged.connect(self._optimizer_changed)
         self.blocks.valueChanged.connect(self._blocks_changed)
         self.probe_button.clicked.connect(self.choose_probe_files)
@@ -289,13 +315,17 @@ class FinetuneSettings(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self.main_form = form
         form.addRow("Dataset", self.source_box)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(self.folder_button)
-        folder_row.addWidget(self.csv_button)
+        # the path on a line of its own: beside the buttons, a narrow column left it 25 px
+        folder_rows = QVBoxLayout()
+        folder_rows.addWidget(self.folder_edit)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.folder_button)
+        buttons.addWidget(self.csv_button)
+        folder_rows.addLayout(buttons)
         self.folder_widget = QWidget()
-        self.folder_widget.setLayout(folder_row)
-        folder_row.setContentsMargins(0, 0, 0, 0)
+        self.folder_widget.setLayout(folder_rows)
+        folder_rows.setContentsMargins(0, 0, 0, 0)
         form.addRow("", self.folder_widget)
         form.addRow("", self.download_button)
         form.addRow("", self.dataset_label)
@@ -307,6 +337,8 @@ class FinetuneSettings(QWidget):
         self.freeze_widget = QWidget()
         self.freeze_widget.setLayout(freeze_row)
         form.addRow("Fine-tune", self.freeze_widget)
+        form.addRow("Head", self.head_box)
+        form.addRow("", self.head_label)
         form.addRow("Augmentation", self.augment_box)
         form.addRow("Optimiser", self.optimizer_box)
         form.addRow("Learning rate", self.lr)
@@ -395,10 +427,12 @@ class FinetuneSettings(QWidget):
             "seed": self.seed.value(),
             "probes": self.probes.value(),
             "probe_files": self.probe_files,
+            "head": self.head_box.currentData(),
         }
         if not self.from_scratch():
             return common
         del common["freeze"]  # everything trains
+        del common["head"]  # a new model's head is its own
         common["augment"] = False
         return {
             **common,
@@ -408,18 +442,35 @@ class FinetuneSettings(QWidget):
 
     def num_classes(self) -> int | None:
         """Classes of the chosen dataset, if a quick look can tell (for the parameter count)."""
+        names = self.class_names()
+        return None if names is None else len(names)
+
+    def class_names(self) -> tuple[str, ...] | None:
+        """The chosen dataset's class names in the dataset reader's order, if a quick look can
+        tell (a pixel CSV's are known once the file is read)."""
         if self.source_box.currentData() == CIFAR10:
-            return CIFAR10_CLASSES
+            return CIFAR10_NAMES
         path = self.source()
-        if is_pixel_csv(path):
-            return None  # known once the file is read
+        if not path or is_pixel_csv(path):
+            return None
         try:
             folders = _subfolders(path)
             if {"train", "test"} <= set(folders):
                 folders = _subfolders(os.path.join(path, "train"))
         except OSError:
             return None
-        return len(folders) if len(folders) >= 2 else None
+        return tuple(folders) if len(folders) >= 2 else None
+
+    def dataset_problem(self) -> str | None:
+        """Why no run can start on the chosen dataset yet (not downloaded, not there), or None."""
+        if self.source_box.currentData() == CIFAR10:
+            if self.cifar10_present():
+                return None
+            return "CIFAR-10 is not on this computer yet: download it (the button above) first"
+        path = self.source()
+        if path and not os.path.exists(os.path.expanduser(path)):
+            return f"{path} does not exist: choose a folder of class subfolders or a pixel CSV"
+        return None
 
     def set_data_root(self, root: str | Path) -> None:
         """Where CIFAR-10 is kept and downloaded to."""
@@ -441,6 +492,9 @@ class FinetuneSettings(QWidget):
 
     def set_params_text(self, text: str) -> None:
         self.params_label.setText(text)
+
+    def set_head_text(self, text: str) -> None:
+        self.head_label.setText(text)
 
     # --- reactions ------------------------------------------------------------------------
     def choose_folder(self) -> None:
@@ -496,7 +550,10 @@ class FinetuneSettings(QWidget):
             )  # fmt: skip
         else:
             n = self.num_classes() if self.source() else None
-            if is_pixel_csv(self.source()):
+            problem = self.dataset_problem()
+            if problem is not None:
+                text = f"<span style='{ERROR_STYLE}'>{problem[:1].upper()}{problem[1:]}.</span>"
+            elif is_pixel_csv(self.source()):
                 text = "A pixel CSV, one image per row; the test images are set aside from it"
             elif n is None:
                 text = "Class subfolders of images, optionally inside train/ and test/, or a CSV"
@@ -519,9 +576,13 @@ class FinetuneSettings(QWidget):
         warm-up the user left at the recipe's value for the old length follows the new one (a
         tenth of the run, at most 5 epochs), as ``vitexplorer train`` does."""
         previous, self._epochs_seen = self._epochs_seen, epochs
-        self.warmup.setMaximum(float(epochs))
+        # whether the warm-up follows is read before the new maximum clamps it: clamped first,
+        # 5 warm-up epochs became 3 of a 3-epoch run, no longer the recipe's, and stayed the
+        # whole run
         followed = round(default_warmup(previous), self.warmup.decimals())
-        if self.from_scratch() and math.isclose(self.warmup.value(), followed):
+        follows = self.from_scratch() and math.isclose(self.warmup.value(), followed)
+        self.warmup.setMaximum(float(epochs))
+        if follows:
             self.warmup.setValue(round(default_warmup(epochs), self.warmup.decimals()))
 
     def _optimizer_changed(self, _index: int = 0) -> None:
@@ -543,6 +604,8 @@ class FinetuneSettings(QWidget):
         scratch = self.from_scratch()
         self.architecture.setVisible(scratch)
         self.main_form.setRowVisible(self.freeze_widget, not scratch)
+        self.main_form.setRowVisible(self.head_box, not scratch)
+        self.main_form.setRowVisible(self.head_label, not scratch)
         self.main_form.setRowVisible(self.augment_box, scratch)
         self.more_form.setRowVisible(self.augment, not scratch)
         self.more_form.setRowVisible(self.clip_grad, scratch)
@@ -570,7 +633,7 @@ class FinetuneSettings(QWidget):
         if self.from_scratch():
             return {**fields, "augment_policy": self.augment_box, "clip_grad": self.clip_grad}
         return {**fields, "freeze": self.freeze_box, "blocks": self.blocks,
-                "augment": self.augment}  # fmt: skip
+                "augment": self.augment, "head": self.head_box}  # fmt: skip
 
     def _dataset_fields(self) -> dict:
         """The dataset, shared by both modes (kept where older versions kept it)."""

@@ -17,11 +17,14 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QFileDialog, QTabWidget
 
+from vitexplorer.core.spec import DEMO
+from vitexplorer.gui.app import install_wheel_guard
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.workers import ModelInfo, ModelRequest
 
 EXPLORER, FINETUNE = 0, 1
 MODEL_FILTER = "vitexplorer model (*.safetensors)"
+TRAIN_PROBLEM = "train-problem"  # the notice bar's tag for the Train tab's failures
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -40,6 +43,7 @@ class FinetuneTab(QObject):
 
     def __init__(self, window, tabs: QTabWidget) -> None:  # noqa: ANN001
         super().__init__(window)
+        install_wheel_guard()  # once per application: settings take the wheel only when focused
         self.window = window
         self.tabs = tabs
         self.panel = FinetunePanel(window.settings)
@@ -53,6 +57,7 @@ class FinetuneTab(QObject):
         self.panel.notice.connect(self._notice)
         self.panel.saved.connect(self._saved)
         self.panel.busy_changed.connect(self.update_actions)
+        self.panel.run_starting.connect(self._run_starting)
 
     # --- tabs -----------------------------------------------------------------------------
     def show_explorer(self) -> None:
@@ -114,7 +119,9 @@ class FinetuneTab(QObject):
             result = self.panel.result
             scratch = result is not None and result.config.from_scratch
             label = "trained here, not saved" if scratch else "fine-tuned, not saved"
-            self.window.model_bar.show_finetuned(info.request, info.spec.name, label)
+            # the box names the entry the run started from: the demo, not "Small ViT"
+            shown = DEMO if info.request.name == DEMO else info.spec.name
+            self.window.model_bar.show_finetuned(info.request, shown, label)
             self.panel.adopted()  # the panel and the status bar say so together
         else:  # the time-lapse follows the explorer's model: the one saved with it, or none
             self.panel.show_model_timelapse(info)
@@ -170,9 +177,16 @@ class FinetuneTab(QObject):
         self.show_explorer()
 
     def _problem(self, title: str, message: str) -> None:
-        self.window.notice.add(f"{title}: {message}")
+        self.window.notice.add(f"{title}: {message}", tag=TRAIN_PROBLEM)
         self.window.statusBar().showMessage(f"{title}: {message}", 15000)
         self.window.show_message(title, message)
+
+    def _run_starting(self) -> None:
+        """A new run: what the Train tab's earlier failures said no longer holds."""
+        self.window.notice.withdraw(TRAIN_PROBLEM)
+        bar = self.window.statusBar()
+        if bar.currentMessage().startswith(("Fine-tuning failed", "Training failed", "Cannot")):
+            bar.clearMessage()
 
     def _notice(self, message: str) -> None:
         self.window.notice.add(message)

@@ -36,6 +36,9 @@ class TrainJob:
     base: ModelRequest
     settings: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None  # where CIFAR-10 is kept; None: core's default
+    # the explorer's model when it was trained here and not saved (a LoadedModel): the run
+    # starts from a copy of it, not from ``base``, the model it was trained from
+    model: Any = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,12 @@ class FinetuneWorker(QObject):
         dataset = self._open_dataset(job)
         if dataset is None:
             return
-        base = _load_base(models, job.base)
+        if job.model is not None:
+            import copy
+
+            base = copy.deepcopy(job.model)  # the engine changes the model it is given
+        else:
+            base = _load_base(models, job.base)
         if cancelled():
             self.stopped.emit("cancelled")
             return
