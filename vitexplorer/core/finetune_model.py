@@ -181,6 +181,7 @@ def with_new_head(
         class_names=tuple(class_names),
         has_classifier=True,
         resize_size=spec.image_size,
+        crop_mode="center",  # training's fit_image: the short side to the input, the centre
         config=config,
     )
     return LoadedModel(module, spec, base.device)
