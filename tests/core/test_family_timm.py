@@ -23,7 +23,7 @@ from vitexplorer.core import models  # noqa: E402
 from vitexplorer.core.capture import forward_with_attention  # noqa: E402
 from vitexplorer.core.checkpoint import WeightsFileError  # noqa: E402
 from vitexplorer.core.checks import randomisation_steps  # noqa: E402
-from vitexplorer.core.download import DownloadCancelled  # noqa: E402
+from vitexplorer.core.download import DownloadCancelled, DownloadError  # noqa: E402
 from vitexplorer.core.families import UnsupportedModel, adapter_for  # noqa: E402
 from vitexplorer.core.families import timm as family  # noqa: E402
 from vitexplorer.core.finetune_model import SplitViT, trainable_counts, with_new_head  # noqa: E402
@@ -374,6 +374,9 @@ def test_default_weights_offline_say_no_network_at_once(monkeypatch) -> None:
     assert message.startswith("no network: the Hugging Face hub cannot be reached")
     assert "name resolution" in message and "--weights none" in message and "\n" not in message
     assert 1 <= len(lookups) <= 2 and set(lookups) == {"huggingface.co"}
+    cause = err.value.__cause__  # what the app's worker recognises: a download without network
+    assert isinstance(cause, DownloadError) and cause.kind == "network"
+    assert "name resolution" in str(cause)
 
     lookups.clear()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

@@ -189,3 +189,24 @@ def test_the_hover_readout_follows_the_map(qtbot, window: MainWindow, photo):  #
     assert window.hover_label.text() == ""
     qtbot.keyClick(view, Qt.Key_BracketRight)
     assert window.hover_label.text() == "", "nothing hovered: nothing read"
+
+
+@needs_demo
+def test_a_timm_download_pressed_offline_is_one_line_in_the_bar_too(qtbot, first_launch):  # noqa: ANN001
+    """timm's weights come from the Hugging Face hub: offline, the one connection attempt fails
+    and the bar says so at once, as for torchvision's weights; the demo stays in use."""
+    pytest.importorskip("timm")
+    window = first_launch
+    generation = window.model.generation
+    with qtbot.waitSignal(window.worker.download_offered, timeout=60000):
+        window.request_model(ModelRequest("timm:test_vit", "default", "cpu"))
+    qtbot.waitUntil(lambda: bar_button(window, "Download") is not None, timeout=5000)
+    with qtbot.waitSignal(window.model_failed, timeout=60000) as failed:
+        qtbot.mouseClick(bar_button(window, "Download"), Qt.LeftButton)
+    message = failed.args[0]
+    assert message.startswith("Could not download the ") and "\n" not in message
+    assert "cannot be reached (" in message and "name resolution" in message
+    assert message.endswith(f"{specs.DEMO_LABEL} stays in use.")
+    assert window.message_box is None and no_dialog_open(window)
+    assert window.model.generation == generation
+    _reads_the_demo(window)

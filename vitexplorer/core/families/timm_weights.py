@@ -18,7 +18,12 @@ from torch import nn
 
 from vitexplorer.core import models
 from vitexplorer.core.checkpoint import WeightsFileError
-from vitexplorer.core.download import CancelCheck, DownloadCancelled, ProgressCallback
+from vitexplorer.core.download import (
+    CancelCheck,
+    DownloadCancelled,
+    DownloadError,
+    ProgressCallback,
+)
 from vitexplorer.core.families.hub import probe, unreachable
 from vitexplorer.core.skeleton import compute_buffers, has_meta, skeleton
 
@@ -78,7 +83,7 @@ class Source:
         for filename in self.filenames:
             why = probe(self.repo, filename, self.revision)  # offline: said at once
             if why is not None:
-                raise models.WeightsUnavailableError(self._no_network(why))
+                raise self._no_network(why)
             try:
                 found = huggingface_hub.hf_hub_download(
                     self.repo, filename, revision=self.revision, tqdm_class=bar
@@ -88,17 +93,21 @@ class Source:
             except Exception as exc:
                 cause = unreachable(exc)  # the connection lost since the probe
                 if cause is not None:
-                    raise models.WeightsUnavailableError(self._no_network(cause)) from exc
+                    raise self._no_network(cause)  # noqa: B904  (its cause: the DownloadError)
                 raise
             return Path(str(found))
         raise WeightsFileError(f"{self.repo} holds none of {', '.join(self.filenames)}")
 
-    def _no_network(self, why: str) -> str:
-        return (
+    def _no_network(self, why: str) -> models.WeightsUnavailableError:
+        """The one line for a hub that cannot be reached, with a network DownloadError as its
+        context: the app recognises it by that type (its bar keeps the model in use)."""
+        error = models.WeightsUnavailableError(
             f"no network: the Hugging Face hub cannot be reached for {self.description} "
             f"({why}). Without a network, use --weights FILE with a file in timm's layout, or "
             f"--weights none"
         )
+        error.__cause__ = DownloadError(why, "network")
+        return error
 
 
 def pretrained_source(arch: str) -> Source:
