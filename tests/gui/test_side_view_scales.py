@@ -171,3 +171,23 @@ def test_locked_before_comparing_b_takes_a_locked_scale(
     for view in (window.image_view, b):  # "A and B on one colour scale" holds: A's locked one
         np.testing.assert_allclose(view.heat.levels, locked)
         np.testing.assert_allclose(view.colorbar.levels(), locked)
+
+
+def test_same_scale_under_lock_puts_the_compared_method_on_the_locked_scale(
+    qtbot, window: MainWindow, photo
+):
+    drop_and_wait(qtbot, window, photo)
+    left, right = window.image_view, window.compare_view
+    locked = tuple(left.colorbar.levels())
+    qtbot.mouseClick(window.view_bar.lock_box, Qt.LeftButton)
+    window.method_bar.compare_box.setChecked(True)  # rollout beside, each its own scale
+    assert window.compare_bar.choice().method == "rollout"
+    own = tuple(right.colorbar.levels())
+    np.testing.assert_allclose(own, heat_levels(right.heat_values), rtol=1e-6)
+    assert not np.allclose(own, locked)
+    window.method_bar.same_scale_box.setChecked(True)  # one scale: the locked one, in both
+    for view in (left, right):
+        np.testing.assert_allclose(view.heat.levels, locked)
+        np.testing.assert_allclose(view.colorbar.levels(), locked)
+    window.view_bar.layer_spin.setValue(1)
+    np.testing.assert_allclose(right.colorbar.levels(), locked)
