@@ -365,8 +365,9 @@ class ModelComparePanel(QWidget):
         self.same_scale_box.setChecked(True)
         self.same_scale_box.setToolTip(
             "On: both views share one colour scale, from the lower of the two maps' minima to "
-            "the higher of their maxima, so one colour means one value in both. Off: each view "
-            "on its own range (more of each map's structure, but colours do not compare)"
+            "the higher of their maxima (under Lock scale: the explorer's locked scale), so one "
+            "colour means one value in both. Off: each view on its own range (more of each "
+            "map's structure, but colours do not compare)"
         )
         self.swap_button = QPushButton("Swap A, B")
         self.swap_button.setToolTip(
