@@ -22,7 +22,12 @@ from tests.gui.test_overview import show_overview
 from vitexplorer.core.explain import rollout_layers, rollout_matrix
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.overview import IMAGES, LAYERS_HEADS
-from vitexplorer.gui.views.common import heat_levels
+from vitexplorer.gui.views.common import (
+    END_INSET,
+    heat_levels,
+    new_colorbar,
+    set_colorbar_levels,
+)
 
 
 @pytest.fixture(scope="session")
@@ -191,3 +196,22 @@ def test_same_scale_under_lock_puts_the_compared_method_on_the_locked_scale(
         np.testing.assert_allclose(view.colorbar.levels(), locked)
     window.view_bar.layer_spin.setValue(1)
     np.testing.assert_allclose(right.colorbar.levels(), locked)
+
+
+def test_uniform_words_near_a_clipped_end_are_kept_clear_of_it(qtbot):
+    """On a locked scale the uniform level can lie just above the end that says "clipped": the
+    two labels overlapped (read "uniform 1/37" over "clipped ▼"). Its words now sit just clear of
+    that end's, its line still at the level; with nothing clipped, at the level itself."""
+    bar = new_colorbar(width=12)
+    owner = type("Owner", (), {"colorbar": bar})  # _ticks reads a view's colorbar
+    set_colorbar_levels(bar, (0.0, 1.0), uniform=(0.02, "uniform 1/50"))
+    assert (pytest.approx(0.02), "uniform\n1/50") in _ticks(owner)
+    set_colorbar_levels(bar, (0.0, 1.0), uniform=(0.02, "uniform 1/50"), clipped=(True, False))
+    where = {text: value for value, text in _ticks(owner)}
+    line = 2 * END_INSET  # a line of words, as a share of the bar
+    assert where["clipped ▼"] == pytest.approx(line / 2)  # one line, just inside the end
+    assert where["uniform\n1/50"] - line >= where["clipped ▼"] + line / 2 - 1e-9  # no overlap
+    assert where["uniform\n1/50"] < 0.2  # still beside the bottom of the bar, near its line
+    set_colorbar_levels(bar, (0.0, 1.0), uniform=(0.98, "uniform 1/50"), clipped=(False, True))
+    where = {text: value for value, text in _ticks(owner)}
+    assert where["uniform\n1/50"] + line <= where["clipped ▲"] - line / 2 + 1e-9
