@@ -420,8 +420,9 @@ def test_the_heads_panel_says_each_tile_has_its_own_scale(qtbot, window: MainWin
         settle(qtbot, window)
         for _head, box, _image, _label in grid.tiles:
             assert grid.sceneRect().contains(box.sceneBoundingRect()), size
-    attention = window.analysis.attention
+    attention, sel = window.analysis.attention, window.selection
+    assert sel.layer == 2 and sel.token == 0  # the last layer, the CLS token: the panel's own
     for head, _box, image, _label in grid.tiles:  # each tile's levels: its own lowest, highest
-        rows = attention[0, :, 0, 1:]
+        rows = attention[sel.layer, :, sel.token, 1:]
         values = rows.mean(axis=0) if head == MEAN else rows[head]
         np.testing.assert_allclose(image.levels, (values.min(), values.max()), rtol=1e-6)

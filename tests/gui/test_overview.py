@@ -127,7 +127,7 @@ def test_relevance_over_every_image_names_each_image_class(
     captions = []
     for index, (key, entry) in enumerate(window.session.entries.items()):
         predicted = entry.analysis.predictions[0]
-        expected = maps.relevance(key, predicted.index)
+        expected = maps.relevance(key, predicted.index, window.selection.token, entry.analysis)
         assert expected is not None and expected.shape == (6, 6)
         np.testing.assert_array_equal(overview.view.values()[0, index], expected)
         captions.append(f"{entry.name} · {predicted.name}")

@@ -21,7 +21,7 @@ from vitexplorer.core.scales import uniform_mark
 from vitexplorer.core.session import Selection
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
-from vitexplorer.gui.model_compare_view import ModelCompare
+from vitexplorer.gui.model_compare_view import ModelCompare, follow_lock, lock_view
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone, StructureDone
@@ -122,8 +122,10 @@ class Explanations(QObject):
         window = self.window
         window.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
         window.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
-        for view in (window.image_view, self.compare_view):
-            window.view_bar.scale_locked.connect(view.lock_scale)
+        window.view_bar.scale_locked.connect(window.image_view.lock_scale)
+        window.view_bar.scale_locked.connect(
+            lambda locked: lock_view(self.compare_view, locked, self.comparing_methods)
+        )
         self.method_bar.choice_changed.connect(self._method_changed)
         self.method_bar.compare_toggled.connect(self.show_compare)
         self.compare_bar.choice_changed.connect(self._method_changed)
@@ -230,6 +232,8 @@ class Explanations(QObject):
         if len(shown) == 2 and self.same_scale:
             levels = shared_levels(shown)
         for (view, choice), heat in zip(views, heats, strict=True):
+            if view is self.compare_view and levels is not None:  # one scale, also locked
+                follow_lock(view, self.window.image_view)
             self._draw(view, choice, patch, heat, levels)
 
     @property
@@ -275,7 +279,8 @@ class Explanations(QObject):
                 matrix = self.maps.rollout_matrix(key, analysis, choice)
             else:
                 matrix = attention_matrix(analysis.attention, sel.layer, sel.head)
-            window.matrix_view.set_matrix(matrix)
+            # every row a distribution over the matrix's tokens: 1/N marked (never relevance)
+            window.matrix_view.set_matrix(matrix, uniform_mark(shown[0], matrix.shape[0]))
             self._matrix_shown = shown
         self.matrix_method = shown[0]
 

@@ -365,8 +365,9 @@ class ModelComparePanel(QWidget):
         self.same_scale_box.setChecked(True)
         self.same_scale_box.setToolTip(
             "On: both views share one colour scale, from the lower of the two maps' minima to "
-            "the higher of their maxima, so one colour means one value in both. Off: each view "
-            "on its own range (more of each map's structure, but colours do not compare)"
+            "the higher of their maxima (under Lock scale: the explorer's locked scale), so one "
+            "colour means one value in both. Off: each view on its own range (more of each "
+            "map's structure, but colours do not compare)"
         )
         self.swap_button = QPushButton("Swap A, B")
         self.swap_button.setToolTip(
@@ -429,6 +430,25 @@ class ModelComparePanel(QWidget):
 
 
 # --- the comparison ---------------------------------------------------------------------------
+
+
+def lock_view(view: ImageView, locked: bool, current: bool) -> None:
+    """Lock scale for a second view: ``current`` when its map is the present one (it is on
+    screen, or kept drawn behind a tab); else its old map's levels are not kept, the next map's
+    are."""
+    if locked and not current:
+        view.clear_heat()  # a stale map: the next one drawn gives the locked levels
+    view.lock_scale(locked)
+
+
+def follow_lock(view: ImageView, leader: ImageView) -> None:
+    """While the scale is locked and two views are on one colour scale: ``view`` kept on the
+    levels ``leader`` is locked to (drawn before it), so that one colour is one value in both
+    whenever each view was locked."""
+    if leader.locked_levels is None or view.locked_levels == leader.locked_levels:
+        return
+    view.lock_scale(False)  # forget a lock of its own, or one waiting for its next map
+    view.locked_levels = leader.locked_levels
 
 
 @dataclass(frozen=True)
@@ -526,6 +546,15 @@ class ModelCompare(QObject):
         for view in (self.panel.view, self.panel.difference):
             bar.opacity_changed.connect(view.set_opacity)
             bar.grid_toggled.connect(view.set_grid_visible)
+        bar.scale_locked.connect(self.lock_scale)
+
+    def lock_scale(self, locked: bool) -> None:
+        """The explorer's Lock scale, for the other model's view and the difference too: each
+        keeps the levels it shows now (B's are A's while they share one scale, see
+        :func:`follow_lock`), or, not drawn for the present image, its next map's."""
+        current = self.explanations.comparing and self.active
+        for view in (self.panel.view, self.panel.difference):
+            lock_view(view, locked, current)
 
     # --- the mode and the model box -----------------------------------------------------------
     @property
@@ -899,6 +928,8 @@ class ModelCompare(QObject):
             self._view_image = self._difference_image = None
             self._draw_difference(None, None, other)
             return
+        if levels is not None:  # one scale for both, locked: B on A's locked levels
+            follow_lock(self.panel.view, window.image_view)
         self._draw_other(other, levels)
         a, b = (other, explorer) if self.other_is_a else (explorer, other)
         self._draw_difference(a, b, "")

@@ -20,10 +20,23 @@ from PySide6.QtWidgets import (
 from vitexplorer.core.explain import head_maps
 from vitexplorer.core.explorer_maps import method_map
 from vitexplorer.core.numbering import shown
+from vitexplorer.core.scales import DISTRIBUTIONS, uniform_mark
 from vitexplorer.core.session import Selection
 from vitexplorer.gui.views.map_grid import MapGridView, Tile
 
 LAYERS_HEADS, IMAGES = "layers_heads", "images"
+
+
+def uniform_options(method: str, tokens: set[int]) -> dict:
+    """The uniform mark for maps of ``method`` over images whose rows are over ``tokens``
+    tokens: one mark where all have the same number, else a note saying that the level differs
+    (one line would be wrong for some); nothing for relevance."""
+    if method not in DISTRIBUTIONS or not tokens:
+        return {}
+    if len(tokens) == 1:
+        return {"uniform": uniform_mark(method, next(iter(tokens)))}
+    low, high = min(tokens), max(tokens)
+    return {"uniform_note": f"uniform level not marked: it differs by image, 1/{high} to 1/{low}"}
 
 
 class Overview(QWidget):
@@ -115,12 +128,14 @@ class Overview(QWidget):
             f"{self.heading} · {self.window.session.current.name}",
             [f"layer {shown(layer)}" for layer in range(spec.num_layers)],
             [f"head {shown(head)}" for head in range(spec.num_heads)],
+            uniform=uniform_mark("attention", spec.num_tokens),  # every row over N tokens
         )
 
     def _draw_images(self, sel: Selection, choice) -> None:  # noqa: ANN001
         window = self.window
         current = window.analysis
         tiles: list[Tile] = []
+        tokens: set[int] = set()  # the drawn maps' rows are over this many tokens
         pending = False
         for key, entry in window.session.entries.items():
             analysis = entry.analysis
@@ -150,6 +165,7 @@ class Overview(QWidget):
                 tiles.append(Tile(None, f"{entry.name}: computing…", analysis.display))
                 continue
             tiles.append(Tile(heat, f"{entry.name}{note}", analysis.display))
+            tokens.add(spec.num_tokens)
         columns = max(1, round(len(tiles) ** 0.5 + 0.49))
         rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
         what = choice.describe(sel, current)
@@ -160,7 +176,7 @@ class Overview(QWidget):
         self.heading = f"{what[:1].upper()}{what[1:]} · every open image"
         names = [e.name for e in window.session.entries.values()]
         self.subtitle = f"{current.spec.display_name} · {', '.join(names)}"
-        self.view.set_tiles(rows, self.heading)
+        self.view.set_tiles(rows, self.heading, **uniform_options(choice.method, tokens))
         if pending:
             self._pending.start()
 
@@ -196,7 +212,6 @@ class Overview(QWidget):
         """Write the grid as ``base``.png/.svg/.npy/.json at the chosen export resolution."""
         from vitexplorer.core.provenance import json_ready
         from vitexplorer.gui.export import export_view, saved_scale, titled
-        from vitexplorer.gui.views.map_grid import scale_words
 
         values = self.view.values()
         levels = self.view.levels
@@ -204,10 +219,11 @@ class Overview(QWidget):
             "title": self.heading,
             "subtitle": self.subtitle,
             "colour_scale": list(levels) if levels else None,
+            "uniform_level": self.view.uniform[0] if self.view.uniform else None,
             "axes": self._axes(values.shape),
         }
         card = json_ready(card)[0]
-        scale_text = scale_words(levels, int(values[..., 0, 0].size)) if levels else ""
+        scale_text = self.view.scale_text
         with titled(self.view.title, self.heading, f"{self.subtitle} · {scale_text}"):
             return export_view(base, self.view.scene(), values, card, saved_scale(
                 self.window.settings))  # fmt: skip

@@ -84,7 +84,10 @@ def set_colorbar_levels(
     marks: dict[float, list[str]] = {}  # words at a value, one line each
     mark = uniform_tick(levels, uniform)
     if mark is not None:
-        marks.setdefault(mark[0], []).append(mark[1])
+        at = mark[0]
+        if low < at < high:  # its words kept clear of an end's "clipped" (its line stays true)
+            at = clear_of_ends(at, (low, high), clipped, mark[1].count("\n") + 1)
+        marks.setdefault(at, []).append(mark[1])
     for end, beyond, arrow in ((low, clipped[0], "▼"), (high, clipped[1], "▲")):
         if beyond:  # the map has values past this end, drawn in its colour
             marks.setdefault(end, []).insert(0, f"clipped {arrow}")
@@ -99,6 +102,22 @@ def set_colorbar_levels(
         ticks = [t for t in ticks if abs(t[0] - at) > near]
         labelled.append((at, "\n".join(words)))
     bar.axis.setTicks([ticks + labelled, []])
+
+
+def clear_of_ends(
+    at: float, levels: tuple[float, float], clipped: tuple[bool, bool], lines: int
+) -> float:
+    """Where words of ``lines`` lines centred at ``at`` go so as not to overlap the one-line
+    "clipped" at an end of ``levels`` that has it (that end's words take a line's height,
+    ``2 * END_INSET`` of the bar, from the end): ``at`` itself where they do not."""
+    low, high = levels
+    line = 2 * END_INSET * (high - low)
+    half = line * lines / 2
+    if clipped[0]:
+        at = max(at, low + line + half)
+    if clipped[1]:
+        at = min(at, high - line - half)
+    return at
 
 
 def uniform_tick(

@@ -11,11 +11,14 @@ from PySide6.QtCore import QRectF, Qt
 
 from vitexplorer.gui.views.common import (
     WrappingTitle,
+    bar_position,
     new_colorbar,
     new_heat_item,
+    new_uniform_line,
     set_colorbar_levels,
     shared_levels,
 )
+from vitexplorer.gui.views.image_view import BAR_AXIS_WIDTH
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,12 @@ class MapGridView(pg.GraphicsLayoutWidget):
         self.cells = self.addLayout(row=1, col=0)
         self.cells.setSpacing(2)
         self.colorbar = new_colorbar(width=12)
+        self.colorbar.axis.setWidth(BAR_AXIS_WIDTH)  # room for "uniform 1/197 ▲"
         self.addItem(self.colorbar, row=1, col=1)
         self.colorbar.setVisible(False)
+        self.uniform_line = new_uniform_line(self.colorbar)
+        self.uniform: tuple[float, str] | None = None  # the uniform level marked, and its words
+        self.scale_text = ""  # the scale in words, as under the title
         self.tiles: list[list[Tile]] = []
         self.levels: tuple[float, float] | None = None
         self.boxes: list[pg.ViewBox] = []
@@ -63,11 +70,16 @@ class MapGridView(pg.GraphicsLayoutWidget):
         title: str,
         row_labels: list[str] | None = None,
         column_labels: list[str] | None = None,
+        uniform: tuple[float, str] | None = None,
+        uniform_note: str = "",
     ) -> None:
         """Show ``tiles`` (a list of rows) on one scale spanning every map they hold. Tiles
         laid out as before (same labels, shapes and captions: another token, layer or head)
-        have their pictures replaced in place; building 144 tiles anew took 0.6 s."""
+        have their pictures replaced in place; building 144 tiles anew took 0.6 s.
+        ``uniform`` (value, words): the uniform level that every map's rows share, marked on the
+        bar; ``uniform_note``: said after the scale instead, where no one level holds for all."""
         self.tiles = tiles
+        self.uniform = uniform
         maps = [t.heat for row in tiles for t in row if t.heat is not None and t.heat.size]
         self.levels = shared_levels(maps) if maps else None
         signature = (
@@ -104,11 +116,18 @@ class MapGridView(pg.GraphicsLayoutWidget):
                     self._add_tile(tile, r + top, c + left)
         if self.levels is None:
             self.colorbar.setVisible(False)
+            self.scale_text = ""
             self.title.setText(title)
             return
-        set_colorbar_levels(self.colorbar, self.levels)
+        set_colorbar_levels(self.colorbar, self.levels, uniform=uniform)
+        inside = uniform is not None and self.levels[0] <= uniform[0] <= self.levels[1]
+        if inside:
+            self.uniform_line.setValue(bar_position(self.levels, uniform[0]))
+        self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)
-        self.title.setText(f"{title}<br><small>{scale_words(self.levels, len(maps))}</small>")
+        words = [scale_words(self.levels, len(maps)), uniform_note]
+        self.scale_text = "; ".join(w for w in words if w)
+        self.title.setText(f"{title}<br><small>{self.scale_text}</small>")
 
     def _add_tile(self, tile: Tile, row: int, col: int) -> None:
         box = self.cells.addViewBox(

@@ -11,12 +11,15 @@ from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
 from vitexplorer.core.scales import nice_step
 from vitexplorer.gui.views.common import (
+    bar_position,
     heat_levels,
     new_colorbar,
     new_heat_item,
+    new_uniform_line,
     selection_pen,
     set_colorbar_levels,
 )
+from vitexplorer.gui.views.image_view import BAR_AXIS_WIDTH
 
 
 def token_ticks(count: int) -> list[tuple[float, str]]:
@@ -60,19 +63,30 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.row_marker.setZValue(2)
         self.plot.addItem(self.row_marker)
         self.colorbar = new_colorbar(width=12)
+        self.colorbar.axis.setWidth(BAR_AXIS_WIDTH)  # room for "uniform 1/197 ▲"
         self.addItem(self.colorbar, row=0, col=1)
         self.colorbar.setVisible(False)  # shown with the first matrix: no matrix, no scale
+        self.uniform_line = new_uniform_line(self.colorbar)
+        self.uniform: tuple[float, str] | None = None  # the uniform level marked, and its words
         self.matrix = np.zeros((0, 0), np.float32)
         self.scene().sigMouseClicked.connect(self._clicked)
         self.scene().sigMouseMoved.connect(self._moved)
 
-    def set_matrix(self, matrix: np.ndarray) -> None:
+    def set_matrix(self, matrix: np.ndarray, uniform: tuple[float, str] | None = None) -> None:
+        """Show ``matrix`` (tokens, tokens) on its own range. ``uniform`` (value, words), for
+        a matrix whose rows are distributions over its tokens (attention, rollout: 1/N), is
+        marked on the colour bar as in the explorer's view; None for any other."""
         n = matrix.shape[0]
         resized = n != self.matrix.shape[0]
         self.matrix = matrix
+        self.uniform = uniform
         levels = heat_levels(matrix)
         self.image.setImage(matrix, levels=levels)
-        set_colorbar_levels(self.colorbar, levels)
+        set_colorbar_levels(self.colorbar, levels, uniform=uniform)
+        inside = uniform is not None and levels[0] <= uniform[0] <= levels[1]
+        if inside:
+            self.uniform_line.setValue(bar_position(levels, uniform[0]))
+        self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)
         if resized:
             self.plot.showAxis("left")
