@@ -102,10 +102,9 @@ def test_random_weights_beside_a_checkpoint_keep_its_shape_and_classes(
 
 
 def test_the_demo_offer_bar_leaves_with_the_trained_weights(qtbot, tmp_path, monkeypatch, photo):
-    """The bar above the image calls the demo "a small ViT trained on CIFAR-10": it is not
-    shown beside the demo's random weights."""
+    """The bar above the image names the trained demo as the model in use: it is not shown
+    beside the demo's random weights."""
     from vitexplorer.core import models, spec
-    from vitexplorer.gui import main_window
 
     demo = tmp_path / spec.DEMO_FILE
     torch.manual_seed(0)
@@ -116,12 +115,11 @@ def test_the_demo_offer_bar_leaves_with_the_trained_weights(qtbot, tmp_path, mon
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
-    monkeypatch.setattr(main_window, "offer_download", lambda _p, offer: None)  # Cancel
     window = make_window(qtbot, tmp_path / "s.ini", ModelRequest("vit_b_32", "default", "cpu"))
     with qtbot.waitSignal(window.analysis_shown, timeout=60000):
         window.start([str(photo)])
     assert window.model.request.name == "demo" and window.no_model_bar.isVisible()
-    assert "trained on CIFAR-10" in window.no_model_bar.label.text()
+    assert f"In use: {spec.DEMO_LABEL}" in window.no_model_bar.label.text()
     box = window.model_bar.weights_box
     with qtbot.waitSignal(window.analysis_shown, timeout=60000):
         box.setCurrentIndex(box.findData("none"))
