@@ -309,3 +309,20 @@ def statistics_csv(statistics: HeadStatistics, images: int) -> str:
                 f"{statistics.prefix_share[layer, head]:.5f},{images}"
             )
     return "\n".join(lines) + "\n"
+
+
+def token_relevance(
+    matrix: np.ndarray, token: int, grid: tuple[int, int], num_prefix: int
+) -> np.ndarray:
+    """Row ``token`` of a relevance matrix R over the patches, (rows, cols) float32."""
+    if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError("no relevance matrix: compute it with relevance_map")
+    rows, cols = grid
+    if matrix.shape[0] != num_prefix + rows * cols:
+        raise ValueError(
+            f"a relevance matrix of {matrix.shape[0]} tokens does not fit a {rows}x{cols} grid "
+            f"with {num_prefix} prefix tokens"
+        )
+    if not 0 <= token < matrix.shape[0]:
+        raise ValueError(f"token {token + 1} does not exist: there are 1 to {matrix.shape[0]}")
+    return np.ascontiguousarray(matrix[token, num_prefix:].reshape(grid), dtype=np.float32)

@@ -21,8 +21,8 @@ from vitexplorer.core.explain import (
     rollout_layers,
     rollout_matrix,
     rollout_row,
+    token_relevance,
 )
-from vitexplorer.core.relevance import token_relevance
 
 if TYPE_CHECKING:
     from vitexplorer.core.analysis import ImageAnalysis

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vitexplorer.core.capture import Sink, capturing_attention, model_forward
+from vitexplorer.core.explain import token_relevance  # noqa: F401  (read here by callers)
 from vitexplorer.core.models import LoadedModel
 
 
@@ -144,23 +145,6 @@ class Relevance:
     def token_map(self, token: int, grid: tuple[int, int], num_prefix: int) -> np.ndarray:
         """Token ``token``'s relevance over the patches: row ``token`` of R on ``grid``."""
         return token_relevance(self.matrix, token, grid, num_prefix)
-
-
-def token_relevance(
-    matrix: np.ndarray, token: int, grid: tuple[int, int], num_prefix: int
-) -> np.ndarray:
-    """Row ``token`` of a relevance matrix R over the patches, (rows, cols) float32."""
-    if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError("no relevance matrix: compute it with relevance_map")
-    rows, cols = grid
-    if matrix.shape[0] != num_prefix + rows * cols:
-        raise ValueError(
-            f"a relevance matrix of {matrix.shape[0]} tokens does not fit a {rows}x{cols} grid "
-            f"with {num_prefix} prefix tokens"
-        )
-    if not 0 <= token < matrix.shape[0]:
-        raise ValueError(f"token {token + 1} does not exist: there are 1 to {matrix.shape[0]}")
-    return np.ascontiguousarray(matrix[token, num_prefix:].reshape(grid), dtype=np.float32)
 
 
 def relevance_map(

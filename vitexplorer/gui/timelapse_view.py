@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.scales import uniform_label, uniform_level
-from vitexplorer.core.timelapse import epoch_levels, probe_maps, row_tokens
 from vitexplorer.core.verdict import RIGHT as RIGHT_VERDICT
 from vitexplorer.core.verdict import TIE, UNKNOWN
 from vitexplorer.gui.analytics_tab import EmptyState
@@ -464,6 +463,8 @@ class TimeLapseView(QWidget):
                 None if head == MEAN_OF_HEADS else head,
             )
         if key not in self._levels:
+            from vitexplorer.core.timelapse import epoch_levels, probe_maps  # torch: on first use
+
             kind = "rollout" if key[1] == ROLLOUT else "attention"
             self._levels[key] = epoch_levels(probe_maps(self.timelapse, key[0], kind, *key[2:]))
         low, high = self._levels[key]
@@ -471,6 +472,8 @@ class TimeLapseView(QWidget):
 
     def uniform(self) -> tuple[float, str]:
         """The uniform level of the CLS row (and the rollout's): 1/N, N its tokens."""
+        from vitexplorer.core.timelapse import row_tokens
+
         tokens = row_tokens(self.timelapse)
         return uniform_level(tokens), uniform_label(tokens)
 
