@@ -142,3 +142,54 @@ def test_device_words() -> None:
     assert training.device_words(torch.device("cpu")) == "the CPU"
     assert training.device_words(torch.device("mps")) == "Apple's MPS"
     assert training.device_words(torch.device("cuda", 2)) == "the GPU (cuda:2)"
+
+
+TRAIN = training._Run._train
+
+
+def _train_then_zero_the_head(self, *args):  # noqa: ANN001, ANN202
+    """Train as usual, then give the model a head of zeros: every output ties."""
+    yield from TRAIN(self, *args)
+    with torch.no_grad():
+        self.split.head.weight.zero_()
+        self.split.head.bias.zero_()
+
+
+def test_the_cli_counts_ties_in_its_json_and_says_so(
+    base: Path, colours: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:  # noqa: ANN001
+    import json
+
+    from vitexplorer.cli import main
+
+    monkeypatch.setattr(training._Run, "_train", _train_then_zero_the_head)
+    out = tmp_path / "tied.safetensors"
+    args = ["--model", str(base), "--data", str(colours), "--out", str(out), "--per-class", "6",
+            "--test-per-class", "4", "--epochs", "1", "--probes", "0"]  # fmt: skip
+    args.append("--device=cpu")
+    assert main(["finetune", *args]) == 0
+    captured = capsys.readouterr()
+    final = json.loads(captured.out.splitlines()[-1])
+    assert final["ties"] == 12 and final["right"] == 0
+    assert final["test_acc"] == pytest.approx(1 / 3)  # argmax: class 0 for every image
+    assert (
+        "0 of 12 test images right and 12 ties (the top two probabilities within half a point: "
+        "no class picked); test_acc counts each tie by its argmax" in captured.err
+    )
+
+
+def test_the_train_clis_best_line_says_how_many_tie() -> None:
+    from types import SimpleNamespace
+
+    from vitexplorer.cli.train import _best_line
+
+    ties = np.array([True, True, False, False])
+    result = SimpleNamespace(history=[1, 2], cancelled=False, diverged=None, best_epoch=2,
+                             best_val_acc=0.5, test_acc=0.75, ties=2, test_ties=ties,
+                             config=SimpleNamespace(epochs=2))  # fmt: skip
+    assert _best_line(result) == (
+        "best epoch 2 of 2, validation accuracy 50.0%; its test accuracy 75.0% (2 of 4 test "
+        "images tie, counted by their argmax)"
+    )
+    result.ties, result.test_ties = 0, np.zeros(4, bool)
+    assert _best_line(result).endswith("its test accuracy 75.0%")
