@@ -377,10 +377,8 @@ class ConfusionView(pg.GraphicsLayoutWidget):
         ties, total = int(self.ties.sum()), int(self.matrix.sum())
         if not ties:
             return "Confusion matrix (test images)"
-        return (
-            f"Confusion matrix (test images, by argmax):<br>{ties} of {total} are ties, "
-            f"counted under their argmax"
-        )
+        # short lines: the view is narrow beside the gallery (its tooltip says more)
+        return f"Confusion matrix (test images)<br>{ties} of {total} are ties, by argmax"
 
     def _moved(self, scene_pos) -> None:  # noqa: ANN001
         n = len(self.class_names)
@@ -392,7 +390,7 @@ class ConfusionView(pg.GraphicsLayoutWidget):
         count, total = int(self.matrix[i, j]), int(self.matrix[i].sum())
         share = f" ({100 * count / total:.0f}% of {total})" if total else ""
         tied = int(self.ties[i, j]) if self.ties.shape == self.matrix.shape else 0
-        ties = f", {tied} of them ties" if tied else ""
+        ties = f", {tied} of them ties (counted under their argmax)" if tied else ""
         self.setToolTip(
             f"true {self.class_names[i]}, predicted {self.class_names[j]}: {count} image(s)"
             f"{share}{ties}"
