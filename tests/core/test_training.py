@@ -260,8 +260,10 @@ def test_gpu_out_of_memory_is_a_clear_error(colours: Path, monkeypatch) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(SplitViT, "trainable", no_memory)
-    with pytest.raises(TrainingError, match="out of memory at batch size 8: lower the batch"):
-        _run(_small_vit(), colours)
+    config = FinetuneConfig(**{**QUICK.to_dict(), "probes": 0})  # no time-lapse frame first
+    with pytest.raises(TrainingError, match="CPU ran out of memory on a batch of 8 image.s. "
+                       "while training: lower the batch size .now 8.; nothing"):  # fmt: skip
+        _run(_small_vit(), colours, config)
 
 
 def test_mixed_precision_on_the_cpu_where_it_is_fast(colours: Path) -> None:

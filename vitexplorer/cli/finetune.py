@@ -59,8 +59,10 @@ def finetune_parser() -> argparse.ArgumentParser:
         "dataset's classes (the model's own when its classes are the dataset's, see --head), and "
         "whatever the freeze policy leaves trainable. Prints one JSON line "
         "per epoch to stdout (epoch, train_loss, train_acc, val_loss, val_acc, seconds), then one "
-        "with the test results (test_acc, per_class_acc, class_names, confusion, steps, seconds, "
-        "checkpoint, cancelled), and writes the model as a checkpoint that 'analyze' and the app "
+        "with the test results (test_acc, per_class_acc, class_names, confusion, ties, right, "
+        "steps, seconds, checkpoint, cancelled; ties: test images whose top two probabilities are "
+        "within half a point, never right, though test_acc counts them by their argmax), and "
+        "writes the model as a checkpoint that 'analyze' and the app "
         "open. Progress goes to stderr. Exit status: 0 saved, 2 a problem with the model, data, "
         "settings or training (nothing saved), 130 interrupted (nothing saved).",
     )
@@ -416,6 +418,8 @@ class FinetuneReport:
                 **({} if result.config.from_scratch else {"head": _head(result)}),
             }
         )
+        if result.ties:
+            self.note(ties_line(result))
 
     def note(self, message: str) -> None:
         """One permanent line on ``err``."""
@@ -454,6 +458,16 @@ class FinetuneReport:
     def _json(self, record: dict[str, Any]) -> None:
 
         print(json.dumps(_finite(record), allow_nan=False), file=self.out, flush=True)
+
+
+def ties_line(result: Any) -> str:
+    """The test images that tie, for people: the accuracy counts them by their argmax."""
+    total = len(result.test_ties)
+    return (
+        f"{result.right} of {total} test images right and {result.ties} ties (the top two "
+        f"probabilities within half a point: no class picked); test_acc counts each tie by its "
+        f"argmax"
+    )
 
 
 def _finite(value: Any) -> Any:

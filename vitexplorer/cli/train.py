@@ -421,4 +421,7 @@ def _best_line(result: Any) -> str:
         line += " (no validation split: the last epoch)"
     if result.test_acc is not None:
         line += f"; its test accuracy {result.test_acc:.1%}"
+        if result.ties:
+            tied = f"{result.ties} of {len(result.test_ties)} test images tie"
+            line += f" ({tied}, counted by their argmax)"
     return line

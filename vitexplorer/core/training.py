@@ -46,6 +46,7 @@ from vitexplorer.core.timelapse import (
     default_probes,
     probe_files,
 )
+from vitexplorer.core.verdict import is_tie, verdict
 
 CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, train uncached
 # Batch sizes of the passes without gradients. On the CPU 32 was the fastest for ViT-B/32 here
@@ -370,8 +371,15 @@ class TestSample:
     source: str  # a path, or "test #i" for CIFAR-10
     image: np.ndarray  # (h, w, 3) uint8, as stored for training
     true: int
-    predicted: int
-    confidence: float
+    predicted: int  # the argmax: with tied top probabilities, the first of them
+    confidence: float  # the top probability
+    # the second-highest probability, to tell a tie (None: recorded by an older version, when
+    # only the class count can tell one)
+    runner_up: float | None = None
+
+    def verdict(self, num_classes: int) -> str:
+        """Right, wrong or tie (:func:`vitexplorer.core.verdict.verdict`): a tie is never right."""
+        return verdict(self.true, self.predicted, self.confidence, self.runner_up, num_classes)
 
 
 @dataclass
@@ -398,9 +406,34 @@ class FinetuneResult:
     test_true: np.ndarray | None = None
     test_predicted: np.ndarray | None = None
     test_confidence: np.ndarray | None = None
+    test_runner_up: np.ndarray | None = None  # the second-highest probability of each
+    # whether each test image's top two probabilities tie (core.verdict.is_tie): the argmax then
+    # picks the first of them by index, not because the model picked it
+    test_ties: np.ndarray | None = None
     timelapse: TimeLapse | None = None  # the probes' attention through training
     head_kept: bool = False  # fine-tuning started from the base model's own classifier
     head_reason: str = ""  # why that head, in words
+
+    @property
+    def ties(self) -> int | None:
+        """How many test images tie (no class picked); None when not tested."""
+        return None if self.test_ties is None else int(self.test_ties.sum())
+
+    @property
+    def right(self) -> int | None:
+        """How many test images are right and not tied (a tie is never right); None when not
+        tested. The test accuracy counts by argmax, ties included, as papers do."""
+        if self.test_ties is None or self.test_true is None or self.test_predicted is None:
+            return None
+        return int(((self.test_true == self.test_predicted) & ~self.test_ties).sum())
+
+    def tie_matrix(self) -> np.ndarray | None:
+        """(C, C) int64: how many of each cell of :attr:`confusion` are ties."""
+        if self.confusion is None or self.test_ties is None or self.test_true is None:
+            return None
+        n = len(self.confusion)
+        cells = self.test_true[self.test_ties] * n + self.test_predicted[self.test_ties]
+        return np.bincount(cells, minlength=n * n).reshape(n, n)
 
     def metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
@@ -411,6 +444,8 @@ class FinetuneResult:
         return {
             **best,
             "test_acc": self.test_acc,
+            "ties": self.ties,  # test images whose top two probabilities tie: never right
+            "right": self.right,  # test images right and not tied
             "per_class_acc": None if self.per_class_acc is None else self.per_class_acc.tolist(),
             "val_acc": last.val_acc if last else None,
             "train_acc": last.train_acc if last else None,
@@ -581,10 +616,24 @@ def finetune(
         yield from run.events(gallery_size)
     except torch.OutOfMemoryError as exc:
         run.release()
-        raise TrainingError(
-            f"the {base.device.type.upper()} ran out of memory at batch size "
-            f"{config.batch_size}: lower the batch size, freeze more blocks, or use the CPU"
-        ) from exc
+        raise TrainingError(run.out_of_memory_message()) from exc
+
+
+def device_words(device: torch.device) -> str:
+    """A device as people say it: "the GPU (cuda:0)", "the CPU", "Apple's MPS"."""
+    if device.type == "cuda":
+        index = device.index
+        if index is None:
+            try:
+                index = torch.cuda.current_device()
+            except (RuntimeError, AssertionError):  # no CUDA here (a test's pretend device)
+                index = 0
+        return f"the GPU (cuda:{index})"
+    if device.type == "cpu":
+        return "the CPU"
+    if device.type == "mps":
+        return "Apple's MPS"
+    return f"the device {device}"
 
 
 class _Run:
@@ -623,6 +672,9 @@ class _Run:
         self.best_epoch: int | None = None
         self.best_val_acc = -1.0
         self.recorder: ProbeRecorder | None = None
+        # the batch being computed, for an out-of-memory message: its images (None when not
+        # known) and what was being done
+        self.batch: tuple[int | None, str] = (None, "preparing the run")
         self.amp_dtype = autocast_dtype(self.device, config.mixed_precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -643,6 +695,28 @@ class _Run:
     def _check_cancel(self) -> None:
         if self.cancelled():
             raise _Cancelled
+
+    def out_of_memory_message(self) -> str:
+        """One line: which device ran out of memory, on which batch, and advice that fits it."""
+        images, doing = self.batch
+        where = "" if images is None else f" on a batch of {images:,} image(s)"
+        config, split = self.config, self.split
+        if doing == "training":
+            advice = [f"lower the batch size (now {config.batch_size:,})"]
+            if config.from_scratch:
+                advice.append("train a smaller model")
+            elif split.train_blocks > 0:
+                advice.append(f"train fewer blocks (now {split.train_blocks})")
+        else:  # a pass without gradients, in batches of a fixed size
+            advice = ["close other programs that use its memory"]
+        if self.device.type == "cuda" and self.amp_dtype is None:
+            advice.append("turn mixed precision on")
+        if len(advice) > 1:
+            advice[-1] = "or " + advice[-1]
+        return (
+            f"{device_words(self.device)} ran out of memory{where} while {doing}: "
+            f"{', '.join(advice)}; nothing was saved"
+        )
 
     def release(self) -> None:
         self.tensors.clear()
@@ -806,6 +880,7 @@ class _Run:
         if self.recorder is None:
             return
         self.split.set_training(False)
+        self.batch = (None, "recording the time-lapse")
         frame = self.recorder.capture(epoch)
         timelapse = self.recorder.timelapse
         yield Snapshot(frame, replace(timelapse, frames=list(timelapse.frames)))
@@ -840,6 +915,7 @@ class _Run:
             if self.cancelled():
                 raise _Cancelled
             images = data.images[start : start + self.eval_batch]
+            self.batch = (len(images), "caching features")
             with torch.no_grad(), self._autocast():
                 outputs.append(self.split.frozen(self._inputs(images)).float())
             yield Stage(stage, offset + start + len(images), total, self._fraction(len(images)))
@@ -889,6 +965,7 @@ class _Run:
                 if self.cancelled():
                     raise _Cancelled
                 index = order[start : start + config.batch_size]
+                self.batch = (len(index), "training")
                 target = labels[index.to(self.device)]
                 flips = (
                     torch.rand(len(index), generator=generator) < 0.5 if policy == "flip" else None
@@ -976,6 +1053,7 @@ class _Run:
             if self.cancelled():
                 raise _Cancelled
             end = min(len(data), start + self.eval_batch)
+            self.batch = (end - start, "testing" if stage == "testing" else "validating")
             with torch.no_grad(), self._autocast():
                 if frozen is not None:
                     logits = self.split.trainable(frozen[start:end])
@@ -1002,7 +1080,11 @@ class _Run:
         result.test_acc = accuracy
         result.test_sources = list(test.sources)
         result.test_true, result.test_predicted = true, predicted
-        result.test_confidence = probs.max(1).values.numpy()
+        top = probs.topk(min(2, n), dim=1).values.numpy()
+        result.test_confidence = top[:, 0]
+        result.test_runner_up = top[:, -1] if n > 1 else np.zeros(len(top), top.dtype)
+        pairs = zip(top[:, 0].tolist(), result.test_runner_up.tolist(), strict=True)
+        result.test_ties = np.array([is_tie(a, b, n) for a, b in pairs], dtype=bool)
         result.confusion = confusion
         result.per_class_acc = per_class
         result.samples = [
@@ -1011,7 +1093,8 @@ class _Run:
                 test.images[i].permute(1, 2, 0).numpy().copy(),
                 int(true[i]),
                 int(predicted[i]),
-                float(probs[i, predicted[i]]),
+                float(result.test_confidence[i]),
+                float(result.test_runner_up[i]),
             )
             for i in class_balanced_order(true, n, gallery_size)
         ]

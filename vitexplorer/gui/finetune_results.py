@@ -25,8 +25,8 @@ class FinetuneResults(QWidget):
         gallery_layout = QVBoxLayout(gallery_box)
         gallery_layout.setContentsMargins(0, 0, 0, 0)
         caption = QLabel(
-            "Test images: true class, then the prediction when it is wrong (framed in red). "
-            "Click one to explore it."
+            "Test images: true class, then the prediction when it is wrong (framed in red); "
+            "a tie, where no class stands out, is framed in grey. Click one to explore it."
         )
         caption.setWordWrap(True)
         gallery_layout.addWidget(caption)
@@ -64,14 +64,21 @@ class FinetuneResults(QWidget):
             )
             return
         n = int(result.confusion.sum())
-        right = int(result.confusion.trace())
+        ties = result.ties or 0
+        right = int(result.confusion.trace()) if result.right is None else result.right
+        counted = f"{right} of {n} test images right"
+        if ties:  # a tie is never right; the accuracy, by argmax, counts some of them
+            counted = (
+                f"{right} of {n} test images right, {ties} ties (no class stands out; the "
+                f"accuracy counts each by its argmax)"
+            )
         per_class = result.per_class_acc
         best, worst = int(per_class.argmax()), int(per_class.argmin())
         self.summary.setText(
             f"<span style='font-size: 13pt'>Test accuracy <b>{100 * result.test_acc:.1f}%</b>"
-            f"</span> &nbsp; {right} of {n} test images right, {len(names)} classes · best "
+            f"</span> &nbsp; {counted}, {len(names)} classes · best "
             f"{names[best]} {100 * per_class[best]:.0f}%, worst {names[worst]} "
             f"{100 * per_class[worst]:.0f}%"
         )
-        self.confusion.set_matrix(result.confusion, names)
+        self.confusion.set_matrix(result.confusion, names, result.tie_matrix())
         self.gallery.set_samples(result.samples, names)

@@ -13,6 +13,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
 
+from vitexplorer.core.verdict import TIE, WRONG
 from vitexplorer.gui.views.panels import rgb_pixmap
 
 REDRAW_MS = 100  # curves are redrawn at most ten times a second, however fast steps come
@@ -25,6 +26,7 @@ GRID_COLOR = (228, 228, 228)
 MARK_COLOR = (130, 130, 130)  # the time-lapse's epoch on the per-epoch curves
 MISTAKE_COLOR = QColor(200, 30, 30)
 CORRECT_COLOR = QColor(30, 130, 60)
+TIE_COLOR = QColor(110, 110, 110)  # neutral: a tie is neither right nor wrong
 
 
 class GrowingSeries:
@@ -329,6 +331,7 @@ class ConfusionView(pg.GraphicsLayoutWidget):
         self.image.setColorMap(_blues())
         self.plot.addItem(self.image)
         self.matrix = np.zeros((0, 0), np.int64)
+        self.ties = np.zeros((0, 0), np.int64)
         self.class_names: tuple[str, ...] = ()
         self.labels = CellLabels()
         self.labels.setZValue(1)
@@ -338,9 +341,13 @@ class ConfusionView(pg.GraphicsLayoutWidget):
     def clear_matrix(self) -> None:
         self.set_matrix(np.zeros((0, 0), np.int64), ())
 
-    def set_matrix(self, matrix: np.ndarray, class_names: tuple[str, ...]) -> None:
+    def set_matrix(
+        self, matrix: np.ndarray, class_names: tuple[str, ...], ties: np.ndarray | None = None
+    ) -> None:
+        """``ties``: how many of each cell's images tie (counted under their argmax)."""
         self.matrix = np.asarray(matrix)
         self.class_names = tuple(class_names)
+        self.ties = np.zeros_like(self.matrix) if ties is None else np.asarray(ties)
         n = len(self.class_names)
         for side in ("left", "bottom"):
             self.plot.showAxis(side, n > 0)
@@ -352,7 +359,7 @@ class ConfusionView(pg.GraphicsLayoutWidget):
             # two lines: one is wider than the view in a 1024 px window
             self.plot.setTitle("Confusion matrix (test images):<br>after training")
             return
-        self.plot.setTitle("Confusion matrix (test images)")
+        self.plot.setTitle(self.caption())
         rows = np.maximum(self.matrix.sum(1, keepdims=True), 1)
         share = (self.matrix / rows).astype(np.float32)
         self.image.setImage(share, levels=(0.0, 1.0))
@@ -365,6 +372,14 @@ class ConfusionView(pg.GraphicsLayoutWidget):
         self.labels.set_counts(shown, share > 0.5)
         self.plot.setRange(QRectF(0, 0, n, n), padding=0.01)
 
+    def caption(self) -> str:
+        """The title; it says how many entries are ties, when any are."""
+        ties, total = int(self.ties.sum()), int(self.matrix.sum())
+        if not ties:
+            return "Confusion matrix (test images)"
+        # short lines: the view is narrow beside the gallery (its tooltip says more)
+        return f"Confusion matrix (test images)<br>{ties} of {total} are ties, by argmax"
+
     def _moved(self, scene_pos) -> None:  # noqa: ANN001
         n = len(self.class_names)
         point = self.plot.vb.mapSceneToView(scene_pos)
@@ -374,13 +389,17 @@ class ConfusionView(pg.GraphicsLayoutWidget):
             return
         count, total = int(self.matrix[i, j]), int(self.matrix[i].sum())
         share = f" ({100 * count / total:.0f}% of {total})" if total else ""
+        tied = int(self.ties[i, j]) if self.ties.shape == self.matrix.shape else 0
+        ties = f", {tied} of them ties (counted under their argmax)" if tied else ""
         self.setToolTip(
-            f"true {self.class_names[i]}, predicted {self.class_names[j]}: {count} image(s){share}"
+            f"true {self.class_names[i]}, predicted {self.class_names[j]}: {count} image(s)"
+            f"{share}{ties}"
         )
 
 
 class SampleGallery(QListWidget):
-    """Test images with their true and predicted labels; mistakes framed and written in red."""
+    """Test images with their true and predicted labels; mistakes framed and written in red,
+    ties (no class picked, :mod:`vitexplorer.core.verdict`) framed and written in grey."""
 
     sample_clicked = Signal(int)  # index into the samples given to set_samples
 
@@ -402,25 +421,36 @@ class SampleGallery(QListWidget):
         self.clear()
         for index, sample in enumerate(samples):
             true, predicted = class_names[sample.true], class_names[sample.predicted]
-            wrong = sample.true != sample.predicted
-            text = f"{true}\n→ {predicted}" if wrong else f"{true} ✓"
-            item = QListWidgetItem(QIcon(self._framed(sample.image, wrong)), text)
+            verdict = sample.verdict(len(class_names))
+            percent = f"{100 * sample.confidence:.0f}%"
+            if verdict == TIE:
+                text, colour = f"{true}\n(a tie)", TIE_COLOR
+                said = (
+                    f"a tie at {percent}: the top classes are within half a point (the argmax, "
+                    f"{predicted}, is no choice)"
+                )
+            elif verdict == WRONG:
+                text, colour = f"{true}\n→ {predicted}", MISTAKE_COLOR
+                said = f"{predicted} ({percent} sure, wrong)"
+            else:
+                text, colour = f"{true} ✓", CORRECT_COLOR
+                said = f"{predicted} ({percent} sure, right)"
+            frame = None if colour is CORRECT_COLOR else colour
+            item = QListWidgetItem(QIcon(self._framed(sample.image, frame)), text)
             item.setData(Qt.UserRole, index)
-            item.setForeground(MISTAKE_COLOR if wrong else CORRECT_COLOR)
-            verdict = "wrong" if wrong else "right"
+            item.setForeground(colour)
             item.setToolTip(
-                f"{sample.source}\ntrue: {true}\npredicted: {predicted} "
-                f"({100 * sample.confidence:.0f}% sure, {verdict})\nclick to open in the explorer"
+                f"{sample.source}\ntrue: {true}\npredicted: {said}\nclick to open in the explorer"
             )
             self.addItem(item)
 
-    def _framed(self, image: np.ndarray, wrong: bool) -> QPixmap:
+    def _framed(self, image: np.ndarray, colour: QColor | None) -> QPixmap:
         pixmap = rgb_pixmap(image).scaled(
             self.ICON, self.ICON, Qt.KeepAspectRatio, Qt.SmoothTransformation
         )
-        if wrong:
+        if colour is not None:
             painter = QPainter(pixmap)
-            pen = QPen(MISTAKE_COLOR)
+            pen = QPen(colour)
             pen.setWidth(4)
             painter.setPen(pen)
             painter.drawRect(pixmap.rect().adjusted(2, 2, -2, -2))
@@ -429,3 +459,7 @@ class SampleGallery(QListWidget):
 
     def mistakes(self) -> int:
         return sum(1 for i in range(self.count()) if "→" in self.item(i).text())
+
+    def ties(self) -> int:
+        """How many shown images tie."""
+        return sum(1 for i in range(self.count()) if "(a tie)" in self.item(i).text())
