@@ -469,3 +469,21 @@ def test_a_file_that_cannot_be_written_is_one_line_in_its_place_and_the_rest_are
     )
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == [f"{s}.{x}" for s in "ac" for x in ("attention.npy", "cls.png", "json")]
+
+
+def test_out_of_memory_advice_fits_the_device_that_ran_out() -> None:
+    """The advice names the device that ran out: the CPU is never told to use the CPU."""
+    from vitexplorer.core.analysis import failure_message
+
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: not enough memory: "
+        "you tried to allocate 9663676416 bytes."
+    )
+    assert failure_message(cpu).startswith("the CPU ran out of memory: close other programs")
+    assert "use the CPU" not in failure_message(cpu)
+    assert failure_message(MemoryError()).startswith("the CPU ran out of memory")
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)")
+    assert failure_message(mps).startswith("Apple's MPS ran out of memory: use the CPU")
+    cuda = torch.OutOfMemoryError("CUDA error: an illegal memory access")
+    assert failure_message(cuda).startswith("the GPU ran out of memory: use the CPU")
+    assert failure_message(ValueError("no such\n  layer")) == "no such layer"

@@ -50,12 +50,30 @@ class ImageAnalysis:
 
 
 def failure_message(exc: BaseException) -> str:
-    """One line for people; running out of GPU memory gets advice."""
+    """One line for people; running out of memory gets advice that fits the device that ran
+    out (never "use the CPU" to someone on it)."""
     text = str(exc) or type(exc).__name__
     first = text.splitlines()[0]
-    if "out of memory" in text.lower():
+    lower = text.lower()
+    if "mps" in lower and "out of memory" in lower:
+        return f"Apple's MPS ran out of memory: use the CPU or a smaller model ({first})"
+    if "out of memory" in lower or _is_torch_oom(exc):
         return f"the GPU ran out of memory: use the CPU or a smaller model ({first})"
+    if "defaultcpuallocator" in lower or isinstance(exc, MemoryError):
+        return (
+            "the CPU ran out of memory: close other programs, or use a smaller model or "
+            f"smaller images ({first})"
+        )
     return first if len(text) > 500 else " ".join(text.split())
+
+
+def _is_torch_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's out-of-memory error (raised on CUDA), torch imported or not."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    kind = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return kind is not None and isinstance(exc, kind)
 
 
 # Relative tolerance under which logits, or a map's values, count as all equal. float32 keeps
