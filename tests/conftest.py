@@ -137,3 +137,19 @@ def tiny_hf_config(kind: str = "ViTConfig", **changes):  # noqa: ANN003, ANN201
 
 # where load_model finds what torchvision's default weights are (tests replace it)
 TV_DOWNLOAD = "vitexplorer.core.families.torchvision.default_weights_download"
+
+
+@pytest.fixture
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No network in this process: every name lookup fails as it does offline; the hosts looked
+    up are listed (to count the connection attempts)."""
+    import socket
+
+    lookups: list[str] = []
+
+    def unresolved(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        lookups.append(host)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolved)
+    return lookups

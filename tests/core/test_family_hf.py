@@ -569,18 +569,11 @@ def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Pat
     assert len(err) == 1 and "has no classifier, so there is no class score" in err[0]
 
 
-def test_a_hub_name_offline_says_no_network_at_once(monkeypatch) -> None:  # noqa: ANN001
+def test_a_hub_name_offline_says_no_network_at_once(no_dns) -> None:  # noqa: ANN001
     """Not cached and the hub unreachable: one connection attempt, not the hub client's half
     minute of retries, and a message that says there is no network."""
-    import socket
 
-    lookups: list[str] = []
-
-    def no_dns(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        lookups.append(host)
-        raise socket.gaierror(-3, "Temporary failure in name resolution")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    lookups = no_dns
     with pytest.raises(models.WeightsUnavailableError) as err:
         models.load_model("hf:vitexplorer-tests/not-cached-vit", "default", "cpu")
     message = str(err.value)

@@ -354,20 +354,13 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
         assert torch.equal(again.module(images), pretrained(images))
 
 
-def test_default_weights_offline_say_no_network_at_once(monkeypatch) -> None:
+def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> None:  # noqa: ANN001
     """The hub unreachable (no name resolution): one connection attempt, not the hub client's
     minute of retries, and a message that says there is no network."""
-    import socket
 
     from huggingface_hub import constants
 
-    lookups: list[str] = []
-
-    def no_dns(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        lookups.append(host)
-        raise socket.gaierror(-3, "Temporary failure in name resolution")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    lookups = no_dns
     with pytest.raises(models.WeightsUnavailableError) as err:
         models.load_model("timm:test_vit", "default", "cpu")
     message = str(err.value)
