@@ -589,6 +589,9 @@ def test_help_is_a_real_help_with_the_windows_own_shortcuts(qtbot, window: MainW
         name = action.text().replace("&", "").rstrip("…")
         assert f"{key} {name}" in " ".join(text.split()), (key, name)
     assert "Abnar and Zuidema" in text and "Chefer, Gur and Wolf" in text
+    # the relevance the app computes is the gradient-times-attention rule of ICCV 2021
+    assert "Bi-Modal and Encoder-Decoder Transformers, ICCV 2021" in " ".join(text.split())
+    assert "Beyond Attention Visualization" not in text
     assert window.settings.fileName() in text
     help_action.trigger()  # asked again: the same window, raised
     assert window.help_window is shown

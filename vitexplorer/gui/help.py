@@ -89,9 +89,12 @@ METHODS = (
     (
         "Class relevance",
         "what speaks for one class: each layer's attention weighted by its gradient, the "
-        "negative part dropped, accumulated through the layers. Needs a classifier.",
-        "Chefer, Gur and Wolf, Transformer Interpretability Beyond Attention Visualization, "
-        "CVPR 2021",
+        "negative part dropped, accumulated through the layers (the gradient-times-attention "
+        "rule, not the same authors' LRP-based method of CVPR 2021). Needs a classifier. It "
+        "follows the selected token; a patch's own place keeps the identity that the residual "
+        "connection adds, as in rollout, so it stands out in its own map.",
+        "Chefer, Gur and Wolf, Generic Attention-model Explainability for Interpreting Bi-Modal "
+        "and Encoder-Decoder Transformers, ICCV 2021",
     ),
     (
         "Sanity check (command line: vitexplorer sanity)",
