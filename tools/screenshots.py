@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if not shown:
         print("no image was analysed within a minute", file=sys.stderr)
         return 1
-    wait(1500)  # the other images
+    for _ in range(600):  # the other images: until the worker is idle (its busy bar hides)
+        if window.busy.isHidden():
+            break
+        wait(100)
+    wait(500)
     written = []
     for width, height in args.size or SIZES:
         window.resize(width, height)
