@@ -78,8 +78,9 @@ def _timelapse() -> TimeLapse:
 def test_a_tie_is_never_right_whatever_argmax_picked() -> None:
     # ten classes at 10 %: argmax picks class 0, which happens to be the true class
     assert is_tie(0.1, None, 10) and verdict(0, 0, 0.1, None, 10) == TIE
-    assert verdict(0, 0, 0.1003, 0.1001, 10) == TIE  # the runner-up within half a point
-    assert verdict(3, 0, 0.45, 0.447, 3) == TIE  # two classes tied, far above 1/3
+    assert verdict(0, 0, 0.1003, 0.1001, 10) == TIE  # the runner-up within a tenth of a point
+    assert verdict(0, 0, 0.1013, 0.1001, 10) == RIGHT  # 0.12 points: narrow, but a choice
+    assert verdict(3, 0, 0.45, 0.4495, 3) == TIE  # two classes tied, far above 1/3
     assert verdict(0, 0, 0.45, 0.40, 3) == RIGHT and verdict(1, 0, 0.45, 0.40, 3) == WRONG
     assert verdict(-1, 0, 0.9, 0.05, 10) == UNKNOWN
     # without the runner-up a top 0.2 of 10 classes stands out of the uniform 0.1: decided

@@ -76,7 +76,7 @@ def test_gallery_marks_right_wrong_and_tie_apart(qtbot):
     samples = [
         Sample("right.png", image, 0, 0, 0.9, 0.05),
         Sample("wrong.png", image, 1, 0, 0.8, 0.1),
-        Sample("tie.png", image, 0, 0, 0.45, 0.448),  # two-way: caught by the runner-up
+        Sample("tie.png", image, 0, 0, 0.45, 0.4495),  # two-way: caught by the runner-up
         Sample("old.png", image, 2, 2, 0.7),  # recorded without a runner-up: still read
     ]
     gallery.set_samples(samples, ("a", "b", "c"))

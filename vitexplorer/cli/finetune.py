@@ -61,7 +61,7 @@ def finetune_parser() -> argparse.ArgumentParser:
         "per epoch to stdout (epoch, train_loss, train_acc, val_loss, val_acc, seconds), then one "
         "with the test results (test_acc, per_class_acc, class_names, confusion, ties, right, "
         "steps, seconds, checkpoint, cancelled; ties: test images whose top two probabilities are "
-        "within half a point, never right, though test_acc counts them by their argmax), and "
+        "within a tenth of a point, never right, though test_acc counts them by their argmax), and "
         "writes the model as a checkpoint that 'analyze' and the app "
         "open. Progress goes to stderr. Exit status: 0 saved, 2 a problem with the model, data, "
         "settings or training (nothing saved), 130 interrupted (nothing saved).",
@@ -465,8 +465,8 @@ def ties_line(result: Any) -> str:
     total = len(result.test_ties)
     return (
         f"{result.right} of {total} test images right and {result.ties} ties (the top two "
-        f"probabilities within half a point: no class picked); test_acc counts each tie by its "
-        f"argmax"
+        f"probabilities within a tenth of a point: no class picked); test_acc counts each tie "
+        f"by its argmax"
     )
 
 

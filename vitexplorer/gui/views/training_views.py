@@ -426,8 +426,8 @@ class SampleGallery(QListWidget):
             if verdict == TIE:
                 text, colour = f"{true}\n(a tie)", TIE_COLOR
                 said = (
-                    f"a tie at {percent}: the top classes are within half a point (the argmax, "
-                    f"{predicted}, is no choice)"
+                    f"a tie at {percent}: the top classes are within a tenth of a point (the "
+                    f"argmax, {predicted}, is no choice)"
                 )
             elif verdict == WRONG:
                 text, colour = f"{true}\n→ {predicted}", MISTAKE_COLOR
