@@ -426,3 +426,29 @@ def test_the_heads_panel_says_each_tile_has_its_own_scale(qtbot, window: MainWin
         rows = attention[sel.layer, :, sel.token, 1:]
         values = rows.mean(axis=0) if head == MEAN else rows[head]
         np.testing.assert_allclose(image.levels, (values.min(), values.max()), rtol=1e-6)
+
+
+# --- the Train tab's plots at the smallest common size ----------------------------------------
+def test_the_three_training_plots_and_their_keys_are_whole_at_1024x700(qtbot, tmp_path):
+    """The third plot ("Accuracy per epoch") and its "validation" key ran past the window's
+    right edge at 1024 x 700: each plot lies within the view, and each key within its plot."""
+    window = new_window(qtbot, tmp_path / "s.ini", QSize(1024, 700))
+    window.tabs.setCurrentIndex(1)
+    settle(qtbot, window)
+    curves = window.finetune.panel.curves
+    seen = curves.mapToScene(curves.viewport().rect()).boundingRect()
+    right_edge = curves.mapTo(window, curves.rect().topRight()).x()
+    assert right_edge < window.width()
+    plots = (curves.step_plot, curves.loss_plot, curves.acc_plot)
+    for plot in plots:
+        box = plot.sceneBoundingRect()
+        assert seen.contains(box), (plot.titleLabel.text, box, seen)
+        assert box.width() > 150, box  # three readable plots, not slivers
+        text = plot.titleLabel.item  # the title and its key: "━ training ━ validation"
+        margin = text.document().documentMargin()  # blank space around the text
+        keys = text.mapRectToScene(text.boundingRect()).adjusted(margin, margin, -margin, -margin)
+        inside = box.left() <= keys.left() and keys.right() <= box.right()
+        assert inside, (plot.titleLabel.text, keys, box)
+        assert seen.contains(keys), (plot.titleLabel.text, keys, seen)
+    assert plots[0].sceneBoundingRect().right() < plots[1].sceneBoundingRect().left()
+    assert plots[1].sceneBoundingRect().right() < plots[2].sceneBoundingRect().left()
