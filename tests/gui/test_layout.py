@@ -452,3 +452,72 @@ def test_the_three_training_plots_and_their_keys_are_whole_at_1024x700(qtbot, tm
         assert seen.contains(keys), (plot.titleLabel.text, keys, seen)
     assert plots[0].sceneBoundingRect().right() < plots[1].sceneBoundingRect().left()
     assert plots[1].sceneBoundingRect().right() < plots[2].sceneBoundingRect().left()
+
+
+# --- the right-hand column at a large window --------------------------------------------------
+def test_the_right_column_grows_with_the_window_and_the_head_tiles_with_it(
+    qtbot, window: MainWindow, photo
+):
+    """At 1920 x 1080 the column stayed 360 px wide and the Heads tiles stacked in one column of
+    150 px tiles: it takes about 30 % of the width, the tiles at least 220 px in a 2 x 2 grid;
+    back at 1024 x 700 it is as wide as it was (the image at least as large as the column)."""
+    from vitexplorer.gui.column_share import column_width
+
+    drop_and_wait(qtbot, window, photo)
+    heads = next(d for d in window.docks if d.objectName() == "heads")
+    heads.raise_()
+    widths = {}
+    for size in (QSize(1024, 700), QSize(1920, 1080), QSize(1024, 700)):
+        window.resize(size)
+        settle(qtbot, window)
+        widths[size.width()] = window.docks[0].width()
+    assert abs(widths[1920] - column_width(1920)) <= 2, widths
+    assert widths[1920] >= 0.3 * 1920
+    assert 340 <= widths[1024] <= 380, widths  # as at 1024 x 700 before (359 px)
+    window.resize(1920, 1080)
+    settle(qtbot, window)
+    grid = window.head_grid
+    columns = {round(box.sceneBoundingRect().left()) for _h, box, _i, _l in grid.tiles}
+    assert len(columns) == 2, columns  # 3 heads and the mean: 2 x 2
+    for _head, box, _image, _label in grid.tiles:
+        assert box.sceneBoundingRect().width() >= 220, box.sceneBoundingRect()
+        assert grid.sceneRect().contains(box.sceneBoundingRect())
+
+
+def test_a_column_the_person_widened_keeps_its_extra_width_when_the_window_grows(qtbot, tmp_path):
+    from vitexplorer.gui.column_share import column_width
+
+    window = new_window(qtbot, tmp_path / "s.ini", QSize(1280, 800))
+    window.resizeDocks([window.docks[0]], [560], Qt.Horizontal)  # as a drag of the separator
+    settle(qtbot, window)
+    window.column_share.learn()
+    extra = window.docks[0].width() - column_width(1280)
+    assert extra > 100
+    window.resize(1600, 900)
+    settle(qtbot, window)
+    assert abs(window.docks[0].width() - (column_width(1600) + extra)) <= 2
+
+
+@pytest.mark.parametrize(
+    ("size", "columns", "smallest"), [((700, 250), 4, 150), ((300, 640), 1, 130)], ids=str
+)
+def test_the_head_grid_picks_the_columns_that_make_the_largest_tiles(
+    qtbot, size, columns, smallest
+):
+    """3 heads and the mean in a wide, low panel: one row of four (a rule from the aspect
+    alone made 2 rows of 3 and 1, tiles of 100 px); in a tall, narrow one, a single column."""
+    from vitexplorer.gui.views.head_grid import HeadGridView
+
+    configure_pyqtgraph()
+    grid = HeadGridView()
+    qtbot.addWidget(grid)
+    grid.resize(*size)
+    grid.show()
+    grid.set_maps(np.random.default_rng(0).random((3, 6, 6)).astype(np.float32), None)
+    for _ in range(3):
+        QApplication.processEvents()
+    boxes = [box.sceneBoundingRect() for _h, box, _i, _l in grid.tiles]
+    assert len({round(box.left()) for box in boxes}) == columns
+    drawn = [min(box.width(), box.height()) for box in boxes]
+    assert min(drawn) >= smallest, drawn
+    assert all(grid.sceneRect().contains(box) for box in boxes)
