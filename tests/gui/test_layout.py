@@ -557,3 +557,22 @@ def test_the_time_estimate_is_whole_in_view_under_a_long_form(qtbot, tmp_path, s
         assert label.height() >= label.heightForWidth(label.width())  # every line of it
         bottom = label.mapTo(window, label.rect().bottomLeft()).y()
         assert bottom < window.statusBar().mapTo(window, window.statusBar().rect().topLeft()).y()
+
+
+def test_a_saved_wide_column_comes_back_and_keeps_its_extra_width(qtbot, tmp_path):
+    from vitexplorer.gui.column_share import column_width
+
+    settings = tmp_path / "s.ini"
+    first = new_window(qtbot, settings, QSize(1280, 800))
+    first.resizeDocks([first.docks[0]], [560], Qt.Horizontal)
+    settle(qtbot, first)
+    first.column_share.learn()
+    saved = first.docks[0].width()
+    assert saved - column_width(1280) > 100
+    first.close()
+    second = new_window(qtbot, settings, QSize(1280, 800))  # with the saved layout
+    assert abs(second.docks[0].width() - saved) <= 2
+    second.resize(1600, 900)
+    settle(qtbot, second)
+    assert abs(second.docks[0].width() - (saved + round(0.3 * 320))) <= 3
+    second.close()
