@@ -215,7 +215,8 @@ def clipped(window: MainWindow) -> list[str]:
     panel = window.finetune.panel
     viewport = panel.scroll.viewport()
     problems = []
-    for widget in panel.scroll.widget().findChildren(QWidget):
+    children = panel.scroll.widget().findChildren(QWidget) + panel.footer.findChildren(QWidget)
+    for widget in children:
         if not isinstance(widget, CHECKED) or not widget.isVisible():
             continue
         text = widget.currentText() if isinstance(widget, QComboBox) else widget.text()
@@ -225,9 +226,10 @@ def clipped(window: MainWindow) -> list[str]:
             need = widget.sizeHint().width()  # the longest entry, not elided
         if widget.width() < need:
             problems.append(f"{name}: {widget.width()} px wide, needs {need}")
-        left = widget.mapTo(viewport, widget.rect().topLeft()).x()
-        if left < 0 or left + widget.width() > viewport.width():
-            problems.append(f"{name}: cut by the column's edge")
+        if panel.scroll.widget().isAncestorOf(widget):
+            left = widget.mapTo(viewport, widget.rect().topLeft()).x()
+            if left < 0 or left + widget.width() > viewport.width():
+                problems.append(f"{name}: cut by the column's edge")
         right = widget.mapTo(window, widget.rect().topRight()).x()
         if right >= window.width():
             problems.append(f"{name}: cut by the window's edge")
@@ -426,3 +428,151 @@ def test_the_heads_panel_says_each_tile_has_its_own_scale(qtbot, window: MainWin
         rows = attention[sel.layer, :, sel.token, 1:]
         values = rows.mean(axis=0) if head == MEAN else rows[head]
         np.testing.assert_allclose(image.levels, (values.min(), values.max()), rtol=1e-6)
+
+
+# --- the Train tab's plots at the smallest common size ----------------------------------------
+def test_the_three_training_plots_and_their_keys_are_whole_at_1024x700(qtbot, tmp_path):
+    """The third plot ("Accuracy per epoch") and its "validation" key ran past the window's
+    right edge at 1024 x 700: each plot lies within the view, and each key within its plot."""
+    window = new_window(qtbot, tmp_path / "s.ini", QSize(1024, 700))
+    window.tabs.setCurrentIndex(1)
+    settle(qtbot, window)
+    curves = window.finetune.panel.curves
+    seen = curves.mapToScene(curves.viewport().rect()).boundingRect()
+    right_edge = curves.mapTo(window, curves.rect().topRight()).x()
+    assert right_edge < window.width()
+    plots = (curves.step_plot, curves.loss_plot, curves.acc_plot)
+    for plot in plots:
+        box = plot.sceneBoundingRect()
+        assert seen.contains(box), (plot.titleLabel.text, box, seen)
+        assert box.width() > 150, box  # three readable plots, not slivers
+        text = plot.titleLabel.item  # the title and its key: "━ training ━ validation"
+        margin = text.document().documentMargin()  # blank space around the text
+        keys = text.mapRectToScene(text.boundingRect()).adjusted(margin, margin, -margin, -margin)
+        inside = box.left() <= keys.left() and keys.right() <= box.right()
+        assert inside, (plot.titleLabel.text, keys, box)
+        assert seen.contains(keys), (plot.titleLabel.text, keys, seen)
+    assert plots[0].sceneBoundingRect().right() < plots[1].sceneBoundingRect().left()
+    assert plots[1].sceneBoundingRect().right() < plots[2].sceneBoundingRect().left()
+
+
+# --- the right-hand column at a large window --------------------------------------------------
+def test_the_right_column_grows_with_the_window_and_the_head_tiles_with_it(
+    qtbot, window: MainWindow, photo
+):
+    """At 1920 x 1080 the column stayed 360 px wide and the Heads tiles stacked in one column of
+    150 px tiles: it takes about 30 % of the width, the tiles at least 220 px in a 2 x 2 grid;
+    back at 1024 x 700 it is as wide as it was (the image at least as large as the column)."""
+    from vitexplorer.gui.column_share import column_width
+
+    drop_and_wait(qtbot, window, photo)
+    heads = next(d for d in window.docks if d.objectName() == "heads")
+    heads.raise_()
+    widths = {}
+    for size in (QSize(1024, 700), QSize(1920, 1080), QSize(1024, 700)):
+        window.resize(size)
+        settle(qtbot, window)
+        widths[size.width()] = window.docks[0].width()
+    assert abs(widths[1920] - column_width(1920)) <= 2, widths
+    assert widths[1920] >= 0.3 * 1920
+    assert 340 <= widths[1024] <= 380, widths  # as at 1024 x 700 before (359 px)
+    window.resize(1920, 1080)
+    settle(qtbot, window)
+    grid = window.head_grid
+    columns = {round(box.sceneBoundingRect().left()) for _h, box, _i, _l in grid.tiles}
+    assert len(columns) == 2, columns  # 3 heads and the mean: 2 x 2
+    for _head, box, _image, _label in grid.tiles:
+        assert box.sceneBoundingRect().width() >= 220, box.sceneBoundingRect()
+        assert grid.sceneRect().contains(box.sceneBoundingRect())
+
+
+def test_a_column_the_person_widened_keeps_its_extra_width_when_the_window_grows(qtbot, tmp_path):
+    from vitexplorer.gui.column_share import column_width
+
+    window = new_window(qtbot, tmp_path / "s.ini", QSize(1280, 800))
+    window.resizeDocks([window.docks[0]], [560], Qt.Horizontal)  # as a drag of the separator
+    settle(qtbot, window)
+    window.column_share.learn()
+    extra = window.docks[0].width() - column_width(1280)
+    assert extra > 100
+    window.resize(1600, 900)
+    settle(qtbot, window)
+    assert abs(window.docks[0].width() - (column_width(1600) + extra)) <= 2
+
+
+@pytest.mark.parametrize(
+    ("size", "columns", "smallest"), [((700, 250), 4, 150), ((300, 640), 1, 130)], ids=str
+)
+def test_the_head_grid_picks_the_columns_that_make_the_largest_tiles(
+    qtbot, size, columns, smallest
+):
+    """3 heads and the mean in a wide, low panel: one row of four (a rule from the aspect
+    alone made 2 rows of 3 and 1, tiles of 100 px); in a tall, narrow one, a single column."""
+    from vitexplorer.gui.views.head_grid import HeadGridView
+
+    configure_pyqtgraph()
+    grid = HeadGridView()
+    qtbot.addWidget(grid)
+    grid.resize(*size)
+    grid.show()
+    grid.set_maps(np.random.default_rng(0).random((3, 6, 6)).astype(np.float32), None)
+    for _ in range(3):
+        QApplication.processEvents()
+    boxes = [box.sceneBoundingRect() for _h, box, _i, _l in grid.tiles]
+    assert len({round(box.left()) for box in boxes}) == columns
+    drawn = [min(box.width(), box.height()) for box in boxes]
+    assert min(drawn) >= smallest, drawn
+    assert all(grid.sceneRect().contains(box) for box in boxes)
+
+
+ESTIMATE = (
+    "Trainable parameters: <b>1.8 M</b>, every one; about 0.7 GB of memory to train at batch "
+    "size 128.<br>Time: about <b>4 min 53 s</b> on the CPU — an estimate: 180 steps of batch 128 "
+    "at 1.5 s each (the median of 2 measured here), plus validation and testing; reading the "
+    "images is not counted."
+)
+
+
+@pytest.mark.parametrize("size", [QSize(1024, 700), QSize(1280, 800)], ids=str)
+def test_the_time_estimate_is_whole_in_view_under_a_long_form(qtbot, tmp_path, size):
+    """A new small ViT on a folder makes the form taller than the column: its time estimate's
+    last line was cut at the scroll area's bottom. It stays in view under the form, whole, with
+    Start and Cancel, however the form is scrolled."""
+    window = new_window(qtbot, tmp_path / "s.ini", size)
+    window.tabs.setCurrentIndex(1)
+    panel = window.finetune.panel
+    form = panel.form
+    choose(form.mode_box, "scratch")
+    choose(form.source_box, "folder")
+    form.params_label.setText(ESTIMATE)
+    settle(qtbot, window)
+    scrollbar = panel.scroll.verticalScrollBar()
+    assert scrollbar.maximum() > 0  # the form is taller than its column
+    label = form.params_label
+    for position in (0, scrollbar.maximum()):
+        scrollbar.setValue(position)
+        settle(qtbot, window)
+        for widget in (label, panel.start_button, panel.cancel_button):
+            assert widget.visibleRegion().boundingRect() == widget.rect(), (widget, position)
+        assert label.height() >= label.heightForWidth(label.width())  # every line of it
+        bottom = label.mapTo(window, label.rect().bottomLeft()).y()
+        assert bottom < window.statusBar().mapTo(window, window.statusBar().rect().topLeft()).y()
+
+
+def test_a_saved_wide_column_comes_back_and_keeps_its_extra_width(qtbot, tmp_path):
+    from vitexplorer.gui.column_share import column_width
+
+    settings = tmp_path / "s.ini"
+    first = new_window(qtbot, settings, QSize(1280, 800))
+    first.resizeDocks([first.docks[0]], [560], Qt.Horizontal)
+    settle(qtbot, first)
+    first.column_share.learn()
+    saved = first.docks[0].width()
+    assert saved - column_width(1280) > 100
+    first.close()
+    second = new_window(qtbot, settings, QSize(1280, 800))  # with the saved layout
+    assert abs(second.docks[0].width() - saved) <= 2
+    second.resize(1600, 900)
+    settle(qtbot, second)
+    assert abs(second.docks[0].width() - (saved + round(0.3 * 320))) <= 3
+    second.close()

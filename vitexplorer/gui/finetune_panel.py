@@ -146,21 +146,34 @@ class FinetunePanel(QWidget):
         column.addWidget(self.base_label)
         column.addWidget(_line())
         column.addWidget(self.form)
-        column.addWidget(_line())
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        column.addLayout(buttons)
-        column.addWidget(self.progress)
-        column.addWidget(self.status)
         column.addStretch(1)
         scroll = ColumnScroll()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setMaximumWidth(440)
         self.scroll = scroll
+        # under the scrolling form, always in view: what the run trains and how long it takes
+        # (its last line was cut at the scroll area's bottom), Start and Cancel, the progress
+        footer = QWidget()
+        below = QVBoxLayout(footer)
+        below.setContentsMargins(9, 0, 9, 0)
+        below.addWidget(_line())
+        below.addWidget(self.form.params_label)  # taken out of the form's scrolling column
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        below.addLayout(buttons)
+        below.addWidget(self.progress)
+        below.addWidget(self.status)
+        self.footer = footer
+        side = QWidget()
+        side.setMaximumWidth(440)
+        side_column = QVBoxLayout(side)
+        side_column.setContentsMargins(0, 0, 0, 0)
+        side_column.setSpacing(2)
+        side_column.addWidget(scroll, 1)
+        side_column.addWidget(footer)
 
         self.curves = TrainingCurves()
         self.results = FinetuneResults()
@@ -171,7 +184,7 @@ class FinetunePanel(QWidget):
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(scroll, 1)  # one part in three, at least its minimum, at most 440 px
+        layout.addWidget(side, 1)  # one part in three, at least its minimum, at most 440 px
         layout.addWidget(right, 2)
 
     def _ensure_thread(self) -> WorkerThread:

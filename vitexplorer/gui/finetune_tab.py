@@ -49,6 +49,7 @@ class FinetuneTab(QObject):
         self.panel = FinetunePanel(window.settings)
         self.adopted = None  # the FinetuneResult whose model the explorer uses, until saved
         self._explorer_state: QByteArray | None = None  # the layout while another tab shows
+        self._explorer_width = 0  # the window's width when the explorer's docks stepped aside
         tabs.addTab(self.panel, "Train")
         tabs.currentChanged.connect(self._tab_changed)
         self.panel.model_trained.connect(self._adopt)
@@ -81,6 +82,7 @@ class FinetuneTab(QObject):
         if self._explorer_state is not None:
             return
         self._explorer_state = window.layout_state()
+        self._explorer_width = window.width()
         for dock in window.docks:
             if not dock.isFloating():
                 dock.hide()
@@ -95,15 +97,20 @@ class FinetuneTab(QObject):
         if state is None:
             return
         window.set_layout_state(state)
+        if window.width() != self._explorer_width:  # resized meanwhile: the column follows
+            window.column_share.apply()
         for dock in window.docks:
             dock.toggleViewAction().setEnabled(True)
 
     def reset_layout(self, state: QByteArray) -> None:
         """View > Reset layout: ``state`` now, or when the explorer comes back."""
+        self.window.column_share.offset = 0  # the column's default share of the width too
         if self._explorer_state is not None:
             self._explorer_state = state
+            self._explorer_width = -1  # the column's width is set when the explorer is back
         else:
             self.window.set_layout_state(state)
+            self.window.column_share.apply()
 
     def before_close(self) -> None:
         """Put the explorer's layout back (it is what the window remembers), then cancel any

@@ -191,7 +191,11 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         self.docks = [*right, self._dock("Images", self.thumbnails, Qt.BottomDockWidgetArea)]
         self.resizeDocks(right[:2], [168, 520], Qt.Vertical)
-        self.resizeDocks(right[:1], [440], Qt.Horizontal)
+        from vitexplorer.gui.column_share import ColumnShare
+
+        # the column's width follows the window's (about 30 %), not a fixed 360 px
+        self.column_share = ColumnShare(self, right[0])
+        self.column_share.apply()
         self.model_bar = ModelBar()
         self.view_bar = ViewBar()
         # two rows that each fit a 1024 px window: model, layer and head; method and overlay
@@ -382,7 +386,8 @@ class MainWindow(QMainWindow):
             self._default_geometry()
         state = self.settings.value("window_state")
         if isinstance(state, QByteArray) and self.settings.value("layout_version") == LAYOUT_KEY:
-            self.set_layout_state(state)  # bytes Qt cannot read change nothing
+            # bytes Qt cannot read change nothing; a column of the person's width stays so
+            self.column_share.learn_on_show = self.set_layout_state(state)
 
     def layout_state(self) -> QByteArray:
         """The docks' and toolbars' places, sizes and visibility."""

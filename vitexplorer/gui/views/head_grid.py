@@ -16,6 +16,7 @@ from vitexplorer.gui.views.common import (
 )
 
 MEAN = -1  # the tile that shows the mean over heads
+NOTE_HEIGHT = 40  # px under the tiles for the scale note (two lines of 8 pt in a narrow panel)
 SCALE_NOTE = "each tile on its own colour scale, its lowest to its highest value"
 
 
@@ -68,9 +69,20 @@ class HeadGridView(pg.GraphicsLayoutWidget):
         self.addItem(self.scale_note, row=rows, col=0, colspan=columns)
 
     def _columns(self, tiles: int) -> int:
-        """Columns that make square tiles as large as the widget's shape allows."""
-        aspect = max(self.width(), 1) / max(self.height(), 1)
-        return max(1, min(tiles, round(math.sqrt(tiles * aspect))))
+        """The columns that make the square tiles largest in the widget's width and height
+        (less the note under them): 2 x 2 for 3 heads and the mean in a squarish panel, where
+        a rule from the aspect alone stacked them in one column of small tiles."""
+        width = max(self.width() - 6, 1)
+        height = max(self.height() - NOTE_HEIGHT, 1)
+        spacing = self.ci.layout.horizontalSpacing()
+
+        def side(columns: int) -> float:
+            rows = math.ceil(tiles / columns)
+            return min(
+                (width - spacing * (columns - 1)) / columns, (height - spacing * (rows - 1)) / rows
+            )
+
+        return max(range(1, tiles + 1), key=lambda columns: (side(columns), -columns))
 
     def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
         super().resizeEvent(event)

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtWidgets import QApplication, QGraphicsRectItem
+from PySide6.QtGui import QPainterPath
+from PySide6.QtWidgets import QApplication, QGraphicsPathItem, QGraphicsRectItem
 
 from vitexplorer.gui.views.common import (
     SELECTION_COLOR,
@@ -22,6 +23,10 @@ from vitexplorer.gui.views.common import (
 
 POINT_COLOR = (31, 119, 180)
 POINT_COLOR_DARK = (120, 180, 255)
+# behind and between a heatmap's cells: inferno's lowest colour is black, and a low cell on the
+# black background looked empty; on mid grey every cell shows, whatever its value
+CELL_FRAME_COLOR = (128, 128, 128)
+CELL_FRAME = 0.04  # the grey frame around the map, as a share of its cells' range
 
 
 class DistancePlot(pg.PlotWidget):
@@ -154,8 +159,15 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
         self.plot.invertY(True)
         self.plot.setLabel("bottom", "layer", color=TEXT_COLOR)
         self.plot.setLabel("left", "head", color=TEXT_COLOR)
+        self.plot.vb.setBackgroundColor(CELL_FRAME_COLOR)
         self.image = new_heat_item()
         self.plot.addItem(self.image)
+        self.cell_lines = QGraphicsPathItem()  # one pixel of grey between cells
+        pen = pg.mkPen(CELL_FRAME_COLOR, width=1)
+        pen.setCosmetic(True)
+        self.cell_lines.setPen(pen)
+        self.cell_lines.setZValue(1)
+        self.plot.addItem(self.cell_lines)
         self.ring = QGraphicsRectItem()
         self.ring.setPen(selection_pen(2.5))
         self.ring.setZValue(2)
@@ -178,7 +190,15 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
         rect = QRectF(0, 0, layers, heads)
         self.image.setRect(rect)
         set_colorbar_levels(self.colorbar, levels)
-        self.plot.setRange(rect, padding=0)
+        lines = QPainterPath()
+        for x in range(1, layers):
+            lines.moveTo(x, 0)
+            lines.lineTo(x, heads)
+        for y in range(1, heads):
+            lines.moveTo(0, y)
+            lines.lineTo(layers, y)
+        self.cell_lines.setPath(lines)
+        self.plot.setRange(rect, padding=CELL_FRAME)
         self.plot.getAxis("bottom").setTicks([cell_ticks(layers, most=7)])  # labels side by side
         self.plot.getAxis("left").setTicks([cell_ticks(heads)])
         self.readout.setText(self.HINT)

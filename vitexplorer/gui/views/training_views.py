@@ -62,11 +62,11 @@ class GrowingSeries:
 def _key(color: tuple[int, ...], text: str) -> str:
     """A legend entry for a plot's title: legends inside the plot hide the curves they name."""
     rgb = "#{:02x}{:02x}{:02x}".format(*color[:3])
-    return f"&nbsp;&nbsp;<span style='color: {rgb}; font-size: 9pt'>━ {text}</span>"
+    return f"&nbsp;<span style='color: {rgb}; font-size: 8pt'>━ {text}</span>"
 
 
 def _plot(layout: pg.GraphicsLayoutWidget, col: int, title: str, x: str, y: str) -> pg.PlotItem:
-    plot = layout.addPlot(row=0, col=col, title=title, size="10pt")
+    plot = layout.addPlot(row=0, col=col, title=title, size="9pt")
     plot.setLabel("bottom", x)
     plot.setLabel("left", y)
     plot.showGrid(x=True, y=True)
@@ -89,6 +89,9 @@ class TrainingCurves(pg.GraphicsLayoutWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setBackground("w")
+        # three plots side by side in about 650 px (the Train tab at 1024 x 700): narrow margins
+        self.ci.setContentsMargins(2, 2, 2, 2)
+        self.ci.layout.setHorizontalSpacing(2)
         both = "<br>" + _key(TRAIN_COLOR, "training") + _key(VAL_COLOR, "validation")
         steps = "<br>" + _key(TRAIN_COLOR, "smoothed") + _key(RAW_COLOR, "each step")
         self.step_plot = _plot(self, 0, "Training loss per step" + steps, "step", "loss")
