@@ -4,8 +4,6 @@ bar, and the verdict of a prediction whose top probabilities tie."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from tests.conftest import TINY
-from vitexplorer.cli import main
+from tests.core.test_cli_timelapse import _quiet
 from vitexplorer.cli.timelapse import _title
 from vitexplorer.core.colour_tables import colour_table
 from vitexplorer.core.figure import MARGIN, UNIFORM_INK, render_figure
@@ -162,13 +160,6 @@ def test_the_figure_marks_the_uniform_level_where_it_lies_on_the_bar() -> None:
 
 
 # --- vitexplorer timelapse: one scale across the frames of its GIF and PNGs -------------------
-def _quiet(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vitexplorer.core.models import load_model, save_checkpoint

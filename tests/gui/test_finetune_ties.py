@@ -4,9 +4,9 @@ confusion matrix's caption, in the real main window."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PySide6.QtCore import Qt
 
+from tests.core.test_training_ties import _train_then_zero_the_head
 from tests.gui.test_finetune import colour_folder, fill, panel_of
 from vitexplorer.core import training
 from vitexplorer.core.training import TestSample as Sample
@@ -18,16 +18,6 @@ from vitexplorer.gui.views.training_views import (
     ConfusionView,
     SampleGallery,
 )
-
-TRAIN = training._Run._train
-
-
-def _train_then_zero_the_head(self, *args):  # noqa: ANN001, ANN202
-    """Train as usual, then give the model a head of zeros: every output ties."""
-    yield from TRAIN(self, *args)
-    with torch.no_grad():
-        self.split.head.weight.zero_()
-        self.split.head.bias.zero_()
 
 
 def _frame_colour(gallery: SampleGallery, row: int) -> tuple[int, int, int]:
