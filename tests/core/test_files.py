@@ -160,3 +160,77 @@ def test_leftovers_of_a_killed_write_are_removed_by_the_next_write(tmp_path: Pat
     old = time.time() - files.STALE_AFTER - 10
     os.utime(live, (old, old))
     assert files.remove_stale_temporaries(tmp_path) == [live]
+
+
+def _fifo_with_reader(path: Path) -> int:
+    """A FIFO at ``path`` and a non-blocking reader on it, so a writer's open does not wait."""
+    os.mkfifo(path)
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+
+@pytest.mark.parametrize("through_link", [False, True])
+def test_a_fifo_target_is_written_as_a_stream_and_stays_a_fifo(
+    tmp_path: Path, through_link: bool
+) -> None:
+    fifo = tmp_path / "pipe"
+    reader = _fifo_with_reader(fifo)
+    target = fifo
+    if through_link:
+        target = tmp_path / "link.csv"
+        target.symlink_to(fifo)
+    try:
+        files.write_atomic(target, lambda handle: handle.write(b"a,b\n1,2\n"))
+        assert os.read(reader, 1024) == b"a,b\n1,2\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    if through_link:
+        assert target.is_symlink() and os.readlink(target) == str(fifo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["pipe"] + (["link.csv"] if through_link else [])
+    )
+
+
+def test_a_character_device_target_is_streamed_into_not_renamed_over(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # a regular file that os.stat reports as a character device: its inode must survive
+    device = tmp_path / "device"
+    device.write_bytes(b"old contents")
+    inode = device.stat().st_ino
+    real_stat = os.stat
+
+    def fake_stat(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        result = real_stat(path, *args, **kwargs)
+        if Path(path) == device:
+            mode = stat.S_IFCHR | stat.S_IMODE(result.st_mode)
+            return os.stat_result((mode, *tuple(result)[1:]))
+        return result
+
+    monkeypatch.setattr(files.os, "stat", fake_stat)
+    files.write_atomic(device, lambda handle: handle.write(b"new"))
+    monkeypatch.undo()
+    assert device.stat().st_ino == inode
+    assert device.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["device"]
+
+
+def test_a_folder_or_socket_target_is_refused_before_writing(tmp_path: Path) -> None:
+    import socket
+
+    folder = tmp_path / "out.csv"
+    folder.mkdir()
+    sock_path = tmp_path / "s"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    called = []
+    try:
+        for target in (folder, sock_path):
+            with pytest.raises(OSError, match="give a file's name") as caught:
+                files.write_atomic(target, lambda handle: called.append(handle))
+            assert "\n" not in str(caught.value)
+    finally:
+        server.close()
+    assert called == []
+    assert folder.is_dir() and stat.S_ISSOCK(os.stat(sock_path).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "s"]

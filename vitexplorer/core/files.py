@@ -7,6 +7,10 @@ the target as it was, plus a temporary file (or folder) named
 ``.vitexplorer-<pid>-<random>.tmp...``; the next write into that folder removes such leftovers
 once the process that made them is gone. The temporary name has a fixed length, so any name the
 file system accepts can be written.
+
+A target that is a FIFO or a character device (``/dev/null``, a terminal), or a link to one, is
+never renamed over: the finished data is streamed into it. Any other node that is not a regular
+file (a folder, a block device, a socket) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +50,7 @@ def atomic_path(
     """
     path = Path(path)
     folder = path.parent
+    _special_target(path)  # refused now, before any work, when it cannot be written
     remove_stale_temporaries(folder)
     suffix = path.suffix if 0 < len(path.suffix) <= 16 else ""
     prefix = f"{TEMP_PREFIX}{os.getpid()}-"
@@ -60,8 +66,12 @@ def atomic_path(
         yield tmp
         if durable:
             _fsync(tmp)
-        os.chmod(tmp, file_mode() if mode is None else mode)
-        os.replace(tmp, path)
+        if _special_target(path):
+            _stream_into(tmp, path)
+            tmp.unlink(missing_ok=True)
+        else:
+            os.chmod(tmp, file_mode() if mode is None else mode)
+            os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         explained = explain_write_error(exc, folder)
@@ -71,6 +81,27 @@ def atomic_path(
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _special_target(path: Path) -> bool:
+    """True when ``path`` (links followed) is a FIFO or a character device, to be written as a
+    stream; False when it is a regular file or absent. Raises ``OSError`` for any other node."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # absent (or a dangling link): the rename makes a new file
+    if stat.S_ISREG(mode):
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return True
+    kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    raise OSError(errno.EINVAL, f"{path} is {kind}; give a file's name")
+
+
+def _stream_into(source: Path, target: Path) -> None:
+    """Copy ``source``'s bytes into the FIFO or device ``target`` without replacing the node."""
+    with open(source, "rb") as src, open(target, "wb", buffering=0) as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def write_atomic(
