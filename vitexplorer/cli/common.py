@@ -396,3 +396,67 @@ def add_probe_arguments(group: Any, default_probes: int) -> None:
 def probe_settings(options: argparse.Namespace) -> dict[str, Any]:
     """The engine's probe settings from :func:`add_probe_arguments`' options."""
     return {"probes": options.probes, "probe_files": tuple(options.probe_files)}
+
+
+Named = Sequence[tuple[str, "str | os.PathLike[str] | None"]]  # (what the user called it, path)
+
+
+def check_outputs(outputs: Named, inputs: Named = (), datasets: Named = ()) -> None:
+    """Failed (status 2), before any work, when an output names an input, another output of the
+    run, or a place inside a dataset folder being read, links resolved. A character device
+    (``/dev/null``) is written as a stream and may be named more than once."""
+    given = [(label, Path(p).expanduser()) for label, p in outputs if p is not None]
+    read = [(label, Path(p).expanduser()) for label, p in inputs if p is not None]
+    read = [(label, path) for label, path in read if os.path.lexists(path)]  # names, not files
+    for index, (label, path) in enumerate(given):
+        if _is_stream_device(path):
+            continue
+        for other_label, other in given[:index] + read:
+            if _same_file(path, other):
+                raise Failed(
+                    f"{label} {path} is the same file as {other_label} {other}; "
+                    f"it would be overwritten: choose another name",
+                    2,
+                )
+        for data_label, folder in datasets:
+            if folder is None or not Path(folder).expanduser().is_dir():
+                continue
+            inside = os.path.realpath(Path(folder).expanduser())
+            if os.path.realpath(path).startswith(inside.rstrip(os.sep) + os.sep):
+                raise Failed(
+                    f"{label} {path} is inside the dataset {data_label} {folder} being read; "
+                    f"write it elsewhere",
+                    2,
+                )
+
+
+def dataset_folders(source: str, root: Path | None) -> list[tuple[str, Path]]:
+    """The folders a training command reads its images from: ``--data`` when it is a folder,
+    the unpacked CIFAR-10 inside ``--data-root`` (or its default) for ``cifar10``."""
+    if source != "cifar10":
+        return [("--data", Path(source).expanduser())]
+    if root is None:
+        from vitexplorer.core.datasets import default_data_root
+
+        root = default_data_root()
+    return [("CIFAR-10 in", Path(root).expanduser() / "cifar-10-batches-py")]
+
+
+def _is_stream_device(path: Path) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once links are resolved, or (both
+    existing) the same inode, as hard links and case-insensitive file systems give."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

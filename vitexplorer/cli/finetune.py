@@ -22,6 +22,8 @@ from vitexplorer.cli.common import (
     ProgressBar,
     add_probe_arguments,
     add_training_arguments,
+    check_outputs,
+    dataset_folders,
     device_choice,
     is_terminal,
     load_model_for,
@@ -189,6 +191,11 @@ def run_finetune(options: argparse.Namespace) -> int:
     when every weight is a finite number.
     """
     out = _checked_checkpoint_path(options.out.expanduser())
+    check_outputs(
+        [("--out", out)],
+        [("--data", options.data), ("--model", options.model), ("--weights", options.weights)],
+        dataset_folders(options.data, options.data_root),
+    )
     from dataclasses import replace
 
     from safetensors import SafetensorError

@@ -18,6 +18,8 @@ from vitexplorer.cli.common import (
     Failed,
     add_probe_arguments,
     add_training_arguments,
+    check_outputs,
+    dataset_folders,
     device_choice,
     probe_settings,
 )
@@ -247,6 +249,11 @@ def run_train(options: argparse.Namespace) -> int:
     anything is loaded or allocated."""
     out = _checked_checkpoint_path(options.out.expanduser())
     predictions = _checked_predictions_path(options.predictions)
+    check_outputs(
+        [("--out", out), ("curves", curves_path(out)), ("--predictions", predictions)],
+        [("--data", options.data), ("--test-csv", options.test_csv)],
+        dataset_folders(options.data, options.data_root),
+    )
     unlabelled = _read_test_csv(options.test_csv, predictions)  # refused now, not after training
     shape = architecture(options)
     config = train_config(options)

@@ -1,0 +1,138 @@
+"""No output of a command overwrites an input, another output of the run, or the dataset it
+reads: refused in one line, before any work, with exit status 2 and every file as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_colour_splits
+from vitexplorer.cli import main
+from vitexplorer.cli.common import Failed, check_outputs
+
+SMALL = ["--width", "16", "--depth", "2", "--heads", "2", "--patch-size", "8", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_colour_splits(tmp_path_factory.mktemp("colours"))
+
+
+def _run(*args: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = main(list(args))
+    return status, err.getvalue()
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every node under ``folder``: its type bits and, for files, its bytes."""
+    nodes = {}
+    for path in sorted(folder.rglob("*")):
+        mode = os.lstat(path).st_mode
+        data = path.read_bytes() if stat.S_ISREG(mode) else b""
+        nodes[str(path.relative_to(folder))] = (stat.S_IFMT(mode), data)
+    return nodes
+
+
+def _refused(status: int, stderr: str, *names: str) -> None:
+    assert status == 2
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    for name in names:
+        assert name in stderr, stderr
+
+
+def test_train_refuses_predictions_over_its_own_checkpoint(tmp_path: Path, colours: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"the trained model from yesterday")
+    before = _snapshot(tmp_path)
+    status, err = _run(
+        "train", "--data", str(colours), "--out", str(model), "--predictions", str(model), *SMALL
+    )
+    _refused(status, err, "--out", "--predictions", str(model))
+    assert _snapshot(tmp_path) == before
+
+
+def test_train_refuses_predictions_over_the_test_csv_even_through_a_link(
+    tmp_path: Path, colours: Path
+) -> None:
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("pixel0,pixel1\n0,1\n", encoding="utf-8")
+    link = tmp_path / "predictions.csv"
+    link.symlink_to(test_csv)
+    before = _snapshot(tmp_path)
+    for predictions in (test_csv, link):
+        status, err = _run(
+            "train", "--data", str(colours), "--out", str(tmp_path / "m.safetensors"),
+            "--test-csv", str(test_csv), "--predictions", str(predictions), *SMALL,
+        )  # fmt: skip
+        _refused(status, err, "--test-csv", "--predictions", str(predictions))
+        assert _snapshot(tmp_path) == before
+
+
+def test_train_refuses_predictions_over_its_curves(tmp_path: Path, colours: Path) -> None:
+    status, err = _run(
+        "train", "--data", str(colours), "--out", str(tmp_path / "m.safetensors"),
+        "--predictions", str(tmp_path / "m.curves.png"), *SMALL,
+    )  # fmt: skip
+    _refused(status, err, "curves", "--predictions")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_refuses_an_output_inside_the_dataset(tmp_path: Path, colours: Path) -> None:
+    before = _snapshot(colours)
+    inside = colours / "train" / "red"
+    for option in ("--out", "--predictions"):
+        target = inside / ("m.safetensors" if option == "--out" else "p.csv")
+        other = tmp_path / ("p.csv" if option == "--out" else "m.safetensors")
+        names = {"--out": target, "--predictions": other}
+        if option == "--predictions":
+            names = {"--out": other, "--predictions": target}
+        args = [f"{flag}={path}" for flag, path in names.items()]
+        status, err = _run("train", "--data", str(colours), *args, *SMALL)
+        _refused(status, err, option, "inside the dataset", str(target))
+        assert _snapshot(colours) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_refuses_to_overwrite_its_weights_or_write_into_the_data(
+    tmp_path: Path, colours: Path
+) -> None:
+    weights = tmp_path / "start.safetensors"
+    weights.write_bytes(b"weights the user fine-tunes from")
+    before = _snapshot(tmp_path)
+    base = ["finetune", "--data", str(colours), "--model", "vit_b_32", "--device", "cpu"]
+    status, err = _run(*base, "--weights", str(weights), "--out", str(weights))
+    _refused(status, err, "--weights", "--out")
+    assert _snapshot(tmp_path) == before
+    status, err = _run(*base, "--weights", "none", "--out", str(colours / "m.safetensors"))
+    _refused(status, err, "inside the dataset")
+    assert not (colours / "m.safetensors").exists()
+
+
+def test_hard_links_count_as_one_file_and_missing_inputs_as_none(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("x\n", encoding="utf-8")
+    os.link(data, tmp_path / "alias.csv")
+    with pytest.raises(Failed, match="alias.csv is the same file as --in") as caught:
+        check_outputs([("--out", tmp_path / "alias.csv")], [("--in", data)])
+    assert caught.value.status == 2
+    # an input that names no file ('default' weights, 'cifar10') is no file to lose
+    check_outputs([("--out", tmp_path / "none")], [("--weights", tmp_path / "none")])
+    with pytest.raises(Failed, match="--b .* is the same file as --a"):
+        check_outputs([("--a", tmp_path / "o.csv"), ("--b", tmp_path / "." / "o.csv")])
+
+
+def test_a_character_device_may_take_several_outputs(tmp_path: Path, monkeypatch) -> None:
+    from vitexplorer.cli import common
+
+    sink = tmp_path / "sink"
+    monkeypatch.setattr(common, "_is_stream_device", lambda path: Path(path) == sink)
+    check_outputs([("--out", sink), ("--predictions", sink)])
+    with pytest.raises(Failed, match="--predictions"):
+        check_outputs([("--out", tmp_path / "x"), ("--predictions", tmp_path / "x")])
