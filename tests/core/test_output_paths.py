@@ -136,3 +136,45 @@ def test_a_character_device_may_take_several_outputs(tmp_path: Path, monkeypatch
     check_outputs([("--out", sink), ("--predictions", sink)])
     with pytest.raises(Failed, match="--predictions"):
         check_outputs([("--out", tmp_path / "x"), ("--predictions", tmp_path / "x")])
+
+
+def _photo(path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["analyze", "stats", "faithfulness"])
+def test_an_output_folder_inside_or_equal_to_an_input_folder_is_refused(
+    tmp_path: Path, command: str
+) -> None:
+    photos = tmp_path / "photos"
+    _photo(photos / "cat.png")
+    before = _snapshot(tmp_path)
+    for out in (photos, photos / "results"):
+        status, err = _run(command, str(photos), "--out", str(out), "--model", "vit_b_32")
+        _refused(status, err, "--out", "inside the input folder", str(photos))
+        assert _snapshot(tmp_path) == before  # no folder made, nothing written
+
+
+def test_stats_refuses_to_write_its_plot_over_an_input_image(tmp_path: Path) -> None:
+    plot = _photo(tmp_path / "out" / "distance_vs_depth.png")
+    before = _snapshot(tmp_path)
+    status, err = _run("stats", str(plot), "--out", str(plot.parent), "--model", "vit_b_32")
+    _refused(status, err, "is the same file as the input", str(plot))
+    assert _snapshot(tmp_path) == before
+
+
+def test_compare_refuses_its_table_over_a_weights_file(tmp_path: Path) -> None:
+    table = tmp_path / "head_changes.csv"
+    table.write_bytes(b"not weights, but the user's file all the same")
+    image = _photo(tmp_path / "in" / "cat.png")
+    before = _snapshot(tmp_path)
+    status, err = _run(
+        "compare", str(image), "--out", str(tmp_path), "--model", "vit_b_32",
+        "--model", "vit_b_32", "--weights", "none", "--weights", str(table),
+    )  # fmt: skip
+    _refused(status, err, "--weights", str(table))
+    assert _snapshot(tmp_path) == before

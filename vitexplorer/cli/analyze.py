@@ -13,11 +13,13 @@ from vitexplorer.cli.common import (
     PROG,
     add_aspect_argument,
     add_model_arguments,
+    check_output_folder,
     colour_table,
     error,
     expand_images,
     file_mode,
     load_model_for,
+    model_inputs,
     output_folder,
     positive_int,
     unique_stems,
@@ -79,6 +81,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     or ``--batch-size``) of neighbours that share a patch grid; an image that cannot be read
     ends the batch before it, so every line still comes in the order of the images."""
     sources, empty = image_sources(options.images)
+    check_output_folder(options.out, options.images, (), model_inputs(options))
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given

@@ -30,10 +30,12 @@ from vitexplorer.cli.common import (
     Failed,
     add_aspect_argument,
     add_model_arguments,
+    check_output_folder,
     error,
     expand_images,
     file_mode,
     load_model_for,
+    model_inputs,
     output_folder,
     positive_int,
     write_atomic,
@@ -108,6 +110,7 @@ def _prepare(
             if not Path(text).expanduser().is_dir():
                 raise Failed(f"{LABELS_NEEDED}; {text} is not a folder", 2)
     images = [] if labelled else expand_images(options.inputs)
+    check_output_folder(options.out, options.inputs, (), model_inputs(options))
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     chosen = method_options(options, model.spec, options.methods)

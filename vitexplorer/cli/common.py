@@ -422,24 +422,44 @@ def check_outputs(outputs: Named, inputs: Named = (), datasets: Named = ()) -> N
             if folder is None or not Path(folder).expanduser().is_dir():
                 continue
             inside = os.path.realpath(Path(folder).expanduser())
-            if os.path.realpath(path).startswith(inside.rstrip(os.sep) + os.sep):
+            where = os.path.realpath(path)
+            if where == inside or where.startswith(inside.rstrip(os.sep) + os.sep):
                 raise Failed(
-                    f"{label} {path} is inside the dataset {data_label} {folder} being read; "
+                    f"{label} {path} is inside {data_label} {folder}, which this run reads; "
                     f"write it elsewhere",
                     2,
                 )
+
+
+def check_output_folder(
+    out: Path, inputs: Sequence[str], names: Sequence[str] = (), models: Named = ()
+) -> None:
+    """:func:`check_outputs` for a command writing the files ``names`` (and more) into the
+    folder ``out`` from the image files and folders ``inputs`` and the model files ``models``:
+    ``out`` may not be an input folder or lie inside one (the next run would read its outputs
+    as images), and no named output may be an input."""
+    outputs = [("--out", out)] + [("--out", Path(out).expanduser() / name) for name in names]
+    folders = [("the input folder", Path(p)) for p in inputs if Path(p).expanduser().is_dir()]
+    files = [("the input", Path(p)) for p in inputs if not Path(p).expanduser().is_dir()]
+    check_outputs(outputs, [*files, *models], folders)
+
+
+def model_inputs(options: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``--model`` and ``--weights`` as inputs for :func:`check_outputs` (files when they are
+    paths; names such as 'default' are skipped there, as no file)."""
+    return [("--model", options.model), ("--weights", getattr(options, "weights", None))]
 
 
 def dataset_folders(source: str, root: Path | None) -> list[tuple[str, Path]]:
     """The folders a training command reads its images from: ``--data`` when it is a folder,
     the unpacked CIFAR-10 inside ``--data-root`` (or its default) for ``cifar10``."""
     if source != "cifar10":
-        return [("--data", Path(source).expanduser())]
+        return [("the dataset --data", Path(source).expanduser())]
     if root is None:
         from vitexplorer.core.datasets import default_data_root
 
         root = default_data_root()
-    return [("CIFAR-10 in", Path(root).expanduser() / "cifar-10-batches-py")]
+    return [("the dataset CIFAR-10 in", Path(root).expanduser() / "cifar-10-batches-py")]
 
 
 def _is_stream_device(path: Path) -> bool:

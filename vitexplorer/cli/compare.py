@@ -23,6 +23,7 @@ from vitexplorer.cli.common import (
     Failed,
     add_aspect_argument,
     add_model_arguments,
+    check_output_folder,
     colour_table,
     error,
     expand_images,
@@ -115,6 +116,8 @@ def run_compare(options: argparse.Namespace) -> int:
     """0 when every image was compared, 1 when some failed, 2 when nothing could start."""
     names, weights = model_pair(options)
     images = expand_images(options.images)
+    models = [("--model", name) for name in names] + [("--weights", w) for w in weights]
+    check_output_folder(options.out, options.images, (CSV_NAME, CARD_NAME), models)
     out_dir = output_folder(options.out)
     models = load_pair(names, weights, options.device)
     methods = list(dict.fromkeys(options.method)) or ["attention"]

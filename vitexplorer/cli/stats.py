@@ -14,10 +14,12 @@ from vitexplorer.cli.common import (
     Failed,
     add_aspect_argument,
     add_model_arguments,
+    check_output_folder,
     error,
     expand_images,
     file_mode,
     load_model_for,
+    model_inputs,
     output_folder,
     write_atomic,
 )
@@ -52,6 +54,8 @@ def stats_parser() -> argparse.ArgumentParser:
 def run_stats(options: argparse.Namespace) -> int:
     """0 when every image was used, 1 when some could not be read, 2 when none could."""
     images = expand_images(options.inputs)
+    names = (CSV_NAME, CARD_NAME, PLOT_NAME)
+    check_output_folder(options.out, options.inputs, names, model_inputs(options))
     out_dir = output_folder(options.out)
     model = load_model_for(options)
 
