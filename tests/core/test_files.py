@@ -179,8 +179,16 @@ def test_a_fifo_target_is_written_as_a_stream_and_stays_a_fifo(
         target = tmp_path / "link.csv"
         target.symlink_to(fifo)
     try:
-        files.write_atomic(target, lambda handle: handle.write(b"a,b\n1,2\n"))
+        staged = []
+
+        def write(handle):  # noqa: ANN001
+            staged.append(Path(handle.name))
+            handle.write(b"a,b\n1,2\n")
+
+        files.write_atomic(target, write)
         assert os.read(reader, 1024) == b"a,b\n1,2\n"
+        # staged in the system's temporary folder, not beside the node (think of /dev)
+        assert staged[0].parent != tmp_path and not staged[0].exists()
     finally:
         os.close(reader)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -50,7 +50,9 @@ def atomic_path(
     """
     path = Path(path)
     folder = path.parent
-    _special_target(path)  # refused now, before any work, when it cannot be written
+    stream = _special_target(path)  # refused now, before any work, when it cannot be written
+    if stream:  # /dev/null's folder is no place for temporary files: the system's is
+        folder = Path(tempfile.gettempdir())
     remove_stale_temporaries(folder)
     suffix = path.suffix if 0 < len(path.suffix) <= 16 else ""
     prefix = f"{TEMP_PREFIX}{os.getpid()}-"
@@ -66,7 +68,7 @@ def atomic_path(
         yield tmp
         if durable:
             _fsync(tmp)
-        if _special_target(path):
+        if stream or _special_target(path):
             _stream_into(tmp, path)
             tmp.unlink(missing_ok=True)
         else:
