@@ -178,3 +178,18 @@ def test_compare_refuses_its_table_over_a_weights_file(tmp_path: Path) -> None:
     )  # fmt: skip
     _refused(status, err, "--weights", str(table))
     assert _snapshot(tmp_path) == before
+
+
+def test_analyze_refuses_outputs_named_after_one_input_over_another(tmp_path: Path) -> None:
+    from vitexplorer.cli.common import check_stem_outputs
+
+    cat = _photo(tmp_path / "cat.png")
+    overlay = _photo(tmp_path / "cat.attention.png")  # what 'cat.png' analysed there writes
+    before = _snapshot(tmp_path)
+    status, err = _run(
+        "analyze", str(cat), str(overlay), "--out", str(tmp_path), "--model", "vit_b_32"
+    )
+    _refused(status, err, str(overlay), "cat.*")
+    assert _snapshot(tmp_path) == before
+    check_stem_outputs(tmp_path, [cat])  # an input alone in --out names no other's outputs
+    check_stem_outputs(tmp_path / "elsewhere", [cat, overlay])  # outputs go to another folder

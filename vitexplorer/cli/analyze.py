@@ -14,6 +14,7 @@ from vitexplorer.cli.common import (
     add_aspect_argument,
     add_model_arguments,
     check_output_folder,
+    check_stem_outputs,
     colour_table,
     error,
     expand_images,
@@ -82,6 +83,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     ends the batch before it, so every line still comes in the order of the images."""
     sources, empty = image_sources(options.images)
     check_output_folder(options.out, options.images, (), model_inputs(options))
+    check_stem_outputs(options.out, sources)
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given

@@ -444,6 +444,28 @@ def check_output_folder(
     check_outputs(outputs, [*files, *models], folders)
 
 
+def check_stem_outputs(out: Path, sources: Sequence[str | os.PathLike[str]]) -> None:
+    """Failed (status 2), before any work, when an input lies in the folder ``out`` under a
+    name that the outputs named after another input (``STEM.*``, :func:`unique_stems`) could
+    take: ``cat.attention.png`` beside ``cat.png``, analysed into their own folder."""
+    folder = os.path.realpath(Path(out).expanduser())
+    inside = [p for p in sources if os.path.realpath(Path(p).expanduser().parent) == folder]
+    if not inside:
+        return
+    stems = unique_stems(sources)
+    for path in inside:
+        name = Path(path).name.casefold()
+        for source, stem in zip(sources, stems, strict=True):
+            if name.startswith(stem.casefold() + ".") and not _same_file(
+                Path(path).expanduser(), Path(source).expanduser()
+            ):
+                raise Failed(
+                    f"the input {path} lies in --out {out}, where the outputs named after "
+                    f"{source} ({stem}.*) could replace it; move it or choose another --out",
+                    2,
+                )
+
+
 def model_inputs(options: argparse.Namespace) -> list[tuple[str, Any]]:
     """``--model`` and ``--weights`` as inputs for :func:`check_outputs` (files when they are
     paths; names such as 'default' are skipped there, as no file)."""

@@ -24,6 +24,7 @@ from vitexplorer.cli.common import (
     add_aspect_argument,
     add_model_arguments,
     check_output_folder,
+    check_stem_outputs,
     colour_table,
     error,
     expand_images,
@@ -118,6 +119,7 @@ def run_compare(options: argparse.Namespace) -> int:
     images = expand_images(options.images)
     models = [("--model", name) for name in names] + [("--weights", w) for w in weights]
     check_output_folder(options.out, options.images, (CSV_NAME, CARD_NAME), models)
+    check_stem_outputs(options.out, images)
     out_dir = output_folder(options.out)
     models = load_pair(names, weights, options.device)
     methods = list(dict.fromkeys(options.method)) or ["attention"]
