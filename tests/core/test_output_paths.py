@@ -146,7 +146,7 @@ def _photo(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["analyze", "stats", "faithfulness"])
+@pytest.mark.parametrize("command", ["analyze", "stats", "faithfulness", "sanity"])
 def test_an_output_folder_inside_or_equal_to_an_input_folder_is_refused(
     tmp_path: Path, command: str
 ) -> None:
