@@ -27,6 +27,7 @@ from vitexplorer.cli.methods import (  # noqa: F401  (compare imports them from 
     add_method_options,
     method_options,
 )
+from vitexplorer.core.paths import expand_user
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,7 +130,7 @@ def image_sources(inputs: list[str]) -> tuple[list[str], list[str]]:
     sources: list[str] = []
     empty: list[str] = []
     for text in inputs:
-        path = Path(text).expanduser()
+        path = expand_user(text)
         if not path.is_dir():
             sources.append(text)
         elif found := expand_images([text], allow_empty=True):

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from vitexplorer.core.files import file_mode, write_atomic  # noqa: F401  (for the commands)
 from vitexplorer.core.folders import image_files
+from vitexplorer.core.paths import expand_user
 from vitexplorer.core.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def expand_images(inputs: Sequence[str], allow_empty: bool = False) -> list[Path
     looping link): the image reader refuses it with its reason, and the other inputs go on."""
     found: list[Path] = []
     for text in inputs:
-        path = Path(text).expanduser()
+        path = expand_user(text)
         if path.is_dir():
             try:
                 inside = image_files(path, recursive=True)
@@ -334,7 +335,7 @@ def add_aspect_argument(parser: argparse.ArgumentParser) -> None:
 
 def output_folder(path: Path) -> Path:
     """``path`` created if missing, or Failed (status 2) saying why it cannot be."""
-    path = path.expanduser()
+    path = expand_user(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
