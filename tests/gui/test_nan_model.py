@@ -50,6 +50,7 @@ def test_nan_outputs_are_said_in_the_predictions_panel(qtbot, nan_window, photo)
     assert panel.values == []
     assert [name.text() for name in panel.names] == [""] * 5
     assert [bar.value() for bar in panel.bars] == [0] * 5
+    assert not any(bar.isVisible() for bar in panel.bars)  # the reason is seen in their place
     # the maps that exist are kept: the attention is finite and drawn
     assert np.isfinite(analysis.attention).all()
     assert window.image_view.heat_values.size > 0
@@ -75,6 +76,7 @@ def test_panel_draws_no_nan_bar_and_gives_the_model_hint_back(qtbot) -> None:  #
     panel.set_predictions([Prediction(3, "kind 3", 0.625), Prediction(1, "kind 1", 0.25)])
     assert panel.values == [("kind 3", 0.625), ("kind 1", 0.25)]
     assert panel.bars[0].value() == 625 and panel.bars[0].format() == "62.5%"
+    assert not panel.bars[0].isHidden()
     assert panel.hint.text() == "Random weights: these predictions mean nothing."
 
 

@@ -71,6 +71,7 @@ class PredictionsPanel(QWidget):
         self._show_hint(f"{undefined[0].upper()}{undefined[1:]}." if undefined else self.model_hint)
         self.values = [(p.name, p.probability) for p in predictions]
         for i, (name, bar) in enumerate(zip(self.names, self.bars, strict=True)):
+            bar.setVisible(not undefined)  # empty bars would push the reason out of sight
             if i < len(predictions):
                 p = predictions[i]
                 name.setText(f"{p.name}")
