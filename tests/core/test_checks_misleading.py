@@ -141,7 +141,11 @@ def test_nan_outputs_are_null_in_valid_json(nan_head, tmp_path, capsys) -> None:
     assert rollout["warnings"] == facts["warnings"]
     line = next(x for x in captured.err.splitlines() if "warning: dog.png:" in x)
     assert "not finite" in line and "null" in line
-    assert "probability undefined" in captured.out
+    assert "the model's outputs are not numbers (NaN): no prediction" in line
+    assert (
+        captured.out.splitlines()[0]
+        == "dog: the model's outputs are not numbers (NaN): no prediction"
+    )
 
 
 # --- sanity -----------------------------------------------------------------------------------

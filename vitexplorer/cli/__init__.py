@@ -28,6 +28,7 @@ from vitexplorer.cli.common import (
     unique_stems,
     write_atomic,
 )
+from vitexplorer.core.paths import UserPathError
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -94,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failed as exc:
         error(str(exc))
         return exc.status
+    except UserPathError as exc:  # '~nouser/...' in any path option or input
+        error(str(exc))
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         error("interrupted")

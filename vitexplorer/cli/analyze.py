@@ -30,6 +30,7 @@ from vitexplorer.cli.methods import (  # noqa: F401  (compare imports them from 
     add_method_options,
     method_options,
 )
+from vitexplorer.core.paths import expand_user
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,7 +135,7 @@ def image_sources(inputs: list[str]) -> tuple[list[str], list[str]]:
     sources: list[str] = []
     empty: list[str] = []
     for text in inputs:
-        path = Path(text).expanduser()
+        path = expand_user(text)
         if not path.is_dir():
             sources.append(text)
         elif found := expand_images([text], allow_empty=True):
@@ -224,17 +225,17 @@ class BatchRun:
 
 def output_warnings(analysis: ImageAnalysis) -> list[str]:
     """What makes this image's predictions mean nothing (a constant or non-finite output)."""
-    import numpy as np
 
-    from vitexplorer.core.analysis import constant_output
+    from vitexplorer.core.analysis import constant_output, undefined_prediction
 
     if not analysis.spec.has_classifier:
         return []  # an image encoder: no predictions to judge
     reason = constant_output(analysis.logits)
     if reason is None:
         return []
-    if not np.isfinite(analysis.probabilities).all():
-        reason += "; they are written as null"
+    undefined = undefined_prediction(analysis.logits, analysis.probabilities)
+    if undefined:
+        reason = f"{undefined}; {reason}; they are written as null"
     return [reason]
 
 
@@ -260,8 +261,10 @@ def _top_words(analysis: ImageAnalysis) -> str:
     if not analysis.spec.has_classifier or not analysis.predictions:
         return "no classifier (an image encoder): the attention maps are written"
     top = analysis.predictions[0]
-    if not math.isfinite(top.probability):
-        return f"{top.name}, probability undefined"
+    if not math.isfinite(top.probability):  # no class is named: none is predicted
+        from vitexplorer.core.analysis import undefined_prediction
+
+        return undefined_prediction(analysis.logits, analysis.probabilities) or "no prediction"
     if output_warnings(analysis):
         return f"{top.name} {top.probability:.1%} (every class the same: no prediction)"
     return f"{top.name} {top.probability:.1%}"

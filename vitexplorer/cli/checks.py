@@ -41,6 +41,7 @@ from vitexplorer.cli.common import (
     write_atomic,
 )
 from vitexplorer.cli.methods import add_method_options, method_options
+from vitexplorer.core.paths import expand_user
 
 
 def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str, method_help: str) -> None:
@@ -107,7 +108,7 @@ def _prepare(
     checked method options for ``options.methods``."""
     if labelled:
         for text in options.inputs:
-            if not Path(text).expanduser().is_dir():
+            if not expand_user(text).is_dir():
                 raise Failed(f"{LABELS_NEEDED}; {text} is not a folder", 2)
     images = [] if labelled else expand_images(options.inputs)
     check_output_folder(options.out, options.inputs, (), model_inputs(options))

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from vitexplorer.core.files import file_mode, write_atomic  # noqa: F401  (for the commands)
 from vitexplorer.core.folders import image_files
+from vitexplorer.core.paths import expand_user
 from vitexplorer.core.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def expand_images(inputs: Sequence[str], allow_empty: bool = False) -> list[Path
     looping link): the image reader refuses it with its reason, and the other inputs go on."""
     found: list[Path] = []
     for text in inputs:
-        path = Path(text).expanduser()
+        path = expand_user(text)
         if path.is_dir():
             try:
                 inside = image_files(path, recursive=True)
@@ -334,7 +335,7 @@ def add_aspect_argument(parser: argparse.ArgumentParser) -> None:
 
 def output_folder(path: Path) -> Path:
     """``path`` created if missing, or Failed (status 2) saying why it cannot be."""
-    path = path.expanduser()
+    path = expand_user(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -405,8 +406,8 @@ def check_outputs(outputs: Named, inputs: Named = (), datasets: Named = ()) -> N
     """Failed (status 2), before any work, when an output names an input, another output of the
     run, or a place inside a dataset folder being read, links resolved. A character device
     (``/dev/null``) is written as a stream and may be named more than once."""
-    given = [(label, Path(p).expanduser()) for label, p in outputs if p is not None]
-    read = [(label, Path(p).expanduser()) for label, p in inputs if p is not None]
+    given = [(label, expand_user(p)) for label, p in outputs if p is not None]
+    read = [(label, expand_user(p)) for label, p in inputs if p is not None]
     read = [(label, path) for label, path in read if os.path.lexists(path)]  # names, not files
     for index, (label, path) in enumerate(given):
         if _is_stream_device(path):
@@ -419,9 +420,9 @@ def check_outputs(outputs: Named, inputs: Named = (), datasets: Named = ()) -> N
                     2,
                 )
         for data_label, folder in datasets:
-            if folder is None or not Path(folder).expanduser().is_dir():
+            if folder is None or not expand_user(folder).is_dir():
                 continue
-            inside = os.path.realpath(Path(folder).expanduser())
+            inside = os.path.realpath(expand_user(folder))
             where = os.path.realpath(path)
             if where == inside or where.startswith(inside.rstrip(os.sep) + os.sep):
                 raise Failed(
@@ -438,9 +439,9 @@ def check_output_folder(
     folder ``out`` from the image files and folders ``inputs`` and the model files ``models``:
     ``out`` may not be an input folder or lie inside one (the next run would read its outputs
     as images), and no named output may be an input."""
-    outputs = [("--out", out)] + [("--out", Path(out).expanduser() / name) for name in names]
-    folders = [("the input folder", Path(p)) for p in inputs if Path(p).expanduser().is_dir()]
-    files = [("the input", Path(p)) for p in inputs if not Path(p).expanduser().is_dir()]
+    outputs = [("--out", out)] + [("--out", expand_user(out) / name) for name in names]
+    folders = [("the input folder", Path(p)) for p in inputs if expand_user(p).is_dir()]
+    files = [("the input", Path(p)) for p in inputs if not expand_user(p).is_dir()]
     check_outputs(outputs, [*files, *models], folders)
 
 
@@ -448,8 +449,8 @@ def check_stem_outputs(out: Path, sources: Sequence[str | os.PathLike[str]]) -> 
     """Failed (status 2), before any work, when an input lies in the folder ``out`` under a
     name that the outputs named after another input (``STEM.*``, :func:`unique_stems`) could
     take: ``cat.attention.png`` beside ``cat.png``, analysed into their own folder."""
-    folder = os.path.realpath(Path(out).expanduser())
-    inside = [p for p in sources if os.path.realpath(Path(p).expanduser().parent) == folder]
+    folder = os.path.realpath(expand_user(out))
+    inside = [p for p in sources if os.path.realpath(expand_user(p).parent) == folder]
     if not inside:
         return
     stems = unique_stems(sources)
@@ -457,7 +458,7 @@ def check_stem_outputs(out: Path, sources: Sequence[str | os.PathLike[str]]) -> 
         name = Path(path).name.casefold()
         for source, stem in zip(sources, stems, strict=True):
             if name.startswith(stem.casefold() + ".") and not _same_file(
-                Path(path).expanduser(), Path(source).expanduser()
+                expand_user(path), expand_user(source)
             ):
                 raise Failed(
                     f"the input {path} lies in --out {out}, where the outputs named after "
@@ -476,12 +477,12 @@ def dataset_folders(source: str, root: Path | None) -> list[tuple[str, Path]]:
     """The folders a training command reads its images from: ``--data`` when it is a folder,
     the unpacked CIFAR-10 inside ``--data-root`` (or its default) for ``cifar10``."""
     if source != "cifar10":
-        return [("the dataset --data", Path(source).expanduser())]
+        return [("the dataset --data", expand_user(source))]
     if root is None:
         from vitexplorer.core.datasets import default_data_root
 
         root = default_data_root()
-    return [("the dataset CIFAR-10 in", Path(root).expanduser() / "cifar-10-batches-py")]
+    return [("the dataset CIFAR-10 in", expand_user(root) / "cifar-10-batches-py")]
 
 
 def _is_stream_device(path: Path) -> bool:

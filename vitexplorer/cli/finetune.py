@@ -29,6 +29,7 @@ from vitexplorer.cli.common import (
     load_model_for,
     probe_settings,
 )
+from vitexplorer.core.paths import expand_user
 
 # FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
 FINETUNE_DEFAULTS: dict[str, Any] = {
@@ -190,7 +191,7 @@ def run_finetune(options: argparse.Namespace) -> int:
     checkpoint. The checkpoint is written only after the last test batch, atomically, and only
     when every weight is a finite number.
     """
-    out = _checked_checkpoint_path(options.out.expanduser())
+    out = _checked_checkpoint_path(expand_user(options.out))
     check_outputs(
         [("--out", out)],
         [("--data", options.data), ("--model", options.model), ("--weights", options.weights)],
@@ -334,7 +335,7 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
 
     from vitexplorer.core import datasets
 
-    root = root.expanduser() if root else datasets.default_data_root()
+    root = expand_user(root) if root else datasets.default_data_root()
     bar: ProgressBar | None = None
     if source == datasets.CIFAR10_NAME and not datasets.has_cifar10(root):
         if (root / CIFAR10.filename).is_file():

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vitexplorer.cli.common import PROG, Failed, colour_table, output_folder, unique_stems
+from vitexplorer.core.paths import expand_user
 
 FORMATS = ("gif", "png", "npy")
 MAPS = ("rollout", "attention")
@@ -74,7 +75,7 @@ def run_timelapse(options: argparse.Namespace) -> int:
     from vitexplorer.core.numbering import index_of
     from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
 
-    path = options.checkpoint.expanduser()
+    path = expand_user(options.checkpoint)
     try:
         timelapse = read_timelapse(path)
     except (TimeLapseError, WeightsFileError) as exc:

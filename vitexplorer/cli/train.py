@@ -37,6 +37,7 @@ from vitexplorer.core.architecture import (
     default_warmup,
     memory_problem,
 )
+from vitexplorer.core.paths import expand_user
 
 # TrainConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -247,7 +248,7 @@ def run_train(options: argparse.Namespace) -> int:
 
     The architecture and settings are checked, and the memory training needs estimated, before
     anything is loaded or allocated."""
-    out = _checked_checkpoint_path(options.out.expanduser())
+    out = _checked_checkpoint_path(expand_user(options.out))
     predictions = _checked_predictions_path(options.predictions)
     check_outputs(
         [("--out", out), ("curves", curves_path(out)), ("--predictions", predictions)],
@@ -334,7 +335,7 @@ def curves_path(out: Path) -> Path:
 def _checked_predictions_path(path: Path | None) -> Path | None:
     if path is None:
         return None
-    path = path.expanduser()
+    path = expand_user(path)
     if path.is_dir():
         raise Failed(f"--predictions {path} is a folder; give the CSV file's name", 2)
     if not path.parent.is_dir():
@@ -379,7 +380,7 @@ def _read_test_csv(path: Path | None, predictions: Path | None) -> Any:
     from vitexplorer.core.pixel_csv import PixelCSVError, read_pixel_csv
 
     try:
-        return read_pixel_csv(path.expanduser(), labelled=False)
+        return read_pixel_csv(expand_user(path), labelled=False)
     except PixelCSVError as exc:
         raise Failed(str(exc), 2) from exc
 

@@ -106,6 +106,18 @@ def constant_output(logits: np.ndarray, rtol: float = FLAT_RTOL) -> str | None:
     return None
 
 
+def undefined_prediction(logits: np.ndarray, probabilities: np.ndarray) -> str | None:
+    """Why there is no prediction at all (probabilities that are not numbers), or None.
+
+    A NaN logit makes every probability NaN, and so does an infinite one (infinity minus
+    infinity in the softmax): no class is more probable than another, so none is predicted."""
+    if np.isfinite(probabilities).all():
+        return None
+    if np.isnan(logits).any():
+        return "the model's outputs are not numbers (NaN): no prediction"
+    return "the model's outputs are infinite, so its probabilities are not numbers: no prediction"
+
+
 def flat_map(values: np.ndarray, what: str = "the map", rtol: float = FLAT_RTOL) -> str | None:
     """Why ``values`` rank no patch above another (zero everywhere, one value everywhere, or
     not finite), or None when they do. ``what`` names the map in the reason."""

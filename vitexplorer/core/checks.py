@@ -42,6 +42,7 @@ from vitexplorer.core.data import ImageLoadError, input_grid, load_image, prepro
 from vitexplorer.core.families import Part, UnsupportedModel, ViTAdapter, adapter_for
 from vitexplorer.core.folders import image_files, subfolders
 from vitexplorer.core.models import LoadedModel
+from vitexplorer.core.paths import expand_user
 
 Explainer = Callable[[LoadedModel, torch.Tensor], np.ndarray]
 CancelCheck = Callable[[], bool]
@@ -366,7 +367,7 @@ def labelled_images(
     no image at all. Which files are images: :mod:`vitexplorer.core.folders`."""
     n = len(class_names)
     found: list[tuple[Path, int]] = []
-    for folder in (Path(f).expanduser() for f in folders):
+    for folder in (expand_user(f) for f in folders):
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a folder")
         try:

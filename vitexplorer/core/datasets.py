@@ -33,6 +33,7 @@ from vitexplorer.core.download import (
     download_file,
 )
 from vitexplorer.core.folders import IMAGE_SUFFIXES, image_paths, subfolders
+from vitexplorer.core.paths import expand_user
 from vitexplorer.core.pixel_csv import PixelCSVError, is_pixel_csv, read_labelled_csv
 
 CIFAR10_NAME = "cifar10"
@@ -164,7 +165,7 @@ def open_dataset(
                 )
             download_cifar10(root, progress, cancelled)
         return _open_cifar10(root)
-    path = Path(source).expanduser()
+    path = expand_user(source)
     if is_pixel_csv(path):
         return _open_csv(path)
     if not path.exists():

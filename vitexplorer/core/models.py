@@ -45,6 +45,7 @@ from vitexplorer.core.families.layouts import (
     recognise_layout,
     unknown_layout_message,
 )
+from vitexplorer.core.paths import expand_user
 from vitexplorer.core.skeleton import compute_buffers, has_meta, owned, skeleton
 from vitexplorer.core.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
     DEMO,
@@ -301,7 +302,7 @@ def load_model(
         )
     target = device if isinstance(device, torch.device) else resolve_device(device)
     if weights_file is not None:
-        weights_file = weights_file.expanduser().resolve()
+        weights_file = expand_user(weights_file).resolve()
     return LoadedModel(module.eval().to(target), spec, target, weights_file)
 
 
@@ -309,7 +310,7 @@ def check_own_weights(name: str, weights: str) -> None:
     """A checkpoint carries its own weights: ``weights`` may be ``default`` (those), ``none``
     (its architecture with random weights) or the checkpoint itself; another file is refused
     in one line rather than ignored."""
-    if weights in ("default", "none") or Path(weights).expanduser() == Path(name).expanduser():
+    if weights in ("default", "none") or expand_user(weights) == expand_user(name):
         return
     raise ValueError(
         f"{Path(name).name} is a checkpoint and carries its own weights, so the weights file "

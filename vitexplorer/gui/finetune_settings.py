@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from vitexplorer.core.architecture import default_warmup
 from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
 from vitexplorer.core.folders import subfolders
+from vitexplorer.core.paths import UserPathError, expand_user
 from vitexplorer.core.pixel_csv import is_pixel_csv
 from vitexplorer.gui.architecture_form import ERROR_STYLE, ArchitectureForm
 from vitexplorer.gui.path_edit import PathEdit
@@ -468,7 +469,11 @@ class FinetuneSettings(QWidget):
                 return None
             return "CIFAR-10 is not on this computer yet: download it (the button above) first"
         path = self.source()
-        if path and not os.path.exists(os.path.expanduser(path)):
+        try:
+            missing = bool(path) and not os.path.exists(expand_user(path))
+        except UserPathError as exc:  # '~nouser/...'
+            return f"{exc}: choose a folder of class subfolders or a pixel CSV"
+        if missing:
             return f"{path} does not exist: choose a folder of class subfolders or a pixel CSV"
         return None
 

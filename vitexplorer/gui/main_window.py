@@ -873,7 +873,7 @@ class MainWindow(QMainWindow):
         analysis = self.analysis
         self.session.touch(self.session.current_key)
         self.image_view.set_image(analysis.display, analysis.spec.grid)
-        self.predictions.set_predictions(analysis.predictions)
+        self.predictions.set_predictions(analysis.predictions, _undefined_prediction(analysis))
         self.explanations.show_analysis(analysis)
         self.time_label.setText(f"forward {analysis.seconds * 1e3:.0f} ms")
         self._refresh()
@@ -971,3 +971,12 @@ def usable_geometry(data: object) -> bool:
         if fits and available.adjusted(-48, -48, 48, 48).contains(rect):
             return True
     return False
+
+
+def _undefined_prediction(analysis) -> str | None:  # noqa: ANN001  (ImageAnalysis)
+    """Why the analysis has no prediction at all (outputs that are not numbers), or None."""
+    if not analysis.spec.has_classifier:
+        return None  # an image encoder: the hint says it predicts nothing
+    from vitexplorer.core.analysis import undefined_prediction  # torch is loaded by now
+
+    return undefined_prediction(analysis.logits, analysis.probabilities)

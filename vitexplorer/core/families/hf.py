@@ -39,6 +39,7 @@ from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's ad
     HFClassifier,
 )
 from vitexplorer.core.families.hub import probe
+from vitexplorer.core.paths import expand_user
 from vitexplorer.core.spec import ModelSpec
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -64,7 +65,7 @@ def parse_source(name: str) -> Source:
     text = name.split(":", 1)[1] if ":" in name else name
     if not text.strip():
         raise ValueError("hf: needs a folder or a hub name, e.g. hf:google/vit-base-patch16-224")
-    path = Path(text).expanduser()
+    path = expand_user(text)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"{text} has no config.json: it is not a save_pretrained folder")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
@@ -48,15 +50,28 @@ class PredictionsPanel(QWidget):
         layout.addWidget(self.hint, rows, 0, 1, 2)
         layout.setRowStretch(rows + 1, 1)
         self.values: list[tuple[str, float]] = []
+        self.model_hint = ""
         self.set_predictions([])
 
     def set_hint(self, text: str) -> None:
+        """The model's line under the predictions (random weights, no classifier, no model)."""
+        self.model_hint = text
+        self._show_hint(text)
+
+    def _show_hint(self, text: str) -> None:
         self.hint.setText(text)
         self.hint.setVisible(bool(text))
 
-    def set_predictions(self, predictions: list) -> None:  # list[Prediction]
+    def set_predictions(self, predictions: list, undefined: str | None = None) -> None:
+        """Show ``predictions`` (list[Prediction]); with ``undefined`` (why this image has no
+        prediction, such as outputs that are NaN) none, and that reason in place of the hint.
+        Probabilities that are not numbers are never drawn as bars."""
+        if undefined or not all(math.isfinite(p.probability) for p in predictions):
+            predictions = []
+        self._show_hint(f"{undefined[0].upper()}{undefined[1:]}." if undefined else self.model_hint)
         self.values = [(p.name, p.probability) for p in predictions]
         for i, (name, bar) in enumerate(zip(self.names, self.bars, strict=True)):
+            bar.setVisible(not undefined)  # empty bars would push the reason out of sight
             if i < len(predictions):
                 p = predictions[i]
                 name.setText(f"{p.name}")
