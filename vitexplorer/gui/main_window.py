@@ -675,10 +675,12 @@ class MainWindow(QMainWindow):
     def add_images(self, paths: list[str]) -> None:
         """Add the images (folders expanded) and show the first; a large drop is added a chunk
         per turn of the event loop, so the window answers while a folder of 50,000 comes in."""
-        expanded = expand_paths(paths)
+        expanded: list[str] = []
         for path in paths:
-            if os.path.isdir(path) and not expand_paths([path]):
+            found = expand_paths([path])  # each folder listed once
+            if os.path.isdir(path) and not found:
                 self.notice.add(f"Could not open {Path(path).name}: the folder holds no images")
+            expanded += found
         self._add_chunk(iter(expanded), first=True)
 
     def _add_chunk(self, paths: Iterator[str], first: bool = False) -> None:
