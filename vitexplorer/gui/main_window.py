@@ -6,8 +6,11 @@ stored :class:`~vitexplorer.core.analysis.ImageAnalysis` with ``core.explain``; 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import urllib.parse
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from PySide6.QtCore import (
     QSettings,
     QSize,
     Qt,
+    QTimer,
     QUrl,
     Signal,
 )
@@ -67,6 +71,7 @@ from vitexplorer.gui.workers import (
 IMAGE_FILTER = "Images ({})".format(" ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES))
 DEFAULT_MODEL = ModelRequest("vit_b_16", "default", "auto")
 MAX_RECENT = 10
+ADD_CHUNK = 500  # images added to the strip per turn of the event loop
 DEFAULT_SIZE = QSize(1400, 900)
 # The saved dock and toolbar layout is used only by the version of the app that saved it (and
 # this layout's number, raised when the docks or toolbars change): another's is ignored.
@@ -215,6 +220,7 @@ class MainWindow(QMainWindow):
         self.matrix_view.cell_hovered.connect(self._hover_cell)
         self.head_grid.head_clicked.connect(self._head_tile_clicked)
         self.thumbnails.image_selected.connect(self.select_image)
+        self.thumbnails.thumbnails_wanted.connect(self._decode_thumbnails)
         self.model_bar.model_requested.connect(self.request_model)
         self.model_bar.open_file_requested.connect(self.open_weights_file)
         self.model_bar.family_requested.connect(self.ask_family_model)
@@ -549,6 +555,13 @@ class MainWindow(QMainWindow):
         if key == self.session.current_key:
             self._show_waiting()
 
+    def _decode_thumbnails(self, keys: list[str]) -> None:
+        """Thumbnails scrolled near the view: decode those the analysis has not given yet."""
+        for key in keys:
+            entry = self.session.entries.get(key)
+            if entry is not None and entry.analysis is None and key != self.session.current_key:
+                self.previews.request(key, entry.source)
+
     def _show_model_in_use(self) -> None:
         """The model box, the status bar and the title name the model in use, or say that none
         is: after a load, and after any failed one."""
@@ -660,22 +673,33 @@ class MainWindow(QMainWindow):
 
     # --- images -----------------------------------------------------------------------------
     def add_images(self, paths: list[str]) -> None:
-        expanded = expand_paths(paths)
+        """Add the images (folders expanded) and show the first; a large drop is added a chunk
+        per turn of the event loop, so the window answers while a folder of 50,000 comes in."""
+        expanded: list[str] = []
         for path in paths:
-            if os.path.isdir(path) and not expand_paths([path]):
+            found = expand_paths([path])  # each folder listed once
+            if os.path.isdir(path) and not found:
                 self.notice.add(f"Could not open {Path(path).name}: the folder holds no images")
-        for i, path in enumerate(expanded):
-            self._add_entry(Path(path).name, path, select=i == 0)
+            expanded += found
+        self._add_chunk(iter(expanded), first=True)
+
+    def _add_chunk(self, paths: Iterator[str], first: bool = False) -> None:
+        added = 0
+        for path in itertools.islice(paths, ADD_CHUNK):
+            self._add_entry(Path(path).name, path, select=first and added == 0)
+            added += 1
+        if added == ADD_CHUNK:
+            QTimer.singleShot(0, self, functools.partial(self._add_chunk, paths))
 
     def add_image_bytes(self, data: bytes, name: str) -> None:
         self._add_entry(name, data, select=True)
 
     def _add_entry(self, name: str, source: str | bytes, select: bool) -> str:
         key = self.session.add(name, source)
-        self.thumbnails.add_entry(key, name)
-        self.previews.request(key, source)
+        self.thumbnails.add_entry(key, name)  # its thumbnail is decoded when it scrolls near
         self._request_analysis(key, first=select)
         if select:
+            self.previews.request(key, source)  # on screen while the model works
             self.thumbnails.select(key)
             self.finetune.show_explorer()
         return key

@@ -1,9 +1,11 @@
 """Images on screen before any model has seen them.
 
-A dropped image is decoded at once on a small thread pool, with the same safe decoder as the
-analysis (:func:`vitexplorer.core.images.load_image`, no torch): the window shows it and its
+The image a drop shows is decoded at once on a small thread pool, with the same safe decoder as
+the analysis (:func:`vitexplorer.core.images.load_image`, no torch): the window shows it and its
 thumbnail while the model loads, downloads or was declined, and the analysis follows when it
-arrives. An image that cannot be decoded is reported here, without waiting for a model.
+arrives. The other images' thumbnails are decoded as the strip scrolls near them (a drop of
+50,000 images does not decode them all). An image that cannot be decoded is reported here, when
+it is decoded, without waiting for a model.
 """
 
 from __future__ import annotations

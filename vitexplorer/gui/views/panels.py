@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
@@ -93,9 +93,15 @@ def rgb_pixmap(array: np.ndarray) -> QPixmap:
 
 
 class ThumbnailStrip(QListWidget):
-    """One thumbnail per loaded image; selecting one shows it."""
+    """One thumbnail per loaded image; selecting one shows it.
+
+    Items are found by key in a dict (a drop of 50,000 images stays linear), and thumbnails are
+    asked for only for the items in view and a screenful on each side (:attr:`thumbnails_wanted`),
+    as they scroll in: the images far away are not decoded until then.
+    """
 
     image_selected = Signal(str)  # key
+    thumbnails_wanted = Signal(list)  # keys now near the view that have no thumbnail yet
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,29 +112,39 @@ class ThumbnailStrip(QListWidget):
         self.setIconSize(QSize(72, 72))
         self.setFixedHeight(112)
         self.setSpacing(4)
+        self.setUniformItemSizes(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.currentItemChanged.connect(self._changed)
+        self._items: dict[str, QListWidgetItem] = {}
+        self._asked: set[str] = set()  # keys whose thumbnail was asked for or has arrived
+        self._icon = self.style().standardIcon(QStyle.SP_FileIcon)
+        self._look = QTimer(self)  # one look at what is in view per turn of the event loop
+        self._look.setSingleShot(True)
+        self._look.setInterval(0)
+        self._look.timeout.connect(self._ask_for_visible)
+        self.horizontalScrollBar().valueChanged.connect(lambda _value: self._look.start())
 
     def add_entry(self, key: str, name: str) -> None:
-        item = QListWidgetItem(self.style().standardIcon(QStyle.SP_FileIcon), name)
+        item = QListWidgetItem(self._icon, name)
         item.setData(Qt.UserRole, key)
         item.setToolTip(name)
         item.setSizeHint(QSize(96, 100))
         self.addItem(item)
+        self._items[key] = item
+        self._look.start()
 
     def item_for(self, key: str) -> QListWidgetItem | None:
-        for i in range(self.count()):
-            if self.item(i).data(Qt.UserRole) == key:
-                return self.item(i)
-        return None
+        return self._items.get(key)
 
     def set_thumbnail(self, key: str, thumbnail: np.ndarray) -> None:
         item = self.item_for(key)
         if item is not None:
+            self._asked.add(key)
             item.setIcon(QIcon(rgb_pixmap(thumbnail)))
 
     def remove(self, key: str) -> None:
-        item = self.item_for(key)
+        item = self._items.pop(key, None)
+        self._asked.discard(key)
         if item is not None:
             self.takeItem(self.row(item))
 
@@ -139,6 +155,30 @@ class ThumbnailStrip(QListWidget):
 
     def keys(self) -> list[str]:
         return [self.item(i).data(Qt.UserRole) for i in range(self.count())]
+
+    def near_view(self) -> range:
+        """The rows in view and one screenful on each side."""
+        count = self.count()
+        if count == 0:
+            return range(0)
+        first = self.visualItemRect(self.item(0))
+        stride = first.width() + 2 * self.spacing()
+        if count > 1:
+            stride = max(1, self.visualItemRect(self.item(1)).left() - first.left())
+        shown = max(1, self.viewport().width() // stride + 1)
+        start = max(0, -first.left() // stride - shown)
+        return range(start, min(count, start + 3 * shown + 1))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        self._look.start()
+
+    def _ask_for_visible(self) -> None:
+        keys = [self.item(row).data(Qt.UserRole) for row in self.near_view()]
+        wanted = [key for key in keys if key not in self._asked]
+        if wanted:
+            self._asked.update(wanted)
+            self.thumbnails_wanted.emit(wanted)
 
     def _changed(self, current: QListWidgetItem | None, _previous) -> None:  # noqa: ANN001
         if current is not None:
