@@ -23,6 +23,7 @@ from vitexplorer.cli.common import (
     model_inputs,
     output_folder,
     positive_int,
+    terminal_text,
     unique_stems,
     write_atomic,
 )
@@ -200,7 +201,7 @@ class BatchRun:
                 error(f"{Path(source).name}: cannot write to {out_dir}: {exc.strerror or exc}")
                 self.failures += 1
                 continue
-            print(f"{stem}: {top_line(analysis)}", flush=True)
+            print(terminal_text(f"{stem}: {top_line(analysis)}"), flush=True)
 
     def explain(self, source: str, stem: str, image: Any, analysis: ImageAnalysis) -> Any:
         """(analysis, maps) and the future of the image's files, or (why the methods failed,

@@ -37,7 +37,16 @@ class Failed(Exception):
 
 def error(message: str) -> None:
     """One line on stderr, however many lines the underlying message had."""
-    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    print(f"{PROG}: {terminal_text(' '.join(message.split()))}", file=sys.stderr, flush=True)
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print: what does not print (an escape sequence's ESC and BEL, a line
+    break, bytes that were not UTF-8) as backslash escapes, as file names are shown."""
+    if text.isprintable():
+        return text
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def device_choice(value: str) -> str:

@@ -31,6 +31,7 @@ from vitexplorer.cli.common import (
     file_mode,
     load_model_for,
     output_folder,
+    terminal_text,
     unique_stems,
     write_atomic,
 )
@@ -126,7 +127,8 @@ def run_compare(options: argparse.Namespace) -> int:
     chosen = pair_method_options(options, models, methods)
     run = CompareRun(models, methods, chosen, out_dir, options.aspect == "keep")
     what = f"B - A ({run.relation})" if run.relation else "B - A"
-    print(f"model A: {run.labels[0]}; model B: {run.labels[1]}; difference: {what}", flush=True)
+    labels = f"model A: {run.labels[0]}; model B: {run.labels[1]}; difference: {what}"
+    print(terminal_text(labels), flush=True)
     used = [
         path for path, stem in zip(images, unique_stems(images), strict=True) if run(path, stem)
     ]
@@ -185,7 +187,7 @@ class CompareRun:
                 error(f"warning: {source.name}: model {side}: {warning}")
             kept.append(analysis.statistics)
         tops = [f"{s} {top_line(a)}" for s, a in zip(SIDES, pair.analyses, strict=True)]
-        print(f"{stem}: {'; '.join(tops)}", flush=True)
+        print(terminal_text(f"{stem}: {'; '.join(tops)}"), flush=True)
         return True
 
     def note(self, notes: tuple[str, ...]) -> None:

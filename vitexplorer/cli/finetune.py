@@ -28,6 +28,7 @@ from vitexplorer.cli.common import (
     is_terminal,
     load_model_for,
     probe_settings,
+    terminal_text,
 )
 from vitexplorer.core.paths import expand_user
 
@@ -432,7 +433,7 @@ class FinetuneReport:
     def note(self, message: str) -> None:
         """One permanent line on ``err``."""
         self.clear()
-        print(message, file=self.err, flush=True)
+        print(terminal_text(message), file=self.err, flush=True)
 
     def clear(self) -> None:
         """Remove the in-place line, if one is drawn."""

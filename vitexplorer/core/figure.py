@@ -191,12 +191,19 @@ def wrap(draw: Any, text: str, face: Any, width: int) -> list[str]:
 
 
 def fit(draw: Any, text: str, face: Any, width: int) -> str:
-    """``text``, cut with an ellipsis if it is wider than ``width``."""
+    """``text``, cut with an ellipsis if it is wider than ``width``: its longest prefix that
+    fits with the ellipsis, found by bisection (a logarithmic number of measurements, so that a
+    title of 10,000 characters costs milliseconds, not minutes)."""
     if text_width(draw, text, face) <= width:
         return text
-    while text and text_width(draw, text + "…", face) > width:
-        text = text[:-1]
-    return text + "…"
+    low, high = 0, len(text)  # text[:low] + "…" fits (or low is 0); text[:high] + "…" may not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text_width(draw, text[:middle] + "…", face) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "…"
 
 
 def colour_bar(
