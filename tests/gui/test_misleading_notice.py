@@ -17,17 +17,24 @@ from vitexplorer.core.models import load_model, save_checkpoint
 from vitexplorer.gui.main_window import MainWindow
 
 
-@pytest.fixture(scope="module")
-def zero_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The GUI's tiny model with a head of zeros, as torchvision builds random weights."""
+def checkpoint_with_head(folder: Path, name: str, weight: float, bias: float | None) -> Path:
+    """The GUI's tiny model (seed 0, seven classes) with its head's weights (and bias, unless
+    None) set to one value, saved as ``folder/name``."""
     torch.manual_seed(0)
     model = load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
     with torch.no_grad():
-        model.module.head.weight.zero_()
-        model.module.head.bias.zero_()
-    path = tmp_path_factory.mktemp("zero") / "zero-head.safetensors"
+        model.module.head.weight.fill_(weight)
+        if bias is not None:
+            model.module.head.bias.fill_(bias)
+    path = folder / name
     save_checkpoint(path, model, {"class_names": [f"kind {i}" for i in range(7)]})
     return path
+
+
+@pytest.fixture(scope="module")
+def zero_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GUI's tiny model with a head of zeros, as torchvision builds random weights."""
+    return checkpoint_with_head(tmp_path_factory.mktemp("zero"), "zero-head.safetensors", 0.0, 0.0)
 
 
 @pytest.fixture

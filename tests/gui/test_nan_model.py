@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from tests.gui.conftest import GUI_CONFIG, running_window
+from tests.gui.conftest import running_window
 from tests.gui.test_main_window import drop
-from vitexplorer.core.models import load_model, save_checkpoint
+from tests.gui.test_misleading_notice import checkpoint_with_head
 from vitexplorer.gui.main_window import MainWindow
 
 NAN_LINE = "The model's outputs are not numbers (NaN): no prediction."
@@ -21,13 +20,8 @@ NAN_LINE = "The model's outputs are not numbers (NaN): no prediction."
 @pytest.fixture(scope="module")
 def nan_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The GUI's tiny model with a head of NaN: its attention is finite, its logits are not."""
-    torch.manual_seed(0)
-    model = load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
-    with torch.no_grad():
-        model.module.head.weight.fill_(float("nan"))
-    path = tmp_path_factory.mktemp("nan") / "nan-head.safetensors"
-    save_checkpoint(path, model, {"class_names": [f"kind {i}" for i in range(7)]})
-    return path
+    folder = tmp_path_factory.mktemp("nan")
+    return checkpoint_with_head(folder, "nan-head.safetensors", float("nan"), None)
 
 
 @pytest.fixture

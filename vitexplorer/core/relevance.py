@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vitexplorer.core.capture import Sink, capturing_attention, model_forward
-from vitexplorer.core.explain import token_relevance  # noqa: F401  (read here by callers)
+from vitexplorer.core.explain import token_relevance
 from vitexplorer.core.models import LoadedModel
 
 
