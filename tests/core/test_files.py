@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vitexplorer.core import files
+from vitexplorer.core import files, staging
 from vitexplorer.core.checkpoint import save_weights
 
 
@@ -51,8 +51,8 @@ def test_every_writer_follows_the_umask(tmp_path: Path, umask: int) -> None:
 
 def test_the_temporary_file_keeps_the_suffix_for_exporters(tmp_path: Path) -> None:
     with files.atomic_path(tmp_path / "plot.png") as tmp:
-        assert tmp.suffix == ".png" and tmp.parent == tmp_path
-        assert tmp.name.startswith(files.TEMP_PREFIX)
+        assert tmp.suffix == ".png" and tmp.parent.parent == tmp_path
+        assert tmp.parent.name.startswith(files.TEMP_PREFIX)
         tmp.write_bytes(b"x")
     assert (tmp_path / "plot.png").read_bytes() == b"x"
 
@@ -116,6 +116,8 @@ def test_free_space_problem_names_needed_and_free(tmp_path: Path, monkeypatch) -
     message = files.free_space_problem(tmp_path, 340_000_000)
     assert message is not None
     assert "340.0 MB needed" in message and "50.0 MB free" in message and str(tmp_path) in message
+    assert "keeps 16.8 MB free beyond each file" in message  # the margin that refused it
+    assert files.free_space_problem(tmp_path, 50_000_000 - files.ROOM_MARGIN) is None
 
 
 _SLOW_SAVE = """
@@ -145,19 +147,21 @@ def test_leftovers_of_a_killed_write_are_removed_by_the_next_write(tmp_path: Pat
     finally:
         child.kill()
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(files.TEMP_PREFIX)]
-    assert len(leftovers) == 1 and leftovers[0].read_bytes() == b"partial"
+    assert len(leftovers) == 1 and (leftovers[0] / "staged.safetensors").read_bytes() == b"partial"
     assert torch.equal(load_file(str(target))["w"], torch.ones(4))  # never half written
 
-    # a live writer's temporary file is left alone
-    live = tmp_path / f"{files.TEMP_PREFIX}{os.getpid()}-abcdef.tmp.npy"
-    live.write_bytes(b"in use")
+    # a live writer's staging folder (this owner, a live process) is left alone
+    live = tmp_path / f"{files.TEMP_PREFIX}{staging.this_owner().id}-{os.getppid()}-abc.tmp"
+    live.mkdir()
+    (live / "staged.npy").write_bytes(b"in use")
     save_weights(target, {"w": torch.full((4,), 2.0)}, {"v": 2})
     assert not leftovers[0].exists()
-    assert live.exists()
+    assert (live / "staged.npy").read_bytes() == b"in use"
     assert torch.equal(load_file(str(target))["w"], torch.full((4,), 2.0))
 
     # ... unless it is a day old
     old = time.time() - files.STALE_AFTER - 10
+    os.utime(live / "staged.npy", (old, old))
     os.utime(live, (old, old))
     assert files.remove_stale_temporaries(tmp_path) == [live]
 

@@ -1,12 +1,19 @@
 """Files written so that they are never seen half written, with the usual permissions.
 
 Every file vitexplorer writes (analysis outputs, exports, checkpoints, downloads) goes through
-:func:`atomic_path`: the data goes to a hidden temporary file beside the target, which is renamed
-over the target only once complete. A process killed in the middle (kill -9, a power cut) leaves
-the target as it was, plus a temporary file (or folder) named
-``.vitexplorer-<pid>-<random>.tmp...``; the next write into that folder removes such leftovers
-once the process that made them is gone. The temporary name has a fixed length, so any name the
-file system accepts can be written.
+:func:`atomic_path` or :func:`write_set`: the data goes to a hidden staging folder beside the
+target (:mod:`vitexplorer.core.staging`), and is renamed over the target only once complete. A
+process killed in the middle (kill -9, a power cut) leaves the target as it was, plus a staging
+folder named ``.vitexplorer-<owner>-<pid>-<random>.tmp``; a later write into that folder removes
+such leftovers once they are provably dead (see :mod:`vitexplorer.core.staging`: another host's
+or container's live write is never touched). The staged file's name inside is short, so any
+name the file system accepts can be written.
+
+Files that belong together (an image's data files and the card that describes them) are written
+as one set by :func:`write_set`: every file staged first, so a failure (a full disk) leaves the
+old files as they were; then the old cards removed, the data files renamed into place, and the
+cards renamed last, each naming the files it describes with their sizes. Whatever moment a write
+is killed at, a card present names files of its own run.
 
 A target that is a FIFO or a character device (``/dev/null``, a terminal), or a link to one, is
 never renamed over: the finished data is streamed into it. Any other node that is not a regular
@@ -17,36 +24,40 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import stat
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-TEMP_PREFIX = ".vitexplorer-"
-_TEMP_PATTERN = re.compile(r"^\.vitexplorer-(\d+)-[A-Za-z0-9_]+\.tmp")
-STALE_AFTER = 24 * 3600.0  # a leftover older than this goes even if its process id lives again
+from vitexplorer.core.staging import (  # noqa: F401  (part of this module's interface)
+    FOREIGN_STALE_AFTER,
+    STALE_AFTER,
+    TEMP_PREFIX,
+    Staging,
+    remove_stale_temporaries,
+)
+
 ROOM_MARGIN = 16 * 1024 * 1024  # bytes left free beyond a file's size before it is written
+Writer = Callable[[IO[bytes]], Any]
 
 
 @contextmanager
 def atomic_path(
     path: Path, mode: int | None = None, durable: bool = False, own_folder: bool = False
 ) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
-    without an exception, removed when it does not.
+    """A temporary path in a staging folder beside ``path`` to write to; renamed over ``path``
+    when the block ends without an exception, removed when it does not.
 
     The temporary name keeps ``path``'s suffix, so writers that pick a format by it still can.
     ``mode`` defaults to what a new file gets under the umask (as ``open`` would give).
     ``durable`` flushes the data to the disk before the rename (for checkpoints and downloads),
-    so a power cut cannot leave an empty file under the final name. ``own_folder`` puts the
-    temporary file in a hidden folder of its own, for writers that make temporary files of their
-    own beside the file they are given (safetensors does): whatever a killed write leaves is
-    then inside that folder, and removed with it.
+    so a power cut cannot leave an empty file under the final name. Writers that make temporary
+    files of their own beside the file they are given (safetensors does) leave them in the
+    staging folder, removed with it (``own_folder`` is kept for them: every write has one now).
     """
     path = Path(path)
     folder = path.parent
@@ -54,35 +65,112 @@ def atomic_path(
     if stream:  # /dev/null's folder is no place for temporary files: the system's is
         folder = Path(tempfile.gettempdir())
     remove_stale_temporaries(folder)
-    suffix = path.suffix if 0 < len(path.suffix) <= 16 else ""
-    prefix = f"{TEMP_PREFIX}{os.getpid()}-"
-    scratch: Path | None = None
-    if own_folder:
-        scratch = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=folder))
-        tmp = scratch / f"staged{suffix}"
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=folder)
-        os.close(fd)
-        tmp = Path(name)
+    staging = Staging(folder)
+    tmp = staging.path / f"staged{_suffix(path)}"
     try:
         yield tmp
         if durable:
             _fsync(tmp)
-        if stream or _special_target(path):
-            _stream_into(tmp, path)
-            tmp.unlink(missing_ok=True)
-        else:
-            os.chmod(tmp, file_mode() if mode is None else mode)
-            os.replace(tmp, path)
+        _commit(tmp, path, mode, stream)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         explained = explain_write_error(exc, folder)
         if explained is not exc:
             raise explained from exc
         raise
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        staging.close()
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix if 0 < len(path.suffix) <= 16 else ""
+
+
+def _commit(tmp: Path, path: Path, mode: int | None, stream: bool = False) -> None:
+    """Rename the finished ``tmp`` over ``path``, or stream it into a FIFO or device."""
+    if stream or _special_target(path):
+        _stream_into(tmp, path)
+        tmp.unlink(missing_ok=True)
+    else:
+        os.chmod(tmp, file_mode() if mode is None else mode)
+        os.replace(tmp, path)
+
+
+@dataclass
+class Card:
+    """A file of a set that describes others: ``text(files)`` gives its bytes, ``files`` being
+    the name and size in bytes of each of ``names`` (files of the set written before it)."""
+
+    path: Path
+    names: list[Path]
+    text: Callable[[list[dict[str, Any]]], bytes]
+
+
+@dataclass
+class FileSet:
+    """Files that belong together, written at once by :meth:`write` (:func:`write_set`)."""
+
+    files: list[tuple[Path, Writer]] = field(default_factory=list)
+    cards: list[Card] = field(default_factory=list)
+
+    def add(self, path: Path, write: Writer) -> Path:
+        self.files.append((Path(path), write))
+        return Path(path)
+
+    def card(
+        self, path: Path, names: Sequence[Path], text: Callable[[list[dict[str, Any]]], bytes]
+    ) -> Path:
+        self.cards.append(Card(Path(path), [Path(n) for n in names], text))
+        return Path(path)
+
+    def paths(self) -> list[Path]:
+        return [path for path, _ in self.files] + [card.path for card in self.cards]
+
+    def write(self, mode: int | None = None) -> list[Path]:
+        return write_set(self.files, self.cards, mode)
+
+
+def write_set(
+    files: Sequence[tuple[Path, Writer]], cards: Sequence[Card], mode: int | None = None
+) -> list[Path]:
+    """Write ``files`` (each through ``write(handle)``) and then ``cards``, as one set in one
+    folder; returns every path written, the cards last.
+
+    Every file is staged before any target is touched, so a failure (a full disk, a writer's
+    error) leaves the old files as they were and raises. Then the old cards are removed, the
+    data files renamed into place and the cards renamed last, in order: a write killed at any
+    moment leaves no card that names a file of another run, or one never written."""
+    paths = [Path(path) for path, _ in files] + [card.path for card in cards]
+    folders = {path.parent for path in paths}
+    if len(folders) != 1 or len(set(paths)) != len(paths):
+        raise ValueError("a set is written into one folder, each name once")
+    folder = folders.pop()
+    for path in paths:
+        _special_target(path)  # refused now, before any work, when it cannot be written
+    remove_stale_temporaries(folder)
+    staging = Staging(folder)
+    try:
+        staged: dict[Path, Path] = {}
+        for index, (path, write) in enumerate(files):
+            staged[Path(path)] = tmp = staging.path / f"{index}{_suffix(Path(path))}"
+            with open(tmp, "wb") as handle:
+                write(handle)
+        for index, card in enumerate(cards, start=len(files)):
+            listing = [{"name": n.name, "bytes": staged[n].stat().st_size} for n in card.names]
+            staged[card.path] = tmp = staging.path / f"{index}{_suffix(card.path)}"
+            tmp.write_bytes(card.text(listing))
+        for card in cards:
+            if card.path.is_file() and not _special_target(card.path):
+                card.path.unlink()  # an old card never stands beside new files
+        for path in paths:
+            _commit(staged[path], path, mode)
+    except BaseException as exc:
+        explained = explain_write_error(exc, folder)
+        if explained is not exc:
+            raise explained from exc
+        raise
+    finally:
+        staging.close()
+    return paths
 
 
 def _special_target(path: Path) -> bool:
@@ -130,8 +218,8 @@ def explain_write_error(exc: BaseException, folder: Path) -> BaseException:
 
 
 def free_space_problem(folder: Path, needed_bytes: int) -> str | None:
-    """None when ``folder``'s disk has room for ``needed_bytes`` (and a margin), else a line
-    saying how much is free and how much is needed."""
+    """None when ``folder``'s disk has room for ``needed_bytes`` and :data:`ROOM_MARGIN` beyond
+    it, else a line saying how much is needed, how much is free and the margin kept."""
     try:
         free = shutil.disk_usage(folder).free
     except OSError as exc:
@@ -139,39 +227,10 @@ def free_space_problem(folder: Path, needed_bytes: int) -> str | None:
     if free >= needed_bytes + ROOM_MARGIN:
         return None
     return (
-        f"not enough free space in {folder}: {_size(needed_bytes)} needed, {_size(free)} free; "
+        f"not enough free space in {folder}: {_size(needed_bytes)} needed, {_size(free)} free, "
+        f"and vitexplorer keeps {_size(ROOM_MARGIN)} free beyond each file; "
         f"free some space or choose another folder"
     )
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the temporary files that writes into ``folder`` left behind when their process was
-    killed (their process has ended, or they are older than a day); returns what was removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        match = _TEMP_PATTERN.match(entry.name)
-        if match is None:
-            continue
-        try:
-            is_folder = entry.is_dir(follow_symlinks=False)
-            if not (is_folder or entry.is_file(follow_symlinks=False)):
-                continue
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-            if _process_alive(int(match.group(1))) and age < STALE_AFTER:
-                continue
-            if is_folder:
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            continue
-    return removed
 
 
 def file_mode() -> int:
@@ -192,18 +251,6 @@ def _umask() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return umask
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # someone else's process, or a pid this system cannot name: leave it
-    return True
 
 
 def _fsync(path: Path) -> None:
