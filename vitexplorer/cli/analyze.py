@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from vitexplorer.cli.common import (
     PROG,
@@ -25,12 +24,12 @@ from vitexplorer.cli.common import (
     positive_int,
     terminal_text,
     unique_stems,
-    write_atomic,
 )
 from vitexplorer.cli.methods import (  # noqa: F401  (compare imports them from here)
     add_method_options,
     method_options,
 )
+from vitexplorer.core.files import FileSet
 from vitexplorer.core.paths import expand_user
 
 if TYPE_CHECKING:
@@ -217,11 +216,16 @@ class BatchRun:
         return (analysis, maps), self.writers.submit(self.write, source, stem, analysis, maps)
 
     def write(self, source: str, stem: str, analysis: ImageAnalysis, maps: dict) -> None:
+        """The image's files as one set: the method cards, then ``<stem>.json`` (naming every
+        file of the image) written after all the data (:func:`~vitexplorer.core.files.
+        write_set`)."""
         out_dir, lut, mode = self.out_dir, self.lut, self.mode
-        name = full_name(stem, self.methods)
-        write_outputs(out_dir, stem, source, analysis, lut, mode, name)
+        files = FileSet()
         for method, (heat, card) in maps.items():
-            write_method_outputs(out_dir, stem, analysis, method, heat, card, lut, mode)
+            write_method_outputs(out_dir, stem, analysis, method, heat, card, lut, into=files)
+        name = full_name(stem, self.methods)
+        write_outputs(out_dir, stem, source, analysis, lut, mode, name, files)
+        files.write(mode)
 
 
 def output_warnings(analysis: ImageAnalysis) -> list[str]:
@@ -287,19 +291,21 @@ def write_outputs(
     lut: np.ndarray,
     mode: int = 0o644,
     attention_name: str | None = None,
+    into: FileSet | None = None,
 ) -> list[Path]:
-    """Write ``<stem>.attention.npy`` (or ``attention_name``), ``<stem>.json`` and
-    ``<stem>.cls.png``; returns them. The JSON is strict: a probability that is not finite is
-    null, and ``warnings`` says why (a model whose output is the same for every class, or not
-    finite, gets one). It says what the array's axes hold (layers, heads and tokens from 1 at
-    index 0) and where the map lies in the PNG, a figure of at least 448 px with a title and
-    a colour bar."""
+    """Write ``<stem>.attention.npy`` (or ``attention_name``), ``<stem>.cls.png`` and then
+    ``<stem>.json``, as one set (the card last, its ``files`` naming each file it describes with
+    its size in bytes); returns them. ``into`` adds them to a set written later instead, the
+    card naming every file already in it too. The JSON is strict: a probability that is not
+    finite is null, and ``warnings`` says why (a model whose output is the same for every class,
+    or not finite, gets one). It says what the array's axes hold (layers, heads and tokens from
+    1 at index 0) and where the map lies in the PNG, a figure of at least 448 px with a title
+    and a colour bar."""
     import numpy as np
 
     from vitexplorer.core.explain import attention_map
     from vitexplorer.core.figure import map_title, render_figure, save_png
     from vitexplorer.core.numbering import NUMBERING, attention_axes
-    from vitexplorer.core.provenance import strict_json
     from vitexplorer.core.scales import uniform_mark
 
     spec = analysis.spec
@@ -340,15 +346,21 @@ def write_outputs(
         spec.num_layers, spec.num_heads, spec.num_tokens, spec.num_prefix_tokens
     )
     facts["picture"] = {"title": title, **figure.facts(paths[2].name)}
-    text = strict_json(facts)[0]
-    writers: list[Callable[[IO[bytes]], Any]] = [
-        lambda f: np.save(f, attention, allow_pickle=False),
-        lambda f: f.write(text),
-        lambda f: save_png(figure.image, f),
-    ]
-    for path, write in zip(paths, writers, strict=True):
-        write_atomic(path, write, mode)
+    files = FileSet() if into is None else into
+    named = [path for path, _ in files.files] + [card.path for card in files.cards]
+    files.add(paths[0], lambda f: np.save(f, attention, allow_pickle=False))
+    files.add(paths[2], lambda f: save_png(figure.image, f))
+    files.card(paths[1], [paths[0], paths[2], *named], lambda listing: _card(facts, listing))
+    if into is None:
+        files.write(mode)
     return paths
+
+
+def _card(facts: dict[str, Any], listing: list[dict[str, Any]]) -> bytes:
+    """A card's strict JSON, with ``files``: the name and size of each file it describes."""
+    from vitexplorer.core.provenance import strict_json
+
+    return strict_json({**facts, "files": listing})[0]
 
 
 def subtitle(spec: Any, source: str | os.PathLike[str]) -> str:
@@ -425,10 +437,13 @@ def write_method_outputs(
     levels: tuple[float, float] | None = None,
     axes: list[str] | None = None,
     uniform: bool = True,
+    into: FileSet | None = None,
 ) -> list[Path]:
     """Write ``<stem>.<method>.npy`` (the map as computed), ``.png`` (a figure: the map over
     the crop, at least 448 px, with the card's ``title`` and a colour bar) and ``.json`` (the
-    method card, strict JSON: what is not finite is null); returns them. ``name`` replaces
+    method card, strict JSON: what is not finite is null; written last, its ``files`` naming
+    the two others with their sizes); returns them. ``into`` adds them to a set written later
+    instead. ``name`` replaces
     ``<method>`` in the file names, ``levels`` the map's own colour scale, ``axes`` what the
     map's axes hold (default: patch rows and columns), and a card's ``subtitle`` the line
     under the title (default: the model and the image). The colour bar of a map whose rows
@@ -439,7 +454,6 @@ def write_method_outputs(
 
     from vitexplorer.core.figure import render_figure, save_png
     from vitexplorer.core.numbering import map_axes
-    from vitexplorer.core.provenance import strict_json
     from vitexplorer.core.scales import uniform_mark
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
@@ -458,12 +472,10 @@ def write_method_outputs(
         },
         "picture": figure.facts(paths[1].name),
     }
-    text = strict_json(card)[0]
-    writers: list[Callable[[IO[bytes]], Any]] = [
-        lambda f: np.save(f, heat, allow_pickle=False),
-        lambda f: save_png(figure.image, f),
-        lambda f: f.write(text),
-    ]
-    for path, write in zip(paths, writers, strict=True):
-        write_atomic(path, write, mode)
+    files = FileSet() if into is None else into
+    files.add(paths[0], lambda f: np.save(f, heat, allow_pickle=False))
+    files.add(paths[1], lambda f: save_png(figure.image, f))
+    files.card(paths[2], paths[:2], lambda listing: _card(card, listing))
+    if into is None:
+        files.write(mode)
     return paths

@@ -33,8 +33,8 @@ from vitexplorer.cli.common import (
     output_folder,
     terminal_text,
     unique_stems,
-    write_atomic,
 )
+from vitexplorer.core.files import FileSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -174,10 +174,12 @@ class CompareRun:
         except (RuntimeError, ValueError) as exc:  # e.g. the GPU ran out of memory
             error(f"{source.name}: {failure_message(exc)}")
             return False
-        try:
+        try:  # the image's files of every method as one set, each card after its files
+            files = FileSet()
             for method in self.methods:
                 args = (self.out_dir, stem, source, pair, method, self.luts, self.mode, self.keep)
-                self.note(write_comparison(*args, self.labels, self.relation).notes)
+                self.note(write_comparison(*args, self.labels, self.relation, files).notes)
+            files.write(self.mode)
         except OSError as exc:
             error(f"{source.name}: cannot write to {self.out_dir}: {exc.strerror or exc}")
             return False
@@ -302,11 +304,13 @@ def write_comparison(
     keep: bool,
     labels: list[str],
     relation: str = "",
+    into: FileSet | None = None,
 ) -> MapComparison:
     """Write model A's and model B's map of ``method`` (one colour scale) and the difference
-    B - A (a diverging scale symmetric around zero), each as .npy, .png and .json; returns the
-    comparison. ``labels`` name A and B; ``relation`` says what B - A means ("" for B - A
-    said neutrally)."""
+    B - A (a diverging scale symmetric around zero), each as .npy, .png and .json, as one set
+    (each card after its files, naming them); returns the comparison. ``labels`` name A and B;
+    ``relation`` says what B - A means ("" for B - A said neutrally); ``into`` adds the files
+    to a set written later instead."""
     from vitexplorer.core.model_compare import compare_analyses
 
     heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
@@ -328,6 +332,7 @@ def write_comparison(
     written[DIFFERENCE_NAME] = (pair.analyses[0], result.difference, difference, "")
     scales = {side: (luts[0], result.levels) for side in SIDES}
     scales[DIFFERENCE_NAME] = (luts[1], result.difference_levels)
+    files = FileSet() if into is None else into
     for name, (analysis, heat, card, label) in written.items():
         if label:
             card.update(subtitle=f"{label} · {source.name}", comparison=facts)
@@ -336,7 +341,10 @@ def write_comparison(
             out_dir, stem, analysis, method, heat, card, lut, mode,
             name=f"{method}.{name}", levels=levels, axes=axes,
             uniform=name != DIFFERENCE_NAME,  # a difference is no distribution: no 1/N
+            into=files,
         )  # fmt: skip
+    if into is None:
+        files.write(mode)
     return result
 
 
@@ -419,10 +427,15 @@ def write_head_table(
     if units:
         error(f"note: {CSV_NAME}: {units}")
     table = head_changes_csv(changes, len(used)).encode("utf-8")
-    card = head_table_card(models, used, options, units, relation)
+    files = FileSet()  # the card after the table, naming it
+    files.add(out_dir / CSV_NAME, lambda f: f.write(table))
+    files.card(
+        out_dir / CARD_NAME,
+        [out_dir / CSV_NAME],
+        lambda listing: head_table_card(models, used, options, units, relation, listing),
+    )
     try:
-        write_atomic(out_dir / CSV_NAME, lambda f: f.write(table), mode)
-        write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
+        files.write(mode)
     except OSError as exc:
         raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
     return [CSV_NAME, CARD_NAME]
@@ -434,6 +447,7 @@ def head_table_card(
     options: argparse.Namespace,
     note: str = "",
     relation: str = "",
+    listing: list[dict[str, Any]] | None = None,
 ) -> bytes:
     from vitexplorer.core.provenance import method_card, strict_json
 
@@ -454,4 +468,6 @@ def head_table_card(
     }
     for side, model in zip(SIDES, models, strict=True):
         card[side] = method_card(model, "head statistics", parameters)
+    if listing is not None:
+        card["files"] = listing  # the table's name and size in bytes
     return strict_json(card)[0]

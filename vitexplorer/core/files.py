@@ -157,7 +157,8 @@ def write_set(
         for index, card in enumerate(cards, start=len(files)):
             listing = [{"name": n.name, "bytes": staged[n].stat().st_size} for n in card.names]
             staged[card.path] = tmp = staging.path / f"{index}{_suffix(card.path)}"
-            tmp.write_bytes(card.text(listing))
+            with open(tmp, "wb") as handle:
+                handle.write(card.text(listing))
         for card in cards:
             if card.path.is_file() and not _special_target(card.path):
                 card.path.unlink()  # an old card never stands beside new files
