@@ -292,3 +292,22 @@ def test_a_locked_entry_survives_even_when_it_looks_dead(tmp_path, monkeypatch):
     assert live.path.is_dir()
     live.close()
     assert not live.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "card", "named"),
+    [
+        ("stats", "head_stats.json", ["head_stats.csv", "distance_vs_depth.png"]),
+        ("sanity", "im0.sanity.json", ["im0.sanity.csv", "im0.sanity.npy"]),
+        ("faithfulness", "faithfulness.json", ["faithfulness.csv"]),
+    ],
+)
+def test_every_commands_card_names_its_files(checkpoint, tmp_path, capsys, command, card, named):
+    images = _images(tmp_path / "in", 2 if command != "sanity" else 1)
+    out = tmp_path / "out"
+    args = [command, *map(str, images), "--model", str(checkpoint), "--out", str(out)]
+    assert main([*args, "--device", "cpu"]) == 0
+    facts = json.loads((out / card).read_bytes())
+    assert [entry["name"] for entry in facts["files"]] == named
+    assert card_problems(out) == []
+    assert all(entry["bytes"] > 0 for entry in facts["files"])

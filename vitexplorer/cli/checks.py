@@ -38,9 +38,9 @@ from vitexplorer.cli.common import (
     model_inputs,
     output_folder,
     positive_int,
-    write_atomic,
 )
 from vitexplorer.cli.methods import add_method_options, method_options
+from vitexplorer.core.files import FileSet
 from vitexplorer.core.paths import expand_user
 
 
@@ -320,13 +320,17 @@ def _write_faithfulness(
         },
     )
     mode = file_mode()
+    files = FileSet()  # one set: the card last, naming the table (core/files.py)
+    table = files.add(
+        out_dir / "faithfulness.csv", lambda f: f.write(("\n".join(rows) + "\n").encode("utf-8"))
+    )
+    files.card(
+        out_dir / "faithfulness.json",
+        [table],
+        lambda listing: strict_json({**card, "files": listing})[0],
+    )
     try:
-        write_atomic(
-            out_dir / "faithfulness.csv",
-            lambda f: f.write(("\n".join(rows) + "\n").encode("utf-8")),
-            mode,
-        )
-        write_atomic(out_dir / "faithfulness.json", lambda f: f.write(strict_json(card)[0]), mode)
+        files.write(mode)
     except OSError as exc:
         raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
 

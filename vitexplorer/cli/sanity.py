@@ -20,7 +20,8 @@ from vitexplorer.cli.checks import (
     _prepare,
     _warn,
 )
-from vitexplorer.cli.common import PROG, Failed, error, file_mode, unique_stems, write_atomic
+from vitexplorer.cli.common import PROG, Failed, error, file_mode, unique_stems
+from vitexplorer.core.files import FileSet
 
 
 def sanity_parser() -> argparse.ArgumentParser:
@@ -154,12 +155,16 @@ class SanityRun:
         card = method_card(self.model, method, self.held.as_dict(method), path, facts)
         table = ("\n".join(rows) + "\n").encode("utf-8")
         mode = file_mode()
+        files = FileSet()  # one set: the card last, naming the table and maps (core/files.py)
+        data = [
+            files.add(out_dir / f"{name}.csv", lambda f: f.write(table)),
+            files.add(out_dir / f"{name}.npy", lambda f: np.save(f, maps, allow_pickle=False)),
+        ]
+        files.card(
+            out_dir / f"{name}.json", data, lambda listing: _json({**card, "files": listing})
+        )
         try:
-            write_atomic(out_dir / f"{name}.csv", lambda f: f.write(table), mode)
-            write_atomic(
-                out_dir / f"{name}.npy", lambda f: np.save(f, maps, allow_pickle=False), mode
-            )
-            write_atomic(out_dir / f"{name}.json", lambda f: f.write(_json(card)), mode)
+            files.write(mode)
         except OSError as exc:
             raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
 

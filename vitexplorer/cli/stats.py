@@ -23,6 +23,7 @@ from vitexplorer.cli.common import (
     output_folder,
     write_atomic,
 )
+from vitexplorer.core.files import FileSet
 
 CSV_NAME = "head_stats.csv"
 PLOT_NAME = "distance_vs_depth.png"
@@ -86,12 +87,19 @@ def run_stats(options: argparse.Namespace) -> int:
         raise Failed("none of the images could be analysed", 2)
     mean = average_statistics(per_image)
     mode = file_mode()
-    try:
+    try:  # one set: the table and the plot, then the card naming them (core/files.py)
         table = statistics_csv(mean, len(used)).encode("utf-8")
-        write_atomic(out_dir / CSV_NAME, lambda f: f.write(table), mode)
-        card = stats_card(model, used, failures, options.aspect)
-        write_atomic(out_dir / CARD_NAME, lambda f: f.write(card), mode)
-        write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode)
+        files = FileSet()
+        data = [
+            files.add(out_dir / CSV_NAME, lambda f: f.write(table)),
+            write_plot(out_dir / PLOT_NAME, mean.distance, model, len(used), mode, files),
+        ]
+        files.card(
+            out_dir / CARD_NAME,
+            data,
+            lambda listing: stats_card(model, used, failures, options.aspect, listing),
+        )
+        files.write(mode)
     except OSError as exc:
         raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
     outputs = [CSV_NAME, CARD_NAME, PLOT_NAME]
@@ -99,7 +107,14 @@ def run_stats(options: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def stats_card(model: Any, images: list[Path], failures: int, aspect: str = "crop") -> bytes:
+def stats_card(
+    model: Any,
+    images: list[Path],
+    failures: int,
+    aspect: str = "crop",
+    listing: list[dict[str, Any]] | None = None,
+) -> bytes:
+    """The card of the table and plot; ``listing`` (their names and sizes) as its ``files``."""
     import json
 
     from vitexplorer.core.provenance import method_card
@@ -117,12 +132,20 @@ def stats_card(model: Any, images: list[Path], failures: int, aspect: str = "cro
             f"(1..{model.spec.num_heads}), both numbered from 1 as in the plot",
         },
     )
+    if listing is not None:
+        card["files"] = listing
     return (json.dumps(card, indent=2) + "\n").encode("utf-8")
 
 
-def write_plot(path: Path, distance: Any, model: Any, images: int, mode: int) -> None:
-    """The distance-against-depth PNG, drawn with Pillow (no Qt: :mod:`vitexplorer.core.plots`)."""
+def write_plot(
+    path: Path, distance: Any, model: Any, images: int, mode: int, into: FileSet | None = None
+) -> Path:
+    """The distance-against-depth PNG, drawn with Pillow (no Qt: :mod:`vitexplorer.core.plots`);
+    ``into`` adds it to a set written later instead."""
     from vitexplorer.core.plots import save_distance_plot
 
     title = f"{model.spec.display_name}: mean attention distance, {images} image(s)"
+    if into is not None:
+        return into.add(path, lambda f: save_distance_plot(f, distance, title))
     write_atomic(path, lambda f: save_distance_plot(f, distance, title), mode)
+    return path
