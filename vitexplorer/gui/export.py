@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF, QSize
 from PySide6.QtGui import QPainter
 
-from vitexplorer.core.files import file_mode, write_atomic
+from vitexplorer.core.files import FileSet, file_mode
 from vitexplorer.core.numbering import map_axes
 
 SCALES = (2, 3, 4)  # an exported picture is this many times the view's size on screen
@@ -84,8 +84,9 @@ def export_view(
 ) -> list[Path]:
     """Write ``base`` + ``.png`` (``scale`` times the view's size), ``.svg``, ``.npy`` (float32,
     as ``heat``) and ``.json`` (``card``, with the files and what the map's axes hold: patch
-    rows and columns from 1 at index 0, unless the card says); returns the paths. Where no SVG
-    can be made the card says why in one plain line, and the rest is written."""
+    rows and columns from 1 at index 0, unless the card says; written last, with each file's
+    size in ``files.bytes``); returns the paths. Where no SVG can be made the card says why in
+    one plain line, and the rest is written."""
     mode = file_mode()
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     paths = {ext: base.with_name(f"{base.name}.{ext}") for ext in ("png", "svg", "npy", "json")}
@@ -95,24 +96,28 @@ def export_view(
         "files": {"picture": paths["png"].name, "map": paths["npy"].name},
         "map": {"shape": list(heat.shape), "dtype": "float32", "axes": axes},
     }
-    written = []
+    files = FileSet()  # one set: the card last, naming each file with its size (core/files.py)
     picture = png_bytes(scene, scale)
-    write_atomic(paths["png"], lambda f: f.write(picture), mode)
-    written.append(paths["png"])
+    written = [files.add(paths["png"], lambda f: f.write(picture))]
     card["files"]["picture_size"] = list(struct.unpack(">II", picture[16:24]))  # PNG's IHDR
     card["files"]["picture_scale"] = scale
     vector, writer = svg_bytes(scene, str(card.get("title", "")))
     if vector is not None:
-        write_atomic(paths["svg"], lambda f: f.write(vector), mode)
-        written.append(paths["svg"])
+        written.append(files.add(paths["svg"], lambda f: f.write(vector)))
         card["files"]["vector"] = paths["svg"].name
         card["files"]["vector_writer"] = writer
     else:
         card["files"]["vector"] = None
         card["files"]["vector_note"] = writer
-    write_atomic(paths["npy"], lambda f: np.save(f, heat, allow_pickle=False), mode)
-    text = (json.dumps(card, indent=2) + "\n").encode("utf-8")
-    write_atomic(paths["json"], lambda f: f.write(text), mode)
+    files.add(paths["npy"], lambda f: np.save(f, heat, allow_pickle=False))
+
+    def text(listing: list[dict[str, Any]]) -> bytes:
+        sizes = {entry["name"]: entry["bytes"] for entry in listing}
+        sized = {**card, "files": {**card["files"], "bytes": sizes}}
+        return (json.dumps(sized, indent=2) + "\n").encode("utf-8")
+
+    files.card(paths["json"], [*written, paths["npy"]], text)
+    files.write(mode)
     return [*written, paths["npy"], paths["json"]]
 
 
