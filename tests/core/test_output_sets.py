@@ -311,3 +311,46 @@ def test_every_commands_card_names_its_files(checkpoint, tmp_path, capsys, comma
     assert [entry["name"] for entry in facts["files"]] == named
     assert card_problems(out) == []
     assert all(entry["bytes"] > 0 for entry in facts["files"])
+
+
+_OTHER_NODE_SAVE = """
+import os, sys, types
+from pathlib import Path
+from vitexplorer.core import staging
+staging.this_owner = lambda: staging.Owner("0badf00d", "0badf00d")  # another node of a cluster
+staging.os = types.SimpleNamespace(**{**vars(os), "getpid": lambda: int(sys.argv[2])})
+from vitexplorer.core.files import atomic_path
+with atomic_path(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b"the trained model")
+    print(tmp.parent.name, flush=True)
+    sys.stdin.readline()  # until the other run has written into the same folder
+print("saved", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_another_nodes_live_save_with_a_pid_dead_here_is_saved(tmp_path):
+    """The issue's case: a shared home, another node's save in progress whose PID names no
+    process here; a write of this node into the same folder leaves it, and the model is saved."""
+    target = tmp_path / "model.safetensors"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_NODE_SAVE, str(target), str(dead_pid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        name = child.stdout.readline().strip()
+        assert name.startswith(f"{files.TEMP_PREFIX}0badf00d0badf00d-")
+        files.write_atomic(tmp_path / "other.npy", lambda f: f.write(b"this node's write"))
+        assert (tmp_path / name).is_dir()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "saved"
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+    assert target.read_bytes() == b"the trained model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "other.npy"]

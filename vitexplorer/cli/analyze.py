@@ -43,7 +43,8 @@ def analyze_parser() -> argparse.ArgumentParser:
         prog=f"{PROG} analyze",
         description="Run a ViT on each image and write, per image, into DIR: <stem>.attention.npy "
         "(float32, layers x heads x tokens x tokens), <stem>.json (model facts, what the array's "
-        "axes hold and the top-5 predictions) and <stem>.cls.png (the last layer's CLS "
+        "axes hold, the top-5 predictions and every file of the image with its size; written "
+        "last) and <stem>.cls.png (the last layer's CLS "
         "attention, mean over heads, over the crop the model saw). Each --method adds "
         "<stem>.<method>.npy (the CLS token's map over the patch grid, float32, grid rows x grid "
         "columns), <stem>.<method>.png (that map over the crop) and <stem>.<method>.json (a "
