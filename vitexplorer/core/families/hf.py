@@ -9,7 +9,6 @@ preprocessing in :mod:`~vitexplorer.core.families.hf_config`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,14 @@ from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: 
     model_class,
     preprocessing,
 )
+from vitexplorer.core.families.hf_files import (
+    WEIGHTS,
+    Folder,
+    check_processor,
+    check_weights,
+    model_bytes,
+)
+from vitexplorer.core.families.hf_files import check_config as check_config_file
 from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's adapter)
     ADAPTER,
     KINDS,
@@ -107,9 +114,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, Any], bool]:
-    """The config (trusted code only), the image processor's settings and whether the files
-    had to be downloaded."""
+def _library_reason(exc: BaseException) -> str:
+    """A library's first line, without PyTorch's advice to load a pickle unsafely."""
+    text = str(exc)
+    if "weights_only" in text:
+        return "a pickle that holds more than tensors, which is never loaded"
+    return _first_line(exc)
+
+
+def _read_config(
+    source: Source, allow_download: bool, processor: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any], bool]:
+    """The config (trusted code only), the image processor's settings (``processor`` when
+    they were read and checked already) and whether the files had to be downloaded."""
     from transformers import AutoConfig
 
     from vitexplorer.core.models import WeightsUnavailableError
@@ -121,7 +138,9 @@ def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, A
             config = AutoConfig.from_pretrained(
                 where, trust_remote_code=False, local_files_only=True
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001  (a library's error, whatever its class)
+            if isinstance(exc, MemoryError):
+                raise
             if source.folder is not None or not isinstance(exc, OSError):
                 raise ValueError(
                     f"cannot use the config of hf:{source.text}: {_first_line(exc)}"
@@ -147,7 +166,9 @@ def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, A
                     f"hf:{source.text} is not a folder, not in the local Hugging Face cache and "
                     f"could not be downloaded: {_first_line(exc)}"
                 ) from exc
-    return config, _processor_settings(source, not downloaded), downloaded
+    if processor is None:
+        processor = _processor_settings(source, not downloaded)
+    return config, processor, downloaded
 
 
 def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
@@ -167,13 +188,46 @@ def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
             except OSError:
                 found = None
         path = Path(found) if found else None
-    if path is None or not path.is_file():
+    if path is None:
         return {}
+    folder = Folder(path.parent, source.text, path.parent.parent.parent)  # the hub's cache
+    return check_processor(folder)
+
+
+def local_folder(source: Source) -> Folder | None:
+    """The folder whose files a load would read: the save_pretrained folder, or a hub name's
+    snapshot in the local cache (whose links stay inside the model's cache folder); None for a
+    hub name not in the cache."""
+    if source.folder is not None:
+        return Folder(source.folder, source.text)
+    from huggingface_hub import try_to_load_from_cache
+
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path.name}: {_first_line(exc)}") from exc
-    return settings if isinstance(settings, dict) else {}
+        found = try_to_load_from_cache(source.text, "config.json")
+    except Exception:  # noqa: BLE001  (an odd name or cache: the load says what is wrong)
+        return None
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    return Folder(snapshot, source.text, snapshot.parent.parent)
+
+
+def check_files(source: Source, weights: bool, deep: bool = True) -> dict[str, Any] | None:
+    """Every file of the model's folder checked before any library opens it: config.json and
+    preprocessor_config.json read and bounded, and with ``weights``, every weights file (with
+    ``deep``, their headers and pickles read too). The processor's checked settings; None for a
+    hub name that is not in the local cache (to be downloaded)."""
+    folder = local_folder(source)
+    if folder is None:
+        return None
+    raw = check_config_file(folder)
+    processor = check_processor(folder)
+    if weights and deep:
+        check_weights(folder, model_bytes(raw))
+    elif weights:
+        for file in WEIGHTS:
+            folder.member(file)
+    return processor
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -273,7 +327,8 @@ def load(
     config (``none``), or a state dict in HF's key layout for that config (a path)."""
     del progress, cancelled  # transformers downloads with its own progress bar
     source = parse_source(name)
-    config, processor, _ = _read_config(source, allow_download)
+    checked = check_files(source, weights == "default")
+    config, processor, _ = _read_config(source, allow_download, checked)
     architecture = choose_class(_config_dict(config))
     config = _vision_config(config)
     kind = KINDS[architecture]
@@ -373,7 +428,9 @@ def _from_pretrained(
                 dtype=torch.float32,
                 **extra,
             )
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001  (a library's error, whatever its class)
+            if isinstance(exc, MemoryError):
+                raise
             if source.folder is None and isinstance(exc, OSError):
                 from vitexplorer.core.models import WeightsUnavailableError
 
@@ -382,7 +439,8 @@ def _from_pretrained(
                     f"{_first_line(exc)}"
                 ) from exc
             raise WeightsFileError(
-                f"cannot load the weights of hf:{source.text}: {_first_line(exc)}"
+                f"cannot load the weights of hf:{source.text}: {_library_reason(exc)}; replace "
+                f"them with the files that save_pretrained wrote"
             ) from exc
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or [])
@@ -409,13 +467,8 @@ def check_source(name: str, weights: str = "default") -> None:
 
     source = parse_source(name)
     if source.folder is not None:
-        try:
-            config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read {source.text}/config.json: {_first_line(exc)}") from exc
-        if not isinstance(config, dict):
-            raise ValueError(f"{source.text}/config.json is not a JSON object")
-        choose_class(config)
+        check_files(source, weights == "default", deep=False)
+        choose_class(check_config_file(Folder(source.folder, source.text)))
     if weights not in ("default", "none"):
         check_weights_path(weights)
 

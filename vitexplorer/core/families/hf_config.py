@@ -315,6 +315,10 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
             f"image; vitexplorer crops its central {resize} px square (Whole image, --aspect "
             f"keep, shows it all)"
         )
+    if resize > MAX_IMAGE_SIZE:  # e.g. ConvNext's shortest_edge / crop_pct
+        raise UnsupportedModel(
+            f"its image processor resizes images to {resize} px, more than {MAX_IMAGE_SIZE}"
+        )
     image_size = crop or resize
     if crop is not None and crop > resize:
         notes.append(
