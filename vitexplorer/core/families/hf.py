@@ -9,6 +9,7 @@ preprocessing in :mod:`~vitexplorer.core.families.hf_config`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ def parse_source(name: str) -> Source:
         raise ValueError("hf: needs a folder or a hub name, e.g. hf:google/vit-base-patch16-224")
     path = expand_user(text)
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not os.path.lexists(path / "config.json"):  # what else it is: said when checked
             raise ValueError(f"{text} has no config.json: it is not a save_pretrained folder")
         return Source(text, path.resolve())
     if path.exists():
@@ -221,6 +222,10 @@ def check_files(source: Source, weights: bool, deep: bool = True) -> dict[str, A
     if folder is None:
         return None
     raw = check_config_file(folder)
+    try:
+        choose_class(raw)
+    except UnsupportedModel as exc:
+        raise UnsupportedModel(f"hf:{source.text}: config.json: {exc}") from None
     processor = check_processor(folder)
     if weights and deep:
         check_weights(folder, model_bytes(raw))
@@ -329,13 +334,20 @@ def load(
     source = parse_source(name)
     checked = check_files(source, weights == "default")
     config, processor, _ = _read_config(source, allow_download, checked)
-    architecture = choose_class(_config_dict(config))
-    config = _vision_config(config)
-    kind = KINDS[architecture]
-    prep = preprocessing(kind.model_type, _config_side(config), processor)
-    if kind.classifier and not getattr(config, "num_labels", 0):
-        raise UnsupportedModel(f"its config gives the {architecture} no labels (num_labels 0)")
-    check_config(name, _spec_config(architecture, config, prep.image_size))
+    file = "config.json"
+    try:
+        architecture = choose_class(_config_dict(config))
+        config = _vision_config(config)
+        kind = KINDS[architecture]
+        side = _config_side(config)
+        file = "preprocessor_config.json" if processor else file
+        prep = preprocessing(kind.model_type, side, processor)
+        file = "config.json"
+        if kind.classifier and not getattr(config, "num_labels", 0):
+            raise UnsupportedModel(f"it gives the {architecture} no labels (num_labels 0)")
+        check_config(name, _spec_config(architecture, config, prep.image_size))
+    except ValueError as exc:  # UnsupportedModel included: said with the file it comes from
+        raise UnsupportedModel(f"hf:{source.text}: {file}: {exc}") from None
     cls = model_class(architecture)
     extra = EXTRA.get(architecture, {})
     weights_file: Path | None = None

@@ -74,6 +74,12 @@ def choose_class(config: Mapping[str, Any]) -> str:
         return _DEFAULT_CLASS["clip"]  # a whole CLIP model: its image tower
     if model_type in _DEFAULT_CLASS and not names:
         return _DEFAULT_CLASS[model_type]
+    known = [n for n in names if n in KINDS]
+    if known and model_type not in _DEFAULT_CLASS:
+        raise UnsupportedModel(
+            f"its model_type {_shown(model_type)} is not {KINDS[known[0]].model_type!r}, the "
+            f"model_type of {known[0]}; fix the model_type"
+        )
     raise UnsupportedModel(unsupported_class(names[0] if names else str(model_type), model_type))
 
 

@@ -234,7 +234,7 @@ def config_problem(config: Mapping[str, Any], where: str = "") -> str | None:
             return f"gives {where}{key} {show_value(value)}, not a number from 0 to 1"
     for key, high in _POSITIVE.items():
         value = config.get(key)
-        if key in config and value is not None and not (_number(value) and 0 <= value <= high):
+        if key in config and not (_number(value) and 0 <= value <= high):
             return f"gives {where}{key} {show_value(value)}, not a number from 0 to {high:g}"
     for key in ("layer_norm_eps", "mlp_ratio"):
         value = config.get(key)
@@ -258,17 +258,17 @@ def _text_problem(config: Mapping[str, Any], where: str) -> str | None:
             return f"gives {where}{key} {show_value(value)}, not an activation transformers has"
     for key in ("dtype", "torch_dtype"):
         value = config.get(key)
-        if value is not None and value not in _DTYPES:
+        if value is not None and not (isinstance(value, str) and value in _DTYPES):
             return (
                 f"gives {where}{key} {show_value(value)}, not one of {', '.join(sorted(_DTYPES))}"
             )
     value = config.get("problem_type")
-    if value is not None and value not in _PROBLEMS:
+    if value is not None and not (isinstance(value, str) and value in _PROBLEMS):
         kinds = ", ".join(sorted(_PROBLEMS))
         return f"gives {where}problem_type {show_value(value)}, not one of {kinds}"
     for key in ("attn_implementation", "_attn_implementation"):
         value = config.get(key)
-        if value is not None and value not in _ATTENTION:
+        if value is not None and not (isinstance(value, str) and value in _ATTENTION):
             return f"gives {where}{key} {show_value(value)}, not eager or sdpa"
     pruned = config.get("pruned_heads")
     if pruned not in (None, {}):
@@ -428,6 +428,10 @@ def _shards(folder: Folder, index_name: str) -> list[Path]:
         raise folder.refuse(index_name, f"names {len(names):,} shards", todo)
     shards = []
     for name in sorted(names):
+        if not name or "\x00" in name or os.path.isabs(name) or ".." in Path(name).parts:
+            raise folder.refuse(
+                index_name, f"names {_label(name or repr(name))}, not a file in the folder", todo
+            )
         path = folder.member(name)
         if path is None:
             raise folder.refuse(
