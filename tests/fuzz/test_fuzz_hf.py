@@ -294,11 +294,18 @@ def _huge_sparse(folder: Path) -> None:
     header = json.loads(data[8 : 8 + size])
     end = _last_end(header)
     count = 750_000_000
-    header["extra.weight"] = {"dtype": "F32", "shape": [count], "data_offsets": [end, end + 4 * count]}
+    header["extra.weight"] = {
+        "dtype": "F32",
+        "shape": [count],
+        "data_offsets": [end, end + 4 * count],
+    }
     raw = json.dumps(header).encode()
     with open(path, "wb") as handle:
         handle.write(len(raw).to_bytes(8, "little") + raw + data[8 + size :])
         handle.truncate(8 + len(raw) + end + 4 * count)
+
+
+_NOT_JSON = (5).to_bytes(8, "little") + b"{nope" + b"\0" * 64
 
 
 def safetensors_cases() -> list[Case]:
@@ -310,7 +317,7 @@ def safetensors_cases() -> list[Case]:
         ("safetensors empty", m, _bytes(m, b"")),
         ("safetensors header length 2^60", m, _restamp(m, lambda h: None, length=2**60)),
         ("safetensors header length past the end", m, _restamp(m, lambda h: None, length=10**6)),
-        ("safetensors header not JSON", m, _bytes(m, (5).to_bytes(8, "little") + b"{nope" + b"\0" * 64)),
+        ("safetensors header not JSON", m, _bytes(m, _NOT_JSON)),
         ("safetensors header a list", m, _bytes(m, (2).to_bytes(8, "little") + b"[]")),
         ("safetensors entry malformed", m, _restamp(m, lambda h: h.__setitem__("x", 3))),
         ("safetensors offsets beyond the file", m, _restamp(m, _beyond)),
@@ -435,7 +442,9 @@ def _copy(source: Path, target: Path) -> Path:
     return target
 
 
-def _try(cases: list[Case], source: Path, image: Path, root: Path, capsys, door: str = DOOR) -> list[str]:  # noqa: ANN001
+def _try(
+    cases: list[Case], source: Path, image: Path, root: Path, capsys, door: str = DOOR
+) -> list[str]:  # noqa: ANN001
     problems = []
     for n, (case, names, make) in enumerate(cases):
         folder = _copy(source, root / f"case{n}" / "model")
@@ -480,3 +489,108 @@ def test_hostile_weights(good: dict[str, Path], tmp_path: Path, capsys) -> None:
     problems += _try(shard_cases(), good["sharded"], good["image"], tmp_path / "sh", capsys)
     problems += _try(pickle_cases(), good["bin"], good["image"], tmp_path / "pk", capsys)
     assert not problems, "\n".join(problems)
+
+
+# --- named pipes: in a subprocess, which a hang cannot take the suite with ----------------------
+
+_DRIVER = """
+import contextlib, io, json, sys
+from vitexplorer.cli import main
+image, *folders = sys.argv[1:]
+for folder in folders:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["analyze", image, "--model", "hf:" + folder, "--out", folder + "-out",
+                       "--device", "cpu"])
+    print(json.dumps([status, err.getvalue()]), flush=True)
+"""
+FIFO_CASES = [
+    ("config.json a named pipe", "config.json"),
+    ("preprocessor_config.json a named pipe", "preprocessor_config.json"),
+    ("model.safetensors a named pipe", "model.safetensors"),
+    ("pytorch_model.bin a named pipe", "pytorch_model.bin"),
+    ("index a named pipe", "model.safetensors.index.json"),
+    ("shard a named pipe", "model-00001-of-00005.safetensors"),
+]
+
+
+@pytest.mark.timeout(300)
+def test_named_pipes_are_refused_without_opening_them(
+    good: dict[str, Path], tmp_path: Path
+) -> None:
+    folders = []
+    for n, (_, name) in enumerate(FIFO_CASES):
+        source = good["sharded"] if name.startswith("model-") or "index" in name else good["vit"]
+        folder = _copy(source, tmp_path / f"pipe{n}")
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name)
+        folders.append(folder)
+    command = [sys.executable, "-c", _DRIVER, str(good["image"]), *map(str, folders)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=240).stdout
+    except subprocess.TimeoutExpired as exc:  # a hang: the cases not answered hung
+        done = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+    answers = [json.loads(line) for line in done.splitlines() if line.startswith("[")]
+    problems = []
+    for n, ((case, name), folder) in enumerate(zip(FIFO_CASES, folders, strict=True)):
+        still = stat.S_ISFIFO(os.lstat(folder / name).st_mode)
+        if n >= len(answers):
+            record(DOOR, case, hang=True, lost=not still)
+            problems.append(f"{case}: no answer (a hang)")
+            continue
+        status, err = answers[n]
+        lines = [line for line in err.splitlines() if line.strip()]
+        record(DOOR, case, crash="Traceback" in err, lost=not still)
+        if status != 2 or len(lines) != 1 or name not in lines[0] or "named pipe" not in lines[0]:
+            problems.append(f"{case}: status {status}, {lines}")
+        if not still:
+            problems.append(f"{case}: the named pipe is gone")
+    assert not problems, "\n".join(problems)
+
+
+# --- the window --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+    yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
+
+
+WINDOW_CASES: list[Case] = [
+    ("config num_labels 10^9", "config.json", _field("config.json", "num_labels", 10**9)),
+    ("config model_type a list", "config.json", _field("config.json", "model_type", ["vit"])),
+    ("processor shortest_edge 100000", "preprocessor_config.json",
+     _field("preprocessor_config.json", "size", {"shortest_edge": 100_000})),
+    ("safetensors dtype evil", "model.safetensors",
+     _restamp("model.safetensors", _set("dtype", "EVIL"))),
+    ("safetensors a link out of the folder", "model.safetensors",
+     _replace("model.safetensors", _link_out)),
+]  # fmt: skip
+
+
+def test_the_window_refuses_hostile_folders_and_keeps_its_model(
+    qtbot,  # noqa: ANN001
+    window,  # noqa: ANN001
+    good: dict[str, Path],
+    tmp_path: Path,
+    tiny_checkpoint: Path,
+) -> None:
+    before = window.model.spec
+    cases = WINDOW_CASES + [(c, n, m) for c, n, m in pickle_cases()[:2]]
+    problems = []
+    for n, (case, name, make) in enumerate(cases):
+        source = good["bin"] if name == "pytorch_model.bin" else good["vit"]
+        folder = _copy(source, tmp_path / f"case{n}" / "model")
+        make(folder)
+        with qtbot.waitSignal(window.model_failed, timeout=60000) as failed:
+            window.request_model(ModelRequest(f"hf:{folder}", "default", "cpu"))
+        message = failed.args[0]
+        code = (folder / MARKER).exists()
+        record(WINDOW_DOOR, case, crash="Traceback" in message, code=code)
+        if "\n" in message or name not in message or "weights_only" in message or code:
+            problems.append(f"{case}: {message!r}")
+        if window.message_box is not None:
+            window.message_box.close()
+    assert not problems, "\n".join(problems)
+    assert window.model.spec == before  # the model in use stayed the one that worked
+    assert window.model.request.name == str(tiny_checkpoint)

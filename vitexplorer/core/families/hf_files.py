@@ -171,7 +171,9 @@ class Folder:
             data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
         except OSError as exc:
             raise self.refuse(name, f"cannot be read ({exc.strerror or exc})", fix) from None
-        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, NaN, nesting
+        except RecursionError:
+            raise self.refuse(name, "is not valid JSON (nested too deeply)", fix) from None
+        except ValueError as exc:  # JSON, UTF-8, NaN
             why = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
             raise self.refuse(name, f"is not valid JSON ({why})", fix) from None
         if not isinstance(data, dict):
@@ -227,7 +229,7 @@ def config_problem(config: Mapping[str, Any], where: str = "") -> str | None:
         value = config.get(key)
         values = value if isinstance(value, list) and len(value) == 2 else [value]
         if key in config and not all(_whole(v) and 1 <= v <= MAX_IMAGE_SIZE for v in values):
-            return f"gives {where}{key} {show_value(value)}, not a whole number from 1 to {_SIDE}"
+            return f"gives {where}{key} {show_value(value)}, not a whole number from 1 to {_SIDE:,}"
     for key in _FRACTIONS:
         value = config.get(key)
         if key in config and not (_number(value) and 0 <= value <= 1):
@@ -336,7 +338,7 @@ def processor_problem(settings: Mapping[str, Any]) -> str | None:
         for name, value in edges:
             if value is not None and not (_whole(value) and 1 <= value <= MAX_IMAGE_SIZE):
                 what = name if name == key else f"{key}.{name}"
-                return f"gives {what} {show_value(value)}, not a whole number from 1 to {_SIDE}"
+                return f"gives {what} {show_value(value)}, not a whole number from 1 to {_SIDE:,}"
     for key in _PROC_BOOLS:
         if key in settings and not isinstance(settings[key], bool):
             return f"gives {key} {show_value(settings[key])}, not true or false"
@@ -401,11 +403,12 @@ def check_weights(folder: Folder, expected_bytes: int | None = None) -> list[Pat
         else:
             total += _check_pickle(folder, path)
     if expected_bytes is not None and total > 4 * expected_bytes + 16_000_000:
-        raise folder.refuse(
-            files[0].name,
-            f"and the other weights files hold {total / 1e6:,.1f} MB of tensors, far more than "
-            f"the {expected_bytes / 1e6:,.1f} MB that a model of its config.json needs",
-            "check that the weights belong to this config",
+        files = list(dict.fromkeys(files))
+        others = f" and {len(files) - 1} other weights files hold" if len(files) > 1 else " holds"
+        raise HFFolderError(
+            f"hf:{folder.source}: {_label(files[0].name)}{others} {total / 1e6:,.1f} MB of "
+            f"tensors, far more than the {expected_bytes / 1e6:,.1f} MB that a model of its "
+            f"config.json needs; check that the weights belong to this config"
         )
     return files
 
