@@ -200,7 +200,9 @@ def local_folder(source: Source) -> Folder | None:
     snapshot in the local cache (whose links stay inside the model's cache folder); None for a
     hub name not in the cache."""
     if source.folder is not None:
-        return Folder(source.folder, source.text)
+        folder = source.folder
+        hub = folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+        return Folder(folder, source.text, folder.parent.parent if hub else None)
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -473,14 +475,13 @@ def _from_pretrained(
 
 
 def check_source(name: str, weights: str = "default") -> None:
-    """Refuse cheaply what :func:`load` would refuse: a missing folder, a config that names an
-    unsupported architecture, a weights path that is not a file. Nothing is built."""
+    """Refuse cheaply what :func:`load` would refuse: a missing folder, a file of it that no
+    library should open (see :mod:`hf_files`), a config field of the wrong type or size, an
+    unsupported architecture, a weights path that is not a file. No weights are read and
+    nothing is built."""
     from vitexplorer.core.checkpoint import check_weights_path
 
-    source = parse_source(name)
-    if source.folder is not None:
-        check_files(source, weights == "default", deep=False)
-        choose_class(check_config_file(Folder(source.folder, source.text)))
+    check_files(parse_source(name), weights == "default", deep=False)
     if weights not in ("default", "none"):
         check_weights_path(weights)
 
