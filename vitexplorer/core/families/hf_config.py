@@ -65,6 +65,8 @@ def choose_class(config: Mapping[str, Any]) -> str:
     """The supported class for a config (as a dict): the first of its ``architectures`` that
     vitexplorer knows, else its model_type's base model; UnsupportedModel otherwise."""
     model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise UnsupportedModel(f"its model_type is {_shown(model_type)}, not a text")
     names = config.get("architectures") or []
     names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
     for name in names:

@@ -383,17 +383,19 @@ def check_processor(folder: Folder) -> dict[str, Any]:
 
 
 def check_weights(folder: Folder, expected_bytes: int | None = None) -> list[Path]:
-    """Every weights file the folder holds or its index names, checked; the files the model's
-    tensors come from. ``expected_bytes``: the size of the model in float32, to bound theirs."""
-    files: list[Path] = []
-    for name in WEIGHTS:
-        path = folder.member(name, MAX_JSON_BYTES if name.endswith(".json") else None)
-        if path is None:
-            continue
-        if name.endswith(".index.json"):
-            files += _shards(folder, name)
-        else:
-            files.append(path)
+    """Every weights file the folder holds stat'ed, and the one transformers reads (with the
+    shards its index names) checked through: headers, pickles, total size. The files the
+    model's tensors come from. ``expected_bytes``: the model's size in float32, to bound
+    theirs."""
+    present = [  # each one stat'ed: a named pipe is refused even where it would not be read
+        name
+        for name in WEIGHTS
+        if folder.member(name, MAX_JSON_BYTES if name.endswith(".json") else None) is not None
+    ]
+    if not present:
+        return []
+    used = present[0]  # transformers' choice: safetensors first, a single file before shards
+    files = _shards(folder, used) if used.endswith(".index.json") else [folder.path / used]
     for name in OTHER_JSON[1:]:  # read by transformers when present: checked, not used
         folder.json(name)
     total = 0
