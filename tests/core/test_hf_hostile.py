@@ -187,3 +187,67 @@ def test_check_source_refuses_a_named_pipe_without_opening_it(vit: Path, tmp_pat
         [sys.executable, "-c", code, f"hf:{folder}"], capture_output=True, text=True, timeout=100
     )
     assert "config.json is a named pipe, not a regular file" in done.stdout, done.stderr
+
+
+# the fields of a config written by transformers 4 for a whole CLIP model (text tower included,
+# with the generation settings configs carried then), as on the hub
+_TOWER = {
+    "bad_words_ids": None, "chunk_size_feed_forward": 0, "diversity_penalty": 0.0,
+    "do_sample": False, "early_stopping": False, "finetuning_task": None,
+    "id2label": {"0": "LABEL_0", "1": "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1},
+    "is_decoder": False, "is_encoder_decoder": False, "length_penalty": 1.0, "max_length": 20,
+    "num_beams": 1, "output_attentions": False, "output_hidden_states": False, "prefix": None,
+    "problem_type": None, "pruned_heads": {}, "return_dict": True, "temperature": 1.0,
+    "tie_word_embeddings": True, "tokenizer_class": None, "top_k": 50, "top_p": 1.0,
+    "torch_dtype": None, "torchscript": False, "transformers_version": "4.26.0.dev0",
+    "use_bfloat16": False, "dropout": 0.0, "attention_dropout": 0.0, "hidden_act": "quick_gelu",
+    "initializer_factor": 1.0, "initializer_range": 0.02, "layer_norm_eps": 1e-05,
+    "num_attention_heads": 12, "num_hidden_layers": 12,
+}  # fmt: skip
+HUB_CLIP = {
+    "architectures": ["CLIPModel"], "initializer_factor": 1.0, "logit_scale_init_value": 2.6592,
+    "model_type": "clip", "projection_dim": 512, "text_config_dict": None,
+    "vision_config_dict": None, "torch_dtype": "float32", "transformers_version": None,
+    "text_config": {**_TOWER, "model_type": "clip_text_model", "vocab_size": 49408,
+                    "max_position_embeddings": 77, "hidden_size": 512, "intermediate_size": 2048,
+                    "projection_dim": 512, "bos_token_id": 0, "eos_token_id": 2,
+                    "pad_token_id": 1, "num_attention_heads": 8},
+    "vision_config": {**_TOWER, "model_type": "clip_vision_model", "hidden_size": 768,
+                      "intermediate_size": 3072, "image_size": 224, "patch_size": 32,
+                      "num_channels": 3, "projection_dim": 512},
+}  # fmt: skip
+HUB_PROCESSORS = [
+    {"do_normalize": True, "do_resize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+     "resample": 2, "size": 224, "feature_extractor_type": "ViTFeatureExtractor"},
+    {"crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+     "feature_extractor_type": "CLIPFeatureExtractor", "resample": 3, "size": 224,
+     "image_mean": [0.48145466, 0.4578275, 0.40821073],
+     "image_std": [0.26862954, 0.26130258, 0.27577711]},
+    {"crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+     "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.485] * 3,
+     "image_processor_type": "BitImageProcessor", "image_std": [0.229] * 3, "resample": 3,
+     "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 256}},
+]  # fmt: skip
+
+
+def test_the_configs_transformers_writes_pass_the_checks() -> None:
+    """The checks refuse no config a supported class writes (its defaults, every field), nor
+    a hub config of the transformers 4 era, nor the image processors' own configs."""
+    from vitexplorer.core.families.hf_files import config_problem, processor_problem
+
+    configs = [
+        transformers.ViTConfig(num_labels=1000), transformers.DeiTConfig(),
+        transformers.Dinov2Config(), transformers.Dinov2WithRegistersConfig(),
+        transformers.CLIPConfig(), transformers.CLIPVisionConfig(),
+    ]  # fmt: skip
+    raw = [json.loads(c.to_json_string(use_diff=False)) for c in configs] + [HUB_CLIP]
+    for config in raw:
+        assert config_problem(config) is None, config["model_type"]
+        for key in ("vision_config", "text_config"):
+            if key in config:
+                assert config_problem({"model_type": key, **config[key]}) is None, key
+    names = ("ViTImageProcessor", "DeiTImageProcessor", "BitImageProcessor", "CLIPImageProcessor")
+    processors = [json.loads(getattr(transformers, n)().to_json_string()) for n in names]
+    for settings in processors + HUB_PROCESSORS:
+        assert processor_problem(settings) is None, settings
+    assert config_problem({**HUB_CLIP, "projection_dim": "512"}) is not None  # and can fail
