@@ -251,3 +251,37 @@ def test_the_configs_transformers_writes_pass_the_checks() -> None:
     for settings in processors + HUB_PROCESSORS:
         assert processor_problem(settings) is None, settings
     assert config_problem({**HUB_CLIP, "projection_dim": "512"}) is not None  # and can fail
+
+
+def test_a_downloaded_config_is_checked_before_transformers_reads_it(
+    vit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub model not in the cache: its config.json comes down alone and is checked in the
+    cache as a folder's is, before transformers reads it (no network: the hub is stood in for)."""
+    import huggingface_hub
+
+    from vitexplorer.core.families import hf
+
+    snapshot = tmp_path / "models--someone--evil" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    config = json.loads((vit / "config.json").read_text())
+    config.update(num_labels=10**9, id2label=None, label2id=None)
+    read = []
+
+    def download(repo: str, filename: str, **kwargs: object) -> str:
+        (snapshot / filename).write_text(json.dumps(config))
+        return str(snapshot / filename)
+
+    def from_pretrained(where: str, **kwargs: object) -> object:
+        read.append(kwargs.get("local_files_only"))
+        raise OSError("not in the cache")  # what transformers says offline for a hub name
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(hf, "probe", lambda repo, filename: None)  # the hub "answers"
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", from_pretrained)
+    with pytest.raises(HFFolderError, match=r"hf:someone/evil: config\.json gives num_labels"):
+        models.load_model("hf:someone/evil")
+    assert read == [True]  # the cache was asked; the downloaded file was never read by it
+    config.update(num_labels=2, model_type=["vit"])
+    with pytest.raises(HFFolderError, match="config.json gives model_type as a list"):
+        models.load_model("hf:someone/evil")

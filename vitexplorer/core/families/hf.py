@@ -35,6 +35,7 @@ from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: 
 from vitexplorer.core.families.hf_files import (
     WEIGHTS,
     Folder,
+    HFFolderError,
     check_processor,
     check_weights,
     model_bytes,
@@ -161,8 +162,17 @@ def _read_config(
             )
         with _quiet(show_progress=True):
             try:
+                _download_config(source)  # alone first: checked before transformers reads it
                 config = AutoConfig.from_pretrained(where, trust_remote_code=False)
-            except (OSError, ValueError, KeyError) as exc:
+            except ValueError as exc:
+                if isinstance(exc, (HFFolderError, UnsupportedModel)):  # its file named
+                    raise
+                raise UnsupportedModel(
+                    f"hf:{source.text}: config.json: {_first_line(exc)}"
+                ) from exc
+            except Exception as exc:  # noqa: BLE001  (the hub client's errors, whatever their class)
+                if isinstance(exc, MemoryError):
+                    raise
                 raise WeightsUnavailableError(
                     f"hf:{source.text} is not a folder, not in the local Hugging Face cache and "
                     f"could not be downloaded: {_first_line(exc)}"
@@ -170,6 +180,20 @@ def _read_config(
     if processor is None:
         processor = _processor_settings(source, not downloaded)
     return config, processor, downloaded
+
+
+def _download_config(source: Source) -> None:
+    """A hub model's config.json downloaded alone into the cache and checked there, as a
+    folder's is, before transformers reads it (a hub file can be as hostile as a folder's)."""
+    from huggingface_hub import hf_hub_download
+
+    path = Path(hf_hub_download(source.text, "config.json"))
+    folder = Folder(path.parent, source.text, path.parent.parent.parent)  # the model's cache
+    raw = check_config_file(folder)
+    try:
+        choose_class(raw)
+    except UnsupportedModel as exc:
+        raise UnsupportedModel(f"hf:{source.text}: config.json: {exc}") from None
 
 
 def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
