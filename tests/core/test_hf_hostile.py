@@ -233,7 +233,7 @@ HUB_PROCESSORS = [
 def test_the_configs_transformers_writes_pass_the_checks() -> None:
     """The checks refuse no config a supported class writes (its defaults, every field), nor
     a hub config of the transformers 4 era, nor the image processors' own configs."""
-    from vitexplorer.core.families.hf_files import config_problem, processor_problem
+    from vitexplorer.core.families.hf_fields import config_problem, processor_problem
 
     configs = [
         transformers.ViTConfig(num_labels=1000), transformers.DeiTConfig(),

@@ -33,14 +33,11 @@ from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: 
     preprocessing,
 )
 from vitexplorer.core.families.hf_files import (
-    WEIGHTS,
-    Folder,
     HFFolderError,
-    check_processor,
-    check_weights,
-    model_bytes,
+    cached_processor,
+    check_files,
+    download_config,
 )
-from vitexplorer.core.families.hf_files import check_config as check_config_file
 from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's adapter)
     ADAPTER,
     KINDS,
@@ -162,7 +159,7 @@ def _read_config(
             )
         with _quiet(show_progress=True):
             try:
-                _download_config(source)  # alone first: checked before transformers reads it
+                download_config(source.text)  # alone first: checked before transformers reads it
                 config = AutoConfig.from_pretrained(where, trust_remote_code=False)
             except ValueError as exc:
                 if isinstance(exc, (HFFolderError, UnsupportedModel)):  # its file named
@@ -180,20 +177,6 @@ def _read_config(
     if processor is None:
         processor = _processor_settings(source, not downloaded)
     return config, processor, downloaded
-
-
-def _download_config(source: Source) -> None:
-    """A hub model's config.json downloaded alone into the cache and checked there, as a
-    folder's is, before transformers reads it (a hub file can be as hostile as a folder's)."""
-    from huggingface_hub import hf_hub_download
-
-    path = Path(hf_hub_download(source.text, "config.json"))
-    folder = Folder(path.parent, source.text, path.parent.parent.parent)  # the model's cache
-    raw = check_config_file(folder)
-    try:
-        choose_class(raw)
-    except UnsupportedModel as exc:
-        raise UnsupportedModel(f"hf:{source.text}: config.json: {exc}") from None
 
 
 def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
@@ -215,50 +198,7 @@ def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
         path = Path(found) if found else None
     if path is None:
         return {}
-    folder = Folder(path.parent, source.text, path.parent.parent.parent)  # the hub's cache
-    return check_processor(folder)
-
-
-def local_folder(source: Source) -> Folder | None:
-    """The folder whose files a load would read: the save_pretrained folder, or a hub name's
-    snapshot in the local cache (whose links stay inside the model's cache folder); None for a
-    hub name not in the cache."""
-    if source.folder is not None:
-        folder = source.folder
-        hub = folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
-        return Folder(folder, source.text, folder.parent.parent if hub else None)
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        found = try_to_load_from_cache(source.text, "config.json")
-    except Exception:  # noqa: BLE001  (an odd name or cache: the load says what is wrong)
-        return None
-    if not isinstance(found, str):
-        return None
-    snapshot = Path(found).parent
-    return Folder(snapshot, source.text, snapshot.parent.parent)
-
-
-def check_files(source: Source, weights: bool, deep: bool = True) -> dict[str, Any] | None:
-    """Every file of the model's folder checked before any library opens it: config.json and
-    preprocessor_config.json read and bounded, and with ``weights``, every weights file (with
-    ``deep``, their headers and pickles read too). The processor's checked settings; None for a
-    hub name that is not in the local cache (to be downloaded)."""
-    folder = local_folder(source)
-    if folder is None:
-        return None
-    raw = check_config_file(folder)
-    try:
-        choose_class(raw)
-    except UnsupportedModel as exc:
-        raise UnsupportedModel(f"hf:{source.text}: config.json: {exc}") from None
-    processor = check_processor(folder)
-    if weights and deep:
-        check_weights(folder, model_bytes(raw))
-    elif weights:
-        for file in WEIGHTS:
-            folder.member(file)
-    return processor
+    return cached_processor(path, source.text)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -358,7 +298,7 @@ def load(
     config (``none``), or a state dict in HF's key layout for that config (a path)."""
     del progress, cancelled  # transformers downloads with its own progress bar
     source = parse_source(name)
-    checked = check_files(source, weights == "default")
+    checked = check_files(source.folder, source.text, weights == "default")
     config, processor, _ = _read_config(source, allow_download, checked)
     file = "config.json"
     try:
@@ -505,7 +445,8 @@ def check_source(name: str, weights: str = "default") -> None:
     nothing is built."""
     from vitexplorer.core.checkpoint import check_weights_path
 
-    check_files(parse_source(name), weights == "default", deep=False)
+    source = parse_source(name)
+    check_files(source.folder, source.text, weights == "default", deep=False)
     if weights not in ("default", "none"):
         check_weights_path(weights)
 

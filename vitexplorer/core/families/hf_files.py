@@ -4,12 +4,12 @@ Every file the folder names (config, image processor, weights, shard index and t
 lists) must be a regular file inside the folder (a link may point elsewhere in it, or, in the hub
 cache, elsewhere in the model's cache folder) and of a sane size; a named pipe would block the
 library that opens it for good, holding the interpreter lock. The JSON files are read here, with
-a size limit, and every field a library builds from is type-checked and bounded before
-transformers sees the file (a config asking for 10^9 labels makes transformers build a label
-table of that many entries first). Safetensors headers are checked as :mod:`core.checkpoint`
-checks them, then by safetensors itself on the header alone; pickles are read with
-``weights_only=True``. Each refusal is an :class:`HFFolderError`: one line naming the file, the
-cause and what to do.
+a size limit, and every field a library builds from is type-checked and bounded
+(:mod:`hf_fields`) before transformers sees the file (a config asking for 10^9 labels makes
+transformers build a label table of that many entries first). Safetensors headers are checked
+as :mod:`core.checkpoint` checks them, then by safetensors itself on the header alone; pickles
+are read with ``weights_only=True``. Each refusal is an :class:`HFFolderError`: one line naming
+the file, the cause and what to do.
 """
 
 from __future__ import annotations
@@ -23,20 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from vitexplorer.core.checkpoint import WeightsFileError
-from vitexplorer.core.vit import (
-    MAX_CLASSES,
-    MAX_DEPTH,
-    MAX_HEADS,
-    MAX_IMAGE_SIZE,
-    MAX_MLP_RATIO,
-    MAX_WIDTH,
-    show_value,
-)
+from vitexplorer.core.families.base import UnsupportedModel
+from vitexplorer.core.families.hf_config import choose_class
+from vitexplorer.core.families.hf_fields import config_problem, is_whole, processor_problem
+from vitexplorer.core.vit import show_value
 
 MAX_JSON_BYTES = 16_000_000  # an ImageNet-21k config (21,843 labels) is under 1 MB
 MAX_SHARDS = 10_000
-MAX_NAME = 1000  # characters of a class name (as checkpoints allow)
-_SIDE = MAX_IMAGE_SIZE
 WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -44,57 +37,6 @@ WEIGHTS = (
     "pytorch_model.bin.index.json",
 )
 OTHER_JSON = ("preprocessor_config.json", "adapter_config.json", "generation_config.json")
-_INTS = {  # field: (lowest, highest)
-    "hidden_size": (1, MAX_WIDTH),
-    "num_hidden_layers": (1, MAX_DEPTH),
-    "num_attention_heads": (1, MAX_HEADS),
-    "intermediate_size": (1, int(MAX_MLP_RATIO) * MAX_WIDTH),
-    "num_channels": (1, 64),
-    "encoder_stride": (1, MAX_IMAGE_SIZE),
-    "num_labels": (0, MAX_CLASSES),
-    "num_register_tokens": (0, 64),
-    "projection_dim": (1, MAX_WIDTH),
-    "pooler_output_size": (1, MAX_WIDTH),
-    "chunk_size_feed_forward": (0, MAX_WIDTH),
-}
-_SIDES = ("image_size", "patch_size")  # a whole number or a list of two
-_FRACTIONS = (  # numbers from 0 to 1
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "attention_dropout",
-    "dropout",
-    "drop_path_rate",
-)
-_POSITIVE = {"initializer_range": 100.0, "initializer_factor": 100.0, "layerscale_value": 1e6}
-_BOOLS = (
-    "qkv_bias",
-    "use_swiglu_ffn",
-    "use_mask_token",
-    "apply_layernorm",
-    "reshape_hidden_states",
-    "return_dict",
-    "output_hidden_states",
-    "output_attentions",
-    "torchscript",
-    "tie_word_embeddings",
-    "is_encoder_decoder",
-    "is_decoder",
-    "add_cross_attention",
-)
-_DTYPES = {"float32", "float16", "bfloat16", "float64", "float", "half", "double", "auto"}
-_PROBLEMS = {"regression", "single_label_classification", "multi_label_classification"}
-_ATTENTION = {"eager", "sdpa"}
-_PROC_SIDES = ("size", "crop_size")
-_PROC_EDGES = ("shortest_edge", "longest_edge", "height", "width", "max_height", "max_width")
-_PROC_BOOLS = (
-    "do_resize",
-    "do_center_crop",
-    "do_normalize",
-    "do_rescale",
-    "do_convert_rgb",
-    "do_pad",
-    "do_flip_channel_order",
-)
 _SAFETENSORS_DTYPES = {
     "BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "I16",
     "U16", "F16", "BF16", "I32", "U32", "F32", "I64", "U64", "F64", "C64", "F4", "F6_E2M3",
@@ -197,112 +139,7 @@ def _node(mode: int) -> str:
     return "a special file"
 
 
-# --- config.json ---------------------------------------------------------------------------------
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def config_problem(config: Mapping[str, Any], where: str = "") -> str | None:
-    """What is wrong with a raw config (as read from config.json), or None: every field that
-    transformers builds from, type-checked and bounded."""
-    model_type = config.get("model_type")
-    if not isinstance(model_type, str):
-        return f"gives {where}model_type as {show_value(model_type)}, not a text"
-    names = config.get("architectures")
-    if names is not None and not (
-        isinstance(names, list) and len(names) <= 16 and all(isinstance(n, str) for n in names)
-    ):
-        return f"gives {where}architectures as {show_value(names)}, not a list of class names"
-    for key, (low, high) in _INTS.items():
-        value = config.get(key)
-        if key in config and not (_whole(value) and low <= value <= high):
-            return (
-                f"gives {where}{key} {show_value(value)}, not a whole number from {low} to {high:,}"
-            )
-    for key in _SIDES:
-        value = config.get(key)
-        values = value if isinstance(value, list) and len(value) == 2 else [value]
-        if key in config and not all(_whole(v) and 1 <= v <= MAX_IMAGE_SIZE for v in values):
-            return f"gives {where}{key} {show_value(value)}, not a whole number from 1 to {_SIDE:,}"
-    for key in _FRACTIONS:
-        value = config.get(key)
-        if key in config and not (_number(value) and 0 <= value <= 1):
-            return f"gives {where}{key} {show_value(value)}, not a number from 0 to 1"
-    for key, high in _POSITIVE.items():
-        value = config.get(key)
-        if key in config and not (_number(value) and 0 <= value <= high):
-            return f"gives {where}{key} {show_value(value)}, not a number from 0 to {high:g}"
-    for key in ("layer_norm_eps", "mlp_ratio"):
-        value = config.get(key)
-        high = 1 if key == "layer_norm_eps" else MAX_MLP_RATIO
-        if key in config and not (_number(value) and 0 < value <= high):
-            return (
-                f"gives {where}{key} {show_value(value)}, not a number above 0 and at most {high:g}"
-            )
-    for key in _BOOLS:
-        if key in config and not isinstance(config[key], bool):
-            return f"gives {where}{key} {show_value(config[key])}, not true or false"
-    return _text_problem(config, where) or _label_problem(config, where)
-
-
-def _text_problem(config: Mapping[str, Any], where: str) -> str | None:
-    from transformers.activations import ACT2FN
-
-    for key in ("hidden_act", "pooler_act"):
-        value = config.get(key)
-        if key in config and not (isinstance(value, str) and value in ACT2FN):
-            return f"gives {where}{key} {show_value(value)}, not an activation transformers has"
-    for key in ("dtype", "torch_dtype"):
-        value = config.get(key)
-        if value is not None and not (isinstance(value, str) and value in _DTYPES):
-            return (
-                f"gives {where}{key} {show_value(value)}, not one of {', '.join(sorted(_DTYPES))}"
-            )
-    value = config.get("problem_type")
-    if value is not None and not (isinstance(value, str) and value in _PROBLEMS):
-        kinds = ", ".join(sorted(_PROBLEMS))
-        return f"gives {where}problem_type {show_value(value)}, not one of {kinds}"
-    for key in ("attn_implementation", "_attn_implementation"):
-        value = config.get(key)
-        if value is not None and not (isinstance(value, str) and value in _ATTENTION):
-            return f"gives {where}{key} {show_value(value)}, not eager or sdpa"
-    pruned = config.get("pruned_heads")
-    if pruned not in (None, {}):
-        return f"gives {where}pruned_heads {show_value(pruned)}: pruned heads are not supported"
-    for key in ("vision_config", "text_config"):
-        if key in config and not isinstance(config[key], dict):
-            return f"gives {where}{key} {show_value(config[key])}, not a JSON object"
-    return None
-
-
-def _label_problem(config: Mapping[str, Any], where: str) -> str | None:
-    labels = config.get("id2label")
-    if labels is not None:
-        if not isinstance(labels, dict):
-            return f"gives {where}id2label as {show_value(labels)}, not an object of class names"
-        if len(labels) > MAX_CLASSES:
-            return f"gives {where}{len(labels):,} labels in id2label, more than {MAX_CLASSES:,}"
-        for key, name in labels.items():
-            if not (key.isdecimal() and len(key) <= 6 and int(key) < MAX_CLASSES):
-                return f"gives {where}id2label a key {show_value(key)}, not a class number"
-            if not isinstance(name, str) or len(name) > MAX_NAME:
-                return (
-                    f"gives {where}id2label[{key}] {show_value(name)}, not a class name of at "
-                    f"most {MAX_NAME} characters"
-                )
-    ids = config.get("label2id")
-    if ids is not None:
-        if not isinstance(ids, dict) or len(ids) > MAX_CLASSES:
-            return f"gives {where}label2id as {show_value(ids)}, not an object of class numbers"
-        if not all(_whole(v) and 0 <= v < MAX_CLASSES for v in ids.values()):
-            return f"gives {where}label2id a value that is not a class number"
-    return None
+# --- config.json and preprocessor_config.json ---------------------------------------------------
 
 
 def check_config(folder: Folder) -> dict[str, Any]:
@@ -320,48 +157,6 @@ def check_config(folder: Folder) -> dict[str, Any]:
     if problem is not None:
         raise folder.refuse("config.json", problem, todo)
     return config
-
-
-# --- preprocessor_config.json ----------------------------------------------------------------
-
-
-def processor_problem(settings: Mapping[str, Any]) -> str | None:
-    """What is wrong with a raw image processor config, or None: its sizes bounded as images
-    are, its switches true or false, its numbers finite."""
-    for key in _PROC_SIDES:
-        if key not in settings or settings[key] is None:
-            continue
-        size = settings[key]
-        edges = size.items() if isinstance(size, dict) else [(key, size)]
-        if isinstance(size, dict) and (not size or any(k not in _PROC_EDGES for k in size)):
-            return f"gives {key} {show_value(size)}, not one of {', '.join(_PROC_EDGES)}"
-        for name, value in edges:
-            if value is not None and not (_whole(value) and 1 <= value <= MAX_IMAGE_SIZE):
-                what = name if name == key else f"{key}.{name}"
-                return f"gives {what} {show_value(value)}, not a whole number from 1 to {_SIDE:,}"
-    for key in _PROC_BOOLS:
-        if key in settings and not isinstance(settings[key], bool):
-            return f"gives {key} {show_value(settings[key])}, not true or false"
-    for key in ("image_mean", "image_std"):
-        value = settings.get(key)
-        values = value if isinstance(value, list) and len(value) in (1, 3) else [value]
-        if value is not None and not all(_number(v) for v in values):
-            return f"gives {key} {show_value(value)}, not one number per RGB channel"
-    factor = settings.get("rescale_factor")
-    if "rescale_factor" in settings and not (_number(factor) and 0 < factor <= 1):
-        return f"gives rescale_factor {show_value(factor)}, not a number above 0 and at most 1"
-    pct = settings.get("crop_pct")
-    if pct is not None and not (_number(pct) and 0.05 <= pct <= 1):
-        return f"gives crop_pct {show_value(pct)}, not a number from 0.05 to 1"
-    resample = settings.get("resample")
-    if resample is not None and not (
-        (_whole(resample) and 0 <= resample <= 5) or isinstance(resample, str)
-    ):
-        return f"gives resample {show_value(resample)}, not a PIL filter (0 to 5)"
-    for key in ("image_processor_type", "processor_class"):
-        if settings.get(key) is not None and not isinstance(settings[key], str):
-            return f"gives {key} {show_value(settings[key])}, not a class name"
-    return None
 
 
 def check_processor(folder: Folder) -> dict[str, Any]:
@@ -503,7 +298,7 @@ def model_bytes(config: Mapping[str, Any]) -> int | None:
     """About how many bytes a checked config's model takes in float32 (None when the config
     leaves its sizes to the class's defaults)."""
     vision = config.get("vision_config") if config.get("model_type") == "clip" else config
-    if not isinstance(vision, dict) or not _whole(vision.get("hidden_size")):
+    if not isinstance(vision, dict) or not is_whole(vision.get("hidden_size")):
         return None
     width = vision["hidden_size"]
     layers = vision.get("num_hidden_layers", 12)
@@ -520,3 +315,69 @@ def model_bytes(config: Mapping[str, Any]) -> int | None:
     params += (3 * patch * patch + tokens + 8) * width + 2 * classes * (2 * width + 1)
     params += width * int(config.get("projection_dim") or 0)
     return 4 * params
+
+
+# --- where the files are -------------------------------------------------------------------------
+
+
+def local_folder(folder: Path | None, text: str) -> Folder | None:
+    """The folder whose files a load of ``hf:TEXT`` would read: the save_pretrained ``folder``,
+    or a hub name's snapshot in the local cache (whose links may point anywhere in the model's
+    cache folder, where the hub keeps its blobs); None for a hub name not in the cache."""
+    if folder is not None:
+        hub = folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+        return Folder(folder, text, folder.parent.parent if hub else None)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(text, "config.json")
+    except Exception:  # noqa: BLE001  (an odd name or cache: the load says what is wrong)
+        return None
+    if not isinstance(found, str):
+        return None
+    snapshot = Path(found).parent
+    return Folder(snapshot, text, snapshot.parent.parent)
+
+
+def check_files(
+    folder: Path | None, text: str, weights: bool, deep: bool = True
+) -> dict[str, Any] | None:
+    """Every file of ``hf:TEXT``'s folder checked before any library opens it: config.json and
+    preprocessor_config.json read and bounded, and with ``weights``, every weights file (with
+    ``deep``, the headers and pickles of those transformers reads). The processor's checked
+    settings; None for a hub name that is not in the local cache (to be downloaded)."""
+    found = local_folder(folder, text)
+    if found is None:
+        return None
+    raw = checked_config(found)
+    processor = check_processor(found)
+    if weights and deep:
+        check_weights(found, model_bytes(raw))
+    elif weights:
+        for file in WEIGHTS:
+            found.member(file)
+    return processor
+
+
+def checked_config(folder: Folder) -> dict[str, Any]:
+    """config.json, read, checked and naming a class vitexplorer supports."""
+    raw = check_config(folder)
+    try:
+        choose_class(raw)
+    except UnsupportedModel as exc:
+        raise UnsupportedModel(f"hf:{folder.source}: config.json: {exc}") from None
+    return raw
+
+
+def download_config(text: str) -> None:
+    """A hub model's config.json downloaded alone into the cache and checked there, as a
+    folder's is, before transformers reads it (a hub file can be as hostile as a folder's)."""
+    from huggingface_hub import hf_hub_download
+
+    path = Path(hf_hub_download(text, "config.json"))
+    checked_config(Folder(path.parent, text, path.parent.parent.parent))  # the model's cache
+
+
+def cached_processor(path: Path, text: str) -> dict[str, Any]:
+    """The checked settings of a hub model's preprocessor_config.json at ``path`` (its cache)."""
+    return check_processor(Folder(path.parent, text, path.parent.parent.parent))
