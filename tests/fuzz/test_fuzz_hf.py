@@ -100,6 +100,15 @@ def _field(file: str, key: str, value: object, drop: tuple[str, ...] = ()) -> Mu
     return make
 
 
+def _fields(file: str, **values: object) -> Mutate:
+    def make(folder: Path) -> None:
+        data = json.loads((folder / file).read_text())
+        data.update(values)
+        (folder / file).write_text(json.dumps(data))
+
+    return make
+
+
 def _bytes(file: str, data: bytes) -> Mutate:
     def make(folder: Path) -> None:
         (folder / file).unlink(missing_ok=True)
@@ -193,6 +202,12 @@ def config_cases() -> list[Case]:
         ("config num_labels 10^9", c, _field(c, "num_labels", 10**9, labels)),
         ("config 100,001 labels", c, _field(c, "id2label", {str(i): "x" for i in range(100_001)})),
         ("config image_size not square", c, _field(c, "image_size", [32, 16])),
+        ("config width 33 for 2 heads", c, _field(c, "hidden_size", 33)),
+        ("config MLP 3,000 times the width", c, _field(c, "intermediate_size", 96_000)),
+        ("config 4096 px in 1 px patches", c, _fields(c, image_size=4096, patch_size=1)),
+        ("config patches larger than the image", c, _fields(c, image_size=32, patch_size=64)),
+        ("config no labels for a classifier", c, _field(c, "num_labels", 0, labels)),
+        ("config 3 channels asked as 1", c, _field(c, "num_channels", 1)),
     ]
     return cases + _file_cases(c)
 

@@ -313,7 +313,7 @@ def load(
             raise UnsupportedModel(f"it gives the {architecture} no labels (num_labels 0)")
         check_config(name, _spec_config(architecture, config, prep.image_size))
     except ValueError as exc:  # UnsupportedModel included: said with the file it comes from
-        raise UnsupportedModel(f"hf:{source.text}: {file}: {exc}") from None
+        raise UnsupportedModel(_in_file(source, file, exc)) from None
     cls = model_class(architecture)
     extra = EXTRA.get(architecture, {})
     weights_file: Path | None = None
@@ -376,6 +376,19 @@ def _from_state_dict(
     from vitexplorer.core.models import with_weights
 
     return with_weights(lambda: cls(config, **extra), state)
+
+
+def _in_file(source: Source, file: str, exc: BaseException) -> str:
+    """A refusal of a folder's config or image processor, naming the file and what to do (the
+    checkpoint checks' "hf." before a field is dropped: the file has the field at its top)."""
+    text = re.sub(r"(?<![\w/.])hf\.(?=\w)", "", str(exc))
+    if ";" not in text:
+        text += (
+            "; fix it, or use the config.json that save_pretrained wrote"
+            if file == "config.json"
+            else "; fix it, or remove the file to use the family's usual preprocessing"
+        )
+    return f"hf:{source.text}: {file}: {text}"
 
 
 def _spec_config(architecture: str, config: Any, image_size: int) -> dict[str, Any]:
