@@ -385,6 +385,20 @@ def _shard(how: Callable[[Path], None]) -> Mutate:
     return make
 
 
+def _linked_folder(folder: Path) -> None:
+    """The index names sub/SHARD, and sub is a link to a folder outside the model's."""
+    first = "model-00001-of-00005.safetensors"
+    outside = folder.parent / "outside-folder"
+    outside.mkdir()
+    (folder / first).rename(outside / first)
+    (folder / "sub").symlink_to(outside)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {
+        k: ("sub/" + v if v == first else v) for k, v in index["weight_map"].items()
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
 def shard_cases() -> list[Case]:
     i = "model.safetensors.index.json"
     first = "model-00001-of-00005.safetensors"
@@ -400,6 +414,7 @@ def shard_cases() -> list[Case]:
         ("index weight_map empty", i, _index(lambda d: d.__setitem__("weight_map", {}))),
         ("shard a link out of the folder", first, _shard(lambda p: (p.unlink(), _link_out(p)))),
         ("shard a folder", first, _shard(lambda p: (p.unlink(), p.mkdir()))),
+        ("shard in a linked folder outside", "sub/" + first, _linked_folder),
         ("shard truncated", first, _shard(_cut)),
         ("shard dtype evil", first, _restamp(first, _set("dtype", "EVIL"))),
         ("shard offsets beyond the file", first, _restamp(first, _beyond)),

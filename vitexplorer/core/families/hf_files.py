@@ -69,8 +69,8 @@ class Folder:
         fix = "replace it with the file that save_pretrained wrote"
         if not name or "\x00" in name or os.path.isabs(name) or ".." in Path(name).parts:
             raise self.refuse(
-                name or "''", "is not a file name inside the folder", "the index must name its "
-                "shards by their names in the folder (no '..', no absolute paths)"
+                name or "''", "is not a file name inside the folder", "name files by their "
+                "place in the folder (no '..', no absolute paths)"
             )  # fmt: skip
         path = self.path / name
         try:
@@ -79,20 +79,19 @@ class Folder:
             return None
         except OSError as exc:
             raise self.refuse(name, f"cannot be read ({exc.strerror or exc})", fix) from None
-        if stat.S_ISLNK(info.st_mode):
-            try:
-                target = path.resolve(strict=True)
-            except (OSError, RuntimeError):
-                raise self.refuse(name, "is a broken link or a loop of links", fix) from None
-            if not target.is_relative_to(self.boundary):
-                raise self.refuse(
-                    name,
-                    f"is a link to {_label(str(target))}, outside the model folder",
-                    "copy the file into the folder instead of linking to it",
-                )
+        try:
+            target = path.resolve(strict=True)
             info = os.stat(target)
-        elif not path.resolve().is_relative_to(self.boundary):
-            raise self.refuse(name, "lies outside the model folder", fix)
+        except (OSError, RuntimeError):  # RuntimeError: a loop of links, before Python 3.13
+            raise self.refuse(name, "is a broken link or a loop of links", fix) from None
+        if not target.is_relative_to(self.boundary):
+            if not stat.S_ISLNK(os.lstat(path).st_mode):  # a folder on its way is a link
+                raise self.refuse(name, "lies outside the model folder", fix)
+            raise self.refuse(
+                name,
+                f"is a link to {_label(str(target))}, outside the model folder",
+                "copy the file into the folder instead of linking to it",
+            )
         if not stat.S_ISREG(info.st_mode):
             raise self.refuse(name, f"is {_node(info.st_mode)}, not a regular file", fix)
         if info.st_size == 0:
