@@ -473,7 +473,7 @@ def _copy(source: Path, target: Path) -> Path:
 
 
 def _try(
-    cases: list[Case], source: Path, image: Path, root: Path, capsys, door: str = DOOR
+    cases: list[Case], source: Path, image: Path, root: Path, capsys, weights: str = "default"
 ) -> list[str]:  # noqa: ANN001
     problems = []
     for n, (case, names, make) in enumerate(cases):
@@ -481,9 +481,9 @@ def _try(
         make(folder)
         out = root / f"case{n}" / "out"
         args = ["analyze", str(image), "--model", f"hf:{folder}", "--out", str(out)]
-        status, lines, crashed = _run_cli([*args, "--device", "cpu"], capsys)
+        status, lines, crashed = _run_cli([*args, "--weights", weights, "--device", "cpu"], capsys)
         code = (folder / MARKER).exists()
-        record(door, case, crash=crashed, code=code)
+        record(DOOR, f"{case} (--weights {weights})", crash=crashed, code=code)
         text = lines[0] if lines else ""
         if crashed or code or status != 2 or len(lines) != 1 or len(text) > 500:
             problems.append(f"{case}: status {status}, {lines}")
@@ -506,6 +506,17 @@ def test_good_folders_still_analyse(good: dict[str, Path], tmp_path: Path, capsy
 def test_hostile_configs(good: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
     problems = _try(config_cases(), good["vit"], good["image"], tmp_path, capsys)
     problems += _try(clip_cases(), good["clip"], good["image"], tmp_path / "clip", capsys)
+    assert not problems, "\n".join(problems)
+
+
+def test_hostile_configs_with_random_weights(
+    good: dict[str, Path],
+    tmp_path: Path,
+    capsys,  # noqa: ANN001
+) -> None:
+    """The same configs for a model of random weights: no weights file to stop at first."""
+    problems = _try(config_cases(), good["vit"], good["image"], tmp_path, capsys, "none")
+    problems += _try(clip_cases(), good["clip"], good["image"], tmp_path / "clip", capsys, "none")
     assert not problems, "\n".join(problems)
 
 

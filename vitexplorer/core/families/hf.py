@@ -141,8 +141,9 @@ def _read_config(
             if isinstance(exc, MemoryError):
                 raise
             if source.folder is not None or not isinstance(exc, OSError):
-                raise ValueError(
-                    f"cannot use the config of hf:{source.text}: {_first_line(exc)}"
+                raise UnsupportedModel(
+                    f"hf:{source.text}: config.json cannot be used ({_first_line(exc)}); use "
+                    f"the config.json that save_pretrained wrote"
                 ) from exc
             if not allow_download:
                 raise WeightsUnavailableError(
@@ -318,7 +319,10 @@ def load(
     extra = EXTRA.get(architecture, {})
     weights_file: Path | None = None
     if weights == "none":
-        model, label = cls(config, **extra), RANDOM
+        try:
+            model, label = cls(config, **extra), RANDOM
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a field it cannot use
+            raise UnsupportedModel(_in_file(source, "config.json", exc)) from None
     elif weights == "default":
         model, weights_file = _from_pretrained(cls, source, config, extra, allow_download)
         label = f"Hugging Face weights ({source.short})"
