@@ -9,7 +9,7 @@ preprocessing in :mod:`~vitexplorer.core.families.hf_config`.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +31,12 @@ from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: 
     choose_class,
     model_class,
     preprocessing,
+)
+from vitexplorer.core.families.hf_files import (
+    HFFolderError,
+    cached_processor,
+    check_files,
+    download_config,
 )
 from vitexplorer.core.families.hf_model import (  # noqa: F401  (the family's adapter)
     ADAPTER,
@@ -67,7 +73,7 @@ def parse_source(name: str) -> Source:
         raise ValueError("hf: needs a folder or a hub name, e.g. hf:google/vit-base-patch16-224")
     path = expand_user(text)
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not os.path.lexists(path / "config.json"):  # what else it is: said when checked
             raise ValueError(f"{text} has no config.json: it is not a save_pretrained folder")
         return Source(text, path.resolve())
     if path.exists():
@@ -107,9 +113,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, Any], bool]:
-    """The config (trusted code only), the image processor's settings and whether the files
-    had to be downloaded."""
+def _library_reason(exc: BaseException) -> str:
+    """A library's first line, without PyTorch's advice to load a pickle unsafely."""
+    text = str(exc)
+    if "weights_only" in text:
+        return "a pickle that holds more than tensors, which is never loaded"
+    return _first_line(exc)
+
+
+def _read_config(
+    source: Source, allow_download: bool, processor: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any], bool]:
+    """The config (trusted code only), the image processor's settings (``processor`` when
+    they were read and checked already) and whether the files had to be downloaded."""
     from transformers import AutoConfig
 
     from vitexplorer.core.models import WeightsUnavailableError
@@ -121,10 +137,13 @@ def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, A
             config = AutoConfig.from_pretrained(
                 where, trust_remote_code=False, local_files_only=True
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001  (a library's error, whatever its class)
+            if isinstance(exc, MemoryError):
+                raise
             if source.folder is not None or not isinstance(exc, OSError):
-                raise ValueError(
-                    f"cannot use the config of hf:{source.text}: {_first_line(exc)}"
+                raise UnsupportedModel(
+                    f"hf:{source.text}: config.json cannot be used ({_first_line(exc)}); use "
+                    f"the config.json that save_pretrained wrote"
                 ) from exc
             if not allow_download:
                 raise WeightsUnavailableError(
@@ -141,13 +160,24 @@ def _read_config(source: Source, allow_download: bool) -> tuple[Any, dict[str, A
             )
         with _quiet(show_progress=True):
             try:
+                download_config(source.text)  # alone first: checked before transformers reads it
                 config = AutoConfig.from_pretrained(where, trust_remote_code=False)
-            except (OSError, ValueError, KeyError) as exc:
+            except ValueError as exc:
+                if isinstance(exc, (HFFolderError, UnsupportedModel)):  # its file named
+                    raise
+                raise UnsupportedModel(
+                    f"hf:{source.text}: config.json: {_first_line(exc)}"
+                ) from exc
+            except Exception as exc:  # noqa: BLE001  (the hub client's errors, whatever their class)
+                if isinstance(exc, MemoryError):
+                    raise
                 raise WeightsUnavailableError(
                     f"hf:{source.text} is not a folder, not in the local Hugging Face cache and "
                     f"could not be downloaded: {_first_line(exc)}"
                 ) from exc
-    return config, _processor_settings(source, not downloaded), downloaded
+    if processor is None:
+        processor = _processor_settings(source, not downloaded)
+    return config, processor, downloaded
 
 
 def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
@@ -167,13 +197,9 @@ def _processor_settings(source: Source, local_only: bool) -> dict[str, Any]:
             except OSError:
                 found = None
         path = Path(found) if found else None
-    if path is None or not path.is_file():
+    if path is None:
         return {}
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {path.name}: {_first_line(exc)}") from exc
-    return settings if isinstance(settings, dict) else {}
+    return cached_processor(path, source.text)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -273,19 +299,30 @@ def load(
     config (``none``), or a state dict in HF's key layout for that config (a path)."""
     del progress, cancelled  # transformers downloads with its own progress bar
     source = parse_source(name)
-    config, processor, _ = _read_config(source, allow_download)
-    architecture = choose_class(_config_dict(config))
-    config = _vision_config(config)
-    kind = KINDS[architecture]
-    prep = preprocessing(kind.model_type, _config_side(config), processor)
-    if kind.classifier and not getattr(config, "num_labels", 0):
-        raise UnsupportedModel(f"its config gives the {architecture} no labels (num_labels 0)")
-    check_config(name, _spec_config(architecture, config, prep.image_size))
+    checked = check_files(source.folder, source.text, weights == "default")
+    config, processor, _ = _read_config(source, allow_download, checked)
+    file = "config.json"
+    try:
+        architecture = choose_class(_config_dict(config))
+        config = _vision_config(config)
+        kind = KINDS[architecture]
+        side = _config_side(config)
+        file = "preprocessor_config.json" if processor else file
+        prep = preprocessing(kind.model_type, side, processor)
+        file = "config.json"
+        if kind.classifier and not getattr(config, "num_labels", 0):
+            raise UnsupportedModel(f"it gives the {architecture} no labels (num_labels 0)")
+        check_config(name, _spec_config(architecture, config, prep.image_size))
+    except ValueError as exc:  # UnsupportedModel included: said with the file it comes from
+        raise UnsupportedModel(_in_file(source, file, exc)) from None
     cls = model_class(architecture)
     extra = EXTRA.get(architecture, {})
     weights_file: Path | None = None
     if weights == "none":
-        model, label = cls(config, **extra), RANDOM
+        try:
+            model, label = cls(config, **extra), RANDOM
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a field it cannot use
+            raise UnsupportedModel(_in_file(source, "config.json", exc)) from None
     elif weights == "default":
         model, weights_file = _from_pretrained(cls, source, config, extra, allow_download)
         label = f"Hugging Face weights ({source.short})"
@@ -345,6 +382,19 @@ def _from_state_dict(
     return with_weights(lambda: cls(config, **extra), state)
 
 
+def _in_file(source: Source, file: str, exc: BaseException) -> str:
+    """A refusal of a folder's config or image processor, naming the file and what to do (the
+    checkpoint checks' "hf." before a field is dropped: the file has the field at its top)."""
+    text = re.sub(r"(?<![\w/.])hf\.(?=\w)", "", str(exc))
+    if ";" not in text:
+        text += (
+            "; fix it, or use the config.json that save_pretrained wrote"
+            if file == "config.json"
+            else "; fix it, or remove the file to use the family's usual preprocessing"
+        )
+    return f"hf:{source.text}: {file}: {text}"
+
+
 def _spec_config(architecture: str, config: Any, image_size: int) -> dict[str, Any]:
     classes = int(getattr(config, "num_labels", 0) or 0) if KINDS[architecture].classifier else 0
     return {
@@ -373,7 +423,9 @@ def _from_pretrained(
                 dtype=torch.float32,
                 **extra,
             )
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001  (a library's error, whatever its class)
+            if isinstance(exc, MemoryError):
+                raise
             if source.folder is None and isinstance(exc, OSError):
                 from vitexplorer.core.models import WeightsUnavailableError
 
@@ -382,7 +434,8 @@ def _from_pretrained(
                     f"{_first_line(exc)}"
                 ) from exc
             raise WeightsFileError(
-                f"cannot load the weights of hf:{source.text}: {_first_line(exc)}"
+                f"cannot load the weights of hf:{source.text}: {_library_reason(exc)}; replace "
+                f"them with the files that save_pretrained wrote"
             ) from exc
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or [])
@@ -403,19 +456,14 @@ def _from_pretrained(
 
 
 def check_source(name: str, weights: str = "default") -> None:
-    """Refuse cheaply what :func:`load` would refuse: a missing folder, a config that names an
-    unsupported architecture, a weights path that is not a file. Nothing is built."""
+    """Refuse cheaply what :func:`load` would refuse: a missing folder, a file of it that no
+    library should open (see :mod:`hf_files`), a config field of the wrong type or size, an
+    unsupported architecture, a weights path that is not a file. No weights are read and
+    nothing is built."""
     from vitexplorer.core.checkpoint import check_weights_path
 
     source = parse_source(name)
-    if source.folder is not None:
-        try:
-            config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read {source.text}/config.json: {_first_line(exc)}") from exc
-        if not isinstance(config, dict):
-            raise ValueError(f"{source.text}/config.json is not a JSON object")
-        choose_class(config)
+    check_files(source.folder, source.text, weights == "default", deep=False)
     if weights not in ("default", "none"):
         check_weights_path(weights)
 

@@ -65,6 +65,8 @@ def choose_class(config: Mapping[str, Any]) -> str:
     """The supported class for a config (as a dict): the first of its ``architectures`` that
     vitexplorer knows, else its model_type's base model; UnsupportedModel otherwise."""
     model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise UnsupportedModel(f"its model_type is {_shown(model_type)}, not a text")
     names = config.get("architectures") or []
     names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
     for name in names:
@@ -74,6 +76,12 @@ def choose_class(config: Mapping[str, Any]) -> str:
         return _DEFAULT_CLASS["clip"]  # a whole CLIP model: its image tower
     if model_type in _DEFAULT_CLASS and not names:
         return _DEFAULT_CLASS[model_type]
+    known = [n for n in names if n in KINDS]
+    if known and model_type not in _DEFAULT_CLASS:
+        raise UnsupportedModel(
+            f"its model_type {_shown(model_type)} is not {KINDS[known[0]].model_type!r}, the "
+            f"model_type of {known[0]}; fix the model_type"
+        )
     raise UnsupportedModel(unsupported_class(names[0] if names else str(model_type), model_type))
 
 
@@ -314,6 +322,10 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
             f"its image processor resizes the short side to {resize} px and keeps the whole "
             f"image; vitexplorer crops its central {resize} px square (Whole image, --aspect "
             f"keep, shows it all)"
+        )
+    if resize > MAX_IMAGE_SIZE:  # e.g. ConvNext's shortest_edge / crop_pct
+        raise UnsupportedModel(
+            f"its image processor resizes images to {resize} px, more than {MAX_IMAGE_SIZE}"
         )
     image_size = crop or resize
     if crop is not None and crop > resize:
