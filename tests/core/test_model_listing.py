@@ -3,6 +3,8 @@ vitexplorer loads, and the ViTs in a Hugging Face hub cache (a real cache layout
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,21 @@ def test_cached_hugging_face_names_are_the_loadable_vits(tmp_path: Path) -> None
     _cache_repo(hub, "e/noconfig", None, {"README.md": "no config here"})
     _cache_repo(hub, "f/broken", None, {"config.json": "{not json"})
     assert cached_hf_names(hub) == ["a/vit", "b/dino"]
+
+
+@pytest.mark.timeout(120)
+def test_a_named_pipe_in_the_cache_is_skipped_not_read(tmp_path: Path) -> None:
+    """A config.json that is a FIFO would block the listing (and the window's model menu) for
+    good if it were opened; it is skipped, and the good repository is still listed."""
+    pytest.importorskip("transformers")
+    hub = tmp_path / "hub"
+    _cache_repo(hub, "a/vit", tiny_hf_config().to_dict(), {})
+    _cache_repo(hub, "g/pipe", None, {"config.json": "placeholder"})
+    blob = next((hub / "models--g--pipe" / "blobs").iterdir())
+    blob.unlink()
+    os.mkfifo(blob)
+    assert cached_hf_names(hub) == ["a/vit"]
+    assert stat.S_ISFIFO(os.lstat(blob).st_mode)
 
 
 def test_no_cache_gives_no_names(tmp_path: Path) -> None:

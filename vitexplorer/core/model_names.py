@@ -4,7 +4,6 @@ the local Hugging Face hub cache. The libraries are imported only when a list is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 # timm's modules whose models are the VisionTransformer (and its distilled DeiT) that
@@ -39,17 +38,23 @@ def cached_hf_names(cache_dir: str | Path | None = None) -> list[str]:
             continue
         newest = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
         configs = [f.file_path for r in newest for f in r.files if f.file_name == "config.json"]
-        if configs and _loadable_config(configs[0]):
+        if configs and _loadable_config(configs[0], repo.repo_path):
             names.append(repo.repo_id)
     return sorted(names)
 
 
-def _loadable_config(path: Path) -> bool:
+def _loadable_config(path: Path, repo: Path) -> bool:
+    """Whether the cached ``config.json`` at ``path`` names a class vitexplorer loads; the file
+    is checked first as a model folder's files are (a regular file whose link stays in the
+    repository's cache, of a sane size), so a named pipe there cannot hang the listing."""
     from vitexplorer.core.families.base import UnsupportedModel
     from vitexplorer.core.families.hf_config import choose_class
+    from vitexplorer.core.families.hf_files import Folder
 
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = Folder(path.parent, str(path.parent), boundary=repo).json(path.name)
+        if config is None:
+            return False
         choose_class(config)
     except (OSError, ValueError, AttributeError, UnsupportedModel):
         return False
