@@ -36,7 +36,7 @@ class FileSet:
                 break
             missing.append(parent)
         path.mkdir(parents=True, exist_ok=True)
-        self._made += reversed(missing)
+        self._made += reversed(missing)  # outermost first
         return path
 
     def write(self, path: Path, writer: Callable[[IO[bytes]], Any]) -> Path:

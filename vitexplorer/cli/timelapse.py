@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,16 +123,16 @@ def run_timelapse(options: argparse.Namespace) -> int:
     formats = tuple(dict.fromkeys(options.formats or FORMATS))
     names = output_names(timelapse, options.map, formats)
     check_output_folder(options.out, [], names, [("the checkpoint", path)])
-    existed = expand_user(options.out).exists()
+    made = missing_folders(expand_user(options.out))
     out = output_folder(options.out)
     try:
         written = write_timelapse(
             out, timelapse, model, options.map, layer, head, formats, path, options.scale
         )
     except OSError as exc:
-        if not existed:
+        for folder in made:  # made by this run, and left empty by the failed set
             with contextlib.suppress(OSError):
-                out.rmdir()  # made by this run, and left empty by the failed set
+                folder.rmdir()
         raise Failed(
             f"cannot write to {out}: {exc.strerror or exc}; nothing was written (free some "
             f"space or choose another --out)",
@@ -152,6 +153,16 @@ def output_names(timelapse: Any, kind: str, formats: tuple[str, ...]) -> list[st
         for suffix in suffixes[format]
     ]
     return [*names, "timelapse-heads.csv"]
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, the innermost first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if os.path.lexists(folder):
+            break
+        missing.append(folder)
+    return missing
 
 
 def _stems(timelapse: Any) -> list[str]:
