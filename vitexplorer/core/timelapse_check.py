@@ -94,9 +94,9 @@ def check_description(meta: object, version: int, max_probes: int) -> Descriptio
     for key, value in sizes.items():
         if not _whole(value, 1):
             raise _wrong(WORDS[key], meta, key, "a positive whole number")
-    best = meta.get("best_epoch")
-    if best is not None and (not _whole(best) or best not in epochs):
-        raise ValueError(f"its kept epoch {_shown(best)} is not one of its epochs")
+    best = meta.get("best_epoch")  # may lack a frame: a run stopped while recording it
+    if best is not None and (not _whole(best) or best > MAX_EPOCHS):
+        raise ValueError(f"its kept epoch is {_shown(best)}, not one from 0 to {MAX_EPOCHS}")
     return Description(
         epochs=list(epochs),
         sources=list(sources),
