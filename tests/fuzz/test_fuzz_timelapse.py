@@ -263,3 +263,32 @@ def test_a_write_that_fails_into_a_new_folder_leaves_no_folder(
     record(CLI_DOOR, "write fails: into a new folder", crash=crashed, lost=out.exists())
     assert status == 2 and len(lines) == 1 and not crashed
     assert not out.exists()
+
+
+def test_ctrl_c_while_writing_leaves_the_folder_as_it_was(
+    model_parts: tuple[Tensors, dict[str, Any]],
+    tmp_path: Path,
+    capsys,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    import vitexplorer.core.figure as figure
+
+    checkpoint = write_block(tmp_path / "run.safetensors", GOOD, model_parts)
+    out = tmp_path / "made" / "out"
+    calls = iter(range(100))
+    original = figure.save_png
+
+    def interrupted(image, handle):  # noqa: ANN001, ANN202
+        if next(calls) == 2:
+            raise KeyboardInterrupt
+        return original(image, handle)
+
+    monkeypatch.setattr(figure, "save_png", interrupted)
+    status, stdout, lines, crashed = _run_cli(
+        ["timelapse", str(checkpoint), "--out", str(out)], capsys
+    )
+    monkeypatch.undo()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    record(CLI_DOOR, "write interrupted: Ctrl-C", crash=crashed, lost=left != ["run.safetensors"])
+    assert status == 130 and lines == ["vitexplorer: interrupted"] and stdout == ""
+    assert left == ["run.safetensors"]  # neither a file nor the folders it made
