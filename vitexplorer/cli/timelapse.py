@@ -211,20 +211,11 @@ def write_timelapse(
         for probe, stem in enumerate(_stems(timelapse)):
             maps = probe_maps(timelapse, probe, kind, layer, head)
             levels = epoch_levels(maps) if scale == "epochs" else None
-            drawn = {"gif", "png"} & set(formats)
+            shown = timelapse.frames if {"gif", "png"} & set(formats) else []
+            method = (kind, layer, head)
             figures = [
-                _figure(
-                    timelapse,
-                    model,
-                    probe,
-                    frame,
-                    maps[i],
-                    (kind, layer, head),
-                    lut,
-                    levels,
-                    uniform,
-                )  # fmt: skip
-                for i, frame in enumerate(timelapse.frames if drawn else ())
+                _figure(timelapse, model, probe, frame, maps[i], method, lut, levels, uniform)
+                for i, frame in enumerate(shown)
             ]
             if "gif" in formats:
                 written.append(_write_gif(files, out / f"{stem}.{kind}.gif", figures))

@@ -18,11 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-MAX_SIDE = 4096  # a probe image's side: training stores them at the model's input size
+MAX_SIDE = 4096  # a probe image's side (vit.MAX_IMAGE_SIZE): the model's input size
+# the largest grid side, patch size, prefix count and class count a model can have (core.vit)
+LIMITS = {"grid": 4096, "patch_size": 4096, "num_prefix": 4096, "num_classes": 100_000}
 MAX_SOURCE = 4096  # characters in a probe's name: a path (PATH_MAX) or "test #i"
 PROBABILITY_SLACK = 1e-3  # float16 rounding of a probability of 1
 FLOATS = (torch.float16, torch.float32, torch.float64)
 INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+KINDS = {  # the tensors that are not float: what they may hold, in words
+    "images": ((torch.uint8,), "bytes"),
+    "labels": (INTEGERS, "whole numbers"),
+    "predicted": (INTEGERS, "whole numbers"),
+}
 WORDS = {
     "patch_size": "patch size",
     "num_prefix": "number of prefix tokens",
@@ -56,8 +63,10 @@ def _wrong(what: str, meta: dict[str, Any], key: str, wanted: str) -> ValueError
     return ValueError(f"its {what} is {_shown(meta[key])}, not {wanted}")
 
 
-def _whole(value: object, lowest: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
+def _whole(value: object, lowest: int = 0, highest: int | None = None) -> bool:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+        return False
+    return highest is None or value <= highest
 
 
 def check_description(meta: object, version: int, max_probes: int) -> Description:
@@ -88,12 +97,13 @@ def check_description(meta: object, version: int, max_probes: int) -> Descriptio
                 f"{MAX_SOURCE} characters, no NUL)"
             )
     grid = meta.get("grid")
-    if not (isinstance(grid, list) and len(grid) == 2 and all(_whole(n, 1) for n in grid)):
-        raise _wrong("patch grid", meta, "grid", "two positive whole numbers")
+    top = LIMITS["grid"]
+    if not (isinstance(grid, list) and len(grid) == 2 and all(_whole(n, 1, top) for n in grid)):
+        raise _wrong("patch grid", meta, "grid", f"two whole numbers from 1 to {top}")
     sizes = {k: meta.get(k) for k in ("patch_size", "num_prefix", "num_classes")}
     for key, value in sizes.items():
-        if not _whole(value, 1):
-            raise _wrong(WORDS[key], meta, key, "a positive whole number")
+        if not _whole(value, 1, LIMITS[key]):
+            raise _wrong(WORDS[key], meta, key, f"a whole number from 1 to {LIMITS[key]}")
     best = meta.get("best_epoch")  # may lack a frame: a run stopped while recording it
     if best is not None and (not _whole(best) or best > MAX_EPOCHS):
         raise ValueError(f"its kept epoch is {_shown(best)}, not one from 0 to {MAX_EPOCHS}")
@@ -121,18 +131,9 @@ def check_arrays(
         raise ValueError(f"it lacks {', '.join(missing)}")
     names = ("images", "labels", *frame_arrays, *(k for k in optional if k in tensors))
     for name in names:
+        wanted, kind = KINDS.get(name, (FLOATS, "numbers"))
         dtype = tensors[name].dtype
-        wanted = (torch.uint8,) if name == "images" else INTEGERS
-        if name not in ("images", "labels", "predicted"):
-            wanted = FLOATS
         if dtype not in wanted:
-            kind = (
-                "bytes"
-                if name == "images"
-                else "whole numbers"
-                if wanted is INTEGERS
-                else "numbers"
-            )
             raise ValueError(f"its {name} holds {str(dtype).removeprefix('torch.')}, not {kind}")
     arrays = {k: tensors[k].numpy() for k in names}
     images = arrays["images"]
@@ -218,7 +219,7 @@ def check_model(timelapse: Any, spec: Any) -> None:
         "number of prefix tokens": (timelapse.num_prefix, spec.num_prefix_tokens),
         "number of layers": (layers, spec.num_layers),
         "number of heads": (heads, spec.num_heads),
-        "probe image size": ((height, width), (spec.image_size, spec.image_size)),
+        "probe image size": ((width, height), (spec.image_size, spec.image_size)),
     }
     for what, (theirs, model) in recorded.items():
         if theirs != model:
