@@ -131,3 +131,22 @@ def test_sanity_write_failure_is_one_line_and_nothing_half_written(
     assert err.startswith(f"vitexplorer: cannot write to {out}: {os.strerror(number)}; ")
     assert sorted(os.listdir(out)) == ["photo.sanity.csv"]  # the csv before the npy: not kept
     assert (out / "photo.sanity.csv").read_text() == "an earlier run"
+
+
+def test_a_run_on_images_smaller_than_the_input_passes_the_model_check(tmp_path: Path) -> None:
+    """Training keeps square images no larger than the input as they are (CIFAR-10's 32 px for
+    a 224 px model): such probes are the model's, not damage."""
+    from tests.conftest import write_colour_dataset
+    from tests.core.test_timelapse import QUICK, _small_vit
+    from vitexplorer.core.datasets import open_dataset
+    from vitexplorer.core.training import FinetuneConfig, finetune
+
+    data = write_colour_dataset(tmp_path / "colours", 20, size=16)
+    config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 1})
+    result = list(finetune(_small_vit(), open_dataset(data), config))[-1].result
+    path = tmp_path / "small.safetensors"
+    save_checkpoint(path, result.model, result.metadata(), result.timelapse)
+    spec = load_model(str(path), device="cpu").spec
+    back = read_timelapse(path, spec)
+    assert spec.image_size == 32 and back is not None and back.images.shape[1:] == (16, 16, 3)
+    assert back.epochs == [0, 1]

@@ -205,7 +205,8 @@ def _check_classes(arrays: dict[str, np.ndarray], about: Description) -> None:
 def check_model(timelapse: Any, spec: Any) -> None:
     """A ValueError when the checked ``timelapse`` was not recorded with the model ``spec``
     describes (a :class:`~vitexplorer.core.spec.ModelSpec`): its classes, patch grid, patch
-    size, prefix tokens, layers, heads and input size must all be the model's."""
+    size, prefix tokens, layers and heads must all be the model's, and its probe images such
+    as training makes for that model's input."""
     classes = len(spec.class_names)
     if timelapse.num_classes != classes:
         raise ValueError(
@@ -219,11 +220,17 @@ def check_model(timelapse: Any, spec: Any) -> None:
         "number of prefix tokens": (timelapse.num_prefix, spec.num_prefix_tokens),
         "number of layers": (layers, spec.num_layers),
         "number of heads": (heads, spec.num_heads),
-        "probe image size": ((width, height), (spec.image_size, spec.image_size)),
     }
     for what, (theirs, model) in recorded.items():
         if theirs != model:
             raise ValueError(f"its {what} is {_size(theirs)} but the model's is {_size(model)}")
+    # training keeps a square image no larger than the input as it is (CIFAR-10's 32 px for a
+    # 224 px model) and makes any other one the input's size: square, at most the input's side
+    if height != width or height > spec.image_size:
+        raise ValueError(
+            f"its probe images are {width}x{height} pixels, not square and at most the model's "
+            f"input ({spec.image_size}x{spec.image_size})"
+        )
 
 
 def _size(value: object) -> str:
