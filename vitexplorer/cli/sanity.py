@@ -20,7 +20,8 @@ from vitexplorer.cli.checks import (
     _prepare,
     _warn,
 )
-from vitexplorer.cli.common import PROG, Failed, error, file_mode, unique_stems, write_atomic
+from vitexplorer.cli.common import PROG, Failed, error, file_mode, terminal_text, unique_stems
+from vitexplorer.cli.file_sets import FileSet
 
 
 def sanity_parser() -> argparse.ArgumentParser:
@@ -89,7 +90,7 @@ def run_sanity(options: argparse.Namespace) -> int:
                 failures += 1
                 continue
             check.write(out_dir, name, path)
-            print(check.line(stem, grid), flush=True)
+            print(terminal_text(check.line(stem, grid)), flush=True)
     return 1 if failures else 0
 
 
@@ -153,15 +154,17 @@ class SanityRun:
         facts["warnings"] = warnings
         card = method_card(self.model, method, self.held.as_dict(method), path, facts)
         table = ("\n".join(rows) + "\n").encode("utf-8")
-        mode = file_mode()
-        try:
-            write_atomic(out_dir / f"{name}.csv", lambda f: f.write(table), mode)
-            write_atomic(
-                out_dir / f"{name}.npy", lambda f: np.save(f, maps, allow_pickle=False), mode
-            )
-            write_atomic(out_dir / f"{name}.json", lambda f: f.write(_json(card)), mode)
+        try:  # the three files as one set: all of them or none
+            with FileSet(file_mode()) as files:
+                files.write(out_dir / f"{name}.csv", lambda f: f.write(table))
+                files.write(out_dir / f"{name}.npy", lambda f: np.save(f, maps, allow_pickle=False))
+                files.write(out_dir / f"{name}.json", lambda f: f.write(_json(card)))
         except OSError as exc:
-            raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
+            raise Failed(
+                f"cannot write to {out_dir}: {exc.strerror or exc}; this image's files were not "
+                f"written (free some space or choose another --out)",
+                2,
+            ) from exc
 
     def line(self, stem: str, grid: tuple[int, int]) -> str:
         """What stdout says: the image, the method and each step's correlation."""
