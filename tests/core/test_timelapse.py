@@ -177,7 +177,10 @@ def _rewrite_metadata(path: Path, change) -> None:  # noqa: ANN001
     [
         (lambda t: t.update(epochs=[0]), "shape"),
         (lambda t: t.update(grid=[3, 3]), "shape"),
-        (lambda t: t.update(num_classes=1), "outside the 1 classes"),
+        (
+            lambda t: t.update(num_classes=1),
+            "names class 1 for probe .* but the model has 1 class$",
+        ),
         (lambda t: t.update(version=99), "unknown version"),
         (lambda t: t.pop("sources"), "probes is missing"),
     ],

@@ -241,8 +241,8 @@ def test_a_damaged_timelapse_is_said_in_one_line_and_the_model_opens(qtbot, tmp_
     assert window.model.spec.class_names[0] == "kind 0"  # the model opened
     message = window.finetune.panel.timelapse.message()
     assert message == (
-        "The time-lapse in lying.safetensors is damaged: a predicted class lies outside the 7 "
-        "classes. The model itself opened normally."
+        "The time-lapse in lying.safetensors is damaged: epoch 0 names class 9 for probe 2 but "
+        "the model has 7 classes. The model itself opened normally."
     )
     window.close()
 

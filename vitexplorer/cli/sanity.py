@@ -20,7 +20,7 @@ from vitexplorer.cli.checks import (
     _prepare,
     _warn,
 )
-from vitexplorer.cli.common import PROG, Failed, error, file_mode, unique_stems
+from vitexplorer.cli.common import PROG, Failed, error, file_mode, terminal_text, unique_stems
 from vitexplorer.core.files import FileSet
 
 
@@ -90,7 +90,7 @@ def run_sanity(options: argparse.Namespace) -> int:
                 failures += 1
                 continue
             check.write(out_dir, name, path)
-            print(check.line(stem, grid), flush=True)
+            print(terminal_text(check.line(stem, grid)), flush=True)
     return 1 if failures else 0
 
 
@@ -166,7 +166,11 @@ class SanityRun:
         try:
             files.write(mode)
         except OSError as exc:
-            raise Failed(f"cannot write to {out_dir}: {exc.strerror or exc}", 2) from exc
+            raise Failed(
+                f"cannot write to {out_dir}: {exc.strerror or exc}; this image's files were not "
+                f"written (free some space or choose another --out)",
+                2,
+            ) from exc
 
     def line(self, stem: str, grid: tuple[int, int]) -> str:
         """What stdout says: the image, the method and each step's correlation."""

@@ -5,11 +5,22 @@ checkpoint, written out per probe image: an animated GIF, a PNG per epoch, and t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from vitexplorer.cli.common import PROG, Failed, colour_table, output_folder, unique_stems
+from vitexplorer.cli.common import (
+    PROG,
+    Failed,
+    check_output_folder,
+    colour_table,
+    output_folder,
+    terminal_text,
+    unique_stems,
+)
+from vitexplorer.cli.file_sets import FileSet
 from vitexplorer.core.paths import expand_user
 
 FORMATS = ("gif", "png", "npy")
@@ -70,16 +81,23 @@ def timelapse_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DAMAGED_ADVICE = "the model itself loads; train again to record a new time-lapse"
+
+
 def run_timelapse(options: argparse.Namespace) -> int:
+    """0 when every file was written; 2 (one line, nothing written) for a checkpoint without a
+    usable time-lapse, impossible options or an output folder that cannot take the files."""
     from vitexplorer.core.checkpoint import WeightsFileError
     from vitexplorer.core.numbering import index_of
-    from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
+    from vitexplorer.core.timelapse import TimeLapseError, check_against, read_timelapse
 
     path = expand_user(options.checkpoint)
     try:
         timelapse = read_timelapse(path)
-    except (TimeLapseError, WeightsFileError) as exc:
+    except WeightsFileError as exc:
         raise Failed(str(exc), 2) from exc
+    except TimeLapseError as exc:
+        raise Failed(f"{exc}; {DAMAGED_ADVICE}", 2) from exc
     except OSError as exc:
         raise Failed(f"cannot read {path}: {exc.strerror or exc}", 2) from exc
     if timelapse is None:
@@ -88,6 +106,11 @@ def run_timelapse(options: argparse.Namespace) -> int:
             f"older vitexplorer; train again to record one",
             2,
         )
+    model = _load(path)
+    try:
+        check_against(timelapse, model.spec, path)
+    except TimeLapseError as exc:
+        raise Failed(f"{exc}; {DAMAGED_ADVICE}", 2) from exc
     layers, heads = timelapse.frames[0].distance.shape[1:]
     layer = head = None
     if options.map == "attention":
@@ -97,15 +120,55 @@ def run_timelapse(options: argparse.Namespace) -> int:
                 head = index_of(options.head, "--head", heads, "head")
         except ValueError as exc:
             raise Failed(str(exc), 2) from exc
-    out = output_folder(options.out)
-    model = _load(path)
     formats = tuple(dict.fromkeys(options.formats or FORMATS))
-    written = write_timelapse(
-        out, timelapse, model, options.map, layer, head, formats, path, options.scale
-    )
+    names = output_names(timelapse, options.map, formats)
+    check_output_folder(options.out, [], names, [("the checkpoint", path)])
+    made = missing_folders(expand_user(options.out))
+    out = output_folder(options.out)
+    try:
+        written = write_timelapse(
+            out, timelapse, model, options.map, layer, head, formats, path, options.scale
+        )
+    except BaseException as exc:  # a failed write, Ctrl-C: the set left nothing behind
+        for folder in made:  # made by this run, and left empty by the failed set
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if not isinstance(exc, OSError):
+            raise
+        raise Failed(
+            f"cannot write to {out}: {exc.strerror or exc}; nothing was written (free some "
+            f"space or choose another --out)",
+            2,
+        ) from exc
     for item in written:
-        print(item)
+        print(terminal_text(str(item)))
     return 0
+
+
+def output_names(timelapse: Any, kind: str, formats: tuple[str, ...]) -> list[str]:
+    """The names :func:`write_timelapse` writes in its folder (a probe's PNGs: its folder)."""
+    suffixes = {"gif": (".gif",), "png": ("",), "npy": (".npy", ".json")}
+    names = [
+        f"{stem}.{kind}{suffix}"
+        for stem in _stems(timelapse)
+        for format in formats
+        for suffix in suffixes[format]
+    ]
+    return [*names, "timelapse-heads.csv"]
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, the innermost first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if os.path.lexists(folder):
+            break
+        missing.append(folder)
+    return missing
+
+
+def _stems(timelapse: Any) -> list[str]:
+    return [f"probe-{i + 1:02d}-{s}" for i, s in enumerate(unique_stems(timelapse.sources))]
 
 
 def _load(path: Path) -> Any:
@@ -130,11 +193,11 @@ def write_timelapse(
     checkpoint: Path,
     scale: str = "epochs",
 ) -> list[Path]:
-    """Write the chosen formats for every probe and the per-head CSV; the paths written.
-    ``scale`` "epochs" draws a probe's frames on one colour scale (their range over the
-    epochs), "frame" each on its own; either way the bar marks the uniform level 1/N."""
+    """Write the chosen formats for every probe and the per-head CSV, as one set (all or none:
+    :class:`~vitexplorer.cli.file_sets.FileSet`); the paths written. ``scale`` "epochs" draws a
+    probe's frames on one colour scale (their range over the epochs), "frame" each on its own;
+    either way the bar marks the uniform level 1/N. OSError when the set cannot be written."""
     from vitexplorer.core.figure import save_png
-    from vitexplorer.core.files import write_atomic
     from vitexplorer.core.scales import uniform_label, uniform_level
     from vitexplorer.core.timelapse import epoch_levels, heads_csv, probe_maps, row_tokens
 
@@ -144,31 +207,29 @@ def write_timelapse(
     tokens = row_tokens(timelapse)
     uniform = (uniform_level(tokens), uniform_label(tokens))
     written: list[Path] = []
-    stems = [f"probe-{i + 1:02d}-{s}" for i, s in enumerate(unique_stems(timelapse.sources))]
-    for probe, stem in enumerate(stems):
-        maps = probe_maps(timelapse, probe, kind, layer, head)
-        levels = epoch_levels(maps) if scale == "epochs" else None
-        figures = [
-            _figure(
-                timelapse, model, probe, frame, maps[i], (kind, layer, head), lut, levels, uniform
-            )  # fmt: skip
-            for i, frame in enumerate(timelapse.frames)
-        ]
-        if "gif" in formats:
-            written.append(_write_gif(out / f"{stem}.{kind}.gif", figures))
-        if "png" in formats:
-            folder = output_folder(out / f"{stem}.{kind}")
-            for frame, figure in zip(timelapse.frames, figures, strict=True):
-                path = folder / f"epoch-{frame.epoch:03d}.png"
-                write_atomic(path, lambda f, image=figure: save_png(image, f))
-            written.append(folder)
-        if "npy" in formats:
-            written += _write_npy(out, stem, maps, timelapse, model, probe, kind, layer, head,
-                                  checkpoint, scale)  # fmt: skip
-    csv_path = out / "timelapse-heads.csv"
-    text = heads_csv(timelapse).encode()
-    write_atomic(csv_path, lambda f: f.write(text))
-    written.append(csv_path)
+    with FileSet() as files:
+        for probe, stem in enumerate(_stems(timelapse)):
+            maps = probe_maps(timelapse, probe, kind, layer, head)
+            levels = epoch_levels(maps) if scale == "epochs" else None
+            shown = timelapse.frames if {"gif", "png"} & set(formats) else []
+            method = (kind, layer, head)
+            figures = [
+                _figure(timelapse, model, probe, frame, maps[i], method, lut, levels, uniform)
+                for i, frame in enumerate(shown)
+            ]
+            if "gif" in formats:
+                written.append(_write_gif(files, out / f"{stem}.{kind}.gif", figures))
+            if "png" in formats:
+                folder = files.folder(out / f"{stem}.{kind}")
+                for frame, figure in zip(timelapse.frames, figures, strict=True):
+                    path = folder / f"epoch-{frame.epoch:03d}.png"
+                    files.write(path, lambda f, image=figure: save_png(image, f))
+                written.append(folder)
+            if "npy" in formats:
+                written += _write_npy(files, out, stem, maps, timelapse, model, probe, kind,
+                                      layer, head, checkpoint, scale)  # fmt: skip
+        text = heads_csv(timelapse).encode()
+        written.append(files.write(out / "timelapse-heads.csv", lambda f: f.write(text)))
     return written
 
 
@@ -221,13 +282,12 @@ def _figure(
     return render_figure(image, heat, lut, title, subtitle, levels=levels, uniform=uniform).image
 
 
-def _write_gif(path: Path, figures: list[Any]) -> Path:
+def _write_gif(files: FileSet, path: Path, figures: list[Any]) -> Path:
     """The figures as one looping GIF, each padded to the largest (the colour bar's labels make
     their widths differ)."""
     from PIL import Image
 
     from vitexplorer.core.figure import BACKGROUND
-    from vitexplorer.core.files import write_atomic
 
     width = max(f.width for f in figures)
     height = max(f.height for f in figures)
@@ -236,7 +296,7 @@ def _write_gif(path: Path, figures: list[Any]) -> Path:
         canvas = Image.new("RGB", (width, height), BACKGROUND)
         canvas.paste(figure, (0, 0))
         frames.append(canvas)
-    write_atomic(
+    files.write(
         path,
         lambda f: frames[0].save(
             f, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0
@@ -246,6 +306,7 @@ def _write_gif(path: Path, figures: list[Any]) -> Path:
 
 
 def _write_npy(
+    files: FileSet,
     out: Path,
     stem: str,
     maps: Any,
@@ -260,7 +321,6 @@ def _write_npy(
 ) -> list[Path]:
     import numpy as np
 
-    from vitexplorer.core.files import write_atomic
     from vitexplorer.core.numbering import map_axes
     from vitexplorer.core.provenance import method_card, strict_json
 
@@ -312,8 +372,8 @@ def _write_npy(
     )
     text = strict_json(card)[0]
     array = np.ascontiguousarray(maps, dtype=np.float32)
-    write_atomic(npy, lambda f: np.save(f, array, allow_pickle=False))
-    write_atomic(card_path, lambda f: f.write(text))
+    files.write(npy, lambda f: np.save(f, array, allow_pickle=False))
+    files.write(card_path, lambda f: f.write(text))
     return [npy, card_path]
 
 

@@ -31,7 +31,6 @@ import torch
 from vitexplorer.core.capture import AttentionSink, capturing_attention, images_per_pass
 from vitexplorer.core.checkpoint import TIMELAPSE_KEY as META_KEY
 from vitexplorer.core.checkpoint import TIMELAPSE_PREFIX as PREFIX
-from vitexplorer.core.checkpoint import whole_numbers
 from vitexplorer.core.explain import (
     HeadStatistics,
     head_statistics,
@@ -41,6 +40,7 @@ from vitexplorer.core.explain import (
     statistics_csv,
 )
 from vitexplorer.core.scales import finite_range
+from vitexplorer.core.timelapse_check import check_arrays, check_description, check_model
 from vitexplorer.core.verdict import is_tie, verdict
 
 DEFAULT_PROBES = 10  # a class-balanced handful of test images
@@ -396,10 +396,11 @@ class ProbeRecorder:
 # Reading it back
 
 
-def read_timelapse(path: str | Path) -> TimeLapse | None:
+def read_timelapse(path: str | Path, spec: Any = None) -> TimeLapse | None:
     """The time-lapse saved in the checkpoint at ``path``, or None when it holds none. A
-    time-lapse that does not hold together is a :class:`TimeLapseError` (the model in the same
-    file loads all the same); a path that is no readable checkpoint, a ``WeightsFileError``."""
+    time-lapse that does not hold together, or (given the model's ``spec``) was not recorded
+    with that model, is a :class:`TimeLapseError` (the model in the same file loads all the
+    same); a path that is no readable checkpoint, a ``WeightsFileError``."""
     from safetensors import SafetensorError, safe_open
 
     from vitexplorer.core.checkpoint import (
@@ -423,67 +424,46 @@ def read_timelapse(path: str | Path) -> TimeLapse | None:
     except (OSError, SafetensorError, ValueError) as exc:
         raise TimeLapseError(f"the time-lapse in {name} cannot be read: {exc}") from exc
     try:
-        return timelapse_from(tensors, meta[META_KEY])
+        timelapse = timelapse_from(tensors, meta[META_KEY])
     except (TypeError, ValueError, KeyError) as exc:
         raise TimeLapseError(f"the time-lapse in {name} is damaged: {exc}") from None
+    if spec is not None:
+        check_against(timelapse, spec, path)
+    return timelapse
+
+
+def check_against(timelapse: TimeLapse, spec: Any, path: str | Path) -> None:
+    """A :class:`TimeLapseError` naming ``path`` when ``timelapse`` (read from that checkpoint)
+    was not recorded with the model that ``spec`` describes: its classes, patch grid, layers,
+    heads and input size (:func:`~vitexplorer.core.timelapse_check.check_model`)."""
+    from vitexplorer.core.checkpoint import file_label
+
+    try:
+        check_model(timelapse, spec)
+    except ValueError as exc:
+        raise TimeLapseError(
+            f"the time-lapse in {file_label(Path(path))} is damaged: {exc}"
+        ) from None
 
 
 def timelapse_from(tensors: dict[str, torch.Tensor], meta: object) -> TimeLapse:
     """A :class:`TimeLapse` from its tensors (names without the prefix) and description; a
-    ValueError saying what does not hold together."""
-    if not isinstance(meta, dict) or meta.get("version") != VERSION:
-        raise ValueError("its description is missing or of an unknown version")
-    epochs, sources = meta.get("epochs"), meta.get("sources")
-    if not whole_numbers(epochs) or not isinstance(sources, list) or not sources:
-        raise ValueError("its list of epochs or of probes is missing")
-    grid, patch, prefix, classes = (meta.get(k) for k in ("grid", "patch_size", "num_prefix",
-                                                          "num_classes"))  # fmt: skip
-    if not (whole_numbers(grid) and len(grid) == 2 and whole_numbers([patch, prefix, classes])):
-        raise ValueError("its grid, patch size, prefix count or class count is missing")
-    if min(*grid, patch, prefix, classes) < 1:
-        raise ValueError("its grid, patch size, prefix count or class count is not positive")
-    missing = [n for n in ("images", "labels", *FRAME_ARRAYS) if n not in tensors]
-    if missing:
-        raise ValueError(f"it lacks {', '.join(missing)}")
-    arrays = {k: v.numpy() for k, v in tensors.items()}
-    frames, probes, patches = len(epochs), len(sources), grid[0] * grid[1]
-    layers_heads = arrays["distance"].shape[2:]
-    expected = {
-        "images": (probes, *arrays["images"].shape[1:]),
-        "labels": (probes,),
-        "predicted": (frames, probes),
-        "probability": (frames, probes),
-        "cls_attention": (frames, probes, *layers_heads, patches),
-        "rollout": (frames, probes, patches),
-        "distance": (frames, probes, *layers_heads),
-        "entropy": (frames, probes, *layers_heads),
-        "prefix_share": (frames, probes, *layers_heads),
-    }
-    expected.update({k: (frames, probes) for k in OPTIONAL_ARRAYS if k in arrays})
-    for key, shape in expected.items():
-        if arrays[key].shape != shape or len(layers_heads) != 2:
-            raise ValueError(f"its {key} has the shape {arrays[key].shape}, not {shape}")
-    if arrays["images"].dtype != np.uint8 or arrays["images"].ndim != 4:
-        raise ValueError("its probe images are not (probes, height, width, 3) bytes")
-    for key in (*FRAME_ARRAYS, *(k for k in OPTIONAL_ARRAYS if k in arrays)):
-        if not np.isfinite(arrays[key].astype(np.float64)).all():
-            raise ValueError(f"its {key} holds values that are not finite")
-    if not (0 <= arrays["predicted"]).all() or not (arrays["predicted"] < classes).all():
-        raise ValueError(f"a predicted class lies outside the {classes} classes")
-    best = meta.get("best_epoch")
+    ValueError saying what does not hold together (:mod:`vitexplorer.core.timelapse_check`)."""
+    about = check_description(meta, VERSION, MAX_PROBES)
+    arrays = check_arrays(tensors, about, FRAME_ARRAYS, OPTIONAL_ARRAYS)
     timelapse = TimeLapse(
-        grid=(int(grid[0]), int(grid[1])),
-        patch_size=int(patch),
-        num_prefix=int(prefix),
-        num_classes=int(classes),
-        sources=[str(s) for s in sources],
+        grid=about.grid,
+        patch_size=about.patch_size,
+        num_prefix=about.num_prefix,
+        num_classes=about.num_classes,
+        sources=about.sources,
         images=arrays["images"],
         labels=arrays["labels"].astype(np.int64),
-        best_epoch=best if isinstance(best, int) and not isinstance(best, bool) else None,
+        best_epoch=about.best_epoch,
     )
-    for i, epoch in enumerate(epochs):
+    for i, epoch in enumerate(about.epochs):
         values = {k: arrays[k][i].astype(np.float32) for k in FRAME_ARRAYS}
         values.update({k: arrays[k][i].astype(np.float32) for k in OPTIONAL_ARRAYS if k in arrays})
         values["predicted"] = arrays["predicted"][i].astype(np.int64)
-        timelapse.frames.append(Frame(epoch=int(epoch), **values))
+        timelapse.frames.append(Frame(epoch=epoch, **values))
     return timelapse

@@ -323,7 +323,7 @@ class ModelWorker(QObject):
             else:
                 self.model_failed.emit(_message(exc))
             return
-        saved = _saved_timelapse(loaded.weights_file)
+        saved = _saved_timelapse(loaded.weights_file, loaded.spec)
         self._use(loaded, request, time.perf_counter() - start, fine_tuned=False, saved=saved)
 
     def _adopt(self, adoption: _Adoption) -> None:
@@ -461,9 +461,10 @@ def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDo
     return models.default_download(request.name, request.weights)
 
 
-def _saved_timelapse(path) -> SavedTimeLapse | None:  # noqa: ANN001  (Path | None)
+def _saved_timelapse(path, spec) -> SavedTimeLapse | None:  # noqa: ANN001  (Path | None, ModelSpec)
     """The time-lapse in the weights file at ``path`` when it is a vitexplorer checkpoint (a
-    safetensors file with vitexplorer's metadata); None for any other model."""
+    safetensors file with vitexplorer's metadata), checked against the model ``spec`` loaded
+    from it; None for any other model."""
     from pathlib import Path
 
     from vitexplorer.core.checkpoint import file_label, is_safetensors_file, read_safetensors_header
@@ -475,7 +476,7 @@ def _saved_timelapse(path) -> SavedTimeLapse | None:  # noqa: ANN001  (Path | No
     try:
         if not is_safetensors_file(path) or read_safetensors_header(path, weights=False)[1] is None:
             return None
-        return SavedTimeLapse(name, read_timelapse(path))
+        return SavedTimeLapse(name, read_timelapse(path, spec))
     except TimeLapseError as exc:
         return SavedTimeLapse(name, None, str(exc))
     except Exception as exc:  # the file changed since the model was read from it, say
