@@ -230,10 +230,10 @@ def default_download(name: str, weights: str = "default") -> WeightsDownload | N
         return None
     try:
         family = family_module_for(name)
-    except ValueError:
+        describe = getattr(family, "default_weights_download", None)
+        return describe(name) if describe is not None else None
+    except (ValueError, WeightsUnavailableError):  # the load says why, as a model problem
         return None
-    describe = getattr(family, "default_weights_download", None)
-    return describe(name) if describe is not None else None
 
 
 def check_model_source(name: str, weights: str = "default") -> None:
@@ -301,6 +301,10 @@ def load_model(
             **options,
         )
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    if target.type == "cuda":  # refused in one line rather than out of memory half way
+        from vitexplorer.core.estimate import check_model_fits
+
+        check_model_fits(spec.name, module, target)
     if weights_file is not None:
         weights_file = expand_user(weights_file).resolve()
     return LoadedModel(module.eval().to(target), spec, target, weights_file)
