@@ -461,8 +461,26 @@ def build(
     """The model of ``plan`` with the weights of ``state``, allocated only once they fit, and
     never initialised (see :func:`with_weights`)."""
     check_plan(plan, state, source)
+    _check_number_kinds(plan, state, source)
     module = with_weights(plan.build, state)
     return module, plan.spec(module)
+
+
+def _check_number_kinds(plan: BuildPlan, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """A WeightsFileError of one line when the file holds integers or booleans where the model
+    has floating-point weights (which no model can be given)."""
+    if all(tensor.is_floating_point() for tensor in state.values()):
+        return  # the usual file: no skeleton to build
+    with torch.device("meta"):
+        wanted = plan.build().state_dict()
+    for key, tensor in state.items():
+        like = wanted.get(key)
+        if like is not None and like.is_floating_point() and not tensor.is_floating_point():
+            raise WeightsFileError(
+                f"{source}: its {key} holds {str(tensor.dtype).removeprefix('torch.')} numbers "
+                f"where {plan.what} has floating-point weights; it is not a weights file of "
+                f"this model"
+            )
 
 
 def with_weights(make: Callable[[], nn.Module], state: Mapping[str, torch.Tensor]) -> nn.Module:
