@@ -628,7 +628,7 @@ def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.Build
 def default_weights_download(name: str) -> models.WeightsDownload:
     """What the app can offer to download for ``timm:NAME``'s default weights (no network;
     the size is not known offline: 0); a ValueError, before anything is offered, for a name
-    that cannot be loaded (unknown, not supported, without pretrained weights)."""
+    that cannot be loaded (unknown, not supported, too large, without pretrained weights)."""
     arch = model_name(name)
-    _skeleton(arch)
+    _check_memory(arch, _skeleton(arch))
     return timm_weights.describe(arch)
