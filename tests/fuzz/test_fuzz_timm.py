@@ -474,3 +474,43 @@ def test_pretrained_weights_offline_fail_at_once(
                 problems.append(f"{way} {name}: {wrong}; calls {calls}, built {builds}")
             builds.clear()
     assert not problems, "\n".join(problems)
+
+
+# --- the same refusals in the window ---------------------------------------------------------
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+    from tests.gui.conftest import running_window
+
+    yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
+
+
+def test_huge_and_impossible_timm_models_in_the_window(
+    qtbot, window, monkeypatch, tiny_checkpoint: Path, builds, hub_calls
+) -> None:  # noqa: ANN001
+    """Asked for in the window, a model too large (random or pretrained) or a name that cannot
+    load is one line, offered no download, and the model in use stays."""
+    from vitexplorer.gui.workers import ModelRequest
+
+    monkeypatch.setattr(estimate, "free_ram", lambda: FREE)
+    before = window.model.spec
+    offers: list[object] = []
+    window.worker.download_offered.connect(offers.append)
+    cases = [(n, "none") for n in HUGE[::4]] + [(n, "default") for n in HUGE_PRETRAINED[::3]]
+    cases += [(n, "default") for n in ("nosuchmodel", "test_vit..x", *NO_PRETRAINED)]
+    problems = []
+    for name, weights in cases:
+        with qtbot.waitSignal(window.model_failed, timeout=60000) as failed:
+            window.request_model(ModelRequest(f"timm:{name}", weights, "cpu"))
+        message = failed.args[0]
+        record(
+            "timm names and weights: the window", f"{name} {weights}", crash="Traceback" in message
+        )
+        if "\n" in message or len(message) > 400 or "Traceback" in message or "timm" not in message:
+            problems.append(f"{name} {weights}: {message!r}")
+        if window.message_box is not None:
+            window.message_box.close()
+    assert not problems, "\n".join(problems)
+    assert offers == [] and builds == [] and hub_calls == []
+    assert window.model.spec == before and window.model.request.name == str(tiny_checkpoint)
