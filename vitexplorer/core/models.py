@@ -225,7 +225,8 @@ def family_module(family: LibraryFamily) -> Any:
 def default_download(name: str, weights: str = "default") -> WeightsDownload | None:
     """The default weights that loading ``name`` with ``weights`` would fetch from the network,
     described without network access; None when it needs none (random weights, a file, a
-    family without downloads, or a name that is not a model)."""
+    family without downloads) or when the model cannot be loaded at all (:func:`load_model`
+    then says why, as for any other model problem)."""
     if weights != "default" or is_weights_path(name):
         return None
     try:
