@@ -364,8 +364,10 @@ def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> 
     with pytest.raises(models.WeightsUnavailableError) as err:
         models.load_model("timm:test_vit", "default", "cpu")
     message = str(err.value)
-    assert message.startswith("no network: the Hugging Face hub cannot be reached")
-    assert "name resolution" in message and "--weights none" in message and "\n" not in message
+    assert message.startswith("no network (the Hugging Face hub cannot be reached: ")
+    assert "name resolution" in message and "--weights FILE" in message and "\n" not in message
+    assert "timm's test_vit.r160_in1k weights are not in the cache (" in message
+    assert "models--timm--test_vit.r160_in1k)" in message
     assert 1 <= len(lookups) <= 2 and set(lookups) == {"huggingface.co"}
     cause = err.value.__cause__  # what the app's worker recognises: a download without network
     assert isinstance(cause, DownloadError) and cause.kind == "network"
@@ -373,7 +375,7 @@ def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> 
 
     lookups.clear()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(models.WeightsUnavailableError, match="no network: .*HF_HUB_OFFLINE"):
+    with pytest.raises(models.WeightsUnavailableError, match=r"no network \(.*HF_HUB_OFFLINE"):
         models.load_model("timm:test_vit", "default", "cpu")
     assert lookups == []
 

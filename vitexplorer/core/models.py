@@ -225,15 +225,16 @@ def family_module(family: LibraryFamily) -> Any:
 def default_download(name: str, weights: str = "default") -> WeightsDownload | None:
     """The default weights that loading ``name`` with ``weights`` would fetch from the network,
     described without network access; None when it needs none (random weights, a file, a
-    family without downloads, or a name that is not a model)."""
+    family without downloads) or when the model cannot be loaded at all (:func:`load_model`
+    then says why, as for any other model problem)."""
     if weights != "default" or is_weights_path(name):
         return None
     try:
         family = family_module_for(name)
-    except ValueError:
+        describe = getattr(family, "default_weights_download", None)
+        return describe(name) if describe is not None else None
+    except (ValueError, WeightsUnavailableError):  # the load says why, as a model problem
         return None
-    describe = getattr(family, "default_weights_download", None)
-    return describe(name) if describe is not None else None
 
 
 def check_model_source(name: str, weights: str = "default") -> None:
@@ -301,6 +302,10 @@ def load_model(
             **options,
         )
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    if target.type == "cuda":  # refused in one line rather than out of memory half way
+        from vitexplorer.core.estimate import check_model_fits
+
+        check_model_fits(spec.name, module, target)
     if weights_file is not None:
         weights_file = expand_user(weights_file).resolve()
     return LoadedModel(module.eval().to(target), spec, target, weights_file)
@@ -457,8 +462,26 @@ def build(
     """The model of ``plan`` with the weights of ``state``, allocated only once they fit, and
     never initialised (see :func:`with_weights`)."""
     check_plan(plan, state, source)
+    _check_number_kinds(plan, state, source)
     module = with_weights(plan.build, state)
     return module, plan.spec(module)
+
+
+def _check_number_kinds(plan: BuildPlan, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """A WeightsFileError of one line when the file holds integers or booleans where the model
+    has floating-point weights (which no model can be given)."""
+    if all(tensor.is_floating_point() for tensor in state.values()):
+        return  # the usual file: no skeleton to build
+    with torch.device("meta"):
+        wanted = plan.build().state_dict()
+    for key, tensor in state.items():
+        like = wanted.get(key)
+        if like is not None and like.is_floating_point() and not tensor.is_floating_point():
+            raise WeightsFileError(
+                f"{source}: its {key} holds {str(tensor.dtype).removeprefix('torch.')} numbers "
+                f"where {plan.what} has floating-point weights; it is not a weights file of "
+                f"this model"
+            )
 
 
 def with_weights(make: Callable[[], nn.Module], state: Mapping[str, torch.Tensor]) -> nn.Module:

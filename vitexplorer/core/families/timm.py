@@ -36,7 +36,7 @@ from timm.models.vision_transformer import (  # Attention: here in every 1.0.x
 )
 from torch import nn
 
-from vitexplorer.core import models
+from vitexplorer.core import estimate, models
 from vitexplorer.core.checkpoint import (
     WeightsFileError,
     file_label,
@@ -354,14 +354,21 @@ def model_name(name: str) -> str:
         )
     arch, tag = timm.models.split_model_name_tag(bare)
     if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(arch[:200], timm.list_models(), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join('timm:' + c for c in close)}?" if close else ""
-        raise ValueError(f"timm has no model {arch!r}{hint}")
+        raise ValueError(f"timm has no model {_shown(arch)}{hint}")
     if tag and not timm.list_pretrained(bare):
         tags = [n.split(".", 1)[1] for n in timm.list_pretrained(arch + ".*")]
         known = f"; its tags are {', '.join(tags[:8])}" if tags else "; it has no pretrained tags"
-        raise ValueError(f"timm's {arch} has no pretrained tag {tag!r}{known}")
+        raise ValueError(f"timm's {arch} has no pretrained tag {_shown(tag)}{known}")
     return bare
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, its middle cut when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit // 2]!r}...{text[-limit // 2 :]!r} ({len(text):,} characters)"
 
 
 def _skeleton(name: str, **kwargs: Any) -> nn.Module:
@@ -376,9 +383,10 @@ def check_supported(module: nn.Module, name: str) -> None:
     """UnsupportedModel, one line, for a timm model whose attention we cannot capture."""
     if not isinstance(module, VisionTransformer):
         kinds = {type(m).__name__.lower() for m in module.modules()}
-        if any(w in k for k in kinds for w in ("window", "stage", "merging", "swin")):
+        attends = any("attention" in k or "attn" in k for k in kinds)
+        if attends and any(w in k for k in kinds for w in ("window", "stage", "merging", "swin")):
             why = "windowed or hierarchical attention is not supported yet"
-        elif any("attention" in k or "attn" in k for k in kinds):
+        elif attends:
             why = "only timm's VisionTransformer models (vit_*, deit_*, ...) are supported yet"
         else:
             why = "it is not a Vision Transformer"
@@ -474,9 +482,12 @@ def class_names(num_classes: int, cfg: Mapping[str, Any]) -> tuple[str, ...]:
 
 def check_source(name: str, weights: str) -> None:
     """What :func:`load` would refuse that can be found out cheaply: an unknown name, a model
-    we cannot capture, a weights file that is missing or (safetensors) does not fit."""
+    we cannot capture or whose weights would not fit in the free memory, a weights file that
+    is missing or (safetensors) does not fit."""
     arch = model_name(name)
-    _skeleton(arch)
+    skeleton = _skeleton(arch)
+    if weights in ("none", "default"):
+        _check_memory(arch, skeleton)
     if weights == "none":
         return
     if weights == "default":
@@ -495,7 +506,9 @@ def load(
 ) -> tuple[nn.Module, ModelSpec, Path | None]:
     """The model ``timm:NAME`` with ``weights``: "none", "default" or a weights file."""
     arch = model_name(name)
-    _skeleton(arch)  # refuses what we cannot capture before anything is allocated
+    skeleton = _skeleton(arch)  # refuses what we cannot capture before anything is allocated
+    if weights in ("none", "default"):  # nor build (nor download) what would not fit
+        _check_memory(arch, skeleton)
     if weights == "none":
         module = timm.create_model(arch, pretrained=False)
         return module, spec_for(module, arch, models.RANDOM), None
@@ -505,6 +518,12 @@ def load(
     path = Path(weights)
     plan = lambda shapes, path: _file_plan(arch, shapes, path)  # noqa: E731
     return (*models.load_weights_file(path, plan), path)
+
+
+def _check_memory(arch: str, skeleton: nn.Module) -> None:
+    """A one-line refusal, before the model is built, when the weights of ``skeleton`` (timm's
+    ``arch`` on the meta device) would not fit in the free memory (it is built in RAM)."""
+    estimate.check_model_fits(PREFIX + arch, skeleton, torch.device("cpu"))
 
 
 def _file_plan(arch: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
@@ -608,5 +627,8 @@ def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.Build
 
 def default_weights_download(name: str) -> models.WeightsDownload:
     """What the app can offer to download for ``timm:NAME``'s default weights (no network;
-    the size is not known offline: 0)."""
-    return timm_weights.describe(model_name(name))
+    the size is not known offline: 0); a ValueError, before anything is offered, for a name
+    that cannot be loaded (unknown, not supported, too large, without pretrained weights)."""
+    arch = model_name(name)
+    _check_memory(arch, _skeleton(arch))
+    return timm_weights.describe(arch)

@@ -69,13 +69,28 @@ class Source:
         assert self.url is not None
         return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(self.url).path).name
 
+    def cache_place(self) -> Path:
+        """Where the cache keeps (or would keep) the file: the hub client's folder of the
+        repository, or the torch hub cache's file."""
+        if self.repo is None:
+            return self.torch_hub_path()
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return Path(HF_HUB_CACHE) / ("models--" + self.repo.replace("/", "--"))
+
     def download(self, progress: ProgressCallback | None, cancelled: CancelCheck | None) -> Path:
         if self.repo is None:
             assert self.url is not None
             plan = models.WeightsDownload(
                 self.name, self.url, self.torch_hub_path(), 0.0, self.description
             )
-            return models.download_weights(plan, progress, cancelled)
+            try:
+                return models.download_weights(plan, progress, cancelled)
+            except models.WeightsUnavailableError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, DownloadError) and cause.kind == "network":
+                    raise self._no_network(str(cause))  # noqa: B904  (its cause: set)
+                raise
         import huggingface_hub
         from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -99,12 +114,14 @@ class Source:
         raise WeightsFileError(f"{self.repo} holds none of {', '.join(self.filenames)}")
 
     def _no_network(self, why: str) -> models.WeightsUnavailableError:
-        """The one line for a hub that cannot be reached, with a network DownloadError as its
-        context: the app recognises it by that type (its bar keeps the model in use)."""
+        """The one line for a server that cannot be reached, with a network DownloadError as
+        its cause: the app recognises it by that type (its bar keeps the model in use)."""
+        server = "the Hugging Face hub" if self.repo is not None else urlparse(self.url).netloc
         error = models.WeightsUnavailableError(
-            f"no network: the Hugging Face hub cannot be reached for {self.description} "
-            f"({why}). Without a network, use --weights FILE with a file in timm's layout, or "
-            f"--weights none"
+            f"no network ({server} cannot be reached: {_first_line(why)}) and timm's "
+            f"{self.name} weights are not in the cache ({self.cache_place()}); connect, or give "
+            f"a weights file in timm's layout with --weights FILE (or --weights none for random "
+            f"weights)"
         )
         error.__cause__ = DownloadError(why, "network")
         return error
@@ -114,8 +131,8 @@ def pretrained_source(arch: str) -> Source:
     """Where the weights of ``arch`` (``NAME.TAG``, or timm's default tag) come from, read off
     timm's pretrained config as timm resolves it: the hub first, then the URL."""
     cfg = timm.models.get_pretrained_cfg(arch)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url):
-        raise models.WeightsUnavailableError(
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):  # a model problem, as an unknown tag
+        raise ValueError(
             f"timm has no pretrained weights for {arch}; use --weights none or a weights file"
         )
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
@@ -135,12 +152,9 @@ def describe(arch: str) -> models.WeightsDownload:
     source = pretrained_source(arch)
     cached = source.cached()
     if source.repo is not None:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
         revision = source.revision or "main"
         url = f"https://huggingface.co/{source.repo}/resolve/{revision}/{source.filenames[0]}"
-        folder = Path(HF_HUB_CACHE) / ("models--" + source.repo.replace("/", "--"))
-        path = cached or folder  # a folder until downloaded: WeightsDownload.cached is False
+        path = cached or source.cache_place()  # a folder until downloaded: not cached
     else:
         assert source.url is not None
         url, path = source.url, cached or source.torch_hub_path()
@@ -212,9 +226,13 @@ def _without_init(name: str, overlay: dict[str, Any]) -> nn.Module | None:
 
 
 def _reason(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0][:limit] if text else ""
+    first = _first_line(str(exc), limit)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    text = text.strip()
+    return text.splitlines()[0][:limit] if text else ""
 
 
 def _progress_bar(progress: ProgressCallback | None, cancelled: CancelCheck | None) -> type:
