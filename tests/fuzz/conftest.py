@@ -42,7 +42,8 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     write = terminalreporter.write_line
     write("")
     write("fuzz suite: hostile inputs tried, and what went wrong")
-    header = f"{'door':<34}{'inputs':>8}" + "".join(f"{p:>15}" for p in PROBLEMS)
+    width = max(34, *(len(door) + 2 for door in TALLY))
+    header = f"{'door':<{width}}{'inputs':>8}" + "".join(f"{p:>15}" for p in PROBLEMS)
     write(header)
     total = Door()
     for door in sorted(TALLY):
@@ -51,9 +52,9 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
         counts = [len(entry.problems.get(p, [])) for p in PROBLEMS]
         for p in PROBLEMS:
             total.problems[p].extend(entry.problems.get(p, []))
-        write(f"{door:<34}{entry.tried:>8}" + "".join(f"{c:>15}" for c in counts))
+        write(f"{door:<{width}}{entry.tried:>8}" + "".join(f"{c:>15}" for c in counts))
     counts = [len(total.problems.get(p, [])) for p in PROBLEMS]
-    write(f"{'all':<34}{total.tried:>8}" + "".join(f"{c:>15}" for c in counts))
+    write(f"{'all':<{width}}{total.tried:>8}" + "".join(f"{c:>15}" for c in counts))
 
 
 # --- a tiny model, as the other suites use ---------------------------------------------------
