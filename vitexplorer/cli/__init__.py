@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     _printable_streams()
+    handler = _interrupt_handler()
+    try:
+        return _main(args)
+    finally:
+        # as the program (no argv), an interrupted run keeps further Ctrl-Cs ignored until the
+        # process ends, so no exit hook dies half way; as a function, the caller's way is back
+        if argv is not None and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _interrupt_handler() -> Any:
+    """The SIGINT handler now, or None off the main thread (where it cannot be changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT)
+
+
+def _ignore_interrupts() -> None:
+    """Further Ctrl-Cs ignored: the run is already stopping."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _main(args: list[str]) -> int:
     try:
         if args and args[0] in _COMMANDS:
             parser, run = _command(args[0])
@@ -99,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error(str(exc))
         return 2
     except KeyboardInterrupt:
+        _ignore_interrupts()
         sys.stderr.write("\n")
         error("interrupted")
         return 130
