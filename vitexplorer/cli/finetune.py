@@ -23,6 +23,7 @@ from vitexplorer.cli.common import (
     add_probe_arguments,
     add_training_arguments,
     check_outputs,
+    check_training_inputs,
     dataset_folders,
     device_choice,
     is_terminal,
@@ -192,6 +193,7 @@ def run_finetune(options: argparse.Namespace) -> int:
     checkpoint. The checkpoint is written only after the last test batch, atomically, and only
     when every weight is a finite number.
     """
+    check_training_inputs(options)
     out = _checked_checkpoint_path(expand_user(options.out))
     check_outputs(
         [("--out", out)],
@@ -305,6 +307,12 @@ def _checked_checkpoint_path(out: Path) -> Path:
         raise Failed(f"--out {out}: a checkpoint's name must end in .safetensors", 2)
     if out.is_dir():
         raise Failed(f"--out {out} is a folder; give the checkpoint's file name", 2)
+    if out.exists() and not out.is_file():  # a FIFO or a device: the app could not read it back
+        raise Failed(
+            f"--out {out} is not a regular file (a FIFO or a device); a checkpoint must be a "
+            f"file: give another name",
+            2,
+        )
     folder = out.parent
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"

@@ -19,6 +19,7 @@ from vitexplorer.cli.common import (
     add_probe_arguments,
     add_training_arguments,
     check_outputs,
+    check_training_inputs,
     dataset_folders,
     device_choice,
     probe_settings,
@@ -248,6 +249,7 @@ def run_train(options: argparse.Namespace) -> int:
 
     The architecture and settings are checked, and the memory training needs estimated, before
     anything is loaded or allocated."""
+    check_training_inputs(options)
     out = _checked_checkpoint_path(expand_user(options.out))
     predictions = _checked_predictions_path(options.predictions)
     check_outputs(
