@@ -4,6 +4,7 @@ bar, atomic writes, the colour table of the PNG overlays, Ctrl-C as a cancel."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -360,6 +361,8 @@ def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Pat
             cause = f"is a link to {os.readlink(path)}, which does not exist"
         elif isinstance(exc, FileNotFoundError):
             cause = "does not exist"
+        elif getattr(exc, "errno", None) == errno.ELOOP:
+            cause = "is a link loop (it leads back to itself)"
         elif isinstance(exc, PermissionError):
             cause = "cannot be reached: permission denied on a folder on its way"
         else:
@@ -385,6 +388,19 @@ def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Pat
     return path
 
 
+def _node_kind(path: Path) -> str:
+    """What ``path`` is, in words: "a file", "a FIFO", "a device or socket", "a dangling link"."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a link that leads nowhere (dangling or a loop)"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+
+
 def check_training_inputs(options: argparse.Namespace) -> None:
     """Every path option of ``train`` and ``finetune`` that names something to read, checked
     before any work: ``--data`` (a folder, a pixel CSV or cifar10), ``--data-root`` (a folder
@@ -398,8 +414,8 @@ def check_training_inputs(options: argparse.Namespace) -> None:
         if root is not None and os.path.lexists(expand_user(root)):
             if not expand_user(root).is_dir():
                 raise Failed(
-                    f"--data-root {expand_user(root)} is not a folder; give the folder where "
-                    f"CIFAR-10 is (or will be) kept",
+                    f"--data-root {expand_user(root)} is {_node_kind(expand_user(root))}, not a "
+                    f"folder; give the folder where CIFAR-10 is (or will be) kept",
                     2,
                 )
     else:
@@ -408,10 +424,19 @@ def check_training_inputs(options: argparse.Namespace) -> None:
             mode = os.stat(data).st_mode
         except FileNotFoundError:
             mode = None
-        except OSError as exc:
+        except OSError as exc:  # a link loop, a folder on the way that cannot be entered
+            check_input_file("--data", data, data_help)
             raise Failed(f"--data {data} cannot be read: {exc.strerror or exc}", 2) from exc
+        if mode is None and os.path.islink(data):
+            check_input_file("--data", data, data_help)  # says where the link leads
         if mode is None:
             raise Failed(f"--data {data} does not exist; give {data_help}", 2)
+        if stat.S_ISDIR(mode) and data.suffix.lower() == ".csv":
+            raise Failed(
+                f"--data {data} is a folder named like a CSV file; give the pixel CSV file, or "
+                f"rename the folder if it holds class subfolders",
+                2,
+            )
         if not stat.S_ISDIR(mode):
             check_input_file("--data", data, data_help)
     from vitexplorer.core.images import ImageLoadError, load_image

@@ -249,7 +249,6 @@ def run_train(options: argparse.Namespace) -> int:
 
     The architecture and settings are checked, and the memory training needs estimated, before
     anything is loaded or allocated."""
-    check_training_inputs(options)
     out = _checked_checkpoint_path(expand_user(options.out))
     predictions = _checked_predictions_path(options.predictions)
     check_outputs(
@@ -257,7 +256,6 @@ def run_train(options: argparse.Namespace) -> int:
         [("--data", options.data), ("--test-csv", options.test_csv)],
         dataset_folders(options.data, options.data_root),
     )
-    unlabelled = _read_test_csv(options.test_csv, predictions)  # refused now, not after training
     shape = architecture(options)
     config = train_config(options)
     try:
@@ -268,6 +266,8 @@ def run_train(options: argparse.Namespace) -> int:
         check_memory(shape, config.batch_size, options.device)
     except (RuntimeError, ValueError) as exc:  # a device that is not there
         raise Failed(str(exc), 2) from exc
+    check_training_inputs(options)  # every file read: there, a file, readable, before any work
+    unlabelled = _read_test_csv(options.test_csv, predictions)  # refused now, not after training
     dataset = _open_dataset(options.data, options.data_root, config)
     shape = architecture(options, dataset.num_classes)
 
