@@ -359,7 +359,12 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
     except datasets.DatasetError as exc:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:  # e.g. a folder that cannot be listed
-        raise Failed(f"cannot read the dataset {source}: {exc.strerror or exc}", 2) from exc
+        where = exc.filename or source
+        raise Failed(
+            f"cannot read the dataset {source}: {where}: {exc.strerror or exc}; make it readable "
+            f"or choose another --data",
+            2,
+        ) from exc
     finally:
         if bar is not None:
             bar.close()
