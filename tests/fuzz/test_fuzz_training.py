@@ -309,7 +309,7 @@ def _variants(base: Path, suffix: str) -> list[tuple[str, str, str]]:
 
 # (command, option, the suffix its file has, extra options it needs)
 PATH_OPTIONS = [
-    ("train", "--data", ".csv", []),
+    ("train", "--data", ".png", []),
     ("train", "--data-root", "", ["--data", "cifar10"]),
     ("train", "--out", ".safetensors", []),
     ("train", "--predictions", ".csv", []),
@@ -317,7 +317,7 @@ PATH_OPTIONS = [
     ("train", "--probe-image", ".png", []),
     ("finetune", "--model", ".safetensors", []),
     ("finetune", "--weights", ".pth", ["--model", "small_vit"]),
-    ("finetune", "--data", ".csv", []),
+    ("finetune", "--data", ".png", []),
     ("finetune", "--data-root", "", ["--data", "cifar10"]),
     ("finetune", "--out", ".safetensors", []),
     ("finetune", "--probe-image", ".png", []),
@@ -339,6 +339,8 @@ def _expected(option: str, variant: str, says: str) -> str:
         return "not a regular file"  # a checkpoint must be a file the app can read back
     if option == "--predictions" and variant in WRITTEN:
         return ACCEPTED
+    if option == "--data" and variant == "folder":  # a folder is what --data wants
+        return "does not look like a labelled dataset"
     if option == "--data-root" and variant == "FIFO":
         return "a FIFO, not a folder"
     if option == "--data-root" and variant == "device":

@@ -23,7 +23,6 @@ from vitexplorer.cli.common import (
     add_probe_arguments,
     add_training_arguments,
     check_outputs,
-    check_training_inputs,
     dataset_folders,
     device_choice,
     is_terminal,
@@ -31,6 +30,7 @@ from vitexplorer.cli.common import (
     probe_settings,
     terminal_text,
 )
+from vitexplorer.cli.inputs import check_training_inputs
 from vitexplorer.core.paths import expand_user
 
 # FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
@@ -193,7 +193,6 @@ def run_finetune(options: argparse.Namespace) -> int:
     checkpoint. The checkpoint is written only after the last test batch, atomically, and only
     when every weight is a finite number.
     """
-    check_training_inputs(options)
     out = _checked_checkpoint_path(expand_user(options.out))
     check_outputs(
         [("--out", out)],
@@ -214,6 +213,7 @@ def run_finetune(options: argparse.Namespace) -> int:
         replace(config, freeze="head").check(1)  # the freeze policy needs the model: see below
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
+    check_training_inputs(options)  # every file read: there, a file, readable, before any work
     _check_model_source(options.model, options.weights)
     dataset = _open_dataset(options.data, options.data_root, config)
 

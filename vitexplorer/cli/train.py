@@ -19,7 +19,6 @@ from vitexplorer.cli.common import (
     add_probe_arguments,
     add_training_arguments,
     check_outputs,
-    check_training_inputs,
     dataset_folders,
     device_choice,
     probe_settings,
@@ -31,6 +30,7 @@ from vitexplorer.cli.finetune import (
     _open_dataset,
     run_engine,
 )
+from vitexplorer.cli.inputs import check_training_inputs
 from vitexplorer.core.architecture import (
     ARCH_DEFAULTS,
     architecture_problem,

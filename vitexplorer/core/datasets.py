@@ -32,7 +32,7 @@ from vitexplorer.core.download import (
     default_data_root,
     download_file,
 )
-from vitexplorer.core.folders import IMAGE_SUFFIXES, image_paths, link_problem, subfolders
+from vitexplorer.core.folders import IMAGE_SUFFIXES, escaping_link, image_paths, subfolders
 from vitexplorer.core.paths import expand_user
 from vitexplorer.core.pixel_csv import PixelCSVError, is_pixel_csv, read_labelled_csv
 
@@ -236,24 +236,12 @@ def _scan(path: Path, class_names: list[str], root: str) -> LabelledImages:
 
 
 def _refuse_links(links: list[str], root: str, folders_only: bool = False) -> None:
-    """A DatasetError for the first link that loops or leaves the dataset ``root`` (resolved):
-    a class folder linked to ``/`` would walk the whole disk, an image linked outside would put
-    another file's pixels and path in the checkpoint. A dangling link is no image and no
-    folder, skipped as every caller of the scanner skips it; with ``folders_only`` (the links
-    beside the class folders) a link to a file is no class folder either."""
-    for link in links:
-        if folders_only and os.path.isfile(link):
-            continue
-        found = link_problem(link, root)
-        if found is None or found[0] == "dangling":
-            continue
-        kind, problem = found
-        if kind == "loop":
-            raise DatasetError(f"{problem}: remove or mend the link, and run again")
-        raise DatasetError(
-            f"{problem}: a dataset may only link inside its own folder; copy the images into it "
-            f"or remove the link"
-        )
+    """A DatasetError for the first link that loops or leaves the dataset ``root``: a class
+    folder linked to ``/`` would walk the whole disk, an image linked outside would put another
+    file's pixels and path in the checkpoint (:func:`~vitexplorer.core.folders.escaping_link`)."""
+    problem = escaping_link(links, root, folders_only)
+    if problem is not None:
+        raise DatasetError(problem)
 
 
 def _class_folders(path: Path, root: str) -> list[Path]:

@@ -139,6 +139,27 @@ def link_problem(
     return None
 
 
+def escaping_link(links: list[str], root: str, folders_only: bool = False) -> str | None:
+    """The refusal, in a line, of the first of ``links`` that loops or leads outside ``root``
+    (resolved); None when all stay inside. A dangling link is no image and no folder: skipped,
+    as every caller of the scanner skips it; with ``folders_only`` (the links beside class
+    folders) a link to a file is no class folder either."""
+    for link in links:
+        if folders_only and os.path.isfile(link):
+            continue
+        found = link_problem(link, root)
+        if found is None or found[0] == "dangling":
+            continue
+        kind, problem = found
+        if kind == "loop":
+            return f"{problem}: remove or mend the link, and run again"
+        return (
+            f"{problem}: a dataset may only link inside its own folder; copy the images into it "
+            f"or remove the link"
+        )
+    return None
+
+
 def _link_text(link: str | os.PathLike[str]) -> str:
     try:
         return os.readlink(link)
