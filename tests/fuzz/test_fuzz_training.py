@@ -233,7 +233,7 @@ def test_every_hostile_dataset_folder(
     assert not problems, "\n".join(problems)
 
 
-def test_an_unreadable_class_folder_says_permission_denied(
+def test_an_unreadable_dataset_folder_says_permission_denied(
     template: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:  # noqa: ANN001
     """As root chmod stops nothing: ``os.scandir`` refuses the folder as it would."""
@@ -241,8 +241,10 @@ def test_an_unreadable_class_folder_says_permission_denied(
     shutil.copytree(template, root)
     real = os.scandir
 
+    refused = {str(root / "red")}
+
     def scandir(path=".", *args):  # noqa: ANN001, ANN202
-        if os.fspath(path) == str(root / "red"):
+        if os.fspath(path) in refused:
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real(path, *args)
 
@@ -259,6 +261,18 @@ def test_an_unreadable_class_folder_says_permission_denied(
         assert status == 2 and len(lines) == 1, lines
         assert f"cannot list the class folder {root / 'red'}: Permission denied" in lines[0]
         assert not out.exists()
+    refused.add(str(root))  # the dataset folder itself
+    for command in ("train", "finetune"):
+        args = [command, "--data", str(root), "--out", str(out), *TINY, *TOO_MANY]
+        args += ["--model", "small_vit", "--weights", "none"] if command == "finetune" else []
+        status, lines, _, crashed = _run([*args, *(TRAIN_TINY if command == "train" else [])],
+                                         capsys)  # fmt: skip
+        record(DATA_DOOR, f"{command}: unreadable dataset folder", crash=crashed)
+        assert status == 2
+        assert lines == [
+            f"vitexplorer: cannot read the dataset {root}: Permission denied; make it readable "
+            f"or choose another --data"
+        ]
 
 
 # --- the path options door -----------------------------------------------------------------------

@@ -359,9 +359,10 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
     except datasets.DatasetError as exc:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:  # e.g. a folder that cannot be listed
-        where = exc.filename or source
+        inner = exc.filename and os.fspath(exc.filename) != os.fspath(expand_user(source))
+        where = f"{exc.filename}: " if inner else ""  # the folder inside it that failed
         raise Failed(
-            f"cannot read the dataset {source}: {where}: {exc.strerror or exc}; make it readable "
+            f"cannot read the dataset {source}: {where}{exc.strerror or exc}; make it readable "
             f"or choose another --data",
             2,
         ) from exc
