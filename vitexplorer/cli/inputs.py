@@ -19,7 +19,6 @@ def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Pat
     for reading; else a :class:`Failed` (2) naming ``label`` (the option), the file, the cause
     and what to give instead (``what``: "an image file"...). Checked before any work, so that a
     missing file is not found out after a download or a training run."""
-
     path = expand_user(path)
     try:
         mode = os.stat(path).st_mode
@@ -57,7 +56,6 @@ def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Pat
 
 def _node_kind(path: Path) -> str:
     """What ``path`` is, in words: "a file", "a FIFO", "a device or socket", "a dangling link"."""
-
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -70,9 +68,9 @@ def _node_kind(path: Path) -> str:
 def check_training_inputs(options: argparse.Namespace) -> None:
     """Every path option of ``train`` and ``finetune`` that names something to read, checked
     before any work: ``--data`` (a folder, a pixel CSV or cifar10), ``--data-root`` (a folder
-    when it exists), each ``--probe-image`` and ``--test-csv``; each refusal one line naming the
-    option, the file, the cause and what to do."""
-
+    when it exists), each ``--probe-image`` (decoded too), ``--test-csv``, a ``--weights`` file and
+    a checkpoint ``--model``; each refusal one line naming the option, the file, the cause and
+    what to do."""
     from vitexplorer.core.pixel_csv import is_pixel_csv
 
     data_help = "a folder of class subfolders, a pixel CSV file, or cifar10"
