@@ -191,7 +191,7 @@ def _unwritable_out(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("missing data", "dataset folder not found"),
+        ("missing data", "nowhere does not exist; give a folder of class subfolders"),
         ("empty class", "no images in the class folder(s) purple"),
         ("too few images", "not enough images for 30 training and 2 test images per class"),
         ("wrong suffix", "a checkpoint's name must end in .safetensors"),
@@ -202,7 +202,7 @@ def _unwritable_out(tmp_path: Path) -> Path:
         ("bad freeze", "K must be a whole number from 1 to 2"),
         ("bad lr", "the learning rate must be a positive number"),
         ("unknown model", "unknown model 'vit_z_99'"),
-        ("missing model", "weights file not found"),
+        ("missing model", "nope.safetensors does not exist; give a checkpoint file"),
         ("cifar10 unreachable", "could not download CIFAR-10"),
     ],
 )

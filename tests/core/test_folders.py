@@ -153,7 +153,7 @@ def test_class_folders_are_the_visible_folders_and_links_to_folders(tmp_path: Pa
 def _dataset(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     """Two class folders full of tricky names; the images each holds, with their labels."""
     root = tmp_path / "data"
-    _tricky_folder(root / "cat", tmp_path / "outside")
+    _tricky_folder(root / "cat", root / ".store")  # the links lead inside: a dataset allows it
     for name in ("x.png", "x 2/y.png", "x-1.png", "x/z.png", ".DS_Store", "Thumbs.db"):
         _touch(root / "dog" / name)
     _touch(root / ".trash" / "old.png")  # a hidden folder is no class
@@ -186,17 +186,62 @@ def test_a_dataset_keeps_its_files_sorted_as_text_per_class(tmp_path: Path) -> N
 
 
 def test_linked_class_folders_count_where_classes_are_listed(tmp_path: Path) -> None:
-    """A class folder may be a link (one level: it cannot loop); a walk from the top does not
-    follow it, as it follows no link to a folder."""
+    """A class folder may be a link inside the dataset (one level: it cannot loop); a walk
+    from the top does not follow it, as it follows no link to a folder."""
     root = tmp_path / "data"
     _touch(root / "cat" / "a.png")
-    _touch(tmp_path / "elsewhere" / "dog" / "b.png")
-    (root / "dog").symlink_to(tmp_path / "elsewhere" / "dog", target_is_directory=True)
+    _touch(root / ".store" / "dog" / "b.png")
+    (root / "dog").symlink_to(root / ".store" / "dog", target_is_directory=True)
     expected = {str(root / "cat" / "a.png"): 0, str(root / "dog" / "b.png"): 1}
     splits = open_dataset(root)
     assert dict(zip(splits.train.paths, splits.train.labels.tolist(), strict=True)) == expected
     assert {str(p): n for p, n in labelled_images([root], ("cat", "dog"))} == expected
     assert folder_images(str(root)) == [str(root / "cat" / "a.png")]
+
+
+@pytest.mark.parametrize(
+    ("where", "target", "message"),
+    [
+        ("dog", "/", r"dog is a link to /, outside .*data: a dataset may only link inside"),
+        ("dog", "{outside}", r"dog is a link to .*elsewhere, outside .*data: .* copy the images"),
+        ("train", "{outside}", r"train is a link to .*elsewhere, outside"),
+        ("dog", "dog", r"dog is a link loop \(it leads back to itself\): remove or mend"),
+        ("cat/b.png", "{outside}/x.png", r"b.png is a link to .*elsewhere/x.png, outside"),
+        ("cat/b.png", "b.png", r"b.png is a link loop"),
+    ],
+)
+def test_a_dataset_refuses_links_that_leave_it_or_loop(
+    tmp_path: Path, where: str, target: str, message: str
+) -> None:
+    """A class folder linked to ``/`` would walk the whole disk, an image linked outside would
+    put another file's pixels and path in the checkpoint: both refused in one line naming the
+    link and where it leads; a loop too. Links inside the dataset stay allowed (above)."""
+    root = tmp_path / "data"
+    outside = tmp_path / "elsewhere"
+    _touch(outside / "x.png")
+    _touch(outside / "y.png")
+    _touch(root / "cat" / "a.png")
+    if where == "train":
+        _touch(root / "test" / "cat" / "a.png")
+        _touch(root / "test" / "dog" / "a.png")
+        (outside / "cat").mkdir()
+        (outside / "dog").mkdir()
+    elif where != "dog":
+        _touch(root / "dog" / "a.png")
+    (root / where).symlink_to(target.format(outside=outside))
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(root)
+
+
+def test_a_dangling_image_link_is_skipped_as_every_caller_skips_it(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in ("cat/a.png", "dog/b.png"):
+        _touch(root / name)
+    (root / "cat" / "gone.png").symlink_to(root / "nowhere.png")
+    (root / "gone").symlink_to(root / "nowhere", target_is_directory=True)
+    splits = open_dataset(root)
+    assert splits.class_names == ("cat", "dog")
+    assert splits.train.paths == [str(root / "cat" / "a.png"), str(root / "dog" / "b.png")]
 
 
 def test_class_folders_holding_no_images_are_named_as_before(tmp_path: Path) -> None:
@@ -219,7 +264,7 @@ def test_checks_name_a_class_folder_that_cannot_be_listed(
     _unreadable(monkeypatch, root / "dog")
     with pytest.raises(ValueError, match=r"cannot list the folder .*dog: Permission denied"):
         labelled_images([root], ("cat", "dog"))
-    with pytest.raises(DatasetError, match=r"no images in the class folder\(s\) dog \(image"):
+    with pytest.raises(DatasetError, match=r"cannot list the class folder .*dog: Permission de"):
         open_dataset(root)
     _unreadable(monkeypatch, root)
     with pytest.raises(ValueError, match=r"cannot list the folder .*data: Permission denied"):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,11 +87,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     _printable_streams()
+    handler = _interrupt_handler()
+    try:
+        return _main(args)
+    finally:
+        # as the program (no argv), an interrupted run keeps further Ctrl-Cs ignored until the
+        # process ends, so no exit hook dies half way; as a function, the caller's way is back
+        if argv is not None and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _interrupt_handler() -> Any:
+    """The SIGINT handler now, or None off the main thread (where it cannot be changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT)
+
+
+def _ignore_interrupts() -> None:
+    """Further Ctrl-Cs ignored: the run is already stopping."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _main(args: list[str]) -> int:
     try:
         if args and args[0] in _COMMANDS:
-            parser, run = _command(args[0])
-            return run(parser().parse_args(args[1:]))
-        options = _gui_parser().parse_args(args)
+            factory, run = _command(args[0])
+            parser = _with_dash_hint(factory(), args[1:])
+            return run(parser.parse_args(args[1:]))
+        options = _with_dash_hint(_gui_parser(), args).parse_args(args)
         return _run_gui(options.images)
     except SystemExit as exc:  # argparse after --help, --version or a usage error
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
@@ -99,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error(str(exc))
         return 2
     except KeyboardInterrupt:
+        _ignore_interrupts()
         sys.stderr.write("\n")
         error("interrupted")
         return 130
@@ -106,6 +135,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit is quiet
         return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
+    except Exception as exc:
+        if not _is_input_error(exc):
+            raise
+        error(str(exc))  # a bad model, dataset or file that a check did not catch: still 2
+        return 2
+
+
+# the exceptions that mean a bad input (a model, weights, dataset or image file, a setting),
+# never a bug: exit 2 like every refusal. Looked up among the modules already imported, so
+# that the command line imports no torch to tell them apart.
+_INPUT_ERRORS = (
+    ("vitexplorer.core.checkpoint", "WeightsFileError"),
+    ("vitexplorer.core.families.base", "UnsupportedModel"),
+    ("vitexplorer.core.models", "WeightsUnavailableError"),
+    ("vitexplorer.core.datasets", "DatasetError"),
+    ("vitexplorer.core.pixel_csv", "PixelCSVError"),
+    ("vitexplorer.core.images", "ImageLoadError"),
+    ("vitexplorer.core.timelapse", "TimeLapseError"),
+    ("vitexplorer.core.finetune_model", "FreezePolicyError"),
+)
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    for module, name in _INPUT_ERRORS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type) and isinstance(exc, kind):
+            return True
+    return False
+
+
+def _with_dash_hint(parser: argparse.ArgumentParser, args: Sequence[str]) -> Any:
+    """``parser``, whose usage error also says how to pass a file whose name starts with '-'
+    when one of ``args`` is such a file (argparse takes ``-x.png`` for an option)."""
+    named = [a for a in args if len(a) > 1 and a.startswith("-") and os.path.lexists(a)]
+    if not named:
+        return parser
+    report = parser.error
+
+    positional = any(not action.option_strings for action in parser._actions)
+
+    def error(message: str) -> Any:
+        name = named[0]
+        option = re.match(r"argument (--[\w-]+)", message)
+        if option and "expected one argument" in message:
+            how = f"write {option[1]} ./{name} or {option[1]}={name}"
+        elif positional:
+            how = f"put -- before it or write ./{name}"
+        else:
+            how = f"write it as ./{name} after the option it is for"
+        return report(
+            f"{message}; {name} is a file: to pass a file whose name starts with '-', {how}"
+        )
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
 
 
 def _printable_streams() -> None:

@@ -220,7 +220,10 @@ class CtrlCCancels:
         import signal
 
         if self.installed:
-            signal.signal(signal.SIGINT, self.previous)
+            # after a Ctrl-C, the save and the way out (libraries' exit hooks too) must not be
+            # cut short by another one: ignored from now on (main() puts the handler back when
+            # it is called as a function rather than as the program)
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.requested else self.previous)
             self.installed = False
 
     def _interrupted(self, signum: int, frame: object) -> None:

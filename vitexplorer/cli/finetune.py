@@ -30,6 +30,7 @@ from vitexplorer.cli.common import (
     probe_settings,
     terminal_text,
 )
+from vitexplorer.cli.inputs import check_training_inputs
 from vitexplorer.core.paths import expand_user
 
 # FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
@@ -212,6 +213,7 @@ def run_finetune(options: argparse.Namespace) -> int:
         replace(config, freeze="head").check(1)  # the freeze policy needs the model: see below
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
+    check_training_inputs(options)  # every file read: there, a file, readable, before any work
     _check_model_source(options.model, options.weights)
     dataset = _open_dataset(options.data, options.data_root, config)
 
@@ -305,6 +307,12 @@ def _checked_checkpoint_path(out: Path) -> Path:
         raise Failed(f"--out {out}: a checkpoint's name must end in .safetensors", 2)
     if out.is_dir():
         raise Failed(f"--out {out} is a folder; give the checkpoint's file name", 2)
+    if out.exists() and not out.is_file():  # a FIFO or a device: the app could not read it back
+        raise Failed(
+            f"--out {out} is not a regular file (a FIFO or a device); a checkpoint must be a "
+            f"file: give another name",
+            2,
+        )
     folder = out.parent
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
@@ -351,7 +359,13 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
     except datasets.DatasetError as exc:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:  # e.g. a folder that cannot be listed
-        raise Failed(f"cannot read the dataset {source}: {exc.strerror or exc}", 2) from exc
+        inner = exc.filename and os.fspath(exc.filename) != os.fspath(expand_user(source))
+        where = f"{exc.filename}: " if inner else ""  # the folder inside it that failed
+        raise Failed(
+            f"cannot read the dataset {source}: {where}{exc.strerror or exc}; make it readable "
+            f"or choose another --data",
+            2,
+        ) from exc
     finally:
         if bar is not None:
             bar.close()

@@ -30,6 +30,7 @@ from vitexplorer.cli.finetune import (
     _open_dataset,
     run_engine,
 )
+from vitexplorer.cli.inputs import check_training_inputs
 from vitexplorer.core.architecture import (
     ARCH_DEFAULTS,
     architecture_problem,
@@ -255,7 +256,6 @@ def run_train(options: argparse.Namespace) -> int:
         [("--data", options.data), ("--test-csv", options.test_csv)],
         dataset_folders(options.data, options.data_root),
     )
-    unlabelled = _read_test_csv(options.test_csv, predictions)  # refused now, not after training
     shape = architecture(options)
     config = train_config(options)
     try:
@@ -266,6 +266,8 @@ def run_train(options: argparse.Namespace) -> int:
         check_memory(shape, config.batch_size, options.device)
     except (RuntimeError, ValueError) as exc:  # a device that is not there
         raise Failed(str(exc), 2) from exc
+    check_training_inputs(options)  # every file read: there, a file, readable, before any work
+    unlabelled = _read_test_csv(options.test_csv, predictions)  # refused now, not after training
     dataset = _open_dataset(options.data, options.data_root, config)
     shape = architecture(options, dataset.num_classes)
 

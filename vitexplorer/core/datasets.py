@@ -32,7 +32,7 @@ from vitexplorer.core.download import (
     default_data_root,
     download_file,
 )
-from vitexplorer.core.folders import IMAGE_SUFFIXES, image_paths, subfolders
+from vitexplorer.core.folders import IMAGE_SUFFIXES, escaping_link, image_paths, subfolders
 from vitexplorer.core.paths import expand_user
 from vitexplorer.core.pixel_csv import PixelCSVError, is_pixel_csv, read_labelled_csv
 
@@ -207,15 +207,22 @@ def _open_cifar10(root: Path) -> DatasetSplits:
     return DatasetSplits("CIFAR-10", str(root), tuple(train.classes), split(train), split(test))
 
 
-def _scan(path: Path, class_names: list[str]) -> LabelledImages:
+def _scan(path: Path, class_names: list[str], root: str) -> LabelledImages:
     paths: list[str] = []
     labels: list[int] = []
     empty = []
     for label, name in enumerate(class_names):
+        links: list[str] = []
         try:  # sorted as text, not as paths: the order decides which images a seed picks
-            files = sorted(image_paths(path / name, recursive=True))
-        except OSError:  # gone or unreadable: no images, said below
+            files = sorted(image_paths(path / name, recursive=True, links=links))
+        except FileNotFoundError:  # gone since it was listed: no images, said below
             files = []
+        except OSError as exc:
+            raise DatasetError(
+                f"cannot list the class folder {path / name}: {exc.strerror or exc}; make it "
+                f"readable (or remove it) and run again"
+            ) from exc
+        _refuse_links(links, root)
         if not files:
             empty.append(name)
         paths += files
@@ -228,19 +235,43 @@ def _scan(path: Path, class_names: list[str]) -> LabelledImages:
     return LabelledImages(np.asarray(labels, dtype=np.int64), paths=paths)
 
 
+def _refuse_links(links: list[str], root: str, folders_only: bool = False) -> None:
+    """A DatasetError for the first link that loops or leaves the dataset ``root``: a class
+    folder linked to ``/`` would walk the whole disk, an image linked outside would put another
+    file's pixels and path in the checkpoint (:func:`~vitexplorer.core.folders.escaping_link`)."""
+    problem = escaping_link(links, root, folders_only)
+    if problem is not None:
+        raise DatasetError(problem)
+
+
+def _class_folders(path: Path, root: str) -> list[Path]:
+    """The class folders (or train/ and test/) in ``path``, each link among them checked."""
+    links: list[str] = []
+    found = subfolders(path, links)
+    _refuse_links(links, root, folders_only=True)
+    return found
+
+
 def _open_folder(path: Path) -> DatasetSplits:
-    folders = subfolders(path)
+    root = os.path.realpath(path)
+    folders = _class_folders(path, root)
     names = [f.name for f in folders]
     if {"train", "test"} <= set(names):
-        train_classes = [f.name for f in subfolders(path / "train")]
-        test_classes = [f.name for f in subfolders(path / "test")]
+        try:
+            train_classes = [f.name for f in _class_folders(path / "train", root)]
+            test_classes = [f.name for f in _class_folders(path / "test", root)]
+        except PermissionError as exc:
+            raise DatasetError(
+                f"cannot list {exc.filename}: permission denied; make it readable and run again"
+            ) from exc
         if train_classes != test_classes:
             raise DatasetError(
                 f"{path}: train/ and test/ hold different class folders "
                 f"({', '.join(train_classes)} against {', '.join(test_classes)})"
             )
         classes = train_classes
-        train, test = _scan(path / "train", classes), _scan(path / "test", classes)
+        train = _scan(path / "train", classes, root)
+        test = _scan(path / "test", classes, root)
     else:
         classes, train, test = names, None, None
     if len(classes) < 2:
@@ -249,7 +280,7 @@ def _open_folder(path: Path) -> DatasetSplits:
             f"(at least two), each holding that class's images, optionally inside train/ and test/"
         )
     if train is None:
-        train = _scan(path, classes)
+        train = _scan(path, classes, root)
     return DatasetSplits(path.name, str(path), tuple(classes), train, test)
 
 
