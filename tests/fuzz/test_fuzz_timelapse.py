@@ -181,15 +181,16 @@ def _fail(monkeypatch, where: str, number: int, out: Path) -> None:  # noqa: ANN
     import vitexplorer.core.figure as figure
 
     failure = OSError(number, os.strerror(number))
-    if where == "creating a file":  # what a read-only folder refuses first
-        original = tempfile.mkstemp
+    if where == "creating a file":  # what a read-only folder refuses first: the staging entry
+        for name in ("mkstemp", "mkdtemp"):
+            original = getattr(tempfile, name)
 
-        def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            if Path(kwargs.get("dir", "")).is_relative_to(out):
-                raise failure
-            return original(*args, **kwargs)
+            def refused(*args, original=original, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                if Path(kwargs.get("dir", "")).is_relative_to(out):
+                    raise failure
+                return original(*args, **kwargs)
 
-        monkeypatch.setattr(tempfile, "mkstemp", refused)
+            monkeypatch.setattr(tempfile, name, refused)
     elif where == "the maps":
         monkeypatch.setattr(np, "save", lambda *a, **k: (_ for _ in ()).throw(failure))
     elif where == "the third PNG":
