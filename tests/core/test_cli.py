@@ -273,11 +273,10 @@ def test_unreachable_weights_exit_2_and_name_the_local_file_option(
     assert _analyze(image, "--model", "vit_b_32", "--out", tmp_path / "out") == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    errors = _lines(captured.err)
-    assert errors[0] == f"Downloading the ViT-B/32 test weights, 337 MB, to {cache}"
-    assert len(errors) == 2
-    assert errors[1].startswith("vitexplorer: could not download the ViT-B/32 test weights")
-    assert "--weights PATH" in errors[1] and "--weights none" in errors[1]
+    errors = _lines(captured.err)  # no byte came: no download line, only the refusal
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("vitexplorer: could not download the ViT-B/32 test weights")
+    assert "--weights PATH" in errors[0] and "--weights none" in errors[0]
     assert list(cache.parent.iterdir()) == []
     assert list((tmp_path / "out").iterdir()) == []
 

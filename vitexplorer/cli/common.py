@@ -75,12 +75,9 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
     download = models.default_download(name, weights)
     if download is not None and not download.cached:
         size = f", {download.size_mb:.0f} MB," if download.size_mb > 0 else ""
-        print(
-            f"Downloading the {download.description}{size} to {download.path}",
-            file=sys.stderr,
-            flush=True,
-        )
-        bar = ProgressBar(sys.stderr)
+        # said once the first bytes arrive: a download refused at once (no network) is one line
+        header = f"Downloading the {download.description}{size} to {download.path}"
+        bar = ProgressBar(sys.stderr, header=header)
     try:
         model = models.load_model(name, weights, options.device, progress=bar)
     except (models.WeightsUnavailableError, models.DownloadCancelled) as exc:
@@ -102,14 +99,19 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
 
 
 class ProgressBar:
-    """A one-line download progress bar, redrawn in place with ``\\r``."""
+    """A one-line download progress bar, redrawn in place with ``\\r``, under ``header``
+    (written on a line of its own when the first progress arrives)."""
 
-    def __init__(self, stream: IO[str], width: int = 30) -> None:
+    def __init__(self, stream: IO[str], width: int = 30, header: str = "") -> None:
         self.stream = stream
         self.width = width
+        self.header = header
         self.shown: tuple[int, float] | None = None  # (percent, time) last drawn
 
     def __call__(self, done: int, total: int) -> None:
+        if self.header:
+            self.stream.write(self.header + "\n")
+            self.header = ""
         fraction = min(done / total, 1.0) if total > 0 else 0.0
         percent = int(fraction * 100)
         now = time.monotonic()
