@@ -269,3 +269,32 @@ def test_checks_name_a_class_folder_that_cannot_be_listed(
     _unreadable(monkeypatch, root)
     with pytest.raises(ValueError, match=r"cannot list the folder .*data: Permission denied"):
         labelled_images([root], ("cat", "dog"))
+
+
+def test_checks_refuse_labelled_folders_whose_links_leave_them(tmp_path: Path) -> None:
+    """sanity and faithfulness read labelled folders as training reads a dataset: a class folder
+    or an image linked outside (or a loop) is refused in a line; links inside are followed."""
+    root, outside = tmp_path / "labelled", tmp_path / "elsewhere"
+    _touch(root / "cat" / "a.png")
+    _touch(root / ".store" / "b.png")
+    _touch(outside / "c.png")
+    (root / "dog").symlink_to(root / ".store", target_is_directory=True)  # inside: allowed
+    (root / "cat" / "same.png").symlink_to(root / ".store" / "b.png")
+    found = {str(p): n for p, n in labelled_images([root], ("cat", "dog"))}
+    assert found == {
+        str(root / "cat" / "a.png"): 0,
+        str(root / "cat" / "same.png"): 0,
+        str(root / "dog" / "b.png"): 1,
+    }
+    (root / "cat" / "far.png").symlink_to(outside / "c.png")
+    with pytest.raises(ValueError, match=r"far\.png is a link to .*elsewhere.*, outside"):
+        labelled_images([root], ("cat", "dog"))
+    (root / "cat" / "far.png").unlink()
+    (root / "dog").unlink()
+    (root / "dog").symlink_to("/", target_is_directory=True)  # would walk the whole disk
+    with pytest.raises(ValueError, match=r"dog is a link to /, outside .*labelled"):
+        labelled_images([root], ("cat", "dog"))
+    (root / "dog").unlink()
+    (root / "dog").symlink_to(root / "dog", target_is_directory=True)
+    with pytest.raises(ValueError, match=r"dog is a link loop"):
+        labelled_images([root], ("cat", "dog"))

@@ -26,6 +26,7 @@ and every forward is the family's any-size one (position embeddings resized to t
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from vitexplorer.core.analysis import constant_output, failure_message, flat_map
 from vitexplorer.core.capture import model_forward
 from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
 from vitexplorer.core.families import Part, UnsupportedModel, ViTAdapter, adapter_for
-from vitexplorer.core.folders import image_files, subfolders
+from vitexplorer.core.folders import escaping_link, image_paths, subfolders
 from vitexplorer.core.models import LoadedModel
 from vitexplorer.core.paths import expand_user
 
@@ -370,14 +371,17 @@ def labelled_images(
     for folder in (expand_user(f) for f in folders):
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a folder")
+        links: list[str] = []  # a class folder linked to / would walk the whole disk
         try:
-            loose, classes = image_files(folder), subfolders(folder)
+            classes = subfolders(folder, links)
+            _refuse_escaping(links, folder, folders_only=True)
+            loose = image_paths(folder, links=links)
         except OSError as exc:
             raise ValueError(f"cannot list the folder {folder}: {exc.strerror or exc}") from exc
         if loose:
             raise ValueError(
                 f"{folder} holds {len(loose)} image(s) outside class subfolders "
-                f"({loose[0].name}), whose label is unknown"
+                f"({Path(loose[0]).name}), whose label is unknown"
             )
         if not classes:
             raise ValueError(f"{folder} has no class subfolders")
@@ -388,15 +392,26 @@ def labelled_images(
                     f"the subfolder {sub.name!r} of {folder} is neither one of the model's {n} "
                     f"class names nor an index from 0 to {n - 1}"
                 )
+            links = []
             try:
-                found += [(path, label) for path in image_files(sub, recursive=True)]
+                paths = image_paths(sub, recursive=True, links=links)
             except OSError as exc:
                 raise ValueError(f"cannot list the folder {sub}: {exc.strerror or exc}") from exc
+            _refuse_escaping(links, folder)
+            found += [(Path(path), label) for path in paths]
     if not found:
         raise ValueError(
             f"no image files in the class subfolders of {', '.join(map(str, folders))}"
         )
     return found
+
+
+def _refuse_escaping(links: list[str], root: Path, folders_only: bool = False) -> None:
+    """A ValueError for the first of ``links`` that loops or leads outside the folder ``root``
+    (:func:`~vitexplorer.core.folders.escaping_link`), as training refuses them."""
+    problem = escaping_link(links, os.path.realpath(root), folders_only)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 # --- Faithfulness over images -----------------------------------------------------------------
