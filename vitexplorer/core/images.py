@@ -57,6 +57,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
                     f"{name}: {width}x{height} pixels is {width * height / 1e6:.0f} megapixels, "
                     f"more than the {max_pixels / 1e6:.0f} megapixel limit; scale it down first"
                 )
+            if image.format in ("JPEG", "MPO"):
+                _check_scans(name, data, width * height)
             image.load()
     except ImageLoadError:
         raise
@@ -64,6 +66,14 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise ImageLoadError(
             f"{name}: not an image format that vitexplorer reads "
             f"({', '.join(f for f in RASTER_FORMATS if f != 'MPO')})"
+        ) from exc
+    except ValueError as exc:
+        if "MAX_TEXT_CHUNK" not in str(exc) and "MAX_TEXT_MEMORY" not in str(exc):
+            reason = _reason(exc)
+            raise ImageLoadError(f"{name}: the file is truncated or corrupt ({reason})") from exc
+        raise ImageLoadError(
+            f"{name}: a compressed text or colour-profile block inflates beyond Pillow's limit "
+            f"(a decompression bomb); re-save the image without its metadata"
         ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(
@@ -90,6 +100,35 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise ImageLoadError(
             f"{name}: its colour mode {image.mode} cannot be shown ({_reason(exc)})"
         ) from exc
+
+
+def _check_scans(name: str, data: bytes, pixels: int) -> None:
+    """Refuse a JPEG whose scans would keep the decoder busy for minutes, before decoding it
+    (:mod:`vitexplorer.core.jpeg_scans`)."""
+    from vitexplorer.core.jpeg_scans import (
+        MAX_SCAN_PIXELS,
+        MAX_SCANS,
+        TooManySegments,
+        count_scans,
+    )
+
+    try:
+        scans = count_scans(data)
+    except TooManySegments as exc:
+        raise ImageLoadError(
+            f"{name}: a JPEG with {exc}, far beyond any real photo; re-save it (as PNG, say)"
+        ) from exc
+    if scans > MAX_SCANS:
+        raise ImageLoadError(
+            f"{name}: a progressive JPEG of more than {MAX_SCANS} scans (ordinary files have "
+            f"about 10; each one is a pass over the whole image); re-save it as a plain JPEG or PNG"
+        )
+    if scans * pixels > MAX_SCAN_PIXELS:
+        raise ImageLoadError(
+            f"{name}: a progressive JPEG of {scans} scans over {pixels / 1e6:.0f} megapixels, "
+            f"more decoding work than the limit of {MAX_SCAN_PIXELS / 1e9:.0f} billion "
+            f"pixel-scans; re-save it as a plain JPEG or PNG, or scale it down"
+        )
 
 
 def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -136,6 +175,11 @@ def open_regular_file(
             raise error(f"{name}: a symbolic link that loops (it never reaches a file)") from exc
         if exc.errno == errno.ENAMETOOLONG:
             raise error(f"{name}: the name is longer than the system allows") from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise error(
+                f"cannot read {name}: permission denied; give yourself read access "
+                f"(chmod u+r, and search access to its folders) or copy it somewhere readable"
+            ) from exc
         raise error(f"{name}: cannot be read ({exc.strerror or exc})") from exc
     try:
         info = os.fstat(fd)

@@ -1,0 +1,61 @@
+"""How much work a JPEG asks of its decoder, read off its markers before any decoding.
+
+A progressive JPEG is decoded scan by scan, and every scan passes over the whole image: a small
+file that repeats one scan 20,000 times over 81 megapixels keeps libjpeg busy for a quarter of an
+hour. libjpeg has no limit of its own (TurboJPEG's ``TJFLAG_LIMITSCANS`` refuses more than 500
+scans), so :func:`count_scans` walks the markers (segment lengths, then the entropy-coded data
+to the next marker) and counts the scans (SOS segments) of the first image, up to its EOI.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_SCANS = 500  # TurboJPEG's limit (TJFLAG_LIMITSCANS); an ordinary progressive file has ~10
+# A scan costs about one pass over the pixels: 100 megapixels x 40 scans is a few seconds.
+MAX_SCAN_PIXELS = 4_000_000_000
+MAX_SEGMENTS = 20_000  # marker segments walked; a real file has a few dozen besides its scans
+
+# In entropy-coded data 0xFF is followed by 0x00 (a stuffed byte) or a restart marker RST0..7;
+# anything else (after optional 0xFF fill bytes) starts the next marker.
+_NEXT_MARKER = re.compile(rb"\xff+(?=[^\x00\xd0-\xd7\xff])")
+_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM and RSTn carry no length
+
+
+class TooManySegments(ValueError):
+    """More marker segments than :data:`MAX_SEGMENTS`: refused unread."""
+
+
+def count_scans(data: bytes, stop_after: int = MAX_SCANS) -> int:
+    """The number of scans (SOS segments) of the first JPEG image in ``data``, counted up to
+    ``stop_after + 1`` (enough to refuse); damaged marker data ends the count early (the
+    decoder then says what is wrong). :class:`TooManySegments` past :data:`MAX_SEGMENTS`."""
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    scans, segments, pos, end = 0, 0, 2, len(data)
+    while pos + 1 < end and scans <= stop_after:
+        if data[pos] != 0xFF:
+            break  # not a marker where one must be: damaged
+        while pos + 1 < end and data[pos + 1] == 0xFF:
+            pos += 1  # fill bytes before a marker
+        if pos + 1 >= end:
+            break
+        marker = data[pos + 1]
+        segments += 1
+        if segments > MAX_SEGMENTS:
+            raise TooManySegments(f"more than {MAX_SEGMENTS:,} marker segments")
+        if marker == 0xD9:  # EOI: the first image ends (an MPO's others are not decoded)
+            break
+        if marker in _STANDALONE or marker == 0xD8:
+            pos += 2
+            continue
+        if pos + 4 > end:
+            break
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            scans += 1
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.end() - 1
+    return scans
