@@ -218,14 +218,10 @@ def window_inputs(window: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, A
                 files.append((f"{label}'s file", name))
     finetune = getattr(window, "finetune", None)
     panel = getattr(finetune, "panel", None)
-    sources = [panel.form.source()] if panel is not None else []
-    result = getattr(panel, "result", None)
-    if result is not None:
-        sources.append(result.dataset)
-    for source in sources:
-        if source and source != "cifar10":
-            target = folders if Path(source).expanduser().is_dir() else files
-            target.append(("the training dataset", str(Path(source).expanduser())))
+    source = panel.form.source() if panel is not None else ""
+    if source and source != "cifar10":  # the chosen folder or pixel CSV
+        target = folders if Path(source).expanduser().is_dir() else files
+        target.append(("the training dataset", str(Path(source).expanduser())))
     return files, folders
 
 
