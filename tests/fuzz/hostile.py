@@ -230,6 +230,8 @@ def all_image_cases(folder: Path) -> list[HostileImage]:
 
 # --- decode-work bombs (tests/fuzz/test_fuzz_decode.py, tests/core/test_image_bounds.py) -------
 
+import functools  # noqa: E402
+
 
 def jpeg_segments(data: bytes) -> tuple[bytes, list[bytes], bytes]:
     """A JPEG cut at its first scan: (what comes before, the segments from the first SOS up to
@@ -261,6 +263,7 @@ def repeated_scans(data: bytes, extra: int) -> bytes:
     return head + segments[0] * (1 + extra) + b"".join(segments[1:]) + tail
 
 
+@functools.cache
 def flat_progressive_jpeg(size: tuple[int, int]) -> bytes:
     """A progressive JPEG of one colour: a few hundred bytes per scan at any size."""
     return encoded(Image.new("RGB", size, (120, 80, 40)), "JPEG", progressive=True)

@@ -1,0 +1,562 @@
+"""Decoding work and the window's own outputs: progressive JPEGs of k scans around the limit and
+the pixel-scan budget, files of many frames or pages, big but allowed sizes, zlib bombs, files
+that cannot be read, images dropped on the window, the window closed while a decoder is stuck,
+and every save dialog aimed at each thing the window has open. Each input is decoded or refused
+in one line naming the file, nothing hangs, and nothing the user had changes (bytes and kind)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+
+from tests.fuzz.conftest import record
+from tests.fuzz.hostile import (
+    _png_chunk,
+    encoded,
+    flat_progressive_jpeg,
+    many_frame_apng,
+    many_frame_gif,
+    many_frame_webp,
+    many_page_tiff,
+    photo,
+    progressive_jpeg,
+    repeated_scans,
+)
+from tests.gui.conftest import running_window
+from vitexplorer.core import images
+from vitexplorer.core.images import ImageLoadError, load_image
+from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS, MAX_SEGMENTS
+
+DOOR = "image decoding work: reader and window"
+HANG_SECONDS = 30
+
+
+def _outcome(path: Path) -> tuple[str, object]:
+    """("ok", image), ("refused", message), ("crash", exception) or ("hang", None)."""
+    result: list[tuple[str, object]] = []
+
+    def run() -> None:
+        try:
+            result.append(("ok", load_image(path)))
+        except ImageLoadError as exc:
+            result.append(("refused", str(exc)))
+        except BaseException as exc:  # noqa: BLE001  (what the suite looks for)
+            result.append(("crash", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_SECONDS)
+    return result[0] if result else ("hang", None)
+
+
+def _zlib_png(side: int, zeros: int) -> bytes:
+    import struct
+    import zlib
+
+    stream = zlib.compressobj(9)
+    rows = b"".join(b"\x00" + b"\x07\x08\x09" * side for _ in range(side))
+    data = stream.compress(rows + b"\x00" * zeros) + stream.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", data),
+            _png_chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _with_chunks(chunks: bytes) -> bytes:
+    data = encoded(photo(), "PNG")
+    return data[:33] + chunks + data[33:]  # after IHDR
+
+
+def _reader_cases() -> list[tuple[str, Callable[[], bytes], str, str]]:
+    """(case, the file's bytes, "shown" / "refused" / "either", words a refusal must hold)."""
+    import zlib
+
+    cases: list[tuple[str, Callable[[], bytes], str, str]] = []
+    small, larger = progressive_jpeg(), progressive_jpeg((640, 480), seed=1)
+    for extra in (0, 1, 2, 5, 10, 25, 50, 100, 200, 300, 400, 450, 480, 489, 490):
+        for label, data in (("64x48", small), ("640x480", larger)):
+            expect = "shown" if 10 + extra <= MAX_SCANS else "refused"
+            cases.append(
+                (
+                    f"{label} progressive JPEG, {10 + extra} scans",
+                    lambda d=data, e=extra: repeated_scans(d, e),
+                    expect,
+                    "scans",
+                )
+            )
+    for extra in (491, 500, 1_000, 2_000, 5_000, 20_000):
+        for label, data in (("64x48", small), ("2048x2048 flat", None)):
+            make = (
+                (lambda e=extra: repeated_scans(flat_progressive_jpeg((2048, 2048)), e))
+                if data is None
+                else (lambda d=data, e=extra: repeated_scans(d, e))
+            )
+            cases.append(
+                (
+                    f"{label} progressive JPEG, {10 + extra} scans",
+                    make,
+                    "refused",
+                    "more than 500 scans",
+                )
+            )
+    for side in (4096, 6000):
+        allowed = MAX_SCAN_PIXELS // (side * side)
+        for scans in (allowed + 1, allowed + 40, MAX_SCANS):
+            make = lambda s=side, n=scans: repeated_scans(flat_progressive_jpeg((s, s)), n - 10)  # noqa: E731
+            cases.append((f"{side}x{side} JPEG, {scans} scans", make, "refused", "scans"))
+    cases.append(
+        (
+            "4096x4096 JPEG, 20 scans",
+            lambda: repeated_scans(flat_progressive_jpeg((4096, 4096)), 10),
+            "shown",
+            "",
+        )
+    )
+    for frames in (2, 1_000, 100_000):
+        for name, make in (
+            ("APNG", many_frame_apng),
+            ("GIF", many_frame_gif),
+            ("TIFF", many_page_tiff),
+            ("WebP", many_frame_webp),
+        ):
+            cases.append(
+                (f"{name} of {frames:,} frames", lambda m=make, f=frames: m(f), "shown", "")
+            )
+    # big but allowed sizes
+    cases.append(
+        (
+            "baseline JPEG 6000x4000",
+            lambda: encoded(Image.new("RGB", (6000, 4000), (9, 99, 199)), "JPEG"),
+            "shown",
+            "",
+        )
+    )
+    cases.append(
+        ("progressive JPEG 6000x4000", lambda: flat_progressive_jpeg((6000, 4000)), "shown", "")
+    )
+    cases.append(
+        (
+            "PNG 5000x5000 grey",
+            lambda: encoded(Image.new("L", (5000, 5000), 77), "PNG"),
+            "shown",
+            "",
+        )
+    )
+    cases.append(
+        ("GIF 4000x4000", lambda: encoded(Image.new("P", (4000, 4000), 3), "GIF"), "shown", "")
+    )
+    # zlib and marker bombs
+    cases.append(("1x1 PNG, 100 MB of zlib zeros", lambda: _zlib_png(1, 100_000_000), "shown", ""))
+    cases.append(("64x64 PNG, 50 MB of zlib zeros", lambda: _zlib_png(64, 50_000_000), "shown", ""))
+    cases.append(
+        (
+            "PNG, zTXt bomb",
+            lambda: _with_chunks(
+                _png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"v" * 50_000_000))
+            ),
+            "refused",
+            "decompression bomb",
+        )
+    )
+    cases.append(
+        (
+            "PNG, iCCP bomb",
+            lambda: _with_chunks(
+                _png_chunk(b"iCCP", b"p\x00\x00" + zlib.compress(b"v" * 50_000_000))
+            ),
+            "refused",
+            "decompression bomb",
+        )
+    )
+    cases.append(
+        (
+            "PNG, 100,000 tEXt chunks",
+            lambda: _with_chunks(_png_chunk(b"tEXt", b"k\x00v") * 100_000),
+            "either",
+            "",
+        )
+    )
+    base = encoded(photo(), "JPEG")
+    for count in (100, MAX_SEGMENTS - 10, MAX_SEGMENTS + 1, 200_000):
+        expect = "shown" if count < MAX_SEGMENTS else "refused"
+        cases.append(
+            (
+                f"JPEG, {count:,} comment segments",
+                lambda c=count: base[:2] + b"\xff\xfe\x00\x04hi" * c + base[2:],
+                expect,
+                "marker segments",
+            )
+        )
+    cases.append(
+        (
+            "JPEG, 10,000 fill bytes before a marker",
+            lambda: base[:2] + b"\xff" * 10_000 + base[2:],
+            "either",
+            "",
+        )
+    )
+    bomb = repeated_scans(progressive_jpeg(), 5_000)
+    for fraction in (0.01, 0.05, 0.2, 0.5, 0.9):
+        cut = int(len(bomb) * fraction)
+        cases.append(
+            (f"5010-scan JPEG cut at {fraction:.0%}", lambda c=cut: bomb[:c], "either", "")
+        )
+    return cases
+
+
+READER_CASES = _reader_cases()
+
+
+@pytest.mark.timeout(600)
+def test_every_decode_work_input_through_the_reader(tmp_path: Path) -> None:
+    problems = []
+    for n, (case, make, expect, words) in enumerate(READER_CASES):
+        path = tmp_path / f"case{n}.img"
+        path.write_bytes(make())
+        kind, value = _outcome(path)
+        record(DOOR, case, crash=kind == "crash", hang=kind == "hang")
+        if kind in ("crash", "hang"):
+            problems.append(f"{case}: {kind} {value!r}")
+        elif kind == "refused":
+            message = str(value)
+            if expect == "shown":
+                problems.append(f"{case}: refused ({message})")
+            elif "\n" in message or len(message) > 300 or not message.startswith(path.name):
+                problems.append(f"{case}: unclear refusal {message!r}")
+            elif words.lower() not in message.lower():
+                problems.append(f"{case}: refusal without {words!r}: {message!r}")
+        elif expect == "refused":
+            problems.append(f"{case}: decoded, but should have been refused")
+        else:
+            assert value.mode == "RGB" and min(value.size) >= 1, case
+        path.unlink()
+    assert not problems, "\n".join(problems)
+
+
+def test_files_that_cannot_be_read_say_why(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    good = tmp_path / "locked.png"
+    photo().save(good)
+    real_open = os.open
+    failures: dict[str, int] = {}
+
+    def fake_open(name, flags, *args, **kwargs):  # noqa: ANN001, ANN202
+        code = failures.get(os.fspath(name))
+        if code is not None:
+            raise OSError(code, os.strerror(code), os.fspath(name))
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(images.os, "open", fake_open)
+    missing = tmp_path / "missing.png"
+    dangling = tmp_path / "dangling.png"
+    dangling.symlink_to(tmp_path / "nowhere.png")
+    cases = [
+        (
+            "no read permission (EACCES)",
+            good,
+            errno.EACCES,
+            "cannot read locked.png: permission denied",
+        ),
+        (
+            "not permitted (EPERM)",
+            good,
+            errno.EPERM,
+            "cannot read locked.png: permission denied",
+        ),
+        (
+            "an I/O error (EIO)",
+            good,
+            errno.EIO,
+            "locked.png: cannot be read (input/output error)",
+        ),
+        ("missing", missing, None, "missing.png: file not found"),
+        (
+            "dangling link",
+            dangling,
+            None,
+            "dangling.png: a symbolic link to a file that does not exist",
+        ),
+        ("a folder", tmp_path, None, "is a folder"),
+    ]
+    problems = []
+    for case, path, code, words in cases:
+        failures.clear()
+        if code is not None:
+            failures[os.fspath(path)] = code
+        try:
+            load_image(path)
+            problems.append(f"{case}: decoded")
+            crashed = False
+        except ImageLoadError as exc:
+            crashed = False
+            message = str(exc)
+            if words.lower() not in message.lower() or "\n" in message:
+                problems.append(f"{case}: {message!r}")
+            if code in (errno.EACCES, errno.EPERM) and "No such file" in message:
+                problems.append(f"{case}: says the file is missing")
+        except BaseException as exc:  # noqa: BLE001
+            crashed = True
+            problems.append(f"{case}: crash {exc!r}")
+        record(DOOR, f"unreadable: {case}", crash=crashed)
+    assert good.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not problems, "\n".join(problems)
+
+
+# --- the window ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+    yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
+
+
+@pytest.mark.timeout(300)
+def test_decode_bombs_dropped_on_the_window(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
+    """Each bomb is refused in a line (or shown), and a good image after them is analysed."""
+    import zlib
+
+    files = {
+        "scans.jpg": (repeated_scans(flat_progressive_jpeg((2048, 2048)), 20_000), "scans"),
+        "budget.jpg": (repeated_scans(flat_progressive_jpeg((4096, 4096)), 400), "scans"),
+        "segments.jpg": (
+            b"\xff\xd8" + b"\xff\xfe\x00\x04hi" * 30_000 + encoded(photo(), "JPEG")[2:],
+            "segments",
+        ),
+        "ztxt.png": (
+            _with_chunks(_png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"v" * 50_000_000))),
+            "bomb",
+        ),
+        "frames.gif": (many_frame_gif(100_000), None),
+        "frames.png": (many_frame_apng(100_000), None),
+        "pages.tiff": (many_page_tiff(100_000), None),
+        "frames.webp": (many_frame_webp(100_000), None),
+    }
+    paths = []
+    for name, (data, _) in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    good = tmp_path / "good.png"
+    photo(5).save(good)
+    failed: dict[str, str] = {}
+    analysed: set[str] = set()
+    window.image_failed.connect(lambda key, message: failed.__setitem__(key, message))
+    window.worker.analysis_ready.connect(lambda done: analysed.add(done.key), Qt.QueuedConnection)
+    window.add_images([str(p) for p in paths] + [str(good)])
+    keys = {entry.source: key for key, entry in window.session.entries.items()}
+    good_key = keys[str(good)]
+    refused = [keys[str(tmp_path / n)] for n, (_, words) in files.items() if words is not None]
+
+    def settled() -> bool:
+        return good_key in analysed and all(key in failed for key in refused)
+
+    qtbot.waitUntil(settled, timeout=120_000)
+    problems = []
+    for name, (_, words) in files.items():
+        key = keys[str(tmp_path / name)]
+        message = failed.get(key)
+        if words is not None:
+            ok = message is not None and name in message and words in message.lower()
+            ok = ok and "\n" not in message
+        else:
+            ok = message is None
+        record(DOOR, f"window drop: {name}", crash=not ok and message is not None)
+        if not ok:
+            problems.append(f"{name}: {message!r}")
+    record(DOOR, "window drop: a good image after the bombs", hang=good_key not in analysed)
+    assert not problems, "\n".join(problems)
+
+
+_STUCK_PREVIEW = textwrap.dedent(
+    """
+    import sys, threading
+    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    import vitexplorer.core.images as images
+    from vitexplorer.gui import app as gui_app
+    from vitexplorer.gui.main_window import MainWindow
+    from vitexplorer.gui.workers import ModelRequest
+
+    checkpoint, photo, settings_path = sys.argv[1:4]
+    inside, never = threading.Event(), threading.Event()
+
+    def stuck(source, *args, **kwargs):  # only the previews call it through the module
+        print("decoding", flush=True)
+        inside.set()
+        never.wait()  # a decoder that never returns, like a 20,000-scan JPEG
+
+    images.load_image = stuck
+    application = QApplication([])
+    window = MainWindow(QSettings(settings_path, QSettings.IniFormat), ModelRequest(checkpoint))
+    window.show()
+    poll = QTimer()
+    poll.timeout.connect(lambda: inside.is_set() and window.close())
+    poll.start(50)
+    window.start([photo])
+    status = application.exec()
+    gui_app._exit_if_threads_are_stuck(status)
+    print("not reached: the decoder was stuck", flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_closing_while_a_preview_decoder_is_stuck_ends_the_app(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    image = tmp_path / "photo.png"
+    photo().save(image)
+    settings = tmp_path / "settings.ini"
+    case = "window closed while a preview decoder is stuck"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _STUCK_PREVIEW, str(tiny_checkpoint), str(image), str(settings)],
+            capture_output=True,
+            text=True,
+            timeout=100,
+            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        )
+    except subprocess.TimeoutExpired:
+        record(DOOR, case, hang=True)
+        pytest.fail("the app did not exit within 100 s of closing with a stuck decoder")
+    record(DOOR, case, crash=done.returncode != 0)
+    assert "decoding" in done.stdout, done.stderr  # the decoder really was stuck
+    assert done.returncode == 0, done.stderr
+    assert "vitexplorer-previews did not stop" in done.stderr
+    assert "not reached" not in done.stdout and "Traceback" not in done.stderr
+    assert "window_state" in settings.read_text()
+
+
+def _state(paths: list[Path]) -> list[tuple[str, int, bytes]]:
+    """Each path's kind (link, file, folder), mode bits and bytes (a folder: its listing)."""
+    out = []
+    for path in paths:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            out.append(("link", 0, os.readlink(path).encode()))
+        elif stat.S_ISDIR(info.st_mode):
+            listing = [
+                (str(p.relative_to(path)), stat.S_IFMT(os.lstat(p).st_mode), p.read_bytes())
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+            ]
+            out.append(("folder", 0, repr(listing).encode()))
+        else:
+            assert stat.S_ISREG(info.st_mode)
+            out.append(("file", info.st_ino, path.read_bytes()))
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_every_save_dialog_aimed_at_each_input(
+    qtbot, window, tmp_path: Path, tiny_checkpoint: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    from tests.gui.test_main_window import drop_and_wait
+
+    image = tmp_path / "images" / "photo.png"
+    image.parent.mkdir()
+    photo(2, (64, 48)).save(image)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "photo-link.png").symlink_to(image)
+    os.link(image, links / "photo-hard.png")
+    (links / "model-link.safetensors").symlink_to(tiny_checkpoint)
+    os.link(tiny_checkpoint, links / "model-hard.safetensors")
+    dataset = tmp_path / "dataset"
+    for name in ("cats", "dogs"):
+        (dataset / name).mkdir(parents=True)
+        photo(3).save(dataset / name / "one.png")
+    form = window.finetune.panel.form
+    form.source_box.setCurrentIndex(form.source_box.findData("folder"))
+    form.folder_edit.setText(str(dataset))
+    drop_and_wait(qtbot, window, image)
+    window.overview.set_on_screen(True)
+    watched = [image, links, dataset, tiny_checkpoint]
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    around = f"{image.parent}/../images/photo.png"
+    saved: list[str] = []
+    panel = window.finetune.panel
+    panel.result = SimpleNamespace(
+        model=SimpleNamespace(spec=SimpleNamespace(name="t")), dataset="d"
+    )
+    monkeypatch.setattr(panel, "save", lambda path: saved.append(path) or True)
+    exports = [
+        ("the image", image, True),
+        ("the image without .png", image.with_suffix(""), True),
+        ("a symlink to the image", links / "photo-link.png", True),
+        ("a hard link to the image", links / "photo-hard.png", True),
+        ("the image through ..", Path(around), True),
+        ("a file in the dataset", dataset / "cats" / "one.png", True),
+        ("a new name in the dataset", dataset / "dogs" / "new.png", True),
+        ("a fresh name", fresh / "out.png", False),
+    ]
+    models = [
+        ("the checkpoint", tiny_checkpoint, True),
+        ("the checkpoint without suffix", tiny_checkpoint.with_suffix(""), True),
+        ("a symlink to the checkpoint", links / "model-link.safetensors", True),
+        ("a hard link to the checkpoint", links / "model-hard.safetensors", True),
+        (
+            "the checkpoint through ..",
+            tiny_checkpoint.parent / ".." / tiny_checkpoint.parent.name / tiny_checkpoint.name,
+            True,
+        ),
+        ("a file in the dataset", dataset / "cats" / "one.safetensors", True),
+        ("the dataset's class folder", dataset / "cats", True),
+        ("a fresh name", fresh / "model", False),
+    ]
+    dialogs = [
+        ("Export view", lambda: window.export_action.trigger(), exports),
+        ("Export figure (overview)", lambda: window.overview.export(), exports),
+        ("Save model", lambda: window.finetune.save_model(), models),
+    ]
+    problems = []
+    for number, (dialog, act, targets) in enumerate(dialogs):
+        for case, target, refuse in targets:
+            if not refuse:  # a name of its own for each dialog
+                target = target.with_name(f"{number}-{target.name}")
+            before = _state(watched)
+            written_before = sorted(fresh.iterdir())
+            saved.clear()
+            window.statusBar().clearMessage()
+            monkeypatch.setattr(
+                QFileDialog, "getSaveFileName", lambda *a, t=target, **k: (str(t), "")
+            )
+            crashed = False
+            try:
+                act()
+            except BaseException as exc:  # noqa: BLE001
+                crashed = True
+                problems.append(f"{dialog} onto {case}: {exc!r}")
+            lost = _state(watched) != before
+            message = window.statusBar().currentMessage()
+            record(DOOR, f"{dialog} onto {case}", crash=crashed, lost=lost)
+            if lost:
+                problems.append(f"{dialog} onto {case}: an input changed")
+            if refuse:
+                if "nothing saved" not in message or "\n" in message or saved:
+                    problems.append(f"{dialog} onto {case}: not refused ({message!r}, {saved})")
+            else:
+                wrote = saved or sorted(fresh.iterdir()) != written_before
+                if "nothing saved" in message or not wrote:
+                    problems.append(f"{dialog} onto {case}: not saved ({message!r})")
+    assert not problems, "\n".join(problems)
+    assert np.asarray(Image.open(image)).shape == (48, 64, 3)
