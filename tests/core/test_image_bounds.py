@@ -156,3 +156,18 @@ def test_a_file_without_read_permission_says_so(tmp_path: Path, monkeypatch) -> 
     message = str(refused.value)
     assert message.startswith("cannot read locked.png: permission denied; ")
     assert "No such file" not in message and "chmod" in message
+
+
+def test_a_scan_bomb_inside_a_tiff_is_refused_in_words(capfd) -> None:  # noqa: ANN001
+    """libtiff stops a JPEG-in-TIFF strip at its 100th scan, with a line of its own on stderr
+    and a bare "decoder error"; the strip's scans are counted first instead."""
+    from tests.fuzz.hostile import jpeg_in_tiff
+
+    plain = flat_progressive_jpeg((256, 256))
+    shown = load_image(jpeg_in_tiff(repeated_scans(plain, 89), 256))  # 99 scans: libtiff's most
+    assert np.array_equal(np.asarray(shown), np.asarray(load_image(plain)))
+    with pytest.raises(ImageLoadError) as refused:
+        load_image(jpeg_in_tiff(repeated_scans(plain, 5_000), 256))
+    message = str(refused.value)
+    assert "a TIFF with a JPEG-compressed strip of more than 99 scans" in message
+    assert "TIFFjpeg" not in capfd.readouterr().err  # libtiff never saw it

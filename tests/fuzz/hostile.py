@@ -345,3 +345,23 @@ def many_frame_webp(frames: int, side: int = 8) -> bytes:
     body = b"WEBP" + b"".join(c for c in chunks if c[:4] != b"ANMF")
     body += frames_at[0] + frames_at[1] * (frames - 1)
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def jpeg_in_tiff(jpeg: bytes, side: int) -> bytes:
+    """A ``side`` x ``side`` YCbCr TIFF whose one strip is ``jpeg`` (compression 7), built by
+    hand: how a progressive scan bomb reaches libtiff's JPEG codec."""
+    import struct
+
+    tags = [(256, side), (257, side), (258, None), (259, 7), (262, 6), (273, None), (277, 3),
+            (278, side), (279, len(jpeg)), (284, 1)]  # fmt: skip
+    after = 8 + 2 + len(tags) * 12 + 4
+    entries = b""
+    for tag, value in tags:
+        if tag == 258:  # BitsPerSample 8, 8, 8: stored after the IFD
+            entries += struct.pack("<HHII", tag, 3, 3, after)
+        elif tag in (273, 279):
+            entries += struct.pack("<HHII", tag, 4, 1, after + 6 if tag == 273 else value)
+        else:
+            entries += struct.pack("<HHIHH", tag, 3, 1, value, 0)
+    ifd = struct.pack("<H", len(tags)) + entries + b"\x00" * 4
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<HHH", 8, 8, 8) + jpeg

@@ -28,6 +28,7 @@ from tests.fuzz.hostile import (
     _png_chunk,
     encoded,
     flat_progressive_jpeg,
+    jpeg_in_tiff,
     many_frame_apng,
     many_frame_gif,
     many_frame_webp,
@@ -131,6 +132,17 @@ def _reader_cases() -> list[tuple[str, Callable[[], bytes], str, str]]:
             "",
         )
     )
+    for scans in (10, 50, 99, 100, 500, 5_010):  # libtiff decodes 99 scans a strip at most
+        cases.append(
+            (
+                f"TIFF of one JPEG strip, {scans} scans",
+                lambda n=scans: jpeg_in_tiff(
+                    repeated_scans(flat_progressive_jpeg((256, 256)), n - 10), 256
+                ),
+                "shown" if scans < 100 else "refused",
+                "jpeg-compressed strip",
+            )
+        )
     for frames in (2, 1_000, 100_000):
         for name, make in (
             ("APNG", many_frame_apng),

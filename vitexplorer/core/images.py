@@ -26,6 +26,7 @@ MAX_FILE_BYTES = 500_000_000  # bytes; an image file larger than this is refused
 # file's name) to Ghostscript, an external program; nothing external ever runs here. MPO is the
 # JPEG that phones write. The suffixes shown in file dialogs and searched in folders are
 # vitexplorer.core.folders.IMAGE_SUFFIXES, which name these formats.
+TIFF_JPEG = ("jpeg", "tiff_jpeg")  # Pillow's names for JPEG-compressed TIFF (7, and old-style 6)
 RASTER_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
@@ -59,6 +60,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
                 )
             if image.format in ("JPEG", "MPO"):
                 _check_scans(name, data, width * height)
+            elif image.format == "TIFF" and image.info.get("compression") in TIFF_JPEG:
+                _check_tiff_scans(name, data, image)
             image.load()
     except ImageLoadError:
         raise
@@ -128,6 +131,28 @@ def _check_scans(name: str, data: bytes, pixels: int) -> None:
             f"{name}: a progressive JPEG of {scans} scans over {pixels / 1e6:.0f} megapixels, "
             f"more decoding work than the limit of {MAX_SCAN_PIXELS / 1e9:.0f} billion "
             f"pixel-scans; re-save it as a plain JPEG or PNG, or scale it down"
+        )
+
+
+def _check_tiff_scans(name: str, data: bytes, image: Image.Image) -> None:
+    """Refuse a TIFF whose JPEG-compressed strips hold more scans than libtiff decodes (it would
+    stop with a line of its own on stderr and a bare "decoder error")."""
+    from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, TIFF_MAX_SCANS, tiff_strip_scans
+
+    tags = getattr(image, "tag_v2", {})
+    offsets = tags.get(273) or tags.get(324) or ()  # StripOffsets, or TileOffsets
+    counts = tags.get(279) or tags.get(325) or ()  # StripByteCounts, or TileByteCounts
+    offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+    counts = counts if isinstance(counts, tuple) else (counts,)
+    scans = tiff_strip_scans(data, offsets, counts)
+    pixels = image.width * image.height
+    if scans > TIFF_MAX_SCANS or scans * pixels > MAX_SCAN_PIXELS:
+        shown = f"more than {TIFF_MAX_SCANS}" if scans > TIFF_MAX_SCANS else str(scans)
+        raise ImageLoadError(
+            f"{name}: a TIFF with a JPEG-compressed strip of {shown} scans over "
+            f"{pixels / 1e6:.0f} megapixels (libtiff stops at 100 scans, and the limit here is "
+            f"{MAX_SCAN_PIXELS / 1e9:.0f} billion pixel-scans; ordinary strips have 1); "
+            f"re-save it uncompressed or as PNG"
         )
 
 

@@ -14,6 +14,8 @@ import re
 MAX_SCANS = 500  # TurboJPEG's limit (TJFLAG_LIMITSCANS); an ordinary progressive file has ~10
 # A scan costs about one pass over the pixels: 100 megapixels x 40 scans is a few seconds.
 MAX_SCAN_PIXELS = 4_000_000_000
+TIFF_MAX_SCANS = 99  # libtiff refuses a JPEG-in-TIFF strip at its 100th scan (with a stderr line)
+TIFF_STRIPS_CHECKED = 64  # the first strips or tiles; libtiff bounds the rest itself
 MAX_SEGMENTS = 20_000  # marker segments walked; a real file has a few dozen besides its scans
 
 # In entropy-coded data 0xFF is followed by 0x00 (a stuffed byte) or a restart marker RST0..7;
@@ -59,3 +61,13 @@ def count_scans(data: bytes, stop_after: int = MAX_SCANS) -> int:
                 break
             pos = found.end() - 1
     return scans
+
+
+def tiff_strip_scans(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...]) -> int:
+    """The most scans in one of the first :data:`TIFF_STRIPS_CHECKED` JPEG-compressed strips or
+    tiles of a TIFF (``offsets`` and ``counts`` from its tags) held in ``data``."""
+    most = 0
+    for offset, count in list(zip(offsets, counts, strict=False))[:TIFF_STRIPS_CHECKED]:
+        if 0 <= offset < len(data) and count > 0:
+            most = max(most, count_scans(data[offset : offset + count], TIFF_MAX_SCANS))
+    return most
