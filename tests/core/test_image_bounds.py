@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 from tests.fuzz.hostile import (
     encoded,
     flat_progressive_jpeg,
+    junk_after_a_table,
     many_frame_apng,
     many_frame_gif,
     many_frame_webp,
@@ -86,14 +87,25 @@ def test_a_jpeg_of_endless_comment_segments_is_refused() -> None:
     assert load_image(fewer).size == (96, 64)
 
 
+def test_junk_between_segments_hides_no_scan() -> None:
+    """libjpeg skips stray bytes before a marker (with a warning) and decodes on: so does the
+    count, or junk after a table would hide every scan behind it."""
+    original = progressive_jpeg()
+    assert count_scans(junk_after_a_table(original)) == 10
+    assert count_scans(junk_after_a_table(repeated_scans(original, 600))) == MAX_SCANS + 1
+    junk = junk_after_a_table(original)
+    assert np.array_equal(np.asarray(load_image(junk)), np.asarray(load_image(original)))
+    with pytest.raises(ImageLoadError, match="more than 500 scans"):
+        load_image(junk_after_a_table(repeated_scans(original, 600), b"\x12"))
+
+
 def test_a_damaged_marker_stream_is_left_to_the_decoder() -> None:
     data = progressive_jpeg()
     cut = data[: len(data) // 2]
     assert 0 < count_scans(cut) < 10
     with pytest.raises(ImageLoadError, match="truncated or corrupt"):
         load_image(cut)
-    garbage = data[:2] + b"\x00" * 50 + data[2:]
-    assert count_scans(garbage) == 0
+    assert count_scans(data[:2] + b"\x00" * 50) == 0  # no marker at all after SOI
 
 
 @pytest.mark.parametrize(

@@ -365,3 +365,10 @@ def jpeg_in_tiff(jpeg: bytes, side: int) -> bytes:
             entries += struct.pack("<HHIHH", tag, 3, 1, value, 0)
     ifd = struct.pack("<H", len(tags)) + entries + b"\x00" * 4
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<HHH", 8, 8, 8) + jpeg
+
+
+def junk_after_a_table(data: bytes, junk: bytes = b"\x12\x34\x00") -> bytes:
+    """``data`` with stray bytes after the first Huffman table (DHT) between two scans."""
+    head, segments, tail = jpeg_segments(data)
+    table = next(n for n, segment in enumerate(segments) if segment[:2] == b"\xff\xc4")
+    return head + b"".join(segments[: table + 1]) + junk + b"".join(segments[table + 1 :]) + tail

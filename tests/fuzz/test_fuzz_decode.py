@@ -29,6 +29,7 @@ from tests.fuzz.hostile import (
     encoded,
     flat_progressive_jpeg,
     jpeg_in_tiff,
+    junk_after_a_table,
     many_frame_apng,
     many_frame_gif,
     many_frame_webp,
@@ -224,6 +225,15 @@ def _reader_cases() -> list[tuple[str, Callable[[], bytes], str, str]]:
             lambda: base[:2] + b"\xff" * 10_000 + base[2:],
             "either",
             "",
+        )
+    )
+    cases.append(("JPEG, junk bytes after a table", lambda: junk_after_a_table(small), "shown", ""))
+    cases.append(
+        (
+            "5010-scan JPEG, junk bytes after a table",
+            lambda: junk_after_a_table(repeated_scans(small, 5_000)),
+            "refused",
+            "more than 500 scans",
         )
     )
     bomb = repeated_scans(progressive_jpeg(), 5_000)

@@ -30,14 +30,17 @@ class TooManySegments(ValueError):
 
 def count_scans(data: bytes, stop_after: int = MAX_SCANS) -> int:
     """The number of scans (SOS segments) of the first JPEG image in ``data``, counted up to
-    ``stop_after + 1`` (enough to refuse); damaged marker data ends the count early (the
-    decoder then says what is wrong). :class:`TooManySegments` past :data:`MAX_SEGMENTS`."""
+    ``stop_after + 1`` (enough to refuse). Bytes between segments are skipped to the next 0xFF,
+    as libjpeg skips them (with a warning), so that they hide no scan. :class:`TooManySegments`
+    past :data:`MAX_SEGMENTS`."""
     if not data.startswith(b"\xff\xd8"):
         return 0
     scans, segments, pos, end = 0, 0, 2, len(data)
     while pos + 1 < end and scans <= stop_after:
-        if data[pos] != 0xFF:
-            break  # not a marker where one must be: damaged
+        if data[pos] != 0xFF:  # bytes where a marker must be: libjpeg skips them, and so here
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
         while pos + 1 < end and data[pos + 1] == 0xFF:
             pos += 1  # fill bytes before a marker
         if pos + 1 >= end:
