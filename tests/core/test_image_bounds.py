@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 from tests.fuzz.hostile import (
     encoded,
     flat_progressive_jpeg,
+    gif_with_comments,
     junk_after_a_table,
     many_frame_apng,
     many_frame_gif,
@@ -183,3 +184,41 @@ def test_a_scan_bomb_inside_a_tiff_is_refused_in_words(capfd) -> None:  # noqa: 
     message = str(refused.value)
     assert "a TIFF with a JPEG-compressed strip of more than 99 scans" in message
     assert "TIFFjpeg" not in capfd.readouterr().err  # libtiff never saw it
+
+
+@pytest.mark.timeout(120)
+def test_containers_that_pillow_would_walk_for_minutes_are_refused_first() -> None:
+    """Pillow parses PNG chunks, GIF blocks, PPM headers and JPEG fill bytes in Python, about
+    0.1 to 0.2 s a megabyte: a 500 MB file of them is refused before Pillow sees it."""
+    from tests.fuzz.hostile import _png_chunk
+    from vitexplorer.core import header_work as work
+    from vitexplorer.core.jpeg_scans import MAX_STRAY_BYTES
+
+    png = encoded(photo(), "PNG")
+    chunk = _png_chunk(b"abCd", b"")
+    # a GIF block is a comment extension (one) with one sub-block and its end (two more)
+    refused = {
+        "a PNG of more than 100,000 chunks": png[:33] + chunk * 2_000_000 + png[33:],
+        "a GIF of more than 100,000 blocks": gif_with_comments(2_000_000),
+        "a PPM header (comments included) over 65,536 bytes": b"P6\n#"
+        + b"c" * 50_000_000
+        + b"\n8 8\n255\n"
+        + bytes(192),
+        "a JPEG with more than 65,536 stray bytes": encoded(photo(), "JPEG")[:2]
+        + b"\xff" * 50_000_000
+        + encoded(photo(), "JPEG")[2:],
+    }
+    for words, data in refused.items():
+        with pytest.raises(ImageLoadError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            load_image(data)
+    # just under each limit: decoded as before
+    assert work.png_chunks(png[:33] + chunk * (work.MAX_CHUNKS - 10) + png[33:]) < work.MAX_CHUNKS
+    assert load_image(png[:33] + chunk * 1_000 + png[33:]).size == (96, 64)
+    assert work.gif_blocks(gif_with_comments(work.MAX_BLOCKS // 3 - 1)) <= work.MAX_BLOCKS
+    assert load_image(gif_with_comments(1_000)).size == (8, 8)
+    comment = b"P6\n#" + b"c" * 60_000 + b"\n8 8\n255\n" + bytes(range(192))
+    assert np.asarray(load_image(comment)).reshape(-1).tolist() == list(range(192))
+    jpeg = encoded(photo(), "JPEG")
+    filled = jpeg[:2] + b"\xff" * (MAX_STRAY_BYTES - 1) + jpeg[2:]
+    assert np.array_equal(np.asarray(load_image(filled)), np.asarray(load_image(jpeg)))
+    assert load_image(many_frame_apng(100_000)).size == (8, 8)  # other frames' chunks not read

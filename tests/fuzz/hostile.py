@@ -372,3 +372,12 @@ def junk_after_a_table(data: bytes, junk: bytes = b"\x12\x34\x00") -> bytes:
     head, segments, tail = jpeg_segments(data)
     table = next(n for n, segment in enumerate(segments) if segment[:2] == b"\xff\xc4")
     return head + b"".join(segments[: table + 1]) + junk + b"".join(segments[table + 1 :]) + tail
+
+
+def gif_with_comments(count: int) -> bytes:
+    """An 8 x 8 GIF with ``count`` comment extensions (three blocks each) before its image."""
+    data = encoded(Image.new("P", (8, 8), 1), "GIF")
+    start = data.find(b"\x2c")
+    control = data.rfind(b"\x21\xf9", 0, start)
+    start = control if control != -1 else start
+    return data[:start] + b"\x21\xfe\x01x\x00" * count + data[start:]

@@ -28,6 +28,7 @@ from tests.fuzz.hostile import (
     _png_chunk,
     encoded,
     flat_progressive_jpeg,
+    gif_with_comments,
     jpeg_in_tiff,
     junk_after_a_table,
     many_frame_apng,
@@ -236,6 +237,43 @@ def _reader_cases() -> list[tuple[str, Callable[[], bytes], str, str]]:
             "more than 500 scans",
         )
     )
+    png, chunk = encoded(photo(), "PNG"), _png_chunk(b"abCd", b"")
+    for count in (1_000, 99_000, 2_000_000):
+        cases.append(
+            (
+                f"PNG, {count:,} empty private chunks",
+                lambda c=count: png[:33] + chunk * c + png[33:],
+                "shown" if count < 100_000 else "refused",
+                "chunks",
+            )
+        )
+    for count in (1_000, 33_000, 2_000_000):
+        cases.append(
+            (
+                f"GIF, {count:,} comment blocks before its image",
+                lambda c=count: gif_with_comments(c),
+                "shown" if count * 3 < 100_000 else "refused",
+                "blocks",
+            )
+        )
+    for size in (60_000, 50_000_000):
+        cases.append(
+            (
+                f"PPM, a comment of {size:,} bytes",
+                lambda n=size: b"P6\n#" + b"c" * n + b"\n8 8\n255\n" + bytes(192),
+                "shown" if size < 65_536 else "refused",
+                "header",
+            )
+        )
+    for size in (65_535, 50_000_000):
+        cases.append(
+            (
+                f"JPEG, {size:,} fill bytes after SOI",
+                lambda n=size: base[:2] + b"\xff" * n + base[2:],
+                "shown" if size <= 65_536 else "refused",
+                "stray bytes",
+            )
+        )
     bomb = repeated_scans(progressive_jpeg(), 5_000)
     for fraction in (0.01, 0.05, 0.2, 0.5, 0.9):
         cut = int(len(bomb) * fraction)

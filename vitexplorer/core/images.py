@@ -51,6 +51,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
             # other warnings (corrupt EXIF, truncated metadata) would be lines on the user's
             # terminal about a file that either decodes or is refused with its reason.
             warnings.simplefilter("ignore")
+            scans = _jpeg_scans(name, data) if data.startswith(b"\xff\xd8") else 0
+            _check_header_work(name, data)
             image = Image.open(io.BytesIO(data), formats=_raster_formats())
             width, height = image.size
             if width * height > max_pixels:
@@ -59,7 +61,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
                     f"more than the {max_pixels / 1e6:.0f} megapixel limit; scale it down first"
                 )
             if image.format in ("JPEG", "MPO"):
-                _check_scans(name, data, width * height)
+                _check_scans(name, scans, width * height)
             elif image.format == "TIFF" and image.info.get("compression") in TIFF_JPEG:
                 _check_tiff_scans(name, data, image)
             image.load()
@@ -105,22 +107,41 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         ) from exc
 
 
-def _check_scans(name: str, data: bytes, pixels: int) -> None:
-    """Refuse a JPEG whose scans would keep the decoder busy for minutes, before decoding it
-    (:mod:`vitexplorer.core.jpeg_scans`)."""
-    from vitexplorer.core.jpeg_scans import (
-        MAX_SCAN_PIXELS,
-        MAX_SCANS,
-        TooManySegments,
-        count_scans,
-    )
+def _jpeg_scans(name: str, data: bytes) -> int:
+    """The scans of a JPEG (:mod:`vitexplorer.core.jpeg_scans`), counted before Pillow parses
+    its header; a file of endless segments or stray bytes is refused here."""
+    from vitexplorer.core.jpeg_scans import HostileMarkers, count_scans
 
     try:
-        scans = count_scans(data)
-    except TooManySegments as exc:
+        return count_scans(data)
+    except HostileMarkers as exc:
         raise ImageLoadError(
             f"{name}: a JPEG with {exc}, far beyond any real photo; re-save it (as PNG, say)"
         ) from exc
+
+
+def _check_header_work(name: str, data: bytes) -> None:
+    """Refuse a PNG, GIF or PPM that Pillow's header parser, written in Python, would walk for
+    minutes (:mod:`vitexplorer.core.header_work`)."""
+    from vitexplorer.core import header_work as work
+
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and work.png_chunks(data) > work.MAX_CHUNKS:
+        what = f"a PNG of more than {work.MAX_CHUNKS:,} chunks (real ones have a few dozen)"
+    elif data[:6] in (b"GIF87a", b"GIF89a") and work.gif_blocks(data) > work.MAX_BLOCKS:
+        what = f"a GIF of more than {work.MAX_BLOCKS:,} blocks before its first image"
+    elif data[:1] == b"P" and data[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
+        if work.ppm_header_bytes(data) <= work.MAX_PPM_HEADER:
+            return
+        what = f"a PPM header (comments included) over {work.MAX_PPM_HEADER:,} bytes"
+    else:
+        return
+    raise ImageLoadError(f"{name}: {what}, far beyond any real image; re-save it in an editor")
+
+
+def _check_scans(name: str, scans: int, pixels: int) -> None:
+    """Refuse a JPEG whose ``scans`` would keep the decoder busy for minutes, before decoding."""
+    from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS
+
     if scans > MAX_SCANS:
         raise ImageLoadError(
             f"{name}: a progressive JPEG of more than {MAX_SCANS} scans (ordinary files have "
@@ -137,14 +158,25 @@ def _check_scans(name: str, data: bytes, pixels: int) -> None:
 def _check_tiff_scans(name: str, data: bytes, image: Image.Image) -> None:
     """Refuse a TIFF whose JPEG-compressed strips hold more scans than libtiff decodes (it would
     stop with a line of its own on stderr and a bare "decoder error")."""
-    from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, TIFF_MAX_SCANS, tiff_strip_scans
+    from vitexplorer.core.jpeg_scans import (
+        MAX_SCAN_PIXELS,
+        TIFF_MAX_SCANS,
+        HostileMarkers,
+        tiff_strip_scans,
+    )
 
     tags = getattr(image, "tag_v2", {})
     offsets = tags.get(273) or tags.get(324) or ()  # StripOffsets, or TileOffsets
     counts = tags.get(279) or tags.get(325) or ()  # StripByteCounts, or TileByteCounts
     offsets = offsets if isinstance(offsets, tuple) else (offsets,)
     counts = counts if isinstance(counts, tuple) else (counts,)
-    scans = tiff_strip_scans(data, offsets, counts)
+    try:
+        scans = tiff_strip_scans(data, offsets, counts)
+    except HostileMarkers as exc:
+        raise ImageLoadError(
+            f"{name}: a TIFF whose JPEG-compressed strip has {exc}; re-save it uncompressed "
+            f"or as PNG"
+        ) from exc
     pixels = image.width * image.height
     if scans > TIFF_MAX_SCANS or scans * pixels > MAX_SCAN_PIXELS:
         shown = f"more than {TIFF_MAX_SCANS}" if scans > TIFF_MAX_SCANS else str(scans)

@@ -17,38 +17,50 @@ MAX_SCAN_PIXELS = 4_000_000_000
 TIFF_MAX_SCANS = 99  # libtiff refuses a JPEG-in-TIFF strip at its 100th scan (with a stderr line)
 TIFF_STRIPS_CHECKED = 64  # the first strips or tiles; libtiff bounds the rest itself
 MAX_SEGMENTS = 20_000  # marker segments walked; a real file has a few dozen besides its scans
+# Bytes outside any segment (fill, junk): none in a real file; Pillow's header parser reads them
+# one at a time in Python (about 3 seconds a megabyte), so a file of them stalls it for minutes.
+MAX_STRAY_BYTES = 65_536
 
 # In entropy-coded data 0xFF is followed by 0x00 (a stuffed byte) or a restart marker RST0..7;
 # anything else (after optional 0xFF fill bytes) starts the next marker.
 _NEXT_MARKER = re.compile(rb"\xff+(?=[^\x00\xd0-\xd7\xff])")
+_FILL = re.compile(rb"\xff+")
 _STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM and RSTn carry no length
 
 
-class TooManySegments(ValueError):
-    """More marker segments than :data:`MAX_SEGMENTS`: refused unread."""
+class HostileMarkers(ValueError):
+    """More marker segments than :data:`MAX_SEGMENTS`, or more stray bytes between them than
+    :data:`MAX_STRAY_BYTES`: refused unread; the message says which."""
 
 
 def count_scans(data: bytes, stop_after: int = MAX_SCANS) -> int:
     """The number of scans (SOS segments) of the first JPEG image in ``data``, counted up to
     ``stop_after + 1`` (enough to refuse). Bytes between segments are skipped to the next 0xFF,
-    as libjpeg skips them (with a warning), so that they hide no scan. :class:`TooManySegments`
-    past :data:`MAX_SEGMENTS`."""
+    as libjpeg skips them (with a warning), so that they hide no scan. :class:`HostileMarkers`
+    past :data:`MAX_SEGMENTS` segments or :data:`MAX_STRAY_BYTES` stray bytes."""
     if not data.startswith(b"\xff\xd8"):
         return 0
-    scans, segments, pos, end = 0, 0, 2, len(data)
+    scans, segments, stray, pos, end = 0, 0, 0, 2, len(data)
     while pos + 1 < end and scans <= stop_after:
+        start = pos
         if data[pos] != 0xFF:  # bytes where a marker must be: libjpeg skips them, and so here
             pos = data.find(b"\xff", pos)
             if pos < 0:
                 break
-        while pos + 1 < end and data[pos + 1] == 0xFF:
-            pos += 1  # fill bytes before a marker
+        pos = _FILL.match(data, pos).end() - 1  # fill bytes (0xFF) before a marker
+        stray += pos - start
+        if stray > MAX_STRAY_BYTES:
+            raise HostileMarkers(f"more than {MAX_STRAY_BYTES:,} stray bytes between its markers")
         if pos + 1 >= end:
             break
         marker = data[pos + 1]
         segments += 1
         if segments > MAX_SEGMENTS:
-            raise TooManySegments(f"more than {MAX_SEGMENTS:,} marker segments")
+            raise HostileMarkers(f"more than {MAX_SEGMENTS:,} marker segments")
+        if marker == 0x00:  # 0xFF 0x00 is no marker: libjpeg skips it as junk
+            stray += 2
+            pos += 2
+            continue
         if marker == 0xD9:  # EOI: the first image ends (an MPO's others are not decoded)
             break
         if marker in _STANDALONE or marker == 0xD8:
