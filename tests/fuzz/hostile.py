@@ -226,3 +226,158 @@ def all_image_cases(folder: Path) -> list[HostileImage]:
         *exif_orientation_cases(folder),
         *name_cases(folder),
     ]
+
+
+# --- decode-work bombs (tests/fuzz/test_fuzz_decode.py, tests/core/test_image_bounds.py) -------
+
+import functools  # noqa: E402
+
+
+def jpeg_segments(data: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """A JPEG cut at its first scan: (what comes before, the segments from the first SOS up to
+    EOI, each scan with its entropy-coded data, EOI and after)."""
+    import re
+
+    pos, first, segments = 2, None, []
+    while data[pos + 1] != 0xD9:
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] == 0xDA:
+            end = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])").search(data, end).start()
+            first = pos if first is None else first
+        if first is not None:
+            segments.append(data[pos:end])
+        pos = end
+    return data[:first], segments, data[pos:]
+
+
+def progressive_jpeg(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
+    """A progressive JPEG of :func:`photo` (libjpeg's script: 10 scans for colour)."""
+    return encoded(photo(seed, size), "JPEG", progressive=True, quality=90)
+
+
+def repeated_scans(data: bytes, extra: int) -> bytes:
+    """``data`` (a progressive JPEG) with its first scan (DC, first pass) repeated ``extra``
+    times more right after itself: the same coefficients set again, the same picture, ``extra``
+    more passes of decoding work."""
+    head, segments, tail = jpeg_segments(data)
+    return head + segments[0] * (1 + extra) + b"".join(segments[1:]) + tail
+
+
+@functools.cache
+def flat_progressive_jpeg(size: tuple[int, int]) -> bytes:
+    """A progressive JPEG of one colour: a few hundred bytes per scan at any size."""
+    return encoded(Image.new("RGB", size, (120, 80, 40)), "JPEG", progressive=True)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def many_frame_apng(frames: int, side: int = 8, value: int = 100) -> bytes:
+    """An APNG of ``frames`` frames, each ``side`` x ``side`` RGB of ``value``, built by hand."""
+    import struct
+    import zlib
+
+    data = zlib.compress(b"".join(b"\x00" + bytes([value] * side * 3) for _ in range(side)))
+    control = struct.Struct(">IIIIIHHBB")
+    out = [
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)),
+    ]
+    out.append(_png_chunk(b"acTL", struct.pack(">II", frames, 0)))
+    out += [
+        _png_chunk(b"fcTL", control.pack(0, side, side, 0, 0, 1, 10, 0, 0)),
+        _png_chunk(b"IDAT", data),
+    ]
+    sequence = 1
+    for _ in range(frames - 1):
+        out.append(_png_chunk(b"fcTL", control.pack(sequence, side, side, 0, 0, 1, 10, 0, 0)))
+        out.append(_png_chunk(b"fdAT", struct.pack(">I", sequence + 1) + data))
+        sequence += 2
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def many_frame_gif(frames: int, side: int = 8) -> bytes:
+    """A GIF whose one frame is repeated ``frames`` times (bytes copied, not re-encoded)."""
+    data = encoded(Image.new("P", (side, side), 1), "GIF")
+    start = data.find(b"\x2c")
+    control = data.rfind(b"\x21\xf9", 0, start)
+    start = control if control != -1 else start
+    return data[:start] + data[start:-1] * frames + b";"
+
+
+def many_page_tiff(pages: int, side: int = 8, value: int = 50) -> bytes:
+    """A little-endian TIFF of ``pages`` grey pages chained by their IFDs, one shared strip."""
+    import struct
+
+    pixels = bytes([value]) * side * side
+    first, size = 8 + len(pixels), 2 + 8 * 12 + 4
+    out = [b"II*\x00" + struct.pack("<I", first), pixels]
+    for page in range(pages):
+        following = first + (page + 1) * size if page < pages - 1 else 0
+        tags = [(256, 3, side), (257, 3, side), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+                (273, 4, 8), (278, 3, side), (279, 4, len(pixels))]  # fmt: skip
+        body = b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags)
+        out.append(struct.pack("<H", len(tags)) + body + struct.pack("<I", following))
+    return b"".join(out)
+
+
+def many_frame_webp(frames: int, side: int = 8) -> bytes:
+    """An animated WebP whose second frame is repeated to ``frames`` frames (bytes copied)."""
+    import struct
+
+    pictures = [
+        Image.new("RGB", (side, side), (200, 0, 0)),
+        Image.new("RGB", (side, side), (0, 200, 0)),
+    ]
+    data = encoded(pictures[0], "WEBP", save_all=True, append_images=pictures[1:], lossless=True)
+    pos, chunks = 12, []
+    while pos < len(data):
+        length = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        end = pos + 8 + length + (length & 1)
+        chunks.append(data[pos:end])
+        pos = end
+    frames_at = [c for c in chunks if c[:4] == b"ANMF"]
+    body = b"WEBP" + b"".join(c for c in chunks if c[:4] != b"ANMF")
+    body += frames_at[0] + frames_at[1] * (frames - 1)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def jpeg_in_tiff(jpeg: bytes, side: int) -> bytes:
+    """A ``side`` x ``side`` YCbCr TIFF whose one strip is ``jpeg`` (compression 7), built by
+    hand: how a progressive scan bomb reaches libtiff's JPEG codec."""
+    import struct
+
+    tags = [(256, side), (257, side), (258, None), (259, 7), (262, 6), (273, None), (277, 3),
+            (278, side), (279, len(jpeg)), (284, 1)]  # fmt: skip
+    after = 8 + 2 + len(tags) * 12 + 4
+    entries = b""
+    for tag, value in tags:
+        if tag == 258:  # BitsPerSample 8, 8, 8: stored after the IFD
+            entries += struct.pack("<HHII", tag, 3, 3, after)
+        elif tag in (273, 279):
+            entries += struct.pack("<HHII", tag, 4, 1, after + 6 if tag == 273 else value)
+        else:
+            entries += struct.pack("<HHIHH", tag, 3, 1, value, 0)
+    ifd = struct.pack("<H", len(tags)) + entries + b"\x00" * 4
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<HHH", 8, 8, 8) + jpeg
+
+
+def junk_after_a_table(data: bytes, junk: bytes = b"\x12\x34\x00") -> bytes:
+    """``data`` with stray bytes after the first Huffman table (DHT) between two scans."""
+    head, segments, tail = jpeg_segments(data)
+    table = next(n for n, segment in enumerate(segments) if segment[:2] == b"\xff\xc4")
+    return head + b"".join(segments[: table + 1]) + junk + b"".join(segments[table + 1 :]) + tail
+
+
+def gif_with_comments(count: int) -> bytes:
+    """An 8 x 8 GIF with ``count`` comment extensions (three blocks each) before its image."""
+    data = encoded(Image.new("P", (8, 8), 1), "GIF")
+    start = data.find(b"\x2c")
+    control = data.rfind(b"\x21\xf9", 0, start)
+    start = control if control != -1 else start
+    return data[:start] + b"\x21\xfe\x01x\x00" * count + data[start:]

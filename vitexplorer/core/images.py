@@ -26,6 +26,7 @@ MAX_FILE_BYTES = 500_000_000  # bytes; an image file larger than this is refused
 # file's name) to Ghostscript, an external program; nothing external ever runs here. MPO is the
 # JPEG that phones write. The suffixes shown in file dialogs and searched in folders are
 # vitexplorer.core.folders.IMAGE_SUFFIXES, which name these formats.
+TIFF_JPEG = ("jpeg", "tiff_jpeg")  # Pillow's names for JPEG-compressed TIFF (7, and old-style 6)
 RASTER_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
@@ -50,6 +51,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
             # other warnings (corrupt EXIF, truncated metadata) would be lines on the user's
             # terminal about a file that either decodes or is refused with its reason.
             warnings.simplefilter("ignore")
+            scans = _jpeg_scans(name, data) if data.startswith(b"\xff\xd8") else 0
+            _check_header_work(name, data)
             image = Image.open(io.BytesIO(data), formats=_raster_formats())
             width, height = image.size
             if width * height > max_pixels:
@@ -57,6 +60,10 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
                     f"{name}: {width}x{height} pixels is {width * height / 1e6:.0f} megapixels, "
                     f"more than the {max_pixels / 1e6:.0f} megapixel limit; scale it down first"
                 )
+            if image.format in ("JPEG", "MPO"):
+                _check_scans(name, scans, width * height)
+            elif image.format == "TIFF" and image.info.get("compression") in TIFF_JPEG:
+                _check_tiff_scans(name, data, image)
             image.load()
     except ImageLoadError:
         raise
@@ -64,6 +71,14 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise ImageLoadError(
             f"{name}: not an image format that vitexplorer reads "
             f"({', '.join(f for f in RASTER_FORMATS if f != 'MPO')})"
+        ) from exc
+    except ValueError as exc:
+        if "MAX_TEXT_CHUNK" not in str(exc) and "MAX_TEXT_MEMORY" not in str(exc):
+            reason = _reason(exc)
+            raise ImageLoadError(f"{name}: the file is truncated or corrupt ({reason})") from exc
+        raise ImageLoadError(
+            f"{name}: a compressed text or colour-profile block inflates beyond Pillow's limit "
+            f"(a decompression bomb); re-save the image without its metadata"
         ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(
@@ -90,6 +105,87 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
         raise ImageLoadError(
             f"{name}: its colour mode {image.mode} cannot be shown ({_reason(exc)})"
         ) from exc
+
+
+def _jpeg_scans(name: str, data: bytes) -> int:
+    """The scans of a JPEG (:mod:`vitexplorer.core.jpeg_scans`), counted before Pillow parses
+    its header; a file of endless segments or stray bytes is refused here."""
+    from vitexplorer.core.jpeg_scans import HostileMarkers, count_scans
+
+    try:
+        return count_scans(data)
+    except HostileMarkers as exc:
+        raise ImageLoadError(
+            f"{name}: a JPEG with {exc}, far beyond any real photo; re-save it (as PNG, say)"
+        ) from exc
+
+
+def _check_header_work(name: str, data: bytes) -> None:
+    """Refuse a PNG, GIF or PPM that Pillow's header parser, written in Python, would walk for
+    minutes (:mod:`vitexplorer.core.header_work`)."""
+    from vitexplorer.core import header_work as work
+
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and work.png_chunks(data) > work.MAX_CHUNKS:
+        what = f"a PNG of more than {work.MAX_CHUNKS:,} chunks (real ones have a few dozen)"
+    elif data[:6] in (b"GIF87a", b"GIF89a") and work.gif_blocks(data) > work.MAX_BLOCKS:
+        what = f"a GIF of more than {work.MAX_BLOCKS:,} blocks before its first image"
+    elif data[:1] == b"P" and data[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
+        if work.ppm_header_bytes(data) <= work.MAX_PPM_HEADER:
+            return
+        what = f"a PPM header (comments included) over {work.MAX_PPM_HEADER:,} bytes"
+    else:
+        return
+    raise ImageLoadError(f"{name}: {what}, far beyond any real image; re-save it in an editor")
+
+
+def _check_scans(name: str, scans: int, pixels: int) -> None:
+    """Refuse a JPEG whose ``scans`` would keep the decoder busy for minutes, before decoding."""
+    from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS
+
+    if scans > MAX_SCANS:
+        raise ImageLoadError(
+            f"{name}: a progressive JPEG of more than {MAX_SCANS} scans (ordinary files have "
+            f"about 10; each one is a pass over the whole image); re-save it as a plain JPEG or PNG"
+        )
+    if scans * pixels > MAX_SCAN_PIXELS:
+        raise ImageLoadError(
+            f"{name}: a progressive JPEG of {scans} scans over {pixels / 1e6:.0f} megapixels, "
+            f"more decoding work than the limit of {MAX_SCAN_PIXELS / 1e9:.0f} billion "
+            f"pixel-scans; re-save it as a plain JPEG or PNG, or scale it down"
+        )
+
+
+def _check_tiff_scans(name: str, data: bytes, image: Image.Image) -> None:
+    """Refuse a TIFF whose JPEG-compressed strips hold more scans than libtiff decodes (it would
+    stop with a line of its own on stderr and a bare "decoder error")."""
+    from vitexplorer.core.jpeg_scans import (
+        MAX_SCAN_PIXELS,
+        TIFF_MAX_SCANS,
+        HostileMarkers,
+        tiff_strip_scans,
+    )
+
+    tags = getattr(image, "tag_v2", {})
+    offsets = tags.get(273) or tags.get(324) or ()  # StripOffsets, or TileOffsets
+    counts = tags.get(279) or tags.get(325) or ()  # StripByteCounts, or TileByteCounts
+    offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+    counts = counts if isinstance(counts, tuple) else (counts,)
+    try:
+        scans = tiff_strip_scans(data, offsets, counts)
+    except HostileMarkers as exc:
+        raise ImageLoadError(
+            f"{name}: a TIFF whose JPEG-compressed strip has {exc}; re-save it uncompressed "
+            f"or as PNG"
+        ) from exc
+    pixels = image.width * image.height
+    if scans > TIFF_MAX_SCANS or scans * pixels > MAX_SCAN_PIXELS:
+        shown = f"more than {TIFF_MAX_SCANS}" if scans > TIFF_MAX_SCANS else str(scans)
+        raise ImageLoadError(
+            f"{name}: a TIFF with a JPEG-compressed strip of {shown} scans over "
+            f"{pixels / 1e6:.0f} megapixels (libtiff stops at 100 scans, and the limit here is "
+            f"{MAX_SCAN_PIXELS / 1e9:.0f} billion pixel-scans; ordinary strips have 1); "
+            f"re-save it uncompressed or as PNG"
+        )
 
 
 def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -136,6 +232,11 @@ def open_regular_file(
             raise error(f"{name}: a symbolic link that loops (it never reaches a file)") from exc
         if exc.errno == errno.ENAMETOOLONG:
             raise error(f"{name}: the name is longer than the system allows") from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise error(
+                f"cannot read {name}: permission denied; give yourself read access "
+                f"(chmod u+r, and search access to its folders) or copy it somewhere readable"
+            ) from exc
         raise error(f"{name}: cannot be read ({exc.strerror or exc})") from exc
     try:
         info = os.fstat(fd)

@@ -111,11 +111,13 @@ def run_gui(images: list[str]) -> int:
 
 
 def _exit_if_threads_are_stuck(status: int) -> None:
-    """End the process now if a worker did not stop when the window closed: letting Python tear
-    down a running QThread aborts the process (and its settings were already saved)."""
+    """End the process now if a worker or an image decoder did not stop when the window closed:
+    letting Python tear down a running QThread aborts the process, and a decoder inside a hostile
+    file could keep it busy for minutes (the settings were already saved)."""
+    from vitexplorer.gui.previews import decoders_still_running
     from vitexplorer.gui.workers import threads_still_running
 
-    stuck = threads_still_running()
+    stuck = threads_still_running() + decoders_still_running()
     if not stuck:
         return
     print(

@@ -435,12 +435,15 @@ class Explanations(QObject):
         )
         if not path:
             return
-        from vitexplorer.gui.export import saved_scale
+        from vitexplorer.gui.export import refuse_overwrite, saved_scale, view_paths
 
         scale = saved_scale(self.window.settings)
         base = Path(path)
         if base.suffix.lower() == ".png":
             base = base.with_suffix("")
+        outputs = view_paths(base) + view_paths(base.with_name(f"{base.name}.compare"))
+        if refuse_overwrite(self.window, outputs, "Export view"):
+            return
         try:
             written = self.export_to(base, scale)
         except OSError as exc:

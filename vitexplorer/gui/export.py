@@ -75,6 +75,14 @@ def svg_bytes(scene: pg.GraphicsScene, title: str = "") -> tuple[bytes | None, s
     return bytes(data.data()), "Qt"
 
 
+VIEW_FILES = ("png", "svg", "npy", "json")  # what :func:`export_view` writes for one view
+
+
+def view_paths(base: Path) -> list[Path]:
+    """The files :func:`export_view` writes for ``base``: ``base``.png, .svg, .npy, .json."""
+    return [base.with_name(f"{base.name}.{ext}") for ext in VIEW_FILES]
+
+
 def export_view(
     base: Path,
     scene: pg.GraphicsScene,
@@ -89,7 +97,7 @@ def export_view(
     one plain line, and the rest is written."""
     mode = file_mode()
     heat = np.ascontiguousarray(heat, dtype=np.float32)
-    paths = {ext: base.with_name(f"{base.name}.{ext}") for ext in ("png", "svg", "npy", "json")}
+    paths = dict(zip(VIEW_FILES, view_paths(base), strict=True))
     axes = card.pop("axes", None) or map_axes(*heat.shape)
     card = {
         **card,
@@ -189,3 +197,49 @@ def scale_menu(menu: Any, settings: Any) -> Any:
         group.addAction(action)
         action.triggered.connect(lambda _=False, s=scale: settings.setValue("export/scale", s))
     return submenu
+
+
+def window_inputs(window: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """What the window has open and a save must not overwrite: (files, folders). The images
+    opened from files, the explorer's and the compared model's checkpoint or weights (a Hugging
+    Face model's folder), the fine-tune dataset (a folder of class folders, or a pixel CSV)."""
+    files: list[tuple[str, Any]] = []
+    folders: list[tuple[str, Any]] = []
+    session = getattr(window, "session", None)
+    for entry in getattr(session, "entries", {}).values():
+        if isinstance(entry.source, str):
+            files.append(("an image open in the window", entry.source))
+    compared = getattr(getattr(getattr(window, "explanations", None), "models", None), "info", None)
+    for label, info in (("the loaded model", window.model), ("the compared model", compared)):
+        if info is None:
+            continue
+        request = info.request
+        for name in (request.name, request.weights, info.weights_file):
+            if not name or name in ("default", "none"):
+                continue
+            if str(name).startswith("hf:"):
+                folders.append((f"{label}'s folder", str(name)[3:]))
+            else:
+                files.append((f"{label}'s file", name))
+    finetune = getattr(window, "finetune", None)
+    panel = getattr(finetune, "panel", None)
+    source = panel.form.source() if panel is not None else ""
+    if source and source != "cifar10":  # the chosen folder or pixel CSV
+        target = folders if Path(source).expanduser().is_dir() else files
+        target.append(("the training dataset", str(Path(source).expanduser())))
+    return files, folders
+
+
+def refuse_overwrite(window: Any, outputs: list[Path], what: str) -> bool:
+    """True, with one line in a message and the status bar, when writing ``outputs`` (the files
+    a save is about to write) would overwrite something the window has open; nothing is
+    written then. ``what`` names the save ("Export view")."""
+    from vitexplorer.core.output_guard import output_conflict
+
+    files, folders = window_inputs(window)
+    reason = output_conflict(outputs, files, folders)
+    if reason is None:
+        return False
+    window.statusBar().showMessage(f"{what}: nothing saved: {reason}", 15000)
+    window.show_message(f"{what}: nothing saved", reason)
+    return True

@@ -156,6 +156,12 @@ class FinetuneTab(QObject):
             return
         if not path.endswith(".safetensors"):
             path += ".safetensors"
+        from pathlib import Path
+
+        from vitexplorer.gui.export import refuse_overwrite
+
+        if refuse_overwrite(self.window, [Path(path)], "Save model"):
+            return
         self.panel.save(path)
 
     def _saved(self, path: str) -> None:

@@ -198,6 +198,10 @@ class Overview(QWidget):
         base = Path(path)
         if base.suffix.lower() == ".png":
             base = base.with_suffix("")
+        from vitexplorer.gui.export import refuse_overwrite, view_paths
+
+        if refuse_overwrite(window, view_paths(base), "Export figure"):
+            return
         try:
             written = self.export_to(base)
         except OSError as exc:
