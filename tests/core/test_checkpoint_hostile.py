@@ -411,7 +411,7 @@ EXPECTED = {
     "pth of numbers": "does not hold a state dict of tensors",
     "folder": "folder.safetensors is a folder, not a weights file",
     "device": "zero.safetensors is a device, not a weights file",
-    "fifo": "pipe.safetensors is a named pipe, not a weights file",
+    "fifo": "pipe.safetensors is a named pipe (FIFO), not a weights file",
     "missing": "weights file not found: ",
     "empty": "empty.safetensors is empty, not a weights file",
 }
@@ -424,6 +424,15 @@ def _model_args(case_id: str, path: Path) -> tuple[str, str]:
     if case_id in WEIGHTS_FOR:
         return WEIGHTS_FOR[case_id], str(path)
     return str(path), "default"
+
+
+# what finetune's check of its --model file (cli/inputs.py) says, naming the option
+FINETUNE_INPUT_CHECK = {
+    "folder": "folder.safetensors is a folder;",
+    "device": "zero.safetensors is a device, not a regular file;",
+    "fifo": "pipe.safetensors is a named pipe (FIFO), not a regular file;",
+    "missing": "missing.safetensors does not exist;",
+}
 
 
 def _assert_one_clear_line(message: str, case_id: str) -> None:
@@ -498,7 +507,12 @@ def test_finetune_exits_2_with_one_line(
     lines = [line for line in captured.err.splitlines() if line.strip()]
     errors = [line for line in lines if not line.startswith("vitexplorer: note:")]
     assert len(errors) == 1, captured.err
-    _assert_one_clear_line(errors[0], case_id)
+    if case_id in FINETUNE_INPUT_CHECK:  # train and finetune check their files before any work
+        assert errors[0].startswith("vitexplorer: --model "), errors[0]
+        assert FINETUNE_INPUT_CHECK[case_id] in errors[0], errors[0]
+        assert "give a checkpoint file (.safetensors) or a model's name" in errors[0], errors[0]
+    else:
+        _assert_one_clear_line(errors[0], case_id)
     assert not out.exists() and captured.out == ""
     _no_marker(tmp_path)
 

@@ -141,7 +141,7 @@ def test_a_file_that_exists_but_cannot_be_read_says_permission_denied(
             "folder",
             "{path} is a folder; give a weights file (.pth or .safetensors), default or none",
         ),
-        ("fifo", "{path} is a FIFO, not a regular file; give a weights file"),
+        ("fifo", "{path} is a named pipe (FIFO), not a regular file; give a weights file"),
         ("dangling", "{path} is a link to {tmp}/gone.pth, which does not exist; give a weights"),
         ("loop", "{path} is a link loop (it leads back to itself); give a weights file"),
     ],

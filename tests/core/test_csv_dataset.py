@@ -324,7 +324,7 @@ HOSTILE_CSVS: list[tuple[str, bool, Callable[[Path], Path], str]] = [
         f"bad.csv: row 3 {NOTE}, column 'pixel1': '\\x01\\x02' is not a whole number",
     ),
     ("folder", True, _folder, "folder.csv: is a folder, not a CSV file"),
-    ("fifo", True, _fifo, "pipe.csv: is a pipe (FIFO), not a CSV file"),
+    ("fifo", True, _fifo, "pipe.csv: is a named pipe (FIFO), not a CSV file"),
     (
         "huge",
         True,

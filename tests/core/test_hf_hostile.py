@@ -186,7 +186,7 @@ def test_check_source_refuses_a_named_pipe_without_opening_it(vit: Path, tmp_pat
     done = subprocess.run(
         [sys.executable, "-c", code, f"hf:{folder}"], capture_output=True, text=True, timeout=100
     )
-    assert "config.json is a named pipe, not a regular file" in done.stdout, done.stderr
+    assert "config.json is a named pipe (FIFO), not a regular file" in done.stdout, done.stderr
 
 
 # the fields of a config written by transformers 4 for a whole CLIP model (text tower included,

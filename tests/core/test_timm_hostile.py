@@ -224,6 +224,7 @@ def test_a_bad_name_with_the_default_weights_is_exit_2(
 
 def test_finetune_checks_a_name_without_pretrained_weights_up_front(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     data = tmp_path / "data"
+    data.mkdir()  # a folder, empty: the model is refused before the dataset is read
     args = ["finetune", "--model", "timm:vit_base_patch16_gap_224", "--data", str(data)]
     status = main([*args, "--out", str(tmp_path / "m.safetensors")])
     lines = capsys.readouterr().err.strip().splitlines()

@@ -309,7 +309,7 @@ def _variants(base: Path, suffix: str) -> list[tuple[str, str, str]]:
     found = [
         ("missing", str(base / f"missing{suffix}"), "does not exist"),
         ("folder", str(base / f"folder{suffix}"), "is a folder"),
-        ("FIFO", str(base / f"fifo{suffix}"), "is a FIFO"),
+        ("FIFO", str(base / f"fifo{suffix}"), "is a named pipe (FIFO)"),
         ("device", str(base / f"device{suffix}"), "is a device"),
         ("unreadable", str(base / f"unreadable{suffix}"), "permission denied"),
         ("dangling link", str(base / f"dangling{suffix}"), "which does not exist"),
@@ -357,9 +357,9 @@ def _expected(option: str, variant: str, says: str) -> str:
     if option == "--data" and variant == "folder":  # a folder is what --data wants
         return "does not look like a labelled dataset"
     if option == "--data-root" and variant == "FIFO":
-        return "a FIFO, not a folder"
+        return "a named pipe (FIFO), not a folder"
     if option == "--data-root" and variant == "device":
-        return "a device or socket, not a folder"
+        return "a device, not a folder"
     return says
 
 

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from vitexplorer.cli.common import Failed
-from vitexplorer.core.paths import expand_user
+from vitexplorer.core.paths import expand_user, node_kind
 
 
 def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Path:
@@ -37,8 +37,7 @@ def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Pat
     if stat.S_ISDIR(mode):
         raise Failed(f"{label} {path} is a folder; give {what}", 2)
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise Failed(f"{label} {path} is {kind}, not a regular file; give {what}", 2)
+        raise Failed(f"{label} {path} is {node_kind(mode)}, not a regular file; give {what}", 2)
     try:
         os.close(os.open(path, os.O_RDONLY))
     except PermissionError as exc:
@@ -55,14 +54,15 @@ def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Pat
 
 
 def _node_kind(path: Path) -> str:
-    """What ``path`` is, in words: "a file", "a FIFO", "a device or socket", "a dangling link"."""
+    """What ``path`` is, in words: "a file", a node's kind (:func:`node_kind`), "a link that
+    leads nowhere"."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return "a link that leads nowhere (dangling or a loop)"
     if stat.S_ISREG(mode):
         return "a file"
-    return "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+    return node_kind(mode)
 
 
 def check_training_inputs(options: argparse.Namespace) -> None:

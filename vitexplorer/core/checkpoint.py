@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vitexplorer.core.files import atomic_path, explain_write_error
+from vitexplorer.core.paths import node_kind
 from vitexplorer.core.vit import show_value
 
 METADATA_KEY = "vitexplorer"
@@ -129,17 +130,7 @@ def _regular_file(path: Path) -> os.stat_result:
         raise WeightsFileError(f"{path} is empty, not a weights file")
     if stat.S_ISREG(mode):
         return info
-    if stat.S_ISDIR(mode):
-        what = "a folder"
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        what = "a device"
-    elif stat.S_ISFIFO(mode):
-        what = "a named pipe"
-    elif stat.S_ISSOCK(mode):
-        what = "a socket"
-    else:
-        what = "not a regular file"
-    raise WeightsFileError(f"{path} is {what}, not a weights file")
+    raise WeightsFileError(f"{path} is {node_kind(mode)}, not a weights file")
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

@@ -20,6 +20,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vitexplorer.core.paths import node_kind
+
 MAX_PIXELS = 100_000_000  # 100 megapixels: bigger than any camera, smaller than a bomb
 MAX_FILE_BYTES = 500_000_000  # bytes; an image file larger than this is refused unread
 # The raster formats decoded, and no others: Pillow would hand EPS and PostScript (whatever the
@@ -261,17 +263,7 @@ def open_regular_file(
 
 def _not_a_file(mode: int) -> str | None:
     """What a non-regular file is, in words; None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a pipe (FIFO)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+    return None if stat.S_ISREG(mode) else node_kind(mode)
 
 
 def _display_name(path: str | Path) -> str:

@@ -10,6 +10,7 @@ only: the GUI imports it before torch.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -29,3 +30,17 @@ def expand_user(path: str | os.PathLike[str]) -> Path:
         else:
             reason = "the home folder is unknown here (HOME is not set)"
         raise UserPathError(f"{text}: {reason}") from exc
+
+
+def node_kind(mode: int) -> str:
+    """What a file system node that is not a regular file is, in the words every refusal uses:
+    "a folder", "a named pipe (FIFO)", "a device", "a socket", or "a special file"."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"

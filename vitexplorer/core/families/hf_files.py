@@ -26,6 +26,7 @@ from vitexplorer.core.checkpoint import WeightsFileError
 from vitexplorer.core.families.base import UnsupportedModel
 from vitexplorer.core.families.hf_config import choose_class
 from vitexplorer.core.families.hf_fields import config_problem, is_whole, processor_problem
+from vitexplorer.core.paths import node_kind
 from vitexplorer.core.vit import show_value
 
 MAX_JSON_BYTES = 16_000_000  # an ImageNet-21k config (21,843 labels) is under 1 MB
@@ -93,7 +94,7 @@ class Folder:
                 "copy the file into the folder instead of linking to it",
             )
         if not stat.S_ISREG(info.st_mode):
-            raise self.refuse(name, f"is {_node(info.st_mode)}, not a regular file", fix)
+            raise self.refuse(name, f"is {node_kind(info.st_mode)}, not a regular file", fix)
         if info.st_size == 0:
             raise self.refuse(name, "is empty", fix)
         if limit is not None and info.st_size > limit:
@@ -124,18 +125,6 @@ class Folder:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _node(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
 
 
 # --- config.json and preprocessor_config.json ---------------------------------------------------
