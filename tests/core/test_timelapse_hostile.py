@@ -18,7 +18,7 @@ from PIL import Image
 from tests.conftest import TINY
 from tests.fuzz.timelapse_blocks import CLASSES, GOOD, Case, good_block, regrid, write_block
 from vitexplorer.cli import main
-from vitexplorer.cli.file_sets import FileSet
+from vitexplorer.core.all_or_none import AllOrNone
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.core.models import load_model, save_checkpoint
 from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
@@ -67,13 +67,13 @@ def test_the_good_block_reads_back_as_written(parts, tmp_path: Path) -> None:  #
 def test_a_file_set_is_all_or_nothing(tmp_path: Path) -> None:
     old = tmp_path / "a.txt"
     old.write_bytes(b"old")
-    with pytest.raises(OSError, match="full"), FileSet() as files:
+    with pytest.raises(OSError, match="full"), AllOrNone() as files:
         files.write(old, lambda f: f.write(b"new"))
         files.write(files.folder(tmp_path / "made" / "inner") / "b.txt", lambda f: f.write(b"b"))
         raise OSError(errno.ENOSPC, "full")
     assert old.read_bytes() == b"old"  # not replaced: the set failed
     assert sorted(os.listdir(tmp_path)) == ["a.txt"]  # no temporary, no folder it made
-    with FileSet() as files:
+    with AllOrNone() as files:
         files.write(old, lambda f: f.write(b"new"))
         files.write(files.folder(tmp_path / "made") / "b.txt", lambda f: f.write(b"b"))
     assert old.read_bytes() == b"new" and (tmp_path / "made" / "b.txt").read_bytes() == b"b"

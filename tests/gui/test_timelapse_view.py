@@ -242,7 +242,8 @@ def test_a_damaged_timelapse_is_said_in_one_line_and_the_model_opens(qtbot, tmp_
     message = window.finetune.panel.timelapse.message()
     assert message == (
         "The time-lapse in lying.safetensors is damaged: epoch 0 names class 9 for probe 2 but "
-        "the model has 7 classes. The model itself opened normally."
+        "the model has 7 classes. The model itself opened normally; train again to record a new "
+        "time-lapse."
     )
     window.close()
 

@@ -20,7 +20,7 @@ from vitexplorer.cli.common import (
     terminal_text,
     unique_stems,
 )
-from vitexplorer.cli.file_sets import FileSet
+from vitexplorer.core.all_or_none import AllOrNone
 from vitexplorer.core.paths import expand_user
 
 FORMATS = ("gif", "png", "npy")
@@ -194,7 +194,7 @@ def write_timelapse(
     scale: str = "epochs",
 ) -> list[Path]:
     """Write the chosen formats for every probe and the per-head CSV, as one set (all or none:
-    :class:`~vitexplorer.cli.file_sets.FileSet`); the paths written. ``scale`` "epochs" draws a
+    :class:`~vitexplorer.core.all_or_none.AllOrNone`); the paths written. ``scale`` "epochs" draws a
     probe's frames on one colour scale (their range over the epochs), "frame" each on its own;
     either way the bar marks the uniform level 1/N. OSError when the set cannot be written."""
     from vitexplorer.core.figure import save_png
@@ -207,7 +207,7 @@ def write_timelapse(
     tokens = row_tokens(timelapse)
     uniform = (uniform_level(tokens), uniform_label(tokens))
     written: list[Path] = []
-    with FileSet() as files:
+    with AllOrNone() as files:
         for probe, stem in enumerate(_stems(timelapse)):
             maps = probe_maps(timelapse, probe, kind, layer, head)
             levels = epoch_levels(maps) if scale == "epochs" else None
@@ -282,7 +282,7 @@ def _figure(
     return render_figure(image, heat, lut, title, subtitle, levels=levels, uniform=uniform).image
 
 
-def _write_gif(files: FileSet, path: Path, figures: list[Any]) -> Path:
+def _write_gif(files: AllOrNone, path: Path, figures: list[Any]) -> Path:
     """The figures as one looping GIF, each padded to the largest (the colour bar's labels make
     their widths differ)."""
     from PIL import Image
@@ -306,7 +306,7 @@ def _write_gif(files: FileSet, path: Path, figures: list[Any]) -> Path:
 
 
 def _write_npy(
-    files: FileSet,
+    files: AllOrNone,
     out: Path,
     stem: str,
     maps: Any,

@@ -244,7 +244,8 @@ class FinetunePanel(QWidget):
             )
         elif saved.problem:
             self.timelapse.show_message(
-                f"{saved.problem[:1].upper()}{saved.problem[1:]}. The model itself opened normally."
+                f"{saved.problem[:1].upper()}{saved.problem[1:]}. The model itself opened "
+                f"normally; train again to record a new time-lapse."
             )
         elif saved.timelapse is None:
             self.timelapse.show_message(

@@ -1,9 +1,13 @@
-"""Several output files written as one set: all of them or none.
+"""Several output files, in one folder or several, written all or none.
 
 Each file goes to a temporary file beside it (:func:`vitexplorer.core.files.atomic_path`); only
 once every one is complete are they renamed over their names. A write that fails (a read-only
 folder, a full disk) removes the temporaries and the folders the set made, so the output folder
 holds what it held before: no new file, no old file replaced, nothing half written.
+
+:func:`vitexplorer.core.files.write_set` is the other way to write a set: one folder, the card
+last, each card naming its files (an image's outputs); this one is for a run whose outputs span
+several folders and have no card (``timelapse``).
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ from types import TracebackType
 from typing import IO, Any
 
 
-class FileSet:
-    """``with FileSet() as files: files.write(path, writer)...``: see the module docstring."""
+class AllOrNone:
+    """``with AllOrNone() as files: files.write(path, writer)...``: see the module docstring."""
 
     def __init__(self, mode: int | None = None) -> None:
         self.mode = mode
         self._stack = ExitStack()
         self._made: list[Path] = []  # folders this set created, outermost first
 
-    def __enter__(self) -> FileSet:
+    def __enter__(self) -> AllOrNone:
         self._stack.__enter__()
         return self
 
