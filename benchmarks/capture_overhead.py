@@ -114,7 +114,7 @@ def need_weights_peer(module: torch.nn.Module, images: torch.Tensor, sync: Calla
     def asking(attention: torch.nn.MultiheadAttention) -> Callable:
         forward = type(attention).forward
 
-        def run(query, key, value, **options):  # noqa: ANN001, ANN003, ANN202
+        def run(query, key, value, **options):
             options.update(need_weights=True, average_attn_weights=False)
             out, weights = forward(attention, query, key, value, **options)
             maps.append(weights)

@@ -46,13 +46,13 @@ def use_old_way() -> None:
     from vitexplorer.gui.main_window import MainWindow
     from vitexplorer.gui.views.panels import ThumbnailStrip
 
-    def item_for(self, key):  # noqa: ANN001, ANN202
+    def item_for(self, key):
         for i in range(self.count()):
             if self.item(i).data(Qt.UserRole) == key:
                 return self.item(i)
         return None
 
-    def add_images(self, paths):  # noqa: ANN001, ANN202
+    def add_images(self, paths):
         for i, path in enumerate(expand_paths(paths)):
             key = self._add_entry(Path(path).name, path, select=i == 0)
             if i:

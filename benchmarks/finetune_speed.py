@@ -162,7 +162,7 @@ def main() -> None:
         )
 
 
-def resize_comparison(images: torch.Tensor, spec) -> None:  # noqa: ANN001
+def resize_comparison(images: torch.Tensor, spec) -> None:
     """Images per second: per-image PIL transforms against one batched tensor resize."""
     pil_images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images]
     per_image = transforms.Compose(
@@ -234,7 +234,7 @@ def run_engine(base: LoadedModel, data: Path, config: FinetuneConfig, splits: di
 class FileImages(Dataset):
     """Image files and labels, opened with PIL and transformed one at a time."""
 
-    def __init__(self, paths: list[str], labels: list[int], transform) -> None:  # noqa: ANN001
+    def __init__(self, paths: list[str], labels: list[int], transform) -> None:
         self.paths, self.labels, self.transform = paths, labels, transform
 
     def __len__(self) -> int:
@@ -250,7 +250,7 @@ def run_baseline(
     spec,
     splits: dict,
     config: FinetuneConfig,
-    workers: int,  # noqa: ANN001
+    workers: int,
 ) -> dict:
     start = time.perf_counter()
     transform = transforms.Compose(

@@ -56,7 +56,7 @@ def make_tree(root: Path, files: int, classes: int) -> None:
             (folder / f"img{i:06d}.png").write_bytes(b"")
 
 
-def timed(scan, root: Path, classes: list[str]) -> tuple[float, LabelledImages]:  # noqa: ANN001
+def timed(scan, root: Path, classes: list[str]) -> tuple[float, LabelledImages]:
     started = time.perf_counter()
     result = scan(root, classes)
     return time.perf_counter() - started, result

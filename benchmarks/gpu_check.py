@@ -46,9 +46,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # this checkout's vitexplorer, installed or not
@@ -115,7 +115,7 @@ class Table:
         start = time.perf_counter()
         try:
             text, values = fn()
-        except Exception as exc:  # noqa: BLE001  (every failure is a row, never the end)
+        except Exception as exc:  # every failure is a row, never the end
             first = (str(exc) or type(exc).__name__).strip().splitlines()[0][:300]
             row = Row(section, what, "error", f"{type(exc).__name__}: {first}")
             del exc

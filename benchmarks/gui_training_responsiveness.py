@@ -30,8 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QEventLoop, QObject, Slot  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import QEventLoop, QObject, Slot
+from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
@@ -65,7 +65,7 @@ class TimedApplication(QApplication):
         self._depth = 0
         self._gui = threading.get_ident()
 
-    def notify(self, receiver, event) -> bool:  # noqa: ANN001
+    def notify(self, receiver, event) -> bool:
         if self.busy is None or self._depth or threading.get_ident() != self._gui:
             return super().notify(receiver, event)
         self._depth += 1
@@ -88,7 +88,7 @@ class TimedApplication(QApplication):
 class Probe(QObject):
     """Timer ticks, and the events that end each phase, recorded on the GUI thread."""
 
-    def __init__(self, status=None, threshold_ms: float = 50.0) -> None:  # noqa: ANN001
+    def __init__(self, status=None, threshold_ms: float = 50.0) -> None:
         super().__init__()
         self.loop = QEventLoop()
         self.status = status  # a label whose text is noted beside each long gap
@@ -123,11 +123,11 @@ class Probe(QObject):
         return gaps
 
     @Slot(object)
-    def step_batch(self, _batch) -> None:  # noqa: ANN001
+    def step_batch(self, _batch) -> None:
         self.batches += 1
 
     @Slot(object)
-    def finished(self, result) -> None:  # noqa: ANN001
+    def finished(self, result) -> None:
         self.results.append(result)
         self.trained_at = time.perf_counter()
 
@@ -137,7 +137,7 @@ class Probe(QObject):
         self.loop.quit()
 
     @Slot(object)
-    def model_changed(self, info) -> None:  # noqa: ANN001
+    def model_changed(self, info) -> None:
         self.adopted = self.adopted or info.fine_tuned
 
     @Slot(str)

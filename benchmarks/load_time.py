@@ -44,7 +44,7 @@ HF_CONFIGS = {
 }  # fmt: skip
 
 
-def ordinary(make, state):  # noqa: ANN001, ANN201
+def ordinary(make, state):
     """The way before: random initialisation, then the weights copied in."""
     module = make()
     module.load_state_dict(state)

@@ -63,7 +63,7 @@ CAPTURING = [0.0]  # seconds spent in ProbeRecorder.capture during the present r
 _capture = timelapse.ProbeRecorder.capture
 
 
-def _timed_capture(self, epoch):  # noqa: ANN001, ANN202
+def _timed_capture(self, epoch):
     started = time.perf_counter()
     try:
         return _capture(self, epoch)
@@ -74,7 +74,7 @@ def _timed_capture(self, epoch):  # noqa: ANN001, ANN202
 timelapse.ProbeRecorder.capture = _timed_capture
 
 
-def timed(build, probes: int, data: Path) -> tuple[float, int]:  # noqa: ANN001
+def timed(build, probes: int, data: Path) -> tuple[float, int]:
     """Seconds from Started to Finished, and the frames captured."""
     CAPTURING[0] = 0.0
     model, config = build(probes)

@@ -6,19 +6,19 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import hashlib  # noqa: E402
-from pathlib import Path  # noqa: E402
+import hashlib
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torchvision.models.vision_transformer import VisionTransformer  # noqa: E402
+import pytest
+import torch
+from torchvision.models.vision_transformer import VisionTransformer
 
-from vitexplorer.core.vit import SmallViT, SmallViTConfig  # noqa: E402
+from vitexplorer.core.vit import SmallViT, SmallViTConfig
 
 TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
 
 
-def tiny_spec():  # noqa: ANN201  (a ModelSpec; core.models imports torchvision, kept lazy)
+def tiny_spec():  # a ModelSpec; core.models imports torchvision, kept lazy
     """The spec of both tiny models below: 32 px, 8 px patches (4x4), 2 layers, 2 heads, and
     10 classes named ``class 0`` .. ``class 9``."""
     from vitexplorer.core.models import ModelSpec
@@ -119,7 +119,7 @@ def colour_dataset(tmp_path: Path) -> Path:
     return write_colour_dataset(tmp_path / "colours", 20)
 
 
-def tiny_hf_config(kind: str = "ViTConfig", **changes):  # noqa: ANN003, ANN201
+def tiny_hf_config(kind: str = "ViTConfig", **changes):
     """A tiny transformers config of ``kind`` (32 px, 8 px patches, width 32, two layers, two
     heads), for tests of the Hugging Face family; ``changes`` override any field."""
     import transformers
@@ -147,7 +147,7 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     lookups: list[str] = []
 
-    def unresolved(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def unresolved(host, *args, **kwargs):
         lookups.append(host)
         raise socket.gaierror(-3, "Temporary failure in name resolution")
 

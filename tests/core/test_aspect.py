@@ -126,7 +126,7 @@ def test_analysis_at_the_image_aspect_ratio() -> None:
     assert square.spec.grid == (4, 4) and square.attention.shape[-1] == 17
 
 
-def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:
     import json
 
     from vitexplorer.cli import main
@@ -153,7 +153,7 @@ def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:  # n
     assert json.loads((out / "wide.json").read_text())["grid"] == [4, 4]
 
 
-def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys) -> None:
     import json
 
     from vitexplorer.cli import main
@@ -184,7 +184,7 @@ def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys)
 # --- sanity and faithfulness at the image's own aspect ratio ------------------------------------
 
 
-def _photo(path, width: int, height: int, seed: int):  # noqa: ANN001, ANN202
+def _photo(path, width: int, height: int, seed: int):
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
@@ -214,7 +214,7 @@ def test_the_checks_explainer_equals_analyzes_map_on_the_rectangle(method: str) 
     assert method_explainer(method, options)(model, square).shape == (4, 4)
 
 
-def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) -> None:
     import json
 
     from vitexplorer.cli import main
@@ -257,7 +257,7 @@ def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) ->
 
 
 def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
-    checkpoint,  # noqa: ANN001
+    checkpoint,
 ) -> None:
     from vitexplorer.core.checks import faithfulness
     from vitexplorer.core.methods import MethodOptions, method_explainer
@@ -305,8 +305,8 @@ def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
 
 
 def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
-    checkpoint,  # noqa: ANN001
-    monkeypatch,  # noqa: ANN001
+    checkpoint,
+    monkeypatch,
 ) -> None:
     from vitexplorer.core import checks
     from vitexplorer.core.methods import MethodOptions, method_explainer
@@ -317,7 +317,7 @@ def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
     seen: list[tuple[torch.Tensor, bool]] = []
     original = checks._forward
 
-    def spy(model, images, any_size=False):  # noqa: ANN001, ANN202
+    def spy(model, images, any_size=False):
         seen.append((images.clone(), any_size))
         return original(model, images, any_size)
 
@@ -346,7 +346,7 @@ def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
     assert one.positive[0] == one.negative[0] == float(predicted == 3)
 
 
-def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) -> None:
     import json
 
     from vitexplorer.cli import main
@@ -392,15 +392,15 @@ def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, caps
 
 
 def test_a_model_that_cannot_take_other_sizes_gets_analyzes_one_line(
-    checkpoint,  # noqa: ANN001
-    tmp_path,  # noqa: ANN001
-    capsys,  # noqa: ANN001
-    monkeypatch,  # noqa: ANN001
+    checkpoint,
+    tmp_path,
+    capsys,
+    monkeypatch,
 ) -> None:
     from vitexplorer.cli import main
     from vitexplorer.core.families.small_vit import SmallViTAdapter
 
-    def refuse(self, images):  # noqa: ANN001, ANN202
+    def refuse(self, images):
         raise RuntimeError("this model takes only its own input size\n(224 x 224)")
 
     monkeypatch.setattr(SmallViTAdapter, "forward_parts", refuse)

@@ -147,7 +147,7 @@ class _System:
     def __init__(self, command: str) -> None:
         self.command = command
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (self.command,))
 
 
@@ -545,7 +545,7 @@ def test_no_model_is_built_from_lying_metadata(tmp_path: Path, monkeypatch) -> N
     built: list[object] = []
     real_init = SmallViT.__init__
 
-    def init(self, config=None) -> None:  # noqa: ANN001
+    def init(self, config=None) -> None:
         real_init(self, config)
         built.append(self.cls_token.device)
 

@@ -164,7 +164,7 @@ def test_sanity_holds_the_relevance_class_of_the_original_model(
     own: list[int] = []
     real = core_methods.relevance_map
 
-    def spy(m, b, target=None, grid=None):  # noqa: ANN001, ANN202
+    def spy(m, b, target=None, grid=None):
         with torch.no_grad():
             own.append(int(m.module(b).argmax()))
         result = real(m, b, target, grid)
@@ -234,7 +234,7 @@ def test_sanity_check_notes_a_flat_step_only_where_it_is() -> None:
 
     maps = iter([np.arange(64.0).reshape(8, 8), np.arange(64.0)[::-1].reshape(8, 8)])
 
-    def explain(m, b):  # noqa: ANN001, ANN202
+    def explain(m, b):
         return next(maps, np.zeros((8, 8)))
 
     steps = list(sanity_check(_small_vit(), _batch(), explain))

@@ -6,32 +6,32 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import io  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import types  # noqa: E402
-from pathlib import Path  # noqa: E402
+import io
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torchvision.models import get_model_weights  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import get_model_weights
 
 from tests.conftest import TV_DOWNLOAD
-from vitexplorer import __version__, cli  # noqa: E402
-from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic  # noqa: E402
-from vitexplorer.core import models  # noqa: E402
-from vitexplorer.core.data import display_crop, preprocess  # noqa: E402
-from vitexplorer.core.explain import attention_map  # noqa: E402
-from vitexplorer.core.figure import enlarge  # noqa: E402
-from vitexplorer.core.models import WeightsDownload, load_model  # noqa: E402
-from vitexplorer.core.overlay import render_overlay  # noqa: E402
+from vitexplorer import __version__, cli
+from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic
+from vitexplorer.core import models
+from vitexplorer.core.data import display_crop, preprocess
+from vitexplorer.core.explain import attention_map
+from vitexplorer.core.figure import enlarge
+from vitexplorer.core.models import WeightsDownload, load_model
+from vitexplorer.core.overlay import render_overlay
 
 
 @pytest.fixture
-def vit_b_32_file(vit_b_32_state) -> Path:  # noqa: ANN001
+def vit_b_32_file(vit_b_32_state) -> Path:
     """Random ViT-B/32 weights named as torchvision names its downloads (tests/conftest.py)."""
     return vit_b_32_state[0]
 
@@ -348,7 +348,7 @@ def test_out_of_memory_on_one_image_is_one_line_and_the_rest_go_on(
     real = analysis.analyze_images
     calls = []
 
-    def sometimes_oom(model, images, *options):  # noqa: ANN001, ANN002, ANN202
+    def sometimes_oom(model, images, *options):
         # the batch of both does not fit, nor the first alone; the second alone does
         calls.append(len(images))
         if len(images) > 1 or len(calls) == 2:
@@ -381,7 +381,7 @@ def test_images_share_batches_and_every_line_keeps_the_order_of_the_images(
     real = analysis.analyze_images
     batches = []
 
-    def counted(model, images, *options):  # noqa: ANN001, ANN002, ANN202
+    def counted(model, images, *options):
         batches.append(len(images))
         return real(model, images, *options)
 
@@ -421,7 +421,7 @@ def test_batch_size_follows_the_memory_of_the_maps():
     assert batch_size_for(_spec("vit_l_16"), (40, 40)) == 1
 
 
-def _spec(name: str, size: int = 224):  # noqa: ANN202
+def _spec(name: str, size: int = 224):
     """The spec torchvision's ``name`` has, without building it."""
     from dataclasses import replace
 
@@ -448,7 +448,7 @@ def test_a_file_that_cannot_be_written_is_one_line_in_its_place_and_the_rest_are
 
     real = analyze_cli.write_outputs
 
-    def full_for_b(out_dir, stem, *rest):  # noqa: ANN001, ANN002, ANN202
+    def full_for_b(out_dir, stem, *rest):
         if stem == "b":
             raise OSError(28, "No space left on device")
         return real(out_dir, stem, *rest)

@@ -8,17 +8,17 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from tests.core.test_cli import _image, _lines  # noqa: E402
-from vitexplorer.cli import main  # noqa: E402
-from vitexplorer.core import models, spec  # noqa: E402
-from vitexplorer.core.analysis import analyze_image  # noqa: E402
-from vitexplorer.core.data import load_image  # noqa: E402
+from tests.core.test_cli import _image, _lines
+from vitexplorer.cli import main
+from vitexplorer.core import models, spec
+from vitexplorer.core.analysis import analyze_image
+from vitexplorer.core.data import load_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "cifar10-test-sample"
 demo_shipped = pytest.mark.skipif(not spec.demo_path().is_file(), reason="no demo model here")

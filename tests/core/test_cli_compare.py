@@ -7,21 +7,21 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import csv  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import csv
+import json
+import sys
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
-from tests.core.conftest import distinct_small_vit  # noqa: E402
-from vitexplorer.cli import compare as compare_cli  # noqa: E402
-from vitexplorer.cli import main  # noqa: E402
-from vitexplorer.cli.common import DIVERGING, colour_table  # noqa: E402
-from vitexplorer.core import model_compare  # noqa: E402
-from vitexplorer.core.models import save_checkpoint  # noqa: E402
+from tests.core.conftest import distinct_small_vit
+from vitexplorer.cli import compare as compare_cli
+from vitexplorer.cli import main
+from vitexplorer.cli.common import DIVERGING, colour_table
+from vitexplorer.core import model_compare
+from vitexplorer.core.models import save_checkpoint
 
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 
@@ -167,7 +167,7 @@ def test_different_grids_are_resampled_to_the_image(checkpoints, tmp_path, capsy
         assert len(list(csv.DictReader(handle))) == 4  # two layers of two heads in both
 
 
-def _one_line_exit_2(capsys, *args: str | Path) -> str:  # noqa: ANN001
+def _one_line_exit_2(capsys, *args: str | Path) -> str:
     assert _compare(*args) == 2
     captured = capsys.readouterr()
     errors = _lines(captured.err)

@@ -255,11 +255,11 @@ def test_bad_inputs_exit_2_with_one_line_and_no_file(
     assert [p.name for p in out_dir.iterdir()] in ([], ["taken.safetensors"])  # no temp files
 
 
-def _interrupt_after_first_epoch(monkeypatch, times: int) -> None:  # noqa: ANN001
+def _interrupt_after_first_epoch(monkeypatch, times: int) -> None:
     """Press Ctrl-C ``times`` times when the engine reports its first epoch."""
     real = training.finetune
 
-    def pressed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def pressed(*args, **kwargs):
         for event in real(*args, **kwargs):
             yield event
             if isinstance(event, training.Epoch) and event.epoch == 1:

@@ -67,7 +67,7 @@ def test_a_second_ctrl_c_after_the_save_is_absorbed(colours: Path, tmp_path: Pat
     assert model.spec.class_names == ("blue", "red")
 
 
-def _run(args: list[str], capsys) -> tuple[int, list[str]]:  # noqa: ANN001
+def _run(args: list[str], capsys) -> tuple[int, list[str]]:
     from vitexplorer.cli import main
 
     status = main(args)
@@ -84,7 +84,7 @@ def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Building or loading any model fails the test: the refusals come before any work."""
     from vitexplorer.core import models
 
-    def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def refused(*args, **kwargs):
         raise AssertionError("a model was loaded before the refusal")
 
     monkeypatch.setattr(models, "load_model", refused)
@@ -92,7 +92,7 @@ def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_missing_probe_image_is_refused_before_any_work(
     colours: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     _no_model(monkeypatch)
     out = tmp_path / "m.safetensors"
     missing = tmp_path / "probe.png"
@@ -112,14 +112,14 @@ def test_a_missing_probe_image_is_refused_before_any_work(
 
 def test_a_file_that_exists_but_cannot_be_read_says_permission_denied(
     colours: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     """Tests run as root, whom chmod does not stop: ``os.open`` refuses as it would."""
     _no_model(monkeypatch)
     locked = tmp_path / "locked.csv"
     locked.write_text("pixel0\n1\n")
     real = os.open
 
-    def refusing(path, flags, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def refusing(path, flags, *args, **kwargs):
         if os.fspath(path) == str(locked):
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real(path, flags, *args, **kwargs)
@@ -148,7 +148,7 @@ def test_a_file_that_exists_but_cannot_be_read_says_permission_denied(
 )
 def test_finetune_weights_that_are_no_file_are_named_with_the_cause(
     colours: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, kind: str, message: str
-) -> None:  # noqa: ANN001
+) -> None:
     _no_model(monkeypatch)
     path = tmp_path / "w.pth"
     if kind == "folder":
@@ -169,7 +169,7 @@ def test_finetune_weights_that_are_no_file_are_named_with_the_cause(
 
 def test_an_out_that_is_a_fifo_is_refused_and_kept(
     colours: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     _no_model(monkeypatch)
     out = tmp_path / "m.safetensors"
     os.mkfifo(out)
@@ -184,10 +184,10 @@ def test_an_out_that_is_a_fifo_is_refused_and_kept(
 
 def test_a_data_root_that_is_no_folder_is_refused_before_any_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     from vitexplorer.core import datasets
 
-    def no_download(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_download(*args, **kwargs):
         raise AssertionError("a download started")
 
     monkeypatch.setattr(datasets, "download_cifar10", no_download)
@@ -217,7 +217,7 @@ def test_a_data_root_that_is_no_folder_is_refused_before_any_download(
 )  # fmt: skip
 def test_a_file_named_like_an_option_gets_the_way_to_pass_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, args: list[str], hint: str
-) -> None:  # noqa: ANN001
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "-x.png").write_bytes(b"")
     status, lines = _run(args, capsys)
@@ -232,11 +232,11 @@ def test_a_file_named_like_an_option_gets_the_way_to_pass_it(
 
 def test_a_model_error_that_escapes_a_command_exits_2_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     from vitexplorer.cli import analyze
     from vitexplorer.core.checkpoint import WeightsFileError
 
-    def failing(options):  # noqa: ANN001, ANN202
+    def failing(options):
         raise WeightsFileError("m.safetensors: the header is not JSON; save the model again")
 
     monkeypatch.setattr(analyze, "run_analyze", failing)
@@ -245,7 +245,7 @@ def test_a_model_error_that_escapes_a_command_exits_2_in_one_line(
     assert status == 2
     assert lines == ["vitexplorer: m.safetensors: the header is not JSON; save the model again"]
 
-    def buggy(options):  # noqa: ANN001, ANN202
+    def buggy(options):
         raise ZeroDivisionError("a bug, not an input")
 
     monkeypatch.setattr(analyze, "run_analyze", buggy)

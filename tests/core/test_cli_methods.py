@@ -6,27 +6,27 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
+import hashlib
+import json
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
-from tests.core.test_cli import _image  # noqa: E402
-from vitexplorer.cli import main  # noqa: E402
-from vitexplorer.cli.common import METHODS as CLI_METHODS  # noqa: E402
-from vitexplorer.core.analysis import analyze_image  # noqa: E402
-from vitexplorer.core.data import load_image, preprocess  # noqa: E402
-from vitexplorer.core.explain import (  # noqa: E402
+from tests.core.test_cli import _image
+from vitexplorer.cli import main
+from vitexplorer.cli.common import METHODS as CLI_METHODS
+from vitexplorer.core.analysis import analyze_image
+from vitexplorer.core.data import load_image, preprocess
+from vitexplorer.core.explain import (
     average_statistics,
     head_statistics,
     rollout_map,
 )
-from vitexplorer.core.methods import METHODS  # noqa: E402
-from vitexplorer.core.models import load_model  # noqa: E402
-from vitexplorer.core.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot  # noqa: E402
-from vitexplorer.core.relevance import relevance_map  # noqa: E402
+from vitexplorer.core.methods import METHODS
+from vitexplorer.core.models import load_model
+from vitexplorer.core.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot
+from vitexplorer.core.relevance import relevance_map
 
 
 def test_method_names_match_the_core():

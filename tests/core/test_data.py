@@ -523,7 +523,7 @@ def test_long_thin_image_is_cut_to_its_centre_before_resizing(monkeypatch) -> No
     resized_inputs: list[tuple[int, int]] = []
     real_resize = data.TF.resize
 
-    def recording_resize(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def recording_resize(image, *args, **kwargs):
         resized_inputs.append(image.size)
         return real_resize(image, *args, **kwargs)
 

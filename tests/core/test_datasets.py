@@ -120,7 +120,7 @@ def test_unreadable_training_images_are_replaced_and_reported(colour_dataset: Pa
         (lambda root: (root.parent.mkdir(exist_ok=True), root.write_text("x")), "is a file"),
     ],  # fmt: skip
 )
-def test_bad_folders_are_clear_errors(tmp_path: Path, setup, message: str) -> None:  # noqa: ANN001
+def test_bad_folders_are_clear_errors(tmp_path: Path, setup, message: str) -> None:
     root = tmp_path / "data"
     setup(root)
     with pytest.raises(DatasetError, match=message):
@@ -170,14 +170,14 @@ def _write_cifar(root: Path, per_batch: int = 20, test: int = 30) -> np.ndarray:
 
 
 @pytest.fixture
-def no_md5(monkeypatch) -> None:  # noqa: ANN001
+def no_md5(monkeypatch) -> None:
     """Test files cannot match CIFAR-10's official md5 sums."""
     import torchvision.datasets.cifar
 
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
 
 
-def test_cifar10_through_torchvision(tmp_path: Path, no_md5) -> None:  # noqa: ANN001
+def test_cifar10_through_torchvision(tmp_path: Path, no_md5) -> None:
     test_images = _write_cifar(tmp_path)
     splits = open_dataset("cifar10", root=tmp_path)
     assert splits.class_names == tuple(CIFAR_NAMES) and splits.name == "CIFAR-10"
@@ -204,7 +204,7 @@ def test_corrupt_cifar10_says_to_download_again(tmp_path: Path) -> None:
         open_dataset("cifar10", root=tmp_path)
 
 
-def test_cifar10_download_with_progress(tmp_path: Path, monkeypatch, no_md5) -> None:  # noqa: ANN001
+def test_cifar10_download_with_progress(tmp_path: Path, monkeypatch, no_md5) -> None:
     source = tmp_path / "source"
     _write_cifar(source)
     archive = tmp_path / CIFAR10.filename
@@ -219,7 +219,7 @@ def test_cifar10_download_with_progress(tmp_path: Path, monkeypatch, no_md5) -> 
     assert seen and seen[-1][0] == archive.stat().st_size
 
 
-def test_cifar10_download_without_network_leaves_nothing(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_cifar10_download_without_network_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     root = tmp_path / "cache"
     with pytest.raises(DatasetError, match="could not download CIFAR-10.*Without a network"):
@@ -227,7 +227,7 @@ def test_cifar10_download_without_network_leaves_nothing(tmp_path: Path, monkeyp
     assert list(root.iterdir()) == []
 
 
-def test_corrupt_download_is_refused(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_corrupt_download_is_refused(tmp_path: Path, monkeypatch) -> None:
     archive = tmp_path / "fake.tar.gz"
     archive.write_bytes(b"not what was promised")
     monkeypatch.setattr(CIFAR10, "url", archive.as_uri())

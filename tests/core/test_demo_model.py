@@ -17,7 +17,7 @@ from vitexplorer.core.models import check_model_source, load_model, save_checkpo
 
 
 @pytest.fixture
-def demo(tmp_path: Path, monkeypatch) -> Path:  # noqa: ANN001
+def demo(tmp_path: Path, monkeypatch) -> Path:
     torch.manual_seed(0)
     model = load_model("small_vit", "none", "cpu", small_config=TINY)
     path = tmp_path / specs.DEMO_FILE
@@ -38,7 +38,7 @@ def test_demo_names_the_packaged_checkpoint(demo: Path) -> None:
     check_model_source("demo")  # nothing to refuse
 
 
-def test_a_missing_demo_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_a_missing_demo_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     missing = tmp_path / specs.DEMO_FILE
     monkeypatch.setattr(specs, "demo_path", lambda: missing)
     with pytest.raises(ValueError, match="the demo model is not in this installation"):

@@ -19,7 +19,7 @@ SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 
 
 @pytest.fixture(scope="module")
-def shipped():  # noqa: ANN201
+def shipped():
     """The shipped model and its analysis of each sample image, with the image's class."""
     model = load_model("demo", device="cpu")
     images = sorted(SAMPLE.glob("*/*.png"))

@@ -54,7 +54,7 @@ def test_rollout_layers_are_computed_once_per_image_and_option(monkeypatch):
     calls: list[tuple] = []
     real = explorer_maps.rollout_layers
 
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counting(*args, **kwargs):
         calls.append(args[1:])
         return real(*args, **kwargs)
 

@@ -113,7 +113,7 @@ def _images(size: int = 32, batch: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def _hf_output(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
+def _hf_output(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
     if not isinstance(model, transformers.Dinov2PreTrainedModel):
         kwargs["interpolate_pos_encoding"] = True
     out = model(pixel_values=x, **kwargs)
@@ -543,7 +543,7 @@ def test_cli_analyze_end_to_end(folders: dict[str, Path], tmp_path: Path) -> Non
     assert (out / "photo.cls.png").is_file()
 
 
-def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Path, capsys) -> None:
     """DINOv2 with registers has no classifier: analyze writes its maps and says so; relevance
     is refused in one line, rollout works."""
     from vitexplorer.cli import main
@@ -569,7 +569,7 @@ def test_cli_analyze_of_an_image_encoder(folders: dict[str, Path], tmp_path: Pat
     assert len(err) == 1 and "has no classifier, so there is no class score" in err[0]
 
 
-def test_a_hub_name_offline_says_no_network_at_once(no_dns) -> None:  # noqa: ANN001
+def test_a_hub_name_offline_says_no_network_at_once(no_dns) -> None:
     """Not cached and the hub unreachable: one connection attempt, not the hub client's half
     minute of retries, and a message that says there is no network."""
 

@@ -310,7 +310,7 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
     assert not offer.cached and offer.url.endswith("timm/test_vit.r160_in1k/resolve/main/"
                                                    "model.safetensors")  # fmt: skip
 
-    def offline(*args, **kwargs):  # noqa: ANN002, ANN003
+    def offline(*args, **kwargs):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
@@ -325,7 +325,7 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
     save_file(pretrained.state_dict(), cached)
     seen: list[tuple[int, int]] = []
 
-    def download(repo, filename, *, revision=None, tqdm_class=None):  # noqa: ANN001
+    def download(repo, filename, *, revision=None, tqdm_class=None):
         assert (repo, filename) == ("timm/test_vit.r160_in1k", "model.safetensors")
         bar = tqdm_class(total=10)
         bar.update(4)
@@ -354,7 +354,7 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
         assert torch.equal(again.module(images), pretrained(images))
 
 
-def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> None:  # noqa: ANN001
+def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> None:
     """The hub unreachable (no name resolution): one connection attempt, not the hub client's
     minute of retries, and a message that says there is no network."""
 

@@ -61,7 +61,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     target = tmp_path / "out.json"
     target.write_bytes(b"old")
 
-    def fail(handle):  # noqa: ANN001
+    def fail(handle):
         handle.write(b"half")
         raise RuntimeError("writer broke")
 
@@ -77,7 +77,7 @@ def test_numpys_byte_count_on_a_full_disk_becomes_no_space(tmp_path: Path, monke
 
     monkeypatch.setattr(files.shutil, "disk_usage", lambda folder: Usage)
 
-    def numpy_like(handle):  # noqa: ANN001
+    def numpy_like(handle):
         raise OSError("10000 requested and 4096 written")
 
     with pytest.raises(OSError) as caught:
@@ -95,7 +95,7 @@ def test_safetensors_failure_on_a_full_disk_is_an_os_error(tmp_path: Path, monke
     class Usage:
         free = 0
 
-    def full(*args, **kwargs):  # noqa: ANN002, ANN003
+    def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(Os { code: 28 })")
 
     monkeypatch.setattr(checkpoint, "save_file", full)
@@ -185,7 +185,7 @@ def test_a_fifo_target_is_written_as_a_stream_and_stays_a_fifo(
     try:
         staged = []
 
-        def write(handle):  # noqa: ANN001
+        def write(handle):
             staged.append(Path(handle.name))
             handle.write(b"a,b\n1,2\n")
 
@@ -212,7 +212,7 @@ def test_a_character_device_target_is_streamed_into_not_renamed_over(
     inode = device.stat().st_ino
     real_stat = os.stat
 
-    def fake_stat(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def fake_stat(path, *args, **kwargs):
         result = real_stat(path, *args, **kwargs)
         if Path(path) == device:
             mode = stat.S_IFCHR | stat.S_IMODE(result.st_mode)

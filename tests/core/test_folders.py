@@ -27,7 +27,7 @@ def _touch(path: Path) -> Path:
     return path
 
 
-def _names(paths, root: Path) -> list[str]:  # noqa: ANN001
+def _names(paths, root: Path) -> list[str]:
     return [Path(p).relative_to(root).as_posix() for p in paths]
 
 
@@ -37,7 +37,7 @@ def _unreadable(monkeypatch: pytest.MonkeyPatch, *blocked: Path) -> None:
     real = os.scandir
     refused = {os.fspath(p) for p in blocked}
 
-    def scandir(path=".", *args):  # noqa: ANN001, ANN202
+    def scandir(path=".", *args):
         if os.fspath(path) in refused:
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real(path, *args)

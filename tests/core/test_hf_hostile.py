@@ -120,7 +120,7 @@ class _System:
     def __init__(self, command: str) -> None:
         self.command = command
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (self.command,))
 
 

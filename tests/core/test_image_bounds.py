@@ -55,7 +55,7 @@ def test_a_repeated_scan_below_the_limit_decodes_to_the_same_picture() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_scan_bomb_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_scan_bomb_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "scans.jpg"
     path.write_bytes(repeated_scans(flat_progressive_jpeg((2048, 2048)), 20_000))
     decoded = []
@@ -114,7 +114,7 @@ def test_a_damaged_marker_stream_is_left_to_the_decoder() -> None:
     [many_frame_apng, many_frame_gif, many_page_tiff, many_frame_webp],
     ids=["apng", "gif", "tiff", "webp"],
 )
-def test_only_the_first_of_100000_frames_is_decoded(make) -> None:  # noqa: ANN001
+def test_only_the_first_of_100000_frames_is_decoded(make) -> None:
     many, one = make(100_000), make(1)
     assert Image.open(io.BytesIO(make(1000))).n_frames == 1000  # the files hold what they say
     picture = np.asarray(load_image(many))
@@ -153,12 +153,12 @@ def test_a_compressed_text_bomb_is_named() -> None:
     assert "decompression bomb" in str(refused.value)
 
 
-def test_a_file_without_read_permission_says_so(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_file_without_read_permission_says_so(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "locked.png"
     photo().save(path)
     real_open = os.open
 
-    def denied(name, flags, *args, **kwargs):  # noqa: ANN001, ANN202
+    def denied(name, flags, *args, **kwargs):
         if os.fspath(name) == os.fspath(path):
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(name))
         return real_open(name, flags, *args, **kwargs)
@@ -171,7 +171,7 @@ def test_a_file_without_read_permission_says_so(tmp_path: Path, monkeypatch) -> 
     assert "No such file" not in message and "chmod" in message
 
 
-def test_a_scan_bomb_inside_a_tiff_is_refused_in_words(capfd) -> None:  # noqa: ANN001
+def test_a_scan_bomb_inside_a_tiff_is_refused_in_words(capfd) -> None:
     """libtiff stops a JPEG-in-TIFF strip at its 100th scan, with a line of its own on stderr
     and a bare "decoder error"; the strip's scans are counted first instead."""
     from tests.fuzz.hostile import jpeg_in_tiff

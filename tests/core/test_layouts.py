@@ -59,7 +59,7 @@ def test_unknown_layout_is_none() -> None:
 
 def test_a_timm_file_given_to_the_wrong_architecture_says_what_it_is(
     tmp_path: Path, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     timm = pytest.importorskip("timm")
     model = timm.create_model(
         "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=3

@@ -13,7 +13,7 @@ from vitexplorer.core.explain import head_statistics
 from vitexplorer.core.models import load_model
 
 
-def test_head_statistics_are_computed_on_first_use_and_kept(monkeypatch) -> None:  # noqa: ANN001
+def test_head_statistics_are_computed_on_first_use_and_kept(monkeypatch) -> None:
     from vitexplorer.core import analysis as module
 
     torch.manual_seed(0)

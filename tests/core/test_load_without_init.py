@@ -23,7 +23,7 @@ from vitexplorer.core.skeleton import compute_buffers, has_meta, skeleton
 
 def test_a_checkpoint_loads_without_initialising_and_gives_the_same_logits(
     tmp_path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     torch.manual_seed(0)
     model = load_model("small_vit", "none", "cpu", small_config=TINY)
@@ -82,7 +82,7 @@ class _Fills(TorchFunctionMode):
         super().__init__()
         self.seen: list[tuple[str, tuple[int, ...]]] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         tensor = args[0] if args else kwargs.get("tensor")  # torch.nn.init's: by keyword
@@ -91,14 +91,14 @@ class _Fills(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _ordinary(make, state):  # noqa: ANN001, ANN202
+def _ordinary(make, state):
     """The way before issue 14: built with random initialisation, the weights copied in."""
     module = make()
     module.load_state_dict(state)
     return module
 
 
-def _the_old_way(monkeypatch) -> None:  # noqa: ANN001
+def _the_old_way(monkeypatch) -> None:
     monkeypatch.setattr(models, "with_weights", _ordinary)
     if importlib.util.find_spec("timm") is not None:
         from vitexplorer.core.families import timm_weights
@@ -221,7 +221,7 @@ def _hf_architectures() -> list[str]:
 def test_an_hf_weights_file_loads_without_initialising(
     architecture: str,
     tmp_path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     from vitexplorer.core.families import hf
     from vitexplorer.core.families.hf_config import EXTRA, model_class
@@ -253,7 +253,7 @@ def test_an_hf_weights_file_loads_without_initialising(
 def test_an_hf_checkpoint_loads_without_initialising(
     architecture: str,
     tmp_path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     """A vitexplorer checkpoint of every class, an image tower with a head of its own (as
     fine-tuning gives it) included."""
@@ -309,7 +309,7 @@ def test_an_hf_folder_loads_without_initialising(architecture: str, tmp_path: Pa
 # --- timm: its own pretrained loading (the cached hub file) and checkpoints ------------------
 
 
-def _cached_timm_file(name: str, folder: Path, suffix: str, change=None) -> Path:  # noqa: ANN001
+def _cached_timm_file(name: str, folder: Path, suffix: str, change=None) -> Path:
     timm = pytest.importorskip("timm")
     torch.manual_seed(2)
     state = _perturbed(timm.create_model(name, pretrained=False)).state_dict()
@@ -340,9 +340,9 @@ def _flat_patch_filter(state: dict) -> dict:
 def test_timms_default_weights_load_without_initialising(
     name: str,
     suffix: str,
-    change,  # noqa: ANN001
+    change,
     tmp_path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     import huggingface_hub
 
@@ -364,7 +364,7 @@ def test_timms_default_weights_load_without_initialising(
 
 def test_a_damaged_or_misfit_timm_file_is_refused_with_the_same_message(
     tmp_path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     import huggingface_hub
 
@@ -393,7 +393,7 @@ def test_a_damaged_or_misfit_timm_file_is_refused_with_the_same_message(
 
 def test_a_timm_checkpoint_and_weights_file_load_without_initialising(
     tmp_path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
 ) -> None:
     timm = pytest.importorskip("timm")
     from vitexplorer.core.families import timm as family

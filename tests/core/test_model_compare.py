@@ -41,16 +41,16 @@ def _image(seed: int, size: tuple[int, int] = (50, 40)) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def before():  # noqa: ANN201
+def before():
     return distinct_small_vit(0)
 
 
 @pytest.fixture(scope="module")
-def after():  # noqa: ANN201
+def after():
     return distinct_small_vit(1)
 
 
-def _batch(model, image: Image.Image) -> torch.Tensor:  # noqa: ANN001
+def _batch(model, image: Image.Image) -> torch.Tensor:
     return preprocess(image, model.spec).unsqueeze(0)
 
 

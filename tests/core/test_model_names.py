@@ -73,7 +73,7 @@ def test_after_minus_before_only_for_a_model_and_its_own_base() -> None:
     assert "after minus before" in difference_words(AFTER_MINUS_BEFORE)
 
 
-def test_the_engines_own_record_names_the_fine_tune_and_its_base(tmp_path) -> None:  # noqa: ANN001
+def test_the_engines_own_record_names_the_fine_tune_and_its_base(tmp_path) -> None:
     """A real run of the fine-tune engine: what it records is what the names and the relation
     read (not a record written by hand that could drift from the engine's)."""
     import torch

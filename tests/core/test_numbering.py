@@ -8,30 +8,30 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import json  # noqa: E402
+import json
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from PIL import Image
 
-from tests.core.test_cli import _image  # noqa: E402
-from vitexplorer.cli import colour_table, main  # noqa: E402
-from vitexplorer.core.capture import forward_with_attention  # noqa: E402
-from vitexplorer.core.data import load_image, preprocess  # noqa: E402
-from vitexplorer.core.figure import MIN_SIDE, render_figure, scale_for  # noqa: E402
-from vitexplorer.core.methods import MethodOptions, explanation_map  # noqa: E402
-from vitexplorer.core.models import load_model  # noqa: E402
-from vitexplorer.core.numbering import card_parameters, index_of, shown  # noqa: E402
-from vitexplorer.core.overlay import render_overlay  # noqa: E402
-from vitexplorer.core.scales import tick_labels  # noqa: E402
+from tests.core.test_cli import _image
+from vitexplorer.cli import colour_table, main
+from vitexplorer.core.capture import forward_with_attention
+from vitexplorer.core.data import load_image, preprocess
+from vitexplorer.core.figure import MIN_SIDE, render_figure, scale_for
+from vitexplorer.core.methods import MethodOptions, explanation_map
+from vitexplorer.core.models import load_model
+from vitexplorer.core.numbering import card_parameters, index_of, shown
+from vitexplorer.core.overlay import render_overlay
+from vitexplorer.core.scales import tick_labels
 
 
-def _analyze(checkpoint, photo, out, *extra: str) -> int:  # noqa: ANN001
+def _analyze(checkpoint, photo, out, *extra: str) -> int:
     return main(["analyze", str(photo), "--model", str(checkpoint), "--out", str(out), *extra])
 
 
-def _model_attention(checkpoint, photo) -> np.ndarray:  # noqa: ANN001
+def _model_attention(checkpoint, photo) -> np.ndarray:
     """(layers, heads, tokens, tokens) straight from the model's captured forward pass."""
     model = load_model(str(checkpoint), device="cpu")
     batch = preprocess(load_image(photo), model.spec).unsqueeze(0)

@@ -79,7 +79,7 @@ def test_a_full_disk_at_any_file_leaves_the_old_set_whole(tmp_path, monkeypatch,
     opened = []
     real_open = open
 
-    def full_disk(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def full_disk(path, mode="r", *args, **kwargs):
         if "w" in mode:
             opened.append(path)
             if len(opened) == position + 1:
@@ -192,7 +192,7 @@ def test_a_full_disk_in_analyze_keeps_the_older_runs_files(
     capsys.readouterr()
     real_open, count = open, []
 
-    def full_disk(path, mode="r", *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def full_disk(path, mode="r", *a, **k):
         if "w" in mode and len(count) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
         count.append(path)

@@ -93,7 +93,7 @@ def test_bad_arguments_are_refused(display, heat, lut, alpha):
         render_overlay(display, heat, lut, alpha)
 
 
-def _per_pixel_blend(display, heat, lut, alpha=0.55, levels=None):  # noqa: ANN001, ANN201
+def _per_pixel_blend(display, heat, lut, alpha=0.55, levels=None):
     """The blend as it was first written (issue 14 made it per patch): every pixel gets its
     own copy of its patch's colour and weight, then the same float32 arithmetic."""
     height, width = display.shape[:2]

@@ -68,7 +68,7 @@ def test_family_names() -> None:
     )
 
 
-def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:  # noqa: ANN001
+def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:
     from vitexplorer.cli import main
     from vitexplorer.core import spec as spec_module
 

@@ -50,7 +50,7 @@ def _small_vit(seed: int = 0) -> LoadedModel:
     return load_model("small_vit", "none", "cpu", small_config=TINY)
 
 
-def fresh_capture(module: torch.nn.Module, spec, images: np.ndarray) -> dict[str, np.ndarray]:  # noqa: ANN001
+def fresh_capture(module: torch.nn.Module, spec, images: np.ndarray) -> dict[str, np.ndarray]:
     """What the explorer's capture says of the probes (uint8 (P, h, w, 3)) with the module's
     present weights, computed independently of the recorder: a whole forward, then numpy."""
     batch = torch.from_numpy(images).permute(0, 3, 1, 2)
@@ -79,7 +79,7 @@ def fresh_capture(module: torch.nn.Module, spec, images: np.ndarray) -> dict[str
     }
 
 
-def _assert_frame_is(frame, fresh: dict[str, np.ndarray], atol: float = 2e-5) -> None:  # noqa: ANN001
+def _assert_frame_is(frame, fresh: dict[str, np.ndarray], atol: float = 2e-5) -> None:
     np.testing.assert_array_equal(frame.predicted, fresh["predicted"])
     for name in (*FRAME_ARRAYS, "runner_up"):
         if name != "predicted":
@@ -159,7 +159,7 @@ def test_a_checkpoint_without_a_time_lapse_reads_as_none(colours: Path, tmp_path
     assert read_timelapse(pth) is None
 
 
-def _rewrite_metadata(path: Path, change) -> None:  # noqa: ANN001
+def _rewrite_metadata(path: Path, change) -> None:
     """Rewrite the JSON of a safetensors file's vitexplorer metadata (the tensors untouched)."""
     raw = path.read_bytes()
     length = struct.unpack("<Q", raw[:8])[0]
@@ -189,7 +189,7 @@ def test_a_lying_time_lapse_is_one_line_and_the_model_still_loads(
     colours: Path,
     tmp_path: Path,
     change,
-    words: str,  # noqa: ANN001
+    words: str,
 ) -> None:
     base = _small_vit()
     config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 1})

@@ -27,7 +27,7 @@ ESCAPE = "\x1b]52;c;aGVsbG8=\x07"  # OSC 52: would write the terminal's clipboar
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def parts(tmp_path_factory: pytest.TempPathFactory):
     """The state and metadata of the model the blocks of tests/fuzz/timelapse_blocks.py fit."""
     torch.manual_seed(0)
     config = replace(TINY, num_classes=CLASSES)
@@ -38,7 +38,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 def test_a_block_that_holds_but_is_not_the_models_is_refused_only_against_the_model(
     parts,
-    tmp_path: Path,  # noqa: ANN001
+    tmp_path: Path,
 ) -> None:
     path = write_block(tmp_path / "other.safetensors", Case("2x8", regrid(2, 8)), parts)
     alone = read_timelapse(path)  # it holds together on its own...
@@ -52,7 +52,7 @@ def test_a_block_that_holds_but_is_not_the_models_is_refused_only_against_the_mo
     )
 
 
-def test_the_good_block_reads_back_as_written(parts, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_good_block_reads_back_as_written(parts, tmp_path: Path) -> None:
     path = write_block(tmp_path / "good.safetensors", GOOD, parts)
     tensors, meta = good_block()
     back = read_timelapse(path, load_model(str(path), device="cpu").spec)
@@ -80,8 +80,8 @@ def test_a_file_set_is_all_or_nothing(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "made"]
 
 
-def test_timelapse_prints_escaped_names(parts, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    def named(_, meta) -> None:  # noqa: ANN001
+def test_timelapse_prints_escaped_names(parts, tmp_path: Path, capsys) -> None:
+    def named(_, meta) -> None:
         meta["sources"] = [f"{ESCAPE}evil.png", "caf\udce9.png"]
 
     path = write_block(tmp_path / "run.safetensors", Case("names", named), parts)
@@ -100,7 +100,7 @@ def _photo(path: Path) -> Path:
     return path
 
 
-def test_sanity_prints_an_escaped_name(checkpoint: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_sanity_prints_an_escaped_name(checkpoint: Path, tmp_path: Path, capsys) -> None:
     photo = _photo(tmp_path / f"{ESCAPE}photo.png")
     out = tmp_path / "out"
     assert main(["sanity", str(photo), "--model", str(checkpoint), "--out", str(out)]) == 0
@@ -116,7 +116,7 @@ def test_sanity_write_failure_is_one_line_and_nothing_half_written(
     tmp_path: Path,
     capsys,
     monkeypatch,
-    number: int,  # noqa: ANN001
+    number: int,
 ) -> None:
     photo = _photo(tmp_path / "photo.png")
     out = tmp_path / "out"

@@ -132,7 +132,7 @@ def test_the_uniform_level_is_one_over_the_tokens_of_the_row() -> None:
 
 
 # --- the uniform mark on a figure's bar -----------------------------------------------------
-def _ink_rows(figure, column: int) -> list[int]:  # noqa: ANN001
+def _ink_rows(figure, column: int) -> list[int]:
     pixels = np.asarray(figure.image)[:, column]
     return np.flatnonzero((pixels == UNIFORM_INK).all(axis=1)).tolist()
 

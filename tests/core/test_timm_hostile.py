@@ -35,7 +35,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = timm.create_model
     seen: list[str] = []
 
-    def create_model(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def create_model(name: str, *args, **kwargs):
         if torch.empty(0).device.type != "meta":
             seen.append(name)
         return real(name, *args, **kwargs)
@@ -55,7 +55,7 @@ def test_module_bytes_counts_each_tensor_once_in_its_dtype() -> None:
     assert estimate.module_bytes(skeleton) >= GIANT_PARAMETERS * 4
 
 
-def test_a_huge_random_build_is_refused_before_it_is_built(monkeypatch, builds) -> None:  # noqa: ANN001
+def test_a_huge_random_build_is_refused_before_it_is_built(monkeypatch, builds) -> None:
     _fake_free(monkeypatch, 10**9)
     for attempt in (
         lambda: models.check_model_source(GIANT, "none"),
@@ -74,12 +74,12 @@ def test_a_huge_random_build_is_refused_before_it_is_built(monkeypatch, builds) 
     assert builds == ["test_vit"] and loaded.spec.num_layers == 6
 
 
-def test_the_guard_lets_a_build_through_when_the_free_memory_is_unknown(monkeypatch) -> None:  # noqa: ANN001
+def test_the_guard_lets_a_build_through_when_the_free_memory_is_unknown(monkeypatch) -> None:
     _fake_free(monkeypatch, None)
     models.check_model_source(GIANT, "none")  # nothing to hold it against: not refused
 
 
-def test_a_huge_pretrained_model_is_refused_before_any_download(monkeypatch, builds) -> None:  # noqa: ANN001
+def test_a_huge_pretrained_model_is_refused_before_any_download(monkeypatch, builds) -> None:
     import huggingface_hub
 
     calls: list[str] = []
@@ -93,7 +93,7 @@ def test_a_huge_pretrained_model_is_refused_before_any_download(monkeypatch, bui
     assert calls == [] and builds == []
 
 
-def test_the_gpu_refusal_names_the_gpu_and_the_cpu_way_out(monkeypatch) -> None:  # noqa: ANN001
+def test_the_gpu_refusal_names_the_gpu_and_the_cpu_way_out(monkeypatch) -> None:
     monkeypatch.setattr(estimate, "free_bytes", lambda device: 25 * 10**6)
     module = nn.Linear(1000, 10_000)  # 10,010,000 parameters: 40 MB
     message = estimate.memory_refusal("timm:big", module, torch.device("cuda", 1))
@@ -107,7 +107,7 @@ def test_the_gpu_refusal_names_the_gpu_and_the_cpu_way_out(monkeypatch) -> None:
 
 def test_the_huge_build_on_the_command_line_is_exit_2_in_one_line(
     monkeypatch, tmp_path: Path, capsys, builds
-) -> None:  # noqa: ANN001
+) -> None:
     _fake_free(monkeypatch, 10**9)
     image = tmp_path / "photo.png"
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
@@ -132,7 +132,7 @@ def _connect_error() -> BaseException:
 
 def test_offline_the_probe_fails_once_and_the_message_names_the_cache(
     monkeypatch, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     import huggingface_hub
     from huggingface_hub import constants
 
@@ -140,7 +140,7 @@ def test_offline_the_probe_fails_once_and_the_message_names_the_cache(
     probes: list[str] = []
     downloads: list[str] = []
 
-    def probe(url, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def probe(url, **kwargs):
         probes.append(url)
         raise _connect_error()
 
@@ -160,7 +160,7 @@ def test_offline_the_probe_fails_once_and_the_message_names_the_cache(
     assert isinstance(cause, DownloadError) and cause.kind == "network"
 
 
-def test_a_connection_lost_during_the_download_is_said_at_once(monkeypatch) -> None:  # noqa: ANN001
+def test_a_connection_lost_during_the_download_is_said_at_once(monkeypatch) -> None:
     """The probe answered, then the hub client's download lost the connection: its
     LocalEntryNotFoundError (caused by the connection error) is one 'no network' line, raised
     after one call, not after a retry per file."""
@@ -169,7 +169,7 @@ def test_a_connection_lost_during_the_download_is_said_at_once(monkeypatch) -> N
 
     calls: list[str] = []
 
-    def download(repo, filename, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def download(repo, filename, **kwargs):
         calls.append(filename)
         raise LocalEntryNotFoundError("cannot find the requested files") from _connect_error()
 
@@ -182,8 +182,8 @@ def test_a_connection_lost_during_the_download_is_said_at_once(monkeypatch) -> N
 
 def test_a_plain_url_source_offline_names_its_server_and_the_torch_hub_cache(
     monkeypatch, tmp_path: Path
-) -> None:  # noqa: ANN001
-    def offline(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+) -> None:
+    def offline(*args, **kwargs):
         raise DownloadError("[Errno -2] Name or service not known", "network")
 
     monkeypatch.setattr(models, "download_file", offline)
@@ -211,7 +211,7 @@ def test_a_plain_url_source_offline_names_its_server_and_the_torch_hub_cache(
 )
 def test_a_bad_name_with_the_default_weights_is_exit_2(
     name: str, words: str, tmp_path: Path, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     """The default weights are described before the load (for the download line): a name that
     cannot be loaded was a traceback there (exit 1); now it is the load's one line, exit 2."""
     assert models.default_download(name) is None
@@ -222,7 +222,7 @@ def test_a_bad_name_with_the_default_weights_is_exit_2(
     assert status == 2 and len(lines) == 1 and words in lines[0] and len(lines[0]) < 300
 
 
-def test_finetune_checks_a_name_without_pretrained_weights_up_front(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_finetune_checks_a_name_without_pretrained_weights_up_front(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     data.mkdir()  # a folder, empty: the model is refused before the dataset is read
     args = ["finetune", "--model", "timm:vit_base_patch16_gap_224", "--data", str(data)]

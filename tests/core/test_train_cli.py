@@ -361,7 +361,7 @@ def test_an_unlabelled_test_csv_gets_a_submission_of_its_ids_and_classes(
     assert [r[1] for r in rows[1:]] == [spec.class_names[i] for i in logits.argmax(1).tolist()]
 
 
-def test_a_test_csv_is_checked_before_training(colours: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_a_test_csv_is_checked_before_training(colours: Path, tmp_path: Path, capsys) -> None:
     ragged = tmp_path / "test.csv"
     ragged.write_text("pixel0,pixel1,pixel2,pixel3\n1,2,3,4\n5,6,7\n")
     out = tmp_path / "m.safetensors"

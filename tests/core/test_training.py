@@ -70,7 +70,7 @@ def _inputs(n: int = 3, size: int = 32) -> torch.Tensor:
 @pytest.mark.parametrize("train_blocks", [0, 1, 2])
 def test_split_model_computes_the_same_logits(
     train_blocks: int, tiny_small_vit, tiny_torchvision_vit
-) -> None:  # noqa: ANN001
+) -> None:
     for module in (tiny_small_vit, tiny_torchvision_vit):
         split = SplitViT(module, train_blocks)
         with torch.no_grad():
@@ -154,7 +154,7 @@ def test_cosine_schedule_with_warmup(colours: Path) -> None:
     assert rest == pytest.approx(expected)
 
 
-def test_cached_features_train_exactly_like_the_full_forward(colours: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_cached_features_train_exactly_like_the_full_forward(colours: Path, monkeypatch) -> None:
     cached = _run(_small_vit(), colours)
     monkeypatch.setattr(training, "CACHE_BUDGET", 0)  # forces the full forward for every batch
     full = _run(_small_vit(), colours)
@@ -255,8 +255,8 @@ def test_gallery_shows_every_class_and_marks_predictions(colours: Path) -> None:
     assert result.confusion.sum() == 15 and result.confusion.shape == (3, 3)
 
 
-def test_gpu_out_of_memory_is_a_clear_error(colours: Path, monkeypatch) -> None:  # noqa: ANN001
-    def no_memory(self, x):  # noqa: ANN001, ANN202
+def test_gpu_out_of_memory_is_a_clear_error(colours: Path, monkeypatch) -> None:
+    def no_memory(self, x):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(SplitViT, "trainable", no_memory)

@@ -30,7 +30,7 @@ SMALL = dict(per_class=2, test_per_class=1, val_fraction=0.0, batch_size=20, epo
 pytestmark = pytest.mark.skipif(not demo_path().is_file(), reason="the demo model is not here")
 
 
-def _first_epoch(head: str, dataset=None):  # noqa: ANN001, ANN202
+def _first_epoch(head: str, dataset=None):
     """(the base head's weight, the head's weight when training starts, the first epoch's loss,
     the Started event, the result) of one small fine-tune of the demo."""
     base = load_model("demo", "default", "cpu")

@@ -127,7 +127,7 @@ def test_check_accepts_the_edges() -> None:
         FinetuneConfig(**fields).check(2)
 
 
-def _cli(argv: list[str], monkeypatch) -> tuple[int, str, str]:  # noqa: ANN001
+def _cli(argv: list[str], monkeypatch) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
@@ -171,15 +171,15 @@ ONE_STEP_ARGS = ["--per-class", "12", "--test-per-class", "4", "--batch-size", "
                  "--epochs", "3", "--lr", "0.01", "--device", "cpu"]  # fmt: skip
 
 
-def _poison_weights_after_step(monkeypatch, step: int = 1) -> None:  # noqa: ANN001
+def _poison_weights_after_step(monkeypatch, step: int = 1) -> None:
     """After optimiser step ``step``, one value of the new head becomes NaN: what a learning rate
     far too high does, without depending on how a given CPU rounds."""
     real = training._Run._optimizer
 
-    def poisoned(self):  # noqa: ANN001, ANN202
+    def poisoned(self):
         optimizer, scheduler = real(self)
 
-        def after_step(*_args) -> None:  # noqa: ANN002
+        def after_step(*_args) -> None:
             if self.steps + 1 == step:  # counted after the step
                 with torch.no_grad():
                     self.split.head.weight[1, 2] = float("nan")
@@ -190,11 +190,11 @@ def _poison_weights_after_step(monkeypatch, step: int = 1) -> None:  # noqa: ANN
     monkeypatch.setattr(training._Run, "_optimizer", poisoned)
 
 
-def _push_logits(monkeypatch, push: float) -> None:  # noqa: ANN001
+def _push_logits(monkeypatch, push: float) -> None:
     """Add ``push`` to every image's first logit: NaN, or a loss of about ``push``."""
     real = SplitViT.trainable
 
-    def pushed(self, x):  # noqa: ANN001, ANN202
+    def pushed(self, x):
         logits = real(self, x)
         return logits + torch.eye(logits.shape[1])[0] * push
 
@@ -306,7 +306,7 @@ def test_a_full_disk_is_found_before_training(
 
     real = shutil.disk_usage
 
-    def nearly_full(path):  # noqa: ANN001, ANN202
+    def nearly_full(path):
         usage = real(path)
         return type(usage)(usage.total, usage.total - 500, 500)
 
@@ -329,7 +329,7 @@ def test_a_save_that_fails_says_why_and_keeps_the_results(
 
     from vitexplorer.core import models
 
-    def full(path, model, extra=None, timelapse=None):  # noqa: ANN001, ANN202
+    def full(path, model, extra=None, timelapse=None):
         if failure == "enospc":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         raise SafetensorError("Error while serializing: IoError(...)")

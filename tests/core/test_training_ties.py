@@ -47,11 +47,11 @@ def _result(
     return events[-1].result
 
 
-def _untrained(*_args):  # noqa: ANN202  (_Run._train: no step, the head stays zero)
+def _untrained(*_args):  # _Run._train: no step, the head stays zero
     return iter(())
 
 
-def test_a_zero_head_ties_every_test_image(colours: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_zero_head_ties_every_test_image(colours: Path, monkeypatch) -> None:
     monkeypatch.setattr(training._Run, "_train", _untrained)
     config = FinetuneConfig(**{**QUICK.to_dict(), "head": "new"})  # a head of zeros
     result = _result(_small_vit(), colours, config)
@@ -95,13 +95,13 @@ def test_a_two_way_tie_is_caught_by_the_runner_up_and_old_samples_still_read() -
     assert Sample("a.png", image, 0, 0, 0.334).verdict(3) == TIE
 
 
-def _no_memory(self, x):  # noqa: ANN001, ANN202
+def _no_memory(self, x):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def test_out_of_memory_on_the_cpu_names_the_batch_and_never_advises_the_cpu(
     colours: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     monkeypatch.setattr(SplitViT, "trainable", _no_memory)
     # 30 training images (10 a class after validation): the one batch holds 30, not 64
     config = FinetuneConfig(**{**QUICK.to_dict(), "batch_size": 64, "probes": 0})
@@ -149,7 +149,7 @@ def test_device_words() -> None:
 TRAIN = training._Run._train
 
 
-def _train_then_zero_the_head(self, *args):  # noqa: ANN001, ANN202
+def _train_then_zero_the_head(self, *args):
     """Train as usual, then give the model a head of zeros: every output ties."""
     yield from TRAIN(self, *args)
     with torch.no_grad():
@@ -159,7 +159,7 @@ def _train_then_zero_the_head(self, *args):  # noqa: ANN001, ANN202
 
 def test_the_cli_counts_ties_in_its_json_and_says_so(
     base: Path, colours: Path, tmp_path: Path, capsys, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     import json
 
     from vitexplorer.cli import main

@@ -8,10 +8,10 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from collections import defaultdict  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from collections import defaultdict
+from dataclasses import dataclass, field
 
-from tests.gui.conftest import collect_closed_windows  # noqa: E402, F401  (autouse here too)
+from tests.gui.conftest import collect_closed_windows  # noqa: F401  (autouse here too)
 
 PROBLEMS = ("crashes", "hangs", "files lost", "code executed")
 
@@ -36,7 +36,7 @@ def record(door: str, case: str, **problems: bool) -> None:
             entry.problems[names[flag]].append(case)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter) -> None:
     if not TALLY:
         return
     write = terminalreporter.write_line

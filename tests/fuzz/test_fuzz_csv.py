@@ -15,7 +15,7 @@ from vitexplorer.core.pixel_csv import PixelCSVError, read_unlabelled_csv
 FINE_AS_TEST_CSVS = {"no label column"}  # bad training data, a good test CSV
 
 
-def test_every_hostile_csv_through_finetune(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_every_hostile_csv_through_finetune(tmp_path: Path, capsys) -> None:
     problems = []
     for n, (case, labelled, make, message) in enumerate(HOSTILE_CSVS):
         if not labelled:
@@ -46,7 +46,7 @@ def test_every_hostile_csv_through_the_test_csv_reader(tmp_path: Path) -> None:
         except PixelCSVError as exc:
             if "\n" in str(exc) or not str(exc).startswith(f"{path.name}: "):
                 problems.append(f"{case}: {exc}")
-        except BaseException:  # noqa: BLE001  (what the suite looks for)
+        except BaseException:  # what the suite looks for
             traceback.print_exc()
             crashed = True
             problems.append(f"{case}: crashed")

@@ -48,7 +48,7 @@ def _outcome(path: Path) -> tuple[str, object]:
             result.append(("ok", load_image(path)))
         except ImageLoadError as exc:
             result.append(("refused", str(exc)))
-        except BaseException as exc:  # noqa: BLE001  (what the suite looks for)
+        except BaseException as exc:  # what the suite looks for
             result.append(("crash", exc))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -303,13 +303,13 @@ def test_every_decode_work_input_through_the_reader(tmp_path: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_files_that_cannot_be_read_say_why(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_files_that_cannot_be_read_say_why(tmp_path: Path, monkeypatch) -> None:
     good = tmp_path / "locked.png"
     photo().save(good)
     real_open = os.open
     failures: dict[str, int] = {}
 
-    def fake_open(name, flags, *args, **kwargs):  # noqa: ANN001, ANN202
+    def fake_open(name, flags, *args, **kwargs):
         code = failures.get(os.fspath(name))
         if code is not None:
             raise OSError(code, os.strerror(code), os.fspath(name))
@@ -363,7 +363,7 @@ def test_files_that_cannot_be_read_say_why(tmp_path: Path, monkeypatch) -> None:
                 problems.append(f"{case}: {message!r}")
             if code in (errno.EACCES, errno.EPERM) and "No such file" in message:
                 problems.append(f"{case}: says the file is missing")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             crashed = True
             problems.append(f"{case}: crash {exc!r}")
         record(DOOR, f"unreadable: {case}", crash=crashed)

@@ -36,12 +36,12 @@ from tests.gui.conftest import running_window
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):
     yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
 @pytest.mark.timeout(300)
-def test_decode_bombs_dropped_on_the_window(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
+def test_decode_bombs_dropped_on_the_window(qtbot, window, tmp_path: Path) -> None:
     """Each bomb is refused in a line (or shown), and a good image after them is analysed."""
     import zlib
 
@@ -180,7 +180,7 @@ def _state(paths: list[Path]) -> list[tuple[str, int, bytes]]:
 @pytest.mark.timeout(300)
 def test_every_save_dialog_aimed_at_each_input(
     qtbot, window, tmp_path: Path, tiny_checkpoint: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     from tests.gui.test_main_window import drop_and_wait
 
     image = tmp_path / "images" / "photo.png"
@@ -255,7 +255,7 @@ def test_every_save_dialog_aimed_at_each_input(
             crashed = False
             try:
                 act()
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 crashed = True
                 problems.append(f"{dialog} onto {case}: {exc!r}")
             lost = _state(watched) != before

@@ -427,7 +427,7 @@ class _System:
     def __init__(self, command: str) -> None:
         self.command = command
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (self.command,))
 
 
@@ -474,7 +474,7 @@ def _copy(source: Path, target: Path) -> Path:
 
 def _try(
     cases: list[Case], source: Path, image: Path, root: Path, capsys, weights: str = "default"
-) -> list[str]:  # noqa: ANN001
+) -> list[str]:
     problems = []
     for n, (case, names, make) in enumerate(cases):
         folder = _copy(source, root / f"case{n}" / "model")
@@ -494,7 +494,7 @@ def _try(
     return problems
 
 
-def test_good_folders_still_analyse(good: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_good_folders_still_analyse(good: dict[str, Path], tmp_path: Path, capsys) -> None:
     for kind in ("vit", "sharded", "clip", "bin"):
         out = tmp_path / kind
         args = ["analyze", str(good["image"]), "--model", f"hf:{good[kind]}", "--out", str(out)]
@@ -503,7 +503,7 @@ def test_good_folders_still_analyse(good: dict[str, Path], tmp_path: Path, capsy
         assert list(out.iterdir())
 
 
-def test_hostile_configs(good: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_hostile_configs(good: dict[str, Path], tmp_path: Path, capsys) -> None:
     problems = _try(config_cases(), good["vit"], good["image"], tmp_path, capsys)
     problems += _try(clip_cases(), good["clip"], good["image"], tmp_path / "clip", capsys)
     assert not problems, "\n".join(problems)
@@ -512,7 +512,7 @@ def test_hostile_configs(good: dict[str, Path], tmp_path: Path, capsys) -> None:
 def test_hostile_configs_with_random_weights(
     good: dict[str, Path],
     tmp_path: Path,
-    capsys,  # noqa: ANN001
+    capsys,
 ) -> None:
     """The same configs for a model of random weights: no weights file to stop at first."""
     problems = _try(config_cases(), good["vit"], good["image"], tmp_path, capsys, "none")
@@ -520,12 +520,12 @@ def test_hostile_configs_with_random_weights(
     assert not problems, "\n".join(problems)
 
 
-def test_hostile_processor_configs(good: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_hostile_processor_configs(good: dict[str, Path], tmp_path: Path, capsys) -> None:
     problems = _try(processor_cases(), good["vit"], good["image"], tmp_path, capsys)
     assert not problems, "\n".join(problems)
 
 
-def test_hostile_weights(good: dict[str, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_hostile_weights(good: dict[str, Path], tmp_path: Path, capsys) -> None:
     problems = _try(safetensors_cases(), good["vit"], good["image"], tmp_path / "st", capsys)
     problems += _try(shard_cases(), good["sharded"], good["image"], tmp_path / "sh", capsys)
     problems += _try(pickle_cases(), good["bin"], good["image"], tmp_path / "pk", capsys)
@@ -593,7 +593,7 @@ def test_named_pipes_are_refused_without_opening_them(
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):
     yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
@@ -610,8 +610,8 @@ WINDOW_CASES: list[Case] = [
 
 
 def test_the_window_refuses_hostile_folders_and_keeps_its_model(
-    qtbot,  # noqa: ANN001
-    window,  # noqa: ANN001
+    qtbot,
+    window,
     good: dict[str, Path],
     tmp_path: Path,
     tiny_checkpoint: Path,

@@ -20,11 +20,11 @@ from vitexplorer.cli import main
 from vitexplorer.gui.workers import ModelRequest
 
 
-def _run_cli(args: list[str], capsys) -> tuple[int | None, list[str], bool]:  # noqa: ANN001
+def _run_cli(args: list[str], capsys) -> tuple[int | None, list[str], bool]:
     """(exit status, error lines, crashed): a crash is any exception out of main()."""
     try:
         status = main(args)
-    except BaseException:  # noqa: BLE001  (what the suite looks for)
+    except BaseException:  # what the suite looks for
         traceback.print_exc()
         return None, [], True
     err = capsys.readouterr().err
@@ -32,7 +32,7 @@ def _run_cli(args: list[str], capsys) -> tuple[int | None, list[str], bool]:  # 
     return status, lines, "Traceback" in err
 
 
-def test_every_hostile_checkpoint_through_analyze(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_every_hostile_checkpoint_through_analyze(tmp_path: Path, capsys) -> None:
     image = tmp_path / "image.png"
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
     problems = []
@@ -57,7 +57,7 @@ def test_every_hostile_checkpoint_through_analyze(tmp_path: Path, capsys) -> Non
     assert not problems, "\n".join(problems)
 
 
-def test_every_hostile_setting_through_finetune(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_every_hostile_setting_through_finetune(tmp_path: Path, capsys) -> None:
     problems = []
     for case, fragment in HOSTILE_TRAINING_SETTINGS:
         out = tmp_path / f"{case}.safetensors"
@@ -70,7 +70,7 @@ def test_every_hostile_setting_through_finetune(tmp_path: Path, capsys) -> None:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):
     yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
@@ -78,7 +78,7 @@ def test_every_hostile_checkpoint_opened_in_the_window(
     qtbot,
     window,
     tmp_path: Path,
-    tiny_checkpoint: Path,  # noqa: ANN001
+    tiny_checkpoint: Path,
 ) -> None:
     before = window.model.spec
     problems = []
@@ -134,7 +134,7 @@ def _hostile_names(root: Path) -> list[tuple[str, str]]:
     ]
 
 
-def test_every_hostile_model_name_through_analyze(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_every_hostile_model_name_through_analyze(tmp_path: Path, capsys) -> None:
     image = tmp_path / "image.png"
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
     problems = []

@@ -99,11 +99,11 @@ def _contents(folder: Path, prefix: str = "") -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith(prefix)}
 
 
-def _full_disk(monkeypatch, position: int, failure: OSError) -> None:  # noqa: ANN001
+def _full_disk(monkeypatch, position: int, failure: OSError) -> None:
     """The ``position``-th file written through core/files (from 0, any thread) fails."""
     real_open, count, lock = open, [0], threading.Lock()
 
-    def opener(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def opener(path, mode="r", *args, **kwargs):
         if "w" in mode:
             with lock:
                 count[0] += 1
@@ -148,7 +148,7 @@ def test_a_full_disk_at_every_file_of_analyze(models, tmp_path, monkeypatch, cap
                     patch.setattr(files.shutil, "disk_usage", lambda folder: _Usage())
                 try:
                     status = main([*args, "--model", str(models["two"]), "--out", str(out)])
-                except BaseException:  # noqa: BLE001  (what the suite looks for)
+                except BaseException:  # what the suite looks for
                     record(OUTPUTS, case, crash=True)
                     problems.append(f"{case}: crashed")
                     continue
@@ -188,7 +188,7 @@ def test_a_full_disk_at_every_file_of_compare(models, tmp_path, monkeypatch, cap
             _full_disk(patch, position, FAILURES["ENOSPC"]())
             try:
                 status = main([*args, "--device", "cpu", "--out", str(out)])
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 record(OUTPUTS, case, crash=True)
                 problems.append(f"{case}: crashed")
                 continue
@@ -413,7 +413,7 @@ def test_staging_entries_of_other_runs_survive_every_write(
             before = {name: _node(path) for name, (path, _) in kinds.items()}
             try:
                 write(folder)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 problems.append(f"{door}: {exc!r}")
             for name, (path, removable) in kinds.items():
                 gone = not os.path.lexists(path)

@@ -39,11 +39,11 @@ def model_parts(tiny_checkpoint: Path) -> tuple[Tensors, dict[str, Any]]:
     return read_weights(tiny_checkpoint)
 
 
-def _run_cli(args: list[str], capsys) -> tuple[int | None, str, list[str], bool]:  # noqa: ANN001
+def _run_cli(args: list[str], capsys) -> tuple[int | None, str, list[str], bool]:
     """(exit status, stdout, error lines, crashed): a crash is any exception out of main()."""
     try:
         status = main(args)
-    except BaseException:  # noqa: BLE001  (what the suite looks for)
+    except BaseException:  # what the suite looks for
         traceback.print_exc()
         captured = capsys.readouterr()
         return None, captured.out, captured.err.splitlines(), True
@@ -56,7 +56,7 @@ def _run_cli(args: list[str], capsys) -> tuple[int | None, str, list[str], bool]
 def test_every_tampered_block_through_timelapse(
     model_parts: tuple[Tensors, dict[str, Any]],
     tmp_path: Path,
-    capsys,  # noqa: ANN001
+    capsys,
 ) -> None:
     cases = all_cases()
     assert len({c.name for c in cases}) == len(cases)
@@ -96,7 +96,7 @@ def test_every_tampered_block_through_timelapse(
 def test_the_messages_name_the_field(
     model_parts: tuple[Tensors, dict[str, Any]],
     tmp_path: Path,
-    capsys,  # noqa: ANN001
+    capsys,
 ) -> None:
     """A few refusals word for word: the field, the numbers, and what to do."""
     expected = {
@@ -126,14 +126,14 @@ def test_the_messages_name_the_field(
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):
     yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
 @pytest.mark.timeout(600)
 def test_every_tampered_block_through_the_window(
-    qtbot,  # noqa: ANN001
-    window,  # noqa: ANN001
+    qtbot,
+    window,
     model_parts: tuple[Tensors, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
@@ -147,7 +147,7 @@ def test_every_tampered_block_through_the_window(
         try:
             with qtbot.waitSignal(window.model_changed, timeout=60000):
                 window.request_model(ModelRequest(str(path)))
-        except Exception as exc:  # noqa: BLE001  (a switch that never finished)
+        except Exception as exc:  # a switch that never finished
             failed.append(f"no switch: {exc}")
         finally:
             window.model_failed.disconnect(failed.append)
@@ -173,7 +173,7 @@ def test_every_tampered_block_through_the_window(
 # --- writes that fail -----------------------------------------------------------------------------
 
 
-def _fail(monkeypatch, where: str, number: int, out: Path) -> None:  # noqa: ANN001
+def _fail(monkeypatch, where: str, number: int, out: Path) -> None:
     """A write of ``timelapse`` into ``out`` failing with the system error ``number`` at
     ``where``."""
     import tempfile
@@ -185,7 +185,7 @@ def _fail(monkeypatch, where: str, number: int, out: Path) -> None:  # noqa: ANN
         for name in ("mkstemp", "mkdtemp"):
             original = getattr(tempfile, name)
 
-            def refused(*args, original=original, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            def refused(*args, original=original, **kwargs):
                 if Path(kwargs.get("dir", "")).is_relative_to(out):
                     raise failure
                 return original(*args, **kwargs)
@@ -197,7 +197,7 @@ def _fail(monkeypatch, where: str, number: int, out: Path) -> None:  # noqa: ANN
         calls = iter(range(100))
         original_png = figure.save_png
 
-        def third(image, handle):  # noqa: ANN001, ANN202
+        def third(image, handle):
             if next(calls) == 2:
                 raise failure
             return original_png(image, handle)
@@ -218,8 +218,8 @@ WRITE_FAILURES = [
 def test_a_write_that_fails_is_one_line_and_the_folder_is_as_it_was(
     model_parts: tuple[Tensors, dict[str, Any]],
     tmp_path: Path,
-    capsys,  # noqa: ANN001
-    monkeypatch,  # noqa: ANN001
+    capsys,
+    monkeypatch,
     case: str,
     where: str,
     number: int,
@@ -253,8 +253,8 @@ def test_a_write_that_fails_is_one_line_and_the_folder_is_as_it_was(
 def test_a_write_that_fails_into_a_new_folder_leaves_no_folder(
     model_parts: tuple[Tensors, dict[str, Any]],
     tmp_path: Path,
-    capsys,  # noqa: ANN001
-    monkeypatch,  # noqa: ANN001
+    capsys,
+    monkeypatch,
 ) -> None:
     checkpoint = write_block(tmp_path / "run.safetensors", GOOD, model_parts)
     out = tmp_path / "new" / "out"
@@ -269,8 +269,8 @@ def test_a_write_that_fails_into_a_new_folder_leaves_no_folder(
 def test_ctrl_c_while_writing_leaves_the_folder_as_it_was(
     model_parts: tuple[Tensors, dict[str, Any]],
     tmp_path: Path,
-    capsys,  # noqa: ANN001
-    monkeypatch,  # noqa: ANN001
+    capsys,
+    monkeypatch,
 ) -> None:
     import vitexplorer.core.figure as figure
 
@@ -279,7 +279,7 @@ def test_ctrl_c_while_writing_leaves_the_folder_as_it_was(
     calls = iter(range(100))
     original = figure.save_png
 
-    def interrupted(image, handle):  # noqa: ANN001, ANN202
+    def interrupted(image, handle):
         if next(calls) == 2:
             raise KeyboardInterrupt
         return original(image, handle)

@@ -96,12 +96,12 @@ ONLINE_NAMES = (
 # --- running one input -----------------------------------------------------------------------
 
 
-def _run(args: list[str], capsys) -> tuple[int | None, list[str], bool]:  # noqa: ANN001
+def _run(args: list[str], capsys) -> tuple[int | None, list[str], bool]:
     """(exit status, stderr lines, crashed): a crash is any exception out of main() or a
     traceback on stderr."""
     try:
         status = main(args)
-    except BaseException:  # noqa: BLE001  (what the suite looks for)
+    except BaseException:  # what the suite looks for
         traceback.print_exc()
         return None, [], True
     err = capsys.readouterr().err
@@ -142,7 +142,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = timm.create_model
     seen: list[str] = []
 
-    def create_model(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def create_model(name: str, *args, **kwargs):
         if torch.empty(0).device.type != "meta":
             seen.append(name)
             raise MemoryError(f"the fuzz suite does not build {name}")
@@ -170,7 +170,7 @@ def _refused(
     weights: str,
     out: Path,
     image: Path,
-    capsys,  # noqa: ANN001
+    capsys,
     words: tuple[str, ...] = (),
     announced: bool = False,
 ) -> tuple[bool, str | None]:
@@ -198,7 +198,7 @@ def _refused(
 
 def test_huge_architectures_are_refused_unbuilt(
     monkeypatch, tmp_path: Path, image: Path, capsys, builds, hub_calls
-) -> None:  # noqa: ANN001
+) -> None:
     """Random (--weights none) or pretrained: refused on the meta device's count, before any
     parameter is allocated and before any download is tried."""
     monkeypatch.setattr(estimate, "free_ram", lambda: FREE)
@@ -222,7 +222,7 @@ def test_huge_architectures_are_refused_unbuilt(
 
 def test_impossible_and_odd_names_are_one_line(
     tmp_path: Path, image: Path, capsys, builds, hub_calls
-) -> None:  # noqa: ANN001
+) -> None:
     """Names that are no timm ViT, with random or the default weights, and a real name with an
     odd character inserted or appended: refused before anything is built or fetched, the
     character escaped in the message."""
@@ -397,7 +397,7 @@ def _special_files(folder: Path, good: Path) -> list[tuple[str, Path, str]]:
 
 
 @pytest.mark.timeout(120)  # a named pipe opened for reading would wait for a writer forever
-def test_wrong_weights_files_for_a_timm_name(tmp_path: Path, image: Path, capsys) -> None:  # noqa: ANN001
+def test_wrong_weights_files_for_a_timm_name(tmp_path: Path, image: Path, capsys) -> None:
     folder = tmp_path / "files"
     folder.mkdir()
     problems = []
@@ -431,7 +431,7 @@ def _connect_error() -> BaseException:
 
 def test_pretrained_weights_offline_fail_at_once(
     monkeypatch, tmp_path: Path, image: Path, capsys, builds
-) -> None:  # noqa: ANN001
+) -> None:
     """No network, three ways: the hub client's connection error on the probe, the hub client
     in offline mode, and the connection lost during the download. Each is one attempt, then the
     download line and one refusal naming the weights and the cache; nothing is built."""
@@ -442,11 +442,11 @@ def test_pretrained_weights_offline_fail_at_once(
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     calls: list[str] = []
 
-    def probe_fails(url, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def probe_fails(url, **kwargs):
         calls.append("probe")
         raise _connect_error()
 
-    def download_fails(repo, filename, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def download_fails(repo, filename, **kwargs):
         calls.append("download")
         raise LocalEntryNotFoundError("cannot find the requested files") from _connect_error()
 
@@ -480,7 +480,7 @@ def test_pretrained_weights_offline_fail_at_once(
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):
     from tests.gui.conftest import running_window
 
     yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
@@ -488,7 +488,7 @@ def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN20
 
 def test_huge_and_impossible_timm_models_in_the_window(
     qtbot, window, monkeypatch, tiny_checkpoint: Path, builds, hub_calls
-) -> None:  # noqa: ANN001
+) -> None:
     """Asked for in the window, a model too large (random or pretrained) or a name that cannot
     load is one line, offered no download, and the model in use stays."""
     from vitexplorer.gui.workers import ModelRequest

@@ -35,11 +35,11 @@ TRAIN_TINY = ["--width", "16", "--depth", "1", "--heads", "2", "--patch-size", "
 TOO_MANY = ["--per-class", "3", "--test-per-class", "2"]
 
 
-def _run(args: list[str], capsys) -> tuple[int | None, list[str], str, bool]:  # noqa: ANN001
+def _run(args: list[str], capsys) -> tuple[int | None, list[str], str, bool]:
     """(exit status, stderr lines, stdout, crashed)."""
     try:
         status = main(args)
-    except BaseException:  # noqa: BLE001  (what the suite looks for)
+    except BaseException:  # what the suite looks for
         traceback.print_exc()
         return None, [], "", True
     captured = capsys.readouterr()
@@ -197,7 +197,7 @@ def _counts(line: str, blue: int) -> bool:
 @pytest.mark.parametrize("command", ["train", "finetune"])
 def test_every_hostile_dataset_folder(
     command: str, template: Path, checkpoint: Path, tmp_path: Path, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     outside = tmp_path / "elsewhere"
     _image(outside / "x.png", 7)
     os.mkfifo(outside / "pipe")
@@ -235,7 +235,7 @@ def test_every_hostile_dataset_folder(
 
 def test_an_unreadable_dataset_folder_says_permission_denied(
     template: Path, tmp_path: Path, monkeypatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     """As root chmod stops nothing: ``os.scandir`` refuses the folder as it would."""
     root = tmp_path / "data"
     shutil.copytree(template, root)
@@ -243,7 +243,7 @@ def test_an_unreadable_dataset_folder_says_permission_denied(
 
     refused = {str(root / "red")}
 
-    def scandir(path=".", *args):  # noqa: ANN001, ANN202
+    def scandir(path=".", *args):
         if os.fspath(path) in refused:
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real(path, *args)
@@ -278,12 +278,12 @@ def test_an_unreadable_dataset_folder_says_permission_denied(
 # --- the path options door -----------------------------------------------------------------------
 
 
-def _unreadable_open(monkeypatch, path: Path) -> None:  # noqa: ANN001
+def _unreadable_open(monkeypatch, path: Path) -> None:
     """``os.open`` refuses ``path`` as a file without read permission does (tests run as root)."""
     real = os.open
     target = os.path.realpath(path)
 
-    def refusing(name, flags, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def refusing(name, flags, *args, **kwargs):
         if os.path.realpath(name) == target and not flags & (os.O_WRONLY | os.O_RDWR):
             raise PermissionError(13, "Permission denied", os.fspath(name))
         return real(name, flags, *args, **kwargs)
@@ -367,7 +367,7 @@ def _expected(option: str, variant: str, says: str) -> str:
 @pytest.mark.parametrize("command", ["train", "finetune"])
 def test_every_hostile_path_option(
     command: str, template: Path, checkpoint: Path, tmp_path: Path, monkeypatch, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
     shutil.copytree(template, data)

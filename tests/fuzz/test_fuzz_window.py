@@ -26,7 +26,7 @@ def uri_list(paths: list[Path]) -> bytes:
     )
 
 
-def drop_uris(window, paths: list[Path]) -> None:  # noqa: ANN001
+def drop_uris(window, paths: list[Path]) -> None:
     mime = QMimeData()
     mime.setData("text/uri-list", uri_list(paths))
     pos = QPointF(window.width() / 2, window.height() / 2)
@@ -39,11 +39,11 @@ def drop_uris(window, paths: list[Path]) -> None:  # noqa: ANN001
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):  # noqa: ANN001, ANN201
+def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):
     yield from running_window(qtbot, tmp_path / "settings.ini", tiny_checkpoint)
 
 
-def test_every_hostile_image_dropped_at_once(qtbot, window, tmp_path: Path) -> None:  # noqa: ANN001
+def test_every_hostile_image_dropped_at_once(qtbot, window, tmp_path: Path) -> None:
     cases = [c for c in all_image_cases(tmp_path / "hostile") if c.case != "/dev/zero"]
     folder_case = next(c for c in cases if c.case == "folder named .png")
     files = [c for c in cases if c is not folder_case]

@@ -7,20 +7,20 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from PySide6.QtCore import QSettings
 
-from vitexplorer.core.models import load_model, save_checkpoint  # noqa: E402
-from vitexplorer.core.vit import SmallViTConfig  # noqa: E402
-from vitexplorer.gui.app import configure_pyqtgraph  # noqa: E402
-from vitexplorer.gui.main_window import MainWindow  # noqa: E402
-from vitexplorer.gui.workers import ModelRequest  # noqa: E402
+from vitexplorer.core.models import load_model, save_checkpoint
+from vitexplorer.core.vit import SmallViTConfig
+from vitexplorer.gui.app import configure_pyqtgraph
+from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.workers import ModelRequest
 
 # a 6x6 patch grid, three layers, three heads: small, but not square-symmetric in anything
 GUI_CONFIG = SmallViTConfig(image_size=48, patch_size=8, width=48, depth=3, heads=3, num_classes=7)
@@ -45,7 +45,7 @@ def photo(tmp_path: Path) -> Path:
     return path
 
 
-def make_window(qtbot, settings_path: Path, request: ModelRequest | None) -> MainWindow:  # noqa: ANN001
+def make_window(qtbot, settings_path: Path, request: ModelRequest | None) -> MainWindow:
     configure_pyqtgraph()
     settings = QSettings(str(settings_path), QSettings.IniFormat)
     window = MainWindow(settings, request)
@@ -65,7 +65,7 @@ def collect_closed_windows() -> Iterator[None]:
     gc.collect()
 
 
-def running_window(qtbot, settings_path: Path, model: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def running_window(qtbot, settings_path: Path, model: Path) -> Iterator[MainWindow]:
     """The window with ``model`` loaded, for a fixture to yield from; on closing, the model
     worker's thread must have ended."""
     window = make_window(qtbot, settings_path, ModelRequest(str(model)))
@@ -78,5 +78,5 @@ def running_window(qtbot, settings_path: Path, model: Path) -> Iterator[MainWind
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:
     yield from running_window(qtbot, tmp_path / "settings.ini", checkpoint)

@@ -42,7 +42,7 @@ FOLDER_STATS = HeadStatistics(
 
 
 @pytest.fixture
-def tab(qtbot) -> AnalyticsTab:  # noqa: ANN001
+def tab(qtbot) -> AnalyticsTab:
     configure_pyqtgraph()
     tab = AnalyticsTab()
     qtbot.addWidget(tab)
@@ -51,7 +51,7 @@ def tab(qtbot) -> AnalyticsTab:  # noqa: ANN001
     return tab
 
 
-def click_scene(qtbot, view, scene_pos: QPointF, move_only: bool = False) -> None:  # noqa: ANN001
+def click_scene(qtbot, view, scene_pos: QPointF, move_only: bool = False) -> None:
     """A real mouse click (or move) on a pyqtgraph widget at a scene position."""
     QApplication.processEvents()  # lay out what was just shown
     pos = view.mapFromScene(scene_pos)

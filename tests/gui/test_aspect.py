@@ -17,7 +17,7 @@ from vitexplorer.gui.main_window import MainWindow
 
 def test_whole_image_gives_a_rectangular_grid(
     qtbot, window: MainWindow, photo: Path, tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     drop_and_wait(qtbot, window, photo)  # 80x60: a 4:3 landscape
     assert window.analysis.spec.grid == (6, 6)
     expected = aspect_grid(80, 60, window.model.spec)

@@ -24,11 +24,11 @@ from vitexplorer.gui.workers import ModelRequest
 TOKENS = 1 + 6 * 6  # CLS and a 6x6 grid (GUI_CONFIG)
 
 
-def _ticks(view) -> list[tuple[float, str]]:  # noqa: ANN001
+def _ticks(view) -> list[tuple[float, str]]:
     return list(view.colorbar.axis._tickLevels[0])
 
 
-def _assert_uniform_marked(view) -> None:  # noqa: ANN001
+def _assert_uniform_marked(view) -> None:
     """The bar's line at 1/37 in its own coordinates, and a tick at 1/37 that says so."""
     low, high = view.colorbar.levels()
     assert view.uniform[0] == pytest.approx(1 / TOKENS)
@@ -38,7 +38,7 @@ def _assert_uniform_marked(view) -> None:  # noqa: ANN001
     assert (pytest.approx(1 / TOKENS), f"uniform\n1/{TOKENS}") in _ticks(view)
 
 
-def _choose(box, value) -> None:  # noqa: ANN001
+def _choose(box, value) -> None:
     box.setCurrentIndex(box.findData(value))
 
 

@@ -34,7 +34,7 @@ from vitexplorer.gui.views.common import heat_levels, shared_levels
 from vitexplorer.gui.workers import ModelRequest
 
 
-def tiny_checkpoint(folder: Path, name: str, seed: int, patch: int = 8, extra=None) -> Path:  # noqa: ANN001
+def tiny_checkpoint(folder: Path, name: str, seed: int, patch: int = 8, extra=None) -> Path:
     """A tiny small ViT like the window's (48 px, three layers of three heads), another seed;
     its qkv weights drawn wide so that its attention differs clearly from the window's."""
     config = GUI_CONFIG.__class__(**{**GUI_CONFIG.__dict__, "patch_size": patch})
@@ -61,7 +61,7 @@ def coarse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def window(qtbot, tmp_path: Path, checkpoint: Path) -> Iterator[MainWindow]:
     """The window of tests/gui/conftest.py; on closing, the compared model's worker threads
     must have ended too."""
     runner = running_window(qtbot, tmp_path / "settings.ini", checkpoint)
@@ -78,10 +78,10 @@ def models_of(window: MainWindow) -> ModelCompare:
 
 
 def compare_with(
-    qtbot,  # noqa: ANN001
+    qtbot,
     window: MainWindow,
     path: Path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
     photo: Path | None = None,
 ) -> ModelCompare:
     """``photo`` opened (if given); Compare on, "another model", and the model box's file
@@ -99,7 +99,7 @@ def compare_with(
     return models
 
 
-def pick(box, data) -> None:  # noqa: ANN001
+def pick(box, data) -> None:
     """Choose an entry of a box that acts on ``activated`` (a person's choice)."""
     index = box.findData(data)
     assert index >= 0, data
@@ -107,7 +107,7 @@ def pick(box, data) -> None:  # noqa: ANN001
     box.activated.emit(index)
 
 
-def drawn(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def drawn(qtbot, window: MainWindow) -> None:
     panel = models_of(window).panel
     qtbot.waitUntil(
         lambda: panel.view.heat_values.size > 0 and panel.difference.heat_values.size > 0,
@@ -115,7 +115,7 @@ def drawn(qtbot, window: MainWindow) -> None:  # noqa: ANN001
     )
 
 
-def compared_analysis(path: Path, photo: Path):  # noqa: ANN201
+def compared_analysis(path: Path, photo: Path):
     """The compared model's analysis of ``photo``, made here, independently of the app."""
     return analyze_image(load_model(str(path), device="cpu"), load_image(photo))
 
@@ -232,12 +232,12 @@ def test_models_with_different_grids_are_compared_resampled_to_the_image(
     assert token_note and token_note in panel.note.text()
 
 
-def specs(window: MainWindow):  # noqa: ANN201
+def specs(window: MainWindow):
     models = models_of(window)
     return window.analysis.spec, models.analyses[window.session.current_key][1].spec
 
 
-def click_view(qtbot, view, row: int, col: int) -> None:  # noqa: ANN001
+def click_view(qtbot, view, row: int, col: int) -> None:
     scene = view.view.mapViewToScene(QPointF(col + 0.5, row + 0.5))
     pos = view.mapFromScene(scene)
     qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=QPoint(pos.x(), pos.y()))

@@ -8,13 +8,13 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from tests.conftest import TV_DOWNLOAD  # noqa: E402
-from tests.gui.conftest import GUI_CONFIG, make_window  # noqa: E402
-from vitexplorer.core.models import RANDOM  # noqa: E402
-from vitexplorer.gui.workers import ModelRequest  # noqa: E402
+from tests.conftest import TV_DOWNLOAD
+from tests.gui.conftest import GUI_CONFIG, make_window
+from vitexplorer.core.models import RANDOM
+from vitexplorer.gui.workers import ModelRequest
 
 
 def test_random_weights_on_the_demo_model_are_random_and_say_so(

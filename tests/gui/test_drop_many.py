@@ -27,12 +27,12 @@ def many(tmp_path: Path) -> Path:
     return folder
 
 
-def test_drop_of_2000_images(qtbot, window: MainWindow, many: Path):  # noqa: ANN001
+def test_drop_of_2000_images(qtbot, window: MainWindow, many: Path):
     strip = window.thumbnails
     item_calls = [0]
     own_item = strip.item
 
-    def counted_item(row: int):  # noqa: ANN202
+    def counted_item(row: int):
         item_calls[0] += 1
         return own_item(row)
 

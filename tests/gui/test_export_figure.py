@@ -16,7 +16,7 @@ from vitexplorer.gui.export import SCALES
 from vitexplorer.gui.main_window import MainWindow
 
 
-def export(window: MainWindow, monkeypatch, target) -> dict:  # noqa: ANN001
+def export(window: MainWindow, monkeypatch, target) -> dict:
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
     window.export_action.trigger()
     return json.loads(target.with_suffix(".json").read_text())
@@ -69,7 +69,7 @@ def test_no_svg_is_said_in_one_plain_line(qtbot, window: MainWindow, photo, tmp_
     import pyqtgraph.exporters
 
     class Broken:  # as pyqtgraph 0.14's exporter fails with Qt 6.10+ (its issue #3485)
-        def __init__(self, scene) -> None:  # noqa: ANN001
+        def __init__(self, scene) -> None:
             raise ValueError("not enough values to unpack (expected 2, got 1)")
 
     drop_and_wait(qtbot, window, photo)

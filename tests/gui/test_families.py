@@ -22,7 +22,7 @@ def _random_weights(window: MainWindow) -> None:
     box.setCurrentIndex(box.findData("none"))  # no download offer in a test
 
 
-def _open_picker(qtbot, window: MainWindow, prefix: str):  # noqa: ANN001, ANN202
+def _open_picker(qtbot, window: MainWindow, prefix: str):
     """The model box's entry for ``prefix``, chosen as a person does: its list opens."""
     box = window.model_bar.model_box
     index = box.findData(FAMILY_ITEM + prefix)
@@ -36,7 +36,7 @@ def _open_picker(qtbot, window: MainWindow, prefix: str):  # noqa: ANN001, ANN20
 
 def test_the_timm_list_offers_the_vits_filters_and_loads_the_choice(
     qtbot, window: MainWindow, photo: Path
-):  # noqa: ANN001
+):
     _random_weights(window)
     picker = _open_picker(qtbot, window, "timm")
     names = picker.names()
@@ -59,7 +59,7 @@ def test_the_timm_list_offers_the_vits_filters_and_loads_the_choice(
     _check_distilled(qtbot, window, photo)
 
 
-def test_a_filter_that_matches_nothing_chooses_nothing(qtbot, window: MainWindow):  # noqa: ANN001
+def test_a_filter_that_matches_nothing_chooses_nothing(qtbot, window: MainWindow):
     picker = _open_picker(qtbot, window, "timm")
     requested: list = []
     window.worker.model_loading.connect(requested.append)
@@ -72,7 +72,7 @@ def test_a_filter_that_matches_nothing_chooses_nothing(qtbot, window: MainWindow
     picker.reject()
 
 
-def _check_distilled(qtbot, window: MainWindow, photo: Path) -> None:  # noqa: ANN001
+def _check_distilled(qtbot, window: MainWindow, photo: Path) -> None:
     box = window.model_bar.model_box
     assert box.currentText() == "timm: deit_tiny_distilled_patch16_224"
     spec = window.model.spec
@@ -97,7 +97,7 @@ def _check_distilled(qtbot, window: MainWindow, photo: Path) -> None:  # noqa: A
 
 def test_a_hugging_face_image_encoder(
     qtbot, window: MainWindow, photo: Path, tmp_path: Path, monkeypatch
-):  # noqa: ANN001
+):
     config = tiny_hf_config("Dinov2WithRegistersConfig", num_register_tokens=2)
     folder = tmp_path / "dino"
     transformers.Dinov2WithRegistersModel(config).save_pretrained(folder)
@@ -118,7 +118,7 @@ def test_a_hugging_face_image_encoder(
     assert not window.notice.messages  # no "constant output" warning for an encoder
 
 
-def _cache_repo(hub: Path, repo_id: str, model) -> None:  # noqa: ANN001
+def _cache_repo(hub: Path, repo_id: str, model) -> None:
     """``model`` saved into a Hugging Face hub cache as the hub's download leaves it: the files
     in blobs, linked from a snapshot that refs/main names."""
     owner, name = repo_id.split("/")
@@ -136,7 +136,7 @@ def _cache_repo(hub: Path, repo_id: str, model) -> None:  # noqa: ANN001
 
 def test_the_hugging_face_list_offers_the_cached_vits(
     qtbot, window: MainWindow, tmp_path: Path, monkeypatch
-):  # noqa: ANN001
+):
     from huggingface_hub import constants
 
     hub = tmp_path / "hub"

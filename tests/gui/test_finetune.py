@@ -37,7 +37,7 @@ def colour_folder(root: Path, per_class: int = 16, size: int = 16, seed: int = 0
 
 def fill(
     panel: FinetunePanel,
-    qtbot,  # noqa: ANN001
+    qtbot,
     folder: Path,
     *,
     per_class: int = 10,
@@ -174,11 +174,11 @@ def test_finetune_from_a_pixel_csv_chosen_with_its_button(
     assert panel.results.confusion.matrix.sum() == 6
 
 
-def _fine_tuned(info) -> bool:  # noqa: ANN001
+def _fine_tuned(info) -> bool:
     return info.fine_tuned
 
 
-def adopted_and_shown(qtbot, window: MainWindow, panel):  # noqa: ANN001, ANN201
+def adopted_and_shown(qtbot, window: MainWindow, panel):
     """Waits until the explorer uses the trained model and the panel shows its results: two
     threads' doings, in either order."""
     return qtbot.waitSignals(
@@ -188,7 +188,7 @@ def adopted_and_shown(qtbot, window: MainWindow, panel):  # noqa: ANN001, ANN201
     )
 
 
-def _menu_action(window: MainWindow, prefix: str):  # noqa: ANN202
+def _menu_action(window: MainWindow, prefix: str):
     for menu in window.menuBar().actions():
         for action in menu.menu().actions():
             if action.text().startswith(prefix):
@@ -273,7 +273,7 @@ def test_a_training_error_is_shown_and_nothing_is_adopted(
 ):
     from vitexplorer.core import training
 
-    def diverging(base, dataset, config, cancelled=None, gallery_size=40):  # noqa: ANN001, ANN202
+    def diverging(base, dataset, config, cancelled=None, gallery_size=40):
         raise training.TrainingError(
             "the loss became nan at step 3 (epoch 1); the learning rate 10 is probably too "
             "high: try a tenth of it. Nothing was saved and the explorer keeps its model."
@@ -300,7 +300,7 @@ def test_cifar10_download_without_network_says_what_to_do(
 
     from vitexplorer.core import download
 
-    def offline(url, timeout):  # noqa: ANN001, ANN202
+    def offline(url, timeout):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     monkeypatch.setattr(download.urllib.request, "urlopen", offline)

@@ -24,7 +24,7 @@ needs_demo = pytest.mark.skipif(
 )
 
 
-def _unreachable(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+def _unreachable(*_args, **_kwargs):
     raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
 
@@ -40,7 +40,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def first_launch(qtbot, tmp_path: Path, offline: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def first_launch(qtbot, tmp_path: Path, offline: Path) -> Iterator[MainWindow]:
     """The window as the app opens it the first time: no settings file, the default model asked
     for, the greeting photo given; it waits until the demo has analysed the photo."""
     window = make_window(qtbot, tmp_path / "fresh.ini", None)
@@ -63,7 +63,7 @@ def _reads_the_demo(window: MainWindow) -> None:
 
 
 @needs_demo
-def test_the_first_launch_opens_the_demo_with_the_download_in_a_bar(qtbot, first_launch, offline):  # noqa: ANN001
+def test_the_first_launch_opens_the_demo_with_the_download_in_a_bar(qtbot, first_launch, offline):
     window = first_launch
     assert no_dialog_open(window), "nothing modal asks on the first launch"
     _reads_the_demo(window)
@@ -86,7 +86,7 @@ def test_the_first_launch_opens_the_demo_with_the_download_in_a_bar(qtbot, first
 
 
 @needs_demo
-def test_the_demo_notice_is_said_once(qtbot, tmp_path, offline, photo):  # noqa: ANN001
+def test_the_demo_notice_is_said_once(qtbot, tmp_path, offline, photo):
     settings = tmp_path / "s.ini"
     for launch in (1, 2):
         window = make_window(qtbot, settings, ModelRequest(specs.DEMO, "default", "cpu"))
@@ -98,7 +98,7 @@ def test_the_demo_notice_is_said_once(qtbot, tmp_path, offline, photo):  # noqa:
 
 
 @needs_demo
-def test_download_pressed_offline_says_so_in_one_line_and_the_demo_stays(qtbot, first_launch):  # noqa: ANN001
+def test_download_pressed_offline_says_so_in_one_line_and_the_demo_stays(qtbot, first_launch):
     window = first_launch
     generation = window.model.generation
     with qtbot.waitSignal(window.model_failed, timeout=60000) as failed:
@@ -119,7 +119,7 @@ def test_download_pressed_offline_says_so_in_one_line_and_the_demo_stays(qtbot, 
 
 
 @needs_demo
-def test_a_failed_load_of_another_model_puts_the_box_back(qtbot, first_launch, tmp_path):  # noqa: ANN001
+def test_a_failed_load_of_another_model_puts_the_box_back(qtbot, first_launch, tmp_path):
     window = first_launch
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not safetensors")
@@ -138,7 +138,7 @@ def test_a_failed_load_of_another_model_puts_the_box_back(qtbot, first_launch, t
 
 
 @needs_demo
-def test_a_failed_first_load_says_no_model(qtbot, tmp_path, offline):  # noqa: ANN001
+def test_a_failed_first_load_says_no_model(qtbot, tmp_path, offline):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not safetensors")
     window = make_window(qtbot, tmp_path / "s.ini", ModelRequest(str(bad), "default", "cpu"))
@@ -162,7 +162,7 @@ def test_a_failed_first_load_says_no_model(qtbot, tmp_path, offline):  # noqa: A
     window.close()
 
 
-def test_the_hover_readout_follows_the_map(qtbot, window: MainWindow, photo):  # noqa: ANN001
+def test_the_hover_readout_follows_the_map(qtbot, window: MainWindow, photo):
     """Hover a patch, then change the layer with [ and the method: the readout reads the map
     now shown at the same patch, never the previous one's value."""
     drop_and_wait(qtbot, window, photo)
@@ -192,7 +192,7 @@ def test_the_hover_readout_follows_the_map(qtbot, window: MainWindow, photo):  #
 
 
 @needs_demo
-def test_a_timm_download_pressed_offline_is_one_line_in_the_bar_too(qtbot, first_launch):  # noqa: ANN001
+def test_a_timm_download_pressed_offline_is_one_line_in_the_bar_too(qtbot, first_launch):
     """timm's weights come from the Hugging Face hub: offline, the one connection attempt fails
     and the bar says so at once, as for torchvision's weights; the demo stays in use."""
     pytest.importorskip("timm")

@@ -8,16 +8,16 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import numpy as np  # noqa: E402
-from PySide6.QtCore import QPointF  # noqa: E402
-from PySide6.QtGui import QColor  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+import numpy as np
+from PySide6.QtCore import QPointF
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication
 
-from vitexplorer.gui.app import configure_pyqtgraph  # noqa: E402
-from vitexplorer.gui.views.head_stats_view import HeadHeatmap  # noqa: E402
+from vitexplorer.gui.app import configure_pyqtgraph
+from vitexplorer.gui.views.head_stats_view import HeadHeatmap
 
 
-def pixel(view: HeadHeatmap, image, scene: QPointF) -> QColor:  # noqa: ANN001
+def pixel(view: HeadHeatmap, image, scene: QPointF) -> QColor:
     """The colour drawn at a scene point of ``view``, from a grab of the real widget."""
     point = view.viewport().mapTo(view, view.mapFromScene(scene))
     return image.pixelColor(point)

@@ -29,7 +29,7 @@ from vitexplorer.gui.main_window import LAYOUT_KEY, MainWindow, usable_geometry
 from vitexplorer.gui.workers import ModelRequest
 
 
-def settle(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def settle(qtbot, window: MainWindow) -> None:
     """Let Qt lay the window out (layouts are applied on the event loop)."""
     for _ in range(3):
         QApplication.processEvents()
@@ -41,12 +41,12 @@ def dock_sizes(window: MainWindow) -> dict[str, tuple[int, int] | None]:
     return {d.objectName(): None if behind_a_tab(d) else d.size().toTuple() for d in window.docks}
 
 
-def behind_a_tab(dock) -> bool:  # noqa: ANN001
+def behind_a_tab(dock) -> bool:
     """Tabbed with others and not in front (Qt calls it visible, but none of it shows)."""
     return dock.isVisible() and dock.visibleRegion().isEmpty()
 
 
-def new_window(qtbot, settings: Path, size: QSize | None = None) -> MainWindow:  # noqa: ANN001
+def new_window(qtbot, settings: Path, size: QSize | None = None) -> MainWindow:
     """A window without a model (the layout alone), resized to ``size`` or, with None, at the
     geometry it chose itself (the default, or the saved one; never below its minimum size,
     which is wider than the offscreen platform's 800 x 800 screen)."""
@@ -175,7 +175,7 @@ def test_a_layout_saved_by_another_version_is_ignored(qtbot, tmp_path):
     assert dock_sizes(other) == default
 
 
-def _saved_geometry(qtbot, rect: QRect) -> QByteArray:  # noqa: ANN001
+def _saved_geometry(qtbot, rect: QRect) -> QByteArray:
     probe = QWidget()
     qtbot.addWidget(probe)
     probe.setGeometry(rect)

@@ -32,12 +32,12 @@ def _folder(path: Path, processor: bool) -> Path:
 
 
 @pytest.fixture
-def hf_window(qtbot, tmp_path: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def hf_window(qtbot, tmp_path: Path) -> Iterator[MainWindow]:
     folder = _folder(tmp_path / "vit", processor=True)
     yield from running_window(qtbot, tmp_path / "settings.ini", Path(f"hf:{folder}"))
 
 
-def test_the_picture_is_the_whole_image_squashed(qtbot, hf_window: MainWindow, tmp_path) -> None:  # noqa: ANN001
+def test_the_picture_is_the_whole_image_squashed(qtbot, hf_window: MainWindow, tmp_path) -> None:
     # 96x48: green edges (12 px each side) around red and blue halves; a centre crop (the
     # middle 48 px) would show no green at all
     rgb = np.zeros((48, 96, 3), dtype=np.uint8)
@@ -59,7 +59,7 @@ def test_the_picture_is_the_whole_image_squashed(qtbot, hf_window: MainWindow, t
     assert (quarter[:, 0] > 200).all() and (three_quarters[:, 2] > 200).all()
 
 
-def test_the_status_bar_names_the_defaults_used(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+def test_the_status_bar_names_the_defaults_used(qtbot, tmp_path: Path) -> None:
     folder = _folder(tmp_path / "bare", processor=False)
     runner = running_window(qtbot, tmp_path / "settings.ini", Path(f"hf:{folder}"))
     window = next(runner)

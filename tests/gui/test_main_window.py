@@ -32,12 +32,12 @@ def drop(window: MainWindow, *paths: Path) -> None:
     QApplication.sendEvent(window, event)
 
 
-def drop_and_wait(qtbot, window: MainWindow, path: Path) -> None:  # noqa: ANN001
+def drop_and_wait(qtbot, window: MainWindow, path: Path) -> None:
     with qtbot.waitSignal(window.analysis_shown, timeout=30000):
         drop(window, path)
 
 
-def click_patch(qtbot, window: MainWindow, row: int, col: int) -> None:  # noqa: ANN001
+def click_patch(qtbot, window: MainWindow, row: int, col: int) -> None:
     view = window.image_view
     scene = view.view.mapViewToScene(QPointF(col + 0.5, row + 0.5))
     pos = view.mapFromScene(scene)
@@ -401,10 +401,10 @@ class _SlowResponse:
         self.chunks += 1
         return b"\0" * size if self.chunks <= 300 else b""
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         pass
 
 

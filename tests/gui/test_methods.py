@@ -14,7 +14,7 @@ from vitexplorer.core.relevance import relevance_map
 from vitexplorer.gui.main_window import MainWindow
 
 
-def choose(box, data) -> None:  # noqa: ANN001
+def choose(box, data) -> None:
     """Pick a combo box entry by its data, as a person picks it from the list."""
     index = box.findData(data)
     assert index >= 0, data
@@ -247,11 +247,11 @@ def test_the_model_structure_is_read_once_when_the_analytics_tab_first_needs_it(
     calls = {"structure": 0, "svd": 0}
     real_structure, real_svd = structure.model_structure, structure.principal_filter_directions
 
-    def counted_structure(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counted_structure(*args, **kwargs):
         calls["structure"] += 1
         return real_structure(*args, **kwargs)
 
-    def counted_svd(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counted_svd(*args, **kwargs):
         calls["svd"] += 1
         return real_svd(*args, **kwargs)
 
@@ -279,7 +279,7 @@ def test_the_model_structure_is_read_once_when_the_analytics_tab_first_needs_it(
     window.close()
 
 
-def _second_checkpoint(folder) -> object:  # noqa: ANN001
+def _second_checkpoint(folder) -> object:
     """A small ViT on another grid than the window's (4x4 patches, 17 tokens)."""
     import torch
 

@@ -38,11 +38,11 @@ def zero_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def zero_window(qtbot, tmp_path: Path, zero_head: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def zero_window(qtbot, tmp_path: Path, zero_head: Path) -> Iterator[MainWindow]:
     yield from running_window(qtbot, tmp_path / "settings.ini", zero_head)
 
 
-def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, photo) -> None:  # noqa: ANN001
+def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, photo) -> None:
     window = zero_window
     drop_and_wait(qtbot, window, photo)
     assert window.analysis.predictions[0].probability == pytest.approx(1 / 7)
@@ -70,7 +70,7 @@ def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, phot
     assert np.isfinite(window.image_view.heat_values).all()
 
 
-def test_a_working_model_gets_no_notice(qtbot, window, photo) -> None:  # noqa: ANN001
+def test_a_working_model_gets_no_notice(qtbot, window, photo) -> None:
     drop_and_wait(qtbot, window, photo)
     with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
         choose(window.method_bar.method_box, "relevance")
@@ -79,7 +79,7 @@ def test_a_working_model_gets_no_notice(qtbot, window, photo) -> None:  # noqa: 
     assert "everywhere" not in window.image_view.title.text
 
 
-def test_what_a_replaced_model_said_is_withdrawn(qtbot, zero_window, photo, checkpoint) -> None:  # noqa: ANN001
+def test_what_a_replaced_model_said_is_withdrawn(qtbot, zero_window, photo, checkpoint) -> None:
     """The notices about a model's output hold for that model only: another model takes over
     (a fine-tuned one, or one chosen in the toolbar) and they go; a file that could not be
     opened stays reported."""

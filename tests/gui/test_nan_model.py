@@ -25,11 +25,11 @@ def nan_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def nan_window(qtbot, tmp_path: Path, nan_head: Path) -> Iterator[MainWindow]:  # noqa: ANN001
+def nan_window(qtbot, tmp_path: Path, nan_head: Path) -> Iterator[MainWindow]:
     yield from running_window(qtbot, tmp_path / "settings.ini", nan_head)
 
 
-def test_nan_outputs_are_said_in_the_predictions_panel(qtbot, nan_window, photo) -> None:  # noqa: ANN001
+def test_nan_outputs_are_said_in_the_predictions_panel(qtbot, nan_window, photo) -> None:
     window = nan_window
     with qtbot.captureExceptions() as raised:
         with qtbot.waitSignal(window.analysis_shown, timeout=30000):
@@ -53,7 +53,7 @@ def test_nan_outputs_are_said_in_the_predictions_panel(qtbot, nan_window, photo)
     assert any("not finite" in m for m in window.notice.messages)
 
 
-def test_panel_draws_no_nan_bar_and_gives_the_model_hint_back(qtbot) -> None:  # noqa: ANN001
+def test_panel_draws_no_nan_bar_and_gives_the_model_hint_back(qtbot) -> None:
     from vitexplorer.core.analysis import Prediction
     from vitexplorer.gui.views.panels import PredictionsPanel
 

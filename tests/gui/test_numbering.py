@@ -16,7 +16,7 @@ from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.matrix_view import token_ticks
 
 
-def _csv_rows(path) -> dict[tuple[int, int], list[str]]:  # noqa: ANN001
+def _csv_rows(path) -> dict[tuple[int, int], list[str]]:
     lines = path.read_text().splitlines()
     assert lines[0].startswith("layer,head,")
     return {(int(r[0]), int(r[1])): r for r in (line.split(",") for line in lines[1:])}

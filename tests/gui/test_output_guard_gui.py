@@ -17,7 +17,7 @@ from vitexplorer.core.output_guard import output_conflict
 from vitexplorer.gui.main_window import MainWindow
 
 
-def _answer(monkeypatch, path: Path | str) -> None:  # noqa: ANN001
+def _answer(monkeypatch, path: Path | str) -> None:
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
 
 
@@ -47,14 +47,14 @@ def _dataset(tmp_path: Path, window: MainWindow) -> Path:
 
 
 @pytest.fixture
-def shown(qtbot, window: MainWindow, photo: Path) -> MainWindow:  # noqa: ANN001
+def shown(qtbot, window: MainWindow, photo: Path) -> MainWindow:
     drop_and_wait(qtbot, window, photo)
     return window
 
 
 def test_export_view_onto_the_open_image_writes_nothing(
     shown: MainWindow, photo: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     folder = photo.parent
     before = _snapshot(folder)
     _answer(monkeypatch, photo)  # photo.png: the export's own PNG would be the image
@@ -67,7 +67,7 @@ def test_export_view_onto_the_open_image_writes_nothing(
 @pytest.mark.parametrize("kind", ["symlink", "hard link"])
 def test_export_view_onto_a_link_to_the_image_writes_nothing(
     shown: MainWindow, photo: Path, tmp_path: Path, monkeypatch, kind: str
-) -> None:  # noqa: ANN001
+) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
     alias = other / "alias.png"
@@ -83,7 +83,7 @@ def test_export_view_onto_a_link_to_the_image_writes_nothing(
 
 def test_export_view_into_the_training_dataset_writes_nothing(
     shown: MainWindow, tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     dataset = _dataset(tmp_path, shown)
     before = _snapshot(dataset)
     _answer(monkeypatch, dataset / "cats" / "export.png")
@@ -92,7 +92,7 @@ def test_export_view_into_the_training_dataset_writes_nothing(
     assert _snapshot(dataset) == before
 
 
-def test_a_fresh_name_is_still_exported(shown: MainWindow, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_fresh_name_is_still_exported(shown: MainWindow, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "exports"
     out.mkdir()
     _answer(monkeypatch, out / "fresh.png")
@@ -103,7 +103,7 @@ def test_a_fresh_name_is_still_exported(shown: MainWindow, tmp_path: Path, monke
 
 def test_the_overview_figure_onto_the_open_image_writes_nothing(
     shown: MainWindow, photo: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     before = _snapshot(photo.parent)
     _answer(monkeypatch, photo.with_suffix(""))  # "photo": photo.png among its files
     shown.overview.export()
@@ -111,7 +111,7 @@ def test_the_overview_figure_onto_the_open_image_writes_nothing(
     assert _snapshot(photo.parent) == before
 
 
-def _fine_tuned(window: MainWindow, dataset: str, monkeypatch) -> list[str]:  # noqa: ANN001
+def _fine_tuned(window: MainWindow, dataset: str, monkeypatch) -> list[str]:
     """A stand-in for a finished fine-tune (its save recorded, not run)."""
     saved: list[str] = []
     panel = window.finetune.panel
@@ -123,7 +123,7 @@ def _fine_tuned(window: MainWindow, dataset: str, monkeypatch) -> list[str]:  # 
 
 def test_save_model_onto_the_loaded_checkpoint_writes_nothing(
     shown: MainWindow, checkpoint: Path, tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     saved = _fine_tuned(shown, str(_dataset(tmp_path, shown)), monkeypatch)
     before = checkpoint.read_bytes()
     _answer(monkeypatch, checkpoint)
@@ -134,7 +134,7 @@ def test_save_model_onto_the_loaded_checkpoint_writes_nothing(
 
 def test_save_model_into_the_dataset_writes_nothing_and_elsewhere_saves(
     shown: MainWindow, tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     dataset = _dataset(tmp_path, shown)
     saved = _fine_tuned(shown, str(dataset), monkeypatch)
     before = _snapshot(dataset)

@@ -16,7 +16,7 @@ from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.overview import IMAGES, LAYERS_HEADS
 
 
-def show_overview(window: MainWindow, mode: str):  # noqa: ANN201
+def show_overview(window: MainWindow, mode: str):
     dock = next(d for d in window.docks if d.objectName() == "overview")
     dock.raise_()
     window.overview.set_mode(mode)

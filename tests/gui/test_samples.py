@@ -47,7 +47,7 @@ def test_the_samples_are_packaged_and_credited() -> None:
         assert f"`{name}`" in credits and "Unsplash" in credits
 
 
-def test_file_open_sample_offers_each_photo(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_file_open_sample_offers_each_photo(qtbot, window: MainWindow) -> None:
     menu = next(m for m in window.findChildren(QMenu) if m.title() == "Open &sample image")
     actions = menu.actions()
     assert [a.text() for a in actions] == list(SAMPLES.values())

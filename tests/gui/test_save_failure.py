@@ -22,7 +22,7 @@ from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import MainWindow
 
 
-def _train(qtbot, window: MainWindow, tmp_path: Path):  # noqa: ANN001, ANN202
+def _train(qtbot, window: MainWindow, tmp_path: Path):
     """A short real run; the explorer adopts its model. Returns the panel and the result."""
     panel = panel_of(window)
     fill(panel, qtbot, colour_folder(tmp_path / "colours", per_class=8), per_class=6,
@@ -36,7 +36,7 @@ def _train(qtbot, window: MainWindow, tmp_path: Path):  # noqa: ANN001, ANN202
     return panel, finished[0]
 
 
-def _save_to(qtbot, window: MainWindow, monkeypatch, path: Path, signal):  # noqa: ANN001, ANN202
+def _save_to(qtbot, window: MainWindow, monkeypatch, path: Path, signal):
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))
     assert window.save_model_action.isEnabled()
     with qtbot.waitSignal(signal, timeout=30000) as blocker:
@@ -58,7 +58,7 @@ def test_a_failed_save_keeps_the_model_and_a_second_save_works(
     with monkeypatch.context() as patch:
         if failure == "full disk":  # the writer fails as safetensors does on a full disk
 
-            def full(path, model, extra=None, timelapse=None):  # noqa: ANN001, ANN202
+            def full(path, model, extra=None, timelapse=None):
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
             patch.setattr(models, "save_checkpoint", full)
@@ -68,7 +68,7 @@ def test_a_failed_save_keeps_the_model_and_a_second_save_works(
 
             real = shutil.disk_usage
 
-            def nearly_full(path):  # noqa: ANN001, ANN202
+            def nearly_full(path):
                 usage = real(path)
                 return type(usage)(usage.total, usage.total - 500, 500)
 
@@ -121,7 +121,7 @@ def test_nan_weights_are_never_saved(qtbot, window: MainWindow, tmp_path: Path, 
 # The settings widgets and FinetuneConfig.check agree
 
 
-def _form(qtbot, tmp_path: Path) -> FinetuneSettings:  # noqa: ANN001
+def _form(qtbot, tmp_path: Path) -> FinetuneSettings:
     form = FinetuneSettings(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(form)
     form.set_num_layers(3)

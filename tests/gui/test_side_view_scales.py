@@ -36,7 +36,7 @@ def model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("model_b"), "b.safetensors", seed=1)
 
 
-def _no_uniform(view) -> None:  # noqa: ANN001
+def _no_uniform(view) -> None:
     assert view.uniform is None and not view.uniform_line.isVisible()
     assert not any("uniform" in text for _, text in _ticks(view))
 

@@ -26,7 +26,7 @@ from vitexplorer.gui.timelapse_view import CHOSEN_PROBE, CLS, MEAN_OF_HEADS, ROL
 from vitexplorer.gui.workers import ModelRequest
 
 
-def _train(qtbot, window: MainWindow, data: Path, epochs: int = 2, probes: int = 3):  # noqa: ANN001, ANN202
+def _train(qtbot, window: MainWindow, data: Path, epochs: int = 2, probes: int = 3):
     """A run from scratch of the tiny SMALL architecture (a 4x4 grid, 2 layers, 2 heads)."""
     panel = panel_of(window)
     form = scratch_mode(panel, qtbot, data)
@@ -58,7 +58,7 @@ def _assert_same(shown: TimeLapse, saved: TimeLapse) -> None:
             np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=2e-3, atol=1e-3)
 
 
-def _click_probe(qtbot, view, probe: int) -> None:  # noqa: ANN001
+def _click_probe(qtbot, view, probe: int) -> None:
     strip = view.strip
     rect = strip.visualItemRect(strip.item(probe))
     qtbot.mouseClick(strip.viewport(), Qt.LeftButton, pos=rect.center())
@@ -177,7 +177,7 @@ def test_a_run_fills_the_timelapse_the_views_show_its_frames_and_save_keeps_it(
     assert view.timelapse is None and "was not trained in vitexplorer" in view.message()
 
 
-def _assert_fits_in_1024_by_700(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def _assert_fits_in_1024_by_700(qtbot, window: MainWindow) -> None:
     """The README's smallest window: every part of the time-lapse page whole and inside it, and
     the page never widens the explorer's window (the tabs share one minimum)."""
     assert window.tabs.currentIndex() == 0

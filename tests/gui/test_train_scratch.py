@@ -23,7 +23,7 @@ from vitexplorer.gui.workers import ModelRequest
 SMALL = {"image_size": 16, "patch_size": 4, "width": 32, "depth": 2, "heads": 2}
 
 
-def scratch_mode(panel, qtbot, folder: Path | None = None):  # noqa: ANN001, ANN201
+def scratch_mode(panel, qtbot, folder: Path | None = None):
     form = panel.form
     form.mode_box.setCurrentIndex(form.mode_box.findData(SCRATCH))
     if folder is not None:

@@ -29,7 +29,7 @@ SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 KINDS = tuple(f"kind {i}" for i in range(7))  # the GUI checkpoint's classes, in its order
 
 
-def kind_folder(root: Path, names=KINDS, per_class: int = 4) -> Path:  # noqa: ANN001
+def kind_folder(root: Path, names=KINDS, per_class: int = 4) -> Path:
     """A folder of the GUI model's own classes (solid grey levels)."""
     for i, name in enumerate(names):
         (root / name).mkdir(parents=True)
@@ -231,7 +231,7 @@ def test_a_measurement_that_fails_says_why_instead_of_a_time(
 ):
     from vitexplorer.core import estimate
 
-    def out_of_memory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def out_of_memory(*args, **kwargs):
         raise RuntimeError("not enough memory for batch 8")
 
     monkeypatch.setattr(estimate, "measure_step", out_of_memory)

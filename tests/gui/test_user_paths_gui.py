@@ -11,7 +11,7 @@ NOUSER = "~nosuchuser_xyz"
 REASON = "there is no user 'nosuchuser_xyz' on this machine"
 
 
-def test_a_dataset_folder_of_a_missing_user_is_refused_in_its_line(qtbot, window) -> None:  # noqa: ANN001
+def test_a_dataset_folder_of_a_missing_user_is_refused_in_its_line(qtbot, window) -> None:
     window.tabs.setCurrentIndex(1)
     form = window.finetune.panel.form
     with qtbot.captureExceptions() as raised:
@@ -25,7 +25,7 @@ def test_a_dataset_folder_of_a_missing_user_is_refused_in_its_line(qtbot, window
     assert f"{NOUSER}/data: {REASON}" in form.dataset_label.text()
 
 
-def test_a_model_file_of_a_missing_user_fails_in_one_line(qtbot, window) -> None:  # noqa: ANN001
+def test_a_model_file_of_a_missing_user_fails_in_one_line(qtbot, window) -> None:
     with qtbot.captureExceptions() as raised:
         with qtbot.waitSignal(window.model_failed, timeout=30000) as failed:
             window.request_model(ModelRequest(f"{NOUSER}/m.safetensors"))

@@ -28,7 +28,7 @@ def wheel(widget: QWidget, notches: int) -> None:
         QApplication.sendEvent(widget, event)
 
 
-def focus(qtbot, window: MainWindow, widget: QWidget) -> None:  # noqa: ANN001
+def focus(qtbot, window: MainWindow, widget: QWidget) -> None:
     window.activateWindow()
     widget.setFocus(Qt.MouseFocusReason)
     qtbot.waitUntil(widget.hasFocus, timeout=5000)

@@ -25,7 +25,7 @@ from vitexplorer.cli.common import (
     terminal_text,
     unique_stems,
 )
-from vitexplorer.cli.methods import (  # noqa: F401  (compare imports them from here)
+from vitexplorer.cli.methods import (  # compare imports them from here
     add_method_options,
     method_options,
 )

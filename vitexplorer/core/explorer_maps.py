@@ -121,7 +121,7 @@ class MapCache:
         start = min(choice.start_layer, analysis.spec.num_layers - 1)
         return (key, id(analysis), choice.head_fusion, choice.discard_ratio, start)
 
-    def _rollout_layers(self, key: str, analysis: ImageAnalysis, choice: MethodChoice):  # noqa: ANN202
+    def _rollout_layers(self, key: str, analysis: ImageAnalysis, choice: MethodChoice):
         cache_key = self._cache_key(key, analysis, choice)
         layers = self._layers.get(cache_key)
         if layers is None:

@@ -73,7 +73,7 @@ class EmptyState(QStackedWidget):
         return self.currentWidget() is self.view
 
 
-def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What :meth:`AnalyticsTab.set_structure` shows, from core.structure: the position
     similarity (rows, cols, rows, cols), the filters' first principal components as RGB images
     (count, p, p, 3) and their shares of the variance (count,). No Qt: a worker may call it.
@@ -212,12 +212,12 @@ class AnalyticsTab(QWidget):
         layout.addLayout(bar)
         layout.addWidget(rows, 1)
 
-    def showEvent(self, event) -> None:  # noqa: ANN001, N802  (Qt's name)
+    def showEvent(self, event) -> None:  # Qt's name
         super().showEvent(event)
         self.shown.emit()
 
     # --- the model's structure -------------------------------------------------------------
-    def set_model(self, spec, module) -> None:  # noqa: ANN001  (ModelSpec, torch module)
+    def set_model(self, spec, module) -> None:  # ModelSpec, torch module
         """A model is ready: show its position embeddings' similarity and its filters'
         principal components, read on this thread (about 0.5 s for ViT-B/16, two SVDs; a
         worker can call :func:`model_structure` instead and pass the result to
@@ -436,7 +436,7 @@ class AnalyticsTab(QWidget):
         self.export_button.setEnabled(self.statistics is not None or self.similarity is not None)
 
 
-def _export_offscreen(view, path: Path, width: int, height: int) -> None:  # noqa: ANN001
+def _export_offscreen(view, path: Path, width: int, height: int) -> None:
     """Lay a view out at a fixed size without showing it on screen, and write it as PNG."""
     from pyqtgraph.exporters import ImageExporter
     from PySide6.QtWidgets import QApplication

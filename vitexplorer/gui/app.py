@@ -28,7 +28,7 @@ class WheelGuard(QObject):
     under the pointer instead of changing the settings it passes over. Installed once on the
     application, it covers every such widget, those added later included."""
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
         if kind == QEvent.Polish and _guarded(watched):
             _no_wheel_focus(watched)

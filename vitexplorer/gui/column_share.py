@@ -43,7 +43,7 @@ class ColumnShare(QObject):
         if self.dock.isVisible() and not self.dock.isFloating():
             self.offset = self.dock.width() - column_width(self.window.width())
 
-    def eventFilter(self, watched, event) -> bool:  # noqa: ANN001, N802
+    def eventFilter(self, watched, event) -> bool:
         if watched is self.window:
             kind = event.type()
             if kind == QEvent.Resize:

@@ -53,9 +53,9 @@ class ViewSource:
 def draw_view(
     view: ImageView,
     choice: MethodChoice,
-    patch,  # noqa: ANN001
-    heat,  # noqa: ANN001
-    levels,  # noqa: ANN001
+    patch,
+    heat,
+    levels,
     source: ViewSource,
 ) -> None:
     """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance not
@@ -88,7 +88,7 @@ class Explanations(QObject):
     """Builds the method bars, the compare panel and the analytics tab for ``window`` (a
     MainWindow, which keeps them as attributes) and answers their signals."""
 
-    def __init__(self, window) -> None:  # noqa: ANN001
+    def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
         self.maps = MapCache()  # rollout layers and relevance maps of the open images
@@ -139,7 +139,7 @@ class Explanations(QObject):
         self.analytics.folder_requested.connect(self.average_folder)
         self.update_controls()
 
-    def connect_worker(self, worker) -> None:  # noqa: ANN001
+    def connect_worker(self, worker) -> None:
         worker.relevance_ready.connect(self._relevance_ready)
         worker.relevance_failed.connect(self._relevance_failed)
         worker.folder_progress.connect(self.analytics.set_folder_progress)
@@ -192,7 +192,7 @@ class Explanations(QObject):
                 f"{name}: its position embeddings and patch filters cannot be read ({done.reason})"
             )
 
-    def show_analysis(self, analysis) -> None:  # noqa: ANN001  (ImageAnalysis)
+    def show_analysis(self, analysis) -> None:  # ImageAnalysis
         self._matrix_shown = None  # another image, or the same analysed anew
         for bar in (self.method_bar, self.compare_bar):
             bar.blockSignals(True)
@@ -214,7 +214,7 @@ class Explanations(QObject):
             self.noticed.add(key)
             self.window.notice.add(message, tag="model")  # it holds for this model only
 
-    def draw(self, patch) -> None:  # noqa: ANN001
+    def draw(self, patch) -> None:
         """The overlays of the main view and, when shown, the compare view; with "Same scale",
         both on one colour scale spanning both maps. Compared with another model, that model's
         views draw them (:class:`~vitexplorer.gui.model_compare_view.ModelCompare`)."""
@@ -287,14 +287,14 @@ class Explanations(QObject):
     def _hover_compare(self, row: int, col: int) -> None:
         self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
 
-    def _heat(self, choice: MethodChoice):  # noqa: ANN202  (np.ndarray | None)
+    def _heat(self, choice: MethodChoice):  # np.ndarray | None
         """The current image's map for ``choice``; None while relevance is being computed."""
         window = self.window
         return method_map(
             window.session.current_key, window.analysis, window.selection, choice, self.maps
         )
 
-    def _draw(self, view: ImageView, choice: MethodChoice, patch, heat, levels) -> None:  # noqa: ANN001
+    def _draw(self, view: ImageView, choice: MethodChoice, patch, heat, levels) -> None:
         """One view of the explorer's model: see :func:`draw_view`."""
         draw_view(view, choice, patch, heat, levels, self.explorer_source())
 

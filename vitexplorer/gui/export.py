@@ -52,7 +52,7 @@ def svg_bytes(scene: pg.GraphicsScene, title: str = "") -> tuple[bytes | None, s
     try:
         data = SVGExporter(scene).export(toBytes=True)
         return (bytes(data) if not isinstance(data, str) else data.encode("utf-8")), "pyqtgraph"
-    except Exception:  # noqa: BLE001  (pyqtgraph #3485; Qt's generator below)
+    except Exception:  # pyqtgraph #3485; Qt's generator below
         pass
     try:
         from PySide6.QtSvg import QSvgGenerator

@@ -208,15 +208,15 @@ class FinetunePanel(QWidget):
         return self._thread
 
     @property
-    def timelapse(self):  # noqa: ANN201  (TimeLapseView)
+    def timelapse(self):  # TimeLapseView
         return self.results.timelapse
 
     @property
-    def worker(self):  # noqa: ANN201
+    def worker(self):
         return self._thread.worker if self._thread else None
 
     @property
-    def thread(self):  # noqa: ANN201
+    def thread(self):
         return self._thread.thread if self._thread else None
 
     # --- the explorer's model -------------------------------------------------------------
@@ -290,7 +290,7 @@ class FinetunePanel(QWidget):
             )
         self.base_label.setText(text)
 
-    def _in_memory_base(self):  # noqa: ANN202  (a LoadedModel or None)
+    def _in_memory_base(self):  # a LoadedModel or None
         """The explorer's model when it was trained here and not saved: a run starts from it
         (from a copy), not from the model it was trained from."""
         info, result = self.model_info, self.result
@@ -353,7 +353,7 @@ class FinetunePanel(QWidget):
                                              self._device(), measure)  # fmt: skip
         self.form.set_params_text(text)
 
-    def showEvent(self, event) -> None:  # noqa: ANN001, N802
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         self._update_params()  # the estimate is measured only while the tab is seen
 
@@ -532,7 +532,7 @@ class FinetunePanel(QWidget):
             self._show_fraction(fraction)
 
     @Slot(object)
-    def _started(self, event) -> None:  # noqa: ANN001  (core.training.Started)
+    def _started(self, event) -> None:  # core.training.Started
         if self._closing:
             return
         self._steps_total = event.steps_per_epoch * event.epochs
@@ -561,14 +561,14 @@ class FinetunePanel(QWidget):
         self._show_fraction(batch.fraction)
 
     @Slot(object)
-    def _epoch(self, event) -> None:  # noqa: ANN001  (core.training.Epoch)
+    def _epoch(self, event) -> None:  # core.training.Epoch
         if self._closing:
             return
         self.curves.add_epoch(event)
         self._show_fraction(event.fraction)
 
     @Slot(object)
-    def _snapshot(self, event) -> None:  # noqa: ANN001  (core.training.Snapshot)
+    def _snapshot(self, event) -> None:  # core.training.Snapshot
         if self._closing:
             return
         self.timelapse.show_timelapse(
@@ -603,7 +603,7 @@ class FinetunePanel(QWidget):
 
     # --- endings --------------------------------------------------------------------------
     @Slot(object)
-    def _finished(self, result) -> None:  # noqa: ANN001  (core.training.FinetuneResult)
+    def _finished(self, result) -> None:  # core.training.FinetuneResult
         if self._closing:
             return
         self.curves.redraw()
@@ -727,7 +727,7 @@ class ColumnScroll(QScrollArea):
     minimum width plus the scroll bar, so nothing in it is cut off at the right edge (a plain
     QScrollArea's minimum ignores its widget, and the window squeezed the form under it)."""
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         hint = super().minimumSizeHint()
         widget = self.widget()
         if widget is None:
@@ -735,12 +735,12 @@ class ColumnScroll(QScrollArea):
         width = widget.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
         return QSize(max(hint.width(), width + 2 * self.frameWidth()), hint.height())
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         """The minimum width: the rest goes to the curves, whose three plots need about 650 px
         side by side (narrower, pyqtgraph draws them past the view's edge)."""
         return QSize(self.minimumSizeHint().width(), super().sizeHint().height())
 
-    def eventFilter(self, watched, event) -> bool:  # noqa: ANN001, N802
+    def eventFilter(self, watched, event) -> bool:
         if watched is self.widget() and event.type() == QEvent.LayoutRequest:
             self.updateGeometry()  # the column's minimum changed (More settings, a long text)
         return super().eventFilter(watched, event)

@@ -55,7 +55,7 @@ class FinetuneResults(QWidget):
     def say(self, text: str) -> None:
         self.summary.setText(text)
 
-    def show_result(self, result, steps: int) -> None:  # noqa: ANN001  (FinetuneResult)
+    def show_result(self, result, steps: int) -> None:  # FinetuneResult
         names = result.model.spec.class_names
         if result.test_acc is None:
             self.summary.setText(

@@ -115,17 +115,17 @@ class SciSpinBox(QDoubleSpinBox):
         self.setValue(value)
         self.setKeyboardTracking(False)
 
-    def textFromValue(self, value: float) -> str:  # noqa: N802
+    def textFromValue(self, value: float) -> str:
         return f"{value:g}"
 
-    def valueFromText(self, text: str) -> float:  # noqa: N802
+    def valueFromText(self, text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             return self.value()
         return value if math.isfinite(value) else self.value()
 
-    def validate(self, text: str, pos: int):  # noqa: ANN201
+    def validate(self, text: str, pos: int):
         from PySide6.QtGui import QValidator
 
         stripped = text.strip()
@@ -141,7 +141,7 @@ class SciSpinBox(QDoubleSpinBox):
             return QValidator.Intermediate, text, pos
         return QValidator.Acceptable, text, pos
 
-    def stepBy(self, steps: int) -> None:  # noqa: N802
+    def stepBy(self, steps: int) -> None:
         value = self.value() or self.minimum() or 1e-4
         self.setValue(value * 2.0**steps)
 
@@ -155,7 +155,7 @@ def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
     return box
 
 
-def _double(low: float, high: float, value: float, step: float, decimals: int = 2):  # noqa: ANN202
+def _double(low: float, high: float, value: float, step: float, decimals: int = 2):
     box = QDoubleSpinBox()
     box.setRange(low, high)
     box.setDecimals(decimals)
@@ -527,7 +527,7 @@ class FinetuneSettings(QWidget):
         if paths:
             self.set_probe_files(paths[:MAX_PROBES])
 
-    def set_probe_files(self, paths) -> None:  # noqa: ANN001  (a sequence of paths)
+    def set_probe_files(self, paths) -> None:  # a sequence of paths
         """Follow ``paths`` in the time-lapse instead of test images (none: test images)."""
         self.probe_files = tuple(str(p) for p in paths)
         chosen = bool(self.probe_files)

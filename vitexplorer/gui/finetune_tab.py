@@ -41,7 +41,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 class FinetuneTab(QObject):
     """Owns the panel and connects it to ``window`` (a MainWindow)."""
 
-    def __init__(self, window, tabs: QTabWidget) -> None:  # noqa: ANN001
+    def __init__(self, window, tabs: QTabWidget) -> None:
         super().__init__(window)
         install_wheel_guard()  # once per application: settings take the wheel only when focused
         self.window = window
@@ -134,7 +134,7 @@ class FinetuneTab(QObject):
             self.panel.show_model_timelapse(info)
         self.update_actions()
 
-    def _adopt(self, result) -> None:  # noqa: ANN001  (core.training.FinetuneResult)
+    def _adopt(self, result) -> None:  # core.training.FinetuneResult
         worker = self.window.worker
         if worker is not None:
             worker.use_model(result.model, self.panel.job_base)
@@ -179,7 +179,7 @@ class FinetuneTab(QObject):
         self.panel.set_model(window.model)
 
     # --- gallery and messages ---------------------------------------------------------------
-    def _open_sample(self, sample) -> None:  # noqa: ANN001  (core.training.TestSample)
+    def _open_sample(self, sample) -> None:  # core.training.TestSample
         window = self.window
         if os.path.isfile(sample.source):
             window.add_images([sample.source])

@@ -134,7 +134,7 @@ class FinetuneWorker(QObject):
         elif isinstance(job, SaveJob):
             self._save(job)
 
-    def _guarded(self, run, job) -> None:  # noqa: ANN001
+    def _guarded(self, run, job) -> None:
         from vitexplorer.core.download import DownloadCancelled
 
         # A full garbage collection walks every object torch and torchvision created at import
@@ -226,7 +226,7 @@ class FinetuneWorker(QObject):
         model = models.load_model(SMALL_VIT, "none", job.device, small_config=shape)
         self._relay(finetune(model, dataset, config, cancelled=cancelled))
 
-    def _open_dataset(self, job: TrainJob | ScratchJob):  # noqa: ANN202
+    def _open_dataset(self, job: TrainJob | ScratchJob):
         """The job's dataset, then the 'model' stage; None (said) when cancelled meanwhile."""
         from vitexplorer.core.datasets import open_dataset
 
@@ -238,7 +238,7 @@ class FinetuneWorker(QObject):
         self.stage.emit("model", 0, 0, 0.0)
         return dataset
 
-    def _relay(self, events) -> None:  # noqa: ANN001  (the engine's generator)
+    def _relay(self, events) -> None:  # the engine's generator
         """The engine's events as signals, steps in batches."""
         from vitexplorer.core.training import (
             Epoch,
@@ -327,7 +327,7 @@ def _save_problem(job: SaveJob) -> str | None:
     return free_space_problem(folder, checkpoint_bytes(tensors, metadata))
 
 
-def _load_base(models, request: ModelRequest):  # noqa: ANN001, ANN202
+def _load_base(models, request: ModelRequest):
     """The explorer's base model, built afresh; weights must be on this computer already."""
     try:
         return models.load_model(

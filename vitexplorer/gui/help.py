@@ -145,7 +145,7 @@ def help_html(window: QWidget, settings: QSettings) -> str:
     """The help's text, with this window's shortcuts and this machine's folders."""
     from vitexplorer.core.download import default_data_root
 
-    def rows(pairs) -> str:  # noqa: ANN001
+    def rows(pairs) -> str:
         return "".join(
             f"<tr><td><b>{html.escape(a)}</b>&nbsp;&nbsp;</td><td>{b}</td></tr>" for a, b in pairs
         )

@@ -234,7 +234,7 @@ class MainWindow(QMainWindow):
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
         self.explanations.connect_views()
 
-    def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:  # noqa: ANN001
+    def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(title.lower().replace(" ", "_"))
         dock.setWidget(widget)
@@ -292,7 +292,7 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "&How to use", self._show_help, QKeySequence.HelpContents)
         self._update_recent_menu()
 
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:  # noqa: ANN001
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
         action = menu.addAction(text)
         action.triggered.connect(slot)
         if shortcut is not None:
@@ -343,10 +343,10 @@ class MainWindow(QMainWindow):
             self.add_images(images)
 
     @property
-    def worker(self):  # noqa: ANN201
+    def worker(self):
         return self._worker_thread.worker if self._worker_thread else None
 
-    def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+    def closeEvent(self, event) -> None:
         self.finetune.before_close()  # cancels a run and waits for it; the layout comes back
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.layout_state())
@@ -546,7 +546,7 @@ class MainWindow(QMainWindow):
             self.image_view.show_placeholder(message)
         self.explanations.show_placeholder()
 
-    def _preview_decoded(self, key: str, _preview, thumbnail) -> None:  # noqa: ANN001
+    def _preview_decoded(self, key: str, _preview, thumbnail) -> None:
         """An image is decoded: its thumbnail, and itself if it is on screen without analysis."""
         entry = self.session.entries.get(key)
         if entry is None or entry.analysis is not None:
@@ -826,11 +826,11 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _=False, p=path: self.add_images([p]))
         self.recent_menu.setEnabled(bool(self._recent()))
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         mime = event.mimeData()
         paths = [local_path(u) for u in mime.urls() if u.isLocalFile()]
         if paths:
@@ -840,7 +840,7 @@ class MainWindow(QMainWindow):
             self.add_image_from(mime, "dropped")
             event.acceptProposedAction()
 
-    def add_image_from(self, mime, how: str) -> None:  # noqa: ANN001
+    def add_image_from(self, mime, how: str) -> None:
         """An image carried in MIME data (clipboard, drag from a browser), encoded as PNG."""
         buffer = QBuffer()
         buffer.open(QIODevice.WriteOnly)
@@ -849,7 +849,7 @@ class MainWindow(QMainWindow):
 
     # --- selection ---------------------------------------------------------------------------
     @property
-    def analysis(self):  # noqa: ANN201
+    def analysis(self):
         return self.session.analysis
 
     def select_patch(self, row: int, col: int) -> None:
@@ -923,7 +923,7 @@ class MainWindow(QMainWindow):
             self._hover_again()
 
     # --- hover and messages ------------------------------------------------------------------
-    def hover_patch(self, row: int, col: int, view=None, bar=None) -> None:  # noqa: ANN001
+    def hover_patch(self, row: int, col: int, view=None, bar=None) -> None:
         view, bar = view or self.image_view, bar or self.method_bar
         values = view.heat_values
         self._hover_again = None
@@ -997,7 +997,7 @@ def usable_geometry(data: object) -> bool:
     return False
 
 
-def _undefined_prediction(analysis) -> str | None:  # noqa: ANN001  (ImageAnalysis)
+def _undefined_prediction(analysis) -> str | None:  # ImageAnalysis
     """Why the analysis has no prediction at all (outputs that are not numbers), or None."""
     if not analysis.spec.has_classifier:
         return None  # an image encoder: the hint says it predicts nothing

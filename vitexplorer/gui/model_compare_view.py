@@ -230,7 +230,7 @@ class ElidedLabel(QLabel):
         self.setToolTip(text)
         self._elide()
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802  (Qt's name)
+    def resizeEvent(self, event) -> None:  # Qt's name
         super().resizeEvent(event)
         self._elide()
 
@@ -309,7 +309,7 @@ class HeadTable(QWidget):
         return f"{words}\n{side}" + (f" ({unit})" if unit and side == "B − A" else "")
 
     @staticmethod
-    def _cell(change, statistic: str | None, side: str, col: int) -> QTableWidgetItem:  # noqa: ANN001
+    def _cell(change, statistic: str | None, side: str, col: int) -> QTableWidgetItem:
         if statistic is None:
             value = float(change.layer if col == 0 else change.head) + 1
             item = QTableWidgetItem(f"{value:.0f}")
@@ -478,7 +478,7 @@ class ModelCompare(QObject):
     model_ready = Signal(object)  # ModelInfo: the compared model is loaded (and shown)
     model_failed = Signal(str)  # the one line the panel shows
 
-    def __init__(self, window, explanations) -> None:  # noqa: ANN001
+    def __init__(self, window, explanations) -> None:
         super().__init__(window)
         self.window, self.explanations = window, explanations
         self.mode_box = QComboBox()
@@ -634,7 +634,7 @@ class ModelCompare(QObject):
         worker.request_model(request)
         self.panel.show_state(f"Loading {request_label(request)}…", busy=True)
 
-    def _worker(self):  # noqa: ANN202  (ModelWorker)
+    def _worker(self):  # ModelWorker
         if self._thread is None:
             self._prune()
             self._thread = WorkerThread(name="vitexplorer-compare-model")
@@ -751,7 +751,7 @@ class ModelCompare(QObject):
             self.panel.show_state(f"Could not load {what}: {text}{stays}", error=True)
         self.model_failed.emit(self.panel.status.full_text)
 
-    def _download_offered(self, offer) -> None:  # noqa: ANN001  (workers.DownloadOffer)
+    def _download_offered(self, offer) -> None:  # workers.DownloadOffer
         if not self._mine():
             return
         self.loading = None
@@ -770,7 +770,7 @@ class ModelCompare(QObject):
             self.panel.progress.setValue(int(1000 * done / total))
 
     # --- the compared model's analyses ------------------------------------------------------------
-    def _analysis_ready(self, done) -> None:  # noqa: ANN001  (workers.AnalysisDone)
+    def _analysis_ready(self, done) -> None:  # workers.AnalysisDone
         if not self._mine() or self.info is None or done.generation != self.info.generation:
             return
         self.asked.discard(done.key)
@@ -793,7 +793,7 @@ class ModelCompare(QObject):
         if key == self.window.session.current_key:
             self._redraw()
 
-    def _relevance_ready(self, done) -> None:  # noqa: ANN001  (workers.RelevanceDone)
+    def _relevance_ready(self, done) -> None:  # workers.RelevanceDone
         if not self._mine() or self.info is None or done.generation != self.info.generation:
             return
         self.relevance_asked.discard((done.key, done.target))
@@ -809,7 +809,7 @@ class ModelCompare(QObject):
         self.relevance_asked.discard((key, target))
         self.panel.show_state(f"Could not compute model B's relevance: {message}", error=True)
 
-    def _analysis(self, key: str):  # noqa: ANN202  (ImageAnalysis | None)
+    def _analysis(self, key: str):  # ImageAnalysis | None
         """The compared model's analysis of image ``key``, asked of its worker when missing."""
         keep, analysis = self.analyses.get(key, (None, None))
         if analysis is not None and keep != self.window.keep_aspect:
@@ -831,7 +831,7 @@ class ModelCompare(QObject):
         self._thread.worker.request_relevance(key, source, target)
 
     # --- drawing --------------------------------------------------------------------------------
-    def show_analysis(self, analysis) -> None:  # noqa: ANN001
+    def show_analysis(self, analysis) -> None:
         """The explorer shows an image's analysis (drawn by :meth:`draw` right after)."""
         self._view_image = self._difference_image = None
 
@@ -896,7 +896,7 @@ class ModelCompare(QObject):
                 return EXPLORER
         return ""
 
-    def draw(self, patch) -> None:  # noqa: ANN001
+    def draw(self, patch) -> None:
         """Both models' maps of the explorer's choice on the current image, the difference
         B - A and the head table; the explorer's own view included."""
         from vitexplorer.gui.explanations import draw_view
@@ -973,7 +973,7 @@ class ModelCompare(QObject):
         heat = method_map(key, analysis, selection, choice, self.maps)
         return Side(role, label, analysis, selection, choice, heat)
 
-    def _draw_other(self, other: Side, levels) -> None:  # noqa: ANN001
+    def _draw_other(self, other: Side, levels) -> None:
         from vitexplorer.gui.explanations import ViewSource, draw_view
 
         view, window = self.panel.view, self.window

@@ -42,7 +42,7 @@ def uniform_options(method: str, tokens: set[int]) -> dict:
 class Overview(QWidget):
     """A mode box, an export button and the grid, drawn from ``window`` (a MainWindow)."""
 
-    def __init__(self, window) -> None:  # noqa: ANN001
+    def __init__(self, window) -> None:
         super().__init__()
         self.window = window
         self.mode_box = QComboBox()
@@ -112,7 +112,7 @@ class Overview(QWidget):
             self._draw_images(sel, choice)
         self.export_button.setEnabled(self.view.levels is not None)
 
-    def _draw_layers_heads(self, analysis, sel: Selection) -> None:  # noqa: ANN001
+    def _draw_layers_heads(self, analysis, sel: Selection) -> None:
         spec = analysis.spec
         token = sel.token
         tiles = [
@@ -131,7 +131,7 @@ class Overview(QWidget):
             uniform=uniform_mark("attention", spec.num_tokens),  # every row over N tokens
         )
 
-    def _draw_images(self, sel: Selection, choice) -> None:  # noqa: ANN001
+    def _draw_images(self, sel: Selection, choice) -> None:
         window = self.window
         current = window.analysis
         tiles: list[Tile] = []

@@ -32,7 +32,7 @@ class PathEdit(QLineEdit):
         return rect.adjusted(margins.left() + 2, margins.top(), -margins.right() - 2,
                              -margins.bottom())  # fmt: skip
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:
         shown = self.shown_text()
         if shown == self.text():
             super().paintEvent(event)

@@ -21,7 +21,7 @@ THUMBNAIL_SIDE = 72
 KEPT = 8  # previews kept (the images most recently decoded); thumbnails are kept by the strip
 
 
-def downscaled(image, side: int) -> np.ndarray:  # noqa: ANN001  (PIL.Image.Image)
+def downscaled(image, side: int) -> np.ndarray:  # PIL.Image.Image
     """``image`` as (h, w, 3) uint8 with its longer side at most ``side`` pixels."""
     from PIL import Image
 
@@ -125,7 +125,7 @@ def _decode(source: str | bytes) -> tuple[np.ndarray, np.ndarray] | str:
         return downscaled(image, PREVIEW_SIDE), downscaled(image, THUMBNAIL_SIDE)
     except ImageLoadError as exc:
         return str(exc)
-    except Exception as exc:  # noqa: BLE001  (never a traceback from a user's file)
+    except Exception as exc:  # never a traceback from a user's file
         return f"cannot be shown ({type(exc).__name__})"
 
 

@@ -262,8 +262,8 @@ class TimeLapseView(QWidget):
 
     def show_timelapse(
         self,
-        timelapse,  # noqa: ANN001
-        class_names,  # noqa: ANN001
+        timelapse,
+        class_names,
         origin: str,
         planned: int | None = None,
     ) -> None:
@@ -355,7 +355,7 @@ class TimeLapseView(QWidget):
 
     # --- choices --------------------------------------------------------------------------
     @property
-    def frame(self):  # noqa: ANN201  (core.timelapse.Frame)
+    def frame(self):  # core.timelapse.Frame
         return None if self.timelapse is None else self.timelapse.frames[self.index]
 
     def map_kind(self) -> str:
@@ -380,7 +380,7 @@ class TimeLapseView(QWidget):
     def set_probe(self, probe: int) -> None:
         self.strip.setCurrentRow(probe)
 
-    def _probe_clicked(self, current, _previous=None) -> None:  # noqa: ANN001
+    def _probe_clicked(self, current, _previous=None) -> None:
         if current is not None and self.timelapse is not None:
             self.probe = int(current.data(Qt.UserRole))
             self._redraw()

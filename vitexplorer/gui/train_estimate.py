@@ -84,7 +84,7 @@ class EstimateWorker(QObject):
             from dataclasses import replace
 
             self.measured.emit(replace(request, seconds=seconds, ran_on=ran_on))
-        except Exception as exc:  # noqa: BLE001  (memory, a device that is not there: said)
+        except Exception as exc:  # memory, a device that is not there: said
             self.failed.emit(request, " ".join(str(exc).split())[:200])
 
 
@@ -144,7 +144,7 @@ class TimeEstimator(QObject):
             self.problem = message
             self.updated.emit()
 
-    def line(self, form, classes: int, device: str, measure: bool) -> str:  # noqa: ANN001
+    def line(self, form, classes: int, device: str, measure: bool) -> str:
         """The settings panel's line on the run's time for ``form``'s settings (a
         FinetuneSettings), measuring again first when ``measure`` and the model, batch size or
         device changed."""

@@ -331,7 +331,7 @@ class ModelWorker(QObject):
 
     def _use(
         self,
-        loaded,  # noqa: ANN001
+        loaded,
         request: ModelRequest,
         seconds: float,
         fine_tuned: bool,
@@ -453,7 +453,7 @@ class ModelWorker(QObject):
         )
 
 
-def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDownload | None)
+def _default_download(request: ModelRequest):  # models.WeightsDownload | None
     """The default weights that ``request`` needs from the network, described without network
     access (torchvision's ImageNet weights, a timm model's pretrained tag); None otherwise."""
     from vitexplorer.core import models
@@ -461,7 +461,7 @@ def _default_download(request: ModelRequest):  # noqa: ANN202  (models.WeightsDo
     return models.default_download(request.name, request.weights)
 
 
-def _saved_timelapse(path, spec) -> SavedTimeLapse | None:  # noqa: ANN001  (Path | None, ModelSpec)
+def _saved_timelapse(path, spec) -> SavedTimeLapse | None:  # Path | None, ModelSpec
     """The time-lapse in the weights file at ``path`` when it is a vitexplorer checkpoint (a
     safetensors file with vitexplorer's metadata), checked against the model ``spec`` loaded
     from it; None for any other model."""
@@ -484,7 +484,7 @@ def _saved_timelapse(path, spec) -> SavedTimeLapse | None:  # noqa: ANN001  (Pat
         return SavedTimeLapse(name, None, problem)
 
 
-def _param_counts(module) -> ParamCounts | None:  # noqa: ANN001
+def _param_counts(module) -> ParamCounts | None:
     from vitexplorer.core.finetune_model import trainable_counts
 
     try:

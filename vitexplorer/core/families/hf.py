@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vitexplorer.core.families.base import RANDOM_NOTE, UnsupportedModel
-from vitexplorer.core.families.hf_config import (  # noqa: F401  (check_config: an entry point)
+from vitexplorer.core.families.hf_config import (  # check_config: an entry point
     DEFAULT_PREP,
     EXTRA,
     Preprocessing,
@@ -137,7 +137,7 @@ def _read_config(
             config = AutoConfig.from_pretrained(
                 where, trust_remote_code=False, local_files_only=True
             )
-        except Exception as exc:  # noqa: BLE001  (a library's error, whatever its class)
+        except Exception as exc:  # a library's error, whatever its class
             if isinstance(exc, MemoryError):
                 raise
             if source.folder is not None or not isinstance(exc, OSError):
@@ -168,7 +168,7 @@ def _read_config(
                 raise UnsupportedModel(
                     f"hf:{source.text}: config.json: {_first_line(exc)}"
                 ) from exc
-            except Exception as exc:  # noqa: BLE001  (the hub client's errors, whatever their class)
+            except Exception as exc:  # the hub client's errors, whatever their class
                 if isinstance(exc, MemoryError):
                     raise
                 raise WeightsUnavailableError(
@@ -423,7 +423,7 @@ def _from_pretrained(
                 dtype=torch.float32,
                 **extra,
             )
-        except Exception as exc:  # noqa: BLE001  (a library's error, whatever its class)
+        except Exception as exc:  # a library's error, whatever its class
             if isinstance(exc, MemoryError):
                 raise
             if source.folder is None and isinstance(exc, OSError):

@@ -254,7 +254,7 @@ def _check_safetensors(folder: Folder, path: Path) -> int:
                     raise ValueError(f"tensor {key[:60]!r} has dtype {piece.get_dtype()}")
                 total += math.prod(shapes[key]) * 4  # loaded as float32
             meta = handle.metadata() or {}
-    except Exception as exc:  # noqa: BLE001  (safetensors' errors, whatever their class)
+    except Exception as exc:  # safetensors' errors, whatever their class
         why = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         why = why.removeprefix("Error while deserializing header: ")
         raise folder.refuse(name, f"is not a valid safetensors file ({why})", todo) from None
@@ -319,7 +319,7 @@ def local_folder(folder: Path | None, text: str) -> Folder | None:
 
     try:
         found = try_to_load_from_cache(text, "config.json")
-    except Exception:  # noqa: BLE001  (an odd name or cache: the load says what is wrong)
+    except Exception:  # an odd name or cache: the load says what is wrong
         return None
     if not isinstance(found, str):
         return None

@@ -257,7 +257,7 @@ class HFAdapter(ViTAdapter):
         dropout = attention.dropout if self._clip else attention.attention_dropout
         head_dim = attention.head_dim
 
-        def forward(hidden_states: torch.Tensor, attention_mask=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        def forward(hidden_states: torch.Tensor, attention_mask=None, **kwargs):
             # what the module's forward does with HF's eager_attention_forward, scores to the sink
             input_shape = hidden_states.shape[:-1]
             hidden_shape = (*input_shape, -1, head_dim)

@@ -18,7 +18,7 @@ def probe(repo: str, filename: str, revision: str | None = None) -> str | None:
     url = huggingface_hub.hf_hub_url(repo, filename, revision=revision)
     try:
         huggingface_hub.get_hf_file_metadata(url, retry_on_errors=False)
-    except Exception as exc:  # noqa: BLE001  (anything but not reaching it is the download's)
+    except Exception as exc:  # anything but not reaching it is the download's
         return unreachable(exc)
     return None
 

@@ -79,7 +79,7 @@ class TorchvisionAdapter(ViTAdapter):
 
         assert isinstance(attention, nn.MultiheadAttention)
 
-        def forward(query, key, value, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        def forward(query, key, value, *args, **kwargs):
             if not (query is key is value):
                 raise RuntimeError("attention capture supports self-attention only")
             x = query if attention.batch_first else query.transpose(0, 1)

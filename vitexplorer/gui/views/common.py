@@ -158,17 +158,17 @@ class WrappingTitle(pg.LabelItem):
     for the width of its whole text: a long title used to widen a narrow view's layout and push
     its colour bar's labels out of sight."""
 
-    def __init__(self, text: str = " ", **options) -> None:  # noqa: ANN003
+    def __init__(self, text: str = " ", **options) -> None:
         super().__init__(text, **options)
         self.item.document().setDefaultTextOption(QTextOption(Qt.AlignHCenter))
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802  (Qt's name)
+    def resizeEvent(self, event) -> None:  # Qt's name
         width = max(self.size().width(), 40.0)
         if abs(self.item.textWidth() - width) > 0.5:
             self.item.setTextWidth(width)
         super().resizeEvent(event)
 
-    def updateMin(self) -> None:  # noqa: N802  (pyqtgraph's name)
+    def updateMin(self) -> None:  # pyqtgraph's name
         height = self.itemRect().height()
         self.setMinimumWidth(0)
         self.setMinimumHeight(height)

@@ -84,7 +84,7 @@ class HeadGridView(pg.GraphicsLayoutWidget):
 
         return max(range(1, tiles + 1), key=lambda columns: (side(columns), -columns))
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         tiles = getattr(self, "tiles", None)  # None while the base class is being set up
         if tiles and self._columns(len(tiles)) != self._built_columns:
@@ -122,7 +122,7 @@ class HeadGridView(pg.GraphicsLayoutWidget):
                 return image.image
         raise KeyError(head)
 
-    def _clicked(self, event) -> None:  # noqa: ANN001
+    def _clicked(self, event) -> None:
         if event.button() != Qt.LeftButton:
             return
         for head, box, _image, _label in self.tiles:

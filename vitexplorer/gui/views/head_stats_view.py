@@ -112,7 +112,7 @@ class DistancePlot(pg.PlotWidget):
         lines.append("click to open it in the explorer")
         return "\n".join(lines)
 
-    def _clicked(self, _item, points, _event=None) -> None:  # noqa: ANN001
+    def _clicked(self, _item, points, _event=None) -> None:
         if len(points):
             layer, head = points[0].data()
             self.head_clicked.emit(int(layer), int(head))
@@ -215,7 +215,7 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
         value = self.values[layer, head] * self.scale
         return f"layer {layer + 1}, head {head + 1}: {value:.{self.decimals}f} {self.unit}"
 
-    def cell_at(self, scene_pos) -> tuple[int, int] | None:  # noqa: ANN001
+    def cell_at(self, scene_pos) -> tuple[int, int] | None:
         """(layer, head) under a scene position, or None."""
         point = self.plot.vb.mapSceneToView(scene_pos)
         layer, head = math.floor(point.x()), math.floor(point.y())
@@ -224,14 +224,14 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
             return layer, head
         return None
 
-    def _clicked(self, event) -> None:  # noqa: ANN001
+    def _clicked(self, event) -> None:
         if event.button() != Qt.LeftButton:
             return
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.head_clicked.emit(*cell)
 
-    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+    def _moved(self, scene_pos) -> None:
         cell = self.cell_at(scene_pos)
         self.readout.setText(self.HINT if cell is None else self.describe(*cell))
         self.head_hovered.emit(*(cell or (-1, -1)))

@@ -42,7 +42,7 @@ class PatchGrid(pg.GraphicsObject):
         self.grid = (rows, cols)
         self.update()
 
-    def boundingRect(self) -> QRectF:  # noqa: N802
+    def boundingRect(self) -> QRectF:
         rows, cols = self.grid
         return QRectF(0, 0, cols, rows)
 
@@ -205,14 +205,14 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.selection.setVisible(False)
         self.title.setText(message)
 
-    def patch_at(self, scene_pos) -> tuple[int, int] | None:  # noqa: ANN001
+    def patch_at(self, scene_pos) -> tuple[int, int] | None:
         point = self.view.mapSceneToView(scene_pos)
         row, col = math.floor(point.y()), math.floor(point.x())
         if 0 <= row < self.grid[0] and 0 <= col < self.grid[1]:
             return row, col
         return None
 
-    def _clicked(self, event) -> None:  # noqa: ANN001
+    def _clicked(self, event) -> None:
         if event.button() != Qt.LeftButton or self.photo.image is None:
             return
         patch = self.patch_at(event.scenePos())
@@ -220,11 +220,11 @@ class ImageView(pg.GraphicsLayoutWidget):
             self.setFocus()
             self.patch_clicked.emit(*patch)
 
-    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+    def _moved(self, scene_pos) -> None:
         patch = self.patch_at(scene_pos) if self.photo.image is not None else None
         self.patch_hovered.emit(*(patch or (-1, -1)))
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         step = ARROWS.get(event.key())
         if step is None:
             super().keyPressEvent(event)

@@ -101,7 +101,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         """Mark the row of ``token`` (0-based)."""
         self.row_marker.setRect(QRectF(0.5, token + 0.5, self.matrix.shape[0], 1))
 
-    def _cell(self, scene_pos) -> tuple[int, int] | None:  # noqa: ANN001
+    def _cell(self, scene_pos) -> tuple[int, int] | None:
         point = self.plot.vb.mapSceneToView(scene_pos)
         query, key = math.floor(point.y() - 0.5), math.floor(point.x() - 0.5)
         n = self.matrix.shape[0]
@@ -113,7 +113,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         if n:
             self.plot.setRange(QRectF(0.5, 0.5, n, n), padding=0.02)
 
-    def _clicked(self, event) -> None:  # noqa: ANN001
+    def _clicked(self, event) -> None:
         if event.double() and event.button() == Qt.LeftButton:
             self.show_whole()
             return
@@ -121,7 +121,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         if cell is not None:
             self.token_clicked.emit(cell[0])
 
-    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+    def _moved(self, scene_pos) -> None:
         self.cell_hovered.emit(*(self._cell(scene_pos) or (-1, -1)))
 
 
@@ -138,7 +138,7 @@ class SquareHolder(QWidget):
         # axes shown with the first matrix change the margins: placed again once laid out
         view.plot.vb.sigResized.connect(lambda _box: QTimer.singleShot(0, self.place))
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self.place()
 

@@ -169,7 +169,7 @@ class ThumbnailStrip(QListWidget):
         start = max(0, -first.left() // stride - shown)
         return range(start, min(count, start + 3 * shown + 1))
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._look.start()
 
@@ -180,7 +180,7 @@ class ThumbnailStrip(QListWidget):
             self._asked.update(wanted)
             self.thumbnails_wanted.emit(wanted)
 
-    def _changed(self, current: QListWidgetItem | None, _previous) -> None:  # noqa: ANN001
+    def _changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is not None:
             self.image_selected.emit(current.data(Qt.UserRole))
 

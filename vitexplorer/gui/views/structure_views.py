@@ -140,7 +140,7 @@ class PositionSimilarityView(pg.GraphicsLayoutWidget):
         """The map the enlarged view shows."""
         return self.large.image
 
-    def position_at(self, scene_pos) -> tuple[tuple[int, int], tuple[int, int]] | None:  # noqa: ANN001
+    def position_at(self, scene_pos) -> tuple[tuple[int, int], tuple[int, int]] | None:
         """((tile row, tile column), (row, column) within it) under a scene position, or None.
 
         Over the enlarged map the tile is the enlarged position."""
@@ -161,7 +161,7 @@ class PositionSimilarityView(pg.GraphicsLayoutWidget):
             return (tile_row, tile_col), (r, c)
         return None
 
-    def _clicked(self, event) -> None:  # noqa: ANN001
+    def _clicked(self, event) -> None:
         if event.button() != Qt.LeftButton:
             return
         hit = self.position_at(event.scenePos())
@@ -173,7 +173,7 @@ class PositionSimilarityView(pg.GraphicsLayoutWidget):
         self.select_position(row, col)
         self.position_clicked.emit(row, col)
 
-    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+    def _moved(self, scene_pos) -> None:
         hit = self.position_at(scene_pos)
         if hit is None:
             return
@@ -225,7 +225,7 @@ class FilterGridView(pg.GraphicsLayoutWidget):
         ran off the right edge of a 1024 px window."""
         return max(2, min(self.COLUMNS, (self.width() - 8) // self.TILE_WIDTH))
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if getattr(self, "tiles", None) and self._built_columns != self.columns():
             self.set_components(self.images, self.shares)

@@ -103,7 +103,7 @@ class TrainingCurves(pg.GraphicsLayoutWidget):
         # tens of thousands of steps on a few hundred pixels: draw each pixel column's extremes
         self.step_plot.setDownsampling(auto=True, mode="peak")
 
-        def curve(plot: pg.PlotItem, name: str, color, width: float = 2, symbol=None):  # noqa: ANN001, ANN202
+        def curve(plot: pg.PlotItem, name: str, color, width: float = 2, symbol=None):
             pen = pg.mkPen(color, width=width)
             return plot.plot(
                 name=name,
@@ -179,7 +179,7 @@ class TrainingCurves(pg.GraphicsLayoutWidget):
         self.smooth.extend(steps, smoothed)
         self._schedule()
 
-    def add_epoch(self, epoch) -> None:  # noqa: ANN001  (core.training.Epoch)
+    def add_epoch(self, epoch) -> None:  # core.training.Epoch
         x = np.array([epoch.epoch], float)
         self._fit_loss_range(max(epoch.train_loss, epoch.val_loss or 0.0))
         self.epochs["tl"].extend(x, np.array([epoch.train_loss]))
@@ -242,10 +242,10 @@ class ClassNameAxis(pg.AxisItem):
         self.picture = None
         self.update()
 
-    def boundingRect(self) -> QRectF:  # noqa: N802  (room for the first labels' tails)
+    def boundingRect(self) -> QRectF:  # room for the first labels' tails
         return super().boundingRect().adjusted(-self._extra_left, 0, 0, 0)
 
-    def drawPicture(self, p: QPainter, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: ANN001, N802, N803
+    def drawPicture(self, p: QPainter, axisSpec, tickSpecs, textSpecs) -> None:
         super().drawPicture(p, axisSpec, tickSpecs, [])
         metrics = p.fontMetrics()
         p.setPen(self.textPen())
@@ -279,7 +279,7 @@ class CellLabels(pg.GraphicsObject):
         self.counts, self.dark = counts, dark
         self.update()
 
-    def boundingRect(self) -> QRectF:  # noqa: N802
+    def boundingRect(self) -> QRectF:
         rows, cols = self.counts.shape
         return QRectF(0, 0, cols, rows)
 
@@ -383,7 +383,7 @@ class ConfusionView(pg.GraphicsLayoutWidget):
         # short lines: the view is narrow beside the gallery (its tooltip says more)
         return f"Confusion matrix (test images)<br>{ties} of {total} are ties, by argmax"
 
-    def _moved(self, scene_pos) -> None:  # noqa: ANN001
+    def _moved(self, scene_pos) -> None:
         n = len(self.class_names)
         point = self.plot.vb.mapSceneToView(scene_pos)
         i, j = int(np.floor(point.y())), int(np.floor(point.x()))
