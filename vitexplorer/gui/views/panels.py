@@ -123,6 +123,9 @@ class ThumbnailStrip(QListWidget):
         self._look.setInterval(0)
         self._look.timeout.connect(self._ask_for_visible)
         self.horizontalScrollBar().valueChanged.connect(lambda _value: self._look.start())
+        # and once the list has laid its items out (Qt does it later than the adds): a look
+        # taken before then saw no widths, and the thumbnails in view would never be asked for
+        self.horizontalScrollBar().rangeChanged.connect(lambda *_range: self._look.start())
 
     def add_entry(self, key: str, name: str) -> None:
         item = QListWidgetItem(self._icon, name)
@@ -162,6 +165,8 @@ class ThumbnailStrip(QListWidget):
         if count == 0:
             return range(0)
         first = self.visualItemRect(self.item(0))
+        if first.isEmpty():  # not laid out yet: nothing is known to be in view (asked again
+            return range(0)  # after the layout, see updateGeometries)
         stride = first.width() + 2 * self.spacing()
         if count > 1:
             stride = max(1, self.visualItemRect(self.item(1)).left() - first.left())
@@ -171,6 +176,11 @@ class ThumbnailStrip(QListWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        self._look.start()
+
+    def updateGeometries(self) -> None:
+        """After every layout of the items (Qt calls it then): look again at what is in view."""
+        super().updateGeometries()
         self._look.start()
 
     def _ask_for_visible(self) -> None:
