@@ -195,3 +195,29 @@ def test_the_train_clis_best_line_says_how_many_tie() -> None:
     )
     result.ties, result.test_ties = 0, np.zeros(4, bool)
     assert _best_line(result).endswith("its test accuracy 75.0%")
+
+
+def _bare_result(**arrays: np.ndarray) -> training.FinetuneResult:
+    """A result with only the test arrays given (no model: tie_matrix reads none)."""
+    return training.FinetuneResult(
+        None, QUICK, "colours", "small_vit", False, 0, 0, False, 0.0, **arrays
+    )
+
+
+def test_the_tie_matrix_counts_ties_by_true_and_predicted_class() -> None:
+    true, ties = np.array([0, 1, 1, 2]), np.array([False, True, True, True])
+    predicted = np.array([0, 0, 0, 1])
+    result = _bare_result(
+        confusion=np.zeros((3, 3), np.int64), test_true=true, test_predicted=predicted,
+        test_ties=ties,
+    )  # fmt: skip
+    expected = np.zeros((3, 3), np.int64)
+    expected[1, 0], expected[2, 1] = 2, 1
+    assert np.array_equal(result.tie_matrix(), expected)
+
+
+def test_a_result_without_predictions_has_no_tie_matrix() -> None:
+    # was a TypeError (None indexed); right() already answered None
+    true, ties = np.array([0, 1]), np.array([False, True])
+    result = _bare_result(confusion=np.zeros((2, 2), np.int64), test_true=true, test_ties=ties)
+    assert result.tie_matrix() is None and result.right is None

@@ -134,7 +134,7 @@ def available_bytes(device: str) -> int | None:
 def free_ram() -> int | None:
     """The memory the operating system can give this process now, or None if it will not say."""
     try:
-        import psutil  # type: ignore[import-not-found]
+        import psutil
 
         return int(psutil.virtual_memory().available)
     except ImportError:

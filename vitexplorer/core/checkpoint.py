@@ -20,7 +20,7 @@ import stat
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from safetensors import SafetensorError
@@ -261,7 +261,7 @@ def _safetensors_header(path: Path, name: str, size: int) -> dict[str, Any]:
     return header
 
 
-def whole_numbers(values: object) -> bool:
+def whole_numbers(values: object) -> TypeGuard[list[int]]:
     return isinstance(values, list) and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
     )

@@ -534,6 +534,7 @@ def image_faithfulness(
         target = predicted
         values = probabilities[:, target].astype(np.float64)
     else:
+        assert label is not None  # chefer2021 needs one: refused above without
         target = int(label)
         values = (np.argmax(logits, axis=1) == target).astype(np.float64)
     positive, negative = values[:points], values[points:]

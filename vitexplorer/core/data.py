@@ -71,11 +71,12 @@ def preprocess(image: Image.Image, spec: ModelSpec, keep_aspect: bool = False) -
     if spec.crop_mode == "border":
         from timm.data.transforms import CenterCropOrPad, ResizeKeepRatio
 
-        size, fill = spec.resize_size, [round(255 * v) for v in spec.mean]
-        resized = ResizeKeepRatio((size, size), longest=1.0, interpolation=spec.interpolation)(
+        side, fill = spec.resize_size, [round(255 * v) for v in spec.mean]
+        resized = ResizeKeepRatio((side, side), longest=1.0, interpolation=spec.interpolation)(
             image
         )
-        cropped = CenterCropOrPad(spec.image_size, fill=fill)(resized)
+        # timm's annotation says int or a 3-tuple; it hands fill to torchvision, which takes a list
+        cropped = CenterCropOrPad(spec.image_size, fill=fill)(resized)  # type: ignore[arg-type]
     else:
         size = [spec.resize_size] * (2 if spec.crop_mode == "squash" else 1)
         resized = TF.resize(image, size, interpolation=interpolation, antialias=True)

@@ -312,7 +312,7 @@ def statistics_csv(statistics: HeadStatistics, images: int) -> str:
 
 
 def token_relevance(
-    matrix: np.ndarray, token: int, grid: tuple[int, int], num_prefix: int
+    matrix: np.ndarray | None, token: int, grid: tuple[int, int], num_prefix: int
 ) -> np.ndarray:
     """Row ``token`` of a relevance matrix R over the patches, (rows, cols) float32."""
     if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:

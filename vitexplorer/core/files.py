@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from vitexplorer.core.staging import (  # noqa: F401  (part of this module's interface)
     FOREIGN_STALE_AFTER,
@@ -204,7 +204,10 @@ def write_atomic(
         write(handle)
 
 
-def explain_write_error(exc: BaseException, folder: Path) -> BaseException:
+_Failure = TypeVar("_Failure", bound=BaseException)
+
+
+def explain_write_error(exc: _Failure, folder: Path) -> _Failure | OSError:
     """``exc`` itself, or an ``OSError(ENOSPC)`` naming ``folder`` when a writer that does not
     report the system's reason (numpy's "N requested and M written") failed on a full disk."""
     if not isinstance(exc, OSError) or exc.errno is not None:

@@ -55,7 +55,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
             warnings.simplefilter("ignore")
             scans = _jpeg_scans(name, data) if data.startswith(b"\xff\xd8") else 0
             _check_header_work(name, data)
-            image = Image.open(io.BytesIO(data), formats=_raster_formats())
+            image: Image.Image = Image.open(io.BytesIO(data), formats=_raster_formats())
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageLoadError(

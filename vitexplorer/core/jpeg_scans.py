@@ -47,7 +47,9 @@ def count_scans(data: bytes, stop_after: int = MAX_SCANS) -> int:
             pos = data.find(b"\xff", pos)
             if pos < 0:
                 break
-        pos = _FILL.match(data, pos).end() - 1  # fill bytes (0xFF) before a marker
+        fill = _FILL.match(data, pos)  # data[pos] is 0xFF here, so it matches
+        assert fill is not None
+        pos = fill.end() - 1  # fill bytes (0xFF) before a marker
         stray += pos - start
         if stray > MAX_STRAY_BYTES:
             raise HostileMarkers(f"more than {MAX_STRAY_BYTES:,} stray bytes between its markers")

@@ -344,13 +344,13 @@ def pair_maps(
     from vitexplorer.core.methods import explanation_map
 
     options_b, note = counterpart_options(options, analysis_a.spec, analysis_b.spec)
-    maps = [
+    map_a, map_b = [
         explanation_map(method, chosen, analysis=analysis, model=model, batch=batch)
         for chosen, analysis, model, batch in zip(
             (options, options_b), (analysis_a, analysis_b), models, batches, strict=True
         )
     ]
-    return compare_analyses(analysis_a, analysis_b, *maps, keep_aspect, (note,))
+    return compare_analyses(analysis_a, analysis_b, map_a, map_b, keep_aspect, (note,))
 
 
 # --- how each head changed -----------------------------------------------------------------

@@ -37,7 +37,8 @@ def upsample_blocks(grid: np.ndarray, height: int, width: int) -> np.ndarray:
 
     Pixel row ``y`` shows grid row ``y * rows // height``, so sizes need not divide evenly.
     """
-    row_index, col_index = block_indices(*grid.shape, height, width)
+    rows, cols = grid.shape
+    row_index, col_index = block_indices(rows, cols, height, width)
     return grid[row_index[:, None], col_index[None, :]]
 
 

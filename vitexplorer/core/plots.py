@@ -168,8 +168,8 @@ def draw_distance_plot(
     for run in _runs(means):  # over the dots: the summary stays visible where heads crowd
         if len(run) > 1:
             draw.line(run, fill=MEAN_COLOUR, width=MEAN_WIDTH, joint="curve")
-        for x, y in run:
-            draw.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=MEAN_COLOUR)
+        for mx, my in run:
+            draw.ellipse((mx - 2.5, my - 2.5, mx + 2.5, my + 2.5), fill=MEAN_COLOUR)
     if not finite.any():
         middle = ((left + right) / 2, (top + bottom) / 2)
         draw.text(middle, "no finite distances", font=label_font, fill=GREY, anchor="mm")
@@ -221,7 +221,8 @@ def _vertical_text(image: Any, text: str, face: Any, left: float, middle: float)
 
     scratch = ImageDraw.Draw(Image.new("L", (1, 1)))
     box = scratch.textbbox((0, 0), text, font=face)
-    mask = Image.new("L", (box[2] - box[0] + 2, box[3] - box[1] + 2), 0)
+    # whole numbers here (a bbox at (0, 0)); Pillow's annotation allows floats
+    mask = Image.new("L", (int(box[2] - box[0]) + 2, int(box[3] - box[1]) + 2), 0)
     ImageDraw.Draw(mask).text((1 - box[0], 1 - box[1]), text, font=face, fill=255)
     mask = mask.rotate(90, expand=True)
     ink = Image.new("RGB", mask.size, INK)

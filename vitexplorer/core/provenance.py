@@ -183,8 +183,8 @@ def training_words(metadata: dict[str, Any] | None, num_classes: int | None = No
     verb = "trained from scratch" if scratch else "fine-tuned"
     dataset = record.get("dataset")
     words = f"{verb} on {dataset}" if isinstance(dataset, str) and dataset else verb
-    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
-    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    settings: dict = record["settings"] if isinstance(record.get("settings"), dict) else {}
+    metrics: dict = record["metrics"] if isinstance(record.get("metrics"), dict) else {}
     details = []
     per_class = settings.get("per_class")
     if isinstance(per_class, int) and not isinstance(per_class, bool):

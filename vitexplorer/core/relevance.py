@@ -175,6 +175,8 @@ def relevance_map(
         row = full[0] if token == 0 else full.mean(axis=0)
     else:
         full, row = None, relevance_row(attention, gradients, token)
-    grid = np.ascontiguousarray(row[spec.num_prefix_tokens :].reshape(spec.grid), dtype=np.float32)
+    patches = np.ascontiguousarray(
+        row[spec.num_prefix_tokens :].reshape(spec.grid), dtype=np.float32
+    )
     kept = None if full is None else full.astype(np.float32)
-    return Relevance(map=grid, target=target, logits=logits, matrix=kept)
+    return Relevance(map=patches, target=target, logits=logits, matrix=kept)

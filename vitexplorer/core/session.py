@@ -123,7 +123,12 @@ class ImageSession:
         self._recent = []
 
     def held_bytes(self) -> int:
-        return sum(self.entries[k].analysis.attention.nbytes for k in self._recent)
+        return sum(self._held(k).attention.nbytes for k in self._recent)
+
+    def _held(self, key: str) -> ImageAnalysis:
+        analysis = self.entries[key].analysis
+        assert analysis is not None  # every key in _recent holds one
+        return analysis
 
     def _evict(self) -> None:
         total = self.held_bytes()
@@ -131,7 +136,7 @@ class ImageSession:
             if total <= self.memory_budget:
                 break
             if key != self.current_key:
-                total -= self.entries[key].analysis.attention.nbytes
+                total -= self._held(key).attention.nbytes
                 self.entries[key].analysis = None
                 self._recent.remove(key)
 

@@ -132,6 +132,7 @@ def _assigning(
 
 
 _HOOKS: tuple[RemovableHandle, ...] = (
-    register_module_parameter_registration_hook(_on_parameter),
+    # torch documents that the hook may return a replacement; its annotation says None
+    register_module_parameter_registration_hook(_on_parameter),  # type: ignore[arg-type]
     register_module_buffer_registration_hook(_on_buffer),
 )

@@ -144,7 +144,7 @@ def is_dead(name: str, newest: float, now: float | None = None) -> bool:
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove the staging entries in ``folder`` that are provably dead (:func:`is_dead`) and
     whose lock nobody holds; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +330,9 @@ class ProbeRecorder:
         array = maps.float().cpu().numpy()
         return [_Layers.of(m, self.grid, self.prefix, self.patch) for m in array]
 
-    def _captured(self, run: Callable[[], torch.Tensor], layers: int):
+    def _captured(
+        self, run: Callable[[], torch.Tensor], layers: int
+    ) -> tuple[torch.Tensor, list[_Layers] | None]:
         """``run()``'s output and, when ``layers`` attention layers run in it, their maps."""
         if not layers:
             return run(), None
@@ -345,7 +348,7 @@ class ProbeRecorder:
         chunk = images_per_pass(len(self.split.blocks), self.heads, tokens)
         for start in range(0, len(self.probes), chunk):
             x = self.to_input(self.probes.images[start : start + chunk])
-            out, parts = self._captured(lambda x=x: self.split.frozen(x), cut)
+            out, parts = self._captured(partial(self.split.frozen, x), cut)
             self._cut_outputs.append(out)
             if parts is None:
                 self._frozen += [None] * len(x)
@@ -361,9 +364,10 @@ class ProbeRecorder:
             self._run_frozen_part()
         assert self._cut_outputs is not None
         trained = len(self.split.blocks) - self.split.cut
-        logits, trainable = [], []
+        logits: list[torch.Tensor] = []
+        trainable: list[_Layers | None] = []
         for out in self._cut_outputs:
-            result, parts = self._captured(lambda out=out: self.split.trainable(out), trained)
+            result, parts = self._captured(partial(self.split.trainable, out), trained)
             logits.append(result.float().cpu())
             trainable += parts if parts is not None else [None] * len(out)
         probabilities = torch.cat(logits).softmax(-1)

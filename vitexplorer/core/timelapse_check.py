@@ -100,7 +100,7 @@ def check_description(meta: object, version: int, max_probes: int) -> Descriptio
     top = LIMITS["grid"]
     if not (isinstance(grid, list) and len(grid) == 2 and all(_whole(n, 1, top) for n in grid)):
         raise _wrong("patch grid", meta, "grid", f"two whole numbers from 1 to {top}")
-    sizes = {k: meta.get(k) for k in ("patch_size", "num_prefix", "num_classes")}
+    sizes: dict[str, Any] = {k: meta.get(k) for k in ("patch_size", "num_prefix", "num_classes")}
     for key, value in sizes.items():
         if not _whole(value, 1, LIMITS[key]):
             raise _wrong(WORDS[key], meta, key, f"a whole number from 1 to {LIMITS[key]}")
@@ -185,7 +185,7 @@ def _check_classes(arrays: dict[str, np.ndarray], about: Description) -> None:
     """Every predicted class one of the ``num_classes``; every true class one of them or -1."""
     classes = about.num_classes
     predicted = arrays["predicted"].astype(np.int64)
-    wrong = np.argwhere((predicted < 0) | (predicted >= classes))
+    wrong: np.ndarray = np.argwhere((predicted < 0) | (predicted >= classes))
     if len(wrong):
         frame, probe = (int(i) for i in wrong[0])
         raise ValueError(

@@ -83,7 +83,8 @@ def _whole(value: object, what: str, low: int, high: int) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
-        or not (low <= value <= high)
+        # typeshed's numbers.Integral declares no comparison with int
+        or not (low <= value <= high)  # type: ignore[operator]
     ):
         raise ValueError(
             f"{what} must be a whole number from {low:,} to {high:,}, not {_shown(value)}"
@@ -106,7 +107,8 @@ def _real(
         isinstance(value, numbers.Real)
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and (low < value if low_open else low <= value)
+        # typeshed's numbers.Real declares no comparison with float
+        and (low < value if low_open else low <= value)  # type: ignore[operator]
         and (value < high if high_open else value <= high)
     )
     if not ok:
@@ -429,7 +431,12 @@ class FinetuneResult:
 
     def tie_matrix(self) -> np.ndarray | None:
         """(C, C) int64: how many of each cell of :attr:`confusion` are ties."""
-        if self.confusion is None or self.test_ties is None or self.test_true is None:
+        if (
+            self.confusion is None
+            or self.test_ties is None
+            or self.test_true is None
+            or self.test_predicted is None
+        ):
             return None
         n = len(self.confusion)
         cells = self.test_true[self.test_ties] * n + self.test_predicted[self.test_ties]
@@ -470,7 +477,7 @@ class FinetuneResult:
             metrics["best_val_acc"] = None  # no validation split: the last epoch was kept
         metrics = {k: v for k, v in metrics.items() if not _nan(v)}
         if self.config.from_scratch:
-            shape = getattr(self.model.module, "config", None)
+            shape: Any = getattr(self.model.module, "config", None)
             architecture = shape.to_dict() if hasattr(shape, "to_dict") else None
             return {"train": {"architecture": architecture, **record, "metrics": metrics}}
         return {
@@ -778,6 +785,8 @@ class _Run:
             str(self.amp_dtype or torch.float32).removeprefix("torch."), self.head.reason,
         )  # fmt: skip
 
+        train_x: torch.Tensor | None
+        val_x: torch.Tensor | None
         try:
             if cached:
                 train_x = yield from self._frozen_outputs(train, "features", len(train) + len(val))
@@ -1007,6 +1016,7 @@ class _Run:
                 yield Step(self.steps, epoch, loss_value, lr, self._fraction(step_cost))
             self.split.set_training(False)
             self._check_weights()
+            val_loss: float | None
             if len(val):
                 val_loss, val_acc, _ = yield from self._evaluate(val, val_x, None)
             else:

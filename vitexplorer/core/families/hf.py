@@ -336,7 +336,7 @@ def load(
 
 
 def _from_state_dict(
-    cls: type, config: Any, extra: dict[str, Any], path: Path, source: str
+    cls: type[Any], config: Any, extra: dict[str, Any], path: Path, source: str
 ) -> nn.Module:
     """The model with a plain state dict in HF's key layout for ``config``: checked against
     the model on the meta device first, then built without initialisation and given the file's
@@ -406,7 +406,11 @@ def _spec_config(architecture: str, config: Any, image_size: int) -> dict[str, A
 
 
 def _from_pretrained(
-    cls: type, source: Source, config: Any, extra: dict[str, Any], allow_download: bool
+    cls: type[Any],
+    source: Source,
+    config: Any,
+    extra: dict[str, Any],
+    allow_download: bool,
 ) -> tuple[nn.Module, Path | None]:
     """The model with the folder's (or the hub cache's) weights; every parameter must be there."""
     from vitexplorer.core.checkpoint import WeightsFileError
@@ -480,8 +484,8 @@ def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> Any:
     prep = Preprocessing(
         image_size,
         meta.get("resize_size", image_size),
-        tuple(meta.get("mean", defaults[0])),  # type: ignore[arg-type]
-        tuple(meta.get("std", defaults[1])),  # type: ignore[arg-type]
+        tuple(meta.get("mean", defaults[0])),
+        tuple(meta.get("std", defaults[1])),
         meta.get("interpolation", defaults[2]),
         meta.get("crop_mode", "center"),
     )

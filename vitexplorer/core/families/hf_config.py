@@ -91,7 +91,7 @@ def _config_class(model_type: str) -> type:
     return getattr(transformers, CONFIG_CLASSES[model_type])
 
 
-def model_class(architecture: str) -> type:
+def model_class(architecture: str) -> type[Any]:
     import transformers
 
     return getattr(transformers, architecture)
@@ -291,8 +291,8 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
         raise UnsupportedModel(f"its image processor's rescale_factor {_shown(factor)} is unusable")
     scale = 255.0 * factor
-    mean = tuple(m / scale for m in mean)
-    std = tuple(s / scale for s in std)
+    mean = (mean[0] / scale, mean[1] / scale, mean[2] / scale)
+    std = (std[0] / scale, std[1] / scale, std[2] / scale)
     if not all(s > 0 for s in std):
         raise UnsupportedModel("its image processor's image_std is not above 0 for every channel")
     interpolation = _interpolation(proc.resample)
@@ -339,7 +339,7 @@ def preprocessing(model_type: str, config_size: int, processor: dict[str, Any]) 
         mean,
         std,
         interpolation,
-        mode,  # type: ignore[arg-type]
+        mode,
     )
     if not processor:
         used = f"the usual steps for a {model_type} model ({type(proc).__name__}'s)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from vitexplorer.core.vit import (
     MAX_CLASSES,
@@ -74,11 +74,11 @@ _PROC_BOOLS = (
 )
 
 
-def is_whole(value: object) -> bool:
+def is_whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -93,6 +93,7 @@ def config_problem(config: Mapping[str, Any], where: str = "") -> str | None:
         isinstance(names, list) and len(names) <= 16 and all(isinstance(n, str) for n in names)
     ):
         return f"gives {where}architectures as {show_value(names)}, not a list of class names"
+    high: float  # each field's upper bound
     for key, (low, high) in _INTS.items():
         value = config.get(key)
         if key in config and not (is_whole(value) and low <= value <= high):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -87,7 +87,7 @@ class HFClassifier(nn.Module):
         super().__init__()
         if architecture not in KINDS:
             raise UnsupportedModel(unsupported_class(architecture))
-        self.model = model
+        self.model: Any = model  # its submodules are found by name: HF's classes differ
         self.architecture = architecture
         self.kind = KINDS[architecture]
         self.input_size = input_size  # the side of the images it is analysed at (px)
@@ -98,7 +98,7 @@ class HFClassifier(nn.Module):
             model.distillation_classifier = nn.Identity()
 
     @property
-    def backbone(self) -> nn.Module:
+    def backbone(self) -> Any:
         """The encoder model (embeddings, layers, final norm)."""
         return getattr(self.model, self.kind.backbone) if self.kind.backbone else self.model
 
@@ -151,7 +151,7 @@ class HFClassifier(nn.Module):
         return width
 
 
-def _fused_heads(cls_head: nn.Module, dist_head: nn.Module) -> nn.Linear | None:
+def _fused_heads(cls_head: object, dist_head: object) -> nn.Linear | None:
     """One linear map equal to ``(cls_head(a) + dist_head(b)) / 2`` of ``cat(a, b)`` (its
     weights are written whole: none is initialised first)."""
     if not (isinstance(cls_head, nn.Linear) and isinstance(dist_head, nn.Linear)):
@@ -251,7 +251,8 @@ class HFAdapter(ViTAdapter):
         name = "self_attn" if self._clip else "attention"
         return [getattr(layer, name) for layer in self._layers()]
 
-    def capturing_forward(self, attention: nn.Module, sink: Any) -> Callable[..., Any]:
+    def capturing_forward(self, attention: Any, sink: Any) -> Callable[..., Any]:
+        # attention: an HF attention module, whose projections are found by name
         out_proj = attention.out_proj if self._clip else attention.o_proj
         scaling = attention.scale if self._clip else attention.scaling
         dropout = attention.dropout if self._clip else attention.attention_dropout
@@ -306,7 +307,7 @@ class HFAdapter(ViTAdapter):
 
         def special(sub: nn.Module) -> bool:  # DINOv2's layer scale starts at its config value
             if type(sub).__name__.endswith("LayerScale"):
-                nn.init.constant_(sub.lambda1, layerscale)
+                nn.init.constant_(cast(torch.Tensor, sub.lambda1), layerscale)
                 return True
             return False
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ class SmallViTAdapter(ViTAdapter):
         self.module.config = replace(self.module.config, num_classes=head.out_features)
 
     def attention_modules(self) -> list[nn.Module]:
-        return [block.attn for block in self.module.blocks]
+        return [cast(nn.Module, block.attn) for block in self.module.blocks]
 
     def capturing_forward(self, attention: nn.Module, sink: Any) -> Callable[..., Any]:
         from vitexplorer.core.capture import explicit_attention

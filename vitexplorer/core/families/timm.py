@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import timm
 import torch
@@ -157,8 +157,8 @@ class TimmAdapter(ViTAdapter):
         if self.head_kind != "classifier":
             return None
         if self.distilled:
-            return _DistilledClassifier(m.head, m.head_dist)
-        return m.head
+            return _DistilledClassifier(cast(nn.Linear, m.head), cast(nn.Linear, m.head_dist))
+        return cast(nn.Linear, m.head)  # a classifier's head is a Linear
 
     def set_classifier(self, head: nn.Linear) -> None:
         m = self.module
@@ -192,7 +192,7 @@ class TimmAdapter(ViTAdapter):
 
     # --- attention capture -----------------------------------------------------------------
     def attention_modules(self) -> list[nn.Module]:
-        found = []
+        found: list[nn.Module] = []
         for i, block in enumerate(self.module.blocks):
             attention = getattr(block, "attn", None)
             if not isinstance(block, (Block, ResPostBlock)) or not _plain_attention(attention):
@@ -255,7 +255,7 @@ class TimmAdapter(ViTAdapter):
 
 
 @contextmanager
-def _any_input_size(module: nn.Module) -> Iterator[None]:
+def _any_input_size(module: Any) -> Iterator[None]:  # a timm VisionTransformer
     """For one call, the model as timm builds it with ``dynamic_img_size=True``: the patch
     embedding accepts any multiple of the patch size and ``_pos_embed`` resamples the position
     embeddings to the input's grid (timm's ``resample_abs_pos_embed``)."""
@@ -303,7 +303,7 @@ def _split_distilled(head: nn.Linear, width: int) -> _DistilledClassifier:
     return _DistilledClassifier(*parts)
 
 
-def _plain_attention(module: object) -> bool:
+def _plain_attention(module: object) -> TypeGuard[Attention]:
     """timm's ``Attention`` (or a subclass keeping its forward): one token-by-token softmax."""
     return isinstance(module, Attention) and type(module).forward is Attention.forward
 
@@ -371,12 +371,12 @@ def _shown(text: str, limit: int = 80) -> str:
     return f"{text[: limit // 2]!r}...{text[-limit // 2 :]!r} ({len(text):,} characters)"
 
 
-def _skeleton(name: str, **kwargs: Any) -> nn.Module:
+def _skeleton(name: str, **kwargs: Any) -> VisionTransformer:
     """The model on the meta device (no memory, no weights), checked to be one we support."""
     with torch.device("meta"):
         module = timm.create_model(name, pretrained=False, **kwargs)
     check_supported(module, name)
-    return module
+    return cast(VisionTransformer, module)  # check_supported refuses any other class
 
 
 def check_supported(module: nn.Module, name: str) -> None:
@@ -399,7 +399,7 @@ def check_supported(module: nn.Module, name: str) -> None:
 
 def patch_size(module: nn.Module) -> int:
     """The side of the image patch each token stands for (a hybrid's stem included)."""
-    embed = module.patch_embed
+    embed: Any = module.patch_embed  # PatchEmbed, HybridEmbed, ...
     (height, width), (rows, cols) = embed.img_size, embed.grid_size
     ratio = embed.feat_ratio(as_scalar=False) if hasattr(embed, "feat_ratio") else None
     ratio = tuple(ratio) if ratio is not None else tuple(embed.patch_size)
@@ -411,7 +411,10 @@ def patch_size(module: nn.Module) -> int:
     return ratio[0]
 
 
-def spec_for(module: nn.Module, name: str, weights: str) -> ModelSpec:
+_RGB = tuple[float, float, float]
+
+
+def spec_for(module: Any, name: str, weights: str) -> ModelSpec:  # any timm model
     """The spec of a timm ViT: preprocessing from its ``pretrained_cfg``, as timm resolves it."""
     check_supported(module, name)
     adapter = TimmAdapter(module)
@@ -442,8 +445,9 @@ def spec_for(module: nn.Module, name: str, weights: str) -> ModelSpec:
         num_heads=module.blocks[0].attn.num_heads,
         class_names=class_names(classes, cfg),
         num_prefix_tokens=adapter.num_prefix_tokens,
-        mean=tuple(float(v) for v in data["mean"]),
-        std=tuple(float(v) for v in data["std"]),
+        # timm's data config gives one value per RGB channel
+        mean=cast(_RGB, tuple(float(v) for v in data["mean"])),
+        std=cast(_RGB, tuple(float(v) for v in data["std"])),
         interpolation=interpolation if interpolation in models.INTERPOLATIONS else "bicubic",
         crop_mode=crop_mode,
         notes=(RANDOM_NOTE,) if weights == models.RANDOM else (),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import timm
@@ -106,9 +106,9 @@ class Source:
             except RemoteEntryNotFoundError:  # the hub answered: the repository lacks the file
                 continue
             except Exception as exc:
-                cause = unreachable(exc)  # the connection lost since the probe
-                if cause is not None:
-                    raise self._no_network(cause)  # noqa: B904  (its cause: the DownloadError)
+                lost = unreachable(exc)  # the connection lost since the probe
+                if lost is not None:
+                    raise self._no_network(lost)  # noqa: B904  (its cause: the DownloadError)
                 raise
             return Path(str(found))
         raise WeightsFileError(f"{self.repo} holds none of {', '.join(self.filenames)}")
@@ -116,7 +116,8 @@ class Source:
     def _no_network(self, why: str) -> models.WeightsUnavailableError:
         """The one line for a server that cannot be reached, with a network DownloadError as
         its cause: the app recognises it by that type (its bar keeps the model in use)."""
-        server = "the Hugging Face hub" if self.repo is not None else urlparse(self.url).netloc
+        url = cast(str, self.url)  # a source without a repository has a URL
+        server = "the Hugging Face hub" if self.repo is not None else urlparse(url).netloc
         error = models.WeightsUnavailableError(
             f"no network ({server} cannot be reached: {_first_line(why)}) and timm's "
             f"{self.name} weights are not in the cache ({self.cache_place()}); connect, or give "
@@ -136,7 +137,9 @@ def pretrained_source(arch: str) -> Source:
             f"timm has no pretrained weights for {arch}; use --weights none or a weights file"
         )
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
-    repo, revision, files = None, None, ()
+    repo: str | None = None
+    revision: str | None = None
+    files: tuple[str, ...] = ()
     if cfg.hf_hub_id:
         repo, _, revision = cfg.hf_hub_id.partition("@")
         first = cfg.hf_hub_filename or "pytorch_model.bin"
@@ -144,7 +147,10 @@ def pretrained_source(arch: str) -> Source:
         if safe is None and first.endswith(".bin"):
             safe = first[: -len(".bin")] + ".safetensors"
         files = tuple(f for f in (safe, first) if f)
-    return Source(name, repo, revision or None, files, cfg.url or None)
+    # timm's config types allow an architecture of None and a (url, filename) pair; no
+    # pretrained config of timm 1.0 has either
+    url = cast("str | None", cfg.url or None)
+    return Source(cast(str, name), repo, revision or None, files, url)
 
 
 def describe(arch: str) -> models.WeightsDownload:
@@ -239,7 +245,7 @@ def _progress_bar(progress: ProgressCallback | None, cancelled: CancelCheck | No
     """A silent tqdm class for the hub client that reports bytes and honours cancel."""
     from tqdm.auto import tqdm
 
-    class Bar(tqdm):  # type: ignore[misc]
+    class Bar(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._total = int(kwargs.get("total") or 0)
             self._done = int(kwargs.get("initial") or 0)

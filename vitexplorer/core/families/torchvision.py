@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ _CONFIG_KEYS = ("image_size", "num_classes")  # what a torchvision checkpoint's 
 def default_weights_download(name: str) -> models.WeightsDownload:
     """Describe the default ImageNet weights of a torchvision ViT (no network access)."""
     weights = get_model_weights(name).DEFAULT
-    filename = os.path.basename(urllib.request.urlparse(weights.url).path)
+    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     description = f"{TORCHVISION_VITS[name]} ImageNet-1k weights ({weights.name}"
@@ -169,8 +169,8 @@ def load(
         return module, spec_for(name, module, models.RANDOM), None
     if weights != "default":
         path = Path(weights)
-        plan = lambda shapes, path: file_plan(name, shapes, path)  # noqa: E731
-        return (*models.load_weights_file(path, plan), path)
+        plan_for = lambda shapes, path: file_plan(name, shapes, path)  # noqa: E731
+        return (*models.load_weights_file(path, plan_for), path)
     download = default_weights_download(name)
     if not download.cached:
         if not allow_download:
@@ -237,7 +237,7 @@ def _state_plan(
 
 
 def spec_for(
-    name: str, module: nn.Module, label: str, meta: dict[str, Any] | None = None
+    name: str, module: VisionTransformer, label: str, meta: dict[str, Any] | None = None
 ) -> ModelSpec:
     """The spec of a torchvision ViT; preprocessing follows its default weights' transforms."""
     default = get_model_weights(name).DEFAULT
