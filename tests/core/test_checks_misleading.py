@@ -152,6 +152,7 @@ def test_nan_outputs_are_null_in_valid_json(nan_head, tmp_path, capsys) -> None:
 # --- sanity -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sanity_holds_the_relevance_class_of_the_original_model(
     checkpoint, tmp_path, capsys, monkeypatch
 ) -> None:
@@ -373,6 +374,7 @@ def test_folders_name_their_class_by_name_or_index(tmp_path) -> None:
         labelled_images([a], names)
 
 
+@pytest.mark.slow
 def test_chefer2021_at_zero_removal_is_the_plain_accuracy(checkpoint) -> None:
     model = load_model(str(checkpoint), device="cpu")
     rng = np.random.default_rng(5)

@@ -151,6 +151,7 @@ def test_the_checkpoint_is_the_fine_tuned_model(finetuned, base: Path, colours: 
     )
 
 
+@pytest.mark.slow
 def test_analyze_names_the_datasets_classes(finetuned, tmp_path: Path, capsys):
     image = tmp_path / "red.png"
     Image.new("RGB", (32, 32), COLOURS["red"]).save(image)

@@ -41,6 +41,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, stdout
 
 
+@pytest.mark.slow
 def test_train_saves_the_time_lapse_and_says_so(run: tuple[Path, str]) -> None:
     out, stdout = run
     timelapse = read_timelapse(out)

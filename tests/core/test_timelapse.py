@@ -121,6 +121,7 @@ def test_one_frame_per_epoch_and_the_start_each_a_fresh_capture(colours: Path, f
         )
 
 
+@pytest.mark.slow
 def test_the_time_lapse_survives_a_save_and_reload(colours: Path, tmp_path: Path) -> None:
     base = _small_vit()
     events = list(finetune(base, open_dataset(colours), QUICK))

@@ -129,6 +129,7 @@ def test_last_block_policy_trains_the_last_block_norm_and_head(colours: Path) ->
     assert changed == {"blocks.1", "norm", "head"}
 
 
+@pytest.mark.slow
 def test_loss_falls_and_accuracy_rises_on_an_easy_dataset(colours: Path) -> None:
     config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 6, "lr": 3e-2})
     events = _run(_small_vit(), colours, config)
