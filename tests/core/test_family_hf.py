@@ -123,7 +123,6 @@ def _hf_output(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
 # --- capture ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", CAPTURED)
 def test_capture_equals_hf_eager_attention_and_changes_nothing(
     folders: dict[str, Path], kind: str
