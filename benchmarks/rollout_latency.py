@@ -12,6 +12,7 @@ time; ``--attention capture`` instead captures it from torchvision's ViT-L/16 wi
 at 384 px (slower to set up; the timings do not depend on the values).
 
     python benchmarks/rollout_latency.py [--clicks 500] [--repeats 5] [--attention random]
+    python benchmarks/rollout_latency.py --quick   # 2 layers, 2 heads, 4x4 patches: a smoke run
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--attention", choices=("random", "capture"), default="random")
     parser.add_argument("--discard-ratio", type=float, default=0.9)
+    parser.add_argument("--quick", action="store_true", help="tiny maps (the tests' smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        global LAYERS, HEADS, GRID, PATCH, IMAGE_SIZE, TOKENS
+        LAYERS, HEADS, GRID, PATCH, IMAGE_SIZE = 2, 2, (4, 4), 8, 32
+        TOKENS = NUM_PREFIX + GRID[0] * GRID[1]
 
     start = time.perf_counter()
     attention = random_attention() if args.attention == "random" else captured_attention()
@@ -75,7 +81,10 @@ def main() -> None:
         f"{args.attention} ({built:.1f} s to build)"
     )
 
-    print(f"\nonce per image and option: rollout_layers over 24 layers (median of {args.repeats})")
+    print(
+        f"\nonce per image and option: rollout_layers over {LAYERS} layers "
+        f"(median of {args.repeats})"
+    )
     options = [("mean", 0.0), ("max", 0.0), ("min", 0.0), ("mean", args.discard_ratio)]
     cached = {}
     for fusion, discard in options:

@@ -4,6 +4,7 @@ alike.
 
     python benchmarks/timelapse_overhead.py [--data ../shared/data/cifar10] [--repeats 2]
                                             [--runs scratch,head]
+    python benchmarks/timelapse_overhead.py --quick --runs scratch   # the tests' smoke run
 
 Two runs on CIFAR-10 (a folder of class subfolders with train/ and test/ inside):
 
@@ -43,11 +44,18 @@ DEMO_SHAPE = SmallViTConfig(
 )  # fmt: skip
 
 
+QUICK = [False]  # --quick: a tiny model, 4 images per class, 1 epoch (a smoke run)
+TINY_SHAPE = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
+
+
 def scratch(probes: int) -> tuple[object, object]:
     torch.manual_seed(0)
-    model = load_model("small_vit", "none", "cpu", small_config=DEMO_SHAPE)
-    config = TrainConfig(per_class=200, test_per_class=50, epochs=3, warmup_epochs=0.3,
-                         mixed_precision=False, probes=probes)  # fmt: skip
+    shape = TINY_SHAPE if QUICK[0] else DEMO_SHAPE
+    model = load_model("small_vit", "none", "cpu", small_config=shape)
+    sizes = (4, 2, 1) if QUICK[0] else (200, 50, 3)  # per class, test per class, epochs
+    per_class, test_per_class, epochs = sizes
+    config = TrainConfig(per_class=per_class, test_per_class=test_per_class, epochs=epochs,
+                         warmup_epochs=0.3, mixed_precision=False, probes=probes)  # fmt: skip
     return model, config
 
 
@@ -95,7 +103,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/cifar10"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--runs", default="scratch,head", help="which: scratch, head or both")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the tests' smoke run)")
     args = parser.parse_args()
+    QUICK[0] = args.quick
     runs = {"scratch": ("from scratch", scratch), "head": ("fine-tune, head only", head_only)}
     for name, build in (runs[r] for r in args.runs.split(",")):
         times: dict[int, list[float]] = {0: [], 10: []}

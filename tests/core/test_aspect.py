@@ -80,6 +80,7 @@ def _tiny_models() -> dict[str, torch.nn.Module]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["small_vit", "torchvision", "timm", "timm registers", "hf"])
 def test_the_parts_equal_the_forward_and_accept_rectangles(kind: str) -> None:
     module = _tiny_models()[kind].eval()
@@ -126,6 +127,7 @@ def test_analysis_at_the_image_aspect_ratio() -> None:
     assert square.spec.grid == (4, 4) and square.attention.shape[-1] == 17
 
 
+@pytest.mark.slow
 def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:
     import json
 
@@ -153,6 +155,7 @@ def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:
     assert json.loads((out / "wide.json").read_text())["grid"] == [4, 4]
 
 
+@pytest.mark.slow
 def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys) -> None:
     import json
 
@@ -191,6 +194,7 @@ def _photo(path, width: int, height: int, seed: int):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["attention", "rollout", "relevance"])
 def test_the_checks_explainer_equals_analyzes_map_on_the_rectangle(method: str) -> None:
     from vitexplorer.core.methods import MethodOptions, explanation_map, method_explainer
@@ -214,6 +218,7 @@ def test_the_checks_explainer_equals_analyzes_map_on_the_rectangle(method: str) 
     assert method_explainer(method, options)(model, square).shape == (4, 4)
 
 
+@pytest.mark.slow
 def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) -> None:
     import json
 
@@ -256,6 +261,7 @@ def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) ->
     assert "whole image" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
     checkpoint,
 ) -> None:
@@ -304,6 +310,7 @@ def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
     assert len(set(np.round(one.positive, 6))) > 2  # the curve moves
 
 
+@pytest.mark.slow
 def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
     checkpoint,
     monkeypatch,
@@ -346,6 +353,7 @@ def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
     assert one.positive[0] == one.negative[0] == float(predicted == 3)
 
 
+@pytest.mark.slow
 def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) -> None:
     import json
 
@@ -391,6 +399,7 @@ def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, caps
     assert "input" not in json.loads((out / "faithfulness.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_take_other_sizes_gets_analyzes_one_line(
     checkpoint,
     tmp_path,

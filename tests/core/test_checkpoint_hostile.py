@@ -601,6 +601,7 @@ def test_metadata_check_accepts_defaults_and_extra_keys() -> None:
     check_checkpoint_metadata({**tv, "resize_size": 384, "interpolation": "bicubic"})
 
 
+@pytest.mark.slow
 def test_command_line_process_has_no_traceback(tmp_path: Path) -> None:
     """The real process: a bare-number metadata checkpoint, and a device as weights."""
     checkpoint = _with_raw_metadata("5")(tmp_path)

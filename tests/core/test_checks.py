@@ -270,6 +270,7 @@ def test_faithfulness_of_a_planted_detector(tmp_path: Path) -> None:
     assert reversed_map.positive_auc > reversed_map.negative_auc + 0.1
 
 
+@pytest.mark.slow
 def test_faithfulness_of_relevance_on_a_small_vit() -> None:
     model = _small_vit()
     explain = method_explainer("relevance", MethodOptions())

@@ -98,6 +98,7 @@ def test_json_ready_replaces_what_is_not_finite() -> None:
 # --- analyze ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_torchvision_random_weights_say_their_output_is_constant(tmp_path, capsys) -> None:
     """The reported case: ViT-B/32 with random weights has a zero head, every logit is 0."""
     photo = _image(tmp_path / "cat.png", (64, 48), seed=1)
@@ -151,6 +152,7 @@ def test_nan_outputs_are_null_in_valid_json(nan_head, tmp_path, capsys) -> None:
 # --- sanity -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sanity_holds_the_relevance_class_of_the_original_model(
     checkpoint, tmp_path, capsys, monkeypatch
 ) -> None:
@@ -250,6 +252,7 @@ def test_sanity_check_notes_a_flat_step_only_where_it_is() -> None:
 # --- faithfulness: constant output ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_faithfulness_of_a_constant_model_gives_no_area(zero_head, tmp_path, capsys) -> None:
     folder = tmp_path / "images"
     for i in range(3):
@@ -371,6 +374,7 @@ def test_folders_name_their_class_by_name_or_index(tmp_path) -> None:
         labelled_images([a], names)
 
 
+@pytest.mark.slow
 def test_chefer2021_at_zero_removal_is_the_plain_accuracy(checkpoint) -> None:
     model = load_model(str(checkpoint), device="cpu")
     rng = np.random.default_rng(5)
@@ -416,6 +420,7 @@ def test_cli_chefer2021_needs_a_labelled_folder(checkpoint, tmp_path, capsys) ->
     assert status == 2 and "is not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_chefer2021_writes_accuracy_curves_with_the_protocol(
     checkpoint, tmp_path, capsys
 ) -> None:

@@ -229,6 +229,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_default_weights_are_downloaded_with_progress(vit_b_32_file, tmp_path, monkeypatch, capsys):
     cache = tmp_path / "hub" / "checkpoints" / vit_b_32_file.name
     size_mb = vit_b_32_file.stat().st_size / 1e6

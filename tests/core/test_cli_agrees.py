@@ -31,6 +31,7 @@ def _cpu(*args: str | Path) -> int:
 # --- random weights are random ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @demo_shipped
 def test_the_demo_with_random_weights_is_its_architecture_untrained(tmp_path, capsys):
     bird = SAMPLES / "bird" / "00025.png"
@@ -138,6 +139,7 @@ def test_analyze_of_a_folder_without_images_says_so(checkpoint, tmp_path, capsys
 # --- sanity runs each method --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sanity_runs_every_method_and_names_it_in_every_line(checkpoint, tmp_path, capsys):
     photo = _image(tmp_path / "photo.png", (32, 32), seed=6)
     both = tmp_path / "both"

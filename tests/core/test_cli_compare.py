@@ -49,6 +49,7 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_two_checkpoints_end_to_end(checkpoints, tmp_path, capsys) -> None:
     images = _images()
     assert len(images) == 2
@@ -239,6 +240,7 @@ def test_colour_tables_without_qt_stay_close_to_pyqtgraphs(name: str, monkeypatc
         assert without[128].min() >= 225
 
 
+@pytest.mark.slow
 def test_a_fine_tune_and_its_base_are_after_minus_before(checkpoints, tmp_path, capsys) -> None:
     """B's checkpoint names A as its base: the difference is "after minus before", and B's
     name says what it was fine-tuned on; the other way round it is "before minus after"."""

@@ -91,6 +91,7 @@ def test_defaults_are_the_engines():
     assert (options["freeze"], options["lr"]) == ("last:1", 0.5)
 
 
+@pytest.mark.slow
 def test_json_lines_per_epoch_then_the_results(finetuned):
     code, out, err, path = finetuned
     assert code == 0, err
@@ -118,6 +119,7 @@ def test_json_lines_per_epoch_then_the_results(finetuned):
     assert progress[-1].startswith("testing: 12 images")
 
 
+@pytest.mark.slow
 def test_the_checkpoint_is_the_fine_tuned_model(finetuned, base: Path, colours: Path):
     path = finetuned[3]
     model = load_model(str(path), device="cpu")
@@ -149,6 +151,7 @@ def test_the_checkpoint_is_the_fine_tuned_model(finetuned, base: Path, colours: 
     )
 
 
+@pytest.mark.slow
 def test_analyze_names_the_datasets_classes(finetuned, tmp_path: Path, capsys):
     image = tmp_path / "red.png"
     Image.new("RGB", (32, 32), COLOURS["red"]).save(image)
@@ -162,6 +165,7 @@ def test_analyze_names_the_datasets_classes(finetuned, tmp_path: Path, capsys):
     assert capsys.readouterr().out.startswith("red: red ")
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_checkpoint_fine_tunes_again(finetuned, colours: Path, tmp_path: Path, capsys):
     out = tmp_path / "again.safetensors"
     code = _finetune(finetuned[3], colours, out, *SMALL, "--epochs", "1", "--freeze", "last:1")
@@ -318,6 +322,7 @@ def _write_cifar_archive(path: Path) -> None:
         tar.add(folder, arcname=CIFAR10.base_folder)
 
 
+@pytest.mark.slow
 def test_cifar10_is_downloaded_with_progress_on_stderr(base: Path, tmp_path: Path, monkeypatch):
     import torchvision.datasets.cifar
 

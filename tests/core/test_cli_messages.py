@@ -26,6 +26,7 @@ def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_colour_splits(tmp_path_factory.mktemp("colours"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_second_ctrl_c_after_the_save_is_absorbed(colours: Path, tmp_path: Path) -> None:
     """Ctrl-C after the first epoch, then again right after the "saved" line: exit 130, one

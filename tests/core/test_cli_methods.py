@@ -33,6 +33,7 @@ def test_method_names_match_the_core():
     assert CLI_METHODS == METHODS
 
 
+@pytest.mark.slow
 def test_analyze_writes_each_methods_map_png_and_card(checkpoint, tmp_path, capsys):
     photo = _image(tmp_path / "in" / "photo.png", (50, 40), seed=3)
     out = tmp_path / "out"
@@ -140,6 +141,7 @@ def test_target_class_by_name_or_index_and_bad_options_exit_2(checkpoint, tmp_pa
 PLOT = "distance_vs_depth.png"
 
 
+@pytest.mark.slow
 def test_stats_writes_the_averaged_table_and_the_plot(checkpoint, tmp_path, capsys):
     folder = tmp_path / "images"
     paths = [_image(folder / sub / f"{i}.png", (40, 36), seed=i) for i, sub in
@@ -207,6 +209,7 @@ def test_stats_skips_bad_images_and_refuses_empty_folders(checkpoint, tmp_path, 
     assert "none of the images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, capsys):
     from vitexplorer.core.checks import sanity_check
     from vitexplorer.core.methods import MethodOptions, method_explainer
@@ -238,6 +241,7 @@ def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, caps
     assert [s["step"] for s in card["steps"]] == [s.name for s in expected]
 
 
+@pytest.mark.slow
 def test_faithfulness_over_a_folder_writes_curves_and_means(checkpoint, tmp_path, capsys):
     from vitexplorer.core.checks import faithfulness
     from vitexplorer.core.methods import MethodOptions, method_explainer

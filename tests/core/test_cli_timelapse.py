@@ -41,6 +41,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, stdout
 
 
+@pytest.mark.slow
 def test_train_saves_the_time_lapse_and_says_so(run: tuple[Path, str]) -> None:
     out, stdout = run
     timelapse = read_timelapse(out)
@@ -50,6 +51,7 @@ def test_train_saves_the_time_lapse_and_says_so(run: tuple[Path, str]) -> None:
     assert final["timelapse"] == {"epochs": [0, 1, 2], "probes": timelapse.sources}
 
 
+@pytest.mark.slow
 def test_export_writes_every_format_and_the_numbers_are_the_saved_ones(
     run: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -105,6 +105,7 @@ def test_analyze_keep_aspect_counts_the_tokens_of_the_image_grid(models, tmp_pat
     _assert_marked_at(out / "wide.rollout.png", card["picture"], rows * cols + 1)
 
 
+@pytest.mark.slow
 def test_compare_marks_each_model_at_its_own_tokens_and_not_the_difference(
     models, tmp_path, capsys
 ) -> None:

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import write_colour_splits
 from vitexplorer.cli import COMMANDS
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 SAMPLE = Path(__file__).parents[2] / "vitexplorer" / "resources" / "sample.png"
 GUI_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
 

@@ -477,6 +477,7 @@ def vit_b_16_spec() -> ModelSpec:
     return load_model("vit_b_16", weights="none", device="cpu").spec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(333, 201), (157, 299)], ids=["landscape", "portrait"])
 def test_preprocess_equals_torchvision_transforms(
     vit_b_16_spec: ModelSpec, size: tuple[int, int]
@@ -515,6 +516,7 @@ def test_crop_box_is_the_centred_square_the_model_sees(
         assert (top, bottom) == pytest.approx(((height - side) / 2, (height + side) / 2))
 
 
+@pytest.mark.slow
 def test_long_thin_image_is_cut_to_its_centre_before_resizing(monkeypatch) -> None:
     """A 60000x2 strip would be resized to billions of pixels; only its centre is needed."""
     import vitexplorer.core.data as data

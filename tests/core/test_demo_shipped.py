@@ -15,6 +15,8 @@ from vitexplorer.core.analysis import analyze_image
 from vitexplorer.core.data import load_image
 from vitexplorer.core.models import load_model
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 
 

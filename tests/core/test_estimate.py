@@ -36,6 +36,7 @@ def test_the_estimate_scales_with_images_and_epochs():
     assert run_seconds(2 * step, 128, sizes, 50) == pytest.approx(2 * expected)
 
 
+@pytest.mark.slow
 def test_measure_step_times_real_steps_and_trains_the_model():
     shape = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
     torch.manual_seed(0)

@@ -219,6 +219,7 @@ def test_with_new_head_on_the_distilled_deit_replaces_both_heads(folders: dict[s
     assert [p.shape for p in split.trainable_parameters()] == [(2, 64), (2,)]
 
 
+@pytest.mark.slow
 def test_an_image_tower_gains_a_head_for_fine_tuning(folders: dict[str, Path]) -> None:
     loaded = _load(folders["clip"])
     x = _images()
@@ -445,6 +446,7 @@ def test_preprocessing_from_the_image_processor_config() -> None:
             hf.preprocessing("vit", 32, bad)
 
 
+@pytest.mark.slow
 def test_fine_tuning_and_its_checkpoint(folders: dict[str, Path], tmp_path: Path) -> None:
     """A distilled DeiT and an image tower without a classifier both fine-tune (the tower
     gains a head on its pooled features), and their checkpoints load back."""
@@ -474,6 +476,7 @@ def test_fine_tuning_and_its_checkpoint(folders: dict[str, Path], tmp_path: Path
 # --- checkpoints, analysis and the command line ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["deit", "dinov2_reg"])
 def test_a_saved_checkpoint_loads_back(folders: dict[str, Path], tmp_path: Path, kind: str) -> None:
     loaded = _load(folders[kind])

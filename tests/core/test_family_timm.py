@@ -107,6 +107,7 @@ def test_capture_honours_an_attention_mask() -> None:
     assert (sink.result()[..., ~mask] == 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["vit", "distilled", "no_cls", "map_head", "registers"])
 def test_split_forward_equals_the_model_and_a_new_head_starts_at_zero(variant: str) -> None:
     model = _tiny(variant)
@@ -221,6 +222,7 @@ def test_vit_32(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Pa
     return model, folder / "weights.pth", folder / "w.safetensors"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", [1, 2])
 def test_a_weights_file_in_timm_layout_loads(test_vit_32, index: int) -> None:
     model, path = test_vit_32[0], test_vit_32[index]
@@ -247,6 +249,7 @@ def test_a_mismatched_file_names_the_mismatch(test_vit_32, tmp_path: Path) -> No
         assert "blocks.0.attn.qkv.weight: file (3, 3)" in message and "norm.weight" in message
 
 
+@pytest.mark.slow
 def test_analyze_on_the_command_line(test_vit_32, tmp_path: Path) -> None:
     image = tmp_path / "photo.png"
     pixels = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
@@ -262,6 +265,7 @@ def test_analyze_on_the_command_line(test_vit_32, tmp_path: Path) -> None:
     assert facts["prefix_tokens"] == ["CLS"] and len(facts["predictions"]) == 5
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_checkpoint_loads_back(test_vit_32, tmp_path: Path) -> None:
     for name, build in [
         ("test_vit", lambda: copy.deepcopy(test_vit_32[0])),
@@ -301,6 +305,7 @@ def test_checkpoint_config_is_checked() -> None:
             family.check_config("timm:test_vit", bad)
 
 
+@pytest.mark.slow
 def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monkeypatch) -> None:
     import huggingface_hub
 

@@ -28,6 +28,7 @@ def draw():
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,()/:éüßλ中文W"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [13, 18])
 def test_bisection_gives_the_old_text_and_fits(draw, size: int) -> None:
     face = font(size)

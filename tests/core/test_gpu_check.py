@@ -32,6 +32,7 @@ def gpu_check() -> ModuleType:
     return _script()
 
 
+@pytest.mark.slow
 def test_quick_run_on_the_cpu(gpu_check: ModuleType, capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(0)
     table = gpu_check.run(gpu_check.parse(["--quick", "--device", "cpu"]))
@@ -107,6 +108,7 @@ def test_an_unknown_device_is_one_line(gpu_check: ModuleType, capsys) -> None:
     assert err.startswith("gpu_check: unknown device 'tpu'") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_the_out_of_memory_row_reports_the_users_line(
     gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:

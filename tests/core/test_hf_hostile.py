@@ -144,6 +144,7 @@ def test_a_pickle_with_code_is_refused_without_torch_loads_advice(
         assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_good_pickled_weights_load_as_the_safetensors_do(vit: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -173,6 +174,7 @@ def test_weights_far_larger_than_the_config_are_refused(vit: Path, tmp_path: Pat
         models.load_model(f"hf:{folder}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_check_source_refuses_a_named_pipe_without_opening_it(vit: Path, tmp_path: Path) -> None:
     folder = _copy(vit, tmp_path)

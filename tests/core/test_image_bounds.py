@@ -54,6 +54,7 @@ def test_a_repeated_scan_below_the_limit_decodes_to_the_same_picture() -> None:
     assert np.array_equal(np.asarray(load_image(bombed)), np.asarray(load_image(original)))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_scan_bomb_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "scans.jpg"
@@ -68,6 +69,7 @@ def test_a_scan_bomb_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> 
     assert decoded == []
 
 
+@pytest.mark.slow
 def test_the_work_budget_refuses_fewer_scans_over_more_pixels() -> None:
     side = 4096  # 16.8 megapixels: the budget allows 238 scans
     allowed = MAX_SCAN_PIXELS // (side * side)
@@ -109,6 +111,7 @@ def test_a_damaged_marker_stream_is_left_to_the_decoder() -> None:
     assert count_scans(data[:2] + b"\x00" * 50) == 0  # no marker at all after SOI
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [many_frame_apng, many_frame_gif, many_page_tiff, many_frame_webp],
@@ -122,6 +125,7 @@ def test_only_the_first_of_100000_frames_is_decoded(make) -> None:
     assert np.array_equal(picture, np.asarray(load_image(one)))
 
 
+@pytest.mark.slow
 def test_a_small_png_with_a_huge_zlib_stream_decodes_only_its_pixels() -> None:
     import struct
     import zlib
@@ -186,6 +190,7 @@ def test_a_scan_bomb_inside_a_tiff_is_refused_in_words(capfd) -> None:
     assert "TIFFjpeg" not in capfd.readouterr().err  # libtiff never saw it
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_containers_that_pillow_would_walk_for_minutes_are_refused_first() -> None:
     """Pillow parses PNG chunks, GIF blocks, PPM headers and JPEG fill bytes in Python, about

@@ -20,6 +20,7 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_timm_layouts() -> None:
     timm = pytest.importorskip("timm")
     plain = recognise_layout(_shapes(timm.create_model("vit_tiny_patch16_224")))
@@ -57,6 +58,7 @@ def test_unknown_layout_is_none() -> None:
     assert recognise_layout({"weight": (3, 3), "bias": (3,)}) is None
 
 
+@pytest.mark.slow
 def test_a_timm_file_given_to_the_wrong_architecture_says_what_it_is(
     tmp_path: Path, capsys
 ) -> None:

@@ -21,6 +21,7 @@ from vitexplorer.core.models import load_model, save_checkpoint
 from vitexplorer.core.skeleton import compute_buffers, has_meta, skeleton
 
 
+@pytest.mark.slow
 def test_a_checkpoint_loads_without_initialising_and_gives_the_same_logits(
     tmp_path: Path,
     monkeypatch,
@@ -217,6 +218,7 @@ def _hf_architectures() -> list[str]:
     return list(KINDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", _hf_architectures())
 def test_an_hf_weights_file_loads_without_initialising(
     architecture: str,
@@ -249,6 +251,7 @@ def test_an_hf_weights_file_loads_without_initialising(
         assert key not in new.state_dict() and torch.equal(ids[key], torch.arange(17)[None])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", _hf_architectures())
 def test_an_hf_checkpoint_loads_without_initialising(
     architecture: str,
@@ -283,6 +286,7 @@ def test_an_hf_checkpoint_loads_without_initialising(
     assert new.spec == old.spec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "architecture",
     ["ViTForImageClassification", "DeiTForImageClassificationWithTeacher", "CLIPVisionModel"],
@@ -328,6 +332,7 @@ def _flat_patch_filter(state: dict) -> dict:
     return {**state, "patch_embed.proj.weight": weight.reshape(weight.shape[0], -1)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "suffix", "change"),
     [
@@ -362,6 +367,7 @@ def test_timms_default_weights_load_without_initialising(
         assert torch.equal(new.module(x), old.module(x))
 
 
+@pytest.mark.slow
 def test_a_damaged_or_misfit_timm_file_is_refused_with_the_same_message(
     tmp_path: Path,
     monkeypatch,
@@ -391,6 +397,7 @@ def test_a_damaged_or_misfit_timm_file_is_refused_with_the_same_message(
         assert messages[0] == messages[1] and "could not be loaded" in messages[0]
 
 
+@pytest.mark.slow
 def test_a_timm_checkpoint_and_weights_file_load_without_initialising(
     tmp_path: Path,
     monkeypatch,

@@ -81,6 +81,7 @@ def test_rollout_passes_its_options_on(wide: ImageAnalysis) -> None:
     assert not np.allclose(got, explanation_map("rollout", MethodOptions(token=2), analysis=wide))
 
 
+@pytest.mark.slow
 def test_every_method_from_a_model(model: LoadedModel) -> None:
     image = _image()
     _, attention = forward_with_attention(model.module, image)

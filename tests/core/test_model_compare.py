@@ -198,6 +198,7 @@ def _statistics_by_hand(attention: np.ndarray, rows: int, cols: int, patch: int)
     return out
 
 
+@pytest.mark.slow
 def test_head_changes_match_statistics_computed_by_hand(before, after) -> None:
     images = [_image(10), _image(11, (32, 48))]
     pairs = [(analyze_image(before, im), analyze_image(after, im)) for im in images]

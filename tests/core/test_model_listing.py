@@ -13,6 +13,7 @@ from tests.conftest import tiny_hf_config
 from vitexplorer.core.model_names import cached_hf_names, timm_vit_names
 
 
+@pytest.mark.slow
 def test_timm_names_are_its_vits_and_deits_only() -> None:
     timm = pytest.importorskip("timm")
     names = timm_vit_names()

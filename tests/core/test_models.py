@@ -25,6 +25,7 @@ from vitexplorer.core.models import (
 )
 
 
+@pytest.mark.slow
 def test_torchvision_spec_comes_from_the_weights_metadata() -> None:
     spec = load_model("vit_b_32", "none", "cpu").spec
     meta = get_model_weights("vit_b_32").DEFAULT
@@ -51,6 +52,7 @@ def test_unknown_model_is_named() -> None:
         load_model("vit_x", "none", "cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_local_weights_file_loads(vit_b_32_state, tmp_path: Path, suffix: str) -> None:
     _, state = vit_b_32_state
@@ -73,6 +75,7 @@ def test_weights_of_another_architecture_name_the_mismatch(vit_b_32_state) -> No
     assert "do not fit ViT-B/16" in message and "conv_proj.weight" in message
 
 
+@pytest.mark.slow
 def test_missing_and_unexpected_keys_are_listed(vit_b_32_state, tmp_path: Path) -> None:
     _, state = vit_b_32_state
     broken = dict(state)
@@ -129,6 +132,7 @@ def _download_for(path: Path, cache: Path) -> WeightsDownload:
     return WeightsDownload("vit_b_32", path.as_uri(), cache / path.name, 0.3, "test weights")
 
 
+@pytest.mark.slow
 def test_default_weights_download_into_cache(vit_b_32_state, tmp_path: Path, monkeypatch) -> None:
     source, state = vit_b_32_state
     download = _download_for(source, tmp_path / "hub" / "checkpoints")
@@ -155,6 +159,7 @@ def test_no_network_points_to_the_alternatives(tmp_path: Path, monkeypatch) -> N
         load_model("vit_b_32", "default", "cpu", allow_download=False)
 
 
+@pytest.mark.slow
 def test_corrupt_download_is_rejected_and_removed(vit_b_32_state, tmp_path: Path) -> None:
     source, _ = vit_b_32_state
     wrong = tmp_path / "vit_b_32-00000000.pth"
@@ -181,6 +186,7 @@ def test_top_predictions_order_and_ties() -> None:
     assert top[0].probability == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_analyze_image_matches_plain_forward() -> None:
     from PIL import Image
 

@@ -94,6 +94,7 @@ def test_layer_0_is_refused_with_the_convention_and_the_range(checkpoint, tmp_pa
         assert not out.exists() or not list(out.iterdir())  # nothing written
 
 
+@pytest.mark.slow
 def test_layer_1_is_the_first_layer_and_head_1_the_first_head(checkpoint, tmp_path, capsys):
     photo = _image(tmp_path / "photo.png", (40, 32), seed=12)
     attention = _model_attention(checkpoint, photo)  # index 0 is the first layer
@@ -130,6 +131,7 @@ def test_layer_1_is_the_first_layer_and_head_1_the_first_head(checkpoint, tmp_pa
 # --- analyze's PNGs ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_32_px_models_png_is_448_px_with_crisp_patches(checkpoint, tmp_path, capsys):
     grey = tmp_path / "grey.png"  # one colour: every pixel of a patch's block must be equal
     Image.new("RGB", (32, 32), (120, 130, 140)).save(grey)

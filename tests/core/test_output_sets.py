@@ -127,6 +127,7 @@ def run_problems(folder: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_kill_at_random_moments_never_leaves_a_card_beside_another_runs_files(tmp_path):
     rng = random.Random(22)
@@ -294,6 +295,7 @@ def test_a_locked_entry_survives_even_when_it_looks_dead(tmp_path, monkeypatch):
     assert not live.path.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "card", "named"),
     [

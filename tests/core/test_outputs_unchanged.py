@@ -32,6 +32,8 @@ from PIL import Image
 
 from vitexplorer.cli import main
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 ROOT = Path(__file__).resolve().parents[2]
 BEFORE = ROOT / "tests" / "data" / "analyze-before"
 ARRAYS = BEFORE / "arrays.npz"  # the manifest's arrays, by key

@@ -251,6 +251,7 @@ def test_comparing_a_squashing_model_with_a_cropping_one_says_they_see_different
     assert comparability(center, squash, keep_aspect=True).message == ""  # no crop at all then
 
 
+@pytest.mark.slow
 def test_cli_warns_once_per_note(tmp_path: Path) -> None:
     """`--weights none` and a folder without preprocessor_config.json: one line each."""
     import subprocess

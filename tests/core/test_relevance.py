@@ -146,6 +146,7 @@ def _nudged_logit(module: nn.Module, image, layer, direction, eps, target) -> fl
         return module(image)[0, target].item()
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences(tiny_small_vit: nn.Module) -> None:
     """d logit / d A_l along a random direction, by central differences in float64."""
     module = tiny_small_vit.double()
@@ -237,6 +238,7 @@ def _oracle_relevance(vit: nn.Module, image: torch.Tensor, target: int) -> torch
     return relevance.detach()
 
 
+@pytest.mark.slow
 def test_every_tokens_relevance_is_its_row_of_r(tiny_torchvision_vit: nn.Module) -> None:
     """The explorer shows relevance for the clicked token: row i of R. Checked against R
     rebuilt independently from the model's weights, for the CLS token and three patches."""

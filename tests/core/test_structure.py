@@ -92,6 +92,7 @@ def test_structure_of_a_tiny_small_vit(tiny_small_vit) -> None:
     np.testing.assert_allclose(extremes, 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_structure_of_torchvision_vit_b_32() -> None:
     torch.manual_seed(0)
     model = torchvision.models.vit_b_32(weights=None).eval()

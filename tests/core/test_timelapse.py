@@ -86,6 +86,7 @@ def _assert_frame_is(frame, fresh: dict[str, np.ndarray], atol: float = 2e-5) ->
             np.testing.assert_allclose(getattr(frame, name), fresh[name], atol=atol, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze", ["none", "last:1", "head"])
 def test_one_frame_per_epoch_and_the_start_each_a_fresh_capture(colours: Path, freeze: str) -> None:
     base = _small_vit()
@@ -120,6 +121,7 @@ def test_one_frame_per_epoch_and_the_start_each_a_fresh_capture(colours: Path, f
         )
 
 
+@pytest.mark.slow
 def test_the_time_lapse_survives_a_save_and_reload(colours: Path, tmp_path: Path) -> None:
     base = _small_vit()
     events = list(finetune(base, open_dataset(colours), QUICK))
@@ -146,6 +148,7 @@ def test_the_time_lapse_survives_a_save_and_reload(colours: Path, tmp_path: Path
         torch.testing.assert_close(again.module(x), result.model.module(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_a_time_lapse_reads_as_none(colours: Path, tmp_path: Path) -> None:
     base = _small_vit()
     config = FinetuneConfig(**{**QUICK.to_dict(), "probes": 0, "epochs": 1})
@@ -222,6 +225,7 @@ def test_chosen_probe_images_and_one_that_fails_to_decode(colours: Path, tmp_pat
     assert (timelapse.images[..., 0] > 150).all()
 
 
+@pytest.mark.slow
 def test_a_run_cancelled_after_the_first_epoch_keeps_its_frames(colours: Path) -> None:
     epochs_done = []
     config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 3})
@@ -238,6 +242,7 @@ def test_a_run_cancelled_after_the_first_epoch_keeps_its_frames(colours: Path) -
     assert result.cancelled and result.timelapse.epochs == [0, 1]
 
 
+@pytest.mark.slow
 def test_from_scratch_runs_record_a_time_lapse_too(colours: Path) -> None:
     base = _small_vit()
     config = TrainConfig(

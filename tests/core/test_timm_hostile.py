@@ -44,6 +44,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_module_bytes_counts_each_tensor_once_in_its_dtype() -> None:
     layer = nn.Linear(10, 4)  # 44 float32 parameters
     module = nn.Sequential(layer, layer, nn.BatchNorm1d(4).half())  # shared: counted once
@@ -55,6 +56,7 @@ def test_module_bytes_counts_each_tensor_once_in_its_dtype() -> None:
     assert estimate.module_bytes(skeleton) >= GIANT_PARAMETERS * 4
 
 
+@pytest.mark.slow
 def test_a_huge_random_build_is_refused_before_it_is_built(monkeypatch, builds) -> None:
     _fake_free(monkeypatch, 10**9)
     for attempt in (

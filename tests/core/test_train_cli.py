@@ -63,6 +63,7 @@ def trained(colours: Path, tmp_path_factory: pytest.TempPathFactory):
     return status, out, std.getvalue(), err.getvalue(), shapes
 
 
+@pytest.mark.slow
 def test_training_saves_a_checkpoint_that_loads_back(trained) -> None:
     status, out, stdout, stderr, _ = trained
     assert status == 0, stderr
@@ -209,6 +210,7 @@ def _engine_run(colours: Path, monkeypatch, events_hook, **settings):
     return result, states
 
 
+@pytest.mark.slow
 def test_the_best_epochs_weights_are_the_ones_kept(colours: Path, monkeypatch) -> None:
     accuracies = iter([0.5, 0.9, 0.6, 0.7])
     original = training._Run._evaluate
@@ -226,6 +228,7 @@ def test_the_best_epochs_weights_are_the_ones_kept(colours: Path, monkeypatch) -
     assert result.test_acc is not None  # tested with the best weights
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_best_so_far(colours: Path, monkeypatch) -> None:
     def poison(event, module):
         if event.epoch == 2:  # after epoch 2, a weight goes bad: epoch 3 diverges
@@ -240,6 +243,7 @@ def test_divergence_keeps_the_best_so_far(colours: Path, monkeypatch) -> None:
     training.check_savable(result.model)
 
 
+@pytest.mark.slow
 def test_cancel_keeps_the_best_so_far(colours: Path) -> None:
     torch.manual_seed(0)
     base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=2))
@@ -333,6 +337,7 @@ def _pixel_csv(path: Path, images: np.ndarray, header_id: str | None) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header_id", ["ImageId", None])
 def test_an_unlabelled_test_csv_gets_a_submission_of_its_ids_and_classes(
     colours: Path, tmp_path: Path, header_id: str | None

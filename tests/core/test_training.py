@@ -90,6 +90,7 @@ def test_freeze_policies() -> None:
         FinetuneConfig(lr=float("nan")).check(12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze", ["head", "last:1", "none"])
 def test_parameter_counts_before_training_match_the_engine(colours: Path, freeze: str) -> None:
     base = _small_vit()
@@ -102,6 +103,7 @@ def test_parameter_counts_before_training_match_the_engine(colours: Path, freeze
     assert trained[0] == 0 and trained[0] < trained[1] < trained[2]
 
 
+@pytest.mark.slow
 def test_head_only_training_changes_only_the_head(colours: Path) -> None:
     base = _small_vit()
     before = {k: v.clone() for k, v in base.module.state_dict().items()}
@@ -113,6 +115,7 @@ def test_head_only_training_changes_only_the_head(colours: Path) -> None:
     assert result.model.spec.class_names == ("blue", "green", "red")
 
 
+@pytest.mark.slow
 def test_last_block_policy_trains_the_last_block_norm_and_head(colours: Path) -> None:
     base = _small_vit()
     before = {k: v.clone() for k, v in base.module.state_dict().items()}
@@ -126,6 +129,7 @@ def test_last_block_policy_trains_the_last_block_norm_and_head(colours: Path) ->
     assert changed == {"blocks.1", "norm", "head"}
 
 
+@pytest.mark.slow
 def test_loss_falls_and_accuracy_rises_on_an_easy_dataset(colours: Path) -> None:
     config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 6, "lr": 3e-2})
     events = _run(_small_vit(), colours, config)
@@ -154,6 +158,7 @@ def test_cosine_schedule_with_warmup(colours: Path) -> None:
     assert rest == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_cached_features_train_exactly_like_the_full_forward(colours: Path, monkeypatch) -> None:
     cached = _run(_small_vit(), colours)
     monkeypatch.setattr(training, "CACHE_BUDGET", 0)  # forces the full forward for every batch
@@ -168,6 +173,7 @@ def test_cached_features_train_exactly_like_the_full_forward(colours: Path, monk
     assert _result(cached).test_acc == _result(full).test_acc
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_images(colours: Path) -> None:
     config = FinetuneConfig(**{**QUICK.to_dict(), "freeze": "none", "augment": True})
     runs = [_run(_small_vit(), colours, config) for _ in range(2)]
@@ -178,6 +184,7 @@ def test_same_seed_same_numbers_other_seed_other_images(colours: Path) -> None:
     assert [s.loss for s in _of(other, Step)] != [s.loss for s in _of(runs[0], Step)]
 
 
+@pytest.mark.slow
 def test_cancel_stops_within_one_batch_and_leaves_a_valid_model(colours: Path) -> None:
     steps_seen: list[Step] = []
     events = []
@@ -219,6 +226,7 @@ def test_checkpoint_round_trip_gives_the_same_logits(colours: Path, tmp_path: Pa
     assert tuned["metrics"]["test_acc"] == result.test_acc and len(tuned["history"]) == 3
 
 
+@pytest.mark.slow
 def test_torchvision_vit_fine_tunes_and_reloads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = get_model("vit_b_32", weights=None, image_size=64)
@@ -245,6 +253,7 @@ def test_a_learning_rate_that_would_diverge_is_refused_before_training(colours: 
         _run(_small_vit(), colours, config)
 
 
+@pytest.mark.slow
 def test_gallery_shows_every_class_and_marks_predictions(colours: Path) -> None:
     result = _result(_run(_small_vit(), colours, gallery_size=7))
     assert [s.true for s in result.samples] == [0, 1, 2, 0, 1, 2, 0]
@@ -266,6 +275,7 @@ def test_gpu_out_of_memory_is_a_clear_error(colours: Path, monkeypatch) -> None:
         _run(_small_vit(), colours, config)
 
 
+@pytest.mark.slow
 def test_mixed_precision_on_the_cpu_where_it_is_fast(colours: Path) -> None:
     expected = training.autocast_dtype(torch.device("cpu"), True)
     assert training.autocast_dtype(torch.device("cpu"), False) is None
@@ -286,6 +296,7 @@ def test_mixed_precision_on_the_cpu_where_it_is_fast(colours: Path) -> None:
         assert losses[0] == losses[1]
 
 
+@pytest.mark.slow
 def test_cancel_during_validation_keeps_the_steps_taken(colours: Path) -> None:
     steps_per_epoch = math.ceil(30 / QUICK.batch_size)
     cancel = [False]
@@ -319,6 +330,7 @@ def test_cancel_stops_inside_a_long_forward_pass(colours: Path) -> None:
     assert not [e for e in _of(events, Stage) if e.name == "features"]  # no batch finished
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head_init", ["normal", "zero"])
 def test_from_scratch_keeps_the_models_own_head_unless_asked_for_zeros(
     colours: Path, head_init: str

@@ -48,6 +48,7 @@ def _first_epoch(head: str, dataset=None):
     return before, at_start, loss, started, result
 
 
+@pytest.mark.slow
 def test_the_demos_head_is_kept_on_its_own_classes():
     before, at_start, loss, started, result = _first_epoch("keep")
     torch.testing.assert_close(at_start, before, rtol=0, atol=0)
@@ -59,6 +60,7 @@ def test_the_demos_head_is_kept_on_its_own_classes():
     assert meta["settings"]["head"] == "keep"
 
 
+@pytest.mark.slow
 def test_a_new_head_starts_at_chance():
     before, at_start, loss, started, result = _first_epoch("new")
     assert before.abs().sum() > 0
@@ -68,6 +70,7 @@ def test_a_new_head_starts_at_chance():
     assert not result.head_kept and result.metadata()["finetune"]["head"] == "new"
 
 
+@pytest.mark.slow
 def test_classes_in_another_order_get_a_new_head_and_say_so():
     dataset = open_dataset(SAMPLE)
     dataset = replace(dataset, class_names=tuple(reversed(dataset.class_names)))
@@ -78,6 +81,7 @@ def test_classes_in_another_order_get_a_new_head_and_say_so():
     assert not result.head_kept
 
 
+@pytest.mark.slow
 def test_classes_with_other_names_get_a_new_head(tmp_path: Path):
     data = tmp_path / "renamed"
     for folder in sorted(SAMPLE.iterdir()):
@@ -110,6 +114,7 @@ def _cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["keep", "new"])
 def test_the_command_line_says_which_head(head: str, tmp_path: Path):
     out = tmp_path / "demo.safetensors"
@@ -139,6 +144,7 @@ def test_the_command_line_refuses_an_unknown_head_choice(tmp_path: Path, capsys)
     assert "invalid choice: 'old'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_time_lapses_first_frame_shows_what_the_kept_head_predicts():
     """Before training the probes are predicted by the model's own head, not all "airplane,
     10 %" as with a zero head."""

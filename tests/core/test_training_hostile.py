@@ -226,6 +226,7 @@ def test_sgd_advice_names_the_momentum_too(base: Path, colours: Path, monkeypatc
         _engine(base, colours, config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("push", "shown"), [(float("nan"), "nan"), (1e6, "6")])
 def test_a_loss_that_explodes_or_is_nan_stops_with_advice(
     push: float, shown: str, base: Path, colours: Path, monkeypatch
@@ -286,6 +287,7 @@ def test_cli_nan_loss_exits_2_and_writes_nothing(
 # Room for the checkpoint, and a save that fails anyway
 
 
+@pytest.mark.slow
 def test_the_checkpoint_size_is_known_before_training(
     base: Path, colours: Path, tmp_path: Path
 ) -> None:
@@ -349,6 +351,7 @@ def test_a_save_that_fails_says_why_and_keeps_the_results(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_sound_run_still_saves(base: Path, colours: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "model.safetensors"
     argv = ["--model", str(base), "--data", str(colours), "--out", str(out), *ONE_STEP_ARGS]

@@ -51,6 +51,7 @@ def _untrained(*_args):  # _Run._train: no step, the head stays zero
     return iter(())
 
 
+@pytest.mark.slow
 def test_a_zero_head_ties_every_test_image(colours: Path, monkeypatch) -> None:
     monkeypatch.setattr(training._Run, "_train", _untrained)
     config = FinetuneConfig(**{**QUICK.to_dict(), "head": "new"})  # a head of zeros
@@ -71,6 +72,7 @@ def test_a_zero_head_ties_every_test_image(colours: Path, monkeypatch) -> None:
     assert sum(s.true == s.predicted for s in result.samples) == 3
 
 
+@pytest.mark.slow
 def test_a_trained_model_has_no_ties_and_right_is_the_diagonal(colours: Path) -> None:
     result = _result(_small_vit(), colours)
     assert result.ties == 0 and result.metrics()["ties"] == 0

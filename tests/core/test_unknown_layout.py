@@ -61,6 +61,7 @@ def test_under_a_model_name(cifar_vit: Path, name: str) -> None:
     _says_what_loads(message)
 
 
+@pytest.mark.slow
 def test_a_known_layout_under_the_wrong_name_keeps_its_own_message(tmp_path: Path) -> None:
     """A torchvision file under a timm name matches a layout: no 'no name will load it'."""
     pytest.importorskip("timm")

@@ -7,10 +7,14 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
+import pytest
+
 from tests.core.test_csv_dataset import HOSTILE_CSVS
 from tests.fuzz.conftest import record
 from tests.fuzz.test_fuzz_models import _run_cli
 from vitexplorer.core.pixel_csv import PixelCSVError, read_unlabelled_csv
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 FINE_AS_TEST_CSVS = {"no label column"}  # bad training data, a good test CSV
 

@@ -35,6 +35,8 @@ from vitexplorer.core import images
 from vitexplorer.core.images import ImageLoadError, load_image
 from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS, MAX_SEGMENTS
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 DOOR = "image decoding work: reader and window"
 HANG_SECONDS = 30
 

@@ -34,6 +34,8 @@ from tests.fuzz.hostile import (
 from tests.fuzz.test_fuzz_decode import DOOR, _with_chunks
 from tests.gui.conftest import running_window
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 @pytest.fixture
 def window(qtbot, tmp_path: Path, tiny_checkpoint: Path):

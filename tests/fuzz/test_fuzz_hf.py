@@ -28,6 +28,8 @@ from tests.fuzz.test_fuzz_models import _run_cli  # noqa: E402
 from tests.gui.conftest import running_window  # noqa: E402
 from vitexplorer.gui.workers import ModelRequest  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 DOOR = "hf folders: vitexplorer analyze"
 WINDOW_DOOR = "hf folders: the window"
 MARKER = "code-ran.marker"  # what a pickle's code would create

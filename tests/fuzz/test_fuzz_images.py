@@ -18,6 +18,8 @@ from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases, upright_pi
 from vitexplorer.cli.common import unique_stems
 from vitexplorer.core.data import ImageLoadError, load_image
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 HANG_SECONDS = 20
 
 

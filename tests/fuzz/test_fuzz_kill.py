@@ -12,12 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.fuzz.conftest import record
 from vitexplorer.core.checkpoint import save_weights
 from vitexplorer.core.files import TEMP_PREFIX
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 TRIALS = 12
 

@@ -19,6 +19,8 @@ from tests.gui.conftest import running_window
 from vitexplorer.cli import main
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def _run_cli(args: list[str], capsys) -> tuple[int | None, list[str], bool]:
     """(exit status, error lines, crashed): a crash is any exception out of main()."""

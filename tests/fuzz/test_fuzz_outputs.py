@@ -32,6 +32,8 @@ from tests.fuzz.conftest import record
 from vitexplorer.cli import main
 from vitexplorer.core import files, staging
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = "outputs: kill -9 and full disk during analyze/compare"
 STAGING = "staging entries of other runs"

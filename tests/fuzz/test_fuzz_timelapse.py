@@ -27,6 +27,8 @@ from vitexplorer.cli import main
 from vitexplorer.core.checkpoint import read_weights
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 CLI_DOOR = "time-lapse blocks: vitexplorer timelapse"
 WINDOW_DOOR = "time-lapse blocks: the window's model switch"
 

@@ -27,6 +27,8 @@ from tests.fuzz.conftest import record
 from vitexplorer.cli import main
 from vitexplorer.core import estimate
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 timm = pytest.importorskip("timm")
 
 DOOR = "timm names and weights: vitexplorer analyze"

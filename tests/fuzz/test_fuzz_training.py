@@ -26,6 +26,8 @@ from vitexplorer.cli import main
 from vitexplorer.cli.common import terminal_text
 from vitexplorer.core import folders
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 DATA_DOOR = "dataset folders: vitexplorer train/finetune"
 PATH_DOOR = "path options: train/finetune"
 TINY = ["--device", "cpu", "--epochs", "1", "--batch-size", "4", "--probes", "0"]

@@ -18,6 +18,8 @@ from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases
 from tests.gui.conftest import running_window
 from vitexplorer.core.images import _display_name
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def uri_list(paths: list[Path]) -> bytes:
     """text/uri-list as a file manager writes it: each name's bytes, percent-encoded."""

@@ -28,6 +28,8 @@ from vitexplorer.gui.analytics_tab import FOLDER, IMAGE, AnalyticsTab
 from vitexplorer.gui.app import configure_pyqtgraph
 from vitexplorer.gui.views.structure_views import GAP
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 SPEC = tiny_spec()
 IMAGE_STATS = HeadStatistics(
     distance=np.array([[3.0, 7.5], [11.25, 2.0], [14.0, 9.5]]),

@@ -10,6 +10,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 _SCRIPT = textwrap.dedent(
     """
     import os, sys, threading

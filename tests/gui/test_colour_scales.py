@@ -21,6 +21,8 @@ from vitexplorer.gui.timelapse_view import ACROSS_EPOCHS, PER_FRAME, RIGHT, TEXT
 from vitexplorer.gui.views.common import BAR_STEPS, heat_levels
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 TOKENS = 1 + 6 * 6  # CLS and a 6x6 grid (GUI_CONFIG)
 
 

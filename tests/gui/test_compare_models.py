@@ -33,6 +33,8 @@ from vitexplorer.gui.model_compare_view import (
 from vitexplorer.gui.views.common import heat_levels, shared_levels
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def tiny_checkpoint(folder: Path, name: str, seed: int, patch: int = 8, extra=None) -> Path:
     """A tiny small ViT like the window's (48 px, three layers of three heads), another seed;

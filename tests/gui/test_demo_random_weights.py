@@ -9,12 +9,15 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import TV_DOWNLOAD
 from tests.gui.conftest import GUI_CONFIG, make_window
 from vitexplorer.core.models import RANDOM
 from vitexplorer.gui.workers import ModelRequest
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 
 def test_random_weights_on_the_demo_model_are_random_and_say_so(

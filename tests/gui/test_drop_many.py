@@ -12,6 +12,8 @@ from PIL import Image
 
 from vitexplorer.gui.main_window import ADD_CHUNK, MainWindow
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 COUNT = 2000
 
 

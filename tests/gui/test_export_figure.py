@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from PySide6.QtWidgets import QFileDialog
 
@@ -14,6 +15,8 @@ from tests.gui.test_main_window import click_patch, drop_and_wait
 from tests.gui.test_methods import choose
 from vitexplorer.gui.export import SCALES
 from vitexplorer.gui.main_window import MainWindow
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 
 def export(window: MainWindow, monkeypatch, target) -> dict:

@@ -13,6 +13,8 @@ from tests.conftest import tiny_hf_config
 from vitexplorer.gui.controls import FAMILY_ITEM
 from vitexplorer.gui.main_window import MainWindow
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
+import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
@@ -19,6 +20,8 @@ from vitexplorer.core.models import load_model
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.training_views import TrainingCurves
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 COLOURS = {"blue": (40, 40, 220), "green": (40, 200, 40), "red": (220, 40, 40)}
 

@@ -4,6 +4,7 @@ confusion matrix's caption, in the real main window."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.core.test_training_ties import _train_then_zero_the_head
@@ -26,6 +27,7 @@ def _frame_colour(gallery: SampleGallery, row: int) -> tuple[int, int, int]:
     return colour.red(), colour.green(), colour.blue()
 
 
+@pytest.mark.slow
 def test_a_zero_head_run_shows_ties_not_right(qtbot, window: MainWindow, tmp_path, monkeypatch):
     monkeypatch.setattr(training._Run, "_train", _train_then_zero_the_head)
     panel = panel_of(window)

@@ -19,6 +19,8 @@ from vitexplorer.core import spec as specs
 from vitexplorer.gui.main_window import DEFAULT_MODEL, SAMPLES, MainWindow, sample_image_path
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 needs_demo = pytest.mark.skipif(
     not specs.demo_path().is_file(), reason="the demo model is not in this installation"
 )

@@ -28,6 +28,8 @@ from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import LAYOUT_KEY, MainWindow, usable_geometry
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def settle(qtbot, window: MainWindow) -> None:
     """Let Qt lay the window out (layouts are applied on the event loop)."""

@@ -16,6 +16,8 @@ from tests.gui.conftest import running_window
 from tests.gui.test_main_window import drop_and_wait
 from vitexplorer.gui.main_window import MainWindow
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 transformers = pytest.importorskip("transformers")
 
 

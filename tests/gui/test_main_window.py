@@ -19,6 +19,8 @@ from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def drop(window: MainWindow, *paths: Path) -> None:
     """A real drag-enter and drop of file URLs onto the window."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
@@ -12,6 +13,8 @@ from vitexplorer.core.explain import rollout_map
 from vitexplorer.core.models import load_model
 from vitexplorer.core.relevance import relevance_map
 from vitexplorer.gui.main_window import MainWindow
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 
 def choose(box, data) -> None:

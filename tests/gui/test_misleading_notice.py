@@ -16,6 +16,8 @@ from tests.gui.test_methods import choose
 from vitexplorer.core.models import load_model, save_checkpoint
 from vitexplorer.gui.main_window import MainWindow
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def checkpoint_with_head(folder: Path, name: str, weight: float, bias: float | None) -> Path:
     """The GUI's tiny model (seed 0, seven classes) with its head's weights (and bias, unless

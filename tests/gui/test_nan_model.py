@@ -29,6 +29,7 @@ def nan_window(qtbot, tmp_path: Path, nan_head: Path) -> Iterator[MainWindow]:
     yield from running_window(qtbot, tmp_path / "settings.ini", nan_head)
 
 
+@pytest.mark.slow
 def test_nan_outputs_are_said_in_the_predictions_panel(qtbot, nan_window, photo) -> None:
     window = nan_window
     with qtbot.captureExceptions() as raised:

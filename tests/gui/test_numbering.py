@@ -15,6 +15,8 @@ from vitexplorer.cli import main
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.matrix_view import token_ticks
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def _csv_rows(path) -> dict[tuple[int, int], list[str]]:
     lines = path.read_text().splitlines()

@@ -16,6 +16,8 @@ from tests.gui.test_main_window import drop_and_wait
 from vitexplorer.core.output_guard import output_conflict
 from vitexplorer.gui.main_window import MainWindow
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 def _answer(monkeypatch, path: Path | str) -> None:
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), ""))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from PySide6.QtWidgets import QApplication, QFileDialog
 
@@ -14,6 +15,8 @@ from tests.gui.test_methods import choose
 from vitexplorer.core.explain import rollout_map
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.overview import IMAGES, LAYERS_HEADS
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 
 def show_overview(window: MainWindow, mode: str):

@@ -21,6 +21,7 @@ CIFAR_CLASS = {  # what each photo shows, in CIFAR-10's words
 }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not specs.demo_path().is_file(), reason="no demo model in this installation")
 def test_the_demo_model_gets_every_sample_right() -> None:
     from vitexplorer.core.analysis import analyze_image
@@ -47,6 +48,7 @@ def test_the_samples_are_packaged_and_credited() -> None:
         assert f"`{name}`" in credits and "Unsplash" in credits
 
 
+@pytest.mark.slow
 def test_file_open_sample_offers_each_photo(qtbot, window: MainWindow) -> None:
     menu = next(m for m in window.findChildren(QMenu) if m.title() == "Open &sample image")
     actions = menu.actions()

@@ -44,6 +44,7 @@ def _save_to(qtbot, window: MainWindow, monkeypatch, path: Path, signal):
     return blocker.args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["full disk", "no room beforehand", "missing folder"])
 def test_a_failed_save_keeps_the_model_and_a_second_save_works(
     failure: str, qtbot, window: MainWindow, tmp_path: Path, monkeypatch
@@ -102,6 +103,7 @@ def test_a_failed_save_keeps_the_model_and_a_second_save_works(
     assert not window.model.fine_tuned and window.model.request.name == str(saved)
 
 
+@pytest.mark.slow
 def test_nan_weights_are_never_saved(qtbot, window: MainWindow, tmp_path: Path, monkeypatch):
     panel, result = _train(qtbot, window, tmp_path)
     head = result.model.module.head
@@ -133,6 +135,7 @@ def _number_boxes(form: FinetuneSettings) -> list:
     return [w for k, w in fields.items() if hasattr(w, "maximum") and k != "blocks"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", ["minimum", "maximum"])
 def test_every_setting_at_its_ends_passes_the_engines_check(qtbot, tmp_path: Path, end: str):
     from vitexplorer.core.training import FinetuneConfig
@@ -161,6 +164,7 @@ def test_warm_up_follows_the_epochs(qtbot, tmp_path: Path) -> None:
     assert form.warmup.maximum() == 3 and form.warmup.value() == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("typed", ["nan", "inf", "-inf", "1e400", "NaN"])
 def test_nan_cannot_be_typed_into_the_learning_rate(qtbot, tmp_path: Path, typed: str):
     form = _form(qtbot, tmp_path)

@@ -29,6 +29,8 @@ from vitexplorer.gui.views.common import (
     set_colorbar_levels,
 )
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 
 @pytest.fixture(scope="session")
 def model_b(tmp_path_factory: pytest.TempPathFactory) -> Path:

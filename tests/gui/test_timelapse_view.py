@@ -65,6 +65,7 @@ def _click_probe(qtbot, view, probe: int) -> None:
     assert view.probe == probe
 
 
+@pytest.mark.slow
 def test_a_run_fills_the_timelapse_the_views_show_its_frames_and_save_keeps_it(
     qtbot, window: MainWindow, tmp_path: Path, monkeypatch
 ) -> None:
@@ -233,6 +234,7 @@ def _damaged_checkpoint(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_damaged_timelapse_is_said_in_one_line_and_the_model_opens(qtbot, tmp_path: Path):
     path = _damaged_checkpoint(tmp_path / "lying.safetensors")
     window = make_window(qtbot, tmp_path / "s.ini", ModelRequest(str(path)))
@@ -248,6 +250,7 @@ def test_a_damaged_timelapse_is_said_in_one_line_and_the_model_opens(qtbot, tmp_
     window.close()
 
 
+@pytest.mark.slow
 def test_a_cancelled_run_keeps_its_frames_and_a_new_run_clears_them(
     qtbot, window: MainWindow, tmp_path: Path
 ) -> None:
@@ -325,6 +328,7 @@ def test_the_probe_settings_are_remembered_per_mode_and_reach_the_config(
     assert not form.probe_label.isVisible()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count", [1, 3])
 def test_probe_files_chosen_reach_the_engine_config(qtbot, tmp_path: Path, count: int) -> None:
     from vitexplorer.core.training import FinetuneConfig, TrainConfig

@@ -20,6 +20,8 @@ from vitexplorer.gui.finetune_settings import SCRATCH
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 SMALL = {"image_size": 16, "patch_size": 4, "width": 32, "depth": 2, "heads": 2}
 
 

@@ -25,6 +25,8 @@ from vitexplorer.gui.finetune_settings import FINETUNE
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest
 
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
+
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 KINDS = tuple(f"kind {i}" for i in range(7))  # the GUI checkpoint's classes, in its order
 

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from vitexplorer.gui.workers import ModelRequest
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 NOUSER = "~nosuchuser_xyz"
 REASON = "there is no user 'nosuchuser_xyz' on this machine"

@@ -3,12 +3,15 @@ under the pointer scrolls (ten notches once turned a weight decay of 0.0001 into
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
 from tests.gui.test_finetune import panel_of
 from vitexplorer.gui.main_window import MainWindow
+
+pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
 
 def wheel(widget: QWidget, notches: int) -> None:
