@@ -448,7 +448,9 @@ def test_images_given_at_start_are_analysed_once_and_busy_clears(qtbot, tmp_path
     window.worker.analysis_started.connect(started.append)
     qtbot.waitUntil(lambda: all(e.analysis for e in window.session.entries.values()), timeout=30000)
     qtbot.waitUntil(lambda: not window.busy.isVisible(), timeout=10000)
-    assert sorted(started) == sorted(window.session.entries), "each image analysed once"
+    # connected after start(): under load the worker may have begun the first analysis already,
+    # so what is asserted is that none began twice (and every image was analysed, above)
+    assert len(started) == len(set(started)) and set(started) <= set(window.session.entries)
     assert window.activity_label.text() == ""
     window.close()
 
