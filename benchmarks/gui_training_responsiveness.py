@@ -311,3 +311,9 @@ def report(label: str, probe: Probe, until: float = float("inf")) -> None:
 
 if __name__ == "__main__":
     main()
+    # The figures are printed; Python's teardown of the Qt objects this script drove without
+    # an event loop of its own crashed such scripts now and then (SIGSEGV after the last line),
+    # so it ends here, as the app does when a thread is left (see gui_latency.py).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

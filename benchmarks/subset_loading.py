@@ -8,6 +8,7 @@ which must never be forked).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,4 +53,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main() or 0
+    # The figures are printed; Python's teardown of the Qt objects this script drove without
+    # an event loop of its own crashed such scripts now and then (SIGSEGV after the last line),
+    # so it ends here, as the app does when a thread is left (see gui_latency.py).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

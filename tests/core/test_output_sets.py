@@ -356,3 +356,38 @@ def test_another_nodes_live_save_with_a_pid_dead_here_is_saved(tmp_path):
         child.wait(timeout=60)
     assert target.read_bytes() == b"the trained model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "other.npy"]
+
+
+def test_a_card_that_names_another_card_is_renamed_after_it(tmp_path, monkeypatch) -> None:
+    """analyze's image card names its method cards: renamed before them, a kill in between
+    would leave it naming a card not yet in place (the fuzz suite's kill -9 found it)."""
+    import vitexplorer.core.files as files_module
+
+    renamed: list[str] = []
+    own_commit = files_module._commit
+    monkeypatch.setattr(
+        files_module,
+        "_commit",
+        lambda tmp, path, *rest: (renamed.append(path.name), own_commit(tmp, path, *rest)),
+    )
+    files = files_module.FileSet()
+    data = files.add(tmp_path / "im.attention.npy", lambda f: f.write(b"map"))
+    image_card = tmp_path / "im.json"
+    method_card = tmp_path / "im.attention.json"
+    files.card(image_card, [data, method_card], lambda listing: b"{}")  # added first
+    files.card(method_card, [data], lambda listing: b"{}")
+    removed: list[str] = []
+    own_unlink = Path.unlink
+    monkeypatch.setattr(
+        Path, "unlink", lambda self, *a, **k: (removed.append(self.name), own_unlink(self, *a, **k))
+    )
+    for old in (image_card, method_card):  # an earlier run's cards
+        old.write_bytes(b"old")
+    files.write()
+    # the old image card goes before the old method card it names, the new one after it
+    assert [name for name in removed if name.endswith(".json")][:2] == [
+        "im.json",
+        "im.attention.json",
+    ]
+    assert renamed == ["im.attention.npy", "im.attention.json", "im.json"]
+    assert image_card.read_bytes() == b"{}" and method_card.read_bytes() == b"{}"

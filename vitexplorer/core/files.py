@@ -129,6 +129,22 @@ class FileSet:
         return write_set(self.files, self.cards, mode)
 
 
+def _named_first(cards: Sequence[Card]) -> list[Card]:
+    """``cards`` ordered so that every card comes after the cards it names (an image's card
+    names its method cards): a write killed between two renames never leaves a card that names
+    a card not yet in place."""
+    pending = list(cards)
+    ordered: list[Card] = []
+    while pending:
+        waiting = {card.path for card in pending}
+        ready = [c for c in pending if not any(n in waiting and n != c.path for n in c.names)]
+        if not ready:  # a loop of cards naming each other: keep the given order
+            return ordered + pending
+        ordered += ready
+        pending = [c for c in pending if all(c is not r for r in ready)]
+    return ordered
+
+
 def write_set(
     files: Sequence[tuple[Path, Writer]], cards: Sequence[Card], mode: int | None = None
 ) -> list[Path]:
@@ -139,6 +155,7 @@ def write_set(
     error) leaves the old files as they were and raises. Then the old cards are removed, the
     data files renamed into place and the cards renamed last, in order: a write killed at any
     moment leaves no card that names a file of another run, or one never written."""
+    cards = _named_first(cards)  # a card that names another card is renamed after it
     paths = [Path(path) for path, _ in files] + [card.path for card in cards]
     folders = {path.parent for path in paths}
     if len(folders) != 1 or len(set(paths)) != len(paths):
@@ -159,7 +176,7 @@ def write_set(
             staged[card.path] = tmp = staging.path / f"{index}{_suffix(card.path)}"
             with open(tmp, "wb") as handle:
                 handle.write(card.text(listing))
-        for card in cards:
+        for card in reversed(cards):  # the namers first: an old card never names a removed one
             if card.path.is_file() and not _special_target(card.path):
                 card.path.unlink()  # an old card never stands beside new files
         for path in paths:
