@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vitexplorer.core.folders import image_paths
+from vitexplorer.core.io.folders import image_paths
 
 MINIMAL = r"""
 import sys

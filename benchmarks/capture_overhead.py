@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.models import LoadedModel, load_model
+from vitexplorer.core.models.capture import forward_with_attention
+from vitexplorer.core.models.loading import LoadedModel, load_model
 
 FAMILIES: dict[str, str] = {
     "torchvision": "vit_b_16",
@@ -177,7 +177,7 @@ def report(entries: list[Entry], batch: int, runs: int) -> None:
 MEMORY_PROBE = r"""
 import resource, sys, torch
 from benchmarks.capture_overhead import make_entry
-from vitexplorer.core.models import load_model
+from vitexplorer.core.models.loading import load_model
 contender, batch = sys.argv[1], int(sys.argv[2])
 loaded = load_model("vit_b_16", weights="none", device="cpu")
 entry = make_entry("torchvision", "vit_b_16", loaded, batch)

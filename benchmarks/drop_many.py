@@ -42,7 +42,7 @@ def use_old_way() -> None:
     """The strip and the drop as they were before issue 22."""
     from PySide6.QtCore import Qt
 
-    from vitexplorer.core.session import expand_paths
+    from vitexplorer.core.explorer.session import expand_paths
     from vitexplorer.gui.main_window import MainWindow
     from vitexplorer.gui.views.panels import ThumbnailStrip
 

@@ -53,9 +53,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from vitexplorer.core.datasets import load_subsets, open_dataset, to_model_input
-from vitexplorer.core.models import LoadedModel, load_model
-from vitexplorer.core.training import (
+from vitexplorer.core.models.loading import LoadedModel, load_model
+from vitexplorer.core.training.datasets import load_subsets, open_dataset, to_model_input
+from vitexplorer.core.training.engine import (
     Epoch,
     FinetuneConfig,
     Finished,
@@ -130,7 +130,7 @@ def main() -> None:
 
     resize_comparison(subsets.train.images[:256], spec)
 
-    print("\nengine (vitexplorer.core.training.finetune), float32 ...", flush=True)
+    print("\nengine (vitexplorer.core.training.engine.finetune), float32 ...", flush=True)
     engine_fp32 = run_engine(fp32_base, args.data, replace(config, mixed_precision=False), splits)
     engine = engine_fp32
     if precision is not None:

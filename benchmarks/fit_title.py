@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitexplorer.core.figure import TITLE_SIZE, fit, font, text_width
+from vitexplorer.core.render.figure import TITLE_SIZE, fit, font, text_width
 
 
 def linear_fit(draw: Any, text: str, face: Any, width: int) -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vitexplorer.core.datasets import DatasetError, LabelledImages, _scan
-from vitexplorer.core.folders import IMAGE_SUFFIXES, subfolders
+from vitexplorer.core.io.folders import IMAGE_SUFFIXES, subfolders
+from vitexplorer.core.training.datasets import DatasetError, LabelledImages, _scan
 
 
 def old_scan(path: Path, class_names: list[str]) -> LabelledImages:

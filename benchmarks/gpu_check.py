@@ -132,7 +132,7 @@ class Table:
 
 def family_models(quick: bool, tmp: str) -> Iterator[tuple[str, str, int, Callable[[], nn.Module]]]:
     """(family, label, input size, build) per family; ``build`` makes the module on the CPU."""
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     def torchvision_vit() -> nn.Module:
         if quick:
@@ -172,7 +172,7 @@ def family_models(quick: bool, tmp: str) -> Iterator[tuple[str, str, int, Callab
 def capture_row(module: nn.Module, device: torch.device, dtype: torch.dtype, batch: int,
                 runs: int, size: int) -> tuple[str, dict[str, float]]:  # fmt: skip
     """Median captured / plain forward time, interleaved; the logits' largest difference."""
-    from vitexplorer.core.capture import forward_with_attention
+    from vitexplorer.core.models.capture import forward_with_attention
 
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     images = images.to(device)
@@ -305,10 +305,10 @@ def training_rows(table: Table, device: torch.device, quick: bool) -> None:
 def maps_on(name: str, weights: str, device: torch.device) -> dict[str, np.ndarray]:
     from PIL import Image
 
-    from vitexplorer.core.analysis import analyze_image
-    from vitexplorer.core.data import preprocess
-    from vitexplorer.core.methods import MethodOptions, explanation_map
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.explain.analysis import analyze_image
+    from vitexplorer.core.explain.methods import MethodOptions, explanation_map
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.models.preprocessing import preprocess
 
     torch.manual_seed(0)
     model = load_model(name, weights, "cpu")
@@ -365,7 +365,7 @@ def describe(device: torch.device) -> list[str]:
 
 def run(options: argparse.Namespace, out: Callable[[str], None] = print) -> Table:
     """Every row, in order; the table (its rows and numbers) for a test to read."""
-    from vitexplorer.core.models import resolve_device
+    from vitexplorer.core.models.loading import resolve_device
 
     device = resolve_device(options.device)
     table = Table(options.budget, out)
@@ -408,7 +408,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vitexplorer.core.models import resolve_device
+    from vitexplorer.core.models.loading import resolve_device
 
     options = parse(argv)
     try:

@@ -48,7 +48,7 @@ def training_images(per_class: int, test_per_class: int, quick: bool) -> tuple[o
     for a full one."""
     from PIL import Image
 
-    from vitexplorer.core.datasets import DatasetSplits, LabelledImages
+    from vitexplorer.core.training.datasets import DatasetSplits, LabelledImages
 
     rng = np.random.default_rng(0)
     folders = [SHARED / "cifar10" / "test", ROOT / "tests" / "data" / "cifar10-test-sample"]
@@ -85,7 +85,7 @@ def training_images(per_class: int, test_per_class: int, quick: bool) -> tuple[o
 def run_engine(base: object, s: Setting, config: object) -> tuple[object, float, float, int]:
     """The engine to its end: (result, its whole run's seconds, the epoch's seconds, the peak of
     CUDA memory allocated from the start of the run, 0 on the CPU)."""
-    from vitexplorer.core.training import Epoch, Finished, finetune
+    from vitexplorer.core.training.engine import Epoch, Finished, finetune
 
     if s.cuda:
         torch.cuda.reset_peak_memory_stats(s.device)
@@ -116,7 +116,7 @@ def plain_loop(model: nn.Module, trainable: list[nn.Parameter], data: object, sp
                crop_flip: bool = False) -> tuple[float, float]:  # fmt: skip
     """One epoch (AdamW, warm-up then cosine per step), a validation pass and a test pass, as a
     tutorial writes them, in the engine's precision: (seconds, test accuracy)."""
-    from vitexplorer.core.training import autocast_dtype
+    from vitexplorer.core.training.engine import autocast_dtype
 
     dtype = autocast_dtype(device, True) or torch.float32
     generator = torch.Generator().manual_seed(0)
@@ -175,8 +175,8 @@ class Setting:
 
     def shape(self) -> object:
         """The from-scratch architecture: the demo's (the Train tab's defaults), or a tiny one."""
-        from vitexplorer.core.architecture import ARCH_DEFAULTS
-        from vitexplorer.core.vit import SmallViTConfig
+        from vitexplorer.core.models.architecture import ARCH_DEFAULTS
+        from vitexplorer.core.models.vit import SmallViTConfig
 
         if self.quick:
             return SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2)
@@ -184,7 +184,7 @@ class Setting:
 
     def same_images(self, config: object, size: int) -> object:
         """The subsets the engine picks for ``config``, for the plain loop."""
-        from vitexplorer.core.datasets import load_subsets
+        from vitexplorer.core.training.datasets import load_subsets
 
         return load_subsets(self.dataset, per_class=config.per_class, seed=config.seed,
                             test_per_class=config.test_per_class,
@@ -193,8 +193,8 @@ class Setting:
 
 def finetune_row(s: Setting, model: str) -> tuple[str, dict[str, float]]:
     """One head-only epoch of ``model`` (random weights): the engine against a plain loop."""
-    from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import FinetuneConfig
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.engine import FinetuneConfig
 
     torch.manual_seed(0)
     tiny = s.shape() if model == "small_vit" else None
@@ -224,9 +224,9 @@ def finetune_row(s: Setting, model: str) -> tuple[str, dict[str, float]]:
 
 def scratch_row(s: Setting) -> tuple[str, dict[str, float]]:
     """One epoch from scratch with the Train tab's recipe: the engine against a plain loop."""
-    from vitexplorer.core.architecture import default_warmup
-    from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import TrainConfig
+    from vitexplorer.core.models.architecture import default_warmup
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.engine import TrainConfig
 
     config = TrainConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
                          probes=0, warmup_epochs=default_warmup(1))  # fmt: skip
@@ -254,9 +254,9 @@ def scratch_row(s: Setting) -> tuple[str, dict[str, float]]:
 def memory_row(s: Setting, batch: int, mixed: bool) -> tuple[str, dict[str, float]]:
     """The estimate the Train tab and ``train`` check against the peak of a real run (its first
     steps: the training set holds a few batches)."""
-    from vitexplorer.core.architecture import default_warmup, size_text, training_bytes
-    from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import TrainConfig
+    from vitexplorer.core.models.architecture import default_warmup, size_text, training_bytes
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.engine import TrainConfig
 
     shape = s.shape()
     config = TrainConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
@@ -282,9 +282,9 @@ def oom_row(
     """A batch no GPU holds (``n`` random images a class, all the training images in one batch
     of 224 px ones), through the engine; the line the command line prints for it."""
     from vitexplorer.cli.common import PROG
-    from vitexplorer.core.datasets import DatasetSplits, LabelledImages
-    from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import FinetuneConfig, Started, TrainingError, finetune
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.datasets import DatasetSplits, LabelledImages
+    from vitexplorer.core.training.engine import FinetuneConfig, Started, TrainingError, finetune
 
     data = np.random.default_rng(0).integers(0, 256, (10 * n, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), n)

@@ -175,8 +175,8 @@ def main() -> None:
     import torch
     from PySide6.QtCore import QSettings, QTimer
 
-    from vitexplorer.core.models import load_model, save_checkpoint
-    from vitexplorer.core.vit import SmallViTConfig
+    from vitexplorer.core.models.loading import load_model, save_checkpoint
+    from vitexplorer.core.models.vit import SmallViTConfig
     from vitexplorer.gui.app import configure_pyqtgraph
     from vitexplorer.gui.main_window import MainWindow, sample_image_path
     from vitexplorer.gui.workers import ModelRequest

@@ -35,7 +35,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
 
-from vitexplorer.core import models  # noqa: E402
+from vitexplorer.core.models import loading as models  # noqa: E402
 
 HF_CONFIGS = {
     "base": {},  # ViTConfig's defaults: google/vit-base-patch16-224
@@ -55,7 +55,7 @@ def ordinary(make, state):
 def the_way_before() -> Iterator[None]:
     """Every load as before issue 14: ``models.with_weights`` (checkpoints, weights files of
     every family) builds the ordinary way, and timm's pretrained loading is not redirected."""
-    from vitexplorer.core.families import timm_weights
+    from vitexplorer.core.models.families import timm_weights
 
     saved = models.with_weights, timm_weights._without_init
     models.with_weights = ordinary
@@ -84,7 +84,7 @@ def prepare(name: str, folder: Path) -> tuple[Callable[[], object], Path]:
         import timm
         from safetensors.torch import save_file
 
-        from vitexplorer.core.families import timm_weights
+        from vitexplorer.core.models.families import timm_weights
 
         source = timm_weights.pretrained_source(name[5:])
         assert source.repo is not None, f"{name}: timm fetches it from a URL, not the hub"

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from vitexplorer.core.explain import rollout_layers, rollout_matrix, rollout_row
+from vitexplorer.core.explain.rollout import rollout_layers, rollout_matrix, rollout_row
 
 LAYERS, HEADS, GRID, PATCH, IMAGE_SIZE = 24, 16, (24, 24), 16, 384
 NUM_PREFIX = 1
@@ -48,7 +48,7 @@ def captured_attention() -> np.ndarray:
     import torch
     import torchvision
 
-    from vitexplorer.core.capture import forward_with_attention
+    from vitexplorer.core.models.capture import forward_with_attention
 
     torch.manual_seed(0)
     model = torchvision.models.vit_l_16(weights=None, image_size=IMAGE_SIZE).eval()

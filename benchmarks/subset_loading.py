@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from vitexplorer.core import datasets
+from vitexplorer.core.training import datasets
 
 
 def main() -> int:

@@ -32,11 +32,17 @@ from pathlib import Path
 
 import torch
 
-from vitexplorer.core import timelapse
-from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.models import load_model
-from vitexplorer.core.training import FinetuneConfig, Snapshot, Started, TrainConfig, finetune
-from vitexplorer.core.vit import SmallViTConfig
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.vit import SmallViTConfig
+from vitexplorer.core.training import timelapse
+from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.engine import (
+    FinetuneConfig,
+    Snapshot,
+    Started,
+    TrainConfig,
+    finetune,
+)
 
 DEMO_SHAPE = SmallViTConfig(
     image_size=32, patch_size=4, width=192, depth=6, heads=3, mlp_ratio=2.0, num_classes=10,

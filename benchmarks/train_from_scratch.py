@@ -62,8 +62,8 @@ def plain_loop(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from vitexplorer.core.training import autocast_dtype
-    from vitexplorer.core.vit import SmallViT, SmallViTConfig
+    from vitexplorer.core.models.vit import SmallViT, SmallViTConfig
+    from vitexplorer.core.training.engine import autocast_dtype
 
     torch.manual_seed(args.seed)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision.models.vision_transformer import VisionTransformer
 
-from vitexplorer.core.vit import SmallViT, SmallViTConfig
+from vitexplorer.core.models.vit import SmallViT, SmallViTConfig
 
 TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
 
@@ -21,7 +21,7 @@ TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, n
 def tiny_spec():  # a ModelSpec; core.models imports torchvision, kept lazy
     """The spec of both tiny models below: 32 px, 8 px patches (4x4), 2 layers, 2 heads, and
     10 classes named ``class 0`` .. ``class 9``."""
-    from vitexplorer.core.models import ModelSpec
+    from vitexplorer.core.models.loading import ModelSpec
 
     return ModelSpec(
         name="small_vit",
@@ -62,7 +62,7 @@ def tiny_torchvision_vit() -> VisionTransformer:
 @pytest.fixture(scope="session")
 def vit_b_32_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A random ViT-B/32 state dict saved as torchvision names its downloads (name-sha256.pth)."""
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     torch.manual_seed(0)
     state = load_model("vit_b_32", "none", "cpu").module.state_dict()
@@ -136,7 +136,7 @@ def tiny_hf_config(kind: str = "ViTConfig", **changes):
 
 
 # where load_model finds what torchvision's default weights are (tests replace it)
-TV_DOWNLOAD = "vitexplorer.core.families.torchvision.default_weights_download"
+TV_DOWNLOAD = "vitexplorer.core.models.families.torchvision.default_weights_download"
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from vitexplorer.core.models import LoadedModel, load_model, save_checkpoint
-from vitexplorer.core.vit import SmallViTConfig
+from vitexplorer.core.models.loading import LoadedModel, load_model, save_checkpoint
+from vitexplorer.core.models.vit import SmallViTConfig
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY, tiny_hf_config, tiny_spec
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.data import aspect_grid, display_crop, preprocess
-from vitexplorer.core.families import adapter_for
-from vitexplorer.core.families.base import resample_positions
-from vitexplorer.core.families.small_vit import spec_for as small_vit_spec
-from vitexplorer.core.models import LoadedModel
-from vitexplorer.core.vit import SmallViT
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.models.capture import forward_with_attention
+from vitexplorer.core.models.families import adapter_for
+from vitexplorer.core.models.families.base import resample_positions
+from vitexplorer.core.models.families.small_vit import spec_for as small_vit_spec
+from vitexplorer.core.models.loading import LoadedModel
+from vitexplorer.core.models.preprocessing import aspect_grid, display_crop, preprocess
+from vitexplorer.core.models.vit import SmallViT
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -37,7 +37,7 @@ def test_the_grid_keeps_the_proportions_and_the_patch_count() -> None:
 
 
 def test_the_grid_of_a_preprocessed_input() -> None:
-    from vitexplorer.core.data import input_grid
+    from vitexplorer.core.models.preprocessing import input_grid
 
     spec = tiny_spec()  # 32 px in 8 px patches
     assert input_grid(spec, 32, 32) == (4, 4)
@@ -63,7 +63,7 @@ def _tiny_models() -> dict[str, torch.nn.Module]:
     tv = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
     torch.nn.init.normal_(tv.heads.head.weight, std=0.5)
     config = tiny_hf_config(num_labels=10)
-    from vitexplorer.core.families.hf_model import HFClassifier
+    from vitexplorer.core.models.families.hf_model import HFClassifier
 
     hf = HFClassifier(
         transformers.ViTForImageClassification(config), "ViTForImageClassification", 32
@@ -132,7 +132,7 @@ def test_analyze_keep_aspect_on_the_command_line(tmp_path, capsys) -> None:
     import json
 
     from vitexplorer.cli import main
-    from vitexplorer.core.models import save_checkpoint
+    from vitexplorer.core.models.loading import save_checkpoint
 
     torch.manual_seed(2)
     model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
@@ -160,8 +160,8 @@ def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys)
     import json
 
     from vitexplorer.cli import main
-    from vitexplorer.core.explain import average_statistics
-    from vitexplorer.core.models import save_checkpoint
+    from vitexplorer.core.explain.head_stats import average_statistics
+    from vitexplorer.core.models.loading import save_checkpoint
 
     torch.manual_seed(4)
     model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
@@ -197,7 +197,7 @@ def _photo(path, width: int, height: int, seed: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["attention", "rollout", "relevance"])
 def test_the_checks_explainer_equals_analyzes_map_on_the_rectangle(method: str) -> None:
-    from vitexplorer.core.methods import MethodOptions, explanation_map, method_explainer
+    from vitexplorer.core.explain.methods import MethodOptions, explanation_map, method_explainer
 
     torch.manual_seed(6)
     model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
@@ -223,9 +223,9 @@ def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) ->
     import json
 
     from vitexplorer.cli import main
-    from vitexplorer.core.checks import spearman
-    from vitexplorer.core.explain import rollout_map
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.evaluate.sanity import spearman
+    from vitexplorer.core.explain.rollout import rollout_map
+    from vitexplorer.core.models.loading import load_model
 
     photo = _photo(tmp_path / "wide.png", 90, 60, seed=8)
     out = tmp_path / "sanity"
@@ -265,9 +265,9 @@ def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) ->
 def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
     checkpoint,
 ) -> None:
-    from vitexplorer.core.checks import faithfulness
-    from vitexplorer.core.methods import MethodOptions, method_explainer
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.evaluate.faithfulness import faithfulness
+    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+    from vitexplorer.core.models.loading import load_model
 
     model = load_model(str(checkpoint), device="cpu")
     image = Image.fromarray(np.random.default_rng(9).integers(0, 255, (100, 40, 3), np.uint8))
@@ -315,9 +315,9 @@ def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
     checkpoint,
     monkeypatch,
 ) -> None:
-    from vitexplorer.core import checks
-    from vitexplorer.core.methods import MethodOptions, method_explainer
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.evaluate import faithfulness as checks
+    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+    from vitexplorer.core.models.loading import load_model
 
     model = load_model(str(checkpoint), device="cpu")
     image = Image.fromarray(np.random.default_rng(10).integers(0, 255, (60, 90, 3), np.uint8))
@@ -358,7 +358,7 @@ def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, caps
     import json
 
     from vitexplorer.cli import main
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     folder = tmp_path / "images"
     wide = _photo(folder / "a-wide.png", 90, 60, seed=11)
@@ -407,7 +407,7 @@ def test_a_model_that_cannot_take_other_sizes_gets_analyzes_one_line(
     monkeypatch,
 ) -> None:
     from vitexplorer.cli import main
-    from vitexplorer.core.families.small_vit import SmallViTAdapter
+    from vitexplorer.core.models.families.small_vit import SmallViTAdapter
 
     def refuse(self, images):
         raise RuntimeError("this model takes only its own input size\n(224 x 224)")

@@ -8,7 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from vitexplorer.core.capture import attention_modules, capturing_attention, forward_with_attention
+from vitexplorer.core.models.capture import (
+    attention_modules,
+    capturing_attention,
+    forward_with_attention,
+)
 
 KINDS = ["tiny_small_vit", "tiny_torchvision_vit"]
 

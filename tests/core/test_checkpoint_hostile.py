@@ -27,10 +27,10 @@ from torchvision.models import get_model
 
 from tests.conftest import TINY
 from vitexplorer.cli import main
-from vitexplorer.core import models
-from vitexplorer.core.checkpoint import METADATA_KEY, WeightsFileError, read_weights
-from vitexplorer.core.models import check_checkpoint_metadata, load_model, save_checkpoint
-from vitexplorer.core.vit import SmallViT
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.checkpoint import METADATA_KEY, WeightsFileError, read_weights
+from vitexplorer.core.models.loading import check_checkpoint_metadata, load_model, save_checkpoint
+from vitexplorer.core.models.vit import SmallViT
 
 MARKER = "pwned"  # the file a pickle's code would create in the case's folder
 
@@ -529,7 +529,7 @@ def test_check_model_source_refuses_without_reading_tensors(
     def no_tensors(*args: object, **kwargs: object) -> None:
         raise AssertionError("tensors were read")
 
-    monkeypatch.setattr("vitexplorer.core.checkpoint.load_file", no_tensors)
+    monkeypatch.setattr("vitexplorer.core.models.checkpoint.load_file", no_tensors)
     monkeypatch.setattr(torch, "load", no_tensors)
     if path.suffix == ".pth" or path.suffix == ".pt":
         models.check_model_source(name, weights)  # only its being a file is checked

@@ -11,24 +11,26 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from vitexplorer.core.checks import (
+from vitexplorer.core.evaluate.faithfulness import (
     FaithfulnessProgress,
     FaithfulnessResult,
     area_under,
-    average_ranks,
     faithfulness,
     perturbation_curve,
     perturbation_fractions,
     perturbed_copies,
-    randomisation_steps,
     removal_counts,
+)
+from vitexplorer.core.evaluate.sanity import (
+    average_ranks,
+    randomisation_steps,
     sanity_check,
     spearman,
 )
-from vitexplorer.core.families.small_vit import spec_for as small_vit_spec
-from vitexplorer.core.methods import MethodOptions, method_explainer
-from vitexplorer.core.models import LoadedModel
-from vitexplorer.core.vit import SmallViT, SmallViTConfig
+from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+from vitexplorer.core.models.families.small_vit import spec_for as small_vit_spec
+from vitexplorer.core.models.loading import LoadedModel
+from vitexplorer.core.models.vit import SmallViT, SmallViTConfig
 
 # 32 px images in 4 px patches: an 8x8 grid, so rank correlations rest on 64 values
 CONFIG = SmallViTConfig(image_size=32, patch_size=4, width=32, depth=2, heads=2, num_classes=10)

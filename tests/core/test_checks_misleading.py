@@ -13,9 +13,7 @@ import torch
 from tests.conftest import TINY
 from tests.core.test_cli import _image
 from vitexplorer.cli import main
-from vitexplorer.core import methods as core_methods
-from vitexplorer.core.analysis import constant_output, flat_map
-from vitexplorer.core.checks import (
+from vitexplorer.core.evaluate.faithfulness import (
     black_input,
     chefer_fractions,
     class_of_folder,
@@ -23,13 +21,15 @@ from vitexplorer.core.checks import (
     labelled_images,
     pixel_removal_counts,
     pixel_removed_copies,
-    sanity_check,
     upsampled_map,
 )
-from vitexplorer.core.data import load_image, preprocess
-from vitexplorer.core.methods import MethodOptions, hold_target, method_explainer
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.provenance import json_ready, strict_json
+from vitexplorer.core.evaluate.sanity import sanity_check
+from vitexplorer.core.explain import methods as core_methods
+from vitexplorer.core.explain.analysis import constant_output, flat_map
+from vitexplorer.core.explain.methods import MethodOptions, hold_target, method_explainer
+from vitexplorer.core.explain.provenance import json_ready, strict_json
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.models.preprocessing import load_image, preprocess
 
 
 def strict_load(path: Path) -> dict:

@@ -22,12 +22,12 @@ from torchvision.models import get_model_weights
 from tests.conftest import TV_DOWNLOAD
 from vitexplorer import __version__, cli
 from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic
-from vitexplorer.core import models
-from vitexplorer.core.data import display_crop, preprocess
-from vitexplorer.core.explain import attention_map
-from vitexplorer.core.figure import enlarge
-from vitexplorer.core.models import WeightsDownload, load_model
-from vitexplorer.core.overlay import render_overlay
+from vitexplorer.core.explain.tokens import attention_map
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.loading import WeightsDownload, load_model
+from vitexplorer.core.models.preprocessing import display_crop, preprocess
+from vitexplorer.core.render.figure import enlarge
+from vitexplorer.core.render.overlay import render_overlay
 
 
 @pytest.fixture
@@ -286,7 +286,7 @@ def test_interrupt_exits_130_without_traceback(checkpoint, tmp_path, monkeypatch
     def interrupted(model, image, *options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vitexplorer.core.analysis.analyze_images", interrupted)
+    monkeypatch.setattr("vitexplorer.core.explain.analysis.analyze_images", interrupted)
     image = _image(tmp_path / "i.png", (32, 32), seed=10)
     assert _analyze(image, "--model", checkpoint, "--out", tmp_path / "out") == 130
     assert _lines(capsys.readouterr().err) == ["vitexplorer: interrupted"]
@@ -344,7 +344,7 @@ def test_an_output_folder_that_is_a_file_exits_2(tmp_path, capsys):
 def test_out_of_memory_on_one_image_is_one_line_and_the_rest_go_on(
     checkpoint, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import vitexplorer.core.analysis as analysis
+    import vitexplorer.core.explain.analysis as analysis
 
     real = analysis.analyze_images
     calls = []
@@ -377,7 +377,7 @@ def test_images_share_batches_and_every_line_keeps_the_order_of_the_images(
 ) -> None:
     import contextlib
 
-    import vitexplorer.core.analysis as analysis
+    import vitexplorer.core.explain.analysis as analysis
 
     real = analysis.analyze_images
     batches = []
@@ -411,7 +411,7 @@ def test_images_share_batches_and_every_line_keeps_the_order_of_the_images(
 
 
 def test_batch_size_follows_the_memory_of_the_maps():
-    from vitexplorer.core.analysis import batch_size_for
+    from vitexplorer.core.explain.analysis import batch_size_for
 
     assert batch_size_for(_spec("vit_b_32")) == 8  # 1.4 MB of maps an image
     assert batch_size_for(_spec("vit_b_16")) == 8  # 22 MB
@@ -473,7 +473,7 @@ def test_a_file_that_cannot_be_written_is_one_line_in_its_place_and_the_rest_are
 
 def test_out_of_memory_advice_fits_the_device_that_ran_out() -> None:
     """The advice names the device that ran out: the CPU is never told to use the CPU."""
-    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.explain.analysis import failure_message
 
     cpu = RuntimeError(
         "[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: not enough memory: "

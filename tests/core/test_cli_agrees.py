@@ -16,9 +16,10 @@ import pytest
 
 from tests.core.test_cli import _image, _lines
 from vitexplorer.cli import main
-from vitexplorer.core import models, spec
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.data import load_image
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models import spec
+from vitexplorer.core.models.preprocessing import load_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "cifar10-test-sample"
 demo_shipped = pytest.mark.skipif(not spec.demo_path().is_file(), reason="no demo model here")

@@ -20,8 +20,8 @@ from tests.core.conftest import distinct_small_vit
 from vitexplorer.cli import compare as compare_cli
 from vitexplorer.cli import main
 from vitexplorer.cli.common import DIVERGING, colour_table
-from vitexplorer.core import model_compare
-from vitexplorer.core.models import save_checkpoint
+from vitexplorer.core.explain import model_compare
+from vitexplorer.core.models.loading import save_checkpoint
 
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 
@@ -244,7 +244,7 @@ def test_colour_tables_without_qt_stay_close_to_pyqtgraphs(name: str, monkeypatc
 def test_a_fine_tune_and_its_base_are_after_minus_before(checkpoints, tmp_path, capsys) -> None:
     """B's checkpoint names A as its base: the difference is "after minus before", and B's
     name says what it was fine-tuned on; the other way round it is "before minus after"."""
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     base = load_model(str(checkpoints["before"]), device="cpu").spec
     record = {

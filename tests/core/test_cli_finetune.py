@@ -21,11 +21,11 @@ from torchvision.datasets import CIFAR10
 from vitexplorer import cli
 from vitexplorer.cli import FINETUNE_DEFAULTS, FinetuneReport, main
 from vitexplorer.cli.common import probe_settings
-from vitexplorer.core import training
-from vitexplorer.core.checkpoint import read_weights
-from vitexplorer.core.datasets import load_subsets, open_dataset, to_model_input
-from vitexplorer.core.models import load_model
-from vitexplorer.core.vit import SmallViTConfig
+from vitexplorer.core.models.checkpoint import read_weights
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.vit import SmallViTConfig
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.datasets import load_subsets, open_dataset, to_model_input
 
 TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}

@@ -31,7 +31,7 @@ def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_second_ctrl_c_after_the_save_is_absorbed(colours: Path, tmp_path: Path) -> None:
     """Ctrl-C after the first epoch, then again right after the "saved" line: exit 130, one
     "interrupted" line, no traceback, and the checkpoint whole."""
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     out = tmp_path / "m.safetensors"
     command = [sys.executable, "-m", "vitexplorer", "train", "--data", str(colours),
@@ -83,7 +83,7 @@ def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Building or loading any model fails the test: the refusals come before any work."""
-    from vitexplorer.core import models
+    from vitexplorer.core.models import loading as models
 
     def refused(*args, **kwargs):
         raise AssertionError("a model was loaded before the refusal")
@@ -186,7 +186,7 @@ def test_an_out_that_is_a_fifo_is_refused_and_kept(
 def test_a_data_root_that_is_no_folder_is_refused_before_any_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from vitexplorer.core import datasets
+    from vitexplorer.core.training import datasets
 
     def no_download(*args, **kwargs):
         raise AssertionError("a download started")
@@ -235,7 +235,7 @@ def test_a_model_error_that_escapes_a_command_exits_2_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     from vitexplorer.cli import analyze
-    from vitexplorer.core.checkpoint import WeightsFileError
+    from vitexplorer.core.models.checkpoint import WeightsFileError
 
     def failing(options):
         raise WeightsFileError("m.safetensors: the header is not JSON; save the model again")

@@ -16,17 +16,14 @@ from PIL import Image
 from tests.core.test_cli import _image
 from vitexplorer.cli import main
 from vitexplorer.cli.common import METHODS as CLI_METHODS
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.data import load_image, preprocess
-from vitexplorer.core.explain import (
-    average_statistics,
-    head_statistics,
-    rollout_map,
-)
-from vitexplorer.core.methods import METHODS
-from vitexplorer.core.models import load_model
-from vitexplorer.core.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot
-from vitexplorer.core.relevance import relevance_map
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.explain.head_stats import average_statistics, head_statistics
+from vitexplorer.core.explain.methods import METHODS
+from vitexplorer.core.explain.relevance import relevance_map
+from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.render.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot
 
 
 def test_method_names_match_the_core():
@@ -211,8 +208,8 @@ def test_stats_skips_bad_images_and_refuses_empty_folders(checkpoint, tmp_path, 
 
 @pytest.mark.slow
 def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, capsys):
-    from vitexplorer.core.checks import sanity_check
-    from vitexplorer.core.methods import MethodOptions, method_explainer
+    from vitexplorer.core.evaluate.sanity import sanity_check
+    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
 
     photo = _image(tmp_path / "photo.png", (32, 32), seed=6)
     out = tmp_path / "sanity"
@@ -243,8 +240,8 @@ def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, caps
 
 @pytest.mark.slow
 def test_faithfulness_over_a_folder_writes_curves_and_means(checkpoint, tmp_path, capsys):
-    from vitexplorer.core.checks import faithfulness
-    from vitexplorer.core.methods import MethodOptions, method_explainer
+    from vitexplorer.core.evaluate.faithfulness import faithfulness
+    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
 
     folder = tmp_path / "images"
     paths = [_image(folder / f"{i}.png", (32, 32), seed=10 + i) for i in range(3)]

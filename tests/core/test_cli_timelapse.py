@@ -17,7 +17,7 @@ from PIL import Image
 from tests.conftest import write_colour_splits
 from tests.core.test_train_cli import QUICK, SMALL
 from vitexplorer.cli import main
-from vitexplorer.core.timelapse import probe_maps, read_timelapse
+from vitexplorer.core.training.timelapse import probe_maps, read_timelapse
 
 
 def _quiet(argv: list[str]) -> tuple[int, str, str]:
@@ -114,7 +114,7 @@ def test_impossible_options_are_one_line(
 def test_a_checkpoint_without_one_or_not_a_checkpoint(
     run: tuple[Path, str], tmp_path: Path
 ) -> None:
-    from vitexplorer.core.models import load_model, save_checkpoint
+    from vitexplorer.core.models.loading import load_model, save_checkpoint
 
     plain = tmp_path / "plain.safetensors"
     save_checkpoint(plain, load_model(str(run[0]), device="cpu"))

@@ -16,8 +16,8 @@ from PIL import Image
 from tests.core.conftest import distinct_small_vit
 from vitexplorer.cli import main
 from vitexplorer.cli.analyze import subtitle
-from vitexplorer.core.figure import BAR_GAP, BAR_WIDTH, UNIFORM_INK
-from vitexplorer.core.models import RANDOM, save_checkpoint
+from vitexplorer.core.models.loading import RANDOM, save_checkpoint
+from vitexplorer.core.render.figure import BAR_GAP, BAR_WIDTH, UNIFORM_INK
 
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"
 IMAGE = SAMPLE / "cat" / "00000.png"
@@ -153,7 +153,7 @@ def test_compare_lines_say_which_model_has_random_weights(models, tmp_path, caps
 
 
 def test_the_figure_subtitle_says_random_weights(models) -> None:
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     spec = load_model(str(models["coarse"]), device="cpu").spec
     assert subtitle(spec, "/x/cat.png") == f"{spec.display_name} · cat.png"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vitexplorer.cli import common
-from vitexplorer.core import colour_tables
+from vitexplorer.core.render import colour_tables
 
 
 @pytest.mark.parametrize("name", ["inferno", colour_tables.DIVERGING])
@@ -32,7 +32,7 @@ def test_pngs_are_written_at_the_fast_level_with_the_same_pixels(tmp_path: Path)
 
     from PIL import Image
 
-    from vitexplorer.core.figure import render_figure, save_png
+    from vitexplorer.core.render.figure import render_figure, save_png
 
     rng = np.random.default_rng(0)
     display = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from vitexplorer.cli import main
-from vitexplorer.core import pixel_csv
-from vitexplorer.core.datasets import DatasetError, open_dataset, plan_subsets
-from vitexplorer.core.pixel_csv import (
+from vitexplorer.core.training import pixel_csv
+from vitexplorer.core.training.datasets import DatasetError, open_dataset, plan_subsets
+from vitexplorer.core.training.pixel_csv import (
     PixelCSVError,
     read_labelled_csv,
     read_pixel_csv,

@@ -20,7 +20,8 @@ import torch
 from PIL import Image, ImageFile
 from torchvision.models import get_model_weights
 
-from vitexplorer.core.data import (
+from vitexplorer.core.models.loading import ModelSpec, load_model
+from vitexplorer.core.models.preprocessing import (
     MAX_PIXELS,
     ImageLoadError,
     crop_box,
@@ -28,7 +29,6 @@ from vitexplorer.core.data import (
     preprocess,
     to_rgb8,
 )
-from vitexplorer.core.models import ModelSpec, load_model
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -519,7 +519,7 @@ def test_crop_box_is_the_centred_square_the_model_sees(
 @pytest.mark.slow
 def test_long_thin_image_is_cut_to_its_centre_before_resizing(monkeypatch) -> None:
     """A 60000x2 strip would be resized to billions of pixels; only its centre is needed."""
-    import vitexplorer.core.data as data
+    import vitexplorer.core.models.preprocessing as data
 
     spec = load_model("vit_b_16", weights="none", device="cpu").spec
     resized_inputs: list[tuple[int, int]] = []
@@ -555,7 +555,7 @@ def test_every_format_opens_with_only_its_own_plugins_imported(tmp_path):
         Image.fromarray(pixels).save(tmp_path / f"x.{fmt.lower()}", format=fmt)
     code = (
         "import sys, pathlib\n"
-        "from vitexplorer.core.images import load_image\n"
+        "from vitexplorer.core.io.images import load_image\n"
         f"for path in sorted(pathlib.Path({str(tmp_path)!r}).iterdir()):\n"
         "    image = load_image(path)\n"
         "    print(path.suffix, image.size, image.mode)\n"

@@ -15,8 +15,8 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from tests.conftest import write_colour_dataset
-from vitexplorer.core import datasets
-from vitexplorer.core.datasets import (
+from vitexplorer.core.training import datasets
+from vitexplorer.core.training.datasets import (
     DatasetError,
     load_subsets,
     open_dataset,
@@ -238,6 +238,6 @@ def test_corrupt_download_is_refused(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_the_torch_free_cifar_folder_name_is_torchvisions() -> None:
-    from vitexplorer.core.download import CIFAR10_FOLDER
+    from vitexplorer.core.models.download import CIFAR10_FOLDER
 
     assert CIFAR10.base_folder == CIFAR10_FOLDER

@@ -12,8 +12,8 @@ import torch
 
 from tests.conftest import TINY
 from vitexplorer.cli import main
-from vitexplorer.core import spec as specs
-from vitexplorer.core.models import check_model_source, load_model, save_checkpoint
+from vitexplorer.core.models import spec as specs
+from vitexplorer.core.models.loading import check_model_source, load_model, save_checkpoint
 
 
 @pytest.fixture

@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
-from vitexplorer.core.estimate import FORWARD_SHARE, measure_step, run_seconds, subset_sizes
-from vitexplorer.core.models import load_model
-from vitexplorer.core.vit import SmallViTConfig
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.vit import SmallViTConfig
+from vitexplorer.core.training.estimate import (
+    FORWARD_SHARE,
+    measure_step,
+    run_seconds,
+    subset_sizes,
+)
 
 
 def test_subset_sizes_split_as_the_engine_does():
@@ -48,7 +53,7 @@ def test_measure_step_times_real_steps_and_trains_the_model():
 
 
 def test_measure_step_stops_when_cancelled():
-    from vitexplorer.core.estimate import MeasureCancelled
+    from vitexplorer.core.training.estimate import MeasureCancelled
 
     shape = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
     model = load_model("small_vit", "none", "cpu", small_config=shape)

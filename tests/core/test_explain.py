@@ -9,26 +9,30 @@ import numpy as np
 import pytest
 import torch
 
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.explain import (
+from vitexplorer.core.explain.head_stats import (
     HeadStatistics,
     attention_entropy,
-    attention_map,
-    attention_matrix,
     average_statistics,
-    discard_count,
-    fuse_heads,
-    head_maps,
     head_statistics,
     mean_attention_distance,
-    patch_for_token,
     prefix_share,
+)
+from vitexplorer.core.explain.rollout import (
+    discard_count,
+    fuse_heads,
     rollout_layers,
     rollout_map,
     rollout_matrix,
     rollout_row,
+)
+from vitexplorer.core.explain.tokens import (
+    attention_map,
+    attention_matrix,
+    head_maps,
+    patch_for_token,
     token_for_patch,
 )
+from vitexplorer.core.models.capture import forward_with_attention
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitexplorer.core import explorer_maps
-from vitexplorer.core.analysis import Prediction
-from vitexplorer.core.explain import rollout_map
-from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
-from vitexplorer.core.session import Selection
+from vitexplorer.core.explain import explorer_maps
+from vitexplorer.core.explain.analysis import Prediction
+from vitexplorer.core.explain.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.explorer.session import Selection
 
 
 class FakeSpec:
@@ -118,10 +118,10 @@ def test_analysis_carries_the_head_statistics_of_its_attention(tiny_small_vit):
     from PIL import Image
 
     from tests.conftest import TINY
-    from vitexplorer.core.analysis import analyze_image
-    from vitexplorer.core.explain import head_statistics
-    from vitexplorer.core.families.small_vit import spec_for as small_vit_spec
-    from vitexplorer.core.models import LoadedModel
+    from vitexplorer.core.explain.analysis import analyze_image
+    from vitexplorer.core.explain.head_stats import head_statistics
+    from vitexplorer.core.models.families.small_vit import spec_for as small_vit_spec
+    from vitexplorer.core.models.loading import LoadedModel
 
     model = LoadedModel(tiny_small_vit, small_vit_spec(TINY, "test"), torch.device("cpu"))
     pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)

@@ -18,14 +18,14 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-from vitexplorer.core import models  # noqa: E402
-from vitexplorer.core.analysis import analyze_image  # noqa: E402
-from vitexplorer.core.capture import capturing_attention, forward_with_attention  # noqa: E402
-from vitexplorer.core.checkpoint import WeightsFileError  # noqa: E402
-from vitexplorer.core.checks import randomisation_steps  # noqa: E402
-from vitexplorer.core.families import UnsupportedModel, adapter_for, hf  # noqa: E402
-from vitexplorer.core.finetune_model import SplitViT, parse_freeze, with_new_head  # noqa: E402
-from vitexplorer.core.structure import model_structure  # noqa: E402
+from vitexplorer.core.evaluate.sanity import randomisation_steps  # noqa: E402
+from vitexplorer.core.explain.analysis import analyze_image  # noqa: E402
+from vitexplorer.core.explain.structure import model_structure  # noqa: E402
+from vitexplorer.core.models import loading as models  # noqa: E402
+from vitexplorer.core.models.capture import capturing_attention, forward_with_attention  # noqa: E402
+from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
+from vitexplorer.core.models.families import UnsupportedModel, adapter_for, hf  # noqa: E402
+from vitexplorer.core.training.finetune_model import SplitViT, parse_freeze, with_new_head  # noqa: E402
 
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
 LABELS = {"id2label": {0: "cat", 1: "dog", 2: "eel"}, "label2id": {"cat": 0, "dog": 1, "eel": 2}}
@@ -451,8 +451,8 @@ def test_fine_tuning_and_its_checkpoint(folders: dict[str, Path], tmp_path: Path
     """A distilled DeiT and an image tower without a classifier both fine-tune (the tower
     gains a head on its pooled features), and their checkpoints load back."""
     from tests.conftest import write_colour_dataset
-    from vitexplorer.core.datasets import open_dataset
-    from vitexplorer.core.training import FinetuneConfig, Finished, finetune
+    from vitexplorer.core.training.datasets import open_dataset
+    from vitexplorer.core.training.engine import FinetuneConfig, Finished, finetune
 
     data = open_dataset(write_colour_dataset(tmp_path / "colours", 6, size=32))
     config = FinetuneConfig(

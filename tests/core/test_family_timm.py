@@ -19,15 +19,15 @@ timm = pytest.importorskip("timm")
 from timm.utils import AttentionExtract  # noqa: E402
 
 from vitexplorer.cli import main  # noqa: E402
-from vitexplorer.core import models  # noqa: E402
-from vitexplorer.core.capture import forward_with_attention  # noqa: E402
-from vitexplorer.core.checkpoint import WeightsFileError  # noqa: E402
-from vitexplorer.core.checks import randomisation_steps  # noqa: E402
-from vitexplorer.core.download import DownloadCancelled, DownloadError  # noqa: E402
-from vitexplorer.core.families import UnsupportedModel, adapter_for  # noqa: E402
-from vitexplorer.core.families import timm as family  # noqa: E402
-from vitexplorer.core.finetune_model import SplitViT, trainable_counts, with_new_head  # noqa: E402
-from vitexplorer.core.structure import patch_filters, position_embeddings  # noqa: E402
+from vitexplorer.core.evaluate.sanity import randomisation_steps  # noqa: E402
+from vitexplorer.core.explain.structure import patch_filters, position_embeddings  # noqa: E402
+from vitexplorer.core.models import loading as models  # noqa: E402
+from vitexplorer.core.models.capture import forward_with_attention  # noqa: E402
+from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
+from vitexplorer.core.models.download import DownloadCancelled, DownloadError  # noqa: E402
+from vitexplorer.core.models.families import UnsupportedModel, adapter_for  # noqa: E402
+from vitexplorer.core.models.families import timm as family  # noqa: E402
+from vitexplorer.core.training.finetune_model import SplitViT, trainable_counts, with_new_head  # noqa: E402
 
 TINY = dict(img_size=32, patch_size=8, depth=2, num_heads=2, embed_dim=32, num_classes=10)
 VARIANTS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
@@ -99,7 +99,7 @@ def test_capture_honours_an_attention_mask() -> None:
     mask |= torch.eye(17, dtype=torch.bool)  # every token sees itself
     with torch.no_grad():
         plain = model(images, attn_mask=mask)
-    from vitexplorer.core.capture import capturing_attention
+    from vitexplorer.core.models.capture import capturing_attention
 
     with torch.no_grad(), capturing_attention(model) as sink:
         captured = model(images, attn_mask=mask)
@@ -390,8 +390,8 @@ def test_the_structure_of_a_model_whose_prefix_tokens_have_no_position_embedding
     analytics' structure reads the patches' embeddings alone."""
     import timm
 
-    from vitexplorer.core.families import adapter_for
-    from vitexplorer.core.structure import model_structure
+    from vitexplorer.core.explain.structure import model_structure
+    from vitexplorer.core.models.families import adapter_for
 
     module = timm.create_model(
         "vit_tiny_patch16_224",

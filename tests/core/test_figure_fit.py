@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from vitexplorer.core.figure import fit, font, text_width, wrap
+from vitexplorer.core.render.figure import fit, font, text_width, wrap
 
 
 def linear_fit(draw, text: str, face, width: int) -> str:

@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vitexplorer.core import files, staging
-from vitexplorer.core.checkpoint import save_weights
+from vitexplorer.core.io import files, staging
+from vitexplorer.core.models.checkpoint import save_weights
 
 
 def test_a_name_of_the_longest_legal_length_can_be_written(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_numpys_byte_count_on_a_full_disk_becomes_no_space(tmp_path: Path, monke
 def test_safetensors_failure_on_a_full_disk_is_an_os_error(tmp_path: Path, monkeypatch) -> None:
     from safetensors import SafetensorError
 
-    from vitexplorer.core import checkpoint
+    from vitexplorer.core.models import checkpoint
 
     class Usage:
         free = 0
@@ -123,7 +123,7 @@ def test_free_space_problem_names_needed_and_free(tmp_path: Path, monkeypatch) -
 _SLOW_SAVE = """
 import sys, time
 from pathlib import Path
-from vitexplorer.core.files import atomic_path
+from vitexplorer.core.io.files import atomic_path
 target = Path(sys.argv[1])
 with atomic_path(target) as tmp:
     with open(tmp, "wb") as handle:

@@ -11,17 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from vitexplorer.core import models
-from vitexplorer.core.data import preprocess
-from vitexplorer.core.datasets import fit_image
-from vitexplorer.core.finetune_model import with_new_head
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.preprocessing import preprocess
+from vitexplorer.core.training.datasets import fit_image
+from vitexplorer.core.training.finetune_model import with_new_head
 
 timm = pytest.importorskip("timm")
 
 
 @pytest.mark.parametrize("crop_mode", ["squash", "center", "border"])
 def test_a_fine_tune_is_analysed_as_it_was_trained(crop_mode: str) -> None:
-    from vitexplorer.core.families import timm as family
+    from vitexplorer.core.models.families import timm as family
 
     torch.manual_seed(0)
     module = timm.create_model(

@@ -114,7 +114,7 @@ def test_the_out_of_memory_row_reports_the_users_line(
 ) -> None:
     """Without a GPU, the engine's first batch raises the error CUDA would; the row shows the
     line the command line prints for it, and how many images that batch really held."""
-    from vitexplorer.core import training
+    from vitexplorer.core.training import engine as training
 
     def out_of_memory(*args: object, **kwargs: object) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")

@@ -18,10 +18,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from vitexplorer.core import models  # noqa: E402
-from vitexplorer.core.families import UnsupportedModel  # noqa: E402
-from vitexplorer.core.families.hf_config import preprocessing  # noqa: E402
-from vitexplorer.core.families.hf_files import HFFolderError, model_bytes  # noqa: E402
+from vitexplorer.core.models import loading as models  # noqa: E402
+from vitexplorer.core.models.families import UnsupportedModel  # noqa: E402
+from vitexplorer.core.models.families.hf_config import preprocessing  # noqa: E402
+from vitexplorer.core.models.families.hf_files import HFFolderError, model_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_check_source_refuses_a_named_pipe_without_opening_it(vit: Path, tmp_pat
     (folder / "config.json").unlink()
     os.mkfifo(folder / "config.json")
     code = (
-        "import sys; from vitexplorer.core import models\n"
+        "import sys; from vitexplorer.core.models import loading as models\n"
         "try:\n    models.check_model_source(sys.argv[1])\n"
         "except ValueError as exc:\n    print(exc)\n"
     )
@@ -235,7 +235,7 @@ HUB_PROCESSORS = [
 def test_the_configs_transformers_writes_pass_the_checks() -> None:
     """The checks refuse no config a supported class writes (its defaults, every field), nor
     a hub config of the transformers 4 era, nor the image processors' own configs."""
-    from vitexplorer.core.families.hf_fields import config_problem, processor_problem
+    from vitexplorer.core.models.families.hf_fields import config_problem, processor_problem
 
     configs = [
         transformers.ViTConfig(num_labels=1000), transformers.DeiTConfig(),
@@ -262,7 +262,7 @@ def test_a_downloaded_config_is_checked_before_transformers_reads_it(
     cache as a folder's is, before transformers reads it (no network: the hub is stood in for)."""
     import huggingface_hub
 
-    from vitexplorer.core.families import hf
+    from vitexplorer.core.models.families import hf
 
     snapshot = tmp_path / "models--someone--evil" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)

@@ -26,9 +26,9 @@ from tests.fuzz.hostile import (
     progressive_jpeg,
     repeated_scans,
 )
-from vitexplorer.core import images
-from vitexplorer.core.images import ImageLoadError, load_image
-from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS, MAX_SEGMENTS, count_scans
+from vitexplorer.core.io import images
+from vitexplorer.core.io.images import ImageLoadError, load_image
+from vitexplorer.core.io.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS, MAX_SEGMENTS, count_scans
 
 
 def test_scans_are_counted_as_libjpeg_writes_them() -> None:
@@ -196,8 +196,8 @@ def test_containers_that_pillow_would_walk_for_minutes_are_refused_first() -> No
     """Pillow parses PNG chunks, GIF blocks, PPM headers and JPEG fill bytes in Python, about
     0.1 to 0.2 s a megabyte: a 500 MB file of them is refused before Pillow sees it."""
     from tests.fuzz.hostile import _png_chunk
-    from vitexplorer.core import header_work as work
-    from vitexplorer.core.jpeg_scans import MAX_STRAY_BYTES
+    from vitexplorer.core.io import header_work as work
+    from vitexplorer.core.io.jpeg_scans import MAX_STRAY_BYTES
 
     png = encoded(photo(), "PNG")
     chunk = _png_chunk(b"abCd", b"")

@@ -10,10 +10,10 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from tests.conftest import TINY, tiny_hf_config
 from vitexplorer.cli import main
-from vitexplorer.core.checkpoint import WeightsFileError
-from vitexplorer.core.families.layouts import recognise_layout
-from vitexplorer.core.models import load_model
-from vitexplorer.core.vit import SmallViT
+from vitexplorer.core.models.checkpoint import WeightsFileError
+from vitexplorer.core.models.families.layouts import recognise_layout
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.vit import SmallViT
 
 
 def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:

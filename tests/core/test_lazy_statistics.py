@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.explain import head_statistics
-from vitexplorer.core.models import load_model
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.explain.head_stats import head_statistics
+from vitexplorer.core.models.loading import load_model
 
 
 def test_head_statistics_are_computed_on_first_use_and_kept(monkeypatch) -> None:
-    from vitexplorer.core import analysis as module
+    from vitexplorer.core.explain import analysis as module
 
     torch.manual_seed(0)
     model = load_model("small_vit", "none", "cpu", small_config=TINY)

@@ -16,9 +16,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from tests.conftest import TINY, tiny_hf_config
-from vitexplorer.core import models
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.skeleton import compute_buffers, has_meta, skeleton
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.models.skeleton import compute_buffers, has_meta, skeleton
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def _ordinary(make, state):
 def _the_old_way(monkeypatch) -> None:
     monkeypatch.setattr(models, "with_weights", _ordinary)
     if importlib.util.find_spec("timm") is not None:
-        from vitexplorer.core.families import timm_weights
+        from vitexplorer.core.models.families import timm_weights
 
         monkeypatch.setattr(timm_weights, "_without_init", lambda *args: None)
 
@@ -196,8 +196,8 @@ def test_the_blocks_act_only_in_their_own_thread() -> None:
 
 
 def _tiny_hf(architecture: str) -> tuple[nn.Module, object]:
-    from vitexplorer.core.families.hf_config import CONFIG_CLASSES, EXTRA, model_class
-    from vitexplorer.core.families.hf_model import KINDS
+    from vitexplorer.core.models.families.hf_config import CONFIG_CLASSES, EXTRA, model_class
+    from vitexplorer.core.models.families.hf_model import KINDS
 
     kind = KINDS[architecture]
     changes: dict[str, object] = {"num_labels": 3} if kind.classifier else {}
@@ -213,7 +213,7 @@ def _tiny_hf(architecture: str) -> tuple[nn.Module, object]:
 
 def _hf_architectures() -> list[str]:
     pytest.importorskip("transformers")
-    from vitexplorer.core.families.hf_model import KINDS
+    from vitexplorer.core.models.families.hf_model import KINDS
 
     return list(KINDS)
 
@@ -225,9 +225,9 @@ def test_an_hf_weights_file_loads_without_initialising(
     tmp_path: Path,
     monkeypatch,
 ) -> None:
-    from vitexplorer.core.families import hf
-    from vitexplorer.core.families.hf_config import EXTRA, model_class
-    from vitexplorer.core.families.hf_model import HFClassifier
+    from vitexplorer.core.models.families import hf
+    from vitexplorer.core.models.families.hf_config import EXTRA, model_class
+    from vitexplorer.core.models.families.hf_model import HFClassifier
 
     model, config = _tiny_hf(architecture)
     path = tmp_path / "w.safetensors"
@@ -260,9 +260,9 @@ def test_an_hf_checkpoint_loads_without_initialising(
 ) -> None:
     """A vitexplorer checkpoint of every class, an image tower with a head of its own (as
     fine-tuning gives it) included."""
-    from vitexplorer.core.families import hf
-    from vitexplorer.core.families.hf_config import architecture_config, build_model
-    from vitexplorer.core.families.hf_model import KINDS
+    from vitexplorer.core.models.families import hf
+    from vitexplorer.core.models.families.hf_config import architecture_config, build_model
+    from vitexplorer.core.models.families.hf_model import KINDS
 
     config = _tiny_hf(architecture)[1]
     torch.manual_seed(1)
@@ -296,7 +296,7 @@ def test_an_hf_folder_loads_without_initialising(architecture: str, tmp_path: Pa
     DeiT's fused head initialised before its weights are written."""
     import copy
 
-    from vitexplorer.core.families.hf_model import HFClassifier
+    from vitexplorer.core.models.families.hf_model import HFClassifier
 
     model, _ = _tiny_hf(architecture)
     model.config.architectures = [architecture]
@@ -374,7 +374,7 @@ def test_a_damaged_or_misfit_timm_file_is_refused_with_the_same_message(
 ) -> None:
     import huggingface_hub
 
-    from vitexplorer.core.checkpoint import WeightsFileError
+    from vitexplorer.core.models.checkpoint import WeightsFileError
 
     def without_norm(state: dict) -> dict:
         return {k: v for k, v in state.items() if k != "norm.weight"}
@@ -403,7 +403,7 @@ def test_a_timm_checkpoint_and_weights_file_load_without_initialising(
     monkeypatch,
 ) -> None:
     timm = pytest.importorskip("timm")
-    from vitexplorer.core.families import timm as family
+    from vitexplorer.core.models.families import timm as family
 
     torch.manual_seed(5)
     module = _perturbed(timm.create_model("test_vit", pretrained=False, img_size=32))

@@ -10,18 +10,18 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny_spec
-from vitexplorer.core.analysis import ImageAnalysis
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.explain import rollout_map
-from vitexplorer.core.methods import (
+from vitexplorer.core.explain.analysis import ImageAnalysis
+from vitexplorer.core.explain.methods import (
     METHODS,
     MethodOptions,
     explanation_map,
     method_explainer,
     model_explainer,
 )
-from vitexplorer.core.models import LoadedModel, ModelSpec
-from vitexplorer.core.relevance import relevance_map
+from vitexplorer.core.explain.relevance import relevance_map
+from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.models.capture import forward_with_attention
+from vitexplorer.core.models.loading import LoadedModel, ModelSpec
 
 SPEC = tiny_spec()
 
@@ -184,7 +184,7 @@ def test_method_card_options() -> None:
 def test_relevance_needs_a_classifier() -> None:
     from dataclasses import replace
 
-    from vitexplorer.core.methods import MethodOptions
+    from vitexplorer.core.explain.methods import MethodOptions
 
     encoder = replace(tiny_spec(), has_classifier=False, class_names=())
     with pytest.raises(ValueError, match="has no classifier, so there is no class score"):

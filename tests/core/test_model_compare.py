@@ -13,12 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.core.conftest import distinct_small_vit
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.data import preprocess
-from vitexplorer.core.explain import HeadStatistics
-from vitexplorer.core.figure import render_figure
-from vitexplorer.core.methods import METHODS, MethodOptions, explanation_map
-from vitexplorer.core.model_compare import (
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.explain.head_stats import HeadStatistics
+from vitexplorer.core.explain.methods import METHODS, MethodOptions, explanation_map
+from vitexplorer.core.explain.model_compare import (
     DIFFERENCE,
     HEAD_STATISTICS,
     comparability,
@@ -32,7 +30,9 @@ from vitexplorer.core.model_compare import (
     shared_levels,
     symmetric_levels,
 )
-from vitexplorer.core.overlay import normalise
+from vitexplorer.core.models.preprocessing import preprocess
+from vitexplorer.core.render.figure import render_figure
+from vitexplorer.core.render.overlay import normalise
 
 
 def _image(seed: int, size: tuple[int, int] = (50, 40)) -> Image.Image:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_hf_config
-from vitexplorer.core.model_names import cached_hf_names, timm_vit_names
+from vitexplorer.core.models.names import cached_hf_names, timm_vit_names
 
 
 @pytest.mark.slow

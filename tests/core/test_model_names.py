@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from vitexplorer.core.model_compare import (
+from vitexplorer.core.explain.model_compare import (
     AFTER_MINUS_BEFORE,
     BEFORE_MINUS_AFTER,
     DIFFERENCE,
     difference_words,
     relation,
 )
-from vitexplorer.core.provenance import model_name, training_words
+from vitexplorer.core.explain.provenance import model_name, training_words
 
 DEMO = SimpleNamespace(
     display_name="Demo ViT (CIFAR-10)", weights="trained on CIFAR-10", class_names=("c",) * 10
@@ -79,9 +79,9 @@ def test_the_engines_own_record_names_the_fine_tune_and_its_base(tmp_path) -> No
     import torch
 
     from tests.conftest import TINY, write_colour_dataset
-    from vitexplorer.core.datasets import open_dataset
-    from vitexplorer.core.models import load_model
-    from vitexplorer.core.training import FinetuneConfig, Finished, finetune
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.datasets import open_dataset
+    from vitexplorer.core.training.engine import FinetuneConfig, Finished, finetune
 
     torch.manual_seed(0)
     base = load_model("small_vit", "none", "cpu", small_config=TINY)

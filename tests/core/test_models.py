@@ -12,10 +12,10 @@ from safetensors.torch import save_file
 from torchvision.models import get_model_weights
 
 from tests.conftest import TINY, TV_DOWNLOAD
-from vitexplorer.core import models
-from vitexplorer.core.analysis import analyze_image, top_predictions
-from vitexplorer.core.checkpoint import WeightsFileError
-from vitexplorer.core.models import (
+from vitexplorer.core.explain.analysis import analyze_image, top_predictions
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.checkpoint import WeightsFileError
+from vitexplorer.core.models.loading import (
     DownloadCancelled,
     WeightsDownload,
     WeightsUnavailableError,
@@ -190,7 +190,7 @@ def test_top_predictions_order_and_ties() -> None:
 def test_analyze_image_matches_plain_forward() -> None:
     from PIL import Image
 
-    from vitexplorer.core.data import preprocess
+    from vitexplorer.core.models.preprocessing import preprocess
 
     torch.manual_seed(5)
     model = load_model("small_vit", "none", "cpu", small_config=TINY)
@@ -207,7 +207,7 @@ def test_analyze_image_matches_plain_forward() -> None:
 
 
 def test_checkpoint_with_broken_metadata_is_a_clear_error(tmp_path: Path) -> None:
-    from vitexplorer.core.checkpoint import save_weights
+    from vitexplorer.core.models.checkpoint import save_weights
 
     path = tmp_path / "broken.safetensors"
     save_weights(path, {"w": torch.zeros(2)}, {"architecture": "small_vit"})  # no config

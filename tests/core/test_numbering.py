@@ -17,14 +17,14 @@ from PIL import Image
 
 from tests.core.test_cli import _image
 from vitexplorer.cli import colour_table, main
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.data import load_image, preprocess
-from vitexplorer.core.figure import MIN_SIDE, render_figure, scale_for
-from vitexplorer.core.methods import MethodOptions, explanation_map
-from vitexplorer.core.models import load_model
-from vitexplorer.core.numbering import card_parameters, index_of, shown
-from vitexplorer.core.overlay import render_overlay
-from vitexplorer.core.scales import tick_labels
+from vitexplorer.core.explain.methods import MethodOptions, explanation_map
+from vitexplorer.core.models.capture import forward_with_attention
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.render.figure import MIN_SIDE, render_figure, scale_for
+from vitexplorer.core.render.numbering import card_parameters, index_of, shown
+from vitexplorer.core.render.overlay import render_overlay
+from vitexplorer.core.render.scales import tick_labels
 
 
 def _analyze(checkpoint, photo, out, *extra: str) -> int:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from vitexplorer.cli import main
-from vitexplorer.core import files, staging
+from vitexplorer.core.io import files, staging
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ def test_a_full_disk_at_any_file_leaves_the_old_set_whole(tmp_path, monkeypatch,
 _WRITER = """
 import json, os, sys
 from pathlib import Path
-from vitexplorer.core.files import FileSet
+from vitexplorer.core.io.files import FileSet
 out, run = Path(sys.argv[1]), 0
 print("ready", flush=True)
 while True:
@@ -318,10 +318,10 @@ def test_every_commands_card_names_its_files(checkpoint, tmp_path, capsys, comma
 _OTHER_NODE_SAVE = """
 import os, sys, types
 from pathlib import Path
-from vitexplorer.core import staging
+from vitexplorer.core.io import staging
 staging.this_owner = lambda: staging.Owner("0badf00d", "0badf00d")  # another node of a cluster
 staging.os = types.SimpleNamespace(**{**vars(os), "getpid": lambda: int(sys.argv[2])})
-from vitexplorer.core.files import atomic_path
+from vitexplorer.core.io.files import atomic_path
 with atomic_path(Path(sys.argv[1])) as tmp:
     tmp.write_bytes(b"the trained model")
     print(tmp.parent.name, flush=True)
@@ -361,7 +361,7 @@ def test_another_nodes_live_save_with_a_pid_dead_here_is_saved(tmp_path):
 def test_a_card_that_names_another_card_is_renamed_after_it(tmp_path, monkeypatch) -> None:
     """analyze's image card names its method cards: renamed before them, a kill in between
     would leave it naming a card not yet in place (the fuzz suite's kill -9 found it)."""
-    import vitexplorer.core.files as files_module
+    import vitexplorer.core.io.files as files_module
 
     renamed: list[str] = []
     own_commit = files_module._commit

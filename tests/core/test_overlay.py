@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitexplorer.core.overlay import normalise, render_overlay, upsample_blocks
+from vitexplorer.core.render.overlay import normalise, render_overlay, upsample_blocks
 
 
 def _lut() -> np.ndarray:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitexplorer.core import plots
-from vitexplorer.core.plots import (
+from vitexplorer.core.render import plots
+from vitexplorer.core.render.plots import (
     MEAN_COLOUR,
     POINT_COLOUR,
     TICK_LENGTH,

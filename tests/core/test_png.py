@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitexplorer.core.figure import save_png
+from vitexplorer.core.render.figure import save_png
 
 
 def libpng_decode(data: bytes) -> np.ndarray | None:

@@ -15,9 +15,9 @@ from PIL import Image
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 
-from vitexplorer.core import models  # noqa: E402
-from vitexplorer.core.data import crop_box, display_crop, preprocess  # noqa: E402
-from vitexplorer.core.families import timm as timm_family  # noqa: E402
+from vitexplorer.core.models import loading as models  # noqa: E402
+from vitexplorer.core.models.families import timm as timm_family  # noqa: E402
+from vitexplorer.core.models.preprocessing import crop_box, display_crop, preprocess  # noqa: E402
 
 PHOTOS = Path("/work/shared/data/images")
 COMMON = dict(
@@ -35,7 +35,7 @@ def _images() -> list[Image.Image]:
     """Odd-sized noise (always), and a few real photos of different shapes when present."""
     images = [_noise(w, h, i) for i, (w, h) in enumerate([(37, 23), (50, 77), (101, 64), (33, 33)])]
     if PHOTOS.is_dir():
-        from vitexplorer.core.data import load_image
+        from vitexplorer.core.models.preprocessing import load_image
 
         for path in sorted(PHOTOS.iterdir())[:4]:
             image = load_image(path)
@@ -240,7 +240,7 @@ def test_timm_random_weights_carry_a_warning() -> None:
 def test_comparing_a_squashing_model_with_a_cropping_one_says_they_see_different_parts() -> None:
     import dataclasses
 
-    from vitexplorer.core.model_compare import comparability
+    from vitexplorer.core.explain.model_compare import comparability
 
     center = timm_family.spec_for(_timm_model(TIMM_CFGS["center_1.0"]), "vit_tiny", "random")
     squash = dataclasses.replace(center, crop_mode="squash")
@@ -277,7 +277,7 @@ def test_cli_warns_once_per_note(tmp_path: Path) -> None:
 
 
 def test_method_card_says_when_the_image_is_squashed(tmp_path: Path) -> None:
-    from vitexplorer.core.provenance import preprocessing_facts
+    from vitexplorer.core.explain.provenance import preprocessing_facts
 
     for name, mode in [("vit", "squash"), ("clip", None)]:
         folder = tmp_path / name

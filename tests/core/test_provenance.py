@@ -9,8 +9,8 @@ import os
 import torch
 
 from tests.conftest import TINY
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.provenance import file_sha256, method_card
+from vitexplorer.core.explain.provenance import file_sha256, method_card
+from vitexplorer.core.models.loading import load_model, save_checkpoint
 
 
 def test_file_sha256_is_the_files_hash_and_follows_changes(tmp_path):

@@ -8,15 +8,15 @@ import torch
 from torch import nn
 
 from tests.conftest import tiny_spec
-from vitexplorer.core.capture import Sink, attention_modules, capturing_attention
-from vitexplorer.core.models import LoadedModel
-from vitexplorer.core.relevance import (
+from vitexplorer.core.explain.relevance import (
     capture_with_gradients,
     relevance_from,
     relevance_map,
     relevance_row,
     token_relevance,
 )
+from vitexplorer.core.models.capture import Sink, attention_modules, capturing_attention
+from vitexplorer.core.models.loading import LoadedModel
 
 KINDS = ["tiny_small_vit", "tiny_torchvision_vit"]
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from vitexplorer.core.models import ModelSpec
-from vitexplorer.core.session import ImageSession, Selection, expand_paths
+from vitexplorer.core.explorer.session import ImageSession, Selection, expand_paths
+from vitexplorer.core.models.loading import ModelSpec
 
 SPEC = ModelSpec(
     name="small_vit",

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import tiny_spec
-from vitexplorer.core.session import Selection
-from vitexplorer.core.spec import LIBRARY_FAMILIES, MODEL_NAMES, library_family
+from vitexplorer.core.explorer.session import Selection
+from vitexplorer.core.models.spec import LIBRARY_FAMILIES, MODEL_NAMES, library_family
 
 
 def test_prefix_tokens_are_named_and_labelled() -> None:
@@ -70,7 +70,7 @@ def test_family_names() -> None:
 
 def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:
     from vitexplorer.cli import main
-    from vitexplorer.core import spec as spec_module
+    from vitexplorer.core.models import spec as spec_module
 
     monkeypatch.setattr(spec_module.importlib.util, "find_spec", lambda name: None)
     out = str(tmp_path / "out")
@@ -80,7 +80,7 @@ def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, capsys, tmp
     assert err == 'vitexplorer: timm models need the timm package: pip install "vitexplorer[timm]"'
 
 
-@pytest.mark.parametrize("module", ["vitexplorer.core.spec", "vitexplorer.cli"])
+@pytest.mark.parametrize("module", ["vitexplorer.core.models.spec", "vitexplorer.cli"])
 def test_the_description_needs_no_torch(module: str) -> None:
     code = f"import sys, {module}; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

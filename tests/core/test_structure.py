@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from vitexplorer.core.structure import (
+from vitexplorer.core.explain.structure import (
     filter_components,
     patch_filters,
     position_embeddings,

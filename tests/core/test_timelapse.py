@@ -13,18 +13,12 @@ import torch
 from PIL import Image
 
 from tests.conftest import TINY, write_colour_dataset
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.checkpoint import read_weights
-from vitexplorer.core.datasets import open_dataset, to_model_input
-from vitexplorer.core.explain import rollout_map
-from vitexplorer.core.models import LoadedModel, load_model, save_checkpoint
-from vitexplorer.core.timelapse import (
-    FRAME_ARRAYS,
-    TimeLapseError,
-    class_balanced_order,
-    read_timelapse,
-)
-from vitexplorer.core.training import (
+from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.models.capture import forward_with_attention
+from vitexplorer.core.models.checkpoint import read_weights
+from vitexplorer.core.models.loading import LoadedModel, load_model, save_checkpoint
+from vitexplorer.core.training.datasets import open_dataset, to_model_input
+from vitexplorer.core.training.engine import (
     Epoch,
     FinetuneConfig,
     Finished,
@@ -32,6 +26,12 @@ from vitexplorer.core.training import (
     Snapshot,
     TrainConfig,
     finetune,
+)
+from vitexplorer.core.training.timelapse import (
+    FRAME_ARRAYS,
+    TimeLapseError,
+    class_balanced_order,
+    read_timelapse,
 )
 
 QUICK = FinetuneConfig(

@@ -18,10 +18,10 @@ from PIL import Image
 from tests.conftest import TINY
 from tests.fuzz.timelapse_blocks import CLASSES, GOOD, Case, good_block, regrid, write_block
 from vitexplorer.cli import main
-from vitexplorer.core.all_or_none import AllOrNone
-from vitexplorer.core.checkpoint import read_weights
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
+from vitexplorer.core.io.all_or_none import AllOrNone
+from vitexplorer.core.models.checkpoint import read_weights
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.training.timelapse import TimeLapseError, read_timelapse
 
 ESCAPE = "\x1b]52;c;aGVsbG8=\x07"  # OSC 52: would write the terminal's clipboard
 
@@ -138,8 +138,8 @@ def test_a_run_on_images_smaller_than_the_input_passes_the_model_check(tmp_path:
     a 224 px model): such probes are the model's, not damage."""
     from tests.conftest import write_colour_dataset
     from tests.core.test_timelapse import QUICK, _small_vit
-    from vitexplorer.core.datasets import open_dataset
-    from vitexplorer.core.training import FinetuneConfig, finetune
+    from vitexplorer.core.training.datasets import open_dataset
+    from vitexplorer.core.training.engine import FinetuneConfig, finetune
 
     data = write_colour_dataset(tmp_path / "colours", 20, size=16)
     config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 1})

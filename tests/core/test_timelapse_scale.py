@@ -14,10 +14,10 @@ from PIL import Image, ImageSequence
 from tests.conftest import TINY
 from tests.core.test_cli_timelapse import _quiet
 from vitexplorer.cli.timelapse import _title
-from vitexplorer.core.colour_tables import colour_table
-from vitexplorer.core.figure import MARGIN, UNIFORM_INK, render_figure
-from vitexplorer.core.scales import finite_range, uniform_label, uniform_level, uniform_mark
-from vitexplorer.core.timelapse import (
+from vitexplorer.core.render.colour_tables import colour_table
+from vitexplorer.core.render.figure import MARGIN, UNIFORM_INK, render_figure
+from vitexplorer.core.render.scales import finite_range, uniform_label, uniform_level, uniform_mark
+from vitexplorer.core.training.timelapse import (
     Frame,
     TimeLapse,
     epoch_levels,
@@ -25,7 +25,7 @@ from vitexplorer.core.timelapse import (
     row_tokens,
     timelapse_from,
 )
-from vitexplorer.core.verdict import RIGHT, TIE, UNKNOWN, WRONG, is_tie, verdict
+from vitexplorer.core.training.verdict import RIGHT, TIE, UNKNOWN, WRONG, is_tie, verdict
 
 CLASSES = [f"kind {i}" for i in range(10)]
 GRID, PREFIX, LAYERS, HEADS = (4, 4), 1, 2, 2
@@ -162,7 +162,7 @@ def test_the_figure_marks_the_uniform_level_where_it_lies_on_the_bar() -> None:
 # --- vitexplorer timelapse: one scale across the frames of its GIF and PNGs -------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitexplorer.core.models import load_model, save_checkpoint
+    from vitexplorer.core.models.loading import load_model, save_checkpoint
 
     torch.manual_seed(0)
     model = load_model("small_vit", "none", "cpu", small_config=TINY)

@@ -16,10 +16,11 @@ from torch import nn
 timm = pytest.importorskip("timm")
 
 from vitexplorer.cli import main  # noqa: E402
-from vitexplorer.core import estimate, models  # noqa: E402
-from vitexplorer.core.checkpoint import WeightsFileError  # noqa: E402
-from vitexplorer.core.download import DownloadError  # noqa: E402
-from vitexplorer.core.families import timm_weights  # noqa: E402
+from vitexplorer.core.models import loading as models  # noqa: E402
+from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
+from vitexplorer.core.models.download import DownloadError  # noqa: E402
+from vitexplorer.core.models.families import timm_weights  # noqa: E402
+from vitexplorer.core.training import estimate  # noqa: E402
 
 GIANT = "timm:vit_giant_patch14_dinov2"  # 1,136,479,232 parameters: 4.5 GB in float32
 GIANT_PARAMETERS = 1_136_479_232
@@ -126,7 +127,7 @@ def test_the_huge_build_on_the_command_line_is_exit_2_in_one_line(
 
 def _connect_error() -> BaseException:
     """The error the hub client raises when the host cannot be reached (its HTTP client's)."""
-    from vitexplorer.core.families.hub import _connect_errors
+    from vitexplorer.core.models.families.hub import _connect_errors
 
     kind = next(k for k in _connect_errors() if k.__name__ == "ConnectError")
     return kind("[Errno -2] Name or service not known")

@@ -19,13 +19,14 @@ from PIL import Image
 from tests.conftest import TINY, write_colour_splits
 from vitexplorer.cli import main
 from vitexplorer.cli import train as train_cli
-from vitexplorer.core import architecture, training
-from vitexplorer.core.augment import AUGMENTATIONS, augment_batch, random_rotate
-from vitexplorer.core.checkpoint import read_weights
-from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.families.small_vit import SmallViTAdapter
-from vitexplorer.core.models import load_model
-from vitexplorer.core.vit import SmallViT
+from vitexplorer.core.models import architecture
+from vitexplorer.core.models.checkpoint import read_weights
+from vitexplorer.core.models.families.small_vit import SmallViTAdapter
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.vit import SmallViT
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.augment import AUGMENTATIONS, augment_batch, random_rotate
+from vitexplorer.core.training.datasets import open_dataset
 
 SMALL = ["--width", "16", "--depth", "2", "--heads", "2", "--patch-size", "8"]
 QUICK = ["--per-class", "8", "--test-per-class", "4", "--batch-size", "8", "--epochs", "2"]
@@ -359,7 +360,7 @@ def test_an_unlabelled_test_csv_gets_a_submission_of_its_ids_and_classes(
     model = load_model(str(out), device="cpu")
     spec = model.spec
     x = torch.from_numpy(np.repeat(images[:, None], 3, axis=1))
-    from vitexplorer.core.datasets import to_model_input
+    from vitexplorer.core.training.datasets import to_model_input
 
     with torch.no_grad():
         logits = model.module(to_model_input(x, 32, spec.mean, spec.std, spec.interpolation))

@@ -12,17 +12,11 @@ import torch
 from torchvision.models import get_model
 
 from tests.conftest import TINY, write_colour_dataset
-from vitexplorer.core import training
-from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.families.torchvision import spec_for as torchvision_spec
-from vitexplorer.core.finetune_model import (
-    FreezePolicyError,
-    SplitViT,
-    parse_freeze,
-    trainable_counts,
-)
-from vitexplorer.core.models import LoadedModel, load_model, save_checkpoint
-from vitexplorer.core.training import (
+from vitexplorer.core.models.families.torchvision import spec_for as torchvision_spec
+from vitexplorer.core.models.loading import LoadedModel, load_model, save_checkpoint
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.engine import (
     Epoch,
     FinetuneConfig,
     Finished,
@@ -32,6 +26,12 @@ from vitexplorer.core.training import (
     Step,
     TrainingError,
     finetune,
+)
+from vitexplorer.core.training.finetune_model import (
+    FreezePolicyError,
+    SplitViT,
+    parse_freeze,
+    trainable_counts,
 )
 
 # float32 throughout, so that the exact comparisons below hold on any CPU
@@ -218,7 +218,7 @@ def test_checkpoint_round_trip_gives_the_same_logits(colours: Path, tmp_path: Pa
     assert loaded.spec.resize_size == loaded.spec.image_size == 32
     with torch.no_grad():
         np.testing.assert_array_equal(loaded.module(_inputs()), result.model.module(_inputs()))
-    from vitexplorer.core.checkpoint import read_weights
+    from vitexplorer.core.models.checkpoint import read_weights
 
     _, meta = read_weights(path)
     tuned = meta["finetune"]

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from vitexplorer.cli import main
-from vitexplorer.core import training
-from vitexplorer.core.checkpoint import read_weights
-from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.heads import choose_head
-from vitexplorer.core.models import load_model
-from vitexplorer.core.spec import demo_path
+from vitexplorer.core.models.checkpoint import read_weights
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.spec import demo_path
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.heads import choose_head
 
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"  # 3 images per class
 LN10 = math.log(10)

@@ -18,12 +18,12 @@ import torch
 
 from tests.conftest import write_colour_dataset
 from vitexplorer.cli import FINETUNE_DEFAULTS, finetune_parser, main
-from vitexplorer.core import training
-from vitexplorer.core.checkpoint import read_weights
-from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.finetune_model import SplitViT
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.training import FinetuneConfig, TrainingError
+from vitexplorer.core.models.checkpoint import read_weights
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.engine import FinetuneConfig, TrainingError
+from vitexplorer.core.training.finetune_model import SplitViT
 
 # (case id, command-line fragment): each must be refused before any model or data is read
 HOSTILE_TRAINING_SETTINGS: list[tuple[str, list[str]]] = [
@@ -329,7 +329,7 @@ def test_a_save_that_fails_says_why_and_keeps_the_results(
 ) -> None:
     from safetensors import SafetensorError
 
-    from vitexplorer.core import models
+    from vitexplorer.core.models import loading as models
 
     def full(path, model, extra=None, timelapse=None):
         if failure == "enospc":

@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from tests.conftest import TINY, write_colour_dataset
-from vitexplorer.core import training
-from vitexplorer.core.datasets import open_dataset
-from vitexplorer.core.finetune_model import SplitViT
-from vitexplorer.core.models import LoadedModel, load_model
-from vitexplorer.core.training import (
+from vitexplorer.core.models.loading import LoadedModel, load_model
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.engine import (
     FinetuneConfig,
     Finished,
     TrainConfig,
     TrainingError,
     finetune,
 )
-from vitexplorer.core.verdict import RIGHT, TIE, WRONG
+from vitexplorer.core.training.finetune_model import SplitViT
+from vitexplorer.core.training.verdict import RIGHT, TIE, WRONG
 
 Sample = training.TestSample  # not collected as a test class
 

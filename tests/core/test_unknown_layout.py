@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vitexplorer.core import models
-from vitexplorer.core.checkpoint import WeightsFileError
-from vitexplorer.core.spec import TORCHVISION_VITS
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.checkpoint import WeightsFileError
+from vitexplorer.core.models.spec import TORCHVISION_VITS
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vitexplorer.cli import main
-from vitexplorer.core.paths import UserPathError, expand_user
+from vitexplorer.core.io.paths import UserPathError, expand_user
 
 NOUSER = "~nosuchuser_xyz"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.checkpoint import save_weights
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.vit import DropPath, SmallViT, SmallViTConfig
+from vitexplorer.core.models.capture import forward_with_attention
+from vitexplorer.core.models.checkpoint import save_weights
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.models.vit import DropPath, SmallViT, SmallViTConfig
 
 
 def _pair() -> tuple[SmallViT, SmallViT]:

@@ -68,8 +68,8 @@ import pytest  # noqa: E402
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from vitexplorer.core.models import load_model, save_checkpoint
-    from vitexplorer.core.vit import SmallViTConfig
+    from vitexplorer.core.models.loading import load_model, save_checkpoint
+    from vitexplorer.core.models.vit import SmallViTConfig
 
     torch.manual_seed(0)
     config = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=5)

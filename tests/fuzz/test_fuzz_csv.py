@@ -12,7 +12,7 @@ import pytest
 from tests.core.test_csv_dataset import HOSTILE_CSVS
 from tests.fuzz.conftest import record
 from tests.fuzz.test_fuzz_models import _run_cli
-from vitexplorer.core.pixel_csv import PixelCSVError, read_unlabelled_csv
+from vitexplorer.core.training.pixel_csv import PixelCSVError, read_unlabelled_csv
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 

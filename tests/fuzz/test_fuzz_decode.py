@@ -31,9 +31,9 @@ from tests.fuzz.hostile import (
     progressive_jpeg,
     repeated_scans,
 )
-from vitexplorer.core import images
-from vitexplorer.core.images import ImageLoadError, load_image
-from vitexplorer.core.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS, MAX_SEGMENTS
+from vitexplorer.core.io import images
+from vitexplorer.core.io.images import ImageLoadError, load_image
+from vitexplorer.core.io.jpeg_scans import MAX_SCAN_PIXELS, MAX_SCANS, MAX_SEGMENTS
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 

@@ -104,7 +104,7 @@ _STUCK_PREVIEW = textwrap.dedent(
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    import vitexplorer.core.images as images
+    import vitexplorer.core.io.images as images
     from vitexplorer.gui import app as gui_app
     from vitexplorer.gui.main_window import MainWindow
     from vitexplorer.gui.workers import ModelRequest

@@ -16,7 +16,7 @@ import pytest
 from tests.fuzz.conftest import record
 from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases, upright_picture
 from vitexplorer.cli.common import unique_stems
-from vitexplorer.core.data import ImageLoadError, load_image
+from vitexplorer.core.models.preprocessing import ImageLoadError, load_image
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
@@ -124,6 +124,6 @@ def test_analyze_refuses_each_bad_image_in_a_line_and_writes_the_good_ones(
 
 def _names(line: str, path: Path) -> bool:
     """Whether an error line is about ``path`` (its name, as the CLI escapes it)."""
-    from vitexplorer.core.images import _display_name
+    from vitexplorer.core.io.images import _display_name
 
     return line.startswith(f"vitexplorer: {_display_name(path)}:")

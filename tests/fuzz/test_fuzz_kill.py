@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.fuzz.conftest import record
-from vitexplorer.core.checkpoint import save_weights
-from vitexplorer.core.files import TEMP_PREFIX
+from vitexplorer.core.io.files import TEMP_PREFIX
+from vitexplorer.core.models.checkpoint import save_weights
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
@@ -26,7 +26,7 @@ TRIALS = 12
 
 _SAVER = """
 import sys, torch
-from vitexplorer.core.checkpoint import save_weights
+from vitexplorer.core.models.checkpoint import save_weights
 target, start = sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)
 for n in range(start, start + 1000):

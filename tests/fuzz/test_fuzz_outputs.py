@@ -30,7 +30,7 @@ from PIL import Image
 
 from tests.fuzz.conftest import record
 from vitexplorer.cli import main
-from vitexplorer.core import files, staging
+from vitexplorer.core.io import files, staging
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
@@ -40,8 +40,8 @@ STAGING = "staging entries of other runs"
 
 
 def _checkpoint(folder: Path, depth: int, seed: int) -> Path:
-    from vitexplorer.core.models import load_model, save_checkpoint
-    from vitexplorer.core.vit import SmallViTConfig
+    from vitexplorer.core.models.loading import load_model, save_checkpoint
+    from vitexplorer.core.models.vit import SmallViTConfig
 
     torch.manual_seed(seed)
     config = SmallViTConfig(
@@ -220,8 +220,8 @@ def test_a_full_disk_at_every_file_of_compare(models, tmp_path, monkeypatch, cap
 _KILLER = """
 import os, signal, sys, time
 import torch  # imported once, no operation run: the forked runs start at once
-import vitexplorer.cli.analyze, vitexplorer.core.analysis, vitexplorer.core.figure
-import vitexplorer.core.methods, vitexplorer.core.models
+import vitexplorer.cli.analyze, vitexplorer.core.explain.analysis, vitexplorer.core.render.figure
+import vitexplorer.core.explain.methods, vitexplorer.core.models.loading
 from vitexplorer.cli import main
 for line in sys.stdin:
     start = time.monotonic()
@@ -376,7 +376,7 @@ def _kinds(folder: Path, held: list[int]) -> dict[str, tuple[Path, bool]]:
 
 
 def _doors(models: dict[str, Path], image: Path) -> dict[str, Callable[[Path], None]]:
-    from vitexplorer.core.checkpoint import save_weights
+    from vitexplorer.core.models.checkpoint import save_weights
 
     def analyze(folder: Path) -> None:
         args = ["analyze", str(image), "--model", str(models["two"]), "--out", str(folder)]

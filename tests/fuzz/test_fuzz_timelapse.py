@@ -24,7 +24,7 @@ from tests.fuzz.conftest import record
 from tests.fuzz.timelapse_blocks import GOOD, PROBES, Tensors, all_cases, write_block
 from tests.gui.conftest import running_window
 from vitexplorer.cli import main
-from vitexplorer.core.checkpoint import read_weights
+from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.gui.workers import ModelRequest
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
@@ -180,7 +180,7 @@ def _fail(monkeypatch, where: str, number: int, out: Path) -> None:
     ``where``."""
     import tempfile
 
-    import vitexplorer.core.figure as figure
+    import vitexplorer.core.render.figure as figure
 
     failure = OSError(number, os.strerror(number))
     if where == "creating a file":  # what a read-only folder refuses first: the staging entry
@@ -274,7 +274,7 @@ def test_ctrl_c_while_writing_leaves_the_folder_as_it_was(
     capsys,
     monkeypatch,
 ) -> None:
-    import vitexplorer.core.figure as figure
+    import vitexplorer.core.render.figure as figure
 
     checkpoint = write_block(tmp_path / "run.safetensors", GOOD, model_parts)
     out = tmp_path / "made" / "out"

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from tests.fuzz.conftest import record
 from vitexplorer.cli import main
-from vitexplorer.core import estimate
+from vitexplorer.core.training import estimate
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
@@ -425,7 +425,7 @@ def test_wrong_weights_files_for_a_timm_name(tmp_path: Path, image: Path, capsys
 
 
 def _connect_error() -> BaseException:
-    from vitexplorer.core.families.hub import _connect_errors
+    from vitexplorer.core.models.families.hub import _connect_errors
 
     kind = next(k for k in _connect_errors() if k.__name__ == "ConnectError")
     return kind("[Errno -2] Name or service not known")

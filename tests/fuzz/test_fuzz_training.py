@@ -24,7 +24,7 @@ from PIL import Image
 from tests.fuzz.conftest import record
 from vitexplorer.cli import main
 from vitexplorer.cli.common import terminal_text
-from vitexplorer.core import folders
+from vitexplorer.core.io import folders
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 

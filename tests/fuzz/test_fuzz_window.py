@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication
 from tests.fuzz.conftest import record
 from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases
 from tests.gui.conftest import running_window
-from vitexplorer.core.images import _display_name
+from vitexplorer.core.io.images import _display_name
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 

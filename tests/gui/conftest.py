@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from PySide6.QtCore import QSettings
 
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.vit import SmallViTConfig
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.models.vit import SmallViTConfig
 from vitexplorer.gui.app import configure_pyqtgraph
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest

@@ -15,15 +15,15 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication, QFileDialog
 
 from tests.conftest import tiny_spec
-from vitexplorer.core.capture import forward_with_attention
-from vitexplorer.core.explain import HeadStatistics, head_statistics
-from vitexplorer.core.structure import (
+from vitexplorer.core.explain.head_stats import HeadStatistics, head_statistics
+from vitexplorer.core.explain.structure import (
     filter_components,
     patch_filters,
     position_embeddings,
     position_similarity,
     principal_filter_directions,
 )
+from vitexplorer.core.models.capture import forward_with_attention
 from vitexplorer.gui.analytics_tab import FOLDER, IMAGE, AnalyticsTab
 from vitexplorer.gui.app import configure_pyqtgraph
 from vitexplorer.gui.views.structure_views import GAP

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from tests.gui.test_main_window import click_patch, drop_and_wait
 from tests.gui.test_methods import choose
-from vitexplorer.core.data import aspect_grid
+from vitexplorer.core.models.preprocessing import aspect_grid
 from vitexplorer.gui.main_window import MainWindow
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")

@@ -16,12 +16,12 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 from tests.gui.conftest import GUI_CONFIG, running_window
 from tests.gui.test_main_window import click_patch, drop_and_wait
 from tests.gui.test_methods import choose
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.data import aspect_grid, load_image, preprocess
-from vitexplorer.core.explain import token_for_patch
-from vitexplorer.core.model_compare import compare_maps, counterpart_token, head_changes
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.relevance import relevance_map
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.explain.model_compare import compare_maps, counterpart_token, head_changes
+from vitexplorer.core.explain.relevance import relevance_map
+from vitexplorer.core.explain.tokens import token_for_patch
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.model_compare_view import (
     BEFORE,

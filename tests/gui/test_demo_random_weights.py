@@ -14,7 +14,7 @@ import torch
 
 from tests.conftest import TV_DOWNLOAD
 from tests.gui.conftest import GUI_CONFIG, make_window
-from vitexplorer.core.models import RANDOM
+from vitexplorer.core.models.loading import RANDOM
 from vitexplorer.gui.workers import ModelRequest
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (
 def test_random_weights_on_the_demo_model_are_random_and_say_so(
     qtbot, tmp_path, monkeypatch, photo
 ):
-    from vitexplorer.core import models, spec
+    from vitexplorer.core.models import loading as models
+    from vitexplorer.core.models import spec
 
     demo = tmp_path / spec.DEMO_FILE
     torch.manual_seed(0)
@@ -107,7 +108,8 @@ def test_random_weights_beside_a_checkpoint_keep_its_shape_and_classes(
 def test_the_demo_offer_bar_leaves_with_the_trained_weights(qtbot, tmp_path, monkeypatch, photo):
     """The bar above the image names the trained demo as the model in use: it is not shown
     beside the demo's random weights."""
-    from vitexplorer.core import models, spec
+    from vitexplorer.core.models import loading as models
+    from vitexplorer.core.models import spec
 
     demo = tmp_path / spec.DEMO_FILE
     torch.manual_seed(0)

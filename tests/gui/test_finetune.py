@@ -14,9 +14,9 @@ from PySide6.QtWidgets import QFileDialog
 
 from tests.conftest import TV_DOWNLOAD
 from tests.gui.test_main_window import drop_and_wait
-from vitexplorer.core.analysis import analyze_image
-from vitexplorer.core.data import load_image
-from vitexplorer.core.models import load_model
+from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.preprocessing import load_image
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.training_views import TrainingCurves
@@ -274,7 +274,7 @@ def test_bad_datasets_get_clear_messages_and_the_app_goes_on(
 def test_a_training_error_is_shown_and_nothing_is_adopted(
     qtbot, window: MainWindow, tmp_path, monkeypatch
 ):
-    from vitexplorer.core import training
+    from vitexplorer.core.training import engine as training
 
     def diverging(base, dataset, config, cancelled=None, gallery_size=40):
         raise training.TrainingError(
@@ -301,7 +301,7 @@ def test_cifar10_download_without_network_says_what_to_do(
 ):
     import urllib.error
 
-    from vitexplorer.core import download
+    from vitexplorer.core.models import download
 
     def offline(url, timeout):
         raise urllib.error.URLError("Temporary failure in name resolution")
@@ -408,7 +408,7 @@ def test_base_weights_missing_says_to_load_them_in_the_explorer(
 ):
     from dataclasses import replace
 
-    from vitexplorer.core import models
+    from vitexplorer.core.models import loading as models
     from vitexplorer.gui.workers import ModelRequest
 
     missing = models.WeightsDownload(

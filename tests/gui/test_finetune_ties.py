@@ -9,8 +9,8 @@ from PySide6.QtCore import Qt
 
 from tests.core.test_training_ties import _train_then_zero_the_head
 from tests.gui.test_finetune import colour_folder, fill, panel_of
-from vitexplorer.core import training
-from vitexplorer.core.training import TestSample as Sample
+from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.engine import TestSample as Sample
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.training_views import (
     CORRECT_COLOR,

@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, Qt
 
 from tests.gui.conftest import make_window
 from tests.gui.test_main_window import bar_button, drop_and_wait, no_dialog_open
-from vitexplorer.core import spec as specs
+from vitexplorer.core.models import spec as specs
 from vitexplorer.gui.main_window import DEFAULT_MODEL, SAMPLES, MainWindow, sample_image_path
 from vitexplorer.gui.workers import ModelRequest
 

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from tests.gui.test_finetune import colour_folder
 from tests.gui.test_main_window import drop_and_wait
 from tests.gui.test_methods import choose
-from vitexplorer.core.explain import rollout_layers, rollout_matrix
+from vitexplorer.core.explain.rollout import rollout_layers, rollout_matrix
 from vitexplorer.gui.app import configure_pyqtgraph
 from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import LAYOUT_KEY, MainWindow, usable_geometry

@@ -8,10 +8,10 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication
 
 from tests.gui.test_main_window import click_patch, drop_and_wait
-from vitexplorer.core.data import load_image, preprocess
-from vitexplorer.core.explain import rollout_map
-from vitexplorer.core.models import load_model
-from vitexplorer.core.relevance import relevance_map
+from vitexplorer.core.explain.relevance import relevance_map
+from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.preprocessing import load_image, preprocess
 from vitexplorer.gui.main_window import MainWindow
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
@@ -177,8 +177,8 @@ def test_analytics_tab_follows_the_image_and_a_point_opens_its_head(
     from PySide6.QtWidgets import QDockWidget, QFileDialog
 
     from tests.gui.test_analytics import click_scene
-    from vitexplorer.core.analysis import analyze_image
-    from vitexplorer.core.explain import average_statistics, head_statistics
+    from vitexplorer.core.explain.analysis import analyze_image
+    from vitexplorer.core.explain.head_stats import average_statistics, head_statistics
 
     drop_and_wait(qtbot, window, photo)
     tab = window.analytics
@@ -224,7 +224,7 @@ def test_analytics_tab_follows_the_image_and_a_point_opens_its_head(
         qtbot.mouseClick(tab.folder_request_button, Qt.LeftButton)
     done = blocker.args[0]
     assert (done.images, len(done.skipped), done.cancelled) == (3, 1, False)
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.models.loading import load_model
 
     model = load_model(window.model.request.name, device="cpu")
     expected = average_statistics(
@@ -244,7 +244,7 @@ def test_the_model_structure_is_read_once_when_the_analytics_tab_first_needs_it(
     """A model load never waits for the analytics' SVD: the explorer is ready as soon as the
     weights are, and the structure is computed once, in the worker, when the tab is opened."""
     from tests.gui.conftest import make_window
-    from vitexplorer.core import structure
+    from vitexplorer.core.explain import structure
     from vitexplorer.gui.workers import ModelRequest
 
     calls = {"structure": 0, "svd": 0}
@@ -286,8 +286,8 @@ def _second_checkpoint(folder) -> object:
     """A small ViT on another grid than the window's (4x4 patches, 17 tokens)."""
     import torch
 
-    from vitexplorer.core.models import save_checkpoint
-    from vitexplorer.core.vit import SmallViTConfig
+    from vitexplorer.core.models.loading import save_checkpoint
+    from vitexplorer.core.models.vit import SmallViTConfig
 
     torch.manual_seed(1)
     config = SmallViTConfig(image_size=32, patch_size=8, width=24, depth=2, heads=2, num_classes=5)

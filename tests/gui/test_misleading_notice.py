@@ -13,7 +13,7 @@ import torch
 from tests.gui.conftest import GUI_CONFIG, running_window
 from tests.gui.test_main_window import drop_and_wait
 from tests.gui.test_methods import choose
-from vitexplorer.core.models import load_model, save_checkpoint
+from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.gui.main_window import MainWindow
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")

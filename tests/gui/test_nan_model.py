@@ -55,7 +55,7 @@ def test_nan_outputs_are_said_in_the_predictions_panel(qtbot, nan_window, photo)
 
 
 def test_panel_draws_no_nan_bar_and_gives_the_model_hint_back(qtbot) -> None:
-    from vitexplorer.core.analysis import Prediction
+    from vitexplorer.core.explain.analysis import Prediction
     from vitexplorer.gui.views.panels import PredictionsPanel
 
     panel = PredictionsPanel()
@@ -78,7 +78,7 @@ def test_panel_draws_no_nan_bar_and_gives_the_model_hint_back(qtbot) -> None:
 def test_undefined_prediction_names_nan_and_infinity() -> None:
     import torch as t
 
-    from vitexplorer.core.analysis import undefined_prediction
+    from vitexplorer.core.explain.analysis import undefined_prediction
 
     def check(logits: list[float]) -> str | None:
         values = t.tensor(logits)

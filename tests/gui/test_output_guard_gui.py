@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtWidgets import QFileDialog
 
 from tests.gui.test_main_window import drop_and_wait
-from vitexplorer.core.output_guard import output_conflict
+from vitexplorer.core.io.output_guard import output_conflict
 from vitexplorer.gui.main_window import MainWindow
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")

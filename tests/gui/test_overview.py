@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 
 from tests.gui.test_main_window import click_patch, drop_and_wait
 from tests.gui.test_methods import choose
-from vitexplorer.core.explain import rollout_map
+from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.overview import IMAGES, LAYERS_HEADS
 

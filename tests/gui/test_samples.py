@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtWidgets import QMenu
 
 from tests.gui.test_main_window import drop_and_wait  # noqa: F401  (the window fixture's module)
-from vitexplorer.core import spec as specs
+from vitexplorer.core.models import spec as specs
 from vitexplorer.gui.main_window import SAMPLES, MainWindow, greeting_image_path, sample_image_path
 
 ROOT = Path(__file__).parents[2]
@@ -24,9 +24,9 @@ CIFAR_CLASS = {  # what each photo shows, in CIFAR-10's words
 @pytest.mark.slow
 @pytest.mark.skipif(not specs.demo_path().is_file(), reason="no demo model in this installation")
 def test_the_demo_model_gets_every_sample_right() -> None:
-    from vitexplorer.core.analysis import analyze_image
-    from vitexplorer.core.data import load_image
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.explain.analysis import analyze_image
+    from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.models.preprocessing import load_image
 
     assert set(SAMPLES) == set(CIFAR_CLASS)
     model = load_model(specs.DEMO, device="cpu")

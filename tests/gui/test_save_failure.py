@@ -17,7 +17,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QFileDialog, QSpinBox
 
 from tests.gui.test_finetune import colour_folder, fill, panel_of
-from vitexplorer.core.models import load_model
+from vitexplorer.core.models.loading import load_model
 from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import MainWindow
 
@@ -49,7 +49,7 @@ def _save_to(qtbot, window: MainWindow, monkeypatch, path: Path, signal):
 def test_a_failed_save_keeps_the_model_and_a_second_save_works(
     failure: str, qtbot, window: MainWindow, tmp_path: Path, monkeypatch
 ) -> None:
-    from vitexplorer.core import models
+    from vitexplorer.core.models import loading as models
 
     panel, result = _train(qtbot, window, tmp_path)
     good = tmp_path / "good"
@@ -138,7 +138,7 @@ def _number_boxes(form: FinetuneSettings) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("end", ["minimum", "maximum"])
 def test_every_setting_at_its_ends_passes_the_engines_check(qtbot, tmp_path: Path, end: str):
-    from vitexplorer.core.training import FinetuneConfig
+    from vitexplorer.core.training.engine import FinetuneConfig
 
     form = _form(qtbot, tmp_path)
     form.optimizer_box.setCurrentIndex(form.optimizer_box.findData("sgd"))

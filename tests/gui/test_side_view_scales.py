@@ -19,7 +19,7 @@ from tests.gui.test_compare_models import compare_with, drawn, tiny_checkpoint
 from tests.gui.test_main_window import drop_and_wait
 from tests.gui.test_methods import choose
 from tests.gui.test_overview import show_overview
-from vitexplorer.core.explain import rollout_layers, rollout_matrix
+from vitexplorer.core.explain.rollout import rollout_layers, rollout_matrix
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.overview import IMAGES, LAYERS_HEADS
 from vitexplorer.gui.views.common import (

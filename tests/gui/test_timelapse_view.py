@@ -16,9 +16,9 @@ from PySide6.QtWidgets import QFileDialog
 from tests.gui.conftest import GUI_CONFIG, make_window
 from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from tests.gui.test_train_scratch import SMALL, scratch_mode
-from vitexplorer.core import timelapse as core_timelapse
-from vitexplorer.core.models import load_model, save_checkpoint
-from vitexplorer.core.timelapse import Frame, TimeLapse, read_timelapse
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.training import timelapse as core_timelapse
+from vitexplorer.core.training.timelapse import Frame, TimeLapse, read_timelapse
 from vitexplorer.gui.finetune_panel import WAITING_FOR_FRAME
 from vitexplorer.gui.finetune_settings import DEFAULT_PROBES, MAX_PROBES, FinetuneSettings
 from vitexplorer.gui.main_window import MainWindow
@@ -331,7 +331,7 @@ def test_the_probe_settings_are_remembered_per_mode_and_reach_the_config(
 @pytest.mark.slow
 @pytest.mark.parametrize("count", [1, 3])
 def test_probe_files_chosen_reach_the_engine_config(qtbot, tmp_path: Path, count: int) -> None:
-    from vitexplorer.core.training import FinetuneConfig, TrainConfig
+    from vitexplorer.core.training.engine import FinetuneConfig, TrainConfig
 
     form = FinetuneSettings(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(form)

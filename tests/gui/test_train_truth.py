@@ -20,7 +20,7 @@ from tests.gui.test_finetune import (
     panel_of,
 )
 from tests.gui.test_train_scratch import SMALL, scratch_mode
-from vitexplorer.core.spec import DEMO, DEMO_LABEL, demo_path
+from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, demo_path
 from vitexplorer.gui.finetune_settings import FINETUNE
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest
@@ -183,7 +183,7 @@ def test_a_long_dataset_path_is_elided_in_the_middle_at_1024x700(qtbot, window: 
 def test_the_time_estimate_is_measured_beside_the_memory(qtbot, window: MainWindow, tmp_path):
     """A few steps of the configured model are measured in the background; the run's time is
     that step times the run's steps, said as an estimate, and follows the epochs at once."""
-    from vitexplorer.core.estimate import subset_sizes
+    from vitexplorer.core.training.estimate import subset_sizes
 
     panel = panel_of(window)
     form = scratch_mode(panel, qtbot, colour_folder(tmp_path / "colours", per_class=2))
@@ -231,7 +231,7 @@ def test_fine_tuning_the_demo_on_its_own_classes_keeps_its_head(qtbot, tmp_path)
 def test_a_measurement_that_fails_says_why_instead_of_a_time(
     qtbot, window: MainWindow, tmp_path, monkeypatch
 ):
-    from vitexplorer.core import estimate
+    from vitexplorer.core.training import estimate
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("not enough memory for batch 8")

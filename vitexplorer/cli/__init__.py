@@ -31,7 +31,7 @@ from vitexplorer.cli.common import (
     unique_stems,
     write_atomic,
 )
-from vitexplorer.core.paths import UserPathError
+from vitexplorer.core.io.paths import UserPathError
 
 __all__ = [
     "FINETUNE_DEFAULTS",
@@ -146,14 +146,14 @@ def _main(args: list[str]) -> int:
 # never a bug: exit 2 like every refusal. Looked up among the modules already imported, so
 # that the command line imports no torch to tell them apart.
 _INPUT_ERRORS = (
-    ("vitexplorer.core.checkpoint", "WeightsFileError"),
-    ("vitexplorer.core.families.base", "UnsupportedModel"),
-    ("vitexplorer.core.models", "WeightsUnavailableError"),
-    ("vitexplorer.core.datasets", "DatasetError"),
-    ("vitexplorer.core.pixel_csv", "PixelCSVError"),
-    ("vitexplorer.core.images", "ImageLoadError"),
-    ("vitexplorer.core.timelapse", "TimeLapseError"),
-    ("vitexplorer.core.finetune_model", "FreezePolicyError"),
+    ("vitexplorer.core.models.checkpoint", "WeightsFileError"),
+    ("vitexplorer.core.models.families.base", "UnsupportedModel"),
+    ("vitexplorer.core.models.loading", "WeightsUnavailableError"),
+    ("vitexplorer.core.training.datasets", "DatasetError"),
+    ("vitexplorer.core.training.pixel_csv", "PixelCSVError"),
+    ("vitexplorer.core.io.images", "ImageLoadError"),
+    ("vitexplorer.core.training.timelapse", "TimeLapseError"),
+    ("vitexplorer.core.training.finetune_model", "FreezePolicyError"),
 )
 
 

@@ -29,13 +29,13 @@ from vitexplorer.cli.methods import (  # compare imports them from here
     add_method_options,
     method_options,
 )
-from vitexplorer.core.files import FileSet
-from vitexplorer.core.paths import expand_user
+from vitexplorer.core.io.files import FileSet
+from vitexplorer.core.io.paths import expand_user
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from vitexplorer.core.analysis import ImageAnalysis
+    from vitexplorer.core.explain.analysis import ImageAnalysis
 
 
 def analyze_parser() -> argparse.ArgumentParser:
@@ -80,9 +80,10 @@ def analyze_parser() -> argparse.ArgumentParser:
 def run_analyze(options: argparse.Namespace) -> int:
     """``vitexplorer analyze``: 0 when every image was written, 1 when some failed.
 
-    Images go through the model in batches (:func:`~vitexplorer.core.analysis.batch_size_for`,
-    or ``--batch-size``) of neighbours that share a patch grid; an image that cannot be read
-    ends the batch before it, so every line still comes in the order of the images."""
+    Images go through the model in batches
+    (:func:`~vitexplorer.core.explain.analysis.batch_size_for`, or ``--batch-size``) of neighbours
+    that share a patch grid; an image that cannot be read ends the batch before it, so every line
+    still comes in the order of the images."""
     sources, empty = image_sources(options.images)
     check_output_folder(options.out, options.images, (), model_inputs(options))
     check_stem_outputs(options.out, sources)
@@ -91,12 +92,12 @@ def run_analyze(options: argparse.Namespace) -> int:
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
     chosen = method_options(options, model.spec, methods)
 
-    from vitexplorer.core.analysis import batch_size_for, input_key
-    from vitexplorer.core.data import ImageLoadError, load_image
+    from vitexplorer.core.explain.analysis import batch_size_for, input_key
+    from vitexplorer.core.models.preprocessing import ImageLoadError, load_image
 
     keep = options.aspect == "keep"
     run = BatchRun(model, out_dir, methods, chosen, keep)
-    from vitexplorer.core.images import _display_name
+    from vitexplorer.core.io.images import _display_name
 
     for folder in empty:  # one line each, and the other inputs go on
         error(f"{_display_name(Path(folder))}: the folder holds no images")
@@ -168,7 +169,7 @@ class BatchRun:
         self.writers = ThreadPoolExecutor(workers, thread_name_prefix="vitexplorer-write")
 
     def finish(self, batch: list[tuple[str, str, Any]]) -> None:
-        from vitexplorer.core.analysis import analyze_images, failure_message
+        from vitexplorer.core.explain.analysis import analyze_images, failure_message
 
         if not batch:
             return
@@ -206,7 +207,7 @@ class BatchRun:
     def explain(self, source: str, stem: str, image: Any, analysis: ImageAnalysis) -> Any:
         """(analysis, maps) and the future of the image's files, or (why the methods failed,
         None)."""
-        from vitexplorer.core.analysis import failure_message
+        from vitexplorer.core.explain.analysis import failure_message
 
         try:
             maps = explain_methods(
@@ -218,7 +219,7 @@ class BatchRun:
 
     def write(self, source: str, stem: str, analysis: ImageAnalysis, maps: dict) -> None:
         """The image's files as one set: the method cards, then ``<stem>.json`` (naming every
-        file of the image) written after all the data (:func:`~vitexplorer.core.files.
+        file of the image) written after all the data (:func:`~vitexplorer.core.io.files.
         write_set`)."""
         out_dir, lut, mode = self.out_dir, self.lut, self.mode
         files = FileSet()
@@ -232,7 +233,7 @@ class BatchRun:
 def output_warnings(analysis: ImageAnalysis) -> list[str]:
     """What makes this image's predictions mean nothing (a constant or non-finite output)."""
 
-    from vitexplorer.core.analysis import constant_output, undefined_prediction
+    from vitexplorer.core.explain.analysis import constant_output, undefined_prediction
 
     if not analysis.spec.has_classifier:
         return []  # an image encoder: no predictions to judge
@@ -268,7 +269,7 @@ def _top_words(analysis: ImageAnalysis) -> str:
         return "no classifier (an image encoder): the attention maps are written"
     top = analysis.predictions[0]
     if not math.isfinite(top.probability):  # no class is named: none is predicted
-        from vitexplorer.core.analysis import undefined_prediction
+        from vitexplorer.core.explain.analysis import undefined_prediction
 
         return undefined_prediction(analysis.logits, analysis.probabilities) or "no prediction"
     if output_warnings(analysis):
@@ -279,7 +280,7 @@ def _top_words(analysis: ImageAnalysis) -> str:
 def random_weights(spec: Any) -> bool:
     """Whether the model's weights are a random initialisation (``--weights none``, the small
     ViT's default): its spec's weights label, which every family sets to the same words."""
-    from vitexplorer.core.models import RANDOM
+    from vitexplorer.core.models.loading import RANDOM
 
     return spec.weights == RANDOM
 
@@ -304,10 +305,10 @@ def write_outputs(
     and a colour bar."""
     import numpy as np
 
-    from vitexplorer.core.explain import attention_map
-    from vitexplorer.core.figure import map_title, render_figure, save_png
-    from vitexplorer.core.numbering import NUMBERING, attention_axes
-    from vitexplorer.core.scales import uniform_mark
+    from vitexplorer.core.explain.tokens import attention_map
+    from vitexplorer.core.render.figure import map_title, render_figure, save_png
+    from vitexplorer.core.render.numbering import NUMBERING, attention_axes
+    from vitexplorer.core.render.scales import uniform_mark
 
     spec = analysis.spec
     facts = {
@@ -359,7 +360,7 @@ def write_outputs(
 
 def _card(facts: dict[str, Any], listing: list[dict[str, Any]]) -> bytes:
     """A card's strict JSON, with ``files``: the name and size of each file it describes."""
-    from vitexplorer.core.provenance import strict_json
+    from vitexplorer.core.explain.provenance import strict_json
 
     return strict_json({**facts, "files": listing})[0]
 
@@ -390,11 +391,11 @@ def explain_methods(
     what makes the map mean nothing: the model's output (the same for every class, or not
     finite) and a map that ranks no patch above another (zero or one value everywhere); its
     ``title`` is the PNG's (method, layer, head and token, from 1)."""
-    from vitexplorer.core.analysis import flat_map
-    from vitexplorer.core.data import preprocess
-    from vitexplorer.core.figure import map_title
-    from vitexplorer.core.methods import explanation_map
-    from vitexplorer.core.provenance import method_card
+    from vitexplorer.core.explain.analysis import flat_map
+    from vitexplorer.core.explain.methods import explanation_map
+    from vitexplorer.core.explain.provenance import method_card
+    from vitexplorer.core.models.preprocessing import preprocess
+    from vitexplorer.core.render.figure import map_title
 
     results = {}
     spec = analysis.spec
@@ -453,9 +454,9 @@ def write_method_outputs(
     False leaves it off (a map that is no such row: a difference of two)."""
     import numpy as np
 
-    from vitexplorer.core.figure import render_figure, save_png
-    from vitexplorer.core.numbering import map_axes
-    from vitexplorer.core.scales import uniform_mark
+    from vitexplorer.core.render.figure import render_figure, save_png
+    from vitexplorer.core.render.numbering import map_axes
+    from vitexplorer.core.render.scales import uniform_mark
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     title = card.get("title") or method

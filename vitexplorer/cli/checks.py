@@ -40,8 +40,8 @@ from vitexplorer.cli.common import (
     positive_int,
 )
 from vitexplorer.cli.methods import add_method_options, method_options
-from vitexplorer.core.files import FileSet
-from vitexplorer.core.paths import expand_user
+from vitexplorer.core.io.files import FileSet
+from vitexplorer.core.io.paths import expand_user
 
 
 def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str, method_help: str) -> None:
@@ -117,7 +117,7 @@ def _prepare(
     chosen = method_options(options, model.spec, options.methods)
     labels = None
     if labelled:
-        from vitexplorer.core.checks import labelled_images
+        from vitexplorer.core.evaluate.faithfulness import labelled_images
 
         try:
             pairs = labelled_images(options.inputs, model.spec.class_names)
@@ -157,9 +157,9 @@ def run_faithfulness(options: argparse.Namespace) -> int:
     protocol = options.protocol
     images, labels, out_dir, model, chosen = _prepare(options, labelled=protocol == "chefer2021")
 
-    from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.checks import FaithfulnessProgress, faithfulness
-    from vitexplorer.core.methods import method_explainer
+    from vitexplorer.core.evaluate.faithfulness import FaithfulnessProgress, faithfulness
+    from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.explain.methods import method_explainer
 
     keep = options.aspect == "keep"
     explain = method_explainer(options.method, chosen, keep)
@@ -241,8 +241,8 @@ def _write_faithfulness(
     result: Any,
     warnings: list[str],
 ) -> None:
-    from vitexplorer.core.checks import PROTOCOL_FACTS
-    from vitexplorer.core.provenance import method_card, strict_json
+    from vitexplorer.core.evaluate.faithfulness import PROTOCOL_FACTS
+    from vitexplorer.core.explain.provenance import method_card, strict_json
 
     protocol = result.protocol
     labelled = protocol == "chefer2021"
@@ -352,6 +352,6 @@ def _cell(value: float) -> str:
 
 
 def _json(data: dict[str, Any]) -> bytes:
-    from vitexplorer.core.provenance import strict_json
+    from vitexplorer.core.explain.provenance import strict_json
 
     return strict_json(data)[0]

@@ -12,18 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from vitexplorer.core.files import file_mode, write_atomic  # noqa: F401  (for the commands)
-from vitexplorer.core.folders import image_files
-from vitexplorer.core.paths import expand_user
-from vitexplorer.core.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
+from vitexplorer.core.io.files import file_mode, write_atomic  # noqa: F401  (for the commands)
+from vitexplorer.core.io.folders import image_files
+from vitexplorer.core.io.paths import expand_user
+from vitexplorer.core.models.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from vitexplorer.core.models import LoadedModel
+    from vitexplorer.core.models.loading import LoadedModel
 
 PROG = "vitexplorer"
-# vitexplorer.core.methods.METHODS, repeated so the help needs no torch (a test keeps them equal)
+# vitexplorer.core.explain.methods.METHODS, repeated so the help needs no torch (a test keeps them
+# equal)
 METHODS = ("attention", "rollout", "relevance")
 
 
@@ -67,8 +68,8 @@ def positive_int(value: str) -> int:
 
 def load_model_for(options: argparse.Namespace) -> LoadedModel:
     """The model, loaded once, or a :class:`Failed` with status 2 that says why not."""
-    from vitexplorer.core import models
-    from vitexplorer.core.checkpoint import WeightsFileError
+    from vitexplorer.core.models import loading as models
+    from vitexplorer.core.models.checkpoint import WeightsFileError
 
     name, weights = options.model, options.weights
     bar: ProgressBar | None = None
@@ -87,7 +88,7 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
     except OSError as exc:  # e.g. the torch hub cache is not writable
         raise Failed(f"cannot load the model: {exc}", 2) from exc
     except (RuntimeError, MemoryError) as exc:  # e.g. no memory left on the GPU for it
-        from vitexplorer.core.analysis import failure_message
+        from vitexplorer.core.explain.analysis import failure_message
 
         raise Failed(f"cannot load the model: {failure_message(exc)}", 2) from exc
     finally:
@@ -175,9 +176,9 @@ DIVERGING = "CET-D1"  # the table for differences (core.colour_tables.DIVERGING)
 
 def colour_table(name: str = "inferno") -> np.ndarray:
     """pyqtgraph's colour map ``name`` (inferno, or :data:`DIVERGING` for differences) as a
-    (256, 3) uint8 table: exact constants (:mod:`vitexplorer.core.colour_tables`), so the
+    (256, 3) uint8 table: exact constants (:mod:`vitexplorer.core.render.colour_tables`), so the
     command line never imports Qt."""
-    from vitexplorer.core.colour_tables import colour_table as table
+    from vitexplorer.core.render.colour_tables import colour_table as table
 
     return table(name)
 
@@ -493,7 +494,7 @@ def dataset_folders(source: str, root: Path | None) -> list[tuple[str, Path]]:
     if source != "cifar10":
         return [("the dataset --data", expand_user(source))]
     if root is None:
-        from vitexplorer.core.datasets import default_data_root
+        from vitexplorer.core.training.datasets import default_data_root
 
         root = default_data_root()
     return [("the dataset CIFAR-10 in", expand_user(root) / "cifar-10-batches-py")]

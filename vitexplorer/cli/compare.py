@@ -34,20 +34,21 @@ from vitexplorer.cli.common import (
     terminal_text,
     unique_stems,
 )
-from vitexplorer.core.files import FileSet
+from vitexplorer.core.io.files import FileSet
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from vitexplorer.core.analysis import ImageAnalysis
-    from vitexplorer.core.model_compare import MapComparison
-    from vitexplorer.core.models import LoadedModel
+    from vitexplorer.core.explain.analysis import ImageAnalysis
+    from vitexplorer.core.explain.model_compare import MapComparison
+    from vitexplorer.core.models.loading import LoadedModel
 
 SIDES = ("A", "B")
 DIFFERENCE_NAME = "B-A"
 CSV_NAME = "head_changes.csv"
 CARD_NAME = "head_changes.json"
-# vitexplorer.core.model_compare.HEAD_STATISTICS, repeated so the help needs no numpy (a test
+# vitexplorer.core.explain.model_compare.HEAD_STATISTICS, repeated so the help needs no numpy (a
+# test
 # keeps them equal)
 HEAD_STATISTICS = ("distance", "entropy", "prefix_share")
 
@@ -163,8 +164,8 @@ class CompareRun:
 
     def __call__(self, source: Path, stem: str) -> bool:
         """Compare and write one image; False, after one line on stderr, when it failed."""
-        from vitexplorer.core.analysis import failure_message
-        from vitexplorer.core.data import ImageLoadError
+        from vitexplorer.core.explain.analysis import failure_message
+        from vitexplorer.core.models.preprocessing import ImageLoadError
 
         try:
             pair = compare_image(self.models, source, self.methods, self.chosen, self.keep)
@@ -235,8 +236,8 @@ def pair_method_options(
 ) -> list[Any]:
     """Each model's checked ``MethodOptions`` (a layer counted from the end resolved in each,
     a class name looked up in each), model B's query token carried over from A's."""
-    from vitexplorer.core.model_compare import counterpart_token
-    from vitexplorer.core.numbering import index_of
+    from vitexplorer.core.explain.model_compare import counterpart_token
+    from vitexplorer.core.render.numbering import index_of
 
     chosen = []
     for side, model in zip(SIDES, models, strict=True):
@@ -262,9 +263,9 @@ def compare_image(
 ) -> ImagePair:
     """Both models' analyses and maps of one image; model B's query token carried over on the
     grids this image was analysed at."""
-    from vitexplorer.core.analysis import analyze_image
-    from vitexplorer.core.data import load_image
-    from vitexplorer.core.model_compare import counterpart_token
+    from vitexplorer.core.explain.analysis import analyze_image
+    from vitexplorer.core.explain.model_compare import counterpart_token
+    from vitexplorer.core.models.preprocessing import load_image
 
     image = load_image(source)
     analyses = tuple(analyze_image(model, image, keep) for model in models)
@@ -279,12 +280,12 @@ def compare_image(
 
 
 def pair_names(models: list[LoadedModel]) -> tuple[list[str], str]:
-    """Model A's and model B's names for people (:func:`~vitexplorer.core.provenance.
+    """Model A's and model B's names for people (:func:`~vitexplorer.core.explain.provenance.
     model_name`: the file, and how it was trained when its checkpoint says), and what B − A
-    means (:func:`~vitexplorer.core.model_compare.relation`: "after minus before" only when
+    means (:func:`~vitexplorer.core.explain.model_compare.relation`: "after minus before" only when
     B was fine-tuned from A)."""
-    from vitexplorer.core.model_compare import relation
-    from vitexplorer.core.provenance import model_name, weights_metadata
+    from vitexplorer.core.explain.model_compare import relation
+    from vitexplorer.core.explain.provenance import model_name, weights_metadata
 
     metadata = [weights_metadata(model.weights_file) for model in models]
     labels = [model_name(m.spec, meta) for m, meta in zip(models, metadata, strict=True)]
@@ -311,7 +312,7 @@ def write_comparison(
     (each card after its files, naming them); returns the comparison. ``labels`` name A and B;
     ``relation`` says what B - A means ("" for B - A said neutrally); ``into`` adds the files
     to a set written later instead."""
-    from vitexplorer.core.model_compare import compare_analyses
+    from vitexplorer.core.explain.model_compare import compare_analyses
 
     heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
     result = compare_analyses(*pair.analyses, *heats, keep, (pair.token_note,))
@@ -352,7 +353,7 @@ def comparison_facts(
     result: MapComparison, stem: str, method: str, relation: str = ""
 ) -> dict[str, Any]:
     """What a card says about the comparison its map belongs to."""
-    from vitexplorer.core.model_compare import difference_words
+    from vitexplorer.core.explain.model_compare import difference_words
 
     if result.resampled_to is None:
         compared = "patch for patch, over the patch grid"
@@ -412,7 +413,7 @@ def write_head_table(
 ) -> list[str]:
     """:data:`CSV_NAME` and :data:`CARD_NAME`, averaged over the images compared; their names,
     or none, with a note, when the two models' heads cannot be paired."""
-    from vitexplorer.core.model_compare import (
+    from vitexplorer.core.explain.model_compare import (
         distance_units_note,
         head_changes_csv,
         mean_head_changes,
@@ -449,7 +450,7 @@ def head_table_card(
     relation: str = "",
     listing: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    from vitexplorer.core.provenance import method_card, strict_json
+    from vitexplorer.core.explain.provenance import method_card, strict_json
 
     spec = models[0].spec
     parameters = {"distance": "mean attention distance (ViT paper, Fig. 7), patch-to-patch weights"}

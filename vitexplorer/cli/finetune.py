@@ -31,7 +31,7 @@ from vitexplorer.cli.common import (
     terminal_text,
 )
 from vitexplorer.cli.inputs import check_training_inputs
-from vitexplorer.core.paths import expand_user
+from vitexplorer.core.io.paths import expand_user
 
 # FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
 FINETUNE_DEFAULTS: dict[str, Any] = {
@@ -203,9 +203,9 @@ def run_finetune(options: argparse.Namespace) -> int:
 
     from safetensors import SafetensorError
 
-    from vitexplorer.core import training
-    from vitexplorer.core.models import save_checkpoint
-    from vitexplorer.core.timelapse import timelapse_bytes
+    from vitexplorer.core.models.loading import save_checkpoint
+    from vitexplorer.core.training import engine as training
+    from vitexplorer.core.training.timelapse import timelapse_bytes
 
     settings = {key: getattr(options, key) for key in FINETUNE_DEFAULTS}
     config = training.FinetuneConfig(**{**settings, **probe_settings(options)})
@@ -268,9 +268,9 @@ def _head(result: Any) -> str:
 def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:
     """Run the training engine on ``model``, its events reported on stdout and stderr; Ctrl-C
     cancels. The report and the engine's FinetuneResult, or a one-line :class:`Failed` (2)."""
-    from vitexplorer.core import training
-    from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.datasets import DatasetError
+    from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.training import engine as training
+    from vitexplorer.core.training.datasets import DatasetError
 
     report = FinetuneReport(sys.stdout, sys.stderr)
     result = None
@@ -294,7 +294,7 @@ def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, A
 def _check_room(out: Path, needed: int) -> None:
     """A :class:`Failed` unless ``out``'s folder has room for a checkpoint of ``needed`` bytes:
     found out now, not after the training."""
-    from vitexplorer.core.files import free_space_problem
+    from vitexplorer.core.io.files import free_space_problem
 
     problem = free_space_problem(out.parent, needed)
     if problem is not None:
@@ -329,7 +329,7 @@ def _checked_checkpoint_path(out: Path) -> Path:
 def _check_model_source(name: str, weights: str) -> None:
     """Fail now, not after a dataset download, on a model or weights file that would not load:
     an unknown name, a path that is not a file, a checkpoint whose metadata is unsound."""
-    from vitexplorer.core import models
+    from vitexplorer.core.models import loading as models
 
     try:
         models.check_model_source(name, weights)
@@ -342,7 +342,7 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
     images of every class for the subsets ``config`` asks for."""
     from torchvision.datasets import CIFAR10
 
-    from vitexplorer.core import datasets
+    from vitexplorer.core.training import datasets
 
     root = expand_user(root) if root else datasets.default_data_root()
     bar: ProgressBar | None = None
@@ -396,7 +396,7 @@ class FinetuneReport:
         self.epochs = 0
 
     def show(self, event: Any) -> None:
-        from vitexplorer.core import training
+        from vitexplorer.core.training import engine as training
 
         if isinstance(event, training.Stage):
             self._stage(event)

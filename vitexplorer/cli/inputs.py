@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from vitexplorer.cli.common import Failed
-from vitexplorer.core.paths import expand_user, node_kind
+from vitexplorer.core.io.paths import expand_user, node_kind
 
 
 def check_input_file(label: str, path: str | os.PathLike[str], what: str) -> Path:
@@ -71,7 +71,7 @@ def check_training_inputs(options: argparse.Namespace) -> None:
     when it exists), each ``--probe-image`` (decoded too), ``--test-csv``, a ``--weights`` file and
     a checkpoint ``--model``; each refusal one line naming the option, the file, the cause and
     what to do."""
-    from vitexplorer.core.pixel_csv import is_pixel_csv
+    from vitexplorer.core.training.pixel_csv import is_pixel_csv
 
     data_help = "a folder of class subfolders, a pixel CSV file, or cifar10"
     if options.data == "cifar10":
@@ -104,7 +104,7 @@ def check_training_inputs(options: argparse.Namespace) -> None:
             )
         if not stat.S_ISDIR(mode):
             check_input_file("--data", data, data_help)
-    from vitexplorer.core.images import ImageLoadError, load_image
+    from vitexplorer.core.io.images import ImageLoadError, load_image
 
     for probe in options.probe_files:
         path = check_input_file("--probe-image", probe, "an image file (or leave it out)")

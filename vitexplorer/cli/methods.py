@@ -79,8 +79,8 @@ def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -
     come back as the code holds them, 0-based, the layer resolved to its place (so a card
     names layer 12, not -1). A number outside the model is refused in one line that states
     the convention and the range."""
-    from vitexplorer.core.methods import MethodOptions
-    from vitexplorer.core.numbering import index_of
+    from vitexplorer.core.explain.methods import MethodOptions
+    from vitexplorer.core.render.numbering import index_of
 
     target = options.target_class
     if target is not None:

@@ -21,7 +21,7 @@ from vitexplorer.cli.checks import (
     _warn,
 )
 from vitexplorer.cli.common import PROG, Failed, error, file_mode, terminal_text, unique_stems
-from vitexplorer.core.files import FileSet
+from vitexplorer.core.io.files import FileSet
 
 
 def sanity_parser() -> argparse.ArgumentParser:
@@ -58,9 +58,14 @@ def run_sanity(options: argparse.Namespace) -> int:
     options.methods = _methods(options)
     images, _, out_dir, model, chosen = _prepare(options)
 
-    from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.data import ImageLoadError, input_grid, load_image, preprocess
-    from vitexplorer.core.methods import image_logits
+    from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.explain.methods import image_logits
+    from vitexplorer.core.models.preprocessing import (
+        ImageLoadError,
+        input_grid,
+        load_image,
+        preprocess,
+    )
 
     keep = options.aspect == "keep"
     several = len(options.methods) > 1
@@ -108,9 +113,9 @@ class SanityRun:
         self.facts: dict[str, Any] = {}
 
     def run(self, path: Path, batch: Any, grid: tuple[int, int], logits: Any) -> None:
-        from vitexplorer.core.analysis import constant_output
-        from vitexplorer.core.checks import sanity_check
-        from vitexplorer.core.methods import hold_target, method_explainer
+        from vitexplorer.core.evaluate.sanity import sanity_check
+        from vitexplorer.core.explain.analysis import constant_output
+        from vitexplorer.core.explain.methods import hold_target, method_explainer
 
         # relevance explains the same class at every step, or a change of class would be
         # mixed into the change of weights
@@ -125,8 +130,8 @@ class SanityRun:
         """``<name>.csv``, ``.npy`` and ``.json``; the warnings on stderr."""
         import numpy as np
 
-        from vitexplorer.core.numbering import map_axes
-        from vitexplorer.core.provenance import method_card
+        from vitexplorer.core.explain.provenance import method_card
+        from vitexplorer.core.render.numbering import map_axes
 
         method, steps = self.method, self.steps
         warnings = _sanity_warnings(steps, self.output)

@@ -1,6 +1,6 @@
 """``vitexplorer stats``: per-head mean attention distance, entropy and prefix share over images,
 as a CSV and the distance-against-depth plot of the ViT paper (Fig. 7, right), drawn with Pillow
-(:mod:`vitexplorer.core.plots`): like every command, it never imports Qt."""
+(:mod:`vitexplorer.core.render.plots`): like every command, it never imports Qt."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from vitexplorer.cli.common import (
     output_folder,
     write_atomic,
 )
-from vitexplorer.core.files import FileSet
+from vitexplorer.core.io.files import FileSet
 
 CSV_NAME = "head_stats.csv"
 PLOT_NAME = "distance_vs_depth.png"
@@ -60,9 +60,9 @@ def run_stats(options: argparse.Namespace) -> int:
     out_dir = output_folder(options.out)
     model = load_model_for(options)
 
-    from vitexplorer.core.analysis import analyze_image, failure_message
-    from vitexplorer.core.data import ImageLoadError, load_image
-    from vitexplorer.core.explain import average_statistics, statistics_csv
+    from vitexplorer.core.explain.analysis import analyze_image, failure_message
+    from vitexplorer.core.explain.head_stats import average_statistics, statistics_csv
+    from vitexplorer.core.models.preprocessing import ImageLoadError, load_image
 
     keep = options.aspect == "keep"
     per_image, used, failures = [], [], 0
@@ -117,7 +117,7 @@ def stats_card(
     """The card of the table and plot; ``listing`` (their names and sizes) as its ``files``."""
     import json
 
-    from vitexplorer.core.provenance import method_card
+    from vitexplorer.core.explain.provenance import method_card
 
     card = method_card(
         model,
@@ -140,9 +140,9 @@ def stats_card(
 def write_plot(
     path: Path, distance: Any, model: Any, images: int, mode: int, into: FileSet | None = None
 ) -> Path:
-    """The distance-against-depth PNG, drawn with Pillow (no Qt: :mod:`vitexplorer.core.plots`);
-    ``into`` adds it to a set written later instead."""
-    from vitexplorer.core.plots import save_distance_plot
+    """The distance-against-depth PNG, drawn with Pillow (no Qt:
+    :mod:`vitexplorer.core.render.plots`); ``into`` adds it to a set written later instead."""
+    from vitexplorer.core.render.plots import save_distance_plot
 
     title = f"{model.spec.display_name}: mean attention distance, {images} image(s)"
     if into is not None:

@@ -20,8 +20,8 @@ from vitexplorer.cli.common import (
     terminal_text,
     unique_stems,
 )
-from vitexplorer.core.all_or_none import AllOrNone
-from vitexplorer.core.paths import expand_user
+from vitexplorer.core.io.all_or_none import AllOrNone
+from vitexplorer.core.io.paths import expand_user
 
 FORMATS = ("gif", "png", "npy")
 MAPS = ("rollout", "attention")
@@ -87,9 +87,9 @@ DAMAGED_ADVICE = "the model itself loads; train again to record a new time-lapse
 def run_timelapse(options: argparse.Namespace) -> int:
     """0 when every file was written; 2 (one line, nothing written) for a checkpoint without a
     usable time-lapse, impossible options or an output folder that cannot take the files."""
-    from vitexplorer.core.checkpoint import WeightsFileError
-    from vitexplorer.core.numbering import index_of
-    from vitexplorer.core.timelapse import TimeLapseError, check_against, read_timelapse
+    from vitexplorer.core.models.checkpoint import WeightsFileError
+    from vitexplorer.core.render.numbering import index_of
+    from vitexplorer.core.training.timelapse import TimeLapseError, check_against, read_timelapse
 
     path = expand_user(options.checkpoint)
     try:
@@ -173,8 +173,8 @@ def _stems(timelapse: Any) -> list[str]:
 
 def _load(path: Path) -> Any:
     """The checkpoint's model (its class names, preprocessing and provenance for the cards)."""
-    from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.models import load_model
+    from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.models.loading import load_model
 
     try:
         return load_model(str(path), device="cpu")
@@ -194,12 +194,12 @@ def write_timelapse(
     scale: str = "epochs",
 ) -> list[Path]:
     """Write the chosen formats for every probe and the per-head CSV, as one set (all or none:
-    :class:`~vitexplorer.core.all_or_none.AllOrNone`); the paths written. ``scale`` "epochs" draws a
-    probe's frames on one colour scale (their range over the epochs), "frame" each on its own;
-    either way the bar marks the uniform level 1/N. OSError when the set cannot be written."""
-    from vitexplorer.core.figure import save_png
-    from vitexplorer.core.scales import uniform_label, uniform_level
-    from vitexplorer.core.timelapse import epoch_levels, heads_csv, probe_maps, row_tokens
+    :class:`~vitexplorer.core.io.all_or_none.AllOrNone`); the paths written. ``scale`` "epochs"
+    draws a probe's frames on one colour scale (their range over the epochs), "frame" each on its
+    own; either way the bar marks the uniform level 1/N. OSError when the set cannot be written."""
+    from vitexplorer.core.render.figure import save_png
+    from vitexplorer.core.render.scales import uniform_label, uniform_level
+    from vitexplorer.core.training.timelapse import epoch_levels, heads_csv, probe_maps, row_tokens
 
     if scale not in SCALES:
         raise ValueError(f"unknown colour scale {scale!r}; use {' or '.join(SCALES)}")
@@ -253,8 +253,8 @@ def _title(timelapse: Any, model: Any, probe: int, frame: Any) -> str:
 
 
 def _method_words(kind: str, layer: int | None, head: int | None, model: Any) -> str:
-    from vitexplorer.core.figure import map_title
-    from vitexplorer.core.timelapse import ROLLOUT_METHOD
+    from vitexplorer.core.render.figure import map_title
+    from vitexplorer.core.training.timelapse import ROLLOUT_METHOD
 
     if kind == "rollout":
         return ROLLOUT_METHOD
@@ -274,7 +274,7 @@ def _figure(
 ) -> Any:
     """One frame's figure: the map over the probe on ``levels`` (None: its own range), the
     uniform level marked on the bar, the epoch and prediction as its title."""
-    from vitexplorer.core.figure import render_figure
+    from vitexplorer.core.render.figure import render_figure
 
     title = _title(timelapse, model, probe, frame)
     subtitle = f"{_method_words(*method, model)} · {timelapse.sources[probe]}"
@@ -287,7 +287,7 @@ def _write_gif(files: AllOrNone, path: Path, figures: list[Any]) -> Path:
     their widths differ)."""
     from PIL import Image
 
-    from vitexplorer.core.figure import BACKGROUND
+    from vitexplorer.core.render.figure import BACKGROUND
 
     width = max(f.width for f in figures)
     height = max(f.height for f in figures)
@@ -321,8 +321,8 @@ def _write_npy(
 ) -> list[Path]:
     import numpy as np
 
-    from vitexplorer.core.numbering import map_axes
-    from vitexplorer.core.provenance import method_card, strict_json
+    from vitexplorer.core.explain.provenance import method_card, strict_json
+    from vitexplorer.core.render.numbering import map_axes
 
     npy, card_path = out / f"{stem}.{kind}.npy", out / f"{stem}.{kind}.json"
     names = model.spec.class_names

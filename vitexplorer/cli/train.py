@@ -1,8 +1,8 @@
 """``vitexplorer train``: the project's small ViT trained from scratch on a dataset, at the
 images' own size (32 px for CIFAR-10), saved as a checkpoint; JSON lines on stdout.
 
-It runs the fine-tune engine (:func:`vitexplorer.core.training.finetune`) with every weight
-trainable and :class:`~vitexplorer.core.training.TrainConfig`'s from-scratch settings.
+It runs the fine-tune engine (:func:`vitexplorer.core.training.engine.finetune`) with every weight
+trainable and :class:`~vitexplorer.core.training.engine.TrainConfig`'s from-scratch settings.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from vitexplorer.cli.finetune import (
     run_engine,
 )
 from vitexplorer.cli.inputs import check_training_inputs
-from vitexplorer.core.architecture import (
+from vitexplorer.core.io.paths import expand_user
+from vitexplorer.core.models.architecture import (
     ARCH_DEFAULTS,
     architecture_problem,
     available_bytes,
     default_warmup,
     memory_problem,
 )
-from vitexplorer.core.paths import expand_user
 
 # TrainConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -211,9 +211,9 @@ def train_parser() -> argparse.ArgumentParser:
 
 def architecture(options: argparse.Namespace, num_classes: int = 10) -> Any:
     """The :class:`SmallViTConfig` the options ask for, or a one-line :class:`Failed` (2) naming
-    the option to mend (the rules are :func:`~vitexplorer.core.architecture.architecture_problem`'s,
-    as in the app)."""
-    from vitexplorer.core.vit import SmallViTConfig
+    the option to mend (the rules are
+    :func:`~vitexplorer.core.models.architecture.architecture_problem`'s, as in the app)."""
+    from vitexplorer.core.models.vit import SmallViTConfig
 
     shape = {name: getattr(options, name) for name in ARCH_DEFAULTS}
     found = architecture_problem(shape)
@@ -235,7 +235,7 @@ def check_memory(config: Any, batch_size: int, device: str) -> None:
 
 
 def train_config(options: argparse.Namespace) -> Any:
-    from vitexplorer.core.training import TrainConfig
+    from vitexplorer.core.training.engine import TrainConfig
 
     settings = {key: getattr(options, key) for key in TRAIN_DEFAULTS}
     settings.update(probe_settings(options))
@@ -273,10 +273,11 @@ def run_train(options: argparse.Namespace) -> int:
 
     import torch
 
-    from vitexplorer.core import models, training
-    from vitexplorer.core.analysis import failure_message
-    from vitexplorer.core.spec import SMALL_VIT
-    from vitexplorer.core.timelapse import timelapse_bytes
+    from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.models import loading as models
+    from vitexplorer.core.models.spec import SMALL_VIT
+    from vitexplorer.core.training import engine as training
+    from vitexplorer.core.training.timelapse import timelapse_bytes
 
     torch.manual_seed(config.seed)
     try:
@@ -308,7 +309,7 @@ def run_train(options: argparse.Namespace) -> int:
         raise Failed(f"cannot write {out}: {exc.strerror or exc}; nothing was saved", 2) from exc
     curves = curves_path(out)
     try:
-        from vitexplorer.core.curves import save_curves
+        from vitexplorer.core.render.curves import save_curves
 
         if result.history:
             save_curves(curves, result.history, result.best_epoch)
@@ -349,7 +350,7 @@ def write_predictions(path: Path, result: Any) -> None:
     """One CSV row per test image: source, true class, predicted class, its probability."""
     import csv
 
-    from vitexplorer.core.files import write_atomic
+    from vitexplorer.core.io.files import write_atomic
 
     names = result.model.spec.class_names
     rows = zip(
@@ -379,7 +380,7 @@ def _read_test_csv(path: Path | None, predictions: Path | None) -> Any:
         return None
     if predictions is None:
         raise Failed("--test-csv needs --predictions FILE.csv, where the predictions go", 2)
-    from vitexplorer.core.pixel_csv import PixelCSVError, read_pixel_csv
+    from vitexplorer.core.training.pixel_csv import PixelCSVError, read_pixel_csv
 
     try:
         return read_pixel_csv(expand_user(path), labelled=False)
@@ -395,8 +396,8 @@ def write_csv_predictions(path: Path, model: Any, test: Any, batch_size: int = 2
 
     import torch
 
-    from vitexplorer.core.datasets import to_model_input
-    from vitexplorer.core.files import write_atomic
+    from vitexplorer.core.io.files import write_atomic
+    from vitexplorer.core.training.datasets import to_model_input
 
     spec = model.spec
     model.module.eval()

@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain import HeadStatistics, statistics_csv
-from vitexplorer.core.files import atomic_path
+from vitexplorer.core.explain.head_stats import HeadStatistics, statistics_csv
+from vitexplorer.core.io.files import atomic_path
 from vitexplorer.gui.views.head_stats_view import DistancePlot, HeadHeatmap, export_distance_plot
 from vitexplorer.gui.views.structure_views import FilterGridView, PositionSimilarityView
 
@@ -78,7 +78,7 @@ def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     similarity (rows, cols, rows, cols), the filters' first principal components as RGB images
     (count, p, p, 3) and their shares of the variance (count,). No Qt: a worker may call it.
     Raises ValueError for an architecture whose parameters core cannot read."""
-    from vitexplorer.core.structure import model_structure as structure
+    from vitexplorer.core.explain.structure import model_structure as structure
 
     return structure(module, spec.grid, spec.num_prefix_tokens, FILTER_COMPONENTS)
 

@@ -4,7 +4,7 @@ heads, MLP ratio, dropout and stochastic depth, with the defaults for 32 px imag
 A setting that cannot work (an image size that is not a multiple of the patch size, a width that
 the heads do not divide) is said in red right under its field, whose label turns red; ``problem()``
 gives the same sentence to the panel, which will not start. Torch-free: the rules and the
-parameter count come from :mod:`vitexplorer.core.architecture`.
+parameter count come from :mod:`vitexplorer.core.models.architecture`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QWidget
 
-from vitexplorer.core.architecture import ARCH_DEFAULTS, architecture_problem
+from vitexplorer.core.models.architecture import ARCH_DEFAULTS, architecture_problem
 
 ERROR_STYLE = "color: #b00020;"
 FIELD_ERROR_STYLE = "color: #b00020; font-weight: bold;"  # the field's label, when it is wrong
@@ -82,7 +82,8 @@ class ArchitectureForm(QWidget):
 
     # --- values ---------------------------------------------------------------------------
     def values(self) -> dict[str, int | float]:
-        """The fields of :class:`~vitexplorer.core.vit.SmallViTConfig` but ``num_classes``."""
+        """The fields of :class:`~vitexplorer.core.models.vit.SmallViTConfig` but
+        ``num_classes``."""
         return {
             name: box.value() if isinstance(box, QSpinBox) else round(box.value(), 6)
             for name, box in self.fields.items()

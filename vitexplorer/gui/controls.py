@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
-from vitexplorer.core import spec as specs
-from vitexplorer.core.explorer_maps import METHOD_LABELS, MethodChoice
-from vitexplorer.core.spec import (
+from vitexplorer.core.explain.explorer_maps import METHOD_LABELS, MethodChoice
+from vitexplorer.core.models import spec as specs
+from vitexplorer.core.models.spec import (
     DEMO,
     DEMO_LABEL,
     LIBRARY_FAMILIES,
@@ -58,7 +58,7 @@ def is_checkpoint(path: str | None) -> bool:
     architecture), read from its header only."""
     if not path or not path.endswith(".safetensors"):
         return False
-    from vitexplorer.core.checkpoint import WeightsFileError, read_safetensors_header
+    from vitexplorer.core.models.checkpoint import WeightsFileError, read_safetensors_header
 
     try:
         return read_safetensors_header(Path(path))[1] is not None

@@ -1,7 +1,7 @@
 """The explorer's explanations: the method bar and the side-by-side compare view (another
 method, or another model: :mod:`vitexplorer.gui.model_compare_view`), relevance maps asked of
 the worker, the model analytics tab, and File > Export view. Wiring only: the maps come from
-:mod:`vitexplorer.core.explorer_maps`, the statistics from core.explain."""
+:mod:`vitexplorer.core.explain.explorer_maps`, the statistics from core.explain."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
-from vitexplorer.core.explain import attention_matrix
-from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
-from vitexplorer.core.folders import image_paths
-from vitexplorer.core.numbering import shown
-from vitexplorer.core.scales import uniform_mark
-from vitexplorer.core.session import Selection
+from vitexplorer.core.explain.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.explain.tokens import attention_matrix
+from vitexplorer.core.explorer.session import Selection
+from vitexplorer.core.io.folders import image_paths
+from vitexplorer.core.render.numbering import shown
+from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import MethodBar
 from vitexplorer.gui.model_compare_view import ModelCompare, follow_lock, lock_view
@@ -61,7 +61,7 @@ def draw_view(
     """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance not
     computed yet, asked for and drawn when it arrives), on ``levels`` or, without, the map's
     own range. Every method's map is the selected token's, and the title names it."""
-    from vitexplorer.core.analysis import flat_map
+    from vitexplorer.core.explain.analysis import flat_map
 
     analysis, sel = source.analysis, source.selection
     what = choice.describe(sel, analysis)
@@ -201,7 +201,7 @@ class Explanations(QObject):
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.models.show_analysis(analysis)
         self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
-        from vitexplorer.core.analysis import constant_output  # torch is loaded by now
+        from vitexplorer.core.explain.analysis import constant_output  # torch is loaded by now
 
         reason = constant_output(analysis.logits) if analysis.spec.has_classifier else None
         if reason:
@@ -460,8 +460,8 @@ class Explanations(QObject):
         command line's figures; returns the files written."""
         from types import SimpleNamespace
 
-        from vitexplorer.core.analysis import constant_output, flat_map
-        from vitexplorer.core.provenance import json_ready, method_card
+        from vitexplorer.core.explain.analysis import constant_output, flat_map
+        from vitexplorer.core.explain.provenance import json_ready, method_card
         from vitexplorer.gui.export import export_view, figure_titles, titled
 
         analysis, sel, entry = (

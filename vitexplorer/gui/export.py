@@ -16,8 +16,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF, QSize
 from PySide6.QtGui import QPainter
 
-from vitexplorer.core.files import FileSet, file_mode
-from vitexplorer.core.numbering import map_axes
+from vitexplorer.core.io.files import FileSet, file_mode
+from vitexplorer.core.render.numbering import map_axes
 
 SCALES = (2, 3, 4)  # an exported picture is this many times the view's size on screen
 DEFAULT_SCALE = 2
@@ -135,7 +135,7 @@ def figure_titles(
     """The title and the line under it, as ``vitexplorer analyze`` titles its figures: the
     method, layer, head and token (from 1; the class for relevance), then the model and the
     image."""
-    from vitexplorer.core.figure import map_title
+    from vitexplorer.core.render.figure import map_title
 
     spec = analysis.spec
     target = None
@@ -234,7 +234,7 @@ def refuse_overwrite(window: Any, outputs: list[Path], what: str) -> bool:
     """True, with one line in a message and the status bar, when writing ``outputs`` (the files
     a save is about to write) would overwrite something the window has open; nothing is
     written then. ``what`` names the save ("Export view")."""
-    from vitexplorer.core.output_guard import output_conflict
+    from vitexplorer.core.io.output_guard import output_conflict
 
     files, folders = window_inputs(window)
     reason = output_conflict(outputs, files, folders)

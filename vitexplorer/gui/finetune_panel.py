@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.spec import SMALL_VIT
+from vitexplorer.core.models.spec import SMALL_VIT
 from vitexplorer.gui.architecture_form import ERROR_STYLE
 from vitexplorer.gui.finetune_results import FinetuneResults
 from vitexplorer.gui.finetune_settings import CIFAR10, CIFAR10_CLASSES, FinetuneSettings
@@ -258,7 +258,7 @@ class FinetunePanel(QWidget):
 
     def _head_text(self) -> str:
         """Which head a fine-tune would start from, for the model and dataset chosen."""
-        from vitexplorer.core.heads import choose_head
+        from vitexplorer.core.training.heads import choose_head
 
         info = self.model_info
         names = self.form.class_names()
@@ -324,7 +324,7 @@ class FinetunePanel(QWidget):
     def _scratch_params(self) -> None:
         """The new model's size, and the memory training it needs (checked against the free
         memory when the explorer's device is the CPU; a GPU's is checked at Start)."""
-        from vitexplorer.core.architecture import (
+        from vitexplorer.core.models.architecture import (
             free_ram,
             memory_problem,
             parameter_count,

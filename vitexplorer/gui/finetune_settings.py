@@ -33,11 +33,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.architecture import default_warmup
-from vitexplorer.core.download import CIFAR10_FOLDER, default_data_root
-from vitexplorer.core.folders import subfolders
-from vitexplorer.core.paths import UserPathError, expand_user
-from vitexplorer.core.pixel_csv import is_pixel_csv
+from vitexplorer.core.io.folders import subfolders
+from vitexplorer.core.io.paths import UserPathError, expand_user
+from vitexplorer.core.models.architecture import default_warmup
+from vitexplorer.core.models.download import CIFAR10_FOLDER, default_data_root
+from vitexplorer.core.training.pixel_csv import is_pixel_csv
 from vitexplorer.gui.architecture_form import ERROR_STYLE, ArchitectureForm
 from vitexplorer.gui.path_edit import PathEdit
 

@@ -17,7 +17,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QFileDialog, QTabWidget
 
-from vitexplorer.core.spec import DEMO
+from vitexplorer.core.models.spec import DEMO
 from vitexplorer.gui.app import install_wheel_guard
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.workers import ModelInfo, ModelRequest

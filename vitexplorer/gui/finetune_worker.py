@@ -135,7 +135,7 @@ class FinetuneWorker(QObject):
             self._save(job)
 
     def _guarded(self, run, job) -> None:
-        from vitexplorer.core.download import DownloadCancelled
+        from vitexplorer.core.models.download import DownloadCancelled
 
         # A full garbage collection walks every object torch and torchvision created at import
         # (some 340,000) while holding the GIL: about 120 ms here, and reading a big dataset
@@ -152,7 +152,7 @@ class FinetuneWorker(QObject):
             gc.unfreeze()
 
     def _download(self, job: DownloadJob) -> None:
-        from vitexplorer.core.datasets import open_dataset
+        from vitexplorer.core.training.datasets import open_dataset
 
         self.stage.emit("downloading", 0, 0, 0.0)
         dataset = open_dataset(
@@ -171,8 +171,8 @@ class FinetuneWorker(QObject):
             self.download_progress.emit(done, total)
 
     def _train(self, job: TrainJob) -> None:
-        from vitexplorer.core import models
-        from vitexplorer.core.training import FinetuneConfig, finetune
+        from vitexplorer.core.models import loading as models
+        from vitexplorer.core.training.engine import FinetuneConfig, finetune
 
         cancelled = self.cancel_event.is_set
         config = FinetuneConfig(**job.settings)
@@ -196,15 +196,15 @@ class FinetuneWorker(QObject):
         training needs against the device's free memory, before anything is read or built."""
         import torch
 
-        from vitexplorer.core import models
-        from vitexplorer.core.architecture import (
+        from vitexplorer.core.models import loading as models
+        from vitexplorer.core.models.architecture import (
             architecture_problem,
             available_bytes,
             memory_problem,
         )
-        from vitexplorer.core.spec import SMALL_VIT
-        from vitexplorer.core.training import TrainConfig, TrainingError, finetune
-        from vitexplorer.core.vit import SmallViTConfig
+        from vitexplorer.core.models.spec import SMALL_VIT
+        from vitexplorer.core.models.vit import SmallViTConfig
+        from vitexplorer.core.training.engine import TrainConfig, TrainingError, finetune
 
         cancelled = self.cancel_event.is_set
         found = architecture_problem(job.architecture)
@@ -228,7 +228,7 @@ class FinetuneWorker(QObject):
 
     def _open_dataset(self, job: TrainJob | ScratchJob):
         """The job's dataset, then the 'model' stage; None (said) when cancelled meanwhile."""
-        from vitexplorer.core.datasets import open_dataset
+        from vitexplorer.core.training.datasets import open_dataset
 
         self.stage.emit("opening", 0, 0, 0.0)
         dataset = open_dataset(job.source, root=job.data_root)
@@ -240,7 +240,7 @@ class FinetuneWorker(QObject):
 
     def _relay(self, events) -> None:  # the engine's generator
         """The engine's events as signals, steps in batches."""
-        from vitexplorer.core.training import (
+        from vitexplorer.core.training.engine import (
             Epoch,
             Finished,
             Notice,
@@ -297,7 +297,7 @@ class FinetuneWorker(QObject):
         try:
             problem = _save_problem(job)
             if problem is None:
-                from vitexplorer.core.models import save_checkpoint
+                from vitexplorer.core.models.loading import save_checkpoint
 
                 save_checkpoint(job.path, job.loaded, job.extra, job.timelapse)
         except OSError as exc:
@@ -312,8 +312,8 @@ class FinetuneWorker(QObject):
 
 def _save_problem(job: SaveJob) -> str | None:
     """Why ``job`` cannot be written, found out before writing; None when nothing is known."""
-    from vitexplorer.core.files import free_space_problem
-    from vitexplorer.core.training import check_savable, checkpoint_bytes
+    from vitexplorer.core.io.files import free_space_problem
+    from vitexplorer.core.training.engine import check_savable, checkpoint_bytes
 
     folder = Path(job.path).parent
     if not folder.is_dir():
@@ -343,7 +343,7 @@ def _load_base(models, request: ModelRequest):
 def failure_message(exc: BaseException) -> str:
     """One message for people. The engine's own errors already say what to do, GPU memory
     included; anything else goes through the app's general rule."""
-    from vitexplorer.core.analysis import failure_message as message
+    from vitexplorer.core.explain.analysis import failure_message as message
 
     if type(exc).__name__ in ("TrainingError", "DatasetError", "FreezePolicyError"):
         return " ".join(str(exc).split())

@@ -143,7 +143,7 @@ def weights_cache() -> str:
 
 def help_html(window: QWidget, settings: QSettings) -> str:
     """The help's text, with this window's shortcuts and this machine's folders."""
-    from vitexplorer.core.download import default_data_root
+    from vitexplorer.core.models.download import default_data_root
 
     def rows(pairs) -> str:
         return "".join(

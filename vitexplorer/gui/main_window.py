@@ -1,7 +1,8 @@
 """The main window: assembly and wiring of the views, the controls and the model worker.
 
 Every interaction after an image's forward pass (click a patch, change layer or head) slices the
-stored :class:`~vitexplorer.core.analysis.ImageAnalysis` with ``core.explain``; no torch here.
+stored :class:`~vitexplorer.core.explain.analysis.ImageAnalysis` with ``core.explain``; no torch
+here.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer import __version__
-from vitexplorer.core import spec as specs
-from vitexplorer.core.explain import head_maps, token_for_patch
-from vitexplorer.core.folders import IMAGE_SUFFIXES
-from vitexplorer.core.numbering import patch_label
-from vitexplorer.core.numbering import shown as number
-from vitexplorer.core.session import ImageSession, Selection, expand_paths
-from vitexplorer.core.spec import DEMO, DEMO_LABEL
+from vitexplorer.core.explain.tokens import head_maps, token_for_patch
+from vitexplorer.core.explorer.session import ImageSession, Selection, expand_paths
+from vitexplorer.core.io.folders import IMAGE_SUFFIXES
+from vitexplorer.core.models import spec as specs
+from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
+from vitexplorer.core.render.numbering import patch_label
+from vitexplorer.core.render.numbering import shown as number
 from vitexplorer.gui.controls import NO_MODEL, ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar, host
 from vitexplorer.gui.explanations import Explanations
@@ -432,7 +433,7 @@ class MainWindow(QMainWindow):
         """The model box's "timm model…" or "Hugging Face model…": a searchable list of the
         models of that family that vitexplorer can load (timm's registry, or the Hugging Face
         cache and a folder); the one chosen loads."""
-        from vitexplorer.core import model_names
+        from vitexplorer.core.models import names as model_names
 
         if prefix == "hf":
             names = model_names.cached_hf_names()
@@ -1001,6 +1002,6 @@ def _undefined_prediction(analysis) -> str | None:  # ImageAnalysis
     """Why the analysis has no prediction at all (outputs that are not numbers), or None."""
     if not analysis.spec.has_classifier:
         return None  # an image encoder: the hint says it predicts nothing
-    from vitexplorer.core.analysis import undefined_prediction  # torch is loaded by now
+    from vitexplorer.core.explain.analysis import undefined_prediction  # torch is loaded by now
 
     return undefined_prediction(analysis.logits, analysis.probabilities)

@@ -1,7 +1,7 @@
 """Compare with another model: a second model beside the explorer's, on the same image, token,
 method, layer and head (issue 13).
 
-The two are models A and B of :mod:`vitexplorer.core.model_compare`, and every difference is
+The two are models A and B of :mod:`vitexplorer.core.explain.model_compare`, and every difference is
 B minus A. Which is which is decided once, when the other model loads, and kept until another
 is chosen (a new fine-tune of the explorer's model does not turn them round): when the other
 model is the explorer's model before fine-tuning it is A and the explorer's model B; any other
@@ -13,8 +13,9 @@ in its own thread): it is loaded there, with progress and Cancel, and analyses t
 current image there; the GUI thread only slices the analyses, as for the explorer's model.
 Both views share one colour scale by default; the difference B - A is drawn on a diverging
 scale symmetric around zero (resampled to the image where the patch grids differ, by
-:func:`~vitexplorer.core.model_compare.compare_analyses`), and a table lists the heads whose
-statistics changed most on this image (:func:`~vitexplorer.core.model_compare.head_changes`).
+:func:`~vitexplorer.core.explain.model_compare.compare_analyses`), and a table lists the heads whose
+statistics changed most on this image
+(:func:`~vitexplorer.core.explain.model_compare.head_changes`).
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain import patch_for_token, token_for_patch
-from vitexplorer.core.explorer_maps import MapCache, MethodChoice, method_map
-from vitexplorer.core.model_compare import (
+from vitexplorer.core.explain.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.explain.model_compare import (
     HEAD_STATISTICS,
     comparability,
     compare_analyses,
@@ -53,9 +53,10 @@ from vitexplorer.core.model_compare import (
     distance_units_note,
     head_changes,
 )
-from vitexplorer.core.numbering import patch_label
-from vitexplorer.core.session import Selection
-from vitexplorer.core.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.explain.tokens import patch_for_token, token_for_patch
+from vitexplorer.core.explorer.session import Selection
+from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.gui.controls import model_choices
 from vitexplorer.gui.views.common import DIFFERENCE_COLORMAP, shared_levels
 from vitexplorer.gui.views.image_view import ImageView
@@ -88,8 +89,9 @@ STATISTIC_WORDS = {
 
 def model_label(spec: Any, metadata: dict | None = None) -> str:
     """A model for titles: the file it was read from, else its name and where its weights came
-    from, and how it was trained when known (:func:`~vitexplorer.core.provenance.model_name`)."""
-    from vitexplorer.core.provenance import model_name
+    from, and how it was trained when known
+    (:func:`~vitexplorer.core.explain.provenance.model_name`)."""
+    from vitexplorer.core.explain.provenance import model_name
 
     return model_name(spec, metadata)
 
@@ -100,7 +102,7 @@ def info_label(info: ModelInfo | None, window: Any = None) -> str:
     from its file's metadata."""
     if info is None:
         return ""
-    from vitexplorer.core.provenance import weights_metadata
+    from vitexplorer.core.explain.provenance import weights_metadata
 
     metadata = None
     if info.fine_tuned:
@@ -144,7 +146,7 @@ def base_request(info: ModelInfo) -> tuple[ModelRequest | None, str]:
     """The explorer's model before fine-tuning: a request that loads it and a label, or None
     and why there is none. A model fine-tuned in this session remembers the request it started
     from; a checkpoint names its base in its metadata ("finetune", as
-    :meth:`~vitexplorer.core.training.FinetuneResult.metadata` writes it), which is looked up
+    :meth:`~vitexplorer.core.training.engine.FinetuneResult.metadata` writes it), which is looked up
     among the built-in models and beside the checkpoint. Reads the checkpoint's header only,
     never its tensors."""
     if info.fine_tuned:
@@ -153,8 +155,8 @@ def base_request(info: ModelInfo) -> tuple[ModelRequest | None, str]:
         return info.request, request_label(info.request)
     if info.weights_file is None:
         return None, "it was not fine-tuned from another model"
-    from vitexplorer.core.checkpoint import WeightsFileError, is_safetensors_file
-    from vitexplorer.core.checkpoint import read_safetensors_header as read_header
+    from vitexplorer.core.models.checkpoint import WeightsFileError, is_safetensors_file
+    from vitexplorer.core.models.checkpoint import read_safetensors_header as read_header
 
     path = Path(info.weights_file)
     if not is_safetensors_file(path):
@@ -182,7 +184,7 @@ def request_for_base(label: str, folder: Path, device: str = "auto") -> ModelReq
     """The request that loads the base a checkpoint names (its "display name, weights"): the
     demo model, a torchvision ViT's pretrained weights, or a file of that name in ``folder``
     (the checkpoint's); None when it is none of those (random weights cannot be had again)."""
-    from vitexplorer.core.models import RANDOM
+    from vitexplorer.core.models.loading import RANDOM
 
     if label.startswith(f"{DEMO_LABEL}, "):
         return ModelRequest(DEMO, "default", device)

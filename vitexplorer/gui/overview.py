@@ -17,11 +17,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain import head_maps
-from vitexplorer.core.explorer_maps import method_map
-from vitexplorer.core.numbering import shown
-from vitexplorer.core.scales import DISTRIBUTIONS, uniform_mark
-from vitexplorer.core.session import Selection
+from vitexplorer.core.explain.explorer_maps import method_map
+from vitexplorer.core.explain.tokens import head_maps
+from vitexplorer.core.explorer.session import Selection
+from vitexplorer.core.render.numbering import shown
+from vitexplorer.core.render.scales import DISTRIBUTIONS, uniform_mark
 from vitexplorer.gui.views.map_grid import MapGridView, Tile
 
 LAYERS_HEADS, IMAGES = "layers_heads", "images"
@@ -214,7 +214,7 @@ class Overview(QWidget):
 
     def export_to(self, base: Path) -> list[Path]:
         """Write the grid as ``base``.png/.svg/.npy/.json at the chosen export resolution."""
-        from vitexplorer.core.provenance import json_ready
+        from vitexplorer.core.explain.provenance import json_ready
         from vitexplorer.gui.export import export_view, saved_scale, titled
 
         values = self.view.values()

@@ -1,7 +1,7 @@
 """Images on screen before any model has seen them.
 
 The image a drop shows is decoded at once on a small thread pool, with the same safe decoder as
-the analysis (:func:`vitexplorer.core.images.load_image`, no torch): the window shows it and its
+the analysis (:func:`vitexplorer.core.io.images.load_image`, no torch): the window shows it and its
 thumbnail while the model loads, downloads or was declined, and the analysis follows when it
 arrives. The other images' thumbnails are decoded as the strip scrolls near them (a drop of
 50,000 images does not decode them all). An image that cannot be decoded is reported here, when
@@ -118,7 +118,7 @@ class PreviewLoader(QObject):
 
 def _decode(source: str | bytes) -> tuple[np.ndarray, np.ndarray] | str:
     """The preview and thumbnail of ``source``, or the one-line reason it cannot be shown."""
-    from vitexplorer.core.images import ImageLoadError, load_image
+    from vitexplorer.core.io.images import ImageLoadError, load_image
 
     try:
         image = load_image(source)

@@ -30,9 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.scales import uniform_label, uniform_level
-from vitexplorer.core.verdict import RIGHT as RIGHT_VERDICT
-from vitexplorer.core.verdict import TIE, UNKNOWN
+from vitexplorer.core.render.scales import uniform_label, uniform_level
+from vitexplorer.core.training.verdict import RIGHT as RIGHT_VERDICT
+from vitexplorer.core.training.verdict import TIE, UNKNOWN
 from vitexplorer.gui.analytics_tab import EmptyState
 from vitexplorer.gui.views.head_stats_view import DistancePlot
 from vitexplorer.gui.views.image_view import ImageView
@@ -463,7 +463,10 @@ class TimeLapseView(QWidget):
                 None if head == MEAN_OF_HEADS else head,
             )
         if key not in self._levels:
-            from vitexplorer.core.timelapse import epoch_levels, probe_maps  # torch: on first use
+            from vitexplorer.core.training.timelapse import (  # torch: on first use
+                epoch_levels,
+                probe_maps,
+            )
 
             kind = "rollout" if key[1] == ROLLOUT else "attention"
             self._levels[key] = epoch_levels(probe_maps(self.timelapse, key[0], kind, *key[2:]))
@@ -472,7 +475,7 @@ class TimeLapseView(QWidget):
 
     def uniform(self) -> tuple[float, str]:
         """The uniform level of the CLS row (and the rollout's): 1/N, N its tokens."""
-        from vitexplorer.core.timelapse import row_tokens
+        from vitexplorer.core.training.timelapse import row_tokens
 
         tokens = row_tokens(self.timelapse)
         return uniform_level(tokens), uniform_label(tokens)
@@ -494,7 +497,7 @@ class TimeLapseView(QWidget):
 
     def verdict(self) -> str:
         """The chosen probe's prediction at the shown epoch: right, wrong, tie (never right)
-        or unknown (:func:`vitexplorer.core.verdict.verdict`)."""
+        or unknown (:func:`vitexplorer.core.training.verdict.verdict`)."""
         label = int(self.timelapse.labels[self.probe])
         return self.frame.verdict(self.probe, label, self.timelapse.num_classes)
 

@@ -3,8 +3,8 @@ thread of their own (never on the GUI thread), again whenever the architecture, 
 or the device changes, and only once the settings have rested for a moment.
 
 The measurement is one step's time; the panel multiplies it by the run's steps (see
-:func:`vitexplorer.core.estimate.run_seconds`), so changing the images or the epochs needs no new
-measurement.
+:func:`vitexplorer.core.training.estimate.run_seconds`), so changing the images or the epochs needs
+no new measurement.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ class EstimateWorker(QObject):
         try:
             import torch
 
-            from vitexplorer.core import models
-            from vitexplorer.core.estimate import MeasureCancelled, measure_step
-            from vitexplorer.core.spec import SMALL_VIT
-            from vitexplorer.core.vit import SmallViTConfig
+            from vitexplorer.core.models import loading as models
+            from vitexplorer.core.models.spec import SMALL_VIT
+            from vitexplorer.core.models.vit import SmallViTConfig
+            from vitexplorer.core.training.estimate import MeasureCancelled, measure_step
 
             shape = SmallViTConfig(**dict(request.architecture), num_classes=request.num_classes)
             model = models.load_model(SMALL_VIT, "none", request.device, small_config=shape)
@@ -148,7 +148,7 @@ class TimeEstimator(QObject):
         """The settings panel's line on the run's time for ``form``'s settings (a
         FinetuneSettings), measuring again first when ``measure`` and the model, batch size or
         device changed."""
-        from vitexplorer.core.estimate import run_seconds, subset_sizes
+        from vitexplorer.core.training.estimate import run_seconds, subset_sizes
         from vitexplorer.gui.finetune_panel import duration
 
         batch = form.batch_size.value()

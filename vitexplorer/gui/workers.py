@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """Which model to load: see ``vitexplorer.core.models.load_model``."""
+    """Which model to load: see ``vitexplorer.core.models.loading.load_model``."""
 
     name: str
     weights: str = "default"
@@ -54,7 +54,7 @@ class SavedTimeLapse:
     one it holds cannot be shown (the model loads all the same)."""
 
     file: str  # the checkpoint's name, for people
-    timelapse: object | None  # vitexplorer.core.timelapse.TimeLapse
+    timelapse: object | None  # vitexplorer.core.training.timelapse.TimeLapse
     problem: str = ""
 
 
@@ -63,7 +63,7 @@ class ModelInfo:
     """What the GUI knows of the loaded model."""
 
     request: ModelRequest  # for a fine-tuned model, the request of the model it started from
-    spec: object  # vitexplorer.core.models.ModelSpec (kept untyped: no torch import here)
+    spec: object  # vitexplorer.core.models.loading.ModelSpec (kept untyped: no torch import here)
     device: str
     generation: int
     seconds: float
@@ -110,7 +110,7 @@ class DownloadFailed:
 class _Adoption:
     """A model trained in another thread, handed over whole: from now on this worker owns it."""
 
-    loaded: object  # vitexplorer.core.models.LoadedModel
+    loaded: object  # vitexplorer.core.models.loading.LoadedModel
     request: ModelRequest
 
 
@@ -128,7 +128,9 @@ class RelevanceDone:
 class FolderStatsDone:
     folder: str
     generation: int
-    statistics: object | None  # vitexplorer.core.explain.HeadStatistics; None if no image worked
+    statistics: (
+        object | None
+    )  # vitexplorer.core.explain.head_stats.HeadStatistics; None if no image worked
     images: int
     skipped: tuple[str, ...]
     cancelled: bool
@@ -147,7 +149,7 @@ class _FolderJob:
 class AnalysisDone:
     key: str
     generation: int
-    analysis: object  # vitexplorer.core.analysis.ImageAnalysis
+    analysis: object  # vitexplorer.core.explain.analysis.ImageAnalysis
     thumbnail: np.ndarray  # (h, w, 3) uint8
     keep_aspect: bool = False  # the whole image at its aspect ratio, not the centre crop
 
@@ -187,7 +189,9 @@ class ModelWorker(QObject):
         # analyse whole images at their own aspect ratio instead of the model's centre crop;
         # set from the GUI thread (a plain bool: read once per image here)
         self.keep_aspect = False
-        self._model = None  # vitexplorer.core.models.LoadedModel, touched only in this thread
+        self._model = (
+            None  # vitexplorer.core.models.loading.LoadedModel, touched only in this thread
+        )
         self._generation = 0
         self._wake.connect(self._drain)
 
@@ -290,7 +294,7 @@ class ModelWorker(QObject):
         self.idle.emit()
 
     def _load(self, request: ModelRequest) -> None:
-        from vitexplorer.core import models
+        from vitexplorer.core.models import loading as models
 
         try:
             download = _default_download(request)
@@ -337,7 +341,7 @@ class ModelWorker(QObject):
         fine_tuned: bool,
         saved: SavedTimeLapse | None = None,
     ) -> None:
-        from vitexplorer.core import models
+        from vitexplorer.core.models import loading as models
 
         with self._lock:  # statistics of two models must not be averaged together
             folder, self._folder = self._folder, None
@@ -361,8 +365,8 @@ class ModelWorker(QObject):
         self.model_ready.emit(info)
 
     def _analyse(self, key: str, source: str | bytes) -> None:
-        from vitexplorer.core.analysis import analyze_image
-        from vitexplorer.core.data import load_image
+        from vitexplorer.core.explain.analysis import analyze_image
+        from vitexplorer.core.models.preprocessing import load_image
 
         self.analysis_started.emit(key)
         keep = self.keep_aspect
@@ -377,8 +381,8 @@ class ModelWorker(QObject):
         self.analysis_ready.emit(AnalysisDone(key, self._generation, analysis, thumbnail, keep))
 
     def _relevance(self, key: str, target: int, source: str | bytes) -> None:
-        from vitexplorer.core.data import aspect_grid, load_image, preprocess
-        from vitexplorer.core.relevance import relevance_map
+        from vitexplorer.core.explain.relevance import relevance_map
+        from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
 
         try:
             image = load_image(source)
@@ -394,8 +398,8 @@ class ModelWorker(QObject):
 
     def _folder_step(self, job: _FolderJob) -> None:
         """Analyse the folder's next image; the last one (or a cancel) sends the result."""
-        from vitexplorer.core.analysis import analyze_image
-        from vitexplorer.core.data import load_image
+        from vitexplorer.core.explain.analysis import analyze_image
+        from vitexplorer.core.models.preprocessing import load_image
 
         with self._lock:
             cancelled = self._folder_cancel
@@ -416,7 +420,7 @@ class ModelWorker(QObject):
     def _structure(self) -> None:
         """The model's own structure, read here where the module lives (two SVDs of the patch
         filters' matrix and a cosine similarity: under a second for ViT-B/16)."""
-        from vitexplorer.core.structure import model_structure
+        from vitexplorer.core.explain.structure import model_structure
 
         spec = self._model.spec
         try:
@@ -429,7 +433,7 @@ class ModelWorker(QObject):
     def _hash_weights(self) -> None:
         """Hash the weights file once, when nothing else waits: an export's method card then
         finds it ready instead of reading hundreds of megabytes on the GUI thread."""
-        from vitexplorer.core.provenance import file_sha256
+        from vitexplorer.core.explain.provenance import file_sha256
 
         self._hash_pending = False
         try:
@@ -438,7 +442,7 @@ class ModelWorker(QObject):
             pass  # the card will say the file could not be read
 
     def _finish_folder(self, job: _FolderJob, cancelled: bool) -> None:
-        from vitexplorer.core.explain import average_statistics
+        from vitexplorer.core.explain.head_stats import average_statistics
 
         mean = average_statistics(job.statistics) if job.statistics else None
         self.folder_done.emit(
@@ -456,7 +460,7 @@ class ModelWorker(QObject):
 def _default_download(request: ModelRequest):  # models.WeightsDownload | None
     """The default weights that ``request`` needs from the network, described without network
     access (torchvision's ImageNet weights, a timm model's pretrained tag); None otherwise."""
-    from vitexplorer.core import models
+    from vitexplorer.core.models import loading as models
 
     return models.default_download(request.name, request.weights)
 
@@ -467,8 +471,12 @@ def _saved_timelapse(path, spec) -> SavedTimeLapse | None:  # Path | None, Model
     from it; None for any other model."""
     from pathlib import Path
 
-    from vitexplorer.core.checkpoint import file_label, is_safetensors_file, read_safetensors_header
-    from vitexplorer.core.timelapse import TimeLapseError, read_timelapse
+    from vitexplorer.core.models.checkpoint import (
+        file_label,
+        is_safetensors_file,
+        read_safetensors_header,
+    )
+    from vitexplorer.core.training.timelapse import TimeLapseError, read_timelapse
 
     if path is None:
         return None
@@ -485,7 +493,7 @@ def _saved_timelapse(path, spec) -> SavedTimeLapse | None:  # Path | None, Model
 
 
 def _param_counts(module) -> ParamCounts | None:
-    from vitexplorer.core.finetune_model import trainable_counts
+    from vitexplorer.core.training.finetune_model import trainable_counts
 
     try:
         return ParamCounts(*trainable_counts(module))
@@ -501,7 +509,7 @@ def _thumbnail(display: np.ndarray, side: int = 72) -> np.ndarray:
 def _network_reason(exc: BaseException) -> str | None:
     """The network's reason when ``exc`` comes from a download that could not reach its server
     (core.download's DownloadError of kind "network"); None for any other failure."""
-    from vitexplorer.core.download import DownloadError
+    from vitexplorer.core.models.download import DownloadError
 
     cause = exc
     while cause is not None:
@@ -512,7 +520,7 @@ def _network_reason(exc: BaseException) -> str | None:
 
 
 def _message(exc: BaseException) -> str:
-    from vitexplorer.core.analysis import failure_message
+    from vitexplorer.core.explain.analysis import failure_message
 
     if type(exc).__name__ == "DownloadCancelled":
         return "download cancelled"

@@ -7,7 +7,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPen, QTextOption
 
-from vitexplorer.core.scales import tick_labels
+from vitexplorer.core.render.scales import tick_labels
 
 HEAT_COLORMAP = "inferno"
 DIFFERENCE_COLORMAP = "CET-D1"  # diverging, white at zero: one map minus another
@@ -71,13 +71,14 @@ def set_colorbar_levels(
     uniform: tuple[float, str] | None = None,
     clipped: tuple[bool, bool] = (False, False),
 ) -> None:
-    """The bar's range and its tick labels, chosen by :func:`vitexplorer.core.scales.tick_labels`
-    (the labels of ``vitexplorer analyze``'s figures too): as many digits as the values need, so
-    a map of values near 0.02 reads 0.019, 0.020, 0.021, never 0.0, 0.0, 0.0. An exported view
-    is a picture of the same scene, with the same labels. ``uniform`` (value, words) adds a
-    labelled tick at that value (see :func:`uniform_tick`), the ticks it would hide left out;
-    ``clipped`` (below, above) says "clipped" at an end the map has values beyond (a locked
-    scale), so its end colour is not read as the end value."""
+    """The bar's range and its tick labels, chosen by
+    :func:`vitexplorer.core.render.scales.tick_labels` (the labels of ``vitexplorer analyze``'s
+    figures too): as many digits as the values need, so a map of values near 0.02 reads 0.019,
+    0.020, 0.021, never 0.0, 0.0, 0.0. An exported view is a picture of the same scene, with the
+    same labels. ``uniform`` (value, words) adds a labelled tick at that value (see
+    :func:`uniform_tick`), the ticks it would hide left out; ``clipped`` (below, above) says
+    "clipped" at an end the map has values beyond (a locked scale), so its end colour is not read
+    as the end value."""
     low, high = float(levels[0]), float(levels[1])
     bar.setLevels((low, high))
     ticks = tick_labels(low, high, count)

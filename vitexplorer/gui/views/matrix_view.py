@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
-from vitexplorer.core.scales import nice_step
+from vitexplorer.core.render.scales import nice_step
 from vitexplorer.gui.views.common import (
     bar_position,
     heat_levels,

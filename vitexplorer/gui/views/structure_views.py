@@ -1,7 +1,7 @@
 """What a ViT learned independently of any image, drawn like Fig. 7 (left and centre) of the ViT
 paper (Dosovitskiy et al., 2021): the position embeddings' cosine similarity as a grid of small
 maps, and the patch-embedding filters' principal components as RGB images. The numbers come from
-:mod:`vitexplorer.core.structure`; these views only lay them out.
+:mod:`vitexplorer.core.explain.structure`; these views only lay them out.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
 
-from vitexplorer.core.verdict import TIE, WRONG
+from vitexplorer.core.training.verdict import TIE, WRONG
 from vitexplorer.gui.views.panels import rgb_pixmap
 
 REDRAW_MS = 100  # curves are redrawn at most ten times a second, however fast steps come
@@ -402,7 +402,7 @@ class ConfusionView(pg.GraphicsLayoutWidget):
 
 class SampleGallery(QListWidget):
     """Test images with their true and predicted labels; mistakes framed and written in red,
-    ties (no class picked, :mod:`vitexplorer.core.verdict`) framed and written in grey."""
+    ties (no class picked, :mod:`vitexplorer.core.training.verdict`) framed and written in grey."""
 
     sample_clicked = Signal(int)  # index into the samples given to set_samples
 

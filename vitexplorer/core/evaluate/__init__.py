@@ -1,0 +1,2 @@
+"""Evaluations of the explanations themselves: the sanity check (cascading randomisation)
+and faithfulness (perturbation curves)."""

@@ -1,0 +1,2 @@
+"""Input and files: safe image decoding, the one folder scanner, the one atomic writer and
+its staging, user paths."""

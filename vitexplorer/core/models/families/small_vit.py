@@ -1,0 +1,162 @@
+"""vitexplorer's own :class:`~vitexplorer.core.models.vit.SmallViT`: its adapter, and how it is
+loaded (random with a chosen shape, or a vitexplorer checkpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.checkpoint import WeightsFileError, file_label
+from vitexplorer.core.models.download import CancelCheck, ProgressCallback
+from vitexplorer.core.models.families.base import Part, ViTAdapter, resample_positions
+from vitexplorer.core.models.families.layouts import recognise_layout
+from vitexplorer.core.models.spec import SMALL_VIT, ModelSpec
+from vitexplorer.core.models.vit import SelfAttention, SmallViT, SmallViTConfig
+
+
+class SmallViTAdapter(ViTAdapter):
+    family = "small_vit"
+    module: SmallViT
+
+    @classmethod
+    def matches(cls, module: nn.Module) -> bool:
+        return isinstance(module, SmallViT)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        x = m.patch_embed(images)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + resample_positions(m.pos_embed, grid, 1)  # any grid, a rectangle too
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.module.blocks)
+
+    def final_norm(self) -> nn.Module:
+        return self.module.norm
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 0]
+
+    def get_classifier(self) -> nn.Linear:
+        return self.module.head
+
+    def set_classifier(self, head: nn.Linear) -> None:
+        self.module.head = head
+        self.module.config = replace(self.module.config, num_classes=head.out_features)
+
+    def attention_modules(self) -> list[nn.Module]:
+        return [cast(nn.Module, block.attn) for block in self.module.blocks]
+
+    def capturing_forward(self, attention: nn.Module, sink: Any) -> Callable[..., Any]:
+        from vitexplorer.core.models.capture import explicit_attention
+
+        assert isinstance(attention, SelfAttention)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            out = explicit_attention(
+                x,
+                attention.qkv.weight,
+                attention.qkv.bias,
+                attention.proj.weight,
+                attention.proj.bias,
+                attention.num_heads,
+                sink,
+            )
+            # identity in eval mode, where analysis runs; dropout as in training otherwise
+            drop = getattr(attention, "proj_drop", None)
+            return out if drop is None else drop(out)
+
+        return forward
+
+    def position_embeddings(self) -> torch.Tensor:
+        return self.module.pos_embed[0]
+
+    def patch_filters(self) -> torch.Tensor:
+        return self.module.patch_embed.weight
+
+    def randomisation_groups(self) -> tuple[list[Part], list[nn.Module], list[Part]]:
+        m = self.module
+        return [m.norm, m.head], list(m.blocks), [m.patch_embed, m.cls_token, m.pos_embed]
+
+
+ADAPTER = SmallViTAdapter
+
+
+# --- loading: the family-module interface of models.family_module_for ------------------------
+# Weights: "default" and "none" are random (its trained weights are checkpoints, which record
+# its shape); a file must be a vitexplorer checkpoint.
+
+
+def check_source(name: str, weights: str) -> None:
+    """What :func:`load` would refuse that can be found out cheaply."""
+    if weights not in ("default", "none"):
+        models.check_weights_file(Path(weights), file_plan)
+
+
+def load(
+    name: str,
+    weights: str,
+    *,
+    config: SmallViTConfig | None = None,
+    allow_download: bool = True,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+) -> tuple[nn.Module, ModelSpec, Path | None]:
+    """The small ViT: random with ``config`` (the default shape without one), or ``weights``,
+    a vitexplorer checkpoint."""
+    if weights in ("default", "none"):
+        config = config or SmallViTConfig()
+        return SmallViT(config), spec_for(config, models.RANDOM), None
+    path = Path(weights)
+    return (*models.load_weights_file(path, file_plan), path)
+
+
+def file_plan(shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
+    """A plain state dict cannot be a small ViT's weights: it does not record the shape."""
+    source = file_label(path)
+    layout = recognise_layout(shapes)
+    looks = f"; {layout.describe()}" if layout is not None else ""
+    if layout is not None and layout.family != "vitexplorer small":
+        raise WeightsFileError(f"{source} is not a small ViT checkpoint{looks}")
+    raise WeightsFileError(
+        f"{source} is a plain state dict; a small ViT needs a vitexplorer checkpoint "
+        f"(.safetensors with metadata), which records its depth, width and heads{looks}"
+    )
+
+
+def spec_for(config: SmallViTConfig, weights: str) -> ModelSpec:
+    """The spec of a small ViT of shape ``config``."""
+    return ModelSpec(
+        name=SMALL_VIT,
+        display_name=f"Small ViT ({config.depth}x{config.width}, /{config.patch_size})",
+        weights=weights,
+        image_size=config.image_size,
+        resize_size=config.image_size,
+        patch_size=config.patch_size,
+        num_layers=config.depth,
+        num_heads=config.heads,
+        class_names=models.class_names_for(config.num_classes, []),
+        config=config.to_dict(),
+    )
+
+
+def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
+    """The image size and class count of a checkpoint's ``config``; every field is checked."""
+    models.check_config_keys(arch, config, SmallViTConfig.field_names())
+    small = SmallViTConfig(**config)
+    return small.image_size, small.num_classes
+
+
+def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.BuildPlan:
+    """An untrained small ViT shaped by a vitexplorer checkpoint's checked metadata."""
+    config = SmallViTConfig(**meta["config"])
+    spec = models.apply_metadata(spec_for(config, label), meta)
+    return models.BuildPlan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)
