@@ -64,14 +64,23 @@ def atomic_path(
     stream = _special_target(path)  # refused now, before any work, when it cannot be written
     if stream:  # /dev/null's folder is no place for temporary files: the system's is
         folder = Path(tempfile.gettempdir())
-    remove_stale_temporaries(folder)
-    staging = Staging(folder)
-    tmp = staging.path / f"staged{_suffix(path)}"
-    try:
+    with _staging(folder) as staging:
+        tmp = staging / f"staged{_suffix(path)}"
         yield tmp
         if durable:
             _fsync(tmp)
         _commit(tmp, path, mode, stream)
+
+
+@contextmanager
+def _staging(folder: Path) -> Iterator[Path]:
+    """A fresh staging folder in ``folder`` (stale ones of dead writers removed first), removed
+    when the block ends; an error inside it comes out as one line that says what to do
+    (:func:`explain_write_error`: a full disk, no permission, a read-only file system)."""
+    remove_stale_temporaries(folder)
+    staging = Staging(folder)
+    try:
+        yield staging.path
     except BaseException as exc:
         explained = explain_write_error(exc, folder)
         if explained is not exc:
@@ -163,17 +172,15 @@ def write_set(
     folder = folders.pop()
     for path in paths:
         _special_target(path)  # refused now, before any work, when it cannot be written
-    remove_stale_temporaries(folder)
-    staging = Staging(folder)
-    try:
+    with _staging(folder) as staging:
         staged: dict[Path, Path] = {}
         for index, (path, write) in enumerate(files):
-            staged[Path(path)] = tmp = staging.path / f"{index}{_suffix(Path(path))}"
+            staged[Path(path)] = tmp = staging / f"{index}{_suffix(Path(path))}"
             with open(tmp, "wb") as handle:
                 write(handle)
         for index, card in enumerate(cards, start=len(files)):
             listing = [{"name": n.name, "bytes": staged[n].stat().st_size} for n in card.names]
-            staged[card.path] = tmp = staging.path / f"{index}{_suffix(card.path)}"
+            staged[card.path] = tmp = staging / f"{index}{_suffix(card.path)}"
             with open(tmp, "wb") as handle:
                 handle.write(card.text(listing))
         for card in reversed(cards):  # the namers first: an old card never names a removed one
@@ -181,13 +188,6 @@ def write_set(
                 card.path.unlink()  # an old card never stands beside new files
         for path in paths:
             _commit(staged[path], path, mode)
-    except BaseException as exc:
-        explained = explain_write_error(exc, folder)
-        if explained is not exc:
-            raise explained from exc
-        raise
-    finally:
-        staging.close()
     return paths
 
 
