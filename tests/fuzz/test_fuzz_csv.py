@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.core.test_csv_dataset import HOSTILE_CSVS
+from tests.fuzz.cli_run import run_cli
 from tests.fuzz.conftest import record
-from tests.fuzz.test_fuzz_models import _run_cli
 from vitexplorer.core.training.pixel_csv import PixelCSVError, read_unlabelled_csv
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
@@ -29,7 +29,9 @@ def test_every_hostile_csv_through_finetune(tmp_path: Path, capsys) -> None:
         data = make(folder)
         out = folder / "model.safetensors"
         args = ["finetune", "--model", "small_vit", "--weights", "none", "--data", str(data)]
-        status, lines, crashed = _run_cli([*args, "--out", str(out), "--epochs", "1"], capsys)
+        status, _, lines, crashed = run_cli(
+            [*args, "--out", str(out), "--epochs", "1"], capsys, drop_notes=True
+        )
         record("pixel CSVs: vitexplorer finetune", case, crash=crashed, lost=out.exists())
         if crashed or status != 2 or lines != [f"vitexplorer: {message}"] or out.exists():
             problems.append(f"{case}: status {status}, {lines}")

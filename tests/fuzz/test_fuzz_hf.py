@@ -23,8 +23,8 @@ from PIL import Image
 
 transformers = pytest.importorskip("transformers")
 
+from tests.fuzz.cli_run import run_cli  # noqa: E402
 from tests.fuzz.conftest import record  # noqa: E402
-from tests.fuzz.test_fuzz_models import _run_cli  # noqa: E402
 from tests.gui.conftest import running_window  # noqa: E402
 from vitexplorer.gui.workers import ModelRequest  # noqa: E402
 
@@ -483,7 +483,9 @@ def _try(
         make(folder)
         out = root / f"case{n}" / "out"
         args = ["analyze", str(image), "--model", f"hf:{folder}", "--out", str(out)]
-        status, lines, crashed = _run_cli([*args, "--weights", weights, "--device", "cpu"], capsys)
+        status, _, lines, crashed = run_cli(
+            [*args, "--weights", weights, "--device", "cpu"], capsys, drop_notes=True
+        )
         code = (folder / MARKER).exists()
         record(DOOR, f"{case} (--weights {weights})", crash=crashed, code=code)
         text = lines[0] if lines else ""
@@ -500,7 +502,7 @@ def test_good_folders_still_analyse(good: dict[str, Path], tmp_path: Path, capsy
     for kind in ("vit", "sharded", "clip", "bin"):
         out = tmp_path / kind
         args = ["analyze", str(good["image"]), "--model", f"hf:{good[kind]}", "--out", str(out)]
-        status, lines, crashed = _run_cli([*args, "--device", "cpu"], capsys)
+        status, _, lines, crashed = run_cli([*args, "--device", "cpu"], capsys, drop_notes=True)
         assert (status, crashed) == (0, False), (kind, lines)
         assert list(out.iterdir())
 

@@ -5,7 +5,6 @@ written, no code run; the window keeps the model it had."""
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,12 @@ from PIL import Image
 
 from tests.core.test_checkpoint_hostile import HOSTILE_CHECKPOINTS, MARKER, WEIGHTS_FOR
 from tests.core.test_training_hostile import HOSTILE_TRAINING_SETTINGS
+from tests.fuzz.cli_run import run_cli
 from tests.fuzz.conftest import record
 from tests.gui.conftest import running_window
-from vitexplorer.cli import main
 from vitexplorer.gui.workers import ModelRequest
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
-
-
-def _run_cli(args: list[str], capsys) -> tuple[int | None, list[str], bool]:
-    """(exit status, error lines, crashed): a crash is any exception out of main()."""
-    try:
-        status = main(args)
-    except BaseException:  # what the suite looks for
-        traceback.print_exc()
-        return None, [], True
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip() and "note:" not in line]
-    return status, lines, "Traceback" in err
 
 
 def test_every_hostile_checkpoint_through_analyze(tmp_path: Path, capsys) -> None:
@@ -46,9 +33,10 @@ def test_every_hostile_checkpoint_through_analyze(tmp_path: Path, capsys) -> Non
             (WEIGHTS_FOR[case], str(path)) if case in WEIGHTS_FOR else (str(path), "default")
         )
         out = folder / "out"
-        status, lines, crashed = _run_cli(
+        status, _, lines, crashed = run_cli(
             ["analyze", str(image), "--model", name, "--weights", weights, "--out", str(out)],
             capsys,
+            drop_notes=True,
         )
         code = bool(list(folder.rglob(MARKER)))
         record("checkpoints: vitexplorer analyze", case, crash=crashed, code=code)
@@ -64,7 +52,9 @@ def test_every_hostile_setting_through_finetune(tmp_path: Path, capsys) -> None:
     for case, fragment in HOSTILE_TRAINING_SETTINGS:
         out = tmp_path / f"{case}.safetensors"
         args = ["finetune", "--model", "small_vit", "--data", str(tmp_path / "no-data")]
-        status, lines, crashed = _run_cli([*args, "--out", str(out), *fragment], capsys)
+        status, _, lines, crashed = run_cli(
+            [*args, "--out", str(out), *fragment], capsys, drop_notes=True
+        )
         record("settings: vitexplorer finetune", case, crash=crashed, lost=False)
         if crashed or status != 2 or len(lines) != 1 or out.exists():
             problems.append(f"{case}: status {status}, {lines}")
@@ -143,7 +133,7 @@ def test_every_hostile_model_name_through_analyze(tmp_path: Path, capsys) -> Non
     for case, name in _hostile_names(tmp_path):
         out = tmp_path / "out"
         args = ["analyze", str(image), "--model", name, "--weights", "none", "--out", str(out)]
-        status, lines, crashed = _run_cli([*args, "--device", "cpu"], capsys)
+        status, _, lines, crashed = run_cli([*args, "--device", "cpu"], capsys, drop_notes=True)
         record("model names: vitexplorer analyze", case, crash=crashed)
         if crashed or status != 2 or len(lines) != 1 or len(lines[0]) > 300:
             problems.append(f"{case}: status {status}, {lines}")

@@ -13,17 +13,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.fuzz.cli_run import run_cli
 from tests.fuzz.conftest import record
 from tests.fuzz.timelapse_blocks import GOOD, PROBES, Tensors, all_cases, write_block
 from tests.gui.conftest import running_window
-from vitexplorer.cli import main
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.gui.workers import ModelRequest
 
@@ -41,19 +40,6 @@ def model_parts(tiny_checkpoint: Path) -> tuple[Tensors, dict[str, Any]]:
     return read_weights(tiny_checkpoint)
 
 
-def _run_cli(args: list[str], capsys) -> tuple[int | None, str, list[str], bool]:
-    """(exit status, stdout, error lines, crashed): a crash is any exception out of main()."""
-    try:
-        status = main(args)
-    except BaseException:  # what the suite looks for
-        traceback.print_exc()
-        captured = capsys.readouterr()
-        return None, captured.out, captured.err.splitlines(), True
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    return status, captured.out, lines, "Traceback" in captured.err
-
-
 @pytest.mark.timeout(300)
 def test_every_tampered_block_through_timelapse(
     model_parts: tuple[Tensors, dict[str, Any]],
@@ -69,7 +55,7 @@ def test_every_tampered_block_through_timelapse(
         checkpoint = write_block(folder / "run.safetensors", case, model_parts)
         before = checkpoint.read_bytes()
         out = folder / "out"
-        status, stdout, lines, crashed = _run_cli(
+        status, stdout, lines, crashed = run_cli(
             ["timelapse", str(checkpoint), "--out", str(out), "--format", "png", "--format",
              "npy"], capsys  # GIFs take Pillow 0.5 s to quantise: one test writes them
         )  # fmt: skip
@@ -115,7 +101,7 @@ def test_the_messages_name_the_field(
     cases = {c.name: c for c in all_cases()}
     for name, words in expected.items():
         checkpoint = write_block(tmp_path / "run.safetensors", cases[name], model_parts)
-        status, _, lines, _ = _run_cli(["timelapse", str(checkpoint), "--out", str(tmp_path / "o")],
+        status, _, lines, _ = run_cli(["timelapse", str(checkpoint), "--out", str(tmp_path / "o")],
                                        capsys)  # fmt: skip
         assert status == 2 and len(lines) == 1, (name, lines)
         assert lines[0].startswith(
@@ -235,7 +221,7 @@ def test_a_write_that_fails_is_one_line_and_the_folder_is_as_it_was(
     mine = out / "notes.txt"
     mine.write_text("the user's own file")
     _fail(monkeypatch, where, number, out)
-    status, stdout, lines, crashed = _run_cli(
+    status, stdout, lines, crashed = run_cli(
         ["timelapse", str(checkpoint), "--out", str(out)], capsys
     )
     monkeypatch.undo()
@@ -261,7 +247,7 @@ def test_a_write_that_fails_into_a_new_folder_leaves_no_folder(
     checkpoint = write_block(tmp_path / "run.safetensors", GOOD, model_parts)
     out = tmp_path / "new" / "out"
     _fail(monkeypatch, "the third PNG", errno.ENOSPC, out)
-    status, _, lines, crashed = _run_cli(["timelapse", str(checkpoint), "--out", str(out)], capsys)
+    status, _, lines, crashed = run_cli(["timelapse", str(checkpoint), "--out", str(out)], capsys)
     monkeypatch.undo()
     record(CLI_DOOR, "write fails: into a new folder", crash=crashed, lost=out.exists())
     assert status == 2 and len(lines) == 1 and not crashed
@@ -287,7 +273,7 @@ def test_ctrl_c_while_writing_leaves_the_folder_as_it_was(
         return original(image, handle)
 
     monkeypatch.setattr(figure, "save_png", interrupted)
-    status, stdout, lines, crashed = _run_cli(
+    status, stdout, lines, crashed = run_cli(
         ["timelapse", str(checkpoint), "--out", str(out)], capsys
     )
     monkeypatch.undo()

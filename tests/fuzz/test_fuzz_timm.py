@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import os
 import stat
-import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from tests.fuzz.cli_run import run_cli
 from tests.fuzz.conftest import record
-from vitexplorer.cli import main
 from vitexplorer.core.training import estimate
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
@@ -98,18 +97,6 @@ ONLINE_NAMES = (
 # --- running one input -----------------------------------------------------------------------
 
 
-def _run(args: list[str], capsys) -> tuple[int | None, list[str], bool]:
-    """(exit status, stderr lines, crashed): a crash is any exception out of main() or a
-    traceback on stderr."""
-    try:
-        status = main(args)
-    except BaseException:  # what the suite looks for
-        traceback.print_exc()
-        return None, [], True
-    err = capsys.readouterr().err
-    return status, [line for line in err.splitlines() if line.strip()], "Traceback" in err
-
-
 def _problem_with_line(line: str) -> str | None:
     """What is wrong with a refusal's line: not vitexplorer's, too long, or raw control
     characters (escape sequences, NUL, bidirectional overrides) that reach the terminal."""
@@ -179,7 +166,7 @@ def _refused(
     """(crashed, what is wrong) for an input that must be refused: exit 2, one line (after the
     download announcement where ``announced``) holding each of ``words``, nothing written."""
     args = ["analyze", str(image), "--model", name, "--weights", weights, "--out", str(out)]
-    status, lines, crashed = _run([*args, "--device", "cpu"], capsys)
+    status, _, lines, crashed = run_cli([*args, "--device", "cpu"], capsys)
     if crashed:
         return True, "crashed"
     if announced and lines and lines[0].startswith(ANNOUNCEMENT):
@@ -410,7 +397,9 @@ def test_wrong_weights_files_for_a_timm_name(tmp_path: Path, image: Path, capsys
             crashed, wrong = _refused("timm:test_vit", str(path), out, image, capsys, (path.name,))
         else:
             args = ["analyze", str(image), "--model", "timm:test_vit", "--weights", str(path)]
-            status, lines, crashed = _run([*args, "--out", str(out), "--device", "cpu"], capsys)
+            status, _, lines, crashed = run_cli(
+                [*args, "--out", str(out), "--device", "cpu"], capsys
+            )
             attention = out / "photo.attention.npy"
             wrong = None if status == 0 and attention.is_file() else f"status {status}, {lines}"
         code = (folder / MARKER).exists()

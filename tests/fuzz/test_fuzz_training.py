@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import stat
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fuzz.cli_run import run_cli
 from tests.fuzz.conftest import record
-from vitexplorer.cli import main
 from vitexplorer.cli.common import terminal_text
 from vitexplorer.core.io import folders
 
@@ -35,18 +34,6 @@ TRAIN_TINY = ["--width", "16", "--depth", "1", "--heads", "2", "--patch-size", "
 # without train/ and test/, 3 + 2 images a class are asked of folders of 4: always refused after
 # the scan, with each class's count, so a case never trains and its count shows what was taken
 TOO_MANY = ["--per-class", "3", "--test-per-class", "2"]
-
-
-def _run(args: list[str], capsys) -> tuple[int | None, list[str], str, bool]:
-    """(exit status, stderr lines, stdout, crashed)."""
-    try:
-        status = main(args)
-    except BaseException:  # what the suite looks for
-        traceback.print_exc()
-        return None, [], "", True
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    return status, lines, captured.out, "Traceback" in captured.err
 
 
 def _image(path: Path, value: int) -> None:
@@ -216,7 +203,7 @@ def test_every_hostile_dataset_folder(
         else:
             args = ["finetune", "--model", str(checkpoint), "--data", str(root), "--out", str(out)]
         before = (outside / "x.png").read_bytes()
-        status, lines, stdout, crashed = _run([*args, *TINY, *TOO_MANY], capsys)
+        status, stdout, lines, crashed = run_cli([*args, *TINY, *TOO_MANY], capsys)
         lost = (outside / "x.png").read_bytes() != before or not stat.S_ISFIFO(
             os.lstat(outside / "pipe").st_mode
         )
@@ -258,7 +245,7 @@ def test_an_unreadable_dataset_folder_says_permission_denied(
             args += ["--model", "small_vit", "--weights", "none"]
         else:
             args += TRAIN_TINY
-        status, lines, _, crashed = _run(args, capsys)
+        status, _, lines, crashed = run_cli(args, capsys)
         record(DATA_DOOR, f"{command}: unreadable class folder", crash=crashed)
         assert status == 2 and len(lines) == 1, lines
         assert f"cannot list the class folder {root / 'red'}: Permission denied" in lines[0]
@@ -267,7 +254,7 @@ def test_an_unreadable_dataset_folder_says_permission_denied(
     for command in ("train", "finetune"):
         args = [command, "--data", str(root), "--out", str(out), *TINY, *TOO_MANY]
         args += ["--model", "small_vit", "--weights", "none"] if command == "finetune" else []
-        status, lines, _, crashed = _run([*args, *(TRAIN_TINY if command == "train" else [])],
+        status, _, lines, crashed = run_cli([*args, *(TRAIN_TINY if command == "train" else [])],
                                          capsys)  # fmt: skip
         record(DATA_DOOR, f"{command}: unreadable dataset folder", crash=crashed)
         assert status == 2
@@ -398,7 +385,7 @@ def test_every_hostile_path_option(
             with monkeypatch.context() as patch:
                 if variant == "unreadable":
                     _unreadable_open(patch, Path(value))
-                status, lines, stdout, crashed = _run(args, capsys)
+                status, stdout, lines, crashed = run_cli(args, capsys)
             fifo_kept = stat.S_ISFIFO(os.lstat(base / f"fifo{suffix}").st_mode)
             record(PATH_DOOR, f"{name} {option} {variant}", crash=crashed, lost=not fifo_kept)
             line = lines[-1] if lines else ""
