@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitexplorer.core.explain.tokens import patch_for_token, token_for_patch
+from vitexplorer.core.explorer.evented import Evented
 from vitexplorer.core.io.folders import image_files
 
 if TYPE_CHECKING:  # the GUI imports this module before torch is loaded
@@ -142,8 +143,11 @@ class ImageSession:
 
 
 @dataclass
-class Selection:
-    """What the views show: a layer (0-based), a head or None for the mean, and a token."""
+class Selection(Evented):
+    """What the views show: a layer (0-based), a head or None for the mean, and a token.
+
+    Evented (:mod:`vitexplorer.core.explorer.evented`): a view subscribes and hears which of
+    these changed, once per change however many fields it set."""
 
     layer: int = 0
     head: int | None = None
@@ -151,11 +155,12 @@ class Selection:
 
     def fit(self, spec: ModelSpec) -> None:
         """Keep what still makes sense for ``spec``; the token goes back to CLS (the centre
-        patch for a model without prefix tokens)."""
-        self.layer = min(self.layer, spec.num_layers - 1)
-        if self.head is not None and self.head >= spec.num_heads:
-            self.head = None
-        self.token = spec.default_token()
+        patch for a model without prefix tokens). Announced as one change."""
+        self.update(
+            layer=min(self.layer, spec.num_layers - 1),
+            head=None if self.head is not None and self.head >= spec.num_heads else self.head,
+            token=spec.default_token(),
+        )
 
     def patch(self, spec: ModelSpec) -> tuple[int, int] | None:
         return patch_for_token(self.token, spec.grid, spec.num_prefix_tokens)
