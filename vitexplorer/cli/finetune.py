@@ -148,13 +148,14 @@ def run_finetune(options: argparse.Namespace) -> int:
         config.check(model.spec.num_layers)
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
+    base = _base_request(options, model)
     _check_room(
         out,
         training.finetuned_checkpoint_bytes(model, dataset.class_names)
         + timelapse_bytes(model.spec, config),
     )
 
-    report, result = run_engine(model, dataset, config)
+    report, result = run_engine(model, dataset, config, base)
     if result.cancelled:
         report.result(result, None)
         raise Failed("interrupted; nothing was saved", 130)
@@ -188,9 +189,22 @@ def _head(result: Any) -> str:
     return "kept" if result.head_kept else "new"
 
 
-def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:
+def _base_request(options: argparse.Namespace, model: Any) -> Any:
+    """How the base model loads again (its file's bytes hashed), for the checkpoint."""
+    from vitexplorer.core.models.base_record import base_request
+
+    try:
+        return base_request(options.model, options.weights, model.spec.family)
+    except OSError as exc:  # the file went, or became unreadable, since it was loaded
+        raise Failed(f"cannot read the base model's file again: {exc.strerror or exc}", 2) from exc
+
+
+def run_engine(
+    model: Any, dataset: Any, config: Any, base_request: Any = None
+) -> tuple[FinetuneReport, Any]:
     """Run the training engine on ``model``, its events reported on stdout and stderr; Ctrl-C
-    cancels. The report and the engine's FinetuneResult, or a one-line :class:`Failed` (2)."""
+    cancels. The report and the engine's FinetuneResult, or a one-line :class:`Failed` (2).
+    ``base_request``: how ``model`` loads again, for the checkpoint (a fine-tune's)."""
     from vitexplorer.core.explain.analysis import failure_message
     from vitexplorer.core.training import engine as training
     from vitexplorer.core.training.datasets import DatasetError
@@ -199,7 +213,10 @@ def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, A
     result = None
     with CtrlCCancels(report) as cancel:
         try:
-            for event in training.finetune(model, dataset, config, cancelled=cancel):
+            events = training.finetune(
+                model, dataset, config, cancelled=cancel, base_request=base_request
+            )
+            for event in events:
                 report.show(event)
                 if isinstance(event, training.Finished):
                     result = event.result

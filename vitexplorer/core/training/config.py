@@ -402,9 +402,9 @@ class TrainConfig(FinetuneConfig):
     label_smoothing: float = _again(_F, "label_smoothing", 0.1)
     augment: bool = _again(_F, "augment", False, **_NOT_AN_OPTION)
     mixed_precision: bool = _again(
-        _F, "mixed_precision", True, help="float32 throughout (as for 'finetune')")
-    seed: int = _again(
-        _F, "seed", 0, help="decides the weights, images, order and augmentation")
+        _F, "mixed_precision", True, help="float32 throughout (as for 'finetune')"
+    )
+    seed: int = _again(_F, "seed", 0, help="decides the weights, images, order and augmentation")
     head: str = _again(_F, "head", "keep", **_NOT_AN_OPTION)
     augment_policy: str = setting(
         "crop-flip", what="the augment_policy setting", label="Augmentation",

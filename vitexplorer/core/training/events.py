@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vitexplorer.core.models.base_record import RECORD_KEY, BaseRequest
 from vitexplorer.core.training.config import FinetuneConfig
 from vitexplorer.core.training.verdict import verdict
 
@@ -140,6 +141,7 @@ class FinetuneResult:
     timelapse: TimeLapse | None = None  # the probes' attention through training
     head_kept: bool = False  # fine-tuning started from the base model's own classifier
     head_reason: str = ""  # why that head, in words
+    base_request: BaseRequest | None = None  # how the base model loads again, when known
 
     @property
     def ties(self) -> int | None:
@@ -208,6 +210,7 @@ class FinetuneResult:
         return {
             "finetune": {
                 "base": self.base,
+                **({} if self.base_request is None else {RECORD_KEY: self.base_request.to_dict()}),
                 "freeze_policy": self.config.freeze,
                 "head": "kept" if self.head_kept else "new",
                 "head_reason": self.head_reason,
