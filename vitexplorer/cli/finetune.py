@@ -155,7 +155,8 @@ def run_finetune(options: argparse.Namespace) -> int:
         + timelapse_bytes(model.spec, config),
     )
 
-    report, result = run_engine(model, dataset, config, base)
+    report, result = run_engine(model, dataset, config)
+    result.base_request = base  # how the base loads again, for the checkpoint
     if result.cancelled:
         report.result(result, None)
         raise Failed("interrupted; nothing was saved", 130)
@@ -199,12 +200,9 @@ def _base_request(options: argparse.Namespace, model: Any) -> Any:
         raise Failed(f"cannot read the base model's file again: {exc.strerror or exc}", 2) from exc
 
 
-def run_engine(
-    model: Any, dataset: Any, config: Any, base_request: Any = None
-) -> tuple[FinetuneReport, Any]:
+def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:
     """Run the training engine on ``model``, its events reported on stdout and stderr; Ctrl-C
-    cancels. The report and the engine's FinetuneResult, or a one-line :class:`Failed` (2).
-    ``base_request``: how ``model`` loads again, for the checkpoint (a fine-tune's)."""
+    cancels. The report and the engine's FinetuneResult, or a one-line :class:`Failed` (2)."""
     from vitexplorer.core.explain.analysis import failure_message
     from vitexplorer.core.training import engine as training
     from vitexplorer.core.training.datasets import DatasetError
@@ -213,10 +211,7 @@ def run_engine(
     result = None
     with CtrlCCancels(report) as cancel:
         try:
-            events = training.finetune(
-                model, dataset, config, cancelled=cancel, base_request=base_request
-            )
-            for event in events:
+            for event in training.finetune(model, dataset, config, cancelled=cancel):
                 report.show(event)
                 if isinstance(event, training.Finished):
                     result = event.result

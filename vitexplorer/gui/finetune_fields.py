@@ -121,12 +121,11 @@ def field_value(widget: QWidget, s: Setting) -> object:
 
 def set_field(widget: QWidget, s: Setting, value: object) -> None:
     """Show ``value`` (in the field's units, maybe as QSettings read it back: text) in
-    ``widget``; a value that cannot be shown (not a number, NaN, not a choice) is ignored."""
+    ``widget``; a number that cannot be shown (not a number, NaN) is ignored, a value that is
+    not among a combo box's choices shows its first."""
     try:
-        if isinstance(widget, QComboBox):
-            index = widget.findData(value)
-            if index >= 0:
-                widget.setCurrentIndex(index)
+        if isinstance(widget, QComboBox):  # not a choice: the first
+            widget.setCurrentIndex(max(0, widget.findData(value)))
         elif isinstance(widget, QCheckBox):
             widget.setChecked(_truth(value))
         elif isinstance(widget, QSpinBox):

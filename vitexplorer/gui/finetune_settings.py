@@ -562,13 +562,14 @@ class FinetuneSettings(QWidget):
             value, blocks = "last", value[5:]
         elif value == "last":
             blocks = self.store.value(f"{self.mode}/blocks")
-        set_field(self.freeze_box, FORM_SETTINGS["freeze"], value)
         try:
-            if blocks is not None:
-                self._wanted_blocks = int(str(blocks))
-                self.set_num_layers(self.num_layers)
-        except ValueError:
-            pass
+            wanted = None if blocks is None else int(str(blocks))
+        except ValueError:  # last:many: not a policy, the first choice
+            value, wanted = "", None
+        set_field(self.freeze_box, FORM_SETTINGS["freeze"], value)
+        if wanted is not None:
+            self._wanted_blocks = wanted
+            self.set_num_layers(self.num_layers)
 
 
 def _label(name: str) -> str:

@@ -192,7 +192,7 @@ class FinetuneWorker(QObject):
         if cancelled():
             self.stopped.emit("cancelled")
             return
-        self._relay(finetune(base, dataset, config, cancelled=cancelled, base_request=record))
+        self._relay(finetune(base, dataset, config, cancelled=cancelled), record)
 
     def _scratch(self, job: ScratchJob) -> None:
         """As ``vitexplorer train``: the architecture and settings checked, then the memory
@@ -241,8 +241,9 @@ class FinetuneWorker(QObject):
         self.stage.emit("model", 0, 0, 0.0)
         return dataset
 
-    def _relay(self, events) -> None:  # the engine's generator
-        """The engine's events as signals, steps in batches."""
+    def _relay(self, events, base_request: Any = None) -> None:  # the engine's generator
+        """The engine's events as signals, steps in batches. ``base_request``
+        (core.models.base_record.BaseRequest): how the base loads again, for the result."""
         from vitexplorer.core.training.engine import (
             Epoch,
             Finished,
@@ -277,6 +278,7 @@ class FinetuneWorker(QObject):
             elif isinstance(event, Notice):
                 self.notice.emit(event.message)
             elif isinstance(event, Finished):
+                event.result.base_request = base_request
                 self.finished.emit(event.result)
 
     def _send_steps(self, pending: list) -> None:

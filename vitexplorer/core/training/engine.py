@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitexplorer.core.models.base_record import BaseRequest
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.training.augment import augment_batch
 from vitexplorer.core.training.config import (
@@ -195,13 +194,9 @@ def finetune(
     config: FinetuneConfig,
     cancelled: CancelCheck | None = None,
     gallery_size: int = 40,
-    base_request: BaseRequest | None = None,
 ) -> Generator[Event, None, None]:
-    """Fine-tune ``base`` (which it takes over and changes) on a subset of ``dataset``.
-    ``base_request``, how ``base`` was loaded, goes into the result's metadata so that the
-    base can be loaded again."""
+    """Fine-tune ``base`` (which it takes over and changes) on a subset of ``dataset``."""
     run = _Run(base, dataset, config, cancelled or (lambda: False))
-    run.base_request = base_request
     try:
         yield from run.events(gallery_size)
     except torch.OutOfMemoryError as exc:
@@ -241,7 +236,6 @@ class _Run:
         self.dataset = dataset
         self.cancelled = cancelled
         self.base_label = f"{base.spec.display_name}, {base.spec.weights}"
-        self.base_request: BaseRequest | None = None
         verb = "trained from scratch" if config.from_scratch else "fine-tuned"
         self.head = self._head_choice(base)
         keep = config.keeps_own_head if config.from_scratch else self.head.keep
@@ -490,7 +484,6 @@ class _Run:
             config=self.config,
             dataset=self.dataset.name,
             base=self.base_label,
-            base_request=self.base_request,
             trainable_params=self.trainable_params,
             cached=self.cached,
             seconds=time.perf_counter() - started,

@@ -141,7 +141,9 @@ class FinetuneResult:
     timelapse: TimeLapse | None = None  # the probes' attention through training
     head_kept: bool = False  # fine-tuning started from the base model's own classifier
     head_reason: str = ""  # why that head, in words
-    base_request: BaseRequest | None = None  # how the base model loads again, when known
+    # how the base model loads again, when known: set by whoever loaded it (the engine is
+    # given the model, not how it was loaded)
+    base_request: BaseRequest | None = None
 
     @property
     def ties(self) -> int | None:
