@@ -304,8 +304,8 @@ def test_crop_moves_the_image_within_the_padding() -> None:
 def test_the_command_line_and_the_app_offer_every_augmentation() -> None:
     from vitexplorer.gui.finetune_settings import AUGMENTATION_CHOICES
 
-    assert train_cli.train_parser().parse_args(["--data", "d", "--out", "m.st", "--augment",
-                                                "randaugment"]).augment_policy == "randaugment"
+    args = ["--data", "d", "--out", "m.st", "--augment", "randaugment"]
+    assert train_cli.train_parser().parse_args(args).augment_policy == "randaugment"
     assert tuple(value for value, _ in AUGMENTATION_CHOICES) == AUGMENTATIONS
 
 
