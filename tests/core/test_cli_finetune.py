@@ -19,8 +19,8 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 
 from vitexplorer import cli
-from vitexplorer.cli import FINETUNE_DEFAULTS, FinetuneReport, main
-from vitexplorer.cli.common import probe_settings
+from vitexplorer.cli import FinetuneReport, main
+from vitexplorer.cli.settings import config_values
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.vit import SmallViTConfig
@@ -80,11 +80,11 @@ def _lines(text: str) -> list[str]:
 
 
 def test_defaults_are_the_engines():
-    assert FINETUNE_DEFAULTS == training.FinetuneConfig().to_dict()
     required = ["--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
     parsed = cli.finetune_parser().parse_args(required)
-    options = {**vars(parsed), **probe_settings(parsed)}  # the engine's probe settings
-    assert {key: options[key] for key in FINETUNE_DEFAULTS} == FINETUNE_DEFAULTS
+    given = config_values(parsed, training.FinetuneConfig)
+    assert training.FinetuneConfig(**given) == training.FinetuneConfig()
+    assert set(given) == set(training.FinetuneConfig().to_dict())  # every setting is an option
     flags = ["--augment", "--no-mixed-precision", "--freeze", "last:1", "--lr", "0.5"]
     options = vars(cli.finetune_parser().parse_args([*required, *flags]))
     assert (options["augment"], options["mixed_precision"]) == (True, False)

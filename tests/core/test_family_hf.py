@@ -25,7 +25,8 @@ from vitexplorer.core.models import loading as models  # noqa: E402
 from vitexplorer.core.models.capture import capturing_attention, forward_with_attention  # noqa: E402
 from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
 from vitexplorer.core.models.families import UnsupportedModel, adapter_for, hf  # noqa: E402
-from vitexplorer.core.training.finetune_model import SplitViT, parse_freeze, with_new_head  # noqa: E402
+from vitexplorer.core.training.config import parse_freeze  # noqa: E402
+from vitexplorer.core.training.finetune_model import SplitViT, with_new_head  # noqa: E402
 
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=8)
 LABELS = {"id2label": {0: "cat", 1: "dog", 2: "eel"}, "label2id": {"cat": 0, "dog": 1, "eel": 2}}

@@ -15,6 +15,7 @@ from tests.conftest import TINY, write_colour_dataset
 from vitexplorer.core.models.families.torchvision import spec_for as torchvision_spec
 from vitexplorer.core.models.loading import LoadedModel, load_model, save_checkpoint
 from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.config import FreezePolicyError, parse_freeze
 from vitexplorer.core.training.datasets import open_dataset
 from vitexplorer.core.training.engine import (
     Epoch,
@@ -27,12 +28,7 @@ from vitexplorer.core.training.engine import (
     TrainingError,
     finetune,
 )
-from vitexplorer.core.training.finetune_model import (
-    FreezePolicyError,
-    SplitViT,
-    parse_freeze,
-    trainable_counts,
-)
+from vitexplorer.core.training.finetune_model import SplitViT, trainable_counts
 
 # float32 throughout, so that the exact comparisons below hold on any CPU
 QUICK = FinetuneConfig(

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from tests.conftest import write_colour_dataset
-from vitexplorer.cli import FINETUNE_DEFAULTS, finetune_parser, main
+from vitexplorer.cli import finetune_parser, main
+from vitexplorer.cli.settings import config_values
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.training import engine as training
@@ -83,7 +84,7 @@ def _named(case: str) -> str:
 def _config(fragment: list[str]) -> FinetuneConfig:
     """The engine's settings as the command line builds them from ``fragment``."""
     options = finetune_parser().parse_args([*REQUIRED, *fragment])
-    return FinetuneConfig(**{key: getattr(options, key) for key in FINETUNE_DEFAULTS})
+    return FinetuneConfig(**config_values(options, FinetuneConfig))
 
 
 @pytest.mark.parametrize(("case", "fragment"), HOSTILE_TRAINING_SETTINGS, ids=IDS)

@@ -17,10 +17,9 @@ from tests.gui.conftest import GUI_CONFIG, make_window
 from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from tests.gui.test_train_scratch import SMALL, scratch_mode
 from vitexplorer.core.models.loading import load_model, save_checkpoint
-from vitexplorer.core.training import timelapse as core_timelapse
 from vitexplorer.core.training.timelapse import Frame, TimeLapse, read_timelapse
 from vitexplorer.gui.finetune_panel import WAITING_FOR_FRAME
-from vitexplorer.gui.finetune_settings import DEFAULT_PROBES, MAX_PROBES, FinetuneSettings
+from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.timelapse_view import CHOSEN_PROBE, CLS, MEAN_OF_HEADS, ROLLOUT
 from vitexplorer.gui.workers import ModelRequest
@@ -290,10 +289,6 @@ def test_a_cancelled_run_keeps_its_frames_and_a_new_run_clears_them(
 def test_the_probe_settings_are_remembered_per_mode_and_reach_the_config(
     qtbot, tmp_path: Path, monkeypatch
 ) -> None:
-    assert (DEFAULT_PROBES, MAX_PROBES) == (
-        core_timelapse.DEFAULT_PROBES,
-        core_timelapse.MAX_PROBES,
-    )
     store = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
     form = FinetuneSettings(store)
     qtbot.addWidget(form)

@@ -34,7 +34,6 @@ from vitexplorer.cli.common import (
 from vitexplorer.core.io.paths import UserPathError
 
 __all__ = [
-    "FINETUNE_DEFAULTS",
     "MODEL_NAMES",
     "FinetuneReport",
     "ProgressBar",
@@ -64,7 +63,6 @@ COMMANDS = tuple(_COMMANDS)
 _LATER = {
     "analyze_parser": "analyze",
     "write_outputs": "analyze",
-    "FINETUNE_DEFAULTS": "finetune",
     "FinetuneReport": "finetune",
     "finetune_parser": "finetune",
 }
@@ -153,7 +151,7 @@ _INPUT_ERRORS = (
     ("vitexplorer.core.training.pixel_csv", "PixelCSVError"),
     ("vitexplorer.core.io.images", "ImageLoadError"),
     ("vitexplorer.core.training.timelapse", "TimeLapseError"),
-    ("vitexplorer.core.training.finetune_model", "FreezePolicyError"),
+    ("vitexplorer.core.training.config", "FreezePolicyError"),
 )
 
 

@@ -358,62 +358,6 @@ def output_folder(path: Path) -> Path:
     return path
 
 
-# The options 'finetune' and 'train' share: (group, flag, type, metavar or choices). Each
-# command gives its defaults and, where it says more than the default, its own help.
-SHARED_TRAINING_OPTIONS: tuple[tuple[str, str, Any, Any], ...] = (
-    ("subsets", "--per-class", positive_int, "N"),
-    ("subsets", "--test-per-class", positive_int, "M"),
-    ("subsets", "--val-fraction", float, "F"),
-    ("training", "--epochs", positive_int, "E"),
-    ("training", "--lr", float, "X"),
-    ("training", "--batch-size", positive_int, "B"),
-    ("training", "--weight-decay", float, "X"),
-    ("training", "--schedule", None, ("cosine", "constant")),
-    ("training", "--label-smoothing", float, "X"),
-)
-
-
-def add_training_arguments(
-    groups: dict[str, Any], defaults: dict[str, Any], helps: dict[str, str]
-) -> None:
-    """Add :data:`SHARED_TRAINING_OPTIONS` to ``groups`` (argument groups by name) with
-    ``defaults`` (by destination) and ``helps`` (by destination; '(default: ...)' otherwise)."""
-    for group, flag, kind, shape in SHARED_TRAINING_OPTIONS:
-        key = flag[2:].replace("-", "_")
-        help_text = helps.get(key, "") + " (default: %(default)s)"
-        if kind is None:
-            extra: dict[str, Any] = {"choices": shape}
-        else:
-            extra = {"type": kind, "metavar": shape}
-        groups[group].add_argument(flag, default=defaults[key], help=help_text.strip(), **extra)
-
-
-def add_probe_arguments(group: Any, default_probes: int) -> None:
-    """The time-lapse's options: how many test images it follows, or the user's images."""
-    group.add_argument(
-        "--probes",
-        type=int,
-        default=default_probes,
-        metavar="N",
-        help="test images (class-balanced) whose attention is captured before the first step "
-        "and after every epoch, saved in the checkpoint as a time-lapse; 0 for none (default: "
-        "%(default)s)",
-    )
-    group.add_argument(
-        "--probe-image",
-        dest="probe_files",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="follow this image instead of test images (repeat for more)",
-    )
-
-
-def probe_settings(options: argparse.Namespace) -> dict[str, Any]:
-    """The engine's probe settings from :func:`add_probe_arguments`' options."""
-    return {"probes": options.probes, "probe_files": tuple(options.probe_files)}
-
-
 Named = Sequence[tuple[str, "str | os.PathLike[str] | None"]]  # (what the user called it, path)
 
 

@@ -20,41 +20,24 @@ from vitexplorer.cli.common import (
     CtrlCCancels,
     Failed,
     ProgressBar,
-    add_probe_arguments,
-    add_training_arguments,
     check_outputs,
     dataset_folders,
     device_choice,
     is_terminal,
     load_model_for,
-    probe_settings,
     terminal_text,
 )
 from vitexplorer.cli.inputs import check_training_inputs
+from vitexplorer.cli.settings import add_config_options, config_values
 from vitexplorer.core.io.paths import expand_user
+from vitexplorer.core.training.config import FinetuneConfig
 
-# FinetuneConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
-FINETUNE_DEFAULTS: dict[str, Any] = {
-    "per_class": 100,
-    "test_per_class": 50,
-    "val_fraction": 0.1,
-    "freeze": "head",
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "momentum": 0.9,
-    "batch_size": 64,
-    "epochs": 5,
-    "schedule": "cosine",
-    "warmup_epochs": 0.0,
-    "label_smoothing": 0.0,
-    "augment": False,
-    "mixed_precision": True,
-    "seed": 0,
-    "probes": 10,
-    "probe_files": (),
-    "head": "keep",
-}
+# the order of the options in the help (any other setting follows, in the field order)
+FINETUNE_OPTIONS = (
+    "freeze", "head", "per_class", "test_per_class", "val_fraction", "epochs", "lr",
+    "batch_size", "weight_decay", "schedule", "label_smoothing", "augment", "optimizer",
+    "momentum", "warmup_epochs", "mixed_precision", "seed", "probes", "probe_files",
+)  # fmt: skip
 
 
 def finetune_parser() -> argparse.ArgumentParser:
@@ -117,71 +100,12 @@ def finetune_parser() -> argparse.ArgumentParser:
         metavar="auto|cpu|cuda|mps",
         help="where the model trains; auto picks CUDA, then MPS, then the CPU (default: auto)",
     )
-    d = FINETUNE_DEFAULTS
-    data = parser.add_argument_group("the subsets")
-    train = parser.add_argument_group("training")
-    helps = {
-        "per_class": "training images per class, validation images included",
-        "test_per_class": "test images per class",
-        "val_fraction": "share of each class's training images held out for validation",
-        "lr": "peak learning rate",
-        "schedule": "the learning rate after any warm-up",
+    groups = {
+        "subsets": parser.add_argument_group("the subsets"),
+        "training": parser.add_argument_group("training"),
     }
-    train.add_argument(
-        "--freeze",
-        default=d["freeze"],
-        metavar="head|last:K|none",
-        help="train the head only, the last K blocks too, or everything (default: %(default)s)",
-    )
-    train.add_argument(
-        "--head",
-        choices=("keep", "new"),
-        default=d["head"],
-        help="keep: start from the model's own classifier when the dataset's classes are the "
-        "model's (same names, same order), else a new one; new: always a new, zero-initialised "
-        "head (default: %(default)s)",
-    )
-    add_training_arguments({"subsets": data, "training": train}, d, helps)
-    data.add_argument(
-        "--augment",
-        action="store_true",
-        help="random horizontal flips (the frozen part then runs every epoch, not once)",
-    )
-    train.add_argument(
-        "--optimizer",
-        choices=("adamw", "sgd"),
-        default=d["optimizer"],
-        help="(default: %(default)s)",
-    )
-    train.add_argument(
-        "--momentum",
-        type=float,
-        default=d["momentum"],
-        metavar="X",
-        help="for SGD (default: %(default)s)",
-    )
-    train.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=d["warmup_epochs"],
-        metavar="E",
-        help="linear warm-up, in epochs, fractions allowed (default: %(default)s)",
-    )
-    train.add_argument(
-        "--no-mixed-precision",
-        dest="mixed_precision",
-        action="store_false",
-        help="train in float32 throughout; by default the forward passes run in bfloat16 (or "
-        "float16) on a GPU, and in bfloat16 on a CPU with AMX, where it is several times faster",
-    )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=d["seed"],
-        metavar="S",
-        help="decides the images chosen, their order and any random weights (default: %(default)s)",
-    )
-    add_probe_arguments(parser.add_argument_group("time-lapse"), d["probes"])
+    groups["time-lapse"] = parser.add_argument_group("time-lapse")
+    add_config_options(groups, FinetuneConfig, FINETUNE_OPTIONS)
     return parser
 
 
@@ -207,8 +131,7 @@ def run_finetune(options: argparse.Namespace) -> int:
     from vitexplorer.core.training import engine as training
     from vitexplorer.core.training.timelapse import timelapse_bytes
 
-    settings = {key: getattr(options, key) for key in FINETUNE_DEFAULTS}
-    config = training.FinetuneConfig(**{**settings, **probe_settings(options)})
+    config = FinetuneConfig(**config_values(options, FinetuneConfig))
     try:
         replace(config, freeze="head").check(1)  # the freeze policy needs the model: see below
     except ValueError as exc:
@@ -225,6 +148,7 @@ def run_finetune(options: argparse.Namespace) -> int:
         config.check(model.spec.num_layers)
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
+    base = _base_request(options, model)
     _check_room(
         out,
         training.finetuned_checkpoint_bytes(model, dataset.class_names)
@@ -232,6 +156,7 @@ def run_finetune(options: argparse.Namespace) -> int:
     )
 
     report, result = run_engine(model, dataset, config)
+    result.base_request = base  # how the base loads again, for the checkpoint
     if result.cancelled:
         report.result(result, None)
         raise Failed("interrupted; nothing was saved", 130)
@@ -263,6 +188,16 @@ def _timelapse_summary(timelapse: Any) -> dict[str, Any] | None:
 def _head(result: Any) -> str:
     """The final JSON line's word on the classifier a fine-tune started from."""
     return "kept" if result.head_kept else "new"
+
+
+def _base_request(options: argparse.Namespace, model: Any) -> Any:
+    """How the base model loads again (its file's bytes hashed), for the checkpoint."""
+    from vitexplorer.core.models.base_record import base_request
+
+    try:
+        return base_request(options.model, options.weights, model.spec.family)
+    except OSError as exc:  # the file went, or became unreadable, since it was loaded
+        raise Failed(f"cannot read the base model's file again: {exc.strerror or exc}", 2) from exc
 
 
 def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, Any]:

@@ -16,21 +16,18 @@ from typing import Any
 from vitexplorer.cli.common import (
     PROG,
     Failed,
-    add_probe_arguments,
-    add_training_arguments,
     check_outputs,
     dataset_folders,
     device_choice,
-    probe_settings,
 )
 from vitexplorer.cli.finetune import (
-    FINETUNE_DEFAULTS,
     _check_room,
     _checked_checkpoint_path,
     _open_dataset,
     run_engine,
 )
 from vitexplorer.cli.inputs import check_training_inputs
+from vitexplorer.cli.settings import add_config_options, config_values
 from vitexplorer.core.io.paths import expand_user
 from vitexplorer.core.models.architecture import (
     ARCH_DEFAULTS,
@@ -39,25 +36,14 @@ from vitexplorer.core.models.architecture import (
     default_warmup,
     memory_problem,
 )
+from vitexplorer.core.training.config import TrainConfig
 
-# TrainConfig's defaults, repeated so that the help text needs no torch (a test keeps them equal)
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "per_class": 5000,
-    "test_per_class": 1000,
-    "val_fraction": 0.1,
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-    "batch_size": 128,
-    "epochs": 50,
-    "schedule": "cosine",
-    "warmup_epochs": 5.0,
-    "label_smoothing": 0.1,
-    "mixed_precision": True,
-    "seed": 0,
-    "augment_policy": "crop-flip",
-    "clip_grad": 1.0,
-    "head_init": "normal",
-}
+# the order of the options in the help (any other setting follows, in the field order)
+TRAIN_OPTIONS = (
+    "per_class", "test_per_class", "val_fraction", "epochs", "lr", "batch_size", "weight_decay",
+    "schedule", "label_smoothing", "augment_policy", "warmup_epochs", "clip_grad", "head_init",
+    "mixed_precision", "seed", "probes", "probe_files",
+)  # fmt: skip
 ARCH_ARGUMENTS = (
     ("--image-size", int, "PX", "input size; images are resized to it"),
     ("--patch-size", int, "PX", "the side of each square patch; must divide the image size"),
@@ -69,7 +55,6 @@ ARCH_ARGUMENTS = (
     ("--drop-path", float, "P", "stochastic depth at the last block, rising linearly from 0 at "
      "the first"),
 )  # fmt: skip
-AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-rotate", "trivialaugment", "randaugment")
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -148,64 +133,12 @@ def train_parser() -> argparse.ArgumentParser:
             metavar=metavar,
             help=f"{help_text} (default: %(default)s)",
         )
-    d = TRAIN_DEFAULTS
-    data = parser.add_argument_group("the subsets")
-    train = parser.add_argument_group("training (AdamW)")
-    helps = {
-        "per_class": "training images per class, validation included; 5000 is all of CIFAR-10's",
-        "test_per_class": "test images per class",
-        "val_fraction": "share of each class's training images held out for validation, "
-        "which picks the best epoch",
-        "lr": "peak learning rate",
-        "schedule": "after the warm-up",
+    groups = {
+        "subsets": parser.add_argument_group("the subsets"),
+        "training": parser.add_argument_group("training (AdamW)"),
     }
-    add_training_arguments({"subsets": data, "training": train}, d, helps)
-    data.add_argument(
-        "--augment",
-        dest="augment_policy",
-        choices=AUGMENTATIONS,
-        default=d["augment_policy"],
-        help="random changes to each training batch: flips; random crops of the image padded "
-        "by 4 px, and flips; those followed by a turn of up to 15 degrees either way, or by "
-        "torchvision's TrivialAugmentWide or RandAugment (default: %(default)s)",
-    )
-    train.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=None,
-        metavar="E",
-        help="linear warm-up in epochs (default: a tenth of the epochs, at most "
-        f"{d['warmup_epochs']:g})",
-    )
-    train.add_argument(
-        "--clip-grad",
-        type=float,
-        default=d["clip_grad"],
-        metavar="NORM",
-        help="largest gradient norm, 0 for no clipping (default: %(default)s)",
-    )
-    train.add_argument(
-        "--head-init",
-        choices=("normal", "zero"),
-        default=d["head_init"],
-        help="the classifier's start: the model's own small random weights (truncated normal, "
-        "std 0.02, as timm's ViTs), or zeros, which pass no gradient to the blocks until the "
-        "head has grown (how the demo model was trained) (default: %(default)s)",
-    )
-    train.add_argument(
-        "--no-mixed-precision",
-        dest="mixed_precision",
-        action="store_false",
-        help="float32 throughout (as for 'finetune')",
-    )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=d["seed"],
-        metavar="S",
-        help="decides the weights, images, order and augmentation (default: %(default)s)",
-    )
-    add_probe_arguments(parser.add_argument_group("time-lapse"), FINETUNE_DEFAULTS["probes"])
+    groups["time-lapse"] = parser.add_argument_group("time-lapse")
+    add_config_options(groups, TrainConfig, TRAIN_OPTIONS)
     return parser
 
 
@@ -234,11 +167,9 @@ def check_memory(config: Any, batch_size: int, device: str) -> None:
         raise Failed(problem, 2)
 
 
-def train_config(options: argparse.Namespace) -> Any:
-    from vitexplorer.core.training.engine import TrainConfig
-
-    settings = {key: getattr(options, key) for key in TRAIN_DEFAULTS}
-    settings.update(probe_settings(options))
+def train_config(options: argparse.Namespace) -> TrainConfig:
+    """The run's settings; the warm-up, when not given, follows the epochs."""
+    settings = config_values(options, TrainConfig)
     if options.warmup_epochs is None:
         settings["warmup_epochs"] = default_warmup(options.epochs)
     return TrainConfig(**settings)

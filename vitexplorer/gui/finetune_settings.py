@@ -18,16 +18,13 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -37,8 +34,17 @@ from vitexplorer.core.io.folders import subfolders
 from vitexplorer.core.io.paths import UserPathError, expand_user
 from vitexplorer.core.models.architecture import default_warmup
 from vitexplorer.core.models.download import CIFAR10_FOLDER, default_data_root
+from vitexplorer.core.training.config import (
+    MAX_PROBES,
+    FinetuneConfig,
+    Setting,
+    TrainConfig,
+    defaults_of,
+    described,
+)
 from vitexplorer.core.training.pixel_csv import is_pixel_csv
 from vitexplorer.gui.architecture_form import ERROR_STYLE, ArchitectureForm
+from vitexplorer.gui.finetune_fields import field_value, set_field, spin_box, widget_for
 from vitexplorer.gui.path_edit import PathEdit
 
 CIFAR10 = "cifar10"
@@ -47,17 +53,7 @@ CIFAR10_CLASSES = 10
 # torchvision's CIFAR10.classes, in its order (the demo model's classes)
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck")  # fmt: skip
-HEAD_CHOICES = [
-    ("keep", "The model's own, when it fits",
-     "Keep the model's classifier when the dataset's classes are the model's (same names, same "
-     "order); otherwise a new head"),
-    ("new", "A new head",
-     "A new classifier for the dataset's classes, every weight zero: every class starts equally "
-     "likely"),
-]  # fmt: skip
-# core.timelapse's DEFAULT_PROBES and MAX_PROBES (a test holds them equal; importing it here
-# would import torch before the window shows)
-DEFAULT_PROBES, MAX_PROBES = 10, 64
+HEAD_CHOICES = [(c.value, c.label, c.tip) for c in described(FinetuneConfig, "head").choices]
 PROBE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
 FINETUNE, SCRATCH = "finetune", "scratch"  # the two modes, and their QSettings groups
 MODES = [
@@ -68,101 +64,32 @@ MODES = [
      "how ViTs work"),
 ]  # fmt: skip
 AUGMENTATION_CHOICES = [
-    ("none", "None"),
-    ("flip", "Horizontal flips"),
-    ("crop-flip", "Crops and flips"),
-    ("crop-flip-rotate", "Crops, flips, small turns"),
-    ("trivialaugment", "Crops, flips, TrivialAugment"),
-    ("randaugment", "Crops, flips, RandAugment"),
+    (c.value, c.label) for c in described(TrainConfig, "augment_policy").choices
 ]
-# Each mode's starting values (TrainConfig's from scratch, FinetuneConfig's otherwise)
-DEFAULTS = {
-    FINETUNE: {
-        "per_class": 100, "test_per_class": 50, "val_percent": 10, "lr": 1e-3, "epochs": 5,
-        "batch_size": 64, "weight_decay": 1e-4, "warmup": 0.0, "smoothing": 0.0,
-        "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
-        "mixed_precision": 1, "probes": DEFAULT_PROBES, "head": "keep",
-    },
-    SCRATCH: {
-        "per_class": 5000, "test_per_class": 1000, "val_percent": 10, "lr": 1e-3, "epochs": 50,
-        "batch_size": 128, "weight_decay": 0.05, "warmup": 5.0, "smoothing": 0.1,
-        "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "seed": 0,
-        "mixed_precision": 1, "augment_policy": "crop-flip", "clip_grad": 1.0,
-        "probes": DEFAULT_PROBES,
-    },
-}  # fmt: skip
+# the fields each mode's form sets (and remembers, each mode's apart)
+COMMON_FIELDS = (
+    "per_class", "test_per_class", "val_fraction", "optimizer", "lr", "weight_decay", "momentum",
+    "batch_size", "epochs", "schedule", "warmup_epochs", "label_smoothing", "mixed_precision",
+    "seed", "probes",
+)  # fmt: skip
+FINETUNE_FIELDS = (*COMMON_FIELDS, "freeze", "augment", "head")
+SCRATCH_FIELDS = (*COMMON_FIELDS, "augment_policy", "clip_grad")
+# Each mode's starting values: its configuration's defaults
+DEFAULTS = {FINETUNE: defaults_of(FinetuneConfig), SCRATCH: defaults_of(TrainConfig)}
 # Each choice is named by what it trains. The values are what QSettings keeps (and what older
 # versions kept, under other names): "none" freezes nothing, so everything trains.
-FREEZE_CHOICES = [
-    ("head", "Head only", "Only a new classification head trains; the model stays as it is"),
-    (
-        "last",
-        "Head + last blocks",
-        "A new head and the model's last blocks train (how many: the box beside)",
-    ),
-    ("none", "Everything", "Every parameter trains: embeddings, all blocks and a new head"),
-]
-
-
-class SciSpinBox(QDoubleSpinBox):
-    """A positive number shown as 0.001 or 3e-05; the arrows multiply or divide by 2. Only
-    finite numbers within the range can be entered."""
-
-    def __init__(self, value: float, minimum: float = 0.0, maximum: float = 10.0) -> None:
-        super().__init__()
-        self.setDecimals(12)
-        self.setRange(minimum, maximum)
-        self.setValue(value)
-        self.setKeyboardTracking(False)
-
-    def textFromValue(self, value: float) -> str:
-        return f"{value:g}"
-
-    def valueFromText(self, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            return self.value()
-        return value if math.isfinite(value) else self.value()
-
-    def validate(self, text: str, pos: int):
-        from PySide6.QtGui import QValidator
-
-        stripped = text.strip()
-        if not stripped or stripped.endswith(("e", "e-", "E", "E-", ".", "-")):
-            return QValidator.Intermediate, text, pos
-        try:
-            value = float(stripped)
-        except ValueError:
-            return QValidator.Invalid, text, pos
-        if not math.isfinite(value):  # nan, inf, 1e400
-            return QValidator.Invalid, text, pos
-        if not self.minimum() <= value <= self.maximum():  # more typing may mend it (1e-5)
-            return QValidator.Intermediate, text, pos
-        return QValidator.Acceptable, text, pos
-
-    def stepBy(self, steps: int) -> None:
-        value = self.value() or self.minimum() or 1e-4
-        self.setValue(value * 2.0**steps)
-
-
-def _spin(low: int, high: int, value: int, suffix: str = "") -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(low, high)
-    box.setValue(value)
-    box.setSuffix(suffix)
-    box.setKeyboardTracking(False)
-    return box
-
-
-def _double(low: float, high: float, value: float, step: float, decimals: int = 2):
-    box = QDoubleSpinBox()
-    box.setRange(low, high)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setKeyboardTracking(False)
-    return box
+FREEZE_CHOICES = [(c.value, c.label, c.tip) for c in described(FinetuneConfig, "freeze").choices]
+# the settings the form shows (the architecture has a form of its own)
+FORM_SETTINGS: dict[str, Setting] = {
+    **{name: described(FinetuneConfig, name) for name in FINETUNE_FIELDS},
+    **{name: described(TrainConfig, name) for name in ("augment_policy", "clip_grad")},
+}
+# what older versions remembered under other names: the field, and the value from the old one
+OLD_KEYS = {
+    "val_fraction": ("val_percent", lambda percent: float(percent) / 100),
+    "warmup_epochs": ("warmup", float),
+    "label_smoothing": ("smoothing", float),
+}
 
 
 class FinetuneSettings(QWidget):
@@ -186,15 +113,12 @@ class FinetuneSettings(QWidget):
             self.mode_box.addItem(label, value)
             self.mode_box.setItemData(self.mode_box.count() - 1, tip, Qt.ToolTipRole)
         self.architecture = ArchitectureForm()
-        self.augment_box = QComboBox()
-        for value, label in AUGMENTATION_CHOICES:
-            self.augment_box.addItem(label, value)
-        self.augment_box.setToolTip(
-            "Random changes to each training image: crops of the image padded by 4 px, "
-            "left-right flips, turns of up to 15 degrees, torchvision's policies"
-        )
-        self.clip_grad = _double(0.0, 1000.0, 1.0, 0.5, 2)
-        self.clip_grad.setToolTip("The largest gradient norm a step may take; 0 for no clipping")
+        # a widget per setting, made from its metadata (core.training.config), by field name
+        self.widgets = {name: widget_for(meta, DEFAULTS[FINETUNE if name in DEFAULTS[FINETUNE]
+                                                       else SCRATCH][name])
+                        for name, meta in FORM_SETTINGS.items()}  # fmt: skip
+        self.augment_box = self.widgets["augment_policy"]
+        self.clip_grad = self.widgets["clip_grad"]
         # dataset
         self.source_box = QComboBox()
         self.source_box.addItem("CIFAR-10", CIFAR10)
@@ -212,35 +136,18 @@ class FinetuneSettings(QWidget):
         self.dataset_label.setWordWrap(True)
         self.dataset_label.setStyleSheet("color: #555;")
         # what to train
-        self.per_class = _spin(1, 100000, 100)
-        self.per_class.setToolTip("Training images per class (a tenth of them validate)")
-        self.freeze_box = QComboBox()
-        for value, label, tip in FREEZE_CHOICES:
-            self.freeze_box.addItem(label, value)
-            self.freeze_box.setItemData(self.freeze_box.count() - 1, tip, Qt.ToolTipRole)
-        self.freeze_box.setToolTip("What trains; the rest keeps the base model's values")
-        self.blocks = _spin(1, 1, 1, " block")
-        self.head_box = QComboBox()
-        for value, label, tip in HEAD_CHOICES:
-            self.head_box.addItem(label, value)
-            self.head_box.setItemData(self.head_box.count() - 1, tip, Qt.ToolTipRole)
-        self.head_box.setToolTip("Which classifier the run starts from")
+        self.per_class = self.widgets["per_class"]
+        self.freeze_box = self.widgets["freeze"]
+        self.blocks = spin_box(1, 1, 1, " block")
+        self.head_box = self.widgets["head"]
         self.head_label = QLabel("")  # what the run will start from, said by the panel
         self.head_label.setWordWrap(True)
         self.head_label.setStyleSheet("color: #555;")
-        self.optimizer_box = QComboBox()
-        self.optimizer_box.addItem("AdamW", "adamw")
-        self.optimizer_box.addItem("SGD with momentum", "sgd")
-        self.lr = SciSpinBox(1e-3, 1e-7, 10.0)
-        self.lr.setToolTip("Learning rate (type 3e-4 or use the arrows to halve and double it)")
-        self.epochs = _spin(1, 1000, 5)
-        self.probes = _spin(0, MAX_PROBES, DEFAULT_PROBES)
+        self.optimizer_box = self.widgets["optimizer"]
+        self.lr = self.widgets["lr"]
+        self.epochs = self.widgets["epochs"]
+        self.probes = self.widgets["probes"]
         self.probes.setSpecialValueText("off")
-        self.probes.setToolTip(
-            "The time-lapse follows this many test images (a class-balanced handful): what the "
-            "model does with them before the first step and after every epoch, saved with the "
-            "model. 0 turns it off."
-        )
         self.probe_files: tuple[str, ...] = ()  # the user's probe images, instead of test images
         self.probe_button = QPushButton("Choose images…")
         self.probe_button.setToolTip("Follow images of your own instead of test images")
@@ -254,24 +161,20 @@ class FinetuneSettings(QWidget):
         self.params_label = QLabel("")
         self.params_label.setWordWrap(True)
         # more settings
-        self.test_per_class = _spin(1, 100000, 50)
-        self.val_percent = _spin(0, 90, 10, " %")
-        self.batch_size = _spin(1, 4096, 64)
-        self.weight_decay = SciSpinBox(1e-4, 0.0, 10.0)
-        self.momentum = _double(0.0, 0.999, 0.9, 0.05, 3)
-        self.schedule_box = QComboBox()
-        self.schedule_box.addItem("Cosine decay", "cosine")
-        self.schedule_box.addItem("Constant", "constant")
-        self.warmup = _double(0.0, 100.0, 0.0, 0.5, 1)
-        self.smoothing = _double(0.0, 0.9, 0.0, 0.05)
-        self.augment = QCheckBox("Random horizontal flips")
-        self.mixed_precision = QCheckBox("Mixed precision")
-        self.mixed_precision.setChecked(True)
-        self.precision_note = QLabel("On a GPU, or a CPU with AMX; elsewhere full precision")
+        self.test_per_class = self.widgets["test_per_class"]
+        self.val_percent = self.widgets["val_fraction"]  # counted in percent
+        self.batch_size = self.widgets["batch_size"]
+        self.weight_decay = self.widgets["weight_decay"]
+        self.momentum = self.widgets["momentum"]
+        self.schedule_box = self.widgets["schedule"]
+        self.warmup = self.widgets["warmup_epochs"]
+        self.smoothing = self.widgets["label_smoothing"]
+        self.augment = self.widgets["augment"]
+        self.mixed_precision = self.widgets["mixed_precision"]
+        self.precision_note = QLabel(FORM_SETTINGS["mixed_precision"].tip)
         self.precision_note.setWordWrap(True)  # a narrow column wraps it, never clips it
         self.precision_note.setStyleSheet("color: #555;")
-        self.mixed_precision.setToolTip(self.precision_note.text())
-        self.seed = _spin(0, 2**31 - 1, 0)
+        self.seed = self.widgets["seed"]
 
         self._build()
         self._epochs_seen = self.epochs.value()
@@ -330,20 +233,20 @@ class FinetuneSettings(QWidget):
         form.addRow("", self.folder_widget)
         form.addRow("", self.download_button)
         form.addRow("", self.dataset_label)
-        form.addRow("Images per class", self.per_class)
+        form.addRow(_label("per_class"), self.per_class)
         freeze_row = QHBoxLayout()
         freeze_row.setContentsMargins(0, 0, 0, 0)
         freeze_row.addWidget(self.freeze_box, 1)
         freeze_row.addWidget(self.blocks)
         self.freeze_widget = QWidget()
         self.freeze_widget.setLayout(freeze_row)
-        form.addRow("Fine-tune", self.freeze_widget)
-        form.addRow("Head", self.head_box)
+        form.addRow(_label("freeze"), self.freeze_widget)
+        form.addRow(_label("head"), self.head_box)
         form.addRow("", self.head_label)
-        form.addRow("Augmentation", self.augment_box)
-        form.addRow("Optimiser", self.optimizer_box)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Epochs", self.epochs)
+        form.addRow(_label("augment_policy"), self.augment_box)
+        form.addRow(_label("optimizer"), self.optimizer_box)
+        form.addRow(_label("lr"), self.lr)
+        form.addRow(_label("epochs"), self.epochs)
         probe_row = QHBoxLayout()
         probe_row.setContentsMargins(0, 0, 0, 0)
         probe_row.addWidget(self.probes, 1)
@@ -351,7 +254,7 @@ class FinetuneSettings(QWidget):
         probe_row.addWidget(self.probe_clear)
         self.probe_widget = QWidget()
         self.probe_widget.setLayout(probe_row)
-        form.addRow("Time-lapse probes", self.probe_widget)
+        form.addRow(_label("probes"), self.probe_widget)
         form.addRow("", self.probe_label)
         layout.addLayout(form)
         layout.addWidget(self.params_label)
@@ -366,20 +269,20 @@ class FinetuneSettings(QWidget):
         more = QFormLayout(self.more)
         more.setContentsMargins(12, 0, 0, 0)
         more.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
-        more.addRow("Test images per class", self.test_per_class)
-        more.addRow("Validation share", self.val_percent)
-        more.addRow("Batch size", self.batch_size)
-        more.addRow("Weight decay", self.weight_decay)
-        more.addRow("Momentum (SGD)", self.momentum)
-        more.addRow("Schedule", self.schedule_box)
-        more.addRow("Warm-up epochs", self.warmup)
-        more.addRow("Label smoothing", self.smoothing)
-        more.addRow("Clip gradients at", self.clip_grad)
+        more.addRow(_label("test_per_class"), self.test_per_class)
+        more.addRow(_label("val_fraction"), self.val_percent)
+        more.addRow(_label("batch_size"), self.batch_size)
+        more.addRow(_label("weight_decay"), self.weight_decay)
+        more.addRow(_label("momentum"), self.momentum)
+        more.addRow(_label("schedule"), self.schedule_box)
+        more.addRow(_label("warmup_epochs"), self.warmup)
+        more.addRow(_label("label_smoothing"), self.smoothing)
+        more.addRow(_label("clip_grad"), self.clip_grad)
         self.more_form = more
         more.addRow("", self.augment)
         more.addRow("", self.mixed_precision)
         more.addRow("", self.precision_note)
-        more.addRow("Seed", self.seed)
+        more.addRow(_label("seed"), self.seed)
         self.more.setVisible(False)
         self.more_button.toggled.connect(self._toggle_more)
         layout.addWidget(self.more_button)
@@ -409,37 +312,12 @@ class FinetuneSettings(QWidget):
 
     def config(self) -> dict:
         """The fields of core.training.FinetuneConfig, or from scratch of TrainConfig."""
-        common = {
-            "per_class": self.per_class.value(),
-            "test_per_class": self.test_per_class.value(),
-            "val_fraction": self.val_percent.value() / 100,
-            "freeze": self.freeze(),
-            "optimizer": self.optimizer_box.currentData(),
-            "lr": self.lr.value(),
-            "weight_decay": self.weight_decay.value(),
-            "momentum": self.momentum.value(),
-            "batch_size": self.batch_size.value(),
-            "epochs": self.epochs.value(),
-            "schedule": self.schedule_box.currentData(),
-            "warmup_epochs": self.warmup.value(),
-            "label_smoothing": self.smoothing.value(),
-            "augment": self.augment.isChecked(),
-            "mixed_precision": self.mixed_precision.isChecked(),
-            "seed": self.seed.value(),
-            "probes": self.probes.value(),
-            "probe_files": self.probe_files,
-            "head": self.head_box.currentData(),
-        }
+        values = {name: field_value(widget, FORM_SETTINGS[name])
+                  for name, widget in self._fields().items()}  # fmt: skip
+        values["probe_files"] = self.probe_files
         if not self.from_scratch():
-            return common
-        del common["freeze"]  # everything trains
-        del common["head"]  # a new model's head is its own
-        common["augment"] = False
-        return {
-            **common,
-            "augment_policy": self.augment_box.currentData(),
-            "clip_grad": self.clip_grad.value(),
-        }
+            return {**values, "freeze": self.freeze()}
+        return {**values, "augment": False}  # the augmentation is augment_policy's
 
     def num_classes(self) -> int | None:
         """Classes of the chosen dataset, if a quick look can tell (for the parameter count)."""
@@ -617,39 +495,25 @@ class FinetuneSettings(QWidget):
 
     # --- memory ---------------------------------------------------------------------------
     def _fields(self) -> dict:
-        """The widgets each mode keeps apart, by their QSettings keys."""
-        fields = {
-            "per_class": self.per_class,
-            "optimizer": self.optimizer_box,
-            "lr": self.lr,
-            "epochs": self.epochs,
-            "test_per_class": self.test_per_class,
-            "val_percent": self.val_percent,
-            "batch_size": self.batch_size,
-            "weight_decay": self.weight_decay,
-            "momentum": self.momentum,
-            "schedule": self.schedule_box,
-            "warmup": self.warmup,
-            "smoothing": self.smoothing,
-            "mixed_precision": self.mixed_precision,
-            "seed": self.seed,
-            "probes": self.probes,
-        }
-        if self.from_scratch():
-            return {**fields, "augment_policy": self.augment_box, "clip_grad": self.clip_grad}
-        return {**fields, "freeze": self.freeze_box, "blocks": self.blocks,
-                "augment": self.augment, "head": self.head_box}  # fmt: skip
+        """The widgets of this mode's settings, by field name (also their QSettings keys)."""
+        names = SCRATCH_FIELDS if self.from_scratch() else FINETUNE_FIELDS
+        return {name: self.widgets[name] for name in names}
 
     def _dataset_fields(self) -> dict:
         """The dataset, shared by both modes (kept where older versions kept it)."""
         return {"source": self.source_box, "folder": self.folder_edit}
 
     def remember(self) -> None:
+        """This mode's values under their field names, in the fields' units; the names older
+        versions kept them under go (they were read once, by :meth:`_restore`)."""
         self.store.setValue("train/mode", self.mode)
-        for group, fields in (("finetune", self._dataset_fields()), (self.mode, self._fields())):
-            for key, widget in fields.items():
-                self.store.setValue(f"{group}/{key}", _value(widget))
-        self.store.setValue(f"{self.mode}/probe_files", list(self.probe_files))
+        for key, widget in self._dataset_fields().items():
+            self.store.setValue(f"finetune/{key}", _value(widget))
+        for key, value in self.config().items():
+            if key in self._fields() or key == "probe_files":
+                self.store.setValue(f"{self.mode}/{key}", _stored(value))
+        for old in (*(old for old, _ in OLD_KEYS.values()), "blocks"):
+            self.store.remove(f"{self.mode}/{old}")
         if self.from_scratch():
             self.architecture.remember(self.store, SCRATCH)
 
@@ -657,51 +521,80 @@ class FinetuneSettings(QWidget):
         for key, widget in self._dataset_fields().items():
             value = self.store.value(f"finetune/{key}")
             if value is not None:
-                self._set(widget, value)
+                _set_dataset(widget, value)
 
     def _restore(self) -> None:
-        """This mode's remembered values, or its defaults where there are none."""
+        """This mode's remembered values (under the names older versions used, where only
+        those are there), or its defaults where there are none."""
         defaults = DEFAULTS[self.mode]
         for key, widget in self._fields().items():
-            value = self.store.value(f"{self.mode}/{key}", defaults.get(key))
-            if value is not None:
-                self._set(widget, value)
+            value = self._remembered(key)
+            if value is None:
+                value = defaults[key]
+            if key == "freeze":
+                self._set_freeze(str(value))
+            else:
+                set_field(widget, FORM_SETTINGS[key], value)
         files = self.store.value(f"{self.mode}/probe_files")
         files = [files] if isinstance(files, str) else files if isinstance(files, list) else []
         self.set_probe_files(files[:MAX_PROBES])
         if self.from_scratch():
             self.architecture.restore(self.store, SCRATCH)
 
-    def _set(self, widget: QWidget, value: object) -> None:
+    def _remembered(self, key: str) -> object:
+        """The value remembered for the field ``key`` in this mode, in the field's units: under
+        its name, or under the name an older version used; None when neither is there."""
+        value = self.store.value(f"{self.mode}/{key}")
+        if value is not None or key not in OLD_KEYS:
+            return value
+        old, convert = OLD_KEYS[key]
+        value = self.store.value(f"{self.mode}/{old}")
         try:
-            if widget is self.freeze_box and str(value).startswith("last:"):
-                self._wanted_blocks = int(str(value)[5:])  # the engine's form, last:N
-                value = "last"
-            if isinstance(widget, QComboBox):
-                widget.setCurrentIndex(max(0, widget.findData(value)))
-            elif isinstance(widget, QLineEdit):
-                widget.setText(str(value))
-            elif isinstance(widget, QCheckBox):
-                widget.setChecked(bool(int(value)))
-            elif widget is self.blocks:
-                self._wanted_blocks = int(value)
-                self.set_num_layers(self.num_layers)
-            elif isinstance(widget, QSpinBox):
-                widget.setValue(int(value))
-            elif math.isfinite(float(value)):  # Qt would turn a NaN into the maximum
-                widget.setValue(float(value))
+            return None if value is None else convert(value)
         except (TypeError, ValueError):
-            pass
+            return None
+
+    def _set_freeze(self, value: str) -> None:
+        """Show the freeze policy ``value`` (head, last:K or none; older versions kept "last"
+        and the number of blocks apart)."""
+        blocks: object = None
+        if value.startswith("last:"):
+            value, blocks = "last", value[5:]
+        elif value == "last":
+            blocks = self.store.value(f"{self.mode}/blocks")
+        try:
+            wanted = None if blocks is None else int(str(blocks))
+        except ValueError:  # last:many: not a policy, the first choice
+            value, wanted = "", None
+        set_field(self.freeze_box, FORM_SETTINGS["freeze"], value)
+        if wanted is not None:
+            self._wanted_blocks = wanted
+            self.set_num_layers(self.num_layers)
+
+
+def _label(name: str) -> str:
+    """The form's label of the setting ``name``."""
+    return FORM_SETTINGS[name].label
+
+
+def _stored(value: object) -> object:
+    """``value`` as QSettings keeps it: true or false as 1 or 0, a tuple as a list."""
+    if isinstance(value, bool):
+        return int(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _value(widget: QWidget) -> object:
+    """What a dataset widget holds: the source's choice or the folder's text."""
+    return widget.currentData() if isinstance(widget, QComboBox) else widget.text()
+
+
+def _set_dataset(widget: QWidget, value: object) -> None:
+    """Show a remembered dataset choice or folder."""
     if isinstance(widget, QComboBox):
-        return widget.currentData()
-    if isinstance(widget, QLineEdit):
-        return widget.text()
-    if isinstance(widget, QCheckBox):
-        return int(widget.isChecked())
-    return widget.value()
+        widget.setCurrentIndex(max(0, widget.findData(value)))
+    elif isinstance(widget, QLineEdit):
+        widget.setText(str(value))
 
 
 def breakable(path: str) -> str:

@@ -10,7 +10,6 @@ the explorer; File > Save model writes the fine-tuned model.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import QFileDialog, QTabWidget
 from vitexplorer.core.models.spec import DEMO
 from vitexplorer.gui.app import install_wheel_guard
 from vitexplorer.gui.finetune_panel import FinetunePanel
-from vitexplorer.gui.workers import ModelInfo, ModelRequest
+from vitexplorer.gui.workers import ModelInfo
 
 EXPLORER, FINETUNE = 0, 1
 MODEL_FILTER = "vitexplorer model (*.safetensors)"
@@ -172,11 +171,10 @@ class FinetuneTab(QObject):
         model = window.model
         if model is None or not model.fine_tuned or self.adopted is not self.panel.result:
             return
-        request = ModelRequest(path, "default", model.request.device)
-        window.model = replace(model, request=request, fine_tuned=False)
-        window.model_bar.show_request(request, model.spec.name)
+        info = window.model_saved(path)
+        window.model_bar.show_request(info.request, model.spec.name)
         self.adopted = None
-        self.panel.set_model(window.model)
+        self.panel.set_model(info)
 
     # --- gallery and messages ---------------------------------------------------------------
     def _open_sample(self, sample) -> None:  # core.training.TestSample

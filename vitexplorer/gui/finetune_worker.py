@@ -172,6 +172,7 @@ class FinetuneWorker(QObject):
 
     def _train(self, job: TrainJob) -> None:
         from vitexplorer.core.models import loading as models
+        from vitexplorer.core.models.base_record import base_request
         from vitexplorer.core.training.engine import FinetuneConfig, finetune
 
         cancelled = self.cancel_event.is_set
@@ -180,16 +181,18 @@ class FinetuneWorker(QObject):
         dataset = self._open_dataset(job)
         if dataset is None:
             return
+        record = None  # a model trained here and not saved cannot be loaded again
         if job.model is not None:
             import copy
 
             base = copy.deepcopy(job.model)  # the engine changes the model it is given
         else:
             base = _load_base(models, job.base)
+            record = base_request(job.base.name, job.base.weights, base.spec.family)
         if cancelled():
             self.stopped.emit("cancelled")
             return
-        self._relay(finetune(base, dataset, config, cancelled=cancelled))
+        self._relay(finetune(base, dataset, config, cancelled=cancelled), record)
 
     def _scratch(self, job: ScratchJob) -> None:
         """As ``vitexplorer train``: the architecture and settings checked, then the memory
@@ -238,8 +241,9 @@ class FinetuneWorker(QObject):
         self.stage.emit("model", 0, 0, 0.0)
         return dataset
 
-    def _relay(self, events) -> None:  # the engine's generator
-        """The engine's events as signals, steps in batches."""
+    def _relay(self, events, base_request: Any = None) -> None:  # the engine's generator
+        """The engine's events as signals, steps in batches. ``base_request``
+        (core.models.base_record.BaseRequest): how the base loads again, for the result."""
         from vitexplorer.core.training.engine import (
             Epoch,
             Finished,
@@ -274,6 +278,7 @@ class FinetuneWorker(QObject):
             elif isinstance(event, Notice):
                 self.notice.emit(event.message)
             elif isinstance(event, Finished):
+                event.result.base_request = base_request
                 self.finished.emit(event.result)
 
     def _send_steps(self, pending: list) -> None:
@@ -344,7 +349,10 @@ def failure_message(exc: BaseException) -> str:
     """One message for people. The engine's own errors already say what to do, GPU memory
     included; anything else goes through the app's general rule."""
     from vitexplorer.core.explain.analysis import failure_message as message
+    from vitexplorer.core.training.config import FreezePolicyError
+    from vitexplorer.core.training.datasets import DatasetError
+    from vitexplorer.core.training.events import TrainingError
 
-    if type(exc).__name__ in ("TrainingError", "DatasetError", "FreezePolicyError"):
+    if isinstance(exc, (TrainingError, DatasetError, FreezePolicyError)):
         return " ".join(str(exc).split())
     return message(exc)

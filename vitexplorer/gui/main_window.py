@@ -7,6 +7,7 @@ here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -415,6 +416,16 @@ class MainWindow(QMainWindow):
         self._loading = True
         self.busy.setVisible(True)
         self.worker.request_model(request)
+
+    def model_saved(self, path: str) -> ModelInfo | None:
+        """The explorer's model, trained here, was saved to ``path``: from now on it stands for
+        that file (settings remember it; the model before it is found through the file). Its
+        new description, or None without a model."""
+        if self.model is None:
+            return None
+        request = ModelRequest(path, "default", self.model.request.device)
+        self.model = dataclasses.replace(self.model, request=request, fine_tuned=False)
+        return self.model
 
     def _worker_idle(self) -> None:
         self.busy.setVisible(False)

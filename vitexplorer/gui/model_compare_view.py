@@ -153,12 +153,19 @@ def base_request(info: ModelInfo) -> tuple[ModelRequest | None, str]:
         if info.request.weights == "none":
             return None, "it was trained from scratch: no model came before it"
         return info.request, request_label(info.request)
-    if info.weights_file is None:
-        return None, "it was not fine-tuned from another model"
+    from vitexplorer.core.models.base_record import BaseRecordError, loadable_base, read_record
     from vitexplorer.core.models.checkpoint import WeightsFileError, is_safetensors_file
     from vitexplorer.core.models.checkpoint import read_safetensors_header as read_header
 
-    path = Path(info.weights_file)
+    # a model saved in this session keeps no weights_file: its request names the file
+    saved_here = (
+        info.weights_file is None
+        and info.request.weights == "default"
+        and is_safetensors_file(info.request.name)
+    )
+    if info.weights_file is None and not saved_here:
+        return None, "it was not fine-tuned from another model"
+    path = Path(info.weights_file or info.request.name)
     if not is_safetensors_file(path):
         return None, "its weights file records no model it was fine-tuned from"
     try:
@@ -168,6 +175,14 @@ def base_request(info: ModelInfo) -> tuple[ModelRequest | None, str]:
     if "train" in meta:
         return None, "it was trained from scratch: no model came before it"
     record = meta.get("finetune")
+    recorded = read_record(record)  # how the base loads again (family, name, weights, hash)
+    if recorded is not None:
+        try:
+            found = loadable_base(recorded, path)
+        except BaseRecordError as exc:
+            return None, str(exc)
+        request = ModelRequest(found.name, found.weights, info.request.device)
+        return request, request_label(request)
     base = record.get("base") if isinstance(record, dict) else None
     if not isinstance(base, str):
         return None, "its weights file records no model it was fine-tuned from"

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("none", "flip", "crop-flip", "crop-flip-rotate", "trivialaugment", "randaugment")
+from vitexplorer.core.training.config import AUGMENTATIONS
+
 CROP_PADDING = 4
 MAX_ROTATION = 15.0  # degrees
 

@@ -15,11 +15,9 @@ fine-tuning for E epochs then costs about one forward pass over the subset, not 
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,6 +25,15 @@ from torch import nn
 
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.training.augment import augment_batch
+from vitexplorer.core.training.config import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_PER_CLASS,
+    FinetuneConfig,
+    TrainConfig,
+    parse_freeze,
+)
 from vitexplorer.core.training.datasets import (
     DatasetCancelled,
     DatasetSplits,
@@ -34,19 +41,29 @@ from vitexplorer.core.training.datasets import (
     iter_load_subsets,
     to_model_input,
 )
-from vitexplorer.core.training.finetune_model import SplitViT, parse_freeze, with_new_head
-from vitexplorer.core.training.heads import HEAD_CHOICES, HeadChoice, choose_head
+from vitexplorer.core.training.events import (
+    CancelCheck,
+    Epoch,
+    Event,
+    FinetuneResult,
+    Finished,
+    Notice,
+    Snapshot,
+    Stage,
+    Started,
+    Step,
+    TestSample,
+    TrainingError,
+)
+from vitexplorer.core.training.finetune_model import SplitViT, with_new_head
+from vitexplorer.core.training.heads import HeadChoice, choose_head
 from vitexplorer.core.training.timelapse import (
-    DEFAULT_PROBES,
-    MAX_PROBES,
-    Frame,
     ProbeRecorder,
-    TimeLapse,
     class_balanced_order,
     default_probes,
     probe_files,
 )
-from vitexplorer.core.training.verdict import is_tie, verdict
+from vitexplorer.core.training.verdict import is_tie
 
 CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, train uncached
 # Batch sizes of the passes without gradients. On the CPU 32 was the fastest for ViT-B/32 here
@@ -54,456 +71,16 @@ CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, trai
 # out of the caches. A GPU wants big ones.
 EVAL_BATCH = {"cpu": 32}
 EVAL_BATCH_DEFAULT = 256
-OPTIMIZERS = ("adamw", "sgd")
-HEADS = HEAD_CHOICES  # fine-tuning: the model's own classifier when it fits, or a new one
-SCHEDULES = ("cosine", "constant")
-# The bounds FinetuneConfig.check enforces; the settings panel's widgets stay inside them.
-MAX_PER_CLASS = 100_000  # images per class, training and test
-MAX_BATCH_SIZE = 65_536
-MAX_EPOCHS = 10_000
-MAX_LR = 10.0  # far above any useful peak (fine-tuning takes 1e-5 to 1e-2; SGD on a head, ~1)
-MAX_WEIGHT_DECAY = 10.0
-SEED_LIMIT = 2**32  # seeds from 0 to 2**32 - 1: numpy's legacy range, which every tool accepts
 LOSS_LIMIT = 1e4  # a mean cross-entropy past this is divergence (chance is ln C, 6.9 for 1000)
-
-
-class TrainingError(RuntimeError):
-    """Training stopped on a problem (NaN loss, GPU memory); the message says what to do."""
-
-
-def _shown(value: object) -> str:
-    """A setting's value as people write it: 1e+09, nan, -1, 'text'."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
-
-
-def _whole(value: object, what: str, low: int, high: int) -> None:
-    """``value`` must be a whole number (not a bool) from ``low`` to ``high``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        # typeshed's numbers.Integral declares no comparison with int
-        or not (low <= value <= high)  # type: ignore[operator]
-    ):
-        raise ValueError(
-            f"{what} must be a whole number from {low:,} to {high:,}, not {_shown(value)}"
-        )
-
-
-def _real(
-    value: object,
-    what: str,
-    low: float,
-    high: float,
-    *,
-    allowed: str,
-    low_open: bool = False,
-    high_open: bool = False,
-    advice: str = "",
-) -> None:
-    """``value`` must be a finite real number within the bounds (open or closed)."""
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        # typeshed's numbers.Real declares no comparison with float
-        and (low < value if low_open else low <= value)  # type: ignore[operator]
-        and (value < high if high_open else value <= high)
-    )
-    if not ok:
-        raise ValueError(f"{what} must be {allowed}, not {_shown(value)}{advice}")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything that decides a fine-tune run; saved in the checkpoint's metadata."""
-
-    per_class: int = 100
-    test_per_class: int = 50
-    val_fraction: float = 0.1
-    freeze: str = "head"  # head, last:K or none
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9  # SGD only
-    batch_size: int = 64
-    epochs: int = 5
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: bool = False  # random horizontal flips
-    mixed_precision: bool = True  # on a GPU: bfloat16 where supported, else float16
-    seed: int = 0
-    probes: int = DEFAULT_PROBES  # test images the time-lapse follows (0: no time-lapse)
-    probe_files: tuple[str, ...] = ()  # the user's probe images, instead of test images
-    # "keep": the model's own classifier when its classes are the dataset's (same names, same
-    # order), else a new one; "new": always a new, zero-initialised head
-    head: str = "keep"
-
-    def check(self, num_layers: int) -> None:
-        """Raise ValueError naming the first setting that cannot work, its value and the range
-        allowed. Everything is checked, types included: the command line's ``float`` accepts
-        ``nan`` and ``inf``, and a NaN passes every comparison that is not written for it."""
-        for name in ("freeze", "optimizer", "schedule", "head"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise ValueError(f"the {name} setting must be text, not {_shown(value)}")
-        parse_freeze(self.freeze, num_layers)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimiser {self.optimizer!r}; use adamw or sgd")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or constant")
-        if self.head not in HEADS:
-            raise ValueError(f"unknown head choice {self.head!r}; use keep or new")
-        for name in ("augment", "mixed_precision"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise ValueError(f"the {name} setting must be true or false, not {_shown(value)}")
-        _whole(self.per_class, "training images per class (per_class)", 1, MAX_PER_CLASS)
-        _whole(self.test_per_class, "test images per class (test_per_class)", 1, MAX_PER_CLASS)
-        _whole(self.batch_size, "the batch size", 1, MAX_BATCH_SIZE)
-        _whole(self.epochs, "the number of epochs", 1, MAX_EPOCHS)
-        _whole(self.seed, "the seed", 0, SEED_LIMIT - 1)
-        _whole(self.probes, "the number of probe images (probes)", 0, MAX_PROBES)
-        if not isinstance(self.probe_files, (tuple, list)) or not all(
-            isinstance(p, str) for p in self.probe_files
-        ):
-            raise ValueError(f"probe_files must be a list of paths, not {_shown(self.probe_files)}")
-        if len(self.probe_files) > MAX_PROBES:
-            raise ValueError(
-                f"{len(self.probe_files)} probe images are too many: at most {MAX_PROBES}"
-            )
-        _real(self.lr, "the learning rate", 0, MAX_LR, low_open=True,
-              allowed=f"a positive number no greater than {MAX_LR:g}",
-              advice="; fine-tuning usually takes 1e-5 to 1e-2")  # fmt: skip
-        _real(self.weight_decay, "the weight decay", 0, MAX_WEIGHT_DECAY,
-              allowed=f"a number from 0 to {MAX_WEIGHT_DECAY:g}")  # fmt: skip
-        _real(self.momentum, "the momentum", 0, 1, high_open=True,
-              allowed="a number at least 0 and below 1")  # fmt: skip
-        _real(self.label_smoothing, "label smoothing", 0, 1, high_open=True,
-              allowed="a number at least 0 and below 1")  # fmt: skip
-        _real(self.val_fraction, "the validation fraction (val_fraction)", 0, 1, high_open=True,
-              allowed="a number at least 0 and below 1")  # fmt: skip
-        _real(self.warmup_epochs, "the warm-up (warmup_epochs)", 0, self.epochs,
-              allowed=f"a number of epochs from 0 to {self.epochs}, the run's length")  # fmt: skip
-        if self.lr * self.weight_decay >= 1:
-            raise ValueError(
-                f"the learning rate times the weight decay must be below 1, not "
-                f"{self.lr:g} x {self.weight_decay:g} = {self.lr * self.weight_decay:g}: each "
-                f"step would shrink every weight by that share of itself"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def augmentation(self) -> str:
-        """The augmentation policy (see :mod:`vitexplorer.core.training.augment`): flips or none."""
-        return "flip" if self.augment else "none"
-
-    @property
-    def gradient_clip(self) -> float:
-        """The largest gradient norm allowed; 0 for no clipping."""
-        return 0.0
-
-    @property
-    def keeps_best(self) -> bool:
-        """Whether the best epoch's weights (by validation accuracy) are the ones handed back."""
-        return False
-
-    @property
-    def from_scratch(self) -> bool:
-        """Whether the model trained from random weights (its checkpoint says 'trained')."""
-        return False
-
-    @property
-    def keeps_own_head(self) -> bool:
-        """Whether the model's own classifier starts training (else a head of zeros)."""
-        return False
-
-
-MAX_CLIP_GRAD = 1e6
-HEAD_INITS = ("normal", "zero")
-
-
-@dataclass(frozen=True)
-class TrainConfig(FinetuneConfig):
-    """A run that trains every weight of a model from scratch: :class:`FinetuneConfig` with
-    from-scratch defaults (everything trained, AdamW with warm-up and cosine decay, label
-    smoothing, crop-and-flip augmentation), gradient clipping and the best epoch kept."""
-
-    per_class: int = 5000
-    test_per_class: int = 1000
-    freeze: str = "none"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    batch_size: int = 128
-    epochs: int = 50
-    warmup_epochs: float = 5.0
-    label_smoothing: float = 0.1
-    augment_policy: str = "crop-flip"  # one of augment.AUGMENTATIONS
-    clip_grad: float = 1.0  # the largest gradient norm; 0 for none
-    keep_best: bool = True
-    # "normal": the head keeps the model's own random start (truncated normal, std 0.02, as
-    # timm's ViTs); "zero": a head of zeros, as for fine-tuning (and as the demo was trained)
-    head_init: str = "normal"
-
-    def check(self, num_layers: int) -> None:
-        from vitexplorer.core.training.augment import AUGMENTATIONS
-
-        super().check(num_layers)
-        if not isinstance(self.augment_policy, str) or self.augment_policy not in AUGMENTATIONS:
-            raise ValueError(
-                f"unknown augmentation {_shown(self.augment_policy)}; use "
-                f"{', '.join(AUGMENTATIONS)}"
-            )
-        _real(self.clip_grad, "the gradient clipping norm (clip_grad)", 0, MAX_CLIP_GRAD,
-              allowed=f"a number from 0 (no clipping) to {MAX_CLIP_GRAD:g}")  # fmt: skip
-        if self.head_init not in HEAD_INITS:
-            raise ValueError(
-                f"unknown head initialisation {_shown(self.head_init)}; use "
-                f"{' or '.join(HEAD_INITS)}"
-            )
-        if not isinstance(self.keep_best, bool):
-            raise ValueError(
-                f"the keep_best setting must be true or false, not {_shown(self.keep_best)}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Without ``head``: a model from scratch has no head of its own to keep (its start is
-        ``head_init``)."""
-        record = super().to_dict()
-        del record["head"]
-        return record
-
-    @property
-    def augmentation(self) -> str:
-        return self.augment_policy
-
-    @property
-    def gradient_clip(self) -> float:
-        return float(self.clip_grad)
-
-    @property
-    def keeps_best(self) -> bool:
-        return self.keep_best
-
-    @property
-    def from_scratch(self) -> bool:
-        return True
-
-    @property
-    def keeps_own_head(self) -> bool:
-        return self.head_init == "normal"
-
-
-# ---------------------------------------------------------------------------------------------
-# Events. ``fraction`` is the share of the whole run done, for progress bars and time left.
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Work outside the training steps: ``loading`` images, caching ``features``, ``testing``."""
-
-    name: str
-    done: int
-    total: int
-    fraction: float
-
-
-@dataclass(frozen=True)
-class Started:
-    class_names: tuple[str, ...]
-    num_train: int
-    num_val: int
-    num_test: int
-    trainable_params: int
-    total_params: int
-    cached: bool
-    steps_per_epoch: int
-    epochs: int
-    device: str
-    fraction: float
-    precision: str = "float32"  # of the forward passes; weights and the loss stay float32
-    head: str = ""  # what the classifier starts from, in words (see finetune_model.HeadChoice)
-
-
-@dataclass(frozen=True)
-class Step:
-    step: int  # 1-based, over the whole run
-    epoch: int  # 1-based
-    loss: float
-    lr: float
-    fraction: float
-
-
-@dataclass(frozen=True)
-class Epoch:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float | None  # None without a validation split
-    val_acc: float | None
-    seconds: float
-    fraction: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "fraction"}
-
-
-@dataclass(frozen=True)
-class Notice:
-    message: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A time-lapse frame, captured before the first step (epoch 0) or after an epoch;
-    ``timelapse`` holds every frame so far (a copy of the list: the run goes on appending)."""
-
-    frame: Frame
-    timelapse: TimeLapse
-
-
-@dataclass(frozen=True)
-class TestSample:
-    """One test image for the results gallery."""
-
-    source: str  # a path, or "test #i" for CIFAR-10
-    image: np.ndarray  # (h, w, 3) uint8, as stored for training
-    true: int
-    predicted: int  # the argmax: with tied top probabilities, the first of them
-    confidence: float  # the top probability
-    # the second-highest probability, to tell a tie (None: recorded by an older version, when
-    # only the class count can tell one)
-    runner_up: float | None = None
-
-    def verdict(self, num_classes: int) -> str:
-        """Right, wrong or tie (:func:`vitexplorer.core.training.verdict.verdict`): a tie is never
-        right."""
-        return verdict(self.true, self.predicted, self.confidence, self.runner_up, num_classes)
-
-
-@dataclass
-class FinetuneResult:
-    model: LoadedModel  # eval mode; valid even when cancelled
-    config: FinetuneConfig
-    dataset: str
-    base: str  # the base model's name and weights, for people and the checkpoint
-    cancelled: bool
-    steps: int  # optimiser steps taken; 0 when cancelled before training began
-    trainable_params: int
-    cached: bool
-    seconds: float
-    history: list[Epoch] = field(default_factory=list)
-    test_acc: float | None = None
-    confusion: np.ndarray | None = None  # (C, C) int64: rows true class, columns predicted
-    per_class_acc: np.ndarray | None = None
-    samples: list[TestSample] = field(default_factory=list)
-    best_epoch: int | None = None  # the epoch whose weights these are, when the best is kept
-    best_val_acc: float | None = None
-    diverged: str | None = None  # why training stopped early, when the best so far was kept
-    # every test image: where it came from, its class, the class predicted and its probability
-    test_sources: list[str] = field(default_factory=list)
-    test_true: np.ndarray | None = None
-    test_predicted: np.ndarray | None = None
-    test_confidence: np.ndarray | None = None
-    test_runner_up: np.ndarray | None = None  # the second-highest probability of each
-    # whether each test image's top two probabilities tie (core.verdict.is_tie): the argmax then
-    # picks the first of them by index, not because the model picked it
-    test_ties: np.ndarray | None = None
-    timelapse: TimeLapse | None = None  # the probes' attention through training
-    head_kept: bool = False  # fine-tuning started from the base model's own classifier
-    head_reason: str = ""  # why that head, in words
-
-    @property
-    def ties(self) -> int | None:
-        """How many test images tie (no class picked); None when not tested."""
-        return None if self.test_ties is None else int(self.test_ties.sum())
-
-    @property
-    def right(self) -> int | None:
-        """How many test images are right and not tied (a tie is never right); None when not
-        tested. The test accuracy counts by argmax, ties included, as papers do."""
-        if self.test_ties is None or self.test_true is None or self.test_predicted is None:
-            return None
-        return int(((self.test_true == self.test_predicted) & ~self.test_ties).sum())
-
-    def tie_matrix(self) -> np.ndarray | None:
-        """(C, C) int64: how many of each cell of :attr:`confusion` are ties."""
-        if (
-            self.confusion is None
-            or self.test_ties is None
-            or self.test_true is None
-            or self.test_predicted is None
-        ):
-            return None
-        n = len(self.confusion)
-        cells = self.test_true[self.test_ties] * n + self.test_predicted[self.test_ties]
-        return np.bincount(cells, minlength=n * n).reshape(n, n)
-
-    def metrics(self) -> dict[str, Any]:
-        last = self.history[-1] if self.history else None
-        best = {} if self.best_epoch is None else {
-            "best_epoch": self.best_epoch, "best_val_acc": self.best_val_acc,
-            "diverged": self.diverged,
-        }  # fmt: skip
-        return {
-            **best,
-            "test_acc": self.test_acc,
-            "ties": self.ties,  # test images whose top two probabilities tie: never right
-            "right": self.right,  # test images right and not tied
-            "per_class_acc": None if self.per_class_acc is None else self.per_class_acc.tolist(),
-            "val_acc": last.val_acc if last else None,
-            "train_acc": last.train_acc if last else None,
-            "epochs_completed": len(self.history),
-            "steps": self.steps,
-            "cancelled": self.cancelled,
-            "seconds": round(self.seconds, 2),
-        }
-
-    def metadata(self) -> dict[str, Any]:
-        """What the checkpoint records about this run (beside the model's own description):
-        under "train" for a model trained from scratch (with its architecture), else under
-        "finetune" (with its base model and freeze policy). No NaN goes into the JSON."""
-        record: dict[str, Any] = {
-            "dataset": self.dataset,
-            "trainable_params": self.trainable_params,
-            "settings": self.config.to_dict(),
-            "history": [e.to_dict() for e in self.history],
-        }
-        metrics = self.metrics()
-        if metrics.get("best_val_acc") is not None and metrics["best_val_acc"] < 0:
-            metrics["best_val_acc"] = None  # no validation split: the last epoch was kept
-        metrics = {k: v for k, v in metrics.items() if not _nan(v)}
-        if self.config.from_scratch:
-            shape: Any = getattr(self.model.module, "config", None)
-            architecture = shape.to_dict() if hasattr(shape, "to_dict") else None
-            return {"train": {"architecture": architecture, **record, "metrics": metrics}}
-        return {
-            "finetune": {
-                "base": self.base,
-                "freeze_policy": self.config.freeze,
-                "head": "kept" if self.head_kept else "new",
-                "head_reason": self.head_reason,
-                **record,
-                "metrics": metrics,
-            }
-        }
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class Finished:
-    result: FinetuneResult
-
-
-Event = Stage | Started | Step | Epoch | Notice | Snapshot | Finished
-CancelCheck = Callable[[], bool]
+# The settings (core.training.config) and the events (core.training.events) live in modules of
+# their own, without torch; the engine's callers find them here too.
+__all__ = [
+    "MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_LR", "MAX_PER_CLASS", "CancelCheck", "Epoch", "Event",
+    "FinetuneConfig", "FinetuneResult", "Finished", "Notice", "Snapshot", "Stage", "Started",
+    "Step", "TestSample", "TrainConfig", "TrainingError", "autocast_dtype", "check_savable",
+    "checkpoint_bytes", "device_words", "finetune", "finetuned_checkpoint_bytes", "lr_schedule",
+    "nonfinite_values",
+]  # fmt: skip
 
 
 class _Cancelled(Exception):

@@ -23,31 +23,6 @@ from torch import nn
 from vitexplorer.core.models.loading import LoadedModel, ModelSpec
 
 
-class FreezePolicyError(ValueError):
-    """A freeze policy that is not ``head``, ``last:K`` or ``none``, or K out of range."""
-
-
-def parse_freeze(policy: str, num_layers: int) -> int:
-    """The number of encoder blocks that train: 0 for ``head``, all for ``none``."""
-    policy = policy.strip().lower()
-    if policy == "head":
-        return 0
-    if policy == "none":
-        return num_layers
-    if policy.startswith("last:"):
-        try:
-            k = int(policy[5:])
-        except ValueError:
-            k = -1
-        if 1 <= k <= num_layers:
-            return k
-        raise FreezePolicyError(
-            f"freeze policy {policy!r}: K must be a whole number from 1 to {num_layers}, the "
-            f"model's number of blocks"
-        )
-    raise FreezePolicyError(f"unknown freeze policy {policy!r}; use head, last:K or none")
-
-
 class SplitViT(nn.Module):
     """The frozen part and the trainable part of a ViT, cut after ``len(blocks) - train_blocks``
     blocks (or, for head-only training, after the features)."""

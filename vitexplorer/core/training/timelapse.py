@@ -35,11 +35,10 @@ from vitexplorer.core.models.capture import AttentionSink, capturing_attention, 
 from vitexplorer.core.models.checkpoint import TIMELAPSE_KEY as META_KEY
 from vitexplorer.core.models.checkpoint import TIMELAPSE_PREFIX as PREFIX
 from vitexplorer.core.render.scales import finite_range
+from vitexplorer.core.training.config import MAX_PROBES
 from vitexplorer.core.training.timelapse_check import check_arrays, check_description, check_model
 from vitexplorer.core.training.verdict import is_tie, verdict
 
-DEFAULT_PROBES = 10  # a class-balanced handful of test images
-MAX_PROBES = 64
 VERSION = 1
 ROLLOUT_METHOD = "rollout of the CLS token: heads averaged, nothing discarded, from layer 1"
 

@@ -71,7 +71,7 @@ def _whole(value: object, lowest: int = 0, highest: int | None = None) -> bool:
 
 def check_description(meta: object, version: int, max_probes: int) -> Description:
     """The description stored under the metadata's ``"timelapse"`` key, checked."""
-    from vitexplorer.core.training.engine import MAX_EPOCHS
+    from vitexplorer.core.training.config import MAX_EPOCHS
 
     if not isinstance(meta, dict):
         raise ValueError(f"its description is {_shown(meta)}, not a JSON object")
