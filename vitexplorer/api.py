@@ -34,7 +34,8 @@ from torch import nn
 
 from vitexplorer.core.explain.analysis import ImageAnalysis, Prediction, failure_message
 from vitexplorer.core.explain.methods import METHOD_OPTIONS, METHODS, MethodOptions, check_method
-from vitexplorer.core.io.images import MAX_PIXELS, ImageLoadError, load_image, to_rgb8
+from vitexplorer.core.io.image_inputs import image_from
+from vitexplorer.core.io.images import ImageLoadError
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
@@ -56,6 +57,15 @@ __all__ = [
 ImageInput = Union[str, "os.PathLike[str]", bytes, Image.Image, np.ndarray]
 """An image: a file's path, its encoded bytes, a PIL image, or a numpy array (height, width),
 (height, width, 3) or (height, width, 4) of uint8 0..255 or floats 0..1."""
+
+
+SAMPLE_IMAGES: tuple[str, ...] = (
+    "sample.png",
+    "robin.jpg",
+    "border-collie.jpg",
+    "container-ship.jpg",
+    "sports-car.jpg",
+)  # vitexplorer/resources: see its README for what each shows and its licence
 
 
 class VitexplorerError(ValueError):
@@ -125,7 +135,10 @@ class Model:
         rectangular patch grid)."""
         from vitexplorer.core.explain.analysis import analyze_image
 
-        picture, source = _image(image)
+        try:
+            picture, source = image_from(image)
+        except ImageLoadError as exc:
+            raise _refuse(str(exc)) from None
         if not isinstance(keep_aspect, bool):
             raise _refuse(f"keep_aspect must be True or False, not {keep_aspect!r}")
         if keep_aspect and self.spec.family == "custom":
@@ -191,87 +204,10 @@ def sample_image(name: str = "sample.png") -> Path:
     ``robin.jpg``, ``border-collie.jpg``, ``container-ship.jpg`` or ``sports-car.jpg``."""
     from importlib.resources import files
 
-    samples = ("sample.png", "robin.jpg", "border-collie.jpg", "container-ship.jpg")
-    samples += ("sports-car.jpg",)
+    samples = SAMPLE_IMAGES
     if name not in samples:
         raise _refuse(f"no sample image {name!r}; choose one of {', '.join(samples)}")
     return Path(str(files("vitexplorer.resources") / name))
-
-
-# --- images -------------------------------------------------------------------------------------
-
-
-def _image(image: object) -> tuple[Image.Image, str | None]:
-    """``image`` as 8-bit RGB, and its path when it came from a file (for the method card)."""
-    try:
-        if isinstance(image, (str, os.PathLike)):
-            return load_image(os.fspath(image)), os.fspath(image)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            return load_image(bytes(image)), None
-    except ImageLoadError as exc:
-        raise _refuse(str(exc)) from None
-    if isinstance(image, Image.Image):
-        return _checked(image), None
-    if isinstance(image, np.ndarray):
-        return _checked(_from_array(image)), None
-    raise _refuse(
-        f"an image is a path, encoded bytes, a PIL image or a numpy array, not "
-        f"{type(image).__name__}"
-    )
-
-
-def _checked(image: Image.Image) -> Image.Image:
-    width, height = image.size
-    if width == 0 or height == 0:
-        raise _refuse("the image has no pixels")
-    if width * height > MAX_PIXELS:
-        raise _refuse(
-            f"the image's {width}x{height} pixels are more than the {MAX_PIXELS / 1e6:.0f} "
-            f"megapixel limit; scale it down first"
-        )
-    try:
-        return to_rgb8(image)
-    except Exception as exc:  # Pillow refuses some modes in many ways: one line all the same
-        raise _refuse(f"the image's colour mode {image.mode} cannot be read ({exc})") from None
-
-
-def _from_array(array: np.ndarray) -> Image.Image:
-    """A PIL image of a (height, width[, 1, 3 or 4]) array of 0..255 integers or 0..1 floats."""
-    shape = tuple(array.shape)
-    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
-        raise _refuse(
-            f"a numpy image has the shape (height, width), (height, width, 3) or "
-            f"(height, width, 4), not {shape}; put the colour channels last"
-        )
-    if array.size == 0:
-        raise _refuse(f"the image has no pixels (shape {shape})")
-    if shape[0] * shape[1] > MAX_PIXELS:
-        raise _refuse(
-            f"the image's {shape[1]}x{shape[0]} pixels are more than the "
-            f"{MAX_PIXELS / 1e6:.0f} megapixel limit; scale it down first"
-        )
-    if len(shape) == 3 and shape[2] == 1:
-        array = array[:, :, 0]
-    kind = array.dtype.kind
-    if kind == "f":
-        if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-            raise _refuse(
-                "a numpy image of floats holds values from 0 to 1 (NaN and infinity are not "
-                "colours); scale it, or give uint8 values from 0 to 255"
-            )
-        array = np.round(array.astype(np.float64) * 255.0).astype(np.uint8)
-    elif kind in "iu":
-        if array.min() < 0 or array.max() > 255:
-            raise _refuse(
-                f"a numpy image of integers holds values from 0 to 255, not "
-                f"{array.min()} to {array.max()}; scale it to uint8 first"
-            )
-        array = array.astype(np.uint8)
-    else:
-        raise _refuse(
-            f"a numpy image holds uint8 values (0 to 255) or floats (0 to 1), not {array.dtype}"
-        )
-    return Image.fromarray(np.ascontiguousarray(array))
 
 
 # --- what an analysis and an explanation hold ---------------------------------------------------
@@ -494,13 +430,17 @@ def _map_facts(
 ) -> dict[str, Any]:
     """The card's warnings (an output or a map that says nothing) and title, as the command
     line writes them."""
-    from vitexplorer.cli.analyze import output_warnings
+    import importlib
+
     from vitexplorer.core.explain.analysis import flat_map
     from vitexplorer.core.render.figure import map_title
 
+    # the command line's own words for an output that says nothing; imported by name, so the
+    # type checker (which checks the core and this API) does not follow into the CLI and GUI
+    output_warnings = importlib.import_module("vitexplorer.cli.analyze").output_warnings
     flat = flat_map(heat, f"the {method} map")
     return {
-        "warnings": output_warnings(analysis.result) + ([flat] if flat else []),
+        "warnings": list(output_warnings(analysis.result)) + ([flat] if flat else []),
         "title": map_title(method, parameters, spec, target),
     }
 
