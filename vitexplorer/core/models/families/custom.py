@@ -278,7 +278,9 @@ def check_capture(model: WrappedViT, images: torch.Tensor) -> tuple[torch.Tensor
         return hook
 
     captured: dict[int, list[torch.Tensor]] = {id(m): [] for m in modules}
+    order: list[int] = []  # the modules' ids in the order they ran
     handles = [m.register_forward_hook(keep(plain)) for m in modules]
+    handles += [m.register_forward_pre_hook(lambda m, a: order.append(id(m))) for m in modules]
     try:
         expected = _output(model(images))
     finally:
@@ -288,9 +290,15 @@ def check_capture(model: WrappedViT, images: torch.Tensor) -> tuple[torch.Tensor
         runs = len(plain[id(module)])
         if runs != 1:
             raise ValueError(
-                f"attention module {layer} ({type(module).__name__}) ran {runs} times in one "
-                f"forward pass, not once; name each layer's self-attention module once"
+                f"attention module {layer} ({type(module).__name__}) runs {runs} times in one "
+                f"forward pass; vitexplorer captures modules that each run once, one per layer"
             )
+    ran = [next(i for i, m in enumerate(modules, 1) if id(m) == o) for o in order]
+    if ran != sorted(ran):
+        raise ValueError(
+            f"the attention modules run in the order {', '.join(map(str, ran))} of the list; "
+            f"list them first layer first"
+        )
     handles = [m.register_forward_hook(keep(captured)) for m in modules]
     try:
         with capturing_attention(model) as sink:
@@ -377,6 +385,17 @@ def resolve_attention(module: nn.Module, attention: Sequence[str | nn.Module]) -
         except UnsupportedModel as exc:
             raise UnsupportedModel(f"attention {owned.get(id(sub), item)!r}: {exc}") from None
         found.append(sub)
+    for other_name, other in module.named_modules():
+        if any(other is sub for sub in found) or isinstance(other, WrappedViT):
+            continue
+        try:
+            attention_kind(other)
+        except UnsupportedModel:
+            continue
+        raise ValueError(
+            f"attention leaves out {other_name!r}, another attention module of the module; "
+            f"name every layer's self-attention module, first layer first"
+        )
     heads = {num_heads(sub) for sub in found}
     if len(heads) != 1:
         raise ValueError(f"the attention modules have different head counts: {sorted(heads)}")
@@ -422,7 +441,7 @@ def wrap_module(
     tokens = maps.shape[-1]
     if tokens != prefix + grid * grid:
         raise ValueError(
-            f"its attention runs over {tokens} tokens, but {prefix} prefix token(s) and a {size} "
+            f"the module's attention runs over {tokens} tokens, but {prefix} prefix token(s) and a {size} "
             f"px image in {patch} px patches make {prefix + grid * grid}; check num_prefix, "
             f"patch_size and image_size"
         )
