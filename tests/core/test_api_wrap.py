@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
 
 import vitexplorer
 from vitexplorer.core.models.capture import forward_with_attention
@@ -119,7 +118,9 @@ def test_wrapped_maps_are_the_modules_softmax_by_hand() -> None:
             np.testing.assert_allclose(analysis.attention[layer, h], by_hand, atol=1e-6)
     np.testing.assert_allclose(analysis.attention.sum(-1), 1.0, atol=1e-5)
     assert analysis.attention.std() > 0.01  # not uniform: the comparison can fail
-    np.testing.assert_allclose(analysis.logits, logits, rtol=1e-6, atol=1e-6)  # capture changes nothing
+    np.testing.assert_allclose(
+        analysis.logits, logits, rtol=1e-6, atol=1e-6
+    )  # capture changes nothing
     assert [p.name for p in analysis.predictions][:1] == [f"class {int(np.argmax(logits))}"]
 
 
@@ -204,6 +205,21 @@ class Doubled(nn.Module):
         return self.inner(images)
 
 
+class Dicts(HandViT):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {"logits": super().forward(images)}
+
+
+def patched() -> HandViT:
+    model = hand_vit()
+    attn = model.blocks[0].attn
+    attn.forward = lambda x: HandAttention.forward(attn, x)  # someone's patch, kept
+    return model
+
+
 @pytest.mark.parametrize(
     ("make", "attention", "options", "words"),
     [
@@ -222,8 +238,17 @@ class Doubled(nn.Module):
         (hand_vit, names(), {"device": "tpu"}, "unknown device 'tpu'"),
         (hand_vit, names()[:1], {}, "leaves out 'blocks.1.attn'"),
         (hand_vit, names()[::-1], {}, "run in the order 2, 1 of the list"),
-        (Doubled, [f"inner.blocks.{i}.attn" for i in range(DEPTH)], {}, "runs 2 times in one forward pass"),
+        (
+            Doubled,
+            [f"inner.blocks.{i}.attn" for i in range(DEPTH)],
+            {},
+            "runs 2 times in one forward pass",
+        ),
         (lambda: "not a module", names(), {}, "wrap takes a torch.nn.Module, not str"),
+        (patched, names(), {}, "has its forward replaced on the instance"),
+        (Dicts, names(), {}, "the module returns a dict, not a tensor of logits"),
+        (hand_vit, names(), {"patch_size": 2, "image_size": 512}, "would take 64.0 GiB"),
+        (hand_vit, names(), {"patch_size": 1, "image_size": 20000}, "megapixel limit"),
     ],
 )
 def test_what_cannot_be_captured_is_one_line(make, attention, options, words) -> None:
@@ -266,3 +291,58 @@ def test_a_mask_at_run_time_is_refused_in_one_line() -> None:
             Masked().eval(), ["mha"], patch_size=PATCH, image_size=SIZE, num_prefix=0, device="cpu"
         )
     assert "\n" not in str(caught.value)
+
+
+class EncoderViT(nn.Module):
+    """A ViT built of torch's own nn.TransformerEncoder (whose eval fast path skips the
+    attention modules' forward), without prefix tokens: mean pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, WIDTH, PATCH, PATCH)
+        layer = nn.TransformerEncoderLayer(WIDTH, HEADS, 2 * WIDTH, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, DEPTH, enable_nested_tensor=False)
+        self.head = nn.Linear(WIDTH, CLASSES)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images).flatten(2).transpose(1, 2)
+        return self.head(self.encoder(x).mean(1))
+
+
+def test_transformer_encoder_maps_are_torchs_own_weights() -> None:
+    """Each layer's map equals what nn.MultiheadAttention itself returns as its weights for the
+    tokens that entered it; torch's fast-path flag is as it was."""
+    torch.manual_seed(0)
+    module = EncoderViT().eval()
+    for layer in module.encoder.layers:
+        nn.init.normal_(layer.self_attn.in_proj_weight, std=0.5)
+    attention = [f"encoder.layers.{i}.self_attn" for i in range(DEPTH)]
+    flag = torch.backends.mha.get_fastpath_enabled()
+    model = vitexplorer.wrap(
+        module, attention, patch_size=PATCH, image_size=SIZE, num_prefix=0, device="cpu"
+    )
+    analysis = model.analyze(picture())
+    assert torch.backends.mha.get_fastpath_enabled() == flag
+    assert analysis.attention.shape == (DEPTH, HEADS, GRID * GRID, GRID * GRID)
+    entered: list[torch.Tensor] = []
+    hooks = [
+        layer.self_attn.register_forward_pre_hook(lambda m, a: entered.append(a[0]))
+        for layer in module.encoder.layers
+    ]
+    batch = preprocess(analysis.image, model.spec).unsqueeze(0)
+    with torch.no_grad():
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            module(batch)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(flag)
+        for hook in hooks:
+            hook.remove()
+        for i, (layer, x) in enumerate(zip(module.encoder.layers, entered, strict=True)):
+            _, weights = layer.self_attn(x, x, x, need_weights=True, average_attn_weights=False)
+            # float32 rounding: torch projects q, k and v in another order than one packed matmul
+            np.testing.assert_allclose(
+                analysis.attention[i], weights[0].numpy(), rtol=1e-5, atol=1e-6
+            )
+    assert analysis.attention.std() > 0.01
+    assert vitexplorer.explain(analysis, "relevance").map.shape == (GRID, GRID)

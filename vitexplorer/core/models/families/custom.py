@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitexplorer.core.io.images import MAX_PIXELS
 from vitexplorer.core.models.capture import Sink, capturing_attention, explicit_attention
 from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
@@ -40,6 +41,7 @@ SUPPORTED = (
 )
 PROBE_RTOL = 1e-4  # how close the captured pass's outputs must be to the module's own
 PROBE_ATOL = 1e-5
+MAX_MAPS_BYTES = 4 * 2**30  # float32 maps of one image: ViT-L/16 at 384 px takes 0.5 GiB
 
 
 class WrappedViT(nn.Module):
@@ -56,7 +58,17 @@ class WrappedViT(nn.Module):
         return list(self._attention)
 
     def forward(self, images: torch.Tensor) -> Any:
-        return self.inner(images)
+        """``inner(images)``, with torch's fused fast path for ``nn.TransformerEncoderLayer``
+        off (it would skip the attention modules' forward in eval mode, so nothing would be
+        captured); the flag is torch's, global, and set back as it was."""
+        fastpath = getattr(torch.backends, "mha", None)
+        if fastpath is None or not fastpath.get_fastpath_enabled():
+            return self.inner(images)
+        fastpath.set_fastpath_enabled(False)
+        try:
+            return self.inner(images)
+        finally:
+            fastpath.set_fastpath_enabled(True)
 
 
 def attention_kind(module: nn.Module) -> str:
@@ -286,6 +298,11 @@ def check_capture(model: WrappedViT, images: torch.Tensor) -> tuple[torch.Tensor
     finally:
         for handle in handles:
             handle.remove()
+    if not isinstance(expected, torch.Tensor):
+        raise ValueError(
+            f"the module returns a {type(expected).__name__}, not a tensor of logits; wrap a "
+            f"module that returns (batch, classes) logits"
+        )
     for layer, module in enumerate(modules, start=1):
         runs = len(plain[id(module)])
         if runs != 1:
@@ -380,6 +397,12 @@ def resolve_attention(module: nn.Module, attention: Sequence[str | nn.Module]) -
             raise ValueError(f"attention lists names or modules, not {type(item).__name__}")
         if any(sub is other for other in found):
             raise ValueError(f"attention names {owned.get(id(sub), item)!r} twice")
+        if "forward" in vars(sub):
+            raise ValueError(
+                f"attention {owned.get(id(sub), item)!r} has its forward replaced on the "
+                f"instance; capture replaces it too and would lose yours: wrap the module "
+                f"before patching it, or patch its class"
+            )
         try:
             attention_kind(sub)
         except UnsupportedModel as exc:
@@ -422,11 +445,25 @@ def wrap_module(
         raise ValueError(f"wrap takes a torch.nn.Module, not {type(module).__name__}")
     patch = _whole("patch_size", patch_size, 1)
     size = _whole("image_size", image_size, patch)
+    if size * size > MAX_PIXELS:
+        raise ValueError(
+            f"image_size {size} is {size * size / 1e6:.0f} megapixels, more than the "
+            f"{MAX_PIXELS / 1e6:.0f} megapixel limit of an image"
+        )
     if size % patch:
         raise ValueError(f"image_size {size} is not a whole number of {patch} px patches")
     prefix = _whole("num_prefix", num_prefix, 0)
     means, stds = _channels("mean", mean, False), _channels("std", std, True)
     found = resolve_attention(module, attention)
+    grid = size // patch
+    expected = prefix + grid * grid
+    nbytes = len(found) * num_heads(found[0]) * expected * expected * 4
+    if nbytes > MAX_MAPS_BYTES:  # refused before the probe pass allocates them
+        raise ValueError(
+            f"one image's attention maps would take {nbytes / 2**30:.1f} GiB ({expected} tokens in "
+            f"{len(found)} layers); more than {MAX_MAPS_BYTES / 2**30:.0f} GiB: check "
+            f"image_size and patch_size"
+        )
     target = device or torch.device("cpu")
     wrapped = WrappedViT(module, found, prefix).eval().to(target)
     probe = torch.Generator().manual_seed(0)
@@ -437,12 +474,11 @@ def wrap_module(
             f"the module returns a {tuple(logits.shape)} tensor for one image; wrap a module "
             f"that returns (batch, classes) logits"
         )
-    grid = size // patch
     tokens = maps.shape[-1]
-    if tokens != prefix + grid * grid:
+    if tokens != expected:
         raise ValueError(
-            f"the module's attention runs over {tokens} tokens, but {prefix} prefix token(s) and a {size} "
-            f"px image in {patch} px patches make {prefix + grid * grid}; check num_prefix, "
+            f"the module's attention runs over {tokens} tokens, but {prefix} prefix token(s) "
+            f"and a {size} px image in {patch} px patches make {expected}; check num_prefix, "
             f"patch_size and image_size"
         )
     classes = int(logits.shape[1])
