@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -152,23 +152,26 @@ class Model:
         try:
             result = analyze_image(self.loaded, picture, keep_aspect)
         except (RuntimeError, ValueError, MemoryError) as exc:
-            raise _refuse(f"{source or 'the image'}: {failure_message(exc)}") from None
+            where = Path(source).name if source else "the image"
+            raise _refuse(f"{where}: {failure_message(exc)}") from None
         return Analysis(self, result, picture, source, keep_aspect)
 
 
 def load_model(
     name_or_path: str | os.PathLike[str],
     weights: str | os.PathLike[str] = "default",
-    device: str = "auto",
+    device: str | torch.device = "auto",
     *,
     allow_download: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Model:
     """A model by the names the command line takes: a torchvision ViT (``vit_b_16``...),
     ``small_vit``, ``demo`` (the small ViT trained on CIFAR-10 that ships with vitexplorer,
     offline), ``timm:NAME``, ``hf:FOLDER_OR_HUB_NAME`` or the path of a vitexplorer checkpoint.
 
     ``weights`` is ``default`` (the family's pretrained weights, downloaded once when missing
-    unless ``allow_download`` is False), ``none`` (random) or a weights file's path. ``device``
+    unless ``allow_download`` is False; ``progress(done, total)`` is called with the bytes as
+    they arrive), ``none`` (random) or a weights file's path. ``device``
     is ``auto`` (CUDA, then MPS, then the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. What
     cannot be loaded raises :class:`VitexplorerError` with the command line's line; the notes a
     model carries (random weights, a missing preprocessing config) are Python warnings."""
@@ -179,7 +182,9 @@ def load_model(
         raise _refuse(f"device must be a text such as 'auto', 'cpu' or 'cuda', not {device!r}")
     try:
         models.check_model_source(name, chosen)  # cheap refusals before any heavy work
-        loaded = models.load_model(name, chosen, device, allow_download=allow_download)
+        loaded = models.load_model(
+            name, chosen, device, allow_download=allow_download, progress=progress
+        )
     except (models.WeightsUnavailableError, DownloadCancelled, WeightsFileError, ValueError) as exc:
         raise _refuse(str(exc)) from None
     except OSError as exc:  # e.g. the torch hub cache is not writable
@@ -213,7 +218,7 @@ def sample_image(name: str = "sample.png") -> Path:
 # --- what an analysis and an explanation hold ---------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Analysis:
     """One image through one model: :meth:`Model.analyze`'s result, for :func:`explain`."""
 
@@ -222,6 +227,16 @@ class Analysis:
     image: Image.Image  # the image, decoded to 8-bit RGB (relevance preprocesses it again)
     source: str | None  # its path, when it came from a file
     keep_aspect: bool
+
+    def __repr__(self) -> str:
+        where = Path(self.source).name if self.source else "an image"
+        top = self.result.predictions[0] if self.result.predictions else None
+        said = f"{top.name} {top.probability:.1%}" if top else "no classifier"
+        layers, heads, tokens, _ = self.result.attention.shape
+        return (
+            f"<vitexplorer.Analysis of {where} by {self.model.name!r}: {said}; attention "
+            f"{layers} layers x {heads} heads x {tokens} tokens>"
+        )
 
     @property
     def spec(self) -> ModelSpec:
@@ -271,7 +286,7 @@ class Analysis:
         return self.result.display
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Explanation:
     """A map over the patch grid and its method card (what ``vitexplorer analyze`` writes in
     ``<image>.<method>.json``, less the ``map``/``picture``/``files`` entries of its files)."""
@@ -284,6 +299,9 @@ class Explanation:
     def title(self) -> str:
         """The figure's title: the method, layer, head and token, numbered from 1."""
         return str(self.card.get("title", self.method))
+
+    def __repr__(self) -> str:
+        return f"<vitexplorer.Explanation {self.title!r}: a {self.map.shape} map>"
 
 
 def explain(

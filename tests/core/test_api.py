@@ -255,3 +255,43 @@ def test_sample_images_ship_and_others_are_refused() -> None:
     assert vitexplorer.sample_image("robin.jpg").is_file()
     with pytest.raises(vitexplorer.VitexplorerError, match="no sample image 'cat.png'"):
         vitexplorer.sample_image("cat.png")
+
+
+def test_library_families_load_by_their_names(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label={0: "cat", 1: "dog", 2: "eel"},
+        label2id={"cat": 0, "dog": 1, "eel": 2},
+    )
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    with pytest.warns(UserWarning, match="no preprocessor_config.json"):  # the CLI's warning
+        hf = vitexplorer.load_model(f"hf:{tmp_path / 'vit'}", device="cpu")
+    analysis = hf.analyze(photo(tmp_path / "a.png"))
+    assert hf.class_names == ("cat", "dog", "eel") and hf.spec.family == "hf"
+    assert analysis.attention.shape == (2, 2, 17, 17)
+    assert vitexplorer.explain(analysis, "relevance", target_class="eel").card["target"] == {
+        "index": 2,
+        "name": "eel",
+        "probability": pytest.approx(float(analysis.probabilities[2])),
+        "predicted": analysis.predictions[0].index == 2,
+    }
+    pytest.importorskip("timm")
+    with pytest.warns(UserWarning, match=r"random weights \(--weights none\)"):
+        timm = vitexplorer.load_model("timm:vit_tiny_patch16_224", "none", "cpu")
+    assert timm.spec.family == "timm" and (timm.num_layers, timm.num_heads) == (12, 3)
+    assert timm.analyze(photo(tmp_path / "b.png")).attention.shape == (12, 3, 197, 197)
+
+
+def test_the_modules_own_example_runs() -> None:
+    import doctest
+
+    import vitexplorer.api
+
+    result = doctest.testmod(vitexplorer.api)
+    assert result.attempted >= 6 and result.failed == 0
