@@ -374,8 +374,11 @@ def _method_options(analysis: Analysis, method: str, given: dict[str, Any]) -> M
             raise _refuse(f"{method} reads {', '.join(reads)}; {key} is not one of its options")
     for key in ("layer", "head", "token", "start_layer"):
         value = given.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise _refuse(f"{key} must be a whole number, not {value!r}")
+        given[key] = int(value)  # numpy's integers too (an argmax)
     values: dict[str, Any] = {}
     try:
         layers = spec.num_layers
