@@ -68,6 +68,9 @@ SAMPLE_IMAGES: tuple[str, ...] = (
 )  # vitexplorer/resources: see its README for what each shows and its licence
 
 
+WRAPPED_NOTE = "a module wrapped with vitexplorer.wrap: its parameters are in memory, no file"
+
+
 class VitexplorerError(ValueError):
     """A model, image or setting that vitexplorer refuses; the message is one line that says
     what went wrong and what to do, as the command line prints it."""
@@ -362,6 +365,8 @@ def explain(
     parameters = options.as_dict(method)
     extra.update(_map_facts(analysis, method, heat, parameters, spec, extra.get("target")))
     card = method_card(model, method, parameters, analysis.source, extra)
+    if spec.family == "custom":  # the card's note speaks of files; a wrapped module has none
+        card["model"]["weights"]["note"] = WRAPPED_NOTE
     return Explanation(method, heat, card)
 
 

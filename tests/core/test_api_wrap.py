@@ -144,6 +144,12 @@ def test_wrapped_model_explains_with_every_method() -> None:
     assert relevance.map.shape == (GRID, GRID) and relevance.map.max() > 0
     assert relevance.card["target"]["name"] == "thing 3"
     assert relevance.card["model"]["architecture"] == "custom"
+    assert relevance.card["model"]["weights"] == {
+        "label": "the module's own",
+        "file": None,
+        "sha256": None,
+        "note": "a module wrapped with vitexplorer.wrap: its parameters are in memory, no file",
+    }
     # the module's parameters have no .grad left by the backward pass
     assert all(p.grad is None for p in model.module.parameters())
 
