@@ -137,6 +137,7 @@ class Model:
         preprocessing does, or with ``keep_aspect`` analysed whole at its own aspect ratio (a
         rectangular patch grid)."""
         from vitexplorer.core.explain.analysis import analyze_image
+        from vitexplorer.core.models.preprocessing import preprocess
 
         try:
             picture, source = image_from(image)
@@ -154,10 +155,13 @@ class Model:
                 )
         try:
             result = analyze_image(self.loaded, picture, keep_aspect)
+            # what the model saw, kept for relevance's backward pass (the decoded image may be
+            # 100 megapixels; this is the model's input size)
+            seen = preprocess(picture, self.spec, keep_aspect)
         except (RuntimeError, ValueError, MemoryError) as exc:
             where = Path(source).name if source else "the image"
             raise _refuse(f"{where}: {failure_message(exc)}") from None
-        return Analysis(self, result, picture, source, keep_aspect)
+        return Analysis(self, result, seen, source, keep_aspect)
 
 
 def load_model(
@@ -227,7 +231,7 @@ class Analysis:
 
     model: Model
     result: ImageAnalysis  # the core's analysis, as the app and the command line hold it
-    image: Image.Image  # the image, decoded to 8-bit RGB (relevance preprocesses it again)
+    input: torch.Tensor  # (3, height, width) float32 on the CPU: the preprocessed image
     source: str | None  # its path, when it came from a file
     keep_aspect: bool
 
@@ -354,10 +358,7 @@ def explain(
     model, spec, result = analysis.model.loaded, analysis.spec, analysis.result
     extra, batch = _card_facts(analysis, method, options), None
     if method == "relevance":
-        from vitexplorer.core.models.preprocessing import preprocess
-
-        picture = preprocess(analysis.image, model.spec, analysis.keep_aspect)
-        batch = picture.unsqueeze(0).to(model.device)
+        batch = analysis.input.unsqueeze(0).to(model.device)
     try:
         heat = explanation_map(method, options, analysis=result, model=model, batch=batch)
     except (RuntimeError, ValueError, MemoryError) as exc:

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import vitexplorer
@@ -101,7 +102,8 @@ def test_wrapped_maps_are_the_modules_softmax_by_hand() -> None:
     hooks = [
         b.attn.register_forward_pre_hook(lambda m, a: entered.append(a[0])) for b in module.blocks
     ]
-    batch = preprocess(analysis.image, model.spec).unsqueeze(0)
+    batch = preprocess(Image.fromarray(image), model.spec).unsqueeze(0)
+    assert torch.equal(batch[0], analysis.input)  # the input kept is the one the model saw
     with torch.no_grad():
         logits = module(batch)[0].numpy()
     for hook in hooks:
@@ -169,7 +171,7 @@ def test_multihead_attention_equals_torchvisions_capture(tiny_torchvision_vit) -
     attention = [f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(DEPTH)]
     model = vitexplorer.wrap(module, attention, patch_size=PATCH, image_size=SIZE, device="cpu")
     analysis = model.analyze(picture())
-    batch = preprocess(analysis.image, model.spec).unsqueeze(0)
+    batch = analysis.input.unsqueeze(0)
     logits, maps = forward_with_attention(module, batch)
     np.testing.assert_allclose(analysis.attention, maps[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(analysis.logits, logits[0].numpy(), atol=1e-6)
@@ -193,7 +195,7 @@ def test_timm_attention_equals_timms_capture() -> None:
     attention = [f"blocks.{i}.attn" for i in range(DEPTH)]
     model = vitexplorer.wrap(module, attention, patch_size=PATCH, image_size=SIZE, device="cpu")
     analysis = model.analyze(picture())
-    batch = preprocess(analysis.image, model.spec).unsqueeze(0)
+    batch = analysis.input.unsqueeze(0)
     logits, maps = forward_with_attention(module, batch)  # timm's own family
     np.testing.assert_allclose(analysis.attention, maps[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(analysis.logits, logits[0].numpy(), atol=1e-5)
@@ -335,7 +337,7 @@ def test_transformer_encoder_maps_are_torchs_own_weights() -> None:
         layer.self_attn.register_forward_pre_hook(lambda m, a: entered.append(a[0]))
         for layer in module.encoder.layers
     ]
-    batch = preprocess(analysis.image, model.spec).unsqueeze(0)
+    batch = analysis.input.unsqueeze(0)
     with torch.no_grad():
         torch.backends.mha.set_fastpath_enabled(False)
         try:
