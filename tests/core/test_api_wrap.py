@@ -354,3 +354,31 @@ def test_transformer_encoder_maps_are_torchs_own_weights() -> None:
             )
     assert analysis.attention.std() > 0.01
     assert vitexplorer.explain(analysis, "relevance").map.shape == (GRID, GRID)
+
+
+class Pooled(HandViT):
+    """A ViT whose CLS is replaced by attention pooling: a learned query attends to the tokens
+    through an nn.MultiheadAttention that is not self-attention (and is not named)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, WIDTH))
+        self.pool = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        query = self.query.expand(x.shape[0], -1, -1)
+        return self.head(self.pool(query, x, x, need_weights=False)[0][:, 0])
+
+
+def test_an_attention_pool_that_is_not_self_attention_may_stay_unnamed() -> None:
+    torch.manual_seed(0)
+    model = vitexplorer.wrap(
+        Pooled().eval(), names(), patch_size=PATCH, image_size=SIZE, device="cpu"
+    )
+    analysis = model.analyze(picture())
+    assert analysis.attention.shape == (DEPTH, HEADS, 1 + GRID * GRID, 1 + GRID * GRID)
+    np.testing.assert_allclose(analysis.attention.sum(-1), 1.0, atol=1e-5)

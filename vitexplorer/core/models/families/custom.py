@@ -272,6 +272,38 @@ def _output(value: Any) -> torch.Tensor:
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+def _other_attention(model: WrappedViT) -> list[tuple[str, nn.Module]]:
+    """The modules of a supported attention shape that ``model`` does not name, by name."""
+    named = {id(m) for m in model.attention}
+    found = []
+    for name, sub in model.inner.named_modules():
+        if id(sub) in named:
+            continue
+        try:
+            attention_kind(sub)
+        except UnsupportedModel:
+            continue
+        found.append((name, sub))
+    return found
+
+
+def _noting(name: str, into: list[str]) -> Callable[..., None]:
+    """A pre-hook that adds ``name`` to ``into`` when its module runs as self-attention (an
+    ``nn.MultiheadAttention`` given one tensor as query and key; any call of the other kind),
+    not when it pools or attends across (a latent query, another sequence)."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if isinstance(module, nn.MultiheadAttention):
+            query = args[0] if args else kwargs.get("query")
+            key = args[1] if len(args) > 1 else kwargs.get("key")
+            if query is None or query is not key:
+                return
+        if name not in into:
+            into.append(name)
+
+    return hook
+
+
 @torch.inference_mode()
 def check_capture(model: WrappedViT, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits and captured maps of ``images`` through ``model``, once every named attention
@@ -291,8 +323,11 @@ def check_capture(model: WrappedViT, images: torch.Tensor) -> tuple[torch.Tensor
 
     captured: dict[int, list[torch.Tensor]] = {id(m): [] for m in modules}
     order: list[int] = []  # the modules' ids in the order they ran
+    left_out: list[str] = []  # attention modules not named that ran as self-attention
     handles = [m.register_forward_hook(keep(plain)) for m in modules]
     handles += [m.register_forward_pre_hook(lambda m, a: order.append(id(m))) for m in modules]
+    for name, other in _other_attention(model):
+        handles.append(other.register_forward_pre_hook(_noting(name, left_out), with_kwargs=True))
     try:
         expected = _output(model(images))
     finally:
@@ -302,6 +337,11 @@ def check_capture(model: WrappedViT, images: torch.Tensor) -> tuple[torch.Tensor
         raise ValueError(
             f"the module returns a {type(expected).__name__}, not a tensor of logits; wrap a "
             f"module that returns (batch, classes) logits"
+        )
+    if left_out:
+        raise ValueError(
+            f"attention leaves out {left_out[0]!r}, which runs as self-attention in the "
+            f"forward pass; name every layer's self-attention module, first layer first"
         )
     for layer, module in enumerate(modules, start=1):
         runs = len(plain[id(module)])
@@ -408,17 +448,6 @@ def resolve_attention(module: nn.Module, attention: Sequence[str | nn.Module]) -
         except UnsupportedModel as exc:
             raise UnsupportedModel(f"attention {owned.get(id(sub), item)!r}: {exc}") from None
         found.append(sub)
-    for other_name, other in module.named_modules():
-        if any(other is sub for sub in found) or isinstance(other, WrappedViT):
-            continue
-        try:
-            attention_kind(other)
-        except UnsupportedModel:
-            continue
-        raise ValueError(
-            f"attention leaves out {other_name!r}, another attention module of the module; "
-            f"name every layer's self-attention module, first layer first"
-        )
     heads = {num_heads(sub) for sub in found}
     if len(heads) != 1:
         raise ValueError(f"the attention modules have different head counts: {sorted(heads)}")
