@@ -46,7 +46,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    """The public names (what tab completion offers)."""
+    return sorted(["__version__", *_API])
 
 
 __all__ = ["__version__", *_API]
