@@ -501,7 +501,7 @@ def wrap(
     named module's output is unchanged when its softmax is captured, so the maps are the
     module's own; what does not fit is refused in one line. The module is put in eval mode and
     moved to ``device``."""
-    from vitexplorer.core.models.families.custom import wrap_module
+    from vitexplorer.core.models.families.custom_wrap import wrap_module
 
     try:
         target = models.resolve_device(device) if isinstance(device, str) else device
