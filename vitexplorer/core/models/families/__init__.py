@@ -28,6 +28,8 @@ FAMILY_MODULES: tuple[tuple[str, str | None], ...] = (
     ("vitexplorer.core.models.families.torchvision", "torchvision"),
     ("vitexplorer.core.models.families.timm", "timm"),
     ("vitexplorer.core.models.families.hf", "transformers"),
+    # one's own module (vitexplorer.wrap): asked only once its file is imported
+    ("vitexplorer.core.models.families.custom", "vitexplorer.core.models.families.custom"),
 )
 
 
