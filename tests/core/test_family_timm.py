@@ -159,7 +159,7 @@ def test_models_without_a_classifier() -> None:
         assert spec.has_classifier == (kind == "classifier")
         if kind == "projection":  # kept in a checkpoint's config apart from the classes
             assert (spec.config["num_classes"], spec.config["projection"]) == (0, 512)
-            assert family.check_config("timm:" + name, spec.config) == (224, 0)
+            assert family.TimmFamily().check_config("timm:" + name, spec.config) == (224, 0)
 
 
 def test_structure_and_sanity_parts() -> None:
@@ -293,7 +293,7 @@ def test_a_fine_tuned_checkpoint_loads_back(test_vit_32, tmp_path: Path) -> None
 
 def test_checkpoint_config_is_checked() -> None:
     good = {"model_name": "test_vit", "num_classes": 2, "img_size": 32}
-    assert family.check_config("timm:test_vit", good) == (32, 2)
+    assert family.TimmFamily().check_config("timm:test_vit", good) == (32, 2)
     for bad, words in [
         ({**good, "depth": 3}, "unknown setting 'depth'"),
         ({**good, "model_name": "vit_tiny_patch16_224"}, "is not the architecture"),
@@ -302,7 +302,7 @@ def test_checkpoint_config_is_checked() -> None:
         ({**good, "projection": 0, "num_classes": 0}, "projection must be from 1"),
     ]:
         with pytest.raises(ValueError, match=words):
-            family.check_config("timm:test_vit", bad)
+            family.TimmFamily().check_config("timm:test_vit", bad)
 
 
 @pytest.mark.slow

@@ -36,17 +36,25 @@ from timm.models.vision_transformer import (  # Attention: here in every 1.0.x
 )
 from torch import nn
 
-from vitexplorer.core.io.values import check_whole
-from vitexplorer.core.models import loading as models
+from vitexplorer.core.io.values import check_whole, show_value
+from vitexplorer.core.models.building import BuildPlan, check_weights_file, load_weights_file
 from vitexplorer.core.models.checkpoint import (
     WeightsFileError,
     file_label,
 )
-from vitexplorer.core.models.download import CancelCheck, ProgressCallback
+from vitexplorer.core.models.download import CancelCheck, ProgressCallback, WeightsDownload
 from vitexplorer.core.models.families import timm_weights
-from vitexplorer.core.models.families.base import RANDOM_NOTE, Part, UnsupportedModel, ViTAdapter
-from vitexplorer.core.models.spec import ModelSpec
-from vitexplorer.core.models.vit import MAX_CLASSES, MAX_IMAGE_SIZE, check_grid
+from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.models.families.family import Family
+from vitexplorer.core.models.families.registry import family_named
+from vitexplorer.core.models.metadata import (
+    INTERPOLATIONS,
+    apply_metadata,
+    check_config_keys,
+    quoted,
+)
+from vitexplorer.core.models.spec import RANDOM, ModelSpec
+from vitexplorer.core.models.vit import MAX_CLASSES, MAX_IMAGE_SIZE, SmallViTConfig, check_grid
 from vitexplorer.core.training import estimate
 
 PREFIX = "timm:"
@@ -340,9 +348,6 @@ def head_kind(module: nn.Module) -> str:
     return "projection" if projection else "classifier"
 
 
-ADAPTER = TimmAdapter
-
-
 # --- names and the model's description ---------------------------------------------------
 
 
@@ -450,9 +455,8 @@ def spec_for(module: Any, name: str, weights: str) -> ModelSpec:  # any timm mod
         # timm's data config gives one value per RGB channel
         mean=cast(_RGB, tuple(float(v) for v in data["mean"])),
         std=cast(_RGB, tuple(float(v) for v in data["std"])),
-        interpolation=interpolation if interpolation in models.INTERPOLATIONS else "bicubic",
+        interpolation=interpolation if interpolation in INTERPOLATIONS else "bicubic",
         crop_mode=crop_mode,
-        notes=(RANDOM_NOTE,) if weights == models.RANDOM else (),
         config={
             "model_name": f"{arch}.{tag}" if tag else arch,
             "num_classes": classes,
@@ -486,53 +490,13 @@ def class_names(num_classes: int, cfg: Mapping[str, Any]) -> tuple[str, ...]:
 # --- loading ---------------------------------------------------------------------------------
 
 
-def check_source(name: str, weights: str) -> None:
-    """What :func:`load` would refuse that can be found out cheaply: an unknown name, a model
-    we cannot capture or whose weights would not fit in the free memory, a weights file that
-    is missing or (safetensors) does not fit."""
-    arch = model_name(name)
-    skeleton = _skeleton(arch)
-    if weights in ("none", "default"):
-        _check_memory(arch, skeleton)
-    if weights == "none":
-        return
-    if weights == "default":
-        timm_weights.pretrained_source(arch)
-        return
-    models.check_weights_file(Path(weights), lambda shapes, path: _file_plan(arch, shapes, path))
-
-
-def load(
-    name: str,
-    weights: str,
-    *,
-    allow_download: bool = True,
-    progress: ProgressCallback | None = None,
-    cancelled: CancelCheck | None = None,
-) -> tuple[nn.Module, ModelSpec, Path | None]:
-    """The model ``timm:NAME`` with ``weights``: "none", "default" or a weights file."""
-    arch = model_name(name)
-    skeleton = _skeleton(arch)  # refuses what we cannot capture before anything is allocated
-    if weights in ("none", "default"):  # nor build (nor download) what would not fit
-        _check_memory(arch, skeleton)
-    if weights == "none":
-        module = timm.create_model(arch, pretrained=False)
-        return module, spec_for(module, arch, models.RANDOM), None
-    if weights == "default":
-        module, tagged, path = timm_weights.fetch(arch, allow_download, progress, cancelled)
-        return module, spec_for(module, tagged, f"timm {tagged}"), path
-    path = Path(weights)
-    plan = lambda shapes, path: _file_plan(arch, shapes, path)  # noqa: E731
-    return (*models.load_weights_file(path, plan), path)
-
-
 def _check_memory(arch: str, skeleton: nn.Module) -> None:
     """A one-line refusal, before the model is built, when the weights of ``skeleton`` (timm's
     ``arch`` on the meta device) would not fit in the free memory (it is built in RAM)."""
     estimate.check_model_fits(PREFIX + arch, skeleton, torch.device("cpu"))
 
 
-def _file_plan(arch: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
+def _file_plan(arch: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> BuildPlan:
     """How to build timm's ``arch`` for the state dict in ``path``, in timm's layout: the class
     count is read off ``head.weight`` (none without one) and a square input size off
     ``pos_embed``."""
@@ -561,7 +525,7 @@ def _file_plan(arch: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> 
             check_whole("the class count of its head.weight", kwargs["num_classes"], 0, MAX_CLASSES)
     except ValueError as exc:
         raise WeightsFileError(f"{source}: {exc}") from None
-    return models.BuildPlan(
+    return BuildPlan(
         lambda: timm.create_model(arch, pretrained=False, weight_init=_LOADED, **kwargs),
         f"timm's {arch}",
         lambda module: spec_for(module, arch, label),
@@ -570,26 +534,6 @@ def _file_plan(arch: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> 
 
 
 # --- checkpoints ---------------------------------------------------------------------------
-
-
-def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
-    """The image size and class count of a checkpoint's ``config`` for ``arch`` (timm:NAME)."""
-    models.check_config_keys(arch, config, _CONFIG_KEYS)
-    name = config.get("model_name", model_name(arch))
-    if not isinstance(name, str):
-        raise ValueError(f"model_name must be a text, not {models.show_value(name)}")
-    name = model_name(name)
-    if (
-        timm.models.split_model_name_tag(name)[0]
-        != timm.models.split_model_name_tag(model_name(arch))[0]
-    ):
-        raise ValueError(f"model_name {models.quoted(name)} is not the architecture {arch}")
-    kwargs, kind = _build_kwargs(config)
-    module = _skeleton(name, **kwargs)
-    rows, cols = module.patch_embed.grid_size
-    patch = patch_size(module)
-    check_grid(max(rows, cols) * patch, patch)
-    return min(rows, cols) * patch, module.num_classes if kind == "classifier" else 0
 
 
 def _build_kwargs(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -612,29 +556,99 @@ def _build_kwargs(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
     return kwargs, kind
 
 
-def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.BuildPlan:
-    """An untrained ``arch`` shaped by a vitexplorer checkpoint's checked metadata."""
-    config = meta["config"]
-    name = model_name(config.get("model_name", arch))
-    kwargs, kind = _build_kwargs(config)
-
-    def build() -> nn.Module:
-        module = timm.create_model(name, pretrained=False, weight_init=_LOADED, **kwargs)
-        if kind is not None:
-            setattr(module, _HEAD_MARK, kind)
-        return module
-
-    def spec(module: nn.Module) -> ModelSpec:
-        found = spec_for(module, name, label)
-        return models.apply_metadata(replace(found, name=arch), meta)
-
-    return models.BuildPlan(build, f"timm's {name}", spec, True)
-
-
-def default_weights_download(name: str) -> models.WeightsDownload:
+def default_weights_download(name: str) -> WeightsDownload:
     """What the app can offer to download for ``timm:NAME``'s default weights (no network;
     the size is not known offline: 0); a ValueError, before anything is offered, for a name
     that cannot be loaded (unknown, not supported, too large, without pretrained weights)."""
     arch = model_name(name)
     _check_memory(arch, _skeleton(arch))
     return timm_weights.describe(arch)
+
+
+class TimmFamily(Family):
+    """timm's ViTs as ``timm:NAME``: "default" weights are timm's pretrained ones (downloaded
+    from the Hugging Face hub or timm's URL when missing), "none" random, or a weights file."""
+
+    info = family_named("timm")
+    adapter_type = TimmAdapter
+
+    def check_source(self, name: str, weights: str) -> None:
+        """What :meth:`load` would refuse that can be found out cheaply: an unknown name, a model
+        we cannot capture or whose weights would not fit in the free memory, a weights file that
+        is missing or (safetensors) does not fit."""
+        arch = model_name(name)
+        skeleton = _skeleton(arch)
+        if weights in ("none", "default"):
+            _check_memory(arch, skeleton)
+        if weights == "none":
+            return
+        if weights == "default":
+            timm_weights.pretrained_source(arch)
+            return
+        check_weights_file(Path(weights), lambda shapes, path: _file_plan(arch, shapes, path))
+
+    def load(
+        self,
+        name: str,
+        weights: str,
+        *,
+        allow_download: bool = True,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+        shape: SmallViTConfig | None = None,
+    ) -> tuple[nn.Module, ModelSpec, Path | None]:
+        """The model ``timm:NAME`` with ``weights``: "none", "default" or a weights file."""
+        arch = model_name(name)
+        skeleton = _skeleton(arch)  # refuses what we cannot capture before anything is allocated
+        if weights in ("none", "default"):  # nor build (nor download) what would not fit
+            _check_memory(arch, skeleton)
+        if weights == "none":
+            module = timm.create_model(arch, pretrained=False)
+            return module, spec_for(module, arch, RANDOM).randomised(warn=True), None
+        if weights == "default":
+            module, tagged, path = timm_weights.fetch(arch, allow_download, progress, cancelled)
+            return module, spec_for(module, tagged, f"timm {tagged}"), path
+        path = Path(weights)
+        plan = lambda shapes, path: _file_plan(arch, shapes, path)  # noqa: E731
+        return (*load_weights_file(path, plan), path)
+
+    def check_config(self, arch: str, config: dict[str, Any]) -> tuple[int, int]:
+        """The image size and class count of a checkpoint's ``config`` for ``arch`` (timm:NAME)."""
+        check_config_keys(arch, config, _CONFIG_KEYS)
+        name = config.get("model_name", model_name(arch))
+        if not isinstance(name, str):
+            raise ValueError(f"model_name must be a text, not {show_value(name)}")
+        name = model_name(name)
+        if (
+            timm.models.split_model_name_tag(name)[0]
+            != timm.models.split_model_name_tag(model_name(arch))[0]
+        ):
+            raise ValueError(f"model_name {quoted(name)} is not the architecture {arch}")
+        kwargs, kind = _build_kwargs(config)
+        module = _skeleton(name, **kwargs)
+        rows, cols = module.patch_embed.grid_size
+        patch = patch_size(module)
+        check_grid(max(rows, cols) * patch, patch)
+        return min(rows, cols) * patch, module.num_classes if kind == "classifier" else 0
+
+    def checkpoint_plan(self, arch: str, meta: dict[str, Any], label: str) -> BuildPlan:
+        """An untrained ``arch`` shaped by a vitexplorer checkpoint's checked metadata."""
+        config = meta["config"]
+        name = model_name(config.get("model_name", arch))
+        kwargs, kind = _build_kwargs(config)
+
+        def build() -> nn.Module:
+            module = timm.create_model(name, pretrained=False, weight_init=_LOADED, **kwargs)
+            if kind is not None:
+                setattr(module, _HEAD_MARK, kind)
+            return module
+
+        def spec(module: nn.Module) -> ModelSpec:
+            found = spec_for(module, name, label)
+            return apply_metadata(replace(found, name=arch), meta)
+
+        return BuildPlan(build, f"timm's {name}", spec, True)
+
+    def default_download(self, name: str) -> WeightsDownload:
+        """The default weights loading ``name`` would download (see default_weights_download)."""
+        return default_weights_download(name)
