@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from torch import nn
@@ -77,6 +77,7 @@ class FamilyInfo:
         return f"{prefix}: {rest.rstrip('/').rsplit('/', 1)[-1] if folders else rest}"
 
 
+@runtime_checkable
 class Family(Protocol):
     """How one family's models are refused early, built and loaded. Each family is a class
     implementing this (the type checker holds it to these signatures); the loader
