@@ -133,6 +133,8 @@ def test_split_forward_equals_the_model_and_a_new_head_starts_at_zero(variant: s
 
 
 def test_models_without_a_classifier() -> None:
+    from vitexplorer.core.models.families.timm_adapter import head_kind
+
     torch.manual_seed(0)
     dino = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, **TINY | {
         "num_classes": 0, "reg_tokens": 4, "patch_size": 8})  # fmt: skip
@@ -154,7 +156,7 @@ def test_models_without_a_classifier() -> None:
                        ("vit_base_patch16_clip_224.openai_ft_in1k", "classifier")]:  # fmt: skip
         with torch.device("meta"):
             tower = timm.create_model(name, pretrained=False)
-        assert family.head_kind(tower) == kind
+        assert head_kind(tower) == kind
         spec = family.spec_for(tower, name, "random")
         assert spec.has_classifier == (kind == "classifier")
         if kind == "projection":  # kept in a checkpoint's config apart from the classes

@@ -47,7 +47,12 @@ from vitexplorer.core.models.download import (  # noqa: F401  (re-exported: mode
     WeightsUnavailableError,
     download_weights,
 )
-from vitexplorer.core.models.families.registry import family_for, implementation, info_for
+from vitexplorer.core.models.families.registry import (
+    family_for,
+    implementation,
+    info_for,
+    prefixed_names,
+)
 from vitexplorer.core.models.metadata import (  # noqa: F401  (re-exported)
     CHECKPOINT_FORMAT,
     CROP_MODES,
@@ -283,7 +288,7 @@ def unknown_model_message(name: str) -> str:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return (
-        f"unknown model {name!r}; {hint}choose one of {', '.join(names)}, a timm: or hf: "
+        f"unknown model {name!r}; {hint}choose one of {', '.join(names)}, a {prefixed_names()} "
         f"model, or a checkpoint path"
     )
 

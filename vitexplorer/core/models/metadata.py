@@ -11,7 +11,7 @@ from typing import Any
 from torchvision.transforms import InterpolationMode
 
 from vitexplorer.core.io.values import check_whole, show_value
-from vitexplorer.core.models.families.registry import implementation, info_for
+from vitexplorer.core.models.families.registry import implementation, info_for, prefixed_names
 from vitexplorer.core.models.spec import MODEL_NAMES, ModelSpec
 
 CHECKPOINT_FORMAT = 1
@@ -56,7 +56,7 @@ def check_checkpoint_metadata(meta: object) -> dict[str, Any]:
     if not isinstance(arch, str) or info_for(arch) is None:
         raise ValueError(
             f"architecture {quoted(arch)} is unknown; expected one of {', '.join(MODEL_NAMES)} "
-            f"or a timm: or hf: model"
+            f"or a {prefixed_names()} model"
         )
     if "config" not in meta:
         raise ValueError("it has no config")

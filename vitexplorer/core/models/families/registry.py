@@ -97,6 +97,11 @@ def library_family(name: str) -> FamilyInfo | None:
     return LIBRARY_FAMILIES.get(prefix.lower())
 
 
+def prefixed_names() -> str:
+    """The families that name their models, for messages: "timm: or hf:"."""
+    return " or ".join(f"{prefix}:" for prefix in LIBRARY_FAMILIES)
+
+
 def info_for(name: str) -> FamilyInfo | None:
     """The family of the model name ``name`` (a built-in name or ``PREFIX:NAME``), or None."""
     return _BY_NAME.get(name) or library_family(name)
