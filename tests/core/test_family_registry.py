@@ -49,6 +49,8 @@ def test_each_family_is_a_class_with_its_entry_and_its_adapter(info: FamilyInfo)
     assert type(family).info is info  # the class says which entry it is
     assert family.adapter_type.family == info.name
     assert registry.implementation(info) is family  # imported and made once
+    # the table's torch-free fact agrees with the class: only these offer a download
+    assert info.downloads == (type(family).default_download is not Family.default_download)
 
 
 def test_a_missing_library_is_refused_naming_the_extra(monkeypatch) -> None:

@@ -170,7 +170,8 @@ def default_download(name: str, weights: str = "default") -> WeightsDownload | N
     described without network access; None when it needs none (random weights, a file, a
     family without downloads) or when the model cannot be loaded at all (:func:`load_model`
     then says why, as for any other model problem)."""
-    if weights != "default" or is_weights_path(name):
+    info = info_for(name)
+    if weights != "default" or is_weights_path(name) or (info is not None and not info.downloads):
         return None
     try:
         return family_of(name).default_download(name)

@@ -57,6 +57,7 @@ class FamilyInfo:
     extra: str | None = None  # pip install "vitexplorer[EXTRA]" installs that library
     example: str = ""  # a model name, for help texts
     pretrained: bool = True  # whether "default" weights are trained ones (else random)
+    downloads: bool = False  # whether its default weights may need a download the app offers
     asking: Asking | None = None  # how a person names one of its models in the app
 
     @property

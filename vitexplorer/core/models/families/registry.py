@@ -49,6 +49,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         names=tuple(TORCHVISION_VITS),
         library="torchvision",
         example="vit_b_16",
+        downloads=True,  # ImageNet weights into the torch hub cache
     ),
     FamilyInfo(
         "timm",
@@ -57,6 +58,7 @@ FAMILIES: tuple[FamilyInfo, ...] = (
         library="timm",
         extra="timm",
         example="timm:vit_tiny_patch16_224",
+        downloads=True,  # pretrained tags from the Hugging Face hub or timm's URLs
         asking=Asking(
             menu="timm model…",
             title="timm model",
