@@ -49,7 +49,7 @@ class FamilyInfo:
     one of its models. ``implementation`` is where its :class:`Family` class is
     (``"module:Class"``, imported on first use)."""
 
-    name: str  # "torchvision", "small_vit", "timm", "hf": ViTAdapter.family, ModelSpec.family
+    name: str  # "torchvision", "small_vit", "timm", "hf": its ViTAdapter.family
     implementation: str
     names: tuple[str, ...] = ()  # the model names it answers to without a prefix
     prefix: str | None = None  # "timm" in "timm:vit_tiny_patch16_224": it names models itself
