@@ -53,17 +53,18 @@ def ordinary(make, state):
 
 @contextmanager
 def the_way_before() -> Iterator[None]:
-    """Every load as before issue 14: ``models.with_weights`` (checkpoints, weights files of
+    """Every load as before issue 14: ``skeleton.with_weights`` (checkpoints, weights files of
     every family) builds the ordinary way, and timm's pretrained loading is not redirected."""
+    from vitexplorer.core.models import skeleton
     from vitexplorer.core.models.families import timm_weights
 
-    saved = models.with_weights, timm_weights._without_init
-    models.with_weights = ordinary
+    saved = skeleton.with_weights, timm_weights._without_init
+    skeleton.with_weights = ordinary
     timm_weights._without_init = lambda name, overlay: None
     try:
         yield
     finally:
-        models.with_weights, timm_weights._without_init = saved
+        skeleton.with_weights, timm_weights._without_init = saved
 
 
 def prepare(name: str, folder: Path) -> tuple[Callable[[], object], Path]:

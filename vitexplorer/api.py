@@ -501,6 +501,7 @@ def wrap(
     named module's output is unchanged when its softmax is captured, so the maps are the
     module's own; what does not fit is refused in one line. The module is put in eval mode and
     moved to ``device``."""
+    from vitexplorer.core.models.families.custom import CustomAdapter
     from vitexplorer.core.models.families.custom_wrap import wrap_module
 
     try:
@@ -521,4 +522,4 @@ def wrap(
         raise _refuse(str(exc)) from None
     except (RuntimeError, MemoryError) as exc:
         raise _refuse(f"the probe pass failed: {failure_message(exc)}") from None
-    return Model(models.LoadedModel(wrapped, spec, target))
+    return Model(models.LoadedModel(wrapped, spec, target, known_adapter=CustomAdapter(wrapped)))

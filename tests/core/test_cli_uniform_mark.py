@@ -6,7 +6,6 @@ line of ``analyze`` and ``compare`` says when a model's weights are random (issu
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +156,6 @@ def test_the_figure_subtitle_says_random_weights(models) -> None:
 
     spec = load_model(str(models["coarse"]), device="cpu").spec
     assert subtitle(spec, "/x/cat.png") == f"{spec.display_name} · cat.png"
-    assert subtitle(replace(spec, weights=RANDOM), "/x/cat.png") == (
+    assert subtitle(spec.randomised(), "/x/cat.png") == (
         f"{spec.display_name}, random weights · cat.png"
     )

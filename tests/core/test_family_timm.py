@@ -133,6 +133,8 @@ def test_split_forward_equals_the_model_and_a_new_head_starts_at_zero(variant: s
 
 
 def test_models_without_a_classifier() -> None:
+    from vitexplorer.core.models.families.timm_adapter import head_kind
+
     torch.manual_seed(0)
     dino = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, **TINY | {
         "num_classes": 0, "reg_tokens": 4, "patch_size": 8})  # fmt: skip
@@ -154,12 +156,12 @@ def test_models_without_a_classifier() -> None:
                        ("vit_base_patch16_clip_224.openai_ft_in1k", "classifier")]:  # fmt: skip
         with torch.device("meta"):
             tower = timm.create_model(name, pretrained=False)
-        assert family.head_kind(tower) == kind
+        assert head_kind(tower) == kind
         spec = family.spec_for(tower, name, "random")
         assert spec.has_classifier == (kind == "classifier")
         if kind == "projection":  # kept in a checkpoint's config apart from the classes
             assert (spec.config["num_classes"], spec.config["projection"]) == (0, 512)
-            assert family.check_config("timm:" + name, spec.config) == (224, 0)
+            assert family.TimmFamily().check_config("timm:" + name, spec.config) == (224, 0)
 
 
 def test_structure_and_sanity_parts() -> None:
@@ -293,7 +295,7 @@ def test_a_fine_tuned_checkpoint_loads_back(test_vit_32, tmp_path: Path) -> None
 
 def test_checkpoint_config_is_checked() -> None:
     good = {"model_name": "test_vit", "num_classes": 2, "img_size": 32}
-    assert family.check_config("timm:test_vit", good) == (32, 2)
+    assert family.TimmFamily().check_config("timm:test_vit", good) == (32, 2)
     for bad, words in [
         ({**good, "depth": 3}, "unknown setting 'depth'"),
         ({**good, "model_name": "vit_tiny_patch16_224"}, "is not the architecture"),
@@ -302,7 +304,7 @@ def test_checkpoint_config_is_checked() -> None:
         ({**good, "projection": 0, "num_classes": 0}, "projection must be from 1"),
     ]:
         with pytest.raises(ValueError, match=words):
-            family.check_config("timm:test_vit", bad)
+            family.TimmFamily().check_config("timm:test_vit", bad)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 
 from tests.conftest import TINY, tiny_hf_config
 from vitexplorer.core.models import loading as models
+from vitexplorer.core.models import skeleton as skeletons
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.models.skeleton import compute_buffers, has_meta, skeleton
 
@@ -100,7 +101,7 @@ def _ordinary(make, state):
 
 
 def _the_old_way(monkeypatch) -> None:
-    monkeypatch.setattr(models, "with_weights", _ordinary)
+    monkeypatch.setattr(skeletons, "with_weights", _ordinary)
     if importlib.util.find_spec("timm") is not None:
         from vitexplorer.core.models.families import timm_weights
 
@@ -152,7 +153,7 @@ def test_buffers_outside_the_state_dict_are_computed_as_init_computes_them() -> 
     state = dict(reference.state_dict())
     assert "index" not in state
     with _Fills() as fills:
-        built = models.with_weights(_WithBuffers, state)
+        built = skeletons.with_weights(_WithBuffers, state)
     assert fills.seen == []
     _assert_same(built.eval(), reference)
     assert built.scale.data_ptr() != reference.scale.data_ptr()  # its own memory

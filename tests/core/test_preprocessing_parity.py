@@ -232,8 +232,9 @@ def test_timm_display_follows_squash_and_border() -> None:
 
 def test_timm_random_weights_carry_a_warning() -> None:
     module = _timm_model(TIMM_CFGS["center_0.9_bilinear"])
-    spec = timm_family.spec_for(module, "vit_tiny_patch16_224", models.RANDOM)
+    spec = timm_family.spec_for(module, "vit_tiny_patch16_224", models.RANDOM).randomised(warn=True)
     assert spec.notes and spec.notes[0].startswith("random weights (--weights none)")
+    assert spec.random_weights and spec.weights == models.RANDOM
     assert timm_family.spec_for(module, "vit_tiny_patch16_224", "a file").notes == ()
 
 

@@ -70,9 +70,9 @@ def test_family_names() -> None:
 
 def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, capsys, tmp_path) -> None:
     from vitexplorer.cli import main
-    from vitexplorer.core.models import spec as spec_module
+    from vitexplorer.core.models.families import family as family_module
 
-    monkeypatch.setattr(spec_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(family_module.importlib.util, "find_spec", lambda name: None)
     out = str(tmp_path / "out")
     status = main(["analyze", "x.png", "--model", "timm:vit_tiny_patch16_224", "--out", out])
     err = capsys.readouterr().err.strip()

@@ -189,7 +189,9 @@ def test_a_plain_url_source_offline_names_its_server_and_the_torch_hub_cache(
     def offline(*args, **kwargs):
         raise DownloadError("[Errno -2] Name or service not known", "network")
 
-    monkeypatch.setattr(models, "download_file", offline)
+    from vitexplorer.core.models import download
+
+    monkeypatch.setattr(download, "download_file", offline)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     source = timm_weights.Source("old_vit.in1k", None, None, (), "https://example.org/w/v.pth")
     with pytest.raises(models.WeightsUnavailableError) as err:

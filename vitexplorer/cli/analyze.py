@@ -279,10 +279,8 @@ def _top_words(analysis: ImageAnalysis) -> str:
 
 def random_weights(spec: Any) -> bool:
     """Whether the model's weights are a random initialisation (``--weights none``, the small
-    ViT's default): its spec's weights label, which every family sets to the same words."""
-    from vitexplorer.core.models.loading import RANDOM
-
-    return spec.weights == RANDOM
+    ViT's default), as its spec says."""
+    return bool(spec.random_weights)
 
 
 def write_outputs(

@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (
 
 from vitexplorer.core.explain.explorer_maps import METHOD_LABELS, MethodChoice
 from vitexplorer.core.models import spec as specs
+from vitexplorer.core.models.families.registry import FAMILIES, info_for
 from vitexplorer.core.models.spec import (
     DEMO,
     DEMO_LABEL,
-    LIBRARY_FAMILIES,
     SMALL_VIT,
     TORCHVISION_VITS,
     library_family,
@@ -42,15 +42,13 @@ WEIGHT_CHOICES = [("default", "Pretrained weights"), ("none", "Random weights")]
 FINETUNED = "fine-tuned"  # the weights entry of a model trained in this session, not in a file
 MISSING = "missing"  # the weights entry of pretrained weights that were not downloaded
 NO_MODEL = ""  # the data of both boxes' "no model" entries, there while no model is loaded
-FAMILY_ITEM = "family:"  # the model box's entries that ask for a timm or Hugging Face model
-FAMILY_LABELS = {"timm": "timm model…", "hf": "Hugging Face model…"}
+FAMILY_ITEM = "family:"  # the model box's entries that ask for a model of a family by name
 
 
 def family_label(name: str) -> str:
-    """How the model box shows a timm: or hf: model."""
-    prefix, _, rest = name.partition(":")
-    shown = rest.rstrip("/").rsplit("/", 1)[-1] if prefix == "hf" else rest
-    return f"{prefix}: {shown}"
+    """How the model box shows a timm: or hf: model (as its family says)."""
+    family = library_family(name)
+    return family.shown(name) if family is not None else name
 
 
 def is_checkpoint(path: str | None) -> bool:
@@ -71,7 +69,7 @@ class ModelBar(QToolBar):
 
     model_requested = Signal(object)  # ModelRequest
     open_file_requested = Signal()
-    family_requested = Signal(str)  # "timm" or "hf": the user wants to name a model of it
+    family_requested = Signal(str)  # a family's name ("timm"): the user wants to name a model
     refused = Signal(str)  # a change that cannot be made, and why
 
     def __init__(self) -> None:
@@ -81,9 +79,9 @@ class ModelBar(QToolBar):
         for name, label in model_choices():
             self.model_box.addItem(label, name)
         self.model_box.insertSeparator(self.model_box.count())
-        for prefix, family in LIBRARY_FAMILIES.items():  # only the families installed here
-            if family.installed:
-                self.model_box.addItem(FAMILY_LABELS[prefix], FAMILY_ITEM + prefix)
+        for family in FAMILIES:  # those that ask for a model by name, installed here
+            if family.asking is not None and family.installed:
+                self.model_box.addItem(family.asking.menu, FAMILY_ITEM + family.name)
         self._shown_index = 0
         self._checkpoint: str | None = None  # the checkpoint shown: "Random weights" is its shape
         self.finetuned_label = "fine-tuned, not saved"  # the weights entry of a trained model
@@ -147,8 +145,9 @@ class ModelBar(QToolBar):
             return
         if request.weights == MISSING:  # chosen again: offer the download again
             request = ModelRequest(request.name, "default", request.device)
-        if request.name == "small_vit" and request.weights == "default":
-            request = ModelRequest(request.name, "none", request.device)
+        family = info_for(request.name)
+        if family is not None and not family.pretrained and request.weights == "default":
+            request = ModelRequest(request.name, "none", request.device)  # what it means
         # "Random weights" beside a checkpoint: its architecture (shape, classes) untrained
         shaped_by_checkpoint &= self.model_box.currentIndex() == self._shown_index
         if request.weights == "none" and shaped_by_checkpoint and self._checkpoint is not None:

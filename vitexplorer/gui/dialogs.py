@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from vitexplorer.core.models.families.family import FamilyInfo
+from vitexplorer.core.models.spec import SMALL_VIT
 from vitexplorer.gui.workers import DownloadOffer, ModelRequest
 
 Choice = ModelRequest | str  # a request to load, or "file": ask for a weights file
@@ -36,7 +38,7 @@ def offer_choices(offer: DownloadOffer) -> list[tuple[str, Choice]]:
         (label, ModelRequest(request.name, request.weights, request.device, allow_download=True)),
         ("Open weights file\u2026", "file"),
         ("Random weights", ModelRequest(request.name, "none", request.device)),
-        ("Small ViT", ModelRequest("small_vit", "none", request.device)),
+        ("Small ViT", ModelRequest(SMALL_VIT, "none", request.device)),
     ]
 
 
@@ -108,31 +110,34 @@ class NoModelBar(QFrame):
 
 
 class FamilyPicker(QDialog):
-    """The model box's "timm model\u2026" or "Hugging Face model\u2026": a list of the names
-    of that family vitexplorer can load, filtered as one types (every word must appear); for
-    Hugging Face also a folder that ``save_pretrained`` wrote. Emits ``chosen`` with the model's
+    """The model box's entry for a family that names its models ("timm model\u2026", "Hugging
+    Face model\u2026"): a list of the names of that family vitexplorer can load, filtered as one
+    types (every word must appear), and a folder where the family's models may be folders
+    (Hugging Face's ``save_pretrained``). Its title and texts are the family's
+    (:class:`~vitexplorer.core.models.families.family.Asking`). Emits ``chosen`` with the model's
     full name (``timm:NAME``, ``hf:NAME`` or ``hf:FOLDER``)."""
 
     chosen = Signal(str)
 
-    def __init__(self, parent: QWidget, prefix: str, names: list[str], where: str) -> None:
+    def __init__(self, parent: QWidget, family: FamilyInfo, names: list[str], note: str) -> None:
         super().__init__(parent)
-        self.prefix = prefix
-        hf = prefix == "hf"
-        self.setWindowTitle("Hugging Face model" if hf else "timm model")
+        asking = family.asking
+        assert asking is not None and family.prefix is not None  # a family that names models
+        self.prefix, self.asking = family.prefix, asking
+        self.setWindowTitle(asking.title)
         layout = QVBoxLayout(self)
-        self.note = QLabel(where)
+        self.note = QLabel(note)
         self.note.setWordWrap(True)
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Type to filter, e.g. deit small" if not hf else "Filter")
+        self.filter.setPlaceholderText(asking.filter_hint)
         self.filter.setClearButtonEnabled(True)
         self.list = QListWidget()
         self.list.addItems(names)
         self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         self.folder_button: QPushButton | None = None
-        if hf:
+        if asking.folder_tip is not None:
             self.folder_button = self.buttons.addButton("Folder\u2026", QDialogButtonBox.ActionRole)
-            self.folder_button.setToolTip("A folder that save_pretrained wrote")
+            self.folder_button.setToolTip(asking.folder_tip)
             self.folder_button.clicked.connect(self._ask_folder)
         for widget in (self.note, self.filter, self.list, self.buttons):
             layout.addWidget(widget)
@@ -176,12 +181,10 @@ class FamilyPicker(QDialog):
         self.chosen.emit(f"{self.prefix}:{item.text()}")
 
     def _ask_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
-            self, "Open a Hugging Face model: the folder that save_pretrained wrote"
-        )
+        folder = QFileDialog.getExistingDirectory(self, self.asking.folder_title)
         if folder:
             super().accept()
-            self.chosen.emit(f"hf:{folder}")
+            self.chosen.emit(f"{self.prefix}:{folder}")
 
 
 class DownloadProgress:

@@ -49,6 +49,7 @@ from vitexplorer.core.explain.tokens import head_maps, token_for_patch
 from vitexplorer.core.explorer.session import ImageSession, Selection, expand_paths
 from vitexplorer.core.io.folders import IMAGE_SUFFIXES
 from vitexplorer.core.models import spec as specs
+from vitexplorer.core.models.families.registry import family_named, info_for
 from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.core.render.numbering import shown as number
@@ -437,29 +438,24 @@ class MainWindow(QMainWindow):
         )
         if path:
             current = self.model_bar.current_request()
-            name = current.name if current.name not in ("small_vit", NO_MODEL) else path
+            family = info_for(current.name)  # one without trained weights: the file decides
+            shaped = current.name == NO_MODEL or (family is not None and not family.pretrained)
+            name = path if shaped else current.name
             self.request_model(ModelRequest(name, path, current.device))
 
-    def ask_family_model(self, prefix: str) -> None:
-        """The model box's "timm model…" or "Hugging Face model…": a searchable list of the
-        models of that family that vitexplorer can load (timm's registry, or the Hugging Face
-        cache and a folder); the one chosen loads."""
-        from vitexplorer.core.models import names as model_names
-
-        if prefix == "hf":
-            names = model_names.cached_hf_names()
-            found = f"{len(names)} ViT{'s' * (len(names) != 1)}" if names else "No ViT"
-            where = (
-                f"{found} in the Hugging Face cache on this computer; or a folder that "
-                "save_pretrained wrote (Folder…)"
-            )
-        else:
-            names = model_names.timm_vit_names()
-            where = f"{len(names)} ViT and DeiT models in timm's registry (timm.list_models)"
+    def ask_family_model(self, family_name: str) -> None:
+        """The model box's entry of a family that names its models ("timm model…", "Hugging
+        Face model…"): a searchable list of the models of that family that vitexplorer can load
+        (timm's registry, or the Hugging Face cache and a folder), as the family asks for them;
+        the one chosen loads."""
+        family = family_named(family_name)
+        assert family.asking is not None
+        names = family.asking.names()
+        where = family.asking.note(names)
         if self.family_picker is not None:
             self.family_picker.close()
-        self.family_picker = FamilyPicker(self, prefix, names, where)
-        self.family_picker.select(str(self.settings.value(f"model/last_{prefix}", "")))
+        self.family_picker = FamilyPicker(self, family, names, where)
+        self.family_picker.select(str(self.settings.value(f"model/last_{family.prefix}", "")))
         self.family_picker.chosen.connect(self._family_chosen)
         self.family_picker.open()  # window-modal, never blocks the event loop
 
@@ -496,7 +492,7 @@ class MainWindow(QMainWindow):
         self.device_label.setText(info.device)
         self._say_what_the_demo_sees(info)
         self.hover_label.setText("")
-        random = spec.weights == "random initialisation"
+        random = spec.random_weights
         if not spec.has_classifier:
             hint = (
                 "This model has no classifier (an image encoder, such as DINO or CLIP's image "

@@ -95,7 +95,8 @@ def _forward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and class probabilities of a batch, (images, classes) float32 each; with
     ``any_size`` through the family's any-size forward (images at their own aspect ratio)."""
-    logits = model_forward(model.module, images.to(model.device), any_size).float()
+    runs = model.adapter if any_size else model.module  # the any-size forward is the adapter's
+    logits = model_forward(runs, images.to(model.device), any_size).float()
     return logits.cpu().numpy(), logits.softmax(-1).cpu().numpy()
 
 

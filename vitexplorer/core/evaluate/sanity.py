@@ -16,7 +16,8 @@ from torch import nn
 
 from vitexplorer.core.evaluate.faithfulness import CancelCheck, Explainer
 from vitexplorer.core.explain.analysis import flat_map
-from vitexplorer.core.models.families import Part, UnsupportedModel, ViTAdapter, adapter_for
+from vitexplorer.core.models.capture import adapter_of
+from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
 from vitexplorer.core.models.loading import LoadedModel
 
 INIT_STD = 0.02  # parameters without a module of their own (CLS token, position embeddings)
@@ -63,21 +64,24 @@ class SanityStep:
     note: str | None = None  # why the correlation is undefined (a map that ranks nothing)
 
 
-def randomisation_steps(module: nn.Module) -> list[tuple[str, list[Part]]]:
-    """The parts of a ViT in the order the sanity check re-initialises them, top first: the head
-    with the final norm, each encoder block from the last, then the embedding (patch
-    projection, prefix tokens, position embeddings). Together they hold every parameter once."""
+def randomisation_steps(module: nn.Module | ViTAdapter) -> list[tuple[str, list[Part]]]:
+    """The parts of a ViT (a module, or a model's adapter) in the order the sanity check
+    re-initialises them, top first: the head with the final norm, each encoder block from the
+    last, then the embedding (patch projection, prefix tokens, position embeddings). Together
+    they hold every parameter once."""
     head, blocks, embedding = _adapter(module).randomisation_groups()
     steps = [("head", head)]
     steps += [(f"block {i + 1}", [blocks[i]]) for i in range(len(blocks) - 1, -1, -1)]
     return [*steps, ("embedding", embedding)]
 
 
-def _adapter(module: nn.Module) -> ViTAdapter:
+def _adapter(model: nn.Module | ViTAdapter | LoadedModel) -> ViTAdapter:
+    """The adapter of a loaded model (its own), an adapter, or a bare module (found from its
+    type); a ValueError of one line for a module no family knows."""
     try:
-        return adapter_for(module)
+        return model.adapter if isinstance(model, LoadedModel) else adapter_of(model)
     except UnsupportedModel as exc:
-        name = type(module).__name__
+        name = type(model.module if isinstance(model, LoadedModel) else model).__name__
         raise ValueError(f"the sanity check does not know the parts of a {name}: {exc}") from exc
 
 
@@ -120,16 +124,17 @@ def sanity_check(
     undefined: the steps carry NaN and a note saying why; so does a step whose own map is flat.
     """
     stop = cancelled or (lambda: False)
-    steps = randomisation_steps(model.module)  # refuses an unknown architecture before any work
+    steps = randomisation_steps(_adapter(model))  # refuses an unknown model before any work
     original = np.asarray(explain(model, batch), dtype=np.float32)
     original_flat = flat_map(original, "the original map")
     if original_flat:
         yield SanityStep("original", float("nan"), original, original_flat)
     else:
         yield SanityStep("original", 1.0, original)
-    randomised = LoadedModel(copy.deepcopy(model.module), model.spec, model.device)
-    adapter = _adapter(randomised.module)
-    parts = dict(randomisation_steps(randomised.module))
+    module = copy.deepcopy(model.module)
+    adapter = type(model.adapter)(module)  # the copy's: the same family's adapter
+    randomised = LoadedModel(module, model.spec, model.device, known_adapter=adapter)
+    parts = dict(randomisation_steps(adapter))
     seeds = np.random.SeedSequence(seed).generate_state(len(steps), dtype=np.uint32)
     for (name, _), step_seed in zip(steps, seeds, strict=True):
         if stop():

@@ -189,7 +189,7 @@ def analyze_images(
     batch = torch.stack(inputs).to(model.device)
     start = time.perf_counter()
     any_size = keep_aspect and spec.grid != model.spec.grid
-    logits, attention = forward_with_attention(model.module, batch, any_size)
+    logits, attention = forward_with_attention(model.adapter, batch, any_size)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     seconds = (time.perf_counter() - start) / len(images)

@@ -68,11 +68,12 @@ def capture_with_gradients(
     module.eval()
     kept = _KeptMaps()
     try:
-        with torch.inference_mode(False), torch.enable_grad(), capturing_attention(module, kept):
+        capturing = capturing_attention(model.adapter, kept)
+        with torch.inference_mode(False), torch.enable_grad(), capturing:
             # an input that requires grad keeps the maps in the graph even when every parameter
             # is frozen; clone() outside inference mode also accepts an inference-mode tensor
             images = batch.detach().to(model.device).clone().requires_grad_(True)
-            logits = model_forward(module, images, any_size)[0]
+            logits = model_forward(model.adapter, images, any_size)[0]
             if target is None:
                 target = int(logits.argmax())
             target = check_target(target, logits.shape[0])

@@ -6,9 +6,12 @@ own :class:`~vitexplorer.core.models.vit.SelfAttention` uses fused
 For the analysed pass only, each attention module's ``forward`` is replaced by an explicit
 computation built from the module's own weights (one qkv projection, scaled softmax kept as the
 map, weights @ v, output projection), and the original is restored afterwards. Each family's
-adapter (``core/families``) knows its attention modules and builds their explicit forward. This
-costs about the same as the plain forward, unlike recomputing q and k in a hook or asking the
-module for averaged weights.
+adapter (``core/models/families``) knows its attention modules and builds their explicit
+forward. This costs about the same as the plain forward, unlike recomputing q and k in a hook or
+asking the module for averaged weights.
+
+The functions here take a model's adapter (``LoadedModel.adapter``, decided once at load) or a
+bare module, whose family is then found from its type (:func:`adapter_of`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from vitexplorer.core.models.families.base import ViTAdapter
 
 MAPS_BUDGET = 256 * 2**20  # bytes of float32 maps one captured forward pass of a batch may hold
 
@@ -149,28 +155,38 @@ def explicit_attention(
     return F.linear(out, out_weight, out_bias)
 
 
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The model's self-attention modules, first layer first (its family's adapter knows them)."""
-    from vitexplorer.core.models.families import adapter_for
+def adapter_of(model: nn.Module | ViTAdapter) -> ViTAdapter:
+    """``model`` itself when it is an adapter; for a bare module (no LoadedModel carries its
+    adapter: a test's module, the time-lapse's model in training), its family's, found from its
+    type."""
+    from vitexplorer.core.models.families.base import ViTAdapter
+    from vitexplorer.core.models.families.registry import adapter_for
 
-    return adapter_for(model).attention_modules()
+    return model if isinstance(model, ViTAdapter) else adapter_for(model)
+
+
+def attention_modules(model: nn.Module | ViTAdapter) -> list[nn.Module]:
+    """The model's self-attention modules, first layer first (its family's adapter knows them)."""
+    return adapter_of(model).attention_modules()
 
 
 @contextmanager
-def capturing_attention(model: nn.Module, sink: Any = None) -> Iterator[Any]:
-    """Within the block, a forward of ``model`` hands each layer's attention scores to the
-    sink's ``softmax`` (by default an :class:`AttentionSink`, which writes them into one
-    preallocated array; relevance passes one that keeps them in the autograd graph)."""
-    from vitexplorer.core.models.families import UnsupportedModel, adapter_for
+def capturing_attention(model: nn.Module | ViTAdapter, sink: Any = None) -> Iterator[Any]:
+    """Within the block, a forward of the model (``model``, or the module of the adapter
+    ``model``) hands each layer's attention scores to the sink's ``softmax`` (by default an
+    :class:`AttentionSink`, which writes them into one preallocated array; relevance passes one
+    that keeps them in the autograd graph)."""
+    from vitexplorer.core.models.families.family import UnsupportedModel
 
     try:
-        adapter = adapter_for(model)
+        adapter = adapter_of(model)
     except UnsupportedModel as exc:
         name = type(model).__name__
         raise ValueError(f"{name} has no attention layers that can be captured: {exc}") from exc
     modules = adapter.attention_modules()
     if not modules:
-        raise ValueError(f"{type(model).__name__} has no attention layers that can be captured")
+        name = type(adapter.module).__name__
+        raise ValueError(f"{name} has no attention layers that can be captured")
     if sink is None:
         sink = AttentionSink(len(modules))
     for module in modules:
@@ -184,7 +200,7 @@ def capturing_attention(model: nn.Module, sink: Any = None) -> Iterator[Any]:
 
 @torch.inference_mode()
 def forward_with_attention(
-    model: nn.Module, images: torch.Tensor, any_size: bool = False
+    model: nn.Module | ViTAdapter, images: torch.Tensor, any_size: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (batch, classes) and attention (batch, layers, heads, tokens, tokens).
 
@@ -196,11 +212,14 @@ def forward_with_attention(
     return logits, sink.result()
 
 
-def model_forward(model: nn.Module, images: torch.Tensor, any_size: bool = False) -> torch.Tensor:
-    """``model(images)``, or with ``any_size`` the same computed by the family's adapter at any
-    input size."""
-    if not any_size:
-        return model(images)
-    from vitexplorer.core.models.families import adapter_for
+def model_forward(
+    model: nn.Module | ViTAdapter, images: torch.Tensor, any_size: bool = False
+) -> torch.Tensor:
+    """``model(images)`` (an adapter's module's), or with ``any_size`` the same computed by the
+    family's adapter at any input size."""
+    if any_size:
+        return adapter_of(model).forward_parts(images)
+    from vitexplorer.core.models.families.base import ViTAdapter
 
-    return adapter_for(model).forward_parts(images)
+    module = model.module if isinstance(model, ViTAdapter) else model
+    return module(images)

@@ -12,6 +12,7 @@ import os
 import sys
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -116,3 +117,60 @@ CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder, nam
 def default_data_root() -> Path:
     """Where datasets are downloaded unless the user picks another folder."""
     return user_cache_dir() / "datasets"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The default weights are not cached and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class WeightsDownload:
+    """torchvision's default weights for one architecture and where the hub cache keeps them."""
+
+    model_name: str
+    url: str
+    path: Path
+    size_mb: float
+    description: str
+
+    @property
+    def cached(self) -> bool:
+        return self.path.is_file()
+
+
+def download_weights(
+    download: WeightsDownload,
+    progress: ProgressCallback | None = None,
+    cancelled: CancelCheck | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Fetch ``download`` into its cache, checking the hash prefix of its file name where it
+    has one (torchvision's and timm's ``-<sha256 prefix>`` names).
+
+    The file appears at its final path only when complete and verified.
+    """
+    import torch  # its hub's name pattern; the rest of this module needs no torch
+
+    match = torch.hub.HASH_REGEX.search(download.path.name)
+    try:
+        return download_file(
+            download.url,
+            download.path,
+            size_hint=int(download.size_mb * 1e6),
+            checksum=("sha256", match.group(1)) if match else None,
+            progress=progress,
+            cancelled=cancelled,
+            timeout=timeout,
+        )
+    except DownloadError as exc:
+        if exc.kind == "disk":
+            raise WeightsUnavailableError(f"cannot write to the weights cache: {exc}") from exc
+        if exc.kind == "checksum":
+            raise WeightsUnavailableError(str(exc)) from exc
+        raise WeightsUnavailableError(
+            f"could not download the {download.description}, {download.size_mb:.0f} MB, from "
+            f"{download.url}: {exc}. Without a network you can pick a local weights file "
+            f"(.pth or .safetensors; in the app the Weights file… button, on the command line "
+            f"--weights PATH) or copy the file to {download.path}; random weights (--weights none) "
+            f"and the small ViT need no download."
+        ) from exc

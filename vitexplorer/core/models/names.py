@@ -59,3 +59,17 @@ def _loadable_config(path: Path, repo: Path) -> bool:
     except (OSError, ValueError, AttributeError, UnsupportedModel):
         return False
     return True
+
+
+def timm_note(names: list[str]) -> str:
+    """The line above timm's list in the app."""
+    return f"{len(names)} ViT and DeiT models in timm's registry (timm.list_models)"
+
+
+def hf_note(names: list[str]) -> str:
+    """The line above the Hugging Face list in the app."""
+    found = f"{len(names)} ViT{'s' * (len(names) != 1)}" if names else "No ViT"
+    return (
+        f"{found} in the Hugging Face cache on this computer; or a folder that "
+        "save_pretrained wrote (Folder…)"
+    )

@@ -21,7 +21,7 @@ builds a module; they act only in a thread inside one of these blocks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,3 +136,23 @@ _HOOKS: tuple[RemovableHandle, ...] = (
     register_module_parameter_registration_hook(_on_parameter),  # type: ignore[arg-type]
     register_module_buffer_registration_hook(_on_buffer),
 )
+
+
+def with_weights(make: Callable[[], nn.Module], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``make()``'s model holding the tensors of ``state``, which are known to fit it.
+
+    The model is built on the meta device and takes the tensors as its own (``assign=True``,
+    each copied once into memory of its own, in the dtype the model declares), so no random
+    initialisation is computed only to be overwritten (issue 14: 0.56 s for a ViT-B/16); the
+    buffers its ``__init__`` computes, which ``state`` does not hold, are computed as it does
+    (:func:`compute_buffers`). A model still left with a tensor on
+    the meta device is built the ordinary way instead."""
+    with skeleton():
+        module = make()
+    wanted = module.state_dict()
+    module.load_state_dict({k: owned(v, wanted[k]) for k, v in state.items()}, assign=True)
+    compute_buffers(module, make)
+    if has_meta(module):
+        module = make()
+        module.load_state_dict(state)
+    return module

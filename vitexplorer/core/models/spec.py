@@ -2,25 +2,24 @@
 (:class:`ModelSpec`) that the command line, the app's choices and the worker's messages share.
 
 Families: torchvision's ViTs and the project's small ViT by name; timm models as ``timm:NAME``;
-Hugging Face transformers models as ``hf:FOLDER_OR_HUB_NAME``. The names and options are written
-here once; nothing here imports torch, so ``--help`` and the window open fast.
+Hugging Face transformers models as ``hf:FOLDER_OR_HUB_NAME``; the families' names are in their
+table (:mod:`vitexplorer.core.models.families.registry`). Nothing here imports torch, so
+``--help`` and the window open fast.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-TORCHVISION_VITS: dict[str, str] = {
-    "vit_b_16": "ViT-B/16",
-    "vit_b_32": "ViT-B/32",
-    "vit_l_16": "ViT-L/16",
-    "vit_l_32": "ViT-L/32",
-    "vit_h_14": "ViT-H/14",
-}
-SMALL_VIT = "small_vit"
+from vitexplorer.core.models.families.registry import (  # noqa: F401  (names used from here)
+    LIBRARY_FAMILIES,
+    SMALL_VIT,
+    TORCHVISION_VITS,
+    library_family,
+)
+
 MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)
 DEMO = "demo"  # the small ViT in the box, trained on CIFAR-10: vitexplorer/resources
 DEMO_FILE = "demo-vit.safetensors"
@@ -32,49 +31,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
 # how people read the kinds, in the JSON, messages and the app alike (registers are numbered)
 PREFIX_NAMES = {"cls": "CLS", "dist": "distillation", "reg": "register"}
-
-
-@dataclass(frozen=True)
-class LibraryFamily:
-    """A family of models that another library builds, named ``PREFIX:NAME``."""
-
-    prefix: str  # "timm" in "timm:vit_tiny_patch16_224"
-    library: str  # the module that must be importable
-    extra: str  # pip install "vitexplorer[EXTRA]"
-    module: str  # vitexplorer's file for it
-    example: str
-
-    @property
-    def installed(self) -> bool:
-        return importlib.util.find_spec(self.library) is not None
-
-    def missing_message(self) -> str:
-        return (
-            f"{self.prefix} models need the {self.library} package: "
-            f'pip install "vitexplorer[{self.extra}]"'
-        )
-
-
-LIBRARY_FAMILIES: dict[str, LibraryFamily] = {
-    "timm": LibraryFamily(
-        "timm", "timm", "timm", "vitexplorer.core.models.families.timm", "timm:vit_tiny_patch16_224"
-    ),
-    "hf": LibraryFamily(
-        "hf",
-        "transformers",
-        "hf",
-        "vitexplorer.core.models.families.hf",
-        "hf:google/vit-base-patch16-224",
-    ),
-}
-
-
-def library_family(name: str) -> LibraryFamily | None:
-    """The family a ``PREFIX:NAME`` model name belongs to, or None for the built-in names."""
-    prefix, sep, _ = name.partition(":")
-    if not sep or len(prefix) < 2:  # "C:\\models\\x.pth" is a Windows path, not a family
-        return None
-    return LIBRARY_FAMILIES.get(prefix.lower())
+RANDOM = "random initialisation"  # the weights label of a model with random weights
+# the note a model with random weights carries (torchvision's warn through their zero heads)
+RANDOM_NOTE = (
+    "random weights (--weights none): the predictions and any class-specific map mean nothing"
+)
 
 
 def model_choices_help() -> str:
@@ -119,6 +80,13 @@ class ModelSpec:
     # resize_size square, "border" the long side (padding the rest); then the centre image_size
     crop_mode: str = "center"
     notes: tuple[str, ...] = field(default=(), compare=False)  # one-line warnings for people
+    random_weights: bool = False  # the parameters are a random initialisation (see randomised)
+
+    def randomised(self, warn: bool = False) -> ModelSpec:
+        """This spec for random parameters: the fact, the weights label people read (RANDOM)
+        and, with ``warn``, the note that says what that means."""
+        notes = (*self.notes, RANDOM_NOTE) if warn else self.notes
+        return replace(self, weights=RANDOM, random_weights=True, notes=notes)
 
     @property
     def grid(self) -> tuple[int, int]:

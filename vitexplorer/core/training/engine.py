@@ -267,10 +267,10 @@ class _Run:
         """Fine-tuning keeps the base model's classifier when its classes are the dataset's."""
         if self.config.from_scratch:
             return HeadChoice(False, "")
-        from vitexplorer.core.models.families import UnsupportedModel, adapter_for
+        from vitexplorer.core.models.families import UnsupportedModel
 
         try:
-            classifier = adapter_for(base.module).get_classifier()
+            classifier = base.adapter.get_classifier()
         except UnsupportedModel:
             classifier = None
         outputs = 0 if classifier is None else classifier.out_features

@@ -140,11 +140,9 @@ def with_new_head(
     Images are resized straight to the model's input size, as in training, so the explorer's
     preprocessing of a square image is the training preprocessing.
     """
-    from vitexplorer.core.models.families import adapter_for
-
     module = base.module
     num_classes = len(class_names)
-    adapter = adapter_for(module)
+    adapter = base.adapter
     head = adapter.get_classifier()
     if not (keep_head and head is not None and head.out_features == num_classes):
         adapter.reset_classifier(num_classes)
@@ -153,10 +151,11 @@ def with_new_head(
     spec = replace(
         spec,
         weights=label,
+        random_weights=False,
         class_names=tuple(class_names),
         has_classifier=True,
         resize_size=spec.image_size,
         crop_mode="center",  # training's fit_image: the short side to the input, the centre
         config=config,
     )
-    return LoadedModel(module, spec, base.device)
+    return LoadedModel(module, spec, base.device, known_adapter=adapter)

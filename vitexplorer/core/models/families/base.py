@@ -20,16 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitexplorer.core.models.families.family import UnsupportedModel
+
 Part = nn.Module | nn.Parameter
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
-# the note a model with random weights carries (torchvision's warn through their zero heads)
-RANDOM_NOTE = (
-    "random weights (--weights none): the predictions and any class-specific map mean nothing"
-)
-
-
-class UnsupportedModel(ValueError):
-    """A module no adapter knows, or whose attention is not a token-by-token matrix."""
 
 
 class ViTAdapter(ABC):

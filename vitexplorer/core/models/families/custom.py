@@ -16,9 +16,9 @@ module, so the parts the analytics, fine-tuning and the sanity check need (its e
 blocks, classifier) are refused in one line each, and so is a forward at another input size
 than its own.
 
-This family is listed in :data:`vitexplorer.core.models.families.FAMILY_MODULES` under its own
-module name, so it is asked only once this file has been imported (a :class:`WrappedViT` cannot
-exist before), and no message of the other families changes.
+Its adapter is registered with :func:`~vitexplorer.core.models.families.registry.register_adapter`
+when this file is imported (a :class:`WrappedViT` cannot exist before), so a bare wrapped module
+is recognised too, and no message of the other families changes until then.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch import nn
 
 from vitexplorer.core.models.capture import Sink, explicit_attention
 from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.models.families.registry import register_adapter
 
 SUPPORTED = (
     "a timm-like Attention (qkv and proj modules, an int num_heads, optionally scale) or "
@@ -258,4 +259,4 @@ class CustomAdapter(ViTAdapter):
         raise self._unknown("the parts to randomise")
 
 
-ADAPTER = CustomAdapter
+register_adapter(CustomAdapter)  # found for a bare WrappedViT too

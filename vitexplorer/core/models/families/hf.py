@@ -1,7 +1,7 @@
 """Hugging Face transformers' ViTs: ViT, DeiT (with its distillation token), DINOv2 (with or
 without registers) and CLIP's image tower, from a ``save_pretrained`` folder or the local hub
-cache, named ``hf:FOLDER_OR_HUB_NAME``; the family's entry points (``load``, ``check_source``,
-``check_config``, ``checkpoint_plan``, ``ADAPTER``). Remote code is never loaded.
+cache, named ``hf:FOLDER_OR_HUB_NAME``; the family's class (:class:`HFFamily`, at the end).
+Remote code is never loaded.
 
 The model and its adapter live in :mod:`~vitexplorer.core.models.families.hf_model`; configs and
 preprocessing in :mod:`~vitexplorer.core.models.families.hf_config`.
@@ -21,8 +21,11 @@ import torch
 from torch import nn
 
 from vitexplorer.core.io.paths import expand_user
-from vitexplorer.core.models.families.base import RANDOM_NOTE, UnsupportedModel
-from vitexplorer.core.models.families.hf_config import (  # check_config: an entry point
+from vitexplorer.core.models import skeleton as no_init  # with_weights: looked up at each call
+from vitexplorer.core.models.building import BuildPlan
+from vitexplorer.core.models.download import CancelCheck, ProgressCallback, WeightsUnavailableError
+from vitexplorer.core.models.families.family import Family, UnsupportedModel
+from vitexplorer.core.models.families.hf_config import (
     DEFAULT_PREP,
     EXTRA,
     Preprocessing,
@@ -39,17 +42,17 @@ from vitexplorer.core.models.families.hf_files import (
     check_files,
     download_config,
 )
-from vitexplorer.core.models.families.hf_model import (  # noqa: F401  (the family's adapter)
-    ADAPTER,
+from vitexplorer.core.models.families.hf_model import (
     KINDS,
     HFAdapter,
     HFClassifier,
 )
 from vitexplorer.core.models.families.hub import probe
-from vitexplorer.core.models.spec import ModelSpec
+from vitexplorer.core.models.families.registry import family_named
+from vitexplorer.core.models.spec import RANDOM, ModelSpec
+from vitexplorer.core.models.vit import SmallViTConfig
 
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-RANDOM = "random initialisation"  # models.RANDOM: the weights label of random weights
 
 
 # --- where a model comes from ------------------------------------------------------------------
@@ -127,8 +130,6 @@ def _read_config(
     """The config (trusted code only), the image processor's settings (``processor`` when
     they were read and checked already) and whether the files had to be downloaded."""
     from transformers import AutoConfig
-
-    from vitexplorer.core.models.loading import WeightsUnavailableError
 
     where = str(source.folder or source.text)
     downloaded = False
@@ -269,7 +270,7 @@ def make_spec(
         std=prep.std,
         interpolation=prep.interpolation,
         crop_mode=prep.crop_mode,
-        notes=prep.notes + ((RANDOM_NOTE,) if label == RANDOM else ()),
+        notes=prep.notes,
         config={
             "class": module.architecture,
             "image_size": prep.image_size,
@@ -287,60 +288,12 @@ def _num_classes(module: HFClassifier) -> int:
     return head.out_features if head is not None else 0
 
 
-def load(
-    name: str,
-    weights: str,
-    *,
-    allow_download: bool = True,
-    progress: Any = None,
-    cancelled: Any = None,
-) -> tuple[nn.Module, ModelSpec, Path | None]:
-    """``hf:FOLDER_OR_HUB_NAME`` with its own weights (``default``), random weights from its
-    config (``none``), or a state dict in HF's key layout for that config (a path)."""
-    del progress, cancelled  # transformers downloads with its own progress bar
-    source = parse_source(name)
-    checked = check_files(source.folder, source.text, weights == "default")
-    config, processor, _ = _read_config(source, allow_download, checked)
-    file = "config.json"
-    try:
-        architecture = choose_class(_config_dict(config))
-        config = _vision_config(config)
-        kind = KINDS[architecture]
-        side = _config_side(config)
-        file = "preprocessor_config.json" if processor else file
-        prep = preprocessing(kind.model_type, side, processor)
-        file = "config.json"
-        if kind.classifier and not getattr(config, "num_labels", 0):
-            raise UnsupportedModel(f"it gives the {architecture} no labels (num_labels 0)")
-        check_config(name, _spec_config(architecture, config, prep.image_size))
-    except ValueError as exc:  # UnsupportedModel included: said with the file it comes from
-        raise UnsupportedModel(_in_file(source, file, exc)) from None
-    cls = model_class(architecture)
-    extra = EXTRA.get(architecture, {})
-    weights_file: Path | None = None
-    if weights == "none":
-        try:
-            model, label = cls(config, **extra), RANDOM
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a field it cannot use
-            raise UnsupportedModel(_in_file(source, "config.json", exc)) from None
-    elif weights == "default":
-        model, weights_file = _from_pretrained(cls, source, config, extra, allow_download)
-        label = f"Hugging Face weights ({source.short})"
-    else:
-        path = Path(weights)
-        model = _from_state_dict(cls, config, extra, path, source.text)
-        weights_file, label = path, f"file {path.name}"
-    wrapper = HFClassifier(model.float(), architecture, prep.image_size).eval()
-    names = _class_names(config, _num_classes(wrapper))
-    return wrapper, make_spec(wrapper, name, label, prep, names), weights_file
-
-
 def _from_state_dict(
     cls: type[Any], config: Any, extra: dict[str, Any], path: Path, source: str
 ) -> nn.Module:
     """The model with a plain state dict in HF's key layout for ``config``: checked against
     the model on the meta device first, then built without initialisation and given the file's
-    tensors (``models.with_weights``); a file in an older transformers layout (``encoder.layer``,
+    tensors (``no_init.with_weights``); a file in an older transformers layout (``encoder.layer``,
     ``attention.attention.query``) goes through transformers' own key conversion (its
     ``from_pretrained``, which builds on the meta device itself), and loads only if every
     parameter is then accounted for."""
@@ -377,9 +330,7 @@ def _from_state_dict(
         if any(info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")):
             raise misfit from None
         return model
-    from vitexplorer.core.models.loading import with_weights
-
-    return with_weights(lambda: cls(config, **extra), state)
+    return no_init.with_weights(lambda: cls(config, **extra), state)
 
 
 def _in_file(source: Source, file: str, exc: BaseException) -> str:
@@ -431,8 +382,6 @@ def _from_pretrained(
             if isinstance(exc, MemoryError):
                 raise
             if source.folder is None and isinstance(exc, OSError):
-                from vitexplorer.core.models.loading import WeightsUnavailableError
-
                 raise WeightsUnavailableError(
                     f"the weights of hf:{source.text} are not in the local Hugging Face cache: "
                     f"{_first_line(exc)}"
@@ -459,43 +408,106 @@ def _from_pretrained(
     return model, weights_file
 
 
-def check_source(name: str, weights: str = "default") -> None:
-    """Refuse cheaply what :func:`load` would refuse: a missing folder, a file of it that no
-    library should open (see :mod:`hf_files`), a config field of the wrong type or size, an
-    unsupported architecture, a weights path that is not a file. No weights are read and
-    nothing is built."""
-    from vitexplorer.core.models.checkpoint import check_weights_path
+class HFFamily(Family):
+    """Hugging Face transformers' ViTs as ``hf:FOLDER_OR_HUB_NAME``: "default" is the folder's
+    (or the hub cache's) own weights, "none" random from its config, or a state dict file."""
 
-    source = parse_source(name)
-    check_files(source.folder, source.text, weights == "default", deep=False)
-    if weights not in ("default", "none"):
-        check_weights_path(weights)
+    info = family_named("hf")
+    adapter_type = HFAdapter
 
+    def load(
+        self,
+        name: str,
+        weights: str,
+        *,
+        allow_download: bool = True,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+        shape: SmallViTConfig | None = None,
+    ) -> tuple[nn.Module, ModelSpec, Path | None]:
+        """``hf:FOLDER_OR_HUB_NAME`` with its own weights (``default``), random weights from its
+        config (``none``), or a state dict in HF's key layout for that config (a path)."""
+        del progress, cancelled, shape  # transformers downloads with its own progress bar
+        source = parse_source(name)
+        checked = check_files(source.folder, source.text, weights == "default")
+        config, processor, _ = _read_config(source, allow_download, checked)
+        file = "config.json"
+        try:
+            architecture = choose_class(_config_dict(config))
+            config = _vision_config(config)
+            kind = KINDS[architecture]
+            side = _config_side(config)
+            file = "preprocessor_config.json" if processor else file
+            prep = preprocessing(kind.model_type, side, processor)
+            file = "config.json"
+            if kind.classifier and not getattr(config, "num_labels", 0):
+                raise UnsupportedModel(f"it gives the {architecture} no labels (num_labels 0)")
+            check_config(name, _spec_config(architecture, config, prep.image_size))
+        except ValueError as exc:  # UnsupportedModel included: said with the file it comes from
+            raise UnsupportedModel(_in_file(source, file, exc)) from None
+        cls = model_class(architecture)
+        extra = EXTRA.get(architecture, {})
+        weights_file: Path | None = None
+        if weights == "none":
+            try:
+                model, label = cls(config, **extra), RANDOM
+            except (
+                ValueError,
+                TypeError,
+                KeyError,
+                AttributeError,
+            ) as exc:  # a field it cannot use
+                raise UnsupportedModel(_in_file(source, "config.json", exc)) from None
+        elif weights == "default":
+            model, weights_file = _from_pretrained(cls, source, config, extra, allow_download)
+            label = f"Hugging Face weights ({source.short})"
+        else:
+            path = Path(weights)
+            model = _from_state_dict(cls, config, extra, path, source.text)
+            weights_file, label = path, f"file {path.name}"
+        wrapper = HFClassifier(model.float(), architecture, prep.image_size).eval()
+        names = _class_names(config, _num_classes(wrapper))
+        spec = make_spec(wrapper, name, label, prep, names)
+        return wrapper, spec.randomised(warn=True) if weights == "none" else spec, weights_file
 
-def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> Any:
-    """How to rebuild an hf: model that vitexplorer saved (fine-tuned or not) from its checked
-    metadata: the wrapper's own state dict, head included."""
-    from vitexplorer.core.models.loading import BuildPlan
+    def check_config(self, arch: str, config: dict[str, Any]) -> tuple[int, int]:
+        """The image size and class count of a checkpoint's ``config`` (see hf_config)."""
+        return check_config(arch, config)
 
-    config = meta["config"]
-    architecture, hf = config["class"], config["hf"]
-    image_size, num_classes = check_config(arch, config)
-    defaults = DEFAULT_PREP[KINDS[architecture].model_type]
-    prep = Preprocessing(
-        image_size,
-        meta.get("resize_size", image_size),
-        tuple(meta.get("mean", defaults[0])),
-        tuple(meta.get("std", defaults[1])),
-        meta.get("interpolation", defaults[2]),
-        meta.get("crop_mode", "center"),
-    )
-    names = tuple(meta.get("class_names") or (f"class {i}" for i in range(num_classes)))
+    def check_source(self, name: str, weights: str = "default") -> None:
+        """Refuse cheaply what :meth:`load` would refuse: a missing folder, a file of it that no
+        library should open (see :mod:`hf_files`), a config field of the wrong type or size, an
+        unsupported architecture, a weights path that is not a file. No weights are read and
+        nothing is built."""
+        from vitexplorer.core.models.checkpoint import check_weights_path
 
-    def build() -> nn.Module:
-        return build_model(architecture, hf, num_classes, image_size)
+        source = parse_source(name)
+        check_files(source.folder, source.text, weights == "default", deep=False)
+        if weights not in ("default", "none"):
+            check_weights_path(weights)
 
-    def spec(module: nn.Module) -> ModelSpec:
-        assert isinstance(module, HFClassifier)
-        return make_spec(module, arch, label, prep, names)
+    def checkpoint_plan(self, arch: str, meta: dict[str, Any], label: str) -> BuildPlan:
+        """How to rebuild an hf: model that vitexplorer saved (fine-tuned or not) from its checked
+        metadata: the wrapper's own state dict, head included."""
+        config = meta["config"]
+        architecture, hf = config["class"], config["hf"]
+        image_size, num_classes = check_config(arch, config)
+        defaults = DEFAULT_PREP[KINDS[architecture].model_type]
+        prep = Preprocessing(
+            image_size,
+            meta.get("resize_size", image_size),
+            tuple(meta.get("mean", defaults[0])),
+            tuple(meta.get("std", defaults[1])),
+            meta.get("interpolation", defaults[2]),
+            meta.get("crop_mode", "center"),
+        )
+        names = tuple(meta.get("class_names") or (f"class {i}" for i in range(num_classes)))
 
-    return BuildPlan(build, architecture, spec, from_metadata=True)
+        def build() -> nn.Module:
+            return build_model(architecture, hf, num_classes, image_size)
+
+        def spec(module: nn.Module) -> ModelSpec:
+            assert isinstance(module, HFClassifier)
+            return make_spec(module, arch, label, prep, names)
+
+        return BuildPlan(build, architecture, spec, from_metadata=True)

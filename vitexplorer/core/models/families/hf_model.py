@@ -328,6 +328,3 @@ class HFAdapter(ViTAdapter):
         if self._clip:
             embedding.append(backbone.pre_layrnorm)
         return head, self._layers(), embedding
-
-
-ADAPTER = HFAdapter

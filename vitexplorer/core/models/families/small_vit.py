@@ -11,12 +11,20 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from vitexplorer.core.models import loading as models
+from vitexplorer.core.models.building import (
+    BuildPlan,
+    check_weights_file,
+    class_names_for,
+    load_weights_file,
+)
 from vitexplorer.core.models.checkpoint import WeightsFileError, file_label
 from vitexplorer.core.models.download import CancelCheck, ProgressCallback
 from vitexplorer.core.models.families.base import Part, ViTAdapter, resample_positions
+from vitexplorer.core.models.families.family import Family
 from vitexplorer.core.models.families.layouts import recognise_layout
-from vitexplorer.core.models.spec import SMALL_VIT, ModelSpec
+from vitexplorer.core.models.families.registry import family_named
+from vitexplorer.core.models.metadata import apply_metadata, check_config_keys
+from vitexplorer.core.models.spec import RANDOM, SMALL_VIT, ModelSpec
 from vitexplorer.core.models.vit import SelfAttention, SmallViT, SmallViTConfig
 
 
@@ -87,39 +95,10 @@ class SmallViTAdapter(ViTAdapter):
         return [m.norm, m.head], list(m.blocks), [m.patch_embed, m.cls_token, m.pos_embed]
 
 
-ADAPTER = SmallViTAdapter
+# --- loading: SmallViTFamily, at the end ------------------------------------------------------
 
 
-# --- loading: the family-module interface of models.family_module_for ------------------------
-# Weights: "default" and "none" are random (its trained weights are checkpoints, which record
-# its shape); a file must be a vitexplorer checkpoint.
-
-
-def check_source(name: str, weights: str) -> None:
-    """What :func:`load` would refuse that can be found out cheaply."""
-    if weights not in ("default", "none"):
-        models.check_weights_file(Path(weights), file_plan)
-
-
-def load(
-    name: str,
-    weights: str,
-    *,
-    config: SmallViTConfig | None = None,
-    allow_download: bool = True,
-    progress: ProgressCallback | None = None,
-    cancelled: CancelCheck | None = None,
-) -> tuple[nn.Module, ModelSpec, Path | None]:
-    """The small ViT: random with ``config`` (the default shape without one), or ``weights``,
-    a vitexplorer checkpoint."""
-    if weights in ("default", "none"):
-        config = config or SmallViTConfig()
-        return SmallViT(config), spec_for(config, models.RANDOM), None
-    path = Path(weights)
-    return (*models.load_weights_file(path, file_plan), path)
-
-
-def file_plan(shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
+def file_plan(shapes: Mapping[str, tuple[int, ...]], path: Path) -> BuildPlan:
     """A plain state dict cannot be a small ViT's weights: it does not record the shape."""
     source = file_label(path)
     layout = recognise_layout(shapes)
@@ -143,20 +122,49 @@ def spec_for(config: SmallViTConfig, weights: str) -> ModelSpec:
         patch_size=config.patch_size,
         num_layers=config.depth,
         num_heads=config.heads,
-        class_names=models.class_names_for(config.num_classes, []),
+        class_names=class_names_for(config.num_classes, []),
         config=config.to_dict(),
     )
 
 
-def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
-    """The image size and class count of a checkpoint's ``config``; every field is checked."""
-    models.check_config_keys(arch, config, SmallViTConfig.field_names())
-    small = SmallViTConfig(**config)
-    return small.image_size, small.num_classes
+class SmallViTFamily(Family):
+    """vitexplorer's own small ViT: "default" and "none" are random (its trained weights are
+    checkpoints, which record its shape); a file must be a vitexplorer checkpoint."""
 
+    info = family_named("small_vit")
+    adapter_type = SmallViTAdapter
 
-def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.BuildPlan:
-    """An untrained small ViT shaped by a vitexplorer checkpoint's checked metadata."""
-    config = SmallViTConfig(**meta["config"])
-    spec = models.apply_metadata(spec_for(config, label), meta)
-    return models.BuildPlan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)
+    def check_source(self, name: str, weights: str) -> None:
+        """What :meth:`load` would refuse that can be found out cheaply."""
+        if weights not in ("default", "none"):
+            check_weights_file(Path(weights), file_plan)
+
+    def load(
+        self,
+        name: str,
+        weights: str,
+        *,
+        allow_download: bool = True,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+        shape: SmallViTConfig | None = None,
+    ) -> tuple[nn.Module, ModelSpec, Path | None]:
+        """The small ViT: random of ``shape`` (the default shape without one), or ``weights``,
+        a vitexplorer checkpoint."""
+        if weights in ("default", "none"):
+            config = shape or SmallViTConfig()
+            return SmallViT(config), spec_for(config, RANDOM).randomised(), None
+        path = Path(weights)
+        return (*load_weights_file(path, file_plan), path)
+
+    def check_config(self, arch: str, config: dict[str, Any]) -> tuple[int, int]:
+        """The image size and class count of a checkpoint's ``config``; every field is checked."""
+        check_config_keys(arch, config, SmallViTConfig.field_names())
+        small = SmallViTConfig(**config)
+        return small.image_size, small.num_classes
+
+    def checkpoint_plan(self, arch: str, meta: dict[str, Any], label: str) -> BuildPlan:
+        """An untrained small ViT shaped by a vitexplorer checkpoint's checked metadata."""
+        config = SmallViTConfig(**meta["config"])
+        spec = apply_metadata(spec_for(config, label), meta)
+        return BuildPlan(lambda: SmallViT(config), spec.display_name, lambda module: spec, True)

@@ -16,13 +16,15 @@ import timm
 import torch
 from torch import nn
 
-from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
 from vitexplorer.core.models.download import (
     CancelCheck,
     DownloadCancelled,
     DownloadError,
     ProgressCallback,
+    WeightsDownload,
+    WeightsUnavailableError,
+    download_weights,
 )
 from vitexplorer.core.models.families.hub import probe, unreachable
 from vitexplorer.core.models.skeleton import compute_buffers, has_meta, skeleton
@@ -81,12 +83,12 @@ class Source:
     def download(self, progress: ProgressCallback | None, cancelled: CancelCheck | None) -> Path:
         if self.repo is None:
             assert self.url is not None
-            plan = models.WeightsDownload(
+            plan = WeightsDownload(
                 self.name, self.url, self.torch_hub_path(), 0.0, self.description
             )
             try:
-                return models.download_weights(plan, progress, cancelled)
-            except models.WeightsUnavailableError as exc:
+                return download_weights(plan, progress, cancelled)
+            except WeightsUnavailableError as exc:
                 cause = exc.__cause__
                 if isinstance(cause, DownloadError) and cause.kind == "network":
                     raise self._no_network(str(cause))  # noqa: B904  (its cause: set)
@@ -113,12 +115,12 @@ class Source:
             return Path(str(found))
         raise WeightsFileError(f"{self.repo} holds none of {', '.join(self.filenames)}")
 
-    def _no_network(self, why: str) -> models.WeightsUnavailableError:
+    def _no_network(self, why: str) -> WeightsUnavailableError:
         """The one line for a server that cannot be reached, with a network DownloadError as
         its cause: the app recognises it by that type (its bar keeps the model in use)."""
         url = cast(str, self.url)  # a source without a repository has a URL
         server = "the Hugging Face hub" if self.repo is not None else urlparse(url).netloc
-        error = models.WeightsUnavailableError(
+        error = WeightsUnavailableError(
             f"no network ({server} cannot be reached: {_first_line(why)}) and timm's "
             f"{self.name} weights are not in the cache ({self.cache_place()}); connect, or give "
             f"a weights file in timm's layout with --weights FILE (or --weights none for random "
@@ -153,7 +155,7 @@ def pretrained_source(arch: str) -> Source:
     return Source(cast(str, name), repo, revision or None, files, url)
 
 
-def describe(arch: str) -> models.WeightsDownload:
+def describe(arch: str) -> WeightsDownload:
     """The download that timm would make for ``arch``'s weights (its size is unknown offline)."""
     source = pretrained_source(arch)
     cached = source.cached()
@@ -164,7 +166,7 @@ def describe(arch: str) -> models.WeightsDownload:
     else:
         assert source.url is not None
         url, path = source.url, cached or source.torch_hub_path()
-    return models.WeightsDownload(source.name, url, path, 0.0, source.description)
+    return WeightsDownload(source.name, url, path, 0.0, source.description)
 
 
 def fetch(
@@ -181,15 +183,15 @@ def fetch(
     path = source.cached()
     if path is None:
         if not allow_download:
-            raise models.WeightsUnavailableError(
+            raise WeightsUnavailableError(
                 f"{source.description} are not downloaded (not in timm's cache)"
             )
         try:
             path = source.download(progress, cancelled)
-        except (DownloadCancelled, models.WeightsUnavailableError):
+        except (DownloadCancelled, WeightsUnavailableError):
             raise
         except Exception as exc:  # the hub client's many errors: one line, never a traceback
-            raise models.WeightsUnavailableError(
+            raise WeightsUnavailableError(
                 f"could not download {source.description} ({_reason(exc)}). Without a network, "
                 f"use --weights FILE with a file in timm's layout, or --weights none"
             ) from exc

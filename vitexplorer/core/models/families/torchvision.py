@@ -16,18 +16,33 @@ from torch import nn
 from torchvision.models import VisionTransformer, get_model, get_model_weights
 
 from vitexplorer.core.io.values import check_whole
-from vitexplorer.core.models import loading as models
+from vitexplorer.core.models import building
+from vitexplorer.core.models.building import (
+    BuildPlan,
+    check_weights_file,
+    class_names_for,
+    load_weights_file,
+)
 from vitexplorer.core.models.checkpoint import WeightsFileError, file_label, read_weights, shapes_of
-from vitexplorer.core.models.download import CancelCheck, ProgressCallback
+from vitexplorer.core.models.download import (
+    CancelCheck,
+    ProgressCallback,
+    WeightsDownload,
+    WeightsUnavailableError,
+    download_weights,
+)
 from vitexplorer.core.models.families.base import (
     Part,
     ViTAdapter,
     resample_positions,
     reset_module_parameters,
 )
+from vitexplorer.core.models.families.family import Family
 from vitexplorer.core.models.families.layouts import recognise_layout
-from vitexplorer.core.models.spec import TORCHVISION_VITS, ModelSpec
-from vitexplorer.core.models.vit import MAX_CLASSES, MAX_IMAGE_SIZE, check_grid
+from vitexplorer.core.models.families.registry import family_named
+from vitexplorer.core.models.metadata import apply_metadata, check_config_keys
+from vitexplorer.core.models.spec import RANDOM, TORCHVISION_VITS, ModelSpec
+from vitexplorer.core.models.vit import MAX_CLASSES, MAX_IMAGE_SIZE, SmallViTConfig, check_grid
 
 
 class TorchvisionAdapter(ViTAdapter):
@@ -125,10 +140,7 @@ def _reset_attention(sub: nn.Module) -> bool:
     return True
 
 
-ADAPTER = TorchvisionAdapter
-
-
-# --- loading: the family-module interface of models.family_module_for ------------------------
+# --- loading: TorchvisionFamily, at the end ----------------------------------------------------
 # Weights: "default" (torchvision's ImageNet weights through the torch hub cache, downloaded
 # with progress when missing), "none" (random) or a weights file: a vitexplorer checkpoint (its
 # metadata decides) or a plain state dict in torchvision's layout.
@@ -136,61 +148,7 @@ ADAPTER = TorchvisionAdapter
 _CONFIG_KEYS = ("image_size", "num_classes")  # what a torchvision checkpoint's config may set
 
 
-def default_weights_download(name: str) -> models.WeightsDownload:
-    """Describe the default ImageNet weights of a torchvision ViT (no network access)."""
-    weights = get_model_weights(name).DEFAULT
-    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
-    description = f"{TORCHVISION_VITS[name]} ImageNet-1k weights ({weights.name}"
-    description += f", top-1 {acc:.1f}%)" if acc else ")"
-    return models.WeightsDownload(
-        name, weights.url, path, float(weights.meta["_file_size"]), description
-    )
-
-
-def check_source(name: str, weights: str) -> None:
-    """What :func:`load` would refuse that can be found out cheaply (a weights file that is
-    not a file, or a safetensors file whose tensors do not fit)."""
-    if weights not in ("default", "none"):
-        models.check_weights_file(Path(weights), lambda shapes, path: file_plan(name, shapes, path))
-
-
-def load(
-    name: str,
-    weights: str,
-    *,
-    allow_download: bool = True,
-    progress: ProgressCallback | None = None,
-    cancelled: CancelCheck | None = None,
-) -> tuple[nn.Module, ModelSpec, Path | None]:
-    """torchvision's ``name`` with ``weights``: "default", "none" or a weights file."""
-    if weights == "none":
-        module = get_model(name, weights=None)  # 224 px: random weights need no 518 px ViT-H
-        return module, spec_for(name, module, models.RANDOM), None
-    if weights != "default":
-        path = Path(weights)
-        plan_for = lambda shapes, path: file_plan(name, shapes, path)  # noqa: E731
-        return (*models.load_weights_file(path, plan_for), path)
-    download = default_weights_download(name)
-    if not download.cached:
-        if not allow_download:
-            raise models.WeightsUnavailableError(f"the {download.description} are not downloaded")
-        models.download_weights(download, progress, cancelled)
-    try:
-        state, _ = read_weights(download.path)
-    except WeightsFileError as exc:
-        raise WeightsFileError(
-            f"the cached {download.description} at {download.path} are damaged ({exc}); "
-            f"delete that file and load the model again to download a fresh copy"
-        ) from exc
-    source = file_label(download.path)
-    plan = _state_plan(name, shapes_of(state), download.description, source)
-    module, spec = models.build(plan, state, source)
-    return module, spec, download.path
-
-
-def file_plan(name: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> models.BuildPlan:
+def file_plan(name: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> BuildPlan:
     """The plan for the plain state dict (no vitexplorer metadata) in ``path``, given as
     ``name``'s weights: it must be in torchvision's layout."""
     source = file_label(path)
@@ -202,7 +160,7 @@ def file_plan(name: str, shapes: Mapping[str, tuple[int, ...]], path: Path) -> m
 
 def _state_plan(
     name: str, shapes: Mapping[str, tuple[int, ...]], label: str, source: str
-) -> models.BuildPlan:
+) -> BuildPlan:
     """How to build torchvision's ``name`` for these tensors: the input size is read off the
     position embedding, the class count off the head, both checked before anything is built."""
     image_size, num_classes = get_model_weights(name).DEFAULT.meta["min_size"][0], 1000
@@ -229,7 +187,7 @@ def _state_plan(
     def build() -> nn.Module:
         return get_model(name, weights=None, image_size=image_size, num_classes=num_classes)
 
-    return models.BuildPlan(
+    return BuildPlan(
         build,
         TORCHVISION_VITS[name],
         lambda module: spec_for(name, module, label),
@@ -254,40 +212,104 @@ def spec_for(
         patch_size=module.patch_size,
         num_layers=len(module.encoder.layers),
         num_heads=module.encoder.layers[0].num_heads,
-        class_names=models.class_names_for(num_classes, default.meta["categories"]),
+        class_names=class_names_for(num_classes, default.meta["categories"]),
         mean=tuple(preset.mean),
         std=tuple(preset.std),
         interpolation=preset.interpolation.value,
         config={"image_size": image_size, "num_classes": num_classes},
     )
-    return models.apply_metadata(spec, meta or {})
-
-
-def check_config(arch: str, config: dict[str, Any]) -> tuple[int, int]:
-    """The image size and class count of a checkpoint's ``config`` for ``arch``."""
-    models.check_config_keys(arch, config, _CONFIG_KEYS)
-    patch = patch_size(arch)
-    image_size = check_whole("image_size", config.get("image_size", 224), patch, MAX_IMAGE_SIZE)
-    if image_size % patch:
-        raise ValueError(
-            f"image_size {image_size} is not a multiple of {TORCHVISION_VITS[arch]}'s "
-            f"{patch} px patches"
-        )
-    check_grid(image_size, patch)
-    return image_size, check_whole("num_classes", config.get("num_classes", 1000), 1, MAX_CLASSES)
-
-
-def checkpoint_plan(arch: str, meta: dict[str, Any], label: str) -> models.BuildPlan:
-    """An untrained ``arch`` shaped by a vitexplorer checkpoint's checked metadata."""
-    kwargs = {key: meta["config"][key] for key in _CONFIG_KEYS if key in meta["config"]}
-    return models.BuildPlan(
-        lambda: get_model(arch, weights=None, **kwargs),
-        TORCHVISION_VITS[arch],
-        lambda module: spec_for(arch, module, label, meta),
-        True,
-    )
+    return apply_metadata(spec, meta or {})
 
 
 def patch_size(name: str) -> int:
     """The patch size in a torchvision ViT's name: ``vit_b_16`` has 16 px patches."""
     return int(name.rsplit("_", 1)[1])
+
+
+def default_weights_download(name: str) -> WeightsDownload:
+    """Describe the default ImageNet weights of a torchvision ViT (no network access)."""
+    weights = get_model_weights(name).DEFAULT
+    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    acc = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+    description = f"{TORCHVISION_VITS[name]} ImageNet-1k weights ({weights.name}"
+    description += f", top-1 {acc:.1f}%)" if acc else ")"
+    return WeightsDownload(name, weights.url, path, float(weights.meta["_file_size"]), description)
+
+
+class TorchvisionFamily(Family):
+    """torchvision's ViTs by builder name; "default" weights are ImageNet's, downloaded into the
+    torch hub cache with progress when missing."""
+
+    info = family_named("torchvision")
+    adapter_type = TorchvisionAdapter
+
+    def default_download(self, name: str) -> WeightsDownload:
+        """The default weights loading ``name`` would download (see default_weights_download)."""
+        return default_weights_download(name)
+
+    def check_source(self, name: str, weights: str) -> None:
+        """What :meth:`load` would refuse that can be found out cheaply (a weights file that is
+        not a file, or a safetensors file whose tensors do not fit)."""
+        if weights not in ("default", "none"):
+            check_weights_file(Path(weights), lambda shapes, path: file_plan(name, shapes, path))
+
+    def load(
+        self,
+        name: str,
+        weights: str,
+        *,
+        allow_download: bool = True,
+        progress: ProgressCallback | None = None,
+        cancelled: CancelCheck | None = None,
+        shape: SmallViTConfig | None = None,
+    ) -> tuple[nn.Module, ModelSpec, Path | None]:
+        """torchvision's ``name`` with ``weights``: "default", "none" or a weights file."""
+        if weights == "none":
+            module = get_model(name, weights=None)  # 224 px: random weights need no 518 px ViT-H
+            return module, spec_for(name, module, RANDOM).randomised(), None
+        if weights != "default":
+            path = Path(weights)
+            plan_for = lambda shapes, path: file_plan(name, shapes, path)  # noqa: E731
+            return (*load_weights_file(path, plan_for), path)
+        download = default_weights_download(name)
+        if not download.cached:
+            if not allow_download:
+                raise WeightsUnavailableError(f"the {download.description} are not downloaded")
+            download_weights(download, progress, cancelled)
+        try:
+            state, _ = read_weights(download.path)
+        except WeightsFileError as exc:
+            raise WeightsFileError(
+                f"the cached {download.description} at {download.path} are damaged ({exc}); "
+                f"delete that file and load the model again to download a fresh copy"
+            ) from exc
+        source = file_label(download.path)
+        plan = _state_plan(name, shapes_of(state), download.description, source)
+        module, spec = building.build(plan, state, source)
+        return module, spec, download.path
+
+    def check_config(self, arch: str, config: dict[str, Any]) -> tuple[int, int]:
+        """The image size and class count of a checkpoint's ``config`` for ``arch``."""
+        check_config_keys(arch, config, _CONFIG_KEYS)
+        patch = patch_size(arch)
+        image_size = check_whole("image_size", config.get("image_size", 224), patch, MAX_IMAGE_SIZE)
+        if image_size % patch:
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of {TORCHVISION_VITS[arch]}'s "
+                f"{patch} px patches"
+            )
+        check_grid(image_size, patch)
+        return image_size, check_whole(
+            "num_classes", config.get("num_classes", 1000), 1, MAX_CLASSES
+        )
+
+    def checkpoint_plan(self, arch: str, meta: dict[str, Any], label: str) -> BuildPlan:
+        """An untrained ``arch`` shaped by a vitexplorer checkpoint's checked metadata."""
+        kwargs = {key: meta["config"][key] for key in _CONFIG_KEYS if key in meta["config"]}
+        return BuildPlan(
+            lambda: get_model(arch, weights=None, **kwargs),
+            TORCHVISION_VITS[arch],
+            lambda module: spec_for(arch, module, label, meta),
+            True,
+        )
