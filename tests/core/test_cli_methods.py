@@ -15,7 +15,6 @@ from PIL import Image
 
 from tests.core.test_cli import _image
 from vitexplorer.cli import main
-from vitexplorer.cli.common import METHODS as CLI_METHODS
 from vitexplorer.core.explain.analysis import analyze_image
 from vitexplorer.core.explain.head_stats import average_statistics, head_statistics
 from vitexplorer.core.explain.methods import METHODS
@@ -24,10 +23,6 @@ from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.preprocessing import load_image, preprocess
 from vitexplorer.core.render.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot
-
-
-def test_method_names_match_the_core():
-    assert CLI_METHODS == METHODS
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from vitexplorer.core.explain.explorer_maps import method_map
 from vitexplorer.core.explain.tokens import head_maps
 from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.render.numbering import shown
-from vitexplorer.core.render.scales import DISTRIBUTIONS, uniform_mark
+from vitexplorer.core.render.scales import is_distribution, uniform_mark
 from vitexplorer.gui.views.map_grid import MapGridView, Tile
 
 LAYERS_HEADS, IMAGES = "layers_heads", "images"
@@ -31,7 +31,7 @@ def uniform_options(method: str, tokens: set[int]) -> dict:
     """The uniform mark for maps of ``method`` over images whose rows are over ``tokens``
     tokens: one mark where all have the same number, else a note saying that the level differs
     (one line would be wrong for some); nothing for relevance."""
-    if method not in DISTRIBUTIONS or not tokens:
+    if not is_distribution(method) or not tokens:
         return {}
     if len(tokens) == 1:
         return {"uniform": uniform_mark(method, next(iter(tokens)))}
