@@ -170,6 +170,28 @@ def resolved(method: str, options: MethodOptions, analysis: ImageAnalysis) -> Me
     return options
 
 
+def map_job(method: str, options: MethodOptions, analysis: ImageAnalysis) -> MapJob | None:
+    """The worker's job for ``method`` on this image (the options it reads, the class
+    resolved), or None when the method reads only the stored attention."""
+    described = get(method)
+    if not described.needs_model:
+        return None
+    options = resolved(method, options, analysis)
+    return MapJob(method, MethodOptions(**{n: getattr(options, n) for n in described.options}))
+
+
+def caption(method: str, options: MethodOptions, analysis: ImageAnalysis) -> str:
+    """A few words for a view's title: the method and its options (the class, for a
+    class-specific method), numbers from 1."""
+    described = get(method)
+    chosen = resolved(method, options, analysis)
+    target = None
+    if described.class_specific and analysis.predictions:
+        index = chosen.target_class
+        predicted = index == analysis.predictions[0].index
+        target = {"name": analysis.spec.class_names[index], "predicted": predicted}
+    return described.make_caption(chosen.as_dict(), analysis.spec, target)
+
 class MapCache:
     """What the explorer computed per image, method and option; a few entries per kind at most.
 
@@ -182,15 +204,6 @@ class MapCache:
         self._prepared: OrderedDict[tuple, Any] = OrderedDict()  # attention-read methods
         self._wholes: OrderedDict[tuple, np.ndarray] = OrderedDict()  # whole (N, N) matrices
         self._computed: dict[tuple, np.ndarray] = {}  # the worker's matrices
-
-    def job(self, method: str, options: MethodOptions, analysis: ImageAnalysis) -> MapJob | None:
-        """The worker's job for ``method`` on this image, or None when the method reads only
-        the stored attention."""
-        described = get(method)
-        if not described.needs_model:
-            return None
-        options = resolved(method, options, analysis)
-        return MapJob(method, MethodOptions(**{n: getattr(options, n) for n in described.options}))
 
     def map(
         self, key: str, analysis: ImageAnalysis, method: str, options: MethodOptions
@@ -208,7 +221,7 @@ class MapCache:
     ) -> Any:
         described = get(method)
         if described.needs_model:
-            job = self.job(method, options, analysis)
+            job = map_job(method, options, analysis)
             return self._computed.get((key, job))
         compute = described.compute
         cache_key = (key, id(analysis), method, compute.key(options, analysis.spec))

@@ -272,7 +272,8 @@ class Method:
 
     name: str
     label: str  # the method bar's entry
-    summary: str  # one line: the command line's help and the method box's tooltip
+    summary: str  # a few words for the command line's --method help
+    tip: str  # a sentence for the method box's tooltip
     help_title: str  # the help window's heading
     help: str  # the help window's paragraph
     paper: str = ""  # authors, title, venue and year
@@ -287,6 +288,7 @@ class Method:
     not_applied: str = ""  # why the view's layer and head do not apply ("" they do)
     requires_classifier: bool = False
     title: Title | None = None  # (parameters, spec, target) -> the figure's title
+    caption: Title | None = None  # the same, in the few words of a view's title
     compute: Computation | None = None
     order: int = 100  # place in the lists (the method box, --method's choices)
 
@@ -294,6 +296,14 @@ class Method:
         unknown = [name for name in self.options if name not in OPTION]
         if unknown:
             raise ValueError(f"method {self.name!r} reads unknown options {unknown}")
+
+    def make_caption(
+        self, parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None
+    ) -> str:
+        """A view's title in a few words ("rollout · mean of heads"), numbers from 1."""
+        if self.caption is None:
+            return self.make_title(parameters, spec, target)
+        return self.caption(parameters, spec, target)
 
     @property
     def bar_options(self) -> tuple[Option, ...]:
@@ -335,14 +345,28 @@ class Method:
 @dataclass(frozen=True)
 class MapChoice:
     """A method and its options, as the method bar holds them (the view's layer, head and
-    token are the selection's)."""
+    token are the selection's: :meth:`at`)."""
 
-    method: str = "attention"
+    method: str
     options: MethodOptions = field(default_factory=MethodOptions)
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
 
     @property
     def described(self) -> Method:
         return get(self.method)
+
+    @property
+    def target(self) -> int | None:
+        """The class chosen for a class-specific method; None: the predicted one."""
+        return self.options.target_class
+
+    def at(self, selection: Any) -> MethodOptions:
+        """The options with the view's layer, head and token (a ``Selection``)."""
+        return replace(
+            self.options, layer=selection.layer, head=selection.head, token=selection.token
+        )
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -34,17 +34,25 @@ def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None 
     return f"attention · layer {shown(layer)} of {layers}, {heads} · {token}"
 
 
+def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
+    head = parameters.get("head")
+    heads = "mean of heads" if head is None else f"head {shown(head)}"
+    return f"attention · layer {shown(int(parameters.get('layer', -1)))}, {heads}"
+
+
 ATTENTION = register(
     Method(
         name="attention",
         label="Attention",
         summary="the CLS token's attention in --layer and --head",
+        tip="Attention: the selected layer and head",
         help_title="Attention",
         help="the selected token's attention in one layer and head, or the mean of the heads: "
         "what the layer mixes into that token, not why the model decides.",
         options=("layer", "head", "token"),
         distribution=True,
         title=_title,
+        caption=_caption,
         compute=_Attention(),
         order=0,
     )

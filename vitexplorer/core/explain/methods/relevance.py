@@ -32,11 +32,19 @@ def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None 
     return f"relevance for {target['name']!r}{predicted} · {token}"
 
 
+def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
+    if target is None:
+        return "relevance"
+    predicted = " (predicted)" if target.get("predicted") else ""
+    return f"relevance for {target['name']!r}{predicted}"
+
+
 RELEVANCE = register(
     Method(
         name="relevance",
         label="Relevance",
         summary="class-specific relevance (Chefer et al. 2021) for --target-class",
+        tip="Relevance: what speaks for a class (Chefer et al. 2021), for the CLS token",
         help_title="Class relevance",
         help="what speaks for one class: each layer's attention weighted by its gradient, the "
         "negative part dropped, accumulated through the layers (the gradient-times-attention "
@@ -56,6 +64,7 @@ RELEVANCE = register(
         not_applied="Relevance combines every layer and head, weighted by their gradients for "
         "the class: no single layer or head applies. Show Attention to pick one.",
         title=_title,
+        caption=_caption,
         compute=_Relevance(),
         order=2,
     )

@@ -63,11 +63,21 @@ def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None 
     return f"rollout · {', '.join(words)} · {token}"
 
 
+def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
+    words = [f"{parameters.get('head_fusion', 'mean')} of heads"]
+    if parameters.get("discard_ratio"):
+        words.append(f"{100 * parameters['discard_ratio']:.0f}% discarded")
+    if parameters.get("start_layer"):
+        words.append(f"from layer {shown(parameters['start_layer'])}")
+    return f"rollout · {', '.join(words)}"
+
+
 ROLLOUT = register(
     Method(
         name="rollout",
         label="Rollout",
         summary="attention rollout (Abnar and Zuidema 2020)",
+        tip="Rollout: attention carried through the layers (Abnar and Zuidema 2020)",
         help_title="Rollout",
         help="attention carried through the layers, each layer's attention averaged with the "
         "identity for the residual connection.",
@@ -79,6 +89,7 @@ ROLLOUT = register(
         "its own way (the Show bar's options): no single layer or head applies. Show Attention "
         "to pick one.",
         title=_title,
+        caption=_caption,
         compute=_Rollout(),
         order=1,
     )
