@@ -30,6 +30,7 @@ from vitexplorer.cli.methods import (  # compare imports them from here
     method_options,
 )
 from vitexplorer.core.explain.card import output_warnings
+from vitexplorer.core.explain.methods.attention import ATTENTION  # torch-free
 from vitexplorer.core.io.files import FileSet
 from vitexplorer.core.io.paths import expand_user
 
@@ -317,8 +318,8 @@ def write_outputs(
         grid=spec.grid,
         num_prefix=spec.num_prefix_tokens,
     )
-    title = map_title("attention", cls_options, spec)
-    uniform = uniform_mark("attention", spec.num_tokens)  # the row is over every token
+    title = map_title(ATTENTION.name, cls_options, spec)  # the CLS figure is raw attention
+    uniform = uniform_mark(ATTENTION.name, spec.num_tokens)  # the row is over every token
     figure = render_figure(
         analysis.display, cls_map, lut, title, subtitle(spec, source), uniform=uniform
     )
@@ -360,7 +361,8 @@ def subtitle(spec: Any, source: str | os.PathLike[str]) -> str:
 def full_name(stem: str, methods: list[str]) -> str:
     """The file of the whole capture: ``<stem>.attention.npy``, unless ``--method attention``
     claims that name for its map over the patch grid; then ``<stem>.attention_all.npy``."""
-    return f"{stem}.attention_all.npy" if "attention" in methods else f"{stem}.attention.npy"
+    claimed = ATTENTION.name in methods
+    return f"{stem}.attention_all.npy" if claimed else f"{stem}.attention.npy"
 
 
 def explain_methods(

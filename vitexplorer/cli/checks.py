@@ -129,7 +129,9 @@ def _prepare(
 
 def _methods(options: argparse.Namespace) -> list[str]:
     """The methods --method names, each once in the order given; rollout without any."""
-    return list(dict.fromkeys(options.method)) or ["rollout"]
+    from vitexplorer.core.explain.methods.rollout import ROLLOUT
+
+    return list(dict.fromkeys(options.method)) or [ROLLOUT.name]
 
 
 def _warn(source: str | Path, message: str) -> None:
