@@ -532,8 +532,9 @@ def _network_reason(exc: BaseException) -> str | None:
 
 def _message(exc: BaseException) -> str:
     from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.models.download import DownloadCancelled
 
-    if type(exc).__name__ == "DownloadCancelled":
+    if isinstance(exc, DownloadCancelled):  # by its type, not its class's name
         return "download cancelled"
     return failure_message(exc)
 
