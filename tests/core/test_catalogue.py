@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -57,6 +57,12 @@ def model(tiny_small_vit) -> LoadedModel:
 def picture() -> Image.Image:
     pixels = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     return Image.fromarray(pixels)
+
+
+def test_every_option_is_a_field_of_the_one_options_class():
+    assert [f.name for f in fields(MethodOptions)] == list(OPTION)
+    for option in OPTION.values():
+        assert getattr(MethodOptions(), option.name) == option.default
 
 
 def test_every_method_file_is_found_and_described():

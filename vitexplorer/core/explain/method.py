@@ -12,8 +12,9 @@ arrays (0-based); an :class:`Option` says whether people count it from 1.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from vitexplorer.core.render.numbering import shown
@@ -59,7 +60,7 @@ class Option:
             if value not in self.choices:
                 raise ValueError(f"unknown {words} {value!r}; use one of {', '.join(self.choices)}")
         elif self.kind == "ratio":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) and not _real(value):
+            if isinstance(value, bool) or not _real(value):
                 raise ValueError(f"{words} must be a number, not {value!r}")
             if not 0.0 <= value < 1.0:  # also refuses NaN
                 raise ValueError(f"{words} {value} must be at least 0 and below 1")
@@ -91,11 +92,11 @@ class Option:
 
 
 def _whole(value: Any) -> bool:
-    return isinstance(value, int) or type(value).__name__.startswith(("int", "uint"))
+    return isinstance(value, numbers.Integral)  # int and numpy's integers (registered there)
 
 
 def _real(value: Any) -> bool:
-    return type(value).__name__.startswith("float")  # a numpy floating scalar
+    return isinstance(value, numbers.Real)  # float and numpy's floating scalars
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -214,12 +215,6 @@ class MethodOptions:
     def target_for(self, predicted: int) -> int:
         """The class a class-specific method explains: the chosen one, else ``predicted``."""
         return predicted if self.target_class is None else int(self.target_class)
-
-    def with_(self, **changes: Any) -> MethodOptions:
-        return replace(self, **changes)
-
-
-assert [f.name for f in fields(MethodOptions)] == [o.name for o in OPTIONS]
 
 
 class Computation:
