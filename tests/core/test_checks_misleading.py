@@ -24,7 +24,7 @@ from vitexplorer.core.evaluate.faithfulness import (
     upsampled_map,
 )
 from vitexplorer.core.evaluate.sanity import sanity_check
-from vitexplorer.core.explain import methods as core_methods
+from vitexplorer.core.explain import relevance as core_relevance
 from vitexplorer.core.explain.analysis import constant_output, flat_map
 from vitexplorer.core.explain.methods import MethodOptions, hold_target, method_explainer
 from vitexplorer.core.explain.provenance import json_ready, strict_json
@@ -164,7 +164,7 @@ def test_sanity_holds_the_relevance_class_of_the_original_model(
     predicted = int(model.module(batch).argmax())
     explained: list[int] = []
     own: list[int] = []
-    real = core_methods.relevance_map
+    real = core_relevance.relevance_map
 
     def spy(m, b, target=None, grid=None):
         with torch.no_grad():
@@ -173,7 +173,7 @@ def test_sanity_holds_the_relevance_class_of_the_original_model(
         explained.append(result.target)
         return result
 
-    monkeypatch.setattr(core_methods, "relevance_map", spy)
+    monkeypatch.setattr(core_relevance, "relevance_map", spy)
     out = tmp_path / "s"
     status = main(["sanity", str(photo), "--model", str(checkpoint), "--out", str(out),
                    "--method", "relevance", "--seed", "3"])  # fmt: skip

@@ -1,13 +1,16 @@
-"""The explorer's maps per method, without Qt: rollout cached per option, relevance by class."""
+"""The explorer's maps per method, without Qt: rollout cached per option, relevance by class
+(one cache for every method of the catalogue, :class:`vitexplorer.core.explain.maps.MapCache`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vitexplorer.core.explain import explorer_maps
+from vitexplorer.core.explain import rollout as core_rollout
 from vitexplorer.core.explain.analysis import Prediction
-from vitexplorer.core.explain.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.explain.card import card_options
+from vitexplorer.core.explain.maps import MapCache, caption, map_job
+from vitexplorer.core.explain.method import MapChoice, MethodOptions
 from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.core.explorer.session import Selection
 
@@ -17,6 +20,32 @@ class FakeSpec:
     num_prefix_tokens = 1
     num_layers = 3
     class_names = ("cat", "dog", "owl")
+
+
+def MethodChoice(method="attention", head_fusion="mean", discard_ratio=0.0, start_layer=0,
+                 target=None) -> MapChoice:  # fmt: skip
+    """The method bar's choice, as the explorer's old ``MethodChoice`` was built."""
+    options = MethodOptions(
+        head_fusion=head_fusion,
+        discard_ratio=discard_ratio,
+        start_layer=start_layer,
+        target_class=target,
+    )
+    return MapChoice(method, options)
+
+
+def method_map(key, analysis, selection, choice, cache):
+    return cache.map(key, analysis, choice.method, choice.at(selection))
+
+
+def set_relevance(cache, key, target, matrix, analysis):
+    job = map_job("relevance", MethodOptions(target_class=target), analysis)
+    cache.store(key, job, matrix)
+
+
+def relevance(cache, key, target, token, analysis):
+    options = MethodOptions(target_class=target, token=token)
+    return cache.map(key, analysis, "relevance", options)
 
 
 class FakeAnalysis:
@@ -41,7 +70,7 @@ def test_each_method_gives_its_map_over_the_rectangular_grid():
     relevance = MethodChoice("relevance")
     assert method_map("a", analysis, selection, relevance, cache) is None  # not computed yet
     matrix = np.arange(49, dtype=np.float32).reshape(7, 7)  # R: row i is token i's relevance
-    cache.set_relevance("a", 1, matrix)  # class 1 is the predicted one
+    set_relevance(cache, "a", 1, matrix, analysis)  # class 1 is the predicted one
     # relevance follows the selected token, as rollout does: token 4's row over the patches
     shown = method_map("a", analysis, selection, relevance, cache)
     np.testing.assert_array_equal(shown, matrix[4, 1:].reshape(2, 3))
@@ -52,61 +81,69 @@ def test_each_method_gives_its_map_over_the_rectangular_grid():
 
 def test_rollout_layers_are_computed_once_per_image_and_option(monkeypatch):
     calls: list[tuple] = []
-    real = explorer_maps.rollout_layers
+    real = core_rollout.rollout_layers
 
     def counting(*args, **kwargs):
         calls.append(args[1:])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(explorer_maps, "rollout_layers", counting)
+    monkeypatch.setattr(core_rollout, "rollout_layers", counting)
     analysis, cache = FakeAnalysis(1), MapCache(keep=2)
     for token in range(7):  # clicks on every token: one computation
-        cache.rollout("a", analysis, MethodChoice("rollout"), token)
+        method_map("a", analysis, Selection(0, None, token), MethodChoice("rollout"), cache)
     assert len(calls) == 1
-    cache.rollout("a", analysis, MethodChoice("rollout", "max"), 0)
-    cache.rollout("a", analysis, MethodChoice("rollout"), 0)  # still kept
+    method_map("a", analysis, Selection(0, None, 0), MethodChoice("rollout", "max"), cache)
+    method_map("a", analysis, Selection(0, None, 0), MethodChoice("rollout"), cache)  # still kept
     assert len(calls) == 2
-    cache.rollout("a", analysis, MethodChoice("rollout", "min"), 0)  # evicts max, used least lately
-    cache.rollout("a", analysis, MethodChoice("rollout"), 0)  # mean is kept
+    evicting = MethodChoice("rollout", "min")  # evicts max, used least lately
+    method_map("a", analysis, Selection(0, None, 0), evicting, cache)
+    method_map("a", analysis, Selection(0, None, 0), MethodChoice("rollout"), cache)  # mean is kept
     assert len(calls) == 3
-    cache.rollout("a", analysis, MethodChoice("rollout", "max"), 0)
+    method_map("a", analysis, Selection(0, None, 0), MethodChoice("rollout", "max"), cache)
     assert len(calls) == 4
     cache.forget("a")
-    cache.rollout("a", analysis, MethodChoice("rollout", "max"), 0)
+    method_map("a", analysis, Selection(0, None, 0), MethodChoice("rollout", "max"), cache)
     assert len(calls) == 5
-    cache.rollout("a", FakeAnalysis(2), MethodChoice("rollout", "max"), 0)  # a new analysis
+    new = FakeAnalysis(2)  # a new analysis
+    method_map("a", new, Selection(0, None, 0), MethodChoice("rollout", "max"), cache)
     assert len(calls) == 6
 
 
 def test_forget_drops_one_images_relevance_or_all():
     cache = MapCache()
     analysis = FakeAnalysis(0)
-    cache.set_relevance("a", 0, np.ones((7, 7)))
-    cache.set_relevance("b", 0, np.ones((7, 7)))
+    set_relevance(cache, "a", 0, np.ones((7, 7)), analysis)
+    set_relevance(cache, "b", 0, np.ones((7, 7)), analysis)
     cache.forget("a")
-    assert cache.relevance("a", 0, 0, analysis) is None
-    assert cache.relevance("b", 0, 0, analysis) is not None
+    assert relevance(cache, "a", 0, 0, analysis) is None
+    assert relevance(cache, "b", 0, 0, analysis) is not None
     cache.forget()
-    assert cache.relevance("b", 0, 0, analysis) is None
+    assert relevance(cache, "b", 0, 0, analysis) is None
 
 
 def test_choice_describes_itself_and_its_parameters():
     analysis = FakeAnalysis(0)
     selection = Selection(layer=1, head=None, token=3)
-    assert MethodChoice().describe(selection, analysis) == "attention · layer 2, mean of heads"
+
+    def describe(choice):
+        return caption(choice.method, choice.at(selection), analysis)
+
+    def parameters(choice):
+        return card_options(choice.method, choice.at(selection))
+
+    assert describe(MethodChoice()) == "attention · layer 2, mean of heads"
     rollout = MethodChoice("rollout", "max", 0.25, 2)
-    assert rollout.describe(selection, analysis) == (
-        "rollout · max of heads, 25% discarded, from layer 3"
-    )
-    assert rollout.parameters(selection, analysis) == {
+    assert describe(rollout) == "rollout · max of heads, 25% discarded, from layer 3"
+    assert parameters(rollout) == {
         "token": 3, "head_fusion": "max", "discard_ratio": 0.25, "start_layer": 2,
     }  # fmt: skip
     relevance = MethodChoice("relevance")
-    assert relevance.describe(selection, analysis) == "relevance for 'dog' (predicted)"
-    assert relevance.parameters(selection, analysis) == {"target_class": 1, "token": 3}
-    assert MethodChoice("relevance", target=2).describe(selection, analysis) == (
-        "relevance for 'owl'"
-    )
+    assert describe(relevance) == "relevance for 'dog' (predicted)"
+    # the class as chosen (None: the predicted one, which the card's target names), and the
+    # token the app followed
+    assert parameters(relevance) == {"target_class": None, "token": 3}
+    assert parameters(MethodChoice("relevance", target=2)) == {"target_class": 2, "token": 3}
+    assert describe(MethodChoice("relevance", target=2)) == "relevance for 'owl'"
     with pytest.raises(ValueError, match="method"):
         MethodChoice("saliency")
     with pytest.raises(ValueError, match="discard"):

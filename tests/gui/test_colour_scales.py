@@ -61,7 +61,7 @@ def test_explorer_bars_mark_uniform_and_lock_scale_keeps_one_scale(
     assert not view.uniform_line.isVisible()
     at = dict((text, value) for value, text in _ticks(view))[f"uniform\n1/{TOKENS} ▲"]
     assert high - 0.1 * (high - low) < at < high  # at the top, just inside so that it shows
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         _choose(window.explanations.method_bar.method_box, "relevance")
     qtbot.waitUntil(lambda: view.heat_values.size > 0, timeout=10000)
     assert view.uniform is None and not view.uniform_line.isVisible()

@@ -65,7 +65,7 @@ def test_relevance_comes_from_the_worker_for_the_chosen_class(
     model = load_model(str(checkpoint), device="cpu")
     batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
     predicted = window.analysis.predictions[0].index
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         choose(window.method_bar.method_box, "relevance")
         assert "computing" in window.image_view.title.text
         assert window.image_view.heat_values.size == 0  # no stale overlay meanwhile
@@ -75,7 +75,7 @@ def test_relevance_comes_from_the_worker_for_the_chosen_class(
     assert "(predicted)" in window.image_view.title.text
 
     other = window.analysis.predictions[2].index  # the third most probable class
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         choose(window.method_bar.target_box, other)
     qtbot.waitUntil(lambda: "computing" not in window.image_view.title.text, timeout=5000)
     theirs = relevance_map(model, batch, other).map
@@ -84,7 +84,7 @@ def test_relevance_comes_from_the_worker_for_the_chosen_class(
     assert repr(f"kind {other}") in window.image_view.title.text
 
     asked: list = []
-    window.worker.relevance_ready.connect(asked.append)
+    window.worker.map_ready.connect(asked.append)
     choose(window.method_bar.target_box, None)  # back to the predicted class: kept, not redone
     np.testing.assert_allclose(window.image_view.heat_values, mine, rtol=1e-4, atol=1e-7)
     QApplication.processEvents()
@@ -402,7 +402,7 @@ def test_relevance_beside_rollout_shows_the_same_clicked_token(
     batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
     predicted = window.analysis.predictions[0].index
     window.method_bar.compare_box.setChecked(True)
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         choose(window.method_bar.method_box, "relevance")
     qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
     expected = relevance_map(model, batch, predicted, matrix=True)

@@ -56,7 +56,7 @@ def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, phot
     ]
     assert "zero everywhere" not in window.image_view.title.text  # attention still ranks
 
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         choose(window.method_bar.method_box, "relevance")
     qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
     assert not window.image_view.heat_values.any()  # the gradient of a zero head is zero
@@ -74,7 +74,7 @@ def test_constant_output_and_zero_relevance_are_noticed(qtbot, zero_window, phot
 
 def test_a_working_model_gets_no_notice(qtbot, window, photo) -> None:
     drop_and_wait(qtbot, window, photo)
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         choose(window.method_bar.method_box, "relevance")
     qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=5000)
     assert window.notice.messages == []

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 
 from tests.gui.test_main_window import click_patch, drop_and_wait
 from tests.gui.test_methods import choose
+from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.overview import IMAGES, LAYERS_HEADS
@@ -130,7 +131,8 @@ def test_relevance_over_every_image_names_each_image_class(
     captions = []
     for index, (key, entry) in enumerate(window.session.entries.items()):
         predicted = entry.analysis.predictions[0]
-        expected = maps.relevance(key, predicted.index, window.selection.token, entry.analysis)
+        options = MethodOptions(target_class=predicted.index, token=window.selection.token)
+        expected = maps.map(key, entry.analysis, "relevance", options)
         assert expected is not None and expected.shape == (6, 6)
         np.testing.assert_array_equal(overview.view.values()[0, index], expected)
         captions.append(f"{entry.name} · {predicted.name}")

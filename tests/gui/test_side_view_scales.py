@@ -90,7 +90,7 @@ def test_the_overview_bar_marks_uniform_except_for_relevance(
     overview.set_mode(IMAGES)  # attention of two images with the same 6x6 grid: one 1/37
     assert [len(row) for row in grid.tiles] == [2]
     _assert_uniform_marked(grid)
-    with qtbot.waitSignal(window.worker.relevance_ready, timeout=30000):
+    with qtbot.waitSignal(window.worker.map_ready, timeout=30000):
         choose(window.method_bar.method_box, "relevance")
     qtbot.waitUntil(lambda: all(t.heat is not None for t in grid.tiles[0]), timeout=30000)
     _no_uniform(grid)

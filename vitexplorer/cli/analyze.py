@@ -29,6 +29,8 @@ from vitexplorer.cli.methods import (  # compare imports them from here
     add_method_options,
     method_options,
 )
+from vitexplorer.core.explain.card import output_warnings
+from vitexplorer.core.explain.methods.attention import ATTENTION  # torch-free
 from vitexplorer.core.io.files import FileSet
 from vitexplorer.core.io.paths import expand_user
 
@@ -230,22 +232,6 @@ class BatchRun:
         files.write(mode)
 
 
-def output_warnings(analysis: ImageAnalysis) -> list[str]:
-    """What makes this image's predictions mean nothing (a constant or non-finite output)."""
-
-    from vitexplorer.core.explain.analysis import constant_output, undefined_prediction
-
-    if not analysis.spec.has_classifier:
-        return []  # an image encoder: no predictions to judge
-    reason = constant_output(analysis.logits)
-    if reason is None:
-        return []
-    undefined = undefined_prediction(analysis.logits, analysis.probabilities)
-    if undefined:
-        reason = f"{undefined}; {reason}; they are written as null"
-    return [reason]
-
-
 def image_warnings(
     analysis: ImageAnalysis, maps: dict[str, tuple[np.ndarray, dict[str, Any]]]
 ) -> list[str]:
@@ -330,8 +316,8 @@ def write_outputs(
         grid=spec.grid,
         num_prefix=spec.num_prefix_tokens,
     )
-    title = map_title("attention", cls_options, spec)
-    uniform = uniform_mark("attention", spec.num_tokens)  # the row is over every token
+    title = map_title(ATTENTION.name, cls_options, spec)  # the CLS figure is raw attention
+    uniform = uniform_mark(ATTENTION.name, spec.num_tokens)  # the row is over every token
     figure = render_figure(
         analysis.display, cls_map, lut, title, subtitle(spec, source), uniform=uniform
     )
@@ -373,7 +359,8 @@ def subtitle(spec: Any, source: str | os.PathLike[str]) -> str:
 def full_name(stem: str, methods: list[str]) -> str:
     """The file of the whole capture: ``<stem>.attention.npy``, unless ``--method attention``
     claims that name for its map over the patch grid; then ``<stem>.attention_all.npy``."""
-    return f"{stem}.attention_all.npy" if "attention" in methods else f"{stem}.attention.npy"
+    claimed = ATTENTION.name in methods
+    return f"{stem}.attention_all.npy" if claimed else f"{stem}.attention.npy"
 
 
 def explain_methods(
@@ -389,36 +376,21 @@ def explain_methods(
     what makes the map mean nothing: the model's output (the same for every class, or not
     finite) and a map that ranks no patch above another (zero or one value everywhere); its
     ``title`` is the PNG's (method, layer, head and token, from 1)."""
-    from vitexplorer.core.explain.analysis import flat_map
-    from vitexplorer.core.explain.methods import explanation_map
-    from vitexplorer.core.explain.provenance import method_card
+    from vitexplorer.core.explain.card import map_card
+    from vitexplorer.core.explain.maps import explanation_map
+    from vitexplorer.core.explain.method import get
     from vitexplorer.core.models.preprocessing import preprocess
-    from vitexplorer.core.render.figure import map_title
 
     results = {}
     spec = analysis.spec
     for method in methods:
         batch = None
-        extra: dict[str, Any] = {}
-        if keep_aspect:  # how the input was made, so the map can be made again
-            extra["input"] = {"aspect": "keep", "grid": list(spec.grid)}
-        if method == "relevance":
+        if get(method).needs_model:
             batch = preprocess(image, model.spec, keep_aspect).unsqueeze(0).to(model.device)
-            target = options.target_class
-            if target is None:
-                target = analysis.predictions[0].index
-            extra["target"] = {
-                "index": target,
-                "name": spec.class_names[target],
-                "probability": float(analysis.probabilities[target]),
-                "predicted": target == analysis.predictions[0].index,
-            }
         heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
-        flat = flat_map(heat, f"the {method} map")
-        extra["warnings"] = output_warnings(analysis) + ([flat] if flat else [])
-        parameters = options.as_dict(method)
-        extra["title"] = map_title(method, parameters, spec, extra.get("target"))
-        card = method_card(model, method, parameters, source, extra)
+        # how the input was made, so the map can be made again
+        made = {"aspect": "keep", "grid": list(spec.grid)} if keep_aspect else None
+        card = map_card(model, method, options, analysis, heat, source, made)
         results[method] = (heat, card)
     return results
 

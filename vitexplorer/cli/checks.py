@@ -129,7 +129,9 @@ def _prepare(
 
 def _methods(options: argparse.Namespace) -> list[str]:
     """The methods --method names, each once in the order given; rollout without any."""
-    return list(dict.fromkeys(options.method)) or ["rollout"]
+    from vitexplorer.core.explain.methods.rollout import ROLLOUT
+
+    return list(dict.fromkeys(options.method)) or [ROLLOUT.name]
 
 
 def _warn(source: str | Path, message: str) -> None:
@@ -159,7 +161,7 @@ def run_faithfulness(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.evaluate.faithfulness import FaithfulnessProgress, faithfulness
     from vitexplorer.core.explain.analysis import failure_message
-    from vitexplorer.core.explain.methods import method_explainer
+    from vitexplorer.core.explain.maps import method_explainer
 
     keep = options.aspect == "keep"
     explain = method_explainer(options.method, chosen, keep)
@@ -242,6 +244,7 @@ def _write_faithfulness(
     warnings: list[str],
 ) -> None:
     from vitexplorer.core.evaluate.faithfulness import PROTOCOL_FACTS
+    from vitexplorer.core.explain.method import get
     from vitexplorer.core.explain.provenance import method_card, strict_json
 
     protocol = result.protocol
@@ -304,7 +307,7 @@ def _write_faithfulness(
             f"y; the paper's tables print them in percent (x 100). {preprocessed}; the paper "
             "resized ImageNet's validation images to 224 x 224"
         )
-    if options.method == "relevance":
+    if get(options.method).class_specific:
         facts["explained_class"] = "the class predicted for each untouched image"
     card = method_card(
         model,

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from vitexplorer.core.models.loading import LoadedModel
 
 PROG = "vitexplorer"
-# vitexplorer.core.explain.methods.METHODS, repeated so the help needs no torch (a test keeps them
-# equal)
-METHODS = ("attention", "rollout", "relevance")
 
 
 class Failed(Exception):

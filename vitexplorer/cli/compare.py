@@ -124,7 +124,9 @@ def run_compare(options: argparse.Namespace) -> int:
     check_stem_outputs(options.out, images)
     out_dir = output_folder(options.out)
     models = load_pair(names, weights, options.device)
-    methods = list(dict.fromkeys(options.method)) or ["attention"]
+    from vitexplorer.core.explain.methods.attention import ATTENTION
+
+    methods = list(dict.fromkeys(options.method)) or [ATTENTION.name]
     chosen = pair_method_options(options, models, methods)
     run = CompareRun(models, methods, chosen, out_dir, options.aspect == "keep")
     what = f"B - A ({run.relation})" if run.relation else "B - A"

@@ -1,5 +1,7 @@
 """The options of the explanation methods, shared by ``analyze``, ``compare`` and the checks:
---method and each method's settings, read back as a checked ``MethodOptions``."""
+--method and each method's settings, generated from the method catalogue
+(:mod:`vitexplorer.core.explain.method`, torch-free) and read back as a checked
+``MethodOptions``."""
 
 from __future__ import annotations
 
@@ -8,67 +10,46 @@ from typing import Any
 
 from vitexplorer.cli.common import Failed
 
+_TYPES = {"layer": int, "head": int, "token": int, "ratio": float}
+
+
+def method_help() -> str:
+    """--method's help: each method's name and summary, from the catalogue."""
+    from vitexplorer.core.explain.method import catalogue
+
+    described = "; ".join(f"{m.name}: {m.summary}" for m in catalogue())
+    return f"write this method's map too; repeat for several. {described}"
+
 
 def add_method_options(parser: argparse.ArgumentParser, method_help: str | None = None) -> Any:
     """--method (repeatable) and the options of the explanation methods (shared with the checks
     and ``compare``); ``method_help`` replaces --method's help. Returns the group, for a
     command's own method options."""
-    from vitexplorer.cli.common import METHODS  # names only: no torch
+    from vitexplorer.core.explain.method import OPTIONS, method_names  # descriptions: no torch
+    from vitexplorer.core.render.numbering import shown
 
     methods = parser.add_argument_group("explanation methods")
     methods.add_argument(
         "--method",
         action="append",
-        choices=METHODS,
+        choices=method_names(),
         default=[],
-        help=method_help
-        or "write this method's map too; repeat for several. attention: the CLS token's "
-        "attention in --layer and --head; rollout: attention rollout (Abnar and Zuidema "
-        "2020); relevance: class-specific relevance (Chefer et al. 2021) for --target-class",
+        help=method_help or globals()["method_help"](),
     )
-    methods.add_argument(
-        "--layer",
-        type=int,
-        default=-1,
-        metavar="L",
-        help="attention: the layer, from 1 (the first) to the number of layers; -1 is the "
-        "last, -2 the one before (default: -1)",
-    )
-    methods.add_argument(
-        "--head",
-        type=int,
-        default=None,
-        metavar="H",
-        help="attention: the head, from 1 (default: the mean of the heads)",
-    )
-    methods.add_argument(
-        "--head-fusion",
-        choices=("mean", "max", "min"),
-        default="mean",
-        help="rollout: how each layer's heads are combined (default: mean)",
-    )
-    methods.add_argument(
-        "--discard-ratio",
-        type=float,
-        default=0.0,
-        metavar="R",
-        help="rollout: the share of each row's weakest patch attention set to zero, from 0 to "
-        "below 1; the CLS column is never discarded (default: 0)",
-    )
-    methods.add_argument(
-        "--start-layer",
-        type=int,
-        default=1,
-        metavar="L",
-        help="rollout: the first layer multiplied in, from 1 (default: 1, every layer)",
-    )
-    methods.add_argument(
-        "--target-class",
-        default=None,
-        metavar="K",
-        help="relevance: the class to explain, an index or a class name (default: the "
-        "predicted class)",
-    )
+    for option in OPTIONS:
+        if option.flag is None:
+            continue
+        default = option.default
+        if option.counted_from_1 and isinstance(default, int) and not option.from_end:
+            default = shown(default)  # people's number: start layer 1
+        settings: dict[str, Any] = {"default": default, "help": option.help}
+        if option.choices:
+            settings["choices"] = option.choices
+        else:
+            settings["metavar"] = option.metavar
+            if option.kind in _TYPES:
+                settings["type"] = _TYPES[option.kind]
+        methods.add_argument(option.flag, **settings)
     return methods
 
 
@@ -79,29 +60,31 @@ def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -
     come back as the code holds them, 0-based, the layer resolved to its place (so a card
     names layer 12, not -1). A number outside the model is refused in one line that states
     the convention and the range."""
-    from vitexplorer.core.explain.methods import MethodOptions
+    from vitexplorer.core.explain.method import OPTIONS, MethodOptions
     from vitexplorer.core.render.numbering import index_of
 
-    target = options.target_class
-    if target is not None:
-        target = class_index(target, spec.class_names)
+    given = {o.name: getattr(options, o.name) for o in OPTIONS if o.flag is not None}
+    for option in OPTIONS:
+        if option.kind == "class" and given.get(option.name) is not None:
+            given[option.name] = class_index(given[option.name], spec.class_names)
     try:
-        layers, heads = spec.num_layers, spec.num_heads
-        layer = index_of(options.layer, "--layer", layers, "layer", from_end=True)
-        head = options.head
-        if head is not None:
-            head = index_of(
-                head, "--head", heads, "head", hint="leave --head out for the mean of the heads"
-            )
-        start = index_of(options.start_layer, "--start-layer", layers, "layer")
-        chosen = MethodOptions(
-            layer=layer,
-            head=head,
-            head_fusion=options.head_fusion,
-            discard_ratio=options.discard_ratio,
-            start_layer=start,
-            target_class=target,
-        )
+        for option in OPTIONS:
+            value = given.get(option.name)
+            if value is None or option.flag is None or not option.counted_from_1:
+                continue
+            if option.kind == "head":
+                given[option.name] = index_of(
+                    value,
+                    option.flag,
+                    spec.num_heads,
+                    "head",
+                    hint=f"leave {option.flag} out for the mean of the heads",
+                )
+            elif option.kind == "layer":
+                given[option.name] = index_of(
+                    value, option.flag, spec.num_layers, "layer", from_end=option.from_end
+                )
+        chosen = MethodOptions(**given)
         for method in methods:
             chosen.check(method, spec)
     except ValueError as exc:

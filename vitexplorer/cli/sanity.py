@@ -59,7 +59,7 @@ def run_sanity(options: argparse.Namespace) -> int:
     images, _, out_dir, model, chosen = _prepare(options)
 
     from vitexplorer.core.explain.analysis import failure_message
-    from vitexplorer.core.explain.methods import image_logits
+    from vitexplorer.core.explain.maps import image_logits
     from vitexplorer.core.models.preprocessing import (
         ImageLoadError,
         input_grid,
@@ -115,7 +115,7 @@ class SanityRun:
     def run(self, path: Path, batch: Any, grid: tuple[int, int], logits: Any) -> None:
         from vitexplorer.core.evaluate.sanity import sanity_check
         from vitexplorer.core.explain.analysis import constant_output
-        from vitexplorer.core.explain.methods import hold_target, method_explainer
+        from vitexplorer.core.explain.maps import hold_target, method_explainer
 
         # relevance explains the same class at every step, or a change of class would be
         # mixed into the change of weights
@@ -232,7 +232,9 @@ def _step_facts(step: Any) -> dict[str, Any]:
 def _held_class(method: str, chosen: Any, held: Any, model: Any) -> dict[str, Any] | None:
     """The class relevance explained at every step, and where it came from; None for the
     class-agnostic methods."""
-    if method != "relevance":
+    from vitexplorer.core.explain.method import get
+
+    if not get(method).class_specific:
         return None
     index = held.target_class
     return {

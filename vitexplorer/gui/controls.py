@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
-from vitexplorer.core.explain.explorer_maps import METHOD_LABELS, MethodChoice
+from vitexplorer.core.explain.method import OPTION, MapChoice, MethodOptions, Option, catalogue
 from vitexplorer.core.models import spec as specs
 from vitexplorer.core.models.families.registry import FAMILIES, info_for
 from vitexplorer.core.models.spec import (
@@ -243,16 +243,7 @@ class ModelBar(QToolBar):
 LAYER_TIP = "Encoder layer ( [ and ] step through layers )"
 HEAD_TIP = "One head, or the mean over the layer's heads"
 # why the layer and head do not apply, by method: shown as the disabled controls' tooltips
-NOT_APPLIED = {
-    "rollout": (
-        "Rollout multiplies every layer from its 'from layer' on and fuses the heads its own way "
-        "(the Show bar's options): no single layer or head applies. Show Attention to pick one."
-    ),
-    "relevance": (
-        "Relevance combines every layer and head, weighted by their gradients for the class: no "
-        "single layer or head applies. Show Attention to pick one."
-    ),
-}
+NOT_APPLIED = {m.name: m.not_applied for m in catalogue() if m.not_applied}
 
 
 class ViewBar(QToolBar):
@@ -386,55 +377,80 @@ class ViewBar(QToolBar):
         self.head_box.blockSignals(False)
 
 
-class MethodBar(QToolBar):
-    """Which explanation the overlay shows: raw attention of the chosen layer and head, rollout
-    with its options, or class relevance for a class from the top predictions."""
+def _combo(option: Option) -> QComboBox:
+    box = QComboBox()
+    for value in option.choices:
+        box.addItem(f"{value}{option.affix}", value)
+    box.setFocusPolicy(Qt.NoFocus)
+    return box
 
-    choice_changed = Signal(object)  # MethodChoice
+
+def _percent(option: Option) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(0, 95)
+    spin.setSingleStep(5)
+    spin.setSuffix(option.affix)
+    return spin
+
+
+def _layer(option: Option) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(1, 1)
+    spin.setPrefix(option.affix)
+    return spin
+
+
+def _classes(option: Option) -> QComboBox:
+    box = QComboBox()
+    box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+    box.setFocusPolicy(Qt.NoFocus)
+    return box
+
+
+# the method bar's widget for each kind of option (as magicgui maps types to widgets): the widget,
+# how it reads the option (as the code holds it) and how it is set
+OPTION_WIDGETS = {
+    "choice": (_combo, lambda w: w.currentData(), lambda w, v: w.setCurrentIndex(w.findData(v))),
+    "ratio": (_percent, lambda w: w.value() / 100, lambda w, v: w.setValue(round(100 * v))),
+    "layer": (_layer, lambda w: w.value() - 1, lambda w, v: w.setValue(v + 1)),
+    "class": (_classes, lambda w: w.currentData(), lambda w, v: w.setCurrentIndex(w.findData(v))),
+}
+
+
+class MethodBar(QToolBar):
+    """Which explanation the overlay shows and its options, generated from the method
+    catalogue: raw attention of the chosen layer and head, rollout with its options, or class
+    relevance for a class from the top predictions."""
+
+    choice_changed = Signal(object)  # MapChoice
     compare_toggled = Signal(bool)
     same_scale_toggled = Signal(bool)  # beside Compare: both views on one colour scale
 
     def __init__(self, compare: bool = True, title: str = "Method") -> None:
         super().__init__(title)
         self.setObjectName("method_toolbar" if compare else "compare_method_toolbar")
+        methods = catalogue()
         self.method_box = QComboBox()
-        for method, label in METHOD_LABELS.items():
-            self.method_box.addItem(label, method)
-        self.method_box.setToolTip(
-            "Attention: the selected layer and head. Rollout: attention carried through the "
-            "layers (Abnar and Zuidema 2020). Relevance: what speaks for a class (Chefer et al. "
-            "2021), for the CLS token"
-        )
-        self.fusion_box = QComboBox()
-        for fusion in ("mean", "max", "min"):
-            self.fusion_box.addItem(f"{fusion} of heads", fusion)
-        self.fusion_box.setToolTip("Rollout: how each layer's heads are combined")
-        self.discard_spin = QSpinBox()
-        self.discard_spin.setRange(0, 95)
-        self.discard_spin.setSingleStep(5)
-        self.discard_spin.setSuffix("% discarded")
-        self.discard_spin.setToolTip(
-            "Rollout: the share of each row's weakest patch attention set to zero before the "
-            "layers are multiplied (never the CLS column)"
-        )
-        self.start_spin = QSpinBox()
-        self.start_spin.setRange(1, 1)
-        self.start_spin.setPrefix("from layer ")
-        self.start_spin.setToolTip("Rollout: the first layer multiplied in")
-        self.target_box = QComboBox()
-        self.target_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
-        self.target_box.setToolTip("Relevance: the class to explain, from the top predictions")
+        for method in methods:
+            self.method_box.addItem(method.label, method.name)
+        self.method_box.setToolTip(". ".join(m.tip for m in methods))
+        self.method_box.setFocusPolicy(Qt.NoFocus)
+        # one widget per option, in the order the methods list them
+        names = dict.fromkeys(o.name for m in methods for o in m.bar_options)
+        self.option_widgets = {}
+        for name in names:
+            option = OPTION[name]
+            widget = OPTION_WIDGETS[option.kind][0](option)
+            widget.setToolTip(option.tip)
+            self.option_widgets[name] = widget
+        self.fusion_box = self.option_widgets.get("head_fusion")
+        self.discard_spin = self.option_widgets.get("discard_ratio")
+        self.start_spin = self.option_widgets.get("start_layer")
+        self.target_box = self.option_widgets.get("target_class")
         self.set_predictions([])
-        for widget in (self.method_box, self.fusion_box, self.target_box):
-            widget.setFocusPolicy(Qt.NoFocus)
         self.addWidget(QLabel(" Show "))
         self.addWidget(self.method_box)
-        self._rollout = [
-            self.addWidget(self.fusion_box),
-            self.addWidget(self.discard_spin),
-            self.addWidget(self.start_spin),
-        ]
-        self._relevance = [self.addWidget(self.target_box)]
+        self._actions = {name: self.addWidget(w) for name, w in self.option_widgets.items()}
         self.compare_box: QCheckBox | None = None
         if compare:
             self.compare_box = QCheckBox("Compare")
@@ -460,10 +476,10 @@ class MethodBar(QToolBar):
             self._same_scale_action = self.addWidget(self.same_scale_box)
             self.same_scale_box.toggled.connect(self.same_scale_toggled)
             self.compare_box.toggled.connect(self.same_scale_box.setEnabled)
-        for box in (self.method_box, self.fusion_box, self.target_box):
-            box.currentIndexChanged.connect(self._changed)
-        for spin in (self.discard_spin, self.start_spin):
-            spin.valueChanged.connect(self._changed)
+        self.method_box.currentIndexChanged.connect(self._changed)
+        for widget in self.option_widgets.values():
+            changed = widget.currentIndexChanged if isinstance(widget, QComboBox) else None
+            (changed or widget.valueChanged).connect(self._changed)
         self._show_options()
 
     def show_same_scale(self, shown: bool) -> None:
@@ -472,49 +488,65 @@ class MethodBar(QToolBar):
         if self.same_scale_box is not None:
             self._same_scale_action.setVisible(shown)
 
-    def choice(self) -> MethodChoice:
-        return MethodChoice(
-            method=self.method_box.currentData(),
-            head_fusion=self.fusion_box.currentData(),
-            discard_ratio=self.discard_spin.value() / 100,
-            start_layer=self.start_spin.value() - 1,
-            target=self.target_box.currentData(),
-        )
+    def choice(self) -> MapChoice:
+        """The method and the options its widgets hold (0-based, as the code holds them)."""
+        values = {
+            name: OPTION_WIDGETS[OPTION[name].kind][1](widget)
+            for name, widget in self.option_widgets.items()
+        }
+        return MapChoice(self.method_box.currentData(), MethodOptions(**values))
+
+    def set_option(self, name: str, value: object) -> None:
+        """Show ``value`` (as the code holds it) in option ``name``'s widget."""
+        OPTION_WIDGETS[OPTION[name].kind][2](self.option_widgets[name], value)
 
     def set_method(self, method: str) -> None:
         self.method_box.setCurrentIndex(self.method_box.findData(method))
 
+    def _widgets(self, kind: str) -> list:
+        return [w for n, w in self.option_widgets.items() if OPTION[n].kind == kind]
+
     def set_num_layers(self, layers: int) -> None:
-        self.start_spin.setRange(1, max(layers, 1))
-        self.start_spin.setSuffix(f" / {layers}")
+        for spin in self._widgets("layer"):
+            spin.setRange(1, max(layers, 1))
+            spin.setSuffix(f" / {layers}")
 
     def set_predictions(self, predictions: list) -> None:  # list[Prediction]
-        """The classes relevance can explain; the choice survives when the class is listed."""
-        current = self.target_box.currentData() if self.target_box.count() else None
-        self.target_box.blockSignals(True)
-        self.target_box.clear()
-        self.target_box.addItem("the predicted class", None)
-        for p in predictions:
-            self.target_box.addItem(f"{p.name} ({100 * p.probability:.1f}%)", p.index)
-        index = self.target_box.findData(current) if current is not None else 0
-        self.target_box.setCurrentIndex(max(index, 0))
-        self.target_box.blockSignals(False)
+        """The classes a class-specific method can explain; the choice survives when the class
+        is listed."""
+        for box in self._widgets("class"):
+            current = box.currentData() if box.count() else None
+            box.blockSignals(True)
+            box.clear()
+            box.addItem("the predicted class", None)
+            for p in predictions:
+                box.addItem(f"{p.name} ({100 * p.probability:.1f}%)", p.index)
+            index = box.findData(current) if current is not None else 0
+            box.setCurrentIndex(max(index, 0))
+            box.blockSignals(False)
 
     def _changed(self, _value: object = None) -> None:
         self._show_options()
         self.choice_changed.emit(self.choice())
 
-    def set_relevance_available(self, available: bool) -> None:
-        """Class relevance needs a class score: offered only for a model with a classifier."""
-        item = self.method_box.model().item(self.method_box.findData("relevance"))
-        item.setEnabled(available)
-        item.setToolTip("" if available else "This model has no classifier: no class to explain")
-        if not available and self.method_box.currentData() == "relevance":
-            self.set_method("attention")
+    def set_classifier_available(self, available: bool) -> None:
+        """A method that explains a class score is offered only for a model with a classifier;
+        one chosen before goes back to the first method."""
+        for method in catalogue():
+            if method.requires_classifier:
+                item = self.method_box.model().item(self.method_box.findData(method.name))
+                item.setEnabled(available)
+                tip = "" if available else "This model has no classifier: no class to explain"
+                item.setToolTip(tip)
+        if (
+            not available
+            and not self.method_box.model().item(self.method_box.currentIndex()).isEnabled()
+        ):
+            self.method_box.setCurrentIndex(0)
 
     def _show_options(self) -> None:
-        method = self.method_box.currentData()
-        for action in self._rollout:
-            action.setVisible(method == "rollout")
-        for action in self._relevance:
-            action.setVisible(method == "relevance")
+        """Show the options the chosen method reads."""
+        method = next(m for m in catalogue() if m.name == self.method_box.currentData())
+        shown = {o.name for o in method.bar_options}
+        for name, action in self._actions.items():
+            action.setVisible(name in shown)

@@ -1,7 +1,7 @@
 """The explorer's explanations: the method bar and the side-by-side compare view (another
-method, or another model: :mod:`vitexplorer.gui.model_compare_view`), relevance maps asked of
-the worker, the model analytics tab, and File > Export view. Wiring only: the maps come from
-:mod:`vitexplorer.core.explain.explorer_maps`, the statistics from core.explain."""
+method, or another model: :mod:`vitexplorer.gui.model_compare_view`), maps asked of the worker
+(methods that need the model), the model analytics tab, and File > Export view. Wiring only: the
+maps come from :mod:`vitexplorer.core.explain.maps`, the statistics from core.explain."""
 
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
-from vitexplorer.core.explain.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.explain.maps import MapCache, MapJob, caption, map_job
+from vitexplorer.core.explain.method import MapChoice, get
+from vitexplorer.core.explain.methods.attention import ATTENTION
 from vitexplorer.core.explain.tokens import attention_matrix
 from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.io.folders import image_paths
 from vitexplorer.core.render.numbering import shown
 from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.analytics_tab import AnalyticsTab
-from vitexplorer.gui.controls import MethodBar
+from vitexplorer.gui.controls import NOT_APPLIED, MethodBar
 from vitexplorer.gui.model_compare_view import ModelCompare, follow_lock, lock_view
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
-from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, RelevanceDone, StructureDone
+from vitexplorer.gui.workers import FolderStatsDone, MapDone, MapFailed, ModelInfo, StructureDone
 
 
 def folder_images(folder: str) -> list[str]:
@@ -39,34 +41,36 @@ def folder_images(folder: str) -> list[str]:
 @dataclass(frozen=True)
 class ViewSource:
     """What one view draws from: an analysis and its selection (the explorer's, or model B's
-    in a model comparison), how its title begins, and where a missing relevance map is asked
-    for and a map that ranks nothing is said."""
+    in a model comparison), how its title begins, and where a map still to be computed by the
+    worker is asked for and a map that ranks nothing is said."""
 
     analysis: Any  # ImageAnalysis
     selection: Selection
     title: str  # the title's first words: "", "photo.png — ", "B · demo — "
     keep_aspect: bool
-    ask_relevance: Callable[[int], None]  # the class whose map is still to be computed
+    ask_map: Callable[[MapJob], None]  # a map the worker is still to compute
     notice: Callable[[str, str], None]  # (what the map is, why it ranks nothing)
 
 
 def draw_view(
     view: ImageView,
-    choice: MethodChoice,
+    choice: MapChoice,
     patch,
     heat,
     levels,
     source: ViewSource,
 ) -> None:
-    """One view's overlay and title for ``choice`` and its map ``heat`` (None: relevance not
-    computed yet, asked for and drawn when it arrives), on ``levels`` or, without, the map's
-    own range. Every method's map is the selected token's, and the title names it."""
+    """One view's overlay and title for ``choice`` and its map ``heat`` (None: a map the
+    worker has not computed yet, asked for and drawn when it arrives), on ``levels`` or,
+    without, the map's own range. Every method's map is the selected token's, and the title
+    names it."""
     from vitexplorer.core.explain.analysis import flat_map
 
     analysis, sel = source.analysis, source.selection
-    what = choice.describe(sel, analysis)
+    options = choice.at(sel)
+    what = caption(choice.method, options, analysis)
     if heat is None:
-        source.ask_relevance(choice.target_for(analysis))
+        source.ask_map(map_job(choice.method, options, analysis))
         view.clear_heat()
         view.set_selected_patch(None)
         view.title.setText(f"{source.title}{what}: computing…")
@@ -91,12 +95,12 @@ class Explanations(QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
-        self.maps = MapCache()  # rollout layers and relevance maps of the open images
-        self.relevance_asked: set[tuple[str, int]] = set()  # (image key, class) in the worker
+        self.maps = MapCache()  # what the open images' maps are read from, by method and option
+        self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
         self.noticed: set[tuple[str, str]] = set()  # (image key, what) already in the notice bar
         self.method_bar = MethodBar()
         self.compare_bar = MethodBar(compare=False, title="Compare with")
-        self.compare_bar.set_method("rollout")
+        self.compare_bar.set_method(self.compare_bar.method_box.itemData(1))  # the second
         self.compare_view = ImageView()
         self.models = ModelCompare(window, self)  # Compare with: another model
         self.compare_panel = QWidget()
@@ -115,7 +119,7 @@ class Explanations(QObject):
         self.worker = None  # the model worker, once connected
         self.generation: int | None = None  # the model the views show
         self.structure_asked: int | None = None  # the model whose structure was asked for
-        self.matrix_method = "attention"  # what the matrix panel shows: attention or rollout
+        self.matrix_method = ATTENTION.name  # what the matrix panel shows: attention or rollout
         self._matrix_shown: tuple | None = None  # its settings, for the image on screen
 
     def connect_views(self) -> None:
@@ -140,8 +144,8 @@ class Explanations(QObject):
         self.update_controls()
 
     def connect_worker(self, worker) -> None:
-        worker.relevance_ready.connect(self._relevance_ready)
-        worker.relevance_failed.connect(self._relevance_failed)
+        worker.map_ready.connect(self._map_ready)
+        worker.map_failed.connect(self._map_failed)
         worker.folder_progress.connect(self.analytics.set_folder_progress)
         worker.folder_done.connect(self._folder_done)
         self.analytics.folder_cancelled.connect(worker.cancel_folder)
@@ -154,9 +158,9 @@ class Explanations(QObject):
         for bar in (self.method_bar, self.compare_bar):
             bar.set_num_layers(spec.num_layers)
             bar.set_predictions([])  # class indices of the old model mean nothing now
-            bar.set_relevance_available(spec.has_classifier)
+            bar.set_classifier_available(spec.has_classifier)
         self.maps.forget()
-        self.relevance_asked.clear()
+        self.maps_asked.clear()
         self.noticed.clear()
         self.window.notice.withdraw("model")  # what the old model's output said
         self.analytics.clear_statistics()
@@ -241,7 +245,7 @@ class Explanations(QObject):
         box = self.method_bar.same_scale_box
         return box is not None and box.isChecked()
 
-    def _method_changed(self, _choice: MethodChoice) -> None:
+    def _method_changed(self, _choice: MapChoice) -> None:
         self.update_controls()
         if self.window.analysis is not None:
             self.window._refresh()
@@ -252,7 +256,8 @@ class Explanations(QObject):
         methods = [self.method_bar.choice().method]
         if self.comparing_methods:
             methods.append(self.compare_bar.choice().method)
-        self.window.view_bar.set_applies("attention" if "attention" in methods else methods[0])
+        applies = [m for m in methods if m not in NOT_APPLIED]
+        self.window.view_bar.set_applies((applies or methods)[0])
 
     def draw_panels(self) -> None:
         """The Heads and Attention matrix panels and their captions. The heads always show raw
@@ -261,22 +266,24 @@ class Explanations(QObject):
         window = self.window
         analysis, sel, key = window.analysis, window.selection, window.session.current_key
         choice = self.method_bar.choice()
-        method = choice.method
+        method, options = choice.method, choice.at(sel)
         heads = "mean of heads" if sel.head is None else f"head {sel.head + 1}"
         token = analysis.spec.token_label(sel.token)
-        raw = "Raw attention" if method == "attention" else f"Raw attention, not {method}"
+        raw = "Raw attention" if method == ATTENTION.name else f"Raw attention, not {method}"
         window.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
-        if method == "rollout":
-            shown = ("rollout", choice.head_fusion, choice.discard_ratio, choice.start_layer)
-            what = choice.describe(sel, analysis)  # "rollout · mean of heads, …"
-            caption = f"{what[:1].upper()}{what[1:]} · row: the query token"
+        compute = get(method).compute
+        whole = hasattr(compute, "whole")  # a method with every token's row (rollout)
+        if whole:
+            shown = (method, *compute.key(options, analysis.spec))
+            what = caption(method, options, analysis)  # "rollout · mean of heads, …"
+            words = f"{what[:1].upper()}{what[1:]} · row: the query token"
         else:
-            shown = ("attention", sel.layer, sel.head)
-            caption = f"{raw} · layer {sel.layer + 1}, {heads}"
-        window.matrix_panel.set_caption(caption)
+            shown = (ATTENTION.name, sel.layer, sel.head)
+            words = f"{raw} · layer {sel.layer + 1}, {heads}"
+        window.matrix_panel.set_caption(words)
         if shown != self._matrix_shown:
-            if method == "rollout":
-                matrix = self.maps.rollout_matrix(key, analysis, choice)
+            if whole:
+                matrix = self.maps.whole(key, analysis, method, options)
             else:
                 matrix = attention_matrix(analysis.attention, sel.layer, sel.head)
             # every row a distribution over the matrix's tokens: 1/N marked (never relevance)
@@ -287,14 +294,13 @@ class Explanations(QObject):
     def _hover_compare(self, row: int, col: int) -> None:
         self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
 
-    def _heat(self, choice: MethodChoice):  # np.ndarray | None
-        """The current image's map for ``choice``; None while relevance is being computed."""
+    def _heat(self, choice: MapChoice):  # np.ndarray | None
+        """The current image's map for ``choice``; None while the worker computes it."""
         window = self.window
-        return method_map(
-            window.session.current_key, window.analysis, window.selection, choice, self.maps
-        )
+        options = choice.at(window.selection)
+        return self.maps.map(window.session.current_key, window.analysis, choice.method, options)
 
-    def _draw(self, view: ImageView, choice: MethodChoice, patch, heat, levels) -> None:
+    def _draw(self, view: ImageView, choice: MapChoice, patch, heat, levels) -> None:
         """One view of the explorer's model: see :func:`draw_view`."""
         draw_view(view, choice, patch, heat, levels, self.explorer_source())
 
@@ -311,7 +317,7 @@ class Explanations(QObject):
             window.selection,
             title,
             window.keep_aspect,
-            lambda target: self._ask_relevance(key, target),
+            lambda job: self._ask_map(key, job),
             lambda what, flat: self._notice(what, f"{name}, {what}: {flat}."),
         )
 
@@ -360,36 +366,39 @@ class Explanations(QObject):
         """The window closes: the compared model's worker stops."""
         self.models.stop()
 
-    def _ask_relevance(self, key: str, target: int) -> None:
-        if self.window.worker is None or (key, target) in self.relevance_asked:
+    def _ask_map(self, key: str, job: MapJob) -> None:
+        if self.window.worker is None or (key, job) in self.maps_asked:
             return
-        self.relevance_asked.add((key, target))
+        self.maps_asked.add((key, job))
         self.window.busy.setVisible(True)
-        self.window.activity_label.setText("computing relevance…")
-        self.window.worker.request_relevance(key, self.window.session.entries[key].source, target)
+        self.window.activity_label.setText(f"computing {job.method}…")
+        self.window.worker.request_map(key, self.window.session.entries[key].source, job)
 
-    def _relevance_ready(self, done: RelevanceDone) -> None:
-        self.relevance_asked.discard((done.key, done.target))
+    def _map_ready(self, done: MapDone) -> None:
+        self.maps_asked.discard((done.key, done.job))
         if self.window.model is None or done.generation != self.window.model.generation:
             return  # a map of a replaced model
         if done.key not in self.window.session.entries:
             return
         if done.keep_aspect != self.window.keep_aspect:
             return  # made from the image the other way (crop or whole); asked again on draw
-        self.maps.set_relevance(done.key, done.target, done.matrix)
+        self.maps.store(done.key, done.job, done.matrix)
         if done.key == self.window.session.current_key and self.window.analysis is not None:
             self.window._refresh()
 
-    def _relevance_failed(self, key: str, target: int, message: str) -> None:
-        self.relevance_asked.discard((key, target))
-        self.window.statusBar().showMessage(f"Could not compute the relevance: {message}", 15000)
+    def _map_failed(self, failed: MapFailed) -> None:
+        key, method = failed.key, failed.job.method
+        self.maps_asked.discard((key, failed.job))
+        self.window.statusBar().showMessage(
+            f"Could not compute the {method}: {failed.message}", 15000
+        )
         if key == self.window.session.current_key:
-            self.window.show_message("Could not compute the relevance", message)
+            self.window.show_message(f"Could not compute the {method}", failed.message)
 
     # --- model analytics ----------------------------------------------------------------------
     def open_head(self, layer: int, head: int) -> None:
         """A head picked in the analytics tab: its raw attention in the explorer."""
-        self.method_bar.set_method("attention")
+        self.method_bar.set_method(ATTENTION.name)
         self.window.selection.head = head
         self.window.finetune.show_explorer()
         self.window.select_layer(layer)
@@ -460,9 +469,9 @@ class Explanations(QObject):
         command line's figures; returns the files written."""
         from types import SimpleNamespace
 
-        from vitexplorer.core.explain.analysis import constant_output, flat_map
-        from vitexplorer.core.explain.provenance import json_ready, method_card
-        from vitexplorer.gui.export import export_view, figure_titles, titled
+        from vitexplorer.core.explain.card import map_card
+        from vitexplorer.core.explain.provenance import json_ready
+        from vitexplorer.gui.export import export_view, titled
 
         analysis, sel, entry = (
             self.window.analysis,
@@ -483,35 +492,34 @@ class Explanations(QObject):
         written: list[Path] = []
         for target, view, bar in views:
             if view.heat_values.size == 0:
-                continue  # a relevance map still being computed
+                continue  # a map the worker is still computing
             choice = bar.choice()
-            parameters = choice.parameters(sel, analysis)
-            title, subtitle = figure_titles(choice.method, parameters, analysis, entry.name)
-            output = constant_output(analysis.logits) if analysis.spec.has_classifier else None
-            warnings = [output, flat_map(view.heat_values)]
-            card = method_card(
+            subtitle = f"{analysis.spec.display_name} · {entry.name}"
+            prediction = analysis.predictions[0] if analysis.predictions else None
+            card = map_card(
                 facts,
                 choice.method,
-                parameters,
+                choice.at(sel),
+                analysis,
+                view.heat_values,
                 entry.source if isinstance(entry.source, str) else entry.name,
+                # how the input was made: the model's crop, or the whole image on a grid
                 {
-                    "title": title,
+                    "aspect": "keep" if self.window.keep_aspect else "crop",
+                    "grid": list(analysis.spec.grid),
+                },
+                {
                     "subtitle": subtitle,
                     "prediction": {
-                        "index": analysis.predictions[0].index,
-                        "name": analysis.predictions[0].name,
-                        "probability": analysis.predictions[0].probability,
+                        "index": prediction.index,
+                        "name": prediction.name,
+                        "probability": prediction.probability,
                     }
-                    if analysis.predictions
+                    if prediction
                     else None,  # an image encoder has no classifier
-                    "warnings": [w for w in warnings if w],
-                    # how the input was made: the model's crop, or the whole image on a grid
-                    "input": {
-                        "aspect": "keep" if self.window.keep_aspect else "crop",
-                        "grid": list(analysis.spec.grid),
-                    },
                 },
             )
+            title = card["title"]
             card = json_ready(card)[0]  # a probability that is not finite is null: valid JSON
             with titled(view.title, title, subtitle):
                 written += export_view(target, view.scene(), view.heat_values, card, scale)

@@ -129,25 +129,6 @@ def export_view(
     return [*written, paths["npy"], paths["json"]]
 
 
-def figure_titles(
-    method: str, parameters: dict[str, Any], analysis: Any, image: str
-) -> tuple[str, str]:
-    """The title and the line under it, as ``vitexplorer analyze`` titles its figures: the
-    method, layer, head and token (from 1; the class for relevance), then the model and the
-    image."""
-    from vitexplorer.core.render.figure import map_title
-
-    spec = analysis.spec
-    target = None
-    if method == "relevance" and spec.class_names:
-        index = int(parameters.get("target_class", analysis.predictions[0].index))
-        target = {
-            "name": spec.class_names[index],
-            "predicted": index == analysis.predictions[0].index,
-        }
-    return map_title(method, parameters, spec, target), f"{spec.display_name} · {image}"
-
-
 @contextmanager
 def titled(label: pg.LabelItem, title: str, subtitle: str) -> Iterator[None]:
     """``label`` (a view's title) reads ``title`` over ``subtitle`` while a figure is made,

@@ -13,6 +13,8 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
+from vitexplorer.core.explain.method import catalogue
+
 # keys the views handle themselves (no menu action carries them)
 VIEW_KEYS = (
     ("Click a patch", "select it: every view shows where it attends"),
@@ -74,28 +76,7 @@ VIEWS = (
 )
 
 METHODS = (
-    (
-        "Attention",
-        "the selected token's attention in one layer and head, or the mean of the heads: "
-        "what the layer mixes into that token, not why the model decides.",
-        "",
-    ),
-    (
-        "Rollout",
-        "attention carried through the layers, each layer's attention averaged with the "
-        "identity for the residual connection.",
-        "Abnar and Zuidema, Quantifying Attention Flow in Transformers, ACL 2020",
-    ),
-    (
-        "Class relevance",
-        "what speaks for one class: each layer's attention weighted by its gradient, the "
-        "negative part dropped, accumulated through the layers (the gradient-times-attention "
-        "rule, not the same authors' LRP-based method of CVPR 2021). Needs a classifier. It "
-        "follows the selected token; a patch's own place keeps the identity that the residual "
-        "connection adds, as in rollout, so it stands out in its own map.",
-        "Chefer, Gur and Wolf, Generic Attention-model Explainability for Interpreting Bi-Modal "
-        "and Encoder-Decoder Transformers, ICCV 2021",
-    ),
+    *((m.help_title, m.help, m.paper) for m in catalogue()),  # from the method catalogue
     (
         "Sanity check (command line: vitexplorer sanity)",
         "re-initialises the model layer by layer from the top and measures how far the map "

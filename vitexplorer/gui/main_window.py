@@ -893,7 +893,9 @@ class MainWindow(QMainWindow):
         """A head tile selects that head; under rollout or relevance, whose image no single head
         makes, the image switches to that head's raw attention."""
         if not self.view_bar.applies():
-            self.method_bar.set_method("attention")
+            from vitexplorer.core.explain.methods.attention import ATTENTION
+
+            self.method_bar.set_method(ATTENTION.name)
             self.statusBar().showMessage("Showing the clicked head's raw attention", 5000)
         self.select_head(None if head == MEAN else head)
 
@@ -914,8 +916,8 @@ class MainWindow(QMainWindow):
         self.analysis_shown.emit(self.session.current_key)
 
     def _refresh(self) -> None:
-        """Redraw every view from the stored analysis: numpy slicing, no torch (relevance maps
-        come from the worker and are kept in ``self.maps``)."""
+        """Redraw every view from the stored analysis: numpy slicing, no torch (maps of methods
+        that need the model come from the worker and are kept in ``explanations.maps``)."""
         analysis, sel = self.analysis, self.selection
         spec = analysis.spec
         grid, prefix = spec.grid, spec.num_prefix_tokens
@@ -941,9 +943,12 @@ class MainWindow(QMainWindow):
         self._hover_again = lambda: self.hover_patch(row, col, view, bar)
         spec = self.analysis.spec
         token = token_for_patch(row, col, spec.grid, spec.num_prefix_tokens)
+        from vitexplorer.core.explain.method import get
+
         method = bar.choice().method
         value = values[row, col]
-        shown = f"{value:.4g}" if method == "relevance" else f"{value:.4f}"  # relevance is tiny
+        # a row of a distribution reads in 4 decimals; relevance is tiny: 4 significant digits
+        shown = f"{value:.4f}" if get(method).distribution else f"{value:.4g}"
         self.hover_label.setText(
             f"{patch_label(row, col)} (token {number(token)}) · {method} {shown}"
         )

@@ -44,7 +44,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain.explorer_maps import MapCache, MethodChoice, method_map
+from vitexplorer.core.explain.maps import MapCache, MapJob, caption
+from vitexplorer.core.explain.method import MapChoice, get
 from vitexplorer.core.explain.model_compare import (
     HEAD_STATISTICS,
     comparability,
@@ -74,8 +75,8 @@ SIGNALS = (  # the compared model's worker's answers, each to this module's meth
     "download_progress",
     "analysis_ready",
     "analysis_failed",
-    "relevance_ready",
-    "relevance_failed",
+    "map_ready",
+    "map_failed",
 )
 STATISTIC_WORDS = {
     "distance": ("mean distance", "px", ".2f"),
@@ -476,8 +477,8 @@ class Side:
     label: str
     analysis: Any  # ImageAnalysis
     selection: Selection
-    choice: MethodChoice
-    heat: np.ndarray | None  # None while a relevance map is being computed
+    choice: MapChoice
+    heat: np.ndarray | None  # None while the worker computes the map
 
     @property
     def patch(self) -> tuple[int, int] | None:
@@ -532,8 +533,8 @@ class ModelCompare(QObject):
         self.analyses: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
         self.failed: dict[str, str] = {}  # image key -> why the compared model could not
         self.asked: set[str] = set()  # images with the worker
-        self.relevance_asked: set[tuple[str, int]] = set()
-        self.maps = MapCache()  # the compared model's rollout layers and relevance maps
+        self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
+        self.maps = MapCache()  # what the compared model's maps are read from
         self.comparison = None  # the last MapComparison drawn (core.model_compare)
         self._view_image: tuple | None = None  # what the compared model's view's photo shows
         self._difference_image: tuple | None = None  # and the difference view's
@@ -698,7 +699,7 @@ class ModelCompare(QObject):
         self.analyses.clear()
         self.failed.clear()
         self.asked.clear()
-        self.relevance_asked.clear()
+        self.maps_asked.clear()
         self.maps.forget()
         self._view_image = self._difference_image = None
 
@@ -810,21 +811,23 @@ class ModelCompare(QObject):
         if key == self.window.session.current_key:
             self._redraw()
 
-    def _relevance_ready(self, done) -> None:  # workers.RelevanceDone
+    def _map_ready(self, done) -> None:  # workers.MapDone
         if not self._mine() or self.info is None or done.generation != self.info.generation:
             return
-        self.relevance_asked.discard((done.key, done.target))
+        self.maps_asked.discard((done.key, done.job))
         if done.keep_aspect != self.window.keep_aspect:
             return
-        self.maps.set_relevance(done.key, done.target, done.matrix)
+        self.maps.store(done.key, done.job, done.matrix)
         if done.key == self.window.session.current_key:
             self._redraw()
 
-    def _relevance_failed(self, key: str, target: int, message: str) -> None:
+    def _map_failed(self, failed) -> None:  # workers.MapFailed
         if not self._mine():
             return
-        self.relevance_asked.discard((key, target))
-        self.panel.show_state(f"Could not compute model B's relevance: {message}", error=True)
+        self.maps_asked.discard((failed.key, failed.job))
+        self.panel.show_state(
+            f"Could not compute model B's {failed.job.method}: {failed.message}", error=True
+        )
 
     def _analysis(self, key: str):  # ImageAnalysis | None
         """The compared model's analysis of image ``key``, asked of its worker when missing."""
@@ -840,12 +843,12 @@ class ModelCompare(QObject):
             worker.request_analysis(key, self.window.session.entries[key].source, first=True)
         return analysis
 
-    def _ask_relevance(self, key: str, target: int) -> None:
-        if self._thread is None or (key, target) in self.relevance_asked:
+    def _ask_map(self, key: str, job: MapJob) -> None:
+        if self._thread is None or (key, job) in self.maps_asked:
             return
-        self.relevance_asked.add((key, target))
+        self.maps_asked.add((key, job))
         source = self.window.session.entries[key].source
-        self._thread.worker.request_relevance(key, source, target)
+        self._thread.worker.request_map(key, source, job)
 
     # --- drawing --------------------------------------------------------------------------------
     def show_analysis(self, analysis) -> None:
@@ -959,7 +962,7 @@ class ModelCompare(QObject):
         before = other == (self.before == OTHER)
         return f"{role} ({'before' if before else 'after'})"
 
-    def _other_side(self, choice: MethodChoice, role: str) -> Side | str:
+    def _other_side(self, choice: MapChoice, role: str) -> Side | str:
         """The compared model's part, or why it has none on this image."""
         window = self.window
         if self.info is None:
@@ -976,18 +979,21 @@ class ModelCompare(QObject):
             token, _ = counterpart_token(sel.token, window.analysis.spec, spec)
         except ValueError as exc:
             return f"{label}: {exc}"
-        if choice.method == "attention":
+        described = get(choice.method)
+        if "layer" in described.options:
             if sel.layer >= spec.num_layers:
                 return f"{label} has {spec.num_layers} layers: it has no layer {sel.layer + 1}"
+        if "head" in described.options:
             if sel.head is not None and sel.head >= spec.num_heads:
                 return f"{label} has {spec.num_heads} heads per layer: no head {sel.head + 1}"
-        if choice.method == "relevance":
-            if not spec.has_classifier:
-                return f"{label} has no classifier: no class relevance"
+        if described.requires_classifier and not spec.has_classifier:
+            return f"{label} has no classifier: no class {choice.method}"
+        if described.class_specific:
             same = spec.class_names == window.analysis.spec.class_names
-            choice = replace(choice, target=choice.target if same else None)
+            target = choice.target if same else None
+            choice = replace(choice, options=replace(choice.options, target_class=target))
         selection = Selection(sel.layer, sel.head, token)
-        heat = method_map(key, analysis, selection, choice, self.maps)
+        heat = self.maps.map(key, analysis, choice.method, choice.at(selection))
         return Side(role, label, analysis, selection, choice, heat)
 
     def _draw_other(self, other: Side, levels) -> None:
@@ -1005,7 +1011,7 @@ class ModelCompare(QObject):
             other.selection,
             f"{self._role_words(other.role)} · {other.label} — ",
             window.keep_aspect,
-            lambda target: self._ask_relevance(key, target),
+            lambda job: self._ask_map(key, job),
             lambda what, flat: self.explanations._notice(
                 f"{other.role} {what}", f"{name}, {other.label}, {what}: {flat}."
             ),
@@ -1028,14 +1034,16 @@ class ModelCompare(QObject):
             window.selection.token, window.analysis.spec, other.analysis.spec
         )
         notes = [check.message, token_note]
-        if other.choice.method == "relevance" and other.choice.target != explorer.choice.target:
+        if other.choice.described.class_specific and other.choice.target != explorer.choice.target:
             notes.append("the two models have other classes: each explains its own prediction")
         self._draw_heads(a, b)
         view = panel.difference
         if self._difference_image != (id(a.analysis), window.session.current_key):
             view.set_image(a.analysis.display, a.analysis.spec.grid)
             self._difference_image = (id(a.analysis), window.session.current_key)
-        what = explorer.choice.describe(window.selection, window.analysis)
+        what = caption(
+            explorer.choice.method, explorer.choice.at(window.selection), window.analysis
+        )
         names = f"{b.label} minus {a.label}"
         if a.heat is None or b.heat is None:
             view.clear_heat()

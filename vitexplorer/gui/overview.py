@@ -17,11 +17,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain.explorer_maps import method_map
+from vitexplorer.core.explain.maps import caption, map_job, resolved
+from vitexplorer.core.explain.method import get
+from vitexplorer.core.explain.methods.attention import ATTENTION
 from vitexplorer.core.explain.tokens import head_maps
 from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.render.numbering import shown
-from vitexplorer.core.render.scales import DISTRIBUTIONS, uniform_mark
+from vitexplorer.core.render.scales import is_distribution, uniform_mark
 from vitexplorer.gui.views.map_grid import MapGridView, Tile
 
 LAYERS_HEADS, IMAGES = "layers_heads", "images"
@@ -31,7 +33,7 @@ def uniform_options(method: str, tokens: set[int]) -> dict:
     """The uniform mark for maps of ``method`` over images whose rows are over ``tokens``
     tokens: one mark where all have the same number, else a note saying that the level differs
     (one line would be wrong for some); nothing for relevance."""
-    if method not in DISTRIBUTIONS or not tokens:
+    if not is_distribution(method) or not tokens:
         return {}
     if len(tokens) == 1:
         return {"uniform": uniform_mark(method, next(iter(tokens)))}
@@ -128,7 +130,7 @@ class Overview(QWidget):
             f"{self.heading} · {self.window.session.current.name}",
             [f"layer {shown(layer)}" for layer in range(spec.num_layers)],
             [f"head {shown(head)}" for head in range(spec.num_heads)],
-            uniform=uniform_mark("attention", spec.num_tokens),  # every row over N tokens
+            uniform=uniform_mark(ATTENTION.name, spec.num_tokens),  # every row over N tokens
         )
 
     def _draw_images(self, sel: Selection, choice) -> None:
@@ -137,6 +139,7 @@ class Overview(QWidget):
         tiles: list[Tile] = []
         tokens: set[int] = set()  # the drawn maps' rows are over this many tokens
         pending = False
+        described = get(choice.method)
         for key, entry in window.session.entries.items():
             analysis = entry.analysis
             if analysis is None:
@@ -147,20 +150,21 @@ class Overview(QWidget):
             token, note = sel.token, ""
             if token >= spec.num_tokens:  # another grid (whole images): its first token
                 token, note = 0, f", {spec.token_label(0)}"
-            selection = Selection(sel.layer, sel.head, token)
-            if choice.method == "relevance":  # each image's own class unless one is chosen
-                target = choice.target_for(analysis)
+            options = choice.at(Selection(sel.layer, sel.head, token))
+            if described.class_specific:  # each image's own class unless one is chosen
+                target = resolved(choice.method, options, analysis).target_class
                 note = f" · {spec.class_names[target]}"
-            heat = method_map(key, analysis, selection, choice, window.explanations.maps)
-            if heat is None:  # a relevance map not computed yet: the worker is asked, once
-                asked = (key, choice.target_for(analysis))
-                explanations = window.explanations
+            explanations = window.explanations
+            heat = explanations.maps.map(key, analysis, choice.method, options)
+            if heat is None:  # a map the worker has not computed yet: asked for, once
+                asked = (key, map_job(choice.method, options, analysis))
                 once = (window.model.generation, *asked)  # a failed map is not asked again
-                if once in self._asked and asked not in explanations.relevance_asked:
-                    tiles.append(Tile(None, f"{entry.name}: no relevance map", analysis.display))
+                if once in self._asked and asked not in explanations.maps_asked:
+                    words = f"{entry.name}: no {choice.method} map"
+                    tiles.append(Tile(None, words, analysis.display))
                     continue
                 self._asked.add(once)
-                explanations._ask_relevance(*asked)
+                explanations._ask_map(*asked)
                 pending = True
                 tiles.append(Tile(None, f"{entry.name}: computing…", analysis.display))
                 continue
@@ -168,10 +172,10 @@ class Overview(QWidget):
             tokens.add(spec.num_tokens)
         columns = max(1, round(len(tiles) ** 0.5 + 0.49))
         rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
-        what = choice.describe(sel, current)
-        if choice.method == "relevance" and choice.target is None:
-            what = "relevance for each image's predicted class (named on it), CLS token"
-        if choice.method != "relevance":
+        what = caption(choice.method, choice.at(sel), current)
+        if described.class_specific and choice.target is None:
+            what = f"{choice.method} for each image's predicted class (named on it), CLS token"
+        if not described.class_specific:
             what += f" · {current.spec.token_label(sel.token)} (token {shown(sel.token)})"
         self.heading = f"{what[:1].upper()}{what[1:]} · every open image"
         names = [e.name for e in window.session.entries.values()]

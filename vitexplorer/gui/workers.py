@@ -115,13 +115,25 @@ class _Adoption:
 
 
 @dataclass(frozen=True)
-class RelevanceDone:
+class MapDone:
+    """A map job's answer: the method's (tokens, tokens) matrix for one image, row i token i's
+    map (:func:`vitexplorer.core.explain.maps.model_matrix`)."""
+
     key: str
     generation: int
-    target: int
-    heat: np.ndarray  # (rows, cols) float32
+    job: object  # vitexplorer.core.explain.maps.MapJob: the method and its options
+    matrix: np.ndarray  # (tokens, tokens) float32
     keep_aspect: bool = False  # made from the whole image at its aspect ratio
-    matrix: np.ndarray | None = None  # (tokens, tokens) float32: every token's relevance
+
+
+@dataclass(frozen=True)
+class MapFailed:
+    """A map job that could not be computed, and why (one line)."""
+
+    key: str
+    generation: int
+    job: object  # vitexplorer.core.explain.maps.MapJob
+    message: str
 
 
 @dataclass(frozen=True)
@@ -166,8 +178,8 @@ class ModelWorker(QObject):
     analysis_started = Signal(str)  # key
     analysis_ready = Signal(object)  # AnalysisDone
     analysis_failed = Signal(str, str)  # key, message
-    relevance_ready = Signal(object)  # RelevanceDone
-    relevance_failed = Signal(str, int, str)  # key, target, message
+    map_ready = Signal(object)  # MapDone
+    map_failed = Signal(object)  # MapFailed
     folder_progress = Signal(int, int)  # images done, images in all
     folder_done = Signal(object)  # FolderStatsDone
     structure_ready = Signal(object)  # StructureDone
@@ -179,7 +191,7 @@ class ModelWorker(QObject):
         self._lock = threading.Lock()
         self._pending_model: ModelRequest | _Adoption | None = None
         self._pending_images: OrderedDict[str, str | bytes] = OrderedDict()
-        self._pending_relevance: OrderedDict[tuple[str, int], str | bytes] = OrderedDict()
+        self._pending_maps: OrderedDict[tuple[str, object], str | bytes] = OrderedDict()
         self._folder: _FolderJob | None = None
         self._folder_cancel = False
         self._hash_pending = False  # the weights file's hash, for method cards, when idle
@@ -216,11 +228,11 @@ class ModelWorker(QObject):
                 self._pending_images.move_to_end(key, last=False)
         self._wake.emit()
 
-    def request_relevance(self, key: str, source: str | bytes, target: int) -> None:
-        """Class relevance of an image for ``target``; asked for while a person waits for it,
-        so it goes before queued images."""
+    def request_map(self, key: str, source: str | bytes, job: object) -> None:
+        """A map of a method that needs the model (``job``, a ``MapJob``: relevance, say) for
+        an image; asked for while a person waits for it, so it goes before queued images."""
         with self._lock:
-            self._pending_relevance[(key, target)] = source
+            self._pending_maps[(key, job)] = source
         self._wake.emit()
 
     def request_folder_statistics(self, folder: str, paths: list[str]) -> None:
@@ -246,7 +258,7 @@ class ModelWorker(QObject):
     def clear_queue(self) -> None:
         with self._lock:
             self._pending_images.clear()
-            self._pending_relevance.clear()
+            self._pending_maps.clear()
             self._pending_model = None
             self._folder_cancel = True
 
@@ -262,13 +274,13 @@ class ModelWorker(QObject):
         while True:
             with self._lock:
                 request, self._pending_model = self._pending_model, None
-                job = relevance = folder = None
+                job = map_job = folder = None
                 ready = request is None and self._model is not None
                 structure = ready and self._structure_pending
                 if structure:
                     self._structure_pending = False
-                elif ready and self._pending_relevance:
-                    relevance = self._pending_relevance.popitem(last=False)
+                elif ready and self._pending_maps:
+                    map_job = self._pending_maps.popitem(last=False)
                 elif ready and self._pending_images:
                     job = self._pending_images.popitem(last=False)
                 elif ready and self._folder is not None:
@@ -281,8 +293,8 @@ class ModelWorker(QObject):
                 self._load(request)
             elif structure:
                 self._structure()
-            elif relevance is not None:
-                self._relevance(*relevance[0], relevance[1])
+            elif map_job is not None:
+                self._map(*map_job[0], map_job[1])
             elif job is not None:
                 self._analyse(*job)
             elif folder is not None:
@@ -380,8 +392,8 @@ class ModelWorker(QObject):
         thumbnail = _thumbnail(analysis.display)
         self.analysis_ready.emit(AnalysisDone(key, self._generation, analysis, thumbnail, keep))
 
-    def _relevance(self, key: str, target: int, source: str | bytes) -> None:
-        from vitexplorer.core.explain.relevance import relevance_map
+    def _map(self, key: str, job, source: str | bytes) -> None:  # job: maps.MapJob
+        from vitexplorer.core.explain.maps import model_matrix
         from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
 
         try:
@@ -389,12 +401,11 @@ class ModelWorker(QObject):
             spec, keep = self._model.spec, self.keep_aspect
             batch = preprocess(image, spec, keep).unsqueeze(0).to(self._model.device)
             grid = aspect_grid(image.width, image.height, spec) if keep else None
-            result = relevance_map(self._model, batch, target, grid, matrix=True)
+            matrix = model_matrix(job.method, self._model, batch, job.options, grid)
         except Exception as exc:
-            self.relevance_failed.emit(key, target, _message(exc))
+            self.map_failed.emit(MapFailed(key, self._generation, job, _message(exc)))
             return
-        done = RelevanceDone(key, self._generation, target, result.map, keep, result.matrix)
-        self.relevance_ready.emit(done)
+        self.map_ready.emit(MapDone(key, self._generation, job, matrix, keep))
 
     def _folder_step(self, job: _FolderJob) -> None:
         """Analyse the folder's next image; the last one (or a cancel) sends the result."""
@@ -521,8 +532,9 @@ def _network_reason(exc: BaseException) -> str | None:
 
 def _message(exc: BaseException) -> str:
     from vitexplorer.core.explain.analysis import failure_message
+    from vitexplorer.core.models.download import DownloadCancelled
 
-    if type(exc).__name__ == "DownloadCancelled":
+    if isinstance(exc, DownloadCancelled):  # by its type, not its class's name
         return "download cancelled"
     return failure_message(exc)
 

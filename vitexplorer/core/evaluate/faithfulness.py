@@ -8,7 +8,7 @@ the input are set to black and the top-1 accuracy against each image's label is 
 its published tables are.
 
 Both take an explainer, ``(model, batch) -> (rows, cols) map`` (see
-:func:`~vitexplorer.core.explain.methods.method_explainer`), so they check any method alike. A map
+:func:`~vitexplorer.core.explain.maps.method_explainer`), so they check any method alike. A map
 that ranks no patch above another, or a model whose output is the same for every class, has nothing
 to check: the steps and images concerned carry a note instead of a number that means nothing.
 

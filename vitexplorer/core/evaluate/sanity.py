@@ -118,7 +118,7 @@ def sanity_check(
     check simply ends early.
 
     A class-specific explainer should explain one fixed class (see
-    :func:`~vitexplorer.core.explain.methods.hold_target`), or each randomised model's own
+    :func:`~vitexplorer.core.explain.maps.hold_target`), or each randomised model's own
     prediction is explained and a change of class is mixed into the change of weights. When the
     original map ranks no patch above another (zero or one value everywhere) every correlation is
     undefined: the steps carry NaN and a note saying why; so does a step whose own map is flat.

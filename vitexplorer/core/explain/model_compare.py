@@ -4,7 +4,7 @@ Every difference here is **B minus A**: positive where model B's map (or statist
 than model A's. It is "after minus before" only when B was fine-tuned from A (its checkpoint
 names A as its base, :func:`relation`); for two unrelated models it is just B − A. Both maps
 are computed by the project's own machinery
-(:func:`vitexplorer.core.explain.methods.explanation_map`, the statistics of
+(:func:`vitexplorer.core.explain.maps.explanation_map`, the statistics of
 :func:`vitexplorer.core.explain.head_stats.head_statistics`); this module only pairs, resamples and
 subtracts them.
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from vitexplorer.core.explain.analysis import ImageAnalysis
-    from vitexplorer.core.explain.methods import MethodOptions
+    from vitexplorer.core.explain.method import MethodOptions
     from vitexplorer.core.models.loading import LoadedModel
     from vitexplorer.core.models.spec import ModelSpec
 
@@ -334,11 +334,11 @@ def pair_maps(
 ) -> MapComparison:
     """Model A's and model B's ``method`` maps of one image, compared.
 
-    ``options`` are model A's (0-based, as :class:`~vitexplorer.core.explain.methods.MethodOptions`
+    ``options`` are model A's (0-based, as :class:`~vitexplorer.core.explain.method.MethodOptions`
     holds them); model B gets :func:`counterpart_options`. Attention and rollout read the
     analyses; relevance needs each model and its (1, 3, H, W) preprocessed batch of the image,
     and explains each model's own predicted class unless ``options.target_class`` is set."""
-    from vitexplorer.core.explain.methods import explanation_map
+    from vitexplorer.core.explain.maps import explanation_map
 
     options_b, note = counterpart_options(options, analysis_a.spec, analysis_b.spec)
     map_a, map_b = [

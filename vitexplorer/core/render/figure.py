@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vitexplorer.core.render.numbering import shown
 from vitexplorer.core.render.overlay import render_overlay
 from vitexplorer.core.render.scales import tick_labels
 
@@ -347,30 +346,13 @@ def map_title(
     spec: ModelSpec,
     target: dict[str, Any] | None = None,
 ) -> str:
-    """The title of one map, numbers from 1: the method, the layer and head (or how the
-    layers were combined) and the token; ``parameters`` as the code holds them (0-based, the
-    names of ``MethodOptions``), ``target`` the class relevance explains (a card's ``target``)."""
-    token = spec.token_label(int(parameters.get("token", 0)))
-    layers = spec.num_layers
-    if method == "attention":
-        layer = int(parameters.get("layer", -1)) % layers
-        head = parameters.get("head")
-        heads = "mean of heads" if head is None else f"head {shown(head)} of {spec.num_heads}"
-        return f"attention · layer {shown(layer)} of {layers}, {heads} · {token}"
-    if method == "rollout":
-        words = [f"{parameters.get('head_fusion', 'mean')} of heads"]
-        ratio = float(parameters.get("discard_ratio", 0.0))
-        if ratio:
-            words.append(f"{100 * ratio:.0f}% discarded")
-        start = int(parameters.get("start_layer", 0))
-        start = start % layers
-        words.append(
-            f"layers {shown(start)} to {layers}" if start < layers - 1 else f"layer {layers} only"
-        )
-        return f"rollout · {', '.join(words)} · {token}"
-    if method == "relevance":
-        if target is None:
-            return f"relevance · {token}"
-        predicted = " (predicted)" if target.get("predicted") else ""
-        return f"relevance for {target['name']!r}{predicted} · {token}"
-    return f"{method} · {token}"
+    """The title of one map, numbers from 1, as the method catalogue words it: the method, the
+    layer and head (or how the layers were combined) and the token; ``parameters`` as the code
+    holds them (0-based, the names of ``MethodOptions``), ``target`` the class a
+    class-specific method explains (a card's ``target``)."""
+    from vitexplorer.core.explain.method import get as described
+    from vitexplorer.core.explain.method import method_names
+
+    if method in method_names():
+        return described(method).make_title(parameters, spec, target)
+    return f"{method} · {spec.token_label(int(parameters.get('token', 0)))}"

@@ -20,9 +20,13 @@ SCIENTIFIC_FROM = 1e5
 ``SCIENTIFIC_BELOW`` or at least ``SCIENTIFIC_FROM`` (``2.4e-5``, not ``0.000024``)."""
 
 
-DISTRIBUTIONS = ("attention", "rollout")
-"""The maps whose every row is a probability distribution over the tokens (a softmax row, a mean
-of them, or a product of row-stochastic matrices), so a uniform level exists. Relevance is not."""
+def is_distribution(method: str) -> bool:
+    """Whether every row of ``method``'s maps is a probability distribution over the tokens (a
+    softmax row, a mean of them, or a product of row-stochastic matrices), so a uniform level
+    exists: the catalogue's ``distribution`` (attention, rollout; relevance is not)."""
+    from vitexplorer.core.explain.method import get, method_names
+
+    return method in method_names() and get(method).distribution
 
 
 def uniform_level(tokens: int) -> float:
@@ -40,7 +44,7 @@ def uniform_label(tokens: int) -> str:
 def uniform_mark(method: str, tokens: int) -> tuple[float, str] | None:
     """The uniform level and its words for a colour bar of ``method``'s map over rows of
     ``tokens`` tokens; None for a map that is no distribution (relevance, a difference)."""
-    if method not in DISTRIBUTIONS:
+    if not is_distribution(method):
         return None
     return uniform_level(tokens), uniform_label(tokens)
 

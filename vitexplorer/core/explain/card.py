@@ -1,0 +1,105 @@
+"""One method card per map, the same from the command line and from the app.
+
+:func:`map_card` writes what :func:`~vitexplorer.core.explain.provenance.method_card` writes
+(the model, the preprocessing, the image, the software) for one map of the catalogue: the
+method's own options (0-based in the code, written from 1), the class a class-specific method
+explains, the figure's title and what makes the map mean nothing. ``vitexplorer analyze``,
+``compare`` and the app's File > Export all call it, so the same map gets the same card.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vitexplorer.core.explain.method import MethodOptions, get
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vitexplorer.core.explain.analysis import ImageAnalysis
+
+
+def output_warnings(analysis: ImageAnalysis) -> list[str]:
+    """What makes this image's predictions mean nothing (a constant or non-finite output)."""
+    from vitexplorer.core.explain.analysis import constant_output, undefined_prediction
+
+    if not analysis.spec.has_classifier:
+        return []  # an image encoder: no predictions to judge
+    reason = constant_output(analysis.logits)
+    if reason is None:
+        return []
+    undefined = undefined_prediction(analysis.logits, analysis.probabilities)
+    if undefined:
+        reason = f"{undefined}; {reason}; they are written as null"
+    return [reason]
+
+
+def card_options(method: str, options: MethodOptions) -> dict[str, Any]:
+    """The options ``method`` read, as the code holds them (0-based); a method read from the
+    CLS token on the command line names the token when the app followed another one."""
+    parameters = options.as_dict(method)
+    if get(method).only_cls and options.token != 0:
+        parameters["token"] = options.token
+    return parameters
+
+
+def target_facts(
+    method: str, options: MethodOptions, analysis: ImageAnalysis
+) -> dict[str, Any] | None:
+    """The class a class-specific method explains: its index, name, probability and whether it
+    is the predicted one; None for other methods or a model without a classifier."""
+    if not get(method).class_specific or not analysis.predictions:
+        return None
+    predicted = analysis.predictions[0].index
+    target = options.target_for(predicted)
+    return {
+        "index": target,
+        "name": analysis.spec.class_names[target],
+        "probability": float(analysis.probabilities[target]),
+        "predicted": target == predicted,
+    }
+
+
+def map_facts(
+    method: str,
+    options: MethodOptions,
+    analysis: ImageAnalysis,
+    heat: np.ndarray,
+    input: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card's entries about the map itself: ``input`` (how the input was made, when given),
+    ``target`` (class-specific methods), ``warnings`` and ``title``."""
+    from vitexplorer.core.explain.analysis import flat_map
+
+    facts: dict[str, Any] = {}
+    if input is not None:
+        facts["input"] = input
+    target = target_facts(method, options, analysis)
+    if target is not None:
+        facts["target"] = target
+    flat = flat_map(heat, f"the {method} map")
+    facts["warnings"] = output_warnings(analysis) + ([flat] if flat else [])
+    parameters = card_options(method, options)
+    facts["title"] = get(method).make_title(parameters, analysis.spec, target)
+    return facts
+
+
+def map_card(
+    model: Any,
+    method: str,
+    options: MethodOptions,
+    analysis: ImageAnalysis,
+    heat: np.ndarray,
+    image: Any = None,
+    input: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The method card of ``method``'s map ``heat`` for the image of ``analysis``: ``model`` a
+    ``LoadedModel`` or anything with its ``spec``, ``weights_file`` and ``device``; ``extra``
+    adds entries (the app's subtitle)."""
+    from vitexplorer.core.explain.provenance import method_card
+
+    facts = map_facts(method, options, analysis, heat, input)
+    return method_card(
+        model, method, card_options(method, options), image, {**facts, **(extra or {})}
+    )

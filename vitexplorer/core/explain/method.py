@@ -1,0 +1,400 @@
+"""The method catalogue's words: what an explanation method is, its options, and where to find one.
+
+A method is one file under :mod:`vitexplorer.core.explain.methods` that describes itself with a
+torch-free :class:`Method` and registers it (``register``, as timm's ``register_model``); its
+computation is imported only when a map is asked for. Everything else is generated from these
+descriptions: the command line's ``--method`` choices and option flags, the help window's texts,
+the method bar's widgets, the titles of figures, the method cards, the worker's map jobs.
+
+Every method reads its options from one :class:`MethodOptions`, held as the code indexes the
+arrays (0-based); an :class:`Option` says whether people count it from 1.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from vitexplorer.core.render.numbering import shown
+
+HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")  # as core.explain.rollout, torch-free
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of one or more methods: a field of :class:`MethodOptions`.
+
+    ``kind`` decides the check, the command-line type and the method bar's widget: "layer"
+    (an index, -1 the last), "head" (an index or None for the mean of the heads), "token",
+    "choice" (one of ``choices``), "ratio" (a share from 0 to below 1), "class" (a class index
+    or None for the predicted one). ``selected`` options are chosen in the view (the layer and
+    head spin boxes, a clicked token), not in the method bar."""
+
+    name: str
+    kind: str
+    default: Any
+    label: str  # a few words: "start layer"
+    help: str = ""  # the command line's help
+    tip: str = ""  # the method bar's tooltip
+    flag: str | None = None  # the command line's flag; None: not an option there
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    counted_from_1: bool = False  # people give and read it from 1 (the code holds 0-based)
+    selected: bool = False
+    affix: str = ""  # the bar widget's words: "from layer " (prefix), "% discarded" (suffix)
+    from_end: bool = False  # a layer that may count from the last (-1)
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError when ``value`` is not a valid value of this option (any model)."""
+        words = self.label
+        if self.kind in ("layer", "head", "token", "class"):
+            if value is None and self.default is None:
+                return
+            if isinstance(value, bool) or not _whole(value):
+                raise ValueError(f"{words} must be a whole number, not {value!r}")
+            if not self.from_end and value < 0:
+                raise ValueError(f"{words} must be at least 0, not {value}")
+        elif self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"unknown {words} {value!r}; use one of {', '.join(self.choices)}")
+        elif self.kind == "ratio":
+            if isinstance(value, bool) or not _real(value):
+                raise ValueError(f"{words} must be a number, not {value!r}")
+            if not 0.0 <= value < 1.0:  # also refuses NaN
+                raise ValueError(f"{words} {value} must be at least 0 and below 1")
+
+    def check_fits(self, value: Any, spec: Any) -> None:
+        """Raise ValueError when ``value`` does not exist in the model ``spec``, counting from 1
+        as people do."""
+        if value is None:
+            return
+        if self.kind == "layer":
+            layers = spec.num_layers
+            low = -layers if self.from_end else 0
+            if not low <= value < layers:
+                end = " (-1 is the last)" if low else ""
+                raise ValueError(
+                    f"{self.label} {shown(value)} does not exist: the model has layers 1 to "
+                    f"{layers}{end}"
+                )
+        elif self.kind == "head" and value >= spec.num_heads:
+            raise ValueError(
+                f"head {shown(value)} does not exist: the model has heads 1 to {spec.num_heads}"
+            )
+        elif self.kind == "token" and value >= spec.num_tokens:
+            raise ValueError(
+                f"token {shown(value)} does not exist: the model has tokens 1 to {spec.num_tokens}"
+            )
+        elif self.kind == "class" and value >= spec.num_classes:
+            raise ValueError(f"target class {value} is outside 0..{spec.num_classes - 1}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral)  # int and numpy's integers (registered there)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real)  # float and numpy's floating scalars
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "layer",
+        "layer",
+        -1,
+        "layer",
+        "attention: the layer, from 1 (the first) to the number of layers; -1 is the last, -2 "
+        "the one before (default: -1)",
+        flag="--layer",
+        metavar="L",
+        counted_from_1=True,
+        selected=True,
+        from_end=True,
+    ),
+    Option(
+        "head",
+        "head",
+        None,
+        "head",
+        "attention: the head, from 1 (default: the mean of the heads)",
+        flag="--head",
+        metavar="H",
+        counted_from_1=True,
+        selected=True,
+    ),
+    Option("token", "token", 0, "token", counted_from_1=True, selected=True),
+    Option(
+        "head_fusion",
+        "choice",
+        "mean",
+        "head fusion",
+        "rollout: how each layer's heads are combined (default: mean)",
+        "Rollout: how each layer's heads are combined",
+        flag="--head-fusion",
+        choices=HEAD_FUSIONS,
+        affix=" of heads",
+    ),
+    Option(
+        "discard_ratio",
+        "ratio",
+        0.0,
+        "discard ratio",
+        "rollout: the share of each row's weakest patch attention set to zero, from 0 to below "
+        "1; the CLS column is never discarded (default: 0)",
+        "Rollout: the share of each row's weakest patch attention set to zero before the layers "
+        "are multiplied (never the CLS column)",
+        flag="--discard-ratio",
+        metavar="R",
+        affix="% discarded",
+    ),
+    Option(
+        "start_layer",
+        "layer",
+        0,
+        "start layer",
+        "rollout: the first layer multiplied in, from 1 (default: 1, every layer)",
+        "Rollout: the first layer multiplied in",
+        flag="--start-layer",
+        metavar="L",
+        counted_from_1=True,
+        affix="from layer ",
+    ),
+    Option(
+        "target_class",
+        "class",
+        None,
+        "target class",
+        "relevance: the class to explain, an index or a class name (default: the predicted class)",
+        "Relevance: the class to explain, from the top predictions",
+        flag="--target-class",
+        metavar="K",
+    ),
+)
+"""Every option of every method, in the order the command line lists them."""
+
+OPTION = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """The settings of every method; each method reads its own (:attr:`Method.options`).
+
+    Held as the code indexes the arrays, 0-based: ``layer`` 0 is the first layer and -1 the
+    last; ``head=None`` averages the heads; ``token`` is the query token (0 is the first prefix
+    token, CLS); ``target_class=None`` explains the predicted class. People give and read
+    layers, heads and tokens from 1: the command line converts what is typed and the method card
+    (:mod:`vitexplorer.core.explain.card`) writes them 1-based; the messages count from 1 too.
+    """
+
+    layer: int = -1
+    head: int | None = None
+    token: int = 0
+    head_fusion: str = "mean"
+    discard_ratio: float = 0.0
+    start_layer: int = 0
+    target_class: int | None = None
+
+    def __post_init__(self) -> None:
+        for option in OPTIONS:
+            option.check(getattr(self, option.name))
+
+    def check(self, method: str, spec: Any) -> None:
+        """Raise ValueError when an option ``method`` reads does not fit the model."""
+        get(method).check(self, spec)
+
+    def as_dict(self, method: str | None = None) -> dict[str, Any]:
+        """JSON-ready options for a method card; with ``method``, only those it reads. As the
+        code holds them (0-based): the card writes layers, heads and tokens from 1."""
+        options = asdict(self)
+        if method is None:
+            return options
+        return {key: options[key] for key in get(method).options}
+
+    def target_for(self, predicted: int) -> int:
+        """The class a class-specific method explains: the chosen one, else ``predicted``."""
+        return predicted if self.target_class is None else int(self.target_class)
+
+
+class Computation:
+    """How a method computes its map; a method file subclasses it, importing numpy and torch
+    inside the functions (the descriptions stay torch-free).
+
+    A method that reads the stored attention (``needs_model`` False) defines
+    :meth:`from_attention` (the command line's map) and :meth:`prepare` with :meth:`token_map`
+    (the explorer: what is worth keeping per image and option, then the clicked token's map).
+    A method that needs the model defines :meth:`from_model` (the command line's map) and
+    :meth:`matrix` (the worker's job: every token's row, kept by the explorer); its
+    :meth:`token_map` reads a row of that matrix."""
+
+    def key(self, options: MethodOptions, spec: Any) -> tuple:
+        """What :meth:`prepare` or :meth:`matrix` depends on, for the cache."""
+        return ()
+
+    def from_attention(self, attention: Any, spec: Any, options: MethodOptions) -> Any:
+        raise NotImplementedError
+
+    def prepare(self, attention: Any, spec: Any, options: MethodOptions) -> Any:
+        return attention
+
+    def from_model(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+        raise NotImplementedError
+
+    def matrix(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+        raise NotImplementedError
+
+    def token_map(self, prepared: Any, options: MethodOptions, spec: Any) -> Any:
+        """``options.token``'s map over the patch grid, (rows, cols) float32."""
+        from vitexplorer.core.explain.tokens import token_relevance
+
+        return token_relevance(prepared, options.token, spec.grid, spec.num_prefix_tokens)
+
+
+Title = Callable[[dict[str, Any], Any, "dict[str, Any] | None"], str]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explanation method, described without torch.
+
+    ``compute`` is the method file's :class:`Computation`, whose functions import what they
+    need (numpy, torch) only when a map is asked for. ``needs_model``: the map needs the model
+    (a worker job), not only the stored attention of the analysis. ``distribution``: every row
+    of the map is a probability distribution over the tokens, so a uniform level 1/N exists.
+    ``only_cls``: the map is read from the CLS token on the command line (the app may follow
+    the clicked token)."""
+
+    name: str
+    label: str  # the method bar's entry
+    summary: str  # a few words for the command line's --method help
+    tip: str  # a sentence for the method box's tooltip
+    help_title: str  # the help window's heading
+    help: str  # the help window's paragraph
+    paper: str = ""  # authors, title, venue and year
+    year: int | None = None
+    options: tuple[str, ...] = ()
+    needs_model: bool = False
+    needs_backward: bool = False
+    class_specific: bool = False
+    distribution: bool = False
+    only_cls: bool = False
+    cost: int = 0  # forward passes beyond the analysis's one (a backward counts as one)
+    not_applied: str = ""  # why the view's layer and head do not apply ("" they do)
+    requires_classifier: bool = False
+    title: Title | None = None  # (parameters, spec, target) -> the figure's title
+    caption: Title | None = None  # the same, in the few words of a view's title
+    compute: Computation | None = None
+    order: int = 100  # place in the lists (the method box, --method's choices)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.options if name not in OPTION]
+        if unknown:
+            raise ValueError(f"method {self.name!r} reads unknown options {unknown}")
+
+    def make_caption(
+        self, parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None
+    ) -> str:
+        """A view's title in a few words ("rollout · mean of heads"), numbers from 1."""
+        if self.caption is None:
+            return self.make_title(parameters, spec, target)
+        return self.caption(parameters, spec, target)
+
+    @property
+    def bar_options(self) -> tuple[Option, ...]:
+        """The options the method bar shows for this method (not those chosen in the view)."""
+        return tuple(OPTION[name] for name in self.options if not OPTION[name].selected)
+
+    def applies(self, spec: Any) -> str | None:
+        """Why this method does not apply to the model ``spec``, or None when it does."""
+        if self.requires_classifier and not spec.has_classifier:
+            others = " and ".join(m.name for m in catalogue() if not m.requires_classifier)
+            return (
+                f"{spec.display_name} has no classifier, so there is no class score for "
+                f"{self.name} to explain; {others} work"
+            )
+        return None
+
+    def check(self, options: MethodOptions, spec: Any) -> None:
+        """Raise ValueError when an option this method reads does not fit the model."""
+        reason = self.applies(spec)
+        if reason:
+            raise ValueError(reason)
+        if self.only_cls and options.token != 0:
+            raise ValueError(
+                f"{self.name} explains the CLS token (token 1) only, not token "
+                f"{shown(options.token)}"
+            )
+        for name in self.options:
+            OPTION[name].check_fits(getattr(options, name), spec)
+
+    def make_title(
+        self, parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None
+    ) -> str:
+        """The figure's title, numbers from 1; ``parameters`` as the code holds them."""
+        if self.title is None:
+            return f"{self.name} · {spec.token_label(int(parameters.get('token', 0)))}"
+        return self.title(parameters, spec, target)
+
+
+@dataclass(frozen=True)
+class MapChoice:
+    """A method and its options, as the method bar holds them (the view's layer, head and
+    token are the selection's: :meth:`at`)."""
+
+    method: str
+    options: MethodOptions = field(default_factory=MethodOptions)
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
+
+    @property
+    def described(self) -> Method:
+        return get(self.method)
+
+    @property
+    def target(self) -> int | None:
+        """The class chosen for a class-specific method; None: the predicted one."""
+        return self.options.target_class
+
+    def at(self, selection: Any) -> MethodOptions:
+        """The options with the view's layer, head and token (a ``Selection``)."""
+        return replace(
+            self.options, layer=selection.layer, head=selection.head, token=selection.token
+        )
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the catalogue (each method file calls it once); returns it."""
+    if method.name in _REGISTRY and _REGISTRY[method.name] != method:
+        raise ValueError(f"a method named {method.name!r} is registered already")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def catalogue() -> tuple[Method, ...]:
+    """Every method, in the order the lists show them: the method files under
+    :mod:`vitexplorer.core.explain.methods`, found there (no list to keep)."""
+    from vitexplorer.core.explain import methods
+
+    methods.load_all()
+    return tuple(sorted(_REGISTRY.values(), key=lambda m: (m.order, m.name)))
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(m.name for m in catalogue())
+
+
+def get(name: str) -> Method:
+    """The method named ``name``, or a ValueError naming those there are."""
+    names = method_names()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; use one of {', '.join(names)}")
+    return _REGISTRY[name]
+
+
+def check_method(name: str) -> str:
+    return get(name).name
