@@ -306,7 +306,8 @@ def maps_on(name: str, weights: str, device: torch.device) -> dict[str, np.ndarr
     from PIL import Image
 
     from vitexplorer.core.explain.analysis import analyze_image
-    from vitexplorer.core.explain.methods import MethodOptions, explanation_map
+    from vitexplorer.core.explain.maps import explanation_map
+    from vitexplorer.core.explain.method import MethodOptions
     from vitexplorer.core.models.loading import load_model
     from vitexplorer.core.models.preprocessing import preprocess
 

@@ -33,13 +33,15 @@ from PIL import Image
 from torch import nn
 
 from vitexplorer.core.explain.analysis import ImageAnalysis, Prediction, failure_message
-from vitexplorer.core.explain.methods import METHOD_OPTIONS, METHODS, MethodOptions, check_method
+from vitexplorer.core.explain.method import OPTION, MethodOptions, check_method, get, method_names
 from vitexplorer.core.io.image_inputs import image_from
 from vitexplorer.core.io.images import ImageLoadError
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from vitexplorer.core.render.numbering import index_of
+
+METHODS: tuple[str, ...] = method_names()  # the method catalogue's names, in its order
 
 __all__ = [
     "METHODS",
@@ -311,33 +313,25 @@ class Explanation:
         return f"<vitexplorer.Explanation {self.title!r}: a {self.map.shape} map>"
 
 
-def explain(
-    analysis: Analysis,
-    method: str,
-    *,
-    layer: int | None = None,
-    head: int | None = None,
-    token: int | None = None,
-    head_fusion: str | None = None,
-    discard_ratio: float | None = None,
-    start_layer: int | None = None,
-    target_class: int | str | None = None,
-) -> Explanation:
-    """``method``'s map for an analysed image, with its method card.
+def explain(analysis: Analysis, method: str, **options: Any) -> Explanation:
+    """``method``'s map for an analysed image, with its method card (the card ``vitexplorer
+    analyze`` writes for the same map).
 
-    Methods (:data:`METHODS`) and the options each reads, counted as people count them:
+    Methods are the catalogue's (:data:`METHODS`; ``vitexplorer analyze --help`` describes
+    each), and their options are given as people count them, as the command line's are:
 
     - ``attention``: ``layer`` from 1 (-1, the default, is the last), ``head`` from 1 (default:
       the mean of the heads), ``token`` from 1 (default 1: the first prefix token, CLS);
     - ``rollout`` (Abnar and Zuidema 2020): ``token``, ``head_fusion`` (mean, max or min),
       ``discard_ratio`` (0 to below 1), ``start_layer`` from 1 (the first layer multiplied in);
-    - ``relevance`` (Chefer et al. 2021, a backward pass): ``target_class``, a class index from
-      0 or a class name (default: the predicted class).
+    - class-specific methods (``relevance``, Chefer et al. 2021, and the others that need a
+      backward pass): ``target_class``, a class index from 0 or a class name (default: the
+      predicted class).
 
     An option the method does not read, or a number outside the model, is refused in one line.
     """
-    from vitexplorer.core.explain.methods import explanation_map
-    from vitexplorer.core.explain.provenance import method_card
+    from vitexplorer.core.explain.card import map_card
+    from vitexplorer.core.explain.maps import explanation_map
 
     if not isinstance(analysis, Analysis):
         raise _refuse(f"explain takes an Analysis (model.analyze(image)), not {analysis!r:.60}")
@@ -345,70 +339,60 @@ def explain(
         check_method(method)
     except ValueError as exc:
         raise _refuse(str(exc)) from None
-    given = {
-        "layer": layer,
-        "head": head,
-        "token": token,
-        "head_fusion": head_fusion,
-        "discard_ratio": discard_ratio,
-        "start_layer": start_layer,
-        "target_class": target_class,
-    }
-    options = _method_options(analysis, method, {k: v for k, v in given.items() if v is not None})
-    model, spec, result = analysis.model.loaded, analysis.spec, analysis.result
-    extra, batch = _card_facts(analysis, method, options), None
-    if method == "relevance":
-        batch = analysis.input.unsqueeze(0).to(model.device)
+    chosen = _method_options(analysis, method, options)
+    model, result = analysis.model.loaded, analysis.result
+    batch = analysis.input.unsqueeze(0).to(model.device) if get(method).needs_model else None
     try:
-        heat = explanation_map(method, options, analysis=result, model=model, batch=batch)
+        heat = explanation_map(method, chosen, analysis=result, model=model, batch=batch)
     except (RuntimeError, ValueError, MemoryError) as exc:
         raise _refuse(f"{method}: {failure_message(exc)}") from None
-    parameters = options.as_dict(method)
-    extra.update(_map_facts(analysis, method, heat, parameters, spec, extra.get("target")))
-    card = method_card(model, method, parameters, analysis.source, extra)
-    if spec.family == "custom":  # the card's note speaks of files; a wrapped module has none
+    made = {"aspect": "keep", "grid": list(analysis.spec.grid)} if analysis.keep_aspect else None
+    card = map_card(model, method, chosen, result, heat, analysis.source, made)
+    if (
+        analysis.spec.family == "custom"
+    ):  # the card's note speaks of files; a wrapped module has none
         card["model"]["weights"]["note"] = WRAPPED_NOTE
     return Explanation(method, heat, card)
 
 
 def _method_options(analysis: Analysis, method: str, given: dict[str, Any]) -> MethodOptions:
-    """The options people gave, as the code holds them (0-based), checked against the model."""
+    """The options people gave (counted from 1 where people count so), as the code holds them
+    (0-based), checked against the model."""
     spec = analysis.spec
-    reads = METHOD_OPTIONS[method]
-    for key in given:
-        if key not in reads:
-            raise _refuse(f"{method} reads {', '.join(reads)}; {key} is not one of its options")
-    for key in ("layer", "head", "token", "start_layer"):
-        value = given.get(key)
-        if value is None:
-            continue
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise _refuse(f"{key} must be a whole number, not {value!r}")
-        given[key] = int(value)  # numpy's integers too (an argmax)
+    reads = get(method).options
     values: dict[str, Any] = {}
     try:
-        layers = spec.num_layers
-        if "layer" in given:
-            values["layer"] = index_of(given["layer"], "layer", layers, "layer", from_end=True)
-        if "head" in given:
-            hint = "leave head out for the mean of the heads"
-            values["head"] = index_of(given["head"], "head", spec.num_heads, "head", hint=hint)
-        if "token" in given:
-            values["token"] = index_of(given["token"], "token", spec.num_tokens, "token")
-        if "start_layer" in given:
-            values["start_layer"] = index_of(given["start_layer"], "start_layer", layers, "layer")
-        if "head_fusion" in given:
-            values["head_fusion"] = given["head_fusion"]
-        if "discard_ratio" in given:
-            values["discard_ratio"] = given["discard_ratio"]
-        if "target_class" in given:
-            values["target_class"] = _class_index(given["target_class"], spec.class_names)
-        values.setdefault("layer", layers - 1)  # the card names the last layer, not -1
-        options = MethodOptions(**values)
-        options.check(method, spec)
+        for key, value in given.items():
+            if key not in reads:
+                raise ValueError(
+                    f"{method} reads {', '.join(reads) or 'no options'}; {key} is not one of its options"
+                )
+            if value is None:
+                continue
+            option = OPTION[key]
+            if option.kind == "class":
+                values[key] = _class_index(value, spec.class_names)
+                continue
+            if option.counted_from_1:
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                    raise ValueError(f"{key} must be a whole number, not {value!r}")
+                count = {"layer": spec.num_layers, "head": spec.num_heads}.get(
+                    option.kind, spec.num_tokens
+                )
+                noun = "token" if option.kind == "token" else option.kind
+                hint = "leave head out for the mean of the heads" if option.kind == "head" else ""
+                values[key] = index_of(
+                    int(value), key, count, noun, from_end=option.from_end, hint=hint
+                )
+                continue
+            values[key] = value
+        if "layer" in reads:
+            values.setdefault("layer", spec.num_layers - 1)  # the card names the last layer
+        chosen = MethodOptions(**values)
+        chosen.check(method, spec)
     except ValueError as exc:
         raise _refuse(str(exc)) from None
-    return options
+    return chosen
 
 
 def _class_index(target: object, class_names: tuple[str, ...]) -> int:
@@ -426,50 +410,6 @@ def _class_index(target: object, class_names: tuple[str, ...]) -> int:
     if not 0 <= target < len(class_names):
         raise ValueError(f"target class {target} is outside 0..{len(class_names) - 1}")
     return int(target)
-
-
-def _card_facts(analysis: Analysis, method: str, options: MethodOptions) -> dict[str, Any]:
-    """What the command line's card says of the input and the explained class (see
-    :func:`vitexplorer.cli.analyze.explain_methods`), known before the map is computed."""
-    extra: dict[str, Any] = {}
-    spec, result = analysis.spec, analysis.result
-    if analysis.keep_aspect:
-        extra["input"] = {"aspect": "keep", "grid": list(spec.grid)}
-    if method == "relevance":
-        predicted = result.predictions[0].index
-        target = predicted if options.target_class is None else options.target_class
-        extra["target"] = {
-            "index": target,
-            "name": spec.class_names[target],
-            "probability": float(result.probabilities[target]),
-            "predicted": target == predicted,
-        }
-    return extra
-
-
-def _map_facts(
-    analysis: Analysis,
-    method: str,
-    heat: np.ndarray,
-    parameters: dict[str, Any],
-    spec: ModelSpec,
-    target: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The card's warnings (an output or a map that says nothing) and title, as the command
-    line writes them."""
-    import importlib
-
-    from vitexplorer.core.explain.analysis import flat_map
-    from vitexplorer.core.render.figure import map_title
-
-    # the command line's own words for an output that says nothing; imported by name, so the
-    # type checker (which checks the core and this API) does not follow into the CLI and GUI
-    output_warnings = importlib.import_module("vitexplorer.cli.analyze").output_warnings
-    flat = flat_map(heat, f"the {method} map")
-    return {
-        "warnings": list(output_warnings(analysis.result)) + ([flat] if flat else []),
-        "title": map_title(method, parameters, spec, target),
-    }
 
 
 # --- one's own module ---------------------------------------------------------------------------

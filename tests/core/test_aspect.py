@@ -197,7 +197,8 @@ def _photo(path, width: int, height: int, seed: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["attention", "rollout", "relevance"])
 def test_the_checks_explainer_equals_analyzes_map_on_the_rectangle(method: str) -> None:
-    from vitexplorer.core.explain.methods import MethodOptions, explanation_map, method_explainer
+    from vitexplorer.core.explain.maps import explanation_map, method_explainer
+    from vitexplorer.core.explain.method import MethodOptions
 
     torch.manual_seed(6)
     model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
@@ -266,7 +267,8 @@ def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
     checkpoint,
 ) -> None:
     from vitexplorer.core.evaluate.faithfulness import faithfulness
-    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+    from vitexplorer.core.explain.maps import method_explainer
+    from vitexplorer.core.explain.method import MethodOptions
     from vitexplorer.core.models.loading import load_model
 
     model = load_model(str(checkpoint), device="cpu")
@@ -316,7 +318,8 @@ def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
     monkeypatch,
 ) -> None:
     from vitexplorer.core.evaluate import faithfulness as checks
-    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+    from vitexplorer.core.explain.maps import method_explainer
+    from vitexplorer.core.explain.method import MethodOptions
     from vitexplorer.core.models.loading import load_model
 
     model = load_model(str(checkpoint), device="cpu")

@@ -27,7 +27,8 @@ from vitexplorer.core.evaluate.sanity import (
     sanity_check,
     spearman,
 )
-from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+from vitexplorer.core.explain.maps import method_explainer
+from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.models.families.small_vit import spec_for as small_vit_spec
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.vit import SmallViT, SmallViTConfig

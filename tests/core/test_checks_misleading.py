@@ -26,7 +26,8 @@ from vitexplorer.core.evaluate.faithfulness import (
 from vitexplorer.core.evaluate.sanity import sanity_check
 from vitexplorer.core.explain import relevance as core_relevance
 from vitexplorer.core.explain.analysis import constant_output, flat_map
-from vitexplorer.core.explain.methods import MethodOptions, hold_target, method_explainer
+from vitexplorer.core.explain.maps import hold_target, method_explainer
+from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.explain.provenance import json_ready, strict_json
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.models.preprocessing import load_image, preprocess

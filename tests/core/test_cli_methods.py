@@ -205,7 +205,8 @@ def test_stats_skips_bad_images_and_refuses_empty_folders(checkpoint, tmp_path, 
 @pytest.mark.slow
 def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, capsys):
     from vitexplorer.core.evaluate.sanity import sanity_check
-    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+    from vitexplorer.core.explain.maps import method_explainer
+    from vitexplorer.core.explain.method import MethodOptions
 
     photo = _image(tmp_path / "photo.png", (32, 32), seed=6)
     out = tmp_path / "sanity"
@@ -237,7 +238,8 @@ def test_sanity_writes_each_steps_correlation_and_map(checkpoint, tmp_path, caps
 @pytest.mark.slow
 def test_faithfulness_over_a_folder_writes_curves_and_means(checkpoint, tmp_path, capsys):
     from vitexplorer.core.evaluate.faithfulness import faithfulness
-    from vitexplorer.core.explain.methods import MethodOptions, method_explainer
+    from vitexplorer.core.explain.maps import method_explainer
+    from vitexplorer.core.explain.method import MethodOptions
 
     folder = tmp_path / "images"
     paths = [_image(folder / f"{i}.png", (32, 32), seed=10 + i) for i in range(3)]

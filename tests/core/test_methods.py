@@ -11,14 +11,8 @@ from torch import nn
 
 from tests.conftest import tiny_spec
 from vitexplorer.core.explain.analysis import ImageAnalysis
-from vitexplorer.core.explain.method import get
-from vitexplorer.core.explain.methods import (
-    METHODS,
-    MethodOptions,
-    explanation_map,
-    method_explainer,
-    model_explainer,
-)
+from vitexplorer.core.explain.maps import explanation_map, method_explainer, model_explainer
+from vitexplorer.core.explain.method import MethodOptions, get, method_names
 from vitexplorer.core.explain.relevance import relevance_map
 from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.core.models.capture import forward_with_attention
@@ -88,7 +82,7 @@ def test_every_method_from_a_model(model: LoadedModel) -> None:
     _, attention = forward_with_attention(model.module, image)
     stored = _analysis(attention[0].numpy(), SPEC)
     options = MethodOptions(layer=1, head=0, target_class=3)
-    for method in METHODS:
+    for method in method_names():
         got = explanation_map(method, options, model=model, batch=image)
         assert got.shape == (4, 4) and got.dtype == np.float32
         if not get(method).needs_model:  # read from the stored attention alike
@@ -185,7 +179,7 @@ def test_method_card_options() -> None:
 def test_relevance_needs_a_classifier() -> None:
     from dataclasses import replace
 
-    from vitexplorer.core.explain.methods import MethodOptions
+    from vitexplorer.core.explain.method import MethodOptions
 
     encoder = replace(tiny_spec(), has_classifier=False, class_names=())
     with pytest.raises(ValueError, match="has no classifier, so there is no class score"):

@@ -15,7 +15,8 @@ from PIL import Image
 from tests.core.conftest import distinct_small_vit
 from vitexplorer.core.explain.analysis import analyze_image
 from vitexplorer.core.explain.head_stats import HeadStatistics
-from vitexplorer.core.explain.methods import METHODS, MethodOptions, explanation_map
+from vitexplorer.core.explain.maps import explanation_map
+from vitexplorer.core.explain.method import MethodOptions, method_names
 from vitexplorer.core.explain.model_compare import (
     DIFFERENCE,
     HEAD_STATISTICS,
@@ -54,7 +55,7 @@ def _batch(model, image: Image.Image) -> torch.Tensor:
     return preprocess(image, model.spec).unsqueeze(0)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", method_names())
 def test_a_model_against_itself_differs_by_exactly_zero(before, method: str) -> None:
     image = _image(1)
     # two analyses, two relevance passes: the same model run twice, not one map reused

@@ -17,7 +17,8 @@ from PIL import Image
 
 from tests.core.test_cli import _image
 from vitexplorer.cli import colour_table, main
-from vitexplorer.core.explain.methods import MethodOptions, explanation_map
+from vitexplorer.core.explain.maps import explanation_map
+from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.models.capture import forward_with_attention
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.preprocessing import load_image, preprocess

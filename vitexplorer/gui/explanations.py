@@ -271,7 +271,7 @@ class Explanations(QObject):
         token = analysis.spec.token_label(sel.token)
         raw = "Raw attention" if method == ATTENTION.name else f"Raw attention, not {method}"
         window.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
-        compute = get(method).compute
+        compute = get(method).computation
         whole = hasattr(compute, "whole")  # a method with every token's row (rollout)
         if whole:
             shown = (method, *compute.key(options, analysis.spec))

@@ -51,7 +51,7 @@ def explanation_map(
     grid, else the model's); another grid than the model's runs the any-size forward.
     """
     described = get(method)
-    compute = described.compute
+    compute = described.computation
     if analysis is not None and not described.needs_model:
         options.check(method, analysis.spec)
         return compute.from_attention(analysis.attention, analysis.spec, options)
@@ -92,7 +92,7 @@ def model_matrix(
     described = get(method)
     spec = model.spec if grid is None else replace(model.spec, grid_shape=grid)
     options.check(method, spec)
-    matrix = described.compute.matrix(model, batch, options, grid)
+    matrix = described.computation.matrix(model, batch, options, grid)
     return np.asarray(matrix, dtype=np.float32)
 
 
@@ -187,10 +187,11 @@ def caption(method: str, options: MethodOptions, analysis: ImageAnalysis) -> str
     chosen = resolved(method, options, analysis)
     target = None
     if described.class_specific and analysis.predictions:
-        index = chosen.target_class
+        index = chosen.target_for(analysis.predictions[0].index)
         predicted = index == analysis.predictions[0].index
         target = {"name": analysis.spec.class_names[index], "predicted": predicted}
     return described.make_caption(chosen.as_dict(), analysis.spec, target)
+
 
 class MapCache:
     """What the explorer computed per image, method and option; a few entries per kind at most.
@@ -214,7 +215,7 @@ class MapCache:
         if prepared is None:
             return None
         chosen = resolved(method, options, analysis)
-        return described.compute.token_map(prepared, chosen, analysis.spec)
+        return described.computation.token_map(prepared, chosen, analysis.spec)
 
     def prepared(
         self, key: str, analysis: ImageAnalysis, method: str, options: MethodOptions
@@ -223,7 +224,7 @@ class MapCache:
         if described.needs_model:
             job = map_job(method, options, analysis)
             return self._computed.get((key, job))
-        compute = described.compute
+        compute = described.computation
         cache_key = (key, id(analysis), method, compute.key(options, analysis.spec))
         if not cache_key[-1]:
             return compute.prepare(analysis.attention, analysis.spec, options)
@@ -242,7 +243,7 @@ class MapCache:
     ) -> np.ndarray:
         """The whole (tokens, tokens) matrix of a method that has one (rollout): row i is
         token i's map (prefix tokens included). Computed once per option."""
-        compute = get(method).compute
+        compute = get(method).computation
         cache_key = (key, id(analysis), method, compute.key(options, analysis.spec), "whole")
         matrix = self._wholes.get(cache_key)
         if matrix is None:

@@ -244,6 +244,11 @@ class Computation:
     def matrix(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
         raise NotImplementedError
 
+    def whole(self, prepared: Any) -> Any:
+        """The whole (tokens, tokens) matrix of a method that has one (rollout): row i is
+        token i's map, prefix tokens included."""
+        raise NotImplementedError
+
     def token_map(self, prepared: Any, options: MethodOptions, spec: Any) -> Any:
         """``options.token``'s map over the patch grid, (rows, cols) float32."""
         from vitexplorer.core.explain.tokens import token_relevance
@@ -291,6 +296,13 @@ class Method:
         unknown = [name for name in self.options if name not in OPTION]
         if unknown:
             raise ValueError(f"method {self.name!r} reads unknown options {unknown}")
+
+    @property
+    def computation(self) -> Computation:
+        """The method file's :class:`Computation` (every registered method has one)."""
+        if self.compute is None:
+            raise ValueError(f"the {self.name} method has no computation")
+        return self.compute
 
     def make_caption(
         self, parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None
