@@ -365,7 +365,8 @@ def _method_options(analysis: Analysis, method: str, given: dict[str, Any]) -> M
         for key, value in given.items():
             if key not in reads:
                 raise ValueError(
-                    f"{method} reads {', '.join(reads) or 'no options'}; {key} is not one of its options"
+                    f"{method} reads {', '.join(reads) or 'no options'}; "
+                    f"{key} is not one of its options"
                 )
             if value is None:
                 continue
