@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from vitexplorer.core.io.all_or_none import AllOrNone
 from vitexplorer.core.io.paths import expand_user
 
 FORMATS = ("gif", "png", "npy")
-MAPS = ("rollout", "attention")
 SCALES = ("epochs", "frame")
 GIF_MS = 700  # each epoch's frame, in milliseconds
 
@@ -41,27 +41,7 @@ def timelapse_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint saved with a time-lapse")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument(
-        "--map",
-        choices=MAPS,
-        default="rollout",
-        help="rollout: the CLS token's rollout (heads averaged, nothing discarded); attention: "
-        "the CLS token's attention in --layer and --head (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--layer",
-        type=int,
-        default=-1,
-        metavar="L",
-        help="attention: the layer, from 1; -1 is the last (default: -1)",
-    )
-    parser.add_argument(
-        "--head",
-        type=int,
-        default=None,
-        metavar="H",
-        help="attention: the head, from 1 (default: the mean of the heads)",
-    )
+    add_map_arguments(parser)
     parser.add_argument(
         "--scale",
         choices=SCALES,
@@ -81,6 +61,54 @@ def timelapse_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_map_arguments(parser: argparse.ArgumentParser) -> None:
+    """--map, the catalogue's methods that a time-lapse shows, and the options chosen for them
+    (--layer, --head), as the catalogue describes them."""
+    from vitexplorer.core.training.timelapse_frames import (
+        chosen_options,
+        recorded_maps,
+        timelapse_methods,
+    )
+
+    methods, recorded = timelapse_methods(), recorded_maps()
+    kept = {name: f", recorded as the {words}" for name, words in recorded.items()}
+    words = [f"{m.name}: {m.summary}{kept.get(m.name, '')}" for m in methods]
+    parser.add_argument(
+        "--map",
+        choices=[m.name for m in methods],
+        default=methods[0].name,
+        help=f"{'; '.join(words)} (default: %(default)s)",
+    )
+    for option in chosen_options():
+        parser.add_argument(
+            option.flag or f"--{option.name}",
+            dest=option.name,
+            type=int,
+            default=option.default,
+            metavar=option.metavar,
+            help=option.help,
+        )
+
+
+def map_options(options: argparse.Namespace, layers: int, heads: int) -> Any:
+    """The ``MethodOptions`` of the chosen map, 0-based: each option it reads, checked against
+    the time-lapse's ``layers`` and ``heads`` (a ValueError, one line, counting from 1)."""
+    from vitexplorer.core.explain.method import MethodOptions
+    from vitexplorer.core.render.numbering import index_of
+    from vitexplorer.core.training.timelapse_frames import chosen_options, reads
+
+    counts = {"layer": layers, "head": heads}
+    chosen: dict[str, Any] = {}
+    for option in chosen_options():
+        value = getattr(options, option.name)
+        if value is None or not reads(options.map, option.name):
+            continue
+        flag = option.flag or option.name
+        count = counts[option.kind]
+        chosen[option.name] = index_of(value, flag, count, option.label, option.from_end)
+    return MethodOptions(**chosen)
+
+
 DAMAGED_ADVICE = "the model itself loads; train again to record a new time-lapse"
 
 
@@ -88,7 +116,6 @@ def run_timelapse(options: argparse.Namespace) -> int:
     """0 when every file was written; 2 (one line, nothing written) for a checkpoint without a
     usable time-lapse, impossible options or an output folder that cannot take the files."""
     from vitexplorer.core.models.checkpoint import WeightsFileError
-    from vitexplorer.core.render.numbering import index_of
     from vitexplorer.core.training.timelapse import TimeLapseError, check_against, read_timelapse
 
     path = expand_user(options.checkpoint)
@@ -112,14 +139,10 @@ def run_timelapse(options: argparse.Namespace) -> int:
     except TimeLapseError as exc:
         raise Failed(f"{exc}; {DAMAGED_ADVICE}", 2) from exc
     layers, heads = timelapse.frames[0].distance.shape[1:]
-    layer = head = None
-    if options.map == "attention":
-        try:
-            layer = index_of(options.layer, "--layer", layers, "layer", from_end=True)
-            if options.head is not None:
-                head = index_of(options.head, "--head", heads, "head")
-        except ValueError as exc:
-            raise Failed(str(exc), 2) from exc
+    try:
+        chosen = map_options(options, layers, heads)
+    except ValueError as exc:
+        raise Failed(str(exc), 2) from exc
     formats = tuple(dict.fromkeys(options.formats or FORMATS))
     names = output_names(timelapse, options.map, formats)
     check_output_folder(options.out, [], names, [("the checkpoint", path)])
@@ -127,7 +150,7 @@ def run_timelapse(options: argparse.Namespace) -> int:
     out = output_folder(options.out)
     try:
         written = write_timelapse(
-            out, timelapse, model, options.map, layer, head, formats, path, options.scale
+            out, timelapse, model, options.map, chosen, formats, path, options.scale
         )
     except BaseException as exc:  # a failed write, Ctrl-C: the set left nothing behind
         for folder in made:  # made by this run, and left empty by the failed set
@@ -187,32 +210,32 @@ def write_timelapse(
     timelapse: Any,
     model: Any,
     kind: str,
-    layer: int | None,
-    head: int | None,
+    chosen: Any,
     formats: tuple[str, ...],
     checkpoint: Path,
     scale: str = "epochs",
 ) -> list[Path]:
     """Write the chosen formats for every probe and the per-head CSV, as one set (all or none:
-    :class:`~vitexplorer.core.io.all_or_none.AllOrNone`); the paths written. ``scale`` "epochs"
-    draws a probe's frames on one colour scale (their range over the epochs), "frame" each on its
-    own; either way the bar marks the uniform level 1/N. OSError when the set cannot be written."""
+    :class:`~vitexplorer.core.io.all_or_none.AllOrNone`); the paths written. ``kind`` is a
+    method of the catalogue that a time-lapse shows, ``chosen`` its ``MethodOptions``.
+    ``scale`` "epochs" draws a probe's frames on one colour scale (their range over the epochs),
+    "frame" each on its own; either way the bar marks the uniform level 1/N of a map that is a
+    distribution. OSError when the set cannot be written."""
     from vitexplorer.core.render.figure import save_png
-    from vitexplorer.core.render.scales import uniform_label, uniform_level
-    from vitexplorer.core.training.timelapse import epoch_levels, heads_csv, probe_maps, row_tokens
+    from vitexplorer.core.training.timelapse import heads_csv
+    from vitexplorer.core.training.timelapse_frames import epoch_levels, epoch_maps, uniform_of
 
     if scale not in SCALES:
         raise ValueError(f"unknown colour scale {scale!r}; use {' or '.join(SCALES)}")
     lut = colour_table()
-    tokens = row_tokens(timelapse)
-    uniform = (uniform_level(tokens), uniform_label(tokens))
+    uniform = uniform_of(kind, timelapse)
     written: list[Path] = []
     with AllOrNone() as files:
         for probe, stem in enumerate(_stems(timelapse)):
-            maps = probe_maps(timelapse, probe, kind, layer, head)
+            maps = epoch_maps(timelapse, probe, kind, chosen, model.spec)
             levels = epoch_levels(maps) if scale == "epochs" else None
             shown = timelapse.frames if {"gif", "png"} & set(formats) else []
-            method = (kind, layer, head)
+            method = (kind, chosen)
             figures = [
                 _figure(timelapse, model, probe, frame, maps[i], method, lut, levels, uniform)
                 for i, frame in enumerate(shown)
@@ -223,11 +246,11 @@ def write_timelapse(
                 folder = files.folder(out / f"{stem}.{kind}")
                 for frame, figure in zip(timelapse.frames, figures, strict=True):
                     path = folder / f"epoch-{frame.epoch:03d}.png"
-                    files.write(path, lambda f, image=figure: save_png(image, f))
+                    files.write(path, partial(save_png, figure))
                 written.append(folder)
             if "npy" in formats:
                 written += _write_npy(files, out, stem, maps, timelapse, model, probe, kind,
-                                      layer, head, checkpoint, scale)  # fmt: skip
+                                      chosen, checkpoint, scale)  # fmt: skip
         text = heads_csv(timelapse).encode()
         written.append(files.write(out / "timelapse-heads.csv", lambda f: f.write(text)))
     return written
@@ -252,13 +275,10 @@ def _title(timelapse: Any, model: Any, probe: int, frame: Any) -> str:
     return words
 
 
-def _method_words(kind: str, layer: int | None, head: int | None, model: Any) -> str:
-    from vitexplorer.core.render.figure import map_title
-    from vitexplorer.core.training.timelapse import ROLLOUT_METHOD
+def _method_words(kind: str, chosen: Any, model: Any) -> str:
+    from vitexplorer.core.training.timelapse_frames import map_words
 
-    if kind == "rollout":
-        return ROLLOUT_METHOD
-    return map_title("attention", {"layer": layer, "head": head, "token": 0}, model.spec)
+    return map_words(kind, chosen, model.spec)
 
 
 def _figure(
@@ -267,7 +287,7 @@ def _figure(
     probe: int,
     frame: Any,
     heat: Any,
-    method: tuple,
+    method: tuple[str, Any],
     lut: Any,
     levels: tuple[float, float] | None = None,
     uniform: tuple[float, str] | None = None,
@@ -314,23 +334,24 @@ def _write_npy(
     model: Any,
     probe: int,
     kind: str,
-    layer: int | None,
-    head: int | None,
+    chosen: Any,
     checkpoint: Path,
     scale: str = "epochs",
 ) -> list[Path]:
     import numpy as np
 
     from vitexplorer.core.explain.provenance import method_card, strict_json
-    from vitexplorer.core.render.numbering import map_axes
+    from vitexplorer.core.render.numbering import map_axes, shown
+    from vitexplorer.core.training.timelapse_frames import chosen_options, reads
 
     npy, card_path = out / f"{stem}.{kind}.npy", out / f"{stem}.{kind}.json"
     names = model.spec.class_names
-    parameters = {"token": 0}
-    if kind == "rollout":
-        parameters.update(head_fusion="mean", discard_ratio=0.0, start_layer=0)
-    else:
-        parameters.update(layer=layer, head=head)
+    parameters = {"token": chosen.token, **chosen.as_dict(kind)}  # the token first, as written
+    flags = "".join(
+        f" {o.flag} {shown(v) if o.counted_from_1 else v}"
+        for o in chosen_options()
+        if reads(kind, o.name) and (v := getattr(chosen, o.name)) is not None
+    )
     label = int(timelapse.labels[probe])
     card = method_card(
         model,
@@ -338,7 +359,7 @@ def _write_npy(
         parameters,
         image=timelapse.sources[probe],
         extra={
-            "title": _method_words(kind, layer, head, model),
+            "title": _method_words(kind, chosen, model),
             "timelapse": {
                 "checkpoint": str(checkpoint),
                 "epochs": timelapse.epochs,
@@ -362,11 +383,9 @@ def _write_npy(
                 "file": npy.name,
                 "shape": list(maps.shape),
                 "dtype": "float32",
-                "axes": map_axes(*maps.shape[1:], leading="epoch"),
+                "axes": map_axes(maps.shape[1], maps.shape[2], leading="epoch"),
             },
-            "command": f"{PROG} timelapse {checkpoint} --out DIR --map {kind}"
-            + ("" if kind == "rollout" else f" --layer {layer + 1}")
-            + ("" if head is None else f" --head {head + 1}")
+            "command": f"{PROG} timelapse {checkpoint} --out DIR --map {kind}{flags}"
             + ("" if scale == "epochs" else f" --scale {scale}"),
         },
     )

@@ -53,8 +53,7 @@ def explanation_map(
     described = get(method)
     compute = described.computation
     if analysis is not None and not described.needs_model:
-        options.check(method, analysis.spec)
-        return compute.from_attention(analysis.attention, analysis.spec, options)
+        return stored_map(method, options, analysis.attention, analysis.spec)
     if model is None or batch is None:
         needs = "a model and a batch" if described.needs_model else "an analysis or a model"
         raise ValueError(f"the {method} method needs {needs}")
@@ -78,6 +77,17 @@ def explanation_map(
 
     _, captured = forward_with_attention(model.module, batch.to(model.device), any_size)
     return compute.from_attention(captured[0].float().cpu().numpy(), spec, options)
+
+
+def stored_map(method: str, options: MethodOptions, attention: Any, spec: Any) -> np.ndarray:
+    """The map of ``method``, a method that reads only the attention, from ``attention`` kept
+    for the model ``spec`` (an analysis's; a time-lapse frame's, which keeps the CLS token's
+    rows), its options checked against ``spec`` first."""
+    described = get(method)
+    if described.needs_model:
+        raise ValueError(f"the {method} method needs a model and a batch")
+    options.check(method, spec)
+    return described.computation.from_attention(attention, spec, options)
 
 
 def model_matrix(

@@ -14,8 +14,9 @@ are kept, and each later frame runs only the trainable part (for a head-only fin
 
 The time-lapse travels in the checkpoint beside the weights: float16 tensors named
 ``timelapse.*`` (uint8 for the probe images), with a small description under the metadata's
-``"timelapse"`` key. :func:`vitexplorer.core.models.checkpoint.read_weights` leaves them out of the
-model's weights; :func:`read_timelapse` reads them back.
+``"timelapse"`` key. :func:`vitexplorer.core.models.checkpoint.read_weights` leaves them out of
+the model's weights; :func:`read_timelapse` reads them back. The frames and the maps they show,
+the method catalogue's: :mod:`vitexplorer.core.training.timelapse_frames`.
 """
 
 from __future__ import annotations
@@ -30,57 +31,28 @@ import numpy as np
 import torch
 
 from vitexplorer.core.explain.head_stats import HeadStatistics, head_statistics, statistics_csv
+from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.explain.rollout import rollout_layers, rollout_matrix, rollout_row
 from vitexplorer.core.models.capture import AttentionSink, capturing_attention, images_per_pass
 from vitexplorer.core.models.checkpoint import TIMELAPSE_KEY as META_KEY
 from vitexplorer.core.models.checkpoint import TIMELAPSE_PREFIX as PREFIX
-from vitexplorer.core.render.scales import finite_range
 from vitexplorer.core.training.config import MAX_PROBES
 from vitexplorer.core.training.timelapse_check import check_arrays, check_description, check_model
-from vitexplorer.core.training.verdict import is_tie, verdict
+from vitexplorer.core.training.timelapse_frames import (  # noqa: F401  (names used from here)
+    ROLLOUT_METHOD,
+    Frame,
+    epoch_levels,
+    probe_maps,
+    recorded_maps,
+    row_tokens,
+)
 
 VERSION = 1
-ROLLOUT_METHOD = "rollout of the CLS token: heads averaged, nothing discarded, from layer 1"
+RECORDED_WITH = MethodOptions()  # the options of the maps a frame keeps whole (the defaults)
 
 
 class TimeLapseError(ValueError):
     """A time-lapse that cannot be read: one line, naming the file and what is wrong."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One epoch's capture of every probe (P probes, L layers, H heads, G patches)."""
-
-    epoch: int  # 0: before the first step
-    predicted: np.ndarray  # (P,) int64
-    probability: np.ndarray  # (P,) float32, of the predicted class
-    cls_attention: np.ndarray  # (P, L, H, G) float32: the CLS row over the patches
-    rollout: np.ndarray  # (P, G) float32: the rollout's CLS row over the patches
-    distance: np.ndarray  # (P, L, H) mean attention distance, pixels
-    entropy: np.ndarray  # (P, L, H) nats
-    prefix_share: np.ndarray  # (P, L, H)
-    # (P,) float32: the second-highest class probability, to tell a tie (None: a time-lapse
-    # saved before it was recorded)
-    runner_up: np.ndarray | None = None
-
-    def verdict(self, probe: int, true: int, num_classes: int) -> str:
-        """``probe``'s prediction against its ``true`` class: right, wrong, tie or unknown
-        (:func:`vitexplorer.core.training.verdict.verdict`; a tie is never right)."""
-        return verdict(
-            true,
-            int(self.predicted[probe]),
-            float(self.probability[probe]),
-            self._second(probe),
-            num_classes,
-        )
-
-    def tied(self, probe: int, num_classes: int) -> bool:
-        """Whether ``probe``'s top probability is a tie
-        (:func:`~vitexplorer.core.training.verdict.is_tie`): the model picked no class."""
-        return is_tie(float(self.probability[probe]), self._second(probe), num_classes)
-
-    def _second(self, probe: int) -> float | None:
-        return None if self.runner_up is None else float(self.runner_up[probe])
 
 
 OPTIONAL_ARRAYS = ("runner_up",)  # absent from time-lapses saved by older versions
@@ -134,7 +106,7 @@ class TimeLapse:
             "num_prefix": self.num_prefix,
             "num_classes": self.num_classes,
             "best_epoch": self.best_epoch,
-            "rollout": ROLLOUT_METHOD,
+            **recorded_maps(),  # each map kept whole: how it was made
         }
 
 
@@ -148,37 +120,6 @@ def timelapse_bytes(spec: Any, config: Any) -> int:
     per_probe = spec.num_layers * spec.num_heads * (patches + 3) + patches + 5
     image = 3 * spec.image_size**2
     return probes * ((config.epochs + 1) * per_probe * 2 + image) + 64 * 1024
-
-
-def probe_maps(
-    timelapse: TimeLapse, probe: int, kind: str, layer: int | None = None, head: int | None = None
-) -> np.ndarray:
-    """One probe's map at every frame, (F, rows, cols) float32: ``kind`` "rollout" (the CLS
-    rollout), or "attention" (the CLS row in ``layer``, of ``head`` or, with None, the mean of
-    the heads); ``layer`` and ``head`` 0-based, a negative layer counting from the last."""
-    rows, cols = timelapse.grid
-    frames = timelapse.frames
-    if kind == "rollout":
-        maps = np.stack([frame.rollout[probe] for frame in frames])
-    elif kind == "attention":
-        at = -1 if layer is None else layer  # one probe's layer at each frame, not all of them
-        cls = np.stack([frame.cls_attention[probe, at] for frame in frames])
-        maps = cls.mean(axis=1) if head is None else cls[:, head]
-    else:
-        raise ValueError(f"unknown time-lapse map {kind!r}; use rollout or attention")
-    return np.ascontiguousarray(maps.reshape(-1, rows, cols), dtype=np.float32)
-
-
-def row_tokens(timelapse: TimeLapse) -> int:
-    """How many tokens the CLS row (and the rollout's) is a distribution over: the prefix tokens
-    and the patches. Uniform attention gives each ``1 / row_tokens``."""
-    return timelapse.num_prefix + timelapse.grid[0] * timelapse.grid[1]
-
-
-def epoch_levels(maps: np.ndarray) -> tuple[float, float]:
-    """One colour scale for a probe's maps at every epoch, (F, rows, cols): their lowest and
-    highest finite values, so that a colour means the same value in every frame."""
-    return finite_range(maps)
 
 
 def heads_csv(timelapse: TimeLapse) -> str:
@@ -279,7 +220,9 @@ class _Layers:
             stats.distance,
             stats.entropy,
             stats.prefix_share,
-            rollout_layers(maps, num_prefix=prefix),
+            rollout_layers(  # the catalogue's default options: a recorded map's
+                maps, RECORDED_WITH.head_fusion, RECORDED_WITH.discard_ratio, 0, prefix
+            ),
         )
 
 

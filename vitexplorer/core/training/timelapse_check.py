@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitexplorer.core.training.timelapse_frames import recorded_maps
+
 MAX_SIDE = 4096  # a probe image's side (vit.MAX_IMAGE_SIZE): the model's input size
 # the largest grid side, patch size, prefix count and class count a model can have (core.vit)
 LIMITS = {"grid": 4096, "patch_size": 4096, "num_prefix": 4096, "num_classes": 100_000}
@@ -161,7 +163,7 @@ def check_arrays(
         "predicted": (frames, probes),
         "probability": (frames, probes),
         "cls_attention": (frames, probes, *layers_heads, patches),
-        "rollout": (frames, probes, patches),
+        **{name: (frames, probes, patches) for name in recorded_maps()},  # kept whole
         "distance": (frames, probes, *layers_heads),
         "entropy": (frames, probes, *layers_heads),
         "prefix_share": (frames, probes, *layers_heads),
