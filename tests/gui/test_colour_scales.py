@@ -153,7 +153,7 @@ def test_timelapse_one_scale_across_epochs_uniform_mark_and_a_tie(qtbot, tmp_pat
         np.testing.assert_allclose(view.image_view.colorbar.levels(), both, rtol=1e-6)
         _assert_uniform_marked(view.image_view)
     # one head's CLS attention in layer 2: its own range over the epochs
-    view.set_map("cls", layer=1, head=0)
+    view.set_map("attention", layer=1, head=0)
     cls = np.stack([f.cls_attention[0, 1, 0] for f in timelapse.frames])
     np.testing.assert_allclose(view.image_view.heat.levels, (cls.min(), cls.max()), rtol=1e-6)
     _assert_uniform_marked(view.image_view)

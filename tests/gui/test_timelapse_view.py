@@ -21,7 +21,7 @@ from vitexplorer.core.training.timelapse import Frame, TimeLapse, read_timelapse
 from vitexplorer.gui.finetune_panel import WAITING_FOR_FRAME
 from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import MainWindow
-from vitexplorer.gui.timelapse_view import CHOSEN_PROBE, CLS, MEAN_OF_HEADS, ROLLOUT
+from vitexplorer.gui.timelapse_view import CHOSEN_PROBE, MEAN_OF_HEADS
 from vitexplorer.gui.workers import ModelRequest
 
 
@@ -106,7 +106,7 @@ def test_a_run_fills_the_timelapse_the_views_show_its_frames_and_save_keeps_it(
     assert text in view.image_view.title.text and "Probe 3, epoch 1" in view.image_view.title.text
 
     # one layer's CLS attention: a head, or the mean of the heads
-    view.set_map(CLS, layer=1, head=0)
+    view.set_map("attention", layer=1, head=0)
     np.testing.assert_array_equal(
         view.image_view.heat.image, frame.cls_attention[2, 1, 0].reshape(grid)
     )
@@ -115,8 +115,12 @@ def test_a_run_fills_the_timelapse_the_views_show_its_frames_and_save_keeps_it(
     np.testing.assert_allclose(
         view.image_view.heat.image, frame.cls_attention[2, 1].mean(0).reshape(grid)
     )
-    assert "CLS attention, layer 2, mean of heads" in view.image_view.toolTip()
-    view.set_map(ROLLOUT)
+    layers = frame.distance.shape[1]  # the catalogue's title of the map
+    assert f"attention · layer 2 of {layers}, mean of heads · the CLS token" in (
+        view.image_view.toolTip()
+    )
+    view.set_map("rollout")
+    assert "rollout of the CLS token: heads averaged" in view.image_view.toolTip()
     assert not view.layer_spin.isEnabled() and not view.head_box.isEnabled()
 
     # per-head statistics at the epoch: x the layer, y each head's distance, over the probes

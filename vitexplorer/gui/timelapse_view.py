@@ -2,16 +2,18 @@
 before the first step and one after every epoch (``core.timelapse``).
 
 A strip of the probes (click one), a slider over the epochs captured so far with a play button,
-the chosen probe's map at that epoch over the image (the rollout of the CLS token, or one
-layer's CLS attention, a head or the mean of heads) with what the model predicted then, and
-every head's mean attention distance or entropy against depth at that epoch (the ViT paper's
-Fig. 7), over the probes or the chosen one. Every number was computed by the engine; drawing a
-frame only slices arrays.
+the chosen probe's map at that epoch over the image (a method of the catalogue that reads the
+stored attention, for the CLS token: the rollout, or one layer's attention, a head or the mean
+of heads; ``core.training.timelapse_frames``) with what the model predicted then, and every
+head's mean attention distance or entropy against depth at that epoch (the ViT paper's Fig. 7),
+over the probes or the chosen one. Every number was computed by the engine; drawing a frame only
+slices arrays (the mean of heads averages them).
 """
 
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -30,7 +32,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.render.scales import uniform_label, uniform_level
+from vitexplorer.core.explain.method import MethodOptions
+from vitexplorer.core.training.timelapse_frames import (
+    epoch_levels,
+    epoch_maps,
+    frame_map,
+    map_words,
+    reads,
+    recorded_maps,
+    timelapse_methods,
+    timelapse_spec,
+    uniform_of,
+)
 from vitexplorer.core.training.verdict import RIGHT as RIGHT_VERDICT
 from vitexplorer.core.training.verdict import TIE, UNKNOWN
 from vitexplorer.gui.analytics_tab import EmptyState
@@ -38,13 +51,6 @@ from vitexplorer.gui.views.head_stats_view import DistancePlot
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.panels import ThumbnailStrip
 
-ROLLOUT, CLS = "rollout", "cls"
-MAPS = [
-    (ROLLOUT, "Rollout (CLS)", "The CLS token's row of the attention rollout over all layers "
-     "(heads averaged, nothing discarded): where the prediction draws from"),
-    (CLS, "CLS attention", "The CLS token's attention over the patches in one layer: a head's, "
-     "or the mean of the layer's heads"),
-]  # fmt: skip
 STATISTICS = {  # name, the y axis's label, a value, the choice's text
     "distance": ("Mean attention distance", "distance (pixels)", "{:.1f} px", "Distance"),
     "entropy": ("Attention entropy", "entropy (nats)", "{:.2f} nats", "Entropy"),
@@ -116,6 +122,7 @@ class TimeLapseView(QWidget):
         self.probe = 0
         self._tops: dict[str, float] = {}  # each statistic's highest value in the time-lapse
         self._levels: dict[tuple, tuple[float, float]] = {}  # a map's scale over the epochs
+        self._spec: Any = None  # the model the time-lapse was recorded with (its ModelSpec)
         self.timer = QTimer(self)
         self.timer.setInterval(PLAY_MS)
         self.timer.timeout.connect(self._advance)
@@ -166,8 +173,11 @@ class TimeLapseView(QWidget):
         self.epoch_label = QLabel("")
         self.epoch_label.setMinimumWidth(110)
         self.map_box = QComboBox()
-        for value, label, tip in MAPS:
-            self.map_box.addItem(label, value)
+        recorded = recorded_maps()
+        for method in timelapse_methods():  # the catalogue's that read the stored attention
+            self.map_box.addItem(f"{method.label} (CLS)", method.name)
+            kept = f"; kept as the {recorded[method.name]}" if method.name in recorded else ""
+            tip = f"{method.tip}, of the CLS token{kept}"
             self.map_box.setItemData(self.map_box.count() - 1, tip, Qt.ToolTipRole)
         self.map_box.setToolTip("What the image shows")
         self.layer_spin = QSpinBox()
@@ -278,6 +288,7 @@ class TimeLapseView(QWidget):
         following = not grown or self.index >= len(old.frames) - 1
         self.timelapse = timelapse
         self.class_names = tuple(class_names)
+        self._spec = timelapse_spec(timelapse, self.class_names or None)
         self.origin = origin
         self.planned = planned
         last = len(timelapse.frames) - 1
@@ -359,20 +370,31 @@ class TimeLapseView(QWidget):
         return None if self.timelapse is None else self.timelapse.frames[self.index]
 
     def map_kind(self) -> str:
+        """The method shown: one of the catalogue's that a time-lapse shows."""
         return self.map_box.currentData()
 
-    def set_map(self, kind: str, layer: int | None = None, head: int | None = None) -> None:
-        """Choose the map: ROLLOUT or CLS, with CLS a layer (from 0) and a head (from 0, or
-        MEAN_OF_HEADS)."""
-        self.map_box.setCurrentIndex(self.map_box.findData(kind))
+    def map_options(self) -> MethodOptions:
+        """The shown map's options, 0-based: the layer and the head chosen (None: the mean)."""
+        head = self.head_box.currentData()
+        return MethodOptions(
+            layer=self.layer_spin.value() - 1, head=None if head in (None, MEAN_OF_HEADS) else head
+        )
+
+    def set_map(self, method: str, layer: int | None = None, head: int | None = None) -> None:
+        """Choose the map: a method of the catalogue that a time-lapse shows, with the layer
+        (from 0) and the head (from 0, or MEAN_OF_HEADS) of one that reads them."""
+        self.map_box.setCurrentIndex(self.map_box.findData(method))
         if layer is not None:
             self.layer_spin.setValue(layer + 1)
         if head is not None:
             self.head_box.setCurrentIndex(max(0, self.head_box.findData(head)))
 
     def show_head(self, layer: int, head: int) -> None:
-        """A point of the statistics plot clicked: that head's CLS attention."""
-        self.set_map(CLS, layer, head)
+        """A point of the statistics plot clicked: that head's CLS map, of the first method
+        that reads a layer and a head (attention)."""
+        chosen = [m.name for m in timelapse_methods() if {"layer", "head"} <= set(m.options)]
+        if chosen:
+            self.set_map(chosen[0], layer, head)
 
     def set_epoch_index(self, index: int) -> None:
         self.slider.setValue(index)
@@ -391,9 +413,8 @@ class TimeLapseView(QWidget):
             self._redraw()
 
     def _map_changed(self, _index: int = 0) -> None:
-        cls = self.map_kind() == CLS
-        self.layer_spin.setEnabled(cls)
-        self.head_box.setEnabled(cls)
+        self.layer_spin.setEnabled(reads(self.map_kind(), "layer"))
+        self.head_box.setEnabled(reads(self.map_kind(), "head"))
         self._redraw()
 
     def _arrow(self, d_row: int, d_col: int) -> None:
@@ -437,14 +458,8 @@ class TimeLapseView(QWidget):
     # --- drawing --------------------------------------------------------------------------
     def shown_map(self) -> np.ndarray:
         """The chosen probe's chosen map at the shown epoch, (rows, columns)."""
-        frame, p = self.frame, self.probe
-        if self.map_kind() == ROLLOUT:
-            values = frame.rollout[p]
-        else:
-            layer, head = self.layer_spin.value() - 1, self.head_box.currentData()
-            maps = frame.cls_attention[p, layer]
-            values = maps.mean(0) if head in (None, MEAN_OF_HEADS) else maps[head]
-        return values.reshape(self.timelapse.grid)
+        method, options = self.map_kind(), self.map_options()
+        return frame_map(self.timelapse, self.index, self.probe, method, options, self._spec)
 
     def shown_levels(self) -> tuple[float, float] | None:
         """The colour scale of the shown map: with one scale for all epochs, the chosen probe's
@@ -452,40 +467,22 @@ class TimeLapseView(QWidget):
         its own range."""
         if self.scale_box.currentData() == PER_FRAME:
             return None
-        if self.map_kind() == ROLLOUT:
-            key = (self.probe, ROLLOUT, None, None)
-        else:
-            head = self.head_box.currentData()
-            key = (
-                self.probe,
-                CLS,
-                self.layer_spin.value() - 1,
-                None if head == MEAN_OF_HEADS else head,
-            )
+        method, options = self.map_kind(), self.map_options()
+        key = (self.probe, method, tuple(options.as_dict(method).items()))
         if key not in self._levels:
-            from vitexplorer.core.training.timelapse import (  # torch: on first use
-                epoch_levels,
-                probe_maps,
-            )
-
-            kind = "rollout" if key[1] == ROLLOUT else "attention"
-            self._levels[key] = epoch_levels(probe_maps(self.timelapse, key[0], kind, *key[2:]))
+            maps = epoch_maps(self.timelapse, self.probe, method, options, self._spec)
+            self._levels[key] = epoch_levels(maps)
         low, high = self._levels[key]
         return (low, high) if high > low else None  # a constant map: the view's own small range
 
-    def uniform(self) -> tuple[float, str]:
-        """The uniform level of the CLS row (and the rollout's): 1/N, N its tokens."""
-        from vitexplorer.core.training.timelapse import row_tokens
-
-        tokens = row_tokens(self.timelapse)
-        return uniform_level(tokens), uniform_label(tokens)
+    def uniform(self) -> tuple[float, str] | None:
+        """The uniform level of the shown map, 1/N (N the CLS row's tokens), for a method whose
+        maps are distributions (attention, rollout); None for another."""
+        return uniform_of(self.map_kind(), self.timelapse)
 
     def _map_title(self) -> str:
-        if self.map_kind() == ROLLOUT:
-            return "rollout of the CLS token"
-        head = self.head_box.currentData()
-        which = "mean of heads" if head in (None, MEAN_OF_HEADS) else f"head {head + 1}"
-        return f"CLS attention, layer {self.layer_spin.value()}, {which}"
+        """The shown map's title, the catalogue's (a recorded map: how it was made)."""
+        return map_words(self.map_kind(), self.map_options(), self._spec)
 
     def _true_text(self, probe: int) -> str:
         label = int(self.timelapse.labels[probe])
@@ -562,9 +559,9 @@ class TimeLapseView(QWidget):
         self.stats_plot.show_values(
             self.shown_statistics(), statistic, title, self._tops[statistic]
         )
-        head = self.head_box.currentData()
-        cls_head = self.map_kind() == CLS and head not in (None, MEAN_OF_HEADS)
-        self.stats_plot.set_selected(self.layer_spin.value() - 1 if cls_head else None, head)
+        head = self.map_options().head
+        one_head = reads(self.map_kind(), "head") and head is not None
+        self.stats_plot.set_selected(self.layer_spin.value() - 1 if one_head else None, head)
 
 
 def _enlarged(image: np.ndarray, side: int) -> np.ndarray:
