@@ -5,6 +5,7 @@ patches: a 4x4 grid) for the structure views, hand-made statistics of three laye
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,9 @@ def test_export_writes_the_statistics_and_the_figures(
         "head_stats.csv",
         "position_similarity.png",
         "filter_components.png",
+        "analytics.json",
     }
+    assert written[-1].name == "analytics.json"  # the card last
     names = {p.name for p in written}
     assert {p.name for p in tmp_path.iterdir()} == names, "no temporary file is left behind"
     with open(tmp_path / "head_stats.csv", newline="") as handle:
@@ -219,6 +222,70 @@ def test_export_writes_the_statistics_and_the_figures(
         assert image.width() >= 600 and image.height() >= 300, name
     svg = tmp_path / "distance_vs_depth.svg"
     assert not svg.exists() or "<svg" in svg.read_text()[:2000]
+
+
+def _card(folder: Path) -> dict:
+    return json.loads((folder / "analytics.json").read_text())
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()  # as the folder dialog gives it
+    return path
+
+
+def test_export_card_says_what_from_which_model_and_images(
+    tab: AnalyticsTab, tiny_torchvision_vit, tmp_path: Path
+):
+    tab.set_model(SPEC, tiny_torchvision_vit)
+    tab.set_image_statistics(IMAGE_STATS, "cat.png")
+    written = tab.export(_folder(tmp_path / "image"))
+    card = _card(tmp_path / "image")
+    assert card["method"] == "head statistics"
+    assert card["model"]["display_name"] == SPEC.display_name
+    assert card["model"]["num_layers"] == SPEC.num_layers and card["device"] == "cpu"
+    assert card["images"] == ["cat.png"] and card["images_skipped"] == 0
+    assert card["outputs"]["table"] == "head_stats.csv"
+    assert card["table_rows"].startswith("one per layer (1..3) and head (1..2)")  # the table's
+    shares = card["structure"]["variance_shares"]
+    assert card["parameters"]["filter_components"] == len(shares) == len(tab.shares)
+    np.testing.assert_allclose(shares, tab.shares, atol=1e-6)
+    assert sum(shares) <= 1 + 1e-6 and shares == sorted(shares, reverse=True)
+    # every other file, named with its size as written
+    listed = {f["name"]: f["bytes"] for f in card["files"]}
+    assert set(listed) == {p.name for p in written[:-1]}
+    assert all(listed[p.name] == p.stat().st_size > 0 for p in written[:-1])
+
+    # the folder average: the folder and its count, not one image
+    tab.set_folder_statistics(FOLDER_STATS, str(tmp_path / "cats"), 10)
+    tab.export(_folder(tmp_path / "folder"))
+    card = _card(tmp_path / "folder")
+    assert card["folder"] == {"path": str(tmp_path / "cats"), "images": 10}
+    assert card["images"] is None and card["images_skipped"] is None
+    with open(tmp_path / "folder" / "head_stats.csv", newline="") as handle:
+        assert {row["images"] for row in csv.DictReader(handle)} == {"10"}
+
+    # the structure alone (no image yet): a card of the structure, no statistics
+    tab.set_model(SPEC, tiny_torchvision_vit)
+    tab.export(_folder(tmp_path / "structure"))
+    card = _card(tmp_path / "structure")
+    assert card["method"] == "model structure" and "outputs" not in card
+    assert {f["name"] for f in card["files"]} == {
+        "position_similarity.png",
+        "filter_components.png",
+    }
+
+
+def test_export_that_cannot_finish_leaves_the_folder_as_it_was(
+    tab: AnalyticsTab, tiny_torchvision_vit, tmp_path: Path
+):
+    tab.set_model(SPEC, tiny_torchvision_vit)
+    tab.set_image_statistics(IMAGE_STATS, "cat.png")
+    (tmp_path / "distance_vs_depth.png").write_bytes(b"the user's own")
+    (tmp_path / "head_stats.csv").mkdir()  # a folder where the table goes: refused
+    with pytest.raises(OSError, match="head_stats.csv is a folder"):
+        tab.export(tmp_path)
+    assert (tmp_path / "distance_vs_depth.png").read_bytes() == b"the user's own"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["distance_vs_depth.png", "head_stats.csv"]
 
 
 def test_folder_flow(qtbot, tab: AnalyticsTab, tmp_path: Path, monkeypatch):

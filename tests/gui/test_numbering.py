@@ -65,6 +65,9 @@ def test_one_layer_number_in_title_export_card_and_head_stats(
     tables = tmp_path / "analytics"
     tables.mkdir()
     window.analytics.export(tables)
+    card = json.loads((tables / "analytics.json").read_text())  # the window's model and image
+    assert card["model"]["weights"]["file"] == str(checkpoint) and card["images"] == [photo.name]
+    assert card["input"] == {"aspect": "crop"} and card["model"]["num_heads"] == 3
     rows = _csv_rows(tables / "head_stats.csv")
     assert sorted(rows) == [(layer, head) for layer in (1, 2, 3) for head in (1, 2, 3)]
     assert float(rows[(2, 3)][2]) == pytest.approx(stats.distance[1, 2], abs=1e-3)

@@ -114,27 +114,19 @@ def stats_card(
     aspect: str = "crop",
     listing: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    """The card of the table and plot; ``listing`` (their names and sizes) as its ``files``."""
-    import json
-
+    """The card of the table and plot; ``listing`` (their names and sizes) as its ``files``
+    (:mod:`vitexplorer.core.explain.analytics_card`, as the app's Model analytics export)."""
+    from vitexplorer.core.explain.analytics_card import (
+        DISTANCE,
+        STATISTICS,
+        card_bytes,
+        statistics_facts,
+    )
     from vitexplorer.core.explain.provenance import method_card
 
-    card = method_card(
-        model,
-        "head statistics",
-        {"distance": "mean attention distance (ViT paper, Fig. 7), patch-to-patch weights"},
-        extra={
-            "images": [str(p) for p in images],
-            "images_skipped": failures,
-            "input": {"aspect": aspect},  # the model's crop, or each whole image on its grid
-            "outputs": {"table": CSV_NAME, "plot": PLOT_NAME},
-            "table_rows": f"one per layer (1..{model.spec.num_layers}) and head "
-            f"(1..{model.spec.num_heads}), both numbered from 1 as in the plot",
-        },
-    )
-    if listing is not None:
-        card["files"] = listing
-    return (json.dumps(card, indent=2) + "\n").encode("utf-8")
+    outputs = {"table": CSV_NAME, "plot": PLOT_NAME}
+    facts = statistics_facts(model.spec, [str(p) for p in images], failures, aspect, outputs)
+    return card_bytes(method_card(model, STATISTICS, dict(DISTANCE), extra=facts), listing)
 
 
 def write_plot(

@@ -10,8 +10,12 @@ imported only when a model's parameters are read (:meth:`AnalyticsTab.set_model`
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -30,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.explain.head_stats import HeadStatistics, statistics_csv
-from vitexplorer.core.io.files import atomic_path
+from vitexplorer.core.io.files import FileSet, file_mode
 from vitexplorer.gui.views.head_stats_view import DistancePlot, HeadHeatmap, export_distance_plot
 from vitexplorer.gui.views.structure_views import FilterGridView, PositionSimilarityView
 
@@ -41,6 +45,7 @@ PLOT_NAME = "distance_vs_depth.png"
 PLOT_SVG_NAME = "distance_vs_depth.svg"
 SIMILARITY_NAME = "position_similarity.png"
 FILTERS_NAME = "filter_components.png"
+CARD_NAME = "analytics.json"  # what was computed, from which model and images: written last
 
 
 class EmptyState(QStackedWidget):
@@ -83,12 +88,17 @@ def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return structure(module, spec.grid, spec.num_prefix_tokens, FILTER_COMPONENTS)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path`` (same suffix, so exporters pick the
-    format), then rename it over ``path``: a reader never sees a half-written file."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-    return path
+def _rendered(suffix: str, write: Callable[[Path], None]) -> bytes:
+    """The bytes ``write(path)`` puts in a file named with ``suffix`` (exporters pick the format
+    by it), drawn in a temporary folder before any file of the export is touched."""
+    with tempfile.TemporaryDirectory(prefix="vitexplorer-export-") as folder:
+        path = Path(folder) / f"figure{suffix}"
+        write(path)
+        return path.read_bytes()
+
+
+def _writer(data: bytes) -> Callable[[Any], None]:
+    return lambda handle: handle.write(data)
 
 
 class AnalyticsTab(QWidget):
@@ -112,6 +122,7 @@ class AnalyticsTab(QWidget):
         self.components: np.ndarray | None = None  # (count, p, p, 3) RGB in 0..1
         self.shares: np.ndarray | None = None  # (count,) share of the filters' variance
         self.model_name = ""
+        self._model_facts: Any = None  # the model for the export's card (set_model_facts)
         self._build()
 
     # --- construction ----------------------------------------------------------------------
@@ -223,6 +234,8 @@ class AnalyticsTab(QWidget):
         worker can call :func:`model_structure` instead and pass the result to
         :meth:`set_structure`). The previous model's statistics are dropped."""
         self.model_name = getattr(spec, "display_name", "")
+        device = next((str(p.device) for p in module.parameters()), "cpu")
+        self.set_model_facts(spec, None, device)
         self.clear_statistics()
         try:
             structure = model_structure(spec, module)
@@ -230,6 +243,23 @@ class AnalyticsTab(QWidget):
             self.show_structure_message(f"The model's structure cannot be shown: {exc}")
             return
         self.set_structure(*structure)
+
+    def set_model_facts(self, spec: Any, weights_file: str | Path | None, device: str) -> None:
+        """The model the export's card describes: its spec, the file its weights were read
+        from (None: none) and its device. Without it the card describes the window's model."""
+        weights = None if weights_file is None else Path(weights_file)
+        self._model_facts = SimpleNamespace(spec=spec, weights_file=weights, device=device)
+
+    def model_facts(self) -> Any:
+        """The model the export's card describes: as given to :meth:`set_model_facts`, else the
+        loaded model of the window the tab is in (its ``ModelInfo``); None when neither is."""
+        if self._model_facts is not None:
+            return self._model_facts
+        info = getattr(self.window(), "model", None)
+        if info is None or not all(hasattr(info, n) for n in ("spec", "device", "weights_file")):
+            return None
+        weights = None if info.weights_file is None else Path(info.weights_file)
+        return SimpleNamespace(spec=info.spec, weights_file=weights, device=info.device)
 
     def set_structure(
         self, similarity: np.ndarray, components: np.ndarray, shares: np.ndarray
@@ -371,40 +401,84 @@ class AnalyticsTab(QWidget):
 
     # --- export ----------------------------------------------------------------------------
     def export(self, folder: Path) -> list[Path]:
-        """Write what is shown into ``folder``, each file atomically; returns the files written.
+        """Write what is shown into ``folder`` as one set, its card last
+        (:func:`vitexplorer.core.io.files.write_set`); returns the files written.
 
         The distance plot as PNG (and as SVG where pyqtgraph's SVG exporter works), the drawn
-        statistics as CSV (the columns of
-        ``vitexplorer stats``), the position-similarity mosaic and the filters' components as
-        PNG; parts not shown yet are skipped.
-        """
+        statistics as CSV (the columns of ``vitexplorer stats``), the position-similarity mosaic
+        and the filters' components as PNG; parts not shown yet are skipped. Every picture is
+        drawn before any file is touched, so a failure leaves the folder as it was; then
+        :data:`CARD_NAME` says what was computed, from which model and images, naming each
+        file with its size (:mod:`vitexplorer.core.explain.analytics_card`)."""
         folder = Path(folder)
-        written: list[Path] = []
+        files = FileSet()
         stats = self.statistics
         if stats is not None:
             title = f"{self.model_name}: mean attention distance, {self.statistics_title}"
-            written.append(
-                _write_atomically(
-                    folder / PLOT_NAME,
-                    lambda tmp: export_distance_plot(str(tmp), stats.distance, title),
-                )
-            )
+
+            def plot(path: Path) -> None:
+                export_distance_plot(str(path), stats.distance, title)
+
+            files.add(folder / PLOT_NAME, _writer(_rendered(".png", plot)))
             try:
-                written.append(
-                    _write_atomically(
-                        folder / PLOT_SVG_NAME,
-                        lambda tmp: export_distance_plot(str(tmp), stats.distance, title),
-                    )
-                )
+                files.add(folder / PLOT_SVG_NAME, _writer(_rendered(".svg", plot)))
             except ValueError:  # pyqtgraph 0.14.0 cannot parse Qt 6's closed paths (#3485)
                 pass
-            images = self.folder_images if self.source == FOLDER else 1
-            text = statistics_csv(stats, images).encode()
-            written.append(_write_atomically(folder / CSV_NAME, lambda tmp: tmp.write_bytes(text)))
+            text = statistics_csv(stats, self._images()).encode()
+            files.add(folder / CSV_NAME, _writer(text))
         if self.similarity is not None:
-            written.append(_write_atomically(folder / SIMILARITY_NAME, self._export_similarity))
-            written.append(_write_atomically(folder / FILTERS_NAME, self._export_filters))
-        return written
+            files.add(folder / SIMILARITY_NAME, _writer(_rendered(".png", self._export_similarity)))
+            files.add(folder / FILTERS_NAME, _writer(_rendered(".png", self._export_filters)))
+        if not files.files:
+            return []
+        names = [path.name for path, _ in files.files]
+        files.card(folder / CARD_NAME, [p for p, _ in files.files], partial(self._card, names))
+        return files.write(file_mode())
+
+    def _images(self) -> int:
+        return self.folder_images if self.source == FOLDER else 1
+
+    def _card(self, names: list[str], listing: list[dict[str, Any]]) -> bytes:
+        """The export's card: the model (:meth:`model_facts`), the statistics' images and the
+        structure, the files ``names`` written with their sizes (``listing``)."""
+        from vitexplorer.core.explain.analytics_card import (
+            DISTANCE,
+            STATISTICS,
+            STRUCTURE,
+            card_bytes,
+            statistics_facts,
+            structure_facts,
+        )
+
+        stats = self.statistics
+        parameters: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        if stats is not None:
+            parameters.update(DISTANCE)
+            outputs = {"table": CSV_NAME, "plot": PLOT_NAME}
+            if PLOT_SVG_NAME in names:
+                outputs["plot_svg"] = PLOT_SVG_NAME
+            layers, heads = stats.distance.shape
+            shape = SimpleNamespace(num_layers=layers, num_heads=heads)
+            keep = getattr(self.window(), "keep_aspect", None)
+            aspect = None if keep is None else "keep" if keep else "crop"
+            if self.source == FOLDER:
+                extra.update(statistics_facts(shape, None, None, aspect, outputs))
+                extra["folder"] = {"path": self.folder_name, "images": self.folder_images}
+            else:
+                extra.update(statistics_facts(shape, [self.image_name], 0, aspect, outputs))
+        if self.similarity is not None and self.shares is not None:
+            parameters["filter_components"] = len(self.shares)
+            extra["structure"] = structure_facts(
+                self.shares, {"position_similarity": SIMILARITY_NAME, "filters": FILTERS_NAME}
+            )
+        method = STATISTICS if stats is not None else STRUCTURE
+        model = self.model_facts()
+        if model is None:  # no model known: what was computed, still
+            return card_bytes({"method": method, "parameters": parameters, **extra}, listing)
+        from vitexplorer.core.explain.provenance import method_card
+
+        return card_bytes(method_card(model, method, parameters, extra=extra), listing)
 
     def _export_similarity(self, path: Path) -> None:
         view = PositionSimilarityView()
