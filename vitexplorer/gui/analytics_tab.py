@@ -10,9 +10,6 @@ imported only when a model's parameters are read (:meth:`AnalyticsTab.set_model`
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,19 +30,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain.head_stats import HeadStatistics, statistics_csv
-from vitexplorer.core.io.files import FileSet, file_mode
-from vitexplorer.gui.views.head_stats_view import DistancePlot, HeadHeatmap, export_distance_plot
+from vitexplorer.core.explain.head_stats import HeadStatistics
+from vitexplorer.gui.analytics_export import (  # noqa: F401  (names used from here)
+    CARD_NAME,
+    CSV_NAME,
+    FILTERS_NAME,
+    PLOT_NAME,
+    PLOT_SVG_NAME,
+    SIMILARITY_NAME,
+    Shown,
+    write_export,
+)
+from vitexplorer.gui.views.head_stats_view import DistancePlot, HeadHeatmap
 from vitexplorer.gui.views.structure_views import FilterGridView, PositionSimilarityView
 
 IMAGE, FOLDER = "image", "folder"  # which statistics are drawn
 FILTER_COMPONENTS = 28  # as many as the ViT paper shows
-CSV_NAME = "head_stats.csv"  # the same names and columns as `vitexplorer stats`
-PLOT_NAME = "distance_vs_depth.png"
-PLOT_SVG_NAME = "distance_vs_depth.svg"
-SIMILARITY_NAME = "position_similarity.png"
-FILTERS_NAME = "filter_components.png"
-CARD_NAME = "analytics.json"  # what was computed, from which model and images: written last
 
 
 class EmptyState(QStackedWidget):
@@ -86,19 +86,6 @@ def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from vitexplorer.core.explain.structure import model_structure as structure
 
     return structure(module, spec.grid, spec.num_prefix_tokens, FILTER_COMPONENTS)
-
-
-def _rendered(suffix: str, write: Callable[[Path], None]) -> bytes:
-    """The bytes ``write(path)`` puts in a file named with ``suffix`` (exporters pick the format
-    by it), drawn in a temporary folder before any file of the export is touched."""
-    with tempfile.TemporaryDirectory(prefix="vitexplorer-export-") as folder:
-        path = Path(folder) / f"figure{suffix}"
-        write(path)
-        return path.read_bytes()
-
-
-def _writer(data: bytes) -> Callable[[Any], None]:
-    return lambda handle: handle.write(data)
 
 
 class AnalyticsTab(QWidget):
@@ -401,99 +388,25 @@ class AnalyticsTab(QWidget):
 
     # --- export ----------------------------------------------------------------------------
     def export(self, folder: Path) -> list[Path]:
-        """Write what is shown into ``folder`` as one set, its card last
-        (:func:`vitexplorer.core.io.files.write_set`); returns the files written.
-
-        The distance plot as PNG (and as SVG where pyqtgraph's SVG exporter works), the drawn
-        statistics as CSV (the columns of ``vitexplorer stats``), the position-similarity mosaic
-        and the filters' components as PNG; parts not shown yet are skipped. Every picture is
-        drawn before any file is touched, so a failure leaves the folder as it was; then
-        :data:`CARD_NAME` says what was computed, from which model and images, naming each
-        file with its size (:mod:`vitexplorer.core.explain.analytics_card`)."""
-        folder = Path(folder)
-        files = FileSet()
-        stats = self.statistics
-        if stats is not None:
-            title = f"{self.model_name}: mean attention distance, {self.statistics_title}"
-
-            def plot(path: Path) -> None:
-                export_distance_plot(str(path), stats.distance, title)
-
-            files.add(folder / PLOT_NAME, _writer(_rendered(".png", plot)))
-            try:
-                files.add(folder / PLOT_SVG_NAME, _writer(_rendered(".svg", plot)))
-            except ValueError:  # pyqtgraph 0.14.0 cannot parse Qt 6's closed paths (#3485)
-                pass
-            text = statistics_csv(stats, self._images()).encode()
-            files.add(folder / CSV_NAME, _writer(text))
-        if self.similarity is not None:
-            files.add(folder / SIMILARITY_NAME, _writer(_rendered(".png", self._export_similarity)))
-            files.add(folder / FILTERS_NAME, _writer(_rendered(".png", self._export_filters)))
-        if not files.files:
-            return []
-        names = [path.name for path, _ in files.files]
-        files.card(folder / CARD_NAME, [p for p, _ in files.files], partial(self._card, names))
-        return files.write(file_mode())
-
-    def _images(self) -> int:
-        return self.folder_images if self.source == FOLDER else 1
-
-    def _card(self, names: list[str], listing: list[dict[str, Any]]) -> bytes:
-        """The export's card: the model (:meth:`model_facts`), the statistics' images and the
-        structure, the files ``names`` written with their sizes (``listing``)."""
-        from vitexplorer.core.explain.analytics_card import (
-            DISTANCE,
-            STATISTICS,
-            STRUCTURE,
-            card_bytes,
-            statistics_facts,
-            structure_facts,
+        """Write what is shown into ``folder`` as one set, its card last; returns the files
+        written (:func:`vitexplorer.gui.analytics_export.write_export`)."""
+        keep = getattr(self.window(), "keep_aspect", None)
+        folder_run = self.source == FOLDER
+        shown = Shown(
+            statistics=self.statistics,
+            title=self.statistics_title,
+            images=self.folder_images if folder_run else 1,
+            image_name=None if folder_run else self.image_name,
+            folder=self.folder_name if folder_run else None,
+            aspect=None if keep is None else "keep" if keep else "crop",
+            model_name=self.model_name,
+            model=self.model_facts(),
+            similarity=self.similarity,
+            position=self.similarity_view.selected,
+            components=self.components,
+            shares=self.shares,
         )
-
-        stats = self.statistics
-        parameters: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        if stats is not None:
-            parameters.update(DISTANCE)
-            outputs = {"table": CSV_NAME, "plot": PLOT_NAME}
-            if PLOT_SVG_NAME in names:
-                outputs["plot_svg"] = PLOT_SVG_NAME
-            layers, heads = stats.distance.shape
-            shape = SimpleNamespace(num_layers=layers, num_heads=heads)
-            keep = getattr(self.window(), "keep_aspect", None)
-            aspect = None if keep is None else "keep" if keep else "crop"
-            if self.source == FOLDER:
-                extra.update(statistics_facts(shape, None, None, aspect, outputs))
-                extra["folder"] = {"path": self.folder_name, "images": self.folder_images}
-            else:
-                extra.update(statistics_facts(shape, [self.image_name], 0, aspect, outputs))
-        if self.similarity is not None and self.shares is not None:
-            parameters["filter_components"] = len(self.shares)
-            extra["structure"] = structure_facts(
-                self.shares, {"position_similarity": SIMILARITY_NAME, "filters": FILTERS_NAME}
-            )
-        method = STATISTICS if stats is not None else STRUCTURE
-        model = self.model_facts()
-        if model is None:  # no model known: what was computed, still
-            return card_bytes({"method": method, "parameters": parameters, **extra}, listing)
-        from vitexplorer.core.explain.provenance import method_card
-
-        return card_bytes(method_card(model, method, parameters, extra=extra), listing)
-
-    def _export_similarity(self, path: Path) -> None:
-        view = PositionSimilarityView()
-        view.set_similarity(self.similarity)
-        if self.similarity_view.selected is not None:
-            view.select_position(*self.similarity_view.selected)
-        if self.model_name:
-            view.title.setText(f"{self.model_name}: {view.title.text}")
-        view.readout.setText("")
-        _export_offscreen(view, path, 1100, 620)
-
-    def _export_filters(self, path: Path) -> None:
-        view = FilterGridView()
-        view.set_components(self.components, self.shares)
-        _export_offscreen(view, path, 900, 620)
+        return write_export(Path(folder), shown)
 
     def _ask_to_export(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export the analytics into a folder")
@@ -508,19 +421,3 @@ class AnalyticsTab(QWidget):
 
     def _update_export(self) -> None:
         self.export_button.setEnabled(self.statistics is not None or self.similarity is not None)
-
-
-def _export_offscreen(view, path: Path, width: int, height: int) -> None:
-    """Lay a view out at a fixed size without showing it on screen, and write it as PNG."""
-    from pyqtgraph.exporters import ImageExporter
-    from PySide6.QtWidgets import QApplication
-
-    view.setAttribute(Qt.WA_DontShowOnScreen)
-    view.resize(width, height)
-    view.show()
-    QApplication.processEvents()
-    exporter = ImageExporter(view.scene())
-    exporter.parameters()["width"] = width
-    exporter.export(str(path))
-    view.close()
-    view.deleteLater()
