@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
 from vitexplorer.core.explain.maps import MapCache, MapJob, caption, map_job
-from vitexplorer.core.explain.method import MapChoice, get
+from vitexplorer.core.explain.method import Computation, MapChoice, get
 from vitexplorer.core.explain.methods.attention import ATTENTION
 from vitexplorer.core.explain.tokens import attention_matrix
 from vitexplorer.core.explorer.session import Selection
@@ -272,7 +272,8 @@ class Explanations(QObject):
         raw = "Raw attention" if method == ATTENTION.name else f"Raw attention, not {method}"
         window.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
         compute = get(method).computation
-        whole = hasattr(compute, "whole")  # a method with every token's row (rollout)
+        # a method with every token's row (rollout): it overrides Computation.whole
+        whole = type(compute).whole is not Computation.whole
         if whole:
             shown = (method, *compute.key(options, analysis.spec))
             what = caption(method, options, analysis)  # "rollout · mean of heads, …"
