@@ -5,28 +5,24 @@ maps come from :mod:`vitexplorer.core.explain.maps`, the statistics from core.ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
-from vitexplorer.core.explain.maps import MapCache, MapJob, caption, map_job
+from vitexplorer.core.explain.maps import MapCache, MapJob, caption
 from vitexplorer.core.explain.method import Computation, MapChoice, get
 from vitexplorer.core.explain.methods.attention import ATTENTION
 from vitexplorer.core.explain.tokens import attention_matrix
-from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.io.folders import image_paths
-from vitexplorer.core.render.numbering import shown
 from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import NOT_APPLIED, MethodBar
-from vitexplorer.gui.model_compare_view import ModelCompare, follow_lock, lock_view
+from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
+from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
-from vitexplorer.gui.workers import FolderStatsDone, MapDone, MapFailed, ModelInfo, StructureDone
+from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, StructureDone
 
 
 def folder_images(folder: str) -> list[str]:
@@ -38,56 +34,6 @@ def folder_images(folder: str) -> list[str]:
         return []
 
 
-@dataclass(frozen=True)
-class ViewSource:
-    """What one view draws from: an analysis and its selection (the explorer's, or model B's
-    in a model comparison), how its title begins, and where a map still to be computed by the
-    worker is asked for and a map that ranks nothing is said."""
-
-    analysis: Any  # ImageAnalysis
-    selection: Selection
-    title: str  # the title's first words: "", "photo.png — ", "B · demo — "
-    keep_aspect: bool
-    ask_map: Callable[[MapJob], None]  # a map the worker is still to compute
-    notice: Callable[[str, str], None]  # (what the map is, why it ranks nothing)
-
-
-def draw_view(
-    view: ImageView,
-    choice: MapChoice,
-    patch,
-    heat,
-    levels,
-    source: ViewSource,
-) -> None:
-    """One view's overlay and title for ``choice`` and its map ``heat`` (None: a map the
-    worker has not computed yet, asked for and drawn when it arrives), on ``levels`` or,
-    without, the map's own range. Every method's map is the selected token's, and the title
-    names it."""
-    from vitexplorer.core.explain.analysis import flat_map
-
-    analysis, sel = source.analysis, source.selection
-    options = choice.at(sel)
-    what = caption(choice.method, options, analysis)
-    if heat is None:
-        source.ask_map(map_job(choice.method, options, analysis))
-        view.clear_heat()
-        view.set_selected_patch(None)
-        view.title.setText(f"{source.title}{what}: computing…")
-        return
-    view.set_heat(heat, levels, uniform_mark(choice.method, analysis.spec.num_tokens))
-    flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
-    if flat:
-        source.notice(what, flat)
-    said = f" · {flat.split(':')[0]}" if flat else ""
-    view.set_selected_patch(patch)
-    where = f"{analysis.spec.token_label(sel.token)} (token {shown(sel.token)})"
-    if source.keep_aspect:
-        rows, cols = analysis.spec.grid
-        where += f" · whole image, {rows}x{cols} patches"
-    view.title.setText(f"{source.title}{what} · {where}{said}")
-
-
 class Explanations(QObject):
     """Builds the method bars, the compare panel and the analytics tab for ``window`` (a
     MainWindow, which keeps them as attributes) and answers their signals."""
@@ -95,8 +41,8 @@ class Explanations(QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
         self.window = window
-        self.maps = MapCache()  # what the open images' maps are read from, by method and option
-        self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
+        self.session = window.model_session  # the explorer's model: its worker and maps
+        self.state = window.state
         self.noticed: set[tuple[str, str]] = set()  # (image key, what) already in the notice bar
         self.method_bar = MethodBar()
         self.compare_bar = MethodBar(compare=False, title="Compare with")
@@ -116,7 +62,7 @@ class Explanations(QObject):
         self.explorer.addWidget(window.image_view)
         self.explorer.addWidget(self.compare_panel)
         self.analytics = AnalyticsTab()
-        self.worker = None  # the model worker, once connected
+        self.worker = None  # the model worker, once connected (folders and structure)
         self.generation: int | None = None  # the model the views show
         self.structure_asked: int | None = None  # the model whose structure was asked for
         self.matrix_method = ATTENTION.name  # what the matrix panel shows: attention or rollout
@@ -141,11 +87,20 @@ class Explanations(QObject):
         self.compare_view.arrow_pressed.connect(window.move_patch)
         self.analytics.head_selected.connect(self.open_head)
         self.analytics.folder_requested.connect(self.average_folder)
-        self.update_controls()
+        self._method_changed()  # the state starts with the bars' choices
+
+    @property
+    def maps(self) -> MapCache:
+        """What the open images' maps are read from (the explorer's session's)."""
+        return self.session.maps
+
+    @property
+    def maps_asked(self) -> set[tuple[str, MapJob]]:
+        return self.session.maps_asked
 
     def connect_worker(self, worker) -> None:
-        worker.map_ready.connect(self._map_ready)
-        worker.map_failed.connect(self._map_failed)
+        """The worker's folder averages and model structure, for the analytics tab (its maps
+        and analyses reach the window through the session)."""
         worker.folder_progress.connect(self.analytics.set_folder_progress)
         worker.folder_done.connect(self._folder_done)
         self.analytics.folder_cancelled.connect(worker.cancel_folder)
@@ -159,8 +114,6 @@ class Explanations(QObject):
             bar.set_num_layers(spec.num_layers)
             bar.set_predictions([])  # class indices of the old model mean nothing now
             bar.set_classifier_available(spec.has_classifier)
-        self.maps.forget()
-        self.maps_asked.clear()
         self.noticed.clear()
         self.window.notice.withdraw("model")  # what the old model's output said
         self.analytics.clear_statistics()
@@ -202,6 +155,8 @@ class Explanations(QObject):
             bar.blockSignals(True)
             bar.set_predictions(analysis.predictions)
             bar.blockSignals(False)
+        # what the bars now hold (a class list of this image), for the state's next change
+        self.state.update(choice=self.method_bar.choice(), compare_choice=self.compare_bar.choice())
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.models.show_analysis(analysis)
         self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
@@ -245,10 +200,15 @@ class Explanations(QObject):
         box = self.method_bar.same_scale_box
         return box is not None and box.isChecked()
 
-    def _method_changed(self, _choice: MapChoice) -> None:
+    def _method_changed(self, _choice: object = None) -> None:
+        """A method bar's method, option or scale changed: the state says so (and the window
+        redraws)."""
         self.update_controls()
-        if self.window.analysis is not None:
-            self.window._refresh()
+        self.state.update(
+            choice=self.method_bar.choice(),
+            compare_choice=self.compare_bar.choice(),
+            same_scale=self.same_scale,
+        )
 
     def update_controls(self) -> None:
         """The layer and head apply while a shown image draws raw attention; under rollout or
@@ -317,7 +277,7 @@ class Explanations(QObject):
             window.analysis,
             window.selection,
             title,
-            window.keep_aspect,
+            self.state.feed,
             lambda job: self._ask_map(key, job),
             lambda what, flat: self._notice(what, f"{name}, {what}: {flat}."),
         )
@@ -340,12 +300,11 @@ class Explanations(QObject):
             half = max(self.explorer.width() // 2, 1)
             self.explorer.setSizes([half, half])
         self.update_controls()
-        if self.window.analysis is not None:
-            if self.comparing_methods:
-                self.compare_view.set_image(
-                    self.window.analysis.display, self.window.analysis.spec.grid
-                )
-            self.window._refresh()
+        analysis = self.window.analysis
+        if analysis is not None and self.comparing_methods:
+            self.compare_view.set_image(analysis.display, analysis.spec.grid)
+        # the window redraws when what the views show changed (its subscriber)
+        self.state.update(comparing=self.comparing, compare_with="model" if models else "method")
 
     @property
     def comparing(self) -> bool:
@@ -368,41 +327,21 @@ class Explanations(QObject):
         self.models.stop()
 
     def _ask_map(self, key: str, job: MapJob) -> None:
-        if self.window.worker is None or (key, job) in self.maps_asked:
-            return
-        self.maps_asked.add((key, job))
-        self.window.busy.setVisible(True)
-        self.window.activity_label.setText(f"computing {job.method}…")
-        self.window.worker.request_map(key, self.window.session.entries[key].source, job)
-
-    def _map_ready(self, done: MapDone) -> None:
-        self.maps_asked.discard((done.key, done.job))
-        if self.window.model is None or done.generation != self.window.model.generation:
-            return  # a map of a replaced model
-        if done.key not in self.window.session.entries:
-            return
-        if done.keep_aspect != self.window.keep_aspect:
-            return  # made from the image the other way (crop or whole); asked again on draw
-        self.maps.store(done.key, done.job, done.matrix)
-        if done.key == self.window.session.current_key and self.window.analysis is not None:
-            self.window._refresh()
-
-    def _map_failed(self, failed: MapFailed) -> None:
-        key, method = failed.key, failed.job.method
-        self.maps_asked.discard((key, failed.job))
-        self.window.statusBar().showMessage(
-            f"Could not compute the {method}: {failed.message}", 15000
-        )
-        if key == self.window.session.current_key:
-            self.window.show_message(f"Could not compute the {method}", failed.message)
+        """A map the explorer's model is still to compute, asked of its session once."""
+        entry = self.window.session.entries.get(key)
+        if entry is not None:
+            self.session.ask_map(key, entry.source, job)
 
     # --- model analytics ----------------------------------------------------------------------
     def open_head(self, layer: int, head: int) -> None:
         """A head picked in the analytics tab: its raw attention in the explorer."""
         self.method_bar.set_method(ATTENTION.name)
-        self.window.selection.head = head
         self.window.finetune.show_explorer()
-        self.window.select_layer(layer)
+        analysis = self.window.analysis
+        if analysis is None:
+            self.state.head = head
+        else:  # one change, one redraw
+            self.state.update(head=head, layer=max(0, min(layer, analysis.spec.num_layers - 1)))
 
     def average_folder(self, folder: str) -> None:
         """Head statistics averaged over a folder's images (subfolders too), in the worker."""
@@ -506,7 +445,7 @@ class Explanations(QObject):
                 entry.source if isinstance(entry.source, str) else entry.name,
                 # how the input was made: the model's crop, or the whole image on a grid
                 {
-                    "aspect": "keep" if self.window.keep_aspect else "crop",
+                    "aspect": self.state.feed.aspect,
                     "grid": list(analysis.spec.grid),
                 },
                 {

@@ -8,9 +8,10 @@ model is the explorer's model before fine-tuning it is A and the explorer's mode
 model is B beside the explorer's A (the first chosen). Only Swap turns them round. "Before" and
 "after" are said only while one of the two is the other's base; otherwise B − A is neutral.
 
-The other model lives in a worker of its own (a :class:`~vitexplorer.gui.workers.ModelWorker`
-in its own thread): it is loaded there, with progress and Cancel, and analyses the explorer's
-current image there; the GUI thread only slices the analyses, as for the explorer's model.
+The other model is a second :class:`~vitexplorer.gui.session.ModelSession` (its own worker
+thread, analyses and maps, as the explorer's model is the first): it is loaded there, with
+progress and Cancel, and analyses the explorer's current image there; the GUI thread only
+slices the analyses, as for the explorer's model. This module is a view over that session.
 Both views share one colour scale by default; the difference B - A is drawn on a diverging
 scale symmetric around zero (resampled to the image where the patch grids differ, by
 :func:`~vitexplorer.core.explain.model_compare.compare_analyses`), and a table lists the heads whose
@@ -20,7 +21,6 @@ statistics changed most on this image
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain.maps import MapCache, MapJob, caption
+from vitexplorer.core.explain.maps import MapJob, caption
 from vitexplorer.core.explain.method import MapChoice, get
 from vitexplorer.core.explain.model_compare import (
     HEAD_STATISTICS,
@@ -59,25 +59,16 @@ from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISION_VITS
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.gui.controls import model_choices
+from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
+from vitexplorer.gui.session import ModelSession
 from vitexplorer.gui.views.common import DIFFERENCE_COLORMAP, shared_levels
 from vitexplorer.gui.views.image_view import ImageView
-from vitexplorer.gui.workers import ModelInfo, ModelRequest, WorkerThread
+from vitexplorer.gui.workers import ModelCancelled, ModelFailed, ModelInfo, ModelRequest
 
 METHOD, MODEL = "method", "model"  # Compare with: another method, or another model
 CHOOSE, BEFORE, FILE = "", "before", "file"  # the model box's entries that are not a model
 OTHER, EXPLORER = "other", "explorer"  # which of the two came first, when one was fine-tuned
 WEIGHTS_FILTER = "Weights or checkpoint (*.safetensors *.pth *.pt *.bin)"
-KEEP = 4  # the other model's analyses kept, by image
-SIGNALS = (  # the compared model's worker's answers, each to this module's method "_" + name
-    "model_ready",
-    "model_failed",
-    "download_offered",
-    "download_progress",
-    "analysis_ready",
-    "analysis_failed",
-    "map_ready",
-    "map_failed",
-)
 STATISTIC_WORDS = {
     "distance": ("mean distance", "px", ".2f"),
     "entropy": ("entropy", "nats", ".3f"),
@@ -450,25 +441,6 @@ class ModelComparePanel(QWidget):
 # --- the comparison ---------------------------------------------------------------------------
 
 
-def lock_view(view: ImageView, locked: bool, current: bool) -> None:
-    """Lock scale for a second view: ``current`` when its map is the present one (it is on
-    screen, or kept drawn behind a tab); else its old map's levels are not kept, the next map's
-    are."""
-    if locked and not current:
-        view.clear_heat()  # a stale map: the next one drawn gives the locked levels
-    view.lock_scale(locked)
-
-
-def follow_lock(view: ImageView, leader: ImageView) -> None:
-    """While the scale is locked and two views are on one colour scale: ``view`` kept on the
-    levels ``leader`` is locked to (drawn before it), so that one colour is one value in both
-    whenever each view was locked."""
-    if leader.locked_levels is None or view.locked_levels == leader.locked_levels:
-        return
-    view.lock_scale(False)  # forget a lock of its own, or one waiting for its next map
-    view.locked_levels = leader.locked_levels
-
-
 @dataclass(frozen=True)
 class Side:
     """One model's part of the comparison on the current image."""
@@ -495,6 +467,7 @@ class ModelCompare(QObject):
     mode_changed = Signal()
     model_ready = Signal(object)  # ModelInfo: the compared model is loaded (and shown)
     model_failed = Signal(str)  # the one line the panel shows
+    changed = Signal()  # what the comparison draws changed: the window redraws
 
     def __init__(self, window, explanations) -> None:
         super().__init__(window)
@@ -516,10 +489,8 @@ class ModelCompare(QObject):
         row.addStretch(1)
         self.panel = ModelComparePanel()
         self.panel.setVisible(False)
-        self._thread: WorkerThread | None = None
-        self._retired: list[WorkerThread] = []  # stopping without being waited for
-        self.info: ModelInfo | None = None  # the compared model, once loaded
-        self.loading: ModelRequest | None = None  # a load under way
+        # the compared model: a second model session, reading the explorer's decoded images
+        self.session = ModelSession("vitexplorer-compare-model", window.images, self)
         # which came first: OTHER (the compared model is the one the explorer's was fine-tuned
         # from), EXPLORER (the compared model was fine-tuned from the explorer's), or "" (none
         # known: B − A is said neutrally)
@@ -529,12 +500,6 @@ class ModelCompare(QObject):
         self.other_base: tuple[ModelRequest | None, str] = (None, "")
         self.swapped = False
         self.base: tuple[ModelRequest | None, str] = (None, "no model is loaded")
-        # image key -> (whole image or not, the compared model's ImageAnalysis of it)
-        self.analyses: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
-        self.failed: dict[str, str] = {}  # image key -> why the compared model could not
-        self.asked: set[str] = set()  # images with the worker
-        self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
-        self.maps = MapCache()  # what the compared model's maps are read from
         self.comparison = None  # the last MapComparison drawn (core.model_compare)
         self._view_image: tuple | None = None  # what the compared model's view's photo shows
         self._difference_image: tuple | None = None  # and the difference view's
@@ -550,6 +515,15 @@ class ModelCompare(QObject):
         panel.swap_button.clicked.connect(self.swap)
         panel.heads.sort_changed.connect(self._redraw)
         panel.heads.head_chosen.connect(self.explanations.open_head)
+        session = self.session
+        session.ready.connect(self._model_ready)
+        session.failed.connect(self._model_failed)
+        session.download_offered.connect(self._download_offered)
+        session.download_progress.connect(self._download_progress)
+        session.analysis_ready.connect(self._analysis_ready)
+        session.analysis_failed.connect(self._analysis_failed)
+        session.map_arrived.connect(self._map_arrived)
+        session.map_failed.connect(self._map_failed)
         panel.view.patch_clicked.connect(self._other_clicked)
         panel.difference.patch_clicked.connect(self._difference_clicked)
         panel.view.arrow_pressed.connect(window.move_patch)
@@ -643,65 +617,55 @@ class ModelCompare(QObject):
         model = self.window.model
         return model.request.device if model is not None else "auto"
 
-    # --- the compared model's worker ------------------------------------------------------------
+    # --- the compared model's session ----------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo | None:
+        """The compared model, once loaded."""
+        return self.session.info
+
+    @property
+    def loading(self) -> ModelRequest | None:
+        """A load under way."""
+        return self.session.loading_request
+
+    @property
+    def analyses(self):  # OrderedDict[str, ImageAnalysis]
+        """The compared model's analyses, by image key (the last few)."""
+        return self.session.analyses
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Image key -> why the compared model could not analyse it."""
+        return self.session.failed_images
+
+    @property
+    def maps(self):  # MapCache
+        return self.session.maps
+
     def load(self, request: ModelRequest) -> None:
-        """Load ``request`` as the compared model, in its worker."""
-        self.loading = request
-        worker = self._worker()
-        worker.keep_aspect = self.window.keep_aspect
-        worker.request_model(request)
+        """Load ``request`` as the compared model, in its session's worker."""
+        self.session.request_model(request)
         self.panel.show_state(f"Loading {request_label(request)}…", busy=True)
 
-    def _worker(self):  # ModelWorker
-        if self._thread is None:
-            self._prune()
-            self._thread = WorkerThread(name="vitexplorer-compare-model")
-            worker = self._thread.worker
-            for signal in SIGNALS:  # bound slots of this GUI-thread object: queued, run here
-                getattr(worker, signal).connect(getattr(self, f"_{signal}"))
-        return self._thread.worker
-
-    def _mine(self) -> bool:
-        """Whether the signal being answered comes from the current worker (a cancelled or
-        closed one's late answers are dropped)."""
-        return self._thread is not None and self.sender() is self._thread.worker
+    def set_feed(self, feed) -> None:  # core.explorer.state.Feed
+        """Images are fed another way (crop or whole): analysed again when drawn."""
+        self.session.set_feed(feed)
+        self._view_image = self._difference_image = None
 
     def _retire(self) -> None:
-        """Stop the worker without waiting for it (a load cannot be interrupted): its model
-        goes with it, and whatever it still sends is dropped."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.worker.clear_queue()
-            thread.worker.cancel_event.set()
-            thread.thread.quit()
-            self._retired.append(thread)
-        self._prune()
-        self.info = self.loading = None
+        """The compared model goes: its session's worker stops without being waited for."""
+        self.session.retire()
         self.before, self.swapped, self.other_first = "", False, False
-        self._forget()
-
-    def _prune(self) -> None:
-        self._retired = [t for t in self._retired if not t.thread.isFinished()]
+        self._view_image = self._difference_image = None
 
     def stop(self) -> None:
         """The window closes: every worker of compared models stops (each waited for a
         moment, as the explorer's own)."""
-        for thread in [t for t in (self._thread, *self._retired) if t is not None]:
-            thread.stop()
-        self._thread = None
-        self._retired = []
+        self.session.stop()
 
-    def threads(self) -> list[WorkerThread]:
+    def threads(self) -> list:  # list[WorkerThread]
         """The compared models' worker threads still held (tests check they end)."""
-        return [t for t in (self._thread, *self._retired) if t is not None]
-
-    def _forget(self) -> None:
-        self.analyses.clear()
-        self.failed.clear()
-        self.asked.clear()
-        self.maps_asked.clear()
-        self.maps.forget()
-        self._view_image = self._difference_image = None
+        return self.session.threads()
 
     def cancel(self) -> None:
         """Cancel a load under way (and a download): the worker goes, with the model it held."""
@@ -727,14 +691,11 @@ class ModelCompare(QObject):
         self._redraw()
 
     def _model_ready(self, info: ModelInfo) -> None:
-        if not self._mine():
-            return
-        self.info, self.loading = info, None
         self.other_base = base_request(info)
         self.before = self._which_before()
         self.other_first = self.before == OTHER  # kept while this model stays
         self.swapped = False
-        self._forget()
+        self._view_image = self._difference_image = None
         self._show_loaded()
         self._redraw()
         self.model_ready.emit(info)
@@ -755,24 +716,18 @@ class ModelCompare(QObject):
         self.panel.show_state(f"{what} · {info.device}, {info.seconds:.1f} s")
         self.panel.status.setToolTip(f"{self.other_label()}: {self.panel.status.full_text}")
 
-    def _model_failed(self, message: str) -> None:
-        if not self._mine():
-            return
-        what = request_label(self.loading) if self.loading is not None else "the model"
-        self.loading = None
+    def _model_failed(self, outcome: ModelFailed | ModelCancelled) -> None:
+        what = request_label(outcome.request)
         self.panel.model_box.setCurrentIndex(0)  # the model that stays, or none
         stays = f"; {self.other_label()} stays" if self.info is not None else ""
-        if message == "download cancelled":
+        if isinstance(outcome, ModelCancelled):
             self.panel.show_state(f"Download of {what} cancelled{stays}.")
         else:
-            text = " ".join(message.split())  # one line, whatever the message holds
+            text = " ".join(outcome.message.split())  # one line, whatever the message holds
             self.panel.show_state(f"Could not load {what}: {text}{stays}", error=True)
         self.model_failed.emit(self.panel.status.full_text)
 
     def _download_offered(self, offer) -> None:  # workers.DownloadOffer
-        if not self._mine():
-            return
-        self.loading = None
         self._offer = offer
         self.panel.show_state(
             f"{offer.description} are not downloaded ({offer.size_mb:.0f} MB)", download=True
@@ -783,72 +738,37 @@ class ModelCompare(QObject):
             self.load(replace(self._offer.request, allow_download=True))
 
     def _download_progress(self, done: int, total: int) -> None:
-        if self._mine() and total > 0:
+        if total > 0:
             self.panel.progress.setRange(0, 1000)
             self.panel.progress.setValue(int(1000 * done / total))
 
     # --- the compared model's analyses ------------------------------------------------------------
     def _analysis_ready(self, done) -> None:  # workers.AnalysisDone
-        if not self._mine() or self.info is None or done.generation != self.info.generation:
-            return
-        self.asked.discard(done.key)
-        window = self.window
-        if done.key not in window.session.entries or done.keep_aspect != window.keep_aspect:
-            return  # removed since, or made the other way (asked again when drawn)
-        self.analyses[done.key] = (done.keep_aspect, done.analysis)
-        self.analyses.move_to_end(done.key)
-        while len(self.analyses) > KEEP:
-            self.analyses.popitem(last=False)
-        self.maps.forget(done.key)
+        if done.key not in self.window.session.entries or not self.session.keep_analysis(done):
+            return  # removed since, a replaced model's, or made the other way
         if done.key == self.window.session.current_key:
             self._redraw()
 
     def _analysis_failed(self, key: str, message: str) -> None:
-        if not self._mine():
-            return
-        self.asked.discard(key)
         self.failed[key] = " ".join(message.split())
         if key == self.window.session.current_key:
             self._redraw()
 
-    def _map_ready(self, done) -> None:  # workers.MapDone
-        if not self._mine() or self.info is None or done.generation != self.info.generation:
-            return
-        self.maps_asked.discard((done.key, done.job))
-        if done.keep_aspect != self.window.keep_aspect:
-            return
-        self.maps.store(done.key, done.job, done.matrix)
-        if done.key == self.window.session.current_key:
+    def _map_arrived(self, key: str) -> None:
+        if key == self.window.session.current_key:
             self._redraw()
 
     def _map_failed(self, failed) -> None:  # workers.MapFailed
-        if not self._mine():
-            return
-        self.maps_asked.discard((failed.key, failed.job))
         self.panel.show_state(
             f"Could not compute model B's {failed.job.method}: {failed.message}", error=True
         )
 
     def _analysis(self, key: str):  # ImageAnalysis | None
         """The compared model's analysis of image ``key``, asked of its worker when missing."""
-        keep, analysis = self.analyses.get(key, (None, None))
-        if analysis is not None and keep != self.window.keep_aspect:
-            del self.analyses[key]  # the other way (crop or whole image): asked again
-            self.maps.forget(key)
-            analysis = None
-        if analysis is None and key not in self.asked and key not in self.failed:
-            self.asked.add(key)
-            worker = self._thread.worker
-            worker.keep_aspect = self.window.keep_aspect
-            worker.request_analysis(key, self.window.session.entries[key].source, first=True)
-        return analysis
+        return self.session.analysis(key, self.window.session.entries[key].source)
 
     def _ask_map(self, key: str, job: MapJob) -> None:
-        if self._thread is None or (key, job) in self.maps_asked:
-            return
-        self.maps_asked.add((key, job))
-        source = self.window.session.entries[key].source
-        self._thread.worker.request_map(key, source, job)
+        self.session.ask_map(key, self.window.session.entries[key].source, job)
 
     # --- drawing --------------------------------------------------------------------------------
     def show_analysis(self, analysis) -> None:
@@ -876,7 +796,7 @@ class ModelCompare(QObject):
 
     def _redraw(self) -> None:
         if self.window.analysis is not None and self.explanations.comparing and self.active:
-            self.window._refresh()
+            self.changed.emit()  # the window's subscriber redraws
         elif self.info is None and self.loading is None:
             self._show_empty()
 
@@ -919,8 +839,6 @@ class ModelCompare(QObject):
     def draw(self, patch) -> None:
         """Both models' maps of the explorer's choice on the current image, the difference
         B - A and the head table; the explorer's own view included."""
-        from vitexplorer.gui.explanations import draw_view
-
         window, explanations = self.window, self.explanations
         choice = explanations.method_bar.choice()
         explorer_role, other_role = ("B", "A") if self.other_is_a else ("A", "B")
@@ -997,8 +915,6 @@ class ModelCompare(QObject):
         return Side(role, label, analysis, selection, choice, heat)
 
     def _draw_other(self, other: Side, levels) -> None:
-        from vitexplorer.gui.explanations import ViewSource, draw_view
-
         view, window = self.panel.view, self.window
         key = window.session.current_key
         shown = (key, id(other.analysis))
@@ -1010,7 +926,7 @@ class ModelCompare(QObject):
             other.analysis,
             other.selection,
             f"{self._role_words(other.role)} · {other.label} — ",
-            window.keep_aspect,
+            window.state.feed,
             lambda job: self._ask_map(key, job),
             lambda what, flat: self.explanations._notice(
                 f"{other.role} {what}", f"{name}, {other.label}, {what}: {flat}."
@@ -1028,7 +944,8 @@ class ModelCompare(QObject):
             panel.heads.show_message(reason)
             panel.set_note("")
             return
-        check = comparability(a.analysis.spec, b.analysis.spec, window.keep_aspect)
+        whole = window.state.feed.whole
+        check = comparability(a.analysis.spec, b.analysis.spec, whole)
         other, explorer = (a, b) if self.other_is_a else (b, a)
         _, token_note = counterpart_token(
             window.selection.token, window.analysis.spec, other.analysis.spec
@@ -1051,9 +968,7 @@ class ModelCompare(QObject):
             view.title.setText(f"B − A{self._relation()} · {what}: computing…")
             panel.set_note("; ".join(n for n in notes if n))
             return
-        result = compare_analyses(
-            a.analysis, b.analysis, a.heat, b.heat, window.keep_aspect, (token_note,)
-        )
+        result = compare_analyses(a.analysis, b.analysis, a.heat, b.heat, whole, (token_note,))
         self.comparison = result
         panel.set_note("; ".join(n for n in (*result.notes, *notes[2:]) if n))
         largest = result.difference_levels[1] if result.difference_levels else 0.0
@@ -1097,7 +1012,7 @@ class ModelCompare(QObject):
     def _other_clicked(self, row: int, col: int) -> None:
         """A patch of the compared model's view: the same place in the explorer's (its own
         token where the grids agree, else the explorer's patch under its centre)."""
-        analysis = self.analyses.get(self.window.session.current_key, (None, None))[1]
+        analysis = self.analyses.get(self.window.session.current_key)
         explorer = self.window.analysis
         if analysis is None or explorer is None:
             return
