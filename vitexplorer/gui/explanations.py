@@ -19,6 +19,7 @@ from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import NOT_APPLIED, MethodBar
 from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
+from vitexplorer.gui.explorer_host import Explorer
 from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
@@ -38,17 +39,17 @@ class Explanations(QObject):
     """Builds the method bars, the compare panel and the analytics tab for ``window`` (a
     MainWindow, which keeps them as attributes) and answers their signals."""
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
-        self.window = window
-        self.session = window.model_session  # the explorer's model: its worker and maps
-        self.state = window.state
+    def __init__(self, context: Explorer) -> None:
+        super().__init__(context.parent)
+        self.context = context
+        self.session = context.model_session  # the explorer's model: its worker and maps
+        self.state = context.state
         self.noticed: set[tuple[str, str]] = set()  # (image key, what) already in the notice bar
         self.method_bar = MethodBar()
         self.compare_bar = MethodBar(compare=False, title="Compare with")
         self.compare_bar.set_method(self.compare_bar.method_box.itemData(1))  # the second
         self.compare_view = ImageView()
-        self.models = ModelCompare(window, self)  # Compare with: another model
+        self.models = ModelCompare(context, self)  # Compare with: another model
         self.compare_panel = QWidget()
         layout = QVBoxLayout(self.compare_panel)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -59,7 +60,7 @@ class Explanations(QObject):
         layout.addWidget(self.models.panel, 1)
         self.compare_panel.setVisible(False)
         self.explorer = QSplitter(Qt.Horizontal)
-        self.explorer.addWidget(window.image_view)
+        self.explorer.addWidget(context.image_view)
         self.explorer.addWidget(self.compare_panel)
         self.analytics = AnalyticsTab()
         self.worker = None  # the model worker, once connected (folders and structure)
@@ -69,11 +70,11 @@ class Explanations(QObject):
         self._matrix_shown: tuple | None = None  # its settings, for the image on screen
 
     def connect_views(self) -> None:
-        window = self.window
-        window.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
-        window.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
-        window.view_bar.scale_locked.connect(window.image_view.lock_scale)
-        window.view_bar.scale_locked.connect(
+        ctx = self.context
+        ctx.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
+        ctx.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
+        ctx.view_bar.scale_locked.connect(ctx.image_view.lock_scale)
+        ctx.view_bar.scale_locked.connect(
             lambda locked: lock_view(self.compare_view, locked, self.comparing_methods)
         )
         self.method_bar.choice_changed.connect(self._method_changed)
@@ -82,9 +83,9 @@ class Explanations(QObject):
         self.method_bar.same_scale_toggled.connect(self._method_changed)
         self.models.mode_changed.connect(self._compare_mode_changed)
         self.models.connect_views()
-        self.compare_view.patch_clicked.connect(window.select_patch)
+        self.compare_view.patch_clicked.connect(ctx.host.select_patch)
         self.compare_view.patch_hovered.connect(self._hover_compare)
-        self.compare_view.arrow_pressed.connect(window.move_patch)
+        self.compare_view.arrow_pressed.connect(ctx.host.move_patch)
         self.analytics.head_selected.connect(self.open_head)
         self.analytics.folder_requested.connect(self.average_folder)
         self._method_changed()  # the state starts with the bars' choices
@@ -115,7 +116,7 @@ class Explanations(QObject):
             bar.set_predictions([])  # class indices of the old model mean nothing now
             bar.set_classifier_available(spec.has_classifier)
         self.noticed.clear()
-        self.window.notice.withdraw("model")  # what the old model's output said
+        self.context.notice.withdraw("model")  # what the old model's output said
         self.analytics.clear_statistics()
         # the model's structure is read when the analytics tab first needs it, not before the
         # explorer may use the model
@@ -144,7 +145,7 @@ class Explanations(QObject):
         if done.structure is not None:
             self.analytics.set_structure(*done.structure)
         else:
-            name = getattr(self.window.model.spec, "display_name", "The model")
+            name = getattr(self.context.model.spec, "display_name", "The model")
             self.analytics.show_structure_message(
                 f"{name}: its position embeddings and patch filters cannot be read ({done.reason})"
             )
@@ -159,30 +160,30 @@ class Explanations(QObject):
         self.state.update(choice=self.method_bar.choice(), compare_choice=self.compare_bar.choice())
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.models.show_analysis(analysis)
-        self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
+        self.analytics.set_image_statistics(analysis.statistics, self.context.current.name)
         from vitexplorer.core.explain.analysis import constant_output  # torch is loaded by now
 
         reason = constant_output(analysis.logits) if analysis.spec.has_classifier else None
         if reason:
-            self._notice("output", f"{self.window.session.current.name}: {reason}.")
+            self._notice("output", f"{self.context.current.name}: {reason}.")
 
     def _notice(self, what: str, message: str) -> None:
         """``message`` in the window's notice bar, once per image and ``what``."""
-        key = (self.window.session.current_key, what)
+        key = (self.context.current_key, what)
         if key not in self.noticed:
             self.noticed.add(key)
-            self.window.notice.add(message, tag="model")  # it holds for this model only
+            self.context.notice.add(message, tag="model")  # it holds for this model only
 
     def draw(self, patch) -> None:
         """The overlays of the main view and, when shown, the compare view; with "Same scale",
         both on one colour scale spanning both maps. Compared with another model, that model's
         views draw them (:class:`~vitexplorer.gui.model_compare_view.ModelCompare`)."""
-        sel = self.window.selection
+        sel = self.context.state
         self.analytics.set_selected(sel.layer, sel.head)
         if self.comparing and self.models.active:
             self.models.draw(patch)
             return
-        views = [(self.window.image_view, self.method_bar.choice())]
+        views = [(self.context.image_view, self.method_bar.choice())]
         if self.comparing_methods:
             views.append((self.compare_view, self.compare_bar.choice()))
         heats = [self._heat(choice) for _, choice in views]
@@ -192,7 +193,7 @@ class Explanations(QObject):
             levels = shared_levels(shown)
         for (view, choice), heat in zip(views, heats, strict=True):
             if view is self.compare_view and levels is not None:  # one scale, also locked
-                follow_lock(view, self.window.image_view)
+                follow_lock(view, self.context.image_view)
             self._draw(view, choice, patch, heat, levels)
 
     @property
@@ -217,20 +218,20 @@ class Explanations(QObject):
         if self.comparing_methods:
             methods.append(self.compare_bar.choice().method)
         applies = [m for m in methods if m not in NOT_APPLIED]
-        self.window.view_bar.set_applies((applies or methods)[0])
+        self.context.view_bar.set_applies((applies or methods)[0])
 
     def draw_panels(self) -> None:
         """The Heads and Attention matrix panels and their captions. The heads always show raw
         attention; the matrix follows the method where it has one (rollout: every token's row),
         and is set again only when what it shows changed."""
-        window = self.window
-        analysis, sel, key = window.analysis, window.selection, window.session.current_key
+        ctx = self.context
+        analysis, sel, key = ctx.analysis, ctx.state, ctx.current_key
         choice = self.method_bar.choice()
         method, options = choice.method, choice.at(sel)
         heads = "mean of heads" if sel.head is None else f"head {sel.head + 1}"
         token = analysis.spec.token_label(sel.token)
         raw = "Raw attention" if method == ATTENTION.name else f"Raw attention, not {method}"
-        window.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
+        ctx.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
         compute = get(method).computation
         # a method with every token's row (rollout): it overrides Computation.whole
         whole = type(compute).whole is not Computation.whole
@@ -241,25 +242,25 @@ class Explanations(QObject):
         else:
             shown = (ATTENTION.name, sel.layer, sel.head)
             words = f"{raw} · layer {sel.layer + 1}, {heads}"
-        window.matrix_panel.set_caption(words)
+        ctx.matrix_panel.set_caption(words)
         if shown != self._matrix_shown:
             if whole:
                 matrix = self.maps.whole(key, analysis, method, options)
             else:
                 matrix = attention_matrix(analysis.attention, sel.layer, sel.head)
             # every row a distribution over the matrix's tokens: 1/N marked (never relevance)
-            window.matrix_view.set_matrix(matrix, uniform_mark(shown[0], matrix.shape[0]))
+            ctx.matrix_view.set_matrix(matrix, uniform_mark(shown[0], matrix.shape[0]))
             self._matrix_shown = shown
         self.matrix_method = shown[0]
 
     def _hover_compare(self, row: int, col: int) -> None:
-        self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
+        self.context.host.hover_patch(row, col, self.compare_view, self.compare_bar)
 
     def _heat(self, choice: MapChoice):  # np.ndarray | None
         """The current image's map for ``choice``; None while the worker computes it."""
-        window = self.window
-        options = choice.at(window.selection)
-        return self.maps.map(window.session.current_key, window.analysis, choice.method, options)
+        ctx = self.context
+        options = choice.at(ctx.state)
+        return self.maps.map(ctx.current_key, ctx.analysis, choice.method, options)
 
     def _draw(self, view: ImageView, choice: MapChoice, patch, heat, levels) -> None:
         """One view of the explorer's model: see :func:`draw_view`."""
@@ -268,14 +269,14 @@ class Explanations(QObject):
     def explorer_source(self, title: str | None = None) -> ViewSource:
         """The explorer's analysis and selection, for :func:`draw_view`; side by side, each
         title names only its method (the image is the same), else the image too."""
-        window = self.window
-        name = window.session.current.name
+        ctx = self.context
+        name = ctx.current.name
         if title is None:
             title = "" if self.comparing else f"{name} — "
-        key = window.session.current_key
+        key = ctx.current_key
         return ViewSource(
-            window.analysis,
-            window.selection,
+            ctx.analysis,
+            ctx.state,
             title,
             self.state.feed,
             lambda job: self._ask_map(key, job),
@@ -300,7 +301,7 @@ class Explanations(QObject):
             half = max(self.explorer.width() // 2, 1)
             self.explorer.setSizes([half, half])
         self.update_controls()
-        analysis = self.window.analysis
+        analysis = self.context.analysis
         if analysis is not None and self.comparing_methods:
             self.compare_view.set_image(analysis.display, analysis.spec.grid)
         # the window redraws when what the views show changed (its subscriber)
@@ -328,7 +329,7 @@ class Explanations(QObject):
 
     def _ask_map(self, key: str, job: MapJob) -> None:
         """A map the explorer's model is still to compute, asked of its session once."""
-        entry = self.window.session.entries.get(key)
+        entry = self.context.images.entries.get(key)
         if entry is not None:
             self.session.ask_map(key, entry.source, job)
 
@@ -336,8 +337,8 @@ class Explanations(QObject):
     def open_head(self, layer: int, head: int) -> None:
         """A head picked in the analytics tab: its raw attention in the explorer."""
         self.method_bar.set_method(ATTENTION.name)
-        self.window.finetune.show_explorer()
-        analysis = self.window.analysis
+        self.context.host.show_explorer()
+        analysis = self.context.analysis
         if analysis is None:
             self.state.head = head
         else:  # one change, one redraw
@@ -346,18 +347,18 @@ class Explanations(QObject):
     def average_folder(self, folder: str) -> None:
         """Head statistics averaged over a folder's images (subfolders too), in the worker."""
         paths = folder_images(folder)
-        if self.window.worker is None or self.window.model is None:
+        if self.context.model_session.worker is None or self.context.model is None:
             self.analytics.stop_folder_progress("Load a model first.")
         elif not paths:
             self.analytics.stop_folder_progress(f"No images in {folder}.")
         else:
             self.analytics.set_folder_progress(0, len(paths))
-            self.window.worker.request_folder_statistics(folder, paths)
+            self.context.model_session.worker.request_folder_statistics(folder, paths)
 
     def _folder_done(self, done: FolderStatsDone) -> None:
         skipped = f", {len(done.skipped)} unreadable skipped" if done.skipped else ""
         if done.statistics is None or (
-            self.window.model and done.generation != self.window.model.generation
+            self.context.model and done.generation != self.context.model.generation
         ):
             why = "cancelled" if done.cancelled else "no image could be analysed"
             self.analytics.stop_folder_progress(f"Folder average {why}{skipped}.")
@@ -371,13 +372,13 @@ class Explanations(QObject):
     def export_view(self) -> None:
         """File > Export view: the overlay (and the compare view) as PNG and SVG, the maps as
         .npy and a method card each, named after the image and the method."""
-        if self.window.analysis is None:
+        if self.context.analysis is None:
             return
-        stem = Path(self.window.session.current.name).stem or "image"
+        stem = Path(self.context.current.name).stem or "image"
         method = self.method_bar.choice().method
-        folder = self.window.settings.value("export/folder", str(Path.home()))
+        folder = self.context.settings.value("export/folder", str(Path.home()))
         path, _ = QFileDialog.getSaveFileName(
-            self.window,
+            self.context.parent,
             "Export view (PNG, SVG, the map as .npy and a JSON method card)",
             str(Path(str(folder)) / f"{stem}.{method}.png"),
             "PNG image (*.png)",
@@ -386,20 +387,22 @@ class Explanations(QObject):
             return
         from vitexplorer.gui.export import refuse_overwrite, saved_scale, view_paths
 
-        scale = saved_scale(self.window.settings)
+        scale = saved_scale(self.context.settings)
         base = Path(path)
         if base.suffix.lower() == ".png":
             base = base.with_suffix("")
         outputs = view_paths(base) + view_paths(base.with_name(f"{base.name}.compare"))
-        if refuse_overwrite(self.window, outputs, "Export view"):
+        if refuse_overwrite(self.context.parent, outputs, "Export view"):
             return
         try:
             written = self.export_to(base, scale)
         except OSError as exc:
-            self.window.show_message("Could not export the view", f"{base}: {exc.strerror or exc}")
+            self.context.host.show_message(
+                "Could not export the view", f"{base}: {exc.strerror or exc}"
+            )
             return
-        self.window.settings.setValue("export/folder", str(base.parent))
-        self.window.statusBar().showMessage(
+        self.context.settings.setValue("export/folder", str(base.parent))
+        self.context.host.say(
             f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
         )
 
@@ -414,17 +417,17 @@ class Explanations(QObject):
         from vitexplorer.gui.export import export_view, titled
 
         analysis, sel, entry = (
-            self.window.analysis,
-            self.window.selection,
-            self.window.session.current,
+            self.context.analysis,
+            self.context.state,
+            self.context.current,
         )
-        info = self.window.model
+        info = self.context.model
         facts = SimpleNamespace(
             spec=analysis.spec,
             weights_file=None if info.weights_file is None else Path(info.weights_file),
             device=info.device,
         )
-        views = [(base, self.window.image_view, self.method_bar)]
+        views = [(base, self.context.image_view, self.method_bar)]
         if self.comparing_methods:
             views.append(
                 (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)

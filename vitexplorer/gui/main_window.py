@@ -58,6 +58,7 @@ from vitexplorer.core.render.numbering import shown as number
 from vitexplorer.gui.controls import NO_MODEL, ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar, host
 from vitexplorer.gui.explanations import Explanations
+from vitexplorer.gui.explorer_host import Explorer
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.previews import PreviewLoader
 from vitexplorer.gui.session import ModelSession
@@ -170,14 +171,6 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.no_model_bar)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.explanations = Explanations(self)  # methods, compare view, analytics, export
-        for name in ("method_bar", "compare_bar", "compare_view", "compare_panel", "analytics"):
-            setattr(self, name, getattr(self.explanations, name))
-        self.tabs.addTab(self.explanations.explorer, "Explorer")
-        self.finetune = FinetuneTab(self, self.tabs)
-        self.tabs.addTab(self.analytics, "Model analytics")
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
         self.predictions = PredictionsPanel()
         self.head_grid = HeadGridView()
         self.matrix_view = AttentionMatrixView()
@@ -186,10 +179,38 @@ class MainWindow(QMainWindow):
         from vitexplorer.gui.views.matrix_view import SquareHolder
 
         self.matrix_panel = Captioned(SquareHolder(self.matrix_view))
+        self.view_bar = ViewBar()
+        # what the explorer's controllers use of this window, named (gui/explorer_host.py)
+        self.explorer_context = Explorer(
+            self,
+            self,
+            self.state,
+            self.session,
+            self.model_session,
+            self.images,
+            self.settings,
+            self.notice,
+            self.image_view,
+            self.view_bar,
+            self.heads_panel,
+            self.matrix_panel,
+            self.matrix_view,
+        )
+        # methods, compare view, analytics, export
+        self.explanations = Explanations(self.explorer_context)
+        for name in ("method_bar", "compare_bar", "compare_view", "compare_panel", "analytics"):
+            setattr(self, name, getattr(self.explanations, name))
+        self.tabs.addTab(self.explanations.explorer, "Explorer")
+        self.finetune = FinetuneTab(self, self.tabs)
+        self.tabs.addTab(self.analytics, "Model analytics")
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
         self.thumbnails = ThumbnailStrip()
         from vitexplorer.gui.overview import Overview
 
-        self.overview = Overview(self)  # every layer x head, or every image, at once
+        self.overview = Overview(
+            self.explorer_context, self.explanations
+        )  # every layer x head, or every image, at once
         right = [
             self._dock("Predictions", self.predictions, Qt.RightDockWidgetArea),
             self._dock("Heads", self.heads_panel, Qt.RightDockWidgetArea),
@@ -212,7 +233,6 @@ class MainWindow(QMainWindow):
         self.column_share = ColumnShare(self, right[0])
         self.column_share.apply()
         self.model_bar = ModelBar()
-        self.view_bar = ViewBar()
         # two rows that each fit a 1024 px window: model, layer and head; method and overlay
         self.addToolBar(self.model_bar)
         self.addToolBar(self.view_bar)
@@ -1007,6 +1027,21 @@ class MainWindow(QMainWindow):
             f"query token {number(query)} ({label(query)}) → key token {number(key)} "
             f"({label(key)}) · {what} {matrix[query, key]:.4f}"
         )
+
+    # --- what the explorer's controllers may ask (explorer_host.ExplorerHost) ------------------
+    def hover_text(self, text: str) -> None:
+        self.hover_label.setText(text)
+
+    def say(self, text: str, milliseconds: int) -> None:
+        """One line in the status bar for ``milliseconds``."""
+        self.statusBar().showMessage(text, milliseconds)
+
+    def show_explorer(self) -> None:
+        self.finetune.show_explorer()
+
+    def adopted_run(self):  # FinetuneResult | None
+        """The Train tab's run whose model the explorer adopted, if any."""
+        return self.finetune.adopted
 
     def show_message(self, title: str, text: str) -> None:
         if self.message_box is not None:

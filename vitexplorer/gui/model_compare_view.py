@@ -60,6 +60,7 @@ from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISIO
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.gui.controls import model_choices
 from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
+from vitexplorer.gui.explorer_host import Explorer
 from vitexplorer.gui.session import ModelSession
 from vitexplorer.gui.views.common import DIFFERENCE_COLORMAP, shared_levels
 from vitexplorer.gui.views.image_view import ImageView
@@ -88,9 +89,9 @@ def model_label(spec: Any, metadata: dict | None = None) -> str:
     return model_name(spec, metadata)
 
 
-def info_label(info: ModelInfo | None, window: Any = None) -> str:
+def info_label(info: ModelInfo | None, adopted: Any = None) -> str:
     """:func:`model_label` of a loaded model, with how it was trained: a model fine-tuned in
-    this session from the run the Train tab holds (``window.finetune.adopted``), a checkpoint
+    this session from the run the Train tab adopted (``adopted``, a FinetuneResult), a checkpoint
     from its file's metadata."""
     if info is None:
         return ""
@@ -98,7 +99,7 @@ def info_label(info: ModelInfo | None, window: Any = None) -> str:
 
     metadata = None
     if info.fine_tuned:
-        result = getattr(getattr(window, "finetune", None), "adopted", None)
+        result = adopted
         model = getattr(result, "model", None)
         if model is not None and getattr(model, "spec", None) is info.spec:
             metadata = result.metadata()
@@ -469,9 +470,9 @@ class ModelCompare(QObject):
     model_failed = Signal(str)  # the one line the panel shows
     changed = Signal()  # what the comparison draws changed: the window redraws
 
-    def __init__(self, window, explanations) -> None:
-        super().__init__(window)
-        self.window, self.explanations = window, explanations
+    def __init__(self, context: Explorer, explanations) -> None:
+        super().__init__(context.parent)
+        self.context, self.explanations = context, explanations
         self.mode_box = QComboBox()
         self.mode_box.addItem("another method", METHOD)
         self.mode_box.addItem("another model", MODEL)
@@ -490,7 +491,7 @@ class ModelCompare(QObject):
         self.panel = ModelComparePanel()
         self.panel.setVisible(False)
         # the compared model: a second model session, reading the explorer's decoded images
-        self.session = ModelSession("vitexplorer-compare-model", window.images, self)
+        self.session = ModelSession("vitexplorer-compare-model", context.decoded, self)
         # which came first: OTHER (the compared model is the one the explorer's was fine-tuned
         # from), EXPLORER (the compared model was fine-tuned from the explorer's), or "" (none
         # known: B − A is said neutrally)
@@ -526,15 +527,15 @@ class ModelCompare(QObject):
         session.map_failed.connect(self._map_failed)
         panel.view.patch_clicked.connect(self._other_clicked)
         panel.difference.patch_clicked.connect(self._difference_clicked)
-        panel.view.arrow_pressed.connect(window.move_patch)
-        panel.difference.arrow_pressed.connect(window.move_patch)
+        panel.view.arrow_pressed.connect(context.host.move_patch)
+        panel.difference.arrow_pressed.connect(context.host.move_patch)
         panel.view.patch_hovered.connect(lambda r, c: self._hover(r, c, panel.view))
         panel.difference.patch_hovered.connect(lambda r, c: self._hover(r, c, panel.difference))
         self._show_empty()
 
     def connect_views(self) -> None:
         """The explorer's overlay settings apply to these views too."""
-        bar = self.window.view_bar
+        bar = self.context.view_bar
         for view in (self.panel.view, self.panel.difference):
             bar.opacity_changed.connect(view.set_opacity)
             bar.grid_toggled.connect(view.set_grid_visible)
@@ -602,7 +603,7 @@ class ModelCompare(QObject):
             return
         if data == FILE:
             path, _ = QFileDialog.getOpenFileName(
-                self.window, "Compare with a weights file or checkpoint", "", WEIGHTS_FILTER
+                self.context.parent, "Compare with a weights file or checkpoint", "", WEIGHTS_FILTER
             )
             if path:
                 self.load(ModelRequest(path, "default", self._device()))
@@ -614,7 +615,7 @@ class ModelCompare(QObject):
         self.load(built_in(data, self._device()))
 
     def _device(self) -> str:
-        model = self.window.model
+        model = self.context.model
         return model.request.device if model is not None else "auto"
 
     # --- the compared model's session ----------------------------------------------------------
@@ -744,18 +745,18 @@ class ModelCompare(QObject):
 
     # --- the compared model's analyses ------------------------------------------------------------
     def _analysis_ready(self, done) -> None:  # workers.AnalysisDone
-        if done.key not in self.window.session.entries or not self.session.keep_analysis(done):
+        if done.key not in self.context.images.entries or not self.session.keep_analysis(done):
             return  # removed since, a replaced model's, or made the other way
-        if done.key == self.window.session.current_key:
+        if done.key == self.context.current_key:
             self._redraw()
 
     def _analysis_failed(self, key: str, message: str) -> None:
         self.failed[key] = " ".join(message.split())
-        if key == self.window.session.current_key:
+        if key == self.context.current_key:
             self._redraw()
 
     def _map_arrived(self, key: str) -> None:
-        if key == self.window.session.current_key:
+        if key == self.context.current_key:
             self._redraw()
 
     def _map_failed(self, failed) -> None:  # workers.MapFailed
@@ -765,10 +766,10 @@ class ModelCompare(QObject):
 
     def _analysis(self, key: str):  # ImageAnalysis | None
         """The compared model's analysis of image ``key``, asked of its worker when missing."""
-        return self.session.analysis(key, self.window.session.entries[key].source)
+        return self.session.analysis(key, self.context.images.entries[key].source)
 
     def _ask_map(self, key: str, job: MapJob) -> None:
-        self.session.ask_map(key, self.window.session.entries[key].source, job)
+        self.session.ask_map(key, self.context.images.entries[key].source, job)
 
     # --- drawing --------------------------------------------------------------------------------
     def show_analysis(self, analysis) -> None:
@@ -795,7 +796,7 @@ class ModelCompare(QObject):
         self._view_image = self._difference_image = None
 
     def _redraw(self) -> None:
-        if self.window.analysis is not None and self.explanations.comparing and self.active:
+        if self.context.analysis is not None and self.explanations.comparing and self.active:
             self.changed.emit()  # the window's subscriber redraws
         elif self.info is None and self.loading is None:
             self._show_empty()
@@ -812,16 +813,16 @@ class ModelCompare(QObject):
 
     def explorer_label(self) -> str:
         """The explorer's model's name for people (:func:`info_label`), worked out once."""
-        return self._label("explorer", self.window.model)
+        return self._label("explorer", self.context.model)
 
     def _label(self, which: str, info: ModelInfo | None) -> str:
         if info is None:
             return ""
-        run = getattr(getattr(self.window, "finetune", None), "adopted", None)
+        run = self.context.host.adopted_run()
         key = (which, info.generation, info.weights_file, id(run) if info.fine_tuned else 0)
         if key not in self._labels:
             self._labels = {k: v for k, v in self._labels.items() if k[0] != which}
-            self._labels[key] = info_label(info, self.window)
+            self._labels[key] = info_label(info, run)
         return self._labels[key]
 
     def _which_before(self) -> str:
@@ -830,7 +831,7 @@ class ModelCompare(QObject):
             return ""
         if same_model(self.base[0], self.info.request):
             return OTHER
-        explorer = self.window.model
+        explorer = self.context.model
         if explorer is not None and not explorer.fine_tuned:  # else its request is its base's
             if same_model(self.other_base[0], explorer.request):
                 return EXPLORER
@@ -839,14 +840,14 @@ class ModelCompare(QObject):
     def draw(self, patch) -> None:
         """Both models' maps of the explorer's choice on the current image, the difference
         B - A and the head table; the explorer's own view included."""
-        window, explanations = self.window, self.explanations
+        ctx, explanations = self.context, self.explanations
         choice = explanations.method_bar.choice()
         explorer_role, other_role = ("B", "A") if self.other_is_a else ("A", "B")
         explorer = Side(
             explorer_role,
             self.explorer_label(),
-            window.analysis,
-            window.selection,
+            ctx.analysis,
+            ctx.state,
             choice,
             explanations._heat(choice),
         )
@@ -857,7 +858,7 @@ class ModelCompare(QObject):
             levels = shared_levels([h for h in heats if h.size])
         title = f"{self._role_words(explorer_role)} · {explorer.label} — "
         source = explanations.explorer_source(title)
-        draw_view(window.image_view, choice, patch, explorer.heat, levels, source)
+        draw_view(ctx.image_view, choice, patch, explorer.heat, levels, source)
         tab = self.panel.tabs
         tab.setTabText(0, f"Model {other_role}")
         tab.setTabText(1, "B − A")
@@ -867,7 +868,7 @@ class ModelCompare(QObject):
             self._draw_difference(None, None, other)
             return
         if levels is not None:  # one scale for both, locked: B on A's locked levels
-            follow_lock(self.panel.view, window.image_view)
+            follow_lock(self.panel.view, ctx.image_view)
         self._draw_other(other, levels)
         a, b = (other, explorer) if self.other_is_a else (explorer, other)
         self._draw_difference(a, b, "")
@@ -882,19 +883,19 @@ class ModelCompare(QObject):
 
     def _other_side(self, choice: MapChoice, role: str) -> Side | str:
         """The compared model's part, or why it has none on this image."""
-        window = self.window
+        ctx = self.context
         if self.info is None:
             return "Loading…" if self.loading else "No model to compare with: choose one above"
-        key = window.session.current_key
+        key = ctx.current_key
         label = self.other_label()
         if key in self.failed:
             return f"{label} could not analyse this image: {self.failed[key]}"
         analysis = self._analysis(key)
         if analysis is None:
-            return f"{label}: analysing {window.session.current.name}…"
-        spec, sel = analysis.spec, window.selection
+            return f"{label}: analysing {ctx.current.name}…"
+        spec, sel = analysis.spec, ctx.state
         try:
-            token, _ = counterpart_token(sel.token, window.analysis.spec, spec)
+            token, _ = counterpart_token(sel.token, ctx.analysis.spec, spec)
         except ValueError as exc:
             return f"{label}: {exc}"
         described = get(choice.method)
@@ -907,7 +908,7 @@ class ModelCompare(QObject):
         if described.requires_classifier and not spec.has_classifier:
             return f"{label} has no classifier: no class {choice.method}"
         if described.class_specific:
-            same = spec.class_names == window.analysis.spec.class_names
+            same = spec.class_names == ctx.analysis.spec.class_names
             target = choice.target if same else None
             choice = replace(choice, options=replace(choice.options, target_class=target))
         selection = Selection(sel.layer, sel.head, token)
@@ -915,18 +916,18 @@ class ModelCompare(QObject):
         return Side(role, label, analysis, selection, choice, heat)
 
     def _draw_other(self, other: Side, levels) -> None:
-        view, window = self.panel.view, self.window
-        key = window.session.current_key
+        view, ctx = self.panel.view, self.context
+        key = ctx.current_key
         shown = (key, id(other.analysis))
         if shown != self._view_image:
             view.set_image(other.analysis.display, other.analysis.spec.grid)
             self._view_image = shown
-        name = window.session.current.name
+        name = ctx.current.name
         source = ViewSource(
             other.analysis,
             other.selection,
             f"{self._role_words(other.role)} · {other.label} — ",
-            window.state.feed,
+            ctx.state.feed,
             lambda job: self._ask_map(key, job),
             lambda what, flat: self.explanations._notice(
                 f"{other.role} {what}", f"{name}, {other.label}, {what}: {flat}."
@@ -937,30 +938,26 @@ class ModelCompare(QObject):
     def _draw_difference(self, a: Side | None, b: Side | None, reason: str) -> None:
         """The difference B - A over A's image (resampled to it when the grids differ), the
         head table, and the line that says how the two compare."""
-        panel, window = self.panel, self.window
+        panel, ctx = self.panel, self.context
         self.comparison = None
         if a is None or b is None:
             panel.difference.show_placeholder(reason)
             panel.heads.show_message(reason)
             panel.set_note("")
             return
-        whole = window.state.feed.whole
+        whole = ctx.state.feed.whole
         check = comparability(a.analysis.spec, b.analysis.spec, whole)
         other, explorer = (a, b) if self.other_is_a else (b, a)
-        _, token_note = counterpart_token(
-            window.selection.token, window.analysis.spec, other.analysis.spec
-        )
+        _, token_note = counterpart_token(ctx.state.token, ctx.analysis.spec, other.analysis.spec)
         notes = [check.message, token_note]
         if other.choice.described.class_specific and other.choice.target != explorer.choice.target:
             notes.append("the two models have other classes: each explains its own prediction")
         self._draw_heads(a, b)
         view = panel.difference
-        if self._difference_image != (id(a.analysis), window.session.current_key):
+        if self._difference_image != (id(a.analysis), ctx.current_key):
             view.set_image(a.analysis.display, a.analysis.spec.grid)
-            self._difference_image = (id(a.analysis), window.session.current_key)
-        what = caption(
-            explorer.choice.method, explorer.choice.at(window.selection), window.analysis
-        )
+            self._difference_image = (id(a.analysis), ctx.current_key)
+        what = caption(explorer.choice.method, explorer.choice.at(ctx.state), ctx.analysis)
         names = f"{b.label} minus {a.label}"
         if a.heat is None or b.heat is None:
             view.clear_heat()
@@ -1002,7 +999,7 @@ class ModelCompare(QObject):
             return
         units = distance_units_note(a.analysis.spec, b.analysis.spec)
         caption = (
-            f"{self.window.session.current.name} · A: {a.label}{top_class(a.analysis)} · "
+            f"{self.context.current.name} · A: {a.label}{top_class(a.analysis)} · "
             f"B: {b.label}{top_class(b.analysis)}"
         )
         table.show_changes(changes, f"{caption} Note: {units}." if units else caption)
@@ -1012,26 +1009,25 @@ class ModelCompare(QObject):
     def _other_clicked(self, row: int, col: int) -> None:
         """A patch of the compared model's view: the same place in the explorer's (its own
         token where the grids agree, else the explorer's patch under its centre)."""
-        analysis = self.analyses.get(self.window.session.current_key)
-        explorer = self.window.analysis
+        analysis = self.analyses.get(self.context.current_key)
+        explorer = self.context.analysis
         if analysis is None or explorer is None:
             return
         spec = analysis.spec
         token = token_for_patch(row, col, spec.grid, spec.num_prefix_tokens)
-        self.window.select_token(counterpart_token(token, spec, explorer.spec)[0])
+        self.context.host.select_token(counterpart_token(token, spec, explorer.spec)[0])
 
     def _difference_clicked(self, row: int, col: int) -> None:
         """The difference is drawn over A's image: a click there is a click in A's view."""
         if self.other_is_a:
             self._other_clicked(row, col)
         else:
-            self.window.select_patch(row, col)
+            self.context.host.select_patch(row, col)
 
     def _hover(self, row: int, col: int, view: ImageView) -> None:
-        label = self.window.hover_label
         grid = view.grid
         if row < 0 or view.heat_values.size == 0 or grid == (0, 0):
-            label.setText("")
+            self.context.host.hover_text("")
             return
         values = view.heat_values
         # a difference resampled to the image: the mean over the patch's pixels
@@ -1041,4 +1037,4 @@ class ModelCompare(QObject):
             int(col * cols) : max(int((col + 1) * cols), int(col * cols) + 1),
         ]
         what = "B − A" if view is self.panel.difference else "map"
-        label.setText(f"{patch_label(row, col)} · {what} {float(block.mean()):.4g}")
+        self.context.host.hover_text(f"{patch_label(row, col)} · {what} {float(block.mean()):.4g}")
