@@ -23,13 +23,8 @@ from vitexplorer.core.explain.tokens import token_for_patch
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
 from vitexplorer.gui.main_window import MainWindow
-from vitexplorer.gui.model_compare_view import (
-    BEFORE,
-    FILE,
-    MODEL,
-    ModelCompare,
-    request_for_base,
-)
+from vitexplorer.gui.model_compare_view import BEFORE, FILE, MODEL, ModelCompare
+from vitexplorer.gui.model_labels import request_for_base
 from vitexplorer.gui.views.common import heat_levels, shared_levels
 from vitexplorer.gui.workers import ModelRequest
 
