@@ -156,8 +156,6 @@ class Explanations(QObject):
             bar.blockSignals(True)
             bar.set_predictions(analysis.predictions)
             bar.blockSignals(False)
-        # what the bars now hold (a class list of this image), for the state's next change
-        self.state.update(choice=self.method_bar.choice(), compare_choice=self.compare_bar.choice())
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.models.show_analysis(analysis)
         self.analytics.set_image_statistics(analysis.statistics, self.context.current.name)
@@ -166,6 +164,9 @@ class Explanations(QObject):
         reason = constant_output(analysis.logits) if analysis.spec.has_classifier else None
         if reason:
             self._notice("output", f"{self.context.current.name}: {reason}.")
+        # what the bars now hold (this image's classes), for the state's next change; the
+        # window draws the image right after
+        self.state.update(choice=self.method_bar.choice(), compare_choice=self.compare_bar.choice())
 
     def _notice(self, what: str, message: str) -> None:
         """``message`` in the window's notice bar, once per image and ``what``."""
