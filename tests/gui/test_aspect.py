@@ -42,7 +42,7 @@ def test_whole_image_gives_a_rectangular_grid(
     bar = window.explanations.method_bar
     with qtbot.waitSignal(window.worker.map_ready, timeout=30000) as ready:
         choose(bar.method_box, "relevance")
-    assert ready.args[0].matrix.shape == (1 + 5 * 7, 1 + 5 * 7) and ready.args[0].keep_aspect
+    assert ready.args[0].matrix.shape == (1 + 5 * 7, 1 + 5 * 7) and ready.args[0].feed.whole
     qtbot.waitUntil(lambda: window.image_view.heat_values.shape == (5, 7), timeout=10000)
 
     # the export records how the input was made, and its map has the rectangular grid

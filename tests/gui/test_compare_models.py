@@ -23,13 +23,8 @@ from vitexplorer.core.explain.tokens import token_for_patch
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
 from vitexplorer.gui.main_window import MainWindow
-from vitexplorer.gui.model_compare_view import (
-    BEFORE,
-    FILE,
-    MODEL,
-    ModelCompare,
-    request_for_base,
-)
+from vitexplorer.gui.model_compare_view import BEFORE, FILE, MODEL, ModelCompare
+from vitexplorer.gui.model_labels import request_for_base
 from vitexplorer.gui.views.common import heat_levels, shared_levels
 from vitexplorer.gui.workers import ModelRequest
 
@@ -162,7 +157,7 @@ def test_both_views_share_one_colour_scale_unless_told_otherwise(
     window.view_bar.layer_spin.setValue(2)
     window.view_bar.head_box.setCurrentIndex(3)  # head 3
     np.testing.assert_allclose(a.heat.levels, b.heat.levels)
-    b_analysis = models_of(window).analyses[window.session.current_key][1]
+    b_analysis = models_of(window).analyses[window.session.current_key]
     np.testing.assert_allclose(b.heat_values, b_analysis.attention[1, 2, 0, 1:].reshape(6, 6))
     assert "layer 2, head 3" in b.title.text and "layer 2, head 3" in a.title.text
 
@@ -228,7 +223,7 @@ def test_models_with_different_grids_are_compared_resampled_to_the_image(
 
     click_patch(qtbot, window, 4, 1)  # a patch of A: B's query is the patch under its centre
     token_b, token_note = counterpart_token(token_for_patch(4, 1, (6, 6), 1), *specs(window))
-    assert models.analyses[window.session.current_key][1].spec.grid == (3, 3)
+    assert models.analyses[window.session.current_key].spec.grid == (3, 3)
     assert panel.view.selection.isVisible()
     assert f"token {token_b + 1})" in panel.view.title.text
     assert token_note and token_note in panel.note.text()
@@ -236,7 +231,7 @@ def test_models_with_different_grids_are_compared_resampled_to_the_image(
 
 def specs(window: MainWindow):
     models = models_of(window)
-    return window.analysis.spec, models.analyses[window.session.current_key][1].spec
+    return window.analysis.spec, models.analyses[window.session.current_key].spec
 
 
 def click_view(qtbot, view, row: int, col: int) -> None:
@@ -406,7 +401,7 @@ def test_class_relevance_of_both_models_comes_from_their_workers(
     panel = models.panel
     model = load_model(str(other), device="cpu")
     batch = preprocess(load_image(photo), model.spec).unsqueeze(0)
-    b_analysis = models.analyses[window.session.current_key][1]
+    b_analysis = models.analyses[window.session.current_key]
     choose(window.method_bar.method_box, "relevance")
     drawn(qtbot, window)
     qtbot.waitUntil(lambda: window.image_view.heat_values.size > 0, timeout=30000)

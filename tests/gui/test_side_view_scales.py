@@ -134,7 +134,7 @@ def test_lock_scale_holds_model_b_and_the_difference_across_a_layer_change(
     qtbot.mouseClick(window.view_bar.lock_box, Qt.LeftButton)
     window.view_bar.layer_spin.setValue(3)
     drawn(qtbot, window)
-    b_analysis = models.analyses[window.session.current_key][1]
+    b_analysis = models.analyses[window.session.current_key]
     np.testing.assert_allclose(b.heat_values, b_analysis.attention[2].mean(0)[0, 1:].reshape(6, 6))
     shared = heat_levels(np.concatenate([a.heat_values.ravel(), b.heat_values.ravel()]))
     assert not np.allclose(shared, locked)  # layer 3's own range differs from layer 1's

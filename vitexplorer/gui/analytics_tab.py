@@ -110,6 +110,7 @@ class AnalyticsTab(QWidget):
         self.shares: np.ndarray | None = None  # (count,) share of the filters' variance
         self.model_name = ""
         self._model_facts: Any = None  # the model for the export's card (set_model_facts)
+        self._aspect: str | None = None  # how images were fed, for the card (set_aspect)
         self._build()
 
     # --- construction ----------------------------------------------------------------------
@@ -233,20 +234,17 @@ class AnalyticsTab(QWidget):
 
     def set_model_facts(self, spec: Any, weights_file: str | Path | None, device: str) -> None:
         """The model the export's card describes: its spec, the file its weights were read
-        from (None: none) and its device. Without it the card describes the window's model."""
+        from (None: none) and its device."""
         weights = None if weights_file is None else Path(weights_file)
         self._model_facts = SimpleNamespace(spec=spec, weights_file=weights, device=device)
 
     def model_facts(self) -> Any:
-        """The model the export's card describes: as given to :meth:`set_model_facts`, else the
-        loaded model of the window the tab is in (its ``ModelInfo``); None when neither is."""
-        if self._model_facts is not None:
-            return self._model_facts
-        info = getattr(self.window(), "model", None)
-        if info is None or not all(hasattr(info, n) for n in ("spec", "device", "weights_file")):
-            return None
-        weights = None if info.weights_file is None else Path(info.weights_file)
-        return SimpleNamespace(spec=info.spec, weights_file=weights, device=info.device)
+        """The model the export's card describes (:meth:`set_model_facts`); None before one."""
+        return self._model_facts
+
+    def set_aspect(self, aspect: str | None) -> None:
+        """How the images were fed to the model ("crop" or "keep"), for the export's card."""
+        self._aspect = aspect
 
     def set_structure(
         self, similarity: np.ndarray, components: np.ndarray, shares: np.ndarray
@@ -390,7 +388,6 @@ class AnalyticsTab(QWidget):
     def export(self, folder: Path) -> list[Path]:
         """Write what is shown into ``folder`` as one set, its card last; returns the files
         written (:func:`vitexplorer.gui.analytics_export.write_export`)."""
-        keep = getattr(self.window(), "keep_aspect", None)
         folder_run = self.source == FOLDER
         shown = Shown(
             statistics=self.statistics,
@@ -398,7 +395,7 @@ class AnalyticsTab(QWidget):
             images=self.folder_images if folder_run else 1,
             image_name=None if folder_run else self.image_name,
             folder=self.folder_name if folder_run else None,
-            aspect=None if keep is None else "keep" if keep else "crop",
+            aspect=self._aspect,
             model_name=self.model_name,
             model=self.model_facts(),
             similarity=self.similarity,

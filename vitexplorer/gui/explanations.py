@@ -5,28 +5,25 @@ maps come from :mod:`vitexplorer.core.explain.maps`, the statistics from core.ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
-from vitexplorer.core.explain.maps import MapCache, MapJob, caption, map_job
+from vitexplorer.core.explain.maps import MapCache, MapJob, caption
 from vitexplorer.core.explain.method import Computation, MapChoice, get
 from vitexplorer.core.explain.methods.attention import ATTENTION
 from vitexplorer.core.explain.tokens import attention_matrix
-from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.io.folders import image_paths
-from vitexplorer.core.render.numbering import shown
 from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.analytics_tab import AnalyticsTab
 from vitexplorer.gui.controls import NOT_APPLIED, MethodBar
-from vitexplorer.gui.model_compare_view import ModelCompare, follow_lock, lock_view
+from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
+from vitexplorer.gui.explorer_host import Explorer
+from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
-from vitexplorer.gui.workers import FolderStatsDone, MapDone, MapFailed, ModelInfo, StructureDone
+from vitexplorer.gui.workers import FolderStatsDone, ModelInfo, StructureDone
 
 
 def folder_images(folder: str) -> list[str]:
@@ -38,71 +35,21 @@ def folder_images(folder: str) -> list[str]:
         return []
 
 
-@dataclass(frozen=True)
-class ViewSource:
-    """What one view draws from: an analysis and its selection (the explorer's, or model B's
-    in a model comparison), how its title begins, and where a map still to be computed by the
-    worker is asked for and a map that ranks nothing is said."""
-
-    analysis: Any  # ImageAnalysis
-    selection: Selection
-    title: str  # the title's first words: "", "photo.png — ", "B · demo — "
-    keep_aspect: bool
-    ask_map: Callable[[MapJob], None]  # a map the worker is still to compute
-    notice: Callable[[str, str], None]  # (what the map is, why it ranks nothing)
-
-
-def draw_view(
-    view: ImageView,
-    choice: MapChoice,
-    patch,
-    heat,
-    levels,
-    source: ViewSource,
-) -> None:
-    """One view's overlay and title for ``choice`` and its map ``heat`` (None: a map the
-    worker has not computed yet, asked for and drawn when it arrives), on ``levels`` or,
-    without, the map's own range. Every method's map is the selected token's, and the title
-    names it."""
-    from vitexplorer.core.explain.analysis import flat_map
-
-    analysis, sel = source.analysis, source.selection
-    options = choice.at(sel)
-    what = caption(choice.method, options, analysis)
-    if heat is None:
-        source.ask_map(map_job(choice.method, options, analysis))
-        view.clear_heat()
-        view.set_selected_patch(None)
-        view.title.setText(f"{source.title}{what}: computing…")
-        return
-    view.set_heat(heat, levels, uniform_mark(choice.method, analysis.spec.num_tokens))
-    flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
-    if flat:
-        source.notice(what, flat)
-    said = f" · {flat.split(':')[0]}" if flat else ""
-    view.set_selected_patch(patch)
-    where = f"{analysis.spec.token_label(sel.token)} (token {shown(sel.token)})"
-    if source.keep_aspect:
-        rows, cols = analysis.spec.grid
-        where += f" · whole image, {rows}x{cols} patches"
-    view.title.setText(f"{source.title}{what} · {where}{said}")
-
-
 class Explanations(QObject):
     """Builds the method bars, the compare panel and the analytics tab for ``window`` (a
     MainWindow, which keeps them as attributes) and answers their signals."""
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
-        self.window = window
-        self.maps = MapCache()  # what the open images' maps are read from, by method and option
-        self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
+    def __init__(self, context: Explorer) -> None:
+        super().__init__(context.parent)
+        self.context = context
+        self.session = context.model_session  # the explorer's model: its worker and maps
+        self.state = context.state
         self.noticed: set[tuple[str, str]] = set()  # (image key, what) already in the notice bar
         self.method_bar = MethodBar()
         self.compare_bar = MethodBar(compare=False, title="Compare with")
         self.compare_bar.set_method(self.compare_bar.method_box.itemData(1))  # the second
         self.compare_view = ImageView()
-        self.models = ModelCompare(window, self)  # Compare with: another model
+        self.models = ModelCompare(context, self)  # Compare with: another model
         self.compare_panel = QWidget()
         layout = QVBoxLayout(self.compare_panel)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -113,21 +60,21 @@ class Explanations(QObject):
         layout.addWidget(self.models.panel, 1)
         self.compare_panel.setVisible(False)
         self.explorer = QSplitter(Qt.Horizontal)
-        self.explorer.addWidget(window.image_view)
+        self.explorer.addWidget(context.image_view)
         self.explorer.addWidget(self.compare_panel)
         self.analytics = AnalyticsTab()
-        self.worker = None  # the model worker, once connected
+        self.worker = None  # the model worker, once connected (folders and structure)
         self.generation: int | None = None  # the model the views show
         self.structure_asked: int | None = None  # the model whose structure was asked for
         self.matrix_method = ATTENTION.name  # what the matrix panel shows: attention or rollout
         self._matrix_shown: tuple | None = None  # its settings, for the image on screen
 
     def connect_views(self) -> None:
-        window = self.window
-        window.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
-        window.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
-        window.view_bar.scale_locked.connect(window.image_view.lock_scale)
-        window.view_bar.scale_locked.connect(
+        ctx = self.context
+        ctx.view_bar.opacity_changed.connect(self.compare_view.set_opacity)
+        ctx.view_bar.grid_toggled.connect(self.compare_view.set_grid_visible)
+        ctx.view_bar.scale_locked.connect(ctx.image_view.lock_scale)
+        ctx.view_bar.scale_locked.connect(
             lambda locked: lock_view(self.compare_view, locked, self.comparing_methods)
         )
         self.method_bar.choice_changed.connect(self._method_changed)
@@ -136,16 +83,25 @@ class Explanations(QObject):
         self.method_bar.same_scale_toggled.connect(self._method_changed)
         self.models.mode_changed.connect(self._compare_mode_changed)
         self.models.connect_views()
-        self.compare_view.patch_clicked.connect(window.select_patch)
+        self.compare_view.patch_clicked.connect(ctx.host.select_patch)
         self.compare_view.patch_hovered.connect(self._hover_compare)
-        self.compare_view.arrow_pressed.connect(window.move_patch)
+        self.compare_view.arrow_pressed.connect(ctx.host.move_patch)
         self.analytics.head_selected.connect(self.open_head)
         self.analytics.folder_requested.connect(self.average_folder)
-        self.update_controls()
+        self._method_changed()  # the state starts with the bars' choices
+
+    @property
+    def maps(self) -> MapCache:
+        """What the open images' maps are read from (the explorer's session's)."""
+        return self.session.maps
+
+    @property
+    def maps_asked(self) -> set[tuple[str, MapJob]]:
+        return self.session.maps_asked
 
     def connect_worker(self, worker) -> None:
-        worker.map_ready.connect(self._map_ready)
-        worker.map_failed.connect(self._map_failed)
+        """The worker's folder averages and model structure, for the analytics tab (its maps
+        and analyses reach the window through the session)."""
         worker.folder_progress.connect(self.analytics.set_folder_progress)
         worker.folder_done.connect(self._folder_done)
         self.analytics.folder_cancelled.connect(worker.cancel_folder)
@@ -159,11 +115,11 @@ class Explanations(QObject):
             bar.set_num_layers(spec.num_layers)
             bar.set_predictions([])  # class indices of the old model mean nothing now
             bar.set_classifier_available(spec.has_classifier)
-        self.maps.forget()
-        self.maps_asked.clear()
         self.noticed.clear()
-        self.window.notice.withdraw("model")  # what the old model's output said
+        self.context.notice.withdraw("model")  # what the old model's output said
         self.analytics.clear_statistics()
+        self.analytics.set_model_facts(spec, info.weights_file, info.device)
+        self.analytics.set_aspect(self.state.feed.aspect)
         # the model's structure is read when the analytics tab first needs it, not before the
         # explorer may use the model
         self.generation = info.generation
@@ -191,7 +147,7 @@ class Explanations(QObject):
         if done.structure is not None:
             self.analytics.set_structure(*done.structure)
         else:
-            name = getattr(self.window.model.spec, "display_name", "The model")
+            name = getattr(self.context.model.spec, "display_name", "The model")
             self.analytics.show_structure_message(
                 f"{name}: its position embeddings and patch filters cannot be read ({done.reason})"
             )
@@ -204,30 +160,33 @@ class Explanations(QObject):
             bar.blockSignals(False)
         self.compare_view.set_image(analysis.display, analysis.spec.grid)
         self.models.show_analysis(analysis)
-        self.analytics.set_image_statistics(analysis.statistics, self.window.session.current.name)
+        self.analytics.set_image_statistics(analysis.statistics, self.context.current.name)
         from vitexplorer.core.explain.analysis import constant_output  # torch is loaded by now
 
         reason = constant_output(analysis.logits) if analysis.spec.has_classifier else None
         if reason:
-            self._notice("output", f"{self.window.session.current.name}: {reason}.")
+            self._notice("output", f"{self.context.current.name}: {reason}.")
+        # what the bars now hold (this image's classes), for the state's next change; the
+        # window draws the image right after
+        self.state.update(choice=self.method_bar.choice(), compare_choice=self.compare_bar.choice())
 
     def _notice(self, what: str, message: str) -> None:
         """``message`` in the window's notice bar, once per image and ``what``."""
-        key = (self.window.session.current_key, what)
+        key = (self.context.current_key, what)
         if key not in self.noticed:
             self.noticed.add(key)
-            self.window.notice.add(message, tag="model")  # it holds for this model only
+            self.context.notice.add(message, tag="model")  # it holds for this model only
 
     def draw(self, patch) -> None:
         """The overlays of the main view and, when shown, the compare view; with "Same scale",
         both on one colour scale spanning both maps. Compared with another model, that model's
         views draw them (:class:`~vitexplorer.gui.model_compare_view.ModelCompare`)."""
-        sel = self.window.selection
+        sel = self.context.state
         self.analytics.set_selected(sel.layer, sel.head)
         if self.comparing and self.models.active:
             self.models.draw(patch)
             return
-        views = [(self.window.image_view, self.method_bar.choice())]
+        views = [(self.context.image_view, self.method_bar.choice())]
         if self.comparing_methods:
             views.append((self.compare_view, self.compare_bar.choice()))
         heats = [self._heat(choice) for _, choice in views]
@@ -237,7 +196,7 @@ class Explanations(QObject):
             levels = shared_levels(shown)
         for (view, choice), heat in zip(views, heats, strict=True):
             if view is self.compare_view and levels is not None:  # one scale, also locked
-                follow_lock(view, self.window.image_view)
+                follow_lock(view, self.context.image_view)
             self._draw(view, choice, patch, heat, levels)
 
     @property
@@ -245,10 +204,15 @@ class Explanations(QObject):
         box = self.method_bar.same_scale_box
         return box is not None and box.isChecked()
 
-    def _method_changed(self, _choice: MapChoice) -> None:
+    def _method_changed(self, _choice: object = None) -> None:
+        """A method bar's method, option or scale changed: the state says so (and the window
+        redraws)."""
         self.update_controls()
-        if self.window.analysis is not None:
-            self.window._refresh()
+        self.state.update(
+            choice=self.method_bar.choice(),
+            compare_choice=self.compare_bar.choice(),
+            same_scale=self.same_scale,
+        )
 
     def update_controls(self) -> None:
         """The layer and head apply while a shown image draws raw attention; under rollout or
@@ -257,20 +221,20 @@ class Explanations(QObject):
         if self.comparing_methods:
             methods.append(self.compare_bar.choice().method)
         applies = [m for m in methods if m not in NOT_APPLIED]
-        self.window.view_bar.set_applies((applies or methods)[0])
+        self.context.view_bar.set_applies((applies or methods)[0])
 
     def draw_panels(self) -> None:
         """The Heads and Attention matrix panels and their captions. The heads always show raw
         attention; the matrix follows the method where it has one (rollout: every token's row),
         and is set again only when what it shows changed."""
-        window = self.window
-        analysis, sel, key = window.analysis, window.selection, window.session.current_key
+        ctx = self.context
+        analysis, sel, key = ctx.analysis, ctx.state, ctx.current_key
         choice = self.method_bar.choice()
         method, options = choice.method, choice.at(sel)
         heads = "mean of heads" if sel.head is None else f"head {sel.head + 1}"
         token = analysis.spec.token_label(sel.token)
         raw = "Raw attention" if method == ATTENTION.name else f"Raw attention, not {method}"
-        window.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
+        ctx.heads_panel.set_caption(f"{raw} · layer {sel.layer + 1} · {token}")
         compute = get(method).computation
         # a method with every token's row (rollout): it overrides Computation.whole
         whole = type(compute).whole is not Computation.whole
@@ -281,25 +245,25 @@ class Explanations(QObject):
         else:
             shown = (ATTENTION.name, sel.layer, sel.head)
             words = f"{raw} · layer {sel.layer + 1}, {heads}"
-        window.matrix_panel.set_caption(words)
+        ctx.matrix_panel.set_caption(words)
         if shown != self._matrix_shown:
             if whole:
                 matrix = self.maps.whole(key, analysis, method, options)
             else:
                 matrix = attention_matrix(analysis.attention, sel.layer, sel.head)
             # every row a distribution over the matrix's tokens: 1/N marked (never relevance)
-            window.matrix_view.set_matrix(matrix, uniform_mark(shown[0], matrix.shape[0]))
+            ctx.matrix_view.set_matrix(matrix, uniform_mark(shown[0], matrix.shape[0]))
             self._matrix_shown = shown
         self.matrix_method = shown[0]
 
     def _hover_compare(self, row: int, col: int) -> None:
-        self.window.hover_patch(row, col, self.compare_view, self.compare_bar)
+        self.context.host.hover_patch(row, col, self.compare_view, self.compare_bar)
 
     def _heat(self, choice: MapChoice):  # np.ndarray | None
         """The current image's map for ``choice``; None while the worker computes it."""
-        window = self.window
-        options = choice.at(window.selection)
-        return self.maps.map(window.session.current_key, window.analysis, choice.method, options)
+        ctx = self.context
+        options = choice.at(ctx.state)
+        return self.maps.map(ctx.current_key, ctx.analysis, choice.method, options)
 
     def _draw(self, view: ImageView, choice: MapChoice, patch, heat, levels) -> None:
         """One view of the explorer's model: see :func:`draw_view`."""
@@ -308,16 +272,16 @@ class Explanations(QObject):
     def explorer_source(self, title: str | None = None) -> ViewSource:
         """The explorer's analysis and selection, for :func:`draw_view`; side by side, each
         title names only its method (the image is the same), else the image too."""
-        window = self.window
-        name = window.session.current.name
+        ctx = self.context
+        name = ctx.current.name
         if title is None:
             title = "" if self.comparing else f"{name} — "
-        key = window.session.current_key
+        key = ctx.current_key
         return ViewSource(
-            window.analysis,
-            window.selection,
+            ctx.analysis,
+            ctx.state,
             title,
-            window.keep_aspect,
+            self.state.feed,
             lambda job: self._ask_map(key, job),
             lambda what, flat: self._notice(what, f"{name}, {what}: {flat}."),
         )
@@ -340,12 +304,11 @@ class Explanations(QObject):
             half = max(self.explorer.width() // 2, 1)
             self.explorer.setSizes([half, half])
         self.update_controls()
-        if self.window.analysis is not None:
-            if self.comparing_methods:
-                self.compare_view.set_image(
-                    self.window.analysis.display, self.window.analysis.spec.grid
-                )
-            self.window._refresh()
+        analysis = self.context.analysis
+        if analysis is not None and self.comparing_methods:
+            self.compare_view.set_image(analysis.display, analysis.spec.grid)
+        # the window redraws when what the views show changed (its subscriber)
+        self.state.update(comparing=self.comparing, compare_with="model" if models else "method")
 
     @property
     def comparing(self) -> bool:
@@ -368,57 +331,37 @@ class Explanations(QObject):
         self.models.stop()
 
     def _ask_map(self, key: str, job: MapJob) -> None:
-        if self.window.worker is None or (key, job) in self.maps_asked:
-            return
-        self.maps_asked.add((key, job))
-        self.window.busy.setVisible(True)
-        self.window.activity_label.setText(f"computing {job.method}…")
-        self.window.worker.request_map(key, self.window.session.entries[key].source, job)
-
-    def _map_ready(self, done: MapDone) -> None:
-        self.maps_asked.discard((done.key, done.job))
-        if self.window.model is None or done.generation != self.window.model.generation:
-            return  # a map of a replaced model
-        if done.key not in self.window.session.entries:
-            return
-        if done.keep_aspect != self.window.keep_aspect:
-            return  # made from the image the other way (crop or whole); asked again on draw
-        self.maps.store(done.key, done.job, done.matrix)
-        if done.key == self.window.session.current_key and self.window.analysis is not None:
-            self.window._refresh()
-
-    def _map_failed(self, failed: MapFailed) -> None:
-        key, method = failed.key, failed.job.method
-        self.maps_asked.discard((key, failed.job))
-        self.window.statusBar().showMessage(
-            f"Could not compute the {method}: {failed.message}", 15000
-        )
-        if key == self.window.session.current_key:
-            self.window.show_message(f"Could not compute the {method}", failed.message)
+        """A map the explorer's model is still to compute, asked of its session once."""
+        entry = self.context.images.entries.get(key)
+        if entry is not None:
+            self.session.ask_map(key, entry.source, job)
 
     # --- model analytics ----------------------------------------------------------------------
     def open_head(self, layer: int, head: int) -> None:
         """A head picked in the analytics tab: its raw attention in the explorer."""
         self.method_bar.set_method(ATTENTION.name)
-        self.window.selection.head = head
-        self.window.finetune.show_explorer()
-        self.window.select_layer(layer)
+        self.context.host.show_explorer()
+        analysis = self.context.analysis
+        if analysis is None:
+            self.state.head = head
+        else:  # one change, one redraw
+            self.state.update(head=head, layer=max(0, min(layer, analysis.spec.num_layers - 1)))
 
     def average_folder(self, folder: str) -> None:
         """Head statistics averaged over a folder's images (subfolders too), in the worker."""
         paths = folder_images(folder)
-        if self.window.worker is None or self.window.model is None:
+        if self.context.model_session.worker is None or self.context.model is None:
             self.analytics.stop_folder_progress("Load a model first.")
         elif not paths:
             self.analytics.stop_folder_progress(f"No images in {folder}.")
         else:
             self.analytics.set_folder_progress(0, len(paths))
-            self.window.worker.request_folder_statistics(folder, paths)
+            self.context.model_session.worker.request_folder_statistics(folder, paths)
 
     def _folder_done(self, done: FolderStatsDone) -> None:
         skipped = f", {len(done.skipped)} unreadable skipped" if done.skipped else ""
         if done.statistics is None or (
-            self.window.model and done.generation != self.window.model.generation
+            self.context.model and done.generation != self.context.model.generation
         ):
             why = "cancelled" if done.cancelled else "no image could be analysed"
             self.analytics.stop_folder_progress(f"Folder average {why}{skipped}.")
@@ -432,13 +375,13 @@ class Explanations(QObject):
     def export_view(self) -> None:
         """File > Export view: the overlay (and the compare view) as PNG and SVG, the maps as
         .npy and a method card each, named after the image and the method."""
-        if self.window.analysis is None:
+        if self.context.analysis is None:
             return
-        stem = Path(self.window.session.current.name).stem or "image"
+        stem = Path(self.context.current.name).stem or "image"
         method = self.method_bar.choice().method
-        folder = self.window.settings.value("export/folder", str(Path.home()))
+        folder = self.context.settings.value("export/folder", str(Path.home()))
         path, _ = QFileDialog.getSaveFileName(
-            self.window,
+            self.context.parent,
             "Export view (PNG, SVG, the map as .npy and a JSON method card)",
             str(Path(str(folder)) / f"{stem}.{method}.png"),
             "PNG image (*.png)",
@@ -447,20 +390,22 @@ class Explanations(QObject):
             return
         from vitexplorer.gui.export import refuse_overwrite, saved_scale, view_paths
 
-        scale = saved_scale(self.window.settings)
+        scale = saved_scale(self.context.settings)
         base = Path(path)
         if base.suffix.lower() == ".png":
             base = base.with_suffix("")
         outputs = view_paths(base) + view_paths(base.with_name(f"{base.name}.compare"))
-        if refuse_overwrite(self.window, outputs, "Export view"):
+        if refuse_overwrite(self.context.parent, outputs, "Export view"):
             return
         try:
             written = self.export_to(base, scale)
         except OSError as exc:
-            self.window.show_message("Could not export the view", f"{base}: {exc.strerror or exc}")
+            self.context.host.show_message(
+                "Could not export the view", f"{base}: {exc.strerror or exc}"
+            )
             return
-        self.window.settings.setValue("export/folder", str(base.parent))
-        self.window.statusBar().showMessage(
+        self.context.settings.setValue("export/folder", str(base.parent))
+        self.context.host.say(
             f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
         )
 
@@ -475,17 +420,17 @@ class Explanations(QObject):
         from vitexplorer.gui.export import export_view, titled
 
         analysis, sel, entry = (
-            self.window.analysis,
-            self.window.selection,
-            self.window.session.current,
+            self.context.analysis,
+            self.context.state,
+            self.context.current,
         )
-        info = self.window.model
+        info = self.context.model
         facts = SimpleNamespace(
             spec=analysis.spec,
             weights_file=None if info.weights_file is None else Path(info.weights_file),
             device=info.device,
         )
-        views = [(base, self.window.image_view, self.method_bar)]
+        views = [(base, self.context.image_view, self.method_bar)]
         if self.comparing_methods:
             views.append(
                 (base.with_name(f"{base.name}.compare"), self.compare_view, self.compare_bar)
@@ -506,7 +451,7 @@ class Explanations(QObject):
                 entry.source if isinstance(entry.source, str) else entry.name,
                 # how the input was made: the model's crop, or the whole image on a grid
                 {
-                    "aspect": "keep" if self.window.keep_aspect else "crop",
+                    "aspect": self.state.feed.aspect,
                     "grid": list(analysis.spec.grid),
                 },
                 {

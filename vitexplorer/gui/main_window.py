@@ -46,7 +46,9 @@ from PySide6.QtWidgets import (
 
 from vitexplorer import __version__
 from vitexplorer.core.explain.tokens import head_maps, token_for_patch
-from vitexplorer.core.explorer.session import ImageSession, Selection, expand_paths
+from vitexplorer.core.explorer.decoded import DecodedImages
+from vitexplorer.core.explorer.session import ImageSession, expand_paths
+from vitexplorer.core.explorer.state import CROP, DRAWN, WHOLE, ExplorerState
 from vitexplorer.core.io.folders import IMAGE_SUFFIXES
 from vitexplorer.core.models import spec as specs
 from vitexplorer.core.models.families.registry import family_named, info_for
@@ -56,8 +58,10 @@ from vitexplorer.core.render.numbering import shown as number
 from vitexplorer.gui.controls import NO_MODEL, ModelBar, ViewBar
 from vitexplorer.gui.dialogs import Choice, DownloadProgress, FamilyPicker, NoModelBar, host
 from vitexplorer.gui.explanations import Explanations
+from vitexplorer.gui.explorer_host import Explorer
 from vitexplorer.gui.finetune_tab import FinetuneTab
 from vitexplorer.gui.previews import PreviewLoader
+from vitexplorer.gui.session import ModelSession
 from vitexplorer.gui.views.head_grid import MEAN, HeadGridView
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.matrix_view import AttentionMatrixView
@@ -66,9 +70,11 @@ from vitexplorer.gui.workers import (
     AnalysisDone,
     DownloadFailed,
     DownloadOffer,
+    MapFailed,
+    ModelCancelled,
+    ModelFailed,
     ModelInfo,
     ModelRequest,
-    WorkerThread,
 )
 
 IMAGE_FILTER = "Images ({})".format(" ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES))
@@ -129,11 +135,13 @@ class MainWindow(QMainWindow):
         self._default_geometry()
         self.session = ImageSession()
         self._loading = False  # a model load is under way
-        self.selection = Selection()
-        self.model: ModelInfo | None = None
+        # what the views show (evented: the window and the views subscribe to its changes)
+        self.state = ExplorerState()
+        self.selection = self.state  # its layer, head and token
+        self.images = DecodedImages()  # one decode per image for both models' jobs
+        # the explorer's model: its worker, its info and its maps (a compared model is another)
+        self.model_session = ModelSession("vitexplorer-model", self.images, self)
         self._requested: set[str] = set()  # images queued with the worker for this model
-        self.keep_aspect = False  # whole images at their aspect ratio instead of the centre crop
-        self._worker_thread: WorkerThread | None = None
         self._progress: DownloadProgress | None = None
         self.message_box: QMessageBox | None = None
         self._offer: DownloadOffer | None = None  # the last download offered
@@ -163,14 +171,6 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.no_model_bar)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.explanations = Explanations(self)  # methods, compare view, analytics, export
-        for name in ("method_bar", "compare_bar", "compare_view", "compare_panel", "analytics"):
-            setattr(self, name, getattr(self.explanations, name))
-        self.tabs.addTab(self.explanations.explorer, "Explorer")
-        self.finetune = FinetuneTab(self, self.tabs)
-        self.tabs.addTab(self.analytics, "Model analytics")
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
         self.predictions = PredictionsPanel()
         self.head_grid = HeadGridView()
         self.matrix_view = AttentionMatrixView()
@@ -179,10 +179,38 @@ class MainWindow(QMainWindow):
         from vitexplorer.gui.views.matrix_view import SquareHolder
 
         self.matrix_panel = Captioned(SquareHolder(self.matrix_view))
+        self.view_bar = ViewBar()
+        # what the explorer's controllers use of this window, named (gui/explorer_host.py)
+        self.explorer_context = Explorer(
+            self,
+            self,
+            self.state,
+            self.session,
+            self.model_session,
+            self.images,
+            self.settings,
+            self.notice,
+            self.image_view,
+            self.view_bar,
+            self.heads_panel,
+            self.matrix_panel,
+            self.matrix_view,
+        )
+        # methods, compare view, analytics, export
+        self.explanations = Explanations(self.explorer_context)
+        for name in ("method_bar", "compare_bar", "compare_view", "compare_panel", "analytics"):
+            setattr(self, name, getattr(self.explanations, name))
+        self.tabs.addTab(self.explanations.explorer, "Explorer")
+        self.finetune = FinetuneTab(self, self.tabs)
+        self.tabs.addTab(self.analytics, "Model analytics")
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
         self.thumbnails = ThumbnailStrip()
         from vitexplorer.gui.overview import Overview
 
-        self.overview = Overview(self)  # every layer x head, or every image, at once
+        self.overview = Overview(
+            self.explorer_context, self.explanations
+        )  # every layer x head, or every image, at once
         right = [
             self._dock("Predictions", self.predictions, Qt.RightDockWidgetArea),
             self._dock("Heads", self.heads_panel, Qt.RightDockWidgetArea),
@@ -205,7 +233,6 @@ class MainWindow(QMainWindow):
         self.column_share = ColumnShare(self, right[0])
         self.column_share.apply()
         self.model_bar = ModelBar()
-        self.view_bar = ViewBar()
         # two rows that each fit a 1024 px window: model, layer and head; method and overlay
         self.addToolBar(self.model_bar)
         self.addToolBar(self.view_bar)
@@ -233,9 +260,12 @@ class MainWindow(QMainWindow):
         self.view_bar.cls_requested.connect(lambda: self.select_token(0))
         self.view_bar.token_requested.connect(self.select_token)
         self.view_bar.aspect_toggled.connect(self.set_keep_aspect)
+        self.view_bar.scale_locked.connect(lambda locked: self.state.update(scale_locked=locked))
         self.view_bar.opacity_changed.connect(self.image_view.set_opacity)
         self.view_bar.grid_toggled.connect(self.image_view.set_grid_visible)
         self.explanations.connect_views()
+        self.state.subscribe(self._state_changed)  # the window's one redraw
+        self.explanations.models.changed.connect(self._redraw)  # the comparison's own changes
 
     def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -327,27 +357,35 @@ class MainWindow(QMainWindow):
     # --- start-up and shut-down -----------------------------------------------------------
     def start(self, images: list[str] | None = None) -> None:
         """Start the worker (torch loads there, after the window is shown) and the model."""
-        self._worker_thread = WorkerThread()
-        worker = self._worker_thread.worker
-        worker.keep_aspect = self.keep_aspect
-        worker.model_loading.connect(self._model_loading)
-        worker.model_ready.connect(self._model_ready)
-        worker.model_failed.connect(self._model_failed)
-        worker.download_offered.connect(self._download_offered)
-        worker.download_failed.connect(self._download_failed)
-        worker.download_progress.connect(self._download_progress)
-        worker.analysis_started.connect(self._analysis_started)
-        worker.analysis_ready.connect(self._analysis_ready)
-        worker.analysis_failed.connect(self._analysis_failed)
+        session = self.model_session
+        session.set_feed(self.state.feed)
+        worker = session.start()
+        session.loading.connect(self._model_loading)
+        session.ready.connect(self._model_ready)
+        session.failed.connect(self._model_failed)
+        session.download_offered.connect(self._download_offered)
+        session.download_failed.connect(self._download_failed)
+        session.download_progress.connect(self._download_progress)
+        session.analysis_started.connect(self._analysis_started)
+        session.analysis_ready.connect(self._analysis_ready)
+        session.analysis_failed.connect(self._analysis_failed)
+        session.map_arrived.connect(self._map_arrived)
+        session.map_failed.connect(self._map_failed)
+        session.working.connect(self._working)
+        session.idle.connect(self._worker_idle)
         self.explanations.connect_worker(worker)
-        worker.idle.connect(self._worker_idle)  # a bound slot: lambdas run in the emitting thread
         self.request_model(self._initial_request)
         if images:
             self.add_images(images)
 
     @property
-    def worker(self):
-        return self._worker_thread.worker if self._worker_thread else None
+    def worker(self):  # ModelWorker | None
+        return self.model_session.worker
+
+    @property
+    def model(self) -> ModelInfo | None:
+        """The explorer's model (its session's)."""
+        return self.model_session.info
 
     def closeEvent(self, event) -> None:
         self.finetune.before_close()  # cancels a run and waits for it; the layout comes back
@@ -362,9 +400,7 @@ class MainWindow(QMainWindow):
         self.settings.sync()
         self.previews.stop()
         self.explanations.before_close()  # the compared model's worker, if any
-        if self._worker_thread is not None:
-            self._worker_thread.stop()
-            self._worker_thread = None
+        self.model_session.stop()
         super().closeEvent(event)
 
     def _saved_request(self) -> ModelRequest:
@@ -416,7 +452,7 @@ class MainWindow(QMainWindow):
             return
         self._loading = True
         self.busy.setVisible(True)
-        self.worker.request_model(request)
+        self.model_session.request_model(request)
 
     def model_saved(self, path: str) -> ModelInfo | None:
         """The explorer's model, trained here, was saved to ``path``: from now on it stands for
@@ -425,8 +461,9 @@ class MainWindow(QMainWindow):
         if self.model is None:
             return None
         request = ModelRequest(path, "default", self.model.request.device)
-        self.model = dataclasses.replace(self.model, request=request, fine_tuned=False)
-        return self.model
+        info = dataclasses.replace(self.model, request=request, fine_tuned=False)
+        self.model_session.info = info
+        return info
 
     def _worker_idle(self) -> None:
         self.busy.setVisible(False)
@@ -477,7 +514,7 @@ class MainWindow(QMainWindow):
         demo = info.request.name == DEMO and info.request.weights == "default"
         self.no_model_bar.setVisible(self._showing_demo_offer and demo)
         self._showing_demo_offer = self.no_model_bar.isVisible()
-        previous, self.model = self.model, info
+        previous = self.model_session.previous
         spec = info.spec
         self.model_bar.set_devices(list(info.devices))
         self._show_model_in_use()
@@ -485,6 +522,7 @@ class MainWindow(QMainWindow):
         self.view_bar.set_num_heads(spec.num_heads)
         self.view_bar.set_prefix_tokens(spec.prefix_names())
         self.explanations.model_ready(info)
+        self.session.forget_analyses()  # nothing is drawn from the old model's analyses
         self.selection.fit(spec)
         if previous is None or previous.spec.num_layers != spec.num_layers:
             self.selection.layer = spec.num_layers - 1  # the last layer, as the command line
@@ -515,14 +553,16 @@ class MainWindow(QMainWindow):
         self.finetune.model_ready(info)
         self.model_changed.emit(info)
 
-    def _model_failed(self, message: str) -> None:
+    def _model_failed(self, outcome: ModelFailed | ModelCancelled) -> None:
         self._close_progress()
         self._loading = False
         self.activity_label.setText("")
         self._show_model_in_use()  # the previous model, still the one in use, or none
-        if message == "download cancelled":
+        if isinstance(outcome, ModelCancelled):
+            message = "download cancelled"
             self.statusBar().showMessage("Download cancelled: choose a model in the toolbar")
         else:
+            message = outcome.message
             self.statusBar().showMessage(f"Could not load the model: {message}", 15000)
             self.show_message("Could not load the model", message)
         self._show_waiting()
@@ -734,7 +774,7 @@ class MainWindow(QMainWindow):
             return
         self._requested.add(key)
         self.busy.setVisible(True)
-        self.worker.request_analysis(key, self.session.entries[key].source, first=first)
+        self.model_session.request_analysis(key, self.session.entries[key].source, first=first)
 
     def _analysis_started(self, key: str) -> None:
         entry = self.session.entries.get(key)
@@ -744,14 +784,41 @@ class MainWindow(QMainWindow):
 
     def set_keep_aspect(self, keep: bool) -> None:
         """Whole images at their own aspect ratio (a rectangular grid), or the model's centre
-        crop: every image is analysed again the new way, the current one first."""
-        if keep == self.keep_aspect:
-            return
-        self.keep_aspect = keep
-        if self.worker is not None:
-            self.worker.keep_aspect = keep
-        self.explanations.maps.forget()
-        self._analyse_again()
+        crop (the state's ``feed``; see :meth:`_state_changed`)."""
+        self.state.feed = WHOLE if keep else CROP
+
+    def _state_changed(self, changed: frozenset[str]) -> None:
+        """The explorer's state changed: a new feed analyses every image again, the current
+        one first (both models' maps of the old feed go); what the views draw from redraws
+        them. The one place that redraws the window."""
+        if "feed" in changed:
+            self.model_session.set_feed(self.state.feed)
+            self.explanations.models.set_feed(self.state.feed)
+            self.explanations.analytics.set_aspect(self.state.feed.aspect)
+            self._analyse_again()
+        if "token" in changed:
+            self.view_bar.show_token(self.state.token)
+        if changed & DRAWN and self.analysis is not None:
+            self._refresh()
+
+    def _redraw(self) -> None:
+        if self.analysis is not None:
+            self._refresh()
+
+    def _map_arrived(self, key: str) -> None:
+        """A map of the explorer's model arrived: drawn if it is the current image's."""
+        if key == self.session.current_key and self.analysis is not None:
+            self._refresh()
+
+    def _map_failed(self, failed: MapFailed) -> None:
+        method = failed.job.method
+        self.statusBar().showMessage(f"Could not compute the {method}: {failed.message}", 15000)
+        if failed.key == self.session.current_key:
+            self.show_message(f"Could not compute the {method}", failed.message)
+
+    def _working(self, what: str) -> None:
+        self.busy.setVisible(True)
+        self.activity_label.setText(what)
 
     def _analyse_again(self) -> None:
         """Every open image analysed again (the model or the input changed), the current one
@@ -770,11 +837,10 @@ class MainWindow(QMainWindow):
         if entry is None:
             return  # removed since
         stale_model = self.model is None or done.generation != self.model.generation
-        if stale_model or done.keep_aspect != self.keep_aspect:
+        if stale_model or done.feed != self.state.feed:
             self._request_analysis(done.key)  # made by a replaced model, or the other way
             return
         self.session.store(done.key, done.analysis)
-        self.explanations.maps.forget(done.key)
         self.thumbnails.set_thumbnail(done.key, done.thumbnail)
         if isinstance(entry.source, str):
             self._remember_recent(entry.source)
@@ -787,6 +853,7 @@ class MainWindow(QMainWindow):
         if self.session.remove(key) is None:
             return
         self.previews.forget(key)
+        self.images.forget(key)
         self.thumbnails.remove(key)
         self.statusBar().showMessage(f"Could not open {message}", 20000)
         self.notice.add(f"Could not open {message}")
@@ -868,20 +935,15 @@ class MainWindow(QMainWindow):
     def select_token(self, token: int) -> None:
         if self.analysis is None or not 0 <= token < self.analysis.spec.num_tokens:
             return
-        self.selection.token = token
-        self.view_bar.show_token(token)
-        self._refresh()
+        self.state.token = token  # the view bar and the views follow (_state_changed)
 
     def select_layer(self, layer: int) -> None:
         if self.analysis is None:
             return
-        self.selection.layer = max(0, min(layer, self.analysis.spec.num_layers - 1))
-        self._refresh()
+        self.state.layer = max(0, min(layer, self.analysis.spec.num_layers - 1))
 
     def select_head(self, head: int | None) -> None:
-        self.selection.head = head
-        if self.analysis is not None:
-            self._refresh()
+        self.state.head = head
 
     def step_layer(self, step: int) -> None:
         if not self.view_bar.applies():  # [ and ] do what the disabled layer box would
@@ -966,6 +1028,21 @@ class MainWindow(QMainWindow):
             f"query token {number(query)} ({label(query)}) → key token {number(key)} "
             f"({label(key)}) · {what} {matrix[query, key]:.4f}"
         )
+
+    # --- what the explorer's controllers may ask (explorer_host.ExplorerHost) ------------------
+    def hover_text(self, text: str) -> None:
+        self.hover_label.setText(text)
+
+    def say(self, text: str, milliseconds: int) -> None:
+        """One line in the status bar for ``milliseconds``."""
+        self.statusBar().showMessage(text, milliseconds)
+
+    def show_explorer(self) -> None:
+        self.finetune.show_explorer()
+
+    def adopted_run(self):  # FinetuneResult | None
+        """The Train tab's run whose model the explorer adopted, if any."""
+        return self.finetune.adopted
 
     def show_message(self, title: str, text: str) -> None:
         if self.message_box is not None:

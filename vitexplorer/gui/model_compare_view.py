@@ -8,9 +8,10 @@ model is the explorer's model before fine-tuning it is A and the explorer's mode
 model is B beside the explorer's A (the first chosen). Only Swap turns them round. "Before" and
 "after" are said only while one of the two is the other's base; otherwise B − A is neutral.
 
-The other model lives in a worker of its own (a :class:`~vitexplorer.gui.workers.ModelWorker`
-in its own thread): it is loaded there, with progress and Cancel, and analyses the explorer's
-current image there; the GUI thread only slices the analyses, as for the explorer's model.
+The other model is a second :class:`~vitexplorer.gui.session.ModelSession` (its own worker
+thread, analyses and maps, as the explorer's model is the first): it is loaded there, with
+progress and Cancel, and analyses the explorer's current image there; the GUI thread only
+slices the analyses, as for the explorer's model. This module is a view over that session.
 Both views share one colour scale by default; the difference B - A is drawn on a diverging
 scale symmetric around zero (resampled to the image where the patch grids differ, by
 :func:`~vitexplorer.core.explain.model_compare.compare_analyses`), and a table lists the heads whose
@@ -20,34 +21,22 @@ statistics changed most on this image
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QTableWidget,
-    QTableWidgetItem,
-    QTabWidget,
-    QVBoxLayout,
     QWidget,
 )
 
-from vitexplorer.core.explain.maps import MapCache, MapJob, caption
+from vitexplorer.core.explain.maps import MapJob, caption
 from vitexplorer.core.explain.method import MapChoice, get
 from vitexplorer.core.explain.model_compare import (
-    HEAD_STATISTICS,
     comparability,
     compare_analyses,
     counterpart_token,
@@ -56,417 +45,34 @@ from vitexplorer.core.explain.model_compare import (
 )
 from vitexplorer.core.explain.tokens import patch_for_token, token_for_patch
 from vitexplorer.core.explorer.session import Selection
-from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.models.spec import SMALL_VIT
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.gui.controls import model_choices
-from vitexplorer.gui.views.common import DIFFERENCE_COLORMAP, shared_levels
+from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
+from vitexplorer.gui.explorer_host import Explorer
+from vitexplorer.gui.model_compare_panel import (
+    ModelComparePanel,
+)
+from vitexplorer.gui.model_labels import (
+    base_request,
+    built_in,
+    info_label,
+    request_label,
+    same_model,
+    top_class,
+)
+from vitexplorer.gui.session import ModelSession
+from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
-from vitexplorer.gui.workers import ModelInfo, ModelRequest, WorkerThread
+from vitexplorer.gui.workers import ModelCancelled, ModelFailed, ModelInfo, ModelRequest
 
 METHOD, MODEL = "method", "model"  # Compare with: another method, or another model
 CHOOSE, BEFORE, FILE = "", "before", "file"  # the model box's entries that are not a model
 OTHER, EXPLORER = "other", "explorer"  # which of the two came first, when one was fine-tuned
 WEIGHTS_FILTER = "Weights or checkpoint (*.safetensors *.pth *.pt *.bin)"
-KEEP = 4  # the other model's analyses kept, by image
-SIGNALS = (  # the compared model's worker's answers, each to this module's method "_" + name
-    "model_ready",
-    "model_failed",
-    "download_offered",
-    "download_progress",
-    "analysis_ready",
-    "analysis_failed",
-    "map_ready",
-    "map_failed",
-)
-STATISTIC_WORDS = {
-    "distance": ("mean distance", "px", ".2f"),
-    "entropy": ("entropy", "nats", ".3f"),
-    "prefix_share": ("prefix share", "", ".3f"),
-}
-
-
-# --- which model, in words and as a request (no Qt) -----------------------------------------
-
-
-def model_label(spec: Any, metadata: dict | None = None) -> str:
-    """A model for titles: the file it was read from, else its name and where its weights came
-    from, and how it was trained when known
-    (:func:`~vitexplorer.core.explain.provenance.model_name`)."""
-    from vitexplorer.core.explain.provenance import model_name
-
-    return model_name(spec, metadata)
-
-
-def info_label(info: ModelInfo | None, window: Any = None) -> str:
-    """:func:`model_label` of a loaded model, with how it was trained: a model fine-tuned in
-    this session from the run the Train tab holds (``window.finetune.adopted``), a checkpoint
-    from its file's metadata."""
-    if info is None:
-        return ""
-    from vitexplorer.core.explain.provenance import weights_metadata
-
-    metadata = None
-    if info.fine_tuned:
-        result = getattr(getattr(window, "finetune", None), "adopted", None)
-        model = getattr(result, "model", None)
-        if model is not None and getattr(model, "spec", None) is info.spec:
-            metadata = result.metadata()
-    else:  # a model saved in this session keeps no weights_file: its request names the file
-        metadata = weights_metadata(info.weights_file or info.request.name)
-    return model_label(info.spec, metadata)
-
-
-def request_label(request: ModelRequest) -> str:
-    """What a request loads, in a few words, before it is loaded."""
-    if request.name == DEMO and request.weights in ("default", "none"):
-        return DEMO_LABEL if request.weights == "default" else f"{DEMO_LABEL}, random weights"
-    if request.weights not in ("default", "none"):
-        return Path(request.weights).name
-    if request.name in TORCHVISION_VITS:
-        shown = TORCHVISION_VITS[request.name]
-        return f"{shown}, random weights" if request.weights == "none" else shown
-    if request.name == SMALL_VIT:
-        return "Small ViT, random weights"
-    return Path(request.name).name or request.name
-
-
-def built_in(name: str, device: str = "auto") -> ModelRequest:
-    """A model of the model box by name: its pretrained weights, random for the small ViT
-    (which has none)."""
-    return ModelRequest(name, "none" if name == SMALL_VIT else "default", device)
-
-
-def same_model(first: ModelRequest | None, second: ModelRequest | None) -> bool:
-    """Whether two requests load the same model (on whichever device)."""
-    if first is None or second is None:
-        return False
-    return (first.name, first.weights) == (second.name, second.weights)
-
-
-def base_request(info: ModelInfo) -> tuple[ModelRequest | None, str]:
-    """The explorer's model before fine-tuning: a request that loads it and a label, or None
-    and why there is none. A model fine-tuned in this session remembers the request it started
-    from; a checkpoint names its base in its metadata ("finetune", as
-    :meth:`~vitexplorer.core.training.engine.FinetuneResult.metadata` writes it), which is looked up
-    among the built-in models and beside the checkpoint. Reads the checkpoint's header only,
-    never its tensors."""
-    if info.fine_tuned:
-        if info.request.weights == "none":
-            return None, "it was trained from scratch: no model came before it"
-        return info.request, request_label(info.request)
-    from vitexplorer.core.models.base_record import BaseRecordError, loadable_base, read_record
-    from vitexplorer.core.models.checkpoint import WeightsFileError, is_safetensors_file
-    from vitexplorer.core.models.checkpoint import read_safetensors_header as read_header
-
-    # a model saved in this session keeps no weights_file: its request names the file
-    saved_here = (
-        info.weights_file is None
-        and info.request.weights == "default"
-        and is_safetensors_file(info.request.name)
-    )
-    if info.weights_file is None and not saved_here:
-        return None, "it was not fine-tuned from another model"
-    path = Path(info.weights_file or info.request.name)
-    if not is_safetensors_file(path):
-        return None, "its weights file records no model it was fine-tuned from"
-    try:
-        meta = read_header(path)[1] or {}
-    except (WeightsFileError, OSError, ValueError) as exc:
-        return None, f"its weights file cannot be read again ({exc})"
-    if "train" in meta:
-        return None, "it was trained from scratch: no model came before it"
-    record = meta.get("finetune")
-    recorded = read_record(record)  # how the base loads again (family, name, weights, hash)
-    if recorded is not None:
-        try:
-            found = loadable_base(recorded, path)
-        except BaseRecordError as exc:
-            return None, str(exc)
-        request = ModelRequest(found.name, found.weights, info.request.device)
-        return request, request_label(request)
-    base = record.get("base") if isinstance(record, dict) else None
-    if not isinstance(base, str):
-        return None, "its weights file records no model it was fine-tuned from"
-    request = request_for_base(base, path.parent, info.request.device)
-    if request is None:
-        return None, (
-            f"its checkpoint names its base as {base!r}, which is not a built-in model nor a "
-            f"file beside it: open the base with 'Weights or checkpoint file…'"
-        )
-    return request, request_label(request)
-
-
-def request_for_base(label: str, folder: Path, device: str = "auto") -> ModelRequest | None:
-    """The request that loads the base a checkpoint names (its "display name, weights"): the
-    demo model, a torchvision ViT's pretrained weights, or a file of that name in ``folder``
-    (the checkpoint's); None when it is none of those (random weights cannot be had again)."""
-    from vitexplorer.core.models.loading import RANDOM
-
-    if label.startswith(f"{DEMO_LABEL}, "):
-        return ModelRequest(DEMO, "default", device)
-    architecture = next(
-        (name for name, shown in TORCHVISION_VITS.items() if label.startswith(f"{shown}, ")),
-        None,
-    )
-    if label.endswith(f", {RANDOM}"):
-        return None
-    _, marker, file_name = label.rpartition(", file ")
-    if marker:
-        path = folder / file_name
-        if not path.is_file():
-            return None
-        if architecture is not None:  # a torchvision state dict needs its architecture
-            return ModelRequest(architecture, str(path), device)
-        return ModelRequest(str(path), "default", device)
-    if architecture is not None:
-        return ModelRequest(architecture, "default", device)
-    return None
-
-
-def top_class(analysis: Any) -> str:
-    """The model's most probable class on the image, in parentheses ("" without a classifier)."""
-    if not analysis.predictions:
-        return ""
-    top = analysis.predictions[0]
-    return f" ({top.name} {100 * top.probability:.0f}%)"
-
-
-# --- the panel's widgets ---------------------------------------------------------------------
-
-
-class ElidedLabel(QLabel):
-    """One line that never widens its panel: the text is cut with an ellipsis to the width
-    the layout gives it, whole in the tooltip."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        self.full_text = ""
-
-    def set_full_text(self, text: str) -> None:
-        self.full_text = text
-        self.setToolTip(text)
-        self._elide()
-
-    def resizeEvent(self, event) -> None:  # Qt's name
-        super().resizeEvent(event)
-        self._elide()
-
-    def _elide(self) -> None:
-        width = max(self.contentsRect().width(), 20)
-        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.ElideRight, width))
-
-
-class HeadTable(QWidget):
-    """The heads whose statistics changed most from A to B on this image, most first: layer and
-    head from 1, the chosen statistic in A, in B and B - A, then the others' change."""
-
-    sort_changed = Signal()
-    head_chosen = Signal(int, int)  # layer, head (0-based): a row double-clicked
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sort_box = QComboBox()
-        for statistic in HEAD_STATISTICS:
-            words, unit, _ = STATISTIC_WORDS[statistic]
-            self.sort_box.addItem(f"{words} ({unit})" if unit else words, statistic)
-        self.sort_box.setToolTip(
-            "The heads whose statistic changed most (absolute change B - A) come first: mean "
-            "attention distance in pixels of each model's input, attention entropy in nats, or "
-            "the share of attention on the prefix (CLS) tokens"
-        )
-        self.sort_box.setFocusPolicy(Qt.NoFocus)
-        self.caption = QLabel("")
-        self.caption.setWordWrap(True)
-        self.table = QTableWidget(0, 0)
-        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.table.setSelectionBehavior(QTableWidget.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
-        self.table.setToolTip("Double-click a row to open that head's attention in the explorer")
-        self.table.cellDoubleClicked.connect(self._double_clicked)
-        top = QHBoxLayout()
-        top.setContentsMargins(0, 0, 0, 0)
-        top.addWidget(QLabel("Most changed first, by"))
-        top.addWidget(self.sort_box, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(top)
-        layout.addWidget(self.caption)
-        layout.addWidget(self.table, 1)
-        self.sort_box.currentIndexChanged.connect(lambda _i: self.sort_changed.emit())
-        self.changes: list = []  # the HeadChange rows shown
-        self.shown: tuple | None = None  # what they were made from
-
-    @property
-    def sort_by(self) -> str:
-        return self.sort_box.currentData()
-
-    def show_changes(self, changes: list, caption: str) -> None:
-        """One row per head, in ``changes``' order (core.model_compare.head_changes)."""
-        self.changes = list(changes)
-        self.caption.setText(caption)
-        first = self.sort_by
-        others = [s for s in HEAD_STATISTICS if s != first]
-        columns = [("Layer", None, ""), ("Head", None, "")]
-        columns += [(self._header(first, side), first, side) for side in ("B − A", "A", "B")]
-        columns += [(self._header(s, "B − A"), s, "B − A") for s in others]
-        self.table.clear()
-        self.table.setColumnCount(len(columns))
-        self.table.setHorizontalHeaderLabels([name for name, _, _ in columns])
-        self.table.setRowCount(len(changes))
-        for row, change in enumerate(changes):
-            for col, (_, statistic, side) in enumerate(columns):
-                self.table.setItem(row, col, self._cell(change, statistic, side, col))
-        self.table.scrollToTop()
-
-    @staticmethod
-    def _header(statistic: str, side: str) -> str:
-        words, unit, _ = STATISTIC_WORDS[statistic]
-        return f"{words}\n{side}" + (f" ({unit})" if unit and side == "B − A" else "")
-
-    @staticmethod
-    def _cell(change, statistic: str | None, side: str, col: int) -> QTableWidgetItem:
-        if statistic is None:
-            value = float(change.layer if col == 0 else change.head) + 1
-            item = QTableWidgetItem(f"{value:.0f}")
-        else:
-            k = HEAD_STATISTICS.index(statistic)
-            value = {"A": change.a[k], "B": change.b[k]}.get(side, change.change(statistic))
-            words, unit, form = STATISTIC_WORDS[statistic]
-            text = format(value, ("+" if side == "B − A" else "") + form)
-            item = QTableWidgetItem("0" if side == "B − A" and value == 0 else text)
-            item.setToolTip(
-                f"layer {change.layer + 1}, head {change.head + 1}: {words} "
-                f"{change.a[k]:{form}} in A, {change.b[k]:{form}} in B {unit}".rstrip()
-            )
-        item.setData(Qt.UserRole, value)
-        item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-        return item
-
-    def show_message(self, text: str) -> None:
-        self.changes = []
-        self.shown = None
-        self.caption.setText(text)
-        self.table.clear()
-        self.table.setRowCount(0)
-        self.table.setColumnCount(0)
-
-    def _double_clicked(self, row: int, _col: int) -> None:
-        if 0 <= row < len(self.changes):
-            change = self.changes[row]
-            self.head_chosen.emit(change.layer, change.head)
-
-
-class ModelComparePanel(QWidget):
-    """The compare panel's part for another model: which model, its state in one line, the
-    scale and Swap, what differs between the two, and three tabs: the other model's view, the
-    difference B - A and the head table."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.model_box = QComboBox()
-        self.model_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.model_box.setMinimumContentsLength(12)
-        self.model_box.setFocusPolicy(Qt.NoFocus)
-        self.model_box.setToolTip("The model to compare with the explorer's")
-        self.close_button = QPushButton("Close")
-        self.close_button.setToolTip("Unload the compared model")
-        self.cancel_button = QPushButton("Cancel")
-        self.download_button = QPushButton("Download")
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(110)
-        self.progress.setTextVisible(False)
-        self.status = ElidedLabel()
-        self.same_scale_box = QCheckBox("A and B on one colour scale")
-        self.same_scale_box.setChecked(True)
-        self.same_scale_box.setToolTip(
-            "On: both views share one colour scale, from the lower of the two maps' minima to "
-            "the higher of their maxima (under Lock scale: the explorer's locked scale), so one "
-            "colour means one value in both. Off: each view on its own range (more of each "
-            "map's structure, but colours do not compare)"
-        )
-        self.swap_button = QPushButton("Swap A, B")
-        self.swap_button.setToolTip(
-            "Turn A and B round: the difference is B minus A. They stay as they are when the "
-            "explorer's model changes (a new fine-tune, another model)"
-        )
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #b26b00;")
-        self.view = ImageView()
-        self.difference = ImageView(DIFFERENCE_COLORMAP)
-        self.heads = HeadTable()
-        self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
-        self.tabs.addTab(self.view, "Model B")
-        self.tabs.addTab(self.difference, "B − A")
-        self.tabs.addTab(self.heads, "Heads")
-        for button in (self.close_button, self.cancel_button, self.download_button):
-            button.setFocusPolicy(Qt.NoFocus)
-        for widget in (self.same_scale_box, self.swap_button):
-            widget.setFocusPolicy(Qt.NoFocus)
-        choose = QHBoxLayout()
-        choose.addWidget(QLabel("Model"))
-        choose.addWidget(self.model_box, 1)
-        choose.addWidget(self.close_button)
-        state = QHBoxLayout()
-        state.addWidget(self.status, 1)
-        state.addWidget(self.progress)
-        state.addWidget(self.download_button)
-        state.addWidget(self.cancel_button)
-        options = QHBoxLayout()
-        options.addWidget(self.same_scale_box, 1)
-        options.addWidget(self.swap_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 2, 4, 0)
-        layout.setSpacing(2)
-        for row in (choose, state, options):
-            row.setContentsMargins(0, 0, 0, 0)
-            layout.addLayout(row)
-        layout.addWidget(self.note)
-        layout.addWidget(self.tabs, 1)
-        self.show_state("Choose a model to compare with the explorer's.")
-
-    def show_state(
-        self, text: str, busy: bool = False, download: bool = False, error: bool = False
-    ) -> None:
-        """The compared model's state in one line (the whole of it in the tooltip); ``busy``
-        shows the progress bar and Cancel, ``download`` the Download button."""
-        self.status.set_full_text(text)
-        self.status.setStyleSheet("color: #c62828;" if error else "")
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        self.download_button.setVisible(download)
-        if busy:
-            self.progress.setRange(0, 0)
-
-    def set_note(self, text: str) -> None:
-        self.note.setText(text)
-        self.note.setVisible(bool(text))
 
 
 # --- the comparison ---------------------------------------------------------------------------
-
-
-def lock_view(view: ImageView, locked: bool, current: bool) -> None:
-    """Lock scale for a second view: ``current`` when its map is the present one (it is on
-    screen, or kept drawn behind a tab); else its old map's levels are not kept, the next map's
-    are."""
-    if locked and not current:
-        view.clear_heat()  # a stale map: the next one drawn gives the locked levels
-    view.lock_scale(locked)
-
-
-def follow_lock(view: ImageView, leader: ImageView) -> None:
-    """While the scale is locked and two views are on one colour scale: ``view`` kept on the
-    levels ``leader`` is locked to (drawn before it), so that one colour is one value in both
-    whenever each view was locked."""
-    if leader.locked_levels is None or view.locked_levels == leader.locked_levels:
-        return
-    view.lock_scale(False)  # forget a lock of its own, or one waiting for its next map
-    view.locked_levels = leader.locked_levels
 
 
 @dataclass(frozen=True)
@@ -495,10 +101,11 @@ class ModelCompare(QObject):
     mode_changed = Signal()
     model_ready = Signal(object)  # ModelInfo: the compared model is loaded (and shown)
     model_failed = Signal(str)  # the one line the panel shows
+    changed = Signal()  # what the comparison draws changed: the window redraws
 
-    def __init__(self, window, explanations) -> None:
-        super().__init__(window)
-        self.window, self.explanations = window, explanations
+    def __init__(self, context: Explorer, explanations) -> None:
+        super().__init__(context.parent)
+        self.context, self.explanations = context, explanations
         self.mode_box = QComboBox()
         self.mode_box.addItem("another method", METHOD)
         self.mode_box.addItem("another model", MODEL)
@@ -516,10 +123,8 @@ class ModelCompare(QObject):
         row.addStretch(1)
         self.panel = ModelComparePanel()
         self.panel.setVisible(False)
-        self._thread: WorkerThread | None = None
-        self._retired: list[WorkerThread] = []  # stopping without being waited for
-        self.info: ModelInfo | None = None  # the compared model, once loaded
-        self.loading: ModelRequest | None = None  # a load under way
+        # the compared model: a second model session, reading the explorer's decoded images
+        self.session = ModelSession("vitexplorer-compare-model", context.decoded, self)
         # which came first: OTHER (the compared model is the one the explorer's was fine-tuned
         # from), EXPLORER (the compared model was fine-tuned from the explorer's), or "" (none
         # known: B − A is said neutrally)
@@ -529,12 +134,6 @@ class ModelCompare(QObject):
         self.other_base: tuple[ModelRequest | None, str] = (None, "")
         self.swapped = False
         self.base: tuple[ModelRequest | None, str] = (None, "no model is loaded")
-        # image key -> (whole image or not, the compared model's ImageAnalysis of it)
-        self.analyses: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
-        self.failed: dict[str, str] = {}  # image key -> why the compared model could not
-        self.asked: set[str] = set()  # images with the worker
-        self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
-        self.maps = MapCache()  # what the compared model's maps are read from
         self.comparison = None  # the last MapComparison drawn (core.model_compare)
         self._view_image: tuple | None = None  # what the compared model's view's photo shows
         self._difference_image: tuple | None = None  # and the difference view's
@@ -550,17 +149,26 @@ class ModelCompare(QObject):
         panel.swap_button.clicked.connect(self.swap)
         panel.heads.sort_changed.connect(self._redraw)
         panel.heads.head_chosen.connect(self.explanations.open_head)
+        session = self.session
+        session.ready.connect(self._model_ready)
+        session.failed.connect(self._model_failed)
+        session.download_offered.connect(self._download_offered)
+        session.download_progress.connect(self._download_progress)
+        session.analysis_ready.connect(self._analysis_ready)
+        session.analysis_failed.connect(self._analysis_failed)
+        session.map_arrived.connect(self._map_arrived)
+        session.map_failed.connect(self._map_failed)
         panel.view.patch_clicked.connect(self._other_clicked)
         panel.difference.patch_clicked.connect(self._difference_clicked)
-        panel.view.arrow_pressed.connect(window.move_patch)
-        panel.difference.arrow_pressed.connect(window.move_patch)
+        panel.view.arrow_pressed.connect(context.host.move_patch)
+        panel.difference.arrow_pressed.connect(context.host.move_patch)
         panel.view.patch_hovered.connect(lambda r, c: self._hover(r, c, panel.view))
         panel.difference.patch_hovered.connect(lambda r, c: self._hover(r, c, panel.difference))
         self._show_empty()
 
     def connect_views(self) -> None:
         """The explorer's overlay settings apply to these views too."""
-        bar = self.window.view_bar
+        bar = self.context.view_bar
         for view in (self.panel.view, self.panel.difference):
             bar.opacity_changed.connect(view.set_opacity)
             bar.grid_toggled.connect(view.set_grid_visible)
@@ -628,7 +236,7 @@ class ModelCompare(QObject):
             return
         if data == FILE:
             path, _ = QFileDialog.getOpenFileName(
-                self.window, "Compare with a weights file or checkpoint", "", WEIGHTS_FILTER
+                self.context.parent, "Compare with a weights file or checkpoint", "", WEIGHTS_FILTER
             )
             if path:
                 self.load(ModelRequest(path, "default", self._device()))
@@ -640,68 +248,58 @@ class ModelCompare(QObject):
         self.load(built_in(data, self._device()))
 
     def _device(self) -> str:
-        model = self.window.model
+        model = self.context.model
         return model.request.device if model is not None else "auto"
 
-    # --- the compared model's worker ------------------------------------------------------------
+    # --- the compared model's session ----------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo | None:
+        """The compared model, once loaded."""
+        return self.session.info
+
+    @property
+    def loading(self) -> ModelRequest | None:
+        """A load under way."""
+        return self.session.loading_request
+
+    @property
+    def analyses(self):  # OrderedDict[str, ImageAnalysis]
+        """The compared model's analyses, by image key (the last few)."""
+        return self.session.analyses
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Image key -> why the compared model could not analyse it."""
+        return self.session.failed_images
+
+    @property
+    def maps(self):  # MapCache
+        return self.session.maps
+
     def load(self, request: ModelRequest) -> None:
-        """Load ``request`` as the compared model, in its worker."""
-        self.loading = request
-        worker = self._worker()
-        worker.keep_aspect = self.window.keep_aspect
-        worker.request_model(request)
+        """Load ``request`` as the compared model, in its session's worker."""
+        self.session.request_model(request)
         self.panel.show_state(f"Loading {request_label(request)}…", busy=True)
 
-    def _worker(self):  # ModelWorker
-        if self._thread is None:
-            self._prune()
-            self._thread = WorkerThread(name="vitexplorer-compare-model")
-            worker = self._thread.worker
-            for signal in SIGNALS:  # bound slots of this GUI-thread object: queued, run here
-                getattr(worker, signal).connect(getattr(self, f"_{signal}"))
-        return self._thread.worker
-
-    def _mine(self) -> bool:
-        """Whether the signal being answered comes from the current worker (a cancelled or
-        closed one's late answers are dropped)."""
-        return self._thread is not None and self.sender() is self._thread.worker
+    def set_feed(self, feed) -> None:  # core.explorer.state.Feed
+        """Images are fed another way (crop or whole): analysed again when drawn."""
+        self.session.set_feed(feed)
+        self._view_image = self._difference_image = None
 
     def _retire(self) -> None:
-        """Stop the worker without waiting for it (a load cannot be interrupted): its model
-        goes with it, and whatever it still sends is dropped."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.worker.clear_queue()
-            thread.worker.cancel_event.set()
-            thread.thread.quit()
-            self._retired.append(thread)
-        self._prune()
-        self.info = self.loading = None
+        """The compared model goes: its session's worker stops without being waited for."""
+        self.session.retire()
         self.before, self.swapped, self.other_first = "", False, False
-        self._forget()
-
-    def _prune(self) -> None:
-        self._retired = [t for t in self._retired if not t.thread.isFinished()]
+        self._view_image = self._difference_image = None
 
     def stop(self) -> None:
         """The window closes: every worker of compared models stops (each waited for a
         moment, as the explorer's own)."""
-        for thread in [t for t in (self._thread, *self._retired) if t is not None]:
-            thread.stop()
-        self._thread = None
-        self._retired = []
+        self.session.stop()
 
-    def threads(self) -> list[WorkerThread]:
+    def threads(self) -> list:  # list[WorkerThread]
         """The compared models' worker threads still held (tests check they end)."""
-        return [t for t in (self._thread, *self._retired) if t is not None]
-
-    def _forget(self) -> None:
-        self.analyses.clear()
-        self.failed.clear()
-        self.asked.clear()
-        self.maps_asked.clear()
-        self.maps.forget()
-        self._view_image = self._difference_image = None
+        return self.session.threads()
 
     def cancel(self) -> None:
         """Cancel a load under way (and a download): the worker goes, with the model it held."""
@@ -727,14 +325,11 @@ class ModelCompare(QObject):
         self._redraw()
 
     def _model_ready(self, info: ModelInfo) -> None:
-        if not self._mine():
-            return
-        self.info, self.loading = info, None
         self.other_base = base_request(info)
         self.before = self._which_before()
         self.other_first = self.before == OTHER  # kept while this model stays
         self.swapped = False
-        self._forget()
+        self._view_image = self._difference_image = None
         self._show_loaded()
         self._redraw()
         self.model_ready.emit(info)
@@ -755,24 +350,18 @@ class ModelCompare(QObject):
         self.panel.show_state(f"{what} · {info.device}, {info.seconds:.1f} s")
         self.panel.status.setToolTip(f"{self.other_label()}: {self.panel.status.full_text}")
 
-    def _model_failed(self, message: str) -> None:
-        if not self._mine():
-            return
-        what = request_label(self.loading) if self.loading is not None else "the model"
-        self.loading = None
+    def _model_failed(self, outcome: ModelFailed | ModelCancelled) -> None:
+        what = request_label(outcome.request)
         self.panel.model_box.setCurrentIndex(0)  # the model that stays, or none
         stays = f"; {self.other_label()} stays" if self.info is not None else ""
-        if message == "download cancelled":
+        if isinstance(outcome, ModelCancelled):
             self.panel.show_state(f"Download of {what} cancelled{stays}.")
         else:
-            text = " ".join(message.split())  # one line, whatever the message holds
+            text = " ".join(outcome.message.split())  # one line, whatever the message holds
             self.panel.show_state(f"Could not load {what}: {text}{stays}", error=True)
         self.model_failed.emit(self.panel.status.full_text)
 
     def _download_offered(self, offer) -> None:  # workers.DownloadOffer
-        if not self._mine():
-            return
-        self.loading = None
         self._offer = offer
         self.panel.show_state(
             f"{offer.description} are not downloaded ({offer.size_mb:.0f} MB)", download=True
@@ -783,72 +372,37 @@ class ModelCompare(QObject):
             self.load(replace(self._offer.request, allow_download=True))
 
     def _download_progress(self, done: int, total: int) -> None:
-        if self._mine() and total > 0:
+        if total > 0:
             self.panel.progress.setRange(0, 1000)
             self.panel.progress.setValue(int(1000 * done / total))
 
     # --- the compared model's analyses ------------------------------------------------------------
     def _analysis_ready(self, done) -> None:  # workers.AnalysisDone
-        if not self._mine() or self.info is None or done.generation != self.info.generation:
-            return
-        self.asked.discard(done.key)
-        window = self.window
-        if done.key not in window.session.entries or done.keep_aspect != window.keep_aspect:
-            return  # removed since, or made the other way (asked again when drawn)
-        self.analyses[done.key] = (done.keep_aspect, done.analysis)
-        self.analyses.move_to_end(done.key)
-        while len(self.analyses) > KEEP:
-            self.analyses.popitem(last=False)
-        self.maps.forget(done.key)
-        if done.key == self.window.session.current_key:
+        if done.key not in self.context.images.entries or not self.session.keep_analysis(done):
+            return  # removed since, a replaced model's, or made the other way
+        if done.key == self.context.current_key:
             self._redraw()
 
     def _analysis_failed(self, key: str, message: str) -> None:
-        if not self._mine():
-            return
-        self.asked.discard(key)
         self.failed[key] = " ".join(message.split())
-        if key == self.window.session.current_key:
+        if key == self.context.current_key:
             self._redraw()
 
-    def _map_ready(self, done) -> None:  # workers.MapDone
-        if not self._mine() or self.info is None or done.generation != self.info.generation:
-            return
-        self.maps_asked.discard((done.key, done.job))
-        if done.keep_aspect != self.window.keep_aspect:
-            return
-        self.maps.store(done.key, done.job, done.matrix)
-        if done.key == self.window.session.current_key:
+    def _map_arrived(self, key: str) -> None:
+        if key == self.context.current_key:
             self._redraw()
 
     def _map_failed(self, failed) -> None:  # workers.MapFailed
-        if not self._mine():
-            return
-        self.maps_asked.discard((failed.key, failed.job))
         self.panel.show_state(
             f"Could not compute model B's {failed.job.method}: {failed.message}", error=True
         )
 
     def _analysis(self, key: str):  # ImageAnalysis | None
         """The compared model's analysis of image ``key``, asked of its worker when missing."""
-        keep, analysis = self.analyses.get(key, (None, None))
-        if analysis is not None and keep != self.window.keep_aspect:
-            del self.analyses[key]  # the other way (crop or whole image): asked again
-            self.maps.forget(key)
-            analysis = None
-        if analysis is None and key not in self.asked and key not in self.failed:
-            self.asked.add(key)
-            worker = self._thread.worker
-            worker.keep_aspect = self.window.keep_aspect
-            worker.request_analysis(key, self.window.session.entries[key].source, first=True)
-        return analysis
+        return self.session.analysis(key, self.context.images.entries[key].source)
 
     def _ask_map(self, key: str, job: MapJob) -> None:
-        if self._thread is None or (key, job) in self.maps_asked:
-            return
-        self.maps_asked.add((key, job))
-        source = self.window.session.entries[key].source
-        self._thread.worker.request_map(key, source, job)
+        self.session.ask_map(key, self.context.images.entries[key].source, job)
 
     # --- drawing --------------------------------------------------------------------------------
     def show_analysis(self, analysis) -> None:
@@ -875,8 +429,8 @@ class ModelCompare(QObject):
         self._view_image = self._difference_image = None
 
     def _redraw(self) -> None:
-        if self.window.analysis is not None and self.explanations.comparing and self.active:
-            self.window._refresh()
+        if self.context.analysis is not None and self.explanations.comparing and self.active:
+            self.changed.emit()  # the window's subscriber redraws
         elif self.info is None and self.loading is None:
             self._show_empty()
 
@@ -892,16 +446,16 @@ class ModelCompare(QObject):
 
     def explorer_label(self) -> str:
         """The explorer's model's name for people (:func:`info_label`), worked out once."""
-        return self._label("explorer", self.window.model)
+        return self._label("explorer", self.context.model)
 
     def _label(self, which: str, info: ModelInfo | None) -> str:
         if info is None:
             return ""
-        run = getattr(getattr(self.window, "finetune", None), "adopted", None)
+        run = self.context.host.adopted_run()
         key = (which, info.generation, info.weights_file, id(run) if info.fine_tuned else 0)
         if key not in self._labels:
             self._labels = {k: v for k, v in self._labels.items() if k[0] != which}
-            self._labels[key] = info_label(info, self.window)
+            self._labels[key] = info_label(info, run)
         return self._labels[key]
 
     def _which_before(self) -> str:
@@ -910,7 +464,7 @@ class ModelCompare(QObject):
             return ""
         if same_model(self.base[0], self.info.request):
             return OTHER
-        explorer = self.window.model
+        explorer = self.context.model
         if explorer is not None and not explorer.fine_tuned:  # else its request is its base's
             if same_model(self.other_base[0], explorer.request):
                 return EXPLORER
@@ -919,16 +473,14 @@ class ModelCompare(QObject):
     def draw(self, patch) -> None:
         """Both models' maps of the explorer's choice on the current image, the difference
         B - A and the head table; the explorer's own view included."""
-        from vitexplorer.gui.explanations import draw_view
-
-        window, explanations = self.window, self.explanations
+        ctx, explanations = self.context, self.explanations
         choice = explanations.method_bar.choice()
         explorer_role, other_role = ("B", "A") if self.other_is_a else ("A", "B")
         explorer = Side(
             explorer_role,
             self.explorer_label(),
-            window.analysis,
-            window.selection,
+            ctx.analysis,
+            ctx.state,
             choice,
             explanations._heat(choice),
         )
@@ -939,7 +491,7 @@ class ModelCompare(QObject):
             levels = shared_levels([h for h in heats if h.size])
         title = f"{self._role_words(explorer_role)} · {explorer.label} — "
         source = explanations.explorer_source(title)
-        draw_view(window.image_view, choice, patch, explorer.heat, levels, source)
+        draw_view(ctx.image_view, choice, patch, explorer.heat, levels, source)
         tab = self.panel.tabs
         tab.setTabText(0, f"Model {other_role}")
         tab.setTabText(1, "B − A")
@@ -949,7 +501,7 @@ class ModelCompare(QObject):
             self._draw_difference(None, None, other)
             return
         if levels is not None:  # one scale for both, locked: B on A's locked levels
-            follow_lock(self.panel.view, window.image_view)
+            follow_lock(self.panel.view, ctx.image_view)
         self._draw_other(other, levels)
         a, b = (other, explorer) if self.other_is_a else (explorer, other)
         self._draw_difference(a, b, "")
@@ -964,19 +516,19 @@ class ModelCompare(QObject):
 
     def _other_side(self, choice: MapChoice, role: str) -> Side | str:
         """The compared model's part, or why it has none on this image."""
-        window = self.window
+        ctx = self.context
         if self.info is None:
             return "Loading…" if self.loading else "No model to compare with: choose one above"
-        key = window.session.current_key
+        key = ctx.current_key
         label = self.other_label()
         if key in self.failed:
             return f"{label} could not analyse this image: {self.failed[key]}"
         analysis = self._analysis(key)
         if analysis is None:
-            return f"{label}: analysing {window.session.current.name}…"
-        spec, sel = analysis.spec, window.selection
+            return f"{label}: analysing {ctx.current.name}…"
+        spec, sel = analysis.spec, ctx.state
         try:
-            token, _ = counterpart_token(sel.token, window.analysis.spec, spec)
+            token, _ = counterpart_token(sel.token, ctx.analysis.spec, spec)
         except ValueError as exc:
             return f"{label}: {exc}"
         described = get(choice.method)
@@ -989,7 +541,7 @@ class ModelCompare(QObject):
         if described.requires_classifier and not spec.has_classifier:
             return f"{label} has no classifier: no class {choice.method}"
         if described.class_specific:
-            same = spec.class_names == window.analysis.spec.class_names
+            same = spec.class_names == ctx.analysis.spec.class_names
             target = choice.target if same else None
             choice = replace(choice, options=replace(choice.options, target_class=target))
         selection = Selection(sel.layer, sel.head, token)
@@ -997,20 +549,18 @@ class ModelCompare(QObject):
         return Side(role, label, analysis, selection, choice, heat)
 
     def _draw_other(self, other: Side, levels) -> None:
-        from vitexplorer.gui.explanations import ViewSource, draw_view
-
-        view, window = self.panel.view, self.window
-        key = window.session.current_key
+        view, ctx = self.panel.view, self.context
+        key = ctx.current_key
         shown = (key, id(other.analysis))
         if shown != self._view_image:
             view.set_image(other.analysis.display, other.analysis.spec.grid)
             self._view_image = shown
-        name = window.session.current.name
+        name = ctx.current.name
         source = ViewSource(
             other.analysis,
             other.selection,
             f"{self._role_words(other.role)} · {other.label} — ",
-            window.keep_aspect,
+            ctx.state.feed,
             lambda job: self._ask_map(key, job),
             lambda what, flat: self.explanations._notice(
                 f"{other.role} {what}", f"{name}, {other.label}, {what}: {flat}."
@@ -1021,29 +571,26 @@ class ModelCompare(QObject):
     def _draw_difference(self, a: Side | None, b: Side | None, reason: str) -> None:
         """The difference B - A over A's image (resampled to it when the grids differ), the
         head table, and the line that says how the two compare."""
-        panel, window = self.panel, self.window
+        panel, ctx = self.panel, self.context
         self.comparison = None
         if a is None or b is None:
             panel.difference.show_placeholder(reason)
             panel.heads.show_message(reason)
             panel.set_note("")
             return
-        check = comparability(a.analysis.spec, b.analysis.spec, window.keep_aspect)
+        whole = ctx.state.feed.whole
+        check = comparability(a.analysis.spec, b.analysis.spec, whole)
         other, explorer = (a, b) if self.other_is_a else (b, a)
-        _, token_note = counterpart_token(
-            window.selection.token, window.analysis.spec, other.analysis.spec
-        )
+        _, token_note = counterpart_token(ctx.state.token, ctx.analysis.spec, other.analysis.spec)
         notes = [check.message, token_note]
         if other.choice.described.class_specific and other.choice.target != explorer.choice.target:
             notes.append("the two models have other classes: each explains its own prediction")
         self._draw_heads(a, b)
         view = panel.difference
-        if self._difference_image != (id(a.analysis), window.session.current_key):
+        if self._difference_image != (id(a.analysis), ctx.current_key):
             view.set_image(a.analysis.display, a.analysis.spec.grid)
-            self._difference_image = (id(a.analysis), window.session.current_key)
-        what = caption(
-            explorer.choice.method, explorer.choice.at(window.selection), window.analysis
-        )
+            self._difference_image = (id(a.analysis), ctx.current_key)
+        what = caption(explorer.choice.method, explorer.choice.at(ctx.state), ctx.analysis)
         names = f"{b.label} minus {a.label}"
         if a.heat is None or b.heat is None:
             view.clear_heat()
@@ -1051,9 +598,7 @@ class ModelCompare(QObject):
             view.title.setText(f"B − A{self._relation()} · {what}: computing…")
             panel.set_note("; ".join(n for n in notes if n))
             return
-        result = compare_analyses(
-            a.analysis, b.analysis, a.heat, b.heat, window.keep_aspect, (token_note,)
-        )
+        result = compare_analyses(a.analysis, b.analysis, a.heat, b.heat, whole, (token_note,))
         self.comparison = result
         panel.set_note("; ".join(n for n in (*result.notes, *notes[2:]) if n))
         largest = result.difference_levels[1] if result.difference_levels else 0.0
@@ -1087,7 +632,7 @@ class ModelCompare(QObject):
             return
         units = distance_units_note(a.analysis.spec, b.analysis.spec)
         caption = (
-            f"{self.window.session.current.name} · A: {a.label}{top_class(a.analysis)} · "
+            f"{self.context.current.name} · A: {a.label}{top_class(a.analysis)} · "
             f"B: {b.label}{top_class(b.analysis)}"
         )
         table.show_changes(changes, f"{caption} Note: {units}." if units else caption)
@@ -1097,26 +642,25 @@ class ModelCompare(QObject):
     def _other_clicked(self, row: int, col: int) -> None:
         """A patch of the compared model's view: the same place in the explorer's (its own
         token where the grids agree, else the explorer's patch under its centre)."""
-        analysis = self.analyses.get(self.window.session.current_key, (None, None))[1]
-        explorer = self.window.analysis
+        analysis = self.analyses.get(self.context.current_key)
+        explorer = self.context.analysis
         if analysis is None or explorer is None:
             return
         spec = analysis.spec
         token = token_for_patch(row, col, spec.grid, spec.num_prefix_tokens)
-        self.window.select_token(counterpart_token(token, spec, explorer.spec)[0])
+        self.context.host.select_token(counterpart_token(token, spec, explorer.spec)[0])
 
     def _difference_clicked(self, row: int, col: int) -> None:
         """The difference is drawn over A's image: a click there is a click in A's view."""
         if self.other_is_a:
             self._other_clicked(row, col)
         else:
-            self.window.select_patch(row, col)
+            self.context.host.select_patch(row, col)
 
     def _hover(self, row: int, col: int, view: ImageView) -> None:
-        label = self.window.hover_label
         grid = view.grid
         if row < 0 or view.heat_values.size == 0 or grid == (0, 0):
-            label.setText("")
+            self.context.host.hover_text("")
             return
         values = view.heat_values
         # a difference resampled to the image: the mean over the patch's pixels
@@ -1126,4 +670,4 @@ class ModelCompare(QObject):
             int(col * cols) : max(int((col + 1) * cols), int(col * cols) + 1),
         ]
         what = "B − A" if view is self.panel.difference else "map"
-        label.setText(f"{patch_label(row, col)} · {what} {float(block.mean()):.4g}")
+        self.context.host.hover_text(f"{patch_label(row, col)} · {what} {float(block.mean()):.4g}")

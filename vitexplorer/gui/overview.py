@@ -24,6 +24,7 @@ from vitexplorer.core.explain.tokens import head_maps
 from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.render.numbering import shown
 from vitexplorer.core.render.scales import is_distribution, uniform_mark
+from vitexplorer.gui.explorer_host import Explorer
 from vitexplorer.gui.views.map_grid import MapGridView, Tile
 
 LAYERS_HEADS, IMAGES = "layers_heads", "images"
@@ -42,11 +43,14 @@ def uniform_options(method: str, tokens: set[int]) -> dict:
 
 
 class Overview(QWidget):
-    """A mode box, an export button and the grid, drawn from ``window`` (a MainWindow)."""
+    """A mode box, an export button and the grid, drawn from the explorer's ``context``
+    (:class:`~vitexplorer.gui.explorer_host.Explorer`) and its ``explanations`` (the method
+    bar and the maps)."""
 
-    def __init__(self, window) -> None:
+    def __init__(self, context: Explorer, explanations) -> None:
         super().__init__()
-        self.window = window
+        self.context = context
+        self.explanations = explanations
         self.mode_box = QComboBox()
         self.mode_box.addItem("Every layer × head", LAYERS_HEADS)
         self.mode_box.addItem("Every open image", IMAGES)
@@ -94,14 +98,14 @@ class Overview(QWidget):
 
     def refresh(self, force: bool = False) -> None:
         """Draw again if what the grid shows changed (only while it is on screen)."""
-        window = self.window
-        analysis = window.analysis
+        ctx = self.context
+        analysis = ctx.analysis
         if analysis is None or not self.on_screen:
             return
-        sel = window.selection
-        choice = window.method_bar.choice()
-        keys = tuple((k, e.analysis is not None) for k, e in window.session.entries.items())
-        state = (self.mode, window.session.current_key, sel.layer, sel.head, sel.token)
+        sel = ctx.state
+        choice = self.explanations.method_bar.choice()
+        keys = tuple((k, e.analysis is not None) for k, e in ctx.images.entries.items())
+        state = (self.mode, ctx.current_key, sel.layer, sel.head, sel.token)
         if self.mode == IMAGES:
             state += (choice, keys)
         if state == self._shown and not force:
@@ -124,23 +128,23 @@ class Overview(QWidget):
         ]  # fmt: skip
         where = f"{spec.token_label(token)} (token {shown(token)})"
         self.heading = f"Raw attention of {where} · every layer × head"
-        self.subtitle = f"{spec.display_name} · {self.window.session.current.name}"
+        self.subtitle = f"{spec.display_name} · {self.context.current.name}"
         self.view.set_tiles(
             tiles,
-            f"{self.heading} · {self.window.session.current.name}",
+            f"{self.heading} · {self.context.current.name}",
             [f"layer {shown(layer)}" for layer in range(spec.num_layers)],
             [f"head {shown(head)}" for head in range(spec.num_heads)],
             uniform=uniform_mark(ATTENTION.name, spec.num_tokens),  # every row over N tokens
         )
 
     def _draw_images(self, sel: Selection, choice) -> None:
-        window = self.window
-        current = window.analysis
+        ctx = self.context
+        current = ctx.analysis
         tiles: list[Tile] = []
         tokens: set[int] = set()  # the drawn maps' rows are over this many tokens
         pending = False
         described = get(choice.method)
-        for key, entry in window.session.entries.items():
+        for key, entry in ctx.images.entries.items():
             analysis = entry.analysis
             if analysis is None:
                 tiles.append(Tile(None, f"{entry.name}: being analysed"))
@@ -154,11 +158,11 @@ class Overview(QWidget):
             if described.class_specific:  # each image's own class unless one is chosen
                 target = resolved(choice.method, options, analysis).target_class
                 note = f" · {spec.class_names[target]}"
-            explanations = window.explanations
+            explanations = self.explanations
             heat = explanations.maps.map(key, analysis, choice.method, options)
             if heat is None:  # a map the worker has not computed yet: asked for, once
                 asked = (key, map_job(choice.method, options, analysis))
-                once = (window.model.generation, *asked)  # a failed map is not asked again
+                once = (ctx.model.generation, *asked)  # a failed map is not asked again
                 if once in self._asked and asked not in explanations.maps_asked:
                     words = f"{entry.name}: no {choice.method} map"
                     tiles.append(Tile(None, words, analysis.display))
@@ -178,7 +182,7 @@ class Overview(QWidget):
         if not described.class_specific:
             what += f" · {current.spec.token_label(sel.token)} (token {shown(sel.token)})"
         self.heading = f"{what[:1].upper()}{what[1:]} · every open image"
-        names = [e.name for e in window.session.entries.values()]
+        names = [e.name for e in ctx.images.entries.values()]
         self.subtitle = f"{current.spec.display_name} · {', '.join(names)}"
         self.view.set_tiles(rows, self.heading, **uniform_options(choice.method, tokens))
         if pending:
@@ -187,12 +191,12 @@ class Overview(QWidget):
     # --- export ---------------------------------------------------------------------------
     def export(self) -> None:
         """Export figure…: the grid as one PNG (and SVG), its maps as one .npy, and a card."""
-        window = self.window
-        stem = Path(window.session.current.name).stem or "image"
+        ctx = self.context
+        stem = Path(ctx.current.name).stem or "image"
         name = f"{stem}.layers-x-heads" if self.mode == LAYERS_HEADS else "images"
-        folder = window.settings.value("export/folder", str(Path.home()))
+        folder = ctx.settings.value("export/folder", str(Path.home()))
         path, _ = QFileDialog.getSaveFileName(
-            window,
+            ctx.parent,
             "Export the overview as one figure",
             str(Path(str(folder)) / f"{name}.png"),
             "PNG image (*.png)",
@@ -204,17 +208,15 @@ class Overview(QWidget):
             base = base.with_suffix("")
         from vitexplorer.gui.export import refuse_overwrite, view_paths
 
-        if refuse_overwrite(window, view_paths(base), "Export figure"):
+        if refuse_overwrite(ctx.parent, view_paths(base), "Export figure"):
             return
         try:
             written = self.export_to(base)
         except OSError as exc:
-            window.show_message("Could not export the figure", f"{base}: {exc.strerror or exc}")
+            ctx.host.show_message("Could not export the figure", f"{base}: {exc.strerror or exc}")
             return
-        window.settings.setValue("export/folder", str(base.parent))
-        window.statusBar().showMessage(
-            f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000
-        )
+        ctx.settings.setValue("export/folder", str(base.parent))
+        ctx.host.say(f"Exported {len(written)} files: {', '.join(p.name for p in written)}", 10000)
 
     def export_to(self, base: Path) -> list[Path]:
         """Write the grid as ``base``.png/.svg/.npy/.json at the chosen export resolution."""
@@ -234,13 +236,13 @@ class Overview(QWidget):
         scale_text = self.view.scale_text
         with titled(self.view.title, self.heading, f"{self.subtitle} · {scale_text}"):
             return export_view(base, self.view.scene(), values, card, saved_scale(
-                self.window.settings))  # fmt: skip
+                self.context.settings))  # fmt: skip
 
     def _axes(self, shape: tuple[int, ...]) -> list[str]:
         if self.mode == LAYERS_HEADS:
             first = [f"axis 0: layers 1..{shape[0]}", f"axis 1: heads 1..{shape[1]}"]
         else:
-            names = ", ".join(e.name for e in self.window.session.entries.values())
+            names = ", ".join(e.name for e in self.context.images.entries.values())
             first = [
                 f"axis 0: rows of images, axis 1: columns; images row by row in this order: "
                 f"{names} (NaN where none)",

@@ -6,7 +6,10 @@ pending model change (a load, or a fine-tuned model to adopt; a newer one supers
 ordered set of pending images, analysed with whichever model is loaded when their turn comes. A
 model change goes first. Every result is
 tagged with the generation of the model that made it, so the GUI can drop stale ones. The worker
-answers with signals carrying numpy arrays and frozen dataclasses only.
+answers with signals carrying numpy arrays and frozen dataclasses only; a failed or cancelled
+load is a :class:`ModelFailed` or a :class:`ModelCancelled`, told apart by type. Images are read
+from a :class:`~vitexplorer.core.explorer.decoded.DecodedImages` that two workers may share: an
+image is decoded once for its analysis and its maps, by either model.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from vitexplorer.core.explorer.decoded import DecodedImages
+from vitexplorer.core.explorer.state import CROP, Feed
+
 
 @dataclass(frozen=True)
 class ModelRequest:
@@ -28,6 +34,22 @@ class ModelRequest:
     weights: str = "default"
     device: str = "auto"
     allow_download: bool = False
+
+
+@dataclass(frozen=True)
+class ModelFailed:
+    """A load that failed: ``message`` is its one line (naming the file and what to do); the
+    model in use stays."""
+
+    request: ModelRequest
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelCancelled:
+    """A load (a download) cancelled by the person: nothing to report as an error."""
+
+    request: ModelRequest
 
 
 @dataclass(frozen=True)
@@ -123,7 +145,7 @@ class MapDone:
     generation: int
     job: object  # vitexplorer.core.explain.maps.MapJob: the method and its options
     matrix: np.ndarray  # (tokens, tokens) float32
-    keep_aspect: bool = False  # made from the whole image at its aspect ratio
+    feed: Feed = CROP  # how the image was fed: the centre crop or the whole image
 
 
 @dataclass(frozen=True)
@@ -163,7 +185,7 @@ class AnalysisDone:
     generation: int
     analysis: object  # vitexplorer.core.explain.analysis.ImageAnalysis
     thumbnail: np.ndarray  # (h, w, 3) uint8
-    keep_aspect: bool = False  # the whole image at its aspect ratio, not the centre crop
+    feed: Feed = CROP  # how the image was fed: the centre crop or the whole image
 
 
 class ModelWorker(QObject):
@@ -171,7 +193,7 @@ class ModelWorker(QObject):
 
     model_loading = Signal(str)
     model_ready = Signal(object)  # ModelInfo
-    model_failed = Signal(str)
+    model_failed = Signal(object)  # ModelFailed | ModelCancelled
     download_offered = Signal(object)  # DownloadOffer
     download_failed = Signal(object)  # DownloadFailed: no network, instead of model_failed
     download_progress = Signal(int, int)  # bytes done, bytes total
@@ -186,8 +208,10 @@ class ModelWorker(QObject):
     idle = Signal()
     _wake = Signal()
 
-    def __init__(self) -> None:
+    def __init__(self, images: DecodedImages | None = None) -> None:
         super().__init__()
+        # decoded images, shared with the other model's worker in a comparison
+        self.images = images if images is not None else DecodedImages()
         self._lock = threading.Lock()
         self._pending_model: ModelRequest | _Adoption | None = None
         self._pending_images: OrderedDict[str, str | bytes] = OrderedDict()
@@ -198,9 +222,9 @@ class ModelWorker(QObject):
         self._structure_pending = False  # the analytics tab waits for the model's structure
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
-        # analyse whole images at their own aspect ratio instead of the model's centre crop;
-        # set from the GUI thread (a plain bool: read once per image here)
-        self.keep_aspect = False
+        # how images are fed (centre crop or whole image); set from the GUI thread (a frozen
+        # value: read once per job here)
+        self.feed: Feed = CROP
         self._model = (
             None  # vitexplorer.core.models.loading.LoadedModel, touched only in this thread
         )
@@ -333,11 +357,15 @@ class ModelWorker(QObject):
                 cancelled=self.cancel_event.is_set,
             )
         except Exception as exc:  # every failure becomes a message; the thread lives on
+            from vitexplorer.core.models.download import DownloadCancelled
+
             unreachable = _network_reason(exc) if request.allow_download else None
-            if unreachable is not None:
+            if isinstance(exc, DownloadCancelled):  # by its type, not its words
+                self.model_failed.emit(ModelCancelled(request))
+            elif unreachable is not None:
                 self.download_failed.emit(DownloadFailed(request, unreachable))
             else:
-                self.model_failed.emit(_message(exc))
+                self.model_failed.emit(ModelFailed(request, _message(exc)))
             return
         saved = _saved_timelapse(loaded.weights_file, loaded.spec)
         self._use(loaded, request, time.perf_counter() - start, fine_tuned=False, saved=saved)
@@ -378,34 +406,33 @@ class ModelWorker(QObject):
 
     def _analyse(self, key: str, source: str | bytes) -> None:
         from vitexplorer.core.explain.analysis import analyze_image
-        from vitexplorer.core.models.preprocessing import load_image
 
         self.analysis_started.emit(key)
-        keep = self.keep_aspect
+        feed = self.feed
         try:
-            image = load_image(source)
-            analysis = analyze_image(self._model, image, keep)
+            image = self.images.get(key, source)
+            analysis = analyze_image(self._model, image, feed.whole)
             analysis.statistics  # noqa: B018  (computed here, in the worker, for the analytics tab)
         except Exception as exc:
             self.analysis_failed.emit(key, _message(exc))
             return
         thumbnail = _thumbnail(analysis.display)
-        self.analysis_ready.emit(AnalysisDone(key, self._generation, analysis, thumbnail, keep))
+        self.analysis_ready.emit(AnalysisDone(key, self._generation, analysis, thumbnail, feed))
 
     def _map(self, key: str, job, source: str | bytes) -> None:  # job: maps.MapJob
         from vitexplorer.core.explain.maps import model_matrix
-        from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
+        from vitexplorer.core.models.preprocessing import aspect_grid, preprocess
 
         try:
-            image = load_image(source)
-            spec, keep = self._model.spec, self.keep_aspect
-            batch = preprocess(image, spec, keep).unsqueeze(0).to(self._model.device)
-            grid = aspect_grid(image.width, image.height, spec) if keep else None
+            image = self.images.get(key, source)
+            spec, feed = self._model.spec, self.feed
+            batch = preprocess(image, spec, feed.whole).unsqueeze(0).to(self._model.device)
+            grid = aspect_grid(image.width, image.height, spec) if feed.whole else None
             matrix = model_matrix(job.method, self._model, batch, job.options, grid)
         except Exception as exc:
             self.map_failed.emit(MapFailed(key, self._generation, job, _message(exc)))
             return
-        self.map_ready.emit(MapDone(key, self._generation, job, matrix, keep))
+        self.map_ready.emit(MapDone(key, self._generation, job, matrix, feed))
 
     def _folder_step(self, job: _FolderJob) -> None:
         """Analyse the folder's next image; the last one (or a cancel) sends the result."""
@@ -532,10 +559,7 @@ def _network_reason(exc: BaseException) -> str | None:
 
 def _message(exc: BaseException) -> str:
     from vitexplorer.core.explain.analysis import failure_message
-    from vitexplorer.core.models.download import DownloadCancelled
 
-    if isinstance(exc, DownloadCancelled):  # by its type, not its class's name
-        return "download cancelled"
     return failure_message(exc)
 
 
