@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.models.families.family import FamilyInfo
-from vitexplorer.core.models.spec import SMALL_VIT
+from vitexplorer.core.models.families.registry import SMALL_VIT
 from vitexplorer.gui.workers import DownloadOffer, ModelRequest
 
 Choice = ModelRequest | str  # a request to load, or "file": ask for a weights file

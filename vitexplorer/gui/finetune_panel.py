@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.models.spec import SMALL_VIT
+from vitexplorer.core.models.families.registry import SMALL_VIT
 from vitexplorer.gui.architecture_form import ERROR_STYLE
 from vitexplorer.gui.finetune_results import FinetuneResults
 from vitexplorer.gui.finetune_settings import CIFAR10, CIFAR10_CLASSES, FinetuneSettings

@@ -56,7 +56,8 @@ from vitexplorer.core.explain.model_compare import (
 )
 from vitexplorer.core.explain.tokens import patch_for_token, token_for_patch
 from vitexplorer.core.explorer.session import Selection
-from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.models.families.registry import SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.gui.controls import model_choices
 from vitexplorer.gui.views.common import DIFFERENCE_COLORMAP, shared_levels
@@ -200,7 +201,7 @@ def request_for_base(label: str, folder: Path, device: str = "auto") -> ModelReq
     """The request that loads the base a checkpoint names (its "display name, weights"): the
     demo model, a torchvision ViT's pretrained weights, or a file of that name in ``folder``
     (the checkpoint's); None when it is none of those (random weights cannot be had again)."""
-    from vitexplorer.core.models.loading import RANDOM
+    from vitexplorer.core.models.spec import RANDOM
 
     if label.startswith(f"{DEMO_LABEL}, "):
         return ModelRequest(DEMO, "default", device)

@@ -62,7 +62,7 @@ class EstimateWorker(QObject):
             import torch
 
             from vitexplorer.core.models import loading as models
-            from vitexplorer.core.models.spec import SMALL_VIT
+            from vitexplorer.core.models.families.registry import SMALL_VIT
             from vitexplorer.core.models.vit import SmallViTConfig
             from vitexplorer.core.training.estimate import MeasureCancelled, measure_step
 

@@ -378,7 +378,7 @@ class ModelWorker(QObject):
 
     def _analyse(self, key: str, source: str | bytes) -> None:
         from vitexplorer.core.explain.analysis import analyze_image
-        from vitexplorer.core.models.preprocessing import load_image
+        from vitexplorer.core.io.images import load_image
 
         self.analysis_started.emit(key)
         keep = self.keep_aspect
@@ -394,7 +394,8 @@ class ModelWorker(QObject):
 
     def _map(self, key: str, job, source: str | bytes) -> None:  # job: maps.MapJob
         from vitexplorer.core.explain.maps import model_matrix
-        from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
+        from vitexplorer.core.io.images import load_image
+        from vitexplorer.core.models.preprocessing import aspect_grid, preprocess
 
         try:
             image = load_image(source)
@@ -410,7 +411,7 @@ class ModelWorker(QObject):
     def _folder_step(self, job: _FolderJob) -> None:
         """Analyse the folder's next image; the last one (or a cancel) sends the result."""
         from vitexplorer.core.explain.analysis import analyze_image
-        from vitexplorer.core.models.preprocessing import load_image
+        from vitexplorer.core.io.images import load_image
 
         with self._lock:
             cancelled = self._folder_cancel
