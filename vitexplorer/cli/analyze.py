@@ -306,10 +306,11 @@ def write_outputs(
         "warnings": output_warnings(analysis),
         "numbering": NUMBERING,
     }
-    cls_options = {"layer": spec.num_layers - 1, "head": None, "token": 0}
+    last_layer = spec.num_layers - 1
+    cls_options = {"layer": last_layer, "head": None, "token": 0}
     cls_map = attention_map(
         analysis.attention,
-        layer=cls_options["layer"],
+        layer=last_layer,
         head=None,
         token=0,
         grid=spec.grid,

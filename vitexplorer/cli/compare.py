@@ -112,8 +112,8 @@ def run_compare(options: argparse.Namespace) -> int:
     """0 when every image was compared, 1 when some failed, 2 when nothing could start."""
     names, weights = model_pair(options)
     images = expand_images(options.images)
-    models = [("--model", name) for name in names] + [("--weights", w) for w in weights]
-    check_output_folder(options.out, options.images, (CSV_NAME, CARD_NAME), models)
+    given = [("--model", name) for name in names] + [("--weights", w) for w in weights]
+    check_output_folder(options.out, options.images, (CSV_NAME, CARD_NAME), given)
     check_stem_outputs(options.out, images)
     out_dir = output_folder(options.out)
     models = load_pair(names, weights, options.device)
@@ -310,7 +310,8 @@ def write_comparison(
     from vitexplorer.core.explain.model_compare import compare_analyses
 
     heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
-    result = compare_analyses(*pair.analyses, *heats, keep, (pair.token_note,))
+    (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
+    result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, keep, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)
     axes = None
     if result.resampled_to is not None:

@@ -150,7 +150,9 @@ class SanityRun:
         facts["maps"] = {
             "file": f"{name}.npy",
             "shape": list(maps.shape),
-            "axes": map_axes(*maps.shape[1:], leading=f"steps: {', '.join(s.name for s in steps)}"),
+            "axes": map_axes(
+                maps.shape[1], maps.shape[2], leading=f"steps: {', '.join(s.name for s in steps)}"
+            ),
         }
         facts["warnings"] = warnings
         card = method_card(self.model, method, self.held.as_dict(method), path, facts)

@@ -197,6 +197,8 @@ def write_timelapse(
     :class:`~vitexplorer.core.io.all_or_none.AllOrNone`); the paths written. ``scale`` "epochs"
     draws a probe's frames on one colour scale (their range over the epochs), "frame" each on its
     own; either way the bar marks the uniform level 1/N. OSError when the set cannot be written."""
+    from functools import partial
+
     from vitexplorer.core.render.figure import save_png
     from vitexplorer.core.render.scales import uniform_label, uniform_level
     from vitexplorer.core.training.timelapse import epoch_levels, heads_csv, probe_maps, row_tokens
@@ -223,7 +225,7 @@ def write_timelapse(
                 folder = files.folder(out / f"{stem}.{kind}")
                 for frame, figure in zip(timelapse.frames, figures, strict=True):
                     path = folder / f"epoch-{frame.epoch:03d}.png"
-                    files.write(path, lambda f, image=figure: save_png(image, f))
+                    files.write(path, partial(save_png, figure))
                 written.append(folder)
             if "npy" in formats:
                 written += _write_npy(files, out, stem, maps, timelapse, model, probe, kind,
@@ -267,7 +269,7 @@ def _figure(
     probe: int,
     frame: Any,
     heat: Any,
-    method: tuple,
+    method: tuple[str, int | None, int | None],
     lut: Any,
     levels: tuple[float, float] | None = None,
     uniform: tuple[float, str] | None = None,
@@ -326,7 +328,7 @@ def _write_npy(
 
     npy, card_path = out / f"{stem}.{kind}.npy", out / f"{stem}.{kind}.json"
     names = model.spec.class_names
-    parameters = {"token": 0}
+    parameters: dict[str, Any] = {"token": 0}
     if kind == "rollout":
         parameters.update(head_fusion="mean", discard_ratio=0.0, start_layer=0)
     else:
@@ -362,10 +364,10 @@ def _write_npy(
                 "file": npy.name,
                 "shape": list(maps.shape),
                 "dtype": "float32",
-                "axes": map_axes(*maps.shape[1:], leading="epoch"),
+                "axes": map_axes(maps.shape[1], maps.shape[2], leading="epoch"),
             },
             "command": f"{PROG} timelapse {checkpoint} --out DIR --map {kind}"
-            + ("" if kind == "rollout" else f" --layer {layer + 1}")
+            + ("" if layer is None else f" --layer {layer + 1}")
             + ("" if head is None else f" --head {head + 1}")
             + ("" if scale == "epochs" else f" --scale {scale}"),
         },

@@ -50,7 +50,7 @@ class EmptyState(QStackedWidget):
         super().__init__()
         self.view = view
         self.label = QLabel()
-        self.label.setAlignment(Qt.AlignCenter)
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
         self.label.setStyleSheet("background: black; color: #a8a8a8; padding: 16px;")
         self.addWidget(self.label)
@@ -83,7 +83,13 @@ def model_structure(spec, module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return structure(module, spec.grid, spec.num_prefix_tokens, FILTER_COMPONENTS)
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def _export_filters(path: Path, components: np.ndarray, shares: np.ndarray) -> None:
+    view = FilterGridView()
+    view.set_components(components, shares)
+    _export_offscreen(view, path, 900, 620)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path`` (same suffix, so exporters pick the
     format), then rename it over ``path``: a reader never sees a half-written file."""
     with atomic_path(path) as tmp:
@@ -194,15 +200,15 @@ class AnalyticsTab(QWidget):
             "a model is loaded.",
         )
 
-        heads = QSplitter(Qt.Horizontal)
+        heads = QSplitter(Qt.Orientation.Horizontal)
         for area in (self.distance_area, self.entropy_area, self.prefix_area):
             heads.addWidget(area)
         heads.setSizes([500, 330, 330])
-        structure = QSplitter(Qt.Horizontal)
+        structure = QSplitter(Qt.Orientation.Horizontal)
         structure.addWidget(self.similarity_area)
         structure.addWidget(self.filter_area)
         structure.setSizes([700, 460])
-        rows = QSplitter(Qt.Vertical)
+        rows = QSplitter(Qt.Orientation.Vertical)
         rows.addWidget(heads)
         rows.addWidget(structure)
         rows.setSizes([380, 460])
@@ -401,25 +407,29 @@ class AnalyticsTab(QWidget):
             images = self.folder_images if self.source == FOLDER else 1
             text = statistics_csv(stats, images).encode()
             written.append(_write_atomically(folder / CSV_NAME, lambda tmp: tmp.write_bytes(text)))
-        if self.similarity is not None:
-            written.append(_write_atomically(folder / SIMILARITY_NAME, self._export_similarity))
-            written.append(_write_atomically(folder / FILTERS_NAME, self._export_filters))
+        similarity, components, shares = self.similarity, self.components, self.shares
+        if similarity is not None and components is not None and shares is not None:
+            written.append(
+                _write_atomically(
+                    folder / SIMILARITY_NAME, lambda tmp: self._export_similarity(tmp, similarity)
+                )
+            )
+            written.append(
+                _write_atomically(
+                    folder / FILTERS_NAME, lambda tmp: _export_filters(tmp, components, shares)
+                )
+            )
         return written
 
-    def _export_similarity(self, path: Path) -> None:
+    def _export_similarity(self, path: Path, similarity: np.ndarray) -> None:
         view = PositionSimilarityView()
-        view.set_similarity(self.similarity)
+        view.set_similarity(similarity)
         if self.similarity_view.selected is not None:
             view.select_position(*self.similarity_view.selected)
         if self.model_name:
             view.title.setText(f"{self.model_name}: {view.title.text}")
         view.readout.setText("")
         _export_offscreen(view, path, 1100, 620)
-
-    def _export_filters(self, path: Path) -> None:
-        view = FilterGridView()
-        view.set_components(self.components, self.shares)
-        _export_offscreen(view, path, 900, 620)
 
     def _ask_to_export(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export the analytics into a folder")
@@ -441,7 +451,7 @@ def _export_offscreen(view, path: Path, width: int, height: int) -> None:
     from pyqtgraph.exporters import ImageExporter
     from PySide6.QtWidgets import QApplication
 
-    view.setAttribute(Qt.WA_DontShowOnScreen)
+    view.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)
     view.resize(width, height)
     view.show()
     QApplication.processEvents()

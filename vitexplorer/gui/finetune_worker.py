@@ -17,12 +17,16 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
 from vitexplorer.gui.workers import ModelRequest
+
+if TYPE_CHECKING:  # torch is imported in the worker's thread, when a job first needs it
+    from vitexplorer.core.models.loading import LoadedModel
+    from vitexplorer.core.training.timelapse import TimeLapse
 
 EMIT_INTERVAL = 0.05  # seconds between batches of steps (and stage updates) sent to the GUI
 
@@ -67,9 +71,9 @@ class SaveJob:
     run's ``timelapse`` (a core.timelapse.TimeLapse, or None) beside the weights."""
 
     path: str
-    loaded: object
+    loaded: LoadedModel
     extra: dict[str, Any]
-    timelapse: object = None
+    timelapse: TimeLapse | None = None
 
 
 @dataclass(frozen=True)

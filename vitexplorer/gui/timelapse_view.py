@@ -12,6 +12,8 @@ frame only slices arrays.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -37,6 +39,9 @@ from vitexplorer.gui.analytics_tab import EmptyState
 from vitexplorer.gui.views.head_stats_view import DistancePlot
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.panels import ThumbnailStrip
+
+if TYPE_CHECKING:  # torch: imported on first use
+    from vitexplorer.core.training.timelapse import TimeLapse
 
 ROLLOUT, CLS = "rollout", "cls"
 MAPS = [
@@ -108,7 +113,7 @@ class TimeLapseView(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.timelapse = None  # core.timelapse.TimeLapse
+        self.timelapse: TimeLapse | None = None
         self.class_names: tuple[str, ...] = ()
         self.origin = ""
         self.planned: int | None = None  # the epochs a run under way will have
@@ -140,16 +145,16 @@ class TimeLapseView(QWidget):
     def _make_widgets(self) -> None:
         self.header = QLabel("")
         self.header.setWordWrap(True)
-        self.header.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.strip = ThumbnailStrip()  # a column of the probes, two abreast, beside the views
         self.strip.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.strip.setWrapping(True)
-        self.strip.setResizeMode(QListView.Adjust)
+        self.strip.setResizeMode(QListView.ResizeMode.Adjust)
         self.strip.setSpacing(1)
         self.strip.setMinimumHeight(0)  # the strip's fixed height undone: QWIDGETSIZE_MAX
         self.strip.setMaximumHeight(16777215)
-        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.strip.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
+        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.strip.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         scroll = self.strip.verticalScrollBar().sizeHint().width()
         cell = THUMBNAIL + 8
         self.strip.setFixedWidth(STRIP_COLUMNS * (cell + 2) + scroll + 2 * self.strip.frameWidth())
@@ -159,16 +164,16 @@ class TimeLapseView(QWidget):
             "QListView::item:selected { border: 2px solid #0a64c8; background: #bcd8f5; }"
         )
         self.play_button = QToolButton()
-        self.slider = QSlider(Qt.Horizontal)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setPageStep(1)
-        self.slider.setTickPosition(QSlider.TicksBelow)
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setToolTip("The epoch shown: 0 is before the first step")
         self.epoch_label = QLabel("")
         self.epoch_label.setMinimumWidth(110)
         self.map_box = QComboBox()
         for value, label, tip in MAPS:
             self.map_box.addItem(label, value)
-            self.map_box.setItemData(self.map_box.count() - 1, tip, Qt.ToolTipRole)
+            self.map_box.setItemData(self.map_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.map_box.setToolTip("What the image shows")
         self.layer_spin = QSpinBox()
         self.layer_spin.setPrefix("layer ")
@@ -179,12 +184,12 @@ class TimeLapseView(QWidget):
         self.scale_box = QComboBox()
         for value, label, tip in SCALES:
             self.scale_box.addItem(label, value)
-            self.scale_box.setItemData(self.scale_box.count() - 1, tip, Qt.ToolTipRole)
+            self.scale_box.setItemData(self.scale_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.scale_box.setToolTip("The colour scale: one for all epochs, or each epoch its own")
         self.stat_box = QComboBox()
         for value, (name, _, _, label) in STATISTICS.items():
             self.stat_box.addItem(label, value)
-            self.stat_box.setItemData(self.stat_box.count() - 1, name, Qt.ToolTipRole)
+            self.stat_box.setItemData(self.stat_box.count() - 1, name, Qt.ItemDataRole.ToolTipRole)
         self.stat_box.setToolTip("Each head's mean attention distance or entropy, by layer")
         self.scope_box = QComboBox()
         self.scope_box.addItem("all probes", MEAN_OF_PROBES)
@@ -234,7 +239,7 @@ class TimeLapseView(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(content)
         scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
         page = QWidget()
         page_layout = QVBoxLayout(page)
         page_layout.setContentsMargins(0, 0, 0, 0)
@@ -256,14 +261,20 @@ class TimeLapseView(QWidget):
         self.area.show_message(text)
         self.epoch_shown.emit(-1)
 
+    def _shown(self) -> TimeLapse:
+        """The time-lapse on screen: what draws it runs only while there is one."""
+        if self.timelapse is None:
+            raise RuntimeError("no time-lapse is shown")
+        return self.timelapse
+
     def message(self) -> str | None:
         """The message shown instead of a time-lapse, or None while one is shown."""
         return None if self.area.showing_view else self.area.label.text()
 
     def show_timelapse(
         self,
-        timelapse,
-        class_names,
+        timelapse: TimeLapse,
+        class_names: Sequence[str],
         origin: str,
         planned: int | None = None,
     ) -> None:
@@ -275,7 +286,7 @@ class TimeLapseView(QWidget):
             return
         old = self.timelapse
         grown = old is not None and timelapse.images is old.images
-        following = not grown or self.index >= len(old.frames) - 1
+        following = not grown or old is None or self.index >= len(old.frames) - 1
         self.timelapse = timelapse
         self.class_names = tuple(class_names)
         self.origin = origin
@@ -306,12 +317,12 @@ class TimeLapseView(QWidget):
 
     def _start_index(self) -> int:
         """A checkpoint opens at the epoch whose weights it holds (else the last)."""
-        epochs = self.timelapse.epochs
-        best = self.timelapse.best_epoch
+        timelapse = self._shown()
+        epochs, best = timelapse.epochs, timelapse.best_epoch
         return epochs.index(best) if best in epochs else len(epochs) - 1
 
     def _say_origin(self) -> None:
-        timelapse = self.timelapse
+        timelapse = self._shown()
         epochs = timelapse.frames[-1].epoch
         probes = len(timelapse.sources)
         if self.planned is not None:
@@ -326,15 +337,16 @@ class TimeLapseView(QWidget):
 
     def _new_probes(self) -> None:
         """A new time-lapse: its probes in the strip, its layers and heads in the choices."""
-        timelapse = self.timelapse
+        timelapse = self._shown()
         self.strip.blockSignals(True)
         self.strip.clear()
         for i, image in enumerate(timelapse.images):
             key = str(i)
             self.strip.add_entry(key, "")
             item = self.strip.item_for(key)
-            item.setSizeHint(QSize(THUMBNAIL + 8, THUMBNAIL + 8))
-            item.setToolTip(f"probe {i + 1}: {timelapse.sources[i]}{self._true_text(i)}")
+            if item is not None:
+                item.setSizeHint(QSize(THUMBNAIL + 8, THUMBNAIL + 8))
+                item.setToolTip(f"probe {i + 1}: {timelapse.sources[i]}{self._true_text(i)}")
             self.strip.set_thumbnail(key, _enlarged(image, THUMBNAIL))
         self.probe = 0
         self.strip.setCurrentRow(0)
@@ -382,7 +394,7 @@ class TimeLapseView(QWidget):
 
     def _probe_clicked(self, current, _previous=None) -> None:
         if current is not None and self.timelapse is not None:
-            self.probe = int(current.data(Qt.UserRole))
+            self.probe = int(current.data(Qt.ItemDataRole.UserRole))
             self._redraw()
 
     def _slid(self, index: int) -> None:
@@ -415,12 +427,12 @@ class TimeLapseView(QWidget):
         if self.index >= self.slider.maximum():
             self.slider.setValue(0)  # played to the end before: from the start again
         self.timer.start()
-        self.play_button.setIcon(self.style().standardIcon(QStyle.SP_MediaPause))
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause))
         self.play_button.setToolTip("Pause")
 
     def stop(self) -> None:
         self.timer.stop()
-        self.play_button.setIcon(self.style().standardIcon(QStyle.SP_MediaPlay))
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.play_button.setToolTip("Play the epochs one after another (stops at the last)")
 
     def playing(self) -> bool:
@@ -444,7 +456,7 @@ class TimeLapseView(QWidget):
             layer, head = self.layer_spin.value() - 1, self.head_box.currentData()
             maps = frame.cls_attention[p, layer]
             values = maps.mean(0) if head in (None, MEAN_OF_HEADS) else maps[head]
-        return values.reshape(self.timelapse.grid)
+        return values.reshape(self._shown().grid)
 
     def shown_levels(self) -> tuple[float, float] | None:
         """The colour scale of the shown map: with one scale for all epochs, the chosen probe's
@@ -452,6 +464,7 @@ class TimeLapseView(QWidget):
         its own range."""
         if self.scale_box.currentData() == PER_FRAME:
             return None
+        key: tuple[int, str, int | None, int | None]
         if self.map_kind() == ROLLOUT:
             key = (self.probe, ROLLOUT, None, None)
         else:
@@ -469,7 +482,8 @@ class TimeLapseView(QWidget):
             )
 
             kind = "rollout" if key[1] == ROLLOUT else "attention"
-            self._levels[key] = epoch_levels(probe_maps(self.timelapse, key[0], kind, *key[2:]))
+            maps = probe_maps(self._shown(), key[0], kind, key[2], key[3])
+            self._levels[key] = epoch_levels(maps)
         low, high = self._levels[key]
         return (low, high) if high > low else None  # a constant map: the view's own small range
 
@@ -477,7 +491,7 @@ class TimeLapseView(QWidget):
         """The uniform level of the CLS row (and the rollout's): 1/N, N its tokens."""
         from vitexplorer.core.training.timelapse import row_tokens
 
-        tokens = row_tokens(self.timelapse)
+        tokens = row_tokens(self._shown())
         return uniform_level(tokens), uniform_label(tokens)
 
     def _map_title(self) -> str:
@@ -488,7 +502,7 @@ class TimeLapseView(QWidget):
         return f"CLS attention, layer {self.layer_spin.value()}, {which}"
 
     def _true_text(self, probe: int) -> str:
-        label = int(self.timelapse.labels[probe])
+        label = int(self._shown().labels[probe])
         return f" (true class: {self._name(label)})" if label >= 0 else ""
 
     def _name(self, index: int) -> str:
@@ -498,16 +512,17 @@ class TimeLapseView(QWidget):
     def verdict(self) -> str:
         """The chosen probe's prediction at the shown epoch: right, wrong, tie (never right)
         or unknown (:func:`vitexplorer.core.training.verdict.verdict`)."""
-        label = int(self.timelapse.labels[self.probe])
-        return self.frame.verdict(self.probe, label, self.timelapse.num_classes)
+        timelapse = self._shown()
+        label = int(timelapse.labels[self.probe])
+        return self.frame.verdict(self.probe, label, timelapse.num_classes)
 
     def prediction_text(self) -> str:
         """What the model predicted for the chosen probe at the shown epoch, in words; a tie
         of the top classes is said as one, never as a class."""
-        frame, p = self.frame, self.probe
-        predicted, label = int(frame.predicted[p]), int(self.timelapse.labels[p])
+        frame, p, timelapse = self.frame, self.probe, self._shown()
+        predicted, label = int(frame.predicted[p]), int(timelapse.labels[p])
         percent = f"{100 * frame.probability[p]:.0f}%"
-        if frame.tied(p, self.timelapse.num_classes):
+        if frame.tied(p, timelapse.num_classes):
             text = f"undecided: the top classes tie at {percent}"
         else:
             text = f"predicts {self._name(predicted)} ({percent})"
@@ -548,10 +563,10 @@ class TimeLapseView(QWidget):
         return values.mean(0) if self.statistics_scope() == MEAN_OF_PROBES else values[self.probe]
 
     def _draw_statistics(self) -> None:
-        statistic = self.stat_box.currentData()
+        statistic, timelapse = self.stat_box.currentData(), self._shown()
         if statistic not in self._tops:
-            self._tops[statistic] = float(self.timelapse.stacked(statistic).max())
-        probes = len(self.timelapse.sources)
+            self._tops[statistic] = float(timelapse.stacked(statistic).max())
+        probes = len(timelapse.sources)
         scope = (
             f"mean of {probes} probe{_s(probes)}"
             if self.statistics_scope() == MEAN_OF_PROBES
