@@ -91,7 +91,8 @@ def defined_names(tree: ast.Module) -> set[str]:
 
 
 def module_aliases(tree: ast.Module, sources: dict[str, str]) -> dict[str, str]:
-    """Local names bound to a vitexplorer module (``from vitexplorer.x import y as z``)."""
+    """Names bound to a vitexplorer module (``from vitexplorer.x import y as z``), and to
+    nothing else anywhere in the module (a local of that name is not the module)."""
     aliases = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0:
@@ -100,7 +101,11 @@ def module_aliases(tree: ast.Module, sources: dict[str, str]) -> dict[str, str]:
                     aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         elif isinstance(node, ast.Import):
             aliases |= {a.asname: a.name for a in node.names if a.asname and a.name in sources}
-    return aliases
+    rebound = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    rebound |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    return {name: module for name, module in aliases.items() if name not in rebound}
 
 
 def package_sources() -> dict[str, str]:
@@ -113,8 +118,11 @@ def second_hand(sources: dict[str, str]) -> list[str]:
     defined = {name: defined_names(ast.parse(text)) for name, text in sources.items()}
 
     def foreign(module: str, name: str) -> bool:
-        home = module not in FACES and module in defined
-        return home and f"{module}.{name}" not in sources and name not in defined[module]
+        if module in FACES or module not in defined:
+            return False
+        # a submodule, a name the module defines, or one of its own dunders (__file__)
+        own = name.startswith("__") or f"{module}.{name}" in sources or name in defined[module]
+        return not own
 
     found = []
     for importer, text in sources.items():
@@ -160,6 +168,7 @@ def test_the_checks_see_a_planted_re_export() -> None:
         ),
         "vitexplorer.user": "from vitexplorer.hub import limit\n\nprint(limit())\n",
         "vitexplorer.other": "from vitexplorer import hub as h\n\nprint(h.LIMIT, h.twice())\n",
+        "vitexplorer.local": "from vitexplorer import hub\n\ndef f(hub):\n    return hub.LIMIT\n",
         "vitexplorer.typed": "from vitexplorer.home import LIMIT\n\ndef f(x: 'LIMIT'): ...\n",
     }
     assert reexports(sources["vitexplorer.hub"], set(sources)) == ["1: vitexplorer.home.LIMIT"]
