@@ -54,16 +54,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from vitexplorer.core.models.loading import LoadedModel, load_model
+from vitexplorer.core.training.config import FinetuneConfig
 from vitexplorer.core.training.datasets import load_subsets, open_dataset, to_model_input
-from vitexplorer.core.training.engine import (
-    Epoch,
-    FinetuneConfig,
-    Finished,
-    Stage,
-    Started,
-    autocast_dtype,
-    finetune,
-)
+from vitexplorer.core.training.engine import autocast_dtype, finetune
+from vitexplorer.core.training.events import Epoch, Finished, Stage, Started
 
 BATCH = 64
 

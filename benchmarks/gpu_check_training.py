@@ -85,7 +85,8 @@ def training_images(per_class: int, test_per_class: int, quick: bool) -> tuple[o
 def run_engine(base: object, s: Setting, config: object) -> tuple[object, float, float, int]:
     """The engine to its end: (result, its whole run's seconds, the epoch's seconds, the peak of
     CUDA memory allocated from the start of the run, 0 on the CPU)."""
-    from vitexplorer.core.training.engine import Epoch, Finished, finetune
+    from vitexplorer.core.training.engine import finetune
+    from vitexplorer.core.training.events import Epoch, Finished
 
     if s.cuda:
         torch.cuda.reset_peak_memory_stats(s.device)
@@ -194,7 +195,7 @@ class Setting:
 def finetune_row(s: Setting, model: str) -> tuple[str, dict[str, float]]:
     """One head-only epoch of ``model`` (random weights): the engine against a plain loop."""
     from vitexplorer.core.models.loading import load_model
-    from vitexplorer.core.training.engine import FinetuneConfig
+    from vitexplorer.core.training.config import FinetuneConfig
 
     torch.manual_seed(0)
     tiny = s.shape() if model == "small_vit" else None
@@ -226,7 +227,7 @@ def scratch_row(s: Setting) -> tuple[str, dict[str, float]]:
     """One epoch from scratch with the Train tab's recipe: the engine against a plain loop."""
     from vitexplorer.core.models.architecture import default_warmup
     from vitexplorer.core.models.loading import load_model
-    from vitexplorer.core.training.engine import TrainConfig
+    from vitexplorer.core.training.config import TrainConfig
 
     config = TrainConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
                          probes=0, warmup_epochs=default_warmup(1))  # fmt: skip
@@ -256,7 +257,7 @@ def memory_row(s: Setting, batch: int, mixed: bool) -> tuple[str, dict[str, floa
     steps: the training set holds a few batches)."""
     from vitexplorer.core.models.architecture import default_warmup, size_text, training_bytes
     from vitexplorer.core.models.loading import load_model
-    from vitexplorer.core.training.engine import TrainConfig
+    from vitexplorer.core.training.config import TrainConfig
 
     shape = s.shape()
     config = TrainConfig(per_class=s.per_class, test_per_class=s.test_per_class, epochs=1,
@@ -283,8 +284,10 @@ def oom_row(
     of 224 px ones), through the engine; the line the command line prints for it."""
     from vitexplorer.cli.common import PROG
     from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.config import FinetuneConfig
     from vitexplorer.core.training.datasets import DatasetSplits, LabelledImages
-    from vitexplorer.core.training.engine import FinetuneConfig, Started, TrainingError, finetune
+    from vitexplorer.core.training.engine import finetune
+    from vitexplorer.core.training.events import Started, TrainingError
 
     data = np.random.default_rng(0).integers(0, 256, (10 * n, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), n)

@@ -35,14 +35,10 @@ import torch
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.vit import SmallViTConfig
 from vitexplorer.core.training import timelapse
+from vitexplorer.core.training.config import FinetuneConfig, TrainConfig
 from vitexplorer.core.training.datasets import open_dataset
-from vitexplorer.core.training.engine import (
-    FinetuneConfig,
-    Snapshot,
-    Started,
-    TrainConfig,
-    finetune,
-)
+from vitexplorer.core.training.engine import finetune
+from vitexplorer.core.training.events import Snapshot, Started
 
 DEMO_SHAPE = SmallViTConfig(
     image_size=32, patch_size=4, width=192, depth=6, heads=3, mlp_ratio=2.0, num_classes=10,

@@ -21,7 +21,7 @@ TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, n
 def tiny_spec():  # a ModelSpec; core.models imports torchvision, kept lazy
     """The spec of both tiny models below: 32 px, 8 px patches (4x4), 2 layers, 2 heads, and
     10 classes named ``class 0`` .. ``class 9``."""
-    from vitexplorer.core.models.loading import ModelSpec
+    from vitexplorer.core.models.spec import ModelSpec
 
     return ModelSpec(
         name="small_vit",

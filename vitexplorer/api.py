@@ -38,6 +38,7 @@ from vitexplorer.core.io.image_inputs import image_from
 from vitexplorer.core.io.images import ImageLoadError
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
+from vitexplorer.core.models.download import WeightsUnavailableError
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from vitexplorer.core.render.numbering import index_of
 
@@ -194,7 +195,7 @@ def load_model(
         loaded = models.load_model(
             name, chosen, device, allow_download=allow_download, progress=progress
         )
-    except (models.WeightsUnavailableError, DownloadCancelled, WeightsFileError, ValueError) as exc:
+    except (WeightsUnavailableError, DownloadCancelled, WeightsFileError, ValueError) as exc:
         raise _refuse(str(exc)) from None
     except OSError as exc:  # e.g. the torch hub cache is not writable
         raise _refuse(f"cannot load the model: {exc}") from None

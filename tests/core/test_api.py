@@ -40,7 +40,8 @@ def test_import_is_torch_free_and_the_api_loads_on_first_use() -> None:
         "vitexplorer.load_model\n"
         "print('vitexplorer.api' in sys.modules, 'torch' in sys.modules)\n"
         "import torch\n"
-        "from vitexplorer.core.models.families import UnsupportedModel, adapter_for\n"
+        "from vitexplorer.core.models.families.family import UnsupportedModel\n"
+        "from vitexplorer.core.models.families.registry import adapter_for\n"
         "try:\n    adapter_for(torch.nn.Linear(1, 1))\n"
         "except UnsupportedModel as exc:\n    print(exc)\n"
     )

@@ -11,8 +11,8 @@ from PIL import Image
 from tests.conftest import TINY, tiny_hf_config, tiny_spec
 from vitexplorer.core.explain.analysis import analyze_image
 from vitexplorer.core.models.capture import forward_with_attention
-from vitexplorer.core.models.families import adapter_for
 from vitexplorer.core.models.families.base import resample_positions
+from vitexplorer.core.models.families.registry import adapter_for
 from vitexplorer.core.models.families.small_vit import spec_for as small_vit_spec
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.preprocessing import aspect_grid, display_crop, preprocess

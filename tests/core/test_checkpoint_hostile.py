@@ -29,7 +29,8 @@ from tests.conftest import TINY
 from vitexplorer.cli import main
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import METADATA_KEY, WeightsFileError, read_weights
-from vitexplorer.core.models.loading import check_checkpoint_metadata, load_model, save_checkpoint
+from vitexplorer.core.models.loading import load_model, save_checkpoint
+from vitexplorer.core.models.metadata import check_checkpoint_metadata
 from vitexplorer.core.models.vit import SmallViT
 
 MARKER = "pwned"  # the file a pickle's code would create in the case's folder

@@ -29,8 +29,9 @@ from vitexplorer.core.explain.analysis import constant_output, flat_map
 from vitexplorer.core.explain.maps import hold_target, method_explainer
 from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.explain.provenance import json_ready, strict_json
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model, save_checkpoint
-from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.models.preprocessing import preprocess
 
 
 def strict_load(path: Path) -> dict:

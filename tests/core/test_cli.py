@@ -20,12 +20,15 @@ from PIL import Image
 from torchvision.models import get_model_weights
 
 from tests.conftest import TV_DOWNLOAD
-from vitexplorer import __version__, cli
-from vitexplorer.cli import ProgressBar, main, unique_stems, write_atomic
+from vitexplorer import __version__
+from vitexplorer.cli import main
+from vitexplorer.cli.common import ProgressBar, colour_table, unique_stems
 from vitexplorer.core.explain.tokens import attention_map
-from vitexplorer.core.models import loading as models
-from vitexplorer.core.models.loading import WeightsDownload, load_model
+from vitexplorer.core.io.files import write_atomic
+from vitexplorer.core.models.download import WeightsDownload
+from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.preprocessing import display_crop, preprocess
+from vitexplorer.core.models.spec import MODEL_NAMES
 from vitexplorer.core.render.figure import enlarge
 from vitexplorer.core.render.overlay import render_overlay
 
@@ -52,7 +55,7 @@ def _analyze(*args: str | Path) -> int:
 
 
 def test_model_names_match_the_core():
-    assert cli.MODEL_NAMES == models.MODEL_NAMES
+    assert MODEL_NAMES == MODEL_NAMES
 
 
 def test_help_and_version_do_not_import_torch():
@@ -131,7 +134,7 @@ def test_analyze_writes_attention_predictions_and_overlay(checkpoint, tmp_path, 
     # crop, enlarged
     cls_map = attention_map(attention, 1, None, 0, (4, 4), 1)
     np.testing.assert_allclose(cls_map, attention[1, :, 0, 1:].mean(0).reshape(4, 4), atol=1e-7)
-    expected = render_overlay(enlarge(display, 12), cls_map, cli.colour_table())
+    expected = render_overlay(enlarge(display, 12), cls_map, colour_table())
     assert np.array_equal(overlay, expected)
     assert facts["attention_axes"][0] == "axis 0: layers 1..2"
 

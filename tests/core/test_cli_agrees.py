@@ -17,9 +17,10 @@ import pytest
 from tests.core.test_cli import _image, _lines
 from vitexplorer.cli import main
 from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models import spec
-from vitexplorer.core.models.preprocessing import load_image
+from vitexplorer.core.models.spec import RANDOM
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "data" / "cifar10-test-sample"
 demo_shipped = pytest.mark.skipif(not spec.demo_path().is_file(), reason="no demo model here")
@@ -42,7 +43,7 @@ def test_the_demo_with_random_weights_is_its_architecture_untrained(tmp_path, ca
     before = json.loads((trained / "00025.json").read_text())
     after = json.loads((untrained / "00025.json").read_text())
     assert before["weights"] == "trained on CIFAR-10"
-    assert after["weights"] == models.RANDOM
+    assert after["weights"] == RANDOM
     assert after["display_name"] == spec.DEMO_RANDOM_LABEL and "trained" not in after["weights"]
     # the same architecture
     for key in ("grid", "num_layers", "num_heads", "num_tokens", "patch_size"):
@@ -61,7 +62,7 @@ def test_the_demo_with_random_weights_is_its_architecture_untrained(tmp_path, ca
 def test_a_checkpoint_with_random_weights_keeps_its_shape_not_its_weights(checkpoint, tmp_path):
     trained = models.load_model(str(checkpoint), device="cpu")
     untrained = models.load_model(str(checkpoint), "none", device="cpu")
-    assert untrained.spec.weights == models.RANDOM and untrained.weights_file is None
+    assert untrained.spec.weights == RANDOM and untrained.weights_file is None
     assert untrained.spec.grid == trained.spec.grid
     assert untrained.spec.class_names == trained.spec.class_names
     same = trained.module.state_dict()
@@ -79,7 +80,7 @@ def test_random_weights_of_a_checkpoint_on_the_command_line(checkpoint, tmp_path
     photo = _image(tmp_path / "p.png", (32, 32), seed=2)
     out = tmp_path / "out"
     assert _cpu("analyze", photo, "--model", checkpoint, "--weights", "none", "--out", out) == 0
-    assert json.loads((out / "p.json").read_text())["weights"] == models.RANDOM
+    assert json.loads((out / "p.json").read_text())["weights"] == RANDOM
     assert capsys.readouterr().err == ""  # nothing "ignored"
 
 

@@ -18,14 +18,16 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10
 
-from vitexplorer import cli
-from vitexplorer.cli import FinetuneReport, main
+from vitexplorer.cli import main
+from vitexplorer.cli.finetune import FinetuneReport, finetune_parser
 from vitexplorer.cli.settings import config_values
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.vit import SmallViTConfig
 from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.config import FinetuneConfig
 from vitexplorer.core.training.datasets import load_subsets, open_dataset, to_model_input
+from vitexplorer.core.training.events import Epoch, Stage
 
 TINY = SmallViTConfig(image_size=32, patch_size=8, width=32, depth=2, heads=2, num_classes=10)
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
@@ -81,12 +83,12 @@ def _lines(text: str) -> list[str]:
 
 def test_defaults_are_the_engines():
     required = ["--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
-    parsed = cli.finetune_parser().parse_args(required)
-    given = config_values(parsed, training.FinetuneConfig)
-    assert training.FinetuneConfig(**given) == training.FinetuneConfig()
-    assert set(given) == set(training.FinetuneConfig().to_dict())  # every setting is an option
+    parsed = finetune_parser().parse_args(required)
+    given = config_values(parsed, FinetuneConfig)
+    assert FinetuneConfig(**given) == FinetuneConfig()
+    assert set(given) == set(FinetuneConfig().to_dict())  # every setting is an option
     flags = ["--augment", "--no-mixed-precision", "--freeze", "last:1", "--lr", "0.5"]
-    options = vars(cli.finetune_parser().parse_args([*required, *flags]))
+    options = vars(finetune_parser().parse_args([*required, *flags]))
     assert (options["augment"], options["mixed_precision"]) == (True, False)
     assert (options["freeze"], options["lr"]) == ("last:1", 0.5)
 
@@ -132,9 +134,7 @@ def test_the_checkpoint_is_the_fine_tuned_model(finetuned, base: Path, colours: 
     assert meta["metrics"]["test_acc"] == _json_lines(finetuned[1])[-1]["test_acc"]
 
     # the engine run directly with the same settings gives the same model, logit for logit
-    config = training.FinetuneConfig(
-        per_class=8, test_per_class=4, batch_size=8, lr=0.01, epochs=3, seed=0
-    )
+    config = FinetuneConfig(per_class=8, test_per_class=4, batch_size=8, lr=0.01, epochs=3, seed=0)
     dataset = open_dataset(colours)
     events = list(training.finetune(load_model(str(base), device="cpu"), dataset, config))
     expected = events[-1].result.model
@@ -266,7 +266,7 @@ def _interrupt_after_first_epoch(monkeypatch, times: int) -> None:
     def pressed(*args, **kwargs):
         for event in real(*args, **kwargs):
             yield event
-            if isinstance(event, training.Epoch) and event.epoch == 1:
+            if isinstance(event, Epoch) and event.epoch == 1:
                 for _ in range(times):
                     signal.raise_signal(signal.SIGINT)
 
@@ -353,8 +353,8 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _stage(name: str, done: int, total: int) -> training.Stage:
-    return training.Stage(name, done, total, 0.0)
+def _stage(name: str, done: int, total: int) -> Stage:
+    return Stage(name, done, total, 0.0)
 
 
 def test_progress_on_a_terminal_is_one_line_redrawn(monkeypatch):

@@ -19,8 +19,9 @@ from vitexplorer.core.explain.analysis import analyze_image
 from vitexplorer.core.explain.head_stats import average_statistics, head_statistics
 from vitexplorer.core.explain.relevance import relevance_map
 from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.core.render.plots import MEAN_COLOUR, POINT_COLOUR, draw_distance_plot
 
 RAN = ("attention", "rollout", "relevance")  # the methods the next test asks for

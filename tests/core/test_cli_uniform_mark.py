@@ -15,7 +15,8 @@ from PIL import Image
 from tests.core.conftest import distinct_small_vit
 from vitexplorer.cli import main
 from vitexplorer.cli.analyze import subtitle
-from vitexplorer.core.models.loading import RANDOM, save_checkpoint
+from vitexplorer.core.models.loading import save_checkpoint
+from vitexplorer.core.models.spec import RANDOM
 from vitexplorer.core.render.figure import BAR_GAP, BAR_WIDTH, UNIFORM_INK
 
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"

@@ -20,15 +20,10 @@ import torch
 from PIL import Image, ImageFile
 from torchvision.models import get_model_weights
 
-from vitexplorer.core.models.loading import ModelSpec, load_model
-from vitexplorer.core.models.preprocessing import (
-    MAX_PIXELS,
-    ImageLoadError,
-    crop_box,
-    load_image,
-    preprocess,
-    to_rgb8,
-)
+from vitexplorer.core.io.images import MAX_PIXELS, ImageLoadError, load_image, to_rgb8
+from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.preprocessing import crop_box, preprocess
+from vitexplorer.core.models.spec import ModelSpec
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.models.preprocessing import load_image
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 

@@ -24,7 +24,15 @@ from vitexplorer.core.explain.structure import model_structure  # noqa: E402
 from vitexplorer.core.models import loading as models  # noqa: E402
 from vitexplorer.core.models.capture import capturing_attention, forward_with_attention  # noqa: E402
 from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
-from vitexplorer.core.models.families import UnsupportedModel, adapter_for, hf  # noqa: E402
+from vitexplorer.core.models.download import WeightsUnavailableError  # noqa: E402
+from vitexplorer.core.models.families.family import UnsupportedModel  # noqa: E402
+from vitexplorer.core.models.families.hf_config import (  # noqa: E402
+    architecture_config,
+    check_config,
+    preprocessing,
+)
+from vitexplorer.core.models.families.hf_model import HFClassifier  # noqa: E402
+from vitexplorer.core.models.families.registry import adapter_for  # noqa: E402
 from vitexplorer.core.training.config import parse_freeze  # noqa: E402
 from vitexplorer.core.training.finetune_model import SplitViT, with_new_head  # noqa: E402
 
@@ -179,7 +187,7 @@ def test_prefix_tokens_and_grid(folders: dict[str, Path]) -> None:
 def test_capture_honours_an_attention_mask() -> None:
     """A mask handed to the attention (bool as sdpa builds it, or additive as eager's) is
     applied before the softmax, as HF's eager attention does."""
-    wrapper = hf.HFClassifier(_hf_model("vit"), "ViTForImageClassification", 32)
+    wrapper = HFClassifier(_hf_model("vit"), "ViTForImageClassification", 32)
     attention = adapter_for(wrapper).attention_modules()[0]
     tokens = torch.randn(1, 17, 32)
     keep = torch.ones(1, 1, 17, 17, dtype=torch.bool)
@@ -381,7 +389,7 @@ def test_unsupported_architectures_are_refused_in_one_line(tmp_path: Path) -> No
         models.load_model(f"hf:{mim}")
     with pytest.raises(ValueError, match="folder not found: ./no/such"):
         models.load_model("hf:./no/such")
-    with pytest.raises(models.WeightsUnavailableError, match="not in the local Hugging Face"):
+    with pytest.raises(WeightsUnavailableError, match="not in the local Hugging Face"):
         models.load_model("hf:nobody/no-such-model", allow_download=False)
 
 
@@ -404,7 +412,7 @@ def test_a_whole_clip_model_loads_its_image_tower(tmp_path: Path) -> None:
 
 
 def test_preprocessing_from_the_image_processor_config() -> None:
-    clip = hf.preprocessing(
+    clip = preprocessing(
         "clip_vision_model",
         224,
         {"size": {"shortest_edge": 256}, "crop_size": 224, "do_center_crop": True, "resample": 3},
@@ -412,7 +420,7 @@ def test_preprocessing_from_the_image_processor_config() -> None:
     assert (clip.image_size, clip.resize_size, clip.interpolation) == (224, 256, "bicubic")
     assert clip.mean[0] == pytest.approx(0.48145466)  # CLIP's own, as its processor defaults
     # no rescaling: HF normalises 0..255 pixels, so mean and std scale by 1/255 for 0..1 ones
-    raw = hf.preprocessing(
+    raw = preprocessing(
         "vit", 32, {"do_rescale": False, "image_mean": 127.5, "image_std": 51, "size": 32}
     )
     assert raw.mean == pytest.approx((0.5, 0.5, 0.5)) and raw.std == pytest.approx((0.2,) * 3)
@@ -420,22 +428,22 @@ def test_preprocessing_from_the_image_processor_config() -> None:
     assert (raw.image_size, raw.resize_size, raw.interpolation) == (32, 32, "bilinear")
     assert raw.crop_mode == "squash" and clip.crop_mode == "center"
     # keys the file leaves out take its processor class's defaults (DeiT's 256 then 224)
-    deit = hf.preprocessing("deit", 32, {"image_processor_type": "DeiTImageProcessor"})
+    deit = preprocessing("deit", 32, {"image_processor_type": "DeiTImageProcessor"})
     assert (deit.image_size, deit.resize_size, deit.crop_mode) == (224, 256, "squash")
-    padded = hf.preprocessing("vit", 32, {"size": 30, "do_center_crop": True, "crop_size": 32})
+    padded = preprocessing("vit", 32, {"size": 30, "do_center_crop": True, "crop_size": 32})
     assert (padded.image_size, padded.resize_size) == (32, 32)
     assert padded.notes == (
         "its image processor pads the 30 px image with black to crop 32 px; vitexplorer "
         "resizes to 32 px instead",
     )
     # a processor class this transformers lacks: read as the family's, and said so
-    old = hf.preprocessing("vit", 32, {"image_processor_type": "ViTFeatureExtractor", "size": 32})
+    old = preprocessing("vit", 32, {"image_processor_type": "ViTFeatureExtractor", "size": 32})
     assert (old.image_size, old.crop_mode) == (32, "squash")
     assert old.notes == (
         "its image processor 'ViTFeatureExtractor' is not one this transformers has; "
         "vitexplorer reads its settings as a ViTImageProcessor's",
     )
-    plain = hf.preprocessing("deit", 32, {"do_normalize": False})
+    plain = preprocessing("deit", 32, {"do_normalize": False})
     assert (plain.mean, plain.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for bad, message in [
         ({"image_mean": [0.5, 0.5]}, "image_mean is not one number per RGB channel"),
@@ -444,7 +452,7 @@ def test_preprocessing_from_the_image_processor_config() -> None:
         ({"size": 32, "resample": "sharpest"}, "resample 'sharpest' is not a PIL filter"),
     ]:
         with pytest.raises(UnsupportedModel, match=message):
-            hf.preprocessing("vit", 32, bad)
+            preprocessing("vit", 32, bad)
 
 
 @pytest.mark.slow
@@ -452,8 +460,10 @@ def test_fine_tuning_and_its_checkpoint(folders: dict[str, Path], tmp_path: Path
     """A distilled DeiT and an image tower without a classifier both fine-tune (the tower
     gains a head on its pooled features), and their checkpoints load back."""
     from tests.conftest import write_colour_dataset
+    from vitexplorer.core.training.config import FinetuneConfig
     from vitexplorer.core.training.datasets import open_dataset
-    from vitexplorer.core.training.engine import FinetuneConfig, Finished, finetune
+    from vitexplorer.core.training.engine import finetune
+    from vitexplorer.core.training.events import Finished
 
     data = open_dataset(write_colour_dataset(tmp_path / "colours", 6, size=32))
     config = FinetuneConfig(
@@ -502,11 +512,11 @@ def test_checkpoint_configs_are_checked() -> None:
         "class": "ViTModel",
         "image_size": 32,
         "num_classes": 0,
-        "hf": hf.architecture_config(
+        "hf": architecture_config(
             transformers.ViTConfig(image_size=32, intermediate_size=64, **COMMON)
         ),
     }
-    assert hf.check_config("hf:x", good) == (32, 0)
+    assert check_config("hf:x", good) == (32, 0)
     bad = [
         ({"extra": 1}, "unknown setting"),
         ({"class": "SwinModel"}, "class 'SwinModel' is not one of"),
@@ -519,7 +529,7 @@ def test_checkpoint_configs_are_checked() -> None:
     ]
     for change, message in bad:
         with pytest.raises(ValueError, match=message):
-            hf.check_config("hf:x", {**good, **change})
+            check_config("hf:x", {**good, **change})
 
 
 def test_analysis_of_a_model_without_a_classifier(folders: dict[str, Path]) -> None:
@@ -578,7 +588,7 @@ def test_a_hub_name_offline_says_no_network_at_once(no_dns) -> None:
     minute of retries, and a message that says there is no network."""
 
     lookups = no_dns
-    with pytest.raises(models.WeightsUnavailableError) as err:
+    with pytest.raises(WeightsUnavailableError) as err:
         models.load_model("hf:vitexplorer-tests/not-cached-vit", "default", "cpu")
     message = str(err.value)
     assert message.startswith("no network: the Hugging Face hub cannot be reached for hf:")

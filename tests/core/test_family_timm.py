@@ -24,9 +24,14 @@ from vitexplorer.core.explain.structure import patch_filters, position_embedding
 from vitexplorer.core.models import loading as models  # noqa: E402
 from vitexplorer.core.models.capture import forward_with_attention  # noqa: E402
 from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
-from vitexplorer.core.models.download import DownloadCancelled, DownloadError  # noqa: E402
-from vitexplorer.core.models.families import UnsupportedModel, adapter_for  # noqa: E402
+from vitexplorer.core.models.download import (  # noqa: E402
+    DownloadCancelled,
+    DownloadError,
+    WeightsUnavailableError,
+)
 from vitexplorer.core.models.families import timm as family  # noqa: E402
+from vitexplorer.core.models.families.family import UnsupportedModel  # noqa: E402
+from vitexplorer.core.models.families.registry import adapter_for  # noqa: E402
 from vitexplorer.core.training.finetune_model import SplitViT, trainable_counts, with_new_head  # noqa: E402
 
 TINY = dict(img_size=32, patch_size=8, depth=2, num_heads=2, embed_dim=32, num_classes=10)
@@ -311,7 +316,7 @@ def test_checkpoint_config_is_checked() -> None:
 def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monkeypatch) -> None:
     import huggingface_hub
 
-    with pytest.raises(models.WeightsUnavailableError, match="not downloaded"):
+    with pytest.raises(WeightsUnavailableError, match="not downloaded"):
         models.load_model("timm:test_vit", "default", "cpu", allow_download=False)
     offer = family.default_weights_download("timm:test_vit")
     assert not offer.cached and offer.url.endswith("timm/test_vit.r160_in1k/resolve/main/"
@@ -322,7 +327,7 @@ def test_default_weights_come_from_timms_cache_only(test_vit_32, tmp_path, monke
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", offline)
-    with pytest.raises(models.WeightsUnavailableError) as err:
+    with pytest.raises(WeightsUnavailableError) as err:
         models.load_model("timm:test_vit", "default", "cpu")
     assert "\n" not in str(err.value) and "name resolution" in str(err.value)
 
@@ -368,7 +373,7 @@ def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> 
     from huggingface_hub import constants
 
     lookups = no_dns
-    with pytest.raises(models.WeightsUnavailableError) as err:
+    with pytest.raises(WeightsUnavailableError) as err:
         models.load_model("timm:test_vit", "default", "cpu")
     message = str(err.value)
     assert message.startswith("no network (the Hugging Face hub cannot be reached: ")
@@ -382,7 +387,7 @@ def test_default_weights_offline_say_no_network_at_once(monkeypatch, no_dns) -> 
 
     lookups.clear()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(models.WeightsUnavailableError, match=r"no network \(.*HF_HUB_OFFLINE"):
+    with pytest.raises(WeightsUnavailableError, match=r"no network \(.*HF_HUB_OFFLINE"):
         models.load_model("timm:test_vit", "default", "cpu")
     assert lookups == []
 
@@ -393,7 +398,7 @@ def test_the_structure_of_a_model_whose_prefix_tokens_have_no_position_embedding
     import timm
 
     from vitexplorer.core.explain.structure import model_structure
-    from vitexplorer.core.models.families import adapter_for
+    from vitexplorer.core.models.families.registry import adapter_for
 
     module = timm.create_model(
         "vit_tiny_patch16_224",

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitexplorer.core.io import files, staging
+from vitexplorer.core.io.staging import STALE_AFTER, TEMP_PREFIX, remove_stale_temporaries
 from vitexplorer.core.models.checkpoint import save_weights
 
 
@@ -52,7 +53,7 @@ def test_every_writer_follows_the_umask(tmp_path: Path, umask: int) -> None:
 def test_the_temporary_file_keeps_the_suffix_for_exporters(tmp_path: Path) -> None:
     with files.atomic_path(tmp_path / "plot.png") as tmp:
         assert tmp.suffix == ".png" and tmp.parent.parent == tmp_path
-        assert tmp.parent.name.startswith(files.TEMP_PREFIX)
+        assert tmp.parent.name.startswith(TEMP_PREFIX)
         tmp.write_bytes(b"x")
     assert (tmp_path / "plot.png").read_bytes() == b"x"
 
@@ -146,12 +147,12 @@ def test_leftovers_of_a_killed_write_are_removed_by_the_next_write(tmp_path: Pat
         child.wait(timeout=30)
     finally:
         child.kill()
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(files.TEMP_PREFIX)]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
     assert len(leftovers) == 1 and (leftovers[0] / "staged.safetensors").read_bytes() == b"partial"
     assert torch.equal(load_file(str(target))["w"], torch.ones(4))  # never half written
 
     # a live writer's staging folder (this owner, a live process) is left alone
-    live = tmp_path / f"{files.TEMP_PREFIX}{staging.this_owner().id}-{os.getppid()}-abc.tmp"
+    live = tmp_path / f"{TEMP_PREFIX}{staging.this_owner().id}-{os.getppid()}-abc.tmp"
     live.mkdir()
     (live / "staged.npy").write_bytes(b"in use")
     save_weights(target, {"w": torch.full((4,), 2.0)}, {"v": 2})
@@ -160,10 +161,10 @@ def test_leftovers_of_a_killed_write_are_removed_by_the_next_write(tmp_path: Pat
     assert torch.equal(load_file(str(target))["w"], torch.full((4,), 2.0))
 
     # ... unless it is a day old
-    old = time.time() - files.STALE_AFTER - 10
+    old = time.time() - STALE_AFTER - 10
     os.utime(live / "staged.npy", (old, old))
     os.utime(live, (old, old))
-    assert files.remove_stale_temporaries(tmp_path) == [live]
+    assert remove_stale_temporaries(tmp_path) == [live]
 
 
 def _fifo_with_reader(path: Path) -> int:

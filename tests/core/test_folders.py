@@ -14,8 +14,8 @@ from vitexplorer.cli.common import expand_images
 from vitexplorer.core.evaluate.faithfulness import labelled_images
 from vitexplorer.core.explorer.session import expand_paths
 from vitexplorer.core.io import folders
-from vitexplorer.core.io.files import TEMP_PREFIX
 from vitexplorer.core.io.folders import image_files, image_paths, is_image_name, subfolders
+from vitexplorer.core.io.staging import TEMP_PREFIX
 from vitexplorer.core.training.datasets import DatasetError, open_dataset
 from vitexplorer.gui.explanations import folder_images
 from vitexplorer.gui.finetune_settings import _subfolders

@@ -19,7 +19,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from vitexplorer.core.models import loading as models  # noqa: E402
-from vitexplorer.core.models.families import UnsupportedModel  # noqa: E402
+from vitexplorer.core.models.families.family import UnsupportedModel  # noqa: E402
 from vitexplorer.core.models.families.hf_config import preprocessing  # noqa: E402
 from vitexplorer.core.models.families.hf_files import HFFolderError, model_bytes  # noqa: E402
 

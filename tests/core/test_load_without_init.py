@@ -262,13 +262,17 @@ def test_an_hf_checkpoint_loads_without_initialising(
     """A vitexplorer checkpoint of every class, an image tower with a head of its own (as
     fine-tuning gives it) included."""
     from vitexplorer.core.models.families import hf
-    from vitexplorer.core.models.families.hf_config import architecture_config, build_model
+    from vitexplorer.core.models.families.hf_config import (
+        architecture_config,
+        build_model,
+        preprocessing,
+    )
     from vitexplorer.core.models.families.hf_model import KINDS
 
     config = _tiny_hf(architecture)[1]
     torch.manual_seed(1)
     wrapper = _perturbed(build_model(architecture, architecture_config(config), 3, 32))
-    prep = hf.preprocessing(KINDS[architecture].model_type, 32, {})
+    prep = preprocessing(KINDS[architecture].model_type, 32, {})
     spec = hf.make_spec(wrapper, "hf:tiny", "tuned", prep, ("a", "b", "c"))
     path = tmp_path / "m.safetensors"
     models.save_checkpoint(path, models.LoadedModel(wrapper, spec, torch.device("cpu")))

@@ -16,7 +16,8 @@ from vitexplorer.core.explain.method import MethodOptions, get, method_names
 from vitexplorer.core.explain.relevance import relevance_map
 from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.core.models.capture import forward_with_attention
-from vitexplorer.core.models.loading import LoadedModel, ModelSpec
+from vitexplorer.core.models.loading import LoadedModel
+from vitexplorer.core.models.spec import ModelSpec
 
 SPEC = tiny_spec()
 

@@ -80,8 +80,10 @@ def test_the_engines_own_record_names_the_fine_tune_and_its_base(tmp_path) -> No
 
     from tests.conftest import TINY, write_colour_dataset
     from vitexplorer.core.models.loading import load_model
+    from vitexplorer.core.training.config import FinetuneConfig
     from vitexplorer.core.training.datasets import open_dataset
-    from vitexplorer.core.training.engine import FinetuneConfig, Finished, finetune
+    from vitexplorer.core.training.engine import finetune
+    from vitexplorer.core.training.events import Finished
 
     torch.manual_seed(0)
     base = load_model("small_vit", "none", "cpu", small_config=TINY)

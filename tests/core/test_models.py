@@ -15,14 +15,13 @@ from tests.conftest import TINY, TV_DOWNLOAD
 from vitexplorer.core.explain.analysis import analyze_image, top_predictions
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
-from vitexplorer.core.models.loading import (
+from vitexplorer.core.models.download import (
     DownloadCancelled,
     WeightsDownload,
     WeightsUnavailableError,
     download_weights,
-    load_model,
-    save_checkpoint,
 )
+from vitexplorer.core.models.loading import load_model, save_checkpoint
 
 
 @pytest.mark.slow

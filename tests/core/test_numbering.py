@@ -16,12 +16,14 @@ import torch
 from PIL import Image
 
 from tests.core.test_cli import _image
-from vitexplorer.cli import colour_table, main
+from vitexplorer.cli import main
+from vitexplorer.cli.common import colour_table
 from vitexplorer.core.explain.maps import explanation_map
 from vitexplorer.core.explain.method import MethodOptions
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.capture import forward_with_attention
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.core.render.figure import MIN_SIDE, render_figure, scale_for
 from vitexplorer.core.render.numbering import card_parameters, index_of, shown
 from vitexplorer.core.render.overlay import render_overlay

@@ -20,6 +20,7 @@ from PIL import Image
 
 from vitexplorer.cli import main
 from vitexplorer.core.io import files, staging
+from vitexplorer.core.io.staging import TEMP_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +150,7 @@ def test_kill_at_random_moments_never_leaves_a_card_beside_another_runs_files(tm
     assert not problems, "\n".join(problems)
     assert list(tmp_path.glob("*.json"))  # sets were written (a killed one may have no card)
     _set(tmp_path, "last", 1).write()  # the next write removes what the killed ones left
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(files.TEMP_PREFIX)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
 
 # --- analyze and compare ----------------------------------------------------------------------
@@ -221,7 +222,7 @@ def other(digits: str, flip: int = 1) -> str:
 
 
 def entry(folder: Path, owner: str, pid: int, age: float = 0.0, lock_file: bool = True) -> Path:
-    path = folder / f"{files.TEMP_PREFIX}{owner}-{pid}-k{len(list(folder.iterdir()))}.tmp"
+    path = folder / f"{TEMP_PREFIX}{owner}-{pid}-k{len(list(folder.iterdir()))}.tmp"
     path.mkdir()
     (path / "staged.safetensors").write_bytes(b"a model being saved")
     if lock_file:
@@ -235,7 +236,7 @@ def entry(folder: Path, owner: str, pid: int, age: float = 0.0, lock_file: bool 
 def test_the_staging_name_carries_this_hosts_owner_and_pid(tmp_path):
     with files.atomic_path(tmp_path / "m.npy") as tmp:
         name = tmp.parent.name
-        assert name.startswith(f"{files.TEMP_PREFIX}{staging.this_owner().id}-{os.getpid()}-")
+        assert name.startswith(f"{TEMP_PREFIX}{staging.this_owner().id}-{os.getpid()}-")
         assert not staging.is_dead(name, time.time())  # this process's own
         tmp.write_bytes(b"x")
     assert [p.name for p in tmp_path.iterdir()] == ["m.npy"]
@@ -250,7 +251,7 @@ def test_another_hosts_live_save_survives_a_write_and_a_dead_one_of_ours_goes(
     container = entry(tmp_path, other(me.place, 2) + me.boot, gone)  # another PID namespace
     ours_dead = entry(tmp_path, me.id, gone)
     ours_live = entry(tmp_path, me.id, os.getppid())
-    old_form = tmp_path / f"{files.TEMP_PREFIX}{gone}-k3y.tmp.npy"
+    old_form = tmp_path / f"{TEMP_PREFIX}{gone}-k3y.tmp.npy"
     old_form.write_bytes(b"an older vitexplorer's save")
     files.write_atomic(tmp_path / "out.npy", lambda f: f.write(b"new"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -345,7 +346,7 @@ def test_another_nodes_live_save_with_a_pid_dead_here_is_saved(tmp_path):
     assert child.stdin is not None and child.stdout is not None
     try:
         name = child.stdout.readline().strip()
-        assert name.startswith(f"{files.TEMP_PREFIX}0badf00d0badf00d-")
+        assert name.startswith(f"{TEMP_PREFIX}0badf00d0badf00d-")
         files.write_atomic(tmp_path / "other.npy", lambda f: f.write(b"this node's write"))
         assert (tmp_path / name).is_dir()
         child.stdin.write("\n")

@@ -18,6 +18,7 @@ timm = pytest.importorskip("timm")
 from vitexplorer.core.models import loading as models  # noqa: E402
 from vitexplorer.core.models.families import timm as timm_family  # noqa: E402
 from vitexplorer.core.models.preprocessing import crop_box, display_crop, preprocess  # noqa: E402
+from vitexplorer.core.models.spec import RANDOM  # noqa: E402
 
 PHOTOS = Path("/work/shared/data/images")
 COMMON = dict(
@@ -35,7 +36,7 @@ def _images() -> list[Image.Image]:
     """Odd-sized noise (always), and a few real photos of different shapes when present."""
     images = [_noise(w, h, i) for i, (w, h) in enumerate([(37, 23), (50, 77), (101, 64), (33, 33)])]
     if PHOTOS.is_dir():
-        from vitexplorer.core.models.preprocessing import load_image
+        from vitexplorer.core.io.images import load_image
 
         for path in sorted(PHOTOS.iterdir())[:4]:
             image = load_image(path)
@@ -177,7 +178,7 @@ def test_random_weights_carry_a_warning(tmp_path: Path) -> None:
     _model("vit").save_pretrained(tmp_path)
     PROCESSORS["vit"][1]().save_pretrained(tmp_path)
     spec = models.load_model(f"hf:{tmp_path}", "none", "cpu").spec
-    assert spec.weights == models.RANDOM
+    assert spec.weights == RANDOM
     assert spec.notes == (
         "random weights (--weights none): the predictions and any class-specific map mean nothing",
     )
@@ -232,9 +233,9 @@ def test_timm_display_follows_squash_and_border() -> None:
 
 def test_timm_random_weights_carry_a_warning() -> None:
     module = _timm_model(TIMM_CFGS["center_0.9_bilinear"])
-    spec = timm_family.spec_for(module, "vit_tiny_patch16_224", models.RANDOM).randomised(warn=True)
+    spec = timm_family.spec_for(module, "vit_tiny_patch16_224", RANDOM).randomised(warn=True)
     assert spec.notes and spec.notes[0].startswith("random weights (--weights none)")
-    assert spec.random_weights and spec.weights == models.RANDOM
+    assert spec.random_weights and spec.weights == RANDOM
     assert timm_family.spec_for(module, "vit_tiny_patch16_224", "a file").notes == ()
 
 

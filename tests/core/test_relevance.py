@@ -13,8 +13,8 @@ from vitexplorer.core.explain.relevance import (
     relevance_from,
     relevance_map,
     relevance_row,
-    token_relevance,
 )
+from vitexplorer.core.explain.tokens import token_relevance
 from vitexplorer.core.models.capture import Sink, attention_modules, capturing_attention
 from vitexplorer.core.models.loading import LoadedModel
 

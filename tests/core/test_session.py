@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from vitexplorer.core.explorer.session import ImageSession, Selection, expand_paths
-from vitexplorer.core.models.loading import ModelSpec
+from vitexplorer.core.models.spec import ModelSpec
 
 SPEC = ModelSpec(
     name="small_vit",

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import tiny_spec
 from vitexplorer.core.explorer.session import Selection
-from vitexplorer.core.models.spec import LIBRARY_FAMILIES, MODEL_NAMES, library_family
+from vitexplorer.core.models.families.registry import LIBRARY_FAMILIES, library_family
+from vitexplorer.core.models.spec import MODEL_NAMES
 
 
 def test_prefix_tokens_are_named_and_labelled() -> None:

@@ -17,16 +17,10 @@ from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.core.models.capture import forward_with_attention
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import LoadedModel, load_model, save_checkpoint
+from vitexplorer.core.training.config import FinetuneConfig, TrainConfig
 from vitexplorer.core.training.datasets import open_dataset, to_model_input
-from vitexplorer.core.training.engine import (
-    Epoch,
-    FinetuneConfig,
-    Finished,
-    Notice,
-    Snapshot,
-    TrainConfig,
-    finetune,
-)
+from vitexplorer.core.training.engine import finetune
+from vitexplorer.core.training.events import Epoch, Finished, Notice, Snapshot
 from vitexplorer.core.training.timelapse import (
     FRAME_ARRAYS,
     TimeLapseError,

@@ -138,8 +138,9 @@ def test_a_run_on_images_smaller_than_the_input_passes_the_model_check(tmp_path:
     a 224 px model): such probes are the model's, not damage."""
     from tests.conftest import write_colour_dataset
     from tests.core.test_timelapse import QUICK, _small_vit
+    from vitexplorer.core.training.config import FinetuneConfig
     from vitexplorer.core.training.datasets import open_dataset
-    from vitexplorer.core.training.engine import FinetuneConfig, finetune
+    from vitexplorer.core.training.engine import finetune
 
     data = write_colour_dataset(tmp_path / "colours", 20, size=16)
     config = FinetuneConfig(**{**QUICK.to_dict(), "epochs": 1})

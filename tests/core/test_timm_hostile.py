@@ -18,7 +18,7 @@ timm = pytest.importorskip("timm")
 from vitexplorer.cli import main  # noqa: E402
 from vitexplorer.core.models import loading as models  # noqa: E402
 from vitexplorer.core.models.checkpoint import WeightsFileError  # noqa: E402
-from vitexplorer.core.models.download import DownloadError  # noqa: E402
+from vitexplorer.core.models.download import DownloadError, WeightsUnavailableError  # noqa: E402
 from vitexplorer.core.models.families import timm_weights  # noqa: E402
 from vitexplorer.core.training import estimate  # noqa: E402
 
@@ -149,7 +149,7 @@ def test_offline_the_probe_fails_once_and_the_message_names_the_cache(
 
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", probe)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: downloads.append(a))
-    with pytest.raises(models.WeightsUnavailableError) as err:
+    with pytest.raises(WeightsUnavailableError) as err:
         models.load_model("timm:test_vit", "default", "cpu")
     folder = tmp_path / "hub" / "models--timm--test_vit.r160_in1k"
     assert str(err.value) == (
@@ -178,7 +178,7 @@ def test_a_connection_lost_during_the_download_is_said_at_once(monkeypatch) -> N
 
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
-    with pytest.raises(models.WeightsUnavailableError, match=r"^no network \(the Hugging Face"):
+    with pytest.raises(WeightsUnavailableError, match=r"^no network \(the Hugging Face"):
         models.load_model("timm:test_vit", "default", "cpu")
     assert calls == ["model.safetensors"]
 
@@ -194,7 +194,7 @@ def test_a_plain_url_source_offline_names_its_server_and_the_torch_hub_cache(
     monkeypatch.setattr(download, "download_file", offline)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     source = timm_weights.Source("old_vit.in1k", None, None, (), "https://example.org/w/v.pth")
-    with pytest.raises(models.WeightsUnavailableError) as err:
+    with pytest.raises(WeightsUnavailableError) as err:
         source.download(None, None)
     message = str(err.value)
     assert message.startswith("no network (example.org cannot be reached: [Errno -2] Name")

@@ -20,13 +20,16 @@ from tests.conftest import TINY, write_colour_splits
 from vitexplorer.cli import main
 from vitexplorer.cli import train as train_cli
 from vitexplorer.core.models import architecture
+from vitexplorer.core.models.architecture import ARCH_DEFAULTS
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.families.small_vit import SmallViTAdapter
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.vit import SmallViT
 from vitexplorer.core.training import engine as training
-from vitexplorer.core.training.augment import AUGMENTATIONS, augment_batch, random_rotate
+from vitexplorer.core.training.augment import augment_batch, random_rotate
+from vitexplorer.core.training.config import AUGMENTATIONS, FinetuneConfig, TrainConfig
 from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.events import Epoch, Finished, Step
 
 SMALL = ["--width", "16", "--depth", "2", "--heads", "2", "--patch-size", "8"]
 QUICK = ["--per-class", "8", "--test-per-class", "4", "--batch-size", "8", "--epochs", "2"]
@@ -167,7 +170,7 @@ def test_a_model_too_big_for_memory_is_refused_with_the_estimate(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     shape = train_cli.architecture(
-        argparse.Namespace(**{**train_cli.ARCH_DEFAULTS, "width": 768, "heads": 12, "depth": 12})
+        argparse.Namespace(**{**ARCH_DEFAULTS, "width": 768, "heads": 12, "depth": 12})
     )
     acts, weights = architecture.training_bytes(shape, 512)
     assert err == (
@@ -181,7 +184,7 @@ def test_a_model_too_big_for_memory_is_refused_with_the_estimate(
 def test_defaults_match_train_config() -> None:
     options = train_cli.train_parser().parse_args(["--data", "d", "--out", "m.safetensors"])
     assert options.warmup_epochs is None  # None: from --epochs
-    assert train_cli.train_config(options) == training.TrainConfig()
+    assert train_cli.train_config(options) == TrainConfig()
     assert train_cli.train_config(options).warmup_epochs == 5.0
     few = train_cli.train_parser().parse_args(["--data", "d", "--out", "m.st", "--epochs", "3"])
     assert train_cli.train_config(few).warmup_epochs == pytest.approx(0.3)
@@ -193,7 +196,7 @@ def test_defaults_match_train_config() -> None:
 def _engine_run(colours: Path, monkeypatch, events_hook, **settings):
     torch.manual_seed(0)
     base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=2))
-    config = training.TrainConfig(
+    config = TrainConfig(
         per_class=8, test_per_class=4, batch_size=4, epochs=4, warmup_epochs=0.0,
         mixed_precision=False, **settings,
     )  # fmt: skip
@@ -201,10 +204,10 @@ def _engine_run(colours: Path, monkeypatch, events_hook, **settings):
     states: dict[int, dict[str, torch.Tensor]] = {}
     result = None
     for event in training.finetune(base, dataset, config):
-        if isinstance(event, training.Epoch):
+        if isinstance(event, Epoch):
             states[event.epoch] = {k: v.clone() for k, v in base.module.state_dict().items()}
             events_hook(event, base.module)
-        if isinstance(event, training.Finished):
+        if isinstance(event, Finished):
             result = event.result
     return result, states
 
@@ -246,17 +249,17 @@ def test_divergence_keeps_the_best_so_far(colours: Path, monkeypatch) -> None:
 def test_cancel_keeps_the_best_so_far(colours: Path) -> None:
     torch.manual_seed(0)
     base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=2))
-    config = training.TrainConfig(per_class=8, test_per_class=4, batch_size=4, epochs=4,
+    config = TrainConfig(per_class=8, test_per_class=4, batch_size=4, epochs=4,
                                   warmup_epochs=0.0, mixed_precision=False)  # fmt: skip
     stop = {"now": False}
     result = None
     state = None
     for event in training.finetune(base, open_dataset(str(colours)), config, lambda: stop["now"]):
-        if isinstance(event, training.Epoch) and event.epoch == 1:
+        if isinstance(event, Epoch) and event.epoch == 1:
             state = {k: v.clone() for k, v in base.module.state_dict().items()}
-        if isinstance(event, training.Step) and event.epoch == 2:
+        if isinstance(event, Step) and event.epoch == 2:
             stop["now"] = True
-        if isinstance(event, training.Finished):
+        if isinstance(event, Finished):
             result = event.result
     assert result.cancelled and result.best_epoch == 1
     final = result.model.module.state_dict()
@@ -264,7 +267,7 @@ def test_cancel_keeps_the_best_so_far(colours: Path) -> None:
 
 
 def test_finetune_defaults_keep_no_best_and_no_clipping() -> None:
-    config = training.FinetuneConfig()
+    config = FinetuneConfig()
     assert not config.keeps_best and config.gradient_clip == 0 and config.augmentation == "none"
     assert replace(config, augment=True).augmentation == "flip"
 

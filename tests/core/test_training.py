@@ -15,18 +15,24 @@ from tests.conftest import TINY, write_colour_dataset
 from vitexplorer.core.models.families.torchvision import spec_for as torchvision_spec
 from vitexplorer.core.models.loading import LoadedModel, load_model, save_checkpoint
 from vitexplorer.core.training import engine as training
-from vitexplorer.core.training.config import FreezePolicyError, parse_freeze
-from vitexplorer.core.training.datasets import open_dataset
-from vitexplorer.core.training.engine import (
-    Epoch,
+from vitexplorer.core.training.config import (
     FinetuneConfig,
+    FreezePolicyError,
+    TrainConfig,
+    parse_freeze,
+)
+from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.engine import finetune
+from vitexplorer.core.training.events import (
+    Epoch,
+    FinetuneResult,
     Finished,
     Notice,
+    Snapshot,
     Stage,
     Started,
     Step,
     TrainingError,
-    finetune,
 )
 from vitexplorer.core.training.finetune_model import SplitViT, trainable_counts
 
@@ -49,7 +55,7 @@ def _of(events: list, kind: type) -> list:
     return [e for e in events if isinstance(e, kind)]
 
 
-def _result(events: list) -> training.FinetuneResult:
+def _result(events: list) -> FinetuneResult:
     assert isinstance(events[-1], Finished)
     return events[-1].result
 
@@ -339,12 +345,12 @@ def test_from_scratch_keeps_the_models_own_head_unless_asked_for_zeros(
     base = load_model("small_vit", "none", "cpu", small_config=replace(TINY, num_classes=3))
     before = base.module.head.weight.detach().clone()
     assert before.abs().max() > 0
-    config = training.TrainConfig(
+    config = TrainConfig(
         per_class=12, test_per_class=4, epochs=1, batch_size=8, warmup_epochs=0.0,
         mixed_precision=False, probes=3, head_init=head_init,
     )  # fmt: skip
     for event in finetune(base, open_dataset(colours), config):
-        if isinstance(event, training.Snapshot):
+        if isinstance(event, Snapshot):
             start = event.frame
             break
     if head_init == "zero":
@@ -353,4 +359,4 @@ def test_from_scratch_keeps_the_models_own_head_unless_asked_for_zeros(
         assert not np.allclose(start.probability, 1 / 3)
         torch.testing.assert_close(base.module.head.weight, before, rtol=0, atol=0)
     with pytest.raises(ValueError, match="unknown head initialisation"):
-        training.TrainConfig(head_init="xavier").check(2)
+        TrainConfig(head_init="xavier").check(2)

@@ -19,7 +19,9 @@ from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import load_model
 from vitexplorer.core.models.spec import demo_path
 from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.config import FinetuneConfig
 from vitexplorer.core.training.datasets import open_dataset
+from vitexplorer.core.training.events import Epoch, Finished, Snapshot, Started
 from vitexplorer.core.training.heads import choose_head
 
 SAMPLE = Path(__file__).parents[1] / "data" / "cifar10-test-sample"  # 3 images per class
@@ -35,15 +37,15 @@ def _first_epoch(head: str, dataset=None):
     the Started event, the result) of one small fine-tune of the demo."""
     base = load_model("demo", "default", "cpu")
     before = base.module.head.weight.detach().clone()
-    config = training.FinetuneConfig(**SMALL, head=head)
+    config = FinetuneConfig(**SMALL, head=head)
     started = at_start = loss = result = None
     for event in training.finetune(base, dataset or open_dataset(SAMPLE), config):
-        if isinstance(event, training.Started):
+        if isinstance(event, Started):
             started = event
             at_start = base.module.head.weight.detach().clone()  # before the first step
-        elif isinstance(event, training.Epoch) and loss is None:
+        elif isinstance(event, Epoch) and loss is None:
             loss = event.train_loss
-        elif isinstance(event, training.Finished):
+        elif isinstance(event, Finished):
             result = event.result
     return before, at_start, loss, started, result
 
@@ -150,10 +152,10 @@ def test_the_time_lapses_first_frame_shows_what_the_kept_head_predicts():
     10 %" as with a zero head."""
     frames = {}
     for head in ("keep", "new"):
-        config = training.FinetuneConfig(**{**SMALL, "probes": 10}, head=head)
+        config = FinetuneConfig(**{**SMALL, "probes": 10}, head=head)
         base = load_model("demo", "default", "cpu")
         for event in training.finetune(base, open_dataset(SAMPLE), config):
-            if isinstance(event, training.Snapshot) and event.frame.epoch == 0:
+            if isinstance(event, Snapshot) and event.frame.epoch == 0:
                 frames[head] = event.frame
     kept, new = frames["keep"], frames["new"]
     assert len(set(kept.predicted.tolist())) >= 5  # ten probes of ten classes

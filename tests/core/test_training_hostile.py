@@ -17,13 +17,21 @@ import pytest
 import torch
 
 from tests.conftest import write_colour_dataset
-from vitexplorer.cli import finetune_parser, main
+from vitexplorer.cli import main
+from vitexplorer.cli.finetune import finetune_parser
 from vitexplorer.cli.settings import config_values
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.config import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_PER_CLASS,
+    FinetuneConfig,
+)
 from vitexplorer.core.training.datasets import open_dataset
-from vitexplorer.core.training.engine import FinetuneConfig, TrainingError
+from vitexplorer.core.training.events import TrainingError
 from vitexplorer.core.training.finetune_model import SplitViT
 
 # (case id, command-line fragment): each must be refused before any model or data is read
@@ -118,11 +126,11 @@ def test_check_refuses_wrong_types() -> None:
 
 def test_check_accepts_the_edges() -> None:
     edges = [
-        {"seed": 0}, {"seed": 2**32 - 1}, {"lr": training.MAX_LR}, {"lr": 1e-12},
+        {"seed": 0}, {"seed": 2**32 - 1}, {"lr": MAX_LR}, {"lr": 1e-12},
         {"momentum": 0.0}, {"momentum": 0.999}, {"warmup_epochs": 5.0}, {"warmup_epochs": 0.5},
         {"val_fraction": 0.0}, {"label_smoothing": 0.99}, {"weight_decay": 0.0},
-        {"batch_size": training.MAX_BATCH_SIZE}, {"epochs": training.MAX_EPOCHS},
-        {"per_class": training.MAX_PER_CLASS}, {"lr": 0.5, "weight_decay": 1.9},
+        {"batch_size": MAX_BATCH_SIZE}, {"epochs": MAX_EPOCHS},
+        {"per_class": MAX_PER_CLASS}, {"lr": 0.5, "weight_decay": 1.9},
     ]  # fmt: skip
     for fields in edges:
         FinetuneConfig(**fields).check(2)

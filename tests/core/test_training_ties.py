@@ -11,18 +11,13 @@ import torch
 from tests.conftest import TINY, write_colour_dataset
 from vitexplorer.core.models.loading import LoadedModel, load_model
 from vitexplorer.core.training import engine as training
+from vitexplorer.core.training.config import FinetuneConfig, TrainConfig
 from vitexplorer.core.training.datasets import open_dataset
-from vitexplorer.core.training.engine import (
-    FinetuneConfig,
-    Finished,
-    TrainConfig,
-    TrainingError,
-    finetune,
-)
+from vitexplorer.core.training.engine import finetune
+from vitexplorer.core.training.events import FinetuneResult, Finished, TrainingError
+from vitexplorer.core.training.events import TestSample as Sample  # not collected as a test class
 from vitexplorer.core.training.finetune_model import SplitViT
 from vitexplorer.core.training.verdict import RIGHT, TIE, WRONG
-
-Sample = training.TestSample  # not collected as a test class
 
 QUICK = FinetuneConfig(
     per_class=12, test_per_class=5, epochs=2, batch_size=8, lr=1e-2, mixed_precision=False
@@ -39,9 +34,7 @@ def _small_vit(seed: int = 0) -> LoadedModel:
     return load_model("small_vit", "none", "cpu", small_config=TINY)
 
 
-def _result(
-    base: LoadedModel, data: Path, config: FinetuneConfig = QUICK
-) -> training.FinetuneResult:
+def _result(base: LoadedModel, data: Path, config: FinetuneConfig = QUICK) -> FinetuneResult:
     events = list(finetune(base, open_dataset(data), config, gallery_size=9))
     assert isinstance(events[-1], Finished)
     return events[-1].result
@@ -199,11 +192,9 @@ def test_the_train_clis_best_line_says_how_many_tie() -> None:
     assert _best_line(result).endswith("its test accuracy 75.0%")
 
 
-def _bare_result(**arrays: np.ndarray) -> training.FinetuneResult:
+def _bare_result(**arrays: np.ndarray) -> FinetuneResult:
     """A result with only the test arrays given (no model: tie_matrix reads none)."""
-    return training.FinetuneResult(
-        None, QUICK, "colours", "small_vit", False, 0, 0, False, 0.0, **arrays
-    )
+    return FinetuneResult(None, QUICK, "colours", "small_vit", False, 0, 0, False, 0.0, **arrays)
 
 
 def test_the_tie_matrix_counts_ties_by_true_and_predicted_class() -> None:

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
-from vitexplorer.core.models.spec import TORCHVISION_VITS
+from vitexplorer.core.models.families.registry import TORCHVISION_VITS
 
 
 @pytest.fixture

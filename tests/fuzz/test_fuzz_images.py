@@ -16,7 +16,7 @@ import pytest
 from tests.fuzz.conftest import record
 from tests.fuzz.hostile import MARKER, HostileImage, all_image_cases, upright_picture
 from vitexplorer.cli.common import unique_stems
-from vitexplorer.core.models.preprocessing import ImageLoadError, load_image
+from vitexplorer.core.io.images import ImageLoadError, load_image
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.fuzz.conftest import record
-from vitexplorer.core.io.files import TEMP_PREFIX
+from vitexplorer.core.io.staging import TEMP_PREFIX
 from vitexplorer.core.models.checkpoint import save_weights
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")

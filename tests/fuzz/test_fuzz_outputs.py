@@ -31,6 +31,7 @@ from PIL import Image
 from tests.fuzz.conftest import record
 from vitexplorer.cli import main
 from vitexplorer.core.io import files, staging
+from vitexplorer.core.io.staging import TEMP_PREFIX
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
 
@@ -162,7 +163,7 @@ def test_a_full_disk_at_every_file_of_analyze(models, tmp_path, monkeypatch, cap
                     k: v for k, v in old.items() if k.startswith(image.stem + ".")
                 }:
                     found.append(f"{image.name}'s older files changed")
-            lost = bool(found) or any(p.name.startswith(files.TEMP_PREFIX) for p in out.iterdir())
+            lost = bool(found) or any(p.name.startswith(TEMP_PREFIX) for p in out.iterdir())
             clear = len(err) == 1 and len(failed) == 1 and "cannot write to" in err[0]
             clear = clear and ("no space left" in err[0].lower() or "quota" in err[0].lower())
             record(OUTPUTS, case, crash="Traceback" in "\n".join(err), lost=lost)
@@ -208,7 +209,7 @@ def test_a_full_disk_at_every_file_of_compare(models, tmp_path, monkeypatch, cap
                 k: v for k, v in old.items() if k.startswith(stem + ".")
             }:
                 found.append(f"{stem}'s older files changed")
-        lost = bool(found) or any(p.name.startswith(files.TEMP_PREFIX) for p in out.iterdir())
+        lost = bool(found) or any(p.name.startswith(TEMP_PREFIX) for p in out.iterdir())
         expected = 2 if position >= positions - 2 else 1
         clear = len(err) == 1 and "No space left" in err[0] and len(stems) == 1
         record(OUTPUTS, case, crash="Traceback" in "\n".join(err), lost=lost)
@@ -283,7 +284,7 @@ def test_kill_9_at_random_moments_during_analyze(models, tmp_path) -> None:
             statuses.append(status)
         assert trial(-1, runs[1])[0] == "0"  # a whole run after them: every image's set complete
         found = set_problems(out)
-        if any(p.name.startswith(files.TEMP_PREFIX) for p in out.iterdir()):
+        if any(p.name.startswith(TEMP_PREFIX) for p in out.iterdir()):
             found.append("staging folders of the killed runs are left after a whole run")
         if len(list(out.glob("*.json"))) != 8 * 3:
             found.append("a whole run did not write every card")
@@ -309,7 +310,7 @@ def _dead_pid() -> int:
 
 
 def _entry(folder: Path, owner: str, pid: int, age: float, lock: bool = True) -> Path:
-    path = folder / f"{files.TEMP_PREFIX}{owner}-{pid}-q{len(os.listdir(folder))}.tmp"
+    path = folder / f"{TEMP_PREFIX}{owner}-{pid}-q{len(os.listdir(folder))}.tmp"
     path.mkdir()
     (path / "staged.safetensors").write_bytes(b"a model being saved")
     if lock:
@@ -344,14 +345,14 @@ def _kinds(folder: Path, held: list[int]) -> dict[str, tuple[Path, bool]]:
         "another boot, before this boot": (_entry(folder, place + _other(boot), 1, 3 * DAY), True),
         "another boot, since this boot": (_entry(folder, place + _other(boot), 1, 0), False),
     }
-    old_file = folder / f"{files.TEMP_PREFIX}{dead}-abc_1.tmp.npy"
+    old_file = folder / f"{TEMP_PREFIX}{dead}-abc_1.tmp.npy"
     old_file.write_bytes(b"an older version's write")
     kinds["old form, a file"] = (old_file, False)
-    old_week = folder / f"{files.TEMP_PREFIX}{dead}-abc_2.tmp.png"
+    old_week = folder / f"{TEMP_PREFIX}{dead}-abc_2.tmp.png"
     old_week.write_bytes(b"")
     _age(old_week, WEEK)
     kinds["old form, a week old"] = (old_week, True)
-    old_dir = folder / f"{files.TEMP_PREFIX}{dead}-abc_3.tmp"
+    old_dir = folder / f"{TEMP_PREFIX}{dead}-abc_3.tmp"
     old_dir.mkdir()
     kinds["old form, a folder"] = (old_dir, False)
     for name, owner, pid in (
@@ -363,13 +364,13 @@ def _kinds(folder: Path, held: list[int]) -> dict[str, tuple[Path, bool]]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.append(fd)
         kinds[name] = (path, False)
-    link = folder / f"{files.TEMP_PREFIX}{me.id}-{dead}-lnk.tmp"
+    link = folder / f"{TEMP_PREFIX}{me.id}-{dead}-lnk.tmp"
     outside = folder.parent / "outside"
     outside.mkdir(exist_ok=True)
     (outside / "keep.txt").write_bytes(b"the user's file")
     link.symlink_to(outside)
     kinds["a link named like ours, process gone"] = (link, False)
-    fifo = folder / f"{files.TEMP_PREFIX}{me.id}-{dead}-fif.tmp"
+    fifo = folder / f"{TEMP_PREFIX}{me.id}-{dead}-fif.tmp"
     os.mkfifo(fifo)
     kinds["a FIFO named like ours, process gone"] = (fifo, False)
     return kinds

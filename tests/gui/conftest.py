@@ -71,7 +71,7 @@ def running_window(qtbot, settings_path: Path, model: Path) -> Iterator[MainWind
     window = make_window(qtbot, settings_path, ModelRequest(str(model)))
     with qtbot.waitSignal(window.model_changed, timeout=30000):
         window.start()
-    thread = window.model_session.thread.thread
+    thread = window.model_session.worker_thread.thread
     yield window
     window.close()
     assert thread.isFinished(), "the model worker thread outlived the window"

@@ -20,8 +20,9 @@ from vitexplorer.core.explain.analysis import analyze_image
 from vitexplorer.core.explain.model_compare import compare_maps, counterpart_token, head_changes
 from vitexplorer.core.explain.relevance import relevance_map
 from vitexplorer.core.explain.tokens import token_for_patch
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model, save_checkpoint
-from vitexplorer.core.models.preprocessing import aspect_grid, load_image, preprocess
+from vitexplorer.core.models.preprocessing import aspect_grid, preprocess
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.model_compare_view import BEFORE, FILE, MODEL, ModelCompare
 from vitexplorer.gui.model_labels import request_for_base

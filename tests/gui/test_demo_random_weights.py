@@ -14,7 +14,7 @@ import torch
 
 from tests.conftest import TV_DOWNLOAD
 from tests.gui.conftest import GUI_CONFIG, make_window
-from vitexplorer.core.models.loading import RANDOM
+from vitexplorer.core.models.spec import RANDOM
 from vitexplorer.gui.workers import ModelRequest
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")
@@ -110,13 +110,14 @@ def test_the_demo_offer_bar_leaves_with_the_trained_weights(qtbot, tmp_path, mon
     beside the demo's random weights."""
     from vitexplorer.core.models import loading as models
     from vitexplorer.core.models import spec
+    from vitexplorer.core.models.download import WeightsDownload
 
     demo = tmp_path / spec.DEMO_FILE
     torch.manual_seed(0)
     trained = models.load_model("small_vit", "none", "cpu", small_config=GUI_CONFIG)
     models.save_checkpoint(demo, trained, {"class_names": [f"kind {i}" for i in range(7)]})
     monkeypatch.setattr(spec, "demo_path", lambda: demo)
-    download = models.WeightsDownload(
+    download = WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)

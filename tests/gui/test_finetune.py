@@ -15,8 +15,8 @@ from PySide6.QtWidgets import QFileDialog
 from tests.conftest import TV_DOWNLOAD
 from tests.gui.test_main_window import drop_and_wait
 from vitexplorer.core.explain.analysis import analyze_image
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.models.preprocessing import load_image
 from vitexplorer.gui.finetune_panel import FinetunePanel
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.training_views import TrainingCurves
@@ -275,9 +275,10 @@ def test_a_training_error_is_shown_and_nothing_is_adopted(
     qtbot, window: MainWindow, tmp_path, monkeypatch
 ):
     from vitexplorer.core.training import engine as training
+    from vitexplorer.core.training.events import TrainingError
 
     def diverging(base, dataset, config, cancelled=None, gallery_size=40):
-        raise training.TrainingError(
+        raise TrainingError(
             "the loss became nan at step 3 (epoch 1); the learning rate 10 is probably too "
             "high: try a tenth of it. Nothing was saved and the explorer keeps its model."
         )
@@ -408,10 +409,10 @@ def test_base_weights_missing_says_to_load_them_in_the_explorer(
 ):
     from dataclasses import replace
 
-    from vitexplorer.core.models import loading as models
+    from vitexplorer.core.models.download import WeightsDownload
     from vitexplorer.gui.workers import ModelRequest
 
-    missing = models.WeightsDownload(
+    missing = WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/w.pth", tmp_path / "w.pth", 336.6, "ViT-B/32 weights"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: missing)

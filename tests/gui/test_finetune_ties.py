@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from tests.core.test_training_ties import _train_then_zero_the_head
 from tests.gui.test_finetune import colour_folder, fill, panel_of
 from vitexplorer.core.training import engine as training
-from vitexplorer.core.training.engine import TestSample as Sample
+from vitexplorer.core.training.events import TestSample as Sample
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.training_views import (
     CORRECT_COLOR,

@@ -215,9 +215,9 @@ def clipped(window: MainWindow) -> list[str]:
     """Every visible label, button, spin box or combo box of the fine-tune column that is
     narrower than it needs or cut off by the column's edge or the window's."""
     panel = window.finetune.panel
-    viewport = panel.scroll.viewport()
+    viewport = panel.form_scroll.viewport()
     problems = []
-    children = panel.scroll.widget().findChildren(QWidget) + panel.footer.findChildren(QWidget)
+    children = panel.form_scroll.widget().findChildren(QWidget) + panel.footer.findChildren(QWidget)
     for widget in children:
         if not isinstance(widget, CHECKED) or not widget.isVisible():
             continue
@@ -228,7 +228,7 @@ def clipped(window: MainWindow) -> list[str]:
             need = widget.sizeHint().width()  # the longest entry, not elided
         if widget.width() < need:
             problems.append(f"{name}: {widget.width()} px wide, needs {need}")
-        if panel.scroll.widget().isAncestorOf(widget):
+        if panel.form_scroll.widget().isAncestorOf(widget):
             left = widget.mapTo(viewport, widget.rect().topLeft()).x()
             if left < 0 or left + widget.width() > viewport.width():
                 problems.append(f"{name}: cut by the column's edge")
@@ -548,7 +548,7 @@ def test_the_time_estimate_is_whole_in_view_under_a_long_form(qtbot, tmp_path, s
     choose(form.source_box, "folder")
     form.params_label.setText(ESTIMATE)
     settle(qtbot, window)
-    scrollbar = panel.scroll.verticalScrollBar()
+    scrollbar = panel.form_scroll.verticalScrollBar()
     assert scrollbar.maximum() > 0  # the form is taller than its column
     label = form.params_label
     for position in (0, scrollbar.maximum()):

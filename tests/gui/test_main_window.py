@@ -13,8 +13,9 @@ from PySide6.QtWidgets import QApplication, QPushButton
 
 from tests.conftest import TV_DOWNLOAD
 from tests.gui.conftest import make_window
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.workers import ModelRequest
@@ -232,11 +233,11 @@ def no_dialog_open(window: MainWindow) -> bool:
 def test_first_launch_offers_the_download_and_alternatives(qtbot, tmp_path, monkeypatch):
     """Without the demo model: no question pops up; the bar above the image offers the
     download and its alternatives, and one click on Random weights loads them."""
-    from vitexplorer.core.models import loading as models
     from vitexplorer.core.models import spec
+    from vitexplorer.core.models.download import WeightsDownload
 
     monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
-    download = models.WeightsDownload(
+    download = WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
@@ -263,12 +264,12 @@ def test_without_the_demo_the_window_says_no_model_and_keeps_the_choices(
     """An installation without the demo model and without the weights: the photo is on screen,
     the window and the toolbar say plainly that no model is loaded, the choices are one click
     away, at this launch and the next, and nothing modal ever asks."""
-    from vitexplorer.core.models import loading as models
     from vitexplorer.core.models import spec
+    from vitexplorer.core.models.download import WeightsDownload
 
     monkeypatch.setattr(spec, "demo_path", lambda: tmp_path / "no" / spec.DEMO_FILE)
 
-    download = models.WeightsDownload(
+    download = WeightsDownload(
         "vit_b_32", "http://127.0.0.1:9/vit_b_32-d86f8d99.pth", tmp_path / "x.pth", 336.6, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
@@ -324,11 +325,11 @@ def test_failed_load_keeps_the_previous_model_working(qtbot, window, photo, tmp_
 
 
 def test_download_with_progress_then_explore(qtbot, tmp_path, monkeypatch, vit_b_32_state, photo):
-    from vitexplorer.core.models import loading as models
     from vitexplorer.core.models import spec
+    from vitexplorer.core.models.download import WeightsDownload
 
     source, state = vit_b_32_state
-    download = models.WeightsDownload(
+    download = WeightsDownload(
         "vit_b_32", source.as_uri(), tmp_path / "hub" / source.name, 336.6, "test weights"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)
@@ -414,11 +415,11 @@ class _SlowResponse:
 
 
 def test_cancel_stops_the_download_at_once(qtbot, tmp_path, monkeypatch):
-    from vitexplorer.core.models import loading as models
     from vitexplorer.core.models import spec
+    from vitexplorer.core.models.download import WeightsDownload
 
     response = _SlowResponse()
-    download = models.WeightsDownload(
+    download = WeightsDownload(
         "vit_b_32", "https://example.invalid/vit_b_32-d86f8d99.pth", tmp_path / "w.pth", 300, "W"
     )
     monkeypatch.setattr(TV_DOWNLOAD, lambda name: download)

@@ -15,8 +15,9 @@ from tests.conftest import tiny_spec
 from vitexplorer.core.explain.analysis import Prediction, analyze_image
 from vitexplorer.core.explain.maps import MapCache, explanation_map, map_job
 from vitexplorer.core.explain.method import OPTION, MethodOptions, catalogue, get
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import LoadedModel
-from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.gui.controls import NOT_APPLIED, MethodBar, ViewBar
 from vitexplorer.gui.workers import MapDone, MapFailed, ModelWorker
 

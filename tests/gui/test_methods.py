@@ -10,8 +10,9 @@ from PySide6.QtWidgets import QApplication
 from tests.gui.test_main_window import click_patch, drop_and_wait
 from vitexplorer.core.explain.relevance import relevance_map
 from vitexplorer.core.explain.rollout import rollout_map
+from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.models.preprocessing import load_image, preprocess
+from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.gui.main_window import MainWindow
 
 pytestmark = pytest.mark.slow  # the whole file is left out of the quick suite (-m "not slow")

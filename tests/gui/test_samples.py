@@ -25,8 +25,8 @@ CIFAR_CLASS = {  # what each photo shows, in CIFAR-10's words
 @pytest.mark.skipif(not specs.demo_path().is_file(), reason="no demo model in this installation")
 def test_the_demo_model_gets_every_sample_right() -> None:
     from vitexplorer.core.explain.analysis import analyze_image
+    from vitexplorer.core.io.images import load_image
     from vitexplorer.core.models.loading import load_model
-    from vitexplorer.core.models.preprocessing import load_image
 
     assert set(SAMPLES) == set(CIFAR_CLASS)
     model = load_model(specs.DEMO, device="cpu")

@@ -138,7 +138,7 @@ def _number_boxes(form: FinetuneSettings) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("end", ["minimum", "maximum"])
 def test_every_setting_at_its_ends_passes_the_engines_check(qtbot, tmp_path: Path, end: str):
-    from vitexplorer.core.training.engine import FinetuneConfig
+    from vitexplorer.core.training.config import FinetuneConfig
 
     form = _form(qtbot, tmp_path)
     form.optimizer_box.setCurrentIndex(form.optimizer_box.findData("sgd"))

@@ -330,7 +330,7 @@ def test_the_probe_settings_are_remembered_per_mode_and_reach_the_config(
 @pytest.mark.slow
 @pytest.mark.parametrize("count", [1, 3])
 def test_probe_files_chosen_reach_the_engine_config(qtbot, tmp_path: Path, count: int) -> None:
-    from vitexplorer.core.training.engine import FinetuneConfig, TrainConfig
+    from vitexplorer.core.training.config import FinetuneConfig, TrainConfig
 
     form = FinetuneSettings(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(form)

@@ -15,7 +15,8 @@ from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from vitexplorer.core.models import architecture
 from vitexplorer.core.models.checkpoint import read_weights
 from vitexplorer.core.models.loading import load_model
-from vitexplorer.core.training.engine import TrainConfig, lr_schedule
+from vitexplorer.core.training.config import TrainConfig
+from vitexplorer.core.training.engine import lr_schedule
 from vitexplorer.gui.finetune_settings import SCRATCH
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.workers import ModelRequest

@@ -42,8 +42,8 @@ def test_the_wheel_scrolls_the_panel_past_unfocused_settings(qtbot, window: Main
     form = panel.form
     qtbot.mouseClick(form.more_button, Qt.LeftButton)  # a column taller than the window
     window.resize(1024, 500)
-    qtbot.waitUntil(lambda: panel.scroll.verticalScrollBar().maximum() > 0, timeout=5000)
-    bar = panel.scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: panel.form_scroll.verticalScrollBar().maximum() > 0, timeout=5000)
+    bar = panel.form_scroll.verticalScrollBar()
     bar.setValue(0)
     decay = form.weight_decay
     assert decay.focusPolicy() == Qt.StrongFocus and form.freeze_box.focusPolicy() == Qt.StrongFocus

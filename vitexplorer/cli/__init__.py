@@ -21,30 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from vitexplorer import __version__
-from vitexplorer.cli.common import (
-    MODEL_NAMES,
-    PROG,
-    Failed,
-    ProgressBar,
-    colour_table,
-    error,
-    unique_stems,
-    write_atomic,
-)
+from vitexplorer.cli.common import PROG, Failed, error
 from vitexplorer.core.io.paths import UserPathError
-
-__all__ = [
-    "MODEL_NAMES",
-    "FinetuneReport",
-    "ProgressBar",
-    "analyze_parser",
-    "colour_table",
-    "finetune_parser",
-    "main",
-    "unique_stems",
-    "write_atomic",
-    "write_outputs",
-]
 
 _GUI_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
 # each command: its module (imported only when the command runs) and its parser and runner
@@ -59,19 +37,6 @@ _COMMANDS = {
     "timelapse": ("timelapse", "timelapse_parser", "run_timelapse"),
 }
 COMMANDS = tuple(_COMMANDS)
-# names this package re-exports from a command's module, imported on first use (PEP 562)
-_LATER = {
-    "analyze_parser": "analyze",
-    "write_outputs": "analyze",
-    "FinetuneReport": "finetune",
-    "finetune_parser": "finetune",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LATER:
-        return getattr(importlib.import_module(f"{__name__}.{_LATER[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _command(name: str) -> tuple[Any, Any]:

@@ -17,7 +17,6 @@ from vitexplorer.cli.common import (
     colour_table,
     error,
     expand_images,
-    file_mode,
     load_model_for,
     model_inputs,
     output_folder,
@@ -31,7 +30,7 @@ from vitexplorer.cli.methods import (  # compare imports them from here
 )
 from vitexplorer.core.explain.card import output_warnings
 from vitexplorer.core.explain.methods.attention import ATTENTION  # torch-free
-from vitexplorer.core.io.files import FileSet
+from vitexplorer.core.io.files import FileSet, file_mode
 from vitexplorer.core.io.paths import expand_user
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     chosen = method_options(options, model.spec, methods)
 
     from vitexplorer.core.explain.analysis import batch_size_for, input_key
-    from vitexplorer.core.models.preprocessing import ImageLoadError, load_image
+    from vitexplorer.core.io.images import ImageLoadError, load_image
 
     keep = options.aspect == "keep"
     run = BatchRun(model, out_dir, methods, chosen, keep)
@@ -307,10 +306,11 @@ def write_outputs(
         "warnings": output_warnings(analysis),
         "numbering": NUMBERING,
     }
-    cls_options = {"layer": spec.num_layers - 1, "head": None, "token": 0}
+    last_layer = spec.num_layers - 1
+    cls_options = {"layer": last_layer, "head": None, "token": 0}
     cls_map = attention_map(
         analysis.attention,
-        layer=cls_options["layer"],
+        layer=last_layer,
         head=None,
         token=0,
         grid=spec.grid,

@@ -33,14 +33,13 @@ from vitexplorer.cli.common import (
     check_output_folder,
     error,
     expand_images,
-    file_mode,
     load_model_for,
     model_inputs,
     output_folder,
     positive_int,
 )
 from vitexplorer.cli.methods import add_method_options, method_options
-from vitexplorer.core.io.files import FileSet
+from vitexplorer.core.io.files import FileSet, file_mode
 from vitexplorer.core.io.paths import expand_user
 
 

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from vitexplorer.core.io.files import file_mode, write_atomic  # noqa: F401  (for the commands)
 from vitexplorer.core.io.folders import image_files
 from vitexplorer.core.io.paths import expand_user
-from vitexplorer.core.models.spec import MODEL_NAMES, model_choices_help  # noqa: F401  (torch-free)
+from vitexplorer.core.models.spec import model_choices_help
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +66,7 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
     """The model, loaded once, or a :class:`Failed` with status 2 that says why not."""
     from vitexplorer.core.models import loading as models
     from vitexplorer.core.models.checkpoint import WeightsFileError
+    from vitexplorer.core.models.download import DownloadCancelled, WeightsUnavailableError
 
     name, weights = options.model, options.weights
     bar: ProgressBar | None = None
@@ -78,7 +78,7 @@ def load_model_for(options: argparse.Namespace) -> LoadedModel:
         bar = ProgressBar(sys.stderr, header=header)
     try:
         model = models.load_model(name, weights, options.device, progress=bar)
-    except (models.WeightsUnavailableError, models.DownloadCancelled) as exc:
+    except (WeightsUnavailableError, DownloadCancelled) as exc:
         raise Failed(str(exc), 2) from exc
     except (WeightsFileError, ValueError) as exc:  # unknown model, bad file, device not present
         raise Failed(str(exc), 2) from exc
@@ -435,7 +435,7 @@ def dataset_folders(source: str, root: Path | None) -> list[tuple[str, Path]]:
     if source != "cifar10":
         return [("the dataset --data", expand_user(source))]
     if root is None:
-        from vitexplorer.core.training.datasets import default_data_root
+        from vitexplorer.core.models.download import default_data_root
 
         root = default_data_root()
     return [("the dataset CIFAR-10 in", expand_user(root) / "cifar-10-batches-py")]

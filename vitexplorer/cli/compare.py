@@ -9,14 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitexplorer.cli.analyze import (
-    add_method_options,
-    explain_methods,
-    image_warnings,
-    method_options,
-    top_line,
-    write_method_outputs,
-)
+from vitexplorer.cli.analyze import explain_methods, image_warnings, top_line, write_method_outputs
 from vitexplorer.cli.common import (
     DIVERGING,
     PROG,
@@ -28,13 +21,13 @@ from vitexplorer.cli.common import (
     colour_table,
     error,
     expand_images,
-    file_mode,
     load_model_for,
     output_folder,
     terminal_text,
     unique_stems,
 )
-from vitexplorer.core.io.files import FileSet
+from vitexplorer.cli.methods import add_method_options, method_options
+from vitexplorer.core.io.files import FileSet, file_mode
 
 if TYPE_CHECKING:
     import numpy as np
@@ -119,8 +112,8 @@ def run_compare(options: argparse.Namespace) -> int:
     """0 when every image was compared, 1 when some failed, 2 when nothing could start."""
     names, weights = model_pair(options)
     images = expand_images(options.images)
-    models = [("--model", name) for name in names] + [("--weights", w) for w in weights]
-    check_output_folder(options.out, options.images, (CSV_NAME, CARD_NAME), models)
+    given = [("--model", name) for name in names] + [("--weights", w) for w in weights]
+    check_output_folder(options.out, options.images, (CSV_NAME, CARD_NAME), given)
     check_stem_outputs(options.out, images)
     out_dir = output_folder(options.out)
     models = load_pair(names, weights, options.device)
@@ -167,7 +160,7 @@ class CompareRun:
     def __call__(self, source: Path, stem: str) -> bool:
         """Compare and write one image; False, after one line on stderr, when it failed."""
         from vitexplorer.core.explain.analysis import failure_message
-        from vitexplorer.core.models.preprocessing import ImageLoadError
+        from vitexplorer.core.io.images import ImageLoadError
 
         try:
             pair = compare_image(self.models, source, self.methods, self.chosen, self.keep)
@@ -267,7 +260,7 @@ def compare_image(
     grids this image was analysed at."""
     from vitexplorer.core.explain.analysis import analyze_image
     from vitexplorer.core.explain.model_compare import counterpart_token
-    from vitexplorer.core.models.preprocessing import load_image
+    from vitexplorer.core.io.images import load_image
 
     image = load_image(source)
     analyses = tuple(analyze_image(model, image, keep) for model in models)
@@ -317,7 +310,8 @@ def write_comparison(
     from vitexplorer.core.explain.model_compare import compare_analyses
 
     heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
-    result = compare_analyses(*pair.analyses, *heats, keep, (pair.token_note,))
+    (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
+    result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, keep, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)
     axes = None
     if result.resampled_to is not None:

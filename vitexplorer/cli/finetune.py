@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from vitexplorer.cli.common import (
-    MODEL_NAMES,
     PROG,
     CtrlCCancels,
     Failed,
@@ -30,6 +29,7 @@ from vitexplorer.cli.common import (
 from vitexplorer.cli.inputs import check_training_inputs
 from vitexplorer.cli.settings import add_config_options, config_values
 from vitexplorer.core.io.paths import expand_user
+from vitexplorer.core.models.spec import MODEL_NAMES
 from vitexplorer.core.training.config import FinetuneConfig
 
 # the order of the options in the help (any other setting follows, in the field order)
@@ -129,6 +129,7 @@ def run_finetune(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.models.loading import save_checkpoint
     from vitexplorer.core.training import engine as training
+    from vitexplorer.core.training.events import TrainingError
     from vitexplorer.core.training.timelapse import timelapse_bytes
 
     config = FinetuneConfig(**config_values(options, FinetuneConfig))
@@ -162,7 +163,7 @@ def run_finetune(options: argparse.Namespace) -> int:
         raise Failed("interrupted; nothing was saved", 130)
     try:
         training.check_savable(result.model)  # the engine checks too: never write NaN weights
-    except training.TrainingError as exc:
+    except TrainingError as exc:
         raise Failed(str(exc), 2) from exc
     try:
         save_checkpoint(out, result.model, result.metadata(), result.timelapse)
@@ -206,6 +207,7 @@ def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, A
     from vitexplorer.core.explain.analysis import failure_message
     from vitexplorer.core.training import engine as training
     from vitexplorer.core.training.datasets import DatasetError
+    from vitexplorer.core.training.events import Finished, TrainingError
 
     report = FinetuneReport(sys.stdout, sys.stderr)
     result = None
@@ -213,9 +215,9 @@ def run_engine(model: Any, dataset: Any, config: Any) -> tuple[FinetuneReport, A
         try:
             for event in training.finetune(model, dataset, config, cancelled=cancel):
                 report.show(event)
-                if isinstance(event, training.Finished):
+                if isinstance(event, Finished):
                     result = event.result
-        except (training.TrainingError, DatasetError, ValueError) as exc:
+        except (TrainingError, DatasetError, ValueError) as exc:
             report.clear()
             raise Failed(str(exc), 2) from exc
         except RuntimeError as exc:  # anything else torch raises: one line, not a traceback
@@ -277,9 +279,10 @@ def _open_dataset(source: str, root: Path | None, config: Any) -> Any:
     images of every class for the subsets ``config`` asks for."""
     from torchvision.datasets import CIFAR10
 
+    from vitexplorer.core.models.download import default_data_root
     from vitexplorer.core.training import datasets
 
-    root = expand_user(root) if root else datasets.default_data_root()
+    root = expand_user(root) if root else default_data_root()
     bar: ProgressBar | None = None
     if source == datasets.CIFAR10_NAME and not datasets.has_cifar10(root):
         if (root / CIFAR10.filename).is_file():
@@ -331,22 +334,22 @@ class FinetuneReport:
         self.epochs = 0
 
     def show(self, event: Any) -> None:
-        from vitexplorer.core.training import engine as training
+        from vitexplorer.core.training.events import Epoch, Finished, Notice, Stage, Started, Step
 
-        if isinstance(event, training.Stage):
+        if isinstance(event, Stage):
             self._stage(event)
-        elif isinstance(event, training.Step):
+        elif isinstance(event, Step):
             if self.tty:
                 step = (event.step - 1) % max(1, self.steps) + 1
                 self._draw(
                     f"epoch {event.epoch}/{self.epochs}: step {step}/{self.steps}, "
                     f"loss {event.loss:.4f}"
                 )
-        elif isinstance(event, training.Epoch):
+        elif isinstance(event, Epoch):
             self.clear()
             self._json(event.to_dict())
             self.since = time.monotonic()
-        elif isinstance(event, training.Started):
+        elif isinstance(event, Started):
             self.steps, self.epochs = event.steps_per_epoch, event.epochs
             cached = "; the frozen part runs once" if event.cached else ""
             self.note(
@@ -358,9 +361,9 @@ class FinetuneReport:
             if event.head:
                 self.note(f"head: {event.head}")
             self.since = time.monotonic()
-        elif isinstance(event, training.Notice):
+        elif isinstance(event, Notice):
             self.note(f"note: {event.message}")
-        elif isinstance(event, training.Finished):
+        elif isinstance(event, Finished):
             self.clear()
 
     def result(self, result: Any, checkpoint: Path | None) -> None:

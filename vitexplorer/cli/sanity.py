@@ -20,8 +20,8 @@ from vitexplorer.cli.checks import (
     _prepare,
     _warn,
 )
-from vitexplorer.cli.common import PROG, Failed, error, file_mode, terminal_text, unique_stems
-from vitexplorer.core.io.files import FileSet
+from vitexplorer.cli.common import PROG, Failed, error, terminal_text, unique_stems
+from vitexplorer.core.io.files import FileSet, file_mode
 
 
 def sanity_parser() -> argparse.ArgumentParser:
@@ -60,12 +60,8 @@ def run_sanity(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.explain.analysis import failure_message
     from vitexplorer.core.explain.maps import image_logits
-    from vitexplorer.core.models.preprocessing import (
-        ImageLoadError,
-        input_grid,
-        load_image,
-        preprocess,
-    )
+    from vitexplorer.core.io.images import ImageLoadError, load_image
+    from vitexplorer.core.models.preprocessing import input_grid, preprocess
 
     keep = options.aspect == "keep"
     several = len(options.methods) > 1
@@ -154,7 +150,9 @@ class SanityRun:
         facts["maps"] = {
             "file": f"{name}.npy",
             "shape": list(maps.shape),
-            "axes": map_axes(*maps.shape[1:], leading=f"steps: {', '.join(s.name for s in steps)}"),
+            "axes": map_axes(
+                maps.shape[1], maps.shape[2], leading=f"steps: {', '.join(s.name for s in steps)}"
+            ),
         }
         facts["warnings"] = warnings
         card = method_card(self.model, method, self.held.as_dict(method), path, facts)

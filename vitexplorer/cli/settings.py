@@ -46,8 +46,10 @@ def add_config_options(
     return added
 
 
-def _parser_type(kind: str, s: Setting) -> Any:
-    """How the parser reads a value: whole numbers of at least 1 are refused there already."""
+def _parser_type(kind: str | type, s: Setting) -> Any:
+    """How the parser reads a value of the field type ``kind`` (its annotation, a string under
+    postponed evaluation): whole numbers of at least 1 are refused there already."""
+    kind = kind if isinstance(kind, str) else kind.__name__
     if kind == "int":
         return positive_int if s.low == 1 else int
     return float if kind == "float" else str

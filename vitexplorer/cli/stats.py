@@ -17,13 +17,11 @@ from vitexplorer.cli.common import (
     check_output_folder,
     error,
     expand_images,
-    file_mode,
     load_model_for,
     model_inputs,
     output_folder,
-    write_atomic,
 )
-from vitexplorer.core.io.files import FileSet
+from vitexplorer.core.io.files import FileSet, file_mode, write_atomic
 
 CSV_NAME = "head_stats.csv"
 PLOT_NAME = "distance_vs_depth.png"
@@ -62,7 +60,7 @@ def run_stats(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.explain.analysis import analyze_image, failure_message
     from vitexplorer.core.explain.head_stats import average_statistics, statistics_csv
-    from vitexplorer.core.models.preprocessing import ImageLoadError, load_image
+    from vitexplorer.core.io.images import ImageLoadError, load_image
 
     keep = options.aspect == "keep"
     per_image, used, failures = [], [], 0

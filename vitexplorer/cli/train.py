@@ -206,8 +206,9 @@ def run_train(options: argparse.Namespace) -> int:
 
     from vitexplorer.core.explain.analysis import failure_message
     from vitexplorer.core.models import loading as models
-    from vitexplorer.core.models.spec import SMALL_VIT
+    from vitexplorer.core.models.families.registry import SMALL_VIT
     from vitexplorer.core.training import engine as training
+    from vitexplorer.core.training.events import TrainingError
     from vitexplorer.core.training.timelapse import timelapse_bytes
 
     torch.manual_seed(config.seed)
@@ -234,7 +235,7 @@ def run_train(options: argparse.Namespace) -> int:
     try:
         training.check_savable(result.model)
         models.save_checkpoint(out, result.model, result.metadata(), result.timelapse)
-    except training.TrainingError as exc:
+    except TrainingError as exc:
         raise Failed(str(exc), 2) from exc
     except OSError as exc:
         raise Failed(f"cannot write {out}: {exc.strerror or exc}; nothing was saved", 2) from exc

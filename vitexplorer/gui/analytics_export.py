@@ -161,7 +161,7 @@ def _export_offscreen(view: Any, path: Path, width: int, height: int) -> None:
     """Lay a view out at a fixed size without showing it on screen, and write it as PNG."""
     from pyqtgraph.exporters import ImageExporter
 
-    view.setAttribute(Qt.WA_DontShowOnScreen)
+    view.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)
     view.resize(width, height)
     view.show()
     QApplication.processEvents()

@@ -55,7 +55,7 @@ class EmptyState(QStackedWidget):
         super().__init__()
         self.view = view
         self.label = QLabel()
-        self.label.setAlignment(Qt.AlignCenter)
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
         self.label.setStyleSheet("background: black; color: #a8a8a8; padding: 16px;")
         self.addWidget(self.label)
@@ -193,15 +193,15 @@ class AnalyticsTab(QWidget):
             "a model is loaded.",
         )
 
-        heads = QSplitter(Qt.Horizontal)
+        heads = QSplitter(Qt.Orientation.Horizontal)
         for area in (self.distance_area, self.entropy_area, self.prefix_area):
             heads.addWidget(area)
         heads.setSizes([500, 330, 330])
-        structure = QSplitter(Qt.Horizontal)
+        structure = QSplitter(Qt.Orientation.Horizontal)
         structure.addWidget(self.similarity_area)
         structure.addWidget(self.filter_area)
         structure.setSizes([700, 460])
-        rows = QSplitter(Qt.Vertical)
+        rows = QSplitter(Qt.Orientation.Vertical)
         rows.addWidget(heads)
         rows.addWidget(structure)
         rows.setSizes([380, 460])

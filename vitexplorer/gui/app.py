@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TypeGuard
 
 import pyqtgraph as pg
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer
@@ -30,9 +31,9 @@ class WheelGuard(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
-        if kind == QEvent.Polish and _guarded(watched):
+        if kind == QEvent.Type.Polish and _guarded(watched):
             _no_wheel_focus(watched)
-        elif kind == QEvent.Wheel and _guarded(watched) and not watched.hasFocus():
+        elif kind == QEvent.Type.Wheel and _guarded(watched) and not watched.hasFocus():
             area = _scroll_area_of(watched)
             if area is not None:  # Qt does not pass a sent wheel event on to parents
                 QCoreApplication.sendEvent(area.viewport(), event)
@@ -48,14 +49,14 @@ def _scroll_area_of(widget: QWidget) -> QAbstractScrollArea | None:
     return parent
 
 
-def _guarded(watched: QObject) -> bool:
+def _guarded(watched: QObject) -> TypeGuard[QWidget]:
     return isinstance(watched, (QAbstractSpinBox, QComboBox))
 
 
 def _no_wheel_focus(widget: QWidget) -> None:
     """A wheel would give these widgets the focus (Qt.WheelFocus), and then take the wheel."""
-    if widget.focusPolicy() == Qt.WheelFocus:
-        widget.setFocusPolicy(Qt.StrongFocus)
+    if widget.focusPolicy() == Qt.FocusPolicy.WheelFocus:
+        widget.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
 
 def install_wheel_guard(app: QCoreApplication | None = None) -> WheelGuard | None:
@@ -64,11 +65,10 @@ def install_wheel_guard(app: QCoreApplication | None = None) -> WheelGuard | Non
     app = app or QApplication.instance()
     if app is None:
         return None
-    guard = getattr(app, "_vitexplorer_wheel_guard", None)
+    guard = app.findChild(WheelGuard, options=Qt.FindChildOption.FindDirectChildrenOnly)
     if guard is None:
-        guard = WheelGuard(app)
+        guard = WheelGuard(app)  # a child of the application: it lives as long
         app.installEventFilter(guard)
-        app._vitexplorer_wheel_guard = guard
         for widget in QApplication.allWidgets():
             if _guarded(widget):
                 _no_wheel_focus(widget)

@@ -51,21 +51,21 @@ class ArchitectureForm(QWidget):
         self.errors: dict[str, QLabel] = {}
         self.form = QFormLayout(self)
         self.form.setContentsMargins(0, 0, 0, 0)
-        self.form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for name, (label, (low, high), suffix, tip) in WHOLE.items():
             box = QSpinBox()
             box.setRange(low, high)
             box.setSuffix(suffix)
             self._add(name, label, box, tip)
-        for name, (label, (low, high), step, decimals, tip) in REAL.items():
-            box = QDoubleSpinBox()
-            box.setRange(low, high)
-            box.setSingleStep(step)
-            box.setDecimals(decimals)
-            self._add(name, label, box, tip)
+        for name, (label, (bottom, top), step, decimals, tip) in REAL.items():
+            real = QDoubleSpinBox()
+            real.setRange(bottom, top)
+            real.setSingleStep(step)
+            real.setDecimals(decimals)
+            self._add(name, label, real, tip)
         self.set_values(ARCH_DEFAULTS)
-        for box in self.fields.values():
-            box.valueChanged.connect(self._changed)
+        for field in self.fields.values():
+            field.valueChanged.connect(self._changed)
         self._changed()
 
     def _add(self, name: str, label: str, box: QSpinBox | QDoubleSpinBox, tip: str) -> None:
@@ -98,8 +98,12 @@ class ArchitectureForm(QWidget):
                 number = float(value)
             except (TypeError, ValueError):
                 continue
-            if math.isfinite(number):  # Qt would turn a NaN into the maximum
-                box.setValue(int(number) if isinstance(box, QSpinBox) else number)
+            if not math.isfinite(number):  # Qt would turn a NaN into the maximum
+                continue
+            if isinstance(box, QSpinBox):
+                box.setValue(int(number))
+            else:
+                box.setValue(number)
 
     def shape(self, num_classes: int) -> SimpleNamespace:
         """The values as an object with ``num_classes``, for the parameter and memory counts."""
@@ -115,7 +119,7 @@ class ArchitectureForm(QWidget):
         for name, box in self.fields.items():
             wrong = found is not None and found[0] == name
             error = self.errors[name]
-            error.setText(_sentence(found[1]) if wrong else "")
+            error.setText(_sentence(found[1]) if found is not None and wrong else "")
             self.form.setRowVisible(error, wrong)
             self.form.labelForField(box).setStyleSheet(FIELD_ERROR_STYLE if wrong else "")
         self.changed.emit()

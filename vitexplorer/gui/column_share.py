@@ -36,7 +36,7 @@ class ColumnShare(QObject):
     def apply(self, window_width: int | None = None) -> None:
         width = self.window.width() if window_width is None else window_width
         target = column_width(width) + self.offset
-        self.window.resizeDocks([self.dock], [target], Qt.Horizontal)
+        self.window.resizeDocks([self.dock], [target], Qt.Orientation.Horizontal)
 
     def learn(self) -> None:
         """The column's width now, as a person's own change from the default."""
@@ -46,14 +46,14 @@ class ColumnShare(QObject):
     def eventFilter(self, watched, event) -> bool:
         if watched is self.window:
             kind = event.type()
-            if kind == QEvent.Resize:
+            if kind == QEvent.Type.Resize:
                 old, new = event.oldSize().width(), event.size().width()
                 # at the first show too, but for a saved layout, whose column's width stays
                 if new != old and not (old < 0 and self.learn_on_show):
                     self.apply(new)
-            elif kind == QEvent.MouseButtonRelease:  # the end of a separator's drag
+            elif kind == QEvent.Type.MouseButtonRelease:  # the end of a separator's drag
                 QTimer.singleShot(0, self.learn)
-            elif kind == QEvent.Show and self.learn_on_show:
+            elif kind == QEvent.Type.Show and self.learn_on_show:
                 self.learn_on_show = False
                 QTimer.singleShot(0, self.learn)
         return False

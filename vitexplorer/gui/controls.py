@@ -18,14 +18,14 @@ from PySide6.QtWidgets import (
 
 from vitexplorer.core.explain.method import OPTION, MapChoice, MethodOptions, Option, catalogue
 from vitexplorer.core.models import spec as specs
-from vitexplorer.core.models.families.registry import FAMILIES, info_for
-from vitexplorer.core.models.spec import (
-    DEMO,
-    DEMO_LABEL,
+from vitexplorer.core.models.families.registry import (
+    FAMILIES,
     SMALL_VIT,
     TORCHVISION_VITS,
+    info_for,
     library_family,
 )
+from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
 from vitexplorer.gui.workers import ModelRequest
 
 # from core.spec, which imports no torch: the window shows before torch loads

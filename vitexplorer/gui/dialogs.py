@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from vitexplorer.core.models.families.family import FamilyInfo
-from vitexplorer.core.models.spec import SMALL_VIT
+from vitexplorer.core.models.families.registry import SMALL_VIT
 from vitexplorer.gui.workers import DownloadOffer, ModelRequest
 
 Choice = ModelRequest | str  # a request to load, or "file": ask for a weights file
@@ -65,7 +65,7 @@ class NoModelBar(QFrame):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("no_model_bar")
-        self.setFrameShape(QFrame.StyledPanel)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setStyleSheet("#no_model_bar { background: #fff4d6; }")
         self.row = QHBoxLayout(self)
         self.row.setContentsMargins(8, 4, 8, 4)
@@ -133,10 +133,14 @@ class FamilyPicker(QDialog):
         self.filter.setClearButtonEnabled(True)
         self.list = QListWidget()
         self.list.addItems(names)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         self.folder_button: QPushButton | None = None
         if asking.folder_tip is not None:
-            self.folder_button = self.buttons.addButton("Folder\u2026", QDialogButtonBox.ActionRole)
+            self.folder_button = self.buttons.addButton(
+                "Folder\u2026", QDialogButtonBox.ButtonRole.ActionRole
+            )
             self.folder_button.setToolTip(asking.folder_tip)
             self.folder_button.clicked.connect(self._ask_folder)
         for widget in (self.note, self.filter, self.list, self.buttons):
@@ -155,7 +159,7 @@ class FamilyPicker(QDialog):
 
     def select(self, name: str) -> None:
         """Select ``name`` when it is listed (the last one chosen, say)."""
-        found = self.list.findItems(name, Qt.MatchExactly)
+        found = self.list.findItems(name, Qt.MatchFlag.MatchExactly)
         if found:
             self.list.setCurrentItem(found[0])
 
@@ -169,9 +173,11 @@ class FamilyPicker(QDialog):
             if first is None and not hidden:
                 first = item
         current = self.list.currentItem()
-        if current is None or current.isHidden():
+        if first is None:
+            self.list.setCurrentRow(-1)  # every entry hidden: none is current
+        elif current is None or current.isHidden():
             self.list.setCurrentItem(first)
-        self.buttons.button(QDialogButtonBox.Ok).setEnabled(first is not None)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(first is not None)
 
     def accept(self) -> None:
         item = self.list.currentItem()

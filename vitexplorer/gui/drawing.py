@@ -50,7 +50,9 @@ def draw_view(
     options = choice.at(sel)
     what = caption(choice.method, options, analysis)
     if heat is None:
-        source.ask_map(map_job(choice.method, options, analysis))
+        job = map_job(choice.method, options, analysis)
+        if job is not None:  # else the stored attention makes the map, and it will be there
+            source.ask_map(job)
         view.clear_heat()
         view.set_selected_patch(None)
         view.title.setText(f"{source.title}{what}: computing…")

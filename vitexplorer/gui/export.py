@@ -35,7 +35,7 @@ def png_bytes(scene: pg.GraphicsScene, scale: float = DEFAULT_SCALE) -> bytes:
     image = exporter.export(toBytes=True)
     data = QByteArray()
     buffer = QBuffer(data)
-    buffer.open(QIODevice.WriteOnly)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
     if not image.save(buffer, "PNG"):
         raise OSError("the picture could not be encoded as PNG")
     return bytes(data.data())
@@ -61,7 +61,7 @@ def svg_bytes(scene: pg.GraphicsScene, title: str = "") -> tuple[bytes | None, s
     rect = scene.getViewWidget().viewRect()  # what the view shows
     data = QByteArray()
     buffer = QBuffer(data)
-    buffer.open(QIODevice.WriteOnly)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
     generator = QSvgGenerator()
     generator.setOutputDevice(buffer)
     generator.setSize(QSize(round(rect.width()), round(rect.height())))

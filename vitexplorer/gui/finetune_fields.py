@@ -39,16 +39,16 @@ class SciSpinBox(QDoubleSpinBox):
 
         stripped = text.strip()
         if not stripped or stripped.endswith(("e", "e-", "E", "E-", ".", "-")):
-            return QValidator.Intermediate, text, pos
+            return QValidator.State.Intermediate, text, pos
         try:
             value = float(stripped)
         except ValueError:
-            return QValidator.Invalid, text, pos
+            return QValidator.State.Invalid, text, pos
         if not math.isfinite(value):  # nan, inf, 1e400
-            return QValidator.Invalid, text, pos
+            return QValidator.State.Invalid, text, pos
         if not self.minimum() <= value <= self.maximum():  # more typing may mend it (1e-5)
-            return QValidator.Intermediate, text, pos
-        return QValidator.Acceptable, text, pos
+            return QValidator.State.Intermediate, text, pos
+        return QValidator.State.Acceptable, text, pos
 
     def stepBy(self, steps: int) -> None:
         value = self.value() or self.minimum() or 1e-4
@@ -84,7 +84,7 @@ def widget_for(s: Setting, value: object) -> QWidget:
         for choice in s.choices:
             box.addItem(choice.label, choice.value)
             if choice.tip:
-                box.setItemData(box.count() - 1, choice.tip, Qt.ToolTipRole)
+                box.setItemData(box.count() - 1, choice.tip, Qt.ItemDataRole.ToolTipRole)
         widget: QWidget = box
     elif isinstance(value, bool):
         widget = QCheckBox(s.text)
@@ -106,7 +106,7 @@ def _range(s: Setting) -> tuple[float, float]:
     """The widget's range, as people count: the form's own where it is narrower."""
     low = s.form_low if s.form_low is not None else s.low
     high = s.form_high if s.form_high is not None else s.high
-    return float(low or 0) * s.scale, float(high or 0) * s.scale  # type: ignore[arg-type]
+    return float(low or 0) * s.scale, float(high or 0) * s.scale
 
 
 def field_value(widget: QWidget, s: Setting) -> object:

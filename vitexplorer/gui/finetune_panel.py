@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
 
 from PySide6.QtCore import QEvent, QSettings, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
@@ -25,7 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.models.spec import SMALL_VIT
+from vitexplorer.core.models.families.registry import SMALL_VIT
+from vitexplorer.core.models.spec import ModelSpec
 from vitexplorer.gui.architecture_form import ERROR_STYLE
 from vitexplorer.gui.finetune_results import FinetuneResults
 from vitexplorer.gui.finetune_settings import CIFAR10, CIFAR10_CLASSES, FinetuneSettings
@@ -110,6 +112,7 @@ class FinetunePanel(QWidget):
         self._epochs = 0
         self._steps_total = 0
         self._thread: WorkerThread | None = None
+        self._worker: FinetuneWorker | None = None  # the thread's worker
         self.estimator = TimeEstimator(self)
         self.estimator.updated.connect(self._update_params)
         self._build()
@@ -135,9 +138,9 @@ class FinetunePanel(QWidget):
         self.progress.setFormat("")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status.setMinimumHeight(48)
-        self.status.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
 
         left = QWidget()
         column = QVBoxLayout(left)
@@ -150,9 +153,9 @@ class FinetunePanel(QWidget):
         scroll = ColumnScroll()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.scroll = scroll
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.form_scroll = scroll  # (QWidget.scroll is a method)
         # under the scrolling form, always in view: what the run trains and how long it takes
         # (its last line was cut at the scroll area's bottom), Start and Cancel, the progress
         footer = QWidget()
@@ -177,7 +180,7 @@ class FinetunePanel(QWidget):
 
         self.curves = TrainingCurves()
         self.results = FinetuneResults()
-        right = QSplitter(Qt.Vertical)
+        right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.curves)
         right.addWidget(self.results)
         right.setSizes([330, 470])
@@ -187,10 +190,12 @@ class FinetunePanel(QWidget):
         layout.addWidget(side, 1)  # one part in three, at least its minimum, at most 440 px
         layout.addWidget(right, 2)
 
-    def _ensure_thread(self) -> WorkerThread:
-        if self._thread is None:
-            self._thread = WorkerThread(FinetuneWorker(), "vitexplorer-finetune")
-            worker = self._thread.worker
+    def _ensure_worker(self) -> FinetuneWorker:
+        """The worker, in its thread (started on first use)."""
+        if self._thread is None or self._worker is None:
+            worker = FinetuneWorker()
+            self._thread = WorkerThread(worker, "vitexplorer-finetune")
+            self._worker = worker
             # bound slots of this GUI-thread object: queued, run here, never in the worker
             worker.stage.connect(self._stage)
             worker.started.connect(self._started)
@@ -205,15 +210,15 @@ class FinetunePanel(QWidget):
             worker.stopped.connect(self._stopped)
             worker.saved.connect(self._saved)
             worker.save_failed.connect(self._save_failed)
-        return self._thread
+        return self._worker
 
     @property
     def timelapse(self):  # TimeLapseView
         return self.results.timelapse
 
     @property
-    def worker(self):
-        return self._thread.worker if self._thread else None
+    def worker(self) -> FinetuneWorker | None:
+        return self._worker if self._thread else None
 
     @property
     def thread(self):
@@ -223,7 +228,7 @@ class FinetunePanel(QWidget):
     def set_model(self, info: ModelInfo) -> None:
         """The model a run starts from: the explorer's, or for a fine-tuned one, its base."""
         self.model_info = info
-        self.form.set_num_layers(info.spec.num_layers)
+        self.form.set_num_layers(model_spec(info).num_layers)
         self._describe_start()
         self._update_params()
         self._set_busy(self.busy)
@@ -237,7 +242,7 @@ class FinetunePanel(QWidget):
         saved = info.saved_timelapse
         if saved is None:
             self.timelapse.show_message(
-                f"The explorer's model, {info.spec.display_name}, was not trained in "
+                f"The explorer's model, {model_spec(info).display_name}, was not trained in "
                 f"vitexplorer: it has no time-lapse. Train a model here (Time-lapse probes above "
                 f"0) to watch its attention change epoch by epoch, or open a checkpoint saved "
                 f"with one."
@@ -254,7 +259,7 @@ class FinetunePanel(QWidget):
             )
         else:
             origin = f"Time-lapse saved with {saved.file}"
-            self.timelapse.show_timelapse(saved.timelapse, info.spec.class_names, origin)
+            self.timelapse.show_timelapse(saved.timelapse, model_spec(info).class_names, origin)
 
     def _head_text(self) -> str:
         """Which head a fine-tune would start from, for the model and dataset chosen."""
@@ -266,7 +271,7 @@ class FinetunePanel(QWidget):
             return ""
         if names is None:
             return "Which head: known once the dataset is chosen."
-        spec = info.spec
+        spec = model_spec(info)
         model_names = spec.class_names if spec.has_classifier else ()
         choice = choose_head(self.form.head_box.currentData(), model_names, names)
         return f"Head: {choice.reason}."
@@ -283,7 +288,7 @@ class FinetunePanel(QWidget):
         elif info is None:
             text = "Load a model in the explorer first."
         else:  # the model the explorer uses, as it is (one trained here too, saved or not)
-            spec = info.spec
+            spec = model_spec(info)
             unsaved = " (trained here, not saved)" if self._in_memory_base() is not None else ""
             text = (
                 f"Starts from the explorer's model: {spec.display_name}, {spec.weights}{unsaved}."
@@ -441,13 +446,13 @@ class FinetunePanel(QWidget):
         else:
             self.timelapse.show_message(NO_TIMELAPSE_RUN)
         self._begin("train", "Starting…")
-        self._ensure_thread().worker.submit(job)
+        self._ensure_worker().submit(job)
 
     def download(self) -> None:
         if self.busy:
             return
         self._begin("download", "Connecting…")
-        self._ensure_thread().worker.submit(DownloadJob(str(self.form.data_root)))
+        self._ensure_worker().submit(DownloadJob(str(self.form.data_root)))
 
     def save(self, path: str) -> bool:
         """Write the last fine-tuned model to ``path`` in the background; False if there is none
@@ -458,7 +463,7 @@ class FinetunePanel(QWidget):
         self.progress.setRange(0, 0)
         result = self.result
         job = SaveJob(path, result.model, result.metadata(), result.timelapse)
-        self._ensure_thread().worker.submit(job)
+        self._ensure_worker().submit(job)
         return True
 
     def cancel(self) -> None:
@@ -474,6 +479,7 @@ class FinetunePanel(QWidget):
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+            self._worker = None
 
     def _begin(self, job: str, status: str) -> None:
         self._job = job
@@ -741,13 +747,18 @@ class ColumnScroll(QScrollArea):
         return QSize(self.minimumSizeHint().width(), super().sizeHint().height())
 
     def eventFilter(self, watched, event) -> bool:
-        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()  # the column's minimum changed (More settings, a long text)
         return super().eventFilter(watched, event)
 
 
 def _line() -> QFrame:
     line = QFrame()
-    line.setFrameShape(QFrame.HLine)
-    line.setFrameShadow(QFrame.Sunken)
+    line.setFrameShape(QFrame.Shape.HLine)
+    line.setFrameShadow(QFrame.Shadow.Sunken)
     return line
+
+
+def model_spec(info: ModelInfo) -> ModelSpec:
+    """The spec of the explorer's model (:class:`ModelInfo` holds it as a plain ``object``)."""
+    return cast(ModelSpec, info.spec)

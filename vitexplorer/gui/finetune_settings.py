@@ -15,16 +15,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -47,6 +51,7 @@ from vitexplorer.gui.architecture_form import ERROR_STYLE, ArchitectureForm
 from vitexplorer.gui.finetune_fields import field_value, set_field, spin_box, widget_for
 from vitexplorer.gui.path_edit import PathEdit
 
+W = TypeVar("W", bound=QWidget)
 CIFAR10 = "cifar10"
 FOLDER = "folder"
 CIFAR10_CLASSES = 10
@@ -111,14 +116,14 @@ class FinetuneSettings(QWidget):
         self.mode_box = QComboBox()
         for value, label, tip in MODES:
             self.mode_box.addItem(label, value)
-            self.mode_box.setItemData(self.mode_box.count() - 1, tip, Qt.ToolTipRole)
+            self.mode_box.setItemData(self.mode_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.architecture = ArchitectureForm()
         # a widget per setting, made from its metadata (core.training.config), by field name
         self.widgets = {name: widget_for(meta, DEFAULTS[FINETUNE if name in DEFAULTS[FINETUNE]
                                                        else SCRATCH][name])
                         for name, meta in FORM_SETTINGS.items()}  # fmt: skip
-        self.augment_box = self.widgets["augment_policy"]
-        self.clip_grad = self.widgets["clip_grad"]
+        self.augment_box = self._widget("augment_policy", QComboBox)
+        self.clip_grad = self._widget("clip_grad", QDoubleSpinBox)
         # dataset
         self.source_box = QComboBox()
         self.source_box.addItem("CIFAR-10", CIFAR10)
@@ -136,17 +141,17 @@ class FinetuneSettings(QWidget):
         self.dataset_label.setWordWrap(True)
         self.dataset_label.setStyleSheet("color: #555;")
         # what to train
-        self.per_class = self.widgets["per_class"]
-        self.freeze_box = self.widgets["freeze"]
+        self.per_class = self._widget("per_class", QSpinBox)
+        self.freeze_box = self._widget("freeze", QComboBox)
         self.blocks = spin_box(1, 1, 1, " block")
-        self.head_box = self.widgets["head"]
+        self.head_box = self._widget("head", QComboBox)
         self.head_label = QLabel("")  # what the run will start from, said by the panel
         self.head_label.setWordWrap(True)
         self.head_label.setStyleSheet("color: #555;")
-        self.optimizer_box = self.widgets["optimizer"]
-        self.lr = self.widgets["lr"]
-        self.epochs = self.widgets["epochs"]
-        self.probes = self.widgets["probes"]
+        self.optimizer_box = self._widget("optimizer", QComboBox)
+        self.lr = self._widget("lr", QDoubleSpinBox)
+        self.epochs = self._widget("epochs", QSpinBox)
+        self.probes = self._widget("probes", QSpinBox)
         self.probes.setSpecialValueText("off")
         self.probe_files: tuple[str, ...] = ()  # the user's probe images, instead of test images
         self.probe_button = QPushButton("Choose images…")
@@ -161,20 +166,20 @@ class FinetuneSettings(QWidget):
         self.params_label = QLabel("")
         self.params_label.setWordWrap(True)
         # more settings
-        self.test_per_class = self.widgets["test_per_class"]
-        self.val_percent = self.widgets["val_fraction"]  # counted in percent
-        self.batch_size = self.widgets["batch_size"]
-        self.weight_decay = self.widgets["weight_decay"]
-        self.momentum = self.widgets["momentum"]
-        self.schedule_box = self.widgets["schedule"]
-        self.warmup = self.widgets["warmup_epochs"]
-        self.smoothing = self.widgets["label_smoothing"]
-        self.augment = self.widgets["augment"]
-        self.mixed_precision = self.widgets["mixed_precision"]
+        self.test_per_class = self._widget("test_per_class", QSpinBox)
+        self.val_percent = self._widget("val_fraction", QSpinBox)  # counted in percent
+        self.batch_size = self._widget("batch_size", QSpinBox)
+        self.weight_decay = self._widget("weight_decay", QDoubleSpinBox)
+        self.momentum = self._widget("momentum", QDoubleSpinBox)
+        self.schedule_box = self._widget("schedule", QComboBox)
+        self.warmup = self._widget("warmup_epochs", QDoubleSpinBox)
+        self.smoothing = self._widget("label_smoothing", QDoubleSpinBox)
+        self.augment = self._widget("augment", QCheckBox)
+        self.mixed_precision = self._widget("mixed_precision", QCheckBox)
         self.precision_note = QLabel(FORM_SETTINGS["mixed_precision"].tip)
         self.precision_note.setWordWrap(True)  # a narrow column wraps it, never clips it
         self.precision_note.setStyleSheet("color: #555;")
-        self.seed = self.widgets["seed"]
+        self.seed = self._widget("seed", QSpinBox)
 
         self._build()
         self._epochs_seen = self.epochs.value()
@@ -207,16 +212,23 @@ class FinetuneSettings(QWidget):
         self._freeze_changed()
         self._optimizer_changed()
 
+    def _widget(self, name: str, kind: type[W]) -> W:
+        """The form's widget of the setting ``name``, a ``kind`` as its metadata makes it."""
+        widget = self.widgets[name]
+        if not isinstance(widget, kind):
+            raise TypeError(f"the {name} setting shows as a {type(widget).__name__}")
+        return widget
+
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         top = QFormLayout()
-        top.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        top.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         top.addRow("Train", self.mode_box)
         layout.addLayout(top)
         layout.addWidget(self.architecture)
         form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.main_form = form
         form.addRow("Dataset", self.source_box)
         # the path on a line of its own: beside the buttons, a narrow column left it 25 px
@@ -262,13 +274,13 @@ class FinetuneSettings(QWidget):
         self.more_button = QToolButton()
         self.more_button.setText("More settings")
         self.more_button.setCheckable(True)
-        self.more_button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.more_button.setArrowType(Qt.RightArrow)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more_button.setArrowType(Qt.ArrowType.RightArrow)
         self.more_button.setAutoRaise(True)
         self.more = QWidget()
         more = QFormLayout(self.more)
         more.setContentsMargins(12, 0, 0, 0)
-        more.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        more.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         more.addRow(_label("test_per_class"), self.test_per_class)
         more.addRow(_label("val_fraction"), self.val_percent)
         more.addRow(_label("batch_size"), self.batch_size)
@@ -290,7 +302,7 @@ class FinetuneSettings(QWidget):
 
     def _toggle_more(self, shown: bool) -> None:
         self.more.setVisible(shown)
-        self.more_button.setArrowType(Qt.DownArrow if shown else Qt.RightArrow)
+        self.more_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     # --- values ---------------------------------------------------------------------------
     def source(self) -> str:
@@ -586,7 +598,11 @@ def _stored(value: object) -> object:
 
 def _value(widget: QWidget) -> object:
     """What a dataset widget holds: the source's choice or the folder's text."""
-    return widget.currentData() if isinstance(widget, QComboBox) else widget.text()
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    if isinstance(widget, QLineEdit):
+        return widget.text()
+    raise TypeError(f"a dataset setting shows as a {type(widget).__name__}")
 
 
 def _set_dataset(widget: QWidget, value: object) -> None:

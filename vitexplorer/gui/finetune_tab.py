@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QTabWidget
 
 from vitexplorer.core.models.spec import DEMO
 from vitexplorer.gui.app import install_wheel_guard
-from vitexplorer.gui.finetune_panel import FinetunePanel
+from vitexplorer.gui.finetune_panel import FinetunePanel, model_spec
 from vitexplorer.gui.workers import ModelInfo
 
 EXPLORER, FINETUNE = 0, 1
@@ -30,11 +30,11 @@ def png_bytes(image: np.ndarray) -> bytes:
     """An (H, W, 3) uint8 array encoded as PNG, with Qt alone (no torch, no PIL import)."""
     array = np.ascontiguousarray(image)
     h, w, _ = array.shape
-    qimage = QImage(array.data, w, h, 3 * w, QImage.Format_RGB888)
+    qimage = QImage(array.data, w, h, 3 * w, QImage.Format.Format_RGB888)
     buffer = QBuffer()
-    buffer.open(QIODevice.WriteOnly)
-    qimage.save(buffer, "PNG")
-    return bytes(buffer.data())
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    qimage.save(buffer, "PNG")  # type: ignore[call-overload]  # the stub says bytes; PySide6 takes str
+    return bytes(buffer.data().data())
 
 
 class FinetuneTab(QObject):
@@ -126,7 +126,7 @@ class FinetuneTab(QObject):
             scratch = result is not None and result.config.from_scratch
             label = "trained here, not saved" if scratch else "fine-tuned, not saved"
             # the box names the entry the run started from: the demo, not "Small ViT"
-            shown = DEMO if info.request.name == DEMO else info.spec.name
+            shown = DEMO if info.request.name == DEMO else model_spec(info).name
             self.window.model_bar.show_finetuned(info.request, shown, label)
             self.panel.adopted()  # the panel and the status bar say so together
         else:  # the time-lapse follows the explorer's model: the one saved with it, or none
@@ -182,8 +182,11 @@ class FinetuneTab(QObject):
         if os.path.isfile(sample.source):
             window.add_images([sample.source])
         else:  # CIFAR-10's own batches hold no files: the image itself
-            names = self.panel.result.model.spec.class_names
-            label = f"{self.panel.result.dataset} {sample.source} ({names[sample.true]})"
+            result = self.panel.result
+            if result is None:  # the run it came from is gone: nothing left to name it by
+                return
+            names = result.model.spec.class_names
+            label = f"{result.dataset} {sample.source} ({names[sample.true]})"
             window.add_image_bytes(png_bytes(sample.image), label)
         self.show_explorer()
 

@@ -17,12 +17,16 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
 from vitexplorer.gui.workers import ModelRequest
+
+if TYPE_CHECKING:  # torch is imported in the worker's thread, when a job first needs it
+    from vitexplorer.core.models.loading import LoadedModel
+    from vitexplorer.core.training.timelapse import TimeLapse
 
 EMIT_INTERVAL = 0.05  # seconds between batches of steps (and stage updates) sent to the GUI
 
@@ -67,9 +71,9 @@ class SaveJob:
     run's ``timelapse`` (a core.timelapse.TimeLapse, or None) beside the weights."""
 
     path: str
-    loaded: object
+    loaded: LoadedModel
     extra: dict[str, Any]
-    timelapse: object = None
+    timelapse: TimeLapse | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,8 @@ class FinetuneWorker(QObject):
     def _train(self, job: TrainJob) -> None:
         from vitexplorer.core.models import loading as models
         from vitexplorer.core.models.base_record import base_request
-        from vitexplorer.core.training.engine import FinetuneConfig, finetune
+        from vitexplorer.core.training.config import FinetuneConfig
+        from vitexplorer.core.training.engine import finetune
 
         cancelled = self.cancel_event.is_set
         config = FinetuneConfig(**job.settings)
@@ -205,9 +210,11 @@ class FinetuneWorker(QObject):
             available_bytes,
             memory_problem,
         )
-        from vitexplorer.core.models.spec import SMALL_VIT
+        from vitexplorer.core.models.families.registry import SMALL_VIT
         from vitexplorer.core.models.vit import SmallViTConfig
-        from vitexplorer.core.training.engine import TrainConfig, TrainingError, finetune
+        from vitexplorer.core.training.config import TrainConfig
+        from vitexplorer.core.training.engine import finetune
+        from vitexplorer.core.training.events import TrainingError
 
         cancelled = self.cancel_event.is_set
         found = architecture_problem(job.architecture)
@@ -244,7 +251,7 @@ class FinetuneWorker(QObject):
     def _relay(self, events, base_request: Any = None) -> None:  # the engine's generator
         """The engine's events as signals, steps in batches. ``base_request``
         (core.models.base_record.BaseRequest): how the base loads again, for the result."""
-        from vitexplorer.core.training.engine import (
+        from vitexplorer.core.training.events import (
             Epoch,
             Finished,
             Notice,
@@ -334,12 +341,14 @@ def _save_problem(job: SaveJob) -> str | None:
 
 def _load_base(models, request: ModelRequest):
     """The explorer's base model, built afresh; weights must be on this computer already."""
+    from vitexplorer.core.models.download import WeightsUnavailableError
+
     try:
         return models.load_model(
             request.name, request.weights, request.device, allow_download=False
         )
-    except models.WeightsUnavailableError as exc:
-        raise models.WeightsUnavailableError(
+    except WeightsUnavailableError as exc:
+        raise WeightsUnavailableError(
             f"{exc}: load the model in the explorer first (it offers the download), then "
             f"fine-tune it"
         ) from exc

@@ -105,7 +105,7 @@ def shortcuts(window: QWidget) -> list[tuple[str, str]]:
         if key.isEmpty():
             continue
         text = action.text().replace("&", "").rstrip("…").rstrip(".")
-        found.append((key.toString(QKeySequence.NativeText), text))
+        found.append((key.toString(QKeySequence.SequenceFormat.NativeText), text))
     return list(dict.fromkeys(found))
 
 
@@ -176,11 +176,11 @@ class HelpWindow(QDialog):
         super().__init__(window)
         self.setWindowTitle("How to use vitexplorer")
         self.setModal(False)
-        self.setAttribute(Qt.WA_DeleteOnClose, False)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
         self.browser = QTextBrowser()
         self.browser.setOpenExternalLinks(True)
         self.browser.setHtml(help_html(window, settings))
-        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)
         layout.addWidget(self.browser)

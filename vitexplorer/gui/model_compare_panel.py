@@ -38,7 +38,7 @@ class ElidedLabel(QLabel):
 
     def __init__(self) -> None:
         super().__init__("")
-        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.full_text = ""
 
     def set_full_text(self, text: str) -> None:
@@ -52,7 +52,9 @@ class ElidedLabel(QLabel):
 
     def _elide(self) -> None:
         width = max(self.contentsRect().width(), 20)
-        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.ElideRight, width))
+        self.setText(
+            self.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideRight, width)
+        )
 
 
 class HeadTable(QWidget):
@@ -73,14 +75,14 @@ class HeadTable(QWidget):
             "attention distance in pixels of each model's input, attention entropy in nats, or "
             "the share of attention on the prefix (CLS) tokens"
         )
-        self.sort_box.setFocusPolicy(Qt.NoFocus)
+        self.sort_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
         self.table = QTableWidget(0, 0)
-        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.table.setToolTip("Double-click a row to open that head's attention in the explorer")
         self.table.cellDoubleClicked.connect(self._double_clicked)
@@ -107,7 +109,7 @@ class HeadTable(QWidget):
         self.caption.setText(caption)
         first = self.sort_by
         others = [s for s in HEAD_STATISTICS if s != first]
-        columns = [("Layer", None, ""), ("Head", None, "")]
+        columns: list[tuple[str, str | None, str]] = [("Layer", None, ""), ("Head", None, "")]
         columns += [(self._header(first, side), first, side) for side in ("B − A", "A", "B")]
         columns += [(self._header(s, "B − A"), s, "B − A") for s in others]
         self.table.clear()
@@ -139,8 +141,8 @@ class HeadTable(QWidget):
                 f"layer {change.layer + 1}, head {change.head + 1}: {words} "
                 f"{change.a[k]:{form}} in A, {change.b[k]:{form}} in B {unit}".rstrip()
             )
-        item.setData(Qt.UserRole, value)
-        item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        item.setData(Qt.ItemDataRole.UserRole, value)
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return item
 
     def show_message(self, text: str) -> None:
@@ -165,9 +167,11 @@ class ModelComparePanel(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.model_box = QComboBox()
-        self.model_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_box.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.model_box.setMinimumContentsLength(12)
-        self.model_box.setFocusPolicy(Qt.NoFocus)
+        self.model_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.model_box.setToolTip("The model to compare with the explorer's")
         self.close_button = QPushButton("Close")
         self.close_button.setToolTip("Unload the compared model")
@@ -202,9 +206,9 @@ class ModelComparePanel(QWidget):
         self.tabs.addTab(self.difference, "B − A")
         self.tabs.addTab(self.heads, "Heads")
         for button in (self.close_button, self.cancel_button, self.download_button):
-            button.setFocusPolicy(Qt.NoFocus)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         for widget in (self.same_scale_box, self.swap_button):
-            widget.setFocusPolicy(Qt.NoFocus)
+            widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         choose = QHBoxLayout()
         choose.addWidget(QLabel("Model"))
         choose.addWidget(self.model_box, 1)

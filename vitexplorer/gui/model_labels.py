@@ -110,20 +110,20 @@ def base_request(info: ModelInfo) -> tuple[ModelRequest | None, str]:
     base = record.get("base") if isinstance(record, dict) else None
     if not isinstance(base, str):
         return None, "its weights file records no model it was fine-tuned from"
-    request = request_for_base(base, path.parent, info.request.device)
-    if request is None:
+    by_label = request_for_base(base, path.parent, info.request.device)
+    if by_label is None:
         return None, (
             f"its checkpoint names its base as {base!r}, which is not a built-in model nor a "
             f"file beside it: open the base with 'Weights or checkpoint file…'"
         )
-    return request, request_label(request)
+    return by_label, request_label(by_label)
 
 
 def request_for_base(label: str, folder: Path, device: str = "auto") -> ModelRequest | None:
     """The request that loads the base a checkpoint names (its "display name, weights"): the
     demo model, a torchvision ViT's pretrained weights, or a file of that name in ``folder``
     (the checkpoint's); None when it is none of those (random weights cannot be had again)."""
-    from vitexplorer.core.models.loading import RANDOM
+    from vitexplorer.core.models.spec import RANDOM
 
     if label.startswith(f"{DEMO_LABEL}, "):
         return ModelRequest(DEMO, "default", device)

@@ -22,12 +22,14 @@ class PathEdit(QLineEdit):
         """What the field shows now: the path, or it elided in the middle."""
         if self.hasFocus():
             return self.text()
-        return self.fontMetrics().elidedText(self.text(), Qt.ElideMiddle, self._text_rect().width())
+        return self.fontMetrics().elidedText(
+            self.text(), Qt.TextElideMode.ElideMiddle, self._text_rect().width()
+        )
 
     def _text_rect(self) -> QRect:
         option = QStyleOptionFrame()
         self.initStyleOption(option)
-        rect = self.style().subElementRect(QStyle.SE_LineEditContents, option, self)
+        rect = self.style().subElementRect(QStyle.SubElement.SE_LineEditContents, option, self)
         margins = self.textMargins()
         return rect.adjusted(margins.left() + 2, margins.top(), -margins.right() - 2,
                              -margins.bottom())  # fmt: skip
@@ -40,7 +42,9 @@ class PathEdit(QLineEdit):
         painter = QPainter(self)
         option = QStyleOptionFrame()
         self.initStyleOption(option)
-        self.style().drawPrimitive(QStyle.PE_PanelLineEdit, option, painter, self)
-        painter.setPen(self.palette().color(QPalette.Text))
-        painter.drawText(self._text_rect(), Qt.AlignVCenter | Qt.AlignLeft, shown)
+        self.style().drawPrimitive(QStyle.PrimitiveElement.PE_PanelLineEdit, option, painter, self)
+        painter.setPen(self.palette().color(QPalette.ColorRole.Text))
+        painter.drawText(
+            self._text_rect(), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, shown
+        )
         painter.end()

@@ -73,7 +73,7 @@ class ModelSession(QObject):
         return self._thread.worker if self._thread is not None else None
 
     @property
-    def thread(self) -> WorkerThread | None:
+    def worker_thread(self) -> WorkerThread | None:
         return self._thread
 
     def start(self):  # ModelWorker

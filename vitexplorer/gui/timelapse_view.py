@@ -13,7 +13,7 @@ slices arrays (the mean of heads averages them).
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -50,6 +50,9 @@ from vitexplorer.gui.analytics_tab import EmptyState
 from vitexplorer.gui.views.head_stats_view import DistancePlot
 from vitexplorer.gui.views.image_view import ImageView
 from vitexplorer.gui.views.panels import ThumbnailStrip
+
+if TYPE_CHECKING:
+    from vitexplorer.core.training.timelapse import TimeLapse
 
 STATISTICS = {  # name, the y axis's label, a value, the choice's text
     "distance": ("Mean attention distance", "distance (pixels)", "{:.1f} px", "Distance"),
@@ -114,7 +117,7 @@ class TimeLapseView(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.timelapse = None  # core.timelapse.TimeLapse
+        self.timelapse: TimeLapse | None = None
         self.class_names: tuple[str, ...] = ()
         self.origin = ""
         self.planned: int | None = None  # the epochs a run under way will have
@@ -147,16 +150,16 @@ class TimeLapseView(QWidget):
     def _make_widgets(self) -> None:
         self.header = QLabel("")
         self.header.setWordWrap(True)
-        self.header.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.strip = ThumbnailStrip()  # a column of the probes, two abreast, beside the views
         self.strip.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.strip.setWrapping(True)
-        self.strip.setResizeMode(QListView.Adjust)
+        self.strip.setResizeMode(QListView.ResizeMode.Adjust)
         self.strip.setSpacing(1)
         self.strip.setMinimumHeight(0)  # the strip's fixed height undone: QWIDGETSIZE_MAX
         self.strip.setMaximumHeight(16777215)
-        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.strip.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
+        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.strip.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         scroll = self.strip.verticalScrollBar().sizeHint().width()
         cell = THUMBNAIL + 8
         self.strip.setFixedWidth(STRIP_COLUMNS * (cell + 2) + scroll + 2 * self.strip.frameWidth())
@@ -166,9 +169,9 @@ class TimeLapseView(QWidget):
             "QListView::item:selected { border: 2px solid #0a64c8; background: #bcd8f5; }"
         )
         self.play_button = QToolButton()
-        self.slider = QSlider(Qt.Horizontal)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setPageStep(1)
-        self.slider.setTickPosition(QSlider.TicksBelow)
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setToolTip("The epoch shown: 0 is before the first step")
         self.epoch_label = QLabel("")
         self.epoch_label.setMinimumWidth(110)
@@ -178,7 +181,7 @@ class TimeLapseView(QWidget):
             self.map_box.addItem(f"{method.label} (CLS)", method.name)
             kept = f"; kept as the {recorded[method.name]}" if method.name in recorded else ""
             tip = f"{method.tip}, of the CLS token{kept}"
-            self.map_box.setItemData(self.map_box.count() - 1, tip, Qt.ToolTipRole)
+            self.map_box.setItemData(self.map_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.map_box.setToolTip("What the image shows")
         self.layer_spin = QSpinBox()
         self.layer_spin.setPrefix("layer ")
@@ -189,12 +192,12 @@ class TimeLapseView(QWidget):
         self.scale_box = QComboBox()
         for value, label, tip in SCALES:
             self.scale_box.addItem(label, value)
-            self.scale_box.setItemData(self.scale_box.count() - 1, tip, Qt.ToolTipRole)
+            self.scale_box.setItemData(self.scale_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.scale_box.setToolTip("The colour scale: one for all epochs, or each epoch its own")
         self.stat_box = QComboBox()
         for value, (name, _, _, label) in STATISTICS.items():
             self.stat_box.addItem(label, value)
-            self.stat_box.setItemData(self.stat_box.count() - 1, name, Qt.ToolTipRole)
+            self.stat_box.setItemData(self.stat_box.count() - 1, name, Qt.ItemDataRole.ToolTipRole)
         self.stat_box.setToolTip("Each head's mean attention distance or entropy, by layer")
         self.scope_box = QComboBox()
         self.scope_box.addItem("all probes", MEAN_OF_PROBES)
@@ -244,7 +247,7 @@ class TimeLapseView(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(content)
         scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
         page = QWidget()
         page_layout = QVBoxLayout(page)
         page_layout.setContentsMargins(0, 0, 0, 0)
@@ -285,7 +288,7 @@ class TimeLapseView(QWidget):
             return
         old = self.timelapse
         grown = old is not None and timelapse.images is old.images
-        following = not grown or self.index >= len(old.frames) - 1
+        following = old is None or not grown or self.index >= len(old.frames) - 1
         self.timelapse = timelapse
         self.class_names = tuple(class_names)
         self._spec = timelapse_spec(timelapse, self.class_names or None)
@@ -315,14 +318,20 @@ class TimeLapseView(QWidget):
             self._say_origin()
             self._redraw()
 
+    def _shown(self) -> TimeLapse:
+        """The time-lapse on show (the methods that call this run only once one is)."""
+        if self.timelapse is None:
+            raise RuntimeError("no time-lapse is shown")
+        return self.timelapse
+
     def _start_index(self) -> int:
         """A checkpoint opens at the epoch whose weights it holds (else the last)."""
-        epochs = self.timelapse.epochs
-        best = self.timelapse.best_epoch
+        epochs = self._shown().epochs
+        best = self._shown().best_epoch
         return epochs.index(best) if best in epochs else len(epochs) - 1
 
     def _say_origin(self) -> None:
-        timelapse = self.timelapse
+        timelapse = self._shown()
         epochs = timelapse.frames[-1].epoch
         probes = len(timelapse.sources)
         if self.planned is not None:
@@ -337,13 +346,14 @@ class TimeLapseView(QWidget):
 
     def _new_probes(self) -> None:
         """A new time-lapse: its probes in the strip, its layers and heads in the choices."""
-        timelapse = self.timelapse
+        timelapse = self._shown()
         self.strip.blockSignals(True)
         self.strip.clear()
         for i, image in enumerate(timelapse.images):
             key = str(i)
             self.strip.add_entry(key, "")
             item = self.strip.item_for(key)
+            assert item is not None  # added just above
             item.setSizeHint(QSize(THUMBNAIL + 8, THUMBNAIL + 8))
             item.setToolTip(f"probe {i + 1}: {timelapse.sources[i]}{self._true_text(i)}")
             self.strip.set_thumbnail(key, _enlarged(image, THUMBNAIL))
@@ -404,7 +414,7 @@ class TimeLapseView(QWidget):
 
     def _probe_clicked(self, current, _previous=None) -> None:
         if current is not None and self.timelapse is not None:
-            self.probe = int(current.data(Qt.UserRole))
+            self.probe = int(current.data(Qt.ItemDataRole.UserRole))
             self._redraw()
 
     def _slid(self, index: int) -> None:
@@ -436,12 +446,12 @@ class TimeLapseView(QWidget):
         if self.index >= self.slider.maximum():
             self.slider.setValue(0)  # played to the end before: from the start again
         self.timer.start()
-        self.play_button.setIcon(self.style().standardIcon(QStyle.SP_MediaPause))
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause))
         self.play_button.setToolTip("Pause")
 
     def stop(self) -> None:
         self.timer.stop()
-        self.play_button.setIcon(self.style().standardIcon(QStyle.SP_MediaPlay))
+        self.play_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.play_button.setToolTip("Play the epochs one after another (stops at the last)")
 
     def playing(self) -> bool:
@@ -485,7 +495,7 @@ class TimeLapseView(QWidget):
         return map_words(self.map_kind(), self.map_options(), self._spec)
 
     def _true_text(self, probe: int) -> str:
-        label = int(self.timelapse.labels[probe])
+        label = int(self._shown().labels[probe])
         return f" (true class: {self._name(label)})" if label >= 0 else ""
 
     def _name(self, index: int) -> str:
@@ -495,16 +505,16 @@ class TimeLapseView(QWidget):
     def verdict(self) -> str:
         """The chosen probe's prediction at the shown epoch: right, wrong, tie (never right)
         or unknown (:func:`vitexplorer.core.training.verdict.verdict`)."""
-        label = int(self.timelapse.labels[self.probe])
-        return self.frame.verdict(self.probe, label, self.timelapse.num_classes)
+        label = int(self._shown().labels[self.probe])
+        return self.frame.verdict(self.probe, label, self._shown().num_classes)
 
     def prediction_text(self) -> str:
         """What the model predicted for the chosen probe at the shown epoch, in words; a tie
         of the top classes is said as one, never as a class."""
         frame, p = self.frame, self.probe
-        predicted, label = int(frame.predicted[p]), int(self.timelapse.labels[p])
+        predicted, label = int(frame.predicted[p]), int(self._shown().labels[p])
         percent = f"{100 * frame.probability[p]:.0f}%"
-        if frame.tied(p, self.timelapse.num_classes):
+        if frame.tied(p, self._shown().num_classes):
             text = f"undecided: the top classes tie at {percent}"
         else:
             text = f"predicts {self._name(predicted)} ({percent})"
@@ -547,8 +557,8 @@ class TimeLapseView(QWidget):
     def _draw_statistics(self) -> None:
         statistic = self.stat_box.currentData()
         if statistic not in self._tops:
-            self._tops[statistic] = float(self.timelapse.stacked(statistic).max())
-        probes = len(self.timelapse.sources)
+            self._tops[statistic] = float(self._shown().stacked(statistic).max())
+        probes = len(self._shown().sources)
         scope = (
             f"mean of {probes} probe{_s(probes)}"
             if self.statistics_scope() == MEAN_OF_PROBES

@@ -62,7 +62,7 @@ class EstimateWorker(QObject):
             import torch
 
             from vitexplorer.core.models import loading as models
-            from vitexplorer.core.models.spec import SMALL_VIT
+            from vitexplorer.core.models.families.registry import SMALL_VIT
             from vitexplorer.core.models.vit import SmallViTConfig
             from vitexplorer.core.training.estimate import MeasureCancelled, measure_step
 
@@ -97,6 +97,7 @@ class TimeEstimator(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._thread: WorkerThread | None = None
+        self._worker: EstimateWorker | None = None  # the thread's worker
         self._pending: Measurement | None = None
         self.current: Measurement | None = None  # the last measured, for what it was of
         self.asked: Measurement | None = None  # the last asked
@@ -124,11 +125,12 @@ class TimeEstimator(QObject):
     def _start(self) -> None:
         if self._pending is None:
             return
-        if self._thread is None:
-            self._thread = WorkerThread(EstimateWorker(), "vitexplorer-estimate")
-            self._thread.worker.measured.connect(self._measured)
-            self._thread.worker.failed.connect(self._failed)
-        self._thread.worker.submit(self._pending)
+        if self._thread is None or self._worker is None:
+            self._worker = EstimateWorker()
+            self._thread = WorkerThread(self._worker, "vitexplorer-estimate")
+            self._worker.measured.connect(self._measured)
+            self._worker.failed.connect(self._failed)
+        self._worker.submit(self._pending)
         self._pending = None
 
     @Slot(object)
@@ -156,11 +158,11 @@ class TimeEstimator(QObject):
         request = Measurement(arch, classes, batch, device)
         if measure:
             self.request(request)
-        if not self.is_current(request):
+        measured = self.current if self.is_current(request) else None
+        if measured is None:
             if self.problem and request == self.asked:
                 return f"Time: no estimate ({self.problem})."
             return "Time: measuring a few training steps for an estimate…"
-        measured = self.current
         sizes = subset_sizes(classes, form.per_class.value(), form.test_per_class.value(),
                              form.val_percent.value() / 100)  # fmt: skip
         epochs = form.epochs.value()
@@ -179,14 +181,15 @@ class TimeEstimator(QObject):
         self._timer.stop()
         self._pending = None
         self.asked = None
-        if self._thread is not None:
-            self._thread.worker.clear_queue()
+        if self._worker is not None:
+            self._worker.clear_queue()
 
     def stop(self) -> None:
         self._timer.stop()
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+            self._worker = None
 
 
 def _asked(result: Measurement, request: Measurement) -> Measurement:

@@ -18,12 +18,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from vitexplorer.core.explorer.decoded import DecodedImages
 from vitexplorer.core.explorer.state import CROP, Feed
+
+if TYPE_CHECKING:
+    from vitexplorer.core.explain.maps import MapJob
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class MapDone:
 
     key: str
     generation: int
-    job: object  # vitexplorer.core.explain.maps.MapJob: the method and its options
+    job: MapJob  # the method and its options
     matrix: np.ndarray  # (tokens, tokens) float32
     feed: Feed = CROP  # how the image was fed: the centre crop or the whole image
 
@@ -437,7 +441,7 @@ class ModelWorker(QObject):
     def _folder_step(self, job: _FolderJob) -> None:
         """Analyse the folder's next image; the last one (or a cancel) sends the result."""
         from vitexplorer.core.explain.analysis import analyze_image
-        from vitexplorer.core.models.preprocessing import load_image
+        from vitexplorer.core.io.images import load_image
 
         with self._lock:
             cancelled = self._folder_cancel
@@ -574,14 +578,25 @@ def threads_still_running() -> list[str]:
     return [t.thread.objectName() for t in _STILL_RUNNING if t.thread.isRunning()]
 
 
+class JobWorker(Protocol):
+    """What a worker thread's worker offers: a cancel flag its job checks, a queue to drop,
+    and Qt's move to another thread (it is a QObject)."""
+
+    cancel_event: threading.Event
+
+    def clear_queue(self) -> None: ...
+
+    def moveToThread(self, thread: QThread) -> bool: ...
+
+
 class WorkerThread:
     """A worker (the :class:`ModelWorker` unless another is given) in its own QThread, stopped
     cleanly on :meth:`stop`. A worker has a ``cancel_event`` and a ``clear_queue()``."""
 
-    def __init__(self, worker: QObject | None = None, name: str = "vitexplorer-model") -> None:
+    def __init__(self, worker: JobWorker | None = None, name: str = "vitexplorer-model") -> None:
         self.thread = QThread()
         self.thread.setObjectName(name)
-        self.worker = worker if worker is not None else ModelWorker()
+        self.worker: JobWorker = worker if worker is not None else ModelWorker()
         self.worker.moveToThread(self.thread)
         self.thread.start()
 

@@ -31,10 +31,11 @@ from PIL import Image
 
 from vitexplorer.core.explain.analysis import constant_output, failure_message, flat_map
 from vitexplorer.core.io.folders import escaping_link, image_paths, subfolders
+from vitexplorer.core.io.images import ImageLoadError, load_image
 from vitexplorer.core.io.paths import expand_user
 from vitexplorer.core.models.capture import model_forward
 from vitexplorer.core.models.loading import LoadedModel
-from vitexplorer.core.models.preprocessing import ImageLoadError, input_grid, load_image, preprocess
+from vitexplorer.core.models.preprocessing import input_grid, preprocess
 
 Explainer = Callable[[LoadedModel, torch.Tensor], np.ndarray]
 

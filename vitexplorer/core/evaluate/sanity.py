@@ -17,7 +17,8 @@ from torch import nn
 from vitexplorer.core.evaluate.faithfulness import CancelCheck, Explainer
 from vitexplorer.core.explain.analysis import flat_map
 from vitexplorer.core.models.capture import adapter_of
-from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.models.families.base import Part, ViTAdapter
+from vitexplorer.core.models.families.family import UnsupportedModel
 from vitexplorer.core.models.loading import LoadedModel
 
 INIT_STD = 0.02  # parameters without a module of their own (CLS token, position embeddings)

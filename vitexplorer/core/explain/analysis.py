@@ -11,8 +11,9 @@ from PIL import Image
 
 from vitexplorer.core.explain.head_stats import HeadStatistics, head_statistics
 from vitexplorer.core.models.capture import forward_with_attention, images_per_pass
-from vitexplorer.core.models.loading import LoadedModel, ModelSpec
+from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.preprocessing import aspect_grid, display_crop, preprocess
+from vitexplorer.core.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)

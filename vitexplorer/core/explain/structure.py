@@ -13,7 +13,8 @@ from torch import nn
 
 
 def _parameter(module: nn.Module, what: str) -> torch.Tensor:
-    from vitexplorer.core.models.families import UnsupportedModel, adapter_for
+    from vitexplorer.core.models.families.family import UnsupportedModel
+    from vitexplorer.core.models.families.registry import adapter_for
 
     try:
         adapter = adapter_for(module)

@@ -28,12 +28,12 @@ class DecodedImages:
     def get(self, key: str, source: str | bytes) -> Any:
         """The image ``key`` (decoded from ``source`` unless kept), as a copy the caller may
         change; the decoder's error (a one-line ``ImageLoadError``) passes through."""
-        from vitexplorer.core.models import preprocessing
+        from vitexplorer.core.io.images import load_image
 
         with self._lock:  # one decode per image, whichever worker asks first
             image = self._images.get(key)
             if image is None:
-                image = preprocessing.load_image(source)
+                image = load_image(source)
                 self._images[key] = image
                 while len(self._images) > self.keep:
                     self._images.popitem(last=False)

@@ -19,7 +19,7 @@ from vitexplorer.core.io.folders import image_files
 
 if TYPE_CHECKING:  # the GUI imports this module before torch is loaded
     from vitexplorer.core.explain.analysis import ImageAnalysis
-    from vitexplorer.core.models.loading import ModelSpec
+    from vitexplorer.core.models.spec import ModelSpec
 
 MEMORY_BUDGET = 2 * 1024**3  # bytes of stored attention maps across all open images
 

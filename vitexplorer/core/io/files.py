@@ -33,10 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from vitexplorer.core.io.staging import (  # noqa: F401  (part of this module's interface)
-    FOREIGN_STALE_AFTER,
-    STALE_AFTER,
-    TEMP_PREFIX,
+from vitexplorer.core.io.staging import (
     Staging,
     remove_stale_temporaries,
 )

@@ -5,7 +5,7 @@ its models are built and where their weights come from; what the families share 
 this module: building from files (:mod:`~vitexplorer.core.models.building`), checkpoint
 metadata (:mod:`~vitexplorer.core.models.metadata`), downloads
 (:mod:`~vitexplorer.core.models.download`) and building without initialisation
-(:mod:`~vitexplorer.core.models.skeleton`). The names below them are re-exported here.
+(:mod:`~vitexplorer.core.models.skeleton`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ from torch import nn
 
 from vitexplorer.core.io.paths import expand_user
 from vitexplorer.core.models import spec as specs
-from vitexplorer.core.models.building import (  # noqa: F401  (re-exported: models.BuildPlan, ...)
-    BuildPlan,
-    PlainPlan,
-    build,
+from vitexplorer.core.models.building import (
     check_plan,
     check_weights_file,
-    class_names_for,
     file_plan,
     load_weights_file,
 )
@@ -39,41 +35,28 @@ from vitexplorer.core.models.checkpoint import (
     save_weights,
     shapes_of,
 )
-from vitexplorer.core.models.download import (  # noqa: F401  (re-exported: models.WeightsDownload)
+from vitexplorer.core.models.download import (
     CancelCheck,
-    DownloadCancelled,
     ProgressCallback,
     WeightsDownload,
     WeightsUnavailableError,
-    download_weights,
 )
 from vitexplorer.core.models.families.registry import (
+    SMALL_VIT,
     family_for,
     implementation,
     info_for,
     prefixed_names,
 )
-from vitexplorer.core.models.metadata import (  # noqa: F401  (re-exported)
+from vitexplorer.core.models.metadata import (
     CHECKPOINT_FORMAT,
-    CROP_MODES,
-    INTERPOLATIONS,
-    apply_metadata,
-    check_checkpoint_metadata,
-    check_config_keys,
-    quoted,
 )
-from vitexplorer.core.models.spec import (  # noqa: F401  (re-exported: models.ModelSpec and names)
+from vitexplorer.core.models.spec import (
     DEMO,
     DEMO_LABEL,
     DEMO_RANDOM_LABEL,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MODEL_NAMES,
-    RANDOM,
-    SMALL_VIT,
-    TORCHVISION_VITS,
     ModelSpec,
-    library_family,
 )
 from vitexplorer.core.models.vit import SmallViTConfig
 

@@ -47,7 +47,7 @@ def _loadable_config(path: Path, repo: Path) -> bool:
     """Whether the cached ``config.json`` at ``path`` names a class vitexplorer loads; the file
     is checked first as a model folder's files are (a regular file whose link stays in the
     repository's cache, of a sane size), so a named pipe there cannot hang the listing."""
-    from vitexplorer.core.models.families.base import UnsupportedModel
+    from vitexplorer.core.models.families.family import UnsupportedModel
     from vitexplorer.core.models.families.hf_config import choose_class
     from vitexplorer.core.models.families.hf_files import Folder
 

@@ -1,5 +1,6 @@
-"""The model's preprocessing, and (re-exported from :mod:`vitexplorer.core.io.images`) safe image
-decoding: every image that enters the app goes through :func:`load_image`."""
+"""The model's preprocessing: an image (decoded safely by
+:func:`vitexplorer.core.io.images.load_image`, which every image that enters the app goes
+through) made into the model's input, and the patch grids of its inputs."""
 
 from __future__ import annotations
 
@@ -11,16 +12,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from vitexplorer.core.io.images import (  # noqa: F401  (re-exported: data.load_image and friends)
-    MAX_FILE_BYTES,
-    MAX_PIXELS,
-    RASTER_FORMATS,
-    ImageLoadError,
-    load_image,
-    read_image_file,
-    to_rgb8,
-)
-from vitexplorer.core.models.loading import ModelSpec
+from vitexplorer.core.models.spec import ModelSpec
 
 
 def aspect_grid(width: int, height: int, spec: ModelSpec, max_ratio: int = 4) -> tuple[int, int]:

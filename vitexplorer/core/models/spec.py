@@ -13,11 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vitexplorer.core.models.families.registry import (  # noqa: F401  (names used from here)
+from vitexplorer.core.models.families.registry import (
     LIBRARY_FAMILIES,
     SMALL_VIT,
     TORCHVISION_VITS,
-    library_family,
 )
 
 MODEL_NAMES: tuple[str, ...] = (*TORCHVISION_VITS, SMALL_VIT)

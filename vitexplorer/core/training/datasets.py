@@ -25,6 +25,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms import InterpolationMode
 
 from vitexplorer.core.io.folders import IMAGE_SUFFIXES, escaping_link, image_paths, subfolders
+from vitexplorer.core.io.images import ImageLoadError, load_image
 from vitexplorer.core.io.paths import expand_user
 from vitexplorer.core.models.download import (
     CancelCheck,
@@ -33,7 +34,7 @@ from vitexplorer.core.models.download import (
     default_data_root,
     download_file,
 )
-from vitexplorer.core.models.preprocessing import ImageLoadError, _central_part, load_image
+from vitexplorer.core.models.preprocessing import _central_part
 from vitexplorer.core.training.pixel_csv import PixelCSVError, is_pixel_csv, read_labelled_csv
 
 CIFAR10_NAME = "cifar10"

@@ -26,12 +26,7 @@ from torch import nn
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.training.augment import augment_batch
 from vitexplorer.core.training.config import (
-    MAX_BATCH_SIZE,
-    MAX_EPOCHS,
-    MAX_LR,
-    MAX_PER_CLASS,
     FinetuneConfig,
-    TrainConfig,
     parse_freeze,
 )
 from vitexplorer.core.training.datasets import (
@@ -72,15 +67,6 @@ CACHE_BUDGET = 4 * 1024**3  # bytes of cached frozen-part outputs; past it, trai
 EVAL_BATCH = {"cpu": 32}
 EVAL_BATCH_DEFAULT = 256
 LOSS_LIMIT = 1e4  # a mean cross-entropy past this is divergence (chance is ln C, 6.9 for 1000)
-# The settings (core.training.config) and the events (core.training.events) live in modules of
-# their own, without torch; the engine's callers find them here too.
-__all__ = [
-    "MAX_BATCH_SIZE", "MAX_EPOCHS", "MAX_LR", "MAX_PER_CLASS", "CancelCheck", "Epoch", "Event",
-    "FinetuneConfig", "FinetuneResult", "Finished", "Notice", "Snapshot", "Stage", "Started",
-    "Step", "TestSample", "TrainConfig", "TrainingError", "autocast_dtype", "check_savable",
-    "checkpoint_bytes", "device_words", "finetune", "finetuned_checkpoint_bytes", "lr_schedule",
-    "nonfinite_values",
-]  # fmt: skip
 
 
 class _Cancelled(Exception):
@@ -267,7 +253,7 @@ class _Run:
         """Fine-tuning keeps the base model's classifier when its classes are the dataset's."""
         if self.config.from_scratch:
             return HeadChoice(False, "")
-        from vitexplorer.core.models.families import UnsupportedModel
+        from vitexplorer.core.models.families.family import UnsupportedModel
 
         try:
             classifier = base.adapter.get_classifier()

@@ -20,7 +20,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from vitexplorer.core.models.loading import LoadedModel, ModelSpec
+from vitexplorer.core.models.loading import LoadedModel
+from vitexplorer.core.models.spec import ModelSpec
 
 
 class SplitViT(nn.Module):
@@ -28,7 +29,8 @@ class SplitViT(nn.Module):
     blocks (or, for head-only training, after the features)."""
 
     def __init__(self, module: nn.Module, train_blocks: int, headless: bool = False) -> None:
-        from vitexplorer.core.models.families import UnsupportedModel, adapter_for
+        from vitexplorer.core.models.families.family import UnsupportedModel
+        from vitexplorer.core.models.families.registry import adapter_for
 
         super().__init__()
         self.module = module

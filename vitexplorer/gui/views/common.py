@@ -161,7 +161,7 @@ class WrappingTitle(pg.LabelItem):
 
     def __init__(self, text: str = " ", **options) -> None:
         super().__init__(text, **options)
-        self.item.document().setDefaultTextOption(QTextOption(Qt.AlignHCenter))
+        self.item.document().setDefaultTextOption(QTextOption(Qt.AlignmentFlag.AlignHCenter))
 
     def resizeEvent(self, event) -> None:  # Qt's name
         width = max(self.size().width(), 40.0)

@@ -26,7 +26,7 @@ class HeadGridView(pg.GraphicsLayoutWidget):
     def __init__(self) -> None:
         super().__init__()
         self.ci.layout.setSpacing(3)
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setToolTip(
             "Every head of this layer for the selected token, each on its own colour scale; "
             "click one to select it"
@@ -123,7 +123,7 @@ class HeadGridView(pg.GraphicsLayoutWidget):
         raise KeyError(head)
 
     def _clicked(self, event) -> None:
-        if event.button() != Qt.LeftButton:
+        if event.button() != Qt.MouseButton.LeftButton:
             return
         for head, box, _image, _label in self.tiles:
             if box.sceneBoundingRect().contains(event.scenePos()):

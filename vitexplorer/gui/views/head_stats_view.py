@@ -147,7 +147,7 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
     def __init__(self, title: str, unit: str, scale: float = 1.0, decimals: int = 2) -> None:
         super().__init__()
         self.unit, self.scale, self.decimals = unit, scale, decimals
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.ci.layout.setContentsMargins(4, 4, 4, 4)
         self.title = self.addLabel(
             title, row=0, col=0, colspan=2, color=TEXT_COLOR, size=TITLE_SIZE
@@ -208,7 +208,7 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
         layers, heads = self.values.shape
         shown = layer is not None and head is not None and 0 <= layer < layers and 0 <= head < heads
         self.ring.setVisible(shown)
-        if shown:
+        if layer is not None and head is not None and shown:
             self.ring.setRect(QRectF(layer, head, 1, 1))
 
     def describe(self, layer: int, head: int) -> str:
@@ -225,7 +225,7 @@ class HeadHeatmap(pg.GraphicsLayoutWidget):
         return None
 
     def _clicked(self, event) -> None:
-        if event.button() != Qt.LeftButton:
+        if event.button() != Qt.MouseButton.LeftButton:
             return
         cell = self.cell_at(event.scenePos())
         if cell is not None:
@@ -247,7 +247,9 @@ def export_distance_plot(
     from pyqtgraph.exporters import ImageExporter, SVGExporter
 
     plot = DistancePlot(background="w")
-    plot.setAttribute(Qt.WA_DontShowOnScreen)  # laid out as if shown, never on the screen
+    plot.setAttribute(
+        Qt.WidgetAttribute.WA_DontShowOnScreen
+    )  # laid out as if shown, never on the screen
     plot.resize(width, height)
     plot.set_statistics(distance, title=title)
     plot.show()  # lays the title, axes and labels out; offscreen on a server

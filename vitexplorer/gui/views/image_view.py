@@ -23,7 +23,12 @@ from vitexplorer.gui.views.common import (
 )
 
 BAR_AXIS_WIDTH = 66  # px beside the colour bar for its labels
-ARROWS = {Qt.Key_Up: (-1, 0), Qt.Key_Down: (1, 0), Qt.Key_Left: (0, -1), Qt.Key_Right: (0, 1)}
+ARROWS = {  # by key code, as QKeyEvent.key() gives it
+    Qt.Key.Key_Up.value: (-1, 0),
+    Qt.Key.Key_Down.value: (1, 0),
+    Qt.Key.Key_Left.value: (0, -1),
+    Qt.Key.Key_Right.value: (0, 1),
+}
 
 
 class PatchGrid(pg.GraphicsObject):
@@ -74,7 +79,7 @@ class ImageView(pg.GraphicsLayoutWidget):
 
     def __init__(self, colormap: str = HEAT_COLORMAP) -> None:
         super().__init__()
-        self.setFocusPolicy(Qt.StrongFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAcceptDrops(False)  # drops go to the main window
         self.title = WrappingTitle("Drop an image here")
         self.addItem(self.title, row=0, col=0, colspan=2)
@@ -135,6 +140,8 @@ class ImageView(pg.GraphicsLayoutWidget):
 
     def _draw_heat(self) -> None:
         levels = self.locked_levels or self._asked_levels
+        if levels is None:  # no map yet
+            return
         self.levels = levels
         self.heat.setImage(self.heat_values, levels=levels)
         self.heat.setRect(QRectF(0, 0, self.grid[1], self.grid[0]))
@@ -145,9 +152,10 @@ class ImageView(pg.GraphicsLayoutWidget):
             else (False, False)
         )
         set_colorbar_levels(self.colorbar, levels, uniform=self.uniform, clipped=clipped)
-        inside = self.uniform is not None and levels[0] <= self.uniform[0] <= levels[1]
-        if inside:
-            self.uniform_line.setValue(bar_position(levels, self.uniform[0]))
+        uniform = self.uniform
+        inside = uniform is not None and levels[0] <= uniform[0] <= levels[1]
+        if uniform is not None and inside:
+            self.uniform_line.setValue(bar_position(levels, uniform[0]))
         self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)
 
@@ -213,7 +221,7 @@ class ImageView(pg.GraphicsLayoutWidget):
         return None
 
     def _clicked(self, event) -> None:
-        if event.button() != Qt.LeftButton or self.photo.image is None:
+        if event.button() != Qt.MouseButton.LeftButton or self.photo.image is None:
             return
         patch = self.patch_at(event.scenePos())
         if patch is not None:

@@ -46,7 +46,7 @@ class MapGridView(pg.GraphicsLayoutWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.title = WrappingTitle("Select an image")
         self.addItem(self.title, row=0, col=0, colspan=2)
         self.cells = self.addLayout(row=1, col=0)
@@ -121,7 +121,7 @@ class MapGridView(pg.GraphicsLayoutWidget):
             return
         set_colorbar_levels(self.colorbar, self.levels, uniform=uniform)
         inside = uniform is not None and self.levels[0] <= uniform[0] <= self.levels[1]
-        if inside:
+        if uniform is not None and inside:
             self.uniform_line.setValue(bar_position(self.levels, uniform[0]))
         self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)

@@ -53,7 +53,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         )
         self.plot.setLabel("left", "query token (from 1)")
         self.plot.setLabel("bottom", "key token (from 1)")
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.plot.hideAxis("left")  # shown with the first matrix
         self.plot.hideAxis("bottom")
         self.image = new_heat_item()
@@ -84,7 +84,7 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
         self.image.setImage(matrix, levels=levels)
         set_colorbar_levels(self.colorbar, levels, uniform=uniform)
         inside = uniform is not None and levels[0] <= uniform[0] <= levels[1]
-        if inside:
+        if uniform is not None and inside:
             self.uniform_line.setValue(bar_position(levels, uniform[0]))
         self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)
@@ -114,10 +114,10 @@ class AttentionMatrixView(pg.GraphicsLayoutWidget):
             self.plot.setRange(QRectF(0.5, 0.5, n, n), padding=0.02)
 
     def _clicked(self, event) -> None:
-        if event.double() and event.button() == Qt.LeftButton:
+        if event.double() and event.button() == Qt.MouseButton.LeftButton:
             self.show_whole()
             return
-        cell = self._cell(event.scenePos()) if event.button() == Qt.LeftButton else None
+        cell = self._cell(event.scenePos()) if event.button() == Qt.MouseButton.LeftButton else None
         if cell is not None:
             self.token_clicked.emit(cell[0])
 

@@ -35,7 +35,7 @@ class PredictionsPanel(QWidget):
         for i in range(rows):
             name = QLabel("")
             name.setMinimumWidth(140)
-            name.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             bar = QProgressBar()
             bar.setRange(0, 1000)
             bar.setTextVisible(True)
@@ -88,7 +88,7 @@ def rgb_pixmap(array: np.ndarray) -> QPixmap:
     """A QPixmap of an (H, W, 3) uint8 array (copied, so the array may go)."""
     array = np.ascontiguousarray(array)
     h, w, _ = array.shape
-    image = QImage(array.data, w, h, 3 * w, QImage.Format_RGB888)
+    image = QImage(array.data, w, h, 3 * w, QImage.Format.Format_RGB888)
     return QPixmap.fromImage(image.copy())
 
 
@@ -105,19 +105,19 @@ class ThumbnailStrip(QListWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setViewMode(QListView.IconMode)
-        self.setFlow(QListView.LeftToRight)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setFlow(QListView.Flow.LeftToRight)
         self.setWrapping(False)
-        self.setMovement(QListView.Static)
+        self.setMovement(QListView.Movement.Static)
         self.setIconSize(QSize(72, 72))
         self.setFixedHeight(112)
         self.setSpacing(4)
         self.setUniformItemSizes(True)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.currentItemChanged.connect(self._changed)
         self._items: dict[str, QListWidgetItem] = {}
         self._asked: set[str] = set()  # keys whose thumbnail was asked for or has arrived
-        self._icon = self.style().standardIcon(QStyle.SP_FileIcon)
+        self._icon = self.style().standardIcon(QStyle.StandardPixmap.SP_FileIcon)
         self._look = QTimer(self)  # one look at what is in view per turn of the event loop
         self._look.setSingleShot(True)
         self._look.setInterval(0)
@@ -129,7 +129,7 @@ class ThumbnailStrip(QListWidget):
 
     def add_entry(self, key: str, name: str) -> None:
         item = QListWidgetItem(self._icon, name)
-        item.setData(Qt.UserRole, key)
+        item.setData(Qt.ItemDataRole.UserRole, key)
         item.setToolTip(name)
         item.setSizeHint(QSize(96, 100))
         self.addItem(item)
@@ -157,7 +157,7 @@ class ThumbnailStrip(QListWidget):
             self.setCurrentItem(item)
 
     def keys(self) -> list[str]:
-        return [self.item(i).data(Qt.UserRole) for i in range(self.count())]
+        return [self.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.count())]
 
     def near_view(self) -> range:
         """The rows in view and one screenful on each side."""
@@ -184,7 +184,7 @@ class ThumbnailStrip(QListWidget):
         self._look.start()
 
     def _ask_for_visible(self) -> None:
-        keys = [self.item(row).data(Qt.UserRole) for row in self.near_view()]
+        keys = [self.item(row).data(Qt.ItemDataRole.UserRole) for row in self.near_view()]
         wanted = [key for key in keys if key not in self._asked]
         if wanted:
             self._asked.update(wanted)
@@ -192,7 +192,7 @@ class ThumbnailStrip(QListWidget):
 
     def _changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is not None:
-            self.image_selected.emit(current.data(Qt.UserRole))
+            self.image_selected.emit(current.data(Qt.ItemDataRole.UserRole))
 
 
 class NoticeBar(QFrame):
@@ -209,14 +209,14 @@ class NoticeBar(QFrame):
         layout.setContentsMargins(10, 4, 4, 4)
         self.label = QLabel("")
         self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QToolButton()
         close.setText("✕")
         close.setToolTip("Dismiss")
         close.setAutoRaise(True)
         close.clicked.connect(self.dismiss)
         layout.addWidget(self.label, 1)
-        layout.addWidget(close, 0, Qt.AlignTop)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self.messages: list[str] = []
         self.tags: list[str | None] = []  # what each message is about, to withdraw it later
         self.max_lines = max_lines
@@ -259,7 +259,7 @@ class Captioned(QWidget):
         self.view = view
         self.caption = QLabel("")
         self.caption.setWordWrap(True)  # a narrow dock wraps the line, never widens
-        self.caption.setTextFormat(Qt.PlainText)
+        self.caption.setTextFormat(Qt.TextFormat.PlainText)
         self.caption.setContentsMargins(6, 2, 6, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -53,7 +53,7 @@ class PositionSimilarityView(pg.GraphicsLayoutWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.ci.layout.setContentsMargins(4, 4, 4, 4)
         self.title = self.addLabel(
             "Position-embedding similarity: each tile is one patch position",
@@ -162,7 +162,7 @@ class PositionSimilarityView(pg.GraphicsLayoutWidget):
         return None
 
     def _clicked(self, event) -> None:
-        if event.button() != Qt.LeftButton:
+        if event.button() != Qt.MouseButton.LeftButton:
             return
         hit = self.position_at(event.scenePos())
         if hit is None:
@@ -193,7 +193,7 @@ class FilterGridView(pg.GraphicsLayoutWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFocusPolicy(Qt.NoFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.ci.layout.setContentsMargins(4, 4, 4, 4)
         self.ci.layout.setVerticalSpacing(0)
         self.images = np.zeros((0, 0, 0, 3), np.float32)

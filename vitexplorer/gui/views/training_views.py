@@ -260,8 +260,8 @@ class ClassNameAxis(pg.AxisItem):
             p.translate(x, offset + metrics.ascent() * 0.5)
             p.rotate(-45)
             width = metrics.horizontalAdvance(name)
-            p.drawText(QRectF(-width - 2, -metrics.height() / 2, width, metrics.height()),
-                       int(Qt.AlignRight | Qt.AlignVCenter), name)  # fmt: skip
+            rect = QRectF(-width - 2, -metrics.height() / 2, width, metrics.height())
+            p.drawText(rect, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), name)
             p.restore()
 
 
@@ -299,7 +299,7 @@ class CellLabels(pg.GraphicsObject):
             painter.drawText(
                 QRectF(centre.x() - width / 2 - 2, centre.y() - metrics.height() / 2,
                        width + 4, metrics.height()),
-                int(Qt.AlignCenter),
+                int(Qt.AlignmentFlag.AlignCenter),
                 text,
             )  # fmt: skip
         painter.restore()
@@ -410,15 +410,17 @@ class SampleGallery(QListWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setViewMode(QListView.IconMode)
-        self.setResizeMode(QListView.Adjust)
-        self.setMovement(QListView.Static)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
         self.setWrapping(True)
         self.setIconSize(QSize(self.ICON, self.ICON))
         self.setGridSize(QSize(116, 128))
         self.setSpacing(2)
         self.setWordWrap(True)
-        self.itemClicked.connect(lambda item: self.sample_clicked.emit(item.data(Qt.UserRole)))
+        self.itemClicked.connect(
+            lambda item: self.sample_clicked.emit(item.data(Qt.ItemDataRole.UserRole))
+        )
 
     def set_samples(self, samples: list, class_names: tuple[str, ...]) -> None:  # [TestSample]
         self.clear()
@@ -440,7 +442,7 @@ class SampleGallery(QListWidget):
                 said = f"{predicted} ({percent} sure, right)"
             frame = None if colour is CORRECT_COLOR else colour
             item = QListWidgetItem(QIcon(self._framed(sample.image, frame)), text)
-            item.setData(Qt.UserRole, index)
+            item.setData(Qt.ItemDataRole.UserRole, index)
             item.setForeground(colour)
             item.setToolTip(
                 f"{sample.source}\ntrue: {true}\npredicted: {said}\nclick to open in the explorer"
@@ -449,7 +451,10 @@ class SampleGallery(QListWidget):
 
     def _framed(self, image: np.ndarray, colour: QColor | None) -> QPixmap:
         pixmap = rgb_pixmap(image).scaled(
-            self.ICON, self.ICON, Qt.KeepAspectRatio, Qt.SmoothTransformation
+            self.ICON,
+            self.ICON,
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.SmoothTransformation,
         )
         if colour is not None:
             painter = QPainter(pixmap)

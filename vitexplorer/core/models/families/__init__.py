@@ -7,18 +7,3 @@ analytics and the sanity check see its modules), and one entry in
 :data:`~vitexplorer.core.models.families.registry.FAMILIES` (its torch-free facts: names,
 library, how a person asks for one of its models). Nothing in this package's top imports torch.
 """
-
-from __future__ import annotations
-
-from vitexplorer.core.models.families.family import Family, FamilyInfo, UnsupportedModel
-from vitexplorer.core.models.families.registry import FAMILIES, adapter_for, family_for, info_for
-
-__all__ = [
-    "FAMILIES",
-    "Family",
-    "FamilyInfo",
-    "UnsupportedModel",
-    "adapter_for",
-    "family_for",
-    "info_for",
-]

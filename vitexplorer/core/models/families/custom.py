@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from vitexplorer.core.models.capture import Sink, explicit_attention
-from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.models.families.base import Part, ViTAdapter
+from vitexplorer.core.models.families.family import UnsupportedModel
 from vitexplorer.core.models.families.registry import register_adapter
 
 SUPPORTED = (

@@ -15,13 +15,13 @@ from torch import nn
 
 from vitexplorer.core.io.images import MAX_PIXELS
 from vitexplorer.core.models.capture import capturing_attention
-from vitexplorer.core.models.families.base import UnsupportedModel
 from vitexplorer.core.models.families.custom import (
     SUPPORTED,
     WrappedViT,
     attention_kind,
     num_heads,
 )
+from vitexplorer.core.models.families.family import UnsupportedModel
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 PROBE_RTOL = 1e-4  # how close the captured pass's outputs must be to the module's own

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from vitexplorer.core.io.values import check_whole, show_value
-from vitexplorer.core.models.families.base import UnsupportedModel
+from vitexplorer.core.models.families.family import UnsupportedModel
 from vitexplorer.core.models.families.hf_model import KINDS, HFClassifier, unsupported_class
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD
 from vitexplorer.core.models.vit import (

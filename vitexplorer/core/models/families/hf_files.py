@@ -25,7 +25,7 @@ from typing import Any
 from vitexplorer.core.io.paths import node_kind
 from vitexplorer.core.io.values import show_value
 from vitexplorer.core.models.checkpoint import WeightsFileError
-from vitexplorer.core.models.families.base import UnsupportedModel
+from vitexplorer.core.models.families.family import UnsupportedModel
 from vitexplorer.core.models.families.hf_config import choose_class
 from vitexplorer.core.models.families.hf_fields import config_problem, is_whole, processor_problem
 

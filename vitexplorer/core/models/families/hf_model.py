@@ -18,12 +18,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from vitexplorer.core.models.families.base import (
-    Part,
-    UnsupportedModel,
-    ViTAdapter,
-    reset_module_parameters,
-)
+from vitexplorer.core.models.families.base import Part, ViTAdapter, reset_module_parameters
+from vitexplorer.core.models.families.family import UnsupportedModel
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ NO_LAYOUT = "its keys match no layout vitexplorer can load, so no --model NAME w
 
 def loadable_layouts() -> str:
     """The state dicts vitexplorer loads, and what it does not."""
-    from vitexplorer.core.models.spec import TORCHVISION_VITS
+    from vitexplorer.core.models.families.registry import TORCHVISION_VITS
 
     names = "/".join(TORCHVISION_VITS)
     return (

@@ -22,9 +22,9 @@ from vitexplorer.core.models.download import CancelCheck, ProgressCallback
 from vitexplorer.core.models.families.base import Part, ViTAdapter, resample_positions
 from vitexplorer.core.models.families.family import Family
 from vitexplorer.core.models.families.layouts import recognise_layout
-from vitexplorer.core.models.families.registry import family_named
+from vitexplorer.core.models.families.registry import SMALL_VIT, family_named
 from vitexplorer.core.models.metadata import apply_metadata, check_config_keys
-from vitexplorer.core.models.spec import RANDOM, SMALL_VIT, ModelSpec
+from vitexplorer.core.models.spec import RANDOM, ModelSpec
 from vitexplorer.core.models.vit import SelfAttention, SmallViT, SmallViTConfig
 
 

@@ -36,8 +36,7 @@ from vitexplorer.core.models.checkpoint import (
 )
 from vitexplorer.core.models.download import CancelCheck, ProgressCallback, WeightsDownload
 from vitexplorer.core.models.families import timm_weights
-from vitexplorer.core.models.families.base import UnsupportedModel
-from vitexplorer.core.models.families.family import Family
+from vitexplorer.core.models.families.family import Family, UnsupportedModel
 from vitexplorer.core.models.families.registry import family_named
 from vitexplorer.core.models.families.timm_adapter import (
     HEAD_MARK,

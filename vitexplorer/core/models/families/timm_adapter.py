@@ -20,7 +20,8 @@ from timm.models.vision_transformer import (  # Attention: here in every 1.0.x
 )
 from torch import nn
 
-from vitexplorer.core.models.families.base import Part, UnsupportedModel, ViTAdapter
+from vitexplorer.core.models.families.base import Part, ViTAdapter
+from vitexplorer.core.models.families.family import UnsupportedModel
 
 HEAD_KINDS = ("classifier", "projection", "none")  # what the model's head is
 HEAD_MARK = "_vitexplorer_head"  # set on a module whose head kind is known, not guessed

@@ -39,9 +39,9 @@ from vitexplorer.core.models.families.base import (
 )
 from vitexplorer.core.models.families.family import Family
 from vitexplorer.core.models.families.layouts import recognise_layout
-from vitexplorer.core.models.families.registry import family_named
+from vitexplorer.core.models.families.registry import TORCHVISION_VITS, family_named
 from vitexplorer.core.models.metadata import apply_metadata, check_config_keys
-from vitexplorer.core.models.spec import RANDOM, TORCHVISION_VITS, ModelSpec
+from vitexplorer.core.models.spec import RANDOM, ModelSpec
 from vitexplorer.core.models.vit import MAX_CLASSES, MAX_IMAGE_SIZE, SmallViTConfig, check_grid
 
 
