@@ -17,7 +17,8 @@ from PIL import Image
 from tests.conftest import write_colour_splits
 from tests.core.test_train_cli import QUICK, SMALL
 from vitexplorer.cli import main
-from vitexplorer.core.training.timelapse import probe_maps, read_timelapse
+from vitexplorer.core.training.timelapse import read_timelapse
+from vitexplorer.core.training.timelapse_frames import probe_maps
 
 
 def _quiet(argv: list[str]) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ from PIL import Image
 from vitexplorer.core.explorer.decoded import DecodedImages
 from vitexplorer.core.explorer.session import Selection
 from vitexplorer.core.explorer.state import CROP, DRAWN, WHOLE, ExplorerState, Feed
-from vitexplorer.core.models import preprocessing
+from vitexplorer.core.io import images as image_io
 
 
 def test_a_change_is_announced_once_with_the_fields_it_changed():
@@ -43,13 +43,13 @@ def test_an_image_is_decoded_once_for_all_its_jobs(tmp_path: Path, monkeypatch):
     rgb = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
     Image.fromarray(rgb).save(path)
     calls: list[object] = []
-    real = preprocessing.load_image
+    real = image_io.load_image
 
     def counting(source, *args, **kwargs):
         calls.append(source)
         return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(preprocessing, "load_image", counting)
+    monkeypatch.setattr(image_io, "load_image", counting)
     images = DecodedImages(keep=2)
     got = []
     threads = [
@@ -77,5 +77,5 @@ def test_a_refused_image_is_refused_each_time_with_its_line(tmp_path: Path):
     path.write_bytes(b"")
     images = DecodedImages()
     for _ in range(2):
-        with pytest.raises(preprocessing.ImageLoadError, match="empty.png: the file is empty"):
+        with pytest.raises(image_io.ImageLoadError, match="empty.png: the file is empty"):
             images.get("x", str(path))

@@ -15,12 +15,14 @@ import pytest
 from vitexplorer.cli.timelapse import timelapse_parser
 from vitexplorer.core.explain.maps import explanation_map
 from vitexplorer.core.explain.method import MethodOptions, catalogue, method_names
-from vitexplorer.core.training.timelapse import Frame, TimeLapse, probe_maps, timelapse_from
+from vitexplorer.core.training.timelapse import TimeLapse, timelapse_from
 from vitexplorer.core.training.timelapse_frames import (
+    Frame,
     chosen_options,
     epoch_maps,
     frame_map,
     map_words,
+    probe_maps,
     recorded_maps,
     timelapse_method_names,
     timelapse_methods,

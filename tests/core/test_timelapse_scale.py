@@ -17,14 +17,8 @@ from vitexplorer.cli.timelapse import _title
 from vitexplorer.core.render.colour_tables import colour_table
 from vitexplorer.core.render.figure import MARGIN, UNIFORM_INK, render_figure
 from vitexplorer.core.render.scales import finite_range, uniform_label, uniform_level, uniform_mark
-from vitexplorer.core.training.timelapse import (
-    Frame,
-    TimeLapse,
-    epoch_levels,
-    probe_maps,
-    row_tokens,
-    timelapse_from,
-)
+from vitexplorer.core.training.timelapse import TimeLapse, timelapse_from
+from vitexplorer.core.training.timelapse_frames import Frame, epoch_levels, probe_maps, row_tokens
 from vitexplorer.core.training.verdict import RIGHT, TIE, UNKNOWN, WRONG, is_tie, verdict
 
 CLASSES = [f"kind {i}" for i in range(10)]

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from vitexplorer.core.models.checkpoint import TIMELAPSE_KEY, TIMELAPSE_PREFIX, save_weights
-from vitexplorer.core.training.timelapse import Frame, TimeLapse
+from vitexplorer.core.training.timelapse import TimeLapse
+from vitexplorer.core.training.timelapse_frames import Frame
 
 PROBES, EPOCHS, LAYERS, HEADS, GRID, SIDE, CLASSES = 2, (0, 1), 2, 2, (4, 4), 32, 5
 MISSING = object()  # a field left out of the description

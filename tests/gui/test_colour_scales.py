@@ -15,7 +15,8 @@ from PySide6.QtCore import Qt
 from tests.gui.conftest import GUI_CONFIG, make_window
 from tests.gui.test_main_window import drop_and_wait
 from vitexplorer.core.models.loading import load_model, save_checkpoint
-from vitexplorer.core.training.timelapse import Frame, TimeLapse
+from vitexplorer.core.training.timelapse import TimeLapse
+from vitexplorer.core.training.timelapse_frames import Frame
 from vitexplorer.gui.main_window import MainWindow
 from vitexplorer.gui.timelapse_view import ACROSS_EPOCHS, PER_FRAME, RIGHT, TEXT, WRONG
 from vitexplorer.gui.views.common import BAR_STEPS, heat_levels

@@ -17,7 +17,8 @@ from tests.gui.conftest import GUI_CONFIG, make_window
 from tests.gui.test_finetune import adopted_and_shown, colour_folder, panel_of
 from tests.gui.test_train_scratch import SMALL, scratch_mode
 from vitexplorer.core.models.loading import load_model, save_checkpoint
-from vitexplorer.core.training.timelapse import Frame, TimeLapse, read_timelapse
+from vitexplorer.core.training.timelapse import TimeLapse, read_timelapse
+from vitexplorer.core.training.timelapse_frames import Frame
 from vitexplorer.gui.finetune_panel import WAITING_FOR_FRAME
 from vitexplorer.gui.finetune_settings import FinetuneSettings
 from vitexplorer.gui.main_window import MainWindow

@@ -45,7 +45,7 @@ from vitexplorer.core.explain.model_compare import (
 )
 from vitexplorer.core.explain.tokens import patch_for_token, token_for_patch
 from vitexplorer.core.explorer.session import Selection
-from vitexplorer.core.models.spec import SMALL_VIT
+from vitexplorer.core.models.families.registry import SMALL_VIT
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.gui.controls import model_choices
 from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view

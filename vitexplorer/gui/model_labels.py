@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vitexplorer.core.models.spec import DEMO, DEMO_LABEL, SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.models.families.registry import SMALL_VIT, TORCHVISION_VITS
+from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
 from vitexplorer.gui.workers import ModelInfo, ModelRequest
 
 

@@ -20,7 +20,8 @@ from vitexplorer.core.training.verdict import verdict
 
 if TYPE_CHECKING:
     from vitexplorer.core.models.loading import LoadedModel
-    from vitexplorer.core.training.timelapse import Frame, TimeLapse
+    from vitexplorer.core.training.timelapse import TimeLapse
+    from vitexplorer.core.training.timelapse_frames import Frame
 
 
 class TrainingError(RuntimeError):

@@ -38,13 +38,9 @@ from vitexplorer.core.models.checkpoint import TIMELAPSE_KEY as META_KEY
 from vitexplorer.core.models.checkpoint import TIMELAPSE_PREFIX as PREFIX
 from vitexplorer.core.training.config import MAX_PROBES
 from vitexplorer.core.training.timelapse_check import check_arrays, check_description, check_model
-from vitexplorer.core.training.timelapse_frames import (  # noqa: F401  (names used from here)
-    ROLLOUT_METHOD,
+from vitexplorer.core.training.timelapse_frames import (
     Frame,
-    epoch_levels,
-    probe_maps,
     recorded_maps,
-    row_tokens,
 )
 
 VERSION = 1
