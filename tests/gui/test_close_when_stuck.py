@@ -20,7 +20,7 @@ _SCRIPT = textwrap.dedent(
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    import vitexplorer.core.models.preprocessing as data
+    import vitexplorer.core.io.images as data
     from vitexplorer.gui import app as gui_app
     from vitexplorer.gui.main_window import MainWindow
     from vitexplorer.gui.workers import ModelRequest
