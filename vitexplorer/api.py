@@ -39,6 +39,7 @@ from vitexplorer.core.io.images import ImageLoadError
 from vitexplorer.core.models import loading as models
 from vitexplorer.core.models.checkpoint import WeightsFileError
 from vitexplorer.core.models.download import WeightsUnavailableError
+from vitexplorer.core.models.feed import WHOLE, Feed
 from vitexplorer.core.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from vitexplorer.core.render.numbering import index_of
 
@@ -134,11 +135,11 @@ class Model:
             f"{spec.num_heads} heads, {spec.num_classes} classes, on {self.device}>"
         )
 
-    def analyze(self, image: ImageInput, *, keep_aspect: bool = False) -> Analysis:
+    def analyze(self, image: ImageInput, *, aspect: str = "crop") -> Analysis:
         """One captured forward pass of ``image``: the logits, probabilities, top predictions
         and every layer's and head's attention. The image is centre-cropped as the model's
-        preprocessing does, or with ``keep_aspect`` analysed whole at its own aspect ratio (a
-        rectangular patch grid)."""
+        preprocessing does (``aspect="crop"``), or with ``aspect="keep"`` analysed whole at its
+        own aspect ratio (a rectangular patch grid): the command line's ``--aspect`` words."""
         from vitexplorer.core.explain.analysis import analyze_image
         from vitexplorer.core.models.preprocessing import preprocess
 
@@ -146,25 +147,27 @@ class Model:
             picture, source = image_from(image)
         except ImageLoadError as exc:
             raise _refuse(str(exc)) from None
-        if not isinstance(keep_aspect, bool):
-            raise _refuse(f"keep_aspect must be True or False, not {keep_aspect!r}")
-        if keep_aspect and self.spec.family == "custom":
+        try:
+            feed = Feed.from_aspect(aspect)
+        except ValueError as exc:
+            raise _refuse(str(exc)) from None
+        if feed.whole and self.spec.family == "custom":
             from vitexplorer.core.explain.analysis import input_key
 
-            if input_key(picture, self.spec, True) != self.spec.grid:
+            if input_key(picture, self.spec, WHOLE) != self.spec.grid:
                 raise _refuse(
                     f"a wrapped {self.spec.display_name} runs at its own input size only; "
-                    f"analyse the image without keep_aspect"
+                    'analyse the image with aspect="crop"'
                 )
         try:
-            result = analyze_image(self.loaded, picture, keep_aspect)
+            result = analyze_image(self.loaded, picture, feed)
             # what the model saw, kept for relevance's backward pass (the decoded image may be
             # 100 megapixels; this is the model's input size)
-            seen = preprocess(picture, self.spec, keep_aspect)
+            seen = preprocess(picture, self.spec, feed)
         except (RuntimeError, ValueError, MemoryError) as exc:
             where = Path(source).name if source else "the image"
             raise _refuse(f"{where}: {failure_message(exc)}") from None
-        return Analysis(self, result, seen, source, keep_aspect)
+        return Analysis(self, result, seen, source, feed)
 
 
 def load_model(
@@ -236,7 +239,7 @@ class Analysis:
     result: ImageAnalysis  # the core's analysis, as the app and the command line hold it
     input: torch.Tensor  # (3, height, width) float32 on the CPU: the preprocessed image
     source: str | None  # its path, when it came from a file
-    keep_aspect: bool
+    feed: Feed  # how the image was fed: its centre crop or whole
 
     def __repr__(self) -> str:
         where = Path(self.source).name if self.source else "an image"
@@ -250,7 +253,7 @@ class Analysis:
 
     @property
     def spec(self) -> ModelSpec:
-        """The model's spec, with the analysed grid (rectangular with ``keep_aspect``)."""
+        """The model's spec, with the analysed grid (rectangular with ``aspect="keep"``)."""
         return self.result.spec
 
     @property
@@ -347,7 +350,7 @@ def explain(analysis: Analysis, method: str, **options: Any) -> Explanation:
         heat = explanation_map(method, chosen, analysis=result, model=model, batch=batch)
     except (RuntimeError, ValueError, MemoryError) as exc:
         raise _refuse(f"{method}: {failure_message(exc)}") from None
-    made = {"aspect": "keep", "grid": list(analysis.spec.grid)} if analysis.keep_aspect else None
+    made = {"aspect": "keep", "grid": list(analysis.spec.grid)} if analysis.feed.whole else None
     card = map_card(model, method, chosen, result, heat, analysis.source, made)
     if (
         analysis.spec.family == "custom"

@@ -227,14 +227,16 @@ def test_a_bad_option_is_one_line(tiny: vitexplorer.Model, tmp_path, method, opt
 
 def test_keep_aspect_analyses_the_whole_image(tiny: vitexplorer.Model, tmp_path: Path) -> None:
     wide = photo(tmp_path / "wide.png", size=(64, 32))
-    analysis = tiny.analyze(wide, keep_aspect=True)
+    analysis = tiny.analyze(wide, aspect="keep")
     assert analysis.grid == (3, 6) and analysis.attention.shape[-1] == 1 + 18
     relevance = vitexplorer.explain(analysis, "relevance")
     assert relevance.map.shape == (3, 6)
     assert relevance.card["input"] == {"aspect": "keep", "grid": [3, 6]}
     assert tiny.analyze(wide).grid == GRID
-    with pytest.raises(vitexplorer.VitexplorerError, match="keep_aspect must be True or False"):
-        tiny.analyze(wide, keep_aspect="yes")  # type: ignore[arg-type]
+    with pytest.raises(
+        vitexplorer.VitexplorerError, match="aspect must be 'crop' or 'keep', not 'yes'"
+    ):
+        tiny.analyze(wide, aspect="yes")
 
 
 def test_loads_by_every_built_in_name(checkpoint: Path) -> None:

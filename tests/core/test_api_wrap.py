@@ -272,8 +272,8 @@ def test_wrapped_module_is_refused_keep_aspect_on_another_grid() -> None:
     model = vitexplorer.wrap(hand_vit(), names(), patch_size=PATCH, image_size=SIZE, device="cpu")
     wide = np.zeros((SIZE, 2 * SIZE, 3), dtype=np.uint8)
     with pytest.raises(vitexplorer.VitexplorerError, match="runs at its own input size only"):
-        model.analyze(wide, keep_aspect=True)
-    square = model.analyze(np.zeros((SIZE, SIZE, 3), dtype=np.uint8), keep_aspect=True)
+        model.analyze(wide, aspect="keep")
+    square = model.analyze(np.zeros((SIZE, SIZE, 3), dtype=np.uint8), aspect="keep")
     assert square.grid == (GRID, GRID)
 
 

@@ -14,6 +14,7 @@ from vitexplorer.core.models.capture import forward_with_attention
 from vitexplorer.core.models.families.base import resample_positions
 from vitexplorer.core.models.families.registry import adapter_for
 from vitexplorer.core.models.families.small_vit import spec_for as small_vit_spec
+from vitexplorer.core.models.feed import WHOLE
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.preprocessing import aspect_grid, display_crop, preprocess
 from vitexplorer.core.models.vit import SmallViT
@@ -29,9 +30,9 @@ def test_the_grid_keeps_the_proportions_and_the_patch_count() -> None:
     assert aspect_grid(100, 100, spec) == (4, 4)
     assert aspect_grid(10_000, 10, spec) == (2, 8)  # cut to 4:1, as the preprocessing cuts it
     image = Image.new("RGB", (300, 200), (10, 200, 30))
-    batch = preprocess(image, spec, keep_aspect=True)
+    batch = preprocess(image, spec, feed=WHOLE)
     assert batch.shape == (3, 3 * 8, 5 * 8)
-    display = display_crop(image, spec, keep_aspect=True)
+    display = display_crop(image, spec, feed=WHOLE)
     assert display.shape[0] * 5 == display.shape[1] * 3  # the grid's proportions exactly
     assert preprocess(image, spec).shape == (3, 32, 32)  # the square crop as before
 
@@ -43,7 +44,9 @@ def test_the_grid_of_a_preprocessed_input() -> None:
     assert input_grid(spec, 32, 32) == (4, 4)
     assert input_grid(spec, 24, 40) == (3, 5)
     image = Image.new("RGB", (40, 100))
-    assert input_grid(spec, *preprocess(image, spec, True).shape[-2:]) == aspect_grid(40, 100, spec)
+    assert input_grid(spec, *preprocess(image, spec, WHOLE).shape[-2:]) == aspect_grid(
+        40, 100, spec
+    )
     with pytest.raises(ValueError, match="a 25x40 input does not split into the model's 8-pixel"):
         input_grid(spec, 25, 40)
 
@@ -118,7 +121,7 @@ def test_analysis_at_the_image_aspect_ratio() -> None:
     model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (60, 120, 3), np.uint8))
-    wide = analyze_image(model, image, keep_aspect=True)
+    wide = analyze_image(model, image, feed=WHOLE)
     assert wide.spec.grid == aspect_grid(120, 60, model.spec) == (3, 6)
     assert wide.attention.shape == (2, 2, 1 + 18, 1 + 18)
     assert wide.statistics.distance.shape == (2, 2)
@@ -178,7 +181,7 @@ def test_stats_keep_aspect_averages_each_image_on_its_own_grid(tmp_path, capsys)
     card = json.loads((out / "head_stats.json").read_text())
     assert card["input"] == {"aspect": "keep"}
     expected = average_statistics(
-        [analyze_image(model, Image.open(p).convert("RGB"), True).statistics for p in images]
+        [analyze_image(model, Image.open(p).convert("RGB"), WHOLE).statistics for p in images]
     )
     first = (out / "head_stats.csv").read_text().splitlines()[1].split(",")
     assert float(first[2]) == pytest.approx(float(expected.distance[0, 0]), abs=1e-4)
@@ -204,10 +207,10 @@ def test_the_checks_explainer_equals_analyzes_map_on_the_rectangle(method: str) 
     model = LoadedModel(SmallViT(TINY).eval(), small_vit_spec(TINY, "random"), torch.device("cpu"))
     torch.nn.init.normal_(model.module.head.weight, std=0.5)
     image = Image.fromarray(np.random.default_rng(7).integers(0, 255, (60, 90, 3), np.uint8))
-    batch = preprocess(image, model.spec, keep_aspect=True).unsqueeze(0)
-    analysis = analyze_image(model, image, keep_aspect=True)
+    batch = preprocess(image, model.spec, feed=WHOLE).unsqueeze(0)
+    analysis = analyze_image(model, image, feed=WHOLE)
     options = MethodOptions()
-    ours = method_explainer(method, options, keep_aspect=True)(model, batch)
+    ours = method_explainer(method, options, feed=WHOLE)(model, batch)
     if method == "relevance":
         theirs = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
     else:
@@ -243,7 +246,7 @@ def test_sanity_keep_aspect_on_the_command_line(checkpoint, tmp_path, capsys) ->
     assert all(np.ptp(m) > 1e-4 for m in maps)  # every map ranks its patches
     assert not np.allclose(maps[1:], maps[0])  # randomising moved the maps
     # the original map is the rollout of the any-size forward on the image's own grid
-    batch = preprocess(Image.open(photo).convert("RGB"), model.spec, keep_aspect=True)[None]
+    batch = preprocess(Image.open(photo).convert("RGB"), model.spec, feed=WHOLE)[None]
     _, attention = forward_with_attention(model.module, batch, any_size=True)
     expected = rollout_map(attention[0].numpy(), 0, grid, 1, "mean", 0.0, 0)
     np.testing.assert_allclose(maps[0], expected, rtol=1e-5, atol=1e-7)
@@ -276,13 +279,13 @@ def test_faithfulness_keep_aspect_removes_the_patches_of_the_rectangular_grid(
     grid = aspect_grid(40, 100, model.spec)
     assert grid == (6, 3)
     steps = grid[0] * grid[1]  # one patch more per step
-    explain = method_explainer("rollout", MethodOptions(), keep_aspect=True)
-    *_, result = faithfulness(model, [image], explain, steps=steps, keep_aspect=True)
+    explain = method_explainer("rollout", MethodOptions(), feed=WHOLE)
+    *_, result = faithfulness(model, [image], explain, steps=steps, feed=WHOLE)
     (one,) = result.images
-    assert result.keep_aspect and one.grid == grid and one.input_size == (48, 24)
+    assert result.feed.whole and one.grid == grid and one.input_size == (48, 24)
     assert one.positive.shape == one.negative.shape == (steps + 1,)
 
-    batch = preprocess(image, model.spec, keep_aspect=True).unsqueeze(0)
+    batch = preprocess(image, model.spec, feed=WHOLE).unsqueeze(0)
     adapter = adapter_for(model.module)
 
     def probabilities(images: torch.Tensor) -> torch.Tensor:
@@ -332,15 +335,15 @@ def test_faithfulness_chefer2021_keep_aspect_removes_pixels_of_the_real_size(
         return original(model, images, any_size)
 
     monkeypatch.setattr(checks, "_forward", spy)
-    explain = method_explainer("relevance", MethodOptions(), keep_aspect=True)
+    explain = method_explainer("relevance", MethodOptions(), feed=WHOLE)
     *_, result = checks.faithfulness(
-        model, [image], explain, steps=4, protocol="chefer2021", labels=[3], keep_aspect=True
+        model, [image], explain, steps=4, protocol="chefer2021", labels=[3], feed=WHOLE
     )
     (one,) = result.images
     assert one.grid == (3, 5) and one.positive.shape == (4,)
     ((copies, any_size),) = seen
     assert any_size and copies.shape == (8, 3, 24, 40)  # 4 positive, 4 negative copies
-    batch = preprocess(image, model.spec, keep_aspect=True)
+    batch = preprocess(image, model.spec, feed=WHOLE)
     heat = explain(model, batch[None])
     up = checks.upsampled_map(heat, 24, 40).ravel()  # the map at the input's real size
     black = checks.black_input(model.spec.mean, model.spec.std)[:, None]
@@ -380,7 +383,7 @@ def test_faithfulness_keep_aspect_on_the_command_line(checkpoint, tmp_path, caps
         assert cells[0] == str(path) and (int(cells[-2]), int(cells[-1])) == grid
         image = Image.open(path).convert("RGB")
         assert aspect_grid(*image.size, model.spec) == grid
-        batch = preprocess(image, model.spec, keep_aspect=True)[None]
+        batch = preprocess(image, model.spec, feed=WHOLE)[None]
         with torch.inference_mode():
             untouched = adapter.forward_parts(batch).softmax(-1)[0]
         target = int(untouched.argmax())

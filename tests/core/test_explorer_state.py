@@ -12,8 +12,9 @@ from PIL import Image
 
 from vitexplorer.core.explorer.decoded import DecodedImages
 from vitexplorer.core.explorer.session import Selection
-from vitexplorer.core.explorer.state import CROP, DRAWN, WHOLE, ExplorerState, Feed
+from vitexplorer.core.explorer.state import DRAWN, ExplorerState
 from vitexplorer.core.io import images as image_io
+from vitexplorer.core.models.feed import CROP, WHOLE, Feed
 
 
 def test_a_change_is_announced_once_with_the_fields_it_changed():

@@ -31,6 +31,7 @@ from vitexplorer.core.explain.model_compare import (
     shared_levels,
     symmetric_levels,
 )
+from vitexplorer.core.models.feed import WHOLE
 from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.core.render.figure import render_figure
 from vitexplorer.core.render.overlay import normalise
@@ -166,7 +167,7 @@ def test_centre_crops_of_different_shares_are_named(before) -> None:
         "the two models crop the image differently (A its central 32 of 32 px, B 32 of 36), "
         "so their maps cover different parts of it"
     )
-    assert comparability(before.spec, cropping, keep_aspect=True).message == ""
+    assert comparability(before.spec, cropping, feed=WHOLE).message == ""
 
 
 def test_distances_in_different_input_sizes_are_named(before) -> None:

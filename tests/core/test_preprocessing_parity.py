@@ -17,6 +17,7 @@ timm = pytest.importorskip("timm")
 
 from vitexplorer.core.models import loading as models  # noqa: E402
 from vitexplorer.core.models.families import timm as timm_family  # noqa: E402
+from vitexplorer.core.models.feed import WHOLE  # noqa: E402
 from vitexplorer.core.models.preprocessing import crop_box, display_crop, preprocess  # noqa: E402
 from vitexplorer.core.models.spec import RANDOM  # noqa: E402
 
@@ -250,7 +251,7 @@ def test_comparing_a_squashing_model_with_a_cropping_one_says_they_see_different
     message = comparability(center, squash).message
     assert "crop the image differently" in message
     assert "A its central 32 of 32 px, B the whole image squashed to 32 px square" in message
-    assert comparability(center, squash, keep_aspect=True).message == ""  # no crop at all then
+    assert comparability(center, squash, feed=WHOLE).message == ""  # no crop at all then
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from vitexplorer.core.explain.maps import map_job
 from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.explorer.decoded import DecodedImages
-from vitexplorer.core.explorer.state import CROP, WHOLE
+from vitexplorer.core.models.feed import CROP, WHOLE
 from vitexplorer.gui.session import ModelSession
 from vitexplorer.gui.workers import ModelFailed, ModelRequest
 

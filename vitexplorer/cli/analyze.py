@@ -32,6 +32,7 @@ from vitexplorer.core.explain.card import output_warnings
 from vitexplorer.core.explain.methods.attention import ATTENTION  # torch-free
 from vitexplorer.core.io.files import FileSet, file_mode
 from vitexplorer.core.io.paths import expand_user
+from vitexplorer.core.models.feed import CROP, Feed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,8 +97,8 @@ def run_analyze(options: argparse.Namespace) -> int:
     from vitexplorer.core.explain.analysis import batch_size_for, input_key
     from vitexplorer.core.io.images import ImageLoadError, load_image
 
-    keep = options.aspect == "keep"
-    run = BatchRun(model, out_dir, methods, chosen, keep)
+    feed = Feed.from_aspect(options.aspect)
+    run = BatchRun(model, out_dir, methods, chosen, feed)
     from vitexplorer.core.io.images import _display_name
 
     for folder in empty:  # one line each, and the other inputs go on
@@ -115,13 +116,15 @@ def run_analyze(options: argparse.Namespace) -> int:
                 error(str(exc))
                 run.failures += 1
                 continue
-            image_key = input_key(image, model.spec, keep)
+            image_key = input_key(image, model.spec, feed)
             if batch and (image_key != key or len(batch) >= limit):
                 run.finish(batch)
                 batch = []
             if not batch:
                 key = image_key
-                limit = options.batch_size or batch_size_for(model.spec, key if keep else None)
+                limit = options.batch_size or batch_size_for(
+                    model.spec, key if feed.whole else None
+                )
             batch.append((source, stem, image))
         run.finish(batch)
     finally:
@@ -159,10 +162,10 @@ class BatchRun:
     its warnings and its line."""
 
     def __init__(
-        self, model: Any, out_dir: Path, methods: list[str], chosen: Any, keep: bool
+        self, model: Any, out_dir: Path, methods: list[str], chosen: Any, feed: Feed
     ) -> None:
         self.model, self.out_dir, self.methods, self.chosen = model, out_dir, methods, chosen
-        self.keep = keep
+        self.feed = feed
         self.lut = colour_table()
         self.mode = file_mode()
         self.failures = 0
@@ -176,7 +179,7 @@ class BatchRun:
             return
         images = [image for _, _, image in batch]
         try:
-            analyses: list[Any] = analyze_images(self.model, images, self.keep)
+            analyses: list[Any] = analyze_images(self.model, images, self.feed)
         except (RuntimeError, ValueError) as exc:  # e.g. the GPU ran out of memory
             if len(batch) > 1:
                 for item in batch:  # one at a time: what fits still gets written
@@ -212,7 +215,7 @@ class BatchRun:
 
         try:
             maps = explain_methods(
-                self.model, image, source, analysis, self.methods, self.chosen, self.keep
+                self.model, image, source, analysis, self.methods, self.chosen, self.feed
             )
         except (RuntimeError, ValueError) as exc:
             return failure_message(exc), None
@@ -370,7 +373,7 @@ def explain_methods(
     analysis: ImageAnalysis,
     methods: list[str],
     options: Any,
-    keep_aspect: bool = False,
+    feed: Feed = CROP,
 ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Each method's CLS map for one image, with its method card. A card's ``warnings`` say
     what makes the map mean nothing: the model's output (the same for every class, or not
@@ -386,10 +389,10 @@ def explain_methods(
     for method in methods:
         batch = None
         if get(method).needs_model:
-            batch = preprocess(image, model.spec, keep_aspect).unsqueeze(0).to(model.device)
+            batch = preprocess(image, model.spec, feed).unsqueeze(0).to(model.device)
         heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
         # how the input was made, so the map can be made again
-        made = {"aspect": "keep", "grid": list(spec.grid)} if keep_aspect else None
+        made = {"aspect": "keep", "grid": list(spec.grid)} if feed.whole else None
         card = map_card(model, method, options, analysis, heat, source, made)
         results[method] = (heat, card)
     return results

@@ -41,6 +41,7 @@ from vitexplorer.cli.common import (
 from vitexplorer.cli.methods import add_method_options, method_options
 from vitexplorer.core.io.files import FileSet, file_mode
 from vitexplorer.core.io.paths import expand_user
+from vitexplorer.core.models.feed import Feed
 
 
 def _common_arguments(parser: argparse.ArgumentParser, inputs_help: str, method_help: str) -> None:
@@ -162,8 +163,8 @@ def run_faithfulness(options: argparse.Namespace) -> int:
     from vitexplorer.core.explain.analysis import failure_message
     from vitexplorer.core.explain.maps import method_explainer
 
-    keep = options.aspect == "keep"
-    explain = method_explainer(options.method, chosen, keep)
+    feed = Feed.from_aspect(options.aspect)
+    explain = method_explainer(options.method, chosen, feed)
     progress = CountProgress("faithfulness: images", len(images))
     cancel = CtrlCCancels(SimpleNamespace(note=error), unit="image")
     result = None
@@ -177,7 +178,7 @@ def run_faithfulness(options: argparse.Namespace) -> int:
                 lambda: cancel.requested,
                 protocol=protocol,
                 labels=labels,
-                keep_aspect=keep,
+                feed=feed,
             ):
                 if isinstance(event, FaithfulnessProgress):
                     if event.done:
@@ -206,7 +207,7 @@ def run_faithfulness(options: argparse.Namespace) -> int:
         areas = "no image gave a meaningful curve, the areas are undefined (null)"
     counted = len(result.counted)
     shown = f"{counted} of {len(result.images)}" if counted < len(result.images) else f"{counted}"
-    whole = ", whole images on their own grids" if keep else ""
+    whole = ", whole images on their own grids" if feed.whole else ""
     print(
         f"{shown} image(s), {options.method}, protocol {protocol}{whole}: {areas} "
         f"-> {out_dir / 'faithfulness.csv'}",
@@ -258,7 +259,7 @@ def _write_faithfulness(
     header += [f"positive_{round(100 * f)}" for f in fractions]
     header += [f"negative_{round(100 * f)}" for f in fractions]
     header += ["protocol", "note"]
-    keep = result.keep_aspect
+    keep = result.feed.whole
     if keep:  # each image's own grid, so a row can be made again
         header += ["grid_rows", "grid_cols"]
     names = model.spec.class_names

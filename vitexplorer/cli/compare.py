@@ -28,6 +28,7 @@ from vitexplorer.cli.common import (
 )
 from vitexplorer.cli.methods import add_method_options, method_options
 from vitexplorer.core.io.files import FileSet, file_mode
+from vitexplorer.core.models.feed import Feed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,7 +122,7 @@ def run_compare(options: argparse.Namespace) -> int:
 
     methods = list(dict.fromkeys(options.method)) or [ATTENTION.name]
     chosen = pair_method_options(options, models, methods)
-    run = CompareRun(models, methods, chosen, out_dir, options.aspect == "keep")
+    run = CompareRun(models, methods, chosen, out_dir, Feed.from_aspect(options.aspect))
     what = f"B - A ({run.relation})" if run.relation else "B - A"
     labels = f"model A: {run.labels[0]}; model B: {run.labels[1]}; difference: {what}"
     print(terminal_text(labels), flush=True)
@@ -148,10 +149,10 @@ class CompareRun:
         methods: list[str],
         chosen: list[Any],
         out_dir: Path,
-        keep: bool,
+        feed: Feed,
     ) -> None:
         self.models, self.methods, self.chosen = models, methods, chosen
-        self.out_dir, self.keep, self.mode = out_dir, keep, file_mode()
+        self.out_dir, self.feed, self.mode = out_dir, feed, file_mode()
         self.luts = (colour_table(), colour_table(DIVERGING))
         self.statistics: tuple[list[Any], list[Any]] = ([], [])
         self.notes: set[str] = set()
@@ -163,7 +164,7 @@ class CompareRun:
         from vitexplorer.core.io.images import ImageLoadError
 
         try:
-            pair = compare_image(self.models, source, self.methods, self.chosen, self.keep)
+            pair = compare_image(self.models, source, self.methods, self.chosen, self.feed)
         except ImageLoadError as exc:
             error(str(exc))
             return False
@@ -173,7 +174,7 @@ class CompareRun:
         try:  # the image's files of every method as one set, each card after its files
             files = FileSet()
             for method in self.methods:
-                args = (self.out_dir, stem, source, pair, method, self.luts, self.mode, self.keep)
+                args = (self.out_dir, stem, source, pair, method, self.luts, self.mode, self.feed)
                 self.note(write_comparison(*args, self.labels, self.relation, files).notes)
             files.write(self.mode)
         except OSError as exc:
@@ -254,7 +255,7 @@ def pair_method_options(
 
 
 def compare_image(
-    models: list[LoadedModel], source: Path, methods: list[str], chosen: list[Any], keep: bool
+    models: list[LoadedModel], source: Path, methods: list[str], chosen: list[Any], feed: Feed
 ) -> ImagePair:
     """Both models' analyses and maps of one image; model B's query token carried over on the
     grids this image was analysed at."""
@@ -263,12 +264,12 @@ def compare_image(
     from vitexplorer.core.io.images import load_image
 
     image = load_image(source)
-    analyses = tuple(analyze_image(model, image, keep) for model in models)
+    analyses = tuple(analyze_image(model, image, feed) for model in models)
     spec_a, spec_b = analyses[0].spec, analyses[1].spec
     token_b, note = counterpart_token(chosen[0].token, spec_a, spec_b)
     pair_options = (chosen[0], replace(chosen[1], token=token_b))
     maps = tuple(
-        explain_methods(model, image, source, analysis, methods, option, keep)
+        explain_methods(model, image, source, analysis, methods, option, feed)
         for model, analysis, option in zip(models, analyses, pair_options, strict=True)
     )
     return ImagePair(analyses, maps, note)  # type: ignore[arg-type]
@@ -297,7 +298,7 @@ def write_comparison(
     method: str,
     luts: tuple[np.ndarray, np.ndarray],
     mode: int,
-    keep: bool,
+    feed: Feed,
     labels: list[str],
     relation: str = "",
     into: FileSet | None = None,
@@ -311,7 +312,7 @@ def write_comparison(
 
     heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
     (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
-    result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, keep, (pair.token_note,))
+    result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, feed, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)
     axes = None
     if result.resampled_to is not None:

@@ -22,6 +22,7 @@ from vitexplorer.cli.checks import (
 )
 from vitexplorer.cli.common import PROG, Failed, error, terminal_text, unique_stems
 from vitexplorer.core.io.files import FileSet, file_mode
+from vitexplorer.core.models.feed import Feed
 
 
 def sanity_parser() -> argparse.ArgumentParser:
@@ -63,14 +64,14 @@ def run_sanity(options: argparse.Namespace) -> int:
     from vitexplorer.core.io.images import ImageLoadError, load_image
     from vitexplorer.core.models.preprocessing import input_grid, preprocess
 
-    keep = options.aspect == "keep"
+    feed = Feed.from_aspect(options.aspect)
     several = len(options.methods) > 1
     failures = 0
     for path, stem in zip(images, unique_stems(images), strict=True):
         try:
-            batch = preprocess(load_image(path), model.spec, keep).unsqueeze(0).to(model.device)
+            batch = preprocess(load_image(path), model.spec, feed).unsqueeze(0).to(model.device)
             # the whole image at its own aspect ratio: its own grid, the any-size forward
-            grid = input_grid(model.spec, *batch.shape[-2:]) if keep else model.spec.grid
+            grid = input_grid(model.spec, *batch.shape[-2:]) if feed.whole else model.spec.grid
             logits = image_logits(model, batch, grid != model.spec.grid)
         except ImageLoadError as exc:
             error(str(exc))
@@ -82,7 +83,7 @@ def run_sanity(options: argparse.Namespace) -> int:
             continue
         for method in options.methods:
             name = f"{stem}.{method}.sanity" if several else f"{stem}.sanity"
-            check = SanityRun(model, options, chosen, method, keep)
+            check = SanityRun(model, options, chosen, method, feed)
             try:
                 check.run(path, batch, grid, logits)
             except (RuntimeError, ValueError) as exc:
@@ -99,10 +100,10 @@ class SanityRun:
     """One method's sanity check of one image: its steps, warnings, files and line."""
 
     def __init__(
-        self, model: Any, options: argparse.Namespace, chosen: Any, method: str, keep: bool
+        self, model: Any, options: argparse.Namespace, chosen: Any, method: str, feed: Feed
     ) -> None:
         self.model, self.options, self.chosen, self.method = model, options, chosen, method
-        self.keep = keep
+        self.feed = feed
         self.steps: list[Any] = []
         self.held: Any = None
         self.output: str | None = None
@@ -116,10 +117,10 @@ class SanityRun:
         # relevance explains the same class at every step, or a change of class would be
         # mixed into the change of weights
         self.held = hold_target(self.method, self.chosen, logits)
-        explain = method_explainer(self.method, self.held, self.keep)
+        explain = method_explainer(self.method, self.held, self.feed)
         self.steps = list(sanity_check(self.model, batch, explain, seed=self.options.seed))
         self.output = constant_output(logits)
-        if self.keep:  # how the input was made, so the maps can be made again (as analyze's)
+        if self.feed.whole:  # how the input was made, so the maps can be made again (as analyze's)
             self.facts["input"] = _input_facts(grid, batch.shape[-2:])
 
     def write(self, out_dir: Path, name: str, path: Path) -> None:
@@ -186,7 +187,7 @@ class SanityRun:
         )
         if steps[0].note:
             summary = "undefined at every step, the original map ranks no patch above another"
-        shown = f"{stem} (whole image, {grid[0]}x{grid[1]} patches)" if self.keep else stem
+        shown = f"{stem} (whole image, {grid[0]}x{grid[1]} patches)" if self.feed.whole else stem
         return (
             f"{shown}: Spearman of the {self.method} map with the original after "
             f"randomising: {summary}"

@@ -22,6 +22,7 @@ from vitexplorer.cli.common import (
     output_folder,
 )
 from vitexplorer.core.io.files import FileSet, file_mode, write_atomic
+from vitexplorer.core.models.feed import Feed
 
 CSV_NAME = "head_stats.csv"
 PLOT_NAME = "distance_vs_depth.png"
@@ -62,13 +63,13 @@ def run_stats(options: argparse.Namespace) -> int:
     from vitexplorer.core.explain.head_stats import average_statistics, statistics_csv
     from vitexplorer.core.io.images import ImageLoadError, load_image
 
-    keep = options.aspect == "keep"
+    feed = Feed.from_aspect(options.aspect)
     per_image, used, failures = [], [], 0
     progress = CountProgress("stats: images", len(images))
     try:
         for done, path in enumerate(images, start=1):
             try:
-                analysis = analyze_image(model, load_image(path), keep)
+                analysis = analyze_image(model, load_image(path), feed)
             except ImageLoadError as exc:
                 error(str(exc))
                 failures += 1

@@ -12,7 +12,7 @@ from typing import Any
 from vitexplorer.core.explain.maps import MapJob, caption, map_job
 from vitexplorer.core.explain.method import MapChoice
 from vitexplorer.core.explorer.session import Selection
-from vitexplorer.core.explorer.state import Feed
+from vitexplorer.core.models.feed import Feed
 from vitexplorer.core.render.numbering import shown
 from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.views.image_view import ImageView

@@ -48,10 +48,11 @@ from vitexplorer import __version__
 from vitexplorer.core.explain.tokens import head_maps, token_for_patch
 from vitexplorer.core.explorer.decoded import DecodedImages
 from vitexplorer.core.explorer.session import ImageSession, expand_paths
-from vitexplorer.core.explorer.state import CROP, DRAWN, WHOLE, ExplorerState
+from vitexplorer.core.explorer.state import DRAWN, ExplorerState
 from vitexplorer.core.io.folders import IMAGE_SUFFIXES
 from vitexplorer.core.models import spec as specs
 from vitexplorer.core.models.families.registry import family_named, info_for
+from vitexplorer.core.models.feed import CROP, WHOLE
 from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
 from vitexplorer.core.render.numbering import patch_label
 from vitexplorer.core.render.numbering import shown as number

@@ -578,8 +578,8 @@ class ModelCompare(QObject):
             panel.heads.show_message(reason)
             panel.set_note("")
             return
-        whole = ctx.state.feed.whole
-        check = comparability(a.analysis.spec, b.analysis.spec, whole)
+        feed = ctx.state.feed
+        check = comparability(a.analysis.spec, b.analysis.spec, feed)
         other, explorer = (a, b) if self.other_is_a else (b, a)
         _, token_note = counterpart_token(ctx.state.token, ctx.analysis.spec, other.analysis.spec)
         notes = [check.message, token_note]
@@ -598,7 +598,7 @@ class ModelCompare(QObject):
             view.title.setText(f"B − A{self._relation()} · {what}: computing…")
             panel.set_note("; ".join(n for n in notes if n))
             return
-        result = compare_analyses(a.analysis, b.analysis, a.heat, b.heat, whole, (token_note,))
+        result = compare_analyses(a.analysis, b.analysis, a.heat, b.heat, feed, (token_note,))
         self.comparison = result
         panel.set_note("; ".join(n for n in (*result.notes, *notes[2:]) if n))
         largest = result.difference_levels[1] if result.difference_levels else 0.0

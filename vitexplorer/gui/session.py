@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Signal
 
 from vitexplorer.core.explain.maps import MapCache, MapJob
 from vitexplorer.core.explorer.decoded import DecodedImages
-from vitexplorer.core.explorer.state import CROP, Feed
+from vitexplorer.core.models.feed import CROP, Feed
 from vitexplorer.gui.workers import (
     AnalysisDone,
     MapDone,

@@ -24,7 +24,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from vitexplorer.core.explorer.decoded import DecodedImages
-from vitexplorer.core.explorer.state import CROP, Feed
+from vitexplorer.core.models.feed import CROP, Feed
 
 if TYPE_CHECKING:
     from vitexplorer.core.explain.maps import MapJob
@@ -415,7 +415,7 @@ class ModelWorker(QObject):
         feed = self.feed
         try:
             image = self.images.get(key, source)
-            analysis = analyze_image(self._model, image, feed.whole)
+            analysis = analyze_image(self._model, image, feed)
             analysis.statistics  # noqa: B018  (computed here, in the worker, for the analytics tab)
         except Exception as exc:
             self.analysis_failed.emit(key, _message(exc))
@@ -430,7 +430,7 @@ class ModelWorker(QObject):
         try:
             image = self.images.get(key, source)
             spec, feed = self._model.spec, self.feed
-            batch = preprocess(image, spec, feed.whole).unsqueeze(0).to(self._model.device)
+            batch = preprocess(image, spec, feed).unsqueeze(0).to(self._model.device)
             grid = aspect_grid(image.width, image.height, spec) if feed.whole else None
             matrix = model_matrix(job.method, self._model, batch, job.options, grid)
         except Exception as exc:

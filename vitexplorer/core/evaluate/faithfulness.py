@@ -12,7 +12,7 @@ Both take an explainer, ``(model, batch) -> (rows, cols) map`` (see
 that ranks no patch above another, or a model whose output is the same for every class, has nothing
 to check: the steps and images concerned carry a note instead of a number that means nothing.
 
-Either check also works on an image at its own aspect ratio (``keep_aspect``): the batch is then
+Either check also works on an image at its own aspect ratio (``feed=WHOLE``): the batch is then
 a rectangle, the maps have its grid (rows != cols), patches and pixels are removed on that grid
 and every forward is the family's any-size one (position embeddings resized to the grid).
 """
@@ -34,6 +34,7 @@ from vitexplorer.core.io.folders import escaping_link, image_paths, subfolders
 from vitexplorer.core.io.images import ImageLoadError, load_image
 from vitexplorer.core.io.paths import expand_user
 from vitexplorer.core.models.capture import model_forward
+from vitexplorer.core.models.feed import CROP, Feed
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.preprocessing import input_grid, preprocess
 
@@ -107,10 +108,10 @@ def _class_probabilities(
     return _forward(model, images, any_size)[1]
 
 
-def batch_grid(model: LoadedModel, batch: torch.Tensor, keep_aspect: bool) -> tuple[int, int]:
-    """The patch grid of a preprocessed batch: the model's own, or with ``keep_aspect`` the grid
+def batch_grid(model: LoadedModel, batch: torch.Tensor, feed: Feed) -> tuple[int, int]:
+    """The patch grid of a preprocessed batch: the model's own, or with ``feed=WHOLE`` the grid
     its size splits into (see :func:`~vitexplorer.core.models.preprocessing.input_grid`)."""
-    if not keep_aspect:
+    if not feed.whole:
         return model.spec.grid
     return input_grid(model.spec, *batch.shape[-2:])
 
@@ -122,16 +123,16 @@ def perturbation_curve(
     target: int,
     positive: bool,
     steps: int = 10,
-    keep_aspect: bool = False,
+    feed: Feed = CROP,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(fractions, probabilities of ``target``) as patches are removed in order of
     ``relevance`` (rows, cols): most relevant first when ``positive``, least relevant otherwise.
-    All the perturbed copies go through the model in one forward pass; with ``keep_aspect``
+    All the perturbed copies go through the model in one forward pass; with ``feed=WHOLE``
     (``batch`` an image at its own aspect ratio) the any-size one when its grid is not the
     model's."""
     fractions = perturbation_fractions(steps)
     copies = perturbed_copies(batch, relevance, positive, steps)
-    any_size = batch_grid(model, batch, keep_aspect) != model.spec.grid
+    any_size = batch_grid(model, batch, feed) != model.spec.grid
     return fractions, _class_probabilities(model, copies, any_size)[:, target]
 
 
@@ -314,7 +315,7 @@ class FaithfulnessResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     cancelled: bool = False
     protocol: str = "mean-patch"
-    keep_aspect: bool = False  # each image whole at its own aspect ratio, on its own grid
+    feed: Feed = CROP  # each image whole at its own aspect ratio, on its own grid
 
     @property
     def counted(self) -> list[ImageFaithfulness]:
@@ -358,11 +359,11 @@ def image_faithfulness(
     steps: int = 10,
     protocol: str = "mean-patch",
     label: int | None = None,
-    keep_aspect: bool = False,
+    feed: Feed = CROP,
 ) -> ImageFaithfulness:
     """Both perturbation curves of one preprocessed image, in one forward pass of all the
     perturbed copies (the first copy of each curve is the untouched image). With
-    ``keep_aspect`` the image was preprocessed at its own aspect ratio: the map, the patches
+    ``feed=WHOLE`` the image was preprocessed at its own aspect ratio: the map, the patches
     removed and the upsampled pixel map have the grid and size of ``batch``, and the copies
     run through the any-size forward when that grid is not the model's.
 
@@ -375,9 +376,9 @@ def image_faithfulness(
     if protocol == "chefer2021" and label is None:
         raise ValueError("the chefer2021 protocol measures accuracy: it needs the image's label")
     relevance = np.asarray(explain(model, batch))
-    grid = batch_grid(model, batch, keep_aspect)
+    grid = batch_grid(model, batch, feed)
     if relevance.shape != grid:
-        whose = "the input's" if keep_aspect else "the model's"
+        whose = "the input's" if feed.whole else "the model's"
         raise ValueError(f"the map is {relevance.shape}, not {whose} grid {grid}")
     any_size = grid != model.spec.grid
     if protocol == "mean-patch":
@@ -425,7 +426,7 @@ def faithfulness(
     cancelled: CancelCheck | None = None,
     protocol: str = "mean-patch",
     labels: Sequence[int] | None = None,
-    keep_aspect: bool = False,
+    feed: Feed = CROP,
 ) -> Iterator[FaithfulnessProgress | FaithfulnessResult]:
     """The perturbation test over ``images`` (PIL images or paths), by ``protocol``
     (``chefer2021`` needs ``labels``, one per image).
@@ -435,8 +436,8 @@ def faithfulness(
     cannot be read are skipped and listed with the reason. ``cancelled`` is checked between
     images; a cancelled run still ends with the result of the images done.
 
-    With ``keep_aspect`` each image is tested whole at its own aspect ratio, on its own grid
-    (the explainer must make maps of that grid: ``method_explainer(..., keep_aspect=True)``);
+    With ``feed=WHOLE`` each image is tested whole at its own aspect ratio, on its own grid
+    (the explainer must make maps of that grid: ``method_explainer(..., feed=WHOLE)``);
     an image the model cannot take at its size is skipped with the reason, one line, as
     ``analyze`` reports it, instead of ending the run.
     """
@@ -447,7 +448,7 @@ def faithfulness(
         perturbation_fractions(steps) if protocol == "mean-patch" else chefer_fractions(steps)
     )
     stop = cancelled or (lambda: False)
-    result = FaithfulnessResult(fractions=fractions, protocol=protocol, keep_aspect=keep_aspect)
+    result = FaithfulnessResult(fractions=fractions, protocol=protocol, feed=feed)
     total = len(images)
     yield FaithfulnessProgress(0, total)
     for index, item in enumerate(images):
@@ -464,14 +465,12 @@ def faithfulness(
                 result.skipped.append((source, str(exc)))
                 yield FaithfulnessProgress(index + 1, total)
                 continue
-        batch = preprocess(image, model.spec, keep_aspect).unsqueeze(0).to(model.device)
+        batch = preprocess(image, model.spec, feed).unsqueeze(0).to(model.device)
         label = None if labels is None else labels[index]
         try:
-            tested = image_faithfulness(
-                model, batch, explain, source, steps, protocol, label, keep_aspect
-            )
+            tested = image_faithfulness(model, batch, explain, source, steps, protocol, label, feed)
         except (RuntimeError, ValueError) as exc:
-            if not keep_aspect:
+            if not feed.whole:
                 raise  # the model's own input failing fails every image: the run ends
             name = Path(source).name if isinstance(item, (str, Path)) else source
             result.skipped.append((source, f"{name}: {failure_message(exc)}"))

@@ -11,6 +11,7 @@ from PIL import Image
 
 from vitexplorer.core.explain.head_stats import HeadStatistics, head_statistics
 from vitexplorer.core.models.capture import forward_with_attention, images_per_pass
+from vitexplorer.core.models.feed import CROP, Feed
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.preprocessing import aspect_grid, display_crop, preprocess
 from vitexplorer.core.models.spec import ModelSpec
@@ -141,13 +142,11 @@ def top_predictions(probabilities: np.ndarray, class_names: tuple[str, ...], k: 
     return [Prediction(int(i), class_names[i], float(probabilities[i])) for i in order]
 
 
-def analyze_image(
-    model: LoadedModel, image: Image.Image, keep_aspect: bool = False
-) -> ImageAnalysis:
+def analyze_image(model: LoadedModel, image: Image.Image, feed: Feed = CROP) -> ImageAnalysis:
     """Run one captured forward pass of ``model`` on ``image``: the centre crop the model's
-    preprocessing makes, or with ``keep_aspect`` the whole image at its own aspect ratio (the
+    preprocessing makes, or with ``feed=WHOLE`` the whole image at its own aspect ratio (the
     analysis's spec then has that rectangular grid)."""
-    return analyze_images(model, [image], keep_aspect)[0]
+    return analyze_images(model, [image], feed)[0]
 
 
 MAX_BATCH = 8  # the most images analyze_images takes at once: ViT-B/32 and B/16 8, L/16 4
@@ -164,13 +163,13 @@ def batch_size_for(spec: ModelSpec, grid: tuple[int, int] | None = None) -> int:
     return images_per_pass(spec.num_layers, spec.num_heads, tokens, MAX_BATCH)
 
 
-def input_key(image: Image.Image, spec: ModelSpec, keep_aspect: bool = False) -> tuple[int, int]:
+def input_key(image: Image.Image, spec: ModelSpec, feed: Feed = CROP) -> tuple[int, int]:
     """The patch grid ``image`` is analysed on: images with the same key can share a batch."""
-    return aspect_grid(image.width, image.height, spec) if keep_aspect else spec.grid
+    return aspect_grid(image.width, image.height, spec) if feed.whole else spec.grid
 
 
 def analyze_images(
-    model: LoadedModel, images: list[Image.Image], keep_aspect: bool = False
+    model: LoadedModel, images: list[Image.Image], feed: Feed = CROP
 ) -> list[ImageAnalysis]:
     """:func:`analyze_image` for several images in one captured forward pass (a batch). They
     must share their :func:`input_key` (ValueError otherwise). Each analysis holds its own
@@ -181,15 +180,15 @@ def analyze_images(
     if not images:
         return []
     spec = model.spec
-    keys = {input_key(image, spec, keep_aspect) for image in images}
+    keys = {input_key(image, spec, feed) for image in images}
     if len(keys) > 1:
         raise ValueError(f"images of different patch grids cannot share a batch: {sorted(keys)}")
-    if keep_aspect:  # the same grid preprocess makes (ratios past 4:1 are cut to 4:1 there)
+    if feed.whole:  # the same grid preprocess makes (ratios past 4:1 are cut to 4:1 there)
         spec = replace(spec, grid_shape=keys.pop())
-    inputs = [preprocess(image, model.spec, keep_aspect) for image in images]
+    inputs = [preprocess(image, model.spec, feed) for image in images]
     batch = torch.stack(inputs).to(model.device)
     start = time.perf_counter()
-    any_size = keep_aspect and spec.grid != model.spec.grid
+    any_size = feed.whole and spec.grid != model.spec.grid
     logits, attention = forward_with_attention(model.adapter, batch, any_size)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
@@ -211,7 +210,7 @@ def analyze_images(
                 # an image encoder's output is no class score: no predictions
                 predictions=top_predictions(p, spec.class_names) if spec.has_classifier else [],
                 seconds=seconds,
-                display=display_crop(image, model.spec, keep_aspect=keep_aspect),
+                display=display_crop(image, model.spec, feed=feed),
                 batch=len(images),
             )
         )

@@ -22,6 +22,7 @@ from vitexplorer.core.explain.method import (
     check_method,
     get,
 )
+from vitexplorer.core.models.feed import CROP, Feed
 
 if TYPE_CHECKING:
     import torch
@@ -106,12 +107,12 @@ def model_matrix(
     return np.asarray(matrix, dtype=np.float32)
 
 
-def method_explainer(method: str, options: MethodOptions, keep_aspect: bool = False) -> Explainer:
+def method_explainer(method: str, options: MethodOptions, feed: Feed = CROP) -> Explainer:
     """A function ``(model, batch) -> map`` for ``method``, checked once here.
 
     The checks in :mod:`vitexplorer.core.evaluate` take this rather than a map bound to one
     model, because the sanity check explains randomised copies of the model with the same
-    method. With ``keep_aspect`` each batch is an image preprocessed at its own aspect ratio:
+    method. With ``feed=WHOLE`` each batch is an image preprocessed at its own aspect ratio:
     the map has the grid the batch's size splits into, computed with the any-size forward.
     """
     check_method(method)
@@ -119,7 +120,7 @@ def method_explainer(method: str, options: MethodOptions, keep_aspect: bool = Fa
     def explain(model: LoadedModel, batch: torch.Tensor) -> np.ndarray:
         from vitexplorer.core.models.preprocessing import input_grid
 
-        grid = input_grid(model.spec, *batch.shape[-2:]) if keep_aspect else None
+        grid = input_grid(model.spec, *batch.shape[-2:]) if feed.whole else None
         return explanation_map(method, options, model=model, batch=batch, grid=grid)
 
     return explain

@@ -31,6 +31,7 @@ import numpy as np
 
 from vitexplorer.core.explain.head_stats import HeadStatistics, average_statistics
 from vitexplorer.core.explain.tokens import patch_for_token, token_for_patch
+from vitexplorer.core.models.feed import CROP, Feed
 from vitexplorer.core.render.numbering import patch_label
 
 if TYPE_CHECKING:
@@ -125,10 +126,10 @@ def _grid_words(spec: ModelSpec) -> tuple[str, int]:
     return f"{rows}x{cols}", spec.num_prefix_tokens
 
 
-def comparability(spec_a: ModelSpec, spec_b: ModelSpec, keep_aspect: bool = False) -> Comparability:
+def comparability(spec_a: ModelSpec, spec_b: ModelSpec, feed: Feed = CROP) -> Comparability:
     """Whether model A's and model B's analyses (their specs: an analysis's spec carries the
     grid it was analysed at) compare token for token; when not, a one-line reason that says
-    how they are compared instead. With ``keep_aspect`` both saw the whole image; otherwise two
+    how they are compared instead. With ``feed=WHOLE`` both saw the whole image; otherwise two
     models whose centre crops take different shares of the image are named too, since their
     maps then cover different parts of it."""
     grid_a, prefix_a = _grid_words(spec_a)
@@ -145,7 +146,7 @@ def comparability(spec_a: ModelSpec, spec_b: ModelSpec, keep_aspect: bool = Fals
         )
     else:
         message = ""
-    crop = "" if keep_aspect else _crop_difference(spec_a, spec_b)
+    crop = "" if feed.whole else _crop_difference(spec_a, spec_b)
     if crop:
         message = f"{message}; {crop}" if message else crop
     return Comparability(same_grid, same_prefix, message)
@@ -311,13 +312,13 @@ def compare_analyses(
     analysis_b: ImageAnalysis,
     map_a: np.ndarray,
     map_b: np.ndarray,
-    keep_aspect: bool = False,
+    feed: Feed = CROP,
     notes: Sequence[str] = (),
 ) -> MapComparison:
     """:func:`compare_maps` for two analyses of one image: patch for patch on one grid, else
     resampled to the pixel size of model A's display crop; the comparability message first in
     the notes."""
-    check = comparability(analysis_a.spec, analysis_b.spec, keep_aspect)
+    check = comparability(analysis_a.spec, analysis_b.spec, feed)
     size = None if check.same_grid else analysis_a.display.shape[:2]
     return compare_maps(map_a, map_b, size, (check.message, *notes))
 
@@ -330,7 +331,7 @@ def pair_maps(
     *,
     models: tuple[LoadedModel | None, LoadedModel | None] = (None, None),
     batches: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
-    keep_aspect: bool = False,
+    feed: Feed = CROP,
 ) -> MapComparison:
     """Model A's and model B's ``method`` maps of one image, compared.
 
@@ -347,7 +348,7 @@ def pair_maps(
             (options, options_b), (analysis_a, analysis_b), models, batches, strict=True
         )
     ]
-    return compare_analyses(analysis_a, analysis_b, map_a, map_b, keep_aspect, (note,))
+    return compare_analyses(analysis_a, analysis_b, map_a, map_b, feed, (note,))
 
 
 # --- how each head changed -----------------------------------------------------------------

@@ -12,23 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitexplorer.core.explorer.session import Selection
-
-
-@dataclass(frozen=True)
-class Feed:
-    """How an image is fed to a model: the model's centre crop (its own preprocessing), or the
-    whole image at its aspect ratio on a rectangular patch grid (``whole``)."""
-
-    whole: bool = False
-
-    @property
-    def aspect(self) -> str:
-        """The method card's word for it: "keep" (whole image) or "crop"."""
-        return "keep" if self.whole else "crop"
-
-
-CROP = Feed(False)
-WHOLE = Feed(True)
+from vitexplorer.core.models.feed import CROP, Feed
 
 # the fields whose change redraws the views of the image on screen
 DRAWN = frozenset(

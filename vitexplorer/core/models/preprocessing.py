@@ -12,6 +12,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from vitexplorer.core.models.feed import CROP, Feed
 from vitexplorer.core.models.spec import ModelSpec
 
 
@@ -29,7 +30,7 @@ def aspect_grid(width: int, height: int, spec: ModelSpec, max_ratio: int = 4) ->
 def input_grid(spec: ModelSpec, height: int, width: int) -> tuple[int, int]:
     """The patch grid (rows, cols) of a preprocessed input of ``height`` x ``width`` pixels:
     the model's own grid for its own input, else the grid the size splits into (an image
-    preprocessed with ``keep_aspect``). ValueError when the size does not split into patches."""
+    preprocessed whole, ``feed=WHOLE``). ValueError when the size does not split into patches."""
     rows, cols = spec.grid
     patch = spec.patch_size
     if (height, width) in ((spec.image_size, spec.image_size), (rows * patch, cols * patch)):
@@ -41,18 +42,18 @@ def input_grid(spec: ModelSpec, height: int, width: int) -> tuple[int, int]:
     return height // patch, width // patch
 
 
-def preprocess(image: Image.Image, spec: ModelSpec, keep_aspect: bool = False) -> torch.Tensor:
+def preprocess(image: Image.Image, spec: ModelSpec, feed: Feed = CROP) -> torch.Tensor:
     """The model's input (3, S, S): resize, centre-crop, scale, normalise, as the model's own
     library does it: torchvision's ``transforms()`` of its weights, timm's ``create_transform``
     of its ``pretrained_cfg`` (``crop_mode`` center, squash or border), or a Hugging Face image
     processor (which resizes uint8 tensors and rounds the crop's offset down).
 
-    With ``keep_aspect`` the whole image is resized to the patch grid of :func:`aspect_grid` (no
+    With ``feed=WHOLE`` the whole image is resized to the patch grid of :func:`aspect_grid` (no
     crop): (3, rows * patch, cols * patch).
     """
     image = _central_part(image)
     interpolation = InterpolationMode(spec.interpolation)
-    if keep_aspect:
+    if feed.whole:
         rows, cols = aspect_grid(image.width, image.height, spec)
         size = [rows * spec.patch_size, cols * spec.patch_size]
         resized = TF.resize(image, size, interpolation=interpolation, antialias=True)
@@ -143,12 +144,12 @@ def crop_box(width: int, height: int, spec: ModelSpec) -> tuple[float, float, fl
 
 
 def display_crop(
-    image: Image.Image, spec: ModelSpec, max_side: int = 768, keep_aspect: bool = False
+    image: Image.Image, spec: ModelSpec, max_side: int = 768, feed: Feed = CROP
 ) -> np.ndarray:
     """What the model saw, at display resolution: (H, W, 3) uint8, row-major. With
-    ``keep_aspect``, the whole image (its central 4:1 part at most) in the proportions of its
+    ``feed=WHOLE``, the whole image (its central 4:1 part at most) in the proportions of its
     patch grid."""
-    if keep_aspect:
+    if feed.whole:
         part = _central_part(image)
         rows, cols = aspect_grid(part.width, part.height, spec)
         scale = max(spec.patch_size, max_side // max(rows, cols))

@@ -220,7 +220,7 @@ class CustomAdapter(ViTAdapter):
     def forward_parts(self, images: torch.Tensor) -> torch.Tensor:
         raise UnsupportedModel(
             f"a wrapped {type(self.module.inner).__name__} runs at its own input size only; "
-            f"analyse the image without keep_aspect"
+            'analyse the image with aspect="crop"'
         )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
