@@ -259,6 +259,15 @@ class Computation:
 Title = Callable[[dict[str, Any], Any, "dict[str, Any] | None"], str]
 
 
+def for_class(words: str, target: dict[str, Any] | None) -> str:
+    """A class-specific method's words with the class it explains: "relevance for 'dog'
+    (predicted)"; ``words`` alone when no class is known (a model without a classifier)."""
+    if target is None:
+        return words
+    predicted = " (predicted)" if target.get("predicted") else ""
+    return f"{words} for {target['name']!r}{predicted}"
+
+
 @dataclass(frozen=True)
 class Method:
     """One explanation method, described without torch.

@@ -7,7 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from vitexplorer.core.explain.method import Computation, Method, MethodOptions, register
+from vitexplorer.core.explain.method import (
+    Computation,
+    Method,
+    MethodOptions,
+    for_class,
+    register,
+)
 
 
 class _GradAttention(Computation):
@@ -40,18 +46,11 @@ class _GradAttention(Computation):
 
 def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
     token = spec.token_label(int(parameters.get("token", 0)))
-    layer = f"layer {spec.num_layers}"
-    if target is None:
-        return f"grad-attention · {layer} · {token}"
-    predicted = " (predicted)" if target.get("predicted") else ""
-    return f"grad-attention for {target['name']!r}{predicted} · {layer} · {token}"
+    return f"{for_class('grad-attention', target)} · layer {spec.num_layers} · {token}"
 
 
 def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
-    if target is None:
-        return "grad-attention"
-    predicted = " (predicted)" if target.get("predicted") else ""
-    return f"grad-attention for {target['name']!r}{predicted}"
+    return for_class("grad-attention", target)
 
 
 GRAD_ATTENTION = register(

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitexplorer.core.explain.method import Computation, Method, MethodOptions, register
+from vitexplorer.core.explain.method import (
+    Computation,
+    Method,
+    MethodOptions,
+    for_class,
+    register,
+)
 
 
 class _Relevance(Computation):
@@ -26,17 +32,11 @@ class _Relevance(Computation):
 
 def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
     token = spec.token_label(int(parameters.get("token", 0)))
-    if target is None:
-        return f"relevance · {token}"
-    predicted = " (predicted)" if target.get("predicted") else ""
-    return f"relevance for {target['name']!r}{predicted} · {token}"
+    return f"{for_class('relevance', target)} · {token}"
 
 
 def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
-    if target is None:
-        return "relevance"
-    predicted = " (predicted)" if target.get("predicted") else ""
-    return f"relevance for {target['name']!r}{predicted}"
+    return for_class("relevance", target)
 
 
 RELEVANCE = register(
