@@ -12,7 +12,7 @@ from torch import nn
 from tests.conftest import tiny_spec
 from vitexplorer.core.explain.analysis import ImageAnalysis
 from vitexplorer.core.explain.maps import explanation_map, method_explainer, model_explainer
-from vitexplorer.core.explain.method import MethodOptions, get, method_names
+from vitexplorer.core.explain.method import OPTIONS, MethodOptions, get, method_names
 from vitexplorer.core.explain.relevance import relevance_map
 from vitexplorer.core.explain.rollout import rollout_map
 from vitexplorer.core.models.capture import forward_with_attention
@@ -174,7 +174,7 @@ def test_method_card_options() -> None:
         "start_layer": 0,
     }
     assert options.as_dict("relevance") == {"target_class": 4}
-    assert options.as_dict()["layer"] == -1 and len(options.as_dict()) == 7
+    assert options.as_dict()["layer"] == -1 and len(options.as_dict()) == len(OPTIONS)
 
 
 def test_relevance_needs_a_classifier() -> None:

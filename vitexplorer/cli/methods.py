@@ -10,7 +10,7 @@ from typing import Any
 
 from vitexplorer.cli.common import Failed
 
-_TYPES = {"layer": int, "head": int, "token": int, "ratio": float}
+_TYPES = {"layer": int, "head": int, "token": int, "ratio": float, "count": int, "real": float}
 
 
 def method_help() -> str:

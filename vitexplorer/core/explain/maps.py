@@ -19,6 +19,7 @@ import numpy as np
 
 from vitexplorer.core.explain.method import (
     MethodOptions,
+    Progress,
     check_method,
     get,
 )
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from vitexplorer.core.explain.analysis import ImageAnalysis
+    from vitexplorer.core.explain.attribution import Attribution
     from vitexplorer.core.models.loading import LoadedModel
 
 Explainer = Callable[["LoadedModel", "torch.Tensor"], np.ndarray]
@@ -42,6 +44,7 @@ def explanation_map(
     model: LoadedModel | None = None,
     batch: torch.Tensor | None = None,
     grid: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """The map of ``method`` over the patch grid, (rows, cols) float32.
 
@@ -73,7 +76,7 @@ def explanation_map(
         spec = replace(spec, grid_shape=grid)
     options.check(method, spec)
     if described.needs_model:
-        return compute.from_model(model, batch, options, grid)
+        return compute.from_model(model, batch, options, grid, progress)
     from vitexplorer.core.models.capture import forward_with_attention
 
     _, captured = forward_with_attention(model.module, batch.to(model.device), any_size)
@@ -97,14 +100,40 @@ def model_matrix(
     batch: torch.Tensor,
     options: MethodOptions,
     grid: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """The explorer's job for a method that needs the model: its (tokens, tokens) matrix, row
-    i token i's map (prefix tokens included), float32."""
+    i token i's map (prefix tokens included), float32; for a method that explains only the
+    class token (``per_token`` False), its (rows, cols) map."""
     described = get(method)
     spec = model.spec if grid is None else replace(model.spec, grid_shape=grid)
     options.check(method, spec)
-    matrix = described.computation.matrix(model, batch, options, grid)
+    matrix = described.computation.matrix(model, batch, options, grid, progress)
     return np.asarray(matrix, dtype=np.float32)
+
+
+def attribute(
+    method: str,
+    model: LoadedModel,
+    batch: torch.Tensor,
+    options: MethodOptions,
+    grid: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+) -> Attribution:
+    """The maps of a method that explains a class score (an :class:`Attributor`'s) for a
+    (batch, 3, H, W) preprocessed batch, with the class each explains and, for a method that
+    attributes to pixels, the pixel maps. ``grid`` as for :func:`explanation_map`."""
+    from vitexplorer.core.explain.attribution import Attributor
+
+    described = get(method)
+    compute = described.computation
+    if not isinstance(compute, Attributor):
+        raise ValueError(f"the {method} method does not explain a batch; use explanation_map")
+    if batch.ndim != 4:
+        raise ValueError(f"a batch of images is (batch, 3, H, W), not {tuple(batch.shape)}")
+    spec = model.spec if grid is None else replace(model.spec, grid_shape=(grid[0], grid[1]))
+    options.check(method, spec)
+    return compute.attribute(model, batch, options, grid, progress)
 
 
 def method_explainer(method: str, options: MethodOptions, feed: Feed = CROP) -> Explainer:

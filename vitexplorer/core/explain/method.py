@@ -12,6 +12,7 @@ arrays (0-based); an :class:`Option` says whether people count it from 1.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -20,6 +21,17 @@ from typing import Any
 from vitexplorer.core.render.numbering import shown
 
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")  # as core.explain.rollout, torch-free
+BASELINES: tuple[str, ...] = ("black", "mean", "blur")  # what replaces an input (IG, occlusion)
+OCCLUDED: tuple[str, ...] = ("pixels", "token")  # what occlusion replaces of each patch
+
+
+class MethodCancelled(Exception):
+    """A person cancelled a method's computation (a :data:`Progress` raised it)."""
+
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: a method that takes several passes calls it after each (``total``
+passes in all); it raises :class:`MethodCancelled` when the person cancelled."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +41,9 @@ class Option:
     ``kind`` decides the check, the command-line type and the method bar's widget: "layer"
     (an index, -1 the last), "head" (an index or None for the mean of the heads), "token",
     "choice" (one of ``choices``), "ratio" (a share from 0 to below 1), "class" (a class index
-    or None for the predicted one). ``selected`` options are chosen in the view (the layer and
-    head spin boxes, a clicked token), not in the method bar."""
+    or None for the predicted one), "count" (a whole number from ``low`` to ``high``), "real"
+    (a finite number from ``low`` to ``high``). ``selected`` options are chosen in the view
+    (the layer and head spin boxes, a clicked token), not in the method bar."""
 
     name: str
     kind: str
@@ -45,6 +58,8 @@ class Option:
     selected: bool = False
     affix: str = ""  # the bar widget's words: "from layer " (prefix), "% discarded" (suffix)
     from_end: bool = False  # a layer that may count from the last (-1)
+    low: float | None = None  # "count" and "real": the smallest value allowed
+    high: float | None = None  # and the largest
 
     def check(self, value: Any) -> None:
         """Raise ValueError when ``value`` is not a valid value of this option (any model)."""
@@ -64,6 +79,16 @@ class Option:
                 raise ValueError(f"{words} must be a number, not {value!r}")
             if not 0.0 <= value < 1.0:  # also refuses NaN
                 raise ValueError(f"{words} {value} must be at least 0 and below 1")
+        elif self.kind in ("count", "real"):
+            whole = self.kind == "count"
+            if isinstance(value, bool) or not (_whole(value) if whole else _real(value)):
+                kind = "a whole number" if whole else "a number"
+                raise ValueError(f"{words} must be {kind}, not {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{words} must be a finite number, not {value}")
+            low, high = self.low, self.high
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ValueError(f"{words} {value} must be from {low:g} to {high:g}")
 
     def check_fits(self, value: Any, spec: Any) -> None:
         """Raise ValueError when ``value`` does not exist in the model ``spec``, counting from 1
@@ -166,10 +191,115 @@ OPTIONS: tuple[Option, ...] = (
         "class",
         None,
         "target class",
-        "relevance: the class to explain, an index or a class name (default: the predicted class)",
-        "Relevance: the class to explain, from the top predictions",
+        "class-specific methods: the class to explain, an index or a class name (default: the "
+        "predicted class)",
+        "The class to explain",
         flag="--target-class",
         metavar="K",
+    ),
+    Option(
+        "path_steps",
+        "count",
+        50,
+        "path steps",
+        "integrated-gradients: the steps of the path from the baseline to the image (default: 50)",
+        "Integrated gradients: the steps of the path from the baseline to the image",
+        flag="--path-steps",
+        metavar="N",
+        affix=" steps",
+        low=1,
+        high=10_000,
+    ),
+    Option(
+        "samples",
+        "count",
+        25,
+        "samples",
+        "smoothgrad: the noisy copies of the image averaged (default: 25)",
+        "SmoothGrad: the noisy copies of the image averaged",
+        flag="--samples",
+        metavar="N",
+        affix=" samples",
+        low=1,
+        high=10_000,
+    ),
+    Option(
+        "noise",
+        "real",
+        0.15,
+        "noise",
+        "smoothgrad: the noise's standard deviation as a share of the input's range, max - min "
+        "(default: 0.15)",
+        "SmoothGrad: the noise's standard deviation as a share of the input's range",
+        flag="--noise",
+        metavar="S",
+        affix="noise ",
+        low=0.0,
+        high=10.0,
+    ),
+    Option(
+        "baseline",
+        "choice",
+        "black",
+        "baseline",
+        "integrated-gradients and occlusion: what stands for an absent input: a black image, "
+        "the dataset's mean colour (zero after normalisation) or the image blurred (default: "
+        "black)",
+        "What stands for an absent input: black, the mean colour or the image blurred",
+        flag="--baseline",
+        choices=BASELINES,
+        affix=" baseline",
+    ),
+    Option(
+        "noise_seed",
+        "count",
+        0,
+        "noise seed",
+        "smoothgrad: the seed of the noise, so that a map can be made again (default: 0)",
+        "SmoothGrad: the seed of the noise",
+        flag="--noise-seed",
+        metavar="N",
+        affix="seed ",
+        low=0,
+        high=2**63 - 1,
+    ),
+    Option(
+        "gamma",
+        "real",
+        0.25,
+        "gamma",
+        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.25)",
+        "AttnLRP: the gamma of the linear layers' rule",
+        flag="--gamma",
+        metavar="G",
+        affix="γ linear ",
+        low=0.0,
+        high=1e6,
+    ),
+    Option(
+        "conv_gamma",
+        "real",
+        100.0,
+        "convolution gamma",
+        "attnlrp: the gamma rule's gamma for the patch convolution (default: 100)",
+        "AttnLRP: the gamma of the patch convolution's rule",
+        flag="--conv-gamma",
+        metavar="G",
+        affix="γ conv ",
+        low=0.0,
+        high=1e6,
+    ),
+    Option(
+        "occlude",
+        "choice",
+        "pixels",
+        "occluded",
+        "occlusion: what is replaced, each patch's pixels (by the baseline) or its token (by "
+        "zeros) (default: pixels)",
+        "Occlusion: replace each patch's pixels by the baseline, or its token by zeros",
+        flag="--occlude",
+        choices=OCCLUDED,
+        affix=" occluded",
     ),
 )
 """Every option of every method, in the order the command line lists them."""
@@ -195,6 +325,14 @@ class MethodOptions:
     discard_ratio: float = 0.0
     start_layer: int = 0
     target_class: int | None = None
+    path_steps: int = 50
+    samples: int = 25
+    noise: float = 0.15
+    baseline: str = "black"
+    noise_seed: int = 0
+    gamma: float = 0.25
+    conv_gamma: float = 100.0
+    occlude: str = "pixels"
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -238,10 +376,24 @@ class Computation:
     def prepare(self, attention: Any, spec: Any, options: MethodOptions) -> Any:
         return attention
 
-    def from_model(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+    def from_model(
+        self,
+        model: Any,
+        batch: Any,
+        options: MethodOptions,
+        grid: Any,
+        progress: Progress | None = None,
+    ) -> Any:
         raise NotImplementedError
 
-    def matrix(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+    def matrix(
+        self,
+        model: Any,
+        batch: Any,
+        options: MethodOptions,
+        grid: Any,
+        progress: Progress | None = None,
+    ) -> Any:
         raise NotImplementedError
 
     def whole(self, prepared: Any) -> Any:
@@ -257,6 +409,10 @@ class Computation:
 
 
 Title = Callable[[dict[str, Any], Any, "dict[str, Any] | None"], str]
+
+
+def _passes(count: int) -> str:
+    return f"{count} pass" if count == 1 else f"{count} passes"
 
 
 def for_class(words: str, target: dict[str, Any] | None) -> str:
@@ -294,6 +450,10 @@ class Method:
     distribution: bool = False
     only_cls: bool = False
     cost: int = 0  # forward passes beyond the analysis's one (a backward counts as one)
+    cost_per: str | None = None  # ``cost`` is per step of this: an option ("steps") or "patches"
+    explains: str = ""  # what the map explains, a few words ("the class score, per pixel")
+    per_token: bool = True  # the worker computes every token's map (a matrix); else the CLS map
+    pixels: bool = False  # attributes to the input's pixels: the pixel map is kept beside the grid
     not_applied: str = ""  # why the view's layer and head do not apply ("" they do)
     requires_classifier: bool = False
     title: Title | None = None  # (parameters, spec, target) -> the figure's title
@@ -320,6 +480,31 @@ class Method:
         if self.caption is None:
             return self.make_title(parameters, spec, target)
         return self.caption(parameters, spec, target)
+
+    def passes(self, options: MethodOptions | None = None, spec: Any = None) -> int | None:
+        """Forward passes (a backward counts as one) beyond the analysis's one for ``options``
+        on the model ``spec``; None when it depends on a model not given (occlusion's patches)."""
+        if self.cost_per is None:
+            return self.cost
+        if self.cost_per == "patches":
+            if spec is None:
+                return None
+            rows, cols = spec.grid
+            return self.cost * rows * cols
+        return self.cost * int(getattr(options or MethodOptions(), self.cost_per))
+
+    def cost_words(self, options: MethodOptions | None = None, spec: Any = None) -> str:
+        """The cost in words for tables and the help: "2 passes", "2 per step (100 at 50)"."""
+        if self.cost_per is None:
+            return "none (reads the analysis)" if not self.cost else _passes(self.cost)
+        per = "patch" if self.cost_per == "patches" else OPTION[self.cost_per].label.rstrip("s")
+        total = self.passes(options, spec)
+        words = f"{self.cost} per {per}"
+        if total is None:
+            return words
+        if self.cost_per == "patches":
+            return f"{words} ({total} on {spec.grid[0]}x{spec.grid[1]})"
+        return f"{words} ({total} at {getattr(options or MethodOptions(), self.cost_per)})"
 
     @property
     def bar_options(self) -> tuple[Option, ...]:

@@ -20,7 +20,9 @@ class _GradAttention(Computation):
     def key(self, options: MethodOptions, spec: Any) -> tuple:
         return (options.target_class,)
 
-    def matrix(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+    def matrix(
+        self, model: Any, batch: Any, options: MethodOptions, grid: Any, progress: Any = None
+    ) -> Any:
         """``mean_heads(relu(dA * A))`` of the last layer, (tokens, tokens): row i token i's."""
         import numpy as np
 
@@ -33,7 +35,9 @@ class _GradAttention(Computation):
         last = attention[-1].astype(np.float64) * gradients[-1].astype(np.float64)
         return np.maximum(last, 0.0).mean(axis=0).astype(np.float32)
 
-    def from_model(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+    def from_model(
+        self, model: Any, batch: Any, options: MethodOptions, grid: Any, progress: Any = None
+    ) -> Any:
         import numpy as np
 
         spec = model.spec if grid is None else replace(model.spec, grid_shape=tuple(grid))

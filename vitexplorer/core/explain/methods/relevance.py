@@ -18,12 +18,16 @@ class _Relevance(Computation):
     def key(self, options: MethodOptions, spec: Any) -> tuple:
         return (options.target_class,)
 
-    def from_model(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+    def from_model(
+        self, model: Any, batch: Any, options: MethodOptions, grid: Any, progress: Any = None
+    ) -> Any:
         from vitexplorer.core.explain import relevance
 
         return relevance.relevance_map(model, batch, options.target_class, grid).map
 
-    def matrix(self, model: Any, batch: Any, options: MethodOptions, grid: Any) -> Any:
+    def matrix(
+        self, model: Any, batch: Any, options: MethodOptions, grid: Any, progress: Any = None
+    ) -> Any:
         from vitexplorer.core.explain import relevance
 
         result = relevance.relevance_map(model, batch, options.target_class, grid, matrix=True)
