@@ -95,7 +95,10 @@ def wrapped_model() -> LoadedModel:
     from tests.core.test_api_wrap import hand_vit
 
     wrapped = vitexplorer.wrap(
-        hand_vit(), [f"blocks.{i}.attn" for i in range(2)], patch_size=8, image_size=32,
+        hand_vit(),
+        [f"blocks.{i}.attn" for i in range(2)],
+        patch_size=8,
+        image_size=32,
         device="cpu",
     )
     return wrapped.loaded
@@ -236,8 +239,12 @@ def test_the_map_adds_up_to_the_scores_change_from_the_baseline(baseline: str) -
     np.testing.assert_allclose(result.pixels.sum(axis=(1, 2)), change, rtol=2e-4, atol=1e-5)
     np.testing.assert_allclose(result.maps.sum(axis=(1, 2)), change, rtol=2e-4, atol=1e-5)
     # with a single step the rule is far off: the test sees the integral
-    rough = attribute("integrated-gradients", model, images, MethodOptions(
-        path_steps=1, baseline=baseline, target_class=3))
+    rough = attribute(
+        "integrated-gradients",
+        model,
+        images,
+        MethodOptions(path_steps=1, baseline=baseline, target_class=3),
+    )
     assert np.abs(rough.pixels.sum(axis=(1, 2)) - change).max() > 1e-3
 
 
@@ -260,8 +267,9 @@ def test_every_family_any_prefix_and_a_rectangular_grid(family: str) -> None:
         assert np.abs(change).max() > 1e-3
         # the quadrature's error is within half a percent (a lost factor is not)
         np.testing.assert_allclose(result.pixels.sum(axis=(1, 2)), change, rtol=5e-3, atol=1e-4)
-        single = explanation_map("integrated-gradients", options, model=model, batch=images[1:],
-                                 grid=grid)
+        single = explanation_map(
+            "integrated-gradients", options, model=model, batch=images[1:], grid=grid
+        )
         np.testing.assert_allclose(single, result.maps[1], rtol=1e-4, atol=1e-6)
 
 
@@ -269,16 +277,22 @@ def test_a_vitexplorer_checkpoint(checkpoint) -> None:
     model = checkpoint_model(checkpoint)
     images = images_for(model, 1)
     result = attribute("integrated-gradients", model, images, MethodOptions(path_steps=32))
-    change = score_change(model, images, baseline_images(model, images, "black"),
-                          result.targets, False)
+    change = score_change(
+        model, images, baseline_images(model, images, "black"), result.targets, False
+    )
     np.testing.assert_allclose(result.pixels.sum(axis=(1, 2)), change, rtol=1e-3, atol=1e-4)
 
 
 def test_a_wrapped_model_refuses_another_grid_in_one_line() -> None:
     model = wrapped_model()
     with pytest.raises(ValueError) as caught:
-        attribute("integrated-gradients", model, images_for(model, 1, (3, 5)), MethodOptions(),
-                  grid=(3, 5))
+        attribute(
+            "integrated-gradients",
+            model,
+            images_for(model, 1, (3, 5)),
+            MethodOptions(),
+            grid=(3, 5),
+        )
     assert "\n" not in str(caught.value) and "aspect" in str(caught.value)
 
 
@@ -292,8 +306,9 @@ def test_the_baselines(kind: str) -> None:
         images = images_for(model, 2, grid)
         ours = baseline_images(model, images, kind)
         assert ours.shape == images.shape and ours.dtype == images.dtype
-        torch.testing.assert_close(ours, independent_baseline(model, images, kind), atol=1e-6,
-                                   rtol=1e-5)
+        torch.testing.assert_close(
+            ours, independent_baseline(model, images, kind), atol=1e-6, rtol=1e-5
+        )
     if kind == "blur":  # a flat image stays flat (the kernel sums to 1); detail is gone
         flat = torch.full((1, 3, 32, 32), 0.7)
         torch.testing.assert_close(baseline_images(model, flat, kind), flat)
@@ -341,8 +356,13 @@ def test_progress_after_each_pass_and_the_chunks_change_nothing(monkeypatch) -> 
     whole = attribute("integrated-gradients", model, images, options)
     monkeypatch.setattr(gradient_sums, "points_per_pass", lambda model, grid: 3)
     calls: list[tuple[int, int]] = []
-    chunked = attribute("integrated-gradients", model, images, options,
-                        progress=lambda done, total: calls.append((done, total)))
+    chunked = attribute(
+        "integrated-gradients",
+        model,
+        images,
+        options,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 images x 5 steps in passes of 3
     np.testing.assert_allclose(chunked.pixels, whole.pixels, rtol=1e-5, atol=1e-7)
 
@@ -359,8 +379,13 @@ def test_cancel_stops_and_leaves_the_model_as_it_was(monkeypatch) -> None:
             raise MethodCancelled()
 
     with pytest.raises(MethodCancelled):
-        attribute("integrated-gradients", model, images_for(model, 1), MethodOptions(path_steps=8),
-                  progress=cancel_at_the_second)
+        attribute(
+            "integrated-gradients",
+            model,
+            images_for(model, 1),
+            MethodOptions(path_steps=8),
+            progress=cancel_at_the_second,
+        )
     assert calls == [1, 2]  # stopped at once
     assert model.module.training and all(p.grad is None for p in model.module.parameters())
 
@@ -392,8 +417,9 @@ def test_bad_options_and_input_are_refused_in_one_line() -> None:
         assert "\n" not in str(caught.value)
     model = small_vit_model()
     with pytest.raises(ValueError, match=r"^target class 12 is outside 0..9$"):
-        attribute("integrated-gradients", model, images_for(model, 1),
-                  MethodOptions(target_class=12))
+        attribute(
+            "integrated-gradients", model, images_for(model, 1), MethodOptions(target_class=12)
+        )
     with pytest.raises(ValueError, match=r"is \(batch, 3, 32, 32\), not \(1, 3, 24, 32\)$"):
         attribute("integrated-gradients", model, torch.zeros(1, 3, 24, 32), MethodOptions())
     encoder = replace(tiny_spec(), has_classifier=False)

@@ -120,8 +120,12 @@ def test_the_map_is_the_mean_absolute_gradient_summed_over_the_channels() -> Non
     result = attribute("smoothgrad", model, images, options)
     np.testing.assert_allclose(result.pixels, np.stack(expected), rtol=1e-5, atol=1e-7)
     assert (result.targets == 4).all()
-    other = attribute("smoothgrad", model, images, MethodOptions(samples=5, noise=0.1,
-                                                                   noise_seed=3, target_class=7))
+    other = attribute(
+        "smoothgrad",
+        model,
+        images,
+        MethodOptions(samples=5, noise=0.1, noise_seed=3, target_class=7),
+    )
     assert normalised_difference(other.pixels, result.pixels) > 1e-2  # the class matters
 
 
@@ -138,8 +142,9 @@ def test_the_noise_is_seeded_and_scaled_by_each_images_range() -> None:
         spread = float(images[index].max() - images[index].min())
         assert abs(float(noise[index].std()) / (0.25 * spread) - 1.0) < 0.01
         assert abs(float(noise[index].mean())) < 0.01 * spread
-    torch.testing.assert_close(noise, smoothgrad_noise(images, 40, 0.25, seed=11).view(2, 40, -1),
-                               rtol=0, atol=0)  # made again, the same
+    torch.testing.assert_close(
+        noise, smoothgrad_noise(images, 40, 0.25, seed=11).view(2, 40, -1), rtol=0, atol=0
+    )  # made again, the same
     assert not torch.allclose(noise, smoothgrad_noise(images, 40, 0.25, seed=12).view(2, 40, -1))
     # each image's noise comes from its own generator: the same alone as in the batch
     alone = smoothgrad_noise(images[1:], 40, 0.25, seed=11).view(1, 40, -1)
@@ -191,8 +196,9 @@ def test_a_vitexplorer_checkpoint(checkpoint) -> None:
     from vitexplorer.core.models.loading import load_model
 
     model = load_model(str(checkpoint), "default", "cpu")
-    heat = explanation_map("smoothgrad", MethodOptions(samples=2), model=model,
-                           batch=images_for(model, 1))
+    heat = explanation_map(
+        "smoothgrad", MethodOptions(samples=2), model=model, batch=images_for(model, 1)
+    )
     assert heat.shape == (4, 4) and np.isfinite(heat).all() and (heat > 0).all()
 
 
@@ -222,8 +228,13 @@ def test_progress_after_each_pass_and_the_chunks_change_nothing(monkeypatch) -> 
     whole = attribute("smoothgrad", model, images, options)
     monkeypatch.setattr(gradient_sums, "points_per_pass", lambda model, grid: 2)
     calls: list[tuple[int, int]] = []
-    chunked = attribute("smoothgrad", model, images, options,
-                        progress=lambda done, total: calls.append((done, total)))
+    chunked = attribute(
+        "smoothgrad",
+        model,
+        images,
+        options,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(done, 5) for done in range(1, 6)]  # 3 images x 3 samples in passes of 2
     np.testing.assert_allclose(chunked.pixels, whole.pixels, rtol=1e-5, atol=1e-7)
 
@@ -239,8 +250,9 @@ def test_cancel_stops_and_leaves_the_model_as_it_was(monkeypatch) -> None:
         raise MethodCancelled()
 
     with pytest.raises(MethodCancelled):
-        attribute("smoothgrad", model, images_for(model, 1), MethodOptions(samples=6),
-                  progress=cancel)
+        attribute(
+            "smoothgrad", model, images_for(model, 1), MethodOptions(samples=6), progress=cancel
+        )
     assert calls == [1]
     assert model.module.training and all(p.grad is None for p in model.module.parameters())
 

@@ -5,11 +5,11 @@ the image.
 For an image ``x``, a baseline ``x'`` (:mod:`vitexplorer.core.explain.baselines`) and the
 class's logit ``F``, the attribution of input value ``i`` is
 ``(x_i - x'_i) * integral_0^1 dF/dx_i(x' + a (x - x')) da``. The integral is taken with
-Gauss-Legendre quadrature of ``path_steps`` points on [0, 1] (captum's default rule, "gausslegendre",
-exact for polynomials of degree below 2 x steps; the paper's Riemann sum needs many more steps
-for the same accuracy). The pixel map is the sum over the colour channels, signed, so that the
-map sums to ``F(x) - F(x')`` (completeness) up to the quadrature's error; the grid map is its
-sum over each patch.
+Gauss-Legendre quadrature of ``path_steps`` points on [0, 1] (captum's default rule,
+"gausslegendre", exact for polynomials of degree below 2 x steps; the paper's Riemann sum needs
+many more steps for the same accuracy). The pixel map is the sum over the colour channels,
+signed, so that the map sums to ``F(x) - F(x')`` (completeness) up to the quadrature's error;
+the grid map is its sum over each patch.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def integrated_gradients(
     import numpy as np
     import torch
 
-    from vitexplorer.core.explain.attribution import grid_of, patch_sums, plain_logits
-    from vitexplorer.core.explain.attribution import resolve_targets
+    from vitexplorer.core.explain.attribution import (
+        grid_of,
+        patch_sums,
+        plain_logits,
+        resolve_targets,
+    )
     from vitexplorer.core.explain.baselines import baseline_images
     from vitexplorer.core.explain.gradient_sums import check_input, gradient_sums, points_per_pass
 

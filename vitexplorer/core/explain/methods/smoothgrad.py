@@ -45,7 +45,7 @@ def smoothgrad_noise(images: torch.Tensor, samples: int, noise: float, seed: int
     image (the order of captum's ``repeat_interleave``): what :func:`smoothgrad` adds."""
     import torch
 
-    copies = []
+    copies: list[torch.Tensor] = []
     for image in images:
         draws = noise_draws(image, noise, seed)
         copies.extend(next(draws) for _ in range(samples))
@@ -66,8 +66,12 @@ def smoothgrad(
     import numpy as np
     import torch
 
-    from vitexplorer.core.explain.attribution import grid_of, patch_sums, plain_logits
-    from vitexplorer.core.explain.attribution import resolve_targets
+    from vitexplorer.core.explain.attribution import (
+        grid_of,
+        patch_sums,
+        plain_logits,
+        resolve_targets,
+    )
     from vitexplorer.core.explain.gradient_sums import check_input, gradient_sums, points_per_pass
 
     chosen, any_size = grid_of(model, grid)
@@ -123,7 +127,9 @@ def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None 
     samples = int(parameters.get("samples", 25))
     noise = float(parameters.get("noise", 0.15))
     seed = int(parameters.get("noise_seed", 0))
-    return f"{_caption(parameters, spec, target)} · {samples} samples · noise {noise:g} · seed {seed}"
+    return (
+        f"{_caption(parameters, spec, target)} · {samples} samples · noise {noise:g} · seed {seed}"
+    )
 
 
 SMOOTHGRAD = register(
