@@ -425,3 +425,16 @@ def test_bad_options_and_input_are_refused_in_one_line() -> None:
     encoder = replace(tiny_spec(), has_classifier=False)
     with pytest.raises(ValueError, match="no classifier.*integrated-gradients"):
         MethodOptions().check("integrated-gradients", encoder)
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "smoothgrad"])
+def test_the_same_maps_inside_inference_mode(method: str) -> None:
+    """A caller inside ``torch.inference_mode`` (a worker's) gets the same maps."""
+    model = small_vit_model()
+    images = images_for(model, 2)
+    options = MethodOptions(path_steps=3, samples=2)
+    outside = attribute(method, model, images, options)
+    with torch.inference_mode():
+        inside = attribute(method, model, images.clone(), options)
+    assert np.abs(outside.pixels).max() > 0
+    np.testing.assert_allclose(inside.pixels, outside.pixels, rtol=1e-6, atol=1e-8)

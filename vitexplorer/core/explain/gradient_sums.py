@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from vitexplorer.core.models.loading import LoadedModel
 
-MOST_POINTS = 16  # the most inputs one pass takes (at 224 px a ViT-B/16 takes 11: the budget)
+MOST_POINTS = 32  # the most inputs one pass takes (at 224 px ViT-B/16 11, ViT-Tiny 32: the budget)
 
 
 def points_per_pass(model: LoadedModel, grid: tuple[int, int]) -> int:
