@@ -420,6 +420,10 @@ def test_bad_options_and_input_are_refused_in_one_line() -> None:
         attribute(
             "integrated-gradients", model, images_for(model, 1), MethodOptions(target_class=12)
         )
+    from vitexplorer.core.explain.methods.integrated_gradients import integrated_gradients
+
+    with pytest.raises(ValueError, match=r"^target class 12 is outside 0..9$"):  # no dispatcher
+        integrated_gradients(model, images_for(model, 1), MethodOptions(target_class=12))
     with pytest.raises(ValueError, match=r"is \(batch, 3, 32, 32\), not \(1, 3, 24, 32\)$"):
         attribute("integrated-gradients", model, torch.zeros(1, 3, 24, 32), MethodOptions())
     encoder = replace(tiny_spec(), has_classifier=False)

@@ -49,6 +49,21 @@ def check_input(model: LoadedModel, batch: torch.Tensor, grid: tuple[int, int]) 
         raise ValueError("the batch holds no image; give at least one")
 
 
+def targets_for(
+    model: LoadedModel, images: torch.Tensor, target_class: int | None, any_size: bool
+) -> torch.Tensor:
+    """The class each image is explained for, (batch,) int64: ``target_class`` for all (its
+    range is checked against the logits with the first pass's), else each image's predicted
+    class, from one plain forward."""
+    import torch
+
+    from vitexplorer.core.explain.attribution import plain_logits, resolve_targets
+
+    if target_class is None:
+        return resolve_targets(plain_logits(model, images, any_size), None).cpu()
+    return torch.full((images.shape[0],), int(target_class), dtype=torch.int64)
+
+
 def gradient_sums(
     model: LoadedModel,
     make: Callable[[np.ndarray, np.ndarray], torch.Tensor],

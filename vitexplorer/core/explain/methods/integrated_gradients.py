@@ -51,19 +51,19 @@ def integrated_gradients(
     import numpy as np
     import torch
 
-    from vitexplorer.core.explain.attribution import (
-        grid_of,
-        patch_sums,
-        plain_logits,
-        resolve_targets,
-    )
+    from vitexplorer.core.explain.attribution import grid_of, patch_sums
     from vitexplorer.core.explain.baselines import baseline_images
-    from vitexplorer.core.explain.gradient_sums import check_input, gradient_sums, points_per_pass
+    from vitexplorer.core.explain.gradient_sums import (
+        check_input,
+        gradient_sums,
+        points_per_pass,
+        targets_for,
+    )
 
     chosen, any_size = grid_of(model, grid)
     check_input(model, batch, chosen)
     images = batch.detach().to(model.device, torch.float32)
-    targets = resolve_targets(plain_logits(model, images, any_size), options.target_class)
+    targets = targets_for(model, images, options.target_class, any_size)
     starts = baseline_images(model, images, options.baseline)
     alphas, weights = path_points(options.path_steps)
     alpha = torch.tensor(alphas, dtype=images.dtype, device=images.device)

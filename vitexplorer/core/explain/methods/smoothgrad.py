@@ -66,18 +66,18 @@ def smoothgrad(
     import numpy as np
     import torch
 
-    from vitexplorer.core.explain.attribution import (
-        grid_of,
-        patch_sums,
-        plain_logits,
-        resolve_targets,
+    from vitexplorer.core.explain.attribution import grid_of, patch_sums
+    from vitexplorer.core.explain.gradient_sums import (
+        check_input,
+        gradient_sums,
+        points_per_pass,
+        targets_for,
     )
-    from vitexplorer.core.explain.gradient_sums import check_input, gradient_sums, points_per_pass
 
     chosen, any_size = grid_of(model, grid)
     check_input(model, batch, chosen)
     images = batch.detach().to(model.device, torch.float32)
-    targets = resolve_targets(plain_logits(model, images, any_size), options.target_class)
+    targets = targets_for(model, images, options.target_class, any_size)
     draws = [noise_draws(image, options.noise, options.noise_seed) for image in images]
 
     def make(owners: np.ndarray, steps: np.ndarray) -> torch.Tensor:
