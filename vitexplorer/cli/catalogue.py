@@ -125,7 +125,10 @@ def terminal_table(rows: list[tuple[str, ...]], width: int = 80) -> str:
     widths = [fixed[0], *shared, fixed[1]]
     lines = [_line(HEADINGS, widths, gap), _line(tuple("-" * w for w in widths), widths, gap)]
     for row in rows:
-        cells = [textwrap.wrap(cell, w, break_on_hyphens=False) or [""] for cell, w in zip(row, widths, strict=True)]
+        cells = [
+            textwrap.wrap(cell, w, break_on_hyphens=False) or [""]
+            for cell, w in zip(row, widths, strict=True)
+        ]
         for depth in range(max(len(cell) for cell in cells)):
             parts = tuple(cell[depth] if depth < len(cell) else "" for cell in cells)
             lines.append(_line(parts, widths, gap))

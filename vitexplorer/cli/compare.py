@@ -77,8 +77,10 @@ def compare_parser() -> argparse.ArgumentParser:
         parser,
         method_help="compare this method's maps; repeat for several (default: attention). "
         "attention: --token's attention in --layer and --head; rollout: attention rollout "
-        "(Abnar and Zuidema 2020) of --token; relevance: class-specific relevance (Chefer et "
-        "al. 2021) of the CLS token for --target-class, else each model's own predicted class",
+        "(Abnar and Zuidema 2020) of --token; relevance: class relevance by Chefer et al.'s "
+        "generic gradient-times-attention rule (GAE, ICCV 2021) of the CLS token for "
+        "--target-class, else each model's own predicted class; every other method: see "
+        f"'{PROG} methods'",
     )
     group.add_argument(
         "--token",

@@ -103,3 +103,25 @@ def map_card(
     return method_card(
         model, method, card_options(method, options), image, {**facts, **(extra or {})}
     )
+
+
+GRID_OF_PIXELS = "the sum of the pixel map over each patch"
+"""What the grid map of a method that attributes to pixels is (a card's ``map.meaning``)."""
+
+
+def pixel_map_facts(method: str, file: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """A card's ``pixels`` entry for the pixel map of ``method`` (a method whose description
+    says ``pixels``): its file, its (height, width) shape, what its axes and values are; the
+    grid map beside it is :data:`GRID_OF_PIXELS`."""
+    height, width = (int(size) for size in shape)
+    return {
+        "file": file,
+        "shape": [height, width],
+        "dtype": "float32",
+        "axes": [
+            f"axis 0: pixel rows 1..{height} of the model's input",
+            f"axis 1: pixel columns 1..{width}",
+        ],
+        "meaning": f"the {method} attribution of each pixel of the model's input (the "
+        f"preprocessed {height}x{width} image it saw); the grid map is its sum over each patch",
+    }
