@@ -312,7 +312,8 @@ def write_comparison(
     to a set written later instead."""
     from vitexplorer.core.explain.model_compare import compare_analyses
 
-    heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
+    chosen = [maps[method] for maps in pair.maps]
+    heats, cards = [entry.heat for entry in chosen], [entry.card for entry in chosen]
     (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
     result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, feed, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)
