@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitexplorer.cli.analyze import explain_methods, image_warnings, top_line, write_method_outputs
+from vitexplorer.cli.analyze import (
+    MethodMap,
+    explain_methods,
+    image_warnings,
+    top_line,
+    write_method_outputs,
+)
 from vitexplorer.cli.common import (
     DIVERGING,
     PROG,
@@ -107,7 +113,7 @@ class ImagePair:
     """One image analysed by both models, with each model's maps and method cards."""
 
     analyses: tuple[ImageAnalysis, ImageAnalysis]
-    maps: tuple[dict[str, tuple[np.ndarray, dict[str, Any]]], ...]
+    maps: tuple[dict[str, MethodMap], ...]
     token_note: str  # how model A's query token was carried over to B; "" when nothing to say
 
 
@@ -313,7 +319,8 @@ def write_comparison(
     from vitexplorer.core.explain.model_compare import compare_analyses
 
     chosen = [maps[method] for maps in pair.maps]
-    heats, cards = [entry.heat for entry in chosen], [entry.card for entry in chosen]
+    heats = tuple(entry.heat for entry in chosen)
+    cards = tuple(entry.card for entry in chosen)
     (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
     result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, feed, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)

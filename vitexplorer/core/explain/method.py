@@ -370,6 +370,12 @@ class Computation:
         """What :meth:`prepare` or :meth:`matrix` depends on, for the cache."""
         return ()
 
+    def refusal(self, model: Any) -> str | None:
+        """Why this computation cannot run on ``model`` (a ``LoadedModel`` whose family lacks
+        a part it needs), in one line naming the model, the method and what works instead;
+        None when it can. The dispatcher refuses with these words (:meth:`Method.applies`)."""
+        return None
+
     def from_attention(self, attention: Any, spec: Any, options: MethodOptions) -> Any:
         raise NotImplementedError
 
@@ -511,14 +517,17 @@ class Method:
         """The options the method bar shows for this method (not those chosen in the view)."""
         return tuple(OPTION[name] for name in self.options if not OPTION[name].selected)
 
-    def applies(self, spec: Any) -> str | None:
-        """Why this method does not apply to the model ``spec``, or None when it does."""
+    def applies(self, spec: Any, model: Any = None) -> str | None:
+        """Why this method does not apply to the model ``spec`` (and, when given, to the loaded
+        ``model``: its computation's :meth:`Computation.refusal`), or None when it does."""
         if self.requires_classifier and not spec.has_classifier:
             others = " and ".join(m.name for m in catalogue() if not m.requires_classifier)
             return (
                 f"{spec.display_name} has no classifier, so there is no class score for "
                 f"{self.name} to explain; {others} work"
             )
+        if model is not None and self.compute is not None:
+            return self.compute.refusal(model)
         return None
 
     def check(self, options: MethodOptions, spec: Any) -> None:
