@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vitexplorer.cli.common import Failed
+from vitexplorer.cli.common import PROG, Failed
 
 _TYPES = {"layer": int, "head": int, "token": int, "ratio": float, "count": int, "real": float}
 
@@ -18,7 +18,10 @@ def method_help() -> str:
     from vitexplorer.core.explain.method import catalogue
 
     described = "; ".join(f"{m.name}: {m.summary}" for m in catalogue())
-    return f"write this method's map too; repeat for several. {described}"
+    return (
+        f"write this method's map too; repeat for several ('{PROG} methods' lists them with "
+        f"their papers and costs). {described}"
+    )
 
 
 def add_method_options(parser: argparse.ArgumentParser, method_help: str | None = None) -> Any:
@@ -34,6 +37,7 @@ def add_method_options(parser: argparse.ArgumentParser, method_help: str | None 
         action="append",
         choices=method_names(),
         default=[],
+        metavar="M",  # the names are in the help, each with its summary
         help=method_help or globals()["method_help"](),
     )
     for option in OPTIONS:
