@@ -13,7 +13,7 @@ quick suite (``-m "not slow"``) runs two families of the matrix, the full run al
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,19 @@ from tests.conftest import TINY, tiny_hf_config
 from tests.core.test_cli import _image
 from vitexplorer.cli import main
 from vitexplorer.cli.analyze import explain_methods
+from vitexplorer.core.explain import method as catalogue_module
 from vitexplorer.core.explain.analysis import analyze_image
-from vitexplorer.core.explain.attribution import patch_sums
+from vitexplorer.core.explain.attribution import Attribution, Attributor, grid_of, patch_sums
 from vitexplorer.core.explain.card import replay_map
 from vitexplorer.core.explain.maps import explanation_map
-from vitexplorer.core.explain.method import MethodCancelled, MethodOptions, catalogue, get
+from vitexplorer.core.explain.method import (
+    Method,
+    MethodCancelled,
+    MethodOptions,
+    catalogue,
+    get,
+    register,
+)
 from vitexplorer.core.explain.provenance import strict_json
 from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.feed import CROP, WHOLE
@@ -195,7 +203,8 @@ def test_every_method_on_every_family(method, family, grid, loaded, tmp_path) ->
         with pytest.raises(ValueError) as refused:
             explain_methods(model, image, photo, analysis, [method], SMALL, feed)
         assert str(refused.value) == reason and "\n" not in reason
-        assert method in reason
+        spec = analysis.spec  # the line names the method and the model
+        assert method in reason and (spec.display_name in reason or spec.name in reason)
         _assert_unchanged(before, _state(model, square))
         return
 
@@ -276,3 +285,71 @@ def test_a_card_of_another_model_is_not_replayed(loaded, tmp_path) -> None:
     card = explain_methods(model, image, photo, analysis, ["attention"], SMALL)["attention"].card
     with pytest.raises(ValueError, match="describes a map of small_vit, not of vit_b_16"):
         replay_map(card, loaded("torchvision"))
+
+
+class _NeedsLayerNorms(Attributor):
+    """A method that declares it cannot run on a small ViT (as an LRP method may refuse a
+    model lacking the parts its rules need); it would explain the first channel otherwise."""
+
+    def refusal(self, model: LoadedModel) -> str | None:
+        if model.spec.name != "small_vit":
+            return None
+        return f"{model.spec.display_name} lacks what picky needs; attention and rollout work"
+
+    def attribute(self, model, batch, options, grid=None, progress=None) -> Attribution:
+        chosen, _ = grid_of(model, grid)
+        pixels = batch[:, 0].detach().float().cpu().numpy()
+        targets = np.zeros(len(pixels), np.int64)
+        return Attribution(patch_sums(pixels, chosen), targets, pixels)
+
+
+@pytest.fixture
+def picky() -> Iterator[Method]:
+    method = register(
+        Method(
+            name="picky",
+            label="Picky",
+            summary="a test's method that refuses small ViTs",
+            tip="",
+            help_title="",
+            help="",
+            options=("target_class",),
+            needs_model=True,
+            class_specific=True,
+            only_cls=True,
+            requires_classifier=True,
+            per_token=False,
+            cost=1,
+            compute=_NeedsLayerNorms(),
+            order=996,
+        )
+    )
+    yield method
+    catalogue_module._REGISTRY.pop("picky", None)
+
+
+def test_a_method_that_refuses_the_model_says_so_once(picky, loaded, checkpoint, tmp_path, capsys):
+    """The refusal a method declares (:meth:`Computation.refusal`) comes back in one line from
+    the dispatcher, and from the command line before any image is analysed (exit 2)."""
+    small = loaded("small_vit")
+    reason = picky.applies(small.spec, small)
+    assert reason == f"{small.spec.display_name} lacks what picky needs; attention and rollout work"
+    batch = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="lacks what picky needs") as refused:
+        explanation_map("picky", MethodOptions(), model=small, batch=batch)
+    assert str(refused.value) == reason
+    assert picky.applies(loaded("timm").spec, loaded("timm")) is None  # others it runs on
+    heat = explanation_map("picky", MethodOptions(), model=loaded("timm"), batch=batch)
+    assert heat.shape == (4, 4)
+
+    photo = _image(tmp_path / "photo.png", (40, 40), seed=9)
+    out = tmp_path / "out"
+    status = main(
+        ["analyze", str(photo), "--model", str(checkpoint), "--out", str(out),
+         "--method", "picky", "--device", "cpu"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 2
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "lacks what picky needs; attention and rollout work" in lines[0]
+    assert captured.out == "" and not list(out.glob("*"))  # no image was analysed

@@ -105,7 +105,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
-    chosen = method_options(options, model.spec, methods)
+    chosen = method_options(options, model.spec, methods, model)
 
     from vitexplorer.core.explain.analysis import batch_size_for, input_key
     from vitexplorer.core.io.images import ImageLoadError, load_image

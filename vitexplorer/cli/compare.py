@@ -246,7 +246,7 @@ def pair_method_options(
     chosen = []
     for side, model in zip(SIDES, models, strict=True):
         try:
-            chosen.append(method_options(options, model.spec, methods))
+            chosen.append(method_options(options, model.spec, methods, model))
         except Failed as exc:
             raise Failed(f"model {side}: {exc}", exc.status) from exc
     spec_a, spec_b = models[0].spec, models[1].spec
