@@ -32,9 +32,7 @@ def normalised_gap(ours: np.ndarray, reference: np.ndarray) -> float:
     largest absolute value."""
     ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
     assert np.abs(reference).max() > 1e-6  # a map of zeros would prove nothing
-    return float(
-        np.abs(ours / np.abs(ours).max() - reference / np.abs(reference).max()).max()
-    )
+    return float(np.abs(ours / np.abs(ours).max() - reference / np.abs(reference).max()).max())
 
 
 def brute_force(forward, images, targets, grid, fill) -> np.ndarray:
@@ -144,7 +142,9 @@ def test_a_chosen_class_is_explained_and_another_class_differs():
     fill = fill_for(model, images, "black")
     three = attribute("occlusion", model, images, MethodOptions(target_class=3))
     assert three.targets.tolist() == [3, 3]
-    assert normalised_gap(three.maps, brute_force(model.module, images, [3, 3], (4, 4), fill)) < 1e-5
+    assert (
+        normalised_gap(three.maps, brute_force(model.module, images, [3, 3], (4, 4), fill)) < 1e-5
+    )
     seven = attribute("occlusion", model, images, MethodOptions(target_class=7))
     assert normalised_gap(seven.maps, three.maps) > 1e-2
 
