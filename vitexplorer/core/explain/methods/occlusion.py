@@ -95,11 +95,11 @@ def occlusion_maps(
             if occlude == "token":
                 try:
                     tokens = adapter.embed(images)
-                except UnsupportedModel as exc:
+                except UnsupportedModel:
                     raise ValueError(
                         f"{model.spec.display_name}: occlusion of tokens needs the model's "
-                        f"embedding, blocks and head, which vitexplorer does not know here "
-                        f"({exc}); occlude pixels instead (--occlude pixels)"
+                        f"embedding, blocks and head, and vitexplorer knows only its attention; "
+                        f"occlude pixels instead (--occlude pixels)"
                     ) from None
                 clean = _from_tokens(adapter, tokens)
             else:
