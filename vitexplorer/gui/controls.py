@@ -3,12 +3,15 @@ explanation method draws the overlay."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QCompleter,
+    QDoubleSpinBox,
     QLabel,
     QPushButton,
     QSlider,
@@ -400,11 +403,129 @@ def _layer(option: Option) -> QSpinBox:
     return spin
 
 
-def _classes(option: Option) -> QComboBox:
-    box = QComboBox()
-    box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
-    box.setFocusPolicy(Qt.NoFocus)
-    return box
+INT_LIMIT = 2**31 - 1  # a QSpinBox holds a C int
+
+
+def _affixed(spin: QSpinBox | QDoubleSpinBox, option: Option) -> None:
+    """The option's words around the number: "seed " before it, " steps" after it."""
+    if option.affix.endswith(" "):
+        spin.setPrefix(option.affix)
+    else:
+        spin.setSuffix(option.affix)
+
+
+def _count(option: Option) -> QSpinBox:
+    """A whole number from the option's ``low`` to its ``high`` (a C int's at most)."""
+    spin = QSpinBox()
+    low = -INT_LIMIT if option.low is None else max(int(option.low), -INT_LIMIT)
+    high = INT_LIMIT if option.high is None else min(int(option.high), INT_LIMIT)
+    spin.setRange(low, high)
+    spin.setValue(int(option.default))
+    spin.setAccelerated(True)
+    _affixed(spin, option)
+    return spin
+
+
+def real_step(default: float) -> float:
+    """A spin box's step for a real option: a tenth of its default's order of magnitude (0.01
+    for 0.15, 10 for 100), 0.1 for a default of 0."""
+    if not default:
+        return 0.1
+    return 10.0 ** (math.floor(math.log10(abs(default))) - 1)
+
+
+def _real(option: Option) -> QDoubleSpinBox:
+    """A number from the option's ``low`` to its ``high``, with the decimals its step needs."""
+    spin = QDoubleSpinBox()
+    step = real_step(float(option.default))
+    spin.setDecimals(max(2, 1 - math.floor(math.log10(step))))
+    low = -1e9 if option.low is None else float(option.low)
+    high = 1e9 if option.high is None else float(option.high)
+    spin.setRange(low, high)
+    spin.setSingleStep(step)
+    spin.setValue(float(option.default))
+    spin.setAccelerated(True)
+    _affixed(spin, option)
+    return spin
+
+
+def _classes(option: Option) -> ClassPicker:
+    return ClassPicker()
+
+
+class ClassPicker(QComboBox):
+    """The class a class-specific method explains: every class of the model, the top
+    predictions first ("goldfish (predicted, 92.0%)"); typing filters the list by any part of
+    a name ("gold" finds "goldfish" and "golden retriever"). Its data is the class index, or
+    None for the predicted class."""
+
+    PREDICTED = "the predicted class"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setEditable(True)
+        self.setInsertPolicy(QComboBox.NoInsert)  # typed words choose, they add nothing
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(16)  # 1,000 ImageNet names must not widen the bar
+        self.setMaxVisibleItems(20)
+        completer = QCompleter(self.model(), self)
+        completer.setFilterMode(Qt.MatchContains)
+        completer.setCaseSensitivity(Qt.CaseInsensitive)
+        completer.setCompletionMode(QCompleter.PopupCompletion)
+        completer.setMaxVisibleItems(12)
+        self.setCompleter(completer)
+        self.setFocusPolicy(Qt.ClickFocus)  # typing needs focus; arrow keys stay the image's
+        self.lineEdit().setPlaceholderText("type to find a class")
+        self.lineEdit().editingFinished.connect(self._typed)
+        self.class_names: tuple[str, ...] = ()
+        self.predictions: list = []
+
+    def set_classes(self, names: tuple[str, ...] | list[str]) -> None:
+        """Every class of the model (none: a model without a classifier); the choice goes
+        back to the predicted class (an index of another model means another class)."""
+        self.class_names = tuple(names)
+        blocked = self.blockSignals(True)
+        self.clear()
+        self.blockSignals(blocked)
+        self._fill()
+
+    def set_predictions(self, predictions: list) -> None:  # list[Prediction]
+        self.predictions = list(predictions)
+        self._fill()
+
+    def entry(self, index: int) -> str:
+        """A class's words in the list; a name that several classes share says its index."""
+        name = self.class_names[index] if index < len(self.class_names) else f"class {index}"
+        if self.class_names.count(name) > 1:
+            name = f"{name} (class {index})"
+        return name
+
+    def _fill(self) -> None:
+        """The list anew; the choice survives when its class is still there."""
+        current = self.currentData() if self.count() else None
+        blocked = self.blockSignals(True)
+        self.clear()
+        self.addItem(self.PREDICTED, None)
+        listed: set[int] = set()
+        for rank, p in enumerate(self.predictions):
+            which = "predicted, " if rank == 0 else ""
+            self.addItem(f"{self.entry(p.index)} ({which}{100 * p.probability:.1f}%)", p.index)
+            listed.add(p.index)
+        for index in range(len(self.class_names)):
+            if index not in listed:
+                self.addItem(self.entry(index), index)
+        found = self.findData(current) if current is not None else 0
+        self.setCurrentIndex(max(found, 0))
+        self.blockSignals(blocked)
+
+    def _typed(self) -> None:
+        """Words that name no entry: the box shows its choice again (nothing is added)."""
+        text = self.lineEdit().text()
+        found = self.findText(text, Qt.MatchFixedString)
+        if found >= 0:
+            self.setCurrentIndex(found)
+        else:
+            self.lineEdit().setText(self.itemText(self.currentIndex()))
 
 
 # the method bar's widget for each kind of option (as magicgui maps types to widgets): the widget,
@@ -414,6 +535,8 @@ OPTION_WIDGETS = {
     "ratio": (_percent, lambda w: w.value() / 100, lambda w, v: w.setValue(round(100 * v))),
     "layer": (_layer, lambda w: w.value() - 1, lambda w, v: w.setValue(v + 1)),
     "class": (_classes, lambda w: w.currentData(), lambda w, v: w.setCurrentIndex(w.findData(v))),
+    "count": (_count, lambda w: w.value(), lambda w, v: w.setValue(int(v))),
+    "real": (_real, lambda w: w.value(), lambda w, v: w.setValue(float(v))),
 }
 
 
@@ -423,7 +546,9 @@ class MethodBar(QToolBar):
     relevance for a class from the top predictions."""
 
     choice_changed = Signal(object)  # MapChoice
+    method_chosen = Signal(str)  # a method picked from the list, even the one shown (ask again)
     compare_toggled = Signal(bool)
+    all_methods_toggled = Signal(bool)  # every method at once, instead of the image view
     same_scale_toggled = Signal(bool)  # beside Compare: both views on one colour scale
 
     def __init__(self, compare: bool = True, title: str = "Method") -> None:
@@ -452,6 +577,7 @@ class MethodBar(QToolBar):
         self.addWidget(self.method_box)
         self._actions = {name: self.addWidget(w) for name, w in self.option_widgets.items()}
         self.compare_box: QCheckBox | None = None
+        self.all_box: QCheckBox | None = None
         if compare:
             self.compare_box = QCheckBox("Compare")
             self.compare_box.setToolTip(
@@ -459,9 +585,17 @@ class MethodBar(QToolBar):
                 "another model (such as the model before fine-tuning) on the same image"
             )
             self.compare_box.setFocusPolicy(Qt.NoFocus)
+            self.all_box = QCheckBox("All methods")
+            self.all_box.setToolTip(
+                "The image under every method at once, each map on its own colour scale; the "
+                "methods that need the model are computed one after the other"
+            )
+            self.all_box.setFocusPolicy(Qt.NoFocus)
             self.addSeparator()
+            self.addWidget(self.all_box)
             self.addWidget(self.compare_box)
             self.compare_box.toggled.connect(self.compare_toggled)
+            self.all_box.toggled.connect(self.all_methods_toggled)
         self.same_scale_box: QCheckBox | None = None
         if compare:  # beside Compare, where it stays in sight (the compare bar is narrow)
             self.same_scale_box = QCheckBox("Same scale")
@@ -477,6 +611,9 @@ class MethodBar(QToolBar):
             self.same_scale_box.toggled.connect(self.same_scale_toggled)
             self.compare_box.toggled.connect(self.same_scale_box.setEnabled)
         self.method_box.currentIndexChanged.connect(self._changed)
+        self.method_box.activated.connect(
+            lambda _index: self.method_chosen.emit(self.method_box.currentData())
+        )
         for widget in self.option_widgets.values():
             changed = widget.currentIndexChanged if isinstance(widget, QComboBox) else None
             (changed or widget.valueChanged).connect(self._changed)
@@ -512,18 +649,15 @@ class MethodBar(QToolBar):
             spin.setSuffix(f" / {layers}")
 
     def set_predictions(self, predictions: list) -> None:  # list[Prediction]
-        """The classes a class-specific method can explain; the choice survives when the class
-        is listed."""
+        """The image's top predictions, listed first in the class picker; the choice survives
+        when the class is listed."""
         for box in self._widgets("class"):
-            current = box.currentData() if box.count() else None
-            box.blockSignals(True)
-            box.clear()
-            box.addItem("the predicted class", None)
-            for p in predictions:
-                box.addItem(f"{p.name} ({100 * p.probability:.1f}%)", p.index)
-            index = box.findData(current) if current is not None else 0
-            box.setCurrentIndex(max(index, 0))
-            box.blockSignals(False)
+            box.set_predictions(predictions)
+
+    def set_classes(self, names: tuple[str, ...] | list[str]) -> None:
+        """Every class of the model, for the class picker (none: no classifier)."""
+        for box in self._widgets("class"):
+            box.set_classes(names)
 
     def _changed(self, _value: object = None) -> None:
         self._show_options()

@@ -13,7 +13,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
-from vitexplorer.core.explain.method import catalogue
+from vitexplorer.core.explain.method import Method, catalogue
 
 # keys the views handle themselves (no menu action carries them)
 VIEW_KEYS = (
@@ -75,8 +75,18 @@ VIEWS = (
     ),
 )
 
+def method_help(method: Method) -> tuple[str, str, str]:
+    """A method's entry in the help, from the catalogue: its heading, what its map shows and
+    its cost in passes, and its paper with the year."""
+    paper = method.paper
+    if method.year is not None and str(method.year) not in paper:
+        paper = f"{paper}, {method.year}" if paper else str(method.year)
+    cost = method.cost_words()
+    return (method.help_title, f"{method.help} Cost: {html.escape(cost)}.", paper)
+
+
 METHODS = (
-    *((m.help_title, m.help, m.paper) for m in catalogue()),  # from the method catalogue
+    *(method_help(m) for m in catalogue()),  # from the method catalogue
     (
         "Sanity check (command line: vitexplorer sanity)",
         "re-initialises the model layer by layer from the top and measures how far the map "

@@ -1,0 +1,310 @@
+"""All methods: the explorer's image under every method of the catalogue at once, each map on
+its own colour scale (its range in its title), titled with the method and its cost.
+
+Methods that read the stored attention are drawn here from the analysis, as the explorer draws
+them; the methods that need the model are asked of the explorer's worker one at a time, with a
+progress line ("5 of 12 methods"), each job's own passes, and a Cancel button. A method that does
+not apply to the model says why in its tile. Nothing here computes a map: the maps come from the
+session's :class:`~vitexplorer.core.explain.maps.MapCache`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from vitexplorer.core.explain.maps import MapJob, map_job
+from vitexplorer.core.explain.method import Method, MethodOptions, catalogue
+from vitexplorer.gui.views.common import heat_levels, new_heat_item
+
+COLUMNS = 4  # tiles per row
+WAITING, COMPUTING, DRAWN, NOT_DRAWN = "waiting", "computing", "drawn", "not drawn"
+
+
+@dataclass
+class MethodTile:
+    """One method's place in the grid: its title, its photo and map, and what it holds now
+    (``heat`` the map drawn, or None with ``status`` and ``words`` saying why)."""
+
+    method: Method
+    label: pg.LabelItem
+    box: pg.ViewBox
+    photo: pg.ImageItem
+    heat_item: pg.ImageItem
+    heat: np.ndarray | None = None
+    status: str = WAITING
+    words: str = ""
+
+
+def tile_options(method: Method, options: MethodOptions, selection: Any) -> MethodOptions:
+    """The options a tile computes ``method`` with: the method bar's, at the explorer's layer,
+    head and token (the class token for a method that explains it only)."""
+    token = 0 if method.only_cls else selection.token
+    return replace(options, layer=selection.layer, head=selection.head, token=token)
+
+
+def range_words(heat: np.ndarray) -> str:
+    """A map's own colour scale in words: its lowest and highest values."""
+    finite = heat[np.isfinite(heat)]
+    if not finite.size:
+        return "no finite value"
+    return f"{finite.min():.3g} to {finite.max():.3g}"
+
+
+class AllMethodsView(QWidget):
+    """The grid of every method's map for the explorer's image; see the module docstring.
+
+    ``explanations`` is the explorer's :class:`~vitexplorer.gui.explanations.Explanations`
+    (its context, session and method bar)."""
+
+    def __init__(self, explanations: Any) -> None:
+        super().__init__()
+        self.explanations = explanations
+        self.progress_label = QLabel("Select an image")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the method being computed and those still to come")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.setFocusPolicy(Qt.NoFocus)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.again_button = QPushButton("Compute the rest")
+        self.again_button.setToolTip("Compute the methods that were cancelled")
+        self.again_button.setVisible(False)
+        self.again_button.setFocusPolicy(Qt.NoFocus)
+        self.again_button.clicked.connect(self.compute_again)
+        row = QHBoxLayout()
+        row.setContentsMargins(6, 2, 6, 2)
+        row.addWidget(self.progress_label, 1)
+        row.addWidget(self.again_button)
+        row.addWidget(self.cancel_button)
+        self.grid = pg.GraphicsLayoutWidget()
+        self.grid.setFocusPolicy(Qt.NoFocus)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(row)
+        layout.addWidget(self.grid, 1)
+        self.tiles: dict[str, MethodTile] = {}
+        self._shown: tuple | None = None  # what the tiles were computed for
+        self._queue: list[str] = []  # model methods still to ask, in catalogue order
+        self._asked: tuple[str, MapJob] | None = None  # the method whose map the worker computes
+        self._passes = ""  # the running job's passes in words
+        session = explanations.session
+        session.map_arrived.connect(self._map_arrived)
+        session.map_failed.connect(self._map_failed)
+        session.map_cancelled.connect(self._map_cancelled)
+        session.map_progress.connect(self._map_progress)
+
+    # --- what to show ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Compute the tiles for the explorer's image and options, when on screen and when
+        what they show changed."""
+        ctx = self.explanations.context
+        analysis, key = ctx.analysis, ctx.current_key
+        if not self.isVisible() or analysis is None or key is None:
+            return
+        options = self.explanations.method_bar.choice().options
+        sel = ctx.state
+        shown = (key, id(analysis), options, sel.layer, sel.head, sel.token)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        self._build(catalogue(), analysis)
+        self._queue = []
+        self._asked = None
+        for method in catalogue():
+            tile = self.tiles[method.name]
+            reason = method.applies(analysis.spec)
+            if reason:
+                self._set_words(tile, NOT_DRAWN, f"does not apply: {reason}")
+            elif not method.needs_model:
+                self._draw_stored(tile, analysis, key)
+            else:
+                self._set_words(tile, WAITING, "waiting for the model…")
+                self._queue.append(method.name)
+        self._next()
+
+    def _options(self, method: Method) -> MethodOptions:
+        ctx = self.explanations.context
+        return tile_options(method, self.explanations.method_bar.choice().options, ctx.state)
+
+    def _draw_stored(self, tile: MethodTile, analysis: Any, key: str) -> None:
+        """A method that reads the stored attention, drawn from the analysis (numpy)."""
+        try:
+            options = self._options(tile.method)
+            heat = self.explanations.maps.map(key, analysis, tile.method.name, options)
+        except ValueError as exc:  # an option that does not fit this model
+            self._set_words(tile, NOT_DRAWN, str(exc))
+            return
+        self._set_heat(tile, heat)
+
+    def _next(self) -> None:
+        """Ask the worker for the next model method's map, one at a time."""
+        ctx = self.explanations.context
+        session = self.explanations.session
+        analysis, key = ctx.analysis, ctx.current_key
+        while self._queue and self._asked is None:
+            name = self._queue[0]
+            tile = self.tiles[name]
+            options = self._options(tile.method)
+            heat = self.explanations.maps.map(key, analysis, name, options)
+            if heat is not None:  # computed before (the explorer's own view asked for it)
+                self._queue.pop(0)
+                self._set_heat(tile, heat)
+                continue
+            job = map_job(name, options, analysis)
+            if session.cancelled(key, job):
+                self._queue.pop(0)
+                self._set_words(tile, NOT_DRAWN, "cancelled")
+                continue
+            entry = ctx.images.entries.get(key)
+            if entry is None:
+                return
+            session.ask_map(key, entry.source, job)  # or already asked by the explorer's view
+            self._asked = (name, job)
+            self._passes = ""
+            self._set_words(tile, COMPUTING, "computing…")
+        self._say_progress()
+
+    # --- the session's answers -------------------------------------------------------------------
+    def _waits_for(self, key: str, job: Any) -> bool:
+        ctx = self.explanations.context
+        return (
+            self._asked is not None
+            and key == ctx.current_key
+            and (job is None or job == self._asked[1])
+        )
+
+    def _map_arrived(self, key: str) -> None:
+        if not self._waits_for(key, None):
+            return
+        name, _job = self._asked
+        ctx = self.explanations.context
+        tile = self.tiles[name]
+        heat = self.explanations.maps.map(key, ctx.analysis, name, self._options(tile.method))
+        if heat is None:
+            return  # another map of this image arrived
+        self._asked = None
+        self._queue.remove(name)
+        self._set_heat(tile, heat)
+        self._next()
+
+    def _map_failed(self, failed: Any) -> None:  # workers.MapFailed
+        if not self._waits_for(failed.key, failed.job):
+            return
+        name, _job = self._asked
+        self._asked = None
+        self._queue.remove(name)
+        self._set_words(self.tiles[name], NOT_DRAWN, f"could not be computed: {failed.message}")
+        self._next()
+
+    def _map_cancelled(self, cancelled: Any) -> None:  # workers.MapCancelled
+        if not self._waits_for(cancelled.key, cancelled.job):
+            return
+        self.cancel()
+
+    def _map_progress(self, progress: Any) -> None:  # workers.MapProgress
+        if not self._waits_for(progress.key, progress.job):
+            return
+        self._passes = f"{self._asked[0]}: {progress.done} of {progress.total} passes"
+        self.tiles[self._asked[0]].label.setText(
+            self._title(
+                self.tiles[self._asked[0]],
+                f"computing, {progress.done} of {progress.total} passes…",
+            )
+        )
+        self._say_progress()
+
+    # --- cancel ------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the running method and those still to come: their tiles say so, no map."""
+        waiting = list(self._queue)
+        self._queue, self._asked = [], None
+        self.explanations.session.cancel_maps()
+        for name in waiting:
+            self._set_words(self.tiles[name], NOT_DRAWN, "cancelled")
+        self._say_progress()
+
+    def compute_again(self) -> None:
+        """Compute the cancelled methods (the person asks again)."""
+        self.explanations.session.again()
+        self._shown = None
+        self.refresh()
+
+    # --- drawing ------------------------------------------------------------------------------
+    def _build(self, methods: tuple[Method, ...], analysis: Any) -> None:
+        """One tile per method, the photo in each, no map yet."""
+        self.grid.clear()
+        self.tiles = {}
+        rows, cols = analysis.spec.grid
+        rect = QRectF(0, 0, cols, rows)
+        for index, method in enumerate(methods):
+            cell = self.grid.addLayout(row=index // COLUMNS, col=index % COLUMNS)
+            label = pg.LabelItem("", size="8pt")
+            cell.addItem(label, row=0, col=0)
+            box = cell.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
+            box.setMouseEnabled(False, False)
+            photo = pg.ImageItem(axisOrder="row-major")
+            photo.setImage(analysis.display, levels=(0, 255))
+            photo.setRect(rect)
+            heat = new_heat_item()
+            heat.setZValue(1)
+            heat.setOpacity(0.65)
+            box.addItem(photo)
+            box.addItem(heat)
+            box.setRange(rect, padding=0.02)
+            self.tiles[method.name] = MethodTile(method, label, box, photo, heat)
+
+    def _title(self, tile: MethodTile, second: str) -> str:
+        spec = self.explanations.context.analysis.spec
+        cost = tile.method.cost_words(self._options(tile.method), spec)
+        return f"<b>{tile.method.label}</b> · {cost}<br>{second}"
+
+    def _set_heat(self, tile: MethodTile, heat: np.ndarray) -> None:
+        rows, cols = heat.shape
+        tile.heat, tile.status, tile.words = heat, DRAWN, range_words(heat)
+        tile.heat_item.setImage(np.ascontiguousarray(heat, np.float32), levels=heat_levels(heat))
+        tile.heat_item.setRect(QRectF(0, 0, cols, rows))
+        tile.heat_item.setVisible(True)
+        tile.label.setText(self._title(tile, f"own scale: {tile.words}"))
+        tile.box.setToolTip("")
+        self._say_progress()
+
+    def _set_words(self, tile: MethodTile, status: str, words: str) -> None:
+        tile.heat, tile.status, tile.words = None, status, words
+        tile.heat_item.clear()
+        tile.heat_item.setVisible(False)
+        short = words if len(words) <= 60 else f"{words[:57]}…"
+        tile.label.setText(self._title(tile, short))
+        tile.label.setToolTip(words)
+        self._say_progress()
+
+    def _say_progress(self) -> None:
+        """The progress line: methods done of all, and the running job's passes."""
+        tiles = self.tiles.values()
+        done = sum(t.status in (DRAWN, NOT_DRAWN) for t in tiles)
+        total = len(self.tiles)
+        running = self._asked is not None or bool(self._queue)
+        words = f"{done} of {total} methods"
+        if running and self._passes:
+            words += f" · {self._passes}"
+        elif running and self._asked is not None:
+            words += f" · computing {self._asked[0]}…"
+        cancelled = [t.method.name for t in tiles if t.words == "cancelled"]
+        if cancelled and not running:
+            words += f" · cancelled: {', '.join(cancelled)}"
+        self.progress_label.setText(words)
+        self.cancel_button.setVisible(running)
+        self.again_button.setVisible(bool(cancelled) and not running)
+
+    def forget(self) -> None:
+        """The image or model changed: the tiles are computed anew when shown."""
+        self._shown = None
+        self._queue, self._asked = [], None
+
+    def showEvent(self, event: Any) -> None:  # Qt's name
+        super().showEvent(event)
+        self.refresh()
