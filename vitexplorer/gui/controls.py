@@ -482,8 +482,10 @@ class ClassPicker(QComboBox):
 
     def set_classes(self, names: tuple[str, ...] | list[str]) -> None:
         """Every class of the model (none: a model without a classifier); the choice goes
-        back to the predicted class (an index of another model means another class)."""
+        back to the predicted class (an index of another model means another class), and its
+        predictions go (the old model's)."""
         self.class_names = tuple(names)
+        self.predictions = []
         blocked = self.blockSignals(True)
         self.clear()
         self.blockSignals(blocked)
