@@ -219,9 +219,12 @@ def test_the_window_shows_the_passes_and_a_cancel_leaves_no_map_until_asked_agai
     assert window.image_view.heat_values.size == 0  # no map, and no stale one
     assert "cancelled" in window.image_view.title.text
     job = map_job(FAKE, bar.choice().at(window.state), window.analysis)
-    assert window.explanations.maps.map(
-        window.session.current_key, window.analysis, FAKE, bar.choice().at(window.state)
-    ) is None
+    assert (
+        window.explanations.maps.map(
+            window.session.current_key, window.analysis, FAKE, bar.choice().at(window.state)
+        )
+        is None
+    )
     assert session.cancelled(window.session.current_key, job)
     assert not session.maps_asked, "a redraw does not ask for a cancelled map again"
     assert not window.cancel_map_button.isVisible()
