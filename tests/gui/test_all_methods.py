@@ -108,7 +108,7 @@ def test_every_method_is_shown_at_once_each_equal_to_its_own_map(
     assert set(view.tiles) == {m.name for m in catalogue()}
     spec = window.analysis.spec
     for name, tile in view.tiles.items():
-        title = tile.label.text
+        title = tile.label.text()
         assert tile.method.label in title and tile.method.cost_words(None, spec)[:6] in title
         if name == NEVER:
             assert tile.status == NOT_DRAWN and tile.heat is None and REASON in tile.words
@@ -120,7 +120,7 @@ def test_every_method_is_shown_at_once_each_equal_to_its_own_map(
         low, high = tile.heat.min(), tile.heat.max()
         assert f"{low:.3g} to {high:.3g}" in title  # its own scale, in its title
         assert tile.heat_item.levels[0] == pytest.approx(low)  # drawn on its own range
-    assert "1 per path step (4 at 4)" in view.tiles[FAKE].label.text
+    assert "1 per path step (4 at 4)" in view.tiles[FAKE].label.text()
     count = len(catalogue())
     assert view.progress_label.text() == f"{count} of {count} methods"
 

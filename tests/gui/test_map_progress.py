@@ -238,3 +238,28 @@ def test_the_window_shows_the_passes_and_a_cancel_leaves_no_map_until_asked_agai
     expected = explanation_map(FAKE, job.options, model=model, batch=batch)
     np.testing.assert_allclose(window.image_view.heat_values, expected, rtol=1e-4, atol=1e-6)
     assert "cancelled" not in window.image_view.title.text
+
+
+def test_the_method_options_have_a_row_of_their_own_that_fits_1024_px(
+    qtbot, passes_window: MainWindow
+):
+    window = passes_window
+    window.resize(1024, 700)
+    bar = window.method_bar
+    bar.set_method("attention")  # no options: no row for them
+    QApplication.processEvents()
+    assert not bar.options_bar.isVisible()
+    bar.set_method(FAKE)
+    QApplication.processEvents()
+    assert bar.options_bar.isVisible() and bar.target_box.isVisible()
+    assert bar.option_widgets["path_steps"].isVisible()
+    row = bar.sizeHint().width() + window.view_bar.overlay_bar.sizeHint().width()
+    assert row <= 1024, row  # the method row with the overlay's settings
+    assert bar.options_bar.sizeHint().width() <= 1024
+    assert bar.options_bar.y() > bar.y()  # under the method bar, not beside it
+    window.tabs.setCurrentIndex(1)  # another tab: the explorer's bars step aside
+    QApplication.processEvents()
+    assert not bar.options_bar.isVisible()
+    window.tabs.setCurrentIndex(0)
+    QApplication.processEvents()
+    assert bar.options_bar.isVisible()

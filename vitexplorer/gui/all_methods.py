@@ -15,13 +15,23 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from vitexplorer.core.explain.maps import MapJob, map_job
 from vitexplorer.core.explain.method import Method, MethodOptions, catalogue
 from vitexplorer.gui.views.common import heat_levels, new_heat_item
 
-COLUMNS = 4  # tiles per row
+COLUMNS = 6  # tiles per row at most
+TILE_WIDTH = 190  # a tile's width in pixels: as many columns as the view's width holds
+MAP_HEIGHT = 130  # the height of a tile's picture
 WAITING, COMPUTING, DRAWN, NOT_DRAWN = "waiting", "computing", "drawn", "not drawn"
 
 
@@ -31,7 +41,8 @@ class MethodTile:
     (``heat`` the map drawn, or None with ``status`` and ``words`` saying why)."""
 
     method: Method
-    label: pg.LabelItem
+    widget: QWidget  # the tile: its title over its picture
+    label: QLabel
     box: pg.ViewBox
     photo: pg.ImageItem
     heat_item: pg.ImageItem
@@ -80,8 +91,15 @@ class AllMethodsView(QWidget):
         row.addWidget(self.progress_label, 1)
         row.addWidget(self.again_button)
         row.addWidget(self.cancel_button)
-        self.grid = pg.GraphicsLayoutWidget()
+        self.cells = QWidget()  # the tiles, scrolled when more than the view holds
+        self.cell_layout = QGridLayout(self.cells)
+        self.cell_layout.setContentsMargins(4, 4, 4, 4)
+        self.cell_layout.setSpacing(6)
+        self.cell_layout.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.grid = QScrollArea()
+        self.grid.setWidgetResizable(True)
         self.grid.setFocusPolicy(Qt.NoFocus)
+        self.grid.setWidget(self.cells)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -89,6 +107,7 @@ class AllMethodsView(QWidget):
         layout.addWidget(self.grid, 1)
         self.tiles: dict[str, MethodTile] = {}
         self._shown: tuple | None = None  # what the tiles were computed for
+        self._columns = 0  # the columns the tiles were laid out in
         self._queue: list[str] = []  # model methods still to ask, in catalogue order
         self._asked: tuple[str, MapJob] | None = None  # the method whose map the worker computes
         self._passes = ""  # the running job's passes in words
@@ -237,16 +256,31 @@ class AllMethodsView(QWidget):
     # --- drawing ------------------------------------------------------------------------------
     def _build(self, methods: tuple[Method, ...], analysis: Any) -> None:
         """One tile per method, the photo in each, no map yet."""
-        self.grid.clear()
+        for tile in self.tiles.values():
+            self.cell_layout.removeWidget(tile.widget)
+            tile.widget.deleteLater()
         self.tiles = {}
         rows, cols = analysis.spec.grid
         rect = QRectF(0, 0, cols, rows)
-        for index, method in enumerate(methods):
-            cell = self.grid.addLayout(row=index // COLUMNS, col=index % COLUMNS)
-            label = pg.LabelItem("", size="8pt")
-            cell.addItem(label, row=0, col=0)
-            box = cell.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMenu=False)
+        for method in methods:
+            widget = QWidget()
+            widget.setFixedWidth(TILE_WIDTH)
+            column = QVBoxLayout(widget)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(2)
+            label = QLabel()
+            label.setWordWrap(True)
+            label.setTextFormat(Qt.RichText)
+            label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+            picture = pg.GraphicsLayoutWidget()
+            picture.setFixedHeight(MAP_HEIGHT)
+            picture.setFocusPolicy(Qt.NoFocus)
+            picture.ci.setContentsMargins(0, 0, 0, 0)
+            box = picture.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
             box.setMouseEnabled(False, False)
+            column.addWidget(label)
+            column.addWidget(picture)
+            column.addStretch(1)
             photo = pg.ImageItem(axisOrder="row-major")
             photo.setImage(analysis.display, levels=(0, 255))
             photo.setRect(rect)
@@ -256,7 +290,14 @@ class AllMethodsView(QWidget):
             box.addItem(photo)
             box.addItem(heat)
             box.setRange(rect, padding=0.02)
-            self.tiles[method.name] = MethodTile(method, label, box, photo, heat)
+            self.tiles[method.name] = MethodTile(method, widget, label, box, photo, heat)
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        """The tiles in as many columns as the view's width holds."""
+        columns = self._columns = self.columns()
+        for index, tile in enumerate(self.tiles.values()):
+            self.cell_layout.addWidget(tile.widget, index // columns, index % columns)
 
     def _title(self, tile: MethodTile, second: str) -> str:
         spec = self.explanations.context.analysis.spec
@@ -304,6 +345,19 @@ class AllMethodsView(QWidget):
         """The image or model changed: the tiles are computed anew when shown."""
         self._shown = None
         self._queue, self._asked = [], None
+
+    def columns(self) -> int:
+        """Tiles per row for the view's width."""
+        # the view's width less its scroll bar's (shown or soon shown) and the margins
+        width = self.grid.width() - self.grid.verticalScrollBar().sizeHint().width() - 12
+        return max(1, min(COLUMNS, width // (TILE_WIDTH + self.cell_layout.spacing())))
+
+    def resizeEvent(self, event: Any) -> None:  # Qt's name: the tiles laid out again
+        super().resizeEvent(event)
+        if self.tiles and self.columns() != self._columns:
+            for tile in self.tiles.values():
+                self.cell_layout.removeWidget(tile.widget)
+            self._lay_out()
 
     def showEvent(self, event: Any) -> None:  # Qt's name
         super().showEvent(event)

@@ -577,7 +577,14 @@ class MethodBar(QToolBar):
         self.set_predictions([])
         self.addWidget(QLabel(" Show "))
         self.addWidget(self.method_box)
-        self._actions = {name: self.addWidget(w) for name, w in self.option_widgets.items()}
+        # the method's options in a bar of their own (the window puts it on a row under this
+        # one, shown while the method has options): three options beside the method bar, the
+        # overlay bar and Compare did not fit a 1024 px window
+        self.options_bar = QToolBar(f"{title} options")
+        self.options_bar.setObjectName(f"{self.objectName()}_options")
+        self._actions = {
+            name: self.options_bar.addWidget(w) for name, w in self.option_widgets.items()
+        }
         self.compare_box: QCheckBox | None = None
         self.all_box: QCheckBox | None = None
         if compare:
@@ -680,9 +687,20 @@ class MethodBar(QToolBar):
         ):
             self.method_box.setCurrentIndex(0)
 
+    def showEvent(self, event) -> None:  # Qt's name: the options bar comes with this bar
+        super().showEvent(event)
+        if not event.spontaneous():
+            self._show_options()
+
+    def hideEvent(self, event) -> None:  # Qt's name: and goes with it
+        super().hideEvent(event)
+        if not event.spontaneous():
+            self.options_bar.setVisible(False)
+
     def _show_options(self) -> None:
-        """Show the options the chosen method reads."""
+        """Show the options the chosen method reads (their bar, while this one shows)."""
         method = next(m for m in catalogue() if m.name == self.method_box.currentData())
         shown = {o.name for o in method.bar_options}
         for name, action in self._actions.items():
             action.setVisible(name in shown)
+        self.options_bar.setVisible(bool(shown) and self.isVisibleTo(self.parentWidget() or self))

@@ -59,6 +59,7 @@ class Explanations(QObject):
         layout.setSpacing(0)
         layout.addWidget(self.models.mode_row)
         layout.addWidget(self.compare_bar)
+        layout.addWidget(self.compare_bar.options_bar)
         layout.addWidget(self.compare_view, 1)
         layout.addWidget(self.models.panel, 1)
         self.compare_panel.setVisible(False)

@@ -88,7 +88,7 @@ ADD_CHUNK = 500  # images added to the strip per turn of the event loop
 DEFAULT_SIZE = QSize(1400, 900)
 # The saved dock and toolbar layout is used only by the version of the app that saved it (and
 # this layout's number, raised when the docks or toolbars change): another's is ignored.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4  # 4: the method options on a row of their own
 LAYOUT_KEY = f"{__version__}/{LAYOUT_VERSION}"
 GEOMETRY_MAGIC = 0x1D9D0CB  # QWidget.saveGeometry's first four bytes
 
@@ -243,6 +243,9 @@ class MainWindow(QMainWindow):
         self.addToolBarBreak()
         self.addToolBar(self.method_bar)
         self.addToolBar(self.view_bar.overlay_bar)
+        self.addToolBarBreak()  # the method's options on a row of their own, while it has some
+        self.addToolBar(self.method_bar.options_bar)
+        # (the options bar comes and goes with the method bar)
         self.explorer_bars = [self.view_bar, self.method_bar, self.view_bar.overlay_bar]
         self._build_menus()
         self._build_status_bar()
