@@ -79,12 +79,12 @@ class AllMethodsView(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the method being computed and those still to come")
         self.cancel_button.setVisible(False)
-        self.cancel_button.setFocusPolicy(Qt.NoFocus)
+        self.cancel_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.cancel_button.clicked.connect(self.cancel)
         self.again_button = QPushButton("Compute the rest")
         self.again_button.setToolTip("Compute the methods that were cancelled")
         self.again_button.setVisible(False)
-        self.again_button.setFocusPolicy(Qt.NoFocus)
+        self.again_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.again_button.clicked.connect(self.compute_again)
         row = QHBoxLayout()
         row.setContentsMargins(6, 2, 6, 2)
@@ -95,10 +95,10 @@ class AllMethodsView(QWidget):
         self.cell_layout = QGridLayout(self.cells)
         self.cell_layout.setContentsMargins(4, 4, 4, 4)
         self.cell_layout.setSpacing(6)
-        self.cell_layout.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.cell_layout.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.grid = QScrollArea()
         self.grid.setWidgetResizable(True)
-        self.grid.setFocusPolicy(Qt.NoFocus)
+        self.grid.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.grid.setWidget(self.cells)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -175,6 +175,9 @@ class AllMethodsView(QWidget):
                 self._set_heat(tile, heat)
                 continue
             job = map_job(name, options, analysis)
+            if job is None:  # not a model method (refresh drew it): nothing to ask
+                self._queue.pop(0)
+                continue
             if session.cancelled(key, job):
                 self._queue.pop(0)
                 self._set_words(tile, NOT_DRAWN, "cancelled")
@@ -189,18 +192,18 @@ class AllMethodsView(QWidget):
         self._say_progress()
 
     # --- the session's answers -------------------------------------------------------------------
-    def _waits_for(self, key: str, job: Any) -> bool:
-        ctx = self.explanations.context
-        return (
-            self._asked is not None
-            and key == ctx.current_key
-            and (job is None or job == self._asked[1])
-        )
+    def _waits_for(self, key: str, job: Any) -> str | None:
+        """The method whose map is asked, when an answer for ``key`` and ``job`` (None: any
+        job of that image) is the one this view waits for; else None."""
+        asked = self._asked
+        if asked is None or key != self.explanations.context.current_key:
+            return None
+        return asked[0] if job is None or job == asked[1] else None
 
     def _map_arrived(self, key: str) -> None:
-        if not self._waits_for(key, None):
+        name = self._waits_for(key, None)
+        if name is None:
             return
-        name, _job = self._asked
         ctx = self.explanations.context
         tile = self.tiles[name]
         heat = self.explanations.maps.map(key, ctx.analysis, name, self._options(tile.method))
@@ -212,29 +215,26 @@ class AllMethodsView(QWidget):
         self._next()
 
     def _map_failed(self, failed: Any) -> None:  # workers.MapFailed
-        if not self._waits_for(failed.key, failed.job):
+        name = self._waits_for(failed.key, failed.job)
+        if name is None:
             return
-        name, _job = self._asked
         self._asked = None
         self._queue.remove(name)
         self._set_words(self.tiles[name], NOT_DRAWN, f"could not be computed: {failed.message}")
         self._next()
 
     def _map_cancelled(self, cancelled: Any) -> None:  # workers.MapCancelled
-        if not self._waits_for(cancelled.key, cancelled.job):
-            return
-        self.cancel()
+        if self._waits_for(cancelled.key, cancelled.job) is not None:
+            self.cancel()
 
     def _map_progress(self, progress: Any) -> None:  # workers.MapProgress
-        if not self._waits_for(progress.key, progress.job):
+        name = self._waits_for(progress.key, progress.job)
+        if name is None:
             return
-        self._passes = f"{self._asked[0]}: {progress.done} of {progress.total} passes"
-        self.tiles[self._asked[0]].label.setText(
-            self._title(
-                self.tiles[self._asked[0]],
-                f"computing, {progress.done} of {progress.total} passes…",
-            )
-        )
+        passes = f"{progress.done} of {progress.total} passes"
+        self._passes = f"{name}: {passes}"
+        tile = self.tiles[name]
+        tile.label.setText(self._title(tile, f"computing, {passes}…"))
         self._say_progress()
 
     # --- cancel ------------------------------------------------------------------------------
@@ -270,11 +270,11 @@ class AllMethodsView(QWidget):
             column.setSpacing(2)
             label = QLabel()
             label.setWordWrap(True)
-            label.setTextFormat(Qt.RichText)
-            label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+            label.setTextFormat(Qt.TextFormat.RichText)
+            label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
             picture = pg.GraphicsLayoutWidget()
             picture.setFixedHeight(MAP_HEIGHT)
-            picture.setFocusPolicy(Qt.NoFocus)
+            picture.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             picture.ci.setContentsMargins(0, 0, 0, 0)
             box = picture.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
             box.setMouseEnabled(False, False)

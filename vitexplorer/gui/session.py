@@ -13,7 +13,7 @@ analyses and the maps of both models.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QObject, Signal
 
@@ -294,9 +294,10 @@ class ModelSession(QObject):
     def _map_cancelled(self, cancelled: MapCancelled) -> None:
         """The running job stopped; :meth:`cancel_maps` said so already, unless the worker was
         stopped otherwise (the window closes)."""
-        if self._mine() and (cancelled.key, cancelled.job) in self.maps_asked:
-            self.maps_asked.discard((cancelled.key, cancelled.job))
-            self.maps_cancelled.add((cancelled.key, cancelled.job))
+        asked = (cancelled.key, cast(MapJob, cancelled.job))
+        if self._mine() and asked in self.maps_asked:
+            self.maps_asked.discard(asked)
+            self.maps_cancelled.add(asked)
             self.map_cancelled.emit(cancelled)
 
     def _idle(self) -> None:
