@@ -20,8 +20,8 @@ from vitexplorer.core.explain.method import MethodOptions
 from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.models.preprocessing import preprocess
-from vitexplorer.gui.controls import ClassPicker
 from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.method_bar import ClassPicker
 
 NAMES = ("tench", "goldfish", "great white shark", "crane", "golden retriever", "crane", "ox")
 GOLDFISH = 1
@@ -31,8 +31,8 @@ def pick_typed(qtbot, picker: ClassPicker, typed: str, wanted: str) -> list[str]
     """Type ``typed`` into the picker as a person does, then pick ``wanted`` from the list the
     typing filtered (arrow keys and Enter in the popup); returns that list."""
     picker.setFocus()
-    picker.lineEdit().selectAll()
-    qtbot.keyClicks(picker.lineEdit(), typed)
+    picker.edit.selectAll()
+    qtbot.keyClicks(picker.edit, typed)
     completer = picker.completer()
     popup = completer.popup()
     qtbot.waitUntil(popup.isVisible, timeout=3000)
@@ -81,10 +81,10 @@ def test_typing_filters_by_any_part_of_a_name_and_the_pick_is_the_choice(qtbot):
     assert shown == ["crane (class 3)", "crane (class 5)"]
     assert picker.currentData() == 5
 
-    picker.lineEdit().selectAll()  # words that name no class choose nothing, add nothing
-    qtbot.keyClicks(picker.lineEdit(), "zebra")
-    qtbot.keyClick(picker.lineEdit(), Qt.Key_Escape)
-    picker.lineEdit().editingFinished.emit()
+    picker.edit.selectAll()  # words that name no class choose nothing, add nothing
+    qtbot.keyClicks(picker.edit, "zebra")
+    qtbot.keyClick(picker.edit, Qt.Key_Escape)
+    picker.edit.editingFinished.emit()
     assert picker.currentData() == 5 and picker.currentText() == "crane (class 5)"
     assert picker.count() == 1 + len(NAMES)
 

@@ -37,8 +37,8 @@ from vitexplorer.core.explain.method import OPTION, OPTIONS, Method, MethodOptio
 from vitexplorer.core.io.images import load_image
 from vitexplorer.core.models.loading import LoadedModel, load_model
 from vitexplorer.core.models.preprocessing import preprocess
-from vitexplorer.gui.controls import OPTION_WIDGETS, MethodBar
 from vitexplorer.gui.main_window import MainWindow
+from vitexplorer.gui.method_bar import OPTION_WIDGETS, MethodBar
 from vitexplorer.gui.workers import MapCancelled, MapDone, MapProgress, ModelWorker
 
 FAKE = "fake-passes"

@@ -341,11 +341,6 @@ class AllMethodsView(QWidget):
         self.cancel_button.setVisible(running)
         self.again_button.setVisible(bool(cancelled) and not running)
 
-    def forget(self) -> None:
-        """The image or model changed: the tiles are computed anew when shown."""
-        self._shown = None
-        self._queue, self._asked = [], None
-
     def columns(self) -> int:
         """Tiles per row for the view's width."""
         # the view's width less its scroll bar's (shown or soon shown) and the margins

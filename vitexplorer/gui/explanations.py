@@ -18,9 +18,10 @@ from vitexplorer.core.io.folders import image_paths
 from vitexplorer.core.render.scales import uniform_mark
 from vitexplorer.gui.all_methods import AllMethodsView
 from vitexplorer.gui.analytics_tab import AnalyticsTab
-from vitexplorer.gui.controls import NOT_APPLIED, MethodBar
+from vitexplorer.gui.controls import NOT_APPLIED
 from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
 from vitexplorer.gui.explorer_host import Explorer
+from vitexplorer.gui.method_bar import MethodBar
 from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
