@@ -141,6 +141,18 @@ class SelectToken(Layer):
         return self.z_rule(lambda x: x[:, 0:1], relevance)[0]
 
 
+class MeanTokens(Layer):
+    """The pool of a model without a class token: the mean of the tokens (the z-rule of an
+    average pool, their ``AdaptiveAvgPool2d``'s); not in their ViT, our analogue."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.keep(x)
+        return x.mean(dim=1, keepdim=True)
+
+    def relprop(self, relevance: torch.Tensor) -> torch.Tensor:
+        return self.z_rule(lambda x: x.mean(dim=1, keepdim=True), relevance)[0]
+
+
 class Attention:
     def __init__(self, qkv: Linear, proj: Linear, heads: int) -> None:
         self.qkv, self.proj, self.heads = qkv, proj, heads
@@ -194,18 +206,22 @@ class Block:
 class Reference:
     """Their ViT_LRP, assembled from a model's embedding, blocks, final norm and head."""
 
-    def __init__(self, embed, blocks: list[Block], norm, head: Linear) -> None:
+    def __init__(
+        self, embed, blocks: list[Block], norm, head: Linear, pooled_norm=None, mean=False
+    ) -> None:
         self.embed, self.blocks, self.norm, self.head = embed, blocks, PassThrough(norm), head
-        self.pool = SelectToken()
+        self.pooled_norm = PassThrough(pooled_norm or (lambda x: x))  # timm's fc_norm
+        self.pool = MeanTokens() if mean else SelectToken()
+        self.mean = mean
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         x = self.embed(image)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.pool(self.norm(x)).squeeze(1))
+        return self.head(self.pooled_norm(self.pool(self.norm(x))).squeeze(1))
 
     def relprop(self, relevance: torch.Tensor) -> None:
-        relevance = self.head.relprop(relevance).unsqueeze(1)
+        relevance = self.pooled_norm.relprop(self.head.relprop(relevance).unsqueeze(1))
         relevance = self.norm.relprop(self.pool.relprop(relevance))
         for block in reversed(self.blocks):
             relevance = block.relprop(relevance)
@@ -229,7 +245,8 @@ class Reference:
             layer = (grads[index][0] * cam).clamp(min=0).mean(dim=0) + torch.eye(tokens)
             rollout = layer if rollout is None else layer @ rollout
         assert rollout is not None
-        return rollout[0, 1:].detach().double(), target, logits.detach()
+        row = rollout.mean(dim=0) if self.mean else rollout[0, 1:]  # no class token: all rows
+        return row.detach().double(), target, logits.detach()
 
 
 def from_torchvision(model) -> Reference:
@@ -260,8 +277,9 @@ def from_torchvision(model) -> Reference:
 
 
 def from_timm(model, embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Reference:
-    """The reference on a timm ``VisionTransformer``'s weights (class token, token pool, no
-    layer scale); ``embed`` the tokens that enter the first block, by default timm's own."""
+    """The reference on a timm ``VisionTransformer``'s weights (a class token and the token
+    pool, or no prefix token and the average pool; no layer scale); ``embed`` the tokens that
+    enter the first block, by default timm's own."""
 
     def own_embed(images: torch.Tensor) -> torch.Tensor:
         return model.norm_pre(model._pos_embed(model.patch_embed(images)))
@@ -280,8 +298,12 @@ def from_timm(model, embed: Callable[[torch.Tensor], torch.Tensor] | None = None
                 mlp.act, Linear(mlp.fc2.weight, mlp.fc2.bias),
             )
         )  # fmt: skip
-    head = model.head
-    return Reference(embed or own_embed, blocks, model.norm, Linear(head.weight, head.bias))
+    head, mean = model.head, model.global_pool == "avg"
+    assert mean or model.global_pool == "token"
+    assert not mean or model.num_prefix_tokens == 0
+    return Reference(
+        embed or own_embed, blocks, model.norm, Linear(head.weight, head.bias), model.fc_norm, mean
+    )
 
 
 def reference_maps(
@@ -296,4 +318,3 @@ def reference_maps(
             chosen.append(target)
             logits.append(logit[0])
     return torch.stack(maps), chosen, torch.stack(logits)
-

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_hf_config, tiny_spec
+from tests.conftest import tiny_spec
 from tests.core import chefer_reference as reference
+from tests.core.test_blocks import KINDS, tiny_model
 from vitexplorer.core.explain.maps import attribute, explanation_map
 from vitexplorer.core.explain.method import MethodCancelled, MethodOptions, get
 from vitexplorer.core.models.loading import LoadedModel
@@ -64,7 +65,10 @@ def _check_against_reference(
     grid = None
     rows, cols = model.spec.grid
     if images.shape[-2:] != (rows * model.spec.patch_size, cols * model.spec.patch_size):
-        grid = (images.shape[-2] // model.spec.patch_size, images.shape[-1] // model.spec.patch_size)
+        grid = (
+            images.shape[-2] // model.spec.patch_size,
+            images.shape[-1] // model.spec.patch_size,
+        )
     expected, chosen, _ = reference.reference_maps(ref, images, [target] * len(images), start)
     options = MethodOptions(start_layer=start, target_class=target)
     result = attribute("chefer-lrp", model, images, options, grid)
@@ -74,17 +78,13 @@ def _check_against_reference(
     return normalised_difference(result.maps, expected.numpy())
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-@pytest.mark.parametrize("start", [0, 1])
-def test_equals_the_reference_on_a_small_timm_vit(batch: int, start: int) -> None:
+@pytest.mark.parametrize(("batch", "start", "target"), [(1, 0, None), (4, 1, 7)])
+def test_equals_the_reference_on_a_small_timm_vit(batch: int, start: int, target) -> None:
     module = _timm(seed=3)
     model = _loaded_timm(module)
-    images = _images(batch)
-    for target in (None, 7):
-        difference = _check_against_reference(
-            model, reference.from_timm(module), images, target, start
-        )
-        assert difference < 1e-5, difference
+    ref = reference.from_timm(module)
+    difference = _check_against_reference(model, ref, _images(batch), target, start)
+    assert difference < 1e-5, difference
 
 
 def test_equals_the_reference_on_a_rectangular_grid() -> None:
@@ -125,7 +125,130 @@ def test_equals_the_reference_on_timm_vit_tiny_at_224(batch: int) -> None:
     )
     model = _loaded_timm(module)
     images = _images(batch, 224, 224)
-    difference = _check_against_reference(
-        model, reference.from_timm(module), images, None, 1
-    )
+    difference = _check_against_reference(model, reference.from_timm(module), images, None, 1)
     assert difference < 1e-5, difference
+
+
+def test_equals_the_reference_on_a_pooling_timm_vit() -> None:
+    """No class token: the average pool's z-rule and the mean of the rollout's rows."""
+    module = _timm(seed=5, class_token=False, global_pool="avg")
+    model = _loaded_timm(module)
+    difference = _check_against_reference(model, reference.from_timm(module), _images(3), 2, 0)
+    assert difference < 1e-5, difference
+
+
+def test_equals_the_reference_on_a_small_torchvision_vit(tiny_torchvision_vit) -> None:
+    module = _randomised(tiny_torchvision_vit, 6)
+    model = LoadedModel(module, tiny_spec(), CPU)
+    ref = reference.from_torchvision(module)
+    difference = _check_against_reference(model, ref, _images(3), None, 0)
+    assert difference < 1e-5, difference
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_family_batches_as_one_image_at_a_time_and_is_left_as_it_was(kind: str) -> None:
+    module = tiny_model(kind)
+    module.train()  # the method runs in eval mode and gives the mode back
+    model = LoadedModel(module, tiny_spec(), CPU)
+    images = _images(2)
+    before, weights = _plain(module, images), _state(module)
+    options = MethodOptions(target_class=3)
+    together = attribute("chefer-lrp", model, images, options).maps
+    assert together.shape == (2, 4, 4) and together.dtype == np.float32
+    assert np.isfinite(together).all() and (np.abs(together) > 0).any()
+    alone = attribute("chefer-lrp", model, images[1:], options).maps
+    assert normalised_difference(together[1:], alone) < 1e-5
+    assert module.training
+    assert all(p.grad is None for p in module.parameters())
+    assert "forward" not in vars(module) and all("forward" not in vars(m) for m in module.modules())
+    after = _state(module)
+    assert all(torch.equal(after[name], weights[name]) for name in weights)
+    torch.testing.assert_close(_plain(module, images), before, rtol=0, atol=0)
+
+
+def _plain(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    was = module.training
+    module.eval()
+    with torch.no_grad():
+        logits = module(images)
+    module.train(was)
+    return logits
+
+
+@pytest.mark.parametrize("kind", ["torchvision", "timm registers", "hf vit"])
+def test_a_rectangular_grid_on_every_family(kind: str) -> None:
+    model = LoadedModel(tiny_model(kind), tiny_spec(), CPU)
+    images = _images(2, 24, 48)
+    heat = explanation_map(
+        "chefer-lrp", MethodOptions(), model=model, batch=images[:1], grid=(3, 6)
+    )
+    assert heat.shape == (3, 6) and np.isfinite(heat).all() and (heat != 0).any()
+    maps = attribute("chefer-lrp", model, images, MethodOptions(), (3, 6)).maps
+    assert normalised_difference(maps[:1], heat[None]) < 1e-5
+
+
+def test_the_class_and_the_start_layer_change_the_map() -> None:
+    model = _loaded_timm(_timm(seed=7))
+    images = _images(1)
+    first = explanation_map("chefer-lrp", MethodOptions(target_class=1), model=model, batch=images)
+    other = explanation_map("chefer-lrp", MethodOptions(target_class=2), model=model, batch=images)
+    later = explanation_map(
+        "chefer-lrp", MethodOptions(target_class=1, start_layer=2), model=model, batch=images
+    )
+    assert normalised_difference(first[None], other[None]) > 1e-3
+    assert normalised_difference(first[None], later[None]) > 1e-3
+    relevance = explanation_map(
+        "relevance", MethodOptions(target_class=1), model=model, batch=images
+    )
+    assert normalised_difference(first[None], relevance[None]) > 1e-3  # not the ICCV rule
+
+
+def test_progress_counts_three_passes_and_cancel_leaves_the_model() -> None:
+    module = _timm(seed=8)
+    model = _loaded_timm(module)
+    seen: list[tuple[int, int]] = []
+    attribute(
+        "chefer-lrp", model, _images(2), MethodOptions(), None, lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    def cancel(done: int, total: int) -> None:
+        if done == 2:
+            raise MethodCancelled
+
+    module.train()
+    with pytest.raises(MethodCancelled):
+        attribute("chefer-lrp", model, _images(2), MethodOptions(), None, cancel)
+    assert module.training and all(p.grad is None for p in module.parameters())
+
+
+def test_what_it_cannot_explain_is_refused_in_one_line() -> None:
+    qk_norm = _loaded_timm(_timm(seed=9, qk_norm=True))
+    with pytest.raises(ValueError, match=r"chefer-lrp cannot propagate relevance through") as err:
+        explanation_map("chefer-lrp", MethodOptions(), model=qk_norm, batch=_images(1))
+    assert "\n" not in str(err.value) and "relevance" in str(err.value)
+    with pytest.raises(ValueError, match="start layer 4 does not exist"):
+        explanation_map(
+            "chefer-lrp",
+            MethodOptions(start_layer=3),
+            model=_loaded_timm(_timm()),
+            batch=_images(1),
+        )
+    with pytest.raises(ValueError, match="target class 12 is outside 0..9"):
+        explanation_map(
+            "chefer-lrp",
+            MethodOptions(target_class=12),
+            model=_loaded_timm(_timm()),
+            batch=_images(1),
+        )
+
+
+def test_the_catalogue_describes_it() -> None:
+    method = get("chefer-lrp")
+    assert method.options == ("target_class", "start_layer") and method.cost == 3
+    assert not method.per_token and method.only_cls and method.requires_classifier
+    assert "CVPR 2021" in method.paper and "--start-layer 2" in method.help

@@ -177,7 +177,9 @@ def _block_relevance(
     q, k = scores.inputs  # (batch, heads, N, d), unscaled: the scale passes relevance
     r_q, r_k = product_rule(q, k, r_weights, transpose_b=True)
     r_h = sum(
-        linear_rule(linear[role].inputs[0], linear[role].inputs[1], r.transpose(1, 2).reshape(b, n, -1))
+        linear_rule(
+            linear[role].inputs[0], linear[role].inputs[1], r.transpose(1, 2).reshape(b, n, -1)
+        )
         for role, r in (("q", r_q), ("k", r_k), ("v", r_v))
     )
     assert isinstance(r_h, torch.Tensor)

@@ -43,9 +43,7 @@ class _CheferLRP(Attributor):
 
         (rows, cols), _ = grid_of(model, grid)
         try:
-            result = chefer_rows(
-                model, batch, options.target_class, options.start_layer, progress
-            )
+            result = chefer_rows(model, batch, options.target_class, options.start_layer, progress)
         except UnsupportedModel as exc:
             raise ValueError(
                 f"chefer-lrp cannot propagate relevance through {model.spec.display_name}: "
