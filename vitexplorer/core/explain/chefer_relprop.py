@@ -157,13 +157,15 @@ def _block_relevance(
     first, second = _one(steps, "residual")
     linear = {s.role: s for s in _one(steps, "linear")}
     # the MLP branch: x + ls2(fc2(act(fc1(norm2(x))))); norms, act and layer scale pass
-    r_mid, r_branch = residual_rule(*second.inputs, relevance)
+    mid, mlp_branch = second.inputs
+    r_mid, r_branch = residual_rule(mid, mlp_branch, relevance)
     fc2, fc1 = linear["fc2"], linear["fc1"]
     r_branch = linear_rule(fc2.inputs[0], fc2.inputs[1], r_branch)
     r_branch = linear_rule(fc1.inputs[0], fc1.inputs[1], r_branch)
-    relevance = shared_rule(second.inputs[0], r_mid, r_branch)
+    relevance = shared_rule(mid, r_mid, r_branch)
     # the attention branch: x + ls1(out(mix(softmax(scores(q, k)), v)))
-    r_in, r_branch = residual_rule(*first.inputs, relevance)
+    x, attention_branch = first.inputs
+    r_in, r_branch = residual_rule(x, attention_branch, relevance)
     out = linear["out"]
     r_mixed = linear_rule(out.inputs[0], out.inputs[1], r_branch)
     (mix,) = _one(steps, "mix")
@@ -183,7 +185,7 @@ def _block_relevance(
         for role, r in (("q", r_q), ("k", r_k), ("v", r_v))
     )
     assert isinstance(r_h, torch.Tensor)
-    return shared_rule(first.inputs[0], r_in, r_h), r_weights
+    return shared_rule(x, r_in, r_h), r_weights
 
 
 def _z_rule(x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
