@@ -51,7 +51,7 @@ def stable_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def linear_rule(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
     """The alpha-beta rule (alpha 1, beta 0) of a linear layer ``x W^T``: (..., in)."""
-    weight = weight.detach()
+    weight = weight.detach().to(x.dtype)
     pw, nw = weight.clamp(min=0), weight.clamp(max=0)
     px, nx = x.clamp(min=0), x.clamp(max=0)
     s = stable_divide(relevance, F.linear(px, pw) + F.linear(nx, nw))
@@ -191,8 +191,9 @@ def _block_relevance(
 def _z_rule(x: torch.Tensor, y: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
     """The z-rule through whatever maps ``x`` to ``y`` without an operation of the tape (the
     pooling): ``x * dy/dx . (R / y)``, by autograd."""
-    (grad,) = torch.autograd.grad(y, x, stable_divide(relevance, y.detach()), retain_graph=True)
-    return x.detach() * grad
+    share = stable_divide(relevance, y.detach().float()).to(y.dtype)
+    (grad,) = torch.autograd.grad(y, x, share, retain_graph=True)
+    return x.detach().float() * grad.float()
 
 
 def _head_relevance(
@@ -205,7 +206,7 @@ def _head_relevance(
         if step.output is not current:
             relevance, current = _z_rule(step.output, current, relevance), step.output
         if step.kind == "linear":
-            relevance = linear_rule(step.inputs[0].detach(), step.inputs[1], relevance)
+            relevance = linear_rule(step.inputs[0].detach().float(), step.inputs[1], relevance)
         current = step.inputs[0]
     if current is not tokens:
         relevance = _z_rule(tokens, current, relevance)
@@ -267,9 +268,9 @@ def chefer_rows(
             )
             if progress is not None:
                 progress(2, 3)
-            one_hot = torch.zeros_like(logits.detach())
+            one_hot = torch.zeros(logits.shape, device=logits.device)  # float32 relevance
             one_hot[torch.arange(len(targets)), targets] = 1.0
-            relevance = linear_rule(features.detach(), head.weight, one_hot)
+            relevance = linear_rule(features.detach().float(), head.weight, one_hot)
             relevance = _head_relevance(tape.head, tokens, features, relevance)
     finally:
         module.train(was_training)
@@ -278,7 +279,7 @@ def chefer_rows(
         for index in range(len(parts) - 1, start_layer - 1, -1):
             stop = index == start_layer
             steps = [
-                _Step(s.kind, tuple(_detached(t) for t in s.inputs), s.output.detach(), s.role)
+                _Step(s.kind, tuple(_detached(t) for t in s.inputs), _detached(s.output), s.role)
                 for s in tape.blocks[index]
             ]
             relevance_in, r_weights = _block_relevance(steps, relevance, stop)
@@ -289,7 +290,7 @@ def chefer_rows(
         n = cams[0].shape[-1]
         eye = torch.eye(n, dtype=cams[0].dtype, device=cams[0].device)
         rollout: torch.Tensor | None = None
-        for cam, grad in zip(cams, gradients, strict=True):
+        for cam, grad in zip(cams, (g.float() for g in gradients), strict=True):
             layer = (grad * cam).clamp(min=0).mean(dim=1) + eye
             rollout = layer if rollout is None else layer @ rollout
         assert rollout is not None
@@ -300,4 +301,5 @@ def chefer_rows(
 
 
 def _detached(t: Any) -> Any:
-    return t.detach() if isinstance(t, torch.Tensor) else t
+    """A kept tensor out of the graph, in float32 (the rules' 1e-9 vanishes in half precision)."""
+    return t.detach().float() if isinstance(t, torch.Tensor) else t
