@@ -133,7 +133,7 @@ class _GradCAM(Attributor):
 
 
 def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
-    return f"{for_class('gradcam', target)} · layer {spec.num_layers} norm"
+    return f"{for_class('gradcam', target)} · layer {spec.num_layers}'s first norm"
 
 
 def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
