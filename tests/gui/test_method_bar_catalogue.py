@@ -94,8 +94,8 @@ def test_the_worker_computes_the_map_of_a_method_that_needs_the_model(
     worker._drain()
     assert len(answers) == 1 and isinstance(answers[0], MapDone), answers
     done = answers[0]
-    tokens = (17, 17) if get(method).per_token else (4, 4)  # else the CLS map only
-    assert done.job == job and done.matrix.shape == tokens
+    whole = (17, 17) if get(method).per_token else (4, 4)  # else the CLS map
+    assert done.job == job and done.matrix.shape == whole
     cache = MapCache()
     cache.store("photo", done.job, done.matrix)
     shown = cache.map("photo", analysis, method, MethodOptions())

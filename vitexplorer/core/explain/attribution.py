@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitexplorer.core.explain.method import Computation, MethodOptions, Progress
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and torch are imported when a map is asked for (the catalogue's rule)
     import numpy as np
     import torch
 

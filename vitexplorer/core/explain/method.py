@@ -179,8 +179,9 @@ OPTIONS: tuple[Option, ...] = (
         "layer",
         0,
         "start layer",
-        "rollout and chefer-lrp: the first layer multiplied in, from 1 (default: 1, every layer)",
-        "Rollout and Chefer LRP: the first layer multiplied in",
+        "rollout and chefer-lrp: the first layer multiplied in; legrad: the first layer "
+        "averaged; from 1 (default: 1, every layer)",
+        "Rollout and Chefer LRP: the first layer multiplied in; LeGrad: the first layer averaged",
         flag="--start-layer",
         metavar="L",
         counted_from_1=True,
