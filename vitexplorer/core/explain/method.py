@@ -266,9 +266,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "gamma",
         "real",
-        0.25,
+        0.05,
         "gamma",
-        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.25)",
+        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.05)",
         "AttnLRP: the gamma of the linear layers' rule",
         flag="--gamma",
         metavar="G",
@@ -330,7 +330,7 @@ class MethodOptions:
     noise: float = 0.15
     baseline: str = "black"
     noise_seed: int = 0
-    gamma: float = 0.25
+    gamma: float = 0.05  # with conv_gamma 100: lxt's choice for vision (in its ViT grid)
     conv_gamma: float = 100.0
     occlude: str = "pixels"
 
