@@ -40,7 +40,7 @@ class _AttnLRP(Attributor):
 def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
     gamma = parameters.get("gamma", MethodOptions.gamma)
     conv = parameters.get("conv_gamma", MethodOptions.conv_gamma)
-    return f"{for_class('AttnLRP relevance', target)} · γ {gamma:g}, conv γ {conv:g}"
+    return f"{for_class('attnlrp', target)} · γ {gamma:g}, conv γ {conv:g}"
 
 
 def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
