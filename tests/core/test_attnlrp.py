@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,27 +26,27 @@ pytest.importorskip("zennit")
 
 
 @contextmanager
-def lxt_patches() -> Iterator[None]:
-    """lxt's patches of torchvision's ViT and of zennit within the block, undone afterwards:
-    lxt patches torch's own classes (nn.GELU, nn.LayerNorm, nn.MultiheadAttention) and
-    zennit's BasicHook, so vitexplorer's maps are computed outside it."""
+def _lxt_importable() -> Iterator[None]:
+    """lxt.efficient imports its BERT model, which imports find_pruneable_heads_and_indices
+    from transformers.pytorch_utils; transformers 5 removed it, and nothing here calls it, so a
+    stub under that name lets the import succeed (removed again afterwards)."""
     import transformers.pytorch_utils as pytorch_utils
 
-    # lxt.efficient imports its BERT model, which imports find_pruneable_heads_and_indices from
-    # transformers.pytorch_utils; transformers 5 removed it, and nothing here calls it, so a
-    # stub under that name lets the import succeed
     stubbed = not hasattr(pytorch_utils, "find_pruneable_heads_and_indices")
     if stubbed:
         pytorch_utils.find_pruneable_heads_and_indices = lambda *args, **kwargs: None
-    from lxt.efficient import monkey_patch, monkey_patch_zennit
-    from torchvision.models import vision_transformer
-    from zennit.core import BasicHook
+    try:
+        yield
+    finally:
+        if stubbed:
+            del pytorch_utils.find_pruneable_heads_and_indices
 
-    classes = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention, BasicHook)
-    names = ("forward", "original_forward", "backward")
+
+@contextmanager
+def _restoring(classes: tuple, names=("forward", "original_forward", "backward")):
+    """The classes' methods of these names as they were, after the block (lxt patches torch's
+    own classes, nn.GELU, nn.LayerNorm, nn.MultiheadAttention, and zennit's BasicHook)."""
     saved = {(c, n): c.__dict__[n] for c in classes for n in names if n in c.__dict__}
-    monkey_patch(vision_transformer)
-    monkey_patch_zennit()
     try:
         yield
     finally:
@@ -55,11 +56,57 @@ def lxt_patches() -> Iterator[None]:
                     setattr(c, n, saved[(c, n)])
                 elif n in c.__dict__:
                     delattr(c, n)
-        if stubbed:
-            del pytorch_utils.find_pruneable_heads_and_indices
 
 
-def lxt_relevance(module: nn.Module, images: torch.Tensor, targets, gamma, conv_gamma):
+@contextmanager
+def lxt_patches() -> Iterator[None]:
+    """lxt's patches of torchvision's ViT and of zennit within the block, as lxt's ViT
+    example applies them, undone afterwards; vitexplorer's maps are computed outside it."""
+    with _lxt_importable():
+        from lxt.efficient import monkey_patch, monkey_patch_zennit
+        from torchvision.models import vision_transformer
+        from zennit.core import BasicHook
+
+        with _restoring((nn.GELU, nn.LayerNorm, nn.MultiheadAttention, BasicHook)):
+            monkey_patch(vision_transformer)
+            monkey_patch_zennit()
+            yield
+
+
+@contextmanager
+def lxt_attnlrp_patches() -> Iterator[None]:
+    """lxt's AttnLRP patches for a transformers ViT (the rules of its language-model maps):
+    its LayerNorm patch, the identity rule on transformers' GELU, its attention wrapper
+    (``wrap_attention_forward``: the uniform rule on q k^T and weights @ v) around the eager
+    attention, and zennit's hooks in lxt's gradient x input form; undone afterwards."""
+    import transformers.models.vit.modeling_vit as modeling_vit
+    from transformers.activations import GELUActivation
+
+    with _lxt_importable():
+        from lxt.efficient import monkey_patch_zennit
+        from lxt.efficient.patches import (
+            layer_norm_forward,
+            non_linear_forward,
+            patch_method,
+            wrap_attention_forward,
+        )
+        from zennit.core import BasicHook
+
+        eager = modeling_vit.eager_attention_forward
+        with _restoring((nn.LayerNorm, GELUActivation, BasicHook)):
+            patch_method(layer_norm_forward, nn.LayerNorm)
+            patch_method(non_linear_forward, GELUActivation, keep_original=True)
+            modeling_vit.eager_attention_forward = wrap_attention_forward(eager)
+            monkey_patch_zennit()
+            try:
+                yield
+            finally:
+                modeling_vit.eager_attention_forward = eager
+
+
+def lxt_relevance(
+    module: nn.Module, images: torch.Tensor, targets, gamma, conv_gamma, patches=lxt_patches
+):
     """lxt's ViT example, one image at a time: (batch, H, W) relevance summed over channels."""
     import zennit.rules as z_rules
     from zennit.composites import LayerMapComposite
@@ -68,7 +115,7 @@ def lxt_relevance(module: nn.Module, images: torch.Tensor, targets, gamma, conv_
     for param in model.parameters():
         param.requires_grad = False
     heatmaps = []
-    with lxt_patches():
+    with patches():
         for image, target in zip(images, targets, strict=True):
             composite = LayerMapComposite(
                 [(nn.Conv2d, z_rules.Gamma(conv_gamma)), (nn.Linear, z_rules.Gamma(gamma))]
@@ -76,6 +123,7 @@ def lxt_relevance(module: nn.Module, images: torch.Tensor, targets, gamma, conv_
             composite.register(model)
             x = image[None].clone().requires_grad_()
             y = model(x)
+            y = y if isinstance(y, torch.Tensor) else y.logits
             y[0, int(target)].backward()
             composite.remove()
             heatmaps.append((x * x.grad).sum(1)[0].detach().numpy())
@@ -173,3 +221,29 @@ def test_attnlrp_refuses_a_swiglu_model_in_one_line() -> None:
     with pytest.raises(ValueError, match="attnlrp needs the parts") as caught:
         attribute("attnlrp", loaded(module), torch.randn(1, 3, 32, 32), MethodOptions())
     assert "\n" not in str(caught.value) and "SwiGLU" in str(caught.value)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_attnlrp_attention_rule_equals_lxt_on_a_transformers_vit(batch: int) -> None:
+    """lxt's own attention wrapper and zennit's gamma on every linear layer (the projections
+    are modules in transformers' ViT) against ``attention_rule="attnlrp"``."""
+    from tests.conftest import tiny_hf_config
+    from vitexplorer.core.models.families.hf_model import HFClassifier
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(5)
+    config = tiny_hf_config(num_labels=10, num_hidden_layers=3)
+    config._attn_implementation = "eager"
+    inner = transformers.ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        for p in inner.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = loaded(HFClassifier(inner, "ViTForImageClassification", 32))
+    images = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+    options = MethodOptions(gamma=0.1, conv_gamma=100.0, attention_rule="attnlrp")
+    ours = attribute("attnlrp", model, images, options)
+
+    theirs = lxt_relevance(inner, images, ours.targets, 0.1, 100.0, lxt_attnlrp_patches)
+    assert normalised_difference(ours.pixels, theirs) < 1e-5
+    cp = attribute("attnlrp", model, images, replace(options, attention_rule="cp"))
+    assert normalised_difference(cp.pixels, ours.pixels) > 1e-3  # the rules differ

@@ -39,6 +39,7 @@ OTHER = {
     "target_class": 3,
     "gamma": 0.5,
     "conv_gamma": 0.25,
+    "attention_rule": "attnlrp",
 }
 
 
