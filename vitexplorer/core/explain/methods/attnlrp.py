@@ -43,7 +43,9 @@ def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None 
     gamma = parameters.get("gamma", MethodOptions.gamma)
     conv = parameters.get("conv_gamma", MethodOptions.conv_gamma)
     rule = parameters.get("attention_rule", MethodOptions.attention_rule)
-    return f"{for_class('attnlrp', target)} · γ {gamma:g}, conv γ {conv:g}, {rule} attention"
+    return (
+        f"{for_class('attnlrp', target)} · gamma {gamma:g}, conv gamma {conv:g}, {rule} attention"
+    )
 
 
 def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
