@@ -39,6 +39,9 @@ OTHER = {
     "target_class": 3,
     "occlude": "token",
     "baseline": "blur",
+    "gamma": 0.5,
+    "conv_gamma": 0.25,
+    "attention_rule": "attnlrp",
 }
 
 

@@ -166,3 +166,14 @@ def test_a_model_without_the_block_parts_is_refused_in_one_line() -> None:
     assert "\n" not in words and "q_norm" in words and "rollout" in words
     assert get("cp-lrp").compute.refusal(model) == words
     assert get("cp-lrp").compute.refusal(loaded(tiny_model("timm"))) is None
+
+
+def test_a_wrapped_model_is_refused_in_one_line() -> None:
+    from vitexplorer.core.models.families.custom import WrappedViT
+
+    inner = tiny_model("timm")
+    wrapped = loaded(WrappedViT(inner, [block.attn for block in inner.blocks], 1))
+    for method in ("cp-lrp", "attnlrp"):
+        with pytest.raises(ValueError, match=f"{method} needs the parts") as caught:
+            attribute(method, wrapped, torch.randn(1, 3, 32, 32), MethodOptions())
+        assert "\n" not in str(caught.value) and "wrapped VisionTransformer" in str(caught.value)

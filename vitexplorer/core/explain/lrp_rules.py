@@ -183,6 +183,21 @@ class ConservativeOps(Ops):
 
 
 GAMMA_ROLES = ("fc1", "fc2", "pre_logits", "projection", "head")  # the linear layers with gamma
+ATTENTION_ROLES = ("q", "k", "v", "out")  # with gamma too under the attnlrp attention rule
+
+
+class _DivideGradient(torch.autograd.Function):
+    """The identity forward; backward: the gradient divided by ``factor`` (AttnLRP's uniform
+    rule on a product of two inputs, Eq. 7, in the gradient x input form)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, factor: float) -> Any:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        return grad / ctx.factor, None
 
 
 class AttnLRPOps(ConservativeOps):
@@ -191,11 +206,37 @@ class AttnLRPOps(ConservativeOps):
     LayerNorms as in CP-LRP, the identity rule on the MLP's activation, the gamma rule with
     ``gamma`` on the MLP's and the classifier's linear layers and with ``conv_gamma`` on the
     patch convolution. The attention's projections keep the plain gradient (torch's attention
-    computes them functionally, so zennit's module rules never reach them)."""
+    computes them functionally, so zennit's module rules never reach them).
 
-    def __init__(self, gamma: float, conv_gamma: float) -> None:
+    With ``attention="attnlrp"`` the attention follows the paper's own rules instead, as lxt
+    applies them to transformers' models (its ``wrap_attention_forward``): the softmax rule,
+    the uniform rule on q k^T and on weights @ v (their gradients halved), and the gamma rule
+    on the q, k, v and output projections (modules there, which zennit's rules reach)."""
+
+    def __init__(self, gamma: float, conv_gamma: float, attention: str = "cp") -> None:
+        if attention not in ("cp", "attnlrp"):
+            raise ValueError(f"the attention rule is cp or attnlrp, not {attention!r}")
         self.gamma = gamma
         self.conv_gamma = conv_gamma
+        self.attention = attention
+        self.gamma_roles = GAMMA_ROLES + (ATTENTION_ROLES if attention == "attnlrp" else ())
+
+    def softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        """cp: the weights are constants; attnlrp: the softmax's own gradient, which in the
+        gradient x input form is AttnLRP's softmax rule (Eq. 13)."""
+        if self.attention == "cp":
+            return super().softmax(scores)
+        return scores.softmax(dim=-1)
+
+    def scores(
+        self, q: torch.Tensor, k: torch.Tensor, scale: float, scale_scores: bool
+    ) -> torch.Tensor:
+        scores = super().scores(q, k, scale, scale_scores)
+        return scores if self.attention == "cp" else _DivideGradient.apply(scores, 2.0)
+
+    def mix(self, weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        mixed = super().mix(weights, v)
+        return mixed if self.attention == "cp" else _DivideGradient.apply(mixed, 2.0)
 
     def embed(self, adapter: ViTAdapter, images: torch.Tensor) -> torch.Tensor:
         conv = patch_embedding(adapter)
@@ -212,7 +253,7 @@ class AttnLRPOps(ConservativeOps):
     def linear(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, role: str = ""
     ) -> torch.Tensor:
-        if role in GAMMA_ROLES:
+        if role in self.gamma_roles:
             return _GammaLinear.apply(x, weight, bias, self.gamma)
         return F.linear(x, weight, bias)
 

@@ -23,6 +23,7 @@ from vitexplorer.core.render.numbering import shown
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")  # as core.explain.rollout, torch-free
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")  # what replaces an input (IG, occlusion)
 OCCLUDED: tuple[str, ...] = ("pixels", "token")  # what occlusion replaces of each patch
+ATTENTION_RULES: tuple[str, ...] = ("cp", "attnlrp")  # AttnLRP's rule inside the attention
 
 
 class MethodCancelled(Exception):
@@ -267,9 +268,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "gamma",
         "real",
-        0.25,
+        0.05,
         "gamma",
-        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.25)",
+        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.05)",
         "AttnLRP: the gamma of the linear layers' rule",
         flag="--gamma",
         metavar="G",
@@ -289,6 +290,19 @@ OPTIONS: tuple[Option, ...] = (
         affix="γ conv ",
         low=0.0,
         high=1e6,
+    ),
+    Option(
+        "attention_rule",
+        "choice",
+        "cp",
+        "attention rule",
+        "attnlrp: the attention's rule: cp (its weights held constant, as lxt's ViT example) or "
+        "attnlrp (the softmax rule, the uniform rule on its two products and the gamma rule on "
+        "its projections, as lxt's language models) (default: cp)",
+        "AttnLRP: the attention's rule (cp: weights held constant; attnlrp: the paper's rules)",
+        flag="--attention-rule",
+        choices=ATTENTION_RULES,
+        affix="attention ",
     ),
     Option(
         "occlude",
@@ -331,8 +345,9 @@ class MethodOptions:
     noise: float = 0.15
     baseline: str = "black"
     noise_seed: int = 0
-    gamma: float = 0.25
+    gamma: float = 0.05  # with conv_gamma 100: lxt's choice for vision (in its ViT grid)
     conv_gamma: float = 100.0
+    attention_rule: str = "cp"
     occlude: str = "pixels"
 
     def __post_init__(self) -> None:

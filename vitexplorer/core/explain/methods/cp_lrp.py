@@ -34,7 +34,11 @@ class _ConservativePropagation(Attributor):
 
 
 def _title(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
-    return for_class("CP-LRP relevance", target)
+    return f"{for_class('cp-lrp', target)} · relevance per pixel"
+
+
+def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | None = None) -> str:
+    return for_class("CP-LRP", target)
 
 
 CP_LRP = register(
@@ -67,7 +71,7 @@ CP_LRP = register(
         not_applied="CP-LRP explains the class score from the input pixels through every "
         "layer: no layer or head choice applies.",
         title=_title,
-        caption=_title,
+        caption=_caption,
         compute=_ConservativePropagation(),
         order=20,
     )
