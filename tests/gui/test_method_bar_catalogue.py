@@ -29,6 +29,13 @@ OTHER = {
     "target_class": 3,
     "occlude": "token",
     "baseline": "blur",
+    "gamma": 0.5,
+    "conv_gamma": 0.25,
+    "attention_rule": "attnlrp",
+    "path_steps": 7,
+    "samples": 3,
+    "noise": 0.25,
+    "noise_seed": 5,
 }
 PREDICTIONS = [Prediction(7, "class 7", 0.5), Prediction(3, "class 3", 0.2)]
 
