@@ -37,6 +37,11 @@ OTHER = {
     "discard_ratio": 0.5,
     "start_layer": 1,
     "target_class": 3,
+    "occlude": "token",
+    "baseline": "blur",
+    "gamma": 0.5,
+    "conv_gamma": 0.25,
+    "attention_rule": "attnlrp",
 }
 
 
@@ -147,7 +152,8 @@ def test_dispatcher_and_cache_compute_the_map_for_a_tiny_model(
     if job is not None:
         assert cache.map("k", analysis, method, options) is None  # not computed yet
         matrix = model_matrix(job.method, model, batch, job.options)
-        assert matrix.shape == (17, 17) and np.isfinite(matrix).all()
+        whole = (17, 17) if get(method).per_token else model.spec.grid  # else the CLS map
+        assert matrix.shape == whole and np.isfinite(matrix).all()
         cache.store("k", job, matrix)
     shown_map = cache.map("k", analysis, method, options)
     np.testing.assert_allclose(shown_map, heat, rtol=1e-4, atol=1e-6)

@@ -221,7 +221,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["analyse", "x.png"]) == 2  # a mistyped command does not open the app
     assert "'analyse' is neither a command" in capsys.readouterr().err
     assert main(["finetun"]) == 2
-    commands = "analyze, finetune, stats, sanity, faithfulness, train, compare, timelapse"
+    commands = "analyze, finetune, stats, sanity, faithfulness, train, compare, timelapse, methods"
     assert f"neither a command ({commands})" in capsys.readouterr().err
     finetune = ["finetune", "--model", "small_vit", "--data", "d", "--out", "m.safetensors"]
     assert main([*finetune, "--per-class", "0"]) == 2

@@ -63,6 +63,7 @@ def _commands(root: Path) -> list[list[str]]:
         ["finetune", "--model", model, "--data", str(data), "--out",
          str(root / "finetuned.safetensors"), "--per-class", "4", "--test-per-class", "2",
          "--batch-size", "8", *quick, *cpu],
+        ["methods"],  # the catalogue's table: descriptions only
     ]  # fmt: skip
 
 

@@ -160,7 +160,7 @@ def test_relevance_options_are_checked(model: LoadedModel) -> None:
     with pytest.raises(ValueError, match="needs an analysis or a model"):
         explanation_map("attention", MethodOptions())
     with pytest.raises(ValueError, match="unknown method"):
-        method_explainer("gradcam", MethodOptions())
+        method_explainer("no-such-method", MethodOptions())
     with pytest.raises(ValueError, match="head 6 does not exist: the model has heads 1 to 2"):
         model_explainer(model, "attention", MethodOptions(head=5))  # index 5: head 6
 

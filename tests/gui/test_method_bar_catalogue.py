@@ -22,7 +22,21 @@ from vitexplorer.gui.controls import NOT_APPLIED, MethodBar, ViewBar
 from vitexplorer.gui.workers import MapDone, MapFailed, ModelWorker
 
 METHODS = [m.name for m in catalogue()]
-OTHER = {"head_fusion": "min", "discard_ratio": 0.25, "start_layer": 1, "target_class": 3}
+OTHER = {
+    "head_fusion": "min",
+    "discard_ratio": 0.25,
+    "start_layer": 1,
+    "target_class": 3,
+    "occlude": "token",
+    "baseline": "blur",
+    "gamma": 0.5,
+    "conv_gamma": 0.25,
+    "attention_rule": "attnlrp",
+    "path_steps": 7,
+    "samples": 3,
+    "noise": 0.25,
+    "noise_seed": 5,
+}
 PREDICTIONS = [Prediction(7, "class 7", 0.5), Prediction(3, "class 3", 0.2)]
 
 
@@ -87,7 +101,8 @@ def test_the_worker_computes_the_map_of_a_method_that_needs_the_model(
     worker._drain()
     assert len(answers) == 1 and isinstance(answers[0], MapDone), answers
     done = answers[0]
-    assert done.job == job and done.matrix.shape == (17, 17)
+    whole = (17, 17) if get(method).per_token else (4, 4)  # else the CLS map
+    assert done.job == job and done.matrix.shape == whole
     cache = MapCache()
     cache.store("photo", done.job, done.matrix)
     shown = cache.map("photo", analysis, method, MethodOptions())

@@ -35,6 +35,7 @@ _COMMANDS = {
     "train": ("train", "train_parser", "run_train"),
     "compare": ("compare", "compare_parser", "run_compare"),
     "timelapse": ("timelapse", "timelapse_parser", "run_timelapse"),
+    "methods": ("catalogue", "methods_parser", "run_methods"),
 }
 COMMANDS = tuple(_COMMANDS)
 
@@ -180,7 +181,8 @@ def _gui_parser() -> argparse.ArgumentParser:
         f"       {PROG} finetune --model NAME --data cifar10|DIR --out MODEL.safetensors "
         f"[options]\n"
         f"       {PROG} train --data cifar10|DIR --out MODEL.safetensors [options]\n"
-        f"       {PROG} timelapse MODEL.safetensors --out DIR [options]",
+        f"       {PROG} timelapse MODEL.safetensors --out DIR [options]\n"
+        f"       {PROG} methods [--json]",
         description="See inside Vision Transformers: predictions and every layer's and head's\n"
         "attention, patch by patch. Without a command, opens the app with the given images.",
         epilog="commands (each has its own -h):\n"
@@ -197,7 +199,9 @@ def _gui_parser() -> argparse.ArgumentParser:
         "  train         train vitexplorer's small ViT from scratch at the images' size (32 px\n"
         "                for CIFAR-10) and save it\n"
         "  timelapse     the probe images' attention at every epoch of the run that saved a\n"
-        "                checkpoint: GIFs, PNGs, .npy maps and the heads' statistics",
+        "                checkpoint: GIFs, PNGs, .npy maps and the heads' statistics\n"
+        "  methods       the explanation methods: paper, what each explains, its cost and\n"
+        "                whether it needs a classifier (--json for scripts)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="images to open in the app")

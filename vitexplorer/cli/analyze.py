@@ -6,7 +6,7 @@ import argparse
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vitexplorer.cli.common import (
     PROG,
@@ -40,6 +40,16 @@ if TYPE_CHECKING:
     from vitexplorer.core.explain.analysis import ImageAnalysis
 
 
+class MethodMap(NamedTuple):
+    """One method's map of one image: the grid map, its method card and, for a method that
+    attributes to the input's pixels (``Method.pixels``), the (height, width) pixel map whose
+    sum over each patch the grid map is."""
+
+    heat: np.ndarray
+    card: dict[str, Any]
+    pixels: np.ndarray | None = None
+
+
 def analyze_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} analyze",
@@ -51,7 +61,10 @@ def analyze_parser() -> argparse.ArgumentParser:
         "<stem>.<method>.npy (the CLS token's map over the patch grid, float32, grid rows x grid "
         "columns), <stem>.<method>.png (that map over the crop) and <stem>.<method>.json (a "
         "method card: model, weights file hash, preprocessing, method and parameters, so the map "
-        "can be made again). With --method attention, <stem>.attention.npy is that map and the "
+        "can be made again). A method that attributes to the input's pixels (see "
+        f"'{PROG} methods') adds <stem>.<method>.pixels.npy (float32, the model's input height "
+        "x width) and its <stem>.<method>.npy is that map summed over each patch; the card "
+        "says which is which. With --method attention, <stem>.attention.npy is that map and the "
         "whole capture is written as <stem>.attention_all.npy. The PNGs are figures at least "
         "448 px across (each patch a sharp block), titled with the method, layer, head and "
         "token, with a labelled colour bar. Layers, heads, tokens, patch rows and columns are "
@@ -92,7 +105,7 @@ def run_analyze(options: argparse.Namespace) -> int:
     out_dir = output_folder(options.out)
     model = load_model_for(options)
     methods = list(dict.fromkeys(options.method))  # each once, in the order given
-    chosen = method_options(options, model.spec, methods)
+    chosen = method_options(options, model.spec, methods, model)
 
     from vitexplorer.core.explain.analysis import batch_size_for, input_key
     from vitexplorer.core.io.images import ImageLoadError, load_image
@@ -227,20 +240,20 @@ class BatchRun:
         write_set`)."""
         out_dir, lut, mode = self.out_dir, self.lut, self.mode
         files = FileSet()
-        for method, (heat, card) in maps.items():
-            write_method_outputs(out_dir, stem, analysis, method, heat, card, lut, into=files)
+        for method, (heat, card, pixels) in maps.items():
+            write_method_outputs(
+                out_dir, stem, analysis, method, heat, card, lut, into=files, pixels=pixels
+            )
         name = full_name(stem, self.methods)
         write_outputs(out_dir, stem, source, analysis, lut, mode, name, files)
         files.write(mode)
 
 
-def image_warnings(
-    analysis: ImageAnalysis, maps: dict[str, tuple[np.ndarray, dict[str, Any]]]
-) -> list[str]:
+def image_warnings(analysis: ImageAnalysis, maps: dict[str, MethodMap]) -> list[str]:
     """Every warning of one image, for stderr: its output's, then each method card's own."""
     warnings = output_warnings(analysis)
-    for _, card in maps.values():
-        warnings += [w for w in card.get("warnings", []) if w not in warnings]
+    for entry in maps.values():
+        warnings += [w for w in entry.card.get("warnings", []) if w not in warnings]
     return warnings
 
 
@@ -374,28 +387,51 @@ def explain_methods(
     methods: list[str],
     options: Any,
     feed: Feed = CROP,
-) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
-    """Each method's CLS map for one image, with its method card. A card's ``warnings`` say
-    what makes the map mean nothing: the model's output (the same for every class, or not
-    finite) and a map that ranks no patch above another (zero or one value everywhere); its
-    ``title`` is the PNG's (method, layer, head and token, from 1)."""
+) -> dict[str, MethodMap]:
+    """Each method's CLS map for one image, with its method card (and its pixel map, for a
+    method that attributes to pixels: an attribution method's one pass gives both). A card's
+    ``warnings`` say what makes the map mean nothing: the model's output (the same for every
+    class, or not finite) and a map that ranks no patch above another (zero or one value
+    everywhere); its ``title`` is the PNG's (method, layer, head and token, from 1)."""
+    from vitexplorer.core.explain.attribution import Attributor
     from vitexplorer.core.explain.card import map_card
-    from vitexplorer.core.explain.maps import explanation_map
+    from vitexplorer.core.explain.maps import attribute, explanation_map
     from vitexplorer.core.explain.method import get
     from vitexplorer.core.models.preprocessing import preprocess
 
     results = {}
     spec = analysis.spec
     for method in methods:
+        described = get(method)
         batch = None
-        if get(method).needs_model:
+        if described.needs_model:
             batch = preprocess(image, model.spec, feed).unsqueeze(0).to(model.device)
-        heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
+        pixels = None
+        if batch is not None and isinstance(described.compute, Attributor):
+            found = attribute(method, model, batch, options, grid=spec.grid)
+            heat = found.maps[0]
+            if described.pixels and found.pixels is not None:
+                pixels = _pixel_map(method, found.pixels[0], tuple(batch.shape[-2:]))
+        else:
+            heat = explanation_map(method, options, analysis=analysis, model=model, batch=batch)
         # how the input was made, so the map can be made again
         made = {"aspect": "keep", "grid": list(spec.grid)} if feed.whole else None
         card = map_card(model, method, options, analysis, heat, source, made)
-        results[method] = (heat, card)
+        results[method] = MethodMap(heat, card, pixels)
     return results
+
+
+def _pixel_map(method: str, pixels: Any, size: tuple[int, ...]) -> np.ndarray:
+    """A method's pixel map of one image, (height, width) float32, checked to be the input's."""
+    import numpy as np
+
+    found = np.ascontiguousarray(pixels, dtype=np.float32)
+    if found.shape != tuple(int(n) for n in size):
+        raise ValueError(
+            f"the {method} method gave a {'x'.join(map(str, found.shape))} pixel map for a "
+            f"{'x'.join(map(str, size))} input"
+        )
+    return found
 
 
 def write_method_outputs(
@@ -413,6 +449,7 @@ def write_method_outputs(
     axes: list[str] | None = None,
     uniform: bool = True,
     into: FileSet | None = None,
+    pixels: np.ndarray | None = None,
 ) -> list[Path]:
     """Write ``<stem>.<method>.npy`` (the map as computed), ``.png`` (a figure: the map over
     the crop, at least 448 px, with the card's ``title`` and a colour bar) and ``.json`` (the
@@ -424,7 +461,10 @@ def write_method_outputs(
     under the title (default: the model and the image). The colour bar of a map whose rows
     are distributions (attention, rollout) marks the uniform level 1/N, N the tokens of
     ``analysis``, and the card's ``picture`` records it as ``uniform_level``; ``uniform``
-    False leaves it off (a map that is no such row: a difference of two)."""
+    False leaves it off (a map that is no such row: a difference of two). ``pixels``, the
+    pixel map of a method that attributes to pixels, adds ``<stem>.<method>.pixels.npy``
+    (float32, the input's height x width) to the files, and the card says which map is which:
+    ``pixels`` describes it and ``map.meaning`` says the grid map is its sum over each patch."""
     import numpy as np
 
     from vitexplorer.core.render.figure import render_figure, save_png
@@ -447,10 +487,20 @@ def write_method_outputs(
         },
         "picture": figure.facts(paths[1].name),
     }
+    described = paths[:2]
     files = FileSet() if into is None else into
+    if pixels is not None:
+        from vitexplorer.core.explain.card import GRID_OF_PIXELS, pixel_map_facts
+
+        pixel_map = np.ascontiguousarray(pixels, dtype=np.float32)
+        pixel_path = out_dir / f"{stem}.{name or method}.pixels.npy"
+        card["map"]["meaning"] = GRID_OF_PIXELS
+        card["pixels"] = pixel_map_facts(method, pixel_path.name, pixel_map.shape)
+        files.add(pixel_path, lambda f: np.save(f, pixel_map, allow_pickle=False))
+        described = [*described, pixel_path]
     files.add(paths[0], lambda f: np.save(f, heat, allow_pickle=False))
     files.add(paths[1], lambda f: save_png(figure.image, f))
-    files.card(paths[2], paths[:2], lambda listing: _card(card, listing))
+    files.card(paths[2], described, lambda listing: _card(card, listing))
     if into is None:
         files.write(mode)
     return paths

@@ -114,7 +114,7 @@ def _prepare(
     check_output_folder(options.out, options.inputs, (), model_inputs(options))
     out_dir = output_folder(options.out)
     model = load_model_for(options)
-    chosen = method_options(options, model.spec, options.methods)
+    chosen = method_options(options, model.spec, options.methods, model)
     labels = None
     if labelled:
         from vitexplorer.core.evaluate.faithfulness import labelled_images

@@ -9,7 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitexplorer.cli.analyze import explain_methods, image_warnings, top_line, write_method_outputs
+from vitexplorer.cli.analyze import (
+    MethodMap,
+    explain_methods,
+    image_warnings,
+    top_line,
+    write_method_outputs,
+)
 from vitexplorer.cli.common import (
     DIVERGING,
     PROG,
@@ -77,8 +83,10 @@ def compare_parser() -> argparse.ArgumentParser:
         parser,
         method_help="compare this method's maps; repeat for several (default: attention). "
         "attention: --token's attention in --layer and --head; rollout: attention rollout "
-        "(Abnar and Zuidema 2020) of --token; relevance: class-specific relevance (Chefer et "
-        "al. 2021) of the CLS token for --target-class, else each model's own predicted class",
+        "(Abnar and Zuidema 2020) of --token; relevance: class relevance by Chefer et al.'s "
+        "generic gradient-times-attention rule (GAE, ICCV 2021) of the CLS token for "
+        "--target-class, else each model's own predicted class; every other method: see "
+        f"'{PROG} methods'",
     )
     group.add_argument(
         "--token",
@@ -105,7 +113,7 @@ class ImagePair:
     """One image analysed by both models, with each model's maps and method cards."""
 
     analyses: tuple[ImageAnalysis, ImageAnalysis]
-    maps: tuple[dict[str, tuple[np.ndarray, dict[str, Any]]], ...]
+    maps: tuple[dict[str, MethodMap], ...]
     token_note: str  # how model A's query token was carried over to B; "" when nothing to say
 
 
@@ -238,7 +246,7 @@ def pair_method_options(
     chosen = []
     for side, model in zip(SIDES, models, strict=True):
         try:
-            chosen.append(method_options(options, model.spec, methods))
+            chosen.append(method_options(options, model.spec, methods, model))
         except Failed as exc:
             raise Failed(f"model {side}: {exc}", exc.status) from exc
     spec_a, spec_b = models[0].spec, models[1].spec
@@ -310,7 +318,9 @@ def write_comparison(
     to a set written later instead."""
     from vitexplorer.core.explain.model_compare import compare_analyses
 
-    heats, cards = zip(*(maps[method] for maps in pair.maps), strict=True)
+    chosen = [maps[method] for maps in pair.maps]
+    heats = tuple(entry.heat for entry in chosen)
+    cards = tuple(entry.card for entry in chosen)
     (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
     result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, feed, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)

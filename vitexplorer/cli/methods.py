@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vitexplorer.cli.common import Failed
+from vitexplorer.cli.common import PROG, Failed
 
 _TYPES = {"layer": int, "head": int, "token": int, "ratio": float, "count": int, "real": float}
 
@@ -18,7 +18,10 @@ def method_help() -> str:
     from vitexplorer.core.explain.method import catalogue
 
     described = "; ".join(f"{m.name}: {m.summary}" for m in catalogue())
-    return f"write this method's map too; repeat for several. {described}"
+    return (
+        f"write this method's map too; repeat for several ('{PROG} methods' lists them with "
+        f"their papers and costs). {described}"
+    )
 
 
 def add_method_options(parser: argparse.ArgumentParser, method_help: str | None = None) -> Any:
@@ -34,6 +37,7 @@ def add_method_options(parser: argparse.ArgumentParser, method_help: str | None 
         action="append",
         choices=method_names(),
         default=[],
+        metavar="M",  # the names are in the help, each with its summary
         help=method_help or globals()["method_help"](),
     )
     for option in OPTIONS:
@@ -53,14 +57,18 @@ def add_method_options(parser: argparse.ArgumentParser, method_help: str | None 
     return methods
 
 
-def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -> Any:
+def method_options(
+    options: argparse.Namespace, spec: Any, methods: list[str], model: Any = None
+) -> Any:
     """The parsed method options as a checked ``MethodOptions`` for this model, or Failed.
+    With the loaded ``model``, a method that cannot run on it (its computation's refusal:
+    a part the method needs that the model lacks) is refused here, before any image.
 
     People give layers and heads from 1 (a negative layer counts from the last); the options
     come back as the code holds them, 0-based, the layer resolved to its place (so a card
     names layer 12, not -1). A number outside the model is refused in one line that states
     the convention and the range."""
-    from vitexplorer.core.explain.method import OPTIONS, MethodOptions
+    from vitexplorer.core.explain.method import OPTIONS, MethodOptions, get
     from vitexplorer.core.render.numbering import index_of
 
     given = {o.name: getattr(options, o.name) for o in OPTIONS if o.flag is not None}
@@ -87,6 +95,9 @@ def method_options(options: argparse.Namespace, spec: Any, methods: list[str]) -
         chosen = MethodOptions(**given)
         for method in methods:
             chosen.check(method, spec)
+            reason = get(method).applies(spec, model) if model is not None else None
+            if reason:
+                raise ValueError(reason)
     except ValueError as exc:
         raise Failed(str(exc), 2) from exc
     return chosen

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
-from vitexplorer.core.explain.method import OPTION, MapChoice, MethodOptions, Option, catalogue
+from vitexplorer.core.explain.method import catalogue
 from vitexplorer.core.models import spec as specs
 from vitexplorer.core.models.families.registry import (
     FAMILIES,
@@ -26,6 +26,9 @@ from vitexplorer.core.models.families.registry import (
     library_family,
 )
 from vitexplorer.core.models.spec import DEMO, DEMO_LABEL
+from vitexplorer.gui.method_bar import OPTION_WIDGETS as OPTION_WIDGETS  # the method bar's
+from vitexplorer.gui.method_bar import ClassPicker as ClassPicker
+from vitexplorer.gui.method_bar import MethodBar as MethodBar
 from vitexplorer.gui.workers import ModelRequest
 
 # from core.spec, which imports no torch: the window shows before torch loads
@@ -375,178 +378,3 @@ class ViewBar(QToolBar):
         self.head_box.blockSignals(True)
         self.head_box.setCurrentIndex(0 if head is None else head + 1)
         self.head_box.blockSignals(False)
-
-
-def _combo(option: Option) -> QComboBox:
-    box = QComboBox()
-    for value in option.choices:
-        box.addItem(f"{value}{option.affix}", value)
-    box.setFocusPolicy(Qt.NoFocus)
-    return box
-
-
-def _percent(option: Option) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(0, 95)
-    spin.setSingleStep(5)
-    spin.setSuffix(option.affix)
-    return spin
-
-
-def _layer(option: Option) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(1, 1)
-    spin.setPrefix(option.affix)
-    return spin
-
-
-def _classes(option: Option) -> QComboBox:
-    box = QComboBox()
-    box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
-    box.setFocusPolicy(Qt.NoFocus)
-    return box
-
-
-# the method bar's widget for each kind of option (as magicgui maps types to widgets): the widget,
-# how it reads the option (as the code holds it) and how it is set
-OPTION_WIDGETS = {
-    "choice": (_combo, lambda w: w.currentData(), lambda w, v: w.setCurrentIndex(w.findData(v))),
-    "ratio": (_percent, lambda w: w.value() / 100, lambda w, v: w.setValue(round(100 * v))),
-    "layer": (_layer, lambda w: w.value() - 1, lambda w, v: w.setValue(v + 1)),
-    "class": (_classes, lambda w: w.currentData(), lambda w, v: w.setCurrentIndex(w.findData(v))),
-}
-
-
-class MethodBar(QToolBar):
-    """Which explanation the overlay shows and its options, generated from the method
-    catalogue: raw attention of the chosen layer and head, rollout with its options, or class
-    relevance for a class from the top predictions."""
-
-    choice_changed = Signal(object)  # MapChoice
-    compare_toggled = Signal(bool)
-    same_scale_toggled = Signal(bool)  # beside Compare: both views on one colour scale
-
-    def __init__(self, compare: bool = True, title: str = "Method") -> None:
-        super().__init__(title)
-        self.setObjectName("method_toolbar" if compare else "compare_method_toolbar")
-        methods = catalogue()
-        self.method_box = QComboBox()
-        for method in methods:
-            self.method_box.addItem(method.label, method.name)
-        self.method_box.setToolTip(". ".join(m.tip for m in methods))
-        self.method_box.setFocusPolicy(Qt.NoFocus)
-        # one widget per option, in the order the methods list them
-        names = dict.fromkeys(o.name for m in methods for o in m.bar_options)
-        self.option_widgets = {}
-        for name in names:
-            option = OPTION[name]
-            widget = OPTION_WIDGETS[option.kind][0](option)
-            widget.setToolTip(option.tip)
-            self.option_widgets[name] = widget
-        self.fusion_box = self.option_widgets.get("head_fusion")
-        self.discard_spin = self.option_widgets.get("discard_ratio")
-        self.start_spin = self.option_widgets.get("start_layer")
-        self.target_box = self.option_widgets.get("target_class")
-        self.set_predictions([])
-        self.addWidget(QLabel(" Show "))
-        self.addWidget(self.method_box)
-        self._actions = {name: self.addWidget(w) for name, w in self.option_widgets.items()}
-        self.compare_box: QCheckBox | None = None
-        if compare:
-            self.compare_box = QCheckBox("Compare")
-            self.compare_box.setToolTip(
-                "Show a second view side by side: another method or class of this model, or "
-                "another model (such as the model before fine-tuning) on the same image"
-            )
-            self.compare_box.setFocusPolicy(Qt.NoFocus)
-            self.addSeparator()
-            self.addWidget(self.compare_box)
-            self.compare_box.toggled.connect(self.compare_toggled)
-        self.same_scale_box: QCheckBox | None = None
-        if compare:  # beside Compare, where it stays in sight (the compare bar is narrow)
-            self.same_scale_box = QCheckBox("Same scale")
-            self.same_scale_box.setToolTip(
-                "Both views on one colour scale, from the lower of the two maps' minima to the "
-                "higher of their maxima: colours then compare across the views (each map on its "
-                "own range shows more of its structure, but the same colour means different "
-                "values)"
-            )
-            self.same_scale_box.setFocusPolicy(Qt.NoFocus)
-            self.same_scale_box.setEnabled(False)
-            self._same_scale_action = self.addWidget(self.same_scale_box)
-            self.same_scale_box.toggled.connect(self.same_scale_toggled)
-            self.compare_box.toggled.connect(self.same_scale_box.setEnabled)
-        self.method_box.currentIndexChanged.connect(self._changed)
-        for widget in self.option_widgets.values():
-            changed = widget.currentIndexChanged if isinstance(widget, QComboBox) else None
-            (changed or widget.valueChanged).connect(self._changed)
-        self._show_options()
-
-    def show_same_scale(self, shown: bool) -> None:
-        """Show or hide "Same scale" (compared with another model, the compare panel has its
-        own scale setting)."""
-        if self.same_scale_box is not None:
-            self._same_scale_action.setVisible(shown)
-
-    def choice(self) -> MapChoice:
-        """The method and the options its widgets hold (0-based, as the code holds them)."""
-        values = {
-            name: OPTION_WIDGETS[OPTION[name].kind][1](widget)
-            for name, widget in self.option_widgets.items()
-        }
-        return MapChoice(self.method_box.currentData(), MethodOptions(**values))
-
-    def set_option(self, name: str, value: object) -> None:
-        """Show ``value`` (as the code holds it) in option ``name``'s widget."""
-        OPTION_WIDGETS[OPTION[name].kind][2](self.option_widgets[name], value)
-
-    def set_method(self, method: str) -> None:
-        self.method_box.setCurrentIndex(self.method_box.findData(method))
-
-    def _widgets(self, kind: str) -> list:
-        return [w for n, w in self.option_widgets.items() if OPTION[n].kind == kind]
-
-    def set_num_layers(self, layers: int) -> None:
-        for spin in self._widgets("layer"):
-            spin.setRange(1, max(layers, 1))
-            spin.setSuffix(f" / {layers}")
-
-    def set_predictions(self, predictions: list) -> None:  # list[Prediction]
-        """The classes a class-specific method can explain; the choice survives when the class
-        is listed."""
-        for box in self._widgets("class"):
-            current = box.currentData() if box.count() else None
-            box.blockSignals(True)
-            box.clear()
-            box.addItem("the predicted class", None)
-            for p in predictions:
-                box.addItem(f"{p.name} ({100 * p.probability:.1f}%)", p.index)
-            index = box.findData(current) if current is not None else 0
-            box.setCurrentIndex(max(index, 0))
-            box.blockSignals(False)
-
-    def _changed(self, _value: object = None) -> None:
-        self._show_options()
-        self.choice_changed.emit(self.choice())
-
-    def set_classifier_available(self, available: bool) -> None:
-        """A method that explains a class score is offered only for a model with a classifier;
-        one chosen before goes back to the first method."""
-        for method in catalogue():
-            if method.requires_classifier:
-                item = self.method_box.model().item(self.method_box.findData(method.name))
-                item.setEnabled(available)
-                tip = "" if available else "This model has no classifier: no class to explain"
-                item.setToolTip(tip)
-        if (
-            not available
-            and not self.method_box.model().item(self.method_box.currentIndex()).isEnabled()
-        ):
-            self.method_box.setCurrentIndex(0)
-
-    def _show_options(self) -> None:
-        """Show the options the chosen method reads."""
-        method = next(m for m in catalogue() if m.name == self.method_box.currentData())
-        shown = {o.name for o in method.bar_options}
-        for name, action in self._actions.items():
-            action.setVisible(name in shown)

@@ -30,6 +30,8 @@ class ViewSource:
     feed: Feed  # how the image was fed: the centre crop or the whole image
     ask_map: Callable[[MapJob], None]  # a map the worker is still to compute
     notice: Callable[[str, str], None]  # (what the map is, why it ranks nothing)
+    # whether the person cancelled a job's map (then it is not asked again until asked anew)
+    cancelled: Callable[[MapJob], bool] = lambda _job: False
 
 
 def draw_view(
@@ -51,11 +53,13 @@ def draw_view(
     what = caption(choice.method, options, analysis)
     if heat is None:
         job = map_job(choice.method, options, analysis)
-        if job is not None:  # else the stored attention makes the map, and it will be there
+        cancelled = job is not None and source.cancelled(job)
+        if job is not None and not cancelled:  # else the stored attention makes the map
             source.ask_map(job)
         view.clear_heat()
         view.set_selected_patch(None)
-        view.title.setText(f"{source.title}{what}: computing…")
+        state = "cancelled (choose the method again to compute it)" if cancelled else "computing…"
+        view.title.setText(f"{source.title}{what}: {state}")
         return
     view.set_heat(heat, levels, uniform_mark(choice.method, analysis.spec.num_tokens))
     flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QSplitter, QVBoxLayout, QWidget
 
 from vitexplorer.core.explain.maps import MapCache, MapJob, caption
@@ -16,10 +16,12 @@ from vitexplorer.core.explain.methods.attention import ATTENTION
 from vitexplorer.core.explain.tokens import attention_matrix
 from vitexplorer.core.io.folders import image_paths
 from vitexplorer.core.render.scales import uniform_mark
+from vitexplorer.gui.all_methods import AllMethodsView
 from vitexplorer.gui.analytics_tab import AnalyticsTab
-from vitexplorer.gui.controls import NOT_APPLIED, MethodBar
+from vitexplorer.gui.controls import NOT_APPLIED
 from vitexplorer.gui.drawing import ViewSource, draw_view, follow_lock, lock_view
 from vitexplorer.gui.explorer_host import Explorer
+from vitexplorer.gui.method_bar import MethodBar
 from vitexplorer.gui.model_compare_view import ModelCompare
 from vitexplorer.gui.views.common import shared_levels
 from vitexplorer.gui.views.image_view import ImageView
@@ -39,6 +41,8 @@ class Explanations(QObject):
     """Builds the method bars, the compare panel and the analytics tab for ``window`` (a
     MainWindow, which keeps them as attributes) and answers their signals."""
 
+    redraw_wanted = Signal()  # the views are to be drawn again though the state did not change
+
     def __init__(self, context: Explorer) -> None:
         super().__init__(context.parent)
         self.context = context
@@ -56,12 +60,16 @@ class Explanations(QObject):
         layout.setSpacing(0)
         layout.addWidget(self.models.mode_row)
         layout.addWidget(self.compare_bar)
+        layout.addWidget(self.compare_bar.options_bar)
         layout.addWidget(self.compare_view, 1)
         layout.addWidget(self.models.panel, 1)
         self.compare_panel.setVisible(False)
         self.explorer = QSplitter(Qt.Horizontal)
         self.explorer.addWidget(context.image_view)
         self.explorer.addWidget(self.compare_panel)
+        self.all_methods = AllMethodsView(self)  # every method at once, instead of the views
+        self.all_methods.setVisible(False)
+        self.explorer.addWidget(self.all_methods)
         self.analytics = AnalyticsTab()
         self.worker = None  # the model worker, once connected (folders and structure)
         self.generation: int | None = None  # the model the views show
@@ -79,6 +87,9 @@ class Explanations(QObject):
         )
         self.method_bar.choice_changed.connect(self._method_changed)
         self.method_bar.compare_toggled.connect(self.show_compare)
+        self.method_bar.all_methods_toggled.connect(self.show_all_methods)
+        self.method_bar.method_chosen.connect(self._asked_again)
+        self.compare_bar.method_chosen.connect(self._asked_again)
         self.compare_bar.choice_changed.connect(self._method_changed)
         self.method_bar.same_scale_toggled.connect(self._method_changed)
         self.models.mode_changed.connect(self._compare_mode_changed)
@@ -114,6 +125,7 @@ class Explanations(QObject):
         for bar in (self.method_bar, self.compare_bar):
             bar.set_num_layers(spec.num_layers)
             bar.set_predictions([])  # class indices of the old model mean nothing now
+            bar.set_classes(spec.class_names if spec.has_classifier else ())
             bar.set_classifier_available(spec.has_classifier)
         self.noticed.clear()
         self.context.notice.withdraw("model")  # what the old model's output said
@@ -183,6 +195,7 @@ class Explanations(QObject):
         views draw them (:class:`~vitexplorer.gui.model_compare_view.ModelCompare`)."""
         sel = self.context.state
         self.analytics.set_selected(sel.layer, sel.head)
+        self.all_methods.refresh()  # only while on screen, and when what it shows changed
         if self.comparing and self.models.active:
             self.models.draw(patch)
             return
@@ -198,6 +211,20 @@ class Explanations(QObject):
             if view is self.compare_view and levels is not None:  # one scale, also locked
                 follow_lock(view, self.context.image_view)
             self._draw(view, choice, patch, heat, levels)
+
+    def _asked_again(self, _method: str) -> None:
+        """A method picked from the list (the one shown, too): maps the person cancelled are
+        computed again."""
+        if self.session.maps_cancelled:
+            self.session.again()
+            self.redraw_wanted.emit()
+
+    def show_all_methods(self, shown: bool) -> None:
+        """Every method at once in place of the image and compare views, or those again."""
+        self.context.image_view.setVisible(not shown)
+        self.compare_panel.setVisible(not shown and self.method_bar.compare_box.isChecked())
+        self.all_methods.setVisible(shown)  # computed when shown
+        self.state.update(comparing=self.comparing)
 
     @property
     def same_scale(self) -> bool:
@@ -284,6 +311,7 @@ class Explanations(QObject):
             self.state.feed,
             lambda job: self._ask_map(key, job),
             lambda what, flat: self._notice(what, f"{name}, {what}: {flat}."),
+            lambda job: self.session.cancelled(key, job),
         )
 
     def show_compare(self, shown: bool) -> None:

@@ -13,7 +13,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
-from vitexplorer.core.explain.method import catalogue
+from vitexplorer.core.explain.method import Method, catalogue
 
 # keys the views handle themselves (no menu action carries them)
 VIEW_KEYS = (
@@ -75,8 +75,18 @@ VIEWS = (
     ),
 )
 
-METHODS = (
-    *((m.help_title, m.help, m.paper) for m in catalogue()),  # from the method catalogue
+
+def method_help(method: Method) -> tuple[str, str, str]:
+    """A method's entry in the help, from the catalogue: its heading, what its map shows and
+    its cost in passes, and its paper with the year."""
+    paper = method.paper
+    if method.year is not None and str(method.year) not in paper:
+        paper = f"{paper}, {method.year}" if paper else str(method.year)
+    cost = method.cost_words()
+    return (method.help_title, f"{method.help} Cost: {html.escape(cost)}.", paper)
+
+
+OTHER_TOOLS = (
     (
         "Sanity check (command line: vitexplorer sanity)",
         "re-initialises the model layer by layer from the top and measures how far the map "
@@ -95,6 +105,12 @@ METHODS = (
         "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021",
     ),
 )
+
+
+def methods() -> list[tuple[str, str, str]]:
+    """(heading, what it shows and costs, paper) for every method of the catalogue as it is
+    now, then the checks and statistics."""
+    return [*(method_help(m) for m in catalogue()), *OTHER_TOOLS]
 
 
 def shortcuts(window: QWidget) -> list[tuple[str, str]]:
@@ -133,11 +149,11 @@ def help_html(window: QWidget, settings: QSettings) -> str:
 
     keys = [(key, html.escape(text)) for key, text in shortcuts(window)]
     keys += [(key, html.escape(text)) for key, text in VIEW_KEYS]
-    methods = "".join(
+    listed = "".join(
         f"<li><b>{name}</b>: {text}"
         + (f"<br><i>{html.escape(paper)}</i>" if paper else "")
         + "</li>"
-        for name, text, paper in METHODS
+        for name, text, paper in methods()
     )
     places = [
         (
@@ -164,7 +180,7 @@ def help_html(window: QWidget, settings: QSettings) -> str:
         "layer and head. Layers, heads, rows and columns are numbered from 1.</p>"
         f"<h3>The views</h3><table>{rows(VIEWS)}</table>"
         f"<h3>Keys</h3><table>{rows(keys)}</table>"
-        f"<h3>Methods</h3><ul>{methods}</ul>"
+        f"<h3>Methods</h3><ul>{listed}</ul>"
         f"<h3>Where files go</h3><table>{rows(places)}</table>"
     )
 

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QPushButton,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -71,7 +72,9 @@ from vitexplorer.gui.workers import (
     AnalysisDone,
     DownloadFailed,
     DownloadOffer,
+    MapCancelled,
     MapFailed,
+    MapProgress,
     ModelCancelled,
     ModelFailed,
     ModelInfo,
@@ -85,7 +88,7 @@ ADD_CHUNK = 500  # images added to the strip per turn of the event loop
 DEFAULT_SIZE = QSize(1400, 900)
 # The saved dock and toolbar layout is used only by the version of the app that saved it (and
 # this layout's number, raised when the docks or toolbars change): another's is ignored.
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4  # 4: the method options on a row of their own
 LAYOUT_KEY = f"{__version__}/{LAYOUT_VERSION}"
 GEOMETRY_MAGIC = 0x1D9D0CB  # QWidget.saveGeometry's first four bytes
 
@@ -240,6 +243,9 @@ class MainWindow(QMainWindow):
         self.addToolBarBreak()
         self.addToolBar(self.method_bar)
         self.addToolBar(self.view_bar.overlay_bar)
+        self.addToolBarBreak()  # the method's options on a row of their own, while it has some
+        self.addToolBar(self.method_bar.options_bar)
+        # (the options bar comes and goes with the method bar)
         self.explorer_bars = [self.view_bar, self.method_bar, self.view_bar.overlay_bar]
         self._build_menus()
         self._build_status_bar()
@@ -267,6 +273,7 @@ class MainWindow(QMainWindow):
         self.explanations.connect_views()
         self.state.subscribe(self._state_changed)  # the window's one redraw
         self.explanations.models.changed.connect(self._redraw)  # the comparison's own changes
+        self.explanations.redraw_wanted.connect(self._redraw)
 
     def _dock(self, title: str, widget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -340,6 +347,13 @@ class MainWindow(QMainWindow):
         self.busy.setRange(0, 0)
         self.busy.setMaximumWidth(90)
         self.busy.setVisible(False)
+        self.cancel_map_button = QPushButton("Cancel")  # a map job of the explorer's model
+        self.cancel_map_button.setToolTip(
+            "Stop computing the map; choose the method again to compute it"
+        )
+        self.cancel_map_button.setFocusPolicy(Qt.NoFocus)
+        self.cancel_map_button.setVisible(False)
+        self.cancel_map_button.clicked.connect(self.model_session.cancel_maps)
         self.activity_label = QLabel("")
         self.model_label = QLabel("no model")
         self.device_label = QLabel("")
@@ -348,6 +362,7 @@ class MainWindow(QMainWindow):
             self.hover_label,
             self.activity_label,
             self.busy,
+            self.cancel_map_button,
             self.model_label,
             self.device_label,
             self.time_label,
@@ -372,6 +387,8 @@ class MainWindow(QMainWindow):
         session.analysis_failed.connect(self._analysis_failed)
         session.map_arrived.connect(self._map_arrived)
         session.map_failed.connect(self._map_failed)
+        session.map_progress.connect(self._map_progress)
+        session.map_cancelled.connect(self._map_cancelled)
         session.working.connect(self._working)
         session.idle.connect(self._worker_idle)
         self.explanations.connect_worker(worker)
@@ -468,6 +485,8 @@ class MainWindow(QMainWindow):
 
     def _worker_idle(self) -> None:
         self.busy.setVisible(False)
+        self.busy.setRange(0, 0)
+        self.cancel_map_button.setVisible(False)
         self.activity_label.setText("")
 
     def open_weights_file(self) -> None:
@@ -814,11 +833,33 @@ class MainWindow(QMainWindow):
     def _map_failed(self, failed: MapFailed) -> None:
         method = failed.job.method
         self.statusBar().showMessage(f"Could not compute the {method}: {failed.message}", 15000)
-        if failed.key == self.session.current_key:
+        shown = {self.method_bar.choice().method, self.compare_bar.choice().method}
+        if failed.key == self.session.current_key and method in shown:
             self.show_message(f"Could not compute the {method}", failed.message)
 
-    def _working(self, what: str) -> None:
+    def _map_progress(self, progress: MapProgress) -> None:
+        """A map job of several passes: how far it is, and a Cancel button."""
+        self.busy.setRange(0, progress.total)
+        self.busy.setValue(progress.done)
         self.busy.setVisible(True)
+        self.cancel_map_button.setVisible(True)
+        method = progress.job.method
+        self.activity_label.setText(f"{method}: {progress.done} of {progress.total} passes")
+
+    def _map_cancelled(self, cancelled: MapCancelled) -> None:
+        """A map the person cancelled: no map, the view says so (choosing the method again
+        computes it)."""
+        method = cancelled.job.method
+        self.statusBar().showMessage(f"{method} cancelled: choose it again to compute it", 10000)
+        self.cancel_map_button.setVisible(False)
+        self.busy.setRange(0, 0)
+        if cancelled.key == self.session.current_key and self.analysis is not None:
+            self._refresh()
+
+    def _working(self, what: str) -> None:
+        self.busy.setRange(0, 0)
+        self.busy.setVisible(True)
+        self.cancel_map_button.setVisible(True)
         self.activity_label.setText(what)
 
     def _analyse_again(self) -> None:

@@ -13,7 +13,7 @@ analyses and the maps of both models.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QObject, Signal
 
@@ -22,8 +22,10 @@ from vitexplorer.core.explorer.decoded import DecodedImages
 from vitexplorer.core.models.feed import CROP, Feed
 from vitexplorer.gui.workers import (
     AnalysisDone,
+    MapCancelled,
     MapDone,
     MapFailed,
+    MapProgress,
     ModelInfo,
     ModelRequest,
     WorkerThread,
@@ -46,6 +48,8 @@ class ModelSession(QObject):
     analysis_failed = Signal(str, str)  # key, message
     map_arrived = Signal(str)  # key: a map of this model and feed is now in ``maps``
     map_failed = Signal(object)  # MapFailed
+    map_progress = Signal(object)  # MapProgress of this model's current generation
+    map_cancelled = Signal(object)  # MapCancelled: the person cancelled it, no map
     working = Signal(str)  # what a job just asked for is ("computing relevance…")
     idle = Signal()
 
@@ -59,6 +63,8 @@ class ModelSession(QObject):
         self.feed: Feed = CROP
         self.maps = MapCache()  # what this model's maps are read from
         self.maps_asked: set[tuple[str, MapJob]] = set()  # (image key, job) in the worker
+        # (image key, job) cancelled by the person: not asked again until asked anew (again())
+        self.maps_cancelled: set[tuple[str, MapJob]] = set()
         # image key -> the analysis of this model (for a compared model; the explorer's are
         # kept in its ImageSession with their memory budget)
         self.analyses: OrderedDict[str, Any] = OrderedDict()
@@ -97,6 +103,8 @@ class ModelSession(QObject):
             worker.analysis_failed.connect(self._analysis_failed)
             worker.map_ready.connect(self._map_ready)
             worker.map_failed.connect(self._map_failed)
+            worker.map_progress.connect(self._map_progress)
+            worker.map_cancelled.connect(self._map_cancelled)
             worker.idle.connect(self._idle)
         return self._thread.worker
 
@@ -151,6 +159,7 @@ class ModelSession(QObject):
         self.maps.forget(key)
         if key is None:
             self.maps_asked.clear()
+            self.maps_cancelled.clear()
             self.analyses.clear()
             self.failed_images.clear()
             self.asked.clear()
@@ -170,13 +179,34 @@ class ModelSession(QObject):
         return found
 
     def ask_map(self, key: str, source: str | bytes, job: MapJob) -> bool:
-        """Ask the worker for ``job``'s map of image ``key``, once; whether it was asked now."""
-        if self.worker is None or (key, job) in self.maps_asked:
+        """Ask the worker for ``job``'s map of image ``key``, once; whether it was asked now.
+        A job the person cancelled is not asked again until :meth:`again`."""
+        if self.worker is None or (key, job) in self.maps_asked | self.maps_cancelled:
             return False
         self.maps_asked.add((key, job))
         self.working.emit(f"computing {job.method}…")
         self.worker.request_map(key, source, job)
         return True
+
+    def cancelled(self, key: str, job: MapJob) -> bool:
+        """Whether the person cancelled ``job``'s map of image ``key`` (and has not asked again)."""
+        return (key, job) in self.maps_cancelled
+
+    def again(self) -> None:
+        """The person asks again (chose a method anew): cancelled maps may be computed."""
+        self.maps_cancelled.clear()
+
+    def cancel_maps(self) -> None:
+        """Cancel every map asked of the worker: the running job stops at its next pass, the
+        queued ones are dropped. Each is said with ``map_cancelled``; none leaves a map."""
+        cancelled = sorted(self.maps_asked, key=repr)
+        self.maps_asked.clear()
+        self.maps_cancelled.update(cancelled)
+        if self.worker is not None:
+            self.worker.cancel_maps()
+        generation = self.info.generation if self.info is not None else 0
+        for key, job in cancelled:
+            self.map_cancelled.emit(MapCancelled(key, generation, job))
 
     # --- the worker's answers -------------------------------------------------------------------
     def _current(self, generation: int) -> bool:
@@ -246,6 +276,7 @@ class ModelSession(QObject):
         if not self._mine():
             return
         self.maps_asked.discard((done.key, done.job))
+        self.maps_cancelled.discard((done.key, done.job))  # finished before the cancel reached it
         if not self._current(done.generation) or done.feed != self.feed:
             return  # a replaced model's, or made the other way; asked again on draw
         self.maps.store(done.key, done.job, done.matrix)
@@ -255,6 +286,19 @@ class ModelSession(QObject):
         if self._mine():
             self.maps_asked.discard((failed.key, failed.job))
             self.map_failed.emit(failed)
+
+    def _map_progress(self, progress: MapProgress) -> None:
+        if self._current(progress.generation) and (progress.key, progress.job) in self.maps_asked:
+            self.map_progress.emit(progress)
+
+    def _map_cancelled(self, cancelled: MapCancelled) -> None:
+        """The running job stopped; :meth:`cancel_maps` said so already, unless the worker was
+        stopped otherwise (the window closes)."""
+        asked = (cancelled.key, cast(MapJob, cancelled.job))
+        if self._mine() and asked in self.maps_asked:
+            self.maps_asked.discard(asked)
+            self.maps_cancelled.add(asked)
+            self.map_cancelled.emit(cancelled)
 
     def _idle(self) -> None:
         if self._mine():

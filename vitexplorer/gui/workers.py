@@ -163,6 +163,27 @@ class MapFailed:
 
 
 @dataclass(frozen=True)
+class MapProgress:
+    """A map job of several passes (integrated gradients' steps, occlusion's patches) has done
+    ``done`` of its ``total`` passes."""
+
+    key: str
+    generation: int
+    job: object  # vitexplorer.core.explain.maps.MapJob
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class MapCancelled:
+    """A map job the person cancelled (:meth:`ModelWorker.cancel_maps`): no map, no error."""
+
+    key: str
+    generation: int
+    job: object  # vitexplorer.core.explain.maps.MapJob
+
+
+@dataclass(frozen=True)
 class FolderStatsDone:
     folder: str
     generation: int
@@ -206,6 +227,8 @@ class ModelWorker(QObject):
     analysis_failed = Signal(str, str)  # key, message
     map_ready = Signal(object)  # MapDone
     map_failed = Signal(object)  # MapFailed
+    map_progress = Signal(object)  # MapProgress, from a job of several passes
+    map_cancelled = Signal(object)  # MapCancelled
     folder_progress = Signal(int, int)  # images done, images in all
     folder_done = Signal(object)  # FolderStatsDone
     structure_ready = Signal(object)  # StructureDone
@@ -224,6 +247,7 @@ class ModelWorker(QObject):
         self._folder_cancel = False
         self._hash_pending = False  # the weights file's hash, for method cards, when idle
         self._structure_pending = False  # the analytics tab waits for the model's structure
+        self._map_epoch = 0  # raised by cancel_maps: a running job of an older epoch stops
         # set from the GUI thread directly (a queued slot would wait for the download to end)
         self.cancel_event = threading.Event()
         # how images are fed (centre crop or whole image); set from the GUI thread (a frozen
@@ -262,6 +286,13 @@ class ModelWorker(QObject):
         with self._lock:
             self._pending_maps[(key, job)] = source
         self._wake.emit()
+
+    def cancel_maps(self) -> None:
+        """Drop the queued map jobs and stop the running one at its next pass (it answers
+        with a :class:`MapCancelled`); the session says which jobs were cancelled."""
+        with self._lock:
+            self._pending_maps.clear()
+            self._map_epoch += 1
 
     def request_folder_statistics(self, folder: str, paths: list[str]) -> None:
         """Per-head statistics averaged over ``paths``; one image per turn, so that the
@@ -308,7 +339,7 @@ class ModelWorker(QObject):
                 if structure:
                     self._structure_pending = False
                 elif ready and self._pending_maps:
-                    map_job = self._pending_maps.popitem(last=False)
+                    map_job = (*self._pending_maps.popitem(last=False), self._map_epoch)
                 elif ready and self._pending_images:
                     job = self._pending_images.popitem(last=False)
                 elif ready and self._folder is not None:
@@ -322,7 +353,7 @@ class ModelWorker(QObject):
             elif structure:
                 self._structure()
             elif map_job is not None:
-                self._map(*map_job[0], map_job[1])
+                self._map(*map_job[0], map_job[1], map_job[2])
             elif job is not None:
                 self._analyse(*job)
             elif folder is not None:
@@ -423,16 +454,35 @@ class ModelWorker(QObject):
         thumbnail = _thumbnail(analysis.display)
         self.analysis_ready.emit(AnalysisDone(key, self._generation, analysis, thumbnail, feed))
 
-    def _map(self, key: str, job, source: str | bytes) -> None:  # job: maps.MapJob
+    def _cancelled_since(self, epoch: int) -> bool:
+        with self._lock:
+            return self._map_epoch != epoch or self.cancel_event.is_set()
+
+    def _map(self, key: str, job, source: str | bytes, epoch: int = 0) -> None:  # maps.MapJob
+        """One map job; a method of several passes reports each (``map_progress``) and stops
+        at the next when :meth:`cancel_maps` was called since the job was taken."""
         from vitexplorer.core.explain.maps import model_matrix
+        from vitexplorer.core.explain.method import MethodCancelled
         from vitexplorer.core.models.preprocessing import aspect_grid, preprocess
 
+        generation = self._generation
+
+        def progress(done: int, total: int) -> None:
+            if self._cancelled_since(epoch):
+                raise MethodCancelled(f"{job.method} cancelled after {done} of {total} passes")
+            self.map_progress.emit(MapProgress(key, generation, job, int(done), int(total)))
+
         try:
+            if self._cancelled_since(epoch):  # cancelled between its turn and its start
+                raise MethodCancelled(f"{job.method} cancelled before it started")
             image = self.images.get(key, source)
             spec, feed = self._model.spec, self.feed
             batch = preprocess(image, spec, feed).unsqueeze(0).to(self._model.device)
             grid = aspect_grid(image.width, image.height, spec) if feed.whole else None
-            matrix = model_matrix(job.method, self._model, batch, job.options, grid)
+            matrix = model_matrix(job.method, self._model, batch, job.options, grid, progress)
+        except MethodCancelled:
+            self.map_cancelled.emit(MapCancelled(key, generation, job))
+            return
         except Exception as exc:
             self.map_failed.emit(MapFailed(key, self._generation, job, _message(exc)))
             return

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from vitexplorer.core.explain.method import Computation, MethodOptions, Progress
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and torch are imported when a map is asked for (the catalogue's rule)
+    import numpy as np
     import torch
 
     from vitexplorer.core.models.loading import LoadedModel
@@ -37,6 +36,8 @@ class Attribution:
 def patch_sums(pixels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """A (batch, height, width) pixel map summed over each patch: (batch, rows, cols) float32.
     ``height`` and ``width`` must be whole multiples of the grid (the model's input is)."""
+    import numpy as np
+
     batch, height, width = pixels.shape
     rows, cols = grid
     if height % rows or width % cols:
@@ -56,6 +57,7 @@ def grid_of(model: LoadedModel, grid: Sequence[int] | None) -> tuple[tuple[int, 
 def resolve_targets(logits: torch.Tensor, target_class: int | None | Sequence[int]) -> torch.Tensor:
     """The class each image's map explains, (batch,) int64: the given class (one for all, or
     one per image), else each image's predicted class (the first maximum, as argmax picks)."""
+    import numpy as np
     import torch
 
     batch, classes = logits.shape

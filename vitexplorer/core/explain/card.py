@@ -103,3 +103,69 @@ def map_card(
     return method_card(
         model, method, card_options(method, options), image, {**facts, **(extra or {})}
     )
+
+
+GRID_OF_PIXELS = "the sum of the pixel map over each patch"
+"""What the grid map of a method that attributes to pixels is (a card's ``map.meaning``)."""
+
+
+def pixel_map_facts(method: str, file: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """A card's ``pixels`` entry for the pixel map of ``method`` (a method whose description
+    says ``pixels``): its file, its (height, width) shape, what its axes and values are; the
+    grid map beside it is :data:`GRID_OF_PIXELS`."""
+    height, width = (int(size) for size in shape)
+    return {
+        "file": file,
+        "shape": [height, width],
+        "dtype": "float32",
+        "axes": [
+            f"axis 0: pixel rows 1..{height} of the model's input",
+            f"axis 1: pixel columns 1..{width}",
+        ],
+        "meaning": f"the {method} attribution of each pixel of the model's input (the "
+        f"preprocessed {height}x{width} image it saw); the grid map is its sum over each patch",
+    }
+
+
+def card_method_options(card: dict[str, Any]) -> MethodOptions:
+    """The options a method card records (``parameters``, layers, heads and tokens from 1),
+    as the code holds them (0-based): what :func:`replay_map` runs the method with."""
+    from vitexplorer.core.render.numbering import NUMBERED_PARAMETERS
+
+    given = dict(card.get("parameters") or {})
+    for key in NUMBERED_PARAMETERS:
+        value = given.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            given[key] = value - 1  # a negative layer counts from the end, as written
+    known = set(MethodOptions.__dataclass_fields__)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"the card's parameters {', '.join(unknown)} are no method's options")
+    return MethodOptions(**given)
+
+
+def replay_map(card: dict[str, Any], model: Any, image: Any = None) -> np.ndarray:
+    """The map a method card describes, made again from what the card records: the method,
+    its options, the image (``image``, a PIL image, else the card's ``image`` file) and how the
+    input was made (``input``: the whole image on its own grid, else the model's crop).
+    ``model`` is the ``LoadedModel`` the card names (its architecture is checked)."""
+    from vitexplorer.core.explain.maps import explanation_map
+    from vitexplorer.core.models.feed import CROP, WHOLE
+    from vitexplorer.core.models.preprocessing import preprocess
+
+    method = str(card["method"])
+    named = card.get("model", {}).get("architecture")
+    if named is not None and named != model.spec.name:
+        raise ValueError(f"the card describes a map of {named}, not of {model.spec.name}")
+    if image is None:
+        from vitexplorer.core.io.images import load_image
+
+        if not card.get("image"):
+            raise ValueError("the card names no image file; give the image")
+        image = load_image(card["image"])
+    made = card.get("input") or {}
+    feed = WHOLE if made.get("aspect") == "keep" else CROP
+    batch = preprocess(image, model.spec, feed).unsqueeze(0).to(model.device)
+    grid = (int(made["grid"][0]), int(made["grid"][1])) if made.get("grid") else None
+    options = card_method_options(card)
+    return explanation_map(method, options, model=model, batch=batch, grid=grid)

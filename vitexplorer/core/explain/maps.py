@@ -75,6 +75,7 @@ def explanation_map(
     if any_size:
         spec = replace(spec, grid_shape=grid)
     options.check(method, spec)
+    refuse_model(method, spec, model)
     if described.needs_model:
         return compute.from_model(model, batch, options, grid, progress)
     from vitexplorer.core.models.capture import forward_with_attention
@@ -108,6 +109,7 @@ def model_matrix(
     described = get(method)
     spec = model.spec if grid is None else replace(model.spec, grid_shape=grid)
     options.check(method, spec)
+    refuse_model(method, spec, model)
     matrix = described.computation.matrix(model, batch, options, grid, progress)
     return np.asarray(matrix, dtype=np.float32)
 
@@ -133,7 +135,16 @@ def attribute(
         raise ValueError(f"a batch of images is (batch, 3, H, W), not {tuple(batch.shape)}")
     spec = model.spec if grid is None else replace(model.spec, grid_shape=(grid[0], grid[1]))
     options.check(method, spec)
+    refuse_model(method, spec, model)
     return compute.attribute(model, batch, options, grid, progress)
+
+
+def refuse_model(method: str, spec: Any, model: LoadedModel) -> None:
+    """A ValueError in one line when ``method`` cannot run on ``model`` (its computation's
+    :meth:`~vitexplorer.core.explain.method.Computation.refusal`)."""
+    reason = get(method).applies(spec, model)
+    if reason:
+        raise ValueError(reason)
 
 
 def method_explainer(method: str, options: MethodOptions, feed: Feed = CROP) -> Explainer:

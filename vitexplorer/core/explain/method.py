@@ -23,6 +23,7 @@ from vitexplorer.core.render.numbering import shown
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")  # as core.explain.rollout, torch-free
 BASELINES: tuple[str, ...] = ("black", "mean", "blur")  # what replaces an input (IG, occlusion)
 OCCLUDED: tuple[str, ...] = ("pixels", "token")  # what occlusion replaces of each patch
+ATTENTION_RULES: tuple[str, ...] = ("cp", "attnlrp")  # AttnLRP's rule inside the attention
 
 
 class MethodCancelled(Exception):
@@ -179,8 +180,9 @@ OPTIONS: tuple[Option, ...] = (
         "layer",
         0,
         "start layer",
-        "rollout: the first layer multiplied in, from 1 (default: 1, every layer)",
-        "Rollout: the first layer multiplied in",
+        "rollout and chefer-lrp: the first layer multiplied in; legrad: the first layer "
+        "averaged; from 1 (default: 1, every layer)",
+        "Rollout and Chefer LRP: the first layer multiplied in; LeGrad: the first layer averaged",
         flag="--start-layer",
         metavar="L",
         counted_from_1=True,
@@ -266,9 +268,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "gamma",
         "real",
-        0.25,
+        0.05,
         "gamma",
-        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.25)",
+        "attnlrp: the gamma rule's gamma for the linear layers (default: 0.05)",
         "AttnLRP: the gamma of the linear layers' rule",
         flag="--gamma",
         metavar="G",
@@ -288,6 +290,19 @@ OPTIONS: tuple[Option, ...] = (
         affix="γ conv ",
         low=0.0,
         high=1e6,
+    ),
+    Option(
+        "attention_rule",
+        "choice",
+        "cp",
+        "attention rule",
+        "attnlrp: the attention's rule: cp (its weights held constant, as lxt's ViT example) or "
+        "attnlrp (the softmax rule, the uniform rule on its two products and the gamma rule on "
+        "its projections, as lxt's language models) (default: cp)",
+        "AttnLRP: the attention's rule (cp: weights held constant; attnlrp: the paper's rules)",
+        flag="--attention-rule",
+        choices=ATTENTION_RULES,
+        affix="attention ",
     ),
     Option(
         "occlude",
@@ -330,8 +345,9 @@ class MethodOptions:
     noise: float = 0.15
     baseline: str = "black"
     noise_seed: int = 0
-    gamma: float = 0.25
+    gamma: float = 0.05  # with conv_gamma 100: lxt's choice for vision (in its ViT grid)
     conv_gamma: float = 100.0
+    attention_rule: str = "cp"
     occlude: str = "pixels"
 
     def __post_init__(self) -> None:
@@ -369,6 +385,12 @@ class Computation:
     def key(self, options: MethodOptions, spec: Any) -> tuple:
         """What :meth:`prepare` or :meth:`matrix` depends on, for the cache."""
         return ()
+
+    def refusal(self, model: Any) -> str | None:
+        """Why this computation cannot run on ``model`` (a ``LoadedModel`` whose family lacks
+        a part it needs), in one line naming the model, the method and what works instead;
+        None when it can. The dispatcher refuses with these words (:meth:`Method.applies`)."""
+        return None
 
     def from_attention(self, attention: Any, spec: Any, options: MethodOptions) -> Any:
         raise NotImplementedError
@@ -511,14 +533,17 @@ class Method:
         """The options the method bar shows for this method (not those chosen in the view)."""
         return tuple(OPTION[name] for name in self.options if not OPTION[name].selected)
 
-    def applies(self, spec: Any) -> str | None:
-        """Why this method does not apply to the model ``spec``, or None when it does."""
+    def applies(self, spec: Any, model: Any = None) -> str | None:
+        """Why this method does not apply to the model ``spec`` (and, when given, to the loaded
+        ``model``: its computation's :meth:`Computation.refusal`), or None when it does."""
         if self.requires_classifier and not spec.has_classifier:
             others = " and ".join(m.name for m in catalogue() if not m.requires_classifier)
             return (
                 f"{spec.display_name} has no classifier, so there is no class score for "
                 f"{self.name} to explain; {others} work"
             )
+        if model is not None and self.compute is not None:
+            return self.compute.refusal(model)
         return None
 
     def check(self, options: MethodOptions, spec: Any) -> None:

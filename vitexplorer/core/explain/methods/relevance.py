@@ -1,5 +1,7 @@
-"""Class relevance (Chefer, Gur and Wolf, ICCV 2021): attention weighted by its gradient for a
-class, accumulated through the layers (computed by :mod:`vitexplorer.core.explain.relevance`)."""
+"""Class relevance by the generic attention-explainability rule (GAE) of Chefer, Gur and Wolf,
+ICCV 2021: attention weighted by its gradient for a class, accumulated through the layers
+(computed by :mod:`vitexplorer.core.explain.relevance`). Not the same authors' LRP-based
+transformer attribution of CVPR 2021 (``chefer-lrp``)."""
 
 from __future__ import annotations
 
@@ -46,13 +48,16 @@ def _caption(parameters: dict[str, Any], spec: Any, target: dict[str, Any] | Non
 RELEVANCE = register(
     Method(
         name="relevance",
-        label="Relevance",
-        summary="class-specific relevance (Chefer et al. 2021) for --target-class",
-        tip="Relevance: what speaks for a class (Chefer et al. 2021), for the CLS token",
-        help_title="Class relevance",
-        help="what speaks for one class: each layer's attention weighted by its gradient, the "
-        "negative part dropped, accumulated through the layers (the gradient-times-attention "
-        "rule, not the same authors' LRP-based method of CVPR 2021). Needs a classifier. It "
+        label="Relevance (GAE)",  # the rule's name: Chefer et al.'s generic one, not their LRP
+        summary="class relevance by Chefer, Gur and Wolf's generic gradient-times-attention "
+        "rule (GAE, ICCV 2021; not their CVPR 2021 LRP method) for --target-class",
+        tip="Relevance (GAE): what speaks for a class by Chefer et al.'s generic gradient × "
+        "attention rule (ICCV 2021), for the CLS token",
+        help_title="Class relevance: the generic gradient × attention rule (GAE, ICCV 2021)",
+        help="what speaks for one class, by the generic attention-explainability rule (GAE) of "
+        "Chefer, Gur and Wolf (ICCV 2021): each layer's attention weighted by its gradient, the "
+        "negative part dropped, accumulated through the layers. It is not the same authors' "
+        "LRP-based transformer attribution of CVPR 2021 (chefer-lrp). Needs a classifier. It "
         "follows the selected token; a patch's own place keeps the identity that the residual "
         "connection adds, as in rollout, so it stands out in its own map.",
         paper="Chefer, Gur and Wolf, Generic Attention-model Explainability for Interpreting "
@@ -65,6 +70,7 @@ RELEVANCE = register(
         only_cls=True,
         requires_classifier=True,
         cost=2,
+        explains="a class score, per patch",
         not_applied="Relevance combines every layer and head, weighted by their gradients for "
         "the class: no single layer or head applies. Show Attention to pick one.",
         title=_title,

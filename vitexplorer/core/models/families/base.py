@@ -14,13 +14,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vitexplorer.core.models.families.family import UnsupportedModel
+
+if TYPE_CHECKING:
+    from vitexplorer.core.models.blocks import BlockParts, Ops
 
 Part = nn.Module | nn.Parameter
 PREFIX_KINDS = ("cls", "dist", "reg")  # class token, distillation token, register
@@ -77,6 +80,17 @@ class ViTAdapter(ABC):
         features = self.pool(self.final_norm()(x))
         head = self.get_classifier()
         return features.new_zeros((features.shape[0], 0)) if head is None else head(features)
+
+    # --- the explicit forward of the propagation methods (core/models/blocks.py) ------------
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        """``block``'s parts as one pre-norm block (see :mod:`vitexplorer.core.models.blocks`);
+        ``UnsupportedModel`` with the reason where the family has none or a part differs."""
+        raise UnsupportedModel(f"a {type(self.module).__name__} has no described block parts")
+
+    def explicit_head(self, tokens: torch.Tensor, ops: Ops) -> torch.Tensor:
+        """The features the classifier reads from the last block's output, the final norm (and
+        any norm or linear layer of the pooling) computed by ``ops``."""
+        return self.pool(ops.norm(self.final_norm(), tokens))
 
     # --- the classifier ----------------------------------------------------------------------
     @abstractmethod

@@ -250,6 +250,9 @@ class CustomAdapter(ViTAdapter):
             return _mha_forward(attention, sink)
         return _timm_forward(attention, sink)
 
+    def block_parts(self, block: nn.Module) -> Any:
+        raise self._unknown("the block parts")
+
     def position_embeddings(self) -> torch.Tensor | None:
         raise self._unknown("the position embedding")
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from vitexplorer.core.models.families.base import Part, ViTAdapter, reset_module_parameters
 from vitexplorer.core.models.families.family import UnsupportedModel
+
+if TYPE_CHECKING:
+    from vitexplorer.core.models.blocks import BlockParts, Ops
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,63 @@ class HFAdapter(ViTAdapter):
             return out_proj(out.contiguous()), weights
 
         return forward
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        """A ViT/DeiT, DINOv2 or CLIP encoder layer: its two LayerNorms, q/k/v projections
+        (the scale multiplies the scores, as transformers' eager attention does), output
+        projection, DINOv2's layer scales and the MLP; DINOv2's SwiGLU MLP is refused."""
+        from vitexplorer.core.models.blocks import BlockParts, check_norm, linear_of
+
+        layer: Any = block.layer if isinstance(block, _MaskFree) else block
+        if self._clip:
+            attention, out, scaling = (
+                layer.self_attn,
+                layer.self_attn.out_proj,
+                layer.self_attn.scale,
+            )
+            norms = (layer.layer_norm1, layer.layer_norm2)
+        else:
+            attention, out, scaling = (
+                layer.attention,
+                layer.attention.o_proj,
+                layer.attention.scaling,
+            )
+            norms = (
+                (layer.norm1, layer.norm2)
+                if hasattr(layer, "norm1")
+                else (layer.layernorm_before, layer.layernorm_after)
+            )
+        mlp = layer.mlp
+        if not hasattr(mlp, "fc1"):
+            raise UnsupportedModel(f"its MLP is {type(mlp).__name__} (gated), not fc1, act, fc2")
+        scales = [
+            getattr(getattr(layer, name, None), "lambda1", None)
+            for name in ("layer_scale1", "layer_scale2")
+        ]
+        return BlockParts(
+            norm1=check_norm(norms[0], "its first norm"),
+            q=linear_of(attention.q_proj),
+            k=linear_of(attention.k_proj),
+            v=linear_of(attention.v_proj),
+            num_heads=attention.q_proj.out_features // attention.head_dim,
+            scale=scaling,
+            scale_scores=True,
+            out=linear_of(out),
+            norm2=check_norm(norms[1], "its second norm"),
+            fc1=linear_of(mlp.fc1),
+            act=mlp.activation_fn,
+            fc2=linear_of(mlp.fc2),
+            ls1=scales[0],
+            ls2=scales[1],
+        )
+
+    def explicit_head(self, tokens: torch.Tensor, ops: Ops) -> torch.Tensor:
+        """The final norm and the pooling; CLIP's image-text projection through ``ops``."""
+        x = ops.norm(self.final_norm(), tokens)
+        if self.module.kind.pool == "cls_proj":
+            projection = self.module.model.visual_projection
+            return ops.linear(x[:, 0], projection.weight, projection.bias, role="projection")
+        return self.module.pool(x)
 
     @torch.no_grad()
     def position_embeddings(self) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from vitexplorer.core.models.families.registry import SMALL_VIT, family_named
 from vitexplorer.core.models.metadata import apply_metadata, check_config_keys
 from vitexplorer.core.models.spec import RANDOM, ModelSpec
 from vitexplorer.core.models.vit import SelfAttention, SmallViT, SmallViTConfig
+
+if TYPE_CHECKING:
+    from vitexplorer.core.models.blocks import BlockParts
 
 
 class SmallViTAdapter(ViTAdapter):
@@ -83,6 +86,30 @@ class SmallViTAdapter(ViTAdapter):
             return out if drop is None else drop(out)
 
         return forward
+
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        """An ``EncoderBlock``: norm1, the packed qkv projection, norm2, the MLP (its
+        activation with the dropout after it, an identity in eval mode)."""
+        from vitexplorer.core.models.blocks import BlockParts, check_norm, linear_of, split_packed
+
+        attention = cast(SelfAttention, block.attn)
+        q, k, v = split_packed(attention.qkv.weight, attention.qkv.bias)
+        mlp = cast(nn.Sequential, block.mlp)
+        head_dim = attention.qkv.out_features // 3 // attention.num_heads
+        return BlockParts(
+            norm1=check_norm(cast(nn.Module, block.norm1), "its norm1"),
+            q=q,
+            k=k,
+            v=v,
+            num_heads=attention.num_heads,
+            scale=head_dim**-0.5,
+            scale_scores=False,
+            out=linear_of(attention.proj),
+            norm2=check_norm(cast(nn.Module, block.norm2), "its norm2"),
+            fc1=linear_of(mlp[0]),
+            act=mlp[1],
+            fc2=linear_of(mlp[2]),
+        )
 
     def position_embeddings(self) -> torch.Tensor:
         return self.module.pos_embed[0]

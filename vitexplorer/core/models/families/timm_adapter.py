@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import timm
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 
 from vitexplorer.core.models.families.base import Part, ViTAdapter
 from vitexplorer.core.models.families.family import UnsupportedModel
+
+if TYPE_CHECKING:
+    from vitexplorer.core.models.blocks import BlockParts, Ops
 
 HEAD_KINDS = ("classifier", "projection", "none")  # what the model's head is
 HEAD_MARK = "_vitexplorer_head"  # set on a module whose head kind is known, not guessed
@@ -200,6 +203,84 @@ class TimmAdapter(ViTAdapter):
             return a.proj_drop(a.proj(out))
 
         return forward
+
+    # --- the explicit forward (core/models/blocks.py) ----------------------------------------
+    def block_parts(self, block: nn.Module) -> BlockParts:
+        """timm's pre-norm ``Block`` with the plain ``Attention`` and ``Mlp``; q/k norms, a norm
+        after the attention or in the MLP, a gate, SwiGLU or a post-norm block are refused."""
+        from timm.layers import LayerScale, Mlp
+
+        from vitexplorer.core.models.blocks import (
+            BlockParts,
+            check_identity,
+            check_norm,
+            linear_of,
+            split_packed,
+        )
+
+        if type(block) is not Block:
+            raise UnsupportedModel(
+                f"its blocks are {type(block).__name__}, not timm's pre-norm Block"
+            )
+        a: Any = block.attn
+        if not _plain_attention(a):
+            raise UnsupportedModel(
+                f"its attention is {type(a).__name__}, not timm's plain Attention"
+            )
+        check_identity(a.q_norm, "its attention's q_norm")
+        check_identity(a.k_norm, "its attention's k_norm")
+        check_identity(a.norm, "its attention's norm after the heads")
+        if getattr(a, "gate", None) is not None:
+            raise UnsupportedModel("its attention has a gate")
+        mlp: Any = block.mlp
+        if type(mlp) is not Mlp:
+            raise UnsupportedModel(f"its MLP is {type(mlp).__name__}, not timm's plain Mlp")
+        check_identity(mlp.norm, "its MLP's norm")
+        scales: list[torch.Tensor | None] = []
+        for name in ("ls1", "ls2"):
+            part = getattr(block, name)
+            if isinstance(part, LayerScale):
+                scales.append(part.gamma)
+            else:
+                check_identity(part, f"its {name}")
+                scales.append(None)
+        q, k, v = split_packed(a.qkv.weight, a.qkv.bias)
+        return BlockParts(
+            norm1=check_norm(block.norm1, "its norm1"),
+            q=q,
+            k=k,
+            v=v,
+            num_heads=a.num_heads,
+            scale=a.scale,
+            scale_scores=False,
+            out=linear_of(a.proj),
+            norm2=check_norm(block.norm2, "its norm2"),
+            fc1=linear_of(mlp.fc1),
+            act=mlp.act,
+            fc2=linear_of(mlp.fc2),
+            ls1=scales[0],
+            ls2=scales[1],
+        )
+
+    def explicit_head(self, tokens: torch.Tensor, ops: Ops) -> torch.Tensor:
+        """The final norm, the pooling (class token, distillation token, or the average), then
+        ``fc_norm`` where there is one; an attention pool is refused."""
+        from vitexplorer.core.models.blocks import check_norm
+
+        m = self.module
+        if m.attn_pool is not None:
+            raise UnsupportedModel("it pools its tokens with an attention pool (global_pool='map')")
+        x = (
+            tokens
+            if isinstance(m.norm, nn.Identity)
+            else ops.norm(check_norm(m.norm, "its norm"), tokens)
+        )
+        if self.distilled and isinstance(self.get_classifier(), _DistilledClassifier):
+            return torch.cat([x[:, 0], x[:, 1]], dim=-1)
+        x = m.pool(x)
+        if not isinstance(m.fc_norm, nn.Identity):
+            x = ops.norm(check_norm(m.fc_norm, "its fc_norm"), x)
+        return x
 
     # --- parameters ------------------------------------------------------------------------
     def position_embeddings(self) -> torch.Tensor | None:

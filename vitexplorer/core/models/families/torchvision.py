@@ -9,7 +9,7 @@ import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,12 +37,15 @@ from vitexplorer.core.models.families.base import (
     resample_positions,
     reset_module_parameters,
 )
-from vitexplorer.core.models.families.family import Family
+from vitexplorer.core.models.families.family import Family, UnsupportedModel
 from vitexplorer.core.models.families.layouts import recognise_layout
 from vitexplorer.core.models.families.registry import TORCHVISION_VITS, family_named
 from vitexplorer.core.models.metadata import apply_metadata, check_config_keys
 from vitexplorer.core.models.spec import RANDOM, ModelSpec
 from vitexplorer.core.models.vit import MAX_CLASSES, MAX_IMAGE_SIZE, SmallViTConfig, check_grid
+
+if TYPE_CHECKING:
+    from vitexplorer.core.models.blocks import BlockParts, Ops
 
 
 class TorchvisionAdapter(ViTAdapter):
@@ -111,6 +114,42 @@ class TorchvisionAdapter(ViTAdapter):
             return (out if attention.batch_first else out.transpose(0, 1)), None
 
         return forward
+
+    def block_parts(self, block: Any) -> BlockParts:
+        """An ``EncoderBlock``: ln_1, the packed projection of its ``MultiheadAttention`` (the
+        scale multiplies the queries, as torch's attention does), ln_2, the MLPBlock."""
+        from vitexplorer.core.models.blocks import BlockParts, check_norm, linear_of, split_packed
+
+        attention = block.self_attention
+        if attention.in_proj_weight is None or attention.bias_k is not None:
+            raise UnsupportedModel("its attention has no packed qkv projection")
+        if attention.add_zero_attn:
+            raise UnsupportedModel("its attention adds a zero key (add_zero_attn)")
+        q, k, v = split_packed(attention.in_proj_weight, attention.in_proj_bias)
+        mlp = block.mlp
+        return BlockParts(
+            norm1=check_norm(block.ln_1, "its ln_1"),
+            q=q,
+            k=k,
+            v=v,
+            num_heads=attention.num_heads,
+            scale=attention.head_dim**-0.5,
+            scale_scores=False,
+            out=linear_of(attention.out_proj),
+            norm2=check_norm(block.ln_2, "its ln_2"),
+            fc1=linear_of(mlp[0]),
+            act=mlp[1],
+            fc2=linear_of(mlp[3]),
+        )
+
+    def explicit_head(self, tokens: torch.Tensor, ops: Ops) -> torch.Tensor:
+        from vitexplorer.core.models.blocks import linear_of
+
+        x = ops.norm(self.module.encoder.ln, tokens)[:, 0]
+        heads = self.module.heads
+        if hasattr(heads, "pre_logits"):  # the optional representation layer: Linear, Tanh
+            x = ops.act(heads.act, ops.linear(x, *linear_of(heads.pre_logits), role="pre_logits"))
+        return x
 
     def position_embeddings(self) -> torch.Tensor:
         return self.module.encoder.pos_embedding[0]
