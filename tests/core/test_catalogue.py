@@ -42,6 +42,10 @@ OTHER = {
     "gamma": 0.5,
     "conv_gamma": 0.25,
     "attention_rule": "attnlrp",
+    "path_steps": 7,
+    "samples": 3,
+    "noise": 0.25,
+    "noise_seed": 4,
 }
 
 
