@@ -5,6 +5,7 @@ progress and cancel, and a model left as it was."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -14,9 +15,10 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from tests.conftest import TINY, tiny_hf_config, tiny_spec
+from vitexplorer.core.explain.baselines import baseline_images
 from vitexplorer.core.explain.maps import attribute, explanation_map
 from vitexplorer.core.explain.method import MethodCancelled, MethodOptions, get
-from vitexplorer.core.explain.methods.occlusion import baseline_image, occlusion_maps
+from vitexplorer.core.explain.methods.occlusion import occlusion_maps
 from vitexplorer.core.models.loading import LoadedModel
 from vitexplorer.core.models.vit import SmallViT
 
@@ -103,17 +105,17 @@ def targets_of(model: LoadedModel, images: torch.Tensor) -> list[int]:
 
 def fill_for(model: LoadedModel, images: torch.Tensor, kind: str) -> torch.Tensor:
     """The baseline written out independently: black normalised, zeros, or torchvision's
-    Gaussian blur (sigma a tenth of the side, kernel 3 sigma each way, reflected)."""
+    Gaussian blur (sigma one patch, kernel 3 sigma each way, reflected)."""
     if kind == "mean":
         return torch.zeros_like(images)
     if kind == "black":
         mean = torch.tensor(model.spec.mean)[:, None, None]
         std = torch.tensor(model.spec.std)[:, None, None]
         return ((torch.zeros_like(images) - mean) / std).float()
-    side = min(images.shape[-2:])
-    sigma = side / 10
-    radius = min(int(3 * sigma + 0.5), side - 1)
-    return TF.gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
+    sigma = float(model.spec.patch_size)
+    height, width = images.shape[-2:]
+    sizes = [2 * min(math.ceil(3 * sigma), side - 1) + 1 for side in (width, height)]
+    return TF.gaussian_blur(images, sizes, [sigma, sigma])
 
 
 # --- the oracles -------------------------------------------------------------------------------
@@ -153,17 +155,17 @@ def test_the_baselines_mean_what_they_say():
     model = timm_model()
     images = images_for(model, 2)
     spec = model.spec
-    black = baseline_image(images, "black", spec.mean, spec.std)
+    black = baseline_images(model, images, "black")
     # an all-black picture put through the model's normalisation
     raw = torch.zeros(3, 32, 32)
     expected = TF.normalize(raw, list(spec.mean), list(spec.std))
     torch.testing.assert_close(black, expected.expand_as(images), atol=1e-6, rtol=0)
-    assert (baseline_image(images, "mean", spec.mean, spec.std) == 0).all()
-    blur = baseline_image(images, "blur", spec.mean, spec.std)
+    assert (baseline_images(model, images, "mean") == 0).all()
+    blur = baseline_images(model, images, "blur")
     torch.testing.assert_close(blur, fill_for(model, images, "blur"), atol=1e-5, rtol=0)
     assert blur.std() < images.std() / 2  # smoothed: the pixel noise mostly gone
     with pytest.raises(ValueError, match="unknown baseline 'grey'; use one of black, mean, blur"):
-        baseline_image(images, "grey", spec.mean, spec.std)
+        baseline_images(model, images, "grey")
 
 
 @pytest.mark.slow

@@ -74,6 +74,7 @@ def occlusion_maps(
     import torch
 
     from vitexplorer.core.explain.attribution import grid_of, resolve_targets
+    from vitexplorer.core.explain.baselines import baseline_images
     from vitexplorer.core.models.capture import model_forward
     from vitexplorer.core.models.families.family import UnsupportedModel
 
@@ -119,7 +120,7 @@ def occlusion_maps(
             drops = torch.empty(total, dtype=torch.float32, device=images.device)
             fill = images  # the pixels each copy takes inside its occluded patch
             if occlude == "pixels":
-                fill = baseline_image(images, baseline, model.spec.mean, model.spec.std)
+                fill = baseline_images(model, images, baseline)
             row_of = torch.arange(height, device=images.device) // (height // rows)
             col_of = torch.arange(width, device=images.device) // (width // cols)
             prefix = adapter.num_prefix_tokens
@@ -166,49 +167,6 @@ def _chunk_size(model: LoadedModel, tokens: int, images: torch.Tensor) -> int:
     element = images.element_size()
     per_copy = element * (tokens * (3 * widest + 2 * heads * tokens) + 2 * images[0].numel())
     return max(1, min(MAX_CHUNK, CHUNK_BYTES // max(1, per_copy)))
-
-
-def baseline_image(
-    images: torch.Tensor, kind: str, mean: Any, std: Any, sigma: float | None = None
-) -> torch.Tensor:
-    """What stands for an absent input, in the model's normalised space, (batch, 3, H, W):
-    "black" an all-black image normalised ((0 - mean) / std per channel), "mean" zeros (the
-    dataset's mean colour), "blur" each image blurred by a Gaussian of ``sigma`` pixels
-    (default: a tenth of the image's shorter side), reflected at the borders."""
-    import torch
-
-    if kind == "mean":
-        return torch.zeros_like(images)
-    if kind == "black":
-        mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device)
-        std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device)
-        return ((0.0 - mean_t) / std_t)[None, :, None, None].expand_as(images).clone()
-    if kind == "blur":
-        return _gaussian_blur(images, sigma or min(images.shape[-2:]) / 10.0)
-    raise ValueError(f"unknown baseline {kind!r}; use one of black, mean, blur")
-
-
-def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """A separable Gaussian blur of every channel, reflected at the borders."""
-    import torch
-    import torch.nn.functional as F
-
-    channels = images.shape[1]
-    out = images
-    for axis in (-1, -2):
-        size = images.shape[axis]
-        radius = max(0, min(int(3.0 * sigma + 0.5), size - 1))
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=images.device)
-        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-        kernel = (kernel / kernel.sum()).to(images.dtype)
-        if axis == -1:
-            weight = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-            padded = F.pad(out, (radius, radius, 0, 0), mode="reflect")
-        else:
-            weight = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-            padded = F.pad(out, (0, 0, radius, radius), mode="reflect")
-        out = F.conv2d(padded, weight, groups=channels)
-    return out
 
 
 def _words(parameters: dict[str, Any]) -> str:
