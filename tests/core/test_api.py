@@ -200,7 +200,11 @@ def test_options_count_as_people_count(tiny: vitexplorer.Model, tmp_path: Path) 
 @pytest.mark.parametrize(
     ("method", "options", "words"),
     [
-        ("no-such-method", {}, "unknown method 'no-such-method'; use one of attention, rollout, relevance"),
+        (
+            "no-such-method",
+            {},
+            "unknown method 'no-such-method'; use one of attention, rollout, relevance",
+        ),
         ("attention", {"layer": 0}, "layer 0: layers are numbered from 1; this model has"),
         ("attention", {"layer": 3}, "layers 1 to 2 (-1 is the last)"),
         ("attention", {"head": 3}, "head 3: heads are numbered from 1"),

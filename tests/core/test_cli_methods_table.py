@@ -66,14 +66,14 @@ def test_the_table_lists_every_method_within_the_width(capsys, monkeypatch, colu
         assert cells[2] == method.cost_words()
         assert cells[3] == ("needed" if method.requires_classifier else "no")
         assert cells[1] == explains(method)
-        assert cells[0] == (authors(method.paper, method.year) or "-")
+        assert cells[0] == (authors(method.paper, method.year, short=True) or "-")
 
 
 def test_the_known_methods_read_as_their_papers(capsys, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     rows = _rows(_run(capsys))
     assert "Abnar and Zuidema 2020" in rows["rollout"][0]
-    assert "Chefer, Gur and Wolf 2021" in rows["relevance"][0]
+    assert "Chefer et al. 2021" in rows["relevance"][0]
     assert "needed" in rows["relevance"][0] and rows["attention"][0].endswith("no")
     assert "none (reads the analysis)" in rows["attention"][0]
     assert "2 passes" in rows["relevance"][0]
@@ -130,7 +130,7 @@ def test_a_method_registered_later_joins_the_table(capsys, monkeypatch, register
     out = _run(capsys)
     assert max(len(line) for line in out.splitlines()) <= 80
     paper, what, cost, classifier = _cells(out)["late-method"]
-    assert paper == "Somebody, Another Person and A Third 2031"  # who and when, not the title
+    assert paper == "Somebody et al. 2031"  # who and when, not the title
     assert what == "a class score, per pixel"
     assert cost == "2 per path step (100 at 50)" and classifier == "needed"
     assert len(_rows(out)["late-method"]) > 1  # wrapped to fit
@@ -147,6 +147,10 @@ def test_authors_and_year_from_a_reference() -> None:
         "Achtibat et al. 2024"
     )
     assert authors("Selvaraju, Grad-CAM, ICCV 2017") == "Selvaraju 2017"
+    assert authors("Chefer, Gur and Wolf, Generic, ICCV 2021", short=True) == "Chefer et al. 2021"
+    assert (
+        authors("Abnar and Zuidema, Quantifying, ACL 2020", short=True) == "Abnar and Zuidema 2020"
+    )
     assert authors("", None) == ""
 
 

@@ -45,9 +45,10 @@ def run_methods(options: argparse.Namespace) -> int:
     return 0
 
 
-def authors(paper: str, year: int | None = None) -> str:
+def authors(paper: str, year: int | None = None, short: bool = False) -> str:
     """The authors and year of a paper reference ("Chefer, Gur and Wolf, Generic ..., ICCV
-    2021" gives "Chefer, Gur and Wolf 2021"); "" when there is none."""
+    2021" gives "Chefer, Gur and Wolf 2021"); "" when there is none. ``short``: more than two
+    authors as the first "et al." ("Achtibat et al. 2024"), as a table cites them."""
     if not paper:
         return ""
     pieces = [piece.strip() for piece in paper.split(",")]
@@ -56,6 +57,8 @@ def authors(paper: str, year: int | None = None) -> str:
         if " and " in f" {piece} " or "et al" in piece:
             names = pieces[: index + 1]
             break
+    if short and len(names) > 1 and not any("et al" in name for name in names):
+        names = [f"{names[0]} et al."]
     found = re.findall(r"\b(?:19|20)\d\d\b", paper)
     when = str(year) if year is not None else (found[-1] if found else "")
     return " ".join(part for part in (", ".join(names), when) if part)
@@ -75,7 +78,7 @@ def explains(method: Any) -> str:
 
 def table_row(method: Any) -> tuple[str, ...]:
     classifier = "needed" if method.requires_classifier else "no"
-    paper = authors(method.paper, method.year) or "-"
+    paper = authors(method.paper, method.year, short=True) or "-"
     return (method.name, paper, explains(method), method.cost_words(), classifier)
 
 
