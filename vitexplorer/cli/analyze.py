@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vitexplorer.cli.common import (
+    DIVERGING,
     PROG,
     add_aspect_argument,
     add_model_arguments,
@@ -464,17 +465,24 @@ def write_method_outputs(
     False leaves it off (a map that is no such row: a difference of two). ``pixels``, the
     pixel map of a method that attributes to pixels, adds ``<stem>.<method>.pixels.npy``
     (float32, the input's height x width) to the files, and the card says which map is which:
-    ``pixels`` describes it and ``map.meaning`` says the grid map is its sum over each patch."""
+    ``pixels`` describes it and ``map.meaning`` says the grid map is its sum over each patch.
+    A signed method's map (integrated gradients, the LRP methods, occlusion) on its own scale is
+    drawn on the diverging table :data:`DIVERGING` from -m to m, m its largest magnitude, and
+    its card's ``picture`` names that colour map."""
     import numpy as np
 
+    from vitexplorer.core.render.colour_tables import SIGNED_COLOUR_MAP
     from vitexplorer.core.render.figure import render_figure, save_png
     from vitexplorer.core.render.numbering import map_axes
-    from vitexplorer.core.render.scales import uniform_mark
+    from vitexplorer.core.render.scales import is_signed, symmetric_range, uniform_mark
 
     heat = np.ascontiguousarray(heat, dtype=np.float32)
     title = card.get("title") or method
     under = card.get("subtitle") or subtitle(analysis.spec, card["image"])
     mark = uniform_mark(method, analysis.spec.num_tokens) if uniform else None
+    signed = levels is None and is_signed(method)  # its own scale, symmetric around zero
+    if signed:
+        lut, levels = colour_table(DIVERGING), symmetric_range(heat)
     figure = render_figure(analysis.display, heat, lut, title, under, levels=levels, uniform=mark)
     paths = [out_dir / f"{stem}.{name or method}.{ext}" for ext in ("npy", "png", "json")]
     card = {
@@ -487,6 +495,8 @@ def write_method_outputs(
         },
         "picture": figure.facts(paths[1].name),
     }
+    if signed:
+        card["picture"]["colour_map"] = SIGNED_COLOUR_MAP
     described = paths[:2]
     files = FileSet() if into is None else into
     if pixels is not None:

@@ -455,7 +455,8 @@ class Method:
     (a worker job), not only the stored attention of the analysis. ``distribution``: every row
     of the map is a probability distribution over the tokens, so a uniform level 1/N exists.
     ``only_cls``: the map is read from the CLS token on the command line (the app may follow
-    the clicked token)."""
+    the clicked token). ``signed``: the map's sign means something (negative is evidence
+    against the class), so it is drawn on a diverging colour scale symmetric around zero."""
 
     name: str
     label: str  # the method bar's entry
@@ -470,6 +471,7 @@ class Method:
     needs_backward: bool = False
     class_specific: bool = False
     distribution: bool = False
+    signed: bool = False  # negative values mean something: a diverging scale around zero
     only_cls: bool = False
     cost: int = 0  # forward passes beyond the analysis's one (a backward counts as one)
     cost_per: str | None = None  # ``cost`` is per step of this: an option ("steps") or "patches"

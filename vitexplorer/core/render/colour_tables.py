@@ -8,6 +8,11 @@ from __future__ import annotations
 import numpy as np
 
 DIVERGING = "CET-D1"  # for differences: blue below zero, red above
+SIGNED_COLOUR_MAP = (
+    f"{DIVERGING} (diverging: blue below zero, near white at zero, red above; levels symmetric "
+    f"around zero, -m to m, m the map's largest magnitude)"
+)
+"""How a card names the colour map of a signed method's map (:attr:`Method.signed`)."""
 
 # each table: 256 RGB triples, as hexadecimal text
 _TABLES = {

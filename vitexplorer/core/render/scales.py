@@ -29,6 +29,32 @@ def is_distribution(method: str) -> bool:
     return method in method_names() and get(method).distribution
 
 
+def is_signed(method: str) -> bool:
+    """Whether ``method``'s maps have a sign that means something (integrated gradients, the
+    LRP methods, occlusion: negative is evidence against the class), so they are drawn on a
+    diverging colour map with levels symmetric around zero (:func:`symmetric`): the
+    catalogue's ``signed``."""
+    from vitexplorer.core.explain.method import get, method_names
+
+    return method in method_names() and get(method).signed
+
+
+def symmetric(levels: tuple[float, float]) -> tuple[float, float]:
+    """``levels`` widened to be symmetric around zero: ``(-m, m)``, ``m`` the larger of their
+    magnitudes, so that zero takes a diverging table's neutral middle colour and a value and
+    its negative are equally strong colours."""
+    largest = max(abs(float(levels[0])), abs(float(levels[1])))
+    return -largest, largest
+
+
+def symmetric_range(values: np.ndarray) -> tuple[float, float] | None:
+    """The symmetric scale of a signed map: ``(-m, m)``, ``m`` its largest finite magnitude
+    (``(0.0, 0.0)`` for a map of zeros); None when no value is finite."""
+    low, high = finite_range(values)
+    finite = np.isfinite(np.asarray(values, dtype=np.float64))
+    return symmetric((low, high)) if finite.any() else None
+
+
 def uniform_level(tokens: int) -> float:
     """What every token gets from a row spread evenly over ``tokens`` tokens: ``1 / tokens``."""
     if tokens < 1:

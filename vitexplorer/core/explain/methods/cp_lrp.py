@@ -62,6 +62,7 @@ CP_LRP = register(
         needs_model=True,
         needs_backward=True,
         class_specific=True,
+        signed=True,
         only_cls=True,
         requires_classifier=True,
         cost=2,

@@ -203,6 +203,7 @@ OCCLUSION = register(
         options=("target_class", "occlude", "baseline"),
         needs_model=True,
         class_specific=True,
+        signed=True,
         only_cls=True,
         requires_classifier=True,
         cost=1,
