@@ -1,5 +1,8 @@
 """All methods: the explorer's image under every method of the catalogue at once, each map on
-its own colour scale (its range in its title), titled with the method and its cost.
+its own colour scale (its range in its title), titled with the method, its cost and what it
+shows (the explorer's caption: "attention · layer 6, mean of heads"). A signed method's map
+(integrated gradients, the LRP methods, occlusion) is drawn on the diverging colour map, its
+scale symmetric around zero, and its title says so.
 
 Methods that read the stored attention are drawn here from the analysis, as the explorer draws
 them; the methods that need the model are asked of the explorer's worker one at a time, with a
@@ -9,6 +12,7 @@ session's :class:`~vitexplorer.core.explain.maps.MapCache`."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,9 +29,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from vitexplorer.core.explain.maps import MapJob, map_job
+from vitexplorer.core.explain.maps import MapJob, caption, map_job
 from vitexplorer.core.explain.method import Method, MethodOptions, catalogue
-from vitexplorer.gui.views.common import heat_levels, new_heat_item
+from vitexplorer.core.render.scales import symmetric
+from vitexplorer.gui.views.common import (
+    DIFFERENCE_COLORMAP,
+    HEAT_COLORMAP,
+    colormap,
+    heat_levels,
+    new_heat_item,
+)
 
 COLUMNS = 6  # tiles per row at most
 TILE_WIDTH = 190  # a tile's width in pixels: as many columns as the view's width holds
@@ -58,12 +69,33 @@ def tile_options(method: Method, options: MethodOptions, selection: Any) -> Meth
     return replace(options, layer=selection.layer, head=selection.head, token=token)
 
 
-def range_words(heat: np.ndarray) -> str:
-    """A map's own colour scale in words: its lowest and highest values."""
+def range_words(heat: np.ndarray, signed: bool = False) -> str:
+    """A map's own colour scale in words: its lowest and highest values; for a ``signed`` map,
+    also the symmetric scale it is drawn on ("-0.696 to 0.579, symmetric ±0.696")."""
     finite = heat[np.isfinite(heat)]
     if not finite.size:
         return "no finite value"
-    return f"{finite.min():.3g} to {finite.max():.3g}"
+    words = f"{finite.min():.3g} to {finite.max():.3g}"
+    if signed:
+        words += f", symmetric ±{np.abs(finite).max():.3g}"
+    return words
+
+
+def shown_words(method: Method, words: str) -> str:
+    """A caption ("attention · layer 6, mean of heads") without the method's name, which the
+    tile's title already gives: "layer 6, mean of heads", "for 'dog' (predicted)"."""
+    for name in (method.name, method.label):
+        if words.lower().startswith(name.lower()):
+            return words[len(name) :].lstrip(" ·")
+    return words
+
+
+def tile_levels(heat: np.ndarray, signed: bool = False) -> tuple[float, float]:
+    """The levels a tile draws ``heat`` on: its own range, made symmetric around zero for a
+    ``signed`` map (drawn on the diverging colour map)."""
+    finite = heat[np.isfinite(heat)]
+    levels = heat_levels(finite)
+    return symmetric(levels) if signed else levels
 
 
 class AllMethodsView(QWidget):
@@ -300,14 +332,25 @@ class AllMethodsView(QWidget):
             self.cell_layout.addWidget(tile.widget, index // columns, index % columns)
 
     def _title(self, tile: MethodTile, second: str) -> str:
-        spec = self.explanations.context.analysis.spec
-        cost = tile.method.cost_words(self._options(tile.method), spec)
-        return f"<b>{tile.method.label}</b> · {cost}<br>{second}"
+        """The tile's title: the method and its cost, what it shows (the explorer's caption:
+        layer and head, class, options) and ``second`` (its scale, or why no map)."""
+        analysis = self.explanations.context.analysis
+        options = self._options(tile.method)
+        cost = tile.method.cost_words(options, analysis.spec)
+        try:
+            what = shown_words(tile.method, caption(tile.method.name, options, analysis))
+        except ValueError:  # an option that does not fit this model: ``second`` says so
+            what = ""
+        shows = f"<br>{html.escape(what, quote=False)}" if what else ""
+        return f"<b>{tile.method.label}</b> · {cost}{shows}<br>{html.escape(second, quote=False)}"
 
     def _set_heat(self, tile: MethodTile, heat: np.ndarray) -> None:
         rows, cols = heat.shape
-        tile.heat, tile.status, tile.words = heat, DRAWN, range_words(heat)
-        tile.heat_item.setImage(np.ascontiguousarray(heat, np.float32), levels=heat_levels(heat))
+        signed = tile.method.signed
+        tile.heat, tile.status, tile.words = heat, DRAWN, range_words(heat, signed)
+        tile.heat_item.setColorMap(colormap(DIFFERENCE_COLORMAP if signed else HEAT_COLORMAP))
+        levels = tile_levels(heat, signed)
+        tile.heat_item.setImage(np.ascontiguousarray(heat, np.float32), levels=levels)
         tile.heat_item.setRect(QRectF(0, 0, cols, rows))
         tile.heat_item.setVisible(True)
         tile.label.setText(self._title(tile, f"own scale: {tile.words}"))

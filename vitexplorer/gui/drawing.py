@@ -61,7 +61,8 @@ def draw_view(
         state = "cancelled (choose the method again to compute it)" if cancelled else "computing…"
         view.title.setText(f"{source.title}{what}: {state}")
         return
-    view.set_heat(heat, levels, uniform_mark(choice.method, analysis.spec.num_tokens))
+    uniform = uniform_mark(choice.method, analysis.spec.num_tokens)
+    view.set_heat(heat, levels, uniform, signed=choice.described.signed)
     flat = flat_map(heat)  # a map that ranks nothing is said so, not drawn as if it did
     if flat:
         source.notice(what, flat)

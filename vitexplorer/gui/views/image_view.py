@@ -10,10 +10,13 @@ from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent, QPainter
 from PySide6.QtWidgets import QGraphicsRectItem
 
+from vitexplorer.core.render.scales import symmetric
 from vitexplorer.gui.views.common import (
+    DIFFERENCE_COLORMAP,
     HEAT_COLORMAP,
     WrappingTitle,
     bar_position,
+    colormap,
     heat_levels,
     new_colorbar,
     new_heat_item,
@@ -107,6 +110,9 @@ class ImageView(pg.GraphicsLayoutWidget):
         self.heat_values = np.zeros((0, 0), np.float32)
         self.set_opacity(0.6)
         self.colorbar.setVisible(False)  # until there is a map
+        self.base_colormap = colormap  # an unsigned map's colours
+        self.colormap_name = colormap  # the colours drawn now
+        self.signed = False  # the map's sign means something: diverging, symmetric levels
         self.scene().sigMouseClicked.connect(self._clicked)
         self.scene().sigMouseMoved.connect(self._moved)
 
@@ -126,13 +132,19 @@ class ImageView(pg.GraphicsLayoutWidget):
         values: np.ndarray,
         levels: tuple[float, float] | None = None,
         uniform: tuple[float, str] | None = None,
+        signed: bool = False,
     ) -> None:
         """A map over the patches, (rows, columns), on ``levels`` (default: its own range), or
         on the locked levels while the scale is locked (:meth:`lock_scale`). ``uniform``
         (value, words), for a map whose rows are distributions, is marked on the colour bar;
-        the bar always shows the levels the map is drawn on."""
+        the bar always shows the levels the map is drawn on. A ``signed`` map (its sign means
+        something: :attr:`~vitexplorer.core.explain.method.Method.signed`) is drawn on the
+        diverging :data:`DIFFERENCE_COLORMAP` with those levels made symmetric around zero,
+        ``(-m, m)``, so that a negative value is never drawn as dark as nothing."""
         self.heat_values = values
         self.uniform = uniform
+        self.signed = signed
+        self._use_colormap(DIFFERENCE_COLORMAP if signed else self.base_colormap)
         self._asked_levels = levels or heat_levels(values)
         if self._lock_next:
             self.locked_levels, self._lock_next = self._asked_levels, False
@@ -142,6 +154,8 @@ class ImageView(pg.GraphicsLayoutWidget):
         levels = self.locked_levels or self._asked_levels
         if levels is None:  # no map yet
             return
+        if self.signed:  # a locked or shared scale too: zero in the neutral middle colour
+            levels = symmetric(levels)
         self.levels = levels
         self.heat.setImage(self.heat_values, levels=levels)
         self.heat.setRect(QRectF(0, 0, self.grid[1], self.grid[0]))
@@ -158,6 +172,14 @@ class ImageView(pg.GraphicsLayoutWidget):
             self.uniform_line.setValue(bar_position(levels, uniform[0]))
         self.uniform_line.setVisible(inside)
         self.colorbar.setVisible(True)
+
+    def _use_colormap(self, name: str) -> None:
+        """Draw the map and its colour bar in the colour map ``name`` (set only on a change)."""
+        if name == self.colormap_name:
+            return
+        self.colormap_name = name
+        self.heat.setColorMap(colormap(name))
+        self.colorbar.setColorMap(colormap(name))
 
     def lock_scale(self, locked: bool) -> None:
         """Keep the present colour levels for every map drawn after (other layers, heads,
