@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vitexplorer.cli import main
 from vitexplorer.core.explain.analysis import analyze_images
 from vitexplorer.core.explain.maps import explanation_map
 from vitexplorer.core.explain.method import MethodOptions, catalogue
-from vitexplorer.core.models.loading import load_model
+from vitexplorer.core.models.loading import load_model, save_checkpoint
 from vitexplorer.core.models.preprocessing import preprocess
 from vitexplorer.core.render.colour_tables import DIVERGING, colour_table
 from vitexplorer.core.render.overlay import render_overlay
@@ -182,3 +183,39 @@ def test_a_signed_map_of_zeros_is_drawn_neutral() -> None:
     left, top, width, height = figure.map_box
     pixel = np.asarray(figure.image)[top + height // 2, left + width // 2].astype(int)
     assert np.abs(pixel - np.rint(ALPHA * lut[128].astype(np.float32))).max() <= 1
+
+
+def test_compare_draws_a_signed_method_on_one_symmetric_diverging_scale(
+    capsys, tmp_path: Path, checkpoint: Path
+) -> None:
+    """``compare``: model A's and B's maps of a signed method share one scale, symmetric around
+    zero, on CET-D1 (as the app's model comparison draws them); their cards say so."""
+    other = tmp_path / "other.safetensors"
+    model = load_model(str(checkpoint), device="cpu")
+    with torch.no_grad():
+        model.module.head.weight.mul_(-1.0)  # B: the classes' evidence turned round
+    save_checkpoint(other, model)
+    photo = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), np.uint8)).save(photo)
+    out = tmp_path / "out"
+    args = ["compare", str(photo), "--model", str(checkpoint), "--model", str(other)]
+    args += ["--method", "integrated-gradients", "--path-steps", "4", "--out", str(out)]
+    assert main([*args, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    a = np.load(out / "noise.integrated-gradients.A.npy")
+    b = np.load(out / "noise.integrated-gradients.B.npy")
+    largest = float(max(np.abs(a).max(), np.abs(b).max()))
+    for side in ("A", "B"):
+        card = json.loads((out / f"noise.integrated-gradients.{side}.json").read_text())
+        assert card["picture"]["colour_scale"] == pytest.approx([-largest, largest])
+        scales = card["comparison"]["colour_scales"]
+        assert scales["A and B"] == pytest.approx([-largest, largest])
+        assert scales["A and B colour_map"].startswith(DIVERGING)
+    rollout_args = [*args[:6], "--method", "rollout", "--out", str(tmp_path / "rollout")]
+    assert main([*rollout_args, "--device", "cpu"]) == 0  # unsigned: as before
+    capsys.readouterr()
+    card = json.loads((tmp_path / "rollout" / "noise.rollout.A.json").read_text())
+    maps = [np.load(tmp_path / "rollout" / f"noise.rollout.{s}.npy") for s in ("A", "B")]
+    low, high = min(m.min() for m in maps), max(m.max() for m in maps)
+    assert card["picture"]["colour_scale"] == pytest.approx([low, high])
+    assert "A and B colour_map" not in card["comparison"]["colour_scales"]

@@ -317,6 +317,8 @@ def write_comparison(
     ``relation`` says what B - A means ("" for B - A said neutrally); ``into`` adds the files
     to a set written later instead."""
     from vitexplorer.core.explain.model_compare import compare_analyses
+    from vitexplorer.core.render.colour_tables import SIGNED_COLOUR_MAP
+    from vitexplorer.core.render.scales import is_signed, symmetric
 
     chosen = [maps[method] for maps in pair.maps]
     heats = tuple(entry.heat for entry in chosen)
@@ -324,6 +326,11 @@ def write_comparison(
     (analysis_a, analysis_b), (heat_a, heat_b) = pair.analyses, heats
     result = compare_analyses(analysis_a, analysis_b, heat_a, heat_b, feed, (pair.token_note,))
     facts = comparison_facts(result, stem, method, relation)
+    sides_scale = (luts[0], result.levels)
+    if is_signed(method) and result.levels is not None:  # a signed map: diverging, symmetric
+        sides_scale = (luts[1], symmetric(result.levels))
+        facts["colour_scales"]["A and B"] = list(sides_scale[1])
+        facts["colour_scales"]["A and B colour_map"] = SIGNED_COLOUR_MAP
     axes = None
     if result.resampled_to is not None:
         height, width = result.resampled_to
@@ -338,7 +345,7 @@ def write_comparison(
     }
     difference = difference_card(source, cards, labels, facts, relation)
     written[DIFFERENCE_NAME] = (pair.analyses[0], result.difference, difference, "")
-    scales = {side: (luts[0], result.levels) for side in SIDES}
+    scales = {side: sides_scale for side in SIDES}
     scales[DIFFERENCE_NAME] = (luts[1], result.difference_levels)
     files = FileSet() if into is None else into
     for name, (analysis, heat, card, label) in written.items():
