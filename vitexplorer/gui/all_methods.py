@@ -311,8 +311,8 @@ class AllMethodsView(QWidget):
             box = picture.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
             box.setMouseEnabled(False, False)
             column.addWidget(label)
+            column.addStretch(1)  # the pictures of a row level, whatever their titles' lines
             column.addWidget(picture)
-            column.addStretch(1)
             photo = pg.ImageItem(axisOrder="row-major")
             photo.setImage(analysis.display, levels=(0, 255))
             photo.setRect(rect)
