@@ -34,6 +34,13 @@ def test_the_catalogue_marks_the_signed_methods() -> None:
     assert not is_signed("no such method")
 
 
+def test_methods_json_says_which_are_signed(capsys) -> None:
+    assert main(["methods", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert {f["name"] for f in facts if f["signed"] is True} == SIGNED
+    assert all(f["signed"] is False for f in facts if f["name"] not in SIGNED)
+
+
 def test_symmetric_levels() -> None:
     assert symmetric((-0.696, 0.579)) == (-0.696, 0.696)
     assert symmetric((0.2, 0.5)) == (-0.5, 0.5)

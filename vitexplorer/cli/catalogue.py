@@ -102,6 +102,7 @@ def method_facts(method: Any) -> dict[str, Any]:
         "needs_backward": method.needs_backward,
         "class_specific": method.class_specific,
         "pixels": method.pixels,
+        "signed": method.signed,  # drawn on a diverging scale symmetric around zero
         "options": [
             {"name": name, "flag": OPTION[name].flag, "default": OPTION[name].default}
             for name in method.options
