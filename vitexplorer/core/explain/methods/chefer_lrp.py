@@ -27,6 +27,22 @@ class _CheferLRP(Attributor):
     def key(self, options: MethodOptions, spec: Any) -> tuple:
         return (options.target_class, options.start_layer)
 
+    def refusal(self, model: Any) -> str | None:
+        """Why the relevance cannot be propagated through ``model`` (blocks or a classifier it
+        cannot describe), in one line; None when it can."""
+        from vitexplorer.core.models.blocks import model_block_parts
+        from vitexplorer.core.models.families.family import UnsupportedModel
+
+        try:
+            model.adapter.get_classifier()
+            model_block_parts(model.adapter)
+        except UnsupportedModel as exc:
+            return (
+                f"chefer-lrp cannot propagate relevance through {model.spec.display_name}: "
+                f"{exc}; relevance and grad-attention work on it"
+            )
+        return None
+
     def attribute(
         self,
         model: LoadedModel,

@@ -106,6 +106,14 @@ def gradcam_from(
 
 
 class _GradCAM(Attributor):
+    def refusal(self, model: Any) -> str | None:
+        """Why ``model`` has no last-block norm to weigh, in one line; None when it has."""
+        try:
+            target_layer(model)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def attribute(
         self,
         model: LoadedModel,

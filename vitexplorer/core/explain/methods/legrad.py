@@ -37,6 +37,7 @@ from vitexplorer.core.explain.method import (
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from vitexplorer.core.models.loading import LoadedModel
 
@@ -68,14 +69,7 @@ def legrad_layers(
 
     adapter = model.adapter
     module = model.module
-    try:
-        blocks = adapter.blocks()
-        final_norm, head = adapter.final_norm(), adapter.get_classifier()
-    except ValueError as exc:  # UnsupportedModel is one
-        raise ValueError(
-            f"legrad needs each layer's tokens and the classifier: {exc}; grad-attention, "
-            f"relevance and the attention-only methods work on it"
-        ) from None
+    blocks, final_norm, head = layer_parts(model)
     if head is None:
         raise ValueError(
             f"{model.spec.display_name} has no classifier, so there is no class score for "
@@ -145,7 +139,29 @@ def min_max(maps: Any) -> Any:
     return scaled.reshape(maps.shape).astype(np.float32)
 
 
+def layer_parts(model: LoadedModel) -> tuple[list[nn.Module], nn.Module, nn.Module | None]:
+    """The blocks, the final norm and the classifier LeGrad reads each layer's score through;
+    a one-line ValueError naming what works instead where the family does not describe them."""
+    adapter = model.adapter
+    try:
+        return adapter.blocks(), adapter.final_norm(), adapter.get_classifier()
+    except ValueError as exc:  # UnsupportedModel is one
+        raise ValueError(
+            f"legrad needs each layer's tokens and the classifier: {exc}; grad-attention, "
+            f"relevance and the attention-only methods work on it"
+        ) from None
+
+
 class _LeGrad(Attributor):
+    def refusal(self, model: Any) -> str | None:
+        """Why ``model``'s layers cannot be read through its head, in one line; None when they
+        can."""
+        try:
+            layer_parts(model)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def key(self, options: MethodOptions, spec: Any) -> tuple:
         return (options.target_class, options.start_layer)
 
