@@ -35,7 +35,8 @@ the plain forward beside them; the ratio ours/reference is printed per repetitio
 minimum, median and maximum. The load average (1 minute) is read before and after each method: a
 method whose load before exceeds ``--max-load``, or after exceeds ``--max-load`` plus the torch
 threads this run itself keeps busy, is refused (its figures would not mean anything), as is the
-whole run when the load does not fall under ``--max-load`` within ``--wait`` seconds at the start.
+whole run when the load does not fall under ``--max-load`` within ``--wait`` seconds at the start
+(each method waits as long for it too before it starts).
 
     python benchmarks/method_cost.py [--methods ...] [--runs 3] [--warmup 1] [--batch 1]
                                      [--size 224] [--max-load 2.5] [--wait 600]
@@ -254,11 +255,9 @@ def load() -> float:
 
 
 def wait_for_load(limit: float, wait: float) -> float:
-    """The load once it is under ``limit``, waiting up to ``wait`` seconds; else exit."""
+    """The load once it is under ``limit``, waiting up to ``wait`` seconds for it."""
     deadline = time.monotonic() + wait
-    while (now := load()) > limit:
-        if time.monotonic() >= deadline:
-            sys.exit(f"load average {now:.2f} is above --max-load {limit}: not measured")
+    while (now := load()) > limit and time.monotonic() < deadline:
         print(f"load {now:.2f} > {limit}: waiting", flush=True)
         time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
     return now
@@ -285,7 +284,7 @@ def measure(
         with torch.inference_mode():
             model.module(images)
 
-    before = load()
+    before = wait_for_load(args.max_load, args.wait)
     for _ in range(args.warmup):
         own()
         if ref is not None:
@@ -338,6 +337,8 @@ def main() -> None:
         args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)
     )
     start = wait_for_load(args.max_load, args.wait)
+    if start > args.max_load:
+        sys.exit(f"load average {start:.2f} is above --max-load {args.max_load}: not measured")
     threads = torch.get_num_threads()
     print(
         f"{model.spec.display_name if args.size == 224 else 'tiny torchvision ViT'}, "
