@@ -174,7 +174,7 @@ def reference(
         def chefer() -> object:
             return chefer_reference.reference_maps(rebuilt, images, chosen, options.start_layer)
 
-        return chefer, f"tests' chefer_reference, start layer {options.start_layer}, by image"
+        return chefer, f"tests' chefer_reference, start layer {options.start_layer + 1}, by image"
     if method == "cp-lrp":
         from tests.core.test_cp_lrp import by_hand, torchvision_by_hand
 
@@ -190,7 +190,7 @@ def reference(
         def legrad() -> object:
             return _by_hand(_torchvision_layers, module, images, prefix, options.target_class)
 
-        return legrad, f"tests' equations, start layer {options.start_layer}"
+        return legrad, f"tests' equations, start layer {options.start_layer + 1}"
     return None
 
 
