@@ -7,7 +7,9 @@ The unit is the plain forward's time per image (``module(images)`` under inferen
 batch). Each method's time per image is printed in forward passes: ours
 (:func:`vitexplorer.core.explain.maps.attribute` for a method that explains a class score over a
 batch, :func:`~vitexplorer.core.explain.maps.explanation_map` image by image for the others) and
-the reference's, called with the same settings (printed):
+the reference's, called with the same settings (printed) and handed the classes ours explains
+(each image's predicted class, found outside the reference's timing: that favours the
+reference by the one forward ours spends on it):
 
 - integrated-gradients: captum ``IntegratedGradients`` (Gauss-Legendre, the same black baseline,
   ``internal_batch_size`` our points per pass);
@@ -25,7 +27,7 @@ the reference's, called with the same settings (printed):
 - cp-lrp: the forward written out with the attention and the LayerNorm's deviation detached, then
   plain autograd (``tests/core/test_cp_lrp.py``, imported from the tests package);
 - legrad: the paper's equations written out (``tests/core/test_legrad.py``, imported from the
-  tests package: one autograd.grad a layer).
+  tests package: one autograd.grad a layer; it finds the predicted class in its own forward).
 
 attention, rollout, relevance and grad-attention have no packaged reference (none published as a
 package; their tests' oracles are not speed references): ours alone is printed.
