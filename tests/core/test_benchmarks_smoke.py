@@ -136,6 +136,36 @@ CASES: dict[str, tuple[list[str], list[tuple[str, set[str]]]]] = {
             )
         ],
     ),
+    "method_cost.py": (  # a tiny torchvision ViT at 32 px; --max-load: never refused here
+        ["--size", "32", "--runs", "1", "--warmup", "0", "--max-load", "1000"],
+        [
+            (
+                rf"^{name}\s+ours\s+{number('ours')} passes \({number('seconds')} s/image\)\s+"
+                rf"reference -\s+load {number('before')} -> {number('after')}\s+\(none published",
+                {"ours"},
+            )
+            for name in ("attention", "rollout", "relevance", "grad-attention")
+        ]
+        + [
+            (
+                rf"^{name}\s+ours\s+{number('ours')} passes \({number('seconds')} s/image\)\s+"
+                rf"reference\s+{number('theirs')} passes \({number('their_s')} s/image\)\s+ratio "
+                rf"min {number('low')} median {number('median')} max {number('high')}\s+load "
+                rf"{number('before')} -> {number('after')}$",
+                {"ours", "low", "median", "high"},
+            )
+            for name in (
+                "integrated-gradients",
+                "smoothgrad",
+                "occlusion",
+                "gradcam",
+                "attnlrp",
+                "chefer-lrp",
+                "cp-lrp",
+                "legrad",
+            )
+        ],
+    ),
     "rollout_latency.py": (
         ["--quick", "--clicks", "5", "--repeats", "1"],
         [
